@@ -1,0 +1,40 @@
+/* buf.h — a growable byte buffer and the JSON writer used on hot paths.
+ * Encoding never allocates once the buffer has grown to its working size.
+ * Numbers: integers as exact decimal text (int64/uint64, also beyond 2^53);
+ * doubles as the shortest text that reads back to the same double;
+ * NaN/Inf are never written as numbers (callers write null + bad quality). */
+#ifndef FB_BUF_H
+#define FB_BUF_H
+#include <stddef.h>
+#include <stdint.h>
+#include "fb.h"
+
+struct fb_buf {
+    char *p;
+    size_t len, cap;
+};
+void fb_buf_init(struct fb_buf *b);
+void fb_buf_free(struct fb_buf *b);
+void fb_buf_reserve(struct fb_buf *b, size_t extra); /* aborts on OOM */
+static inline void fb_buf_clear(struct fb_buf *b) { b->len = 0; }
+void fb_buf_put(struct fb_buf *b, const void *p, size_t n);
+void fb_buf_puts(struct fb_buf *b, const char *s);
+void fb_buf_putc(struct fb_buf *b, char c);
+void fb_buf_printf(struct fb_buf *b, const char *fmt, ...) FB_PRINTF(2, 3);
+/* NUL-terminate without counting the NUL in len. */
+const char *fb_buf_cstr(struct fb_buf *b);
+
+/* JSON pieces */
+void fb_json_str(struct fb_buf *b, const char *s, size_t n); /* quoted, escaped */
+void fb_json_cstr(struct fb_buf *b, const char *s);
+void fb_json_i64(struct fb_buf *b, int64_t v);
+void fb_json_u64(struct fb_buf *b, uint64_t v);
+/* Shortest round-trip text; caller must not pass NaN/Inf (writes null then). */
+void fb_json_double(struct fb_buf *b, double v);
+/* float32 values: shortest text that round-trips as a float. */
+void fb_json_float(struct fb_buf *b, float v);
+/* A value: number/bool/string; null when a float is NaN/Inf. */
+void fb_json_value(struct fb_buf *b, const struct fb_value *v);
+/* Plain text form for the CLI (same number formatting, strings unquoted). */
+void fb_text_value(struct fb_buf *b, const struct fb_value *v);
+#endif

@@ -1,0 +1,48 @@
+/* router.h — the one path by which commands reach devices.
+ *
+ * A sink (MQTT today) turns a message into a struct fb_cmd and submits it;
+ * the router thread parses the JSON write request, validates every tag (exists,
+ * writable, type, range, age), converts and unscales the value, hands the
+ * write to the owning connection thread, waits for the result, and answers
+ * through cmd->reply.  Every write, accepted or refused, is logged with its
+ * source and reason.
+ *
+ * Request:  {"id":"c-17","ts":"2026-11-28T10:00:00Z","write":{"setpoint":42.5}}
+ * Response: {"id":"c-17","ok":false,"results":{"setpoint":{"ok":false,"error":"above maximum 40"}}}
+ */
+#ifndef FB_ROUTER_H
+#define FB_ROUTER_H
+#include <stddef.h>
+#include <stdint.h>
+#include "fb.h"
+
+struct fb_cmd {
+    struct fb_cmd *next;
+    uint32_t device;       /* target device index */
+    int qos;               /* QoS the command arrived with (-1: not MQTT) */
+    char *payload;         /* owned */
+    size_t len;
+    char *response_topic;  /* owned; MQTT 5 response topic or NULL */
+    void *corr;            /* owned; MQTT 5 correlation data or NULL */
+    int corr_len;
+    char source[96];       /* who sent it, for the log: "mqtt:<topic>" */
+    void *reply_ctx;
+    /* Called once on the router thread with the response JSON. */
+    void (*reply)(struct fb_cmd *cmd, const char *json, size_t len);
+};
+
+/* Takes ownership of cmd (freed with fb_cmd_free after reply). */
+void fb_router_submit(struct fb_gateway *gw, struct fb_cmd *cmd);
+void fb_cmd_free(struct fb_cmd *cmd);
+int fb_router_start(struct fb_gateway *gw);
+void fb_router_stop(struct fb_gateway *gw);
+
+/* Validate one value for a tag and produce the raw value to write (scaling
+ * inverted, range-checked, converted to the wire type).  `j` is a json_t*.
+ * Returns 0 or an error with a reason a user can act on. */
+int fb_cmd_convert(const struct fb_tag *t, const void *j, struct fb_value *raw, char *sbuf,
+                   size_t sbuf_len, struct fb_err *err);
+/* Synchronously process one command (what the router thread does); writes the
+ * response JSON into *resp (malloc'd).  Exposed for tests. */
+void fb_cmd_process(struct fb_gateway *gw, const struct fb_cmd *cmd, char **resp, size_t *resp_len);
+#endif

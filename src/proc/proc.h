@@ -1,0 +1,59 @@
+/* proc.h — per-tag edge processing, run by the pipeline thread:
+ *   convert/scale → plausibility → deadband/report-by-exception → windows.
+ * Each stage is a plain function over a tag's settings and state so it can be
+ * unit-tested alone; fb_proc_batch chains them for a whole batch without
+ * allocating. */
+#ifndef FB_PROC_H
+#define FB_PROC_H
+#include <stdbool.h>
+#include <stdint.h>
+#include "../core/fb.h"
+
+/* Ring of (t, value) for sliding-window statistics. */
+struct fb_window {
+    int64_t *t;
+    double *v;
+    uint32_t cap, head, n;
+    double sum, sumsq; /* recomputed on eviction drift: see window.c */
+};
+
+struct fb_tag_state {
+    bool have_last;        /* a value has been published */
+    struct fb_value last_pub;
+    uint32_t last_pub_q;
+    int64_t last_pub_ns;   /* gateway time of last publish */
+    bool have_prev;        /* previous sample seen (for rate / stuck) */
+    double prev;
+    int64_t prev_ns;
+    int64_t unchanged_since_ns;
+    struct fb_window win;
+};
+
+/* 1. scaling: raw numeric → engineering (float64).  Strings/bools pass through. */
+void fb_scale_in(const struct fb_tag_proc *p, struct fb_value *v);
+/* inverse, for writes: engineering → raw double */
+double fb_scale_out(const struct fb_tag_proc *p, double eng);
+
+/* 2. plausibility: returns the quality to use (q unchanged when plausible). */
+uint32_t fb_plausibility(const struct fb_tag_proc *p, struct fb_tag_state *st,
+                         const struct fb_value *v, uint32_t q, int64_t ts);
+
+/* 3. deadband: true if the sample must be published (changed enough, quality
+ * changed, first value, or heartbeat due).  Updates the state when true. */
+bool fb_deadband_pass(const struct fb_tag_proc *p, struct fb_tag_state *st,
+                      const struct fb_value *v, uint32_t q, int64_t ts, bool *heartbeat);
+
+/* 4. windows */
+int fb_window_init(struct fb_window *w, uint32_t cap);
+void fb_window_free(struct fb_window *w);
+void fb_window_add(struct fb_window *w, int64_t ts, double v, int64_t window_ns);
+void fb_window_stats(const struct fb_window *w, int64_t now, int64_t window_ns, struct fb_stats *out);
+
+/* The whole chain for the gateway's tags. */
+struct fb_proc;
+struct fb_proc *fb_proc_new(const struct fb_gateway *gw);
+void fb_proc_free(struct fb_proc *p);
+/* Process `in` (raw samples of one device) into `out` (what to publish).
+ * Returns the number of samples appended to out. */
+uint32_t fb_proc_batch(struct fb_proc *p, const struct fb_batch *in, struct fb_batch *out);
+#endif
