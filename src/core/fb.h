@@ -172,6 +172,7 @@ struct fb_batch {
     uint8_t kind;      /* enum fb_batch_kind */
     uint8_t dev_state; /* enum fb_dev_state, for FB_BATCH_DEVSTATE */
     uint32_t device;   /* device index */
+    uint16_t group;    /* poll group index within the device */
     int64_t ts;        /* gateway time the batch was made */
     uint64_t seq;      /* per-gateway monotonic sequence, set by the pipeline */
     uint32_t n, cap;
@@ -247,7 +248,9 @@ struct fb_group {      /* a poll group: tags read at the same period */
     uint32_t ntags;
     void *plan;        /* driver-owned read plan */
     int64_t next_due;  /* monotonic ns */
-    struct fb_batch_pool *pool;
+    struct fb_batch_pool *pool;     /* raw batches: connection thread → pipeline */
+    struct fb_batch_pool *out_pool; /* processed batches: pipeline → sinks */
+    _Atomic uint64_t overruns;      /* cycles started late by more than a period */
 };
 
 /* Per-device counters; written by the connection thread, read by anyone. */
@@ -315,6 +318,7 @@ struct fb_write_req {
     uint32_t tag;
     struct fb_value raw; /* already validated, converted and unscaled */
     char sbuf[256];      /* storage for string values */
+    atomic_int refs; /* requester + connection thread */
     /* completion */
     pthread_mutex_t mu;
     pthread_cond_t cv;

@@ -1,0 +1,422 @@
+/* oneshot.c — `fieldbridge read`, `write` and `browse`: the mbpoll of every
+ * protocol.  Builds a one-device gateway model in memory and drives the
+ * driver table directly (no threads, no pipeline), so what the CLI reads is
+ * exactly what the gateway would read. */
+#include <errno.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../core/buf.h"
+#include "../core/config.h"
+#include "../core/log.h"
+#include "../core/router.h"
+#include "cli.h"
+
+struct oneshot {
+    struct fb_gateway gw;
+    struct fb_device dev;
+    struct fb_conn conn;
+    struct fb_group group;
+    struct fb_tag *tags;
+    uint32_t ntags;
+    bool dev_inited;
+};
+
+struct opts {
+    const char *url, *type, *order, *timeout;
+    const char *pos[64];
+    int npos;
+    long count;
+    bool json;
+};
+
+static bool looks_negative_number(const char *s)
+{
+    return s[0] == '-' && ((s[1] >= '0' && s[1] <= '9') || s[1] == '.');
+}
+
+/* Returns 0, 1 for --help, or 2 for a usage error. */
+static int parse_opts(const char *cmd, int argc, char **argv, struct opts *o)
+{
+    memset(o, 0, sizeof *o);
+    o->count = 1;
+    for (int i = 0; i < argc; i++) {
+        const char *a = argv[i];
+        bool has_val = i + 1 < argc;
+        if (!strcmp(a, "-h") || !strcmp(a, "--help")) return 1;
+        if ((!strcmp(a, "--type") || !strcmp(a, "-t")) && has_val)
+            o->type = argv[++i];
+        else if ((!strcmp(a, "--order") || !strcmp(a, "-o")) && has_val)
+            o->order = argv[++i];
+        else if (!strcmp(a, "--timeout") && has_val)
+            o->timeout = argv[++i];
+        else if ((!strcmp(a, "--count") || !strcmp(a, "-n")) && has_val) {
+            char *end;
+            errno = 0;
+            o->count = strtol(argv[++i], &end, 10);
+            if (*end || errno || o->count < 1 || o->count > 10000) {
+                fprintf(stderr, "fieldbridge %s: --count needs a number from 1 to 10000\n", cmd);
+                return 2;
+            }
+        } else if (!strcmp(a, "--json"))
+            o->json = true;
+        else if (!strcmp(a, "--")) {
+            for (i++; i < argc; i++)
+                if (o->npos < 64) o->pos[o->npos++] = argv[i];
+        } else if (a[0] == '-' && a[1] && !looks_negative_number(a)) {
+            fprintf(stderr, "fieldbridge %s: unknown option '%s' (see fieldbridge help)\n", cmd, a);
+            return 2;
+        } else if (!o->url)
+            o->url = a;
+        else if (o->npos < 64)
+            o->pos[o->npos++] = a;
+        else {
+            fprintf(stderr, "fieldbridge %s: too many arguments\n", cmd);
+            return 2;
+        }
+    }
+    if (!o->url) {
+        fprintf(stderr, "fieldbridge %s: missing device URL\n", cmd);
+        return 2;
+    }
+    return 0;
+}
+
+static void oneshot_free(struct oneshot *s)
+{
+    const struct fb_driver *drv = s->dev.drv;
+    if (drv) {
+        if (s->group.plan && drv->plan_free) drv->plan_free(&s->group);
+        for (uint32_t i = 0; i < s->ntags; i++) {
+            if (s->tags[i].addr && drv->free_address) drv->free_address(&s->tags[i]);
+            free(s->tags[i].name);
+            free(s->tags[i].addr_text);
+            free(s->tags[i].order);
+        }
+        if (s->dev_inited && drv->device_free) drv->device_free(&s->dev);
+    }
+    free(s->tags);
+    free(s->group.tags);
+    free(s->conn.key);
+    fb_url_free(&s->dev.url);
+    pthread_mutex_destroy(&s->conn.mu);
+    pthread_cond_destroy(&s->conn.cv);
+}
+
+/* Build the model: one device, one tag per (address × count).  Returns 0 or 2. */
+static int oneshot_init(struct oneshot *s, const char *cmd, const struct opts *o, const char **addrs,
+                        int naddr, int access)
+{
+    memset(s, 0, sizeof *s);
+    pthread_mutex_init(&s->conn.mu, NULL);
+    pthread_cond_init(&s->conn.cv, NULL);
+    struct fb_err err = {0};
+    if (fb_url_parse(o->url, &s->dev.url, &err) < 0) {
+        fprintf(stderr, "fieldbridge %s: bad URL '%s': %s\n", cmd, o->url, err.msg);
+        return 2;
+    }
+    const struct fb_driver *drv = fb_driver_for_scheme(s->dev.url.scheme);
+    if (!drv) {
+        fprintf(stderr, "fieldbridge %s: unknown URL scheme '%s' (modbus-tcp, modbus-rtu, sim)\n", cmd,
+                s->dev.url.scheme ? s->dev.url.scheme : "");
+        return 2;
+    }
+    s->gw.id = (char *)"cli";
+    s->gw.site = (char *)"cli";
+    s->gw.devs = &s->dev;
+    s->gw.ndevs = 1;
+    s->gw.conns = &s->conn;
+    s->gw.nconns = 1;
+    s->dev.name = (char *)"cli";
+    s->dev.url_text = (char *)o->url;
+    s->dev.drv = drv;
+    s->dev.gw = &s->gw;
+    s->dev.timeout_ns = 1000000000LL;
+    if (o->timeout && fb_parse_duration(o->timeout, &s->dev.timeout_ns) < 0) {
+        fprintf(stderr, "fieldbridge %s: bad --timeout '%s' (e.g. 500ms, 2s)\n", cmd, o->timeout);
+        return 2;
+    }
+    s->dev.ngroups = 1;
+    s->dev.groups = &s->group;
+    s->dev.conn = &s->conn;
+    static struct fb_device *devp[1];
+    devp[0] = &s->dev;
+    s->conn.devs = devp;
+    s->conn.ndevs = 1;
+    s->conn.drv = drv;
+    if (drv->device_init(&s->dev, &s->conn.key, &err) < 0) {
+        fprintf(stderr, "fieldbridge %s: %s\n", cmd, err.msg);
+        return 2;
+    }
+    s->dev_inited = true;
+    s->ntags = (uint32_t)naddr * (uint32_t)o->count;
+    s->tags = calloc(s->ntags, sizeof *s->tags);
+    s->group.tags = calloc(s->ntags, sizeof *s->group.tags);
+    if (!s->tags || !s->group.tags) return 2;
+    s->gw.tags = s->tags;
+    s->gw.ntags = s->ntags;
+    s->dev.first_tag = 0;
+    s->dev.ntags = s->ntags;
+    s->group.period_ns = 1000000000LL;
+    s->group.ntags = s->ntags;
+    uint32_t k = 0;
+    for (int a = 0; a < naddr; a++) {
+        for (long i = 0; i < o->count; i++, k++) {
+            struct fb_tag *t = &s->tags[k];
+            t->id = k;
+            t->device = 0;
+            t->access = (uint8_t)access;
+            t->index = (uint32_t)i;
+            /* --type is the same thing as a :TYPE suffix on the address */
+            size_t n = strlen(addrs[a]) + (o->type ? strlen(o->type) + 2 : 1);
+            t->addr_text = malloc(n);
+            if (!t->addr_text) return 2;
+            snprintf(t->addr_text, n, "%s%s%s", addrs[a], o->type ? ":" : "", o->type ? o->type : "");
+            if (o->count > 1) {
+                size_t m = strlen(addrs[a]) + 24;
+                t->name = malloc(m);
+                if (t->name) snprintf(t->name, m, "%s[%ld]", addrs[a], i);
+            } else {
+                t->name = strdup(addrs[a]);
+            }
+            t->path = t->name;
+            t->order = o->order ? strdup(o->order) : NULL;
+            s->group.tags[k] = k;
+            if (drv->parse_address(&s->dev, t, &err) < 0) {
+                fprintf(stderr, "fieldbridge %s: bad address '%s': %s\n", cmd, addrs[a], err.msg);
+                return 2;
+            }
+        }
+    }
+    if (drv->plan && drv->plan(&s->dev, &s->group, &err) < 0) {
+        fprintf(stderr, "fieldbridge %s: %s\n", cmd, err.msg);
+        return 2;
+    }
+    return 0;
+}
+
+static const char *const read_help =
+    "usage: fieldbridge read URL ADDR... [--type T] [--order O] [--count N] [--json] [--timeout D]\n"
+    "Reads each address once and prints one line per value: address, value, and the\n"
+    "quality when it is not good.  --count N reads N consecutive values of the type.\n"
+    "--json prints [{\"addr\",\"type\",\"value\",\"quality\"}].\n"
+    "example: fieldbridge read 'modbus-tcp://127.0.0.1:5020?unit=1' hr:0 --type float32 --order CDAB\n"
+    "exit codes: 0 all values good; 1 communication error or a value not good; 2 usage error\n";
+
+int fb_cli_read(int argc, char **argv)
+{
+    struct opts o;
+    int rc = parse_opts("read", argc, argv, &o);
+    if (rc == 1) {
+        fputs(read_help, stdout);
+        return 0;
+    }
+    if (rc) return rc;
+    if (o.npos == 0) {
+        fprintf(stderr, "fieldbridge read: missing address (e.g. hr:0)\n");
+        return 2;
+    }
+    struct oneshot s;
+    rc = oneshot_init(&s, "read", &o, o.pos, o.npos, FB_ACC_READ);
+    if (rc) {
+        oneshot_free(&s);
+        return rc;
+    }
+    const struct fb_driver *drv = s.dev.drv;
+    struct fb_err err = {0};
+    if (drv->open(&s.conn, &err) < 0) {
+        fprintf(stderr, "fieldbridge read: %s\n", err.msg[0] ? err.msg : "cannot connect");
+        oneshot_free(&s);
+        return 1;
+    }
+    uint32_t arena = 0;
+    for (uint32_t i = 0; i < s.ntags; i++)
+        if (s.tags[i].type == FB_T_STRING) arena += s.tags[i].str_len ? s.tags[i].str_len : 256;
+    struct fb_batch *b = fb_batch_new(s.ntags, 0, arena);
+    if (!b) {
+        drv->close(&s.conn);
+        oneshot_free(&s);
+        return 1;
+    }
+    b->ts = fb_now_ns();
+    rc = drv->read(&s.dev, &s.group, b);
+    drv->close(&s.conn);
+    int exit_code = 0;
+    if (rc < 0) {
+        fprintf(stderr, "fieldbridge read: %s\n", fb_strerror(rc));
+        exit_code = 1;
+    }
+    struct fb_buf out;
+    fb_buf_init(&out);
+    if (o.json) fb_buf_putc(&out, '[');
+    for (uint32_t i = 0; i < b->n; i++) {
+        const struct fb_sample *sm = &b->s[i];
+        const struct fb_tag *t = &s.tags[sm->tag];
+        char qb[16];
+        bool good = fb_q_good(sm->quality);
+        if (!good) exit_code = 1;
+        if (o.json) {
+            if (i) fb_buf_putc(&out, ',');
+            fb_buf_puts(&out, "{\"addr\":");
+            fb_json_cstr(&out, t->name);
+            fb_buf_puts(&out, ",\"type\":");
+            fb_json_cstr(&out, fb_type_name((enum fb_type)t->type));
+            fb_buf_puts(&out, ",\"value\":");
+            if (fb_q_bad(sm->quality))
+                fb_buf_puts(&out, "null");
+            else
+                fb_json_value(&out, &sm->v);
+            fb_buf_puts(&out, ",\"quality\":");
+            fb_json_cstr(&out, good ? "good" : fb_q_name(sm->quality, qb));
+            fb_buf_putc(&out, '}');
+        } else {
+            fb_buf_puts(&out, t->name);
+            fb_buf_putc(&out, ' ');
+            if (fb_q_bad(sm->quality))
+                fb_buf_puts(&out, "null");
+            else
+                fb_text_value(&out, &sm->v);
+            if (!good) {
+                fb_buf_putc(&out, ' ');
+                fb_buf_puts(&out, fb_q_name(sm->quality, qb));
+            }
+            fb_buf_putc(&out, '\n');
+        }
+    }
+    if (o.json) fb_buf_puts(&out, "]\n");
+    fwrite(out.p, 1, out.len, stdout);
+    fb_buf_free(&out);
+    fb_batch_free(b);
+    oneshot_free(&s);
+    return exit_code;
+}
+
+static const char *const write_help =
+    "usage: fieldbridge write URL ADDR VALUE [--type T] [--order O] [--timeout D]\n"
+    "Writes one value.  Negative numbers work as they are: write URL hr:10:int16 -5\n"
+    "Booleans: true/false/1/0/on/off.  Values outside the type's range are refused (exit 2).\n"
+    "exit codes: 0 written; 1 device or communication error; 2 usage error\n";
+
+/* VALUE text → raw value of the tag's type, with the router's checks. */
+static int parse_value(const struct fb_tag *t, const char *text, struct fb_value *v, char *sbuf,
+                       size_t sbuf_len, struct fb_err *err)
+{
+    if (t->type == FB_T_STRING) {
+        size_t n = strlen(text);
+        if (n > sbuf_len || (t->str_len && n > t->str_len))
+            return fb_err_set(err, FB_ERANGE, "string longer than %u bytes", t->str_len);
+        memcpy(sbuf, text, n);
+        v->type = FB_T_STRING;
+        v->s.p = sbuf;
+        v->s.len = (uint32_t)n;
+        return 0;
+    }
+    if (t->type == FB_T_BOOL) {
+        if (!strcasecmp(text, "true") || !strcmp(text, "1") || !strcasecmp(text, "on")) {
+            v->type = FB_T_BOOL;
+            v->b = true;
+            return 0;
+        }
+        if (!strcasecmp(text, "false") || !strcmp(text, "0") || !strcasecmp(text, "off")) {
+            v->type = FB_T_BOOL;
+            v->b = false;
+            return 0;
+        }
+        return fb_err_set(err, FB_EINVAL, "expected true/false/1/0/on/off, got '%s'", text);
+    }
+    if (t->type == FB_T_UINT64 && text[0] != '-') { /* beyond what JSON integers hold */
+        char *end;
+        errno = 0;
+        unsigned long long u = strtoull(text, &end, 0);
+        if (!*end && end != text && !errno) {
+            v->type = FB_T_UINT64;
+            v->u = u;
+            return 0;
+        }
+    }
+    json_error_t je;
+    json_t *j = json_loads(text, JSON_DECODE_ANY, &je);
+    if (!j || !json_is_number(j)) {
+        if (j) json_decref(j);
+        return fb_err_set(err, FB_EINVAL, "'%s' is not a number", text);
+    }
+    int rc = fb_cmd_convert(t, j, v, sbuf, sbuf_len, err);
+    json_decref(j);
+    return rc;
+}
+
+int fb_cli_write(int argc, char **argv)
+{
+    struct opts o;
+    int rc = parse_opts("write", argc, argv, &o);
+    if (rc == 1) {
+        fputs(write_help, stdout);
+        return 0;
+    }
+    if (rc) return rc;
+    if (o.npos != 2) {
+        fprintf(stderr, "fieldbridge write: expected URL ADDR VALUE\n");
+        return 2;
+    }
+    o.count = 1;
+    struct oneshot s;
+    rc = oneshot_init(&s, "write", &o, o.pos, 1, FB_ACC_RW);
+    if (rc) {
+        oneshot_free(&s);
+        return rc;
+    }
+    struct fb_err err = {0};
+    struct fb_value v;
+    char sbuf[256];
+    if (parse_value(&s.tags[0], o.pos[1], &v, sbuf, sizeof sbuf, &err) < 0) {
+        fprintf(stderr, "fieldbridge write: %s: %s\n", o.pos[0], err.msg);
+        oneshot_free(&s);
+        return 2;
+    }
+    const struct fb_driver *drv = s.dev.drv;
+    if (drv->open(&s.conn, &err) < 0) {
+        fprintf(stderr, "fieldbridge write: %s\n", err.msg[0] ? err.msg : "cannot connect");
+        oneshot_free(&s);
+        return 1;
+    }
+    rc = drv->write(&s.dev, &s.tags[0], &v, &err);
+    drv->close(&s.conn);
+    if (rc < 0) {
+        fprintf(stderr, "fieldbridge write: %s: %s\n", o.pos[0], err.msg[0] ? err.msg : fb_strerror(rc));
+        oneshot_free(&s);
+        return rc == FB_EINVAL || rc == FB_ERANGE ? 2 : 1;
+    }
+    struct fb_buf out;
+    fb_buf_init(&out);
+    fb_text_value(&out, &v);
+    printf("%s <- %s ok\n", o.pos[0], fb_buf_cstr(&out));
+    fb_buf_free(&out);
+    oneshot_free(&s);
+    return 0;
+}
+
+int fb_cli_browse(int argc, char **argv)
+{
+    struct opts o;
+    int rc = parse_opts("browse", argc, argv, &o);
+    if (rc == 1) {
+        puts("usage: fieldbridge browse URL\nLists what a device offers (OPC UA nodes, ADS symbols, RevPi variables).");
+        return 0;
+    }
+    if (rc) return rc;
+    struct fb_url u;
+    struct fb_err err = {0};
+    if (fb_url_parse(o.url, &u, &err) < 0) {
+        fprintf(stderr, "fieldbridge browse: bad URL '%s': %s\n", o.url, err.msg);
+        return 2;
+    }
+    const struct fb_driver *drv = fb_driver_for_scheme(u.scheme);
+    fprintf(stderr,
+            "fieldbridge browse: the %s driver has nothing to browse: %s devices do not describe "
+            "their registers; list them in the config (docs/modbus.md)\n",
+            drv ? drv->name : (u.scheme ? u.scheme : "?"), u.scheme ? u.scheme : "?");
+    fb_url_free(&u);
+    return 2;
+}

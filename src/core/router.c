@@ -1,0 +1,395 @@
+/* router.c — commands from the north, validated in one place, written south.
+ *
+ * Why one thread: commands are rare next to telemetry, but each may wait for a
+ * slow field device.  Queueing them here keeps the MQTT network thread free
+ * and gives every command the same checks in the same order:
+ *   QoS (0 refused unless allowed) → JSON shape → age ("ts") →
+ *   per tag: exists → writable → type → range (engineering units) →
+ *   unscale → fits the wire type → write through the owning connection.
+ * Each write, accepted or refused, is logged with its source and reason.
+ */
+#include <jansson.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "../proc/proc.h"
+#include "buf.h"
+#include "log.h"
+#include "router.h"
+#include "runtime.h"
+
+#define FB_CMD_WRITE_TIMEOUT_NS 5000000000LL
+
+struct router {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    struct fb_cmd *head, *tail;
+    bool stop;
+    pthread_t thr;
+    struct fb_gateway *gw;
+};
+static struct router *the_router;
+
+void fb_cmd_free(struct fb_cmd *cmd)
+{
+    if (!cmd) return;
+    free(cmd->payload);
+    free(cmd->response_topic);
+    free(cmd->corr);
+    free(cmd);
+}
+
+/* Parse "2026-11-28T10:00:00.123Z" (or with +hh:mm) or epoch milliseconds. */
+static int parse_ts(const json_t *j, int64_t *ns)
+{
+    if (json_is_integer(j)) {
+        *ns = (int64_t)json_integer_value(j) * 1000000LL;
+        return 0;
+    }
+    if (!json_is_string(j)) return -1;
+    const char *s = json_string_value(j);
+    struct tm tm = {0};
+    int y, mo, d, h, mi, n = 0;
+    double sec;
+    if (sscanf(s, "%4d-%2d-%2dT%2d:%2d:%lf%n", &y, &mo, &d, &h, &mi, &sec, &n) != 6) return -1;
+    tm.tm_year = y - 1900;
+    tm.tm_mon = mo - 1;
+    tm.tm_mday = d;
+    tm.tm_hour = h;
+    tm.tm_min = mi;
+    int64_t t = (int64_t)timegm(&tm);
+    const char *z = s + n;
+    int64_t off = 0;
+    if (*z == '+' || *z == '-') {
+        int oh = 0, om = 0;
+        if (sscanf(z + 1, "%2d:%2d", &oh, &om) < 1) return -1;
+        off = (oh * 3600 + om * 60) * (*z == '+' ? 1 : -1);
+    } else if (*z != 'Z' && *z != 0) {
+        return -1;
+    }
+    *ns = (t - off) * 1000000000LL + (int64_t)llround(sec * 1e9);
+    return 0;
+}
+
+static void fmt_limit(char *buf, size_t n, double v)
+{
+    struct fb_buf b;
+    fb_buf_init(&b);
+    fb_json_double(&b, v);
+    snprintf(buf, n, "%s", fb_buf_cstr(&b));
+    fb_buf_free(&b);
+}
+
+int fb_cmd_convert(const struct fb_tag *t, const void *jv, struct fb_value *raw, char *sbuf,
+                   size_t sbuf_len, struct fb_err *err)
+{
+    const json_t *j = jv;
+    const struct fb_tag_proc *p = &t->proc;
+    memset(raw, 0, sizeof *raw);
+    if (t->type == FB_T_STRING) {
+        if (!json_is_string(j)) return fb_err_set(err, FB_EINVAL, "expected a string");
+        size_t n = json_string_length(j);
+        size_t max = t->str_len ? t->str_len : sbuf_len;
+        if (n > max || n > sbuf_len)
+            return fb_err_set(err, FB_ERANGE, "string longer than %zu bytes", max < sbuf_len ? max : sbuf_len);
+        memcpy(sbuf, json_string_value(j), n);
+        raw->type = FB_T_STRING;
+        raw->s.p = sbuf;
+        raw->s.len = (uint32_t)n;
+        return 0;
+    }
+    if (t->type == FB_T_BOOL && !p->scaled) {
+        if (json_is_boolean(j)) {
+            raw->type = FB_T_BOOL;
+            raw->b = json_is_true(j);
+            return 0;
+        }
+        if (json_is_integer(j) && (json_integer_value(j) == 0 || json_integer_value(j) == 1)) {
+            raw->type = FB_T_BOOL;
+            raw->b = json_integer_value(j) == 1;
+            return 0;
+        }
+        return fb_err_set(err, FB_EINVAL, "expected true or false");
+    }
+    if (!json_is_number(j)) {
+        if (json_is_boolean(j) && fb_type_is_int(t->type) && !p->scaled) {
+            /* a bool to a numeric register is a common dashboard habit: 0/1 */
+            j = json_is_true(j) ? json_integer(1) : json_integer(0);
+            int rc = fb_cmd_convert(t, j, raw, sbuf, sbuf_len, err);
+            json_decref((json_t *)j);
+            return rc;
+        }
+        return fb_err_set(err, FB_EINVAL, "expected a number for %s tag", fb_type_name(t->type));
+    }
+    double eng = json_number_value(j);
+    if (!isfinite(eng)) return fb_err_set(err, FB_EINVAL, "not a finite number");
+    char lim[40];
+    if (p->has_max && eng > p->max) {
+        fmt_limit(lim, sizeof lim, p->max);
+        return fb_err_set(err, FB_ERANGE, "above maximum %s", lim);
+    }
+    if (p->has_min && eng < p->min) {
+        fmt_limit(lim, sizeof lim, p->min);
+        return fb_err_set(err, FB_ERANGE, "below minimum %s", lim);
+    }
+    /* Exact path for integers that need no scaling: no detour through double. */
+    if (json_is_integer(j) && !p->scaled && fb_type_is_int(t->type)) {
+        json_int_t v = json_integer_value(j);
+        raw->type = t->type;
+        if (fb_type_is_signed(t->type)) {
+            static const int64_t lo[] = {[FB_T_INT8] = INT8_MIN, [FB_T_INT16] = INT16_MIN,
+                                         [FB_T_INT32] = INT32_MIN, [FB_T_INT64] = INT64_MIN};
+            static const int64_t hi[] = {[FB_T_INT8] = INT8_MAX, [FB_T_INT16] = INT16_MAX,
+                                         [FB_T_INT32] = INT32_MAX, [FB_T_INT64] = INT64_MAX};
+            if (v < lo[t->type] || v > hi[t->type])
+                return fb_err_set(err, FB_ERANGE, "%lld is out of range for %s", (long long)v,
+                                  fb_type_name(t->type));
+            raw->i = v;
+        } else {
+            static const uint64_t hi[] = {[FB_T_UINT8] = UINT8_MAX, [FB_T_UINT16] = UINT16_MAX,
+                                          [FB_T_UINT32] = UINT32_MAX, [FB_T_UINT64] = UINT64_MAX};
+            if (v < 0 || (uint64_t)v > hi[t->type])
+                return fb_err_set(err, FB_ERANGE, "%lld is out of range for %s", (long long)v,
+                                  fb_type_name(t->type));
+            raw->u = (uint64_t)v;
+        }
+        return 0;
+    }
+    double r = p->scaled ? fb_scale_out(p, eng) : eng;
+    if (fb_type_is_int(t->type) && !p->scaled && r != nearbyint(r))
+        return fb_err_set(err, FB_EINVAL, "%s tag needs a whole number", fb_type_name(t->type));
+    int rc = fb_value_from_double((enum fb_type)t->type, r, raw);
+    if (rc == FB_ERANGE) {
+        fmt_limit(lim, sizeof lim, eng);
+        return fb_err_set(err, FB_ERANGE, "%s is out of range for %s", lim, fb_type_name(t->type));
+    }
+    if (rc < 0) return fb_err_set(err, rc, "cannot convert to %s", fb_type_name(t->type));
+    return 0;
+}
+
+static void respond(struct fb_buf *b, const char *id_json, bool ok, const char *error)
+{
+    fb_buf_puts(b, "{\"id\":");
+    fb_buf_puts(b, id_json);
+    fb_buf_puts(b, ok ? ",\"ok\":true" : ",\"ok\":false");
+    if (error) {
+        fb_buf_puts(b, ",\"error\":");
+        fb_json_cstr(b, error);
+    }
+    fb_buf_putc(b, '}');
+}
+
+void fb_cmd_process(struct fb_gateway *gw, const struct fb_cmd *cmd, char **resp, size_t *resp_len)
+{
+    struct fb_buf out;
+    fb_buf_init(&out);
+    struct fb_device *dev = cmd->device < gw->ndevs ? &gw->devs[cmd->device] : NULL;
+    const char *dname = dev ? dev->name : "?";
+    json_error_t jerr;
+    json_t *root = json_loadb(cmd->payload, cmd->len, JSON_REJECT_DUPLICATES, &jerr);
+    char id_json[160] = "null";
+    char why[300];
+
+    if (root && json_is_object(root)) {
+        json_t *id = json_object_get(root, "id");
+        if (json_is_string(id) && json_string_length(id) < 100) {
+            struct fb_buf ib;
+            fb_buf_init(&ib);
+            fb_json_str(&ib, json_string_value(id), json_string_length(id));
+            snprintf(id_json, sizeof id_json, "%s", fb_buf_cstr(&ib));
+            fb_buf_free(&ib);
+        } else if (json_is_integer(id)) {
+            snprintf(id_json, sizeof id_json, "%lld", (long long)json_integer_value(id));
+        }
+    }
+    if (!dev) {
+        respond(&out, id_json, false, "unknown device");
+        goto done;
+    }
+    if (cmd->qos == 0 && !gw->cmd_allow_qos0) {
+        fb_warn(dname, NULL, "command refused from %s: sent with QoS 0", cmd->source);
+        respond(&out, id_json, false, "commands must be sent with QoS 1 or 2");
+        goto done;
+    }
+    if (!root) {
+        snprintf(why, sizeof why, "invalid JSON: %s (line %d, column %d)", jerr.text, jerr.line, jerr.column);
+        fb_warn(dname, NULL, "command refused from %s: %s", cmd->source, why);
+        respond(&out, id_json, false, why);
+        goto done;
+    }
+    if (!json_is_object(root)) {
+        fb_warn(dname, NULL, "command refused from %s: not a JSON object", cmd->source);
+        respond(&out, id_json, false, "expected a JSON object {\"id\":..., \"write\":{...}}");
+        goto done;
+    }
+    const char *key;
+    json_t *val;
+    json_object_foreach(root, key, val) {
+        if (strcmp(key, "id") && strcmp(key, "ts") && strcmp(key, "write")) {
+            snprintf(why, sizeof why, "unknown key '%.60s' (expected id, ts, write)", key);
+            fb_warn(dname, NULL, "command refused from %s: %s", cmd->source, why);
+            respond(&out, id_json, false, why);
+            goto done;
+        }
+    }
+    json_t *w = json_object_get(root, "write");
+    if (!json_is_object(w) || json_object_size(w) == 0) {
+        fb_warn(dname, NULL, "command refused from %s: no \"write\" object", cmd->source);
+        respond(&out, id_json, false, "expected \"write\": {\"tag\": value, ...}");
+        goto done;
+    }
+    json_t *ts = json_object_get(root, "ts");
+    if (ts) {
+        int64_t t;
+        if (parse_ts(ts, &t) < 0) {
+            fb_warn(dname, NULL, "command refused from %s: bad ts", cmd->source);
+            respond(&out, id_json, false, "bad \"ts\" (expected RFC 3339 UTC time or epoch milliseconds)");
+            goto done;
+        }
+        int64_t age = fb_now_ns() - t;
+        if (gw->cmd_max_age_ns > 0 && age > gw->cmd_max_age_ns) {
+            snprintf(why, sizeof why, "request too old: %.1fs > max_age %.1fs", age / 1e9,
+                     gw->cmd_max_age_ns / 1e9);
+            fb_warn(dname, NULL, "command refused from %s: %s", cmd->source, why);
+            respond(&out, id_json, false, why);
+            goto done;
+        }
+    }
+
+    bool all_ok = true;
+    struct fb_buf res;
+    fb_buf_init(&res);
+    fb_buf_putc(&res, '{');
+    bool first = true;
+    json_object_foreach(w, key, val) {
+        struct fb_err err = {0};
+        int rc;
+        struct fb_tag *t = fb_gw_tag(gw, dev, key);
+        struct fb_value raw;
+        char sbuf[256];
+        if (!t) {
+            rc = fb_err_set(&err, FB_ENOENT, "no such tag");
+        } else if (!(t->access & FB_ACC_WRITE)) {
+            rc = fb_err_set(&err, FB_EACCES, "tag is read-only");
+        } else {
+            rc = fb_cmd_convert(t, val, &raw, sbuf, sizeof sbuf, &err);
+            if (rc == 0) rc = fb_conn_write(gw, t, &raw, FB_CMD_WRITE_TIMEOUT_NS, &err);
+        }
+        char *vtext = json_dumps(val, JSON_ENCODE_ANY | JSON_COMPACT);
+        if (rc == 0)
+            fb_info(dname, key, "write %s from %s: ok", vtext ? vtext : "?", cmd->source);
+        else
+            fb_warn(dname, key, "write %s from %s refused: %s", vtext ? vtext : "?", cmd->source, err.msg);
+        free(vtext);
+        if (!first) fb_buf_putc(&res, ',');
+        first = false;
+        fb_json_cstr(&res, key);
+        if (rc == 0) {
+            fb_buf_puts(&res, ":{\"ok\":true}");
+        } else {
+            all_ok = false;
+            fb_buf_puts(&res, ":{\"ok\":false,\"error\":");
+            fb_json_cstr(&res, err.msg[0] ? err.msg : fb_strerror(rc));
+            fb_buf_putc(&res, '}');
+        }
+    }
+    fb_buf_putc(&res, '}');
+    fb_buf_puts(&out, "{\"id\":");
+    fb_buf_puts(&out, id_json);
+    fb_buf_puts(&out, all_ok ? ",\"ok\":true,\"results\":" : ",\"ok\":false,\"results\":");
+    fb_buf_put(&out, res.p, res.len);
+    fb_buf_putc(&out, '}');
+    fb_buf_free(&res);
+done:
+    if (root) json_decref(root);
+    fb_buf_cstr(&out);
+    *resp = out.p;
+    *resp_len = out.len;
+}
+
+static void *router_thread(void *arg)
+{
+    struct router *r = arg;
+    for (;;) {
+        pthread_mutex_lock(&r->mu);
+        while (!r->head && !r->stop) pthread_cond_wait(&r->cv, &r->mu);
+        struct fb_cmd *c = r->head;
+        if (c) {
+            r->head = c->next;
+            if (!r->head) r->tail = NULL;
+        }
+        pthread_mutex_unlock(&r->mu);
+        if (!c) break;
+        char *resp = NULL;
+        size_t len = 0;
+        fb_cmd_process(r->gw, c, &resp, &len);
+        if (c->reply) c->reply(c, resp, len);
+        free(resp);
+        fb_cmd_free(c);
+    }
+    return NULL;
+}
+
+void fb_router_submit(struct fb_gateway *gw, struct fb_cmd *cmd)
+{
+    (void)gw;
+    struct router *r = the_router;
+    if (!r) {
+        fb_cmd_free(cmd);
+        return;
+    }
+    cmd->next = NULL;
+    pthread_mutex_lock(&r->mu);
+    if (r->stop) {
+        pthread_mutex_unlock(&r->mu);
+        fb_cmd_free(cmd);
+        return;
+    }
+    if (r->tail)
+        r->tail->next = cmd;
+    else
+        r->head = cmd;
+    r->tail = cmd;
+    pthread_cond_signal(&r->cv);
+    pthread_mutex_unlock(&r->mu);
+}
+
+int fb_router_start(struct fb_gateway *gw)
+{
+    struct router *r = calloc(1, sizeof *r);
+    if (!r) return FB_ENOMEM;
+    pthread_mutex_init(&r->mu, NULL);
+    pthread_cond_init(&r->cv, NULL);
+    r->gw = gw;
+    if (pthread_create(&r->thr, NULL, router_thread, r) != 0) {
+        free(r);
+        return FB_ENOMEM;
+    }
+    the_router = r;
+    return 0;
+}
+
+void fb_router_stop(struct fb_gateway *gw)
+{
+    (void)gw;
+    struct router *r = the_router;
+    if (!r) return;
+    pthread_mutex_lock(&r->mu);
+    r->stop = true;
+    pthread_cond_broadcast(&r->cv);
+    pthread_mutex_unlock(&r->mu);
+    pthread_join(r->thr, NULL);
+    /* commands still queued: answered as refused would need the sink; drop them */
+    while (r->head) {
+        struct fb_cmd *c = r->head;
+        r->head = c->next;
+        fb_cmd_free(c);
+    }
+    pthread_mutex_destroy(&r->mu);
+    pthread_cond_destroy(&r->cv);
+    free(r);
+    the_router = NULL;
+}

@@ -1,0 +1,649 @@
+/* runtime.c — the threads of a running gateway and how data moves between them.
+ *
+ *   connection threads ──raw batches──▶ bus ──▶ pipeline thread ──▶ sink queues ──▶ sink threads
+ *          ▲                                                                            │
+ *          └────────────── writes (fb_conn_write) ◀── router thread ◀── commands ◀──────┘
+ *
+ * Connection thread: one per TCP connection / serial line.  All poll groups of
+ * all devices on it share one earliest-deadline schedule; between reads the
+ * thread sleeps on a condition variable with an absolute monotonic deadline,
+ * woken early only by a write request or shutdown — it never spins.
+ *
+ * Memory is bounded by construction: each poll group owns a small pool of raw
+ * batches and one of processed batches, sized at start-up.  A slow pipeline or
+ * sink makes pool_get block, which slows polling (back-pressure) instead of
+ * growing queues.
+ *
+ * Shutdown order: stop polling (connection threads close their devices), let
+ * the pipeline drain what was read, let the sinks publish it and their offline
+ * status, stop the router.
+ */
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "../proc/proc.h"
+#include "buf.h"
+#include "log.h"
+#include "router.h"
+#include "runtime.h"
+
+#define FB_RAW_BATCHES_PER_GROUP 4
+#define FB_OUT_BATCHES_PER_GROUP 8
+
+struct fb_bus {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    struct fb_batch *head, *tail;
+    uint32_t len;
+    bool closed;
+    pthread_t pipeline;
+    struct fb_proc *proc;
+    bool http;
+    bool router;
+    atomic_bool sinks_stop;
+    pthread_mutex_t stop_mu;
+    pthread_cond_t stop_cv;
+};
+
+/* ------------------------------------------------------------ time helpers */
+static void abs_deadline(struct timespec *ts, int64_t mono_ns)
+{
+    ts->tv_sec = mono_ns / 1000000000LL;
+    ts->tv_nsec = mono_ns % 1000000000LL;
+}
+
+static void cond_init_mono(pthread_cond_t *cv)
+{
+    pthread_condattr_t a;
+    pthread_condattr_init(&a);
+    pthread_condattr_setclock(&a, CLOCK_MONOTONIC);
+    pthread_cond_init(cv, &a);
+    pthread_condattr_destroy(&a);
+}
+
+static uint64_t xorshift(uint64_t *s)
+{
+    uint64_t x = *s;
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    return *s = x;
+}
+
+/* -------------------------------------------------------------------- bus */
+static void bus_push(struct fb_bus *bus, struct fb_batch *b)
+{
+    b->next = NULL;
+    pthread_mutex_lock(&bus->mu);
+    if (bus->tail)
+        bus->tail->next = b;
+    else
+        bus->head = b;
+    bus->tail = b;
+    bus->len++;
+    pthread_cond_signal(&bus->cv);
+    pthread_mutex_unlock(&bus->mu);
+}
+
+static struct fb_batch *bus_pop(struct fb_bus *bus)
+{
+    pthread_mutex_lock(&bus->mu);
+    while (!bus->head && !bus->closed) pthread_cond_wait(&bus->cv, &bus->mu);
+    struct fb_batch *b = bus->head;
+    if (b) {
+        bus->head = b->next;
+        if (!bus->head) bus->tail = NULL;
+        bus->len--;
+        b->next = NULL;
+    }
+    pthread_mutex_unlock(&bus->mu);
+    return b;
+}
+
+/* ------------------------------------------------------------------ sinks */
+void fb_sink_done(struct fb_sink_inst *s, uint64_t batch_id, enum fb_delivery d)
+{
+    (void)batch_id;
+    switch (d) {
+    case FB_SENT: atomic_fetch_add(&s->m.sent, 1); break;
+    case FB_RETRY: atomic_fetch_add(&s->m.retries, 1); break;
+    case FB_DROP: atomic_fetch_add(&s->m.dropped, 1); break;
+    }
+}
+
+/* Batches can be in several sink queues at once, so queues hold small nodes. */
+struct qnode {
+    struct qnode *next;
+    struct fb_batch *b;
+};
+
+struct sink_q {
+    struct qnode *head, *tail, *free;
+};
+
+static void sink_push(struct fb_sink_inst *s, struct fb_batch *b)
+{
+    struct sink_q *q = (struct sink_q *)s->q_head; /* q_head holds our queue state */
+    fb_batch_ref(b);
+    pthread_mutex_lock(&s->mu);
+    struct qnode *n = q->free;
+    if (n)
+        q->free = n->next;
+    else
+        n = malloc(sizeof *n); /* grows to the number of batches in flight, then reused */
+    if (!n) {
+        pthread_mutex_unlock(&s->mu);
+        atomic_fetch_add(&s->m.dropped, 1);
+        fb_batch_unref(b);
+        return;
+    }
+    n->b = b;
+    n->next = NULL;
+    if (q->tail)
+        q->tail->next = n;
+    else
+        q->head = n;
+    q->tail = n;
+    s->q_len++;
+    atomic_fetch_add(&s->m.queued, 1);
+    pthread_cond_signal(&s->cv);
+    pthread_mutex_unlock(&s->mu);
+}
+
+static void *sink_thread(void *arg)
+{
+    struct fb_sink_inst *s = arg;
+    struct fb_gateway *gw = s->gw;
+    struct sink_q *q = (struct sink_q *)s->q_head;
+    for (;;) {
+        pthread_mutex_lock(&s->mu);
+        while (!q->head && !atomic_load(&gw->bus->sinks_stop)) {
+            struct timespec ts;
+            abs_deadline(&ts, fb_mono_ns() + 100000000LL);
+            if (pthread_cond_timedwait(&s->cv, &s->mu, &ts) == ETIMEDOUT) break;
+        }
+        struct qnode *n = q->head;
+        if (n) {
+            q->head = n->next;
+            if (!q->head) q->tail = NULL;
+            s->q_len--;
+        }
+        bool last = !n && atomic_load(&gw->bus->sinks_stop);
+        pthread_mutex_unlock(&s->mu);
+        if (n) {
+            struct fb_batch *b = n->b;
+            if (s->sink->send(s, b, b->seq) < 0) atomic_fetch_add(&s->m.errors, 1);
+            fb_batch_unref(b);
+            pthread_mutex_lock(&s->mu);
+            n->next = q->free;
+            q->free = n;
+            pthread_mutex_unlock(&s->mu);
+        }
+        if (s->sink->tick) s->sink->tick(s);
+        /* sinks_stop is set once the pipeline has finished: the queue only shrinks now */
+        if (last) break;
+    }
+    return NULL;
+}
+
+/* --------------------------------------------------------------- pipeline */
+static void fan_out(struct fb_gateway *gw, struct fb_batch *b)
+{
+    for (uint32_t i = 0; i < gw->nsinks; i++) sink_push(&gw->sinks[i], b);
+}
+
+static void *pipeline_thread(void *arg)
+{
+    struct fb_gateway *gw = arg;
+    struct fb_bus *bus = gw->bus;
+    struct fb_batch *in;
+    while ((in = bus_pop(bus))) {
+        if (in->kind == FB_BATCH_DEVSTATE) {
+            in->seq = atomic_fetch_add(&gw->seq, 1) + 1;
+            fan_out(gw, in);
+            fb_batch_unref(in);
+            continue;
+        }
+        struct fb_device *dev = &gw->devs[in->device];
+        struct fb_group *g = &dev->groups[in->group];
+        struct fb_batch *out = fb_batch_pool_get(g->out_pool);
+        if (!out) { /* shutting down hard */
+            fb_batch_unref(in);
+            continue;
+        }
+        out->kind = FB_BATCH_DATA;
+        out->device = in->device;
+        out->group = in->group;
+        out->ts = in->ts;
+        fb_proc_batch(bus->proc, in, out);
+        fb_batch_unref(in);
+        if (out->n) {
+            out->seq = atomic_fetch_add(&gw->seq, 1) + 1;
+            fan_out(gw, out);
+        }
+        fb_batch_unref(out);
+    }
+    return NULL;
+}
+
+/* ------------------------------------------------------------ connections */
+static void emit_state(struct fb_gateway *gw, struct fb_device *d, int state, const char *reason)
+{
+    int old = atomic_exchange(&d->state, state);
+    if (old == state) return;
+    struct fb_batch *b = fb_batch_new(0, 0, 0);
+    if (!b) return;
+    b->kind = FB_BATCH_DEVSTATE;
+    b->dev_state = (uint8_t)state;
+    b->device = d->idx;
+    b->ts = fb_now_ns();
+    snprintf(b->reason, sizeof b->reason, "%s", reason ? reason : "");
+    bus_push(gw->bus, b);
+}
+
+/* All tags of a group with one bad quality, e.g. when the connection is down. */
+static void emit_bad_group(struct fb_gateway *gw, struct fb_device *d, struct fb_group *g,
+                           uint32_t q)
+{
+    struct fb_batch *b = fb_batch_pool_get(g->pool);
+    if (!b) return;
+    b->device = d->idx;
+    b->group = (uint16_t)(g - d->groups);
+    b->ts = fb_now_ns();
+    for (uint32_t i = 0; i < g->ntags; i++) fb_batch_add(b, g->tags[i], q, b->ts, NULL);
+    bus_push(gw->bus, b);
+}
+
+static void fail_writes(struct fb_conn *c, const char *why);
+
+static void finish_write(struct fb_write_req *r, int rc, const struct fb_err *err)
+{
+    pthread_mutex_lock(&r->mu);
+    r->rc = rc;
+    if (err) r->err = *err;
+    r->done = true;
+    pthread_cond_signal(&r->cv);
+    pthread_mutex_unlock(&r->mu);
+    if (atomic_fetch_sub(&r->refs, 1) == 1) {
+        pthread_mutex_destroy(&r->mu);
+        pthread_cond_destroy(&r->cv);
+        free(r);
+    }
+}
+
+static void do_writes(struct fb_gateway *gw, struct fb_conn *c)
+{
+    for (;;) {
+        pthread_mutex_lock(&c->mu);
+        struct fb_write_req *r = c->wq_head;
+        if (r) {
+            c->wq_head = r->next;
+            if (!c->wq_head) c->wq_tail = NULL;
+        }
+        pthread_mutex_unlock(&c->mu);
+        if (!r) return;
+        struct fb_tag *t = &gw->tags[r->tag];
+        struct fb_device *d = &gw->devs[t->device];
+        struct fb_err err = {0};
+        int rc;
+        if (!c->connected) {
+            rc = fb_err_set(&err, FB_EIO, "device %s is not connected", d->name);
+        } else {
+            rc = c->drv->write(d, t, &r->raw, &err);
+            atomic_fetch_add(&d->m.writes, 1);
+            if (rc < 0) atomic_fetch_add(&d->m.write_errors, 1);
+            /* read the new value back soon, so the change shows up at once */
+            if (rc == 0) d->groups[t->group].next_due = fb_mono_ns();
+        }
+        if (rc < 0 && !err.msg[0]) fb_err_set(&err, rc, "%s", fb_strerror(rc));
+        finish_write(r, rc, &err);
+    }
+}
+
+static void fail_writes(struct fb_conn *c, const char *why)
+{
+    for (;;) {
+        pthread_mutex_lock(&c->mu);
+        struct fb_write_req *r = c->wq_head;
+        if (r) {
+            c->wq_head = r->next;
+            if (!c->wq_head) c->wq_tail = NULL;
+        }
+        pthread_mutex_unlock(&c->mu);
+        if (!r) return;
+        struct fb_err err;
+        fb_err_set(&err, FB_ECLOSED, "%s", why);
+        finish_write(r, FB_ECLOSED, &err);
+    }
+}
+
+static void conn_lost(struct fb_gateway *gw, struct fb_conn *c, const char *reason)
+{
+    c->drv->close(c);
+    c->connected = false;
+    for (uint32_t i = 0; i < c->ndevs; i++) {
+        struct fb_device *d = c->devs[i];
+        atomic_fetch_add(&d->m.reconnects, 1);
+        emit_state(gw, d, FB_DEV_OFFLINE, reason);
+        for (uint32_t k = 0; k < d->ngroups; k++) emit_bad_group(gw, d, &d->groups[k], FB_Q_BAD_COMM);
+    }
+}
+
+#define BACKOFF_MIN_NS 500000000LL
+#define BACKOFF_MAX_NS 30000000000LL
+
+static void *conn_thread(void *arg)
+{
+    struct fb_conn *c = arg;
+    struct fb_gateway *gw = c->devs[0]->gw;
+    uint64_t rng = (uint64_t)fb_mono_ns() ^ (uint64_t)(uintptr_t)c;
+    struct fb_ratelimit rl = {.interval_ns = 60000000000LL};
+    bool ever_failed = false;
+    c->backoff_ns = BACKOFF_MIN_NS;
+    c->next_try = 0;
+    int64_t now = fb_mono_ns();
+    for (uint32_t i = 0; i < c->ndevs; i++)
+        for (uint32_t k = 0; k < c->devs[i]->ngroups; k++) c->devs[i]->groups[k].next_due = now;
+
+    while (!atomic_load(&gw->stop)) {
+        now = fb_mono_ns();
+        if (!c->connected && now >= c->next_try) {
+            struct fb_err err = {0};
+            if (c->drv->open(c, &err) == 0) {
+                c->connected = true;
+                c->backoff_ns = BACKOFF_MIN_NS;
+                if (ever_failed) fb_info(c->devs[0]->name, NULL, "connected (%s)", c->key);
+                else fb_debug(c->devs[0]->name, NULL, "connected (%s)", c->key);
+                ever_failed = false;
+                rl.last_ns = 0;
+                for (uint32_t i = 0; i < c->ndevs; i++) emit_state(gw, c->devs[i], FB_DEV_ONLINE, NULL);
+            } else {
+                if (!ever_failed) {
+                    for (uint32_t i = 0; i < c->ndevs; i++) {
+                        emit_state(gw, c->devs[i], FB_DEV_OFFLINE, err.msg);
+                        if (atomic_load(&c->devs[i]->state) == FB_DEV_OFFLINE)
+                            for (uint32_t k = 0; k < c->devs[i]->ngroups; k++)
+                                emit_bad_group(gw, c->devs[i], &c->devs[i]->groups[k], FB_Q_BAD_COMM);
+                    }
+                }
+                if (fb_ratelimit_ok(&rl, now) || !ever_failed)
+                    fb_warn(c->devs[0]->name, NULL, "connect failed: %s (retry in %.1fs)", err.msg,
+                            c->backoff_ns / 1e9);
+                ever_failed = true;
+                /* exponential backoff with ±25 % jitter */
+                int64_t jitter = (int64_t)(xorshift(&rng) % (uint64_t)(c->backoff_ns / 2 + 1)) - c->backoff_ns / 4;
+                c->next_try = now + c->backoff_ns + jitter;
+                c->backoff_ns = c->backoff_ns * 2 > BACKOFF_MAX_NS ? BACKOFF_MAX_NS : c->backoff_ns * 2;
+                fail_writes(c, "device is not connected");
+            }
+        }
+        if (c->connected) do_writes(gw, c);
+
+        /* earliest due group */
+        struct fb_device *due_dev = NULL;
+        struct fb_group *due = NULL;
+        for (uint32_t i = 0; i < c->ndevs; i++)
+            for (uint32_t k = 0; k < c->devs[i]->ngroups; k++) {
+                struct fb_group *g = &c->devs[i]->groups[k];
+                if (!due || g->next_due < due->next_due) {
+                    due = g;
+                    due_dev = c->devs[i];
+                }
+            }
+        now = fb_mono_ns();
+        if (c->connected && due && due->next_due <= now) {
+            struct fb_batch *b = fb_batch_pool_get(due->pool);
+            if (!b) break;
+            b->device = due_dev->idx;
+            b->group = (uint16_t)(due - due_dev->groups);
+            b->ts = fb_now_ns();
+            int rc = c->drv->read(due_dev, due, b);
+            due->next_due += due->period_ns;
+            int64_t after = fb_mono_ns();
+            if (due->next_due <= after) { /* fell behind: skip missed cycles, no burst */
+                atomic_fetch_add(&due->overruns, 1);
+                due->next_due = after + due->period_ns;
+            }
+            if (rc < 0) {
+                fb_batch_unref(b);
+                char reason[96];
+                snprintf(reason, sizeof reason, "%s", fb_strerror(rc));
+                fb_warn(due_dev->name, NULL, "connection lost (%s), reconnecting", reason);
+                conn_lost(gw, c, reason);
+                ever_failed = true;
+                c->next_try = fb_mono_ns() + BACKOFF_MIN_NS;
+                fail_writes(c, "connection lost");
+                continue;
+            }
+            bus_push(gw->bus, b);
+            continue;
+        }
+        /* sleep until the next deadline, a write, or stop */
+        int64_t wake = INT64_MAX;
+        if (c->connected && due) wake = due->next_due;
+        if (!c->connected) wake = c->next_try;
+        pthread_mutex_lock(&c->mu);
+        if (!c->wq_head && !atomic_load(&gw->stop)) {
+            if (wake == INT64_MAX) {
+                pthread_cond_wait(&c->cv, &c->mu);
+            } else {
+                struct timespec ts;
+                abs_deadline(&ts, wake);
+                pthread_cond_timedwait(&c->cv, &c->mu, &ts);
+            }
+        }
+        pthread_mutex_unlock(&c->mu);
+    }
+    fail_writes(c, "gateway is shutting down");
+    if (c->connected) {
+        c->drv->close(c);
+        c->connected = false;
+    }
+    for (uint32_t i = 0; i < c->ndevs; i++) emit_state(gw, c->devs[i], FB_DEV_OFFLINE, "gateway stopped");
+    return NULL;
+}
+
+int fb_conn_write(struct fb_gateway *gw, const struct fb_tag *t, const struct fb_value *raw,
+                  int64_t timeout_ns, struct fb_err *err)
+{
+    struct fb_conn *c = gw->devs[t->device].conn;
+    struct fb_write_req *r = calloc(1, sizeof *r);
+    if (!r) return fb_err_set(err, FB_ENOMEM, "out of memory");
+    r->tag = t->id;
+    r->raw = *raw;
+    if (raw->type == FB_T_STRING) {
+        uint32_t n = raw->s.len < sizeof r->sbuf ? raw->s.len : (uint32_t)sizeof r->sbuf;
+        memcpy(r->sbuf, raw->s.p, n);
+        r->raw.s.p = r->sbuf;
+        r->raw.s.len = n;
+    }
+    atomic_init(&r->refs, 2);
+    pthread_mutex_init(&r->mu, NULL);
+    cond_init_mono(&r->cv);
+    pthread_mutex_lock(&c->mu);
+    if (c->wq_tail)
+        c->wq_tail->next = r;
+    else
+        c->wq_head = r;
+    c->wq_tail = r;
+    pthread_cond_signal(&c->cv);
+    pthread_mutex_unlock(&c->mu);
+
+    struct timespec ts;
+    abs_deadline(&ts, fb_mono_ns() + timeout_ns);
+    pthread_mutex_lock(&r->mu);
+    while (!r->done)
+        if (pthread_cond_timedwait(&r->cv, &r->mu, &ts) == ETIMEDOUT) break;
+    int rc = r->done ? r->rc : FB_ETIMEDOUT;
+    if (r->done && rc < 0 && err) *err = r->err;
+    pthread_mutex_unlock(&r->mu);
+    if (rc == FB_ETIMEDOUT && !r->done)
+        fb_err_set(err, FB_ETIMEDOUT, "write timed out after %.1fs", timeout_ns / 1e9);
+    if (atomic_fetch_sub(&r->refs, 1) == 1) {
+        pthread_mutex_destroy(&r->mu);
+        pthread_cond_destroy(&r->cv);
+        free(r);
+    }
+    return rc;
+}
+
+/* ------------------------------------------------------------- start/stop */
+static uint32_t group_arena(const struct fb_gateway *gw, const struct fb_group *g)
+{
+    uint32_t n = 0;
+    for (uint32_t i = 0; i < g->ntags; i++) {
+        const struct fb_tag *t = &gw->tags[g->tags[i]];
+        if (t->type == FB_T_STRING) n += t->str_len ? t->str_len : 256;
+    }
+    return n;
+}
+
+static uint32_t group_windows(const struct fb_gateway *gw, const struct fb_group *g)
+{
+    uint32_t n = 0;
+    for (uint32_t i = 0; i < g->ntags; i++)
+        if (gw->tags[g->tags[i]].proc.window_ns) n++;
+    return n;
+}
+
+int fb_runtime_start(struct fb_gateway *gw, struct fb_err *err)
+{
+    struct fb_bus *bus = calloc(1, sizeof *bus);
+    if (!bus) return fb_err_set(err, FB_ENOMEM, "out of memory");
+    pthread_mutex_init(&bus->mu, NULL);
+    pthread_cond_init(&bus->cv, NULL);
+    pthread_mutex_init(&bus->stop_mu, NULL);
+    pthread_cond_init(&bus->stop_cv, NULL);
+    gw->bus = bus;
+    gw->started_ns = fb_now_ns();
+    atomic_store(&gw->stop, false);
+
+    bus->proc = fb_proc_new(gw);
+    if (!bus->proc) return fb_err_set(err, FB_ENOMEM, "cannot allocate pipeline state");
+
+    for (uint32_t i = 0; i < gw->ndevs; i++) {
+        struct fb_device *d = &gw->devs[i];
+        d->gw = gw;
+        atomic_store(&d->state, FB_DEV_CONNECTING);
+        for (uint32_t k = 0; k < d->ngroups; k++) {
+            struct fb_group *g = &d->groups[k];
+            uint32_t arena = group_arena(gw, g), nwin = group_windows(gw, g);
+            g->pool = fb_batch_pool_new(FB_RAW_BATCHES_PER_GROUP, g->ntags, 0, arena);
+            g->out_pool = fb_batch_pool_new(FB_OUT_BATCHES_PER_GROUP, g->ntags, nwin, arena);
+            if (!g->pool || !g->out_pool) return fb_err_set(err, FB_ENOMEM, "cannot allocate batches");
+        }
+    }
+    for (uint32_t i = 0; i < gw->nsinks; i++) {
+        struct fb_sink_inst *s = &gw->sinks[i];
+        s->gw = gw;
+        pthread_mutex_init(&s->mu, NULL);
+        cond_init_mono(&s->cv);
+        s->q_head = calloc(1, sizeof(struct sink_q));
+        if (!s->q_head) return fb_err_set(err, FB_ENOMEM, "out of memory");
+        if (s->sink->open(s, err) < 0) return err ? err->code : FB_EIO;
+        if (pthread_create(&s->thr, NULL, sink_thread, s) != 0)
+            return fb_err_set(err, FB_ENOMEM, "cannot start sink thread");
+        s->started = true;
+    }
+    if (fb_router_start(gw) < 0) return fb_err_set(err, FB_ENOMEM, "cannot start command router");
+    bus->router = true;
+    if (pthread_create(&bus->pipeline, NULL, pipeline_thread, gw) != 0)
+        return fb_err_set(err, FB_ENOMEM, "cannot start pipeline thread");
+
+    pthread_attr_t attr;
+    pthread_attr_init(&attr);
+    pthread_attr_setstacksize(&attr, 256 * 1024); /* small stacks: hundreds of devices */
+    for (uint32_t i = 0; i < gw->nconns; i++) {
+        struct fb_conn *c = &gw->conns[i];
+        cond_init_mono(&c->cv); /* config made it with default attributes */
+        if (pthread_create(&c->thr, &attr, conn_thread, c) != 0) {
+            pthread_attr_destroy(&attr);
+            return fb_err_set(err, FB_ENOMEM, "cannot start connection thread");
+        }
+        c->started = true;
+    }
+    pthread_attr_destroy(&attr);
+    if (gw->metrics_listen) {
+        if (fb_http_start(gw, err) < 0) return err ? err->code : FB_EIO;
+        bus->http = true;
+    }
+    fb_info(NULL, NULL, "started: %u devices, %u connections, %u tags, %u sinks", gw->ndevs,
+            gw->nconns, gw->ntags, gw->nsinks);
+    return 0;
+}
+
+void fb_runtime_request_stop(struct fb_gateway *gw)
+{
+    atomic_store(&gw->stop, true);
+    if (!gw->bus) return;
+    pthread_mutex_lock(&gw->bus->stop_mu);
+    pthread_cond_broadcast(&gw->bus->stop_cv);
+    pthread_mutex_unlock(&gw->bus->stop_mu);
+}
+
+void fb_runtime_wait(struct fb_gateway *gw)
+{
+    struct fb_bus *bus = gw->bus;
+    pthread_mutex_lock(&bus->stop_mu);
+    while (!atomic_load(&gw->stop)) pthread_cond_wait(&bus->stop_cv, &bus->stop_mu);
+    pthread_mutex_unlock(&bus->stop_mu);
+    fb_info(NULL, NULL, "stopping");
+    /* 1. connections: wake them; pools closed so nothing blocks in pool_get */
+    for (uint32_t i = 0; i < gw->nconns; i++) {
+        struct fb_conn *c = &gw->conns[i];
+        pthread_mutex_lock(&c->mu);
+        pthread_cond_broadcast(&c->cv);
+        pthread_mutex_unlock(&c->mu);
+    }
+    for (uint32_t i = 0; i < gw->ndevs; i++)
+        for (uint32_t k = 0; k < gw->devs[i].ngroups; k++) fb_batch_pool_close(gw->devs[i].groups[k].pool);
+    for (uint32_t i = 0; i < gw->nconns; i++)
+        if (gw->conns[i].started) pthread_join(gw->conns[i].thr, NULL);
+    /* commands can no longer reach a device; stop the router before the sinks it answers through */
+    if (bus->router) fb_router_stop(gw);
+    bus->router = false;
+    /* 2. pipeline drains the bus */
+    pthread_mutex_lock(&bus->mu);
+    bus->closed = true;
+    pthread_cond_broadcast(&bus->cv);
+    pthread_mutex_unlock(&bus->mu);
+    pthread_join(bus->pipeline, NULL);
+    /* 3. sinks drain their queues and close (offline status) */
+    atomic_store(&bus->sinks_stop, true);
+    for (uint32_t i = 0; i < gw->nsinks; i++) {
+        struct fb_sink_inst *s = &gw->sinks[i];
+        if (!s->started) continue;
+        pthread_mutex_lock(&s->mu);
+        pthread_cond_broadcast(&s->cv);
+        pthread_mutex_unlock(&s->mu);
+        pthread_join(s->thr, NULL);
+        s->sink->close(s);
+        struct sink_q *q = (struct sink_q *)s->q_head;
+        while (q->free) {
+            struct qnode *n = q->free;
+            q->free = n->next;
+            free(n);
+        }
+        free(q);
+        s->q_head = NULL;
+    }
+    if (bus->router) fb_router_stop(gw);
+    if (bus->http) fb_http_stop();
+    for (uint32_t i = 0; i < gw->ndevs; i++)
+        for (uint32_t k = 0; k < gw->devs[i].ngroups; k++) {
+            struct fb_group *g = &gw->devs[i].groups[k];
+            fb_batch_pool_free(g->pool);
+            fb_batch_pool_free(g->out_pool);
+            g->pool = g->out_pool = NULL;
+        }
+    fb_proc_free(bus->proc);
+    pthread_mutex_destroy(&bus->stop_mu);
+    pthread_cond_destroy(&bus->stop_cv);
+    free(bus);
+    gw->bus = NULL;
+    fb_info(NULL, NULL, "stopped");
+}
