@@ -1,0 +1,163 @@
+/* telemetry.c — the JSON payloads of the MQTT sink (docs/mqtt.md,
+ * docs/telemetry.schema.json).
+ *
+ * Telemetry, one message per device and poll cycle:
+ *   {"ts":"2026-11-28T10:00:00.123Z","seq":1234,"device":"press-01",
+ *    "values":{"temperature":{"v":21.5,"q":"good"},
+ *              "pressure":{"v":null,"q":"bad","reason":"BadCommunicationError"},
+ *              "speed":{"v":12.5,"q":"good","ts":"2026-11-28T10:00:00.100Z",
+ *                       "stats":{"mean":12.1,"stddev":0.3,"min":11.8,"max":12.6,"count":60,"window":"60s"}}}}
+ * - "q" is the severity (good / uncertain / bad); every value that is not good
+ *   also carries "reason", the OPC UA StatusCode name.
+ * - a bad value is always "v":null (the last raw bits are not data); a value
+ *   that cannot be written as a JSON number (NaN, ±Inf) is null too and is
+ *   reported bad ("BadOutOfRange") whatever its quality said, so a consumer
+ *   never sees null next to "good".
+ * - a value's own "ts" appears only when its source time differs from the
+ *   message's by 1 ms or more (the message ts has millisecond precision).
+ * - integers are exact decimal text, also beyond 2^53 (buf.h).
+ * Nothing here allocates once the output buffer has grown to its working size.
+ */
+#include <inttypes.h>
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "mqtt.h"
+
+static void put_time(struct fb_buf *out, int64_t ns)
+{
+    char t[40];
+    size_t n = fb_fmt_time(t, ns);
+    fb_buf_putc(out, '"');
+    fb_buf_put(out, t, n);
+    fb_buf_putc(out, '"');
+}
+
+static void put_double_or_null(struct fb_buf *out, double d)
+{
+    if (isfinite(d))
+        fb_json_double(out, d);
+    else
+        fb_buf_puts(out, "null");
+}
+
+/* A window length as the config writes it: "60s", "250ms", "1500us", "10ns". */
+static void put_window(struct fb_buf *out, int64_t ns)
+{
+    char t[32];
+    if (ns % 1000000000LL == 0)
+        snprintf(t, sizeof t, "\"%" PRId64 "s\"", (int64_t)(ns / 1000000000LL));
+    else if (ns % 1000000LL == 0)
+        snprintf(t, sizeof t, "\"%" PRId64 "ms\"", (int64_t)(ns / 1000000LL));
+    else if (ns % 1000LL == 0)
+        snprintf(t, sizeof t, "\"%" PRId64 "us\"", (int64_t)(ns / 1000LL));
+    else
+        snprintf(t, sizeof t, "\"%" PRId64 "ns\"", ns);
+    fb_buf_puts(out, t);
+}
+
+static bool value_finite(const struct fb_value *v)
+{
+    return !fb_type_is_float((enum fb_type)v->type) || isfinite(v->f);
+}
+
+static void put_sample(struct fb_buf *out, const struct fb_batch *b, const struct fb_sample *s)
+{
+    uint32_t q = s->quality;
+    bool finite = value_finite(&s->v);
+    if (!finite && !fb_q_bad(q)) q = FB_Q_BAD_OUT_OF_RANGE;
+
+    fb_buf_puts(out, "{\"v\":");
+    if (fb_q_bad(q) || s->v.type == FB_T_NONE)
+        fb_buf_puts(out, "null");
+    else
+        fb_json_value(out, &s->v);
+    fb_buf_puts(out, ",\"q\":\"");
+    fb_buf_puts(out, fb_q_severity(q));
+    fb_buf_putc(out, '"');
+    if (!fb_q_good(q)) {
+        char nb[16];
+        fb_buf_puts(out, ",\"reason\":");
+        fb_json_cstr(out, fb_q_name(q, nb));
+    }
+    if (s->ts_src != 0) {
+        int64_t d = s->ts_src - b->ts;
+        if (d >= 1000000LL || d <= -1000000LL) {
+            fb_buf_puts(out, ",\"ts\":");
+            put_time(out, s->ts_src);
+        }
+    }
+    if ((s->flags & FB_SF_STATS) && s->stats < b->nstats && b->stats) {
+        const struct fb_stats *st = &b->stats[s->stats];
+        fb_buf_puts(out, ",\"stats\":{\"mean\":");
+        put_double_or_null(out, st->mean);
+        fb_buf_puts(out, ",\"stddev\":");
+        put_double_or_null(out, st->stddev);
+        fb_buf_puts(out, ",\"min\":");
+        put_double_or_null(out, st->min);
+        fb_buf_puts(out, ",\"max\":");
+        put_double_or_null(out, st->max);
+        fb_buf_puts(out, ",\"count\":");
+        fb_json_u64(out, st->count);
+        fb_buf_puts(out, ",\"window\":");
+        put_window(out, st->window_ns);
+        fb_buf_putc(out, '}');
+    }
+    fb_buf_putc(out, '}');
+}
+
+static const char *device_name(const struct fb_gateway *gw, uint32_t idx)
+{
+    if (gw && idx < gw->ndevs && gw->devs[idx].name) return gw->devs[idx].name;
+    return "?";
+}
+
+void fb_telemetry_json(struct fb_buf *out, const struct fb_gateway *gw, const struct fb_batch *b)
+{
+    fb_buf_puts(out, "{\"ts\":");
+    put_time(out, b->ts);
+    fb_buf_puts(out, ",\"seq\":");
+    fb_json_u64(out, b->seq);
+    fb_buf_puts(out, ",\"device\":");
+    fb_json_cstr(out, device_name(gw, b->device));
+    fb_buf_puts(out, ",\"values\":{");
+    bool first = true;
+    for (uint32_t i = 0; i < b->n; i++) {
+        const struct fb_sample *s = &b->s[i];
+        if (!gw || s->tag >= gw->ntags) continue; /* not ours: never index out of range */
+        if (!first) fb_buf_putc(out, ',');
+        first = false;
+        fb_json_cstr(out, gw->tags[s->tag].name);
+        fb_buf_putc(out, ':');
+        put_sample(out, b, s);
+    }
+    fb_buf_puts(out, "}}");
+    fb_buf_cstr(out);
+}
+
+static const char *state_name(int st)
+{
+    switch (st) {
+    case FB_DEV_ONLINE: return "online";
+    case FB_DEV_OFFLINE: return "offline";
+    default: return "connecting";
+    }
+}
+
+void fb_devstatus_json(struct fb_buf *out, const struct fb_gateway *gw, const struct fb_batch *b)
+{
+    fb_buf_puts(out, "{\"device\":");
+    fb_json_cstr(out, device_name(gw, b->device));
+    fb_buf_puts(out, ",\"state\":\"");
+    fb_buf_puts(out, state_name(b->dev_state));
+    fb_buf_puts(out, "\",\"ts\":");
+    put_time(out, b->ts);
+    size_t rn = strnlen(b->reason, sizeof b->reason);
+    if (rn) {
+        fb_buf_puts(out, ",\"reason\":");
+        fb_json_str(out, b->reason, rn);
+    }
+    fb_buf_putc(out, '}');
+    fb_buf_cstr(out);
+}
