@@ -1,0 +1,488 @@
+/* modbus.c — the Modbus TCP/RTU south driver: glue between the core and
+ * libmodbus 3.1.6.  Everything that can be done without I/O (options,
+ * addresses, codec, planning) lives in modbus_proto.c; this file only runs
+ * plans and writes through a modbus_t and turns answers into samples.
+ *
+ * Connections.  A connection (TCP endpoint or serial line) is one modbus_t
+ * shared by every device (unit id) behind it; the core runs it on one thread,
+ * so one request is in flight at a time.  Before each request the unit id and
+ * the response timeout of the requesting device are set, and the device's
+ * delay since the end of the previous request on the line is waited out.
+ *
+ * Failures.  A Modbus exception marks the tags of that request Bad with the
+ * mapped quality (exception 02 on a merged block first splits the block, for
+ * good, and retries).  A timeout marks them BadTimeout; three timeouts in a row
+ * on one connection mean a half-open link: read() returns FB_ETIMEDOUT so the
+ * core reconnects.  A broken link (reset, EPIPE, closed) returns FB_EIO.
+ * After a timeout or a malformed answer the receive buffer is flushed, so a
+ * late answer cannot be taken for the next request's.
+ */
+#include <errno.h>
+#include <modbus.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "core/fb.h"
+#include "core/log.h"
+#include "south/modbus/modbus_proto.h"
+
+#define MB_TIMEOUTS_BEFORE_RECONNECT 3
+
+struct mb_dev {
+    struct mb_opts o;
+};
+
+struct mb_conn {
+    modbus_t *mb;
+    int consecutive_timeouts;
+    int64_t last_end; /* monotonic end of the previous request */
+    int cur_unit;
+    int64_t cur_timeout;
+    char where[300]; /* "127.0.0.1:502" or "/dev/ttyUSB0", for messages */
+};
+
+/* ------------------------------------------------------------------ errors */
+enum outcome { OUT_EXC, OUT_TIMEOUT, OUT_MALFORMED, OUT_BROKEN };
+
+static enum outcome classify(int e, int *exc)
+{
+    *exc = 0;
+    if (e > MODBUS_ENOBASE && e <= EMBXGTAR) {
+        *exc = e - MODBUS_ENOBASE;
+        return OUT_EXC;
+    }
+    if (e == ETIMEDOUT) return OUT_TIMEOUT;
+    if (e >= EMBBADCRC && e <= EMBBADSLAVE) return OUT_MALFORMED;
+    switch (e) {
+    case ECONNRESET: case EPIPE: case EBADF: case ENOTCONN: case ECONNREFUSED:
+    case ECONNABORTED: case ENETUNREACH: case EHOSTUNREACH: case EIO: case ENXIO: case ENODEV:
+        return OUT_BROKEN;
+    default:
+        return OUT_MALFORMED;
+    }
+}
+
+static uint32_t outcome_quality(enum outcome o, int exc)
+{
+    switch (o) {
+    case OUT_EXC: return mb_exception_quality(exc);
+    case OUT_TIMEOUT: return FB_Q_BAD_TIMEOUT;
+    case OUT_MALFORMED: return FB_Q_BAD_COMM;
+    default: return FB_Q_BAD_COMM;
+    }
+}
+
+static void outcome_text(enum outcome o, int exc, int e, char *buf, size_t len)
+{
+    if (o == OUT_EXC)
+        snprintf(buf, len, "Modbus exception %02X (%s)", exc, mb_exception_text(exc));
+    else if (o == OUT_TIMEOUT)
+        snprintf(buf, len, "no answer (timeout)");
+    else
+        snprintf(buf, len, "%s", modbus_strerror(e));
+}
+
+/* ------------------------------------------------------------------ device */
+static int mb_device_init(struct fb_device *dev, char **conn_key, struct fb_err *err)
+{
+    struct mb_dev *md = calloc(1, sizeof *md);
+    if (!md) return fb_err_set(err, FB_ENOMEM, "out of memory");
+    int rc = mb_opts_parse(&dev->url, dev->timeout_ns, dev->delay_ns, &md->o, err);
+    if (rc) {
+        free(md);
+        return rc;
+    }
+    *conn_key = mb_opts_conn_key(&md->o);
+    if (!*conn_key) {
+        free(md);
+        return fb_err_set(err, FB_ENOMEM, "out of memory");
+    }
+    dev->timeout_ns = md->o.timeout_ns;
+    dev->delay_ns = md->o.delay_ns;
+    dev->drv_dev = md;
+    return 0;
+}
+
+static void mb_device_free(struct fb_device *dev)
+{
+    free(dev->drv_dev);
+    dev->drv_dev = NULL;
+}
+
+static int mb_parse_address(struct fb_device *dev, struct fb_tag *tag, struct fb_err *err)
+{
+    const struct mb_dev *md = dev->drv_dev;
+    struct mb_addr_in in = {
+        .text = tag->addr_text,
+        .type = tag->type,
+        .str_len = tag->str_len,
+        .order = tag->order,
+        .index = tag->index,
+        .base = md ? md->o.base : 0,
+    };
+    struct mb_addr *a = malloc(sizeof *a);
+    if (!a) return fb_err_set(err, FB_ENOMEM, "out of memory");
+    int rc = mb_addr_parse(&in, a, err);
+    if (rc) {
+        free(a);
+        return rc;
+    }
+    free(tag->addr);
+    tag->addr = a;
+    tag->type = a->type;
+    if (a->type == FB_T_STRING) tag->str_len = a->str_len;
+    return 0;
+}
+
+static void mb_free_address(struct fb_tag *tag)
+{
+    free(tag->addr);
+    tag->addr = NULL;
+}
+
+static int mb_plan(struct fb_device *dev, struct fb_group *g, struct fb_err *err)
+{
+    const struct mb_dev *md = dev->drv_dev;
+    struct mb_item *items = calloc(g->ntags ? g->ntags : 1, sizeof *items);
+    if (!items) return fb_err_set(err, FB_ENOMEM, "out of memory");
+    for (uint32_t i = 0; i < g->ntags; i++) {
+        const struct fb_tag *t = &dev->gw->tags[g->tags[i]];
+        if (!t->addr) {
+            free(items);
+            return fb_err_set(err, FB_EINVAL, "tag %s has no parsed address", t->name);
+        }
+        items[i].tag = t->id;
+        items[i].a = t->addr;
+    }
+    struct mb_limits lim = {md->o.max_gap, md->o.max_regs, md->o.max_bits};
+    struct mb_plan *p;
+    int rc = mb_plan_build(items, g->ntags, &lim, &p, err);
+    free(items);
+    if (rc) return rc;
+    g->plan = p;
+    return 0;
+}
+
+static void mb_plan_free_cb(struct fb_group *g)
+{
+    mb_plan_free(g->plan);
+    g->plan = NULL;
+}
+
+/* ------------------------------------------------------------- connection */
+static void mb_close(struct fb_conn *c)
+{
+    struct mb_conn *mc = c->ctx;
+    if (!mc) return;
+    if (mc->mb) {
+        modbus_close(mc->mb);
+        modbus_free(mc->mb);
+    }
+    free(mc);
+    c->ctx = NULL;
+}
+
+static void set_timeout(modbus_t *mb, int64_t ns)
+{
+    if (ns <= 0) ns = 1000000000;
+    modbus_set_response_timeout(mb, (uint32_t)(ns / 1000000000), (uint32_t)(ns % 1000000000 / 1000));
+}
+
+static int mb_open(struct fb_conn *c, struct fb_err *err)
+{
+    mb_close(c);
+    if (!c->ndevs || !c->devs[0]->drv_dev)
+        return fb_err_set(err, FB_EINVAL, "connection %s has no Modbus device", c->key);
+    const struct mb_opts *o = &((const struct mb_dev *)c->devs[0]->drv_dev)->o;
+    for (uint32_t i = 1; i < c->ndevs; i++) {
+        const struct mb_opts *x = &((const struct mb_dev *)c->devs[i]->drv_dev)->o;
+        if (o->transport == MB_RTU &&
+            (x->baud != o->baud || x->parity != o->parity || x->data_bits != o->data_bits ||
+             x->stop_bits != o->stop_bits))
+            return fb_err_set(err, FB_EINVAL,
+                              "devices %s and %s share %s with different serial settings",
+                              c->devs[0]->name, c->devs[i]->name, o->device);
+    }
+    struct mb_conn *mc = calloc(1, sizeof *mc);
+    if (!mc) return fb_err_set(err, FB_ENOMEM, "out of memory");
+    if (o->transport == MB_TCP) {
+        char port[16];
+        snprintf(port, sizeof port, "%d", o->port);
+        snprintf(mc->where, sizeof mc->where, "%s:%d", o->host, o->port);
+        mc->mb = modbus_new_tcp_pi(o->host, port);
+    } else {
+        snprintf(mc->where, sizeof mc->where, "%s", o->device);
+        mc->mb = modbus_new_rtu(o->device, o->baud, o->parity, o->data_bits, o->stop_bits);
+    }
+    if (!mc->mb) {
+        int e = errno;
+        fb_err_set(err, FB_EINVAL, "cannot set up Modbus for %s: %s", mc->where, modbus_strerror(e));
+        free(mc);
+        return FB_EINVAL;
+    }
+    mc->cur_timeout = o->timeout_ns;
+    mc->cur_unit = -1;
+    set_timeout(mc->mb, o->timeout_ns);
+    if (modbus_connect(mc->mb) == -1) {
+        int e = errno;
+        fb_err_set(err, FB_EIO, "connect to %s failed: %s", mc->where, modbus_strerror(e));
+        modbus_free(mc->mb);
+        free(mc);
+        return FB_EIO;
+    }
+    c->ctx = mc;
+    return 0;
+}
+
+/* Unit id, timeout and inter-request delay of dev before a request. */
+static void prepare(struct mb_conn *mc, const struct mb_dev *md)
+{
+    if (mc->cur_unit != md->o.unit) {
+        modbus_set_slave(mc->mb, md->o.unit);
+        mc->cur_unit = md->o.unit;
+    }
+    if (mc->cur_timeout != md->o.timeout_ns) {
+        set_timeout(mc->mb, md->o.timeout_ns);
+        mc->cur_timeout = md->o.timeout_ns;
+    }
+    if (md->o.delay_ns > 0 && mc->last_end) {
+        int64_t wait = mc->last_end + md->o.delay_ns - fb_mono_ns();
+        if (wait > 0) {
+            struct timespec ts = {(time_t)(wait / 1000000000), (long)(wait % 1000000000)};
+            while (nanosleep(&ts, &ts) == -1 && errno == EINTR) {
+            }
+        }
+    }
+}
+
+static int do_read(modbus_t *mb, const struct mb_block *b, struct mb_plan *p)
+{
+    switch (b->table) {
+    case MB_HR: return modbus_read_registers(mb, b->start, b->count, p->regs);
+    case MB_IR: return modbus_read_input_registers(mb, b->start, b->count, p->regs);
+    case MB_CO: return modbus_read_bits(mb, b->start, b->count, p->bits);
+    default: return modbus_read_input_bits(mb, b->start, b->count, p->bits);
+    }
+}
+
+static void add_bad(struct fb_batch *out, const struct fb_tag *t, uint32_t q, int64_t ts)
+{
+    struct fb_value v;
+    memset(&v, 0, sizeof v);
+    v.type = t->type;
+    if (v.type == FB_T_STRING) v.s.p = "";
+    fb_batch_add(out, t->id, q, ts, &v);
+}
+
+static void fill_block(struct fb_device *dev, const struct mb_plan *p, const struct mb_block *b,
+                       uint32_t q, struct fb_batch *out, int64_t ts)
+{
+    for (uint32_t k = 0; k < b->n; k++)
+        add_bad(out, &dev->gw->tags[p->items[b->first + k].tag], q, ts);
+}
+
+static void log_block(struct fb_device *dev, struct mb_plan *p, struct mb_block *b, uint32_t q,
+                      const char *why)
+{
+    const struct fb_tag *t = &dev->gw->tags[p->items[b->first].tag];
+    bool changed = b->last_q != q;
+    b->last_q = q;
+    if (!changed && !fb_ratelimit_ok(&b->rl, fb_mono_ns())) return;
+    if (changed) b->rl.last_ns = fb_mono_ns();
+    char qn[16];
+    uint64_t sup = b->rl.suppressed;
+    b->rl.suppressed = 0;
+    fb_warn(dev->name, t->name,
+            "read %s:%u (%u %s, %u tag%s) failed: %s → %s%s", mb_table_name(b->table), b->start,
+            b->count, b->table >= MB_CO ? "bits" : "registers", b->n, b->n == 1 ? "" : "s", why,
+            fb_q_name(q, qn), sup ? " (repeated since the last message)" : "");
+}
+
+static int mb_read(struct fb_device *dev, struct fb_group *g, struct fb_batch *out)
+{
+    struct mb_dev *md = dev->drv_dev;
+    struct mb_plan *p = g->plan;
+    struct mb_conn *mc = dev->conn ? dev->conn->ctx : NULL;
+    if (!p) return FB_EINVAL;
+    if (!mc || !mc->mb) {
+        int64_t ts = fb_now_ns();
+        for (uint32_t bi = 0; bi < p->nblocks; bi++)
+            fill_block(dev, p, &p->blocks[bi], FB_Q_BAD_NOT_CONNECTED, out, ts);
+        return FB_EIO;
+    }
+    int final = 0;
+    uint32_t rest_q = 0;
+    for (uint32_t bi = 0; bi < p->nblocks;) {
+        struct mb_block *b = &p->blocks[bi];
+        if (final) {
+            fill_block(dev, p, b, rest_q, out, fb_now_ns());
+            bi++;
+            continue;
+        }
+        prepare(mc, md);
+        int64_t t0 = fb_mono_ns();
+        int rc = do_read(mc->mb, b, p);
+        int e = errno;
+        int64_t t1 = fb_mono_ns();
+        int64_t ts = fb_now_ns();
+        mc->last_end = t1;
+        atomic_fetch_add(&dev->m.requests, 1);
+        if (rc == b->count) {
+            mc->consecutive_timeouts = 0;
+            atomic_fetch_add(&dev->m.rtt_ns_sum, (uint64_t)(t1 - t0));
+            atomic_store(&dev->m.rtt_ns_last, (uint64_t)(t1 - t0));
+            atomic_fetch_add(&dev->m.rtt_count, 1);
+            atomic_store(&dev->m.last_success_ns, ts);
+            if (b->last_q && fb_q_bad(b->last_q))
+                fb_info(dev->name, dev->gw->tags[p->items[b->first].tag].name,
+                        "read %s:%u recovered", mb_table_name(b->table), b->start);
+            b->last_q = FB_Q_GOOD;
+            for (uint32_t k = 0; k < b->n; k++) {
+                const struct mb_item *it = &p->items[b->first + k];
+                unsigned off = (unsigned)(it->a->addr - b->start);
+                struct fb_value v;
+                bool bits = b->table == MB_CO || b->table == MB_DI;
+                uint32_t q = mb_decode(it->a, bits ? NULL : p->regs + off,
+                                       bits ? p->bits + off : NULL, &v, p->sbuf, sizeof p->sbuf);
+                if (q != FB_Q_GOOD) {
+                    struct fb_ratelimit *rl = &b->rl;
+                    if (fb_ratelimit_ok(rl, t1))
+                        fb_warn(dev->name, dev->gw->tags[it->tag].name,
+                                "cannot decode %s value (invalid BCD digit)",
+                                fb_type_name((enum fb_type)it->a->type));
+                    add_bad(out, &dev->gw->tags[it->tag], q, ts);
+                } else {
+                    fb_batch_add(out, it->tag, FB_Q_GOOD, ts, &v);
+                }
+            }
+            bi++;
+            continue;
+        }
+        atomic_fetch_add(&dev->m.errors, 1);
+        int exc;
+        enum outcome o = rc < 0 ? classify(e, &exc) : OUT_MALFORMED;
+        if (rc >= 0) exc = 0;
+        char why[128];
+        outcome_text(o, exc, e, why, sizeof why);
+        if (o == OUT_EXC) {
+            mc->consecutive_timeouts = 0; /* the device answered */
+            atomic_fetch_add(&dev->m.rtt_ns_sum, (uint64_t)(t1 - t0));
+            atomic_store(&dev->m.rtt_ns_last, (uint64_t)(t1 - t0));
+            atomic_fetch_add(&dev->m.rtt_count, 1);
+            if (exc == 2 && mb_plan_can_split(p, bi)) {
+                fb_info(dev->name, dev->gw->tags[p->items[b->first].tag].name,
+                        "%s:%u..%u answered exception 02 (illegal data address): reading its "
+                        "%u tags one by one from now on", mb_table_name(b->table), b->start,
+                        b->start + b->count - 1u, b->n);
+                mb_plan_split(p, bi);
+                continue; /* retry the first part right away */
+            }
+        } else if (o == OUT_TIMEOUT) {
+            atomic_fetch_add(&dev->m.timeouts, 1);
+            modbus_flush(mc->mb);
+            if (++mc->consecutive_timeouts >= MB_TIMEOUTS_BEFORE_RECONNECT) {
+                final = FB_ETIMEDOUT;
+                rest_q = FB_Q_BAD_TIMEOUT;
+            }
+        } else if (o == OUT_MALFORMED) {
+            modbus_flush(mc->mb);
+        } else {
+            final = FB_EIO;
+            rest_q = FB_Q_BAD_COMM;
+        }
+        uint32_t q = outcome_quality(o, exc);
+        log_block(dev, p, b, q, why);
+        fill_block(dev, p, b, q, out, ts);
+        bi++;
+    }
+    if (final == FB_ETIMEDOUT)
+        fb_warn(dev->name, NULL, "%d timeouts in a row on %s: reconnecting",
+                mc->consecutive_timeouts, mc->where);
+    else if (final == FB_EIO)
+        fb_warn(dev->name, NULL, "connection to %s lost", mc->where);
+    return final;
+}
+
+/* ------------------------------------------------------------------ write */
+static int write_fail(struct fb_device *dev, struct mb_conn *mc, const struct fb_tag *t, int e,
+                      struct fb_err *err)
+{
+    atomic_fetch_add(&dev->m.write_errors, 1);
+    int exc;
+    enum outcome o = classify(e, &exc);
+    char why[128];
+    outcome_text(o, exc, e, why, sizeof why);
+    if (o == OUT_TIMEOUT || o == OUT_MALFORMED) modbus_flush(mc->mb);
+    int code = o == OUT_EXC ? FB_EEXCEPTION : o == OUT_TIMEOUT ? FB_ETIMEDOUT
+               : o == OUT_MALFORMED ? FB_EPROTO : FB_EIO;
+    return fb_err_set(err, code, "write to %s (%s) failed: %s", t->name, t->addr_text, why);
+}
+
+static int mb_write(struct fb_device *dev, const struct fb_tag *t, const struct fb_value *v,
+                    struct fb_err *err)
+{
+    const struct mb_addr *a = t->addr;
+    struct mb_dev *md = dev->drv_dev;
+    struct mb_conn *mc = dev->conn ? dev->conn->ctx : NULL;
+    if (!a) return fb_err_set(err, FB_EINVAL, "tag %s has no address", t->name);
+    if (a->table == MB_IR || a->table == MB_DI)
+        return fb_err_set(err, FB_EACCES, "%s (%s) is read-only: %s cannot be written", t->name,
+                          t->addr_text, a->table == MB_IR ? "input registers" : "discrete inputs");
+    uint16_t regs[MB_MAX_WRITE_REGS];
+    int n = mb_encode(a, v, regs, MB_MAX_WRITE_REGS, err);
+    if (n < 0) return n;
+    if (!mc || !mc->mb) return fb_err_set(err, FB_EIO, "%s: not connected", dev->name);
+    prepare(mc, md);
+    atomic_fetch_add(&dev->m.writes, 1);
+    int rc;
+    if (a->table == MB_CO) {
+        if (md->o.write_coil_fc15) {
+            uint8_t bit = regs[0] ? 1 : 0;
+            rc = modbus_write_bits(mc->mb, a->addr, 1, &bit);
+        } else {
+            rc = modbus_write_bit(mc->mb, a->addr, regs[0] ? 1 : 0);
+        }
+    } else if (a->has_bit) {
+        uint16_t mask = (uint16_t)(1u << a->bit);
+        if (md->o.bit_write_rmw) {
+            uint16_t cur;
+            rc = modbus_read_registers(mc->mb, a->addr, 1, &cur);
+            if (rc == 1) {
+                cur = regs[0] ? (uint16_t)(cur | mask) : (uint16_t)(cur & ~mask);
+                rc = md->o.write_single_fc16 ? modbus_write_registers(mc->mb, a->addr, 1, &cur)
+                                             : modbus_write_register(mc->mb, a->addr, cur);
+            }
+        } else {
+            rc = modbus_mask_write_register(mc->mb, a->addr, (uint16_t)~mask,
+                                            regs[0] ? mask : 0);
+        }
+    } else if (n == 1 && !md->o.write_single_fc16) {
+        rc = modbus_write_register(mc->mb, a->addr, regs[0]);
+    } else {
+        rc = modbus_write_registers(mc->mb, a->addr, n, regs);
+    }
+    int e = errno;
+    mc->last_end = fb_mono_ns();
+    if (rc < 0) return write_fail(dev, mc, t, e, err);
+    mc->consecutive_timeouts = 0;
+    return 0;
+}
+
+static const char *const mb_schemes[] = {"modbus-tcp", "modbus-rtu", NULL};
+
+const struct fb_driver fb_driver_modbus = {
+    .name = "modbus",
+    .schemes = mb_schemes,
+    .device_init = mb_device_init,
+    .device_free = mb_device_free,
+    .parse_address = mb_parse_address,
+    .free_address = mb_free_address,
+    .plan = mb_plan,
+    .plan_free = mb_plan_free_cb,
+    .open = mb_open,
+    .read = mb_read,
+    .write = mb_write,
+    .close = mb_close,
+};
