@@ -1,0 +1,720 @@
+/* test_config.c — the config loader: a valid file builds the expected model,
+ * each error class is reported at the right line:col with the right message,
+ * ${ENV}, secret files, for: repetition, durations, URLs and placeholders.
+ * Fixtures live in tests/unit/data/config/ (found via $FB_SOURCE_DIR); small
+ * error cases are written to a temporary directory so their positions sit
+ * next to the assertions that check them. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "core/config.h"
+#include "core/config_tmpl.h"
+#include "north/mqtt/mqtt.h"
+
+static char tmpdir[256];
+
+static char *fixture(const char *name)
+{
+    const char *src = getenv("FB_SOURCE_DIR");
+    static char buf[1024];
+    snprintf(buf, sizeof buf, "%s/tests/unit/data/config/%s", src ? src : ".", name);
+    return buf;
+}
+
+/* Load a file; *diag receives everything printed (caller frees). */
+static int load_file(const char *path, bool strict, char **diag, struct fb_gateway **gw)
+{
+    size_t len;
+    FILE *f = open_memstream(diag, &len);
+    struct fb_config_opts o = {strict, f};
+    int rc = fb_config_load(path, &o, gw);
+    fclose(f);
+    return rc;
+}
+
+static const char *write_tmp(const char *name, const char *text)
+{
+    static char path[512];
+    snprintf(path, sizeof path, "%s/%s", tmpdir, name);
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fputs(text, f);
+    fclose(f);
+    return path;
+}
+
+static int load_text(const char *yaml, bool strict, char **diag, struct fb_gateway **gw)
+{
+    return load_file(write_tmp("cfg.yaml", yaml), strict, diag, gw);
+}
+
+/* "line:col:" of the first occurrence of needle on 1-based line `line`. */
+static const char *pos(const char *yaml, int line, const char *needle)
+{
+    static char buf[64];
+    const char *p = yaml;
+    for (int l = 1; l < line; l++) {
+        p = strchr(p, '\n');
+        assert_non_null(p);
+        p++;
+    }
+    const char *eol = strchr(p, '\n');
+    const char *h = strstr(p, needle);
+    assert_non_null(h);
+    assert_true(!eol || h < eol);
+    snprintf(buf, sizeof buf, ":%d:%d: ", line, (int)(h - p) + 1);
+    return buf;
+}
+
+static void expect_diag(const char *diag, const char *where, const char *msg)
+{
+    char want[512];
+    snprintf(want, sizeof want, "%s%s", where, msg);
+    if (!strstr(diag, want)) {
+        fprintf(stderr, "missing diagnostic: %s\n--- got:\n%s---\n", want, diag);
+        fail();
+    }
+}
+
+static int setup(void **state)
+{
+    (void)state;
+    snprintf(tmpdir, sizeof tmpdir, "/tmp/fb_test_config.XXXXXX");
+    assert_non_null(mkdtemp(tmpdir));
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    char cmd[600];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
+    return system(cmd) == 0 ? 0 : -1;
+}
+
+/* ------------------------------------------------------------ valid model */
+
+static void test_valid_model(void **state)
+{
+    (void)state;
+    setenv("FB_TEST_MQTT_PASSWORD", "s3cret", 1);
+    unsetenv("FB_TEST_GW_ID");
+    char *diag = NULL;
+    struct fb_gateway *gw = NULL;
+    int rc = load_file(fixture("valid.yaml"), false, &diag, &gw);
+    if (rc) fprintf(stderr, "%s", diag);
+    assert_int_equal(rc, 0);
+    assert_non_null(gw);
+    free(diag);
+
+    assert_string_equal(gw->id, "edge-07");
+    assert_string_equal(gw->site, "munich");
+    assert_int_equal(gw->log_level, 3);
+    assert_int_equal(gw->log_format, FB_LOG_JSON);
+    assert_string_equal(gw->metrics_listen, "127.0.0.1:9100");
+    assert_int_equal(gw->status_interval_ns, 10000000000LL);
+    assert_int_equal(gw->cmd_max_age_ns, 30000000000LL);
+    assert_true(gw->cmd_allow_qos0);
+
+    /* sink */
+    assert_int_equal(gw->nsinks, 1);
+    assert_ptr_equal(gw->sinks[0].sink, &fb_sink_mqtt);
+    assert_string_equal(gw->sinks[0].name, "mqtt");
+    const struct fb_mqtt_cfg *q = gw->sinks[0].cfg;
+    assert_string_equal(q->host, "127.0.0.1");
+    assert_int_equal(q->port, 1884);
+    assert_false(q->tls);
+    assert_int_equal(q->version, 3);
+    assert_string_equal(q->client_id, "fieldbridge-edge-07");
+    assert_string_equal(q->username, "edge-07");
+    assert_string_equal(q->password, "s3cret");
+    assert_int_equal(q->keepalive_ns, 20000000000LL);
+    assert_string_equal(q->topic, "factory/{site}/{area}/{line}/{device}/{kind}");
+    assert_int_equal(q->qos_telemetry, 0);
+    assert_int_equal(q->qos_status, 1);
+    assert_int_equal(q->qos_command, 2);
+    assert_int_equal(q->reconnect_min_ns, 500000000LL);
+    assert_int_equal(q->reconnect_max_ns, 60000000000LL);
+    assert_int_equal(q->max_inflight, 100);
+    assert_int_equal(q->queue_len, 64);
+
+    /* devices, tags */
+    assert_int_equal(gw->ndevs, 3);
+    assert_int_equal(gw->ntags, 10);
+    for (uint32_t i = 0; i < gw->ntags; i++) {
+        assert_int_equal(gw->tags[i].id, i);
+        assert_non_null(gw->tags[i].addr);
+    }
+    struct fb_device *sim = &gw->devs[0], *p1 = &gw->devs[1], *p2 = &gw->devs[2];
+    assert_string_equal(sim->name, "sim-01");
+    assert_ptr_equal(sim->drv, &fb_driver_sim);
+    assert_string_equal(sim->area, "assembly");
+    assert_string_equal(sim->line, "01");
+    assert_int_equal(sim->first_tag, 0);
+    assert_int_equal(sim->ntags, 2);
+    assert_int_equal(sim->timeout_ns, 1000000000LL);
+    assert_ptr_equal(sim->gw, gw);
+
+    const struct fb_tag *temp = &gw->tags[0], *level = &gw->tags[1];
+    assert_string_equal(temp->name, "temp");
+    assert_string_equal(temp->path, "sim-01/temp");
+    assert_string_equal(temp->unit, "°C"); /* from the <<: *tpl merge */
+    assert_true(temp->proc.db_pct == 2.0);
+    assert_int_equal(temp->access, FB_ACC_READ);
+    assert_int_equal(temp->line, 28);
+    assert_true(level->proc.scaled);
+    assert_true(level->proc.k == 0.1);
+    assert_true(level->proc.d == 0.0);
+    assert_true(level->proc.has_min && level->proc.has_max);
+    assert_true(level->proc.min == 0 && level->proc.max == 10);
+    assert_true(level->proc.max_rate == 5);
+    assert_int_equal(level->proc.stuck_ns, 600000000000LL);
+    assert_int_equal(level->proc.heartbeat_ns, 60000000000LL);
+    assert_int_equal(level->proc.window_ns, 60000000000LL);
+    assert_int_equal(level->proc.out_type, FB_T_FLOAT64);
+
+    /* groups: sim has 100 ms (level) and 500 ms (temp), sorted by period */
+    assert_int_equal(sim->ngroups, 2);
+    assert_int_equal(sim->groups[0].period_ns, 100000000LL);
+    assert_int_equal(sim->groups[0].ntags, 1);
+    assert_int_equal(sim->groups[0].tags[0], 1);
+    assert_int_equal(sim->groups[1].period_ns, 500000000LL);
+    assert_int_equal(level->group, 0);
+    assert_int_equal(temp->group, 1);
+
+    /* modbus device */
+    assert_ptr_equal(p1->drv, &fb_driver_modbus);
+    assert_int_equal(p1->timeout_ns, 2000000000LL);
+    assert_int_equal(p1->delay_ns, 5000000LL);
+    assert_string_equal(fb_url_get(&p1->url, "max_gap"), "4");
+    assert_string_equal(fb_url_get(&p1->url, "unit"), "1");
+    assert_int_equal(p1->ntags, 7);
+    struct fb_tag *t = fb_gw_tag(gw, p1, "temperature");
+    assert_non_null(t);
+    assert_int_equal(t->type, FB_T_FLOAT32);
+    assert_string_equal(t->order, "CDAB");
+    assert_true(t->proc.db_abs == 0.5);
+    assert_int_equal(t->proc.out_type, FB_T_FLOAT32);
+    for (int i = 0; i < 4; i++) {
+        char n[16];
+        snprintf(n, sizeof n, "temps[%d]", i);
+        t = fb_gw_tag(gw, p1, n);
+        assert_non_null(t);
+        assert_int_equal(t->index, (uint32_t)i);
+        assert_string_equal(t->addr_text, "ir:10:int16");
+        assert_true(t->proc.scaled && t->proc.k == 0.1 && t->proc.d == -40);
+    }
+    t = fb_gw_tag(gw, p1, "motor_on");
+    assert_int_equal(t->access, FB_ACC_RW);
+    assert_int_equal(t->type, FB_T_BOOL);
+    t = fb_gw_tag(gw, p1, "setpoint");
+    assert_int_equal(t->access, FB_ACC_RW);
+    assert_true(t->proc.has_max && t->proc.max == 40);
+    assert_int_equal(p1->ngroups, 2);
+    assert_int_equal(p1->groups[1].period_ns, 5000000000LL);
+    assert_int_equal(p1->groups[1].ntags, 1);
+    assert_int_equal(fb_gw_tag(gw, p2, "count")->type, FB_T_INT16);
+    assert_null(fb_gw_tag(gw, p2, "nope"));
+    assert_ptr_equal(fb_gw_device(gw, "press-02"), p2);
+    assert_null(fb_gw_device(gw, "press-03"));
+
+    /* connections: the two units behind one TCP endpoint share one */
+    assert_int_equal(gw->nconns, 2);
+    assert_ptr_equal(p1->conn, p2->conn);
+    assert_int_equal(p1->conn->ndevs, 2);
+    assert_ptr_equal(p1->conn->devs[1], p2);
+    assert_true(sim->conn != p1->conn);
+    assert_int_equal(sim->conn->ndevs, 1);
+
+    /* summary */
+    char *sum = NULL;
+    size_t len;
+    FILE *f = open_memstream(&sum, &len);
+    fb_config_summary(gw, f);
+    fclose(f);
+    assert_non_null(strstr(sum, "gateway edge-07 (site munich)"));
+    assert_non_null(strstr(sum, "3 devices, 2 connections, 10 tags, 5 poll groups, 1 sink"));
+    assert_non_null(strstr(sum, "device press-01  modbus-tcp://127.0.0.1:5020?unit=1"));
+    assert_non_null(strstr(sum, "100ms×1 500ms×1"));
+    assert_non_null(strstr(sum, "sink mqtt  mqtt://127.0.0.1:1884  MQTT 3.1.1"));
+    free(sum);
+    fb_gateway_free(gw);
+
+    /* the env default yields to the variable */
+    setenv("FB_TEST_GW_ID", "edge-99", 1);
+    assert_int_equal(load_file(fixture("valid.yaml"), false, &diag, &gw), 0);
+    free(diag);
+    assert_string_equal(gw->id, "edge-99");
+    fb_gateway_free(gw);
+    unsetenv("FB_TEST_GW_ID");
+}
+
+/* ------------------------------------------------------------ errors */
+
+static void test_errors_collected(void **state)
+{
+    (void)state;
+    static const char y[] =
+        "gateway: {id: gw}\n"                                            /* 1 */
+        "mqtt:\n"                                                        /* 2 */
+        "  url: mqtt://127.0.0.1\n"                                      /* 3 */
+        "  password: plain\n"                                            /* 4 */
+        "devices:\n"                                                     /* 5 */
+        "  - name: a\n"                                                  /* 6 */
+        "    url: \"sim://x\"\n"                                         /* 7 */
+        "    pol: 1s\n"                                                  /* 8 */
+        "    tags:\n"                                                    /* 9 */
+        "      - {name: t1, addr: \"sine\"}\n"                           /* 10 */
+        "      - {name: t1, addr: \"sine\"}\n"                           /* 11 */
+        "      - {name: t2, addr: \"bogus:1\"}\n"                        /* 12 */
+        "      - {name: t3, addr: \"sine\", poll: fast}\n"               /* 13 */
+        "      - {name: t4, addr: \"sine\", range: [10, 1], access: w}\n" /* 14 */
+        "      - {name: t5, addr: \"sine\", scale: {raw: [5, 5], eng: [0, 1]}}\n" /* 15 */
+        "      - {name: t6, addr: \"sine\", max_rate: fast, unti: x}\n"  /* 16 */
+        "  - name: a\n"                                                  /* 17 */
+        "    url: \"modbus-tcp://127.0.0.1:5020\"\n"                     /* 18 */
+        "    tags:\n"                                                    /* 19 */
+        "      - {name: x, addr: \"hr:70000\"}\n"                        /* 20 */
+        "      - {name: y, addr: \"hr:0\", count: 0}\n"                  /* 21 */
+        "      - {name: 'bad name', addr: \"hr:0\"}\n"                   /* 22 */
+        "      - {name: z, addr: [1, 2]}\n"                              /* 23 */
+        "  - name: c\n"                                                  /* 24 */
+        "    url: \"modbus-tpc://127.0.0.1\"\n"                          /* 25 */
+        "    poll: -1s\n";                                               /* 26 */
+    char *diag = NULL;
+    struct fb_gateway *gw = (void *)1;
+    assert_int_equal(load_text(y, false, &diag, &gw), FB_EINVAL);
+    assert_null(gw);
+    expect_diag(diag, pos(y, 4, "plain"), "mqtt.password: a literal password is not allowed");
+    expect_diag(diag, pos(y, 8, "pol"), "unknown key 'pol' in device (did you mean 'poll'?)");
+    expect_diag(diag, pos(y, 11, "t1"), "duplicate tag name 't1' in device 'a' (first at line 10)");
+    expect_diag(diag, pos(y, 12, "\"bogus"), "sim address 'bogus:1': unknown generator 'bogus'");
+    expect_diag(diag, pos(y, 13, "fast"), "poll: bad duration 'fast'");
+    expect_diag(diag, pos(y, 14, "[10"), "range: min 10 is greater than max 1 (no value could be written)");
+    expect_diag(diag, pos(y, 15, "[5, 5]"), "scale.raw: low and high are equal");
+    expect_diag(diag, pos(y, 16, "fast"), "max_rate: expected a number, got 'fast'");
+    expect_diag(diag, pos(y, 16, "unti"), "unknown key 'unti' in tag (did you mean 'unit'?)");
+    expect_diag(diag, pos(y, 17, "a\n"), "duplicate device name 'a' (first at line 6)");
+    expect_diag(diag, pos(y, 20, "\"hr:70000"), "");
+    expect_diag(diag, pos(y, 21, "0}"), "count: 0 is out of range (1..65536)");
+    expect_diag(diag, pos(y, 22, "'bad"), "tag name 'bad name' may only contain");
+    expect_diag(diag, pos(y, 23, "[1"), "addr must be a single value, got a list");
+    expect_diag(diag, pos(y, 25, "\"modbus-tpc"), "url: no driver for scheme 'modbus-tpc://' (did you mean 'modbus-tcp'?)");
+    expect_diag(diag, pos(y, 26, "-1s"), "poll: bad duration '-1s'");
+    /* in file order */
+    assert_true(strstr(diag, ":4:") < strstr(diag, ":8:"));
+    assert_true(strstr(diag, ":20:") < strstr(diag, ":25:"));
+    free(diag);
+}
+
+static void test_error_classes(void **state)
+{
+    (void)state;
+    char *diag = NULL;
+    struct fb_gateway *gw = NULL;
+
+    /* YAML syntax error */
+    static const char y1[] = "gateway: {id: gw}\ndevices:\n  - name: a\n   url: x\n";
+    assert_int_equal(load_text(y1, false, &diag, &gw), FB_EINVAL);
+    assert_non_null(strstr(diag, ":4:"));
+    assert_non_null(strstr(diag, "YAML syntax error"));
+    free(diag);
+
+    /* missing gateway id, unknown top-level key, wrong kinds */
+    static const char y2[] =
+        "gateway: {site: x}\n"
+        "devics: []\n"
+        "log: {level: loud}\n"
+        "status_interval: [1]\n"
+        "commands: {allow_qos0: maybe}\n";
+    assert_int_equal(load_text(y2, false, &diag, &gw), FB_EINVAL);
+    expect_diag(diag, ":1:10: ", "gateway.id is required");
+    expect_diag(diag, ":2:1: ", "unknown key 'devics' in the config file (did you mean 'devices'?)");
+    expect_diag(diag, pos(y2, 3, "loud"), "log.level: unknown level 'loud'");
+    expect_diag(diag, pos(y2, 4, "[1]"), "status_interval must be a single value, got a list");
+    expect_diag(diag, pos(y2, 5, "maybe"), "commands.allow_qos0: expected true or false, got 'maybe'");
+    free(diag);
+
+    /* mqtt errors */
+    static const char y3[] =
+        "gateway: {id: gw}\n"
+        "mqtt:\n"
+        "  url: http://127.0.0.1\n"
+        "  version: 4.0\n"
+        "  qos: {telemetry: 3}\n"
+        "  topic: \"{site}/{nope}/#\"\n"
+        "  reconnect: {min: 10s, max: 1s}\n";
+    assert_int_equal(load_text(y3, false, &diag, &gw), FB_EINVAL);
+    expect_diag(diag, pos(y3, 3, "http"), "mqtt.url: scheme must be mqtt:// or mqtts://");
+    expect_diag(diag, pos(y3, 4, "4.0"), "mqtt.version: expected 5 or 3.1.1, got '4.0'");
+    expect_diag(diag, pos(y3, 5, "3}"), "mqtt.qos.telemetry: 3 is out of range (0..2)");
+    expect_diag(diag, pos(y3, 6, "\"{"), "mqtt.topic: ");
+    expect_diag(diag, pos(y3, 7, "{min"), "mqtt.reconnect: min is larger than max");
+    free(diag);
+
+    /* duplicate keys, writable tag on a string type with scale */
+    static const char y4[] =
+        "gateway: {id: gw, id: again}\n"
+        "devices:\n"
+        "  - name: d\n"
+        "    url: sim://x\n"
+        "    options: {seed: 1}\n"
+        "    tags:\n"
+        "      - {name: s, addr: \"const:\\\"hi\\\"\", type: string, scale: {factor: 2}}\n";
+    assert_int_equal(load_text(y4, false, &diag, &gw), FB_EINVAL);
+    expect_diag(diag, pos(y4, 1, "id: again"), "duplicate key 'id' in gateway (first at line 1)");
+    expect_diag(diag, pos(y4, 7, "scale"), "tag 's' is of type string: scale, range, deadband");
+    free(diag);
+
+    /* options that clash with the URL */
+    static const char y5[] =
+        "gateway: {id: gw}\n"
+        "devices:\n"
+        "  - name: d\n"
+        "    url: \"modbus-tcp://127.0.0.1?unit=1\"\n"
+        "    options: {unit: 2, baud: x}\n"
+        "    timeout: 1s\n"
+        "    tags: [{name: a, addr: \"hr:0\"}]\n";
+    assert_int_equal(load_text(y5, false, &diag, &gw), FB_EINVAL);
+    expect_diag(diag, pos(y5, 5, "unit"), "option 'unit' is also given in the device URL");
+    free(diag);
+}
+
+/* ------------------------------------------------------------ env */
+
+static void test_env_expand(void **state)
+{
+    (void)state;
+    struct fb_err e = {0};
+    char *out = NULL;
+    setenv("FB_T_A", "alpha", 1);
+    unsetenv("FB_T_UNSET");
+    assert_int_equal(fb_env_expand("x-${FB_T_A}-y", &out, &e), 0);
+    assert_string_equal(out, "x-alpha-y");
+    free(out);
+    assert_int_equal(fb_env_expand("${FB_T_UNSET:-dflt}/${FB_T_A:-no}", &out, &e), 0);
+    assert_string_equal(out, "dflt/alpha");
+    free(out);
+    assert_int_equal(fb_env_expand("$${FB_T_A} costs $5 {x}", &out, &e), 0);
+    assert_string_equal(out, "${FB_T_A} costs $5 {x}");
+    free(out);
+    assert_int_equal(fb_env_expand("a${FB_T_UNSET}b", &out, &e), FB_ENOENT);
+    assert_null(out);
+    assert_non_null(strstr(e.msg, "FB_T_UNSET is not set"));
+    assert_true(fb_env_expand("${FB_T_A", &out, &e) < 0);
+    assert_true(fb_env_expand("${1X}", &out, &e) < 0);
+    assert_true(fb_env_expand("${A B}", &out, &e) < 0);
+
+    /* in a config: the error sits at the scalar */
+    static const char y[] = "gateway:\n  id: \"${FB_T_UNSET}\"\n  site: \"${FB_T_UNSET:-s1}\"\n";
+    char *diag = NULL;
+    struct fb_gateway *gw = NULL;
+    assert_int_equal(load_text(y, false, &diag, &gw), FB_EINVAL);
+    expect_diag(diag, pos(y, 2, "\"$"), "gateway.id: environment variable FB_T_UNSET is not set");
+    assert_null(strstr(diag, ":3:"));
+    free(diag);
+}
+
+/* ------------------------------------------------------------ secrets */
+
+static void test_secret_files(void **state)
+{
+    (void)state;
+    const char *p = write_tmp("mqtt.pass", "hunter2\n");
+    char path[512];
+    snprintf(path, sizeof path, "%s", p);
+    struct fb_err e = {0};
+    char *out = NULL;
+    assert_int_equal(chmod(path, 0644), 0);
+    assert_int_equal(fb_read_secret_file(path, &out, &e), FB_EACCES);
+    assert_null(out);
+    assert_non_null(strstr(e.msg, path));
+    assert_non_null(strstr(e.msg, "chmod 600"));
+    assert_int_equal(chmod(path, 0600), 0);
+    assert_int_equal(fb_read_secret_file(path, &out, &e), 0);
+    assert_string_equal(out, "hunter2");
+    free(out);
+    assert_int_equal(fb_read_secret_file("/nonexistent/fb/secret", &out, &e), FB_ENOENT);
+
+    /* from a config, relative to the config file's directory */
+    static const char y[] =
+        "gateway: {id: gw}\n"
+        "mqtt:\n"
+        "  url: mqtts://127.0.0.1\n"
+        "  username: u\n"
+        "  password_file: mqtt.pass\n"
+        "  tls: {ca: ca.pem, cert: gw.pem, key: gw.key}\n";
+    char *diag = NULL;
+    struct fb_gateway *gw = NULL;
+    assert_int_equal(load_text(y, false, &diag, &gw), 0);
+    const struct fb_mqtt_cfg *q = gw->sinks[0].cfg;
+    assert_string_equal(q->password, "hunter2");
+    assert_true(q->tls);
+    assert_int_equal(q->port, 8883);
+    /* missing files: warnings */
+    expect_diag(diag, pos(y, 6, "ca.pem"), "warning: mqtt.tls.ca: ");
+    expect_diag(diag, pos(y, 6, "gw.key"), "warning: mqtt.tls.key: ");
+    free(diag);
+    fb_gateway_free(gw);
+    /* ... errors with --strict */
+    assert_int_equal(load_text(y, true, &diag, &gw), FB_EINVAL);
+    expect_diag(diag, pos(y, 6, "ca.pem"), "mqtt.tls.ca: ");
+    assert_null(strstr(diag, "warning: mqtt.tls.ca"));
+    free(diag);
+
+    /* group-readable password file and key: refused */
+    chmod(path, 0640);
+    write_tmp("ca.pem", "x");
+    write_tmp("gw.pem", "x");
+    char kp[512];
+    snprintf(kp, sizeof kp, "%s", write_tmp("gw.key", "k"));
+    chmod(kp, 0644);
+    assert_int_equal(load_text(y, false, &diag, &gw), FB_EINVAL);
+    expect_diag(diag, pos(y, 5, "mqtt.pass"), "mqtt.password_file: secret file ");
+    assert_non_null(strstr(diag, "chmod 600"));
+    expect_diag(diag, pos(y, 6, "gw.key"), "mqtt.tls.key: private key ");
+    free(diag);
+    chmod(path, 0600);
+    chmod(kp, 0600);
+    assert_int_equal(load_text(y, true, &diag, &gw), 0);
+    free(diag);
+    fb_gateway_free(gw);
+}
+
+/* ------------------------------------------------------------ for: */
+
+static void test_for_expansion(void **state)
+{
+    (void)state;
+    char *diag = NULL;
+    struct fb_gateway *gw = NULL;
+    int rc = load_file(fixture("factory.yaml"), false, &diag, &gw);
+    if (rc) fprintf(stderr, "%s", diag);
+    assert_int_equal(rc, 0);
+    free(diag);
+    assert_int_equal(gw->ndevs, 3);
+    assert_int_equal(gw->ntags, 150);
+    assert_int_equal(gw->nconns, 1); /* three unit ids behind one TCP endpoint */
+    assert_int_equal(gw->conns[0].ndevs, 3);
+    for (int l = 1; l <= 3; l++) {
+        struct fb_device *d = &gw->devs[l - 1];
+        char buf[64];
+        snprintf(buf, sizeof buf, "line%d-plc", l);
+        assert_string_equal(d->name, buf);
+        snprintf(buf, sizeof buf, "%02d", l);
+        assert_string_equal(d->line, buf);
+        snprintf(buf, sizeof buf, "%d", l);
+        assert_string_equal(fb_url_get(&d->url, "unit"), buf);
+        assert_int_equal(d->ntags, 50);
+        assert_int_equal(d->first_tag, (uint32_t)(l - 1) * 50);
+        for (int i = 1; i <= 50; i++) {
+            const struct fb_tag *t = &gw->tags[d->first_tag + (uint32_t)i - 1];
+            snprintf(buf, sizeof buf, "sensor%02d", i);
+            assert_string_equal(t->name, buf);
+            snprintf(buf, sizeof buf, "hr:%d:float32", (i - 1) * 2);
+            assert_string_equal(t->addr_text, buf);
+            assert_int_equal(t->type, FB_T_FLOAT32);
+            assert_string_equal(t->unit, "{unknown} stays");
+        }
+    }
+    fb_gateway_free(gw);
+
+    /* unknown variable in an expression; lists; cartesian product */
+    static const char y[] =
+        "gateway: {id: gw}\n"
+        "devices:\n"
+        "  - for: {a: [x, y], n: [1, 2, 3]}\n"
+        "    name: \"d-{a}-{n}\"\n"
+        "    url: sim://s\n"
+        "    tags:\n"
+        "      - for: {i: \"0..1\"}\n"
+        "        name: \"t{n*10+i}\"\n"
+        "        addr: \"const:{i+j}\"\n";
+    assert_int_equal(load_text(y, false, &diag, &gw), FB_EINVAL);
+    expect_diag(diag, pos(y, 9, "\"const"), "addr: unknown loop variable 'j' in expression");
+    free(diag);
+    static const char y2[] =
+        "gateway: {id: gw}\n"
+        "devices:\n"
+        "  - for: {a: [x, y], n: [1, 2, 3]}\n"
+        "    name: \"d-{a}-{n}\"\n"
+        "    url: sim://s\n"
+        "    tags:\n"
+        "      - for: {i: \"0..1\"}\n"
+        "        name: \"t{n*10+i}\"\n"
+        "        addr: \"const:{(i+1)*-2}\"\n";
+    assert_int_equal(load_text(y2, false, &diag, &gw), 0);
+    free(diag);
+    assert_int_equal(gw->ndevs, 6);
+    assert_string_equal(gw->devs[0].name, "d-x-1");
+    assert_string_equal(gw->devs[5].name, "d-y-3");
+    assert_int_equal(gw->ntags, 12);
+    assert_string_equal(gw->tags[11].name, "t31");
+    assert_string_equal(gw->tags[11].addr_text, "const:-4");
+    assert_int_equal(gw->nconns, 6);
+    fb_gateway_free(gw);
+}
+
+static void test_tmpl(void **state)
+{
+    (void)state;
+    struct fb_tvar v[] = {{"i", "7", true, 7}, {"line", "3", true, 3}, {"s", "ab", false, 0}};
+    struct fb_tvars vs = {NULL, v, 3};
+    struct fb_err e = {0};
+    char *o = NULL;
+    static const struct {
+        const char *in, *out;
+    } ok[] = {
+        {"x{i}", "x7"},
+        {"{i:03}", "007"},
+        {"{i:3}", "  7"},
+        {"{(i-1)*2}", "12"},
+        {"{line*100 + i}", "307"},
+        {"{i/2}-{i%4}", "3-3"},
+        {"{s}{s:4}", "ab  ab"},
+        {"{site}/{x+1}/{}", "{site}/{x+1}/{}"},
+        {"{i-10:03}", "-03"},
+        {"{", "{"},
+    };
+    for (size_t k = 0; k < sizeof ok / sizeof ok[0]; k++) {
+        assert_int_equal(fb_tmpl_subst(&vs, ok[k].in, &o, &e), 0);
+        assert_string_equal(o, ok[k].out);
+        free(o);
+    }
+    assert_int_equal(fb_tmpl_subst(&vs, "{i/0}", &o, &e), FB_EINVAL);
+    assert_non_null(strstr(e.msg, "division by zero"));
+    assert_int_equal(fb_tmpl_subst(&vs, "{i+k}", &o, &e), FB_EINVAL);
+    assert_non_null(strstr(e.msg, "'k'"));
+    assert_int_equal(fb_tmpl_subst(&vs, "{s*2}", &o, &e), FB_EINVAL);
+    assert_int_equal(fb_tmpl_subst(&vs, "{(i}", &o, &e), FB_EINVAL);
+    assert_int_equal(fb_tmpl_subst(&vs, "{9223372036854775807*i}", &o, &e), FB_EINVAL);
+    assert_int_equal(fb_tmpl_subst(NULL, "{i}", &o, &e), 0);
+    assert_string_equal(o, "{i}");
+    free(o);
+    int64_t lo, hi;
+    assert_int_equal(fb_tmpl_range("1..50", &lo, &hi), 0);
+    assert_true(lo == 1 && hi == 50);
+    assert_int_equal(fb_tmpl_range("-3..-1", &lo, &hi), 0);
+    assert_true(lo == -3 && hi == -1);
+    assert_true(fb_tmpl_range("1..x", &lo, &hi) < 0);
+    assert_true(fb_tmpl_range("15", &lo, &hi) < 0);
+}
+
+/* ------------------------------------------------------------ durations */
+
+static void test_durations_sizes(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *s;
+        int64_t ns;
+    } d[] = {{"250us", 250000}, {"100ms", 100000000}, {"1.5s", 1500000000}, {"2m", 120000000000LL},
+             {"1h", 3600000000000LL}, {"7d", 604800000000000LL}, {"5", 5000000000LL}};
+    char y[256], *diag = NULL;
+    struct fb_gateway *gw = NULL;
+    for (size_t i = 0; i < sizeof d / sizeof d[0]; i++) {
+        snprintf(y, sizeof y, "gateway: {id: g}\nstatus_interval: %s\n", d[i].s);
+        assert_int_equal(load_text(y, false, &diag, &gw), 0);
+        free(diag);
+        assert_int_equal(gw->status_interval_ns, d[i].ns);
+        fb_gateway_free(gw);
+    }
+    static const char *const bad[] = {"10 parsecs", "fast", "-1s", "0", "1.5.5s", "\"\""};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        snprintf(y, sizeof y, "gateway: {id: g}\nstatus_interval: %s\n", bad[i]);
+        assert_int_equal(load_text(y, false, &diag, &gw), FB_EINVAL);
+        assert_non_null(strstr(diag, ":2:18: status_interval"));
+        free(diag);
+    }
+    uint64_t b;
+    assert_int_equal(fb_parse_size("512MiB", &b), 0);
+    assert_true(b == 512ull * 1024 * 1024);
+    assert_int_equal(fb_parse_size("10MB", &b), 0);
+    assert_true(b == 10000000ull);
+    assert_int_equal(fb_parse_size("64KiB", &b), 0);
+    assert_true(b == 65536);
+    assert_int_equal(fb_parse_size("4096", &b), 0);
+    assert_true(b == 4096);
+    assert_true(fb_parse_size("12 apples", &b) < 0);
+}
+
+/* ------------------------------------------------------------ urls */
+
+static void test_url_parse(void **state)
+{
+    (void)state;
+    struct fb_url u;
+    struct fb_err e = {0};
+    assert_int_equal(fb_url_parse("modbus-rtu:///dev/ttyUSB0?baud=19200&parity=E&unit=3", &u, &e), 0);
+    assert_string_equal(u.scheme, "modbus-rtu");
+    assert_string_equal(u.host, "");
+    assert_string_equal(u.path, "/dev/ttyUSB0");
+    assert_int_equal(u.port, 0);
+    assert_int_equal(u.nq, 3);
+    assert_string_equal(fb_url_get(&u, "baud"), "19200");
+    assert_string_equal(fb_url_get(&u, "parity"), "E");
+    assert_null(fb_url_get(&u, "stop"));
+    fb_url_free(&u);
+
+    assert_int_equal(fb_url_parse("MODBUS-TCP://10.0.1.100:502?unit=1&timeout=1s", &u, &e), 0);
+    assert_string_equal(u.scheme, "modbus-tcp");
+    assert_string_equal(u.host, "10.0.1.100");
+    assert_int_equal(u.port, 502);
+    assert_string_equal(u.path, "");
+    assert_string_equal(fb_url_get(&u, "timeout"), "1s");
+    fb_url_free(&u);
+
+    assert_int_equal(fb_url_parse("modbus-tcp://[::1]:5020", &u, &e), 0);
+    assert_string_equal(u.host, "::1");
+    assert_int_equal(u.port, 5020);
+    fb_url_free(&u);
+
+    assert_int_equal(fb_url_parse("opc.tcp://host:4840/a%20b?x=%2Fy&flag", &u, &e), 0);
+    assert_string_equal(u.scheme, "opc.tcp");
+    assert_string_equal(u.path, "/a b");
+    assert_string_equal(fb_url_get(&u, "x"), "/y");
+    assert_string_equal(fb_url_get(&u, "flag"), "");
+    fb_url_free(&u);
+
+    assert_int_equal(fb_url_parse("sim://anything", &u, &e), 0);
+    assert_string_equal(u.host, "anything");
+    fb_url_free(&u);
+
+    static const char *const bad[] = {
+        "", "nourl", "://x", "1x://h", "modbus-tcp://h:0", "modbus-tcp://h:65536", "modbus-tcp://h:",
+        "modbus-tcp://h:12a", "mqtt://user:pw@h", "x://[::1", "x://h?a=1&a=2", "x://h/%zz", "x://h/%0",
+        "x://h#frag", "x://h /p", "x://h?%00=1",
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        memset(&u, 0xab, sizeof u);
+        if (fb_url_parse(bad[i], &u, &e) == 0) {
+            fprintf(stderr, "accepted bad URL '%s'\n", bad[i]);
+            fail();
+        }
+        assert_null(u.scheme);
+    }
+    assert_int_equal(fb_url_parse("mqtt://user:pw@h", &u, &e), FB_EINVAL);
+    assert_non_null(strstr(e.msg, "credentials"));
+    fb_url_free(&u); /* safe after a failed parse */
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_valid_model),     cmocka_unit_test(test_errors_collected),
+        cmocka_unit_test(test_error_classes),   cmocka_unit_test(test_env_expand),
+        cmocka_unit_test(test_secret_files),    cmocka_unit_test(test_for_expansion),
+        cmocka_unit_test(test_tmpl),            cmocka_unit_test(test_durations_sizes),
+        cmocka_unit_test(test_url_parse),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}
