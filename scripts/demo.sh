@@ -1,0 +1,155 @@
+#!/usr/bin/env bash
+# demo.sh — the README's demo: installs what is missing, builds, then starts a
+# private Mosquitto broker (127.0.0.1:1883), the Modbus TCP simulator
+# (tests/peers/modbus_server.py --demo on 127.0.0.1:5020) and
+# `build/fieldbridge run -c examples/demo.yaml`, prints how to watch the data
+# and send a command, and stops everything on Ctrl-C (or SIGTERM).
+#
+# Works without a terminal too (a system test starts it, waits for telemetry,
+# sends SIGINT).  When 1883 or 5020 is taken, a free port is used instead and
+# the gateway gets a copy of the config pointing at it.
+# Env: FB_DEMO_MQTT_PORT / FB_DEMO_MODBUS_PORT choose the ports;
+#      FB_DEMO_SKIP_SETUP=1 skips the deps and build steps.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+PY=/usr/bin/python3
+
+if [ "${FB_DEMO_SKIP_SETUP:-0}" != 1 ]; then
+    ./scripts/deps.sh
+    ./scripts/build.sh normal
+fi
+BIN="$ROOT/build/fieldbridge"
+CONFIG="$ROOT/examples/demo.yaml"
+[ -x "$BIN" ] || { echo "demo: $BIN is missing (build failed?)" >&2; exit 1; }
+[ -f "$CONFIG" ] || { echo "demo: $CONFIG is missing" >&2; exit 1; }
+
+port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+free_port() { "$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_port() { # port, seconds, pid
+    local i
+    for ((i = 0; i < $2 * 20; i++)); do
+        port_busy "$1" && return 0
+        kill -0 "$3" 2>/dev/null || return 1
+        sleep 0.05
+    done
+    return 1
+}
+
+MQTT_PORT="${FB_DEMO_MQTT_PORT:-1883}"
+MB_PORT="${FB_DEMO_MODBUS_PORT:-5020}"
+if port_busy "$MQTT_PORT"; then
+    new=$(free_port)
+    echo "demo: port $MQTT_PORT is already in use (another MQTT broker?); using port $new for the demo broker"
+    MQTT_PORT=$new
+fi
+if port_busy "$MB_PORT"; then
+    new=$(free_port)
+    echo "demo: port $MB_PORT is already in use; using port $new for the Modbus simulator"
+    MB_PORT=$new
+fi
+
+TMP=$(mktemp -d /tmp/fieldbridge-demo.XXXXXX)
+chmod 755 "$TMP"   # the broker may drop privileges to user mosquitto
+PIDS=()
+cleaning=0
+cleanup() {
+    [ $cleaning = 1 ] && return
+    cleaning=1
+    echo
+    echo "demo: stopping"
+    local i
+    for ((i = ${#PIDS[@]} - 1; i >= 0; i--)); do  # gateway first, broker last
+        kill -TERM "${PIDS[$i]}" 2>/dev/null || true
+        for _ in $(seq 1 100); do kill -0 "${PIDS[$i]}" 2>/dev/null || break; sleep 0.05; done
+        kill -KILL "${PIDS[$i]}" 2>/dev/null || true
+        wait "${PIDS[$i]}" 2>/dev/null || true
+    done
+    echo "demo: logs kept in $TMP"
+}
+trap cleanup EXIT
+trap 'cleanup; exit 0' INT TERM
+
+# 1. broker
+cat >"$TMP/mosquitto.conf" <<EOF
+listener $MQTT_PORT 127.0.0.1
+allow_anonymous true
+persistence false
+log_dest stderr
+EOF
+mosquitto -c "$TMP/mosquitto.conf" >"$TMP/mosquitto.log" 2>&1 &
+PIDS+=($!)
+wait_port "$MQTT_PORT" 10 "${PIDS[-1]}" || { cat "$TMP/mosquitto.log" >&2; echo "demo: mosquitto did not start" >&2; exit 1; }
+
+# 2. Modbus simulator (values change over time; hr:10 is a writable setpoint)
+"$PY" tests/peers/modbus_server.py --host 127.0.0.1 --port "$MB_PORT" --demo >"$TMP/modbus.log" 2>&1 &
+PIDS+=($!)
+wait_port "$MB_PORT" 15 "${PIDS[-1]}" || { cat "$TMP/modbus.log" >&2; echo "demo: Modbus simulator did not start" >&2; exit 1; }
+
+# 3. the gateway (a copy of the config when the ports moved)
+if [ "$MQTT_PORT" != 1883 ] || [ "$MB_PORT" != 5020 ]; then
+    sed -e "s/127\.0\.0\.1:1883/127.0.0.1:$MQTT_PORT/g" -e "s/localhost:1883/127.0.0.1:$MQTT_PORT/g" \
+        -e "s/127\.0\.0\.1:5020/127.0.0.1:$MB_PORT/g" -e "s/localhost:5020/127.0.0.1:$MB_PORT/g" \
+        "$CONFIG" >"$TMP/demo.yaml"
+    CONFIG="$TMP/demo.yaml"
+fi
+"$BIN" run -c "$CONFIG" >"$TMP/fieldbridge.log" 2>&1 &
+GW=$!
+PIDS+=($GW)
+
+# 4. wait for the first telemetry, so the instructions show real topics
+TELE=""
+for _ in $(seq 1 30); do
+    TELE=$(timeout 2 mosquitto_sub -h 127.0.0.1 -p "$MQTT_PORT" -t '#' -v -C 1 -W 1 2>/dev/null \
+           | awk '$1 ~ /\/telemetry$/ {print $1; exit}' || true)
+    [ -n "$TELE" ] && break
+    if ! kill -0 "$GW" 2>/dev/null; then
+        cat "$TMP/fieldbridge.log" >&2
+        echo "demo: fieldbridge exited" >&2
+        exit 1
+    fi
+done
+if [ -z "$TELE" ]; then
+    tail -n 30 "$TMP/fieldbridge.log" >&2
+    echo "demo: no telemetry after 30 s (log: $TMP/fieldbridge.log)" >&2
+    exit 1
+fi
+BASE="${TELE%/telemetry}"
+# a writable tag of the demo config (access: w or rw), "setpoint" if none is found
+WTAG=$(awk '/- *name:/ {n=$NF; gsub(/["'"'"']/, "", n)} /access: *r?w/ {print n; exit}' "$CONFIG")
+WTAG="${WTAG:-setpoint}"
+
+cat <<EOF
+
+================================================================================
+ fieldbridge demo is running
+   MQTT broker     127.0.0.1:$MQTT_PORT        (log: $TMP/mosquitto.log)
+   Modbus TCP sim  127.0.0.1:$MB_PORT, unit 1  (log: $TMP/modbus.log)
+   gateway         $BIN run -c $CONFIG
+                   (log: $TMP/fieldbridge.log)
+
+ Watch everything (telemetry, status, command responses), in another terminal:
+   mosquitto_sub -h 127.0.0.1 -p $MQTT_PORT -t '#' -v
+
+ Send a command (write $WTAG = 42; QoS 1 is required, QoS 0 commands are refused):
+   mosquitto_pub -h 127.0.0.1 -p $MQTT_PORT -q 1 -t '$BASE/command' -m '{"id":"c-1","write":{"$WTAG":42}}'
+ The answer arrives on:
+   $BASE/command/response
+
+ Read the simulator directly, like mbpoll:
+   $BIN read 'modbus-tcp://127.0.0.1:$MB_PORT?unit=1' hr:0 --type float32 --order CDAB
+
+ Ctrl-C stops everything.
+================================================================================
+EOF
+
+# Wait for the gateway; Ctrl-C / SIGTERM land in the trap above.
+set +e
+wait "$GW"
+rc=$?
+set -e
+if [ $cleaning = 0 ]; then
+    echo "demo: fieldbridge exited with code $rc; last log lines:" >&2
+    tail -n 20 "$TMP/fieldbridge.log" >&2
+    exit 1
+fi

@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# deps.sh — install (apt) everything fieldbridge needs to build, test and run
+# its demo on a fresh Debian 12.  Only missing packages are installed, and
+# `apt-get update` runs at most once, so a second run costs a second and
+# needs no root.  Runs as root, or through sudo when available.
+set -euo pipefail
+
+PKGS=(
+    # build
+    build-essential cmake ninja-build pkg-config
+    libmodbus-dev libmosquitto-dev libyaml-dev libjansson-dev libmicrohttpd-dev libcmocka-dev
+    # fuzz harnesses (optional FB_FUZZ build)
+    clang
+    # test peers and tools
+    mosquitto mosquitto-clients openssl socat mbpoll
+    python3 python3-pytest python3-paho-mqtt python3-pymodbus python3-serial python3-serial-asyncio
+    # demo/test helpers: procps (pkill-free process checks), iproute2 (ss)
+    procps iproute2
+)
+
+missing=()
+for p in "${PKGS[@]}"; do
+    if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed'; then
+        missing+=("$p")
+    fi
+done
+
+if [ ${#missing[@]} -eq 0 ]; then
+    echo "deps: all ${#PKGS[@]} packages present"
+    exit 0
+fi
+
+echo "deps: installing missing packages: ${missing[*]}"
+SUDO=()
+if [ "$(id -u)" -ne 0 ]; then
+    if command -v sudo >/dev/null 2>&1; then
+        SUDO=(sudo)
+    else
+        echo "deps: need root (or sudo) to install: ${missing[*]}" >&2
+        exit 1
+    fi
+fi
+export DEBIAN_FRONTEND=noninteractive
+"${SUDO[@]}" apt-get update -q
+"${SUDO[@]}" apt-get install -y -q --no-install-recommends "${missing[@]}"
+# The Debian mosquitto package may start a system broker on 1883; the tests
+# and the demo run their own brokers, so leave it as the admin configured it.
+echo "deps: done"
