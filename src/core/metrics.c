@@ -1,0 +1,352 @@
+/* metrics.c — the gateway's counters as Prometheus text and as status JSON.
+ *
+ * Both views read the same atomics that connection and sink threads update
+ * (struct fb_dev_metrics, struct fb_sink_metrics), so rendering never takes
+ * a lock on a hot path and never stops polling.  Prometheus text format
+ * 0.0.4: one HELP and one TYPE line per family, then one sample line per
+ * device or sink; label values escaped (\\, \", \n).  Each family is a row
+ * in a table (name, type, help, how to read the value), so adding a metric
+ * is one line.  The list is documented in docs/metrics.md.
+ *
+ * NE107 in the status JSON: Failure when the device is offline, Function
+ * check while it is still connecting, Maintenance required when its error
+ * counter was seen to grow within the last status interval, else OK.  The
+ * "seen to grow" memory is a small side array (one slot per device) kept
+ * here, so neither the model nor the drivers carry it, and any number of
+ * callers (the MQTT status publisher, GET /status) see the same answer.
+ */
+#include <fcntl.h>
+#include <stddef.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "buf.h"
+#include "fb.h"
+#include "runtime.h"
+
+#ifndef FB_VERSION
+#define FB_VERSION "0.0.0"
+#endif
+
+/* ---------------------------------------------------------- /proc/self */
+static ssize_t read_small_file(const char *path, char *buf, size_t cap)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return -1;
+    size_t n = 0;
+    while (n + 1 < cap) {
+        ssize_t r = read(fd, buf + n, cap - 1 - n);
+        if (r <= 0) break;
+        n += (size_t)r;
+    }
+    close(fd);
+    buf[n] = 0;
+    return (ssize_t)n;
+}
+
+void fb_proc_usage(double *cpu_s, uint64_t *rss_bytes)
+{
+    char buf[1024];
+    if (cpu_s) {
+        *cpu_s = 0;
+        /* fields after "(comm)" — comm may hold spaces and parentheses, so
+         * look for the last ')' — start at field 3 (state); utime is 14, stime 15 */
+        if (read_small_file("/proc/self/stat", buf, sizeof buf) > 0) {
+            char *p = strrchr(buf, ')');
+            unsigned long long ut = 0, st = 0;
+            if (p && sscanf(p + 1, " %*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &ut,
+                            &st) == 2) {
+                long hz = sysconf(_SC_CLK_TCK);
+                if (hz > 0) *cpu_s = (double)(ut + st) / (double)hz;
+            }
+        }
+    }
+    if (rss_bytes) {
+        *rss_bytes = 0;
+        unsigned long long size = 0, res = 0;
+        if (read_small_file("/proc/self/statm", buf, sizeof buf) > 0 &&
+            sscanf(buf, "%llu %llu", &size, &res) == 2) {
+            long ps = sysconf(_SC_PAGESIZE);
+            if (ps > 0) *rss_bytes = (uint64_t)res * (uint64_t)ps;
+        }
+    }
+}
+
+/* ------------------------------------------------------------ prometheus */
+static void put_label(struct fb_buf *b, const char *s)
+{
+    for (; s && *s; s++) {
+        if (*s == '\\') fb_buf_puts(b, "\\\\");
+        else if (*s == '"') fb_buf_puts(b, "\\\"");
+        else if (*s == '\n') fb_buf_puts(b, "\\n");
+        else fb_buf_putc(b, *s);
+    }
+}
+
+static void put_double(struct fb_buf *b, double v)
+{
+    if (v != v) fb_buf_puts(b, "NaN");
+    else fb_buf_printf(b, "%.15g", v);
+}
+
+static void family(struct fb_buf *b, const char *name, const char *type, const char *help)
+{
+    fb_buf_printf(b, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+}
+
+static double ns_to_s(uint64_t ns) { return (double)ns / 1e9; }
+
+static uint64_t dev_overruns(const struct fb_device *d)
+{
+    uint64_t n = 0;
+    for (uint32_t k = 0; k < d->ngroups; k++) n += atomic_load(&d->groups[k].overruns);
+    return n;
+}
+
+enum vk { U64, DBL, SUMMARY /* f = sum in seconds, u = count */ };
+struct dev_metric {
+    const char *name, *type, *help;
+    enum vk vk;
+    uint64_t (*u)(const struct fb_device *d);
+    double (*f)(const struct fb_device *d);
+};
+
+#define DU(fn, field)                                                                        \
+    static uint64_t fn(const struct fb_device *d) { return atomic_load(&d->m.field); }
+DU(d_requests, requests)
+DU(d_errors, errors)
+DU(d_timeouts, timeouts)
+DU(d_reconnects, reconnects)
+DU(d_writes, writes)
+DU(d_write_errors, write_errors)
+DU(d_rtt_count, rtt_count)
+#undef DU
+static double d_rtt_sum(const struct fb_device *d) { return ns_to_s(atomic_load(&d->m.rtt_ns_sum)); }
+static double d_rtt_last(const struct fb_device *d) { return ns_to_s(atomic_load(&d->m.rtt_ns_last)); }
+static double d_last_ok(const struct fb_device *d)
+{
+    int64_t ns = atomic_load(&d->m.last_success_ns);
+    return ns > 0 ? (double)ns / 1e9 : 0;
+}
+static uint64_t d_connected(const struct fb_device *d) { return atomic_load(&d->state) == FB_DEV_ONLINE; }
+
+static const struct dev_metric dev_metrics[] = {
+    {"fieldbridge_device_requests_total", "counter", "Requests sent to the device (one per read or write request).", U64, d_requests, NULL},
+    {"fieldbridge_device_errors_total", "counter", "Requests that failed (exception, I/O error, timeout, dropout).", U64, d_errors, NULL},
+    {"fieldbridge_device_timeouts_total", "counter", "Requests that timed out.", U64, d_timeouts, NULL},
+    {"fieldbridge_device_reconnects_total", "counter", "Times the connection was lost and re-established.", U64, d_reconnects, NULL},
+    {"fieldbridge_device_writes_total", "counter", "Writes handed to the driver.", U64, d_writes, NULL},
+    {"fieldbridge_device_write_errors_total", "counter", "Writes the driver reported as failed.", U64, d_write_errors, NULL},
+    {"fieldbridge_device_rtt_seconds", "summary", "Round-trip time of successful requests.", SUMMARY, d_rtt_count, d_rtt_sum},
+    {"fieldbridge_device_poll_overruns_total", "counter", "Poll cycles skipped because a read took longer than its period.", U64, dev_overruns, NULL},
+    {"fieldbridge_device_last_rtt_seconds", "gauge", "Round-trip time of the last successful request.", DBL, NULL, d_rtt_last},
+    {"fieldbridge_device_last_success_timestamp_seconds", "gauge", "Unix time of the last successful request (0 = never).", DBL, NULL, d_last_ok},
+    {"fieldbridge_device_connected", "gauge", "1 when the device is online, else 0.", U64, d_connected, NULL},
+};
+
+static void dev_labels(struct fb_buf *b, const struct fb_device *d)
+{
+    fb_buf_puts(b, "{device=\"");
+    put_label(b, d->name);
+    fb_buf_puts(b, "\",driver=\"");
+    put_label(b, d->drv && d->drv->name ? d->drv->name : "");
+    fb_buf_puts(b, "\"}");
+}
+
+static void sink_labels(struct fb_buf *b, const struct fb_sink_inst *s)
+{
+    const char *n = s->name ? s->name : (s->sink && s->sink->name ? s->sink->name : "");
+    fb_buf_puts(b, "{sink=\"");
+    put_label(b, n);
+    fb_buf_puts(b, "\"}");
+}
+
+struct sink_metric {
+    const char *name, *type, *help;
+    size_t off; /* offsetof in struct fb_sink_metrics of an _Atomic uint64_t */
+};
+static const struct sink_metric sink_metrics[] = {
+    {"fieldbridge_sink_queued_total", "counter", "Batches queued to the sink.", offsetof(struct fb_sink_metrics, queued)},
+    {"fieldbridge_sink_sent_total", "counter", "Batches the sink confirmed as delivered.", offsetof(struct fb_sink_metrics, sent)},
+    {"fieldbridge_sink_dropped_total", "counter", "Batches dropped (queue full or undeliverable).", offsetof(struct fb_sink_metrics, dropped)},
+    {"fieldbridge_sink_retries_total", "counter", "Deliveries retried.", offsetof(struct fb_sink_metrics, retries)},
+    {"fieldbridge_sink_errors_total", "counter", "Send errors reported by the sink.", offsetof(struct fb_sink_metrics, errors)},
+};
+
+static uint64_t sink_u64(const struct fb_sink_inst *s, size_t off)
+{
+    const _Atomic uint64_t *p = (const _Atomic uint64_t *)(const void *)((const char *)&s->m + off);
+    return atomic_load(p);
+}
+
+static double uptime_s(const struct fb_gateway *gw)
+{
+    if (gw->started_ns <= 0) return 0;
+    int64_t d = fb_now_ns() - gw->started_ns; /* runtime stamps started_ns with fb_now_ns() */
+    return d > 0 ? (double)d / 1e9 : 0;
+}
+
+void fb_metrics_render(struct fb_gateway *gw, struct fb_buf *out)
+{
+    for (size_t k = 0; k < sizeof dev_metrics / sizeof dev_metrics[0]; k++) {
+        const struct dev_metric *m = &dev_metrics[k];
+        family(out, m->name, m->type, m->help);
+        for (uint32_t i = 0; i < gw->ndevs; i++) {
+            fb_buf_puts(out, m->name);
+            if (m->vk == SUMMARY) { /* name_sum{…} seconds, name_count{…} n */
+                fb_buf_puts(out, "_sum");
+                dev_labels(out, &gw->devs[i]);
+                fb_buf_putc(out, ' ');
+                put_double(out, m->f(&gw->devs[i]));
+                fb_buf_printf(out, "\n%s_count", m->name);
+            }
+            dev_labels(out, &gw->devs[i]);
+            fb_buf_putc(out, ' ');
+            if (m->vk == DBL) put_double(out, m->f(&gw->devs[i]));
+            else fb_buf_printf(out, "%" PRIu64, m->u(&gw->devs[i]));
+            fb_buf_putc(out, '\n');
+        }
+    }
+
+    for (size_t k = 0; k < sizeof sink_metrics / sizeof sink_metrics[0]; k++) {
+        family(out, sink_metrics[k].name, sink_metrics[k].type, sink_metrics[k].help);
+        for (uint32_t i = 0; i < gw->nsinks; i++) {
+            fb_buf_puts(out, sink_metrics[k].name);
+            sink_labels(out, &gw->sinks[i]);
+            fb_buf_printf(out, " %" PRIu64 "\n", sink_u64(&gw->sinks[i], sink_metrics[k].off));
+        }
+    }
+    family(out, "fieldbridge_sink_connected", "gauge", "1 when the sink is connected to its peer.");
+    for (uint32_t i = 0; i < gw->nsinks; i++) {
+        fb_buf_puts(out, "fieldbridge_sink_connected");
+        sink_labels(out, &gw->sinks[i]);
+        fb_buf_printf(out, " %d\n", atomic_load(&gw->sinks[i].m.connected) ? 1 : 0);
+    }
+
+    double cpu;
+    uint64_t rss;
+    fb_proc_usage(&cpu, &rss);
+    family(out, "fieldbridge_process_cpu_seconds_total", "counter",
+           "User and system CPU time of the process.");
+    fb_buf_puts(out, "fieldbridge_process_cpu_seconds_total ");
+    put_double(out, cpu);
+    fb_buf_putc(out, '\n');
+    family(out, "fieldbridge_process_resident_memory_bytes", "gauge", "Resident set size.");
+    fb_buf_printf(out, "fieldbridge_process_resident_memory_bytes %" PRIu64 "\n", rss);
+    family(out, "fieldbridge_uptime_seconds", "gauge", "Seconds since the gateway started.");
+    fb_buf_puts(out, "fieldbridge_uptime_seconds ");
+    put_double(out, uptime_s(gw));
+    fb_buf_putc(out, '\n');
+    family(out, "fieldbridge_tags", "gauge", "Configured tags.");
+    fb_buf_printf(out, "fieldbridge_tags %" PRIu32 "\n", gw->ntags);
+    family(out, "fieldbridge_build_info", "gauge", "Build information; the value is always 1.");
+    fb_buf_puts(out, "fieldbridge_build_info{version=\"");
+    put_label(out, FB_VERSION);
+    fb_buf_puts(out, "\"} 1\n");
+}
+
+/* ----------------------------------------------------------------- status */
+struct err_seen {
+    uint64_t errors;  /* error counter at the last observation */
+    int64_t when_ns;  /* when it was last seen to grow (0 = never) */
+};
+static pthread_mutex_t seen_mu = PTHREAD_MUTEX_INITIALIZER;
+static struct err_seen *seen;
+static uint32_t nseen;
+static const struct fb_gateway *seen_gw;
+
+static const char *state_name(int s)
+{
+    switch (s) {
+    case FB_DEV_ONLINE: return "online";
+    case FB_DEV_OFFLINE: return "offline";
+    default: return "connecting";
+    }
+}
+
+/* Must hold seen_mu. */
+static const char *ne107(const struct fb_gateway *gw, uint32_t i, int state, uint64_t errors,
+                         int64_t now)
+{
+    int64_t interval = gw->status_interval_ns > 0 ? gw->status_interval_ns : 30000000000LL;
+    bool grew = false;
+    if (seen && i < nseen) {
+        if (errors != seen[i].errors) {
+            seen[i].errors = errors;
+            seen[i].when_ns = now;
+        }
+        grew = seen[i].when_ns > 0 && now - seen[i].when_ns < interval;
+    }
+    if (state == FB_DEV_OFFLINE) return "Failure";
+    if (state != FB_DEV_ONLINE) return "Function check";
+    return grew ? "Maintenance required" : "OK";
+}
+
+void fb_status_json(struct fb_gateway *gw, struct fb_buf *out, bool online)
+{
+    char ts[40];
+    int64_t now = fb_now_ns();
+    double cpu;
+    uint64_t rss;
+    fb_proc_usage(&cpu, &rss);
+    fb_buf_puts(out, "{\"gateway\":");
+    fb_json_cstr(out, gw->id ? gw->id : "");
+    fb_buf_puts(out, online ? ",\"online\":true" : ",\"online\":false");
+    fb_fmt_time(ts, now);
+    fb_buf_puts(out, ",\"ts\":");
+    fb_json_cstr(out, ts);
+    fb_buf_puts(out, ",\"version\":");
+    fb_json_cstr(out, FB_VERSION);
+    fb_buf_puts(out, ",\"uptime_s\":");
+    fb_json_i64(out, (int64_t)uptime_s(gw));
+    fb_buf_puts(out, ",\"cpu_s\":");
+    fb_json_double(out, cpu);
+    fb_buf_puts(out, ",\"rss_bytes\":");
+    fb_json_u64(out, rss);
+
+    fb_buf_puts(out, ",\"devices\":{");
+    pthread_mutex_lock(&seen_mu);
+    if (seen_gw != gw || nseen != gw->ndevs) { /* first call (or a new model): size the memory */
+        free(seen);
+        seen = gw->ndevs ? calloc(gw->ndevs, sizeof *seen) : NULL;
+        nseen = seen ? gw->ndevs : 0;
+        seen_gw = gw;
+    }
+    for (uint32_t i = 0; i < gw->ndevs; i++) {
+        const struct fb_device *d = &gw->devs[i];
+        int st = atomic_load(&d->state);
+        uint64_t errors = atomic_load(&d->m.errors);
+        if (i) fb_buf_putc(out, ',');
+        fb_json_cstr(out, d->name ? d->name : "");
+        fb_buf_puts(out, ":{\"state\":");
+        fb_json_cstr(out, state_name(st));
+        fb_buf_puts(out, ",\"ne107\":");
+        fb_json_cstr(out, ne107(gw, i, st, errors, now));
+        fb_buf_puts(out, ",\"requests\":");
+        fb_json_u64(out, atomic_load(&d->m.requests));
+        fb_buf_puts(out, ",\"errors\":");
+        fb_json_u64(out, errors);
+        fb_buf_puts(out, ",\"rtt_ms\":");
+        fb_json_double(out, (double)atomic_load(&d->m.rtt_ns_last) / 1e6);
+        fb_buf_putc(out, '}');
+    }
+    pthread_mutex_unlock(&seen_mu);
+    fb_buf_puts(out, "},\"sinks\":{");
+    for (uint32_t i = 0; i < gw->nsinks; i++) {
+        const struct fb_sink_inst *s = &gw->sinks[i];
+        if (i) fb_buf_putc(out, ',');
+        fb_json_cstr(out, s->name ? s->name : (s->sink && s->sink->name ? s->sink->name : ""));
+        fb_buf_puts(out, atomic_load(&s->m.connected) ? ":{\"connected\":true" : ":{\"connected\":false");
+        fb_buf_puts(out, ",\"sent\":");
+        fb_json_u64(out, atomic_load(&s->m.sent));
+        fb_buf_puts(out, ",\"queued\":");
+        fb_json_u64(out, atomic_load(&s->m.queued));
+        fb_buf_puts(out, ",\"dropped\":");
+        fb_json_u64(out, atomic_load(&s->m.dropped));
+        fb_buf_putc(out, '}');
+    }
+    fb_buf_puts(out, "}}");
+}
