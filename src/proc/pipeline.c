@@ -1,0 +1,127 @@
+/* pipeline.c — the per-tag chain for whole batches (fb_proc_batch).
+ *
+ * For each raw sample of a device batch:
+ *   scale (numeric → float64 engineering units) → plausibility (quality) →
+ *   window add (Good numeric samples only) → deadband → append to `out`.
+ * All state lives in one array of struct fb_tag_state indexed by tag id and
+ * allocated by fb_proc_new together with the window rings, so the hot path
+ * never allocates.  Timestamps: plausibility and windows use the sample's
+ * source time (ts_src, or the batch time if the driver left it 0); deadband
+ * and heartbeat use the batch's gateway time (in->ts).  Every published
+ * sample keeps ts_src and quality and gets ts_gw = in->ts; a tag with a
+ * window gets FB_SF_STATS and its stats appended to out->stats (when the
+ * window holds at least one Good sample and out has room).
+ *
+ * Window capacity: window / poll period × 1.25 + 4 samples (1024 when the
+ * period is unknown), clamped to [4, 1<<20]; a tag sampled faster than
+ * that keeps only the newest `cap` samples in its window. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "proc.h"
+
+struct fb_proc {
+    const struct fb_gateway *gw;
+    uint32_t ntags;
+    struct fb_tag_state *st;
+};
+
+static uint32_t window_cap(const struct fb_gateway *gw, const struct fb_tag *t)
+{
+    int64_t period = 0;
+    if (t->device < gw->ndevs && gw->devs) {
+        const struct fb_device *d = &gw->devs[t->device];
+        if (d->groups && t->group < d->ngroups) period = d->groups[t->group].period_ns;
+    }
+    uint64_t cap = 1024;
+    if (period > 0) cap = (uint64_t)(t->proc.window_ns / period) * 5 / 4 + 4;
+    if (cap < 4) cap = 4;
+    if (cap > (1u << 20)) cap = 1u << 20;
+    return (uint32_t)cap;
+}
+
+struct fb_proc *fb_proc_new(const struct fb_gateway *gw)
+{
+    struct fb_proc *p = calloc(1, sizeof *p);
+    if (!p) return NULL;
+    p->gw = gw;
+    p->ntags = gw->ntags;
+    p->st = gw->ntags ? calloc(gw->ntags, sizeof *p->st) : NULL;
+    if (gw->ntags && !p->st) goto fail;
+    for (uint32_t i = 0; i < gw->ntags; i++) {
+        const struct fb_tag *t = &gw->tags[i];
+        if (t->proc.window_ns > 0 && fb_window_init(&p->st[i].win, window_cap(gw, t)) != 0) goto fail;
+    }
+    return p;
+fail:
+    fb_proc_free(p);
+    return NULL;
+}
+
+void fb_proc_free(struct fb_proc *p)
+{
+    if (!p) return;
+    if (p->st)
+        for (uint32_t i = 0; i < p->ntags; i++) fb_window_free(&p->st[i].win);
+    free(p->st);
+    free(p);
+}
+
+static bool to_double(const struct fb_value *v, double *x)
+{
+    switch (v->type) {
+    case FB_T_BOOL: *x = v->b ? 1.0 : 0.0; return true;
+    case FB_T_INT8: case FB_T_INT16: case FB_T_INT32: case FB_T_INT64: *x = (double)v->i; return true;
+    case FB_T_UINT8: case FB_T_UINT16: case FB_T_UINT32: case FB_T_UINT64: *x = (double)v->u; return true;
+    case FB_T_FLOAT32: case FB_T_FLOAT64: *x = v->f; return true;
+    default: return false;
+    }
+}
+
+uint32_t fb_proc_batch(struct fb_proc *p, const struct fb_batch *in, struct fb_batch *out)
+{
+    if (!p || !in || !out || in->kind != FB_BATCH_DATA) return 0;
+    out->kind = FB_BATCH_DATA;
+    out->device = in->device;
+    out->ts = in->ts;
+    uint32_t added = 0;
+    for (uint32_t i = 0; i < in->n; i++) {
+        const struct fb_sample *s = &in->s[i];
+        if (s->tag >= p->ntags) continue; /* not ours: never index out of bounds */
+        const struct fb_tag *tag = &p->gw->tags[s->tag];
+        const struct fb_tag_proc *pr = &tag->proc;
+        struct fb_tag_state *st = &p->st[s->tag];
+        struct fb_value v = s->v;
+        int64_t ts = s->ts_src ? s->ts_src : in->ts;
+        uint32_t q = s->quality;
+        double x;
+
+        fb_scale_in(pr, &v);
+        if (pr->out_type == FB_T_FLOAT64 && v.type != FB_T_FLOAT64 && v.type != FB_T_STRING &&
+            to_double(&v, &x)) {
+            v.type = FB_T_FLOAT64;
+            v.f = x;
+        }
+        q = fb_plausibility(pr, st, &v, q, ts);
+        bool win = pr->window_ns > 0 && st->win.t;
+        if (win && fb_q_good(q) && v.type != FB_T_STRING && to_double(&v, &x))
+            fb_window_add(&st->win, ts, x, pr->window_ns);
+        bool hb;
+        if (!fb_deadband_pass(pr, st, &v, q, in->ts, &hb)) continue;
+
+        struct fb_sample *o = fb_batch_add(out, s->tag, q, s->ts_src, &v);
+        if (!o) break; /* out is sized for a whole device batch: an invariant */
+        o->ts_gw = in->ts;
+        o->flags = (s->flags & FB_SF_HISTORICAL) | (hb ? FB_SF_HEARTBEAT : 0);
+        if (win && out->nstats < out->cap_stats) {
+            struct fb_stats *stt = &out->stats[out->nstats];
+            fb_window_stats(&st->win, ts, pr->window_ns, stt);
+            if (stt->count) {
+                o->flags |= FB_SF_STATS;
+                o->stats = out->nstats++;
+            }
+        }
+        added++;
+    }
+    return added;
+}

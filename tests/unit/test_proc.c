@@ -1,0 +1,518 @@
+/* test_proc.c — per-tag processing (src/proc): scaling, plausibility,
+ * deadband, sliding windows and the whole chain over a hand-built gateway. */
+#include <math.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "proc/proc.h"
+
+#define S (1000000000LL)
+#define MS (1000000LL)
+
+static struct fb_value fv(double x) { return (struct fb_value){.type = FB_T_FLOAT64, .f = x}; }
+
+static void test_scale(void **state)
+{
+    (void)state;
+    struct fb_tag_proc p = {.scaled = true, .k = 100.0 / 27648.0, .d = 0};
+    struct fb_value v = {.type = FB_T_INT16, .i = 27648};
+    fb_scale_in(&p, &v);
+    assert_int_equal(v.type, FB_T_FLOAT64);
+    assert_true(fabs(v.f - 100.0) < 1e-12);
+    assert_true(fabs(fb_scale_out(&p, 50.0) - 13824.0) < 1e-9);
+
+    p = (struct fb_tag_proc){.scaled = true, .k = 0.1, .d = -40};
+    v = (struct fb_value){.type = FB_T_UINT16, .u = 650};
+    fb_scale_in(&p, &v);
+    assert_true(fabs(v.f - 25.0) < 1e-12);
+    for (double e = -40; e < 100; e += 7.3) { /* inverse */
+        struct fb_value r = {.type = FB_T_FLOAT64, .f = fb_scale_out(&p, e)};
+        fb_scale_in(&p, &r);
+        assert_true(fabs(r.f - e) < 1e-9);
+    }
+    v = (struct fb_value){.type = FB_T_FLOAT32, .f = 10.0};
+    fb_scale_in(&p, &v);
+    assert_int_equal(v.type, FB_T_FLOAT64);
+    assert_true(fabs(v.f - (-39.0)) < 1e-12);
+    v = (struct fb_value){.type = FB_T_INT64, .i = -100};
+    fb_scale_in(&p, &v);
+    assert_true(fabs(v.f - (-50.0)) < 1e-12);
+
+    /* bools and strings pass through; unscaled tags are untouched */
+    v = (struct fb_value){.type = FB_T_BOOL, .b = true};
+    fb_scale_in(&p, &v);
+    assert_int_equal(v.type, FB_T_BOOL);
+    v = (struct fb_value){.type = FB_T_STRING, .s = {"x", 1}};
+    fb_scale_in(&p, &v);
+    assert_int_equal(v.type, FB_T_STRING);
+    struct fb_tag_proc off = {0};
+    v = (struct fb_value){.type = FB_T_INT16, .i = 7};
+    fb_scale_in(&off, &v);
+    assert_int_equal(v.type, FB_T_INT16);
+    assert_int_equal(v.i, 7);
+    assert_true(fb_scale_out(&off, 3.5) == 3.5);
+}
+
+static void test_plausibility_range(void **state)
+{
+    (void)state;
+    struct fb_tag_proc p = {.has_min = true, .has_max = true, .min = -40, .max = 150};
+    struct fb_tag_state st = {0};
+    struct fb_value v = fv(20);
+    assert_int_equal(fb_plausibility(&p, &st, &v, FB_Q_GOOD, 0), FB_Q_GOOD);
+    v = fv(150);
+    assert_int_equal(fb_plausibility(&p, &st, &v, FB_Q_GOOD, S), FB_Q_GOOD);
+    v = fv(150.001);
+    assert_int_equal(fb_plausibility(&p, &st, &v, FB_Q_GOOD, 2 * S), FB_Q_BAD_OUT_OF_RANGE);
+    v = fv(-41);
+    assert_int_equal(fb_plausibility(&p, &st, &v, FB_Q_UNCERTAIN, 3 * S), FB_Q_BAD_OUT_OF_RANGE);
+    /* already bad: untouched */
+    assert_int_equal(fb_plausibility(&p, &st, &v, FB_Q_BAD_COMM, 4 * S), FB_Q_BAD_COMM);
+    /* only a max */
+    struct fb_tag_proc pm = {.has_max = true, .max = 10};
+    struct fb_tag_state st2 = {0};
+    v = fv(-1e9);
+    assert_int_equal(fb_plausibility(&pm, &st2, &v, FB_Q_GOOD, 0), FB_Q_GOOD);
+    v = (struct fb_value){.type = FB_T_INT32, .i = 11};
+    assert_int_equal(fb_plausibility(&pm, &st2, &v, FB_Q_GOOD, 0), FB_Q_BAD_OUT_OF_RANGE);
+    /* NaN / Inf always downgraded, even without rules */
+    struct fb_tag_proc none = {0};
+    v = fv(NAN);
+    assert_int_equal(fb_plausibility(&none, &st2, &v, FB_Q_GOOD, 0), FB_Q_BAD_SENSOR_FAILURE);
+    v = fv(-INFINITY);
+    assert_int_equal(fb_plausibility(&none, &st2, &v, FB_Q_GOOD, 0), FB_Q_BAD_OUT_OF_RANGE);
+    /* strings are not checked */
+    v = (struct fb_value){.type = FB_T_STRING, .s = {"999", 3}};
+    assert_int_equal(fb_plausibility(&pm, &st2, &v, FB_Q_GOOD, 0), FB_Q_GOOD);
+}
+
+static void test_plausibility_rate(void **state)
+{
+    (void)state;
+    struct fb_tag_proc p = {.max_rate = 5}; /* 5 units per second */
+    struct fb_tag_state st = {0};
+    struct fb_value v = fv(10);
+    assert_int_equal(fb_plausibility(&p, &st, &v, FB_Q_GOOD, 0), FB_Q_GOOD);
+    v = fv(14);
+    assert_int_equal(fb_plausibility(&p, &st, &v, FB_Q_GOOD, S), FB_Q_GOOD); /* 4/s */
+    v = fv(100);
+    assert_int_equal(fb_plausibility(&p, &st, &v, FB_Q_GOOD, 2 * S), FB_Q_BAD_SENSOR_FAILURE);
+    /* the spike did not become the reference: 15 vs 14 one step later is fine */
+    v = fv(15);
+    assert_int_equal(fb_plausibility(&p, &st, &v, FB_Q_GOOD, 3 * S), FB_Q_GOOD);
+    /* a fast change within 100 ms */
+    v = fv(16);
+    assert_int_equal(fb_plausibility(&p, &st, &v, FB_Q_GOOD, 3 * S + 100 * MS), FB_Q_BAD_SENSOR_FAILURE);
+    v = fv(15.4);
+    assert_int_equal(fb_plausibility(&p, &st, &v, FB_Q_GOOD, 3 * S + 100 * MS), FB_Q_GOOD);
+    /* a genuine step of 40 heals once 40 / 5 = 8 s have passed since the reference */
+    int64_t t0 = 3 * S + 100 * MS, t;
+    uint32_t q = 0;
+    for (t = t0 + S; t <= t0 + 10 * S; t += S) {
+        v = fv(55.4);
+        q = fb_plausibility(&p, &st, &v, FB_Q_GOOD, t);
+        if (q == FB_Q_GOOD) break;
+        assert_int_equal(q, FB_Q_BAD_SENSOR_FAILURE);
+    }
+    assert_int_equal(q, FB_Q_GOOD);
+    assert_int_equal(t, t0 + 8 * S);
+    /* bad input leaves the reference alone */
+    v = fv(1000);
+    assert_int_equal(fb_plausibility(&p, &st, &v, FB_Q_BAD_TIMEOUT, t + S), FB_Q_BAD_TIMEOUT);
+    v = fv(56);
+    assert_int_equal(fb_plausibility(&p, &st, &v, FB_Q_GOOD, t + 2 * S), FB_Q_GOOD);
+}
+
+static void test_plausibility_stuck(void **state)
+{
+    (void)state;
+    struct fb_tag_proc p = {.stuck_ns = 5 * S};
+    struct fb_tag_state st = {0};
+    struct fb_value v = fv(7);
+    for (int64_t t = 0; t < 5 * S; t += S) assert_int_equal(fb_plausibility(&p, &st, &v, FB_Q_GOOD, t), FB_Q_GOOD);
+    assert_int_equal(fb_plausibility(&p, &st, &v, FB_Q_GOOD, 5 * S), FB_Q_UNC_NOT_ACCURATE);
+    assert_int_equal(fb_plausibility(&p, &st, &v, FB_Q_GOOD, 9 * S), FB_Q_UNC_NOT_ACCURATE);
+    v = fv(7.0001); /* any change resets */
+    assert_int_equal(fb_plausibility(&p, &st, &v, FB_Q_GOOD, 10 * S), FB_Q_GOOD);
+    assert_int_equal(fb_plausibility(&p, &st, &v, FB_Q_GOOD, 14 * S), FB_Q_GOOD);
+    assert_int_equal(fb_plausibility(&p, &st, &v, FB_Q_GOOD, 15 * S), FB_Q_UNC_NOT_ACCURATE);
+    /* integers too */
+    struct fb_tag_state s2 = {0};
+    struct fb_value iv = {.type = FB_T_UINT16, .u = 3};
+    assert_int_equal(fb_plausibility(&p, &s2, &iv, FB_Q_GOOD, 0), FB_Q_GOOD);
+    assert_int_equal(fb_plausibility(&p, &s2, &iv, FB_Q_GOOD, 6 * S), FB_Q_UNC_NOT_ACCURATE);
+}
+
+static bool db(const struct fb_tag_proc *p, struct fb_tag_state *st, double x, uint32_t q, int64_t ts, bool *hb)
+{
+    struct fb_value v = fv(x);
+    return fb_deadband_pass(p, st, &v, q, ts, hb);
+}
+
+static void test_deadband_abs(void **state)
+{
+    (void)state;
+    struct fb_tag_proc p = {.db_abs = 0.5};
+    struct fb_tag_state st = {0};
+    bool hb = true;
+    assert_true(db(&p, &st, 10, FB_Q_GOOD, 0, &hb)); /* first */
+    assert_false(hb);
+    assert_false(db(&p, &st, 10.3, FB_Q_GOOD, 1, &hb));
+    assert_false(db(&p, &st, 9.6, FB_Q_GOOD, 2, &hb));
+    assert_false(db(&p, &st, 10.5, FB_Q_GOOD, 3, &hb)); /* exactly the deadband: not more */
+    assert_true(db(&p, &st, 10.6, FB_Q_GOOD, 4, &hb));
+    /* slow drift is measured against the last PUBLISHED value */
+    assert_false(db(&p, &st, 10.8, FB_Q_GOOD, 5, &hb));
+    assert_false(db(&p, &st, 11.0, FB_Q_GOOD, 6, &hb));
+    assert_true(db(&p, &st, 11.2, FB_Q_GOOD, 7, &hb));
+    /* quality change passes in both directions, even with the same value */
+    assert_true(db(&p, &st, 11.2, FB_Q_BAD_COMM, 8, &hb));
+    assert_false(db(&p, &st, 0, FB_Q_BAD_COMM, 9, &hb)); /* same bad code again */
+    assert_true(db(&p, &st, 11.2, FB_Q_GOOD, 10, &hb));
+    assert_true(db(&p, &st, 11.2, FB_Q_UNC_NOT_ACCURATE, 11, &hb));
+    /* NaN to number */
+    assert_true(db(&p, &st, NAN, FB_Q_UNC_NOT_ACCURATE, 12, &hb));
+    assert_false(db(&p, &st, NAN, FB_Q_UNC_NOT_ACCURATE, 13, &hb));
+    assert_true(db(&p, &st, 1, FB_Q_UNC_NOT_ACCURATE, 14, &hb));
+}
+
+static void test_deadband_pct_heartbeat(void **state)
+{
+    (void)state;
+    struct fb_tag_proc p = {.db_pct = 2, .heartbeat_ns = 60 * S};
+    struct fb_tag_state st = {0};
+    bool hb;
+    assert_true(db(&p, &st, 100, FB_Q_GOOD, 0, &hb));
+    assert_false(db(&p, &st, 101.9, FB_Q_GOOD, S, &hb));
+    assert_false(db(&p, &st, 98.1, FB_Q_GOOD, 2 * S, &hb));
+    assert_true(db(&p, &st, 102.1, FB_Q_GOOD, 3 * S, &hb));
+    assert_false(hb);
+    /* 2 % of 102.1 = 2.042 */
+    assert_false(db(&p, &st, 104.1, FB_Q_GOOD, 4 * S, &hb));
+    assert_true(db(&p, &st, 104.2, FB_Q_GOOD, 5 * S, &hb));
+    /* heartbeat: nothing changed for 60 s */
+    assert_false(db(&p, &st, 104.2, FB_Q_GOOD, 64 * S, &hb));
+    assert_true(db(&p, &st, 104.2, FB_Q_GOOD, 65 * S, &hb));
+    assert_true(hb);
+    assert_false(db(&p, &st, 104.2, FB_Q_GOOD, 66 * S, &hb));
+    assert_false(hb);
+    assert_true(db(&p, &st, 104.2, FB_Q_GOOD, 125 * S, &hb));
+    assert_true(hb);
+    /* percent of zero: any change passes */
+    struct fb_tag_state z = {0};
+    assert_true(db(&p, &z, 0, FB_Q_GOOD, 0, &hb));
+    assert_false(db(&p, &z, 0, FB_Q_GOOD, 1, &hb));
+    assert_true(db(&p, &z, 1e-9, FB_Q_GOOD, 2, &hb));
+}
+
+static void test_deadband_other_types(void **state)
+{
+    (void)state;
+    struct fb_tag_proc none = {0}, p = {.db_abs = 1};
+    struct fb_tag_state st = {0};
+    bool hb;
+    /* no deadband: every sample */
+    for (int i = 0; i < 3; i++) assert_true(db(&none, &st, 5, FB_Q_GOOD, i, &hb));
+    /* strings: value change (content, not pointer) */
+    struct fb_tag_state ss = {0};
+    char a[] = "open", b2[] = "open";
+    struct fb_value v = {.type = FB_T_STRING, .s = {a, 4}};
+    assert_true(fb_deadband_pass(&p, &ss, &v, FB_Q_GOOD, 0, &hb));
+    v.s.p = b2;
+    assert_false(fb_deadband_pass(&p, &ss, &v, FB_Q_GOOD, 1, &hb));
+    b2[0] = 'O';
+    assert_true(fb_deadband_pass(&p, &ss, &v, FB_Q_GOOD, 2, &hb));
+    v.s.len = 3;
+    assert_true(fb_deadband_pass(&p, &ss, &v, FB_Q_GOOD, 3, &hb));
+    /* bools: any change, regardless of the numeric deadband */
+    struct fb_tag_state bs = {0};
+    struct fb_value bv = {.type = FB_T_BOOL, .b = false};
+    assert_true(fb_deadband_pass(&p, &bs, &bv, FB_Q_GOOD, 0, &hb));
+    assert_false(fb_deadband_pass(&p, &bs, &bv, FB_Q_GOOD, 1, &hb));
+    bv.b = true;
+    assert_true(fb_deadband_pass(&p, &bs, &bv, FB_Q_GOOD, 2, &hb));
+    /* integers */
+    struct fb_tag_state is = {0};
+    struct fb_value iv = {.type = FB_T_INT32, .i = 100};
+    assert_true(fb_deadband_pass(&p, &is, &iv, FB_Q_GOOD, 0, &hb));
+    iv.i = 101;
+    assert_false(fb_deadband_pass(&p, &is, &iv, FB_Q_GOOD, 1, &hb));
+    iv.i = 98;
+    assert_true(fb_deadband_pass(&p, &is, &iv, FB_Q_GOOD, 2, &hb));
+}
+
+/* ---------------------------------------------------------------- windows */
+static uint64_t rng = 12345;
+static uint64_t rnd(void)
+{
+    rng ^= rng << 13;
+    rng ^= rng >> 7;
+    rng ^= rng << 17;
+    return rng;
+}
+static double urand(void) { return (double)(rnd() >> 11) / 9007199254740992.0; }
+
+static void naive(const int64_t *t, const double *v, int n, int64_t now, int64_t w, uint32_t cap,
+                  struct fb_stats *o)
+{
+    memset(o, 0, sizeof *o);
+    int first = n - (int)cap > 0 ? n - (int)cap : 0;
+    double s = 0, mn = INFINITY, mx = -INFINITY;
+    int c = 0;
+    for (int i = first; i < n; i++) {
+        if (t[i] <= now - w) continue;
+        c++;
+        s += v[i];
+        if (v[i] < mn) mn = v[i];
+        if (v[i] > mx) mx = v[i];
+    }
+    o->count = (uint32_t)c;
+    if (!c) return;
+    o->mean = s / c;
+    double ss = 0;
+    for (int i = first; i < n; i++)
+        if (t[i] > now - w) ss += (v[i] - o->mean) * (v[i] - o->mean);
+    o->stddev = c > 1 ? sqrt(ss / (c - 1)) : 0;
+    o->min = mn;
+    o->max = mx;
+}
+
+static void close_to(double a, double b, double tol)
+{
+    if (!(fabs(a - b) <= tol * (1 + fabs(b)))) fail_msg("%.17g != %.17g", a, b);
+}
+
+static void window_run(uint32_t cap, int64_t w, double base, double spread, int n)
+{
+    struct fb_window win;
+    assert_int_equal(fb_window_init(&win, cap), 0);
+    int64_t *t = malloc(sizeof *t * (size_t)n);
+    double *v = malloc(sizeof *v * (size_t)n);
+    int64_t now = 1000 * S;
+    for (int i = 0; i < n; i++) {
+        now += (int64_t)(rnd() % (uint64_t)(200 * MS)) + 1;
+        t[i] = now;
+        /* random walks, plateaus and monotone runs (the worst case for deques) */
+        int mode = (int)(i / 500 % 3);
+        v[i] = mode == 0 ? base + spread * urand() : mode == 1 ? base + spread * (double)(i % 7) : base - spread * i * 1e-3;
+        fb_window_add(&win, t[i], v[i], w);
+        struct fb_stats got, want;
+        fb_window_stats(&win, now, w, &got);
+        naive(t, v, i + 1, now, w, cap, &want);
+        assert_int_equal(got.count, want.count);
+        assert_true(got.min == want.min);
+        assert_true(got.max == want.max);
+        close_to(got.mean, want.mean, 1e-12);
+        close_to(got.stddev, want.stddev, 1e-6 * (want.stddev > 0 ? 1 : 0) + 1e-9);
+        assert_int_equal(got.window_ns, w);
+        if (i % 97 == 0) { /* stats later than the last add: stale samples skipped */
+            int64_t later = now + (int64_t)(rnd() % (uint64_t)(2 * w));
+            fb_window_stats(&win, later, w, &got);
+            naive(t, v, i + 1, later, w, cap, &want);
+            assert_int_equal(got.count, want.count);
+            if (want.count) {
+                assert_true(got.min == want.min && got.max == want.max);
+                close_to(got.mean, want.mean, 1e-12);
+                close_to(got.stddev, want.stddev, 1e-6);
+            }
+        }
+    }
+    free(t);
+    free(v);
+    fb_window_free(&win);
+}
+
+static void test_window_random(void **state)
+{
+    (void)state;
+    window_run(1000, 10 * S, 0, 100, 6000);      /* time-limited */
+    window_run(16, 60 * S, 50, 10, 3000);        /* capacity-limited: only the newest 16 */
+    window_run(500, 5 * S, 1e6, 0.01, 4000);     /* large offset, tiny variance */
+}
+
+static void test_window_edges(void **state)
+{
+    (void)state;
+    struct fb_window w;
+    struct fb_stats st;
+    assert_int_equal(fb_window_init(&w, 0), FB_EINVAL);
+    assert_int_equal(fb_window_init(&w, 8), 0);
+    fb_window_stats(&w, 0, S, &st);
+    assert_int_equal(st.count, 0);
+    fb_window_add(&w, 0, 5, S);
+    fb_window_stats(&w, 0, S, &st);
+    assert_int_equal(st.count, 1);
+    assert_true(st.mean == 5 && st.stddev == 0 && st.min == 5 && st.max == 5);
+    fb_window_add(&w, 1, NAN, S); /* ignored */
+    fb_window_add(&w, 500 * MS, 7, S);
+    fb_window_stats(&w, 500 * MS, S, &st);
+    assert_int_equal(st.count, 2);
+    assert_true(st.mean == 6 && st.min == 5 && st.max == 7);
+    close_to(st.stddev, sqrt(2.0), 1e-12);
+    fb_window_add(&w, S, 1, S); /* evicts the sample at t = 0 (t <= now - window) */
+    fb_window_stats(&w, S, S, &st);
+    assert_int_equal(st.count, 2);
+    assert_true(st.min == 1 && st.max == 7);
+    fb_window_add(&w, 10 * S, 3, S); /* all old ones gone */
+    fb_window_stats(&w, 10 * S, S, &st);
+    assert_int_equal(st.count, 1);
+    assert_true(st.min == 3 && st.max == 3 && st.mean == 3);
+    fb_window_stats(&w, 20 * S, S, &st);
+    assert_int_equal(st.count, 0);
+    fb_window_free(&w);
+}
+
+/* ------------------------------------------------------- the whole chain */
+enum { T_SCALED, T_DB_WIN, T_STR, T_BOOL, T_RATE, NT };
+
+static void test_proc_batch(void **state)
+{
+    (void)state;
+    static char *names[NT] = {"raw", "temp", "state", "on", "level"};
+    struct fb_tag tags[NT];
+    memset(tags, 0, sizeof tags);
+    for (uint32_t i = 0; i < NT; i++) {
+        tags[i].id = i;
+        tags[i].device = 0;
+        tags[i].name = names[i];
+        tags[i].path = names[i];
+    }
+    tags[T_SCALED].type = FB_T_INT16;
+    tags[T_SCALED].proc = (struct fb_tag_proc){.scaled = true, .k = 0.1, .d = 0, .has_min = true,
+                                               .has_max = true, .min = 0, .max = 100, .out_type = FB_T_FLOAT64};
+    tags[T_DB_WIN].type = FB_T_FLOAT64;
+    tags[T_DB_WIN].proc = (struct fb_tag_proc){.db_abs = 1, .heartbeat_ns = 10 * S, .window_ns = 5 * S,
+                                               .out_type = FB_T_FLOAT64};
+    tags[T_STR].type = FB_T_STRING;
+    tags[T_BOOL].type = FB_T_BOOL;
+    tags[T_RATE].type = FB_T_FLOAT32;
+    tags[T_RATE].proc = (struct fb_tag_proc){.max_rate = 1, .out_type = FB_T_FLOAT32};
+    uint32_t gtags[NT] = {0, 1, 2, 3, 4};
+    struct fb_group grp = {.period_ns = S, .tags = gtags, .ntags = NT};
+    struct fb_device dev = {.idx = 0, .name = "press-01", .first_tag = 0, .ntags = NT, .groups = &grp, .ngroups = 1};
+    struct fb_gateway gw = {.id = "gw", .site = "site", .tags = tags, .ntags = NT, .devs = &dev, .ndevs = 1};
+
+    struct fb_proc *p = fb_proc_new(&gw);
+    assert_non_null(p);
+    struct fb_batch *in = fb_batch_new(16, 0, 256), *out = fb_batch_new(16, 16, 256);
+    assert_non_null(in);
+    assert_non_null(out);
+    struct fb_value v;
+    char sbuf[8];
+
+    for (int cycle = 0; cycle < 18; cycle++) {
+        int64_t now = 1700000000 * S + cycle * S;
+        fb_batch_reset(in);
+        fb_batch_reset(out);
+        in->device = 0;
+        in->ts = now;
+        v = (struct fb_value){.type = FB_T_INT16, .i = cycle == 3 ? 1001 : 215}; /* 21.5, once 100.1 */
+        assert_non_null(fb_batch_add(in, T_SCALED, FB_Q_GOOD, now - 5 * MS, &v));
+        v = fv(cycle < 4 ? 20.0 + cycle * 0.3 : 30.0); /* within deadband for 3 cycles, then a jump */
+        assert_non_null(fb_batch_add(in, T_DB_WIN, cycle == 6 ? FB_Q_BAD_COMM : FB_Q_GOOD, now - 5 * MS, &v));
+        memcpy(sbuf, cycle < 2 ? "idle" : "run!", 4);
+        v = (struct fb_value){.type = FB_T_STRING, .s = {sbuf, 4}};
+        assert_non_null(fb_batch_add(in, T_STR, FB_Q_GOOD, now - 5 * MS, &v));
+        v = (struct fb_value){.type = FB_T_BOOL, .b = cycle % 2};
+        assert_non_null(fb_batch_add(in, T_BOOL, FB_Q_GOOD, now - 5 * MS, &v));
+        v = (struct fb_value){.type = FB_T_FLOAT32, .f = cycle == 5 ? 50.0 : 1.0 + cycle * 0.5};
+        assert_non_null(fb_batch_add(in, T_RATE, FB_Q_GOOD, now - 5 * MS, &v));
+        v = fv(1);
+        assert_non_null(fb_batch_add(in, 999, FB_Q_GOOD, now, &v)); /* unknown tag: ignored */
+
+        uint32_t n = fb_proc_batch(p, in, out);
+        assert_int_equal(n, out->n);
+        assert_int_equal(out->device, 0);
+        assert_int_equal(out->ts, now);
+        bool seen[NT] = {0};
+        for (uint32_t i = 0; i < out->n; i++) {
+            const struct fb_sample *s = &out->s[i];
+            assert_true(s->tag < NT);
+            seen[s->tag] = true;
+            assert_int_equal(s->ts_gw, now);
+            assert_int_equal(s->ts_src, now - 5 * MS);
+            switch (s->tag) {
+            case T_SCALED:
+                assert_int_equal(s->v.type, FB_T_FLOAT64);
+                if (cycle == 3) {
+                    assert_int_equal(s->quality, FB_Q_BAD_OUT_OF_RANGE);
+                } else {
+                    assert_int_equal(s->quality, FB_Q_GOOD);
+                    assert_true(fabs(s->v.f - 21.5) < 1e-12);
+                }
+                assert_false(s->flags & FB_SF_STATS);
+                break;
+            case T_DB_WIN: {
+                assert_true(s->flags & FB_SF_STATS);
+                assert_true(s->stats < out->nstats);
+                const struct fb_stats *st = &out->stats[s->stats];
+                assert_int_equal(st->window_ns, 5 * S);
+                assert_true(st->count >= 1 && st->count <= 5);
+                assert_true(st->min <= st->mean && st->mean <= st->max);
+                if (cycle == 4) { /* window holds cycles 0..4: 20, 20.3, 20.6, 20.9, 30 */
+                    assert_int_equal(st->count, 5);
+                    assert_true(st->min == 20.0 && st->max == 30.0);
+                    close_to(st->mean, (20 + 20.3 + 20.6 + 20.9 + 30) / 5, 1e-12);
+                }
+                if (cycle == 6) assert_int_equal(s->quality, FB_Q_BAD_COMM);
+                if (cycle == 7) assert_int_equal(st->count, 4); /* the bad sample was not added */
+                break;
+            }
+            case T_STR:
+                assert_int_equal(s->v.type, FB_T_STRING);
+                assert_int_equal(s->v.s.len, 4);
+                assert_ptr_not_equal(s->v.s.p, sbuf); /* copied into out's arena */
+                assert_memory_equal(s->v.s.p, cycle < 2 ? "idle" : "run!", 4);
+                break;
+            case T_BOOL:
+                assert_int_equal(s->v.type, FB_T_BOOL);
+                assert_int_equal(s->v.b, cycle % 2);
+                break;
+            case T_RATE:
+                assert_int_equal(s->v.type, FB_T_FLOAT32);
+                assert_int_equal(s->quality, cycle == 5 ? FB_Q_BAD_SENSOR_FAILURE : FB_Q_GOOD);
+                break;
+            }
+        }
+        /* which tags were published when */
+        assert_true(seen[T_SCALED] && seen[T_BOOL] && seen[T_RATE]);          /* no deadband */
+        assert_true(seen[T_STR]);                                               /* no deadband */
+        bool want_db = cycle == 0 || cycle == 4 || cycle == 6 || cycle == 7 || cycle == 17; /* first, jump, bad, recovered, heartbeat 10 s later */
+        if (seen[T_DB_WIN] != want_db) fail_msg("cycle %d: deadband tag published=%d", cycle, seen[T_DB_WIN]);
+        if (cycle == 17) {
+            for (uint32_t i = 0; i < out->n; i++)
+                if (out->s[i].tag == T_DB_WIN) assert_true(out->s[i].flags & FB_SF_HEARTBEAT);
+        }
+    }
+    /* a device-state batch yields nothing */
+    fb_batch_reset(in);
+    fb_batch_reset(out);
+    in->kind = FB_BATCH_DEVSTATE;
+    assert_int_equal(fb_proc_batch(p, in, out), 0);
+    fb_batch_free(in);
+    fb_batch_free(out);
+    fb_proc_free(p);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_scale),
+        cmocka_unit_test(test_plausibility_range),
+        cmocka_unit_test(test_plausibility_rate),
+        cmocka_unit_test(test_plausibility_stuck),
+        cmocka_unit_test(test_deadband_abs),
+        cmocka_unit_test(test_deadband_pct_heartbeat),
+        cmocka_unit_test(test_deadband_other_types),
+        cmocka_unit_test(test_window_random),
+        cmocka_unit_test(test_window_edges),
+        cmocka_unit_test(test_proc_batch),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
