@@ -259,6 +259,7 @@ static void to_value(enum fb_type t, double d, struct fb_value *v)
 
 static int sim_read(struct fb_device *dev, struct fb_group *g, struct fb_batch *out)
 {
+    if (!dev->gw) return FB_EINVAL;
     int64_t t0 = fb_mono_ns();
     int64_t now = fb_now_ns();
     struct fb_tag *tags = dev->gw->tags;
