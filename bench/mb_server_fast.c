@@ -156,7 +156,10 @@ int main(int argc, char **argv)
                 map->tab_registers[i]++;
                 map->tab_input_registers[i]++;
             }
-            if (tlog) fprintf(tlog, "%u %lld\n", (unsigned)map->tab_registers[0], (long long)real_ns());
+            if (tlog) { /* flushed per line: the subscriber joins it while we run */
+                fprintf(tlog, "%u %lld\n", (unsigned)map->tab_registers[0], (long long)real_ns());
+                fflush(tlog);
+            }
             next_tick += tick_ns;
             if (next_tick <= now) next_tick = now + tick_ns; /* we fell behind: do not burst */
             continue;
