@@ -1172,6 +1172,11 @@ static void build_tag(struct ctx *c, uint32_t di, int64_t dev_poll, yaml_node_t 
                 type = (uint8_t)t;
             } else if (string_type(s, &str_len)) {
                 type = FB_T_STRING;
+            } else if (strncasecmp(s, "bcd", 3) && strncasecmp(s, "string", 6)) {
+                err_at(c, mk(n), "type: unknown type '%s' (bool, int8..int64, uint8..uint64, float32, "
+                                 "float64, string[N], bcd16, bcd32)", s);
+            } else if (strncasecmp(s, "string", 6) == 0) {
+                err_at(c, mk(n), "type: '%s' needs a length in bytes: string[N] with N in 1..65535", s);
             } else if (addr) {
                 /* a driver-specific type (bcd16, …): the driver reads it from the address */
                 size_t len = strlen(addr) + strlen(s) + 2;
@@ -1389,21 +1394,14 @@ static void build_device(struct ctx *c, yaml_node_t *dn, const struct fb_tvars *
             map_free(&o);
         }
     }
-    /* timeout/delay may also come from the URL (the CLI form): keep one truth */
+    /* timeout/delay may also come from the URL (the CLI form): one place only */
     static const char *const tk[] = {"timeout", "delay"};
     for (int i = 0; i < 2 && d->url.scheme; i++) {
         const char *v = fb_url_get(&d->url, tk[i]);
         yaml_node_t *kn = i == 0 ? tn : dln;
         if (!v) continue;
-        int64_t ns;
-        if (kn)
-            err_at(c, mk(kn), "%s is given both here and in the device URL/options", tk[i]);
-        else if (fb_parse_duration(v, &ns) < 0 || (i == 0 && ns <= 0))
-            err_at(c, da->url_m, "url: bad %s '%s' (e.g. 500ms, 1s)", tk[i], v);
-        else if (i == 0)
-            d->timeout_ns = ns;
-        else
-            d->delay_ns = ns;
+        /* the driver reads the URL's value (and sets dev->timeout_ns/delay_ns) */
+        if (kn) err_at(c, mk(kn), "%s is given both here and in the device URL/options", tk[i]);
     }
     if ((n = map_get(&m, "tags"))) build_tags(c, di, poll, n, vars);
     else note_at(c, mk(dn), "device '%s' has no tags", c->gw->devs[di].name);
@@ -1816,7 +1814,7 @@ void fb_config_summary(const struct fb_gateway *gw, FILE *f)
                 d->conn ? d->conn->key : "-");
         for (uint32_t g = 0; g < d->ngroups; g++) {
             fmt_dur(d1, sizeof d1, d->groups[g].period_ns);
-            fprintf(f, " %s×%u", d1, d->groups[g].ntags);
+            fprintf(f, " %s(%u)", d1, d->groups[g].ntags);
         }
         fputc('\n', f);
     }

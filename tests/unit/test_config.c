@@ -244,7 +244,7 @@ static void test_valid_model(void **state)
     assert_non_null(strstr(sum, "gateway edge-07 (site munich)"));
     assert_non_null(strstr(sum, "3 devices, 2 connections, 10 tags, 5 poll groups, 1 sink"));
     assert_non_null(strstr(sum, "device press-01  modbus-tcp://127.0.0.1:5020?unit=1"));
-    assert_non_null(strstr(sum, "100ms×1 500ms×1"));
+    assert_non_null(strstr(sum, "groups: 100ms(1) 500ms(1)"));
     assert_non_null(strstr(sum, "sink mqtt  mqtt://127.0.0.1:1884  MQTT 3.1.1"));
     free(sum);
     fb_gateway_free(gw);
@@ -386,6 +386,25 @@ static void test_error_classes(void **state)
         "    tags: [{name: a, addr: \"hr:0\"}]\n";
     assert_int_equal(load_text(y5, false, &diag, &gw), FB_EINVAL);
     expect_diag(diag, pos(y5, 5, "unit"), "option 'unit' is also given in the device URL");
+    free(diag);
+
+    /* types, password with a literal default, open range ends */
+    static const char y6[] =
+        "gateway: {id: gw}\n"
+        "mqtt: {url: \"mqtt://h\", password: \"${FB_T_PW:-literal}\"}\n"
+        "devices:\n"
+        "  - name: d\n"
+        "    url: \"modbus-tcp://127.0.0.1?unit=1\"\n"
+        "    tags:\n"
+        "      - {name: a, addr: \"hr:0\", type: flaot32}\n"
+        "      - {name: b, addr: \"hr:2\", type: \"string[0]\"}\n"
+        "      - {name: c, addr: \"hr:4\", range: [~, 5], deadband: \"x%\"}\n";
+    assert_int_equal(load_text(y6, false, &diag, &gw), FB_EINVAL);
+    expect_diag(diag, pos(y6, 2, "\"${"), "mqtt.password: a literal password is not allowed");
+    expect_diag(diag, pos(y6, 7, "flaot32"), "type: unknown type 'flaot32'");
+    expect_diag(diag, pos(y6, 8, "\"string"), "type: 'string[0]' needs a length");
+    expect_diag(diag, pos(y6, 9, "\"x%"), "deadband: expected a number >= 0 or a percentage");
+    assert_null(strstr(diag, ":9:32:")); /* [~, 5] is fine */
     free(diag);
 }
 
