@@ -66,6 +66,8 @@ struct dev_aux {
 
 struct tag_aux {
     int64_t poll_ns;
+    struct mark name_m;
+    uint32_t entry; /* which tag entry made it (array elements share one) */
     struct mark addr_m;
     struct mark numeric_m; /* where a numeric-only setting was given */
     bool needs_numeric;
@@ -81,6 +83,7 @@ struct ctx {
     int nerr;
     struct fb_gateway *gw;
     size_t capdevs, captags;
+    uint32_t entries;
     struct dev_aux *daux;
     struct tag_aux *taux;
     int64_t cmd_timeout_ns;
@@ -1201,23 +1204,9 @@ static void build_tag(struct ctx *c, uint32_t di, int64_t dev_poll, yaml_node_t 
     if ((n = map_get(&m, "poll"))) dur_of(c, vars, n, "poll", true, &poll);
     tag_proc(c, vars, &m, &proc, access, &aux);
     aux.poll_ns = poll;
+    aux.name_m = mk(namen);
+    aux.entry = c->entries++;
 
-    if (ok && name) {
-        /* duplicates within the device */
-        struct fb_device *d = &c->gw->devs[di];
-        size_t nlen = strlen(name);
-        for (uint32_t i = d->first_tag; i < c->gw->ntags; i++) {
-            const char *o = c->gw->tags[i].name;
-            /* "temps" clashes with "temps" and with the array elements "temps[i]" */
-            bool same = !strncmp(o, name, nlen) && (o[nlen] == 0 || o[nlen] == '[');
-            if (same) {
-                err_at(c, mk(namen), "duplicate tag name '%s' in device '%s' (first at line %d)", name,
-                       d->name, c->gw->tags[i].line);
-                ok = false;
-                break;
-            }
-        }
-    }
     if (ok && name && addr) {
         long long elems = count ? count : 1;
         for (long long i = 0; i < elems; i++) {
@@ -1287,6 +1276,50 @@ static void build_tags(struct ctx *c, uint32_t di, int64_t dev_poll, yaml_node_t
         } while (loop_next(&l));
         loop_free(&l);
     }
+}
+
+/* Duplicate tag names within a device, after for:/count: expansion: sort
+ * by base name ("temps" for "temps[3]") and compare neighbours, O(n log n). */
+struct dup_item {
+    const char *name;
+    size_t blen;
+    uint32_t id;
+};
+
+static int dup_cmp(const void *a, const void *b)
+{
+    const struct dup_item *x = a, *y = b;
+    size_t n = x->blen < y->blen ? x->blen : y->blen;
+    int r = memcmp(x->name, y->name, n);
+    if (r) return r;
+    if (x->blen != y->blen) return x->blen < y->blen ? -1 : 1;
+    return x->id < y->id ? -1 : x->id > y->id;
+}
+
+static void check_dup_tags(struct ctx *c, uint32_t di)
+{
+    struct fb_device *d = &c->gw->devs[di];
+    if (d->ntags < 2) return;
+    struct dup_item *it = malloc(d->ntags * sizeof *it);
+    if (!it) return;
+    for (uint32_t i = 0; i < d->ntags; i++) {
+        const struct fb_tag *t = &c->gw->tags[d->first_tag + i];
+        it[i] = (struct dup_item){t->name, strcspn(t->name, "["), t->id};
+    }
+    qsort(it, d->ntags, sizeof *it, dup_cmp);
+    uint32_t run = 0, reported = UINT32_MAX;
+    for (uint32_t k = 1; k < d->ntags; k++) {
+        if (dup_cmp(&(struct dup_item){it[k].name, it[k].blen, 0}, &(struct dup_item){it[run].name, it[run].blen, 0})) {
+            run = k;
+            continue;
+        }
+        const struct tag_aux *ak = &c->taux[it[k].id], *a0 = &c->taux[it[run].id];
+        if (ak->entry == a0->entry || ak->entry == reported) continue;
+        reported = ak->entry;
+        err_at(c, ak->name_m, "duplicate tag name '%.*s' in device '%s' (first at line %d)", (int)it[k].blen,
+               it[k].name, d->name, c->gw->tags[it[run].id].line);
+    }
+    free(it);
 }
 
 /* ------------------------------------------------------------ devices */
@@ -1403,7 +1436,10 @@ static void build_device(struct ctx *c, yaml_node_t *dn, const struct fb_tvars *
         /* the driver reads the URL's value (and sets dev->timeout_ns/delay_ns) */
         if (kn) err_at(c, mk(kn), "%s is given both here and in the device URL/options", tk[i]);
     }
-    if ((n = map_get(&m, "tags"))) build_tags(c, di, poll, n, vars);
+    if ((n = map_get(&m, "tags"))) {
+        build_tags(c, di, poll, n, vars);
+        check_dup_tags(c, di);
+    }
     else note_at(c, mk(dn), "device '%s' has no tags", c->gw->devs[di].name);
     map_free(&m);
 }

@@ -406,6 +406,21 @@ static void test_error_classes(void **state)
     expect_diag(diag, pos(y6, 9, "\"x%"), "deadband: expected a number >= 0 or a percentage");
     assert_null(strstr(diag, ":9:32:")); /* [~, 5] is fine */
     free(diag);
+
+    /* an array and a scalar with the same name clash; array elements do not */
+    static const char y7[] =
+        "gateway: {id: gw}\n"
+        "devices:\n"
+        "  - name: d\n"
+        "    url: \"sim://x\"\n"
+        "    tags:\n"
+        "      - {name: v, addr: sine, count: 3}\n"
+        "      - {name: w, addr: sine}\n"
+        "      - {name: v, addr: sine}\n";
+    assert_int_equal(load_text(y7, false, &diag, &gw), FB_EINVAL);
+    expect_diag(diag, pos(y7, 8, "v,"), "duplicate tag name 'v' in device 'd' (first at line 6)");
+    assert_null(strstr(diag, ":6:"));
+    free(diag);
 }
 
 /* ------------------------------------------------------------ env */
