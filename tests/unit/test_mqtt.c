@@ -256,7 +256,7 @@ static void test_telemetry_edge_cases(void **st)
 {
     (void)st;
     setup_gw();
-    struct fb_sample samples[4];
+    struct fb_sample samples[5];
     struct fb_stats stats[1] = {{.mean = NAN, .stddev = INFINITY, .min = 1, .max = 2, .count = 0,
                                  .window_ns = 250000000LL}};
     struct fb_batch b;
@@ -285,12 +285,16 @@ static void test_telemetry_edge_cases(void **st)
     add(&b, 2, FB_Q_GOOD, T0, (struct fb_value){.type = FB_T_INT32, .i = 3});
     b.s[3].flags = FB_SF_STATS;
     b.s[3].stats = 7;
+    add(&b, 3, FB_Q_GOOD, T0, (struct fb_value){.type = FB_T_NONE});
     fb_buf_clear(&out);
     fb_telemetry_json(&out, &gw, &b);
     j = parse(&out);
     json_t *vals = json_object_get(j, "values");
-    assert_int_equal(json_object_size(vals), 3);
-    json_t *v = json_object_get(vals, "temperature");
+    assert_int_equal(json_object_size(vals), 4);
+    json_t *v = json_object_get(vals, "label"); /* no value at all: null, bad */
+    assert_true(json_is_null(json_object_get(v, "v")));
+    assert_string_equal(json_string_value(json_object_get(v, "reason")), "BadWaitingForInitialData");
+    v = json_object_get(vals, "temperature");
     assert_true(json_is_null(json_object_get(v, "v")));
     assert_string_equal(json_string_value(json_object_get(v, "q")), "bad");
     v = json_object_get(vals, "count");

@@ -12,7 +12,8 @@
  * - a bad value is always "v":null (the last raw bits are not data); a value
  *   that cannot be written as a JSON number (NaN, ±Inf) is null too and is
  *   reported bad ("BadOutOfRange") whatever its quality said, so a consumer
- *   never sees null next to "good".
+ *   never sees null next to "good"; a sample without a value (type none) is
+ *   "BadWaitingForInitialData".
  * - a value's own "ts" appears only when its source time differs from the
  *   message's by 1 ms or more (the message ts has millisecond precision).
  * - integers are exact decimal text, also beyond 2^53 (buf.h).
@@ -67,9 +68,10 @@ static void put_sample(struct fb_buf *out, const struct fb_batch *b, const struc
     uint32_t q = s->quality;
     bool finite = value_finite(&s->v);
     if (!finite && !fb_q_bad(q)) q = FB_Q_BAD_OUT_OF_RANGE;
+    if (s->v.type == FB_T_NONE && !fb_q_bad(q)) q = FB_Q_BAD_WAITING; /* no value yet */
 
     fb_buf_puts(out, "{\"v\":");
-    if (fb_q_bad(q) || s->v.type == FB_T_NONE)
+    if (fb_q_bad(q))
         fb_buf_puts(out, "null");
     else
         fb_json_value(out, &s->v);
