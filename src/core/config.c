@@ -35,6 +35,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 #include <yaml.h>
 
@@ -623,6 +624,17 @@ static void load_gateway(struct ctx *c, const struct map *top)
 
 /* ------------------------------------------------------------ mqtt */
 
+/* Condition variables of connections and sinks wait with CLOCK_MONOTONIC
+ * deadlines (the runtime's timers are monotonic). */
+static void cond_init_mono(pthread_cond_t *cv)
+{
+    pthread_condattr_t a;
+    pthread_condattr_init(&a);
+    pthread_condattr_setclock(&a, CLOCK_MONOTONIC);
+    pthread_cond_init(cv, &a);
+    pthread_condattr_destroy(&a);
+}
+
 void fb_mqtt_cfg_free(struct fb_mqtt_cfg *m)
 {
     if (!m) return;
@@ -693,7 +705,7 @@ static void load_mqtt(struct ctx *c, yaml_node_t *mn)
     s->cfg = q;
     s->gw = gw;
     pthread_mutex_init(&s->mu, NULL);
-    pthread_cond_init(&s->cv, NULL);
+    cond_init_mono(&s->cv);
 
     q->version = 5;
     q->tls_verify_hostname = true;
@@ -1639,7 +1651,7 @@ static void build_drivers(struct ctx *c)
                 keys[di] = NULL;
                 cn->drv = d->drv;
                 pthread_mutex_init(&cn->mu, NULL);
-                pthread_cond_init(&cn->cv, NULL);
+                cond_init_mono(&cn->cv);
             }
             struct fb_device **nd = realloc(cn->devs, (cn->ndevs + 1) * sizeof *nd);
             if (!nd) continue;
