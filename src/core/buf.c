@@ -298,8 +298,20 @@ static bool digit_gen(struct diy low, struct diy w, struct diy high, char *buf, 
     uint32_t divisor = pow10_u32[kap - 1];
     int n = 0;
     while (kap > 0) {
-        buf[n++] = (char)('0' + integrals / divisor);
-        integrals %= divisor;
+        uint32_t dg;
+        switch (kap) { /* constant divisors: the compiler multiplies instead of dividing */
+        case 10: dg = integrals / 1000000000u; integrals %= 1000000000u; break;
+        case 9: dg = integrals / 100000000u; integrals %= 100000000u; break;
+        case 8: dg = integrals / 10000000u; integrals %= 10000000u; break;
+        case 7: dg = integrals / 1000000u; integrals %= 1000000u; break;
+        case 6: dg = integrals / 100000u; integrals %= 100000u; break;
+        case 5: dg = integrals / 10000u; integrals %= 10000u; break;
+        case 4: dg = integrals / 1000u; integrals %= 1000u; break;
+        case 3: dg = integrals / 100u; integrals %= 100u; break;
+        case 2: dg = integrals / 10u; integrals %= 10u; break;
+        default: dg = integrals; integrals = 0; break;
+        }
+        buf[n++] = (char)('0' + dg);
         kap--;
         uint64_t rest = ((uint64_t)integrals << sh) + fractionals;
         if (rest < unsafe) {
@@ -337,7 +349,7 @@ static bool grisu3(uint64_t f, int e, bool lower_closer, char *buf, int *len, in
     lo.e = hi.e;
     /* cached power c with w.e + c.e + 64 in [-60, -32] */
     int cmin = -60 - 64 - w.e, cmax = -32 - 64 - w.e;
-    int q = (int)ceil((cmin + 63) * 0.30102999566398114);
+    int q = ((cmin + 63) * 78913 + (1 << 18) - 1) >> 18; /* ~ceil(x log10 2); fixed below */
     int i = (q - POW_Q0 + POW_STEP - 1) / POW_STEP;
     if (i < 0) i = 0;
     if (i >= NPOW) i = NPOW - 1;
