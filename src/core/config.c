@@ -87,7 +87,6 @@ struct ctx {
     uint32_t entries;
     struct dev_aux *daux;
     struct tag_aux *taux;
-    int64_t cmd_timeout_ns;
 };
 
 /* ------------------------------------------------------------ diagnostics */
@@ -611,13 +610,13 @@ static void load_gateway(struct ctx *c, const struct map *top)
     if ((g = map_get(top, "status_interval")))
         dur_of(c, NULL, g, "status_interval", true, &gw->status_interval_ns);
 
-    c->cmd_timeout_ns = 5000000000LL;
+    gw->cmd_timeout_ns = 5000000000LL;
     if ((g = map_get(top, "commands")) && map_load(c, g, "commands", &m)) {
         map_check(c, &m, k_commands, "commands");
         yaml_node_t *n;
         if ((n = map_get(&m, "max_age"))) dur_of(c, NULL, n, "commands.max_age", false, &gw->cmd_max_age_ns);
         if ((n = map_get(&m, "allow_qos0"))) bool_of(c, NULL, n, "commands.allow_qos0", &gw->cmd_allow_qos0);
-        if ((n = map_get(&m, "timeout"))) dur_of(c, NULL, n, "commands.timeout", true, &c->cmd_timeout_ns);
+        if ((n = map_get(&m, "timeout"))) dur_of(c, NULL, n, "commands.timeout", true, &gw->cmd_timeout_ns);
         map_free(&m);
     }
 }

@@ -415,6 +415,7 @@ struct fb_gateway {
     /* commands */
     int64_t cmd_max_age_ns; /* refuse commands whose "ts" is older (0 = off) */
     bool cmd_allow_qos0;
+    int64_t cmd_timeout_ns; /* how long a command may wait for its device */
     /* metrics endpoint ("127.0.0.1:9100"), NULL = off */
     char *metrics_listen;
     int64_t status_interval_ns;

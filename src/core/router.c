@@ -276,7 +276,7 @@ void fb_cmd_process(struct fb_gateway *gw, const struct fb_cmd *cmd, char **resp
             rc = fb_err_set(&err, FB_EACCES, "tag is read-only");
         } else {
             rc = fb_cmd_convert(t, val, &raw, sbuf, sizeof sbuf, &err);
-            if (rc == 0) rc = fb_conn_write(gw, t, &raw, FB_CMD_WRITE_TIMEOUT_NS, &err);
+            if (rc == 0) rc = fb_conn_write(gw, t, &raw, gw->cmd_timeout_ns > 0 ? gw->cmd_timeout_ns : FB_CMD_WRITE_TIMEOUT_NS, &err);
         }
         char *vtext = json_dumps(val, JSON_ENCODE_ANY | JSON_COMPACT);
         if (rc == 0)

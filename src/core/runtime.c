@@ -539,9 +539,7 @@ int fb_runtime_start(struct fb_gateway *gw, struct fb_err *err)
     }
     for (uint32_t i = 0; i < gw->nsinks; i++) {
         struct fb_sink_inst *s = &gw->sinks[i];
-        s->gw = gw;
-        pthread_mutex_init(&s->mu, NULL);
-        cond_init_mono(&s->cv);
+        s->gw = gw; /* its mutex and (monotonic) condition variable come from the config */
         s->q_head = calloc(1, sizeof(struct sink_q));
         if (!s->q_head) return fb_err_set(err, FB_ENOMEM, "out of memory");
         if (s->sink->open(s, err) < 0) return err ? err->code : FB_EIO;
@@ -559,7 +557,6 @@ int fb_runtime_start(struct fb_gateway *gw, struct fb_err *err)
     pthread_attr_setstacksize(&attr, 256 * 1024); /* small stacks: hundreds of devices */
     for (uint32_t i = 0; i < gw->nconns; i++) {
         struct fb_conn *c = &gw->conns[i];
-        cond_init_mono(&c->cv); /* config made it with default attributes */
         if (pthread_create(&c->thr, &attr, conn_thread, c) != 0) {
             pthread_attr_destroy(&attr);
             return fb_err_set(err, FB_ENOMEM, "cannot start connection thread");
