@@ -97,27 +97,29 @@ fi
 GW=$!
 PIDS+=($GW)
 
-# 4. wait for the first telemetry, so the instructions show real topics
+# 4. wait for telemetry, so the instructions show real topics: preferably the
+#    device that has the writable tag $WTAG (the Modbus plant's "setpoint")
+WTAG="${FB_DEMO_WRITE_TAG:-setpoint}"
 TELE=""
-for _ in $(seq 1 30); do
-    TELE=$(timeout 2 mosquitto_sub -h 127.0.0.1 -p "$MQTT_PORT" -t '#' -v -C 1 -W 1 2>/dev/null \
-           | awk '$1 ~ /\/telemetry$/ {print $1; exit}' || true)
+ANY=""
+for _ in $(seq 1 20); do
+    lines=$(timeout 3 mosquitto_sub -h 127.0.0.1 -p "$MQTT_PORT" -t '#' -v -C 20 -W 2 2>/dev/null || true)
+    TELE=$(printf '%s\n' "$lines" | awk -v tag="\"$WTAG\"" '$1 ~ /\/telemetry$/ && index($0, tag) {print $1; exit}')
     [ -n "$TELE" ] && break
+    [ -z "$ANY" ] && ANY=$(printf '%s\n' "$lines" | awk '$1 ~ /\/telemetry$/ {print $1; exit}')
     if ! kill -0 "$GW" 2>/dev/null; then
         cat "$TMP/fieldbridge.log" >&2
         echo "demo: fieldbridge exited" >&2
         exit 1
     fi
 done
+TELE="${TELE:-$ANY}"
 if [ -z "$TELE" ]; then
     tail -n 30 "$TMP/fieldbridge.log" >&2
-    echo "demo: no telemetry after 30 s (log: $TMP/fieldbridge.log)" >&2
+    echo "demo: no telemetry after 40 s (log: $TMP/fieldbridge.log)" >&2
     exit 1
 fi
 BASE="${TELE%/telemetry}"
-# a writable tag of the demo config (access: w or rw), "setpoint" if none is found
-WTAG=$(awk '/- *name:/ {n=$NF; gsub(/["'"'"']/, "", n)} /access: *r?w/ {print n; exit}' "$CONFIG")
-WTAG="${WTAG:-setpoint}"
 
 cat <<EOF
 

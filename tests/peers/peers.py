@@ -107,7 +107,8 @@ class Proc:
             self.p.wait(timeout=5)
 
     def output(self):
-        self.log.flush()
+        if not self.log.closed:
+            self.log.flush()
         with open(self.log_path, "rb") as f:
             return f.read().decode("utf-8", "replace")
 

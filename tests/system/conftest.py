@@ -234,7 +234,9 @@ def start_gateway(tmp_path, request):
     problems = []
     for g in started:
         if g.alive():
-            g.stop()
+            rc = g.stop()
+            if rc != 0:  # e.g. a sanitizer abort at exit (leaks)
+                problems.append(f"gateway exited with {rc} on SIGTERM at teardown ({g.proc.log_path})")
         out = g.output()
         if SANITIZER_RE.search(out):
             problems.append(f"sanitizer report in {g.proc.log_path}:\n{out[-6000:]}")
