@@ -1,0 +1,498 @@
+/* test_modbus.c — the Modbus driver glue (src/south/modbus/modbus.c) through
+ * its struct fb_driver, against a small libmodbus TCP server running in a
+ * thread on 127.0.0.1 (kernel-chosen port).  The server can leave holes that
+ * answer exception 02, answer another exception at one address, stay mute
+ * (timeouts) or drop the connection, so the read path's qualities, the split
+ * after exception 02, the reconnect signals and every write function code are
+ * checked over a real socket.  Values are put into the server's register map
+ * by hand, not with our encoder. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+#include <arpa/inet.h>
+#include <errno.h>
+#include <modbus.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/select.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "core/fb.h"
+#include "south/modbus/modbus_proto.h"
+
+/* ------------------------------------------------------------ the server */
+static struct srv {
+    pthread_t thr;
+    modbus_t *ctx;
+    modbus_mapping_t *map;
+    int lsock, port;
+    atomic_bool stop;
+    atomic_int mute, drop_next;
+    int holes[8], nholes; /* holding registers that answer exception 02 */
+    int exc_addr, exc_code;
+    atomic_int last_unit, last_fc, requests;
+} S;
+
+static bool touches_hole(int addr, int count)
+{
+    for (int i = 0; i < S.nholes; i++)
+        if (S.holes[i] >= addr && S.holes[i] < addr + count) return true;
+    return false;
+}
+
+static bool wait_readable(int fd)
+{
+    while (!atomic_load(&S.stop)) {
+        fd_set rf;
+        FD_ZERO(&rf);
+        FD_SET(fd, &rf);
+        struct timeval tv = {0, 20000};
+        int rc = select(fd + 1, &rf, NULL, NULL, &tv);
+        if (rc > 0) return true;
+        if (rc < 0 && errno != EINTR) return false;
+    }
+    return false;
+}
+
+static void *srv_main(void *arg)
+{
+    (void)arg;
+    uint8_t q[MODBUS_TCP_MAX_ADU_LENGTH];
+    int hl = modbus_get_header_length(S.ctx);
+    while (wait_readable(S.lsock)) {
+        int c = modbus_tcp_accept(S.ctx, &S.lsock);
+        if (c < 0) continue;
+        while (wait_readable(c)) {
+            int rc = modbus_receive(S.ctx, q);
+            if (rc < 0) break;
+            if (rc == 0) continue;
+            atomic_fetch_add(&S.requests, 1);
+            atomic_store(&S.last_unit, q[hl - 1]);
+            int fc = q[hl], addr = q[hl + 1] << 8 | q[hl + 2], count = q[hl + 3] << 8 | q[hl + 4];
+            atomic_store(&S.last_fc, fc);
+            if (atomic_load(&S.mute)) continue;
+            if (atomic_exchange(&S.drop_next, 0)) break;
+            if (fc == MODBUS_FC_READ_HOLDING_REGISTERS && touches_hole(addr, count))
+                modbus_reply_exception(S.ctx, q, MODBUS_EXCEPTION_ILLEGAL_DATA_ADDRESS);
+            else if (S.exc_code && fc == MODBUS_FC_READ_HOLDING_REGISTERS && addr <= S.exc_addr &&
+                     S.exc_addr < addr + count)
+                modbus_reply_exception(S.ctx, q, S.exc_code);
+            else
+                modbus_reply(S.ctx, q, rc, S.map);
+        }
+        close(c);
+    }
+    return NULL;
+}
+
+static int srv_start(void **state)
+{
+    (void)state;
+    memset(&S, 0, sizeof S);
+    S.ctx = modbus_new_tcp("127.0.0.1", 0);
+    S.map = modbus_mapping_new(200, 200, 200, 200);
+    if (!S.ctx || !S.map) return -1;
+    S.lsock = modbus_tcp_listen(S.ctx, 4);
+    if (S.lsock < 0) return -1;
+    struct sockaddr_in sa;
+    socklen_t sl = sizeof sa;
+    getsockname(S.lsock, (struct sockaddr *)&sa, &sl);
+    S.port = ntohs(sa.sin_port);
+    return pthread_create(&S.thr, NULL, srv_main, NULL);
+}
+
+static int srv_stop(void **state)
+{
+    (void)state;
+    atomic_store(&S.stop, true);
+    pthread_join(S.thr, NULL);
+    close(S.lsock);
+    modbus_mapping_free(S.map);
+    modbus_free(S.ctx);
+    return 0;
+}
+
+/* ------------------------------------------------------------ a tiny gateway */
+#define MAXT 16
+static struct {
+    struct fb_gateway gw;
+    struct fb_device dev;
+    struct fb_conn conn;
+    struct fb_device *devs[1];
+    struct fb_tag tags[MAXT];
+    uint32_t ids[MAXT];
+    struct fb_group g;
+    struct fb_url_kv q[4];
+    char *key;
+    struct fb_batch *b;
+} G;
+
+static const struct fb_driver *D = &fb_driver_modbus;
+
+/* Sets up a device on the test server with the given query and tags
+ * ("hr:0:float32" or "hr:0:float32/CDAB"). */
+static void gw_setup(const char *k1, const char *v1, const char *k2, const char *v2,
+                     const char *const *addrs, int n)
+{
+    memset(&G, 0, sizeof G);
+    int nq = 0;
+    char port[16];
+    snprintf(port, sizeof port, "%d", S.port);
+    if (k1) G.q[nq++] = (struct fb_url_kv){(char *)k1, (char *)v1};
+    if (k2) G.q[nq++] = (struct fb_url_kv){(char *)k2, (char *)v2};
+    G.dev.url = (struct fb_url){.scheme = "modbus-tcp", .host = "127.0.0.1", .path = "",
+                                .port = S.port, .q = G.q, .nq = nq};
+    G.dev.name = "dev";
+    G.dev.gw = &G.gw;
+    G.dev.timeout_ns = 300000000;
+    G.dev.conn = &G.conn;
+    struct fb_err err = {0};
+    assert_int_equal(D->device_init(&G.dev, &G.key, &err), 0);
+    G.gw.tags = G.tags;
+    G.gw.ntags = (uint32_t)n;
+    for (int i = 0; i < n; i++) {
+        struct fb_tag *t = &G.tags[i];
+        t->id = (uint32_t)i;
+        t->addr_text = strdup(addrs[i]);
+        char *sl = strchr(t->addr_text, '/');
+        if (sl) {
+            *sl = 0;
+            t->order = sl + 1;
+        }
+        t->name = t->addr_text;
+        int rc = D->parse_address(&G.dev, t, &err);
+        if (rc) fprintf(stderr, "%s: %s\n", addrs[i], err.msg);
+        assert_int_equal(rc, 0);
+        G.ids[i] = (uint32_t)i;
+    }
+    G.g.tags = G.ids;
+    G.g.ntags = (uint32_t)n;
+    assert_int_equal(D->plan(&G.dev, &G.g, &err), 0);
+    G.devs[0] = &G.dev;
+    G.conn.devs = G.devs;
+    G.conn.ndevs = 1;
+    G.conn.key = G.key;
+    int rc = D->open(&G.conn, &err);
+    if (rc) fprintf(stderr, "open: %s\n", err.msg);
+    assert_int_equal(rc, 0);
+    G.b = fb_batch_new(MAXT, 0, 4096);
+}
+
+static void gw_teardown(void)
+{
+    D->close(&G.conn);
+    D->plan_free(&G.g);
+    for (uint32_t i = 0; i < G.gw.ntags; i++) {
+        D->free_address(&G.tags[i]);
+        free(G.tags[i].addr_text);
+    }
+    D->device_free(&G.dev);
+    fb_batch_free(G.b);
+    free(G.key);
+}
+
+static int gw_read(void)
+{
+    fb_batch_reset(G.b);
+    return D->read(&G.dev, &G.g, G.b);
+}
+
+static const struct fb_sample *sample(uint32_t tag)
+{
+    for (uint32_t i = 0; i < G.b->n; i++)
+        if (G.b->s[i].tag == tag) return &G.b->s[i];
+    fail_msg("no sample for tag %u", tag);
+    return NULL;
+}
+
+/* ------------------------------------------------------------ tests */
+static void test_read_types(void **state)
+{
+    (void)state;
+    uint16_t *r = S.map->tab_registers;
+    r[0] = 0x0000; r[1] = 0x3FC0;                 /* float32 1.5 CDAB */
+    r[2] = 0xFFFB;                                /* int16 -5 */
+    r[4] = 0x1234; r[5] = 0x5678;                 /* uint32 ABCD */
+    r[10] = 0x4845; r[11] = 0x4C4C; r[12] = 0x4F00; /* "HELLO" */
+    r[20] = 0x1234;                               /* bcd16 */
+    r[21] = 0x0008;                               /* bit 3 */
+    r[22] = 0xFFDF; r[23] = 0xFFFF; r[24] = 0xFFFF; r[25] = 0xFFFF; /* int64 -(2^53+1) */
+    S.map->tab_input_registers[7] = 777;
+    S.map->tab_bits[0] = 1;
+    S.map->tab_input_bits[1] = 1;
+    const char *a[] = {"hr:0:float32/CDAB", "hr:2", "hr:4:uint32", "hr:10:string[5]",
+                       "hr:20:bcd16", "hr:21.3", "hr:22:int64", "ir:7:uint16", "co:0", "di:1",
+                       "40003"};
+    gw_setup("unit", "7", NULL, NULL, a, 11);
+    assert_int_equal(gw_read(), 0);
+    assert_int_equal(G.b->n, 11);
+    assert_true(sample(0)->v.f == 1.5);
+    assert_int_equal(sample(1)->v.i, -5);
+    assert_int_equal(sample(2)->v.u, 0x12345678);
+    assert_int_equal(sample(3)->v.s.len, 5);
+    assert_memory_equal(sample(3)->v.s.p, "HELLO", 5);
+    assert_int_equal(sample(4)->v.u, 1234);
+    assert_true(sample(5)->v.b);
+    assert_true(sample(6)->v.i == -9007199254740993ll);
+    assert_int_equal(sample(7)->v.u, 777);
+    assert_true(sample(8)->v.b);
+    assert_true(sample(9)->v.b);
+    assert_int_equal(sample(10)->v.i, -5);
+    for (uint32_t i = 0; i < G.b->n; i++) assert_int_equal(G.b->s[i].quality, FB_Q_GOOD);
+    assert_true(G.b->s[0].ts_src > 0);
+    /* hr 0..25 in one request, ir, co, di: four requests */
+    assert_int_equal(atomic_load(&G.dev.m.requests), 4);
+    assert_int_equal(atomic_load(&S.last_unit), 7);
+    assert_true(atomic_load(&G.dev.m.last_success_ns) > 0);
+    assert_int_equal(atomic_load(&G.dev.m.rtt_count), 4);
+
+    /* bad BCD digit → BadDecodingError, the others stay good */
+    r[20] = 0x12A4;
+    assert_int_equal(gw_read(), 0);
+    assert_int_equal(sample(4)->quality, FB_Q_BAD_DECODING);
+    assert_int_equal(sample(1)->quality, FB_Q_GOOD);
+    gw_teardown();
+}
+
+static void test_split_on_hole(void **state)
+{
+    (void)state;
+    uint16_t *r = S.map->tab_registers;
+    r[100] = 1; r[102] = 2; r[104] = 3;
+    S.holes[0] = 101;
+    S.holes[1] = 104;
+    S.nholes = 2;
+    const char *a[] = {"hr:100", "hr:102", "hr:104", "hr:101.2"};
+    gw_setup(NULL, NULL, NULL, NULL, a, 4);
+    struct mb_plan *p = G.g.plan;
+    assert_int_equal(p->nblocks, 1);
+    assert_int_equal(gw_read(), 0);
+    assert_int_equal(p->splits, 1);
+    assert_int_equal(p->nblocks, 4);
+    assert_int_equal(sample(0)->quality, FB_Q_GOOD);
+    assert_int_equal(sample(0)->v.i, 1);
+    assert_int_equal(sample(1)->quality, FB_Q_GOOD);
+    assert_int_equal(sample(1)->v.i, 2);
+    assert_int_equal(sample(2)->quality, FB_Q_BAD_NODE_UNKNOWN);
+    assert_int_equal(sample(3)->quality, FB_Q_BAD_NODE_UNKNOWN);
+    assert_int_equal(G.b->n, 4);
+    /* merged attempt + 4 single requests */
+    assert_int_equal(atomic_load(&G.dev.m.requests), 5);
+    /* next cycle: no merged attempt any more */
+    assert_int_equal(gw_read(), 0);
+    assert_int_equal(atomic_load(&G.dev.m.requests), 9);
+    assert_int_equal(p->splits, 1);
+    S.nholes = 0;
+    gw_teardown();
+}
+
+static void test_exception_quality(void **state)
+{
+    (void)state;
+    S.exc_addr = 150;
+    S.exc_code = MODBUS_EXCEPTION_SLAVE_OR_SERVER_FAILURE;
+    const char *a[] = {"hr:150", "co:3"};
+    gw_setup(NULL, NULL, NULL, NULL, a, 2);
+    assert_int_equal(gw_read(), 0);
+    assert_int_equal(sample(0)->quality, FB_Q_BAD_DEVICE_FAILURE);
+    assert_int_equal(sample(1)->quality, FB_Q_GOOD);
+    assert_int_equal(atomic_load(&G.dev.m.errors), 1);
+    S.exc_code = MODBUS_EXCEPTION_GATEWAY_TARGET;
+    assert_int_equal(gw_read(), 0);
+    assert_int_equal(sample(0)->quality, FB_Q_BAD_NO_COMM);
+    S.exc_code = MODBUS_EXCEPTION_ILLEGAL_FUNCTION;
+    assert_int_equal(gw_read(), 0);
+    assert_int_equal(sample(0)->quality, FB_Q_BAD_CONFIG);
+    S.exc_code = 0;
+    gw_teardown();
+}
+
+static void test_timeouts(void **state)
+{
+    (void)state;
+    const char *a[] = {"hr:0", "ir:0", "co:0", "di:0"};
+    gw_setup("timeout", "100ms", NULL, NULL, a, 4);
+    atomic_store(&S.mute, 1);
+    /* three blocks time out → the connection is reported half-open */
+    assert_int_equal(gw_read(), FB_ETIMEDOUT);
+    assert_int_equal(G.b->n, 4);
+    for (uint32_t i = 0; i < 4; i++) assert_int_equal(sample(i)->quality, FB_Q_BAD_TIMEOUT);
+    assert_int_equal(atomic_load(&G.dev.m.timeouts), 3);
+    assert_int_equal(atomic_load(&G.dev.m.requests), 3);
+    atomic_store(&S.mute, 0);
+    gw_teardown();
+
+    /* one timeout alone only marks the tags */
+    const char *b[] = {"hr:0"};
+    gw_setup("timeout", "100ms", NULL, NULL, b, 1);
+    atomic_store(&S.mute, 1);
+    assert_int_equal(gw_read(), 0);
+    assert_int_equal(sample(0)->quality, FB_Q_BAD_TIMEOUT);
+    atomic_store(&S.mute, 0);
+    usleep(50000);
+    assert_int_equal(gw_read(), 0);
+    assert_int_equal(sample(0)->quality, FB_Q_GOOD);
+    gw_teardown();
+}
+
+static void test_connection_lost(void **state)
+{
+    (void)state;
+    const char *a[] = {"hr:0", "ir:0"};
+    gw_setup(NULL, NULL, NULL, NULL, a, 2);
+    atomic_store(&S.drop_next, 1);
+    assert_int_equal(gw_read(), FB_EIO);
+    assert_int_equal(G.b->n, 2);
+    assert_true(fb_q_bad(sample(0)->quality));
+    assert_true(fb_q_bad(sample(1)->quality));
+    /* reopen works */
+    struct fb_err err = {0};
+    assert_int_equal(D->open(&G.conn, &err), 0);
+    assert_int_equal(gw_read(), 0);
+    gw_teardown();
+}
+
+static void test_open_refused(void **state)
+{
+    (void)state;
+    /* a port that was just free */
+    int s = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    bind(s, (struct sockaddr *)&sa, sizeof sa);
+    socklen_t sl = sizeof sa;
+    getsockname(s, (struct sockaddr *)&sa, &sl);
+    int port = ntohs(sa.sin_port);
+    close(s);
+    struct fb_device dev = {0};
+    struct fb_conn conn = {0};
+    struct fb_device *devs[1] = {&dev};
+    dev.url = (struct fb_url){.scheme = "modbus-tcp", .host = "127.0.0.1", .path = "", .port = port};
+    dev.name = "x";
+    char *key;
+    struct fb_err err = {0};
+    assert_int_equal(D->device_init(&dev, &key, &err), 0);
+    conn.devs = devs;
+    conn.ndevs = 1;
+    conn.key = key;
+    assert_int_equal(D->open(&conn, &err), FB_EIO);
+    char want[64];
+    snprintf(want, sizeof want, "connect to 127.0.0.1:%d failed: Connection refused", port);
+    assert_string_equal(err.msg, want);
+    /* read on a closed connection: every tag Bad, FB_EIO */
+    struct fb_tag t = {.id = 0, .addr_text = "hr:0", .name = "t"};
+    struct fb_gateway gw = {.tags = &t, .ntags = 1};
+    dev.gw = &gw;
+    dev.conn = &conn;
+    assert_int_equal(D->parse_address(&dev, &t, &err), 0);
+    uint32_t id = 0;
+    struct fb_group g = {.tags = &id, .ntags = 1};
+    assert_int_equal(D->plan(&dev, &g, &err), 0);
+    struct fb_batch *b = fb_batch_new(4, 0, 64);
+    assert_int_equal(D->read(&dev, &g, b), FB_EIO);
+    assert_int_equal(b->n, 1);
+    assert_int_equal(b->s[0].quality, FB_Q_BAD_NOT_CONNECTED);
+    fb_batch_free(b);
+    D->plan_free(&g);
+    D->free_address(&t);
+    D->device_free(&dev);
+    free(key);
+}
+
+static int do_write(int tag, struct fb_value v, struct fb_err *err)
+{
+    return D->write(&G.dev, &G.tags[tag], &v, err);
+}
+
+static void test_writes(void **state)
+{
+    (void)state;
+    uint16_t *r = S.map->tab_registers;
+    const char *a[] = {"hr:60", "hr:61:float32/CDAB", "co:10", "hr:63.4", "ir:5",
+                       "hr:64:string[4]", "hr:66:int64"};
+    gw_setup(NULL, NULL, NULL, NULL, a, 7);
+    struct fb_err err = {0};
+    assert_int_equal(do_write(0, (struct fb_value){.type = FB_T_INT16, .i = -5}, &err), 0);
+    assert_int_equal(r[60], 0xFFFB);
+    assert_int_equal(atomic_load(&S.last_fc), MODBUS_FC_WRITE_SINGLE_REGISTER);
+    assert_int_equal(do_write(1, (struct fb_value){.type = FB_T_FLOAT32, .f = 1.5}, &err), 0);
+    assert_int_equal(r[61], 0x0000);
+    assert_int_equal(r[62], 0x3FC0);
+    assert_int_equal(atomic_load(&S.last_fc), MODBUS_FC_WRITE_MULTIPLE_REGISTERS);
+    assert_int_equal(do_write(2, (struct fb_value){.type = FB_T_BOOL, .b = true}, &err), 0);
+    assert_int_equal(S.map->tab_bits[10], 1);
+    assert_int_equal(atomic_load(&S.last_fc), MODBUS_FC_WRITE_SINGLE_COIL);
+    r[63] = 0x0101;
+    assert_int_equal(do_write(3, (struct fb_value){.type = FB_T_BOOL, .b = true}, &err), 0);
+    assert_int_equal(r[63], 0x0111);
+    assert_int_equal(atomic_load(&S.last_fc), MODBUS_FC_MASK_WRITE_REGISTER);
+    assert_int_equal(do_write(3, (struct fb_value){.type = FB_T_BOOL, .b = false}, &err), 0);
+    assert_int_equal(r[63], 0x0101);
+    assert_int_equal(do_write(4, (struct fb_value){.type = FB_T_INT16, .i = 1}, &err), FB_EACCES);
+    assert_non_null(strstr(err.msg, "read-only"));
+    struct fb_value s = {.type = FB_T_STRING};
+    s.s.p = "AbC";
+    s.s.len = 3;
+    assert_int_equal(do_write(5, s, &err), 0);
+    assert_int_equal(r[64], 0x4162);
+    assert_int_equal(r[65], 0x4300);
+    assert_int_equal(do_write(6, (struct fb_value){.type = FB_T_INT64, .i = -9007199254740993ll}, &err), 0);
+    assert_int_equal(r[66], 0xFFDF);
+    assert_int_equal(r[69], 0xFFFF);
+    assert_int_equal(do_write(0, (struct fb_value){.type = FB_T_INT32, .i = 70000}, &err), FB_ERANGE);
+    assert_int_equal(atomic_load(&G.dev.m.write_errors), 0);
+    assert_int_equal(atomic_load(&G.dev.m.writes), 7);
+    gw_teardown();
+
+    /* alternative function codes */
+    const char *b[] = {"hr:70", "co:11", "hr:71.0"};
+    gw_setup("write_single", "fc16", "write_coil", "fc15", b, 3);
+    assert_int_equal(do_write(0, (struct fb_value){.type = FB_T_INT16, .i = 9}, &err), 0);
+    assert_int_equal(r[70], 9);
+    assert_int_equal(atomic_load(&S.last_fc), MODBUS_FC_WRITE_MULTIPLE_REGISTERS);
+    assert_int_equal(do_write(1, (struct fb_value){.type = FB_T_BOOL, .b = true}, &err), 0);
+    assert_int_equal(S.map->tab_bits[11], 1);
+    assert_int_equal(atomic_load(&S.last_fc), MODBUS_FC_WRITE_MULTIPLE_COILS);
+    gw_teardown();
+    const char *c[] = {"hr:72.15"};
+    gw_setup("bit_write", "rmw", NULL, NULL, c, 1);
+    r[72] = 0x00FF;
+    assert_int_equal(do_write(0, (struct fb_value){.type = FB_T_BOOL, .b = true}, &err), 0);
+    assert_int_equal(r[72], 0x80FF);
+    assert_int_equal(atomic_load(&S.last_fc), MODBUS_FC_WRITE_SINGLE_REGISTER);
+    gw_teardown();
+}
+
+static void test_write_exception(void **state)
+{
+    (void)state;
+    S.exc_code = 0;
+    const char *a[] = {"hr:250"}; /* beyond the 200-register map: exception 02 */
+    gw_setup(NULL, NULL, NULL, NULL, a, 1);
+    struct fb_err err = {0};
+    int rc = do_write(0, (struct fb_value){.type = FB_T_INT16, .i = 1}, &err);
+    if (rc != FB_EEXCEPTION) fprintf(stderr, "write: %d %s\n", rc, err.msg);
+    assert_int_equal(rc, FB_EEXCEPTION);
+    assert_non_null(strstr(err.msg, "exception 02 (illegal data address)"));
+    assert_int_equal(atomic_load(&G.dev.m.write_errors), 1);
+    assert_int_equal(gw_read(), 0);
+    assert_int_equal(sample(0)->quality, FB_Q_BAD_NODE_UNKNOWN);
+    gw_teardown();
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_read_types),      cmocka_unit_test(test_split_on_hole),
+        cmocka_unit_test(test_exception_quality), cmocka_unit_test(test_timeouts),
+        cmocka_unit_test(test_connection_lost), cmocka_unit_test(test_open_refused),
+        cmocka_unit_test(test_writes),          cmocka_unit_test(test_write_exception),
+    };
+    return cmocka_run_group_tests(tests, srv_start, srv_stop);
+}
