@@ -11,14 +11,14 @@
  * cap evictions, which bounds floating-point drift at O(1) amortised cost.
  * stddev is the SAMPLE standard deviation (n - 1 denominator; 0 for n = 1).
  *
- * min/max use two monotonic deques of sample sequence numbers (the min deque
+ * min/max use two monotonic deques of ring positions (the min deque
  * holds increasing values, the max deque decreasing ones): each sample enters
  * and leaves each deque once, and the front is always the extreme of the live
  * samples, so min/max stay exact after eviction.
  *
  * Memory: one allocation per window, made by fb_window_init; w->t points to
- * it and it holds, in order: t[cap], v[cap], minq[cap], maxq[cap], a control
- * block.  fb_window_stats is read-only; if `now` is later than the newest
+ * it and it holds, in order: t[cap], v[cap], minq[cap], maxq[cap] (uint32),
+ * a control block.  fb_window_stats is read-only; if `now` is later than the newest
  * add, stale samples at the front are skipped by a rescan (O(n), off the
  * normal path where stats follow an add). */
 #include <math.h>
@@ -28,22 +28,28 @@
 #include "proc.h"
 
 struct wctl {
-    uint64_t seq;          /* sequence number of the next sample */
     uint32_t minh, minn;   /* min deque: ring head and length */
     uint32_t maxh, maxn;   /* max deque */
     double ref;            /* shift for the running sums */
     uint32_t evictions;    /* since the last exact recomputation */
 };
 
-static inline uint64_t *minq(const struct fb_window *w) { return (uint64_t *)(w->v + w->cap); }
-static inline uint64_t *maxq(const struct fb_window *w) { return minq(w) + w->cap; }
-static inline struct wctl *ctl(const struct fb_window *w) { return (struct wctl *)(maxq(w) + w->cap); }
+/* Deques hold ring positions (unique among live samples); no '%' on the
+ * hot path, indices wrap by comparison. */
+static inline uint32_t *minq(const struct fb_window *w) { return (uint32_t *)(w->v + w->cap); }
+static inline uint32_t *maxq(const struct fb_window *w) { return minq(w) + w->cap; }
+static inline struct wctl *ctl(const struct fb_window *w) { return (struct wctl *)(void *)(maxq(w) + w->cap + (w->cap & 1)); }
+static inline uint32_t at(const struct fb_window *w, uint32_t h, uint32_t k) /* (h + k) mod cap, k <= cap */
+{
+    uint32_t i = h + k;
+    return i >= w->cap ? i - w->cap : i;
+}
 
 int fb_window_init(struct fb_window *w, uint32_t cap)
 {
     memset(w, 0, sizeof *w);
     if (cap == 0 || cap > (1u << 24)) return FB_EINVAL;
-    size_t sz = (size_t)cap * 4 * 8 + sizeof(struct wctl);
+    size_t sz = (size_t)cap * 8 * 2 + ((size_t)cap * 2 + 2) * 4 + sizeof(struct wctl);
     void *blk = calloc(1, sz);
     if (!blk) return FB_ENOMEM;
     w->t = blk;
@@ -62,9 +68,9 @@ static void recompute(struct fb_window *w)
 {
     struct wctl *c = ctl(w);
     double s = 0, ss = 0;
-    if (w->n) c->ref = w->v[(w->head + w->n - 1) % w->cap];
+    if (w->n) c->ref = w->v[at(w, w->head, w->n - 1)];
     for (uint32_t i = 0; i < w->n; i++) {
-        double d = w->v[(w->head + i) % w->cap] - c->ref;
+        double d = w->v[at(w, w->head, i)] - c->ref;
         s += d;
         ss += d * d;
     }
@@ -73,22 +79,21 @@ static void recompute(struct fb_window *w)
     c->evictions = 0;
 }
 
-static void evict_oldest(struct fb_window *w)
+static void evict_oldest(struct fb_window *w, struct wctl *c)
 {
-    struct wctl *c = ctl(w);
-    uint64_t oseq = c->seq - w->n;
-    double d = w->v[w->head] - c->ref;
+    uint32_t h = w->head;
+    double d = w->v[h] - c->ref;
     w->sum -= d;
     w->sumsq -= d * d;
-    if (c->minn && minq(w)[c->minh] == oseq) {
-        c->minh = (c->minh + 1) % w->cap;
+    if (c->minn && minq(w)[c->minh] == h) {
+        c->minh = at(w, c->minh, 1);
         c->minn--;
     }
-    if (c->maxn && maxq(w)[c->maxh] == oseq) {
-        c->maxh = (c->maxh + 1) % w->cap;
+    if (c->maxn && maxq(w)[c->maxh] == h) {
+        c->maxh = at(w, c->maxh, 1);
         c->maxn--;
     }
-    w->head = (w->head + 1) % w->cap;
+    w->head = at(w, h, 1);
     w->n--;
     c->evictions++;
 }
@@ -97,30 +102,28 @@ void fb_window_add(struct fb_window *w, int64_t ts, double v, int64_t window_ns)
 {
     if (!w->t || !isfinite(v)) return;
     struct wctl *c = ctl(w);
-    while (w->n && window_ns > 0 && w->t[w->head] <= ts - window_ns) evict_oldest(w);
-    if (w->n == w->cap) evict_oldest(w);
+    while (w->n && window_ns > 0 && w->t[w->head] <= ts - window_ns) evict_oldest(w, c);
+    if (w->n == w->cap) evict_oldest(w, c);
     if (w->n == 0) { /* empty: restart the sums exactly around this value */
         w->sum = w->sumsq = 0;
         c->ref = v;
         c->evictions = 0;
         c->minn = c->maxn = 0;
     }
-    uint32_t pos = (uint32_t)(c->seq % w->cap);
-    w->head = (uint32_t)((c->seq - w->n) % w->cap);
+    uint32_t pos = at(w, w->head, w->n);
     w->t[pos] = ts;
     w->v[pos] = v;
     w->n++;
     double d = v - c->ref;
     w->sum += d;
     w->sumsq += d * d;
-    uint64_t *mq = minq(w), *xq = maxq(w);
-    while (c->minn && w->v[mq[(c->minh + c->minn - 1) % w->cap] % w->cap] >= v) c->minn--;
-    mq[(c->minh + c->minn) % w->cap] = c->seq;
+    uint32_t *mq = minq(w), *xq = maxq(w);
+    while (c->minn && w->v[mq[at(w, c->minh, c->minn - 1)]] >= v) c->minn--;
+    mq[at(w, c->minh, c->minn)] = pos;
     c->minn++;
-    while (c->maxn && w->v[xq[(c->maxh + c->maxn - 1) % w->cap] % w->cap] <= v) c->maxn--;
-    xq[(c->maxh + c->maxn) % w->cap] = c->seq;
+    while (c->maxn && w->v[xq[at(w, c->maxh, c->maxn - 1)]] <= v) c->maxn--;
+    xq[at(w, c->maxh, c->maxn)] = pos;
     c->maxn++;
-    c->seq++;
     if (c->evictions >= w->cap) recompute(w);
 }
 
@@ -132,7 +135,7 @@ void fb_window_stats(const struct fb_window *w, int64_t now, int64_t window_ns, 
     const struct wctl *c = ctl(w);
     uint32_t stale = 0;
     if (window_ns > 0)
-        while (stale < w->n && w->t[(w->head + stale) % w->cap] <= now - window_ns) stale++;
+        while (stale < w->n && w->t[at(w, w->head, stale)] <= now - window_ns) stale++;
     uint32_t n = w->n - stale;
     if (n == 0) return;
     out->count = n;
@@ -141,21 +144,21 @@ void fb_window_stats(const struct fb_window *w, int64_t now, int64_t window_ns, 
         out->mean = c->ref + mean;
         double var = n > 1 ? (w->sumsq - w->sum * mean) / (n - 1) : 0;
         out->stddev = var > 0 ? sqrt(var) : 0;
-        out->min = w->v[minq(w)[c->minh] % w->cap];
-        out->max = w->v[maxq(w)[c->maxh] % w->cap];
+        out->min = w->v[minq(w)[c->minh]];
+        out->max = w->v[maxq(w)[c->maxh]];
         return;
     }
     /* rescan the live part (two-pass for accuracy) */
     double s = 0, mn = INFINITY, mx = -INFINITY;
     for (uint32_t i = stale; i < w->n; i++) {
-        double x = w->v[(w->head + i) % w->cap];
+        double x = w->v[at(w, w->head, i)];
         s += x;
         if (x < mn) mn = x;
         if (x > mx) mx = x;
     }
     double mean = s / n, ss = 0;
     for (uint32_t i = stale; i < w->n; i++) {
-        double d = w->v[(w->head + i) % w->cap] - mean;
+        double d = w->v[at(w, w->head, i)] - mean;
         ss += d * d;
     }
     out->mean = mean;
