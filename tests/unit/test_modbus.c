@@ -486,6 +486,51 @@ static void test_write_exception(void **state)
     gw_teardown();
 }
 
+/* Two unit ids on one connection: the unit is set per request; the delay
+ * of a device separates its requests. */
+static void test_shared_conn_and_delay(void **state)
+{
+    (void)state;
+    S.map->tab_registers[0] = 11;
+    const char *a[] = {"hr:0", "ir:0"};
+    gw_setup("unit", "4", "delay", "60ms", a, 2);
+    assert_true(G.dev.delay_ns == 60000000);
+    int64_t t0 = fb_mono_ns();
+    assert_int_equal(gw_read(), 0);
+    int64_t t1 = fb_mono_ns();
+    assert_true(t1 - t0 >= 60000000); /* two requests, one delay between them */
+    assert_int_equal(atomic_load(&S.last_unit), 4);
+
+    /* a second device behind the same connection */
+    struct fb_device d2 = {0};
+    struct fb_url_kv q2[] = {{"unit", "9"}};
+    d2.url = (struct fb_url){.scheme = "modbus-tcp", .host = "127.0.0.1", .path = "",
+                             .port = S.port, .q = q2, .nq = 1};
+    d2.name = "dev2";
+    d2.gw = &G.gw;
+    d2.conn = &G.conn;
+    char *key2;
+    struct fb_err err = {0};
+    assert_int_equal(D->device_init(&d2, &key2, &err), 0);
+    assert_string_equal(key2, G.key); /* same connection key */
+    uint32_t id = 0;
+    struct fb_group g2 = {.tags = &id, .ntags = 1};
+    assert_int_equal(D->plan(&d2, &g2, &err), 0);
+    struct fb_batch *b = fb_batch_new(4, 0, 64);
+    assert_int_equal(D->read(&d2, &g2, b), 0);
+    assert_int_equal(atomic_load(&S.last_unit), 9);
+    assert_int_equal(b->s[0].v.i, 11);
+    assert_int_equal(gw_read(), 0);
+    assert_int_equal(atomic_load(&S.last_unit), 4);
+    assert_int_equal(D->read(&d2, &g2, b), 0);
+    assert_int_equal(atomic_load(&S.last_unit), 9);
+    fb_batch_free(b);
+    D->plan_free(&g2);
+    D->device_free(&d2);
+    free(key2);
+    gw_teardown();
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -493,6 +538,7 @@ int main(void)
         cmocka_unit_test(test_exception_quality), cmocka_unit_test(test_timeouts),
         cmocka_unit_test(test_connection_lost), cmocka_unit_test(test_open_refused),
         cmocka_unit_test(test_writes),          cmocka_unit_test(test_write_exception),
+        cmocka_unit_test(test_shared_conn_and_delay),
     };
     return cmocka_run_group_tests(tests, srv_start, srv_stop);
 }

@@ -187,6 +187,7 @@ static void mb_close(struct fb_conn *c)
 static void set_timeout(modbus_t *mb, int64_t ns)
 {
     if (ns <= 0) ns = 1000000000;
+    if (ns < 1000) ns = 1000; /* libmodbus refuses 0 s 0 us */
     modbus_set_response_timeout(mb, (uint32_t)(ns / 1000000000), (uint32_t)(ns % 1000000000 / 1000));
 }
 
