@@ -10,7 +10,8 @@
  * sanitizer report or failed round trip is a bug.
  *
  * Build: cmake -DFB_FUZZ=ON -DCMAKE_C_COMPILER=clang; run:
- *   ./fuzz_modbus_addr tests/fuzz/corpus/modbus
+ *   mkdir -p /tmp/c && ./fuzz_modbus_addr /tmp/c tests/fuzz/corpus/modbus
+ * (new inputs go to the first directory: keep the seeds clean)
  */
 #include <stdint.h>
 #include <stdlib.h>
