@@ -87,6 +87,7 @@ struct mq_ctx {
     struct mosquitto *mosq;
     bool v5;
     int keepalive_s;
+    char client_id[128];
     struct mq_dev *devs;
     char *t_gw_status;
     struct mq_route *routes;
@@ -254,7 +255,7 @@ static void on_connect(struct mosquitto *mosq, void *obj, int rc, int flags, con
     backoff_reset(ctx);
     ctx->rl_conn.last_ns = 0;
     fb_info(NULL, NULL, "mqtt: connected to %s:%d (MQTT %s%s, client id %s)", ctx->cfg->host, ctx->cfg->port,
-            ctx->v5 ? "5" : "3.1.1", ctx->cfg->tls ? ", TLS" : "", ctx->cfg->client_id ? ctx->cfg->client_id : "");
+            ctx->v5 ? "5" : "3.1.1", ctx->cfg->tls ? ", TLS" : "", ctx->client_id);
     /* commands first, so a controller that waits for our birth can write at once */
     for (uint32_t i = 0; i < ctx->gw->ndevs; i++) {
         int src = ctx->v5 ? mosquitto_subscribe_v5(mosq, NULL, ctx->devs[i].t_cmd, ctx->cfg->qos_command,
@@ -531,13 +532,11 @@ static int setup_client(struct mq_ctx *ctx, struct fb_err *err)
 {
     const struct fb_mqtt_cfg *cfg = ctx->cfg;
     struct fb_gateway *gw = ctx->gw;
-    char idbuf[128];
-    const char *client_id = cfg->client_id;
-    if (!client_id || !*client_id) {
-        snprintf(idbuf, sizeof idbuf, "fieldbridge-%.100s", gw->id ? gw->id : "gateway");
-        client_id = idbuf;
-    }
-    ctx->mosq = mosquitto_new(client_id, true, ctx);
+    if (cfg->client_id && *cfg->client_id)
+        snprintf(ctx->client_id, sizeof ctx->client_id, "%.127s", cfg->client_id);
+    else
+        snprintf(ctx->client_id, sizeof ctx->client_id, "fieldbridge-%.100s", gw->id ? gw->id : "gateway");
+    ctx->mosq = mosquitto_new(ctx->client_id, true, ctx);
     if (!ctx->mosq) return fb_err_set(err, FB_ENOMEM, "mqtt: cannot create a client: %s", strerror(errno));
     struct mosquitto *m = ctx->mosq;
     mosquitto_threaded_set(m, true);
