@@ -537,6 +537,9 @@ int fb_runtime_start(struct fb_gateway *gw, struct fb_err *err)
             if (!g->pool || !g->out_pool) return fb_err_set(err, FB_ENOMEM, "cannot allocate batches");
         }
     }
+    /* the router first: a sink may deliver a command as soon as it connects */
+    if (fb_router_start(gw) < 0) return fb_err_set(err, FB_ENOMEM, "cannot start command router");
+    bus->router = true;
     for (uint32_t i = 0; i < gw->nsinks; i++) {
         struct fb_sink_inst *s = &gw->sinks[i];
         s->gw = gw; /* its mutex and (monotonic) condition variable come from the config */
@@ -547,8 +550,6 @@ int fb_runtime_start(struct fb_gateway *gw, struct fb_err *err)
             return fb_err_set(err, FB_ENOMEM, "cannot start sink thread");
         s->started = true;
     }
-    if (fb_router_start(gw) < 0) return fb_err_set(err, FB_ENOMEM, "cannot start command router");
-    bus->router = true;
     if (pthread_create(&bus->pipeline, NULL, pipeline_thread, gw) != 0)
         return fb_err_set(err, FB_ENOMEM, "cannot start pipeline thread");
 
