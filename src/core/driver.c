@@ -3,10 +3,12 @@
 #include <string.h>
 
 #include "fb.h"
+#include "south/revpi/revpi.h"
 
 static const struct fb_driver *const drivers[] = {
     &fb_driver_modbus,
     &fb_driver_sim,
+    &fb_driver_revpi,
 };
 
 const struct fb_driver *fb_driver_for_scheme(const char *scheme)
