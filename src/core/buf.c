@@ -540,22 +540,25 @@ static void shortest_digits(uint64_t f, int e, bool lower_closer, char *buf, int
     }
 }
 
-/* Lays out digits d[0..n) * 10^e10 at dst (needs <= 32 bytes); returns the length. */
+/* Lays out digits d[0..n) * 10^e10 at dst (room for 40 bytes; d is 32 bytes
+ * long); returns the length. */
 static size_t layout(char *dst, bool neg, const char *d, int n, int e10)
 {
     char *p = dst;
     if (neg) *p++ = '-';
     int kpt = n + e10; /* value = 0.d * 10^kpt */
+    /* d has 32 bytes (n <= 17 used) and dst room for 40: fixed-size copies
+     * compile to a few moves, and bytes past the end are simply not counted */
     if (n <= kpt && kpt <= 21) {
-        memcpy(p, d, (size_t)n);
+        memcpy(p, d, 24);
         p += n;
         memset(p, '0', (size_t)(kpt - n));
         p += kpt - n;
-    } else if (0 < kpt && kpt <= 21) {
-        memcpy(p, d, (size_t)kpt);
+    } else if (0 < kpt && kpt <= 21) { /* kpt < n <= 17 */
+        memcpy(p, d, 16);
         p += kpt;
         *p++ = '.';
-        memcpy(p, d + kpt, (size_t)(n - kpt));
+        memcpy(p, d + kpt, 16);
         p += n - kpt;
     } else if (-6 < kpt && kpt <= 0) {
         *p++ = '0';
@@ -633,7 +636,7 @@ static size_t fmt_shortest(char *dst, double v, const struct fmt_spec *sp)
 
 void fb_json_double(struct fb_buf *b, double v)
 {
-    buf_need(b, 32);
+    buf_need(b, 40);
     if (!isfinite(v)) {
         memcpy(b->p + b->len, "null", 4);
         b->len += 4;
@@ -644,7 +647,7 @@ void fb_json_double(struct fb_buf *b, double v)
 
 void fb_json_float(struct fb_buf *b, float v)
 {
-    buf_need(b, 32);
+    buf_need(b, 40);
     if (!isfinite(v)) {
         memcpy(b->p + b->len, "null", 4);
         b->len += 4;
@@ -698,8 +701,23 @@ void fb_json_str(struct fb_buf *b, const char *str, size_t n)
 {
     static const char hex[] = "0123456789abcdef";
     const unsigned char *s = (const unsigned char *)str;
-    buf_need(b, n + 2);
-    b->p[b->len++] = '"';
+    if (n <= 256) { /* short (tag names): reserve the worst case once, then copy */
+        buf_need(b, n * 6 + 2);
+        char *o = b->p + b->len;
+        *o++ = '"';
+        size_t i = 0;
+        while (i < n && str_class[s[i]] == 0) *o++ = (char)s[i++];
+        b->len = (size_t)(o - b->p);
+        if (i == n) {
+            b->p[b->len++] = '"';
+            return;
+        }
+        s += i; /* rare: something to escape or validate; the general loop below */
+        n -= i;
+    } else {
+        buf_need(b, n + 2);
+        b->p[b->len++] = '"';
+    }
     size_t i = 0;
     while (i < n) {
         size_t j = i;
