@@ -1,0 +1,207 @@
+"""test_revpi.py — the Revolution Pi driver end to end, on a file-backed
+process image (a 4096-byte file standing in for /dev/piControl0) and the
+PiCtory fixture tests/unit/data/revpi/core_dio.rsc (RevPi Core at 0, DIO at
+11: I_1 = byte 11 bit 0, I_9 = byte 12 bit 0, O_1 = byte 81 bit 0,
+O_2 = byte 81 bit 1, RevPiLED = byte 6).
+
+- an external writer (this test) flips input bits; the gateway, polling at
+  cycle=20ms, publishes each edge in the telemetry of the next cycle;
+- an MQTT command {"id":"1","write":{"O_1":true}} sets exactly that bit;
+- SIGTERM and the write watchdog write the safe state.
+
+Uses the fixtures of conftest.py (Mosquitto on a free port, the gateway
+as a child process, FB_BIN selects the binary).
+"""
+import datetime
+import os
+import signal
+import time
+
+import pytest
+
+from conftest import gw_config, run_cli, topic
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+RSC = os.path.join(ROOT, "tests", "unit", "data", "revpi", "core_dio.rsc")
+DEV = "revpi-001"
+TELE = topic(DEV, "telemetry")
+CMD = topic(DEV, "command")
+RESP = topic(DEV, "command/response")
+CYCLE = 0.020
+
+I_1 = (11, 0)
+I_2 = (11, 1)
+I_9 = (12, 0)
+O_1 = (81, 0)
+O_2 = (81, 1)
+LED = 6
+
+
+class Image:
+    """The process image file and an external writer, like another process on a RevPi."""
+
+    def __init__(self, path):
+        self.path = str(path)
+        with open(self.path, "wb") as f:
+            f.write(bytes(4096))
+
+    def read(self):
+        with open(self.path, "rb") as f:
+            return bytearray(f.read())
+
+    def set_bit(self, where, value):
+        byte, bit = where
+        fd = os.open(self.path, os.O_RDWR)
+        try:
+            b = os.pread(fd, 1, byte)[0]
+            b = b | (1 << bit) if value else b & ~(1 << bit)
+            os.pwrite(fd, bytes([b]), byte)
+        finally:
+            os.close(fd)
+
+    def bit(self, where):
+        byte, bit = where
+        return bool(self.read()[byte] >> bit & 1)
+
+
+def revpi_device(img, options=None, poll="20ms"):
+    d = {"name": DEV, "url": f"revpi://{img.path}?config={RSC}&cycle=20ms", "poll": poll,
+         "area": "_", "line": "_"}
+    if options:
+        d["options"] = options
+    d["tags"] = [{"name": "I_1", "addr": "I_1"},
+                 {"name": "I_2", "addr": "I_2"},
+                 {"name": "I_9", "addr": "I_9"},
+                 {"name": "O_1", "addr": "O_1", "access": "rw"},
+                 {"name": "O_2", "addr": "O_2", "access": "rw"},
+                 {"name": "RevPiLED", "addr": "RevPiLED", "access": "rw"}]
+    return d
+
+
+def parse_ts(s):
+    return datetime.datetime.strptime(s, "%Y-%m-%dT%H:%M:%S.%fZ").replace(
+        tzinfo=datetime.timezone.utc).timestamp()
+
+
+def values(m):
+    j = m.json()
+    return j.get("values") if isinstance(j, dict) else None
+
+
+def start(tmp_path, broker, start_gateway, watch, options=None):
+    img = Image(tmp_path / "piControl0")
+    w = watch(broker.port)
+    gw = start_gateway(gw_config(broker.port, [revpi_device(img, options)]))
+    m = w.wait_for(lambda m: (values(m) or {}).get("I_1", {}).get("q") == "good", 20, topic=TELE)
+    assert m is not None, f"no good telemetry on {TELE}; got {w.messages()[:5]}\n{gw.output()[-3000:]}"
+    time.sleep(0.5)  # the command subscription
+    return img, w, gw
+
+
+def response(w, cid, timeout=10):
+    m = w.wait_for(lambda m: (m.json() or {}).get("id") == cid, timeout, topic=RESP)
+    assert m is not None, f"no response {cid!r}; got {[x for x in w.messages() if 'command' in x.topic]}"
+    return m.json()
+
+
+@pytest.mark.smoke
+def test_edges_published_within_one_cycle(tmp_path, broker, start_gateway, watch):
+    img, w, gw = start(tmp_path, broker, start_gateway, watch)
+    for n, (where, name) in enumerate([(I_1, "I_1"), (I_9, "I_9"), (I_1, "I_1"), (I_2, "I_2")] * 2):
+        want = not img.bit(where)
+        time.sleep(0.05)
+        t_flip = time.monotonic()
+        wall_flip = time.time()
+        img.set_bit(where, want)
+        m = w.wait_for(lambda m, name=name, want=want: (values(m) or {}).get(name, {}).get("v") is want,
+                       5, topic=TELE, after=t_flip)
+        assert m is not None, f"edge {n} of {name} never published\n{gw.output()[-2000:]}"
+        # telemetry read before the flip may still arrive after it: the edge must be in the
+        # first message read after the flip, i.e. at most the second message that arrives
+        arrived = [x for x in w.messages(TELE) if t_flip <= x.t <= m.t]
+        assert len(arrived) <= 2, f"edge {n} of {name} published {len(arrived)} messages after the flip"
+        read_at = parse_ts(m.json()["ts"])
+        assert read_at - wall_flip <= CYCLE + 0.030, \
+            f"edge {n} read {1000 * (read_at - wall_flip):.1f} ms after the flip (cycle 20 ms)"
+        assert m.t - t_flip < 0.5, f"edge {n} took {m.t - t_flip:.3f}s to reach the broker"
+    assert gw.alive()
+
+
+@pytest.mark.smoke
+def test_command_sets_only_that_bit(tmp_path, broker, start_gateway, watch):
+    img, w, gw = start(tmp_path, broker, start_gateway, watch)
+    # other processes' bits in the same byte and elsewhere
+    img.set_bit((81, 5), True)
+    img.set_bit((81, 7), True)
+    img.set_bit(I_9, True)
+    before = img.read()
+    w.publish(CMD, {"id": "1", "write": {"O_1": True}}, qos=1)
+    r = response(w, "1")
+    assert r["ok"] is True, r
+    after = img.read()
+    assert after[81] == before[81] | 0x01, f"byte 81 {before[81]:#04x} -> {after[81]:#04x}"
+    diff = [i for i in range(4096) if before[i] != after[i]]
+    assert diff == [81], f"bytes changed: {diff}"
+    m = w.wait_for(lambda m: (values(m) or {}).get("O_1", {}).get("v") is True, 5, topic=TELE)
+    assert m is not None, "telemetry does not show the written output"
+    # inputs are not writable
+    w.publish(CMD, {"id": "2", "write": {"I_1": True}}, qos=1)
+    assert response(w, "2")["ok"] is False
+    assert not img.bit(I_1)
+    assert gw.alive()
+
+
+@pytest.mark.smoke
+def test_sigterm_writes_safe_state(tmp_path, broker, start_gateway, watch):
+    img, w, gw = start(tmp_path, broker, start_gateway, watch,
+                       options={"safe": "O_1=0,O_2=1,RevPiLED=0"})
+    w.publish(CMD, {"id": "s1", "write": {"O_1": True, "O_2": False, "RevPiLED": 3}}, qos=1)
+    assert response(w, "s1")["ok"] is True
+    img.set_bit(I_2, True)
+    img.set_bit((81, 6), True)
+    before = img.read()
+    assert before[81] & 0x03 == 0x01 and before[LED] == 3
+    rc = gw.stop(signal.SIGTERM)
+    assert rc == 0, f"exit code {rc}\n{gw.output()[-2000:]}"
+    after = img.read()
+    assert not img.bit(O_1) and img.bit(O_2) and after[LED] == 0, \
+        f"safe state not written: byte81={after[81]:#04x} LED={after[LED]}\n{gw.output()[-2000:]}"
+    diff = [i for i in range(4096) if before[i] != after[i]]
+    assert sorted(diff) == [LED, 81], f"bytes changed: {diff}"
+    assert after[81] & 0x40, "another process' bit was clobbered"
+    assert img.bit(I_2)
+    assert "safe state written" in gw.output()
+
+
+def test_watchdog_writes_safe_state(tmp_path, broker, start_gateway, watch):
+    img, w, gw = start(tmp_path, broker, start_gateway, watch,
+                       options={"safe": "O_1=0", "watchdog": "1s"})
+    w.publish(CMD, {"id": "w1", "write": {"O_1": True}}, qos=1)
+    assert response(w, "w1")["ok"] is True
+    t0 = time.monotonic()
+    assert img.bit(O_1)
+    while img.bit(O_1) and time.monotonic() - t0 < 5:
+        time.sleep(0.02)
+    dt = time.monotonic() - t0
+    assert not img.bit(O_1), "the watchdog never wrote the safe state"
+    assert 0.8 <= dt <= 1.6, f"watchdog fired after {dt:.2f}s (configured 1s)"
+    assert "watchdog" in gw.output()
+    # a new command is obeyed again (the watchdog re-arms)
+    w.publish(CMD, {"id": "w2", "write": {"O_1": True}}, qos=1)
+    assert response(w, "w2")["ok"] is True
+    assert img.bit(O_1)
+
+
+def test_example_config_checks(tmp_path):
+    r = run_cli("check", "-c", os.path.join(ROOT, "examples", "revpi-dio.yaml"))
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_browse_lists_variables(tmp_path):
+    img = Image(tmp_path / "piControl0")
+    img.set_bit(I_9, True)
+    r = run_cli("browse", f"revpi://{img.path}?config={RSC}")
+    if "nothing to browse" in r.stderr:
+        pytest.skip("fieldbridge browse does not call fb_revpi_browse yet")
+    assert r.returncode == 0, r.stderr
+    assert "DIO 1" in r.stdout and "I_9" in r.stdout and "bit:12.0" in r.stdout, r.stdout
