@@ -53,7 +53,7 @@ void fb_buf_free(struct fb_buf *b)
     fb_buf_init(b);
 }
 
-static void buf_grow(struct fb_buf *b, size_t extra)
+void fb_buf_grow_(struct fb_buf *b, size_t extra)
 {
     size_t need = b->len + extra + 1; /* +1: room for fb_buf_cstr's NUL */
     if (need < b->len) abort();      /* overflow */
@@ -76,26 +76,11 @@ static void buf_grow(struct fb_buf *b, size_t extra)
 
 static inline void buf_need(struct fb_buf *b, size_t extra)
 {
-    if (b->cap - b->len <= extra) buf_grow(b, extra);
+    if (b->cap - b->len <= extra) fb_buf_grow_(b, extra);
 }
 
 void fb_buf_reserve(struct fb_buf *b, size_t extra) { buf_need(b, extra); }
 
-void fb_buf_put(struct fb_buf *b, const void *p, size_t n)
-{
-    if (!n) return;
-    buf_need(b, n);
-    memcpy(b->p + b->len, p, n);
-    b->len += n;
-}
-
-void fb_buf_puts(struct fb_buf *b, const char *s) { fb_buf_put(b, s, strlen(s)); }
-
-void fb_buf_putc(struct fb_buf *b, char c)
-{
-    buf_need(b, 1);
-    b->p[b->len++] = c;
-}
 
 void fb_buf_printf(struct fb_buf *b, const char *fmt, ...)
 {

@@ -7,6 +7,7 @@
 #define FB_BUF_H
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 #include "fb.h"
 
 struct fb_buf {
@@ -17,9 +18,22 @@ void fb_buf_init(struct fb_buf *b);
 void fb_buf_free(struct fb_buf *b);
 void fb_buf_reserve(struct fb_buf *b, size_t extra); /* aborts on OOM */
 static inline void fb_buf_clear(struct fb_buf *b) { b->len = 0; }
-void fb_buf_put(struct fb_buf *b, const void *p, size_t n);
-void fb_buf_puts(struct fb_buf *b, const char *s);
-void fb_buf_putc(struct fb_buf *b, char c);
+/* Grows so that at least `extra` more bytes fit (internal; use the inlines). */
+void fb_buf_grow_(struct fb_buf *b, size_t extra);
+/* Inline so constant strings' lengths fold away on the hot path. */
+static inline void fb_buf_put(struct fb_buf *b, const void *p, size_t n)
+{
+    if (!n) return;
+    if (b->cap - b->len <= n) fb_buf_grow_(b, n);
+    memcpy(b->p + b->len, p, n);
+    b->len += n;
+}
+static inline void fb_buf_puts(struct fb_buf *b, const char *s) { fb_buf_put(b, s, strlen(s)); }
+static inline void fb_buf_putc(struct fb_buf *b, char c)
+{
+    if (b->cap - b->len <= 1) fb_buf_grow_(b, 1);
+    b->p[b->len++] = c;
+}
 void fb_buf_printf(struct fb_buf *b, const char *fmt, ...) FB_PRINTF(2, 3);
 /* NUL-terminate without counting the NUL in len. */
 const char *fb_buf_cstr(struct fb_buf *b);

@@ -259,6 +259,9 @@ static void emit_bad_group(struct fb_gateway *gw, struct fb_device *d, struct fb
 }
 
 static void fail_writes(struct fb_conn *c, const char *why);
+static void conn_lost(struct fb_gateway *gw, struct fb_conn *c, const char *reason);
+#define BACKOFF_MIN_NS 500000000LL
+#define BACKOFF_MAX_NS 30000000000LL
 
 static void finish_write(struct fb_write_req *r, int rc, const struct fb_err *err)
 {
@@ -300,6 +303,15 @@ static void do_writes(struct fb_gateway *gw, struct fb_conn *c)
             if (rc == 0) d->groups[t->group].next_due = fb_mono_ns();
         }
         if (rc < 0 && !err.msg[0]) fb_err_set(&err, rc, "%s", fb_strerror(rc));
+        if (rc == FB_EIO || rc == FB_EPROTO) { /* the link itself broke: same as a failed read */
+            finish_write(r, rc, &err);
+            fb_warn(d->name, t->name, "connection lost during write (%s), reconnecting", err.msg);
+            conn_lost(gw, c, err.msg);
+            c->next_try = fb_mono_ns() + BACKOFF_MIN_NS;
+            fail_writes(c, "connection lost");
+            return;
+        }
+        if (rc < 0 && !err.msg[0]) fb_err_set(&err, rc, "%s", fb_strerror(rc));
         finish_write(r, rc, &err);
     }
 }
@@ -332,9 +344,6 @@ static void conn_lost(struct fb_gateway *gw, struct fb_conn *c, const char *reas
         for (uint32_t k = 0; k < d->ngroups; k++) emit_bad_group(gw, d, &d->groups[k], FB_Q_BAD_COMM);
     }
 }
-
-#define BACKOFF_MIN_NS 500000000LL
-#define BACKOFF_MAX_NS 30000000000LL
 
 static void *conn_thread(void *arg)
 {

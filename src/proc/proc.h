@@ -19,7 +19,7 @@ struct fb_window {
 
 struct fb_tag_state {
     bool have_last;        /* a value has been published */
-    struct fb_value last_pub;
+    struct fb_value last_pub; /* strings: length + 64-bit hash, never a pointer (see deadband.c) */
     uint32_t last_pub_q;
     int64_t last_pub_ns;   /* gateway time of last publish */
     bool have_prev;        /* previous sample seen (for rate / stuck) */
