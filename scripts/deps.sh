@@ -14,8 +14,6 @@ PKGS=(
     # test peers and tools
     mosquitto mosquitto-clients openssl socat mbpoll
     python3 python3-pytest python3-paho-mqtt python3-pymodbus python3-serial python3-serial-asyncio
-    # demo/test helpers: procps (pkill-free process checks), iproute2 (ss)
-    procps iproute2
 )
 
 missing=()

@@ -385,3 +385,11 @@ def test_broker_restart(broker, start_modbus, start_gateway, watch):
     assert gw.alive()
     # the online status is published again (retained) after the reconnect
     assert wait_status(w2, "online", timeout=5), w2.messages(GW_STATUS)
+
+
+def test_run_with_bad_config_exits_2(start_gateway, broker):
+    cfg = gw_config(broker.port, [device(1, [{"name": "x", "addr": "hr:0"}], bogus_key=1)])
+    gw = start_gateway(cfg)
+    rc = gw.wait(15)
+    assert rc == 2, f"rc={rc}\n{gw.output()[-2000:]}"
+    assert re.search(re.escape(gw.path) + r":\d+:\d+:.*bogus_key", gw.output()), gw.output()
