@@ -1,0 +1,101 @@
+"""test_pipeline.py — end-to-end checks of the per-tag pipeline and the
+operational surface through `fieldbridge run`: NaN/inf never written as
+numbers, scaling (and its inversion on command writes), deadband with
+report-by-exception, JSON log lines, the Prometheus /metrics endpoint."""
+import json
+import time
+import urllib.request
+
+import fbvalues as fv
+import peers
+from conftest import gw_config, topic, wait_values
+from test_run import CMD, DEV, TELE, device, good, ready, response
+
+
+def test_nan_and_inf_are_null_and_bad(broker, start_modbus, start_gateway, watch):
+    hr = [0x7FC0, 0x0000, 0x7F80, 0x0000] + fv.encode("float32", 1.25)
+    mb = start_modbus({"units": {"1": {"hr": hr}}})
+    tags = [{"name": "nan", "addr": "hr:0:float32"}, {"name": "inf", "addr": "hr:2:float32"},
+            {"name": "ok", "addr": "hr:4:float32"}]
+    w = watch(broker.port)
+    start_gateway(gw_config(broker.port, [device(mb.port, tags)]))
+    m = wait_values(w, DEV, lambda v: all(k in v for k in ("nan", "inf", "ok")), timeout=15)
+    assert m is not None, w.messages(TELE)[-2:]
+    v = m.json()["values"]
+    assert v["ok"] == {"v": 1.25, "q": "good"} or (v["ok"]["v"] == 1.25 and v["ok"]["q"] == "good"), v
+    for k in ("nan", "inf"):
+        assert v[k]["v"] is None and v[k]["q"] == "bad", f"{k}: {v[k]} (payload {m.text()})"
+    assert "NaN" not in m.text() and "Infinity" not in m.text()
+
+
+def test_scaling_and_inverse_on_write(broker, start_modbus, start_gateway, watch):
+    mb = start_modbus({"units": {"1": {"hr": [250, 0]}}})
+    tags = [{"name": "temp", "addr": "hr:0:int16", "scale": {"factor": 0.1, "offset": -10},
+             "access": "rw"},
+            {"name": "pct", "addr": "hr:1:uint16", "scale": {"raw": [0, 27648], "eng": [0, 100]},
+             "access": "rw"}]
+    w = watch(broker.port)
+    start_gateway(gw_config(broker.port, [device(mb.port, tags)]))
+    m = wait_values(w, DEV, lambda v: good(v, "temp"), timeout=15)
+    assert m is not None
+    assert abs(m.json()["values"]["temp"]["v"] - 15.0) < 1e-9, m      # 250 * 0.1 - 10
+    ready(w)
+    w.publish(CMD, {"id": "s-1", "write": {"temp": 2.5, "pct": 50}}, qos=1)
+    r = response(w, "s-1")
+    assert r["ok"] is True, r
+    assert mb.read_hr(0, 2) == [125, 13824], mb.read_hr(0, 2)          # (2.5+10)/0.1, 50% of 27648
+
+
+def test_deadband_reports_by_exception(broker, start_modbus, start_gateway, watch):
+    mb = start_modbus({"units": {"1": {"hr": [100]}}})
+    tags = [{"name": "x", "addr": "hr:0", "deadband": 10, "heartbeat": "60s"}]
+    w = watch(broker.port)
+    start_gateway(gw_config(broker.port, [device(mb.port, tags, poll="100ms")]))
+    assert wait_values(w, DEV, lambda v: good(v, "x") and v["x"]["v"] == 100, timeout=15)
+    time.sleep(0.5)
+    t = time.monotonic()
+    mb.write_hr(0, [105])                       # inside the deadband: not published
+    time.sleep(1.5)
+    xs = [m.json()["values"]["x"]["v"] for m in w.messages(TELE)
+          if m.t >= t and "x" in (m.json() or {}).get("values", {})]
+    assert xs == [], f"values inside the deadband were published: {xs}"
+    mb.write_hr(0, [120])                       # outside: published once
+    m = wait_values(w, DEV, lambda v: "x" in v and v["x"]["v"] == 120, timeout=5, after=t)
+    assert m is not None, [x.text() for x in w.messages(TELE)[-3:]]
+    time.sleep(1.0)
+    n = sum(1 for m in w.messages(TELE) if m.t >= t and "x" in (m.json() or {}).get("values", {}))
+    assert n == 1, f"an unchanged value was published {n} times inside the deadband"
+
+
+def test_json_log_lines(broker, start_modbus, start_gateway, watch):
+    mb = start_modbus({"units": {"1": {"hr": [1]}}})
+    w = watch(broker.port)
+    gw = start_gateway(gw_config(broker.port, [device(mb.port, [{"name": "x", "addr": "hr:0"}])],
+                                 log={"level": "info", "format": "json"}))
+    ready(w)
+    gw.stop()
+    lines = [ln for ln in gw.output().splitlines() if ln.strip()]
+    assert lines, "no log output"
+    for ln in lines:
+        try:
+            j = json.loads(ln)
+        except ValueError:
+            raise AssertionError(f"not a JSON log line: {ln!r}") from None
+        assert isinstance(j, dict), ln
+
+
+def test_metrics_endpoint(broker, start_modbus, start_gateway, watch):
+    mb = start_modbus({"units": {"1": {"hr": [1]}}})
+    port = peers.free_port()
+    w = watch(broker.port)
+    start_gateway(gw_config(broker.port, [device(mb.port, [{"name": "x", "addr": "hr:0"}])],
+                            metrics={"listen": f"127.0.0.1:{port}"}))
+    ready(w)
+    time.sleep(1)
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+        assert r.status == 200
+        text = r.read().decode()
+    assert DEV in text, f"no per-device metrics for {DEV}:\n{text[:2000]}"
+    assert "# TYPE" in text, text[:500]
+    status = w.messages(topic("gw-test", "status"))
+    assert status, "no gateway status"
