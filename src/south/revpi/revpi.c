@@ -651,8 +651,14 @@ int fb_revpi_browse(const char *url_text, FILE *out, struct fb_err *err)
                     else snprintf(val, sizeof val, "%" PRIu64, fv.u);
                 }
             }
-            fprintf(out, "  %-28s %s  %-12s %-7s %-6s%s%s\n", v->name, fb_revpi_io_name(v->io), where,
-                    t == FB_T_NONE ? "-" : fb_type_name(t), val, v->comment[0] ? "  # " : "", v->comment);
+            char line[512];
+            int n = snprintf(line, sizeof line, "  %-28s %s  %-12s %-7s %-6s%s%s", v->name, fb_revpi_io_name(v->io),
+                             where, t == FB_T_NONE ? "-" : fb_type_name(t), val, v->comment[0] ? "  # " : "",
+                             v->comment);
+            if (n < 0) continue;
+            size_t len = (size_t)n < sizeof line ? (size_t)n : sizeof line - 1;
+            while (len && line[len - 1] == ' ') len--;
+            fprintf(out, "%.*s\n", (int)len, line);
         }
     }
     fb_revpi_cfg_free(&cfg);
