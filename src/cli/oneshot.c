@@ -12,6 +12,7 @@
 #include "../core/config.h"
 #include "../core/log.h"
 #include "../core/router.h"
+#include "../south/revpi/revpi.h"
 #include "cli.h"
 
 struct oneshot {
@@ -119,7 +120,7 @@ static int oneshot_init(struct oneshot *s, const char *cmd, const struct opts *o
     }
     const struct fb_driver *drv = fb_driver_for_scheme(s->dev.url.scheme);
     if (!drv) {
-        fprintf(stderr, "fieldbridge %s: unknown URL scheme '%s' (modbus-tcp, modbus-rtu, sim)\n", cmd,
+        fprintf(stderr, "fieldbridge %s: unknown URL scheme '%s' (modbus-tcp, modbus-rtu, revpi, sim)\n", cmd,
                 s->dev.url.scheme ? s->dev.url.scheme : "");
         return 2;
     }
@@ -413,6 +414,12 @@ int fb_cli_browse(int argc, char **argv)
         return 2;
     }
     const struct fb_driver *drv = fb_driver_for_scheme(u.scheme);
+    if (drv == &fb_driver_revpi) {
+        fb_url_free(&u);
+        rc = fb_revpi_browse(o.url, stdout, &err);
+        if (rc < 0) fprintf(stderr, "fieldbridge browse: %s\n", err.msg[0] ? err.msg : fb_strerror(rc));
+        return rc == 0 ? 0 : rc == FB_EINVAL ? 2 : 1;
+    }
     fprintf(stderr,
             "fieldbridge browse: the %s driver has nothing to browse: %s devices do not describe "
             "their registers; list them in the config (docs/modbus.md)\n",
