@@ -7,7 +7,8 @@
 # last line is a one-line summary.
 #
 # Env: FB_TEST_SKIP_DEPS=1 skips the apt step; PYTEST_ARGS adds pytest arguments
-#      (e.g. PYTEST_ARGS="-k rtu"); FB_TEST_SKIP_ASAN=1 skips the sanitizer build.
+#      (e.g. PYTEST_ARGS="-k rtu"); FB_TEST_SKIP_ASAN=1 skips the sanitizer build;
+#      FB_TEST_ASAN_FULL=1 runs all system tests (not only `smoke`) on the ASan build.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -64,7 +65,11 @@ if [ $build_ok -eq 0 ]; then
     step "system tests (build/fieldbridge)" run_pytest build/fieldbridge
 fi
 if [ "${FB_TEST_SKIP_ASAN:-0}" != 1 ] && [ $asan_ok -eq 0 ]; then
-    step "system smoke tests (build-asan/fieldbridge)" run_pytest build-asan/fieldbridge -m smoke
+    if [ "${FB_TEST_ASAN_FULL:-0}" = 1 ]; then
+        step "system tests (build-asan/fieldbridge)" run_pytest build-asan/fieldbridge
+    else
+        step "system smoke tests (build-asan/fieldbridge)" run_pytest build-asan/fieldbridge -m smoke
+    fi
 fi
 
 total=$(( $(date +%s) - start ))
