@@ -9,8 +9,8 @@ PKGS=(
     # build
     build-essential cmake ninja-build pkg-config
     libmodbus-dev libmosquitto-dev libyaml-dev libjansson-dev libmicrohttpd-dev libcmocka-dev
-    # fuzz harnesses (optional FB_FUZZ build)
-    clang
+    # fuzz harnesses (libFuzzer runtime) and memcheck
+    clang libclang-rt-14-dev valgrind
     # test peers and tools
     mosquitto mosquitto-clients openssl socat mbpoll
     python3 python3-pytest python3-paho-mqtt python3-pymodbus python3-serial python3-serial-asyncio

@@ -2,7 +2,8 @@
 # test.sh — THE test command (README, .ci/run): deps → build (normal and
 # ASan+UBSan) → unit tests (ctest, both builds) → system tests (pytest against
 # real peers) with build/fieldbridge → a smoke subset of the system tests with
-# build-asan/fieldbridge.  Every step runs even if an earlier one failed (so one
+# build-asan/fieldbridge, valgrind over the threaded unit tests and a short run,
+# and a fuzz smoke run of every libFuzzer harness.  Every step runs even if an earlier one failed (so one
 # run shows everything); the exit code is non-zero if any step failed, and the
 # last line is a one-line summary.
 #
@@ -60,6 +61,11 @@ export UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1"
 if [ "${FB_TEST_SKIP_ASAN:-0}" != 1 ] && [ $asan_ok -eq 0 ]; then
     step "unit tests (build-asan)" ctest --test-dir build-asan --output-on-failure -j2 --timeout 300
 fi
+
+if [ $build_ok -eq 0 ]; then
+    step "valgrind (unit tests + run)" ./scripts/valgrind.sh build
+fi
+step "fuzz smoke (${FUZZ_SECONDS:-10}s per harness)" ./scripts/fuzz.sh
 
 if [ $build_ok -eq 0 ]; then
     step "system tests (build/fieldbridge)" run_pytest build/fieldbridge
