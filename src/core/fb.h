@@ -52,6 +52,9 @@ const char *fb_strerror(int code);
 /* -------------------------------------------------------------------- time */
 int64_t fb_now_ns(void);  /* CLOCK_REALTIME, ns since the Unix epoch (UTC) */
 int64_t fb_mono_ns(void); /* CLOCK_MONOTONIC */
+/* Whether the kernel reports the system clock synchronised (NTP/PTP); health
+ * and status say so when it is not, since every time stamp depends on it. */
+bool fb_clock_synced(void);
 /* "2026-11-28T10:00:00.123Z" (millisecond precision); buf >= 32. Returns length. */
 size_t fb_fmt_time(char *buf, int64_t ns);
 /* "100ms", "1.5s", "2m", "7d", "250us", "10ns"; a bare number is seconds. */

@@ -240,6 +240,9 @@ void fb_metrics_render(struct fb_gateway *gw, struct fb_buf *out)
     fb_buf_puts(out, "fieldbridge_uptime_seconds ");
     put_double(out, uptime_s(gw));
     fb_buf_putc(out, '\n');
+    family(out, "fieldbridge_clock_synced", "gauge",
+           "1 when the kernel reports the system clock synchronised (adjtimex), else 0.");
+    fb_buf_printf(out, "fieldbridge_clock_synced %d\n", fb_clock_synced() ? 1 : 0);
     family(out, "fieldbridge_tags", "gauge", "Configured tags.");
     fb_buf_printf(out, "fieldbridge_tags %" PRIu32 "\n", gw->ntags);
     family(out, "fieldbridge_build_info", "gauge", "Build information; the value is always 1.");
@@ -302,6 +305,8 @@ void fb_status_json(struct fb_gateway *gw, struct fb_buf *out, bool online)
     fb_json_cstr(out, FB_VERSION);
     fb_buf_puts(out, ",\"uptime_s\":");
     fb_json_i64(out, (int64_t)uptime_s(gw));
+    /* time stamps are only as good as the clock: say when it is not synchronised */
+    fb_buf_puts(out, fb_clock_synced() ? ",\"clock_synced\":true" : ",\"clock_synced\":false");
     fb_buf_puts(out, ",\"cpu_s\":");
     fb_json_double(out, cpu);
     fb_buf_puts(out, ",\"rss_bytes\":");

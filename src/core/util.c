@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/timex.h>
 #include <time.h>
 
 #include "fb.h"
@@ -55,6 +56,14 @@ int64_t fb_mono_ns(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
+bool fb_clock_synced(void)
+{
+    struct timex tx;
+    memset(&tx, 0, sizeof tx); /* modes 0: read only */
+    int st = adjtimex(&tx);
+    return st != -1 && st != TIME_ERROR && !(tx.status & STA_UNSYNC);
 }
 
 /* Civil date from days since the epoch (proleptic Gregorian); avoids gmtime_r

@@ -234,6 +234,8 @@ static void test_status(void **st)
     assert_non_null(ts);
     assert_int_equal(strlen(ts), 24);
     assert_true(json_integer_value(json_object_get(j, "uptime_s")) >= 4);
+    assert_true(json_is_boolean(json_object_get(j, "clock_synced")));
+    assert_true(json_is_true(json_object_get(j, "clock_synced")) == fb_clock_synced());
     assert_true(json_is_number(json_object_get(j, "cpu_s")));
     assert_true(json_integer_value(json_object_get(j, "rss_bytes")) > 100000);
     assert_string_equal(dev_str(j, "press-01", "state"), "online");
