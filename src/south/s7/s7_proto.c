@@ -1026,7 +1026,7 @@ int s7_cotp_parse(const uint8_t *frame, size_t n, struct s7_cotp *c)
         c->payload = frame + 5 + li;
         c->payload_len = n - 5 - li;
     } else if (c->kind == S7_COTP_DR) {
-        if (li >= 6) c->reason = frame[11];
+        if (li >= 6) c->reason = frame[10]; /* LI 80 DSTREF SRCREF REASON */
     } else if (c->kind != S7_COTP_CC) {
         return FB_EPROTO;
     }
