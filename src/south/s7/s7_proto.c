@@ -599,7 +599,11 @@ uint32_t s7_decode(const struct s7_addr *a, const uint8_t *p, struct fb_value *v
     case S7_CHAR: set_str(v, sbuf, latin1_to_utf8(p, 1, sbuf, sbuf_len)); break;
     case S7_WORD: case S7_UINT: case S7_COUNTER: case S7_TIMER: v->u = rd16(p); break;
     case S7_INT: v->i = (int16_t)rd16(p); break;
-    case S7_DWORD: case S7_UDINT: case S7_TOD: v->u = rd32(p); break;
+    case S7_DWORD: case S7_UDINT: v->u = rd32(p); break;
+    case S7_TOD:
+        v->u = rd32(p);
+        if (v->u > 86399999) return FB_Q_BAD_DECODING; /* not a time of day */
+        break;
     case S7_DINT: case S7_TIME: v->i = (int32_t)rd32(p); break;
     case S7_REAL: {
         uint32_t u = rd32(p);
