@@ -32,6 +32,8 @@
  * of the process starts a new tail, so a segment that existed at open is
  * never written again.
  *
+ * Ids are below 2^62 (larger ones are treated as corrupt).
+ *
  * Ack file (24 bytes): "FBAK", u32 version 1, u64 H, u32 CRC-32C of bytes
  * 0..15, u32 0.  Every record with id <= H was acknowledged.  It is rewritten
  * (tmp file + rename) at most every ack_interval_ns, without fsync: losing it
@@ -97,6 +99,7 @@
 #define WBUF_MAX (1u << 20)
 #define RBUF_MIN (256u << 10)
 #define FILE_MAX ((uint64_t)1 << 31) /* bigger "segments" are not ours */
+#define ID_MAX ((uint64_t)1 << 62)     /* ids beyond are corrupt (2^62 records never happen) */
 
 /* ------------------------------------------------------------------ CRC-32C */
 static uint32_t crc_tab[8][256];
@@ -252,7 +255,7 @@ static bool rec_valid(const uint8_t *b, uint64_t avail, uint64_t min_id, uint32_
     uint32_t len = get32(b + 4);
     if (len > FILE_MAX || (uint64_t)len + REC_HDR > avail) return false;
     uint64_t id = get64(b + 8);
-    if (id <= min_id) return false;
+    if (id <= min_id || id >= ID_MAX) return false;
     uint32_t crc = fb_crc32c(fb_crc32c(0, b, 28), b + REC_HDR, len);
     if (crc != get32(b + 28)) return false;
     *plen = len;
@@ -733,7 +736,7 @@ static int recover(struct fb_store *s)
 {
     uint64_t floor = 0;
     int r = small_file_read(s->dirfd, "ack", ACK_MAGIC, &floor);
-    if (r < 0) {
+    if (r < 0 || floor >= ID_MAX) {
         fb_warn(sname(s), NULL, "store %s: ack file unreadable; delivering everything stored again", s->dir);
         floor = 0;
     }
