@@ -13,6 +13,7 @@
 #include "../core/log.h"
 #include "../core/router.h"
 #include "../south/revpi/revpi.h"
+#include "../south/s7/s7.h"
 #include "cli.h"
 
 struct oneshot {
@@ -120,7 +121,7 @@ static int oneshot_init(struct oneshot *s, const char *cmd, const struct opts *o
     }
     const struct fb_driver *drv = fb_driver_for_scheme(s->dev.url.scheme);
     if (!drv) {
-        fprintf(stderr, "fieldbridge %s: unknown URL scheme '%s' (modbus-tcp, modbus-rtu, revpi, sim)\n", cmd,
+        fprintf(stderr, "fieldbridge %s: unknown URL scheme '%s' (modbus-tcp, modbus-rtu, s7, revpi, sim)\n", cmd,
                 s->dev.url.scheme ? s->dev.url.scheme : "");
         return 2;
     }
@@ -420,10 +421,16 @@ int fb_cli_browse(int argc, char **argv)
         if (rc < 0) fprintf(stderr, "fieldbridge browse: %s\n", err.msg[0] ? err.msg : fb_strerror(rc));
         return rc == 0 ? 0 : rc == FB_EINVAL ? 2 : 1;
     }
-    fprintf(stderr,
-            "fieldbridge browse: the %s driver has nothing to browse: %s devices do not describe "
-            "their registers; list them in the config (docs/modbus.md)\n",
-            drv ? drv->name : (u.scheme ? u.scheme : "?"), u.scheme ? u.scheme : "?");
+    if (!drv)
+        fprintf(stderr, "fieldbridge browse: unknown URL scheme '%s'\n", u.scheme ? u.scheme : "");
+    else if (drv == &fb_driver_s7)
+        fprintf(stderr, "fieldbridge browse: S7comm offers no symbol table: address tags absolutely "
+                        "(DB10.DBD0:real, MW10, I0.1; docs/s7.md)\n");
+    else
+        fprintf(stderr,
+                "fieldbridge browse: the %s driver has nothing to browse: its devices do not describe "
+                "their registers; list them in the config (docs/%s.md)\n",
+                drv->name, drv->name);
     fb_url_free(&u);
     return 2;
 }

@@ -4,11 +4,15 @@
 
 #include "fb.h"
 #include "south/revpi/revpi.h"
+#include "south/s7/s7.h"
+#include "south/s7/s7.h"
 
 static const struct fb_driver *const drivers[] = {
     &fb_driver_modbus,
     &fb_driver_sim,
     &fb_driver_revpi,
+    &fb_driver_s7,
+    &fb_driver_s7,
 };
 
 const struct fb_driver *fb_driver_for_scheme(const char *scheme)
