@@ -16,6 +16,13 @@ PKGS=(
     python3 python3-pytest python3-paho-mqtt python3-pymodbus python3-serial python3-serial-asyncio
 )
 
+# Node.js runs the npm test peers (node-snap7 compiles snap7 against Node's
+# headers).  A machine that already has Node (e.g. from NodeSource) keeps it;
+# a fresh Debian 12 gets Debian's nodejs, npm and the headers in libnode-dev.
+if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+    PKGS+=(nodejs npm libnode-dev)
+fi
+
 missing=()
 for p in "${PKGS[@]}"; do
     if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed'; then

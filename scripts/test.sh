@@ -46,6 +46,8 @@ if [ "${FB_TEST_SKIP_DEPS:-0}" != 1 ]; then
     step "deps" ./scripts/deps.sh || { echo "test: cannot continue without dependencies" >&2; exit 1; }
 fi
 
+step "npm test peers" ./scripts/peers.sh
+
 step "build (normal)" ./scripts/build.sh normal
 build_ok=$?
 asan_ok=1
