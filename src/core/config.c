@@ -334,7 +334,7 @@ static const char *suggest(const char *s, const char *const *names)
 }
 
 static const char *const k_top[] = {"gateway", "log", "metrics", "status_interval", "commands",
-                                    "mqtt", "devices", NULL};
+                                    "buffer", "mqtt", "devices", NULL};
 
 /* Unknown keys are errors, with a suggestion when one is close. */
 static void map_check(struct ctx *c, const struct map *m, const char *const *allowed, const char *what)
@@ -515,7 +515,8 @@ static const char *const k_metrics[] = {"listen", NULL};
 static const char *const k_commands[] = {"max_age", "allow_qos0", "timeout", NULL};
 static const char *const k_mqtt[] = {"url", "version", "client_id", "username", "password",
                                      "password_file", "tls", "keepalive", "topic", "qos",
-                                     "reconnect", "max_inflight", "queue", NULL};
+                                     "reconnect", "max_inflight", "queue", "buffer", NULL};
+static const char *const k_buffer[] = {"path", "max_size", "max_age", "sync", "full", "drain_rate", NULL};
 static const char *const k_tls[] = {"ca", "ca_path", "cert", "key", "verify_hostname", NULL};
 static const char *const k_qos[] = {"telemetry", "status", "command", NULL};
 static const char *const k_reconnect[] = {"min", "max", NULL};
@@ -525,6 +526,98 @@ static const char *const k_tag[] = {"for", "name", "addr", "type", "order", "cou
                                     "access", "poll", "scale", "range", "max_rate", "stuck",
                                     "deadband", "heartbeat", "window", NULL};
 static const char *const k_scale[] = {"raw", "eng", "factor", "offset", NULL};
+
+/* `buffer:` (store-and-forward, docs/store-and-forward.md).  `base` holds
+ * the global settings a sink's own `buffer:` overrides key by key. */
+static struct fb_buffer_cfg *load_buffer(struct ctx *c, yaml_node_t *bn, const char *what,
+                                         const struct fb_buffer_cfg *base)
+{
+    struct map m = {0};
+    if (!map_load(c, bn, what, &m)) return NULL;
+    map_check(c, &m, k_buffer, what);
+    struct fb_buffer_cfg *b = calloc(1, sizeof *b);
+    if (!b) {
+        map_free(&m);
+        return NULL;
+    }
+    if (base) {
+        *b = *base;
+        b->path = base->path ? strdup(base->path) : NULL;
+    } else {
+        b->max_bytes = 256ULL << 20;
+        b->sync = 0; /* FB_SYNC_BATCH */
+        b->full_policy = 0; /* FB_FULL_DROP_OLDEST */
+        b->drain_rate = 0;
+    }
+    char key[64];
+    yaml_node_t *n;
+    if ((n = map_get(&m, "path"))) {
+        snprintf(key, sizeof key, "%s.path", what);
+        char *v = str_of(c, NULL, n, key);
+        if (v) {
+            free(b->path);
+            b->path = path_rel(c, v);
+            free(v);
+        }
+    }
+    if ((n = map_get(&m, "max_size"))) {
+        snprintf(key, sizeof key, "%s.max_size", what);
+        char *v = str_of(c, NULL, n, key);
+        uint64_t sz;
+        if (v && (fb_parse_size(v, &sz) < 0 || sz < 65536))
+            err_at(c, mk(n), "%s: expected a size of at least 64KiB such as 512MiB, got '%s'", key, v);
+        else if (v)
+            b->max_bytes = sz;
+        free(v);
+    }
+    if ((n = map_get(&m, "max_age"))) {
+        snprintf(key, sizeof key, "%s.max_age", what);
+        dur_of(c, NULL, n, key, false, &b->max_age_ns);
+    }
+    if ((n = map_get(&m, "sync"))) {
+        snprintf(key, sizeof key, "%s.sync", what);
+        char *v = str_of(c, NULL, n, key);
+        int64_t d;
+        if (!v) {
+        } else if (!strcmp(v, "batch")) {
+            b->sync = 0;
+        } else if (!strcmp(v, "os")) {
+            b->sync = 2;
+        } else if (fb_parse_duration(v, &d) == 0 && d > 0) {
+            b->sync = 1;
+            b->sync_interval_ns = d;
+        } else {
+            err_at(c, mk(n), "%s: expected batch, os or an interval such as 100ms, got '%s'", key, v);
+        }
+        free(v);
+    }
+    if ((n = map_get(&m, "full"))) {
+        snprintf(key, sizeof key, "%s.full", what);
+        char *v = str_of(c, NULL, n, key);
+        if (v && !strcmp(v, "drop_oldest"))
+            b->full_policy = 0;
+        else if (v && !strcmp(v, "block"))
+            b->full_policy = 1;
+        else if (v)
+            err_at(c, mk(n), "%s: expected drop_oldest or block, got '%s'", key, v);
+        free(v);
+    }
+    if ((n = map_get(&m, "drain_rate"))) {
+        long long r;
+        snprintf(key, sizeof key, "%s.drain_rate", what);
+        if (int_of(c, NULL, n, key, 0, 10000000, &r)) b->drain_rate = (uint32_t)r;
+    }
+    if (!b->path) err_at(c, mk(bn), "%s.path is required (a directory for the on-disk queue)", what);
+    map_free(&m);
+    return b;
+}
+
+void fb_buffer_cfg_free(struct fb_buffer_cfg *b)
+{
+    if (!b) return;
+    free(b->path);
+    free(b);
+}
 
 static void load_gateway(struct ctx *c, const struct map *top)
 {
@@ -619,6 +712,7 @@ static void load_gateway(struct ctx *c, const struct map *top)
         if ((n = map_get(&m, "timeout"))) dur_of(c, NULL, n, "commands.timeout", true, &gw->cmd_timeout_ns);
         map_free(&m);
     }
+    if ((g = map_get(top, "buffer"))) gw->buffer = load_buffer(c, g, "buffer", NULL);
 }
 
 /* ------------------------------------------------------------ mqtt */
@@ -705,6 +799,17 @@ static void load_mqtt(struct ctx *c, yaml_node_t *mn)
     s->gw = gw;
     pthread_mutex_init(&s->mu, NULL);
     cond_init_mono(&s->cv);
+
+    yaml_node_t *bn = map_get(&m, "buffer");
+    if (bn)
+        s->buffer = load_buffer(c, bn, "mqtt.buffer", gw->buffer);
+    else if (gw->buffer) {
+        s->buffer = calloc(1, sizeof *s->buffer);
+        if (s->buffer) {
+            *s->buffer = *gw->buffer;
+            s->buffer->path = gw->buffer->path ? strdup(gw->buffer->path) : NULL;
+        }
+    }
 
     q->version = 5;
     q->tls_verify_hostname = true;
@@ -1794,6 +1899,7 @@ void fb_gateway_free(struct fb_gateway *gw)
     for (uint32_t s = 0; s < gw->nsinks; s++) {
         struct fb_sink_inst *si = &gw->sinks[s];
         if (si->sink == &fb_sink_mqtt) fb_mqtt_cfg_free(si->cfg);
+        fb_buffer_cfg_free(si->buffer);
         free(si->name);
         pthread_mutex_destroy(&si->mu);
         pthread_cond_destroy(&si->cv);
@@ -1806,6 +1912,7 @@ void fb_gateway_free(struct fb_gateway *gw)
     free(gw->site);
     free(gw->cfg_path);
     free(gw->metrics_listen);
+    fb_buffer_cfg_free(gw->buffer);
     free(gw);
 }
 
@@ -1874,6 +1981,17 @@ void fb_config_summary(const struct fb_gateway *gw, FILE *f)
                     q->qos_status, q->qos_command, q->topic);
         } else {
             fprintf(f, "  sink %s\n", si->name ? si->name : "?");
+        }
+        if (si->buffer) {
+            const struct fb_buffer_cfg *b = si->buffer;
+            static const char *const sy[] = {"batch", "interval", "os"};
+            fmt_dur(d1, sizeof d1, b->max_age_ns);
+            fprintf(f, "    buffer %s/%s  max %.1f MiB  max age %s  sync %s  when full %s  drain %u msg/s%s\n",
+                    b->path, si->name, b->max_bytes / 1048576.0, b->max_age_ns ? d1 : "unlimited",
+                    sy[b->sync % 3], b->full_policy ? "block" : "drop oldest", b->drain_rate,
+                    b->drain_rate ? "" : " (unlimited)");
+        } else {
+            fprintf(f, "    no buffer: messages that cannot be delivered are dropped and counted\n");
         }
     }
 }

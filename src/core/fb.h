@@ -369,6 +369,17 @@ struct fb_sink_metrics {
     _Atomic int connected;
 };
 
+/* Store-and-forward settings (`buffer:` globally, overridable per sink). */
+struct fb_buffer_cfg {
+    char *path;               /* directory; each sink uses path/<sink name> */
+    uint64_t max_bytes;       /* disk bound (default 256 MiB) */
+    int64_t max_age_ns;       /* drop records older than this (0 = keep) */
+    int sync;                 /* enum fb_store_sync: batch (default), interval, os */
+    int64_t sync_interval_ns; /* for interval */
+    int full_policy;          /* enum fb_store_full: drop_oldest (default), block */
+    uint32_t drain_rate;      /* max messages/s towards the sink (0 = unlimited) */
+};
+
 struct fb_sink_inst;
 struct fb_sink {
     const char *name; /* "mqtt" */
@@ -376,6 +387,9 @@ struct fb_sink {
     /* Accept a batch (data or device state).  The batch is borrowed until
      * send returns.  Delivery is reported later with fb_sink_done(). */
     int (*send)(struct fb_sink_inst *s, const struct fb_batch *b, uint64_t batch_id);
+    /* Can it take a message now (connected, room in flight)?  With a store the
+     * runtime only hands over buffered records while this says yes. */
+    bool (*ready)(struct fb_sink_inst *s);
     /* Called on the sink thread about every 100 ms and when idle: housekeeping. */
     void (*tick)(struct fb_sink_inst *s);
     /* Publish an offline status and flush what can be flushed, then disconnect. */
@@ -397,6 +411,10 @@ struct fb_sink_inst {
     uint32_t q_len, q_cap;
     pthread_t thr;
     bool started;
+    /* store-and-forward (src/store), NULL when no buffer is configured */
+    struct fb_buffer_cfg *buffer; /* owned; a copy of the global one with overrides */
+    void *store;                  /* struct fb_store * */
+    atomic_bool rewind;           /* a delivery failed: re-deliver the in-flight records */
 };
 /* Delivery report from a sink (any thread). */
 void fb_sink_done(struct fb_sink_inst *s, uint64_t batch_id, enum fb_delivery d);
@@ -419,6 +437,7 @@ struct fb_gateway {
     int64_t cmd_max_age_ns; /* refuse commands whose "ts" is older (0 = off) */
     bool cmd_allow_qos0;
     int64_t cmd_timeout_ns; /* how long a command may wait for its device */
+    struct fb_buffer_cfg *buffer; /* global buffer settings, NULL = none */
     /* metrics endpoint ("127.0.0.1:9100"), NULL = off */
     char *metrics_listen;
     int64_t status_interval_ns;

@@ -23,9 +23,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 
 #include "../proc/proc.h"
+#include "../store/store.h"
+#include "batch_codec.h"
 #include "buf.h"
 #include "log.h"
 #include "router.h"
@@ -45,6 +48,8 @@ struct fb_bus {
     bool http;
     bool router;
     atomic_bool sinks_stop;
+    bool seq_persisted; /* seq comes from a counter file that survives kill -9 */
+    struct fb_store_seq seq;
     pthread_mutex_t stop_mu;
     pthread_cond_t stop_cv;
 };
@@ -105,15 +110,9 @@ static struct fb_batch *bus_pop(struct fb_bus *bus)
 }
 
 /* ------------------------------------------------------------------ sinks */
-void fb_sink_done(struct fb_sink_inst *s, uint64_t batch_id, enum fb_delivery d)
-{
-    (void)batch_id;
-    switch (d) {
-    case FB_SENT: atomic_fetch_add(&s->m.sent, 1); break;
-    case FB_RETRY: atomic_fetch_add(&s->m.retries, 1); break;
-    case FB_DROP: atomic_fetch_add(&s->m.dropped, 1); break;
-    }
-}
+/* Ids of batches sent past the store (device state) carry this bit, so their
+ * delivery reports never touch the store's records. */
+#define DIRECT_ID (1ULL << 63)
 
 /* Batches can be in several sink queues at once, so queues hold small nodes. */
 struct qnode {
@@ -121,13 +120,45 @@ struct qnode {
     struct fb_batch *b;
 };
 
-struct sink_q {
+/* The runtime's private state of one sink (kept in s->q_head). */
+struct sink_rt {
     struct qnode *head, *tail, *free;
+    /* store-and-forward */
+    struct fb_buf enc;          /* record being appended */
+    struct fb_batch *scratch;   /* record being delivered */
+    uint32_t fp;                /* this config's model fingerprint */
+    struct fb_model_map *map;   /* for records of another config */
+    uint32_t map_fp;
+    char dir[1024];
+    double tokens;              /* drain-rate bucket */
+    int64_t tokens_ns;
+    struct fb_ratelimit rl_drop, rl_full;
+    uint64_t undecodable;
 };
+
+void fb_sink_done(struct fb_sink_inst *s, uint64_t batch_id, enum fb_delivery d)
+{
+    switch (d) {
+    case FB_SENT: atomic_fetch_add(&s->m.sent, 1); break;
+    case FB_RETRY: atomic_fetch_add(&s->m.retries, 1); break;
+    case FB_DROP: atomic_fetch_add(&s->m.dropped, 1); break;
+    }
+    if (!s->store || (batch_id & DIRECT_ID)) return;
+    if (d == FB_RETRY) {
+        atomic_store(&s->rewind, true);
+    } else {
+        /* delivered, or refused for good (counted above): either way it leaves the queue */
+        fb_store_ack(s->store, batch_id);
+    }
+    /* room in flight again: wake the sink thread */
+    pthread_mutex_lock(&s->mu);
+    pthread_cond_signal(&s->cv);
+    pthread_mutex_unlock(&s->mu);
+}
 
 static void sink_push(struct fb_sink_inst *s, struct fb_batch *b)
 {
-    struct sink_q *q = (struct sink_q *)s->q_head; /* q_head holds our queue state */
+    struct sink_rt *q = (struct sink_rt *)s->q_head;
     fb_batch_ref(b);
     pthread_mutex_lock(&s->mu);
     struct qnode *n = q->free;
@@ -154,17 +185,110 @@ static void sink_push(struct fb_sink_inst *s, struct fb_batch *b)
     pthread_mutex_unlock(&s->mu);
 }
 
+/* Put one processed batch into the store.  With the block policy a full
+ * store holds the sink thread here, the sink queue and then the group pools
+ * fill, and the connection threads slow their polling: back-pressure. */
+static void store_append(struct fb_sink_inst *s, struct sink_rt *q, const struct fb_batch *b)
+{
+    fb_buf_clear(&q->enc);
+    fb_batch_encode(&q->enc, b, q->fp);
+    uint64_t id;
+    for (;;) {
+        int rc = fb_store_append(s->store, q->enc.p, (uint32_t)q->enc.len, b->ts, &id);
+        if (rc == 0) return;
+        if (rc == FB_EAGAIN && !atomic_load(&s->gw->bus->sinks_stop)) {
+            if (fb_ratelimit_ok(&q->rl_full, fb_mono_ns()))
+                fb_warn(NULL, NULL, "%s: buffer full, holding the producers back (policy block)", s->name);
+            struct timespec ts = {0, 10000000L};
+            nanosleep(&ts, NULL);
+            continue;
+        }
+        atomic_fetch_add(&s->m.dropped, 1);
+        if (fb_ratelimit_ok(&q->rl_drop, fb_mono_ns()))
+            fb_warn(NULL, NULL, "%s: cannot buffer a batch of %u values (%s); dropped", s->name, b->n,
+                    fb_strerror(rc));
+        return;
+    }
+}
+
+/* Records of another config are translated by name (model-<fp> files).
+ * Returns 0 with *map NULL for this config's records, 0 with a map for
+ * another config's, FB_ENOENT when that config's names are unknown. */
+static int store_map(struct fb_sink_inst *s, struct sink_rt *q, const void *p, uint32_t len,
+                     const struct fb_model_map **map)
+{
+    *map = NULL;
+    if (len < 8) return FB_EPROTO;
+    const uint8_t *b = p;
+    uint32_t fp = (uint32_t)b[4] | (uint32_t)b[5] << 8 | (uint32_t)b[6] << 16 | (uint32_t)b[7] << 24;
+    if (fp == q->fp) return 0;
+    if (!q->map || q->map_fp != fp) {
+        fb_model_map_free(q->map);
+        q->map = fb_model_map_load(s->gw, q->dir, fp);
+        q->map_fp = fp;
+    }
+    *map = q->map;
+    return q->map ? 0 : FB_ENOENT;
+}
+
+/* Hand buffered records to the sink while it can take them and the drain
+ * rate allows.  Returns the time to wait before trying again (ns), or -1 to
+ * wait for a wake-up (new data, a delivery report) or the next tick. */
+static int64_t store_deliver(struct fb_sink_inst *s, struct sink_rt *q)
+{
+    if (atomic_exchange(&s->rewind, false)) fb_store_rewind(s->store);
+    uint32_t rate = s->buffer->drain_rate;
+    for (;;) {
+        if (s->sink->ready && !s->sink->ready(s)) return -1;
+        if (rate) {
+            int64_t now = fb_mono_ns();
+            q->tokens += (double)(now - q->tokens_ns) * rate / 1e9;
+            q->tokens_ns = now;
+            double cap = rate < 10 ? 1.0 : rate / 10.0; /* at most a tenth of a second in a burst */
+            if (q->tokens > cap) q->tokens = cap;
+            if (q->tokens < 1.0) return (int64_t)((1.0 - q->tokens) * 1e9 / rate) + 1000;
+        }
+        uint64_t id;
+        const void *p;
+        uint32_t len;
+        int64_t ts;
+        int rc = fb_store_next(s->store, &id, &p, &len, &ts);
+        if (rc != 0) return -1; /* nothing pending, or the in-flight window is full */
+        if (rate) q->tokens -= 1.0;
+        const struct fb_model_map *map;
+        rc = store_map(s, q, p, len, &map);
+        if (rc == 0) rc = fb_batch_decode(p, len, s->gw, map, &q->scratch, NULL);
+        if (rc < 0) {
+            /* written by another config whose names are lost, or damaged past
+             * its CRC: it can never be delivered, so it leaves the queue counted */
+            q->undecodable++;
+            atomic_fetch_add(&s->m.dropped, 1);
+            if (fb_ratelimit_ok(&q->rl_drop, fb_mono_ns()))
+                fb_warn(NULL, NULL, "%s: buffered record %llu cannot be decoded (%s); dropped", s->name,
+                        (unsigned long long)id, fb_strerror(rc));
+            fb_store_ack(s->store, id);
+            continue;
+        }
+        if (s->sink->send(s, q->scratch, id) < 0) atomic_fetch_add(&s->m.errors, 1);
+    }
+}
+
 static void *sink_thread(void *arg)
 {
     struct fb_sink_inst *s = arg;
     struct fb_gateway *gw = s->gw;
-    struct sink_q *q = (struct sink_q *)s->q_head;
+    struct sink_rt *q = (struct sink_rt *)s->q_head;
+    uint32_t unflushed = 0;
+    int64_t wait_ns = -1;
+    int64_t stop_deadline = 0;
     for (;;) {
         pthread_mutex_lock(&s->mu);
-        while (!q->head && !atomic_load(&gw->bus->sinks_stop)) {
+        bool stopping = atomic_load(&gw->bus->sinks_stop);
+        if (!q->head && !stopping) {
             struct timespec ts;
-            abs_deadline(&ts, fb_mono_ns() + 100000000LL);
-            if (pthread_cond_timedwait(&s->cv, &s->mu, &ts) == ETIMEDOUT) break;
+            int64_t w = wait_ns >= 0 && wait_ns < 100000000LL ? wait_ns : 100000000LL;
+            abs_deadline(&ts, fb_mono_ns() + w);
+            pthread_cond_timedwait(&s->cv, &s->mu, &ts);
         }
         struct qnode *n = q->head;
         if (n) {
@@ -172,28 +296,132 @@ static void *sink_thread(void *arg)
             if (!q->head) q->tail = NULL;
             s->q_len--;
         }
-        bool last = !n && atomic_load(&gw->bus->sinks_stop);
+        bool queue_empty = !q->head;
+        stopping = atomic_load(&gw->bus->sinks_stop);
         pthread_mutex_unlock(&s->mu);
         if (n) {
             struct fb_batch *b = n->b;
-            if (s->sink->send(s, b, b->seq) < 0) atomic_fetch_add(&s->m.errors, 1);
+            if (s->store && b->kind == FB_BATCH_DATA) {
+                store_append(s, q, b);
+                unflushed++;
+            } else if (s->sink->send(s, b, s->store ? b->seq | DIRECT_ID : b->seq) < 0) {
+                atomic_fetch_add(&s->m.errors, 1);
+            }
             fb_batch_unref(b);
             pthread_mutex_lock(&s->mu);
             n->next = q->free;
             q->free = n;
             pthread_mutex_unlock(&s->mu);
         }
+        if (s->store) {
+            /* group commit: one sync for everything that arrived together */
+            if (unflushed && (queue_empty || unflushed >= 256)) {
+                fb_store_flush(s->store);
+                unflushed = 0;
+            }
+            wait_ns = store_deliver(s, q);
+        }
         if (s->sink->tick) s->sink->tick(s);
-        /* sinks_stop is set once the pipeline has finished: the queue only shrinks now */
-        if (last) break;
+        if (stopping && queue_empty && !n) {
+            /* the pipeline has finished: deliver what the sink still takes, for a bounded time */
+            if (!s->store) break;
+            if (!stop_deadline) stop_deadline = fb_mono_ns() + 2000000000LL;
+            struct fb_store_stats st;
+            fb_store_stats(s->store, &st);
+            if (st.records == 0 || fb_mono_ns() >= stop_deadline || (s->sink->ready && !s->sink->ready(s)))
+                break;
+            if (wait_ns < 0) wait_ns = 10000000LL;
+            struct timespec ts = {0, (long)(wait_ns < 100000000LL ? wait_ns : 100000000LL)};
+            nanosleep(&ts, NULL);
+        }
     }
     return NULL;
+}
+
+/* Open the sink's store (if it has a buffer) and the persisted sequence. */
+static int sink_store_open(struct fb_gateway *gw, struct fb_sink_inst *s, struct fb_err *err)
+{
+    struct sink_rt *q = (struct sink_rt *)s->q_head;
+    q->rl_drop.interval_ns = 10000000000LL;
+    q->rl_full.interval_ns = 10000000000LL;
+    fb_buf_init(&q->enc);
+    if (!s->buffer) return 0;
+    if (mkdir(s->buffer->path, 0750) < 0 && errno != EEXIST)
+        fb_warn(NULL, NULL, "%s: cannot create buffer directory %s: %s", s->name, s->buffer->path, strerror(errno));
+    snprintf(q->dir, sizeof q->dir, "%s/%s", s->buffer->path, s->name);
+    struct fb_store_cfg c = {
+        .dir = q->dir,
+        .max_bytes = s->buffer->max_bytes,
+        .max_age_ns = s->buffer->max_age_ns,
+        .sync = s->buffer->sync,
+        .sync_interval_ns = s->buffer->sync_interval_ns,
+        .full_policy = s->buffer->full_policy,
+        .name = s->name,
+    };
+    struct fb_err e = {0};
+    s->store = fb_store_open(&c, &e);
+    if (!s->store) return fb_err_set(err, e.code ? e.code : FB_ENOMEM, "%s: buffer: %s", s->name, e.msg);
+    if (e.code)
+        fb_error(NULL, NULL, "%s: buffer %s unusable (%s): running on memory only, not crash-safe", s->name,
+                 q->dir, e.msg);
+    q->fp = fb_model_fingerprint(gw);
+    if (fb_model_save(gw, q->dir, q->fp) < 0)
+        fb_warn(NULL, NULL, "%s: cannot save the tag names of this config in %s", s->name, q->dir);
+    struct fb_store_stats st;
+    fb_store_stats(s->store, &st);
+    if (st.records)
+        fb_info(NULL, NULL, "%s: %llu buffered records (%.1f MiB) to deliver first", s->name,
+                (unsigned long long)st.records, st.bytes / 1048576.0);
+    q->tokens_ns = fb_mono_ns();
+    return 0;
+}
+
+static void sink_rt_free(struct fb_sink_inst *s)
+{
+    struct sink_rt *q = (struct sink_rt *)s->q_head;
+    if (!q) return;
+    if (s->store) {
+        fb_store_flush(s->store);
+        fb_store_close(s->store);
+        s->store = NULL;
+    }
+    while (q->free) {
+        struct qnode *n = q->free;
+        q->free = n->next;
+        free(n);
+    }
+    fb_buf_free(&q->enc);
+    fb_batch_free(q->scratch);
+    fb_model_map_free(q->map);
+    free(q);
+    s->q_head = NULL;
 }
 
 /* --------------------------------------------------------------- pipeline */
 static void fan_out(struct fb_gateway *gw, struct fb_batch *b)
 {
     for (uint32_t i = 0; i < gw->nsinks; i++) sink_push(&gw->sinks[i], b);
+}
+
+/* Per-gateway message sequence.  With a buffer directory it is persisted in
+ * reserved blocks (src/store), so it never goes back, even after kill -9;
+ * without one it starts from the clock in microseconds, which also keeps it
+ * increasing across restarts as long as the clock does. */
+static uint64_t next_seq(struct fb_gateway *gw)
+{
+    struct fb_bus *bus = gw->bus;
+    if (bus->seq_persisted) {
+        uint64_t v;
+        if (fb_store_seq_next(&bus->seq, &v) < 0) {
+            static struct fb_ratelimit rl = {.interval_ns = 60000000000LL};
+            if (fb_ratelimit_ok(&rl, fb_mono_ns()))
+                fb_warn(NULL, NULL, "cannot persist the sequence counter in %s: numbers may repeat after a crash",
+                        bus->seq.dir);
+        }
+        atomic_store(&gw->seq, v);
+        return v;
+    }
+    return atomic_fetch_add(&gw->seq, 1) + 1;
 }
 
 static void *pipeline_thread(void *arg)
@@ -203,7 +431,7 @@ static void *pipeline_thread(void *arg)
     struct fb_batch *in;
     while ((in = bus_pop(bus))) {
         if (in->kind == FB_BATCH_DEVSTATE) {
-            in->seq = atomic_fetch_add(&gw->seq, 1) + 1;
+            in->seq = next_seq(gw);
             fan_out(gw, in);
             fb_batch_unref(in);
             continue;
@@ -222,7 +450,7 @@ static void *pipeline_thread(void *arg)
         fb_proc_batch(bus->proc, in, out);
         fb_batch_unref(in);
         if (out->n) {
-            out->seq = atomic_fetch_add(&gw->seq, 1) + 1;
+            out->seq = next_seq(gw);
             fan_out(gw, out);
         }
         fb_batch_unref(out);
@@ -531,6 +759,19 @@ int fb_runtime_start(struct fb_gateway *gw, struct fb_err *err)
     gw->started_ns = fb_now_ns();
     atomic_store(&gw->stop, false);
 
+    const char *seq_dir = gw->buffer ? gw->buffer->path : NULL;
+    for (uint32_t i = 0; !seq_dir && i < gw->nsinks; i++)
+        if (gw->sinks[i].buffer) seq_dir = gw->sinks[i].buffer->path;
+    if (seq_dir) {
+        struct fb_err e = {0};
+        if (mkdir(seq_dir, 0750) < 0 && errno != EEXIST)
+            fb_warn(NULL, NULL, "cannot create buffer directory %s: %s", seq_dir, strerror(errno));
+        if (fb_store_seq_open(&bus->seq, seq_dir, 65536, &e) < 0)
+            fb_warn(NULL, NULL, "sequence counter in %s: %s (numbers may repeat after a crash)", seq_dir, e.msg);
+        bus->seq_persisted = true;
+    } else {
+        atomic_store(&gw->seq, (uint64_t)(fb_now_ns() / 1000));
+    }
     bus->proc = fb_proc_new(gw);
     if (!bus->proc) return fb_err_set(err, FB_ENOMEM, "cannot allocate pipeline state");
 
@@ -552,8 +793,9 @@ int fb_runtime_start(struct fb_gateway *gw, struct fb_err *err)
     for (uint32_t i = 0; i < gw->nsinks; i++) {
         struct fb_sink_inst *s = &gw->sinks[i];
         s->gw = gw; /* its mutex and (monotonic) condition variable come from the config */
-        s->q_head = calloc(1, sizeof(struct sink_q));
+        s->q_head = calloc(1, sizeof(struct sink_rt));
         if (!s->q_head) return fb_err_set(err, FB_ENOMEM, "out of memory");
+        if (sink_store_open(gw, s, err) < 0) return err ? err->code : FB_EIO;
         if (s->sink->open(s, err) < 0) return err ? err->code : FB_EIO;
         if (pthread_create(&s->thr, NULL, sink_thread, s) != 0)
             return fb_err_set(err, FB_ENOMEM, "cannot start sink thread");
@@ -629,14 +871,7 @@ void fb_runtime_wait(struct fb_gateway *gw)
         pthread_mutex_unlock(&s->mu);
         pthread_join(s->thr, NULL);
         s->sink->close(s);
-        struct sink_q *q = (struct sink_q *)s->q_head;
-        while (q->free) {
-            struct qnode *n = q->free;
-            q->free = n->next;
-            free(n);
-        }
-        free(q);
-        s->q_head = NULL;
+        sink_rt_free(s);
     }
     if (bus->router) fb_router_stop(gw);
     if (bus->http) fb_http_stop();

@@ -745,6 +745,17 @@ static int mq_send(struct fb_sink_inst *s, const struct fb_batch *b, uint64_t ba
     return publish_tracked(ctx, batch_id, d->t_tele, ctx->cfg->qos_telemetry, false);
 }
 
+/* The runtime hands over buffered records only while this holds. */
+static bool mq_ready(struct fb_sink_inst *s)
+{
+    struct mq_ctx *ctx = s->ctx;
+    if (!ctx || !atomic_load(&ctx->connected)) return false;
+    pthread_mutex_lock(&ctx->mu);
+    bool room = ctx->inflight < ctx->max_inflight;
+    pthread_mutex_unlock(&ctx->mu);
+    return room;
+}
+
 static void mq_tick(struct fb_sink_inst *s)
 {
     struct mq_ctx *ctx = s->ctx;
@@ -808,6 +819,7 @@ const struct fb_sink fb_sink_mqtt = {
     .name = "mqtt",
     .open = mq_open,
     .send = mq_send,
+    .ready = mq_ready,
     .tick = mq_tick,
     .close = mq_close,
 };

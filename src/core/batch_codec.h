@@ -1,0 +1,31 @@
+/* batch_codec.h — processed batches as bytes for the store-and-forward queue,
+ * and the config fingerprint that keeps buffered records meaningful across
+ * config changes (see batch_codec.c). */
+#ifndef FB_BATCH_CODEC_H
+#define FB_BATCH_CODEC_H
+#include <stddef.h>
+#include <stdint.h>
+#include "buf.h"
+#include "fb.h"
+
+/* Old ids → current ids (UINT32_MAX: no longer configured). */
+struct fb_model_map {
+    uint32_t *dev, ndevs;
+    uint32_t *tag, ntags;
+};
+
+void fb_batch_encode(struct fb_buf *out, const struct fb_batch *b, uint32_t fingerprint);
+/* Decode into *bp (grown or allocated as needed; the caller frees it).  With
+ * map, ids are translated (samples of vanished tags dropped; FB_ENOENT when the
+ * device is gone).  Ids are checked against gw.  *fingerprint receives the record's model fingerprint.
+ * FB_EPROTO for anything malformed. */
+int fb_batch_decode(const void *p, size_t len, const struct fb_gateway *gw, const struct fb_model_map *map,
+                    struct fb_batch **bp, uint32_t *fingerprint);
+
+uint32_t fb_model_fingerprint(const struct fb_gateway *gw);
+/* Write dir/model-<fp> (device and tag names by id) once. */
+int fb_model_save(const struct fb_gateway *gw, const char *dir, uint32_t fp);
+/* Read dir/model-<fp> and map it onto gw; NULL when there is no such file. */
+struct fb_model_map *fb_model_map_load(const struct fb_gateway *gw, const char *dir, uint32_t fp);
+void fb_model_map_free(struct fb_model_map *m);
+#endif
