@@ -19,10 +19,17 @@
  * object with totals and a per-second series on stdout.  --ready-file PATH is
  * created once the subscription is acknowledged (for scripts to wait on).
  *
+ * Measurement windows: each SIGUSR1 records a mark (monotonic time, values and
+ * messages so far); the output lists the marks and the rate between the first
+ * two, so a harness can count exactly over the window in which it also samples
+ * the producer's CPU.  "first_msg_unix_ns" (CLOCK_REALTIME of the first
+ * message) lets it compute start-up time to first publish.
+ *
  * usage: count_sub [--port 1883] [--topic '#'] [--qos 1] [--duration 60]
  *                  [--idle-exit S] [--ready-file PATH]
  *                  [--latency-tag NAME] [--tick-log FILE] [--mqtt-version 5|311]
  */
+#include <errno.h>
 #include <inttypes.h>
 #include <signal.h>
 #include <stdint.h>
@@ -37,6 +44,8 @@
 
 #define MAX_SECONDS 3600
 #define MAX_LAT 200000
+
+#define MAX_MARKS 16
 
 static volatile sig_atomic_t stop_flag;
 static void on_signal(int sig)
@@ -58,7 +67,17 @@ static struct {
     int64_t *lat_ns;
     size_t nlat;
     unsigned long long lat_unparsed;
+    int64_t first_real_ns;
 } st;
+
+/* written by the SIGUSR1 handler only; on_message runs in the same thread, so a
+ * mark is taken between two messages, never in the middle of one's counting
+ * in a way that matters (64-bit aligned loads on the architectures we run) */
+static struct mark {
+    double t;
+    unsigned long long values, msgs;
+} marks[MAX_MARKS];
+static volatile sig_atomic_t nmarks;
 
 static double mono_s(void)
 {
@@ -72,6 +91,17 @@ static int64_t real_ns(void)
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
+static void on_mark(int sig)
+{
+    (void)sig;
+    if (nmarks >= MAX_MARKS) return;
+    struct mark *m = &marks[nmarks];
+    m->t = mono_s();
+    m->values = st.values;
+    m->msgs = st.msgs;
+    nmarks = nmarks + 1;
 }
 
 static void on_subscribe(struct mosquitto *m, void *ud, int mid, int n, const int *granted)
@@ -90,7 +120,10 @@ static void on_message(struct mosquitto *m, void *ud, const struct mosquitto_mes
     (void)ud;
     int64_t arrival = st.lat_needle ? real_ns() : 0;
     double now = mono_s();
-    if (!st.msgs) st.t_first = now;
+    if (!st.msgs) {
+        st.t_first = now;
+        st.first_real_ns = real_ns();
+    }
     st.t_last = now;
     st.msgs++;
     st.bytes += (unsigned long long)msg->payloadlen;
@@ -250,6 +283,9 @@ int main(int argc, char **argv)
     sa.sa_handler = on_signal;
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
+    struct sigaction su = {0};
+    su.sa_handler = on_mark;
+    sigaction(SIGUSR1, &su, NULL);
 
     mosquitto_lib_init();
     char cid[64];
@@ -271,8 +307,10 @@ int main(int argc, char **argv)
     getrusage(RUSAGE_SELF, &r0);
     while (!stop_flag) {
         int rc = mosquitto_loop(mq, 100, 1);
+        if (rc == MOSQ_ERR_ERRNO && errno == EINTR) rc = MOSQ_ERR_SUCCESS; /* a SIGUSR1 mark */
         if (rc != MOSQ_ERR_SUCCESS) {
             if (stop_flag) break;
+            fprintf(stderr, "count_sub: connection lost (%s), reconnecting\n", mosquitto_strerror(rc));
             struct timespec ts = {0, 100000000L};
             nanosleep(&ts, NULL);
             mosquitto_reconnect(mq);
@@ -297,6 +335,17 @@ int main(int argc, char **argv)
            "\"span_s\":%.3f,\"values_per_s\":%.1f,\"messages_per_s\":%.1f,\"cpu_s\":%.3f",
            topic, st.msgs, st.values, st.bytes, span, span > 0 ? st.values / span : 0.0,
            span > 0 ? st.msgs / span : 0.0, cpu);
+    printf(",\"first_msg_unix_ns\":%lld", (long long)st.first_real_ns);
+    int nm = nmarks;
+    printf(",\"marks\":[");
+    for (int i = 0; i < nm; i++)
+        printf("%s{\"t\":%.6f,\"values\":%llu,\"messages\":%llu}", i ? "," : "", marks[i].t - st.t_start,
+               marks[i].values, marks[i].msgs);
+    printf("]");
+    if (nm >= 2 && marks[1].t > marks[0].t)
+        printf(",\"window\":{\"seconds\":%.3f,\"values\":%llu,\"messages\":%llu,\"values_per_s\":%.1f}",
+               marks[1].t - marks[0].t, marks[1].values - marks[0].values, marks[1].msgs - marks[0].msgs,
+               (marks[1].values - marks[0].values) / (marks[1].t - marks[0].t));
     long last = (long)(mono_s() - st.t_start);
     if (last >= MAX_SECONDS) last = MAX_SECONDS - 1;
     printf(",\"per_second\":[");

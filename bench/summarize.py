@@ -1,0 +1,206 @@
+#!/usr/bin/python3
+"""summarize.py — turn bench/run.sh's raw records into a results file and a table.
+
+Reads the JSON lines run.sh wrote (one per measured process), adds the machine
+(CPU model, cores, kernel, load before the run, Mosquitto/libmodbus versions),
+the git commit and the exact command, computes medians over repetitions, and
+writes bench/results/<scenario>-<date>.json; prints a Markdown table whose
+columns BENCHMARKS.md uses.  "Limited by" is a heuristic stated in the table
+notes: the busiest process if it used ≥ 90 % of a core, otherwise "both
+cores" when the machine was ≥ 185 % busy, otherwise the request/response
+round trip (the tool waits on the network, nobody is CPU-bound).
+"""
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+
+
+def sh(cmd):
+    try:
+        return subprocess.run(cmd, shell=True, capture_output=True, text=True, timeout=10).stdout.strip()
+    except Exception:
+        return ""
+
+
+def machine():
+    model = sh("lscpu | sed -n 's/^Model name: *//p'")
+    return {
+        "cpu": model, "cores": os.cpu_count(), "kernel": platform.release(),
+        "virtualization": sh("lscpu | sed -n 's/^Hypervisor vendor: *//p'"),
+        "mem_mb": int(sh("awk '/MemTotal/ {print int($2/1024)}' /proc/meminfo") or 0),
+        "loadavg_at_summary": open("/proc/loadavg").read().split()[:3],
+        "mosquitto": sh("dpkg-query -W -f='${Version}' mosquitto"),
+        "libmodbus": sh("dpkg-query -W -f='${Version}' libmodbus5"),
+        "libmosquitto": sh("dpkg-query -W -f='${Version}' libmosquitto1"),
+        "pymodbus": sh("dpkg-query -W -f='${Version}' python3-pymodbus"),
+        "paho": sh("dpkg-query -W -f='${Version}' python3-paho-mqtt"),
+    }
+
+
+def med(xs):
+    xs = [x for x in xs if x is not None]
+    return statistics.median(xs) if xs else None
+
+
+def limited_by(r):
+    procs = {"tool": r.get("cpu_pct", 0), "broker": r.get("broker_cpu_pct", 0),
+             "modbus server": r.get("server_cpu_pct", 0), "subscriber": r.get("sub_cpu_pct", 0)}
+    name, top = max(procs.items(), key=lambda kv: kv[1])
+    if r.get("name", "").startswith("python") and r.get("cpu_pct", 0) >= 90:
+        return "tool CPU (Python, GIL: one core)"
+    if top >= 90 and not (name == "tool" and top < 100 and r.get("machine_busy_pct", 0) >= 185):
+        return f"{name} CPU ({top:.0f}%)"
+    if r.get("machine_busy_pct", 0) >= 185:
+        return f"both cores busy ({r['machine_busy_pct']:.0f}%)"
+    return "round trips (nobody CPU-bound)"
+
+
+def fmt(x, nd=0):
+    if x is None:
+        return "–"
+    return f"{x:,.{nd}f}"
+
+
+def throughput(recs):
+    by = {}
+    for r in recs:
+        by.setdefault(r["name"], []).append(r)
+    rows = {}
+    for name, rs in by.items():
+        row = {"name": name, "reps": len(rs), "config": rs[0].get("config", "")}
+        for k in ("values_per_s", "cpu_pct", "cpu_us_per_value", "rss_kb", "broker_cpu_pct",
+                  "server_cpu_pct", "sub_cpu_pct", "machine_busy_pct"):
+            row[k] = med([r.get(k) for r in rs])
+        row["values_per_s_all"] = [r.get("values_per_s") for r in rs]
+        # the rep closest to the median decides "limited by"
+        mid = sorted(rs, key=lambda r: abs((r.get("values_per_s") or 0) - (row["values_per_s"] or 0)))[0]
+        row["limited_by"] = limited_by(mid)
+        rows[name] = row
+    e2e = (rows.get("e2e_minimal") or {}).get("values_per_s")
+    bare = (rows.get("bare_loop") or {}).get("values_per_s")
+    py = rows.get("python_pipeline") or {}
+    for row in rows.values():
+        v = row["values_per_s"]
+        row["pct_of_e2e"] = 100 * v / e2e if e2e and v else None
+        row["pct_of_protocol"] = 100 * v / bare if bare and v else None
+        if py.get("cpu_us_per_value") and row.get("cpu_us_per_value"):
+            row["cpu_per_value_vs_python"] = py["cpu_us_per_value"] / row["cpu_us_per_value"]
+    order = ["bare_loop", "bare_loop_4conn", "e2e_minimal", "python_pipeline", "fieldbridge", "fieldbridge_4dev"]
+    lines = ["| tool | values/s delivered | % of e2e limit | % of protocol limit | CPU (tool) | CPU µs/value "
+             "| CPU/value vs Python | RSS MB | broker CPU | server CPU | subscriber CPU | machine busy | limited by |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+    for n in order + sorted(set(rows) - set(order)):
+        if n not in rows:
+            continue
+        r = rows[n]
+        lines.append("| %s | %s | %s | %s | %s%% | %s | %s | %s | %s%% | %s%% | %s%% | %s%% | %s |" % (
+            n, fmt(r["values_per_s"]), fmt(r["pct_of_e2e"], 1), fmt(r["pct_of_protocol"], 1),
+            fmt(r["cpu_pct"]), fmt(r["cpu_us_per_value"], 3),
+            (fmt(r.get("cpu_per_value_vs_python"), 1) + "×") if r.get("cpu_per_value_vs_python") else "–",
+            fmt((r["rss_kb"] or 0) / 1024, 1), fmt(r["broker_cpu_pct"]), fmt(r["server_cpu_pct"]),
+            fmt(r["sub_cpu_pct"]), fmt(r["machine_busy_pct"]), r["limited_by"]))
+    lines.append("")
+    lines.append("bare_loop values/s = registers read (nothing published); the others = values counted at the "
+                 "subscriber. CPU = % of one core over the window (tool incl. all its threads).")
+    return rows, lines
+
+
+def footprint(recs):
+    lines = ["| config | RSS MB | peak RSS MB | CPU | values/s delivered | start-up → first publish |",
+             "|---|---:|---:|---:|---:|---:|"]
+    out = []
+    for r in recs:
+        if r.get("name") == "binary":
+            out.append(r)
+            continue
+        out.append(r)
+        lines.append("| %s — %s | %s | %s | %s%% | %s | %s ms |" % (
+            r["name"], r.get("config", ""), fmt(r.get("rss_kb", 0) / 1024, 1), fmt(r.get("hwm_kb", 0) / 1024, 1),
+            fmt(r.get("cpu_pct"), 2), fmt(r.get("values_per_s")), fmt(r.get("startup_to_first_msg_ms"), 1)))
+    for r in recs:
+        if r.get("name") == "binary":
+            lines.append("")
+            lines.append("binary: %s bytes (%s stripped)" % (fmt(r["binary_bytes"]), fmt(r["stripped_bytes"])))
+    return out, lines
+
+
+def latency(recs):
+    lines = ["| config | samples | p50 ms | p90 ms | p99 ms | max ms | target p99 ≤ poll + 2 ms | CPU |",
+             "|---|---:|---:|---:|---:|---:|---|---:|"]
+    for r in recs:
+        lat = (r.get("sub") or {}).get("latency") or {}
+        poll = 10 if "10ms" in r["name"] and "100ms" not in r["name"] else 100
+        p99 = lat.get("p99_ms")
+        ok = "–" if p99 is None else ("met" if p99 <= poll + 2 else "MISSED")
+        lines.append("| %s | %s | %s | %s | %s | %s | %s | %s%% |" % (
+            r.get("config", r["name"]), lat.get("samples", 0), fmt(lat.get("p50_ms"), 2), fmt(lat.get("p90_ms"), 2),
+            fmt(p99, 2), fmt(lat.get("max_ms"), 2), ok, fmt(r.get("cpu_pct"), 1)))
+    return recs, lines
+
+
+def command(recs):
+    lines = ["| config | sent | ok | refused | timeouts | write verified | p50 ms | p90 ms | p99 ms | max ms |",
+             "|---|---:|---:|---:|---:|---|---:|---:|---:|---:|"]
+    for r in recs:
+        t = r.get("tool", {})
+        lines.append("| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |" % (
+            r.get("config", ""), t.get("sent"), t.get("ok"), t.get("refused"), t.get("timeouts"),
+            {1: "yes", 0: "NO", -1: "not checked"}.get(t.get("verified"), "?"), fmt(t.get("p50_ms"), 2),
+            fmt(t.get("p90_ms"), 2), fmt(t.get("p99_ms"), 2), fmt(t.get("max_ms"), 2)))
+        if t.get("last_response"):
+            lines.append("")
+            lines.append("last refusal: `%s`" % t["last_response"])
+    return recs, lines
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--scenario", required=True)
+    ap.add_argument("--records", required=True)
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--build", default="")
+    ap.add_argument("--root", default=".")
+    ap.add_argument("--quick", default="0")
+    ap.add_argument("--cmdline", default="")
+    ap.add_argument("--reps", default="")
+    ap.add_argument("--window", default="")
+    ap.add_argument("--warmup", default="")
+    a = ap.parse_args()
+    recs = []
+    with open(a.records) as f:
+        for line in f:
+            line = line.strip()
+            if line:
+                recs.append(json.loads(line))
+    fn = {"throughput": throughput, "footprint": footprint, "latency": latency, "command": command}[a.scenario]
+    summary, lines = fn(recs)
+    doc = {
+        "scenario": a.scenario,
+        "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "command": a.cmdline.strip(),
+        "quick": a.quick == "1",
+        "reps": a.reps, "window_s": a.window, "warmup_s": a.warmup,
+        "git_commit": sh(f"git -C {a.root} rev-parse --short HEAD"),
+        "git_dirty": bool(sh(f"git -C {a.root} status --porcelain --untracked-files=no")),
+        "build": a.build,
+        "machine": machine(),
+        "summary": summary,
+        "table_markdown": "\n".join(lines),
+        "records": recs,
+    }
+    os.makedirs(os.path.dirname(os.path.abspath(a.out)), exist_ok=True)
+    with open(a.out, "w") as f:
+        json.dump(doc, f, indent=1)
+    print(f"\n## {a.scenario}  ({doc['date_utc']}, {doc['machine']['cpu']}, {doc['machine']['cores']} cores)\n")
+    print("\n".join(lines))
+    print(f"\nresults: {a.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
