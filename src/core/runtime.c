@@ -239,6 +239,8 @@ static int64_t store_deliver(struct fb_sink_inst *s, struct sink_rt *q)
     if (atomic_exchange(&s->rewind, false)) fb_store_rewind(s->store);
     uint32_t rate = s->buffer->drain_rate;
     for (;;) {
+        /* a failed delivery stops the stream: the next round starts again from it, in order */
+        if (atomic_load(&s->rewind)) return 1000000;
         if (s->sink->ready && !s->sink->ready(s)) return -1;
         if (rate) {
             int64_t now = fb_mono_ns();
