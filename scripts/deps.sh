@@ -8,7 +8,7 @@ set -euo pipefail
 PKGS=(
     # build
     build-essential cmake ninja-build pkg-config
-    libmodbus-dev libmosquitto-dev libyaml-dev libjansson-dev libmicrohttpd-dev libcmocka-dev
+    libmodbus-dev libmosquitto-dev libyaml-dev libjansson-dev libmicrohttpd-dev libcmocka-dev libssl-dev
     # fuzz harnesses (libFuzzer runtime) and memcheck
     clang libclang-rt-14-dev valgrind
     # test peers and tools
