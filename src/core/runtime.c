@@ -34,8 +34,8 @@
 #include "router.h"
 #include "runtime.h"
 
-#define FB_RAW_BATCHES_PER_GROUP 4
-#define FB_OUT_BATCHES_PER_GROUP 8
+#define FB_RAW_BATCHES_PER_GROUP 2
+#define FB_OUT_BATCHES_PER_GROUP 3
 
 struct fb_bus {
     pthread_mutex_t mu;
@@ -863,7 +863,10 @@ void fb_runtime_wait(struct fb_gateway *gw)
     pthread_cond_broadcast(&bus->cv);
     pthread_mutex_unlock(&bus->mu);
     pthread_join(bus->pipeline, NULL);
-    /* 3. sinks drain their queues and close (offline status) */
+    /* 3. sinks drain their queues and close (offline status).  The stores
+     * are freed only after every sink has closed and the HTTP endpoint has
+     * stopped: the status JSON (any sink's tick, close, GET /status) reads
+     * every sink's store. */
     atomic_store(&bus->sinks_stop, true);
     for (uint32_t i = 0; i < gw->nsinks; i++) {
         struct fb_sink_inst *s = &gw->sinks[i];
@@ -872,11 +875,14 @@ void fb_runtime_wait(struct fb_gateway *gw)
         pthread_cond_broadcast(&s->cv);
         pthread_mutex_unlock(&s->mu);
         pthread_join(s->thr, NULL);
-        s->sink->close(s);
-        sink_rt_free(s);
     }
+    for (uint32_t i = 0; i < gw->nsinks; i++)
+        if (gw->sinks[i].started) gw->sinks[i].sink->close(&gw->sinks[i]);
     if (bus->router) fb_router_stop(gw);
     if (bus->http) fb_http_stop();
+    bus->http = false;
+    for (uint32_t i = 0; i < gw->nsinks; i++)
+        if (gw->sinks[i].started) sink_rt_free(&gw->sinks[i]);
     for (uint32_t i = 0; i < gw->ndevs; i++)
         for (uint32_t k = 0; k < gw->devs[i].ngroups; k++) {
             struct fb_group *g = &gw->devs[i].groups[k];
