@@ -14,6 +14,16 @@
  * "seen to grow" memory is a small side array (one slot per device) kept
  * here, so neither the model nor the drivers carry it, and any number of
  * callers (the MQTT status publisher, GET /status) see the same answer.
+ *
+ * Store-and-forward: a sink with a buffer (s->store) adds the
+ * fieldbridge_buffer_* families (read with fb_store_stats, which takes the
+ * store's lock for a moment but never waits for the disk) and a "buffer"
+ * object in its status.  The status "drain_rate" is the acked delta divided
+ * by the time since the previous measurement; a measurement is taken at most
+ * once a second (side array like the NE107 memory), so two callers asking at
+ * nearly the same moment both get a meaningful rate instead of 0/0.  The
+ * gateway's "health" is "degraded" while any buffer runs on memory only
+ * (disk full, read-only, unwritable), else "ok".
  */
 #include <fcntl.h>
 #include <stddef.h>
@@ -23,6 +33,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "../store/store.h"
 #include "buf.h"
 #include "fb.h"
 #include "runtime.h"
@@ -182,6 +193,70 @@ static uint64_t sink_u64(const struct fb_sink_inst *s, size_t off)
     return atomic_load(p);
 }
 
+/* ---------------------------------------------------- store-and-forward */
+enum buf_field { B_RECORDS, B_BYTES, B_OLDEST_AGE, B_DROP_FULL, B_DROP_AGE, B_ACKED, B_CUT, B_DEGRADED };
+struct buf_metric {
+    const char *name, *type, *help;
+    enum buf_field f;
+};
+static const struct buf_metric buf_metrics[] = {
+    {"fieldbridge_buffer_records", "gauge", "Records in the store-and-forward buffer (pending and in flight).", B_RECORDS},
+    {"fieldbridge_buffer_bytes", "gauge", "Bytes the buffer holds on disk and in memory, record and segment overhead included.", B_BYTES},
+    {"fieldbridge_buffer_oldest_age_seconds", "gauge", "Age of the oldest buffered record (segment granularity; 0 when empty).", B_OLDEST_AGE},
+    {"fieldbridge_buffer_dropped_full_total", "counter", "Records dropped because the buffer was full (oldest first).", B_DROP_FULL},
+    {"fieldbridge_buffer_dropped_age_total", "counter", "Records dropped because they were older than max_age.", B_DROP_AGE},
+    {"fieldbridge_buffer_acked_total", "counter", "Buffered records the broker acknowledged (since start).", B_ACKED},
+    {"fieldbridge_buffer_corrupt_cut_bytes_total", "counter", "Bytes cut from the buffer as torn or corrupt.", B_CUT},
+    {"fieldbridge_buffer_degraded", "gauge", "1 while the buffer runs on memory only (disk full, read-only, unwritable).", B_DEGRADED},
+};
+
+static double oldest_age_s(const struct fb_store_stats *st, int64_t now)
+{
+    if (st->oldest_ts <= 0 || st->records == 0) return 0;
+    int64_t d = now - st->oldest_ts;
+    return d > 0 ? (double)d / 1e9 : 0;
+}
+
+/* The integer fields (every field but B_OLDEST_AGE). */
+static uint64_t buf_u64(const struct fb_store_stats *st, enum buf_field f)
+{
+    switch (f) {
+    case B_RECORDS: return st->records;
+    case B_BYTES: return st->bytes;
+    case B_DROP_FULL: return st->dropped_full;
+    case B_DROP_AGE: return st->dropped_age;
+    case B_ACKED: return st->acked;
+    case B_CUT: return st->corrupt_cut;
+    case B_DEGRADED: return st->degraded ? 1 : 0;
+    case B_OLDEST_AGE: break;
+    }
+    return 0;
+}
+
+static void render_buffers(struct fb_gateway *gw, struct fb_buf *out)
+{
+    bool any = false;
+    for (uint32_t i = 0; i < gw->nsinks; i++) any = any || gw->sinks[i].store;
+    if (!any) return;
+    int64_t now = fb_now_ns();
+    for (size_t k = 0; k < sizeof buf_metrics / sizeof buf_metrics[0]; k++) {
+        const struct buf_metric *m = &buf_metrics[k];
+        family(out, m->name, m->type, m->help);
+        for (uint32_t i = 0; i < gw->nsinks; i++) {
+            struct fb_sink_inst *s = &gw->sinks[i];
+            if (!s->store) continue;
+            struct fb_store_stats st;
+            fb_store_stats(s->store, &st);
+            fb_buf_puts(out, m->name);
+            sink_labels(out, s);
+            fb_buf_putc(out, ' ');
+            if (m->f == B_OLDEST_AGE) put_double(out, oldest_age_s(&st, now));
+            else fb_buf_printf(out, "%" PRIu64, buf_u64(&st, m->f));
+            fb_buf_putc(out, '\n');
+        }
+    }
+}
+
 static double uptime_s(const struct fb_gateway *gw)
 {
     if (gw->started_ns <= 0) return 0;
@@ -225,6 +300,7 @@ void fb_metrics_render(struct fb_gateway *gw, struct fb_buf *out)
         sink_labels(out, &gw->sinks[i]);
         fb_buf_printf(out, " %d\n", atomic_load(&gw->sinks[i].m.connected) ? 1 : 0);
     }
+    render_buffers(gw, out);
 
     double cpu;
     uint64_t rss;
@@ -288,6 +364,76 @@ static const char *ne107(const struct fb_gateway *gw, uint32_t i, int state, uin
     return grew ? "Maintenance required" : "OK";
 }
 
+/* Drain rate memory: one slot per sink, under drain_mu. */
+struct drain_seen {
+    const void *store; /* the store the slot belongs to (a new gateway resets it) */
+    uint64_t acked;    /* acked count at the last measurement */
+    int64_t when_ns;   /* monotonic time of the last measurement, 0 = none */
+    double rate;       /* messages/s between the last two measurements */
+};
+#define DRAIN_MIN_NS 1000000000LL
+static pthread_mutex_t drain_mu = PTHREAD_MUTEX_INITIALIZER;
+static struct drain_seen *drain;
+static uint32_t ndrain;
+
+/* Records acked per second since the previous measurement (at least 1 s ago). */
+static double drain_rate(uint32_t i, const void *store, uint64_t acked, int64_t now)
+{
+    double r = 0;
+    pthread_mutex_lock(&drain_mu);
+    if (i < ndrain) {
+        struct drain_seen *d = &drain[i];
+        if (d->store != store || acked < d->acked) {
+            d->store = store;
+            d->acked = acked;
+            d->when_ns = now;
+            d->rate = 0;
+        } else if (now - d->when_ns >= DRAIN_MIN_NS) {
+            d->rate = (double)(acked - d->acked) * 1e9 / (double)(now - d->when_ns);
+            d->acked = acked;
+            d->when_ns = now;
+        }
+        r = d->rate;
+    }
+    pthread_mutex_unlock(&drain_mu);
+    return r;
+}
+
+/* At least n slots (the number of sinks only changes with a new gateway). */
+static void drain_size(uint32_t n)
+{
+    pthread_mutex_lock(&drain_mu);
+    if (n > ndrain) {
+        struct drain_seen *d = realloc(drain, n * sizeof *d);
+        if (d) {
+            memset(d + ndrain, 0, (n - ndrain) * sizeof *d);
+            drain = d;
+            ndrain = n;
+        }
+    }
+    pthread_mutex_unlock(&drain_mu);
+}
+
+static void status_buffer(struct fb_buf *out, const struct fb_store_stats *st, double rate, int64_t now)
+{
+    fb_buf_puts(out, ",\"buffer\":{\"records\":");
+    fb_json_u64(out, st->records);
+    fb_buf_puts(out, ",\"bytes\":");
+    fb_json_u64(out, st->bytes);
+    fb_buf_puts(out, ",\"oldest_age_s\":");
+    fb_json_double(out, oldest_age_s(st, now));
+    fb_buf_puts(out, ",\"dropped\":");
+    fb_json_u64(out, st->dropped_full + st->dropped_age);
+    fb_buf_puts(out, ",\"drain_rate\":");
+    fb_json_double(out, rate);
+    fb_buf_puts(out, st->degraded ? ",\"degraded\":true" : ",\"degraded\":false");
+    if (st->degraded && st->last_errno) {
+        fb_buf_puts(out, ",\"error\":");
+        fb_json_cstr(out, strerror(st->last_errno));
+    }
+    fb_buf_putc(out, '}');
+}
+
 void fb_status_json(struct fb_gateway *gw, struct fb_buf *out, bool online)
 {
     char ts[40];
@@ -298,6 +444,17 @@ void fb_status_json(struct fb_gateway *gw, struct fb_buf *out, bool online)
     fb_buf_puts(out, "{\"gateway\":");
     fb_json_cstr(out, gw->id ? gw->id : "");
     fb_buf_puts(out, online ? ",\"online\":true" : ",\"online\":false");
+    /* one snapshot per buffer: health and the sink objects agree */
+    struct fb_store_stats bst[16];
+    uint32_t nbst = gw->nsinks < 16 ? gw->nsinks : 16;
+    bool degraded = false;
+    for (uint32_t i = 0; i < gw->nsinks; i++) {
+        struct fb_store_stats tmp, *st = i < nbst ? &bst[i] : &tmp;
+        if (!gw->sinks[i].store) continue;
+        fb_store_stats(gw->sinks[i].store, st);
+        degraded = degraded || st->degraded;
+    }
+    fb_buf_puts(out, degraded ? ",\"health\":\"degraded\"" : ",\"health\":\"ok\"");
     fb_fmt_time(ts, now);
     fb_buf_puts(out, ",\"ts\":");
     fb_json_cstr(out, ts);
@@ -340,6 +497,7 @@ void fb_status_json(struct fb_gateway *gw, struct fb_buf *out, bool online)
     }
     pthread_mutex_unlock(&seen_mu);
     fb_buf_puts(out, "},\"sinks\":{");
+    drain_size(gw->nsinks);
     for (uint32_t i = 0; i < gw->nsinks; i++) {
         const struct fb_sink_inst *s = &gw->sinks[i];
         if (i) fb_buf_putc(out, ',');
@@ -351,6 +509,15 @@ void fb_status_json(struct fb_gateway *gw, struct fb_buf *out, bool online)
         fb_json_u64(out, atomic_load(&s->m.queued));
         fb_buf_puts(out, ",\"dropped\":");
         fb_json_u64(out, atomic_load(&s->m.dropped));
+        if (s->store) {
+            struct fb_store_stats tmp;
+            const struct fb_store_stats *st = &tmp;
+            if (i < nbst)
+                st = &bst[i];
+            else
+                fb_store_stats(s->store, &tmp);
+            status_buffer(out, st, drain_rate(i, s->store, st->acked, fb_mono_ns()), now);
+        }
         fb_buf_putc(out, '}');
     }
     fb_buf_puts(out, "}}");

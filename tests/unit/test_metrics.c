@@ -1,8 +1,11 @@
 /* test_metrics.c — Prometheus rendering of a hand-built gateway (values,
  * HELP/TYPE structure, label escaping), /proc usage, the status JSON with
- * its NE107 derivation, listen-address parsing, and the HTTP endpoint over
+ * its NE107 derivation, the store-and-forward buffer families and status
+ * (records, bytes, age, drops, drain rate, degraded health) over a real
+ * store in a temporary directory, listen-address parsing, and the HTTP endpoint over
  * a real loopback socket with a plain socket client. */
 #include <arpa/inet.h>
+#include <errno.h>
 #include <jansson.h>
 #include <netinet/in.h>
 #include <setjmp.h>
@@ -22,6 +25,7 @@
 #include "core/fb.h"
 #include "core/runtime.h"
 #include "north/http/http.h"
+#include "store/store.h"
 
 struct model {
     struct fb_gateway gw;
@@ -90,6 +94,54 @@ static double val(const char *text, const char *series)
     return v;
 }
 
+/* Structure of a Prometheus text: every line is a comment or a sample; every
+ * sample's family has HELP then TYPE before it; no family declared twice; no
+ * raw newline inside a label (each line parses as name{...} value).
+ * Returns the number of families. */
+static int check_structure(const char *t)
+{
+    char fams[64][96];
+    int nf = 0;
+    const char *p = t;
+    while (*p) {
+        const char *eol = strchr(p, '\n');
+        assert_non_null(eol); /* the text ends with a newline */
+        size_t len = (size_t)(eol - p);
+        char line[512];
+        assert_true(len < sizeof line);
+        memcpy(line, p, len);
+        line[len] = 0;
+        if (!strncmp(line, "# HELP ", 7)) {
+            char name[96];
+            assert_int_equal(sscanf(line + 7, "%95s", name), 1);
+            for (int i = 0; i < nf; i++) assert_string_not_equal(fams[i], name);
+            assert_true(nf < 64);
+            strcpy(fams[nf++], name);
+        } else if (!strncmp(line, "# TYPE ", 7)) {
+            char name[96], type[32];
+            assert_int_equal(sscanf(line + 7, "%95s %31s", name, type), 2);
+            assert_string_equal(name, fams[nf - 1]);
+            assert_true(!strcmp(type, "counter") || !strcmp(type, "gauge") ||
+                        !strcmp(type, "summary"));
+        } else {
+            assert_true(nf > 0);
+            size_t fl = strlen(fams[nf - 1]);
+            assert_memory_equal(line, fams[nf - 1], fl);
+            const char *rest = line + fl;
+            if (!strncmp(rest, "_sum", 4)) rest += 4;
+            else if (!strncmp(rest, "_count", 6)) rest += 6;
+            assert_true(*rest == '{' || *rest == ' ');
+            const char *sp = strrchr(line, ' ');
+            char *end;
+            strtod(sp + 1, &end);
+            if (*end) fprintf(stderr, "bad sample line: %s\n", line);
+            assert_true(*end == 0);
+        }
+        p = eol + 1;
+    }
+    return nf;
+}
+
 #define DEV0 "{device=\"press-01\",driver=\"sim\"}"
 
 static void test_render(void **st)
@@ -133,49 +185,8 @@ static void test_render(void **st)
     snprintf(bi, sizeof bi, "fieldbridge_build_info{version=\"%s\"}", FB_VERSION);
     assert_true(val(t, bi) == 1);
 
-    /* structure: every line is a comment or a sample; every sample's family
-     * has HELP then TYPE before it; no family declared twice; no raw newline
-     * inside a label (each line parses as name{...} value) */
-    char fams[64][96];
-    int nf = 0;
-    const char *p = t;
-    while (*p) {
-        const char *eol = strchr(p, '\n');
-        assert_non_null(eol); /* the text ends with a newline */
-        size_t len = (size_t)(eol - p);
-        char line[512];
-        assert_true(len < sizeof line);
-        memcpy(line, p, len);
-        line[len] = 0;
-        if (!strncmp(line, "# HELP ", 7)) {
-            char name[96];
-            assert_int_equal(sscanf(line + 7, "%95s", name), 1);
-            for (int i = 0; i < nf; i++) assert_string_not_equal(fams[i], name);
-            assert_true(nf < 64);
-            strcpy(fams[nf++], name);
-        } else if (!strncmp(line, "# TYPE ", 7)) {
-            char name[96], type[32];
-            assert_int_equal(sscanf(line + 7, "%95s %31s", name, type), 2);
-            assert_string_equal(name, fams[nf - 1]);
-            assert_true(!strcmp(type, "counter") || !strcmp(type, "gauge") ||
-                        !strcmp(type, "summary"));
-        } else {
-            assert_true(nf > 0);
-            size_t fl = strlen(fams[nf - 1]);
-            assert_memory_equal(line, fams[nf - 1], fl);
-            const char *rest = line + fl;
-            if (!strncmp(rest, "_sum", 4)) rest += 4;
-            else if (!strncmp(rest, "_count", 6)) rest += 6;
-            assert_true(*rest == '{' || *rest == ' ');
-            const char *sp = strrchr(line, ' ');
-            char *end;
-            strtod(sp + 1, &end);
-            if (*end) fprintf(stderr, "bad sample line: %s\n", line);
-            assert_true(*end == 0);
-        }
-        p = eol + 1;
-    }
-    assert_true(nf >= 20);
+    assert_true(check_structure(t) >= 20);
+    assert_null(strstr(t, "fieldbridge_buffer_")); /* no buffer: no buffer families */
     fb_buf_free(&b);
 }
 
@@ -252,6 +263,8 @@ static void test_status(void **st)
     assert_int_equal(json_integer_value(json_object_get(s, "sent")), 8);
     assert_int_equal(json_integer_value(json_object_get(s, "queued")), 10);
     assert_int_equal(json_integer_value(json_object_get(s, "dropped")), 1);
+    assert_null(json_object_get(s, "buffer")); /* no buffer configured */
+    assert_string_equal(json_string_value(json_object_get(j, "health")), "ok");
     json_decref(j);
 
     /* no new errors, but still within the interval: stays Maintenance required */
@@ -273,6 +286,163 @@ static void test_status(void **st)
     assert_string_equal(dev_str(j, "press-01", "ne107"), "Maintenance required");
     assert_string_equal(dev_str(j, "we\"ird\\dev\nx", "ne107"), "Function check");
     json_decref(j);
+}
+
+/* ------------------------------------------------------------ buffers */
+static void rm_dir(const char *dir)
+{
+    char cmd[600];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    assert_int_equal(system(cmd), 0);
+}
+
+static json_t *sink_buffer(json_t *j)
+{
+    json_t *s = json_object_get(json_object_get(j, "sinks"), "mqtt");
+    assert_non_null(s);
+    return json_object_get(s, "buffer");
+}
+
+static void test_buffer(void **st)
+{
+    (void)st;
+    struct model m;
+    model_init(&m);
+    char dir[] = "/tmp/fb-test-metrics-XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    struct fb_store_cfg c = {.dir = dir, .max_bytes = 1 << 20, .name = "mqtt"};
+    struct fb_err err = {0};
+    struct fb_store *store = fb_store_open(&c, &err);
+    assert_non_null(store);
+    assert_int_equal(err.code, 0);
+    char rec[100];
+    memset(rec, 'x', sizeof rec);
+    int64_t t0 = fb_now_ns() - 3000000000LL; /* three seconds old */
+    for (int i = 0; i < 6; i++) assert_int_equal(fb_store_append(store, rec, sizeof rec, t0, NULL), 0);
+    assert_int_equal(fb_store_flush(store), 0);
+    /* two delivered */
+    for (int i = 0; i < 2; i++) {
+        uint64_t id;
+        const void *p;
+        uint32_t len;
+        int64_t ts;
+        assert_int_equal(fb_store_next(store, &id, &p, &len, &ts), 0);
+        assert_int_equal(fb_store_ack(store, id), 0);
+    }
+    struct fb_store_stats ss;
+    fb_store_stats(store, &ss);
+    assert_int_equal(ss.records, 4);
+    m.sinks[0].store = store;
+
+    struct fb_buf b;
+    fb_buf_init(&b);
+    fb_metrics_render(&m.gw, &b);
+    const char *t = fb_buf_cstr(&b);
+    assert_true(val(t, "fieldbridge_buffer_records{sink=\"mqtt\"}") == 4);
+    assert_true(val(t, "fieldbridge_buffer_bytes{sink=\"mqtt\"}") == (double)ss.bytes);
+    assert_true(ss.bytes >= 4 * (100 + 32));
+    double age = val(t, "fieldbridge_buffer_oldest_age_seconds{sink=\"mqtt\"}");
+    assert_true(age >= 2.9 && age < 60);
+    assert_true(val(t, "fieldbridge_buffer_dropped_full_total{sink=\"mqtt\"}") == 0);
+    assert_true(val(t, "fieldbridge_buffer_dropped_age_total{sink=\"mqtt\"}") == 0);
+    assert_true(val(t, "fieldbridge_buffer_acked_total{sink=\"mqtt\"}") == 2);
+    assert_true(val(t, "fieldbridge_buffer_corrupt_cut_bytes_total{sink=\"mqtt\"}") == 0);
+    assert_true(val(t, "fieldbridge_buffer_degraded{sink=\"mqtt\"}") == 0);
+    assert_true(check_structure(t) >= 28);
+    assert_non_null(strstr(t, "# TYPE fieldbridge_buffer_acked_total counter\n"));
+    assert_non_null(strstr(t, "# TYPE fieldbridge_buffer_records gauge\n"));
+
+    /* status: first measurement of the drain rate is 0 */
+    json_t *j = status(&m, true);
+    assert_string_equal(json_string_value(json_object_get(j, "health")), "ok");
+    json_t *bj = sink_buffer(j);
+    assert_non_null(bj);
+    assert_int_equal(json_integer_value(json_object_get(bj, "records")), 4);
+    assert_int_equal(json_integer_value(json_object_get(bj, "bytes")), (json_int_t)ss.bytes);
+    assert_int_equal(json_integer_value(json_object_get(bj, "dropped")), 0);
+    assert_true(json_number_value(json_object_get(bj, "oldest_age_s")) >= 2.9);
+    assert_true(json_number_value(json_object_get(bj, "drain_rate")) == 0);
+    assert_true(json_is_false(json_object_get(bj, "degraded")));
+    assert_null(json_object_get(bj, "error"));
+    json_decref(j);
+
+    /* three more acked over ~1.2 s: the rate is acked delta / time */
+    for (int i = 0; i < 3; i++) {
+        uint64_t id;
+        const void *p;
+        uint32_t len;
+        int64_t ts;
+        assert_int_equal(fb_store_next(store, &id, &p, &len, &ts), 0);
+        assert_int_equal(fb_store_ack(store, id), 0);
+    }
+    j = status(&m, true);
+    /* asked again within a second: still the previous rate, not 0/0 */
+    assert_true(json_number_value(json_object_get(sink_buffer(j), "drain_rate")) == 0);
+    json_decref(j);
+    usleep(1200000);
+    j = status(&m, true);
+    double rate = json_number_value(json_object_get(sink_buffer(j), "drain_rate"));
+    assert_true(rate > 3 / 1.6 && rate <= 3 / 1.2 + 0.01);
+    assert_int_equal(json_integer_value(json_object_get(sink_buffer(j), "records")), 1);
+    json_decref(j);
+    j = status(&m, true); /* within a second again: the same rate is kept */
+    assert_true(json_number_value(json_object_get(sink_buffer(j), "drain_rate")) == rate);
+    json_decref(j);
+
+    /* the disk fails: degraded in metrics, the status and the gateway's health */
+    fb_store_inject_fault(store, FB_STORE_FAULT_WRITE | FB_STORE_FAULT_SYNC | FB_STORE_FAULT_OPEN, ENOSPC);
+    assert_int_equal(fb_store_append(store, rec, sizeof rec, fb_now_ns(), NULL), 0);
+    assert_int_equal(fb_store_flush(store), FB_EIO);
+    fb_buf_clear(&b);
+    fb_metrics_render(&m.gw, &b);
+    t = fb_buf_cstr(&b);
+    assert_true(val(t, "fieldbridge_buffer_degraded{sink=\"mqtt\"}") == 1);
+    assert_true(val(t, "fieldbridge_buffer_records{sink=\"mqtt\"}") == 2);
+    j = status(&m, true);
+    assert_string_equal(json_string_value(json_object_get(j, "health")), "degraded");
+    assert_true(json_is_true(json_object_get(sink_buffer(j), "degraded")));
+    assert_string_equal(json_string_value(json_object_get(sink_buffer(j), "error")), strerror(ENOSPC));
+    json_decref(j);
+    /* the disk works again: the store retries (disk_retry_ns) — here it is
+     * enough that clearing the fault and closing does not crash */
+    fb_store_inject_fault(store, 0, 0);
+    m.sinks[0].store = NULL;
+    fb_store_close(store);
+    rm_dir(dir);
+
+    /* records past max_age are dropped at delivery and counted */
+    strcpy(dir, "/tmp/fb-test-metrics-XXXXXX");
+    assert_non_null(mkdtemp(dir));
+    c.max_age_ns = 1000000000LL;
+    store = fb_store_open(&c, &err);
+    assert_non_null(store);
+    for (int i = 0; i < 5; i++)
+        assert_int_equal(fb_store_append(store, rec, sizeof rec, fb_now_ns() - 10000000000LL, NULL), 0);
+    assert_int_equal(fb_store_flush(store), 0);
+    {
+        uint64_t id;
+        const void *p;
+        uint32_t len;
+        int64_t ts;
+        assert_int_equal(fb_store_next(store, &id, &p, &len, &ts), FB_ENOENT);
+    }
+    m.sinks[0].store = store;
+    fb_buf_clear(&b);
+    fb_metrics_render(&m.gw, &b);
+    t = fb_buf_cstr(&b);
+    assert_true(val(t, "fieldbridge_buffer_dropped_age_total{sink=\"mqtt\"}") == 5);
+    assert_true(val(t, "fieldbridge_buffer_records{sink=\"mqtt\"}") == 0);
+    assert_true(val(t, "fieldbridge_buffer_oldest_age_seconds{sink=\"mqtt\"}") == 0);
+    j = status(&m, true);
+    assert_string_equal(json_string_value(json_object_get(j, "health")), "ok");
+    assert_int_equal(json_integer_value(json_object_get(sink_buffer(j), "dropped")), 5);
+    /* a new store in the same slot starts a new drain measurement */
+    assert_true(json_number_value(json_object_get(sink_buffer(j), "drain_rate")) == 0);
+    json_decref(j);
+    m.sinks[0].store = NULL;
+    fb_store_close(store);
+    rm_dir(dir);
+    fb_buf_free(&b);
 }
 
 static void test_parse_listen(void **st)
@@ -388,7 +558,8 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_render),       cmocka_unit_test(test_proc_usage),
-        cmocka_unit_test(test_status),       cmocka_unit_test(test_parse_listen),
+        cmocka_unit_test(test_status),       cmocka_unit_test(test_buffer),
+        cmocka_unit_test(test_parse_listen),
         cmocka_unit_test(test_http),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
