@@ -422,6 +422,22 @@ static void on_liblog(struct mosquitto *mosq, void *obj, int level, const char *
 }
 
 /* --------------------------------------------------------- network thread */
+/* Why mosquitto_connect_async()/mosquitto_loop() failed.  libmosquitto 2.0
+ * has no text for MOSQ_ERR_KEEPALIVE ("Unknown error."), which is what a
+ * broker that accepts TCP but never answers CONNECT, or stops answering
+ * pings, produces. */
+static const char *net_err_text(const struct mq_ctx *ctx, int rc, int e, char *buf, size_t n)
+{
+    if (rc == MOSQ_ERR_ERRNO) return strerror(e);
+    if (rc == MOSQ_ERR_KEEPALIVE) {
+        snprintf(buf, n, "%s within the keepalive (%d s); retrying",
+                 ctx->got_connack ? "no answer to PINGREQ" : "no CONNACK: the broker accepted the TCP connection but did not answer CONNECT",
+                 ctx->keepalive_s);
+        return buf;
+    }
+    return mosquitto_strerror(rc);
+}
+
 static void *net_thread(void *arg)
 {
     struct mq_ctx *ctx = arg;
@@ -453,15 +469,16 @@ static void *net_thread(void *arg)
         int rc = mosquitto_loop(ctx->mosq, MQ_LOOP_TIMEOUT_MS, 1);
         if (rc != MOSQ_ERR_SUCCESS || mosquitto_socket(ctx->mosq) < 0) {
             int e = errno;
+            char why[160];
             sock = false;
             if (atomic_exchange(&ctx->connected, false)) { /* lost without on_disconnect */
                 atomic_store(&ctx->s->m.connected, 0);
                 fb_warn(NULL, NULL, "mqtt: connection to %s:%d lost: %s", cfg->host, cfg->port,
-                        rc == MOSQ_ERR_ERRNO ? strerror(e) : mosquitto_strerror(rc));
+                        net_err_text(ctx, rc, e, why, sizeof why));
             } else if (!ctx->got_connack && rc != MOSQ_ERR_SUCCESS && rc != MOSQ_ERR_NO_CONN &&
                        !atomic_load(&ctx->quit) && fb_ratelimit_ok(&ctx->rl_conn, fb_mono_ns())) {
                 fb_warn(NULL, NULL, "mqtt: cannot connect to %s:%d: %s", cfg->host, cfg->port,
-                        rc == MOSQ_ERR_ERRNO ? strerror(e) : mosquitto_strerror(rc));
+                        net_err_text(ctx, rc, e, why, sizeof why));
             }
             pthread_mutex_lock(&ctx->mu);
             pthread_cond_broadcast(&ctx->cv);
