@@ -252,7 +252,6 @@ struct fb_group {      /* a poll group: tags read at the same period */
     void *plan;        /* driver-owned read plan */
     int64_t next_due;  /* monotonic ns */
     struct fb_batch_pool *pool;     /* raw batches: connection thread → pipeline */
-    struct fb_batch_pool *out_pool; /* processed batches: pipeline → sinks */
     _Atomic uint64_t overruns;      /* cycles started late by more than a period */
 };
 
@@ -261,6 +260,7 @@ struct fb_dev_metrics {
     _Atomic uint64_t requests, errors, timeouts, reconnects, writes, write_errors;
     _Atomic uint64_t rtt_ns_sum, rtt_ns_last, rtt_count;
     _Atomic int64_t last_success_ns; /* UTC */
+    _Atomic uint32_t tags_out_of_spec; /* tags whose last published quality is out of range */
 };
 
 /* A URL parsed once: scheme://host:port/path?k=v&k=v */

@@ -9,7 +9,9 @@
  * is one line.  The list is documented in docs/metrics.md.
  *
  * NE107 in the status JSON: Failure when the device is offline, Function
- * check while it is still connecting, Maintenance required when its error
+ * check while it is still connecting, Out of specification while any of its
+ * tags was last published out of range (counted by the pipeline), Maintenance
+ * required when its error
  * counter was seen to grow within the last status interval, else OK.  The
  * "seen to grow" memory is a small side array (one slot per device) kept
  * here, so neither the model nor the drivers carry it, and any number of
@@ -361,6 +363,7 @@ static const char *ne107(const struct fb_gateway *gw, uint32_t i, int state, uin
     }
     if (state == FB_DEV_OFFLINE) return "Failure";
     if (state != FB_DEV_ONLINE) return "Function check";
+    if (atomic_load(&gw->devs[i].m.tags_out_of_spec) > 0) return "Out of specification";
     return grew ? "Maintenance required" : "OK";
 }
 

@@ -78,6 +78,12 @@ static bool to_double(const struct fb_value *v, double *x)
     }
 }
 
+static bool out_of_spec(uint32_t q)
+{
+    uint32_t k = q & 0xFFFF0000u;
+    return k == FB_Q_BAD_OUT_OF_RANGE || k == FB_Q_UNC_EU_EXCEEDED;
+}
+
 uint32_t fb_proc_batch(struct fb_proc *p, const struct fb_batch *in, struct fb_batch *out)
 {
     if (!p || !in || !out || in->kind != FB_BATCH_DATA) return 0;
@@ -107,7 +113,17 @@ uint32_t fb_proc_batch(struct fb_proc *p, const struct fb_batch *in, struct fb_b
         if (win && fb_q_good(q) && v.type != FB_T_STRING && to_double(&v, &x))
             fb_window_add(&st->win, ts, x, pr->window_ns);
         bool hb;
+        bool was_oos = st->have_last && out_of_spec(st->last_pub_q);
         if (!fb_deadband_pass(pr, st, &v, q, in->ts, &hb)) continue;
+        /* NE107 "Out of specification": how many tags of the device are outside their range */
+        bool is_oos = out_of_spec(q);
+        if (is_oos != was_oos && tag->device < p->gw->ndevs) {
+            struct fb_dev_metrics *dm = (struct fb_dev_metrics *)&p->gw->devs[tag->device].m;
+            if (is_oos)
+                atomic_fetch_add(&dm->tags_out_of_spec, 1);
+            else
+                atomic_fetch_sub(&dm->tags_out_of_spec, 1);
+        }
 
         struct fb_sample *o = fb_batch_add(out, s->tag, q, s->ts_src, &v);
         if (!o) break; /* out is sized for a whole device batch: an invariant */

@@ -14,6 +14,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "core/buf.h"
 #include "core/config.h"
 #include "core/log.h"
 #include "core/router.h"
@@ -72,7 +73,12 @@ static const char *cfg_text =
     "    tags:\n"
     "      - {name: temp, addr: \"sine:amp=10,period=10s\"}\n"
     "      - {name: sp, addr: \"memory:initial=5\", access: rw, range: [0, 100]}\n"
-    "      - {name: ro, addr: \"const:1\"}\n";
+    "      - {name: ro, addr: \"const:1\"}\n"
+    "  - name: d2\n"
+    "    url: \"sim://y?seed=1\"\n"
+    "    poll: 20ms\n"
+    "    tags:\n"
+    "      - {name: hot, addr: \"memory:initial=500\", access: rw, range: [0, 100]}\n";
 
 static char *resp_of(struct fb_gateway *gw, const char *payload, int qos)
 {
@@ -131,7 +137,30 @@ static void test_run_poll_command_stop(void **st)
     int batches = rec_batches;
     pthread_mutex_unlock(&rec_mu);
     assert_true(batches >= 5); /* 20 ms polling for 200 ms */
-    assert_int_equal(rec_online, 1);
+    assert_int_equal(rec_online, 2); /* both devices */
+
+    /* NE107: d2's tag is outside its range → Out of specification, until it is back */
+    struct fb_buf sj;
+    fb_buf_init(&sj);
+    fb_status_json(gw, &sj, true);
+    assert_non_null(strstr(fb_buf_cstr(&sj), "\"d2\":{\"state\":\"online\",\"ne107\":\"Out of specification\""));
+    assert_non_null(strstr(fb_buf_cstr(&sj), "\"d1\":{\"state\":\"online\",\"ne107\":\"OK\""));
+    struct fb_cmd c2;
+    memset(&c2, 0, sizeof c2);
+    c2.device = 1;
+    c2.qos = 1;
+    c2.payload = (char *)"{\"id\":\"h\",\"write\":{\"hot\":50}}";
+    c2.len = strlen(c2.payload);
+    char *r2 = NULL;
+    size_t l2 = 0;
+    fb_cmd_process(gw, &c2, &r2, &l2);
+    assert_non_null(strstr(r2, "\"ok\":true"));
+    free(r2);
+    sleep_ms(100);
+    fb_buf_clear(&sj);
+    fb_status_json(gw, &sj, true);
+    assert_non_null(strstr(fb_buf_cstr(&sj), "\"d2\":{\"state\":\"online\",\"ne107\":\"OK\""));
+    fb_buf_free(&sj);
 
     /* an accepted write, read back through the pipeline */
     char *r = resp_of(gw, "{\"id\":\"c1\",\"write\":{\"sp\":42}}", 1);
@@ -179,7 +208,7 @@ static void test_run_poll_command_stop(void **st)
     fb_runtime_request_stop(gw);
     fb_runtime_wait(gw);
     assert_int_equal(rec_closed, 1);
-    assert_int_equal(rec_offline, 1); /* the device reported offline on the way out */
+    assert_int_equal(rec_offline, 2); /* the devices reported offline on the way out */
     assert_true(rec_seq_monotonic);
     assert_true(atomic_load(&sink.m.sent) >= (uint64_t)batches);
 
