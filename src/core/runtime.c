@@ -35,7 +35,9 @@
 #include "runtime.h"
 
 #define FB_RAW_BATCHES_PER_GROUP 2
-#define FB_OUT_BATCHES_PER_GROUP 3
+/* Processed batches are shared by all groups: the pipeline is one thread and
+ * sinks consume quickly, so a few suffice however many devices there are. */
+#define FB_OUT_BATCHES 8
 
 struct fb_bus {
     pthread_mutex_t mu;
@@ -49,6 +51,7 @@ struct fb_bus {
     bool router;
     atomic_bool sinks_stop;
     bool seq_persisted; /* seq comes from a counter file that survives kill -9 */
+    struct fb_batch_pool *out_pool; /* processed batches: pipeline → sinks */
     struct fb_store_seq seq;
     pthread_mutex_t stop_mu;
     pthread_cond_t stop_cv;
@@ -438,9 +441,7 @@ static void *pipeline_thread(void *arg)
             fb_batch_unref(in);
             continue;
         }
-        struct fb_device *dev = &gw->devs[in->device];
-        struct fb_group *g = &dev->groups[in->group];
-        struct fb_batch *out = fb_batch_pool_get(g->out_pool);
+        struct fb_batch *out = fb_batch_pool_get(bus->out_pool);
         if (!out) { /* shutting down hard */
             fb_batch_unref(in);
             continue;
@@ -471,7 +472,10 @@ static void emit_state(struct fb_gateway *gw, struct fb_device *d, int state, co
     b->dev_state = (uint8_t)state;
     b->device = d->idx;
     b->ts = fb_now_ns();
-    snprintf(b->reason, sizeof b->reason, "%s", reason ? reason : "");
+    /* reasons are user-facing text that may be longer than the field: cut on purpose */
+    size_t rl = reason ? strnlen(reason, sizeof b->reason - 1) : 0;
+    if (rl) memcpy(b->reason, reason, rl);
+    b->reason[rl] = 0;
     bus_push(gw->bus, b);
 }
 
@@ -777,6 +781,7 @@ int fb_runtime_start(struct fb_gateway *gw, struct fb_err *err)
     bus->proc = fb_proc_new(gw);
     if (!bus->proc) return fb_err_set(err, FB_ENOMEM, "cannot allocate pipeline state");
 
+    uint32_t max_tags = 1, max_win = 0, max_arena = 0;
     for (uint32_t i = 0; i < gw->ndevs; i++) {
         struct fb_device *d = &gw->devs[i];
         d->gw = gw;
@@ -785,10 +790,14 @@ int fb_runtime_start(struct fb_gateway *gw, struct fb_err *err)
             struct fb_group *g = &d->groups[k];
             uint32_t arena = group_arena(gw, g), nwin = group_windows(gw, g);
             g->pool = fb_batch_pool_new(FB_RAW_BATCHES_PER_GROUP, g->ntags, 0, arena);
-            g->out_pool = fb_batch_pool_new(FB_OUT_BATCHES_PER_GROUP, g->ntags, nwin, arena);
-            if (!g->pool || !g->out_pool) return fb_err_set(err, FB_ENOMEM, "cannot allocate batches");
+            if (!g->pool) return fb_err_set(err, FB_ENOMEM, "cannot allocate batches");
+            if (g->ntags > max_tags) max_tags = g->ntags;
+            if (nwin > max_win) max_win = nwin;
+            if (arena > max_arena) max_arena = arena;
         }
     }
+    bus->out_pool = fb_batch_pool_new(FB_OUT_BATCHES, max_tags, max_win, max_arena);
+    if (!bus->out_pool) return fb_err_set(err, FB_ENOMEM, "cannot allocate batches");
     /* the router first: a sink may deliver a command as soon as it connects */
     if (fb_router_start(gw) < 0) return fb_err_set(err, FB_ENOMEM, "cannot start command router");
     bus->router = true;
@@ -887,9 +896,9 @@ void fb_runtime_wait(struct fb_gateway *gw)
         for (uint32_t k = 0; k < gw->devs[i].ngroups; k++) {
             struct fb_group *g = &gw->devs[i].groups[k];
             fb_batch_pool_free(g->pool);
-            fb_batch_pool_free(g->out_pool);
-            g->pool = g->out_pool = NULL;
+            g->pool = NULL;
         }
+    fb_batch_pool_free(bus->out_pool);
     fb_proc_free(bus->proc);
     pthread_mutex_destroy(&bus->stop_mu);
     pthread_cond_destroy(&bus->stop_cv);

@@ -558,6 +558,8 @@ static int setup_client(struct mq_ctx *ctx, struct fb_err *err)
     struct mosquitto *m = ctx->mosq;
     mosquitto_threaded_set(m, true);
     mosquitto_int_option(m, MOSQ_OPT_PROTOCOL_VERSION, ctx->v5 ? MQTT_PROTOCOL_V5 : MQTT_PROTOCOL_V311);
+    /* small messages must not wait for Nagle + delayed ACK (≈ 40 ms per command round trip) */
+    mosquitto_int_option(m, MOSQ_OPT_TCP_NODELAY, 1);
     uint32_t send_max = ctx->max_inflight + 64;
     mosquitto_int_option(m, MOSQ_OPT_SEND_MAXIMUM, (int)(send_max > 65535 ? 65535 : send_max));
     int rc;

@@ -634,7 +634,7 @@ int mb_encode(const struct mb_addr *a, const struct fb_value *v, uint16_t *regs,
 {
     if (cap < a->count) return fb_err_set(err, FB_EINVAL, "encode buffer too small");
     if (a->table == MB_CO || a->table == MB_DI || a->has_bit || a->type == FB_T_BOOL) {
-        struct fb_value b;
+        struct fb_value b = {0};
         int rc = to_type(FB_T_BOOL, v, &b, err);
         if (rc) return rc;
         regs[0] = b.b ? 1 : 0;
