@@ -1842,6 +1842,11 @@ int fb_config_load(const char *path, const struct fb_config_opts *o, struct fb_g
             load_devices(&c, n);
         else
             note_at(&c, (struct mark){0, 0}, "no devices: nothing to poll");
+        /* the array grew by doubling; give back the slack before drivers keep pointers */
+        if (gw->ntags && gw->ntags < c.captags) {
+            struct fb_tag *t = realloc(gw->tags, gw->ntags * sizeof *t);
+            if (t) gw->tags = t;
+        }
         build_drivers(&c);
     }
     map_free(&top);
