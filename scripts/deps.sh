@@ -9,6 +9,7 @@ PKGS=(
     # build
     build-essential cmake ninja-build pkg-config
     libmodbus-dev libmosquitto-dev libyaml-dev libjansson-dev libmicrohttpd-dev libcmocka-dev libssl-dev
+    protobuf-c-compiler libprotobuf-c-dev
     # fuzz harnesses (libFuzzer runtime) and memcheck
     clang libclang-rt-14-dev valgrind
     # test peers and tools

@@ -1,0 +1,1081 @@
+/* sparkplug.c — the Sparkplug B sink: the gateway as a Sparkplug 3.0 edge
+ * node, each configured field device as a Sparkplug device (docs/sparkplug.md).
+ *
+ * Threads.  As in the JSON MQTT sink (mqtt.c) we run libmosquitto's network
+ * loop on our own thread, with mosquitto_connect_async and jittered
+ * exponential backoff, so a broker that is down never blocks start-up or
+ * shutdown.  The network thread only connects, subscribes and reads: it sets
+ * atomic flags (connected + a connection generation, host online, rebirth
+ * requested, host went offline).  Everything that publishes a Sparkplug
+ * message — births, data, deaths — runs on the sink thread (send, ready,
+ * tick), so the seq counter, the per-tag value cache and the encoder belong
+ * to one thread and need no lock.  A flag set by the network thread is acted
+ * on within one sink-thread tick (<= 100 ms; we also wake the thread).
+ *
+ * Session.  Before every CONNECT the will is set to an NDEATH carrying the
+ * next bdSeq (0 first, +1 per CONNECT, wrapping at 256; persisted next to the
+ * buffer when one is configured).  After the CONNACK we subscribe to NCMD,
+ * DCMD/+ and, with a primary host, its STATE topic; the births wait for that
+ * host's STATE online.  A birth is NBIRTH (seq 0, bdSeq, Node Control metrics)
+ * followed by a DBIRTH for every device whose connection is up, with each
+ * tag's current value, datatype and alias.  A device's first data, or its
+ * coming back online, also triggers its DBIRTH; losing its connection sends
+ * DDEATH.  Data, births and deaths are QoS 0, as Sparkplug requires, so a
+ * delivery is reported FB_SENT once libmosquitto has queued the message.
+ *
+ * Store-and-forward.  ready() says no until the birth of the current
+ * connection is out, so buffered batches always follow the new NBIRTH and
+ * DBIRTHs; a batch made before the current birth is sent with is_historical.
+ *
+ * Commands.  NCMD Rebirth re-sends all births; Reboot is refused unless
+ * `reboot: true`, and then stops the process as on SIGTERM and re-executes it
+ * (an atexit handler; see fb_spb_reboot_requested).  DCMD metrics become one
+ * JSON write request for the command router, so Sparkplug writes pass the same
+ * validation (exists, writable, type, range) as JSON commands; the result is
+ * logged, and the new values show up in the next DDATA.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <jansson.h>
+#include <math.h>
+#include <mosquitto.h>
+#include <mqtt_protocol.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "../../core/log.h"
+#include "../../core/router.h"
+#include "sparkplug.h"
+
+#define SPB_SEC 1000000000LL
+#define SPB_LOOP_TIMEOUT_MS 500
+#define SPB_CLOSE_WAIT_NS 2000000000LL
+#define SPB_CMD_MAX_PAYLOAD (256 * 1024)
+/* aliases: node metrics 1..15, tag id + SPB_ALIAS_BASE for device metrics */
+#define SPB_ALIAS_REBIRTH 1
+#define SPB_ALIAS_REBOOT 2
+#define SPB_ALIAS_SOFTWARE 3
+#define SPB_ALIAS_BASE 1000
+
+struct spb_dev {
+    char *t_birth, *t_data, *t_death, *t_cmd;
+    int state; /* last state seen in the batch stream (sink thread) */
+    bool born; /* DBIRTH sent in the current session (sink thread) */
+};
+
+struct spb_val { /* last value per tag, for births (sink thread) */
+    struct fb_value v;
+    uint32_t q;
+    int64_t ts; /* ns, 0 = none yet */
+    char *sbuf;
+    uint32_t scap;
+};
+
+struct spb_ctx {
+    struct fb_sink_inst *s;
+    struct fb_gateway *gw;
+    const struct fb_spb_cfg *cfg;
+    struct mosquitto *mosq;
+    bool v5;
+    int keepalive_s;
+    char client_id[160];
+    const char *edge;
+    char *t_nbirth, *t_ndata, *t_ndeath, *t_ncmd, *t_dcmd_sub, *t_dcmd_prefix, *t_state;
+    size_t dcmd_prefix_len;
+    struct spb_dev *devs;
+    struct spb_val *cache;
+
+    /* network thread */
+    pthread_t thr;
+    bool thr_started;
+    atomic_bool quit;
+    atomic_bool connected;
+    atomic_uint conn_gen;       /* +1 per accepted CONNACK */
+    atomic_bool host_online;    /* no primary host: set at connect */
+    atomic_bool want_rebirth;   /* NCMD Rebirth */
+    atomic_bool host_offline;   /* primary host went offline: leave this server */
+    atomic_bool switch_server;  /* next connect goes to the next server */
+    atomic_uint bdseq;          /* bdSeq of the current connection (its will) */
+    unsigned next_bdseq;
+    char bdseq_path[1100];
+    uint32_t srv;               /* index of the server in use */
+    bool got_connack;
+    int64_t backoff_ns;
+    uint64_t rng;
+    int64_t state_ts;           /* newest STATE time stamp seen */
+    _Atomic uint64_t cmd_ids;
+    struct fb_ratelimit rl_conn, rl_liblog, rl_cmd;
+    struct fb_buf nbuf;         /* network thread: will payload */
+
+    /* close handshake */
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int close_mid;
+    bool close_acked;
+
+    /* sink thread */
+    unsigned born_gen;  /* conn_gen the current births belong to, 0 = none */
+    uint8_t seq;
+    int64_t birth_ns;   /* time of the current NBIRTH */
+    struct fb_spb_enc enc;
+    struct fb_buf out;
+    struct fb_ratelimit rl_send;
+};
+
+/* ------------------------------------------------------------- pure helpers */
+int fb_spb_topic(char *out, size_t len, const char *group, const char *type, const char *edge,
+                 const char *device)
+{
+    int n = device ? snprintf(out, len, "spBv1.0/%s/%s/%s/%s", group, type, edge, device)
+                   : snprintf(out, len, "spBv1.0/%s/%s/%s", group, type, edge);
+    return n < 0 || (size_t)n >= len ? FB_ERANGE : 0;
+}
+
+int fb_spb_ndeath_payload(struct fb_buf *out, uint64_t ts_ms, uint64_t bdseq)
+{
+    struct fb_spb_enc e;
+    fb_spb_enc_init(&e);
+    fb_spb_enc_begin(&e, ts_ms, -1);
+    spb_metric *m = fb_spb_enc_add(&e, "bdSeq", -1, -1, SPB_INT64);
+    if (!m) {
+        fb_spb_enc_free(&e);
+        return FB_ENOMEM;
+    }
+    struct fb_value v = {.type = FB_T_UINT64, .u = bdseq};
+    fb_spb_enc_value(&e, m, SPB_INT64, &v);
+    fb_spb_enc_finish(&e, out);
+    fb_spb_enc_free(&e);
+    return 0;
+}
+
+int fb_spb_parse_state(const char *p, size_t len, int *online, int64_t *ts)
+{
+    *ts = -1;
+    if (len == 6 && !memcmp(p, "ONLINE", 6)) {
+        *online = 1;
+        return 0;
+    }
+    if (len == 7 && !memcmp(p, "OFFLINE", 7)) {
+        *online = 0;
+        return 0;
+    }
+    json_error_t jerr;
+    json_t *j = json_loadb(p, len, 0, &jerr);
+    if (!j) return FB_EPROTO;
+    int rc = FB_EPROTO;
+    json_t *on = json_object_get(j, "online");
+    json_t *t = json_object_get(j, "timestamp");
+    if (json_is_boolean(on)) {
+        *online = json_is_true(on) ? 1 : 0;
+        if (json_is_integer(t)) *ts = (int64_t)json_integer_value(t);
+        rc = 0;
+    }
+    json_decref(j);
+    return rc;
+}
+
+int fb_spb_metric_json(struct fb_buf *out, const spb_metric *m, const char *name, uint32_t dt, bool first)
+{
+    struct fb_value v;
+    if (fb_spb_metric_value(m, dt, &v) < 0) return FB_EINVAL;
+    if (fb_type_is_float(v.type) && !isfinite(v.f)) return FB_EINVAL;
+    if (!first) fb_buf_putc(out, ',');
+    fb_json_cstr(out, name);
+    fb_buf_putc(out, ':');
+    fb_json_value(out, &v);
+    return 0;
+}
+
+/* ---------------------------------------------------------------- reboot */
+static atomic_bool reboot_flag;
+static pthread_once_t reboot_once = PTHREAD_ONCE_INIT;
+
+bool fb_spb_reboot_requested(void) { return atomic_load(&reboot_flag); }
+
+/* atexit: after the orderly shutdown that SIGTERM started, run the same
+ * command line again (/proc/self/cmdline, /proc/self/exe). */
+static void reboot_exec(void)
+{
+    if (!atomic_load(&reboot_flag)) return;
+    static char buf[65536];
+    static char *argv[256];
+    int fd = open("/proc/self/cmdline", O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return;
+    ssize_t n = read(fd, buf, sizeof buf - 1);
+    close(fd);
+    if (n <= 0) return;
+    buf[n] = 0;
+    int argc = 0;
+    for (ssize_t i = 0; i < n && argc < 255; i += (ssize_t)strlen(buf + i) + 1) argv[argc++] = buf + i;
+    argv[argc] = NULL;
+    fb_info(NULL, NULL, "sparkplug: Node Control/Reboot: restarting %s", argv[0]);
+    execv("/proc/self/exe", argv);
+    fb_error(NULL, NULL, "sparkplug: reboot failed: cannot re-execute: %s", strerror(errno));
+}
+
+static void reboot_register(void) { atexit(reboot_exec); }
+
+/* ---------------------------------------------------------------- helpers */
+static pthread_once_t lib_once = PTHREAD_ONCE_INIT;
+static void lib_init(void) { mosquitto_lib_init(); }
+
+static void cond_init_mono(pthread_cond_t *cv)
+{
+    pthread_condattr_t a;
+    pthread_condattr_init(&a);
+    pthread_condattr_setclock(&a, CLOCK_MONOTONIC);
+    pthread_cond_init(cv, &a);
+    pthread_condattr_destroy(&a);
+}
+
+static bool wait_until(struct spb_ctx *ctx, int64_t deadline)
+{
+    struct timespec ts = {.tv_sec = deadline / SPB_SEC, .tv_nsec = deadline % SPB_SEC};
+    return pthread_cond_timedwait(&ctx->cv, &ctx->mu, &ts) != ETIMEDOUT;
+}
+
+static void wake(struct spb_ctx *ctx)
+{
+    pthread_mutex_lock(&ctx->mu);
+    pthread_cond_broadcast(&ctx->cv);
+    pthread_mutex_unlock(&ctx->mu);
+    pthread_mutex_lock(&ctx->s->mu);
+    pthread_cond_signal(&ctx->s->cv);
+    pthread_mutex_unlock(&ctx->s->mu);
+}
+
+static const char *reason_text(const struct spb_ctx *ctx, int rc)
+{
+    if (ctx->v5 && rc >= 0x80) return mosquitto_reason_string(rc);
+    if (rc == MOSQ_ERR_ERRNO) return strerror(errno);
+    return mosquitto_strerror(rc);
+}
+
+static int64_t backoff_next(struct spb_ctx *ctx)
+{
+    int64_t d = ctx->backoff_ns;
+    int64_t max = ctx->cfg->reconnect_max_ns > 0 ? ctx->cfg->reconnect_max_ns : 30 * SPB_SEC;
+    ctx->backoff_ns = d * 2 > max ? max : d * 2;
+    uint64_t x = ctx->rng;
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    ctx->rng = x;
+    return d / 2 + (int64_t)(x % (uint64_t)(d / 2 + 1)); /* equal jitter */
+}
+
+static void backoff_reset(struct spb_ctx *ctx)
+{
+    ctx->backoff_ns = ctx->cfg->reconnect_min_ns > 0 ? ctx->cfg->reconnect_min_ns : SPB_SEC;
+}
+
+static uint32_t tag_type(const struct fb_tag *t) { return t->proc.out_type ? t->proc.out_type : t->type; }
+
+static int64_t ms_of(int64_t ns) { return ns > 0 ? ns / 1000000 : 0; }
+
+/* --------------------------------------------------------------- bdSeq */
+static void bdseq_load(struct spb_ctx *ctx)
+{
+    ctx->next_bdseq = 0;
+    if (!ctx->bdseq_path[0]) return;
+    FILE *f = fopen(ctx->bdseq_path, "r");
+    if (!f) return;
+    unsigned v;
+    if (fscanf(f, "%u", &v) == 1) ctx->next_bdseq = (v + 1) % 256;
+    fclose(f);
+}
+
+static void bdseq_save(struct spb_ctx *ctx, unsigned v)
+{
+    if (!ctx->bdseq_path[0]) return;
+    char tmp[1200];
+    snprintf(tmp, sizeof tmp, "%s.tmp", ctx->bdseq_path);
+    FILE *f = fopen(tmp, "w");
+    if (!f || fprintf(f, "%u\n", v) < 0 || fflush(f) != 0 || fsync(fileno(f)) != 0) {
+        if (f) fclose(f);
+        if (fb_ratelimit_ok(&ctx->rl_conn, fb_mono_ns()))
+            fb_warn(NULL, NULL, "sparkplug: cannot persist bdSeq in %s: %s", tmp, strerror(errno));
+        return;
+    }
+    fclose(f);
+    if (rename(tmp, ctx->bdseq_path) < 0)
+        fb_warn(NULL, NULL, "sparkplug: cannot persist bdSeq in %s: %s", ctx->bdseq_path, strerror(errno));
+}
+
+/* --------------------------------------------------------------- publish */
+static int pub(struct spb_ctx *ctx, int *mid, const char *topic, const struct fb_buf *b, int qos)
+{
+    if (ctx->v5) return mosquitto_publish_v5(ctx->mosq, mid, topic, (int)b->len, b->p, qos, false, NULL);
+    return mosquitto_publish(ctx->mosq, mid, topic, (int)b->len, b->p, qos, false);
+}
+
+/* Publish the encoder's message (QoS 0). */
+static int pub_enc(struct spb_ctx *ctx, const char *topic)
+{
+    fb_spb_enc_finish(&ctx->enc, &ctx->out);
+    int rc = pub(ctx, NULL, topic, &ctx->out, 0);
+    if (rc != MOSQ_ERR_SUCCESS) {
+        if (rc != MOSQ_ERR_NO_CONN) atomic_fetch_add(&ctx->s->m.errors, 1);
+        if (fb_ratelimit_ok(&ctx->rl_send, fb_mono_ns()))
+            fb_warn(NULL, NULL, "sparkplug: cannot publish %zu bytes to %s: %s", ctx->out.len, topic,
+                    reason_text(ctx, rc));
+    }
+    return rc;
+}
+
+static int next_seq(struct spb_ctx *ctx) { return ctx->seq++; /* wraps 255 → 0 */ }
+
+/* One metric for tag t from the cache (births) or a sample (data). */
+static void add_tag_metric(struct spb_ctx *ctx, const struct fb_tag *t, bool birth, const struct fb_value *v,
+                           uint32_t q, int64_t ts_ns, bool historical)
+{
+    bool aliases = ctx->cfg->aliases;
+    uint32_t dt = fb_spb_datatype(tag_type(t));
+    const char *name = birth || !aliases ? t->name : NULL;
+    int64_t alias = aliases ? (int64_t)t->id + SPB_ALIAS_BASE : -1;
+    spb_metric *m = fb_spb_enc_add(&ctx->enc, name, alias, ms_of(ts_ns ? ts_ns : fb_now_ns()), birth ? dt : 0);
+    if (!m) return;
+    fb_spb_enc_value(&ctx->enc, m, dt, fb_q_bad(q) && v && v->type == FB_T_NONE ? NULL : v);
+    fb_spb_enc_quality(&ctx->enc, m, fb_spb_quality(q));
+    if (historical) {
+        m->has_is_historical = true;
+        m->is_historical = true;
+    }
+}
+
+static void dbirth(struct spb_ctx *ctx, uint32_t di)
+{
+    const struct fb_device *d = &ctx->gw->devs[di];
+    int64_t now = fb_now_ns();
+    fb_spb_enc_begin(&ctx->enc, (uint64_t)ms_of(now), next_seq(ctx));
+    for (uint32_t k = 0; k < d->ntags; k++) {
+        uint32_t id = d->first_tag + k;
+        const struct spb_val *c = &ctx->cache[id];
+        add_tag_metric(ctx, &ctx->gw->tags[id], true, c->ts ? &c->v : NULL, c->ts ? c->q : FB_Q_BAD_WAITING,
+                       c->ts ? c->ts : now, false);
+    }
+    pub_enc(ctx, ctx->devs[di].t_birth);
+    ctx->devs[di].born = true;
+    fb_debug(d->name, NULL, "sparkplug: DBIRTH (%u metrics)", d->ntags);
+}
+
+static void ddeath(struct spb_ctx *ctx, uint32_t di)
+{
+    fb_spb_enc_begin(&ctx->enc, (uint64_t)ms_of(fb_now_ns()), next_seq(ctx));
+    pub_enc(ctx, ctx->devs[di].t_death);
+    ctx->devs[di].born = false;
+    fb_debug(ctx->gw->devs[di].name, NULL, "sparkplug: DDEATH");
+}
+
+static void nbirth(struct spb_ctx *ctx, unsigned gen)
+{
+    int64_t now = fb_now_ns();
+    int64_t ms = ms_of(now);
+    bool al = ctx->cfg->aliases;
+    ctx->seq = 0;
+    fb_spb_enc_begin(&ctx->enc, (uint64_t)ms, next_seq(ctx));
+    spb_metric *m = fb_spb_enc_add(&ctx->enc, "bdSeq", -1, ms, SPB_INT64);
+    struct fb_value v = {.type = FB_T_UINT64, .u = atomic_load(&ctx->bdseq)};
+    if (m) fb_spb_enc_value(&ctx->enc, m, SPB_INT64, &v);
+    v = (struct fb_value){.type = FB_T_BOOL, .b = false};
+    if ((m = fb_spb_enc_add(&ctx->enc, "Node Control/Rebirth", al ? SPB_ALIAS_REBIRTH : -1, ms, SPB_BOOLEAN)))
+        fb_spb_enc_value(&ctx->enc, m, SPB_BOOLEAN, &v);
+    if ((m = fb_spb_enc_add(&ctx->enc, "Node Control/Reboot", al ? SPB_ALIAS_REBOOT : -1, ms, SPB_BOOLEAN)))
+        fb_spb_enc_value(&ctx->enc, m, SPB_BOOLEAN, &v);
+    static const char sw[] = "fieldbridge " FB_VERSION;
+    v = (struct fb_value){.type = FB_T_STRING, .s = {sw, sizeof sw - 1}};
+    if ((m = fb_spb_enc_add(&ctx->enc, "Properties/Software", al ? SPB_ALIAS_SOFTWARE : -1, ms, SPB_STRING)))
+        fb_spb_enc_value(&ctx->enc, m, SPB_STRING, &v);
+    pub_enc(ctx, ctx->t_nbirth);
+    ctx->born_gen = gen;
+    ctx->birth_ns = now;
+    fb_info(NULL, NULL, "sparkplug: NBIRTH on %s (bdSeq %u)", ctx->t_nbirth, atomic_load(&ctx->bdseq));
+    for (uint32_t i = 0; i < ctx->gw->ndevs; i++) {
+        ctx->devs[i].born = false;
+        if (ctx->devs[i].state == FB_DEV_ONLINE) dbirth(ctx, i);
+    }
+}
+
+/* The session state machine; sink thread only.  True when births are out. */
+static bool session_step(struct spb_ctx *ctx)
+{
+    if (!atomic_load(&ctx->connected)) {
+        ctx->born_gen = 0;
+        return false;
+    }
+    unsigned gen = atomic_load(&ctx->conn_gen);
+    if (atomic_exchange(&ctx->host_offline, false)) {
+        /* primary host gone: NDEATH ourselves, then try the next server */
+        struct fb_buf b;
+        fb_buf_init(&b);
+        fb_spb_ndeath_payload(&b, (uint64_t)ms_of(fb_now_ns()), atomic_load(&ctx->bdseq));
+        pub(ctx, NULL, ctx->t_ndeath, &b, 1);
+        fb_buf_free(&b);
+        atomic_store(&ctx->switch_server, true);
+        fb_warn(NULL, NULL, "sparkplug: primary host %s went offline: NDEATH, disconnecting%s",
+                ctx->cfg->primary_host, ctx->cfg->nservers > 1 ? " and moving to the next server" : "");
+        mosquitto_disconnect(ctx->mosq);
+        ctx->born_gen = 0;
+        return false;
+    }
+    if (!atomic_load(&ctx->host_online)) {
+        ctx->born_gen = 0;
+        return false;
+    }
+    if (ctx->born_gen != gen) {
+        nbirth(ctx, gen);
+        atomic_store(&ctx->want_rebirth, false);
+    } else if (atomic_exchange(&ctx->want_rebirth, false)) {
+        fb_info(NULL, NULL, "sparkplug: rebirth requested");
+        nbirth(ctx, gen);
+    }
+    return true;
+}
+
+/* ------------------------------------------------------- network callbacks */
+static void on_connect(struct mosquitto *mosq, void *obj, int rc, int flags, const mosquitto_property *props)
+{
+    (void)flags;
+    (void)props;
+    struct spb_ctx *ctx = obj;
+    ctx->got_connack = true;
+    const struct fb_spb_server *sv = &ctx->cfg->servers[ctx->srv];
+    if (rc != 0) {
+        atomic_fetch_add(&ctx->s->m.errors, 1);
+        if (fb_ratelimit_ok(&ctx->rl_conn, fb_mono_ns()))
+            fb_warn(NULL, NULL, "sparkplug: %s:%d refused the connection: %s", sv->host, sv->port,
+                    ctx->v5 ? mosquitto_reason_string(rc) : mosquitto_connack_string(rc));
+        return;
+    }
+    backoff_reset(ctx);
+    ctx->rl_conn.last_ns = 0;
+    ctx->state_ts = 0;
+    fb_info(NULL, NULL, "sparkplug: connected to %s:%d (MQTT %s, bdSeq %u)%s%s", sv->host, sv->port,
+            ctx->v5 ? "5" : "3.1.1", atomic_load(&ctx->bdseq), ctx->t_state ? ", waiting for STATE of " : "",
+            ctx->t_state ? ctx->cfg->primary_host : "");
+    const char *subs[3] = {ctx->t_ncmd, ctx->t_dcmd_sub, ctx->t_state};
+    for (int i = 0; i < 3; i++) {
+        if (!subs[i]) continue;
+        int src = ctx->v5 ? mosquitto_subscribe_v5(mosq, NULL, subs[i], 1, 0, NULL)
+                          : mosquitto_subscribe(mosq, NULL, subs[i], 1);
+        if (src != MOSQ_ERR_SUCCESS)
+            fb_warn(NULL, NULL, "sparkplug: cannot subscribe to %s: %s", subs[i], reason_text(ctx, src));
+    }
+    atomic_store(&ctx->host_online, ctx->t_state == NULL);
+    atomic_store(&ctx->host_offline, false);
+    atomic_fetch_add(&ctx->conn_gen, 1);
+    atomic_store(&ctx->connected, true);
+    atomic_store(&ctx->s->m.connected, 1);
+    wake(ctx);
+}
+
+static void on_disconnect(struct mosquitto *mosq, void *obj, int rc, const mosquitto_property *props)
+{
+    (void)mosq;
+    (void)props;
+    struct spb_ctx *ctx = obj;
+    if (atomic_exchange(&ctx->connected, false)) {
+        atomic_store(&ctx->s->m.connected, 0);
+        const struct fb_spb_server *sv = &ctx->cfg->servers[ctx->srv];
+        if (rc == 0)
+            fb_info(NULL, NULL, "sparkplug: disconnected from %s:%d", sv->host, sv->port);
+        else
+            fb_warn(NULL, NULL, "sparkplug: connection to %s:%d lost: %s", sv->host, sv->port,
+                    reason_text(ctx, rc));
+    }
+    wake(ctx);
+}
+
+static void on_publish(struct mosquitto *mosq, void *obj, int mid, int reason, const mosquitto_property *props)
+{
+    (void)mosq;
+    (void)props;
+    (void)reason;
+    struct spb_ctx *ctx = obj;
+    pthread_mutex_lock(&ctx->mu);
+    if (mid == ctx->close_mid) ctx->close_acked = true;
+    pthread_cond_broadcast(&ctx->cv);
+    pthread_mutex_unlock(&ctx->mu);
+}
+
+static void cmd_reply(struct fb_cmd *cmd, const char *json, size_t len)
+{
+    struct spb_ctx *ctx = cmd->reply_ctx;
+    const char *dname = ctx && cmd->device < ctx->gw->ndevs ? ctx->gw->devs[cmd->device].name : NULL;
+    bool ok = len >= 10 && strstr(json, "\"ok\":true") != NULL && strstr(json, "\"ok\":false") == NULL;
+    if (ok)
+        fb_info(dname, NULL, "sparkplug: DCMD from %s done: %.*s", cmd->source, (int)(len > 400 ? 400 : len), json);
+    else
+        fb_warn(dname, NULL, "sparkplug: DCMD from %s failed: %.*s", cmd->source, (int)(len > 400 ? 400 : len), json);
+}
+
+static const struct fb_tag *tag_by_alias(struct spb_ctx *ctx, const struct fb_device *d, uint64_t alias)
+{
+    if (alias < SPB_ALIAS_BASE) return NULL;
+    uint64_t id = alias - SPB_ALIAS_BASE;
+    if (id < d->first_tag || id >= (uint64_t)d->first_tag + d->ntags) return NULL;
+    return &ctx->gw->tags[id];
+}
+
+static void on_dcmd(struct spb_ctx *ctx, const char *topic, const spb_payload *p)
+{
+    const char *dname = topic + ctx->dcmd_prefix_len;
+    struct fb_device *d = fb_gw_device(ctx->gw, dname);
+    if (!d) {
+        fb_warn(NULL, NULL, "sparkplug: DCMD for unknown device %.80s ignored", dname);
+        return;
+    }
+    struct fb_buf j;
+    fb_buf_init(&j);
+    uint64_t id = atomic_fetch_add(&ctx->cmd_ids, 1) + 1;
+    fb_buf_printf(&j, "{\"id\":\"spb-%llu\"", (unsigned long long)id);
+    if (p->has_timestamp && p->timestamp > 0 && p->timestamp < (uint64_t)INT64_MAX / 1000000)
+        fb_buf_printf(&j, ",\"ts\":%llu", (unsigned long long)p->timestamp);
+    fb_buf_puts(&j, ",\"write\":{");
+    bool first = true;
+    for (size_t i = 0; i < p->n_metrics; i++) {
+        const spb_metric *m = p->metrics[i];
+        const struct fb_tag *t = NULL;
+        if (m->name)
+            t = fb_gw_tag(ctx->gw, d, m->name);
+        else if (m->has_alias)
+            t = tag_by_alias(ctx, d, m->alias);
+        const char *name = t ? t->name : m->name;
+        if (!name) {
+            fb_warn(d->name, NULL, "sparkplug: DCMD metric with unknown alias %llu ignored",
+                    (unsigned long long)(m->has_alias ? m->alias : 0));
+            continue;
+        }
+        uint32_t dt = m->has_datatype ? m->datatype : t ? fb_spb_datatype(tag_type(t)) : 0;
+        if (fb_spb_metric_json(&j, m, name, dt, first) < 0) {
+            fb_warn(d->name, name, "sparkplug: DCMD metric without a usable %s value ignored",
+                    fb_spb_datatype_name(dt));
+            continue;
+        }
+        first = false;
+    }
+    fb_buf_puts(&j, "}}");
+    if (first) {
+        fb_buf_free(&j);
+        return;
+    }
+    struct fb_cmd *cmd = calloc(1, sizeof *cmd);
+    if (!cmd) {
+        fb_buf_free(&j);
+        return;
+    }
+    cmd->payload = j.p; /* ownership passes to the command */
+    cmd->len = j.len;
+    cmd->device = d->idx;
+    cmd->qos = -1; /* Sparkplug sends commands at QoS 0 by design: not the JSON API's QoS rule */
+    snprintf(cmd->source, sizeof cmd->source, "sparkplug:%.80s", topic);
+    cmd->reply_ctx = ctx;
+    cmd->reply = cmd_reply;
+    fb_debug(d->name, NULL, "sparkplug: DCMD → %.*s", (int)cmd->len, cmd->payload);
+    fb_router_submit(ctx->gw, cmd);
+}
+
+static void on_ncmd(struct spb_ctx *ctx, const spb_payload *p)
+{
+    for (size_t i = 0; i < p->n_metrics; i++) {
+        const spb_metric *m = p->metrics[i];
+        bool rebirth = (m->name && !strcmp(m->name, "Node Control/Rebirth")) ||
+                       (!m->name && m->has_alias && m->alias == SPB_ALIAS_REBIRTH && ctx->cfg->aliases);
+        bool reboot = (m->name && !strcmp(m->name, "Node Control/Reboot")) ||
+                      (!m->name && m->has_alias && m->alias == SPB_ALIAS_REBOOT && ctx->cfg->aliases);
+        struct fb_value v;
+        bool yes = fb_spb_metric_value(m, SPB_BOOLEAN, &v) == 0 && v.b;
+        if (rebirth && yes) {
+            atomic_store(&ctx->want_rebirth, true);
+            wake(ctx);
+        } else if (reboot && yes) {
+            if (!ctx->cfg->reboot) {
+                fb_warn(NULL, NULL, "sparkplug: Node Control/Reboot refused (enable it with sparkplug.reboot: true)");
+                continue;
+            }
+            fb_warn(NULL, NULL, "sparkplug: Node Control/Reboot: stopping and restarting the gateway process");
+            pthread_once(&reboot_once, reboot_register);
+            atomic_store(&reboot_flag, true);
+            kill(getpid(), SIGTERM); /* process-directed: main's sigwait takes it */
+        } else if (!rebirth && !reboot) {
+            fb_warn(NULL, NULL, "sparkplug: NCMD metric %s ignored (supported: Node Control/Rebirth, Reboot)",
+                    m->name ? m->name : "(by alias)");
+        }
+    }
+}
+
+static void on_message(struct mosquitto *mosq, void *obj, const struct mosquitto_message *msg,
+                       const mosquitto_property *props)
+{
+    (void)mosq;
+    (void)props;
+    struct spb_ctx *ctx = obj;
+    if (!msg->topic || msg->payloadlen < 0) return;
+    if (ctx->t_state && !strcmp(msg->topic, ctx->t_state)) {
+        int online = 0;
+        int64_t ts = -1;
+        if (fb_spb_parse_state(msg->payload, (size_t)msg->payloadlen, &online, &ts) < 0) {
+            fb_warn(NULL, NULL, "sparkplug: unreadable STATE message on %s ignored", msg->topic);
+            return;
+        }
+        if (ts >= 0) {
+            if (ts < ctx->state_ts) return; /* older than one already seen */
+            ctx->state_ts = ts;
+        }
+        bool was = atomic_exchange(&ctx->host_online, online != 0);
+        if (online && !was) {
+            fb_info(NULL, NULL, "sparkplug: primary host %s is online", ctx->cfg->primary_host);
+            wake(ctx);
+        } else if (!online && was) {
+            atomic_store(&ctx->host_offline, true);
+            wake(ctx);
+        } else if (!online) {
+            fb_info(NULL, NULL, "sparkplug: primary host %s is offline: waiting before birth",
+                    ctx->cfg->primary_host);
+        }
+        return;
+    }
+    if (msg->retain) {
+        if (fb_ratelimit_ok(&ctx->rl_cmd, fb_mono_ns()))
+            fb_warn(NULL, NULL, "sparkplug: retained command on %s ignored", msg->topic);
+        return;
+    }
+    bool ncmd = !strcmp(msg->topic, ctx->t_ncmd);
+    bool dcmd = !ncmd && !strncmp(msg->topic, ctx->t_dcmd_prefix, ctx->dcmd_prefix_len);
+    if (!ncmd && !dcmd) return;
+    if (msg->payloadlen > SPB_CMD_MAX_PAYLOAD) {
+        fb_warn(NULL, NULL, "sparkplug: command on %s ignored: %d bytes", msg->topic, msg->payloadlen);
+        return;
+    }
+    spb_payload *p = fb_spb_decode(msg->payload, (size_t)msg->payloadlen);
+    if (!p) {
+        fb_warn(NULL, NULL, "sparkplug: command on %s ignored: not a Sparkplug B payload", msg->topic);
+        return;
+    }
+    if (ncmd)
+        on_ncmd(ctx, p);
+    else
+        on_dcmd(ctx, msg->topic, p);
+    fb_spb_free(p);
+}
+
+static void on_liblog(struct mosquitto *mosq, void *obj, int level, const char *str)
+{
+    (void)mosq;
+    struct spb_ctx *ctx = obj;
+    if (level & (MOSQ_LOG_ERR | MOSQ_LOG_WARNING)) {
+        if (fb_ratelimit_ok(&ctx->rl_liblog, fb_mono_ns())) fb_warn(NULL, NULL, "sparkplug: libmosquitto: %s", str);
+    } else {
+        fb_debug(NULL, NULL, "sparkplug: libmosquitto: %s", str);
+    }
+}
+
+/* --------------------------------------------------------- network thread */
+/* The will for the next CONNECT: NDEATH with a fresh bdSeq. */
+static void prepare_connect(struct spb_ctx *ctx)
+{
+    unsigned b = ctx->next_bdseq;
+    ctx->next_bdseq = (b + 1) % 256;
+    bdseq_save(ctx, b);
+    atomic_store(&ctx->bdseq, b);
+    fb_buf_clear(&ctx->nbuf);
+    fb_spb_ndeath_payload(&ctx->nbuf, (uint64_t)ms_of(fb_now_ns()), b);
+    int rc = mosquitto_will_set(ctx->mosq, ctx->t_ndeath, (int)ctx->nbuf.len, ctx->nbuf.p, 1, false);
+    if (rc) fb_warn(NULL, NULL, "sparkplug: cannot set the NDEATH will: %s", mosquitto_strerror(rc));
+}
+
+static void *net_thread(void *arg)
+{
+    struct spb_ctx *ctx = arg;
+    const struct fb_spb_cfg *cfg = ctx->cfg;
+    bool sock = false;
+    int64_t next_try = 0;
+    while (!atomic_load(&ctx->quit)) {
+        if (!sock) {
+            int64_t now = fb_mono_ns();
+            if (now < next_try) {
+                pthread_mutex_lock(&ctx->mu);
+                if (!atomic_load(&ctx->quit)) wait_until(ctx, next_try);
+                pthread_mutex_unlock(&ctx->mu);
+                continue;
+            }
+            if (atomic_exchange(&ctx->switch_server, false) && cfg->nservers > 1) {
+                ctx->srv = (ctx->srv + 1) % cfg->nservers;
+                fb_info(NULL, NULL, "sparkplug: trying server %s", cfg->servers[ctx->srv].url);
+            }
+            const struct fb_spb_server *sv = &cfg->servers[ctx->srv];
+            prepare_connect(ctx);
+            int rc = mosquitto_connect_async(ctx->mosq, sv->host, sv->port, ctx->keepalive_s);
+            if (rc != MOSQ_ERR_SUCCESS) {
+                int e = errno;
+                if (fb_ratelimit_ok(&ctx->rl_conn, now))
+                    fb_warn(NULL, NULL, "sparkplug: cannot connect to %s:%d: %s", sv->host, sv->port,
+                            rc == MOSQ_ERR_ERRNO ? strerror(e) : mosquitto_strerror(rc));
+                if (cfg->nservers > 1) atomic_store(&ctx->switch_server, true);
+                next_try = now + backoff_next(ctx);
+                continue;
+            }
+            sock = true;
+            ctx->got_connack = false;
+        }
+        int rc = mosquitto_loop(ctx->mosq, SPB_LOOP_TIMEOUT_MS, 1);
+        if (rc != MOSQ_ERR_SUCCESS || mosquitto_socket(ctx->mosq) < 0) {
+            int e = errno;
+            sock = false;
+            const struct fb_spb_server *sv = &cfg->servers[ctx->srv];
+            if (atomic_exchange(&ctx->connected, false)) {
+                atomic_store(&ctx->s->m.connected, 0);
+                if (!atomic_load(&ctx->switch_server))
+                    fb_warn(NULL, NULL, "sparkplug: connection to %s:%d lost: %s", sv->host, sv->port,
+                            rc == MOSQ_ERR_ERRNO ? strerror(e) : mosquitto_strerror(rc));
+            } else if (!ctx->got_connack && rc != MOSQ_ERR_SUCCESS && rc != MOSQ_ERR_NO_CONN &&
+                       !atomic_load(&ctx->quit)) {
+                if (fb_ratelimit_ok(&ctx->rl_conn, fb_mono_ns()))
+                    fb_warn(NULL, NULL, "sparkplug: cannot connect to %s:%d: %s", sv->host, sv->port,
+                            rc == MOSQ_ERR_ERRNO ? strerror(e) : mosquitto_strerror(rc));
+                if (cfg->nservers > 1) atomic_store(&ctx->switch_server, true);
+            }
+            wake(ctx);
+            next_try = fb_mono_ns() + backoff_next(ctx);
+        }
+    }
+    return NULL;
+}
+
+/* ----------------------------------------------------------- open / close */
+static void ctx_free(struct spb_ctx *ctx)
+{
+    if (!ctx) return;
+    if (ctx->mosq) mosquitto_destroy(ctx->mosq);
+    if (ctx->devs)
+        for (uint32_t i = 0; i < ctx->gw->ndevs; i++) {
+            free(ctx->devs[i].t_birth);
+            free(ctx->devs[i].t_data);
+            free(ctx->devs[i].t_death);
+            free(ctx->devs[i].t_cmd);
+        }
+    free(ctx->devs);
+    if (ctx->cache)
+        for (uint32_t i = 0; i < ctx->gw->ntags; i++) free(ctx->cache[i].sbuf);
+    free(ctx->cache);
+    free(ctx->t_nbirth);
+    free(ctx->t_ndata);
+    free(ctx->t_ndeath);
+    free(ctx->t_ncmd);
+    free(ctx->t_dcmd_sub);
+    free(ctx->t_dcmd_prefix);
+    free(ctx->t_state);
+    fb_spb_enc_free(&ctx->enc);
+    fb_buf_free(&ctx->out);
+    fb_buf_free(&ctx->nbuf);
+    pthread_mutex_destroy(&ctx->mu);
+    pthread_cond_destroy(&ctx->cv);
+    free(ctx);
+}
+
+static char *topic_dup(struct spb_ctx *ctx, const char *type, const char *dev, struct fb_err *err)
+{
+    char t[1024];
+    if (fb_spb_topic(t, sizeof t, ctx->cfg->group, type, ctx->edge, dev) < 0 ||
+        mosquitto_validate_utf8(t, (int)strlen(t)) != MOSQ_ERR_SUCCESS) {
+        fb_err_set(err, FB_EINVAL, "sparkplug: topic for %s %s is too long or not UTF-8", type, dev ? dev : "");
+        return NULL;
+    }
+    char *s = strdup(t);
+    if (!s) fb_err_set(err, FB_ENOMEM, "out of memory");
+    return s;
+}
+
+static int key_password_none(char *buf, int size, int rwflag, void *userdata)
+{
+    (void)buf;
+    (void)size;
+    (void)rwflag;
+    (void)userdata;
+    return 0;
+}
+
+static int setup_client(struct spb_ctx *ctx, struct fb_err *err)
+{
+    const struct fb_spb_cfg *cfg = ctx->cfg;
+    if (cfg->client_id && *cfg->client_id)
+        snprintf(ctx->client_id, sizeof ctx->client_id, "%.150s", cfg->client_id);
+    else
+        snprintf(ctx->client_id, sizeof ctx->client_id, "fieldbridge-spb-%.120s", ctx->edge);
+    /* clean session: Sparkplug requires it (MQTT 5: clean start, expiry 0) */
+    ctx->mosq = mosquitto_new(ctx->client_id, true, ctx);
+    if (!ctx->mosq) return fb_err_set(err, FB_ENOMEM, "sparkplug: cannot create a client: %s", strerror(errno));
+    struct mosquitto *m = ctx->mosq;
+    mosquitto_threaded_set(m, true);
+    mosquitto_int_option(m, MOSQ_OPT_PROTOCOL_VERSION, ctx->v5 ? MQTT_PROTOCOL_V5 : MQTT_PROTOCOL_V311);
+    int rc;
+    if (cfg->username || cfg->password) {
+        rc = mosquitto_username_pw_set(m, cfg->username, cfg->password);
+        if (rc) return fb_err_set(err, FB_EINVAL, "sparkplug: username/password: %s", mosquitto_strerror(rc));
+    }
+    bool tls = cfg->ca || cfg->ca_path || cfg->cert;
+    for (uint32_t i = 0; i < cfg->nservers; i++) tls = tls || cfg->servers[i].tls;
+    if (tls) {
+        if (cfg->ca || cfg->ca_path) {
+            rc = mosquitto_tls_set(m, cfg->ca, cfg->ca_path, cfg->cert, cfg->key, key_password_none);
+            if (rc) return fb_err_set(err, FB_EINVAL, "sparkplug.tls: %s", mosquitto_strerror(rc));
+        } else {
+            mosquitto_int_option(m, MOSQ_OPT_TLS_USE_OS_CERTS, 1);
+        }
+        rc = mosquitto_tls_insecure_set(m, !cfg->tls_verify_hostname);
+        if (rc) return fb_err_set(err, FB_EINVAL, "sparkplug.tls: %s", mosquitto_strerror(rc));
+    }
+    mosquitto_connect_v5_callback_set(m, on_connect);
+    mosquitto_disconnect_v5_callback_set(m, on_disconnect);
+    mosquitto_publish_v5_callback_set(m, on_publish);
+    mosquitto_message_v5_callback_set(m, on_message);
+    mosquitto_log_callback_set(m, on_liblog);
+    return 0;
+}
+
+static int spb_open(struct fb_sink_inst *s, struct fb_err *err)
+{
+    const struct fb_spb_cfg *cfg = s->cfg;
+    struct fb_gateway *gw = s->gw;
+    if (!cfg || !gw || !cfg->nservers || !cfg->group) return fb_err_set(err, FB_EINVAL, "sparkplug: no server or group");
+    pthread_once(&lib_once, lib_init);
+    struct spb_ctx *ctx = calloc(1, sizeof *ctx);
+    if (!ctx) return fb_err_set(err, FB_ENOMEM, "out of memory");
+    ctx->s = s;
+    ctx->gw = gw;
+    ctx->cfg = cfg;
+    ctx->v5 = cfg->version != 3;
+    ctx->edge = cfg->edge_node && *cfg->edge_node ? cfg->edge_node : gw->id;
+    int64_t ka = cfg->keepalive_ns > 0 ? cfg->keepalive_ns / SPB_SEC : 30;
+    ctx->keepalive_s = (int)(ka < 5 ? 5 : ka > 65535 ? 65535 : ka);
+    pthread_mutex_init(&ctx->mu, NULL);
+    cond_init_mono(&ctx->cv);
+    fb_spb_enc_init(&ctx->enc);
+    fb_buf_init(&ctx->out);
+    fb_buf_init(&ctx->nbuf);
+    ctx->rl_conn.interval_ns = 60 * SPB_SEC;
+    ctx->rl_liblog.interval_ns = 10 * SPB_SEC;
+    ctx->rl_send.interval_ns = 60 * SPB_SEC;
+    ctx->rl_cmd.interval_ns = 60 * SPB_SEC;
+    ctx->close_mid = -1;
+    ctx->rng = (uint64_t)fb_now_ns() ^ ((uint64_t)(uintptr_t)ctx << 16) ^ 0x9E3779B97F4A7C15ull;
+    if (!ctx->rng) ctx->rng = 1;
+    backoff_reset(ctx);
+    if (s->buffer && s->buffer->path)
+        snprintf(ctx->bdseq_path, sizeof ctx->bdseq_path, "%s/%s.bdseq", s->buffer->path, s->name ? s->name : "sparkplug");
+    bdseq_load(ctx);
+
+    ctx->devs = calloc(gw->ndevs ? gw->ndevs : 1, sizeof *ctx->devs);
+    ctx->cache = calloc(gw->ntags ? gw->ntags : 1, sizeof *ctx->cache);
+    if (!ctx->devs || !ctx->cache) {
+        ctx_free(ctx);
+        return fb_err_set(err, FB_ENOMEM, "out of memory");
+    }
+    if (!(ctx->t_nbirth = topic_dup(ctx, "NBIRTH", NULL, err)) || !(ctx->t_ndata = topic_dup(ctx, "NDATA", NULL, err)) ||
+        !(ctx->t_ndeath = topic_dup(ctx, "NDEATH", NULL, err)) || !(ctx->t_ncmd = topic_dup(ctx, "NCMD", NULL, err)) ||
+        !(ctx->t_dcmd_sub = topic_dup(ctx, "DCMD", "+", err)) || !(ctx->t_dcmd_prefix = topic_dup(ctx, "DCMD", "", err)))
+        goto fail;
+    ctx->dcmd_prefix_len = strlen(ctx->t_dcmd_prefix);
+    if (cfg->primary_host && *cfg->primary_host) {
+        char t[600];
+        snprintf(t, sizeof t, "spBv1.0/STATE/%.500s", cfg->primary_host);
+        if (!(ctx->t_state = strdup(t))) goto fail;
+    }
+    for (uint32_t i = 0; i < gw->ndevs; i++) {
+        struct spb_dev *d = &ctx->devs[i];
+        const char *n = gw->devs[i].name;
+        if (!(d->t_birth = topic_dup(ctx, "DBIRTH", n, err)) || !(d->t_data = topic_dup(ctx, "DDATA", n, err)) ||
+            !(d->t_death = topic_dup(ctx, "DDEATH", n, err)) || !(d->t_cmd = topic_dup(ctx, "DCMD", n, err)))
+            goto fail;
+        d->state = FB_DEV_CONNECTING;
+    }
+    if (setup_client(ctx, err) < 0) goto fail;
+    s->ctx = ctx;
+    if (pthread_create(&ctx->thr, NULL, net_thread, ctx) != 0) {
+        s->ctx = NULL;
+        fb_err_set(err, FB_ENOMEM, "sparkplug: cannot start the network thread");
+        goto fail;
+    }
+    ctx->thr_started = true;
+    fb_info(NULL, NULL, "sparkplug: edge node %s/%s connecting to %s in the background", cfg->group, ctx->edge,
+            cfg->servers[0].url);
+    return 0;
+fail:
+    ctx_free(ctx);
+    return err && err->code ? err->code : FB_EINVAL;
+}
+
+/* ------------------------------------------------------------------ send */
+static void cache_put(struct spb_ctx *ctx, const struct fb_sample *sm)
+{
+    if (sm->tag >= ctx->gw->ntags) return;
+    struct spb_val *c = &ctx->cache[sm->tag];
+    int64_t ts = sm->ts_src ? sm->ts_src : sm->ts_gw;
+    if (c->ts && ts < c->ts) return; /* an older (buffered) value never replaces a newer one */
+    c->ts = ts ? ts : 1;
+    c->q = sm->quality;
+    if (sm->v.type == FB_T_NONE) {
+        /* bad sample without a value: keep the last value, flag its quality */
+        return;
+    }
+    c->v = sm->v;
+    if (sm->v.type == FB_T_STRING) {
+        if (c->scap < sm->v.s.len + 1) {
+            uint32_t nc = sm->v.s.len + 1 < 64 ? 64 : sm->v.s.len + 1;
+            char *nb = realloc(c->sbuf, nc);
+            if (!nb) {
+                c->v.type = FB_T_NONE;
+                return;
+            }
+            c->sbuf = nb;
+            c->scap = nc;
+        }
+        if (sm->v.s.len) memcpy(c->sbuf, sm->v.s.p, sm->v.s.len);
+        c->v.s.p = c->sbuf;
+    }
+}
+
+static int spb_send(struct fb_sink_inst *s, const struct fb_batch *b, uint64_t batch_id)
+{
+    struct spb_ctx *ctx = s->ctx;
+    if (!ctx || b->device >= ctx->gw->ndevs) {
+        fb_sink_done(s, batch_id, FB_DROP);
+        return FB_EINVAL;
+    }
+    bool born = session_step(ctx);
+    struct spb_dev *d = &ctx->devs[b->device];
+    if (b->kind == FB_BATCH_DEVSTATE) {
+        d->state = b->dev_state;
+        if (born && b->dev_state == FB_DEV_OFFLINE && d->born) ddeath(ctx, b->device);
+        if (born && b->dev_state == FB_DEV_ONLINE && !d->born) dbirth(ctx, b->device);
+        /* births replay the state after every reconnect: never re-queued */
+        fb_sink_done(s, batch_id, FB_SENT);
+        return 0;
+    }
+    bool hist = born && b->ts < ctx->birth_ns;
+    for (uint32_t i = 0; i < b->n; i++) cache_put(ctx, &b->s[i]);
+    if (!born) {
+        fb_sink_done(s, batch_id, FB_RETRY);
+        return 0;
+    }
+    if (!d->born) {
+        if (d->state == FB_DEV_OFFLINE) {
+            /* a dead device publishes nothing; its last values are in the cache for the next DBIRTH */
+            fb_sink_done(s, batch_id, FB_SENT);
+            return 0;
+        }
+        dbirth(ctx, b->device);
+        if (!hist) { /* the birth carries these values */
+            fb_sink_done(s, batch_id, FB_SENT);
+            return 0;
+        }
+    }
+    if (b->n == 0) {
+        fb_sink_done(s, batch_id, FB_SENT);
+        return 0;
+    }
+    fb_spb_enc_begin(&ctx->enc, (uint64_t)ms_of(b->ts), next_seq(ctx));
+    for (uint32_t i = 0; i < b->n; i++) {
+        const struct fb_sample *sm = &b->s[i];
+        if (sm->tag >= ctx->gw->ntags) continue;
+        add_tag_metric(ctx, &ctx->gw->tags[sm->tag], false, &sm->v, sm->quality, sm->ts_src ? sm->ts_src : sm->ts_gw,
+                       hist);
+    }
+    int rc = pub_enc(ctx, d->t_data);
+    if (rc == MOSQ_ERR_SUCCESS)
+        fb_sink_done(s, batch_id, FB_SENT);
+    else if (rc == MOSQ_ERR_NO_CONN || rc == MOSQ_ERR_NOMEM || rc == MOSQ_ERR_ERRNO)
+        fb_sink_done(s, batch_id, FB_RETRY);
+    else
+        fb_sink_done(s, batch_id, FB_DROP);
+    return 0;
+}
+
+static bool spb_ready(struct fb_sink_inst *s)
+{
+    struct spb_ctx *ctx = s->ctx;
+    return ctx && session_step(ctx);
+}
+
+static void spb_tick(struct fb_sink_inst *s)
+{
+    struct spb_ctx *ctx = s->ctx;
+    if (ctx) session_step(ctx);
+}
+
+static void spb_close(struct fb_sink_inst *s)
+{
+    struct spb_ctx *ctx = s->ctx;
+    if (!ctx) return;
+    if (atomic_load(&ctx->connected)) {
+        /* NDEATH ourselves before a clean DISCONNECT (which makes the broker drop the will) */
+        struct fb_buf b;
+        fb_buf_init(&b);
+        fb_spb_ndeath_payload(&b, (uint64_t)ms_of(fb_now_ns()), atomic_load(&ctx->bdseq));
+        int64_t deadline = fb_mono_ns() + SPB_CLOSE_WAIT_NS;
+        pthread_mutex_lock(&ctx->mu);
+        int mid = 0;
+        int rc = pub(ctx, &mid, ctx->t_ndeath, &b, 1);
+        if (rc == MOSQ_ERR_SUCCESS) ctx->close_mid = mid;
+        while (rc == MOSQ_ERR_SUCCESS && !ctx->close_acked && atomic_load(&ctx->connected))
+            if (!wait_until(ctx, deadline) && fb_mono_ns() >= deadline) break;
+        bool acked = ctx->close_acked;
+        pthread_mutex_unlock(&ctx->mu);
+        fb_buf_free(&b);
+        if (!acked) fb_warn(NULL, NULL, "sparkplug: NDEATH not acknowledged by the broker");
+        else fb_info(NULL, NULL, "sparkplug: NDEATH published (bdSeq %u)", atomic_load(&ctx->bdseq));
+        mosquitto_disconnect(ctx->mosq);
+        pthread_mutex_lock(&ctx->mu);
+        int64_t dl = fb_mono_ns() + 500000000LL;
+        while (atomic_load(&ctx->connected) && fb_mono_ns() < dl) wait_until(ctx, dl);
+        pthread_mutex_unlock(&ctx->mu);
+    } else {
+        mosquitto_disconnect(ctx->mosq);
+    }
+    atomic_store(&ctx->quit, true);
+    pthread_mutex_lock(&ctx->mu);
+    pthread_cond_broadcast(&ctx->cv);
+    pthread_mutex_unlock(&ctx->mu);
+    if (ctx->thr_started) pthread_join(ctx->thr, NULL);
+    atomic_store(&s->m.connected, 0);
+    s->ctx = NULL;
+    ctx_free(ctx);
+}
+
+void fb_spb_cfg_free(struct fb_spb_cfg *c)
+{
+    if (!c) return;
+    for (uint32_t i = 0; i < c->nservers; i++) {
+        free(c->servers[i].url);
+        free(c->servers[i].host);
+    }
+    free(c->servers);
+    free(c->group);
+    free(c->edge_node);
+    free(c->primary_host);
+    free(c->client_id);
+    free(c->username);
+    if (c->password) {
+        explicit_bzero(c->password, strlen(c->password));
+        free(c->password);
+    }
+    free(c->ca);
+    free(c->ca_path);
+    free(c->cert);
+    free(c->key);
+    free(c);
+}
+
+const struct fb_sink fb_sink_sparkplug = {
+    .name = "sparkplug",
+    .open = spb_open,
+    .send = spb_send,
+    .ready = spb_ready,
+    .tick = spb_tick,
+    .close = spb_close,
+};
