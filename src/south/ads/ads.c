@@ -1,0 +1,1519 @@
+/* ads.c — the Beckhoff TwinCAT ADS south driver (scheme "ads"): glue between
+ * the core and the I/O-free codec in ads_proto.c.  It owns one TCP socket
+ * per connection (AMS/TCP straight to the PLC's port 48898, no local router).
+ *
+ * Symbolic access.  Tags are symbol names; the driver asks the PLC for a
+ * handle per name (ReadWrite 0xF003), packed into sum read-write commands
+ * (0xF082), and reads the values by handle with sum reads (0xF080): a group
+ * of N tags costs ceil(N / max_sum) frames per cycle, sent back to back and
+ * matched by invoke id.  Handles belong to a connection epoch: a reconnect
+ * starts a new epoch and they are taken again; they are released (0xF006,
+ * one sum write) when the connection closes.  Every sum read carries the
+ * symbol version (0xF008) as its first sub-read: when it changes (a PLC
+ * download) or the PLC answers 0x710/0x711 for a handle, all handles are
+ * dropped and re-resolved and the read is repeated once.
+ *
+ * Types.  A tag names its type (`MAIN.nCount:DINT`) or the driver learns it
+ * from the PLC's symbol and data-type uploads (0xF00F/0xF00B/0xF00E), taken
+ * once per device when its first untyped tag is parsed — at start-up, since
+ * the core needs every tag's type before anything runs.
+ *
+ * Notifications (mode=notify: on change; mode=cyclic: every cycle).  The core
+ * is poll based, so at connect the driver adds one device notification per
+ * tag (requests pipelined, 100 ns units on the wire, cycle = the group's
+ * period unless cycle= is set) and read() only drains what the PLC pushed
+ * and returns the latest value of each tag: the group period paces
+ * publication, there is no read traffic.  A symbol-version read every 2 s
+ * checks the link and the program; notifications are added again after a
+ * reconnect or a download.
+ *
+ * Errors.  Transport failures (reset, timeout, malformed frame) return
+ * FB_EIO/FB_ETIMEDOUT/FB_EPROTO so the core reconnects; ADS error codes
+ * (whole request or per sub-command) mark the affected tags Bad with a
+ * mapped quality and are logged once per change with the text of the code.
+ */
+#include "south/ads/ads.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "core/config.h"
+#include "core/log.h"
+#include "south/ads/ads_proto.h"
+
+#define ADS_CHECK_NS 2000000000LL       /* notify mode: link / symbol-version check */
+#define ADS_HANDLE_RETRY_NS 10000000000LL /* a name the PLC did not know: ask again */
+#define ADS_SBUF 512
+
+static _Atomic uint32_t epoch_seq = 1;
+
+/* --------------------------------------------------------------- per tag */
+struct ads_tag {
+    struct ads_addr a;
+    uint32_t id;          /* tag id */
+    uint32_t handle;
+    uint32_t h_epoch;     /* epoch of handle, 0 = none */
+    uint32_t herr;        /* last handle / notification error */
+    int64_t retry_at;     /* mono: when to ask again after herr */
+    uint32_t note;
+    uint32_t n_epoch;     /* epoch of the notification, 0 = none */
+    uint8_t *val;         /* notify: latest value (a.ti.size bytes) */
+    bool have_val;
+    int64_t val_ts;
+    uint32_t last_q;      /* for change-only logging */
+    bool seen;
+};
+
+struct ads_plan {
+    uint32_t n;
+    struct ads_tag **tags;
+    int64_t period_ns;
+    /* scratch for one cycle, sized at plan time */
+    uint32_t *res;
+    uint32_t *doff;
+    uint8_t *data;
+};
+
+struct ads_dev {
+    struct ads_opts o;
+    uint8_t *sym, *dt; /* symbol and data-type uploads, for untyped tags */
+    size_t sym_len, dt_len;
+    bool uploaded;
+    int upload_rc;
+    char upload_err[256];
+};
+
+struct note_ent {
+    uint32_t h;
+    struct ads_tag *t;
+};
+
+struct ads_conn {
+    int fd;
+    bool broken;         /* a transport error happened: skip the goodbye */
+    struct ads_hdr tmpl; /* addresses of every request */
+    uint32_t invoke;
+    uint32_t epoch;
+    bool have_symver;
+    uint8_t symver;
+    uint8_t *rx, *tx, *w;
+    size_t rx_cap, tx_cap, w_cap;
+    struct note_ent *notes;
+    uint32_t nnotes, notes_cap;
+    int64_t next_check;
+    int64_t timeout_ns;
+    uint32_t last_ads_err; /* AMS or ADS error of the last FB_EEXCEPTION */
+    char where[300];
+    struct fb_conn *fc;
+};
+
+/* ------------------------------------------------------------------ socket */
+static int wait_fd(int fd, short ev, int64_t deadline)
+{
+    for (;;) {
+        int64_t left = deadline - fb_mono_ns();
+        if (left <= 0) return FB_ETIMEDOUT;
+        struct pollfd pfd = {.fd = fd, .events = ev};
+        int r = poll(&pfd, 1, (int)((left + 999999) / 1000000));
+        if (r > 0) return 0;
+        if (r == 0) continue;
+        if (errno != EINTR) return FB_EIO;
+    }
+}
+
+static int send_all(int fd, const uint8_t *p, size_t n, int64_t deadline)
+{
+    while (n) {
+        ssize_t w = send(fd, p, n, MSG_NOSIGNAL);
+        if (w > 0) {
+            p += w;
+            n -= (size_t)w;
+            continue;
+        }
+        if (w < 0 && errno == EINTR) continue;
+        if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+            int rc = wait_fd(fd, POLLOUT, deadline);
+            if (rc) return rc;
+            continue;
+        }
+        return FB_EIO;
+    }
+    return 0;
+}
+
+static int recv_all(int fd, uint8_t *p, size_t n, int64_t deadline)
+{
+    while (n) {
+        ssize_t r = recv(fd, p, n, 0);
+        if (r > 0) {
+            p += r;
+            n -= (size_t)r;
+            continue;
+        }
+        if (r == 0) return FB_EIO;
+        if (errno == EINTR) continue;
+        if (errno == EAGAIN || errno == EWOULDBLOCK) {
+            int rc = wait_fd(fd, POLLIN, deadline);
+            if (rc) return rc;
+            continue;
+        }
+        return FB_EIO;
+    }
+    return 0;
+}
+
+static int grow(uint8_t **p, size_t *cap, size_t need)
+{
+    if (*cap >= need) return 0;
+    size_t n = *cap ? *cap : 4096;
+    while (n < need) n *= 2;
+    uint8_t *q = realloc(*p, n);
+    if (!q) return FB_ENOMEM;
+    *p = q;
+    *cap = n;
+    return 0;
+}
+
+/* ------------------------------------------------------- notifications in */
+static int note_cmp(const void *a, const void *b)
+{
+    uint32_t x = ((const struct note_ent *)a)->h, y = ((const struct note_ent *)b)->h;
+    return x < y ? -1 : x > y;
+}
+
+static void note_cb(void *ctx, int64_t ts, uint32_t h, const uint8_t *data, uint32_t size)
+{
+    struct ads_conn *c = ctx;
+    struct note_ent key = {.h = h};
+    struct note_ent *e = bsearch(&key, c->notes, c->nnotes, sizeof *c->notes, note_cmp);
+    if (!e) return;
+    struct ads_tag *t = e->t;
+    if (t->n_epoch != c->epoch || !t->val || size < t->a.ti.size) return;
+    memcpy(t->val, data, t->a.ti.size);
+    t->have_val = true;
+    t->val_ts = ts ? ts : fb_now_ns();
+}
+
+/* One frame into c->rx; *h and the ADS data (c->rx + ADS_HDR, h->len bytes). */
+static int recv_frame(struct ads_conn *c, int64_t deadline, struct ads_hdr *h)
+{
+    if (grow(&c->rx, &c->rx_cap, ADS_HDR)) return FB_ENOMEM;
+    int rc = recv_all(c->fd, c->rx, ADS_TCP_HDR, deadline);
+    if (rc) return rc;
+    long fl = ads_frame_len(c->rx, ADS_TCP_HDR);
+    if (fl <= 0) return FB_EPROTO;
+    if (grow(&c->rx, &c->rx_cap, (size_t)fl)) return FB_ENOMEM;
+    rc = recv_all(c->fd, c->rx + ADS_TCP_HDR, (size_t)fl - ADS_TCP_HDR, deadline);
+    if (rc) return rc;
+    return ads_parse_hdr(c->rx, (size_t)fl, h);
+}
+
+/* A frame that is not the awaited reply: a notification, or a late answer. */
+static void stray(struct ads_conn *c, const struct ads_hdr *h)
+{
+    if (h->cmd == ADS_CMD_NOTE) ads_parse_notes(c->rx + ADS_HDR, h->len, note_cb, c);
+}
+
+/* Reply handler: i = index of the request, err = AMS error (0 = body valid). */
+typedef int (*reply_fn)(void *ctx, uint32_t i, uint32_t err, const uint8_t *d, size_t n);
+
+/* Send the n requests in c->tx[0..len) (invoke ids first..first+n-1) and
+ * hand every reply to fn, in arrival order.  0, or a transport status. */
+static int exchange(struct ads_conn *c, size_t len, uint32_t first, uint32_t n, reply_fn fn, void *ctx,
+                    int64_t timeout_ns)
+{
+    int64_t deadline = fb_mono_ns() + timeout_ns;
+    int rc = send_all(c->fd, c->tx, len, deadline);
+    uint32_t got = 0;
+    while (rc == 0 && got < n) {
+        struct ads_hdr h;
+        rc = recv_frame(c, deadline, &h);
+        if (rc) break;
+        if (h.cmd == ADS_CMD_NOTE || h.invoke - first >= n || !(h.flags & 1)) {
+            stray(c, &h);
+            continue;
+        }
+        got++;
+        rc = fn(ctx, h.invoke - first, h.error, c->rx + ADS_HDR, h.len);
+    }
+    if (rc == FB_EIO || rc == FB_ETIMEDOUT || rc == FB_EPROTO) c->broken = true;
+    return rc;
+}
+
+static uint32_t next_invoke(struct ads_conn *c, uint32_t n)
+{
+    uint32_t first = ++c->invoke;
+    c->invoke += n - 1;
+    return first;
+}
+
+/* single request: reply body copied pointer (valid until the next receive) */
+struct one {
+    uint32_t err;
+    const uint8_t *d;
+    size_t n;
+};
+static int one_fn(void *ctx, uint32_t i, uint32_t err, const uint8_t *d, size_t n)
+{
+    (void)i;
+    struct one *o = ctx;
+    o->err = err;
+    o->d = d;
+    o->n = n;
+    return 0;
+}
+
+static int fail_text(struct ads_conn *c, int rc, struct fb_err *err, const char *what)
+{
+    if (rc == FB_ETIMEDOUT)
+        return fb_err_set(err, rc, "%s: no answer to %s within %.3gs", c->where, what, c->timeout_ns / 1e9);
+    if (rc == FB_EIO) return fb_err_set(err, rc, "%s: connection lost (%s)", c->where, what);
+    if (rc == FB_ENOMEM) return fb_err_set(err, rc, "out of memory");
+    return fb_err_set(err, rc, "%s: malformed reply to %s", c->where, what);
+}
+
+/* One request of n bytes in c->tx (invoke already set); on success o holds
+ * the reply.  An AMS or ADS result error returns FB_EEXCEPTION with
+ * c->last_ads_err set; transport failures their status. */
+static int transact(struct ads_conn *c, size_t len, uint32_t invoke, struct one *o, const char *what,
+                    struct fb_err *err)
+{
+    memset(o, 0, sizeof *o);
+    int rc = exchange(c, len, invoke, 1, one_fn, o, c->timeout_ns);
+    if (rc) return fail_text(c, rc, err, what);
+    uint32_t res = o->err;
+    if (!res && ads_parse_result(o->d, o->n, &res)) {
+        c->broken = true;
+        return fail_text(c, FB_EPROTO, err, what);
+    }
+    if (res) {
+        c->last_ads_err = res;
+        return fb_err_set(err, FB_EEXCEPTION, "%s: %s: ADS error 0x%X: %s", c->where, what, res, ads_err_text(res));
+    }
+    return 0;
+}
+
+static struct ads_hdr tmpl_for(struct ads_conn *c, uint32_t invoke)
+{
+    struct ads_hdr h = c->tmpl;
+    h.invoke = invoke;
+    return h;
+}
+
+/* ------------------------------------------------------------- connection */
+static void conn_free(struct ads_conn *c)
+{
+    if (!c) return;
+    if (c->fd >= 0) close(c->fd);
+    free(c->rx);
+    free(c->tx);
+    free(c->w);
+    free(c->notes);
+    free(c);
+}
+
+static int tcp_connect(struct ads_conn *c, const struct ads_opts *o, struct fb_err *err)
+{
+    char port[16];
+    snprintf(port, sizeof port, "%d", o->port);
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM}, *res = NULL;
+    int g = getaddrinfo(o->host, port, &hints, &res);
+    if (g) return fb_err_set(err, FB_EIO, "cannot resolve %s: %s", o->host, gai_strerror(g));
+    int last = 0;
+    for (struct addrinfo *ai = res; ai; ai = ai->ai_next) {
+        int fd = socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, ai->ai_protocol);
+        if (fd < 0) {
+            last = errno;
+            continue;
+        }
+        int rc = connect(fd, ai->ai_addr, ai->ai_addrlen);
+        if (rc < 0 && errno == EINPROGRESS) {
+            if (wait_fd(fd, POLLOUT, fb_mono_ns() + o->timeout_ns) == 0) {
+                int e = 0;
+                socklen_t el = sizeof e;
+                getsockopt(fd, SOL_SOCKET, SO_ERROR, &e, &el);
+                rc = e ? -1 : 0;
+                errno = e;
+            } else {
+                errno = ETIMEDOUT;
+            }
+        }
+        if (rc == 0) {
+            int one = 1;
+            setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+            setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof one);
+            freeaddrinfo(res);
+            c->fd = fd;
+            return 0;
+        }
+        last = errno;
+        close(fd);
+    }
+    freeaddrinfo(res);
+    return fb_err_set(err, last == ETIMEDOUT ? FB_ETIMEDOUT : FB_EIO, "connect to %s failed: %s", c->where,
+                      strerror(last));
+}
+
+/* Connect and say hello (ReadState): the PLC answers only with a route. */
+static int conn_new(const struct ads_opts *o, struct ads_conn **out, struct fb_err *err)
+{
+    struct ads_conn *c = calloc(1, sizeof *c);
+    if (!c) return fb_err_set(err, FB_ENOMEM, "out of memory");
+    c->fd = -1;
+    c->timeout_ns = o->timeout_ns;
+    c->epoch = atomic_fetch_add(&epoch_seq, 1);
+    char id[24];
+    snprintf(c->where, sizeof c->where, "%s:%d (AMS %s:%u)", o->host, o->port, ads_netid_fmt(&o->target, id, sizeof id),
+             o->ams_port);
+    int rc = tcp_connect(c, o, err);
+    if (rc) {
+        conn_free(c);
+        return rc;
+    }
+    c->tmpl.target = o->target;
+    c->tmpl.target_port = o->ams_port;
+    c->tmpl.source_port = o->source_port;
+    if (o->have_source) {
+        c->tmpl.source = o->source;
+    } else { /* <our IPv4 address>.1.1, the convention TwinCAT routes expect */
+        struct sockaddr_storage ss;
+        socklen_t sl = sizeof ss;
+        uint8_t ip[4] = {127, 0, 0, 1};
+        if (getsockname(c->fd, (struct sockaddr *)&ss, &sl) == 0 && ss.ss_family == AF_INET)
+            memcpy(ip, &((struct sockaddr_in *)&ss)->sin_addr, 4);
+        memcpy(c->tmpl.source.b, ip, 4);
+        c->tmpl.source.b[4] = 1;
+        c->tmpl.source.b[5] = 1;
+    }
+    if (grow(&c->tx, &c->tx_cap, 65536) || grow(&c->rx, &c->rx_cap, 65536)) {
+        conn_free(c);
+        return fb_err_set(err, FB_ENOMEM, "out of memory");
+    }
+    uint32_t inv = next_invoke(c, 1);
+    struct ads_hdr h = tmpl_for(c, inv);
+    size_t n = ads_build_simple(c->tx, c->tx_cap, &h, ADS_CMD_STATE);
+    struct one o1;
+    struct fb_err e = {0};
+    rc = transact(c, n, inv, &o1, "ReadState", &e);
+    if (rc == FB_ETIMEDOUT || rc == FB_EIO) {
+        char src[24];
+        fb_err_set(err, rc,
+                   "%s: %s — is there a route on the PLC for our AmsNetId %s at this address? "
+                   "(fieldbridge ads add-route, docs/ads.md)",
+                   c->where, rc == FB_ETIMEDOUT ? "no answer" : "the PLC closed the connection",
+                   ads_netid_fmt(&c->tmpl.source, src, sizeof src));
+        conn_free(c);
+        return rc;
+    }
+    if (rc == FB_EEXCEPTION) {
+        fb_err_set(err, FB_EIO, "%s refused the connection: ADS error 0x%X: %s", c->where, c->last_ads_err,
+                   ads_err_text(c->last_ads_err));
+        conn_free(c);
+        return FB_EIO;
+    }
+    if (rc) {
+        *err = e;
+        conn_free(c);
+        return rc;
+    }
+    uint32_t res;
+    uint16_t st = 0, ds = 0;
+    if (ads_parse_state(o1.d, o1.n, &res, &st, &ds)) {
+        conn_free(c);
+        return fb_err_set(err, FB_EPROTO, "%s: malformed ReadState reply (is this an ADS device?)", c->where);
+    }
+    *out = c;
+    return 0;
+}
+
+/* Read one block (Read command) into a malloc'd buffer. */
+static int read_block(struct ads_conn *c, uint32_t ig, uint32_t io, uint32_t len, uint8_t **out, size_t *outlen,
+                      const char *what, struct fb_err *err)
+{
+    uint32_t inv = next_invoke(c, 1);
+    struct ads_hdr h = tmpl_for(c, inv);
+    size_t n = ads_build_read(c->tx, c->tx_cap, &h, ig, io, len);
+    struct one o;
+    int rc = transact(c, n, inv, &o, what, err);
+    if (rc) return rc;
+    uint32_t res;
+    const uint8_t *d;
+    uint32_t dl;
+    if (ads_parse_read(o.d, o.n, &res, &d, &dl)) return fail_text(c, FB_EPROTO, err, what);
+    *out = malloc(dl ? dl : 1);
+    if (!*out) return fb_err_set(err, FB_ENOMEM, "out of memory");
+    memcpy(*out, d, dl);
+    *outlen = dl;
+    return 0;
+}
+
+/* Symbol and data-type uploads. */
+static int upload(struct ads_conn *c, uint8_t **sym, size_t *sym_len, uint8_t **dt, size_t *dt_len,
+                  struct fb_err *err)
+{
+    uint8_t *info = NULL;
+    size_t il = 0;
+    *sym = *dt = NULL;
+    *sym_len = *dt_len = 0;
+    int rc = read_block(c, ADS_IG_UPLOAD_INFO2, 0, 24, &info, &il, "upload info (0xF00F)", err);
+    if (rc) return rc;
+    struct ads_upload_info ui;
+    rc = ads_parse_upload_info(info, il, &ui);
+    free(info);
+    if (rc) return fail_text(c, FB_EPROTO, err, "upload info");
+    if (ui.sym_len > ADS_FRAME_MAX - 64 || ui.dt_len > ADS_FRAME_MAX - 64)
+        return fb_err_set(err, FB_ERANGE, "%s: symbol table too large (%u bytes)", c->where, ui.sym_len);
+    rc = read_block(c, ADS_IG_SYM_UPLOAD, 0, ui.sym_len, sym, sym_len, "symbol upload (0xF00B)", err);
+    if (rc) return rc;
+    if (ui.dt_len) {
+        struct fb_err e2 = {0};
+        if (read_block(c, ADS_IG_DT_UPLOAD, 0, ui.dt_len, dt, dt_len, "data-type upload (0xF00E)", &e2)) {
+            *dt = NULL; /* optional: plain types resolve without it */
+            *dt_len = 0;
+            if (c->broken) {
+                *err = e2;
+                return e2.code;
+            }
+        }
+    }
+    return 0;
+}
+
+/* ------------------------------------------------------------------ device */
+static int ads_device_init(struct fb_device *dev, char **conn_key, struct fb_err *err)
+{
+    struct ads_dev *ad = calloc(1, sizeof *ad);
+    if (!ad) return fb_err_set(err, FB_ENOMEM, "out of memory");
+    int rc = ads_opts_parse(&dev->url, dev->timeout_ns, &ad->o, err);
+    if (rc) {
+        free(ad);
+        return rc;
+    }
+    *conn_key = ads_opts_conn_key(&ad->o);
+    if (!*conn_key) {
+        free(ad);
+        return fb_err_set(err, FB_ENOMEM, "out of memory");
+    }
+    dev->timeout_ns = ad->o.timeout_ns;
+    dev->drv_dev = ad;
+    return 0;
+}
+
+static void ads_device_free(struct fb_device *dev)
+{
+    struct ads_dev *ad = dev->drv_dev;
+    if (ad) {
+        free(ad->sym);
+        free(ad->dt);
+        free(ad);
+    }
+    dev->drv_dev = NULL;
+}
+
+static int ensure_upload(struct ads_dev *ad, struct fb_err *err)
+{
+    if (ad->uploaded) {
+        if (ad->upload_rc) fb_err_set(err, ad->upload_rc, "%s", ad->upload_err);
+        return ad->upload_rc;
+    }
+    ad->uploaded = true;
+    struct ads_conn *c = NULL;
+    struct fb_err e = {0};
+    int rc = conn_new(&ad->o, &c, &e);
+    if (!rc) rc = upload(c, &ad->sym, &ad->sym_len, &ad->dt, &ad->dt_len, &e);
+    conn_free(c);
+    if (rc) {
+        ad->upload_rc = rc;
+        snprintf(ad->upload_err, sizeof ad->upload_err, "%s", e.msg);
+        return fb_err_set(err, rc, "%s", e.msg);
+    }
+    return 0;
+}
+
+static int ads_parse_address(struct fb_device *dev, struct fb_tag *tag, struct fb_err *err)
+{
+    struct ads_dev *ad = dev->drv_dev;
+    struct ads_tag *t = calloc(1, sizeof *t);
+    if (!t) return fb_err_set(err, FB_ENOMEM, "out of memory");
+    int rc = ads_addr_parse(tag->addr_text, &t->a, err);
+    if (!rc && !t->a.typed && tag->type != FB_T_NONE) {
+        /* `type:` in the config names an fb type: take it as its IEC twin */
+        const char *tn = fb_type_name((enum fb_type)tag->type);
+        char buf[32];
+        if (tag->type == FB_T_STRING) {
+            snprintf(buf, sizeof buf, "STRING(%u)", tag->str_len ? tag->str_len : 80);
+            tn = buf;
+        }
+        if (ads_type_parse(tn, strlen(tn), &t->a.ti) == 0) t->a.typed = true;
+    }
+    if (!rc && t->a.typed && tag->index > 0)
+        rc = fb_err_set(err, FB_EINVAL, "count over '%s' needs the type from the PLC: leave out the type, or "
+                        "address the elements (NAME[i]:TYPE)", t->a.name);
+    if (!rc && !t->a.typed) {
+        struct fb_err e = {0};
+        rc = ensure_upload(ad, &e);
+        if (rc) {
+            rc = fb_err_set(err, FB_EINVAL,
+                            "cannot learn the type of '%s' from the PLC (%s): give it in the address "
+                            "(%s:REAL, :DINT, :STRING(80) …)",
+                            t->a.name, e.msg, t->a.name);
+        } else {
+            char sub[32];
+            rc = ads_resolve(ad->sym, ad->sym_len, ad->dt, ad->dt_len, t->a.name, tag->index, sub, sizeof sub,
+                             &t->a.ti, &e);
+            if (rc)
+                rc = fb_err_set(err, rc == FB_ENOTSUP ? FB_EINVAL : rc, "'%s' %s", t->a.name, e.msg);
+            else if (sub[0] && strlen(t->a.name) + strlen(sub) <= ADS_MAX_NAME)
+                strcat(t->a.name, sub);
+            else if (sub[0])
+                rc = fb_err_set(err, FB_EINVAL, "symbol name too long");
+        }
+    }
+    if (rc) {
+        free(t);
+        return rc;
+    }
+    t->id = tag->id;
+    t->val = calloc(1, t->a.ti.size ? t->a.ti.size : 1);
+    if (!t->val) {
+        free(t);
+        return fb_err_set(err, FB_ENOMEM, "out of memory");
+    }
+    if (tag->addr) {
+        struct ads_tag *old = tag->addr;
+        free(old->val);
+        free(old);
+    }
+    tag->addr = t;
+    tag->type = t->a.ti.fbtype;
+    if (t->a.ti.type == ADS_T_STRING) tag->str_len = t->a.ti.str_len;
+    else if (t->a.ti.fbtype == FB_T_STRING) tag->str_len = 24; /* DATE / DT as text */
+    return 0;
+}
+
+static void ads_free_address(struct fb_tag *tag)
+{
+    struct ads_tag *t = tag->addr;
+    if (t) free(t->val);
+    free(t);
+    tag->addr = NULL;
+}
+
+static void plan_free(struct ads_plan *p)
+{
+    if (!p) return;
+    free(p->tags);
+    free(p->res);
+    free(p->doff);
+    free(p->data);
+    free(p);
+}
+
+static int ads_plan_cb(struct fb_device *dev, struct fb_group *g, struct fb_err *err)
+{
+    struct ads_plan *p = calloc(1, sizeof *p);
+    uint32_t n = g->ntags;
+    if (!p) return fb_err_set(err, FB_ENOMEM, "out of memory");
+    p->n = n;
+    p->period_ns = g->period_ns;
+    p->tags = calloc(n ? n : 1, sizeof *p->tags);
+    p->res = calloc(n + 1, sizeof *p->res);
+    p->doff = calloc(n + 1, sizeof *p->doff);
+    size_t total = 1;
+    for (uint32_t i = 0; i < n; i++) {
+        const struct fb_tag *t = &dev->gw->tags[g->tags[i]];
+        if (!t->addr) {
+            plan_free(p);
+            return fb_err_set(err, FB_EINVAL, "tag %s has no parsed address", t->name);
+        }
+        p->tags[i] = t->addr;
+        if (p->doff) p->doff[i] = (uint32_t)total;
+        total += p->tags[i]->a.ti.size;
+    }
+    p->data = calloc(1, total);
+    if (!p->tags || !p->res || !p->doff || !p->data) {
+        plan_free(p);
+        return fb_err_set(err, FB_ENOMEM, "out of memory");
+    }
+    g->plan = p;
+    return 0;
+}
+
+static void ads_plan_free_cb(struct fb_group *g)
+{
+    plan_free(g->plan);
+    g->plan = NULL;
+}
+
+/* ----------------------------------------------------------------- handles */
+struct hctx {
+    struct ads_conn *c;
+    struct ads_tag **tags; /* the tags of each chunk, in order */
+    uint32_t *first;       /* chunk → index of its first tag */
+    uint32_t *cnt;
+    int rc;
+};
+
+static void handle_fail(struct ads_tag *t, uint32_t code)
+{
+    t->h_epoch = 0;
+    t->herr = code;
+    /* an unknown name is asked for again now and then; anything else next cycle */
+    t->retry_at = fb_mono_ns() + (code == ADSERR_SYM_NOT_FOUND ? ADS_HANDLE_RETRY_NS : 0);
+}
+
+static int handles_fn(void *ctx, uint32_t i, uint32_t err, const uint8_t *d, size_t n)
+{
+    struct hctx *h = ctx;
+    struct ads_tag **tags = h->tags + h->first[i];
+    uint32_t cnt = h->cnt[i];
+    uint32_t res = err;
+    const uint8_t *rd = NULL;
+    uint32_t rl = 0;
+    if (!res && ads_parse_read(d, n, &res, &rd, &rl)) return FB_EPROTO;
+    if (res) { /* the whole sum command failed */
+        for (uint32_t k = 0; k < cnt; k++) handle_fail(tags[k], res);
+        return 0;
+    }
+    uint32_t r[ADS_SUM_MAX], lens[ADS_SUM_MAX];
+    const uint8_t *dp[ADS_SUM_MAX];
+    if (ads_sum_rw_parse(rd, rl, cnt, r, dp, lens)) return FB_EPROTO;
+    for (uint32_t k = 0; k < cnt; k++) {
+        uint32_t hd, sz;
+        if (r[k]) {
+            handle_fail(tags[k], r[k]);
+        } else if (ads_parse_handle(dp[k], lens[k], &hd, &sz)) {
+            handle_fail(tags[k], 0x706);
+        } else {
+            tags[k]->handle = hd;
+            tags[k]->h_epoch = h->c->epoch;
+            tags[k]->herr = 0;
+        }
+    }
+    return 0;
+}
+
+/* Ask for the handles of tags[0..n) in sum read-writes of up to max_sum
+ * names, all frames in flight at once. */
+static int resolve_handles(struct ads_conn *c, const struct ads_opts *o, struct ads_tag **tags, uint32_t n)
+{
+    if (!n) return 0;
+    uint32_t chunks = (n + (uint32_t)o->max_sum - 1) / (uint32_t)o->max_sum;
+    uint32_t *first = calloc(chunks, sizeof *first), *cnt = calloc(chunks, sizeof *cnt);
+    struct ads_rwsub *subs = calloc(n, sizeof *subs);
+    int rc = (!first || !cnt || !subs) ? FB_ENOMEM : 0;
+    size_t len = 0;
+    uint32_t inv = next_invoke(c, chunks ? chunks : 1);
+    for (uint32_t ch = 0; ch < chunks && !rc; ch++) {
+        first[ch] = ch * (uint32_t)o->max_sum;
+        cnt[ch] = n - first[ch] < (uint32_t)o->max_sum ? n - first[ch] : (uint32_t)o->max_sum;
+        size_t wl = 16 * (size_t)cnt[ch];
+        for (uint32_t k = 0; k < cnt[ch]; k++) {
+            struct ads_tag *t = tags[first[ch] + k];
+            /* the name with its NUL, as TwinCAT's own clients send it */
+            subs[first[ch] + k] = (struct ads_rwsub){ADS_IG_HANDLE_BY_NAME, 0, 4, (uint32_t)strlen(t->a.name) + 1,
+                                                     (const uint8_t *)t->a.name};
+            wl += strlen(t->a.name) + 1;
+        }
+        if (grow(&c->w, &c->w_cap, wl) || grow(&c->tx, &c->tx_cap, len + ADS_HDR + 16 + wl)) {
+            rc = FB_ENOMEM;
+            break;
+        }
+        uint32_t rlen;
+        size_t w = ads_sum_rw_req(c->w, c->w_cap, subs + first[ch], cnt[ch], &rlen);
+        struct ads_hdr h = tmpl_for(c, inv + ch);
+        size_t fl = w ? ads_build_rw(c->tx + len, c->tx_cap - len, &h, ADS_IG_SUM_RW, cnt[ch], rlen, c->w,
+                                     (uint32_t)w)
+                      : 0;
+        if (!fl) rc = FB_EINVAL;
+        len += fl;
+    }
+    if (!rc) {
+        struct hctx hc = {c, tags, first, cnt, 0};
+        rc = exchange(c, len, inv, chunks, handles_fn, &hc, c->timeout_ns);
+    }
+    free(first);
+    free(cnt);
+    free(subs);
+    return rc;
+}
+
+/* A download (new symbol version, or 0x710/0x711 for a handle): every handle
+ * and notification of this connection is void. */
+static void new_epoch(struct ads_conn *c) { c->epoch = atomic_fetch_add(&epoch_seq, 1); c->nnotes = 0; }
+
+/* -------------------------------------------------------------- poll read */
+struct rctx_read {
+    struct ads_conn *c;
+    struct ads_plan *p;
+    uint32_t *idx;        /* sub k of the whole read → plan index (UINT32_MAX = symbol version) */
+    uint32_t *first, *cnt;
+    struct ads_sub *subs;
+    uint32_t req_err;     /* an error for the whole request */
+    bool symver_seen;
+    uint8_t symver;
+};
+
+static int read_fn(void *ctx, uint32_t i, uint32_t err, const uint8_t *d, size_t n)
+{
+    struct rctx_read *r = ctx;
+    uint32_t first = r->first[i], cnt = r->cnt[i];
+    uint32_t res = err;
+    const uint8_t *rd = NULL;
+    uint32_t rl = 0;
+    if (!res && ads_parse_read(d, n, &res, &rd, &rl)) return FB_EPROTO;
+    if (res) {
+        r->req_err = res;
+        for (uint32_t k = 0; k < cnt; k++)
+            if (r->idx[first + k] != UINT32_MAX) r->p->res[r->idx[first + k]] = res;
+        return 0;
+    }
+    uint32_t sres[ADS_SUM_MAX + 1];
+    const uint8_t *dp[ADS_SUM_MAX + 1];
+    if (ads_sum_read_parse(rd, rl, r->subs + first, cnt, sres, dp)) return FB_EPROTO;
+    for (uint32_t k = 0; k < cnt; k++) {
+        uint32_t ix = r->idx[first + k];
+        if (ix == UINT32_MAX) {
+            if (!sres[k] && dp[k]) {
+                r->symver_seen = true;
+                r->symver = dp[k][0];
+            }
+            continue;
+        }
+        r->p->res[ix] = sres[k];
+        if (!sres[k]) memcpy(r->p->data + r->p->doff[ix], dp[k], r->subs[first + k].len);
+    }
+    return 0;
+}
+
+/* One round: handles for tags that need them, then the sum reads. */
+static int poll_round(struct fb_device *dev, struct ads_conn *c, struct ads_plan *p, bool *redo)
+{
+    const struct ads_opts *o = &((struct ads_dev *)dev->drv_dev)->o;
+    int64_t now = fb_mono_ns();
+    *redo = false;
+    struct ads_tag **need = calloc(p->n ? p->n : 1, sizeof *need);
+    uint32_t *idx = calloc(p->n + 1, sizeof *idx);
+    struct ads_sub *subs = calloc(p->n + 1, sizeof *subs);
+    uint32_t nch = (p->n + 1 + (uint32_t)o->max_sum - 1) / (uint32_t)o->max_sum;
+    uint32_t *first = calloc(nch, sizeof *first), *cnt = calloc(nch, sizeof *cnt);
+    int rc = 0;
+    if (!need || !idx || !subs || !first || !cnt) rc = FB_ENOMEM;
+    uint32_t nn = 0;
+    for (uint32_t i = 0; i < p->n && !rc; i++) {
+        struct ads_tag *t = p->tags[i];
+        if (t->h_epoch != c->epoch && (!t->herr || now >= t->retry_at)) need[nn++] = t;
+    }
+    if (!rc && nn) {
+        atomic_fetch_add(&dev->m.requests, 1);
+        rc = resolve_handles(c, o, need, nn);
+    }
+    /* sub-reads: the symbol version first, then every tag with a handle */
+    uint32_t ns = 0;
+    if (!rc) {
+        subs[ns] = (struct ads_sub){ADS_IG_SYM_VERSION, 0, 1};
+        idx[ns++] = UINT32_MAX;
+        for (uint32_t i = 0; i < p->n; i++) {
+            struct ads_tag *t = p->tags[i];
+            if (t->h_epoch == c->epoch) {
+                subs[ns] = (struct ads_sub){ADS_IG_VALUE_BY_HANDLE, t->handle, t->a.ti.size};
+                idx[ns++] = i;
+                p->res[i] = 0x1; /* until answered */
+            } else {
+                p->res[i] = t->herr ? t->herr : 0x710;
+            }
+        }
+    }
+    uint32_t chunks = 0;
+    size_t len = 0;
+    uint32_t inv = 0;
+    if (!rc) {
+        chunks = (ns + (uint32_t)o->max_sum - 1) / (uint32_t)o->max_sum;
+        inv = next_invoke(c, chunks);
+        for (uint32_t ch = 0; ch < chunks && !rc; ch++) {
+            first[ch] = ch * (uint32_t)o->max_sum;
+            cnt[ch] = ns - first[ch] < (uint32_t)o->max_sum ? ns - first[ch] : (uint32_t)o->max_sum;
+            if (grow(&c->w, &c->w_cap, 12 * (size_t)cnt[ch]) ||
+                grow(&c->tx, &c->tx_cap, len + ADS_HDR + 16 + 12 * (size_t)cnt[ch])) {
+                rc = FB_ENOMEM;
+                break;
+            }
+            uint32_t rlen;
+            size_t w = ads_sum_read_req(c->w, c->w_cap, subs + first[ch], cnt[ch], &rlen);
+            struct ads_hdr h = tmpl_for(c, inv + ch);
+            size_t fl = w ? ads_build_rw(c->tx + len, c->tx_cap - len, &h, ADS_IG_SUM_READ, cnt[ch], rlen, c->w,
+                                         (uint32_t)w)
+                          : 0;
+            if (!fl) rc = FB_EINVAL;
+            len += fl;
+        }
+    }
+    struct rctx_read rr = {c, p, idx, first, cnt, subs, 0, false, 0};
+    if (!rc) {
+        int64_t t0 = fb_mono_ns();
+        atomic_fetch_add(&dev->m.requests, chunks);
+        rc = exchange(c, len, inv, chunks, read_fn, &rr, c->timeout_ns);
+        int64_t t1 = fb_mono_ns();
+        if (!rc) {
+            atomic_fetch_add(&dev->m.rtt_ns_sum, (uint64_t)(t1 - t0));
+            atomic_store(&dev->m.rtt_ns_last, (uint64_t)(t1 - t0));
+            atomic_fetch_add(&dev->m.rtt_count, 1);
+            if (!rr.req_err) atomic_store(&dev->m.last_success_ns, fb_now_ns());
+        }
+    }
+    if (!rc) {
+        bool stale = false;
+        if (rr.symver_seen) {
+            if (c->have_symver && rr.symver != c->symver) stale = true;
+            c->symver = rr.symver;
+            c->have_symver = true;
+        }
+        for (uint32_t i = 0; i < p->n; i++)
+            if (p->tags[i]->h_epoch == c->epoch && (p->res[i] == ADSERR_SYM_NOT_FOUND || p->res[i] == ADSERR_SYM_VERSION))
+                stale = true;
+        if (stale) {
+            fb_info(dev->name, NULL, "the PLC program changed (symbol version %u): resolving handles again",
+                    c->symver);
+            new_epoch(c);
+            *redo = true;
+        }
+    }
+    free(need);
+    free(idx);
+    free(subs);
+    free(first);
+    free(cnt);
+    return rc;
+}
+
+/* ------------------------------------------------------------ notifications */
+struct nctx {
+    struct ads_conn *c;
+    struct ads_tag **tags;
+};
+
+static int addnote_fn(void *ctx, uint32_t i, uint32_t err, const uint8_t *d, size_t n)
+{
+    struct nctx *x = ctx;
+    struct ads_tag *t = x->tags[i];
+    uint32_t res = err, h = 0;
+    if (!res && ads_parse_addnote(d, n, &res, &h)) return FB_EPROTO;
+    if (res) {
+        t->herr = res;
+        t->retry_at = fb_mono_ns() + ADS_HANDLE_RETRY_NS;
+        t->n_epoch = 0;
+        return 0;
+    }
+    t->note = h;
+    t->n_epoch = x->c->epoch;
+    t->have_val = false;
+    struct ads_conn *c = x->c;
+    if (c->nnotes == c->notes_cap) {
+        uint32_t nc = c->notes_cap ? c->notes_cap * 2 : 64;
+        struct note_ent *ne = realloc(c->notes, nc * sizeof *ne);
+        if (!ne) return FB_ENOMEM;
+        c->notes = ne;
+        c->notes_cap = nc;
+    }
+    c->notes[c->nnotes++] = (struct note_ent){h, t};
+    return 0;
+}
+
+/* Handles, then one AddDeviceNotification per tag (all in flight at once). */
+static int add_notes(struct fb_device *dev, struct ads_conn *c, struct ads_plan *p)
+{
+    const struct ads_opts *o = &((struct ads_dev *)dev->drv_dev)->o;
+    int64_t now = fb_mono_ns();
+    struct ads_tag **need = calloc(p->n ? p->n : 1, sizeof *need);
+    if (!need) return FB_ENOMEM;
+    uint32_t nn = 0;
+    for (uint32_t i = 0; i < p->n; i++) {
+        struct ads_tag *t = p->tags[i];
+        if (t->n_epoch != c->epoch && (!t->herr || now >= t->retry_at)) need[nn++] = t;
+    }
+    uint32_t nh = 0;
+    struct ads_tag **hn = calloc(nn ? nn : 1, sizeof *hn);
+    int rc = hn ? 0 : FB_ENOMEM;
+    for (uint32_t i = 0; i < nn && !rc; i++)
+        if (need[i]->h_epoch != c->epoch) hn[nh++] = need[i];
+    if (!rc && nh) rc = resolve_handles(c, o, hn, nh);
+    free(hn);
+    uint32_t na = 0;
+    for (uint32_t i = 0; i < nn && !rc; i++)
+        if (need[i]->h_epoch == c->epoch) need[na++] = need[i];
+    if (!rc && na) {
+        int64_t cyc = o->cycle_ns ? o->cycle_ns : (o->mode == ADS_MODE_CYCLIC ? p->period_ns : 0);
+        uint32_t cyc100 = (uint32_t)(cyc / 100 > UINT32_MAX ? UINT32_MAX : cyc / 100);
+        uint32_t del100 = (uint32_t)(o->max_delay_ns / 100 > UINT32_MAX ? UINT32_MAX : o->max_delay_ns / 100);
+        uint32_t mode = o->mode == ADS_MODE_CYCLIC ? ADS_TRANS_CYCLIC : ADS_TRANS_ONCHANGE;
+        if (grow(&c->tx, &c->tx_cap, (size_t)na * (ADS_HDR + 40))) rc = FB_ENOMEM;
+        uint32_t inv = next_invoke(c, na);
+        size_t len = 0;
+        for (uint32_t i = 0; i < na && !rc; i++) {
+            struct ads_hdr h = tmpl_for(c, inv + i);
+            len += ads_build_addnote(c->tx + len, c->tx_cap - len, &h, ADS_IG_VALUE_BY_HANDLE, need[i]->handle,
+                                     need[i]->a.ti.size, mode, del100, cyc100);
+        }
+        if (!rc) {
+            atomic_fetch_add(&dev->m.requests, na);
+            struct nctx x = {c, need};
+            rc = exchange(c, len, inv, na, addnote_fn, &x, c->timeout_ns + (int64_t)na * 1000000);
+        }
+        if (c->nnotes) qsort(c->notes, c->nnotes, sizeof *c->notes, note_cmp);
+    }
+    free(need);
+    return rc;
+}
+
+/* Drain whatever the PLC pushed, without waiting. */
+static int drain(struct ads_conn *c)
+{
+    for (;;) {
+        struct pollfd pfd = {.fd = c->fd, .events = POLLIN};
+        int r = poll(&pfd, 1, 0);
+        if (r < 0 && errno == EINTR) continue;
+        if (r <= 0) return 0;
+        if (pfd.revents & (POLLERR | POLLHUP) && !(pfd.revents & POLLIN)) {
+            c->broken = true;
+            return FB_EIO;
+        }
+        struct ads_hdr h;
+        int rc = recv_frame(c, fb_mono_ns() + c->timeout_ns, &h);
+        if (rc) {
+            c->broken = true;
+            return rc;
+        }
+        stray(c, &h);
+    }
+}
+
+/* notify mode: every ADS_CHECK_NS read the symbol version (link check too) */
+static int check_symver(struct fb_device *dev, struct ads_conn *c)
+{
+    int64_t now = fb_mono_ns();
+    if (now < c->next_check) return 0;
+    c->next_check = now + ADS_CHECK_NS;
+    uint32_t inv = next_invoke(c, 1);
+    struct ads_hdr h = tmpl_for(c, inv);
+    size_t n = ads_build_read(c->tx, c->tx_cap, &h, ADS_IG_SYM_VERSION, 0, 1);
+    struct one o;
+    struct fb_err e = {0};
+    atomic_fetch_add(&dev->m.requests, 1);
+    int rc = transact(c, n, inv, &o, "symbol version", &e);
+    if (rc == FB_EEXCEPTION) return 0;
+    if (rc) return rc;
+    uint32_t res, dl;
+    const uint8_t *d;
+    if (ads_parse_read(o.d, o.n, &res, &d, &dl) || dl < 1) return 0;
+    if (c->have_symver && d[0] != c->symver) {
+        fb_info(dev->name, NULL, "the PLC program changed (symbol version %u → %u): adding notifications again",
+                c->symver, d[0]);
+        new_epoch(c);
+    }
+    c->symver = d[0];
+    c->have_symver = true;
+    return 0;
+}
+
+/* ------------------------------------------------------------------- read */
+static void add_bad(struct fb_batch *out, uint32_t id, uint8_t type, uint32_t q, int64_t ts)
+{
+    struct fb_value v;
+    memset(&v, 0, sizeof v);
+    v.type = type;
+    if (v.type == FB_T_STRING) v.s.p = "";
+    fb_batch_add(out, id, q, ts, &v);
+}
+
+static void log_tag(struct fb_device *dev, struct ads_tag *t, uint32_t q, uint32_t code)
+{
+    const struct fb_tag *ft = &dev->gw->tags[t->id];
+    if (fb_q_bad(q) && (!t->seen || q != t->last_q)) {
+        char qn[16];
+        fb_warn(dev->name, ft->name, "%s: ADS error 0x%X: %s → %s", t->a.name, code, ads_err_text(code),
+                fb_q_name(q, qn));
+    } else if (!fb_q_bad(q) && t->seen && fb_q_bad(t->last_q)) {
+        fb_info(dev->name, ft->name, "read recovered");
+    }
+    t->last_q = q;
+    t->seen = true;
+}
+
+static int ads_read(struct fb_device *dev, struct fb_group *g, struct fb_batch *out)
+{
+    struct ads_plan *p = g->plan;
+    struct ads_conn *c = dev->conn ? dev->conn->ctx : NULL;
+    const struct ads_opts *o = &((struct ads_dev *)dev->drv_dev)->o;
+    if (!p) return FB_EINVAL;
+    int64_t ts = fb_now_ns();
+    if (!c) {
+        for (uint32_t i = 0; i < p->n; i++)
+            add_bad(out, p->tags[i]->id, dev->gw->tags[p->tags[i]->id].type, FB_Q_BAD_NOT_CONNECTED, ts);
+        return FB_EIO;
+    }
+    char sbuf[ADS_SBUF];
+    int rc = 0;
+    if (o->mode == ADS_MODE_POLL) {
+        bool redo = false;
+        rc = poll_round(dev, c, p, &redo);
+        if (!rc && redo) rc = poll_round(dev, c, p, &redo);
+        ts = fb_now_ns();
+        for (uint32_t i = 0; i < p->n; i++) {
+            struct ads_tag *t = p->tags[i];
+            uint8_t type = dev->gw->tags[t->id].type;
+            uint32_t code = rc ? 0 : p->res[i];
+            uint32_t q = rc ? (rc == FB_ETIMEDOUT ? FB_Q_BAD_TIMEOUT : FB_Q_BAD_COMM) : ads_err_quality(code, false);
+            if (!rc) log_tag(dev, t, q, code);
+            if (q != FB_Q_GOOD) {
+                add_bad(out, t->id, type, q, ts);
+                continue;
+            }
+            struct fb_value v;
+            q = ads_decode(&t->a.ti, p->data + p->doff[i], t->a.ti.size, &v, sbuf, sizeof sbuf);
+            if (q != FB_Q_GOOD) add_bad(out, t->id, type, q, ts);
+            else fb_batch_add(out, t->id, FB_Q_GOOD, ts, &v);
+        }
+    } else {
+        rc = check_symver(dev, c);
+        if (!rc) rc = add_notes(dev, c, p);
+        if (!rc) rc = drain(c);
+        ts = fb_now_ns();
+        for (uint32_t i = 0; i < p->n; i++) {
+            struct ads_tag *t = p->tags[i];
+            uint8_t type = dev->gw->tags[t->id].type;
+            uint32_t q;
+            if (rc) q = rc == FB_ETIMEDOUT ? FB_Q_BAD_TIMEOUT : FB_Q_BAD_COMM;
+            else if (t->n_epoch != c->epoch) q = ads_err_quality(t->herr ? t->herr : 0x710, false);
+            else q = t->have_val ? FB_Q_GOOD : FB_Q_BAD_WAITING;
+            if (!rc && q != FB_Q_BAD_WAITING) log_tag(dev, t, q, t->herr);
+            if (q != FB_Q_GOOD) {
+                add_bad(out, t->id, type, q, ts);
+                continue;
+            }
+            struct fb_value v;
+            q = ads_decode(&t->a.ti, t->val, t->a.ti.size, &v, sbuf, sizeof sbuf);
+            struct fb_sample *s = q != FB_Q_GOOD ? NULL : fb_batch_add(out, t->id, FB_Q_GOOD, ts, &v);
+            if (q != FB_Q_GOOD) add_bad(out, t->id, type, q, ts);
+            else if (s) s->ts_src = t->val_ts;
+        }
+    }
+    if (rc) {
+        atomic_fetch_add(&dev->m.errors, 1);
+        if (rc == FB_ETIMEDOUT) atomic_fetch_add(&dev->m.timeouts, 1);
+        fb_warn(dev->name, NULL, "%s: %s", c->where, fb_strerror(rc));
+        return rc == FB_ENOMEM || rc == FB_EINVAL ? FB_EPROTO : rc;
+    }
+    return 0;
+}
+
+/* ------------------------------------------------------------------ write */
+static int write_once(struct fb_device *dev, struct ads_conn *c, struct ads_tag *t, const uint8_t *data,
+                      uint32_t len, uint32_t *res, struct fb_err *err)
+{
+    const struct ads_opts *o = &((struct ads_dev *)dev->drv_dev)->o;
+    *res = 0;
+    if (t->h_epoch != c->epoch) {
+        int rc = resolve_handles(c, o, &t, 1);
+        if (rc) return fail_text(c, rc, err, "handle request");
+        if (t->h_epoch != c->epoch) {
+            *res = t->herr;
+            return 0;
+        }
+    }
+    if (grow(&c->tx, &c->tx_cap, ADS_HDR + 12 + len)) return fb_err_set(err, FB_ENOMEM, "out of memory");
+    uint32_t inv = next_invoke(c, 1);
+    struct ads_hdr h = tmpl_for(c, inv);
+    size_t n = ads_build_write(c->tx, c->tx_cap, &h, ADS_IG_VALUE_BY_HANDLE, t->handle, data, len);
+    struct one one;
+    struct fb_err e = {0};
+    int rc = transact(c, n, inv, &one, "write", &e);
+    if (rc == FB_EEXCEPTION) {
+        *res = c->last_ads_err;
+        return 0;
+    }
+    if (rc) *err = e;
+    return rc;
+}
+
+static int ads_write(struct fb_device *dev, const struct fb_tag *ft, const struct fb_value *v, struct fb_err *err)
+{
+    struct ads_tag *t = ft->addr;
+    struct ads_conn *c = dev->conn ? dev->conn->ctx : NULL;
+    if (!t) return fb_err_set(err, FB_EINVAL, "tag %s has no address", ft->name);
+    if (!c) return fb_err_set(err, FB_EIO, "%s: not connected", dev->name);
+    uint8_t buf[ADS_MAX_STRING + 9];
+    int n = ads_encode(&t->a.ti, v, buf, sizeof buf, err);
+    if (n < 0) return n;
+    uint32_t res;
+    int rc = write_once(dev, c, t, buf, (uint32_t)n, &res, err);
+    if (!rc && (res == ADSERR_SYM_NOT_FOUND || res == ADSERR_SYM_VERSION) && t->h_epoch == c->epoch) {
+        new_epoch(c); /* a stale handle after a download: take a new one, once */
+        rc = write_once(dev, c, t, buf, (uint32_t)n, &res, err);
+    }
+    if (rc) return rc;
+    if (res) {
+        int code = res == 0x704 || res == 0x723 ? FB_EACCES
+                   : res == ADSERR_SYM_NOT_FOUND ? FB_ENOENT
+                   : res == 0x705 || res == 0x706 ? FB_EINVAL
+                                                  : FB_EEXCEPTION;
+        if (code == FB_EINVAL) code = FB_EEXCEPTION; /* the device refused: not a usage error */
+        return fb_err_set(err, code, "write to %s refused: ADS error 0x%X: %s", t->a.name, res, ads_err_text(res));
+    }
+    return 0;
+}
+
+/* ------------------------------------------------------------ open / close */
+static int ads_open(struct fb_conn *cn, struct fb_err *err)
+{
+    if (cn->ctx) {
+        conn_free(cn->ctx);
+        cn->ctx = NULL;
+    }
+    if (!cn->ndevs || !cn->devs[0]->drv_dev)
+        return fb_err_set(err, FB_EINVAL, "connection %s has no ADS device", cn->key);
+    const struct ads_opts *o = &((const struct ads_dev *)cn->devs[0]->drv_dev)->o;
+    struct ads_conn *c = NULL;
+    int rc = conn_new(o, &c, err);
+    if (rc) return rc;
+    c->fc = cn;
+    /* the symbol version, to notice downloads */
+    uint8_t *sv = NULL;
+    size_t svl = 0;
+    struct fb_err e = {0};
+    if (read_block(c, ADS_IG_SYM_VERSION, 0, 1, &sv, &svl, "symbol version", &e) == 0 && svl >= 1) {
+        c->symver = sv[0];
+        c->have_symver = true;
+    } else if (c->broken) {
+        free(sv);
+        *err = e;
+        conn_free(c);
+        return e.code ? e.code : FB_EIO;
+    }
+    free(sv);
+    c->next_check = fb_mono_ns() + ADS_CHECK_NS;
+    cn->ctx = c;
+    /* notify mode: subscribe now so the first values arrive before the first read */
+    for (uint32_t i = 0; i < cn->ndevs; i++) {
+        struct fb_device *d = cn->devs[i];
+        if (((struct ads_dev *)d->drv_dev)->o.mode == ADS_MODE_POLL) continue;
+        for (uint32_t k = 0; k < d->ngroups; k++) {
+            if (!d->groups[k].plan) continue;
+            rc = add_notes(d, c, d->groups[k].plan);
+            if (rc) {
+                fail_text(c, rc, err, "AddDeviceNotification");
+                conn_free(c);
+                cn->ctx = NULL;
+                return rc;
+            }
+        }
+    }
+    fb_debug(cn->devs[0]->name, NULL, "connected to %s", c->where);
+    return 0;
+}
+
+static int del_fn(void *ctx, uint32_t i, uint32_t err, const uint8_t *d, size_t n)
+{
+    (void)ctx, (void)i, (void)err, (void)d, (void)n;
+    return 0;
+}
+
+/* Say goodbye: delete notifications, release handles (best effort, short). */
+static void goodbye(struct fb_conn *cn, struct ads_conn *c)
+{
+    int64_t saved = c->timeout_ns;
+    if (c->timeout_ns > 500000000) c->timeout_ns = 500000000;
+    uint32_t nh = 0, nd = 0;
+    for (uint32_t i = 0; i < cn->ndevs; i++) {
+        struct fb_device *d = cn->devs[i];
+        for (uint32_t k = 0; k < d->ntags; k++) {
+            struct ads_tag *t = d->gw->tags[d->first_tag + k].addr;
+            if (!t) continue;
+            if (t->h_epoch == c->epoch) nh++;
+            if (t->n_epoch == c->epoch) nd++;
+        }
+    }
+    size_t len = 0;
+    int rc = grow(&c->tx, &c->tx_cap, (size_t)nd * (ADS_HDR + 4) + 64);
+    uint32_t inv = next_invoke(c, nd ? nd : 1);
+    uint32_t j = 0;
+    for (uint32_t i = 0; i < cn->ndevs && !rc; i++) {
+        struct fb_device *d = cn->devs[i];
+        for (uint32_t k = 0; k < d->ntags; k++) {
+            struct ads_tag *t = d->gw->tags[d->first_tag + k].addr;
+            if (t && t->n_epoch == c->epoch) {
+                struct ads_hdr h = tmpl_for(c, inv + j++);
+                len += ads_build_delnote(c->tx + len, c->tx_cap - len, &h, t->note);
+                t->n_epoch = 0;
+            }
+        }
+    }
+    if (!rc && nd) rc = exchange(c, len, inv, nd, del_fn, NULL, c->timeout_ns);
+    /* handles: sum writes of 0xF006 */
+    const struct ads_opts *o = &((const struct ads_dev *)cn->devs[0]->drv_dev)->o;
+    struct ads_sub *subs = calloc(nh ? nh : 1, sizeof *subs);
+    uint32_t *hv = calloc(nh ? nh : 1, sizeof *hv);
+    const uint8_t **vals = calloc(nh ? nh : 1, sizeof *vals);
+    if (!subs || !hv || !vals) rc = FB_ENOMEM;
+    j = 0;
+    for (uint32_t i = 0; i < cn->ndevs && !rc; i++) {
+        struct fb_device *d = cn->devs[i];
+        for (uint32_t k = 0; k < d->ntags; k++) {
+            struct ads_tag *t = d->gw->tags[d->first_tag + k].addr;
+            if (t && t->h_epoch == c->epoch) {
+                uint8_t *b = (uint8_t *)&hv[j];
+                for (int q = 0; q < 4; q++) b[q] = (uint8_t)(t->handle >> (8 * q));
+                subs[j] = (struct ads_sub){ADS_IG_RELEASE_HANDLE, 0, 4};
+                vals[j] = b;
+                j++;
+                t->h_epoch = 0;
+            }
+        }
+    }
+    for (uint32_t f = 0; f < nh && !rc && !c->broken; f += (uint32_t)o->max_sum) {
+        uint32_t m = nh - f < (uint32_t)o->max_sum ? nh - f : (uint32_t)o->max_sum;
+        if (grow(&c->w, &c->w_cap, 16 * (size_t)m) || grow(&c->tx, &c->tx_cap, ADS_HDR + 16 + 16 * (size_t)m)) break;
+        size_t w = ads_sum_write_req(c->w, c->w_cap, subs + f, m, vals + f);
+        uint32_t iv = next_invoke(c, 1);
+        struct ads_hdr h = tmpl_for(c, iv);
+        size_t fl = ads_build_rw(c->tx, c->tx_cap, &h, ADS_IG_SUM_WRITE, m, 4 * m, c->w, (uint32_t)w);
+        struct one one;
+        struct fb_err e = {0};
+        if (!fl || transact(c, fl, iv, &one, "release handles", &e) < 0) break;
+    }
+    free(subs);
+    free(hv);
+    free(vals);
+    c->timeout_ns = saved;
+}
+
+static void ads_close(struct fb_conn *cn)
+{
+    struct ads_conn *c = cn->ctx;
+    if (!c) return;
+    if (!c->broken && c->fd >= 0) goodbye(cn, c);
+    conn_free(c);
+    cn->ctx = NULL;
+}
+
+/* ------------------------------------------------------------------ browse */
+int fb_ads_browse(const char *url, FILE *out, struct fb_err *err)
+{
+    struct fb_url u;
+    int rc = fb_url_parse(url, &u, err);
+    if (rc) return FB_EINVAL;
+    struct ads_opts o;
+    rc = ads_opts_parse(&u, 2000000000LL, &o, err);
+    fb_url_free(&u);
+    if (rc) return FB_EINVAL;
+    struct ads_conn *c = NULL;
+    rc = conn_new(&o, &c, err);
+    if (rc) return rc;
+    uint8_t *sym = NULL, *dt = NULL;
+    size_t sl = 0, dl = 0;
+    rc = upload(c, &sym, &sl, &dt, &dl, err);
+    conn_free(c);
+    if (rc) {
+        free(sym);
+        free(dt);
+        return rc;
+    }
+    size_t off = 0;
+    struct ads_sym s;
+    uint32_t count = 0;
+    fprintf(out, "%-40s %-24s %-8s %s\n", "SYMBOL", "TYPE", "AS", "SIZE");
+    while ((rc = ads_sym_next(sym, sl, &off, &s)) == 1) {
+        struct ads_tinfo ti;
+        struct fb_err e = {0};
+        const char *as = "-";
+        if (ads_resolve(sym, sl, dt, dl, s.name, -1, NULL, 0, &ti, &e) == 0) as = fb_type_name((enum fb_type)ti.fbtype);
+        else if (!strncasecmp(s.type, "ARRAY", 5)) as = "array";
+        else as = "struct";
+        fprintf(out, "%-40s %-24s %-8s %u\n", s.name, s.type, as, s.size);
+        count++;
+    }
+    free(sym);
+    free(dt);
+    if (rc < 0) return fb_err_set(err, FB_EPROTO, "malformed symbol upload after %u symbols", count);
+    fprintf(out, "%u symbols; read them by name (MAIN.fTemperature), elements of arrays and structs as "
+                 "MAIN.aValues[3] / MAIN.stRecipe.fSpeed\n",
+            count);
+    return 0;
+}
+
+/* --------------------------------------------------------------- add-route */
+static const char *const add_route_help =
+    "usage: fieldbridge ads add-route PLC_HOST --net-id OUR_NET_ID --user USER\n"
+    "                                 (--password-file FILE | env FB_ADS_PASSWORD)\n"
+    "                                 [--address OUR_IP_OR_HOST] [--route-name NAME]\n"
+    "                                 [--port 48899] [--timeout 3s]\n"
+    "Registers a static route on a TwinCAT PLC (UDP 48899) so that it accepts ADS\n"
+    "connections from this gateway: OUR_NET_ID (conventionally <our IP>.1.1) at\n"
+    "OUR_IP.  USER/password are the PLC's operating-system login.  Use the same\n"
+    "NetId as source_net_id= in the ads:// URL.\n"
+    "exit codes: 0 route added; 1 refused or no answer; 2 usage error\n";
+
+int fb_ads_add_route(int argc, char **argv)
+{
+    const char *host = NULL, *netid_s = NULL, *user = NULL, *pwfile = NULL, *addr = NULL, *name = NULL;
+    const char *timeout_s = NULL, *password = NULL;
+    int port = ADS_UDP_PORT;
+    for (int i = 0; i < argc; i++) {
+        const char *a = argv[i];
+        bool v = i + 1 < argc;
+        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+            fputs(add_route_help, stdout);
+            return 0;
+        } else if (!strcmp(a, "--net-id") && v) netid_s = argv[++i];
+        else if (!strcmp(a, "--user") && v) user = argv[++i];
+        else if (!strcmp(a, "--password-file") && v) pwfile = argv[++i];
+        else if (!strcmp(a, "--password") && v) password = argv[++i];
+        else if (!strcmp(a, "--address") && v) addr = argv[++i];
+        else if (!strcmp(a, "--route-name") && v) name = argv[++i];
+        else if (!strcmp(a, "--timeout") && v) timeout_s = argv[++i];
+        else if (!strcmp(a, "--port") && v) port = atoi(argv[++i]);
+        else if (a[0] == '-') {
+            fprintf(stderr, "fieldbridge ads add-route: unknown option '%s'\n%s", a, add_route_help);
+            return 2;
+        } else if (!host) host = a;
+        else {
+            fprintf(stderr, "fieldbridge ads add-route: unexpected argument '%s'\n", a);
+            return 2;
+        }
+    }
+    struct ads_netid nid;
+    if (!host || !netid_s || !user) {
+        fprintf(stderr, "fieldbridge ads add-route: PLC_HOST, --net-id and --user are required\n%s", add_route_help);
+        return 2;
+    }
+    if (ads_netid_parse(netid_s, &nid)) {
+        fprintf(stderr, "fieldbridge ads add-route: bad --net-id '%s' (six numbers, e.g. 192.168.0.5.1.1)\n", netid_s);
+        return 2;
+    }
+    if (port < 1 || port > 65535) {
+        fprintf(stderr, "fieldbridge ads add-route: bad --port\n");
+        return 2;
+    }
+    int64_t tmo = 3000000000LL;
+    if (timeout_s && (fb_parse_duration(timeout_s, &tmo) < 0 || tmo <= 0)) {
+        fprintf(stderr, "fieldbridge ads add-route: bad --timeout '%s'\n", timeout_s);
+        return 2;
+    }
+    char pw[256] = "";
+    if (pwfile) {
+        FILE *f = fopen(pwfile, "r");
+        if (!f) {
+            fprintf(stderr, "fieldbridge ads add-route: cannot read %s: %s\n", pwfile, strerror(errno));
+            return 2;
+        }
+        if (!fgets(pw, sizeof pw, f)) pw[0] = 0;
+        fclose(f);
+        pw[strcspn(pw, "\r\n")] = 0;
+    } else if (password) {
+        snprintf(pw, sizeof pw, "%s", password);
+    } else if (getenv("FB_ADS_PASSWORD")) {
+        snprintf(pw, sizeof pw, "%s", getenv("FB_ADS_PASSWORD"));
+    } else {
+        fprintf(stderr, "fieldbridge ads add-route: give the PLC password with --password-file FILE or "
+                        "FB_ADS_PASSWORD\n");
+        return 2;
+    }
+    char portstr[8];
+    snprintf(portstr, sizeof portstr, "%d", port);
+    struct addrinfo hints = {.ai_family = AF_INET, .ai_socktype = SOCK_DGRAM}, *res = NULL;
+    int g = getaddrinfo(host, portstr, &hints, &res);
+    if (g) {
+        fprintf(stderr, "fieldbridge ads add-route: cannot resolve %s: %s\n", host, gai_strerror(g));
+        return 1;
+    }
+    int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    if (fd < 0 || connect(fd, res->ai_addr, res->ai_addrlen) < 0) {
+        fprintf(stderr, "fieldbridge ads add-route: %s\n", strerror(errno));
+        if (fd >= 0) close(fd);
+        freeaddrinfo(res);
+        return 1;
+    }
+    freeaddrinfo(res);
+    char ourip[64] = "";
+    if (!addr) { /* the address the PLC sees us at */
+        struct sockaddr_in sa;
+        socklen_t sl = sizeof sa;
+        if (getsockname(fd, (struct sockaddr *)&sa, &sl) == 0) inet_ntop(AF_INET, &sa.sin_addr, ourip, sizeof ourip);
+        addr = ourip;
+    }
+    if (!name) name = addr;
+    uint8_t pkt[1200];
+    uint32_t invoke = (uint32_t)fb_mono_ns() | 1;
+    size_t n = ads_udp_add_route(pkt, sizeof pkt, invoke, &nid, name, &nid, user, pw, addr);
+    memset(pw, 0, sizeof pw);
+    if (!n) {
+        fprintf(stderr, "fieldbridge ads add-route: arguments too long\n");
+        close(fd);
+        return 2;
+    }
+    int64_t deadline = fb_mono_ns() + tmo;
+    int rc = 1;
+    int64_t resend = 0;
+    while (fb_mono_ns() < deadline) {
+        if (fb_mono_ns() >= resend) { /* UDP: repeat every second */
+            if (send(fd, pkt, n, 0) < 0 && errno != ECONNREFUSED) break;
+            resend = fb_mono_ns() + 1000000000LL;
+        }
+        struct pollfd pfd = {.fd = fd, .events = POLLIN};
+        int64_t left = (resend < deadline ? resend : deadline) - fb_mono_ns();
+        int r = poll(&pfd, 1, left > 0 ? (int)(left / 1000000) + 1 : 0);
+        if (r <= 0) continue;
+        uint8_t rb[2048];
+        ssize_t got = recv(fd, rb, sizeof rb, 0);
+        if (got < 0) continue;
+        struct ads_udp_reply rep;
+        if (ads_udp_parse(rb, (size_t)got, &rep) || rep.invoke != invoke ||
+            rep.service != (ADS_UDP_RESPONSE | ADS_UDP_ADD_ROUTE))
+            continue;
+        char pid[24];
+        ads_netid_fmt(&rep.netid, pid, sizeof pid);
+        if (!rep.have_status || rep.status == 0) {
+            printf("route '%s' for %s at %s added on %s (PLC AmsNetId %s)\n", name, netid_s, addr, host, pid);
+            rc = 0;
+        } else {
+            fprintf(stderr, "fieldbridge ads add-route: %s (PLC %s) refused the route: 0x%X %s\n", host, pid,
+                    rep.status,
+                    rep.status == 0x704 || rep.status == 0x723 ? "wrong user name or password"
+                                                               : ads_err_text(rep.status));
+            rc = 1;
+        }
+        close(fd);
+        return rc;
+    }
+    fprintf(stderr, "fieldbridge ads add-route: no answer from %s:%d within %.1fs (is it a TwinCAT system? is UDP "
+                    "%d open?)\n",
+            host, port, tmo / 1e9, port);
+    close(fd);
+    return 1;
+}
+
+static const char *const ads_schemes[] = {"ads", NULL};
+
+const struct fb_driver fb_driver_ads = {
+    .name = "ads",
+    .schemes = ads_schemes,
+    .device_init = ads_device_init,
+    .device_free = ads_device_free,
+    .parse_address = ads_parse_address,
+    .free_address = ads_free_address,
+    .plan = ads_plan_cb,
+    .plan_free = ads_plan_free_cb,
+    .open = ads_open,
+    .read = ads_read,
+    .write = ads_write,
+    .close = ads_close,
+};
