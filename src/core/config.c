@@ -43,6 +43,7 @@
 #include "config_tmpl.h"
 #include "log.h"
 #include "north/mqtt/mqtt.h"
+#include "north/sparkplug/sparkplug.h"
 
 #define MAX_DEVICES 100000u
 #define MAX_TAGS 2000000u
@@ -334,7 +335,7 @@ static const char *suggest(const char *s, const char *const *names)
 }
 
 static const char *const k_top[] = {"gateway", "log", "metrics", "status_interval", "commands",
-                                    "buffer", "mqtt", "devices", NULL};
+                                    "buffer", "mqtt", "sparkplug", "devices", NULL};
 
 /* Unknown keys are errors, with a suggestion when one is close. */
 static void map_check(struct ctx *c, const struct map *m, const char *const *allowed, const char *what)
@@ -947,6 +948,193 @@ static void load_mqtt(struct ctx *c, yaml_node_t *mn)
         q->max_inflight = (uint32_t)v;
     if ((n = map_get(&m, "queue")) && int_of(c, NULL, n, "mqtt.queue", 1, 1000000, &v))
         q->queue_len = (uint32_t)v;
+    s->q_cap = q->queue_len;
+    map_free(&m);
+}
+
+/* ------------------------------------------------------------ sparkplug */
+
+static const char *const k_sparkplug[] = {"url", "servers", "group", "edge_node", "primary_host", "version",
+                                          "client_id", "username", "password", "password_file", "tls",
+                                          "keepalive", "aliases", "reboot", "reconnect", "queue", "buffer",
+                                          NULL};
+
+/* One broker URL of sparkplug.url / sparkplug.servers. */
+static void spb_server(struct ctx *c, yaml_node_t *n, const char *what, struct fb_spb_cfg *q)
+{
+    char *url = str_of(c, NULL, n, what);
+    if (!url) return;
+    struct fb_url u;
+    struct fb_err e = {0};
+    if (fb_url_parse(url, &u, &e) < 0) {
+        err_at(c, mk(n), "%s: %s", what, e.msg);
+        free(url);
+        return;
+    }
+    if (strcmp(u.scheme, "mqtt") && strcmp(u.scheme, "mqtts"))
+        err_at(c, mk(n), "%s: scheme must be mqtt:// or mqtts://, got '%s://'", what, u.scheme);
+    else if (!u.host || !*u.host)
+        err_at(c, mk(n), "%s: missing broker host", what);
+    else if ((u.path && *u.path && strcmp(u.path, "/")) || u.nq)
+        err_at(c, mk(n), "%s: a broker URL has no path or query (got '%s')", what, url);
+    struct fb_spb_server *sv = realloc(q->servers, (q->nservers + 1) * sizeof *sv);
+    if (!sv) {
+        fb_url_free(&u);
+        free(url);
+        return;
+    }
+    q->servers = sv;
+    sv = &q->servers[q->nservers++];
+    sv->url = url;
+    sv->tls = !strcmp(u.scheme, "mqtts");
+    sv->host = u.host ? strdup(u.host) : strdup("");
+    sv->port = u.port ? u.port : sv->tls ? 8883 : 1883;
+    fb_url_free(&u);
+}
+
+/* `sparkplug:` — a second sink beside (or instead of) `mqtt:` (docs/sparkplug.md). */
+static void load_sparkplug(struct ctx *c, yaml_node_t *sn)
+{
+    struct fb_gateway *gw = c->gw;
+    struct map m = {0};
+    if (!map_load(c, sn, "sparkplug", &m)) return;
+    map_check(c, &m, k_sparkplug, "sparkplug");
+    struct fb_spb_cfg *q = calloc(1, sizeof *q);
+    struct fb_sink_inst *arr = calloc(gw->nsinks + 1, sizeof *arr);
+    if (!q || !arr) {
+        free(q);
+        free(arr);
+        err_at(c, mk(sn), "out of memory");
+        map_free(&m);
+        return;
+    }
+    /* grow gw->sinks: the copied entries get fresh (unused) mutexes and condition variables */
+    for (uint32_t i = 0; i < gw->nsinks; i++) {
+        arr[i] = gw->sinks[i];
+        pthread_mutex_destroy(&gw->sinks[i].mu);
+        pthread_cond_destroy(&gw->sinks[i].cv);
+        pthread_mutex_init(&arr[i].mu, NULL);
+        cond_init_mono(&arr[i].cv);
+    }
+    free(gw->sinks);
+    gw->sinks = arr;
+    struct fb_sink_inst *s = &gw->sinks[gw->nsinks++];
+    s->sink = &fb_sink_sparkplug;
+    s->name = strdup("sparkplug");
+    s->cfg = q;
+    s->gw = gw;
+    pthread_mutex_init(&s->mu, NULL);
+    cond_init_mono(&s->cv);
+
+    yaml_node_t *bn = map_get(&m, "buffer");
+    if (bn) {
+        s->buffer = load_buffer(c, bn, "sparkplug.buffer", gw->buffer);
+    } else if (gw->buffer) {
+        s->buffer = calloc(1, sizeof *s->buffer);
+        if (s->buffer) {
+            *s->buffer = *gw->buffer;
+            s->buffer->path = gw->buffer->path ? strdup(gw->buffer->path) : NULL;
+        }
+    }
+
+    q->version = 5;
+    q->aliases = true;
+    q->tls_verify_hostname = true;
+    q->keepalive_ns = 30000000000LL;
+    q->reconnect_min_ns = 1000000000LL;
+    q->reconnect_max_ns = 30000000000LL;
+    q->queue_len = 1024;
+
+    yaml_node_t *n, *x;
+    yaml_node_t *un = map_get(&m, "url"), *ln = map_get(&m, "servers");
+    if (un && ln) err_at(c, mk(ln), "give either sparkplug.url or sparkplug.servers, not both");
+    if (un) spb_server(c, un, "sparkplug.url", q);
+    if (ln) {
+        if (ln->type != YAML_SEQUENCE_NODE || ln->data.sequence.items.top == ln->data.sequence.items.start)
+            err_at(c, mk(ln), "sparkplug.servers must be a list of broker URLs [mqtt://a:1883, mqtt://b:1883]");
+        else
+            for (yaml_node_item_t *it = ln->data.sequence.items.start; it < ln->data.sequence.items.top; it++)
+                spb_server(c, node(c, *it), "sparkplug.servers", q);
+    }
+    if (!un && !ln) err_at(c, mk(sn), "sparkplug.url (or servers: [...]) is required (e.g. mqtt://127.0.0.1:1883)");
+
+    if (!(n = map_get(&m, "group"))) {
+        err_at(c, mk(sn), "sparkplug.group is required (the Sparkplug group id)");
+    } else if ((q->group = str_of(c, NULL, n, "sparkplug.group")) && !level_ok(q->group)) {
+        err_at(c, mk(n), "sparkplug.group '%s' must be non-empty and contain no '/', '+' or '#'", q->group);
+    }
+    if ((n = map_get(&m, "edge_node")) && (q->edge_node = str_of(c, NULL, n, "sparkplug.edge_node")) &&
+        !level_ok(q->edge_node))
+        err_at(c, mk(n), "sparkplug.edge_node '%s' must be non-empty and contain no '/', '+' or '#'", q->edge_node);
+    if ((n = map_get(&m, "primary_host")) && (q->primary_host = str_of(c, NULL, n, "sparkplug.primary_host")) &&
+        !level_ok(q->primary_host))
+        err_at(c, mk(n), "sparkplug.primary_host '%s' must be non-empty and contain no '/', '+' or '#'",
+               q->primary_host);
+    if ((n = map_get(&m, "version"))) {
+        char *v = str_of(c, NULL, n, "sparkplug.version");
+        if (v && !strcmp(v, "5"))
+            q->version = 5;
+        else if (v && (!strcmp(v, "3.1.1") || !strcmp(v, "3")))
+            q->version = 3;
+        else if (v)
+            err_at(c, mk(n), "sparkplug.version: expected 5 or 3.1.1, got '%s'", v);
+        free(v);
+    }
+    if ((n = map_get(&m, "client_id"))) {
+        q->client_id = str_of(c, NULL, n, "sparkplug.client_id");
+        if (q->client_id && (!*q->client_id || strlen(q->client_id) > 150))
+            err_at(c, mk(n), "sparkplug.client_id must be 1..150 characters");
+    }
+    if ((n = map_get(&m, "username"))) q->username = str_of(c, NULL, n, "sparkplug.username");
+    yaml_node_t *pw = map_get(&m, "password"), *pwf = map_get(&m, "password_file");
+    if (pw && pwf) err_at(c, mk(pwf), "give either sparkplug.password or sparkplug.password_file, not both");
+    if (pw) {
+        if (!password_from_env(pw))
+            err_at(c, mk(pw), "sparkplug.password: a literal password is not allowed in the config file; "
+                              "use password_file or \"${ENV_VAR}\"");
+        else
+            q->password = str_of(c, NULL, pw, "sparkplug.password");
+    } else if (pwf) {
+        char *p = file_ref(c, pwf, "sparkplug.password_file", false);
+        if (p) {
+            struct fb_err e = {0};
+            char *secret = NULL;
+            if (access(p, F_OK) == 0) {
+                if (fb_read_secret_file(p, &secret, &e) < 0)
+                    err_at(c, mk(pwf), "sparkplug.password_file: %s", e.msg);
+                else
+                    q->password = secret;
+            }
+            free(p);
+        }
+    }
+    struct map t = {0};
+    yaml_node_t *tn = map_get(&m, "tls");
+    if (tn && map_load(c, tn, "sparkplug.tls", &t)) {
+        map_check(c, &t, k_tls, "sparkplug.tls");
+        if ((x = map_get(&t, "ca"))) q->ca = file_ref(c, x, "sparkplug.tls.ca", false);
+        if ((x = map_get(&t, "ca_path"))) q->ca_path = file_ref(c, x, "sparkplug.tls.ca_path", true);
+        if ((x = map_get(&t, "cert"))) q->cert = file_ref(c, x, "sparkplug.tls.cert", false);
+        if ((x = map_get(&t, "key"))) q->key = file_ref(c, x, "sparkplug.tls.key", false);
+        if ((x = map_get(&t, "verify_hostname")))
+            bool_of(c, NULL, x, "sparkplug.tls.verify_hostname", &q->tls_verify_hostname);
+        if (!q->cert != !q->key) err_at(c, mk(tn), "sparkplug.tls: cert and key go together");
+        map_free(&t);
+    }
+    if ((n = map_get(&m, "keepalive")) && dur_of(c, NULL, n, "sparkplug.keepalive", false, &q->keepalive_ns) &&
+        (q->keepalive_ns != 0 && (q->keepalive_ns < 1000000000LL || q->keepalive_ns > 65535000000000LL)))
+        err_at(c, mk(n), "sparkplug.keepalive must be between 1s and 65535s");
+    if ((n = map_get(&m, "aliases"))) bool_of(c, NULL, n, "sparkplug.aliases", &q->aliases);
+    if ((n = map_get(&m, "reboot"))) bool_of(c, NULL, n, "sparkplug.reboot", &q->reboot);
+    if ((n = map_get(&m, "reconnect")) && map_load(c, n, "sparkplug.reconnect", &t)) {
+        map_check(c, &t, k_reconnect, "sparkplug.reconnect");
+        if ((x = map_get(&t, "min"))) dur_of(c, NULL, x, "sparkplug.reconnect.min", true, &q->reconnect_min_ns);
+        if ((x = map_get(&t, "max"))) dur_of(c, NULL, x, "sparkplug.reconnect.max", true, &q->reconnect_max_ns);
+        if (q->reconnect_min_ns > q->reconnect_max_ns) err_at(c, mk(n), "sparkplug.reconnect: min is larger than max");
+        map_free(&t);
+    }
+    long long v;
+    if ((n = map_get(&m, "queue")) && int_of(c, NULL, n, "sparkplug.queue", 1, 1000000, &v)) q->queue_len = (uint32_t)v;
     s->q_cap = q->queue_len;
     map_free(&m);
 }
@@ -1836,7 +2024,9 @@ int fb_config_load(const char *path, const struct fb_config_opts *o, struct fb_g
         yaml_node_t *n;
         if ((n = map_get(&top, "mqtt")))
             load_mqtt(&c, n);
-        else
+        if ((n = map_get(&top, "sparkplug")))
+            load_sparkplug(&c, n);
+        if (!map_get(&top, "mqtt") && !map_get(&top, "sparkplug"))
             note_at(&c, (struct mark){0, 0}, "no mqtt: section: values are polled but not published anywhere");
         if ((n = map_get(&top, "devices")))
             load_devices(&c, n);
@@ -1904,6 +2094,7 @@ void fb_gateway_free(struct fb_gateway *gw)
     for (uint32_t s = 0; s < gw->nsinks; s++) {
         struct fb_sink_inst *si = &gw->sinks[s];
         if (si->sink == &fb_sink_mqtt) fb_mqtt_cfg_free(si->cfg);
+        if (si->sink == &fb_sink_sparkplug) fb_spb_cfg_free(si->cfg);
         fb_buffer_cfg_free(si->buffer);
         free(si->name);
         pthread_mutex_destroy(&si->mu);
@@ -1984,6 +2175,13 @@ void fb_config_summary(const struct fb_gateway *gw, FILE *f)
             fprintf(f, "  sink mqtt  %s  MQTT %s%s  qos telemetry %d status %d command %d  topic %s\n",
                     q->url, q->version == 5 ? "5" : "3.1.1", q->tls ? " TLS" : "", q->qos_telemetry,
                     q->qos_status, q->qos_command, q->topic);
+        } else if (si->sink == &fb_sink_sparkplug && si->cfg) {
+            const struct fb_spb_cfg *q = si->cfg;
+            fprintf(f, "  sink sparkplug  group %s edge node %s  %s%s  MQTT %s  aliases %s  primary host %s  reboot %s\n",
+                    q->group ? q->group : "?", q->edge_node ? q->edge_node : gw->id,
+                    q->nservers ? q->servers[0].url : "?", q->nservers > 1 ? " (+ more servers)" : "",
+                    q->version == 3 ? "3.1.1" : "5", q->aliases ? "on" : "off",
+                    q->primary_host ? q->primary_host : "none", q->reboot ? "allowed" : "refused");
         } else {
             fprintf(f, "  sink %s\n", si->name ? si->name : "?");
         }

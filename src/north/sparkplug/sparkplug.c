@@ -66,6 +66,7 @@ struct spb_dev {
     char *t_birth, *t_data, *t_death, *t_cmd;
     int state; /* last state seen in the batch stream (sink thread) */
     bool born; /* DBIRTH sent in the current session (sink thread) */
+    bool seen; /* some value of it is in the cache */
 };
 
 struct spb_val { /* last value per tag, for births (sink thread) */
@@ -397,7 +398,8 @@ static void nbirth(struct spb_ctx *ctx, unsigned gen)
     fb_info(NULL, NULL, "sparkplug: NBIRTH on %s (bdSeq %u)", ctx->t_nbirth, atomic_load(&ctx->bdseq));
     for (uint32_t i = 0; i < ctx->gw->ndevs; i++) {
         ctx->devs[i].born = false;
-        if (ctx->devs[i].state == FB_DEV_ONLINE) dbirth(ctx, i);
+        /* devices without any value yet are born with their first data */
+        if (ctx->devs[i].state == FB_DEV_ONLINE && ctx->devs[i].seen) dbirth(ctx, i);
     }
 }
 
@@ -951,14 +953,16 @@ static int spb_send(struct fb_sink_inst *s, const struct fb_batch *b, uint64_t b
     struct spb_dev *d = &ctx->devs[b->device];
     if (b->kind == FB_BATCH_DEVSTATE) {
         d->state = b->dev_state;
+        /* DDEATH at once; the DBIRTH of a device that (re)connects goes out
+         * with its first data, so it carries fresh values */
         if (born && b->dev_state == FB_DEV_OFFLINE && d->born) ddeath(ctx, b->device);
-        if (born && b->dev_state == FB_DEV_ONLINE && !d->born) dbirth(ctx, b->device);
         /* births replay the state after every reconnect: never re-queued */
         fb_sink_done(s, batch_id, FB_SENT);
         return 0;
     }
     bool hist = born && b->ts < ctx->birth_ns;
     for (uint32_t i = 0; i < b->n; i++) cache_put(ctx, &b->s[i]);
+    if (b->n) d->seen = true;
     if (!born) {
         fb_sink_done(s, batch_id, FB_RETRY);
         return 0;
@@ -969,11 +973,10 @@ static int spb_send(struct fb_sink_inst *s, const struct fb_batch *b, uint64_t b
             fb_sink_done(s, batch_id, FB_SENT);
             return 0;
         }
+        /* the birth carries these values (from the cache, with their time stamps) */
         dbirth(ctx, b->device);
-        if (!hist) { /* the birth carries these values */
-            fb_sink_done(s, batch_id, FB_SENT);
-            return 0;
-        }
+        fb_sink_done(s, batch_id, FB_SENT);
+        return 0;
     }
     if (b->n == 0) {
         fb_sink_done(s, batch_id, FB_SENT);
