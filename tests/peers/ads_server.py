@@ -64,6 +64,7 @@ BASE_SYMBOLS = [
     ("MAIN.aReals", "ARRAY [1..5] OF LREAL", [1.5, 2.5, 3.5, 4.5, 5.5]),
     ("MAIN.stRecipe", "ST_Recipe", {"fSpeed": 12.5, "nSteps": 7, "sName": "bread"}),
     ("MAIN.fSetpoint", "LREAL", 0.0),
+    ("GVL.aBig", "ARRAY [0..999] OF DINT", [i * 3 for i in range(1000)]),
 ]
 
 

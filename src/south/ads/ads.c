@@ -596,7 +596,7 @@ static int ads_parse_address(struct fb_device *dev, struct fb_tag *tag, struct f
     }
     tag->addr = t;
     tag->type = t->a.ti.fbtype;
-    if (t->a.ti.type == ADS_T_STRING) tag->str_len = t->a.ti.str_len;
+    if (t->a.ti.type == ADS_T_STRING) tag->str_len = 2 * t->a.ti.str_len; /* Latin-1 → UTF-8 */
     else if (t->a.ti.fbtype == FB_T_STRING) tag->str_len = 24; /* DATE / DT as text */
     return 0;
 }

@@ -351,12 +351,21 @@ uint32_t ads_decode(const struct ads_tinfo *ti, const uint8_t *p, uint32_t n, st
         break;
     }
     case ADS_T_STRING: {
-        size_t len = 0;
+        /* STRING is 8-bit text (TwinCAT: Windows-1252); we read it as
+         * ISO-8859-1 and publish UTF-8 */
+        size_t len = 0, o = 0;
         while (len < ti->size && len < ti->str_len && p[len]) len++;
-        if (len > cap) return FB_Q_BAD_INTERNAL;
-        memcpy(sbuf, p, len); /* Windows-1252 in TwinCAT; ASCII passes through */
+        for (size_t k = 0; k < len; k++) {
+            if (o + 2 > cap) return FB_Q_BAD_INTERNAL;
+            if (p[k] < 0x80) {
+                sbuf[o++] = (char)p[k];
+            } else {
+                sbuf[o++] = (char)(0xC0 | p[k] >> 6);
+                sbuf[o++] = (char)(0x80 | (p[k] & 0x3F));
+            }
+        }
         v->s.p = sbuf;
-        v->s.len = (uint32_t)len;
+        v->s.len = (uint32_t)o;
         break;
     }
     case ADS_T_DATE: case ADS_T_DT: {
@@ -427,10 +436,21 @@ int ads_encode(const struct ads_tinfo *ti, const struct fb_value *v, uint8_t *ou
     switch (ti->type) {
     case ADS_T_STRING: {
         if (!is_str) return fb_err_set(err, FB_EINVAL, "STRING needs a text value");
-        if (v->s.len > ti->str_len)
-            return fb_err_set(err, FB_ERANGE, "text of %u bytes does not fit STRING(%u)", v->s.len, ti->str_len);
+        /* UTF-8 in, ISO-8859-1 on the wire */
         memset(out, 0, ti->size);
-        memcpy(out, v->s.p, v->s.len);
+        const uint8_t *q = (const uint8_t *)v->s.p;
+        uint32_t o = 0;
+        for (uint32_t k = 0; k < v->s.len; k++) {
+            uint32_t ch = q[k];
+            if (ch >= 0x80) {
+                if ((ch & 0xE0) != 0xC0 || k + 1 >= v->s.len || (q[k + 1] & 0xC0) != 0x80 || ch > 0xC3)
+                    return fb_err_set(err, FB_EINVAL, "STRING holds Latin-1 text only (character %u is not)", k);
+                ch = (ch & 0x1F) << 6 | (q[++k] & 0x3F);
+            }
+            if (o >= ti->str_len)
+                return fb_err_set(err, FB_ERANGE, "text longer than STRING(%u)", ti->str_len);
+            out[o++] = (uint8_t)ch;
+        }
         return (int)ti->size;
     }
     case ADS_T_DATE: case ADS_T_DT: {
