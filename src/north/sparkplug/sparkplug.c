@@ -13,7 +13,7 @@
  * on within one sink-thread tick (<= 100 ms; we also wake the thread).
  *
  * Session.  Before every CONNECT the will is set to an NDEATH carrying the
- * next bdSeq (0 first, +1 per CONNECT, wrapping at 256; persisted next to the
+ * next bdSeq (0 first, +1 per CONNECT that got a session, wrapping at 256; persisted next to the
  * buffer when one is configured).  After the CONNACK we subscribe to NCMD,
  * DCMD/+ and, with a primary host, its STATE topic; the births wait for that
  * host's STATE online.  A birth is NBIRTH (seq 0, bdSeq, Node Control metrics)
@@ -103,6 +103,7 @@ struct spb_ctx {
     atomic_bool switch_server;  /* next connect goes to the next server */
     atomic_uint bdseq;          /* bdSeq of the current connection (its will) */
     unsigned next_bdseq;
+    bool bdseq_fresh;           /* the bdSeq of the will has not yet had a session */
     char bdseq_path[1100];
     uint32_t srv;               /* index of the server in use */
     bool got_connack;
@@ -455,6 +456,7 @@ static void on_connect(struct mosquitto *mosq, void *obj, int rc, int flags, con
         return;
     }
     backoff_reset(ctx);
+    ctx->bdseq_fresh = false; /* this bdSeq now names a session: the next CONNECT takes the next */
     ctx->rl_conn.last_ns = 0;
     ctx->state_ts = 0;
     fb_info(NULL, NULL, "sparkplug: connected to %s:%d (MQTT %s, bdSeq %u)%s%s", sv->host, sv->port,
@@ -681,10 +683,13 @@ static void on_liblog(struct mosquitto *mosq, void *obj, int level, const char *
 /* The will for the next CONNECT: NDEATH with a fresh bdSeq. */
 static void prepare_connect(struct spb_ctx *ctx)
 {
+    /* a new bdSeq for each session: attempts that never got a CONNACK keep theirs */
+    if (ctx->bdseq_fresh) return;
     unsigned b = ctx->next_bdseq;
     ctx->next_bdseq = (b + 1) % 256;
     bdseq_save(ctx, b);
     atomic_store(&ctx->bdseq, b);
+    ctx->bdseq_fresh = true;
     fb_buf_clear(&ctx->nbuf);
     fb_spb_ndeath_payload(&ctx->nbuf, (uint64_t)ms_of(fb_now_ns()), b);
     int rc = mosquitto_will_set(ctx->mosq, ctx->t_ndeath, (int)ctx->nbuf.len, ctx->nbuf.p, 1, false);
