@@ -1261,7 +1261,8 @@ static void handle_publish(struct ua_conn *c, const uint8_t *buf, size_t n)
     if (rc) {
         char qb[16];
         uint32_t sc = rh.result & 0xFFFF0000u;
-        if (rc == FB_EEXCEPTION && (sc == UA_BAD_NO_SUBSCRIPTION || sc == UA_BAD_TOO_MANY_PUBLISH || sc == UA_BAD_TIMEOUT))
+        if (rc == FB_EEXCEPTION && (sc == UA_BAD_NO_SUBSCRIPTION || sc == UA_BAD_TOO_MANY_PUBLISH || sc == UA_BAD_TIMEOUT ||
+                                  sc == UA_BAD_SESSION_CLOSED || sc == UA_BAD_SESSION_ID_INVALID))
             fb_debug(c->dev_name, NULL, "Publish: %s", ua_status_text(rh.result, qb));
         else
             fb_warn(c->dev_name, NULL, "Publish failed: %s", rc == FB_EEXCEPTION ? ua_status_text(rh.result, qb) : "malformed response");
