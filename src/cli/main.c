@@ -21,6 +21,7 @@
 #include "../core/config.h"
 #include "../core/log.h"
 #include "../core/runtime.h"
+#include "../north/sparkplug/sparkplug.h"
 #include "cli.h"
 
 static const char *const usage_text =
@@ -35,6 +36,8 @@ static const char *const usage_text =
     "  write URL ADDR VALUE [--type T] [--order O] [--timeout D]\n"
     "                                   one-shot write (negative numbers work: hr:10:int16 -5)\n"
     "  browse URL                       list what a device offers (where the protocol can)\n"
+    "  spb-dump URL [--topic F] [--count N] [--timeout D]\n"
+    "                                   print Sparkplug B traffic on a broker readably\n"
     "  version                          print the version\n"
     "  help [COMMAND]                   this text\n"
     "\n"
@@ -173,6 +176,7 @@ int main(int argc, char **argv)
     if (!strcmp(cmd, "read")) return fb_cli_read(argc - 2, argv + 2);
     if (!strcmp(cmd, "write")) return fb_cli_write(argc - 2, argv + 2);
     if (!strcmp(cmd, "browse")) return fb_cli_browse(argc - 2, argv + 2);
+    if (!strcmp(cmd, "spb-dump")) return fb_spb_dump(argc - 2, argv + 2);
     if (!strcmp(cmd, "version") || !strcmp(cmd, "--version")) {
         printf("fieldbridge %s\n", FB_VERSION);
         return 0;
