@@ -333,7 +333,7 @@ static size_t put_dt(uint8_t *b, const char *name, const char *type, uint32_t si
     memcpy(b + 32, h2, 10);
     memcpy(b + 42, name, nl);
     memcpy(b + 43 + nl, type, tl);
-    memcpy(b + 45 + nl + tl, subs, subs_len);
+    if (subs_len) memcpy(b + 45 + nl + tl, subs, subs_len);
     return len;
 }
 
