@@ -22,6 +22,7 @@
 #include "../core/log.h"
 #include "../core/runtime.h"
 #include "../north/sparkplug/sparkplug.h"
+#include "../south/ads/ads.h"
 #include "cli.h"
 
 static const char *const usage_text =
@@ -36,6 +37,8 @@ static const char *const usage_text =
     "  write URL ADDR VALUE [--type T] [--order O] [--timeout D]\n"
     "                                   one-shot write (negative numbers work: hr:10:int16 -5)\n"
     "  browse URL                       list what a device offers (where the protocol can)\n"
+    "  ads add-route HOST --net-id ID --user U [--password-file F] ...\n"
+    "                                   register a route on a TwinCAT PLC (UDP 48899)\n"
     "  spb-dump URL [--topic F] [--count N] [--timeout D]\n"
     "                                   print Sparkplug B traffic on a broker readably\n"
     "  version                          print the version\n"
@@ -177,6 +180,11 @@ int main(int argc, char **argv)
     if (!strcmp(cmd, "write")) return fb_cli_write(argc - 2, argv + 2);
     if (!strcmp(cmd, "browse")) return fb_cli_browse(argc - 2, argv + 2);
     if (!strcmp(cmd, "spb-dump")) return fb_spb_dump(argc - 2, argv + 2);
+    if (!strcmp(cmd, "ads")) {
+        if (argc >= 3 && !strcmp(argv[2], "add-route")) return fb_ads_add_route(argc - 3, argv + 3);
+        fprintf(stderr, "fieldbridge ads: expected 'add-route' (fieldbridge ads add-route --help)\n");
+        return 2;
+    }
     if (!strcmp(cmd, "version") || !strcmp(cmd, "--version")) {
         printf("fieldbridge %s\n", FB_VERSION);
         return 0;

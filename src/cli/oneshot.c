@@ -14,6 +14,7 @@
 #include "../core/router.h"
 #include "../south/revpi/revpi.h"
 #include "../south/s7/s7.h"
+#include "../south/ads/ads.h"
 #include "cli.h"
 
 struct oneshot {
@@ -121,7 +122,7 @@ static int oneshot_init(struct oneshot *s, const char *cmd, const struct opts *o
     }
     const struct fb_driver *drv = fb_driver_for_scheme(s->dev.url.scheme);
     if (!drv) {
-        fprintf(stderr, "fieldbridge %s: unknown URL scheme '%s' (modbus-tcp, modbus-rtu, s7, revpi, sim)\n", cmd,
+        fprintf(stderr, "fieldbridge %s: unknown URL scheme '%s' (modbus-tcp, modbus-rtu, s7, ads, revpi, sim)\n", cmd,
                 s->dev.url.scheme ? s->dev.url.scheme : "");
         return 2;
     }
@@ -415,9 +416,9 @@ int fb_cli_browse(int argc, char **argv)
         return 2;
     }
     const struct fb_driver *drv = fb_driver_for_scheme(u.scheme);
-    if (drv == &fb_driver_revpi) {
+    if (drv == &fb_driver_revpi || drv == &fb_driver_ads) {
         fb_url_free(&u);
-        rc = fb_revpi_browse(o.url, stdout, &err);
+        rc = drv == &fb_driver_ads ? fb_ads_browse(o.url, stdout, &err) : fb_revpi_browse(o.url, stdout, &err);
         if (rc < 0) fprintf(stderr, "fieldbridge browse: %s\n", err.msg[0] ? err.msg : fb_strerror(rc));
         return rc == 0 ? 0 : rc == FB_EINVAL ? 2 : 1;
     }

@@ -6,10 +6,10 @@
 
 #include "fb.h"
 #include "south/revpi/revpi.h"
+#include "south/ads/ads.h"
 #include "south/s7/s7.h"
 
 extern const struct fb_driver fb_driver_opcua __attribute__((weak));
-extern const struct fb_driver fb_driver_ads __attribute__((weak));
 
 static const struct fb_driver *const drivers[] = {
     &fb_driver_modbus, &fb_driver_sim, &fb_driver_revpi, &fb_driver_s7, &fb_driver_opcua, &fb_driver_ads,
