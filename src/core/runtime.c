@@ -143,7 +143,8 @@ void fb_sink_done(struct fb_sink_inst *s, uint64_t batch_id, enum fb_delivery d)
 {
     switch (d) {
     case FB_SENT: atomic_fetch_add(&s->m.sent, 1); break;
-    case FB_RETRY: atomic_fetch_add(&s->m.retries, 1); break;
+    /* only the store retries: without one (or for a batch sent past it) the batch is lost */
+    case FB_RETRY: atomic_fetch_add(s->store && !(batch_id & DIRECT_ID) ? &s->m.retries : &s->m.dropped, 1); break;
     case FB_DROP: atomic_fetch_add(&s->m.dropped, 1); break;
     }
     if (!s->store || (batch_id & DIRECT_ID)) return;

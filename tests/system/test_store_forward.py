@@ -753,3 +753,32 @@ def test_drain_rate_limits_replay(sf):
         assert_contiguous(rs[0], dev)
     print(f"\ndrain_rate 200: average {avg:.0f} msg/s over {span:.1f} s, peak {peak} in 1 s, "
           f"status drain_rate {rates}")
+
+
+def test_without_buffer_drops_are_counted(sf):
+    """No `buffer:`: what cannot be published while the broker is down is
+    dropped and counted (fieldbridge_sink_dropped_total, not retries), there
+    are no buffer metrics, and seq starts from the clock in microseconds."""
+    br = sf.broker()
+    sub = sf.sub(br.port)
+    cfg = sf_config(sf.bufdir, br.port, sf.metrics_port, ndev=2, ntags=5, poll="50ms")
+    del cfg["buffer"]
+    t_start = time.time()
+    g = sf.gateway(cfg)
+    wait_flowing(sub, 2)
+    br.stop()
+    time.sleep(2)
+    text = http_get(sf.metrics_port, "/metrics")
+    assert "fieldbridge_buffer_" not in text
+    assert "buffer" not in status(sf.metrics_port)["sinks"]["mqtt"]
+    dropped = float(re.search(r'^fieldbridge_sink_dropped_total\{sink="mqtt"\} (\S+)$', text, re.M).group(1))
+    retries = float(re.search(r'^fieldbridge_sink_retries_total\{sink="mqtt"\} (\S+)$', text, re.M).group(1))
+    assert dropped >= 40 and retries == 0, (dropped, retries)
+    br.start()
+    wait_flowing(sub, 2, per_dev=30)
+    finish(g, sub)
+    recs, _ = parse(sub.snapshot())
+    check_global_order(recs)
+    assert recs[0][1] >= int(t_start * 1e6), f"seq {recs[0][1]} is not from the clock in µs"
+    gaps = sum(missing(rs[0]) for rs in runs(recs).values())
+    assert gaps > 0  # the outage is a hole in the data
