@@ -14,7 +14,7 @@
  *   Demo/ReadOnly   a Double the client may read but not write
  *   Demo/Counter    UInt32 incremented every --tick ms (0 = never)
  *   Demo/Deep/Level2/Level3/Leaf   for browse paths
- *   Demo/Many/Item0000..  --many Double variables (batching tests)
+ *   Demo/Many/Item0000..  --many Double variables, and ManyArray: a Double[--many]
  *   Demo/SetValue(name String, value String) a method that sets a variable
  * Users: anonymous, and "operator" / "secret" (user name token).
  *
@@ -152,6 +152,8 @@ async function main() {
     if (opt.many) {
         const many = ns.addFolder(demo, { browseName: 'Many', nodeId: 's=Many' });
         for (let i = 0; i < opt.many; i++) addVar(ns, many, `Item${String(i).padStart(4, '0')}`, 'Double', i);
+        addVar(ns, many, 'ManyArray', 'Double', Float64Array.from({ length: opt.many }, (_, i) => i),
+               { arrayType: VariantArrayType.Array });
     }
     const method = ns.addMethod(demo, {
         browseName: 'SetValue', nodeId: 's=SetValue',
