@@ -189,9 +189,15 @@ static void sink_push(struct fb_sink_inst *s, struct fb_batch *b)
     pthread_mutex_unlock(&s->mu);
 }
 
+static int64_t store_deliver(struct fb_sink_inst *s, struct sink_rt *q);
+
 /* Put one processed batch into the store.  With the block policy a full
  * store holds the sink thread here, the sink queue and then the group pools
- * fill, and the connection threads slow their polling: back-pressure. */
+ * fill, and the connection threads slow their polling: back-pressure.  While
+ * it waits, this thread keeps delivering (it is the store's only consumer:
+ * without that, a full store could never drain), and a stop request ends the
+ * wait (the batch is then dropped and counted: the pipeline cannot finish
+ * while this thread holds its batches). */
 static void store_append(struct fb_sink_inst *s, struct sink_rt *q, const struct fb_batch *b)
 {
     fb_buf_clear(&q->enc);
@@ -200,9 +206,11 @@ static void store_append(struct fb_sink_inst *s, struct sink_rt *q, const struct
     for (;;) {
         int rc = fb_store_append(s->store, q->enc.p, (uint32_t)q->enc.len, b->ts, &id);
         if (rc == 0) return;
-        if (rc == FB_EAGAIN && !atomic_load(&s->gw->bus->sinks_stop)) {
+        if (rc == FB_EAGAIN && !atomic_load(&s->gw->stop) && !atomic_load(&s->gw->bus->sinks_stop)) {
             if (fb_ratelimit_ok(&q->rl_full, fb_mono_ns()))
                 fb_warn(NULL, NULL, "%s: buffer full, holding the producers back (policy block)", s->name);
+            fb_store_flush(s->store); /* what is buffered must be readable to be delivered */
+            store_deliver(s, q);
             struct timespec ts = {0, 10000000L};
             nanosleep(&ts, NULL);
             continue;

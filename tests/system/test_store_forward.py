@@ -782,3 +782,35 @@ def test_without_buffer_drops_are_counted(sf):
     assert recs[0][1] >= int(t_start * 1e6), f"seq {recs[0][1]} is not from the clock in µs"
     gaps = sum(missing(rs[0]) for rs in runs(recs).values())
     assert gaps > 0  # the outage is a hole in the data
+
+
+def test_full_block_holds_producers_then_drains(sf):
+    """full: block with a tiny buffer: nothing is dropped from the buffer,
+    polling is held back while the broker is down, a stop request still ends
+    the process cleanly, and after a restart everything buffered flows once
+    the broker is back."""
+    br = sf.broker()
+    sub = sf.sub(br.port)
+    br.stop()
+    cfg = sf_config(sf.bufdir, br.port, sf.metrics_port, ndev=3,
+                    buffer={"max_size": "64KiB", "full": "block"})
+    a = sf.gateway(cfg, name="gw-a")
+    assert peers.wait_until(lambda: "holding the producers back" in a.output(), 15), a.output()[-2000:]
+    time.sleep(1)
+    assert a.alive()
+    assert metric(sf.metrics_port, "fieldbridge_buffer_dropped_full_total") == 0
+    t = time.monotonic()
+    assert a.stop(timeout=15) == 0, "a stop request while blocked must end the process"
+    assert time.monotonic() - t < 10
+    b = sf.gateway(cfg, name="gw-b")
+    br.start()
+    assert peers.wait_until(lambda: sub.count() >= 300, 20), f"only {sub.count()} messages after the broker came back"
+    wait_metric(sf.metrics_port, "fieldbridge_buffer_records", lambda v: v <= 5, 30, "<= 5")
+    assert metric(sf.metrics_port, "fieldbridge_buffer_dropped_full_total") == 0
+    finish(b, sub)
+    recs, _ = parse(sub.snapshot())
+    check_global_order(recs)
+    for dev, rs in runs(recs).items():
+        assert len(rs) == 2, f"{dev}: {len(rs)} runs"
+        assert_contiguous(rs[0], dev)  # what the blocked run buffered, from its first read
+        assert_contiguous(rs[1], dev)
