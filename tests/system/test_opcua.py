@@ -308,3 +308,18 @@ def test_gateway_subscription_survives_server_restart(ua, broker, start_gateway,
     assert m is not None, gw.output()[-3000:]
     assert gw.alive()
     assert srv2.sessions() == 1  # no flood of sessions after the reconnects
+
+
+def test_browse_prints_the_tree(ua):
+    """`fieldbridge browse` (needs the CLI to call fb_opcua_browse; skipped until it does)."""
+    srv = ua(extra=("--many", 450))
+    r = run_cli("browse", srv.url("depth=3"))
+    if "nothing to browse" in r.stderr:
+        pytest.skip("the CLI does not call fb_opcua_browse yet")
+    assert r.returncode == 0, r.stderr
+    out = r.stdout
+    assert "1:Demo  ns=1;s=Demo  Object" in out
+    assert "1:Double  ns=1;s=Double  Variable  Double  rw  (float64)" in out
+    assert "1:ReadOnly  ns=1;s=ReadOnly  Variable  Double  r-" in out
+    # 451 children of Many: more than one Browse answer, continued with BrowseNext
+    assert out.count("1:Item0") == 450 and "1:Item0449" in out

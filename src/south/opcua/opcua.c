@@ -1715,6 +1715,7 @@ struct bnode {
 
 struct dtv_ctx {
     struct bnode *nodes;
+    uint32_t *dtnum; /* DataType node i=N when not a built-in */
     uint8_t *types;
     uint8_t *access;
     bool acc;
@@ -1727,7 +1728,10 @@ static void dtv_cb(void *ctx, uint32_t i, const struct ua_datavalue *dv)
         if (dv->value.type == UA_BYTE) x->access[i] = (uint8_t)dv->value.v.u;
     } else if (dv->value.type == UA_NODEID) {
         x->types[i] = ua_datatype_builtin(&dv->value.v.nid);
-        if (!x->types[i]) x->types[i] = 0xFF; /* a structure or abstract type */
+        if (!x->types[i]) { /* a structure, enumeration or abstract type */
+            x->types[i] = 0xFF;
+            x->dtnum[i] = dv->value.v.nid.kind == UA_NID_NUMERIC ? dv->value.v.nid.num : 0;
+        }
     }
 }
 
@@ -1794,16 +1798,18 @@ static int browse_node(struct ua_conn *c, const struct ua_nodeid *node, int dept
     }
     /* data types and access levels of the variables, in one Read each */
     uint8_t *types = calloc(nk ? nk : 1, 1), *acc = calloc(nk ? nk : 1, 1);
+    uint32_t *dtnum = calloc(nk ? nk : 1, sizeof *dtnum);
     const struct ua_nodeid **vn = calloc(nk ? nk : 1, sizeof *vn);
     struct bnode *vb = calloc(nk ? nk : 1, sizeof *vb);
     uint32_t nv = 0;
-    if (!rc && types && acc && vn && vb) {
+    if (!types || !acc || !vn || !vb || !dtnum) rc = fb_err_set(err, FB_ENOMEM, "out of memory");
+    if (!rc) {
         for (uint32_t i = 0; i < nk; i++)
             if (kids[i].nc == 2) {
                 vn[nv] = &kids[i].id;
                 vb[nv++] = kids[i];
             }
-        struct dtv_ctx x = {vb, types, acc, false};
+        struct dtv_ctx x = {vb, dtnum, types, acc, false};
         if (nv && read_attr(c, vn, nv, UA_ATTR_DATATYPE, 3, dtv_cb, &x, err) == FB_EIO) rc = FB_EIO;
         x.acc = true;
         if (!rc && nv && read_attr(c, vn, nv, UA_ATTR_ACCESSLEVEL, 3, dtv_cb, &x, err) == FB_EIO) rc = FB_EIO;
@@ -1815,22 +1821,26 @@ static int browse_node(struct ua_conn *c, const struct ua_nodeid *node, int dept
                 node_class_name(kids[i].nc));
         if (kids[i].nc == 2 && vi < nv) {
             uint8_t ty = types[vi], ac = acc[vi];
+            uint32_t dn = dtnum[vi];
             vi++;
-            fprintf(out, "  %s  %s%s", ty == 0xFF ? "Structure" : ty ? ua_builtin_name(ty) : "?",
-                    ac & 1 ? "r" : "-", ac & 2 ? "w" : "-");
+            if (ty == 0xFF) fprintf(out, "  DataType i=%u", dn);
+            else fprintf(out, "  %s", ty ? ua_builtin_name(ty) : "?");
+            fprintf(out, "  %s%s", ac & 1 ? "r" : "-", ac & 2 ? "w" : "-");
             if (ty && ty != 0xFF && ua_builtin[ty].fbtype) fprintf(out, "  (%s)", fb_type_name(ua_builtin[ty].fbtype));
         }
         fputc('\n', out);
-        bool skip = kids[i].id.ns == 0 && kids[i].id.kind == UA_NID_NUMERIC && kids[i].id.num == 2253 && depth == 0;
+        bool skip = kids[i].id.ns == 0 && kids[i].id.kind == UA_NID_NUMERIC && kids[i].id.num == 2253 && depth == 1 &&
+                    max_depth < 8;
         if (kids[i].nc == 1 && depth + 1 < max_depth && !skip)
             rc = browse_node(c, &kids[i].id, depth + 1, max_depth, out, err);
         else if (skip)
-            fprintf(out, "%*s…  (the Server object: browse with depth= and a start node to see it)\n", depth * 2 + 2, "");
+            fprintf(out, "%*s…  (the Server object: depth=8 or more shows it)\n", depth * 2 + 2, "");
     }
     for (uint32_t i = 0; i < nk; i++) ua_nodeid_clear(&kids[i].id);
     free(kids);
     free(types);
     free(acc);
+    free(dtnum);
     free(vn);
     free(vb);
     return rc;
