@@ -68,6 +68,7 @@ struct ua_opts {
     uint32_t queue;          /* monitored item queue size */
     uint32_t max_batch;      /* our cap on nodes per request (server limits apply too) */
     int depth;               /* browse depth */
+    char *node;              /* browse start node (text), NULL = Objects */
 };
 
 struct ua_dev {
@@ -209,6 +210,9 @@ static int opts_parse(const struct fb_url *u, const char *url_text, int64_t def_
             uint32_t d;
             rc = parse_u32(k, v, 1, 64, &d, err);
             o->depth = (int)d;
+        } else if (!strcmp(k, "node")) {
+            free(o->node);
+            o->node = strdup(v);
         } else if (!strcmp(k, "security_policy")) {
             pol = v;
         } else if (!strcmp(k, "security_mode")) {
@@ -220,7 +224,7 @@ static int opts_parse(const struct fb_url *u, const char *url_text, int64_t def_
         } else {
             rc = fb_err_set(err, FB_EINVAL,
                             "unknown opc.tcp URL key '%s' (timeout, mode, user, password_file, lifetime, "
-                            "session_timeout, chunk, max_message, queue, max_batch, depth, security_policy, "
+                            "session_timeout, chunk, max_message, queue, max_batch, depth, node, security_policy, "
                             "security_mode)", k);
         }
         if (rc) return rc;
@@ -245,7 +249,8 @@ static void opts_free(struct ua_opts *o)
 {
     free(o->user);
     free(o->password_file);
-    o->user = o->password_file = NULL;
+    free(o->node);
+    o->user = o->password_file = o->node = NULL;
 }
 
 /* ------------------------------------------------------------------ socket */
@@ -571,8 +576,6 @@ static void disconnect(struct ua_conn *c)
         ua_enc_init(&en, c->body, UA_BODY_CAP);
         struct ua_reqhdr h = reqhdr(c, 0);
         ua_closesession_req(&en, &h, true);
-        int64_t save = c->o->timeout_ns;
-        (void)save;
         if (!en.err && call(c, en.len, &e) == 0) {
             struct ua_resphdr rh;
             ua_simple_resp(c->ra.buf, c->ra.len, UA_ID_CLOSESESSION_RESP, &rh);
@@ -592,7 +595,8 @@ static void disconnect(struct ua_conn *c)
 }
 
 /* TCP + Hello + OpenSecureChannel + GetEndpoints + session. */
-static int ua_connect(struct ua_conn **out, const struct ua_opts *o, const char *dev_name, struct fb_err *err)
+static int ua_connect(struct ua_conn **out, const struct ua_opts *o, const char *dev_name, uint32_t session_ms,
+                      struct fb_err *err)
 {
     struct ua_conn *c = calloc(1, sizeof *c);
     if (!c) return fb_err_set(err, FB_ENOMEM, "out of memory");
@@ -653,9 +657,7 @@ static int ua_connect(struct ua_conn **out, const struct ua_opts *o, const char 
     rc = call(c, e.len, err);
     if (rc) goto fail;
     struct ua_resphdr rh;
-    static struct ua_endpoint eps_tmp[UA_MAX_ENDPOINTS]; /* only used on this thread during decode */
     struct ua_endpoint *eps = calloc(UA_MAX_ENDPOINTS, sizeof *eps);
-    (void)eps_tmp;
     if (!eps) {
         rc = fb_err_set(err, FB_ENOMEM, "out of memory");
         goto fail;
@@ -715,7 +717,7 @@ static int ua_connect(struct ua_conn **out, const struct ua_opts *o, const char 
     struct ua_session_req sr = {.app_uri = "urn:fieldbridge:client", .product_uri = "urn:fieldbridge",
                                 .app_name = "fieldbridge", .endpoint_url = o->endpoint,
                                 .session_name = dev_name && dev_name[0] ? dev_name : "fieldbridge",
-                                .nonce = nonce, .nonce_len = 32, .timeout_ms = o->session_ms};
+                                .nonce = nonce, .nonce_len = 32, .timeout_ms = session_ms};
     ua_enc_init(&e, c->body, UA_BODY_CAP);
     h = reqhdr(c, 0);
     ua_createsession_req(&e, &h, &sr);
@@ -1476,8 +1478,15 @@ static int opcua_open(struct fb_conn *fc, struct fb_err *err)
     opcua_close(fc);
     if (!fc->ndevs || !fc->devs[0]->drv_dev) return fb_err_set(err, FB_EINVAL, "connection %s has no OPC UA device", fc->key);
     const struct ua_opts *o = &((const struct ua_dev *)fc->devs[0]->drv_dev)->o;
+    /* the session must outlive the longest gap between requests */
+    uint32_t session_ms = o->session_ms;
+    for (uint32_t di = 0; di < fc->ndevs; di++)
+        for (uint32_t k = 0; k < fc->devs[di]->ngroups; k++) {
+            double need = fc->devs[di]->groups[k].period_ns / 1e6 * 3;
+            if (need > session_ms) session_ms = need > 3.6e6 ? 3600000 : (uint32_t)need;
+        }
     struct ua_conn *c = NULL;
-    int rc = ua_connect(&c, o, fc->devs[0]->name, err);
+    int rc = ua_connect(&c, o, fc->devs[0]->name, session_ms, err);
     if (rc) return rc;
     c->fc = fc;
     read_limits(c);
@@ -1600,8 +1609,6 @@ static int opcua_read(struct fb_device *dev, struct fb_group *g, struct fb_batch
         atomic_fetch_add(&dev->m.errors, 1);
         if (rc == FB_ETIMEDOUT) atomic_fetch_add(&dev->m.timeouts, 1);
         /* the tags not yet added become bad */
-        uint32_t have = out->n;
-        (void)have;
         for (uint32_t i = 0; i < n; i++) {
             bool found = false;
             for (uint32_t k = 0; k < out->n && !found; k++) found = out->s[k].tag == ids[i];
@@ -1852,23 +1859,25 @@ int fb_opcua_browse(const char *url, FILE *out, struct fb_err *err)
     if (fb_url_parse(url, &u, err) < 0) return FB_EINVAL;
     struct ua_opts o;
     int rc = opts_parse(&u, url, 2000000000LL, &o, err);
-    const char *start = fb_url_get(&u, "node");
-    (void)start;
     fb_url_free(&u);
+    struct ua_nodeid start = {.num = 85}; /* Objects */
+    if (!rc && o.node) rc = ua_nodeid_parse(o.node, &start, err);
     if (rc) {
         opts_free(&o);
         return FB_EINVAL;
     }
     struct ua_conn *c = NULL;
-    rc = ua_connect(&c, &o, "browse", err);
+    rc = ua_connect(&c, &o, "browse", o.session_ms, err);
     if (rc) {
+        ua_nodeid_clear(&start);
         opts_free(&o);
         return rc;
     }
     read_limits(c);
-    struct ua_nodeid objects = {.num = 85};
-    fprintf(out, "Objects  i=85  Object\n");
-    rc = browse_node(c, &objects, 1, o.depth + 1, out, err);
+    char nb[300];
+    fprintf(out, "%s  %s\n", o.node ? "(start)" : "Objects", ua_nodeid_format(&start, nb, sizeof nb));
+    rc = browse_node(c, &start, 1, o.depth + 1, out, err);
+    ua_nodeid_clear(&start);
     disconnect(c);
     conn_free(c);
     opts_free(&o);
