@@ -53,6 +53,7 @@
 #define UA_PUBLISH_MAX 3
 #define UA_STR_CAP 256          /* string tags without a length */
 #define UA_BATCH_DEFAULT 1000
+#define UA_APP_URI "urn:fieldbridge:client"
 
 /* ------------------------------------------------------------------ options */
 struct ua_opts {
@@ -69,6 +70,9 @@ struct ua_opts {
     uint32_t max_batch;      /* our cap on nodes per request (server limits apply too) */
     int depth;               /* browse depth */
     char *node;              /* browse start node (text), NULL = Objects */
+    int mode;                /* 1 None, 2 Sign, 3 SignAndEncrypt (Basic256Sha256) */
+    char pki[512];           /* certificate store (own/, trusted/, rejected/) */
+    bool auto_trust;         /* trust_server=auto: trust on first use */
 };
 
 struct ua_dev {
@@ -116,8 +120,10 @@ struct ua_conn {
     const struct ua_opts *o;
     struct ua_limits ours, peer; /* peer = ACK */
     uint32_t send_chunk;
-    uint8_t *tx, *rx, *body, *obody;
+    uint8_t *tx, *rx, *body, *obody, *plain;
     struct ua_reasm ra;
+    bool secure;        /* Basic256Sha256 on this channel */
+    struct ua_sec sec;
     uint32_t channel_id, token_id, seq, req_id, handle;
     int64_t renew_at;
     uint32_t lifetime_ms;
@@ -217,28 +223,29 @@ static int opts_parse(const struct fb_url *u, const char *url_text, int64_t def_
             pol = v;
         } else if (!strcmp(k, "security_mode")) {
             mode = v;
-        } else if (!strcmp(k, "pki") || !strcmp(k, "trust_server") || !strcmp(k, "cert") || !strcmp(k, "key")) {
-            rc = fb_err_set(err, FB_ENOTSUP,
-                            "%s=: certificates are only used by Basic256Sha256, which this build does not "
-                            "implement yet (docs/opcua.md)", k);
+        } else if (!strcmp(k, "pki")) {
+            if (!v[0] || strlen(v) >= sizeof o->pki) rc = fb_err_set(err, FB_EINVAL, "pki=: expected a directory");
+            else snprintf(o->pki, sizeof o->pki, "%s", v);
+        } else if (!strcmp(k, "trust_server")) {
+            if (!strcmp(v, "auto")) o->auto_trust = true;
+            else if (!strcmp(v, "list")) o->auto_trust = false;
+            else rc = fb_err_set(err, FB_EINVAL, "trust_server=%s: expected auto (trust on first use) or list", v);
         } else {
             rc = fb_err_set(err, FB_EINVAL,
                             "unknown opc.tcp URL key '%s' (timeout, mode, user, password_file, lifetime, "
                             "session_timeout, chunk, max_message, queue, max_batch, depth, node, security_policy, "
-                            "security_mode)", k);
+                            "security_mode, pki, trust_server)", k);
         }
         if (rc) return rc;
     }
-    if (strcmp(pol, "None") || strcmp(mode, "None")) {
-        if (strcmp(pol, "None") && strcmp(pol, "Basic256Sha256"))
-            return fb_err_set(err, FB_EINVAL, "security_policy=%s: expected None or Basic256Sha256", pol);
-        if (strcmp(mode, "None") && strcmp(mode, "Sign") && strcmp(mode, "SignAndEncrypt"))
-            return fb_err_set(err, FB_EINVAL, "security_mode=%s: expected None, Sign or SignAndEncrypt", mode);
-        return fb_err_set(err, FB_ENOTSUP,
-                          "security_policy=%s security_mode=%s: signed and encrypted channels "
-                          "(Basic256Sha256) are not implemented in this build yet; use security_policy=None "
-                          "on a trusted network (docs/opcua.md)", pol, mode);
-    }
+    if (strcmp(pol, "None") && strcmp(pol, "Basic256Sha256"))
+        return fb_err_set(err, FB_EINVAL, "security_policy=%s: expected None or Basic256Sha256", pol);
+    o->mode = !strcmp(mode, "None") ? 1 : !strcmp(mode, "Sign") ? 2 : !strcmp(mode, "SignAndEncrypt") ? 3 : 0;
+    if (!o->mode) return fb_err_set(err, FB_EINVAL, "security_mode=%s: expected None, Sign or SignAndEncrypt", mode);
+    if (!strcmp(pol, "None") && o->mode != 1)
+        return fb_err_set(err, FB_EINVAL, "security_mode=%s needs security_policy=Basic256Sha256", mode);
+    if (strcmp(pol, "None") && o->mode == 1) o->mode = 3; /* a policy without a mode: encrypt */
+    if (!o->pki[0]) snprintf(o->pki, sizeof o->pki, "/var/lib/fieldbridge/pki");
     if (o->password_file && !o->user) return fb_err_set(err, FB_EINVAL, "password_file= needs user=");
     if (o->user && !o->password_file)
         return fb_err_set(err, FB_EINVAL, "user=%s needs password_file= (a file readable only by its owner)", o->user);
@@ -390,7 +397,26 @@ static int recv_msg(struct ua_conn *c, int64_t deadline, uint32_t *req_id, struc
         if (size < 0) return size;
         if (!memcmp(c->rx, "ERR", 3)) return server_error(c, size, err);
         struct ua_frame f;
-        if (ua_frame_parse(c->rx, (size_t)size, &f) < 0)
+        if (c->secure) {
+            memset(&f, 0, sizeof f);
+            memcpy(f.type, c->rx, 3);
+            f.chunk = (char)c->rx[3];
+            int src;
+            if (!memcmp(c->rx, "OPN", 3))
+                src = ua_sec_opn_open(&c->sec, c->rx, (size_t)size, c->plain, c->ours.recv_buf, &f.channel_id,
+                                      &f.seq, &f.req_id, &f.body, &f.body_len);
+            else {
+                src = ua_sec_sym_open(&c->sec, c->rx, (size_t)size, &f.token_id, &f.seq, &f.req_id, &f.body,
+                                      &f.body_len);
+                f.channel_id = size >= 12 ? (uint32_t)c->rx[8] | (uint32_t)c->rx[9] << 8 |
+                                                (uint32_t)c->rx[10] << 16 | (uint32_t)c->rx[11] << 24 : 0;
+            }
+            if (src == FB_EACCES)
+                return fb_err_set(err, FB_EPROTO, "%s: a %.3s chunk failed its signature or decryption check "
+                                                  "(BadSecurityChecksFailed)", c->where, (const char *)c->rx);
+            if (src < 0)
+                return fb_err_set(err, FB_EPROTO, "%s sent a malformed secured %.3s chunk", c->where, (const char *)c->rx);
+        } else if (ua_frame_parse(c->rx, (size_t)size, &f) < 0)
             return fb_err_set(err, FB_EPROTO, "%s sent a malformed %.3s chunk", c->where, (const char *)c->rx);
         if (c->channel_open && f.channel_id != c->channel_id)
             return fb_err_set(err, FB_EPROTO, "%s answered on secure channel %u, ours is %u", c->where,
@@ -421,7 +447,8 @@ static int recv_msg(struct ua_conn *c, int64_t deadline, uint32_t *req_id, struc
 static int send_msg(struct ua_conn *c, const char *type, const uint8_t *body, size_t n, uint32_t *rid,
                     struct fb_err *err)
 {
-    size_t room = type[0] == 'O' ? ua_chunk_room("OPN", c->send_chunk) : ua_chunk_room("MSG", c->send_chunk);
+    size_t room = c->secure ? (type[0] == 'O' ? (size_t)-1 / 2 : ua_sec_sym_room(&c->sec, c->send_chunk))
+                : type[0] == 'O' ? ua_chunk_room("OPN", c->send_chunk) : ua_chunk_room("MSG", c->send_chunk);
     size_t nchunks = n ? (n + room - 1) / room : 1;
     if (c->peer.max_msg && n > c->peer.max_msg)
         return fb_err_set(err, FB_ERANGE, "request of %zu bytes exceeds the server's message limit of %u bytes",
@@ -437,8 +464,12 @@ static int send_msg(struct ua_conn *c, const char *type, const uint8_t *body, si
         size_t k = n - off < room ? n - off : room;
         bool last = off + k >= n;
         if (++c->seq > 4294966271u) c->seq = 1; /* wrap below 1024 (Part 6 §6.7.2.4) */
-        size_t fl = ua_chunk_build(c->tx, c->send_chunk, type, last ? 'F' : 'C', c->channel_id, c->token_id,
-                                   c->seq, c->req_id, body + off, k);
+        size_t fl = !c->secure ? ua_chunk_build(c->tx, c->send_chunk, type, last ? 'F' : 'C', c->channel_id,
+                                                c->token_id, c->seq, c->req_id, body + off, k)
+                  : type[0] == 'O' ? ua_sec_opn_build(&c->sec, c->tx, c->send_chunk, c->channel_id, c->seq, c->req_id,
+                                                      body + off, k)
+                  : ua_sec_sym_build(&c->sec, c->tx, c->send_chunk, type, last ? 'F' : 'C', c->channel_id,
+                                     c->token_id, c->seq, c->req_id, body + off, k);
         if (!fl) return fb_err_set(err, FB_EINVAL, "internal: chunk does not fit");
         int rc = send_all(c->fd, c->tx, fl, deadline);
         if (rc) return fb_err_set(err, rc, "%s: connection lost while sending", c->where);
@@ -529,7 +560,14 @@ static int renew(struct ua_conn *c, uint32_t request_type, struct fb_err *err)
     ua_enc_init(&e, c->obody, 512);
     struct ua_reqhdr h = reqhdr(c, 0);
     h.auth = NULL;
-    ua_opn_req(&e, &h, request_type, 1, c->o->lifetime_ms);
+    if (c->secure) {
+        if (ua_secure_random(c->sec.client_nonce, UA_NONCE_LEN) < 0)
+            return fb_err_set(err, FB_EIO, "no random bytes for the channel nonce");
+        ua_opn_req_nonce(&e, &h, request_type, (uint32_t)c->o->mode, c->sec.client_nonce, UA_NONCE_LEN,
+                         c->o->lifetime_ms);
+    } else {
+        ua_opn_req(&e, &h, request_type, 1, c->o->lifetime_ms);
+    }
     if (e.err) return fb_err_set(err, FB_EINVAL, "internal: OPN too large");
     uint32_t rid;
     int rc = send_msg(c, "OPN", c->obody, e.len, &rid, err);
@@ -544,6 +582,9 @@ static int renew(struct ua_conn *c, uint32_t request_type, struct fb_err *err)
     else if (t.channel_id != c->channel_id)
         return fb_err_set(err, FB_EPROTO, "%s renewed another secure channel (%u, ours %u)", c->where,
                           t.channel_id, c->channel_id);
+    if (c->secure && ua_sec_derive(&c->sec, (const uint8_t *)t.server_nonce.p, t.server_nonce.len, t.token_id) < 0)
+        return fb_err_set(err, FB_EPROTO, "%s sent a server nonce of %d bytes (32 expected)", c->where,
+                          t.server_nonce.len);
     c->token_id = t.token_id;
     c->lifetime_ms = t.lifetime_ms ? t.lifetime_ms : c->o->lifetime_ms;
     c->renew_at = fb_mono_ns() + ms_to_ns(c->lifetime_ms * 0.75);
@@ -561,7 +602,9 @@ static void conn_free(struct ua_conn *c)
     free(c->rx);
     free(c->body);
     free(c->obody);
+    free(c->plain);
     free(c->ra.buf);
+    ua_sec_clear(&c->sec);
     ua_nodeid_clear(&c->auth);
     free(c);
 }
@@ -594,6 +637,46 @@ static void disconnect(struct ua_conn *c)
     }
 }
 
+/* TCP connect, Hello / Acknowledge, OpenSecureChannel (None or secured). */
+static int transport_open(struct ua_conn *c, struct fb_err *err)
+{
+    const struct ua_opts *o = c->o;
+    int rc;
+    rc = tcp_connect(c, o, err);
+    if (rc) return rc;
+    /* Hello / Acknowledge */
+    int64_t deadline = fb_mono_ns() + o->timeout_ns;
+    size_t n = ua_hello_build(c->body, UA_BODY_CAP, &c->ours, o->endpoint);
+    rc = n ? send_all(c->fd, c->body, n, deadline) : FB_EINVAL;
+    if (rc) {
+        fb_err_set(err, rc, "%s: cannot send Hello", c->where);
+        return rc;
+    }
+    int size = recv_frame(c, deadline, err);
+    if (size < 0) {
+        rc = size;
+        if (rc == FB_EIO) fb_err_set(err, rc, "%s closed the connection after Hello (not an OPC UA server?)", c->where);
+        return rc;
+    }
+    if (!memcmp(c->rx, "ERR", 3)) {
+        rc = server_error(c, size, err);
+        return rc;
+    }
+    if (ua_ack_parse(c->rx, (size_t)size, &c->peer) < 0) {
+        rc = fb_err_set(err, FB_EPROTO, "%s: malformed Acknowledge", c->where);
+        return rc;
+    }
+    c->send_chunk = c->peer.recv_buf < c->ours.send_buf ? c->peer.recv_buf : c->ours.send_buf;
+    free(c->tx);
+    c->tx = malloc(c->send_chunk);
+    if (!c->tx) {
+        return fb_err_set(err, FB_ENOMEM, "out of memory");
+    }
+    fb_debug(c->dev_name, NULL, "%s: chunks %u out / %u in, server max message %u, max chunks %u", c->where,
+             c->send_chunk, c->peer.send_buf, c->peer.max_msg, c->peer.max_chunks);
+    return renew(c, 0, err);
+}
+
 /* TCP + Hello + OpenSecureChannel + GetEndpoints + session. */
 static int ua_connect(struct ua_conn **out, const struct ua_opts *o, const char *dev_name, uint32_t session_ms,
                       struct fb_err *err)
@@ -615,39 +698,17 @@ static int ua_connect(struct ua_conn **out, const struct ua_opts *o, const char 
         rc = fb_err_set(err, FB_ENOMEM, "out of memory");
         goto fail;
     }
-    rc = tcp_connect(c, o, err);
-    if (rc) goto fail;
-    /* Hello / Acknowledge */
-    int64_t deadline = fb_mono_ns() + o->timeout_ns;
-    size_t n = ua_hello_build(c->body, UA_BODY_CAP, &c->ours, o->endpoint);
-    rc = n ? send_all(c->fd, c->body, n, deadline) : FB_EINVAL;
-    if (rc) {
-        fb_err_set(err, rc, "%s: cannot send Hello", c->where);
-        goto fail;
+    if (o->mode > 1) {
+        c->plain = malloc(o->chunk);
+        if (!c->plain) {
+            rc = fb_err_set(err, FB_ENOMEM, "out of memory");
+            goto fail;
+        }
+        c->sec.mode = o->mode;
+        rc = ua_sec_load_own(&c->sec, o->pki, UA_APP_URI, err);
+        if (rc) goto fail;
     }
-    int size = recv_frame(c, deadline, err);
-    if (size < 0) {
-        rc = size;
-        if (rc == FB_EIO) fb_err_set(err, rc, "%s closed the connection after Hello (not an OPC UA server?)", c->where);
-        goto fail;
-    }
-    if (!memcmp(c->rx, "ERR", 3)) {
-        rc = server_error(c, size, err);
-        goto fail;
-    }
-    if (ua_ack_parse(c->rx, (size_t)size, &c->peer) < 0) {
-        rc = fb_err_set(err, FB_EPROTO, "%s: malformed Acknowledge", c->where);
-        goto fail;
-    }
-    c->send_chunk = c->peer.recv_buf < c->ours.send_buf ? c->peer.recv_buf : c->ours.send_buf;
-    c->tx = malloc(c->send_chunk);
-    if (!c->tx) {
-        rc = fb_err_set(err, FB_ENOMEM, "out of memory");
-        goto fail;
-    }
-    fb_debug(dev_name, NULL, "%s: chunks %u out / %u in, server max message %u, max chunks %u", c->where,
-             c->send_chunk, c->peer.send_buf, c->peer.max_msg, c->peer.max_chunks);
-    rc = renew(c, 0, err);
+    rc = transport_open(c, err);
     if (rc) goto fail;
     /* GetEndpoints: token policies (and the server certificate for passwords) */
     struct ua_enc e;
@@ -675,8 +736,18 @@ static int ua_connect(struct ua_conn **out, const struct ua_opts *o, const char 
     int32_t server_cert_len = 0;
     bool none_ep = false;
     uint32_t want = o->user ? 1 : 0;
+    const char *want_pol = o->mode > 1 ? UA_POLICY_B256S256 : UA_POLICY_NONE;
+    char offered[400] = "";
     for (uint32_t i = 0; i < neps; i++) {
-        if (eps[i].mode != 1) continue;
+        const char *pn = eps[i].policy_uri.len > 0 ? memrchr(eps[i].policy_uri.p, '#', (size_t)eps[i].policy_uri.len) : NULL;
+        size_t ol = strlen(offered);
+        if (pn && ol + 64 < sizeof offered)
+            snprintf(offered + ol, sizeof offered - ol, "%s%.*s/%s", ol ? ", " : "",
+                     (int)(eps[i].policy_uri.p + eps[i].policy_uri.len - pn - 1), pn + 1,
+                     eps[i].mode == 1 ? "None" : eps[i].mode == 2 ? "Sign" : "SignAndEncrypt");
+        if (eps[i].mode != (uint32_t)o->mode || eps[i].policy_uri.len != (int32_t)strlen(want_pol) ||
+            memcmp(eps[i].policy_uri.p, want_pol, strlen(want_pol)))
+            continue;
         none_ep = true;
         for (uint32_t k = 0; k < eps[i].ntokens; k++) {
             if (eps[i].tokens[k].type != want || policy_id[0]) continue;
@@ -697,9 +768,29 @@ static int ua_connect(struct ua_conn **out, const struct ua_opts *o, const char 
     free(eps);
     if (!none_ep) {
         free(server_cert);
-        rc = fb_err_set(err, FB_EACCES, "%s offers no endpoint with security None; this build supports only "
-                                        "security_policy=None (docs/opcua.md)", c->where);
+        rc = fb_err_set(err, FB_EACCES, "%s offers no endpoint with security %s/%s (it offers: %s)", c->where,
+                        o->mode > 1 ? "Basic256Sha256" : "None",
+                        o->mode == 1 ? "None" : o->mode == 2 ? "Sign" : "SignAndEncrypt", offered);
         goto fail;
+    }
+    if (o->mode > 1) {
+        /* trust the server, then reopen the channel secured */
+        rc = ua_sec_set_peer(&c->sec, o->pki, o->auto_trust, server_cert, server_cert_len, c->where, err);
+        if (rc) {
+            free(server_cert);
+            goto fail;
+        }
+        disconnect(c);
+        close(c->fd);
+        c->fd = -1;
+        c->channel_id = 0;
+        c->token_id = 0;
+        c->secure = true;
+        rc = transport_open(c, err);
+        if (rc) {
+            free(server_cert);
+            goto fail;
+        }
     }
     if (!policy_id[0]) {
         free(server_cert);
@@ -714,10 +805,11 @@ static int ua_connect(struct ua_conn **out, const struct ua_opts *o, const char 
         rc = fb_err_set(err, FB_EIO, "no random bytes for the session nonce");
         goto fail;
     }
-    struct ua_session_req sr = {.app_uri = "urn:fieldbridge:client", .product_uri = "urn:fieldbridge",
+    struct ua_session_req sr = {.app_uri = UA_APP_URI, .product_uri = "urn:fieldbridge",
                                 .app_name = "fieldbridge", .endpoint_url = o->endpoint,
                                 .session_name = dev_name && dev_name[0] ? dev_name : "fieldbridge",
-                                .nonce = nonce, .nonce_len = 32, .timeout_ms = session_ms};
+                                .nonce = nonce, .nonce_len = 32, .timeout_ms = session_ms,
+                                .cert = c->secure ? c->sec.own_cert : NULL, .cert_len = c->sec.own_cert_len};
     ua_enc_init(&e, c->body, UA_BODY_CAP);
     h = reqhdr(c, 0);
     ua_createsession_req(&e, &h, &sr);
@@ -737,6 +829,11 @@ static int ua_connect(struct ua_conn **out, const struct ua_opts *o, const char 
         rc = ua_nodeid_copy(&ss->auth_token, &c->auth);
         snonce_len = ss->server_nonce.len > 0 ? (ss->server_nonce.len > 64 ? 64 : ss->server_nonce.len) : 0;
         if (snonce_len) memcpy(snonce, ss->server_nonce.p, (size_t)snonce_len);
+        if (!rc && c->secure &&
+            (ss->sig.len <= 0 || ua_sec_verify(&c->sec, c->sec.own_cert, (size_t)c->sec.own_cert_len, nonce,
+                                               sizeof nonce, (const uint8_t *)ss->sig.p, (size_t)ss->sig.len)))
+            rc = fb_err_set(err, FB_EACCES, "%s: the server's session signature does not verify "
+                                            "(BadApplicationSignatureInvalid)", c->where);
         if (ss->server_cert.len > 0 && !server_cert) {
             server_cert = malloc((size_t)ss->server_cert.len);
             if (server_cert) {
@@ -759,7 +856,9 @@ static int ua_connect(struct ua_conn **out, const struct ua_opts *o, const char 
     if (o->user) {
         rc = fb_read_secret_file(o->password_file, &pwd, err);
         if (!rc) {
-            bool none_pol = !token_policy_uri[0] || !strcmp(token_policy_uri, UA_POLICY_NONE);
+            if (!token_policy_uri[0]) /* empty: the channel's policy applies */
+                snprintf(token_policy_uri, sizeof token_policy_uri, "%s", c->secure ? UA_POLICY_B256S256 : UA_POLICY_NONE);
+            bool none_pol = !strcmp(token_policy_uri, UA_POLICY_NONE);
             if (none_pol) {
                 enc_pwd = (uint8_t *)pwd;
                 enc_len = (int32_t)strlen(pwd);
@@ -773,8 +872,15 @@ static int ua_connect(struct ua_conn **out, const struct ua_opts *o, const char 
     if (!rc) {
         ua_enc_init(&e, c->body, UA_BODY_CAP);
         h = reqhdr(c, 0);
-        ua_activatesession_req(&e, &h, policy_id, o->user, enc_pwd, enc_len, alg);
-        rc = e.err ? fb_err_set(err, FB_EINVAL, "ActivateSession too large") : call(c, e.len, err);
+        uint8_t *csig = NULL;
+        size_t csig_len = 0;
+        if (c->secure && ua_sec_sign(&c->sec, c->sec.peer_cert, (size_t)c->sec.peer_cert_len, snonce,
+                                     (size_t)snonce_len, &csig, &csig_len) < 0)
+            rc = fb_err_set(err, FB_EIO, "cannot sign ActivateSession");
+        ua_activatesession_req_sig(&e, &h, csig ? UA_ALG_RSA_SHA256 : NULL, csig, (int32_t)csig_len, policy_id,
+                                   o->user, enc_pwd, enc_len, alg);
+        free(csig);
+        if (!rc) rc = e.err ? fb_err_set(err, FB_EINVAL, "ActivateSession too large") : call(c, e.len, err);
         if (!rc) {
             struct ua_str sn;
             rc = ua_activatesession_resp(c->ra.buf, c->ra.len, &rh, &sn);

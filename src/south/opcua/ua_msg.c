@@ -274,15 +274,22 @@ static int begin(struct ua_dec *d, const uint8_t *p, size_t n, uint32_t expect, 
 }
 
 /* ------------------------------------------------------------ channel */
-void ua_opn_req(struct ua_enc *e, const struct ua_reqhdr *h, uint32_t request_type, uint32_t mode,
-                uint32_t lifetime_ms)
+void ua_opn_req_nonce(struct ua_enc *e, const struct ua_reqhdr *h, uint32_t request_type, uint32_t mode,
+                      const uint8_t *nonce, int32_t nonce_len, uint32_t lifetime_ms)
 {
     ua_put_reqhdr(e, UA_ID_OPN_REQ, h);
     ua_put_u32(e, 0); /* protocol version */
     ua_put_u32(e, request_type);
     ua_put_u32(e, mode);
-    ua_put_i32(e, 0); /* clientNonce: empty for None */
+    if (nonce) ua_put_str(e, (const char *)nonce, nonce_len);
+    else ua_put_i32(e, 0); /* clientNonce: empty for None */
     ua_put_u32(e, lifetime_ms);
+}
+
+void ua_opn_req(struct ua_enc *e, const struct ua_reqhdr *h, uint32_t request_type, uint32_t mode,
+                uint32_t lifetime_ms)
+{
+    ua_opn_req_nonce(e, h, request_type, mode, NULL, 0, lifetime_ms);
 }
 
 int ua_opn_resp(const uint8_t *p, size_t n, struct ua_resphdr *h, struct ua_token *t)
@@ -295,7 +302,7 @@ int ua_opn_resp(const uint8_t *p, size_t n, struct ua_resphdr *h, struct ua_toke
     t->token_id = ua_get_u32(&d);
     t->created = (int64_t)ua_get_u64(&d);
     t->lifetime_ms = ua_get_u32(&d);
-    ua_get_str(&d); /* serverNonce */
+    t->server_nonce = ua_get_str(&d);
     return d.err ? FB_EPROTO : 0;
 }
 
@@ -404,8 +411,8 @@ int ua_createsession_resp(const uint8_t *p, size_t n, struct ua_resphdr *h, stru
         ua_get_str(&d);
         ua_get_str(&d);
     }
-    ua_get_str(&d); /* serverSignature.algorithm */
-    ua_get_str(&d); /* serverSignature.signature */
+    s->sig_alg = ua_get_str(&d);
+    s->sig = ua_get_str(&d);
     s->max_request = ua_get_u32(&d);
     return d.err ? FB_EPROTO : 0;
 }
@@ -413,9 +420,16 @@ int ua_createsession_resp(const uint8_t *p, size_t n, struct ua_resphdr *h, stru
 void ua_activatesession_req(struct ua_enc *e, const struct ua_reqhdr *h, const char *policy_id, const char *user,
                             const uint8_t *pwd, int32_t pwd_len, const char *alg)
 {
+    ua_activatesession_req_sig(e, h, NULL, NULL, 0, policy_id, user, pwd, pwd_len, alg);
+}
+
+void ua_activatesession_req_sig(struct ua_enc *e, const struct ua_reqhdr *h, const char *sig_alg, const uint8_t *sig,
+                                int32_t sig_len, const char *policy_id, const char *user, const uint8_t *pwd,
+                                int32_t pwd_len, const char *alg)
+{
     ua_put_reqhdr(e, UA_ID_ACTIVATESESSION_REQ, h);
-    ua_put_i32(e, -1); /* clientSignature.algorithm */
-    ua_put_i32(e, -1); /* clientSignature.signature */
+    ua_put_cstr(e, sig_alg);                                   /* clientSignature.algorithm */
+    ua_put_str(e, (const char *)sig, sig ? sig_len : -1);      /* clientSignature.signature */
     ua_put_i32(e, 0);  /* clientSoftwareCertificates */
     ua_put_i32(e, 0);  /* localeIds */
     /* userIdentityToken: ExtensionObject with a binary body; the length is patched */

@@ -143,9 +143,13 @@ struct ua_token {
     uint32_t channel_id, token_id;
     int64_t created;
     uint32_t lifetime_ms;
+    struct ua_str server_nonce; /* borrowed */
 };
 void ua_opn_req(struct ua_enc *e, const struct ua_reqhdr *h, uint32_t request_type /* 0 issue 1 renew */,
                 uint32_t mode /* 1 None */, uint32_t lifetime_ms);
+/* The same with a client nonce (secured channels). */
+void ua_opn_req_nonce(struct ua_enc *e, const struct ua_reqhdr *h, uint32_t request_type, uint32_t mode,
+                      const uint8_t *nonce, int32_t nonce_len, uint32_t lifetime_ms);
 int ua_opn_resp(const uint8_t *p, size_t n, struct ua_resphdr *h, struct ua_token *t);
 void ua_clo_req(struct ua_enc *e, const struct ua_reqhdr *h);
 
@@ -183,6 +187,7 @@ struct ua_session {
     double timeout_ms;
     struct ua_str server_nonce, server_cert;
     uint32_t max_request;
+    struct ua_str sig_alg, sig; /* serverSignature over clientCert ‖ clientNonce */
     uint32_t neps;
     struct ua_endpoint eps[UA_MAX_ENDPOINTS];
 };
@@ -192,6 +197,10 @@ int ua_createsession_resp(const uint8_t *p, size_t n, struct ua_resphdr *h, stru
  * (NULL for plain). */
 void ua_activatesession_req(struct ua_enc *e, const struct ua_reqhdr *h, const char *policy_id, const char *user,
                             const uint8_t *pwd, int32_t pwd_len, const char *alg);
+/* The same with a clientSignature (secured channels): alg URI and bytes. */
+void ua_activatesession_req_sig(struct ua_enc *e, const struct ua_reqhdr *h, const char *sig_alg, const uint8_t *sig,
+                                int32_t sig_len, const char *policy_id, const char *user, const uint8_t *pwd,
+                                int32_t pwd_len, const char *alg);
 int ua_activatesession_resp(const uint8_t *p, size_t n, struct ua_resphdr *h, struct ua_str *server_nonce);
 void ua_closesession_req(struct ua_enc *e, const struct ua_reqhdr *h, bool delete_subs);
 int ua_simple_resp(const uint8_t *p, size_t n, uint32_t expect, struct ua_resphdr *h);

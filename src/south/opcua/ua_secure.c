@@ -8,17 +8,42 @@
  * RSA-OAEP, block by block (each block keyBytes − 42 bytes of plaintext for
  * SHA-1 OAEP, keyBytes − 66 for SHA-256).
  *
- * Signed and encrypted secure channels (Basic256Sha256 Sign /
- * SignAndEncrypt) are not implemented yet; see docs/opcua.md.
+ * And Basic256Sha256 secure channels (Part 6 §6.7): the asymmetric
+ * OpenSecureChannel chunk (RSA-PKCS1v1.5-SHA256 signature with our key,
+ * RSA-OAEP-SHA1 encryption under the server's key, in keyBytes−42 blocks),
+ * the P_SHA256 key derivation from the two nonces, and symmetric MSG/CLO
+ * chunks (HMAC-SHA256 signature; AES-256-CBC in SignAndEncrypt), plus the
+ * application certificate (generated on first start) and the trust list.
+ *
+ * Layout of a secured chunk:
+ *   OPN: hdr(8) channelId | policyUri senderCert receiverThumbprint |
+ *        E( seq reqId | body | padN padding[N] | signature )
+ *   MSG: hdr(8) channelId tokenId | E?( seq reqId | body | [padN padding[N]] | hmac32 )
+ * The signature covers everything before it, with the final size already in
+ * the header; encryption covers seq … signature.  Padding makes the
+ * encrypted part a whole number of blocks (RSA: keyBytes−42 plaintext bytes,
+ * AES: 16); each padding byte holds N.
  */
 #include "south/opcua/ua_secure.h"
 
 #include <openssl/evp.h>
 #include <openssl/rand.h>
 #include <openssl/rsa.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <openssl/bn.h>
+#include <openssl/hmac.h>
+#include <openssl/pem.h>
 #include <openssl/x509.h>
+#include <openssl/x509v3.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "south/opcua/ua_msg.h"
 
 #define ALG_OAEP "http://www.w3.org/2001/04/xmlenc#rsa-oaep"
 #define ALG_OAEP256 "http://opcfoundation.org/UA/security/rsa-oaep-sha2-256"
@@ -89,3 +114,504 @@ out:
 }
 
 int ua_secure_random(uint8_t *p, size_t n) { return RAND_bytes(p, (int)n) == 1 ? 0 : FB_EIO; }
+
+/* ================================================================ channels */
+void ua_sec_clear(struct ua_sec *s)
+{
+    EVP_PKEY_free(s->own_key);
+    EVP_PKEY_free(s->peer_pub);
+    free(s->own_cert);
+    free(s->peer_cert);
+    OPENSSL_cleanse(s, sizeof *s);
+    memset(s, 0, sizeof *s);
+}
+
+static int mkdirs(const char *path)
+{
+    char tmp[1024];
+    snprintf(tmp, sizeof tmp, "%s", path);
+    for (char *p = tmp + 1; *p; p++)
+        if (*p == '/') {
+            *p = 0;
+            if (mkdir(tmp, 0700) < 0 && errno != EEXIST) return -1;
+            *p = '/';
+        }
+    return mkdir(tmp, 0700) < 0 && errno != EEXIST ? -1 : 0;
+}
+
+static int read_file(const char *path, uint8_t **out, size_t *len)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f) return -1;
+    uint8_t *buf = NULL;
+    size_t n = 0, cap = 0;
+    for (;;) {
+        if (n == cap) {
+            cap = cap ? cap * 2 : 4096;
+            if (cap > (1u << 20)) break;
+            uint8_t *nb = realloc(buf, cap);
+            if (!nb) break;
+            buf = nb;
+        }
+        size_t r = fread(buf + n, 1, cap - n, f);
+        if (!r) break;
+        n += r;
+    }
+    fclose(f);
+    *out = buf;
+    *len = n;
+    return buf ? 0 : -1;
+}
+
+static int write_file(const char *path, const uint8_t *p, size_t n, mode_t mode)
+{
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
+    if (fd < 0) return -1;
+    ssize_t w = write(fd, p, n);
+    int rc = w == (ssize_t)n && fsync(fd) == 0 ? 0 : -1;
+    close(fd);
+    return rc;
+}
+
+static int add_ext(X509 *x, int nid, const char *value)
+{
+    X509V3_CTX ctx;
+    X509V3_set_ctx_nodb(&ctx);
+    X509V3_set_ctx(&ctx, x, x, NULL, NULL, 0);
+    X509_EXTENSION *ext = X509V3_EXT_conf_nid(NULL, &ctx, nid, value);
+    if (!ext) return -1;
+    int ok = X509_add_ext(x, ext, -1);
+    X509_EXTENSION_free(ext);
+    return ok ? 0 : -1;
+}
+
+static int generate_own(const char *cert_path, const char *key_path, const char *app_uri, struct fb_err *err)
+{
+    EVP_PKEY *key = EVP_RSA_gen(2048);
+    X509 *x = X509_new();
+    BIGNUM *bn = BN_new();
+    int rc = FB_EIO;
+    if (!key || !x || !bn) goto out;
+    char host[256] = "localhost", san[600];
+    gethostname(host, sizeof host - 1);
+    snprintf(san, sizeof san, "URI:%s,DNS:%s", app_uri, host);
+    X509_NAME *name = X509_get_subject_name(x);
+    if (!X509_set_version(x, 2) || !BN_rand(bn, 64, BN_RAND_TOP_ANY, BN_RAND_BOTTOM_ANY) ||
+        !BN_to_ASN1_INTEGER(bn, X509_get_serialNumber(x)) || !X509_gmtime_adj(X509_getm_notBefore(x), -86400) ||
+        !X509_gmtime_adj(X509_getm_notAfter(x), 10L * 365 * 86400) || !X509_set_pubkey(x, key) ||
+        !X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC, (const unsigned char *)"fieldbridge", -1, -1, 0) ||
+        !X509_NAME_add_entry_by_txt(name, "O", MBSTRING_ASC, (const unsigned char *)"fieldbridge", -1, -1, 0) ||
+        !X509_set_issuer_name(x, name) || add_ext(x, NID_subject_alt_name, san) ||
+        add_ext(x, NID_basic_constraints, "critical,CA:FALSE") ||
+        add_ext(x, NID_key_usage, "critical,digitalSignature,nonRepudiation,keyEncipherment,dataEncipherment") ||
+        add_ext(x, NID_ext_key_usage, "serverAuth,clientAuth") || add_ext(x, NID_subject_key_identifier, "hash") ||
+        add_ext(x, NID_authority_key_identifier, "keyid:always") || !X509_sign(x, key, EVP_sha256())) {
+        rc = fb_err_set(err, FB_EIO, "cannot create the client certificate (OpenSSL)");
+        goto out;
+    }
+    unsigned char *der = NULL;
+    int dl = i2d_X509(x, &der);
+    if (dl <= 0) {
+        rc = fb_err_set(err, FB_EIO, "cannot encode the client certificate");
+        goto out;
+    }
+    int fd = open(key_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    FILE *f = fd >= 0 ? fdopen(fd, "w") : NULL;
+    if (!f || !PEM_write_PrivateKey(f, key, NULL, NULL, 0, NULL, NULL)) {
+        if (f) fclose(f);
+        else if (fd >= 0) close(fd);
+        OPENSSL_free(der);
+        rc = fb_err_set(err, FB_EIO, "cannot write %s: %s", key_path, strerror(errno));
+        goto out;
+    }
+    fclose(f);
+    if (write_file(cert_path, der, (size_t)dl, 0644) < 0) {
+        OPENSSL_free(der);
+        rc = fb_err_set(err, FB_EIO, "cannot write %s: %s", cert_path, strerror(errno));
+        goto out;
+    }
+    OPENSSL_free(der);
+    rc = 0;
+out:
+    BN_free(bn);
+    X509_free(x);
+    EVP_PKEY_free(key);
+    return rc;
+}
+
+int ua_sec_load_own(struct ua_sec *s, const char *pki, const char *app_uri, struct fb_err *err)
+{
+    char own[1024], cert_path[1100], key_path[1100];
+    snprintf(own, sizeof own, "%s/own", pki);
+    snprintf(cert_path, sizeof cert_path, "%s/cert.der", own);
+    snprintf(key_path, sizeof key_path, "%s/key.pem", own);
+    if (mkdirs(own) < 0) return fb_err_set(err, FB_EIO, "cannot create %s: %s", own, strerror(errno));
+    if (access(cert_path, R_OK) != 0 || access(key_path, R_OK) != 0) {
+        int rc = generate_own(cert_path, key_path, app_uri, err);
+        if (rc) return rc;
+    }
+    struct stat st;
+    if (stat(key_path, &st) == 0 && (st.st_mode & 077))
+        return fb_err_set(err, FB_EACCES, "private key %s is accessible by group or others; run: chmod 600 %s",
+                          key_path, key_path);
+    uint8_t *der = NULL;
+    size_t dl = 0;
+    if (read_file(cert_path, &der, &dl) < 0 || !dl) {
+        free(der);
+        return fb_err_set(err, FB_EIO, "cannot read %s", cert_path);
+    }
+    FILE *f = fopen(key_path, "r");
+    EVP_PKEY *key = f ? PEM_read_PrivateKey(f, NULL, NULL, NULL) : NULL;
+    if (f) fclose(f);
+    if (!key) {
+        free(der);
+        return fb_err_set(err, FB_EIO, "cannot read the private key %s (PEM)", key_path);
+    }
+    s->own_key = key;
+    s->own_cert = der;
+    s->own_cert_len = (int32_t)dl;
+    return 0;
+}
+
+static void hex(const uint8_t *p, size_t n, char *out)
+{
+    static const char hx[] = "0123456789abcdef";
+    for (size_t i = 0; i < n; i++) {
+        out[2 * i] = hx[p[i] >> 4];
+        out[2 * i + 1] = hx[p[i] & 15];
+    }
+    out[2 * n] = 0;
+}
+
+static bool in_trust_list(const char *dir, const uint8_t *cert, int32_t len)
+{
+    DIR *d = opendir(dir);
+    if (!d) return false;
+    bool found = false;
+    struct dirent *e;
+    while (!found && (e = readdir(d))) {
+        size_t nl = strlen(e->d_name);
+        if (nl < 5 || strcmp(e->d_name + nl - 4, ".der")) continue;
+        char path[1400];
+        snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+        uint8_t *p = NULL;
+        size_t n = 0;
+        if (read_file(path, &p, &n) == 0 && n == (size_t)len && !memcmp(p, cert, n)) found = true;
+        free(p);
+    }
+    closedir(d);
+    return found;
+}
+
+int ua_sec_set_peer(struct ua_sec *s, const char *pki, bool auto_trust, const uint8_t *cert, int32_t len,
+                    const char *where, struct fb_err *err)
+{
+    if (!cert || len <= 0) return fb_err_set(err, FB_EPROTO, "%s sent no server certificate", where);
+    const unsigned char *p = cert;
+    X509 *x = d2i_X509(NULL, &p, len);
+    if (!x) return fb_err_set(err, FB_EPROTO, "%s: the server certificate is not valid DER", where);
+    EVP_PKEY *pk = X509_get_pubkey(x);
+    char subject[256] = "";
+    X509_NAME_oneline(X509_get_subject_name(x), subject, sizeof subject);
+    X509_free(x);
+    if (!pk || EVP_PKEY_get_base_id(pk) != EVP_PKEY_RSA) {
+        EVP_PKEY_free(pk);
+        return fb_err_set(err, FB_EPROTO, "%s: the server certificate has no RSA key", where);
+    }
+    uint8_t thumb[20];
+    EVP_Digest(cert, (size_t)len, thumb, NULL, EVP_sha1(), NULL);
+    char th[41];
+    hex(thumb, 20, th);
+    char trusted[1100], rejected[1100], path[1200];
+    snprintf(trusted, sizeof trusted, "%s/trusted", pki);
+    snprintf(rejected, sizeof rejected, "%s/rejected", pki);
+    mkdirs(trusted);
+    if (!in_trust_list(trusted, cert, len)) {
+        if (auto_trust) {
+            snprintf(path, sizeof path, "%s/%s.der", trusted, th);
+            if (write_file(path, cert, (size_t)len, 0644) < 0) {
+                EVP_PKEY_free(pk);
+                return fb_err_set(err, FB_EIO, "cannot write %s: %s", path, strerror(errno));
+            }
+        } else {
+            mkdirs(rejected);
+            snprintf(path, sizeof path, "%s/%s.der", rejected, th);
+            write_file(path, cert, (size_t)len, 0644);
+            EVP_PKEY_free(pk);
+            fprintf(stderr, "fieldbridge: OPC UA server %s presented certificate \"%s\" (SHA-1 %s), which is not "
+                            "in %s. If it is the right server, trust it with: cp %s %s/ (or add trust_server=auto "
+                            "to the URL to trust on first use)\n", where, subject, th, trusted, path, trusted);
+            return fb_err_set(err, FB_EACCES, "untrusted server certificate (SHA-1 %.12s…): cp %s %s/", th, path,
+                              trusted);
+        }
+    }
+    EVP_PKEY_free(s->peer_pub);
+    free(s->peer_cert);
+    s->peer_cert = malloc((size_t)len);
+    if (!s->peer_cert) {
+        EVP_PKEY_free(pk);
+        return fb_err_set(err, FB_ENOMEM, "out of memory");
+    }
+    memcpy(s->peer_cert, cert, (size_t)len);
+    s->peer_cert_len = len;
+    s->peer_pub = pk;
+    memcpy(s->peer_thumb, thumb, 20);
+    return 0;
+}
+
+int ua_p_sha256(const uint8_t *secret, size_t sn, const uint8_t *seed, size_t seedn, uint8_t *out, size_t outn)
+{
+    uint8_t a[32], buf[32 + 128];
+    unsigned int l = 32;
+    if (seedn > 128) return FB_EINVAL;
+    if (!HMAC(EVP_sha256(), secret, (int)sn, seed, seedn, a, &l)) return FB_EIO; /* A(1) */
+    for (size_t o = 0; o < outn;) {
+        memcpy(buf, a, 32);
+        memcpy(buf + 32, seed, seedn);
+        uint8_t blk[32];
+        if (!HMAC(EVP_sha256(), secret, (int)sn, buf, 32 + seedn, blk, &l)) return FB_EIO;
+        size_t k = outn - o < 32 ? outn - o : 32;
+        memcpy(out + o, blk, k);
+        o += k;
+        if (!HMAC(EVP_sha256(), secret, (int)sn, a, 32, a, &l)) return FB_EIO; /* A(i+1) */
+    }
+    return 0;
+}
+
+int ua_sec_derive(struct ua_sec *s, const uint8_t *server_nonce, int32_t len, uint32_t token)
+{
+    if (len != UA_NONCE_LEN) return FB_EPROTO;
+    memcpy(s->server_nonce, server_nonce, UA_NONCE_LEN);
+    uint8_t k[80];
+    if (ua_p_sha256(s->server_nonce, 32, s->client_nonce, 32, k, 80)) return FB_EIO;
+    memcpy(s->send.sign, k, 32);
+    memcpy(s->send.enc, k + 32, 32);
+    memcpy(s->send.iv, k + 64, 16);
+    if (ua_p_sha256(s->client_nonce, 32, s->server_nonce, 32, k, 80)) return FB_EIO;
+    s->recv_prev = s->recv;
+    s->prev_token = s->token;
+    memcpy(s->recv.sign, k, 32);
+    memcpy(s->recv.enc, k + 32, 32);
+    memcpy(s->recv.iv, k + 64, 16);
+    s->token = token;
+    OPENSSL_cleanse(k, sizeof k);
+    return 0;
+}
+
+static void put32(uint8_t *p, uint32_t v)
+{
+    p[0] = (uint8_t)v, p[1] = (uint8_t)(v >> 8), p[2] = (uint8_t)(v >> 16), p[3] = (uint8_t)(v >> 24);
+}
+static uint32_t get32(const uint8_t *p)
+{
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+static int rsa_sign(EVP_PKEY *key, const uint8_t *a, size_t an, const uint8_t *b, size_t bn, uint8_t *sig, size_t *sl)
+{
+    EVP_MD_CTX *m = EVP_MD_CTX_new();
+    int ok = m && EVP_DigestSignInit(m, NULL, EVP_sha256(), NULL, key) == 1 && EVP_DigestSignUpdate(m, a, an) == 1 &&
+             (!bn || EVP_DigestSignUpdate(m, b, bn) == 1) && EVP_DigestSignFinal(m, sig, sl) == 1;
+    EVP_MD_CTX_free(m);
+    return ok ? 0 : FB_EIO;
+}
+
+static int rsa_verify(EVP_PKEY *key, const uint8_t *a, size_t an, const uint8_t *b, size_t bn, const uint8_t *sig,
+                      size_t sl)
+{
+    EVP_MD_CTX *m = EVP_MD_CTX_new();
+    int ok = m && EVP_DigestVerifyInit(m, NULL, EVP_sha256(), NULL, key) == 1 &&
+             EVP_DigestVerifyUpdate(m, a, an) == 1 && (!bn || EVP_DigestVerifyUpdate(m, b, bn) == 1) &&
+             EVP_DigestVerifyFinal(m, sig, sl) == 1;
+    EVP_MD_CTX_free(m);
+    return ok ? 0 : FB_EACCES;
+}
+
+int ua_sec_sign(struct ua_sec *s, const uint8_t *a, size_t an, const uint8_t *b, size_t bn, uint8_t **sig, size_t *sig_len)
+{
+    size_t sl = (size_t)EVP_PKEY_get_size(s->own_key);
+    *sig = malloc(sl);
+    if (!*sig) return FB_ENOMEM;
+    int rc = rsa_sign(s->own_key, a, an, b, bn, *sig, &sl);
+    if (rc) {
+        free(*sig);
+        *sig = NULL;
+        return rc;
+    }
+    *sig_len = sl;
+    return 0;
+}
+
+int ua_sec_verify(struct ua_sec *s, const uint8_t *a, size_t an, const uint8_t *b, size_t bn, const uint8_t *sig,
+                  size_t sig_len)
+{
+    return rsa_verify(s->peer_pub, a, an, b, bn, sig, sig_len);
+}
+
+static int oaep(EVP_PKEY *key, bool enc, const uint8_t *in, size_t n, uint8_t *out, size_t *outn)
+{
+    EVP_PKEY_CTX *c = EVP_PKEY_CTX_new(key, NULL);
+    int ok = c && (enc ? EVP_PKEY_encrypt_init(c) : EVP_PKEY_decrypt_init(c)) == 1 &&
+             EVP_PKEY_CTX_set_rsa_padding(c, RSA_PKCS1_OAEP_PADDING) == 1 &&
+             (enc ? EVP_PKEY_encrypt(c, out, outn, in, n) : EVP_PKEY_decrypt(c, out, outn, in, n)) == 1;
+    EVP_PKEY_CTX_free(c);
+    return ok ? 0 : FB_EIO;
+}
+
+size_t ua_sec_opn_build(struct ua_sec *s, uint8_t *out, size_t cap, uint32_t channel_id, uint32_t seq,
+                        uint32_t req_id, const uint8_t *body, size_t n)
+{
+    size_t cb = (size_t)EVP_PKEY_get_size(s->peer_pub), pb = cb - 42;
+    size_t sig = (size_t)EVP_PKEY_get_size(s->own_key);
+    bool extra = cb > 256;
+    struct ua_enc e;
+    ua_enc_init(&e, out, cap);
+    ua_put_raw(&e, "OPNF", 4);
+    ua_put_u32(&e, 0);
+    ua_put_u32(&e, channel_id);
+    ua_put_cstr(&e, UA_POLICY_B256S256);
+    ua_put_str(&e, (const char *)s->own_cert, s->own_cert_len);
+    ua_put_str(&e, (const char *)s->peer_thumb, 20);
+    if (e.err) return 0;
+    size_t hl = e.len;
+    size_t content = 8 + n, o = extra ? 2 : 1;
+    size_t npad = (pb - (content + o + sig) % pb) % pb;
+    size_t plain_len = content + o + npad; /* without signature */
+    size_t blocks = (plain_len + sig) / pb;
+    size_t total = hl + blocks * cb;
+    if (total > cap || hl + plain_len + sig > cap) return 0;
+    uint8_t *pl = malloc(plain_len + sig);
+    if (!pl) return 0;
+    put32(pl, seq);
+    put32(pl + 4, req_id);
+    memcpy(pl + 8, body, n);
+    pl[content] = (uint8_t)npad;
+    memset(pl + content + 1, (int)(npad & 0xFF), npad);
+    if (extra) pl[content + 1 + npad] = (uint8_t)(npad >> 8);
+    put32(out + 4, (uint32_t)total);
+    size_t sl = sig;
+    size_t res = 0;
+    if (rsa_sign(s->own_key, out, hl, pl, plain_len, pl + plain_len, &sl) == 0 && sl == sig) {
+        size_t off = hl;
+        res = total;
+        for (size_t i = 0; i < blocks; i++) {
+            size_t ol = cb;
+            if (oaep(s->peer_pub, true, pl + i * pb, pb, out + off, &ol) || ol != cb) {
+                res = 0;
+                break;
+            }
+            off += cb;
+        }
+    }
+    OPENSSL_cleanse(pl, plain_len + sig);
+    free(pl);
+    return res;
+}
+
+int ua_sec_opn_open(struct ua_sec *s, const uint8_t *p, size_t n, uint8_t *plain, size_t cap, uint32_t *channel_id,
+                    uint32_t *seq, uint32_t *req_id, const uint8_t **body, size_t *body_len)
+{
+    struct ua_dec d;
+    ua_dec_init(&d, p, n);
+    const uint8_t *h = ua_get_raw(&d, 8);
+    if (!h || memcmp(h, "OPN", 3) || get32(h + 4) != n) return FB_EPROTO;
+    *channel_id = ua_get_u32(&d);
+    struct ua_str pol = ua_get_str(&d), cert = ua_get_str(&d), thumb = ua_get_str(&d);
+    if (d.err || pol.len != (int32_t)strlen(UA_POLICY_B256S256) || memcmp(pol.p, UA_POLICY_B256S256, (size_t)pol.len))
+        return FB_EPROTO;
+    if (cert.len != s->peer_cert_len || memcmp(cert.p, s->peer_cert, (size_t)cert.len)) return FB_EACCES;
+    (void)thumb;
+    size_t hl = d.pos, cb = (size_t)EVP_PKEY_get_size(s->own_key), sig = (size_t)EVP_PKEY_get_size(s->peer_pub);
+    size_t enc = n - hl;
+    if (!enc || enc % cb || enc > cap) return FB_EPROTO;
+    size_t pl = 0;
+    for (size_t off = 0; off < enc; off += cb) {
+        size_t ol = cap - pl;
+        if (oaep(s->own_key, false, p + hl + off, cb, plain + pl, &ol)) return FB_EACCES;
+        pl += ol;
+    }
+    if (pl < 8 + 1 + sig) return FB_EPROTO;
+    if (rsa_verify(s->peer_pub, p, hl, plain, pl - sig, plain + pl - sig, sig)) return FB_EACCES;
+    size_t end = pl - sig;
+    bool extra = cb > 256;
+    size_t npad = plain[end - 1];
+    if (extra) npad = (size_t)plain[end - 1] << 8 | plain[end - 2];
+    size_t o = extra ? 2 : 1;
+    if (npad + o + 8 > end) return FB_EPROTO;
+    *seq = get32(plain);
+    *req_id = get32(plain + 4);
+    *body = plain + 8;
+    *body_len = end - o - npad - 8;
+    return 0;
+}
+
+size_t ua_sec_sym_room(const struct ua_sec *s, uint32_t buf)
+{
+    if (buf < 16 + 8 + 32 + 32) return 0;
+    if (s->mode == 3) return (size_t)((buf - 16) / 16 * 16) - 8 - 32 - 1;
+    return buf - 16 - 8 - 32;
+}
+
+static int aes(const struct ua_symkeys *k, bool enc, uint8_t *p, size_t n)
+{
+    EVP_CIPHER_CTX *c = EVP_CIPHER_CTX_new();
+    int l1 = 0, l2 = 0;
+    int ok = c && EVP_CipherInit_ex(c, EVP_aes_256_cbc(), NULL, k->enc, k->iv, enc ? 1 : 0) == 1 &&
+             EVP_CIPHER_CTX_set_padding(c, 0) == 1 && EVP_CipherUpdate(c, p, &l1, p, (int)n) == 1 &&
+             EVP_CipherFinal_ex(c, p + l1, &l2) == 1 && (size_t)(l1 + l2) == n;
+    EVP_CIPHER_CTX_free(c);
+    return ok ? 0 : FB_EIO;
+}
+
+size_t ua_sec_sym_build(struct ua_sec *s, uint8_t *out, size_t cap, const char *type, char chunk, uint32_t channel_id,
+                        uint32_t token_id, uint32_t seq, uint32_t req_id, const uint8_t *body, size_t n)
+{
+    bool enc = s->mode == 3;
+    size_t content = 8 + n;
+    size_t npad = enc ? (16 - (content + 1 + 32) % 16) % 16 : 0;
+    size_t plain = content + (enc ? 1 + npad : 0);
+    size_t total = 16 + plain + 32;
+    if (total > cap) return 0;
+    memcpy(out, type, 3);
+    out[3] = (uint8_t)chunk;
+    put32(out + 4, (uint32_t)total);
+    put32(out + 8, channel_id);
+    put32(out + 12, token_id);
+    put32(out + 16, seq);
+    put32(out + 20, req_id);
+    memmove(out + 24, body, n);
+    if (enc) memset(out + 16 + content, (int)npad, npad + 1);
+    unsigned int l = 32;
+    if (!HMAC(EVP_sha256(), s->send.sign, 32, out, 16 + plain, out + 16 + plain, &l)) return 0;
+    if (enc && aes(&s->send, true, out + 16, plain + 32)) return 0;
+    return total;
+}
+
+int ua_sec_sym_open(struct ua_sec *s, uint8_t *p, size_t n, uint32_t *token_id, uint32_t *seq, uint32_t *req_id,
+                    const uint8_t **body, size_t *body_len)
+{
+    if (n < 16 + 8 + 32 || get32(p + 4) != n) return FB_EPROTO;
+    *token_id = get32(p + 12);
+    const struct ua_symkeys *k = *token_id == s->token ? &s->recv
+                               : *token_id == s->prev_token && s->prev_token ? &s->recv_prev : NULL;
+    if (!k) return FB_EACCES;
+    bool enc = s->mode == 3;
+    if (enc) {
+        if ((n - 16) % 16) return FB_EPROTO;
+        if (aes(k, false, p + 16, n - 16)) return FB_EACCES;
+    }
+    uint8_t mac[32];
+    unsigned int l = 32;
+    if (!HMAC(EVP_sha256(), k->sign, 32, p, n - 32, mac, &l) || CRYPTO_memcmp(mac, p + n - 32, 32)) return FB_EACCES;
+    size_t end = n - 32;
+    if (enc) {
+        size_t npad = p[end - 1];
+        if (npad + 1 + 24 > end) return FB_EPROTO;
+        end -= npad + 1;
+    }
+    *seq = get32(p + 16);
+    *req_id = get32(p + 20);
+    *body = p + 24;
+    *body_len = end - 24;
+    return 0;
+}

@@ -1,6 +1,7 @@
 /* ua_secure.h — OPC UA security primitives on OpenSSL 3 (ua_secure.c). */
 #ifndef FB_UA_SECURE_H
 #define FB_UA_SECURE_H
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -18,4 +19,63 @@ int ua_secure_encrypt_password(const char *policy_uri, const uint8_t *cert, int3
                                const char **alg, struct fb_err *err);
 /* Cryptographically random bytes (nonces).  0 or FB_EIO. */
 int ua_secure_random(uint8_t *p, size_t n);
+
+/* ------------------------------------------------ Basic256Sha256 channels */
+#define UA_ALG_RSA_SHA256 "http://www.w3.org/2001/04/xmldsig-more#rsa-sha256"
+#define UA_NONCE_LEN 32
+
+struct ua_symkeys {
+    uint8_t sign[32], enc[32], iv[16];
+};
+
+/* Security state of one secure channel.  Keys: P_SHA256 (TLS 1.2 PRF);
+ * client keys = P(serverNonce, clientNonce), server keys = P(clientNonce,
+ * serverNonce), each 32 signing | 32 encrypting | 16 IV bytes. */
+struct ua_sec {
+    int mode;                   /* 1 None, 2 Sign, 3 SignAndEncrypt */
+    void *own_key;              /* EVP_PKEY * (private) */
+    uint8_t *own_cert;          /* DER */
+    int32_t own_cert_len;
+    void *peer_pub;             /* EVP_PKEY * of the server certificate */
+    uint8_t *peer_cert;
+    int32_t peer_cert_len;
+    uint8_t peer_thumb[20];     /* SHA-1 of the server certificate */
+    uint8_t client_nonce[UA_NONCE_LEN], server_nonce[UA_NONCE_LEN];
+    struct ua_symkeys send, recv, recv_prev;
+    uint32_t token, prev_token; /* token ids of recv / recv_prev */
+};
+void ua_sec_clear(struct ua_sec *s);
+/* Own certificate and key from pki/own/{cert.der,key.pem}; generated on the
+ * first start (RSA 2048, SHA-256, SAN URI = app_uri, 10 years), key file 0600. */
+int ua_sec_load_own(struct ua_sec *s, const char *pki, const char *app_uri, struct fb_err *err);
+/* Sets the server certificate (DER) after checking it against the .der files in pki/trusted.
+ * Untrusted: with auto_trust it is copied into pki/trusted (trust on first
+ * use), else it is saved to pki/rejected/<thumbprint>.der and FB_EACCES
+ * explains how to trust it. */
+int ua_sec_set_peer(struct ua_sec *s, const char *pki, bool auto_trust, const uint8_t *cert, int32_t len,
+                    const char *where, struct fb_err *err);
+/* P_SHA256 keys from the nonces (after OpenSecureChannel / renew). */
+int ua_sec_derive(struct ua_sec *s, const uint8_t *server_nonce, int32_t len, uint32_t token);
+/* Asymmetric OPN chunk (always signed and encrypted).  Returns the size or 0. */
+size_t ua_sec_opn_build(struct ua_sec *s, uint8_t *out, size_t cap, uint32_t channel_id, uint32_t seq,
+                        uint32_t req_id, const uint8_t *body, size_t n);
+/* Opens an asymmetric OPN response chunk p[0..n) into plain (cap >= n):
+ * verifies the signature, strips padding; *body points into plain. */
+int ua_sec_opn_open(struct ua_sec *s, const uint8_t *p, size_t n, uint8_t *plain, size_t cap, uint32_t *channel_id,
+                    uint32_t *seq, uint32_t *req_id, const uint8_t **body, size_t *body_len);
+/* Body bytes per symmetric chunk for a buffer size. */
+size_t ua_sec_sym_room(const struct ua_sec *s, uint32_t buf);
+/* Symmetric MSG/CLO chunk, signed (and encrypted in SignAndEncrypt). */
+size_t ua_sec_sym_build(struct ua_sec *s, uint8_t *out, size_t cap, const char *type, char chunk, uint32_t channel_id,
+                        uint32_t token_id, uint32_t seq, uint32_t req_id, const uint8_t *body, size_t n);
+/* Opens a symmetric chunk in place: decrypts, verifies, strips padding. */
+int ua_sec_sym_open(struct ua_sec *s, uint8_t *p, size_t n, uint32_t *token_id, uint32_t *seq, uint32_t *req_id,
+                    const uint8_t **body, size_t *body_len);
+/* RSA-PKCS1v1.5-SHA256 with our key over a‖b (session signatures); *sig malloc'd. */
+int ua_sec_sign(struct ua_sec *s, const uint8_t *a, size_t an, const uint8_t *b, size_t bn, uint8_t **sig, size_t *sig_len);
+/* Verifies the server's signature over a‖b. 0 or FB_EACCES. */
+int ua_sec_verify(struct ua_sec *s, const uint8_t *a, size_t an, const uint8_t *b, size_t bn, const uint8_t *sig,
+                  size_t sig_len);
+/* TLS-style PRF, exposed for tests. */
+int ua_p_sha256(const uint8_t *secret, size_t sn, const uint8_t *seed, size_t seedn, uint8_t *out, size_t outn);
 #endif
