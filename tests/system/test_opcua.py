@@ -242,8 +242,8 @@ def test_connect_errors_are_clear(ua):
     assert r.returncode == 1 and "connect to 127.0.0.1" in r.stderr
     r = run_cli("read", "opc.tcp://127.0.0.1:4840?bogus=1", "i=2258")
     assert r.returncode == 2 and "unknown opc.tcp URL key" in r.stderr
-    r = run_cli("read", "opc.tcp://127.0.0.1:4840?security_policy=Basic256Sha256&security_mode=Sign", "i=2258")
-    assert r.returncode == 2 and "not implemented" in r.stderr
+    r = run_cli("read", "opc.tcp://127.0.0.1:4840?security_policy=None&security_mode=Sign", "i=2258")
+    assert r.returncode == 2 and "needs security_policy=Basic256Sha256" in r.stderr
 
 
 def good(v, n):
@@ -323,3 +323,66 @@ def test_browse_prints_the_tree(ua):
     assert "1:ReadOnly  ns=1;s=ReadOnly  Variable  Double  r-" in out
     # 451 children of Many: more than one Browse answer, continued with BrowseNext
     assert out.count("1:Item0") == 450 and "1:Item0449" in out
+
+
+SEC = "security_policy=Basic256Sha256&security_mode={mode}&pki={pki}"
+
+
+@pytest.mark.parametrize("mode", ["Sign", "SignAndEncrypt"])
+def test_basic256sha256(ua, tmp_path, mode):
+    """Sign and SignAndEncrypt: an untrusted server is refused with the command
+    that trusts it; after that copy reads, writes, user login and 8 KiB chunks work."""
+    srv = ua(extra=("--chunk", 8192, "--many", 300))
+    pki = tmp_path / "pki"
+    q = SEC.format(mode=mode, pki=pki)
+    r = run_cli("read", srv.url(q), "ns=1;s=Double")
+    assert r.returncode == 1 and "not trusted" in r.stderr and "cp " in r.stderr, r.stderr
+    assert (pki / "own" / "cert.der").exists() and oct((pki / "own" / "key.pem").stat().st_mode & 0o777) == "0o600"
+    rejected = list((pki / "rejected").glob("*.der"))
+    assert len(rejected) == 1
+    os.makedirs(pki / "trusted", exist_ok=True)
+    (pki / "trusted" / rejected[0].name).write_bytes(rejected[0].read_bytes())
+    r, vals = read_json(srv.url(q), "ns=1;s=Double", "ns=1;s=String")
+    assert r.returncode == 0, r.stderr
+    assert vals["ns=1;s=Double"]["value"] == 3.141592653589793 and vals["ns=1;s=String"]["value"] == "hello wörld"
+    assert run_cli("write", srv.url(q), "ns=1;s=Double", "6.5").returncode == 0
+    assert srv.get("Double") == 6.5
+    pw = tmp_path / "ua.pass"
+    pw.write_text("secret\n")
+    pw.chmod(0o600)
+    r = run_cli("read", srv.url(q + f"&user=operator&password_file={pw}&chunk=8192"), "ns=1;s=ManyArray",
+                "--count", "300", "--json")
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert [x["value"] for x in json.loads(r.stdout)] == list(range(300))
+
+
+def test_trust_on_first_use(ua, tmp_path):
+    srv = ua()
+    pki = tmp_path / "pki"
+    q = SEC.format(mode="SignAndEncrypt", pki=pki) + "&trust_server=auto"
+    r = run_cli("read", srv.url(q), "ns=1;s=Double")
+    assert r.returncode == 0, r.stderr
+    assert len(list((pki / "trusted").glob("*.der"))) == 1
+    # from now on the list alone is enough
+    r = run_cli("read", srv.url(SEC.format(mode="Sign", pki=pki)), "ns=1;s=Double")
+    assert r.returncode == 0, r.stderr
+
+
+def test_gateway_encrypted_subscription_with_renewal(ua, broker, start_gateway, watch, tmp_path):
+    srv = ua(extra=("--tick", 100))
+    q = SEC.format(mode="SignAndEncrypt", pki=tmp_path / "pki") + "&trust_server=auto&lifetime=2s&mode=subscribe"
+    dev = {"name": "ua-03", "url": srv.url(q), "poll": "200ms", "timeout": "1s",
+           "tags": [{"name": "counter", "addr": "ns=1;s=Counter", "type": "uint32"},
+                    {"name": "temp", "addr": "ns=1;s=Double", "access": "rw"}]}
+    w = watch(broker.port)
+    gw = start_gateway(gw_config(broker.port, [dev]))
+    assert wait_values(w, "ua-03", lambda v: good(v, "counter"), timeout=20), gw.output()[-3000:]
+    w.publish(topic("ua-03", "command"), {"id": "ua-3", "write": {"temp": -1.5}}, qos=1)
+    resp = w.wait_for(lambda m: (m.json() or {}).get("id") == "ua-3", 10, topic=topic("ua-03", "command/response"))
+    assert resp is not None and resp.json()["ok"] is True
+    assert srv.get("Double") == -1.5
+    time.sleep(5)  # two token renewals under encryption
+    t = time.monotonic()
+    assert wait_values(w, "ua-03", lambda v: good(v, "counter"), timeout=5, after=t)
+    out = gw.output()
+    assert out.count("(renewed)") >= 2 and "reconnecting" not in out, out[-3000:]

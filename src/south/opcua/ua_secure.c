@@ -43,6 +43,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "core/log.h"
 #include "south/opcua/ua_msg.h"
 
 #define ALG_OAEP "http://www.w3.org/2001/04/xmlenc#rsa-oaep"
@@ -338,10 +339,10 @@ int ua_sec_set_peer(struct ua_sec *s, const char *pki, bool auto_trust, const ui
             snprintf(path, sizeof path, "%s/%s.der", rejected, th);
             write_file(path, cert, (size_t)len, 0644);
             EVP_PKEY_free(pk);
-            fprintf(stderr, "fieldbridge: OPC UA server %s presented certificate \"%s\" (SHA-1 %s), which is not "
-                            "in %s. If it is the right server, trust it with: cp %s %s/ (or add trust_server=auto "
-                            "to the URL to trust on first use)\n", where, subject, th, trusted, path, trusted);
-            return fb_err_set(err, FB_EACCES, "untrusted server certificate (SHA-1 %.12s…): cp %s %s/", th, path,
+            fb_warn(NULL, NULL, "OPC UA server %s presented certificate \"%s\" (SHA-1 %s), which is not in %s. "
+                                "If it is the right server, trust it with: cp %s %s/ (or add trust_server=auto to "
+                                "the URL to trust on first use)", where, subject, th, trusted, path, trusted);
+            return fb_err_set(err, FB_EACCES, "server certificate not trusted (SHA-1 %.12s…): cp %s %s/", th, path,
                               trusted);
         }
     }
