@@ -11,6 +11,8 @@
  *      CreateSubscription, CreateMonitoredItems, Publish with every
  *      notification, Republish)
  *   4  a browse path text → ua_path_parse
+ *   5  MODE(2|3) then a secured MSG chunk → ua_sec_sym_open with fixed keys
+ *      (mostly refused by the HMAC, but every length and padding path runs)
  * Any crash or sanitizer report is a bug.
  *
  * Build: cmake -DFB_FUZZ=ON -DCMAKE_C_COMPILER=clang; run:
@@ -21,6 +23,7 @@
 #include <string.h>
 
 #include "south/opcua/ua_msg.h"
+#include "south/opcua/ua_secure.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -134,7 +137,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (size < 1) return 0;
     const uint8_t *p = data + 1;
     size_t n = size - 1;
-    switch (data[0] % 5) {
+    switch (data[0] % 6) {
     case 0: {
         struct ua_limits l;
         ua_ack_parse(p, n, &l);
@@ -173,6 +176,21 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             ua_nodeid_clear(&nid);
         }
         free(s);
+        break;
+    }
+    case 5: {
+        if (!n) break;
+        static struct ua_sec sec;
+        sec.mode = 2 + (p[0] & 1);
+        sec.token = 1;
+        uint8_t *buf = malloc(n);
+        if (!buf) return 0;
+        memcpy(buf, p + 1, n - 1);
+        uint32_t tok, seq, rid;
+        const uint8_t *body;
+        size_t bl;
+        if (ua_sec_sym_open(&sec, buf, n - 1, &tok, &seq, &rid, &body, &bl) == 0 && body + bl > buf + n - 1) abort();
+        free(buf);
         break;
     }
     }
