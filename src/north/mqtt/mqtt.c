@@ -431,7 +431,8 @@ static const char *net_err_text(const struct mq_ctx *ctx, int rc, int e, char *b
     if (rc == MOSQ_ERR_ERRNO) return strerror(e);
     if (rc == MOSQ_ERR_KEEPALIVE) {
         snprintf(buf, n, "%s within the keepalive (%d s); retrying",
-                 ctx->got_connack ? "no answer to PINGREQ" : "no CONNACK: the broker accepted the TCP connection but did not answer CONNECT",
+                 ctx->got_connack ? "no answer to PINGREQ"
+                                  : "no CONNACK: the broker accepted the TCP connection but did not answer CONNECT",
                  ctx->keepalive_s);
         return buf;
     }
