@@ -4,7 +4,10 @@
  *
  * open(): TCP connect → Hello/Acknowledge (limits negotiated, see below) →
  * OpenSecureChannel (policy None) → GetEndpoints (token policies, server
- * certificate) → CreateSession / ActivateSession (anonymous, or a user name
+ * certificate).  With Basic256Sha256 the server certificate is checked
+ * against the trust list, the discovery channel is closed and a new
+ * connection opens a signed (and encrypted) channel (ua_secure.c).  Then
+ * CreateSession / ActivateSession (anonymous, or a user name
  * with the password encrypted per the token policy, ua_secure.c) → Read of
  * the server's OperationLimits → TranslateBrowsePathsToNodeIds for tags
  * addressed by browse path → Read of every tag's DataType (cached for writes)
