@@ -15,6 +15,7 @@
 #include "../south/revpi/revpi.h"
 #include "../south/s7/s7.h"
 #include "../south/ads/ads.h"
+#include "../south/opcua/opcua.h"
 #include "cli.h"
 
 struct oneshot {
@@ -122,7 +123,7 @@ static int oneshot_init(struct oneshot *s, const char *cmd, const struct opts *o
     }
     const struct fb_driver *drv = fb_driver_for_scheme(s->dev.url.scheme);
     if (!drv) {
-        fprintf(stderr, "fieldbridge %s: unknown URL scheme '%s' (modbus-tcp, modbus-rtu, s7, ads, revpi, sim)\n", cmd,
+        fprintf(stderr, "fieldbridge %s: unknown URL scheme '%s' (modbus-tcp, modbus-rtu, opc.tcp, s7, ads, revpi, sim)\n", cmd,
                 s->dev.url.scheme ? s->dev.url.scheme : "");
         return 2;
     }
@@ -373,16 +374,29 @@ int fb_cli_write(int argc, char **argv)
     struct fb_err err = {0};
     struct fb_value v;
     char sbuf[256];
-    if (parse_value(&s.tags[0], o.pos[1], &v, sbuf, sizeof sbuf, &err) < 0) {
-        fprintf(stderr, "fieldbridge write: %s: %s\n", o.pos[0], err.msg);
-        oneshot_free(&s);
-        return 2;
-    }
+    /* Some protocols (OPC UA, ADS) learn a node's type only when connected: a
+     * value that does not parse as the address's type is checked again after
+     * open, against the type the device reported. */
+    uint8_t type_before = s.tags[0].type;
+    struct fb_err perr = {0};
+    int prc = parse_value(&s.tags[0], o.pos[1], &v, sbuf, sizeof sbuf, &perr);
     const struct fb_driver *drv = s.dev.drv;
     if (drv->open(&s.conn, &err) < 0) {
+        if (prc < 0) {
+            fprintf(stderr, "fieldbridge write: %s: %s\n", o.pos[0], perr.msg);
+            oneshot_free(&s);
+            return 2;
+        }
         fprintf(stderr, "fieldbridge write: %s\n", err.msg[0] ? err.msg : "cannot connect");
         oneshot_free(&s);
         return 1;
+    }
+    if (s.tags[0].type != type_before) prc = parse_value(&s.tags[0], o.pos[1], &v, sbuf, sizeof sbuf, &perr);
+    if (prc < 0) {
+        drv->close(&s.conn);
+        fprintf(stderr, "fieldbridge write: %s: %s\n", o.pos[0], perr.msg);
+        oneshot_free(&s);
+        return 2;
     }
     rc = drv->write(&s.dev, &s.tags[0], &v, &err);
     drv->close(&s.conn);
@@ -416,9 +430,11 @@ int fb_cli_browse(int argc, char **argv)
         return 2;
     }
     const struct fb_driver *drv = fb_driver_for_scheme(u.scheme);
-    if (drv == &fb_driver_revpi || drv == &fb_driver_ads) {
+    if (drv == &fb_driver_revpi || drv == &fb_driver_ads || drv == &fb_driver_opcua) {
         fb_url_free(&u);
-        rc = drv == &fb_driver_ads ? fb_ads_browse(o.url, stdout, &err) : fb_revpi_browse(o.url, stdout, &err);
+        rc = drv == &fb_driver_ads     ? fb_ads_browse(o.url, stdout, &err)
+             : drv == &fb_driver_opcua ? fb_opcua_browse(o.url, stdout, &err)
+                                       : fb_revpi_browse(o.url, stdout, &err);
         if (rc < 0) fprintf(stderr, "fieldbridge browse: %s\n", err.msg[0] ? err.msg : fb_strerror(rc));
         return rc == 0 ? 0 : rc == FB_EINVAL ? 2 : 1;
     }
