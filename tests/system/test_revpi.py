@@ -192,6 +192,39 @@ def test_watchdog_writes_safe_state(tmp_path, broker, start_gateway, watch):
     assert img.bit(O_1)
 
 
+def test_command_source_lost_writes_safe_state(tmp_path, broker, start_gateway, watch):
+    """north_loss=1s: the broker goes away → after about a second without any
+    northbound connection the outputs go to their safe values; once the broker
+    is back, commands are obeyed again."""
+    img, w, gw = start(tmp_path, broker, start_gateway, watch,
+                       options={"safe": "O_1=0,RevPiLED=0", "north_loss": "1s"})
+    w.publish(CMD, {"id": "n1", "write": {"O_1": True, "RevPiLED": 5}}, qos=1)
+    assert response(w, "n1")["ok"] is True
+    assert img.bit(O_1) and img.read()[LED] == 5
+    time.sleep(1.5)  # connected: nothing happens however long no command comes
+    assert img.bit(O_1), "safe state written while the command source was connected"
+    port = broker.port
+    broker.stop()
+    t0 = time.monotonic()
+    while img.bit(O_1) and time.monotonic() - t0 < 10:
+        time.sleep(0.02)
+    dt = time.monotonic() - t0
+    assert not img.bit(O_1) and img.read()[LED] == 0, f"safe state not written\n{gw.output()[-2000:]}"
+    assert dt <= 6, f"safe state after {dt:.2f}s (north_loss 1s + MQTT keepalive detection)"
+    assert "command source lost" in gw.output()
+    broker.restart()
+    assert broker.port == port
+    w2 = watch(broker.port)
+    time.sleep(3)  # reconnect with backoff, resubscribe
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        w2.publish(CMD, {"id": "n2", "write": {"O_1": True}}, qos=1)
+        if w2.wait_for(lambda m: (m.json() or {}).get("id") == "n2", 2, topic=RESP):
+            break
+    assert img.bit(O_1), "command not obeyed after the command source came back"
+    assert gw.alive()
+
+
 def test_example_config_checks(tmp_path):
     r = run_cli("check", "-c", os.path.join(ROOT, "examples", "revpi-dio.yaml"))
     assert r.returncode == 0, r.stdout + r.stderr

@@ -15,8 +15,11 @@
  *     processes own in the same byte are never clobbered.  On a plain file
  *     there is no ioctl, so a bit is a read-modify-write of its byte;
  *   - writes the configured safe state (safe=O_1=0,O_2=1) when the gateway
- *     closes the connection (shutdown, connection loss) and when the write
- *     watchdog (watchdog=5s) sees no successful write for that long.
+ *     closes the connection (shutdown, connection loss), when the write
+ *     watchdog (watchdog=5s) sees no successful write for that long, and
+ *     when the northbound command source is lost (north_loss=5s: no sink —
+ *     the MQTT or Sparkplug connection commands arrive on — has been
+ *     connected for that long).
  *
  * The device calls sit behind the small seam img_read / img_write /
  * img_set_bit, switched by rp_conn.is_device (a character device means
@@ -81,6 +84,9 @@ struct rp_dev {
     uint32_t lo, hi; /* used image range [lo, hi) */
     int64_t last_write_mono;
     bool wd_tripped;
+    int64_t north_loss_ns;    /* north_loss=: 0 = off */
+    int64_t north_down_since; /* monotonic; 0 while some sink is connected */
+    bool north_tripped;
     bool warned_deferred;
     uint8_t img[FB_REVPI_IMAGE_SIZE];
 };
@@ -211,7 +217,7 @@ static int revpi_device_init(struct fb_device *dev, char **conn_key, struct fb_e
         const char *k = dev->url.q[i].k, *v = dev->url.q[i].v ? dev->url.q[i].v : "";
         if (!strcmp(k, "config")) {
             cfgv = v;
-        } else if (!strcmp(k, "cycle") || !strcmp(k, "watchdog")) {
+        } else if (!strcmp(k, "cycle") || !strcmp(k, "watchdog") || !strcmp(k, "north_loss")) {
             int64_t ns;
             if (fb_parse_duration(v, &ns) < 0 || ns < (k[0] == 'c' ? 1000000LL : 1000000LL) ||
                 ns > 3600LL * 1000000000LL) {
@@ -220,7 +226,8 @@ static int revpi_device_init(struct fb_device *dev, char **conn_key, struct fb_e
                                   devname(dev), k, v);
             }
             if (k[0] == 'c') d->cycle_ns = ns;
-            else d->watchdog_ns = ns;
+            else if (k[0] == 'w') d->watchdog_ns = ns;
+            else d->north_loss_ns = ns;
         } else if (!strcmp(k, "safe")) {
             safev = v;
         } else if (!strcmp(k, "timeout") || !strcmp(k, "delay")) {
@@ -228,7 +235,7 @@ static int revpi_device_init(struct fb_device *dev, char **conn_key, struct fb_e
         } else {
             revpi_device_free(dev);
             return fb_err_set(err, FB_EINVAL,
-                              "device %s: unknown revpi option '%s' (valid: config, cycle, watchdog, safe, timeout)",
+                              "device %s: unknown revpi option '%s' (valid: config, cycle, watchdog, north_loss, safe, timeout)",
                               devname(dev), k);
         }
     }
@@ -279,6 +286,9 @@ static int revpi_device_init(struct fb_device *dev, char **conn_key, struct fb_e
             return fb_err_set(err, FB_EINVAL, "device %s: safe: %s", devname(dev), e.msg);
         }
     }
+    if (d->north_loss_ns && !d->nsafe)
+        fb_warn(devname(dev), NULL, "north_loss=%.3gs without safe=: nothing to write when commands stop",
+                d->north_loss_ns / 1e9);
     if (d->watchdog_ns && !d->nsafe)
         fb_warn(devname(dev), NULL, "watchdog=%.3gs without safe=: the watchdog has nothing to write",
                 d->watchdog_ns / 1e9);
@@ -532,6 +542,24 @@ static int revpi_read(struct fb_device *dev, struct fb_group *g, struct fb_batch
         char why[64];
         snprintf(why, sizeof why, "watchdog: no write for %.3gs", d->watchdog_ns / 1e9);
         write_safe(dev->conn, dev, why);
+    }
+    if (d->north_loss_ns && gateway_running(dev) && dev->gw->nsinks) {
+        bool up = false;
+        for (uint32_t i = 0; i < dev->gw->nsinks; i++)
+            if (atomic_load(&dev->gw->sinks[i].m.connected)) up = true;
+        if (up) {
+            if (d->north_tripped) fb_info(devname(dev), NULL, "command source back: outputs follow commands again");
+            d->north_down_since = 0;
+            d->north_tripped = false;
+        } else if (!d->north_down_since) {
+            d->north_down_since = t0;
+        } else if (!d->north_tripped && t0 - d->north_down_since >= d->north_loss_ns) {
+            d->north_tripped = true;
+            char why[80];
+            snprintf(why, sizeof why, "command source lost: no northbound connection for %.3gs",
+                     d->north_loss_ns / 1e9);
+            write_safe(dev->conn, dev, why);
+        }
     }
     if (d->hi > d->lo) {
         int r = img_read(rc, d->img + d->lo, d->hi - d->lo, d->lo);
