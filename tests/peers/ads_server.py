@@ -27,6 +27,10 @@ Control: one JSON object per line on stdin, one answer per line on stdout:
   {"op":"download"}   {"op":"error","code":7,"where":"ams"|"ads"}  {"op":"error","code":0}
   {"op":"stats"}      {"op":"reset_stats"}    {"op":"routes"}    {"op":"drop"} (close clients)
 Start: ads_server.py --port P [--udp-port U] [--net-id ID] [--many N]; prints "READY P".
+Benchmark options (bench/plc_bench.sh): --mixed gives the --many symbols
+mixed types (cycling DINT REAL INT BOOL LREAL UDINT WORD STRING(16)) instead
+of DINT only; --tick S changes every --many value each S seconds;
+--note-period S is how often the notifier looks for changes (default 5 ms).
 """
 import argparse
 import json
@@ -66,6 +70,25 @@ BASE_SYMBOLS = [
     ("MAIN.fSetpoint", "LREAL", 0.0),
     ("GVL.aBig", "ARRAY [0..999] OF DINT", [i * 3 for i in range(1000)]),
 ]
+
+
+MIXED = ["DINT", "REAL", "INT", "BOOL", "LREAL", "UDINT", "WORD", "STRING(16)"]
+
+
+def mixed_value(t, i, step=0):
+    """The value of --many variable number i of type t after `step` ticks."""
+    k = i + step
+    if t == "BOOL":
+        return k % 2 == 1
+    if t in ("REAL", "LREAL"):
+        return k * 0.5
+    if t.startswith("STRING"):
+        return f"s{k % 100000}"
+    if t in ("INT",):
+        return k % 32768
+    if t in ("WORD",):
+        return k % 65536
+    return k
 
 
 def type_size(t):
@@ -126,9 +149,12 @@ def cstr(s):
 class Plc:
     """Symbols, memory, handles; shared by every connection (under lock)."""
 
-    def __init__(self, many=0):
+    def __init__(self, many=0, mixed=False):
         self.lock = threading.RLock()
-        self.symbols = list(BASE_SYMBOLS) + [(f"GVL.nVar{i:04d}", "DINT", i) for i in range(many)]
+        self.many = [(f"GVL.nVar{i:04d}", MIXED[i % len(MIXED)] if mixed else "DINT", i) for i in range(many)]
+        self.many = [(n, t, mixed_value(t, v)) for n, t, v in self.many]
+        self.symbols = list(BASE_SYMBOLS) + self.many
+        self._uploads = None
         self.version = 1
         self.base = 0x100
         self.layout()
@@ -146,6 +172,7 @@ class Plc:
         self.routes = []
 
     def layout(self):
+        self._uploads = None
         self.offsets = {}
         off = self.base
         for name, t, _ in self.symbols:
@@ -172,6 +199,9 @@ class Plc:
         """name (with members / subscripts) -> (offset, size, type) or None."""
         n = name.strip().rstrip("\0").strip()
         low = n.lower()
+        if low in self.offsets:  # a plain symbol: no scan (10,000-symbol tables)
+            off, size, t, _ = self.offsets[low]
+            return off, size, t
         best = None
         for k in self.offsets:
             if low == k or (low.startswith(k) and low[len(k)] in ".["):
@@ -209,9 +239,22 @@ class Plc:
                 return None
         return off, size, t
 
+    def tick_many(self, step):
+        """--tick: every --many variable takes a new value."""
+        with self.lock:
+            for name, t, v in self.many:
+                off = self.offsets[name.lower()][0]
+                b = encode(t, mixed_value(t, v, step))
+                self.mem[off:off + len(b)] = b
+
     # ---- uploads
     def symbol_upload(self):
-        out = b""
+        if self._uploads is None:  # built once per layout (version)
+            self._uploads = (self._symbol_upload(), self._dt_upload())
+        return self._uploads[0]
+
+    def _symbol_upload(self):
+        out = []
         for name, t, _ in self.symbols:
             off, size, _, _ = self.offsets[name.lower()]
             adst = ADS_TYPES.get(t.upper(), (0, 0, 65))[2] if not t.upper().startswith("STRING") else 30
@@ -222,8 +265,8 @@ class Plc:
                 lo, hi, _ = parse_array(t)
                 body += struct.pack("<iI", lo, hi - lo + 1)
             body += bytes((-len(body) - 4) % 4)
-            out += struct.pack("<I", len(body) + 4) + body
-        return out
+            out.append(struct.pack("<I", len(body) + 4) + body)
+        return b"".join(out)
 
     def dt_entry(self, name, t, size, offs, subs=(), adst=65, comment=""):
         arr = b""
@@ -238,6 +281,10 @@ class Plc:
         return struct.pack("<I", len(body) + 4) + body
 
     def dt_upload(self):
+        self.symbol_upload()
+        return self._uploads[1]
+
+    def _dt_upload(self):
         out = b""
         for sname, (members, size) in STRUCTS.items():
             subs = [self.dt_entry(m, mt, type_size(mt), mo) for m, mt, mo in members]
@@ -316,13 +363,13 @@ class Plc:
                 return 0, bytes(self.mem[r[0]:r[0] + min(rlen, r[1])])
             if ig == 0xF080:  # sum read
                 subs = [struct.unpack_from("<III", data, 12 * i) for i in range(io)]
-                res, blobs = b"", b""
+                res, blobs = [], []
                 for sig, sio, slen in subs:
                     e, d = self.read(sig, sio, slen)
-                    res += struct.pack("<I", e)
-                    blobs += d if not e else bytes(slen)
+                    res.append(struct.pack("<I", e))
+                    blobs.append(d if not e else bytes(slen))
                 self.count("sum_subs", io)
-                return 0, res + blobs
+                return 0, b"".join(res) + b"".join(blobs)
             if ig == 0xF081:  # sum write
                 subs = [struct.unpack_from("<III", data, 12 * i) for i in range(io)]
                 off, res = 12 * io, b""
@@ -333,14 +380,14 @@ class Plc:
                 return 0, res
             if ig == 0xF082:  # sum read-write
                 subs = [struct.unpack_from("<IIII", data, 16 * i) for i in range(io)]
-                off, head, blobs = 16 * io, b"", b""
+                off, head, blobs = 16 * io, [], []
                 for sig, sio, srl, swl in subs:
                     e, d = self.readwrite(sig, sio, srl, data[off:off + swl])
                     off += swl
-                    head += struct.pack("<II", e, len(d))
-                    blobs += d
+                    head.append(struct.pack("<II", e, len(d)))
+                    blobs.append(d)
                 self.count("sum_subs", io)
-                return 0, head + blobs
+                return 0, b"".join(head) + b"".join(blobs)
             return 0x702, b""
 
 
@@ -449,7 +496,7 @@ class Conn(threading.Thread):
     def notifier(self):
         """Push notifications: on change (mode 4) or every cycle (mode 3)."""
         while self.alive:
-            time.sleep(0.005)
+            time.sleep(self.srv.note_period)
             if not self.notes or not self.peer:
                 continue
             now = time.time()
@@ -487,8 +534,9 @@ class Conn(threading.Thread):
 
 
 class Server:
-    def __init__(self, port, udp_port, net_id, ams_port, many, user, password):
-        self.plc = Plc(many)
+    def __init__(self, port, udp_port, net_id, ams_port, many, user, password, mixed=False, note_period=0.005):
+        self.plc = Plc(many, mixed)
+        self.note_period = note_period
         self.net_id = bytes(int(x) for x in net_id.split("."))
         self.ams_port = ams_port
         self.user, self.password = user, password
@@ -609,8 +657,20 @@ def main():
     ap.add_argument("--many", type=int, default=0, help="add GVL.nVar0000.. DINT symbols")
     ap.add_argument("--user", default="Administrator")
     ap.add_argument("--password", default="1")
+    ap.add_argument("--mixed", action="store_true", help="--many symbols of mixed types")
+    ap.add_argument("--tick", type=float, default=0, help="change every --many value each TICK seconds")
+    ap.add_argument("--note-period", type=float, default=0.005, help="notifier check period, seconds")
     a = ap.parse_args()
-    srv = Server(a.port, a.udp_port, a.net_id, a.ams_port, a.many, a.user, a.password)
+    srv = Server(a.port, a.udp_port, a.net_id, a.ams_port, a.many, a.user, a.password, a.mixed,
+                 max(a.note_period, 0.001))
+    if a.tick > 0:
+        def ticker():
+            step = 0
+            while True:
+                time.sleep(a.tick)
+                step += 1
+                srv.plc.tick_many(step)
+        threading.Thread(target=ticker, daemon=True).start()
     sys.stdout.write(f"READY {srv.port} {srv.udp_port}\n")
     sys.stdout.flush()
     srv.control()

@@ -78,10 +78,18 @@ struct ads_plan {
     uint32_t n;
     struct ads_tag **tags;
     int64_t period_ns;
-    /* scratch for one cycle, sized at plan time */
+    /* scratch for one cycle, sized at plan time so that a read cycle (poll
+     * or notify) allocates nothing */
     uint32_t *res;
     uint32_t *doff;
     uint8_t *data;
+    struct ads_tag **need;   /* n: tags that need a handle / a notification */
+    struct ads_tag **hneed;  /* n: notify mode, those of need without a handle */
+    uint32_t *idx;           /* n + 1: sub-read → plan index (UINT32_MAX = symbol version) */
+    struct ads_sub *subs;    /* n + 1: the sub-reads of one cycle */
+    struct ads_rwsub *rwsubs; /* n: handle requests */
+    uint32_t nch;            /* sum commands for n + 1 sub-commands at max_sum */
+    uint32_t *first, *cnt;   /* nch: first sub-command and count of each */
 };
 
 struct ads_dev {
@@ -616,6 +624,13 @@ static void plan_free(struct ads_plan *p)
     free(p->res);
     free(p->doff);
     free(p->data);
+    free(p->need);
+    free(p->hneed);
+    free(p->idx);
+    free(p->subs);
+    free(p->rwsubs);
+    free(p->first);
+    free(p->cnt);
     free(p);
 }
 
@@ -641,7 +656,17 @@ static int ads_plan_cb(struct fb_device *dev, struct fb_group *g, struct fb_err 
         total += p->tags[i]->a.ti.size;
     }
     p->data = calloc(1, total);
-    if (!p->tags || !p->res || !p->doff || !p->data) {
+    uint32_t ms = (uint32_t)((struct ads_dev *)dev->drv_dev)->o.max_sum;
+    p->nch = (n + 1 + ms - 1) / ms;
+    p->need = calloc(n ? n : 1, sizeof *p->need);
+    p->hneed = calloc(n ? n : 1, sizeof *p->hneed);
+    p->idx = calloc(n + 1, sizeof *p->idx);
+    p->subs = calloc(n + 1, sizeof *p->subs);
+    p->rwsubs = calloc(n ? n : 1, sizeof *p->rwsubs);
+    p->first = calloc(p->nch, sizeof *p->first);
+    p->cnt = calloc(p->nch, sizeof *p->cnt);
+    if (!p->tags || !p->res || !p->doff || !p->data || !p->need || !p->hneed || !p->idx || !p->subs ||
+        !p->rwsubs || !p->first || !p->cnt) {
         plan_free(p);
         return fb_err_set(err, FB_ENOMEM, "out of memory");
     }
@@ -704,14 +729,15 @@ static int handles_fn(void *ctx, uint32_t i, uint32_t err, const uint8_t *d, siz
 }
 
 /* Ask for the handles of tags[0..n) in sum read-writes of up to max_sum
- * names, all frames in flight at once. */
-static int resolve_handles(struct ads_conn *c, const struct ads_opts *o, struct ads_tag **tags, uint32_t n)
+ * names, all frames in flight at once.  The caller's scratch: subs holds n,
+ * first and cnt ceil(n / max_sum) entries (a plan's tables, or one each on
+ * the stack for a write), so nothing is allocated here. */
+static int resolve_handles(struct ads_conn *c, const struct ads_opts *o, struct ads_tag **tags, uint32_t n,
+                           struct ads_rwsub *subs, uint32_t *first, uint32_t *cnt)
 {
     if (!n) return 0;
     uint32_t chunks = (n + (uint32_t)o->max_sum - 1) / (uint32_t)o->max_sum;
-    uint32_t *first = calloc(chunks, sizeof *first), *cnt = calloc(chunks, sizeof *cnt);
-    struct ads_rwsub *subs = calloc(n, sizeof *subs);
-    int rc = (!first || !cnt || !subs) ? FB_ENOMEM : 0;
+    int rc = 0;
     size_t len = 0;
     uint32_t inv = next_invoke(c, chunks ? chunks : 1);
     for (uint32_t ch = 0; ch < chunks && !rc; ch++) {
@@ -742,9 +768,6 @@ static int resolve_handles(struct ads_conn *c, const struct ads_opts *o, struct 
         struct hctx hc = {c, tags, first, cnt, 0};
         rc = exchange(c, len, inv, chunks, handles_fn, &hc, c->timeout_ns);
     }
-    free(first);
-    free(cnt);
-    free(subs);
     return rc;
 }
 
@@ -802,13 +825,11 @@ static int poll_round(struct fb_device *dev, struct ads_conn *c, struct ads_plan
     const struct ads_opts *o = &((struct ads_dev *)dev->drv_dev)->o;
     int64_t now = fb_mono_ns();
     *redo = false;
-    struct ads_tag **need = calloc(p->n ? p->n : 1, sizeof *need);
-    uint32_t *idx = calloc(p->n + 1, sizeof *idx);
-    struct ads_sub *subs = calloc(p->n + 1, sizeof *subs);
-    uint32_t nch = (p->n + 1 + (uint32_t)o->max_sum - 1) / (uint32_t)o->max_sum;
-    uint32_t *first = calloc(nch, sizeof *first), *cnt = calloc(nch, sizeof *cnt);
+    /* the plan's tables: nothing is allocated per cycle */
+    struct ads_tag **need = p->need;
+    uint32_t *idx = p->idx, *first = p->first, *cnt = p->cnt;
+    struct ads_sub *subs = p->subs;
     int rc = 0;
-    if (!need || !idx || !subs || !first || !cnt) rc = FB_ENOMEM;
     uint32_t nn = 0;
     for (uint32_t i = 0; i < p->n && !rc; i++) {
         struct ads_tag *t = p->tags[i];
@@ -816,7 +837,7 @@ static int poll_round(struct fb_device *dev, struct ads_conn *c, struct ads_plan
     }
     if (!rc && nn) {
         atomic_fetch_add(&dev->m.requests, 1);
-        rc = resolve_handles(c, o, need, nn);
+        rc = resolve_handles(c, o, need, nn, p->rwsubs, first, cnt);
     }
     /* sub-reads: the symbol version first, then every tag with a handle */
     uint32_t ns = 0;
@@ -888,11 +909,6 @@ static int poll_round(struct fb_device *dev, struct ads_conn *c, struct ads_plan
             *redo = true;
         }
     }
-    free(need);
-    free(idx);
-    free(subs);
-    free(first);
-    free(cnt);
     return rc;
 }
 
@@ -934,20 +950,19 @@ static int add_notes(struct fb_device *dev, struct ads_conn *c, struct ads_plan 
 {
     const struct ads_opts *o = &((struct ads_dev *)dev->drv_dev)->o;
     int64_t now = fb_mono_ns();
-    struct ads_tag **need = calloc(p->n ? p->n : 1, sizeof *need);
-    if (!need) return FB_ENOMEM;
+    struct ads_tag **need = p->need; /* the plan's tables: called every notify-mode cycle */
     uint32_t nn = 0;
     for (uint32_t i = 0; i < p->n; i++) {
         struct ads_tag *t = p->tags[i];
         if (t->n_epoch != c->epoch && (!t->herr || now >= t->retry_at)) need[nn++] = t;
     }
+    if (!nn) return 0;
     uint32_t nh = 0;
-    struct ads_tag **hn = calloc(nn ? nn : 1, sizeof *hn);
-    int rc = hn ? 0 : FB_ENOMEM;
-    for (uint32_t i = 0; i < nn && !rc; i++)
+    struct ads_tag **hn = p->hneed;
+    int rc = 0;
+    for (uint32_t i = 0; i < nn; i++)
         if (need[i]->h_epoch != c->epoch) hn[nh++] = need[i];
-    if (!rc && nh) rc = resolve_handles(c, o, hn, nh);
-    free(hn);
+    if (nh) rc = resolve_handles(c, o, hn, nh, p->rwsubs, p->first, p->cnt);
     uint32_t na = 0;
     for (uint32_t i = 0; i < nn && !rc; i++)
         if (need[i]->h_epoch == c->epoch) need[na++] = need[i];
@@ -971,7 +986,6 @@ static int add_notes(struct fb_device *dev, struct ads_conn *c, struct ads_plan 
         }
         if (c->nnotes) qsort(c->notes, c->nnotes, sizeof *c->notes, note_cmp);
     }
-    free(need);
     return rc;
 }
 
@@ -1123,7 +1137,9 @@ static int write_once(struct fb_device *dev, struct ads_conn *c, struct ads_tag 
     const struct ads_opts *o = &((struct ads_dev *)dev->drv_dev)->o;
     *res = 0;
     if (t->h_epoch != c->epoch) {
-        int rc = resolve_handles(c, o, &t, 1);
+        struct ads_rwsub sub;
+        uint32_t first, cnt;
+        int rc = resolve_handles(c, o, &t, 1, &sub, &first, &cnt);
         if (rc) return fail_text(c, rc, err, "handle request");
         if (t->h_epoch != c->epoch) {
             *res = t->herr;
