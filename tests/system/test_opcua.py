@@ -386,3 +386,89 @@ def test_gateway_encrypted_subscription_with_renewal(ua, broker, start_gateway, 
     assert wait_values(w, "ua-03", lambda v: good(v, "counter"), timeout=5, after=t)
     out = gw.output()
     assert out.count("(renewed)") >= 2 and "reconnecting" not in out, out[-3000:]
+
+
+def make_user_cert(d, name, days=30):
+    """A self-signed user certificate (DER and PEM) and its key (chmod 600) made with openssl."""
+    key, pem, der = d / f"{name}.key", d / f"{name}.pem", d / f"{name}.der"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(pem),
+                    "-days", str(days), "-subj", f"/CN={name}", "-addext", f"subjectAltName=URI:urn:{name}",
+                    "-addext", "keyUsage=critical,digitalSignature,nonRepudiation,keyEncipherment,dataEncipherment"],
+                   check=True, capture_output=True)
+    subprocess.run(["openssl", "x509", "-in", str(pem), "-outform", "DER", "-out", str(der)], check=True)
+    os.chmod(key, 0o600)
+    return pem, key, der
+
+
+def test_x509_user_identity(ua, tmp_path):
+    """X509IdentityToken: a user certificate the server trusts logs in (None channel and
+    Aes128_Sha256_RsaOaep SignAndEncrypt); one it does not trust is refused with a clear message."""
+    alice = make_user_cert(tmp_path, "alice")
+    mallory = make_user_cert(tmp_path, "mallory")
+    spki = tmp_path / "ua-pki"
+    os.makedirs(spki / "user" / "trusted" / "certs")
+    (spki / "user" / "trusted" / "certs" / "alice.der").write_bytes(alice[2].read_bytes())
+    srv = ua(extra=("--strict-users",), pki=str(spki))
+    r = run_cli("read", srv.url(f"user_cert={alice[0]}&user_key={alice[1]}"), "ns=1;s=Double")
+    assert r.returncode == 0 and "3.14159" in r.stdout, r.stderr
+    # DER certificate, on an encrypted channel (the token signature uses the channel's policy)
+    q = (f"user_cert={alice[2]}&user_key={alice[1]}&security_policy=Aes128_Sha256_RsaOaep"
+         f"&security_mode=SignAndEncrypt&pki={tmp_path / 'pki'}&trust_server=auto")
+    r = run_cli("read", srv.url(q), "ns=1;s=Double")
+    assert r.returncode == 0 and "3.14159" in r.stdout, r.stderr
+    r = run_cli("read", srv.url(f"user_cert={mallory[0]}&user_key={mallory[1]}"), "ns=1;s=Double")
+    assert r.returncode != 0
+    assert "refused the X.509 certificate login: BadIdentityTokenRejected" in r.stderr, r.stderr
+    assert "trust list" in r.stderr
+    # a key that belongs to another certificate, and a key file others can read
+    r = run_cli("read", srv.url(f"user_cert={alice[0]}&user_key={mallory[1]}"), "ns=1;s=Double")
+    assert r.returncode != 0 and "does not belong to" in r.stderr, r.stderr
+    os.chmod(alice[1], 0o644)
+    r = run_cli("read", srv.url(f"user_cert={alice[0]}&user_key={alice[1]}"), "ns=1;s=Double")
+    assert r.returncode != 0 and "alice.key" in r.stderr, r.stderr
+    r = run_cli("read", srv.url(f"user_cert={alice[0]}"), "ns=1;s=Double")
+    assert r.returncode == 2 and "user_cert= and user_key= go together" in r.stderr
+
+
+@pytest.mark.parametrize("mode", ["Sign", "SignAndEncrypt"])
+def test_aes128_sha256_rsaoaep(ua, tmp_path, mode):
+    srv = ua(extra=("--chunk", 8192, "--many", 1500))
+    pw = tmp_path / "pw"
+    pw.write_text("secret\n")
+    os.chmod(pw, 0o600)
+    url = srv.url(f"security_policy=Aes128_Sha256_RsaOaep&security_mode={mode}&pki={tmp_path / 'pki'}"
+                  f"&trust_server=auto&user=operator&password_file={pw}&chunk=8192")
+    # a 12 KB response and a 40 KB request: several chunks each way under the AES-128 keys
+    r, vals = read_json(url, "ns=1;s=ManyArray")
+    assert r.returncode == 0 and vals["ns=1;s=ManyArray"]["value"] == 0, r.stderr
+    ghosts = [f"ns=1;s=Ghost{i:02d}" + "x" * 600 for i in range(62)]  # unknown nodes with long ids
+    r, vals = read_json(url, *ghosts, "ns=1;s=Item1499")
+    assert vals["ns=1;s=Item1499"]["value"] == 1499, r.stderr
+    assert all(vals[g]["quality"] == "BadNodeIdUnknown" for g in ghosts), vals[ghosts[0]]
+    r = run_cli("write", url, "ns=1;s=String:string", "aes-128")
+    assert r.returncode == 0 and srv.get("String") == "aes-128", r.stderr
+
+
+def test_percent_deadband(ua, broker, start_gateway, watch):
+    """deadband: "10%" becomes a server-side PercentDeadband on an analog node (EURange 0..100);
+    a node without EURange is refused by the server and monitored without it (logged)."""
+    srv = ua()
+    dev = {"name": "ua-pct", "url": srv.url("mode=subscribe"), "poll": "200ms", "timeout": "1s",
+           "tags": [{"name": "level", "addr": "ns=1;s=Level", "deadband": "10%"},
+                    {"name": "temp", "addr": "ns=1;s=Double", "deadband": "10%"}]}
+    w = watch(broker.port)
+    gw = start_gateway(gw_config(broker.port, [dev]))
+    m = wait_values(w, "ua-pct", lambda v: good(v, "level"), timeout=20)
+    assert m is not None, gw.output()[-3000:]
+    assert "refused the percent deadband on ns=1;s=Double" in gw.output()
+    # 1 → 5: 400 % of the last value (our own deadband passes it) but 4 % of the EURange: the server holds it back
+    t = time.monotonic()
+    srv.set("Level", 5)
+    time.sleep(1.5)
+    assert not [m for m in w.messages(topic("ua-pct", "telemetry"))
+                if m.t > t and "level" in (m.json().get("values") or {})]
+    srv.set("Level", 30)
+    assert wait_values(w, "ua-pct", lambda v: v.get("level", {}).get("v") == 30, timeout=5, after=t)
+    # the node without EURange still delivers changes (no server-side deadband)
+    srv.set("Double", 100)
+    assert wait_values(w, "ua-pct", lambda v: v.get("temp", {}).get("v") == 100, timeout=5, after=t)

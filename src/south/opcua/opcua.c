@@ -66,6 +66,9 @@ struct ua_opts {
     int64_t timeout_ns;
     bool subscribe;
     char *user, *password_file;
+    char *user_cert, *user_key; /* X.509 user identity */
+    bool strict_names;       /* check_names=refuse: host / application URI mismatch refused */
+    const char *policy_uri;  /* channel security policy when mode > 1 */
     uint32_t lifetime_ms;    /* requested secure-channel lifetime */
     uint32_t session_ms;     /* requested session timeout */
     uint32_t chunk, max_msg; /* our receive limits */
@@ -191,6 +194,16 @@ static int opts_parse(const struct fb_url *u, const char *url_text, int64_t def_
         } else if (!strcmp(k, "password_file")) {
             free(o->password_file);
             o->password_file = strdup(v);
+        } else if (!strcmp(k, "user_cert")) {
+            free(o->user_cert);
+            o->user_cert = strdup(v);
+        } else if (!strcmp(k, "user_key")) {
+            free(o->user_key);
+            o->user_key = strdup(v);
+        } else if (!strcmp(k, "check_names")) {
+            if (!strcmp(v, "refuse")) o->strict_names = true;
+            else if (!strcmp(v, "warn")) o->strict_names = false;
+            else rc = fb_err_set(err, FB_EINVAL, "check_names=%s: expected warn or refuse", v);
         } else if (!strcmp(k, "lifetime")) {
             int64_t ns;
             if (fb_parse_duration(v, &ns) < 0 || ns < 1000000000LL || ns > 86400000000000LL)
@@ -235,21 +248,29 @@ static int opts_parse(const struct fb_url *u, const char *url_text, int64_t def_
             else rc = fb_err_set(err, FB_EINVAL, "trust_server=%s: expected auto (trust on first use) or list", v);
         } else {
             rc = fb_err_set(err, FB_EINVAL,
-                            "unknown opc.tcp URL key '%s' (timeout, mode, user, password_file, lifetime, "
-                            "session_timeout, chunk, max_message, queue, max_batch, depth, node, security_policy, "
-                            "security_mode, pki, trust_server)", k);
+                            "unknown opc.tcp URL key '%s' (timeout, mode, user, password_file, user_cert, user_key, "
+                            "lifetime, session_timeout, chunk, max_message, queue, max_batch, depth, node, "
+                            "security_policy, security_mode, pki, trust_server, check_names)", k);
         }
         if (rc) return rc;
     }
-    if (strcmp(pol, "None") && strcmp(pol, "Basic256Sha256"))
-        return fb_err_set(err, FB_EINVAL, "security_policy=%s: expected None or Basic256Sha256", pol);
+    if (strcmp(pol, "None") && strcmp(pol, "Basic256Sha256") && strcmp(pol, "Aes128_Sha256_RsaOaep"))
+        return fb_err_set(err, FB_EINVAL, "security_policy=%s: expected None, Basic256Sha256 or Aes128_Sha256_RsaOaep",
+                          pol);
+    o->policy_uri = !strcmp(pol, "Aes128_Sha256_RsaOaep") ? UA_POLICY_AES128 : UA_POLICY_B256S256;
     o->mode = !strcmp(mode, "None") ? 1 : !strcmp(mode, "Sign") ? 2 : !strcmp(mode, "SignAndEncrypt") ? 3 : 0;
     if (!o->mode) return fb_err_set(err, FB_EINVAL, "security_mode=%s: expected None, Sign or SignAndEncrypt", mode);
     if (!strcmp(pol, "None") && o->mode != 1)
-        return fb_err_set(err, FB_EINVAL, "security_mode=%s needs security_policy=Basic256Sha256", mode);
+        return fb_err_set(err, FB_EINVAL, "security_mode=%s needs security_policy=Basic256Sha256 (or "
+                                          "Aes128_Sha256_RsaOaep)", mode);
     if (strcmp(pol, "None") && o->mode == 1) o->mode = 3; /* a policy without a mode: encrypt */
     if (!o->pki[0]) snprintf(o->pki, sizeof o->pki, "/var/lib/fieldbridge/pki");
     if (o->password_file && !o->user) return fb_err_set(err, FB_EINVAL, "password_file= needs user=");
+    if (!o->user_cert != !o->user_key)
+        return fb_err_set(err, FB_EINVAL, "user_cert= and user_key= go together (the user's certificate and its "
+                                          "private key, readable only by its owner)");
+    if (o->user_cert && o->user)
+        return fb_err_set(err, FB_EINVAL, "user= and user_cert= exclude each other: one user identity per session");
     if (o->user && !o->password_file)
         return fb_err_set(err, FB_EINVAL, "user=%s needs password_file= (a file readable only by its owner)", o->user);
     return 0;
@@ -259,6 +280,9 @@ static void opts_free(struct ua_opts *o)
 {
     free(o->user);
     free(o->password_file);
+    free(o->user_cert);
+    free(o->user_key);
+    o->user_cert = o->user_key = NULL;
     free(o->node);
     o->user = o->password_file = o->node = NULL;
 }
@@ -708,6 +732,7 @@ static int ua_connect(struct ua_conn **out, const struct ua_opts *o, const char 
             goto fail;
         }
         c->sec.mode = o->mode;
+        c->sec.policy_uri = o->policy_uri;
         rc = ua_sec_load_own(&c->sec, o->pki, UA_APP_URI, err);
         if (rc) goto fail;
     }
@@ -734,12 +759,14 @@ static int ua_connect(struct ua_conn **out, const struct ua_opts *o, const char 
         goto fail;
     }
     /* the None endpoint's token policies; copy what we need before the buffer is reused */
-    char policy_id[128] = "", token_policy_uri[128] = "";
+    char policy_id[128] = "", token_policy_uri[128] = "", app_uri[256] = "";
     uint8_t *server_cert = NULL;
     int32_t server_cert_len = 0;
     bool none_ep = false;
-    uint32_t want = o->user ? 1 : 0;
-    const char *want_pol = o->mode > 1 ? UA_POLICY_B256S256 : UA_POLICY_NONE;
+    uint32_t want = o->user_cert ? 2 : o->user ? 1 : 0;
+    const char *want_pol = o->mode > 1 ? o->policy_uri : UA_POLICY_NONE;
+    const char *want_name = strrchr(want_pol, '#') + 1;
+    const char *login = o->user_cert ? "X.509 certificate" : o->user ? "user name" : "anonymous";
     char offered[400] = "";
     for (uint32_t i = 0; i < neps; i++) {
         const char *pn = eps[i].policy_uri.len > 0 ? memrchr(eps[i].policy_uri.p, '#', (size_t)eps[i].policy_uri.len) : NULL;
@@ -752,6 +779,8 @@ static int ua_connect(struct ua_conn **out, const struct ua_opts *o, const char 
             memcmp(eps[i].policy_uri.p, want_pol, strlen(want_pol)))
             continue;
         none_ep = true;
+        if (!app_uri[0] && eps[i].app_uri.len > 0)
+            snprintf(app_uri, sizeof app_uri, "%.*s", (int)eps[i].app_uri.len, eps[i].app_uri.p);
         for (uint32_t k = 0; k < eps[i].ntokens; k++) {
             if (eps[i].tokens[k].type != want || policy_id[0]) continue;
             snprintf(policy_id, sizeof policy_id, "%.*s", eps[i].tokens[k].policy_id.len > 0 ? (int)eps[i].tokens[k].policy_id.len : 0,
@@ -772,12 +801,24 @@ static int ua_connect(struct ua_conn **out, const struct ua_opts *o, const char 
     if (!none_ep) {
         free(server_cert);
         rc = fb_err_set(err, FB_EACCES, "%s offers no endpoint with security %s/%s (it offers: %s)", c->where,
-                        o->mode > 1 ? "Basic256Sha256" : "None",
+                        want_name,
                         o->mode == 1 ? "None" : o->mode == 2 ? "Sign" : "SignAndEncrypt", offered);
         goto fail;
     }
     if (o->mode > 1) {
-        /* trust the server, then reopen the channel secured */
+        /* validity period and names, then trust, then reopen the channel secured */
+        char warn[600];
+        struct fb_err cerr = {0};
+        rc = ua_sec_check_cert(server_cert, server_cert_len, fb_now_ns() / 1000000000LL, o->host, app_uri,
+                               o->strict_names, warn, sizeof warn, &cerr);
+        if (rc) {
+            free(server_cert);
+            rc = fb_err_set(err, rc, "%s: %s", c->where, cerr.msg);
+            goto fail;
+        }
+        if (warn[0])
+            fb_warn(dev_name, NULL, "OPC UA server %s: %s (accepted; add check_names=refuse to the URL to refuse "
+                                    "such servers)", c->where, warn);
         rc = ua_sec_set_peer(&c->sec, o->pki, o->auto_trust, server_cert, server_cert_len, c->where, err);
         if (rc) {
             free(server_cert);
@@ -797,8 +838,8 @@ static int ua_connect(struct ua_conn **out, const struct ua_opts *o, const char 
     }
     if (!policy_id[0]) {
         free(server_cert);
-        rc = fb_err_set(err, FB_EACCES, "%s does not accept %s logins on its None endpoint", c->where,
-                        o->user ? "user name" : "anonymous");
+        rc = fb_err_set(err, FB_EACCES, "%s does not accept %s logins on its %s/%s endpoint", c->where, login,
+                        want_name, o->mode == 1 ? "None" : o->mode == 2 ? "Sign" : "SignAndEncrypt");
         goto fail;
     }
     /* CreateSession */
@@ -856,11 +897,24 @@ static int ua_connect(struct ua_conn **out, const struct ua_opts *o, const char 
     uint8_t *enc_pwd = NULL;
     int32_t enc_len = 0;
     const char *alg = NULL;
-    if (o->user) {
+    struct ua_user_cert ucert = {0};
+    uint8_t *usig = NULL;
+    size_t usig_len = 0;
+    const char *usig_alg = NULL;
+    if (!token_policy_uri[0]) /* empty: the channel's policy applies */
+        snprintf(token_policy_uri, sizeof token_policy_uri, "%s", c->secure ? o->policy_uri : UA_POLICY_NONE);
+    if (o->user_cert) {
+        /* X509IdentityToken: the certificate, and a signature over serverCertificate ‖ serverNonce */
+        rc = ua_user_load(&ucert, o->user_cert, o->user_key, err);
+        if (!rc && (!server_cert || !snonce_len))
+            rc = fb_err_set(err, FB_EPROTO, "%s sent no server certificate or nonce to sign the user token with",
+                            c->where);
+        if (!rc)
+            rc = ua_user_sign(&ucert, token_policy_uri, server_cert, (size_t)server_cert_len, snonce,
+                              (size_t)snonce_len, &usig, &usig_len, &usig_alg, err);
+    } else if (o->user) {
         rc = fb_read_secret_file(o->password_file, &pwd, err);
         if (!rc) {
-            if (!token_policy_uri[0]) /* empty: the channel's policy applies */
-                snprintf(token_policy_uri, sizeof token_policy_uri, "%s", c->secure ? UA_POLICY_B256S256 : UA_POLICY_NONE);
             bool none_pol = !strcmp(token_policy_uri, UA_POLICY_NONE);
             if (none_pol) {
                 enc_pwd = (uint8_t *)pwd;
@@ -880,8 +934,10 @@ static int ua_connect(struct ua_conn **out, const struct ua_opts *o, const char 
         if (c->secure && ua_sec_sign(&c->sec, c->sec.peer_cert, (size_t)c->sec.peer_cert_len, snonce,
                                      (size_t)snonce_len, &csig, &csig_len) < 0)
             rc = fb_err_set(err, FB_EIO, "cannot sign ActivateSession");
-        ua_activatesession_req_sig(&e, &h, csig ? UA_ALG_RSA_SHA256 : NULL, csig, (int32_t)csig_len, policy_id,
-                                   o->user, enc_pwd, enc_len, alg);
+        struct ua_identity id = {.policy_id = policy_id, .user = o->user, .pwd = enc_pwd, .pwd_len = enc_len,
+                                 .alg = alg, .cert = ucert.cert, .cert_len = ucert.cert_len, .usig_alg = usig_alg,
+                                 .usig = usig, .usig_len = (int32_t)usig_len};
+        ua_activatesession_req_id(&e, &h, csig ? UA_ALG_RSA_SHA256 : NULL, csig, (int32_t)csig_len, &id);
         free(csig);
         if (!rc) rc = e.err ? fb_err_set(err, FB_EINVAL, "ActivateSession too large") : call(c, e.len, err);
         if (!rc) {
@@ -890,16 +946,22 @@ static int ua_connect(struct ua_conn **out, const struct ua_opts *o, const char 
             if (rc == FB_EEXCEPTION) {
                 char qb[16];
                 uint32_t sc = rh.result & 0xFFFF0000u;
-                rc = fb_err_set(err, FB_EACCES, "%s refused the %s login: %s%s", c->where,
-                                o->user ? "user name" : "anonymous", ua_status_text(rh.result, qb),
-                                sc == 0x801F0000u || sc == 0x80210000u || sc == 0x80200000u
-                                    ? " (check user= and the password file)" : "");
+                const char *hint = "";
+                if (o->user_cert)
+                    hint = " (the server must trust the user certificate: copy user_cert into its user "
+                           "certificate trust list)";
+                else if (sc == 0x801F0000u || sc == 0x80210000u || sc == 0x80200000u)
+                    hint = " (check user= and the password file)";
+                rc = fb_err_set(err, FB_EACCES, "%s refused the %s login: %s%s", c->where, login,
+                                ua_status_text(rh.result, qb), hint);
             } else if (rc) {
                 rc = svc_error(c, "ActivateSession", rc, &rh, err);
             }
         }
     }
     if (enc_pwd && enc_pwd != (uint8_t *)pwd) free(enc_pwd);
+    free(usig);
+    ua_user_clear(&ucert);
     if (pwd) {
         memset(pwd, 0, strlen(pwd));
         free(pwd);
@@ -1511,52 +1573,70 @@ static int create_subscription(struct ua_conn *c, struct fb_device *dev, struct 
                     items[k].deadband_type = 1;
                     items[k].deadband = t->proc.db_abs;
                 }
+            } else if (t->proc.db_pct > 0 && t->proc.db_pct <= 100) {
+                /* percent of the node's EURange (the same share of a linearly scaled range) */
+                items[k].deadband_type = 2;
+                items[k].deadband = t->proc.db_pct;
             }
             idx[k++] = off;
         }
         if (!k) continue;
-        ua_enc_init(&e, c->body, UA_BODY_CAP);
-        h = reqhdr(c, 0);
-        ua_createmi_req(&e, &h, sid, items, k);
-        if (e.err) {
-            rc = fb_err_set(err, FB_EINVAL, "CreateMonitoredItems too large");
-            break;
-        }
-        rc = call(c, e.len, err);
-        if (rc) break;
-        struct ua_dec d;
-        ua_dec_init(&d, c->ra.buf, c->ra.len);
-        int32_t cnt;
-        rc = ua_createmi_resp(&d, &rh, &cnt);
-        if (rc) {
-            rc = svc_error(c, "CreateMonitoredItems", rc, &rh, err);
-            break;
-        }
-        if (cnt != (int32_t)k) {
-            rc = fb_err_set(err, FB_EPROTO, "%s: wrong number of monitored item results", c->where);
-            break;
-        }
-        for (uint32_t i = 0; i < k; i++) {
-            uint32_t st, mid;
-            ua_get_mi_result(&d, &st, &mid);
-            if (d.err) {
-                rc = fb_err_set(err, FB_EPROTO, "%s: malformed monitored item result", c->where);
+        /* a second pass for items whose percent deadband the server refused: without the filter */
+        for (int pass = 0; pass < 2 && k && !rc; pass++) {
+            uint32_t nretry = 0;
+            ua_enc_init(&e, c->body, UA_BODY_CAP);
+            h = reqhdr(c, 0);
+            ua_createmi_req(&e, &h, sid, items, k);
+            if (e.err) {
+                rc = fb_err_set(err, FB_EINVAL, "CreateMonitoredItems too large");
                 break;
             }
-            if (st & 0x80000000u) {
-                const struct fb_tag *t = &dev->gw->tags[p->tags[idx[i]]];
-                char qb[16];
-                fb_warn(dev->name, t->name, "cannot monitor %s: %s", t->addr_text, ua_status_text(st, qb));
-                struct ua_slot *s = &p->slots[idx[i]];
-                s->fresh = true;
-                s->q = st & 0xFFFF0000u;
-                s->ts = fb_now_ns();
-                memset(&s->v, 0, sizeof s->v);
-                s->v.type = t->type;
-                if (t->type == FB_T_STRING) s->v.s.p = "";
-            } else {
-                created++;
+            rc = call(c, e.len, err);
+            if (rc) break;
+            struct ua_dec d;
+            ua_dec_init(&d, c->ra.buf, c->ra.len);
+            int32_t cnt;
+            rc = ua_createmi_resp(&d, &rh, &cnt);
+            if (rc) {
+                rc = svc_error(c, "CreateMonitoredItems", rc, &rh, err);
+                break;
             }
+            if (cnt != (int32_t)k) {
+                rc = fb_err_set(err, FB_EPROTO, "%s: wrong number of monitored item results", c->where);
+                break;
+            }
+            for (uint32_t i = 0; i < k; i++) {
+                uint32_t st, mid;
+                ua_get_mi_result(&d, &st, &mid);
+                if (d.err) {
+                    rc = fb_err_set(err, FB_EPROTO, "%s: malformed monitored item result", c->where);
+                    break;
+                }
+                if ((st & 0x80000000u) && items[i].deadband_type == 2 && pass == 0) {
+                    const struct fb_tag *t = &dev->gw->tags[p->tags[idx[i]]];
+                    char qb[16];
+                    fb_warn(dev->name, t->name, "%s refused the percent deadband on %s (%s; a percent deadband needs "
+                            "an analog node with an EURange): monitoring it without a server-side deadband",
+                            c->where, t->addr_text, ua_status_text(st, qb));
+                    items[nretry] = items[i];
+                    items[nretry].deadband_type = 0;
+                    idx[nretry++] = idx[i];
+                } else if (st & 0x80000000u) {
+                    const struct fb_tag *t = &dev->gw->tags[p->tags[idx[i]]];
+                    char qb[16];
+                    fb_warn(dev->name, t->name, "cannot monitor %s: %s", t->addr_text, ua_status_text(st, qb));
+                    struct ua_slot *s = &p->slots[idx[i]];
+                    s->fresh = true;
+                    s->q = st & 0xFFFF0000u;
+                    s->ts = fb_now_ns();
+                    memset(&s->v, 0, sizeof s->v);
+                    s->v.type = t->type;
+                    if (t->type == FB_T_STRING) s->v.s.p = "";
+                } else {
+                    created++;
+                }
+            }
+            k = nretry;
         }
     }
     free(items);

@@ -427,30 +427,39 @@ void ua_activatesession_req_sig(struct ua_enc *e, const struct ua_reqhdr *h, con
                                 int32_t sig_len, const char *policy_id, const char *user, const uint8_t *pwd,
                                 int32_t pwd_len, const char *alg)
 {
+    struct ua_identity id = {.policy_id = policy_id, .user = user, .pwd = pwd, .pwd_len = pwd_len, .alg = alg};
+    ua_activatesession_req_id(e, h, sig_alg, sig, sig_len, &id);
+}
+
+void ua_activatesession_req_id(struct ua_enc *e, const struct ua_reqhdr *h, const char *sig_alg, const uint8_t *sig,
+                               int32_t sig_len, const struct ua_identity *id)
+{
     ua_put_reqhdr(e, UA_ID_ACTIVATESESSION_REQ, h);
     ua_put_cstr(e, sig_alg);                                   /* clientSignature.algorithm */
     ua_put_str(e, (const char *)sig, sig ? sig_len : -1);      /* clientSignature.signature */
     ua_put_i32(e, 0);  /* clientSoftwareCertificates */
     ua_put_i32(e, 0);  /* localeIds */
     /* userIdentityToken: ExtensionObject with a binary body; the length is patched */
-    ua_put_nodeid_num(e, 0, user ? UA_ID_USER_TOKEN : UA_ID_ANON_TOKEN);
+    ua_put_nodeid_num(e, 0, id->cert ? UA_ID_X509_TOKEN : id->user ? UA_ID_USER_TOKEN : UA_ID_ANON_TOKEN);
     ua_put_u8(e, 1);
     size_t at = e->len;
     ua_put_u32(e, 0);
     size_t start = e->len;
-    ua_put_cstr(e, policy_id);
-    if (user) {
-        ua_put_cstr(e, user);
-        ua_put_str(e, (const char *)pwd, pwd ? pwd_len : -1);
-        ua_put_cstr(e, alg);
+    ua_put_cstr(e, id->policy_id);
+    if (id->cert) {
+        ua_put_str(e, (const char *)id->cert, id->cert_len); /* certificateData */
+    } else if (id->user) {
+        ua_put_cstr(e, id->user);
+        ua_put_str(e, (const char *)id->pwd, id->pwd ? id->pwd_len : -1);
+        ua_put_cstr(e, id->alg);
     }
     if (!e->err) {
         uint32_t len = (uint32_t)(e->len - start);
         e->p[at] = (uint8_t)len, e->p[at + 1] = (uint8_t)(len >> 8), e->p[at + 2] = (uint8_t)(len >> 16),
         e->p[at + 3] = (uint8_t)(len >> 24);
     }
-    ua_put_i32(e, -1); /* userTokenSignature.algorithm */
-    ua_put_i32(e, -1); /* userTokenSignature.signature */
+    ua_put_cstr(e, id->usig_alg);                                          /* userTokenSignature.algorithm */
+    ua_put_str(e, (const char *)id->usig, id->usig ? id->usig_len : -1); /* userTokenSignature.signature */
 }
 
 int ua_activatesession_resp(const uint8_t *p, size_t n, struct ua_resphdr *h, struct ua_str *server_nonce)

@@ -22,6 +22,7 @@
 #define UA_MSG_HDR_LEN 24 /* MSG: hdr + channel + token + seq + reqId */
 #define UA_POLICY_NONE "http://opcfoundation.org/UA/SecurityPolicy#None"
 #define UA_POLICY_B256S256 "http://opcfoundation.org/UA/SecurityPolicy#Basic256Sha256"
+#define UA_POLICY_AES128 "http://opcfoundation.org/UA/SecurityPolicy#Aes128_Sha256_RsaOaep"
 #define UA_MIN_BUF 8192
 
 /* service encoding ids (ns 0) */
@@ -44,7 +45,7 @@ enum {
     UA_ID_REPUBLISH_REQ = 832, UA_ID_REPUBLISH_RESP = 835,
     UA_ID_DELETESUB_REQ = 847, UA_ID_DELETESUB_RESP = 850,
     UA_ID_DATACHANGE_NOTIF = 811, UA_ID_STATUSCHANGE_NOTIF = 820, UA_ID_DATACHANGE_FILTER = 724,
-    UA_ID_ANON_TOKEN = 321, UA_ID_USER_TOKEN = 324,
+    UA_ID_ANON_TOKEN = 321, UA_ID_USER_TOKEN = 324, UA_ID_X509_TOKEN = 327,
 };
 
 /* attribute ids */
@@ -201,6 +202,24 @@ void ua_activatesession_req(struct ua_enc *e, const struct ua_reqhdr *h, const c
 void ua_activatesession_req_sig(struct ua_enc *e, const struct ua_reqhdr *h, const char *sig_alg, const uint8_t *sig,
                                 int32_t sig_len, const char *policy_id, const char *user, const uint8_t *pwd,
                                 int32_t pwd_len, const char *alg);
+/* Any identity: anonymous (user and cert NULL), user name (user, pwd, alg as
+ * above) or X.509 (cert = the user's DER certificate; usig = the user token
+ * signature over serverCertificate ‖ serverNonce with the user's key, usig_alg
+ * its algorithm URI). */
+struct ua_identity {
+    const char *policy_id;
+    const char *user;
+    const uint8_t *pwd;
+    int32_t pwd_len;
+    const char *alg;
+    const uint8_t *cert;
+    int32_t cert_len;
+    const char *usig_alg;
+    const uint8_t *usig;
+    int32_t usig_len;
+};
+void ua_activatesession_req_id(struct ua_enc *e, const struct ua_reqhdr *h, const char *sig_alg, const uint8_t *sig,
+                               int32_t sig_len, const struct ua_identity *id);
 int ua_activatesession_resp(const uint8_t *p, size_t n, struct ua_resphdr *h, struct ua_str *server_nonce);
 void ua_closesession_req(struct ua_enc *e, const struct ua_reqhdr *h, bool delete_subs);
 int ua_simple_resp(const uint8_t *p, size_t n, uint32_t expect, struct ua_resphdr *h);

@@ -41,8 +41,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
+#include "core/config.h"
 #include "core/log.h"
 #include "south/opcua/ua_msg.h"
 
@@ -379,21 +381,27 @@ int ua_p_sha256(const uint8_t *secret, size_t sn, const uint8_t *seed, size_t se
     return 0;
 }
 
+static const char *sec_policy(const struct ua_sec *s) { return s->policy_uri ? s->policy_uri : UA_POLICY_B256S256; }
+
 int ua_sec_derive(struct ua_sec *s, const uint8_t *server_nonce, int32_t len, uint32_t token)
 {
     if (len != UA_NONCE_LEN) return FB_EPROTO;
     memcpy(s->server_nonce, server_nonce, UA_NONCE_LEN);
+    /* signing key 32 | encrypting key 32 (Basic256Sha256) or 16 (Aes128) | IV 16 */
+    size_t el = strcmp(sec_policy(s), UA_POLICY_AES128) ? 32 : 16, kl = 32 + el + 16;
     uint8_t k[80];
-    if (ua_p_sha256(s->server_nonce, 32, s->client_nonce, 32, k, 80)) return FB_EIO;
+    if (ua_p_sha256(s->server_nonce, 32, s->client_nonce, 32, k, kl)) return FB_EIO;
     memcpy(s->send.sign, k, 32);
-    memcpy(s->send.enc, k + 32, 32);
-    memcpy(s->send.iv, k + 64, 16);
-    if (ua_p_sha256(s->client_nonce, 32, s->server_nonce, 32, k, 80)) return FB_EIO;
+    memcpy(s->send.enc, k + 32, el);
+    memcpy(s->send.iv, k + 32 + el, 16);
+    s->send.enc_len = (uint8_t)el;
+    if (ua_p_sha256(s->client_nonce, 32, s->server_nonce, 32, k, kl)) return FB_EIO;
     s->recv_prev = s->recv;
     s->prev_token = s->token;
     memcpy(s->recv.sign, k, 32);
-    memcpy(s->recv.enc, k + 32, 32);
-    memcpy(s->recv.iv, k + 64, 16);
+    memcpy(s->recv.enc, k + 32, el);
+    memcpy(s->recv.iv, k + 32 + el, 16);
+    s->recv.enc_len = (uint8_t)el;
     s->token = token;
     OPENSSL_cleanse(k, sizeof k);
     return 0;
@@ -470,7 +478,7 @@ size_t ua_sec_opn_build(struct ua_sec *s, uint8_t *out, size_t cap, uint32_t cha
     ua_put_raw(&e, "OPNF", 4);
     ua_put_u32(&e, 0);
     ua_put_u32(&e, channel_id);
-    ua_put_cstr(&e, UA_POLICY_B256S256);
+    ua_put_cstr(&e, sec_policy(s));
     ua_put_str(&e, (const char *)s->own_cert, s->own_cert_len);
     ua_put_str(&e, (const char *)s->peer_thumb, 20);
     if (e.err) return 0;
@@ -518,7 +526,7 @@ int ua_sec_opn_open(struct ua_sec *s, const uint8_t *p, size_t n, uint8_t *plain
     if (!h || memcmp(h, "OPN", 3) || get32(h + 4) != n) return FB_EPROTO;
     *channel_id = ua_get_u32(&d);
     struct ua_str pol = ua_get_str(&d), cert = ua_get_str(&d), thumb = ua_get_str(&d);
-    if (d.err || pol.len != (int32_t)strlen(UA_POLICY_B256S256) || memcmp(pol.p, UA_POLICY_B256S256, (size_t)pol.len))
+    if (d.err || pol.len != (int32_t)strlen(sec_policy(s)) || memcmp(pol.p, sec_policy(s), (size_t)pol.len))
         return FB_EPROTO;
     if (cert.len != s->peer_cert_len || memcmp(cert.p, s->peer_cert, (size_t)cert.len)) return FB_EACCES;
     (void)thumb;
@@ -557,7 +565,7 @@ static int aes(const struct ua_symkeys *k, bool enc, uint8_t *p, size_t n)
 {
     EVP_CIPHER_CTX *c = EVP_CIPHER_CTX_new();
     int l1 = 0, l2 = 0;
-    int ok = c && EVP_CipherInit_ex(c, EVP_aes_256_cbc(), NULL, k->enc, k->iv, enc ? 1 : 0) == 1 &&
+    int ok = c && EVP_CipherInit_ex(c, k->enc_len == 16 ? EVP_aes_128_cbc() : EVP_aes_256_cbc(), NULL, k->enc, k->iv, enc ? 1 : 0) == 1 &&
              EVP_CIPHER_CTX_set_padding(c, 0) == 1 && EVP_CipherUpdate(c, p, &l1, p, (int)n) == 1 &&
              EVP_CipherFinal_ex(c, p + l1, &l2) == 1 && (size_t)(l1 + l2) == n;
     EVP_CIPHER_CTX_free(c);
@@ -614,5 +622,166 @@ int ua_sec_sym_open(struct ua_sec *s, uint8_t *p, size_t n, uint32_t *token_id, 
     *req_id = get32(p + 20);
     *body = p + 24;
     *body_len = end - 24;
+    return 0;
+}
+
+/* ------------------------------------------------ server certificate checks */
+static void asn1_time_text(const ASN1_TIME *t, char *out, size_t cap)
+{
+    struct tm tm;
+    if (t && ASN1_TIME_to_tm(t, &tm) == 1)
+        strftime(out, cap, "%Y-%m-%d %H:%M:%S UTC", &tm);
+    else
+        snprintf(out, cap, "?");
+}
+
+/* Does a SAN entry of this type equal / match the text? */
+static bool san_has_uri(X509 *x, const char *uri)
+{
+    GENERAL_NAMES *gens = X509_get_ext_d2i(x, NID_subject_alt_name, NULL, NULL);
+    bool found = false;
+    for (int i = 0; gens && i < sk_GENERAL_NAME_num(gens) && !found; i++) {
+        const GENERAL_NAME *g = sk_GENERAL_NAME_value(gens, i);
+        if (g->type != GEN_URI) continue;
+        const ASN1_IA5STRING *s = g->d.uniformResourceIdentifier;
+        found = (size_t)s->length == strlen(uri) && !memcmp(s->data, uri, (size_t)s->length);
+    }
+    GENERAL_NAMES_free(gens);
+    return found;
+}
+
+int ua_sec_check_cert(const uint8_t *cert, int32_t len, int64_t now_s, const char *host, const char *app_uri,
+                      bool strict_names, char *warn, size_t wcap, struct fb_err *err)
+{
+    if (wcap) warn[0] = 0;
+    if (!cert || len <= 0) return fb_err_set(err, FB_EPROTO, "no server certificate");
+    const unsigned char *p = cert;
+    X509 *x = d2i_X509(NULL, &p, len);
+    if (!x) return fb_err_set(err, FB_EPROTO, "the server certificate is not valid DER");
+    char nb[40], na[40];
+    asn1_time_text(X509_get0_notBefore(x), nb, sizeof nb);
+    asn1_time_text(X509_get0_notAfter(x), na, sizeof na);
+    time_t now = (time_t)now_s;
+    int rc = 0;
+    if (X509_cmp_time(X509_get0_notBefore(x), &now) >= 0)
+        rc = fb_err_set(err, FB_EACCES, "the server certificate is not valid yet (valid from %s to %s; "
+                                        "BadCertificateTimeInvalid — check the clocks)", nb, na);
+    else if (X509_cmp_time(X509_get0_notAfter(x), &now) <= 0)
+        rc = fb_err_set(err, FB_EACCES, "the server certificate has expired (valid from %s to %s; "
+                                        "BadCertificateTimeInvalid — the server needs a new certificate)", nb, na);
+    if (!rc && host && host[0]) {
+        /* an IP literal is matched against SAN IP entries, a name against DNS names */
+        int m = X509_check_ip_asc(x, host, 0);
+        if (m < 0) m = X509_check_host(x, host, 0, 0, NULL);
+        if (m != 1) {
+            size_t l = strlen(warn);
+            snprintf(warn + l, wcap - l, "the server certificate does not name the host %s (no matching "
+                                         "subjectAltName DNS/IP entry; BadCertificateHostNameInvalid)", host);
+        }
+    }
+    if (!rc && app_uri && app_uri[0] && !san_has_uri(x, app_uri)) {
+        size_t l = strlen(warn);
+        snprintf(warn + l, wcap - l, "%sthe server certificate does not carry the server's application URI %s "
+                                     "(BadCertificateUriInvalid)", l ? "; " : "", app_uri);
+    }
+    X509_free(x);
+    if (!rc && strict_names && wcap && warn[0]) rc = fb_err_set(err, FB_EACCES, "%s", warn);
+    return rc;
+}
+
+/* ------------------------------------------------ X.509 user identity */
+void ua_user_clear(struct ua_user_cert *u)
+{
+    free(u->cert);
+    EVP_PKEY_free(u->key);
+    memset(u, 0, sizeof *u);
+}
+
+int ua_user_load(struct ua_user_cert *u, const char *cert_path, const char *key_path, struct fb_err *err)
+{
+    memset(u, 0, sizeof *u);
+    uint8_t *raw = NULL;
+    size_t n = 0;
+    if (read_file(cert_path, &raw, &n) < 0)
+        return fb_err_set(err, FB_EIO, "user_cert=%s: %s", cert_path, strerror(errno));
+    X509 *x = NULL;
+    const unsigned char *p = raw;
+    if (n > 10 && !memcmp(raw, "-----BEGIN", 10)) {
+        BIO *b = BIO_new_mem_buf(raw, (int)n);
+        x = b ? PEM_read_bio_X509(b, NULL, NULL, NULL) : NULL;
+        BIO_free(b);
+    } else {
+        x = d2i_X509(NULL, &p, (long)n);
+    }
+    free(raw);
+    if (!x) return fb_err_set(err, FB_EINVAL, "user_cert=%s: not an X.509 certificate (DER or PEM)", cert_path);
+    char *pem = NULL;
+    int rc = fb_read_secret_file(key_path, &pem, err);
+    if (rc) {
+        X509_free(x);
+        return rc;
+    }
+    BIO *b = BIO_new_mem_buf(pem, (int)strlen(pem));
+    EVP_PKEY *key = b ? PEM_read_bio_PrivateKey(b, NULL, NULL, NULL) : NULL;
+    BIO_free(b);
+    OPENSSL_cleanse(pem, strlen(pem));
+    free(pem);
+    if (!key) {
+        X509_free(x);
+        return fb_err_set(err, FB_EINVAL, "user_key=%s: not a PEM private key (an unencrypted key is needed)", key_path);
+    }
+    if (X509_check_private_key(x, key) != 1) {
+        X509_free(x);
+        EVP_PKEY_free(key);
+        return fb_err_set(err, FB_EINVAL, "user_key=%s does not belong to user_cert=%s", key_path, cert_path);
+    }
+    unsigned char *der = NULL;
+    int dl = i2d_X509(x, &der);
+    X509_free(x);
+    if (dl <= 0 || !(u->cert = malloc((size_t)dl))) {
+        OPENSSL_free(der);
+        EVP_PKEY_free(key);
+        return fb_err_set(err, FB_ENOMEM, "out of memory");
+    }
+    memcpy(u->cert, der, (size_t)dl);
+    OPENSSL_free(der);
+    u->cert_len = dl;
+    u->key = key;
+    return 0;
+}
+
+int ua_user_sign(const struct ua_user_cert *u, const char *policy_uri, const uint8_t *a, size_t an, const uint8_t *b,
+                 size_t bn, uint8_t **sig, size_t *sig_len, const char **alg, struct fb_err *err)
+{
+    const EVP_MD *md = EVP_sha256();
+    bool pss = false;
+    *alg = UA_ALG_RSA_SHA256;
+    if (policy_uri && strstr(policy_uri, "Aes256_Sha256_RsaPss")) {
+        pss = true;
+        *alg = "http://opcfoundation.org/UA/security/rsa-pss-sha2-256";
+    } else if (policy_uri && (strstr(policy_uri, "#Basic256") && !strstr(policy_uri, "Sha256"))) {
+        md = EVP_sha1();
+        *alg = "http://www.w3.org/2000/09/xmldsig#rsa-sha1";
+    } else if (policy_uri && strstr(policy_uri, "#Basic128Rsa15")) {
+        md = EVP_sha1();
+        *alg = "http://www.w3.org/2000/09/xmldsig#rsa-sha1";
+    }
+    size_t sl = (size_t)EVP_PKEY_get_size(u->key);
+    *sig = malloc(sl);
+    if (!*sig) return fb_err_set(err, FB_ENOMEM, "out of memory");
+    EVP_MD_CTX *m = EVP_MD_CTX_new();
+    EVP_PKEY_CTX *pc = NULL;
+    int ok = m && EVP_DigestSignInit(m, &pc, md, NULL, u->key) == 1 &&
+             (!pss || (EVP_PKEY_CTX_set_rsa_padding(pc, RSA_PKCS1_PSS_PADDING) == 1 &&
+                       EVP_PKEY_CTX_set_rsa_pss_saltlen(pc, RSA_PSS_SALTLEN_DIGEST) == 1)) &&
+             EVP_DigestSignUpdate(m, a, an) == 1 && (!bn || EVP_DigestSignUpdate(m, b, bn) == 1) &&
+             EVP_DigestSignFinal(m, *sig, &sl) == 1;
+    EVP_MD_CTX_free(m);
+    if (!ok) {
+        free(*sig);
+        *sig = NULL;
+        return fb_err_set(err, FB_EIO, "cannot sign the user token with the user's key (OpenSSL)");
+    }
+    *sig_len = sl;
     return 0;
 }

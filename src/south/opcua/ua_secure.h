@@ -26,6 +26,7 @@ int ua_secure_random(uint8_t *p, size_t n);
 
 struct ua_symkeys {
     uint8_t sign[32], enc[32], iv[16];
+    uint8_t enc_len; /* 32 AES-256 (Basic256Sha256), 16 AES-128 (Aes128_Sha256_RsaOaep) */
 };
 
 /* Security state of one secure channel.  Keys: P_SHA256 (TLS 1.2 PRF);
@@ -33,6 +34,7 @@ struct ua_symkeys {
  * serverNonce), each 32 signing | 32 encrypting | 16 IV bytes. */
 struct ua_sec {
     int mode;                   /* 1 None, 2 Sign, 3 SignAndEncrypt */
+    const char *policy_uri;     /* UA_POLICY_B256S256 (NULL = that) or UA_POLICY_AES128 */
     void *own_key;              /* EVP_PKEY * (private) */
     uint8_t *own_cert;          /* DER */
     int32_t own_cert_len;
@@ -76,6 +78,35 @@ int ua_sec_sign(struct ua_sec *s, const uint8_t *a, size_t an, const uint8_t *b,
 /* Verifies the server's signature over a‖b. 0 or FB_EACCES. */
 int ua_sec_verify(struct ua_sec *s, const uint8_t *a, size_t an, const uint8_t *b, size_t bn, const uint8_t *sig,
                   size_t sig_len);
+/* Checks of a server certificate beyond the trust list (Part 4 §6.1.3):
+ * the validity period at now_s (Unix seconds) — expired or not yet valid is
+ * FB_EACCES (BadCertificateTimeInvalid) with the dates in the message; and
+ * whether the certificate names the endpoint's host (SAN DNS / IP) and the
+ * server's application URI (SAN URI; skipped when app_uri is NULL/empty).  A
+ * name mismatch writes a description into warn (empty when all matched) and
+ * is FB_EACCES only when strict_names. */
+int ua_sec_check_cert(const uint8_t *cert, int32_t len, int64_t now_s, const char *host, const char *app_uri,
+                      bool strict_names, char *warn, size_t wcap, struct fb_err *err);
+
+/* ------------------------------------------------ X.509 user identity */
+struct ua_user_cert {
+    uint8_t *cert; /* DER */
+    int32_t cert_len;
+    void *key;     /* EVP_PKEY * (private) */
+};
+/* Loads the user certificate (DER or PEM) and its private key (PEM; the file
+ * must be readable only by its owner, fb_read_secret_file) and checks that
+ * they belong together. */
+int ua_user_load(struct ua_user_cert *u, const char *cert_path, const char *key_path, struct fb_err *err);
+void ua_user_clear(struct ua_user_cert *u);
+/* The user token signature over a‖b (serverCertificate ‖ serverNonce) with
+ * the user's key, by the token policy's security policy: RSA-PKCS1-SHA256
+ * for Basic256Sha256 / Aes128_Sha256_RsaOaep (and None), RSA-PSS-SHA256 for
+ * Aes256_Sha256_RsaPss, RSA-PKCS1-SHA1 for Basic256 / Basic128Rsa15.
+ * *sig malloc'd, *alg the algorithm URI. */
+int ua_user_sign(const struct ua_user_cert *u, const char *policy_uri, const uint8_t *a, size_t an, const uint8_t *b,
+                 size_t bn, uint8_t **sig, size_t *sig_len, const char **alg, struct fb_err *err);
+
 /* TLS-style PRF, exposed for tests. */
 int ua_p_sha256(const uint8_t *secret, size_t sn, const uint8_t *seed, size_t seedn, uint8_t *out, size_t outn);
 #endif

@@ -3,7 +3,13 @@
  * as the test peer for fieldbridge's OPC UA driver.
  *
  * Usage: node server.js --port 26543 [--pki DIR] [--chunk 8192] [--max-msg 0]
- *        [--max-read 0] [--lifetime MS] [--many N] [--tick MS]
+ *        [--max-read 0] [--lifetime MS] [--many N] [--tick MS] [--strict-users]
+ *        [--many-tick MS --many-change K]
+ *   --strict-users  user certificates (X509IdentityToken) must be in
+ *                   PKI/user/trusted/certs (otherwise any is accepted)
+ *   --many-tick     every MS ms, set the next K of the --many items (round
+ *                   robin) to the current time in ms since 1970 (Double), so
+ *                   a subscriber can compute the change-to-delivery latency
  * Binds 127.0.0.1 only and prints "READY <port>" on stdout when listening.
  *
  * Address space (namespace 1, node ids "ns=1;s=NAME"):
@@ -12,11 +18,14 @@
  *                 NodeId,StatusCode}   writable scalars of every built-in type
  *   Demo/Arrays/{DoubleArray,Int32Array,StringArray}
  *   Demo/ReadOnly   a Double the client may read but not write
+ *   Demo/Level      an AnalogItem (Double) with EURange 0..100, for percent deadbands
  *   Demo/Counter    UInt32 incremented every --tick ms (0 = never)
  *   Demo/Deep/Level2/Level3/Leaf   for browse paths
  *   Demo/Many/Item0000..  --many Double variables, and ManyArray: a Double[--many]
  *   Demo/SetValue(name String, value String) a method that sets a variable
- * Users: anonymous, and "operator" / "secret" (user name token).
+ * Users: anonymous, "operator" / "secret" (user name token), X.509 user
+ * certificates (see --strict-users).  Security policies: None,
+ * Basic256Sha256, Aes128_Sha256_RsaOaep.
  *
  * Control on stdin, one JSON object per line, one JSON answer per line:
  *   {"op":"set","name":"Double","value":3.5}   → {"ok":true}
@@ -32,7 +41,7 @@ const { DataType, Variant, VariantArrayType, StatusCodes, OPCUACertificateManage
 
 const args = process.argv.slice(2);
 const opt = { port: 26543, pki: path.join(__dirname, 'pki'), chunk: 0, maxMsg: 0, maxRead: 0,
-              lifetime: 0, many: 0, tick: 0 };
+              lifetime: 0, many: 0, tick: 0, strictUsers: false, manyTick: 0, manyChange: 0 };
 for (let i = 0; i < args.length; i++) {
     const a = args[i], v = args[i + 1];
     if (a === '--port') { opt.port = parseInt(v, 10); i++; }
@@ -43,6 +52,9 @@ for (let i = 0; i < args.length; i++) {
     else if (a === '--lifetime') { opt.lifetime = parseInt(v, 10); i++; }
     else if (a === '--many') { opt.many = parseInt(v, 10); i++; }
     else if (a === '--tick') { opt.tick = parseInt(v, 10); i++; }
+    else if (a === '--strict-users') { opt.strictUsers = true; }
+    else if (a === '--many-tick') { opt.manyTick = parseInt(v, 10); i++; }
+    else if (a === '--many-change') { opt.manyChange = parseInt(v, 10); i++; }
 }
 
 const SCALARS = {
@@ -99,7 +111,7 @@ async function main() {
     });
     await serverCertificateManager.initialize();
     const userCertificateManager = new OPCUACertificateManager({
-        automaticallyAcceptUnknownCertificate: true, rootFolder: path.join(opt.pki, 'user'),
+        automaticallyAcceptUnknownCertificate: !opt.strictUsers, rootFolder: path.join(opt.pki, 'user'),
     });
     await userCertificateManager.initialize();
     const limits = {};
@@ -107,7 +119,8 @@ async function main() {
     const serverOpts = {
         port: opt.port, host: '127.0.0.1', hostname: '127.0.0.1', alternateHostname: [],
         serverCertificateManager, userCertificateManager,
-        securityPolicies: [opcua.SecurityPolicy.None, opcua.SecurityPolicy.Basic256Sha256],
+        securityPolicies: [opcua.SecurityPolicy.None, opcua.SecurityPolicy.Basic256Sha256,
+                           opcua.SecurityPolicy.Aes128_Sha256_RsaOaep],
         securityModes: [opcua.MessageSecurityMode.None, opcua.MessageSecurityMode.Sign,
                         opcua.MessageSecurityMode.SignAndEncrypt],
         allowAnonymous: true,
@@ -143,6 +156,12 @@ async function main() {
         accessLevel: 'CurrentRead', userAccessLevel: 'CurrentRead',
     });
     vars.ReadOnly = ro;
+    vars.Level = ns.addAnalogDataItem({
+        componentOf: demo, browseName: 'Level', nodeId: 's=Level', dataType: 'Double',
+        engineeringUnitsRange: { low: 0, high: 100 }, minimumSamplingInterval: 50,
+        value: new Variant({ dataType: DataType.Double, value: 1 }),
+        accessLevel: 'CurrentRead | CurrentWrite', userAccessLevel: 'CurrentRead | CurrentWrite',
+    });
     const counter = addVar(ns, demo, 'Counter', 'UInt32', 0);
     let n = 0;
     if (opt.tick) setInterval(() => counter.setValueFromSource(new Variant({ dataType: DataType.UInt32, value: ++n })), opt.tick);
@@ -152,6 +171,17 @@ async function main() {
     if (opt.many) {
         const many = ns.addFolder(demo, { browseName: 'Many', nodeId: 's=Many' });
         for (let i = 0; i < opt.many; i++) addVar(ns, many, `Item${String(i).padStart(4, '0')}`, 'Double', i);
+        if (opt.manyTick && opt.manyChange) {
+            let next = 0;
+            setInterval(() => {
+                const now = Date.now();
+                for (let k = 0; k < opt.manyChange; k++) {
+                    vars[`Item${String(next).padStart(4, '0')}`].setValueFromSource(
+                        new Variant({ dataType: DataType.Double, value: now }));
+                    next = (next + 1) % opt.many;
+                }
+            }, opt.manyTick);
+        }
         addVar(ns, many, 'ManyArray', 'Double', Float64Array.from({ length: opt.many }, (_, i) => i),
                { arrayType: VariantArrayType.Array });
     }
