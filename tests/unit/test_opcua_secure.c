@@ -4,7 +4,17 @@
  * built by one side and opened by the other, tampering and truncation
  * refused, the asymmetric OPN chunk between two generated certificates,
  * the trust list (untrusted refused and saved to rejected/, trusted after
- * the copy, trust on first use), and the RSA-OAEP password block. */
+ * the copy, trust on first use), and the RSA-OAEP password block.
+ * Also: Aes128_Sha256_RsaOaep key layout (16-byte AES keys) and chunks; the
+ * server certificate checks (validity period, host name, application URI)
+ * on certificates generated here; the X.509 user identity (loading, key
+ * file permissions, the token signature per policy, the token's encoding). */
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <openssl/rsa.h>
+#include <openssl/x509.h>
+#include <openssl/x509v3.h>
+#include <time.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -206,12 +216,247 @@ static void test_asymmetric_and_trust(void **state)
     free(pc);
 }
 
+static void test_aes128_channel(void **state)
+{
+    (void)state;
+    for (int mode = 2; mode <= 3; mode++) {
+        struct ua_sec a = {0}, b = {0};
+        a.mode = b.mode = mode;
+        a.policy_uri = UA_POLICY_AES128;
+        uint8_t sn[32];
+        for (int i = 0; i < 32; i++) a.client_nonce[i] = (uint8_t)(7 * i), sn[i] = (uint8_t)(255 - i);
+        assert_int_equal(ua_sec_derive(&a, sn, 32, 5), 0);
+        /* signing key 32 | encrypting key 16 | IV 16 */
+        uint8_t k[64];
+        ua_p_sha256(sn, 32, a.client_nonce, 32, k, 64);
+        assert_int_equal(a.send.enc_len, 16);
+        assert_memory_equal(a.send.sign, k, 32);
+        assert_memory_equal(a.send.enc, k + 32, 16);
+        assert_memory_equal(a.send.iv, k + 48, 16);
+        b.send = a.recv;
+        b.recv = a.send;
+        b.token = 5;
+        uint8_t body[100], buf[256], copy[256];
+        for (size_t i = 0; i < sizeof body; i++) body[i] = (uint8_t)(i * 5);
+        size_t len = ua_sec_sym_build(&a, buf, sizeof buf, "MSG", 'F', 9, 5, 77, 88, body, sizeof body);
+        assert_true(len > 0);
+        memcpy(copy, buf, len);
+        uint32_t tok, seq, rid;
+        const uint8_t *bp;
+        size_t bl;
+        assert_int_equal(ua_sec_sym_open(&b, copy, len, &tok, &seq, &rid, &bp, &bl), 0);
+        assert_int_equal(bl, sizeof body);
+        assert_memory_equal(bp, body, sizeof body);
+        if (mode == 3) {
+            /* really AES-128-CBC under the derived key: decrypt the first block by hand */
+            EVP_CIPHER_CTX *c = EVP_CIPHER_CTX_new();
+            uint8_t out[32];
+            int ol = 0;
+            assert_int_equal(EVP_DecryptInit_ex(c, EVP_aes_128_cbc(), NULL, k + 32, k + 48), 1);
+            EVP_CIPHER_CTX_set_padding(c, 0);
+            assert_int_equal(EVP_DecryptUpdate(c, out, &ol, buf + 16, 16), 1);
+            EVP_CIPHER_CTX_free(c);
+            assert_int_equal(out[0], 77); /* sequence number */
+            assert_int_equal(out[4], 88); /* request id */
+            assert_memory_equal(out + 8, body, 8);
+            /* the Basic256Sha256 side (32-byte keys) cannot open it */
+            struct ua_sec c2 = {0}, d2 = {0};
+            c2.mode = d2.mode = 3;
+            memcpy(c2.client_nonce, a.client_nonce, 32);
+            assert_int_equal(ua_sec_derive(&c2, sn, 32, 5), 0);
+            d2.recv = c2.send;
+            d2.token = 5;
+            memcpy(copy, buf, len);
+            assert_true(ua_sec_sym_open(&d2, copy, len, &tok, &seq, &rid, &bp, &bl) < 0);
+        }
+    }
+}
+
+/* A self-signed certificate valid from now+nb_s to now+na_s with the given SAN (NULL: none), DER. */
+static int make_cert(long nb_s, long na_s, const char *san, EVP_PKEY **keyp, uint8_t **der)
+{
+    EVP_PKEY *key = EVP_RSA_gen(2048);
+    X509 *x = X509_new();
+    X509_set_version(x, 2);
+    ASN1_INTEGER_set(X509_get_serialNumber(x), 1);
+    X509_gmtime_adj(X509_getm_notBefore(x), nb_s);
+    X509_gmtime_adj(X509_getm_notAfter(x), na_s);
+    X509_set_pubkey(x, key);
+    X509_NAME_add_entry_by_txt(X509_get_subject_name(x), "CN", MBSTRING_ASC, (const unsigned char *)"t", -1, -1, 0);
+    X509_set_issuer_name(x, X509_get_subject_name(x));
+    if (san) {
+        X509V3_CTX ctx;
+        X509V3_set_ctx_nodb(&ctx);
+        X509V3_set_ctx(&ctx, x, x, NULL, NULL, 0);
+        X509_EXTENSION *e = X509V3_EXT_conf_nid(NULL, &ctx, NID_subject_alt_name, san);
+        assert_non_null(e);
+        X509_add_ext(x, e, -1);
+        X509_EXTENSION_free(e);
+    }
+    X509_sign(x, key, EVP_sha256());
+    *der = NULL;
+    int n = i2d_X509(x, der);
+    X509_free(x);
+    if (keyp) *keyp = key;
+    else EVP_PKEY_free(key);
+    return n;
+}
+
+static void test_server_cert_checks(void **state)
+{
+    (void)state;
+    int64_t now = (int64_t)time(NULL);
+    char warn[600];
+    struct fb_err err = {0};
+    uint8_t *der;
+    int n = make_cert(-3600, 86400, "IP:127.0.0.1,DNS:plc.example,URI:urn:srv", NULL, &der);
+    assert_int_equal(ua_sec_check_cert(der, n, now, "127.0.0.1", "urn:srv", true, warn, sizeof warn, &err), 0);
+    assert_string_equal(warn, "");
+    assert_int_equal(ua_sec_check_cert(der, n, now, "plc.example", "urn:srv", true, warn, sizeof warn, &err), 0);
+    assert_int_equal(ua_sec_check_cert(der, n, now, "PLC.example", NULL, true, warn, sizeof warn, &err), 0);
+    /* another host: a warning, refused only when strict */
+    assert_int_equal(ua_sec_check_cert(der, n, now, "10.0.0.9", "urn:srv", false, warn, sizeof warn, &err), 0);
+    assert_non_null(strstr(warn, "does not name the host 10.0.0.9"));
+    assert_int_equal(ua_sec_check_cert(der, n, now, "other.example", "urn:srv", true, warn, sizeof warn, &err),
+                     FB_EACCES);
+    assert_non_null(strstr(err.msg, "BadCertificateHostNameInvalid"));
+    /* another application URI */
+    assert_int_equal(ua_sec_check_cert(der, n, now, "127.0.0.1", "urn:other", false, warn, sizeof warn, &err), 0);
+    assert_non_null(strstr(warn, "application URI urn:other"));
+    assert_null(strstr(warn, "host"));
+    /* the same certificate seen from the future (expired) and from the past (not yet valid) */
+    assert_int_equal(ua_sec_check_cert(der, n, now + 2 * 86400, "127.0.0.1", NULL, false, warn, sizeof warn, &err),
+                     FB_EACCES);
+    assert_non_null(strstr(err.msg, "has expired"));
+    assert_int_equal(ua_sec_check_cert(der, n, now - 7200, "127.0.0.1", NULL, false, warn, sizeof warn, &err),
+                     FB_EACCES);
+    assert_non_null(strstr(err.msg, "not valid yet"));
+    OPENSSL_free(der);
+    /* generated already expired; and without any SAN */
+    n = make_cert(-10 * 86400, -86400, NULL, NULL, &der);
+    assert_int_equal(ua_sec_check_cert(der, n, now, "127.0.0.1", NULL, false, warn, sizeof warn, &err), FB_EACCES);
+    assert_non_null(strstr(err.msg, "BadCertificateTimeInvalid"));
+    OPENSSL_free(der);
+    n = make_cert(-60, 86400, NULL, NULL, &der);
+    assert_int_equal(ua_sec_check_cert(der, n, now, "127.0.0.1", "urn:srv", false, warn, sizeof warn, &err), 0);
+    assert_non_null(strstr(warn, "host"));
+    assert_non_null(strstr(warn, "urn:srv"));
+    /* truncated DER never passes */
+    for (int k = 0; k < n; k += 37)
+        assert_true(ua_sec_check_cert(der, k, now, "127.0.0.1", NULL, false, warn, sizeof warn, &err) < 0);
+    OPENSSL_free(der);
+}
+
+static void write_pem(const char *path, EVP_PKEY *key, const uint8_t *der, int n, int mode)
+{
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    if (key) {
+        PEM_write_PrivateKey(f, key, NULL, NULL, 0, NULL, NULL);
+    } else {
+        const unsigned char *p = der;
+        X509 *x = d2i_X509(NULL, &p, n);
+        PEM_write_X509(f, x);
+        X509_free(x);
+    }
+    fclose(f);
+    chmod(path, (mode_t)mode);
+}
+
+static void test_user_identity(void **state)
+{
+    (void)state;
+    char *d = tmpdir();
+    char cert[300], key[300], key2[300], cmd[400];
+    snprintf(cert, sizeof cert, "%s/alice.pem", d);
+    snprintf(key, sizeof key, "%s/alice.key", d);
+    snprintf(key2, sizeof key2, "%s/other.key", d);
+    EVP_PKEY *k1, *k2;
+    uint8_t *der, *der2;
+    int n = make_cert(-60, 86400, "URI:urn:alice", &k1, &der);
+    assert_true(make_cert(-60, 86400, NULL, &k2, &der2) > 0);
+    write_pem(cert, NULL, der, n, 0644);
+    write_pem(key, k1, NULL, 0, 0600);
+    write_pem(key2, k2, NULL, 0, 0600);
+    struct ua_user_cert u;
+    struct fb_err err = {0};
+    assert_int_equal(ua_user_load(&u, cert, key, &err), 0);
+    assert_int_equal(u.cert_len, n);
+    assert_memory_equal(u.cert, der, (size_t)n);
+    /* signatures over serverCertificate ‖ serverNonce, verified with the certificate's key */
+    const uint8_t sc[] = "server-certificate", nonce[] = "0123456789abcdef0123456789abcdef";
+    struct { const char *policy, *alg; const EVP_MD *md; int pad; } cases[] = {
+        {UA_POLICY_B256S256, UA_ALG_RSA_SHA256, EVP_sha256(), RSA_PKCS1_PADDING},
+        {UA_POLICY_AES128, UA_ALG_RSA_SHA256, EVP_sha256(), RSA_PKCS1_PADDING},
+        {UA_POLICY_NONE, UA_ALG_RSA_SHA256, EVP_sha256(), RSA_PKCS1_PADDING},
+        {"http://opcfoundation.org/UA/SecurityPolicy#Aes256_Sha256_RsaPss",
+         "http://opcfoundation.org/UA/security/rsa-pss-sha2-256", EVP_sha256(), RSA_PKCS1_PSS_PADDING},
+        {"http://opcfoundation.org/UA/SecurityPolicy#Basic256", "http://www.w3.org/2000/09/xmldsig#rsa-sha1",
+         EVP_sha1(), RSA_PKCS1_PADDING},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        uint8_t *sig = NULL;
+        size_t sl = 0;
+        const char *alg = NULL;
+        assert_int_equal(ua_user_sign(&u, cases[i].policy, sc, sizeof sc - 1, nonce, 32, &sig, &sl, &alg, &err), 0);
+        assert_string_equal(alg, cases[i].alg);
+        assert_int_equal(sl, 256);
+        EVP_MD_CTX *m = EVP_MD_CTX_new();
+        EVP_PKEY_CTX *pc = NULL;
+        assert_int_equal(EVP_DigestVerifyInit(m, &pc, cases[i].md, NULL, k1), 1);
+        EVP_PKEY_CTX_set_rsa_padding(pc, cases[i].pad);
+        EVP_DigestVerifyUpdate(m, sc, sizeof sc - 1);
+        EVP_DigestVerifyUpdate(m, nonce, 32);
+        assert_int_equal(EVP_DigestVerifyFinal(m, sig, sl), 1);
+        EVP_MD_CTX_free(m);
+        /* the X509IdentityToken in ActivateSession: ExtensionObject 327, policy id, certificate, then the signature */
+        uint8_t out[2048];
+        struct ua_enc e;
+        ua_enc_init(&e, out, sizeof out);
+        struct ua_reqhdr h = {0};
+        struct ua_identity id = {.policy_id = "x509", .cert = u.cert, .cert_len = u.cert_len, .usig_alg = alg,
+                                 .usig = sig, .usig_len = (int32_t)sl};
+        ua_activatesession_req_id(&e, &h, NULL, NULL, 0, &id);
+        assert_false(e.err);
+        size_t al = strlen(alg);
+        size_t tail = 4 + al + 4 + sl, tok = 4 + 4 + 4 + (size_t)n;
+        assert_true(e.len > tail + tok + 9);
+        const uint8_t *t = out + e.len - tail - tok - 9;
+        const uint8_t hdr[] = {0x01, 0x00, 0x47, 0x01, 0x01}; /* NodeId i=327, binary body */
+        assert_memory_equal(t, hdr, 5);
+        assert_int_equal(t[5] | t[6] << 8, 4 + 4 + 4 + n); /* body length */
+        assert_memory_equal(t + 9, "\x04\0\0\0x509", 8);
+        assert_memory_equal(t + 17 + 4, u.cert, (size_t)n);
+        assert_memory_equal(out + e.len - sl, sig, sl);
+        assert_memory_equal(out + e.len - sl - 4 - al, alg, al);
+        free(sig);
+    }
+    ua_user_clear(&u);
+    /* a key of another certificate; a key file others can read; not a certificate */
+    assert_int_equal(ua_user_load(&u, cert, key2, &err), FB_EINVAL);
+    assert_non_null(strstr(err.msg, "does not belong"));
+    chmod(key, 0644);
+    assert_true(ua_user_load(&u, cert, key, &err) < 0);
+    assert_int_equal(ua_user_load(&u, key2, key2, &err), FB_EINVAL);
+    assert_true(ua_user_load(&u, "/nonexistent/cert.pem", key2, &err) < 0);
+    EVP_PKEY_free(k1);
+    EVP_PKEY_free(k2);
+    OPENSSL_free(der);
+    OPENSSL_free(der2);
+    snprintf(cmd, sizeof cmd, "rm -rf %s", d);
+    assert_int_equal(system(cmd), 0);
+    free(d);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_p_sha256),
         cmocka_unit_test(test_symmetric),
         cmocka_unit_test(test_asymmetric_and_trust),
+        cmocka_unit_test(test_aes128_channel),
+        cmocka_unit_test(test_server_cert_checks),
+        cmocka_unit_test(test_user_identity),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
