@@ -13,6 +13,11 @@
  * (the new value of hr:0 and the wall-clock time it became readable) so the
  * harness can join it with the subscriber's arrival log.
  *
+ * --port may be given up to 256 times: the server then listens on every port
+ * (same registers behind all of them), so one process can stand in for many
+ * devices that a client reaches over separate connections (a gateway keys
+ * its connections by host:port).
+ *
  * Binds 127.0.0.1 only.  Prints "ready port=N" on stdout once listening.
  * Stops on SIGINT/SIGTERM or after --duration seconds (0 = run until killed).
  *
@@ -33,6 +38,7 @@
 
 #define NREG 65536
 #define MAX_FD_CLIENTS 1000
+#define MAX_PORTS 256
 
 static volatile sig_atomic_t stop_flag;
 
@@ -64,7 +70,7 @@ static void usage(void)
 
 int main(int argc, char **argv)
 {
-    int port = 5020, max_clients = 64;
+    int port = 5020, max_clients = 64, nports = 0, ports[MAX_PORTS];
     double tick_ms = 0, duration = 0;
     long init = 0;
     const char *tick_log = NULL;
@@ -80,7 +86,14 @@ int main(int argc, char **argv)
             usage();
             return 2;
         }
-        if (!strcmp(a, "--port")) port = atoi(v);
+        if (!strcmp(a, "--port")) {
+            port = atoi(v);
+            if (nports == MAX_PORTS || port <= 0 || port > 65535) {
+                usage();
+                return 2;
+            }
+            ports[nports++] = port;
+        }
         else if (!strcmp(a, "--tick")) tick_ms = atof(v);
         else if (!strcmp(a, "--tick-log")) tick_log = v;
         else if (!strcmp(a, "--init")) init = strtol(v, NULL, 0);
@@ -92,6 +105,7 @@ int main(int argc, char **argv)
         }
         i++;
     }
+    if (nports == 0) ports[nports++] = port;
     if (port <= 0 || port > 65535 || tick_ms < 0 || duration < 0 || max_clients < 1 ||
         max_clients > MAX_FD_CLIENTS) {
         usage();
@@ -104,7 +118,7 @@ int main(int argc, char **argv)
     sigaction(SIGTERM, &sa, NULL);
     signal(SIGPIPE, SIG_IGN);
 
-    modbus_t *ctx = modbus_new_tcp("127.0.0.1", port);
+    modbus_t *ctx = modbus_new_tcp("127.0.0.1", ports[0]);
     if (!ctx) {
         fprintf(stderr, "modbus_new_tcp: %s\n", modbus_strerror(errno));
         return 1;
@@ -119,13 +133,17 @@ int main(int argc, char **argv)
         map->tab_registers[i] = (uint16_t)init;
         map->tab_input_registers[i] = (uint16_t)init;
     }
-    int lfd = modbus_tcp_listen(ctx, max_clients);
-    if (lfd < 0) {
-        fprintf(stderr, "listen 127.0.0.1:%d: %s\n", port, modbus_strerror(errno));
-        modbus_mapping_free(map);
-        modbus_free(ctx);
-        return 1;
+    int lfds[MAX_PORTS];
+    modbus_t *lctx[MAX_PORTS];
+    for (int i = 0; i < nports; i++) {
+        lctx[i] = i == 0 ? ctx : modbus_new_tcp("127.0.0.1", ports[i]);
+        lfds[i] = lctx[i] ? modbus_tcp_listen(lctx[i], max_clients) : -1;
+        if (lfds[i] < 0) {
+            fprintf(stderr, "listen 127.0.0.1:%d: %s\n", ports[i], modbus_strerror(errno));
+            return 1;
+        }
     }
+    int lfd = lfds[0];
     FILE *tlog = NULL;
     if (tick_log) {
         tlog = fopen(tick_log, "w");
@@ -134,13 +152,17 @@ int main(int argc, char **argv)
             return 1;
         }
     }
-    printf("ready port=%d\n", port);
+    printf("ready port=%d\n", ports[0]);
     fflush(stdout);
 
     fd_set all;
     FD_ZERO(&all);
-    FD_SET(lfd, &all);
     int maxfd = lfd;
+    for (int i = 0; i < nports; i++) {
+        FD_SET(lfds[i], &all);
+        if (lfds[i] > maxfd) maxfd = lfds[i];
+    }
+    int minfd = maxfd; /* client fds are above every listening fd */
     uint8_t query[MODBUS_TCP_MAX_ADU_LENGTH];
     int64_t t0 = mono_ns();
     int64_t tick_ns = (int64_t)(tick_ms * 1e6);
@@ -177,8 +199,11 @@ int main(int argc, char **argv)
         for (int fd = 0; fd <= maxfd && n > 0; fd++) {
             if (!FD_ISSET(fd, &rd)) continue;
             n--;
-            if (fd == lfd) {
-                int cfd = modbus_tcp_accept(ctx, &lfd);
+            int li = -1;
+            for (int i = 0; i < nports && li < 0; i++)
+                if (fd == lfds[i]) li = i;
+            if (li >= 0) {
+                int cfd = modbus_tcp_accept(lctx[li], &lfds[li]);
                 if (cfd < 0) continue;
                 if (cfd >= FD_SETSIZE) {
                     close(cfd);
@@ -198,16 +223,19 @@ int main(int argc, char **argv)
                 close(fd);
                 FD_CLR(fd, &all);
                 if (fd == maxfd)
-                    while (maxfd > lfd && !FD_ISSET(maxfd, &all)) maxfd--;
+                    while (maxfd > minfd && !FD_ISSET(maxfd, &all)) maxfd--;
             }
             /* rc == 0: a request for another unit or ignored frame */
         }
     }
     fprintf(stderr, "mb_server_fast: %llu requests served\n", nreq);
     if (tlog) fclose(tlog);
-    for (int fd = 0; fd <= maxfd; fd++)
-        if (fd != lfd && FD_ISSET(fd, &all)) close(fd);
-    close(lfd);
+    for (int fd = minfd + 1; fd <= maxfd; fd++)
+        if (FD_ISSET(fd, &all)) close(fd);
+    for (int i = 0; i < nports; i++) {
+        close(lfds[i]);
+        if (i > 0) modbus_free(lctx[i]);
+    }
     modbus_mapping_free(map);
     modbus_free(ctx);
     return 0;

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # run.sh — fieldbridge benchmarks, side by side with their limits and peers, in one run.
 #
-#   bench/run.sh [throughput|footprint|latency|command|all] [--quick] [--reps N]
-#                [--window S] [--warmup S] [--no-build]
+#   bench/run.sh [throughput|footprint|scaling|latency|command|all] [--quick]
+#                [--reps N] [--window S] [--warmup S] [--no-build] [--no-nodered]
 #
 # Everything runs on 127.0.0.1 on free ports chosen here: a private Mosquitto
 # (temp config), bench/mb_server_fast (libmodbus, select over all clients),
@@ -15,15 +15,25 @@
 # in time and stopped by its PID.
 #
 # Scenarios:
-#   throughput  the protocol limit (mb_bare_loop), the end-to-end limit
-#               (e2e_minimal), the Python peer and fieldbridge, each polling
-#               100 holding registers as fast as possible over one connection
-#               and publishing every value as telemetry JSON at QoS 1;
-#               repeated --reps times in rotation, medians reported.
+#   throughput  the protocol limit (mb_bare_loop), Mosquitto's own ingest
+#               limit (mosq_ingest: the same message, no Modbus), the
+#               end-to-end limit (e2e_minimal), the Python peer, Node-RED
+#               (bench/nodered) and fieldbridge, each polling 100 holding
+#               registers as fast as possible over one connection and
+#               publishing every value as telemetry JSON at QoS 1; repeated
+#               --reps times in rotation, medians reported.
 #   footprint   fieldbridge RSS and CPU with 1k / 10k (/ 100k, not in --quick)
 #               tags at 1 s polling (1000 tags per device, every value
-#               published); idle CPU with 1000 tags at 1 s and a deadband that
-#               filters everything; binary size; start-up to first publish.
+#               published), Node-RED at 1k and 10k the same way; idle CPU
+#               with 1000 tags at 1 s and a deadband that filters everything;
+#               binary size; start-up to first publish.
+#   scaling     fieldbridge as fast as possible at 1k / 10k / 100k registers
+#               over 10 / 100 / 100 devices, each device on its own
+#               connection (mb_server_fast listening on one port per device):
+#               values/s, CPU per value, RSS per tag; and plant scale, 100
+#               devices x 1000 tags at 1 s with deadband reporting (the
+#               server changes every register every second, deadband 5: about
+#               one value in five published) and without (every value).
 #   latency     mb_server_fast --tick changes every register every 1.3× the
 #               poll period; count_sub joins the arrival of each new value of
 #               r0 with the server's change log: p50/p99/max at 10 ms and
@@ -32,7 +42,12 @@
 #               one at a time, p50/p99; the register is read back at the end.
 #
 # Results: bench/results/<scenario>-<UTC date>.json and a table on stdout.
-# bench/quick.sh runs all scenarios briefly (a CI smoke run, no assertions).
+# bench/quick.sh runs all scenarios briefly (a CI smoke run, no timing
+# assertions).  The exit status is non-zero if any tool crashed, exited with
+# an error, or delivered nothing where values were expected.
+# Node-RED (npm ci into bench/nodered/node_modules on first use) is skipped
+# with --quick or --no-nodered.  Charts (gnuplot, bench/plot.py) are written
+# to bench/results/*.png after full runs.
 set -euo pipefail
 
 ORIG_ARGS="$*"
@@ -46,20 +61,23 @@ REPS=""
 WINDOW=""
 WARMUP=""
 BUILD_IT=1
+NODERED=1
 while [ $# -gt 0 ]; do
     case "$1" in
-        throughput|footprint|latency|command|all) SCENARIO=$1 ;;
+        throughput|footprint|scaling|latency|command|all) SCENARIO=$1 ;;
         --quick) QUICK=1 ;;
         --reps) REPS=$2; shift ;;
         --window) WINDOW=$2; shift ;;
         --warmup) WARMUP=$2; shift ;;
         --no-build) BUILD_IT=0 ;;
-        -h|--help) sed -n '2,33p' "$0"; exit 0 ;;
+        --no-nodered) NODERED=0 ;;
+        -h|--help) sed -n '2,52p' "$0"; exit 0 ;;
         *) echo "run.sh: unknown argument '$1'" >&2; exit 2 ;;
     esac
     shift
 done
 if [ "$QUICK" = 1 ]; then
+    NODERED=0
     : "${REPS:=1}" "${WINDOW:=1.5}" "${WARMUP:=0.5}"
 else
     : "${REPS:=3}" "${WINDOW:=5}" "${WARMUP:=1}"
@@ -73,7 +91,7 @@ if [ "$need_deps" = 1 ]; then
     echo "run.sh: installing missing dependencies (scripts/deps.sh)" >&2
     "$ROOT/scripts/deps.sh"
 fi
-TOOLS="fieldbridge mb_server_fast mb_bare_loop e2e_minimal count_sub cmd_rtt"
+TOOLS="fieldbridge mb_server_fast mb_bare_loop e2e_minimal count_sub cmd_rtt mosq_ingest"
 if [ "$BUILD_IT" = 1 ]; then
     # Release (-O3).  GCC 12 at -O3 raises two false-positive warnings in
     # runtime.c and modbus_proto.c (format-truncation, maybe-uninitialized)
@@ -84,10 +102,30 @@ if [ "$BUILD_IT" = 1 ]; then
     ninja -C "$BUILD" $TOOLS >/dev/null
 fi
 for t in $TOOLS; do [ -x "$BUILD/$t" ] || { echo "run.sh: $BUILD/$t missing" >&2; exit 1; }; done
+# gnuplot for the charts (full runs only; Debian's gnuplot-nox, no X)
+if [ "$QUICK" = 0 ] && ! command -v gnuplot >/dev/null 2>&1; then
+    echo "run.sh: installing gnuplot-nox for the charts" >&2
+    SUDO=(); [ "$(id -u)" = 0 ] || SUDO=(sudo)
+    "${SUDO[@]}" apt-get install -y -q --no-install-recommends gnuplot-nox >/dev/null || \
+        echo "run.sh: gnuplot-nox not installed: no charts" >&2
+fi
+# Node-RED peer: exact versions from bench/nodered/package-lock.json
+NR_DIR="$BENCH/nodered"
+if [ "$NODERED" = 1 ] && [ ! -f "$NR_DIR/node_modules/node-red/red.js" ]; then
+    if command -v npm >/dev/null 2>&1; then
+        echo "run.sh: npm ci in bench/nodered (node-red 4.1.15, node-red-contrib-modbus 5.23.3)" >&2
+        (cd "$NR_DIR" && npm ci --no-audit --no-fund --loglevel=error) >&2 || NODERED=0
+    else
+        NODERED=0
+    fi
+    [ "$NODERED" = 1 ] || echo "run.sh: Node-RED unavailable (no npm?): skipped" >&2
+fi
 
 TMP=$(mktemp -d /tmp/fb-bench.XXXXXX)
 RECORDS="$TMP/records.jsonl"
 : > "$RECORDS"
+FAILURES="$TMP/failures"
+: > "$FAILURES"
 PIDS=()
 cleanup() {
     for p in "${PIDS[@]:-}"; do
@@ -96,6 +134,12 @@ cleanup() {
     for p in "${PIDS[@]:-}"; do
         [ -n "$p" ] && wait "$p" 2>/dev/null || true
     done
+    local nf=0
+    [ -f "$FAILURES" ] && nf=$(wc -l < "$FAILURES")
+    if [ "$nf" -gt 0 ]; then
+        echo "run.sh: $nf failure(s):" >&2
+        cat "$FAILURES" >&2
+    fi
     rm -rf "$TMP"
 }
 trap cleanup EXIT
@@ -153,6 +197,9 @@ max_queued_messages 1000000
 log_dest stderr
 log_type error
 log_type warning
+# Nagle off on the broker's sockets (as docs/mqtt.md recommends for command
+# latency); the command scenario also runs once with Mosquitto's default
+${BROKER_NODELAY-set_tcp_nodelay true}
 ${BROKER_EXTRA:-}
 EOF
     mosquitto -c "$TMP/mosquitto.conf" 2>>"$TMP/mosquitto.log" &
@@ -160,12 +207,24 @@ EOF
     PIDS+=("$BROKER_PID")
     wait_port "$MQ_PORT"
 }
-start_server() { # extra args for mb_server_fast
-    MB_PORT=$(free_port)
-    "$BUILD/mb_server_fast" --port "$MB_PORT" --max-clients 200 "$@" >/dev/null 2>>"$TMP/server.log" &
+free_ports() { # N → N distinct free ports, one per line (all bound at once, then released)
+    $PY -c '
+import socket, sys
+ss = []
+for _ in range(int(sys.argv[1])):
+    s = socket.socket(); s.bind(("127.0.0.1", 0)); ss.append(s)
+print("\n".join(str(s.getsockname()[1]) for s in ss))
+for s in ss: s.close()' "$1"
+}
+start_server() { # extra args for mb_server_fast; $NPORTS (default 1) listening ports → MB_PORTS
+    local args=() p
+    mapfile -t MB_PORTS < <(free_ports "${NPORTS:-1}")
+    MB_PORT=${MB_PORTS[0]}
+    for p in "${MB_PORTS[@]}"; do args+=(--port "$p"); done
+    "$BUILD/mb_server_fast" "${args[@]}" --max-clients 400 "$@" >/dev/null 2>>"$TMP/server.log" &
     SERVER_PID=$!
     PIDS+=("$SERVER_PID")
-    wait_port "$MB_PORT"
+    for p in "${MB_PORTS[@]}"; do wait_port "$p"; done
 }
 stop_peers() {
     stop_pid "$SERVER_PID"
@@ -184,6 +243,16 @@ start_sub() { # NAME — extra count_sub options in $SUB_EXTRA
 }
 
 # gen_config FILE DEVICES TAGS_PER_DEVICE POLL TYPE [DEADBAND] [EXTRA_TAG_YAML]
+gen_device_body() { # uses gen_config's locals
+    echo "    poll: $poll"
+    echo "    tags:"
+    echo "      - for: {i: \"0..$((ntags - 1))\"}"
+    echo "        name: \"r{i}\""
+    echo "        addr: \"hr:{i}:$type\""
+    [ -n "$deadband" ] && echo "        deadband: $deadband"
+    [ -n "$extra" ] && printf '%s\n' "$extra"
+    true
+}
 gen_config() {
     local file=$1 ndev=$2 ntags=$3 poll=$4 type=$5 deadband=${6:-} extra=${7:-}
     {
@@ -193,21 +262,27 @@ gen_config() {
         echo "status_interval: 60s"
         echo "mqtt: {url: \"mqtt://127.0.0.1:$MQ_PORT\", max_inflight: 1000, queue: 1024}"
         echo "devices:"
-        if [ "$ndev" -gt 1 ]; then
-            echo "  - for: {d: \"1..$ndev\"}"
-            echo "    name: \"fb{d}\""
-            echo "    url: \"modbus-tcp://127.0.0.1:$MB_PORT?unit={d}\""
+        # PER_DEVICE_PORT=1: device d on its own port (its own connection in
+        # the gateway, like separate devices on a plant network); otherwise
+        # all devices are unit ids behind one port (one shared connection).
+        local d from to
+        if [ "${PER_DEVICE_PORT:-0}" = 1 ]; then
+            for d in $(seq "$ndev"); do
+                echo "  - name: fb$d"
+                echo "    url: \"modbus-tcp://127.0.0.1:${MB_PORTS[$(( (d - 1) % ${#MB_PORTS[@]} ))]}?unit=$d\""
+                gen_device_body
+            done
         else
-            echo "  - name: fb"
-            echo "    url: \"modbus-tcp://127.0.0.1:$MB_PORT?unit=1\""
+            if [ "$ndev" -gt 1 ]; then
+                echo "  - for: {d: \"1..$ndev\"}"
+                echo "    name: \"fb{d}\""
+                echo "    url: \"modbus-tcp://127.0.0.1:$MB_PORT?unit={d}\""
+            else
+                echo "  - name: fb"
+                echo "    url: \"modbus-tcp://127.0.0.1:$MB_PORT?unit=1\""
+            fi
+            gen_device_body
         fi
-        echo "    poll: $poll"
-        echo "    tags:"
-        echo "      - for: {i: \"0..$((ntags - 1))\"}"
-        echo "        name: \"r{i}\""
-        echo "        addr: \"hr:{i}:$type\""
-        [ -n "$deadband" ] && echo "        deadband: $deadband"
-        [ -n "$extra" ] && printf '%s\n' "$extra"
         true
     } > "$file"
     "$BUILD/fieldbridge" check -c "$file" >/dev/null
@@ -223,7 +298,7 @@ measure() {
     "$@" > "$TMP/$name.out.json" 2> "$TMP/$name.err" &
     local pid=$!
     PIDS+=("$pid")
-    sleep "$WARMUP"
+    sleep "${MEASURE_WARMUP:-$WARMUP}"
     local a0 b0 s0 c0 t0 a1 b1 s1 c1 t1 rss hwm
     local m0 m1
     m0=$(awk '/^cpu / {print $2+$3+$4+$7+$8}' /proc/stat)
@@ -269,7 +344,8 @@ rec = {"name": "$name", "kind": "$kind", "window_s": round(win, 3),
        "alive_at_end_of_window": $alive == 1, "exit_code": $rc,
        "launch_unix_ns": $t_launch,
        "tool": load("$TMP/$name.out.json"), "scenario": "${CUR_SCENARIO:-}",
-       "config": "${CUR_CONFIG:-}", "rep": ${CUR_REP:-0}}
+       "config": "${CUR_CONFIG:-}", "rep": ${CUR_REP:-0},
+       "loadavg_1m_end": float(open("/proc/loadavg").read().split()[0])}
 if "$kind" == "sub":
     sub = load("$TMP/$name.sub.json")
     sub.pop("per_second", None)
@@ -286,10 +362,43 @@ rec["cpu_us_per_value"] = round(rec["cpu_pct"] / 100 * 1e6 / v, 4) if v else Non
 with open(sys.argv[1], "a") as f:
     f.write(json.dumps(rec) + "\n")
 EOF
+    # a gateway stopped with SIGINT may exit 130 (Node-RED does); others must exit 0
+    if [ "${STOP_WITH_SIGINT:-0}" = 1 ] && [ "$rc" = 130 ]; then rc=0; fi
     if [ "$rc" -ne 0 ] || { [ "${STOP_WITH_SIGINT:-0}" = 1 ] && [ "$alive" = 0 ]; }; then
         echo "run.sh: $name exited early or with status $rc:" >&2
         tail -5 "$TMP/$name.err" >&2
+        echo "$name (${CUR_SCENARIO:-}): exited early or with status $rc" >> "$FAILURES"
     fi
+    if [ "${EXPECT_VALUES:-1}" = 1 ] && ! $PY -c '
+import json, sys
+r = json.loads(open(sys.argv[1]).read().splitlines()[-1])
+sys.exit(0 if (r.get("values_per_s") or 0) > 0 else 1)' "$RECORDS"; then
+        echo "run.sh: $name delivered no values" >&2
+        echo "$name (${CUR_SCENARIO:-}): delivered no values" >> "$FAILURES"
+    fi
+}
+
+# nodered_cmd MODE DEVICES TAGS [QUEUE] — the command line of the Node-RED peer
+# (bench/nodered: settings.js + flow.json; user dir in $TMP).  MODE fast: one
+# read loop as fast as answers come, the client's command queue off (the
+# fastest setting); periodic: every device's TAGS read each second in
+# requests of <= 125 registers, the queue on (the node's default).
+nodered_cmd() {
+    local mode=$1 ndev=$2 ntags=$3 queue=${4:-false}
+    local ud="$TMP/nodered-$mode-$ndev-$ntags"
+    mkdir -p "$ud"
+    echo '{"name":"nr-bench-userdir","version":"0.0.0"}' > "$ud/package.json"
+    $PY - "$NR_DIR/flow.json" "$ud/flow.json" "$queue" <<'EOF'
+import json, sys
+flow = json.load(open(sys.argv[1]))
+for n in flow:
+    if n.get("type") == "modbus-client":
+        n["bufferCommands"] = sys.argv[3] == "true"
+json.dump(flow, open(sys.argv[2], "w"))
+EOF
+    NR_CMD=(env MB_PORT="$MB_PORT" MQ_PORT="$MQ_PORT" NR_MODE="$mode" NR_DEVICES="$ndev" NR_TAGS="$ntags"
+            NR_UI_PORT="$(free_port)" NR_FLOW_FILE="$ud/flow.json"
+            node "$NR_DIR/node_modules/node-red/red.js" -s "$NR_DIR/settings.js" -u "$ud")
 }
 
 # ---- scenarios --------------------------------------------------------------
@@ -304,12 +413,23 @@ scenario_throughput() {
         echo "throughput: rep $rep/$REPS" >&2
         CUR_CONFIG="1 connection, read 100 registers per request, as fast as possible"
         measure bare_loop self "$BUILD/mb_bare_loop" --port "$MB_PORT" --regs 100 --duration "$dur"
+        CUR_CONFIG="the same 100-value telemetry JSON (2.6 kB) published at QoS 1, no Modbus, <= 1000 in flight"
+        measure mosq_ingest sub "$BUILD/mosq_ingest" --port "$MQ_PORT" --regs 100 --duration "$dur" \
+            --topic site/_/_/ingest/telemetry
+        CUR_CONFIG="1 connection, read 100 registers per request, as fast as possible"
         measure e2e_minimal sub "$BUILD/e2e_minimal" --mb-port "$MB_PORT" --mqtt-port "$MQ_PORT" \
             --regs 100 --duration "$dur" --topic site/_/_/e2e/telemetry
         measure python_pipeline sub "$PY" "$BENCH/python_pipeline.py" --mb-port "$MB_PORT" \
             --mqtt-port "$MQ_PORT" --regs 100 --duration "$dur" --topic site/_/_/python/telemetry
         CUR_CONFIG="1 device, 100 int16 tags hr:0..99, poll 1us, no deadband"
         STOP_WITH_SIGINT=1 measure fieldbridge sub "$BUILD/fieldbridge" run -c "$TMP/tp.yaml"
+        if [ "$NODERED" = 1 ]; then
+            # Node-RED starts in ~2 s and its flow 1.5 s later: a longer warm-up
+            nodered_cmd fast 1 100 false
+            CUR_CONFIG="flex-getter loop, 100 registers per read, command queue off, mqtt out QoS 1"
+            STOP_WITH_SIGINT=1 MEASURE_WARMUP=6 measure nodered sub "${NR_CMD[@]}"
+        fi
+        CUR_CONFIG="1 connection, read 100 registers per request, as fast as possible"
         # 4 devices on 4 connections: how far the gateway goes when it may use both cores
         if [ "$QUICK" = 0 ]; then
             gen_config "$TMP/tp4.yaml" 4 100 1us int16
@@ -338,18 +458,59 @@ scenario_footprint() {
         CUR_REP=1
         echo "footprint: $n tags" >&2
         STOP_WITH_SIGINT=1 measure "fieldbridge_${n}_tags" sub "$BUILD/fieldbridge" run -c "$TMP/fp$n.yaml"
+        if [ "$NODERED" = 1 ] && [ "$n" -le 10000 ]; then
+            echo "footprint: Node-RED $n tags" >&2
+            nodered_cmd periodic "$ndev" 1000 true
+            CUR_CONFIG="Node-RED: $ndev unit id(s) x 1000 registers read every 1 s (125 per request), every value published"
+            STOP_WITH_SIGINT=1 MEASURE_WARMUP=8 measure "nodered_${n}_tags" sub "${NR_CMD[@]}"
+        fi
     done
     gen_config "$TMP/idle.yaml" 1 1000 1s int16 1000
     CUR_CONFIG="1 device x 1000 int16 tags, poll 1s, deadband 1000 (constant values: nothing published after the first)"
     if [ "$QUICK" = 0 ]; then WINDOW=20; WARMUP=3; else WINDOW=3; WARMUP=1; fi
     echo "footprint: idle 1000 tags" >&2
-    STOP_WITH_SIGINT=1 measure fieldbridge_idle_1000_tags sub "$BUILD/fieldbridge" run -c "$TMP/idle.yaml"
+    STOP_WITH_SIGINT=1 EXPECT_VALUES=0 measure fieldbridge_idle_1000_tags sub "$BUILD/fieldbridge" run -c "$TMP/idle.yaml"
     WINDOW=$saved_w WARMUP=$saved_u
     local size stripped
     size=$(stat -c %s "$BUILD/fieldbridge")
     cp "$BUILD/fieldbridge" "$TMP/fb.stripped" && strip "$TMP/fb.stripped" 2>/dev/null || true
     stripped=$(stat -c %s "$TMP/fb.stripped")
     echo "{\"name\":\"binary\",\"scenario\":\"footprint\",\"binary_bytes\":$size,\"stripped_bytes\":$stripped}" >> "$RECORDS"
+    stop_peers
+}
+
+scenario_scaling() {
+    CUR_SCENARIO=scaling
+    start_broker
+    local saved_w=$WINDOW saved_u=$WARMUP spec ndev ntags n
+    # as fast as possible, one connection per device
+    local specs="10x100 100x100 100x1000"
+    [ "$QUICK" = 1 ] && specs="10x100"
+    NPORTS=100 start_server
+    if [ "$QUICK" = 0 ]; then WINDOW=8; WARMUP=3; else WINDOW=1.5; WARMUP=1; fi
+    for spec in $specs; do
+        ndev=${spec%x*} ntags=${spec#*x} n=$((ndev * ntags))
+        PER_DEVICE_PORT=1 gen_config "$TMP/sc$n.yaml" "$ndev" "$ntags" 1us int16
+        CUR_CONFIG="$ndev devices (one connection each) x $ntags int16 tags, poll 1us, every value published"
+        CUR_REP=1
+        echo "scaling: $n tags as fast as possible" >&2
+        STOP_WITH_SIGINT=1 measure "fieldbridge_fast_${n}_tags" sub "$BUILD/fieldbridge" run -c "$TMP/sc$n.yaml"
+    done
+    stop_pid "$SERVER_PID"
+    # plant scale: 100 devices x 1000 tags at 1 s, every register changes by 1 every second
+    # (--quick: deadband 0.5, so the short window sees every change)
+    local db=5
+    if [ "$QUICK" = 0 ]; then WINDOW=20; WARMUP=5; ndev=100; else WINDOW=2; WARMUP=1.5; ndev=5; db=0.5; fi
+    NPORTS=$ndev start_server --tick 1000
+    PER_DEVICE_PORT=1 gen_config "$TMP/plant_db.yaml" "$ndev" 1000 1s int16 "$db"
+    CUR_CONFIG="$ndev devices (one connection each) x 1000 int16 tags, poll 1s, deadband $db; every register +1 each second"
+    echo "scaling: plant scale, $ndev x 1000 tags, deadband" >&2
+    STOP_WITH_SIGINT=1 measure "fieldbridge_plant_deadband" sub "$BUILD/fieldbridge" run -c "$TMP/plant_db.yaml"
+    PER_DEVICE_PORT=1 gen_config "$TMP/plant_all.yaml" "$ndev" 1000 1s int16
+    CUR_CONFIG="$ndev devices (one connection each) x 1000 int16 tags, poll 1s, every value published"
+    echo "scaling: plant scale, $ndev x 1000 tags, every value" >&2
+    STOP_WITH_SIGINT=1 measure "fieldbridge_plant_every_value" sub "$BUILD/fieldbridge" run -c "$TMP/plant_all.yaml"
+    WINDOW=$saved_w WARMUP=$saved_u
     stop_peers
 }
 
@@ -377,11 +538,12 @@ scenario_command() {
     CUR_SCENARIO=command
     local n=500 variant
     [ "$QUICK" = 1 ] && n=50
-    # twice: Mosquitto's defaults, and with set_tcp_nodelay true (Nagle off on
-    # the broker's sockets) — the small PUBACK + response pair is exactly the
-    # pattern Nagle and delayed ACKs hold back by ~40 ms.
-    for variant in default set_tcp_nodelay; do
-        if [ "$variant" = default ]; then BROKER_EXTRA=""; else BROKER_EXTRA="set_tcp_nodelay true"; fi
+    # twice: with set_tcp_nodelay true (Nagle off on the broker's sockets, the
+    # bench default) and with Mosquitto's defaults — the small PUBACK +
+    # response pair is exactly the pattern Nagle and delayed ACKs hold back
+    # by ~40 ms.  The gateway sets TCP_NODELAY on its own MQTT socket.
+    for variant in set_tcp_nodelay default; do
+        if [ "$variant" = default ]; then BROKER_NODELAY=""; else unset BROKER_NODELAY; fi
         start_broker
         start_server
         gen_config "$TMP/cmd.yaml" 1 100 100ms int16 "" \
@@ -394,6 +556,9 @@ scenario_command() {
         "$BUILD/cmd_rtt" --port "$MQ_PORT" --topic site/_/_/fb/command --tag sp --count "$n" \
             --interval-ms 5 --timeout 2 --duration 120 --mb-port "$MB_PORT" --addr 1000 \
             > "$TMP/cmd.json" 2>>"$TMP/cmd.err" || true
+        kill -0 "$fb" 2>/dev/null || echo "fieldbridge (command, $variant): exited during the run" >> "$FAILURES"
+        $PY -c 'import json,sys; sys.exit(0 if json.loads(open(sys.argv[1]).read().splitlines()[-1]).get("ok") else 1)' \
+            "$TMP/cmd.json" 2>/dev/null || echo "cmd_rtt (command, $variant): no command answered" >> "$FAILURES"
         stop_pid "$fb" INT
         $PY - "$RECORDS" "$TMP/cmd.json" "$variant" <<'EOF'
 import json, sys
@@ -408,7 +573,7 @@ rec = {"name": "fieldbridge_command_rtt_" + sys.argv[3], "scenario": "command",
 open(sys.argv[1], "a").write(json.dumps(rec) + "\n")
 EOF
         stop_peers
-        BROKER_EXTRA=""
+        unset BROKER_NODELAY
     done
 }
 
@@ -426,7 +591,13 @@ run_one() {
         --reps "$REPS" --window "$WINDOW" --warmup "$WARMUP"
 }
 if [ "$SCENARIO" = all ]; then
-    for sc in throughput footprint latency command; do run_one "$sc"; done
+    for sc in throughput footprint scaling latency command; do run_one "$sc"; done
 else
     run_one "$SCENARIO"
+fi
+if [ "$QUICK" = 0 ] && command -v gnuplot >/dev/null 2>&1; then
+    $PY "$BENCH/plot.py" --results "$BENCH/results" || echo "run.sh: charts failed" >&2
+fi
+if [ -s "$FAILURES" ]; then
+    exit 1
 fi

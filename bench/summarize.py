@@ -39,6 +39,10 @@ def machine():
         "libmosquitto": sh("dpkg-query -W -f='${Version}' libmosquitto1"),
         "pymodbus": sh("dpkg-query -W -f='${Version}' python3-pymodbus"),
         "paho": sh("dpkg-query -W -f='${Version}' python3-paho-mqtt"),
+        "node": sh("node --version"),
+        "node_red": sh("node -p \"require('" + os.path.join(os.path.dirname(os.path.abspath(__file__)), "nodered",
+                       "node_modules", "node-red", "package.json") + "').version\" 2>/dev/null"),
+        "loadavg_before": sh("cat /proc/loadavg"),
     }
 
 
@@ -74,7 +78,7 @@ def throughput(recs):
     for name, rs in by.items():
         row = {"name": name, "reps": len(rs), "config": rs[0].get("config", "")}
         for k in ("values_per_s", "cpu_pct", "cpu_us_per_value", "rss_kb", "broker_cpu_pct",
-                  "server_cpu_pct", "sub_cpu_pct", "machine_busy_pct"):
+                  "server_cpu_pct", "sub_cpu_pct", "machine_busy_pct", "loadavg_1m_end"):
             row[k] = med([r.get(k) for r in rs])
         row["values_per_s_all"] = [r.get("values_per_s") for r in rs]
         # the rep closest to the median decides "limited by"
@@ -88,45 +92,93 @@ def throughput(recs):
         v = row["values_per_s"]
         row["pct_of_e2e"] = 100 * v / e2e if e2e and v else None
         row["pct_of_protocol"] = 100 * v / bare if bare and v else None
-        if py.get("cpu_us_per_value") and row.get("cpu_us_per_value"):
+        if py.get("cpu_us_per_value") and row.get("cpu_us_per_value") and \
+                not row["name"].startswith(("bare_loop", "mosq_ingest")):
             row["cpu_per_value_vs_python"] = py["cpu_us_per_value"] / row["cpu_us_per_value"]
-    order = ["bare_loop", "bare_loop_4conn", "e2e_minimal", "python_pipeline", "fieldbridge", "fieldbridge_4dev"]
-    lines = ["| tool | values/s delivered | % of e2e limit | % of protocol limit | CPU (tool) | CPU µs/value "
-             "| CPU/value vs Python | RSS MB | broker CPU | server CPU | subscriber CPU | machine busy | limited by |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+    nr = rows.get("nodered") or {}
+    for row in rows.values():
+        if nr.get("values_per_s") and row.get("values_per_s"):
+            row["throughput_vs_nodered"] = row["values_per_s"] / nr["values_per_s"]
+        if nr.get("cpu_us_per_value") and row.get("cpu_us_per_value"):
+            row["cpu_per_value_vs_nodered"] = nr["cpu_us_per_value"] / row["cpu_us_per_value"]
+    ing = rows.get("mosq_ingest")
+    if ing:
+        t = [r.get("tool", {}) for r in by["mosq_ingest"]]
+        ing["msgs_per_s"] = med([x.get("msgs_per_s") for x in t])
+        ing["bytes_per_s"] = med([x.get("bytes_per_s") for x in t])
+        ing["message_bytes"] = med([x.get("message_bytes") for x in t])
+    order = ["bare_loop", "bare_loop_4conn", "mosq_ingest", "e2e_minimal", "python_pipeline", "nodered",
+             "fieldbridge", "fieldbridge_4dev"]
+    lines = ["| tool | values/s delivered | polls/s | % of e2e limit | % of protocol limit | CPU (tool) | CPU µs/value "
+             "| CPU/value vs Python | vs Node-RED: throughput / CPU per value | RSS MB | broker CPU | server CPU "
+             "| subscriber CPU | machine busy | load avg | limited by |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
     for n in order + sorted(set(rows) - set(order)):
         if n not in rows:
             continue
         r = rows[n]
-        lines.append("| %s | %s | %s | %s | %s%% | %s | %s | %s | %s%% | %s%% | %s%% | %s%% | %s |" % (
-            n, fmt(r["values_per_s"]), fmt(r["pct_of_e2e"], 1), fmt(r["pct_of_protocol"], 1),
-            fmt(r["cpu_pct"]), fmt(r["cpu_us_per_value"], 3),
-            (fmt(r.get("cpu_per_value_vs_python"), 1) + "×") if r.get("cpu_per_value_vs_python") else "–",
+        vs_nr = "–"
+        if r.get("throughput_vs_nodered") and r.get("cpu_per_value_vs_nodered") and n != "nodered":
+            vs_nr = "%s× / %s×" % (fmt(r["throughput_vs_nodered"], 1), fmt(r["cpu_per_value_vs_nodered"], 1))
+        lines.append("| %s | %s | %s | %s | %s | %s%% | %s | %s | %s | %s | %s%% | %s%% | %s%% | %s%% | %s | %s |" % (
+            n, fmt(r["values_per_s"]), fmt((r["values_per_s"] or 0) / 100), fmt(r["pct_of_e2e"], 1),
+            fmt(r["pct_of_protocol"], 1), fmt(r["cpu_pct"]), fmt(r["cpu_us_per_value"], 3),
+            (fmt(r.get("cpu_per_value_vs_python"), 1) + "×") if r.get("cpu_per_value_vs_python") else "–", vs_nr,
             fmt((r["rss_kb"] or 0) / 1024, 1), fmt(r["broker_cpu_pct"]), fmt(r["server_cpu_pct"]),
-            fmt(r["sub_cpu_pct"]), fmt(r["machine_busy_pct"]), r["limited_by"]))
+            fmt(r["sub_cpu_pct"]), fmt(r["machine_busy_pct"]), fmt(r.get("loadavg_1m_end"), 2), r["limited_by"]))
     lines.append("")
     lines.append("bare_loop values/s = registers read (nothing published); the others = values counted at the "
-                 "subscriber. CPU = % of one core over the window (tool incl. all its threads).")
+                 "subscriber; polls/s = values/s ÷ 100 (for mosq_ingest: messages/s). CPU = % of one core over the "
+                 "window (tool incl. all its threads). Load avg = 1-minute load average at the end of the window.")
+    if ing:
+        lines.append("")
+        lines.append("mosq_ingest (Mosquitto's ingest limit): %s messages/s of %s bytes = %s MB/s acknowledged "
+                     "at QoS 1." % (fmt(ing.get("msgs_per_s")), fmt(ing.get("message_bytes")),
+                                    fmt((ing.get("bytes_per_s") or 0) / 1e6, 1)))
     return rows, lines
 
 
 def footprint(recs):
-    lines = ["| config | RSS MB | peak RSS MB | CPU | values/s delivered | start-up → first publish |",
-             "|---|---:|---:|---:|---:|---:|"]
+    lines = ["| config | RSS MB | peak RSS MB | CPU | values/s delivered | start-up → first publish | load avg |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
     out = []
     for r in recs:
         if r.get("name") == "binary":
             out.append(r)
             continue
         out.append(r)
-        lines.append("| %s — %s | %s | %s | %s%% | %s | %s ms |" % (
+        lines.append("| %s — %s | %s | %s | %s%% | %s | %s ms | %s |" % (
             r["name"], r.get("config", ""), fmt(r.get("rss_kb", 0) / 1024, 1), fmt(r.get("hwm_kb", 0) / 1024, 1),
-            fmt(r.get("cpu_pct"), 2), fmt(r.get("values_per_s")), fmt(r.get("startup_to_first_msg_ms"), 1)))
+            fmt(r.get("cpu_pct"), 2), fmt(r.get("values_per_s")), fmt(r.get("startup_to_first_msg_ms"), 1),
+            fmt(r.get("loadavg_1m_end"), 2)))
     for r in recs:
         if r.get("name") == "binary":
             lines.append("")
             lines.append("binary: %s bytes (%s stripped)" % (fmt(r["binary_bytes"]), fmt(r["stripped_bytes"])))
     return out, lines
+
+
+def scaling(recs):
+    lines = ["| config | tags | values/s delivered | CPU | CPU µs/value | CPU per 1k tags | RSS MB | RSS kB/tag "
+             "| broker CPU | server CPU | machine busy | load avg | limited by |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+    for r in recs:
+        ntags = 0
+        c = r.get("config", "")
+        try:
+            ndev = int(c.split(" devices")[0])
+            ntags = ndev * int(c.split(" x ")[1].split()[0])
+        except (ValueError, IndexError):
+            pass
+        r["tags"] = ntags
+        r["rss_kb_per_tag"] = r.get("rss_kb", 0) / ntags if ntags else None
+        r["cpu_pct_per_1k_tags"] = r.get("cpu_pct", 0) * 1000 / ntags if ntags else None
+        lines.append("| %s | %s | %s | %s%% | %s | %s%% | %s | %s | %s%% | %s%% | %s%% | %s | %s |" % (
+            c, fmt(ntags), fmt(r.get("values_per_s")), fmt(r.get("cpu_pct"), 1), fmt(r.get("cpu_us_per_value"), 3),
+            fmt(r["cpu_pct_per_1k_tags"], 2), fmt(r.get("rss_kb", 0) / 1024, 1), fmt(r["rss_kb_per_tag"], 2),
+            fmt(r.get("broker_cpu_pct")), fmt(r.get("server_cpu_pct")), fmt(r.get("machine_busy_pct")),
+            fmt(r.get("loadavg_1m_end"), 2), limited_by(r)))
+    return recs, lines
 
 
 def latency(recs):
@@ -177,7 +229,8 @@ def main():
             line = line.strip()
             if line:
                 recs.append(json.loads(line))
-    fn = {"throughput": throughput, "footprint": footprint, "latency": latency, "command": command}[a.scenario]
+    fn = {"throughput": throughput, "footprint": footprint, "scaling": scaling, "latency": latency,
+          "command": command}[a.scenario]
     summary, lines = fn(recs)
     doc = {
         "scenario": a.scenario,

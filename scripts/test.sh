@@ -3,7 +3,8 @@
 # ASan+UBSan) → unit tests (ctest, both builds) → system tests (pytest against
 # real peers) with build/fieldbridge → a smoke subset of the system tests with
 # build-asan/fieldbridge, valgrind over the threaded unit tests and a short run,
-# and a fuzz smoke run of every libFuzzer harness.  Every step runs even if an earlier one failed (so one
+# and a fuzz smoke run of every libFuzzer harness, then a benchmark smoke run
+# (bench/quick.sh).  Every step runs even if an earlier one failed (so one
 # run shows everything); the exit code is non-zero if any step failed, and the
 # last line is a one-line summary.
 #
@@ -78,6 +79,12 @@ if [ "${FB_TEST_SKIP_ASAN:-0}" != 1 ] && [ $asan_ok -eq 0 ]; then
     else
         step "system smoke tests (build-asan/fieldbridge)" run_pytest build-asan/fieldbridge -m smoke
     fi
+fi
+
+# benchmark smoke run (bench/quick.sh, ~1 min, no timing assertions): fails
+# only if a bench tool or the gateway crashes or delivers nothing
+if [ $build_ok -eq 0 ]; then
+    step "bench smoke (bench/quick.sh)" env FB_BUILD="$PWD/build" ./bench/quick.sh
 fi
 
 total=$(( $(date +%s) - start ))
