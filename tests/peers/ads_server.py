@@ -152,8 +152,7 @@ class Plc:
     def __init__(self, many=0, mixed=False):
         self.lock = threading.RLock()
         self.many = [(f"GVL.nVar{i:04d}", MIXED[i % len(MIXED)] if mixed else "DINT", i) for i in range(many)]
-        self.many = [(n, t, mixed_value(t, v)) for n, t, v in self.many]
-        self.symbols = list(BASE_SYMBOLS) + self.many
+        self.symbols = list(BASE_SYMBOLS) + [(n, t, mixed_value(t, i)) for n, t, i in self.many]
         self._uploads = None
         self.version = 1
         self.base = 0x100
@@ -242,9 +241,9 @@ class Plc:
     def tick_many(self, step):
         """--tick: every --many variable takes a new value."""
         with self.lock:
-            for name, t, v in self.many:
+            for name, t, i in self.many:
                 off = self.offsets[name.lower()][0]
-                b = encode(t, mixed_value(t, v, step))
+                b = encode(t, mixed_value(t, i, step))
                 self.mem[off:off + len(b)] = b
 
     # ---- uploads

@@ -139,26 +139,6 @@ static int wait_fd(int fd, short ev, int64_t deadline)
     }
 }
 
-static int send_all(int fd, const uint8_t *p, size_t n, int64_t deadline)
-{
-    while (n) {
-        ssize_t w = send(fd, p, n, MSG_NOSIGNAL);
-        if (w > 0) {
-            p += w;
-            n -= (size_t)w;
-            continue;
-        }
-        if (w < 0 && errno == EINTR) continue;
-        if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-            int rc = wait_fd(fd, POLLOUT, deadline);
-            if (rc) return rc;
-            continue;
-        }
-        return FB_EIO;
-    }
-    return 0;
-}
-
 static int recv_all(int fd, uint8_t *p, size_t n, int64_t deadline)
 {
     while (n) {
@@ -236,14 +216,35 @@ static void stray(struct ads_conn *c, const struct ads_hdr *h)
 typedef int (*reply_fn)(void *ctx, uint32_t i, uint32_t err, const uint8_t *d, size_t n);
 
 /* Send the n requests in c->tx[0..len) (invoke ids first..first+n-1) and
- * hand every reply to fn, in arrival order.  0, or a transport status. */
+ * hand every reply to fn, in arrival order.  0, or a transport status.
+ * Replies are taken while the requests are still being sent: with many
+ * frames in flight (20 sum reads of 500 sub-reads for 10,000 symbols) a
+ * sender that only sends could fill both socket buffers while the PLC
+ * blocks on its replies — a deadlock that only the timeout would end. */
 static int exchange(struct ads_conn *c, size_t len, uint32_t first, uint32_t n, reply_fn fn, void *ctx,
                     int64_t timeout_ns)
 {
     int64_t deadline = fb_mono_ns() + timeout_ns;
-    int rc = send_all(c->fd, c->tx, len, deadline);
+    int rc = 0;
+    size_t sent = 0;
     uint32_t got = 0;
-    while (rc == 0 && got < n) {
+    while (rc == 0 && (got < n || sent < len)) {
+        if (sent < len) {
+            ssize_t w = send(c->fd, c->tx + sent, len - sent, MSG_NOSIGNAL);
+            if (w > 0) sent += (size_t)w;
+            else if (w < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) rc = FB_EIO;
+            if (rc || sent == len) continue;
+            /* the socket is full: wait until it drains or a reply arrives */
+            int64_t left = deadline - fb_mono_ns();
+            if (left <= 0) {
+                rc = FB_ETIMEDOUT;
+                break;
+            }
+            struct pollfd pfd = {.fd = c->fd, .events = POLLIN | POLLOUT};
+            int r = poll(&pfd, 1, (int)((left + 999999) / 1000000));
+            if (r < 0 && errno != EINTR) rc = FB_EIO;
+            if (r <= 0 || !(pfd.revents & (POLLIN | POLLERR | POLLHUP))) continue;
+        }
         struct ads_hdr h;
         rc = recv_frame(c, deadline, &h);
         if (rc) break;
