@@ -49,6 +49,8 @@
 /* Processed batches are shared by all groups; sinks take them quickly, so a
  * few suffice however many devices there are. */
 #define FB_OUT_BATCHES 8
+/* Without a buffer: how much undelivered data a sink holds in memory. */
+#define FB_MEMORY_QUEUE_BYTES (8u << 20)
 
 /* The runtime's shared state (gw->bus). */
 struct fb_bus {
@@ -110,6 +112,7 @@ struct sink_rt {
     struct fb_model_map *map;   /* for records of another config */
     uint32_t map_fp;
     char dir[1024];
+    uint32_t drain_rate;        /* messages/s, 0 = unlimited */
     double tokens;              /* drain-rate bucket */
     int64_t tokens_ns;
     struct fb_ratelimit rl_drop, rl_full;
@@ -226,7 +229,7 @@ static int store_map(struct fb_sink_inst *s, struct sink_rt *q, const void *p, u
 static int64_t store_deliver(struct fb_sink_inst *s, struct sink_rt *q)
 {
     if (atomic_exchange(&s->rewind, false)) fb_store_rewind(s->store);
-    uint32_t rate = s->buffer->drain_rate;
+    uint32_t rate = q->drain_rate;
     for (;;) {
         /* a failed delivery stops the stream: the next round starts again from it, in order */
         if (atomic_load(&s->rewind)) return 1000000;
@@ -336,7 +339,20 @@ static int sink_store_open(struct fb_gateway *gw, struct fb_sink_inst *s, struct
     q->rl_drop.interval_ns = 10000000000LL;
     q->rl_full.interval_ns = 10000000000LL;
     fb_buf_init(&q->enc);
-    if (!s->buffer) return 0;
+    q->tokens_ns = fb_mono_ns();
+    if (!s->buffer) {
+        /* No buffer configured: the same queue in memory (bounded, lost on a
+         * crash), so a broker that is late at start-up or away for a moment
+         * costs nothing — the deadband would otherwise hold back a value whose
+         * only publication went nowhere. */
+        struct fb_store_cfg mc = {.dir = NULL, .max_bytes = FB_MEMORY_QUEUE_BYTES,
+                                  .segment_bytes = 256 * 1024, .name = s->name};
+        struct fb_err e = {0};
+        s->store = fb_store_open(&mc, &e);
+        if (!s->store) return fb_err_set(err, e.code ? e.code : FB_ENOMEM, "%s: memory queue: %s", s->name, e.msg);
+        return 0;
+    }
+    q->drain_rate = s->buffer->drain_rate;
     if (mkdir(s->buffer->path, 0750) < 0 && errno != EEXIST)
         fb_warn(NULL, NULL, "%s: cannot create buffer directory %s: %s", s->name, s->buffer->path, strerror(errno));
     snprintf(q->dir, sizeof q->dir, "%s/%s", s->buffer->path, s->name);
@@ -363,7 +379,6 @@ static int sink_store_open(struct fb_gateway *gw, struct fb_sink_inst *s, struct
     if (st.records)
         fb_info(NULL, NULL, "%s: %llu buffered records (%.1f MiB) to deliver first", s->name,
                 (unsigned long long)st.records, st.bytes / 1048576.0);
-    q->tokens_ns = fb_mono_ns();
     return 0;
 }
 

@@ -199,6 +199,7 @@ struct fb_store {
     pthread_mutex_t mu;
     struct fb_store_cfg cfg;
     char dir[512], name[64];
+    bool mem_only; /* opened without a directory: memory segments by design */
     int dirfd;
     uint32_t max_rec;
 
@@ -778,9 +779,28 @@ static int recover(struct fb_store *s)
     return 0;
 }
 
+static struct fb_store *open_impl(const struct fb_store_cfg *c, bool mem_only, struct fb_err *err);
+
+/* No directory: the same queue in memory segments only — bounded by
+ * max_bytes, oldest dropped, lost on a crash.  Used when no buffer: is
+ * configured, so a broker that is late at start-up or away for a moment
+ * costs no data. */
+static struct fb_store *open_memory(const struct fb_store_cfg *c, struct fb_err *err)
+{
+    struct fb_store_cfg m = *c;
+    m.dir = "(memory)";
+    return open_impl(&m, true, err);
+}
+
 struct fb_store *fb_store_open(const struct fb_store_cfg *c, struct fb_err *err)
 {
     if (err) err->code = 0, err->msg[0] = 0;
+    if (c && !c->dir) return open_memory(c, err);
+    return open_impl(c, false, err);
+}
+
+static struct fb_store *open_impl(const struct fb_store_cfg *c, bool mem_only, struct fb_err *err)
+{
     if (!c || !c->dir || !c->dir[0] || strlen(c->dir) >= sizeof ((struct fb_store *)0)->dir) {
         fb_err_set(err, FB_EINVAL, "store: a directory is required (at most 511 bytes)");
         return NULL;
@@ -828,7 +848,13 @@ struct fb_store *fb_store_open(const struct fb_store_cfg *c, struct fb_err *err)
     }
     s->next_id = 1;
     int oe = 0;
-    if (mkdir(s->dir, 0750) != 0 && errno != EEXIST) {
+    s->mem_only = mem_only;
+    if (mem_only) {
+        /* never touch the disk: memory segments from the start, no retries */
+        s->degraded = true;
+        s->last_retry = INT64_MAX / 2;
+        s->cfg.disk_retry_ns = INT64_MAX / 4;
+    } else if (mkdir(s->dir, 0750) != 0 && errno != EEXIST) {
         oe = errno;
         fb_err_set(err, FB_EIO, "store %s: cannot create the directory: %s; running in memory", s->dir,
                    strerror(oe));
@@ -839,14 +865,14 @@ struct fb_store *fb_store_open(const struct fb_store_cfg *c, struct fb_err *err)
     } else if (recover(s) != 0) {
         fb_err_set(err, FB_EIO, "store %s: cannot list the directory: %s", s->dir, strerror(errno));
     }
-    if (s->dirfd < 0) degrade(s, oe ? oe : EIO, "opening the directory");
+    if (s->dirfd < 0 && !mem_only) degrade(s, oe ? oe : EIO, "opening the directory");
     s->last_retry = fb_mono_ns() - s->cfg.disk_retry_ns; /* try the disk for the first tail */
     if (tail_new(s) != 0) {
         fb_store_close(s);
         fb_err_set(err, FB_ENOMEM, "store: out of memory");
         return NULL;
     }
-    if (s->degraded && err && !err->code)
+    if (s->degraded && !mem_only && err && !err->code)
         fb_err_set(err, FB_EIO, "store %s: cannot write a segment: %s; running in memory", s->dir,
                    strerror(s->last_errno));
     s->cur = s->head;
@@ -1215,7 +1241,7 @@ void fb_store_stats(struct fb_store *s, struct fb_store_stats *o)
             o->oldest_ts = g->min_ts;
             break;
         }
-    o->degraded = s->degraded;
+    o->degraded = s->degraded && !s->mem_only; /* memory by choice is not a fault */
     o->last_errno = s->last_errno;
     pthread_mutex_unlock(&s->mu);
 }
@@ -1244,8 +1270,10 @@ void fb_store_close(struct fb_store *s)
     uint64_t lost = 0;
     for (struct seg *g = s->head; g; g = g->next)
         if (g->mem) lost += g->nrec - g->nacked;
-    if (lost)
+    if (lost && !s->mem_only)
         fb_warn(sname(s), NULL, "store %s: %" PRIu64 " records held only in memory are lost at close", s->dir, lost);
+    else if (lost)
+        fb_warn(sname(s), NULL, "%" PRIu64 " undelivered messages dropped at exit (no buffer: configured)", lost);
     while (s->head) {
         struct seg *g = s->head;
         s->head = g->next;

@@ -41,7 +41,7 @@ enum fb_store_full {
 };
 
 struct fb_store_cfg {
-    const char *dir;          /* created (one level) if missing */
+    const char *dir;          /* created (one level) if missing; NULL = memory only (no disk, not crash-safe) */
     uint64_t max_bytes;       /* bound on disk (and on memory when degraded); 0 = 64 MiB */
     int64_t max_age_ns;       /* records older than this (by their ts) are dropped; 0 = no limit */
     int sync;                 /* enum fb_store_sync */

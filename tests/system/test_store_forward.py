@@ -755,10 +755,11 @@ def test_drain_rate_limits_replay(sf):
           f"status drain_rate {rates}")
 
 
-def test_without_buffer_drops_are_counted(sf):
-    """No `buffer:`: what cannot be published while the broker is down is
-    dropped and counted (fieldbridge_sink_dropped_total, not retries), there
-    are no buffer metrics, and seq starts from the clock in microseconds."""
+def test_without_buffer_short_outage_held_in_memory(sf):
+    """No `buffer:`: the sink still queues in memory (8 MiB, not crash-safe),
+    so a broker that is away for a moment — or late at start-up — costs no
+    data; nothing is written to disk, health stays ok, and seq starts from the
+    clock in microseconds."""
     br = sf.broker()
     sub = sf.sub(br.port)
     cfg = sf_config(sf.bufdir, br.port, sf.metrics_port, ndev=2, ntags=5, poll="50ms")
@@ -768,12 +769,10 @@ def test_without_buffer_drops_are_counted(sf):
     wait_flowing(sub, 2)
     br.stop()
     time.sleep(2)
-    text = http_get(sf.metrics_port, "/metrics")
-    assert "fieldbridge_buffer_" not in text
-    assert "buffer" not in status(sf.metrics_port)["sinks"]["mqtt"]
-    dropped = float(re.search(r'^fieldbridge_sink_dropped_total\{sink="mqtt"\} (\S+)$', text, re.M).group(1))
-    retries = float(re.search(r'^fieldbridge_sink_retries_total\{sink="mqtt"\} (\S+)$', text, re.M).group(1))
-    assert dropped >= 40 and retries == 0, (dropped, retries)
+    st = status(sf.metrics_port)
+    assert st["sinks"]["mqtt"]["buffer"]["records"] >= 20, st["sinks"]["mqtt"]
+    assert st.get("health") == "ok", st
+    assert not sf.bufdir.exists(), "no buffer: configured, yet something was written to disk"
     br.start()
     wait_flowing(sub, 2, per_dev=30)
     finish(g, sub)
@@ -781,7 +780,7 @@ def test_without_buffer_drops_are_counted(sf):
     check_global_order(recs)
     assert recs[0][1] >= int(t_start * 1e6), f"seq {recs[0][1]} is not from the clock in µs"
     gaps = sum(missing(rs[0]) for rs in runs(recs).values())
-    assert gaps > 0  # the outage is a hole in the data
+    assert gaps == 0, f"{gaps} samples of a 2 s outage lost although they fit in memory"
 
 
 def test_full_block_holds_producers_then_drains(sf):

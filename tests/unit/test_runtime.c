@@ -37,8 +37,11 @@ static int rec_open(struct fb_sink_inst *s, struct fb_err *err)
 static int rec_send(struct fb_sink_inst *s, const struct fb_batch *b, uint64_t id)
 {
     pthread_mutex_lock(&rec_mu);
-    if (id <= rec_last_seq) rec_seq_monotonic = false;
-    rec_last_seq = id;
+    /* telemetry leaves the (memory) queue in sequence order; device states go past it */
+    if (b->kind == FB_BATCH_DATA) {
+        if (b->seq <= rec_last_seq) rec_seq_monotonic = false;
+        rec_last_seq = b->seq;
+    }
     if (b->kind == FB_BATCH_DEVSTATE) {
         rec_states++;
         if (b->dev_state == FB_DEV_ONLINE) rec_online++;
