@@ -136,6 +136,9 @@ struct ua_conn {
     bool channel_open, session_open;
     struct ua_nodeid auth;
     uint32_t max_read, max_mi, max_browse;
+    struct ua_readid *rids;  /* one Read batch (max_read entries), allocated once */
+    uint32_t rids_cap;
+    uint64_t nreads;         /* Read requests sent (metrics: requests per poll cycle) */
     uint32_t pub_ids[UA_PUBLISH_MAX];
     uint32_t npub;
     struct ua_ack acks[64];
@@ -629,6 +632,7 @@ static void conn_free(struct ua_conn *c)
     free(c->rx);
     free(c->body);
     free(c->obody);
+    free(c->rids);
     free(c->plain);
     free(c->ra.buf);
     ua_sec_clear(&c->sec);
@@ -981,9 +985,14 @@ static int read_attr(struct ua_conn *c, const struct ua_nodeid *const *nodes, ui
                      uint32_t timestamps, void (*cb)(void *ctx, uint32_t i, const struct ua_datavalue *dv),
                      void *ctx, struct fb_err *err)
 {
-    struct ua_readid ids[256];
-    uint32_t batch = c->max_read < 256 ? c->max_read : 256;
-    if (!batch) batch = 1;
+    uint32_t batch = c->max_read ? c->max_read : 1;
+    if (c->rids_cap < batch) { /* at the first read after connect, not per cycle */
+        struct ua_readid *r = realloc(c->rids, batch * sizeof *r);
+        if (!r) return fb_err_set(err, FB_ENOMEM, "out of memory");
+        c->rids = r;
+        c->rids_cap = batch;
+    }
+    struct ua_readid *ids = c->rids;
     for (uint32_t off = 0; off < n;) {
         uint32_t k = n - off < batch ? n - off : batch;
         for (uint32_t i = 0; i < k; i++) ids[i] = (struct ua_readid){nodes[off + i], attr};
@@ -992,6 +1001,7 @@ static int read_attr(struct ua_conn *c, const struct ua_nodeid *const *nodes, ui
         struct ua_reqhdr h = reqhdr(c, 0);
         ua_read_req(&e, &h, timestamps, ids, k);
         if (e.err) return fb_err_set(err, FB_EINVAL, "Read request too large");
+        c->nreads++;
         int rc = call(c, e.len, err);
         if (rc) return rc;
         struct ua_dec d;
@@ -1763,9 +1773,9 @@ static int opcua_read(struct fb_device *dev, struct fb_group *g, struct fb_batch
         return FB_EIO;
     }
     const struct ua_dev *ud = dev->drv_dev;
-    atomic_fetch_add(&dev->m.requests, 1);
     int64_t t0 = fb_mono_ns();
     if (ud->o.subscribe) {
+        atomic_fetch_add(&dev->m.requests, 1);
         int rc = read_subscribed(dev, c, p, out);
         if (rc) atomic_fetch_add(&dev->m.errors, 1);
         else atomic_store(&dev->m.last_success_ns, fb_now_ns());
@@ -1792,7 +1802,9 @@ static int opcua_read(struct fb_device *dev, struct fb_group *g, struct fb_batch
     }
     struct fb_err err = {0};
     struct poll_ctx x = {dev, c, out, ids, now, 0};
+    uint64_t reads0 = c->nreads;
     int rc = n ? read_attr(c, nodes, n, UA_ATTR_VALUE, 2, poll_cb, &x, &err) : 0;
+    atomic_fetch_add(&dev->m.requests, c->nreads - reads0); /* one per Read request (batch) */
     free(nodes);
     if (rc) {
         atomic_fetch_add(&dev->m.errors, 1);
