@@ -481,6 +481,29 @@ static void test_requests(void **state)
               want, sizeof want);
     assert_int_equal(e.len, n);
     assert_memory_equal(b, want, n);
+    /* ActivateSession: X509IdentityToken (ExtensionObject 327: policy id, certificate) and the user token signature */
+    const uint8_t ucert[2] = {0xaa, 0xbb}, usig[2] = {1, 2};
+    struct ua_identity id = {.policy_id = "x509", .cert = ucert, .cert_len = 2, .usig_alg = "a", .usig = usig,
+                             .usig_len = 2};
+    ua_enc_init(&e, b, sizeof b);
+    ua_activatesession_req_id(&e, &h, NULL, NULL, 0, &id);
+    n = unhex("0100d301 0000 0000000000000000 01000000 00000000 ffffffff e8030000 000000"
+              "ffffffff ffffffff 00000000 00000000 01004701 01 0e000000 04000000 78353039 02000000 aabb"
+              "01000000 61 02000000 0102",
+              want, sizeof want);
+    assert_int_equal(e.len, n);
+    assert_memory_equal(b, want, n);
+    /* CreateMonitoredItems with a Percent deadband (DataChangeFilter 724, trigger StatusValue, type 2, 10 %) */
+    struct ua_mon_item mi = {.node = &node, .handle = 5, .sampling_ms = 100, .queue = 10, .deadband_type = 2,
+                             .deadband = 10};
+    ua_enc_init(&e, b, sizeof b);
+    ua_createmi_req(&e, &h, 7, &mi, 1);
+    n = unhex("0100ef02 0000 0000000000000000 01000000 00000000 ffffffff e8030000 000000"
+              "07000000 02000000 01000000 0100d208 0d000000 ffffffff 0000 ffffffff 02000000 05000000"
+              "0000000000005940 0100d402 01 10000000 01000000 02000000 0000000000002440 0a000000 01",
+              want, sizeof want);
+    assert_int_equal(e.len, n);
+    assert_memory_equal(b, want, n);
     /* OpenSecureChannel issue, None, 1 h */
     ua_enc_init(&e, b, sizeof b);
     ua_opn_req(&e, &h, 0, 1, 3600000);
