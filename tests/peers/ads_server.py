@@ -69,6 +69,7 @@ BASE_SYMBOLS = [
     ("MAIN.stRecipe", "ST_Recipe", {"fSpeed": 12.5, "nSteps": 7, "sName": "bread"}),
     ("MAIN.fSetpoint", "LREAL", 0.0),
     ("GVL.aBig", "ARRAY [0..999] OF DINT", [i * 3 for i in range(1000)]),
+    ("MAIN.wsText", "WSTRING(20)", "Grüße €\U0001F600"),
 ]
 
 
@@ -93,6 +94,9 @@ def mixed_value(t, i, step=0):
 
 def type_size(t):
     t = t.strip()
+    if t.upper().startswith("WSTRING"):  # UTF-16LE, n + 1 code units
+        n = 80 if t.upper() == "WSTRING" else int(t[8:-1])
+        return 2 * (n + 1)
     if t.upper().startswith("STRING"):
         n = 80 if t.upper() == "STRING" else int(t[7:-1])
         return n + 1
@@ -112,6 +116,10 @@ def parse_array(t):
 
 def encode(t, v):
     tu = t.upper()
+    if tu.startswith("WSTRING"):
+        n = type_size(t)
+        b = v.encode("utf-16-le")[:n - 2]
+        return b + bytes(n - len(b))
     if tu.startswith("STRING"):
         n = type_size(t)
         b = v.encode("latin-1")[:n - 1]
@@ -131,6 +139,10 @@ def encode(t, v):
 
 def decode(t, b):
     tu = t.upper()
+    if tu.startswith("WSTRING"):
+        units = [b[i:i + 2] for i in range(0, len(b) - 1, 2)]
+        end = units.index(b"\0\0") if b"\0\0" in units else len(units)
+        return b"".join(units[:end]).decode("utf-16-le", "replace")
     if tu.startswith("STRING"):
         return b.split(b"\0")[0].decode("latin-1")
     if tu.startswith("ARRAY"):
@@ -256,7 +268,8 @@ class Plc:
         out = []
         for name, t, _ in self.symbols:
             off, size, _, _ = self.offsets[name.lower()]
-            adst = ADS_TYPES.get(t.upper(), (0, 0, 65))[2] if not t.upper().startswith("STRING") else 30
+            adst = 31 if t.upper().startswith("WSTRING") else 30 if t.upper().startswith("STRING") \
+                else ADS_TYPES.get(t.upper(), (0, 0, 65))[2]
             arrdim = 1 if t.upper().startswith("ARRAY") else 0
             body = struct.pack("<IIII HH HHH", 0x4040, off, size, adst, 0x0008, arrdim, len(name), len(t), 0)
             body += cstr(name) + cstr(t) + cstr("")

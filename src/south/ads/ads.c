@@ -53,13 +53,13 @@
 
 #define ADS_CHECK_NS 2000000000LL       /* notify mode: link / symbol-version check */
 #define ADS_HANDLE_RETRY_NS 10000000000LL /* a name the PLC did not know: ask again */
-#define ADS_SBUF 512
+#define ADS_SBUF 512 /* ≥ 2 × STRING(255), 3 × WSTRING(127) + 4 */
 
 static _Atomic uint32_t epoch_seq = 1;
 
 /* --------------------------------------------------------------- per tag */
 struct ads_tag {
-    struct ads_addr a;
+    struct ads_tinfo ti;
     uint32_t id;          /* tag id */
     uint32_t handle;
     uint32_t h_epoch;     /* epoch of handle, 0 = none */
@@ -67,11 +67,12 @@ struct ads_tag {
     int64_t retry_at;     /* mono: when to ask again after herr */
     uint32_t note;
     uint32_t n_epoch;     /* epoch of the notification, 0 = none */
-    uint8_t *val;         /* notify: latest value (a.ti.size bytes) */
+    uint8_t *val;         /* notify: latest value (ti.size bytes, after name) */
     bool have_val;
     int64_t val_ts;
     uint32_t last_q;      /* for change-only logging */
     bool seen;
+    char name[];          /* the symbol name (with a `count:` subscript) */
 };
 
 struct ads_plan {
@@ -186,8 +187,8 @@ static void note_cb(void *ctx, int64_t ts, uint32_t h, const uint8_t *data, uint
     struct note_ent *e = bsearch(&key, c->notes, c->nnotes, sizeof *c->notes, note_cmp);
     if (!e) return;
     struct ads_tag *t = e->t;
-    if (t->n_epoch != c->epoch || !t->val || size < t->a.ti.size) return;
-    memcpy(t->val, data, t->a.ti.size);
+    if (t->n_epoch != c->epoch || !t->val || size < t->ti.size) return;
+    memcpy(t->val, data, t->ti.size);
     t->have_val = true;
     t->val_ts = ts ? ts : fb_now_ns();
 }
@@ -552,10 +553,9 @@ static int ensure_upload(struct ads_dev *ad, struct fb_err *err)
 static int ads_parse_address(struct fb_device *dev, struct fb_tag *tag, struct fb_err *err)
 {
     struct ads_dev *ad = dev->drv_dev;
-    struct ads_tag *t = calloc(1, sizeof *t);
-    if (!t) return fb_err_set(err, FB_ENOMEM, "out of memory");
-    int rc = ads_addr_parse(tag->addr_text, &t->a, err);
-    if (!rc && !t->a.typed && tag->type != FB_T_NONE) {
+    struct ads_addr a; /* parsed here; the tag keeps only what it needs */
+    int rc = ads_addr_parse(tag->addr_text, &a, err);
+    if (!rc && !a.typed && tag->type != FB_T_NONE) {
         /* `type:` in the config names an fb type: take it as its IEC twin */
         const char *tn = fb_type_name((enum fb_type)tag->type);
         char buf[32];
@@ -563,58 +563,53 @@ static int ads_parse_address(struct fb_device *dev, struct fb_tag *tag, struct f
             snprintf(buf, sizeof buf, "STRING(%u)", tag->str_len ? tag->str_len : 80);
             tn = buf;
         }
-        if (ads_type_parse(tn, strlen(tn), &t->a.ti) == 0) t->a.typed = true;
+        if (ads_type_parse(tn, strlen(tn), &a.ti) == 0) a.typed = true;
     }
-    if (!rc && t->a.typed && tag->index > 0)
+    if (!rc && a.typed && tag->index > 0)
         rc = fb_err_set(err, FB_EINVAL, "count over '%s' needs the type from the PLC: leave out the type, or "
-                        "address the elements (NAME[i]:TYPE)", t->a.name);
-    if (!rc && !t->a.typed) {
+                        "address the elements (NAME[i]:TYPE)", a.name);
+    if (!rc && !a.typed) {
         struct fb_err e = {0};
         rc = ensure_upload(ad, &e);
         if (rc) {
             rc = fb_err_set(err, FB_EINVAL,
                             "cannot learn the type of '%s' from the PLC (%s): give it in the address "
                             "(%s:REAL, :DINT, :STRING(80) …)",
-                            t->a.name, e.msg, t->a.name);
+                            a.name, e.msg, a.name);
         } else {
-            char sub[32];
-            rc = ads_resolve(ad->sym, ad->sym_len, ad->dt, ad->dt_len, t->a.name, tag->index, sub, sizeof sub,
-                             &t->a.ti, &e);
+            char sub[32] = "";
+            rc = ads_resolve(ad->sym, ad->sym_len, ad->dt, ad->dt_len, a.name, tag->index, sub, sizeof sub, &a.ti,
+                             &e);
             if (rc)
-                rc = fb_err_set(err, rc == FB_ENOTSUP ? FB_EINVAL : rc, "'%s' %s", t->a.name, e.msg);
-            else if (sub[0] && strlen(t->a.name) + strlen(sub) <= ADS_MAX_NAME)
-                strcat(t->a.name, sub);
+                rc = fb_err_set(err, rc == FB_ENOTSUP ? FB_EINVAL : rc, "'%s' %s", a.name, e.msg);
+            else if (sub[0] && strlen(a.name) + strlen(sub) <= ADS_MAX_NAME)
+                strcat(a.name, sub);
             else if (sub[0])
                 rc = fb_err_set(err, FB_EINVAL, "symbol name too long");
         }
     }
-    if (rc) {
-        free(t);
-        return rc;
-    }
+    if (rc) return rc;
+    /* one block: the tag, its name, its latest notified value (10,000 tags
+     * cost their names' length, not 10,000 × ADS_MAX_NAME) */
+    size_t nl = strlen(a.name) + 1;
+    struct ads_tag *t = calloc(1, sizeof *t + nl + (a.ti.size ? a.ti.size : 1));
+    if (!t) return fb_err_set(err, FB_ENOMEM, "out of memory");
+    memcpy(t->name, a.name, nl);
+    t->ti = a.ti;
+    t->val = (uint8_t *)t->name + nl;
     t->id = tag->id;
-    t->val = calloc(1, t->a.ti.size ? t->a.ti.size : 1);
-    if (!t->val) {
-        free(t);
-        return fb_err_set(err, FB_ENOMEM, "out of memory");
-    }
-    if (tag->addr) {
-        struct ads_tag *old = tag->addr;
-        free(old->val);
-        free(old);
-    }
+    free(tag->addr);
     tag->addr = t;
-    tag->type = t->a.ti.fbtype;
-    if (t->a.ti.type == ADS_T_STRING) tag->str_len = 2 * t->a.ti.str_len; /* Latin-1 → UTF-8 */
-    else if (t->a.ti.fbtype == FB_T_STRING) tag->str_len = 24; /* DATE / DT as text */
+    tag->type = t->ti.fbtype;
+    if (t->ti.type == ADS_T_STRING) tag->str_len = 2 * t->ti.str_len; /* Latin-1 → UTF-8 */
+    else if (t->ti.type == ADS_T_WSTRING) tag->str_len = 3 * t->ti.str_len; /* UTF-16 unit → ≤ 3 bytes */
+    else if (t->ti.fbtype == FB_T_STRING) tag->str_len = 24; /* DATE / DT as text */
     return 0;
 }
 
 static void ads_free_address(struct fb_tag *tag)
 {
-    struct ads_tag *t = tag->addr;
-    if (t) free(t->val);
-    free(t);
+    free(tag->addr);
     tag->addr = NULL;
 }
 
@@ -654,7 +649,7 @@ static int ads_plan_cb(struct fb_device *dev, struct fb_group *g, struct fb_err 
         }
         p->tags[i] = t->addr;
         if (p->doff) p->doff[i] = (uint32_t)total;
-        total += p->tags[i]->a.ti.size;
+        total += p->tags[i]->ti.size;
     }
     p->data = calloc(1, total);
     uint32_t ms = (uint32_t)((struct ads_dev *)dev->drv_dev)->o.max_sum;
@@ -748,9 +743,9 @@ static int resolve_handles(struct ads_conn *c, const struct ads_opts *o, struct 
         for (uint32_t k = 0; k < cnt[ch]; k++) {
             struct ads_tag *t = tags[first[ch] + k];
             /* the name with its NUL, as TwinCAT's own clients send it */
-            subs[first[ch] + k] = (struct ads_rwsub){ADS_IG_HANDLE_BY_NAME, 0, 4, (uint32_t)strlen(t->a.name) + 1,
-                                                     (const uint8_t *)t->a.name};
-            wl += strlen(t->a.name) + 1;
+            subs[first[ch] + k] = (struct ads_rwsub){ADS_IG_HANDLE_BY_NAME, 0, 4, (uint32_t)strlen(t->name) + 1,
+                                                     (const uint8_t *)t->name};
+            wl += strlen(t->name) + 1;
         }
         if (grow(&c->w, &c->w_cap, wl) || grow(&c->tx, &c->tx_cap, len + ADS_HDR + 16 + wl)) {
             rc = FB_ENOMEM;
@@ -848,7 +843,7 @@ static int poll_round(struct fb_device *dev, struct ads_conn *c, struct ads_plan
         for (uint32_t i = 0; i < p->n; i++) {
             struct ads_tag *t = p->tags[i];
             if (t->h_epoch == c->epoch) {
-                subs[ns] = (struct ads_sub){ADS_IG_VALUE_BY_HANDLE, t->handle, t->a.ti.size};
+                subs[ns] = (struct ads_sub){ADS_IG_VALUE_BY_HANDLE, t->handle, t->ti.size};
                 idx[ns++] = i;
                 p->res[i] = 0x1; /* until answered */
             } else {
@@ -978,7 +973,7 @@ static int add_notes(struct fb_device *dev, struct ads_conn *c, struct ads_plan 
         for (uint32_t i = 0; i < na && !rc; i++) {
             struct ads_hdr h = tmpl_for(c, inv + i);
             len += ads_build_addnote(c->tx + len, c->tx_cap - len, &h, ADS_IG_VALUE_BY_HANDLE, need[i]->handle,
-                                     need[i]->a.ti.size, mode, del100, cyc100);
+                                     need[i]->ti.size, mode, del100, cyc100);
         }
         if (!rc) {
             atomic_fetch_add(&dev->m.requests, na);
@@ -1055,7 +1050,7 @@ static void log_tag(struct fb_device *dev, struct ads_tag *t, uint32_t q, uint32
     const struct fb_tag *ft = &dev->gw->tags[t->id];
     if (fb_q_bad(q) && (!t->seen || q != t->last_q)) {
         char qn[16];
-        fb_warn(dev->name, ft->name, "%s: ADS error 0x%X: %s → %s", t->a.name, code, ads_err_text(code),
+        fb_warn(dev->name, ft->name, "%s: ADS error 0x%X: %s → %s", t->name, code, ads_err_text(code),
                 fb_q_name(q, qn));
     } else if (!fb_q_bad(q) && t->seen && fb_q_bad(t->last_q)) {
         fb_info(dev->name, ft->name, "read recovered");
@@ -1094,7 +1089,7 @@ static int ads_read(struct fb_device *dev, struct fb_group *g, struct fb_batch *
                 continue;
             }
             struct fb_value v;
-            q = ads_decode(&t->a.ti, p->data + p->doff[i], t->a.ti.size, &v, sbuf, sizeof sbuf);
+            q = ads_decode(&t->ti, p->data + p->doff[i], t->ti.size, &v, sbuf, sizeof sbuf);
             if (q != FB_Q_GOOD) add_bad(out, t->id, type, q, ts);
             else fb_batch_add(out, t->id, FB_Q_GOOD, ts, &v);
         }
@@ -1116,7 +1111,7 @@ static int ads_read(struct fb_device *dev, struct fb_group *g, struct fb_batch *
                 continue;
             }
             struct fb_value v;
-            q = ads_decode(&t->a.ti, t->val, t->a.ti.size, &v, sbuf, sizeof sbuf);
+            q = ads_decode(&t->ti, t->val, t->ti.size, &v, sbuf, sizeof sbuf);
             struct fb_sample *s = q != FB_Q_GOOD ? NULL : fb_batch_add(out, t->id, FB_Q_GOOD, ts, &v);
             if (q != FB_Q_GOOD) add_bad(out, t->id, type, q, ts);
             else if (s) s->ts_src = t->val_ts;
@@ -1169,7 +1164,7 @@ static int ads_write(struct fb_device *dev, const struct fb_tag *ft, const struc
     if (!t) return fb_err_set(err, FB_EINVAL, "tag %s has no address", ft->name);
     if (!c) return fb_err_set(err, FB_EIO, "%s: not connected", dev->name);
     uint8_t buf[ADS_MAX_STRING + 9];
-    int n = ads_encode(&t->a.ti, v, buf, sizeof buf, err);
+    int n = ads_encode(&t->ti, v, buf, sizeof buf, err);
     if (n < 0) return n;
     uint32_t res;
     int rc = write_once(dev, c, t, buf, (uint32_t)n, &res, err);
@@ -1184,7 +1179,7 @@ static int ads_write(struct fb_device *dev, const struct fb_tag *ft, const struc
                    : res == 0x705 || res == 0x706 ? FB_EINVAL
                                                   : FB_EEXCEPTION;
         if (code == FB_EINVAL) code = FB_EEXCEPTION; /* the device refused: not a usage error */
-        return fb_err_set(err, code, "write to %s refused: ADS error 0x%X: %s", t->a.name, res, ads_err_text(res));
+        return fb_err_set(err, code, "write to %s refused: ADS error 0x%X: %s", t->name, res, ads_err_text(res));
     }
     return 0;
 }

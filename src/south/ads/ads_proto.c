@@ -202,6 +202,7 @@ static const struct {
     [ADS_T_DATE] = {"DATE", ADS_T_DATE, FB_T_STRING, 4},
     [ADS_T_DT] = {"DT", ADS_T_DT, FB_T_STRING, 4},
     [ADS_T_LTIME] = {"LTIME", ADS_T_LTIME, FB_T_UINT64, 8},
+    [ADS_T_WSTRING] = {"WSTRING", ADS_T_WSTRING, FB_T_STRING, 162},
 };
 
 static const struct {
@@ -222,7 +223,7 @@ static void tinfo_of(int t, struct ads_tinfo *ti)
     ti->type = (uint8_t)t;
     ti->fbtype = types[t].fbtype;
     ti->size = types[t].size;
-    ti->str_len = t == ADS_T_STRING ? 80 : 0;
+    ti->str_len = t == ADS_T_STRING || t == ADS_T_WSTRING ? 80 : 0;
 }
 
 static bool word_eq(const char *s, size_t n, const char *w)
@@ -236,28 +237,32 @@ int ads_type_parse(const char *s, size_t n, struct ads_tinfo *ti)
     while (n && isspace((unsigned char)*s)) s++, n--;
     while (n && isspace((unsigned char)s[n - 1])) n--;
     if (!n) return FB_EINVAL;
-    /* STRING, STRING(n), STRING[n], string[n] */
-    if (n >= 6 && strncasecmp(s, "STRING", 6) == 0) {
-        if (n == 6) {
-            tinfo_of(ADS_T_STRING, ti);
+    /* STRING, STRING(n), STRING[n], string[n]; WSTRING likewise */
+    bool wide = n >= 7 && (s[0] == 'W' || s[0] == 'w');
+    size_t pl = wide ? 7 : 6;
+    if (n >= pl && strncasecmp(s + (wide ? 1 : 0), "STRING", 6) == 0) {
+        int t = wide ? ADS_T_WSTRING : ADS_T_STRING;
+        unsigned long max = wide ? ADS_MAX_WSTRING : ADS_MAX_STRING;
+        if (n == pl) {
+            tinfo_of(t, ti);
             return 0;
         }
-        char close = s[6] == '(' ? ')' : s[6] == '[' ? ']' : 0;
-        if (!close || s[n - 1] != close || n < 9) return FB_EINVAL;
+        char close = s[pl] == '(' ? ')' : s[pl] == '[' ? ']' : 0;
+        if (!close || s[n - 1] != close || n < pl + 3) return FB_EINVAL;
         unsigned long len = 0;
-        for (size_t i = 7; i < n - 1; i++) {
+        for (size_t i = pl + 1; i < n - 1; i++) {
             if (!isdigit((unsigned char)s[i])) return FB_EINVAL;
             len = len * 10 + (unsigned long)(s[i] - '0');
-            if (len > ADS_MAX_STRING) return FB_EINVAL;
+            if (len > max) return FB_EINVAL;
         }
         if (len < 1) return FB_EINVAL;
-        tinfo_of(ADS_T_STRING, ti);
+        tinfo_of(t, ti);
         ti->str_len = (uint32_t)len;
-        ti->size = (uint32_t)len + 1;
+        ti->size = wide ? 2 * ((uint32_t)len + 1) : (uint32_t)len + 1;
         return 0;
     }
     for (int t = 1; t < ADS_T__COUNT; t++)
-        if (t != ADS_T_STRING && word_eq(s, n, types[t].name)) {
+        if (t != ADS_T_STRING && t != ADS_T_WSTRING && word_eq(s, n, types[t].name)) {
             tinfo_of(t, ti);
             return 0;
         }
@@ -289,7 +294,7 @@ int ads_addr_parse(const char *text, struct ads_addr *a, struct fb_err *err)
         if (ads_type_parse(colon + 1, strlen(colon + 1), &a->ti) < 0)
             return fb_err_set(err, FB_EINVAL,
                               "unknown ADS type '%s' (BOOL, BYTE, SINT, USINT, WORD, INT, UINT, DWORD, DINT, "
-                              "UDINT, LWORD, LINT, ULINT, REAL, LREAL, STRING(n), TIME, LTIME, TOD, DATE, DT)",
+                              "UDINT, LWORD, LINT, ULINT, REAL, LREAL, STRING(n), WSTRING(n), TIME, LTIME, TOD, DATE, DT)",
                               colon + 1);
         a->typed = true;
     }
@@ -362,6 +367,41 @@ uint32_t ads_decode(const struct ads_tinfo *ti, const uint8_t *p, uint32_t n, st
             } else {
                 sbuf[o++] = (char)(0xC0 | p[k] >> 6);
                 sbuf[o++] = (char)(0x80 | (p[k] & 0x3F));
+            }
+        }
+        v->s.p = sbuf;
+        v->s.len = (uint32_t)o;
+        break;
+    }
+    case ADS_T_WSTRING: {
+        /* UTF-16LE up to the NUL → UTF-8; a lone surrogate reads as U+FFFD */
+        size_t o = 0, units = ti->size / 2 < ti->str_len ? ti->size / 2 : ti->str_len;
+        for (size_t k = 0; k < units; k++) {
+            uint32_t u = (uint32_t)p[2 * k] | (uint32_t)p[2 * k + 1] << 8;
+            if (!u) break;
+            if (u >= 0xD800 && u <= 0xDBFF && k + 1 < units) {
+                uint32_t u2 = (uint32_t)p[2 * k + 2] | (uint32_t)p[2 * k + 3] << 8;
+                if (u2 >= 0xDC00 && u2 <= 0xDFFF) {
+                    u = 0x10000 + ((u - 0xD800) << 10) + (u2 - 0xDC00);
+                    k++;
+                }
+            }
+            if (u >= 0xD800 && u <= 0xDFFF) u = 0xFFFD;
+            if (o + 4 > cap) return FB_Q_BAD_INTERNAL;
+            if (u < 0x80) {
+                sbuf[o++] = (char)u;
+            } else if (u < 0x800) {
+                sbuf[o++] = (char)(0xC0 | u >> 6);
+                sbuf[o++] = (char)(0x80 | (u & 0x3F));
+            } else if (u < 0x10000) {
+                sbuf[o++] = (char)(0xE0 | u >> 12);
+                sbuf[o++] = (char)(0x80 | (u >> 6 & 0x3F));
+                sbuf[o++] = (char)(0x80 | (u & 0x3F));
+            } else {
+                sbuf[o++] = (char)(0xF0 | u >> 18);
+                sbuf[o++] = (char)(0x80 | (u >> 12 & 0x3F));
+                sbuf[o++] = (char)(0x80 | (u >> 6 & 0x3F));
+                sbuf[o++] = (char)(0x80 | (u & 0x3F));
             }
         }
         v->s.p = sbuf;
@@ -452,6 +492,41 @@ int ads_encode(const struct ads_tinfo *ti, const struct fb_value *v, uint8_t *ou
             out[o++] = (uint8_t)ch;
         }
         return (int)ti->size;
+    }
+    case ADS_T_WSTRING: {
+        if (!is_str) return fb_err_set(err, FB_EINVAL, "WSTRING needs a text value");
+        /* UTF-8 in (validated), UTF-16LE on the wire, zero-filled */
+        memset(out, 0, ti->size);
+        const uint8_t *q = (const uint8_t *)v->s.p;
+        uint32_t o = 0;
+        for (uint32_t k = 0; k < v->s.len;) {
+            uint32_t c = q[k], need = c < 0x80 ? 0 : (c & 0xE0) == 0xC0 ? 1 : (c & 0xF0) == 0xE0 ? 2
+                                                 : (c & 0xF8) == 0xF0 ? 3 : 9;
+            if (need == 9 || k + need >= v->s.len) goto bad_utf8;
+            uint32_t u = need == 0 ? c : need == 1 ? c & 0x1F : need == 2 ? c & 0x0F : c & 0x07;
+            for (uint32_t j = 1; j <= need; j++) {
+                if ((q[k + j] & 0xC0) != 0x80) goto bad_utf8;
+                u = u << 6 | (q[k + j] & 0x3F);
+            }
+            static const uint32_t minv[4] = {0, 0x80, 0x800, 0x10000};
+            if (u < minv[need] || u > 0x10FFFF || (u >= 0xD800 && u <= 0xDFFF)) goto bad_utf8;
+            k += need + 1;
+            if (!u) return fb_err_set(err, FB_EINVAL, "WSTRING cannot hold a NUL character");
+            uint32_t units = u >= 0x10000 ? 2 : 1;
+            if (o + units > ti->str_len)
+                return fb_err_set(err, FB_ERANGE, "text longer than WSTRING(%u)", ti->str_len);
+            if (units == 2) {
+                uint32_t hi = 0xD800 + ((u - 0x10000) >> 10), lo = 0xDC00 + ((u - 0x10000) & 0x3FF);
+                out[2 * o] = (uint8_t)hi, out[2 * o + 1] = (uint8_t)(hi >> 8);
+                o++;
+                u = lo;
+            }
+            out[2 * o] = (uint8_t)u, out[2 * o + 1] = (uint8_t)(u >> 8);
+            o++;
+        }
+        return (int)ti->size;
+    bad_utf8:
+        return fb_err_set(err, FB_EINVAL, "WSTRING needs valid UTF-8 text");
     }
     case ADS_T_DATE: case ADS_T_DT: {
         uint32_t secs = 0;
@@ -1019,6 +1094,10 @@ static int resolve_rest(struct rctx *rc, const char *tname, size_t tlen, uint32_
         if (ads_type_parse(tbuf, tlen, ti) == 0) {
             if (ti->type == ADS_T_STRING && size > 1 && size - 1 <= ADS_MAX_STRING) {
                 ti->str_len = size - 1;
+                ti->size = size;
+            }
+            if (ti->type == ADS_T_WSTRING && size >= 4 && size % 2 == 0 && size / 2 - 1 <= ADS_MAX_WSTRING) {
+                ti->str_len = size / 2 - 1;
                 ti->size = size;
             }
             return 0;

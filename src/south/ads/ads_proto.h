@@ -31,6 +31,7 @@
 #define ADS_FRAME_MAX (64u << 20) /* largest reply we accept (a symbol upload) */
 #define ADS_MAX_NAME 255          /* symbol names we handle */
 #define ADS_MAX_STRING 255        /* STRING(n): n ≤ 255 */
+#define ADS_MAX_WSTRING 127       /* WSTRING(n): n ≤ 127, so 2(n+1) bytes fit a STRING(255)'s buffers */
 #define ADS_SUM_MAX 500           /* sub-commands per sum command (Beckhoff's advice) */
 
 enum ads_cmd {
@@ -113,6 +114,7 @@ enum ads_type {
     ADS_T_REAL, ADS_T_LREAL,
     ADS_T_STRING,
     ADS_T_TIME, ADS_T_TOD, ADS_T_DATE, ADS_T_DT, ADS_T_LTIME,
+    ADS_T_WSTRING, /* WSTRING(n): UTF-16LE, n + 1 code units (NUL-terminated) */
     ADS_T__COUNT
 };
 
@@ -121,10 +123,10 @@ struct ads_tinfo {
     uint8_t type;     /* enum ads_type */
     uint8_t fbtype;   /* enum fb_type it is published as */
     uint32_t size;    /* bytes on the wire */
-    uint32_t str_len; /* STRING(n): n */
+    uint32_t str_len; /* STRING(n) / WSTRING(n): n (characters / UTF-16 code units) */
 };
 const char *ads_type_name(int t); /* "REAL" */
-/* "REAL", "STRING(20)", "string[20]", "DATE_AND_TIME", "float32", ... (case
+/* "REAL", "STRING(20)", "string[20]", "WSTRING(20)", "DATE_AND_TIME", "float32", ... (case
  * insensitive; fb type names are accepted as their IEC twin).  FB_EINVAL for
  * anything else (structs, arrays, function blocks). */
 int ads_type_parse(const char *s, size_t n, struct ads_tinfo *ti);
