@@ -2,7 +2,7 @@
 # opcua_bench.sh — the OPC UA driver against a node-opcua server, end to end into Mosquitto.
 #
 #   bench/opcua_bench.sh [subscribe|poll|all] [--items N] [--changes K] [--window S] [--warmup S]
-#                        [--fb PATH]
+#                        [--fb PATH] [--keep]   (--keep: leave the logs in the temp dir)
 #
 # subscribe  node-opcua (tests/peers/opcua/server.js) with N Double variables
 #            (default 10,000); every 100 ms it sets the next K of them (default
@@ -37,6 +37,7 @@ CHANGES=100
 WINDOW=30
 WARMUP=10
 FB="${FB_BIN:-$ROOT/build/fieldbridge}"
+KEEP=0
 while [ $# -gt 0 ]; do
     case "$1" in
         subscribe|poll|all) SCENARIO=$1 ;;
@@ -45,6 +46,7 @@ while [ $# -gt 0 ]; do
         --window) WINDOW=$2; shift ;;
         --warmup) WARMUP=$2; shift ;;
         --fb) FB=$2; shift ;;
+        --keep) KEEP=1 ;;
         -h|--help) sed -n '2,32p' "$0"; exit 0 ;;
         *) echo "opcua_bench.sh: unknown argument '$1'" >&2; exit 2 ;;
     esac
@@ -55,7 +57,7 @@ done
     echo "opcua_bench.sh: node-opcua missing: cd tests/peers/opcua && npm ci" >&2; exit 2; }
 mkdir -p "$ROOT/bench/results"
 WORK=$(mktemp -d /tmp/fb-opcua-bench.XXXXXX)
-trap 'rc=$?; [ $rc -eq 0 ] && rm -rf "$WORK"' EXIT
+trap 'rc=$?; if [ $rc -eq 0 ] && [ $KEEP = 0 ]; then rm -rf "$WORK"; else echo "logs kept in $WORK" >&2; fi' EXIT
 
 /usr/bin/python3 - "$ROOT" "$WORK" "$FB" "$SCENARIO" "$ITEMS" "$CHANGES" "$WINDOW" "$WARMUP" "$ORIG_ARGS" <<'PY'
 import json, os, signal, socket, statistics, subprocess, sys, threading, time, urllib.request
@@ -153,7 +155,7 @@ def node_pid(p):
 
 def gateway(mqtt_port, url, poll, metrics_port=None):
     tags = "\n".join(f"      - {{name: i{i:05d}, addr: \"ns=1;s=Item{i:04d}\"}}" for i in range(ITEMS))
-    cfg = (f"gateway: {{id: bench, site: bench}}\nlog: {{level: info, format: text}}\n"
+    cfg = (f"gateway: {{id: bench, site: bench}}\nlog: {{level: debug, format: text}}\n"
            f"mqtt: {{url: \"mqtt://127.0.0.1:{mqtt_port}\", version: 5}}\n"
            + (f"metrics: {{listen: \"127.0.0.1:{metrics_port}\"}}\n" if metrics_port else "")
            + f"devices:\n  - name: ua\n    url: \"{url}\"\n    poll: {poll}\n    timeout: 5s\n    tags:\n{tags}\n")
@@ -216,6 +218,17 @@ def metrics(port):
     return out
 
 
+def server_changes():
+    """The last "CHANGES total ms" line the server printed."""
+    last = (0, 0)
+    with open(os.path.join(WORK, "ua.log"), errors="replace") as f:
+        for line in f:
+            if line.startswith("CHANGES "):
+                p = line.split()
+                last = (int(p[1]), int(p[2]))
+    return last
+
+
 def run_subscribe():
     la0 = loadavg()
     mq, mport = mosquitto()
@@ -235,15 +248,19 @@ def run_subscribe():
     pids["mosquitto"] = node_pid(mq)
     with sub.lock:
         sub.counting = True
+    ch0 = server_changes()
     dt, cpu, rss = window(pids, WINDOW)
+    ch1 = server_changes()
     with sub.lock:
         sub.counting = False
         lat, values, msgs = list(sub.lat), sub.values, sub.msgs
+    made = (ch1[0] - ch0[0]) / ((ch1[1] - ch0[1]) / 1000.0) if ch1[1] > ch0[1] else None
     la1 = loadavg()
     for p in (gw, srv, mq):
         stop(p)
     r = {"scenario": "subscribe", "items": ITEMS, "sampling_ms": 100, "publishing_ms": 100,
-         "changes_per_s_offered": CHANGES * 10, "window_s": round(dt, 1), "warmup_s": WARMUP,
+         "changes_per_s_offered": CHANGES * 10,
+         "changes_per_s_made_by_server": made and round(made, 1), "window_s": round(dt, 1), "warmup_s": WARMUP,
          "startup_to_first_telemetry_s": round(startup, 2), "cpu_percent": cpu, "rss_kib": rss,
          "values_delivered_per_s": round(values / dt, 1), "messages_per_s": round(msgs / dt, 1),
          "latency_ms": {"p50": pct(lat, 0.5) and round(pct(lat, 0.5), 1),

@@ -9,7 +9,8 @@
  *                   PKI/user/trusted/certs (otherwise any is accepted)
  *   --many-tick     every MS ms, set the next K of the --many items (round
  *                   robin) to the current time in ms since 1970 (Double), so
- *                   a subscriber can compute the change-to-delivery latency
+ *                   a subscriber can compute the change-to-delivery latency;
+ *                   prints "CHANGES <total> <ms>" on stdout every second
  * Binds 127.0.0.1 only and prints "READY <port>" on stdout when listening.
  *
  * Address space (namespace 1, node ids "ns=1;s=NAME"):
@@ -172,9 +173,12 @@ async function main() {
         const many = ns.addFolder(demo, { browseName: 'Many', nodeId: 's=Many' });
         for (let i = 0; i < opt.many; i++) addVar(ns, many, `Item${String(i).padStart(4, '0')}`, 'Double', i);
         if (opt.manyTick && opt.manyChange) {
-            let next = 0;
+            let next = 0, total = 0;
+            /* the changes really made (timers run late when the event loop is saturated) */
+            setInterval(() => process.stdout.write(`CHANGES ${total} ${Date.now()}\n`), 1000);
             setInterval(() => {
                 const now = Date.now();
+                total += opt.manyChange;
                 for (let k = 0; k < opt.manyChange; k++) {
                     vars[`Item${String(next).padStart(4, '0')}`].setValueFromSource(
                         new Variant({ dataType: DataType.Double, value: now }));
