@@ -8,7 +8,9 @@ scaling.png (CPU per value and RSS per tag as tags grow).  Data files and the
 gnuplot script go to a temp dir; gnuplot (Debian gnuplot-nox, pngcairo) does
 the drawing so the charts are reproducible from the JSON alone.
 
-usage: bench/plot.py [--results bench/results] [--out DIR]
+usage: bench/plot.py [--results bench/results] [--out DIR] [--throughput FILE]
+                     [--latency FILE] [--command FILE] [--scaling FILE]
+(a FILE overrides the latest result of that scenario, e.g. to chart a quieter run)
 """
 import argparse
 import glob
@@ -19,7 +21,10 @@ import sys
 import tempfile
 
 
-def latest(results, scenario):
+def latest(results, scenario, override=None):
+    if override:
+        with open(override) as f:
+            return json.load(f)
     files = sorted(glob.glob(os.path.join(results, scenario + "-2*.json")))
     if not files:
         return None
@@ -40,7 +45,8 @@ LABELS = {
     "mosq_ingest": "Mosquitto ingest limit (bare publisher)",
     "e2e_minimal": "end-to-end limit (minimal C loop)",
     "python_pipeline": "Python (pymodbus + paho)",
-    "nodered": "Node-RED + contrib-modbus",
+    "nodered": "Node-RED + contrib-modbus, queue off",
+    "nodered_queue": "Node-RED, client defaults (queue on)",
     "fieldbridge": "fieldbridge, 1 connection",
     "fieldbridge_4dev": "fieldbridge, 4 connections",
 }
@@ -49,7 +55,7 @@ LABELS = {
 def throughput(doc, tmp, out):
     rows = doc["summary"]
     order = ["bare_loop", "bare_loop_4conn", "mosq_ingest", "e2e_minimal", "fieldbridge", "fieldbridge_4dev",
-             "python_pipeline", "nodered"]
+             "python_pipeline", "nodered", "nodered_queue"]
     data = []
     for n in order:
         r = rows.get(n)
@@ -76,13 +82,13 @@ set xlabel "values delivered per second (log scale)"
 set lmargin 38
 set rmargin 10
 set ytics font ",10"
-plot "tp.dat" using ($3*0.5):1:($3*0.5):(0.38):($5?2:1):ytic(2) with boxxyerror lc variable, \\
+plot "tp.dat" using ($3*0.5):1:($3*0.5):(0.38):($5>0?2:1):ytic(2) with boxxyerror lc variable, \\
      "" using 3:1:(sprintf(" %%.3g M", $3/1e6)) with labels left font ",9"
 set ytics format ""
 set lmargin 2
 set rmargin 12
 set xlabel "CPU µs per delivered value (tool only, log scale; lower is better)"
-plot "tp.dat" using ($4>0?$4*0.5:1/0):1:($4*0.5):(0.38):($5?2:1):ytic("") with boxxyerror lc variable, \\
+plot "tp.dat" using ($4>0?$4*0.5:1/0):1:($4*0.5):(0.38):($5>0?2:1):ytic("") with boxxyerror lc variable, \\
      "" using ($4>0?$4:1/0):1:(sprintf(" %%.3f", $4)) with labels left font ",9"
 unset multiplot
 """ % {"out": out, "when": when, "n": len(data)}, tmp)
@@ -95,14 +101,14 @@ def latency(lat_doc, cmd_doc, tmp, out):
             lat = (r.get("sub") or {}).get("latency") or {}
             if lat.get("samples"):
                 poll = "10 ms" if r["name"].endswith("_10ms") else "100 ms"
-                rows.append(("change → subscriber, poll " + poll, lat["p50_ms"], lat["p90_ms"], lat["p99_ms"],
+                rows.append(("poll %s: change → subscriber" % poll, lat["p50_ms"], lat["p90_ms"], lat["p99_ms"],
                              lat["max_ms"]))
     if cmd_doc:
         for r in cmd_doc["records"]:
             t = r.get("tool") or {}
             if t.get("p50_ms") is not None:
-                which = "Nagle off on broker" if r["name"].endswith("nodelay") else "broker defaults"
-                rows.append(("command round trip, " + which, t["p50_ms"], t["p90_ms"], t["p99_ms"], t["max_ms"]))
+                which = "broker Nagle off" if r["name"].endswith("nodelay") else "broker defaults"
+                rows.append(("command RTT, " + which, t["p50_ms"], t["p90_ms"], t["p99_ms"], t["max_ms"]))
     if not rows:
         return False
     with open(os.path.join(tmp, "lat.dat"), "w") as f:
@@ -122,7 +128,7 @@ set yrange [0.1:*]
 set ylabel "milliseconds"
 set grid ytics
 set key top left
-set xtics font ",10" noenhanced
+set xtics font ",10" noenhanced scale 0
 plot "lat.dat" using 2:xtic(1) title "p50" lc rgb "#4c72b0", \\
      "" using 3 title "p90" lc rgb "#55a868", \\
      "" using 4 title "p99" lc rgb "#c44e52", \\
@@ -153,6 +159,8 @@ set xlabel "registers polled (devices x tags)"
 set xtics ("1k\\n10 x 100" 1000, "10k\\n100 x 100" 10000, "100k\\n100 x 1000" 100000)
 set xrange [600:170000]
 set ylabel "CPU µs per delivered value"
+set offsets 0, 0, graph 0.15, 0
+set xlabel offset 0,-0.8
 set y2label "RSS kB per tag"
 set yrange [0:*]
 set y2range [0:*]
@@ -172,17 +180,19 @@ def main():
     here = os.path.dirname(os.path.abspath(__file__))
     ap.add_argument("--results", default=os.path.join(here, "results"))
     ap.add_argument("--out", default=None)
+    for sc in ("throughput", "latency", "command", "scaling"):
+        ap.add_argument("--" + sc, default=None)
     a = ap.parse_args()
     out = a.out or a.results
     made = []
     with tempfile.TemporaryDirectory() as tmp:
-        tp = latest(a.results, "throughput")
+        tp = latest(a.results, "throughput", a.throughput)
         if tp:
             throughput(tp, tmp, os.path.join(out, "throughput.png"))
             made.append("throughput.png")
-        if latency(latest(a.results, "latency"), latest(a.results, "command"), tmp, os.path.join(out, "latency.png")):
+        if latency(latest(a.results, "latency", a.latency), latest(a.results, "command", a.command), tmp, os.path.join(out, "latency.png")):
             made.append("latency.png")
-        sc = latest(a.results, "scaling")
+        sc = latest(a.results, "scaling", a.scaling)
         if sc and scaling(sc, tmp, os.path.join(out, "scaling.png")):
             made.append("scaling.png")
     print("plot.py: wrote " + (", ".join(os.path.join(out, m) for m in made) or "nothing"))

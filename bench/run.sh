@@ -428,6 +428,10 @@ scenario_throughput() {
             nodered_cmd fast 1 100 false
             CUR_CONFIG="flex-getter loop, 100 registers per read, command queue off, mqtt out QoS 1"
             STOP_WITH_SIGINT=1 MEASURE_WARMUP=6 measure nodered sub "${NR_CMD[@]}"
+            # the same flow with the client node's defaults (command queue on)
+            nodered_cmd fast 1 100 true
+            CUR_CONFIG="flex-getter loop, 100 registers per read, command queue on (node default), mqtt out QoS 1"
+            STOP_WITH_SIGINT=1 MEASURE_WARMUP=6 measure nodered_queue sub "${NR_CMD[@]}"
         fi
         CUR_CONFIG="1 connection, read 100 registers per request, as fast as possible"
         # 4 devices on 4 connections: how far the gateway goes when it may use both cores

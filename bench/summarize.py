@@ -108,7 +108,7 @@ def throughput(recs):
         ing["bytes_per_s"] = med([x.get("bytes_per_s") for x in t])
         ing["message_bytes"] = med([x.get("message_bytes") for x in t])
     order = ["bare_loop", "bare_loop_4conn", "mosq_ingest", "e2e_minimal", "python_pipeline", "nodered",
-             "fieldbridge", "fieldbridge_4dev"]
+             "nodered_queue", "fieldbridge", "fieldbridge_4dev"]
     lines = ["| tool | values/s delivered | polls/s | % of e2e limit | % of protocol limit | CPU (tool) | CPU µs/value "
              "| CPU/value vs Python | vs Node-RED: throughput / CPU per value | RSS MB | broker CPU | server CPU "
              "| subscriber CPU | machine busy | load avg | limited by |",
@@ -118,7 +118,7 @@ def throughput(recs):
             continue
         r = rows[n]
         vs_nr = "–"
-        if r.get("throughput_vs_nodered") and r.get("cpu_per_value_vs_nodered") and n != "nodered":
+        if r.get("throughput_vs_nodered") and r.get("cpu_per_value_vs_nodered") and not n.startswith("nodered"):
             vs_nr = "%s× / %s×" % (fmt(r["throughput_vs_nodered"], 1), fmt(r["cpu_per_value_vs_nodered"], 1))
         lines.append("| %s | %s | %s | %s | %s | %s%% | %s | %s | %s | %s | %s%% | %s%% | %s%% | %s%% | %s | %s |" % (
             n, fmt(r["values_per_s"]), fmt((r["values_per_s"] or 0) / 100), fmt(r["pct_of_e2e"], 1),
