@@ -71,7 +71,7 @@ while [ $# -gt 0 ]; do
         --warmup) WARMUP=$2; shift ;;
         --no-build) BUILD_IT=0 ;;
         --no-nodered) NODERED=0 ;;
-        -h|--help) sed -n '2,52p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,/^set -euo/{/^set -euo/!p}' "$0"; exit 0 ;;
         *) echo "run.sh: unknown argument '$1'" >&2; exit 2 ;;
     esac
     shift
