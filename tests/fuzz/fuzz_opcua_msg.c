@@ -12,7 +12,9 @@
  *      notification, Republish)
  *   4  a browse path text → ua_path_parse
  *   5  MODE(2|3) then a secured MSG chunk → ua_sec_sym_open with fixed keys
- *      (mostly refused by the HMAC, but every length and padding path runs)
+ *      (mostly refused by the HMAC, but every length and padding path runs);
+ *      an odd MODE byte with bit 1 set uses the Aes128_Sha256_RsaOaep keys
+ *   6  a server certificate (DER) → ua_sec_check_cert (validity, host, URI)
  * Any crash or sanitizer report is a bug.
  *
  * Build: cmake -DFB_FUZZ=ON -DCMAKE_C_COMPILER=clang; run:
@@ -137,7 +139,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (size < 1) return 0;
     const uint8_t *p = data + 1;
     size_t n = size - 1;
-    switch (data[0] % 6) {
+    switch (data[0] % 7) {
     case 0: {
         struct ua_limits l;
         ua_ack_parse(p, n, &l);
@@ -183,6 +185,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         static struct ua_sec sec;
         sec.mode = 2 + (p[0] & 1);
         sec.token = 1;
+        sec.recv.enc_len = (p[0] & 2) ? 16 : 32;
         uint8_t *buf = malloc(n);
         if (!buf) return 0;
         memcpy(buf, p + 1, n - 1);
@@ -191,6 +194,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         size_t bl;
         if (ua_sec_sym_open(&sec, buf, n - 1, &tok, &seq, &rid, &body, &bl) == 0 && body + bl > buf + n - 1) abort();
         free(buf);
+        break;
+    }
+    case 6: {
+        char warn[300];
+        struct fb_err err = {0};
+        ua_sec_check_cert(p, (int32_t)(n > 1000000 ? 1000000 : n), 1700000000, "127.0.0.1", "urn:x", false, warn,
+                          sizeof warn, &err);
         break;
     }
     }
