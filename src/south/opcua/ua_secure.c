@@ -14,6 +14,13 @@
  * the P_SHA256 key derivation from the two nonces, and symmetric MSG/CLO
  * chunks (HMAC-SHA256 signature; AES-256-CBC in SignAndEncrypt), plus the
  * application certificate (generated on first start) and the trust list.
+ * Aes128_Sha256_RsaOaep channels differ only in the policy URI and the
+ * 16-byte AES key (AES-128-CBC); the asymmetric part is the same.
+ *
+ * Also: checks of the server certificate beyond the trust list (validity
+ * period; host name and application URI against the subjectAltName), and
+ * the X.509 user identity (user certificate + key, the user token signature
+ * over serverCertificate ‖ serverNonce by the token policy's algorithm).
  *
  * Layout of a secured chunk:
  *   OPN: hdr(8) channelId | policyUri senderCert receiverThumbprint |
