@@ -332,6 +332,25 @@ static void *sink_thread(void *arg)
     return NULL;
 }
 
+/* The largest record a batch of this config can encode to (batch_codec.c:
+ * 37 bytes of header plus the reason, per sample at most 41 bytes plus its
+ * string, 44 per stats entry), so the store never refuses one. */
+static uint32_t max_record_bytes(const struct fb_gateway *gw)
+{
+    uint64_t best = 0;
+    for (uint32_t i = 0; i < gw->ndevs; i++)
+        for (uint32_t k = 0; k < gw->devs[i].ngroups; k++) {
+            const struct fb_group *g = &gw->devs[i].groups[k];
+            uint64_t n = 160 + (uint64_t)g->ntags * (41 + 44);
+            for (uint32_t t = 0; t < g->ntags; t++) {
+                const struct fb_tag *tag = &gw->tags[g->tags[t]];
+                if (tag->type == FB_T_STRING) n += tag->str_len ? tag->str_len : 256;
+            }
+            if (n > best) best = n;
+        }
+    return best > UINT32_MAX / 2 ? UINT32_MAX / 2 : (uint32_t)best;
+}
+
 /* Open the sink's store (if it has a buffer) and the persisted sequence. */
 static int sink_store_open(struct fb_gateway *gw, struct fb_sink_inst *s, struct fb_err *err)
 {
@@ -346,7 +365,8 @@ static int sink_store_open(struct fb_gateway *gw, struct fb_sink_inst *s, struct
          * costs nothing — the deadband would otherwise hold back a value whose
          * only publication went nowhere. */
         struct fb_store_cfg mc = {.dir = NULL, .max_bytes = FB_MEMORY_QUEUE_BYTES,
-                                  .segment_bytes = 256 * 1024, .name = s->name};
+                                  .segment_bytes = 256 * 1024, .max_record = max_record_bytes(gw),
+                                  .name = s->name};
         struct fb_err e = {0};
         s->store = fb_store_open(&mc, &e);
         if (!s->store) return fb_err_set(err, e.code ? e.code : FB_ENOMEM, "%s: memory queue: %s", s->name, e.msg);
@@ -363,6 +383,7 @@ static int sink_store_open(struct fb_gateway *gw, struct fb_sink_inst *s, struct
         .sync = s->buffer->sync,
         .sync_interval_ns = s->buffer->sync_interval_ns,
         .full_policy = s->buffer->full_policy,
+        .max_record = max_record_bytes(gw),
         .name = s->name,
     };
     struct fb_err e = {0};

@@ -466,6 +466,10 @@ static void degrade(struct fb_store *s, int e, const char *what)
 /* A new disk segment file with its header, or NULL (errno set). */
 static struct seg *seg_create_disk(struct fb_store *s, uint64_t first_id)
 {
+    if (s->mem_only) {
+        errno = EROFS;
+        return NULL;
+    }
     if (s->dirfd < 0) {
         if (fault(s, FB_STORE_FAULT_OPEN)) return NULL;
         if (mkdir(s->dir, 0750) != 0 && errno != EEXIST) return NULL;
@@ -831,6 +835,11 @@ static struct fb_store *open_impl(const struct fb_store_cfg *c, bool mem_only, s
     if (!s->cfg.disk_retry_ns) s->cfg.disk_retry_ns = 10000000000LL;
     s->wcap = s->cfg.segment_bytes - SEG_HDR;
     if (s->wcap > WBUF_MAX) s->wcap = WBUF_MAX;
+    if (s->cfg.max_record && s->wcap < (uint64_t)s->cfg.max_record + REC_HDR) {
+        /* one record must fit the write buffer and a segment */
+        s->wcap = (uint64_t)s->cfg.max_record + REC_HDR;
+        if (s->cfg.segment_bytes < s->wcap + SEG_HDR) s->cfg.segment_bytes = s->wcap + SEG_HDR;
+    }
     s->max_rec = (uint32_t)(s->wcap - REC_HDR);
     s->rcap = RBUF_MIN;
     uint64_t rc = 1;
@@ -866,7 +875,7 @@ static struct fb_store *open_impl(const struct fb_store_cfg *c, bool mem_only, s
         fb_err_set(err, FB_EIO, "store %s: cannot list the directory: %s", s->dir, strerror(errno));
     }
     if (s->dirfd < 0 && !mem_only) degrade(s, oe ? oe : EIO, "opening the directory");
-    s->last_retry = fb_mono_ns() - s->cfg.disk_retry_ns; /* try the disk for the first tail */
+    if (!mem_only) s->last_retry = fb_mono_ns() - s->cfg.disk_retry_ns; /* try the disk for the first tail */
     if (tail_new(s) != 0) {
         fb_store_close(s);
         fb_err_set(err, FB_ENOMEM, "store: out of memory");

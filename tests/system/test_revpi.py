@@ -211,6 +211,9 @@ def test_command_source_lost_writes_safe_state(tmp_path, broker, start_gateway, 
     dt = time.monotonic() - t0
     assert not img.bit(O_1) and img.read()[LED] == 0, f"safe state not written\n{gw.output()[-2000:]}"
     assert dt <= 6, f"safe state after {dt:.2f}s (north_loss 1s + MQTT keepalive detection)"
+    t1 = time.monotonic()  # the log line follows the write
+    while "command source lost" not in gw.output() and time.monotonic() - t1 < 3:
+        time.sleep(0.05)
     assert "command source lost" in gw.output()
     broker.restart()
     assert broker.port == port

@@ -62,6 +62,7 @@
 #define MQ_CLOSE_WAIT_NS 2000000000LL   /* close(): wait this long for PUBACKs */
 #define MQ_DRAIN_WAIT_NS 2000000000LL   /* on shutdown, max wait for in-flight room */
 #define MQ_LOOP_TIMEOUT_MS 1000
+#define MQ_RESEND_WAIT_NS 5000000000LL /* after a reconnect, wait this long for the session's resends */
 #define MQ_SEC 1000000000LL
 
 struct mq_dev {
@@ -110,6 +111,11 @@ struct mq_ctx {
     pthread_cond_t cv;
     struct mq_slot *slots;
     uint32_t mask, inflight, max_inflight;
+    /* Messages in flight when the connection dropped are resent by libmosquitto
+     * after the reconnect; until they are acknowledged, ready() holds back newer
+     * buffered records so that nothing overtakes them (under mu). */
+    bool resend_pending;
+    int64_t connected_at; /* monotonic, for the resend time-out */
     int close_mid;
     bool close_acked;
 
@@ -250,6 +256,9 @@ static void on_connect(struct mosquitto *mosq, void *obj, int rc, int flags, con
             fb_warn(NULL, NULL, "mqtt: %s:%d refused the connection: %s", ctx->cfg->host, ctx->cfg->port, why);
         return;
     }
+    pthread_mutex_lock(&ctx->mu);
+    ctx->connected_at = fb_mono_ns();
+    pthread_mutex_unlock(&ctx->mu);
     atomic_store(&ctx->connected, true);
     atomic_store(&ctx->s->m.connected, 1);
     backoff_reset(ctx);
@@ -277,6 +286,9 @@ static void on_disconnect(struct mosquitto *mosq, void *obj, int rc, const mosqu
     (void)mosq;
     (void)props;
     struct mq_ctx *ctx = obj;
+    pthread_mutex_lock(&ctx->mu);
+    if (ctx->inflight > 0) ctx->resend_pending = true;
+    pthread_mutex_unlock(&ctx->mu);
     if (atomic_exchange(&ctx->connected, false)) {
         atomic_store(&ctx->s->m.connected, 0);
         if (rc == 0)
@@ -298,6 +310,7 @@ static void on_publish(struct mosquitto *mosq, void *obj, int mid, int reason, c
     uint64_t id = 0;
     pthread_mutex_lock(&ctx->mu);
     bool ours = map_take(ctx, mid, &id);
+    if (ctx->inflight == 0) ctx->resend_pending = false;
     if (mid == ctx->close_mid) ctx->close_acked = true;
     pthread_cond_broadcast(&ctx->cv);
     pthread_mutex_unlock(&ctx->mu);
@@ -771,7 +784,24 @@ static bool mq_ready(struct fb_sink_inst *s)
     struct mq_ctx *ctx = s->ctx;
     if (!ctx || !atomic_load(&ctx->connected)) return false;
     pthread_mutex_lock(&ctx->mu);
-    bool room = ctx->inflight < ctx->max_inflight;
+    if (ctx->resend_pending && fb_mono_ns() - ctx->connected_at > MQ_RESEND_WAIT_NS) {
+        /* the session did not resend them: hand them back to the store, which
+         * delivers them again in order (duplicates are possible, loss is not) */
+        uint32_t n = 0;
+        for (uint32_t i = 0; i <= ctx->mask; i++)
+            if (ctx->slots[i].mid) {
+                uint64_t id = ctx->slots[i].id;
+                ctx->slots[i].mid = 0;
+                n++;
+                pthread_mutex_unlock(&ctx->mu);
+                fb_sink_done(s, id, FB_RETRY);
+                pthread_mutex_lock(&ctx->mu);
+            }
+        ctx->inflight = 0;
+        ctx->resend_pending = false;
+        fb_warn(NULL, NULL, "mqtt: %u messages from before the reconnect not acknowledged; delivering them again", n);
+    }
+    bool room = !ctx->resend_pending && ctx->inflight < ctx->max_inflight;
     pthread_mutex_unlock(&ctx->mu);
     return room;
 }
