@@ -220,6 +220,11 @@ struct fb_store {
 
     struct ring_ent *ring;
     uint64_t rmask, rlo, rhi, replay;
+    /* Records dropped (store full / too old) while in flight: they were handed
+     * to the sink and may still be delivered.  Counted as dropped; an ack that
+     * arrives later takes them off the count again, so drops stay exact. */
+    struct limbo { uint64_t id; bool age; } *limbo;
+    uint32_t nlimbo, caplimbo;
     uint64_t acked_hi, acked_hi_saved;
     int64_t last_ack_save;
 
@@ -423,7 +428,21 @@ static void seg_drop_head(struct fb_store *s, bool age)
 {
     struct seg *g = s->head;
     uint64_t d = g->nrec - g->nacked;
-    while (s->rlo < s->rhi && s->ring[s->rlo & s->rmask].seg == g) s->rlo++;
+    while (s->rlo < s->rhi && s->ring[s->rlo & s->rmask].seg == g) {
+        struct ring_ent *e = &s->ring[s->rlo & s->rmask];
+        if (!e->acked && s->rlo < s->replay) { /* handed out, not yet acked */
+            if (s->nlimbo == s->caplimbo) {
+                uint32_t nc = s->caplimbo ? s->caplimbo * 2 : 64;
+                struct limbo *l = realloc(s->limbo, nc * sizeof *l);
+                if (l) {
+                    s->limbo = l;
+                    s->caplimbo = nc;
+                }
+            }
+            if (s->nlimbo < s->caplimbo) s->limbo[s->nlimbo++] = (struct limbo){e->id, age};
+        }
+        s->rlo++;
+    }
     if (s->replay < s->rlo) s->replay = s->rlo;
     if (g->last_id > s->acked_hi) s->acked_hi = g->last_id;
     s->live -= d;
@@ -1202,7 +1221,18 @@ int fb_store_ack(struct fb_store *s, uint64_t id)
         if (mv < id) lo = mid + 1;
         else hi = mid;
     }
-    if (lo < s->rhi) {
+    if (lo >= s->rhi || s->ring[lo & s->rmask].id != id) {
+        /* dropped while in flight, delivered after all: not a drop */
+        for (uint32_t i = 0; i < s->nlimbo; i++)
+            if (s->limbo[i].id == id) {
+                if (s->limbo[i].age) s->dropped_age--;
+                else s->dropped_full--;
+                s->limbo[i] = s->limbo[--s->nlimbo];
+                s->acked++;
+                rc = 0;
+                break;
+            }
+    } else if (lo < s->rhi) {
         struct ring_ent *e = &s->ring[lo & s->rmask];
         if (e->id == id && !e->acked) {
             e->acked = true;
@@ -1225,6 +1255,7 @@ void fb_store_rewind(struct fb_store *s)
     if (!s) return;
     pthread_mutex_lock(&s->mu);
     s->replay = s->rlo;
+    s->nlimbo = 0; /* their delivery failed and their segment is gone: dropped for good */
     pthread_mutex_unlock(&s->mu);
 }
 
@@ -1300,6 +1331,7 @@ void fb_store_close(struct fb_store *s)
     free(s->wbuf);
     free(s->rbuf);
     free(s->ring);
+    free(s->limbo);
     free(s);
 }
 

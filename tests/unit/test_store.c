@@ -476,6 +476,46 @@ static void test_max_bytes(void **st)
     fb_log_init(FB_LOG_WARN, 0);
 }
 
+/* Records dropped for room while in flight are counted, and taken off the
+ * count again when their ack arrives after all: drops stay exact. */
+static void test_drop_in_flight_exact(void **st)
+{
+    (void)st;
+    struct fb_store_cfg c = cfg_default();
+    c.max_bytes = 64 << 10;
+    c.segment_bytes = 16 << 10;
+    fb_log_init(FB_LOG_ERROR, 0);
+    struct fb_store *s = open_ok(&c);
+    char b[256];
+    mkpay(b, 0, 100);
+    uint64_t first[20];
+    for (int i = 0; i < 20; i++) assert_int_equal(fb_store_append(s, b, 100, fb_now_ns(), NULL), 0);
+    fb_store_flush(s);
+    const void *p;
+    uint32_t l;
+    int64_t ts;
+    for (int i = 0; i < 20; i++) assert_int_equal(fb_store_next(s, &first[i], &p, &l, &ts), 0); /* in flight */
+    /* fill far past max_bytes: the head segment with the 20 in-flight records goes */
+    for (int i = 0; i < 2000; i++) assert_int_equal(fb_store_append(s, b, 100, fb_now_ns(), NULL), 0);
+    fb_store_flush(s);
+    struct fb_store_stats ss;
+    fb_store_stats(s, &ss);
+    uint64_t dropped = ss.dropped_full;
+    assert_true(dropped >= 20);
+    /* 15 of the 20 were delivered after all: not drops */
+    for (int i = 0; i < 15; i++) assert_int_equal(fb_store_ack(s, first[i]), 0);
+    fb_store_stats(s, &ss);
+    assert_int_equal(ss.dropped_full, dropped - 15);
+    /* the connection dropped: the other 5 are lost for good and stay counted */
+    fb_store_rewind(s);
+    assert_int_equal(fb_store_ack(s, first[19]), FB_ENOENT);
+    fb_store_stats(s, &ss);
+    assert_int_equal(ss.dropped_full, dropped - 15);
+    assert_int_equal(ss.records + ss.dropped_full + ss.acked, 2020);
+    fb_store_close(s);
+    fb_log_init(FB_LOG_WARN, 0);
+}
+
 static void test_max_age(void **st)
 {
     (void)st;
@@ -784,6 +824,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_kill9, setup, teardown),
         cmocka_unit_test_setup_teardown(test_truncated_and_flipped, setup, teardown),
         cmocka_unit_test_setup_teardown(test_max_bytes, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_drop_in_flight_exact, setup, teardown),
         cmocka_unit_test_setup_teardown(test_max_age, setup, teardown),
         cmocka_unit_test_setup_teardown(test_inflight_limit, setup, teardown),
         cmocka_unit_test_setup_teardown(test_disk_fault_injected, setup, teardown),
