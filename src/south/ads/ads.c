@@ -40,6 +40,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -93,13 +94,28 @@ struct ads_plan {
     uint32_t *first, *cnt;   /* nch: first sub-command and count of each */
 };
 
+/* The symbol and data-type uploads of one PLC (connection key), for untyped
+ * tags: taken once and shared by every device on that PLC set up within a
+ * minute of it (one start-up or reload; a later reload uploads afresh, the
+ * program may have changed) — 10 devices over a 10,000-symbol program would
+ * otherwise hold 10 copies, ≈ 0.6 MB each. */
+struct ads_upl {
+    char *key;
+    uint8_t *sym, *dt;
+    size_t sym_len, dt_len;
+    int rc;
+    char err[256];
+    unsigned refs;
+    int64_t at; /* mono time of the upload: shared only within one start-up / reload */
+    struct ads_upl *next;
+};
+#define ADS_UPL_SHARE_NS 60000000000LL
+static struct ads_upl *upl_list;
+static pthread_mutex_t upl_mu = PTHREAD_MUTEX_INITIALIZER;
+
 struct ads_dev {
     struct ads_opts o;
-    uint8_t *sym, *dt; /* symbol and data-type uploads, for untyped tags */
-    size_t sym_len, dt_len;
-    bool uploaded;
-    int upload_rc;
-    char upload_err[256];
+    struct ads_upl *upl; /* NULL until an untyped tag needs it */
 };
 
 struct note_ent {
@@ -523,8 +539,21 @@ static void ads_device_free(struct fb_device *dev)
 {
     struct ads_dev *ad = dev->drv_dev;
     if (ad) {
-        free(ad->sym);
-        free(ad->dt);
+        if (ad->upl) {
+            pthread_mutex_lock(&upl_mu);
+            if (--ad->upl->refs == 0) {
+                for (struct ads_upl **pp = &upl_list; *pp; pp = &(*pp)->next)
+                    if (*pp == ad->upl) {
+                        *pp = ad->upl->next;
+                        break;
+                    }
+                free(ad->upl->key);
+                free(ad->upl->sym);
+                free(ad->upl->dt);
+                free(ad->upl);
+            }
+            pthread_mutex_unlock(&upl_mu);
+        }
         free(ad);
     }
     dev->drv_dev = NULL;
@@ -532,21 +561,35 @@ static void ads_device_free(struct fb_device *dev)
 
 static int ensure_upload(struct ads_dev *ad, struct fb_err *err)
 {
-    if (ad->uploaded) {
-        if (ad->upload_rc) fb_err_set(err, ad->upload_rc, "%s", ad->upload_err);
-        return ad->upload_rc;
+    if (!ad->upl) {
+        char *key = ads_opts_conn_key(&ad->o);
+        if (!key) return fb_err_set(err, FB_ENOMEM, "out of memory");
+        pthread_mutex_lock(&upl_mu);
+        struct ads_upl *u = upl_list;
+        int64_t now = fb_mono_ns();
+        while (u && (strcmp(u->key, key) || now - u->at > ADS_UPL_SHARE_NS)) u = u->next;
+        if (u) {
+            free(key);
+        } else if ((u = calloc(1, sizeof *u))) {
+            u->key = key;
+            u->at = now;
+            struct ads_conn *c = NULL;
+            struct fb_err e = {0};
+            u->rc = conn_new(&ad->o, &c, &e);
+            if (!u->rc) u->rc = upload(c, &u->sym, &u->sym_len, &u->dt, &u->dt_len, &e);
+            conn_free(c);
+            if (u->rc) snprintf(u->err, sizeof u->err, "%s", e.msg);
+            u->next = upl_list;
+            upl_list = u;
+        } else {
+            free(key);
+        }
+        if (u) u->refs++;
+        pthread_mutex_unlock(&upl_mu);
+        if (!u) return fb_err_set(err, FB_ENOMEM, "out of memory");
+        ad->upl = u;
     }
-    ad->uploaded = true;
-    struct ads_conn *c = NULL;
-    struct fb_err e = {0};
-    int rc = conn_new(&ad->o, &c, &e);
-    if (!rc) rc = upload(c, &ad->sym, &ad->sym_len, &ad->dt, &ad->dt_len, &e);
-    conn_free(c);
-    if (rc) {
-        ad->upload_rc = rc;
-        snprintf(ad->upload_err, sizeof ad->upload_err, "%s", e.msg);
-        return fb_err_set(err, rc, "%s", e.msg);
-    }
+    if (ad->upl->rc) return fb_err_set(err, ad->upl->rc, "%s", ad->upl->err);
     return 0;
 }
 
@@ -578,7 +621,7 @@ static int ads_parse_address(struct fb_device *dev, struct fb_tag *tag, struct f
                             a.name, e.msg, a.name);
         } else {
             char sub[32] = "";
-            rc = ads_resolve(ad->sym, ad->sym_len, ad->dt, ad->dt_len, a.name, tag->index, sub, sizeof sub, &a.ti,
+            rc = ads_resolve(ad->upl->sym, ad->upl->sym_len, ad->upl->dt, ad->upl->dt_len, a.name, tag->index, sub, sizeof sub, &a.ti,
                              &e);
             if (rc)
                 rc = fb_err_set(err, rc == FB_ENOTSUP ? FB_EINVAL : rc, "'%s' %s", a.name, e.msg);
