@@ -189,6 +189,22 @@ def test_write_every_type(ads):
     assert srv.stats()["handles"] == 0
 
 
+def test_wstring_read_write(ads):
+    """WSTRING(n): UTF-16 on the wire, UTF-8 in fieldbridge, 4-byte characters
+    included; text longer than n characters is refused and nothing written."""
+    srv = ads()
+    r, vals = read_json(srv.url(), "MAIN.wsText")
+    assert r.returncode == 0, r.stderr
+    assert vals["MAIN.wsText"]["value"] == "Grüße €\U0001F600", vals
+    assert vals["MAIN.wsText"]["type"] == "string"
+    r = run_cli("write", srv.url(), "MAIN.wsText", "Ωmega 😀 ok")
+    assert r.returncode == 0, r.stderr
+    assert srv.get("MAIN.wsText") == "Ωmega 😀 ok"
+    r = run_cli("write", srv.url(), "MAIN.wsText", "x" * 21)
+    assert r.returncode == 2, (r.stdout, r.stderr)
+    assert srv.get("MAIN.wsText") == "Ωmega 😀 ok"
+
+
 def test_sum_read_is_one_round_trip(ads):
     """300 symbols (the elements of an array, each its own handle): one sum
     read-write for the handles, one sum read for the values, one sum write to
