@@ -13,7 +13,12 @@
 #include <string.h>
 
 #include "core/fb.h"
+#include "core/net.h"
 #include "core/router.h"
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 static void test_duration(void **st)
 {
@@ -229,6 +234,41 @@ static void test_cmd_convert(void **st)
     assert_int_equal(conv(&str, "5", &v, why), FB_EINVAL);
 }
 
+
+static void test_net(void **st)
+{
+    (void)st;
+    int ls = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    assert_int_equal(bind(ls, (struct sockaddr *)&a, sizeof a), 0);
+    socklen_t al = sizeof a;
+    getsockname(ls, (struct sockaddr *)&a, &al);
+    assert_int_equal(listen(ls, 1), 0);
+    int port = ntohs(a.sin_port);
+    struct fb_err err = {0};
+    int fd = -1;
+    assert_int_equal(fb_tcp_connect("127.0.0.1", port, 1000000000LL, "test peer", &fd, &err), 0);
+    int peer = accept(ls, NULL, NULL);
+    assert_true(peer >= 0);
+    assert_int_equal(fb_net_send_all(fd, "hello", 5, fb_mono_ns() + 1000000000LL), 0);
+    char buf[8];
+    assert_int_equal(fb_net_recv_all(peer, buf, 5, fb_mono_ns() + 1000000000LL), 0);
+    assert_memory_equal(buf, "hello", 5);
+    /* a silent peer costs the deadline, not forever */
+    int64_t t0 = fb_mono_ns();
+    assert_int_equal(fb_net_recv_all(fd, buf, 1, t0 + 50000000LL), FB_ETIMEDOUT);
+    assert_true(fb_mono_ns() - t0 >= 50000000LL);
+    close(peer); /* a closed peer is an I/O error */
+    assert_int_equal(fb_net_recv_all(fd, buf, 1, fb_mono_ns() + 1000000000LL), FB_EIO);
+    close(fd);
+    close(ls);
+    /* nobody listening: a clear message naming the peer */
+    assert_int_equal(fb_tcp_connect("127.0.0.1", port, 1000000000LL, "127.0.0.1:x", &fd, &err), FB_EIO);
+    assert_non_null(strstr(err.msg, "connect to 127.0.0.1:x failed: Connection refused"));
+    assert_int_equal(fb_tcp_connect("no-such-host.invalid", 1, 1000000000LL, "x", &fd, &err), FB_EIO);
+    assert_non_null(strstr(err.msg, "cannot resolve no-such-host.invalid"));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -236,6 +276,7 @@ int main(void)
         cmocka_unit_test(test_time_format),      cmocka_unit_test(test_quality),
         cmocka_unit_test(test_value_from_double), cmocka_unit_test(test_batch_and_pool),
         cmocka_unit_test(test_cmd_convert),
+        cmocka_unit_test(test_net),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -50,6 +50,7 @@
 
 #include "core/config.h"
 #include "core/log.h"
+#include "core/net.h"
 #include "south/ads/ads_proto.h"
 
 #define ADS_CHECK_NS 2000000000LL       /* notify mode: link / symbol-version check */
@@ -143,40 +144,6 @@ struct ads_conn {
 };
 
 /* ------------------------------------------------------------------ socket */
-static int wait_fd(int fd, short ev, int64_t deadline)
-{
-    for (;;) {
-        int64_t left = deadline - fb_mono_ns();
-        if (left <= 0) return FB_ETIMEDOUT;
-        struct pollfd pfd = {.fd = fd, .events = ev};
-        int r = poll(&pfd, 1, (int)((left + 999999) / 1000000));
-        if (r > 0) return 0;
-        if (r == 0) continue;
-        if (errno != EINTR) return FB_EIO;
-    }
-}
-
-static int recv_all(int fd, uint8_t *p, size_t n, int64_t deadline)
-{
-    while (n) {
-        ssize_t r = recv(fd, p, n, 0);
-        if (r > 0) {
-            p += r;
-            n -= (size_t)r;
-            continue;
-        }
-        if (r == 0) return FB_EIO;
-        if (errno == EINTR) continue;
-        if (errno == EAGAIN || errno == EWOULDBLOCK) {
-            int rc = wait_fd(fd, POLLIN, deadline);
-            if (rc) return rc;
-            continue;
-        }
-        return FB_EIO;
-    }
-    return 0;
-}
-
 static int grow(uint8_t **p, size_t *cap, size_t need)
 {
     if (*cap >= need) return 0;
@@ -213,12 +180,12 @@ static void note_cb(void *ctx, int64_t ts, uint32_t h, const uint8_t *data, uint
 static int recv_frame(struct ads_conn *c, int64_t deadline, struct ads_hdr *h)
 {
     if (grow(&c->rx, &c->rx_cap, ADS_HDR)) return FB_ENOMEM;
-    int rc = recv_all(c->fd, c->rx, ADS_TCP_HDR, deadline);
+    int rc = fb_net_recv_all(c->fd, c->rx, ADS_TCP_HDR, deadline);
     if (rc) return rc;
     long fl = ads_frame_len(c->rx, ADS_TCP_HDR);
     if (fl <= 0) return FB_EPROTO;
     if (grow(&c->rx, &c->rx_cap, (size_t)fl)) return FB_ENOMEM;
-    rc = recv_all(c->fd, c->rx + ADS_TCP_HDR, (size_t)fl - ADS_TCP_HDR, deadline);
+    rc = fb_net_recv_all(c->fd, c->rx + ADS_TCP_HDR, (size_t)fl - ADS_TCP_HDR, deadline);
     if (rc) return rc;
     return ads_parse_hdr(c->rx, (size_t)fl, h);
 }
@@ -348,48 +315,6 @@ static void conn_free(struct ads_conn *c)
     free(c);
 }
 
-static int tcp_connect(struct ads_conn *c, const struct ads_opts *o, struct fb_err *err)
-{
-    char port[16];
-    snprintf(port, sizeof port, "%d", o->port);
-    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM}, *res = NULL;
-    int g = getaddrinfo(o->host, port, &hints, &res);
-    if (g) return fb_err_set(err, FB_EIO, "cannot resolve %s: %s", o->host, gai_strerror(g));
-    int last = 0;
-    for (struct addrinfo *ai = res; ai; ai = ai->ai_next) {
-        int fd = socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, ai->ai_protocol);
-        if (fd < 0) {
-            last = errno;
-            continue;
-        }
-        int rc = connect(fd, ai->ai_addr, ai->ai_addrlen);
-        if (rc < 0 && errno == EINPROGRESS) {
-            if (wait_fd(fd, POLLOUT, fb_mono_ns() + o->timeout_ns) == 0) {
-                int e = 0;
-                socklen_t el = sizeof e;
-                getsockopt(fd, SOL_SOCKET, SO_ERROR, &e, &el);
-                rc = e ? -1 : 0;
-                errno = e;
-            } else {
-                errno = ETIMEDOUT;
-            }
-        }
-        if (rc == 0) {
-            int one = 1;
-            setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-            setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof one);
-            freeaddrinfo(res);
-            c->fd = fd;
-            return 0;
-        }
-        last = errno;
-        close(fd);
-    }
-    freeaddrinfo(res);
-    return fb_err_set(err, last == ETIMEDOUT ? FB_ETIMEDOUT : FB_EIO, "connect to %s failed: %s", c->where,
-                      strerror(last));
-}
-
 /* Connect and say hello (ReadState): the PLC answers only with a route. */
 static int conn_new(const struct ads_opts *o, struct ads_conn **out, struct fb_err *err)
 {
@@ -401,7 +326,7 @@ static int conn_new(const struct ads_opts *o, struct ads_conn **out, struct fb_e
     char id[24];
     snprintf(c->where, sizeof c->where, "%s:%d (AMS %s:%u)", o->host, o->port, ads_netid_fmt(&o->target, id, sizeof id),
              o->ams_port);
-    int rc = tcp_connect(c, o, err);
+    int rc = fb_tcp_connect(o->host, o->port, o->timeout_ns, c->where, &c->fd, err);
     if (rc) {
         conn_free(c);
         return rc;

@@ -49,6 +49,7 @@
 
 #include "core/config.h"
 #include "core/log.h"
+#include "core/net.h"
 #include "south/opcua/ua_msg.h"
 
 #define UA_DEFAULT_PORT 4840
@@ -291,106 +292,11 @@ static void opts_free(struct ua_opts *o)
 }
 
 /* ------------------------------------------------------------------ socket */
-static int wait_fd(int fd, short ev, int64_t deadline)
-{
-    for (;;) {
-        int64_t left = deadline - fb_mono_ns();
-        if (left <= 0) return FB_ETIMEDOUT;
-        struct pollfd pfd = {.fd = fd, .events = ev};
-        int r = poll(&pfd, 1, (int)((left + 999999) / 1000000));
-        if (r > 0) return 0;
-        if (r == 0) continue;
-        if (errno != EINTR) return FB_EIO;
-    }
-}
-
-static int send_all(int fd, const uint8_t *p, size_t n, int64_t deadline)
-{
-    while (n) {
-        ssize_t w = send(fd, p, n, MSG_NOSIGNAL);
-        if (w > 0) {
-            p += w;
-            n -= (size_t)w;
-            continue;
-        }
-        if (w < 0 && errno == EINTR) continue;
-        if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-            int rc = wait_fd(fd, POLLOUT, deadline);
-            if (rc) return rc;
-            continue;
-        }
-        return FB_EIO;
-    }
-    return 0;
-}
-
-static int recv_all(int fd, uint8_t *p, size_t n, int64_t deadline)
-{
-    while (n) {
-        ssize_t r = recv(fd, p, n, 0);
-        if (r > 0) {
-            p += r;
-            n -= (size_t)r;
-            continue;
-        }
-        if (r == 0) return FB_EIO;
-        if (errno == EINTR) continue;
-        if (errno == EAGAIN || errno == EWOULDBLOCK) {
-            int rc = wait_fd(fd, POLLIN, deadline);
-            if (rc) return rc;
-            continue;
-        }
-        return FB_EIO;
-    }
-    return 0;
-}
-
-static int tcp_connect(struct ua_conn *c, const struct ua_opts *o, struct fb_err *err)
-{
-    char port[16];
-    snprintf(port, sizeof port, "%d", o->port);
-    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM}, *res = NULL;
-    int g = getaddrinfo(o->host, port, &hints, &res);
-    if (g) return fb_err_set(err, FB_EIO, "cannot resolve %s: %s", o->host, gai_strerror(g));
-    int last = 0;
-    for (struct addrinfo *ai = res; ai; ai = ai->ai_next) {
-        int fd = socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, ai->ai_protocol);
-        if (fd < 0) {
-            last = errno;
-            continue;
-        }
-        int rc = connect(fd, ai->ai_addr, ai->ai_addrlen);
-        if (rc < 0 && errno == EINPROGRESS) {
-            if (wait_fd(fd, POLLOUT, fb_mono_ns() + o->timeout_ns) == 0) {
-                int e = 0;
-                socklen_t el = sizeof e;
-                getsockopt(fd, SOL_SOCKET, SO_ERROR, &e, &el);
-                rc = e ? -1 : 0;
-                errno = e;
-            } else {
-                errno = ETIMEDOUT;
-            }
-        }
-        if (rc == 0) {
-            int one = 1;
-            setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-            freeaddrinfo(res);
-            c->fd = fd;
-            return 0;
-        }
-        last = errno;
-        close(fd);
-    }
-    freeaddrinfo(res);
-    return fb_err_set(err, last == ETIMEDOUT ? FB_ETIMEDOUT : FB_EIO, "connect to %s failed: %s", c->where,
-                      strerror(last));
-}
-
 /* ------------------------------------------------------------ messages */
 /* One frame into c->rx; returns its size. */
 static int recv_frame(struct ua_conn *c, int64_t deadline, struct fb_err *err)
 {
-    int rc = recv_all(c->fd, c->rx, UA_HDR_LEN, deadline);
+    int rc = fb_net_recv_all(c->fd, c->rx, UA_HDR_LEN, deadline);
     if (rc) {
         if (rc == FB_EIO) fb_err_set(err, rc, "%s closed the connection", c->where);
         else fb_err_set(err, rc, "%s: no answer within %.3gs", c->where, c->o->timeout_ns / 1e9);
@@ -402,7 +308,7 @@ static int recv_frame(struct ua_conn *c, int64_t deadline, struct fb_err *err)
     if ((uint32_t)size > c->ours.recv_buf)
         return fb_err_set(err, FB_EPROTO, "%s sent a %d-byte chunk, more than our receive buffer of %u bytes "
                                           "(BadTcpMessageTooLarge)", c->where, size, c->ours.recv_buf);
-    rc = recv_all(c->fd, c->rx + UA_HDR_LEN, (size_t)size - UA_HDR_LEN, deadline);
+    rc = fb_net_recv_all(c->fd, c->rx + UA_HDR_LEN, (size_t)size - UA_HDR_LEN, deadline);
     if (rc) return fb_err_set(err, rc, "%s: connection lost in the middle of a message", c->where);
     return size;
 }
@@ -501,7 +407,7 @@ static int send_msg(struct ua_conn *c, const char *type, const uint8_t *body, si
                   : ua_sec_sym_build(&c->sec, c->tx, c->send_chunk, type, last ? 'F' : 'C', c->channel_id,
                                      c->token_id, c->seq, c->req_id, body + off, k);
         if (!fl) return fb_err_set(err, FB_EINVAL, "internal: chunk does not fit");
-        int rc = send_all(c->fd, c->tx, fl, deadline);
+        int rc = fb_net_send_all(c->fd, c->tx, fl, deadline);
         if (rc) return fb_err_set(err, rc, "%s: connection lost while sending", c->where);
         off += k;
     } while (off < n);
@@ -673,12 +579,12 @@ static int transport_open(struct ua_conn *c, struct fb_err *err)
 {
     const struct ua_opts *o = c->o;
     int rc;
-    rc = tcp_connect(c, o, err);
+    rc = fb_tcp_connect(o->host, o->port, o->timeout_ns, c->where, &c->fd, err);
     if (rc) return rc;
     /* Hello / Acknowledge */
     int64_t deadline = fb_mono_ns() + o->timeout_ns;
     size_t n = ua_hello_build(c->body, UA_BODY_CAP, &c->ours, o->endpoint);
-    rc = n ? send_all(c->fd, c->body, n, deadline) : FB_EINVAL;
+    rc = n ? fb_net_send_all(c->fd, c->body, n, deadline) : FB_EINVAL;
     if (rc) {
         fb_err_set(err, rc, "%s: cannot send Hello", c->where);
         return rc;

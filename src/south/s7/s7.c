@@ -36,6 +36,7 @@
 #include <unistd.h>
 
 #include "core/log.h"
+#include "core/net.h"
 #include "south/s7/s7_proto.h"
 
 #define S7_SBUF (3 * S7_MAX_WSTRING + 16)
@@ -58,69 +59,14 @@ struct s7_conn {
 };
 
 /* ------------------------------------------------------------------ socket */
-static int wait_fd(int fd, short ev, int64_t deadline)
-{
-    for (;;) {
-        int64_t left = deadline - fb_mono_ns();
-        if (left <= 0) return FB_ETIMEDOUT;
-        struct pollfd pfd = {.fd = fd, .events = ev};
-        int ms = (int)((left + 999999) / 1000000);
-        int r = poll(&pfd, 1, ms);
-        if (r > 0) return 0;
-        if (r == 0) continue;
-        if (errno != EINTR) return FB_EIO;
-    }
-}
-
-static int send_all(int fd, const uint8_t *p, size_t n, int64_t deadline)
-{
-    while (n) {
-        ssize_t w = send(fd, p, n, MSG_NOSIGNAL);
-        if (w > 0) {
-            p += w;
-            n -= (size_t)w;
-            continue;
-        }
-        if (w < 0 && errno == EINTR) continue;
-        if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-            int rc = wait_fd(fd, POLLOUT, deadline);
-            if (rc) return rc;
-            continue;
-        }
-        return FB_EIO;
-    }
-    return 0;
-}
-
-static int recv_all(int fd, uint8_t *p, size_t n, int64_t deadline)
-{
-    while (n) {
-        ssize_t r = recv(fd, p, n, 0);
-        if (r > 0) {
-            p += r;
-            n -= (size_t)r;
-            continue;
-        }
-        if (r == 0) return FB_EIO; /* closed by the peer */
-        if (errno == EINTR) continue;
-        if (errno == EAGAIN || errno == EWOULDBLOCK) {
-            int rc = wait_fd(fd, POLLIN, deadline);
-            if (rc) return rc;
-            continue;
-        }
-        return FB_EIO;
-    }
-    return 0;
-}
-
 /* One TPKT frame into c->rx; returns its length or a negative status. */
 static int recv_frame(struct s7_conn *c, int64_t deadline)
 {
-    int rc = recv_all(c->fd, c->rx, S7_TPKT_HDR, deadline);
+    int rc = fb_net_recv_all(c->fd, c->rx, S7_TPKT_HDR, deadline);
     if (rc) return rc;
     int len = s7_tpkt_len(c->rx, S7_TPKT_HDR);
     if (len < 0) return FB_EPROTO;
-    rc = recv_all(c->fd, c->rx + S7_TPKT_HDR, (size_t)len - S7_TPKT_HDR, deadline);
+    rc = fb_net_recv_all(c->fd, c->rx + S7_TPKT_HDR, (size_t)len - S7_TPKT_HDR, deadline);
     return rc ? rc : len;
 }
 
@@ -162,7 +108,7 @@ static void pace(struct s7_conn *c, const struct fb_device *dev)
 static int transact(struct s7_conn *c, size_t n, int64_t timeout_ns, int *pdulen, struct fb_err *err)
 {
     int64_t deadline = fb_mono_ns() + timeout_ns;
-    int rc = send_all(c->fd, c->tx, n, deadline);
+    int rc = fb_net_send_all(c->fd, c->tx, n, deadline);
     if (rc == 0) rc = recv_pdu(c, deadline, err);
     c->last_end = fb_mono_ns();
     if (rc >= 0) {
@@ -283,47 +229,6 @@ static void s7_close(struct fb_conn *cn)
     cn->ctx = NULL;
 }
 
-static int tcp_connect(struct s7_conn *c, const struct s7_opts *o, struct fb_err *err)
-{
-    char port[16];
-    snprintf(port, sizeof port, "%d", o->port);
-    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM}, *res = NULL;
-    int g = getaddrinfo(o->host, port, &hints, &res);
-    if (g) return fb_err_set(err, FB_EIO, "cannot resolve %s: %s", o->host, gai_strerror(g));
-    int last = 0;
-    for (struct addrinfo *ai = res; ai; ai = ai->ai_next) {
-        int fd = socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, ai->ai_protocol);
-        if (fd < 0) {
-            last = errno;
-            continue;
-        }
-        int rc = connect(fd, ai->ai_addr, ai->ai_addrlen);
-        if (rc < 0 && errno == EINPROGRESS) {
-            if (wait_fd(fd, POLLOUT, fb_mono_ns() + o->timeout_ns) == 0) {
-                int e = 0;
-                socklen_t el = sizeof e;
-                getsockopt(fd, SOL_SOCKET, SO_ERROR, &e, &el);
-                rc = e ? -1 : 0;
-                errno = e;
-            } else {
-                errno = ETIMEDOUT;
-            }
-        }
-        if (rc == 0) {
-            int one = 1;
-            setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-            freeaddrinfo(res);
-            c->fd = fd;
-            return 0;
-        }
-        last = errno;
-        close(fd);
-    }
-    freeaddrinfo(res);
-    return fb_err_set(err, last == ETIMEDOUT ? FB_ETIMEDOUT : FB_EIO, "connect to %s failed: %s",
-                      c->where, strerror(last));
-}
-
 static int s7_open(struct fb_conn *cn, struct fb_err *err)
 {
     s7_close(cn);
@@ -334,7 +239,7 @@ static int s7_open(struct fb_conn *cn, struct fb_err *err)
     if (!c) return fb_err_set(err, FB_ENOMEM, "out of memory");
     c->fd = -1;
     snprintf(c->where, sizeof c->where, "%s:%d", o->host, o->port);
-    int rc = tcp_connect(c, o, err);
+    int rc = fb_tcp_connect(o->host, o->port, o->timeout_ns, c->where, &c->fd, err);
     if (rc) {
         free(c);
         return rc;
@@ -342,7 +247,7 @@ static int s7_open(struct fb_conn *cn, struct fb_err *err)
     /* COTP connection request / confirm */
     int64_t deadline = fb_mono_ns() + o->timeout_ns;
     size_t n = s7_build_cr(c->tx, sizeof c->tx, o->local_tsap, o->remote_tsap);
-    rc = send_all(c->fd, c->tx, n, deadline);
+    rc = fb_net_send_all(c->fd, c->tx, n, deadline);
     int len = rc ? rc : recv_frame(c, deadline);
     struct s7_cotp ct;
     if (len < 0) {
