@@ -62,6 +62,16 @@ int fb_parse_duration(const char *s, int64_t *ns);
 /* "512MiB", "10MB", "4096", "1GiB", "64k" (k/KB = 1000, KiB = 1024). */
 int fb_parse_size(const char *s, uint64_t *bytes);
 
+/* Reconnect back-off: doubles from min to max with equal jitter (half
+ * fixed, half random), so gateways restarted together spread out. */
+struct fb_backoff {
+    int64_t min_ns, max_ns, cur_ns;
+    uint64_t rng;
+};
+void fb_backoff_init(struct fb_backoff *b, int64_t min_ns, int64_t max_ns);
+int64_t fb_backoff_next(struct fb_backoff *b); /* the delay before the next attempt */
+static inline void fb_backoff_reset(struct fb_backoff *b) { b->cur_ns = b->min_ns; }
+
 /* ----------------------------------------------------------------- quality */
 /* OPC UA StatusCode compatible.  The top two bits give the severity. */
 #define FB_Q_GOOD 0x00000000u
@@ -306,7 +316,7 @@ struct fb_conn {
     uint32_t ndevs;
     void *ctx; /* driver transport state */
     bool connected;
-    int64_t backoff_ns, next_try;
+    int64_t next_try; /* monotonic: next connect attempt */
     pthread_t thr;
     bool started;
     /* pending writes, handed over by the command router */

@@ -82,15 +82,6 @@ static void cond_init_mono(pthread_cond_t *cv)
     pthread_condattr_destroy(&a);
 }
 
-static uint64_t xorshift(uint64_t *s)
-{
-    uint64_t x = *s;
-    x ^= x << 13;
-    x ^= x >> 7;
-    x ^= x << 17;
-    return *s = x;
-}
-
 /* ------------------------------------------------------------------ sinks */
 /* Ids of batches sent past the store (device state) carry this bit, so their
  * delivery reports never touch the store's records. */
@@ -607,10 +598,10 @@ static void *conn_thread(void *arg)
 {
     struct fb_conn *c = arg;
     struct fb_gateway *gw = c->devs[0]->gw;
-    uint64_t rng = (uint64_t)fb_mono_ns() ^ (uint64_t)(uintptr_t)c;
+    struct fb_backoff bo;
+    fb_backoff_init(&bo, BACKOFF_MIN_NS, BACKOFF_MAX_NS);
     struct fb_ratelimit rl = {.interval_ns = 60000000000LL};
     bool ever_failed = false;
-    c->backoff_ns = BACKOFF_MIN_NS;
     c->next_try = 0;
     int64_t now = fb_mono_ns();
     for (uint32_t i = 0; i < c->ndevs; i++)
@@ -622,7 +613,7 @@ static void *conn_thread(void *arg)
             struct fb_err err = {0};
             if (c->drv->open(c, &err) == 0) {
                 c->connected = true;
-                c->backoff_ns = BACKOFF_MIN_NS;
+                fb_backoff_reset(&bo);
                 if (ever_failed) fb_info(c->devs[0]->name, NULL, "connected (%s)", c->key);
                 else fb_debug(c->devs[0]->name, NULL, "connected (%s)", c->key);
                 ever_failed = false;
@@ -637,14 +628,11 @@ static void *conn_thread(void *arg)
                                 emit_bad_group(gw, c->devs[i], &c->devs[i]->groups[k], FB_Q_BAD_COMM);
                     }
                 }
+                int64_t delay = fb_backoff_next(&bo); /* exponential, with jitter */
                 if (fb_ratelimit_ok(&rl, now) || !ever_failed)
-                    fb_warn(c->devs[0]->name, NULL, "connect failed: %s (retry in %.1fs)", err.msg,
-                            c->backoff_ns / 1e9);
+                    fb_warn(c->devs[0]->name, NULL, "connect failed: %s (retry in %.1fs)", err.msg, delay / 1e9);
                 ever_failed = true;
-                /* exponential backoff with ±25 % jitter */
-                int64_t jitter = (int64_t)(xorshift(&rng) % (uint64_t)(c->backoff_ns / 2 + 1)) - c->backoff_ns / 4;
-                c->next_try = now + c->backoff_ns + jitter;
-                c->backoff_ns = c->backoff_ns * 2 > BACKOFF_MAX_NS ? BACKOFF_MAX_NS : c->backoff_ns * 2;
+                c->next_try = now + delay;
                 fail_writes(c, "device is not connected");
             }
         }

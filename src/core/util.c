@@ -182,6 +182,27 @@ int fb_parse_size(const char *s, uint64_t *bytes)
     return 0;
 }
 
+void fb_backoff_init(struct fb_backoff *b, int64_t min_ns, int64_t max_ns)
+{
+    b->min_ns = min_ns > 0 ? min_ns : 1000000000LL;
+    b->max_ns = max_ns >= b->min_ns ? max_ns : b->min_ns;
+    b->cur_ns = b->min_ns;
+    b->rng = (uint64_t)fb_now_ns() ^ ((uint64_t)(uintptr_t)b << 16) ^ 0x9E3779B97F4A7C15ull;
+    if (!b->rng) b->rng = 1;
+}
+
+int64_t fb_backoff_next(struct fb_backoff *b)
+{
+    int64_t d = b->cur_ns;
+    b->cur_ns = d > b->max_ns / 2 ? b->max_ns : d * 2;
+    uint64_t x = b->rng; /* xorshift64 */
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    b->rng = x;
+    return d / 2 + (int64_t)(x % (uint64_t)(d / 2 + 1));
+}
+
 /* ---------------------------------------------------------------- quality */
 const char *fb_q_severity(uint32_t q)
 {

@@ -269,6 +269,31 @@ static void test_net(void **st)
     assert_non_null(strstr(err.msg, "cannot resolve no-such-host.invalid"));
 }
 
+static void test_backoff(void **st)
+{
+    (void)st;
+    struct fb_backoff b;
+    fb_backoff_init(&b, 1000, 8000);
+    int64_t want[] = {1000, 2000, 4000, 8000, 8000, 8000};
+    for (int i = 0; i < 6; i++) {
+        int64_t d = fb_backoff_next(&b);
+        assert_true(d >= want[i] / 2 && d <= want[i]); /* equal jitter: the upper half */
+    }
+    fb_backoff_reset(&b);
+    int64_t d = fb_backoff_next(&b);
+    assert_true(d >= 500 && d <= 1000);
+    /* jitter really varies */
+    int64_t first = -1;
+    bool varied = false;
+    for (int i = 0; i < 50; i++) {
+        fb_backoff_reset(&b);
+        int64_t x = fb_backoff_next(&b);
+        if (first < 0) first = x;
+        else if (x != first) varied = true;
+    }
+    assert_true(varied);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -277,6 +302,7 @@ int main(void)
         cmocka_unit_test(test_value_from_double), cmocka_unit_test(test_batch_and_pool),
         cmocka_unit_test(test_cmd_convert),
         cmocka_unit_test(test_net),
+        cmocka_unit_test(test_backoff),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

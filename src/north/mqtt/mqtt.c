@@ -102,8 +102,7 @@ struct mq_ctx {
     atomic_bool quit;
     atomic_bool connected; /* CONNACK accepted and not yet disconnected */
     bool got_connack;      /* network thread: this socket got a CONNACK (accepted or not) */
-    int64_t backoff_ns;
-    uint64_t rng;
+    struct fb_backoff backoff;
     struct fb_ratelimit rl_conn, rl_liblog;
 
     /* in-flight table and close handshake, under mu; cv signals changes */
@@ -149,26 +148,6 @@ static const char *reason_text(const struct mq_ctx *ctx, int rc)
     if (ctx->v5 && rc >= 0x80) return mosquitto_reason_string(rc);
     if (rc == MOSQ_ERR_ERRNO) return strerror(errno);
     return mosquitto_strerror(rc);
-}
-
-static int64_t backoff_next(struct mq_ctx *ctx)
-{
-    int64_t d = ctx->backoff_ns;
-    int64_t max = ctx->cfg->reconnect_max_ns > 0 ? ctx->cfg->reconnect_max_ns : 30 * MQ_SEC;
-    ctx->backoff_ns = d * 2 > max ? max : d * 2;
-    /* equal jitter: half fixed, half random, so gateways restarted together spread out */
-    uint64_t x = ctx->rng;
-    x ^= x << 13;
-    x ^= x >> 7;
-    x ^= x << 17;
-    ctx->rng = x;
-    return d / 2 + (int64_t)(x % (uint64_t)(d / 2 + 1));
-}
-
-static void backoff_reset(struct mq_ctx *ctx)
-{
-    int64_t min = ctx->cfg->reconnect_min_ns > 0 ? ctx->cfg->reconnect_min_ns : MQ_SEC;
-    ctx->backoff_ns = min;
 }
 
 /* ----------------------------------------------------------- in-flight map */
@@ -261,7 +240,7 @@ static void on_connect(struct mosquitto *mosq, void *obj, int rc, int flags, con
     pthread_mutex_unlock(&ctx->mu);
     atomic_store(&ctx->connected, true);
     atomic_store(&ctx->s->m.connected, 1);
-    backoff_reset(ctx);
+    fb_backoff_reset(&ctx->backoff);
     ctx->rl_conn.last_ns = 0;
     fb_info(NULL, NULL, "mqtt: connected to %s:%d (MQTT %s%s, client id %s)", ctx->cfg->host, ctx->cfg->port,
             ctx->v5 ? "5" : "3.1.1", ctx->cfg->tls ? ", TLS" : "", ctx->client_id);
@@ -474,7 +453,7 @@ static void *net_thread(void *arg)
                 if (fb_ratelimit_ok(&ctx->rl_conn, now))
                     fb_warn(NULL, NULL, "mqtt: cannot connect to %s:%d: %s", cfg->host, cfg->port,
                             rc == MOSQ_ERR_ERRNO ? strerror(e) : mosquitto_strerror(rc));
-                next_try = now + backoff_next(ctx);
+                next_try = now + fb_backoff_next(&ctx->backoff);
                 continue;
             }
             sock = true;
@@ -497,7 +476,7 @@ static void *net_thread(void *arg)
             pthread_mutex_lock(&ctx->mu);
             pthread_cond_broadcast(&ctx->cv);
             pthread_mutex_unlock(&ctx->mu);
-            next_try = fb_mono_ns() + backoff_next(ctx);
+            next_try = fb_mono_ns() + fb_backoff_next(&ctx->backoff);
         }
     }
     return NULL;
@@ -640,9 +619,8 @@ static int mq_open(struct fb_sink_inst *s, struct fb_err *err)
     ctx->rl_conn.interval_ns = 60 * MQ_SEC;
     ctx->rl_liblog.interval_ns = 10 * MQ_SEC;
     ctx->rl_send.interval_ns = 60 * MQ_SEC;
-    ctx->rng = (uint64_t)fb_now_ns() ^ ((uint64_t)(uintptr_t)ctx << 16) ^ 0x9E3779B97F4A7C15ull;
-    if (!ctx->rng) ctx->rng = 1;
-    backoff_reset(ctx);
+    fb_backoff_init(&ctx->backoff, cfg->reconnect_min_ns > 0 ? cfg->reconnect_min_ns : MQ_SEC,
+                    cfg->reconnect_max_ns > 0 ? cfg->reconnect_max_ns : 30 * MQ_SEC);
 
     /* in-flight table: power of two >= 2 × max_inflight keeps probes short */
     uint32_t mi = cfg->max_inflight ? cfg->max_inflight : 1000;

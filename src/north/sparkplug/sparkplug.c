@@ -107,8 +107,7 @@ struct spb_ctx {
     char bdseq_path[1100];
     uint32_t srv;               /* index of the server in use */
     bool got_connack;
-    int64_t backoff_ns;
-    uint64_t rng;
+    struct fb_backoff backoff;
     int64_t state_ts;           /* newest STATE time stamp seen */
     _Atomic uint64_t cmd_ids;
     struct fb_ratelimit rl_conn, rl_liblog, rl_cmd;
@@ -256,24 +255,6 @@ static const char *reason_text(const struct spb_ctx *ctx, int rc)
     if (ctx->v5 && rc >= 0x80) return mosquitto_reason_string(rc);
     if (rc == MOSQ_ERR_ERRNO) return strerror(errno);
     return mosquitto_strerror(rc);
-}
-
-static int64_t backoff_next(struct spb_ctx *ctx)
-{
-    int64_t d = ctx->backoff_ns;
-    int64_t max = ctx->cfg->reconnect_max_ns > 0 ? ctx->cfg->reconnect_max_ns : 30 * SPB_SEC;
-    ctx->backoff_ns = d * 2 > max ? max : d * 2;
-    uint64_t x = ctx->rng;
-    x ^= x << 13;
-    x ^= x >> 7;
-    x ^= x << 17;
-    ctx->rng = x;
-    return d / 2 + (int64_t)(x % (uint64_t)(d / 2 + 1)); /* equal jitter */
-}
-
-static void backoff_reset(struct spb_ctx *ctx)
-{
-    ctx->backoff_ns = ctx->cfg->reconnect_min_ns > 0 ? ctx->cfg->reconnect_min_ns : SPB_SEC;
 }
 
 static uint32_t tag_type(const struct fb_tag *t) { return t->proc.out_type ? t->proc.out_type : t->type; }
@@ -455,7 +436,7 @@ static void on_connect(struct mosquitto *mosq, void *obj, int rc, int flags, con
                     ctx->v5 ? mosquitto_reason_string(rc) : mosquitto_connack_string(rc));
         return;
     }
-    backoff_reset(ctx);
+    fb_backoff_reset(&ctx->backoff);
     ctx->bdseq_fresh = false; /* this bdSeq now names a session: the next CONNECT takes the next */
     ctx->rl_conn.last_ns = 0;
     ctx->state_ts = 0;
@@ -724,7 +705,7 @@ static void *net_thread(void *arg)
                     fb_warn(NULL, NULL, "sparkplug: cannot connect to %s:%d: %s", sv->host, sv->port,
                             rc == MOSQ_ERR_ERRNO ? strerror(e) : mosquitto_strerror(rc));
                 if (cfg->nservers > 1) atomic_store(&ctx->switch_server, true);
-                next_try = now + backoff_next(ctx);
+                next_try = now + fb_backoff_next(&ctx->backoff);
                 continue;
             }
             sock = true;
@@ -748,7 +729,7 @@ static void *net_thread(void *arg)
                 if (cfg->nservers > 1) atomic_store(&ctx->switch_server, true);
             }
             wake(ctx);
-            next_try = fb_mono_ns() + backoff_next(ctx);
+            next_try = fb_mono_ns() + fb_backoff_next(&ctx->backoff);
         }
     }
     return NULL;
@@ -870,9 +851,8 @@ static int spb_open(struct fb_sink_inst *s, struct fb_err *err)
     ctx->rl_send.interval_ns = 60 * SPB_SEC;
     ctx->rl_cmd.interval_ns = 60 * SPB_SEC;
     ctx->close_mid = -1;
-    ctx->rng = (uint64_t)fb_now_ns() ^ ((uint64_t)(uintptr_t)ctx << 16) ^ 0x9E3779B97F4A7C15ull;
-    if (!ctx->rng) ctx->rng = 1;
-    backoff_reset(ctx);
+    fb_backoff_init(&ctx->backoff, cfg->reconnect_min_ns > 0 ? cfg->reconnect_min_ns : SPB_SEC,
+                    cfg->reconnect_max_ns > 0 ? cfg->reconnect_max_ns : 30 * SPB_SEC);
     if (s->buffer && s->buffer->path)
         snprintf(ctx->bdseq_path, sizeof ctx->bdseq_path, "%s/%s.bdseq", s->buffer->path, s->name ? s->name : "sparkplug");
     bdseq_load(ctx);
