@@ -184,6 +184,9 @@ static void test_addr_errors(void **state)
     addr_err("DB1.DBW0:foo", "unknown S7 type");
     addr_err("DB1.DBB0:string[0]", "bad length");
     addr_err("DB1.DBB0:string[255]", "bad length");
+    addr_err("DB1.DBB0:string[-2]", "bad length"); /* found by fuzz_s7_decode: strtoul took it as huge */
+    addr_err("DB1.DBB0:string[+5]", "bad length");
+    addr_err("DB1.DBB0:wstring[-1]", "bad length");
     addr_err("DB1.DBB0:int[3]", "only STRING");
     addr_err("M10", "needs a size");
     addr_err("MW10x", "unexpected");

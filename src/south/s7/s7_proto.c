@@ -253,7 +253,9 @@ static int type_parse(const char *s, uint32_t *n, struct fb_err *err)
         errno = 0;
         unsigned long v = strtoul(br + 1, &end, 10);
         long max = t == S7_STRING ? S7_MAX_STRING : S7_MAX_WSTRING;
-        if (end == br + 1 || *end != ']' || end[1] || errno || v < 1 || (long)v > max)
+        /* digits only: strtoul would take "-2" as a huge number */
+        if (br[1] < '0' || br[1] > '9' || end == br + 1 || *end != ']' || end[1] || errno || v < 1 ||
+            v > (unsigned long)max)
             return fb_err_set(err, FB_EINVAL, "bad length in '%s' (%s[n] with n in 1..%ld)", s,
                               types[t].name, max);
         *n = (uint32_t)v;
