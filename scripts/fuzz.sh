@@ -1,12 +1,16 @@
 #!/usr/bin/env bash
 # fuzz.sh — build the libFuzzer harnesses (tests/fuzz/fuzz_*.c) with clang and
-# run each for FUZZ_SECONDS (default 10) from its seed corpus
+# run each from its seed corpus with a fixed seed for FUZZ_RUNS inputs (default
+# 100000; at most FUZZ_SECONDS, default 20) — deterministic, so CI repeats
+# exactly what passed here; set FUZZ_SEED=0 for a random exploration run
 # (tests/fuzz/corpus/<name>, or the corpus whose name starts the harness name).
 # New inputs go to a temporary directory, so the seeds stay as committed.
 # Any crash, leak or sanitizer report fails the run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-secs="${FUZZ_SECONDS:-10}"
+secs="${FUZZ_SECONDS:-20}"
+runs="${FUZZ_RUNS:-100000}"
+seed="${FUZZ_SEED:-1}"
 cmake -S . -B build-fuzz -G Ninja -DFB_FUZZ=ON -DCMAKE_C_COMPILER=clang -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
 ninja -C build-fuzz $(cd tests/fuzz && ls fuzz_*.c | sed 's/\.c$//') >/dev/null
 work=$(mktemp -d)
@@ -22,8 +26,8 @@ for src in tests/fuzz/fuzz_*.c; do
         if [ "$b" = "$name" ] || [ "${name#"$b"}" != "$name" ]; then corpus=$d; fi
     done
     mkdir -p "$work/$h"
-    echo "fuzz: $h for ${secs}s (seeds: ${corpus:-none})"
-    if ! ./build-fuzz/"$h" "$work/$h" $corpus -max_total_time="$secs" -print_final_stats=1 \
+    echo "fuzz: $h, $runs inputs (seed $seed, at most ${secs}s; corpus: ${corpus:-none})"
+    if ! ./build-fuzz/"$h" "$work/$h" $corpus -seed="$seed" -runs="$runs" -max_total_time="$secs" -print_final_stats=1 \
         -artifact_prefix="$work/" >"$work/$h.log" 2>&1; then
         echo "fuzz: $h FAILED"; tail -40 "$work/$h.log"; rc=1
     else
