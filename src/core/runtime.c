@@ -104,6 +104,9 @@ struct sink_rt {
     uint32_t map_fp;
     char dir[1024];
     uint32_t drain_rate;        /* messages/s, 0 = unlimited */
+    bool mem_only;              /* no buffer: configured.  Nothing waiting and the sink
+                                 * ready → hand batches straight over (no crash safety is
+                                 * promised, so the queue is only for when it is needed) */
     double tokens;              /* drain-rate bucket */
     int64_t tokens_ns;
     struct fb_ratelimit rl_drop, rl_full;
@@ -286,7 +289,8 @@ static void *sink_thread(void *arg)
         pthread_mutex_unlock(&s->mu);
         if (n) {
             struct fb_batch *b = n->b;
-            if (s->store && b->kind == FB_BATCH_DATA) {
+            if (s->store && b->kind == FB_BATCH_DATA && !(q->mem_only && fb_store_live(s->store) == 0 &&
+                                                           (!s->sink->ready || s->sink->ready(s)))) {
                 store_append(s, q, b);
                 unflushed++;
             } else if (s->sink->send(s, b, s->store ? b->seq | DIRECT_ID : b->seq) < 0) {
@@ -361,6 +365,7 @@ static int sink_store_open(struct fb_gateway *gw, struct fb_sink_inst *s, struct
         struct fb_err e = {0};
         s->store = fb_store_open(&mc, &e);
         if (!s->store) return fb_err_set(err, e.code ? e.code : FB_ENOMEM, "%s: memory queue: %s", s->name, e.msg);
+        q->mem_only = true;
         return 0;
     }
     q->drain_rate = s->buffer->drain_rate;

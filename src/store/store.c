@@ -914,6 +914,14 @@ static struct fb_store *open_impl(const struct fb_store_cfg *c, bool mem_only, s
 
 uint32_t fb_store_max_record(const struct fb_store *s) { return s ? s->max_rec : 0; }
 
+uint64_t fb_store_live(struct fb_store *s)
+{
+    pthread_mutex_lock(&s->mu);
+    uint64_t n = s->live;
+    pthread_mutex_unlock(&s->mu);
+    return n;
+}
+
 /* ----------------------------------------------------------------- append */
 int fb_store_append(struct fb_store *s, const void *p, uint32_t len, int64_t ts, uint64_t *id)
 {

@@ -77,6 +77,8 @@ struct fb_store *fb_store_open(const struct fb_store_cfg *c, struct fb_err *err)
 int fb_store_append(struct fb_store *s, const void *p, uint32_t len, int64_t ts, uint64_t *id);
 /* Largest payload fb_store_append() accepts for this store. */
 uint32_t fb_store_max_record(const struct fb_store *s);
+/* Records accepted and neither acked nor dropped (cheap; any thread). */
+uint64_t fb_store_live(struct fb_store *s);
 
 /* Writes buffered records and syncs per the policy (call it at the end of
  * each producer batch).  Also drops segments past max_age.  Returns 0, or
