@@ -18,12 +18,12 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../core/config.h"
-#include "../core/log.h"
-#include "../core/runtime.h"
-#include "../north/sparkplug/sparkplug.h"
-#include "../south/ads/ads.h"
-#include "cli.h"
+#include "core/config.h"
+#include "core/log.h"
+#include "core/runtime.h"
+#include "north/sparkplug/sparkplug.h"
+#include "south/ads/ads.h"
+#include "cli/cli.h"
 
 static const char *const usage_text =
     "usage: fieldbridge COMMAND [OPTIONS]\n"

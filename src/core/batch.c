@@ -9,7 +9,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "fb.h"
+#include "core/batch.h"
+
+#include <pthread.h>
 
 struct fb_batch_pool {
     pthread_mutex_t mu;

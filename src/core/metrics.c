@@ -17,7 +17,7 @@
  * here, so neither the model nor the drivers carry it, and any number of
  * callers (the MQTT status publisher, GET /status) see the same answer.
  *
- * Store-and-forward: a sink with a buffer (s->store) adds the
+ * Store-and-forward: a sink with a store (sink_store(s)) adds the
  * fieldbridge_buffer_* families (read with fb_store_stats, which takes the
  * store's lock for a moment but never waits for the disk) and a "buffer"
  * object in its status.  The status "drain_rate" is the acked delta divided
@@ -28,6 +28,7 @@
  * (disk full, read-only, unwritable), else "ok".
  */
 #include <fcntl.h>
+#include <pthread.h>
 #include <stddef.h>
 #include <inttypes.h>
 #include <stdio.h>
@@ -35,10 +36,11 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "../store/store.h"
-#include "buf.h"
-#include "fb.h"
-#include "runtime.h"
+#include "store/store.h"
+#include "core/buf.h"
+#include "core/model.h"
+#include "core/metrics.h"
+#include "core/runtime_state.h"
 
 #ifndef FB_VERSION
 #define FB_VERSION "0.0.0"
@@ -112,10 +114,13 @@ static void family(struct fb_buf *b, const char *name, const char *type, const c
 
 static double ns_to_s(uint64_t ns) { return (double)ns / 1e9; }
 
+/* The sink's store (on disk, or the memory queue), NULL before the runtime runs. */
+static struct fb_store *sink_store(const struct fb_sink_inst *s) { return s->rt ? s->rt->store : NULL; }
+
 static uint64_t dev_overruns(const struct fb_device *d)
 {
     uint64_t n = 0;
-    for (uint32_t k = 0; k < d->ngroups; k++) n += atomic_load(&d->groups[k].overruns);
+    for (uint32_t k = 0; k < d->ngroups; k++) n += d->groups[k].rt ? atomic_load(&d->groups[k].rt->overruns) : 0;
     return n;
 }
 
@@ -238,7 +243,7 @@ static uint64_t buf_u64(const struct fb_store_stats *st, enum buf_field f)
 static void render_buffers(struct fb_gateway *gw, struct fb_buf *out)
 {
     bool any = false;
-    for (uint32_t i = 0; i < gw->nsinks; i++) any = any || gw->sinks[i].store;
+    for (uint32_t i = 0; i < gw->nsinks; i++) any = any || sink_store(&gw->sinks[i]);
     if (!any) return;
     int64_t now = fb_now_ns();
     for (size_t k = 0; k < sizeof buf_metrics / sizeof buf_metrics[0]; k++) {
@@ -246,9 +251,9 @@ static void render_buffers(struct fb_gateway *gw, struct fb_buf *out)
         family(out, m->name, m->type, m->help);
         for (uint32_t i = 0; i < gw->nsinks; i++) {
             struct fb_sink_inst *s = &gw->sinks[i];
-            if (!s->store) continue;
+            if (!sink_store(s)) continue;
             struct fb_store_stats st;
-            fb_store_stats(s->store, &st);
+            fb_store_stats(sink_store(s), &st);
             fb_buf_puts(out, m->name);
             sink_labels(out, s);
             fb_buf_putc(out, ' ');
@@ -261,8 +266,9 @@ static void render_buffers(struct fb_gateway *gw, struct fb_buf *out)
 
 static double uptime_s(const struct fb_gateway *gw)
 {
-    if (gw->started_ns <= 0) return 0;
-    int64_t d = fb_now_ns() - gw->started_ns; /* runtime stamps started_ns with fb_now_ns() */
+    int64_t started = gw->rt ? gw->rt->started_ns : 0;
+    if (started <= 0) return 0;
+    int64_t d = fb_now_ns() - started; /* runtime stamps started_ns with fb_now_ns() */
     return d > 0 ? (double)d / 1e9 : 0;
 }
 
@@ -453,8 +459,8 @@ void fb_status_json(struct fb_gateway *gw, struct fb_buf *out, bool online)
     bool degraded = false;
     for (uint32_t i = 0; i < gw->nsinks; i++) {
         struct fb_store_stats tmp, *st = i < nbst ? &bst[i] : &tmp;
-        if (!gw->sinks[i].store) continue;
-        fb_store_stats(gw->sinks[i].store, st);
+        if (!sink_store(&gw->sinks[i])) continue;
+        fb_store_stats(sink_store(&gw->sinks[i]), st);
         degraded = degraded || st->degraded;
     }
     fb_buf_puts(out, degraded ? ",\"health\":\"degraded\"" : ",\"health\":\"ok\"");
@@ -512,14 +518,14 @@ void fb_status_json(struct fb_gateway *gw, struct fb_buf *out, bool online)
         fb_json_u64(out, atomic_load(&s->m.queued));
         fb_buf_puts(out, ",\"dropped\":");
         fb_json_u64(out, atomic_load(&s->m.dropped));
-        if (s->store) {
+        if (sink_store(s)) {
             struct fb_store_stats tmp;
             const struct fb_store_stats *st = &tmp;
             if (i < nbst)
                 st = &bst[i];
             else
-                fb_store_stats(s->store, &tmp);
-            status_buffer(out, st, drain_rate(i, s->store, st->acked, fb_mono_ns()), now);
+                fb_store_stats(sink_store(s), &tmp);
+            status_buffer(out, st, drain_rate(i, sink_store(s), st->acked, fb_mono_ns()), now);
         }
         fb_buf_putc(out, '}');
     }

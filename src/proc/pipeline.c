@@ -18,7 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "proc.h"
+#include "proc/proc.h"
 
 struct fb_proc {
     const struct fb_gateway *gw;

@@ -6,7 +6,7 @@
  * 0.1 is not an integer any more.  Strings, bools and unscaled tags pass
  * through untouched.  The inverse is used by the command router to turn a
  * requested engineering value into the raw value to write. */
-#include "proc.h"
+#include "proc/proc.h"
 
 void fb_scale_in(const struct fb_tag_proc *p, struct fb_value *v)
 {

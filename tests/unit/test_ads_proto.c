@@ -20,6 +20,8 @@
 #include "core/config.h"
 #include "south/ads/ads.h"
 #include "south/ads/ads_proto.h"
+#include "core/env.h"
+#include "core/url.h"
 
 static size_t unhex(const char *h, uint8_t *out, size_t cap)
 {

@@ -19,6 +19,11 @@
 #include "core/config.h"
 #include "core/config_tmpl.h"
 #include "north/mqtt/mqtt.h"
+#include "core/env.h"
+#include "core/url.h"
+#include "south/modbus/modbus.h"
+#include "south/sim/sim.h"
+#include "north/mqtt/topic.h"
 
 static char tmpdir[256];
 
@@ -130,20 +135,20 @@ static void test_valid_model(void **state)
     assert_ptr_equal(gw->sinks[0].sink, &fb_sink_mqtt);
     assert_string_equal(gw->sinks[0].name, "mqtt");
     const struct fb_mqtt_cfg *q = gw->sinks[0].cfg;
-    assert_string_equal(q->host, "127.0.0.1");
-    assert_int_equal(q->port, 1884);
-    assert_false(q->tls);
-    assert_int_equal(q->version, 3);
-    assert_string_equal(q->client_id, "fieldbridge-edge-07");
-    assert_string_equal(q->username, "edge-07");
-    assert_string_equal(q->password, "s3cret");
-    assert_int_equal(q->keepalive_ns, 20000000000LL);
+    assert_string_equal(q->broker.servers[0].host, "127.0.0.1");
+    assert_int_equal(q->broker.servers[0].port, 1884);
+    assert_false(q->broker.tls);
+    assert_int_equal(q->broker.version, 3);
+    assert_string_equal(q->broker.client_id, "fieldbridge-edge-07");
+    assert_string_equal(q->broker.username, "edge-07");
+    assert_string_equal(q->broker.password, "s3cret");
+    assert_int_equal(q->broker.keepalive_ns, 20000000000LL);
     assert_string_equal(q->topic, "factory/{site}/{area}/{line}/{device}/{kind}");
     assert_int_equal(q->qos_telemetry, 0);
     assert_int_equal(q->qos_status, 1);
     assert_int_equal(q->qos_command, 2);
-    assert_int_equal(q->reconnect_min_ns, 500000000LL);
-    assert_int_equal(q->reconnect_max_ns, 60000000000LL);
+    assert_int_equal(q->broker.reconnect_min_ns, 500000000LL);
+    assert_int_equal(q->broker.reconnect_max_ns, 60000000000LL);
     assert_int_equal(q->max_inflight, 100);
     assert_int_equal(q->queue_len, 64);
 
@@ -491,9 +496,9 @@ static void test_secret_files(void **state)
     struct fb_gateway *gw = NULL;
     assert_int_equal(load_text(y, false, &diag, &gw), 0);
     const struct fb_mqtt_cfg *q = gw->sinks[0].cfg;
-    assert_string_equal(q->password, "hunter2");
-    assert_true(q->tls);
-    assert_int_equal(q->port, 8883);
+    assert_string_equal(q->broker.password, "hunter2");
+    assert_true(q->broker.tls);
+    assert_int_equal(q->broker.servers[0].port, 8883);
     /* missing files: warnings */
     expect_diag(diag, pos(y, 6, "ca.pem"), "warning: mqtt.tls.ca: ");
     expect_diag(diag, pos(y, 6, "gw.key"), "warning: mqtt.tls.key: ");

@@ -7,35 +7,21 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "../../core/buf.h"
-#include "../../core/fb.h"
-#include "spb_codec.h"
-
-struct fb_spb_server {
-    char *url; /* as written */
-    char *host;
-    int port;
-    bool tls;  /* mqtts:// */
-};
+#include "core/buf.h"
+#include "core/model.h"
+#include "north/mqtt/session.h"
+#include "north/sparkplug/spb_codec.h"
 
 struct fb_spb_cfg {
-    struct fb_spb_server *servers; /* `url:` or `servers: [...]`, tried in turn */
-    uint32_t nservers;
+    struct fb_broker_cfg broker; /* `url:` or `servers: [...]`, tried in turn; client id default
+                                  * "fieldbridge-spb-<edge node>" */
     char *group;        /* Sparkplug group id (required) */
     char *edge_node;    /* edge node id, default the gateway id */
     char *primary_host; /* host application id whose STATE gates the births, or NULL */
-    int version;        /* 5 (default) or 3 (3.1.1) */
-    char *client_id;    /* default "fieldbridge-spb-<edge node>" */
-    char *username, *password;
-    char *ca, *ca_path, *cert, *key;
-    bool tls_verify_hostname; /* default true */
-    int64_t keepalive_ns;     /* default 30 s */
-    bool aliases;             /* default true */
-    bool reboot;              /* accept Node Control/Reboot (default false) */
-    int64_t reconnect_min_ns, reconnect_max_ns;
-    uint32_t queue_len;       /* default 1024 */
+    bool aliases;       /* default true */
+    bool reboot;        /* accept Node Control/Reboot (default false) */
+    uint32_t queue_len; /* default 1024 */
 };
-void fb_spb_cfg_free(struct fb_spb_cfg *c);
 
 extern const struct fb_sink fb_sink_sparkplug;
 
@@ -50,10 +36,6 @@ int fb_spb_parse_state(const char *p, size_t len, int *online, int64_t *ts);
 /* Append `"name":value` (JSON) for a command metric read as datatype dt;
  * a leading comma unless first.  FB_EINVAL when it has no usable value. */
 int fb_spb_metric_json(struct fb_buf *out, const spb_metric *m, const char *name, uint32_t dt, bool first);
-
-/* Whether a Node Control/Reboot was accepted: the process then stops as on
- * SIGTERM and re-executes itself (see docs/sparkplug.md). */
-bool fb_spb_reboot_requested(void);
 
 /* `fieldbridge spb-dump URL [--topic FILTER] [--count N] [--timeout D]`. */
 int fb_spb_dump(int argc, char **argv);

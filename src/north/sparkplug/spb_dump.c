@@ -14,7 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "sparkplug.h"
+#include "north/sparkplug/sparkplug.h"
 
 struct dump_alias {
     uint64_t alias;

@@ -48,7 +48,8 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "core/config.h"
+#include "core/env.h"
+#include "core/url.h"
 #include "core/log.h"
 #include "core/net.h"
 #include "south/ads/ads_proto.h"

@@ -4,7 +4,7 @@
 #define FB_ADS_H
 #include <stdio.h>
 
-#include "core/fb.h"
+#include "core/model.h"
 
 extern const struct fb_driver fb_driver_ads;
 

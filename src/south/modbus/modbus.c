@@ -24,7 +24,7 @@
 #include <string.h>
 #include <time.h>
 
-#include "core/fb.h"
+#include "core/model.h"
 #include "core/log.h"
 #include "south/modbus/modbus_proto.h"
 

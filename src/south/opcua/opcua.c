@@ -47,7 +47,9 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include "core/config.h"
+#include "core/env.h"
+#include "core/runtime.h"
+#include "core/url.h"
 #include "core/log.h"
 #include "core/net.h"
 #include "south/opcua/ua_msg.h"
@@ -1205,8 +1207,7 @@ static int read_datatypes(struct ua_conn *c, struct fb_conn *fc, struct fb_err *
     bool adopt = true;
     for (uint32_t di = 0; di < fc->ndevs; di++) {
         struct fb_device *d = fc->devs[di];
-        for (uint32_t k = 0; k < d->ngroups; k++)
-            if (d->groups[k].pool) adopt = false; /* the gateway sized its buffers already */
+        if (fb_runtime_running(d->gw)) adopt = false; /* the gateway sized its buffers already */
         for (uint32_t i = 0; i < d->ntags; i++) {
             struct fb_tag *t = &d->gw->tags[d->first_tag + i];
             struct ua_addr *a = t->addr;
