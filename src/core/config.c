@@ -130,12 +130,6 @@ static struct fb_buffer_cfg *buffer_copy(const struct fb_buffer_cfg *base)
     return b;
 }
 
-void fb_buffer_cfg_free(struct fb_buffer_cfg *b)
-{
-    if (!b) return;
-    free(b->path);
-    free(b);
-}
 
 /* ------------------------------------------------------------ gateway */
 static void load_gateway(struct ctx *c, const struct fb_cfg_map *top)
@@ -236,7 +230,7 @@ static void load_gateway(struct ctx *c, const struct fb_cfg_map *top)
 
 /* ------------------------------------------------------------ sinks */
 /* Every top-level key that names a sink makes one instance of it.  The sink
- * reads its own keys; `buffer:` (the one key all sinks share) is read here. */
+ * reads its own keys; the keys all sinks share (`buffer:`, `queue:`) are read here. */
 static void load_sinks(struct ctx *c, const struct fb_cfg_map *top)
 {
     struct fb_gateway *gw = c->gw;
@@ -256,8 +250,9 @@ static void load_sinks(struct ctx *c, const struct fb_cfg_map *top)
         /* the sink's keys and the shared ones */
         const char *keys[64];
         size_t nk = 0;
-        for (const char *const *k = sk->keys; k && *k && nk < 62; k++) keys[nk++] = *k;
+        for (const char *const *k = sk->keys; k && *k && nk < 61; k++) keys[nk++] = *k;
         keys[nk++] = "buffer";
+        keys[nk++] = "queue";
         keys[nk] = NULL;
         fb_cfg_map_check(c->r, &m, keys, sk->name, false);
         struct fb_sink_inst *s = &gw->sinks[gw->nsinks++];
@@ -271,6 +266,11 @@ static void load_sinks(struct ctx *c, const struct fb_cfg_map *top)
             s->buffer = load_buffer(c, bn, what, gw->buffer);
         else if (gw->buffer)
             s->buffer = buffer_copy(gw->buffer);
+        s->queue_len = 1024;
+        struct fb_cfg_node *qn = fb_cfg_get(&m, "queue");
+        long long v;
+        snprintf(what, sizeof what, "%s.queue", sk->name);
+        if (qn && fb_cfg_int(c->r, NULL, qn, what, 1, 1000000, &v)) s->queue_len = (uint32_t)v;
         s->cfg = sk->cfg_load(c->r, &m, gw);
         fb_cfg_map_free(&m);
     }

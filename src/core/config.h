@@ -15,7 +15,6 @@ struct fb_config_opts {
 /* Returns 0 and *out (free with fb_gateway_free), or FB_EINVAL after
  * printing every error found. */
 int fb_config_load(const char *path, const struct fb_config_opts *o, struct fb_gateway **out);
-void fb_buffer_cfg_free(struct fb_buffer_cfg *b);
 /* What would run: devices, connections, tags, poll groups, sinks. */
 void fb_config_summary(const struct fb_gateway *gw, FILE *f);
 #endif

@@ -5,8 +5,14 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "core/config.h"
 #include "core/url.h"
+
+void fb_buffer_cfg_free(struct fb_buffer_cfg *b)
+{
+    if (!b) return;
+    free(b->path);
+    free(b);
+}
 
 void fb_gateway_free(struct fb_gateway *gw)
 {

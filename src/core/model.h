@@ -173,7 +173,7 @@ struct fb_sink_inst;
 struct fb_sink {
     const char *name;          /* "mqtt": the config section and the instance name */
     const char *const *keys;   /* the section's own keys, NULL-terminated (the
-                                * core adds the common `buffer:`) */
+                                * core reads the common `buffer:` and `queue:`) */
     /* Read the section (m, already checked against keys) into a new config
      * object; errors go to the reader (r), the object is returned even then so
      * that every error is found in one pass.  gw holds the gateway section. */
@@ -211,6 +211,7 @@ struct fb_sink_inst {
     char *name;
     void *cfg;                    /* the sink's config object (cfg_load) */
     struct fb_buffer_cfg *buffer; /* store-and-forward, NULL = none; the global one with overrides */
+    uint32_t queue_len;           /* `queue:` (default 1024; see docs/configuration.md) */
     struct fb_gateway *gw;
     void *ctx;                    /* the sink's running state (open .. close) */
     struct fb_sink_metrics m;     /* live */
@@ -246,6 +247,7 @@ struct fb_gateway {
 /* Release a gateway model, also a half-built one (driver hooks are called
  * only for what the driver created). */
 void fb_gateway_free(struct fb_gateway *gw);
+void fb_buffer_cfg_free(struct fb_buffer_cfg *b);
 /* Look-ups for the command path (not hot). */
 struct fb_device *fb_gw_device(struct fb_gateway *gw, const char *name);
 struct fb_tag *fb_gw_tag(struct fb_gateway *gw, const struct fb_device *d, const char *name);

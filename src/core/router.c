@@ -19,7 +19,7 @@
 
 #include "core/buf.h"
 #include "core/log.h"
-#include "core/runtime.h"
+#include "core/plugin.h"
 #include "core/runtime_state.h"
 #include "proc/proc.h"
 

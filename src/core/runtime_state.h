@@ -20,6 +20,10 @@ struct fb_router;
 struct fb_proc;
 struct fb_model_map;
 
+/* Ids of batches sent past the store (device state) carry this bit, so their
+ * delivery reports never touch the store's records. */
+#define FB_DIRECT_ID (1ULL << 63)
+
 /* One poll group while running. */
 struct fb_group_rt {
     int64_t next_due;           /* monotonic ns */

@@ -150,7 +150,7 @@ static void test_valid_model(void **state)
     assert_int_equal(q->broker.reconnect_min_ns, 500000000LL);
     assert_int_equal(q->broker.reconnect_max_ns, 60000000000LL);
     assert_int_equal(q->max_inflight, 100);
-    assert_int_equal(q->queue_len, 64);
+    assert_int_equal(gw->sinks[0].queue_len, 64);
 
     /* devices, tags */
     assert_int_equal(gw->ndevs, 3);

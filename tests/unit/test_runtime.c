@@ -20,6 +20,7 @@
 #include "core/log.h"
 #include "core/router.h"
 #include "core/runtime.h"
+#include "core/plugin.h"
 #include "core/metrics.h"
 #include "core/model.h"
 

@@ -38,7 +38,7 @@
 #include "core/log.h"
 #include "core/metrics.h"
 #include "core/router.h"
-#include "core/runtime.h"
+#include "core/plugin.h"
 #include "north/mqtt/telemetry.h"
 #include "north/mqtt/topic.h"
 
@@ -46,8 +46,11 @@
 #define MQ_CLOSE_WAIT_NS 2000000000LL /* close(): wait this long for PUBACKs */
 #define MQ_SEC 1000000000LL
 
+enum { T_TELE, T_STATUS, T_CMD, T_RESP, T__N }; /* a device's topics */
+static const char *const t_kind[T__N] = {FB_KIND_TELEMETRY, FB_KIND_STATUS, FB_KIND_COMMAND, FB_KIND_RESPONSE};
+
 struct mq_dev {
-    char *t_tele, *t_status, *t_cmd, *t_resp;
+    char *t[T__N];
     int64_t status_ts; /* time of the last state change seen (under mu), 0 = unknown */
     char reason[96];   /* its reason (under mu) */
 };
@@ -74,7 +77,7 @@ struct mq_ctx {
 };
 
 /* ------------------------------------------------------------------ config */
-static const char *const k_mqtt[] = {FB_BROKER_KEYS, "topic", "qos", "max_inflight", "queue", NULL};
+static const char *const k_mqtt[] = {FB_BROKER_KEYS, "topic", "qos", "max_inflight", NULL};
 static const char *const k_qos[] = {"telemetry", "status", "command", NULL};
 
 static void mq_cfg_free(void *p)
@@ -95,7 +98,6 @@ static void *mq_cfg_load(struct fb_cfg *r, const struct fb_cfg_map *m, const str
     }
     q->qos_telemetry = q->qos_status = q->qos_command = 1;
     q->max_inflight = 1000;
-    q->queue_len = 1024;
     fb_broker_cfg_load(r, m, "mqtt", 256, &q->broker);
     if (!q->broker.client_id) {
         size_t len = strlen(gw->id) + 16;
@@ -125,8 +127,6 @@ static void *mq_cfg_load(struct fb_cfg *r, const struct fb_cfg_map *m, const str
     long long v;
     if ((n = fb_cfg_get(m, "max_inflight")) && fb_cfg_int(r, NULL, n, "mqtt.max_inflight", 1, 65535, &v))
         q->max_inflight = (uint32_t)v;
-    if ((n = fb_cfg_get(m, "queue")) && fb_cfg_int(r, NULL, n, "mqtt.queue", 1, 1000000, &v))
-        q->queue_len = (uint32_t)v;
     return q;
 }
 
@@ -163,7 +163,7 @@ static void publish_dev_status(struct mq_ctx *ctx, struct fb_buf *buf, uint32_t 
     pthread_mutex_unlock(&ctx->mu);
     fb_buf_clear(buf);
     fb_devstatus_json(buf, ctx->gw, &b);
-    fb_mqtt_session_publish(ctx->ms, ctx->devs[i].t_status, buf->p, buf->len, ctx->cfg->qos_status, true, NULL);
+    fb_mqtt_session_publish(ctx->ms, ctx->devs[i].t[T_STATUS], buf->p, buf->len, ctx->cfg->qos_status, true, NULL);
 }
 
 /* ---------------------------------------------------- session callbacks */
@@ -176,9 +176,9 @@ static void mq_connected(void *obj, struct fb_mqtt_session *ms)
             fb_mqtt_session_v5(ms) ? "5" : "3.1.1", ctx->cfg->broker.tls ? ", TLS" : "", ctx->client_id);
     /* commands first, so a controller that waits for our birth can write at once */
     for (uint32_t i = 0; i < ctx->gw->ndevs; i++) {
-        int src = fb_mqtt_session_subscribe(ms, ctx->devs[i].t_cmd, ctx->cfg->qos_command, true);
+        int src = fb_mqtt_session_subscribe(ms, ctx->devs[i].t[T_CMD], ctx->cfg->qos_command, true);
         if (src != MOSQ_ERR_SUCCESS)
-            fb_warn(ctx->gw->devs[i].name, NULL, "mqtt: cannot subscribe to %s: %s", ctx->devs[i].t_cmd,
+            fb_warn(ctx->gw->devs[i].name, NULL, "mqtt: cannot subscribe to %s: %s", ctx->devs[i].t[T_CMD],
                     fb_mqtt_session_strerror(ms, src));
     }
     publish_gw_status(ctx, &ctx->nbuf, true);
@@ -228,7 +228,7 @@ static void mq_message(void *obj, const struct mosquitto_message *msg, const mos
                 cmd->response_topic = rt;
             } else {
                 fb_warn(dname, NULL, "mqtt: invalid response topic \"%s\" on %s: answering on %s", rt ? rt : "",
-                        msg->topic, ctx->devs[r->dev].t_resp);
+                        msg->topic, ctx->devs[r->dev].t[T_RESP]);
                 free(rt);
             }
         }
@@ -251,7 +251,7 @@ static void cmd_reply(struct fb_cmd *cmd, const char *json, size_t len)
 {
     struct mq_ctx *ctx = cmd->reply_ctx;
     if (!ctx || !ctx->ms || cmd->device >= ctx->gw->ndevs) return;
-    const char *topic = cmd->response_topic ? cmd->response_topic : ctx->devs[cmd->device].t_resp;
+    const char *topic = cmd->response_topic ? cmd->response_topic : ctx->devs[cmd->device].t[T_RESP];
     mosquitto_property *props = NULL;
     if (fb_mqtt_session_v5(ctx->ms) && cmd->corr && cmd->corr_len > 0)
         mosquitto_property_add_binary(&props, MQTT_PROP_CORRELATION_DATA, cmd->corr, (uint16_t)cmd->corr_len);
@@ -264,22 +264,13 @@ static void cmd_reply(struct fb_cmd *cmd, const char *json, size_t len)
     }
 }
 
-static const struct fb_mqtt_session_ops mq_ops = {
-    .connected = mq_connected,
-    .message = mq_message,
-};
-
 /* ------------------------------------------------------------ open / close */
 static void ctx_free(struct mq_ctx *ctx)
 {
     if (!ctx) return;
     if (ctx->devs)
-        for (uint32_t i = 0; i < ctx->gw->ndevs; i++) {
-            free(ctx->devs[i].t_tele);
-            free(ctx->devs[i].t_status);
-            free(ctx->devs[i].t_cmd);
-            free(ctx->devs[i].t_resp);
-        }
+        for (uint32_t i = 0; i < ctx->gw->ndevs; i++)
+            for (int k = 0; k < T__N; k++) free(ctx->devs[i].t[k]);
     free(ctx->devs);
     free(ctx->t_gw_status);
     free(ctx->routes);
@@ -324,14 +315,11 @@ static int make_topics(struct mq_ctx *ctx, struct fb_err *err)
     for (uint32_t i = 0; i < gw->ndevs; i++) {
         struct mq_dev *d = &ctx->devs[i];
         const struct fb_device *dev = &gw->devs[i];
-        if (!(d->t_tele = topic_dup(ctx, dev, FB_KIND_TELEMETRY, err)) ||
-            !(d->t_status = topic_dup(ctx, dev, FB_KIND_STATUS, err)) ||
-            !(d->t_cmd = topic_dup(ctx, dev, FB_KIND_COMMAND, err)) ||
-            !(d->t_resp = topic_dup(ctx, dev, FB_KIND_RESPONSE, err)))
-            return FB_EINVAL;
-        if (!strcmp(d->t_status, ctx->t_gw_status))
-            fb_warn(dev->name, NULL, "mqtt: device status topic %s is the gateway's own status topic", d->t_status);
-        ctx->routes[i].topic = d->t_cmd;
+        for (int k = 0; k < T__N; k++)
+            if (!(d->t[k] = topic_dup(ctx, dev, t_kind[k], err))) return FB_EINVAL;
+        if (!strcmp(d->t[T_STATUS], ctx->t_gw_status))
+            fb_warn(dev->name, NULL, "mqtt: device status topic %s is the gateway's own status topic", d->t[T_STATUS]);
+        ctx->routes[i].topic = d->t[T_CMD];
         ctx->routes[i].dev = i;
     }
     ctx->nroutes = gw->ndevs;
@@ -343,6 +331,11 @@ static int make_topics(struct mq_ctx *ctx, struct fb_err *err)
                               ctx->routes[i].topic);
     return 0;
 }
+
+static const struct fb_mqtt_session_ops mq_ops = {
+    .connected = mq_connected,
+    .message = mq_message,
+};
 
 static int mq_open(struct fb_sink_inst *s, struct fb_err *err)
 {
@@ -421,7 +414,7 @@ static int mq_send(struct fb_sink_inst *s, const struct fb_batch *b, uint64_t ba
         }
         fb_buf_clear(&ctx->json);
         fb_devstatus_json(&ctx->json, ctx->gw, b);
-        fb_mqtt_session_publish_tracked(ctx->ms, batch_id, d->t_status, ctx->json.p, ctx->json.len,
+        fb_mqtt_session_publish_tracked(ctx->ms, batch_id, d->t[T_STATUS], ctx->json.p, ctx->json.len,
                                         ctx->cfg->qos_status, true);
         return 0;
     }
@@ -431,7 +424,7 @@ static int mq_send(struct fb_sink_inst *s, const struct fb_batch *b, uint64_t ba
     }
     fb_buf_clear(&ctx->json);
     fb_telemetry_json(&ctx->json, ctx->gw, b);
-    fb_mqtt_session_publish_tracked(ctx->ms, batch_id, d->t_tele, ctx->json.p, ctx->json.len,
+    fb_mqtt_session_publish_tracked(ctx->ms, batch_id, d->t[T_TELE], ctx->json.p, ctx->json.len,
                                     ctx->cfg->qos_telemetry, false);
     return 0;
 }

@@ -16,7 +16,6 @@ struct fb_mqtt_cfg {
     int qos_status;              /* default 1 */
     int qos_command;             /* subscription QoS for commands, default 1 */
     uint32_t max_inflight;       /* default 1000 */
-    uint32_t queue_len;          /* `queue:`, default 1024 (accepted, see docs/mqtt.md) */
 };
 
 extern const struct fb_sink fb_sink_mqtt;

@@ -46,7 +46,7 @@
 #include <time.h>
 
 #include "core/log.h"
-#include "core/runtime.h"
+#include "core/plugin.h"
 #include "core/url.h"
 #include "core/thread.h"
 
@@ -293,6 +293,8 @@ static uint32_t slot_of(const struct fb_mqtt_session *ms, int mid) { return ((ui
 
 static void map_put(struct fb_mqtt_session *ms, int mid, uint64_t id)
 {
+    /* the table holds twice max_inflight slots and publish waits below max_inflight */
+    FB_ASSERT(ms->inflight < ms->mask);
     uint32_t i = slot_of(ms, mid);
     while (ms->slots[i].mid != 0 && ms->slots[i].mid != mid) i = (i + 1) & ms->mask;
     if (ms->slots[i].mid == 0) ms->inflight++;

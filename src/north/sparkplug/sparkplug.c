@@ -44,7 +44,7 @@
 
 #include "core/log.h"
 #include "core/router.h"
-#include "core/runtime.h"
+#include "core/plugin.h"
 
 #define SPB_SEC 1000000000LL
 #define SPB_CLOSE_WAIT_NS 2000000000LL
@@ -55,8 +55,11 @@
 #define SPB_ALIAS_SOFTWARE 3
 #define SPB_ALIAS_BASE 1000
 
+enum { T_BIRTH, T_DATA, T_DEATH, T_CMD, T__N }; /* a device's topics */
+static const char *const t_type[T__N] = {"DBIRTH", "DDATA", "DDEATH", "DCMD"};
+
 struct spb_dev {
-    char *t_birth, *t_data, *t_death, *t_cmd;
+    char *t[T__N];
     int state; /* last state seen in the batch stream (sink thread) */
     bool born; /* DBIRTH sent in the current session (sink thread) */
     bool seen; /* some value of it is in the cache */
@@ -248,7 +251,7 @@ static void dbirth(struct spb_ctx *ctx, uint32_t di)
         add_tag_metric(ctx, &ctx->gw->tags[id], true, c->ts ? &c->v : NULL, c->ts ? c->q : FB_Q_BAD_WAITING,
                        c->ts ? c->ts : now, false);
     }
-    pub_enc(ctx, ctx->devs[di].t_birth);
+    pub_enc(ctx, ctx->devs[di].t[T_BIRTH]);
     ctx->devs[di].born = true;
     fb_debug(d->name, NULL, "sparkplug: DBIRTH (%u metrics)", d->ntags);
 }
@@ -256,7 +259,7 @@ static void dbirth(struct spb_ctx *ctx, uint32_t di)
 static void ddeath(struct spb_ctx *ctx, uint32_t di)
 {
     fb_spb_enc_begin(&ctx->enc, (uint64_t)ms_of(fb_now_ns()), next_seq(ctx));
-    pub_enc(ctx, ctx->devs[di].t_death);
+    pub_enc(ctx, ctx->devs[di].t[T_DEATH]);
     ctx->devs[di].born = false;
     fb_debug(ctx->gw->devs[di].name, NULL, "sparkplug: DDEATH");
 }
@@ -523,23 +526,13 @@ static void spb_before_connect(void *obj, struct fb_mqtt_session *ms)
     if (rc) fb_warn(NULL, NULL, "sparkplug: cannot set the NDEATH will: %s", mosquitto_strerror(rc));
 }
 
-static const struct fb_mqtt_session_ops spb_ops = {
-    .before_connect = spb_before_connect,
-    .connected = spb_connected,
-    .message = spb_message,
-};
-
 /* ----------------------------------------------------------- open / close */
 static void ctx_free(struct spb_ctx *ctx)
 {
     if (!ctx) return;
     if (ctx->devs)
-        for (uint32_t i = 0; i < ctx->gw->ndevs; i++) {
-            free(ctx->devs[i].t_birth);
-            free(ctx->devs[i].t_data);
-            free(ctx->devs[i].t_death);
-            free(ctx->devs[i].t_cmd);
-        }
+        for (uint32_t i = 0; i < ctx->gw->ndevs; i++)
+            for (int k = 0; k < T__N; k++) free(ctx->devs[i].t[k]);
     free(ctx->devs);
     if (ctx->cache)
         for (uint32_t i = 0; i < ctx->gw->ntags; i++) free(ctx->cache[i].sbuf);
@@ -569,6 +562,12 @@ static char *topic_dup(struct spb_ctx *ctx, const char *type, const char *dev, s
     if (!s) fb_err_set(err, FB_ENOMEM, "out of memory");
     return s;
 }
+
+static const struct fb_mqtt_session_ops spb_ops = {
+    .before_connect = spb_before_connect,
+    .connected = spb_connected,
+    .message = spb_message,
+};
 
 static int spb_open(struct fb_sink_inst *s, struct fb_err *err)
 {
@@ -611,9 +610,8 @@ static int spb_open(struct fb_sink_inst *s, struct fb_err *err)
     for (uint32_t i = 0; i < gw->ndevs; i++) {
         struct spb_dev *d = &ctx->devs[i];
         const char *n = gw->devs[i].name;
-        if (!(d->t_birth = topic_dup(ctx, "DBIRTH", n, err)) || !(d->t_data = topic_dup(ctx, "DDATA", n, err)) ||
-            !(d->t_death = topic_dup(ctx, "DDEATH", n, err)) || !(d->t_cmd = topic_dup(ctx, "DCMD", n, err)))
-            goto fail;
+        for (int k = 0; k < T__N; k++)
+            if (!(d->t[k] = topic_dup(ctx, t_type[k], n, err))) goto fail;
         d->state = FB_DEV_CONNECTING;
     }
     if (cfg->broker.client_id && *cfg->broker.client_id)
@@ -719,7 +717,7 @@ static int spb_send(struct fb_sink_inst *s, const struct fb_batch *b, uint64_t b
                        hist);
     }
     fb_spb_enc_finish(&ctx->enc, &ctx->out);
-    fb_mqtt_session_publish_tracked(ctx->ms, batch_id, d->t_data, ctx->out.p, ctx->out.len, 0, false);
+    fb_mqtt_session_publish_tracked(ctx->ms, batch_id, d->t[T_DATA], ctx->out.p, ctx->out.len, 0, false);
     return 0;
 }
 
@@ -753,7 +751,7 @@ static void spb_close(struct fb_sink_inst *s)
 
 /* ------------------------------------------------------------------ config */
 static const char *const k_sparkplug[] = {FB_BROKER_KEYS, "group", "edge_node", "primary_host", "aliases",
-                                          "reboot", "queue", NULL};
+                                          "reboot", NULL};
 
 static void spb_cfg_free(void *p)
 {
@@ -788,7 +786,6 @@ static void *spb_cfg_load(struct fb_cfg *r, const struct fb_cfg_map *m, const st
         return NULL;
     }
     q->aliases = true;
-    q->queue_len = 1024;
     fb_broker_cfg_load(r, m, "sparkplug", 150, &q->broker);
     if (!fb_cfg_get(m, "group")) fb_cfg_error(r, NULL, "sparkplug.group is required (the Sparkplug group id)");
     q->group = spb_id(r, m, "group");
@@ -797,9 +794,6 @@ static void *spb_cfg_load(struct fb_cfg *r, const struct fb_cfg_map *m, const st
     struct fb_cfg_node *n;
     if ((n = fb_cfg_get(m, "aliases"))) fb_cfg_bool(r, NULL, n, "sparkplug.aliases", &q->aliases);
     if ((n = fb_cfg_get(m, "reboot"))) fb_cfg_bool(r, NULL, n, "sparkplug.reboot", &q->reboot);
-    long long v;
-    if ((n = fb_cfg_get(m, "queue")) && fb_cfg_int(r, NULL, n, "sparkplug.queue", 1, 1000000, &v))
-        q->queue_len = (uint32_t)v;
     return q;
 }
 

@@ -20,7 +20,6 @@ struct fb_spb_cfg {
     char *primary_host; /* host application id whose STATE gates the births, or NULL */
     bool aliases;       /* default true */
     bool reboot;        /* accept Node Control/Reboot (default false) */
-    uint32_t queue_len; /* default 1024 */
 };
 
 extern const struct fb_sink fb_sink_sparkplug;

@@ -48,7 +48,7 @@
 #include <unistd.h>
 
 #include "core/env.h"
-#include "core/runtime.h"
+#include "core/plugin.h"
 #include "core/url.h"
 #include "core/log.h"
 #include "core/net.h"

@@ -45,7 +45,7 @@
 #include <unistd.h>
 
 #include "core/env.h"
-#include "core/runtime.h"
+#include "core/plugin.h"
 #include "core/url.h"
 #include "core/log.h"
 #include "south/revpi/revpi.h"
