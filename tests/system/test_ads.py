@@ -24,10 +24,11 @@ import os
 import re
 import subprocess
 import time
+import urllib.request
 
 import pytest
 
-from conftest import ROOT, gw_config, run_cli, wait_values, topic  # noqa: F401
+from conftest import ROOT, gw_config, merged_values, run_cli, wait_values, topic  # noqa: F401
 import peers
 
 SERVER = os.path.join(ROOT, "tests", "peers", "ads_server.py")
@@ -592,6 +593,52 @@ def test_untyped_names_without_upload(ads1):
     assert st.get("cmd2:0xF00C") == 1 and st.get("cmd2:0xF00B") == 1 and "cmd9:0xF009" not in st, st
     r = run_cli("browse", srv.url())
     assert r.returncode == 0 and "MAIN.fTemperature" in r.stdout, r.stderr
+
+
+def _http_json(port, path):
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as r:
+        return r.read().decode()
+
+
+def _device_errors(metrics_text, dev):
+    m = re.search(r'^fieldbridge_device_errors_total\{[^}]*device="' + re.escape(dev) + r'"[^}]*\} (\d+)',
+                  metrics_text, re.M)
+    return int(m.group(1)) if m else None
+
+
+def test_failed_reads_count_as_errors(ads, broker, start_gateway, watch):
+    """A PLC that refuses every read, and a symbol the PLC does not have: every
+    failed item is counted in the device's errors (/metrics, /status and the
+    gateway status message), so the device is not reported healthy."""
+    refusing, ghost = ads(), ads()
+    refusing.call(op="error", code=0x704, where="ads")   # every request: access not permitted
+    devs = [{"name": "plc-refuse", "url": refusing.url(), "poll": "200ms",
+             "tags": [{"name": "a", "addr": "MAIN.nInt:INT"}, {"name": "b", "addr": "%MW10"}]},
+            {"name": "plc-ghost", "url": ghost.url(), "poll": "200ms",
+             "tags": [{"name": "gone", "addr": "MAIN.gone:INT"}, {"name": "count", "addr": "MAIN.nCount:DINT"}]}]
+    port = peers.free_port()
+    w = watch(broker.port)
+    gw = start_gateway(gw_config(broker.port, devs, metrics={"listen": f"127.0.0.1:{port}"}))
+    assert wait_values(w, "plc-refuse", lambda v: v.get("a", {}).get("reason") == "BadNotReadable", timeout=20), \
+        gw.output()[-3000:]
+    assert wait_values(w, "plc-ghost", lambda v: good(v, "count") and v.get("gone", {}).get("reason") ==
+                       "BadNodeIdUnknown", timeout=20), gw.output()[-3000:]
+    time.sleep(1.0)
+
+    def status_ok(m):
+        j = m.json() or {}
+        d = j.get("devices", {})
+        return all(d.get(n, {}).get("errors", 0) > 0 for n in ("plc-refuse", "plc-ghost"))
+    st_msg = w.wait_for(status_ok, 10, topic=topic("gw-test", "status"))
+    assert st_msg is not None, [m.text() for m in w.messages(topic("gw-test", "status"))][-2:]
+    text = _http_json(port, "/metrics")
+    status = json.loads(_http_json(port, "/status"))
+    for name in ("plc-refuse", "plc-ghost"):
+        assert _device_errors(text, name) and _device_errors(text, name) > 0, (name, text[:3000])
+        d = status["devices"][name]
+        assert d["state"] == "online" and d["errors"] > 0 and d["ne107"] != "OK", (name, d)
+    # the healthy tag of plc-ghost keeps its value: counting changes no quality
+    assert merged_values(w, "plc-ghost")["count"]["v"] == 42
 
 
 def test_controller_without_symbols(ads1):

@@ -43,7 +43,9 @@
  * Errors.  Transport failures (reset, timeout, malformed frame) return
  * FB_EIO/FB_ETIMEDOUT/FB_EPROTO so the core reconnects; ADS error codes
  * (whole request or per sub-command) mark the affected tags Bad with a
- * mapped quality and are logged once per change with the text of the code.
+ * mapped quality, are logged once per change with the text of the code, and
+ * count in the device's error counter every cycle (one per tag), so a PLC
+ * that refuses every read does not look healthy.
  */
 #include "south/ads/ads.h"
 
@@ -1461,6 +1463,7 @@ static int ads_read(struct fb_device *dev, struct fb_group *g, struct fb_batch *
     }
     char sbuf[ADS_SBUF];
     int rc = 0;
+    uint64_t failed = 0; /* tags the PLC refused or does not know, this cycle */
     if (o->mode == ADS_MODE_POLL) {
         bool redo = false;
         rc = poll_round(dev, c, p, &redo);
@@ -1472,6 +1475,7 @@ static int ads_read(struct fb_device *dev, struct fb_group *g, struct fb_batch *
             uint32_t code = rc ? 0 : p->res[i];
             uint32_t q = rc ? (rc == FB_ETIMEDOUT ? FB_Q_BAD_TIMEOUT : FB_Q_BAD_COMM) : ads_err_quality(code, false);
             if (!rc) log_tag(dev, t, q, code);
+            if (code) failed++;
             if (q != FB_Q_GOOD) {
                 add_bad(out, t->id, type, q, ts);
                 continue;
@@ -1493,6 +1497,7 @@ static int ads_read(struct fb_device *dev, struct fb_group *g, struct fb_batch *
             if (rc) q = rc == FB_ETIMEDOUT ? FB_Q_BAD_TIMEOUT : FB_Q_BAD_COMM;
             else if (t->n_epoch != c->epoch) q = ads_err_quality(t->herr ? t->herr : 0x710, false);
             else q = t->have_val ? FB_Q_GOOD : FB_Q_BAD_WAITING;
+            if (!rc && t->n_epoch != c->epoch) failed++;
             if (!rc && q != FB_Q_BAD_WAITING) log_tag(dev, t, q, t->herr);
             if (q != FB_Q_GOOD) {
                 add_bad(out, t->id, type, q, ts);
@@ -1505,6 +1510,9 @@ static int ads_read(struct fb_device *dev, struct fb_group *g, struct fb_batch *
             else if (s) s->ts_src = t->val_ts;
         }
     }
+    /* every item the device refused counts, as a failed request does: a PLC
+     * that answers every read with an error is not healthy */
+    if (failed) atomic_fetch_add(&dev->m.errors, failed);
     if (rc) {
         atomic_fetch_add(&dev->m.errors, 1);
         if (rc == FB_ETIMEDOUT) atomic_fetch_add(&dev->m.timeouts, 1);
