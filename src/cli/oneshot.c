@@ -10,6 +10,7 @@
 
 #include "../core/buf.h"
 #include "../core/config.h"
+#include "../core/driver.h"
 #include "../core/log.h"
 #include "../core/router.h"
 #include "../south/revpi/revpi.h"
@@ -123,8 +124,10 @@ static int oneshot_init(struct oneshot *s, const char *cmd, const struct opts *o
     }
     const struct fb_driver *drv = fb_driver_for_scheme(s->dev.url.scheme);
     if (!drv) {
-        fprintf(stderr, "fieldbridge %s: unknown URL scheme '%s' (modbus-tcp, modbus-rtu, opc.tcp, s7, ads, revpi, sim)\n", cmd,
-                s->dev.url.scheme ? s->dev.url.scheme : "");
+        char hint[200];
+        fb_scheme_hint(hint, sizeof hint, s->dev.url.scheme);
+        fprintf(stderr, "fieldbridge %s: unknown URL scheme '%s'%s\n", cmd, s->dev.url.scheme ? s->dev.url.scheme : "",
+                hint);
         return 2;
     }
     s->gw.id = (char *)"cli";
@@ -155,6 +158,18 @@ static int oneshot_init(struct oneshot *s, const char *cmd, const struct opts *o
         return 2;
     }
     s->dev_inited = true;
+    /* files the URL names (password_file=, user_key=, …): a missing file or
+     * one others can read is the caller's to fix, not the device's */
+    for (int i = 0; i < s->dev.url.nq; i++) {
+        const struct fb_drv_opt *op = fb_scheme_opt(s->dev.url.scheme, s->dev.url.q[i].k);
+        if (!op || op->kind == FB_OPT_VALUE || op->kind == FB_OPT_FILE) continue;
+        int rc = fb_check_file(s->dev.url.q[i].v ? s->dev.url.q[i].v : "", op->kind, &err);
+        if (rc == FB_ENOENT && op->kind == FB_OPT_PKI) continue; /* the driver creates the store */
+        if (rc < 0) {
+            fprintf(stderr, "fieldbridge %s: %s=: %s\n", cmd, op->key, err.msg);
+            return 2;
+        }
+    }
     s->ntags = (uint32_t)naddr * (uint32_t)o->count;
     s->tags = calloc(s->ntags, sizeof *s->tags);
     s->group.tags = calloc(s->ntags, sizeof *s->group.tags);
@@ -204,9 +219,14 @@ static int oneshot_init(struct oneshot *s, const char *cmd, const struct opts *o
 static const char *const read_help =
     "usage: fieldbridge read URL ADDR... [--type T] [--order O] [--count N] [--json] [--timeout D]\n"
     "Reads each address once and prints one line per value: address, value, and the\n"
-    "quality when it is not good.  --count N reads N consecutive values of the type.\n"
-    "--json prints [{\"addr\",\"type\",\"value\",\"quality\"}].\n"
+    "quality when it is not good.\n"
+    "  --type T     type of every address, like a :TYPE suffix (int16, float32, string[8], ...)\n"
+    "  --order O    byte/word order of 32/64-bit values\n"
+    "  --count N    read N consecutive values of the type from each address (1..10000)\n"
+    "  --json       print [{\"addr\",\"type\",\"value\",\"quality\"}]\n"
+    "  --timeout D  per request (500ms, 2s; default 1s, or the URL's timeout=)\n"
     "example: fieldbridge read 'modbus-tcp://127.0.0.1:5020?unit=1' hr:0 --type float32 --order CDAB\n"
+    "URL forms and addresses of every protocol: fieldbridge help\n"
     "exit codes: 0 all values good; 1 communication error or a value not good; 2 usage error\n";
 
 int fb_cli_read(int argc, char **argv)
@@ -301,7 +321,11 @@ static const char *const write_help =
     "usage: fieldbridge write URL ADDR VALUE [--type T] [--order O] [--timeout D]\n"
     "Writes one value.  Negative numbers work as they are: write URL hr:10:int16 -5\n"
     "Booleans: true/false/1/0/on/off.  Values outside the type's range are refused (exit 2).\n"
-    "exit codes: 0 written; 1 device or communication error; 2 usage error\n";
+    "  --type T     the value's type, like a :TYPE suffix (int16, float32, string[8], ...)\n"
+    "  --order O    byte/word order of 32/64-bit values\n"
+    "  --timeout D  per request (500ms, 2s; default 1s, or the URL's timeout=)\n"
+    "exit codes: 0 written; 1 device or communication error; 2 usage error (a bad value or\n"
+    "address, a read-only target such as ir:3, a missing secret file or one others can read)\n";
 
 /* VALUE text → raw value of the tag's type, with the router's checks. */
 static int parse_value(const struct fb_tag *t, const char *text, struct fb_value *v, char *sbuf,
@@ -403,7 +427,9 @@ int fb_cli_write(int argc, char **argv)
     if (rc < 0) {
         fprintf(stderr, "fieldbridge write: %s: %s\n", o.pos[0], err.msg[0] ? err.msg : fb_strerror(rc));
         oneshot_free(&s);
-        return rc == FB_EINVAL || rc == FB_ERANGE ? 2 : 1;
+        /* a value or address the protocol refuses, or a read-only target
+         * (ir:, di:, a node or symbol that is not writable): a usage error */
+        return rc == FB_EINVAL || rc == FB_ERANGE || rc == FB_EACCES ? 2 : 1;
     }
     struct fb_buf out;
     fb_buf_init(&out);
@@ -419,7 +445,11 @@ int fb_cli_browse(int argc, char **argv)
     struct opts o;
     int rc = parse_opts("browse", argc, argv, &o);
     if (rc == 1) {
-        puts("usage: fieldbridge browse URL\nLists what a device offers (OPC UA nodes, ADS symbols, RevPi variables).");
+        puts("usage: fieldbridge browse URL\n"
+             "Lists what a device offers: OPC UA nodes (URL options depth=N, node=NODEID), ADS\n"
+             "symbols with their types, RevPi variables from the PiCtory file (config=FILE).\n"
+             "Modbus, S7 and the simulator have nothing to browse: their addresses are absolute.\n"
+             "exit codes: 0 listed; 1 device or communication error; 2 usage error or nothing to browse");
         return 0;
     }
     if (rc) return rc;
@@ -438,9 +468,11 @@ int fb_cli_browse(int argc, char **argv)
         if (rc < 0) fprintf(stderr, "fieldbridge browse: %s\n", err.msg[0] ? err.msg : fb_strerror(rc));
         return rc == 0 ? 0 : rc == FB_EINVAL ? 2 : 1;
     }
-    if (!drv)
-        fprintf(stderr, "fieldbridge browse: unknown URL scheme '%s'\n", u.scheme ? u.scheme : "");
-    else if (drv == &fb_driver_s7)
+    if (!drv) {
+        char hint[200];
+        fb_scheme_hint(hint, sizeof hint, u.scheme);
+        fprintf(stderr, "fieldbridge browse: unknown URL scheme '%s'%s\n", u.scheme ? u.scheme : "", hint);
+    } else if (drv == &fb_driver_s7)
         fprintf(stderr, "fieldbridge browse: S7comm offers no symbol table: address tags absolutely "
                         "(DB10.DBD0:real, MW10, I0.1; docs/s7.md)\n");
     else

@@ -41,6 +41,7 @@
 
 #include "config.h"
 #include "config_tmpl.h"
+#include "driver.h"
 #include "log.h"
 #include "north/mqtt/mqtt.h"
 #include "north/sparkplug/sparkplug.h"
@@ -748,21 +749,26 @@ void fb_mqtt_cfg_free(struct fb_mqtt_cfg *m)
     free(m);
 }
 
-/* A referenced file: missing → warning (error with --strict). */
-static char *file_ref(struct ctx *c, yaml_node_t *n, const char *what, bool dir)
+/* A referenced file, relative to the config file's directory, checked like
+ * the gateway will use it (fb_check_file): missing or unreadable → warning
+ * (error with --strict); group/other access to a secret or key, or a
+ * directory where a file belongs → error.  *usable says whether it passed. */
+static char *file_ref(struct ctx *c, yaml_node_t *n, const char *what, enum fb_opt_kind kind, bool *usable)
 {
+    if (usable) *usable = false;
     char *s = str_of(c, NULL, n, what);
     if (!s) return NULL;
     char *p = path_rel(c, s);
     free(s);
     if (!p) return NULL;
-    struct stat st;
-    if (stat(p, &st) < 0)
-        warn_at(c, mk(n), "%s: %s: %s", what, p, strerror(errno));
-    else if (dir && !S_ISDIR(st.st_mode))
-        err_at(c, mk(n), "%s: %s is not a directory", what, p);
-    else if (!dir && S_ISDIR(st.st_mode))
-        err_at(c, mk(n), "%s: %s is a directory, expected a file", what, p);
+    struct fb_err e = {0};
+    int rc = fb_check_file(p, kind, &e);
+    if (rc == FB_ENOENT || rc == FB_EIO)
+        warn_at(c, mk(n), "%s: %s", what, e.msg);
+    else if (rc < 0)
+        err_at(c, mk(n), "%s: %s", what, e.msg);
+    else if (usable)
+        *usable = true;
     return p;
 }
 
@@ -873,18 +879,17 @@ static void load_mqtt(struct ctx *c, yaml_node_t *mn)
         else
             q->password = str_of(c, NULL, pw, "mqtt.password");
     } else if (pwf) {
-        char *p = file_ref(c, pwf, "mqtt.password_file", false);
-        if (p) {
+        bool usable;
+        char *p = file_ref(c, pwf, "mqtt.password_file", FB_OPT_SECRET, &usable);
+        if (p && usable) {
             struct fb_err e = {0};
             char *secret = NULL;
-            if (access(p, F_OK) == 0) {
-                if (fb_read_secret_file(p, &secret, &e) < 0)
-                    err_at(c, mk(pwf), "mqtt.password_file: %s", e.msg);
-                else
-                    q->password = secret;
-            }
-            free(p);
+            if (fb_read_secret_file(p, &secret, &e) < 0)
+                err_at(c, mk(pwf), "mqtt.password_file: %s", e.msg);
+            else
+                q->password = secret;
         }
+        free(p);
     }
     if (q->password && !q->username)
         note_at(c, mk(pw ? pw : pwf), "a password without mqtt.username is usually not what the broker expects");
@@ -894,19 +899,10 @@ static void load_mqtt(struct ctx *c, yaml_node_t *mn)
     if (tn && map_load(c, tn, "mqtt.tls", &t)) {
         map_check(c, &t, k_tls, "mqtt.tls");
         q->tls = true;
-        if ((n = map_get(&t, "ca"))) q->ca = file_ref(c, n, "mqtt.tls.ca", false);
-        if ((n = map_get(&t, "ca_path"))) q->ca_path = file_ref(c, n, "mqtt.tls.ca_path", true);
-        if ((n = map_get(&t, "cert"))) q->cert = file_ref(c, n, "mqtt.tls.cert", false);
-        if ((n = map_get(&t, "key"))) {
-            q->key = file_ref(c, n, "mqtt.tls.key", false);
-            struct stat st;
-            if (q->key && stat(q->key, &st) == 0 && S_ISREG(st.st_mode) &&
-                (st.st_mode & (S_IRGRP | S_IROTH | S_IWGRP | S_IWOTH)))
-                err_at(c, mk(n),
-                       "mqtt.tls.key: private key %s is accessible by group or others (mode %04o); "
-                       "run: chmod 600 %s",
-                       q->key, (unsigned)(st.st_mode & 07777), q->key);
-        }
+        if ((n = map_get(&t, "ca"))) q->ca = file_ref(c, n, "mqtt.tls.ca", FB_OPT_CERT, NULL);
+        if ((n = map_get(&t, "ca_path"))) q->ca_path = file_ref(c, n, "mqtt.tls.ca_path", FB_OPT_DIR, NULL);
+        if ((n = map_get(&t, "cert"))) q->cert = file_ref(c, n, "mqtt.tls.cert", FB_OPT_CERT, NULL);
+        if ((n = map_get(&t, "key"))) q->key = file_ref(c, n, "mqtt.tls.key", FB_OPT_KEY, NULL);
         if ((n = map_get(&t, "verify_hostname")))
             bool_of(c, NULL, n, "mqtt.tls.verify_hostname", &q->tls_verify_hostname);
         if (!q->cert != !q->key)
@@ -958,6 +954,22 @@ static const char *const k_sparkplug[] = {"url", "servers", "group", "edge_node"
                                           "client_id", "username", "password", "password_file", "tls",
                                           "keepalive", "aliases", "reboot", "reconnect", "queue", "buffer",
                                           NULL};
+
+/* Every key table, by the name of the mapping it belongs to (tls, qos,
+ * reconnect and buffer appear under mqtt: and sparkplug: alike), for the test
+ * that docs/configuration.md documents every key the loader accepts. */
+static const struct fb_config_keys key_tables[] = {
+    {"top", k_top},         {"gateway", k_gateway},   {"log", k_log},     {"metrics", k_metrics},
+    {"commands", k_commands}, {"buffer", k_buffer},   {"mqtt", k_mqtt},   {"tls", k_tls},
+    {"qos", k_qos},         {"reconnect", k_reconnect}, {"sparkplug", k_sparkplug}, {"device", k_device},
+    {"tag", k_tag},         {"scale", k_scale},
+};
+
+const struct fb_config_keys *fb_config_key_tables(size_t *n)
+{
+    *n = sizeof key_tables / sizeof key_tables[0];
+    return key_tables;
+}
 
 /* One broker URL of sparkplug.url / sparkplug.servers. */
 static void spb_server(struct ctx *c, yaml_node_t *n, const char *what, struct fb_spb_cfg *q)
@@ -1095,27 +1107,26 @@ static void load_sparkplug(struct ctx *c, yaml_node_t *sn)
         else
             q->password = str_of(c, NULL, pw, "sparkplug.password");
     } else if (pwf) {
-        char *p = file_ref(c, pwf, "sparkplug.password_file", false);
-        if (p) {
+        bool usable;
+        char *p = file_ref(c, pwf, "sparkplug.password_file", FB_OPT_SECRET, &usable);
+        if (p && usable) {
             struct fb_err e = {0};
             char *secret = NULL;
-            if (access(p, F_OK) == 0) {
-                if (fb_read_secret_file(p, &secret, &e) < 0)
-                    err_at(c, mk(pwf), "sparkplug.password_file: %s", e.msg);
-                else
-                    q->password = secret;
-            }
-            free(p);
+            if (fb_read_secret_file(p, &secret, &e) < 0)
+                err_at(c, mk(pwf), "sparkplug.password_file: %s", e.msg);
+            else
+                q->password = secret;
         }
+        free(p);
     }
     struct map t = {0};
     yaml_node_t *tn = map_get(&m, "tls");
     if (tn && map_load(c, tn, "sparkplug.tls", &t)) {
         map_check(c, &t, k_tls, "sparkplug.tls");
-        if ((x = map_get(&t, "ca"))) q->ca = file_ref(c, x, "sparkplug.tls.ca", false);
-        if ((x = map_get(&t, "ca_path"))) q->ca_path = file_ref(c, x, "sparkplug.tls.ca_path", true);
-        if ((x = map_get(&t, "cert"))) q->cert = file_ref(c, x, "sparkplug.tls.cert", false);
-        if ((x = map_get(&t, "key"))) q->key = file_ref(c, x, "sparkplug.tls.key", false);
+        if ((x = map_get(&t, "ca"))) q->ca = file_ref(c, x, "sparkplug.tls.ca", FB_OPT_CERT, NULL);
+        if ((x = map_get(&t, "ca_path"))) q->ca_path = file_ref(c, x, "sparkplug.tls.ca_path", FB_OPT_DIR, NULL);
+        if ((x = map_get(&t, "cert"))) q->cert = file_ref(c, x, "sparkplug.tls.cert", FB_OPT_CERT, NULL);
+        if ((x = map_get(&t, "key"))) q->key = file_ref(c, x, "sparkplug.tls.key", FB_OPT_KEY, NULL);
         if ((x = map_get(&t, "verify_hostname")))
             bool_of(c, NULL, x, "sparkplug.tls.verify_hostname", &q->tls_verify_hostname);
         if (!q->cert != !q->key) err_at(c, mk(tn), "sparkplug.tls: cert and key go together");
@@ -1788,23 +1799,22 @@ static int cmp_i64(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
-static void scheme_hint(char *buf, size_t len, const char *scheme)
+void fb_scheme_hint(char *buf, size_t len, const char *scheme)
 {
-    static const struct fb_driver *const all[] = {&fb_driver_modbus, &fb_driver_sim};
+    size_t ns;
+    const struct fb_scheme_info *si = fb_schemes(&ns);
     const char *names[32];
-    int n = 0;
-    size_t off = 0;
+    size_t n = 0, off = 0;
     buf[0] = 0;
-    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
-        for (const char *const *s = all[i]->schemes; s && *s && n < 31; s++) names[n++] = *s;
+    for (size_t i = 0; i < ns && n < 31; i++) names[n++] = si[i].scheme;
     names[n] = NULL;
-    const char *sg = suggest(scheme, names);
+    const char *sg = scheme ? suggest(scheme, names) : NULL;
     if (sg) {
         snprintf(buf, len, " (did you mean '%s'?)", sg);
         return;
     }
     off += (size_t)snprintf(buf + off, len - off, " (known:");
-    for (int i = 0; i < n && off < len; i++)
+    for (size_t i = 0; i < n && off < len; i++)
         off += (size_t)snprintf(buf + off, len - off, " %s://", names[i]);
     if (off < len) snprintf(buf + off, len - off, ")");
 }
@@ -1845,6 +1855,24 @@ static void build_groups(struct ctx *c, struct fb_device *d)
     free(per);
 }
 
+/* Files a device URL names (driver.h: password_file=, user_key=, pki=, …),
+ * checked as the driver will open them: as written, relative to the
+ * gateway's working directory. */
+static void check_url_files(struct ctx *c, const struct fb_device *d, const struct dev_aux *da)
+{
+    for (int i = 0; i < d->url.nq; i++) {
+        const struct fb_drv_opt *o = fb_scheme_opt(d->url.scheme, d->url.q[i].k);
+        if (!o || o->kind == FB_OPT_VALUE || o->kind == FB_OPT_FILE) continue;
+        struct fb_err e = {0};
+        int rc = fb_check_file(d->url.q[i].v ? d->url.q[i].v : "", o->kind, &e);
+        if (rc == FB_ENOENT && o->kind == FB_OPT_PKI) continue; /* the driver creates the store */
+        if (rc == FB_ENOENT || rc == FB_EIO)
+            warn_at(c, da->url_m, "device '%s': %s=: %s", d->name, o->key, e.msg);
+        else if (rc < 0)
+            err_at(c, da->url_m, "device '%s': %s=: %s", d->name, o->key, e.msg);
+    }
+}
+
 static void build_drivers(struct ctx *c)
 {
     struct fb_gateway *gw = c->gw;
@@ -1871,7 +1899,7 @@ static void build_drivers(struct ctx *c)
         const struct fb_driver *drv = fb_driver_for_scheme(d->url.scheme);
         if (!drv) {
             char hint[200];
-            scheme_hint(hint, sizeof hint, d->url.scheme);
+            fb_scheme_hint(hint, sizeof hint, d->url.scheme);
             err_at(c, da->url_m, "url: no driver for scheme '%s://'%s", d->url.scheme, hint);
             continue;
         }
@@ -1885,6 +1913,7 @@ static void build_drivers(struct ctx *c)
             continue;
         }
         da->init_ok = true;
+        check_url_files(c, d, da);
         bool tags_ok = true;
         for (uint32_t i = 0; i < d->ntags; i++) {
             struct fb_tag *t = &gw->tags[d->first_tag + i];

@@ -13,11 +13,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include "core/config.h"
 #include "core/config_tmpl.h"
+#include "core/driver.h"
 #include "north/mqtt/mqtt.h"
 
 static char tmpdir[256];
@@ -741,6 +743,123 @@ static void test_url_parse(void **state)
     fb_url_free(&u); /* safe after a failed parse */
 }
 
+
+/* ------------------------------------------------ the one driver table */
+
+/* A URL the scheme's driver accepts, without `skip` among its query keys. */
+static void base_url(char *buf, size_t len, const char *scheme, const char *skip)
+{
+    if (!strcmp(scheme, "modbus-tcp")) snprintf(buf, len, "modbus-tcp://127.0.0.1:1");
+    else if (!strcmp(scheme, "modbus-rtu")) snprintf(buf, len, "modbus-rtu:///dev/ttyUSB0");
+    else if (!strcmp(scheme, "opc.tcp")) snprintf(buf, len, "opc.tcp://127.0.0.1:1");
+    else if (!strcmp(scheme, "s7")) snprintf(buf, len, "s7://127.0.0.1");
+    else if (!strcmp(scheme, "ads"))
+        snprintf(buf, len, "ads://127.0.0.1%s", strcmp(skip, "net_id") ? "?net_id=1.2.3.4.1.1" : "");
+    else if (!strcmp(scheme, "revpi"))
+        snprintf(buf, len, "revpi:///dev/null%s", strcmp(skip, "config") ? "?config=none" : "");
+    else snprintf(buf, len, "%s://x", scheme);
+}
+
+/* device_init on a throw-away device; 0 or the driver's error. */
+static int try_device(const char *url, struct fb_err *err)
+{
+    static struct fb_gateway gw;
+    struct fb_device d;
+    memset(&d, 0, sizeof d);
+    memset(err, 0, sizeof *err);
+    gw.cfg_path = (char *)"/nonexistent/cfg.yaml";
+    d.name = (char *)"dev";
+    d.url_text = (char *)url;
+    d.gw = &gw;
+    d.timeout_ns = 1000000000LL;
+    int rc = fb_url_parse(url, &d.url, err);
+    if (rc < 0) return rc;
+    d.drv = fb_driver_for_scheme(d.url.scheme);
+    assert_non_null(d.drv);
+    char *key = NULL;
+    rc = d.drv->device_init(&d, &key, err);
+    if (rc == 0 && d.drv->device_free) d.drv->device_free(&d);
+    free(key);
+    fb_url_free(&d.url);
+    return rc;
+}
+
+static bool mentions_unknown(const char *msg)
+{
+    for (const char *p = msg; *p; p++)
+        if (!strncasecmp(p, "unknown", 7)) return true;
+    return false;
+}
+
+/* Every scheme row belongs to a driver that serves it (and the reverse);
+ * every option of the table is accepted by its driver; every option the
+ * driver lists in its own "unknown option" message is in the table. */
+static void test_driver_table(void **state)
+{
+    (void)state;
+    size_t n;
+    const struct fb_scheme_info *si = fb_schemes(&n);
+    assert_true(n >= 7);
+    for (size_t i = 0; i < n; i++) {
+        bool served = false;
+        for (const char *const *sc = si[i].drv->schemes; sc && *sc; sc++) {
+            if (!strcmp(*sc, si[i].scheme)) served = true;
+            assert_non_null(fb_scheme_info(*sc));
+        }
+        assert_true(served);
+        assert_ptr_equal(fb_driver_for_scheme(si[i].scheme), si[i].drv);
+        char url[512], base[256];
+        struct fb_err e;
+        for (const struct fb_drv_opt *o = si[i].opts; o->key; o++) {
+            base_url(base, sizeof base, si[i].scheme, o->key);
+            snprintf(url, sizeof url, "%s%c%s=%s", base, strchr(base, '?') ? '&' : '?', o->key, o->example);
+            if (try_device(url, &e) < 0 && mentions_unknown(e.msg)) {
+                fprintf(stderr, "%s: option %s refused as unknown: %s\n", si[i].scheme, o->key, e.msg);
+                fail();
+            }
+        }
+        base_url(base, sizeof base, si[i].scheme, "");
+        snprintf(url, sizeof url, "%s%czz_bogus=1", base, strchr(base, '?') ? '&' : '?');
+        assert_true(try_device(url, &e) < 0);
+        const char *open = strrchr(e.msg, '('), *close = open ? strchr(open, ')') : NULL;
+        if (!open || !close) {
+            fprintf(stderr, "%s: the unknown-option message lists no options: %s\n", si[i].scheme, e.msg);
+            fail();
+        }
+        char list[512];
+        snprintf(list, sizeof list, "%.*s", (int)(close - open - 1), open + 1);
+        char *p = list;
+        if (!strncmp(p, "expected ", 9)) p += 9;
+        if (!strncmp(p, "valid: ", 7)) p += 7;
+        int listed = 0;
+        for (char *tok = strtok(p, ", "); tok; tok = strtok(NULL, ", ")) {
+            listed++;
+            if (!fb_scheme_opt(si[i].scheme, tok)) {
+                fprintf(stderr, "%s: the driver accepts '%s', the table (src/core/driver.c) does not list it\n",
+                        si[i].scheme, tok);
+                fail();
+            }
+        }
+        int table = 0;
+        for (const struct fb_drv_opt *o = si[i].opts; o->key; o++) {
+            if (o->unlisted) continue;
+            table++;
+            char want[64];
+            snprintf(want, sizeof want, "%s", o->key);
+            bool found = false;
+            snprintf(list, sizeof list, "%.*s", (int)(close - open - 1), open + 1);
+            for (char *tok = strtok(list, "(), :"); tok; tok = strtok(NULL, "(), :"))
+                if (!strcmp(tok, want)) found = true;
+            if (!found) {
+                fprintf(stderr, "%s: option '%s' is in the table but not in the driver's list: %s\n", si[i].scheme,
+                        o->key, e.msg);
+                fail();
+            }
+        }
+        assert_int_equal(listed, table);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -748,7 +867,7 @@ int main(void)
         cmocka_unit_test(test_error_classes),   cmocka_unit_test(test_env_expand),
         cmocka_unit_test(test_secret_files),    cmocka_unit_test(test_for_expansion),
         cmocka_unit_test(test_tmpl),            cmocka_unit_test(test_durations_sizes),
-        cmocka_unit_test(test_url_parse),
+        cmocka_unit_test(test_url_parse),       cmocka_unit_test(test_driver_table),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
