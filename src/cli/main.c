@@ -55,7 +55,7 @@ static const char *const usage_head =
 static const char *const usage_tail =
     "types (a :TYPE suffix or --type): bool int8 uint8 int16 uint16 int32 uint32 int64 uint64\n"
     "  float32 float64 string[N] (Modbus also bcd16 bcd32)\n"
-    "orders (--order): ABCD CDAB BADC DCBA, 64-bit ABCDEFGH GHEFCDAB BADCFEHG HGFEDCBA\n"
+    "orders (--order, or Modbus :TYPE:ORDER): ABCD CDAB BADC DCBA, 64-bit ABCDEFGH GHEFCDAB BADCFEHG HGFEDCBA\n"
     "exit codes: 0 ok; 1 device/communication error or a value not good; 2 usage/config error\n"
     "docs: docs/configuration.md and the protocol pages named above\n";
 

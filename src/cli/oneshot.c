@@ -218,10 +218,10 @@ static int oneshot_init(struct oneshot *s, const char *cmd, const struct opts *o
 
 static const char *const read_help =
     "usage: fieldbridge read URL ADDR... [--type T] [--order O] [--count N] [--json] [--timeout D]\n"
-    "Reads each address once and prints one line per value: address, value, and the\n"
-    "quality when it is not good.\n"
+    "Reads each address once and prints one line per value, in the order the addresses\n"
+    "were given: address, value, and the quality when it is not good.\n"
     "  --type T     type of every address, like a :TYPE suffix (int16, float32, string[8], ...)\n"
-    "  --order O    byte/word order of 32/64-bit values\n"
+    "  --order O    byte/word order of 32/64-bit values (Modbus also hr:N:TYPE:ORDER)\n"
     "  --count N    read N consecutive values of the type from each address (1..10000)\n"
     "  --json       print [{\"addr\",\"type\",\"value\",\"quality\"}]\n"
     "  --timeout D  per request (500ms, 2s; default 1s, or the URL's timeout=)\n"
@@ -272,12 +272,24 @@ int fb_cli_read(int argc, char **argv)
         fprintf(stderr, "fieldbridge read: %s\n", fb_strerror(rc));
         exit_code = 1;
     }
+    /* drivers fill a batch in their read plan's order (Modbus sorts by
+     * table and address): print in the order the addresses were given */
+    const struct fb_sample **by_tag = calloc(s.ntags ? s.ntags : 1, sizeof *by_tag);
+    if (!by_tag) {
+        fb_batch_free(b);
+        oneshot_free(&s);
+        return 1;
+    }
+    for (uint32_t i = 0; i < b->n; i++)
+        if (b->s[i].tag < s.ntags && !by_tag[b->s[i].tag]) by_tag[b->s[i].tag] = &b->s[i];
     struct fb_buf out;
     fb_buf_init(&out);
     if (o.json) fb_buf_putc(&out, '[');
-    for (uint32_t i = 0; i < b->n; i++) {
-        const struct fb_sample *sm = &b->s[i];
-        const struct fb_tag *t = &s.tags[sm->tag];
+    for (uint32_t i = 0; i < s.ntags; i++) {
+        /* a tag the driver gave no sample for (it never does when the read succeeded) */
+        struct fb_sample none = {.tag = i, .quality = rc < 0 ? FB_Q_BAD_COMM : FB_Q_BAD_WAITING};
+        const struct fb_sample *sm = by_tag[i] ? by_tag[i] : &none;
+        const struct fb_tag *t = &s.tags[i];
         char qb[16];
         bool good = fb_q_good(sm->quality);
         if (!good) exit_code = 1;
@@ -312,6 +324,7 @@ int fb_cli_read(int argc, char **argv)
     if (o.json) fb_buf_puts(&out, "]\n");
     fwrite(out.p, 1, out.len, stdout);
     fb_buf_free(&out);
+    free(by_tag);
     fb_batch_free(b);
     oneshot_free(&s);
     return exit_code;
@@ -322,7 +335,7 @@ static const char *const write_help =
     "Writes one value.  Negative numbers work as they are: write URL hr:10:int16 -5\n"
     "Booleans: true/false/1/0/on/off.  Values outside the type's range are refused (exit 2).\n"
     "  --type T     the value's type, like a :TYPE suffix (int16, float32, string[8], ...)\n"
-    "  --order O    byte/word order of 32/64-bit values\n"
+    "  --order O    byte/word order of 32/64-bit values (Modbus also hr:N:TYPE:ORDER)\n"
     "  --timeout D  per request (500ms, 2s; default 1s, or the URL's timeout=)\n"
     "exit codes: 0 written; 1 device or communication error; 2 usage error (a bad value or\n"
     "address, a read-only target such as ir:3, a missing secret file or one others can read)\n";

@@ -142,7 +142,7 @@ const struct fb_drv_opt *fb_scheme_opt(const char *scheme, const char *key)
 static const char *addr_help(const struct fb_driver *d)
 {
     if (d == &fb_driver_modbus)
-        return "hr:N ir:N co:N di:N, hr:N.B (a bit), 40001-style; :TYPE suffix (hr:0:float32)";
+        return "hr:N ir:N co:N di:N, hr:N.B (a bit), 40001-style; [:TYPE[:ORDER]] e.g. hr:102:float32:CDAB";
     if (d == &fb_driver_opcua) return "ns=2;s=Name, i=2258, /Objects/2:Demo/2:Temperature; [:TYPE]";
     if (d == &fb_driver_s7) return "DB10.DBD0:real, DB1.DBX2.3, MW10, I0.1, Q0.0, C1, T1";
     if (d == &fb_driver_ads) return "MAIN.fTemperature, GVL.aValues[3], MAIN.nCount:DINT";

@@ -113,6 +113,16 @@ def test_bad_address(fb, tmp_path):
     assert_err_at(run_cli("check", "-c", p), p, 10, {15})
 
 
+def test_order_in_address(fb, tmp_path):
+    """A Modbus address may carry its order (hr:102:float32:CDAB), in a config too."""
+    p = write(tmp_path, GOOD.replace('"hr:0:float32"', '"hr:0:float32:CDAB"'))
+    assert run_cli("check", "-c", p).returncode == 0
+    p = write(tmp_path, GOOD.replace('"hr:0:float32"', '"hr:0:float32:CDAB"\n        order: ABCD'), "c2.yaml")
+    r = run_cli("check", "-c", p)
+    assert_err_at(r, p, 10, {15})
+    assert "conflicts" in r.stderr, r.stderr
+
+
 def test_yaml_syntax_error(fb, tmp_path):
     p = write(tmp_path, GOOD + "  - name: [unclosed\n")
     r = run_cli("check", "-c", p)

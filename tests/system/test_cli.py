@@ -167,6 +167,37 @@ def test_read_several_addresses(mb, fb):
     assert [j[0]["value"], j[1]["value"], bool(j[2]["value"])] == [fv.SAMPLES["int16"], 1111, True], j
 
 
+def test_read_prints_in_the_order_given(mb, fb):
+    """Issue 12: Modbus plans its reads sorted by table and address; the output keeps the caller's order."""
+    addrs = ["hr:60:float32", "co:0", "ir:0", "hr:0:float32:CDAB", "di:1", "hr:40.5"]
+    j = read_json(url(mb), *addrs)
+    assert [e["addr"] for e in j] == addrs, j
+    assert [e["value"] for e in j] == [1.5, True, 1111, 21.5, True, True], j
+    r = run_cli("read", url(mb), *addrs)
+    assert r.returncode == 0, r.stderr
+    assert [ln.split()[0] for ln in r.stdout.splitlines()] == addrs, r.stdout
+    # --count keeps the elements of each address together, addresses in the given order
+    j = read_json(url(mb), "hr:64:float32", "hr:60:float32", "--count", "2")
+    assert [e["value"] for e in j] == [3.125, 0.0, 1.5, -2.25], j
+
+
+def test_read_order_in_address(mb, fb):
+    """hr:N:TYPE:ORDER is the same as --order; two different orders are a usage error."""
+    assert read_json(url(mb), "hr:0:float32:CDAB")[0]["value"] == 21.5
+    assert read_json(url(mb), "40001:float32:cdab")[0]["value"] == 21.5
+    assert read_json(url(mb), "hr:0:float32:CDAB", "--order", "CDAB")[0]["value"] == 21.5
+    r = run_cli("read", url(mb), "hr:0:float32:CDAB", "--order", "DCBA")
+    assert r.returncode == 2 and "conflicts" in r.stderr, r
+    r = run_cli("read", url(mb), "hr:0:float32:XYZW")
+    assert r.returncode == 2 and "XYZW" in r.stderr, r
+
+
+def test_write_order_in_address(wmb, fb):
+    r = run_cli("write", url(wmb), "hr:30:float32:CDAB", "-0.375")
+    assert r.returncode == 0, r.stderr
+    assert wmb.read_hr(30, 2) == fv.encode("float32", -0.375, "CDAB")
+
+
 # ----------------------------------------------------------------- exit codes
 @pytest.mark.smoke
 def test_read_device_down_exits_1(fb):
