@@ -793,3 +793,35 @@ void fb_text_value(struct fb_buf *b, const struct fb_value *v)
         put_number(b, v, true);
     }
 }
+
+/* ------------------------------------------------------------------- text */
+size_t fb_text_cut(char *dst, size_t cap, const char *src)
+{
+    static const char ell[] = "\xe2\x80\xa6"; /* U+2026 HORIZONTAL ELLIPSIS */
+    if (!cap) return 0;
+    if (!src) src = "";
+    size_t n = strlen(src);
+    if (n < cap) {
+        memcpy(dst, src, n + 1);
+        return n;
+    }
+    if (cap < sizeof ell) { /* no room even for the ellipsis */
+        dst[0] = 0;
+        return 0;
+    }
+    size_t room = cap - sizeof ell; /* bytes of src that fit before "…" and the NUL */
+    size_t cut = room;
+    /* a word boundary: the last space at or before the cut, if it keeps half */
+    size_t sp = cut;
+    while (sp > 0 && src[sp] != ' ') sp--;
+    if (sp > room / 2) {
+        cut = sp;
+    } else {
+        while (cut > 0 && ((unsigned char)src[cut] & 0xC0) == 0x80) cut--; /* not inside a character */
+    }
+    while (cut > 0 && (src[cut - 1] == ' ' || src[cut - 1] == ',' || src[cut - 1] == ';' || src[cut - 1] == ':'))
+        cut--;
+    memcpy(dst, src, cut);
+    memcpy(dst + cut, ell, sizeof ell); /* with its NUL */
+    return cut + sizeof ell - 1;
+}

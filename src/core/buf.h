@@ -51,4 +51,10 @@ void fb_json_float(struct fb_buf *b, float v);
 void fb_json_value(struct fb_buf *b, const struct fb_value *v);
 /* Plain text form for the CLI (same number formatting, strings unquoted). */
 void fb_text_value(struct fb_buf *b, const struct fb_value *v);
+
+/* Copy the C string src into dst (cap bytes with the NUL).  Text that does
+ * not fit is cut after the last whole word that leaves room for "…" (at a
+ * UTF-8 character boundary when a single word is too long) and the ellipsis
+ * is appended.  Returns the length written. */
+size_t fb_text_cut(char *dst, size_t cap, const char *src);
 #endif

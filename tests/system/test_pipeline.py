@@ -99,3 +99,21 @@ def test_metrics_endpoint(broker, start_modbus, start_gateway, watch):
     assert "# TYPE" in text, text[:500]
     status = w.messages(topic("gw-test", "status"))
     assert status, "no gateway status"
+
+
+def test_status_reason_is_not_cut(broker, start_gateway, watch, tmp_path):
+    """Issue 12: a device's status reason was cut at 95 bytes, mid-word. A connect
+    error with a long path (here a serial line that does not exist) arrives whole."""
+    line = tmp_path
+    for i in range(4):
+        line = line / f"plant-seven-line-three-cabinet-{i}"
+    port = str(line / "ttyUSB-rs485")
+    dev = {"name": "rtu", "url": f"modbus-rtu://{port}?unit=1", "poll": "200ms",
+           "tags": [{"name": "x", "addr": "hr:0"}]}
+    w = watch(broker.port)
+    start_gateway(gw_config(broker.port, [dev]))
+    m = w.wait_for(lambda m: (m.json() or {}).get("reason"), 15, topic=topic("rtu", "status"))
+    assert m is not None, w.messages(topic("rtu", "status"))
+    reason = m.json()["reason"]
+    assert len(port) > 150
+    assert port in reason and reason.endswith("No such file or directory"), reason

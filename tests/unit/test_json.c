@@ -390,6 +390,36 @@ static void test_buffer(void **state)
     assert_null(b.p);
 }
 
+/* fb_text_cut: whole text when it fits; else cut after a whole word with "…",
+ * never inside a UTF-8 character, always NUL-terminated within cap. */
+static void test_text_cut(void **state)
+{
+    (void)state;
+    char buf[32];
+    assert_int_equal(fb_text_cut(buf, sizeof buf, "short reason"), 12);
+    assert_string_equal(buf, "short reason");
+    const char *exact = "0123456789012345678901234567890"; /* 31 bytes: fits with its NUL */
+    assert_int_equal(fb_text_cut(buf, sizeof buf, exact), 31);
+    assert_string_equal(buf, exact);
+    /* too long: cut after the last whole word, ellipsis appended */
+    fb_text_cut(buf, sizeof buf, "secret file is accessible; run: chmod 600 /tmp/x.pass");
+    assert_string_equal(buf, "secret file is accessible\xe2\x80\xa6");
+    assert_true(strlen(buf) < sizeof buf);
+    /* one long word: cut at a character boundary (é is two bytes) */
+    fb_text_cut(buf, sizeof buf, "/é/é/é/é/é/é/é/é/é/é/é/é/é/é/é/é/é");
+    assert_true(strlen(buf) < sizeof buf);
+    size_t n = strlen(buf);
+    assert_memory_equal(buf + n - 3, "\xe2\x80\xa6", 3);
+    assert_true(((unsigned char)buf[n - 4] & 0xC0) != 0xC0); /* no lead byte without its continuation */
+    for (size_t cap = 0; cap < 12; cap++) { /* tiny buffers: never overflow */
+        char t[12];
+        memset(t, 'Z', sizeof t);
+        fb_text_cut(t, cap, "several words that do not fit");
+        if (cap) assert_true(strlen(t) < cap);
+        for (size_t i = cap; i < sizeof t; i++) assert_int_equal(t[i], 'Z');
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -397,7 +427,7 @@ int main(void)
         cmocka_unit_test(test_float_known),    cmocka_unit_test(test_double_random),
         cmocka_unit_test(test_float_random),   cmocka_unit_test(test_strings),
         cmocka_unit_test(test_random_bytes_stay_valid), cmocka_unit_test(test_values),
-        cmocka_unit_test(test_buffer),
+        cmocka_unit_test(test_buffer),         cmocka_unit_test(test_text_cut),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
