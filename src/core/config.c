@@ -45,6 +45,7 @@
 #include "log.h"
 #include "north/mqtt/mqtt.h"
 #include "north/sparkplug/sparkplug.h"
+#include "proc/proc.h"
 
 #define MAX_DEVICES 100000u
 #define MAX_TAGS 2000000u
@@ -1365,11 +1366,8 @@ static void tag_proc(struct ctx *c, const struct fb_tvars *vars, const struct ma
                         err_at(c, mk(raw), "scale.raw: low and high are equal (%g); the scale would divide by zero", r[0]);
                     else if (e[0] == e[1])
                         err_at(c, mk(eng), "scale.eng: low and high are equal (%g); writes could not be scaled back", e[0]);
-                    else {
-                        p->scaled = true;
-                        p->k = (e[1] - e[0]) / (r[1] - r[0]);
-                        p->d = e[0] - r[0] * p->k;
-                    }
+                    else
+                        fb_scale_set_points(p, r[0], r[1], e[0], e[1]);
                 }
             } else {
                 double f = 1, o = 0;
@@ -1378,11 +1376,9 @@ static void tag_proc(struct ctx *c, const struct fb_tvars *vars, const struct ma
                 if (off) ok &= num_of(c, vars, off, "scale.offset", &o);
                 if (ok && f == 0)
                     err_at(c, mk(fac), "scale.factor must not be 0");
-                else if (ok && (fac || off)) {
-                    p->scaled = true;
-                    p->k = f;
-                    p->d = o;
-                } else if (ok)
+                else if (ok && (fac || off))
+                    fb_scale_set_factor(p, f, o);
+                else if (ok)
                     err_at(c, mk(n), "scale: expected {raw: [..], eng: [..]} or {factor: F, offset: O}");
             }
             map_free(&s);

@@ -231,6 +231,9 @@ enum fb_access { FB_ACC_READ = 1, FB_ACC_WRITE = 2, FB_ACC_RW = 3 };
 struct fb_tag_proc {
     bool scaled;
     double k, d; /* eng = raw * k + d; raw = (eng - d) / k on write */
+    /* the same scale with whole numbers, eng = (raw * sa + sb) / sc, so that
+     * decimal factors give decimal results (src/proc/scale.c); sc 0 = none */
+    double sa, sb, sc;
     bool has_min, has_max;
     double min, max;       /* plausible / writable range (engineering units) */
     double max_rate;       /* max |Δ|/s; faster → spike → BadSensorFailure (0 = off) */

@@ -31,6 +31,10 @@ struct fb_tag_state {
 
 /* 1. scaling: raw numeric → engineering (float64).  Strings/bools pass through. */
 void fb_scale_in(const struct fb_tag_proc *p, struct fb_value *v);
+/* Set up p's scale from `factor`/`offset` or from two points (raw r0, r1 ↔
+ * eng e0, e1; r0 != r1, e0 != e1), including the exact whole-number form. */
+void fb_scale_set_factor(struct fb_tag_proc *p, double k, double d);
+void fb_scale_set_points(struct fb_tag_proc *p, double r0, double r1, double e0, double e1);
 /* inverse, for writes: engineering → raw double */
 double fb_scale_out(const struct fb_tag_proc *p, double eng);
 

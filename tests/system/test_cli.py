@@ -397,3 +397,15 @@ def test_read_unknown_scheme_lists_every_driver(fb):
     assert r.returncode == 2
     for s in SCHEMES:
         assert s in r.stderr, f"{s} missing: {r.stderr}"
+
+
+def test_read_float32_shortest_form(fb, tmp_path):
+    """Numbers print in the shortest form that reads back the same: a float32 7.77 is "7.77"."""
+    s = peers.ModbusServer(tmp_path, {"units": {"1": {"hr": fv.encode("float32", 7.77)}}})
+    try:
+        r = run_cli("read", url(s), "hr:0:float32", "--json")
+        assert r.returncode == 0 and '"value":7.77,' in r.stdout, r
+        r = run_cli("read", url(s), "hr:0:float32")
+        assert r.stdout.split() == ["hr:0:float32", "7.77"], r.stdout
+    finally:
+        s.stop()

@@ -117,3 +117,24 @@ def test_status_reason_is_not_cut(broker, start_gateway, watch, tmp_path):
     reason = m.json()["reason"]
     assert len(port) > 150
     assert port in reason and reason.endswith("No such file or directory"), reason
+
+
+def test_numbers_in_shortest_decimal_form(broker, start_modbus, start_gateway, watch):
+    """Issue 12: 777 with factor 0.01 was published as 7.7700000000000005 (777 × 0.01 in
+    binary), and float32 statistics as 7.769999980926514; the payload text must say 7.77."""
+    hr = [777, 13824] + fv.encode("float32", 7.77) + [259]
+    mb = start_modbus({"units": {"1": {"hr": hr}}})
+    tags = [{"name": "cents", "addr": "hr:0:int16", "scale": {"factor": 0.01}},
+            {"name": "pct", "addr": "hr:1:uint16", "scale": {"raw": [0, 27648], "eng": [0, 100]}},
+            {"name": "f", "addr": "hr:2:float32", "window": "10s"},
+            {"name": "fs", "addr": "hr:2:float32", "scale": {"factor": 1, "offset": 0}},
+            {"name": "k3", "addr": "hr:4:int16", "scale": {"factor": 0.03}}]
+    w = watch(broker.port)
+    start_gateway(gw_config(broker.port, [device(mb.port, tags)]))
+    m = wait_values(w, DEV, lambda v: all(good(v, k) for k in ("cents", "pct", "f", "fs", "k3")), timeout=15)
+    assert m is not None, w.messages(TELE)[-2:]
+    text = m.text()
+    for want in ('"cents":{"v":7.77,', '"pct":{"v":50,', '"f":{"v":7.77,', '"fs":{"v":7.77,',
+                 '"k3":{"v":7.77,', '"min":7.77', '"max":7.77'):
+        assert want in text, f"{want} not in {text}"
+    assert "7.7700000000000005" not in text and "7.769999" not in text, text

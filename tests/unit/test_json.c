@@ -390,6 +390,31 @@ static void test_buffer(void **state)
     assert_null(b.p);
 }
 
+/* fb_float_widen(f) is the double of f's shortest text (what strtod reads). */
+static void test_float_widen(void **state)
+{
+    (void)state;
+    struct fb_buf b;
+    fb_buf_init(&b);
+    assert_true(fb_float_widen(7.77f) == 7.77);
+    assert_true(fb_float_widen(-0.1f) == -0.1);
+    assert_true(fb_float_widen(3.0f) == 3.0);
+    assert_true(fb_float_widen(FLT_MAX) == strtod("3.4028235e+38", NULL));
+    assert_true(fb_float_widen(1e-45f) == strtod("1e-45", NULL));
+    for (int i = 0; i < 2000000; i++) {
+        uint32_t bits = (uint32_t)rnd();
+        float f;
+        memcpy(&f, &bits, 4);
+        if (!isfinite(f)) continue;
+        double want = strtod(flt(&b, f), NULL);
+        if (fb_float_widen(f) != want) {
+            fprintf(stderr, "float 0x%08x (%s): %.17g, strtod gives %.17g\n", bits, flt(&b, f), fb_float_widen(f), want);
+            fail();
+        }
+    }
+    fb_buf_free(&b);
+}
+
 /* fb_text_cut: whole text when it fits; else cut after a whole word with "…",
  * never inside a UTF-8 character, always NUL-terminated within cap. */
 static void test_text_cut(void **state)
@@ -428,6 +453,7 @@ int main(void)
         cmocka_unit_test(test_float_random),   cmocka_unit_test(test_strings),
         cmocka_unit_test(test_random_bytes_stay_valid), cmocka_unit_test(test_values),
         cmocka_unit_test(test_buffer),         cmocka_unit_test(test_text_cut),
+        cmocka_unit_test(test_float_widen),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

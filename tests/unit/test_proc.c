@@ -5,11 +5,13 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include <cmocka.h>
 
+#include "core/buf.h"
 #include "proc/proc.h"
 
 #define S (1000000000LL)
@@ -57,6 +59,100 @@ static void test_scale(void **state)
     assert_int_equal(v.type, FB_T_INT16);
     assert_int_equal(v.i, 7);
     assert_true(fb_scale_out(&off, 3.5) == 3.5);
+}
+
+/* The double nearest to the exact decimal n / 10^p (n whole), via strtod. */
+static double dec(int64_t n, int p)
+{
+    char t[64];
+    uint64_t a = n < 0 ? (uint64_t)-n : (uint64_t)n, pw = 1;
+    for (int i = 0; i < p; i++) pw *= 10;
+    snprintf(t, sizeof t, "%s%llu.%0*llu", n < 0 ? "-" : "", (unsigned long long)(a / pw), p > 0 ? p : 1,
+             (unsigned long long)(p > 0 ? a % pw : 0));
+    return strtod(t, NULL);
+}
+
+static const char *json_of(double x)
+{
+    static struct fb_buf b;
+    fb_buf_clear(&b);
+    fb_json_double(&b, x);
+    return fb_buf_cstr(&b);
+}
+
+/* Issue 12: factor 0.01 made 777 into 7.7700000000000005 (777 × 0.01 in
+ * binary); decimal factors must give the double nearest to the decimal. */
+static void test_scale_decimal(void **state)
+{
+    (void)state;
+    struct fb_tag_proc p = {0};
+    fb_scale_set_factor(&p, 0.01, 0);
+    struct fb_value v = {.type = FB_T_INT16, .i = 777};
+    fb_scale_in(&p, &v);
+    assert_true(v.f == 7.77);
+    assert_string_equal(json_of(v.f), "7.77");
+    assert_true(fb_scale_out(&p, 7.77) - 777 < 1e-9);
+
+    /* random decimal factors and offsets against the exact decimal result */
+    uint64_t r = 0x243F6A8885A308D3ull;
+    for (int i = 0; i < 200000; i++) {
+        r ^= r << 13, r ^= r >> 7, r ^= r << 17;
+        int pk = (int)(r % 5), pd = (int)((r >> 3) % 4);
+        int64_t mk = (int64_t)((r >> 8) % 199999) - 99999, md = (int64_t)((r >> 26) % 20001) - 10000;
+        int64_t raw = (int64_t)((r >> 40) % 98304) - 32768;
+        if (mk == 0) mk = 1;
+        int pm = pk > pd ? pk : pd;
+        int64_t tk = mk, td = md;
+        for (int k = pk; k < pm; k++) tk *= 10;
+        for (int k = pd; k < pm; k++) td *= 10;
+        fb_scale_set_factor(&p, dec(mk, pk), dec(md, pd));
+        v = (struct fb_value){.type = FB_T_INT32, .i = raw};
+        fb_scale_in(&p, &v);
+        double want = dec(raw * tk + td, pm);
+        if (v.f != want) {
+            fprintf(stderr, "raw %lld × %.17g + %.17g = %.17g, want %.17g\n", (long long)raw, p.k, p.d, v.f, want);
+            fail();
+        }
+    }
+
+    /* two points: whole results stay whole, decimal ones decimal */
+    fb_scale_set_points(&p, 0, 27648, 0, 100);
+    v = (struct fb_value){.type = FB_T_UINT16, .u = 13824};
+    fb_scale_in(&p, &v);
+    assert_true(v.f == 50.0);
+    fb_scale_set_points(&p, 4000, 20000, -40, 150);
+    v = (struct fb_value){.type = FB_T_UINT16, .u = 12000};
+    fb_scale_in(&p, &v);
+    assert_true(v.f == 55.0);
+    fb_scale_set_points(&p, 0, 1000, 0, 0.5);
+    v = (struct fb_value){.type = FB_T_INT16, .i = 777};
+    fb_scale_in(&p, &v);
+    assert_true(v.f == 0.3885);
+    fb_scale_set_points(&p, 20000, 4000, 150, -40); /* reversed points: the same line */
+    v = (struct fb_value){.type = FB_T_UINT16, .u = 12000};
+    fb_scale_in(&p, &v);
+    assert_true(v.f == 55.0);
+
+    /* float32 readings count as their shortest decimal */
+    assert_true(fb_float_widen(7.77f) == 7.77);
+    assert_true(fb_float_widen(0.1f) == 0.1);
+    assert_true(isnan(fb_float_widen(NAN)));
+    fb_scale_set_factor(&p, 1, 0);
+    v = (struct fb_value){.type = FB_T_FLOAT32, .f = (double)7.77f};
+    fb_scale_in(&p, &v);
+    assert_string_equal(json_of(v.f), "7.77");
+
+    /* beyond 2^53 the exact form cannot hold: raw × k + d, still sane */
+    fb_scale_set_factor(&p, 0.5, 0);
+    v = (struct fb_value){.type = FB_T_UINT64, .u = UINT64_MAX};
+    fb_scale_in(&p, &v);
+    assert_true(v.f == 9223372036854775808.0);
+    /* factors that are not short decimals fall back too */
+    fb_scale_set_factor(&p, 1.0 / 3.0, 0);
+    assert_true(p.sc == 0);
+    v = (struct fb_value){.type = FB_T_INT16, .i = 3};
+    fb_scale_in(&p, &v);
+    assert_true(v.f == 1.0);
 }
 
 static void test_plausibility_range(void **state)
@@ -504,6 +600,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_scale),
+        cmocka_unit_test(test_scale_decimal),
         cmocka_unit_test(test_plausibility_range),
         cmocka_unit_test(test_plausibility_rate),
         cmocka_unit_test(test_plausibility_stuck),
