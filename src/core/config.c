@@ -526,8 +526,8 @@ static const char *const k_reconnect[] = {"min", "max", NULL};
 static const char *const k_device[] = {"for", "name", "url", "area", "line", "poll", "timeout",
                                        "delay", "options", "tags", NULL};
 static const char *const k_tag[] = {"for", "name", "addr", "type", "order", "count", "unit",
-                                    "access", "poll", "scale", "range", "max_rate", "stuck",
-                                    "deadband", "heartbeat", "window", NULL};
+                                    "access", "poll", "scale", "range", "max_rate", "spike_accept",
+                                    "stuck", "deadband", "heartbeat", "window", NULL};
 static const char *const k_scale[] = {"raw", "eng", "factor", "offset", NULL};
 
 /* `buffer:` (store-and-forward, docs/store-and-forward.md).  `base` holds
@@ -1404,6 +1404,12 @@ static void tag_proc(struct ctx *c, const struct fb_tvars *vars, const struct ma
         aux->numeric_m = mk(map_keynode(m, "max_rate"));
         if (num_of(c, vars, n, "max_rate", &p->max_rate) && p->max_rate <= 0)
             err_at(c, mk(n), "max_rate must be greater than 0 (change per second)");
+    }
+    p->spike_accept = 3; /* a real step passes after 3 samples that agree (docs/configuration.md) */
+    if ((n = map_get(m, "spike_accept"))) {
+        long long v;
+        if (int_of(c, vars, n, "spike_accept", 0, 1000000, &v)) p->spike_accept = (uint32_t)v;
+        if (!map_get(m, "max_rate")) note_at(c, mk(n), "spike_accept has no effect without max_rate");
     }
     if ((n = map_get(m, "stuck"))) dur_of(c, vars, n, "stuck", true, &p->stuck_ns);
     if ((n = map_get(m, "deadband"))) {

@@ -153,7 +153,10 @@ int fb_value_from_double(enum fb_type t, double d, struct fb_value *out);
 bool fb_value_equal(const struct fb_value *a, const struct fb_value *b);
 
 /* ------------------------------------------------------------------ sample */
-enum { FB_SF_STATS = 1u << 0, FB_SF_HEARTBEAT = 1u << 1, FB_SF_HISTORICAL = 1u << 2 };
+/* FB_SF_RAW: the pipeline's plausibility checks made the sample bad (out of
+ * range, a spike); v is the refused reading, published as "raw" next to
+ * "v": null so operators see what the sensor said. */
+enum { FB_SF_STATS = 1u << 0, FB_SF_HEARTBEAT = 1u << 1, FB_SF_HISTORICAL = 1u << 2, FB_SF_RAW = 1u << 3 };
 
 struct fb_sample {
     uint32_t tag;     /* tag id */
@@ -237,6 +240,7 @@ struct fb_tag_proc {
     bool has_min, has_max;
     double min, max;       /* plausible / writable range (engineering units) */
     double max_rate;       /* max |Δ|/s; faster → spike → BadSensorFailure (0 = off) */
+    uint32_t spike_accept; /* a step is accepted after this many samples that agree (0 = by time only) */
     int64_t stuck_ns;      /* unchanged this long → UncertainSensorNotAccurate (0 = off) */
     double db_abs, db_pct; /* deadband; both 0 = publish every sample */
     int64_t heartbeat_ns;  /* publish at least this often, even inside the deadband */

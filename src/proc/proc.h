@@ -25,6 +25,9 @@ struct fb_tag_state {
     bool have_prev;        /* previous sample seen (for rate / stuck) */
     double prev;
     int64_t prev_ns;
+    double cand;           /* the last sample refused as a spike: a new level? */
+    int64_t cand_ns;
+    uint32_t cand_n;       /* consecutive refused samples that agree with each other */
     int64_t unchanged_since_ns;
     struct fb_window win;
 };

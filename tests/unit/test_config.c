@@ -860,6 +860,125 @@ static void test_driver_table(void **state)
     }
 }
 
+/* The text of the doc section that starts with the line `heading`, up to the
+ * next heading of the same or a higher level (static buffer). */
+static const char *doc_section(const char *doc, const char *heading)
+{
+    static char buf[65536];
+    size_t hl = strlen(heading);
+    const char *p = doc;
+    while ((p = strstr(p, heading))) {
+        if ((p == doc || p[-1] == '\n') && (p[hl] == '\n' || p[hl] == ' ')) break;
+        p += hl;
+    }
+    if (!p) return NULL;
+    int level = (int)strspn(heading, "#");
+    const char *e = p + hl;
+    for (;;) {
+        e = strchr(e, '\n');
+        if (!e) {
+            e = p + strlen(p);
+            break;
+        }
+        e++;
+        int l = (int)strspn(e, "#");
+        if (l > 0 && l <= level && e[l] == ' ') break;
+    }
+    snprintf(buf, sizeof buf, "%.*s", (int)(e - p), p);
+    return buf;
+}
+
+static char *read_doc(const char *rel)
+{
+    char path[1024];
+    const char *src = getenv("FB_SOURCE_DIR");
+    snprintf(path, sizeof path, "%s/%s", src ? src : ".", rel);
+    FILE *f = fopen(path, "rb");
+    assert_non_null(f);
+    static char doc[400000];
+    size_t n = fread(doc, 1, sizeof doc - 1, f);
+    fclose(f);
+    doc[n] = 0;
+    return doc;
+}
+
+/* docs/configuration.md documents every key the loader accepts (a table row
+ * "| `key` |" in the key's section) and every device URL option. */
+static void test_docs_list_every_key(void **state)
+{
+    (void)state;
+    const char *doc = read_doc("docs/configuration.md");
+    assert_null(strstr(doc, "DESIGN.md"));
+    static const char *const where[][2] = {
+        {"gateway", "## `gateway`"}, {"log", "## `log`"},     {"metrics", "## `metrics`"},
+        {"commands", "## `commands`"}, {"buffer", "## `buffer`"}, {"mqtt", "## `mqtt`"},
+        {"tls", "## `mqtt`"},         {"qos", "## `mqtt`"},     {"reconnect", "## `mqtt`"},
+        {"sparkplug", "## `sparkplug`"}, {"device", "## `devices`"}, {"tag", "## Tags"},
+        {"scale", "## Tags"},
+    };
+    size_t n;
+    const struct fb_config_keys *kt = fb_config_key_tables(&n);
+    int missing = 0;
+    for (size_t i = 0; i < n; i++) {
+        for (const char *const *k = kt[i].keys; *k; k++) {
+            char want[128];
+            if (!strcmp(kt[i].section, "top")) { /* every top-level key has its own heading */
+                snprintf(want, sizeof want, "## `%s`", *k);
+                if (!doc_section(doc, want)) {
+                    fprintf(stderr, "docs/configuration.md: no section '%s'\n", want);
+                    missing++;
+                }
+                continue;
+            }
+            const char *heading = NULL;
+            for (size_t w = 0; w < sizeof where / sizeof where[0]; w++)
+                if (!strcmp(where[w][0], kt[i].section)) heading = where[w][1];
+            assert_non_null(heading);
+            const char *sec = doc_section(doc, heading);
+            snprintf(want, sizeof want, "| `%s` |", *k);
+            if (!sec || !strstr(sec, want)) {
+                fprintf(stderr, "docs/configuration.md: key %s.%s has no row '%s' under '%s'\n", kt[i].section, *k,
+                        want, heading);
+                missing++;
+            }
+        }
+    }
+    const char *urls = doc_section(doc, "### Device URLs");
+    assert_non_null(urls);
+    static char ubuf[65536];
+    snprintf(ubuf, sizeof ubuf, "%s", urls);
+    const struct fb_scheme_info *si = fb_schemes(&n);
+    for (size_t i = 0; i < n; i++) {
+        char want[128];
+        snprintf(want, sizeof want, "`%s://", si[i].scheme);
+        /* the scheme's own subsection: "#### `modbus-tcp://…` …" */
+        const char *h = ubuf, *sub = NULL;
+        while ((h = strstr(h, "\n#### "))) {
+            const char *eol = strchr(h + 1, '\n');
+            if (eol && memmem(h, (size_t)(eol - h), want, strlen(want))) {
+                char head[512];
+                snprintf(head, sizeof head, "%.*s", (int)(eol - h - 1), h + 1);
+                sub = doc_section(ubuf, head);
+                break;
+            }
+            h += 5;
+        }
+        if (!sub) {
+            fprintf(stderr, "docs/configuration.md: no '#### ...%s...' under Device URLs\n", want);
+            missing++;
+            continue;
+        }
+        for (const struct fb_drv_opt *o = si[i].opts; o->key; o++) {
+            snprintf(want, sizeof want, "| `%s` |", o->key);
+            if (!o->unlisted && !strstr(sub, want)) {
+                fprintf(stderr, "docs/configuration.md: %s option %s has no row\n", si[i].scheme, o->key);
+                missing++;
+            }
+        }
+    }
+    assert_int_equal(missing, 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -868,6 +987,7 @@ int main(void)
         cmocka_unit_test(test_secret_files),    cmocka_unit_test(test_for_expansion),
         cmocka_unit_test(test_tmpl),            cmocka_unit_test(test_durations_sizes),
         cmocka_unit_test(test_url_parse),       cmocka_unit_test(test_driver_table),
+        cmocka_unit_test(test_docs_list_every_key),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -245,6 +245,59 @@ static void test_plausibility_stuck(void **state)
     assert_int_equal(fb_plausibility(&p, &s2, &iv, FB_Q_GOOD, 6 * S), FB_Q_UNC_NOT_ACCURATE);
 }
 
+/* Issue 12: a real step held Bad for minutes (until max_rate × time covered
+ * it); with spike_accept N it is accepted at the N-th sample that agrees. */
+static void test_plausibility_step_accept(void **state)
+{
+    (void)state;
+    struct fb_tag_proc p = {.max_rate = 1, .spike_accept = 3}; /* 1 unit/s */
+    struct fb_tag_state st = {0};
+    struct fb_value v = fv(10);
+    assert_int_equal(fb_plausibility(&p, &st, &v, FB_Q_GOOD, 0), FB_Q_GOOD);
+    /* a step 10 → 100, samples 1 s apart, noisy but within max_rate of each other */
+    const double step[] = {100, 100.5, 100.2, 100.9, 101.3};
+    const uint32_t want[] = {FB_Q_BAD_SENSOR_FAILURE, FB_Q_BAD_SENSOR_FAILURE, FB_Q_GOOD, FB_Q_GOOD, FB_Q_GOOD};
+    for (int i = 0; i < 5; i++) {
+        v = fv(step[i]);
+        assert_int_equal(fb_plausibility(&p, &st, &v, FB_Q_GOOD, (i + 1) * S), want[i]);
+    }
+    assert_true(st.prev == 101.3); /* the new level is the reference */
+    /* a single spike is still refused, and the next normal reading is good */
+    v = fv(500);
+    assert_int_equal(fb_plausibility(&p, &st, &v, FB_Q_GOOD, 6 * S), FB_Q_BAD_SENSOR_FAILURE);
+    v = fv(101.5);
+    assert_int_equal(fb_plausibility(&p, &st, &v, FB_Q_GOOD, 7 * S), FB_Q_GOOD);
+    /* ... and a spike after that starts counting afresh: 2 wild readings are not enough */
+    v = fv(500);
+    assert_int_equal(fb_plausibility(&p, &st, &v, FB_Q_GOOD, 8 * S), FB_Q_BAD_SENSOR_FAILURE);
+    v = fv(500.5);
+    assert_int_equal(fb_plausibility(&p, &st, &v, FB_Q_GOOD, 9 * S), FB_Q_BAD_SENSOR_FAILURE);
+    v = fv(101.6);
+    assert_int_equal(fb_plausibility(&p, &st, &v, FB_Q_GOOD, 10 * S), FB_Q_GOOD);
+    /* wild readings that do not agree with each other are never a new level */
+    for (int i = 0; i < 10; i++) {
+        v = fv(i % 2 ? 400 : -400);
+        assert_int_equal(fb_plausibility(&p, &st, &v, FB_Q_GOOD, (11 + i) * S), FB_Q_BAD_SENSOR_FAILURE);
+    }
+    /* communication errors in between neither count nor reset */
+    struct fb_tag_state s2 = {0};
+    v = fv(0);
+    assert_int_equal(fb_plausibility(&p, &s2, &v, FB_Q_GOOD, 0), FB_Q_GOOD);
+    v = fv(50);
+    assert_int_equal(fb_plausibility(&p, &s2, &v, FB_Q_GOOD, S), FB_Q_BAD_SENSOR_FAILURE);
+    assert_int_equal(fb_plausibility(&p, &s2, &v, FB_Q_BAD_COMM, 2 * S), FB_Q_BAD_COMM);
+    assert_int_equal(fb_plausibility(&p, &s2, &v, FB_Q_GOOD, 3 * S), FB_Q_BAD_SENSOR_FAILURE);
+    assert_int_equal(fb_plausibility(&p, &s2, &v, FB_Q_GOOD, 4 * S), FB_Q_GOOD);
+    /* spike_accept 0: only time heals (the behaviour before spike_accept) */
+    struct fb_tag_proc p0 = {.max_rate = 1};
+    struct fb_tag_state s0 = {0};
+    v = fv(10);
+    fb_plausibility(&p0, &s0, &v, FB_Q_GOOD, 0);
+    v = fv(100);
+    for (int i = 1; i < 90; i++) assert_int_equal(fb_plausibility(&p0, &s0, &v, FB_Q_GOOD, i * S), FB_Q_BAD_SENSOR_FAILURE);
+    assert_int_equal(fb_plausibility(&p0, &s0, &v, FB_Q_GOOD, 90 * S), FB_Q_GOOD);
+}
+
 static bool db(const struct fb_tag_proc *p, struct fb_tag_state *st, double x, uint32_t q, int64_t ts, bool *hb)
 {
     struct fb_value v = fv(x);
@@ -538,7 +591,11 @@ static void test_proc_batch(void **state)
                 assert_int_equal(s->v.type, FB_T_FLOAT64);
                 if (cycle == 3) {
                     assert_int_equal(s->quality, FB_Q_BAD_OUT_OF_RANGE);
+                    /* refused by range: the reading stays, flagged for "raw" */
+                    assert_true(s->flags & FB_SF_RAW);
+                    assert_true(fabs(s->v.f - 100.1) < 1e-12);
                 } else {
+                    assert_false(s->flags & FB_SF_RAW);
                     assert_int_equal(s->quality, FB_Q_GOOD);
                     assert_true(fabs(s->v.f - 21.5) < 1e-12);
                 }
@@ -556,7 +613,10 @@ static void test_proc_batch(void **state)
                     assert_true(st->min == 20.0 && st->max == 30.0);
                     close_to(st->mean, (20 + 20.3 + 20.6 + 20.9 + 30) / 5, 1e-12);
                 }
-                if (cycle == 6) assert_int_equal(s->quality, FB_Q_BAD_COMM);
+                if (cycle == 6) {
+                    assert_int_equal(s->quality, FB_Q_BAD_COMM);
+                    assert_false(s->flags & FB_SF_RAW); /* the device said bad: no raw reading */
+                }
                 if (cycle == 7) assert_int_equal(st->count, 4); /* the bad sample was not added */
                 break;
             }
@@ -573,6 +633,7 @@ static void test_proc_batch(void **state)
             case T_RATE:
                 assert_int_equal(s->v.type, FB_T_FLOAT32);
                 assert_int_equal(s->quality, cycle == 5 ? FB_Q_BAD_SENSOR_FAILURE : FB_Q_GOOD);
+                assert_int_equal(!!(s->flags & FB_SF_RAW), cycle == 5);
                 break;
             }
         }
@@ -604,6 +665,7 @@ int main(void)
         cmocka_unit_test(test_plausibility_range),
         cmocka_unit_test(test_plausibility_rate),
         cmocka_unit_test(test_plausibility_stuck),
+        cmocka_unit_test(test_plausibility_step_accept),
         cmocka_unit_test(test_deadband_abs),
         cmocka_unit_test(test_deadband_pct_heartbeat),
         cmocka_unit_test(test_deadband_other_types),
