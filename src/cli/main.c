@@ -45,7 +45,7 @@ static const char *const usage_head =
     "  ads add-route HOST --net-id ID --user U [--password-file F] [--address A]\n"
     "                [--route-name N] [--port P] [--timeout D]\n"
     "                                   register a route on a TwinCAT PLC (UDP 48899)\n"
-    "  spb-dump URL [--topic F] [--count N] [--timeout D] [--username U]\n"
+    "  spb-dump URL [--topic F] [--count N] [--timeout D] [--username U] [--rebirth]\n"
     "                                   print Sparkplug B traffic on a broker readably\n"
     "  version                          print the version\n"
     "  help [COMMAND]                   this text, or a command's own\n"

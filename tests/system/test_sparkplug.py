@@ -451,6 +451,34 @@ def test_spb_dump(broker, start_gateway):
     assert "seq" in r.stdout and "Int64" in r.stdout or "UInt64" in r.stdout or "DDATA" in r.stdout
 
 
+def test_spb_dump_mid_stream_hint_and_rebirth(broker, start_gateway, watch):
+    """Issue 12: a dump started after the births shows aliases without names. It now says
+    why; with --rebirth it asks the edge node (NCMD Node Control/Rebirth) and shows names."""
+    dev = {"name": "d", "url": "sim://d", "poll": "200ms", "tags": [{"name": "n", "addr": "counter"}]}
+    w = watch(broker.port, topics=("spBv1.0/#",))
+    start_gateway(spb_cfg(broker.port, [dev]))
+    assert wait_kind(w, "DDATA", "d", timeout=15), "gateway not publishing"
+    url = f"mqtt://127.0.0.1:{broker.port}"
+    r = run_cli("spb-dump", url, "--count", "2", "--timeout", "15s", timeout=30)
+    assert r.returncode == 0, r.stderr
+    assert f"spBv1.0/{GROUP}/DDATA/{EDGE}/d" in r.stdout, r.stdout
+    assert "(no name)" in r.stdout and "--rebirth" in r.stdout, r.stdout
+    assert r.stdout.count("no birth of") == 1, r.stdout   # said once per node
+    t0 = time.monotonic()
+    r = run_cli("spb-dump", url, "--rebirth", "--count", "8", "--timeout", "20s", timeout=40)
+    assert r.returncode == 0, r.stderr
+    assert f"asked for a Rebirth on spBv1.0/{GROUP}/NCMD/{EDGE}" in r.stdout, r.stdout
+    assert f"spBv1.0/{GROUP}/NBIRTH/{EDGE}" in r.stdout, r.stdout
+    # after the births, DATA metrics have their names and datatypes
+    after = r.stdout.split(f"spBv1.0/{GROUP}/DBIRTH/{EDGE}/d", 1)
+    assert len(after) == 2 and '"n" alias' in after[1].split("DDATA", 1)[-1], r.stdout
+    # the gateway really got an NCMD with Rebirth = true (judged by the reference decoder)
+    ncmd = wait_kind(w, "NCMD", after=t0, timeout=5)
+    assert ncmd, "no NCMD seen"
+    m = metrics_by_name(decode([ncmd])[0])["Node Control/Rebirth"]
+    assert m["type"] == "Boolean" and m["value"] is True, m
+
+
 def peers_wait(pred, timeout):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
