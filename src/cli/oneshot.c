@@ -440,9 +440,11 @@ int fb_cli_write(int argc, char **argv)
     if (rc < 0) {
         fprintf(stderr, "fieldbridge write: %s: %s\n", o.pos[0], err.msg[0] ? err.msg : fb_strerror(rc));
         oneshot_free(&s);
-        /* a value or address the protocol refuses, or a read-only target
-         * (ir:, di:, a node or symbol that is not writable): a usage error */
-        return rc == FB_EINVAL || rc == FB_ERANGE || rc == FB_EACCES ? 2 : 1;
+        /* a value the protocol cannot carry is a usage error; a refusal by
+         * the device (a node or symbol it says is not writable) is the
+         * device's answer: 1.  Read-only tables (ir:, di:) are refused by
+         * the driver when the address is parsed, before connecting (2). */
+        return rc == FB_EINVAL || rc == FB_ERANGE ? 2 : 1;
     }
     struct fb_buf out;
     fb_buf_init(&out);

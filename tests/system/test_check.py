@@ -123,6 +123,17 @@ def test_order_in_address(fb, tmp_path):
     assert "conflicts" in r.stderr, r.stderr
 
 
+def test_writable_tag_on_read_only_table(fb, tmp_path):
+    """A writable tag on input registers or discrete inputs is a config error (exit 2)."""
+    for addr in ("ir:3", "30004", "di:0"):
+        p = write(tmp_path, GOOD.replace('"hr:0:float32"', f'"{addr}"\n        access: rw'))
+        r = run_cli("check", "-c", p)
+        assert_err_at(r, p, 10, {15})
+        assert "read-only" in r.stderr, r.stderr
+    p = write(tmp_path, GOOD.replace('"hr:0:float32"', '"ir:3"\n        access: r'))
+    assert run_cli("check", "-c", p).returncode == 0
+
+
 def test_yaml_syntax_error(fb, tmp_path):
     p = write(tmp_path, GOOD + "  - name: [unclosed\n")
     r = run_cli("check", "-c", p)
