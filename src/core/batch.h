@@ -12,7 +12,10 @@
 #include "core/fb.h"
 
 /* ------------------------------------------------------------------ sample */
-enum { FB_SF_STATS = 1u << 0, FB_SF_HEARTBEAT = 1u << 1, FB_SF_HISTORICAL = 1u << 2 };
+/* FB_SF_RAW: the pipeline's plausibility checks made the sample bad (out of
+ * range, a spike); v is the refused reading, published as "raw" next to
+ * "v": null so operators see what the sensor said. */
+enum { FB_SF_STATS = 1u << 0, FB_SF_HEARTBEAT = 1u << 1, FB_SF_HISTORICAL = 1u << 2, FB_SF_RAW = 1u << 3 };
 
 struct fb_sample {
     uint32_t tag;     /* tag id */
@@ -36,6 +39,10 @@ enum fb_batch_kind {
     FB_BATCH_DEVSTATE = 1, /* device connection state changed: see dev_state */
 };
 enum fb_dev_state { FB_DEV_CONNECTING = 0, FB_DEV_ONLINE = 1, FB_DEV_OFFLINE = 2 };
+/* Room for a device's offline reason: a whole struct fb_err message fits, so
+ * hints such as "…; run: chmod 600 /etc/fieldbridge/opcua.pass" arrive whole
+ * (longer text is cut at a word, with an ellipsis: fb_text_cut). */
+#define FB_REASON_LEN 256
 
 struct fb_batch {
     struct fb_batch *next; /* intrusive link for queues and pools */
@@ -53,7 +60,7 @@ struct fb_batch {
     struct fb_stats *stats;
     char *arena; /* string bytes; fixed capacity so pointers stay valid */
     uint32_t arena_len, arena_cap;
-    char reason[96]; /* why a device went offline, for status messages */
+    char reason[FB_REASON_LEN]; /* why a device went offline, for status messages */
 };
 
 struct fb_batch *fb_batch_new(uint32_t cap, uint32_t cap_stats, uint32_t arena_cap);

@@ -111,6 +111,14 @@ void fb_cfg_warn(struct fb_cfg *r, const struct fb_cfg_node *n, const char *fmt,
     va_end(ap);
 }
 
+void fb_cfg_warn_at(struct fb_cfg *r, struct fb_cfg_mark m, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vdiag(r, m, !r->strict, fmt, ap);
+    va_end(ap);
+}
+
 void fb_cfg_note(struct fb_cfg *r, const struct fb_cfg_node *n, const char *fmt, ...)
 {
     va_list ap;
@@ -601,23 +609,23 @@ char *fb_cfg_path(const struct fb_cfg *r, const char *p)
     return o;
 }
 
-char *fb_cfg_file_ref(struct fb_cfg *r, const struct fb_cfg_node *n, const char *what, bool dir, bool private_key)
+char *fb_cfg_file_ref(struct fb_cfg *r, const struct fb_cfg_node *n, const char *what, enum fb_opt_kind kind,
+                      bool *usable)
 {
+    if (usable) *usable = false;
     char *s = fb_cfg_str(r, NULL, n, what);
     if (!s) return NULL;
     char *p = fb_cfg_path(r, s);
     free(s);
     if (!p) return NULL;
-    struct stat st;
-    if (stat(p, &st) < 0)
-        fb_cfg_warn(r, n, "%s: %s: %s", what, p, strerror(errno));
-    else if (dir && !S_ISDIR(st.st_mode))
-        fb_cfg_error(r, n, "%s: %s is not a directory", what, p);
-    else if (!dir && S_ISDIR(st.st_mode))
-        fb_cfg_error(r, n, "%s: %s is a directory, expected a file", what, p);
-    else if (private_key && S_ISREG(st.st_mode) && (st.st_mode & (S_IRGRP | S_IROTH | S_IWGRP | S_IWOTH)))
-        fb_cfg_error(r, n, "%s: private key %s is accessible by group or others (mode %04o); run: chmod 600 %s",
-                     what, p, (unsigned)(st.st_mode & 07777), p);
+    struct fb_err e = {0};
+    int rc = fb_check_file(p, kind, &e);
+    if (rc == FB_ENOENT || rc == FB_EIO)
+        fb_cfg_warn(r, n, "%s: %s", what, e.msg);
+    else if (rc < 0)
+        fb_cfg_error(r, n, "%s: %s", what, e.msg);
+    else if (usable)
+        *usable = true;
     return p;
 }
 
@@ -654,10 +662,10 @@ char *fb_cfg_secret(struct fb_cfg *r, const struct fb_cfg_map *m, const char *ke
     }
     if (!f) return NULL;
     snprintf(name, sizeof name, "%s.%s", what, fkey);
-    char *p = fb_cfg_file_ref(r, f, name, false, false);
-    if (!p) return NULL;
+    bool usable;
+    char *p = fb_cfg_file_ref(r, f, name, FB_OPT_SECRET, &usable);
     char *secret = NULL;
-    if (access(p, F_OK) == 0) {
+    if (p && usable) {
         struct fb_err e = {0};
         if (fb_read_secret_file(p, &secret, &e) < 0) fb_cfg_error(r, f, "%s: %s", name, e.msg);
     }

@@ -33,8 +33,10 @@ struct ctx {
     struct fb_gateway *gw;
 };
 
-static const char *const k_fixed[] = {"gateway", "log", "metrics", "status_interval", "commands", "buffer", "devices"};
-#define NFIXED (sizeof k_fixed / sizeof k_fixed[0])
+static const char *const k_fixed[] = {"gateway", "log", "metrics", "status_interval", "commands", "buffer", "devices", NULL};
+#define NFIXED (sizeof k_fixed / sizeof k_fixed[0] - 1)
+/* the keys every sink's section takes besides its own */
+static const char *const k_sink_common[] = {"buffer", "queue", NULL};
 static const char *const k_gateway[] = {"id", "site", NULL};
 static const char *const k_log[] = {"level", "format", NULL};
 static const char *const k_metrics[] = {"listen", NULL};
@@ -251,8 +253,7 @@ static void load_sinks(struct ctx *c, const struct fb_cfg_map *top)
         const char *keys[64];
         size_t nk = 0;
         for (const char *const *k = sk->keys; k && *k && nk < 61; k++) keys[nk++] = *k;
-        keys[nk++] = "buffer";
-        keys[nk++] = "queue";
+        for (const char *const *k = k_sink_common; *k; k++) keys[nk++] = *k;
         keys[nk] = NULL;
         fb_cfg_map_check(c->r, &m, keys, sk->name, false);
         struct fb_sink_inst *s = &gw->sinks[gw->nsinks++];
@@ -383,4 +384,21 @@ void fb_config_summary(const struct fb_gateway *gw, FILE *f)
             fprintf(f, "    no buffer: messages that cannot be delivered are dropped and counted\n");
         }
     }
+}
+
+/* ------------------------------------------------------------ key tables */
+size_t fb_config_key_tables(struct fb_config_keys *out, size_t max)
+{
+    const struct fb_config_keys own[] = {{"top", k_fixed},         {"gateway", k_gateway}, {"log", k_log},
+                                         {"metrics", k_metrics},   {"commands", k_commands}, {"buffer", k_buffer}};
+    size_t n = 0;
+    for (size_t i = 0; i < sizeof own / sizeof own[0] && n < max; i++) out[n++] = own[i];
+    size_t nsinks;
+    const struct fb_sink *const *all = fb_sinks(&nsinks);
+    for (size_t i = 0; i < nsinks; i++) {
+        if (n < max) out[n++] = (struct fb_config_keys){all[i]->name, all[i]->keys};
+        if (n < max) out[n++] = (struct fb_config_keys){all[i]->name, k_sink_common};
+        for (const struct fb_config_keys *k = all[i]->nested; k && k->section && n < max; k++) out[n++] = *k;
+    }
+    return n + fb_config_dev_key_tables(out + n, max - n);
 }

@@ -26,6 +26,7 @@
 #include "core/config_tmpl.h"
 #include "core/driver.h"
 #include "core/url.h"
+#include "proc/proc.h"
 
 #define MAX_DEVICES 100000u
 #define MAX_TAGS 2000000u
@@ -58,8 +59,8 @@ struct ctx {
 static const char *const k_device[] = {"for", "name", "url", "area", "line", "poll", "timeout",
                                        "delay", "options", "tags", NULL};
 static const char *const k_tag[] = {"for", "name", "addr", "type", "order", "count", "unit",
-                                    "access", "poll", "scale", "range", "max_rate", "stuck",
-                                    "deadband", "heartbeat", "window", NULL};
+                                    "access", "poll", "scale", "range", "max_rate", "spike_accept",
+                                    "stuck", "deadband", "heartbeat", "window", NULL};
 static const char *const k_scale[] = {"raw", "eng", "factor", "offset", NULL};
 
 /* ------------------------------------------------------------ for: loops */
@@ -277,11 +278,8 @@ static void tag_proc(struct ctx *c, const struct fb_tvars *vars, const struct fb
                         fb_cfg_error(c->r, raw, "scale.raw: low and high are equal (%g); the scale would divide by zero", r[0]);
                     else if (e[0] == e[1])
                         fb_cfg_error(c->r, eng, "scale.eng: low and high are equal (%g); writes could not be scaled back", e[0]);
-                    else {
-                        p->scaled = true;
-                        p->k = (e[1] - e[0]) / (r[1] - r[0]);
-                        p->d = e[0] - r[0] * p->k;
-                    }
+                    else
+                        fb_scale_set_points(p, r[0], r[1], e[0], e[1]);
                 }
             } else {
                 double f = 1, o = 0;
@@ -290,11 +288,9 @@ static void tag_proc(struct ctx *c, const struct fb_tvars *vars, const struct fb
                 if (off) ok &= fb_cfg_num(c->r, vars, off, "scale.offset", &o);
                 if (ok && f == 0)
                     fb_cfg_error(c->r, fac, "scale.factor must not be 0");
-                else if (ok && (fac || off)) {
-                    p->scaled = true;
-                    p->k = f;
-                    p->d = o;
-                } else if (ok)
+                else if (ok && (fac || off))
+                    fb_scale_set_factor(p, f, o);
+                else if (ok)
                     fb_cfg_error(c->r, n, "scale: expected {raw: [..], eng: [..]} or {factor: F, offset: O}");
             }
             fb_cfg_map_free(&s);
@@ -320,6 +316,12 @@ static void tag_proc(struct ctx *c, const struct fb_tvars *vars, const struct fb
         aux->numeric_m = fb_cfg_mark(fb_cfg_key(m, "max_rate"));
         if (fb_cfg_num(c->r, vars, n, "max_rate", &p->max_rate) && p->max_rate <= 0)
             fb_cfg_error(c->r, n, "max_rate must be greater than 0 (change per second)");
+    }
+    p->spike_accept = 3; /* a real step passes after 3 samples that agree (docs/configuration.md) */
+    if ((n = fb_cfg_get(m, "spike_accept"))) {
+        long long v;
+        if (fb_cfg_int(c->r, vars, n, "spike_accept", 0, 1000000, &v)) p->spike_accept = (uint32_t)v;
+        if (!fb_cfg_get(m, "max_rate")) fb_cfg_note(c->r, n, "spike_accept has no effect without max_rate");
     }
     if ((n = fb_cfg_get(m, "stuck"))) fb_cfg_dur(c->r, vars, n, "stuck", true, &p->stuck_ns);
     if ((n = fb_cfg_get(m, "deadband"))) {
@@ -711,22 +713,6 @@ static int cmp_i64(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
-static void scheme_hint(char *buf, size_t len, const char *scheme)
-{
-    const char *names[64];
-    size_t n = fb_driver_schemes(names, sizeof names / sizeof names[0] - 1);
-    names[n] = NULL;
-    buf[0] = 0;
-    const char *sg = fb_cfg_suggest(scheme, names);
-    if (sg) {
-        snprintf(buf, len, " (did you mean '%s'?)", sg);
-        return;
-    }
-    size_t off = (size_t)snprintf(buf, len, " (known:");
-    for (size_t i = 0; i < n && off < len; i++) off += (size_t)snprintf(buf + off, len - off, " %s://", names[i]);
-    if (off < len) snprintf(buf + off, len - off, ")");
-}
-
 static void build_groups(struct ctx *c, struct fb_device *d)
 {
     struct fb_gateway *gw = c->gw;
@@ -763,6 +749,24 @@ static void build_groups(struct ctx *c, struct fb_device *d)
     free(per);
 }
 
+/* Files a device URL names (driver.h: password_file=, user_key=, pki=, …),
+ * checked as the driver will open them: as written, relative to the
+ * gateway's working directory. */
+static void check_url_files(struct ctx *c, const struct fb_device *d, const struct dev_aux *da)
+{
+    for (int i = 0; i < d->url.nq; i++) {
+        const struct fb_drv_opt *o = fb_scheme_opt(d->url.scheme, d->url.q[i].k);
+        if (!o || o->kind == FB_OPT_VALUE || o->kind == FB_OPT_FILE) continue;
+        struct fb_err e = {0};
+        int rc = fb_check_file(d->url.q[i].v ? d->url.q[i].v : "", o->kind, &e);
+        if (rc == FB_ENOENT && o->kind == FB_OPT_PKI) continue; /* the driver creates the store */
+        if (rc == FB_ENOENT || rc == FB_EIO)
+            fb_cfg_warn_at(c->r, da->url_m, "device '%s': %s=: %s", d->name, o->key, e.msg);
+        else if (rc < 0)
+            fb_cfg_error_at(c->r, da->url_m, "device '%s': %s=: %s", d->name, o->key, e.msg);
+    }
+}
+
 static void build_drivers(struct ctx *c)
 {
     struct fb_gateway *gw = c->gw;
@@ -789,7 +793,7 @@ static void build_drivers(struct ctx *c)
         const struct fb_driver *drv = fb_driver_for_scheme(d->url.scheme);
         if (!drv) {
             char hint[200];
-            scheme_hint(hint, sizeof hint, d->url.scheme);
+            fb_scheme_hint(hint, sizeof hint, d->url.scheme);
             fb_cfg_error_at(c->r, da->url_m, "url: no driver for scheme '%s://'%s", d->url.scheme, hint);
             continue;
         }
@@ -803,6 +807,7 @@ static void build_drivers(struct ctx *c)
             continue;
         }
         da->init_ok = true;
+        check_url_files(c, d, da);
         bool tags_ok = true;
         for (uint32_t i = 0; i < d->ntags; i++) {
             struct fb_tag *t = &gw->tags[d->first_tag + i];
@@ -887,4 +892,12 @@ void fb_config_devices(struct fb_cfg *r, struct fb_cfg_node *devices, struct fb_
     build_drivers(&c);
     free(c.daux);
     free(c.taux);
+}
+
+size_t fb_config_dev_key_tables(struct fb_config_keys *out, size_t max)
+{
+    const struct fb_config_keys t[] = {{"device", k_device}, {"tag", k_tag}, {"scale", k_scale}};
+    size_t n = 0;
+    for (size_t i = 0; i < sizeof t / sizeof t[0] && n < max; i++) out[n++] = t[i];
+    return n;
 }

@@ -41,9 +41,13 @@ enum fb_access { FB_ACC_READ = 1, FB_ACC_WRITE = 2, FB_ACC_RW = 3 };
 struct fb_tag_proc {
     bool scaled;
     double k, d; /* eng = raw * k + d; raw = (eng - d) / k on write */
+    /* the same scale with whole numbers, eng = (raw * sa + sb) / sc, so that
+     * decimal factors give decimal results (src/proc/scale.c); sc 0 = none */
+    double sa, sb, sc;
     bool has_min, has_max;
     double min, max;       /* plausible / writable range (engineering units) */
     double max_rate;       /* max |Δ|/s; faster → spike → BadSensorFailure (0 = off) */
+    uint32_t spike_accept; /* a step is accepted after this many samples that agree (0 = by time only) */
     int64_t stuck_ns;      /* unchanged this long → UncertainSensorNotAccurate (0 = off) */
     double db_abs, db_pct; /* deadband; both 0 = publish every sample */
     int64_t heartbeat_ns;  /* publish at least this often, even inside the deadband */
@@ -174,6 +178,8 @@ struct fb_sink {
     const char *name;          /* "mqtt": the config section and the instance name */
     const char *const *keys;   /* the section's own keys, NULL-terminated (the
                                 * core reads the common `buffer:` and `queue:`) */
+    const struct fb_config_keys *nested; /* the keys of its nested mappings (tls:, qos:, …),
+                                          * ended by a NULL section: for the docs check */
     /* Read the section (m, already checked against keys) into a new config
      * object; errors go to the reader (r), the object is returned even then so
      * that every error is found in one pass.  gw holds the gateway section. */

@@ -255,15 +255,15 @@ static void *sink_thread(void *arg)
 }
 
 /* The largest record a batch of this config can encode to (batch_codec.c:
- * 37 bytes of header plus the reason, per sample at most 41 bytes plus its
- * string, 44 per stats entry), so the store never refuses one. */
+ * 37 bytes of header plus the reason (< FB_REASON_LEN), per sample at most 41
+ * bytes plus its string, 44 per stats entry), so the store never refuses one. */
 static uint32_t max_record_bytes(const struct fb_gateway *gw)
 {
     uint64_t best = 0;
     for (uint32_t i = 0; i < gw->ndevs; i++)
         for (uint32_t k = 0; k < gw->devs[i].ngroups; k++) {
             const struct fb_group *g = &gw->devs[i].groups[k];
-            uint64_t n = 160 + (uint64_t)g->ntags * (41 + 44);
+            uint64_t n = 64 + FB_REASON_LEN + (uint64_t)g->ntags * (41 + 44);
             for (uint32_t t = 0; t < g->ntags; t++) {
                 const struct fb_tag *tag = &gw->tags[g->tags[t]];
                 if (tag->type == FB_T_STRING) n += tag->str_len ? tag->str_len : 256;
@@ -419,10 +419,8 @@ static void emit_state(struct fb_gateway *gw, struct fb_device *d, int state, co
     b->dev_state = (uint8_t)state;
     b->device = d->idx;
     b->ts = fb_now_ns();
-    /* reasons are user-facing text that may be longer than the field: cut on purpose */
-    size_t rl = reason ? strnlen(reason, sizeof b->reason - 1) : 0;
-    if (rl) memcpy(b->reason, reason, rl);
-    b->reason[rl] = 0;
+    /* whole driver messages fit; anything longer is cut at a word, with "…" */
+    fb_text_cut(b->reason, sizeof b->reason, reason);
     publish(gw, b);
     fb_batch_unref(b);
 }

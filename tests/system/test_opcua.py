@@ -212,7 +212,7 @@ def test_user_name_login(ua, tmp_path):
     assert r.returncode == 1 and "BadUserAccessDenied" in r.stderr
     good.chmod(0o644)
     r = run_cli("read", srv.url(f"user=operator&password_file={good}"), "ns=1;s=Double")
-    assert r.returncode == 1 and "chmod 600" in r.stderr
+    assert r.returncode == 2 and "chmod 600" in r.stderr  # a usage/config error (issue 12)
 
 
 def test_small_chunks_and_message_limits(ua):

@@ -93,8 +93,8 @@ struct fb_mqtt_session {
 };
 
 /* ------------------------------------------------------- broker settings */
-static const char *const k_tls[] = {"ca", "ca_path", "cert", "key", "verify_hostname", NULL};
-static const char *const k_reconnect[] = {"min", "max", NULL};
+const char *const fb_broker_tls_keys[] = {"ca", "ca_path", "cert", "key", "verify_hostname", NULL};
+const char *const fb_broker_reconnect_keys[] = {"min", "max", NULL};
 
 /* One broker URL of url: / servers:. */
 static void server_add(struct fb_cfg *r, const struct fb_cfg_node *n, const char *what, struct fb_broker_cfg *b)
@@ -188,24 +188,24 @@ void fb_broker_cfg_load(struct fb_cfg *r, const struct fb_cfg_map *m, const char
     struct fb_cfg_node *tn = fb_cfg_get(m, "tls");
     snprintf(key, sizeof key, "%s.tls", what);
     if (tn && fb_cfg_map_load(r, tn, key, &t)) {
-        fb_cfg_map_check(r, &t, k_tls, key, false);
+        fb_cfg_map_check(r, &t, fb_broker_tls_keys, key, false);
         b->tls = true;
         char k2[128];
         if ((x = fb_cfg_get(&t, "ca"))) {
             snprintf(k2, sizeof k2, "%s.ca", key);
-            b->ca = fb_cfg_file_ref(r, x, k2, false, false);
+            b->ca = fb_cfg_file_ref(r, x, k2, FB_OPT_CERT, NULL);
         }
         if ((x = fb_cfg_get(&t, "ca_path"))) {
             snprintf(k2, sizeof k2, "%s.ca_path", key);
-            b->ca_path = fb_cfg_file_ref(r, x, k2, true, false);
+            b->ca_path = fb_cfg_file_ref(r, x, k2, FB_OPT_DIR, NULL);
         }
         if ((x = fb_cfg_get(&t, "cert"))) {
             snprintf(k2, sizeof k2, "%s.cert", key);
-            b->cert = fb_cfg_file_ref(r, x, k2, false, false);
+            b->cert = fb_cfg_file_ref(r, x, k2, FB_OPT_CERT, NULL);
         }
         if ((x = fb_cfg_get(&t, "key"))) {
             snprintf(k2, sizeof k2, "%s.key", key);
-            b->key = fb_cfg_file_ref(r, x, k2, false, true);
+            b->key = fb_cfg_file_ref(r, x, k2, FB_OPT_KEY, NULL);
         }
         if ((x = fb_cfg_get(&t, "verify_hostname"))) {
             snprintf(k2, sizeof k2, "%s.verify_hostname", key);
@@ -223,7 +223,7 @@ void fb_broker_cfg_load(struct fb_cfg *r, const struct fb_cfg_map *m, const char
     }
     snprintf(key, sizeof key, "%s.reconnect", what);
     if ((n = fb_cfg_get(m, "reconnect")) && fb_cfg_map_load(r, n, key, &t)) {
-        fb_cfg_map_check(r, &t, k_reconnect, key, false);
+        fb_cfg_map_check(r, &t, fb_broker_reconnect_keys, key, false);
         char k2[128];
         if ((x = fb_cfg_get(&t, "min"))) {
             snprintf(k2, sizeof k2, "%s.min", key);

@@ -45,6 +45,10 @@ struct fb_broker_cfg {
     "url", "servers", "version", "client_id", "username", "password", "password_file", "tls", "keepalive", \
         "reconnect"
 
+/* The keys of the nested broker mappings `tls:` and `reconnect:`. */
+extern const char *const fb_broker_tls_keys[];
+extern const char *const fb_broker_reconnect_keys[];
+
 /* Read the broker keys of section `m` (named `what`, e.g. "mqtt") into b,
  * with defaults; errors and warnings go to the reader.  max_client_id bounds
  * client_id's length. */

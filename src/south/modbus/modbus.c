@@ -125,6 +125,9 @@ static int mb_parse_address(struct fb_device *dev, struct fb_tag *tag, struct fb
     struct mb_addr *a = malloc(sizeof *a);
     if (!a) return fb_err_set(err, FB_ENOMEM, "out of memory");
     int rc = mb_addr_parse(&in, a, err);
+    if (!rc && (tag->access & FB_ACC_WRITE) && (a->table == MB_IR || a->table == MB_DI))
+        rc = fb_err_set(err, FB_EINVAL, "%s are read-only: a tag on them takes access: r",
+                        a->table == MB_IR ? "input registers" : "discrete inputs");
     if (rc) {
         free(a);
         return rc;

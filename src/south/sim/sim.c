@@ -94,7 +94,7 @@ static uint64_t tag_index(const struct fb_device *dev, const struct fb_tag *t)
 }
 
 /* "memory:int16" / "sine:amp=2:float32": an optional trailing :TYPE, as in
- * every other address (DESIGN.md §5).  Returns the type, or FB_T_NONE and
+ * every other address (docs/configuration.md, `addr`).  Returns the type, or FB_T_NONE and
  * leaves *spec_len at the full length. */
 static enum fb_type split_type(const char *text, size_t *spec_len)
 {
