@@ -201,15 +201,26 @@ struct fb_sink {
     void (*close)(struct fb_sink_inst *s);
 };
 
-/* A north service: something that lives as long as the runtime without
- * taking the data stream (the metrics endpoint).  Started after the sinks,
- * stopped after they closed and before their stores are freed (status
- * readers look at the stores).  Listed in core/sinks.c. */
+/* A service: something configured by its own top-level section that lives
+ * as long as the runtime without taking the data stream (the metrics
+ * endpoint).  Started after the sinks, stopped after they closed and before
+ * their stores are freed (status readers look at the stores).  Listed in
+ * core/sinks.c; present when its section is. */
+struct fb_service_inst;
 struct fb_service {
-    const char *name;
-    bool (*wanted)(const struct fb_gateway *gw); /* configured? */
-    void *(*start)(struct fb_gateway *gw, struct fb_err *err); /* NULL + err on failure */
+    const char *name;                    /* its config section */
+    const char *const *keys;             /* the section's keys, NULL-terminated */
+    const struct fb_config_keys *nested; /* nested mappings' keys, NULL section last (may be NULL) */
+    void *(*cfg_load)(struct fb_cfg *r, const struct fb_cfg_map *m, const struct fb_gateway *gw);
+    void (*cfg_free)(void *cfg);
+    void (*describe)(const struct fb_service_inst *si, FILE *f); /* the `check` line */
+    void *(*start)(struct fb_gateway *gw, const void *cfg, struct fb_err *err); /* NULL + err on failure */
     void (*stop)(void *state);
+};
+
+struct fb_service_inst {
+    const struct fb_service *svc;
+    void *cfg;
 };
 
 struct fb_sink_inst {
@@ -236,13 +247,13 @@ struct fb_gateway {
     uint32_t nconns;
     struct fb_sink_inst *sinks;
     uint32_t nsinks;
+    struct fb_service_inst *services;
+    uint32_t nservices;
     /* commands */
     int64_t cmd_max_age_ns; /* refuse commands whose "ts" is older (0 = off) */
     bool cmd_allow_qos0;
     int64_t cmd_timeout_ns;       /* how long a command may wait for its device */
     struct fb_buffer_cfg *buffer; /* global buffer settings, NULL = none */
-    /* metrics endpoint ("127.0.0.1:9100"), NULL = off */
-    char *metrics_listen;
     int64_t status_interval_ns;
     /* logging */
     int log_level;

@@ -45,7 +45,6 @@
 #include "core/log.h"
 #include "core/router.h"
 #include "core/runtime_state.h"
-#include "core/sinks.h"
 #include "core/thread.h"
 #include "proc/proc.h"
 #include "store/store.h"
@@ -698,6 +697,7 @@ static void rt_free(struct fb_gateway *gw, struct fb_rt *rt)
         pthread_cond_destroy(&rt->sinks[i].cv);
         gw->sinks[i].rt = NULL;
     }
+    free(rt->svc_state);
     free(rt->groups);
     free(rt->conns);
     free(rt->sinks);
@@ -779,11 +779,11 @@ int fb_runtime_start(struct fb_gateway *gw, struct fb_err *err)
         c->rt->started = true;
     }
     pthread_attr_destroy(&attr);
-    size_t nsvc;
-    const struct fb_service *const *svc = fb_services(&nsvc);
-    for (size_t i = 0; i < nsvc && i < FB_MAX_SERVICES; i++) {
-        if (!svc[i]->wanted(gw)) continue;
-        if (!(rt->svc_state[i] = svc[i]->start(gw, err))) return err ? err->code : FB_EIO;
+    rt->svc_state = calloc(gw->nservices ? gw->nservices : 1, sizeof *rt->svc_state);
+    if (!rt->svc_state) return fb_err_set(err, FB_ENOMEM, "out of memory");
+    for (uint32_t i = 0; i < gw->nservices; i++) {
+        const struct fb_service_inst *si = &gw->services[i];
+        if (!(rt->svc_state[i] = si->svc->start(gw, si->cfg, err))) return err ? err->code : FB_EIO;
     }
     fb_info(NULL, NULL, "started: %u devices, %u connections, %u tags, %u sinks", gw->ndevs, gw->nconns, gw->ntags,
             gw->nsinks);
@@ -839,10 +839,8 @@ void fb_runtime_wait(struct fb_gateway *gw)
     }
     for (uint32_t i = 0; i < gw->nsinks; i++)
         if (gw->sinks[i].rt->started) gw->sinks[i].sink->close(&gw->sinks[i]);
-    size_t nsvc;
-    const struct fb_service *const *svc = fb_services(&nsvc);
-    for (size_t i = 0; i < nsvc && i < FB_MAX_SERVICES; i++)
-        if (rt->svc_state[i]) svc[i]->stop(rt->svc_state[i]);
+    for (uint32_t i = 0; i < gw->nservices && rt->svc_state; i++)
+        if (rt->svc_state[i]) gw->services[i].svc->stop(rt->svc_state[i]);
     rt_free(gw, rt);
     fb_info(NULL, NULL, "stopped");
 }

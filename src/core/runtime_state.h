@@ -14,8 +14,6 @@
 #include "core/model.h"
 #include "store/store.h"
 
-#define FB_MAX_SERVICES 8
-
 struct fb_router;
 struct fb_proc;
 struct fb_model_map;
@@ -106,7 +104,7 @@ struct fb_rt {
     struct fb_proc *proc;
     struct fb_batch_pool *out_pool; /* processed batches: pipeline → sinks */
     struct fb_router *router; /* router.c */
-    void *svc_state[FB_MAX_SERVICES]; /* each running service's state (core/sinks.c order) */
+    void **svc_state; /* each running service's state (gw->services order) */
     /* the runtime state of every poll group, connection and sink (the model's rt pointers) */
     struct fb_group_rt *groups;
     struct fb_conn_rt *conns;

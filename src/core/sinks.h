@@ -12,4 +12,6 @@ const struct fb_sink *fb_sink_by_name(const char *name);
 const struct fb_sink *const *fb_sinks(size_t *n);
 /* The services (model.h), in table order. */
 const struct fb_service *const *fb_services(size_t *n);
+/* The service whose config section is `name`, NULL if none. */
+const struct fb_service *fb_service_by_name(const char *name);
 #endif

@@ -26,6 +26,7 @@
 #include "south/modbus/modbus.h"
 #include "south/sim/sim.h"
 #include "north/mqtt/topic.h"
+#include "north/http/http.h"
 
 static char tmpdir[256];
 
@@ -127,7 +128,9 @@ static void test_valid_model(void **state)
     assert_string_equal(gw->site, "munich");
     assert_int_equal(gw->log_level, 3);
     assert_int_equal(gw->log_format, FB_LOG_JSON);
-    assert_string_equal(gw->metrics_listen, "127.0.0.1:9100");
+    assert_int_equal(gw->nservices, 1);
+    assert_ptr_equal(gw->services[0].svc, &fb_service_http);
+    assert_string_equal((const char *)gw->services[0].cfg, "127.0.0.1:9100");
     assert_int_equal(gw->status_interval_ns, 10000000000LL);
     assert_int_equal(gw->cmd_max_age_ns, 30000000000LL);
     assert_true(gw->cmd_allow_qos0);

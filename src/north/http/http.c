@@ -31,6 +31,7 @@
 #include <pthread.h>
 
 #include "core/buf.h"
+#include "core/cfg.h"
 #include "core/log.h"
 #include "core/metrics.h"
 
@@ -202,13 +203,13 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
     return reply(c, MHD_HTTP_NOT_FOUND, text, nf, sizeof nf - 1);
 }
 
-int fb_http_start(struct fb_gateway *gw, struct fb_http **out, struct fb_err *err)
+int fb_http_start(struct fb_gateway *gw, const char *listen, struct fb_http **out, struct fb_err *err)
 {
     *out = NULL;
-    if (!gw || !gw->metrics_listen) return fb_err_set(err, FB_EINVAL, "no metrics listen address");
+    if (!gw || !listen) return fb_err_set(err, FB_EINVAL, "no metrics listen address");
     char host[256];
     uint16_t port;
-    int rc = fb_http_parse_listen(gw->metrics_listen, host, sizeof host, &port, err);
+    int rc = fb_http_parse_listen(listen, host, sizeof host, &port, err);
     if (rc) return rc;
     if ((rc = mhd_load(err)) < 0) return rc;
 
@@ -220,7 +221,7 @@ int fb_http_start(struct fb_gateway *gw, struct fb_http **out, struct fb_err *er
     int gai = getaddrinfo(host, ports, &hints, &ai);
     if (gai || !ai)
         return fb_err_set(err, FB_EINVAL, "metrics listen '%s': cannot resolve '%s': %s",
-                          gw->metrics_listen, host, gai ? gai_strerror(gai) : "no address");
+                          listen, host, gai ? gai_strerror(gai) : "no address");
     struct sockaddr_storage ss;
     memset(&ss, 0, sizeof ss);
     memcpy(&ss, ai->ai_addr, ai->ai_addrlen <= sizeof ss ? ai->ai_addrlen : sizeof ss);
@@ -242,7 +243,7 @@ int fb_http_start(struct fb_gateway *gw, struct fb_http **out, struct fb_err *er
     if (!h->daemon) {
         fb_buf_free(&h->body);
         free(h);
-        return fb_err_set(err, FB_EIO, "metrics endpoint: cannot listen on %s (in use?)", gw->metrics_listen);
+        return fb_err_set(err, FB_EIO, "metrics endpoint: cannot listen on %s (in use?)", listen);
     }
     const union MHD_DaemonInfo *info = MHD_get_daemon_info(h->daemon, MHD_DAEMON_INFO_BIND_PORT);
     h->port = info ? info->port : port;
@@ -260,20 +261,50 @@ void fb_http_stop(struct fb_http *h)
     free(h);
 }
 
-/* The north table's entry (core/sinks.c): started with the runtime when
- * `metrics: {listen: …}` is set. */
-static bool http_wanted(const struct fb_gateway *gw) { return gw->metrics_listen != NULL; }
-static void *http_svc_start(struct fb_gateway *gw, struct fb_err *err)
+/* ------------------------------------------------------------ the service */
+/* `metrics: {listen: HOST:PORT}` (core/sinks.c lists it). */
+static const char *const k_metrics[] = {"listen", NULL};
+
+static void *http_cfg_load(struct fb_cfg *r, const struct fb_cfg_map *m, const struct fb_gateway *gw)
+{
+    (void)gw;
+    struct fb_cfg_node *n = fb_cfg_get(m, "listen");
+    if (!n) {
+        fb_cfg_error(r, NULL, "metrics.listen is required (HOST:PORT such as 127.0.0.1:9100)");
+        return NULL;
+    }
+    char *s = fb_cfg_str(r, NULL, n, "metrics.listen");
+    if (!s) return NULL;
+    const char *colon = strrchr(s, ':');
+    char *end = NULL;
+    long port = colon ? strtol(colon + 1, &end, 10) : -1;
+    if (!colon || colon == s || !end || *end || port < 1 || port > 65535) {
+        fb_cfg_error(r, n, "metrics.listen: expected HOST:PORT such as 127.0.0.1:9100, got '%s'", s);
+        free(s);
+        return NULL;
+    }
+    return s;
+}
+
+static void http_describe(const struct fb_service_inst *si, FILE *f)
+{
+    fprintf(f, "  metrics on http://%s  (GET /metrics, /status)\n", (const char *)si->cfg);
+}
+
+static void *http_svc_start(struct fb_gateway *gw, const void *cfg, struct fb_err *err)
 {
     struct fb_http *h = NULL;
-    fb_http_start(gw, &h, err);
+    fb_http_start(gw, cfg, &h, err);
     return h;
 }
 static void http_svc_stop(void *h) { fb_http_stop(h); }
 
 const struct fb_service fb_service_http = {
     .name = "metrics",
-    .wanted = http_wanted,
+    .keys = k_metrics,
+    .cfg_load = http_cfg_load,
+    .cfg_free = free,
+    .describe = http_describe,
     .start = http_svc_start,
     .stop = http_svc_stop,
 };
