@@ -671,11 +671,12 @@ int fb_revpi_browse(const char *url_text, FILE *out, struct fb_err *err)
             const struct fb_revpi_var *v = &cfg.vars[k];
             char where[32], val[48] = "";
             fb_revpi_loc_format(where, sizeof where, &v->loc);
-            enum fb_type t = fb_revpi_default_type(v->loc.bits);
+            enum fb_type t = (enum fb_type)v->type; /* the module's type (signed AIO values …) */
             if (have_img && t != FB_T_NONE) {
                 struct fb_value fv;
                 if (fb_revpi_decode(img, 0, sizeof img, &v->loc, t, &fv) == 0) {
                     if (t == FB_T_BOOL) snprintf(val, sizeof val, "%s", fv.b ? "true" : "false");
+                    else if (fb_type_is_signed(t)) snprintf(val, sizeof val, "%" PRId64, fv.i);
                     else snprintf(val, sizeof val, "%" PRIu64, fv.u);
                 }
             }
