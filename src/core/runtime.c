@@ -499,6 +499,15 @@ static void emit_state(struct fb_gateway *gw, struct fb_device *d, int state, co
     fb_batch_unref(b);
 }
 
+void fb_device_set_state(struct fb_device *d, int state, const char *reason)
+{
+    if (!d->gw || !d->gw->bus) {
+        atomic_store(&d->state, state);
+        return;
+    }
+    emit_state(d->gw, d, state, reason);
+}
+
 /* All tags of a group with one bad quality, e.g. when the connection is down. */
 static void emit_bad_group(struct fb_gateway *gw, struct fb_device *d, struct fb_group *g,
                            uint32_t q)
