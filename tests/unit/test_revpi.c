@@ -829,7 +829,37 @@ static void test_driver_errors(void **state)
     assert_true(fb_driver_revpi.open(&r.conn, &e) < 0);
     assert_non_null(strstr(e.msg, "/nonexistent/config.rsc"));
     rig_free(&r);
-    /* an image file too short for the addresses */
+    /* an image cut short while running: the tags past its end are refused
+     * (Bad, each counted as a failed item), the others keep reading */
+    static const char *const two[] = {"byte:50", "byte:200"};
+    static const uint8_t ro2[] = {FB_ACC_READ, FB_ACC_READ};
+    assert_int_equal(rig_init(&r, "config=none", two, ro2, 2, &e), 0);
+    assert_int_equal(fb_driver_revpi.open(&r.conn, &e), 0);
+    img_put(&r, 50, 7);
+    img_put(&r, 200, 9);
+    struct fb_batch *b = rig_read(&r);
+    assert_int_equal(b->s[1].v.u, 9);
+    assert_int_equal(atomic_load(&r.dev.m.errors), 0);
+    fb_batch_free(b);
+    assert_int_equal(truncate(r.img, 100), 0);
+    b = rig_read(&r);
+    assert_int_equal(b->s[0].quality, FB_Q_GOOD);
+    assert_int_equal(b->s[0].v.u, 7);
+    assert_int_equal(b->s[1].quality, FB_Q_BAD_NODE_UNKNOWN);
+    assert_int_equal(atomic_load(&r.dev.m.errors), 1);
+    fb_batch_free(b);
+    b = rig_read(&r);
+    assert_int_equal(atomic_load(&r.dev.m.errors), 2); /* every read of a refused item counts */
+    fb_batch_free(b);
+    assert_int_equal(truncate(r.img, FB_REVPI_IMAGE_SIZE), 0);
+    b = rig_read(&r);
+    assert_int_equal(b->s[1].quality, FB_Q_GOOD);
+    assert_int_equal(b->s[1].v.u, 0);
+    assert_int_equal(atomic_load(&r.dev.m.errors), 2);
+    fb_batch_free(b);
+    fb_driver_revpi.close(&r.conn);
+    rig_free(&r);
+    /* an image file too short for the addresses when the connection opens */
     static const char *const far[] = {"byte:4095"};
     assert_int_equal(rig_init(&r, "config=none", far, ro, 1, &e), 0);
     assert_int_equal(truncate(r.img, 100), 0);

@@ -1659,6 +1659,8 @@ static int read_subscribed(struct fb_device *dev, struct ua_conn *c, struct ua_p
         }
         if (!s->fresh) continue;
         s->fresh = false;
+        /* a Bad notification (or an item the server would not monitor) is a failed item */
+        if (fb_q_bad(s->q)) atomic_fetch_add(&dev->m.errors, 1);
         fb_batch_add(out, t->id, s->q, s->ts ? s->ts : now, &s->v);
     }
     if (rc) {
@@ -1695,12 +1697,13 @@ static int opcua_read(struct fb_device *dev, struct fb_group *g, struct fb_batch
         free(ids);
         return FB_ENOMEM;
     }
-    uint32_t n = 0;
+    uint32_t n = 0, unresolved = 0;
     for (uint32_t i = 0; i < p->n; i++) {
         const struct fb_tag *t = &dev->gw->tags[p->tags[i]];
         const struct ua_addr *a = t->addr;
-        if (!a || a->resolve_q) {
+        if (!a || a->resolve_q) { /* the server said at open that it has no such node */
             add_bad(out, t, a ? a->resolve_q : FB_Q_BAD_CONFIG, now);
+            unresolved++;
             continue;
         }
         nodes[n] = &a->node;
@@ -1711,6 +1714,8 @@ static int opcua_read(struct fb_device *dev, struct fb_group *g, struct fb_batch
     uint64_t reads0 = c->nreads;
     int rc = n ? read_attr(c, nodes, n, UA_ATTR_VALUE, 2, poll_cb, &x, &err) : 0;
     atomic_fetch_add(&dev->m.requests, c->nreads - reads0); /* one per Read request (batch) */
+    /* every item the server refused (Bad status) or we could not use counts as failed */
+    atomic_fetch_add(&dev->m.errors, unresolved + x.nbad);
     free(nodes);
     if (rc) {
         atomic_fetch_add(&dev->m.errors, 1);
@@ -1754,7 +1759,7 @@ static int opcua_write(struct fb_device *dev, const struct fb_tag *t, const stru
     if (!a) return fb_err_set(err, FB_EINVAL, "tag %s has no address", t->name);
     if (!c) return fb_err_set(err, FB_EIO, "%s: not connected", dev->name);
     if (a->resolve_q) return fb_err_set(err, FB_ENOENT, "%s: node %s not found on the server", t->name, t->addr_text);
-    atomic_fetch_add(&dev->m.writes, 1);
+    /* writes and write errors are counted by the runtime */
     uint8_t type = a->builtin;
     if (!type) { /* DataType unknown or abstract: the current value's type decides */
         const struct ua_nodeid *nodes[1] = {&a->node};
