@@ -318,6 +318,12 @@ struct fb_conn {
     void *ctx; /* driver transport state */
     bool connected;
     int64_t next_try; /* monotonic: next connect attempt */
+    /* Set by a driver's open() when it fails, cleared by the runtime before
+     * each attempt: the quality the tags get (0 = BadCommunicationError) and
+     * the least delay before the next attempt (0 = the usual back-off) — a
+     * refused login is BadUserAccessDenied and retried after minutes. */
+    uint32_t fail_q;
+    int64_t fail_retry_ns;
     pthread_t thr;
     bool started;
     /* pending writes, handed over by the command router */
