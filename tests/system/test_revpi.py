@@ -308,3 +308,37 @@ def test_aio_values_are_signed(tmp_path, broker, start_gateway, watch):
     assert r.returncode == 0, r.stderr
     line = next(x for x in r.stdout.splitlines() if x.strip().startswith("InputValue_1 "))
     assert "int16" in line and "-250" in line, line
+
+
+def test_items_past_the_image_are_counted_and_shown_in_ne107(tmp_path, broker, start_gateway, watch):
+    """The image file is cut to 100 bytes while the gateway runs: the tag at
+    byte 300 is refused (BadNodeIdUnknown) every cycle and counted as a failed
+    item, the tags inside keep reading, the device stays online and NE107 says
+    Maintenance required in GET /status — not OK with errors 0, and not the
+    whole device offline."""
+    import peers
+    from test_health import metric, status_of, wait_status
+    img = Image(tmp_path / "piControl0")
+    port = peers.free_port()
+    dev = revpi_device(img)
+    dev["tags"].append({"name": "far", "addr": "word:300"})
+    w = watch(broker.port)
+    gw = start_gateway(gw_config(broker.port, [dev], metrics={"listen": f"127.0.0.1:{port}"}))
+    assert w.wait_for(lambda m: (values(m) or {}).get("far", {}).get("q") == "good", 20, topic=TELE), \
+        gw.output()[-3000:]
+    assert status_of(port, DEV)["ne107"] == "OK"
+    os.truncate(img.path, 100)
+    t = time.monotonic()
+    m = w.wait_for(lambda m: (values(m) or {}).get("far", {}).get("reason") == "BadNodeIdUnknown", 5,
+                   topic=TELE, after=t)
+    assert m is not None, gw.output()[-3000:]
+    img.set_bit(I_1, True)
+    assert w.wait_for(lambda m: (values(m) or {}).get("I_1", {}).get("v") is True, 5, topic=TELE, after=t), \
+        "the tags inside the image stopped reading"
+    time.sleep(1.5)  # beyond the 1 s status interval
+    st = wait_status(port, DEV, lambda s: s["errors"] >= 10)
+    assert st["state"] == "online" and st["errors"] >= 10, st
+    assert st["ne107"] == "Maintenance required", st
+    assert metric(port, "fieldbridge_device_bad_tags", DEV) == 1
+    assert metric(port, "fieldbridge_device_reconnects_total", DEV) == 0
+    assert "the process image ends at byte 100" in gw.output()
