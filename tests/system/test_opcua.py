@@ -244,6 +244,11 @@ def test_connect_errors_are_clear(ua):
     assert r.returncode == 2 and "unknown opc.tcp URL key" in r.stderr
     r = run_cli("read", "opc.tcp://127.0.0.1:4840?security_policy=None&security_mode=Sign", "i=2258")
     assert r.returncode == 2 and "needs security_policy=Basic256Sha256" in r.stderr
+    for bad in ("auth_retry=0s", "auth_retry=5x", "auth_retry=2d"):
+        r = run_cli("read", f"opc.tcp://127.0.0.1:4840?{bad}", "i=2258")
+        assert r.returncode == 2 and "auth_retry=" in r.stderr and "1s to 24h" in r.stderr, (bad, r.stderr)
+    r = run_cli("read", "opc.tcp://127.0.0.1:4840?check_names=maybe", "i=2258")
+    assert r.returncode == 2 and "expected warn, refuse or off" in r.stderr, r.stderr
 
 
 def good(v, n):

@@ -650,6 +650,20 @@ static void test_silent_unit(void **state)
     assert_int_equal(unit2_read(&u), 0);
     for (uint32_t i = 0; i < 3; i++) assert_int_equal(u.b->s[i].quality, FB_Q_GOOD);
 
+    /* the link dies: unit 4 times out three times, but unit 9 has not been asked
+     * since it last answered and may well answer — unit 4 alone goes offline; once
+     * unit 9 times out too, nobody answers on the link: reconnect */
+    atomic_store(&S.mute, 1);
+    assert_int_equal(gw_read(), 0);
+    assert_int_equal(atomic_load(&G.dev.state), FB_DEV_OFFLINE);
+    assert_int_equal(unit2_read(&u), FB_ETIMEDOUT);
+    atomic_store(&S.mute, 0);
+    assert_int_equal(D->open(&G.conn, &err), 0);
+    atomic_store(&G.dev.state, FB_DEV_ONLINE); /* what the core does after a connect */
+    atomic_store(&u.d.state, FB_DEV_ONLINE);
+    assert_int_equal(gw_read(), 0);
+    assert_int_equal(sample(0)->quality, FB_Q_GOOD);
+
     /* a gateway answering 0B for unit 9: offline after three, the link is never blamed */
     atomic_store(&S.gw_unit, 9);
     assert_int_equal(unit2_read(&u), 0);

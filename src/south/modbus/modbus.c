@@ -25,10 +25,12 @@
  * BadCommunicationError without asking it, and it is asked again only by one
  * probe request at growing intervals (1 s … 30 s), so its timeouts no longer
  * hold up the line for the healthy units.  Its first answer brings it back
- * online.  Only when every unit on the link has timed out that often in a
- * row is the link itself suspect (half-open TCP, unplugged converter): read()
- * returns FB_ETIMEDOUT and the core reconnects.  With one unit on the link
- * that is the old rule — three timeouts in a row reconnect.
+ * online.  The link itself is suspect (half-open TCP, unplugged converter)
+ * only when nobody answers on it: the unit asked last timed out three times
+ * with no answer from any unit in between, and every other unit is known
+ * silent or timed out too since then.  Then read() returns FB_ETIMEDOUT and
+ * the core reconnects.  With one unit on the link that is the old rule —
+ * three timeouts in a row reconnect.
  */
 #include <errno.h>
 #include <modbus.h>
@@ -50,7 +52,9 @@ struct mb_dev {
     struct mb_opts o;
     /* this unit's answers (connection thread only) */
     int no_answer;      /* requests in a row without an answer: timeouts, exceptions 0A/0B */
-    int timeouts;       /* timeouts in a row (a gateway's 0A/0B proves the link works) */
+    int link_timeouts;  /* timeouts since anyone last answered on the link (valid while
+                         * link_seq equals the link's answer count) */
+    uint64_t link_seq;
     bool silent;        /* declared not answering: offline, asked only by probes */
     int64_t next_probe; /* monotonic */
     struct fb_backoff probe;
@@ -58,6 +62,7 @@ struct mb_dev {
 
 struct mb_conn {
     modbus_t *mb;
+    uint64_t answers; /* answers from any unit on the link (a gateway's 0A/0B included) */
     int64_t last_end; /* monotonic end of the previous request */
     int cur_unit;
     int64_t cur_timeout;
@@ -259,7 +264,8 @@ static int mb_open(struct fb_conn *c, struct fb_err *err)
     /* a new link: every unit gets a fresh chance (the core reports them online) */
     for (uint32_t i = 0; i < c->ndevs; i++) {
         struct mb_dev *md = c->devs[i]->drv_dev;
-        md->no_answer = md->timeouts = 0;
+        md->no_answer = md->link_timeouts = 0;
+        md->link_seq = 0;
         md->silent = false;
         fb_backoff_reset(&md->probe);
     }
@@ -268,9 +274,10 @@ static int mb_open(struct fb_conn *c, struct fb_err *err)
 
 /* ------------------------------------------------------------------ units */
 /* The unit answered (a value or an exception other than 0A/0B). */
-static void unit_answered(struct fb_device *dev, struct mb_dev *md)
+static void unit_answered(struct fb_device *dev, struct mb_dev *md, struct mb_conn *mc)
 {
-    md->no_answer = md->timeouts = 0;
+    mc->answers++; /* the link works */
+    md->no_answer = 0;
     if (!md->silent) return;
     md->silent = false;
     fb_backoff_reset(&md->probe);
@@ -278,12 +285,29 @@ static void unit_answered(struct fb_device *dev, struct mb_dev *md)
     fb_device_set_state(dev, FB_DEV_ONLINE, NULL);
 }
 
-/* Has every unit on this link (that has tags to read) timed out in a row? */
-static bool link_silent(const struct fb_conn *c)
+/* A request of md timed out. */
+static void note_timeout(struct mb_dev *md, const struct mb_conn *mc)
 {
+    if (md->link_seq != mc->answers) { /* someone answered since this unit's last timeout */
+        md->link_seq = mc->answers;
+        md->link_timeouts = 0;
+    }
+    md->link_timeouts++;
+    md->no_answer++;
+}
+
+/* Is the link itself suspect?  The unit asked last (cur) timed out three
+ * times with no answer from anyone on the link in between, and every other
+ * unit (with tags) either is already known silent or timed out too since
+ * then — a unit not asked since the last answer keeps the link (it may well
+ * answer), which bounds the wait by one poll period of the slowest unit. */
+static bool link_silent(const struct fb_conn *c, const struct mb_dev *cur, const struct mb_conn *mc)
+{
+    if (cur->link_seq != mc->answers || cur->link_timeouts < MB_SILENT_AFTER) return false;
     for (uint32_t i = 0; i < c->ndevs; i++) {
         const struct mb_dev *md = c->devs[i]->drv_dev;
-        if (c->devs[i]->ntags && md->timeouts < MB_SILENT_AFTER) return false;
+        if (md == cur || !c->devs[i]->ntags || md->silent) continue;
+        if (md->link_seq != mc->answers || md->link_timeouts < 1) return false;
     }
     return true;
 }
@@ -409,7 +433,7 @@ static int mb_read(struct fb_device *dev, struct fb_group *g, struct fb_batch *o
         mc->last_end = t1;
         atomic_fetch_add(&dev->m.requests, 1);
         if (rc == b->count) {
-            unit_answered(dev, md);
+            unit_answered(dev, md, mc);
             atomic_fetch_add(&dev->m.rtt_ns_sum, (uint64_t)(t1 - t0));
             atomic_store(&dev->m.rtt_ns_last, (uint64_t)(t1 - t0));
             atomic_fetch_add(&dev->m.rtt_count, 1);
@@ -453,10 +477,10 @@ static int mb_read(struct fb_device *dev, struct fb_group *g, struct fb_batch *o
             atomic_fetch_add(&dev->m.rtt_count, 1);
             if (gateway_miss) {
                 /* the gateway answered for a unit that did not: the link is fine */
-                md->timeouts = 0;
+                mc->answers++;
                 md->no_answer++;
             } else {
-                unit_answered(dev, md);
+                unit_answered(dev, md, mc);
             }
             if (exc == 2 && mb_plan_can_split(p, bi)) {
                 fb_info(dev->name, dev->gw->tags[p->items[b->first].tag].name,
@@ -469,8 +493,7 @@ static int mb_read(struct fb_device *dev, struct fb_group *g, struct fb_batch *o
         } else if (o == OUT_TIMEOUT) {
             atomic_fetch_add(&dev->m.timeouts, 1);
             modbus_flush(mc->mb);
-            md->timeouts++;
-            md->no_answer++;
+            note_timeout(md, mc);
         } else if (o == OUT_MALFORMED) {
             modbus_flush(mc->mb);
         } else {
@@ -478,7 +501,7 @@ static int mb_read(struct fb_device *dev, struct fb_group *g, struct fb_batch *o
             rest_q = FB_Q_BAD_COMM;
         }
         if ((o == OUT_TIMEOUT || gateway_miss) && (md->silent || md->no_answer >= MB_SILENT_AFTER)) {
-            if (o == OUT_TIMEOUT && link_silent(dev->conn)) {
+            if (o == OUT_TIMEOUT && link_silent(dev->conn, md, mc)) {
                 final = FB_ETIMEDOUT; /* nobody on the link answers: the link itself */
                 rest_q = FB_Q_BAD_TIMEOUT;
             } else {
@@ -493,8 +516,8 @@ static int mb_read(struct fb_device *dev, struct fb_group *g, struct fb_batch *o
         bi++;
     }
     if (final == FB_ETIMEDOUT)
-        fb_warn(dev->name, NULL, "%d timeouts in a row on %s%s: reconnecting", md->timeouts, mc->where,
-                dev->conn->ndevs > 1 ? " (and on every other unit on it)" : "");
+        fb_warn(dev->name, NULL, "%d timeouts in a row on %s%s: reconnecting", md->link_timeouts, mc->where,
+                dev->conn->ndevs > 1 ? " (and no other unit on it answers)" : "");
     else if (final == FB_EIO)
         fb_warn(dev->name, NULL, "connection to %s lost", mc->where);
     return final;
@@ -560,10 +583,10 @@ static int mb_write(struct fb_device *dev, const struct fb_tag *t, const struct 
     mc->last_end = fb_mono_ns();
     if (rc < 0) {
         int exc;
-        if (classify(e, &exc) == OUT_EXC && exc != 0x0A && exc != 0x0B) unit_answered(dev, md);
+        if (classify(e, &exc) == OUT_EXC && exc != 0x0A && exc != 0x0B) unit_answered(dev, md, mc);
         return write_fail(mc, t, e, err);
     }
-    unit_answered(dev, md);
+    unit_answered(dev, md, mc);
     return 0;
 }
 
