@@ -282,6 +282,7 @@ struct fb_dev_metrics {
     _Atomic uint64_t rtt_ns_sum, rtt_ns_last, rtt_count;
     _Atomic int64_t last_success_ns; /* UTC */
     _Atomic uint32_t tags_out_of_spec; /* tags whose last published quality is out of range */
+    _Atomic uint32_t tags_bad;         /* tags whose last published quality is Bad (NE107) */
 };
 
 /* A URL parsed once: scheme://host:port/path?k=v&k=v */
@@ -328,6 +329,12 @@ struct fb_conn {
     void *ctx; /* driver transport state */
     bool connected;
     int64_t next_try; /* monotonic: next connect attempt */
+    /* Set by a driver's open() when it fails, cleared by the runtime before
+     * each attempt: the quality the tags get (0 = BadCommunicationError) and
+     * the least delay before the next attempt (0 = the usual back-off) — a
+     * refused login is BadUserAccessDenied and retried after minutes. */
+    uint32_t fail_q;
+    int64_t fail_retry_ns;
     pthread_t thr;
     bool started;
     /* pending writes, handed over by the command router */

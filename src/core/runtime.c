@@ -497,6 +497,15 @@ static void emit_state(struct fb_gateway *gw, struct fb_device *d, int state, co
     fb_batch_unref(b);
 }
 
+void fb_device_set_state(struct fb_device *d, int state, const char *reason)
+{
+    if (!d->gw || !d->gw->bus) {
+        atomic_store(&d->state, state);
+        return;
+    }
+    emit_state(d->gw, d, state, reason);
+}
+
 /* All tags of a group with one bad quality, e.g. when the connection is down. */
 static void emit_bad_group(struct fb_gateway *gw, struct fb_device *d, struct fb_group *g,
                            uint32_t q)
@@ -605,6 +614,7 @@ static void *conn_thread(void *arg)
     fb_backoff_init(&bo, BACKOFF_MIN_NS, BACKOFF_MAX_NS);
     struct fb_ratelimit rl = {.interval_ns = 60000000000LL};
     bool ever_failed = false;
+    uint32_t failed_q = 0; /* the quality the tags were last given for a failed connect */
     c->next_try = 0;
     int64_t now = fb_mono_ns();
     for (uint32_t i = 0; i < c->ndevs; i++)
@@ -614,24 +624,31 @@ static void *conn_thread(void *arg)
         now = fb_mono_ns();
         if (!c->connected && now >= c->next_try) {
             struct fb_err err = {0};
+            c->fail_q = 0;
+            c->fail_retry_ns = 0;
             if (c->drv->open(c, &err) == 0) {
                 c->connected = true;
                 fb_backoff_reset(&bo);
                 if (ever_failed) fb_info(c->devs[0]->name, NULL, "connected (%s)", c->key);
                 else fb_debug(c->devs[0]->name, NULL, "connected (%s)", c->key);
                 ever_failed = false;
+                failed_q = 0;
                 rl.last_ns = 0;
                 for (uint32_t i = 0; i < c->ndevs; i++) emit_state(gw, c->devs[i], FB_DEV_ONLINE, NULL);
             } else {
-                if (!ever_failed) {
+                /* the tags get the failure's quality (a driver may name it, e.g. a refused login) */
+                uint32_t fq = c->fail_q ? c->fail_q : FB_Q_BAD_COMM;
+                if (!ever_failed || fq != failed_q) {
                     for (uint32_t i = 0; i < c->ndevs; i++) {
                         emit_state(gw, c->devs[i], FB_DEV_OFFLINE, err.msg);
                         if (atomic_load(&c->devs[i]->state) == FB_DEV_OFFLINE)
                             for (uint32_t k = 0; k < c->devs[i]->ngroups; k++)
-                                emit_bad_group(gw, c->devs[i], &c->devs[i]->groups[k], FB_Q_BAD_COMM);
+                                emit_bad_group(gw, c->devs[i], &c->devs[i]->groups[k], fq);
                     }
+                    failed_q = fq;
                 }
                 int64_t delay = fb_backoff_next(&bo); /* exponential, with jitter */
+                if (c->fail_retry_ns > delay) delay = c->fail_retry_ns; /* e.g. not to lock an account */
                 if (fb_ratelimit_ok(&rl, now) || !ever_failed)
                     fb_warn(c->devs[0]->name, NULL, "connect failed: %s (retry in %.1fs)", err.msg, delay / 1e9);
                 ever_failed = true;
@@ -673,6 +690,7 @@ static void *conn_thread(void *arg)
                 fb_warn(due_dev->name, NULL, "connection lost (%s), reconnecting", reason);
                 conn_lost(gw, c, reason);
                 ever_failed = true;
+                failed_q = FB_Q_BAD_COMM; /* what conn_lost gave the tags */
                 c->next_try = fb_mono_ns() + BACKOFF_MIN_NS;
                 fail_writes(c, "connection lost");
                 continue;
