@@ -57,6 +57,7 @@ static const struct fb_drv_opt opcua_opts[] = {
     {"pki", FB_OPT_PKI, false, "/var/lib/fieldbridge/pki"},
     {"trust_server", FB_OPT_VALUE, false, "list"},
     {"check_names", FB_OPT_VALUE, false, "warn"},
+    {"auth_retry", FB_OPT_VALUE, false, "5m"},
     {NULL, 0, false, NULL},
 };
 static const struct fb_drv_opt s7_opts[] = {

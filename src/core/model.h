@@ -88,6 +88,7 @@ struct fb_dev_metrics {
     _Atomic uint64_t rtt_ns_sum, rtt_ns_last, rtt_count;
     _Atomic int64_t last_success_ns;   /* UTC */
     _Atomic uint32_t tags_out_of_spec; /* tags whose last published quality is out of range */
+    _Atomic uint32_t tags_bad;         /* tags whose last published quality is Bad (NE107) */
 };
 
 

@@ -10,6 +10,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "core/publish.h"
 #include "core/runtime_state.h"
 #include "core/thread.h"
 #include "store/store.h"
@@ -43,6 +44,23 @@ void fb_sink_wake(struct fb_sink_inst *s)
     pthread_mutex_lock(&q->mu);
     pthread_cond_signal(&q->cv);
     pthread_mutex_unlock(&q->mu);
+}
+
+/* ---------------------------------------------------------------- devices */
+void fb_device_set_state(struct fb_device *d, int state, const char *reason)
+{
+    if (!fb_runtime_running(d->gw)) {
+        atomic_store(&d->state, state);
+        return;
+    }
+    fb_publish_state(d->gw, d, state, reason);
+}
+
+void fb_conn_failed(struct fb_conn *c, uint32_t quality, int64_t retry_ns)
+{
+    if (!c->rt) return; /* the one-shot CLI: no retries */
+    c->rt->fail_q = quality;
+    c->rt->fail_retry_ns = retry_ns;
 }
 
 /* ------------------------------------------------------------ the gateway */

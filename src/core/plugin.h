@@ -11,6 +11,17 @@ void fb_sink_done(struct fb_sink_inst *s, uint64_t batch_id, enum fb_delivery d)
  * and tick() run again soon. */
 void fb_sink_wake(struct fb_sink_inst *s);
 
+/* A driver reports the state of one device while its connection stays up
+ * (a Modbus unit behind a gateway that stops or resumes answering): the
+ * status message and NE107 follow it.  Connection thread only; without a
+ * running gateway (the one-shot CLI) it only sets d->state. */
+void fb_device_set_state(struct fb_device *d, int state, const char *reason);
+/* From a failing open(): the quality the connection's tags get (0 =
+ * BadCommunicationError) and the least delay before the next attempt (0 =
+ * the usual back-off) — a refused login is BadUserAccessDenied and retried
+ * after minutes, so a wrong password does not lock the account. */
+void fb_conn_failed(struct fb_conn *c, uint32_t quality, int64_t retry_ns);
+
 /* Whether the gateway is running (between start and the end of wait). */
 bool fb_runtime_running(const struct fb_gateway *gw);
 /* Whether a stop was requested (also true when not running). */

@@ -39,6 +39,7 @@
 #include "core/runtime.h"
 
 #include "core/plugin.h"
+#include "core/publish.h"
 
 #include "core/batch_codec.h"
 #include "core/buf.h"
@@ -61,35 +62,6 @@
 
 
 
-static void sink_push(struct fb_sink_inst *s, struct fb_batch *b)
-{
-    struct fb_sink_rt *q = s->rt;
-    FB_ASSERT(q != NULL); /* every sink's runtime state exists before the first batch is read */
-    fb_batch_ref(b);
-    pthread_mutex_lock(&q->mu);
-    struct fb_qnode *n = q->free;
-    if (n)
-        q->free = n->next;
-    else
-        n = malloc(sizeof *n); /* grows to the number of batches in flight, then reused */
-    if (!n) {
-        pthread_mutex_unlock(&q->mu);
-        atomic_fetch_add(&s->m.dropped, 1);
-        fb_batch_unref(b);
-        return;
-    }
-    n->b = b;
-    n->next = NULL;
-    if (q->tail)
-        q->tail->next = n;
-    else
-        q->head = n;
-    q->tail = n;
-    q->len++;
-    atomic_fetch_add(&s->m.queued, 1);
-    pthread_cond_signal(&q->cv);
-    pthread_mutex_unlock(&q->mu);
-}
 
 static int64_t store_deliver(struct fb_sink_inst *s, struct fb_sink_rt *q);
 
@@ -351,38 +323,8 @@ static void sink_rt_free(struct fb_sink_inst *s)
 }
 
 /* --------------------------------------------------------------- pipeline */
-static void fan_out(struct fb_gateway *gw, struct fb_batch *b)
-{
-    for (uint32_t i = 0; i < gw->nsinks; i++) sink_push(&gw->sinks[i], b);
-}
 
-/* Per-gateway message sequence.  With a buffer directory it is persisted in
- * reserved blocks (src/store), so it never goes back, even after kill -9;
- * without one it starts from the clock in microseconds, which also keeps it
- * increasing across restarts as long as the clock does. */
-static uint64_t next_seq(struct fb_gateway *gw)
-{
-    struct fb_rt *rt = gw->rt;
-    if (rt->seq_persisted) {
-        uint64_t v;
-        if (fb_store_seq_next(&rt->store_seq, &v) < 0 && fb_ratelimit_ok(&rt->rl_seq, fb_mono_ns()))
-            fb_warn(NULL, NULL, "cannot persist the sequence counter in %s: numbers may repeat after a crash",
-                    rt->store_seq.dir);
-        atomic_store(&rt->seq, v);
-        return v;
-    }
-    return atomic_fetch_add(&gw->rt->seq, 1) + 1;
-}
 
-/* Number a batch and queue it to every sink, atomically with respect to other
- * connection threads, so every sink sees batches in sequence order. */
-static void publish(struct fb_gateway *gw, struct fb_batch *b)
-{
-    pthread_mutex_lock(&gw->rt->fan_mu);
-    b->seq = next_seq(gw);
-    fan_out(gw, b);
-    pthread_mutex_unlock(&gw->rt->fan_mu);
-}
 
 /* The pipeline, run by the connection thread that read the batch: the tags
  * of a device belong to one connection, so their processing state is only
@@ -403,26 +345,12 @@ static void pipeline(struct fb_gateway *gw, struct fb_batch *in)
     out->ts = in->ts;
     fb_proc_batch(rt->proc, in, out);
     fb_batch_unref(in);
-    if (out->n) publish(gw, out);
+    if (out->n) fb_publish(gw, out);
     fb_batch_unref(out);
 }
 
 /* ------------------------------------------------------------ connections */
-static void emit_state(struct fb_gateway *gw, struct fb_device *d, int state, const char *reason)
-{
-    int old = atomic_exchange(&d->state, state);
-    if (old == state) return;
-    struct fb_batch *b = fb_batch_new(0, 0, 0);
-    if (!b) return;
-    b->kind = FB_BATCH_DEVSTATE;
-    b->dev_state = (uint8_t)state;
-    b->device = d->idx;
-    b->ts = fb_now_ns();
-    /* whole driver messages fit; anything longer is cut at a word, with "…" */
-    fb_text_cut(b->reason, sizeof b->reason, reason);
-    publish(gw, b);
-    fb_batch_unref(b);
-}
+
 
 /* All tags of a group with one bad quality, e.g. when the connection is down. */
 static void emit_bad_group(struct fb_gateway *gw, struct fb_device *d, struct fb_group *g,
@@ -519,7 +447,7 @@ static void conn_lost(struct fb_gateway *gw, struct fb_conn *c, const char *reas
     for (uint32_t i = 0; i < c->ndevs; i++) {
         struct fb_device *d = c->devs[i];
         atomic_fetch_add(&d->m.reconnects, 1);
-        emit_state(gw, d, FB_DEV_OFFLINE, reason);
+        fb_publish_state(gw, d, FB_DEV_OFFLINE, reason);
         for (uint32_t k = 0; k < d->ngroups; k++) emit_bad_group(gw, d, &d->groups[k], FB_Q_BAD_COMM);
     }
 }
@@ -532,6 +460,7 @@ static void *conn_thread(void *arg)
     fb_backoff_init(&bo, BACKOFF_MIN_NS, BACKOFF_MAX_NS);
     struct fb_ratelimit rl = {.interval_ns = 60000000000LL};
     bool ever_failed = false;
+    uint32_t failed_q = 0; /* the quality the tags were last given for a failed connect */
     c->rt->next_try = 0;
     int64_t now = fb_mono_ns();
     for (uint32_t i = 0; i < c->ndevs; i++)
@@ -541,24 +470,31 @@ static void *conn_thread(void *arg)
         now = fb_mono_ns();
         if (!c->rt->connected && now >= c->rt->next_try) {
             struct fb_err err = {0};
+            c->rt->fail_q = 0;
+            c->rt->fail_retry_ns = 0;
             if (c->drv->open(c, &err) == 0) {
                 c->rt->connected = true;
                 fb_backoff_reset(&bo);
                 if (ever_failed) fb_info(c->devs[0]->name, NULL, "connected (%s)", c->key);
                 else fb_debug(c->devs[0]->name, NULL, "connected (%s)", c->key);
                 ever_failed = false;
+                failed_q = 0;
                 rl.last_ns = 0;
-                for (uint32_t i = 0; i < c->ndevs; i++) emit_state(gw, c->devs[i], FB_DEV_ONLINE, NULL);
+                for (uint32_t i = 0; i < c->ndevs; i++) fb_publish_state(gw, c->devs[i], FB_DEV_ONLINE, NULL);
             } else {
-                if (!ever_failed) {
+                /* the tags get the failure's quality (a driver may name it, e.g. a refused login) */
+                uint32_t fq = c->rt->fail_q ? c->rt->fail_q : FB_Q_BAD_COMM;
+                if (!ever_failed || fq != failed_q) {
                     for (uint32_t i = 0; i < c->ndevs; i++) {
-                        emit_state(gw, c->devs[i], FB_DEV_OFFLINE, err.msg);
+                        fb_publish_state(gw, c->devs[i], FB_DEV_OFFLINE, err.msg);
                         if (atomic_load(&c->devs[i]->state) == FB_DEV_OFFLINE)
                             for (uint32_t k = 0; k < c->devs[i]->ngroups; k++)
-                                emit_bad_group(gw, c->devs[i], &c->devs[i]->groups[k], FB_Q_BAD_COMM);
+                                emit_bad_group(gw, c->devs[i], &c->devs[i]->groups[k], fq);
                     }
+                    failed_q = fq;
                 }
                 int64_t delay = fb_backoff_next(&bo); /* exponential, with jitter */
+                if (c->rt->fail_retry_ns > delay) delay = c->rt->fail_retry_ns; /* e.g. not to lock an account */
                 if (fb_ratelimit_ok(&rl, now) || !ever_failed)
                     fb_warn(c->devs[0]->name, NULL, "connect failed: %s (retry in %.1fs)", err.msg, delay / 1e9);
                 ever_failed = true;
@@ -600,6 +536,7 @@ static void *conn_thread(void *arg)
                 fb_warn(due_dev->name, NULL, "connection lost (%s), reconnecting", reason);
                 conn_lost(gw, c, reason);
                 ever_failed = true;
+                failed_q = FB_Q_BAD_COMM; /* what conn_lost gave the tags */
                 c->rt->next_try = fb_mono_ns() + BACKOFF_MIN_NS;
                 fail_writes(c, "connection lost");
                 continue;
@@ -626,7 +563,7 @@ static void *conn_thread(void *arg)
         c->drv->close(c);
         c->rt->connected = false;
     }
-    for (uint32_t i = 0; i < c->ndevs; i++) emit_state(gw, c->devs[i], FB_DEV_OFFLINE, "gateway stopped");
+    for (uint32_t i = 0; i < c->ndevs; i++) fb_publish_state(gw, c->devs[i], FB_DEV_OFFLINE, "gateway stopped");
     return NULL;
 }
 

@@ -50,6 +50,9 @@ struct fb_conn_rt {
     bool started;
     bool connected;
     int64_t next_try; /* monotonic: next connect attempt */
+    /* what a failing open() reported (fb_conn_failed), cleared before each attempt */
+    uint32_t fail_q;
+    int64_t fail_retry_ns;
     /* pending writes, handed over by the command router */
     pthread_mutex_t mu;
     pthread_cond_t cv;

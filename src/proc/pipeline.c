@@ -122,15 +122,24 @@ uint32_t fb_proc_batch(struct fb_proc *p, const struct fb_batch *in, struct fb_b
             fb_window_add(&st->win, ts, x, pr->window_ns);
         bool hb;
         bool was_oos = st->have_last && out_of_spec(st->last_pub_q);
+        bool was_bad = st->have_last && fb_q_bad(st->last_pub_q);
         if (!fb_deadband_pass(pr, st, &v, q, in->ts, &hb)) continue;
-        /* NE107 "Out of specification": how many tags of the device are outside their range */
-        bool is_oos = out_of_spec(q);
-        if (is_oos != was_oos && tag->device < p->gw->ndevs) {
+        /* NE107: how many tags of the device are outside their range, and how many are Bad */
+        bool is_oos = out_of_spec(q), is_bad = fb_q_bad(q);
+        if ((is_oos != was_oos || is_bad != was_bad) && tag->device < p->gw->ndevs) {
             struct fb_dev_metrics *dm = (struct fb_dev_metrics *)&p->gw->devs[tag->device].m;
-            if (is_oos)
-                atomic_fetch_add(&dm->tags_out_of_spec, 1);
-            else
-                atomic_fetch_sub(&dm->tags_out_of_spec, 1);
+            if (is_oos != was_oos) {
+                if (is_oos)
+                    atomic_fetch_add(&dm->tags_out_of_spec, 1);
+                else
+                    atomic_fetch_sub(&dm->tags_out_of_spec, 1);
+            }
+            if (is_bad != was_bad) {
+                if (is_bad)
+                    atomic_fetch_add(&dm->tags_bad, 1);
+                else
+                    atomic_fetch_sub(&dm->tags_bad, 1);
+            }
         }
 
         struct fb_sample *o = fb_batch_add(out, s->tag, q, s->ts_src, &v);
