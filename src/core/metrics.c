@@ -344,14 +344,6 @@ void fb_metrics_render(struct fb_gateway *gw, struct fb_buf *out)
 }
 
 /* ----------------------------------------------------------------- status */
-struct err_seen {
-    uint64_t errors;  /* error counter at the last observation */
-    int64_t when_ns;  /* when it was last seen to grow (0 = never) */
-};
-static pthread_mutex_t seen_mu = PTHREAD_MUTEX_INITIALIZER;
-static struct err_seen *seen;
-static uint32_t nseen;
-static const struct fb_gateway *seen_gw;
 
 static const char *state_name(int s)
 {
@@ -362,10 +354,12 @@ static const char *state_name(int s)
     }
 }
 
-/* Must hold seen_mu. */
+/* Must hold the status memory's lock (rt->status_mu). */
 static const char *ne107(const struct fb_gateway *gw, uint32_t i, int state, uint64_t errors,
                          int64_t now)
 {
+    struct fb_err_seen *seen = gw->rt ? gw->rt->seen : NULL;
+    uint32_t nseen = gw->rt ? gw->rt->nseen : 0;
     int64_t interval = gw->status_interval_ns > 0 ? gw->status_interval_ns : 30000000000LL;
     bool grew = false;
     if (seen && i < nseen) {
@@ -382,25 +376,16 @@ static const char *ne107(const struct fb_gateway *gw, uint32_t i, int state, uin
     return grew ? "Maintenance required" : "OK";
 }
 
-/* Drain rate memory: one slot per sink, under drain_mu. */
-struct drain_seen {
-    const void *store; /* the store the slot belongs to (a new gateway resets it) */
-    uint64_t acked;    /* acked count at the last measurement */
-    int64_t when_ns;   /* monotonic time of the last measurement, 0 = none */
-    double rate;       /* messages/s between the last two measurements */
-};
 #define DRAIN_MIN_NS 1000000000LL
-static pthread_mutex_t drain_mu = PTHREAD_MUTEX_INITIALIZER;
-static struct drain_seen *drain;
-static uint32_t ndrain;
 
 /* Records acked per second since the previous measurement (at least 1 s ago). */
-static double drain_rate(uint32_t i, const void *store, uint64_t acked, int64_t now)
+static double drain_rate(struct fb_rt *rt, uint32_t i, const void *store, uint64_t acked, int64_t now)
 {
     double r = 0;
-    pthread_mutex_lock(&drain_mu);
-    if (i < ndrain) {
-        struct drain_seen *d = &drain[i];
+    if (!rt) return 0;
+    pthread_mutex_lock(&rt->status_mu);
+    if (i < rt->ndrain) {
+        struct fb_drain_seen *d = &rt->drain[i];
         if (d->store != store || acked < d->acked) {
             d->store = store;
             d->acked = acked;
@@ -413,23 +398,22 @@ static double drain_rate(uint32_t i, const void *store, uint64_t acked, int64_t 
         }
         r = d->rate;
     }
-    pthread_mutex_unlock(&drain_mu);
+    pthread_mutex_unlock(&rt->status_mu);
     return r;
 }
 
-/* At least n slots (the number of sinks only changes with a new gateway). */
-static void drain_size(uint32_t n)
+/* The status memory of a running gateway, sized on first use (status_mu held). */
+static void status_memory(struct fb_gateway *gw)
 {
-    pthread_mutex_lock(&drain_mu);
-    if (n > ndrain) {
-        struct drain_seen *d = realloc(drain, n * sizeof *d);
-        if (d) {
-            memset(d + ndrain, 0, (n - ndrain) * sizeof *d);
-            drain = d;
-            ndrain = n;
-        }
+    struct fb_rt *rt = gw->rt;
+    if (!rt->seen && gw->ndevs) {
+        rt->seen = calloc(gw->ndevs, sizeof *rt->seen);
+        rt->nseen = rt->seen ? gw->ndevs : 0;
     }
-    pthread_mutex_unlock(&drain_mu);
+    if (!rt->drain && gw->nsinks) {
+        rt->drain = calloc(gw->nsinks, sizeof *rt->drain);
+        rt->ndrain = rt->drain ? gw->nsinks : 0;
+    }
 }
 
 static void status_buffer(struct fb_buf *out, const struct fb_store_stats *st, double rate, int64_t now)
@@ -488,12 +472,9 @@ void fb_status_json(struct fb_gateway *gw, struct fb_buf *out, bool online)
     fb_json_u64(out, rss);
 
     fb_buf_puts(out, ",\"devices\":{");
-    pthread_mutex_lock(&seen_mu);
-    if (seen_gw != gw || nseen != gw->ndevs) { /* first call (or a new model): size the memory */
-        free(seen);
-        seen = gw->ndevs ? calloc(gw->ndevs, sizeof *seen) : NULL;
-        nseen = seen ? gw->ndevs : 0;
-        seen_gw = gw;
+    if (gw->rt) {
+        pthread_mutex_lock(&gw->rt->status_mu);
+        status_memory(gw);
     }
     for (uint32_t i = 0; i < gw->ndevs; i++) {
         const struct fb_device *d = &gw->devs[i];
@@ -513,9 +494,8 @@ void fb_status_json(struct fb_gateway *gw, struct fb_buf *out, bool online)
         fb_json_double(out, (double)atomic_load(&d->m.rtt_ns_last) / 1e6);
         fb_buf_putc(out, '}');
     }
-    pthread_mutex_unlock(&seen_mu);
+    if (gw->rt) pthread_mutex_unlock(&gw->rt->status_mu);
     fb_buf_puts(out, "},\"sinks\":{");
-    drain_size(gw->nsinks);
     for (uint32_t i = 0; i < gw->nsinks; i++) {
         const struct fb_sink_inst *s = &gw->sinks[i];
         if (i) fb_buf_putc(out, ',');
@@ -534,7 +514,7 @@ void fb_status_json(struct fb_gateway *gw, struct fb_buf *out, bool online)
                 st = &bst[i];
             else
                 fb_store_stats(sink_store(s), &tmp);
-            status_buffer(out, st, drain_rate(i, sink_store(s), st->acked, fb_mono_ns()), now);
+            status_buffer(out, st, drain_rate(gw->rt, i, sink_store(s), st->acked, fb_mono_ns()), now);
         }
         fb_buf_putc(out, '}');
     }

@@ -635,6 +635,9 @@ static void rt_free(struct fb_gateway *gw, struct fb_rt *rt)
         gw->sinks[i].rt = NULL;
     }
     free(rt->svc_state);
+    free(rt->seen);
+    free(rt->drain);
+    pthread_mutex_destroy(&rt->status_mu);
     free(rt->groups);
     free(rt->conns);
     free(rt->sinks);
@@ -653,6 +656,7 @@ int fb_runtime_start(struct fb_gateway *gw, struct fb_err *err)
     struct fb_rt *rt = calloc(1, sizeof *rt);
     if (!rt) return fb_err_set(err, FB_ENOMEM, "out of memory");
     pthread_mutex_init(&rt->fan_mu, NULL);
+    pthread_mutex_init(&rt->status_mu, NULL);
     pthread_mutex_init(&rt->stop_mu, NULL);
     pthread_cond_init(&rt->stop_cv, NULL);
     rt->rl_seq.interval_ns = 60000000000LL;

@@ -22,6 +22,19 @@ struct fb_model_map;
  * delivery reports never touch the store's records. */
 #define FB_DIRECT_ID (1ULL << 63)
 
+/* Status memory (metrics.c): NE107's "errors grew within the status
+ * interval" and the buffers' drain rates need the previous observation. */
+struct fb_err_seen {
+    uint64_t errors; /* error counter at the last observation */
+    int64_t when_ns; /* when it was last seen to grow (0 = never) */
+};
+struct fb_drain_seen {
+    const void *store; /* the store the slot belongs to */
+    uint64_t acked;    /* acked count at the last measurement */
+    int64_t when_ns;   /* monotonic time of the last measurement, 0 = none */
+    double rate;       /* messages/s between the last two measurements */
+};
+
 /* One poll group while running. */
 struct fb_group_rt {
     int64_t next_due;           /* monotonic ns */
@@ -113,5 +126,11 @@ struct fb_rt {
     struct fb_conn_rt *conns;
     struct fb_sink_rt *sinks;
     atomic_bool reboot; /* a sink accepted a remote reboot: re-execute after stopping */
+    /* what the status remembers between calls (metrics.c), under status_mu */
+    pthread_mutex_t status_mu;
+    struct fb_err_seen *seen; /* per device: when its error counter last grew */
+    uint32_t nseen;
+    struct fb_drain_seen *drain; /* per sink: the last drain-rate measurement */
+    uint32_t ndrain;
 };
 #endif

@@ -52,6 +52,7 @@ static void model_init(struct model *m)
     m->gw.sinks = m->sinks;
     m->gw.nsinks = 1;
     m->gw.rt = &m->rt;
+    pthread_mutex_init(&m->rt.status_mu, NULL); /* the status memory starts empty, as at start-up */
     m->rt.started_ns = fb_now_ns() - 5000000000LL;
     m->sinks[0].rt = &m->sink_rt;
     m->gw.status_interval_ns = 10000000000LL;
