@@ -218,9 +218,9 @@ int main(int argc, char **argv)
     if (!strcmp(cmd, "read")) return fb_cli_read(argc - 2, argv + 2);
     if (!strcmp(cmd, "write")) return fb_cli_write(argc - 2, argv + 2);
     if (!strcmp(cmd, "browse")) return fb_cli_browse(argc - 2, argv + 2);
-    if (!strcmp(cmd, "spb-dump")) return fb_spb_dump(argc - 2, argv + 2);
+    if (!strcmp(cmd, "spb-dump")) return fb_cli_spb_dump(argc - 2, argv + 2);
     if (!strcmp(cmd, "ads")) {
-        if (argc >= 3 && !strcmp(argv[2], "add-route")) return fb_ads_add_route(argc - 3, argv + 3);
+        if (argc >= 3 && !strcmp(argv[2], "add-route")) return fb_cli_ads_add_route(argc - 3, argv + 3);
         fprintf(stderr, "fieldbridge ads: expected 'add-route' (fieldbridge ads add-route --help)\n");
         return 2;
     }
@@ -237,8 +237,8 @@ int main(int argc, char **argv)
             if (!strcmp(c, "read")) return fb_cli_read(1, h);
             if (!strcmp(c, "write")) return fb_cli_write(1, h);
             if (!strcmp(c, "browse")) return fb_cli_browse(1, h);
-            if (!strcmp(c, "spb-dump")) return fb_spb_dump(1, h);
-            if (!strcmp(c, "ads") || !strcmp(c, "add-route")) return fb_ads_add_route(1, h);
+            if (!strcmp(c, "spb-dump")) return fb_cli_spb_dump(1, h);
+            if (!strcmp(c, "ads") || !strcmp(c, "add-route")) return fb_cli_ads_add_route(1, h);
             if (!strcmp(c, "version")) {
                 puts("usage: fieldbridge version\nPrints the version of this binary.");
                 return 0;

@@ -1,6 +1,6 @@
 /* sparkplug.h — the Sparkplug B sink (edge node = the gateway, devices = the
  * configured field devices; docs/sparkplug.md), its configuration, the pure
- * helpers the unit tests use, and the `fieldbridge spb-dump` sub-command. */
+ * helpers the unit tests and `fieldbridge spb-dump` (src/cli) use. */
 #ifndef FB_SPARKPLUG_H
 #define FB_SPARKPLUG_H
 #include <stdbool.h>
@@ -36,6 +36,4 @@ int fb_spb_parse_state(const char *p, size_t len, int *online, int64_t *ts);
  * a leading comma unless first.  FB_EINVAL when it has no usable value. */
 int fb_spb_metric_json(struct fb_buf *out, const spb_metric *m, const char *name, uint32_t dt, bool first);
 
-/* `fieldbridge spb-dump URL [--topic FILTER] [--count N] [--timeout D]`. */
-int fb_spb_dump(int argc, char **argv);
 #endif

@@ -18,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cli/cli.h"
 #include "north/sparkplug/sparkplug.h"
 
 struct dump_alias {
@@ -210,7 +211,7 @@ static void on_connect(struct mosquitto *mosq, void *obj, int rc)
     (void)mosq;
 }
 
-int fb_spb_dump(int argc, char **argv)
+int fb_cli_spb_dump(int argc, char **argv)
 {
     const char *url = NULL, *filter = "spBv1.0/#", *user = NULL;
     long count = 0;
