@@ -643,6 +643,70 @@ static void test_tmpl(void **state)
     assert_true(fb_tmpl_range("15", &lo, &hi) < 0);
 }
 
+/* Deep expressions are bounded (issue 14: 50,000 parentheses overflowed the
+ * stack of the recursive-descent evaluator). */
+static char *nested(int depth, const char *open, const char *inner, const char *close)
+{
+    size_t lo = strlen(open), lc = strlen(close), n = (size_t)depth * (lo + lc) + strlen(inner) + 3;
+    char *s = malloc(n), *p = s;
+    assert_non_null(s);
+    *p++ = '{';
+    for (int i = 0; i < depth; i++, p += lo) memcpy(p, open, lo);
+    p += sprintf(p, "%s", inner);
+    for (int i = 0; i < depth; i++, p += lc) memcpy(p, close, lc);
+    *p++ = '}';
+    *p = 0;
+    return s;
+}
+
+static void test_tmpl_depth(void **state)
+{
+    (void)state;
+    struct fb_tvar v[] = {{"i", "7", true, 7}};
+    struct fb_tvars vs = {NULL, v, 1};
+    struct fb_err e = {0};
+    char *o = NULL;
+    char *s = nested(FB_TMPL_MAX_DEPTH, "(", "i", ")"); /* at the limit: fine */
+    assert_int_equal(fb_tmpl_subst(&vs, s, &o, &e), 0);
+    assert_string_equal(o, "7");
+    free(o);
+    free(s);
+    s = nested(FB_TMPL_MAX_DEPTH, "-", "i", ""); /* 64 minus signs: +7 */
+    assert_int_equal(fb_tmpl_subst(&vs, s, &o, &e), 0);
+    assert_string_equal(o, "7");
+    free(o);
+    free(s);
+    static const int depths[] = {FB_TMPL_MAX_DEPTH + 1, 50000, 2000000};
+    for (size_t k = 0; k < 3; k++) {
+        s = nested(depths[k], "(", "i", ")");
+        assert_int_equal(fb_tmpl_subst(&vs, s, &o, &e), FB_EINVAL);
+        assert_non_null(strstr(e.msg, "nested too deeply (more than 64"));
+        free(s);
+        s = nested(depths[k], "-(", "i", ")");
+        assert_int_equal(fb_tmpl_subst(&vs, s, &o, &e), FB_EINVAL);
+        assert_non_null(strstr(e.msg, "nested too deeply"));
+        free(s);
+    }
+    /* through the loader: an error at the scalar, file:line:col */
+    s = nested(50000, "(", "d", ")");
+    size_t n = strlen(s) + 256;
+    char *y = malloc(n);
+    snprintf(y, n,
+             "gateway: {id: gw}\n"
+             "devices:\n"
+             "  - for: {d: \"1..2\"}\n"
+             "    name: \"d%s\"\n"
+             "    url: sim://s\n"
+             "    tags: [{name: t, addr: \"const:1\"}]\n", s);
+    char *diag = NULL;
+    struct fb_gateway *gw = NULL;
+    assert_int_equal(load_text(y, false, &diag, &gw), FB_EINVAL);
+    expect_diag(diag, ":4:11: ", "device name: expression nested too deeply (more than 64 parentheses or signs)");
+    free(diag);
+    free(y);
+    free(s);
+}
+
 /* ------------------------------------------------------------ durations */
 
 static void test_durations_sizes(void **state)
@@ -747,7 +811,7 @@ int main(void)
         cmocka_unit_test(test_valid_model),     cmocka_unit_test(test_errors_collected),
         cmocka_unit_test(test_error_classes),   cmocka_unit_test(test_env_expand),
         cmocka_unit_test(test_secret_files),    cmocka_unit_test(test_for_expansion),
-        cmocka_unit_test(test_tmpl),            cmocka_unit_test(test_durations_sizes),
+        cmocka_unit_test(test_tmpl), cmocka_unit_test(test_tmpl_depth),            cmocka_unit_test(test_durations_sizes),
         cmocka_unit_test(test_url_parse),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
