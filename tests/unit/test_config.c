@@ -733,10 +733,19 @@ static void expect_on_line(const char *diag, int line, const char *msg)
     fail();
 }
 
+static size_t pow2_at_least(size_t n)
+{
+    size_t c = 64;
+    while (c < n) c *= 2;
+    return c;
+}
+
+/* Appends add to s (length *len); the buffer doubles (a realloc per append
+ * made the 100000-alias case quadratic under ASan). */
 static char *grow_cat(char *s, size_t *len, const char *add)
 {
     size_t n = strlen(add);
-    s = realloc(s, *len + n + 1);
+    if (!s || pow2_at_least(*len + n + 1) != pow2_at_least(*len + 1)) s = realloc(s, pow2_at_least(*len + n + 1));
     assert_non_null(s);
     memcpy(s + *len, add, n + 1);
     *len += n;
