@@ -160,7 +160,10 @@ int fb_batch_decode(const void *p, size_t len, const struct fb_gateway *gw, cons
     int64_t ts = (int64_t)get_u64(&r);
     uint64_t seq = get_u64(&r);
     const uint8_t *reason = take(&r, rl);
-    if (r.bad || kind > FB_BATCH_DEVSTATE || rl >= 96) return FB_EPROTO;
+    /* reason_len is a u8 and the field holds 255 bytes and the NUL; records
+     * written when it held 95 read the same */
+    _Static_assert(FB_REASON_LEN > 255, "a u8 reason length must fit struct fb_batch.reason");
+    if (r.bad || kind > FB_BATCH_DEVSTATE) return FB_EPROTO;
     if (fingerprint) *fingerprint = fp;
     /* every sample takes at least 33 bytes, every stats entry 44: bound n before allocating */
     if ((uint64_t)n * 33 > r.left || (uint64_t)ns * 44 > r.left) return FB_EPROTO;

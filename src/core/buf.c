@@ -641,6 +641,38 @@ void fb_json_float(struct fb_buf *b, float v)
     b->len += fmt_shortest(b->p + b->len, (double)v, &SPEC_FLOAT);
 }
 
+/* Clinger's fast path: the shortest digits of a float are at most 9 (an
+ * exact integer D) and D × 10^k with |k| <= 22 is one correctly rounded
+ * operation on exact operands, i.e. what strtod of the text would give. */
+double fb_float_widen(float f)
+{
+    double a = fabs((double)f);
+    if (!isfinite(f) || a == 0 || (a < 16777216.0 && a == (double)(uint64_t)a)) return (double)f;
+    uint32_t bits;
+    float fa = (float)a;
+    memcpy(&bits, &fa, 4);
+    uint32_t be = bits >> 23, m = bits & 0x7FFFFFu;
+    uint64_t mant = be ? (m | 0x800000u) : m;
+    int e = be ? (int)be - 150 : SPEC_FLOAT.min_e;
+    char d[32];
+    int n, e10;
+    shortest_digits(mant, e, m == 0 && be > 1, d, &n, &e10);
+    static const double p10[] = {1e0,  1e1,  1e2,  1e3,  1e4,  1e5,  1e6,  1e7,  1e8,  1e9,  1e10, 1e11,
+                                 1e12, 1e13, 1e14, 1e15, 1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22};
+    double r;
+    if (n <= 15 && e10 >= -22 && e10 <= 22) {
+        uint64_t dv = 0;
+        for (int i = 0; i < n; i++) dv = dv * 10 + (uint64_t)(d[i] - '0');
+        r = e10 < 0 ? (double)dv / p10[-e10] : (double)dv * p10[e10];
+    } else { /* tiny or huge floats: let strtod do it */
+        char t[48];
+        size_t len = fmt_shortest(t, a, &SPEC_FLOAT);
+        t[len] = 0;
+        r = strtod(t, NULL); /* the C locale: fieldbridge never calls setlocale */
+    }
+    return f < 0 ? -r : r;
+}
+
 /* ----------------------------------------------------------------- strings */
 /* 0: copy as is; 1: escape; 2: start of a multi-byte UTF-8 sequence (validate) */
 static const uint8_t str_class[256] = {
@@ -792,4 +824,36 @@ void fb_text_value(struct fb_buf *b, const struct fb_value *v)
     } else {
         put_number(b, v, true);
     }
+}
+
+/* ------------------------------------------------------------------- text */
+size_t fb_text_cut(char *dst, size_t cap, const char *src)
+{
+    static const char ell[] = "\xe2\x80\xa6"; /* U+2026 HORIZONTAL ELLIPSIS */
+    if (!cap) return 0;
+    if (!src) src = "";
+    size_t n = strlen(src);
+    if (n < cap) {
+        memcpy(dst, src, n + 1);
+        return n;
+    }
+    if (cap < sizeof ell) { /* no room even for the ellipsis */
+        dst[0] = 0;
+        return 0;
+    }
+    size_t room = cap - sizeof ell; /* bytes of src that fit before "…" and the NUL */
+    size_t cut = room;
+    /* a word boundary: the last space at or before the cut, if it keeps half */
+    size_t sp = cut;
+    while (sp > 0 && src[sp] != ' ') sp--;
+    if (sp > room / 2) {
+        cut = sp;
+    } else {
+        while (cut > 0 && ((unsigned char)src[cut] & 0xC0) == 0x80) cut--; /* not inside a character */
+    }
+    while (cut > 0 && (src[cut - 1] == ' ' || src[cut - 1] == ',' || src[cut - 1] == ';' || src[cut - 1] == ':'))
+        cut--;
+    memcpy(dst, src, cut);
+    memcpy(dst + cut, ell, sizeof ell); /* with its NUL */
+    return cut + sizeof ell - 1;
 }

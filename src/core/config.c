@@ -42,9 +42,11 @@
 
 #include "config.h"
 #include "config_tmpl.h"
+#include "driver.h"
 #include "log.h"
 #include "north/mqtt/mqtt.h"
 #include "north/sparkplug/sparkplug.h"
+#include "proc/proc.h"
 
 #define MAX_DEVICES 100000u
 #define MAX_TAGS 2000000u
@@ -570,8 +572,8 @@ static const char *const k_reconnect[] = {"min", "max", NULL};
 static const char *const k_device[] = {"for", "name", "url", "area", "line", "poll", "timeout",
                                        "delay", "options", "tags", NULL};
 static const char *const k_tag[] = {"for", "name", "addr", "type", "order", "count", "unit",
-                                    "access", "poll", "scale", "range", "max_rate", "stuck",
-                                    "deadband", "heartbeat", "window", NULL};
+                                    "access", "poll", "scale", "range", "max_rate", "spike_accept",
+                                    "stuck", "deadband", "heartbeat", "window", NULL};
 static const char *const k_scale[] = {"raw", "eng", "factor", "offset", NULL};
 
 /* `buffer:` (store-and-forward, docs/store-and-forward.md).  `base` holds
@@ -794,21 +796,26 @@ void fb_mqtt_cfg_free(struct fb_mqtt_cfg *m)
     free(m);
 }
 
-/* A referenced file: missing → warning (error with --strict). */
-static char *file_ref(struct ctx *c, yaml_node_t *n, const char *what, bool dir)
+/* A referenced file, relative to the config file's directory, checked like
+ * the gateway will use it (fb_check_file): missing or unreadable → warning
+ * (error with --strict); group/other access to a secret or key, or a
+ * directory where a file belongs → error.  *usable says whether it passed. */
+static char *file_ref(struct ctx *c, yaml_node_t *n, const char *what, enum fb_opt_kind kind, bool *usable)
 {
+    if (usable) *usable = false;
     char *s = str_of(c, NULL, n, what);
     if (!s) return NULL;
     char *p = path_rel(c, s);
     free(s);
     if (!p) return NULL;
-    struct stat st;
-    if (stat(p, &st) < 0)
-        warn_at(c, mk(n), "%s: %s: %s", what, p, strerror(errno));
-    else if (dir && !S_ISDIR(st.st_mode))
-        err_at(c, mk(n), "%s: %s is not a directory", what, p);
-    else if (!dir && S_ISDIR(st.st_mode))
-        err_at(c, mk(n), "%s: %s is a directory, expected a file", what, p);
+    struct fb_err e = {0};
+    int rc = fb_check_file(p, kind, &e);
+    if (rc == FB_ENOENT || rc == FB_EIO)
+        warn_at(c, mk(n), "%s: %s", what, e.msg);
+    else if (rc < 0)
+        err_at(c, mk(n), "%s: %s", what, e.msg);
+    else if (usable)
+        *usable = true;
     return p;
 }
 
@@ -919,18 +926,17 @@ static void load_mqtt(struct ctx *c, yaml_node_t *mn)
         else
             q->password = str_of(c, NULL, pw, "mqtt.password");
     } else if (pwf) {
-        char *p = file_ref(c, pwf, "mqtt.password_file", false);
-        if (p) {
+        bool usable;
+        char *p = file_ref(c, pwf, "mqtt.password_file", FB_OPT_SECRET, &usable);
+        if (p && usable) {
             struct fb_err e = {0};
             char *secret = NULL;
-            if (access(p, F_OK) == 0) {
-                if (fb_read_secret_file(p, &secret, &e) < 0)
-                    err_at(c, mk(pwf), "mqtt.password_file: %s", e.msg);
-                else
-                    q->password = secret;
-            }
-            free(p);
+            if (fb_read_secret_file(p, &secret, &e) < 0)
+                err_at(c, mk(pwf), "mqtt.password_file: %s", e.msg);
+            else
+                q->password = secret;
         }
+        free(p);
     }
     if (q->password && !q->username)
         note_at(c, mk(pw ? pw : pwf), "a password without mqtt.username is usually not what the broker expects");
@@ -940,19 +946,10 @@ static void load_mqtt(struct ctx *c, yaml_node_t *mn)
     if (tn && map_load(c, tn, "mqtt.tls", &t)) {
         map_check(c, &t, k_tls, "mqtt.tls");
         q->tls = true;
-        if ((n = map_get(&t, "ca"))) q->ca = file_ref(c, n, "mqtt.tls.ca", false);
-        if ((n = map_get(&t, "ca_path"))) q->ca_path = file_ref(c, n, "mqtt.tls.ca_path", true);
-        if ((n = map_get(&t, "cert"))) q->cert = file_ref(c, n, "mqtt.tls.cert", false);
-        if ((n = map_get(&t, "key"))) {
-            q->key = file_ref(c, n, "mqtt.tls.key", false);
-            struct stat st;
-            if (q->key && stat(q->key, &st) == 0 && S_ISREG(st.st_mode) &&
-                (st.st_mode & (S_IRGRP | S_IROTH | S_IWGRP | S_IWOTH)))
-                err_at(c, mk(n),
-                       "mqtt.tls.key: private key %s is accessible by group or others (mode %04o); "
-                       "run: chmod 600 %s",
-                       q->key, (unsigned)(st.st_mode & 07777), q->key);
-        }
+        if ((n = map_get(&t, "ca"))) q->ca = file_ref(c, n, "mqtt.tls.ca", FB_OPT_CERT, NULL);
+        if ((n = map_get(&t, "ca_path"))) q->ca_path = file_ref(c, n, "mqtt.tls.ca_path", FB_OPT_DIR, NULL);
+        if ((n = map_get(&t, "cert"))) q->cert = file_ref(c, n, "mqtt.tls.cert", FB_OPT_CERT, NULL);
+        if ((n = map_get(&t, "key"))) q->key = file_ref(c, n, "mqtt.tls.key", FB_OPT_KEY, NULL);
         if ((n = map_get(&t, "verify_hostname")))
             bool_of(c, NULL, n, "mqtt.tls.verify_hostname", &q->tls_verify_hostname);
         if (!q->cert != !q->key)
@@ -1004,6 +1001,22 @@ static const char *const k_sparkplug[] = {"url", "servers", "group", "edge_node"
                                           "client_id", "username", "password", "password_file", "tls",
                                           "keepalive", "aliases", "reboot", "reconnect", "queue", "buffer",
                                           NULL};
+
+/* Every key table, by the name of the mapping it belongs to (tls, qos,
+ * reconnect and buffer appear under mqtt: and sparkplug: alike), for the test
+ * that docs/configuration.md documents every key the loader accepts. */
+static const struct fb_config_keys key_tables[] = {
+    {"top", k_top},         {"gateway", k_gateway},   {"log", k_log},     {"metrics", k_metrics},
+    {"commands", k_commands}, {"buffer", k_buffer},   {"mqtt", k_mqtt},   {"tls", k_tls},
+    {"qos", k_qos},         {"reconnect", k_reconnect}, {"sparkplug", k_sparkplug}, {"device", k_device},
+    {"tag", k_tag},         {"scale", k_scale},
+};
+
+const struct fb_config_keys *fb_config_key_tables(size_t *n)
+{
+    *n = sizeof key_tables / sizeof key_tables[0];
+    return key_tables;
+}
 
 /* One broker URL of sparkplug.url / sparkplug.servers. */
 static void spb_server(struct ctx *c, yaml_node_t *n, const char *what, struct fb_spb_cfg *q)
@@ -1141,27 +1154,26 @@ static void load_sparkplug(struct ctx *c, yaml_node_t *sn)
         else
             q->password = str_of(c, NULL, pw, "sparkplug.password");
     } else if (pwf) {
-        char *p = file_ref(c, pwf, "sparkplug.password_file", false);
-        if (p) {
+        bool usable;
+        char *p = file_ref(c, pwf, "sparkplug.password_file", FB_OPT_SECRET, &usable);
+        if (p && usable) {
             struct fb_err e = {0};
             char *secret = NULL;
-            if (access(p, F_OK) == 0) {
-                if (fb_read_secret_file(p, &secret, &e) < 0)
-                    err_at(c, mk(pwf), "sparkplug.password_file: %s", e.msg);
-                else
-                    q->password = secret;
-            }
-            free(p);
+            if (fb_read_secret_file(p, &secret, &e) < 0)
+                err_at(c, mk(pwf), "sparkplug.password_file: %s", e.msg);
+            else
+                q->password = secret;
         }
+        free(p);
     }
     struct map t = {0};
     yaml_node_t *tn = map_get(&m, "tls");
     if (tn && map_load(c, tn, "sparkplug.tls", &t)) {
         map_check(c, &t, k_tls, "sparkplug.tls");
-        if ((x = map_get(&t, "ca"))) q->ca = file_ref(c, x, "sparkplug.tls.ca", false);
-        if ((x = map_get(&t, "ca_path"))) q->ca_path = file_ref(c, x, "sparkplug.tls.ca_path", true);
-        if ((x = map_get(&t, "cert"))) q->cert = file_ref(c, x, "sparkplug.tls.cert", false);
-        if ((x = map_get(&t, "key"))) q->key = file_ref(c, x, "sparkplug.tls.key", false);
+        if ((x = map_get(&t, "ca"))) q->ca = file_ref(c, x, "sparkplug.tls.ca", FB_OPT_CERT, NULL);
+        if ((x = map_get(&t, "ca_path"))) q->ca_path = file_ref(c, x, "sparkplug.tls.ca_path", FB_OPT_DIR, NULL);
+        if ((x = map_get(&t, "cert"))) q->cert = file_ref(c, x, "sparkplug.tls.cert", FB_OPT_CERT, NULL);
+        if ((x = map_get(&t, "key"))) q->key = file_ref(c, x, "sparkplug.tls.key", FB_OPT_KEY, NULL);
         if ((x = map_get(&t, "verify_hostname")))
             bool_of(c, NULL, x, "sparkplug.tls.verify_hostname", &q->tls_verify_hostname);
         if (!q->cert != !q->key) err_at(c, mk(tn), "sparkplug.tls: cert and key go together");
@@ -1483,11 +1495,8 @@ static void tag_proc(struct ctx *c, const struct fb_tvars *vars, const struct ma
                         err_at(c, mk(raw), "scale.raw: low and high are equal (%g); the scale would divide by zero", r[0]);
                     else if (e[0] == e[1])
                         err_at(c, mk(eng), "scale.eng: low and high are equal (%g); writes could not be scaled back", e[0]);
-                    else {
-                        p->scaled = true;
-                        p->k = (e[1] - e[0]) / (r[1] - r[0]);
-                        p->d = e[0] - r[0] * p->k;
-                    }
+                    else
+                        fb_scale_set_points(p, r[0], r[1], e[0], e[1]);
                 }
             } else {
                 double f = 1, o = 0;
@@ -1496,11 +1505,9 @@ static void tag_proc(struct ctx *c, const struct fb_tvars *vars, const struct ma
                 if (off) ok &= num_of(c, vars, off, "scale.offset", &o);
                 if (ok && f == 0)
                     err_at(c, mk(fac), "scale.factor must not be 0");
-                else if (ok && (fac || off)) {
-                    p->scaled = true;
-                    p->k = f;
-                    p->d = o;
-                } else if (ok)
+                else if (ok && (fac || off))
+                    fb_scale_set_factor(p, f, o);
+                else if (ok)
                     err_at(c, mk(n), "scale: expected {raw: [..], eng: [..]} or {factor: F, offset: O}");
             }
             map_free(&s);
@@ -1526,6 +1533,12 @@ static void tag_proc(struct ctx *c, const struct fb_tvars *vars, const struct ma
         aux->numeric_m = mk(map_keynode(m, "max_rate"));
         if (num_of(c, vars, n, "max_rate", &p->max_rate) && p->max_rate <= 0)
             err_at(c, mk(n), "max_rate must be greater than 0 (change per second)");
+    }
+    p->spike_accept = 3; /* a real step passes after 3 samples that agree (docs/configuration.md) */
+    if ((n = map_get(m, "spike_accept"))) {
+        long long v;
+        if (int_of(c, vars, n, "spike_accept", 0, 1000000, &v)) p->spike_accept = (uint32_t)v;
+        if (!map_get(m, "max_rate")) note_at(c, mk(n), "spike_accept has no effect without max_rate");
     }
     if ((n = map_get(m, "stuck"))) dur_of(c, vars, n, "stuck", true, &p->stuck_ns);
     if ((n = map_get(m, "deadband"))) {
@@ -1967,23 +1980,22 @@ static int cmp_i64(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
-static void scheme_hint(char *buf, size_t len, const char *scheme)
+void fb_scheme_hint(char *buf, size_t len, const char *scheme)
 {
-    static const struct fb_driver *const all[] = {&fb_driver_modbus, &fb_driver_sim};
+    size_t ns;
+    const struct fb_scheme_info *si = fb_schemes(&ns);
     const char *names[32];
-    int n = 0;
-    size_t off = 0;
+    size_t n = 0, off = 0;
     buf[0] = 0;
-    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
-        for (const char *const *s = all[i]->schemes; s && *s && n < 31; s++) names[n++] = *s;
+    for (size_t i = 0; i < ns && n < 31; i++) names[n++] = si[i].scheme;
     names[n] = NULL;
-    const char *sg = suggest(scheme, names);
+    const char *sg = scheme ? suggest(scheme, names) : NULL;
     if (sg) {
         snprintf(buf, len, " (did you mean '%s'?)", sg);
         return;
     }
     off += (size_t)snprintf(buf + off, len - off, " (known:");
-    for (int i = 0; i < n && off < len; i++)
+    for (size_t i = 0; i < n && off < len; i++)
         off += (size_t)snprintf(buf + off, len - off, " %s://", names[i]);
     if (off < len) snprintf(buf + off, len - off, ")");
 }
@@ -2024,6 +2036,24 @@ static void build_groups(struct ctx *c, struct fb_device *d)
     free(per);
 }
 
+/* Files a device URL names (driver.h: password_file=, user_key=, pki=, …),
+ * checked as the driver will open them: as written, relative to the
+ * gateway's working directory. */
+static void check_url_files(struct ctx *c, const struct fb_device *d, const struct dev_aux *da)
+{
+    for (int i = 0; i < d->url.nq; i++) {
+        const struct fb_drv_opt *o = fb_scheme_opt(d->url.scheme, d->url.q[i].k);
+        if (!o || o->kind == FB_OPT_VALUE || o->kind == FB_OPT_FILE) continue;
+        struct fb_err e = {0};
+        int rc = fb_check_file(d->url.q[i].v ? d->url.q[i].v : "", o->kind, &e);
+        if (rc == FB_ENOENT && o->kind == FB_OPT_PKI) continue; /* the driver creates the store */
+        if (rc == FB_ENOENT || rc == FB_EIO)
+            warn_at(c, da->url_m, "device '%s': %s=: %s", d->name, o->key, e.msg);
+        else if (rc < 0)
+            err_at(c, da->url_m, "device '%s': %s=: %s", d->name, o->key, e.msg);
+    }
+}
+
 static void build_drivers(struct ctx *c)
 {
     struct fb_gateway *gw = c->gw;
@@ -2050,7 +2080,7 @@ static void build_drivers(struct ctx *c)
         const struct fb_driver *drv = fb_driver_for_scheme(d->url.scheme);
         if (!drv) {
             char hint[200];
-            scheme_hint(hint, sizeof hint, d->url.scheme);
+            fb_scheme_hint(hint, sizeof hint, d->url.scheme);
             err_at(c, da->url_m, "url: no driver for scheme '%s://'%s", d->url.scheme, hint);
             continue;
         }
@@ -2064,6 +2094,7 @@ static void build_drivers(struct ctx *c)
             continue;
         }
         da->init_ok = true;
+        check_url_files(c, d, da);
         bool tags_ok = true;
         for (uint32_t i = 0; i < d->ntags; i++) {
             struct fb_tag *t = &gw->tags[d->first_tag + i];

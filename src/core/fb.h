@@ -153,7 +153,10 @@ int fb_value_from_double(enum fb_type t, double d, struct fb_value *out);
 bool fb_value_equal(const struct fb_value *a, const struct fb_value *b);
 
 /* ------------------------------------------------------------------ sample */
-enum { FB_SF_STATS = 1u << 0, FB_SF_HEARTBEAT = 1u << 1, FB_SF_HISTORICAL = 1u << 2 };
+/* FB_SF_RAW: the pipeline's plausibility checks made the sample bad (out of
+ * range, a spike); v is the refused reading, published as "raw" next to
+ * "v": null so operators see what the sensor said. */
+enum { FB_SF_STATS = 1u << 0, FB_SF_HEARTBEAT = 1u << 1, FB_SF_HISTORICAL = 1u << 2, FB_SF_RAW = 1u << 3 };
 
 struct fb_sample {
     uint32_t tag;     /* tag id */
@@ -177,6 +180,10 @@ enum fb_batch_kind {
     FB_BATCH_DEVSTATE = 1, /* device connection state changed: see dev_state */
 };
 enum fb_dev_state { FB_DEV_CONNECTING = 0, FB_DEV_ONLINE = 1, FB_DEV_OFFLINE = 2 };
+/* Room for a device's offline reason: a whole struct fb_err message fits, so
+ * hints such as "…; run: chmod 600 /etc/fieldbridge/opcua.pass" arrive whole
+ * (longer text is cut at a word, with an ellipsis: fb_text_cut). */
+#define FB_REASON_LEN 256
 
 struct fb_batch {
     struct fb_batch *next; /* intrusive link for queues and pools */
@@ -194,7 +201,7 @@ struct fb_batch {
     struct fb_stats *stats;
     char *arena; /* string bytes; fixed capacity so pointers stay valid */
     uint32_t arena_len, arena_cap;
-    char reason[96]; /* why a device went offline, for status messages */
+    char reason[FB_REASON_LEN]; /* why a device went offline, for status messages */
 };
 
 struct fb_batch *fb_batch_new(uint32_t cap, uint32_t cap_stats, uint32_t arena_cap);
@@ -227,9 +234,13 @@ enum fb_access { FB_ACC_READ = 1, FB_ACC_WRITE = 2, FB_ACC_RW = 3 };
 struct fb_tag_proc {
     bool scaled;
     double k, d; /* eng = raw * k + d; raw = (eng - d) / k on write */
+    /* the same scale with whole numbers, eng = (raw * sa + sb) / sc, so that
+     * decimal factors give decimal results (src/proc/scale.c); sc 0 = none */
+    double sa, sb, sc;
     bool has_min, has_max;
     double min, max;       /* plausible / writable range (engineering units) */
     double max_rate;       /* max |Δ|/s; faster → spike → BadSensorFailure (0 = off) */
+    uint32_t spike_accept; /* a step is accepted after this many samples that agree (0 = by time only) */
     int64_t stuck_ns;      /* unchanged this long → UncertainSensorNotAccurate (0 = off) */
     double db_abs, db_pct; /* deadband; both 0 = publish every sample */
     int64_t heartbeat_ns;  /* publish at least this often, even inside the deadband */
@@ -271,6 +282,7 @@ struct fb_dev_metrics {
     _Atomic uint64_t rtt_ns_sum, rtt_ns_last, rtt_count;
     _Atomic int64_t last_success_ns; /* UTC */
     _Atomic uint32_t tags_out_of_spec; /* tags whose last published quality is out of range */
+    _Atomic uint32_t tags_bad;         /* tags whose last published quality is Bad (NE107) */
 };
 
 /* A URL parsed once: scheme://host:port/path?k=v&k=v */
@@ -317,6 +329,12 @@ struct fb_conn {
     void *ctx; /* driver transport state */
     bool connected;
     int64_t next_try; /* monotonic: next connect attempt */
+    /* Set by a driver's open() when it fails, cleared by the runtime before
+     * each attempt: the quality the tags get (0 = BadCommunicationError) and
+     * the least delay before the next attempt (0 = the usual back-off) — a
+     * refused login is BadUserAccessDenied and retried after minutes. */
+    uint32_t fail_q;
+    int64_t fail_retry_ns;
     pthread_t thr;
     bool started;
     /* pending writes, handed over by the command router */

@@ -8,14 +8,20 @@
  * in a table (name, type, help, how to read the value), so adding a metric
  * is one line.  The list is documented in docs/metrics.md.
  *
- * NE107 in the status JSON: Failure when the device is offline, Function
- * check while it is still connecting, Out of specification while any of its
- * tags was last published out of range (counted by the pipeline), Maintenance
- * required when its error
- * counter was seen to grow within the last status interval, else OK.  The
- * "seen to grow" memory is a small side array (one slot per device) kept
- * here, so neither the model nor the drivers carry it, and any number of
- * callers (the MQTT status publisher, GET /status) see the same answer.
+ * NE107 in the status JSON, the same for every driver, from the connection
+ * and from the tags' qualities: Failure when the device is offline (its
+ * connection is down, or — a Modbus unit behind a gateway — it stopped
+ * answering on a connection that stays up), Function check while it is still
+ * connecting, Out of specification while any of its tags was last published
+ * out of range, Maintenance required while any of its tags was last
+ * published Bad (the device refuses or fails that item although the
+ * connection is up) or when its error counter was seen to grow within the
+ * last status interval, else OK.  The pipeline counts the tags (out of
+ * range, Bad) as their published qualities change; drivers count every
+ * failed request or item in the error counter.  The "seen to grow" memory
+ * is a small side array (one slot per device) kept here, so neither the
+ * model nor the drivers carry it, and any number of callers (the MQTT
+ * status publisher, GET /status) see the same answer.
  *
  * Store-and-forward: a sink with a buffer (s->store) adds the
  * fieldbridge_buffer_* families (read with fb_store_stats, which takes the
@@ -145,6 +151,7 @@ static double d_last_ok(const struct fb_device *d)
     return ns > 0 ? (double)ns / 1e9 : 0;
 }
 static uint64_t d_connected(const struct fb_device *d) { return atomic_load(&d->state) == FB_DEV_ONLINE; }
+static uint64_t d_bad_tags(const struct fb_device *d) { return atomic_load(&d->m.tags_bad); }
 
 static const struct dev_metric dev_metrics[] = {
     {"fieldbridge_device_requests_total", "counter", "Requests sent to the device (one per read or write request).", U64, d_requests, NULL},
@@ -158,6 +165,7 @@ static const struct dev_metric dev_metrics[] = {
     {"fieldbridge_device_last_rtt_seconds", "gauge", "Round-trip time of the last successful request.", DBL, NULL, d_rtt_last},
     {"fieldbridge_device_last_success_timestamp_seconds", "gauge", "Unix time of the last successful request (0 = never).", DBL, NULL, d_last_ok},
     {"fieldbridge_device_connected", "gauge", "1 when the device is online, else 0.", U64, d_connected, NULL},
+    {"fieldbridge_device_bad_tags", "gauge", "Tags whose last published quality is Bad.", U64, d_bad_tags, NULL},
 };
 
 static void dev_labels(struct fb_buf *b, const struct fb_device *d)
@@ -366,6 +374,7 @@ static const char *ne107(const struct fb_gateway *gw, uint32_t i, int state, uin
     if (state == FB_DEV_OFFLINE) return "Failure";
     if (state != FB_DEV_ONLINE) return "Function check";
     if (atomic_load(&gw->devs[i].m.tags_out_of_spec) > 0) return "Out of specification";
+    if (atomic_load(&gw->devs[i].m.tags_bad) > 0) return "Maintenance required";
     return grew ? "Maintenance required" : "OK";
 }
 

@@ -328,15 +328,15 @@ static void *sink_thread(void *arg)
 }
 
 /* The largest record a batch of this config can encode to (batch_codec.c:
- * 37 bytes of header plus the reason, per sample at most 41 bytes plus its
- * string, 44 per stats entry), so the store never refuses one. */
+ * 37 bytes of header plus the reason (< FB_REASON_LEN), per sample at most 41
+ * bytes plus its string, 44 per stats entry), so the store never refuses one. */
 static uint32_t max_record_bytes(const struct fb_gateway *gw)
 {
     uint64_t best = 0;
     for (uint32_t i = 0; i < gw->ndevs; i++)
         for (uint32_t k = 0; k < gw->devs[i].ngroups; k++) {
             const struct fb_group *g = &gw->devs[i].groups[k];
-            uint64_t n = 160 + (uint64_t)g->ntags * (41 + 44);
+            uint64_t n = 64 + FB_REASON_LEN + (uint64_t)g->ntags * (41 + 44);
             for (uint32_t t = 0; t < g->ntags; t++) {
                 const struct fb_tag *tag = &gw->tags[g->tags[t]];
                 if (tag->type == FB_T_STRING) n += tag->str_len ? tag->str_len : 256;
@@ -491,12 +491,19 @@ static void emit_state(struct fb_gateway *gw, struct fb_device *d, int state, co
     b->dev_state = (uint8_t)state;
     b->device = d->idx;
     b->ts = fb_now_ns();
-    /* reasons are user-facing text that may be longer than the field: cut on purpose */
-    size_t rl = reason ? strnlen(reason, sizeof b->reason - 1) : 0;
-    if (rl) memcpy(b->reason, reason, rl);
-    b->reason[rl] = 0;
+    /* whole driver messages fit; anything longer is cut at a word, with "…" */
+    fb_text_cut(b->reason, sizeof b->reason, reason);
     publish(gw, b);
     fb_batch_unref(b);
+}
+
+void fb_device_set_state(struct fb_device *d, int state, const char *reason)
+{
+    if (!d->gw || !d->gw->bus) {
+        atomic_store(&d->state, state);
+        return;
+    }
+    emit_state(d->gw, d, state, reason);
 }
 
 /* All tags of a group with one bad quality, e.g. when the connection is down. */
@@ -607,6 +614,7 @@ static void *conn_thread(void *arg)
     fb_backoff_init(&bo, BACKOFF_MIN_NS, BACKOFF_MAX_NS);
     struct fb_ratelimit rl = {.interval_ns = 60000000000LL};
     bool ever_failed = false;
+    uint32_t failed_q = 0; /* the quality the tags were last given for a failed connect */
     c->next_try = 0;
     int64_t now = fb_mono_ns();
     for (uint32_t i = 0; i < c->ndevs; i++)
@@ -616,24 +624,31 @@ static void *conn_thread(void *arg)
         now = fb_mono_ns();
         if (!c->connected && now >= c->next_try) {
             struct fb_err err = {0};
+            c->fail_q = 0;
+            c->fail_retry_ns = 0;
             if (c->drv->open(c, &err) == 0) {
                 c->connected = true;
                 fb_backoff_reset(&bo);
                 if (ever_failed) fb_info(c->devs[0]->name, NULL, "connected (%s)", c->key);
                 else fb_debug(c->devs[0]->name, NULL, "connected (%s)", c->key);
                 ever_failed = false;
+                failed_q = 0;
                 rl.last_ns = 0;
                 for (uint32_t i = 0; i < c->ndevs; i++) emit_state(gw, c->devs[i], FB_DEV_ONLINE, NULL);
             } else {
-                if (!ever_failed) {
+                /* the tags get the failure's quality (a driver may name it, e.g. a refused login) */
+                uint32_t fq = c->fail_q ? c->fail_q : FB_Q_BAD_COMM;
+                if (!ever_failed || fq != failed_q) {
                     for (uint32_t i = 0; i < c->ndevs; i++) {
                         emit_state(gw, c->devs[i], FB_DEV_OFFLINE, err.msg);
                         if (atomic_load(&c->devs[i]->state) == FB_DEV_OFFLINE)
                             for (uint32_t k = 0; k < c->devs[i]->ngroups; k++)
-                                emit_bad_group(gw, c->devs[i], &c->devs[i]->groups[k], FB_Q_BAD_COMM);
+                                emit_bad_group(gw, c->devs[i], &c->devs[i]->groups[k], fq);
                     }
+                    failed_q = fq;
                 }
                 int64_t delay = fb_backoff_next(&bo); /* exponential, with jitter */
+                if (c->fail_retry_ns > delay) delay = c->fail_retry_ns; /* e.g. not to lock an account */
                 if (fb_ratelimit_ok(&rl, now) || !ever_failed)
                     fb_warn(c->devs[0]->name, NULL, "connect failed: %s (retry in %.1fs)", err.msg, delay / 1e9);
                 ever_failed = true;
@@ -675,6 +690,7 @@ static void *conn_thread(void *arg)
                 fb_warn(due_dev->name, NULL, "connection lost (%s), reconnecting", reason);
                 conn_lost(gw, c, reason);
                 ever_failed = true;
+                failed_q = FB_Q_BAD_COMM; /* what conn_lost gave the tags */
                 c->next_try = fb_mono_ns() + BACKOFF_MIN_NS;
                 fail_writes(c, "connection lost");
                 continue;

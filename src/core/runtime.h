@@ -13,6 +13,12 @@ void fb_runtime_request_stop(struct fb_gateway *gw);
  * drain, sinks (offline status, flush), router. */
 void fb_runtime_wait(struct fb_gateway *gw);
 
+/* A driver reports the state of one device while its connection stays up
+ * (a Modbus unit behind a gateway that stops or resumes answering): the
+ * status message and NE107 follow it.  Connection thread only; without a
+ * running gateway (the one-shot CLI) it only sets d->state. */
+void fb_device_set_state(struct fb_device *d, int state, const char *reason);
+
 /* Queue a write to the connection owning tag t and wait for the result
  * (timeout_ns bounds the wait). */
 int fb_conn_write(struct fb_gateway *gw, const struct fb_tag *t, const struct fb_value *raw,

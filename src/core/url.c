@@ -16,7 +16,9 @@
  * host and path are never NULL after a successful parse ("" when absent).
  *
  * Secret files are read with a permission check: a file readable by group or
- * others is refused, like ssh does for private keys.
+ * others is refused, like ssh does for private keys.  fb_check_file applies
+ * the same rules ahead of time, for `fieldbridge check` and the CLI, to every
+ * file the config or a device URL names (driver.h says which options do).
  */
 #include <ctype.h>
 #include <errno.h>
@@ -27,6 +29,7 @@
 #include <unistd.h>
 
 #include "config.h"
+#include "driver.h"
 
 static int hexval(int c)
 {
@@ -372,5 +375,38 @@ int fb_read_secret_file(const char *path, char **out, struct fb_err *err)
     if (len > 0 && buf[len - 1] == '\n') buf[--len] = 0;
     if (len > 0 && buf[len - 1] == '\r') buf[--len] = 0;
     *out = buf;
+    return 0;
+}
+
+int fb_check_file(const char *path, enum fb_opt_kind kind, struct fb_err *err)
+{
+    struct stat st;
+    if (stat(path, &st) < 0) {
+        int e = errno;
+        return fb_err_set(err, e == ENOENT ? FB_ENOENT : FB_EIO, "%s: %s", path, strerror(e));
+    }
+    bool want_dir = kind == FB_OPT_PKI || kind == FB_OPT_DIR;
+    if (want_dir && !S_ISDIR(st.st_mode)) return fb_err_set(err, FB_EINVAL, "%s is not a directory", path);
+    if (!want_dir && S_ISDIR(st.st_mode))
+        return fb_err_set(err, FB_EINVAL, "%s is a directory, expected a file", path);
+    if (kind == FB_OPT_PKI) {
+        /* the store's own key (created on first use when missing) must be private */
+        char key[4200];
+        snprintf(key, sizeof key, "%s/own/key.pem", path);
+        if (stat(key, &st) == 0 && (st.st_mode & (S_IRGRP | S_IROTH | S_IWGRP | S_IWOTH)))
+            return fb_err_set(err, FB_EACCES,
+                              "private key %s is accessible by group or others (mode %04o); run: chmod 600 %s", key,
+                              (unsigned)(st.st_mode & 07777), key);
+        return 0;
+    }
+    if (access(path, want_dir ? R_OK | X_OK : R_OK) < 0) {
+        int e = errno;
+        return fb_err_set(err, FB_EIO, "%s cannot be read by this user (uid %u): %s", path, (unsigned)getuid(),
+                          strerror(e));
+    }
+    if ((kind == FB_OPT_SECRET || kind == FB_OPT_KEY) && (st.st_mode & (S_IRGRP | S_IROTH | S_IWGRP | S_IWOTH)))
+        return fb_err_set(err, FB_EACCES, "%s %s is accessible by group or others (mode %04o); run: chmod 600 %s",
+                          kind == FB_OPT_KEY ? "private key" : "secret file", path, (unsigned)(st.st_mode & 07777),
+                          path);
     return 0;
 }

@@ -3,14 +3,17 @@
  *
  * Input layout: SELECTOR BYTE, then the bytes for the chosen decoder.
  *   0  a whole frame → ads_frame_len + ads_parse_hdr
- *   1  reply bodies → ads_parse_read / state / devinfo / addnote / handle
+ *   1  reply bodies → ads_parse_read / state / devinfo / addnote / handle /
+ *      handle_ex (the type name must lie inside the input)
  *   2  notification stream → ads_parse_notes
  *   3  N (1 byte), N sub lengths (1 byte each), reply → ads_sum_read_parse,
  *      ads_sum_write_parse, ads_sum_rw_parse
- *   4  symbol upload, '\0', name → ads_sym_next over all, ads_resolve(name)
- *      with the same bytes as data-type upload too
- *   5  ADDRESS '\n' VALUE-BYTES → ads_addr_parse, ads_decode, ads_encode of
- *      the decoded value and decode again: the value must survive the trip
+ *   4  symbol upload, '\0', name → ads_sym_next over all (and
+ *      ads_type_resolve of each entry alone, as a 0xF009 reply is used),
+ *      ads_resolve(name) with the same bytes as data-type upload too
+ *   5  ADDRESS '\n' VALUE-BYTES → ads_addr_parse (symbols and raw %M/%I/%Q
+ *      addresses, ads_addr_raw_elem), ads_decode, ads_encode of the decoded
+ *      value and decode again: the value must survive the trip
  *   6  UDP 48899 reply → ads_udp_parse
  * Any crash, sanitizer report or failed round trip is a bug.
  *
@@ -43,6 +46,8 @@ static void codec(const uint8_t *d, size_t n)
     struct ads_addr a;
     struct fb_err err = {0};
     if (ads_addr_parse(addr, &a, &err) || !a.typed) return;
+    uint32_t io;
+    if (a.raw && ads_addr_raw_elem(&a, (uint32_t)n, &io) == 0 && io < a.io) abort(); /* never wraps */
     static uint8_t raw[ADS_MAX_STRING + 9], out[ADS_MAX_STRING + 9];
     static char sbuf[2 * ADS_MAX_STRING + 32], sbuf2[2 * ADS_MAX_STRING + 32];
     memset(raw, 0, sizeof raw);
@@ -78,6 +83,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         ads_parse_devinfo(d, n, &res, &di);
         ads_parse_addnote(d, n, &res, &h);
         ads_parse_handle(d, n, &h, &sz);
+        const char *tn;
+        uint16_t tl;
+        if (!ads_parse_handle_ex(d, n, &h, &sz, &tn, &tl) && tn &&
+            ((const uint8_t *)tn < d || (const uint8_t *)tn + tl > d + n))
+            abort();
         break;
     }
     case 2: {
@@ -115,11 +125,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         }
         size_t off = 0;
         struct ads_sym s;
-        while (ads_sym_next(d, sl, &off, &s) == 1)
-            if (off > sl) abort();
         struct ads_tinfo ti;
         struct fb_err e = {0};
         char sub[32];
+        while (ads_sym_next(d, sl, &off, &s) == 1) {
+            if (off > sl) abort();
+            ads_type_resolve(s.type, s.type_len, s.size, s.adstype, d, sl, 2, sub, sizeof sub, &ti, &e);
+        }
         ads_resolve(d, sl, d, sl, name, -1, NULL, 0, &ti, &e);
         ads_resolve(d, sl, d, sl, name, 3, sub, sizeof sub, &ti, &e);
         break;

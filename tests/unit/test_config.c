@@ -13,11 +13,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include "core/config.h"
 #include "core/config_tmpl.h"
+#include "core/driver.h"
 #include "north/mqtt/mqtt.h"
 
 static char tmpdir[256];
@@ -1026,14 +1028,253 @@ static void test_url_parse(void **state)
     fb_url_free(&u); /* safe after a failed parse */
 }
 
+
+/* ------------------------------------------------ the one driver table */
+
+/* A URL the scheme's driver accepts, without `skip` among its query keys. */
+static void base_url(char *buf, size_t len, const char *scheme, const char *skip)
+{
+    if (!strcmp(scheme, "modbus-tcp")) snprintf(buf, len, "modbus-tcp://127.0.0.1:1");
+    else if (!strcmp(scheme, "modbus-rtu")) snprintf(buf, len, "modbus-rtu:///dev/ttyUSB0");
+    else if (!strcmp(scheme, "opc.tcp")) snprintf(buf, len, "opc.tcp://127.0.0.1:1");
+    else if (!strcmp(scheme, "s7")) snprintf(buf, len, "s7://127.0.0.1");
+    else if (!strcmp(scheme, "ads"))
+        snprintf(buf, len, "ads://127.0.0.1%s", strcmp(skip, "net_id") ? "?net_id=1.2.3.4.1.1" : "");
+    else if (!strcmp(scheme, "revpi"))
+        snprintf(buf, len, "revpi:///dev/null%s", strcmp(skip, "config") ? "?config=none" : "");
+    else snprintf(buf, len, "%s://x", scheme);
+}
+
+/* device_init on a throw-away device; 0 or the driver's error. */
+static int try_device(const char *url, struct fb_err *err)
+{
+    static struct fb_gateway gw;
+    struct fb_device d;
+    memset(&d, 0, sizeof d);
+    memset(err, 0, sizeof *err);
+    gw.cfg_path = (char *)"/nonexistent/cfg.yaml";
+    d.name = (char *)"dev";
+    d.url_text = (char *)url;
+    d.gw = &gw;
+    d.timeout_ns = 1000000000LL;
+    int rc = fb_url_parse(url, &d.url, err);
+    if (rc < 0) return rc;
+    d.drv = fb_driver_for_scheme(d.url.scheme);
+    assert_non_null(d.drv);
+    char *key = NULL;
+    rc = d.drv->device_init(&d, &key, err);
+    if (rc == 0 && d.drv->device_free) d.drv->device_free(&d);
+    free(key);
+    fb_url_free(&d.url);
+    return rc;
+}
+
+static bool mentions_unknown(const char *msg)
+{
+    for (const char *p = msg; *p; p++)
+        if (!strncasecmp(p, "unknown", 7)) return true;
+    return false;
+}
+
+/* Every scheme row belongs to a driver that serves it (and the reverse);
+ * every option of the table is accepted by its driver; every option the
+ * driver lists in its own "unknown option" message is in the table. */
+static void test_driver_table(void **state)
+{
+    (void)state;
+    size_t n;
+    const struct fb_scheme_info *si = fb_schemes(&n);
+    assert_true(n >= 7);
+    for (size_t i = 0; i < n; i++) {
+        bool served = false;
+        for (const char *const *sc = si[i].drv->schemes; sc && *sc; sc++) {
+            if (!strcmp(*sc, si[i].scheme)) served = true;
+            assert_non_null(fb_scheme_info(*sc));
+        }
+        assert_true(served);
+        assert_ptr_equal(fb_driver_for_scheme(si[i].scheme), si[i].drv);
+        char url[512], base[256];
+        struct fb_err e;
+        for (const struct fb_drv_opt *o = si[i].opts; o->key; o++) {
+            base_url(base, sizeof base, si[i].scheme, o->key);
+            snprintf(url, sizeof url, "%s%c%s=%s", base, strchr(base, '?') ? '&' : '?', o->key, o->example);
+            if (try_device(url, &e) < 0 && mentions_unknown(e.msg)) {
+                fprintf(stderr, "%s: option %s refused as unknown: %s\n", si[i].scheme, o->key, e.msg);
+                fail();
+            }
+        }
+        base_url(base, sizeof base, si[i].scheme, "");
+        snprintf(url, sizeof url, "%s%czz_bogus=1", base, strchr(base, '?') ? '&' : '?');
+        assert_true(try_device(url, &e) < 0);
+        const char *open = strrchr(e.msg, '('), *close = open ? strchr(open, ')') : NULL;
+        if (!open || !close) {
+            fprintf(stderr, "%s: the unknown-option message lists no options: %s\n", si[i].scheme, e.msg);
+            fail();
+        }
+        char list[512];
+        snprintf(list, sizeof list, "%.*s", (int)(close - open - 1), open + 1);
+        char *p = list;
+        if (!strncmp(p, "expected ", 9)) p += 9;
+        if (!strncmp(p, "valid: ", 7)) p += 7;
+        int listed = 0;
+        for (char *tok = strtok(p, ", "); tok; tok = strtok(NULL, ", ")) {
+            listed++;
+            if (!fb_scheme_opt(si[i].scheme, tok)) {
+                fprintf(stderr, "%s: the driver accepts '%s', the table (src/core/driver.c) does not list it\n",
+                        si[i].scheme, tok);
+                fail();
+            }
+        }
+        int table = 0;
+        for (const struct fb_drv_opt *o = si[i].opts; o->key; o++) {
+            if (o->unlisted) continue;
+            table++;
+            char want[64];
+            snprintf(want, sizeof want, "%s", o->key);
+            bool found = false;
+            snprintf(list, sizeof list, "%.*s", (int)(close - open - 1), open + 1);
+            for (char *tok = strtok(list, "(), :"); tok; tok = strtok(NULL, "(), :"))
+                if (!strcmp(tok, want)) found = true;
+            if (!found) {
+                fprintf(stderr, "%s: option '%s' is in the table but not in the driver's list: %s\n", si[i].scheme,
+                        o->key, e.msg);
+                fail();
+            }
+        }
+        assert_int_equal(listed, table);
+    }
+}
+
+/* The text of the doc section that starts with the line `heading`, up to the
+ * next heading of the same or a higher level (static buffer). */
+static const char *doc_section(const char *doc, const char *heading)
+{
+    static char buf[65536];
+    size_t hl = strlen(heading);
+    const char *p = doc;
+    while ((p = strstr(p, heading))) {
+        if ((p == doc || p[-1] == '\n') && (p[hl] == '\n' || p[hl] == ' ')) break;
+        p += hl;
+    }
+    if (!p) return NULL;
+    int level = (int)strspn(heading, "#");
+    const char *e = p + hl;
+    for (;;) {
+        e = strchr(e, '\n');
+        if (!e) {
+            e = p + strlen(p);
+            break;
+        }
+        e++;
+        int l = (int)strspn(e, "#");
+        if (l > 0 && l <= level && e[l] == ' ') break;
+    }
+    snprintf(buf, sizeof buf, "%.*s", (int)(e - p), p);
+    return buf;
+}
+
+static char *read_doc(const char *rel)
+{
+    char path[1024];
+    const char *src = getenv("FB_SOURCE_DIR");
+    snprintf(path, sizeof path, "%s/%s", src ? src : ".", rel);
+    FILE *f = fopen(path, "rb");
+    assert_non_null(f);
+    static char doc[400000];
+    size_t n = fread(doc, 1, sizeof doc - 1, f);
+    fclose(f);
+    doc[n] = 0;
+    return doc;
+}
+
+/* docs/configuration.md documents every key the loader accepts (a table row
+ * "| `key` |" in the key's section) and every device URL option. */
+static void test_docs_list_every_key(void **state)
+{
+    (void)state;
+    const char *doc = read_doc("docs/configuration.md");
+    assert_null(strstr(doc, "DESIGN.md"));
+    static const char *const where[][2] = {
+        {"gateway", "## `gateway`"}, {"log", "## `log`"},     {"metrics", "## `metrics`"},
+        {"commands", "## `commands`"}, {"buffer", "## `buffer`"}, {"mqtt", "## `mqtt`"},
+        {"tls", "## `mqtt`"},         {"qos", "## `mqtt`"},     {"reconnect", "## `mqtt`"},
+        {"sparkplug", "## `sparkplug`"}, {"device", "## `devices`"}, {"tag", "## Tags"},
+        {"scale", "## Tags"},
+    };
+    size_t n;
+    const struct fb_config_keys *kt = fb_config_key_tables(&n);
+    int missing = 0;
+    for (size_t i = 0; i < n; i++) {
+        for (const char *const *k = kt[i].keys; *k; k++) {
+            char want[128];
+            if (!strcmp(kt[i].section, "top")) { /* every top-level key has its own heading */
+                snprintf(want, sizeof want, "## `%s`", *k);
+                if (!doc_section(doc, want)) {
+                    fprintf(stderr, "docs/configuration.md: no section '%s'\n", want);
+                    missing++;
+                }
+                continue;
+            }
+            const char *heading = NULL;
+            for (size_t w = 0; w < sizeof where / sizeof where[0]; w++)
+                if (!strcmp(where[w][0], kt[i].section)) heading = where[w][1];
+            assert_non_null(heading);
+            const char *sec = doc_section(doc, heading);
+            snprintf(want, sizeof want, "| `%s` |", *k);
+            if (!sec || !strstr(sec, want)) {
+                fprintf(stderr, "docs/configuration.md: key %s.%s has no row '%s' under '%s'\n", kt[i].section, *k,
+                        want, heading);
+                missing++;
+            }
+        }
+    }
+    const char *urls = doc_section(doc, "### Device URLs");
+    assert_non_null(urls);
+    static char ubuf[65536];
+    snprintf(ubuf, sizeof ubuf, "%s", urls);
+    const struct fb_scheme_info *si = fb_schemes(&n);
+    for (size_t i = 0; i < n; i++) {
+        char want[128];
+        snprintf(want, sizeof want, "`%s://", si[i].scheme);
+        /* the scheme's own subsection: "#### `modbus-tcp://…` …" */
+        const char *h = ubuf, *sub = NULL;
+        while ((h = strstr(h, "\n#### "))) {
+            const char *eol = strchr(h + 1, '\n');
+            if (eol && memmem(h, (size_t)(eol - h), want, strlen(want))) {
+                char head[512];
+                snprintf(head, sizeof head, "%.*s", (int)(eol - h - 1), h + 1);
+                sub = doc_section(ubuf, head);
+                break;
+            }
+            h += 5;
+        }
+        if (!sub) {
+            fprintf(stderr, "docs/configuration.md: no '#### ...%s...' under Device URLs\n", want);
+            missing++;
+            continue;
+        }
+        for (const struct fb_drv_opt *o = si[i].opts; o->key; o++) {
+            snprintf(want, sizeof want, "| `%s` |", o->key);
+            if (!o->unlisted && !strstr(sub, want)) {
+                fprintf(stderr, "docs/configuration.md: %s option %s has no row\n", si[i].scheme, o->key);
+                missing++;
+            }
+        }
+    }
+    assert_int_equal(missing, 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_valid_model),     cmocka_unit_test(test_errors_collected),
         cmocka_unit_test(test_error_classes),   cmocka_unit_test(test_env_expand),
         cmocka_unit_test(test_secret_files),    cmocka_unit_test(test_for_expansion),
-        cmocka_unit_test(test_tmpl), cmocka_unit_test(test_tmpl_depth), cmocka_unit_test(test_yaml_bombs), cmocka_unit_test(test_for_product_limit),            cmocka_unit_test(test_durations_sizes),
-        cmocka_unit_test(test_url_parse),
+        cmocka_unit_test(test_tmpl),            cmocka_unit_test(test_tmpl_depth),
+        cmocka_unit_test(test_yaml_bombs),      cmocka_unit_test(test_for_product_limit),
+        cmocka_unit_test(test_durations_sizes),
+        cmocka_unit_test(test_url_parse),       cmocka_unit_test(test_driver_table),
+        cmocka_unit_test(test_docs_list_every_key),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

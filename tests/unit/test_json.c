@@ -390,6 +390,61 @@ static void test_buffer(void **state)
     assert_null(b.p);
 }
 
+/* fb_float_widen(f) is the double of f's shortest text (what strtod reads). */
+static void test_float_widen(void **state)
+{
+    (void)state;
+    struct fb_buf b;
+    fb_buf_init(&b);
+    assert_true(fb_float_widen(7.77f) == 7.77);
+    assert_true(fb_float_widen(-0.1f) == -0.1);
+    assert_true(fb_float_widen(3.0f) == 3.0);
+    assert_true(fb_float_widen(FLT_MAX) == strtod("3.4028235e+38", NULL));
+    assert_true(fb_float_widen(1e-45f) == strtod("1e-45", NULL));
+    for (int i = 0; i < 2000000; i++) {
+        uint32_t bits = (uint32_t)rnd();
+        float f;
+        memcpy(&f, &bits, 4);
+        if (!isfinite(f)) continue;
+        double want = strtod(flt(&b, f), NULL);
+        if (fb_float_widen(f) != want) {
+            fprintf(stderr, "float 0x%08x (%s): %.17g, strtod gives %.17g\n", bits, flt(&b, f), fb_float_widen(f), want);
+            fail();
+        }
+    }
+    fb_buf_free(&b);
+}
+
+/* fb_text_cut: whole text when it fits; else cut after a whole word with "…",
+ * never inside a UTF-8 character, always NUL-terminated within cap. */
+static void test_text_cut(void **state)
+{
+    (void)state;
+    char buf[32];
+    assert_int_equal(fb_text_cut(buf, sizeof buf, "short reason"), 12);
+    assert_string_equal(buf, "short reason");
+    const char *exact = "0123456789012345678901234567890"; /* 31 bytes: fits with its NUL */
+    assert_int_equal(fb_text_cut(buf, sizeof buf, exact), 31);
+    assert_string_equal(buf, exact);
+    /* too long: cut after the last whole word, ellipsis appended */
+    fb_text_cut(buf, sizeof buf, "secret file is accessible; run: chmod 600 /tmp/x.pass");
+    assert_string_equal(buf, "secret file is accessible\xe2\x80\xa6");
+    assert_true(strlen(buf) < sizeof buf);
+    /* one long word: cut at a character boundary (é is two bytes) */
+    fb_text_cut(buf, sizeof buf, "/é/é/é/é/é/é/é/é/é/é/é/é/é/é/é/é/é");
+    assert_true(strlen(buf) < sizeof buf);
+    size_t n = strlen(buf);
+    assert_memory_equal(buf + n - 3, "\xe2\x80\xa6", 3);
+    assert_true(((unsigned char)buf[n - 4] & 0xC0) != 0xC0); /* no lead byte without its continuation */
+    for (size_t cap = 0; cap < 12; cap++) { /* tiny buffers: never overflow */
+        char t[12];
+        memset(t, 'Z', sizeof t);
+        fb_text_cut(t, cap, "several words that do not fit");
+        if (cap) assert_true(strlen(t) < cap);
+        for (size_t i = cap; i < sizeof t; i++) assert_int_equal(t[i], 'Z');
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -397,7 +452,8 @@ int main(void)
         cmocka_unit_test(test_float_known),    cmocka_unit_test(test_double_random),
         cmocka_unit_test(test_float_random),   cmocka_unit_test(test_strings),
         cmocka_unit_test(test_random_bytes_stay_valid), cmocka_unit_test(test_values),
-        cmocka_unit_test(test_buffer),
+        cmocka_unit_test(test_buffer),         cmocka_unit_test(test_text_cut),
+        cmocka_unit_test(test_float_widen),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

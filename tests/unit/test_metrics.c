@@ -165,6 +165,7 @@ static void test_render(void **st)
     assert_true(val(t, "fieldbridge_device_last_rtt_seconds" DEV0) == 0.00025);
     assert_true(val(t, "fieldbridge_device_last_success_timestamp_seconds" DEV0) == 1700000000.123);
     assert_true(val(t, "fieldbridge_device_connected" DEV0) == 1);
+    assert_true(val(t, "fieldbridge_device_bad_tags" DEV0) == 0);
     /* escaped label values: \" \\ \n */
     assert_true(val(t, "fieldbridge_device_connected{device=\"we\\\"ird\\\\dev\\nx\",driver=\"modbus\"}") == 0);
     assert_true(val(t, "fieldbridge_device_last_success_timestamp_seconds{device=\"we\\\"ird\\\\dev\\nx\",driver=\"modbus\"}") == 0);
@@ -207,6 +208,7 @@ static void test_proc_usage(void **st)
         for (int i = 0; i < 100000; i++) x += i * 0.5;
         clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &now);
     } while ((now.tv_sec - a.tv_sec) * 1e9 + (now.tv_nsec - a.tv_nsec) < 3e8);
+    (void)x; /* clang: set but not used (it is only there to burn CPU) */
     fb_proc_usage(&cpu1, NULL);
     assert_true(cpu1 - cpu0 >= 0.25 && cpu1 - cpu0 < 1.0);
     fb_proc_usage(NULL, NULL); /* both optional */
@@ -285,6 +287,39 @@ static void test_status(void **st)
     j = status(&m, true);
     assert_string_equal(dev_str(j, "press-01", "ne107"), "Maintenance required");
     assert_string_equal(dev_str(j, "we\"ird\\dev\nx", "ne107"), "Function check");
+    json_decref(j);
+    /* the same for every driver: a tag last published Bad (the device refuses
+     * it although the connection is up) keeps Maintenance required after the
+     * error counter stopped growing, until the tag is good again */
+    m.gw.status_interval_ns = 1000000; /* errors "seen to grow" expire at once */
+    usleep(5000);
+    j = status(&m, true);
+    assert_string_equal(dev_str(j, "press-01", "ne107"), "OK");
+    json_decref(j);
+    atomic_store(&m.devs[0].m.tags_bad, 1);
+    usleep(5000);
+    j = status(&m, true);
+    assert_string_equal(dev_str(j, "press-01", "ne107"), "Maintenance required");
+    json_decref(j);
+    struct fb_buf b;
+    fb_buf_init(&b);
+    fb_metrics_render(&m.gw, &b);
+    assert_true(val(fb_buf_cstr(&b), "fieldbridge_device_bad_tags" DEV0) == 1);
+    fb_buf_free(&b);
+    /* out of range wins over Bad; offline (Failure) wins over both */
+    atomic_store(&m.devs[0].m.tags_out_of_spec, 1);
+    j = status(&m, true);
+    assert_string_equal(dev_str(j, "press-01", "ne107"), "Out of specification");
+    json_decref(j);
+    atomic_store(&m.devs[0].state, FB_DEV_OFFLINE);
+    j = status(&m, true);
+    assert_string_equal(dev_str(j, "press-01", "ne107"), "Failure");
+    json_decref(j);
+    atomic_store(&m.devs[0].state, FB_DEV_ONLINE);
+    atomic_store(&m.devs[0].m.tags_out_of_spec, 0);
+    atomic_store(&m.devs[0].m.tags_bad, 0);
+    j = status(&m, true);
+    assert_string_equal(dev_str(j, "press-01", "ne107"), "OK");
     json_decref(j);
 }
 

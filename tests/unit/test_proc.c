@@ -5,11 +5,13 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include <cmocka.h>
 
+#include "core/buf.h"
 #include "proc/proc.h"
 
 #define S (1000000000LL)
@@ -57,6 +59,100 @@ static void test_scale(void **state)
     assert_int_equal(v.type, FB_T_INT16);
     assert_int_equal(v.i, 7);
     assert_true(fb_scale_out(&off, 3.5) == 3.5);
+}
+
+/* The double nearest to the exact decimal n / 10^p (n whole), via strtod. */
+static double dec(int64_t n, int p)
+{
+    char t[64];
+    uint64_t a = n < 0 ? (uint64_t)-n : (uint64_t)n, pw = 1;
+    for (int i = 0; i < p; i++) pw *= 10;
+    snprintf(t, sizeof t, "%s%llu.%0*llu", n < 0 ? "-" : "", (unsigned long long)(a / pw), p > 0 ? p : 1,
+             (unsigned long long)(p > 0 ? a % pw : 0));
+    return strtod(t, NULL);
+}
+
+static const char *json_of(double x)
+{
+    static struct fb_buf b;
+    fb_buf_clear(&b);
+    fb_json_double(&b, x);
+    return fb_buf_cstr(&b);
+}
+
+/* Issue 12: factor 0.01 made 777 into 7.7700000000000005 (777 × 0.01 in
+ * binary); decimal factors must give the double nearest to the decimal. */
+static void test_scale_decimal(void **state)
+{
+    (void)state;
+    struct fb_tag_proc p = {0};
+    fb_scale_set_factor(&p, 0.01, 0);
+    struct fb_value v = {.type = FB_T_INT16, .i = 777};
+    fb_scale_in(&p, &v);
+    assert_true(v.f == 7.77);
+    assert_string_equal(json_of(v.f), "7.77");
+    assert_true(fb_scale_out(&p, 7.77) - 777 < 1e-9);
+
+    /* random decimal factors and offsets against the exact decimal result */
+    uint64_t r = 0x243F6A8885A308D3ull;
+    for (int i = 0; i < 200000; i++) {
+        r ^= r << 13, r ^= r >> 7, r ^= r << 17;
+        int pk = (int)(r % 5), pd = (int)((r >> 3) % 4);
+        int64_t mk = (int64_t)((r >> 8) % 199999) - 99999, md = (int64_t)((r >> 26) % 20001) - 10000;
+        int64_t raw = (int64_t)((r >> 40) % 98304) - 32768;
+        if (mk == 0) mk = 1;
+        int pm = pk > pd ? pk : pd;
+        int64_t tk = mk, td = md;
+        for (int k = pk; k < pm; k++) tk *= 10;
+        for (int k = pd; k < pm; k++) td *= 10;
+        fb_scale_set_factor(&p, dec(mk, pk), dec(md, pd));
+        v = (struct fb_value){.type = FB_T_INT32, .i = raw};
+        fb_scale_in(&p, &v);
+        double want = dec(raw * tk + td, pm);
+        if (v.f != want) {
+            fprintf(stderr, "raw %lld × %.17g + %.17g = %.17g, want %.17g\n", (long long)raw, p.k, p.d, v.f, want);
+            fail();
+        }
+    }
+
+    /* two points: whole results stay whole, decimal ones decimal */
+    fb_scale_set_points(&p, 0, 27648, 0, 100);
+    v = (struct fb_value){.type = FB_T_UINT16, .u = 13824};
+    fb_scale_in(&p, &v);
+    assert_true(v.f == 50.0);
+    fb_scale_set_points(&p, 4000, 20000, -40, 150);
+    v = (struct fb_value){.type = FB_T_UINT16, .u = 12000};
+    fb_scale_in(&p, &v);
+    assert_true(v.f == 55.0);
+    fb_scale_set_points(&p, 0, 1000, 0, 0.5);
+    v = (struct fb_value){.type = FB_T_INT16, .i = 777};
+    fb_scale_in(&p, &v);
+    assert_true(v.f == 0.3885);
+    fb_scale_set_points(&p, 20000, 4000, 150, -40); /* reversed points: the same line */
+    v = (struct fb_value){.type = FB_T_UINT16, .u = 12000};
+    fb_scale_in(&p, &v);
+    assert_true(v.f == 55.0);
+
+    /* float32 readings count as their shortest decimal */
+    assert_true(fb_float_widen(7.77f) == 7.77);
+    assert_true(fb_float_widen(0.1f) == 0.1);
+    assert_true(isnan(fb_float_widen(NAN)));
+    fb_scale_set_factor(&p, 1, 0);
+    v = (struct fb_value){.type = FB_T_FLOAT32, .f = (double)7.77f};
+    fb_scale_in(&p, &v);
+    assert_string_equal(json_of(v.f), "7.77");
+
+    /* beyond 2^53 the exact form cannot hold: raw × k + d, still sane */
+    fb_scale_set_factor(&p, 0.5, 0);
+    v = (struct fb_value){.type = FB_T_UINT64, .u = UINT64_MAX};
+    fb_scale_in(&p, &v);
+    assert_true(v.f == 9223372036854775808.0);
+    /* factors that are not short decimals fall back too */
+    fb_scale_set_factor(&p, 1.0 / 3.0, 0);
+    assert_true(p.sc == 0);
+    v = (struct fb_value){.type = FB_T_INT16, .i = 3};
+    fb_scale_in(&p, &v);
+    assert_true(v.f == 1.0);
 }
 
 static void test_plausibility_range(void **state)
@@ -147,6 +243,59 @@ static void test_plausibility_stuck(void **state)
     struct fb_value iv = {.type = FB_T_UINT16, .u = 3};
     assert_int_equal(fb_plausibility(&p, &s2, &iv, FB_Q_GOOD, 0), FB_Q_GOOD);
     assert_int_equal(fb_plausibility(&p, &s2, &iv, FB_Q_GOOD, 6 * S), FB_Q_UNC_NOT_ACCURATE);
+}
+
+/* Issue 12: a real step held Bad for minutes (until max_rate × time covered
+ * it); with spike_accept N it is accepted at the N-th sample that agrees. */
+static void test_plausibility_step_accept(void **state)
+{
+    (void)state;
+    struct fb_tag_proc p = {.max_rate = 1, .spike_accept = 3}; /* 1 unit/s */
+    struct fb_tag_state st = {0};
+    struct fb_value v = fv(10);
+    assert_int_equal(fb_plausibility(&p, &st, &v, FB_Q_GOOD, 0), FB_Q_GOOD);
+    /* a step 10 → 100, samples 1 s apart, noisy but within max_rate of each other */
+    const double step[] = {100, 100.5, 100.2, 100.9, 101.3};
+    const uint32_t want[] = {FB_Q_BAD_SENSOR_FAILURE, FB_Q_BAD_SENSOR_FAILURE, FB_Q_GOOD, FB_Q_GOOD, FB_Q_GOOD};
+    for (int i = 0; i < 5; i++) {
+        v = fv(step[i]);
+        assert_int_equal(fb_plausibility(&p, &st, &v, FB_Q_GOOD, (i + 1) * S), want[i]);
+    }
+    assert_true(st.prev == 101.3); /* the new level is the reference */
+    /* a single spike is still refused, and the next normal reading is good */
+    v = fv(500);
+    assert_int_equal(fb_plausibility(&p, &st, &v, FB_Q_GOOD, 6 * S), FB_Q_BAD_SENSOR_FAILURE);
+    v = fv(101.5);
+    assert_int_equal(fb_plausibility(&p, &st, &v, FB_Q_GOOD, 7 * S), FB_Q_GOOD);
+    /* ... and a spike after that starts counting afresh: 2 wild readings are not enough */
+    v = fv(500);
+    assert_int_equal(fb_plausibility(&p, &st, &v, FB_Q_GOOD, 8 * S), FB_Q_BAD_SENSOR_FAILURE);
+    v = fv(500.5);
+    assert_int_equal(fb_plausibility(&p, &st, &v, FB_Q_GOOD, 9 * S), FB_Q_BAD_SENSOR_FAILURE);
+    v = fv(101.6);
+    assert_int_equal(fb_plausibility(&p, &st, &v, FB_Q_GOOD, 10 * S), FB_Q_GOOD);
+    /* wild readings that do not agree with each other are never a new level */
+    for (int i = 0; i < 10; i++) {
+        v = fv(i % 2 ? 400 : -400);
+        assert_int_equal(fb_plausibility(&p, &st, &v, FB_Q_GOOD, (11 + i) * S), FB_Q_BAD_SENSOR_FAILURE);
+    }
+    /* communication errors in between neither count nor reset */
+    struct fb_tag_state s2 = {0};
+    v = fv(0);
+    assert_int_equal(fb_plausibility(&p, &s2, &v, FB_Q_GOOD, 0), FB_Q_GOOD);
+    v = fv(50);
+    assert_int_equal(fb_plausibility(&p, &s2, &v, FB_Q_GOOD, S), FB_Q_BAD_SENSOR_FAILURE);
+    assert_int_equal(fb_plausibility(&p, &s2, &v, FB_Q_BAD_COMM, 2 * S), FB_Q_BAD_COMM);
+    assert_int_equal(fb_plausibility(&p, &s2, &v, FB_Q_GOOD, 3 * S), FB_Q_BAD_SENSOR_FAILURE);
+    assert_int_equal(fb_plausibility(&p, &s2, &v, FB_Q_GOOD, 4 * S), FB_Q_GOOD);
+    /* spike_accept 0: only time heals (the behaviour before spike_accept) */
+    struct fb_tag_proc p0 = {.max_rate = 1};
+    struct fb_tag_state s0 = {0};
+    v = fv(10);
+    fb_plausibility(&p0, &s0, &v, FB_Q_GOOD, 0);
+    v = fv(100);
+    for (int i = 1; i < 90; i++) assert_int_equal(fb_plausibility(&p0, &s0, &v, FB_Q_GOOD, i * S), FB_Q_BAD_SENSOR_FAILURE);
+    assert_int_equal(fb_plausibility(&p0, &s0, &v, FB_Q_GOOD, 90 * S), FB_Q_GOOD);
 }
 
 static bool db(const struct fb_tag_proc *p, struct fb_tag_state *st, double x, uint32_t q, int64_t ts, bool *hb)
@@ -447,7 +596,11 @@ static void test_proc_batch(void **state)
                 assert_int_equal(s->v.type, FB_T_FLOAT64);
                 if (cycle == 3) {
                     assert_int_equal(s->quality, FB_Q_BAD_OUT_OF_RANGE);
+                    /* refused by range: the reading stays, flagged for "raw" */
+                    assert_true(s->flags & FB_SF_RAW);
+                    assert_true(fabs(s->v.f - 100.1) < 1e-12);
                 } else {
+                    assert_false(s->flags & FB_SF_RAW);
                     assert_int_equal(s->quality, FB_Q_GOOD);
                     assert_true(fabs(s->v.f - 21.5) < 1e-12);
                 }
@@ -465,7 +618,10 @@ static void test_proc_batch(void **state)
                     assert_true(st->min == 20.0 && st->max == 30.0);
                     close_to(st->mean, (20 + 20.3 + 20.6 + 20.9 + 30) / 5, 1e-12);
                 }
-                if (cycle == 6) assert_int_equal(s->quality, FB_Q_BAD_COMM);
+                if (cycle == 6) {
+                    assert_int_equal(s->quality, FB_Q_BAD_COMM);
+                    assert_false(s->flags & FB_SF_RAW); /* the device said bad: no raw reading */
+                }
                 if (cycle == 7) assert_int_equal(st->count, 4); /* the bad sample was not added */
                 break;
             }
@@ -482,6 +638,7 @@ static void test_proc_batch(void **state)
             case T_RATE:
                 assert_int_equal(s->v.type, FB_T_FLOAT32);
                 assert_int_equal(s->quality, cycle == 5 ? FB_Q_BAD_SENSOR_FAILURE : FB_Q_GOOD);
+                assert_int_equal(!!(s->flags & FB_SF_RAW), cycle == 5);
                 break;
             }
         }
@@ -509,9 +666,11 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_scale),
+        cmocka_unit_test(test_scale_decimal),
         cmocka_unit_test(test_plausibility_range),
         cmocka_unit_test(test_plausibility_rate),
         cmocka_unit_test(test_plausibility_stuck),
+        cmocka_unit_test(test_plausibility_step_accept),
         cmocka_unit_test(test_deadband_abs),
         cmocka_unit_test(test_deadband_pct_heartbeat),
         cmocka_unit_test(test_deadband_other_types),

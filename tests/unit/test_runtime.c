@@ -148,6 +148,8 @@ static void test_run_poll_command_stop(void **st)
     fb_status_json(gw, &sj, true);
     assert_non_null(strstr(fb_buf_cstr(&sj), "\"d2\":{\"state\":\"online\",\"ne107\":\"Out of specification\""));
     assert_non_null(strstr(fb_buf_cstr(&sj), "\"d1\":{\"state\":\"online\",\"ne107\":\"OK\""));
+    assert_int_equal(atomic_load(&gw->devs[1].m.tags_bad), 1); /* BadOutOfRange is Bad too */
+    assert_int_equal(atomic_load(&gw->devs[0].m.tags_bad), 0);
     struct fb_cmd c2;
     memset(&c2, 0, sizeof c2);
     c2.device = 1;
@@ -163,6 +165,7 @@ static void test_run_poll_command_stop(void **st)
     fb_buf_clear(&sj);
     fb_status_json(gw, &sj, true);
     assert_non_null(strstr(fb_buf_cstr(&sj), "\"d2\":{\"state\":\"online\",\"ne107\":\"OK\""));
+    assert_int_equal(atomic_load(&gw->devs[1].m.tags_bad), 0);
     fb_buf_free(&sj);
 
     /* an accepted write, read back through the pipeline */

@@ -418,16 +418,21 @@ static void test_driver(void **st)
     assert_memory_equal(b->s[7].v.s.p, "set", 3);
     fb_batch_free(b);
 
-    /* dropout marks the sample bad and counts an error */
+    /* dropout marks the sample bad and counts an error per Bad item, like a
+     * real device's refusals (two dropping tags: two errors per read) */
     for (int i = 0; i < 8; i++) fb_driver_sim.free_address(&r.tags[i]);
     assert_int_equal(rig_tag(&r, 0, "const:1,dropout=1", FB_T_NONE, FB_ACC_READ, &err), 0);
-    r.grp.ntags = 1;
+    assert_int_equal(rig_tag(&r, 1, "const:2,dropout=1", FB_T_NONE, FB_ACC_READ, &err), 0);
+    assert_int_equal(rig_tag(&r, 2, "const:3", FB_T_NONE, FB_ACC_READ, &err), 0);
+    r.grp.ntags = 3;
     b = fb_batch_new(4, 0, 64);
     assert_int_equal(fb_driver_sim.read(&r.dev, &r.grp, b), 0);
     assert_int_equal(b->s[0].quality, FB_Q_BAD_COMM);
-    assert_int_equal(atomic_load(&r.dev.m.errors), 1);
+    assert_int_equal(b->s[1].quality, FB_Q_BAD_COMM);
+    assert_int_equal(b->s[2].quality, FB_Q_GOOD);
+    assert_int_equal(atomic_load(&r.dev.m.errors), 2);
     fb_batch_free(b);
-    fb_driver_sim.free_address(&r.tags[0]);
+    for (int i = 0; i < 3; i++) fb_driver_sim.free_address(&r.tags[i]);
     fb_driver_sim.close(NULL);
     fb_driver_sim.device_free(&r.dev);
 }

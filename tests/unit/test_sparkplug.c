@@ -290,6 +290,64 @@ static void test_dcmd_to_json(void **st)
     fb_spb_enc_free(&e);
 }
 
+/* A bad metric: is_null, Quality 0 and the refused reading in the property
+ * Raw, typed like the metric; decoded back, and shown by spb-dump's format. */
+static void test_raw_property(void **st)
+{
+    (void)st;
+    struct fb_spb_enc e;
+    fb_spb_enc_init(&e);
+    struct fb_buf b;
+    fb_buf_init(&b);
+    static const uint32_t dts[] = {SPB_INT16, SPB_UINT32, SPB_INT64, SPB_FLOAT, SPB_DOUBLE, SPB_BOOLEAN};
+    static const struct fb_value vals[] = {{.type = FB_T_INT16, .i = -150},
+                                           {.type = FB_T_UINT32, .u = 4000000000u},
+                                           {.type = FB_T_INT64, .i = -9007199254740993LL},
+                                           {.type = FB_T_FLOAT32, .f = 1.5},
+                                           {.type = FB_T_FLOAT64, .f = 123.456},
+                                           {.type = FB_T_BOOL, .b = true}};
+    for (int round = 0; round < 2; round++) { /* the second round reuses the slots */
+        fb_spb_enc_begin(&e, 1000, 3);
+        for (size_t i = 0; i < 6; i++) {
+            spb_metric *m = fb_spb_enc_add(&e, "x", (int64_t)i, 1000, dts[i]);
+            assert_int_equal(fb_spb_enc_value(&e, m, dts[i], NULL), 0); /* bad: is_null */
+            fb_spb_enc_quality(&e, m, SPB_Q_BAD);
+            assert_int_equal(fb_spb_enc_raw(&e, m, dts[i], &vals[i]), 0);
+        }
+        spb_metric *g = fb_spb_enc_add(&e, "good", 9, 1000, SPB_INT16); /* no Raw on a reused slot */
+        struct fb_value gv = {.type = FB_T_INT16, .i = 7};
+        fb_spb_enc_value(&e, g, SPB_INT16, &gv);
+        fb_spb_enc_quality(&e, g, SPB_Q_GOOD);
+        fb_spb_enc_finish(&e, &b);
+        spb_payload *p = fb_spb_decode(b.p, b.len);
+        assert_non_null(p);
+        assert_int_equal(p->n_metrics, 7);
+        for (size_t i = 0; i < 6; i++) {
+            const spb_metric *m = p->metrics[i];
+            struct fb_value v;
+            assert_true(m->has_is_null && m->is_null);
+            assert_int_equal(fb_spb_metric_value(m, 0, &v), FB_ENOENT);
+            int32_t q = -1;
+            assert_true(fb_spb_metric_quality(m, &q));
+            assert_int_equal(q, SPB_Q_BAD);
+            assert_true(fb_spb_metric_raw(m, 0, &v));
+            if (dts[i] == SPB_FLOAT) assert_true(v.f == 1.5);
+            else assert_true(fb_value_equal(&v, &vals[i]));
+            assert_int_equal(m->properties->values[1]->type, dts[i]);
+        }
+        struct fb_value v;
+        assert_false(fb_spb_metric_raw(p->metrics[6], 0, &v));
+        struct fb_buf t;
+        fb_buf_init(&t);
+        fb_spb_format(&t, p, NULL, NULL);
+        assert_non_null(strstr(fb_buf_cstr(&t), "Int16 = null  quality 0 (bad)  raw -150"));
+        fb_buf_free(&t);
+        fb_spb_free(p);
+    }
+    fb_buf_free(&b);
+    fb_spb_enc_free(&e);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -297,6 +355,7 @@ int main(void)
         cmocka_unit_test(test_roundtrip_all_types), cmocka_unit_test(test_decode_tolerance),
         cmocka_unit_test(test_decode_garbage),      cmocka_unit_test(test_quality_and_types),
         cmocka_unit_test(test_topics_and_state),    cmocka_unit_test(test_dcmd_to_json),
+        cmocka_unit_test(test_raw_property),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

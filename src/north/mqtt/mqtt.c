@@ -68,7 +68,7 @@
 struct mq_dev {
     char *t_tele, *t_status, *t_cmd, *t_resp;
     int64_t status_ts; /* time of the last state change seen (under mu), 0 = unknown */
-    char reason[96];   /* its reason (under mu) */
+    char reason[FB_REASON_LEN]; /* its reason (under mu) */
 };
 
 struct mq_route {
@@ -735,8 +735,7 @@ static int mq_send(struct fb_sink_inst *s, const struct fb_batch *b, uint64_t ba
     if (b->kind == FB_BATCH_DEVSTATE) {
         pthread_mutex_lock(&ctx->mu);
         d->status_ts = b->ts;
-        memcpy(d->reason, b->reason, sizeof d->reason);
-        d->reason[sizeof d->reason - 1] = 0;
+        fb_text_cut(d->reason, sizeof d->reason, b->reason);
         pthread_mutex_unlock(&ctx->mu);
         if (!atomic_load(&ctx->connected)) {
             /* superseded: every (re)connect publishes each device's current state */

@@ -27,6 +27,10 @@
  * connection is out, so buffered batches always follow the new NBIRTH and
  * DBIRTHs; a batch made before the current birth is sent with is_historical.
  *
+ * Bad values.  A metric whose quality is bad carries no value (is_null), in
+ * births as in data, with Quality 0; when the gateway's plausibility checks
+ * refused the reading (FB_SF_RAW), it travels in the property "Raw".
+ *
  * Commands.  NCMD Rebirth re-sends all births; Reboot is refused unless
  * `reboot: true`, and then stops the process as on SIGTERM and re-executes it
  * (an atexit handler; see fb_spb_reboot_requested).  DCMD metrics become one
@@ -72,6 +76,7 @@ struct spb_dev {
 struct spb_val { /* last value per tag, for births (sink thread) */
     struct fb_value v;
     uint32_t q;
+    bool raw;   /* v is a reading refused by plausibility (FB_SF_RAW) */
     int64_t ts; /* ns, 0 = none yet */
     char *sbuf;
     uint32_t scap;
@@ -313,9 +318,11 @@ static int pub_enc(struct spb_ctx *ctx, const char *topic)
 
 static int next_seq(struct spb_ctx *ctx) { return ctx->seq++; /* wraps 255 → 0 */ }
 
-/* One metric for tag t from the cache (births) or a sample (data). */
+/* One metric for tag t from the cache (births) or a sample (data).  A bad
+ * value is is_null in both (docs/sparkplug.md); a refused reading (raw) is
+ * the property Raw. */
 static void add_tag_metric(struct spb_ctx *ctx, const struct fb_tag *t, bool birth, const struct fb_value *v,
-                           uint32_t q, int64_t ts_ns, bool historical)
+                           uint32_t q, int64_t ts_ns, bool historical, bool raw)
 {
     bool aliases = ctx->cfg->aliases;
     uint32_t dt = fb_spb_datatype(tag_type(t));
@@ -323,8 +330,10 @@ static void add_tag_metric(struct spb_ctx *ctx, const struct fb_tag *t, bool bir
     int64_t alias = aliases ? (int64_t)t->id + SPB_ALIAS_BASE : -1;
     spb_metric *m = fb_spb_enc_add(&ctx->enc, name, alias, ms_of(ts_ns ? ts_ns : fb_now_ns()), birth ? dt : 0);
     if (!m) return;
-    fb_spb_enc_value(&ctx->enc, m, dt, fb_q_bad(q) && v && v->type == FB_T_NONE ? NULL : v);
+    bool bad = fb_q_bad(q);
+    fb_spb_enc_value(&ctx->enc, m, dt, bad ? NULL : v);
     fb_spb_enc_quality(&ctx->enc, m, fb_spb_quality(q));
+    if (bad && raw && v && v->type != FB_T_NONE) fb_spb_enc_raw(&ctx->enc, m, dt, v);
     if (historical) {
         m->has_is_historical = true;
         m->is_historical = true;
@@ -340,7 +349,7 @@ static void dbirth(struct spb_ctx *ctx, uint32_t di)
         uint32_t id = d->first_tag + k;
         const struct spb_val *c = &ctx->cache[id];
         add_tag_metric(ctx, &ctx->gw->tags[id], true, c->ts ? &c->v : NULL, c->ts ? c->q : FB_Q_BAD_WAITING,
-                       c->ts ? c->ts : now, false);
+                       c->ts ? c->ts : now, false, c->ts && c->raw);
     }
     pub_enc(ctx, ctx->devs[di].t_birth);
     ctx->devs[di].born = true;
@@ -906,6 +915,7 @@ static void cache_put(struct spb_ctx *ctx, const struct fb_sample *sm)
     if (c->ts && ts < c->ts) return; /* an older (buffered) value never replaces a newer one */
     c->ts = ts ? ts : 1;
     c->q = sm->quality;
+    c->raw = (sm->flags & FB_SF_RAW) && sm->v.type != FB_T_NONE;
     if (sm->v.type == FB_T_NONE) {
         /* bad sample without a value: keep the last value, flag its quality */
         return;
@@ -972,7 +982,7 @@ static int spb_send(struct fb_sink_inst *s, const struct fb_batch *b, uint64_t b
         const struct fb_sample *sm = &b->s[i];
         if (sm->tag >= ctx->gw->ntags) continue;
         add_tag_metric(ctx, &ctx->gw->tags[sm->tag], false, &sm->v, sm->quality, sm->ts_src ? sm->ts_src : sm->ts_gw,
-                       hist);
+                       hist, (sm->flags & FB_SF_RAW) != 0);
     }
     int rc = pub_enc(ctx, d->t_data);
     if (rc == MOSQ_ERR_SUCCESS)

@@ -13,7 +13,7 @@
 #include "spb_codec.h"
 
 static char k_quality[] = "Quality";
-static char *k_quality_keys[1] = {k_quality};
+static char k_raw[] = "Raw";
 
 uint32_t fb_spb_datatype(enum fb_type t)
 {
@@ -227,17 +227,77 @@ void fb_spb_enc_quality(struct fb_spb_enc *e, spb_metric *m, int32_t q)
 {
     struct fb_spb_slot *sl = slot_of(e, m);
     org__eclipse__tahu__protobuf__payload__property_set__init(&sl->ps);
-    org__eclipse__tahu__protobuf__payload__property_value__init(&sl->pv);
-    sl->pv.has_type = true;
-    sl->pv.type = SPB_INT32;
-    sl->pv.value_case = ORG__ECLIPSE__TAHU__PROTOBUF__PAYLOAD__PROPERTY_VALUE__VALUE_INT_VALUE;
-    sl->pv.int_value = (uint32_t)q;
-    sl->pvp[0] = &sl->pv;
+    org__eclipse__tahu__protobuf__payload__property_value__init(&sl->pv[0]);
+    sl->pv[0].has_type = true;
+    sl->pv[0].type = SPB_INT32;
+    sl->pv[0].value_case = ORG__ECLIPSE__TAHU__PROTOBUF__PAYLOAD__PROPERTY_VALUE__VALUE_INT_VALUE;
+    sl->pv[0].int_value = (uint32_t)q;
+    sl->pvp[0] = &sl->pv[0];
+    sl->keys[0] = k_quality;
     sl->ps.n_keys = 1;
-    sl->ps.keys = k_quality_keys;
+    sl->ps.keys = sl->keys;
     sl->ps.n_values = 1;
     sl->ps.values = sl->pvp;
     m->properties = &sl->ps;
+}
+
+#define PV(x) ORG__ECLIPSE__TAHU__PROTOBUF__PAYLOAD__PROPERTY_VALUE__VALUE_##x
+
+int fb_spb_enc_raw(struct fb_spb_enc *e, spb_metric *m, uint32_t dt, const struct fb_value *v)
+{
+    struct fb_spb_slot *sl = slot_of(e, m);
+    if (m->properties != &sl->ps) { /* no Quality yet: Raw alone */
+        org__eclipse__tahu__protobuf__payload__property_set__init(&sl->ps);
+        sl->ps.keys = sl->keys;
+        sl->ps.values = sl->pvp;
+        m->properties = &sl->ps;
+    }
+    size_t i = sl->ps.n_keys;
+    if (i >= 2 || !v) return FB_EINVAL;
+    spb_propval *pv = &sl->pv[i];
+    org__eclipse__tahu__protobuf__payload__property_value__init(pv);
+    int64_t n = 0;
+    uint64_t u = 0;
+    double d = 0;
+    switch (dt) {
+    case SPB_INT8: case SPB_INT16: case SPB_INT32:
+        if (!int_view(v, &n, &u)) return FB_EINVAL;
+        pv->value_case = PV(INT_VALUE);
+        pv->int_value = (uint32_t)(int32_t)n;
+        break;
+    case SPB_UINT8: case SPB_UINT16:
+        if (!int_view(v, &n, &u)) return FB_EINVAL;
+        pv->value_case = PV(INT_VALUE);
+        pv->int_value = (uint32_t)u;
+        break;
+    case SPB_UINT32: case SPB_INT64: case SPB_UINT64:
+        if (!int_view(v, &n, &u)) return FB_EINVAL;
+        pv->value_case = PV(LONG_VALUE);
+        pv->long_value = dt == SPB_UINT32 ? (uint64_t)(uint32_t)u : u;
+        break;
+    case SPB_FLOAT:
+        if (!fb_value_to_double(v, &d)) return FB_EINVAL;
+        pv->value_case = PV(FLOAT_VALUE);
+        pv->float_value = (float)d;
+        break;
+    case SPB_DOUBLE:
+        if (!fb_value_to_double(v, &d)) return FB_EINVAL;
+        pv->value_case = PV(DOUBLE_VALUE);
+        pv->double_value = d;
+        break;
+    case SPB_BOOLEAN:
+        if (!fb_value_to_double(v, &d)) return FB_EINVAL;
+        pv->value_case = PV(BOOLEAN_VALUE);
+        pv->boolean_value = d != 0;
+        break;
+    default: return FB_EINVAL; /* strings are never refused by plausibility */
+    }
+    pv->has_type = true;
+    pv->type = dt;
+    sl->keys[i] = k_raw;
+    sl->pvp[i] = pv;
+    sl->ps.n_keys = sl->ps.n_values = i + 1;
+    return 0;
 }
 
 size_t fb_spb_enc_finish(struct fb_spb_enc *e, struct fb_buf *out)
@@ -361,6 +421,30 @@ bool fb_spb_metric_quality(const spb_metric *m, int32_t *q)
     return false;
 }
 
+bool fb_spb_metric_raw(const spb_metric *m, uint32_t dt, struct fb_value *out)
+{
+    const spb_propset *ps = m->properties;
+    if (!ps) return false;
+    for (size_t i = 0; i < ps->n_keys && i < ps->n_values; i++) {
+        if (!ps->keys[i] || strcmp(ps->keys[i], "Raw") || !ps->values[i]) continue;
+        const spb_propval *pv = ps->values[i];
+        if (!dt && pv->has_type) dt = pv->type;
+        /* read it as a metric of that datatype would be read */
+        spb_metric tmp;
+        org__eclipse__tahu__protobuf__payload__metric__init(&tmp);
+        switch (pv->value_case) {
+        case PV(INT_VALUE): tmp.value_case = VC(INT_VALUE); tmp.int_value = pv->int_value; break;
+        case PV(LONG_VALUE): tmp.value_case = VC(LONG_VALUE); tmp.long_value = pv->long_value; break;
+        case PV(FLOAT_VALUE): tmp.value_case = VC(FLOAT_VALUE); tmp.float_value = pv->float_value; break;
+        case PV(DOUBLE_VALUE): tmp.value_case = VC(DOUBLE_VALUE); tmp.double_value = pv->double_value; break;
+        case PV(BOOLEAN_VALUE): tmp.value_case = VC(BOOLEAN_VALUE); tmp.boolean_value = pv->boolean_value; break;
+        default: return false;
+        }
+        return fb_spb_metric_value(&tmp, dt, out) == 0;
+    }
+    return false;
+}
+
 void fb_spb_format(struct fb_buf *out, const spb_payload *p, fb_spb_alias_fn names, void *ctx)
 {
     char tb[40];
@@ -415,6 +499,11 @@ void fb_spb_format(struct fb_buf *out, const spb_payload *p, fb_spb_alias_fn nam
         int32_t q;
         if (fb_spb_metric_quality(m, &q))
             fb_buf_printf(out, "  quality %d (%s)", q, q == SPB_Q_GOOD ? "good" : q == SPB_Q_STALE ? "stale" : q == 0 ? "bad" : "?");
+        struct fb_value rv;
+        if (fb_spb_metric_raw(m, dt, &rv)) {
+            fb_buf_puts(out, "  raw ");
+            fb_text_value(out, &rv);
+        }
         if (m->has_timestamp) {
             fb_fmt_time(tb, m->timestamp > (uint64_t)INT64_MAX / 1000000 ? 0 : (int64_t)m->timestamp * 1000000);
             fb_buf_printf(out, "  @%s", tb);

@@ -274,6 +274,58 @@ int ads_type_parse(const char *s, size_t n, struct ads_tinfo *ti)
     return FB_EINVAL;
 }
 
+/* %MW10 / %MX2.3 / %IB0 / %QD4 (text[0..nlen) starts with '%'); a->name holds it */
+static const char *const raw_help = "raw ADS addresses are %MB10, %MW10, %MD10, %MX10.3 (flags), %IB0 … %IX0.1 "
+                                    "(inputs), %QB0 … %QX0.1 (outputs), with byte offsets";
+
+static int raw_parse(const char *t, size_t nlen, struct ads_addr *a, struct fb_err *err)
+{
+    if (nlen < 4) return fb_err_set(err, FB_EINVAL, "bad raw address '%.*s': %s", (int)nlen, t, raw_help);
+    char area = (char)toupper((unsigned char)t[1]), sz = (char)toupper((unsigned char)t[2]);
+    static const struct {
+        char area;
+        uint32_t ig, igx;
+    } areas[] = {{'M', ADS_IG_PLC_M, ADS_IG_PLC_MX}, {'I', ADS_IG_IO_I, ADS_IG_IO_IX}, {'Q', ADS_IG_IO_Q, ADS_IG_IO_QX}};
+    int ai = -1;
+    for (int i = 0; i < 3; i++)
+        if (areas[i].area == area) ai = i;
+    if (ai < 0 || !strchr("XBWD", sz) || !isdigit((unsigned char)t[3]))
+        return fb_err_set(err, FB_EINVAL, "bad raw address '%.*s': %s", (int)nlen, t, raw_help);
+    size_t i = 3;
+    uint64_t byte = 0;
+    while (i < nlen && isdigit((unsigned char)t[i])) {
+        byte = byte * 10 + (uint64_t)(t[i++] - '0');
+        if (byte > UINT32_MAX) return fb_err_set(err, FB_EINVAL, "raw address '%.*s': offset too large", (int)nlen, t);
+    }
+    if (sz == 'X') {
+        if (i + 2 != nlen || t[i] != '.' || t[i + 1] < '0' || t[i + 1] > '7')
+            return fb_err_set(err, FB_EINVAL, "bad raw address '%.*s': a bit address is BYTE.BIT with BIT 0..7 (%%MX10.3)",
+                              (int)nlen, t);
+        if (byte > UINT32_MAX / 8) return fb_err_set(err, FB_EINVAL, "raw address '%.*s': offset too large", (int)nlen, t);
+        a->ig = areas[ai].igx;
+        a->io = (uint32_t)(byte * 8 + (uint64_t)(t[i + 1] - '0'));
+        tinfo_of(ADS_T_BOOL, &a->ti);
+    } else {
+        if (i != nlen) return fb_err_set(err, FB_EINVAL, "bad raw address '%.*s': %s", (int)nlen, t, raw_help);
+        a->ig = areas[ai].ig;
+        a->io = (uint32_t)byte;
+        tinfo_of(sz == 'B' ? ADS_T_BYTE : sz == 'W' ? ADS_T_WORD : ADS_T_DWORD, &a->ti);
+    }
+    a->raw = true;
+    a->typed = true;
+    a->deftype = true;
+    return 0;
+}
+
+int ads_addr_raw_elem(const struct ads_addr *a, uint32_t index, uint32_t *io)
+{
+    bool bit = a->ig == ADS_IG_PLC_MX || a->ig == ADS_IG_IO_IX || a->ig == ADS_IG_IO_QX;
+    uint64_t o = (uint64_t)a->io + (uint64_t)index * (bit ? 1u : a->ti.size);
+    if (o > UINT32_MAX) return FB_ERANGE;
+    *io = (uint32_t)o;
+    return 0;
+}
+
 int ads_addr_parse(const char *text, struct ads_addr *a, struct fb_err *err)
 {
     memset(a, 0, sizeof *a);
@@ -290,13 +342,21 @@ int ads_addr_parse(const char *text, struct ads_addr *a, struct fb_err *err)
     }
     memcpy(a->name, text, nlen);
     a->name[nlen] = 0;
+    if (text[0] == '%') {
+        int rc = raw_parse(text, nlen, a, err);
+        if (rc) return rc;
+    }
     if (colon) {
+        bool bit = a->raw && a->ti.type == ADS_T_BOOL;
         if (ads_type_parse(colon + 1, strlen(colon + 1), &a->ti) < 0)
             return fb_err_set(err, FB_EINVAL,
                               "unknown ADS type '%s' (BOOL, BYTE, SINT, USINT, WORD, INT, UINT, DWORD, DINT, "
                               "UDINT, LWORD, LINT, ULINT, REAL, LREAL, STRING(n), WSTRING(n), TIME, LTIME, TOD, DATE, DT)",
                               colon + 1);
+        if (bit && a->ti.type != ADS_T_BOOL)
+            return fb_err_set(err, FB_EINVAL, "'%s' is a bit address: its type is BOOL", a->name);
         a->typed = true;
+        a->deftype = false;
     }
     return 0;
 }
@@ -784,6 +844,18 @@ int ads_parse_handle(const uint8_t *d, size_t n, uint32_t *handle, uint32_t *siz
     return 0;
 }
 
+int ads_parse_handle_ex(const uint8_t *d, size_t n, uint32_t *handle, uint32_t *size, const char **tname,
+                        uint16_t *tlen)
+{
+    *tname = NULL;
+    *tlen = 0;
+    int rc = ads_parse_handle(d, n, handle, size);
+    if (rc || n == 4) return rc;
+    *tlen = rd16(d + 12);
+    *tname = (const char *)d + 14;
+    return 0;
+}
+
 int64_t ads_filetime_to_ns(uint64_t ft)
 {
     const uint64_t epoch = 116444736000000000ULL;
@@ -1154,6 +1226,56 @@ static int resolve_rest(struct rctx *rc, const char *tname, size_t tlen, uint32_
     return fb_err_set(err, FB_ENOENT, "type %s has no member '%.*s'", tbuf, (int)ml, m);
 }
 
+static bool prefix_ci(const char *s, size_t n, const char *w)
+{
+    size_t wl = strlen(w);
+    return n >= wl && strncasecmp(s, w, wl) == 0;
+}
+
+/* ADST_* code → a plain type of exactly `size` bytes */
+static int adst_tinfo(uint32_t adst, uint32_t size, struct ads_tinfo *ti)
+{
+    static const struct {
+        uint32_t adst;
+        uint8_t type;
+    } map[] = {{2, ADS_T_INT},   {3, ADS_T_DINT},   {4, ADS_T_REAL},  {5, ADS_T_LREAL},  {16, ADS_T_SINT},
+               {17, ADS_T_USINT}, {18, ADS_T_UINT}, {19, ADS_T_UDINT}, {20, ADS_T_LINT}, {21, ADS_T_ULINT},
+               {30, ADS_T_STRING}, {31, ADS_T_WSTRING}, {33, ADS_T_BOOL}};
+    for (size_t i = 0; i < sizeof map / sizeof map[0]; i++) {
+        if (map[i].adst != adst) continue;
+        tinfo_of(map[i].type, ti);
+        if (ti->type == ADS_T_STRING) {
+            if (size < 2 || size - 1 > ADS_MAX_STRING) return FB_ENOTSUP;
+            ti->str_len = size - 1;
+            ti->size = size;
+        } else if (ti->type == ADS_T_WSTRING) {
+            if (size < 4 || size % 2 || size / 2 - 1 > ADS_MAX_WSTRING) return FB_ENOTSUP;
+            ti->str_len = size / 2 - 1;
+            ti->size = size;
+        } else if (ti->size != size) {
+            return FB_ENOTSUP;
+        }
+        return 0;
+    }
+    return FB_ENOTSUP;
+}
+
+int ads_type_resolve(const char *type, size_t tlen, uint32_t size, uint32_t adstype, const uint8_t *dt,
+                     size_t dt_len, int64_t elem, char *sub, size_t subcap, struct ads_tinfo *ti,
+                     struct fb_err *err)
+{
+    struct rctx rc0 = {dt, dt_len, elem, sub, subcap};
+    if (sub && subcap) sub[0] = 0;
+    if (!sub) rc0.elem = -1;
+    int rc = resolve_rest(&rc0, type, tlen, size, "", ti, err, 0);
+    /* an alias (T_Temp : REAL) without the data types: the PLC's type code
+     * says what it is; arrays, pointers and references keep their own code */
+    if (rc == FB_ENOTSUP && elem <= 0 && !prefix_ci(type, tlen, "ARRAY") && !prefix_ci(type, tlen, "POINTER") &&
+        !prefix_ci(type, tlen, "REFERENCE") && adst_tinfo(adstype, size, ti) == 0)
+        return 0;
+    return rc;
+}
+
 int ads_resolve(const uint8_t *sym, size_t sym_len, const uint8_t *dt, size_t dt_len, const char *name,
                 int64_t elem, char *sub, size_t subcap, struct ads_tinfo *ti, struct fb_err *err)
 {
@@ -1172,6 +1294,8 @@ int ads_resolve(const uint8_t *sym, size_t sym_len, const uint8_t *dt, size_t dt
     }
     if (rc < 0) return fb_err_set(err, FB_EPROTO, "malformed symbol upload");
     if (!best) return fb_err_set(err, FB_ENOENT, "symbol not found in the PLC's symbol table");
+    if (!name[best]) /* the symbol itself: its type code helps where the data types do not */
+        return ads_type_resolve(bs.type, bs.type_len, bs.size, bs.adstype, dt, dt_len, elem, sub, subcap, ti, err);
     return resolve_rest(&rc0, bs.type, bs.type_len, bs.size, name + best, ti, err, 0);
 }
 

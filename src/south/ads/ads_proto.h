@@ -2,8 +2,9 @@
  * AMS/TCP + AMS headers, ADS command builders and reply decoders, sum
  * commands (0xF080/0xF081/0xF082), the device-notification stream, the
  * symbol and data-type uploads (0xF00B/0xF00E) with a name → type resolver,
- * the value codec for the IEC 61131-3 types, ADS error codes mapped to
- * quality and text, and the UDP 48899 add-route packets.
+ * the value codec for the IEC 61131-3 types, raw %M/%I/%Q addresses, ADS
+ * error codes mapped to quality and text, and the UDP 48899 add-route
+ * packets.
  *
  * Nothing here touches a socket: ads.c moves these bytes.  Wire facts:
  * shared PROTOCOLS.md §2.  Every multi-byte field on the wire is little
@@ -54,6 +55,7 @@ enum ads_cmd {
 #define ADS_IG_VALUE_BY_HANDLE 0xF005u
 #define ADS_IG_RELEASE_HANDLE 0xF006u
 #define ADS_IG_SYM_VERSION 0xF008u
+#define ADS_IG_SYM_INFO_EX 0xF009u /* one symbol entry (the upload's layout) for a name */
 #define ADS_IG_SYM_UPLOAD 0xF00Bu
 #define ADS_IG_SYM_UPLOAD_INFO 0xF00Cu
 #define ADS_IG_DT_UPLOAD 0xF00Eu
@@ -61,6 +63,14 @@ enum ads_cmd {
 #define ADS_IG_SUM_READ 0xF080u
 #define ADS_IG_SUM_WRITE 0xF081u
 #define ADS_IG_SUM_RW 0xF082u
+/* raw areas: byte offsets (TwinCAT addresses bytes: %MW10 = bytes 10..11);
+ * the X groups take the bit address byte * 8 + bit and 1 byte of data */
+#define ADS_IG_PLC_M 0x4020u  /* %MB/%MW/%MD */
+#define ADS_IG_PLC_MX 0x4021u /* %MX */
+#define ADS_IG_IO_I 0xF020u   /* %IB/%IW/%ID: process image inputs */
+#define ADS_IG_IO_IX 0xF021u  /* %IX */
+#define ADS_IG_IO_Q 0xF030u   /* %QB/%QW/%QD: process image outputs */
+#define ADS_IG_IO_QX 0xF031u  /* %QX */
 
 /* notification transmission modes */
 #define ADS_TRANS_CYCLIC 3
@@ -72,6 +82,11 @@ enum ads_cmd {
 #define ADSERR_SYM_NOT_FOUND 0x710u
 #define ADSERR_SYM_VERSION 0x711u
 #define ADSERR_NOTE_HANDLE 0x714u
+#define ADSERR_NOT_SUPPORTED 0x701u /* service not supported */
+#define ADSERR_BAD_IG 0x702u        /* invalid index group */
+/* A whole request refused this way means the device lacks the service (sum
+ * commands, symbol upload, symbol info): fall back, do not fail. */
+#define ADS_UNSUPPORTED(code) ((code) == ADSERR_NOT_SUPPORTED || (code) == ADSERR_BAD_IG)
 
 /* ---------------------------------------------------------------- options */
 struct ads_netid {
@@ -131,13 +146,22 @@ const char *ads_type_name(int t); /* "REAL" */
  * anything else (structs, arrays, function blocks). */
 int ads_type_parse(const char *s, size_t n, struct ads_tinfo *ti);
 
-/* A parsed address: NAME[:TYPE]. */
+/* A parsed address: NAME[:TYPE], or a raw address %<area><size><offset>[.bit]
+ * [:TYPE] with area M (flags), I (inputs) or Q (outputs), size X (bit), B,
+ * W, D (byte, word, double word — the default type when none is given);
+ * the offset counts bytes, as TwinCAT does (%MW10 = bytes 10..11). */
 struct ads_addr {
     char name[ADS_MAX_NAME + 1];
-    bool typed;  /* a type was given */
+    bool typed;  /* a type was given (always for raw addresses) */
+    bool raw;    /* %M/%I/%Q: ig/io below, no symbol */
+    bool deftype; /* raw: the type is the size letter's default (no :TYPE) */
+    uint32_t ig, io;
     struct ads_tinfo ti;
 };
 int ads_addr_parse(const char *text, struct ads_addr *a, struct fb_err *err);
+/* Raw address of element `index` of a `count:` run: the next value of the
+ * type (bits: the next bit).  FB_ERANGE past the 32-bit offset space. */
+int ads_addr_raw_elem(const struct ads_addr *a, uint32_t index, uint32_t *io);
 
 /* Value codec.  decode returns a quality (strings point into sbuf); encode
  * returns the byte count or a negative status with a message. */
@@ -199,6 +223,10 @@ int ads_parse_addnote(const uint8_t *d, size_t n, uint32_t *result, uint32_t *ha
 /* Handle reply of 0xF003: the classic 4-byte form, or TwinCAT 3's extended
  * one (handle, size, decoration, type-name length u16, type name). */
 int ads_parse_handle(const uint8_t *d, size_t n, uint32_t *handle, uint32_t *size);
+/* The same, with the type name of the extended form (*tname NULL and *tlen 0
+ * for the classic 4-byte form; not NUL-terminated). */
+int ads_parse_handle_ex(const uint8_t *d, size_t n, uint32_t *handle, uint32_t *size, const char **tname,
+                        uint16_t *tlen);
 
 /* Notification stream (command 8).  Validates the whole stream, then calls
  * cb once per sample.  FB_EPROTO (and no callback) when malformed. */
@@ -239,6 +267,10 @@ struct ads_upload_info {
 };
 int ads_parse_upload_info(const uint8_t *d, size_t n, struct ads_upload_info *ui);
 
+/* One entry of the symbol upload (or the reply of 0xF009).  Byte 20 holds
+ * flags u16 and byte 22 arrayDim u16 (not one u32 of flags): TwinCAT sets
+ * flags such as 0x0008 (a type GUID follows) and 0x1000 (attributes follow)
+ * and counts the array dimensions whose bounds follow the comment. */
 struct ads_sym {
     uint32_t ig, io, size, adstype;
     uint16_t flags, arrdim;
@@ -260,6 +292,16 @@ int ads_sym_next(const uint8_t *d, size_t n, size_t *off, struct ads_sym *s);
 int ads_resolve(const uint8_t *sym, size_t sym_len, const uint8_t *dt, size_t dt_len,
                 const char *name, int64_t elem, char *sub, size_t subcap, struct ads_tinfo *ti,
                 struct fb_err *err);
+
+/* The type of one value described by its type name (as a symbol entry or an
+ * extended handle reply gives it), its size and its ADST_* code: like the
+ * end of ads_resolve (STRING(n) sized by `size`, aliases through dt, `elem`
+ * and `sub` for `count:` over an array).  When the name is no plain type and
+ * dt cannot explain it (an alias with no data-type upload) the ADST code
+ * decides, if it names a plain type of that size.  FB_ENOTSUP otherwise. */
+int ads_type_resolve(const char *type, size_t tlen, uint32_t size, uint32_t adstype, const uint8_t *dt,
+                     size_t dt_len, int64_t elem, char *sub, size_t subcap, struct ads_tinfo *ti,
+                     struct fb_err *err);
 
 /* ------------------------------------------------------------------ errors */
 const char *ads_err_text(uint32_t code);

@@ -11,11 +11,26 @@
  *
  * Failures.  A Modbus exception marks the tags of that request Bad with the
  * mapped quality (exception 02 on a merged block first splits the block, for
- * good, and retries).  A timeout marks them BadTimeout; three timeouts in a row
- * on one connection mean a half-open link: read() returns FB_ETIMEDOUT so the
- * core reconnects.  A broken link (reset, EPIPE, closed) returns FB_EIO.
- * After a timeout or a malformed answer the receive buffer is flushed, so a
- * late answer cannot be taken for the next request's.
+ * good, and retries).  A timeout marks them BadTimeout.  A broken link
+ * (reset, EPIPE, closed) returns FB_EIO.  After a timeout or a malformed
+ * answer the receive buffer is flushed, so a late answer cannot be taken for
+ * the next request's.  Every failed request, and every value that cannot be
+ * decoded, counts once in the device's error counter.
+ *
+ * Silent units.  Several units share one link (a TCP→RTU gateway, an RS-485
+ * line), and one dead unit must not disturb the others, so answers are
+ * counted per unit (per device).  A unit with MB_SILENT_AFTER requests in a
+ * row unanswered (timeouts, or a gateway's exception 0A/0B) is "silent": its
+ * device goes offline (NE107 Failure) with a reason, its tags turn
+ * BadCommunicationError without asking it, and it is asked again only by one
+ * probe request at growing intervals (1 s … 30 s), so its timeouts no longer
+ * hold up the line for the healthy units.  Its first answer brings it back
+ * online.  The link itself is suspect (half-open TCP, unplugged converter)
+ * only when nobody answers on it: the unit asked last timed out three times
+ * with no answer from any unit in between, and every other unit is known
+ * silent or timed out too since then.  Then read() returns FB_ETIMEDOUT and
+ * the core reconnects.  With one unit on the link that is the old rule —
+ * three timeouts in a row reconnect.
  */
 #include <errno.h>
 #include <modbus.h>
@@ -26,17 +41,28 @@
 
 #include "core/fb.h"
 #include "core/log.h"
+#include "core/runtime.h"
 #include "south/modbus/modbus_proto.h"
 
-#define MB_TIMEOUTS_BEFORE_RECONNECT 3
+#define MB_SILENT_AFTER 3                  /* requests in a row without an answer */
+#define MB_PROBE_MIN_NS 1000000000LL       /* a silent unit is asked again after 1 s … */
+#define MB_PROBE_MAX_NS 30000000000LL      /* … doubling up to 30 s */
 
 struct mb_dev {
     struct mb_opts o;
+    /* this unit's answers (connection thread only) */
+    int no_answer;      /* requests in a row without an answer: timeouts, exceptions 0A/0B */
+    int link_timeouts;  /* timeouts since anyone last answered on the link (valid while
+                         * link_seq equals the link's answer count) */
+    uint64_t link_seq;
+    bool silent;        /* declared not answering: offline, asked only by probes */
+    int64_t next_probe; /* monotonic */
+    struct fb_backoff probe;
 };
 
 struct mb_conn {
     modbus_t *mb;
-    int consecutive_timeouts;
+    uint64_t answers; /* answers from any unit on the link (a gateway's 0A/0B included) */
     int64_t last_end; /* monotonic end of the previous request */
     int cur_unit;
     int64_t cur_timeout;
@@ -101,6 +127,7 @@ static int mb_device_init(struct fb_device *dev, char **conn_key, struct fb_err 
     }
     dev->timeout_ns = md->o.timeout_ns;
     dev->delay_ns = md->o.delay_ns;
+    fb_backoff_init(&md->probe, MB_PROBE_MIN_NS, MB_PROBE_MAX_NS);
     dev->drv_dev = md;
     return 0;
 }
@@ -125,6 +152,9 @@ static int mb_parse_address(struct fb_device *dev, struct fb_tag *tag, struct fb
     struct mb_addr *a = malloc(sizeof *a);
     if (!a) return fb_err_set(err, FB_ENOMEM, "out of memory");
     int rc = mb_addr_parse(&in, a, err);
+    if (!rc && (tag->access & FB_ACC_WRITE) && (a->table == MB_IR || a->table == MB_DI))
+        rc = fb_err_set(err, FB_EINVAL, "%s are read-only: a tag on them takes access: r",
+                        a->table == MB_IR ? "input registers" : "discrete inputs");
     if (rc) {
         free(a);
         return rc;
@@ -234,7 +264,75 @@ static int mb_open(struct fb_conn *c, struct fb_err *err)
         return FB_EIO;
     }
     c->ctx = mc;
+    /* a new link: every unit gets a fresh chance (the core reports them online) */
+    for (uint32_t i = 0; i < c->ndevs; i++) {
+        struct mb_dev *md = c->devs[i]->drv_dev;
+        md->no_answer = md->link_timeouts = 0;
+        md->link_seq = 0;
+        md->silent = false;
+        fb_backoff_reset(&md->probe);
+    }
     return 0;
+}
+
+/* ------------------------------------------------------------------ units */
+/* The unit answered (a value or an exception other than 0A/0B). */
+static void unit_answered(struct fb_device *dev, struct mb_dev *md, struct mb_conn *mc)
+{
+    mc->answers++; /* the link works */
+    md->no_answer = 0;
+    if (!md->silent) return;
+    md->silent = false;
+    fb_backoff_reset(&md->probe);
+    fb_info(dev->name, NULL, "unit %d answers again", md->o.unit);
+    fb_device_set_state(dev, FB_DEV_ONLINE, NULL);
+}
+
+/* A request of md timed out. */
+static void note_timeout(struct mb_dev *md, const struct mb_conn *mc)
+{
+    if (md->link_seq != mc->answers) { /* someone answered since this unit's last timeout */
+        md->link_seq = mc->answers;
+        md->link_timeouts = 0;
+    }
+    md->link_timeouts++;
+    md->no_answer++;
+}
+
+/* Is the link itself suspect?  The unit asked last (cur) timed out three
+ * times with no answer from anyone on the link in between, and every other
+ * unit (with tags) either is already known silent or timed out too since
+ * then — a unit not asked since the last answer keeps the link (it may well
+ * answer), which bounds the wait by one poll period of the slowest unit. */
+static bool link_silent(const struct fb_conn *c, const struct mb_dev *cur, const struct mb_conn *mc)
+{
+    if (cur->link_seq != mc->answers || cur->link_timeouts < MB_SILENT_AFTER) return false;
+    for (uint32_t i = 0; i < c->ndevs; i++) {
+        const struct mb_dev *md = c->devs[i]->drv_dev;
+        if (md == cur || !c->devs[i]->ntags || md->silent) continue;
+        if (md->link_seq != mc->answers || md->link_timeouts < 1) return false;
+    }
+    return true;
+}
+
+/* A request of dev went unanswered: declare the unit silent, or schedule
+ * the next probe of one that already is. */
+static void unit_unanswered(struct fb_device *dev, struct mb_dev *md, const char *why)
+{
+    int64_t now = fb_mono_ns();
+    if (md->silent) {
+        md->next_probe = now + fb_backoff_next(&md->probe);
+        return;
+    }
+    if (md->no_answer < MB_SILENT_AFTER) return;
+    md->silent = true;
+    md->next_probe = now + fb_backoff_next(&md->probe);
+    char reason[96];
+    snprintf(reason, sizeof reason, "unit %d does not answer (%s)", md->o.unit, why);
+    fb_warn(dev->name, NULL, "unit %d: %d requests in a row without an answer (%s): reported offline, "
+            "asked again in %.1fs; the link stays up for the other units", md->o.unit, md->no_answer, why,
+            (md->next_probe - now) / 1e9);
+    fb_device_set_state(dev, FB_DEV_OFFLINE, reason);
 }
 
 /* Unit id, timeout and inter-request delay of dev before a request. */
@@ -313,11 +411,18 @@ static int mb_read(struct fb_device *dev, struct fb_group *g, struct fb_batch *o
             fill_block(dev, p, &p->blocks[bi], FB_Q_BAD_NOT_CONNECTED, out, ts);
         return FB_EIO;
     }
-    int final = 0;
+    if (md->silent && fb_mono_ns() < md->next_probe) {
+        /* known not to answer: Bad without asking, the line stays free for the other units */
+        int64_t ts = fb_now_ns();
+        for (uint32_t bi = 0; bi < p->nblocks; bi++) fill_block(dev, p, &p->blocks[bi], FB_Q_BAD_COMM, out, ts);
+        return 0;
+    }
+    int final = 0;     /* the link must be re-established */
+    bool skip = false; /* the unit went (or stays) silent: the rest is not asked */
     uint32_t rest_q = 0;
     for (uint32_t bi = 0; bi < p->nblocks;) {
         struct mb_block *b = &p->blocks[bi];
-        if (final) {
+        if (final || skip) {
             fill_block(dev, p, b, rest_q, out, fb_now_ns());
             bi++;
             continue;
@@ -331,7 +436,7 @@ static int mb_read(struct fb_device *dev, struct fb_group *g, struct fb_batch *o
         mc->last_end = t1;
         atomic_fetch_add(&dev->m.requests, 1);
         if (rc == b->count) {
-            mc->consecutive_timeouts = 0;
+            unit_answered(dev, md, mc);
             atomic_fetch_add(&dev->m.rtt_ns_sum, (uint64_t)(t1 - t0));
             atomic_store(&dev->m.rtt_ns_last, (uint64_t)(t1 - t0));
             atomic_fetch_add(&dev->m.rtt_count, 1);
@@ -348,6 +453,7 @@ static int mb_read(struct fb_device *dev, struct fb_group *g, struct fb_batch *o
                 uint32_t q = mb_decode(it->a, bits ? NULL : p->regs + off,
                                        bits ? p->bits + off : NULL, &v, p->sbuf, sizeof p->sbuf);
                 if (q != FB_Q_GOOD) {
+                    atomic_fetch_add(&dev->m.errors, 1); /* an item the device gave us unusable */
                     struct fb_ratelimit *rl = &b->rl;
                     if (fb_ratelimit_ok(rl, t1))
                         fb_warn(dev->name, dev->gw->tags[it->tag].name,
@@ -367,11 +473,18 @@ static int mb_read(struct fb_device *dev, struct fb_group *g, struct fb_batch *o
         if (rc >= 0) exc = 0;
         char why[128];
         outcome_text(o, exc, e, why, sizeof why);
+        bool gateway_miss = o == OUT_EXC && (exc == 0x0A || exc == 0x0B);
         if (o == OUT_EXC) {
-            mc->consecutive_timeouts = 0; /* the device answered */
             atomic_fetch_add(&dev->m.rtt_ns_sum, (uint64_t)(t1 - t0));
             atomic_store(&dev->m.rtt_ns_last, (uint64_t)(t1 - t0));
             atomic_fetch_add(&dev->m.rtt_count, 1);
+            if (gateway_miss) {
+                /* the gateway answered for a unit that did not: the link is fine */
+                mc->answers++;
+                md->no_answer++;
+            } else {
+                unit_answered(dev, md, mc);
+            }
             if (exc == 2 && mb_plan_can_split(p, bi)) {
                 fb_info(dev->name, dev->gw->tags[p->items[b->first].tag].name,
                         "%s:%u..%u answered exception 02 (illegal data address): reading its "
@@ -383,15 +496,22 @@ static int mb_read(struct fb_device *dev, struct fb_group *g, struct fb_batch *o
         } else if (o == OUT_TIMEOUT) {
             atomic_fetch_add(&dev->m.timeouts, 1);
             modbus_flush(mc->mb);
-            if (++mc->consecutive_timeouts >= MB_TIMEOUTS_BEFORE_RECONNECT) {
-                final = FB_ETIMEDOUT;
-                rest_q = FB_Q_BAD_TIMEOUT;
-            }
+            note_timeout(md, mc);
         } else if (o == OUT_MALFORMED) {
             modbus_flush(mc->mb);
         } else {
             final = FB_EIO;
             rest_q = FB_Q_BAD_COMM;
+        }
+        if ((o == OUT_TIMEOUT || gateway_miss) && (md->silent || md->no_answer >= MB_SILENT_AFTER)) {
+            if (o == OUT_TIMEOUT && link_silent(dev->conn, md, mc)) {
+                final = FB_ETIMEDOUT; /* nobody on the link answers: the link itself */
+                rest_q = FB_Q_BAD_TIMEOUT;
+            } else {
+                unit_unanswered(dev, md, o == OUT_TIMEOUT ? "timeouts" : mb_exception_text(exc));
+                skip = true;
+                rest_q = FB_Q_BAD_COMM;
+            }
         }
         uint32_t q = outcome_quality(o, exc);
         log_block(dev, p, b, q, why);
@@ -399,18 +519,17 @@ static int mb_read(struct fb_device *dev, struct fb_group *g, struct fb_batch *o
         bi++;
     }
     if (final == FB_ETIMEDOUT)
-        fb_warn(dev->name, NULL, "%d timeouts in a row on %s: reconnecting",
-                mc->consecutive_timeouts, mc->where);
+        fb_warn(dev->name, NULL, "%d timeouts in a row on %s%s: reconnecting", md->link_timeouts, mc->where,
+                dev->conn->ndevs > 1 ? " (and no other unit on it answers)" : "");
     else if (final == FB_EIO)
         fb_warn(dev->name, NULL, "connection to %s lost", mc->where);
     return final;
 }
 
 /* ------------------------------------------------------------------ write */
-static int write_fail(struct fb_device *dev, struct mb_conn *mc, const struct fb_tag *t, int e,
-                      struct fb_err *err)
+/* writes and write errors are counted by the runtime */
+static int write_fail(struct mb_conn *mc, const struct fb_tag *t, int e, struct fb_err *err)
 {
-    atomic_fetch_add(&dev->m.write_errors, 1);
     int exc;
     enum outcome o = classify(e, &exc);
     char why[128];
@@ -436,7 +555,6 @@ static int mb_write(struct fb_device *dev, const struct fb_tag *t, const struct 
     if (n < 0) return n;
     if (!mc || !mc->mb) return fb_err_set(err, FB_EIO, "%s: not connected", dev->name);
     prepare(mc, md);
-    atomic_fetch_add(&dev->m.writes, 1);
     int rc;
     if (a->table == MB_CO) {
         if (md->o.write_coil_fc15) {
@@ -466,8 +584,12 @@ static int mb_write(struct fb_device *dev, const struct fb_tag *t, const struct 
     }
     int e = errno;
     mc->last_end = fb_mono_ns();
-    if (rc < 0) return write_fail(dev, mc, t, e, err);
-    mc->consecutive_timeouts = 0;
+    if (rc < 0) {
+        int exc;
+        if (classify(e, &exc) == OUT_EXC && exc != 0x0A && exc != 0x0B) unit_answered(dev, md, mc);
+        return write_fail(mc, t, e, err);
+    }
+    unit_answered(dev, md, mc);
     return 0;
 }
 

@@ -413,6 +413,17 @@ int mb_addr_parse(const struct mb_addr_in *in, struct mb_addr *a, struct fb_err 
     if (a->has_bit && bits_table)
         return fb_err_set(err, FB_EINVAL, "'%s': coils and discrete inputs have no bits inside", text);
 
+    /* an order may follow the type: hr:102:float32:CDAB (the same as order:) */
+    struct mb_addr_in in2 = *in;
+    char *osuffix = tsuffix ? strchr(tsuffix, ':') : NULL;
+    if (osuffix) {
+        *osuffix++ = 0;
+        if (in->order && in->order[0] && strcasecmp(in->order, osuffix))
+            return fb_err_set(err, FB_EINVAL, "order %s in '%s' conflicts with order %s", osuffix, text, in->order);
+        in2.order = osuffix;
+    }
+    in = &in2;
+
     /* type: suffix, config `type:`, or default */
     const struct type_def *td = NULL;
     uint32_t slen = 0;

@@ -17,6 +17,14 @@
  * close() sends CloseSession and CloseSecureChannel when the socket still
  * works, so reconnects do not leave sessions behind on the server.
  *
+ * A refused login (BadUserAccessDenied, BadIdentityTokenRejected …) is not a
+ * network failure: open() hands the status to the core as the tags' quality
+ * (fb_conn.fail_q) with auth_retry= (default 5 min) as the least delay before
+ * the next attempt (fb_conn.fail_retry_ns), so a wrong password does not lock
+ * the account.  What one attempt learnt that the next must not repeat (the
+ * certificate name warning already logged, the refusal) is the device's
+ * struct ua_memo.
+ *
  * Transport limits: we announce receive/send buffers of `chunk=` bytes
  * (default 64 KiB) and a maximum message of `max_message=` (default 4 MiB).
  * Requests are split into chunks of the server's receive buffer and refused
@@ -69,6 +77,8 @@ struct ua_opts {
     char *user, *password_file;
     char *user_cert, *user_key; /* X.509 user identity */
     bool strict_names;       /* check_names=refuse: host / application URI mismatch refused */
+    bool no_names;           /* check_names=off: host and application URI not compared */
+    int64_t auth_retry_ns;   /* auth_retry=: wait after a refused login (default 5 min) */
     const char *policy_uri;  /* channel security policy when mode > 1 */
     uint32_t lifetime_ms;    /* requested secure-channel lifetime */
     uint32_t session_ms;     /* requested session timeout */
@@ -82,9 +92,27 @@ struct ua_opts {
     bool auto_trust;         /* trust_server=auto: trust on first use */
 };
 
+/* What one connection attempt tells the next (connection thread only). */
+struct ua_memo {
+    char cert_warn[600]; /* the certificate name warning last logged ("" = none) */
+    uint32_t refused;    /* the login was refused with this status (0 = it was not) */
+};
+
 struct ua_dev {
     struct ua_opts o;
+    struct ua_memo memo;
 };
+
+/* ActivateSession results that mean "these credentials are refused": retrying
+ * them soon only counts towards the server's lock-out of the account. */
+static bool auth_refused(uint32_t sc)
+{
+    sc &= 0xFFFF0000u;
+    return sc == 0x801F0000u    /* BadUserAccessDenied */
+           || sc == 0x80200000u /* BadIdentityTokenInvalid */
+           || sc == 0x80210000u /* BadIdentityTokenRejected */
+           || sc == 0x80570000u; /* BadUserSignatureInvalid */
+}
 
 /* A tag's address: a node id, or a browse path resolved at open. */
 struct ua_addr {
@@ -181,6 +209,7 @@ static int opts_parse(const struct fb_url *u, const char *url_text, int64_t def_
     o->queue = 10;
     o->max_batch = UA_BATCH_DEFAULT;
     o->depth = 4;
+    o->auth_retry_ns = 300000000000LL;
     const char *pol = "None", *mode = "None";
     for (int i = 0; i < u->nq; i++) {
         const char *k = u->q[i].k, *v = u->q[i].v ? u->q[i].v : "";
@@ -207,7 +236,12 @@ static int opts_parse(const struct fb_url *u, const char *url_text, int64_t def_
         } else if (!strcmp(k, "check_names")) {
             if (!strcmp(v, "refuse")) o->strict_names = true;
             else if (!strcmp(v, "warn")) o->strict_names = false;
-            else rc = fb_err_set(err, FB_EINVAL, "check_names=%s: expected warn or refuse", v);
+            else if (!strcmp(v, "off")) o->no_names = true;
+            else rc = fb_err_set(err, FB_EINVAL, "check_names=%s: expected warn, refuse or off", v);
+        } else if (!strcmp(k, "auth_retry")) {
+            if (fb_parse_duration(v, &o->auth_retry_ns) < 0 || o->auth_retry_ns < 1000000000LL ||
+                o->auth_retry_ns > 86400000000000LL)
+                rc = fb_err_set(err, FB_EINVAL, "auth_retry=%s: expected a duration from 1s to 24h (e.g. 5m)", v);
         } else if (!strcmp(k, "lifetime")) {
             int64_t ns;
             if (fb_parse_duration(v, &ns) < 0 || ns < 1000000000LL || ns > 86400000000000LL)
@@ -254,7 +288,7 @@ static int opts_parse(const struct fb_url *u, const char *url_text, int64_t def_
             rc = fb_err_set(err, FB_EINVAL,
                             "unknown opc.tcp URL key '%s' (timeout, mode, user, password_file, user_cert, user_key, "
                             "lifetime, session_timeout, chunk, max_message, queue, max_batch, depth, node, "
-                            "security_policy, security_mode, pki, trust_server, check_names)", k);
+                            "security_policy, security_mode, pki, trust_server, check_names, auth_retry)", k);
         }
         if (rc) return rc;
     }
@@ -616,8 +650,9 @@ static int transport_open(struct ua_conn *c, struct fb_err *err)
 
 /* TCP + Hello + OpenSecureChannel + GetEndpoints + session. */
 static int ua_connect(struct ua_conn **out, const struct ua_opts *o, const char *dev_name, uint32_t session_ms,
-                      struct fb_err *err)
+                      struct ua_memo *memo, struct fb_err *err)
 {
+    if (memo) memo->refused = 0;
     struct ua_conn *c = calloc(1, sizeof *c);
     if (!c) return fb_err_set(err, FB_ENOMEM, "out of memory");
     c->fd = -1;
@@ -719,16 +754,24 @@ static int ua_connect(struct ua_conn **out, const struct ua_opts *o, const char 
         /* validity period and names, then trust, then reopen the channel secured */
         char warn[600];
         struct fb_err cerr = {0};
-        rc = ua_sec_check_cert(server_cert, server_cert_len, fb_now_ns() / 1000000000LL, o->host, app_uri,
-                               o->strict_names, warn, sizeof warn, &cerr);
+        rc = ua_sec_check_cert(server_cert, server_cert_len, fb_now_ns() / 1000000000LL,
+                               o->no_names ? NULL : o->host, o->no_names ? NULL : app_uri, o->strict_names, warn,
+                               sizeof warn, &cerr);
         if (rc) {
             free(server_cert);
             rc = fb_err_set(err, rc, "%s: %s", c->where, cerr.msg);
             goto fail;
         }
-        if (warn[0])
-            fb_warn(dev_name, NULL, "OPC UA server %s: %s (accepted; add check_names=refuse to the URL to refuse "
-                                    "such servers)", c->where, warn);
+        /* said once, and again only when it changes: not at every reconnect */
+        if (!memo || strcmp(memo->cert_warn, warn)) {
+            if (warn[0])
+                fb_warn(dev_name, NULL, "OPC UA server %s: %s (accepted; check_names=refuse refuses such servers, "
+                                        "check_names=off stops comparing names)", c->where, warn);
+            else if (memo && memo->cert_warn[0])
+                fb_info(dev_name, NULL, "OPC UA server %s: its certificate names the host and application URI now",
+                        c->where);
+            if (memo) snprintf(memo->cert_warn, sizeof memo->cert_warn, "%s", warn);
+        }
         rc = ua_sec_set_peer(&c->sec, o->pki, o->auto_trust, server_cert, server_cert_len, c->where, err);
         if (rc) {
             free(server_cert);
@@ -864,6 +907,7 @@ static int ua_connect(struct ua_conn **out, const struct ua_opts *o, const char 
                     hint = " (check user= and the password file)";
                 rc = fb_err_set(err, FB_EACCES, "%s refused the %s login: %s%s", c->where, login,
                                 ua_status_text(rh.result, qb), hint);
+                if (memo && auth_refused(rh.result)) memo->refused = rh.result & 0xFFFF0000u;
             } else if (rc) {
                 rc = svc_error(c, "ActivateSession", rc, &rh, err);
             }
@@ -1591,7 +1635,14 @@ static int opcua_open(struct fb_conn *fc, struct fb_err *err)
             if (need > session_ms) session_ms = need > 3.6e6 ? 3600000 : (uint32_t)need;
         }
     struct ua_conn *c = NULL;
-    int rc = ua_connect(&c, o, fc->devs[0]->name, session_ms, err);
+    struct ua_memo *memo = &((struct ua_dev *)fc->devs[0]->drv_dev)->memo;
+    int rc = ua_connect(&c, o, fc->devs[0]->name, session_ms, memo, err);
+    if (rc && memo->refused) {
+        /* a refused login: its status for the tags, and a long pause so that a wrong
+         * password does not lock the account (docs/opcua.md, auth_retry=) */
+        fc->fail_q = memo->refused;
+        fc->fail_retry_ns = o->auth_retry_ns; /* the runtime logs "retry in …" */
+    }
     if (rc) return rc;
     c->fc = fc;
     read_limits(c);
@@ -1659,6 +1710,8 @@ static int read_subscribed(struct fb_device *dev, struct ua_conn *c, struct ua_p
         }
         if (!s->fresh) continue;
         s->fresh = false;
+        /* a Bad notification (or an item the server would not monitor) is a failed item */
+        if (fb_q_bad(s->q)) atomic_fetch_add(&dev->m.errors, 1);
         fb_batch_add(out, t->id, s->q, s->ts ? s->ts : now, &s->v);
     }
     if (rc) {
@@ -1695,12 +1748,13 @@ static int opcua_read(struct fb_device *dev, struct fb_group *g, struct fb_batch
         free(ids);
         return FB_ENOMEM;
     }
-    uint32_t n = 0;
+    uint32_t n = 0, unresolved = 0;
     for (uint32_t i = 0; i < p->n; i++) {
         const struct fb_tag *t = &dev->gw->tags[p->tags[i]];
         const struct ua_addr *a = t->addr;
-        if (!a || a->resolve_q) {
+        if (!a || a->resolve_q) { /* the server said at open that it has no such node */
             add_bad(out, t, a ? a->resolve_q : FB_Q_BAD_CONFIG, now);
+            unresolved++;
             continue;
         }
         nodes[n] = &a->node;
@@ -1711,6 +1765,8 @@ static int opcua_read(struct fb_device *dev, struct fb_group *g, struct fb_batch
     uint64_t reads0 = c->nreads;
     int rc = n ? read_attr(c, nodes, n, UA_ATTR_VALUE, 2, poll_cb, &x, &err) : 0;
     atomic_fetch_add(&dev->m.requests, c->nreads - reads0); /* one per Read request (batch) */
+    /* every item the server refused (Bad status) or we could not use counts as failed */
+    atomic_fetch_add(&dev->m.errors, unresolved + x.nbad);
     free(nodes);
     if (rc) {
         atomic_fetch_add(&dev->m.errors, 1);
@@ -1754,7 +1810,7 @@ static int opcua_write(struct fb_device *dev, const struct fb_tag *t, const stru
     if (!a) return fb_err_set(err, FB_EINVAL, "tag %s has no address", t->name);
     if (!c) return fb_err_set(err, FB_EIO, "%s: not connected", dev->name);
     if (a->resolve_q) return fb_err_set(err, FB_ENOENT, "%s: node %s not found on the server", t->name, t->addr_text);
-    atomic_fetch_add(&dev->m.writes, 1);
+    /* writes and write errors are counted by the runtime */
     uint8_t type = a->builtin;
     if (!type) { /* DataType unknown or abstract: the current value's type decides */
         const struct ua_nodeid *nodes[1] = {&a->node};
@@ -1974,7 +2030,7 @@ int fb_opcua_browse(const char *url, FILE *out, struct fb_err *err)
         return FB_EINVAL;
     }
     struct ua_conn *c = NULL;
-    rc = ua_connect(&c, &o, "browse", o.session_ms, err);
+    rc = ua_connect(&c, &o, "browse", o.session_ms, NULL, err);
     if (rc) {
         ua_nodeid_clear(&start);
         opts_free(&o);

@@ -9,7 +9,10 @@
  *     to byte/bit locations;
  *   - reads the whole range of the image the device's tags use with ONE
  *     pread per poll cycle and decodes every tag of the group from that copy,
- *     so all values of a cycle are consistent;
+ *     so all values of a cycle are consistent.  An image that ends inside
+ *     that range (a stand-in file cut short while running) makes the tags
+ *     past its end BadNodeIdUnknown — each counted as a failed item — while
+ *     the others keep reading; a failing pread is a lost connection;
  *   - writes multi-byte values with one pwrite, and single bits through the
  *     piControl ioctl KB_SET_VALUE on the real device, so bits other
  *     processes own in the same byte are never clobbered.  On a plain file
@@ -88,6 +91,7 @@ struct rp_dev {
     int64_t north_down_since; /* monotonic; 0 while some sink is connected */
     bool north_tripped;
     bool warned_deferred;
+    uint32_t seen_end; /* where the image ended at the last read (for the log) */
     uint8_t img[FB_REVPI_IMAGE_SIZE];
 };
 
@@ -100,16 +104,26 @@ struct rp_conn {
 static const char *const revpi_schemes[] = {"revpi", NULL};
 
 /* ------------------------------------------------------------- the seam */
-static int img_read(struct rp_conn *rc, uint8_t *buf, uint32_t n, uint32_t off)
+/* Up to n bytes at off; *got tells how many there were before the end of
+ * the image (fewer than n only when it ends inside the range). */
+static int img_read_upto(struct rp_conn *rc, uint8_t *buf, uint32_t n, uint32_t off, uint32_t *got)
 {
-    uint32_t got = 0;
-    while (got < n) {
-        ssize_t r = pread(rc->fd, buf + got, n - got, (off_t)(off + got));
+    *got = 0;
+    while (*got < n) {
+        ssize_t r = pread(rc->fd, buf + *got, n - *got, (off_t)(off + *got));
         if (r < 0 && errno == EINTR) continue;
-        if (r <= 0) return FB_EIO;
-        got += (uint32_t)r;
+        if (r < 0) return FB_EIO;
+        if (r == 0) break; /* the end of the image */
+        *got += (uint32_t)r;
     }
     return 0;
+}
+
+static int img_read(struct rp_conn *rc, uint8_t *buf, uint32_t n, uint32_t off)
+{
+    uint32_t got;
+    int r = img_read_upto(rc, buf, n, off, &got);
+    return r ? r : got == n ? 0 : FB_EIO;
 }
 
 static int img_write(struct rp_conn *rc, const uint8_t *buf, uint32_t n, uint32_t off)
@@ -561,12 +575,23 @@ static int revpi_read(struct fb_device *dev, struct fb_group *g, struct fb_batch
             write_safe(dev->conn, dev, why);
         }
     }
+    uint32_t end = d->hi; /* the image's bytes we have: [lo, end) */
     if (d->hi > d->lo) {
-        int r = img_read(rc, d->img + d->lo, d->hi - d->lo, d->lo);
+        uint32_t got;
+        int r = img_read_upto(rc, d->img + d->lo, d->hi - d->lo, d->lo, &got);
         if (r < 0) {
             atomic_fetch_add(&dev->m.errors, 1);
             return r;
         }
+        end = d->lo + got;
+    }
+    if (end != d->seen_end) { /* the image got shorter than the addresses (or whole again) */
+        if (end < d->hi)
+            fb_warn(devname(dev), NULL, "the process image ends at byte %u: tags at or past it are Bad "
+                    "(BadNodeIdUnknown)", end);
+        else if (d->seen_end && d->seen_end < d->hi)
+            fb_info(devname(dev), NULL, "the process image covers every tag again");
+        d->seen_end = end;
     }
     int64_t now = fb_now_ns();
     struct fb_tag *tags = dev->gw->tags;
@@ -575,11 +600,15 @@ static int revpi_read(struct fb_device *dev, struct fb_group *g, struct fb_batch
         struct rp_tag *rt = t->addr;
         struct fb_value v = {.type = t->type};
         uint32_t q = FB_Q_GOOD;
-        if (!rt || !rt->a.resolved ||
-            fb_revpi_decode(d->img, 0, FB_REVPI_IMAGE_SIZE, &rt->a.loc, (enum fb_type)t->type, &v) < 0) {
+        if (rt && rt->a.resolved && rt->a.loc.offset + fb_revpi_loc_bytes(&rt->a.loc) > end)
+            q = FB_Q_BAD_NODE_UNKNOWN; /* past the end of the image: the item is refused */
+        else if (!rt || !rt->a.resolved ||
+                 fb_revpi_decode(d->img, 0, FB_REVPI_IMAGE_SIZE, &rt->a.loc, (enum fb_type)t->type, &v) < 0)
             q = FB_Q_BAD_CONFIG;
+        if (q != FB_Q_GOOD) {
+            atomic_fetch_add(&dev->m.errors, 1); /* every failed item counts (NE107) */
+            memset(&v, 0, sizeof v);
             v.type = t->type;
-            v.u = 0;
         }
         fb_batch_add(out, t->id, q, now, &v);
     }
@@ -671,11 +700,12 @@ int fb_revpi_browse(const char *url_text, FILE *out, struct fb_err *err)
             const struct fb_revpi_var *v = &cfg.vars[k];
             char where[32], val[48] = "";
             fb_revpi_loc_format(where, sizeof where, &v->loc);
-            enum fb_type t = fb_revpi_default_type(v->loc.bits);
+            enum fb_type t = (enum fb_type)v->type; /* the module's type (signed AIO values …) */
             if (have_img && t != FB_T_NONE) {
                 struct fb_value fv;
                 if (fb_revpi_decode(img, 0, sizeof img, &v->loc, t, &fv) == 0) {
                     if (t == FB_T_BOOL) snprintf(val, sizeof val, "%s", fv.b ? "true" : "false");
+                    else if (fb_type_is_signed(t)) snprintf(val, sizeof val, "%" PRId64, fv.i);
                     else snprintf(val, sizeof val, "%" PRIu64, fv.u);
                 }
             }

@@ -23,6 +23,15 @@
  * reaching past the image, two variables with the same name.
  *
  * Multi-byte values are little-endian, as on the RevPi's ARM CPU.
+ *
+ * Signedness is a property of the module, not of the length: piControl
+ * copies each module's values into the image as its firmware defines them,
+ * and the AIO's words are two's-complement (a -250 mV input is 0xFF06,
+ * which must read as -250, not 65286).  module_rules below says, per
+ * productType, which variables read as signed; everything else reads as
+ * the unsigned type of its length.  Inputs and outputs are matched by map
+ * and length only, because PiCtory lets users rename them; configuration
+ * values in mem also by a name suffix.  A :TYPE suffix always wins.
  */
 #include <ctype.h>
 #include <errno.h>
@@ -174,6 +183,7 @@ static int parse_var(struct fb_revpi_cfg *cfg, uint32_t di, int io, const char *
     v->loc.offset = (uint32_t)abs_byte;
     v->loc.bit = (uint8_t)(bits == 1 ? bitpos % 8 : 0);
     v->loc.bits = bits > 65535 ? 65535 : (uint16_t)bits;
+    v->type = (uint8_t)fb_revpi_module_type(d->product_type, io, v->loc.bits, name, NULL);
     cfg->nvars++;
     if (!v->name || !v->def || !v->comment) return fb_err_set(err, FB_ENOMEM, "out of memory");
     return 0;
@@ -404,6 +414,59 @@ static unsigned type_bits(enum fb_type t)
     }
 }
 
+/* Which variables of which module are not plain unsigned (docs/revpi.md has
+ * the same table for users).  Sources: KUNBUS's piControl driver, whose
+ * structures type the values the firmware puts in the image, and the
+ * module documentation for their units and ranges. */
+#define IO_INP (1u << FB_REVPI_INP)
+#define IO_OUT (1u << FB_REVPI_OUT)
+#define IO_MEM (1u << FB_REVPI_MEM)
+static const struct module_rule {
+    int product_type;
+    const char *module;
+    unsigned io_mask;   /* IO_INP | IO_OUT | IO_MEM */
+    uint16_t bits;
+    const char *suffix; /* the name must end in this (NULL: any name) */
+    enum fb_type type;
+} module_rules[] = {
+    /* AIO: InputValue_1..4 (mV / µA, ±10 V and ±25 mA ranges), RTDValue_1..2
+     * (0.1 °C, below 0 °C negative) and OutputValue_1..2 are INT16; the
+     * status bytes are bit fields (uint8).  Of the scaling values in mem,
+     * the multipliers and offsets are INT16 and the divisors UINT16. */
+    {103, "AIO", IO_INP | IO_OUT, 16, NULL, FB_T_INT16},
+    {103, "AIO", IO_MEM, 16, "Multiplier", FB_T_INT16},
+    {103, "AIO", IO_MEM, 16, "Offset", FB_T_INT16},
+    /* Compact: AIn_1..8 are INT16 (mV, or 0.1 °C with RTDs); AOut is UINT16. */
+    {104, "Compact", IO_INP, 16, NULL, FB_T_INT16},
+    /* Flat: AIn is INT16; AOut and RevPiLED are UINT16. */
+    {135, "Flat", IO_INP, 16, NULL, FB_T_INT16},
+    /* MIO (118) has no row: KUNBUS documents its analog values as 0..10000 mV
+     * (inputs up to 10760), duty cycles as 0..1000 and counters and
+     * frequencies as non-negative, so uint16 reads every documented value
+     * (piControl declares the analog input words INT16, which agrees on all
+     * of them).  DIO/DI/DO, the base modules, gateways and virtual devices
+     * hold counters, bit fields and LEDs: unsigned. */
+};
+
+enum fb_type fb_revpi_module_type(int product_type, int io, uint16_t bits, const char *name,
+                                  const char **module)
+{
+    if (module) *module = NULL;
+    for (size_t i = 0; i < sizeof module_rules / sizeof module_rules[0]; i++) {
+        const struct module_rule *r = &module_rules[i];
+        if (r->product_type != product_type || r->bits != bits || io < 0 || io > 2 ||
+            !(r->io_mask & (1u << io)))
+            continue;
+        if (r->suffix) {
+            size_t n = name ? strlen(name) : 0, k = strlen(r->suffix);
+            if (n < k || strcmp(name + n - k, r->suffix)) continue;
+        }
+        if (module) *module = r->module;
+        return r->type;
+    }
+    return fb_revpi_default_type(bits);
+}
+
 enum fb_type fb_revpi_default_type(uint16_t bits)
 {
     switch (bits) {
@@ -552,7 +615,7 @@ int fb_revpi_addr_resolve(struct fb_revpi_addr *a, const struct fb_revpi_cfg *cf
     if (!a->name[0]) return 0; /* raw */
     const struct fb_revpi_var *v = fb_revpi_cfg_find(cfg, a->name);
     if (!v) return fb_err_set(err, FB_ENOENT, "no variable '%s' in the PiCtory configuration", a->name);
-    if (fb_revpi_default_type(v->loc.bits) == FB_T_NONE && a->type == FB_T_NONE)
+    if (v->type == FB_T_NONE && a->type == FB_T_NONE)
         return fb_err_set(err, FB_EINVAL, "variable '%s' has %u bits: give a type", a->name, (unsigned)v->loc.bits);
     if (a->type != FB_T_NONE) {
         struct fb_err e2 = {0};
@@ -561,6 +624,7 @@ int fb_revpi_addr_resolve(struct fb_revpi_addr *a, const struct fb_revpi_cfg *cf
     }
     a->loc = v->loc;
     a->io = v->io;
+    if (a->type == FB_T_NONE) a->type = v->type; /* the module's type, unless :TYPE said otherwise */
     a->resolved = true;
     return 0;
 }

@@ -29,6 +29,7 @@ struct fb_revpi_var {
     char *comment;
     struct fb_revpi_loc loc;
     uint8_t io;      /* enum fb_revpi_io */
+    uint8_t type;    /* enum fb_type it reads as without a :TYPE: fb_revpi_module_type() */
     bool exported;
     uint32_t dev;    /* index into cfg->devs */
 };
@@ -64,18 +65,27 @@ const char *fb_revpi_io_name(int io); /* "inp" "out" "mem" */
 struct fb_revpi_addr {
     char name[FB_REVPI_NAME_MAX]; /* variable name; "" for raw addresses */
     struct fb_revpi_loc loc;      /* valid when resolved (always for raw) */
-    uint8_t type;                 /* enum fb_type: from a :TYPE suffix or the raw kind; NONE if none */
+    uint8_t type;                 /* enum fb_type: a :TYPE suffix, the raw kind, or (once resolved) the
+                                   * variable's module type; NONE if none */
     uint8_t io;                   /* of the variable once resolved; FB_REVPI_OUT for raw */
     bool resolved;
 };
 /* `I_1`, `RevPiLED:int16`, `bit:70.3`, `byte:70`, `word:10`, `dword:12`,
  * `int16:10`, `uint32:12`, `float32:20`, `word:10:int16`. */
 int fb_revpi_addr_parse(const char *text, struct fb_revpi_addr *a, struct fb_err *err);
+/* Look a named address up in cfg: location, io, and (without a :TYPE) the
+ * variable's type from the module table. */
 int fb_revpi_addr_resolve(struct fb_revpi_addr *a, const struct fb_revpi_cfg *cfg, struct fb_err *err);
 
 /* The type a location reads as by default: 1 bit → bool, 8 → uint8,
  * 16 → uint16, 32 → uint32, 64 → uint64; FB_T_NONE for other lengths. */
 enum fb_type fb_revpi_default_type(uint16_t bits);
+/* The type a variable of a module reads as: the module's own type where
+ * KUNBUS defines one (the AIO's 16-bit values are INT16, see the table in
+ * revpi_proto.c and docs/revpi.md), else fb_revpi_default_type(bits).
+ * *module (may be NULL) gets the module's name when a rule applied. */
+enum fb_type fb_revpi_module_type(int product_type, int io, uint16_t bits, const char *name,
+                                  const char **module);
 /* May type t live at a location of `bits` bits?  bool fits every length
  * (nonzero = true); a 1-bit location also reads as any integer (0/1);
  * otherwise the type's width must equal the length. */

@@ -16,7 +16,9 @@
  *
  * Refusals (item return codes, S7 header errors) mark the tags of the
  * affected range Bad with a mapped quality and are logged once per change
- * with a sentence the user can act on.  An "address out of range" for a
+ * with a sentence the user can act on.  Each failed request, each refused
+ * item of a request that succeeded and each value that cannot be decoded
+ * counts once in the device's error counter (NE107, docs/metrics.md).  An "address out of range" for a
  * range that merged several tags splits that range for good, so one bad tag
  * does not take its neighbours with it.
  */
@@ -376,10 +378,12 @@ static int run_requests(struct fb_device *dev, struct s7_conn *c, struct s7_plan
             atomic_store(&dev->m.last_success_ns, fb_now_ns());
             for (uint32_t k = 0; k < rq->n; k++) {
                 const struct s7_chunk *ch = &p->chunks[rq->first + k];
-                if (res[k].rc == S7_RC_OK)
+                if (res[k].rc == S7_RC_OK) {
                     memcpy(p->data + p->ranges[ch->range].buf_off + ch->off, res[k].data, ch->len);
-                else
+                } else {
+                    atomic_fetch_add(&dev->m.errors, 1); /* an item the PLC refused */
                     mark(p, ch->range, s7_item_quality(res[k].rc, false), res[k].rc, 0);
+                }
             }
             continue;
         }
@@ -461,8 +465,12 @@ static int s7_read(struct fb_device *dev, struct fb_group *g, struct fb_batch *o
         }
         struct fb_value v;
         uint32_t q = s7_decode(pt->a, p->data + rg->buf_off + pt->off, &v, c->sbuf, sizeof c->sbuf);
-        if (q != FB_Q_GOOD) add_bad(out, t, q, ts);
-        else fb_batch_add(out, t->id, FB_Q_GOOD, ts, &v);
+        if (q != FB_Q_GOOD) {
+            atomic_fetch_add(&dev->m.errors, 1); /* a value the PLC gave us unusable */
+            add_bad(out, t, q, ts);
+        } else {
+            fb_batch_add(out, t->id, FB_Q_GOOD, ts, &v);
+        }
     }
     if (final) fb_warn(dev->name, NULL, "%s", err.msg[0] ? err.msg : fb_strerror(final));
     return final;
@@ -505,7 +513,7 @@ static int s7_write(struct fb_device *dev, const struct fb_tag *t, const struct 
     if (!c) return fb_err_set(err, FB_EIO, "%s: not connected", dev->name);
     int n = s7_encode(a, v, c->wbuf, sizeof c->wbuf, err);
     if (n < 0) return n;
-    atomic_fetch_add(&dev->m.writes, 1);
+    /* writes and write errors are counted by the runtime */
     if (a->type == S7_BOOL) {
         struct s7_item it = {.area = a->area, .db = a->db, .start = a->start, .bit = a->bit,
                              .is_bit = true, .len = 1};

@@ -6,9 +6,10 @@
  * connection per device ("sim:<device>", so each sim device gets its own
  * thread), "connects" instantly, fills one sample per tag on read and keeps
  * the per-device counters like a real driver does (one request per group
- * read, its round-trip time, the last success; a read with a dropout counts
- * as an error).  Connection state, writes and reconnects are counted by the
- * runtime.
+ * read, its round-trip time, the last success; every item that comes out
+ * Bad — a dropout, a tag without an address — counts as a failed item in the
+ * error counter, as a real device's refusals do).  Connection state, writes
+ * and reconnects are counted by the runtime.
  *
  * Values are produced as float64 unless the tag's type says otherwise; then
  * they are converted the way a device register would hold them: rounded to
@@ -94,7 +95,7 @@ static uint64_t tag_index(const struct fb_device *dev, const struct fb_tag *t)
 }
 
 /* "memory:int16" / "sine:amp=2:float32": an optional trailing :TYPE, as in
- * every other address (DESIGN.md §5).  Returns the type, or FB_T_NONE and
+ * every other address (docs/configuration.md, `addr`).  Returns the type, or FB_T_NONE and
  * leaves *spec_len at the full length. */
 static enum fb_type split_type(const char *text, size_t *spec_len)
 {
@@ -263,7 +264,7 @@ static int sim_read(struct fb_device *dev, struct fb_group *g, struct fb_batch *
     int64_t t0 = fb_mono_ns();
     int64_t now = fb_now_ns();
     struct fb_tag *tags = dev->gw->tags;
-    bool dropped = false;
+    uint64_t failed = 0;
     for (uint32_t i = 0; i < g->ntags; i++) {
         struct fb_tag *t = &tags[g->tags[i]];
         struct sim_tag *st = t->addr;
@@ -273,6 +274,7 @@ static int sim_read(struct fb_device *dev, struct fb_group *g, struct fb_batch *
             v.type = t->type;
             v.u = 0;
             fb_batch_add(out, t->id, FB_Q_BAD_CONFIG, now, &v);
+            failed++;
             continue;
         }
         fb_sim_gen_read(&st->g, now, &o);
@@ -290,10 +292,10 @@ static int sim_read(struct fb_device *dev, struct fb_group *g, struct fb_batch *
         } else {
             to_value((enum fb_type)t->type, o.d, &v);
         }
-        if (o.quality != FB_Q_GOOD) dropped = true;
+        if (fb_q_bad(o.quality)) failed++;
         fb_batch_add(out, t->id, o.quality, now, &v);
     }
-    if (dropped) atomic_fetch_add(&dev->m.errors, 1); /* a (partial) dropout is a failed request */
+    if (failed) atomic_fetch_add(&dev->m.errors, failed); /* each Bad item once */
     int64_t rtt = fb_mono_ns() - t0;
     atomic_fetch_add(&dev->m.requests, 1);
     atomic_fetch_add(&dev->m.rtt_ns_sum, (uint64_t)rtt);

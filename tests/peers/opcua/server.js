@@ -32,6 +32,8 @@
  *   {"op":"set","name":"Double","value":3.5}   → {"ok":true}
  *   {"op":"get","name":"Double"}               → {"ok":true,"value":...}
  *   {"op":"sessions"}                          → {"ok":true,"sessions":N}
+ *   {"op":"logins"}                            → {"ok":true,"ok_logins":N,"refused":N} user-name
+ *                                                 logins checked so far (a wrong password is refused)
  * Install: cd tests/peers/opcua && npm ci
  */
 'use strict';
@@ -106,6 +108,8 @@ function addVar(ns, parent, name, dataType, value, extra) {
     return v;
 }
 
+const logins = { ok: 0, refused: 0 };
+
 async function main() {
     const serverCertificateManager = new OPCUACertificateManager({
         automaticallyAcceptUnknownCertificate: true, rootFolder: path.join(opt.pki, 'server'),
@@ -125,7 +129,13 @@ async function main() {
         securityModes: [opcua.MessageSecurityMode.None, opcua.MessageSecurityMode.Sign,
                         opcua.MessageSecurityMode.SignAndEncrypt],
         allowAnonymous: true,
-        userManager: { isValidUser: (u, p) => u === 'operator' && p === 'secret' },
+        userManager: {
+            isValidUser: (u, p) => {
+                const ok = u === 'operator' && p === 'secret';
+                if (ok) logins.ok++; else logins.refused++;
+                return ok;
+            },
+        },
         serverCapabilities: { operationLimits: limits },
         buildInfo: { productName: 'fieldbridge-test-peer' },
     };
@@ -226,6 +236,7 @@ async function main() {
                 if (val instanceof Date) val = val.toISOString();
                 ans = { ok: true, value: (typeof val === 'object' && val !== null && !Array.isArray(val)) ? val.toString() : val };
             } else if (r.op === 'sessions') ans = { ok: true, sessions: server.currentSessionCount };
+            else if (r.op === 'logins') ans = { ok: true, ok_logins: logins.ok, refused: logins.refused };
             else ans = { ok: false, error: 'unknown op' };
         } catch (e) { ans = { ok: false, error: String(e) }; }
         process.stdout.write(JSON.stringify(ans) + '\n');
