@@ -29,6 +29,7 @@
  */
 #include <ctype.h>
 #include <errno.h>
+#include <inttypes.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -51,6 +52,12 @@
 #define MAX_TAGS 2000000u
 #define MAX_COUNT 65536
 #define MAX_LOOP 100000
+/* Hostile YAML (issue 14): bounds checked on the event stream before the
+ * document is built, so neither libyaml nor the walker ever sees more. */
+#define MAX_YAML_DEPTH 64          /* nesting of lists and mappings */
+#define MAX_ALIASES 100000         /* alias uses (*name) in one file */
+#define MAX_ALIAS_NODES 1000000    /* nodes that aliases add when expanded */
+#define MAX_MAP_KEYS 1000          /* keys of one mapping (duplicate checks are linear scans) */
 
 struct mark {
     int line, col; /* 1-based */
@@ -90,6 +97,8 @@ struct ctx {
     uint32_t entries;
     struct dev_aux *daux;
     struct tag_aux *taux;
+    unsigned *merge_seen; /* per node: the map_load generation that merged it */
+    unsigned merge_gen;
 };
 
 /* ------------------------------------------------------------ diagnostics */
@@ -239,7 +248,25 @@ static bool map_push(struct map *m, const char *key, yaml_node_t *k, yaml_node_t
     return true;
 }
 
-/* Merge `<<: *x` (a mapping or a list of them) into m: explicit keys win. */
+/* Whether node n was already merged into the map being loaded (and mark it).
+ * A mapping reached twice through merge keys adds nothing the second time
+ * (the first occurrence's keys won), so each node is merged at most once per
+ * map_load: linear work whatever the fan-out of `<<: [*a, *a, …]` chains. */
+static bool merge_seen(struct ctx *c, yaml_node_t *n)
+{
+    size_t i = (size_t)(n - c->doc.nodes.start), cnt = (size_t)(c->doc.nodes.top - c->doc.nodes.start);
+    if (i >= cnt) return true;
+    if (!c->merge_seen) {
+        c->merge_seen = calloc(cnt, sizeof *c->merge_seen);
+        if (!c->merge_seen) return true;
+    }
+    if (c->merge_seen[i] == c->merge_gen) return true;
+    c->merge_seen[i] = c->merge_gen;
+    return false;
+}
+
+/* Merge `<<: *x` (a mapping or a list of mappings, as YAML's merge key
+ * says) into m: explicit keys win, then earlier merges. */
 static void map_merge(struct ctx *c, struct map *m, yaml_node_t *src, int depth)
 {
     if (depth > 8) {
@@ -247,14 +274,20 @@ static void map_merge(struct ctx *c, struct map *m, yaml_node_t *src, int depth)
         return;
     }
     if (src->type == YAML_SEQUENCE_NODE) {
-        for (yaml_node_item_t *it = src->data.sequence.items.start; it < src->data.sequence.items.top; it++)
-            map_merge(c, m, node(c, *it), depth + 1);
+        for (yaml_node_item_t *it = src->data.sequence.items.start; it < src->data.sequence.items.top; it++) {
+            yaml_node_t *item = node(c, *it);
+            if (item && item->type == YAML_SEQUENCE_NODE)
+                err_at(c, mk(item), "'<<' needs a mapping or a list of mappings, got a list inside the list");
+            else if (item)
+                map_merge(c, m, item, depth + 1);
+        }
         return;
     }
     if (src->type != YAML_MAPPING_NODE) {
         err_at(c, mk(src), "'<<' needs a mapping (or a list of mappings), got %s", kind_name(src));
         return;
     }
+    if (merge_seen(c, src)) return;
     for (yaml_node_pair_t *p = src->data.mapping.pairs.start; p < src->data.mapping.pairs.top; p++) {
         yaml_node_t *k = node(c, p->key), *v = node(c, p->value);
         if (!k || k->type != YAML_SCALAR_NODE) continue;
@@ -263,7 +296,12 @@ static void map_merge(struct ctx *c, struct map *m, yaml_node_t *src, int depth)
             map_merge(c, m, v, depth + 1);
             continue;
         }
-        if (map_find(m, key) < 0) map_push(m, key, k, v);
+        if (map_find(m, key) >= 0) continue;
+        if (m->n >= MAX_MAP_KEYS) {
+            err_at(c, mk(src), "more than %d keys in one mapping (with merged ones)", MAX_MAP_KEYS);
+            return;
+        }
+        map_push(m, key, k, v);
     }
 }
 
@@ -278,6 +316,10 @@ static bool map_load(struct ctx *c, yaml_node_t *n, const char *what, struct map
         return false;
     }
     yaml_node_t *merge = NULL;
+    if (n->data.mapping.pairs.top - n->data.mapping.pairs.start > MAX_MAP_KEYS) {
+        err_at(c, mk(n), "%s has more than %d keys", what, MAX_MAP_KEYS);
+        return false;
+    }
     for (yaml_node_pair_t *p = n->data.mapping.pairs.start; p < n->data.mapping.pairs.top; p++) {
         yaml_node_t *k = node(c, p->key), *v = node(c, p->value);
         if (!k || k->type != YAML_SCALAR_NODE) {
@@ -297,7 +339,11 @@ static bool map_load(struct ctx *c, yaml_node_t *n, const char *what, struct map
         }
         map_push(m, key, k, v);
     }
-    if (merge) map_merge(c, m, merge, 0);
+    if (merge) {
+        c->merge_gen++;
+        merge_seen(c, n); /* a map merging itself (an alias cycle) adds nothing */
+        map_merge(c, m, merge, 0);
+    }
     return true;
 }
 
@@ -1179,13 +1225,16 @@ static void loop_free(struct loop *l)
 static bool loop_add_val(struct loop *l, int v, char *s)
 {
     if (!s) return false;
-    char **t = realloc(l->vals[v], (size_t)(l->nvals[v] + 1) * sizeof *t);
-    if (!t) {
-        free(s);
-        return false;
+    int n = l->nvals[v];
+    if ((n & (n - 1)) == 0) { /* 0, 1, 2, 4, …: double (linear, not one realloc per value) */
+        char **t = realloc(l->vals[v], (size_t)(n ? n * 2 : 1) * sizeof *t);
+        if (!t) {
+            free(s);
+            return false;
+        }
+        l->vals[v] = t;
     }
-    l->vals[v] = t;
-    t[l->nvals[v]++] = s;
+    l->vals[v][l->nvals[v]++] = s;
     return true;
 }
 
@@ -1285,6 +1334,86 @@ static bool loop_next(struct loop *l)
         l->pos[v] = 0;
     }
     return false;
+}
+
+/* ---- counting before expanding (issue 14: 100000 × 100000 nested for:
+ * made `check` build tags until memory ran out).  Silent: the real pass
+ * reports every error; a count that cannot be made is taken as 1. */
+static uint64_t sat_add(uint64_t a, uint64_t b) { return a + b < a ? UINT64_MAX : a + b; }
+static uint64_t sat_mul(uint64_t a, uint64_t b) { return b && a > UINT64_MAX / b ? UINT64_MAX : a * b; }
+
+static char *str_quiet(const struct fb_tvars *vars, yaml_node_t *n)
+{
+    if (!n || n->type != YAML_SCALAR_NODE) return NULL;
+    struct fb_err e = {0};
+    char *env = NULL, *out = NULL;
+    if (fb_env_expand((const char *)n->data.scalar.value, &env, &e) < 0) return NULL;
+    if (!vars) return env;
+    if (fb_tmpl_subst(vars, env, &out, &e) < 0) out = NULL;
+    free(env);
+    return out;
+}
+
+/* The number of entries a `for:` mapping makes (the product of its value counts). */
+static uint64_t for_count(struct ctx *c, const struct fb_tvars *vars, yaml_node_t *forn)
+{
+    if (!forn || forn->type != YAML_MAPPING_NODE) return 1;
+    uint64_t total = 1;
+    for (yaml_node_pair_t *p = forn->data.mapping.pairs.start; p < forn->data.mapping.pairs.top; p++) {
+        yaml_node_t *v = node(c, p->value);
+        uint64_t k = 1;
+        if (v && v->type == YAML_SEQUENCE_NODE) {
+            k = (uint64_t)(v->data.sequence.items.top - v->data.sequence.items.start);
+        } else if (v && v->type == YAML_SCALAR_NODE) {
+            char *t = str_quiet(vars, v);
+            int64_t lo, hi;
+            if (t && fb_tmpl_range(t, &lo, &hi) == 0)
+                k = hi >= lo ? (uint64_t)hi - (uint64_t)lo + 1 : (uint64_t)lo - (uint64_t)hi + 1;
+            free(t);
+        }
+        total = sat_mul(total, k ? k : 1);
+    }
+    return total;
+}
+
+/* Tags that a device's `tags:` list makes with these loop variables. */
+static uint64_t tags_count(struct ctx *c, const struct fb_tvars *vars, yaml_node_t *tags)
+{
+    if (!tags || tags->type != YAML_SEQUENCE_NODE) return 0;
+    uint64_t total = 0;
+    for (yaml_node_item_t *it = tags->data.sequence.items.start; it < tags->data.sequence.items.top; it++) {
+        yaml_node_t *tn = node(c, *it);
+        struct map m = {0};
+        if (!tn || tn->type != YAML_MAPPING_NODE || !map_load(c, tn, "tag", &m)) {
+            total = sat_add(total, 1);
+            continue;
+        }
+        yaml_node_t *forn = map_get(&m, "for"), *cn = map_get(&m, "count");
+        uint64_t n = for_count(c, vars, forn);
+        if (cn) {
+            struct loop l;
+            uint64_t elems = 1;
+            /* count: may use the tag's own loop variables: take the first binding */
+            if (forn && forn->type == YAML_MAPPING_NODE && n < UINT64_MAX && loop_parse(c, vars, forn, &l)) {
+                loop_bind(&l);
+                struct fb_tvars scope = {vars, l.vars, l.nvars};
+                char *t = str_quiet(&scope, cn);
+                int64_t v;
+                if (t && fb_tmpl_int(t, &v) && v > 0) elems = (uint64_t)v;
+                free(t);
+                loop_free(&l);
+            } else {
+                char *t = str_quiet(vars, cn);
+                int64_t v;
+                if (t && fb_tmpl_int(t, &v) && v > 0) elems = (uint64_t)v;
+                free(t);
+            }
+            n = sat_mul(n, elems);
+        }
+        map_free(&m);
+        total = sat_add(total, n);
+    }
+    return total;
 }
 
 /* ------------------------------------------------------------ tags */
@@ -1584,6 +1713,12 @@ static void build_tags(struct ctx *c, uint32_t di, int64_t dev_poll, yaml_node_t
         }
         struct loop l;
         if (!loop_parse(c, vars, forn, &l)) continue;
+        uint64_t k = for_count(c, vars, forn);
+        if (c->gw->ntags + k > MAX_TAGS) { /* counted before expanding: never build past the limit */
+            err_at(c, mk(forn), "for: %" PRIu64 " more tags would pass the limit of %u tags", k, MAX_TAGS);
+            loop_free(&l);
+            continue;
+        }
         do {
             loop_bind(&l);
             struct fb_tvars scope = {vars, l.vars, l.nvars};
@@ -1761,12 +1896,56 @@ static void build_device(struct ctx *c, yaml_node_t *dn, const struct fb_tvars *
     map_free(&m);
 }
 
+/* Counts every tag the devices list would make, stopping past MAX_TAGS;
+ * false (with an error at the entry that crosses the limit) if it does. */
+static bool devices_fit(struct ctx *c, yaml_node_t *dn)
+{
+    uint64_t total = 0;
+    for (yaml_node_item_t *it = dn->data.sequence.items.start; it < dn->data.sequence.items.top; it++) {
+        yaml_node_t *n = node(c, *it);
+        if (!n || n->type != YAML_MAPPING_NODE) continue;
+        struct map m = {0};
+        if (!map_load(c, n, "device", &m)) continue;
+        yaml_node_t *forn = map_get(&m, "for"), *tags = map_get(&m, "tags");
+        map_free(&m);
+        if (!forn) {
+            uint64_t k = tags_count(c, NULL, tags);
+            total = sat_add(total, k);
+            if (total > MAX_TAGS) {
+                err_at(c, mk(tags ? tags : n), "these tags bring the gateway to more than the limit of %u tags",
+                       MAX_TAGS);
+                return false;
+            }
+            continue;
+        }
+        struct loop l;
+        if (!loop_parse(c, NULL, forn, &l)) continue; /* reported; the real pass skips it too */
+        uint64_t ndev = for_count(c, NULL, forn), first = 0;
+        bool firstb = true;
+        do {
+            loop_bind(&l);
+            struct fb_tvars scope = {NULL, l.vars, l.nvars};
+            uint64_t k = tags_count(c, &scope, tags);
+            if (firstb) first = k, firstb = false;
+            total = sat_add(total, k);
+        } while (total <= MAX_TAGS && loop_next(&l));
+        loop_free(&l);
+        if (total > MAX_TAGS) {
+            err_at(c, mk(forn), "for: %" PRIu64 " devices with %" PRIu64 " tags each (the first) make %" PRIu64
+                   " tags; the limit is %u tags", ndev, first, sat_mul(ndev, first), MAX_TAGS);
+            return false;
+        }
+    }
+    return true;
+}
+
 static void load_devices(struct ctx *c, yaml_node_t *dn)
 {
     if (dn->type != YAML_SEQUENCE_NODE) {
         err_at(c, mk(dn), "devices must be a list (- name: …), got %s", kind_name(dn));
         return;
     }
+    if (!devices_fit(c, dn)) return;
     for (yaml_node_item_t *it = dn->data.sequence.items.start; it < dn->data.sequence.items.top; it++) {
         yaml_node_t *n = node(c, *it);
         yaml_node_t *forn = NULL;
@@ -1999,6 +2178,141 @@ static void yaml_error(struct ctx *c, yaml_parser_t *p)
         err_at(c, m, "YAML syntax error: %s", p->problem ? p->problem : "?");
 }
 
+/* ------------------------------------------------------------ hostile YAML */
+/* One pass over libyaml's event stream, before the document is built:
+ * nesting deeper than MAX_YAML_DEPTH (a 100,000-deep list made libyaml's
+ * scanner quadratic and the walker deep), more than MAX_ALIASES alias uses,
+ * aliases whose expansion adds more than MAX_ALIAS_NODES nodes (the
+ * "billion laughs" kind: each anchor's expanded size is known when it
+ * closes, so this costs O(events)), and an alias inside the node it names
+ * (a cycle).  Reports the first problem at its mark; false then. */
+struct anchor_ent {
+    char *name;
+    uint64_t size; /* expanded nodes, saturated */
+    bool done;     /* the anchored node is complete */
+};
+struct anchors {
+    struct anchor_ent *e;
+    size_t cap, n;
+};
+
+static size_t anchor_hash(const char *s)
+{
+    size_t h = 1469598103934665603u;
+    for (; *s; s++) h = (h ^ (unsigned char)*s) * 1099511628211u;
+    return h;
+}
+
+static struct anchor_ent *anchor_find(struct anchors *a, const char *name, bool add)
+{
+    if (add && (a->n + 1) * 2 > a->cap) {
+        size_t nc = a->cap ? a->cap * 2 : 64;
+        struct anchor_ent *ne = calloc(nc, sizeof *ne);
+        if (!ne) return NULL;
+        for (size_t i = 0; i < a->cap; i++)
+            if (a->e[i].name) {
+                size_t j = anchor_hash(a->e[i].name) & (nc - 1);
+                while (ne[j].name) j = (j + 1) & (nc - 1);
+                ne[j] = a->e[i];
+            }
+        free(a->e);
+        a->e = ne;
+        a->cap = nc;
+    }
+    if (!a->cap) return NULL;
+    size_t j = anchor_hash(name) & (a->cap - 1);
+    while (a->e[j].name) {
+        if (!strcmp(a->e[j].name, name)) return &a->e[j];
+        j = (j + 1) & (a->cap - 1);
+    }
+    if (!add || !(a->e[j].name = strdup(name))) return NULL;
+    a->n++;
+    return &a->e[j];
+}
+
+static bool yaml_precheck(struct ctx *c, FILE *f)
+{
+    yaml_parser_t p;
+    yaml_parser_initialize(&p);
+    yaml_parser_set_input_file(&p, f);
+    struct anchors an = {0};
+    struct {
+        struct anchor_ent *anchor;
+        uint64_t size;
+    } st[MAX_YAML_DEPTH];
+    int depth = 0;
+    uint64_t aliases = 0, extra = 0;
+    bool ok = true, done = false;
+    while (ok && !done) {
+        yaml_event_t ev;
+        if (!yaml_parser_parse(&p, &ev)) break; /* the loader reports syntax errors */
+        struct mark m = {(int)ev.start_mark.line + 1, (int)ev.start_mark.column + 1};
+        uint64_t add = 0;
+        const yaml_char_t *anchor = NULL;
+        switch (ev.type) {
+        case YAML_STREAM_END_EVENT: done = true; break;
+        case YAML_DOCUMENT_START_EVENT: depth = 0; break;
+        case YAML_SCALAR_EVENT:
+            add = 1;
+            if (ev.data.scalar.anchor) {
+                struct anchor_ent *a = anchor_find(&an, (const char *)ev.data.scalar.anchor, true);
+                if (a) a->size = 1, a->done = true;
+            }
+            break;
+        case YAML_SEQUENCE_START_EVENT:
+        case YAML_MAPPING_START_EVENT:
+            anchor = ev.type == YAML_SEQUENCE_START_EVENT ? ev.data.sequence_start.anchor
+                                                         : ev.data.mapping_start.anchor;
+            if (depth == MAX_YAML_DEPTH) {
+                err_at(c, m, "lists and mappings nested deeper than %d levels", MAX_YAML_DEPTH);
+                ok = false;
+                break;
+            }
+            st[depth].anchor = anchor ? anchor_find(&an, (const char *)anchor, true) : NULL;
+            if (st[depth].anchor) st[depth].anchor->done = false;
+            st[depth++].size = 1;
+            break;
+        case YAML_SEQUENCE_END_EVENT:
+        case YAML_MAPPING_END_EVENT:
+            if (depth > 0) {
+                depth--;
+                if (st[depth].anchor) st[depth].anchor->size = st[depth].size, st[depth].anchor->done = true;
+                add = st[depth].size;
+            }
+            break;
+        case YAML_ALIAS_EVENT: {
+            const char *name = (const char *)ev.data.alias.anchor;
+            struct anchor_ent *a = anchor_find(&an, name, false);
+            if (++aliases > MAX_ALIASES) {
+                err_at(c, m, "more than %d aliases (*name) in one file", MAX_ALIASES);
+                ok = false;
+            } else if (a && !a->done) {
+                err_at(c, m, "alias *%s refers to the node that contains it", name);
+                ok = false;
+            } else if (a) {
+                add = a->size;
+                extra += a->size;
+                if (extra > MAX_ALIAS_NODES) {
+                    err_at(c, m, "aliases expand to more than %d nodes (at *%s)", MAX_ALIAS_NODES, name);
+                    ok = false;
+                }
+            }
+            break;
+        }
+        default: break;
+        }
+        if (add && depth > 0) {
+            st[depth - 1].size += add;
+            if (st[depth - 1].size > MAX_ALIAS_NODES + 1u) st[depth - 1].size = MAX_ALIAS_NODES + 1u;
+        }
+        yaml_event_delete(&ev);
+    }
+    yaml_parser_delete(&p);
+    for (size_t i = 0; i < an.cap; i++) free(an.e[i].name);
+    free(an.e);
+    return ok;
+}
+
 int fb_config_load(const char *path, const struct fb_config_opts *o, struct fb_gateway **out)
 {
     static const struct fb_config_opts defaults = {false, NULL};
@@ -2015,6 +2329,12 @@ int fb_config_load(const char *path, const struct fb_config_opts *o, struct fb_g
     const char *slash = strrchr(path, '/');
     c.dir = slash ? strndup(path, (size_t)(slash - path) + (slash == path)) : strdup(".");
 
+    if (!yaml_precheck(&c, f) || fseek(f, 0, SEEK_SET) != 0) {
+        fclose(f);
+        free(c.dir);
+        diag_flush(&c);
+        return FB_EINVAL;
+    }
     yaml_parser_t p;
     yaml_parser_initialize(&p);
     yaml_parser_set_input_file(&p, f);
@@ -2072,6 +2392,7 @@ int fb_config_load(const char *path, const struct fb_config_opts *o, struct fb_g
     }
     map_free(&top);
     yaml_document_delete(&c.doc);
+    free(c.merge_seen);
     free(c.dir);
     free(c.daux);
     free(c.taux);
