@@ -18,6 +18,7 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -91,13 +92,16 @@ static void loop_free(struct loop *l)
 static bool loop_add_val(struct loop *l, int v, char *s)
 {
     if (!s) return false;
-    char **t = realloc(l->vals[v], (size_t)(l->nvals[v] + 1) * sizeof *t);
-    if (!t) {
-        free(s);
-        return false;
+    int n = l->nvals[v];
+    if ((n & (n - 1)) == 0) { /* 0, 1, 2, 4, …: double (linear, not one realloc per value) */
+        char **t = realloc(l->vals[v], (size_t)(n ? n * 2 : 1) * sizeof *t);
+        if (!t) {
+            free(s);
+            return false;
+        }
+        l->vals[v] = t;
     }
-    l->vals[v] = t;
-    t[l->nvals[v]++] = s;
+    l->vals[v][l->nvals[v]++] = s;
     return true;
 }
 
@@ -197,6 +201,90 @@ static bool loop_next(struct loop *l)
         l->pos[v] = 0;
     }
     return false;
+}
+
+/* ---- counting before expanding (issue 14: 100000 × 100000 nested for:
+ * made `check` build tags until memory ran out).  Silent: the real pass
+ * reports every error; a count that cannot be made is taken as 1. */
+static uint64_t sat_add(uint64_t a, uint64_t b) { return a + b < a ? UINT64_MAX : a + b; }
+static uint64_t sat_mul(uint64_t a, uint64_t b) { return b && a > UINT64_MAX / b ? UINT64_MAX : a * b; }
+
+static char *str_quiet(const struct fb_tvars *vars, struct fb_cfg_node *n)
+{
+    const char *text = fb_cfg_scalar(n);
+    if (!text) return NULL;
+    struct fb_err e = {0};
+    char *env = NULL, *out = NULL;
+    if (fb_env_expand(text, &env, &e) < 0) return NULL;
+    if (!vars) return env;
+    if (fb_tmpl_subst(vars, env, &out, &e) < 0) out = NULL;
+    free(env);
+    return out;
+}
+
+/* The number of entries a `for:` mapping makes (the product of its value counts). */
+static uint64_t for_count(struct ctx *c, const struct fb_tvars *vars, struct fb_cfg_node *forn)
+{
+    if (fb_cfg_kind(forn) != FB_CFG_MAP) return 1;
+    struct fb_cfg_map fm = {0};
+    if (!fb_cfg_map_load(c->r, forn, "for", &fm)) return 1;
+    uint64_t total = 1;
+    for (int i = 0; i < fm.n; i++) {
+        struct fb_cfg_node *v = fm.kv[i].v;
+        uint64_t k = 1;
+        if (fb_cfg_kind(v) == FB_CFG_LIST) {
+            k = fb_cfg_list_len(v);
+        } else if (fb_cfg_kind(v) == FB_CFG_SCALAR) {
+            char *t = str_quiet(vars, v);
+            int64_t lo, hi;
+            if (t && fb_tmpl_range(t, &lo, &hi) == 0)
+                k = hi >= lo ? (uint64_t)hi - (uint64_t)lo + 1 : (uint64_t)lo - (uint64_t)hi + 1;
+            free(t);
+        }
+        total = sat_mul(total, k ? k : 1);
+    }
+    fb_cfg_map_free(&fm);
+    return total;
+}
+
+/* Tags that a device's `tags:` list makes with these loop variables. */
+static uint64_t tags_count(struct ctx *c, const struct fb_tvars *vars, struct fb_cfg_node *tags)
+{
+    if (fb_cfg_kind(tags) != FB_CFG_LIST) return 0;
+    uint64_t total = 0;
+    for (size_t it = 0; it < fb_cfg_list_len(tags); it++) {
+        struct fb_cfg_node *tn = fb_cfg_list_at(c->r, tags, it);
+        struct fb_cfg_map m = {0};
+        if (fb_cfg_kind(tn) != FB_CFG_MAP || !fb_cfg_map_load(c->r, tn, "tag", &m)) {
+            total = sat_add(total, 1);
+            continue;
+        }
+        struct fb_cfg_node *forn = fb_cfg_get(&m, "for"), *cn = fb_cfg_get(&m, "count");
+        uint64_t n = for_count(c, vars, forn);
+        if (cn) {
+            struct loop l;
+            uint64_t elems = 1;
+            /* count: may use the tag's own loop variables: take the first binding */
+            if (fb_cfg_kind(forn) == FB_CFG_MAP && n < UINT64_MAX && loop_parse(c, vars, forn, &l)) {
+                loop_bind(&l);
+                struct fb_tvars scope = {vars, l.vars, l.nvars};
+                char *t = str_quiet(&scope, cn);
+                int64_t v;
+                if (t && fb_tmpl_int(t, &v) && v > 0) elems = (uint64_t)v;
+                free(t);
+                loop_free(&l);
+            } else {
+                char *t = str_quiet(vars, cn);
+                int64_t v;
+                if (t && fb_tmpl_int(t, &v) && v > 0) elems = (uint64_t)v;
+                free(t);
+            }
+            n = sat_mul(n, elems);
+        }
+        fb_cfg_map_free(&m);
+        total = sat_add(total, n);
+    }
+    return total;
 }
 
 /* ------------------------------------------------------------ tags */
@@ -496,6 +584,12 @@ static void build_tags(struct ctx *c, uint32_t di, int64_t dev_poll, struct fb_c
         }
         struct loop l;
         if (!loop_parse(c, vars, forn, &l)) continue;
+        uint64_t more = for_count(c, vars, forn);
+        if (c->gw->ntags + more > MAX_TAGS) { /* counted before expanding: never build past the limit */
+            fb_cfg_error(c->r, forn, "for: %" PRIu64 " more tags would pass the limit of %u tags", more, MAX_TAGS);
+            loop_free(&l);
+            continue;
+        }
         do {
             loop_bind(&l);
             struct fb_tvars scope = {vars, l.vars, l.nvars};
@@ -673,12 +767,56 @@ static void build_device(struct ctx *c, struct fb_cfg_node *dn, const struct fb_
     fb_cfg_map_free(&m);
 }
 
+/* Counts every tag the devices list would make, stopping past MAX_TAGS;
+ * false (with an error at the entry that crosses the limit) if it does. */
+static bool devices_fit(struct ctx *c, struct fb_cfg_node *dn)
+{
+    uint64_t total = 0;
+    for (size_t it = 0; it < fb_cfg_list_len(dn); it++) {
+        struct fb_cfg_node *n = fb_cfg_list_at(c->r, dn, it);
+        if (fb_cfg_kind(n) != FB_CFG_MAP) continue;
+        struct fb_cfg_map m = {0};
+        if (!fb_cfg_map_load(c->r, n, "device", &m)) continue;
+        struct fb_cfg_node *forn = fb_cfg_get(&m, "for"), *tags = fb_cfg_get(&m, "tags");
+        fb_cfg_map_free(&m);
+        if (!forn) {
+            uint64_t k = tags_count(c, NULL, tags);
+            total = sat_add(total, k);
+            if (total > MAX_TAGS) {
+                fb_cfg_error(c->r, tags ? tags : n, "these tags bring the gateway to more than the limit of %u tags",
+                       MAX_TAGS);
+                return false;
+            }
+            continue;
+        }
+        struct loop l;
+        if (!loop_parse(c, NULL, forn, &l)) continue; /* reported; the real pass skips it too */
+        uint64_t ndev = for_count(c, NULL, forn), first = 0;
+        bool firstb = true;
+        do {
+            loop_bind(&l);
+            struct fb_tvars scope = {NULL, l.vars, l.nvars};
+            uint64_t k = tags_count(c, &scope, tags);
+            if (firstb) first = k, firstb = false;
+            total = sat_add(total, k);
+        } while (total <= MAX_TAGS && loop_next(&l));
+        loop_free(&l);
+        if (total > MAX_TAGS) {
+            fb_cfg_error(c->r, forn, "for: %" PRIu64 " devices with %" PRIu64 " tags each (the first) make %" PRIu64
+                   " tags; the limit is %u tags", ndev, first, sat_mul(ndev, first), MAX_TAGS);
+            return false;
+        }
+    }
+    return true;
+}
+
 static void load_devices(struct ctx *c, struct fb_cfg_node *dn)
 {
     if (fb_cfg_kind(dn) != FB_CFG_LIST) {
         fb_cfg_error(c->r, dn, "devices must be a list (- name: …), got %s", fb_cfg_kind_name(dn));
         return;
     }
+    if (!devices_fit(c, dn)) return;
     for (size_t k = 0; k < fb_cfg_list_len(dn); k++) {
         struct fb_cfg_node *n = fb_cfg_list_at(c->r, dn, k);
         struct fb_cfg_node *forn = NULL;

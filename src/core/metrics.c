@@ -209,7 +209,7 @@ static uint64_t sink_u64(const struct fb_sink_inst *s, size_t off)
 }
 
 /* ---------------------------------------------------- store-and-forward */
-enum buf_field { B_RECORDS, B_BYTES, B_OLDEST_AGE, B_DROP_FULL, B_DROP_AGE, B_ACKED, B_CUT, B_DEGRADED };
+enum buf_field { B_RECORDS, B_BYTES, B_OLDEST_AGE, B_DROP_FULL, B_DROP_AGE, B_ACKED, B_CUT, B_LOST, B_DEGRADED };
 struct buf_metric {
     const char *name, *type, *help;
     enum buf_field f;
@@ -222,6 +222,7 @@ static const struct buf_metric buf_metrics[] = {
     {"fieldbridge_buffer_dropped_age_total", "counter", "Records dropped because they were older than max_age.", B_DROP_AGE},
     {"fieldbridge_buffer_acked_total", "counter", "Buffered records the broker acknowledged (since start).", B_ACKED},
     {"fieldbridge_buffer_corrupt_cut_bytes_total", "counter", "Bytes cut from the buffer as torn or corrupt.", B_CUT},
+    {"fieldbridge_buffer_lost_records_total", "counter", "Records found missing from the buffer (a deleted segment file, records held in memory when the process died, ids in a cut region).", B_LOST},
     {"fieldbridge_buffer_degraded", "gauge", "1 while the buffer runs on memory only (disk full, read-only, unwritable).", B_DEGRADED},
 };
 
@@ -242,6 +243,7 @@ static uint64_t buf_u64(const struct fb_store_stats *st, enum buf_field f)
     case B_DROP_AGE: return st->dropped_age;
     case B_ACKED: return st->acked;
     case B_CUT: return st->corrupt_cut;
+    case B_LOST: return st->lost;
     case B_DEGRADED: return st->degraded ? 1 : 0;
     case B_OLDEST_AGE: break;
     }
@@ -426,6 +428,15 @@ static void status_buffer(struct fb_buf *out, const struct fb_store_stats *st, d
     fb_json_double(out, oldest_age_s(st, now));
     fb_buf_puts(out, ",\"dropped\":");
     fb_json_u64(out, st->dropped_full + st->dropped_age);
+    fb_buf_puts(out, ",\"lost\":");
+    fb_json_u64(out, st->lost);
+    if (st->lost) {
+        fb_buf_puts(out, ",\"lost_ids\":[");
+        fb_json_u64(out, st->lost_first);
+        fb_buf_putc(out, ',');
+        fb_json_u64(out, st->lost_last);
+        fb_buf_putc(out, ']');
+    }
     fb_buf_puts(out, ",\"drain_rate\":");
     fb_json_double(out, rate);
     fb_buf_puts(out, st->degraded ? ",\"degraded\":true" : ",\"degraded\":false");

@@ -46,6 +46,10 @@ void fb_router_free(struct fb_router *r);
  * Returns 0 or an error with a reason a user can act on. */
 int fb_cmd_convert(const struct fb_tag *t, const void *j, struct fb_value *raw, char *sbuf,
                    size_t sbuf_len, struct fb_err *err);
+/* A command's "ts" (a json_t*): RFC 3339 date-time with an offset, or epoch
+ * milliseconds (an integer), strictly parsed and range-checked; the moment
+ * must lie in [1970-01-01, 2200-01-01).  0 and *ns (UTC), or -1. */
+int fb_cmd_parse_ts(const void *j, int64_t *ns);
 /* Synchronously process one command (what the router thread does); writes the
  * response JSON into *resp (malloc'd).  Exposed for tests. */
 void fb_cmd_process(struct fb_gateway *gw, const struct fb_cmd *cmd, char **resp, size_t *resp_len);

@@ -47,6 +47,18 @@
  * in corrupt_cut and logged with file and offset).  Garbage at the end of a
  * file (a torn write) is truncated away.  Empty and fully acked segments are
  * deleted.  Appending then continues with ids after the highest one seen.
+ * Ids are consecutive, so the scan also finds records that are missing
+ * altogether: every id between the durable head (or the previous record) and
+ * a record is either that record's predecessor or lost — a segment file that
+ * was deleted, records that lived only in memory when the process died, or
+ * records inside a cut region.  Each gap is logged with its id range and
+ * counted in `lost` (fb_store_stats), as is a segment file that vanishes
+ * while the store runs.  The cut regions of each recovered segment are
+ * remembered, so the read cursor skips exactly those silently (counted once,
+ * at open) and logs and counts every other cut it makes, whenever it finds
+ * it.  For the head gap to be meaningful the ack file is written at open
+ * when missing, and before any segment file is deleted (so a deleted segment
+ * is always below the persisted head when the deletion was ours).
  *
  * Delivery: a sequential read cursor walks the segments; every record handed
  * out enters the in-flight ring (id, segment, offset, acked flag), sorted by
@@ -183,6 +195,8 @@ struct seg {
     int fd;       /* disk tail only: write fd */
     uint8_t *mem; /* memory segment: its bytes (cap = segment_bytes) */
     bool recovered;
+    struct cut { uint64_t off, len; } *cuts; /* regions cut at open (already counted) */
+    uint32_t ncuts;
     char name[24];
 };
 
@@ -237,6 +251,10 @@ struct fb_store {
     int fault_ops, fault_errno;
 
     uint64_t live, appended, acked, dropped_full, dropped_age, corrupt_cut, recovered;
+    uint64_t lost, lost_first, lost_last; /* records missing (see the top); the latest range */
+    bool scan_cut;                        /* recovery: the last scanned file ended in a cut */
+    struct lrange { uint64_t first, last; } *lr; /* losses already reported (DIR/lost), sorted */
+    uint32_t nlr;
     struct fb_ratelimit drop_rl;
     uint64_t drop_burst;
 };
@@ -379,10 +397,15 @@ static void seg_link(struct fb_store *s, struct seg *g)
     if (g->mem) s->mem_bytes += g->len;
 }
 
-/* Removes the head segment from the list and from disk. */
+/* Removes the head segment from the list and from disk.  Its ids are done
+ * with (acked, dropped or lost): the head moves past them and, for a disk
+ * segment, is persisted first, so that a later open does not take the
+ * missing file for a lost one. */
 static void seg_unlink_head(struct fb_store *s)
 {
     struct seg *g = s->head;
+    if (g->nrec && g->last_id > s->acked_hi) s->acked_hi = g->last_id;
+    if (!g->mem && s->dirfd >= 0 && s->acked_hi_saved < s->acked_hi) ack_save(s, true);
     s->head = g->next;
     if (s->tail == g) s->tail = NULL;
     s->nsegs--;
@@ -402,7 +425,114 @@ static void seg_unlink_head(struct fb_store *s)
     if (g->mem) free(g->mem);
     else if (s->dirfd >= 0 && unlinkat(s->dirfd, g->name, 0) != 0 && errno != ENOENT)
         fb_warn(sname(s), NULL, "store: cannot delete %s/%s: %s", s->dir, g->name, strerror(errno));
+    free(g->cuts);
     free(g);
+}
+
+/* DIR/lost: the id ranges already reported as lost, so that a loss found at
+ * open is reported once, not again at every start until the head passes it.
+ * "FBLS", u32 version 1, u32 count, count x (u64 first, u64 last), u32
+ * CRC-32C of all that.  Ranges at or below the durable head are dropped. */
+#define LOST_MAGIC "FBLS"
+#define LOST_MAX 1024u
+
+static void lost_load(struct fb_store *s)
+{
+    int fd = openat(s->dirfd, "lost", O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return;
+    uint8_t b[12 + LOST_MAX * 16 + 4];
+    ssize_t n = read(fd, b, sizeof b);
+    close(fd);
+    if (n < 16 || memcmp(b, LOST_MAGIC, 4) != 0 || get32(b + 4) != 1) return;
+    uint32_t cnt = get32(b + 8);
+    if (cnt > LOST_MAX || (size_t)n != 12 + (size_t)cnt * 16 + 4 ||
+        get32(b + 12 + cnt * 16) != fb_crc32c(0, b, 12 + (size_t)cnt * 16))
+        return;
+    s->lr = malloc((cnt ? cnt : 1) * sizeof *s->lr);
+    if (!s->lr) return;
+    for (uint32_t i = 0; i < cnt; i++) {
+        uint64_t f = get64(b + 12 + i * 16), l = get64(b + 20 + i * 16);
+        if (f <= l && l > s->floor && (!s->nlr || f > s->lr[s->nlr - 1].last)) s->lr[s->nlr++] = (struct lrange){f, l};
+    }
+}
+
+static void lost_save(struct fb_store *s)
+{
+    if (s->dirfd < 0) return;
+    uint8_t b[12 + LOST_MAX * 16 + 4];
+    uint32_t cnt = s->nlr;
+    memcpy(b, LOST_MAGIC, 4);
+    put32(b + 4, 1);
+    put32(b + 8, cnt);
+    for (uint32_t i = 0; i < cnt; i++) {
+        put64(b + 12 + i * 16, s->lr[i].first);
+        put64(b + 20 + i * 16, s->lr[i].last);
+    }
+    put32(b + 12 + cnt * 16, fb_crc32c(0, b, 12 + (size_t)cnt * 16));
+    if (small_file_write(s->dirfd, "lost", b, 12 + (size_t)cnt * 16 + 4, false) != 0)
+        fb_debug(sname(s), NULL, "store: writing the lost file failed: %s", strerror(errno));
+}
+
+/* Adds [f, l] to the sorted, disjoint list (merging); drops the oldest past LOST_MAX. */
+static void lost_remember(struct fb_store *s, uint64_t f, uint64_t l)
+{
+    struct lrange *v = realloc(s->lr, (s->nlr + 1) * sizeof *v);
+    if (!v) return;
+    s->lr = v;
+    uint32_t i = 0, k = 0;
+    struct lrange *out = v; /* in place: merged ranges never outnumber the inputs */
+    struct lrange add = {f, l};
+    bool placed = false;
+    uint32_t n = s->nlr;
+    struct lrange *tmp = malloc((n + 1) * sizeof *tmp);
+    if (!tmp) return;
+    for (i = 0; i < n; i++) {
+        if (!placed && add.first < v[i].first) tmp[k++] = add, placed = true;
+        tmp[k++] = v[i];
+    }
+    if (!placed) tmp[k++] = add;
+    uint32_t m = 0;
+    for (i = 0; i < k; i++) {
+        if (m && tmp[i].first <= out[m - 1].last + 1) {
+            if (tmp[i].last > out[m - 1].last) out[m - 1].last = tmp[i].last;
+        } else {
+            out[m++] = tmp[i];
+        }
+    }
+    free(tmp);
+    if (m > LOST_MAX) {
+        memmove(out, out + (m - LOST_MAX), LOST_MAX * sizeof *out);
+        m = LOST_MAX;
+    }
+    s->nlr = m;
+}
+
+/* Records [first, last] are gone for good: each part not reported before
+ * (by this or an earlier run) is logged and counted. */
+static void lost_report(struct fb_store *s, uint64_t first, uint64_t last, const char *why, const char *file)
+{
+    uint64_t cur = first;
+    bool any = false;
+    for (uint32_t i = 0; i <= s->nlr && cur <= last; i++) {
+        uint64_t stop = i < s->nlr ? s->lr[i].first : UINT64_MAX; /* report [cur, stop-1] ∩ [.., last] */
+        if (i < s->nlr && s->lr[i].last < cur) continue;
+        if (stop > cur) {
+            uint64_t e = stop - 1 < last ? stop - 1 : last;
+            uint64_t n = e - cur + 1;
+            s->lost += n;
+            s->lost_first = cur;
+            s->lost_last = e;
+            any = true;
+            fb_warn(sname(s), NULL, "store %s: %" PRIu64 " records lost (ids %" PRIu64 "..%" PRIu64 "): %s %s/%s",
+                    s->dir, n, cur, e, why, s->dir, file);
+        }
+        if (i < s->nlr) cur = s->lr[i].last == UINT64_MAX ? UINT64_MAX : s->lr[i].last + 1;
+        else break;
+    }
+    if (any) {
+        lost_remember(s, first, last);
+        lost_save(s);
+    }
 }
 
 /* Deletes leading segments that are read and fully acked. */
@@ -659,8 +789,21 @@ static bool is_seg_name(const char *n)
     return true;
 }
 
-/* Scans one segment file; links it if it holds un-acked records. */
-static void recover_segment(struct fb_store *s, const char *name, uint64_t *prev_id)
+static bool cut_add(struct seg *g, uint64_t off, uint64_t len)
+{
+    if ((g->ncuts & (g->ncuts - 1)) == 0) { /* 0, 1, 2, 4, …: grow */
+        struct cut *c = realloc(g->cuts, (g->ncuts ? g->ncuts * 2 : 1) * sizeof *c);
+        if (!c) return false;
+        g->cuts = c;
+    }
+    g->cuts[g->ncuts++] = (struct cut){off, len};
+    return true;
+}
+
+/* Scans one segment file; links it if it holds un-acked records.  *prev_id
+ * is the last valid id before it; *known whether ids up to there are
+ * accounted for (the ack file was read, or a record was seen). */
+static void recover_segment(struct fb_store *s, const char *name, uint64_t *prev_id, bool *known)
 {
     int fd = openat(s->dirfd, name, O_RDWR | O_CLOEXEC);
     if (fd < 0) fd = openat(s->dirfd, name, O_RDONLY | O_CLOEXEC);
@@ -714,12 +857,24 @@ static void recover_segment(struct fb_store *s, const char *name, uint64_t *prev
         return;
     }
     snprintf(g->name, sizeof g->name, "%s", name);
+    uint64_t name_id = strtoull(name, NULL, 16);
     uint64_t off = SEG_HDR, end = SEG_HDR;
+    bool cut_before = s->scan_cut; /* the previous file ended in a cut */
     while (off < n) {
         uint32_t len;
         uint64_t id;
         int64_t ts;
         if (rec_valid(b + off, n - off, *prev_id, &len, &id, &ts)) {
+            uint64_t exp = (*prev_id > s->floor ? *prev_id : s->floor) + 1;
+            if (*known && id > exp) {
+                if (!g->nrec && !cut_before && id == name_id) /* the ids before this file's first */
+                    lost_report(s, exp, id - 1, "no segment file holds them (deleted, or held in memory when "
+                                "the process died); the next file is", name);
+                else
+                    lost_report(s, exp, id - 1, "cut as corrupt in", name);
+            }
+            *known = true;
+            cut_before = false;
             if (!g->nrec) g->first_id = id;
             g->last_id = id;
             g->nrec++;
@@ -733,6 +888,8 @@ static void recover_segment(struct fb_store *s, const char *name, uint64_t *prev
         }
         uint64_t nx = resync(b, n, off + 1, *prev_id);
         s->corrupt_cut += nx - off;
+        cut_add(g, off, nx - off); /* the reader skips it silently (if it is not truncated below) */
+        cut_before = true;
         if (nx < n)
             fb_warn(sname(s), NULL, "store: %s/%s: corrupt record at offset %" PRIu64 "; cut %" PRIu64
                     " bytes, resuming at offset %" PRIu64, s->dir, name, off, nx - off, nx);
@@ -742,10 +899,12 @@ static void recover_segment(struct fb_store *s, const char *name, uint64_t *prev
         off = nx;
     }
     free(b);
+    s->scan_cut = cut_before;
     if (end < n && ftruncate(fd, (off_t)end) != 0) end = n; /* read-only: the reader skips it again */
     close(fd);
     if (g->nrec == 0 || g->last_id <= s->floor) {
         unlinkat(s->dirfd, name, 0);
+        free(g->cuts);
         free(g);
         return;
     }
@@ -765,6 +924,8 @@ static int recover(struct fb_store *s)
         floor = 0;
     }
     s->floor = s->acked_hi = s->acked_hi_saved = floor;
+    bool known = r == 0; /* ids up to the head are accounted for */
+    lost_load(s);
     DIR *d = fdopendir(dup(s->dirfd));
     if (!d) return -1;
     char **names = NULL;
@@ -789,11 +950,20 @@ static int recover(struct fb_store *s)
     closedir(d);
     if (nn) qsort(names, nn, sizeof *names, cmp_names);
     uint64_t prev = 0;
+    if (r == 1 && nn)
+        fb_warn(sname(s), NULL, "store %s: the ack file is missing; records lost before the first segment "
+                "cannot be detected", s->dir);
     for (size_t i = 0; i < nn; i++) {
-        recover_segment(s, names[i], &prev);
+        recover_segment(s, names[i], &prev, &known);
         free(names[i]);
     }
     free(names);
+    if (r != 0) { /* (re)create it, so that the next open knows the head */
+        uint8_t b[24];
+        small_file_fill(b, ACK_MAGIC, floor);
+        if (small_file_write(s->dirfd, "ack", b, sizeof b, false) != 0)
+            fb_debug(sname(s), NULL, "store: writing the ack file failed: %s", strerror(errno));
+    }
     s->next_id = (prev > floor ? prev : floor) + 1;
     s->last_read_id = 0;
     if (s->recovered)
@@ -1094,9 +1264,26 @@ static int window(struct fb_store *s, struct seg *g, uint64_t off, uint64_t need
 }
 
 /* The cursor hit bad bytes at cur_off: skip to the next valid record or the
- * end of the readable part of the segment. */
+ * end of the readable part of the segment.  A region that recovery cut at
+ * open is skipped silently (it was counted and logged then); every other cut
+ * is counted and logged now, whatever the segment's age.  A segment whose
+ * file has vanished is reported as lost records, not as corruption. */
 static void cursor_resync(struct fb_store *s, struct seg *g, uint64_t lim)
 {
+    for (uint32_t i = 0; i < g->ncuts; i++)
+        if (g->cuts[i].off == s->cur_off && g->cuts[i].len <= lim - s->cur_off) {
+            s->cur_off += g->cuts[i].len;
+            return;
+        }
+    if (!g->mem && s->rfd_seg != g && s->dirfd >= 0 && faccessat(s->dirfd, g->name, F_OK, 0) != 0 &&
+        errno == ENOENT) {
+        uint64_t first = (s->last_read_id > s->floor ? s->last_read_id : s->floor) + 1;
+        if (first < g->first_id) first = g->first_id;
+        if (g->nrec && g->last_id >= first && g->nseen < g->nrec)
+            lost_report(s, first, g->last_id, "segment file deleted while queued:", g->name);
+        s->cur_off = lim;
+        return;
+    }
     uint64_t n = lim - s->cur_off, nx = n;
     uint8_t *b = malloc(n ? n : 1);
     if (b) {
@@ -1116,11 +1303,9 @@ static void cursor_resync(struct fb_store *s, struct seg *g, uint64_t lim)
         if (nx == got) nx = n;
         free(b);
     }
-    if (!g->recovered) { /* recovery already counted and logged its own cuts */
-        s->corrupt_cut += nx;
-        fb_warn(sname(s), NULL, "store: %s: corrupt record at offset %" PRIu64 " while reading; cut %" PRIu64
-                " bytes", g->name, s->cur_off, nx);
-    }
+    s->corrupt_cut += nx;
+    fb_warn(sname(s), NULL, "store: %s/%s: corrupt record at offset %" PRIu64 " while reading; cut %" PRIu64
+            " bytes", s->dir, g->name, s->cur_off, nx);
     s->cur_off += nx;
 }
 
@@ -1149,11 +1334,15 @@ int fb_store_next(struct fb_store *s, uint64_t *id, const void **p, uint32_t *le
         if (e->acked) continue;
         const uint8_t *b;
         if (window(s, e->seg, e->off, REC_HDR + (uint64_t)e->len, &b) != 0) {
-            /* unreadable now (disk error): count it as corrupt, treat as done */
+            /* unreadable now (disk error, file deleted): lost, treat as done */
             e->acked = true;
             e->seg->nacked++;
             s->live--;
             s->corrupt_cut += REC_HDR + e->len;
+            if (s->lost && e->id == s->lost_last + 1) /* the same run: one log line for it */
+                s->lost++, s->lost_last = e->id;
+            else
+                lost_report(s, e->id, e->id, "unreadable when sent again from", e->seg->name);
             ring_pop(s);
             continue;
         }
@@ -1284,6 +1473,9 @@ void fb_store_stats(struct fb_store *s, struct fb_store_stats *o)
     o->dropped_age = s->dropped_age;
     o->corrupt_cut = s->corrupt_cut;
     o->recovered = s->recovered;
+    o->lost = s->lost;
+    o->lost_first = s->lost_first;
+    o->lost_last = s->lost_last;
     for (struct seg *g = s->head; g; g = g->next)
         if (g->nacked < g->nrec) {
             o->oldest_ts = g->min_ts;
@@ -1330,6 +1522,7 @@ void fb_store_close(struct fb_store *s)
         if (!g->mem && s->dirfd >= 0 && ((g->nrec && g->last_id <= s->acked_hi_saved) || !g->nrec))
             unlinkat(s->dirfd, g->name, 0);
         free(g->mem);
+        free(g->cuts);
         free(g);
     }
     if (s->rfd >= 0) close(s->rfd);
@@ -1340,6 +1533,7 @@ void fb_store_close(struct fb_store *s)
     free(s->rbuf);
     free(s->ring);
     free(s->limbo);
+    free(s->lr);
     free(s);
 }
 
@@ -1372,6 +1566,43 @@ int fb_store_seq_reserve(const char *dir, uint64_t limit, struct fb_err *err)
     return 0;
 }
 
+/* Newest modification time (µs since the epoch) of DIR, its entries and the
+ * entries of its subdirectories (the sinks' queues): a lower bound for the
+ * clock at the last write, used when the clock has gone back. */
+static uint64_t newest_mtime_us(const char *dir, int depth)
+{
+    uint64_t best = 0;
+    DIR *d = opendir(dir);
+    if (!d) return 0;
+    struct dirent *de;
+    char p[1024];
+    while ((de = readdir(d))) {
+        if (!strcmp(de->d_name, "..")) continue;
+        snprintf(p, sizeof p, "%s/%s", dir, de->d_name);
+        struct stat st;
+        if (lstat(p, &st) != 0) continue;
+        uint64_t t = st.st_mtim.tv_sec > 0 ? (uint64_t)st.st_mtim.tv_sec * 1000000u + (uint64_t)st.st_mtim.tv_nsec / 1000u : 0;
+        if (t > best) best = t;
+        if (depth > 0 && S_ISDIR(st.st_mode) && strcmp(de->d_name, ".") != 0) {
+            uint64_t u = newest_mtime_us(p, depth - 1);
+            if (u > best) best = u;
+        }
+    }
+    closedir(d);
+    return best;
+}
+
+/* Where a counter without a trustworthy file restarts: the clock in µs (as
+ * without a buffer), and above the newest write in the directory if the
+ * clock is behind it.  Numbers are handed out far slower than one per µs, so
+ * this is above every number a previous run handed out, whether it started
+ * from 1 (an old store) or from its own clock. */
+static uint64_t seq_restart(const char *dir)
+{
+    uint64_t now = (uint64_t)fb_now_ns() / 1000, m = newest_mtime_us(dir, 1);
+    return m >= now ? m + 1 : now;
+}
+
 int fb_store_seq_open(struct fb_store_seq *q, const char *dir, uint64_t block, struct fb_err *err)
 {
     memset(q, 0, sizeof *q);
@@ -1380,9 +1611,17 @@ int fb_store_seq_open(struct fb_store_seq *q, const char *dir, uint64_t block, s
     uint64_t l = 0;
     int rc = fb_store_seq_load(dir, &l, err);
     if (rc == FB_EPROTO) {
-        /* never reuse a number: jump far beyond anything plausible */
-        fb_error(NULL, NULL, "seq %s/seq corrupt: restarting at a time-derived number", dir);
-        l = (uint64_t)fb_now_ns() / 1000;
+        /* never reuse a number: jump beyond anything handed out before */
+        l = seq_restart(dir);
+        fb_error(NULL, NULL, "seq %s/seq corrupt: restarting at the time-derived number %" PRIu64, dir, l);
+    } else if (rc == 0 && l == 0) {
+        /* No file.  The queue (or a consumer) may hold numbers from a run
+         * whose file is gone — deleted, a restored backup, a wiped buffer —
+         * and starting at 1 would reuse them.  The store cannot read them
+         * back (records are the sinks' opaque bytes), so restart as for a
+         * corrupt file. */
+        l = seq_restart(dir);
+        fb_info(NULL, NULL, "seq %s/seq missing: starting at the time-derived number %" PRIu64, dir, l);
     }
     q->next = l ? l : 1;
     q->limit = q->next;

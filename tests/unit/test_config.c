@@ -653,6 +653,291 @@ static void test_tmpl(void **state)
     assert_true(fb_tmpl_range("15", &lo, &hi) < 0);
 }
 
+/* Deep expressions are bounded (issue 14: 50,000 parentheses overflowed the
+ * stack of the recursive-descent evaluator). */
+static char *nested(int depth, const char *open, const char *inner, const char *close)
+{
+    size_t lo = strlen(open), lc = strlen(close), n = (size_t)depth * (lo + lc) + strlen(inner) + 3;
+    char *s = malloc(n), *p = s;
+    assert_non_null(s);
+    *p++ = '{';
+    for (int i = 0; i < depth; i++, p += lo) memcpy(p, open, lo);
+    p += sprintf(p, "%s", inner);
+    for (int i = 0; i < depth; i++, p += lc) memcpy(p, close, lc);
+    *p++ = '}';
+    *p = 0;
+    return s;
+}
+
+static void test_tmpl_depth(void **state)
+{
+    (void)state;
+    struct fb_tvar v[] = {{"i", "7", true, 7}};
+    struct fb_tvars vs = {NULL, v, 1};
+    struct fb_err e = {0};
+    char *o = NULL;
+    char *s = nested(FB_TMPL_MAX_DEPTH, "(", "i", ")"); /* at the limit: fine */
+    assert_int_equal(fb_tmpl_subst(&vs, s, &o, &e), 0);
+    assert_string_equal(o, "7");
+    free(o);
+    free(s);
+    s = nested(FB_TMPL_MAX_DEPTH, "-", "i", ""); /* 64 minus signs: +7 */
+    assert_int_equal(fb_tmpl_subst(&vs, s, &o, &e), 0);
+    assert_string_equal(o, "7");
+    free(o);
+    free(s);
+    static const int depths[] = {FB_TMPL_MAX_DEPTH + 1, 50000, 2000000};
+    for (size_t k = 0; k < 3; k++) {
+        s = nested(depths[k], "(", "i", ")");
+        assert_int_equal(fb_tmpl_subst(&vs, s, &o, &e), FB_EINVAL);
+        assert_non_null(strstr(e.msg, "nested too deeply (more than 64"));
+        free(s);
+        s = nested(depths[k], "-(", "i", ")");
+        assert_int_equal(fb_tmpl_subst(&vs, s, &o, &e), FB_EINVAL);
+        assert_non_null(strstr(e.msg, "nested too deeply"));
+        free(s);
+    }
+    /* through the loader: an error at the scalar, file:line:col */
+    s = nested(50000, "(", "d", ")");
+    size_t n = strlen(s) + 256;
+    char *y = malloc(n);
+    snprintf(y, n,
+             "gateway: {id: gw}\n"
+             "devices:\n"
+             "  - for: {d: \"1..2\"}\n"
+             "    name: \"d%s\"\n"
+             "    url: sim://s\n"
+             "    tags: [{name: t, addr: \"const:1\"}]\n", s);
+    char *diag = NULL;
+    struct fb_gateway *gw = NULL;
+    assert_int_equal(load_text(y, false, &diag, &gw), FB_EINVAL);
+    expect_diag(diag, ":4:11: ", "device name: expression nested too deeply (more than 64 parentheses or signs)");
+    free(diag);
+    free(y);
+    free(s);
+}
+
+/* ------------------------------------------------------------ hostile YAML */
+
+/* load_text, and the time it took (s) */
+static double load_timed(const char *yaml, char **diag, int *rc)
+{
+    int64_t t0 = fb_mono_ns();
+    struct fb_gateway *gw = NULL;
+    *rc = load_text(yaml, false, diag, &gw);
+    fb_gateway_free(gw);
+    return (double)(fb_mono_ns() - t0) / 1e9;
+}
+
+/* A diagnostic "file:LINE:COL: msg" with the given line (any column). */
+static void expect_on_line(const char *diag, int line, const char *msg)
+{
+    char want[32];
+    snprintf(want, sizeof want, ":%d:", line);
+    for (const char *p = diag; (p = strstr(p, want)); p++) {
+        const char *eol = strchr(p, '\n'), *c = strchr(p + strlen(want), ':');
+        const char *h = strstr(p, msg);
+        if (c && h && (!eol || h < eol) && c < h) return;
+    }
+    fprintf(stderr, "missing diagnostic on line %d: %s\n--- got:\n%s---\n", line, msg, diag);
+    fail();
+}
+
+static size_t pow2_at_least(size_t n)
+{
+    size_t c = 64;
+    while (c < n) c *= 2;
+    return c;
+}
+
+/* Appends add to s (length *len); the buffer doubles (a realloc per append
+ * made the 100000-alias case quadratic under ASan). */
+static char *grow_cat(char *s, size_t *len, const char *add)
+{
+    size_t n = strlen(add);
+    if (!s || pow2_at_least(*len + n + 1) != pow2_at_least(*len + 1)) s = realloc(s, pow2_at_least(*len + n + 1));
+    assert_non_null(s);
+    memcpy(s + *len, add, n + 1);
+    *len += n;
+    return s;
+}
+
+/* Issue 14: alias and merge-key bombs hung `check`; deep nesting was
+ * quadratic (a 100,000-deep list took 20 s) — now each is refused at once,
+ * at its line:col, with the limit. */
+static void test_yaml_bombs(void **state)
+{
+    (void)state;
+    char *diag = NULL, *y = NULL, buf[512];
+    size_t len = 0;
+    int rc;
+    /* 1. merge keys fanning out 20 ways over 8 levels (20^8 merges before) */
+    y = grow_cat(y, &len, "m0: &m0 {k: v}\n");
+    for (int i = 1; i <= 8; i++) {
+        int k = snprintf(buf, sizeof buf, "m%d: &m%d {<<: [", i, i);
+        for (int j = 0; j < 20; j++) k += snprintf(buf + k, sizeof buf - (size_t)k, "%s*m%d", j ? ", " : "", i - 1);
+        snprintf(buf + k, sizeof buf - (size_t)k, "], k%d: v}\n", i);
+        y = grow_cat(y, &len, buf);
+    }
+    y = grow_cat(y, &len, "gateway: {id: gw, <<: *m8}\n");
+    double t = load_timed(y, &diag, &rc);
+    assert_int_equal(rc, FB_EINVAL);
+    expect_on_line(diag, 6, "aliases expand to more than 1000000 nodes (at *m4)");
+    assert_true(t < 2.0);
+    free(diag);
+    free(y);
+    /* 2. lists of lists of aliases in a merge (9 short lines: 20^7 merges before) */
+    y = NULL, len = 0;
+    y = grow_cat(y, &len, "gateway: {id: gw}\na0: &a0 {k: v}\n");
+    for (int i = 1; i <= 7; i++) {
+        int k = snprintf(buf, sizeof buf, "a%d: &a%d [", i, i);
+        for (int j = 0; j < 20; j++) k += snprintf(buf + k, sizeof buf - (size_t)k, "%s*a%d", j ? ", " : "", i - 1);
+        snprintf(buf + k, sizeof buf - (size_t)k, "]\n");
+        y = grow_cat(y, &len, buf);
+    }
+    y = grow_cat(y, &len, "devices: [{name: d, url: \"sim://x\", tags: [{name: t, addr: \"const:1\", <<: *a7}]}]\n");
+    t = load_timed(y, &diag, &rc);
+    assert_int_equal(rc, FB_EINVAL);
+    expect_on_line(diag, 7, "aliases expand to more than 1000000 nodes (at *a4)");
+    assert_true(t < 2.0);
+    free(diag);
+    free(y);
+    /* 3. a list inside a merge list is not YAML's merge key: refused, not walked */
+    static const char y3[] =
+        "gateway: {id: gw}\n"
+        "a: &a {unit: x}\n"
+        "devices: [{name: d, url: \"sim://x\", tags: [{name: t, addr: \"const:1\", <<: [[*a]]}]}]\n";
+    assert_int_equal(load_timed(y3, &diag, &rc) < 2.0, 1);
+    assert_int_equal(rc, FB_EINVAL);
+    expect_diag(diag, pos(y3, 3, "[*a]"), "'<<' needs a mapping or a list of mappings, got a list inside the list");
+    free(diag);
+    /* 4. too many aliases */
+    y = NULL, len = 0;
+    y = grow_cat(y, &len, "gateway: {id: gw}\ns: &s x\nl: [*s");
+    for (int i = 0; i < 100000; i++) y = grow_cat(y, &len, ",*s");
+    y = grow_cat(y, &len, "]\n");
+    assert_true(load_timed(y, &diag, &rc) < 2.0);
+    assert_int_equal(rc, FB_EINVAL);
+    expect_on_line(diag, 3, "more than 100000 aliases (*name) in one file");
+    free(diag);
+    free(y);
+    /* 5. an alias inside the node it names */
+    static const char y5[] = "gateway: {id: gw, <<: &a {x: *a}}\n";
+    load_timed(y5, &diag, &rc);
+    assert_int_equal(rc, FB_EINVAL);
+    expect_diag(diag, pos(y5, 1, "*a"), "alias *a refers to the node that contains it");
+    free(diag);
+    /* 6. deep nesting: flow and block style */
+    for (int style = 0; style < 2; style++) {
+        int n = style ? 3000 : 100000;
+        y = NULL, len = 0;
+        y = grow_cat(y, &len, style ? "gateway: {id: gw}\nx:" : "gateway: {id: gw}\nx: ");
+        for (int i = 0; i < n; i++) {
+            if (style) {
+                snprintf(buf, sizeof buf, "\n%*s-", i, "");
+                y = grow_cat(y, &len, buf);
+            } else {
+                y = grow_cat(y, &len, "[");
+            }
+        }
+        for (int i = 0; !style && i < n; i++) y = grow_cat(y, &len, "]");
+        y = grow_cat(y, &len, "\n");
+        t = load_timed(y, &diag, &rc);
+        assert_int_equal(rc, FB_EINVAL);
+        expect_on_line(diag, style ? 66 : 2, "lists and mappings nested deeper than 64 levels");
+        assert_true(t < 2.0);
+        free(diag);
+        free(y);
+    }
+    /* 64 levels are fine (the error is about the key, not the depth) */
+    y = NULL, len = 0;
+    y = grow_cat(y, &len, "gateway: {id: gw}\nx: ");
+    for (int i = 0; i < 63; i++) y = grow_cat(y, &len, "[");
+    for (int i = 0; i < 63; i++) y = grow_cat(y, &len, "]");
+    y = grow_cat(y, &len, "\n");
+    load_timed(y, &diag, &rc);
+    assert_null(strstr(diag, "nested deeper"));
+    assert_non_null(strstr(diag, "unknown key 'x'"));
+    free(diag);
+    free(y);
+    /* 7. a legitimate template merged into many tags still loads */
+    y = NULL, len = 0;
+    y = grow_cat(y, &len, "gateway: {id: gw}\nx-s: &s {type: float32, unit: C, deadband: 0.5}\n"
+                          "devices:\n  - name: d\n    url: \"sim://x\"\n    tags:\n");
+    for (int i = 0; i < 2000; i++) {
+        snprintf(buf, sizeof buf, "      - {name: t%d, addr: \"const:1\", <<: *s}\n", i);
+        y = grow_cat(y, &len, buf);
+    }
+    struct fb_gateway *gw = NULL;
+    rc = load_text(y, false, &diag, &gw);
+    if (rc) fprintf(stderr, "%s", diag);
+    assert_int_equal(rc, 0);
+    assert_int_equal(gw->ntags, 2000);
+    assert_string_equal(gw->tags[1999].unit, "C");
+    free(diag);
+    free(y);
+    fb_gateway_free(gw);
+}
+
+/* Issue 14: nested for: products were expanded before any limit applied
+ * (100000 x 100000 hung check; the 2 M-tag cap was hit after 1.2 GB).  The
+ * count comes first, and the error names the limit. */
+static void test_for_product_limit(void **state)
+{
+    (void)state;
+    char *diag = NULL;
+    int rc;
+    static const char y1[] =
+        "gateway: {id: gw}\n"
+        "devices:\n"
+        "  - for: {d: \"1..100000\"}\n"
+        "    name: \"d{d}\"\n"
+        "    url: \"sim://x{d}\"\n"
+        "    tags:\n"
+        "      - for: {i: \"1..100000\"}\n"
+        "        name: \"t{i}\"\n"
+        "        addr: \"const:1\"\n";
+    double t = load_timed(y1, &diag, &rc);
+    assert_int_equal(rc, FB_EINVAL);
+    expect_diag(diag, pos(y1, 3, "{d:"),
+                "for: 100000 devices with 100000 tags each (the first) make 10000000000 tags; the limit is 2000000 tags");
+    assert_true(t < 2.0);
+    free(diag);
+    /* tags x count: 3 x 1000 x 1000 */
+    static const char y2[] =
+        "gateway: {id: gw}\n"
+        "devices:\n"
+        "  - for: {d: [a, b, c]}\n"
+        "    name: \"d{d}\"\n"
+        "    url: \"sim://x{d}\"\n"
+        "    tags:\n"
+        "      - for: {i: \"1..1000\"}\n"
+        "        name: \"t{i}\"\n"
+        "        addr: \"const:1\"\n"
+        "        count: 1000\n";
+    t = load_timed(y2, &diag, &rc);
+    assert_int_equal(rc, FB_EINVAL);
+    expect_diag(diag, pos(y2, 3, "{d:"), "for: 3 devices with 1000000 tags each (the first) make 3000000 tags");
+    assert_true(t < 2.0);
+    free(diag);
+    /* devices without for: adding up past the limit */
+    char *y = NULL;
+    size_t len = 0;
+    y = grow_cat(y, &len, "gateway: {id: gw}\ndevices:\n");
+    for (int d = 0; d < 25; d++) {
+        char b[200];
+        snprintf(b, sizeof b, "  - name: d%d\n    url: \"sim://x%d\"\n    tags:\n      - for: {i: \"1..100000\"}\n"
+                 "        name: \"t{i}\"\n        addr: \"const:1\"\n", d, d);
+        y = grow_cat(y, &len, b);
+    }
+    t = load_timed(y, &diag, &rc);
+    assert_int_equal(rc, FB_EINVAL);
+    expect_on_line(diag, 6 * 20 + 6, "these tags bring the gateway to more than the limit of 2000000 tags");
+    assert_true(t < 5.0);
+    free(diag);
+    free(y);
+}
+
 /* ------------------------------------------------------------ durations */
 
 static void test_durations_sizes(void **state)
@@ -996,7 +1281,9 @@ int main(void)
         cmocka_unit_test(test_valid_model),     cmocka_unit_test(test_errors_collected),
         cmocka_unit_test(test_error_classes),   cmocka_unit_test(test_env_expand),
         cmocka_unit_test(test_secret_files),    cmocka_unit_test(test_for_expansion),
-        cmocka_unit_test(test_tmpl),            cmocka_unit_test(test_durations_sizes),
+        cmocka_unit_test(test_tmpl),            cmocka_unit_test(test_tmpl_depth),
+        cmocka_unit_test(test_yaml_bombs),      cmocka_unit_test(test_for_product_limit),
+        cmocka_unit_test(test_durations_sizes),
         cmocka_unit_test(test_url_parse),       cmocka_unit_test(test_driver_table),
         cmocka_unit_test(test_docs_list_every_key),
     };

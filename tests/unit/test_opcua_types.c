@@ -450,6 +450,37 @@ static void test_datetime(void **state)
     assert_true(ua_dt_to_ns(ua_dt_from_ns(1700000000123456700LL)) == 1700000000123456700LL);
     assert_int_equal(ua_dt_to_ns(0), 0);
     ua_dt_format(INT64_MAX, b, sizeof b); /* far future: no crash */
+    assert_string_equal(b, "9999-12-31T23:59:59.9999999Z");
+    /* from server data (issue 14, the fuzz input 06 0d 00 09 0a 0b 0c 0d 00 80):
+     * a huge negative DateTime overflowed dt - epoch (UBSan abort) */
+    int64_t neg = (int64_t)0x80000d0c0b0a0900ULL;
+    ua_dt_format(neg, b, sizeof b);
+    assert_string_equal(b, "1601-01-01T00:00:00.000Z");
+    ua_dt_format(INT64_MIN, b, sizeof b);
+    assert_string_equal(b, "1601-01-01T00:00:00.000Z");
+    ua_dt_format(UA_DT_MAX, b, sizeof b);
+    assert_string_equal(b, "9999-12-31T23:59:59.9999999Z");
+    /* to ns: out of range means "no time stamp" (0), never a wrapped value */
+    assert_int_equal(ua_dt_to_ns(neg), 0);
+    assert_int_equal(ua_dt_to_ns(INT64_MIN), 0);
+    assert_int_equal(ua_dt_to_ns(-1), 0);
+    assert_int_equal(ua_dt_to_ns(INT64_MAX), 0);
+    assert_int_equal(ua_dt_to_ns(UA_DT_MAX), 0);
+    assert_int_equal(ua_dt_to_ns(1), 0);                       /* 1601: before 1677, not representable */
+    assert_int_equal(ua_dt_to_ns(UA_DT_UNIX_EPOCH + 92233720368547759LL), 0); /* after 2262 */
+    assert_int_equal(ua_dt_to_ns(UA_DT_UNIX_EPOCH - 92233720368547759LL), 0); /* before 1677 */
+    assert_true(ua_dt_to_ns(UA_DT_UNIX_EPOCH + 92233720368547758LL) == 9223372036854775800LL);
+    assert_true(ua_dt_to_ns(UA_DT_UNIX_EPOCH - 92233720368547758LL) == -9223372036854775800LL);
+    /* through the value conversion (what the fuzz harness does) */
+    struct ua_variant v;
+    memset(&v, 0, sizeof v);
+    v.type = UA_DATETIME;
+    v.v.dt = neg;
+    struct fb_value fv;
+    char sb[64];
+    assert_int_equal(ua_variant_to_fb(&v, FB_T_STRING, &fv, sb, sizeof sb), 0);
+    assert_int_equal(fv.s.len, strlen("1601-01-01T00:00:00.000Z"));
+    assert_memory_equal(fv.s.p, "1601-01-01T00:00:00.000Z", fv.s.len);
 }
 
 int main(void)

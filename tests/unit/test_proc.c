@@ -483,6 +483,11 @@ static void test_window_random(void **state)
     window_run(1000, 10 * S, 0, 100, 6000);      /* time-limited */
     window_run(16, 60 * S, 50, 10, 3000);        /* capacity-limited: only the newest 16 */
     window_run(500, 5 * S, 1e6, 0.01, 4000);     /* large offset, tiny variance */
+    /* odd capacities (window 10s at poll 100ms gives 129): the control block
+     * must stay aligned — the UBSan build aborted here before (issue 14) */
+    window_run(129, 10 * S, 20, 5, 1500);
+    window_run(17, 60 * S, 50, 10, 500);
+    for (uint32_t cap = 1; cap <= 9; cap += 2) window_run(cap, 60 * S, 0, 1, 50);
 }
 
 static void test_window_edges(void **state)

@@ -741,7 +741,10 @@ size_t ua_dt_format(int64_t dt, char *buf, size_t cap)
         if (cap) buf[0] = 0;
         return 0;
     }
-    /* floor division so dates before 1970 work */
+    /* clamp as the spec says (min and max DateTime); the subtraction of
+     * the epoch cannot overflow then.  Floor division so dates before 1970 work. */
+    if (dt < 0) dt = 0;
+    if (dt > UA_DT_MAX) dt = UA_DT_MAX;
     int64_t rel = dt - UA_DT_UNIX_EPOCH;
     int64_t secs = rel / 10000000, frac = rel % 10000000;
     if (frac < 0) {

@@ -184,9 +184,22 @@ void ua_guid_format(const uint8_t g[16], char out[37]);
 int ua_guid_parse(const char *s, uint8_t g[16]);
 
 /* ------------------------------------------------------------ time */
-static inline int64_t ua_dt_to_ns(int64_t dt) { return dt ? (dt - UA_DT_UNIX_EPOCH) * 100 : 0; }
+/* DateTime from a server is untrusted: OPC UA (Part 6, 5.2.2.5) makes values
+ * <= 0 the minimum and values at or past 9999-12-31T23:59:59Z the maximum,
+ * both meaning "no usable time".  To Unix ns: 0 (no time stamp: the caller
+ * uses its receive time) for those and for anything int64 ns cannot hold
+ * (before 1677-09-22 or after 2262-04-11); never an overflow. */
+#define UA_DT_MAX 2650467743999999999LL /* 9999-12-31T23:59:59.9999999Z */
+static inline int64_t ua_dt_to_ns(int64_t dt)
+{
+    if (dt <= 0 || dt >= UA_DT_MAX) return 0;
+    int64_t ns;
+    if (__builtin_mul_overflow(dt - UA_DT_UNIX_EPOCH, (int64_t)100, &ns)) return 0;
+    return ns;
+}
 static inline int64_t ua_dt_from_ns(int64_t ns) { return ns / 100 + UA_DT_UNIX_EPOCH; }
-/* "2024-03-01T12:30:45.123Z" (7 decimals when finer than 1 ms), cap >= 32.  Returns length. */
+/* "2024-03-01T12:30:45.123Z" (7 decimals when finer than 1 ms), cap >= 32.  Returns length.
+ * dt is clamped to [1601-01-01, 9999-12-31T23:59:59.9999999Z] first. */
 size_t ua_dt_format(int64_t dt, char *buf, size_t cap);
 
 /* ------------------------------------------------- fieldbridge values */
