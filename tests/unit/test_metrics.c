@@ -207,6 +207,7 @@ static void test_proc_usage(void **st)
         for (int i = 0; i < 100000; i++) x += i * 0.5;
         clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &now);
     } while ((now.tv_sec - a.tv_sec) * 1e9 + (now.tv_nsec - a.tv_nsec) < 3e8);
+    (void)x;
     fb_proc_usage(&cpu1, NULL);
     assert_true(cpu1 - cpu0 >= 0.25 && cpu1 - cpu0 < 1.0);
     fb_proc_usage(NULL, NULL); /* both optional */
