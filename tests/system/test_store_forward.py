@@ -106,8 +106,7 @@ class Sub:
         cid = f"sf-sub-{os.getpid()}-{Sub._n}"
         self.c = mqtt.Client(client_id=cid, clean_session=False, protocol=mqtt.MQTTv311)
         if certs is not None:
-            self.c.tls_set(ca_certs=certs.path("ca.pem"), certfile=certs.path("subscriber.pem"),
-                           keyfile=certs.path("subscriber.key"))
+            self.c.tls_set_context(certs.subscriber_tls())
         self.c.reconnect_delay_set(min_delay=0.1, max_delay=0.3)
         self.c.on_connect = self._on_connect
         self.c.on_subscribe = lambda *a: self.subscribed.set()
