@@ -4,7 +4,8 @@
 #   build-asan/          RelWithDebInfo with AddressSanitizer + UndefinedBehaviorSanitizer
 #   build-release/       Release (-O3) with gcc       } only to catch the warnings that
 #   build-release-clang/ Release (-O3) with clang     } optimisation or clang bring out
-# Usage: scripts/build.sh [normal|asan|release|all]   (default: normal and asan)
+# Usage: scripts/build.sh [normal|asan|release|all] [TARGET...]   (default: normal and asan)
+#   TARGETs limit the build (the demo builds only `fieldbridge`); default: every target
 # All of them build with -DFB_WERROR=ON (warnings are errors in our development and CI
 # builds; a plain `cmake` build, as users and distributions run it, does not use -Werror).
 # Re-running is cheap: CMake reconfigures only when needed, Ninja builds what changed.
@@ -12,6 +13,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 what="${1:-all}"
+[ $# -gt 0 ] && shift
+targets=("$@")
 jobs="${FB_JOBS:-$(nproc 2>/dev/null || echo 2)}"
 
 build_one() { # dir, build type, extra cmake args...
@@ -21,7 +24,7 @@ build_one() { # dir, build type, extra cmake args...
     cmake -S . -B "$dir" -G Ninja -DCMAKE_BUILD_TYPE="$type" -DFB_WERROR=ON "$@" >"$dir/configure.log" 2>&1 || {
         cat "$dir/configure.log" >&2; echo "build: cmake configure of $dir failed" >&2; return 1; }
     echo "build: compiling $dir"
-    ninja -C "$dir" -j "$jobs"
+    ninja -C "$dir" -j "$jobs" "${targets[@]}"
 }
 
 case "$what" in

@@ -25,7 +25,7 @@ PY=/usr/bin/python3
 
 if [ "${FB_DEMO_SKIP_SETUP:-0}" != 1 ]; then
     ./scripts/deps.sh demo
-    ./scripts/build.sh normal
+    ./scripts/build.sh normal fieldbridge
 fi
 BIN="$ROOT/build/fieldbridge"
 CONFIG="$ROOT/examples/demo.yaml"

@@ -12,8 +12,8 @@ set -euo pipefail
 
 set_name="${1:-test}"
 DEMO=(
-    # build
-    build-essential cmake ninja-build pkg-config
+    # build (C only: gcc, not the whole build-essential)
+    gcc libc6-dev cmake ninja-build pkg-config
     libmodbus-dev libmosquitto-dev libyaml-dev libjansson-dev libmicrohttpd-dev libssl-dev
     protobuf-c-compiler libprotobuf-c-dev
     # the demo's broker, its mosquitto_sub/pub, and its Modbus simulator (pymodbus imports serial)
@@ -21,6 +21,8 @@ DEMO=(
     python3 python3-pymodbus python3-serial python3-serial-asyncio
 )
 TEST=(
+    # g++ and make too (node-gyp compiles node-snap7)
+    build-essential
     # unit tests, fuzz harnesses (libFuzzer runtime), memcheck, the clang -O3 build
     libcmocka-dev clang libclang-rt-14-dev valgrind
     # system-test peers and tools
