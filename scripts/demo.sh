@@ -91,8 +91,12 @@ cleanup() {
         [ "${PIDS[$i]}" = "$GW" ] || stop_pid "${PIDS[$i]}" TERM 5
     done
     if [ -s "$TMP/subscriber.log" ]; then
-        echo "demo: what a subscriber (mosquitto_sub -t '#') received on status topics while the demo stopped:"
-        tail -n +"$((STATUS_LINES + 1))" "$TMP/subscriber.log" | awk '$1 ~ /\/status$/ {print "  " $0}'
+        # the gateway's own offline status has a time stamp and its devices; the
+        # broker's will (what a subscriber gets if the broker outlives a lost
+        # gateway) says "reason":"connection lost" with "ts":null
+        echo "demo: the offline statuses a subscriber (mosquitto_sub -t '#') received as the demo stopped:"
+        tail -n +"$((STATUS_LINES + 1))" "$TMP/subscriber.log" |
+            awk '$1 ~ /\/status$/ && ($0 ~ /"online":false/ || $0 ~ /"state":"offline"/) {print "  " $0}'
     fi
     echo "demo: logs kept in $TMP"
 }
@@ -164,7 +168,7 @@ BASE="${TELE%/telemetry}"
 cat <<EOF
 
 ================================================================================
- fieldbridge demo is running
+ fieldbridge demo is running (ready ${SECONDS} s after ./scripts/demo.sh started)
    MQTT broker     127.0.0.1:$MQTT_PORT        (log: $TMP/mosquitto.log)
    Modbus TCP sim  127.0.0.1:$MB_PORT, unit 1  (log: $TMP/modbus.log)
    gateway         $BIN run -c $CONFIG

@@ -70,7 +70,7 @@ log=$(mktemp /tmp/fieldbridge-deps.XXXXXX)
 echo "deps: apt-get update"
 "${SUDO[@]}" apt-get update -q >"$log" 2>&1 || {
     tail -30 "$log" >&2; echo "deps: apt-get update failed" >&2; exit 1; }
-echo "deps: apt-get install (with their dependencies; on a bare Debian 12 this takes 1-3 minutes)"
+echo "deps: apt-get install (with their dependencies; on a bare Debian 12 about 1 minute for the demo set, 2 for the test set)"
 "${SUDO[@]}" apt-get install -y -q --no-install-recommends -o DPkg::Lock::Timeout=300 "${missing[@]}" >"$log" 2>&1 || {
     tail -30 "$log" >&2; echo "deps: apt-get install failed (log: $log)" >&2; exit 1; }
 grep -E '^[0-9]+ upgraded, [0-9]+ newly installed' "$log" | sed 's/^/deps: /' || true

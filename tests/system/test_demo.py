@@ -64,7 +64,7 @@ def test_demo_runs_and_stops_on_sigint(tmp_path, watch):
         assert len(devs) >= 2 and all(d.get("state") == "offline" and d.get("reason") == "gateway stopped"
                                       for d in devs), f"device offline statuses: {devs}"
         # the demo shows what its own subscriber saw
-        shown = output[output.index("what a subscriber"):] if "what a subscriber" in output else ""
+        shown = output[output.index("statuses a subscriber"):] if "statuses a subscriber" in output else ""
         assert '"online":false' in shown and '"reason":"gateway stopped"' in shown, output
         w.close()
         assert peers.wait_until(lambda: not peers.port_open(mqtt_port) and not peers.port_open(mb_port), 10), \
