@@ -75,7 +75,7 @@ int main(int argc, char **argv)
     long init = 0;
     const char *tick_log = NULL;
 
-    for (int i = 1; i < argc; i++) {
+    for (int i = 1; i < argc; i += 2) { /* --option value */
         const char *a = argv[i];
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
@@ -103,7 +103,6 @@ int main(int argc, char **argv)
             usage();
             return 2;
         }
-        i++;
     }
     if (nports == 0) ports[nports++] = port;
     if (port <= 0 || port > 65535 || tick_ms < 0 || duration < 0 || max_clients < 1 ||

@@ -23,7 +23,9 @@ secs="${FUZZ_SECONDS:-20}"
 runs="${FUZZ_RUNS:-100000}"
 seed="${FUZZ_SEED:-1}"
 floors=tests/fuzz/coverage-floor.txt
-cmake -S . -B build-fuzz -G Ninja -DFB_FUZZ=ON -DCMAKE_C_COMPILER=clang -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+echo "fuzz: building the harnesses with clang + ASan/UBSan in build-fuzz/ (about 20 s the first time)"
+cmake -S . -B build-fuzz -G Ninja -DFB_FUZZ=ON -DFB_WERROR=ON -DCMAKE_C_COMPILER=clang \
+    -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
 ninja -C build-fuzz $(cd tests/fuzz && ls fuzz_*.c | sed 's/\.c$//') >/dev/null
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT

@@ -28,7 +28,7 @@ import urllib.request
 
 import pytest
 
-from conftest import ROOT, gw_config, merged_values, run_cli, wait_values, topic  # noqa: F401
+from conftest import ROOT, gw_config, merged_values, require, run_cli, wait_values, topic  # noqa: F401
 import peers
 
 SERVER = os.path.join(ROOT, "tests", "peers", "ads_server.py")
@@ -139,12 +139,12 @@ def _unit_golden(name):
     return "".join(re.findall(r'"([0-9a-f ]*)"', m.group(1))).replace(" ", "")
 
 
-@pytest.mark.skipif(not CLIENT_OK, reason="ads-client not installed: cd tests/peers/ads && npm ci")
 @pytest.mark.smoke
 def test_server_validated_by_ads_client(ads):
     """An independent client (ads-client 2.1.0) agrees with our test server —
     in every mode: without sum commands and upload it sees exactly those
     refused with the mode's code, and the rest work."""
+    require("ads-client", CLIENT_OK, "ads-client is not installed in tests/peers/ads: run scripts/peers.sh")
     srv = ads()
     srv.set("MAIN.nInt", -300)
     srv.call(op="raw_set", area="I", offset=0, hex="3412")
@@ -478,8 +478,7 @@ def _cli_has(cmd):
 
 
 def test_add_route_over_udp(ads1, tmp_path):
-    if not _cli_has(["ads", "add-route"]):
-        pytest.skip("fieldbridge ads add-route is not wired into the CLI yet")
+    assert _cli_has(["ads", "add-route"]), "fieldbridge ads add-route --help shows no usage"
     srv = ads1()
     pw = tmp_path / "pw"
     pw.write_text("1\n")
@@ -502,8 +501,6 @@ def test_add_route_over_udp(ads1, tmp_path):
 def test_browse_lists_symbols(ads):
     srv = ads()
     r = run_cli("browse", srv.url())
-    if "nothing to browse" in r.stderr:
-        pytest.skip("fieldbridge browse ads:// is not wired to fb_ads_browse yet")
     if srv.mode != "sum":  # no upload: say so, and what still works
         assert r.returncode == 1, (r.stdout, r.stderr)
         assert f"has no symbol upload (ADS error 0x{srv.code:X}" in r.stderr, r.stderr

@@ -18,13 +18,16 @@ import time
 
 import pytest
 
-from conftest import ROOT, gw_config, run_cli, wait_values, topic  # noqa: F401
+from conftest import ROOT, gw_config, require, run_cli, wait_values, topic  # noqa: F401
 import peers
 
 PEER_DIR = os.path.join(ROOT, "tests", "peers", "opcua")
 NODE_OK = os.path.isdir(os.path.join(PEER_DIR, "node_modules", "node-opcua"))
-pytestmark = pytest.mark.skipif(
-    not NODE_OK, reason="node-opcua not installed: cd tests/peers/opcua && npm ci")
+
+
+@pytest.fixture(autouse=True)
+def _need_node_opcua():
+    require("opcua", NODE_OK, "node-opcua is not installed in tests/peers/opcua: run scripts/peers.sh")
 
 
 class UAServer:
@@ -316,11 +319,9 @@ def test_gateway_subscription_survives_server_restart(ua, broker, start_gateway,
 
 
 def test_browse_prints_the_tree(ua):
-    """`fieldbridge browse` (needs the CLI to call fb_opcua_browse; skipped until it does)."""
+    """`fieldbridge browse` prints the server's tree, continued with BrowseNext."""
     srv = ua(extra=("--many", 450))
     r = run_cli("browse", srv.url("depth=3"))
-    if "nothing to browse" in r.stderr:
-        pytest.skip("the CLI does not call fb_opcua_browse yet")
     assert r.returncode == 0, r.stderr
     out = r.stdout
     assert "1:Demo  ns=1;s=Demo  Object" in out

@@ -18,13 +18,16 @@ import time
 
 import pytest
 
-from conftest import ROOT, gw_config, run_cli, wait_values, topic  # noqa: F401
+from conftest import ROOT, gw_config, require, run_cli, wait_values, topic  # noqa: F401
 import peers
 
 PEER_DIR = os.path.join(ROOT, "tests", "peers", "s7")
 NODE_OK = os.path.isdir(os.path.join(PEER_DIR, "node_modules", "node-snap7"))
-pytestmark = pytest.mark.skipif(
-    not NODE_OK, reason="node-snap7 not installed: cd tests/peers/s7 && npm_config_nodedir=/usr npm ci")
+
+
+@pytest.fixture(autouse=True)
+def _need_node_snap7():
+    require("s7", NODE_OK, "node-snap7 is not installed in tests/peers/s7: run scripts/peers.sh")
 
 
 class S7Server:

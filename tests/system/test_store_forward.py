@@ -36,7 +36,7 @@ import paho.mqtt.client as mqtt
 import pytest
 
 import peers
-from conftest import SITE, gw_config
+from conftest import SITE, gw_config, require
 
 OUTAGE_S = float(os.environ.get("FB_SF_OUTAGE_S", "10"))
 TELE_FILTER = f"{SITE}/+/+/+/telemetry"
@@ -106,8 +106,7 @@ class Sub:
         cid = f"sf-sub-{os.getpid()}-{Sub._n}"
         self.c = mqtt.Client(client_id=cid, clean_session=False, protocol=mqtt.MQTTv311)
         if certs is not None:
-            self.c.tls_set(ca_certs=certs.path("ca.pem"), certfile=certs.path("subscriber.pem"),
-                           keyfile=certs.path("subscriber.key"))
+            self.c.tls_set_context(certs.subscriber_tls())
         self.c.reconnect_delay_set(min_delay=0.1, max_delay=0.3)
         self.c.on_connect = self._on_connect
         self.c.on_subscribe = lambda *a: self.subscribed.set()
@@ -549,14 +548,12 @@ def test_tiny_buffer_drops_oldest_counted_exactly(sf):
 
 @pytest.fixture
 def tiny_tmpfs(tmp_path):
-    if os.geteuid() != 0:
-        pytest.skip("a full file system needs root to mount a tmpfs (CI runs as root)")
+    require("tmpfs", os.geteuid() == 0, "a full file system needs root to mount a tmpfs (run as root, as CI does)")
     mnt = tmp_path / "tmpfs"
     mnt.mkdir()
     r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mnt)],
                        capture_output=True, text=True, timeout=10, check=False)
-    if r.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {r.stderr.strip()}")
+    require("tmpfs", r.returncode == 0, f"cannot mount a tmpfs here: {r.stderr.strip()}")
     yield mnt
     if subprocess.run(["umount", str(mnt)], capture_output=True, timeout=10, check=False).returncode:
         subprocess.run(["umount", "-l", str(mnt)], capture_output=True, timeout=10, check=False)

@@ -142,9 +142,9 @@ static int opts_parse(const struct fb_url *u, const char *url_text, int64_t def_
         } else if (!strcmp(k, "max_batch")) {
             rc = parse_u32(k, v, 1, 100000, &o->max_batch, err);
         } else if (!strcmp(k, "depth")) {
-            uint32_t d;
+            uint32_t d = 0;
             rc = parse_u32(k, v, 1, 64, &d, err);
-            o->depth = (int)d;
+            if (rc == 0) o->depth = (int)d;  /* a refused value leaves the default */
         } else if (!strcmp(k, "node")) {
             free(o->node);
             o->node = strdup(v);

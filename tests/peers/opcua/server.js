@@ -37,6 +37,9 @@
  * Install: cd tests/peers/opcua && npm ci
  */
 'use strict';
+// Node 18 (Debian 12's nodejs) has WebCrypto only as require('crypto').webcrypto;
+// node-opcua 2.182 draws its random bytes from the global that Node 19+ defines.
+if (!globalThis.crypto) globalThis.crypto = require('crypto').webcrypto;
 const path = require('path');
 const readline = require('readline');
 const opcua = require('node-opcua');
