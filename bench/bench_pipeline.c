@@ -23,6 +23,7 @@
 #include "north/mqtt/mqtt.h"
 #include "proc/proc.h"
 #include "south/sim/sim_gen.h"
+#include "north/mqtt/telemetry.h"
 
 static double mono(void)
 {

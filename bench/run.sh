@@ -3,6 +3,7 @@
 #
 #   bench/run.sh [throughput|footprint|scaling|latency|command|all] [--quick]
 #                [--reps N] [--window S] [--warmup S] [--no-build] [--no-nodered]
+#                [--baseline BIN]
 #
 # Everything runs on 127.0.0.1 on free ports chosen here: a private Mosquitto
 # (temp config), bench/mb_server_fast (libmodbus, select over all clients),
@@ -41,6 +42,11 @@
 #   command     bench/cmd_rtt: MQTT command → Modbus write → response,
 #               one at a time, p50/p99; the register is read back at the end.
 #
+# --baseline BIN measures a second fieldbridge binary (e.g. one built from an
+# earlier commit) beside this one in the same rotation, as "fieldbridge_baseline"
+# (throughput) and "fieldbridge_baseline_<n>_tags" (footprint): a before/after
+# comparison under the same machine load.
+#
 # Results: bench/results/<scenario>-<UTC date>.json and a table on stdout.
 # bench/quick.sh runs all scenarios briefly (a CI smoke run, no timing
 # assertions).  The exit status is non-zero if any tool crashed, exited with
@@ -62,6 +68,7 @@ WINDOW=""
 WARMUP=""
 BUILD_IT=1
 NODERED=1
+BASELINE=""
 while [ $# -gt 0 ]; do
     case "$1" in
         throughput|footprint|scaling|latency|command|all) SCENARIO=$1 ;;
@@ -71,6 +78,8 @@ while [ $# -gt 0 ]; do
         --warmup) WARMUP=$2; shift ;;
         --no-build) BUILD_IT=0 ;;
         --no-nodered) NODERED=0 ;;
+        --baseline) BASELINE=$(readlink -f "$2"); shift
+                    [ -x "$BASELINE" ] || { echo "run.sh: --baseline $BASELINE is not an executable" >&2; exit 2; } ;;
         -h|--help) sed -n '2,/^set -euo/{/^set -euo/!p}' "$0"; exit 0 ;;
         *) echo "run.sh: unknown argument '$1'" >&2; exit 2 ;;
     esac
@@ -432,6 +441,9 @@ scenario_throughput() {
             --mqtt-port "$MQ_PORT" --regs 100 --duration "$dur" --topic site/_/_/python/telemetry
         CUR_CONFIG="1 device, 100 int16 tags hr:0..99, poll 1us, no deadband"
         STOP_WITH_SIGINT=1 measure fieldbridge sub "$BUILD/fieldbridge" run -c "$TMP/tp.yaml"
+        if [ -n "$BASELINE" ]; then
+            STOP_WITH_SIGINT=1 measure fieldbridge_baseline sub "$BASELINE" run -c "$TMP/tp.yaml"
+        fi
         if [ "$NODERED" = 1 ]; then
             # Node-RED starts in ~2 s and its flow 1.5 s later: a longer warm-up
             nodered_cmd fast 1 100 false
@@ -471,6 +483,9 @@ scenario_footprint() {
         CUR_REP=1
         echo "footprint: $n tags" >&2
         STOP_WITH_SIGINT=1 measure "fieldbridge_${n}_tags" sub "$BUILD/fieldbridge" run -c "$TMP/fp$n.yaml"
+        if [ -n "$BASELINE" ]; then
+            STOP_WITH_SIGINT=1 measure "fieldbridge_baseline_${n}_tags" sub "$BASELINE" run -c "$TMP/fp$n.yaml"
+        fi
         if [ "$NODERED" = 1 ] && [ "$n" -le 10000 ]; then
             echo "footprint: Node-RED $n tags" >&2
             nodered_cmd periodic "$ndev" 1000 true

@@ -104,6 +104,9 @@ fi
 
 step "npm test peers" ./scripts/peers.sh
 
+# the modules of src/ must not include each other in a circle (docs/architecture.md)
+step "include graph (scripts/include-cycles.py)" /usr/bin/python3 scripts/include-cycles.py --quiet
+
 step "build (normal)" ./scripts/build.sh normal
 build_ok=$?
 asan_ok=1

@@ -17,18 +17,22 @@
  * read/write/browse use the same drivers as the gateway through the generic
  * driver table, so every protocol gets the mbpoll-style tool for free.
  */
+#include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
+#include <unistd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "../core/config.h"
-#include "../core/driver.h"
-#include "../core/log.h"
-#include "../core/runtime.h"
-#include "../north/sparkplug/sparkplug.h"
-#include "../south/ads/ads.h"
-#include "cli.h"
+#include "core/config.h"
+#include "core/driver.h"
+#include "core/log.h"
+#include "core/plugin.h"
+#include "core/runtime.h"
+#include "north/sparkplug/sparkplug.h"
+#include "south/ads/ads.h"
+#include "cli/cli.h"
 
 static const char *const usage_head =
     "usage: fieldbridge COMMAND [OPTIONS]\n"
@@ -106,6 +110,26 @@ static int cmd_check(int argc, char **argv)
     return 0;
 }
 
+/* After the orderly shutdown a remote reboot (Sparkplug Node Control/Reboot)
+ * asked for: run the same command line again (/proc/self/cmdline, exe). */
+static void reexec(void)
+{
+    static char buf[65536];
+    static char *args[256];
+    int fd = open("/proc/self/cmdline", O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return;
+    ssize_t n = read(fd, buf, sizeof buf - 1);
+    close(fd);
+    if (n <= 0) return;
+    buf[n] = 0;
+    int argc = 0;
+    for (ssize_t i = 0; i < n && argc < 255; i += (ssize_t)strlen(buf + i) + 1) args[argc++] = buf + i;
+    args[argc] = NULL;
+    fb_info(NULL, NULL, "reboot: restarting %s", args[0]);
+    execv("/proc/self/exe", args);
+    fb_error(NULL, NULL, "reboot failed: cannot re-execute: %s", strerror(errno));
+}
+
 static int cmd_run(int argc, char **argv)
 {
     const char *file = NULL, *fmt = NULL, *level = NULL;
@@ -173,9 +197,11 @@ static int cmd_run(int argc, char **argv)
     int sig = 0;
     sigwait(&set, &sig);
     fb_info(NULL, NULL, "received %s", sig == SIGINT ? "SIGINT" : "SIGTERM");
+    bool reboot = fb_runtime_reboot_requested(gw);
     fb_runtime_request_stop(gw);
     fb_runtime_wait(gw);
     fb_gateway_free(gw);
+    if (reboot) reexec();
     return 0;
 }
 
@@ -192,9 +218,9 @@ int main(int argc, char **argv)
     if (!strcmp(cmd, "read")) return fb_cli_read(argc - 2, argv + 2);
     if (!strcmp(cmd, "write")) return fb_cli_write(argc - 2, argv + 2);
     if (!strcmp(cmd, "browse")) return fb_cli_browse(argc - 2, argv + 2);
-    if (!strcmp(cmd, "spb-dump")) return fb_spb_dump(argc - 2, argv + 2);
+    if (!strcmp(cmd, "spb-dump")) return fb_cli_spb_dump(argc - 2, argv + 2);
     if (!strcmp(cmd, "ads")) {
-        if (argc >= 3 && !strcmp(argv[2], "add-route")) return fb_ads_add_route(argc - 3, argv + 3);
+        if (argc >= 3 && !strcmp(argv[2], "add-route")) return fb_cli_ads_add_route(argc - 3, argv + 3);
         fprintf(stderr, "fieldbridge ads: expected 'add-route' (fieldbridge ads add-route --help)\n");
         return 2;
     }
@@ -211,8 +237,8 @@ int main(int argc, char **argv)
             if (!strcmp(c, "read")) return fb_cli_read(1, h);
             if (!strcmp(c, "write")) return fb_cli_write(1, h);
             if (!strcmp(c, "browse")) return fb_cli_browse(1, h);
-            if (!strcmp(c, "spb-dump")) return fb_spb_dump(1, h);
-            if (!strcmp(c, "ads") || !strcmp(c, "add-route")) return fb_ads_add_route(1, h);
+            if (!strcmp(c, "spb-dump")) return fb_cli_spb_dump(1, h);
+            if (!strcmp(c, "ads") || !strcmp(c, "add-route")) return fb_cli_ads_add_route(1, h);
             if (!strcmp(c, "version")) {
                 puts("usage: fieldbridge version\nPrints the version of this binary.");
                 return 0;

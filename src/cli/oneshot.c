@@ -8,16 +8,17 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../core/buf.h"
-#include "../core/config.h"
-#include "../core/driver.h"
-#include "../core/log.h"
-#include "../core/router.h"
-#include "../south/revpi/revpi.h"
-#include "../south/s7/s7.h"
-#include "../south/ads/ads.h"
-#include "../south/opcua/opcua.h"
-#include "cli.h"
+#include "core/buf.h"
+#include "core/env.h"
+#include "core/url.h"
+#include "core/driver.h"
+#include "core/log.h"
+#include "core/router.h"
+#include "south/revpi/revpi.h"
+#include "south/s7/s7.h"
+#include "south/ads/ads.h"
+#include "south/opcua/opcua.h"
+#include "cli/cli.h"
 
 struct oneshot {
     struct fb_gateway gw;
@@ -106,8 +107,6 @@ static void oneshot_free(struct oneshot *s)
     free(s->group.tags);
     free(s->conn.key);
     fb_url_free(&s->dev.url);
-    pthread_mutex_destroy(&s->conn.mu);
-    pthread_cond_destroy(&s->conn.cv);
 }
 
 /* Build the model: one device, one tag per (address × count).  Returns 0 or 2. */
@@ -115,8 +114,6 @@ static int oneshot_init(struct oneshot *s, const char *cmd, const struct opts *o
                         int naddr, int access)
 {
     memset(s, 0, sizeof *s);
-    pthread_mutex_init(&s->conn.mu, NULL);
-    pthread_cond_init(&s->conn.cv, NULL);
     struct fb_err err = {0};
     if (fb_url_parse(o->url, &s->dev.url, &err) < 0) {
         fprintf(stderr, "fieldbridge %s: bad URL '%s': %s\n", cmd, o->url, err.msg);

@@ -5,11 +5,12 @@
  * the hot path only writes into memory that already exists.  Pools hand out
  * batches of one size and block when empty: that is how back-pressure reaches
  * the device threads when the pipeline or a sink falls behind. */
-#include <assert.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "fb.h"
+#include "core/batch.h"
+
+#include <pthread.h>
 
 struct fb_batch_pool {
     pthread_mutex_t mu;
@@ -119,6 +120,7 @@ struct fb_batch_pool *fb_batch_pool_new(uint32_t count, uint32_t cap, uint32_t c
 static struct fb_batch *take(struct fb_batch_pool *p)
 {
     struct fb_batch *b = p->free;
+    FB_ASSERT(b && b->pool == p);
     p->free = b->next;
     b->next = NULL;
     atomic_store(&b->refs, 1);
@@ -166,7 +168,9 @@ void fb_batch_pool_free(struct fb_batch_pool *p)
 
 void fb_batch_unref(struct fb_batch *b)
 {
-    if (atomic_fetch_sub(&b->refs, 1) != 1) return;
+    int before = atomic_fetch_sub(&b->refs, 1);
+    FB_ASSERT(before >= 1); /* one unref too many: the batch would be handed out twice */
+    if (before != 1) return;
     struct fb_batch_pool *p = b->pool;
     if (!p) {
         fb_batch_free(b);

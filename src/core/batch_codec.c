@@ -23,8 +23,8 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "batch_codec.h"
-#include "buf.h"
+#include "core/batch_codec.h"
+#include "core/buf.h"
 
 #define REC_VERSION 1
 

@@ -5,8 +5,8 @@
 #define FB_BATCH_CODEC_H
 #include <stddef.h>
 #include <stdint.h>
-#include "buf.h"
-#include "fb.h"
+#include "core/buf.h"
+#include "core/model.h"
 
 /* Old ids → current ids (UINT32_MAX: no longer configured). */
 struct fb_model_map {

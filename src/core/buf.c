@@ -31,7 +31,7 @@
  * Strings: quotes, backslash and control characters are escaped (\n, \t, ...
  * or \u00XX); valid UTF-8 is copied as is; every maximal invalid subsequence
  * is replaced by \ufffd, so the output is always valid JSON in valid UTF-8. */
-#include "buf.h"
+#include "core/buf.h"
 
 #include <math.h>
 #include <stdarg.h>

@@ -8,7 +8,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
-#include "fb.h"
+#include "core/fb.h"
 
 struct fb_buf {
     char *p;

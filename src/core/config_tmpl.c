@@ -23,7 +23,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "config_tmpl.h"
+#include "core/config_tmpl.h"
 
 bool fb_tmpl_int(const char *s, int64_t *v)
 {

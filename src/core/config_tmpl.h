@@ -4,7 +4,7 @@
 #define FB_CONFIG_TMPL_H
 #include <stdbool.h>
 #include <stdint.h>
-#include "fb.h"
+#include "core/fb.h"
 
 struct fb_tvar {
     const char *name;

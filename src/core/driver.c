@@ -11,11 +11,15 @@
  * Adding a protocol means one struct fb_driver in its file and rows here. */
 #include <string.h>
 
-#include "driver.h"
+#include "core/driver.h"
+
+#include "core/cfg.h"
 #include "south/ads/ads.h"
+#include "south/modbus/modbus.h"
 #include "south/opcua/opcua.h"
 #include "south/revpi/revpi.h"
 #include "south/s7/s7.h"
+#include "south/sim/sim.h"
 
 #define MB_COMMON                                                                                    \
     {"unit", FB_OPT_VALUE, false, "1"}, {"timeout", FB_OPT_VALUE, false, "1s"},                      \
@@ -175,4 +179,23 @@ void fb_schemes_usage(FILE *f)
         }
         fprintf(f, "\n      addresses: %s\n      (%s)\n", addr_help(si->drv), si->doc);
     }
+}
+
+void fb_scheme_hint(char *buf, size_t len, const char *scheme)
+{
+    size_t ns;
+    const struct fb_scheme_info *si = fb_schemes(&ns);
+    const char *names[32];
+    size_t n = 0, off = 0;
+    buf[0] = 0;
+    for (size_t i = 0; i < ns && n < 31; i++) names[n++] = si[i].scheme;
+    names[n] = NULL;
+    const char *sg = scheme ? fb_cfg_suggest(scheme, names) : NULL;
+    if (sg) {
+        snprintf(buf, len, " (did you mean '%s'?)", sg);
+        return;
+    }
+    off += (size_t)snprintf(buf + off, len - off, " (known:");
+    for (size_t i = 0; i < n && off < len; i++) off += (size_t)snprintf(buf + off, len - off, " %s://", names[i]);
+    if (off < len) snprintf(buf + off, len - off, ")");
 }

@@ -12,18 +12,8 @@
 #include <stddef.h>
 #include <stdio.h>
 
-#include "fb.h"
-
-/* What an option's value is, so `check` can look at the files it names. */
-enum fb_opt_kind {
-    FB_OPT_VALUE = 0, /* a plain value */
-    FB_OPT_SECRET,    /* a file holding a secret: exists, readable, no group/other access */
-    FB_OPT_CERT,      /* a certificate file: exists, readable */
-    FB_OPT_KEY,       /* a private key file: like a secret */
-    FB_OPT_PKI,       /* a certificate store directory; its own/key.pem is a private key */
-    FB_OPT_FILE,      /* some other file the driver reads and checks itself (not a secret) */
-    FB_OPT_DIR,       /* a directory of certificates (mqtt tls.ca_path) */
-};
+#include "core/env.h"
+#include "core/model.h"
 
 struct fb_drv_opt {
     const char *key;
@@ -48,11 +38,9 @@ const struct fb_drv_opt *fb_scheme_opt(const char *scheme, const char *key);
 /* The URL forms and options of every driver, for `fieldbridge help`. */
 void fb_schemes_usage(FILE *f);
 
-/* A file an option or a config key names (url.c): checks that it exists and
- * is readable, and for secrets and keys that group and others have no access.
- * Returns 0, FB_ENOENT (missing), FB_EIO (cannot be read by this user),
- * FB_EACCES (group or others have access: a permission error, always fatal)
- * or FB_EINVAL (a directory where a file belongs, or the reverse); err->msg
- * names the file and the fix. */
-int fb_check_file(const char *path, enum fb_opt_kind kind, struct fb_err *err);
+/* For an unknown URL scheme: " (did you mean 'x'?)" when one is close, else
+ * " (known: modbus-tcp:// modbus-rtu:// …)" from the table. */
+void fb_scheme_hint(char *buf, size_t len, const char *scheme);
+/* The driver serving a URL scheme, NULL if none does. */
+const struct fb_driver *fb_driver_for_scheme(const char *scheme);
 #endif

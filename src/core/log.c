@@ -7,8 +7,8 @@
 #include <strings.h>
 #include <unistd.h>
 
-#include "buf.h"
-#include "log.h"
+#include "core/buf.h"
+#include "core/log.h"
 
 int fb_log_current_level = FB_LOG_INFO;
 static int log_format = FB_LOG_TEXT;

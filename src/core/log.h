@@ -5,8 +5,9 @@
 #define FB_LOG_H
 #include <stdbool.h>
 #include <stdint.h>
-#include "fb.h"
+#include "core/fb.h"
 
+enum fb_log_format { FB_LOG_TEXT = 0, FB_LOG_JSON = 1 };
 enum { FB_LOG_ERROR = 0, FB_LOG_WARN = 1, FB_LOG_INFO = 2, FB_LOG_DEBUG = 3 };
 
 void fb_log_init(int level, int format /* enum fb_log_format */);

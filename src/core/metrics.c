@@ -23,7 +23,7 @@
  * model nor the drivers carry it, and any number of callers (the MQTT
  * status publisher, GET /status) see the same answer.
  *
- * Store-and-forward: a sink with a buffer (s->store) adds the
+ * Store-and-forward: a sink with a store (sink_store(s)) adds the
  * fieldbridge_buffer_* families (read with fb_store_stats, which takes the
  * store's lock for a moment but never waits for the disk) and a "buffer"
  * object in its status.  The status "drain_rate" is the acked delta divided
@@ -34,6 +34,7 @@
  * (disk full, read-only, unwritable), else "ok".
  */
 #include <fcntl.h>
+#include <pthread.h>
 #include <stddef.h>
 #include <inttypes.h>
 #include <stdio.h>
@@ -41,10 +42,11 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "../store/store.h"
-#include "buf.h"
-#include "fb.h"
-#include "runtime.h"
+#include "store/store.h"
+#include "core/buf.h"
+#include "core/model.h"
+#include "core/metrics.h"
+#include "core/runtime_state.h"
 
 #ifndef FB_VERSION
 #define FB_VERSION "0.0.0"
@@ -118,10 +120,13 @@ static void family(struct fb_buf *b, const char *name, const char *type, const c
 
 static double ns_to_s(uint64_t ns) { return (double)ns / 1e9; }
 
+/* The sink's store (on disk, or the memory queue), NULL before the runtime runs. */
+static struct fb_store *sink_store(const struct fb_sink_inst *s) { return s->rt ? s->rt->store : NULL; }
+
 static uint64_t dev_overruns(const struct fb_device *d)
 {
     uint64_t n = 0;
-    for (uint32_t k = 0; k < d->ngroups; k++) n += atomic_load(&d->groups[k].overruns);
+    for (uint32_t k = 0; k < d->ngroups; k++) n += d->groups[k].rt ? atomic_load(&d->groups[k].rt->overruns) : 0;
     return n;
 }
 
@@ -248,7 +253,7 @@ static uint64_t buf_u64(const struct fb_store_stats *st, enum buf_field f)
 static void render_buffers(struct fb_gateway *gw, struct fb_buf *out)
 {
     bool any = false;
-    for (uint32_t i = 0; i < gw->nsinks; i++) any = any || gw->sinks[i].store;
+    for (uint32_t i = 0; i < gw->nsinks; i++) any = any || sink_store(&gw->sinks[i]);
     if (!any) return;
     int64_t now = fb_now_ns();
     for (size_t k = 0; k < sizeof buf_metrics / sizeof buf_metrics[0]; k++) {
@@ -256,9 +261,9 @@ static void render_buffers(struct fb_gateway *gw, struct fb_buf *out)
         family(out, m->name, m->type, m->help);
         for (uint32_t i = 0; i < gw->nsinks; i++) {
             struct fb_sink_inst *s = &gw->sinks[i];
-            if (!s->store) continue;
+            if (!sink_store(s)) continue;
             struct fb_store_stats st;
-            fb_store_stats(s->store, &st);
+            fb_store_stats(sink_store(s), &st);
             fb_buf_puts(out, m->name);
             sink_labels(out, s);
             fb_buf_putc(out, ' ');
@@ -271,8 +276,9 @@ static void render_buffers(struct fb_gateway *gw, struct fb_buf *out)
 
 static double uptime_s(const struct fb_gateway *gw)
 {
-    if (gw->started_ns <= 0) return 0;
-    int64_t d = fb_now_ns() - gw->started_ns; /* runtime stamps started_ns with fb_now_ns() */
+    int64_t started = gw->rt ? gw->rt->started_ns : 0;
+    if (started <= 0) return 0;
+    int64_t d = fb_now_ns() - started; /* runtime stamps started_ns with fb_now_ns() */
     return d > 0 ? (double)d / 1e9 : 0;
 }
 
@@ -340,14 +346,6 @@ void fb_metrics_render(struct fb_gateway *gw, struct fb_buf *out)
 }
 
 /* ----------------------------------------------------------------- status */
-struct err_seen {
-    uint64_t errors;  /* error counter at the last observation */
-    int64_t when_ns;  /* when it was last seen to grow (0 = never) */
-};
-static pthread_mutex_t seen_mu = PTHREAD_MUTEX_INITIALIZER;
-static struct err_seen *seen;
-static uint32_t nseen;
-static const struct fb_gateway *seen_gw;
 
 static const char *state_name(int s)
 {
@@ -358,10 +356,12 @@ static const char *state_name(int s)
     }
 }
 
-/* Must hold seen_mu. */
+/* Must hold the status memory's lock (rt->status_mu). */
 static const char *ne107(const struct fb_gateway *gw, uint32_t i, int state, uint64_t errors,
                          int64_t now)
 {
+    struct fb_err_seen *seen = gw->rt ? gw->rt->seen : NULL;
+    uint32_t nseen = gw->rt ? gw->rt->nseen : 0;
     int64_t interval = gw->status_interval_ns > 0 ? gw->status_interval_ns : 30000000000LL;
     bool grew = false;
     if (seen && i < nseen) {
@@ -378,25 +378,16 @@ static const char *ne107(const struct fb_gateway *gw, uint32_t i, int state, uin
     return grew ? "Maintenance required" : "OK";
 }
 
-/* Drain rate memory: one slot per sink, under drain_mu. */
-struct drain_seen {
-    const void *store; /* the store the slot belongs to (a new gateway resets it) */
-    uint64_t acked;    /* acked count at the last measurement */
-    int64_t when_ns;   /* monotonic time of the last measurement, 0 = none */
-    double rate;       /* messages/s between the last two measurements */
-};
 #define DRAIN_MIN_NS 1000000000LL
-static pthread_mutex_t drain_mu = PTHREAD_MUTEX_INITIALIZER;
-static struct drain_seen *drain;
-static uint32_t ndrain;
 
 /* Records acked per second since the previous measurement (at least 1 s ago). */
-static double drain_rate(uint32_t i, const void *store, uint64_t acked, int64_t now)
+static double drain_rate(struct fb_rt *rt, uint32_t i, const void *store, uint64_t acked, int64_t now)
 {
     double r = 0;
-    pthread_mutex_lock(&drain_mu);
-    if (i < ndrain) {
-        struct drain_seen *d = &drain[i];
+    if (!rt) return 0;
+    pthread_mutex_lock(&rt->status_mu);
+    if (i < rt->ndrain) {
+        struct fb_drain_seen *d = &rt->drain[i];
         if (d->store != store || acked < d->acked) {
             d->store = store;
             d->acked = acked;
@@ -409,23 +400,22 @@ static double drain_rate(uint32_t i, const void *store, uint64_t acked, int64_t 
         }
         r = d->rate;
     }
-    pthread_mutex_unlock(&drain_mu);
+    pthread_mutex_unlock(&rt->status_mu);
     return r;
 }
 
-/* At least n slots (the number of sinks only changes with a new gateway). */
-static void drain_size(uint32_t n)
+/* The status memory of a running gateway, sized on first use (status_mu held). */
+static void status_memory(struct fb_gateway *gw)
 {
-    pthread_mutex_lock(&drain_mu);
-    if (n > ndrain) {
-        struct drain_seen *d = realloc(drain, n * sizeof *d);
-        if (d) {
-            memset(d + ndrain, 0, (n - ndrain) * sizeof *d);
-            drain = d;
-            ndrain = n;
-        }
+    struct fb_rt *rt = gw->rt;
+    if (!rt->seen && gw->ndevs) {
+        rt->seen = calloc(gw->ndevs, sizeof *rt->seen);
+        rt->nseen = rt->seen ? gw->ndevs : 0;
     }
-    pthread_mutex_unlock(&drain_mu);
+    if (!rt->drain && gw->nsinks) {
+        rt->drain = calloc(gw->nsinks, sizeof *rt->drain);
+        rt->ndrain = rt->drain ? gw->nsinks : 0;
+    }
 }
 
 static void status_buffer(struct fb_buf *out, const struct fb_store_stats *st, double rate, int64_t now)
@@ -473,8 +463,8 @@ void fb_status_json(struct fb_gateway *gw, struct fb_buf *out, bool online)
     bool degraded = false;
     for (uint32_t i = 0; i < gw->nsinks; i++) {
         struct fb_store_stats tmp, *st = i < nbst ? &bst[i] : &tmp;
-        if (!gw->sinks[i].store) continue;
-        fb_store_stats(gw->sinks[i].store, st);
+        if (!sink_store(&gw->sinks[i])) continue;
+        fb_store_stats(sink_store(&gw->sinks[i]), st);
         degraded = degraded || st->degraded;
     }
     fb_buf_puts(out, degraded ? ",\"health\":\"degraded\"" : ",\"health\":\"ok\"");
@@ -493,12 +483,9 @@ void fb_status_json(struct fb_gateway *gw, struct fb_buf *out, bool online)
     fb_json_u64(out, rss);
 
     fb_buf_puts(out, ",\"devices\":{");
-    pthread_mutex_lock(&seen_mu);
-    if (seen_gw != gw || nseen != gw->ndevs) { /* first call (or a new model): size the memory */
-        free(seen);
-        seen = gw->ndevs ? calloc(gw->ndevs, sizeof *seen) : NULL;
-        nseen = seen ? gw->ndevs : 0;
-        seen_gw = gw;
+    if (gw->rt) {
+        pthread_mutex_lock(&gw->rt->status_mu);
+        status_memory(gw);
     }
     for (uint32_t i = 0; i < gw->ndevs; i++) {
         const struct fb_device *d = &gw->devs[i];
@@ -518,9 +505,8 @@ void fb_status_json(struct fb_gateway *gw, struct fb_buf *out, bool online)
         fb_json_double(out, (double)atomic_load(&d->m.rtt_ns_last) / 1e6);
         fb_buf_putc(out, '}');
     }
-    pthread_mutex_unlock(&seen_mu);
+    if (gw->rt) pthread_mutex_unlock(&gw->rt->status_mu);
     fb_buf_puts(out, "},\"sinks\":{");
-    drain_size(gw->nsinks);
     for (uint32_t i = 0; i < gw->nsinks; i++) {
         const struct fb_sink_inst *s = &gw->sinks[i];
         if (i) fb_buf_putc(out, ',');
@@ -532,14 +518,14 @@ void fb_status_json(struct fb_gateway *gw, struct fb_buf *out, bool online)
         fb_json_u64(out, atomic_load(&s->m.queued));
         fb_buf_puts(out, ",\"dropped\":");
         fb_json_u64(out, atomic_load(&s->m.dropped));
-        if (s->store) {
+        if (sink_store(s)) {
             struct fb_store_stats tmp;
             const struct fb_store_stats *st = &tmp;
             if (i < nbst)
                 st = &bst[i];
             else
-                fb_store_stats(s->store, &tmp);
-            status_buffer(out, st, drain_rate(i, s->store, st->acked, fb_mono_ns()), now);
+                fb_store_stats(sink_store(s), &tmp);
+            status_buffer(out, st, drain_rate(gw->rt, i, sink_store(s), st->acked, fb_mono_ns()), now);
         }
         fb_buf_putc(out, '}');
     }

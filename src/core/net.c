@@ -9,7 +9,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include "net.h"
+#include "core/net.h"
 
 int fb_net_wait(int fd, short events, int64_t deadline)
 {

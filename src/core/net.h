@@ -7,7 +7,7 @@
 #define FB_NET_H
 #include <stddef.h>
 #include <stdint.h>
-#include "fb.h"
+#include "core/fb.h"
 
 /* Wait until fd is ready for `events` (POLLIN/POLLOUT) or the deadline. */
 int fb_net_wait(int fd, short events, int64_t deadline_mono_ns);

@@ -15,23 +15,25 @@
 #include <string.h>
 #include <time.h>
 
-#include "../proc/proc.h"
-#include "buf.h"
-#include "log.h"
-#include "router.h"
-#include "runtime.h"
+#include "core/router.h"
+
+#include "core/buf.h"
+#include "core/log.h"
+#include "core/plugin.h"
+#include "core/runtime_state.h"
+#include "proc/proc.h"
 
 #define FB_CMD_WRITE_TIMEOUT_NS 5000000000LL
 
-struct router {
+struct fb_router {
     pthread_mutex_t mu;
     pthread_cond_t cv;
     struct fb_cmd *head, *tail;
-    bool stop;
+    bool stop;     /* under mu: submissions are refused */
+    bool stopped;  /* the thread has been joined (fb_router_stop ran) */
     pthread_t thr;
     struct fb_gateway *gw;
 };
-static struct router *the_router;
 
 void fb_cmd_free(struct fb_cmd *cmd)
 {
@@ -368,7 +370,7 @@ done:
 
 static void *router_thread(void *arg)
 {
-    struct router *r = arg;
+    struct fb_router *r = arg;
     for (;;) {
         pthread_mutex_lock(&r->mu);
         while (!r->head && !r->stop) pthread_cond_wait(&r->cv, &r->mu);
@@ -391,8 +393,7 @@ static void *router_thread(void *arg)
 
 void fb_router_submit(struct fb_gateway *gw, struct fb_cmd *cmd)
 {
-    (void)gw;
-    struct router *r = the_router;
+    struct fb_router *r = gw->rt ? gw->rt->router : NULL;
     if (!r) {
         fb_cmd_free(cmd);
         return;
@@ -415,7 +416,7 @@ void fb_router_submit(struct fb_gateway *gw, struct fb_cmd *cmd)
 
 int fb_router_start(struct fb_gateway *gw)
 {
-    struct router *r = calloc(1, sizeof *r);
+    struct fb_router *r = calloc(1, sizeof *r);
     if (!r) return FB_ENOMEM;
     pthread_mutex_init(&r->mu, NULL);
     pthread_cond_init(&r->cv, NULL);
@@ -424,28 +425,35 @@ int fb_router_start(struct fb_gateway *gw)
         free(r);
         return FB_ENOMEM;
     }
-    the_router = r;
+    gw->rt->router = r;
     return 0;
 }
 
 void fb_router_stop(struct fb_gateway *gw)
 {
-    (void)gw;
-    struct router *r = the_router;
-    if (!r) return;
+    struct fb_router *r = gw->rt ? gw->rt->router : NULL;
+    if (!r || r->stopped) return;
+    r->stopped = true;
     pthread_mutex_lock(&r->mu);
     r->stop = true;
     pthread_cond_broadcast(&r->cv);
     pthread_mutex_unlock(&r->mu);
     pthread_join(r->thr, NULL);
     /* commands still queued: answered as refused would need the sink; drop them */
+    pthread_mutex_lock(&r->mu);
     while (r->head) {
         struct fb_cmd *c = r->head;
         r->head = c->next;
         fb_cmd_free(c);
     }
+    r->tail = NULL;
+    pthread_mutex_unlock(&r->mu);
+}
+
+void fb_router_free(struct fb_router *r)
+{
+    if (!r) return;
     pthread_mutex_destroy(&r->mu);
     pthread_cond_destroy(&r->cv);
     free(r);
-    the_router = NULL;
 }

@@ -14,7 +14,7 @@
 #define FB_ROUTER_H
 #include <stddef.h>
 #include <stdint.h>
-#include "fb.h"
+#include "core/model.h"
 
 struct fb_cmd {
     struct fb_cmd *next;
@@ -34,8 +34,12 @@ struct fb_cmd {
 /* Takes ownership of cmd (freed with fb_cmd_free after reply). */
 void fb_router_submit(struct fb_gateway *gw, struct fb_cmd *cmd);
 void fb_cmd_free(struct fb_cmd *cmd);
+/* The runtime's: start the router thread (gw->rt->router); stop it (commands
+ * submitted afterwards are dropped); free it once no sink can submit. */
+struct fb_router;
 int fb_router_start(struct fb_gateway *gw);
 void fb_router_stop(struct fb_gateway *gw);
+void fb_router_free(struct fb_router *r);
 
 /* Validate one value for a tag and produce the raw value to write (scaling
  * inverted, range-checked, converted to the wire type).  `j` is a json_t*.

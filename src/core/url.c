@@ -1,6 +1,4 @@
-/* url.c — device/broker URLs, ${ENV} expansion and secret files.
- *
- * These are the small text building blocks the config loader and the CLI
+/* url.c — device and broker URLs, the text the config loader and the CLI
  * share.  A URL is parsed once into struct fb_url:
  *
  *     scheme://[host][:port][/path][?k=v&k=v]
@@ -14,11 +12,6 @@
  *   URL that ends up in logs and summaries;
  * - a query key given twice is an error (which one would win is a guess).
  * host and path are never NULL after a successful parse ("" when absent).
- *
- * Secret files are read with a permission check: a file readable by group or
- * others is refused, like ssh does for private keys.  fb_check_file applies
- * the same rules ahead of time, for `fieldbridge check` and the CLI, to every
- * file the config or a device URL names (driver.h says which options do).
  */
 #include <ctype.h>
 #include <errno.h>
@@ -28,8 +21,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "config.h"
-#include "driver.h"
+#include "core/url.h"
 
 static int hexval(int c)
 {
@@ -225,188 +217,5 @@ int fb_url_parse(const char *text, struct fb_url *u, struct fb_err *err)
             return rc;
         }
     }
-    return 0;
-}
-
-/* ------------------------------------------------------------ ${ENV} */
-
-int fb_env_expand(const char *in, char **out, struct fb_err *err)
-{
-    *out = NULL;
-    size_t cap = strlen(in) + 1, len = 0;
-    char *o = malloc(cap);
-    if (!o) return fb_err_set(err, FB_ENOMEM, "out of memory");
-#define PUT(ptr, n)                                                  \
-    do {                                                             \
-        size_t n_ = (n);                                             \
-        if (len + n_ + 1 > cap) {                                    \
-            while (len + n_ + 1 > cap) cap *= 2;                     \
-            char *t_ = realloc(o, cap);                              \
-            if (!t_) {                                               \
-                free(o);                                             \
-                return fb_err_set(err, FB_ENOMEM, "out of memory");  \
-            }                                                        \
-            o = t_;                                                  \
-        }                                                            \
-        memcpy(o + len, (ptr), n_);                                  \
-        len += n_;                                                   \
-    } while (0)
-    const char *p = in;
-    while (*p) {
-        if (p[0] == '$' && p[1] == '$' && p[2] == '{') { /* $${ → literal ${ */
-            PUT("${", 2);
-            p += 3;
-            continue;
-        }
-        if (p[0] != '$' || p[1] != '{') {
-            PUT(p, 1);
-            p++;
-            continue;
-        }
-        const char *name = p + 2;
-        const char *e = name;
-        while (isalnum((unsigned char)*e) || *e == '_') e++;
-        if (e == name || isdigit((unsigned char)*name)) {
-            free(o);
-            return fb_err_set(err, FB_EINVAL, "bad variable name in '${' (expected ${NAME} or ${NAME:-default})");
-        }
-        const char *def = NULL;
-        size_t deflen = 0;
-        const char *close;
-        if (e[0] == '}') {
-            close = e;
-        } else if (e[0] == ':' && e[1] == '-') {
-            def = e + 2;
-            close = strchr(def, '}');
-            if (!close) {
-                free(o);
-                return fb_err_set(err, FB_EINVAL, "unterminated ${%.*s:-…", (int)(e - name), name);
-            }
-            deflen = (size_t)(close - def);
-        } else {
-            free(o);
-            if (!*e)
-                return fb_err_set(err, FB_EINVAL, "unterminated ${%.*s", (int)(e - name), name);
-            return fb_err_set(err, FB_EINVAL,
-                              "bad variable reference ${%.*s%c…} (expected ${NAME} or ${NAME:-default})",
-                              (int)(e - name), name, *e);
-        }
-        char vname[128];
-        size_t nlen = (size_t)(e - name);
-        if (nlen >= sizeof vname) {
-            free(o);
-            return fb_err_set(err, FB_EINVAL, "variable name too long");
-        }
-        memcpy(vname, name, nlen);
-        vname[nlen] = 0;
-        const char *val = getenv(vname);
-        if (val && *val) {
-            PUT(val, strlen(val));
-        } else if (def) {
-            PUT(def, deflen);
-        } else if (val) {
-            /* set but empty, no default: the empty value is what was asked for */
-        } else {
-            free(o);
-            return fb_err_set(err, FB_ENOENT,
-                              "environment variable %s is not set (use ${%s:-default} for a default)",
-                              vname, vname);
-        }
-        p = close + 1;
-    }
-#undef PUT
-    o[len] = 0;
-    *out = o;
-    return 0;
-}
-
-/* ------------------------------------------------------------ secrets */
-
-int fb_read_secret_file(const char *path, char **out, struct fb_err *err)
-{
-    *out = NULL;
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) {
-        int e = errno;
-        return fb_err_set(err, e == ENOENT ? FB_ENOENT : e == EACCES ? FB_EACCES : FB_EIO,
-                          "cannot open secret file %s: %s", path, strerror(e));
-    }
-    struct stat st;
-    if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
-        close(fd);
-        return fb_err_set(err, FB_EINVAL, "secret file %s is not a regular file", path);
-    }
-    if (st.st_mode & (S_IRGRP | S_IROTH | S_IWGRP | S_IWOTH)) {
-        close(fd);
-        return fb_err_set(err, FB_EACCES,
-                          "secret file %s is accessible by group or others (mode %04o); "
-                          "run: chmod 600 %s",
-                          path, (unsigned)(st.st_mode & 07777), path);
-    }
-    if (st.st_size > 65536) {
-        close(fd);
-        return fb_err_set(err, FB_EINVAL, "secret file %s is larger than 64 KiB", path);
-    }
-    size_t cap = (size_t)st.st_size + 1, len = 0;
-    char *buf = malloc(cap);
-    if (!buf) {
-        close(fd);
-        return fb_err_set(err, FB_ENOMEM, "out of memory");
-    }
-    for (;;) {
-        if (len + 1 >= cap) break;
-        ssize_t n = read(fd, buf + len, cap - 1 - len);
-        if (n < 0 && errno == EINTR) continue;
-        if (n < 0) {
-            int e = errno;
-            free(buf);
-            close(fd);
-            return fb_err_set(err, FB_EIO, "cannot read %s: %s", path, strerror(e));
-        }
-        if (n == 0) break;
-        len += (size_t)n;
-    }
-    close(fd);
-    buf[len] = 0;
-    if (strlen(buf) != len) {
-        free(buf);
-        return fb_err_set(err, FB_EINVAL, "secret file %s contains a NUL byte", path);
-    }
-    if (len > 0 && buf[len - 1] == '\n') buf[--len] = 0;
-    if (len > 0 && buf[len - 1] == '\r') buf[--len] = 0;
-    *out = buf;
-    return 0;
-}
-
-int fb_check_file(const char *path, enum fb_opt_kind kind, struct fb_err *err)
-{
-    struct stat st;
-    if (stat(path, &st) < 0) {
-        int e = errno;
-        return fb_err_set(err, e == ENOENT ? FB_ENOENT : FB_EIO, "%s: %s", path, strerror(e));
-    }
-    bool want_dir = kind == FB_OPT_PKI || kind == FB_OPT_DIR;
-    if (want_dir && !S_ISDIR(st.st_mode)) return fb_err_set(err, FB_EINVAL, "%s is not a directory", path);
-    if (!want_dir && S_ISDIR(st.st_mode))
-        return fb_err_set(err, FB_EINVAL, "%s is a directory, expected a file", path);
-    if (kind == FB_OPT_PKI) {
-        /* the store's own key (created on first use when missing) must be private */
-        char key[4200];
-        snprintf(key, sizeof key, "%s/own/key.pem", path);
-        if (stat(key, &st) == 0 && (st.st_mode & (S_IRGRP | S_IROTH | S_IWGRP | S_IWOTH)))
-            return fb_err_set(err, FB_EACCES,
-                              "private key %s is accessible by group or others (mode %04o); run: chmod 600 %s", key,
-                              (unsigned)(st.st_mode & 07777), key);
-        return 0;
-    }
-    if (access(path, want_dir ? R_OK | X_OK : R_OK) < 0) {
-        int e = errno;
-        return fb_err_set(err, FB_EIO, "%s cannot be read by this user (uid %u): %s", path, (unsigned)getuid(),
-                          strerror(e));
-    }
-    if ((kind == FB_OPT_SECRET || kind == FB_OPT_KEY) && (st.st_mode & (S_IRGRP | S_IROTH | S_IWGRP | S_IWOTH)))
-        return fb_err_set(err, FB_EACCES, "%s %s is accessible by group or others (mode %04o); run: chmod 600 %s",
-                          kind == FB_OPT_KEY ? "private key" : "secret file", path, (unsigned)(st.st_mode & 07777),
-                          path);
     return 0;
 }

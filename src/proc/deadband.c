@@ -18,7 +18,7 @@
 #include <math.h>
 #include <string.h>
 
-#include "proc.h"
+#include "proc/proc.h"
 
 static bool num(const struct fb_value *v, double *x)
 {

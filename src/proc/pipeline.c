@@ -19,8 +19,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../core/buf.h"
-#include "proc.h"
+#include "core/buf.h"
+#include "proc/proc.h"
 
 struct fb_proc {
     const struct fb_gateway *gw;

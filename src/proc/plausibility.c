@@ -23,7 +23,7 @@
  * sample's source time in ns. */
 #include <math.h>
 
-#include "proc.h"
+#include "proc/proc.h"
 
 static bool num(const struct fb_value *v, double *x)
 {

@@ -7,7 +7,7 @@
 #define FB_PROC_H
 #include <stdbool.h>
 #include <stdint.h>
-#include "../core/fb.h"
+#include "core/model.h"
 
 /* Ring of (t, value) for sliding-window statistics. */
 struct fb_window {

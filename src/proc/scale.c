@@ -24,8 +24,8 @@
 #include <math.h>
 #include <stdint.h>
 
-#include "../core/buf.h"
-#include "proc.h"
+#include "core/buf.h"
+#include "proc/proc.h"
 
 #define EXACT_MAX 9007199254740992.0 /* 2^53: every whole number below it is a double */
 

@@ -28,7 +28,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "proc.h"
+#include "proc/proc.h"
 
 struct wctl {
     uint32_t minh, minn;   /* min deque: ring head and length */

@@ -20,6 +20,9 @@
 #include "core/config.h"
 #include "south/ads/ads.h"
 #include "south/ads/ads_proto.h"
+#include "cli/cli.h"
+#include "core/env.h"
+#include "core/url.h"
 
 static size_t unhex(const char *h, uint8_t *out, size_t cap)
 {
@@ -670,7 +673,7 @@ static void test_udp_packets(void **st)
     assert_int_equal(ads_udp_parse(r, rn, &rep), FB_EPROTO);
 }
 
-/* fb_ads_add_route against an in-process responder that checks the password */
+/* fieldbridge ads add-route (fb_cli_ads_add_route) against an in-process responder that checks the password */
 static int udp_fd;
 static void *responder(void *arg)
 {
@@ -703,7 +706,7 @@ static int run_add_route(const char *pw)
     setenv("FB_ADS_PASSWORD", pw, 1);
     char *argv[] = {"127.0.0.1", "--port", port, "--net-id", "127.0.0.1.1.1", "--user", "Administrator",
                     "--timeout", "2s", NULL};
-    int rc = fb_ads_add_route(9, argv);
+    int rc = fb_cli_ads_add_route(9, argv);
     pthread_join(t, NULL);
     close(udp_fd);
     return rc;
@@ -715,9 +718,9 @@ static void test_add_route_cli(void **st)
     assert_int_equal(run_add_route("secret"), 0);
     assert_int_equal(run_add_route("wrong"), 1);
     char *bad[] = {"127.0.0.1", "--net-id", "1.2.3", "--user", "x", NULL};
-    assert_int_equal(fb_ads_add_route(5, bad), 2);
+    assert_int_equal(fb_cli_ads_add_route(5, bad), 2);
     char *none[] = {"127.0.0.1", NULL};
-    assert_int_equal(fb_ads_add_route(1, none), 2);
+    assert_int_equal(fb_cli_ads_add_route(1, none), 2);
 }
 
 int main(void)

@@ -17,6 +17,7 @@
 
 #include "core/batch_codec.h"
 #include "core/config.h"
+#include "north/mqtt/telemetry.h"
 #include "north/mqtt/mqtt.h"
 
 static struct fb_gateway *load(const char *yaml)

@@ -26,12 +26,19 @@
 #include "core/runtime.h"
 #include "north/http/http.h"
 #include "store/store.h"
+#include "core/metrics.h"
+#include "core/runtime_state.h"
+#include "south/modbus/modbus.h"
+#include "south/sim/sim.h"
+#include "core/model.h"
 
 struct model {
     struct fb_gateway gw;
     struct fb_device devs[2];
     struct fb_sink_inst sinks[1];
     struct fb_tag tags[3];
+    struct fb_rt rt;           /* the runtime state status and /metrics read */
+    struct fb_sink_rt sink_rt;
 };
 
 static void model_init(struct model *m)
@@ -44,7 +51,10 @@ static void model_init(struct model *m)
     m->gw.ntags = 3;
     m->gw.sinks = m->sinks;
     m->gw.nsinks = 1;
-    m->gw.started_ns = fb_now_ns() - 5000000000LL;
+    m->gw.rt = &m->rt;
+    pthread_mutex_init(&m->rt.status_mu, NULL); /* the status memory starts empty, as at start-up */
+    m->rt.started_ns = fb_now_ns() - 5000000000LL;
+    m->sinks[0].rt = &m->sink_rt;
     m->gw.status_interval_ns = 10000000000LL;
     m->devs[0].name = (char *)"press-01";
     m->devs[0].drv = &fb_driver_sim;
@@ -367,7 +377,7 @@ static void test_buffer(void **st)
     struct fb_store_stats ss;
     fb_store_stats(store, &ss);
     assert_int_equal(ss.records, 4);
-    m.sinks[0].store = store;
+    m.sinks[0].rt->store = store;
 
     struct fb_buf b;
     fb_buf_init(&b);
@@ -441,7 +451,7 @@ static void test_buffer(void **st)
     /* the disk works again: the store retries (disk_retry_ns) — here it is
      * enough that clearing the fault and closing does not crash */
     fb_store_inject_fault(store, 0, 0);
-    m.sinks[0].store = NULL;
+    m.sinks[0].rt->store = NULL;
     fb_store_close(store);
     rm_dir(dir);
 
@@ -461,7 +471,7 @@ static void test_buffer(void **st)
         int64_t ts;
         assert_int_equal(fb_store_next(store, &id, &p, &len, &ts), FB_ENOENT);
     }
-    m.sinks[0].store = store;
+    m.sinks[0].rt->store = store;
     fb_buf_clear(&b);
     fb_metrics_render(&m.gw, &b);
     t = fb_buf_cstr(&b);
@@ -474,7 +484,7 @@ static void test_buffer(void **st)
     /* a new store in the same slot starts a new drain measurement */
     assert_true(json_number_value(json_object_get(sink_buffer(j), "drain_rate")) == 0);
     json_decref(j);
-    m.sinks[0].store = NULL;
+    m.sinks[0].rt->store = NULL;
     fb_store_close(store);
     rm_dir(dir);
     fb_buf_free(&b);
@@ -540,11 +550,15 @@ static void test_http(void **st)
     struct model m;
     model_init(&m);
     struct fb_err err = {0};
-    m.gw.metrics_listen = (char *)"127.0.0.1:0";
-    assert_int_equal(fb_http_start(&m.gw, &err), 0);
-    assert_int_not_equal(fb_http_start(&m.gw, &err), 0); /* one endpoint per process */
-    uint16_t port = fb_http_port();
+    struct fb_http *h = NULL, *h2 = NULL;
+    assert_int_equal(fb_http_start(&m.gw, "127.0.0.1:0", &h, &err), 0);
+    uint16_t port = fb_http_port(h);
     assert_true(port > 0);
+    /* a second endpoint on the same address cannot listen */
+    char same[32];
+    snprintf(same, sizeof same, "127.0.0.1:%u", (unsigned)port);
+    assert_int_not_equal(fb_http_start(&m.gw, same, &h2, &err), 0);
+    assert_null(h2);
 
     char *r = http(port, "GET /metrics HTTP/1.0\r\n\r\n");
     assert_non_null(strstr(r, "HTTP/1.0 200") ? r : strstr(r, "HTTP/1.1 200"));
@@ -566,13 +580,13 @@ static void test_http(void **st)
     assert_non_null(strstr(r, " 405 "));
     assert_non_null(strstr(r, "GET, HEAD"));
     free(r);
-    fb_http_stop();
-    assert_int_equal(fb_http_port(), 0);
-    fb_http_stop(); /* idempotent */
+    fb_http_stop(h);
+    assert_int_equal(fb_http_port(NULL), 0);
+    fb_http_stop(NULL); /* nothing to stop */
 
     /* bad address: a clear error, nothing started */
-    m.gw.metrics_listen = (char *)"nonsense";
-    assert_int_not_equal(fb_http_start(&m.gw, &err), 0);
+    assert_int_not_equal(fb_http_start(&m.gw, "nonsense", &h2, &err), 0);
+    assert_null(h2);
     assert_non_null(strstr(err.msg, "nonsense"));
     /* port in use */
     int fd = socket(AF_INET, SOCK_STREAM, 0);
@@ -584,8 +598,8 @@ static void test_http(void **st)
     getsockname(fd, (struct sockaddr *)&sa, &sl);
     char lst[32];
     snprintf(lst, sizeof lst, "127.0.0.1:%u", (unsigned)ntohs(sa.sin_port));
-    m.gw.metrics_listen = lst;
-    assert_int_equal(fb_http_start(&m.gw, &err), FB_EIO);
+    assert_int_equal(fb_http_start(&m.gw, lst, &h2, &err), FB_EIO);
+    assert_null(h2);
     close(fd);
 }
 

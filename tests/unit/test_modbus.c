@@ -26,6 +26,7 @@
 
 #include "core/fb.h"
 #include "south/modbus/modbus_proto.h"
+#include "south/modbus/modbus.h"
 
 /* ------------------------------------------------------------ the server */
 static struct srv {

@@ -13,6 +13,9 @@
 #include <string.h>
 
 #include "north/mqtt/mqtt.h"
+#include "core/buf.h"
+#include "north/mqtt/topic.h"
+#include "north/mqtt/telemetry.h"
 
 /* ------------------------------------------------------------- fixtures */
 static struct fb_tag tags[8];

@@ -20,6 +20,9 @@
 #include "core/config.h"
 #include "south/revpi/revpi.h"
 #include "south/revpi/revpi_proto.h"
+#include "core/runtime_state.h"
+#include "core/env.h"
+#include "core/url.h"
 
 static char *fixture_path(const char *name)
 {
@@ -529,7 +532,7 @@ struct rig {
     struct fb_group group;
     struct fb_tag tags[8];
     uint32_t ids[8];
-    char busy; /* stands in for a running runtime's bus */
+    struct fb_rt running; /* stands in for a running runtime */
 };
 
 static void img_put(const struct rig *r, uint32_t off, uint8_t v)
@@ -679,7 +682,7 @@ static void test_driver_file_image(void **state)
     img_all(&r, after);
     assert_int_equal(after[81], 0xF4);
     /* a running gateway: close writes it, and only the listed outputs */
-    r.gw.bus = (struct fb_bus *)&r.busy;
+    r.gw.rt = &r.running;
     assert_int_equal(fb_driver_revpi.open(&r.conn, &e), 0);
     assert_int_equal(fb_driver_revpi.write(&r.dev, &r.tags[2], &on, &e), 0); /* O_1 = 1 */
     fb_driver_revpi.close(&r.conn);
@@ -700,7 +703,7 @@ static void test_driver_watchdog(void **state)
     char q[1200];
     snprintf(q, sizeof q, "config=%s&watchdog=50ms&safe=O_1=0,bit:81.1=1", fixture_path("core_dio.rsc"));
     assert_int_equal(rig_init(&r, q, addrs, acc, 2, &e), 0);
-    r.gw.bus = (struct fb_bus *)&r.busy;
+    r.gw.rt = &r.running;
     assert_int_equal(fb_driver_revpi.open(&r.conn, &e), 0);
     struct fb_value on = {.type = FB_T_BOOL, .b = true};
     assert_int_equal(fb_driver_revpi.write(&r.dev, &r.tags[0], &on, &e), 0);
@@ -717,7 +720,7 @@ static void test_driver_watchdog(void **state)
     fb_batch_free(rig_read(&r));
     img_all(&r, img);
     assert_int_equal(img[81], 0x03);
-    r.gw.bus = NULL;
+    r.gw.rt = NULL;
     fb_driver_revpi.close(&r.conn);
     rig_free(&r);
 }
@@ -781,12 +784,12 @@ static void test_driver_aio(void **state)
     struct fb_value big = {.type = FB_T_INT16, .i = 40000};
     assert_int_equal(fb_driver_revpi.write(&r.dev, &r.tags[5], &big, &e), FB_ERANGE);
     /* a running gateway's close writes the safe value -500 = 0xFE0C */
-    r.gw.bus = (struct fb_bus *)&r.busy;
+    r.gw.rt = &r.running;
     fb_driver_revpi.close(&r.conn);
     img_all(&r, img);
     assert_int_equal(img[29], 0x0C);
     assert_int_equal(img[30], 0xFE);
-    r.gw.bus = NULL;
+    r.gw.rt = NULL;
     rig_free(&r);
 }
 

@@ -8,6 +8,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,6 +20,9 @@
 #include "core/log.h"
 #include "core/router.h"
 #include "core/runtime.h"
+#include "core/plugin.h"
+#include "core/metrics.h"
+#include "core/model.h"
 
 /* ---- a sink that records what it is given ---- */
 static pthread_mutex_t rec_mu = PTHREAD_MUTEX_INITIALIZER;
@@ -125,11 +129,6 @@ static void test_run_poll_command_stop(void **st)
     memset(&sink, 0, sizeof sink);
     sink.sink = &rec_sink;
     sink.name = (char *)"rec";
-    pthread_mutex_init(&sink.mu, NULL);
-    pthread_condattr_t a;
-    pthread_condattr_init(&a);
-    pthread_condattr_setclock(&a, CLOCK_MONOTONIC);
-    pthread_cond_init(&sink.cv, &a);
     gw->sinks = &sink;
     gw->nsinks = 1;
 
@@ -218,8 +217,6 @@ static void test_run_poll_command_stop(void **st)
     assert_true(rec_seq_monotonic);
     assert_true(atomic_load(&sink.m.sent) >= (uint64_t)batches);
 
-    pthread_mutex_destroy(&sink.mu);
-    pthread_cond_destroy(&sink.cv);
     gw->sinks = saved;
     gw->nsinks = nsaved;
     fb_gateway_free(gw);
@@ -296,11 +293,6 @@ static void test_store_forward(void **st)
     sink.sink = &fl_sink;
     sink.name = (char *)"flaky";
     sink.buffer = gw->buffer; /* borrowed: restored before free */
-    pthread_mutex_init(&sink.mu, NULL);
-    pthread_condattr_t a;
-    pthread_condattr_init(&a);
-    pthread_condattr_setclock(&a, CLOCK_MONOTONIC);
-    pthread_cond_init(&sink.cv, &a);
     gw->sinks = &sink;
     gw->nsinks = 1;
 
@@ -332,8 +324,6 @@ static void test_store_forward(void **st)
     pthread_mutex_unlock(&fl_mu);
     assert_true(atomic_load(&sink.m.retries) >= 5);
 
-    pthread_mutex_destroy(&sink.mu);
-    pthread_cond_destroy(&sink.cv);
     gw->sinks = saved;
     gw->nsinks = nsaved;
     fb_gateway_free(gw);

@@ -13,6 +13,8 @@
 
 #include "core/config.h"
 #include "south/s7/s7_proto.h"
+#include "core/env.h"
+#include "core/url.h"
 
 static size_t unhex(const char *h, uint8_t *out, size_t cap)
 {

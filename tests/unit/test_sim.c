@@ -13,6 +13,8 @@
 
 #include "core/fb.h"
 #include "south/sim/sim_gen.h"
+#include "south/sim/sim.h"
+#include "core/driver.h"
 
 #define S(x) ((int64_t)((x) * 1e9))
 /* a whole number of minutes: every period used below divides it */

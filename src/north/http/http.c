@@ -4,14 +4,16 @@
  * One MHD daemon with its own internal polling thread (epoll/poll/select
  * chosen by MHD; it sleeps in the kernel between requests, never
  * busy-polls).  Because that one thread serves every request, the render
- * buffer is a single static fb_buf reused from request to request: after
+ * buffer is one fb_buf per endpoint reused from request to request: after
  * the first scrape it no longer allocates.  MHD copies the body into its
  * response.  The endpoint is off unless `metrics: {listen: …}` is set.
  *
  * libmicrohttpd is loaded with dlopen() when the endpoint is started, not
  * linked: Debian builds it against GnuTLS, whose libraries cost about 2.3 MB
  * of resident memory at start-up — more than 10,000 tags — for gateways that
- * never enable metrics.  The headers still come from libmicrohttpd-dev.
+ * never enable metrics.  The headers still come from libmicrohttpd-dev.  The
+ * resolved entry points are process-wide (set once under a lock, never
+ * changed after), like the library itself.
  */
 #include "north/http/http.h"
 
@@ -26,9 +28,12 @@
 #include <string.h>
 #include <sys/socket.h>
 
+#include <pthread.h>
+
 #include "core/buf.h"
+#include "core/cfg.h"
 #include "core/log.h"
-#include "core/runtime.h"
+#include "core/metrics.h"
 
 /* the library's entry points, resolved at start */
 static struct {
@@ -49,7 +54,9 @@ static struct {
 #define MHD_destroy_response mhd.destroy_response
 #define MHD_get_daemon_info mhd.get_daemon_info
 
-static int mhd_load(struct fb_err *err)
+static pthread_mutex_t mhd_mu = PTHREAD_MUTEX_INITIALIZER;
+
+static int mhd_load_locked(struct fb_err *err)
 {
     if (mhd.lib) return 0;
     static const char *const names[] = {"libmicrohttpd.so.12", "libmicrohttpd.so"};
@@ -78,10 +85,20 @@ static int mhd_load(struct fb_err *err)
     return 0;
 }
 
-static struct MHD_Daemon *daemon_;
-static struct fb_gateway *gw_;
-static struct fb_buf body_;
-static uint16_t port_;
+static int mhd_load(struct fb_err *err)
+{
+    pthread_mutex_lock(&mhd_mu);
+    int rc = mhd_load_locked(err);
+    pthread_mutex_unlock(&mhd_mu);
+    return rc;
+}
+
+struct fb_http {
+    struct MHD_Daemon *daemon;
+    struct fb_gateway *gw;
+    struct fb_buf body; /* MHD's one polling thread renders into it */
+    uint16_t port;
+};
 
 int fb_http_parse_listen(const char *listen, char *host, size_t cap, uint16_t *port,
                          struct fb_err *err)
@@ -132,7 +149,7 @@ int fb_http_parse_listen(const char *listen, char *host, size_t cap, uint16_t *p
     return 0;
 }
 
-uint16_t fb_http_port(void) { return port_; }
+uint16_t fb_http_port(const struct fb_http *h) { return h ? h->port : 0; }
 
 static void mhd_log(void *cls, const char *fmt, va_list ap)
 {
@@ -162,7 +179,7 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
                               const char *method, const char *version, const char *upload_data,
                               size_t *upload_data_size, void **req_cls)
 {
-    (void)cls;
+    struct fb_http *h = cls;
     (void)version;
     (void)upload_data;
     (void)upload_data_size;
@@ -172,28 +189,27 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
         static const char m[] = "method not allowed\n";
         return reply(c, MHD_HTTP_METHOD_NOT_ALLOWED, text, m, sizeof m - 1);
     }
-    fb_buf_clear(&body_);
+    fb_buf_clear(&h->body);
     if (strcmp(url, "/metrics") == 0) {
-        fb_metrics_render(gw_, &body_);
-        return reply(c, MHD_HTTP_OK, "text/plain; version=0.0.4; charset=utf-8", body_.p,
-                     body_.len);
+        fb_metrics_render(h->gw, &h->body);
+        return reply(c, MHD_HTTP_OK, "text/plain; version=0.0.4; charset=utf-8", h->body.p, h->body.len);
     }
     if (strcmp(url, "/status") == 0) {
-        fb_status_json(gw_, &body_, true);
-        fb_buf_putc(&body_, '\n');
-        return reply(c, MHD_HTTP_OK, "application/json", body_.p, body_.len);
+        fb_status_json(h->gw, &h->body, true);
+        fb_buf_putc(&h->body, '\n');
+        return reply(c, MHD_HTTP_OK, "application/json", h->body.p, h->body.len);
     }
     static const char nf[] = "not found (try /metrics or /status)\n";
     return reply(c, MHD_HTTP_NOT_FOUND, text, nf, sizeof nf - 1);
 }
 
-int fb_http_start(struct fb_gateway *gw, struct fb_err *err)
+int fb_http_start(struct fb_gateway *gw, const char *listen, struct fb_http **out, struct fb_err *err)
 {
-    if (daemon_) return fb_err_set(err, FB_EINVAL, "metrics endpoint already running");
-    if (!gw || !gw->metrics_listen) return fb_err_set(err, FB_EINVAL, "no metrics listen address");
+    *out = NULL;
+    if (!gw || !listen) return fb_err_set(err, FB_EINVAL, "no metrics listen address");
     char host[256];
     uint16_t port;
-    int rc = fb_http_parse_listen(gw->metrics_listen, host, sizeof host, &port, err);
+    int rc = fb_http_parse_listen(listen, host, sizeof host, &port, err);
     if (rc) return rc;
     if ((rc = mhd_load(err)) < 0) return rc;
 
@@ -205,42 +221,90 @@ int fb_http_start(struct fb_gateway *gw, struct fb_err *err)
     int gai = getaddrinfo(host, ports, &hints, &ai);
     if (gai || !ai)
         return fb_err_set(err, FB_EINVAL, "metrics listen '%s': cannot resolve '%s': %s",
-                          gw->metrics_listen, host, gai ? gai_strerror(gai) : "no address");
+                          listen, host, gai ? gai_strerror(gai) : "no address");
     struct sockaddr_storage ss;
     memset(&ss, 0, sizeof ss);
     memcpy(&ss, ai->ai_addr, ai->ai_addrlen <= sizeof ss ? ai->ai_addrlen : sizeof ss);
     bool v6 = ai->ai_family == AF_INET6;
     freeaddrinfo(ai);
 
+    struct fb_http *h = calloc(1, sizeof *h);
+    if (!h) return fb_err_set(err, FB_ENOMEM, "out of memory");
+    h->gw = gw;
+    fb_buf_init(&h->body);
     unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG;
     if (v6) flags |= MHD_USE_IPv6;
-    gw_ = gw;
-    fb_buf_init(&body_);
-    daemon_ = MHD_start_daemon(flags, port, NULL, NULL, handle, NULL,
-                               MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL, /* first, or MHD complains */
-                               MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
-                               MHD_OPTION_CONNECTION_LIMIT, (unsigned)32,
-                               MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)10,
-                               MHD_OPTION_END);
-    if (!daemon_) {
-        fb_buf_free(&body_);
-        gw_ = NULL;
-        return fb_err_set(err, FB_EIO, "metrics endpoint: cannot listen on %s (in use?)",
-                          gw->metrics_listen);
+    h->daemon = MHD_start_daemon(flags, port, NULL, NULL, handle, h,
+                                 MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL, /* first, or MHD complains */
+                                 MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
+                                 MHD_OPTION_CONNECTION_LIMIT, (unsigned)32,
+                                 MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)10,
+                                 MHD_OPTION_END);
+    if (!h->daemon) {
+        fb_buf_free(&h->body);
+        free(h);
+        return fb_err_set(err, FB_EIO, "metrics endpoint: cannot listen on %s (in use?)", listen);
     }
-    const union MHD_DaemonInfo *info = MHD_get_daemon_info(daemon_, MHD_DAEMON_INFO_BIND_PORT);
-    port_ = info ? info->port : port;
+    const union MHD_DaemonInfo *info = MHD_get_daemon_info(h->daemon, MHD_DAEMON_INFO_BIND_PORT);
+    h->port = info ? info->port : port;
     fb_info(NULL, NULL, "metrics on http://%s%s%s:%u/metrics", v6 ? "[" : "", host, v6 ? "]" : "",
-            (unsigned)port_);
+            (unsigned)h->port);
+    *out = h;
     return 0;
 }
 
-void fb_http_stop(void)
+void fb_http_stop(struct fb_http *h)
 {
-    if (!daemon_) return;
-    MHD_stop_daemon(daemon_);
-    daemon_ = NULL;
-    gw_ = NULL;
-    port_ = 0;
-    fb_buf_free(&body_);
+    if (!h) return;
+    MHD_stop_daemon(h->daemon);
+    fb_buf_free(&h->body);
+    free(h);
 }
+
+/* ------------------------------------------------------------ the service */
+/* `metrics: {listen: HOST:PORT}` (core/sinks.c lists it). */
+static const char *const k_metrics[] = {"listen", NULL};
+
+static void *http_cfg_load(struct fb_cfg *r, const struct fb_cfg_map *m, const struct fb_gateway *gw)
+{
+    (void)gw;
+    struct fb_cfg_node *n = fb_cfg_get(m, "listen");
+    if (!n) {
+        fb_cfg_error(r, NULL, "metrics.listen is required (HOST:PORT such as 127.0.0.1:9100)");
+        return NULL;
+    }
+    char *s = fb_cfg_str(r, NULL, n, "metrics.listen");
+    if (!s) return NULL;
+    const char *colon = strrchr(s, ':');
+    char *end = NULL;
+    long port = colon ? strtol(colon + 1, &end, 10) : -1;
+    if (!colon || colon == s || !end || *end || port < 1 || port > 65535) {
+        fb_cfg_error(r, n, "metrics.listen: expected HOST:PORT such as 127.0.0.1:9100, got '%s'", s);
+        free(s);
+        return NULL;
+    }
+    return s;
+}
+
+static void http_describe(const struct fb_service_inst *si, FILE *f)
+{
+    fprintf(f, "  metrics on http://%s  (GET /metrics, /status)\n", (const char *)si->cfg);
+}
+
+static void *http_svc_start(struct fb_gateway *gw, const void *cfg, struct fb_err *err)
+{
+    struct fb_http *h = NULL;
+    fb_http_start(gw, cfg, &h, err);
+    return h;
+}
+static void http_svc_stop(void *h) { fb_http_stop(h); }
+
+const struct fb_service fb_service_http = {
+    .name = "metrics",
+    .keys = k_metrics,
+    .cfg_load = http_cfg_load,
+    .cfg_free = free,
+    .describe = http_describe,
+    .start = http_svc_start,
+    .stop = http_svc_stop,
+};

@@ -1,13 +1,20 @@
-/* http.h — extras of the metrics endpoint beyond runtime.h (fb_http_start/stop). */
+/* http.h — the metrics endpoint (http.c): GET /metrics and /status. */
 #ifndef FB_HTTP_H
 #define FB_HTTP_H
 #include <stdint.h>
-#include "core/fb.h"
 
+#include "core/model.h"
+
+struct fb_http;
 /* Split "host:port", "[v6addr]:port", ":port" (all interfaces) or "port"
  * (127.0.0.1) into host (cap bytes) and port.  Returns 0 or FB_EINVAL. */
-int fb_http_parse_listen(const char *listen, char *host, size_t cap, uint16_t *port,
-                         struct fb_err *err);
-/* The port the running endpoint is bound to (useful with port 0), 0 if none. */
-uint16_t fb_http_port(void);
+int fb_http_parse_listen(const char *listen, char *host, size_t cap, uint16_t *port, struct fb_err *err);
+/* Serve GET /metrics and /status of gw on `listen` (HOST:PORT); *out is the
+ * running endpoint. */
+int fb_http_start(struct fb_gateway *gw, const char *listen, struct fb_http **out, struct fb_err *err);
+void fb_http_stop(struct fb_http *h); /* NULL: nothing */
+/* The port the endpoint is bound to (useful with port 0), 0 for NULL. */
+uint16_t fb_http_port(const struct fb_http *h);
+
+extern const struct fb_service fb_service_http;
 #endif

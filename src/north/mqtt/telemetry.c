@@ -28,7 +28,7 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "mqtt.h"
+#include "north/mqtt/telemetry.h"
 
 static void put_time(struct fb_buf *out, int64_t ns)
 {

@@ -19,7 +19,7 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "mqtt.h"
+#include "north/mqtt/topic.h"
 
 enum ph { PH_GATEWAY, PH_SITE, PH_AREA, PH_LINE, PH_DEVICE, PH_KIND, PH__COUNT };
 static const char *const ph_names[PH__COUNT] = {"gateway", "site", "area", "line", "device", "kind"};

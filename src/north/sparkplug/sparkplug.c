@@ -1,12 +1,10 @@
 /* sparkplug.c — the Sparkplug B sink: the gateway as a Sparkplug 3.0 edge
  * node, each configured field device as a Sparkplug device (docs/sparkplug.md).
  *
- * Threads.  As in the JSON MQTT sink (mqtt.c) we run libmosquitto's network
- * loop on our own thread, with mosquitto_connect_async and jittered
- * exponential backoff, so a broker that is down never blocks start-up or
- * shutdown.  The network thread only connects, subscribes and reads: it sets
- * atomic flags (connected + a connection generation, host online, rebirth
- * requested, host went offline).  Everything that publishes a Sparkplug
+ * Threads.  The broker session (network thread, reconnect with back-off,
+ * server failover, TLS) is the one the JSON sink uses (north/mqtt/session.c).
+ * Its callbacks only subscribe and read: they set atomic flags (a connection
+ * generation, host online, rebirth requested, host went offline).  Everything that publishes a Sparkplug
  * message — births, data, deaths — runs on the sink thread (send, ready,
  * tick), so the seq counter, the per-tag value cache and the encoder belong
  * to one thread and need no lock.  A flag set by the network thread is acted
@@ -33,31 +31,26 @@
  *
  * Commands.  NCMD Rebirth re-sends all births; Reboot is refused unless
  * `reboot: true`, and then stops the process as on SIGTERM and re-executes it
- * (an atexit handler; see fb_spb_reboot_requested).  DCMD metrics become one
+ * (fb_runtime_request_reboot).  DCMD metrics become one
  * JSON write request for the command router, so Sparkplug writes pass the same
  * validation (exists, writable, type, range) as JSON commands; the result is
  * logged, and the new values show up in the next DDATA.
  */
+#include "north/sparkplug/sparkplug.h"
+
 #include <errno.h>
-#include <fcntl.h>
 #include <jansson.h>
 #include <math.h>
-#include <mosquitto.h>
-#include <mqtt_protocol.h>
-#include <pthread.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 
-#include "../../core/log.h"
-#include "../../core/router.h"
-#include "sparkplug.h"
+#include "core/log.h"
+#include "core/router.h"
+#include "core/plugin.h"
 
 #define SPB_SEC 1000000000LL
-#define SPB_LOOP_TIMEOUT_MS 500
 #define SPB_CLOSE_WAIT_NS 2000000000LL
 #define SPB_CMD_MAX_PAYLOAD (256 * 1024)
 /* aliases: node metrics 1..15, tag id + SPB_ALIAS_BASE for device metrics */
@@ -66,8 +59,11 @@
 #define SPB_ALIAS_SOFTWARE 3
 #define SPB_ALIAS_BASE 1000
 
+enum { T_BIRTH, T_DATA, T_DEATH, T_CMD, T__N }; /* a device's topics */
+static const char *const t_type[T__N] = {"DBIRTH", "DDATA", "DDEATH", "DCMD"};
+
 struct spb_dev {
-    char *t_birth, *t_data, *t_death, *t_cmd;
+    char *t[T__N];
     int state; /* last state seen in the batch stream (sink thread) */
     bool born; /* DBIRTH sent in the current session (sink thread) */
     bool seen; /* some value of it is in the cache */
@@ -86,9 +82,7 @@ struct spb_ctx {
     struct fb_sink_inst *s;
     struct fb_gateway *gw;
     const struct fb_spb_cfg *cfg;
-    struct mosquitto *mosq;
-    bool v5;
-    int keepalive_s;
+    struct fb_mqtt_session *ms;
     char client_id[160];
     const char *edge;
     char *t_nbirth, *t_ndata, *t_ndeath, *t_ncmd, *t_dcmd_sub, *t_dcmd_prefix, *t_state;
@@ -96,38 +90,24 @@ struct spb_ctx {
     struct spb_dev *devs;
     struct spb_val *cache;
 
-    /* network thread */
-    pthread_t thr;
-    bool thr_started;
-    atomic_bool quit;
-    atomic_bool connected;
-    atomic_uint conn_gen;       /* +1 per accepted CONNACK */
-    atomic_bool host_online;    /* no primary host: set at connect */
-    atomic_bool want_rebirth;   /* NCMD Rebirth */
-    atomic_bool host_offline;   /* primary host went offline: leave this server */
-    atomic_bool switch_server;  /* next connect goes to the next server */
-    atomic_uint bdseq;          /* bdSeq of the current connection (its will) */
+    /* set by the session's callbacks (network thread) */
+    atomic_uint conn_gen;     /* +1 per accepted CONNACK */
+    atomic_bool host_online;  /* no primary host: set at connect */
+    atomic_bool want_rebirth; /* NCMD Rebirth */
+    atomic_bool host_offline; /* primary host went offline: leave this server */
+    atomic_uint bdseq;        /* bdSeq of the current connection (its will) */
     unsigned next_bdseq;
-    bool bdseq_fresh;           /* the bdSeq of the will has not yet had a session */
+    bool bdseq_fresh;         /* the bdSeq of the will has not yet had a session */
     char bdseq_path[1100];
-    uint32_t srv;               /* index of the server in use */
-    bool got_connack;
-    struct fb_backoff backoff;
-    int64_t state_ts;           /* newest STATE time stamp seen */
+    int64_t state_ts;         /* newest STATE time stamp seen */
     _Atomic uint64_t cmd_ids;
-    struct fb_ratelimit rl_conn, rl_liblog, rl_cmd;
-    struct fb_buf nbuf;         /* network thread: will payload */
-
-    /* close handshake */
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
-    int close_mid;
-    bool close_acked;
+    struct fb_ratelimit rl_bdseq, rl_cmd;
+    struct fb_buf nbuf; /* network thread: will payload */
 
     /* sink thread */
-    unsigned born_gen;  /* conn_gen the current births belong to, 0 = none */
+    unsigned born_gen; /* conn_gen the current births belong to, 0 = none */
     uint8_t seq;
-    int64_t birth_ns;   /* time of the current NBIRTH */
+    int64_t birth_ns; /* time of the current NBIRTH */
     struct fb_spb_enc enc;
     struct fb_buf out;
     struct fb_ratelimit rl_send;
@@ -197,72 +177,7 @@ int fb_spb_metric_json(struct fb_buf *out, const spb_metric *m, const char *name
     return 0;
 }
 
-/* ---------------------------------------------------------------- reboot */
-static atomic_bool reboot_flag;
-static pthread_once_t reboot_once = PTHREAD_ONCE_INIT;
-
-bool fb_spb_reboot_requested(void) { return atomic_load(&reboot_flag); }
-
-/* atexit: after the orderly shutdown that SIGTERM started, run the same
- * command line again (/proc/self/cmdline, /proc/self/exe). */
-static void reboot_exec(void)
-{
-    if (!atomic_load(&reboot_flag)) return;
-    static char buf[65536];
-    static char *argv[256];
-    int fd = open("/proc/self/cmdline", O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return;
-    ssize_t n = read(fd, buf, sizeof buf - 1);
-    close(fd);
-    if (n <= 0) return;
-    buf[n] = 0;
-    int argc = 0;
-    for (ssize_t i = 0; i < n && argc < 255; i += (ssize_t)strlen(buf + i) + 1) argv[argc++] = buf + i;
-    argv[argc] = NULL;
-    fb_info(NULL, NULL, "sparkplug: Node Control/Reboot: restarting %s", argv[0]);
-    execv("/proc/self/exe", argv);
-    fb_error(NULL, NULL, "sparkplug: reboot failed: cannot re-execute: %s", strerror(errno));
-}
-
-static void reboot_register(void) { atexit(reboot_exec); }
-
 /* ---------------------------------------------------------------- helpers */
-static pthread_once_t lib_once = PTHREAD_ONCE_INIT;
-static void lib_init(void) { mosquitto_lib_init(); }
-
-static void cond_init_mono(pthread_cond_t *cv)
-{
-    pthread_condattr_t a;
-    pthread_condattr_init(&a);
-    pthread_condattr_setclock(&a, CLOCK_MONOTONIC);
-    pthread_cond_init(cv, &a);
-    pthread_condattr_destroy(&a);
-}
-
-static bool wait_until(struct spb_ctx *ctx, int64_t deadline)
-{
-    struct timespec ts = {.tv_sec = deadline / SPB_SEC, .tv_nsec = deadline % SPB_SEC};
-    return pthread_cond_timedwait(&ctx->cv, &ctx->mu, &ts) != ETIMEDOUT;
-}
-
-static void wake(struct spb_ctx *ctx)
-{
-    pthread_mutex_lock(&ctx->mu);
-    pthread_cond_broadcast(&ctx->cv);
-    pthread_mutex_unlock(&ctx->mu);
-    pthread_mutex_lock(&ctx->s->mu);
-    pthread_cond_signal(&ctx->s->cv);
-    pthread_mutex_unlock(&ctx->s->mu);
-}
-
-static const char *reason_text(const struct spb_ctx *ctx, int rc)
-{
-    if (ctx->v5 && rc >= 0x80) return mosquitto_reason_string(rc);
-    if (rc == MOSQ_ERR_ERRNO) return strerror(errno);
-    return mosquitto_strerror(rc);
-}
-
-static uint32_t tag_type(const struct fb_tag *t) { return t->proc.out_type ? t->proc.out_type : t->type; }
 
 static int64_t ms_of(int64_t ns) { return ns > 0 ? ns / 1000000 : 0; }
 
@@ -286,7 +201,7 @@ static void bdseq_save(struct spb_ctx *ctx, unsigned v)
     FILE *f = fopen(tmp, "w");
     if (!f || fprintf(f, "%u\n", v) < 0 || fflush(f) != 0 || fsync(fileno(f)) != 0) {
         if (f) fclose(f);
-        if (fb_ratelimit_ok(&ctx->rl_conn, fb_mono_ns()))
+        if (fb_ratelimit_ok(&ctx->rl_bdseq, fb_mono_ns()))
             fb_warn(NULL, NULL, "sparkplug: cannot persist bdSeq in %s: %s", tmp, strerror(errno));
         return;
     }
@@ -296,22 +211,16 @@ static void bdseq_save(struct spb_ctx *ctx, unsigned v)
 }
 
 /* --------------------------------------------------------------- publish */
-static int pub(struct spb_ctx *ctx, int *mid, const char *topic, const struct fb_buf *b, int qos)
-{
-    if (ctx->v5) return mosquitto_publish_v5(ctx->mosq, mid, topic, (int)b->len, b->p, qos, false, NULL);
-    return mosquitto_publish(ctx->mosq, mid, topic, (int)b->len, b->p, qos, false);
-}
-
-/* Publish the encoder's message (QoS 0). */
+/* Publish the encoder's message (QoS 0, as Sparkplug requires). */
 static int pub_enc(struct spb_ctx *ctx, const char *topic)
 {
     fb_spb_enc_finish(&ctx->enc, &ctx->out);
-    int rc = pub(ctx, NULL, topic, &ctx->out, 0);
+    int rc = fb_mqtt_session_publish(ctx->ms, topic, ctx->out.p, ctx->out.len, 0, false, NULL);
     if (rc != MOSQ_ERR_SUCCESS) {
         if (rc != MOSQ_ERR_NO_CONN) atomic_fetch_add(&ctx->s->m.errors, 1);
         if (fb_ratelimit_ok(&ctx->rl_send, fb_mono_ns()))
             fb_warn(NULL, NULL, "sparkplug: cannot publish %zu bytes to %s: %s", ctx->out.len, topic,
-                    reason_text(ctx, rc));
+                    fb_mqtt_session_strerror(ctx->ms, rc));
     }
     return rc;
 }
@@ -325,7 +234,7 @@ static void add_tag_metric(struct spb_ctx *ctx, const struct fb_tag *t, bool bir
                            uint32_t q, int64_t ts_ns, bool historical, bool raw)
 {
     bool aliases = ctx->cfg->aliases;
-    uint32_t dt = fb_spb_datatype(tag_type(t));
+    uint32_t dt = fb_spb_datatype(fb_tag_out_type(t));
     const char *name = birth || !aliases ? t->name : NULL;
     int64_t alias = aliases ? (int64_t)t->id + SPB_ALIAS_BASE : -1;
     spb_metric *m = fb_spb_enc_add(&ctx->enc, name, alias, ms_of(ts_ns ? ts_ns : fb_now_ns()), birth ? dt : 0);
@@ -351,7 +260,7 @@ static void dbirth(struct spb_ctx *ctx, uint32_t di)
         add_tag_metric(ctx, &ctx->gw->tags[id], true, c->ts ? &c->v : NULL, c->ts ? c->q : FB_Q_BAD_WAITING,
                        c->ts ? c->ts : now, false, c->ts && c->raw);
     }
-    pub_enc(ctx, ctx->devs[di].t_birth);
+    pub_enc(ctx, ctx->devs[di].t[T_BIRTH]);
     ctx->devs[di].born = true;
     fb_debug(d->name, NULL, "sparkplug: DBIRTH (%u metrics)", d->ntags);
 }
@@ -359,7 +268,7 @@ static void dbirth(struct spb_ctx *ctx, uint32_t di)
 static void ddeath(struct spb_ctx *ctx, uint32_t di)
 {
     fb_spb_enc_begin(&ctx->enc, (uint64_t)ms_of(fb_now_ns()), next_seq(ctx));
-    pub_enc(ctx, ctx->devs[di].t_death);
+    pub_enc(ctx, ctx->devs[di].t[T_DEATH]);
     ctx->devs[di].born = false;
     fb_debug(ctx->gw->devs[di].name, NULL, "sparkplug: DDEATH");
 }
@@ -397,7 +306,7 @@ static void nbirth(struct spb_ctx *ctx, unsigned gen)
 /* The session state machine; sink thread only.  True when births are out. */
 static bool session_step(struct spb_ctx *ctx)
 {
-    if (!atomic_load(&ctx->connected)) {
+    if (!fb_mqtt_session_connected(ctx->ms)) {
         ctx->born_gen = 0;
         return false;
     }
@@ -407,12 +316,11 @@ static bool session_step(struct spb_ctx *ctx)
         struct fb_buf b;
         fb_buf_init(&b);
         fb_spb_ndeath_payload(&b, (uint64_t)ms_of(fb_now_ns()), atomic_load(&ctx->bdseq));
-        pub(ctx, NULL, ctx->t_ndeath, &b, 1);
+        fb_mqtt_session_publish(ctx->ms, ctx->t_ndeath, b.p, b.len, 1, false, NULL);
         fb_buf_free(&b);
-        atomic_store(&ctx->switch_server, true);
         fb_warn(NULL, NULL, "sparkplug: primary host %s went offline: NDEATH, disconnecting%s",
-                ctx->cfg->primary_host, ctx->cfg->nservers > 1 ? " and moving to the next server" : "");
-        mosquitto_disconnect(ctx->mosq);
+                ctx->cfg->primary_host, ctx->cfg->broker.nservers > 1 ? " and moving to the next server" : "");
+        fb_mqtt_session_disconnect(ctx->ms, true);
         ctx->born_gen = 0;
         return false;
     }
@@ -430,71 +338,27 @@ static bool session_step(struct spb_ctx *ctx)
     return true;
 }
 
-/* ------------------------------------------------------- network callbacks */
-static void on_connect(struct mosquitto *mosq, void *obj, int rc, int flags, const mosquitto_property *props)
+/* ------------------------------------------------------- session callbacks */
+/* Network thread: the broker accepted us.  Births wait for the sink thread. */
+static void spb_connected(void *obj, struct fb_mqtt_session *ms)
 {
-    (void)flags;
-    (void)props;
     struct spb_ctx *ctx = obj;
-    ctx->got_connack = true;
-    const struct fb_spb_server *sv = &ctx->cfg->servers[ctx->srv];
-    if (rc != 0) {
-        atomic_fetch_add(&ctx->s->m.errors, 1);
-        if (fb_ratelimit_ok(&ctx->rl_conn, fb_mono_ns()))
-            fb_warn(NULL, NULL, "sparkplug: %s:%d refused the connection: %s", sv->host, sv->port,
-                    ctx->v5 ? mosquitto_reason_string(rc) : mosquitto_connack_string(rc));
-        return;
-    }
-    fb_backoff_reset(&ctx->backoff);
+    const struct fb_broker_server *sv = fb_mqtt_session_server(ms);
     ctx->bdseq_fresh = false; /* this bdSeq now names a session: the next CONNECT takes the next */
-    ctx->rl_conn.last_ns = 0;
     ctx->state_ts = 0;
     fb_info(NULL, NULL, "sparkplug: connected to %s:%d (MQTT %s, bdSeq %u)%s%s", sv->host, sv->port,
-            ctx->v5 ? "5" : "3.1.1", atomic_load(&ctx->bdseq), ctx->t_state ? ", waiting for STATE of " : "",
-            ctx->t_state ? ctx->cfg->primary_host : "");
+            fb_mqtt_session_v5(ms) ? "5" : "3.1.1", atomic_load(&ctx->bdseq),
+            ctx->t_state ? ", waiting for STATE of " : "", ctx->t_state ? ctx->cfg->primary_host : "");
     const char *subs[3] = {ctx->t_ncmd, ctx->t_dcmd_sub, ctx->t_state};
     for (int i = 0; i < 3; i++) {
         if (!subs[i]) continue;
-        int src = ctx->v5 ? mosquitto_subscribe_v5(mosq, NULL, subs[i], 1, 0, NULL)
-                          : mosquitto_subscribe(mosq, NULL, subs[i], 1);
+        int src = fb_mqtt_session_subscribe(ms, subs[i], 1, false);
         if (src != MOSQ_ERR_SUCCESS)
-            fb_warn(NULL, NULL, "sparkplug: cannot subscribe to %s: %s", subs[i], reason_text(ctx, src));
+            fb_warn(NULL, NULL, "sparkplug: cannot subscribe to %s: %s", subs[i], fb_mqtt_session_strerror(ms, src));
     }
     atomic_store(&ctx->host_online, ctx->t_state == NULL);
     atomic_store(&ctx->host_offline, false);
     atomic_fetch_add(&ctx->conn_gen, 1);
-    atomic_store(&ctx->connected, true);
-    atomic_store(&ctx->s->m.connected, 1);
-    wake(ctx);
-}
-
-static void on_disconnect(struct mosquitto *mosq, void *obj, int rc, const mosquitto_property *props)
-{
-    (void)mosq;
-    (void)props;
-    struct spb_ctx *ctx = obj;
-    if (atomic_exchange(&ctx->connected, false)) {
-        atomic_store(&ctx->s->m.connected, 0);
-        const struct fb_spb_server *sv = &ctx->cfg->servers[ctx->srv];
-        if (rc == 0)
-            fb_info(NULL, NULL, "sparkplug: disconnected from %s:%d", sv->host, sv->port);
-        else
-            fb_warn(NULL, NULL, "sparkplug: connection to %s:%d lost: %s", sv->host, sv->port,
-                    reason_text(ctx, rc));
-    }
-    wake(ctx);
-}
-
-static void on_publish(struct mosquitto *mosq, void *obj, int mid, int reason, const mosquitto_property *props)
-{
-    (void)mosq;
-    (void)props;
-    (void)reason;
-    struct spb_ctx *ctx = obj;
-    pthread_mutex_lock(&ctx->mu);
-    if (mid == ctx->close_mid) ctx->close_acked = true;
-    pthread_cond_broadcast(&ctx->cv);
-    pthread_mutex_unlock(&ctx->mu);
 }
 
 static void cmd_reply(struct fb_cmd *cmd, const char *json, size_t len)
@@ -545,7 +409,7 @@ static void on_dcmd(struct spb_ctx *ctx, const char *topic, const spb_payload *p
                     (unsigned long long)(m->has_alias ? m->alias : 0));
             continue;
         }
-        uint32_t dt = m->has_datatype ? m->datatype : t ? fb_spb_datatype(tag_type(t)) : 0;
+        uint32_t dt = m->has_datatype ? m->datatype : t ? fb_spb_datatype(fb_tag_out_type(t)) : 0;
         if (fb_spb_metric_json(&j, m, name, dt, first) < 0) {
             fb_warn(d->name, name, "sparkplug: DCMD metric without a usable %s value ignored",
                     fb_spb_datatype_name(dt));
@@ -586,16 +450,14 @@ static void on_ncmd(struct spb_ctx *ctx, const spb_payload *p)
         bool yes = fb_spb_metric_value(m, SPB_BOOLEAN, &v) == 0 && v.b;
         if (rebirth && yes) {
             atomic_store(&ctx->want_rebirth, true);
-            wake(ctx);
+            fb_sink_wake(ctx->s);
         } else if (reboot && yes) {
             if (!ctx->cfg->reboot) {
                 fb_warn(NULL, NULL, "sparkplug: Node Control/Reboot refused (enable it with sparkplug.reboot: true)");
                 continue;
             }
             fb_warn(NULL, NULL, "sparkplug: Node Control/Reboot: stopping and restarting the gateway process");
-            pthread_once(&reboot_once, reboot_register);
-            atomic_store(&reboot_flag, true);
-            kill(getpid(), SIGTERM); /* process-directed: main's sigwait takes it */
+            fb_runtime_request_reboot(ctx->gw);
         } else if (!rebirth && !reboot) {
             fb_warn(NULL, NULL, "sparkplug: NCMD metric %s ignored (supported: Node Control/Rebirth, Reboot)",
                     m->name ? m->name : "(by alias)");
@@ -603,13 +465,11 @@ static void on_ncmd(struct spb_ctx *ctx, const spb_payload *p)
     }
 }
 
-static void on_message(struct mosquitto *mosq, void *obj, const struct mosquitto_message *msg,
-                       const mosquitto_property *props)
+/* Network thread: STATE, NCMD, DCMD. */
+static void spb_message(void *obj, const struct mosquitto_message *msg, const mosquitto_property *props)
 {
-    (void)mosq;
     (void)props;
     struct spb_ctx *ctx = obj;
-    if (!msg->topic || msg->payloadlen < 0) return;
     if (ctx->t_state && !strcmp(msg->topic, ctx->t_state)) {
         int online = 0;
         int64_t ts = -1;
@@ -624,10 +484,10 @@ static void on_message(struct mosquitto *mosq, void *obj, const struct mosquitto
         bool was = atomic_exchange(&ctx->host_online, online != 0);
         if (online && !was) {
             fb_info(NULL, NULL, "sparkplug: primary host %s is online", ctx->cfg->primary_host);
-            wake(ctx);
+            fb_sink_wake(ctx->s);
         } else if (!online && was) {
             atomic_store(&ctx->host_offline, true);
-            wake(ctx);
+            fb_sink_wake(ctx->s);
         } else if (!online) {
             fb_info(NULL, NULL, "sparkplug: primary host %s is offline: waiting before birth",
                     ctx->cfg->primary_host);
@@ -658,21 +518,10 @@ static void on_message(struct mosquitto *mosq, void *obj, const struct mosquitto
     fb_spb_free(p);
 }
 
-static void on_liblog(struct mosquitto *mosq, void *obj, int level, const char *str)
+/* Network thread, before every CONNECT: the will is an NDEATH with a fresh bdSeq. */
+static void spb_before_connect(void *obj, struct fb_mqtt_session *ms)
 {
-    (void)mosq;
     struct spb_ctx *ctx = obj;
-    if (level & (MOSQ_LOG_ERR | MOSQ_LOG_WARNING)) {
-        if (fb_ratelimit_ok(&ctx->rl_liblog, fb_mono_ns())) fb_warn(NULL, NULL, "sparkplug: libmosquitto: %s", str);
-    } else {
-        fb_debug(NULL, NULL, "sparkplug: libmosquitto: %s", str);
-    }
-}
-
-/* --------------------------------------------------------- network thread */
-/* The will for the next CONNECT: NDEATH with a fresh bdSeq. */
-static void prepare_connect(struct spb_ctx *ctx)
-{
     /* a new bdSeq for each session: attempts that never got a CONNACK keep theirs */
     if (ctx->bdseq_fresh) return;
     unsigned b = ctx->next_bdseq;
@@ -682,80 +531,17 @@ static void prepare_connect(struct spb_ctx *ctx)
     ctx->bdseq_fresh = true;
     fb_buf_clear(&ctx->nbuf);
     fb_spb_ndeath_payload(&ctx->nbuf, (uint64_t)ms_of(fb_now_ns()), b);
-    int rc = mosquitto_will_set(ctx->mosq, ctx->t_ndeath, (int)ctx->nbuf.len, ctx->nbuf.p, 1, false);
+    int rc = fb_mqtt_session_set_will(ms, ctx->t_ndeath, ctx->nbuf.p, ctx->nbuf.len, 1, false);
     if (rc) fb_warn(NULL, NULL, "sparkplug: cannot set the NDEATH will: %s", mosquitto_strerror(rc));
-}
-
-static void *net_thread(void *arg)
-{
-    struct spb_ctx *ctx = arg;
-    const struct fb_spb_cfg *cfg = ctx->cfg;
-    bool sock = false;
-    int64_t next_try = 0;
-    while (!atomic_load(&ctx->quit)) {
-        if (!sock) {
-            int64_t now = fb_mono_ns();
-            if (now < next_try) {
-                pthread_mutex_lock(&ctx->mu);
-                if (!atomic_load(&ctx->quit)) wait_until(ctx, next_try);
-                pthread_mutex_unlock(&ctx->mu);
-                continue;
-            }
-            if (atomic_exchange(&ctx->switch_server, false) && cfg->nservers > 1) {
-                ctx->srv = (ctx->srv + 1) % cfg->nservers;
-                fb_info(NULL, NULL, "sparkplug: trying server %s", cfg->servers[ctx->srv].url);
-            }
-            const struct fb_spb_server *sv = &cfg->servers[ctx->srv];
-            prepare_connect(ctx);
-            int rc = mosquitto_connect_async(ctx->mosq, sv->host, sv->port, ctx->keepalive_s);
-            if (rc != MOSQ_ERR_SUCCESS) {
-                int e = errno;
-                if (fb_ratelimit_ok(&ctx->rl_conn, now))
-                    fb_warn(NULL, NULL, "sparkplug: cannot connect to %s:%d: %s", sv->host, sv->port,
-                            rc == MOSQ_ERR_ERRNO ? strerror(e) : mosquitto_strerror(rc));
-                if (cfg->nservers > 1) atomic_store(&ctx->switch_server, true);
-                next_try = now + fb_backoff_next(&ctx->backoff);
-                continue;
-            }
-            sock = true;
-            ctx->got_connack = false;
-        }
-        int rc = mosquitto_loop(ctx->mosq, SPB_LOOP_TIMEOUT_MS, 1);
-        if (rc != MOSQ_ERR_SUCCESS || mosquitto_socket(ctx->mosq) < 0) {
-            int e = errno;
-            sock = false;
-            const struct fb_spb_server *sv = &cfg->servers[ctx->srv];
-            if (atomic_exchange(&ctx->connected, false)) {
-                atomic_store(&ctx->s->m.connected, 0);
-                if (!atomic_load(&ctx->switch_server))
-                    fb_warn(NULL, NULL, "sparkplug: connection to %s:%d lost: %s", sv->host, sv->port,
-                            rc == MOSQ_ERR_ERRNO ? strerror(e) : mosquitto_strerror(rc));
-            } else if (!ctx->got_connack && rc != MOSQ_ERR_SUCCESS && rc != MOSQ_ERR_NO_CONN &&
-                       !atomic_load(&ctx->quit)) {
-                if (fb_ratelimit_ok(&ctx->rl_conn, fb_mono_ns()))
-                    fb_warn(NULL, NULL, "sparkplug: cannot connect to %s:%d: %s", sv->host, sv->port,
-                            rc == MOSQ_ERR_ERRNO ? strerror(e) : mosquitto_strerror(rc));
-                if (cfg->nservers > 1) atomic_store(&ctx->switch_server, true);
-            }
-            wake(ctx);
-            next_try = fb_mono_ns() + fb_backoff_next(&ctx->backoff);
-        }
-    }
-    return NULL;
 }
 
 /* ----------------------------------------------------------- open / close */
 static void ctx_free(struct spb_ctx *ctx)
 {
     if (!ctx) return;
-    if (ctx->mosq) mosquitto_destroy(ctx->mosq);
     if (ctx->devs)
-        for (uint32_t i = 0; i < ctx->gw->ndevs; i++) {
-            free(ctx->devs[i].t_birth);
-            free(ctx->devs[i].t_data);
-            free(ctx->devs[i].t_death);
-            free(ctx->devs[i].t_cmd);
-        }
+        for (uint32_t i = 0; i < ctx->gw->ndevs; i++)
+            for (int k = 0; k < T__N; k++) free(ctx->devs[i].t[k]);
     free(ctx->devs);
     if (ctx->cache)
         for (uint32_t i = 0; i < ctx->gw->ntags; i++) free(ctx->cache[i].sbuf);
@@ -770,8 +556,6 @@ static void ctx_free(struct spb_ctx *ctx)
     fb_spb_enc_free(&ctx->enc);
     fb_buf_free(&ctx->out);
     fb_buf_free(&ctx->nbuf);
-    pthread_mutex_destroy(&ctx->mu);
-    pthread_cond_destroy(&ctx->cv);
     free(ctx);
 }
 
@@ -788,80 +572,30 @@ static char *topic_dup(struct spb_ctx *ctx, const char *type, const char *dev, s
     return s;
 }
 
-static int key_password_none(char *buf, int size, int rwflag, void *userdata)
-{
-    (void)buf;
-    (void)size;
-    (void)rwflag;
-    (void)userdata;
-    return 0;
-}
-
-static int setup_client(struct spb_ctx *ctx, struct fb_err *err)
-{
-    const struct fb_spb_cfg *cfg = ctx->cfg;
-    if (cfg->client_id && *cfg->client_id)
-        snprintf(ctx->client_id, sizeof ctx->client_id, "%.150s", cfg->client_id);
-    else
-        snprintf(ctx->client_id, sizeof ctx->client_id, "fieldbridge-spb-%.120s", ctx->edge);
-    /* clean session: Sparkplug requires it (MQTT 5: clean start, expiry 0) */
-    ctx->mosq = mosquitto_new(ctx->client_id, true, ctx);
-    if (!ctx->mosq) return fb_err_set(err, FB_ENOMEM, "sparkplug: cannot create a client: %s", strerror(errno));
-    struct mosquitto *m = ctx->mosq;
-    mosquitto_threaded_set(m, true);
-    mosquitto_int_option(m, MOSQ_OPT_PROTOCOL_VERSION, ctx->v5 ? MQTT_PROTOCOL_V5 : MQTT_PROTOCOL_V311);
-    int rc;
-    if (cfg->username || cfg->password) {
-        rc = mosquitto_username_pw_set(m, cfg->username, cfg->password);
-        if (rc) return fb_err_set(err, FB_EINVAL, "sparkplug: username/password: %s", mosquitto_strerror(rc));
-    }
-    bool tls = cfg->ca || cfg->ca_path || cfg->cert;
-    for (uint32_t i = 0; i < cfg->nservers; i++) tls = tls || cfg->servers[i].tls;
-    if (tls) {
-        if (cfg->ca || cfg->ca_path) {
-            rc = mosquitto_tls_set(m, cfg->ca, cfg->ca_path, cfg->cert, cfg->key, key_password_none);
-            if (rc) return fb_err_set(err, FB_EINVAL, "sparkplug.tls: %s", mosquitto_strerror(rc));
-        } else {
-            mosquitto_int_option(m, MOSQ_OPT_TLS_USE_OS_CERTS, 1);
-        }
-        rc = mosquitto_tls_insecure_set(m, !cfg->tls_verify_hostname);
-        if (rc) return fb_err_set(err, FB_EINVAL, "sparkplug.tls: %s", mosquitto_strerror(rc));
-    }
-    mosquitto_connect_v5_callback_set(m, on_connect);
-    mosquitto_disconnect_v5_callback_set(m, on_disconnect);
-    mosquitto_publish_v5_callback_set(m, on_publish);
-    mosquitto_message_v5_callback_set(m, on_message);
-    mosquitto_log_callback_set(m, on_liblog);
-    return 0;
-}
+static const struct fb_mqtt_session_ops spb_ops = {
+    .before_connect = spb_before_connect,
+    .connected = spb_connected,
+    .message = spb_message,
+};
 
 static int spb_open(struct fb_sink_inst *s, struct fb_err *err)
 {
     const struct fb_spb_cfg *cfg = s->cfg;
     struct fb_gateway *gw = s->gw;
-    if (!cfg || !gw || !cfg->nservers || !cfg->group) return fb_err_set(err, FB_EINVAL, "sparkplug: no server or group");
-    pthread_once(&lib_once, lib_init);
+    if (!cfg || !gw || !cfg->broker.nservers || !cfg->group)
+        return fb_err_set(err, FB_EINVAL, "sparkplug: no server or group");
     struct spb_ctx *ctx = calloc(1, sizeof *ctx);
     if (!ctx) return fb_err_set(err, FB_ENOMEM, "out of memory");
     ctx->s = s;
     ctx->gw = gw;
     ctx->cfg = cfg;
-    ctx->v5 = cfg->version != 3;
     ctx->edge = cfg->edge_node && *cfg->edge_node ? cfg->edge_node : gw->id;
-    int64_t ka = cfg->keepalive_ns > 0 ? cfg->keepalive_ns / SPB_SEC : 30;
-    ctx->keepalive_s = (int)(ka < 5 ? 5 : ka > 65535 ? 65535 : ka);
-    pthread_mutex_init(&ctx->mu, NULL);
-    cond_init_mono(&ctx->cv);
     fb_spb_enc_init(&ctx->enc);
     fb_buf_init(&ctx->out);
     fb_buf_init(&ctx->nbuf);
-    ctx->rl_conn.interval_ns = 60 * SPB_SEC;
-    ctx->rl_liblog.interval_ns = 10 * SPB_SEC;
+    ctx->rl_bdseq.interval_ns = 60 * SPB_SEC;
     ctx->rl_send.interval_ns = 60 * SPB_SEC;
     ctx->rl_cmd.interval_ns = 60 * SPB_SEC;
-    ctx->close_mid = -1;
-    fb_backoff_init(&ctx->backoff, cfg->reconnect_min_ns > 0 ? cfg->reconnect_min_ns : SPB_SEC,
-                    cfg->reconnect_max_ns > 0 ? cfg->reconnect_max_ns : 30 * SPB_SEC);
     if (s->buffer && s->buffer->path)
         snprintf(ctx->bdseq_path, sizeof ctx->bdseq_path, "%s/%s.bdseq", s->buffer->path, s->name ? s->name : "sparkplug");
     bdseq_load(ctx);
@@ -885,21 +619,29 @@ static int spb_open(struct fb_sink_inst *s, struct fb_err *err)
     for (uint32_t i = 0; i < gw->ndevs; i++) {
         struct spb_dev *d = &ctx->devs[i];
         const char *n = gw->devs[i].name;
-        if (!(d->t_birth = topic_dup(ctx, "DBIRTH", n, err)) || !(d->t_data = topic_dup(ctx, "DDATA", n, err)) ||
-            !(d->t_death = topic_dup(ctx, "DDEATH", n, err)) || !(d->t_cmd = topic_dup(ctx, "DCMD", n, err)))
-            goto fail;
+        for (int k = 0; k < T__N; k++)
+            if (!(d->t[k] = topic_dup(ctx, t_type[k], n, err))) goto fail;
         d->state = FB_DEV_CONNECTING;
     }
-    if (setup_client(ctx, err) < 0) goto fail;
+    if (cfg->broker.client_id && *cfg->broker.client_id)
+        snprintf(ctx->client_id, sizeof ctx->client_id, "%.150s", cfg->broker.client_id);
+    else
+        snprintf(ctx->client_id, sizeof ctx->client_id, "fieldbridge-spb-%.120s", ctx->edge);
+    struct fb_mqtt_session_opts o = {
+        .name = "sparkplug",
+        .broker = &cfg->broker,
+        .client_id = ctx->client_id,
+        .sink = s,
+        .ops = &spb_ops,
+        .obj = ctx,
+    };
     s->ctx = ctx;
-    if (pthread_create(&ctx->thr, NULL, net_thread, ctx) != 0) {
+    if (fb_mqtt_session_open(&ctx->ms, &o, err) < 0) {
         s->ctx = NULL;
-        fb_err_set(err, FB_ENOMEM, "sparkplug: cannot start the network thread");
         goto fail;
     }
-    ctx->thr_started = true;
     fb_info(NULL, NULL, "sparkplug: edge node %s/%s connecting to %s in the background", cfg->group, ctx->edge,
-            cfg->servers[0].url);
+            cfg->broker.servers[0].url);
     return 0;
 fail:
     ctx_free(ctx);
@@ -984,13 +726,8 @@ static int spb_send(struct fb_sink_inst *s, const struct fb_batch *b, uint64_t b
         add_tag_metric(ctx, &ctx->gw->tags[sm->tag], false, &sm->v, sm->quality, sm->ts_src ? sm->ts_src : sm->ts_gw,
                        hist, (sm->flags & FB_SF_RAW) != 0);
     }
-    int rc = pub_enc(ctx, d->t_data);
-    if (rc == MOSQ_ERR_SUCCESS)
-        fb_sink_done(s, batch_id, FB_SENT);
-    else if (rc == MOSQ_ERR_NO_CONN || rc == MOSQ_ERR_NOMEM || rc == MOSQ_ERR_ERRNO)
-        fb_sink_done(s, batch_id, FB_RETRY);
-    else
-        fb_sink_done(s, batch_id, FB_DROP);
+    fb_spb_enc_finish(&ctx->enc, &ctx->out);
+    fb_mqtt_session_publish_tracked(ctx->ms, batch_id, d->t[T_DATA], ctx->out.p, ctx->out.len, 0, false);
     return 0;
 }
 
@@ -1010,67 +747,87 @@ static void spb_close(struct fb_sink_inst *s)
 {
     struct spb_ctx *ctx = s->ctx;
     if (!ctx) return;
-    if (atomic_load(&ctx->connected)) {
-        /* NDEATH ourselves before a clean DISCONNECT (which makes the broker drop the will) */
-        struct fb_buf b;
-        fb_buf_init(&b);
-        fb_spb_ndeath_payload(&b, (uint64_t)ms_of(fb_now_ns()), atomic_load(&ctx->bdseq));
-        int64_t deadline = fb_mono_ns() + SPB_CLOSE_WAIT_NS;
-        pthread_mutex_lock(&ctx->mu);
-        int mid = 0;
-        int rc = pub(ctx, &mid, ctx->t_ndeath, &b, 1);
-        if (rc == MOSQ_ERR_SUCCESS) ctx->close_mid = mid;
-        while (rc == MOSQ_ERR_SUCCESS && !ctx->close_acked && atomic_load(&ctx->connected))
-            if (!wait_until(ctx, deadline) && fb_mono_ns() >= deadline) break;
-        bool acked = ctx->close_acked;
-        pthread_mutex_unlock(&ctx->mu);
-        fb_buf_free(&b);
-        if (!acked) fb_warn(NULL, NULL, "sparkplug: NDEATH not acknowledged by the broker");
-        else fb_info(NULL, NULL, "sparkplug: NDEATH published (bdSeq %u)", atomic_load(&ctx->bdseq));
-        mosquitto_disconnect(ctx->mosq);
-        pthread_mutex_lock(&ctx->mu);
-        int64_t dl = fb_mono_ns() + 500000000LL;
-        while (atomic_load(&ctx->connected) && fb_mono_ns() < dl) wait_until(ctx, dl);
-        pthread_mutex_unlock(&ctx->mu);
-    } else {
-        mosquitto_disconnect(ctx->mosq);
-    }
-    atomic_store(&ctx->quit, true);
-    pthread_mutex_lock(&ctx->mu);
-    pthread_cond_broadcast(&ctx->cv);
-    pthread_mutex_unlock(&ctx->mu);
-    if (ctx->thr_started) pthread_join(ctx->thr, NULL);
-    atomic_store(&s->m.connected, 0);
+    /* NDEATH ourselves before a clean DISCONNECT (which makes the broker drop the will) */
+    struct fb_buf b;
+    fb_buf_init(&b);
+    fb_spb_ndeath_payload(&b, (uint64_t)ms_of(fb_now_ns()), atomic_load(&ctx->bdseq));
+    if (fb_mqtt_session_close(ctx->ms, ctx->t_ndeath, b.p, b.len, false, SPB_CLOSE_WAIT_NS))
+        fb_info(NULL, NULL, "sparkplug: NDEATH published (bdSeq %u)", atomic_load(&ctx->bdseq));
+    fb_buf_free(&b);
+    ctx->ms = NULL;
     s->ctx = NULL;
     ctx_free(ctx);
 }
 
-void fb_spb_cfg_free(struct fb_spb_cfg *c)
+/* ------------------------------------------------------------------ config */
+static const char *const k_sparkplug[] = {FB_BROKER_KEYS, "group", "edge_node", "primary_host", "aliases",
+                                          "reboot", NULL};
+
+static const struct fb_config_keys k_nested[] = {
+    {"tls", fb_broker_tls_keys}, {"reconnect", fb_broker_reconnect_keys}, {NULL, NULL}};
+
+static void spb_cfg_free(void *p)
 {
+    struct fb_spb_cfg *c = p;
     if (!c) return;
-    for (uint32_t i = 0; i < c->nservers; i++) {
-        free(c->servers[i].url);
-        free(c->servers[i].host);
-    }
-    free(c->servers);
+    fb_broker_cfg_clear(&c->broker);
     free(c->group);
     free(c->edge_node);
     free(c->primary_host);
-    free(c->client_id);
-    free(c->username);
-    if (c->password) {
-        explicit_bzero(c->password, strlen(c->password));
-        free(c->password);
-    }
-    free(c->ca);
-    free(c->ca_path);
-    free(c->cert);
-    free(c->key);
     free(c);
+}
+
+/* A Sparkplug id (group, edge node, host): one topic level. */
+static char *spb_id(struct fb_cfg *r, const struct fb_cfg_map *m, const char *key)
+{
+    struct fb_cfg_node *n = fb_cfg_get(m, key);
+    if (!n) return NULL;
+    char what[64];
+    snprintf(what, sizeof what, "sparkplug.%s", key);
+    char *v = fb_cfg_str(r, NULL, n, what);
+    if (v && !fb_cfg_level_ok(v))
+        fb_cfg_error(r, n, "%s '%s' must be non-empty and contain no '/', '+' or '#'", what, v);
+    return v;
+}
+
+static void *spb_cfg_load(struct fb_cfg *r, const struct fb_cfg_map *m, const struct fb_gateway *gw)
+{
+    (void)gw; /* the edge node id defaults to the gateway id at open */
+    struct fb_spb_cfg *q = calloc(1, sizeof *q);
+    if (!q) {
+        fb_cfg_error(r, NULL, "out of memory");
+        return NULL;
+    }
+    q->aliases = true;
+    fb_broker_cfg_load(r, m, "sparkplug", 150, &q->broker);
+    if (!fb_cfg_get(m, "group")) fb_cfg_error(r, NULL, "sparkplug.group is required (the Sparkplug group id)");
+    q->group = spb_id(r, m, "group");
+    q->edge_node = spb_id(r, m, "edge_node");
+    q->primary_host = spb_id(r, m, "primary_host");
+    struct fb_cfg_node *n;
+    if ((n = fb_cfg_get(m, "aliases"))) fb_cfg_bool(r, NULL, n, "sparkplug.aliases", &q->aliases);
+    if ((n = fb_cfg_get(m, "reboot"))) fb_cfg_bool(r, NULL, n, "sparkplug.reboot", &q->reboot);
+    return q;
+}
+
+static void spb_describe(const struct fb_sink_inst *s, FILE *f)
+{
+    const struct fb_spb_cfg *q = s->cfg;
+    const struct fb_broker_cfg *b = &q->broker;
+    fprintf(f, "  sink sparkplug  group %s edge node %s  %s%s  MQTT %s  aliases %s  primary host %s  reboot %s\n",
+            q->group ? q->group : "?", q->edge_node ? q->edge_node : s->gw->id,
+            b->nservers ? b->servers[0].url : "?", b->nservers > 1 ? " (+ more servers)" : "",
+            b->version == 3 ? "3.1.1" : "5", q->aliases ? "on" : "off", q->primary_host ? q->primary_host : "none",
+            q->reboot ? "allowed" : "refused");
 }
 
 const struct fb_sink fb_sink_sparkplug = {
     .name = "sparkplug",
+    .keys = k_sparkplug,
+    .nested = k_nested,
+    .cfg_load = spb_cfg_load,
+    .cfg_free = spb_cfg_free,
+    .describe = spb_describe,
     .open = spb_open,
     .send = spb_send,
     .ready = spb_ready,

@@ -1,41 +1,26 @@
 /* sparkplug.h — the Sparkplug B sink (edge node = the gateway, devices = the
  * configured field devices; docs/sparkplug.md), its configuration, the pure
- * helpers the unit tests use, and the `fieldbridge spb-dump` sub-command. */
+ * helpers the unit tests and `fieldbridge spb-dump` (src/cli) use. */
 #ifndef FB_SPARKPLUG_H
 #define FB_SPARKPLUG_H
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
-#include "../../core/buf.h"
-#include "../../core/fb.h"
-#include "spb_codec.h"
-
-struct fb_spb_server {
-    char *url; /* as written */
-    char *host;
-    int port;
-    bool tls;  /* mqtts:// */
-};
+#include "core/buf.h"
+#include "core/model.h"
+#include "north/mqtt/session.h"
+#include "north/sparkplug/spb_codec.h"
 
 struct fb_spb_cfg {
-    struct fb_spb_server *servers; /* `url:` or `servers: [...]`, tried in turn */
-    uint32_t nservers;
+    struct fb_broker_cfg broker; /* `url:` or `servers: [...]`, tried in turn; client id default
+                                  * "fieldbridge-spb-<edge node>" */
     char *group;        /* Sparkplug group id (required) */
     char *edge_node;    /* edge node id, default the gateway id */
     char *primary_host; /* host application id whose STATE gates the births, or NULL */
-    int version;        /* 5 (default) or 3 (3.1.1) */
-    char *client_id;    /* default "fieldbridge-spb-<edge node>" */
-    char *username, *password;
-    char *ca, *ca_path, *cert, *key;
-    bool tls_verify_hostname; /* default true */
-    int64_t keepalive_ns;     /* default 30 s */
-    bool aliases;             /* default true */
-    bool reboot;              /* accept Node Control/Reboot (default false) */
-    int64_t reconnect_min_ns, reconnect_max_ns;
-    uint32_t queue_len;       /* default 1024 */
+    bool aliases;       /* default true */
+    bool reboot;        /* accept Node Control/Reboot (default false) */
 };
-void fb_spb_cfg_free(struct fb_spb_cfg *c);
 
 extern const struct fb_sink fb_sink_sparkplug;
 
@@ -51,10 +36,4 @@ int fb_spb_parse_state(const char *p, size_t len, int *online, int64_t *ts);
  * a leading comma unless first.  FB_EINVAL when it has no usable value. */
 int fb_spb_metric_json(struct fb_buf *out, const spb_metric *m, const char *name, uint32_t dt, bool first);
 
-/* Whether a Node Control/Reboot was accepted: the process then stops as on
- * SIGTERM and re-executes itself (see docs/sparkplug.md). */
-bool fb_spb_reboot_requested(void);
-
-/* `fieldbridge spb-dump URL [--topic FILTER] [--count N] [--timeout D]`. */
-int fb_spb_dump(int argc, char **argv);
 #endif

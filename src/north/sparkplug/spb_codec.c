@@ -10,7 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "spb_codec.h"
+#include "north/sparkplug/spb_codec.h"
 
 static char k_quality[] = "Quality";
 static char k_raw[] = "Raw";

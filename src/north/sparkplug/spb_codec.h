@@ -21,8 +21,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "../../core/buf.h"
-#include "../../core/fb.h"
+#include "core/buf.h"
+#include "core/model.h"
 #include "sparkplug_b.pb-c.h"
 
 typedef Org__Eclipse__Tahu__Protobuf__Payload spb_payload;

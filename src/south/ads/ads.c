@@ -63,7 +63,8 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "core/config.h"
+#include "core/env.h"
+#include "core/url.h"
 #include "core/log.h"
 #include "core/net.h"
 #include "south/ads/ads_proto.h"
@@ -1786,117 +1787,50 @@ int fb_ads_browse(const char *url, FILE *out, struct fb_err *err)
 }
 
 /* --------------------------------------------------------------- add-route */
-static const char *const add_route_help =
-    "usage: fieldbridge ads add-route PLC_HOST --net-id OUR_NET_ID --user USER\n"
-    "                                 (--password-file FILE | env FB_ADS_PASSWORD)\n"
-    "                                 [--address OUR_IP_OR_HOST] [--route-name NAME]\n"
-    "                                 [--port 48899] [--timeout 3s]\n"
-    "Registers a static route on a TwinCAT PLC (UDP 48899) so that it accepts ADS\n"
-    "connections from this gateway: OUR_NET_ID (conventionally <our IP>.1.1) at\n"
-    "OUR_IP.  USER/password are the PLC's operating-system login.  Use the same\n"
-    "NetId as source_net_id= in the ads:// URL.\n"
-    "exit codes: 0 route added; 1 refused or no answer; 2 usage error\n";
-
-int fb_ads_add_route(int argc, char **argv)
+/* The UDP exchange of `fieldbridge ads add-route` (src/cli/ads_route.c):
+ * one AddRoute request, repeated every second until an answer or the
+ * deadline. */
+int fb_ads_add_route(struct fb_ads_route *r, char *plc_netid, size_t len, struct fb_err *err)
 {
-    const char *host = NULL, *netid_s = NULL, *user = NULL, *pwfile = NULL, *addr = NULL, *name = NULL;
-    const char *timeout_s = NULL, *password = NULL;
-    int port = ADS_UDP_PORT;
-    for (int i = 0; i < argc; i++) {
-        const char *a = argv[i];
-        bool v = i + 1 < argc;
-        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
-            fputs(add_route_help, stdout);
-            return 0;
-        } else if (!strcmp(a, "--net-id") && v) netid_s = argv[++i];
-        else if (!strcmp(a, "--user") && v) user = argv[++i];
-        else if (!strcmp(a, "--password-file") && v) pwfile = argv[++i];
-        else if (!strcmp(a, "--password") && v) password = argv[++i];
-        else if (!strcmp(a, "--address") && v) addr = argv[++i];
-        else if (!strcmp(a, "--route-name") && v) name = argv[++i];
-        else if (!strcmp(a, "--timeout") && v) timeout_s = argv[++i];
-        else if (!strcmp(a, "--port") && v) port = atoi(argv[++i]);
-        else if (a[0] == '-') {
-            fprintf(stderr, "fieldbridge ads add-route: unknown option '%s'\n%s", a, add_route_help);
-            return 2;
-        } else if (!host) host = a;
-        else {
-            fprintf(stderr, "fieldbridge ads add-route: unexpected argument '%s'\n", a);
-            return 2;
-        }
-    }
     struct ads_netid nid;
-    if (!host || !netid_s || !user) {
-        fprintf(stderr, "fieldbridge ads add-route: PLC_HOST, --net-id and --user are required\n%s", add_route_help);
-        return 2;
-    }
-    if (ads_netid_parse(netid_s, &nid)) {
-        fprintf(stderr, "fieldbridge ads add-route: bad --net-id '%s' (six numbers, e.g. 192.168.0.5.1.1)\n", netid_s);
-        return 2;
-    }
-    if (port < 1 || port > 65535) {
-        fprintf(stderr, "fieldbridge ads add-route: bad --port\n");
-        return 2;
-    }
-    int64_t tmo = 3000000000LL;
-    if (timeout_s && (fb_parse_duration(timeout_s, &tmo) < 0 || tmo <= 0)) {
-        fprintf(stderr, "fieldbridge ads add-route: bad --timeout '%s'\n", timeout_s);
-        return 2;
-    }
-    char pw[256] = "";
-    if (pwfile) {
-        FILE *f = fopen(pwfile, "r");
-        if (!f) {
-            fprintf(stderr, "fieldbridge ads add-route: cannot read %s: %s\n", pwfile, strerror(errno));
-            return 2;
-        }
-        if (!fgets(pw, sizeof pw, f)) pw[0] = 0;
-        fclose(f);
-        pw[strcspn(pw, "\r\n")] = 0;
-    } else if (password) {
-        snprintf(pw, sizeof pw, "%s", password);
-    } else if (getenv("FB_ADS_PASSWORD")) {
-        snprintf(pw, sizeof pw, "%s", getenv("FB_ADS_PASSWORD"));
-    } else {
-        fprintf(stderr, "fieldbridge ads add-route: give the PLC password with --password-file FILE or "
-                        "FB_ADS_PASSWORD\n");
-        return 2;
-    }
+    if (!r->host || !r->net_id || !r->user || !r->password)
+        return fb_err_set(err, FB_EINVAL, "PLC host, our NetId, user and password are required");
+    if (ads_netid_parse(r->net_id, &nid))
+        return fb_err_set(err, FB_EINVAL, "bad NetId '%s' (six numbers, e.g. 192.168.0.5.1.1)", r->net_id);
+    int port = r->port ? r->port : ADS_UDP_PORT;
+    if (port < 1 || port > 65535) return fb_err_set(err, FB_EINVAL, "bad port %d", port);
+    int64_t tmo = r->timeout_ns > 0 ? r->timeout_ns : 3000000000LL;
     char portstr[8];
     snprintf(portstr, sizeof portstr, "%d", port);
     struct addrinfo hints = {.ai_family = AF_INET, .ai_socktype = SOCK_DGRAM}, *res = NULL;
-    int g = getaddrinfo(host, portstr, &hints, &res);
-    if (g) {
-        fprintf(stderr, "fieldbridge ads add-route: cannot resolve %s: %s\n", host, gai_strerror(g));
-        return 1;
-    }
+    int g = getaddrinfo(r->host, portstr, &hints, &res);
+    if (g) return fb_err_set(err, FB_EIO, "cannot resolve %s: %s", r->host, gai_strerror(g));
     int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
     if (fd < 0 || connect(fd, res->ai_addr, res->ai_addrlen) < 0) {
-        fprintf(stderr, "fieldbridge ads add-route: %s\n", strerror(errno));
+        fb_err_set(err, FB_EIO, "%s", strerror(errno));
         if (fd >= 0) close(fd);
         freeaddrinfo(res);
-        return 1;
+        return FB_EIO;
     }
     freeaddrinfo(res);
     char ourip[64] = "";
+    const char *addr = r->address;
     if (!addr) { /* the address the PLC sees us at */
         struct sockaddr_in sa;
         socklen_t sl = sizeof sa;
         if (getsockname(fd, (struct sockaddr *)&sa, &sl) == 0) inet_ntop(AF_INET, &sa.sin_addr, ourip, sizeof ourip);
         addr = ourip;
     }
-    if (!name) name = addr;
+    snprintf(r->address_used, sizeof r->address_used, "%s", addr);
+    const char *name = r->name ? r->name : addr;
     uint8_t pkt[1200];
     uint32_t invoke = (uint32_t)fb_mono_ns() | 1;
-    size_t n = ads_udp_add_route(pkt, sizeof pkt, invoke, &nid, name, &nid, user, pw, addr);
-    memset(pw, 0, sizeof pw);
+    size_t n = ads_udp_add_route(pkt, sizeof pkt, invoke, &nid, name, &nid, r->user, r->password, addr);
     if (!n) {
-        fprintf(stderr, "fieldbridge ads add-route: arguments too long\n");
         close(fd);
-        return 2;
+        return fb_err_set(err, FB_EINVAL, "arguments too long");
     }
     int64_t deadline = fb_mono_ns() + tmo;
-    int rc = 1;
     int64_t resend = 0;
     while (fb_mono_ns() < deadline) {
         if (fb_mono_ns() >= resend) { /* UDP: repeat every second */
@@ -1905,8 +1839,8 @@ int fb_ads_add_route(int argc, char **argv)
         }
         struct pollfd pfd = {.fd = fd, .events = POLLIN};
         int64_t left = (resend < deadline ? resend : deadline) - fb_mono_ns();
-        int r = poll(&pfd, 1, left > 0 ? (int)(left / 1000000) + 1 : 0);
-        if (r <= 0) continue;
+        int rv = poll(&pfd, 1, left > 0 ? (int)(left / 1000000) + 1 : 0);
+        if (rv <= 0) continue;
         uint8_t rb[2048];
         ssize_t got = recv(fd, rb, sizeof rb, 0);
         if (got < 0) continue;
@@ -1914,26 +1848,16 @@ int fb_ads_add_route(int argc, char **argv)
         if (ads_udp_parse(rb, (size_t)got, &rep) || rep.invoke != invoke ||
             rep.service != (ADS_UDP_RESPONSE | ADS_UDP_ADD_ROUTE))
             continue;
-        char pid[24];
-        ads_netid_fmt(&rep.netid, pid, sizeof pid);
-        if (!rep.have_status || rep.status == 0) {
-            printf("route '%s' for %s at %s added on %s (PLC AmsNetId %s)\n", name, netid_s, addr, host, pid);
-            rc = 0;
-        } else {
-            fprintf(stderr, "fieldbridge ads add-route: %s (PLC %s) refused the route: 0x%X %s\n", host, pid,
-                    rep.status,
-                    rep.status == 0x704 || rep.status == 0x723 ? "wrong user name or password"
-                                                               : ads_err_text(rep.status));
-            rc = 1;
-        }
         close(fd);
-        return rc;
+        ads_netid_fmt(&rep.netid, plc_netid, len);
+        if (!rep.have_status || rep.status == 0) return 0;
+        return fb_err_set(err, FB_EACCES, "%s (PLC %s) refused the route: 0x%X %s", r->host, plc_netid, rep.status,
+                          rep.status == 0x704 || rep.status == 0x723 ? "wrong user name or password"
+                                                                     : ads_err_text(rep.status));
     }
-    fprintf(stderr, "fieldbridge ads add-route: no answer from %s:%d within %.1fs (is it a TwinCAT system? is UDP "
-                    "%d open?)\n",
-            host, port, tmo / 1e9, port);
     close(fd);
-    return 1;
+    return fb_err_set(err, FB_ETIMEDOUT, "no answer from %s:%d within %.1fs (is it a TwinCAT system? is UDP %d open?)",
+                      r->host, port, tmo / 1e9, port);
 }
 
 static const char *const ads_schemes[] = {"ads", NULL};

@@ -22,7 +22,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "core/fb.h"
+#include "core/model.h"
 
 #define ADS_TCP_PORT 48898
 #define ADS_UDP_PORT 48899

@@ -39,9 +39,9 @@
 #include <string.h>
 #include <time.h>
 
-#include "core/fb.h"
+#include "core/model.h"
 #include "core/log.h"
-#include "core/runtime.h"
+#include "core/plugin.h"
 #include "south/modbus/modbus_proto.h"
 
 #define MB_SILENT_AFTER 3                  /* requests in a row without an answer */

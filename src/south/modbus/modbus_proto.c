@@ -328,6 +328,8 @@ static int parse_type(const char *t, const char *text, const struct type_def **t
                       text);
 }
 
+/* Long on purpose: the address grammar (table, 0- and 1-based forms, bit,
+ * type, order, count) checked in one pass, each error naming its part. */
 int mb_addr_parse(const struct mb_addr_in *in, struct mb_addr *a, struct fb_err *err)
 {
     memset(a, 0, sizeof *a);

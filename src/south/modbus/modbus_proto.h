@@ -12,7 +12,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "core/fb.h"
+#include "core/model.h"
 #include "core/log.h"
 
 /* Protocol limits (Modbus Application Protocol v1.1b3 §6). */

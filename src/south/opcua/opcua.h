@@ -4,7 +4,7 @@
 #define FB_OPCUA_H
 #include <stdio.h>
 
-#include "core/fb.h"
+#include "core/model.h"
 #include "south/opcua/ua_secure.h"
 
 extern const struct fb_driver fb_driver_opcua;

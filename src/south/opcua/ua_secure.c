@@ -51,7 +51,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "core/config.h"
+#include "core/env.h"
 #include "core/log.h"
 #include "south/opcua/ua_msg.h"
 

@@ -5,7 +5,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "core/fb.h"
+#include "core/model.h"
 
 /* The UserNameIdentityToken password for a token policy that names a
  * security policy (Part 4 §7.36.3): plaintext u32 len(pwd+nonce) | pwd |

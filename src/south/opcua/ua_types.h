@@ -17,7 +17,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "core/fb.h"
+#include "core/model.h"
 
 /* built-in type ids (Part 6 Table 1) */
 enum ua_builtin_id {

@@ -47,7 +47,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "core/config.h"
+#include "core/env.h"
+#include "core/plugin.h"
+#include "core/url.h"
 #include "core/log.h"
 #include "south/revpi/revpi.h"
 #include "south/revpi/revpi_proto.h"
@@ -194,9 +196,9 @@ static char *cfg_path_of(const struct fb_device *dev, const char *v)
 
 static bool gateway_running(const struct fb_device *dev)
 {
-    /* The one-shot CLI builds a gateway without a bus: it never writes the
+    /* The one-shot CLI builds a gateway it never runs: it never writes the
      * safe state (a `fieldbridge write` must not be undone by its close). */
-    return dev->gw && dev->gw->bus;
+    return fb_runtime_running(dev->gw);
 }
 
 static const char *devname(const struct fb_device *dev) { return dev->name ? dev->name : "revpi"; }
@@ -538,7 +540,7 @@ static void revpi_close(struct fb_conn *c)
     for (uint32_t i = 0; i < c->ndevs; i++) {
         struct fb_device *dev = c->devs[i];
         if (!gateway_running(dev)) continue;
-        write_safe(c, dev, atomic_load(&dev->gw->stop) ? "gateway stopping" : "connection closed");
+        write_safe(c, dev, fb_runtime_stopping(dev->gw) ? "gateway stopping" : "connection closed");
     }
     if (rc->fd >= 0) close(rc->fd);
     free(rc);

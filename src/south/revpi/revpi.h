@@ -5,7 +5,7 @@
 #define FB_REVPI_H
 #include <stdio.h>
 
-#include "core/fb.h"
+#include "core/model.h"
 
 extern const struct fb_driver fb_driver_revpi;
 

@@ -9,7 +9,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "core/fb.h"
+#include "core/model.h"
 
 #define FB_REVPI_IMAGE_SIZE 4096u
 #define FB_REVPI_NAME_MAX 64

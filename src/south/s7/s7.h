@@ -2,7 +2,7 @@
  * Registered in src/core/driver.c; its declaration can move to core/fb.h. */
 #ifndef FB_S7_H
 #define FB_S7_H
-#include "core/fb.h"
+#include "core/model.h"
 
 extern const struct fb_driver fb_driver_s7;
 #endif

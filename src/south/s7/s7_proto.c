@@ -727,6 +727,8 @@ static int check_int(const struct fb_value *v, int64_t lo, uint64_t hi, uint64_t
     return fb_err_set(err, FB_EINVAL, "%s needs a number", types[a->type].name);
 }
 
+/* Long on purpose: one case per S7 type, each a few lines of byte layout;
+ * split up it would only scatter the table. */
 int s7_encode(const struct s7_addr *a, const struct fb_value *v, uint8_t *out, size_t cap,
               struct fb_err *err)
 {

@@ -13,7 +13,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "core/fb.h"
+#include "core/model.h"
 
 #define S7_DEFAULT_PORT 102
 #define S7_PDU_MIN 240          /* smallest PDU a CPU negotiates */

@@ -27,7 +27,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "core/fb.h"
+#include "core/model.h"
 #include "south/sim/sim_gen.h"
 
 struct sim_dev {

@@ -10,7 +10,7 @@
 #define FB_SIM_GEN_H
 #include <stdbool.h>
 #include <stdint.h>
-#include "core/fb.h"
+#include "core/model.h"
 
 enum fb_sim_kind {
     FB_SIM_SINE = 0,

@@ -18,7 +18,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "sparkplug.h"
+#include "cli/cli.h"
+#include "north/sparkplug/sparkplug.h"
 
 struct dump_alias {
     uint64_t alias;
@@ -210,7 +211,7 @@ static void on_connect(struct mosquitto *mosq, void *obj, int rc)
     (void)mosq;
 }
 
-int fb_spb_dump(int argc, char **argv)
+int fb_cli_spb_dump(int argc, char **argv)
 {
     const char *url = NULL, *filter = "spBv1.0/#", *user = NULL;
     long count = 0;

@@ -1,4 +1,4 @@
-/* util.c — the small shared vocabulary: errors, clocks, durations and sizes,
+/* fb.c — the small shared vocabulary: errors, clocks, durations and sizes,
  * quality codes and value types.  Everything here is pure and thread-safe. */
 #include <ctype.h>
 #include <errno.h>
@@ -10,7 +10,7 @@
 #include <sys/timex.h>
 #include <time.h>
 
-#include "fb.h"
+#include "core/fb.h"
 
 int fb_err_set(struct fb_err *e, int code, const char *fmt, ...)
 {
@@ -342,4 +342,11 @@ bool fb_value_equal(const struct fb_value *a, const struct fb_value *b)
         return a->s.len == b->s.len && (a->s.len == 0 || memcmp(a->s.p, b->s.p, a->s.len) == 0);
     default: return true;
     }
+}
+
+_Noreturn void fb_assert_fail(const char *cond, const char *file, int line, const char *func)
+{
+    fprintf(stderr, "fieldbridge: internal error: %s:%d: %s: assertion '%s' failed\n", file, line, func, cond);
+    fflush(stderr);
+    abort();
 }

@@ -1,0 +1,17 @@
+/* metrics.h — the gateway's counters as Prometheus text and as the status
+ * JSON (metrics.c; docs/metrics.md). */
+#ifndef FB_METRICS_H
+#define FB_METRICS_H
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "core/buf.h"
+#include "core/model.h"
+
+/* Prometheus text exposition of every metric. */
+void fb_metrics_render(struct fb_gateway *gw, struct fb_buf *out);
+/* Process CPU seconds and RSS bytes (from /proc/self). */
+void fb_proc_usage(double *cpu_s, uint64_t *rss_bytes);
+/* Gateway status JSON (online/offline, devices with NE107, sinks, cpu, rss). */
+void fb_status_json(struct fb_gateway *gw, struct fb_buf *out, bool online);
+#endif

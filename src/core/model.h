@@ -1,0 +1,277 @@
+/* model.h — the gateway as configured: tags, devices, connections, sinks.
+ *
+ * The model is built once from the config (config.c) and is not changed
+ * while the gateway runs: it is what `fieldbridge check` prints and what a
+ * config reload compares.  It is a set of dense arrays — tags (gw->tags[id]),
+ * devices (gw->devs[idx]), connections, sinks — and hot paths refer to tags
+ * by id, never by name.
+ *
+ * Two kinds of mutable data hang off it, each marked where it sits:
+ *   - live counters (struct fb_dev_metrics, struct fb_sink_metrics and a
+ *     device's connection state): atomics written by the thread that owns the
+ *     device or sink, read by anyone (status, /metrics);
+ *   - runtime state (threads, queues, mutexes, pools): behind the `rt`
+ *     pointers, whose types are private to the runtime (runtime_state.h);
+ *     NULL until fb_runtime_start.
+ * Drivers and sinks keep their own state behind `ctx`/`drv_dev`/`addr`/`plan`.
+ */
+#ifndef FB_MODEL_H
+#define FB_MODEL_H
+#include <stdatomic.h>
+#include <stdio.h>
+
+#include "core/batch.h"
+#include "core/fb.h"
+#include "core/log.h"
+#include "core/url.h"
+
+struct fb_cfg;
+struct fb_cfg_map;
+struct fb_gateway;
+struct fb_conn;
+struct fb_group_rt;
+struct fb_conn_rt;
+struct fb_sink_rt;
+struct fb_rt;
+
+/* ------------------------------------------------------------------- tags */
+enum fb_access { FB_ACC_READ = 1, FB_ACC_WRITE = 2, FB_ACC_RW = 3 };
+
+/* Per-tag processing settings (src/proc). Zero means off unless said. */
+struct fb_tag_proc {
+    bool scaled;
+    double k, d; /* eng = raw * k + d; raw = (eng - d) / k on write */
+    /* the same scale with whole numbers, eng = (raw * sa + sb) / sc, so that
+     * decimal factors give decimal results (src/proc/scale.c); sc 0 = none */
+    double sa, sb, sc;
+    bool has_min, has_max;
+    double min, max;       /* plausible / writable range (engineering units) */
+    double max_rate;       /* max |Δ|/s; faster → spike → BadSensorFailure (0 = off) */
+    uint32_t spike_accept; /* a step is accepted after this many samples that agree (0 = by time only) */
+    int64_t stuck_ns;      /* unchanged this long → UncertainSensorNotAccurate (0 = off) */
+    double db_abs, db_pct; /* deadband; both 0 = publish every sample */
+    int64_t heartbeat_ns;  /* publish at least this often, even inside the deadband */
+    int64_t window_ns;     /* sliding-window stats (0 = off) */
+    uint8_t out_type;      /* type after scaling (float64 when scaled) */
+};
+
+struct fb_tag {
+    uint32_t id;
+    uint32_t device;  /* owning device index */
+    uint16_t group;   /* poll group index within the device */
+    uint8_t type;     /* enum fb_type: the type on the wire */
+    uint8_t access;   /* enum fb_access */
+    uint32_t index;   /* element index for tags expanded from `count:` */
+    uint32_t str_len; /* string tags: bytes */
+    char *name;       /* within the device: "temperature", "temps[3]" */
+    char *path;       /* "press-01/temperature", for logs */
+    char *addr_text;  /* as written in the config */
+    char *order;      /* byte/word order as written, or NULL (driver interprets) */
+    char *unit;       /* engineering unit, or NULL */
+    void *addr;       /* driver-owned parsed address */
+    struct fb_tag_proc proc;
+    int line, col;    /* where it was declared, for messages */
+};
+
+struct fb_group { /* a poll group: tags read at the same period */
+    int64_t period_ns;
+    uint32_t *tags; /* tag ids */
+    uint32_t ntags;
+    void *plan;     /* driver-owned read plan */
+    struct fb_group_rt *rt;
+};
+
+/* ---------------------------------------------------------------- devices */
+/* Live counters of a device; written by its connection thread, read by anyone. */
+struct fb_dev_metrics {
+    _Atomic uint64_t requests, errors, timeouts, reconnects, writes, write_errors;
+    _Atomic uint64_t rtt_ns_sum, rtt_ns_last, rtt_count;
+    _Atomic int64_t last_success_ns;   /* UTC */
+    _Atomic uint32_t tags_out_of_spec; /* tags whose last published quality is out of range */
+    _Atomic uint32_t tags_bad;         /* tags whose last published quality is Bad (NE107) */
+};
+
+
+struct fb_device {
+    uint32_t idx;
+    char *name;
+    char *url_text;
+    struct fb_url url;
+    const struct fb_driver *drv;
+    char *area, *line;         /* ISA-95 levels for topics */
+    uint32_t first_tag, ntags; /* tags are contiguous: gw->tags[first_tag ..] */
+    struct fb_group *groups;
+    uint32_t ngroups;
+    int64_t timeout_ns; /* per request */
+    int64_t delay_ns;   /* pause between requests */
+    struct fb_conn *conn;
+    struct fb_gateway *gw;
+    void *drv_dev; /* driver per-device state */
+    int line_no, col;
+    /* live */
+    struct fb_dev_metrics m;
+    _Atomic int state; /* enum fb_dev_state */
+};
+
+/* One TCP connection or serial line, shared by the devices behind it; one
+ * thread, one request in flight. */
+struct fb_conn {
+    char *key; /* "tcp:127.0.0.1:502", "rtu:/dev/ttyUSB0", "sim:press-01" */
+    const struct fb_driver *drv;
+    struct fb_device **devs;
+    uint32_t ndevs;
+    void *ctx; /* driver transport state, set by open() */
+    struct fb_conn_rt *rt;
+};
+
+/* ---------------------------------------------------------------- drivers */
+/* A south driver: one static table per protocol (src/south/<name>/), listed
+ * in core/driver.c. */
+struct fb_driver {
+    const char *name;           /* "modbus", "sim" */
+    const char *const *schemes; /* URL schemes it serves, NULL-terminated */
+    /* Check dev->url, set dev->drv_dev, and return in *conn_key (malloc'd) the
+     * key of the connection this device uses: equal keys share one connection. */
+    int (*device_init)(struct fb_device *dev, char **conn_key, struct fb_err *err);
+    void (*device_free)(struct fb_device *dev);
+    /* Parse tag->addr_text (and tag->order, tag->index, tag->type if given);
+     * set tag->addr and, if tag->type is FB_T_NONE, the default type. */
+    int (*parse_address)(struct fb_device *dev, struct fb_tag *tag, struct fb_err *err);
+    void (*free_address)(struct fb_tag *tag);
+    /* After all tags are known: build g->plan for a poll group. */
+    int (*plan)(struct fb_device *dev, struct fb_group *g, struct fb_err *err);
+    void (*plan_free)(struct fb_group *g);
+    /* Connect; called again with backoff after failure. */
+    int (*open)(struct fb_conn *c, struct fb_err *err);
+    /* Read a group into out, one sample per tag (bad quality where an item
+     * failed).  Return 0, or FB_EIO/FB_ETIMEDOUT/FB_EPROTO when the connection
+     * must be re-established (the core then closes and reconnects). */
+    int (*read)(struct fb_device *dev, struct fb_group *g, struct fb_batch *out);
+    /* Write one raw value (already converted to tag->type). */
+    int (*write)(struct fb_device *dev, const struct fb_tag *t, const struct fb_value *v, struct fb_err *err);
+    void (*close)(struct fb_conn *c);
+};
+
+/* ------------------------------------------------------------------ sinks */
+enum fb_delivery { FB_SENT = 0, FB_RETRY = 1, FB_DROP = 2 };
+
+/* Live counters of a sink. */
+struct fb_sink_metrics {
+    _Atomic uint64_t queued, sent, dropped, retries, errors;
+    _Atomic int connected;
+};
+
+/* Store-and-forward settings (`buffer:` globally, overridable per sink). */
+struct fb_buffer_cfg {
+    char *path;               /* directory; each sink uses path/<sink name> */
+    uint64_t max_bytes;       /* disk bound (default 256 MiB) */
+    int64_t max_age_ns;       /* drop records older than this (0 = keep) */
+    int sync;                 /* enum fb_store_sync: batch (default), interval, os */
+    int64_t sync_interval_ns; /* for interval */
+    int full_policy;          /* enum fb_store_full: drop_oldest (default), block */
+    uint32_t drain_rate;      /* max messages/s towards the sink (0 = unlimited) */
+};
+
+struct fb_sink_inst;
+/* A north sink: one static table per kind (src/north/<name>/), listed in
+ * core/sinks.c.  Its config section has the sink's name as its key. */
+struct fb_sink {
+    const char *name;          /* "mqtt": the config section and the instance name */
+    const char *const *keys;   /* the section's own keys, NULL-terminated (the
+                                * core reads the common `buffer:` and `queue:`) */
+    const struct fb_config_keys *nested; /* the keys of its nested mappings (tls:, qos:, …),
+                                          * ended by a NULL section: for the docs check */
+    /* Read the section (m, already checked against keys) into a new config
+     * object; errors go to the reader (r), the object is returned even then so
+     * that every error is found in one pass.  gw holds the gateway section. */
+    void *(*cfg_load)(struct fb_cfg *r, const struct fb_cfg_map *m, const struct fb_gateway *gw);
+    void (*cfg_free)(void *cfg);
+    /* One line (or a few) for `fieldbridge check`: "  sink mqtt  ...\n". */
+    void (*describe)(const struct fb_sink_inst *s, FILE *f);
+
+    int (*open)(struct fb_sink_inst *s, struct fb_err *err);
+    /* Accept a batch (data or device state).  The batch is borrowed until
+     * send returns.  Delivery is reported later with fb_sink_done(). */
+    int (*send)(struct fb_sink_inst *s, const struct fb_batch *b, uint64_t batch_id);
+    /* Can it take a message now (connected, room in flight)?  With a store the
+     * runtime only hands over buffered records while this says yes. */
+    bool (*ready)(struct fb_sink_inst *s);
+    /* Called on the sink thread about every 100 ms and when idle: housekeeping. */
+    void (*tick)(struct fb_sink_inst *s);
+    /* Publish an offline status and flush what can be flushed, then disconnect. */
+    void (*close)(struct fb_sink_inst *s);
+};
+
+/* A service: something configured by its own top-level section that lives
+ * as long as the runtime without taking the data stream (the metrics
+ * endpoint).  Started after the sinks, stopped after they closed and before
+ * their stores are freed (status readers look at the stores).  Listed in
+ * core/sinks.c; present when its section is. */
+struct fb_service_inst;
+struct fb_service {
+    const char *name;                    /* its config section */
+    const char *const *keys;             /* the section's keys, NULL-terminated */
+    const struct fb_config_keys *nested; /* nested mappings' keys, NULL section last (may be NULL) */
+    void *(*cfg_load)(struct fb_cfg *r, const struct fb_cfg_map *m, const struct fb_gateway *gw);
+    void (*cfg_free)(void *cfg);
+    void (*describe)(const struct fb_service_inst *si, FILE *f); /* the `check` line */
+    void *(*start)(struct fb_gateway *gw, const void *cfg, struct fb_err *err); /* NULL + err on failure */
+    void (*stop)(void *state);
+};
+
+struct fb_service_inst {
+    const struct fb_service *svc;
+    void *cfg;
+};
+
+struct fb_sink_inst {
+    const struct fb_sink *sink;
+    char *name;
+    void *cfg;                    /* the sink's config object (cfg_load) */
+    struct fb_buffer_cfg *buffer; /* store-and-forward, NULL = none; the global one with overrides */
+    uint32_t queue_len;           /* `queue:` (default 1024; see docs/configuration.md) */
+    struct fb_gateway *gw;
+    void *ctx;                    /* the sink's running state (open .. close) */
+    struct fb_sink_metrics m;     /* live */
+    struct fb_sink_rt *rt;
+};
+
+/* ---------------------------------------------------------------- gateway */
+struct fb_gateway {
+    char *id, *site;
+    char *cfg_path;
+    struct fb_tag *tags;
+    uint32_t ntags;
+    struct fb_device *devs;
+    uint32_t ndevs;
+    struct fb_conn *conns;
+    uint32_t nconns;
+    struct fb_sink_inst *sinks;
+    uint32_t nsinks;
+    struct fb_service_inst *services;
+    uint32_t nservices;
+    /* commands */
+    int64_t cmd_max_age_ns; /* refuse commands whose "ts" is older (0 = off) */
+    bool cmd_allow_qos0;
+    int64_t cmd_timeout_ns;       /* how long a command may wait for its device */
+    struct fb_buffer_cfg *buffer; /* global buffer settings, NULL = none */
+    int64_t status_interval_ns;
+    /* logging */
+    int log_level;
+    int log_format; /* enum fb_log_format */
+    struct fb_rt *rt; /* the running gateway (runtime.c), NULL before start */
+};
+
+/* Release a gateway model, also a half-built one (driver hooks are called
+ * only for what the driver created). */
+void fb_gateway_free(struct fb_gateway *gw);
+void fb_buffer_cfg_free(struct fb_buffer_cfg *b);
+/* Look-ups for the command path (not hot). */
+struct fb_device *fb_gw_device(struct fb_gateway *gw, const char *name);
+struct fb_tag *fb_gw_tag(struct fb_gateway *gw, const struct fb_device *d, const char *name);
+/* The type a tag's values have after processing (scaled → float64). */
+static inline enum fb_type fb_tag_out_type(const struct fb_tag *t)
+{
+    return (enum fb_type)(t->proc.out_type ? t->proc.out_type : t->type);
+}
+#endif

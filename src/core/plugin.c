@@ -1,0 +1,120 @@
+/* plugin.c — what the runtime offers the plug-ins: drivers, sinks and the
+ * command router call these, never the runtime's start/stop (runtime.c).
+ * Kept apart from runtime.c so that the plug-ins do not depend on the
+ * tables that list them (core/driver.c, core/sinks.c), which the runtime
+ * does: no include cycle. */
+#include "core/plugin.h"
+
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "core/publish.h"
+#include "core/runtime_state.h"
+#include "core/thread.h"
+#include "store/store.h"
+
+/* ------------------------------------------------------------------ sinks */
+void fb_sink_done(struct fb_sink_inst *s, uint64_t batch_id, enum fb_delivery d)
+{
+    struct fb_sink_rt *q = s->rt;
+    bool stored = q && q->store && !(batch_id & FB_DIRECT_ID);
+    switch (d) {
+    case FB_SENT: atomic_fetch_add(&s->m.sent, 1); break;
+    /* only the store retries: without one (or for a batch sent past it) the batch is lost */
+    case FB_RETRY: atomic_fetch_add(stored ? &s->m.retries : &s->m.dropped, 1); break;
+    case FB_DROP: atomic_fetch_add(&s->m.dropped, 1); break;
+    }
+    if (!stored) return;
+    if (d == FB_RETRY) {
+        atomic_store(&q->rewind, true);
+    } else {
+        /* delivered, or refused for good (counted above): either way it leaves the queue */
+        fb_store_ack(q->store, batch_id);
+    }
+    /* room in flight again: wake the sink thread */
+    fb_sink_wake(s);
+}
+
+void fb_sink_wake(struct fb_sink_inst *s)
+{
+    struct fb_sink_rt *q = s->rt;
+    if (!q) return;
+    pthread_mutex_lock(&q->mu);
+    pthread_cond_signal(&q->cv);
+    pthread_mutex_unlock(&q->mu);
+}
+
+/* ---------------------------------------------------------------- devices */
+void fb_device_set_state(struct fb_device *d, int state, const char *reason)
+{
+    if (!fb_runtime_running(d->gw)) {
+        atomic_store(&d->state, state);
+        return;
+    }
+    fb_publish_state(d->gw, d, state, reason);
+}
+
+void fb_conn_failed(struct fb_conn *c, uint32_t quality, int64_t retry_ns)
+{
+    if (!c->rt) return; /* the one-shot CLI: no retries */
+    c->rt->fail_q = quality;
+    c->rt->fail_retry_ns = retry_ns;
+}
+
+/* ------------------------------------------------------------ the gateway */
+bool fb_runtime_running(const struct fb_gateway *gw) { return gw && gw->rt; }
+bool fb_runtime_stopping(const struct fb_gateway *gw) { return !gw || !gw->rt || atomic_load(&gw->rt->stop); }
+bool fb_runtime_reboot_requested(const struct fb_gateway *gw) { return gw && gw->rt && atomic_load(&gw->rt->reboot); }
+
+void fb_runtime_request_reboot(struct fb_gateway *gw)
+{
+    if (!gw->rt) return;
+    atomic_store(&gw->rt->reboot, true);
+    kill(getpid(), SIGTERM); /* process-directed: main's sigwait takes it and stops in order */
+}
+
+/* ------------------------------------------------------------------ writes */
+int fb_conn_write(struct fb_gateway *gw, const struct fb_tag *t, const struct fb_value *raw,
+                  int64_t timeout_ns, struct fb_err *err)
+{
+    struct fb_conn *c = gw->devs[t->device].conn;
+    struct fb_write_req *r = calloc(1, sizeof *r);
+    if (!r) return fb_err_set(err, FB_ENOMEM, "out of memory");
+    r->tag = t->id;
+    r->raw = *raw;
+    if (raw->type == FB_T_STRING) {
+        uint32_t n = raw->s.len < sizeof r->sbuf ? raw->s.len : (uint32_t)sizeof r->sbuf;
+        memcpy(r->sbuf, raw->s.p, n);
+        r->raw.s.p = r->sbuf;
+        r->raw.s.len = n;
+    }
+    atomic_init(&r->refs, 2);
+    pthread_mutex_init(&r->mu, NULL);
+    fb_cond_init_mono(&r->cv);
+    pthread_mutex_lock(&c->rt->mu);
+    if (c->rt->wq_tail)
+        c->rt->wq_tail->next = r;
+    else
+        c->rt->wq_head = r;
+    c->rt->wq_tail = r;
+    pthread_cond_signal(&c->rt->cv);
+    pthread_mutex_unlock(&c->rt->mu);
+
+    int64_t deadline = fb_mono_ns() + timeout_ns;
+    pthread_mutex_lock(&r->mu);
+    while (!r->done)
+        if (!fb_cond_wait_until(&r->cv, &r->mu, deadline)) break;
+    int rc = r->done ? r->rc : FB_ETIMEDOUT;
+    if (r->done && rc < 0 && err) *err = r->err;
+    pthread_mutex_unlock(&r->mu);
+    if (rc == FB_ETIMEDOUT && !r->done)
+        fb_err_set(err, FB_ETIMEDOUT, "write timed out after %.1fs", timeout_ns / 1e9);
+    if (atomic_fetch_sub(&r->refs, 1) == 1) {
+        pthread_mutex_destroy(&r->mu);
+        pthread_cond_destroy(&r->cv);
+        free(r);
+    }
+    return rc;
+}

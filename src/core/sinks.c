@@ -1,0 +1,43 @@
+/* sinks.c — the static tables of the north side.  Adding a sink means one
+ * line here and one struct fb_sink (with its config reader) in its folder:
+ * the config loader offers every sink's name as a top-level section, hands
+ * the section to the sink, and the runtime runs it like any other.  Services
+ * (struct fb_service) run beside the sinks for the runtime's lifetime. */
+#include "core/sinks.h"
+
+#include <string.h>
+
+#include "north/http/http.h"
+#include "north/mqtt/mqtt.h"
+#include "north/sparkplug/sparkplug.h"
+
+static const struct fb_sink *const sinks[] = {&fb_sink_mqtt, &fb_sink_sparkplug};
+#define NSINKS (sizeof sinks / sizeof sinks[0])
+
+const struct fb_sink *const *fb_sinks(size_t *n)
+{
+    *n = NSINKS;
+    return sinks;
+}
+
+static const struct fb_service *const services[] = {&fb_service_http};
+
+const struct fb_service *const *fb_services(size_t *n)
+{
+    *n = sizeof services / sizeof services[0];
+    return services;
+}
+
+const struct fb_service *fb_service_by_name(const char *name)
+{
+    for (size_t i = 0; name && i < sizeof services / sizeof services[0]; i++)
+        if (!strcmp(services[i]->name, name)) return services[i];
+    return NULL;
+}
+
+const struct fb_sink *fb_sink_by_name(const char *name)
+{
+    for (size_t i = 0; name && i < NSINKS; i++)
+        if (!strcmp(sinks[i]->name, name)) return sinks[i];
+    return NULL;
+}

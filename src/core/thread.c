@@ -1,0 +1,20 @@
+/* thread.c — condition variables on the monotonic clock (thread.h). */
+#include "core/thread.h"
+
+#include <errno.h>
+#include <time.h>
+
+void fb_cond_init_mono(pthread_cond_t *cv)
+{
+    pthread_condattr_t a;
+    pthread_condattr_init(&a);
+    pthread_condattr_setclock(&a, CLOCK_MONOTONIC);
+    pthread_cond_init(cv, &a);
+    pthread_condattr_destroy(&a);
+}
+
+bool fb_cond_wait_until(pthread_cond_t *cv, pthread_mutex_t *mu, int64_t deadline_mono_ns)
+{
+    struct timespec ts = {.tv_sec = deadline_mono_ns / 1000000000LL, .tv_nsec = deadline_mono_ns % 1000000000LL};
+    return pthread_cond_timedwait(cv, mu, &ts) != ETIMEDOUT;
+}

@@ -1,0 +1,797 @@
+/* session.c — one MQTT client session (libmosquitto 2.0) for the sinks that
+ * speak MQTT (session.h).
+ *
+ * Threads.  The sink thread (runtime.c) publishes; our own network thread
+ * runs mosquitto_loop() and every libmosquitto callback; other threads (the
+ * command router replying) may publish too.  We run the network loop
+ * ourselves instead of mosquitto_loop_start() because its built-in reconnect
+ * (a) gives up for good on "fatal" errors such as a TLS handshake or DNS
+ * failure while the broker restarts, (b) reconnects with a blocking connect()
+ * that can hold shutdown for minutes against a black-holed host, and (c) has
+ * no jitter.  Ours reconnects with mosquitto_connect_async (non-blocking
+ * connect), exponential backoff between reconnect.min and reconnect.max with
+ * equal jitter, moves to the next server of a failover list when a connect
+ * fails or a sink asks, and checks for shutdown at least once a second.  Open
+ * therefore never blocks and a broker that is down at start-up is fine.
+ *
+ * Delivery.  A tracked publication remembers (mid → batch id) in a fixed
+ * open-addressing table sized from max_inflight (no allocation per message).
+ * The PUBACK/PUBCOMP (on_publish) reports fb_sink_done(FB_SENT), or FB_DROP
+ * when an MQTT 5 broker refuses it with a reason code >= 0x80.  QoS 0
+ * messages are reported sent once libmosquitto has queued them.  While
+ * disconnected, publications are reported FB_RETRY at once (they are not
+ * handed to libmosquitto, whose own queue is unbounded).  When max_inflight
+ * messages await their acknowledgement, a tracked publish waits
+ * (back-pressure).  Messages in flight when the connection drops stay in
+ * libmosquitto's session state and are resent after the reconnect; until
+ * they are acknowledged ready() says no, so newer buffered records never
+ * overtake them, and if the session does not resend them within 5 s they go
+ * back to the store (duplicates are possible, loss is not).  What is still
+ * unacknowledged at close is reported FB_RETRY.
+ *
+ * Lock order: ms->mu is taken inside libmosquitto callbacks (which may hold
+ * libmosquitto's callback mutex), and a tracked publish holds ms->mu around
+ * mosquitto_publish() so that a PUBACK racing the insertion of its mid finds
+ * it.  That is safe because with mosquitto_threaded_set(true) publish only
+ * queues the packet (out_packet mutex) and never runs callbacks itself.
+ */
+#include "north/mqtt/session.h"
+
+#include <errno.h>
+#include <mqtt_protocol.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "core/log.h"
+#include "core/plugin.h"
+#include "core/url.h"
+#include "core/thread.h"
+
+#define MS_SEC 1000000000LL
+#define MS_LOOP_TIMEOUT_MS 1000
+#define MS_DRAIN_WAIT_NS 2000000000LL  /* on shutdown, max wait for in-flight room */
+#define MS_RESEND_WAIT_NS 5000000000LL /* after a reconnect, wait this long for the session's resends */
+
+struct slot {
+    int mid; /* 0 = empty (libmosquitto mids are 1..65535) */
+    uint64_t id;
+};
+
+struct fb_mqtt_session {
+    char name[32];
+    const struct fb_broker_cfg *cfg;
+    struct fb_sink_inst *sink;
+    const struct fb_mqtt_session_ops *ops;
+    void *obj;
+    struct mosquitto *mosq;
+    bool v5;
+    int keepalive_s;
+
+    /* network thread */
+    pthread_t thr;
+    bool thr_started;
+    atomic_bool quit;
+    atomic_bool connected;    /* CONNACK accepted and not yet disconnected */
+    atomic_bool next_server;  /* the next CONNECT goes to the next server */
+    _Atomic uint32_t srv;     /* index of the server in use */
+    bool got_connack;         /* this socket got a CONNACK (accepted or not) */
+    struct fb_backoff backoff;
+    struct fb_ratelimit rl_conn, rl_liblog, rl_send;
+
+    /* in-flight table and close handshake, under mu; cv signals changes */
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    struct slot *slots;
+    uint32_t mask, inflight, max_inflight;
+    bool resend_pending;  /* in flight at a disconnect: wait for the resends */
+    int64_t connected_at; /* monotonic, for the resend time-out */
+    int close_mid;
+    bool close_acked;
+};
+
+/* ------------------------------------------------------- broker settings */
+const char *const fb_broker_tls_keys[] = {"ca", "ca_path", "cert", "key", "verify_hostname", NULL};
+const char *const fb_broker_reconnect_keys[] = {"min", "max", NULL};
+
+/* One broker URL of url: / servers:. */
+static void server_add(struct fb_cfg *r, const struct fb_cfg_node *n, const char *what, struct fb_broker_cfg *b)
+{
+    char *url = fb_cfg_str(r, NULL, n, what);
+    if (!url) return;
+    struct fb_url u;
+    struct fb_err e = {0};
+    if (fb_url_parse(url, &u, &e) < 0) {
+        fb_cfg_error(r, n, "%s: %s", what, e.msg);
+        free(url);
+        return;
+    }
+    if (strcmp(u.scheme, "mqtt") && strcmp(u.scheme, "mqtts"))
+        fb_cfg_error(r, n, "%s: scheme must be mqtt:// or mqtts://, got '%s://'", what, u.scheme);
+    else if (!*u.host)
+        fb_cfg_error(r, n, "%s: missing broker host", what);
+    else if ((*u.path && strcmp(u.path, "/")) || u.nq)
+        fb_cfg_error(r, n, "%s: a broker URL has no path or query (got '%s')", what, url);
+    struct fb_broker_server *sv = realloc(b->servers, (b->nservers + 1) * sizeof *sv);
+    if (!sv) {
+        fb_url_free(&u);
+        free(url);
+        return;
+    }
+    b->servers = sv;
+    sv = &b->servers[b->nservers++];
+    sv->url = url;
+    sv->tls = !strcmp(u.scheme, "mqtts");
+    sv->host = strdup(u.host);
+    sv->port = u.port ? u.port : sv->tls ? 8883 : 1883;
+    if (sv->tls) b->tls = true;
+    fb_url_free(&u);
+}
+
+void fb_broker_cfg_load(struct fb_cfg *r, const struct fb_cfg_map *m, const char *what, size_t max_client_id,
+                        struct fb_broker_cfg *b)
+{
+    memset(b, 0, sizeof *b);
+    b->version = 5;
+    b->tls_verify_hostname = true;
+    b->keepalive_ns = 30 * MS_SEC;
+    b->reconnect_min_ns = MS_SEC;
+    b->reconnect_max_ns = 30 * MS_SEC;
+
+    char key[96];
+    struct fb_cfg_node *n, *x;
+    struct fb_cfg_node *un = fb_cfg_get(m, "url"), *ln = fb_cfg_get(m, "servers");
+    if (un && ln) fb_cfg_error(r, ln, "give either %s.url or %s.servers, not both", what, what);
+    snprintf(key, sizeof key, "%s.url", what);
+    if (un) server_add(r, un, key, b);
+    if (ln) {
+        snprintf(key, sizeof key, "%s.servers", what);
+        if (fb_cfg_kind(ln) != FB_CFG_LIST || fb_cfg_list_len(ln) == 0)
+            fb_cfg_error(r, ln, "%s must be a list of broker URLs [mqtt://a:1883, mqtt://b:1883]", key);
+        else
+            for (size_t i = 0; i < fb_cfg_list_len(ln); i++) server_add(r, fb_cfg_list_at(r, ln, i), key, b);
+    }
+    if (!un && !ln)
+        fb_cfg_error(r, NULL, "%s.url is required (e.g. mqtt://127.0.0.1:1883)", what);
+
+    if ((n = fb_cfg_get(m, "version"))) {
+        snprintf(key, sizeof key, "%s.version", what);
+        char *v = fb_cfg_str(r, NULL, n, key);
+        if (v) {
+            if (!strcmp(v, "5") || !strcmp(v, "5.0"))
+                b->version = 5;
+            else if (!strcmp(v, "3.1.1") || !strcmp(v, "3") || !strcmp(v, "311") || !strcmp(v, "4"))
+                b->version = 3;
+            else
+                fb_cfg_error(r, n, "%s: expected 5 or 3.1.1, got '%s'", key, v);
+            free(v);
+        }
+    }
+    if ((n = fb_cfg_get(m, "client_id"))) {
+        snprintf(key, sizeof key, "%s.client_id", what);
+        b->client_id = fb_cfg_str(r, NULL, n, key);
+        if (b->client_id && (!*b->client_id || strlen(b->client_id) > max_client_id))
+            fb_cfg_error(r, n, "%s must be 1..%zu characters", key, max_client_id);
+    }
+    if ((n = fb_cfg_get(m, "username"))) {
+        snprintf(key, sizeof key, "%s.username", what);
+        b->username = fb_cfg_str(r, NULL, n, key);
+    }
+    b->password = fb_cfg_secret(r, m, "password", what);
+    if (b->password && !b->username)
+        fb_cfg_note(r, fb_cfg_get(m, "password") ? fb_cfg_get(m, "password") : fb_cfg_get(m, "password_file"),
+                    "a password without %s.username is usually not what the broker expects", what);
+
+    struct fb_cfg_map t = {0};
+    struct fb_cfg_node *tn = fb_cfg_get(m, "tls");
+    snprintf(key, sizeof key, "%s.tls", what);
+    if (tn && fb_cfg_map_load(r, tn, key, &t)) {
+        fb_cfg_map_check(r, &t, fb_broker_tls_keys, key, false);
+        b->tls = true;
+        char k2[128];
+        if ((x = fb_cfg_get(&t, "ca"))) {
+            snprintf(k2, sizeof k2, "%s.ca", key);
+            b->ca = fb_cfg_file_ref(r, x, k2, FB_OPT_CERT, NULL);
+        }
+        if ((x = fb_cfg_get(&t, "ca_path"))) {
+            snprintf(k2, sizeof k2, "%s.ca_path", key);
+            b->ca_path = fb_cfg_file_ref(r, x, k2, FB_OPT_DIR, NULL);
+        }
+        if ((x = fb_cfg_get(&t, "cert"))) {
+            snprintf(k2, sizeof k2, "%s.cert", key);
+            b->cert = fb_cfg_file_ref(r, x, k2, FB_OPT_CERT, NULL);
+        }
+        if ((x = fb_cfg_get(&t, "key"))) {
+            snprintf(k2, sizeof k2, "%s.key", key);
+            b->key = fb_cfg_file_ref(r, x, k2, FB_OPT_KEY, NULL);
+        }
+        if ((x = fb_cfg_get(&t, "verify_hostname"))) {
+            snprintf(k2, sizeof k2, "%s.verify_hostname", key);
+            fb_cfg_bool(r, NULL, x, k2, &b->tls_verify_hostname);
+        }
+        if (!b->cert != !b->key)
+            fb_cfg_error(r, tn, "%s: cert and key go together (client certificate authentication)", key);
+        fb_cfg_map_free(&t);
+    }
+    if ((n = fb_cfg_get(m, "keepalive"))) {
+        snprintf(key, sizeof key, "%s.keepalive", what);
+        if (fb_cfg_dur(r, NULL, n, key, false, &b->keepalive_ns) &&
+            (b->keepalive_ns > 65535 * MS_SEC || (b->keepalive_ns > 0 && b->keepalive_ns < MS_SEC)))
+            fb_cfg_error(r, n, "%s must be 0 (off) or between 1s and 65535s", key);
+    }
+    snprintf(key, sizeof key, "%s.reconnect", what);
+    if ((n = fb_cfg_get(m, "reconnect")) && fb_cfg_map_load(r, n, key, &t)) {
+        fb_cfg_map_check(r, &t, fb_broker_reconnect_keys, key, false);
+        char k2[128];
+        if ((x = fb_cfg_get(&t, "min"))) {
+            snprintf(k2, sizeof k2, "%s.min", key);
+            fb_cfg_dur(r, NULL, x, k2, true, &b->reconnect_min_ns);
+        }
+        if ((x = fb_cfg_get(&t, "max"))) {
+            snprintf(k2, sizeof k2, "%s.max", key);
+            fb_cfg_dur(r, NULL, x, k2, true, &b->reconnect_max_ns);
+        }
+        if (b->reconnect_min_ns > b->reconnect_max_ns) fb_cfg_error(r, n, "%s: min is larger than max", key);
+        fb_cfg_map_free(&t);
+    }
+}
+
+void fb_broker_cfg_clear(struct fb_broker_cfg *b)
+{
+    if (!b) return;
+    for (uint32_t i = 0; i < b->nservers; i++) {
+        free(b->servers[i].url);
+        free(b->servers[i].host);
+    }
+    free(b->servers);
+    free(b->client_id);
+    free(b->username);
+    if (b->password) {
+        explicit_bzero(b->password, strlen(b->password));
+        free(b->password);
+    }
+    free(b->ca);
+    free(b->ca_path);
+    free(b->cert);
+    free(b->key);
+    memset(b, 0, sizeof *b);
+}
+
+/* ---------------------------------------------------------------- helpers */
+static pthread_once_t lib_once = PTHREAD_ONCE_INIT;
+static void lib_init(void) { mosquitto_lib_init(); }
+
+/* Wait on ms->cv (mu held) until the monotonic deadline; false on timeout. */
+static bool wait_until(struct fb_mqtt_session *ms, int64_t deadline) { return fb_cond_wait_until(&ms->cv, &ms->mu, deadline); }
+
+static void broadcast(struct fb_mqtt_session *ms)
+{
+    pthread_mutex_lock(&ms->mu);
+    pthread_cond_broadcast(&ms->cv);
+    pthread_mutex_unlock(&ms->mu);
+}
+
+const char *fb_mqtt_session_strerror(const struct fb_mqtt_session *ms, int rc)
+{
+    /* MQTT 5 reason codes are >= 0x80 for errors; libmosquitto's own codes are small */
+    if (ms->v5 && rc >= 0x80) return mosquitto_reason_string(rc);
+    if (rc == MOSQ_ERR_ERRNO) return strerror(errno);
+    return mosquitto_strerror(rc);
+}
+
+bool fb_mqtt_session_connected(const struct fb_mqtt_session *ms) { return atomic_load(&ms->connected); }
+bool fb_mqtt_session_v5(const struct fb_mqtt_session *ms) { return ms->v5; }
+const struct fb_broker_server *fb_mqtt_session_server(const struct fb_mqtt_session *ms)
+{
+    return &ms->cfg->servers[atomic_load(&ms->srv)];
+}
+
+/* ----------------------------------------------------------- in-flight map */
+static uint32_t slot_of(const struct fb_mqtt_session *ms, int mid) { return ((uint32_t)mid * 2654435761u) & ms->mask; }
+
+static void map_put(struct fb_mqtt_session *ms, int mid, uint64_t id)
+{
+    /* the table holds twice max_inflight slots and publish waits below max_inflight */
+    FB_ASSERT(ms->inflight < ms->mask);
+    uint32_t i = slot_of(ms, mid);
+    while (ms->slots[i].mid != 0 && ms->slots[i].mid != mid) i = (i + 1) & ms->mask;
+    if (ms->slots[i].mid == 0) ms->inflight++;
+    ms->slots[i].mid = mid;
+    ms->slots[i].id = id;
+}
+
+/* Removes mid; returns true and its batch id if it was there. */
+static bool map_take(struct fb_mqtt_session *ms, int mid, uint64_t *id)
+{
+    uint32_t i = slot_of(ms, mid);
+    while (ms->slots[i].mid != mid) {
+        if (ms->slots[i].mid == 0) return false;
+        i = (i + 1) & ms->mask;
+    }
+    *id = ms->slots[i].id;
+    ms->inflight--;
+    /* backward-shift deletion keeps every probe chain unbroken without tombstones */
+    uint32_t hole = i, j = i;
+    for (;;) {
+        j = (j + 1) & ms->mask;
+        if (ms->slots[j].mid == 0) break;
+        uint32_t home = slot_of(ms, ms->slots[j].mid);
+        /* move j into the hole unless its home lies cyclically in (hole, j] */
+        bool stays = hole <= j ? (home > hole && home <= j) : (home > hole || home <= j);
+        if (!stays) {
+            ms->slots[hole] = ms->slots[j];
+            hole = j;
+        }
+    }
+    ms->slots[hole].mid = 0;
+    return true;
+}
+
+/* Report every tracked publication FB_RETRY and empty the table (mu held;
+ * dropped around each report, as fb_sink_done takes the sink's lock). */
+static uint32_t retry_all(struct fb_mqtt_session *ms)
+{
+    uint32_t n = 0;
+    for (uint32_t i = 0; i <= ms->mask; i++)
+        if (ms->slots[i].mid) {
+            uint64_t id = ms->slots[i].id;
+            ms->slots[i].mid = 0;
+            n++;
+            pthread_mutex_unlock(&ms->mu);
+            fb_sink_done(ms->sink, id, FB_RETRY);
+            pthread_mutex_lock(&ms->mu);
+        }
+    ms->inflight = 0;
+    return n;
+}
+
+/* ---------------------------------------------------- libmosquitto callbacks */
+static void on_connect(struct mosquitto *mosq, void *obj, int rc, int flags, const mosquitto_property *props)
+{
+    (void)mosq;
+    (void)flags;
+    (void)props;
+    struct fb_mqtt_session *ms = obj;
+    const struct fb_broker_server *sv = fb_mqtt_session_server(ms);
+    ms->got_connack = true;
+    if (rc != 0) {
+        atomic_fetch_add(&ms->sink->m.errors, 1);
+        const char *why = ms->v5 ? mosquitto_reason_string(rc) : mosquitto_connack_string(rc);
+        if (fb_ratelimit_ok(&ms->rl_conn, fb_mono_ns()))
+            fb_warn(NULL, NULL, "%s: %s:%d refused the connection: %s", ms->name, sv->host, sv->port, why);
+        if (ms->cfg->nservers > 1) atomic_store(&ms->next_server, true);
+        return;
+    }
+    pthread_mutex_lock(&ms->mu);
+    ms->connected_at = fb_mono_ns();
+    pthread_mutex_unlock(&ms->mu);
+    fb_backoff_reset(&ms->backoff);
+    ms->rl_conn.last_ns = 0;
+    if (ms->ops->connected) ms->ops->connected(ms->obj, ms);
+    atomic_store(&ms->connected, true);
+    atomic_store(&ms->sink->m.connected, 1);
+    broadcast(ms);
+    fb_sink_wake(ms->sink);
+}
+
+/* The connection ended (on_disconnect, or the loop failed without it). */
+static void lost(struct fb_mqtt_session *ms, bool clean, const char *why)
+{
+    if (!atomic_exchange(&ms->connected, false)) return;
+    atomic_store(&ms->sink->m.connected, 0);
+    const struct fb_broker_server *sv = fb_mqtt_session_server(ms);
+    if (clean)
+        fb_info(NULL, NULL, "%s: disconnected from %s:%d", ms->name, sv->host, sv->port);
+    else if (!atomic_load(&ms->next_server))
+        fb_warn(NULL, NULL, "%s: connection to %s:%d lost: %s", ms->name, sv->host, sv->port, why);
+    if (ms->ops->disconnected) ms->ops->disconnected(ms->obj, ms);
+    fb_sink_wake(ms->sink);
+}
+
+static void on_disconnect(struct mosquitto *mosq, void *obj, int rc, const mosquitto_property *props)
+{
+    (void)mosq;
+    (void)props;
+    struct fb_mqtt_session *ms = obj;
+    pthread_mutex_lock(&ms->mu);
+    if (ms->inflight > 0) ms->resend_pending = true;
+    pthread_mutex_unlock(&ms->mu);
+    lost(ms, rc == 0, fb_mqtt_session_strerror(ms, rc));
+    broadcast(ms);
+}
+
+static void on_publish(struct mosquitto *mosq, void *obj, int mid, int reason, const mosquitto_property *props)
+{
+    (void)mosq;
+    (void)props;
+    struct fb_mqtt_session *ms = obj;
+    uint64_t id = 0;
+    pthread_mutex_lock(&ms->mu);
+    bool ours = map_take(ms, mid, &id);
+    if (ms->inflight == 0) ms->resend_pending = false;
+    if (mid == ms->close_mid) ms->close_acked = true;
+    pthread_cond_broadcast(&ms->cv);
+    pthread_mutex_unlock(&ms->mu);
+    if (reason >= 0x80) {
+        atomic_fetch_add(&ms->sink->m.errors, 1);
+        if (fb_ratelimit_ok(&ms->rl_send, fb_mono_ns()))
+            fb_warn(NULL, NULL, "%s: the broker refused a message: %s", ms->name, mosquitto_reason_string(reason));
+    }
+    if (ours) fb_sink_done(ms->sink, id, reason >= 0x80 ? FB_DROP : FB_SENT);
+}
+
+static void on_subscribe(struct mosquitto *mosq, void *obj, int mid, int n, const int *granted,
+                         const mosquitto_property *props)
+{
+    (void)mosq;
+    (void)props;
+    (void)mid;
+    struct fb_mqtt_session *ms = obj;
+    for (int i = 0; i < n; i++)
+        if (granted[i] >= 0x80) {
+            atomic_fetch_add(&ms->sink->m.errors, 1);
+            fb_warn(NULL, NULL, "%s: the broker refused a subscription (%s): commands will not arrive", ms->name,
+                    ms->v5 ? mosquitto_reason_string(granted[i]) : "failure");
+        }
+}
+
+static void on_message(struct mosquitto *mosq, void *obj, const struct mosquitto_message *msg,
+                       const mosquitto_property *props)
+{
+    (void)mosq;
+    struct fb_mqtt_session *ms = obj;
+    if (ms->ops->message && msg->topic && msg->payloadlen >= 0) ms->ops->message(ms->obj, msg, props);
+}
+
+static void on_liblog(struct mosquitto *mosq, void *obj, int level, const char *str)
+{
+    (void)mosq;
+    struct fb_mqtt_session *ms = obj;
+    /* TLS and socket failures are only explained here (e.g. "certificate verify failed") */
+    if (level & (MOSQ_LOG_ERR | MOSQ_LOG_WARNING)) {
+        if (fb_ratelimit_ok(&ms->rl_liblog, fb_mono_ns())) fb_warn(NULL, NULL, "%s: libmosquitto: %s", ms->name, str);
+    } else if (level & (MOSQ_LOG_DEBUG | MOSQ_LOG_INFO | MOSQ_LOG_NOTICE)) {
+        fb_debug(NULL, NULL, "%s: libmosquitto: %s", ms->name, str);
+    }
+}
+
+/* --------------------------------------------------------- network thread */
+/* Why mosquitto_connect_async()/mosquitto_loop() failed.  libmosquitto 2.0
+ * has no text for MOSQ_ERR_KEEPALIVE ("Unknown error."), which is what a
+ * broker that accepts TCP but never answers CONNECT, or stops answering
+ * pings, produces. */
+static const char *net_err_text(const struct fb_mqtt_session *ms, int rc, int e, char *buf, size_t n)
+{
+    if (rc == MOSQ_ERR_ERRNO) return strerror(e);
+    if (rc == MOSQ_ERR_KEEPALIVE) {
+        snprintf(buf, n, "%s within the keepalive (%d s); retrying",
+                 ms->got_connack ? "no answer to PINGREQ"
+                                 : "no CONNACK: the broker accepted the TCP connection but did not answer CONNECT",
+                 ms->keepalive_s);
+        return buf;
+    }
+    return mosquitto_strerror(rc);
+}
+
+static void *net_thread(void *arg)
+{
+    struct fb_mqtt_session *ms = arg;
+    const struct fb_broker_cfg *cfg = ms->cfg;
+    bool sock = false;
+    int64_t next_try = 0;
+    while (!atomic_load(&ms->quit)) {
+        if (!sock) {
+            int64_t now = fb_mono_ns();
+            if (now < next_try) {
+                pthread_mutex_lock(&ms->mu);
+                if (!atomic_load(&ms->quit)) wait_until(ms, next_try);
+                pthread_mutex_unlock(&ms->mu);
+                continue;
+            }
+            if (atomic_exchange(&ms->next_server, false) && cfg->nservers > 1) {
+                atomic_store(&ms->srv, (atomic_load(&ms->srv) + 1) % cfg->nservers);
+                fb_info(NULL, NULL, "%s: trying server %s", ms->name, fb_mqtt_session_server(ms)->url);
+            }
+            const struct fb_broker_server *sv = fb_mqtt_session_server(ms);
+            if (ms->ops->before_connect) ms->ops->before_connect(ms->obj, ms);
+            /* connect_async stores host/port and starts a non-blocking connect */
+            int rc = mosquitto_connect_async(ms->mosq, sv->host, sv->port, ms->keepalive_s);
+            if (rc != MOSQ_ERR_SUCCESS) {
+                int e = errno;
+                if (fb_ratelimit_ok(&ms->rl_conn, now))
+                    fb_warn(NULL, NULL, "%s: cannot connect to %s:%d: %s", ms->name, sv->host, sv->port,
+                            rc == MOSQ_ERR_ERRNO ? strerror(e) : mosquitto_strerror(rc));
+                if (cfg->nservers > 1) atomic_store(&ms->next_server, true);
+                next_try = now + fb_backoff_next(&ms->backoff);
+                continue;
+            }
+            sock = true;
+            ms->got_connack = false;
+        }
+        int rc = mosquitto_loop(ms->mosq, MS_LOOP_TIMEOUT_MS, 1);
+        if (rc != MOSQ_ERR_SUCCESS || mosquitto_socket(ms->mosq) < 0) {
+            int e = errno;
+            char why[160];
+            sock = false;
+            const struct fb_broker_server *sv = fb_mqtt_session_server(ms);
+            if (atomic_load(&ms->connected)) { /* lost without on_disconnect */
+                lost(ms, false, net_err_text(ms, rc, e, why, sizeof why));
+            } else if (!ms->got_connack && rc != MOSQ_ERR_SUCCESS && rc != MOSQ_ERR_NO_CONN &&
+                       !atomic_load(&ms->quit)) {
+                if (fb_ratelimit_ok(&ms->rl_conn, fb_mono_ns()))
+                    fb_warn(NULL, NULL, "%s: cannot connect to %s:%d: %s", ms->name, sv->host, sv->port,
+                            net_err_text(ms, rc, e, why, sizeof why));
+                if (cfg->nservers > 1) atomic_store(&ms->next_server, true);
+            }
+            broadcast(ms);
+            next_try = fb_mono_ns() + fb_backoff_next(&ms->backoff);
+        }
+    }
+    return NULL;
+}
+
+/* ------------------------------------------------------------ open / close */
+static int key_password_none(char *buf, int size, int rwflag, void *userdata)
+{
+    (void)buf;
+    (void)size;
+    (void)rwflag;
+    (void)userdata;
+    return 0; /* never prompt on a terminal for an encrypted key */
+}
+
+static void session_free(struct fb_mqtt_session *ms)
+{
+    if (!ms) return;
+    if (ms->mosq) mosquitto_destroy(ms->mosq);
+    free(ms->slots);
+    pthread_mutex_destroy(&ms->mu);
+    pthread_cond_destroy(&ms->cv);
+    free(ms);
+}
+
+static int setup_client(struct fb_mqtt_session *ms, const struct fb_mqtt_session_opts *o, struct fb_err *err)
+{
+    const struct fb_broker_cfg *cfg = ms->cfg;
+    /* clean session: nothing of an earlier run is replayed (Sparkplug requires it) */
+    ms->mosq = mosquitto_new(o->client_id, true, ms);
+    if (!ms->mosq) return fb_err_set(err, FB_ENOMEM, "%s: cannot create a client: %s", ms->name, strerror(errno));
+    struct mosquitto *m = ms->mosq;
+    mosquitto_threaded_set(m, true);
+    mosquitto_int_option(m, MOSQ_OPT_PROTOCOL_VERSION, ms->v5 ? MQTT_PROTOCOL_V5 : MQTT_PROTOCOL_V311);
+    /* small messages must not wait for Nagle + delayed ACK (≈ 40 ms per command round trip) */
+    mosquitto_int_option(m, MOSQ_OPT_TCP_NODELAY, 1);
+    uint32_t send_max = ms->max_inflight + 64;
+    mosquitto_int_option(m, MOSQ_OPT_SEND_MAXIMUM, (int)(send_max > 65535 ? 65535 : send_max));
+    int rc;
+    if (cfg->username || cfg->password) {
+        rc = mosquitto_username_pw_set(m, cfg->username, cfg->password);
+        if (rc) return fb_err_set(err, FB_EINVAL, "%s: username/password: %s", ms->name, mosquitto_strerror(rc));
+    }
+    if (cfg->tls) {
+        if (cfg->ca || cfg->ca_path) {
+            rc = mosquitto_tls_set(m, cfg->ca, cfg->ca_path, cfg->cert, cfg->key, key_password_none);
+            if (rc)
+                return fb_err_set(err, FB_EINVAL,
+                                  "%s.tls: %s (ca %s, ca_path %s, cert %s, key %s: files must exist and be "
+                                  "readable; cert and key go together)",
+                                  ms->name, mosquitto_strerror(rc), cfg->ca ? cfg->ca : "-",
+                                  cfg->ca_path ? cfg->ca_path : "-", cfg->cert ? cfg->cert : "-",
+                                  cfg->key ? cfg->key : "-");
+        } else {
+            if (cfg->cert || cfg->key)
+                return fb_err_set(err, FB_EINVAL, "%s.tls: a client certificate needs tls.ca or tls.ca_path",
+                                  ms->name);
+            mosquitto_int_option(m, MOSQ_OPT_TLS_USE_OS_CERTS, 1);
+        }
+        rc = mosquitto_tls_insecure_set(m, !cfg->tls_verify_hostname);
+        if (rc) return fb_err_set(err, FB_EINVAL, "%s.tls: %s", ms->name, mosquitto_strerror(rc));
+    }
+    if (o->will_topic) {
+        rc = mosquitto_will_set(m, o->will_topic, (int)o->will_len, o->will_payload, o->will_qos, o->will_retain);
+        if (rc) return fb_err_set(err, FB_EINVAL, "%s: will: %s", ms->name, mosquitto_strerror(rc));
+    }
+    mosquitto_connect_v5_callback_set(m, on_connect);
+    mosquitto_disconnect_v5_callback_set(m, on_disconnect);
+    mosquitto_publish_v5_callback_set(m, on_publish);
+    mosquitto_message_v5_callback_set(m, on_message);
+    mosquitto_subscribe_v5_callback_set(m, on_subscribe);
+    mosquitto_log_callback_set(m, on_liblog);
+    return 0;
+}
+
+int fb_mqtt_session_open(struct fb_mqtt_session **out, const struct fb_mqtt_session_opts *o, struct fb_err *err)
+{
+    static const struct fb_mqtt_session_ops no_ops = {0};
+    *out = NULL;
+    const struct fb_broker_cfg *cfg = o->broker;
+    if (!cfg || !cfg->nservers) return fb_err_set(err, FB_EINVAL, "%s: no broker", o->name);
+    for (uint32_t i = 0; i < cfg->nservers; i++) {
+        const struct fb_broker_server *sv = &cfg->servers[i];
+        if (!sv->host || !*sv->host) return fb_err_set(err, FB_EINVAL, "%s: no broker host", o->name);
+        if (sv->port <= 0 || sv->port > 65535) return fb_err_set(err, FB_EINVAL, "%s: bad port %d", o->name, sv->port);
+    }
+    pthread_once(&lib_once, lib_init);
+    struct fb_mqtt_session *ms = calloc(1, sizeof *ms);
+    if (!ms) return fb_err_set(err, FB_ENOMEM, "out of memory");
+    snprintf(ms->name, sizeof ms->name, "%s", o->name);
+    ms->cfg = cfg;
+    ms->sink = o->sink;
+    ms->ops = o->ops ? o->ops : &no_ops;
+    ms->obj = o->obj;
+    ms->v5 = cfg->version != 3;
+    int64_t ka = cfg->keepalive_ns > 0 ? cfg->keepalive_ns / MS_SEC : 30;
+    ms->keepalive_s = (int)(ka < 5 ? 5 : ka > 65535 ? 65535 : ka);
+    pthread_mutex_init(&ms->mu, NULL);
+    fb_cond_init_mono(&ms->cv);
+    ms->rl_conn.interval_ns = 60 * MS_SEC;
+    ms->rl_liblog.interval_ns = 10 * MS_SEC;
+    ms->rl_send.interval_ns = 60 * MS_SEC;
+    ms->close_mid = -1;
+    fb_backoff_init(&ms->backoff, cfg->reconnect_min_ns > 0 ? cfg->reconnect_min_ns : MS_SEC,
+                    cfg->reconnect_max_ns > 0 ? cfg->reconnect_max_ns : 30 * MS_SEC);
+    /* in-flight table: power of two >= 2 × max_inflight keeps probes short */
+    uint32_t mi = o->max_inflight ? o->max_inflight : 1000;
+    ms->max_inflight = mi > 65535 ? 65535 : mi;
+    uint32_t cap = 16;
+    while (cap < 2 * ms->max_inflight) cap <<= 1;
+    ms->slots = calloc(cap, sizeof *ms->slots);
+    ms->mask = cap - 1;
+    if (!ms->slots) {
+        session_free(ms);
+        return fb_err_set(err, FB_ENOMEM, "out of memory");
+    }
+    if (setup_client(ms, o, err) < 0) {
+        session_free(ms);
+        return err ? err->code : FB_EINVAL;
+    }
+    /* the callbacks may run before pthread_create returns: the caller's
+     * handle must already be set */
+    *out = ms;
+    if (pthread_create(&ms->thr, NULL, net_thread, ms) != 0) {
+        *out = NULL;
+        session_free(ms);
+        return fb_err_set(err, FB_ENOMEM, "%s: cannot start the network thread", o->name);
+    }
+    ms->thr_started = true;
+    return 0;
+}
+
+bool fb_mqtt_session_close(struct fb_mqtt_session *ms, const char *topic, const void *p, size_t len, bool retain,
+                           int64_t wait_ns)
+{
+    if (!ms) return false;
+    bool acked = false;
+    if (atomic_load(&ms->connected)) {
+        /* the final message at QoS 1, then wait for its PUBACK and for what is still in flight */
+        int64_t deadline = fb_mono_ns() + wait_ns;
+        pthread_mutex_lock(&ms->mu);
+        int rc = MOSQ_ERR_SUCCESS;
+        if (topic) {
+            int mid = 0;
+            rc = ms->v5 ? mosquitto_publish_v5(ms->mosq, &mid, topic, (int)len, p, 1, retain, NULL)
+                        : mosquitto_publish(ms->mosq, &mid, topic, (int)len, p, 1, retain);
+            if (rc == MOSQ_ERR_SUCCESS) ms->close_mid = mid;
+        } else {
+            ms->close_acked = true;
+        }
+        while ((!ms->close_acked || ms->inflight > 0) && atomic_load(&ms->connected) && rc == MOSQ_ERR_SUCCESS)
+            if (!wait_until(ms, deadline) && fb_mono_ns() >= deadline) break;
+        acked = topic && ms->close_acked;
+        uint32_t left = ms->inflight;
+        pthread_mutex_unlock(&ms->mu);
+        if (topic && !ms->close_acked)
+            fb_warn(NULL, NULL, "%s: last message (%s) not acknowledged by the broker%s", ms->name, topic,
+                    rc == MOSQ_ERR_SUCCESS ? " in time" : "");
+        if (left) fb_warn(NULL, NULL, "%s: %u messages still unacknowledged at close", ms->name, left);
+        /* a normal DISCONNECT: the broker discards the will */
+        mosquitto_disconnect(ms->mosq);
+        pthread_mutex_lock(&ms->mu);
+        int64_t dl = fb_mono_ns() + 500000000LL;
+        while (atomic_load(&ms->connected) && fb_mono_ns() < dl) wait_until(ms, dl);
+        pthread_mutex_unlock(&ms->mu);
+    } else {
+        mosquitto_disconnect(ms->mosq);
+    }
+    atomic_store(&ms->quit, true);
+    broadcast(ms);
+    if (ms->thr_started) pthread_join(ms->thr, NULL);
+    atomic_store(&ms->sink->m.connected, 0);
+    /* what the broker never acknowledged is the store's to keep */
+    pthread_mutex_lock(&ms->mu);
+    retry_all(ms);
+    pthread_mutex_unlock(&ms->mu);
+    session_free(ms);
+    return acked;
+}
+
+/* ------------------------------------------------------------------ publish */
+int fb_mqtt_session_publish(struct fb_mqtt_session *ms, const char *topic, const void *p, size_t len, int qos,
+                            bool retain, const mosquitto_property *props)
+{
+    if (ms->v5) return mosquitto_publish_v5(ms->mosq, NULL, topic, (int)len, p, qos, retain, props);
+    return mosquitto_publish(ms->mosq, NULL, topic, (int)len, p, qos, retain);
+}
+
+void fb_mqtt_session_publish_tracked(struct fb_mqtt_session *ms, uint64_t id, const char *topic, const void *p,
+                                     size_t len, int qos, bool retain)
+{
+    struct fb_sink_inst *s = ms->sink;
+    pthread_mutex_lock(&ms->mu);
+    if (qos > 0 && ms->inflight >= ms->max_inflight) {
+        int64_t start = fb_mono_ns();
+        while (ms->inflight >= ms->max_inflight && atomic_load(&ms->connected)) {
+            int64_t now = fb_mono_ns();
+            /* normally wait as long as the connection lives; while the gateway
+             * stops, give up after a bound so shutdown cannot hang */
+            if (fb_runtime_stopping(s->gw) && now - start > MS_DRAIN_WAIT_NS) break;
+            wait_until(ms, now + 100000000LL);
+        }
+    }
+    if (!atomic_load(&ms->connected) || (qos > 0 && ms->inflight >= ms->max_inflight)) {
+        pthread_mutex_unlock(&ms->mu);
+        fb_sink_done(s, id, FB_RETRY);
+        return;
+    }
+    int mid = 0;
+    int rc = ms->v5 ? mosquitto_publish_v5(ms->mosq, &mid, topic, (int)len, p, qos, retain, NULL)
+                    : mosquitto_publish(ms->mosq, &mid, topic, (int)len, p, qos, retain);
+    if (rc == MOSQ_ERR_SUCCESS && qos > 0) {
+        map_put(ms, mid, id);
+        pthread_mutex_unlock(&ms->mu);
+        return;
+    }
+    pthread_mutex_unlock(&ms->mu);
+    if (rc == MOSQ_ERR_SUCCESS) {
+        fb_sink_done(s, id, FB_SENT); /* QoS 0: handed to the connection */
+        return;
+    }
+    if (rc == MOSQ_ERR_NO_CONN || rc == MOSQ_ERR_NOMEM || rc == MOSQ_ERR_ERRNO) {
+        fb_sink_done(s, id, FB_RETRY);
+        return;
+    }
+    /* payload too large for the broker, bad topic: it would never succeed */
+    atomic_fetch_add(&s->m.errors, 1);
+    if (fb_ratelimit_ok(&ms->rl_send, fb_mono_ns()))
+        fb_warn(NULL, NULL, "%s: cannot publish %zu bytes to %s: %s", ms->name, len, topic,
+                fb_mqtt_session_strerror(ms, rc));
+    fb_sink_done(s, id, FB_DROP);
+}
+
+int fb_mqtt_session_subscribe(struct fb_mqtt_session *ms, const char *topic, int qos, bool no_local)
+{
+    if (ms->v5)
+        return mosquitto_subscribe_v5(ms->mosq, NULL, topic, qos, no_local ? MQTT_SUB_OPT_NO_LOCAL : 0, NULL);
+    return mosquitto_subscribe(ms->mosq, NULL, topic, qos);
+}
+
+int fb_mqtt_session_set_will(struct fb_mqtt_session *ms, const char *topic, const void *p, size_t len, int qos,
+                             bool retain)
+{
+    return mosquitto_will_set(ms->mosq, topic, (int)len, p, qos, retain);
+}
+
+bool fb_mqtt_session_ready(struct fb_mqtt_session *ms)
+{
+    if (!atomic_load(&ms->connected)) return false;
+    pthread_mutex_lock(&ms->mu);
+    if (ms->resend_pending && fb_mono_ns() - ms->connected_at > MS_RESEND_WAIT_NS) {
+        /* the session did not resend them: hand them back to the store, which
+         * delivers them again in order (duplicates are possible, loss is not) */
+        uint32_t n = retry_all(ms);
+        ms->resend_pending = false;
+        fb_warn(NULL, NULL, "%s: %u messages from before the reconnect not acknowledged; delivering them again",
+                ms->name, n);
+    }
+    bool room = !ms->resend_pending && ms->inflight < ms->max_inflight;
+    pthread_mutex_unlock(&ms->mu);
+    return room;
+}
+
+void fb_mqtt_session_disconnect(struct fb_mqtt_session *ms, bool next_server)
+{
+    if (next_server && ms->cfg->nservers > 1) atomic_store(&ms->next_server, true);
+    mosquitto_disconnect(ms->mosq);
+}
