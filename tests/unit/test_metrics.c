@@ -81,6 +81,15 @@ static void model_init(struct model *m)
     atomic_store(&m->sinks[0].m.connected, 1);
 }
 
+/* What the status code remembered (fb_status_json sizes it on first use);
+ * the runtime frees it in a running gateway. */
+static void model_free(struct model *m)
+{
+    free(m->rt.seen);
+    free(m->rt.drain);
+    pthread_mutex_destroy(&m->rt.status_mu);
+}
+
 /* The value of the sample line that starts with `series ` (exact series). */
 static bool sample(const char *text, const char *series, double *v)
 {
@@ -199,6 +208,7 @@ static void test_render(void **st)
     assert_true(check_structure(t) >= 20);
     assert_null(strstr(t, "fieldbridge_buffer_")); /* no buffer: no buffer families */
     fb_buf_free(&b);
+    model_free(&m);
 }
 
 static void test_proc_usage(void **st)
@@ -331,6 +341,7 @@ static void test_status(void **st)
     j = status(&m, true);
     assert_string_equal(dev_str(j, "press-01", "ne107"), "OK");
     json_decref(j);
+    model_free(&m);
 }
 
 /* ------------------------------------------------------------ buffers */
@@ -488,6 +499,7 @@ static void test_buffer(void **st)
     fb_store_close(store);
     rm_dir(dir);
     fb_buf_free(&b);
+    model_free(&m);
 }
 
 static void test_parse_listen(void **st)
@@ -601,6 +613,7 @@ static void test_http(void **st)
     assert_int_equal(fb_http_start(&m.gw, lst, &h2, &err), FB_EIO);
     assert_null(h2);
     close(fd);
+    model_free(&m);
 }
 
 int main(void)
