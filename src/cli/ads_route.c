@@ -29,18 +29,27 @@ int fb_cli_ads_add_route(int argc, char **argv)
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
             fputs(add_route_help, stdout);
             return 0;
-        } else if (!strcmp(a, "--net-id") && v) r.net_id = argv[++i];
-        else if (!strcmp(a, "--user") && v) r.user = argv[++i];
-        else if (!strcmp(a, "--password-file") && v) pwfile = argv[++i];
-        else if (!strcmp(a, "--password") && v) password = argv[++i];
-        else if (!strcmp(a, "--address") && v) r.address = argv[++i];
-        else if (!strcmp(a, "--route-name") && v) r.name = argv[++i];
-        else if (!strcmp(a, "--timeout") && v) timeout_s = argv[++i];
-        else if (!strcmp(a, "--port") && v) r.port = atoi(argv[++i]);
+        } else if (!strcmp(a, "--net-id") && v)
+            r.net_id = argv[++i];
+        else if (!strcmp(a, "--user") && v)
+            r.user = argv[++i];
+        else if (!strcmp(a, "--password-file") && v)
+            pwfile = argv[++i];
+        else if (!strcmp(a, "--password") && v)
+            password = argv[++i];
+        else if (!strcmp(a, "--address") && v)
+            r.address = argv[++i];
+        else if (!strcmp(a, "--route-name") && v)
+            r.name = argv[++i];
+        else if (!strcmp(a, "--timeout") && v)
+            timeout_s = argv[++i];
+        else if (!strcmp(a, "--port") && v)
+            r.port = atoi(argv[++i]);
         else if (a[0] == '-') {
             fprintf(stderr, "fieldbridge ads add-route: unknown option '%s'\n%s", a, add_route_help);
             return 2;
-        } else if (!r.host) r.host = a;
+        } else if (!r.host)
+            r.host = a;
         else {
             fprintf(stderr, "fieldbridge ads add-route: unexpected argument '%s'\n", a);
             return 2;

@@ -20,11 +20,12 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
-#include <unistd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
+#include "cli/cli.h"
 #include "core/config.h"
 #include "core/driver.h"
 #include "core/log.h"
@@ -32,7 +33,6 @@
 #include "core/runtime.h"
 #include "north/sparkplug/sparkplug.h"
 #include "south/ads/ads.h"
-#include "cli/cli.h"
 
 static const char *const usage_head =
     "usage: fieldbridge COMMAND [OPTIONS]\n"

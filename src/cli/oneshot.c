@@ -8,17 +8,17 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cli/cli.h"
 #include "core/buf.h"
-#include "core/env.h"
-#include "core/url.h"
 #include "core/driver.h"
+#include "core/env.h"
 #include "core/log.h"
 #include "core/router.h"
-#include "south/revpi/revpi.h"
-#include "south/s7/s7.h"
+#include "core/url.h"
 #include "south/ads/ads.h"
 #include "south/opcua/opcua.h"
-#include "cli/cli.h"
+#include "south/revpi/revpi.h"
+#include "south/s7/s7.h"
 
 struct oneshot {
     struct fb_gateway gw;
@@ -110,8 +110,8 @@ static void oneshot_free(struct oneshot *s)
 }
 
 /* Build the model: one device, one tag per (address × count).  Returns 0 or 2. */
-static int oneshot_init(struct oneshot *s, const char *cmd, const struct opts *o, const char **addrs,
-                        int naddr, int access)
+static int oneshot_init(struct oneshot *s, const char *cmd, const struct opts *o, const char **addrs, int naddr,
+                        int access)
 {
     memset(s, 0, sizeof *s);
     struct fb_err err = {0};
@@ -338,8 +338,8 @@ static const char *const write_help =
     "address, a read-only target such as ir:3, a missing secret file or one others can read)\n";
 
 /* VALUE text → raw value of the tag's type, with the router's checks. */
-static int parse_value(const struct fb_tag *t, const char *text, struct fb_value *v, char *sbuf,
-                       size_t sbuf_len, struct fb_err *err)
+static int parse_value(const struct fb_tag *t, const char *text, struct fb_value *v, char *sbuf, size_t sbuf_len,
+                       struct fb_err *err)
 {
     if (t->type == FB_T_STRING) {
         size_t n = strlen(text);

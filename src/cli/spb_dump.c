@@ -39,8 +39,8 @@ struct dump_ctx {
     long count, seen;
     int rc;
     struct fb_buf out;
-    bool rebirth;          /* --rebirth: ask nodes whose birth was missed */
-    char **nodes;          /* "group/edge" already hinted at or asked */
+    bool rebirth; /* --rebirth: ask nodes whose birth was missed */
+    char **nodes; /* "group/edge" already hinted at or asked */
     size_t nnodes;
     struct fb_spb_enc enc; /* the NCMD */
     struct fb_buf cmd;
@@ -60,8 +60,8 @@ static bool node_first(struct dump_ctx *d, const char *node)
 }
 
 /* NCMD Node Control/Rebirth = true to spBv1.0/<group>/NCMD/<edge>. */
-static int ask_rebirth(struct mosquitto *mosq, struct dump_ctx *d, const char *group, const char *edge,
-                       char *topic, size_t tlen)
+static int ask_rebirth(struct mosquitto *mosq, struct dump_ctx *d, const char *group, const char *edge, char *topic,
+                       size_t tlen)
 {
     if (fb_spb_topic(topic, tlen, group, "NCMD", edge, NULL) < 0) return FB_ERANGE;
     int64_t ms = fb_now_ns() / 1000000;
@@ -190,11 +190,10 @@ static void on_message(struct mosquitto *mosq, void *obj, const struct mosquitto
                                   "come from births; run with --rebirth to ask the edge node for them)\n",
                                   node, edge, dev ? "/" : "", dev ? dev + 1 : "");
                 else if (ask_rebirth(mosq, d, node, edge, topic, sizeof topic) == 0)
-                    fb_buf_printf(&d->out, "  (no birth of %s/%s seen yet: asked for a Rebirth on %s)\n", node,
-                                  edge, topic);
+                    fb_buf_printf(&d->out, "  (no birth of %s/%s seen yet: asked for a Rebirth on %s)\n", node, edge,
+                                  topic);
                 else
-                    fb_buf_printf(&d->out, "  (no birth of %s/%s seen yet; asking for a Rebirth failed)\n", node,
-                                  edge);
+                    fb_buf_printf(&d->out, "  (no birth of %s/%s seen yet; asking for a Rebirth failed)\n", node, edge);
             }
         }
     }

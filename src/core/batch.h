@@ -76,8 +76,7 @@ const char *fb_batch_strdup(struct fb_batch *b, const char *p, uint32_t len);
 /* A bounded free list of equally sized batches.  get() blocks while none is
  * free (back-pressure), returns NULL after fb_batch_pool_close(). */
 struct fb_batch_pool;
-struct fb_batch_pool *fb_batch_pool_new(uint32_t count, uint32_t cap, uint32_t cap_stats,
-                                        uint32_t arena_cap);
+struct fb_batch_pool *fb_batch_pool_new(uint32_t count, uint32_t cap, uint32_t cap_stats, uint32_t arena_cap);
 struct fb_batch *fb_batch_pool_get(struct fb_batch_pool *p);
 struct fb_batch *fb_batch_pool_tryget(struct fb_batch_pool *p);
 void fb_batch_pool_close(struct fb_batch_pool *p);

@@ -238,56 +238,56 @@ static bool yaml_precheck(struct fb_cfg *r, FILE *f, const char *text, size_t le
         uint64_t add = 0;
         const yaml_char_t *anchor = NULL;
         switch (ev.type) {
-        case YAML_STREAM_END_EVENT: done = true; break;
-        case YAML_DOCUMENT_START_EVENT: depth = 0; break;
-        case YAML_SCALAR_EVENT:
-            add = 1;
-            if (ev.data.scalar.anchor) {
-                struct anchor_ent *a = anchor_find(&an, (const char *)ev.data.scalar.anchor, true);
-                if (a) a->size = 1, a->done = true;
-            }
-            break;
-        case YAML_SEQUENCE_START_EVENT:
-        case YAML_MAPPING_START_EVENT:
-            anchor = ev.type == YAML_SEQUENCE_START_EVENT ? ev.data.sequence_start.anchor
-                                                         : ev.data.mapping_start.anchor;
-            if (depth == MAX_YAML_DEPTH) {
-                fb_cfg_error_at(r, m, "lists and mappings nested deeper than %d levels", MAX_YAML_DEPTH);
-                ok = false;
+            case YAML_STREAM_END_EVENT: done = true; break;
+            case YAML_DOCUMENT_START_EVENT: depth = 0; break;
+            case YAML_SCALAR_EVENT:
+                add = 1;
+                if (ev.data.scalar.anchor) {
+                    struct anchor_ent *a = anchor_find(&an, (const char *)ev.data.scalar.anchor, true);
+                    if (a) a->size = 1, a->done = true;
+                }
+                break;
+            case YAML_SEQUENCE_START_EVENT:
+            case YAML_MAPPING_START_EVENT:
+                anchor =
+                    ev.type == YAML_SEQUENCE_START_EVENT ? ev.data.sequence_start.anchor : ev.data.mapping_start.anchor;
+                if (depth == MAX_YAML_DEPTH) {
+                    fb_cfg_error_at(r, m, "lists and mappings nested deeper than %d levels", MAX_YAML_DEPTH);
+                    ok = false;
+                    break;
+                }
+                st[depth].anchor = anchor ? anchor_find(&an, (const char *)anchor, true) : NULL;
+                if (st[depth].anchor) st[depth].anchor->done = false;
+                st[depth++].size = 1;
+                break;
+            case YAML_SEQUENCE_END_EVENT:
+            case YAML_MAPPING_END_EVENT:
+                if (depth > 0) {
+                    depth--;
+                    if (st[depth].anchor) st[depth].anchor->size = st[depth].size, st[depth].anchor->done = true;
+                    add = st[depth].size;
+                }
+                break;
+            case YAML_ALIAS_EVENT: {
+                const char *name = (const char *)ev.data.alias.anchor;
+                struct anchor_ent *a = anchor_find(&an, name, false);
+                if (++aliases > MAX_ALIASES) {
+                    fb_cfg_error_at(r, m, "more than %d aliases (*name) in one file", MAX_ALIASES);
+                    ok = false;
+                } else if (a && !a->done) {
+                    fb_cfg_error_at(r, m, "alias *%s refers to the node that contains it", name);
+                    ok = false;
+                } else if (a) {
+                    add = a->size;
+                    extra += a->size;
+                    if (extra > MAX_ALIAS_NODES) {
+                        fb_cfg_error_at(r, m, "aliases expand to more than %d nodes (at *%s)", MAX_ALIAS_NODES, name);
+                        ok = false;
+                    }
+                }
                 break;
             }
-            st[depth].anchor = anchor ? anchor_find(&an, (const char *)anchor, true) : NULL;
-            if (st[depth].anchor) st[depth].anchor->done = false;
-            st[depth++].size = 1;
-            break;
-        case YAML_SEQUENCE_END_EVENT:
-        case YAML_MAPPING_END_EVENT:
-            if (depth > 0) {
-                depth--;
-                if (st[depth].anchor) st[depth].anchor->size = st[depth].size, st[depth].anchor->done = true;
-                add = st[depth].size;
-            }
-            break;
-        case YAML_ALIAS_EVENT: {
-            const char *name = (const char *)ev.data.alias.anchor;
-            struct anchor_ent *a = anchor_find(&an, name, false);
-            if (++aliases > MAX_ALIASES) {
-                fb_cfg_error_at(r, m, "more than %d aliases (*name) in one file", MAX_ALIASES);
-                ok = false;
-            } else if (a && !a->done) {
-                fb_cfg_error_at(r, m, "alias *%s refers to the node that contains it", name);
-                ok = false;
-            } else if (a) {
-                add = a->size;
-                extra += a->size;
-                if (extra > MAX_ALIAS_NODES) {
-                    fb_cfg_error_at(r, m, "aliases expand to more than %d nodes (at *%s)", MAX_ALIAS_NODES, name);
-                    ok = false;
-                }
-            }
-            break;
-        }
-        default: break;
+            default: break;
         }
         if (add && depth > 0) {
             st[depth - 1].size += add;
@@ -421,20 +421,20 @@ enum fb_cfg_kind fb_cfg_kind(const struct fb_cfg_node *n)
 {
     if (!n) return FB_CFG_NONE;
     switch (Y(n)->type) {
-    case YAML_SCALAR_NODE: return FB_CFG_SCALAR;
-    case YAML_SEQUENCE_NODE: return FB_CFG_LIST;
-    case YAML_MAPPING_NODE: return FB_CFG_MAP;
-    default: return FB_CFG_NONE;
+        case YAML_SCALAR_NODE: return FB_CFG_SCALAR;
+        case YAML_SEQUENCE_NODE: return FB_CFG_LIST;
+        case YAML_MAPPING_NODE: return FB_CFG_MAP;
+        default: return FB_CFG_NONE;
     }
 }
 
 const char *fb_cfg_kind_name(const struct fb_cfg_node *n)
 {
     switch (fb_cfg_kind(n)) {
-    case FB_CFG_SCALAR: return "a scalar";
-    case FB_CFG_LIST: return "a list";
-    case FB_CFG_MAP: return "a mapping";
-    default: return "nothing";
+        case FB_CFG_SCALAR: return "a scalar";
+        case FB_CFG_LIST: return "a list";
+        case FB_CFG_MAP: return "a mapping";
+        default: return "nothing";
     }
 }
 
@@ -682,8 +682,7 @@ bool fb_cfg_dur(struct fb_cfg *r, const struct fb_tvars *vars, const struct fb_c
     if (!s) return false;
     int64_t v;
     if (fb_parse_duration(s, &v) < 0) {
-        fb_cfg_error(r, n,
-                     "%s: bad duration '%s' (examples: 250us, 100ms, 1.5s, 2m, 1h, 7d; a bare number is seconds)",
+        fb_cfg_error(r, n, "%s: bad duration '%s' (examples: 250us, 100ms, 1.5s, 2m, 1h, 7d; a bare number is seconds)",
                      what, s);
         free(s);
         return false;
@@ -848,9 +847,8 @@ char *fb_cfg_secret(struct fb_cfg *r, const struct fb_cfg_map *m, const char *ke
     if (v) {
         snprintf(name, sizeof name, "%s.%s", what, key);
         if (!is_env_ref(v)) {
-            fb_cfg_error(r, v,
-                         "%s: a literal %s is not allowed in the config file; use %s: or %s: \"${ENV_VAR}\"", name,
-                         key, fkey, key);
+            fb_cfg_error(r, v, "%s: a literal %s is not allowed in the config file; use %s: or %s: \"${ENV_VAR}\"",
+                         name, key, fkey, key);
             return NULL;
         }
         return fb_cfg_str(r, NULL, v, name);

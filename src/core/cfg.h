@@ -115,8 +115,7 @@ bool fb_cfg_int(struct fb_cfg *r, const struct fb_tvars *vars, const struct fb_c
 bool fb_cfg_bool(struct fb_cfg *r, const struct fb_tvars *vars, const struct fb_cfg_node *n, const char *what,
                  bool *out);
 /* One of names (NULL-terminated): its index in *out. */
-bool fb_cfg_enum(struct fb_cfg *r, const struct fb_cfg_node *n, const char *what, const char *const *names,
-                 int *out);
+bool fb_cfg_enum(struct fb_cfg *r, const struct fb_cfg_node *n, const char *what, const char *const *names, int *out);
 
 /* A path relative to the config file's directory (malloc'd). */
 char *fb_cfg_path(const struct fb_cfg *r, const char *p);

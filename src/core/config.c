@@ -132,7 +132,6 @@ static struct fb_buffer_cfg *buffer_copy(const struct fb_buffer_cfg *base)
     return b;
 }
 
-
 /* ------------------------------------------------------------ gateway */
 static void load_gateway(struct ctx *c, const struct fb_cfg_map *top)
 {
@@ -337,14 +336,22 @@ int fb_config_load(const char *path, const struct fb_config_opts *o, struct fb_g
 /* ------------------------------------------------------------ summary */
 static void fmt_dur(char *buf, size_t len, int64_t ns)
 {
-    if (ns == 0) snprintf(buf, len, "0");
-    else if (ns % 86400000000000LL == 0) snprintf(buf, len, "%lldd", (long long)(ns / 86400000000000LL));
-    else if (ns % 3600000000000LL == 0) snprintf(buf, len, "%lldh", (long long)(ns / 3600000000000LL));
-    else if (ns % 60000000000LL == 0) snprintf(buf, len, "%lldm", (long long)(ns / 60000000000LL));
-    else if (ns % 1000000000LL == 0) snprintf(buf, len, "%llds", (long long)(ns / 1000000000LL));
-    else if (ns % 1000000LL == 0) snprintf(buf, len, "%lldms", (long long)(ns / 1000000LL));
-    else if (ns % 1000LL == 0) snprintf(buf, len, "%lldus", (long long)(ns / 1000LL));
-    else snprintf(buf, len, "%lldns", (long long)ns);
+    if (ns == 0)
+        snprintf(buf, len, "0");
+    else if (ns % 86400000000000LL == 0)
+        snprintf(buf, len, "%lldd", (long long)(ns / 86400000000000LL));
+    else if (ns % 3600000000000LL == 0)
+        snprintf(buf, len, "%lldh", (long long)(ns / 3600000000000LL));
+    else if (ns % 60000000000LL == 0)
+        snprintf(buf, len, "%lldm", (long long)(ns / 60000000000LL));
+    else if (ns % 1000000000LL == 0)
+        snprintf(buf, len, "%llds", (long long)(ns / 1000000000LL));
+    else if (ns % 1000000LL == 0)
+        snprintf(buf, len, "%lldms", (long long)(ns / 1000000LL));
+    else if (ns % 1000LL == 0)
+        snprintf(buf, len, "%lldus", (long long)(ns / 1000LL));
+    else
+        snprintf(buf, len, "%lldns", (long long)ns);
 }
 
 void fb_config_summary(const struct fb_gateway *gw, FILE *f)
@@ -358,14 +365,12 @@ void fb_config_summary(const struct fb_gateway *gw, FILE *f)
             gw->log_level >= 0 && gw->log_level < 4 ? lv[gw->log_level] : "?",
             gw->log_format == FB_LOG_JSON ? "json" : "text", d1);
     fprintf(f, "%u device%s, %u connection%s, %u tag%s, %u poll group%s, %u sink%s\n", gw->ndevs,
-            gw->ndevs == 1 ? "" : "s", gw->nconns, gw->nconns == 1 ? "" : "s", gw->ntags,
-            gw->ntags == 1 ? "" : "s", ngroups, ngroups == 1 ? "" : "s", gw->nsinks,
-            gw->nsinks == 1 ? "" : "s");
+            gw->ndevs == 1 ? "" : "s", gw->nconns, gw->nconns == 1 ? "" : "s", gw->ntags, gw->ntags == 1 ? "" : "s",
+            ngroups, ngroups == 1 ? "" : "s", gw->nsinks, gw->nsinks == 1 ? "" : "s");
     for (uint32_t i = 0; i < gw->ndevs; i++) {
         const struct fb_device *d = &gw->devs[i];
-        fprintf(f, "  device %s  %s  area %s line %s  %u tag%s  [%s]  groups:", d->name, d->url_text,
-                d->area, d->line, d->ntags, d->ntags == 1 ? "" : "s",
-                d->conn ? d->conn->key : "-");
+        fprintf(f, "  device %s  %s  area %s line %s  %u tag%s  [%s]  groups:", d->name, d->url_text, d->area, d->line,
+                d->ntags, d->ntags == 1 ? "" : "s", d->conn ? d->conn->key : "-");
         for (uint32_t g = 0; g < d->ngroups; g++) {
             fmt_dur(d1, sizeof d1, d->groups[g].period_ns);
             fprintf(f, " %s(%u)", d1, d->groups[g].ntags);
@@ -382,10 +387,9 @@ void fb_config_summary(const struct fb_gateway *gw, FILE *f)
             const struct fb_buffer_cfg *b = si->buffer;
             static const char *const sy[] = {"batch", "interval", "os"};
             fmt_dur(d1, sizeof d1, b->max_age_ns);
-            fprintf(f, "    buffer %s/%s  max %.1f MiB  max age %s  sync %s  when full %s  drain %u msg/s%s\n",
-                    b->path, si->name, b->max_bytes / 1048576.0, b->max_age_ns ? d1 : "unlimited",
-                    sy[b->sync % 3], b->full_policy ? "block" : "drop oldest", b->drain_rate,
-                    b->drain_rate ? "" : " (unlimited)");
+            fprintf(f, "    buffer %s/%s  max %.1f MiB  max age %s  sync %s  when full %s  drain %u msg/s%s\n", b->path,
+                    si->name, b->max_bytes / 1048576.0, b->max_age_ns ? d1 : "unlimited", sy[b->sync % 3],
+                    b->full_policy ? "block" : "drop oldest", b->drain_rate, b->drain_rate ? "" : " (unlimited)");
         } else {
             fprintf(f, "    no buffer: messages that cannot be delivered are dropped and counted\n");
         }
@@ -402,8 +406,8 @@ void fb_config_summary(const struct fb_gateway *gw, FILE *f)
 /* ------------------------------------------------------------ key tables */
 size_t fb_config_key_tables(struct fb_config_keys *out, size_t max)
 {
-    const struct fb_config_keys own[] = {{"top", k_fixed},         {"gateway", k_gateway}, {"log", k_log},
-                                         {"commands", k_commands}, {"buffer", k_buffer}};
+    const struct fb_config_keys own[] = {
+        {"top", k_fixed}, {"gateway", k_gateway}, {"log", k_log}, {"commands", k_commands}, {"buffer", k_buffer}};
     size_t n = 0;
     for (size_t i = 0; i < sizeof own / sizeof own[0] && n < max; i++) out[n++] = own[i];
     size_t nsinks;

@@ -57,20 +57,20 @@ struct ctx {
     struct tag_aux *taux;
 };
 
-static const char *const k_device[] = {"for", "name", "url", "area", "line", "poll", "timeout",
-                                       "delay", "options", "tags", NULL};
-static const char *const k_tag[] = {"for", "name", "addr", "type", "order", "count", "unit",
-                                    "access", "poll", "scale", "range", "max_rate", "spike_accept",
-                                    "stuck", "deadband", "heartbeat", "window", NULL};
+static const char *const k_device[] = {"for",     "name",  "url",     "area", "line", "poll",
+                                       "timeout", "delay", "options", "tags", NULL};
+static const char *const k_tag[] = {"for",          "name",   "addr",     "type",      "order",  "count",
+                                    "unit",         "access", "poll",     "scale",     "range",  "max_rate",
+                                    "spike_accept", "stuck",  "deadband", "heartbeat", "window", NULL};
 static const char *const k_scale[] = {"raw", "eng", "factor", "offset", NULL};
 
 /* ------------------------------------------------------------ for: loops */
 
 struct loop {
     int nvars;
-    struct fb_tvar *vars;      /* current values */
+    struct fb_tvar *vars; /* current values */
     char **names;
-    char ***vals;              /* vals[v][k] text */
+    char ***vals; /* vals[v][k] text */
     int *nvals, *pos;
 };
 
@@ -145,7 +145,8 @@ static bool loop_parse(struct ctx *c, const struct fb_tvars *outer, struct fb_cf
             if (!s) {
                 ok = false;
             } else if (fb_tmpl_range(s, &lo, &hi) < 0) {
-                fb_cfg_error(c->r, vn, "loop variable '%s': expected a list [1, 2, 3] or a range \"1..50\", got '%s'", name, s);
+                fb_cfg_error(c->r, vn, "loop variable '%s': expected a list [1, 2, 3] or a range \"1..50\", got '%s'",
+                             name, s);
                 ok = false;
             } else if ((hi > lo ? hi - lo : lo - hi) >= MAX_LOOP) {
                 fb_cfg_error(c->r, vn, "loop variable '%s': range '%s' is too long (max %d values)", name, s, MAX_LOOP);
@@ -161,7 +162,8 @@ static bool loop_parse(struct ctx *c, const struct fb_tvars *outer, struct fb_cf
             }
             free(s);
         } else {
-            fb_cfg_error(c->r, vn, "loop variable '%s': expected a list or a range string, got %s", name, fb_cfg_kind_name(vn));
+            fb_cfg_error(c->r, vn, "loop variable '%s': expected a list or a range string, got %s", name,
+                         fb_cfg_kind_name(vn));
             ok = false;
         }
         if (ok && l->nvals[v] == 0) {
@@ -313,11 +315,14 @@ static struct fb_tag *push_tag(struct ctx *c, struct tag_aux **aux)
 
 static bool parse_access(const char *s, uint8_t *acc)
 {
-    if (!strcmp(s, "r") || !strcmp(s, "read") || !strcmp(s, "ro")) *acc = FB_ACC_READ;
-    else if (!strcmp(s, "w") || !strcmp(s, "write") || !strcmp(s, "wo")) *acc = FB_ACC_WRITE;
+    if (!strcmp(s, "r") || !strcmp(s, "read") || !strcmp(s, "ro"))
+        *acc = FB_ACC_READ;
+    else if (!strcmp(s, "w") || !strcmp(s, "write") || !strcmp(s, "wo"))
+        *acc = FB_ACC_WRITE;
     else if (!strcmp(s, "rw") || !strcmp(s, "read-write") || !strcmp(s, "readwrite") || !strcmp(s, "read_write"))
         *acc = FB_ACC_RW;
-    else return false;
+    else
+        return false;
     return true;
 }
 
@@ -334,15 +339,17 @@ static bool pair_of(struct ctx *c, const struct fb_tvars *vars, struct fb_cfg_no
         struct fb_cfg_node *x = fb_cfg_list_at(c->r, n, (size_t)i);
         has[i] = false;
         if (allow_open && fb_cfg_is_null(x)) continue;
-        if (fb_cfg_num(c->r, vars, x, what, &v[i])) has[i] = true;
-        else ok = false;
+        if (fb_cfg_num(c->r, vars, x, what, &v[i]))
+            has[i] = true;
+        else
+            ok = false;
     }
     return ok;
 }
 
 /* The processing settings shared by all elements of a tag entry. */
-static void tag_proc(struct ctx *c, const struct fb_tvars *vars, const struct fb_cfg_map *m,
-                     struct fb_tag_proc *p, uint8_t access, struct tag_aux *aux)
+static void tag_proc(struct ctx *c, const struct fb_tvars *vars, const struct fb_cfg_map *m, struct fb_tag_proc *p,
+                     uint8_t access, struct tag_aux *aux)
 {
     struct fb_cfg_node *n;
     if ((n = fb_cfg_get(m, "scale"))) {
@@ -363,9 +370,11 @@ static void tag_proc(struct ctx *c, const struct fb_tvars *vars, const struct fb
                 } else if (pair_of(c, vars, raw, "scale.raw", false, r, hr) &&
                            pair_of(c, vars, eng, "scale.eng", false, e, he)) {
                     if (r[0] == r[1])
-                        fb_cfg_error(c->r, raw, "scale.raw: low and high are equal (%g); the scale would divide by zero", r[0]);
+                        fb_cfg_error(c->r, raw,
+                                     "scale.raw: low and high are equal (%g); the scale would divide by zero", r[0]);
                     else if (e[0] == e[1])
-                        fb_cfg_error(c->r, eng, "scale.eng: low and high are equal (%g); writes could not be scaled back", e[0]);
+                        fb_cfg_error(c->r, eng,
+                                     "scale.eng: low and high are equal (%g); writes could not be scaled back", e[0]);
                     else
                         fb_scale_set_points(p, r[0], r[1], e[0], e[1]);
                 }
@@ -396,7 +405,7 @@ static void tag_proc(struct ctx *c, const struct fb_tvars *vars, const struct fb
             p->max = v[1];
             if (has[0] && has[1] && v[0] > v[1])
                 fb_cfg_error(c->r, n, "range: min %g is greater than max %g%s", v[0], v[1],
-                       access & FB_ACC_WRITE ? " (no value could be written)" : "");
+                             access & FB_ACC_WRITE ? " (no value could be written)" : "");
         }
     }
     if ((n = fb_cfg_get(m, "max_rate"))) {
@@ -423,7 +432,8 @@ static void tag_proc(struct ctx *c, const struct fb_tvars *vars, const struct fb
             char *end;
             double d = strtod(s, &end);
             if (end == s || *end || !(d >= 0) || d - d != 0)
-                fb_cfg_error(c->r, n, "deadband: expected a number >= 0 or a percentage like \"2%%\", got '%s%s'", s, pct ? "%" : "");
+                fb_cfg_error(c->r, n, "deadband: expected a number >= 0 or a percentage like \"2%%\", got '%s%s'", s,
+                             pct ? "%" : "");
             else if (pct)
                 p->db_pct = d;
             else
@@ -454,8 +464,7 @@ static bool string_type(const char *s, uint32_t *len)
     return true;
 }
 
-static void build_tag(struct ctx *c, uint32_t di, int64_t dev_poll, struct fb_cfg_node *tn,
-                      const struct fb_tvars *vars)
+static void build_tag(struct ctx *c, uint32_t di, int64_t dev_poll, struct fb_cfg_node *tn, const struct fb_tvars *vars)
 {
     struct fb_cfg_map m = {0};
     if (!fb_cfg_map_load(c->r, tn, "tag", &m)) return;
@@ -493,8 +502,10 @@ static void build_tag(struct ctx *c, uint32_t di, int64_t dev_poll, struct fb_cf
             } else if (string_type(s, &str_len)) {
                 type = FB_T_STRING;
             } else if (strncasecmp(s, "bcd", 3) && strncasecmp(s, "string", 6)) {
-                fb_cfg_error(c->r, n, "type: unknown type '%s' (bool, int8..int64, uint8..uint64, float32, "
-                                 "float64, string[N], bcd16, bcd32)", s);
+                fb_cfg_error(c->r, n,
+                             "type: unknown type '%s' (bool, int8..int64, uint8..uint64, float32, "
+                             "float64, string[N], bcd16, bcd32)",
+                             s);
             } else if (strncasecmp(s, "string", 6) == 0) {
                 fb_cfg_error(c->r, n, "type: '%s' needs a length in bytes: string[N] with N in 1..65535", s);
             } else if (addr) {
@@ -639,8 +650,8 @@ static void check_dup_tags(struct ctx *c, uint32_t di)
         const struct tag_aux *ak = &c->taux[it[k].id], *a0 = &c->taux[it[run].id];
         if (ak->entry == a0->entry || ak->entry == reported) continue;
         reported = ak->entry;
-        fb_cfg_error_at(c->r, ak->name_m, "duplicate tag name '%.*s' in device '%s' (first at line %d)", (int)it[k].blen,
-               it[k].name, d->name, c->gw->tags[it[run].id].line);
+        fb_cfg_error_at(c->r, ak->name_m, "duplicate tag name '%.*s' in device '%s' (first at line %d)",
+                        (int)it[k].blen, it[k].name, d->name, c->gw->tags[it[run].id].line);
     }
     free(it);
 }
@@ -762,8 +773,8 @@ static void build_device(struct ctx *c, struct fb_cfg_node *dn, const struct fb_
     if ((n = fb_cfg_get(&m, "tags"))) {
         build_tags(c, di, poll, n, vars);
         check_dup_tags(c, di);
-    }
-    else fb_cfg_note(c->r, dn, "device '%s' has no tags", c->gw->devs[di].name);
+    } else
+        fb_cfg_note(c->r, dn, "device '%s' has no tags", c->gw->devs[di].name);
     fb_cfg_map_free(&m);
 }
 
@@ -784,7 +795,7 @@ static bool devices_fit(struct ctx *c, struct fb_cfg_node *dn)
             total = sat_add(total, k);
             if (total > MAX_TAGS) {
                 fb_cfg_error(c->r, tags ? tags : n, "these tags bring the gateway to more than the limit of %u tags",
-                       MAX_TAGS);
+                             MAX_TAGS);
                 return false;
             }
             continue;
@@ -802,8 +813,10 @@ static bool devices_fit(struct ctx *c, struct fb_cfg_node *dn)
         } while (total <= MAX_TAGS && loop_next(&l));
         loop_free(&l);
         if (total > MAX_TAGS) {
-            fb_cfg_error(c->r, forn, "for: %" PRIu64 " devices with %" PRIu64 " tags each (the first) make %" PRIu64
-                   " tags; the limit is %u tags", ndev, first, sat_mul(ndev, first), MAX_TAGS);
+            fb_cfg_error(c->r, forn,
+                         "for: %" PRIu64 " devices with %" PRIu64 " tags each (the first) make %" PRIu64
+                         " tags; the limit is %u tags",
+                         ndev, first, sat_mul(ndev, first), MAX_TAGS);
             return false;
         }
     }
@@ -924,7 +937,8 @@ static void build_drivers(struct ctx *c)
         }
         if (d->ngroups == 0) build_groups(c, d);
         if (d->ntags > 0 && d->ngroups > 65535) {
-            fb_cfg_error_at(c->r, (struct fb_cfg_mark){d->line_no, d->col}, "device '%s' has too many poll periods", d->name);
+            fb_cfg_error_at(c->r, (struct fb_cfg_mark){d->line_no, d->col}, "device '%s' has too many poll periods",
+                            d->name);
             continue;
         }
         if (!d->url.scheme) continue; /* url error already reported */
@@ -967,8 +981,10 @@ static void build_drivers(struct ctx *c)
             }
             bool numeric = t->type != FB_T_STRING;
             if (ta->needs_numeric && (!numeric || (t->type == FB_T_BOOL && t->proc.scaled))) {
-                fb_cfg_error_at(c->r, ta->numeric_m, "tag '%s' is of type %s: scale, range, deadband, max_rate and window need a numeric tag",
-                       t->name, fb_type_name((enum fb_type)t->type));
+                fb_cfg_error_at(
+                    c->r, ta->numeric_m,
+                    "tag '%s' is of type %s: scale, range, deadband, max_rate and window need a numeric tag", t->name,
+                    fb_type_name((enum fb_type)t->type));
                 tags_ok = false;
             }
             t->proc.out_type = t->proc.scaled ? FB_T_FLOAT64 : t->type;
@@ -978,7 +994,8 @@ static void build_drivers(struct ctx *c)
             memset(&e, 0, sizeof e);
             if (drv->plan && drv->plan(d, &d->groups[g], &e) < 0) {
                 struct fb_tag *t0 = d->groups[g].ntags ? &gw->tags[d->groups[g].tags[0]] : NULL;
-                fb_cfg_error_at(c->r, t0 ? c->taux[t0->id].addr_m : da->url_m, "%s", e.msg[0] ? e.msg : "cannot plan reads");
+                fb_cfg_error_at(c->r, t0 ? c->taux[t0->id].addr_m : da->url_m, "%s",
+                                e.msg[0] ? e.msg : "cannot plan reads");
             }
         }
     }
@@ -994,8 +1011,9 @@ static void build_drivers(struct ctx *c)
             for (uint32_t k = 0; k < gw->nconns; k++)
                 if (!strcmp(gw->conns[k].key, keys[di])) cn = &gw->conns[k];
             if (cn && cn->drv != d->drv) {
-                fb_cfg_error_at(c->r, c->daux[di].url_m, "device '%s' uses connection %s of device '%s' with another driver",
-                       d->name, keys[di], cn->devs[0]->name);
+                fb_cfg_error_at(c->r, c->daux[di].url_m,
+                                "device '%s' uses connection %s of device '%s' with another driver", d->name, keys[di],
+                                cn->devs[0]->name);
                 continue;
             }
             if (!cn) {

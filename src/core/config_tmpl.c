@@ -57,8 +57,7 @@ static const struct fb_tvar *lookup(const struct fb_tvars *vs, const char *name,
 {
     for (; vs; vs = vs->parent)
         for (int i = 0; i < vs->n; i++)
-            if (strlen(vs->v[i].name) == n && memcmp(vs->v[i].name, name, n) == 0)
-                return &vs->v[i];
+            if (strlen(vs->v[i].name) == n && memcmp(vs->v[i].name, name, n) == 0) return &vs->v[i];
     return NULL;
 }
 
@@ -135,8 +134,8 @@ static int64_t ev_primary(struct ev *e)
         const struct fb_tvar *v = lookup(e->vars, s, (size_t)(e->p - s));
         if (!v) return ev_fail(e, "unknown loop variable '%.*s' in expression", s, (int)(e->p - s));
         if (!v->is_int)
-            return ev_fail(e, "loop variable '%.*s' is not an integer; it cannot be used in arithmetic",
-                           s, (int)(e->p - s));
+            return ev_fail(e, "loop variable '%.*s' is not an integer; it cannot be used in arithmetic", s,
+                           (int)(e->p - s));
         return v->i;
     }
     return ev_fail(e, "unexpected '%.*s' in expression", e->p, 1);
@@ -287,8 +286,7 @@ int fb_tmpl_subst(const struct fb_tvars *vars, const char *in, char **out, struc
         const struct fb_tvar *v = NULL;
         const char *q = xs;
         while (q < xe && (isalnum((unsigned char)*q) || *q == '_')) q++;
-        if (q == xe && xs < xe && !isdigit((unsigned char)*xs) &&
-            (v = lookup(vars, xs, (size_t)(xe - xs))) != NULL) {
+        if (q == xe && xs < xe && !isdigit((unsigned char)*xs) && (v = lookup(vars, xs, (size_t)(xe - xs))) != NULL) {
             val = v->val;
             is_int = v->is_int;
             iv = v->i;
@@ -296,8 +294,7 @@ int fb_tmpl_subst(const struct fb_tvars *vars, const char *in, char **out, struc
             struct ev e = {xs, xe, vars, err, 0, 0};
             iv = ev_expr(&e);
             skip(&e);
-            if (!e.rc && e.p != e.end)
-                ev_fail(&e, "unexpected '%.*s' in expression", e.p, 1);
+            if (!e.rc && e.p != e.end) ev_fail(&e, "unexpected '%.*s' in expression", e.p, 1);
             if (e.rc) {
                 free(b.p);
                 return e.rc;

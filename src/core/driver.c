@@ -21,12 +21,14 @@
 #include "south/s7/s7.h"
 #include "south/sim/sim.h"
 
-#define MB_COMMON                                                                                    \
-    {"unit", FB_OPT_VALUE, false, "1"}, {"timeout", FB_OPT_VALUE, false, "1s"},                      \
-        {"delay", FB_OPT_VALUE, false, "0ms"}, {"max_gap", FB_OPT_VALUE, false, "10"},               \
-        {"max_regs", FB_OPT_VALUE, false, "125"}, {"max_bits", FB_OPT_VALUE, false, "2000"},         \
-        {"base", FB_OPT_VALUE, false, "0"}, {"write_single", FB_OPT_VALUE, false, "fc6"},            \
-        {"write_coil", FB_OPT_VALUE, false, "fc5"}, {"bit_write", FB_OPT_VALUE, false, "fc22"}
+#define MB_COMMON                                                                                                      \
+    {"unit", FB_OPT_VALUE, false, "1"}, {"timeout", FB_OPT_VALUE, false, "1s"}, {"delay", FB_OPT_VALUE, false, "0ms"}, \
+        {"max_gap", FB_OPT_VALUE, false, "10"}, {"max_regs", FB_OPT_VALUE, false, "125"},                              \
+        {"max_bits", FB_OPT_VALUE, false, "2000"}, {"base", FB_OPT_VALUE, false, "0"},                                 \
+        {"write_single", FB_OPT_VALUE, false, "fc6"}, {"write_coil", FB_OPT_VALUE, false, "fc5"},                      \
+    {                                                                                                                  \
+        "bit_write", FB_OPT_VALUE, false, "fc22"                                                                       \
+    }
 
 static const struct fb_drv_opt mb_tcp_opts[] = {MB_COMMON, {NULL, 0, false, NULL}};
 static const struct fb_drv_opt mb_rtu_opts[] = {
@@ -76,7 +78,7 @@ static const struct fb_drv_opt ads_opts[] = {
     {"net_id", FB_OPT_VALUE, false, "5.80.192.200.1.1"},
     {"netid", FB_OPT_VALUE, true, "5.80.192.200.1.1"}, /* alias of net_id */
     {"port", FB_OPT_VALUE, false, "851"},
-    {"ams_port", FB_OPT_VALUE, true, "851"},           /* alias of port */
+    {"ams_port", FB_OPT_VALUE, true, "851"}, /* alias of port */
     {"source_net_id", FB_OPT_VALUE, false, "192.168.0.5.1.1"},
     {"source_port", FB_OPT_VALUE, false, "32905"},
     {"timeout", FB_OPT_VALUE, false, "1s"},
@@ -109,8 +111,7 @@ static const struct fb_scheme_info schemes[] = {
      "docs/opcua.md", opcua_opts},
     {"s7", &fb_driver_s7, "s7://HOST[:102]?rack=0&slot=1", "docs/s7.md", s7_opts},
     {"ads", &fb_driver_ads, "ads://HOST[:48898]?net_id=5.80.192.200.1.1&port=851", "docs/ads.md", ads_opts},
-    {"revpi", &fb_driver_revpi, "revpi:///dev/piControl0[?config=/etc/revpi/config.rsc]", "docs/revpi.md",
-     revpi_opts},
+    {"revpi", &fb_driver_revpi, "revpi:///dev/piControl0[?config=/etc/revpi/config.rsc]", "docs/revpi.md", revpi_opts},
     {"sim", &fb_driver_sim, "sim://NAME[?seed=42]", "docs/simulator.md", sim_opts},
 };
 

@@ -18,15 +18,15 @@
 struct fb_drv_opt {
     const char *key;
     enum fb_opt_kind kind;
-    bool unlisted; /* accepted (an alias, or a key the core takes) but not in the driver's own list */
+    bool unlisted;       /* accepted (an alias, or a key the core takes) but not in the driver's own list */
     const char *example; /* a value the driver accepts, for tests and help */
 };
 
 struct fb_scheme_info {
-    const char *scheme;          /* "modbus-tcp" */
+    const char *scheme; /* "modbus-tcp" */
     const struct fb_driver *drv;
-    const char *form;            /* "modbus-tcp://HOST[:502]?unit=1&timeout=1s" */
-    const char *doc;             /* "docs/modbus.md" */
+    const char *form;              /* "modbus-tcp://HOST[:502]?unit=1&timeout=1s" */
+    const char *doc;               /* "docs/modbus.md" */
     const struct fb_drv_opt *opts; /* terminated by a NULL key */
 };
 

@@ -31,20 +31,20 @@ int fb_env_expand(const char *in, char **out, struct fb_err *err)
     size_t cap = strlen(in) + 1, len = 0;
     char *o = malloc(cap);
     if (!o) return fb_err_set(err, FB_ENOMEM, "out of memory");
-#define PUT(ptr, n)                                                  \
-    do {                                                             \
-        size_t n_ = (n);                                             \
-        if (len + n_ + 1 > cap) {                                    \
-            while (len + n_ + 1 > cap) cap *= 2;                     \
-            char *t_ = realloc(o, cap);                              \
-            if (!t_) {                                               \
-                free(o);                                             \
-                return fb_err_set(err, FB_ENOMEM, "out of memory");  \
-            }                                                        \
-            o = t_;                                                  \
-        }                                                            \
-        memcpy(o + len, (ptr), n_);                                  \
-        len += n_;                                                   \
+#define PUT(ptr, n)                                                                                                    \
+    do {                                                                                                               \
+        size_t n_ = (n);                                                                                               \
+        if (len + n_ + 1 > cap) {                                                                                      \
+            while (len + n_ + 1 > cap) cap *= 2;                                                                       \
+            char *t_ = realloc(o, cap);                                                                                \
+            if (!t_) {                                                                                                 \
+                free(o);                                                                                               \
+                return fb_err_set(err, FB_ENOMEM, "out of memory");                                                    \
+            }                                                                                                          \
+            o = t_;                                                                                                    \
+        }                                                                                                              \
+        memcpy(o + len, (ptr), n_);                                                                                    \
+        len += n_;                                                                                                     \
     } while (0)
     const char *p = in;
     while (*p) {
@@ -80,8 +80,7 @@ int fb_env_expand(const char *in, char **out, struct fb_err *err)
             deflen = (size_t)(close - def);
         } else {
             free(o);
-            if (!*e)
-                return fb_err_set(err, FB_EINVAL, "unterminated ${%.*s", (int)(e - name), name);
+            if (!*e) return fb_err_set(err, FB_EINVAL, "unterminated ${%.*s", (int)(e - name), name);
             return fb_err_set(err, FB_EINVAL,
                               "bad variable reference ${%.*s%c…} (expected ${NAME} or ${NAME:-default})",
                               (int)(e - name), name, *e);
@@ -103,8 +102,7 @@ int fb_env_expand(const char *in, char **out, struct fb_err *err)
             /* set but empty, no default: the empty value is what was asked for */
         } else {
             free(o);
-            return fb_err_set(err, FB_ENOENT,
-                              "environment variable %s is not set (use ${%s:-default} for a default)",
+            return fb_err_set(err, FB_ENOENT, "environment variable %s is not set (use ${%s:-default} for a default)",
                               vname, vname);
         }
         p = close + 1;
@@ -123,7 +121,10 @@ int fb_read_secret_file(const char *path, char **out, struct fb_err *err)
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) {
         int e = errno;
-        return fb_err_set(err, e == ENOENT ? FB_ENOENT : e == EACCES ? FB_EACCES : FB_EIO,
+        return fb_err_set(err,
+                          e == ENOENT   ? FB_ENOENT
+                          : e == EACCES ? FB_EACCES
+                                        : FB_EIO,
                           "cannot open secret file %s: %s", path, strerror(e));
     }
     struct stat st;
@@ -182,8 +183,7 @@ int fb_check_file(const char *path, enum fb_opt_kind kind, struct fb_err *err)
     }
     bool want_dir = kind == FB_OPT_PKI || kind == FB_OPT_DIR;
     if (want_dir && !S_ISDIR(st.st_mode)) return fb_err_set(err, FB_EINVAL, "%s is not a directory", path);
-    if (!want_dir && S_ISDIR(st.st_mode))
-        return fb_err_set(err, FB_EINVAL, "%s is a directory, expected a file", path);
+    if (!want_dir && S_ISDIR(st.st_mode)) return fb_err_set(err, FB_EINVAL, "%s is a directory, expected a file", path);
     if (kind == FB_OPT_PKI) {
         /* the store's own key (created on first use when missing) must be private */
         char key[4200];

@@ -34,19 +34,19 @@
  * (disk full, read-only, unwritable), else "ok".
  */
 #include <fcntl.h>
+#include <inttypes.h>
 #include <pthread.h>
 #include <stddef.h>
-#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
-#include "store/store.h"
 #include "core/buf.h"
-#include "core/model.h"
 #include "core/metrics.h"
+#include "core/model.h"
 #include "core/runtime_state.h"
+#include "store/store.h"
 
 #ifndef FB_VERSION
 #define FB_VERSION "0.0.0"
@@ -78,8 +78,7 @@ void fb_proc_usage(double *cpu_s, uint64_t *rss_bytes)
         if (read_small_file("/proc/self/stat", buf, sizeof buf) > 0) {
             char *p = strrchr(buf, ')');
             unsigned long long ut = 0, st = 0;
-            if (p && sscanf(p + 1, " %*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &ut,
-                            &st) == 2) {
+            if (p && sscanf(p + 1, " %*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &ut, &st) == 2) {
                 long hz = sysconf(_SC_CLK_TCK);
                 if (hz > 0) *cpu_s = (double)(ut + st) / (double)hz;
             }
@@ -88,8 +87,7 @@ void fb_proc_usage(double *cpu_s, uint64_t *rss_bytes)
     if (rss_bytes) {
         *rss_bytes = 0;
         unsigned long long size = 0, res = 0;
-        if (read_small_file("/proc/self/statm", buf, sizeof buf) > 0 &&
-            sscanf(buf, "%llu %llu", &size, &res) == 2) {
+        if (read_small_file("/proc/self/statm", buf, sizeof buf) > 0 && sscanf(buf, "%llu %llu", &size, &res) == 2) {
             long ps = sysconf(_SC_PAGESIZE);
             if (ps > 0) *rss_bytes = (uint64_t)res * (uint64_t)ps;
         }
@@ -100,17 +98,23 @@ void fb_proc_usage(double *cpu_s, uint64_t *rss_bytes)
 static void put_label(struct fb_buf *b, const char *s)
 {
     for (; s && *s; s++) {
-        if (*s == '\\') fb_buf_puts(b, "\\\\");
-        else if (*s == '"') fb_buf_puts(b, "\\\"");
-        else if (*s == '\n') fb_buf_puts(b, "\\n");
-        else fb_buf_putc(b, *s);
+        if (*s == '\\')
+            fb_buf_puts(b, "\\\\");
+        else if (*s == '"')
+            fb_buf_puts(b, "\\\"");
+        else if (*s == '\n')
+            fb_buf_puts(b, "\\n");
+        else
+            fb_buf_putc(b, *s);
     }
 }
 
 static void put_double(struct fb_buf *b, double v)
 {
-    if (v != v) fb_buf_puts(b, "NaN");
-    else fb_buf_printf(b, "%.15g", v);
+    if (v != v)
+        fb_buf_puts(b, "NaN");
+    else
+        fb_buf_printf(b, "%.15g", v);
 }
 
 static void family(struct fb_buf *b, const char *name, const char *type, const char *help)
@@ -138,7 +142,7 @@ struct dev_metric {
     double (*f)(const struct fb_device *d);
 };
 
-#define DU(fn, field)                                                                        \
+#define DU(fn, field)                                                                                                  \
     static uint64_t fn(const struct fb_device *d) { return atomic_load(&d->m.field); }
 DU(d_requests, requests)
 DU(d_errors, errors)
@@ -159,16 +163,24 @@ static uint64_t d_connected(const struct fb_device *d) { return atomic_load(&d->
 static uint64_t d_bad_tags(const struct fb_device *d) { return atomic_load(&d->m.tags_bad); }
 
 static const struct dev_metric dev_metrics[] = {
-    {"fieldbridge_device_requests_total", "counter", "Requests sent to the device (one per read or write request).", U64, d_requests, NULL},
-    {"fieldbridge_device_errors_total", "counter", "Requests that failed (exception, I/O error, timeout, dropout).", U64, d_errors, NULL},
+    {"fieldbridge_device_requests_total", "counter", "Requests sent to the device (one per read or write request).",
+     U64, d_requests, NULL},
+    {"fieldbridge_device_errors_total", "counter", "Requests that failed (exception, I/O error, timeout, dropout).",
+     U64, d_errors, NULL},
     {"fieldbridge_device_timeouts_total", "counter", "Requests that timed out.", U64, d_timeouts, NULL},
-    {"fieldbridge_device_reconnects_total", "counter", "Times the connection was lost and re-established.", U64, d_reconnects, NULL},
+    {"fieldbridge_device_reconnects_total", "counter", "Times the connection was lost and re-established.", U64,
+     d_reconnects, NULL},
     {"fieldbridge_device_writes_total", "counter", "Writes handed to the driver.", U64, d_writes, NULL},
-    {"fieldbridge_device_write_errors_total", "counter", "Writes the driver reported as failed.", U64, d_write_errors, NULL},
-    {"fieldbridge_device_rtt_seconds", "summary", "Round-trip time of successful requests.", SUMMARY, d_rtt_count, d_rtt_sum},
-    {"fieldbridge_device_poll_overruns_total", "counter", "Poll cycles skipped because a read took longer than its period.", U64, dev_overruns, NULL},
-    {"fieldbridge_device_last_rtt_seconds", "gauge", "Round-trip time of the last successful request.", DBL, NULL, d_rtt_last},
-    {"fieldbridge_device_last_success_timestamp_seconds", "gauge", "Unix time of the last successful request (0 = never).", DBL, NULL, d_last_ok},
+    {"fieldbridge_device_write_errors_total", "counter", "Writes the driver reported as failed.", U64, d_write_errors,
+     NULL},
+    {"fieldbridge_device_rtt_seconds", "summary", "Round-trip time of successful requests.", SUMMARY, d_rtt_count,
+     d_rtt_sum},
+    {"fieldbridge_device_poll_overruns_total", "counter",
+     "Poll cycles skipped because a read took longer than its period.", U64, dev_overruns, NULL},
+    {"fieldbridge_device_last_rtt_seconds", "gauge", "Round-trip time of the last successful request.", DBL, NULL,
+     d_rtt_last},
+    {"fieldbridge_device_last_success_timestamp_seconds", "gauge",
+     "Unix time of the last successful request (0 = never).", DBL, NULL, d_last_ok},
     {"fieldbridge_device_connected", "gauge", "1 when the device is online, else 0.", U64, d_connected, NULL},
     {"fieldbridge_device_bad_tags", "gauge", "Tags whose last published quality is Bad.", U64, d_bad_tags, NULL},
 };
@@ -195,11 +207,15 @@ struct sink_metric {
     size_t off; /* offsetof in struct fb_sink_metrics of an _Atomic uint64_t */
 };
 static const struct sink_metric sink_metrics[] = {
-    {"fieldbridge_sink_queued_total", "counter", "Batches queued to the sink.", offsetof(struct fb_sink_metrics, queued)},
-    {"fieldbridge_sink_sent_total", "counter", "Batches the sink confirmed as delivered.", offsetof(struct fb_sink_metrics, sent)},
-    {"fieldbridge_sink_dropped_total", "counter", "Batches dropped (queue full or undeliverable).", offsetof(struct fb_sink_metrics, dropped)},
+    {"fieldbridge_sink_queued_total", "counter", "Batches queued to the sink.",
+     offsetof(struct fb_sink_metrics, queued)},
+    {"fieldbridge_sink_sent_total", "counter", "Batches the sink confirmed as delivered.",
+     offsetof(struct fb_sink_metrics, sent)},
+    {"fieldbridge_sink_dropped_total", "counter", "Batches dropped (queue full or undeliverable).",
+     offsetof(struct fb_sink_metrics, dropped)},
     {"fieldbridge_sink_retries_total", "counter", "Deliveries retried.", offsetof(struct fb_sink_metrics, retries)},
-    {"fieldbridge_sink_errors_total", "counter", "Send errors reported by the sink.", offsetof(struct fb_sink_metrics, errors)},
+    {"fieldbridge_sink_errors_total", "counter", "Send errors reported by the sink.",
+     offsetof(struct fb_sink_metrics, errors)},
 };
 
 static uint64_t sink_u64(const struct fb_sink_inst *s, size_t off)
@@ -215,15 +231,24 @@ struct buf_metric {
     enum buf_field f;
 };
 static const struct buf_metric buf_metrics[] = {
-    {"fieldbridge_buffer_records", "gauge", "Records in the store-and-forward buffer (pending and in flight).", B_RECORDS},
-    {"fieldbridge_buffer_bytes", "gauge", "Bytes the buffer holds on disk and in memory, record and segment overhead included.", B_BYTES},
-    {"fieldbridge_buffer_oldest_age_seconds", "gauge", "Age of the oldest buffered record (segment granularity; 0 when empty).", B_OLDEST_AGE},
-    {"fieldbridge_buffer_dropped_full_total", "counter", "Records dropped because the buffer was full (oldest first).", B_DROP_FULL},
-    {"fieldbridge_buffer_dropped_age_total", "counter", "Records dropped because they were older than max_age.", B_DROP_AGE},
+    {"fieldbridge_buffer_records", "gauge", "Records in the store-and-forward buffer (pending and in flight).",
+     B_RECORDS},
+    {"fieldbridge_buffer_bytes", "gauge",
+     "Bytes the buffer holds on disk and in memory, record and segment overhead included.", B_BYTES},
+    {"fieldbridge_buffer_oldest_age_seconds", "gauge",
+     "Age of the oldest buffered record (segment granularity; 0 when empty).", B_OLDEST_AGE},
+    {"fieldbridge_buffer_dropped_full_total", "counter", "Records dropped because the buffer was full (oldest first).",
+     B_DROP_FULL},
+    {"fieldbridge_buffer_dropped_age_total", "counter", "Records dropped because they were older than max_age.",
+     B_DROP_AGE},
     {"fieldbridge_buffer_acked_total", "counter", "Buffered records the broker acknowledged (since start).", B_ACKED},
     {"fieldbridge_buffer_corrupt_cut_bytes_total", "counter", "Bytes cut from the buffer as torn or corrupt.", B_CUT},
-    {"fieldbridge_buffer_lost_records_total", "counter", "Records found missing from the buffer (a deleted segment file, records held in memory when the process died, ids in a cut region).", B_LOST},
-    {"fieldbridge_buffer_degraded", "gauge", "1 while the buffer runs on memory only (disk full, read-only, unwritable).", B_DEGRADED},
+    {"fieldbridge_buffer_lost_records_total", "counter",
+     "Records found missing from the buffer (a deleted segment file, records held in memory when the process died, ids "
+     "in a cut region).",
+     B_LOST},
+    {"fieldbridge_buffer_degraded", "gauge",
+     "1 while the buffer runs on memory only (disk full, read-only, unwritable).", B_DEGRADED},
 };
 
 static double oldest_age_s(const struct fb_store_stats *st, int64_t now)
@@ -237,15 +262,15 @@ static double oldest_age_s(const struct fb_store_stats *st, int64_t now)
 static uint64_t buf_u64(const struct fb_store_stats *st, enum buf_field f)
 {
     switch (f) {
-    case B_RECORDS: return st->records;
-    case B_BYTES: return st->bytes;
-    case B_DROP_FULL: return st->dropped_full;
-    case B_DROP_AGE: return st->dropped_age;
-    case B_ACKED: return st->acked;
-    case B_CUT: return st->corrupt_cut;
-    case B_LOST: return st->lost;
-    case B_DEGRADED: return st->degraded ? 1 : 0;
-    case B_OLDEST_AGE: break;
+        case B_RECORDS: return st->records;
+        case B_BYTES: return st->bytes;
+        case B_DROP_FULL: return st->dropped_full;
+        case B_DROP_AGE: return st->dropped_age;
+        case B_ACKED: return st->acked;
+        case B_CUT: return st->corrupt_cut;
+        case B_LOST: return st->lost;
+        case B_DEGRADED: return st->degraded ? 1 : 0;
+        case B_OLDEST_AGE: break;
     }
     return 0;
 }
@@ -267,8 +292,10 @@ static void render_buffers(struct fb_gateway *gw, struct fb_buf *out)
             fb_buf_puts(out, m->name);
             sink_labels(out, s);
             fb_buf_putc(out, ' ');
-            if (m->f == B_OLDEST_AGE) put_double(out, oldest_age_s(&st, now));
-            else fb_buf_printf(out, "%" PRIu64, buf_u64(&st, m->f));
+            if (m->f == B_OLDEST_AGE)
+                put_double(out, oldest_age_s(&st, now));
+            else
+                fb_buf_printf(out, "%" PRIu64, buf_u64(&st, m->f));
             fb_buf_putc(out, '\n');
         }
     }
@@ -298,8 +325,10 @@ void fb_metrics_render(struct fb_gateway *gw, struct fb_buf *out)
             }
             dev_labels(out, &gw->devs[i]);
             fb_buf_putc(out, ' ');
-            if (m->vk == DBL) put_double(out, m->f(&gw->devs[i]));
-            else fb_buf_printf(out, "%" PRIu64, m->u(&gw->devs[i]));
+            if (m->vk == DBL)
+                put_double(out, m->f(&gw->devs[i]));
+            else
+                fb_buf_printf(out, "%" PRIu64, m->u(&gw->devs[i]));
             fb_buf_putc(out, '\n');
         }
     }
@@ -323,8 +352,7 @@ void fb_metrics_render(struct fb_gateway *gw, struct fb_buf *out)
     double cpu;
     uint64_t rss;
     fb_proc_usage(&cpu, &rss);
-    family(out, "fieldbridge_process_cpu_seconds_total", "counter",
-           "User and system CPU time of the process.");
+    family(out, "fieldbridge_process_cpu_seconds_total", "counter", "User and system CPU time of the process.");
     fb_buf_puts(out, "fieldbridge_process_cpu_seconds_total ");
     put_double(out, cpu);
     fb_buf_putc(out, '\n');
@@ -350,15 +378,14 @@ void fb_metrics_render(struct fb_gateway *gw, struct fb_buf *out)
 static const char *state_name(int s)
 {
     switch (s) {
-    case FB_DEV_ONLINE: return "online";
-    case FB_DEV_OFFLINE: return "offline";
-    default: return "connecting";
+        case FB_DEV_ONLINE: return "online";
+        case FB_DEV_OFFLINE: return "offline";
+        default: return "connecting";
     }
 }
 
 /* Must hold the status memory's lock (rt->status_mu). */
-static const char *ne107(const struct fb_gateway *gw, uint32_t i, int state, uint64_t errors,
-                         int64_t now)
+static const char *ne107(const struct fb_gateway *gw, uint32_t i, int state, uint64_t errors, int64_t now)
 {
     struct fb_err_seen *seen = gw->rt ? gw->rt->seen : NULL;
     uint32_t nseen = gw->rt ? gw->rt->nseen : 0;

@@ -70,14 +70,14 @@ struct fb_tag {
     char *unit;       /* engineering unit, or NULL */
     void *addr;       /* driver-owned parsed address */
     struct fb_tag_proc proc;
-    int line, col;    /* where it was declared, for messages */
+    int line, col; /* where it was declared, for messages */
 };
 
 struct fb_group { /* a poll group: tags read at the same period */
     int64_t period_ns;
     uint32_t *tags; /* tag ids */
     uint32_t ntags;
-    void *plan;     /* driver-owned read plan */
+    void *plan; /* driver-owned read plan */
     struct fb_group_rt *rt;
 };
 
@@ -90,7 +90,6 @@ struct fb_dev_metrics {
     _Atomic uint32_t tags_out_of_spec; /* tags whose last published quality is out of range */
     _Atomic uint32_t tags_bad;         /* tags whose last published quality is Bad (NE107) */
 };
-
 
 struct fb_device {
     uint32_t idx;
@@ -176,8 +175,8 @@ struct fb_sink_inst;
 /* A north sink: one static table per kind (src/north/<name>/), listed in
  * core/sinks.c.  Its config section has the sink's name as its key. */
 struct fb_sink {
-    const char *name;          /* "mqtt": the config section and the instance name */
-    const char *const *keys;   /* the section's own keys, NULL-terminated (the
+    const char *name;                    /* "mqtt": the config section and the instance name */
+    const char *const *keys;             /* the section's own keys, NULL-terminated (the
                                 * core reads the common `buffer:` and `queue:`) */
     const struct fb_config_keys *nested; /* the keys of its nested mappings (tls:, qos:, …),
                                           * ended by a NULL section: for the docs check */
@@ -214,7 +213,7 @@ struct fb_service {
     const struct fb_config_keys *nested; /* nested mappings' keys, NULL section last (may be NULL) */
     void *(*cfg_load)(struct fb_cfg *r, const struct fb_cfg_map *m, const struct fb_gateway *gw);
     void (*cfg_free)(void *cfg);
-    void (*describe)(const struct fb_service_inst *si, FILE *f); /* the `check` line */
+    void (*describe)(const struct fb_service_inst *si, FILE *f);                /* the `check` line */
     void *(*start)(struct fb_gateway *gw, const void *cfg, struct fb_err *err); /* NULL + err on failure */
     void (*stop)(void *state);
 };
@@ -231,8 +230,8 @@ struct fb_sink_inst {
     struct fb_buffer_cfg *buffer; /* store-and-forward, NULL = none; the global one with overrides */
     uint32_t queue_len;           /* `queue:` (default 1024; see docs/configuration.md) */
     struct fb_gateway *gw;
-    void *ctx;                    /* the sink's running state (open .. close) */
-    struct fb_sink_metrics m;     /* live */
+    void *ctx;                /* the sink's running state (open .. close) */
+    struct fb_sink_metrics m; /* live */
     struct fb_sink_rt *rt;
 };
 
@@ -258,7 +257,7 @@ struct fb_gateway {
     int64_t status_interval_ns;
     /* logging */
     int log_level;
-    int log_format; /* enum fb_log_format */
+    int log_format;   /* enum fb_log_format */
     struct fb_rt *rt; /* the running gateway (runtime.c), NULL before start */
 };
 

@@ -29,8 +29,8 @@ struct fb_router {
     pthread_mutex_t mu;
     pthread_cond_t cv;
     struct fb_cmd *head, *tail;
-    bool stop;     /* under mu: submissions are refused */
-    bool stopped;  /* the thread has been joined (fb_router_stop ran) */
+    bool stop;    /* under mu: submissions are refused */
+    bool stopped; /* the thread has been joined (fb_router_stop ran) */
     pthread_t thr;
     struct fb_gateway *gw;
 };
@@ -67,7 +67,7 @@ static bool ts_digits(const char **p, int n, int *out)
 static int64_t ts_days(int y, int m, int d)
 {
     static const int before[12] = {0, 31, 59, 90, 120, 151, 181, 212, 243, 273, 304, 334};
-    int64_t yy = y - 1; /* whole years before y */
+    int64_t yy = y - 1;                                              /* whole years before y */
     int64_t days = yy * 365 + yy / 4 - yy / 100 + yy / 400 - 719162; /* 719162: days 0001-01-01..1970-01-01 */
     bool leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
     return days + before[m - 1] + (m > 2 && leap) + d - 1;
@@ -81,8 +81,8 @@ static int ts_parse_text(const char *s, int64_t *ns)
     static const int mdays[12] = {31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
     int y, mo, d, h, mi, se;
     const char *p = s;
-    if (!ts_digits(&p, 4, &y) || *p++ != '-' || !ts_digits(&p, 2, &mo) || *p++ != '-' ||
-        !ts_digits(&p, 2, &d) || (*p != 'T' && *p != 't'))
+    if (!ts_digits(&p, 4, &y) || *p++ != '-' || !ts_digits(&p, 2, &mo) || *p++ != '-' || !ts_digits(&p, 2, &d) ||
+        (*p != 'T' && *p != 't'))
         return -1;
     p++;
     if (!ts_digits(&p, 2, &h) || *p++ != ':' || !ts_digits(&p, 2, &mi) || *p++ != ':' || !ts_digits(&p, 2, &se))
@@ -139,8 +139,8 @@ static void fmt_limit(char *buf, size_t n, double v)
     fb_buf_free(&b);
 }
 
-int fb_cmd_convert(const struct fb_tag *t, const void *jv, struct fb_value *raw, char *sbuf,
-                   size_t sbuf_len, struct fb_err *err)
+int fb_cmd_convert(const struct fb_tag *t, const void *jv, struct fb_value *raw, char *sbuf, size_t sbuf_len,
+                   struct fb_err *err)
 {
     const json_t *j = jv;
     const struct fb_tag_proc *p = &t->proc;
@@ -196,20 +196,20 @@ int fb_cmd_convert(const struct fb_tag *t, const void *jv, struct fb_value *raw,
         json_int_t v = json_integer_value(j);
         raw->type = t->type;
         if (fb_type_is_signed(t->type)) {
-            static const int64_t lo[] = {[FB_T_INT8] = INT8_MIN, [FB_T_INT16] = INT16_MIN,
-                                         [FB_T_INT32] = INT32_MIN, [FB_T_INT64] = INT64_MIN};
-            static const int64_t hi[] = {[FB_T_INT8] = INT8_MAX, [FB_T_INT16] = INT16_MAX,
-                                         [FB_T_INT32] = INT32_MAX, [FB_T_INT64] = INT64_MAX};
+            static const int64_t lo[] = {
+                [FB_T_INT8] = INT8_MIN, [FB_T_INT16] = INT16_MIN, [FB_T_INT32] = INT32_MIN, [FB_T_INT64] = INT64_MIN};
+            static const int64_t hi[] = {
+                [FB_T_INT8] = INT8_MAX, [FB_T_INT16] = INT16_MAX, [FB_T_INT32] = INT32_MAX, [FB_T_INT64] = INT64_MAX};
             if (v < lo[t->type] || v > hi[t->type])
-                return fb_err_set(err, FB_ERANGE, "%lld is out of range for %s", (long long)v,
-                                  fb_type_name(t->type));
+                return fb_err_set(err, FB_ERANGE, "%lld is out of range for %s", (long long)v, fb_type_name(t->type));
             raw->i = v;
         } else {
-            static const uint64_t hi[] = {[FB_T_UINT8] = UINT8_MAX, [FB_T_UINT16] = UINT16_MAX,
-                                          [FB_T_UINT32] = UINT32_MAX, [FB_T_UINT64] = UINT64_MAX};
+            static const uint64_t hi[] = {[FB_T_UINT8] = UINT8_MAX,
+                                          [FB_T_UINT16] = UINT16_MAX,
+                                          [FB_T_UINT32] = UINT32_MAX,
+                                          [FB_T_UINT64] = UINT64_MAX};
             if (v < 0 || (uint64_t)v > hi[t->type])
-                return fb_err_set(err, FB_ERANGE, "%lld is out of range for %s", (long long)v,
-                                  fb_type_name(t->type));
+                return fb_err_set(err, FB_ERANGE, "%lld is out of range for %s", (long long)v, fb_type_name(t->type));
             raw->u = (uint64_t)v;
         }
         return 0;
@@ -283,7 +283,8 @@ void fb_cmd_process(struct fb_gateway *gw, const struct fb_cmd *cmd, char **resp
     }
     const char *key;
     json_t *val;
-    json_object_foreach(root, key, val) {
+    json_object_foreach(root, key, val)
+    {
         if (strcmp(key, "id") && strcmp(key, "ts") && strcmp(key, "write")) {
             snprintf(why, sizeof why, "unknown key '%.60s' (expected id, ts, write)", key);
             fb_warn(dname, NULL, "command refused from %s: %s", cmd->source, why);
@@ -309,8 +310,7 @@ void fb_cmd_process(struct fb_gateway *gw, const struct fb_cmd *cmd, char **resp
         }
         int64_t age = fb_now_ns() - t;
         if (gw->cmd_max_age_ns > 0 && age > gw->cmd_max_age_ns) {
-            snprintf(why, sizeof why, "request too old: %.1fs > max_age %.1fs", age / 1e9,
-                     gw->cmd_max_age_ns / 1e9);
+            snprintf(why, sizeof why, "request too old: %.1fs > max_age %.1fs", age / 1e9, gw->cmd_max_age_ns / 1e9);
             fb_warn(dname, NULL, "command refused from %s: %s", cmd->source, why);
             respond(&out, id_json, false, why);
             goto done;
@@ -322,7 +322,8 @@ void fb_cmd_process(struct fb_gateway *gw, const struct fb_cmd *cmd, char **resp
     fb_buf_init(&res);
     fb_buf_putc(&res, '{');
     bool first = true;
-    json_object_foreach(w, key, val) {
+    json_object_foreach(w, key, val)
+    {
         struct fb_err err = {0};
         int rc;
         struct fb_tag *t = fb_gw_tag(gw, dev, key);
@@ -334,7 +335,9 @@ void fb_cmd_process(struct fb_gateway *gw, const struct fb_cmd *cmd, char **resp
             rc = fb_err_set(&err, FB_EACCES, "tag is read-only");
         } else {
             rc = fb_cmd_convert(t, val, &raw, sbuf, sizeof sbuf, &err);
-            if (rc == 0) rc = fb_conn_write(gw, t, &raw, gw->cmd_timeout_ns > 0 ? gw->cmd_timeout_ns : FB_CMD_WRITE_TIMEOUT_NS, &err);
+            if (rc == 0)
+                rc = fb_conn_write(gw, t, &raw, gw->cmd_timeout_ns > 0 ? gw->cmd_timeout_ns : FB_CMD_WRITE_TIMEOUT_NS,
+                                   &err);
         }
         char *vtext = json_dumps(val, JSON_ENCODE_ANY | JSON_COMPACT);
         if (rc == 0)

@@ -59,10 +59,6 @@
 /* Without a buffer: how much undelivered data a sink holds in memory. */
 #define FB_MEMORY_QUEUE_BYTES (8u << 20)
 
-
-
-
-
 static int64_t store_deliver(struct fb_sink_inst *s, struct fb_sink_rt *q);
 
 /* Put one processed batch into the store.  With the block policy a full
@@ -91,8 +87,7 @@ static void store_append(struct fb_sink_inst *s, struct fb_sink_rt *q, const str
         }
         atomic_fetch_add(&s->m.dropped, 1);
         if (fb_ratelimit_ok(&q->rl_drop, fb_mono_ns()))
-            fb_warn(NULL, NULL, "%s: cannot buffer a batch of %u values (%s); dropped", s->name, b->n,
-                    fb_strerror(rc));
+            fb_warn(NULL, NULL, "%s: cannot buffer a batch of %u values (%s); dropped", s->name, b->n, fb_strerror(rc));
         return;
     }
 }
@@ -187,8 +182,8 @@ static void *sink_thread(void *arg)
         pthread_mutex_unlock(&q->mu);
         if (n) {
             struct fb_batch *b = n->b;
-            if (s->rt->store && b->kind == FB_BATCH_DATA && !(q->mem_only && fb_store_live(s->rt->store) == 0 &&
-                                                           (!s->sink->ready || s->sink->ready(s)))) {
+            if (s->rt->store && b->kind == FB_BATCH_DATA &&
+                !(q->mem_only && fb_store_live(s->rt->store) == 0 && (!s->sink->ready || s->sink->ready(s)))) {
                 store_append(s, q, b);
                 unflushed++;
             } else if (s->sink->send(s, b, s->rt->store ? b->seq | FB_DIRECT_ID : b->seq) < 0) {
@@ -215,8 +210,7 @@ static void *sink_thread(void *arg)
             if (!stop_deadline) stop_deadline = fb_mono_ns() + 2000000000LL;
             struct fb_store_stats st;
             fb_store_stats(s->rt->store, &st);
-            if (st.records == 0 || fb_mono_ns() >= stop_deadline || (s->sink->ready && !s->sink->ready(s)))
-                break;
+            if (st.records == 0 || fb_mono_ns() >= stop_deadline || (s->sink->ready && !s->sink->ready(s))) break;
             if (wait_ns < 0) wait_ns = 10000000LL;
             struct timespec ts = {0, (long)(wait_ns < 100000000LL ? wait_ns : 100000000LL)};
             nanosleep(&ts, NULL);
@@ -257,8 +251,10 @@ static int sink_store_open(struct fb_gateway *gw, struct fb_sink_inst *s, struct
          * crash), so a broker that is late at start-up or away for a moment
          * costs nothing — the deadband would otherwise hold back a value whose
          * only publication went nowhere. */
-        struct fb_store_cfg mc = {.dir = NULL, .max_bytes = FB_MEMORY_QUEUE_BYTES,
-                                  .segment_bytes = 256 * 1024, .max_record = max_record_bytes(gw),
+        struct fb_store_cfg mc = {.dir = NULL,
+                                  .max_bytes = FB_MEMORY_QUEUE_BYTES,
+                                  .segment_bytes = 256 * 1024,
+                                  .max_record = max_record_bytes(gw),
                                   .name = s->name};
         struct fb_err e = {0};
         s->rt->store = fb_store_open(&mc, &e);
@@ -284,8 +280,8 @@ static int sink_store_open(struct fb_gateway *gw, struct fb_sink_inst *s, struct
     s->rt->store = fb_store_open(&c, &e);
     if (!s->rt->store) return fb_err_set(err, e.code ? e.code : FB_ENOMEM, "%s: buffer: %s", s->name, e.msg);
     if (e.code)
-        fb_error(NULL, NULL, "%s: buffer %s unusable (%s): running on memory only, not crash-safe", s->name,
-                 q->dir, e.msg);
+        fb_error(NULL, NULL, "%s: buffer %s unusable (%s): running on memory only, not crash-safe", s->name, q->dir,
+                 e.msg);
     q->fp = fb_model_fingerprint(gw);
     if (fb_model_save(gw, q->dir, q->fp) < 0)
         fb_warn(NULL, NULL, "%s: cannot save the tag names of this config in %s", s->name, q->dir);
@@ -324,8 +320,6 @@ static void sink_rt_free(struct fb_sink_inst *s)
 
 /* --------------------------------------------------------------- pipeline */
 
-
-
 /* The pipeline, run by the connection thread that read the batch: the tags
  * of a device belong to one connection, so their processing state is only
  * ever touched by that thread and no hand-off to another thread is needed
@@ -351,10 +345,8 @@ static void pipeline(struct fb_gateway *gw, struct fb_batch *in)
 
 /* ------------------------------------------------------------ connections */
 
-
 /* All tags of a group with one bad quality, e.g. when the connection is down. */
-static void emit_bad_group(struct fb_gateway *gw, struct fb_device *d, struct fb_group *g,
-                           uint32_t q)
+static void emit_bad_group(struct fb_gateway *gw, struct fb_device *d, struct fb_group *g, uint32_t q)
 {
     struct fb_batch *b = fb_batch_pool_get(g->rt->pool);
     if (!b) return;
@@ -475,8 +467,10 @@ static void *conn_thread(void *arg)
             if (c->drv->open(c, &err) == 0) {
                 c->rt->connected = true;
                 fb_backoff_reset(&bo);
-                if (ever_failed) fb_info(c->devs[0]->name, NULL, "connected (%s)", c->key);
-                else fb_debug(c->devs[0]->name, NULL, "connected (%s)", c->key);
+                if (ever_failed)
+                    fb_info(c->devs[0]->name, NULL, "connected (%s)", c->key);
+                else
+                    fb_debug(c->devs[0]->name, NULL, "connected (%s)", c->key);
                 ever_failed = false;
                 failed_q = 0;
                 rl.last_ns = 0;
@@ -493,7 +487,7 @@ static void *conn_thread(void *arg)
                     }
                     failed_q = fq;
                 }
-                int64_t delay = fb_backoff_next(&bo); /* exponential, with jitter */
+                int64_t delay = fb_backoff_next(&bo);                           /* exponential, with jitter */
                 if (c->rt->fail_retry_ns > delay) delay = c->rt->fail_retry_ns; /* e.g. not to lock an account */
                 if (fb_ratelimit_ok(&rl, now) || !ever_failed)
                     fb_warn(c->devs[0]->name, NULL, "connect failed: %s (retry in %.1fs)", err.msg, delay / 1e9);
@@ -566,7 +560,6 @@ static void *conn_thread(void *arg)
     for (uint32_t i = 0; i < c->ndevs; i++) fb_publish_state(gw, c->devs[i], FB_DEV_OFFLINE, "gateway stopped");
     return NULL;
 }
-
 
 /* ------------------------------------------------------------- start/stop */
 static uint32_t group_arena(const struct fb_gateway *gw, const struct fb_group *g)
@@ -730,8 +723,6 @@ int fb_runtime_start(struct fb_gateway *gw, struct fb_err *err)
             gw->nsinks);
     return 0;
 }
-
-
 
 void fb_runtime_request_stop(struct fb_gateway *gw)
 {

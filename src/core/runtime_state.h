@@ -83,7 +83,7 @@ struct fb_sink_rt {
     pthread_mutex_t mu;
     pthread_cond_t cv;
     struct fb_qnode *head, *tail, *free; /* under mu */
-    uint32_t len;                         /* under mu */
+    uint32_t len;                        /* under mu */
     pthread_t thr;
     bool started;
     struct fb_store *store; /* the on-disk queue, or the memory queue without a buffer */
@@ -114,13 +114,13 @@ struct fb_rt {
     pthread_cond_t stop_cv;
     pthread_mutex_t fan_mu; /* sequence numbers and sink queues advance together */
     _Atomic uint64_t seq;
-    bool seq_persisted;     /* seq comes from a counter file that survives kill -9 */
+    bool seq_persisted; /* seq comes from a counter file that survives kill -9 */
     struct fb_store_seq store_seq;
     struct fb_ratelimit rl_seq;
     struct fb_proc *proc;
     struct fb_batch_pool *out_pool; /* processed batches: pipeline → sinks */
-    struct fb_router *router; /* router.c */
-    void **svc_state; /* each running service's state (gw->services order) */
+    struct fb_router *router;       /* router.c */
+    void **svc_state;               /* each running service's state (gw->services order) */
     /* the runtime state of every poll group, connection and sink (the model's rt pointers) */
     struct fb_group_rt *groups;
     struct fb_conn_rt *conns;

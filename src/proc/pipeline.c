@@ -74,12 +74,18 @@ void fb_proc_free(struct fb_proc *p)
 static bool to_double(const struct fb_value *v, double *x)
 {
     switch (v->type) {
-    case FB_T_BOOL: *x = v->b ? 1.0 : 0.0; return true;
-    case FB_T_INT8: case FB_T_INT16: case FB_T_INT32: case FB_T_INT64: *x = (double)v->i; return true;
-    case FB_T_UINT8: case FB_T_UINT16: case FB_T_UINT32: case FB_T_UINT64: *x = (double)v->u; return true;
-    case FB_T_FLOAT32: *x = fb_float_widen((float)v->f); return true;
-    case FB_T_FLOAT64: *x = v->f; return true;
-    default: return false;
+        case FB_T_BOOL: *x = v->b ? 1.0 : 0.0; return true;
+        case FB_T_INT8:
+        case FB_T_INT16:
+        case FB_T_INT32:
+        case FB_T_INT64: *x = (double)v->i; return true;
+        case FB_T_UINT8:
+        case FB_T_UINT16:
+        case FB_T_UINT32:
+        case FB_T_UINT64: *x = (double)v->u; return true;
+        case FB_T_FLOAT32: *x = fb_float_widen((float)v->f); return true;
+        case FB_T_FLOAT64: *x = v->f; return true;
+        default: return false;
     }
 }
 
@@ -108,8 +114,7 @@ uint32_t fb_proc_batch(struct fb_proc *p, const struct fb_batch *in, struct fb_b
         double x;
 
         fb_scale_in(pr, &v);
-        if (pr->out_type == FB_T_FLOAT64 && v.type != FB_T_FLOAT64 && v.type != FB_T_STRING &&
-            to_double(&v, &x)) {
+        if (pr->out_type == FB_T_FLOAT64 && v.type != FB_T_FLOAT64 && v.type != FB_T_STRING && to_double(&v, &x)) {
             v.type = FB_T_FLOAT64;
             v.f = x;
         }

@@ -28,16 +28,23 @@
 static bool num(const struct fb_value *v, double *x)
 {
     switch (v->type) {
-    case FB_T_BOOL: *x = v->b ? 1.0 : 0.0; return true;
-    case FB_T_INT8: case FB_T_INT16: case FB_T_INT32: case FB_T_INT64: *x = (double)v->i; return true;
-    case FB_T_UINT8: case FB_T_UINT16: case FB_T_UINT32: case FB_T_UINT64: *x = (double)v->u; return true;
-    case FB_T_FLOAT32: case FB_T_FLOAT64: *x = v->f; return true;
-    default: return false;
+        case FB_T_BOOL: *x = v->b ? 1.0 : 0.0; return true;
+        case FB_T_INT8:
+        case FB_T_INT16:
+        case FB_T_INT32:
+        case FB_T_INT64: *x = (double)v->i; return true;
+        case FB_T_UINT8:
+        case FB_T_UINT16:
+        case FB_T_UINT32:
+        case FB_T_UINT64: *x = (double)v->u; return true;
+        case FB_T_FLOAT32:
+        case FB_T_FLOAT64: *x = v->f; return true;
+        default: return false;
     }
 }
 
-uint32_t fb_plausibility(const struct fb_tag_proc *p, struct fb_tag_state *st,
-                         const struct fb_value *v, uint32_t q, int64_t ts)
+uint32_t fb_plausibility(const struct fb_tag_proc *p, struct fb_tag_state *st, const struct fb_value *v, uint32_t q,
+                         int64_t ts)
 {
     double x;
     if (fb_q_bad(q) || !num(v, &x)) return q;
@@ -63,7 +70,6 @@ uint32_t fb_plausibility(const struct fb_tag_proc *p, struct fb_tag_state *st,
     st->have_prev = true;
     st->prev = x;
     st->prev_ns = ts;
-    if (p->stuck_ns > 0 && fb_q_good(q) && ts - st->unchanged_since_ns >= p->stuck_ns)
-        return FB_Q_UNC_NOT_ACCURATE;
+    if (p->stuck_ns > 0 && fb_q_good(q) && ts - st->unchanged_since_ns >= p->stuck_ns) return FB_Q_UNC_NOT_ACCURATE;
     return q;
 }

@@ -134,11 +134,17 @@ void fb_scale_in(const struct fb_tag_proc *p, struct fb_value *v)
     if (!p || !p->scaled) return;
     double x;
     switch (v->type) {
-    case FB_T_INT8: case FB_T_INT16: case FB_T_INT32: case FB_T_INT64: x = (double)v->i; break;
-    case FB_T_UINT8: case FB_T_UINT16: case FB_T_UINT32: case FB_T_UINT64: x = (double)v->u; break;
-    case FB_T_FLOAT32: x = fb_float_widen((float)v->f); break;
-    case FB_T_FLOAT64: x = v->f; break;
-    default: return; /* bool, string, none */
+        case FB_T_INT8:
+        case FB_T_INT16:
+        case FB_T_INT32:
+        case FB_T_INT64: x = (double)v->i; break;
+        case FB_T_UINT8:
+        case FB_T_UINT16:
+        case FB_T_UINT32:
+        case FB_T_UINT64: x = (double)v->u; break;
+        case FB_T_FLOAT32: x = fb_float_widen((float)v->f); break;
+        case FB_T_FLOAT64: x = v->f; break;
+        default: return; /* bool, string, none */
     }
     v->type = FB_T_FLOAT64;
     if (p->sc != 0 && fabs(x) < EXACT_MAX && x == nearbyint(x)) {

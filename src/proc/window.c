@@ -31,10 +31,10 @@
 #include "proc/proc.h"
 
 struct wctl {
-    uint32_t minh, minn;   /* min deque: ring head and length */
-    uint32_t maxh, maxn;   /* max deque */
-    double ref;            /* shift for the running sums */
-    uint32_t evictions;    /* since the last exact recomputation */
+    uint32_t minh, minn; /* min deque: ring head and length */
+    uint32_t maxh, maxn; /* max deque */
+    double ref;          /* shift for the running sums */
+    uint32_t evictions;  /* since the last exact recomputation */
 };
 
 /* Deques hold ring positions (unique among live samples); no '%' on the
@@ -42,7 +42,10 @@ struct wctl {
 #define CTL_ALIGN (_Alignof(struct wctl) > _Alignof(double) ? _Alignof(struct wctl) : _Alignof(double))
 /* Byte offset of the control block: after t[cap] and v[cap], rounded up. */
 static inline size_t ctl_off(uint32_t cap) { return ((size_t)cap * 16 + CTL_ALIGN - 1) / CTL_ALIGN * CTL_ALIGN; }
-static inline struct wctl *ctl(const struct fb_window *w) { return (struct wctl *)(void *)((char *)w->t + ctl_off(w->cap)); }
+static inline struct wctl *ctl(const struct fb_window *w)
+{
+    return (struct wctl *)(void *)((char *)w->t + ctl_off(w->cap));
+}
 static inline uint32_t *minq(const struct fb_window *w) { return (uint32_t *)(void *)(ctl(w) + 1); }
 static inline uint32_t *maxq(const struct fb_window *w) { return minq(w) + w->cap; }
 static inline uint32_t at(const struct fb_window *w, uint32_t h, uint32_t k) /* (h + k) mod cap, k <= cap */

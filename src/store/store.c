@@ -111,7 +111,7 @@
 #define WBUF_MAX (1u << 20)
 #define RBUF_MIN (256u << 10)
 #define FILE_MAX ((uint64_t)1 << 31) /* bigger "segments" are not ours */
-#define ID_MAX ((uint64_t)1 << 62)     /* ids beyond are corrupt (2^62 records never happen) */
+#define ID_MAX ((uint64_t)1 << 62)   /* ids beyond are corrupt (2^62 records never happen) */
 
 /* ------------------------------------------------------------------ CRC-32C */
 static uint32_t crc_tab[8][256];
@@ -126,8 +126,7 @@ static void crc_init(void)
         crc_tab[0][i] = c;
     }
     for (uint32_t i = 0; i < 256; i++)
-        for (int t = 1; t < 8; t++)
-            crc_tab[t][i] = (crc_tab[t - 1][i] >> 8) ^ crc_tab[0][crc_tab[t - 1][i] & 0xff];
+        for (int t = 1; t < 8; t++) crc_tab[t][i] = (crc_tab[t - 1][i] >> 8) ^ crc_tab[0][crc_tab[t - 1][i] & 0xff];
 #if defined(__x86_64__)
     __builtin_cpu_init();
     crc_hw = __builtin_cpu_supports("sse4.2") && !getenv("FB_CRC_SOFT");
@@ -165,8 +164,8 @@ uint32_t fb_crc32c(uint32_t crc, const void *buf, size_t n)
         memcpy(&w, p, 8);
         w ^= crc;
         crc = crc_tab[7][w & 0xff] ^ crc_tab[6][(w >> 8) & 0xff] ^ crc_tab[5][(w >> 16) & 0xff] ^
-              crc_tab[4][(w >> 24) & 0xff] ^ crc_tab[3][(w >> 32) & 0xff] ^
-              crc_tab[2][(w >> 40) & 0xff] ^ crc_tab[1][(w >> 48) & 0xff] ^ crc_tab[0][w >> 56];
+              crc_tab[4][(w >> 24) & 0xff] ^ crc_tab[3][(w >> 32) & 0xff] ^ crc_tab[2][(w >> 40) & 0xff] ^
+              crc_tab[1][(w >> 48) & 0xff] ^ crc_tab[0][w >> 56];
         p += 8;
         n -= 8;
     }
@@ -176,12 +175,39 @@ uint32_t fb_crc32c(uint32_t crc, const void *buf, size_t n)
 }
 
 /* -------------------------------------------------------------- byte order */
-static void put16(uint8_t *b, uint16_t v) { v = htole16(v); memcpy(b, &v, 2); }
-static void put32(uint8_t *b, uint32_t v) { v = htole32(v); memcpy(b, &v, 4); }
-static void put64(uint8_t *b, uint64_t v) { v = htole64(v); memcpy(b, &v, 8); }
-static uint16_t get16(const uint8_t *b) { uint16_t v; memcpy(&v, b, 2); return le16toh(v); }
-static uint32_t get32(const uint8_t *b) { uint32_t v; memcpy(&v, b, 4); return le32toh(v); }
-static uint64_t get64(const uint8_t *b) { uint64_t v; memcpy(&v, b, 8); return le64toh(v); }
+static void put16(uint8_t *b, uint16_t v)
+{
+    v = htole16(v);
+    memcpy(b, &v, 2);
+}
+static void put32(uint8_t *b, uint32_t v)
+{
+    v = htole32(v);
+    memcpy(b, &v, 4);
+}
+static void put64(uint8_t *b, uint64_t v)
+{
+    v = htole64(v);
+    memcpy(b, &v, 8);
+}
+static uint16_t get16(const uint8_t *b)
+{
+    uint16_t v;
+    memcpy(&v, b, 2);
+    return le16toh(v);
+}
+static uint32_t get32(const uint8_t *b)
+{
+    uint32_t v;
+    memcpy(&v, b, 4);
+    return le32toh(v);
+}
+static uint64_t get64(const uint8_t *b)
+{
+    uint64_t v;
+    memcpy(&v, b, 8);
+    return le64toh(v);
+}
 
 /* ------------------------------------------------------------------- types */
 struct seg {
@@ -195,7 +221,9 @@ struct seg {
     int fd;       /* disk tail only: write fd */
     uint8_t *mem; /* memory segment: its bytes (cap = segment_bytes) */
     bool recovered;
-    struct cut { uint64_t off, len; } *cuts; /* regions cut at open (already counted) */
+    struct cut {
+        uint64_t off, len;
+    } * cuts; /* regions cut at open (already counted) */
     uint32_t ncuts;
     char name[24];
 };
@@ -223,9 +251,9 @@ struct fb_store {
     size_t wlen, wcap;
     uint64_t next_id;
 
-    struct seg *cur; /* read cursor */
+    struct seg *cur;                       /* read cursor */
     uint64_t cur_off, last_read_id, floor; /* ids <= floor were acked before open */
-    uint8_t *rbuf;                          /* consumer's read window */
+    uint8_t *rbuf;                         /* consumer's read window */
     size_t rcap, rlen;
     struct seg *rseg;
     uint64_t roff;
@@ -237,7 +265,10 @@ struct fb_store {
     /* Records dropped (store full / too old) while in flight: they were handed
      * to the sink and may still be delivered.  Counted as dropped; an ack that
      * arrives later takes them off the count again, so drops stay exact. */
-    struct limbo { uint64_t id; bool age; } *limbo;
+    struct limbo {
+        uint64_t id;
+        bool age;
+    } * limbo;
     uint32_t nlimbo, caplimbo;
     uint64_t acked_hi, acked_hi_saved;
     int64_t last_ack_save;
@@ -253,7 +284,9 @@ struct fb_store {
     uint64_t live, appended, acked, dropped_full, dropped_age, corrupt_cut, recovered;
     uint64_t lost, lost_first, lost_last; /* records missing (see the top); the latest range */
     bool scan_cut;                        /* recovery: the last scanned file ended in a cut */
-    struct lrange { uint64_t first, last; } *lr; /* losses already reported (DIR/lost), sorted */
+    struct lrange {
+        uint64_t first, last;
+    } * lr; /* losses already reported (DIR/lost), sorted */
     uint32_t nlr;
     struct fb_ratelimit drop_rl;
     uint64_t drop_burst;
@@ -272,8 +305,7 @@ static int fault(struct fb_store *s, int op)
 
 /* ------------------------------------------------------------- records */
 /* Whether b[0..avail) starts with a valid record with id > min_id. */
-static bool rec_valid(const uint8_t *b, uint64_t avail, uint64_t min_id, uint32_t *plen, uint64_t *pid,
-                      int64_t *pts)
+static bool rec_valid(const uint8_t *b, uint64_t avail, uint64_t min_id, uint32_t *plen, uint64_t *pid, int64_t *pts)
 {
     if (avail < REC_HDR || get32(b) != REC_MAGIC) return false;
     uint32_t len = get32(b + 4);
@@ -345,8 +377,7 @@ static int small_file_read(int dirfd, const char *name, const char *magic, uint6
     uint8_t b[25];
     ssize_t n = read(fd, b, sizeof b);
     close(fd);
-    if (n != 24 || memcmp(b, magic, 4) != 0 || get32(b + 4) != 1 || get32(b + 16) != fb_crc32c(0, b, 16))
-        return -1;
+    if (n != 24 || memcmp(b, magic, 4) != 0 || get32(b + 4) != 1 || get32(b + 16) != fb_crc32c(0, b, 16)) return -1;
     *v = get64(b + 8);
     return 0;
 }
@@ -368,8 +399,10 @@ static void ack_save(struct fb_store *s, bool force)
     uint8_t b[24];
     small_file_fill(b, ACK_MAGIC, s->acked_hi);
     s->last_ack_save = now;
-    if (small_file_write(s->dirfd, "ack", b, sizeof b, false) == 0) s->acked_hi_saved = s->acked_hi;
-    else fb_debug(sname(s), NULL, "store: writing the ack file failed: %s", strerror(errno));
+    if (small_file_write(s->dirfd, "ack", b, sizeof b, false) == 0)
+        s->acked_hi_saved = s->acked_hi;
+    else
+        fb_debug(sname(s), NULL, "store: writing the ack file failed: %s", strerror(errno));
 }
 
 /* --------------------------------------------------------------- segments */
@@ -389,8 +422,10 @@ static struct seg *seg_new(uint64_t first_id)
 
 static void seg_link(struct fb_store *s, struct seg *g)
 {
-    if (s->tail) s->tail->next = g;
-    else s->head = g;
+    if (s->tail)
+        s->tail->next = g;
+    else
+        s->head = g;
     s->tail = g;
     s->nsegs++;
     s->bytes += g->len;
@@ -422,7 +457,8 @@ static void seg_unlink_head(struct fb_store *s)
         s->rfd_seg = NULL;
     }
     if (g->fd >= 0) close(g->fd);
-    if (g->mem) free(g->mem);
+    if (g->mem)
+        free(g->mem);
     else if (s->dirfd >= 0 && unlinkat(s->dirfd, g->name, 0) != 0 && errno != ENOENT)
         fb_warn(sname(s), NULL, "store: cannot delete %s/%s: %s", s->dir, g->name, strerror(errno));
     free(g->cuts);
@@ -526,8 +562,10 @@ static void lost_report(struct fb_store *s, uint64_t first, uint64_t last, const
             fb_warn(sname(s), NULL, "store %s: %" PRIu64 " records lost (ids %" PRIu64 "..%" PRIu64 "): %s %s/%s",
                     s->dir, n, cur, e, why, s->dir, file);
         }
-        if (i < s->nlr) cur = s->lr[i].last == UINT64_MAX ? UINT64_MAX : s->lr[i].last + 1;
-        else break;
+        if (i < s->nlr)
+            cur = s->lr[i].last == UINT64_MAX ? UINT64_MAX : s->lr[i].last + 1;
+        else
+            break;
     }
     if (any) {
         lost_remember(s, first, last);
@@ -576,8 +614,10 @@ static void seg_drop_head(struct fb_store *s, bool age)
     if (s->replay < s->rlo) s->replay = s->rlo;
     if (g->last_id > s->acked_hi) s->acked_hi = g->last_id;
     s->live -= d;
-    if (age) s->dropped_age += d;
-    else s->dropped_full += d;
+    if (age)
+        s->dropped_age += d;
+    else
+        s->dropped_full += d;
     seg_unlink_head(s);
     if (d) drop_log(s, age ? "older than max_age" : "store full", d);
 }
@@ -598,8 +638,7 @@ static void age_gc(struct fb_store *s)
 {
     if (s->cfg.max_age_ns <= 0) return;
     int64_t cutoff = fb_now_ns() - s->cfg.max_age_ns;
-    while (s->head && s->head != s->tail && s->head != s->sync_seg && s->head->max_ts < cutoff)
-        seg_drop_head(s, true);
+    while (s->head && s->head != s->tail && s->head != s->sync_seg && s->head->max_ts < cutoff) seg_drop_head(s, true);
 }
 
 static void degrade(struct fb_store *s, int e, const char *what)
@@ -633,7 +672,8 @@ static struct seg *seg_create_disk(struct fb_store *s, uint64_t first_id)
     put16(h + 6, SEG_HDR);
     put64(h + 8, first_id);
     int e = 0;
-    if (fault(s, FB_STORE_FAULT_OPEN)) e = errno;
+    if (fault(s, FB_STORE_FAULT_OPEN))
+        e = errno;
     else {
         g->fd = openat(s->dirfd, g->name, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
         if (g->fd < 0) e = errno;
@@ -716,9 +756,9 @@ static int wbuf_write(struct fb_store *s)
     size_t done = 0;
     int e = 0;
     while (done < s->wlen) {
-        ssize_t n = fault(s, FB_STORE_FAULT_WRITE) ? -1
-                                                   : pwrite(t->fd, s->wbuf + done, s->wlen - done,
-                                                            (off_t)(t->written + done));
+        ssize_t n = fault(s, FB_STORE_FAULT_WRITE)
+                        ? -1
+                        : pwrite(t->fd, s->wbuf + done, s->wlen - done, (off_t)(t->written + done));
         if (n < 0 && errno == EINTR) continue;
         if (n <= 0) {
             e = n < 0 ? errno : ENOSPC;
@@ -776,10 +816,7 @@ static int wbuf_write(struct fb_store *s)
 }
 
 /* ------------------------------------------------------------------- open */
-static int cmp_names(const void *a, const void *b)
-{
-    return strcmp(*(char *const *)a, *(char *const *)b);
-}
+static int cmp_names(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
 
 static bool is_seg_name(const char *n)
 {
@@ -868,8 +905,10 @@ static void recover_segment(struct fb_store *s, const char *name, uint64_t *prev
             uint64_t exp = (*prev_id > s->floor ? *prev_id : s->floor) + 1;
             if (*known && id > exp) {
                 if (!g->nrec && !cut_before && id == name_id) /* the ids before this file's first */
-                    lost_report(s, exp, id - 1, "no segment file holds them (deleted, or held in memory when "
-                                "the process died); the next file is", name);
+                    lost_report(s, exp, id - 1,
+                                "no segment file holds them (deleted, or held in memory when "
+                                "the process died); the next file is",
+                                name);
                 else
                     lost_report(s, exp, id - 1, "cut as corrupt in", name);
             }
@@ -891,11 +930,13 @@ static void recover_segment(struct fb_store *s, const char *name, uint64_t *prev
         cut_add(g, off, nx - off); /* the reader skips it silently (if it is not truncated below) */
         cut_before = true;
         if (nx < n)
-            fb_warn(sname(s), NULL, "store: %s/%s: corrupt record at offset %" PRIu64 "; cut %" PRIu64
-                    " bytes, resuming at offset %" PRIu64, s->dir, name, off, nx - off, nx);
+            fb_warn(sname(s), NULL,
+                    "store: %s/%s: corrupt record at offset %" PRIu64 "; cut %" PRIu64
+                    " bytes, resuming at offset %" PRIu64,
+                    s->dir, name, off, nx - off, nx);
         else
-            fb_warn(sname(s), NULL, "store: %s/%s: torn or corrupt tail at offset %" PRIu64 "; cut %" PRIu64
-                    " bytes", s->dir, name, off, nx - off);
+            fb_warn(sname(s), NULL, "store: %s/%s: torn or corrupt tail at offset %" PRIu64 "; cut %" PRIu64 " bytes",
+                    s->dir, name, off, nx - off);
         off = nx;
     }
     free(b);
@@ -951,8 +992,10 @@ static int recover(struct fb_store *s)
     if (nn) qsort(names, nn, sizeof *names, cmp_names);
     uint64_t prev = 0;
     if (r == 1 && nn)
-        fb_warn(sname(s), NULL, "store %s: the ack file is missing; records lost before the first segment "
-                "cannot be detected", s->dir);
+        fb_warn(sname(s), NULL,
+                "store %s: the ack file is missing; records lost before the first segment "
+                "cannot be detected",
+                s->dir);
     for (size_t i = 0; i < nn; i++) {
         recover_segment(s, names[i], &prev, &known);
         free(names[i]);
@@ -994,7 +1037,7 @@ struct fb_store *fb_store_open(const struct fb_store_cfg *c, struct fb_err *err)
 
 static struct fb_store *open_impl(const struct fb_store_cfg *c, bool mem_only, struct fb_err *err)
 {
-    if (!c || !c->dir || !c->dir[0] || strlen(c->dir) >= sizeof ((struct fb_store *)0)->dir) {
+    if (!c || !c->dir || !c->dir[0] || strlen(c->dir) >= sizeof((struct fb_store *)0)->dir) {
         fb_err_set(err, FB_EINVAL, "store: a directory is required (at most 511 bytes)");
         return NULL;
     }
@@ -1054,12 +1097,10 @@ static struct fb_store *open_impl(const struct fb_store_cfg *c, bool mem_only, s
         s->cfg.disk_retry_ns = INT64_MAX / 4;
     } else if (mkdir(s->dir, 0750) != 0 && errno != EEXIST) {
         oe = errno;
-        fb_err_set(err, FB_EIO, "store %s: cannot create the directory: %s; running in memory", s->dir,
-                   strerror(oe));
+        fb_err_set(err, FB_EIO, "store %s: cannot create the directory: %s; running in memory", s->dir, strerror(oe));
     } else if ((s->dirfd = open(s->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0) {
         oe = errno;
-        fb_err_set(err, FB_EIO, "store %s: cannot open the directory: %s; running in memory", s->dir,
-                   strerror(oe));
+        fb_err_set(err, FB_EIO, "store %s: cannot open the directory: %s; running in memory", s->dir, strerror(oe));
     } else if (recover(s) != 0) {
         fb_err_set(err, FB_EIO, "store %s: cannot list the directory: %s", s->dir, strerror(errno));
     }
@@ -1111,8 +1152,10 @@ int fb_store_append(struct fb_store *s, const void *p, uint32_t len, int64_t ts,
         }
         if (t->nrec) {
             if (!t->mem && s->cfg.sync != FB_SYNC_OS && t->synced < t->written && t != s->sync_seg) {
-                if (fault(s, FB_STORE_FAULT_SYNC) || fdatasync(t->fd) != 0) degrade(s, errno, "fdatasync");
-                else t->synced = t->written;
+                if (fault(s, FB_STORE_FAULT_SYNC) || fdatasync(t->fd) != 0)
+                    degrade(s, errno, "fdatasync");
+                else
+                    t->synced = t->written;
             }
             if ((rc = tail_new(s)) != 0) goto out;
             age_gc(s);
@@ -1176,8 +1219,10 @@ int fb_store_flush(struct fb_store *s)
     pthread_mutex_lock(&s->mu);
     int rc = 0;
     if (s->degraded && fb_mono_ns() - s->last_retry >= s->cfg.disk_retry_ns) {
-        if (s->tail->nrec) tail_new(s);
-        else s->last_retry = fb_mono_ns();
+        if (s->tail->nrec)
+            tail_new(s);
+        else
+            s->last_retry = fb_mono_ns();
     }
     age_gc(s);
     seg_gc(s);
@@ -1275,8 +1320,7 @@ static void cursor_resync(struct fb_store *s, struct seg *g, uint64_t lim)
             s->cur_off += g->cuts[i].len;
             return;
         }
-    if (!g->mem && s->rfd_seg != g && s->dirfd >= 0 && faccessat(s->dirfd, g->name, F_OK, 0) != 0 &&
-        errno == ENOENT) {
+    if (!g->mem && s->rfd_seg != g && s->dirfd >= 0 && faccessat(s->dirfd, g->name, F_OK, 0) != 0 && errno == ENOENT) {
         uint64_t first = (s->last_read_id > s->floor ? s->last_read_id : s->floor) + 1;
         if (first < g->first_id) first = g->first_id;
         if (g->nrec && g->last_id >= first && g->nseen < g->nrec)
@@ -1304,8 +1348,8 @@ static void cursor_resync(struct fb_store *s, struct seg *g, uint64_t lim)
         free(b);
     }
     s->corrupt_cut += nx;
-    fb_warn(sname(s), NULL, "store: %s/%s: corrupt record at offset %" PRIu64 " while reading; cut %" PRIu64
-            " bytes", s->dir, g->name, s->cur_off, nx);
+    fb_warn(sname(s), NULL, "store: %s/%s: corrupt record at offset %" PRIu64 " while reading; cut %" PRIu64 " bytes",
+            s->dir, g->name, s->cur_off, nx);
     s->cur_off += nx;
 }
 
@@ -1415,15 +1459,19 @@ int fb_store_ack(struct fb_store *s, uint64_t id)
     while (lo < hi) {
         uint64_t mid = lo + (hi - lo) / 2;
         uint64_t mv = s->ring[mid & s->rmask].id;
-        if (mv < id) lo = mid + 1;
-        else hi = mid;
+        if (mv < id)
+            lo = mid + 1;
+        else
+            hi = mid;
     }
     if (lo >= s->rhi || s->ring[lo & s->rmask].id != id) {
         /* dropped while in flight, delivered after all: not a drop */
         for (uint32_t i = 0; i < s->nlimbo; i++)
             if (s->limbo[i].id == id) {
-                if (s->limbo[i].age) s->dropped_age--;
-                else s->dropped_full--;
+                if (s->limbo[i].age)
+                    s->dropped_age--;
+                else
+                    s->dropped_full--;
                 s->limbo[i] = s->limbo[--s->nlimbo];
                 s->acked++;
                 rc = 0;
@@ -1502,8 +1550,7 @@ void fb_store_close(struct fb_store *s)
     if (s->tail && !s->tail->mem) {
         wbuf_write(s);
         struct seg *t = s->tail;
-        if (!t->mem && t->fd >= 0 && s->cfg.sync != FB_SYNC_OS && t->synced < t->written &&
-            fdatasync(t->fd) != 0)
+        if (!t->mem && t->fd >= 0 && s->cfg.sync != FB_SYNC_OS && t->synced < t->written && fdatasync(t->fd) != 0)
             fb_error(sname(s), NULL, "store %s: fdatasync at close failed: %s", s->dir, strerror(errno));
     }
     ack_save(s, true);
@@ -1581,7 +1628,8 @@ static uint64_t newest_mtime_us(const char *dir, int depth)
         snprintf(p, sizeof p, "%s/%s", dir, de->d_name);
         struct stat st;
         if (lstat(p, &st) != 0) continue;
-        uint64_t t = st.st_mtim.tv_sec > 0 ? (uint64_t)st.st_mtim.tv_sec * 1000000u + (uint64_t)st.st_mtim.tv_nsec / 1000u : 0;
+        uint64_t t =
+            st.st_mtim.tv_sec > 0 ? (uint64_t)st.st_mtim.tv_sec * 1000000u + (uint64_t)st.st_mtim.tv_nsec / 1000u : 0;
         if (t > best) best = t;
         if (depth > 0 && S_ISDIR(st.st_mode) && strcmp(de->d_name, ".") != 0) {
             uint64_t u = newest_mtime_us(p, depth - 1);
@@ -1626,8 +1674,10 @@ int fb_store_seq_open(struct fb_store_seq *q, const char *dir, uint64_t block, s
     q->next = l ? l : 1;
     q->limit = q->next;
     int r2 = fb_store_seq_reserve(dir, q->next + q->block, err);
-    if (r2 == 0) q->limit = q->next + q->block;
-    else q->failed = 1;
+    if (r2 == 0)
+        q->limit = q->next + q->block;
+    else
+        q->failed = 1;
     return r2 ? r2 : (rc == FB_EPROTO ? 0 : rc);
 }
 

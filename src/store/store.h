@@ -112,23 +112,23 @@ int fb_store_ack(struct fb_store *s, uint64_t id);
 void fb_store_rewind(struct fb_store *s);
 
 struct fb_store_stats {
-    uint64_t records;      /* accepted, not yet acked or dropped (pending + in flight) */
-    uint64_t bytes;        /* disk + memory bytes held (headers and overhead included) */
-    uint64_t mem_bytes;    /* of which in memory (degraded mode) */
-    uint64_t inflight;     /* handed out, not yet acked */
+    uint64_t records;   /* accepted, not yet acked or dropped (pending + in flight) */
+    uint64_t bytes;     /* disk + memory bytes held (headers and overhead included) */
+    uint64_t mem_bytes; /* of which in memory (degraded mode) */
+    uint64_t inflight;  /* handed out, not yet acked */
     uint64_t segments;
-    uint64_t appended;     /* records appended since open */
-    uint64_t acked;        /* records acked since open */
-    uint64_t dropped_full; /* records dropped because the store was full */
-    uint64_t dropped_age;  /* records dropped because older than max_age */
-    uint64_t corrupt_cut;  /* bytes cut as torn or corrupt (at open and while reading) */
-    uint64_t recovered;    /* records found pending at open */
-    uint64_t lost;         /* records found missing: a deleted segment file, records held in memory
+    uint64_t appended;              /* records appended since open */
+    uint64_t acked;                 /* records acked since open */
+    uint64_t dropped_full;          /* records dropped because the store was full */
+    uint64_t dropped_age;           /* records dropped because older than max_age */
+    uint64_t corrupt_cut;           /* bytes cut as torn or corrupt (at open and while reading) */
+    uint64_t recovered;             /* records found pending at open */
+    uint64_t lost;                  /* records found missing: a deleted segment file, records held in memory
                             * when the process died, ids inside a cut region (logged with their range) */
     uint64_t lost_first, lost_last; /* the ids of the latest such loss (0 if none) */
-    int64_t oldest_ts;     /* ts of the oldest pending record (segment granularity); 0 if none */
-    int degraded;          /* 1 while new records go to memory only (not crash-safe) */
-    int last_errno;        /* the errno that caused the last degradation; 0 if none */
+    int64_t oldest_ts;              /* ts of the oldest pending record (segment granularity); 0 if none */
+    int degraded;                   /* 1 while new records go to memory only (not crash-safe) */
+    int last_errno;                 /* the errno that caused the last degradation; 0 if none */
 };
 void fb_store_stats(struct fb_store *s, struct fb_store_stats *out);
 

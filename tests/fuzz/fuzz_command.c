@@ -86,7 +86,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (json_is_object(w)) {
         const char *k;
         json_t *v;
-        json_object_foreach(w, k, v) {
+        json_object_foreach(w, k, v)
+        {
             for (int i = 0; i < FB_T__COUNT * 2; i++) {
                 struct fb_tag t = tags[i];
                 t.access = FB_ACC_RW;

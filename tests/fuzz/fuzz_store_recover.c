@@ -61,8 +61,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
     put_file(dir, "0000000000000001.seg", data, size);
     /* no fsync (FB_SYNC_OS): the same recovery code, ~10x the executions */
-    struct fb_store_cfg c = {.dir = dir, .max_bytes = 1 << 20, .segment_bytes = 64 << 10, .sync = FB_SYNC_OS,
-                             .name = "fuzz"};
+    struct fb_store_cfg c = {
+        .dir = dir, .max_bytes = 1 << 20, .segment_bytes = 64 << 10, .sync = FB_SYNC_OS, .name = "fuzz"};
     for (int round = 0; round < 2; round++) {
         struct fb_store *s = fb_store_open(&c, NULL);
         if (!s) abort();

@@ -4,25 +4,25 @@
  * notification stream, the symbol / data-type upload resolver, the value
  * codec round trips and range checks, URL options, and the UDP 48899 route
  * packets. */
+#include <netinet/in.h>
+#include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
-#include <cmocka.h>
-#include <netinet/in.h>
-#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
+#include <cmocka.h>
 
-#include "core/config.h"
-#include "south/ads/ads.h"
-#include "south/ads/ads_proto.h"
 #include "cli/cli.h"
+#include "core/config.h"
 #include "core/env.h"
 #include "core/url.h"
+#include "south/ads/ads.h"
+#include "south/ads/ads_proto.h"
 
 static size_t unhex(const char *h, uint8_t *out, size_t cap)
 {
@@ -77,11 +77,11 @@ static void test_netid_and_opts(void **st)
     assert_string_equal(k, "ads:10.0.0.5:48898:5.80.192.200.1.1:851");
     free(k);
     fb_url_free(&u);
-    const char *bad[] = {"ads://10.0.0.5?port=851",                          /* no net_id */
-                         "ads://10.0.0.5?net_id=1.2.3&port=851",             /* bad net_id */
-                         "ads://10.0.0.5?net_id=1.2.3.4.5.6&mode=push",      /* bad mode */
-                         "ads://10.0.0.5?net_id=1.2.3.4.5.6&max_sum=501",    /* too many */
-                         "ads://10.0.0.5?net_id=1.2.3.4.5.6&colour=blue",    /* unknown */
+    const char *bad[] = {"ads://10.0.0.5?port=851",                       /* no net_id */
+                         "ads://10.0.0.5?net_id=1.2.3&port=851",          /* bad net_id */
+                         "ads://10.0.0.5?net_id=1.2.3.4.5.6&mode=push",   /* bad mode */
+                         "ads://10.0.0.5?net_id=1.2.3.4.5.6&max_sum=501", /* too many */
+                         "ads://10.0.0.5?net_id=1.2.3.4.5.6&colour=blue", /* unknown */
                          "ads://?net_id=1.2.3.4.5.6"};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         memset(&e, 0, sizeof e);
@@ -295,7 +295,8 @@ static void test_sum_commands(void **st)
     assert_int_equal(res[1], 0x704);
     assert_int_equal(ads_sum_write_parse(d, dn - 1, 2, res), FB_EPROTO);
     /* read-write (handles) */
-    struct ads_rwsub rw[2] = {{0xF003, 0, 4, 7, (const uint8_t *)"MAIN.a"}, {0xF003, 0, 4, 7, (const uint8_t *)"MAIN.b"}};
+    struct ads_rwsub rw[2] = {{0xF003, 0, 4, 7, (const uint8_t *)"MAIN.a"},
+                              {0xF003, 0, 4, 7, (const uint8_t *)"MAIN.b"}};
     n = ads_sum_rw_req(w, sizeof w, rw, 2, &rlen);
     assert_int_equal(n, 32 + 14);
     assert_int_equal(rlen, 16 + 8);
@@ -404,10 +405,22 @@ static void test_resolver(void **st)
  *   flags u16 0x0008 (type GUID follows) | arrayDim u16 1 | nameLen 12 |
  *   typeLen 19 | commentLen 0 | name\0 type\0 comment\0 | lBound 0, 10 |
  *   GUID[16] */
-static const char golden_sym_avalues[] =
-    "58000000" "40400000" "b2010000" "14000000" "02000000" "0800" "0100" "0c00" "1300" "0000"
-    "4d41494e2e6156616c75657300" "4152524159205b302e2e395d204f4620494e5400" "00"
-    "00000000" "0a000000" "4c7727d330e7b7bb02c41d28c6d0a609";
+static const char golden_sym_avalues[] = "58000000"
+                                         "40400000"
+                                         "b2010000"
+                                         "14000000"
+                                         "02000000"
+                                         "0800"
+                                         "0100"
+                                         "0c00"
+                                         "1300"
+                                         "0000"
+                                         "4d41494e2e6156616c75657300"
+                                         "4152524159205b302e2e395d204f4620494e5400"
+                                         "00"
+                                         "00000000"
+                                         "0a000000"
+                                         "4c7727d330e7b7bb02c41d28c6d0a609";
 
 /* PROTOCOLS.md §2 once described byte 20 of an entry as `flags u32`; it is
  * flags u16 + arrayDim u16.  Decoded the TwinCAT way, with the tail (bounds,
@@ -437,9 +450,25 @@ static void test_symbol_entry_layout(void **st)
         assert_int_equal(ads_sym_next(b, k, &off, &s), FB_EPROTO);
     }
     /* attributes (flag 0x1000) after the GUID: entryLength still skips them */
-    static const char attr[] = "50000000" "40400000" "00010000" "04000000" "04000000" "0810" "0000" "0a00" "0400"
-                               "0000" "4d41494e2e665465737400" "5245414c00" "00" "00112233445566778899aabbccddeeff"
-                               "0100" "0404" "756e697400" "6465674300" "000000";
+    static const char attr[] = "50000000"
+                               "40400000"
+                               "00010000"
+                               "04000000"
+                               "04000000"
+                               "0810"
+                               "0000"
+                               "0a00"
+                               "0400"
+                               "0000"
+                               "4d41494e2e665465737400"
+                               "5245414c00"
+                               "00"
+                               "00112233445566778899aabbccddeeff"
+                               "0100"
+                               "0404"
+                               "756e697400"
+                               "6465674300"
+                               "000000";
     n = unhex(attr, b, sizeof b);
     assert_int_equal(n, 0x50);
     off = 0;
@@ -461,7 +490,8 @@ static void test_symbol_entry_layout(void **st)
     assert_string_equal(sub, "[3]");
     assert_int_equal(ti.type, ADS_T_INT);
     /* an array is no INT for all its INT16 type code */
-    assert_int_equal(ads_type_resolve(s.type, s.type_len, s.size, s.adstype, NULL, 0, -1, NULL, 0, &ti, &e), FB_ENOTSUP);
+    assert_int_equal(ads_type_resolve(s.type, s.type_len, s.size, s.adstype, NULL, 0, -1, NULL, 0, &ti, &e),
+                     FB_ENOTSUP);
 }
 
 static void test_type_resolve_without_upload(void **st)
@@ -545,10 +575,9 @@ static void test_raw_addresses(void **st)
     assert_int_equal(a.ti.size, 9);
     assert_int_equal(ads_addr_parse("%MD4294967295", &a, &e), 0);
     assert_int_equal(ads_addr_raw_elem(&a, 1, &io), FB_ERANGE);
-    const char *bad[] = {"%MX12", "%MX12.8", "%MX12.", "%MW10.1", "%ZW1", "%M", "%MW", "%MWx", "%MW1x",
-                         "%MX1.1:INT", "%MW4294967296", "%MX536870912.0", "%MW1:FLOAT", "%"};
-    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
-        assert_int_equal(ads_addr_parse(bad[i], &a, &e), FB_EINVAL);
+    const char *bad[] = {"%MX12", "%MX12.8", "%MX12.",     "%MW10.1",       "%ZW1",           "%M",         "%MW",
+                         "%MWx",  "%MW1x",   "%MX1.1:INT", "%MW4294967296", "%MX536870912.0", "%MW1:FLOAT", "%"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) assert_int_equal(ads_addr_parse(bad[i], &a, &e), FB_EINVAL);
     /* symbol names stay symbol names */
     assert_int_equal(ads_addr_parse("MAIN.x%MW", &a, &e), 0);
     assert_false(a.raw);
@@ -704,8 +733,8 @@ static int run_add_route(const char *pw)
     pthread_t t;
     pthread_create(&t, NULL, responder, NULL);
     setenv("FB_ADS_PASSWORD", pw, 1);
-    char *argv[] = {"127.0.0.1", "--port", port, "--net-id", "127.0.0.1.1.1", "--user", "Administrator",
-                    "--timeout", "2s", NULL};
+    char *argv[] = {"127.0.0.1", "--port",        port,        "--net-id", "127.0.0.1.1.1",
+                    "--user",    "Administrator", "--timeout", "2s",       NULL};
     int rc = fb_cli_ads_add_route(9, argv);
     pthread_join(t, NULL);
     close(udp_fd);
@@ -726,13 +755,20 @@ static void test_add_route_cli(void **st)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_netid_and_opts),   cmocka_unit_test(test_types_and_addresses),
-        cmocka_unit_test(test_golden_requests),  cmocka_unit_test(test_replies_and_truncations),
-        cmocka_unit_test(test_notifications),    cmocka_unit_test(test_sum_commands),
-        cmocka_unit_test(test_resolver),         cmocka_unit_test(test_codec),
-        cmocka_unit_test(test_errors),           cmocka_unit_test(test_udp_packets),
-        cmocka_unit_test(test_add_route_cli),    cmocka_unit_test(test_symbol_entry_layout),
-        cmocka_unit_test(test_type_resolve_without_upload), cmocka_unit_test(test_raw_addresses),
+        cmocka_unit_test(test_netid_and_opts),
+        cmocka_unit_test(test_types_and_addresses),
+        cmocka_unit_test(test_golden_requests),
+        cmocka_unit_test(test_replies_and_truncations),
+        cmocka_unit_test(test_notifications),
+        cmocka_unit_test(test_sum_commands),
+        cmocka_unit_test(test_resolver),
+        cmocka_unit_test(test_codec),
+        cmocka_unit_test(test_errors),
+        cmocka_unit_test(test_udp_packets),
+        cmocka_unit_test(test_add_route_cli),
+        cmocka_unit_test(test_symbol_entry_layout),
+        cmocka_unit_test(test_type_resolve_without_upload),
+        cmocka_unit_test(test_raw_addresses),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -17,8 +17,8 @@
 
 #include "core/batch_codec.h"
 #include "core/config.h"
-#include "north/mqtt/telemetry.h"
 #include "north/mqtt/mqtt.h"
+#include "north/mqtt/telemetry.h"
 
 static struct fb_gateway *load(const char *yaml)
 {
@@ -36,34 +36,32 @@ static struct fb_gateway *load(const char *yaml)
     return gw;
 }
 
-static const char *cfg_a =
-    "gateway: {id: a}\n"
-    "devices:\n"
-    "  - name: d1\n"
-    "    url: \"sim://x\"\n"
-    "    tags:\n"
-    "      - {name: t0, addr: \"const:1\"}\n"
-    "      - {name: t1, addr: \"const:2\"}\n"
-    "      - {name: t2, addr: \"const:3\"}\n"
-    "  - name: d2\n"
-    "    url: \"sim://y\"\n"
-    "    tags:\n"
-    "      - {name: u0, addr: \"const:1\"}\n";
+static const char *cfg_a = "gateway: {id: a}\n"
+                           "devices:\n"
+                           "  - name: d1\n"
+                           "    url: \"sim://x\"\n"
+                           "    tags:\n"
+                           "      - {name: t0, addr: \"const:1\"}\n"
+                           "      - {name: t1, addr: \"const:2\"}\n"
+                           "      - {name: t2, addr: \"const:3\"}\n"
+                           "  - name: d2\n"
+                           "    url: \"sim://y\"\n"
+                           "    tags:\n"
+                           "      - {name: u0, addr: \"const:1\"}\n";
 
 /* the same names in another order, one tag gone, one new */
-static const char *cfg_b =
-    "gateway: {id: a}\n"
-    "devices:\n"
-    "  - name: d2\n"
-    "    url: \"sim://y\"\n"
-    "    tags:\n"
-    "      - {name: new, addr: \"const:1\"}\n"
-    "      - {name: u0, addr: \"const:1\"}\n"
-    "  - name: d1\n"
-    "    url: \"sim://x\"\n"
-    "    tags:\n"
-    "      - {name: t2, addr: \"const:3\"}\n"
-    "      - {name: t0, addr: \"const:1\"}\n";
+static const char *cfg_b = "gateway: {id: a}\n"
+                           "devices:\n"
+                           "  - name: d2\n"
+                           "    url: \"sim://y\"\n"
+                           "    tags:\n"
+                           "      - {name: new, addr: \"const:1\"}\n"
+                           "      - {name: u0, addr: \"const:1\"}\n"
+                           "  - name: d1\n"
+                           "    url: \"sim://x\"\n"
+                           "    tags:\n"
+                           "      - {name: t2, addr: \"const:3\"}\n"
+                           "      - {name: t0, addr: \"const:1\"}\n";
 
 static struct fb_batch *sample_batch(void)
 {
@@ -78,7 +76,8 @@ static struct fb_batch *sample_batch(void)
     struct fb_sample *s = fb_batch_add(b, 0, FB_Q_GOOD, b->ts - 5, &v);
     s->flags = FB_SF_STATS;
     s->stats = 0;
-    b->stats[0] = (struct fb_stats){.mean = 1.25, .stddev = 0.5, .min = -1, .max = 3, .count = 7, .window_ns = 60000000000LL};
+    b->stats[0] =
+        (struct fb_stats){.mean = 1.25, .stddev = 0.5, .min = -1, .max = 3, .count = 7, .window_ns = 60000000000LL};
     b->nstats = 1;
     v.type = FB_T_INT64;
     v.i = INT64_MIN;
@@ -129,8 +128,7 @@ static void test_round_trip(void **st)
     assert_true(d->s[2].v.s.p >= d->arena && d->s[2].v.s.p < d->arena + d->arena_cap);
 
     /* every truncation is refused */
-    for (size_t cut = 0; cut < enc.len; cut++)
-        assert_int_not_equal(fb_batch_decode(enc.p, cut, gw, NULL, &d, NULL), 0);
+    for (size_t cut = 0; cut < enc.len; cut++) assert_int_not_equal(fb_batch_decode(enc.p, cut, gw, NULL, &d, NULL), 0);
     /* every single-byte corruption is refused or stays within the model */
     for (size_t i = 0; i < enc.len; i++) {
         for (int bit = 0; bit < 8; bit += 3) {
@@ -232,10 +230,10 @@ static void test_long_reason(void **st)
     old[0] = 1;                 /* version */
     old[1] = FB_BATCH_DEVSTATE; /* kind */
     old[2] = FB_DEV_OFFLINE;
-    old[3] = 95;                /* reason_len */
-    old[4] = 7;                 /* fingerprint */
-    old[24] = 0x40;             /* ts (little-endian, bytes 20..27) */
-    old[28] = 3;                /* seq (bytes 28..35) */
+    old[3] = 95;    /* reason_len */
+    old[4] = 7;     /* fingerprint */
+    old[24] = 0x40; /* ts (little-endian, bytes 20..27) */
+    old[28] = 3;    /* seq (bytes 28..35) */
     memset(old + 36, 'r', 95);
     assert_int_equal(fb_batch_decode(old, sizeof old, gw, NULL, &d, NULL), 0);
     assert_int_equal(d->kind, FB_BATCH_DEVSTATE);

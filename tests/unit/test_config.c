@@ -20,13 +20,13 @@
 #include "core/config.h"
 #include "core/config_tmpl.h"
 #include "core/driver.h"
-#include "north/mqtt/mqtt.h"
 #include "core/env.h"
 #include "core/url.h"
+#include "north/http/http.h"
+#include "north/mqtt/mqtt.h"
+#include "north/mqtt/topic.h"
 #include "south/modbus/modbus.h"
 #include "south/sim/sim.h"
-#include "north/mqtt/topic.h"
-#include "north/http/http.h"
 
 static char tmpdir[256];
 
@@ -273,33 +273,32 @@ static void test_valid_model(void **state)
 static void test_errors_collected(void **state)
 {
     (void)state;
-    static const char y[] =
-        "gateway: {id: gw}\n"                                            /* 1 */
-        "mqtt:\n"                                                        /* 2 */
-        "  url: mqtt://127.0.0.1\n"                                      /* 3 */
-        "  password: plain\n"                                            /* 4 */
-        "devices:\n"                                                     /* 5 */
-        "  - name: a\n"                                                  /* 6 */
-        "    url: \"sim://x\"\n"                                         /* 7 */
-        "    pol: 1s\n"                                                  /* 8 */
-        "    tags:\n"                                                    /* 9 */
-        "      - {name: t1, addr: \"sine\"}\n"                           /* 10 */
-        "      - {name: t1, addr: \"sine\"}\n"                           /* 11 */
-        "      - {name: t2, addr: \"bogus:1\"}\n"                        /* 12 */
-        "      - {name: t3, addr: \"sine\", poll: fast}\n"               /* 13 */
-        "      - {name: t4, addr: \"sine\", range: [10, 1], access: w}\n" /* 14 */
-        "      - {name: t5, addr: \"sine\", scale: {raw: [5, 5], eng: [0, 1]}}\n" /* 15 */
-        "      - {name: t6, addr: \"sine\", max_rate: fast, unti: x}\n"  /* 16 */
-        "  - name: a\n"                                                  /* 17 */
-        "    url: \"modbus-tcp://127.0.0.1:5020\"\n"                     /* 18 */
-        "    tags:\n"                                                    /* 19 */
-        "      - {name: x, addr: \"hr:70000\"}\n"                        /* 20 */
-        "      - {name: y, addr: \"hr:0\", count: 0}\n"                  /* 21 */
-        "      - {name: 'bad name', addr: \"hr:0\"}\n"                   /* 22 */
-        "      - {name: z, addr: [1, 2]}\n"                              /* 23 */
-        "  - name: c\n"                                                  /* 24 */
-        "    url: \"modbus-tpc://127.0.0.1\"\n"                          /* 25 */
-        "    poll: -1s\n";                                               /* 26 */
+    static const char y[] = "gateway: {id: gw}\n"                                                     /* 1 */
+                            "mqtt:\n"                                                                 /* 2 */
+                            "  url: mqtt://127.0.0.1\n"                                               /* 3 */
+                            "  password: plain\n"                                                     /* 4 */
+                            "devices:\n"                                                              /* 5 */
+                            "  - name: a\n"                                                           /* 6 */
+                            "    url: \"sim://x\"\n"                                                  /* 7 */
+                            "    pol: 1s\n"                                                           /* 8 */
+                            "    tags:\n"                                                             /* 9 */
+                            "      - {name: t1, addr: \"sine\"}\n"                                    /* 10 */
+                            "      - {name: t1, addr: \"sine\"}\n"                                    /* 11 */
+                            "      - {name: t2, addr: \"bogus:1\"}\n"                                 /* 12 */
+                            "      - {name: t3, addr: \"sine\", poll: fast}\n"                        /* 13 */
+                            "      - {name: t4, addr: \"sine\", range: [10, 1], access: w}\n"         /* 14 */
+                            "      - {name: t5, addr: \"sine\", scale: {raw: [5, 5], eng: [0, 1]}}\n" /* 15 */
+                            "      - {name: t6, addr: \"sine\", max_rate: fast, unti: x}\n"           /* 16 */
+                            "  - name: a\n"                                                           /* 17 */
+                            "    url: \"modbus-tcp://127.0.0.1:5020\"\n"                              /* 18 */
+                            "    tags:\n"                                                             /* 19 */
+                            "      - {name: x, addr: \"hr:70000\"}\n"                                 /* 20 */
+                            "      - {name: y, addr: \"hr:0\", count: 0}\n"                           /* 21 */
+                            "      - {name: 'bad name', addr: \"hr:0\"}\n"                            /* 22 */
+                            "      - {name: z, addr: [1, 2]}\n"                                       /* 23 */
+                            "  - name: c\n"                                                           /* 24 */
+                            "    url: \"modbus-tpc://127.0.0.1\"\n"                                   /* 25 */
+                            "    poll: -1s\n";                                                        /* 26 */
     char *diag = NULL;
     struct fb_gateway *gw = (void *)1;
     assert_int_equal(load_text(y, false, &diag, &gw), FB_EINVAL);
@@ -318,7 +317,8 @@ static void test_errors_collected(void **state)
     expect_diag(diag, pos(y, 21, "0}"), "count: 0 is out of range (1..65536)");
     expect_diag(diag, pos(y, 22, "'bad"), "tag name 'bad name' may only contain");
     expect_diag(diag, pos(y, 23, "[1"), "addr must be a single value, got a list");
-    expect_diag(diag, pos(y, 25, "\"modbus-tpc"), "url: no driver for scheme 'modbus-tpc://' (did you mean 'modbus-tcp'?)");
+    expect_diag(diag, pos(y, 25, "\"modbus-tpc"),
+                "url: no driver for scheme 'modbus-tpc://' (did you mean 'modbus-tcp'?)");
     expect_diag(diag, pos(y, 26, "-1s"), "poll: bad duration '-1s'");
     /* in file order */
     assert_true(strstr(diag, ":4:") < strstr(diag, ":8:"));
@@ -340,12 +340,11 @@ static void test_error_classes(void **state)
     free(diag);
 
     /* missing gateway id, unknown top-level key, wrong kinds */
-    static const char y2[] =
-        "gateway: {site: x}\n"
-        "devics: []\n"
-        "log: {level: loud}\n"
-        "status_interval: [1]\n"
-        "commands: {allow_qos0: maybe}\n";
+    static const char y2[] = "gateway: {site: x}\n"
+                             "devics: []\n"
+                             "log: {level: loud}\n"
+                             "status_interval: [1]\n"
+                             "commands: {allow_qos0: maybe}\n";
     assert_int_equal(load_text(y2, false, &diag, &gw), FB_EINVAL);
     expect_diag(diag, ":1:10: ", "gateway.id is required");
     expect_diag(diag, ":2:1: ", "unknown key 'devics' in the config file (did you mean 'devices'?)");
@@ -355,14 +354,13 @@ static void test_error_classes(void **state)
     free(diag);
 
     /* mqtt errors */
-    static const char y3[] =
-        "gateway: {id: gw}\n"
-        "mqtt:\n"
-        "  url: http://127.0.0.1\n"
-        "  version: 4.0\n"
-        "  qos: {telemetry: 3}\n"
-        "  topic: \"{site}/{nope}/#\"\n"
-        "  reconnect: {min: 10s, max: 1s}\n";
+    static const char y3[] = "gateway: {id: gw}\n"
+                             "mqtt:\n"
+                             "  url: http://127.0.0.1\n"
+                             "  version: 4.0\n"
+                             "  qos: {telemetry: 3}\n"
+                             "  topic: \"{site}/{nope}/#\"\n"
+                             "  reconnect: {min: 10s, max: 1s}\n";
     assert_int_equal(load_text(y3, false, &diag, &gw), FB_EINVAL);
     expect_diag(diag, pos(y3, 3, "http"), "mqtt.url: scheme must be mqtt:// or mqtts://");
     expect_diag(diag, pos(y3, 4, "4.0"), "mqtt.version: expected 5 or 3.1.1, got '4.0'");
@@ -372,43 +370,40 @@ static void test_error_classes(void **state)
     free(diag);
 
     /* duplicate keys, writable tag on a string type with scale */
-    static const char y4[] =
-        "gateway: {id: gw, id: again}\n"
-        "devices:\n"
-        "  - name: d\n"
-        "    url: sim://x\n"
-        "    options: {seed: 1}\n"
-        "    tags:\n"
-        "      - {name: s, addr: \"const:\\\"hi\\\"\", type: string, scale: {factor: 2}}\n";
+    static const char y4[] = "gateway: {id: gw, id: again}\n"
+                             "devices:\n"
+                             "  - name: d\n"
+                             "    url: sim://x\n"
+                             "    options: {seed: 1}\n"
+                             "    tags:\n"
+                             "      - {name: s, addr: \"const:\\\"hi\\\"\", type: string, scale: {factor: 2}}\n";
     assert_int_equal(load_text(y4, false, &diag, &gw), FB_EINVAL);
     expect_diag(diag, pos(y4, 1, "id: again"), "duplicate key 'id' in gateway (first at line 1)");
     expect_diag(diag, pos(y4, 7, "scale"), "tag 's' is of type string: scale, range, deadband");
     free(diag);
 
     /* options that clash with the URL */
-    static const char y5[] =
-        "gateway: {id: gw}\n"
-        "devices:\n"
-        "  - name: d\n"
-        "    url: \"modbus-tcp://127.0.0.1?unit=1\"\n"
-        "    options: {unit: 2, baud: x}\n"
-        "    timeout: 1s\n"
-        "    tags: [{name: a, addr: \"hr:0\"}]\n";
+    static const char y5[] = "gateway: {id: gw}\n"
+                             "devices:\n"
+                             "  - name: d\n"
+                             "    url: \"modbus-tcp://127.0.0.1?unit=1\"\n"
+                             "    options: {unit: 2, baud: x}\n"
+                             "    timeout: 1s\n"
+                             "    tags: [{name: a, addr: \"hr:0\"}]\n";
     assert_int_equal(load_text(y5, false, &diag, &gw), FB_EINVAL);
     expect_diag(diag, pos(y5, 5, "unit"), "option 'unit' is also given in the device URL");
     free(diag);
 
     /* types, password with a literal default, open range ends */
-    static const char y6[] =
-        "gateway: {id: gw}\n"
-        "mqtt: {url: \"mqtt://h\", password: \"${FB_T_PW:-literal}\"}\n"
-        "devices:\n"
-        "  - name: d\n"
-        "    url: \"modbus-tcp://127.0.0.1?unit=1\"\n"
-        "    tags:\n"
-        "      - {name: a, addr: \"hr:0\", type: flaot32}\n"
-        "      - {name: b, addr: \"hr:2\", type: \"string[0]\"}\n"
-        "      - {name: c, addr: \"hr:4\", range: [~, 5], deadband: \"x%\"}\n";
+    static const char y6[] = "gateway: {id: gw}\n"
+                             "mqtt: {url: \"mqtt://h\", password: \"${FB_T_PW:-literal}\"}\n"
+                             "devices:\n"
+                             "  - name: d\n"
+                             "    url: \"modbus-tcp://127.0.0.1?unit=1\"\n"
+                             "    tags:\n"
+                             "      - {name: a, addr: \"hr:0\", type: flaot32}\n"
+                             "      - {name: b, addr: \"hr:2\", type: \"string[0]\"}\n"
+                             "      - {name: c, addr: \"hr:4\", range: [~, 5], deadband: \"x%\"}\n";
     assert_int_equal(load_text(y6, false, &diag, &gw), FB_EINVAL);
     expect_diag(diag, pos(y6, 2, "\"${"), "mqtt.password: a literal password is not allowed");
     expect_diag(diag, pos(y6, 7, "flaot32"), "type: unknown type 'flaot32'");
@@ -418,15 +413,14 @@ static void test_error_classes(void **state)
     free(diag);
 
     /* an array and a scalar with the same name clash; array elements do not */
-    static const char y7[] =
-        "gateway: {id: gw}\n"
-        "devices:\n"
-        "  - name: d\n"
-        "    url: \"sim://x\"\n"
-        "    tags:\n"
-        "      - {name: v, addr: sine, count: 3}\n"
-        "      - {name: w, addr: sine}\n"
-        "      - {name: v, addr: sine}\n";
+    static const char y7[] = "gateway: {id: gw}\n"
+                             "devices:\n"
+                             "  - name: d\n"
+                             "    url: \"sim://x\"\n"
+                             "    tags:\n"
+                             "      - {name: v, addr: sine, count: 3}\n"
+                             "      - {name: w, addr: sine}\n"
+                             "      - {name: v, addr: sine}\n";
     assert_int_equal(load_text(y7, false, &diag, &gw), FB_EINVAL);
     expect_diag(diag, pos(y7, 8, "v,"), "duplicate tag name 'v' in device 'd' (first at line 6)");
     assert_null(strstr(diag, ":6:"));
@@ -490,13 +484,12 @@ static void test_secret_files(void **state)
     assert_int_equal(fb_read_secret_file("/nonexistent/fb/secret", &out, &e), FB_ENOENT);
 
     /* from a config, relative to the config file's directory */
-    static const char y[] =
-        "gateway: {id: gw}\n"
-        "mqtt:\n"
-        "  url: mqtts://127.0.0.1\n"
-        "  username: u\n"
-        "  password_file: mqtt.pass\n"
-        "  tls: {ca: ca.pem, cert: gw.pem, key: gw.key}\n";
+    static const char y[] = "gateway: {id: gw}\n"
+                            "mqtt:\n"
+                            "  url: mqtts://127.0.0.1\n"
+                            "  username: u\n"
+                            "  password_file: mqtt.pass\n"
+                            "  tls: {ca: ca.pem, cert: gw.pem, key: gw.key}\n";
     char *diag = NULL;
     struct fb_gateway *gw = NULL;
     assert_int_equal(load_text(y, false, &diag, &gw), 0);
@@ -573,29 +566,27 @@ static void test_for_expansion(void **state)
     fb_gateway_free(gw);
 
     /* unknown variable in an expression; lists; cartesian product */
-    static const char y[] =
-        "gateway: {id: gw}\n"
-        "devices:\n"
-        "  - for: {a: [x, y], n: [1, 2, 3]}\n"
-        "    name: \"d-{a}-{n}\"\n"
-        "    url: sim://s\n"
-        "    tags:\n"
-        "      - for: {i: \"0..1\"}\n"
-        "        name: \"t{n*10+i}\"\n"
-        "        addr: \"const:{i+j}\"\n";
+    static const char y[] = "gateway: {id: gw}\n"
+                            "devices:\n"
+                            "  - for: {a: [x, y], n: [1, 2, 3]}\n"
+                            "    name: \"d-{a}-{n}\"\n"
+                            "    url: sim://s\n"
+                            "    tags:\n"
+                            "      - for: {i: \"0..1\"}\n"
+                            "        name: \"t{n*10+i}\"\n"
+                            "        addr: \"const:{i+j}\"\n";
     assert_int_equal(load_text(y, false, &diag, &gw), FB_EINVAL);
     expect_diag(diag, pos(y, 9, "\"const"), "addr: unknown loop variable 'j' in expression");
     free(diag);
-    static const char y2[] =
-        "gateway: {id: gw}\n"
-        "devices:\n"
-        "  - for: {a: [x, y], n: [1, 2, 3]}\n"
-        "    name: \"d-{a}-{n}\"\n"
-        "    url: sim://s\n"
-        "    tags:\n"
-        "      - for: {i: \"0..1\"}\n"
-        "        name: \"t{n*10+i}\"\n"
-        "        addr: \"const:{(i+1)*-2}\"\n";
+    static const char y2[] = "gateway: {id: gw}\n"
+                             "devices:\n"
+                             "  - for: {a: [x, y], n: [1, 2, 3]}\n"
+                             "    name: \"d-{a}-{n}\"\n"
+                             "    url: sim://s\n"
+                             "    tags:\n"
+                             "      - for: {i: \"0..1\"}\n"
+                             "        name: \"t{n*10+i}\"\n"
+                             "        addr: \"const:{(i+1)*-2}\"\n";
     assert_int_equal(load_text(y2, false, &diag, &gw), 0);
     free(diag);
     assert_int_equal(gw->ndevs, 6);
@@ -707,7 +698,8 @@ static void test_tmpl_depth(void **state)
              "  - for: {d: \"1..2\"}\n"
              "    name: \"d%s\"\n"
              "    url: sim://s\n"
-             "    tags: [{name: t, addr: \"const:1\"}]\n", s);
+             "    tags: [{name: t, addr: \"const:1\"}]\n",
+             s);
     char *diag = NULL;
     struct fb_gateway *gw = NULL;
     assert_int_equal(load_text(y, false, &diag, &gw), FB_EINVAL);
@@ -862,8 +854,9 @@ static void test_yaml_bombs(void **state)
     free(y);
     /* 7. a legitimate template merged into many tags still loads */
     y = NULL, len = 0;
-    y = grow_cat(y, &len, "gateway: {id: gw}\nx-s: &s {type: float32, unit: C, deadband: 0.5}\n"
-                          "devices:\n  - name: d\n    url: \"sim://x\"\n    tags:\n");
+    y = grow_cat(y, &len,
+                 "gateway: {id: gw}\nx-s: &s {type: float32, unit: C, deadband: 0.5}\n"
+                 "devices:\n  - name: d\n    url: \"sim://x\"\n    tags:\n");
     for (int i = 0; i < 2000; i++) {
         snprintf(buf, sizeof buf, "      - {name: t%d, addr: \"const:1\", <<: *s}\n", i);
         y = grow_cat(y, &len, buf);
@@ -887,34 +880,33 @@ static void test_for_product_limit(void **state)
     (void)state;
     char *diag = NULL;
     int rc;
-    static const char y1[] =
-        "gateway: {id: gw}\n"
-        "devices:\n"
-        "  - for: {d: \"1..100000\"}\n"
-        "    name: \"d{d}\"\n"
-        "    url: \"sim://x{d}\"\n"
-        "    tags:\n"
-        "      - for: {i: \"1..100000\"}\n"
-        "        name: \"t{i}\"\n"
-        "        addr: \"const:1\"\n";
+    static const char y1[] = "gateway: {id: gw}\n"
+                             "devices:\n"
+                             "  - for: {d: \"1..100000\"}\n"
+                             "    name: \"d{d}\"\n"
+                             "    url: \"sim://x{d}\"\n"
+                             "    tags:\n"
+                             "      - for: {i: \"1..100000\"}\n"
+                             "        name: \"t{i}\"\n"
+                             "        addr: \"const:1\"\n";
     double t = load_timed(y1, &diag, &rc);
     assert_int_equal(rc, FB_EINVAL);
-    expect_diag(diag, pos(y1, 3, "{d:"),
-                "for: 100000 devices with 100000 tags each (the first) make 10000000000 tags; the limit is 2000000 tags");
+    expect_diag(
+        diag, pos(y1, 3, "{d:"),
+        "for: 100000 devices with 100000 tags each (the first) make 10000000000 tags; the limit is 2000000 tags");
     assert_true(t < 2.0);
     free(diag);
     /* tags x count: 3 x 1000 x 1000 */
-    static const char y2[] =
-        "gateway: {id: gw}\n"
-        "devices:\n"
-        "  - for: {d: [a, b, c]}\n"
-        "    name: \"d{d}\"\n"
-        "    url: \"sim://x{d}\"\n"
-        "    tags:\n"
-        "      - for: {i: \"1..1000\"}\n"
-        "        name: \"t{i}\"\n"
-        "        addr: \"const:1\"\n"
-        "        count: 1000\n";
+    static const char y2[] = "gateway: {id: gw}\n"
+                             "devices:\n"
+                             "  - for: {d: [a, b, c]}\n"
+                             "    name: \"d{d}\"\n"
+                             "    url: \"sim://x{d}\"\n"
+                             "    tags:\n"
+                             "      - for: {i: \"1..1000\"}\n"
+                             "        name: \"t{i}\"\n"
+                             "        addr: \"const:1\"\n"
+                             "        count: 1000\n";
     t = load_timed(y2, &diag, &rc);
     assert_int_equal(rc, FB_EINVAL);
     expect_diag(diag, pos(y2, 3, "{d:"), "for: 3 devices with 1000000 tags each (the first) make 3000000 tags");
@@ -926,8 +918,10 @@ static void test_for_product_limit(void **state)
     y = grow_cat(y, &len, "gateway: {id: gw}\ndevices:\n");
     for (int d = 0; d < 25; d++) {
         char b[200];
-        snprintf(b, sizeof b, "  - name: d%d\n    url: \"sim://x%d\"\n    tags:\n      - for: {i: \"1..100000\"}\n"
-                 "        name: \"t{i}\"\n        addr: \"const:1\"\n", d, d);
+        snprintf(b, sizeof b,
+                 "  - name: d%d\n    url: \"sim://x%d\"\n    tags:\n      - for: {i: \"1..100000\"}\n"
+                 "        name: \"t{i}\"\n        addr: \"const:1\"\n",
+                 d, d);
         y = grow_cat(y, &len, b);
     }
     t = load_timed(y, &diag, &rc);
@@ -946,7 +940,7 @@ static void test_durations_sizes(void **state)
     static const struct {
         const char *s;
         int64_t ns;
-    } d[] = {{"250us", 250000}, {"100ms", 100000000}, {"1.5s", 1500000000}, {"2m", 120000000000LL},
+    } d[] = {{"250us", 250000},       {"100ms", 100000000},      {"1.5s", 1500000000}, {"2m", 120000000000LL},
              {"1h", 3600000000000LL}, {"7d", 604800000000000LL}, {"5", 5000000000LL}};
     char y[256], *diag = NULL;
     struct fb_gateway *gw = NULL;
@@ -1019,9 +1013,22 @@ static void test_url_parse(void **state)
     fb_url_free(&u);
 
     static const char *const bad[] = {
-        "", "nourl", "://x", "1x://h", "modbus-tcp://h:0", "modbus-tcp://h:65536", "modbus-tcp://h:",
-        "modbus-tcp://h:12a", "mqtt://user:pw@h", "x://[::1", "x://h?a=1&a=2", "x://h/%zz", "x://h/%0",
-        "x://h#frag", "x://h /p", "x://h?%00=1",
+        "",
+        "nourl",
+        "://x",
+        "1x://h",
+        "modbus-tcp://h:0",
+        "modbus-tcp://h:65536",
+        "modbus-tcp://h:",
+        "modbus-tcp://h:12a",
+        "mqtt://user:pw@h",
+        "x://[::1",
+        "x://h?a=1&a=2",
+        "x://h/%zz",
+        "x://h/%0",
+        "x://h#frag",
+        "x://h /p",
+        "x://h?%00=1",
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         memset(&u, 0xab, sizeof u);
@@ -1036,21 +1043,25 @@ static void test_url_parse(void **state)
     fb_url_free(&u); /* safe after a failed parse */
 }
 
-
 /* ------------------------------------------------ the one driver table */
 
 /* A URL the scheme's driver accepts, without `skip` among its query keys. */
 static void base_url(char *buf, size_t len, const char *scheme, const char *skip)
 {
-    if (!strcmp(scheme, "modbus-tcp")) snprintf(buf, len, "modbus-tcp://127.0.0.1:1");
-    else if (!strcmp(scheme, "modbus-rtu")) snprintf(buf, len, "modbus-rtu:///dev/ttyUSB0");
-    else if (!strcmp(scheme, "opc.tcp")) snprintf(buf, len, "opc.tcp://127.0.0.1:1");
-    else if (!strcmp(scheme, "s7")) snprintf(buf, len, "s7://127.0.0.1");
+    if (!strcmp(scheme, "modbus-tcp"))
+        snprintf(buf, len, "modbus-tcp://127.0.0.1:1");
+    else if (!strcmp(scheme, "modbus-rtu"))
+        snprintf(buf, len, "modbus-rtu:///dev/ttyUSB0");
+    else if (!strcmp(scheme, "opc.tcp"))
+        snprintf(buf, len, "opc.tcp://127.0.0.1:1");
+    else if (!strcmp(scheme, "s7"))
+        snprintf(buf, len, "s7://127.0.0.1");
     else if (!strcmp(scheme, "ads"))
         snprintf(buf, len, "ads://127.0.0.1%s", strcmp(skip, "net_id") ? "?net_id=1.2.3.4.1.1" : "");
     else if (!strcmp(scheme, "revpi"))
         snprintf(buf, len, "revpi:///dev/null%s", strcmp(skip, "config") ? "?config=none" : "");
-    else snprintf(buf, len, "%s://x", scheme);
+    else
+        snprintf(buf, len, "%s://x", scheme);
 }
 
 /* device_init on a throw-away device; 0 or the driver's error. */
@@ -1203,10 +1214,12 @@ static void test_docs_list_every_key(void **state)
     const char *doc = read_doc("docs/configuration.md");
     assert_null(strstr(doc, "DESIGN.md"));
     static const char *const where[][2] = {
-        {"gateway", "## `gateway`"}, {"log", "## `log`"},     {"metrics", "## `metrics`"},
-        {"commands", "## `commands`"}, {"buffer", "## `buffer`"}, {"mqtt", "## `mqtt`"},
-        {"tls", "## `mqtt`"},         {"qos", "## `mqtt`"},     {"reconnect", "## `mqtt`"},
-        {"sparkplug", "## `sparkplug`"}, {"device", "## `devices`"}, {"tag", "## Tags"},
+        {"gateway", "## `gateway`"}, {"log", "## `log`"},
+        {"metrics", "## `metrics`"}, {"commands", "## `commands`"},
+        {"buffer", "## `buffer`"},   {"mqtt", "## `mqtt`"},
+        {"tls", "## `mqtt`"},        {"qos", "## `mqtt`"},
+        {"reconnect", "## `mqtt`"},  {"sparkplug", "## `sparkplug`"},
+        {"device", "## `devices`"},  {"tag", "## Tags"},
         {"scale", "## Tags"},
     };
     struct fb_config_keys kt[64];
@@ -1278,13 +1291,19 @@ static void test_docs_list_every_key(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_valid_model),     cmocka_unit_test(test_errors_collected),
-        cmocka_unit_test(test_error_classes),   cmocka_unit_test(test_env_expand),
-        cmocka_unit_test(test_secret_files),    cmocka_unit_test(test_for_expansion),
-        cmocka_unit_test(test_tmpl),            cmocka_unit_test(test_tmpl_depth),
-        cmocka_unit_test(test_yaml_bombs),      cmocka_unit_test(test_for_product_limit),
+        cmocka_unit_test(test_valid_model),
+        cmocka_unit_test(test_errors_collected),
+        cmocka_unit_test(test_error_classes),
+        cmocka_unit_test(test_env_expand),
+        cmocka_unit_test(test_secret_files),
+        cmocka_unit_test(test_for_expansion),
+        cmocka_unit_test(test_tmpl),
+        cmocka_unit_test(test_tmpl_depth),
+        cmocka_unit_test(test_yaml_bombs),
+        cmocka_unit_test(test_for_product_limit),
         cmocka_unit_test(test_durations_sizes),
-        cmocka_unit_test(test_url_parse),       cmocka_unit_test(test_driver_table),
+        cmocka_unit_test(test_url_parse),
+        cmocka_unit_test(test_driver_table),
         cmocka_unit_test(test_docs_list_every_key),
     };
     return cmocka_run_group_tests(tests, setup, teardown);

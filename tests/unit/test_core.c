@@ -12,13 +12,13 @@
 #include <pthread.h>
 #include <string.h>
 
-#include "core/fb.h"
-#include "core/net.h"
-#include "core/router.h"
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <unistd.h>
+#include "core/fb.h"
+#include "core/net.h"
+#include "core/router.h"
 
 static void test_duration(void **st)
 {
@@ -234,7 +234,6 @@ static void test_cmd_convert(void **st)
     assert_int_equal(conv(&str, "5", &v, why), FB_EINVAL);
 }
 
-
 static void test_net(void **st)
 {
     (void)st;
@@ -288,8 +287,10 @@ static void test_backoff(void **st)
     for (int i = 0; i < 50; i++) {
         fb_backoff_reset(&b);
         int64_t x = fb_backoff_next(&b);
-        if (first < 0) first = x;
-        else if (x != first) varied = true;
+        if (first < 0)
+            first = x;
+        else if (x != first)
+            varied = true;
     }
     assert_true(varied);
 }
@@ -297,11 +298,10 @@ static void test_backoff(void **st)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_duration),         cmocka_unit_test(test_size),
-        cmocka_unit_test(test_time_format),      cmocka_unit_test(test_quality),
+        cmocka_unit_test(test_duration),          cmocka_unit_test(test_size),
+        cmocka_unit_test(test_time_format),       cmocka_unit_test(test_quality),
         cmocka_unit_test(test_value_from_double), cmocka_unit_test(test_batch_and_pool),
-        cmocka_unit_test(test_cmd_convert),
-        cmocka_unit_test(test_net),
+        cmocka_unit_test(test_cmd_convert),       cmocka_unit_test(test_net),
         cmocka_unit_test(test_backoff),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

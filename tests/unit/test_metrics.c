@@ -23,21 +23,21 @@
 
 #include "core/buf.h"
 #include "core/fb.h"
-#include "core/runtime.h"
-#include "north/http/http.h"
-#include "store/store.h"
 #include "core/metrics.h"
+#include "core/model.h"
+#include "core/runtime.h"
 #include "core/runtime_state.h"
+#include "north/http/http.h"
 #include "south/modbus/modbus.h"
 #include "south/sim/sim.h"
-#include "core/model.h"
+#include "store/store.h"
 
 struct model {
     struct fb_gateway gw;
     struct fb_device devs[2];
     struct fb_sink_inst sinks[1];
     struct fb_tag tags[3];
-    struct fb_rt rt;           /* the runtime state status and /metrics read */
+    struct fb_rt rt; /* the runtime state status and /metrics read */
     struct fb_sink_rt sink_rt;
 };
 
@@ -140,15 +140,16 @@ static int check_structure(const char *t)
             char name[96], type[32];
             assert_int_equal(sscanf(line + 7, "%95s %31s", name, type), 2);
             assert_string_equal(name, fams[nf - 1]);
-            assert_true(!strcmp(type, "counter") || !strcmp(type, "gauge") ||
-                        !strcmp(type, "summary"));
+            assert_true(!strcmp(type, "counter") || !strcmp(type, "gauge") || !strcmp(type, "summary"));
         } else {
             assert_true(nf > 0);
             size_t fl = strlen(fams[nf - 1]);
             assert_memory_equal(line, fams[nf - 1], fl);
             const char *rest = line + fl;
-            if (!strncmp(rest, "_sum", 4)) rest += 4;
-            else if (!strncmp(rest, "_count", 6)) rest += 6;
+            if (!strncmp(rest, "_sum", 4))
+                rest += 4;
+            else if (!strncmp(rest, "_count", 6))
+                rest += 6;
             assert_true(*rest == '{' || *rest == ' ');
             const char *sp = strrchr(line, ' ');
             char *end;
@@ -187,7 +188,10 @@ static void test_render(void **st)
     assert_true(val(t, "fieldbridge_device_bad_tags" DEV0) == 0);
     /* escaped label values: \" \\ \n */
     assert_true(val(t, "fieldbridge_device_connected{device=\"we\\\"ird\\\\dev\\nx\",driver=\"modbus\"}") == 0);
-    assert_true(val(t, "fieldbridge_device_last_success_timestamp_seconds{device=\"we\\\"ird\\\\dev\\nx\",driver=\"modbus\"}") == 0);
+    assert_true(
+        val(t,
+            "fieldbridge_device_last_success_timestamp_seconds{device=\"we\\\"ird\\\\dev\\nx\",driver=\"modbus\"}") ==
+        0);
 
     assert_true(val(t, "fieldbridge_sink_queued_total{sink=\"mqtt\"}") == 10);
     assert_true(val(t, "fieldbridge_sink_sent_total{sink=\"mqtt\"}") == 8);
@@ -619,10 +623,8 @@ static void test_http(void **st)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_render),       cmocka_unit_test(test_proc_usage),
-        cmocka_unit_test(test_status),       cmocka_unit_test(test_buffer),
-        cmocka_unit_test(test_parse_listen),
-        cmocka_unit_test(test_http),
+        cmocka_unit_test(test_render), cmocka_unit_test(test_proc_usage),   cmocka_unit_test(test_status),
+        cmocka_unit_test(test_buffer), cmocka_unit_test(test_parse_listen), cmocka_unit_test(test_http),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -6,27 +6,27 @@
  * after exception 02, the reconnect signals and every write function code are
  * checked over a real socket.  Values are put into the server's register map
  * by hand, not with our encoder. */
-#include <setjmp.h>
-#include <stdarg.h>
-#include <stddef.h>
-#include <stdint.h>
-#include <cmocka.h>
 #include <arpa/inet.h>
 #include <errno.h>
 #include <modbus.h>
 #include <netinet/in.h>
 #include <pthread.h>
+#include <setjmp.h>
+#include <stdarg.h>
 #include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/select.h>
 #include <sys/socket.h>
 #include <unistd.h>
+#include <cmocka.h>
 
 #include "core/fb.h"
-#include "south/modbus/modbus_proto.h"
 #include "south/modbus/modbus.h"
+#include "south/modbus/modbus_proto.h"
 
 /* ------------------------------------------------------------ the server */
 static struct srv {
@@ -146,8 +146,7 @@ static const struct fb_driver *D = &fb_driver_modbus;
 
 /* Sets up a device on the test server with the given query and tags
  * ("hr:0:float32" or "hr:0:float32/CDAB"). */
-static void gw_setup(const char *k1, const char *v1, const char *k2, const char *v2,
-                     const char *const *addrs, int n)
+static void gw_setup(const char *k1, const char *v1, const char *k2, const char *v2, const char *const *addrs, int n)
 {
     memset(&G, 0, sizeof G);
     int nq = 0;
@@ -155,8 +154,8 @@ static void gw_setup(const char *k1, const char *v1, const char *k2, const char 
     snprintf(port, sizeof port, "%d", S.port);
     if (k1) G.q[nq++] = (struct fb_url_kv){(char *)k1, (char *)v1};
     if (k2) G.q[nq++] = (struct fb_url_kv){(char *)k2, (char *)v2};
-    G.dev.url = (struct fb_url){.scheme = "modbus-tcp", .host = "127.0.0.1", .path = "",
-                                .port = S.port, .q = G.q, .nq = nq};
+    G.dev.url =
+        (struct fb_url){.scheme = "modbus-tcp", .host = "127.0.0.1", .path = "", .port = S.port, .q = G.q, .nq = nq};
     G.dev.name = "dev";
     G.dev.gw = &G.gw;
     G.dev.timeout_ns = 300000000;
@@ -225,18 +224,33 @@ static void test_read_types(void **state)
 {
     (void)state;
     uint16_t *r = S.map->tab_registers;
-    r[0] = 0x0000; r[1] = 0x3FC0;                 /* float32 1.5 CDAB */
-    r[2] = 0xFFFB;                                /* int16 -5 */
-    r[4] = 0x1234; r[5] = 0x5678;                 /* uint32 ABCD */
-    r[10] = 0x4845; r[11] = 0x4C4C; r[12] = 0x4F00; /* "HELLO" */
-    r[20] = 0x1234;                               /* bcd16 */
-    r[21] = 0x0008;                               /* bit 3 */
-    r[22] = 0xFFDF; r[23] = 0xFFFF; r[24] = 0xFFFF; r[25] = 0xFFFF; /* int64 -(2^53+1) */
+    r[0] = 0x0000;
+    r[1] = 0x3FC0; /* float32 1.5 CDAB */
+    r[2] = 0xFFFB; /* int16 -5 */
+    r[4] = 0x1234;
+    r[5] = 0x5678; /* uint32 ABCD */
+    r[10] = 0x4845;
+    r[11] = 0x4C4C;
+    r[12] = 0x4F00; /* "HELLO" */
+    r[20] = 0x1234; /* bcd16 */
+    r[21] = 0x0008; /* bit 3 */
+    r[22] = 0xFFDF;
+    r[23] = 0xFFFF;
+    r[24] = 0xFFFF;
+    r[25] = 0xFFFF; /* int64 -(2^53+1) */
     S.map->tab_input_registers[7] = 777;
     S.map->tab_bits[0] = 1;
     S.map->tab_input_bits[1] = 1;
-    const char *a[] = {"hr:0:float32/CDAB", "hr:2", "hr:4:uint32", "hr:10:string[5]",
-                       "hr:20:bcd16", "hr:21.3", "hr:22:int64", "ir:7:uint16", "co:0", "di:1",
+    const char *a[] = {"hr:0:float32/CDAB",
+                       "hr:2",
+                       "hr:4:uint32",
+                       "hr:10:string[5]",
+                       "hr:20:bcd16",
+                       "hr:21.3",
+                       "hr:22:int64",
+                       "ir:7:uint16",
+                       "co:0",
+                       "di:1",
                        "40003"};
     gw_setup("unit", "7", NULL, NULL, a, 11);
     assert_int_equal(gw_read(), 0);
@@ -274,7 +288,9 @@ static void test_split_on_hole(void **state)
 {
     (void)state;
     uint16_t *r = S.map->tab_registers;
-    r[100] = 1; r[102] = 2; r[104] = 3;
+    r[100] = 1;
+    r[102] = 2;
+    r[104] = 3;
     S.holes[0] = 101;
     S.holes[1] = 104;
     S.nholes = 2;
@@ -414,17 +430,13 @@ static void test_open_refused(void **state)
     free(key);
 }
 
-static int do_write(int tag, struct fb_value v, struct fb_err *err)
-{
-    return D->write(&G.dev, &G.tags[tag], &v, err);
-}
+static int do_write(int tag, struct fb_value v, struct fb_err *err) { return D->write(&G.dev, &G.tags[tag], &v, err); }
 
 static void test_writes(void **state)
 {
     (void)state;
     uint16_t *r = S.map->tab_registers;
-    const char *a[] = {"hr:60", "hr:61:float32/CDAB", "co:10", "hr:63.4", "ir:5",
-                       "hr:64:string[4]", "hr:66:int64"};
+    const char *a[] = {"hr:60", "hr:61:float32/CDAB", "co:10", "hr:63.4", "ir:5", "hr:64:string[4]", "hr:66:int64"};
     gw_setup(NULL, NULL, NULL, NULL, a, 7);
     struct fb_err err = {0};
     assert_int_equal(do_write(0, (struct fb_value){.type = FB_T_INT16, .i = -5}, &err), 0);
@@ -514,8 +526,7 @@ static void test_shared_conn_and_delay(void **state)
     /* a second device behind the same connection */
     struct fb_device d2 = {0};
     struct fb_url_kv q2[] = {{"unit", "9"}};
-    d2.url = (struct fb_url){.scheme = "modbus-tcp", .host = "127.0.0.1", .path = "",
-                             .port = S.port, .q = q2, .nq = 1};
+    d2.url = (struct fb_url){.scheme = "modbus-tcp", .host = "127.0.0.1", .path = "", .port = S.port, .q = q2, .nq = 1};
     d2.name = "dev2";
     d2.gw = &G.gw;
     d2.conn = &G.conn;
@@ -555,8 +566,8 @@ static void unit2_setup(struct unit2 *u, const char *unit)
     memset(u, 0, sizeof *u);
     u->q[0] = (struct fb_url_kv){"unit", (char *)unit};
     u->q[1] = (struct fb_url_kv){"timeout", "100ms"};
-    u->d.url = (struct fb_url){.scheme = "modbus-tcp", .host = "127.0.0.1", .path = "", .port = S.port,
-                               .q = u->q, .nq = 2};
+    u->d.url =
+        (struct fb_url){.scheme = "modbus-tcp", .host = "127.0.0.1", .path = "", .port = S.port, .q = u->q, .nq = 2};
     u->d.name = "dev2";
     u->d.gw = &G.gw;
     u->d.conn = &G.conn;
@@ -687,11 +698,16 @@ static void test_silent_unit(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_read_types),      cmocka_unit_test(test_split_on_hole),
-        cmocka_unit_test(test_exception_quality), cmocka_unit_test(test_timeouts),
-        cmocka_unit_test(test_connection_lost), cmocka_unit_test(test_open_refused),
-        cmocka_unit_test(test_writes),          cmocka_unit_test(test_write_exception),
-        cmocka_unit_test(test_shared_conn_and_delay), cmocka_unit_test(test_silent_unit),
+        cmocka_unit_test(test_read_types),
+        cmocka_unit_test(test_split_on_hole),
+        cmocka_unit_test(test_exception_quality),
+        cmocka_unit_test(test_timeouts),
+        cmocka_unit_test(test_connection_lost),
+        cmocka_unit_test(test_open_refused),
+        cmocka_unit_test(test_writes),
+        cmocka_unit_test(test_write_exception),
+        cmocka_unit_test(test_shared_conn_and_delay),
+        cmocka_unit_test(test_silent_unit),
     };
     return cmocka_run_group_tests(tests, srv_start, srv_stop);
 }

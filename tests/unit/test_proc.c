@@ -294,7 +294,8 @@ static void test_plausibility_step_accept(void **state)
     v = fv(10);
     fb_plausibility(&p0, &s0, &v, FB_Q_GOOD, 0);
     v = fv(100);
-    for (int i = 1; i < 90; i++) assert_int_equal(fb_plausibility(&p0, &s0, &v, FB_Q_GOOD, i * S), FB_Q_BAD_SENSOR_FAILURE);
+    for (int i = 1; i < 90; i++)
+        assert_int_equal(fb_plausibility(&p0, &s0, &v, FB_Q_GOOD, i * S), FB_Q_BAD_SENSOR_FAILURE);
     assert_int_equal(fb_plausibility(&p0, &s0, &v, FB_Q_GOOD, 90 * S), FB_Q_GOOD);
 }
 
@@ -407,8 +408,7 @@ static uint64_t rnd(void)
 }
 static double urand(void) { return (double)(rnd() >> 11) / 9007199254740992.0; }
 
-static void naive(const int64_t *t, const double *v, int n, int64_t now, int64_t w, uint32_t cap,
-                  struct fb_stats *o)
+static void naive(const int64_t *t, const double *v, int n, int64_t now, int64_t w, uint32_t cap, struct fb_stats *o)
 {
     memset(o, 0, sizeof *o);
     int first = n - (int)cap > 0 ? n - (int)cap : 0;
@@ -449,7 +449,9 @@ static void window_run(uint32_t cap, int64_t w, double base, double spread, int 
         t[i] = now;
         /* random walks, plateaus and monotone runs (the worst case for deques) */
         int mode = (int)(i / 500 % 3);
-        v[i] = mode == 0 ? base + spread * urand() : mode == 1 ? base + spread * (double)(i % 7) : base - spread * i * 1e-3;
+        v[i] = mode == 0   ? base + spread * urand()
+               : mode == 1 ? base + spread * (double)(i % 7)
+                           : base - spread * i * 1e-3;
         fb_window_add(&win, t[i], v[i], w);
         struct fb_stats got, want;
         fb_window_stats(&win, now, w, &got);
@@ -480,9 +482,9 @@ static void window_run(uint32_t cap, int64_t w, double base, double spread, int 
 static void test_window_random(void **state)
 {
     (void)state;
-    window_run(1000, 10 * S, 0, 100, 6000);      /* time-limited */
-    window_run(16, 60 * S, 50, 10, 3000);        /* capacity-limited: only the newest 16 */
-    window_run(500, 5 * S, 1e6, 0.01, 4000);     /* large offset, tiny variance */
+    window_run(1000, 10 * S, 0, 100, 6000);  /* time-limited */
+    window_run(16, 60 * S, 50, 10, 3000);    /* capacity-limited: only the newest 16 */
+    window_run(500, 5 * S, 1e6, 0.01, 4000); /* large offset, tiny variance */
     /* odd capacities (window 10s at poll 100ms gives 129): the control block
      * must stay aligned — the UBSan build aborted here before (issue 14) */
     window_run(129, 10 * S, 20, 5, 1500);
@@ -538,11 +540,17 @@ static void test_proc_batch(void **state)
         tags[i].path = names[i];
     }
     tags[T_SCALED].type = FB_T_INT16;
-    tags[T_SCALED].proc = (struct fb_tag_proc){.scaled = true, .k = 0.1, .d = 0, .has_min = true,
-                                               .has_max = true, .min = 0, .max = 100, .out_type = FB_T_FLOAT64};
-    tags[T_DB_WIN].type = FB_T_FLOAT64;
-    tags[T_DB_WIN].proc = (struct fb_tag_proc){.db_abs = 1, .heartbeat_ns = 10 * S, .window_ns = 5 * S,
+    tags[T_SCALED].proc = (struct fb_tag_proc){.scaled = true,
+                                               .k = 0.1,
+                                               .d = 0,
+                                               .has_min = true,
+                                               .has_max = true,
+                                               .min = 0,
+                                               .max = 100,
                                                .out_type = FB_T_FLOAT64};
+    tags[T_DB_WIN].type = FB_T_FLOAT64;
+    tags[T_DB_WIN].proc =
+        (struct fb_tag_proc){.db_abs = 1, .heartbeat_ns = 10 * S, .window_ns = 5 * S, .out_type = FB_T_FLOAT64};
     tags[T_STR].type = FB_T_STRING;
     tags[T_BOOL].type = FB_T_BOOL;
     tags[T_RATE].type = FB_T_FLOAT32;
@@ -592,60 +600,61 @@ static void test_proc_batch(void **state)
             assert_int_equal(s->ts_gw, now);
             assert_int_equal(s->ts_src, now - 5 * MS);
             switch (s->tag) {
-            case T_SCALED:
-                assert_int_equal(s->v.type, FB_T_FLOAT64);
-                if (cycle == 3) {
-                    assert_int_equal(s->quality, FB_Q_BAD_OUT_OF_RANGE);
-                    /* refused by range: the reading stays, flagged for "raw" */
-                    assert_true(s->flags & FB_SF_RAW);
-                    assert_true(fabs(s->v.f - 100.1) < 1e-12);
-                } else {
-                    assert_false(s->flags & FB_SF_RAW);
-                    assert_int_equal(s->quality, FB_Q_GOOD);
-                    assert_true(fabs(s->v.f - 21.5) < 1e-12);
+                case T_SCALED:
+                    assert_int_equal(s->v.type, FB_T_FLOAT64);
+                    if (cycle == 3) {
+                        assert_int_equal(s->quality, FB_Q_BAD_OUT_OF_RANGE);
+                        /* refused by range: the reading stays, flagged for "raw" */
+                        assert_true(s->flags & FB_SF_RAW);
+                        assert_true(fabs(s->v.f - 100.1) < 1e-12);
+                    } else {
+                        assert_false(s->flags & FB_SF_RAW);
+                        assert_int_equal(s->quality, FB_Q_GOOD);
+                        assert_true(fabs(s->v.f - 21.5) < 1e-12);
+                    }
+                    assert_false(s->flags & FB_SF_STATS);
+                    break;
+                case T_DB_WIN: {
+                    assert_true(s->flags & FB_SF_STATS);
+                    assert_true(s->stats < out->nstats);
+                    const struct fb_stats *st = &out->stats[s->stats];
+                    assert_int_equal(st->window_ns, 5 * S);
+                    assert_true(st->count >= 1 && st->count <= 5);
+                    assert_true(st->min <= st->mean && st->mean <= st->max);
+                    if (cycle == 4) { /* window holds cycles 0..4: 20, 20.3, 20.6, 20.9, 30 */
+                        assert_int_equal(st->count, 5);
+                        assert_true(st->min == 20.0 && st->max == 30.0);
+                        close_to(st->mean, (20 + 20.3 + 20.6 + 20.9 + 30) / 5, 1e-12);
+                    }
+                    if (cycle == 6) {
+                        assert_int_equal(s->quality, FB_Q_BAD_COMM);
+                        assert_false(s->flags & FB_SF_RAW); /* the device said bad: no raw reading */
+                    }
+                    if (cycle == 7) assert_int_equal(st->count, 4); /* the bad sample was not added */
+                    break;
                 }
-                assert_false(s->flags & FB_SF_STATS);
-                break;
-            case T_DB_WIN: {
-                assert_true(s->flags & FB_SF_STATS);
-                assert_true(s->stats < out->nstats);
-                const struct fb_stats *st = &out->stats[s->stats];
-                assert_int_equal(st->window_ns, 5 * S);
-                assert_true(st->count >= 1 && st->count <= 5);
-                assert_true(st->min <= st->mean && st->mean <= st->max);
-                if (cycle == 4) { /* window holds cycles 0..4: 20, 20.3, 20.6, 20.9, 30 */
-                    assert_int_equal(st->count, 5);
-                    assert_true(st->min == 20.0 && st->max == 30.0);
-                    close_to(st->mean, (20 + 20.3 + 20.6 + 20.9 + 30) / 5, 1e-12);
-                }
-                if (cycle == 6) {
-                    assert_int_equal(s->quality, FB_Q_BAD_COMM);
-                    assert_false(s->flags & FB_SF_RAW); /* the device said bad: no raw reading */
-                }
-                if (cycle == 7) assert_int_equal(st->count, 4); /* the bad sample was not added */
-                break;
-            }
-            case T_STR:
-                assert_int_equal(s->v.type, FB_T_STRING);
-                assert_int_equal(s->v.s.len, 4);
-                assert_ptr_not_equal(s->v.s.p, sbuf); /* copied into out's arena */
-                assert_memory_equal(s->v.s.p, cycle < 2 ? "idle" : "run!", 4);
-                break;
-            case T_BOOL:
-                assert_int_equal(s->v.type, FB_T_BOOL);
-                assert_int_equal(s->v.b, cycle % 2);
-                break;
-            case T_RATE:
-                assert_int_equal(s->v.type, FB_T_FLOAT32);
-                assert_int_equal(s->quality, cycle == 5 ? FB_Q_BAD_SENSOR_FAILURE : FB_Q_GOOD);
-                assert_int_equal(!!(s->flags & FB_SF_RAW), cycle == 5);
-                break;
+                case T_STR:
+                    assert_int_equal(s->v.type, FB_T_STRING);
+                    assert_int_equal(s->v.s.len, 4);
+                    assert_ptr_not_equal(s->v.s.p, sbuf); /* copied into out's arena */
+                    assert_memory_equal(s->v.s.p, cycle < 2 ? "idle" : "run!", 4);
+                    break;
+                case T_BOOL:
+                    assert_int_equal(s->v.type, FB_T_BOOL);
+                    assert_int_equal(s->v.b, cycle % 2);
+                    break;
+                case T_RATE:
+                    assert_int_equal(s->v.type, FB_T_FLOAT32);
+                    assert_int_equal(s->quality, cycle == 5 ? FB_Q_BAD_SENSOR_FAILURE : FB_Q_GOOD);
+                    assert_int_equal(!!(s->flags & FB_SF_RAW), cycle == 5);
+                    break;
             }
         }
         /* which tags were published when */
-        assert_true(seen[T_SCALED] && seen[T_BOOL] && seen[T_RATE]);          /* no deadband */
-        assert_true(seen[T_STR]);                                               /* no deadband */
-        bool want_db = cycle == 0 || cycle == 4 || cycle == 6 || cycle == 7 || cycle == 17; /* first, jump, bad, recovered, heartbeat 10 s later */
+        assert_true(seen[T_SCALED] && seen[T_BOOL] && seen[T_RATE]); /* no deadband */
+        assert_true(seen[T_STR]);                                    /* no deadband */
+        bool want_db = cycle == 0 || cycle == 4 || cycle == 6 || cycle == 7 ||
+                       cycle == 17; /* first, jump, bad, recovered, heartbeat 10 s later */
         if (seen[T_DB_WIN] != want_db) fail_msg("cycle %d: deadband tag published=%d", cycle, seen[T_DB_WIN]);
         if (cycle == 17) {
             for (uint32_t i = 0; i < out->n; i++)

@@ -18,11 +18,11 @@
 #include <unistd.h>
 
 #include "core/config.h"
+#include "core/env.h"
+#include "core/runtime_state.h"
+#include "core/url.h"
 #include "south/revpi/revpi.h"
 #include "south/revpi/revpi_proto.h"
-#include "core/runtime_state.h"
-#include "core/env.h"
-#include "core/url.h"
 
 static char *fixture_path(const char *name)
 {
@@ -191,8 +191,9 @@ static void test_cfg_malformed(void **state)
     expect_bad_text(DEV("\"inp\":{\"0\":[\"A\",\"0\",\"8\",\"-3\"]}"), "offset");
     expect_bad_text(DEV("\"inp\":{\"0\":[\"A\",\"0\",\"8\",\"0\",true,\"0\",\"\",\"3\"]}"), "1-bit");
     expect_bad_text(DEV("\"inp\":{\"0\":[\"A\",\"0\",\"1\",\"0\",true,\"0\",\"\",\"x\"]}"), "bit position");
-    expect_bad_text(DEV("\"inp\":{\"0\":[\"A\",\"0\",\"8\",\"0\"],\"1\":[\"B\",\"0\",\"1\",\"0\",true,\"0\",\"\",\"7\"]}"),
-                    "overlaps");
+    expect_bad_text(
+        DEV("\"inp\":{\"0\":[\"A\",\"0\",\"8\",\"0\"],\"1\":[\"B\",\"0\",\"1\",\"0\",true,\"0\",\"\",\"7\"]}"),
+        "overlaps");
     expect_bad_text(DEV("\"inp\":{\"0\":[\"A\",\"0\",\"1\",\"0\",true,\"0\",\"\",\"3\"],"
                         "\"1\":[\"B\",\"0\",\"1\",\"0\",true,\"0\",\"\",\"3\"]}"),
                     "overlaps");
@@ -350,12 +351,24 @@ static void test_module_types(void **state)
         const char *name;
         enum fb_type t;
     } want[] = {
-        {"InputValue_1", FB_T_INT16},   {"flow_in", FB_T_INT16},          {"RTDValue_2", FB_T_INT16},
-        {"OutputValue_1", FB_T_INT16},  {"valve_setpoint", FB_T_INT16},   {"InputStatus_1", FB_T_UINT8},
-        {"OutputStatus_2", FB_T_UINT8}, {"Input1Multiplier", FB_T_INT16}, {"Input1Offset", FB_T_INT16},
-        {"RTD2Offset", FB_T_INT16},     {"Input1Divisor", FB_T_UINT16},   {"Output2Range", FB_T_UINT8},
-        {"I_1", FB_T_BOOL},             {"Counter_16", FB_T_UINT32},      {"Status", FB_T_UINT16},
-        {"OutputPushPull", FB_T_UINT16}, {"RevPiIOErrorCnt", FB_T_UINT16}, {"RevPiLED", FB_T_UINT16},
+        {"InputValue_1", FB_T_INT16},
+        {"flow_in", FB_T_INT16},
+        {"RTDValue_2", FB_T_INT16},
+        {"OutputValue_1", FB_T_INT16},
+        {"valve_setpoint", FB_T_INT16},
+        {"InputStatus_1", FB_T_UINT8},
+        {"OutputStatus_2", FB_T_UINT8},
+        {"Input1Multiplier", FB_T_INT16},
+        {"Input1Offset", FB_T_INT16},
+        {"RTD2Offset", FB_T_INT16},
+        {"Input1Divisor", FB_T_UINT16},
+        {"Output2Range", FB_T_UINT8},
+        {"I_1", FB_T_BOOL},
+        {"Counter_16", FB_T_UINT32},
+        {"Status", FB_T_UINT16},
+        {"OutputPushPull", FB_T_UINT16},
+        {"RevPiIOErrorCnt", FB_T_UINT16},
+        {"RevPiLED", FB_T_UINT16},
     };
     for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) {
         if (var(&c, want[i].name)->type != want[i].t)
@@ -731,10 +744,10 @@ static void test_driver_watchdog(void **state)
 static void test_driver_aio(void **state)
 {
     (void)state;
-    static const char *const addrs[] = {"InputValue_1", "InputValue_1:uint16", "flow_in", "RTDValue_1",
-                                        "InputStatus_1", "OutputValue_1", "I_1", "Counter_1"};
+    static const char *const addrs[] = {"InputValue_1",  "InputValue_1:uint16", "flow_in", "RTDValue_1",
+                                        "InputStatus_1", "OutputValue_1",       "I_1",     "Counter_1"};
     static const uint8_t acc[] = {FB_ACC_READ, FB_ACC_READ, FB_ACC_READ, FB_ACC_READ,
-                                  FB_ACC_READ, FB_ACC_RW, FB_ACC_READ, FB_ACC_READ};
+                                  FB_ACC_READ, FB_ACC_RW,   FB_ACC_READ, FB_ACC_READ};
     struct rig r;
     struct fb_err e = {0};
     char q[1200];
@@ -757,8 +770,8 @@ static void test_driver_aio(void **state)
     img_put(&r, 14, 0x27);
     img_put(&r, 21, 0x30); /* RTDValue_1 = 0xF830 = -2000 (-200.0 °C) */
     img_put(&r, 22, 0xF8);
-    img_put(&r, 17, 0x81); /* InputStatus_1: bits 0 and 7 */
-    img_put(&r, 98, 0x01); /* DIO I_1 */
+    img_put(&r, 17, 0x81);                                       /* InputStatus_1: bits 0 and 7 */
+    img_put(&r, 98, 0x01);                                       /* DIO I_1 */
     for (uint32_t k = 0; k < 4; k++) img_put(&r, 102 + k, 0xFF); /* Counter_1 */
     struct fb_batch *b = rig_read(&r);
     assert_int_equal(b->s[0].v.type, FB_T_INT16);
@@ -898,13 +911,19 @@ static void test_browse(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_cfg_full),          cmocka_unit_test(test_cfg_old_style),
-        cmocka_unit_test(test_cfg_rejects),       cmocka_unit_test(test_cfg_malformed),
-        cmocka_unit_test(test_cfg_truncations),   cmocka_unit_test(test_addr),
-        cmocka_unit_test(test_resolve_and_types), cmocka_unit_test(test_module_types),
+        cmocka_unit_test(test_cfg_full),
+        cmocka_unit_test(test_cfg_old_style),
+        cmocka_unit_test(test_cfg_rejects),
+        cmocka_unit_test(test_cfg_malformed),
+        cmocka_unit_test(test_cfg_truncations),
+        cmocka_unit_test(test_addr),
+        cmocka_unit_test(test_resolve_and_types),
+        cmocka_unit_test(test_module_types),
         cmocka_unit_test(test_codec),
-        cmocka_unit_test(test_safe_parse),        cmocka_unit_test(test_driver_file_image),
-        cmocka_unit_test(test_driver_watchdog),   cmocka_unit_test(test_driver_aio),
+        cmocka_unit_test(test_safe_parse),
+        cmocka_unit_test(test_driver_file_image),
+        cmocka_unit_test(test_driver_watchdog),
+        cmocka_unit_test(test_driver_aio),
         cmocka_unit_test(test_driver_errors),
         cmocka_unit_test(test_browse),
     };

@@ -50,8 +50,8 @@ static int teardown(void **st)
 
 static struct fb_store_cfg cfg_default(void)
 {
-    struct fb_store_cfg c = {.dir = g_dir, .max_bytes = 64u << 20, .sync = FB_SYNC_BATCH,
-                             .ack_interval_ns = 1, .name = "test"};
+    struct fb_store_cfg c = {
+        .dir = g_dir, .max_bytes = 64u << 20, .sync = FB_SYNC_BATCH, .ack_interval_ns = 1, .name = "test"};
     return c;
 }
 
@@ -870,7 +870,7 @@ static void test_deleted_segment(void **st)
     assert_int_equal(unlink(path), 0);
     s = open_ok(&c);
     fb_store_stats(s, &ss);
-    assert_int_equal(ss.lost, 10);      /* records 20..29 were not acked */
+    assert_int_equal(ss.lost, 10);       /* records 20..29 were not acked */
     assert_int_equal(ss.lost_first, 21); /* ids start at 1 */
     assert_int_equal(ss.lost_last, 30);
     assert_int_equal(ss.records, 90);

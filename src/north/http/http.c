@@ -65,14 +65,14 @@ static int mhd_load_locked(struct fb_err *err)
     if (!mhd.lib)
         return fb_err_set(err, FB_ENOENT, "metrics: cannot load libmicrohttpd (apt install libmicrohttpd12): %s",
                           dlerror());
-#define LOAD(field, sym)                                                                   \
-    do {                                                                                   \
-        *(void **)&mhd.field = dlsym(mhd.lib, sym);                                        \
-        if (!mhd.field) {                                                                  \
-            dlclose(mhd.lib);                                                              \
-            mhd.lib = NULL;                                                                \
-            return fb_err_set(err, FB_ENOENT, "metrics: libmicrohttpd lacks %s", sym);      \
-        }                                                                                  \
+#define LOAD(field, sym)                                                                                               \
+    do {                                                                                                               \
+        *(void **)&mhd.field = dlsym(mhd.lib, sym);                                                                    \
+        if (!mhd.field) {                                                                                              \
+            dlclose(mhd.lib);                                                                                          \
+            mhd.lib = NULL;                                                                                            \
+            return fb_err_set(err, FB_ENOENT, "metrics: libmicrohttpd lacks %s", sym);                                 \
+        }                                                                                                              \
     } while (0)
     LOAD(start_daemon, "MHD_start_daemon");
     LOAD(stop_daemon, "MHD_stop_daemon");
@@ -100,19 +100,16 @@ struct fb_http {
     uint16_t port;
 };
 
-int fb_http_parse_listen(const char *listen, char *host, size_t cap, uint16_t *port,
-                         struct fb_err *err)
+int fb_http_parse_listen(const char *listen, char *host, size_t cap, uint16_t *port, struct fb_err *err)
 {
-    if (!listen || !*listen)
-        return fb_err_set(err, FB_EINVAL, "metrics listen address is empty (expected host:port)");
+    if (!listen || !*listen) return fb_err_set(err, FB_EINVAL, "metrics listen address is empty (expected host:port)");
     const char *ps;
     size_t hl;
     const char *h = listen;
     if (listen[0] == '[') { /* [v6]:port */
         const char *rb = strchr(listen, ']');
         if (!rb || rb[1] != ':')
-            return fb_err_set(err, FB_EINVAL,
-                              "metrics listen '%s': expected [IPv6]:port, e.g. [::1]:9100", listen);
+            return fb_err_set(err, FB_EINVAL, "metrics listen '%s': expected [IPv6]:port, e.g. [::1]:9100", listen);
         h = listen + 1;
         hl = (size_t)(rb - h);
         ps = rb + 2;
@@ -124,8 +121,7 @@ int fb_http_parse_listen(const char *listen, char *host, size_t cap, uint16_t *p
             ps = listen;
         } else {
             if (strchr(listen, ':') != colon)
-                return fb_err_set(err, FB_EINVAL,
-                                  "metrics listen '%s': write IPv6 addresses as [addr]:port", listen);
+                return fb_err_set(err, FB_EINVAL, "metrics listen '%s': write IPv6 addresses as [addr]:port", listen);
             hl = (size_t)(colon - listen);
             ps = colon + 1;
             if (hl == 0) { /* ":9100": all interfaces */
@@ -134,15 +130,12 @@ int fb_http_parse_listen(const char *listen, char *host, size_t cap, uint16_t *p
             }
         }
     }
-    if (hl == 0 || hl >= cap)
-        return fb_err_set(err, FB_EINVAL, "metrics listen '%s': bad host", listen);
+    if (hl == 0 || hl >= cap) return fb_err_set(err, FB_EINVAL, "metrics listen '%s': bad host", listen);
     char *end;
     if (!*ps || *ps < '0' || *ps > '9')
-        return fb_err_set(err, FB_EINVAL, "metrics listen '%s': port missing (expected host:port)",
-                          listen);
+        return fb_err_set(err, FB_EINVAL, "metrics listen '%s': port missing (expected host:port)", listen);
     unsigned long p = strtoul(ps, &end, 10);
-    if (*end || p > 65535)
-        return fb_err_set(err, FB_EINVAL, "metrics listen '%s': port must be 0..65535", listen);
+    if (*end || p > 65535) return fb_err_set(err, FB_EINVAL, "metrics listen '%s': port must be 0..65535", listen);
     memcpy(host, h, hl);
     host[hl] = 0;
     *port = (uint16_t)p;
@@ -161,11 +154,9 @@ static void mhd_log(void *cls, const char *fmt, va_list ap)
     fb_warn(NULL, NULL, "http: %s", msg);
 }
 
-static enum MHD_Result reply(struct MHD_Connection *c, unsigned code, const char *ctype,
-                             const char *p, size_t n)
+static enum MHD_Result reply(struct MHD_Connection *c, unsigned code, const char *ctype, const char *p, size_t n)
 {
-    struct MHD_Response *r =
-        MHD_create_response_from_buffer(n, (void *)(uintptr_t)p, MHD_RESPMEM_MUST_COPY);
+    struct MHD_Response *r = MHD_create_response_from_buffer(n, (void *)(uintptr_t)p, MHD_RESPMEM_MUST_COPY);
     if (!r) return MHD_NO;
     MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, ctype);
     MHD_add_response_header(r, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
@@ -175,9 +166,8 @@ static enum MHD_Result reply(struct MHD_Connection *c, unsigned code, const char
     return rc;
 }
 
-static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *url,
-                              const char *method, const char *version, const char *upload_data,
-                              size_t *upload_data_size, void **req_cls)
+static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *url, const char *method,
+                              const char *version, const char *upload_data, size_t *upload_data_size, void **req_cls)
 {
     struct fb_http *h = cls;
     (void)version;
@@ -213,15 +203,15 @@ int fb_http_start(struct fb_gateway *gw, const char *listen, struct fb_http **ou
     if (rc) return rc;
     if ((rc = mhd_load(err)) < 0) return rc;
 
-    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
-                             .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
+    struct addrinfo hints = {
+        .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
     struct addrinfo *ai = NULL;
     char ports[8];
     snprintf(ports, sizeof ports, "%u", (unsigned)port);
     int gai = getaddrinfo(host, ports, &hints, &ai);
     if (gai || !ai)
-        return fb_err_set(err, FB_EINVAL, "metrics listen '%s': cannot resolve '%s': %s",
-                          listen, host, gai ? gai_strerror(gai) : "no address");
+        return fb_err_set(err, FB_EINVAL, "metrics listen '%s': cannot resolve '%s': %s", listen, host,
+                          gai ? gai_strerror(gai) : "no address");
     struct sockaddr_storage ss;
     memset(&ss, 0, sizeof ss);
     memcpy(&ss, ai->ai_addr, ai->ai_addrlen <= sizeof ss ? ai->ai_addrlen : sizeof ss);
@@ -234,12 +224,10 @@ int fb_http_start(struct fb_gateway *gw, const char *listen, struct fb_http **ou
     fb_buf_init(&h->body);
     unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG;
     if (v6) flags |= MHD_USE_IPv6;
-    h->daemon = MHD_start_daemon(flags, port, NULL, NULL, handle, h,
-                                 MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL, /* first, or MHD complains */
-                                 MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
-                                 MHD_OPTION_CONNECTION_LIMIT, (unsigned)32,
-                                 MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)10,
-                                 MHD_OPTION_END);
+    h->daemon = MHD_start_daemon(flags, port, NULL, NULL, handle, h, MHD_OPTION_EXTERNAL_LOGGER, mhd_log,
+                                 NULL, /* first, or MHD complains */
+                                 MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss, MHD_OPTION_CONNECTION_LIMIT,
+                                 (unsigned)32, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)10, MHD_OPTION_END);
     if (!h->daemon) {
         fb_buf_free(&h->body);
         free(h);
@@ -247,8 +235,7 @@ int fb_http_start(struct fb_gateway *gw, const char *listen, struct fb_http **ou
     }
     const union MHD_DaemonInfo *info = MHD_get_daemon_info(h->daemon, MHD_DAEMON_INFO_BIND_PORT);
     h->port = info ? info->port : port;
-    fb_info(NULL, NULL, "metrics on http://%s%s%s:%u/metrics", v6 ? "[" : "", host, v6 ? "]" : "",
-            (unsigned)h->port);
+    fb_info(NULL, NULL, "metrics on http://%s%s%s:%u/metrics", v6 ? "[" : "", host, v6 ? "]" : "", (unsigned)h->port);
     *out = h;
     return 0;
 }

@@ -37,8 +37,8 @@
 
 #include "core/log.h"
 #include "core/metrics.h"
-#include "core/router.h"
 #include "core/plugin.h"
+#include "core/router.h"
 #include "north/mqtt/telemetry.h"
 #include "north/mqtt/topic.h"
 
@@ -51,7 +51,7 @@ static const char *const t_kind[T__N] = {FB_KIND_TELEMETRY, FB_KIND_STATUS, FB_K
 
 struct mq_dev {
     char *t[T__N];
-    int64_t status_ts; /* time of the last state change seen (under mu), 0 = unknown */
+    int64_t status_ts;          /* time of the last state change seen (under mu), 0 = unknown */
     char reason[FB_REASON_LEN]; /* its reason (under mu) */
 };
 
@@ -70,9 +70,9 @@ struct mq_ctx {
     char *t_gw_status;
     struct mq_route *routes;
     uint32_t nroutes;
-    pthread_mutex_t mu; /* the devices' last state (sink thread writes, network thread reads) */
-    struct fb_buf json; /* sink thread (send, tick, close) */
-    struct fb_buf nbuf; /* network thread (connected) */
+    pthread_mutex_t mu;  /* the devices' last state (sink thread writes, network thread reads) */
+    struct fb_buf json;  /* sink thread (send, tick, close) */
+    struct fb_buf nbuf;  /* network thread (connected) */
     int64_t next_status; /* sink thread: next periodic gateway status (mono) */
 };
 

@@ -47,8 +47,8 @@
 
 #include "core/log.h"
 #include "core/plugin.h"
-#include "core/url.h"
 #include "core/thread.h"
+#include "core/url.h"
 
 #define MS_SEC 1000000000LL
 #define MS_LOOP_TIMEOUT_MS 1000
@@ -74,10 +74,10 @@ struct fb_mqtt_session {
     pthread_t thr;
     bool thr_started;
     atomic_bool quit;
-    atomic_bool connected;    /* CONNACK accepted and not yet disconnected */
-    atomic_bool next_server;  /* the next CONNECT goes to the next server */
-    _Atomic uint32_t srv;     /* index of the server in use */
-    bool got_connack;         /* this socket got a CONNACK (accepted or not) */
+    atomic_bool connected;   /* CONNACK accepted and not yet disconnected */
+    atomic_bool next_server; /* the next CONNECT goes to the next server */
+    _Atomic uint32_t srv;    /* index of the server in use */
+    bool got_connack;        /* this socket got a CONNACK (accepted or not) */
     struct fb_backoff backoff;
     struct fb_ratelimit rl_conn, rl_liblog, rl_send;
 
@@ -153,8 +153,7 @@ void fb_broker_cfg_load(struct fb_cfg *r, const struct fb_cfg_map *m, const char
         else
             for (size_t i = 0; i < fb_cfg_list_len(ln); i++) server_add(r, fb_cfg_list_at(r, ln, i), key, b);
     }
-    if (!un && !ln)
-        fb_cfg_error(r, NULL, "%s.url is required (e.g. mqtt://127.0.0.1:1883)", what);
+    if (!un && !ln) fb_cfg_error(r, NULL, "%s.url is required (e.g. mqtt://127.0.0.1:1883)", what);
 
     if ((n = fb_cfg_get(m, "version"))) {
         snprintf(key, sizeof key, "%s.version", what);
@@ -264,7 +263,10 @@ static pthread_once_t lib_once = PTHREAD_ONCE_INIT;
 static void lib_init(void) { mosquitto_lib_init(); }
 
 /* Wait on ms->cv (mu held) until the monotonic deadline; false on timeout. */
-static bool wait_until(struct fb_mqtt_session *ms, int64_t deadline) { return fb_cond_wait_until(&ms->cv, &ms->mu, deadline); }
+static bool wait_until(struct fb_mqtt_session *ms, int64_t deadline)
+{
+    return fb_cond_wait_until(&ms->cv, &ms->mu, deadline);
+}
 
 static void broadcast(struct fb_mqtt_session *ms)
 {
@@ -582,8 +584,7 @@ static int setup_client(struct fb_mqtt_session *ms, const struct fb_mqtt_session
                                   cfg->key ? cfg->key : "-");
         } else {
             if (cfg->cert || cfg->key)
-                return fb_err_set(err, FB_EINVAL, "%s.tls: a client certificate needs tls.ca or tls.ca_path",
-                                  ms->name);
+                return fb_err_set(err, FB_EINVAL, "%s.tls: a client certificate needs tls.ca or tls.ca_path", ms->name);
             mosquitto_int_option(m, MOSQ_OPT_TLS_USE_OS_CERTS, 1);
         }
         rc = mosquitto_tls_insecure_set(m, !cfg->tls_verify_hostname);
@@ -762,8 +763,7 @@ void fb_mqtt_session_publish_tracked(struct fb_mqtt_session *ms, uint64_t id, co
 
 int fb_mqtt_session_subscribe(struct fb_mqtt_session *ms, const char *topic, int qos, bool no_local)
 {
-    if (ms->v5)
-        return mosquitto_subscribe_v5(ms->mosq, NULL, topic, qos, no_local ? MQTT_SUB_OPT_NO_LOCAL : 0, NULL);
+    if (ms->v5) return mosquitto_subscribe_v5(ms->mosq, NULL, topic, qos, no_local ? MQTT_SUB_OPT_NO_LOCAL : 0, NULL);
     return mosquitto_subscribe(ms->mosq, NULL, topic, qos);
 }
 

@@ -149,9 +149,9 @@ void fb_telemetry_json(struct fb_buf *out, const struct fb_gateway *gw, const st
 static const char *state_name(int st)
 {
     switch (st) {
-    case FB_DEV_ONLINE: return "online";
-    case FB_DEV_OFFLINE: return "offline";
-    default: return "connecting";
+        case FB_DEV_ONLINE: return "online";
+        case FB_DEV_OFFLINE: return "offline";
+        default: return "connecting";
     }
 }
 

@@ -47,8 +47,8 @@
 #include <unistd.h>
 
 #include "core/log.h"
-#include "core/router.h"
 #include "core/plugin.h"
+#include "core/router.h"
 
 #define SPB_SEC 1000000000LL
 #define SPB_CLOSE_WAIT_NS 2000000000LL
@@ -97,9 +97,9 @@ struct spb_ctx {
     atomic_bool host_offline; /* primary host went offline: leave this server */
     atomic_uint bdseq;        /* bdSeq of the current connection (its will) */
     unsigned next_bdseq;
-    bool bdseq_fresh;         /* the bdSeq of the will has not yet had a session */
+    bool bdseq_fresh; /* the bdSeq of the will has not yet had a session */
     char bdseq_path[1100];
-    int64_t state_ts;         /* newest STATE time stamp seen */
+    int64_t state_ts; /* newest STATE time stamp seen */
     _Atomic uint64_t cmd_ids;
     struct fb_ratelimit rl_bdseq, rl_cmd;
     struct fb_buf nbuf; /* network thread: will payload */
@@ -114,8 +114,7 @@ struct spb_ctx {
 };
 
 /* ------------------------------------------------------------- pure helpers */
-int fb_spb_topic(char *out, size_t len, const char *group, const char *type, const char *edge,
-                 const char *device)
+int fb_spb_topic(char *out, size_t len, const char *group, const char *type, const char *edge, const char *device)
 {
     int n = device ? snprintf(out, len, "spBv1.0/%s/%s/%s/%s", group, type, edge, device)
                    : snprintf(out, len, "spBv1.0/%s/%s/%s", group, type, edge);
@@ -318,8 +317,8 @@ static bool session_step(struct spb_ctx *ctx)
         fb_spb_ndeath_payload(&b, (uint64_t)ms_of(fb_now_ns()), atomic_load(&ctx->bdseq));
         fb_mqtt_session_publish(ctx->ms, ctx->t_ndeath, b.p, b.len, 1, false, NULL);
         fb_buf_free(&b);
-        fb_warn(NULL, NULL, "sparkplug: primary host %s went offline: NDEATH, disconnecting%s",
-                ctx->cfg->primary_host, ctx->cfg->broker.nservers > 1 ? " and moving to the next server" : "");
+        fb_warn(NULL, NULL, "sparkplug: primary host %s went offline: NDEATH, disconnecting%s", ctx->cfg->primary_host,
+                ctx->cfg->broker.nservers > 1 ? " and moving to the next server" : "");
         fb_mqtt_session_disconnect(ctx->ms, true);
         ctx->born_gen = 0;
         return false;
@@ -489,8 +488,7 @@ static void spb_message(void *obj, const struct mosquitto_message *msg, const mo
             atomic_store(&ctx->host_offline, true);
             fb_sink_wake(ctx->s);
         } else if (!online) {
-            fb_info(NULL, NULL, "sparkplug: primary host %s is offline: waiting before birth",
-                    ctx->cfg->primary_host);
+            fb_info(NULL, NULL, "sparkplug: primary host %s is offline: waiting before birth", ctx->cfg->primary_host);
         }
         return;
     }
@@ -597,7 +595,8 @@ static int spb_open(struct fb_sink_inst *s, struct fb_err *err)
     ctx->rl_send.interval_ns = 60 * SPB_SEC;
     ctx->rl_cmd.interval_ns = 60 * SPB_SEC;
     if (s->buffer && s->buffer->path)
-        snprintf(ctx->bdseq_path, sizeof ctx->bdseq_path, "%s/%s.bdseq", s->buffer->path, s->name ? s->name : "sparkplug");
+        snprintf(ctx->bdseq_path, sizeof ctx->bdseq_path, "%s/%s.bdseq", s->buffer->path,
+                 s->name ? s->name : "sparkplug");
     bdseq_load(ctx);
 
     ctx->devs = calloc(gw->ndevs ? gw->ndevs : 1, sizeof *ctx->devs);
@@ -606,9 +605,11 @@ static int spb_open(struct fb_sink_inst *s, struct fb_err *err)
         ctx_free(ctx);
         return fb_err_set(err, FB_ENOMEM, "out of memory");
     }
-    if (!(ctx->t_nbirth = topic_dup(ctx, "NBIRTH", NULL, err)) || !(ctx->t_ndata = topic_dup(ctx, "NDATA", NULL, err)) ||
+    if (!(ctx->t_nbirth = topic_dup(ctx, "NBIRTH", NULL, err)) ||
+        !(ctx->t_ndata = topic_dup(ctx, "NDATA", NULL, err)) ||
         !(ctx->t_ndeath = topic_dup(ctx, "NDEATH", NULL, err)) || !(ctx->t_ncmd = topic_dup(ctx, "NCMD", NULL, err)) ||
-        !(ctx->t_dcmd_sub = topic_dup(ctx, "DCMD", "+", err)) || !(ctx->t_dcmd_prefix = topic_dup(ctx, "DCMD", "", err)))
+        !(ctx->t_dcmd_sub = topic_dup(ctx, "DCMD", "+", err)) ||
+        !(ctx->t_dcmd_prefix = topic_dup(ctx, "DCMD", "", err)))
         goto fail;
     ctx->dcmd_prefix_len = strlen(ctx->t_dcmd_prefix);
     if (cfg->primary_host && *cfg->primary_host) {
@@ -760,8 +761,8 @@ static void spb_close(struct fb_sink_inst *s)
 }
 
 /* ------------------------------------------------------------------ config */
-static const char *const k_sparkplug[] = {FB_BROKER_KEYS, "group", "edge_node", "primary_host", "aliases",
-                                          "reboot", NULL};
+static const char *const k_sparkplug[] = {FB_BROKER_KEYS, "group",  "edge_node", "primary_host",
+                                          "aliases",      "reboot", NULL};
 
 static const struct fb_config_keys k_nested[] = {
     {"tls", fb_broker_tls_keys}, {"reconnect", fb_broker_reconnect_keys}, {NULL, NULL}};
@@ -815,10 +816,9 @@ static void spb_describe(const struct fb_sink_inst *s, FILE *f)
     const struct fb_spb_cfg *q = s->cfg;
     const struct fb_broker_cfg *b = &q->broker;
     fprintf(f, "  sink sparkplug  group %s edge node %s  %s%s  MQTT %s  aliases %s  primary host %s  reboot %s\n",
-            q->group ? q->group : "?", q->edge_node ? q->edge_node : s->gw->id,
-            b->nservers ? b->servers[0].url : "?", b->nservers > 1 ? " (+ more servers)" : "",
-            b->version == 3 ? "3.1.1" : "5", q->aliases ? "on" : "off", q->primary_host ? q->primary_host : "none",
-            q->reboot ? "allowed" : "refused");
+            q->group ? q->group : "?", q->edge_node ? q->edge_node : s->gw->id, b->nservers ? b->servers[0].url : "?",
+            b->nservers > 1 ? " (+ more servers)" : "", b->version == 3 ? "3.1.1" : "5", q->aliases ? "on" : "off",
+            q->primary_host ? q->primary_host : "none", q->reboot ? "allowed" : "refused");
 }
 
 const struct fb_sink fb_sink_sparkplug = {

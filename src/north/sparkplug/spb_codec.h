@@ -68,7 +68,7 @@ int32_t fb_spb_quality(uint32_t q);
 struct fb_spb_slot {
     spb_metric m;
     spb_propset ps;
-    spb_propval pv[2];  /* Quality, Raw */
+    spb_propval pv[2]; /* Quality, Raw */
     spb_propval *pvp[2];
     char *keys[2];
     char *sbuf; /* NUL-terminated copy of a string value */
@@ -88,8 +88,7 @@ void fb_spb_enc_free(struct fb_spb_enc *e);
 void fb_spb_enc_begin(struct fb_spb_enc *e, uint64_t ts_ms, int seq);
 /* Append a metric; name may be NULL (DATA with aliases), alias < 0 = none,
  * ts_ms < 0 = none, datatype 0 = not sent (DATA/CMD).  NULL on no memory. */
-spb_metric *fb_spb_enc_add(struct fb_spb_enc *e, const char *name, int64_t alias, int64_t ts_ms,
-                           uint32_t datatype);
+spb_metric *fb_spb_enc_add(struct fb_spb_enc *e, const char *name, int64_t alias, int64_t ts_ms, uint32_t datatype);
 /* Put v into the field the datatype dt calls for (v converted as needed);
  * v NULL or of type FB_T_NONE sets is_null.  Returns FB_EINVAL when v cannot
  * be represented (then is_null is set). */

@@ -64,36 +64,36 @@
 #include <unistd.h>
 
 #include "core/env.h"
-#include "core/url.h"
 #include "core/log.h"
 #include "core/net.h"
+#include "core/url.h"
 #include "south/ads/ads_proto.h"
 
-#define ADS_CHECK_NS 2000000000LL       /* notify mode: link / symbol-version check */
+#define ADS_CHECK_NS 2000000000LL         /* notify mode: link / symbol-version check */
 #define ADS_HANDLE_RETRY_NS 10000000000LL /* a name the PLC did not know: ask again */
-#define ADS_SBUF 512 /* ≥ 2 × STRING(255), 3 × WSTRING(127) + 4 */
-#define ADS_WINDOW 64 /* without sum commands: single requests in flight at once */
+#define ADS_SBUF 512                      /* ≥ 2 × STRING(255), 3 × WSTRING(127) + 4 */
+#define ADS_WINDOW 64                     /* without sum commands: single requests in flight at once */
 
 static _Atomic uint32_t epoch_seq = 1;
 
 /* --------------------------------------------------------------- per tag */
 struct ads_tag {
     struct ads_tinfo ti;
-    uint32_t id;          /* tag id */
-    bool raw;             /* %M/%I/%Q: read (ig, handle) directly, no handle to take */
-    uint32_t ig;          /* raw: the area's index group */
-    uint32_t handle;      /* symbol: the handle; raw: the index offset */
-    uint32_t h_epoch;     /* epoch of handle, 0 = none */
-    uint32_t herr;        /* last handle / notification error */
-    int64_t retry_at;     /* mono: when to ask again after herr */
+    uint32_t id;      /* tag id */
+    bool raw;         /* %M/%I/%Q: read (ig, handle) directly, no handle to take */
+    uint32_t ig;      /* raw: the area's index group */
+    uint32_t handle;  /* symbol: the handle; raw: the index offset */
+    uint32_t h_epoch; /* epoch of handle, 0 = none */
+    uint32_t herr;    /* last handle / notification error */
+    int64_t retry_at; /* mono: when to ask again after herr */
     uint32_t note;
-    uint32_t n_epoch;     /* epoch of the notification, 0 = none */
-    uint8_t *val;         /* notify: latest value (ti.size bytes, after name) */
+    uint32_t n_epoch; /* epoch of the notification, 0 = none */
+    uint8_t *val;     /* notify: latest value (ti.size bytes, after name) */
     bool have_val;
     int64_t val_ts;
-    uint32_t last_q;      /* for change-only logging */
+    uint32_t last_q; /* for change-only logging */
     bool seen;
-    char name[];          /* the symbol name (with a `count:` subscript) */
+    char name[]; /* the symbol name (with a `count:` subscript) */
 };
 
 struct ads_plan {
@@ -105,13 +105,13 @@ struct ads_plan {
     uint32_t *res;
     uint32_t *doff;
     uint8_t *data;
-    struct ads_tag **need;   /* n: tags that need a handle / a notification */
-    struct ads_tag **hneed;  /* n: notify mode, those of need without a handle */
-    uint32_t *idx;           /* n + 1: sub-read → plan index (UINT32_MAX = symbol version) */
-    struct ads_sub *subs;    /* n + 1: the sub-reads of one cycle */
+    struct ads_tag **need;    /* n: tags that need a handle / a notification */
+    struct ads_tag **hneed;   /* n: notify mode, those of need without a handle */
+    uint32_t *idx;            /* n + 1: sub-read → plan index (UINT32_MAX = symbol version) */
+    struct ads_sub *subs;     /* n + 1: the sub-reads of one cycle */
     struct ads_rwsub *rwsubs; /* n: handle requests */
-    uint32_t nch;            /* sum commands for n + 1 sub-commands at max_sum */
-    uint32_t *first, *cnt;   /* nch: first sub-command and count of each */
+    uint32_t nch;             /* sum commands for n + 1 sub-commands at max_sum */
+    uint32_t *first, *cnt;    /* nch: first sub-command and count of each */
 };
 
 /* The symbol and data-type uploads of one PLC (connection key), for untyped
@@ -252,8 +252,10 @@ static int exchange(struct ads_conn *c, size_t len, uint32_t first, uint32_t n, 
     while (rc == 0 && (got < n || sent < len)) {
         if (sent < len) {
             ssize_t w = send(c->fd, c->tx + sent, len - sent, MSG_NOSIGNAL);
-            if (w > 0) sent += (size_t)w;
-            else if (w < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) rc = FB_EIO;
+            if (w > 0)
+                sent += (size_t)w;
+            else if (w < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
+                rc = FB_EIO;
             if (rc || sent == len) continue;
             /* the socket is full: wait until it drains or a reply arrives */
             int64_t left = deadline - fb_mono_ns();
@@ -535,8 +537,7 @@ static int read_block(struct ads_conn *c, uint32_t ig, uint32_t io, uint32_t len
 }
 
 /* Symbol and data-type uploads. */
-static int upload(struct ads_conn *c, uint8_t **sym, size_t *sym_len, uint8_t **dt, size_t *dt_len,
-                  struct fb_err *err)
+static int upload(struct ads_conn *c, uint8_t **sym, size_t *sym_len, uint8_t **dt, size_t *dt_len, struct fb_err *err)
 {
     uint8_t *info = NULL;
     size_t il = 0;
@@ -642,7 +643,8 @@ static int ensure_upload(struct ads_dev *ad, struct fb_err *err)
                 /* the PLC has no symbol upload: keep the connection to ask name by name */
                 u->refused = c->last_ads_err;
                 u->c = c;
-                fb_info(NULL, NULL, "%s refused the symbol upload (ADS error 0x%X: %s): asking the PLC for the types "
+                fb_info(NULL, NULL,
+                        "%s refused the symbol upload (ADS error 0x%X: %s): asking the PLC for the types "
                         "of untyped names one by one",
                         c->where, u->refused, ads_err_text(u->refused));
             } else {
@@ -805,14 +807,18 @@ static int ads_parse_address(struct fb_device *dev, struct fb_tag *tag, struct f
             snprintf(buf, sizeof buf, "STRING(%u)", tag->str_len ? tag->str_len : 80);
             tn = buf;
         }
-        if (ads_type_parse(tn, strlen(tn), &a.ti) == 0) a.typed = true;
-        else if (a.raw) rc = fb_err_set(err, FB_EINVAL, "type %s cannot be read from '%s'", tn, a.name);
+        if (ads_type_parse(tn, strlen(tn), &a.ti) == 0)
+            a.typed = true;
+        else if (a.raw)
+            rc = fb_err_set(err, FB_EINVAL, "type %s cannot be read from '%s'", tn, a.name);
     }
     if (!rc && a.raw && tag->index > 0 && ads_addr_raw_elem(&a, tag->index, &a.io))
         rc = fb_err_set(err, FB_EINVAL, "count over '%s' runs past the end of the offsets", a.name);
     else if (!rc && a.typed && !a.raw && tag->index > 0)
-        rc = fb_err_set(err, FB_EINVAL, "count over '%s' needs the type from the PLC: leave out the type, or "
-                        "address the elements (NAME[i]:TYPE)", a.name);
+        rc = fb_err_set(err, FB_EINVAL,
+                        "count over '%s' needs the type from the PLC: leave out the type, or "
+                        "address the elements (NAME[i]:TYPE)",
+                        a.name);
     if (!rc && !a.typed) {
         struct fb_err e = {0};
         char sub[32] = "";
@@ -836,8 +842,8 @@ static int ads_parse_address(struct fb_device *dev, struct fb_tag *tag, struct f
                             "(%s:REAL, :DINT, :STRING(80) …); %s",
                             a.name, a.name, e.msg);
         } else {
-            rc = ads_resolve(ad->upl->sym, ad->upl->sym_len, ad->upl->dt, ad->upl->dt_len, a.name, tag->index, sub, sizeof sub, &a.ti,
-                             &e);
+            rc = ads_resolve(ad->upl->sym, ad->upl->sym_len, ad->upl->dt, ad->upl->dt_len, a.name, tag->index, sub,
+                             sizeof sub, &a.ti, &e);
             if (rc) rc = fb_err_set(err, rc == FB_ENOTSUP ? FB_EINVAL : rc, "'%s' %s", a.name, e.msg);
         }
         if (!rc && sub[0] && strlen(a.name) + strlen(sub) <= ADS_MAX_NAME)
@@ -861,9 +867,12 @@ static int ads_parse_address(struct fb_device *dev, struct fb_tag *tag, struct f
     free(tag->addr);
     tag->addr = t;
     tag->type = t->ti.fbtype;
-    if (t->ti.type == ADS_T_STRING) tag->str_len = 2 * t->ti.str_len; /* Latin-1 → UTF-8 */
-    else if (t->ti.type == ADS_T_WSTRING) tag->str_len = 3 * t->ti.str_len; /* UTF-16 unit → ≤ 3 bytes */
-    else if (t->ti.fbtype == FB_T_STRING) tag->str_len = 24; /* DATE / DT as text */
+    if (t->ti.type == ADS_T_STRING)
+        tag->str_len = 2 * t->ti.str_len; /* Latin-1 → UTF-8 */
+    else if (t->ti.type == ADS_T_WSTRING)
+        tag->str_len = 3 * t->ti.str_len; /* UTF-16 unit → ≤ 3 bytes */
+    else if (t->ti.fbtype == FB_T_STRING)
+        tag->str_len = 24; /* DATE / DT as text */
     return 0;
 }
 
@@ -923,8 +932,8 @@ static int ads_plan_cb(struct fb_device *dev, struct fb_group *g, struct fb_err 
     p->rwsubs = calloc(n ? n : 1, sizeof *p->rwsubs);
     p->first = calloc(p->nch, sizeof *p->first);
     p->cnt = calloc(p->nch, sizeof *p->cnt);
-    if (!p->tags || !p->res || !p->doff || !p->data || !p->need || !p->hneed || !p->idx || !p->subs ||
-        !p->rwsubs || !p->first || !p->cnt) {
+    if (!p->tags || !p->res || !p->doff || !p->data || !p->need || !p->hneed || !p->idx || !p->subs || !p->rwsubs ||
+        !p->first || !p->cnt) {
         plan_free(p);
         return fb_err_set(err, FB_ENOMEM, "out of memory");
     }
@@ -947,9 +956,9 @@ struct hctx {
     struct ads_tag **tags; /* the tags of each chunk, in order */
     uint32_t *first;       /* chunk → index of its first tag */
     uint32_t *cnt;
-    bool was_yes;          /* sum read-write was known to work before this call */
-    uint32_t refused;      /* a whole sum command answered 0x701/0x702 */
-    bool worked;           /* a whole sum command was answered */
+    bool was_yes;     /* sum read-write was known to work before this call */
+    uint32_t refused; /* a whole sum command answered 0x701/0x702 */
+    bool worked;      /* a whole sum command was answered */
 };
 
 static void handle_fail(struct ads_tag *t, uint32_t code)
@@ -994,8 +1003,10 @@ static int handles_fn(void *ctx, uint32_t i, uint32_t err, const uint8_t *d, siz
     const uint8_t *dp[ADS_SUM_MAX];
     if (ads_sum_rw_parse(rd, rl, cnt, r, dp, lens)) return FB_EPROTO;
     for (uint32_t k = 0; k < cnt; k++) {
-        if (r[k]) handle_fail(tags[k], r[k]);
-        else handle_take(h->c, tags[k], dp[k], lens[k]);
+        if (r[k])
+            handle_fail(tags[k], r[k]);
+        else
+            handle_take(h->c, tags[k], dp[k], lens[k]);
     }
     return 0;
 }
@@ -1008,7 +1019,8 @@ struct h1ctx {
 static size_t handle_req(void *ctx, uint32_t i, uint8_t *b, size_t cap, const struct ads_hdr *h)
 {
     const struct ads_tag *t = ((struct h1ctx *)ctx)->tags[i];
-    return ads_build_rw(b, cap, h, ADS_IG_HANDLE_BY_NAME, 0, 4, (const uint8_t *)t->name, (uint32_t)strlen(t->name) + 1);
+    return ads_build_rw(b, cap, h, ADS_IG_HANDLE_BY_NAME, 0, 4, (const uint8_t *)t->name,
+                        (uint32_t)strlen(t->name) + 1);
 }
 static int handle_rep(void *ctx, uint32_t i, uint32_t err, const uint8_t *d, size_t n)
 {
@@ -1016,8 +1028,10 @@ static int handle_rep(void *ctx, uint32_t i, uint32_t err, const uint8_t *d, siz
     uint32_t res = err, rl = 0;
     const uint8_t *rd = NULL;
     if (!res && ads_parse_read(d, n, &res, &rd, &rl)) return FB_EPROTO;
-    if (res) handle_fail(x->tags[i], res);
-    else handle_take(x->c, x->tags[i], rd, rl);
+    if (res)
+        handle_fail(x->tags[i], res);
+    else
+        handle_take(x->c, x->tags[i], rd, rl);
     return 0;
 }
 
@@ -1054,9 +1068,8 @@ static int resolve_handles(struct ads_conn *c, const struct ads_opts *o, struct 
             uint32_t rlen;
             size_t w = ads_sum_rw_req(c->w, c->w_cap, subs + first[ch], cnt[ch], &rlen);
             struct ads_hdr h = tmpl_for(c, inv + ch);
-            size_t fl = w ? ads_build_rw(c->tx + len, c->tx_cap - len, &h, ADS_IG_SUM_RW, cnt[ch], rlen, c->w,
-                                         (uint32_t)w)
-                          : 0;
+            size_t fl =
+                w ? ads_build_rw(c->tx + len, c->tx_cap - len, &h, ADS_IG_SUM_RW, cnt[ch], rlen, c->w, (uint32_t)w) : 0;
             if (!fl) rc = FB_EINVAL;
             len += fl;
         }
@@ -1129,15 +1142,15 @@ static int check_symver(struct fb_device *dev, struct ads_conn *c, const char *t
 struct rctx_read {
     struct ads_conn *c;
     struct ads_plan *p;
-    uint32_t *idx;        /* sub k of the whole read → plan index (UINT32_MAX = symbol version) */
+    uint32_t *idx; /* sub k of the whole read → plan index (UINT32_MAX = symbol version) */
     uint32_t *first, *cnt;
     struct ads_sub *subs;
-    uint32_t req_err;     /* an error for the whole request */
+    uint32_t req_err; /* an error for the whole request */
     bool symver_seen;
     uint8_t symver;
-    bool was_yes;         /* sum read was known to work before this round */
-    uint32_t refused;     /* a whole sum read answered 0x701/0x702 */
-    uint32_t answered;    /* requests answered without an error for the whole request */
+    bool was_yes;      /* sum read was known to work before this round */
+    uint32_t refused;  /* a whole sum read answered 0x701/0x702 */
+    uint32_t answered; /* requests answered without an error for the whole request */
 };
 
 static int read_fn(void *ctx, uint32_t i, uint32_t err, const uint8_t *d, size_t n)
@@ -1261,9 +1274,9 @@ static int poll_round(struct fb_device *dev, struct ads_conn *c, struct ads_plan
             uint32_t rlen;
             size_t w = ads_sum_read_req(c->w, c->w_cap, subs + first[ch], cnt[ch], &rlen);
             struct ads_hdr h = tmpl_for(c, inv + ch);
-            size_t fl = w ? ads_build_rw(c->tx + len, c->tx_cap - len, &h, ADS_IG_SUM_READ, cnt[ch], rlen, c->w,
-                                         (uint32_t)w)
-                          : 0;
+            size_t fl =
+                w ? ads_build_rw(c->tx + len, c->tx_cap - len, &h, ADS_IG_SUM_READ, cnt[ch], rlen, c->w, (uint32_t)w)
+                  : 0;
             if (!fl) rc = FB_EINVAL;
             len += fl;
         }
@@ -1312,8 +1325,7 @@ static int poll_round(struct fb_device *dev, struct ads_conn *c, struct ads_plan
                 (p->res[i] == ADSERR_SYM_NOT_FOUND || p->res[i] == ADSERR_SYM_VERSION))
                 stale = true;
         if (stale) {
-            fb_info(dev->name, NULL, "the PLC program changed (symbol version %u): resolving handles again",
-                    c->symver);
+            fb_info(dev->name, NULL, "the PLC program changed (symbol version %u): resolving handles again", c->symver);
             new_epoch(c);
             *redo = true;
         }
@@ -1483,8 +1495,10 @@ static int ads_read(struct fb_device *dev, struct fb_group *g, struct fb_batch *
             }
             struct fb_value v;
             q = ads_decode(&t->ti, p->data + p->doff[i], t->ti.size, &v, sbuf, sizeof sbuf);
-            if (q != FB_Q_GOOD) add_bad(out, t->id, type, q, ts);
-            else fb_batch_add(out, t->id, FB_Q_GOOD, ts, &v);
+            if (q != FB_Q_GOOD)
+                add_bad(out, t->id, type, q, ts);
+            else
+                fb_batch_add(out, t->id, FB_Q_GOOD, ts, &v);
         }
     } else {
         rc = check_symver(dev, c, "adding notifications again");
@@ -1495,9 +1509,12 @@ static int ads_read(struct fb_device *dev, struct fb_group *g, struct fb_batch *
             struct ads_tag *t = p->tags[i];
             uint8_t type = dev->gw->tags[t->id].type;
             uint32_t q;
-            if (rc) q = rc == FB_ETIMEDOUT ? FB_Q_BAD_TIMEOUT : FB_Q_BAD_COMM;
-            else if (t->n_epoch != c->epoch) q = ads_err_quality(t->herr ? t->herr : 0x710, false);
-            else q = t->have_val ? FB_Q_GOOD : FB_Q_BAD_WAITING;
+            if (rc)
+                q = rc == FB_ETIMEDOUT ? FB_Q_BAD_TIMEOUT : FB_Q_BAD_COMM;
+            else if (t->n_epoch != c->epoch)
+                q = ads_err_quality(t->herr ? t->herr : 0x710, false);
+            else
+                q = t->have_val ? FB_Q_GOOD : FB_Q_BAD_WAITING;
             if (!rc && t->n_epoch != c->epoch) failed++;
             if (!rc && q != FB_Q_BAD_WAITING) log_tag(dev, t, q, t->herr);
             if (q != FB_Q_GOOD) {
@@ -1507,8 +1524,10 @@ static int ads_read(struct fb_device *dev, struct fb_group *g, struct fb_batch *
             struct fb_value v;
             q = ads_decode(&t->ti, t->val, t->ti.size, &v, sbuf, sizeof sbuf);
             struct fb_sample *s = q != FB_Q_GOOD ? NULL : fb_batch_add(out, t->id, FB_Q_GOOD, ts, &v);
-            if (q != FB_Q_GOOD) add_bad(out, t->id, type, q, ts);
-            else if (s) s->ts_src = t->val_ts;
+            if (q != FB_Q_GOOD)
+                add_bad(out, t->id, type, q, ts);
+            else if (s)
+                s->ts_src = t->val_ts;
         }
     }
     /* every item the device refused counts, as a failed request does: a PLC
@@ -1524,8 +1543,8 @@ static int ads_read(struct fb_device *dev, struct fb_group *g, struct fb_batch *
 }
 
 /* ------------------------------------------------------------------ write */
-static int write_once(struct fb_device *dev, struct ads_conn *c, struct ads_tag *t, const uint8_t *data,
-                      uint32_t len, uint32_t *res, struct fb_err *err)
+static int write_once(struct fb_device *dev, struct ads_conn *c, struct ads_tag *t, const uint8_t *data, uint32_t len,
+                      uint32_t *res, struct fb_err *err)
 {
     const struct ads_opts *o = &((struct ads_dev *)dev->drv_dev)->o;
     *res = 0;
@@ -1574,8 +1593,8 @@ static int ads_write(struct fb_device *dev, const struct fb_tag *ft, const struc
     }
     if (rc) return rc;
     if (res) {
-        int code = res == 0x704 || res == 0x723 ? FB_EACCES
-                   : res == ADSERR_SYM_NOT_FOUND ? FB_ENOENT
+        int code = res == 0x704 || res == 0x723   ? FB_EACCES
+                   : res == ADSERR_SYM_NOT_FOUND  ? FB_ENOENT
                    : res == 0x705 || res == 0x706 ? FB_EINVAL
                                                   : FB_EEXCEPTION;
         if (code == FB_EINVAL) code = FB_EEXCEPTION; /* the device refused: not a usage error */
@@ -1771,17 +1790,21 @@ int fb_ads_browse(const char *url, FILE *out, struct fb_err *err)
         struct ads_tinfo ti;
         struct fb_err e = {0};
         const char *as = "-";
-        if (ads_resolve(sym, sl, dt, dl, s.name, -1, NULL, 0, &ti, &e) == 0) as = fb_type_name((enum fb_type)ti.fbtype);
-        else if (!strncasecmp(s.type, "ARRAY", 5)) as = "array";
-        else as = "struct";
+        if (ads_resolve(sym, sl, dt, dl, s.name, -1, NULL, 0, &ti, &e) == 0)
+            as = fb_type_name((enum fb_type)ti.fbtype);
+        else if (!strncasecmp(s.type, "ARRAY", 5))
+            as = "array";
+        else
+            as = "struct";
         fprintf(out, "%-40s %-24s %-8s %u\n", s.name, s.type, as, s.size);
         count++;
     }
     free(sym);
     free(dt);
     if (rc < 0) return fb_err_set(err, FB_EPROTO, "malformed symbol upload after %u symbols", count);
-    fprintf(out, "%u symbols; read them by name (MAIN.fTemperature), elements of arrays and structs as "
-                 "MAIN.aValues[3] / MAIN.stRecipe.fSpeed\n",
+    fprintf(out,
+            "%u symbols; read them by name (MAIN.fTemperature), elements of arrays and structs as "
+            "MAIN.aValues[3] / MAIN.stRecipe.fSpeed\n",
             count);
     return 0;
 }

@@ -4,8 +4,8 @@
 #define FB_ADS_H
 #include <stdio.h>
 
-#include "core/model.h"
 #include <stdint.h>
+#include "core/model.h"
 
 extern const struct fb_driver fb_driver_ads;
 
@@ -21,13 +21,13 @@ int fb_ads_browse(const char *url, FILE *out, struct fb_err *err);
  * FB_ETIMEDOUT no answer, FB_EINVAL bad arguments, FB_EIO socket errors;
  * err says which.  The CLI is src/cli/ads_route.c. */
 struct fb_ads_route {
-    const char *host;     /* the PLC */
-    int port;             /* 0: 48899 */
-    const char *net_id;   /* ours, e.g. 192.168.0.5.1.1 */
+    const char *host;   /* the PLC */
+    int port;           /* 0: 48899 */
+    const char *net_id; /* ours, e.g. 192.168.0.5.1.1 */
     const char *user, *password;
-    const char *address;  /* ours as the PLC should use it, NULL: automatic */
-    const char *name;     /* the route's name, NULL: the address */
-    int64_t timeout_ns;   /* 0: 3 s */
+    const char *address;   /* ours as the PLC should use it, NULL: automatic */
+    const char *name;      /* the route's name, NULL: the address */
+    int64_t timeout_ns;    /* 0: 3 s */
     char address_used[64]; /* out: the address registered */
 };
 int fb_ads_add_route(struct fb_ads_route *r, char *plc_netid, size_t len, struct fb_err *err);

@@ -39,20 +39,20 @@
 #include <string.h>
 #include <time.h>
 
-#include "core/model.h"
 #include "core/log.h"
+#include "core/model.h"
 #include "core/plugin.h"
 #include "south/modbus/modbus_proto.h"
 
-#define MB_SILENT_AFTER 3                  /* requests in a row without an answer */
-#define MB_PROBE_MIN_NS 1000000000LL       /* a silent unit is asked again after 1 s … */
-#define MB_PROBE_MAX_NS 30000000000LL      /* … doubling up to 30 s */
+#define MB_SILENT_AFTER 3             /* requests in a row without an answer */
+#define MB_PROBE_MIN_NS 1000000000LL  /* a silent unit is asked again after 1 s … */
+#define MB_PROBE_MAX_NS 30000000000LL /* … doubling up to 30 s */
 
 struct mb_dev {
     struct mb_opts o;
     /* this unit's answers (connection thread only) */
-    int no_answer;      /* requests in a row without an answer: timeouts, exceptions 0A/0B */
-    int link_timeouts;  /* timeouts since anyone last answered on the link (valid while
+    int no_answer;     /* requests in a row without an answer: timeouts, exceptions 0A/0B */
+    int link_timeouts; /* timeouts since anyone last answered on the link (valid while
                          * link_seq equals the link's answer count) */
     uint64_t link_seq;
     bool silent;        /* declared not answering: offline, asked only by probes */
@@ -82,21 +82,28 @@ static enum outcome classify(int e, int *exc)
     if (e == ETIMEDOUT) return OUT_TIMEOUT;
     if (e >= EMBBADCRC && e <= EMBBADSLAVE) return OUT_MALFORMED;
     switch (e) {
-    case ECONNRESET: case EPIPE: case EBADF: case ENOTCONN: case ECONNREFUSED:
-    case ECONNABORTED: case ENETUNREACH: case EHOSTUNREACH: case EIO: case ENXIO: case ENODEV:
-        return OUT_BROKEN;
-    default:
-        return OUT_MALFORMED;
+        case ECONNRESET:
+        case EPIPE:
+        case EBADF:
+        case ENOTCONN:
+        case ECONNREFUSED:
+        case ECONNABORTED:
+        case ENETUNREACH:
+        case EHOSTUNREACH:
+        case EIO:
+        case ENXIO:
+        case ENODEV: return OUT_BROKEN;
+        default: return OUT_MALFORMED;
     }
 }
 
 static uint32_t outcome_quality(enum outcome o, int exc)
 {
     switch (o) {
-    case OUT_EXC: return mb_exception_quality(exc);
-    case OUT_TIMEOUT: return FB_Q_BAD_TIMEOUT;
-    case OUT_MALFORMED: return FB_Q_BAD_COMM;
-    default: return FB_Q_BAD_COMM;
+        case OUT_EXC: return mb_exception_quality(exc);
+        case OUT_TIMEOUT: return FB_Q_BAD_TIMEOUT;
+        case OUT_MALFORMED: return FB_Q_BAD_COMM;
+        default: return FB_Q_BAD_COMM;
     }
 }
 
@@ -229,11 +236,9 @@ static int mb_open(struct fb_conn *c, struct fb_err *err)
     const struct mb_opts *o = &((const struct mb_dev *)c->devs[0]->drv_dev)->o;
     for (uint32_t i = 1; i < c->ndevs; i++) {
         const struct mb_opts *x = &((const struct mb_dev *)c->devs[i]->drv_dev)->o;
-        if (o->transport == MB_RTU &&
-            (x->baud != o->baud || x->parity != o->parity || x->data_bits != o->data_bits ||
-             x->stop_bits != o->stop_bits))
-            return fb_err_set(err, FB_EINVAL,
-                              "devices %s and %s share %s with different serial settings",
+        if (o->transport == MB_RTU && (x->baud != o->baud || x->parity != o->parity || x->data_bits != o->data_bits ||
+                                       x->stop_bits != o->stop_bits))
+            return fb_err_set(err, FB_EINVAL, "devices %s and %s share %s with different serial settings",
                               c->devs[0]->name, c->devs[i]->name, o->device);
     }
     struct mb_conn *mc = calloc(1, sizeof *mc);
@@ -329,9 +334,10 @@ static void unit_unanswered(struct fb_device *dev, struct mb_dev *md, const char
     md->next_probe = now + fb_backoff_next(&md->probe);
     char reason[96];
     snprintf(reason, sizeof reason, "unit %d does not answer (%s)", md->o.unit, why);
-    fb_warn(dev->name, NULL, "unit %d: %d requests in a row without an answer (%s): reported offline, "
-            "asked again in %.1fs; the link stays up for the other units", md->o.unit, md->no_answer, why,
-            (md->next_probe - now) / 1e9);
+    fb_warn(dev->name, NULL,
+            "unit %d: %d requests in a row without an answer (%s): reported offline, "
+            "asked again in %.1fs; the link stays up for the other units",
+            md->o.unit, md->no_answer, why, (md->next_probe - now) / 1e9);
     fb_device_set_state(dev, FB_DEV_OFFLINE, reason);
 }
 
@@ -359,10 +365,10 @@ static void prepare(struct mb_conn *mc, const struct mb_dev *md)
 static int do_read(modbus_t *mb, const struct mb_block *b, struct mb_plan *p)
 {
     switch (b->table) {
-    case MB_HR: return modbus_read_registers(mb, b->start, b->count, p->regs);
-    case MB_IR: return modbus_read_input_registers(mb, b->start, b->count, p->regs);
-    case MB_CO: return modbus_read_bits(mb, b->start, b->count, p->bits);
-    default: return modbus_read_input_bits(mb, b->start, b->count, p->bits);
+        case MB_HR: return modbus_read_registers(mb, b->start, b->count, p->regs);
+        case MB_IR: return modbus_read_input_registers(mb, b->start, b->count, p->regs);
+        case MB_CO: return modbus_read_bits(mb, b->start, b->count, p->bits);
+        default: return modbus_read_input_bits(mb, b->start, b->count, p->bits);
     }
 }
 
@@ -375,15 +381,13 @@ static void add_bad(struct fb_batch *out, const struct fb_tag *t, uint32_t q, in
     fb_batch_add(out, t->id, q, ts, &v);
 }
 
-static void fill_block(struct fb_device *dev, const struct mb_plan *p, const struct mb_block *b,
-                       uint32_t q, struct fb_batch *out, int64_t ts)
+static void fill_block(struct fb_device *dev, const struct mb_plan *p, const struct mb_block *b, uint32_t q,
+                       struct fb_batch *out, int64_t ts)
 {
-    for (uint32_t k = 0; k < b->n; k++)
-        add_bad(out, &dev->gw->tags[p->items[b->first + k].tag], q, ts);
+    for (uint32_t k = 0; k < b->n; k++) add_bad(out, &dev->gw->tags[p->items[b->first + k].tag], q, ts);
 }
 
-static void log_block(struct fb_device *dev, struct mb_plan *p, struct mb_block *b, uint32_t q,
-                      const char *why)
+static void log_block(struct fb_device *dev, struct mb_plan *p, struct mb_block *b, uint32_t q, const char *why)
 {
     const struct fb_tag *t = &dev->gw->tags[p->items[b->first].tag];
     bool changed = b->last_q != q;
@@ -393,10 +397,9 @@ static void log_block(struct fb_device *dev, struct mb_plan *p, struct mb_block 
     char qn[16];
     uint64_t sup = b->rl.suppressed;
     b->rl.suppressed = 0;
-    fb_warn(dev->name, t->name,
-            "read %s:%u (%u %s, %u tag%s) failed: %s → %s%s", mb_table_name(b->table), b->start,
-            b->count, b->table >= MB_CO ? "bits" : "registers", b->n, b->n == 1 ? "" : "s", why,
-            fb_q_name(q, qn), sup ? " (repeated since the last message)" : "");
+    fb_warn(dev->name, t->name, "read %s:%u (%u %s, %u tag%s) failed: %s → %s%s", mb_table_name(b->table), b->start,
+            b->count, b->table >= MB_CO ? "bits" : "registers", b->n, b->n == 1 ? "" : "s", why, fb_q_name(q, qn),
+            sup ? " (repeated since the last message)" : "");
 }
 
 static int mb_read(struct fb_device *dev, struct fb_group *g, struct fb_batch *out)
@@ -442,22 +445,21 @@ static int mb_read(struct fb_device *dev, struct fb_group *g, struct fb_batch *o
             atomic_fetch_add(&dev->m.rtt_count, 1);
             atomic_store(&dev->m.last_success_ns, ts);
             if (b->last_q && fb_q_bad(b->last_q))
-                fb_info(dev->name, dev->gw->tags[p->items[b->first].tag].name,
-                        "read %s:%u recovered", mb_table_name(b->table), b->start);
+                fb_info(dev->name, dev->gw->tags[p->items[b->first].tag].name, "read %s:%u recovered",
+                        mb_table_name(b->table), b->start);
             b->last_q = FB_Q_GOOD;
             for (uint32_t k = 0; k < b->n; k++) {
                 const struct mb_item *it = &p->items[b->first + k];
                 unsigned off = (unsigned)(it->a->addr - b->start);
                 struct fb_value v;
                 bool bits = b->table == MB_CO || b->table == MB_DI;
-                uint32_t q = mb_decode(it->a, bits ? NULL : p->regs + off,
-                                       bits ? p->bits + off : NULL, &v, p->sbuf, sizeof p->sbuf);
+                uint32_t q = mb_decode(it->a, bits ? NULL : p->regs + off, bits ? p->bits + off : NULL, &v, p->sbuf,
+                                       sizeof p->sbuf);
                 if (q != FB_Q_GOOD) {
                     atomic_fetch_add(&dev->m.errors, 1); /* an item the device gave us unusable */
                     struct fb_ratelimit *rl = &b->rl;
                     if (fb_ratelimit_ok(rl, t1))
-                        fb_warn(dev->name, dev->gw->tags[it->tag].name,
-                                "cannot decode %s value (invalid BCD digit)",
+                        fb_warn(dev->name, dev->gw->tags[it->tag].name, "cannot decode %s value (invalid BCD digit)",
                                 fb_type_name((enum fb_type)it->a->type));
                     add_bad(out, &dev->gw->tags[it->tag], q, ts);
                 } else {
@@ -488,8 +490,8 @@ static int mb_read(struct fb_device *dev, struct fb_group *g, struct fb_batch *o
             if (exc == 2 && mb_plan_can_split(p, bi)) {
                 fb_info(dev->name, dev->gw->tags[p->items[b->first].tag].name,
                         "%s:%u..%u answered exception 02 (illegal data address): reading its "
-                        "%u tags one by one from now on", mb_table_name(b->table), b->start,
-                        b->start + b->count - 1u, b->n);
+                        "%u tags one by one from now on",
+                        mb_table_name(b->table), b->start, b->start + b->count - 1u, b->n);
                 mb_plan_split(p, bi);
                 continue; /* retry the first part right away */
             }
@@ -535,21 +537,19 @@ static int write_fail(struct mb_conn *mc, const struct fb_tag *t, int e, struct 
     char why[128];
     outcome_text(o, exc, e, why, sizeof why);
     if (o == OUT_TIMEOUT || o == OUT_MALFORMED) modbus_flush(mc->mb);
-    int code = o == OUT_EXC ? FB_EEXCEPTION : o == OUT_TIMEOUT ? FB_ETIMEDOUT
-               : o == OUT_MALFORMED ? FB_EPROTO : FB_EIO;
+    int code = o == OUT_EXC ? FB_EEXCEPTION : o == OUT_TIMEOUT ? FB_ETIMEDOUT : o == OUT_MALFORMED ? FB_EPROTO : FB_EIO;
     return fb_err_set(err, code, "write to %s (%s) failed: %s", t->name, t->addr_text, why);
 }
 
-static int mb_write(struct fb_device *dev, const struct fb_tag *t, const struct fb_value *v,
-                    struct fb_err *err)
+static int mb_write(struct fb_device *dev, const struct fb_tag *t, const struct fb_value *v, struct fb_err *err)
 {
     const struct mb_addr *a = t->addr;
     struct mb_dev *md = dev->drv_dev;
     struct mb_conn *mc = dev->conn ? dev->conn->ctx : NULL;
     if (!a) return fb_err_set(err, FB_EINVAL, "tag %s has no address", t->name);
     if (a->table == MB_IR || a->table == MB_DI)
-        return fb_err_set(err, FB_EACCES, "%s (%s) is read-only: %s cannot be written", t->name,
-                          t->addr_text, a->table == MB_IR ? "input registers" : "discrete inputs");
+        return fb_err_set(err, FB_EACCES, "%s (%s) is read-only: %s cannot be written", t->name, t->addr_text,
+                          a->table == MB_IR ? "input registers" : "discrete inputs");
     uint16_t regs[MB_MAX_WRITE_REGS];
     int n = mb_encode(a, v, regs, MB_MAX_WRITE_REGS, err);
     if (n < 0) return n;
@@ -574,8 +574,7 @@ static int mb_write(struct fb_device *dev, const struct fb_tag *t, const struct 
                                              : modbus_write_register(mc->mb, a->addr, cur);
             }
         } else {
-            rc = modbus_mask_write_register(mc->mb, a->addr, (uint16_t)~mask,
-                                            regs[0] ? mask : 0);
+            rc = modbus_mask_write_register(mc->mb, a->addr, (uint16_t)~mask, regs[0] ? mask : 0);
         }
     } else if (n == 1 && !md->o.write_single_fc16) {
         rc = modbus_write_register(mc->mb, a->addr, regs[0]);

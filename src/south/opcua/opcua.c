@@ -58,8 +58,8 @@ static int parse_u32(const char *k, const char *v, uint64_t lo, uint64_t hi, uin
     errno = 0;
     unsigned long long x = strtoull(v, &end, 10);
     if (*end || end == v || errno || x < lo || x > hi)
-        return fb_err_set(err, FB_EINVAL, "%s=%s: expected a number from %llu to %llu", k, v,
-                          (unsigned long long)lo, (unsigned long long)hi);
+        return fb_err_set(err, FB_EINVAL, "%s=%s: expected a number from %llu to %llu", k, v, (unsigned long long)lo,
+                          (unsigned long long)hi);
     *out = (uint32_t)x;
     return 0;
 }
@@ -73,7 +73,8 @@ static int opts_parse(const struct fb_url *u, const char *url_text, int64_t def_
     o->port = u->port ? u->port : UA_DEFAULT_PORT;
     const char *q = strchr(url_text, '?');
     size_t n = q ? (size_t)(q - url_text) : strlen(url_text);
-    if (n >= sizeof o->endpoint) return fb_err_set(err, FB_EINVAL, "endpoint URL longer than %zu bytes", sizeof o->endpoint);
+    if (n >= sizeof o->endpoint)
+        return fb_err_set(err, FB_EINVAL, "endpoint URL longer than %zu bytes", sizeof o->endpoint);
     memcpy(o->endpoint, url_text, n);
     o->endpoint[n] = 0;
     o->timeout_ns = def_timeout > 0 ? def_timeout : 1000000000LL;
@@ -93,9 +94,12 @@ static int opts_parse(const struct fb_url *u, const char *url_text, int64_t def_
             if (fb_parse_duration(v, &o->timeout_ns) < 0 || o->timeout_ns <= 0)
                 rc = fb_err_set(err, FB_EINVAL, "timeout=%s: expected a duration such as 2s", v);
         } else if (!strcmp(k, "mode")) {
-            if (!strcmp(v, "subscribe")) o->subscribe = true;
-            else if (!strcmp(v, "poll")) o->subscribe = false;
-            else rc = fb_err_set(err, FB_EINVAL, "mode=%s: expected poll or subscribe", v);
+            if (!strcmp(v, "subscribe"))
+                o->subscribe = true;
+            else if (!strcmp(v, "poll"))
+                o->subscribe = false;
+            else
+                rc = fb_err_set(err, FB_EINVAL, "mode=%s: expected poll or subscribe", v);
         } else if (!strcmp(k, "user")) {
             free(o->user);
             o->user = strdup(v);
@@ -109,10 +113,14 @@ static int opts_parse(const struct fb_url *u, const char *url_text, int64_t def_
             free(o->user_key);
             o->user_key = strdup(v);
         } else if (!strcmp(k, "check_names")) {
-            if (!strcmp(v, "refuse")) o->strict_names = true;
-            else if (!strcmp(v, "warn")) o->strict_names = false;
-            else if (!strcmp(v, "off")) o->no_names = true;
-            else rc = fb_err_set(err, FB_EINVAL, "check_names=%s: expected warn, refuse or off", v);
+            if (!strcmp(v, "refuse"))
+                o->strict_names = true;
+            else if (!strcmp(v, "warn"))
+                o->strict_names = false;
+            else if (!strcmp(v, "off"))
+                o->no_names = true;
+            else
+                rc = fb_err_set(err, FB_EINVAL, "check_names=%s: expected warn, refuse or off", v);
         } else if (!strcmp(k, "auth_retry")) {
             if (fb_parse_duration(v, &o->auth_retry_ns) < 0 || o->auth_retry_ns < 1000000000LL ||
                 o->auth_retry_ns > 86400000000000LL)
@@ -121,22 +129,26 @@ static int opts_parse(const struct fb_url *u, const char *url_text, int64_t def_
             int64_t ns;
             if (fb_parse_duration(v, &ns) < 0 || ns < 1000000000LL || ns > 86400000000000LL)
                 rc = fb_err_set(err, FB_EINVAL, "lifetime=%s: expected a duration from 1s to 24h", v);
-            else o->lifetime_ms = (uint32_t)(ns / 1000000);
+            else
+                o->lifetime_ms = (uint32_t)(ns / 1000000);
         } else if (!strcmp(k, "session_timeout")) {
             int64_t ns;
             if (fb_parse_duration(v, &ns) < 0 || ns < 1000000000LL || ns > 86400000000000LL)
                 rc = fb_err_set(err, FB_EINVAL, "session_timeout=%s: expected a duration from 1s to 24h", v);
-            else o->session_ms = (uint32_t)(ns / 1000000);
+            else
+                o->session_ms = (uint32_t)(ns / 1000000);
         } else if (!strcmp(k, "chunk")) {
             uint64_t b;
             if (fb_parse_size(v, &b) < 0 || b < UA_MIN_BUF || b > (16u << 20))
                 rc = fb_err_set(err, FB_EINVAL, "chunk=%s: expected a size from 8192 to 16MiB", v);
-            else o->chunk = (uint32_t)b;
+            else
+                o->chunk = (uint32_t)b;
         } else if (!strcmp(k, "max_message")) {
             uint64_t b;
             if (fb_parse_size(v, &b) < 0 || b < UA_MIN_BUF || b > (256u << 20))
                 rc = fb_err_set(err, FB_EINVAL, "max_message=%s: expected a size from 8192 to 256MiB", v);
-            else o->max_msg = (uint32_t)b;
+            else
+                o->max_msg = (uint32_t)b;
         } else if (!strcmp(k, "queue")) {
             rc = parse_u32(k, v, 1, 100000, &o->queue, err);
         } else if (!strcmp(k, "max_batch")) {
@@ -144,7 +156,7 @@ static int opts_parse(const struct fb_url *u, const char *url_text, int64_t def_
         } else if (!strcmp(k, "depth")) {
             uint32_t d = 0;
             rc = parse_u32(k, v, 1, 64, &d, err);
-            if (rc == 0) o->depth = (int)d;  /* a refused value leaves the default */
+            if (rc == 0) o->depth = (int)d; /* a refused value leaves the default */
         } else if (!strcmp(k, "node")) {
             free(o->node);
             o->node = strdup(v);
@@ -153,17 +165,23 @@ static int opts_parse(const struct fb_url *u, const char *url_text, int64_t def_
         } else if (!strcmp(k, "security_mode")) {
             mode = v;
         } else if (!strcmp(k, "pki")) {
-            if (!v[0] || strlen(v) >= sizeof o->pki) rc = fb_err_set(err, FB_EINVAL, "pki=: expected a directory");
-            else snprintf(o->pki, sizeof o->pki, "%s", v);
+            if (!v[0] || strlen(v) >= sizeof o->pki)
+                rc = fb_err_set(err, FB_EINVAL, "pki=: expected a directory");
+            else
+                snprintf(o->pki, sizeof o->pki, "%s", v);
         } else if (!strcmp(k, "trust_server")) {
-            if (!strcmp(v, "auto")) o->auto_trust = true;
-            else if (!strcmp(v, "list")) o->auto_trust = false;
-            else rc = fb_err_set(err, FB_EINVAL, "trust_server=%s: expected auto (trust on first use) or list", v);
+            if (!strcmp(v, "auto"))
+                o->auto_trust = true;
+            else if (!strcmp(v, "list"))
+                o->auto_trust = false;
+            else
+                rc = fb_err_set(err, FB_EINVAL, "trust_server=%s: expected auto (trust on first use) or list", v);
         } else {
             rc = fb_err_set(err, FB_EINVAL,
                             "unknown opc.tcp URL key '%s' (timeout, mode, user, password_file, user_cert, user_key, "
                             "lifetime, session_timeout, chunk, max_message, queue, max_batch, depth, node, "
-                            "security_policy, security_mode, pki, trust_server, check_names, auth_retry)", k);
+                            "security_policy, security_mode, pki, trust_server, check_names, auth_retry)",
+                            k);
         }
         if (rc) return rc;
     }
@@ -174,14 +192,17 @@ static int opts_parse(const struct fb_url *u, const char *url_text, int64_t def_
     o->mode = !strcmp(mode, "None") ? 1 : !strcmp(mode, "Sign") ? 2 : !strcmp(mode, "SignAndEncrypt") ? 3 : 0;
     if (!o->mode) return fb_err_set(err, FB_EINVAL, "security_mode=%s: expected None, Sign or SignAndEncrypt", mode);
     if (!strcmp(pol, "None") && o->mode != 1)
-        return fb_err_set(err, FB_EINVAL, "security_mode=%s needs security_policy=Basic256Sha256 (or "
-                                          "Aes128_Sha256_RsaOaep)", mode);
+        return fb_err_set(err, FB_EINVAL,
+                          "security_mode=%s needs security_policy=Basic256Sha256 (or "
+                          "Aes128_Sha256_RsaOaep)",
+                          mode);
     if (strcmp(pol, "None") && o->mode == 1) o->mode = 3; /* a policy without a mode: encrypt */
     if (!o->pki[0]) snprintf(o->pki, sizeof o->pki, "/var/lib/fieldbridge/pki");
     if (o->password_file && !o->user) return fb_err_set(err, FB_EINVAL, "password_file= needs user=");
     if (!o->user_cert != !o->user_key)
-        return fb_err_set(err, FB_EINVAL, "user_cert= and user_key= go together (the user's certificate and its "
-                                          "private key, readable only by its owner)");
+        return fb_err_set(err, FB_EINVAL,
+                          "user_cert= and user_key= go together (the user's certificate and its "
+                          "private key, readable only by its owner)");
     if (o->user_cert && o->user)
         return fb_err_set(err, FB_EINVAL, "user= and user_cert= exclude each other: one user identity per session");
     if (o->user && !o->password_file)
@@ -369,7 +390,8 @@ static void opcua_close(struct fb_conn *fc)
 static int opcua_open(struct fb_conn *fc, struct fb_err *err)
 {
     opcua_close(fc);
-    if (!fc->ndevs || !fc->devs[0]->drv_dev) return fb_err_set(err, FB_EINVAL, "connection %s has no OPC UA device", fc->key);
+    if (!fc->ndevs || !fc->devs[0]->drv_dev)
+        return fb_err_set(err, FB_EINVAL, "connection %s has no OPC UA device", fc->key);
     const struct ua_opts *o = &((const struct ua_dev *)fc->devs[0]->drv_dev)->o;
     /* the session must outlive the longest gap between requests */
     uint32_t session_ms = o->session_ms;
@@ -427,8 +449,10 @@ static int opcua_read(struct fb_device *dev, struct fb_group *g, struct fb_batch
     if (ud->o.subscribe) {
         atomic_fetch_add(&dev->m.requests, 1);
         int rc = ua_sub_read(dev, c, p, out);
-        if (rc) atomic_fetch_add(&dev->m.errors, 1);
-        else atomic_store(&dev->m.last_success_ns, fb_now_ns());
+        if (rc)
+            atomic_fetch_add(&dev->m.errors, 1);
+        else
+            atomic_store(&dev->m.last_success_ns, fb_now_ns());
         return rc;
     }
     /* poll: unresolved tags are bad without asking; the rest in batched Reads */
@@ -466,7 +490,8 @@ static int opcua_read(struct fb_device *dev, struct fb_group *g, struct fb_batch
         for (uint32_t i = 0; i < n; i++) {
             bool found = false;
             for (uint32_t k = 0; k < out->n && !found; k++) found = out->s[k].tag == ids[i];
-            if (!found) ua_add_bad(out, &dev->gw->tags[ids[i]], rc == FB_ETIMEDOUT ? FB_Q_BAD_TIMEOUT : FB_Q_BAD_COMM, now);
+            if (!found)
+                ua_add_bad(out, &dev->gw->tags[ids[i]], rc == FB_ETIMEDOUT ? FB_Q_BAD_TIMEOUT : FB_Q_BAD_COMM, now);
         }
         free(ids);
         fb_warn(dev->name, NULL, "%s", err.msg[0] ? err.msg : fb_strerror(rc));
@@ -536,17 +561,20 @@ static int opcua_write(struct fb_device *dev, const struct fb_tag *t, const stru
     struct ua_resphdr rh;
     uint32_t st = 0;
     rc = ua_write_resp(c->ra.buf, c->ra.len, &rh, &st);
-    if (rc == FB_EEXCEPTION) st = rh.result;
-    else if (rc) return ua_svc_error(c, "Write", rc, &rh, err);
+    if (rc == FB_EEXCEPTION)
+        st = rh.result;
+    else if (rc)
+        return ua_svc_error(c, "Write", rc, &rh, err);
     if (st & 0x80000000u) {
         char qb[16];
         uint32_t sc = st & 0xFFFF0000u;
         atomic_fetch_add(&dev->m.write_errors, 1);
         int code = sc == FB_Q_BAD_NOT_WRITABLE || sc == 0x801F0000u ? FB_EACCES
-                 : sc == FB_Q_BAD_NODE_UNKNOWN ? FB_ENOENT
-                 : sc == FB_Q_BAD_TYPE_MISMATCH ? FB_EINVAL
-                 : sc == FB_Q_BAD_OUT_OF_RANGE ? FB_ERANGE
-                 : ua_session_lost(sc) ? FB_EIO : FB_EEXCEPTION;
+                   : sc == FB_Q_BAD_NODE_UNKNOWN                    ? FB_ENOENT
+                   : sc == FB_Q_BAD_TYPE_MISMATCH                   ? FB_EINVAL
+                   : sc == FB_Q_BAD_OUT_OF_RANGE                    ? FB_ERANGE
+                   : ua_session_lost(sc)                            ? FB_EIO
+                                                                    : FB_EEXCEPTION;
         return fb_err_set(err, code, "write to %s (%s) refused: %s", t->name, t->addr_text, ua_status_text(st, qb));
     }
     return 0;
@@ -556,15 +584,15 @@ static int opcua_write(struct fb_device *dev, const struct fb_tag *t, const stru
 static const char *node_class_name(uint32_t nc)
 {
     switch (nc) {
-    case 1: return "Object";
-    case 2: return "Variable";
-    case 4: return "Method";
-    case 8: return "ObjectType";
-    case 16: return "VariableType";
-    case 32: return "ReferenceType";
-    case 64: return "DataType";
-    case 128: return "View";
-    default: return "?";
+        case 1: return "Object";
+        case 2: return "Variable";
+        case 4: return "Method";
+        case 8: return "ObjectType";
+        case 16: return "VariableType";
+        case 32: return "ReferenceType";
+        case 64: return "DataType";
+        case 128: return "View";
+        default: return "?";
     }
 }
 
@@ -639,8 +667,10 @@ static int browse_node(struct ua_conn *c, const struct ua_nodeid *node, int dept
             }
             b->nc = r.node_class;
             int nl = r.browse_name.name.len > 0 ? r.browse_name.name.len : 0;
-            if (r.browse_name.ns) snprintf(b->name, sizeof b->name, "%u:%.*s", r.browse_name.ns, nl, r.browse_name.name.p);
-            else snprintf(b->name, sizeof b->name, "%.*s", nl, nl ? r.browse_name.name.p : "");
+            if (r.browse_name.ns)
+                snprintf(b->name, sizeof b->name, "%u:%.*s", r.browse_name.ns, nl, r.browse_name.name.p);
+            else
+                snprintf(b->name, sizeof b->name, "%.*s", nl, nl ? r.browse_name.name.p : "");
             nk++;
         }
         if (d.err && !rc) rc = fb_err_set(err, FB_EPROTO, "%s: malformed Browse response", c->where);
@@ -684,8 +714,10 @@ static int browse_node(struct ua_conn *c, const struct ua_nodeid *node, int dept
             uint8_t ty = types[vi], ac = acc[vi];
             uint32_t dn = dtnum[vi];
             vi++;
-            if (ty == 0xFF) fprintf(out, "  DataType i=%u", dn);
-            else fprintf(out, "  %s", ty ? ua_builtin_name(ty) : "?");
+            if (ty == 0xFF)
+                fprintf(out, "  DataType i=%u", dn);
+            else
+                fprintf(out, "  %s", ty ? ua_builtin_name(ty) : "?");
             fprintf(out, "  %s%s", ac & 1 ? "r" : "-", ac & 2 ? "w" : "-");
             if (ty && ty != 0xFF && ua_builtin[ty].fbtype) fprintf(out, "  (%s)", fb_type_name(ua_builtin[ty].fbtype));
         }

@@ -39,9 +39,9 @@
 static bool auth_refused(uint32_t sc)
 {
     sc &= 0xFFFF0000u;
-    return sc == 0x801F0000u    /* BadUserAccessDenied */
-           || sc == 0x80200000u /* BadIdentityTokenInvalid */
-           || sc == 0x80210000u /* BadIdentityTokenRejected */
+    return sc == 0x801F0000u     /* BadUserAccessDenied */
+           || sc == 0x80200000u  /* BadIdentityTokenInvalid */
+           || sc == 0x80210000u  /* BadIdentityTokenRejected */
            || sc == 0x80570000u; /* BadUserSignatureInvalid */
 }
 
@@ -50,16 +50,21 @@ static int recv_frame(struct ua_conn *c, int64_t deadline, struct fb_err *err)
 {
     int rc = fb_net_recv_all(c->fd, c->rx, UA_HDR_LEN, deadline);
     if (rc) {
-        if (rc == FB_EIO) fb_err_set(err, rc, "%s closed the connection", c->where);
-        else fb_err_set(err, rc, "%s: no answer within %.3gs", c->where, c->o->timeout_ns / 1e9);
+        if (rc == FB_EIO)
+            fb_err_set(err, rc, "%s closed the connection", c->where);
+        else
+            fb_err_set(err, rc, "%s: no answer within %.3gs", c->where, c->o->timeout_ns / 1e9);
         return rc;
     }
     char type[4], chunk;
     int size = ua_hdr_peek(c->rx, UA_HDR_LEN, 0, type, &chunk);
-    if (size < 0) return fb_err_set(err, FB_EPROTO, "%s: not an OPC UA TCP message (is this an OPC UA server?)", c->where);
+    if (size < 0)
+        return fb_err_set(err, FB_EPROTO, "%s: not an OPC UA TCP message (is this an OPC UA server?)", c->where);
     if ((uint32_t)size > c->ours.recv_buf)
-        return fb_err_set(err, FB_EPROTO, "%s sent a %d-byte chunk, more than our receive buffer of %u bytes "
-                                          "(BadTcpMessageTooLarge)", c->where, size, c->ours.recv_buf);
+        return fb_err_set(err, FB_EPROTO,
+                          "%s sent a %d-byte chunk, more than our receive buffer of %u bytes "
+                          "(BadTcpMessageTooLarge)",
+                          c->where, size, c->ours.recv_buf);
     rc = fb_net_recv_all(c->fd, c->rx + UA_HDR_LEN, (size_t)size - UA_HDR_LEN, deadline);
     if (rc) return fb_err_set(err, rc, "%s: connection lost in the middle of a message", c->where);
     return size;
@@ -91,24 +96,28 @@ int ua_recv_msg(struct ua_conn *c, int64_t deadline, uint32_t *req_id, struct fb
             f.chunk = (char)c->rx[3];
             int src;
             if (!memcmp(c->rx, "OPN", 3))
-                src = ua_sec_opn_open(&c->sec, c->rx, (size_t)size, c->plain, c->ours.recv_buf, &f.channel_id,
-                                      &f.seq, &f.req_id, &f.body, &f.body_len);
+                src = ua_sec_opn_open(&c->sec, c->rx, (size_t)size, c->plain, c->ours.recv_buf, &f.channel_id, &f.seq,
+                                      &f.req_id, &f.body, &f.body_len);
             else {
-                src = ua_sec_sym_open(&c->sec, c->rx, (size_t)size, &f.token_id, &f.seq, &f.req_id, &f.body,
-                                      &f.body_len);
-                f.channel_id = size >= 12 ? (uint32_t)c->rx[8] | (uint32_t)c->rx[9] << 8 |
-                                                (uint32_t)c->rx[10] << 16 | (uint32_t)c->rx[11] << 24 : 0;
+                src =
+                    ua_sec_sym_open(&c->sec, c->rx, (size_t)size, &f.token_id, &f.seq, &f.req_id, &f.body, &f.body_len);
+                f.channel_id = size >= 12 ? (uint32_t)c->rx[8] | (uint32_t)c->rx[9] << 8 | (uint32_t)c->rx[10] << 16 |
+                                                (uint32_t)c->rx[11] << 24
+                                          : 0;
             }
             if (src == FB_EACCES)
-                return fb_err_set(err, FB_EPROTO, "%s: a %.3s chunk failed its signature or decryption check "
-                                                  "(BadSecurityChecksFailed)", c->where, (const char *)c->rx);
+                return fb_err_set(err, FB_EPROTO,
+                                  "%s: a %.3s chunk failed its signature or decryption check "
+                                  "(BadSecurityChecksFailed)",
+                                  c->where, (const char *)c->rx);
             if (src < 0)
-                return fb_err_set(err, FB_EPROTO, "%s sent a malformed secured %.3s chunk", c->where, (const char *)c->rx);
+                return fb_err_set(err, FB_EPROTO, "%s sent a malformed secured %.3s chunk", c->where,
+                                  (const char *)c->rx);
         } else if (ua_frame_parse(c->rx, (size_t)size, &f) < 0)
             return fb_err_set(err, FB_EPROTO, "%s sent a malformed %.3s chunk", c->where, (const char *)c->rx);
         if (c->channel_open && f.channel_id != c->channel_id)
-            return fb_err_set(err, FB_EPROTO, "%s answered on secure channel %u, ours is %u", c->where,
-                              f.channel_id, c->channel_id);
+            return fb_err_set(err, FB_EPROTO, "%s answered on secure channel %u, ours is %u", c->where, f.channel_id,
+                              c->channel_id);
         int rc = ua_reasm_add(&c->ra, &f);
         if (rc == 1) {
             *req_id = f.req_id;
@@ -116,8 +125,9 @@ int ua_recv_msg(struct ua_conn *c, int64_t deadline, uint32_t *req_id, struct fb
         }
         if (rc == 0) continue;
         if (rc == FB_ERANGE)
-            return fb_err_set(err, FB_EPROTO, "%s sent a message larger than our limit of %u bytes "
-                                              "(raise max_message= or read fewer nodes per request)",
+            return fb_err_set(err, FB_EPROTO,
+                              "%s sent a message larger than our limit of %u bytes "
+                              "(raise max_message= or read fewer nodes per request)",
                               c->where, c->ours.max_msg);
         if (rc == FB_EEXCEPTION) {
             struct ua_dec d;
@@ -132,15 +142,15 @@ int ua_recv_msg(struct ua_conn *c, int64_t deadline, uint32_t *req_id, struct fb
 }
 
 /* Sends body[0..n) as a message of `type` in chunks.  *rid gets its request id. */
-int ua_send_msg(struct ua_conn *c, const char *type, const uint8_t *body, size_t n, uint32_t *rid,
-                    struct fb_err *err)
+int ua_send_msg(struct ua_conn *c, const char *type, const uint8_t *body, size_t n, uint32_t *rid, struct fb_err *err)
 {
-    size_t room = c->secure ? (type[0] == 'O' ? (size_t)-1 / 2 : ua_sec_sym_room(&c->sec, c->send_chunk))
-                : type[0] == 'O' ? ua_chunk_room("OPN", c->send_chunk) : ua_chunk_room("MSG", c->send_chunk);
+    size_t room = c->secure        ? (type[0] == 'O' ? (size_t)-1 / 2 : ua_sec_sym_room(&c->sec, c->send_chunk))
+                  : type[0] == 'O' ? ua_chunk_room("OPN", c->send_chunk)
+                                   : ua_chunk_room("MSG", c->send_chunk);
     size_t nchunks = n ? (n + room - 1) / room : 1;
     if (c->peer.max_msg && n > c->peer.max_msg)
-        return fb_err_set(err, FB_ERANGE, "request of %zu bytes exceeds the server's message limit of %u bytes",
-                          n, c->peer.max_msg);
+        return fb_err_set(err, FB_ERANGE, "request of %zu bytes exceeds the server's message limit of %u bytes", n,
+                          c->peer.max_msg);
     if (c->peer.max_chunks && nchunks > c->peer.max_chunks)
         return fb_err_set(err, FB_ERANGE, "request needs %zu chunks, the server accepts %u", nchunks,
                           c->peer.max_chunks);
@@ -152,12 +162,12 @@ int ua_send_msg(struct ua_conn *c, const char *type, const uint8_t *body, size_t
         size_t k = n - off < room ? n - off : room;
         bool last = off + k >= n;
         if (++c->seq > 4294966271u) c->seq = 1; /* wrap below 1024 (Part 6 §6.7.2.4) */
-        size_t fl = !c->secure ? ua_chunk_build(c->tx, c->send_chunk, type, last ? 'F' : 'C', c->channel_id,
-                                                c->token_id, c->seq, c->req_id, body + off, k)
-                  : type[0] == 'O' ? ua_sec_opn_build(&c->sec, c->tx, c->send_chunk, c->channel_id, c->seq, c->req_id,
-                                                      body + off, k)
-                  : ua_sec_sym_build(&c->sec, c->tx, c->send_chunk, type, last ? 'F' : 'C', c->channel_id,
-                                     c->token_id, c->seq, c->req_id, body + off, k);
+        size_t fl = !c->secure       ? ua_chunk_build(c->tx, c->send_chunk, type, last ? 'F' : 'C', c->channel_id,
+                                                      c->token_id, c->seq, c->req_id, body + off, k)
+                    : type[0] == 'O' ? ua_sec_opn_build(&c->sec, c->tx, c->send_chunk, c->channel_id, c->seq, c->req_id,
+                                                        body + off, k)
+                                     : ua_sec_sym_build(&c->sec, c->tx, c->send_chunk, type, last ? 'F' : 'C',
+                                                        c->channel_id, c->token_id, c->seq, c->req_id, body + off, k);
         if (!fl) return fb_err_set(err, FB_EINVAL, "internal: chunk does not fit");
         int rc = fb_net_send_all(c->fd, c->tx, fl, deadline);
         if (rc) return fb_err_set(err, rc, "%s: connection lost while sending", c->where);
@@ -262,10 +272,11 @@ int ua_renew(struct ua_conn *c, uint32_t request_type, struct fb_err *err)
     struct ua_token t;
     rc = ua_opn_resp(c->ra.buf, c->ra.len, &rh, &t);
     if (rc) return ua_svc_error(c, request_type ? "renewing the secure channel" : "OpenSecureChannel", rc, &rh, err);
-    if (request_type == 0) c->channel_id = t.channel_id;
+    if (request_type == 0)
+        c->channel_id = t.channel_id;
     else if (t.channel_id != c->channel_id)
-        return fb_err_set(err, FB_EPROTO, "%s renewed another secure channel (%u, ours %u)", c->where,
-                          t.channel_id, c->channel_id);
+        return fb_err_set(err, FB_EPROTO, "%s renewed another secure channel (%u, ours %u)", c->where, t.channel_id,
+                          c->channel_id);
     if (c->secure && ua_sec_derive(&c->sec, (const uint8_t *)t.server_nonce.p, t.server_nonce.len, t.token_id) < 0)
         return fb_err_set(err, FB_EPROTO, "%s sent a server nonce of %d bytes (32 expected)", c->where,
                           t.server_nonce.len);
@@ -365,12 +376,12 @@ static int transport_open(struct ua_conn *c, struct fb_err *err)
 /* ---------------------------------------------------------- connecting */
 /* What GetEndpoints told us about the endpoint we will use. */
 struct ua_ep {
-    char policy_id[128];         /* the user token policy for our login */
-    char token_policy_uri[128];  /* its security policy ("" = the channel's) */
-    char app_uri[256];           /* the server's application URI */
-    uint8_t *server_cert;        /* owned */
+    char policy_id[128];        /* the user token policy for our login */
+    char token_policy_uri[128]; /* its security policy ("" = the channel's) */
+    char app_uri[256];          /* the server's application URI */
+    uint8_t *server_cert;       /* owned */
     int32_t server_cert_len;
-    uint8_t snonce[64];          /* the session's server nonce (CreateSession) */
+    uint8_t snonce[64]; /* the session's server nonce (CreateSession) */
     int32_t snonce_len;
 };
 
@@ -480,8 +491,10 @@ static int secure_channel(struct ua_conn *c, struct ua_ep *ep, struct ua_memo *m
     /* said once, and again only when it changes: not at every reconnect */
     if (!memo || strcmp(memo->cert_warn, warn)) {
         if (warn[0])
-            fb_warn(c->dev_name, NULL, "OPC UA server %s: %s (accepted; check_names=refuse refuses such servers, "
-                                       "check_names=off stops comparing names)", c->where, warn);
+            fb_warn(c->dev_name, NULL,
+                    "OPC UA server %s: %s (accepted; check_names=refuse refuses such servers, "
+                    "check_names=off stops comparing names)",
+                    c->where, warn);
         else if (memo && memo->cert_warn[0])
             fb_info(c->dev_name, NULL, "OPC UA server %s: its certificate names the host and application URI now",
                     c->where);
@@ -504,12 +517,18 @@ static int create_session(struct ua_conn *c, uint32_t session_ms, struct ua_ep *
 {
     const struct ua_opts *o = c->o;
     uint8_t nonce[32];
-    if (ua_secure_random(nonce, sizeof nonce) < 0) return fb_err_set(err, FB_EIO, "no random bytes for the session nonce");
-    struct ua_session_req sr = {.app_uri = UA_APP_URI, .product_uri = "urn:fieldbridge",
-                                .app_name = "fieldbridge", .endpoint_url = o->endpoint,
+    if (ua_secure_random(nonce, sizeof nonce) < 0)
+        return fb_err_set(err, FB_EIO, "no random bytes for the session nonce");
+    struct ua_session_req sr = {.app_uri = UA_APP_URI,
+                                .product_uri = "urn:fieldbridge",
+                                .app_name = "fieldbridge",
+                                .endpoint_url = o->endpoint,
                                 .session_name = c->dev_name && c->dev_name[0] ? c->dev_name : "fieldbridge",
-                                .nonce = nonce, .nonce_len = 32, .timeout_ms = session_ms,
-                                .cert = c->secure ? c->sec.own_cert : NULL, .cert_len = c->sec.own_cert_len};
+                                .nonce = nonce,
+                                .nonce_len = 32,
+                                .timeout_ms = session_ms,
+                                .cert = c->secure ? c->sec.own_cert : NULL,
+                                .cert_len = c->sec.own_cert_len};
     struct ua_enc e;
     ua_enc_init(&e, c->body, UA_BODY_CAP);
     struct ua_reqhdr h = ua_reqhdr(c, 0);
@@ -530,8 +549,10 @@ static int create_session(struct ua_conn *c, uint32_t session_ms, struct ua_ep *
     if (!rc && c->secure &&
         (ss->sig.len <= 0 || ua_sec_verify(&c->sec, c->sec.own_cert, (size_t)c->sec.own_cert_len, nonce, sizeof nonce,
                                            (const uint8_t *)ss->sig.p, (size_t)ss->sig.len)))
-        rc = fb_err_set(err, FB_EACCES, "%s: the server's session signature does not verify "
-                                        "(BadApplicationSignatureInvalid)", c->where);
+        rc = fb_err_set(err, FB_EACCES,
+                        "%s: the server's session signature does not verify "
+                        "(BadApplicationSignatureInvalid)",
+                        c->where);
     if (ss->server_cert.len > 0 && !ep->server_cert && (ep->server_cert = malloc((size_t)ss->server_cert.len))) {
         memcpy(ep->server_cert, ss->server_cert.p, (size_t)ss->server_cert.len);
         ep->server_cert_len = ss->server_cert.len;
@@ -576,8 +597,8 @@ static int login_prepare(struct ua_conn *c, struct ua_ep *ep, struct ua_login *l
             rc = fb_err_set(err, FB_EPROTO, "%s sent no server certificate or nonce to sign the user token with",
                             c->where);
         if (!rc)
-            rc = ua_user_sign(&l->ucert, ep->token_policy_uri, ep->server_cert, (size_t)ep->server_cert_len,
-                              ep->snonce, (size_t)ep->snonce_len, &l->usig, &l->usig_len, &l->usig_alg, err);
+            rc = ua_user_sign(&l->ucert, ep->token_policy_uri, ep->server_cert, (size_t)ep->server_cert_len, ep->snonce,
+                              (size_t)ep->snonce_len, &l->usig, &l->usig_len, &l->usig_alg, err);
         return rc;
     }
     if (!o->user) return 0;
@@ -600,16 +621,23 @@ static int activate_session(struct ua_conn *c, struct ua_ep *ep, struct ua_memo 
     int rc = login_prepare(c, ep, &l, err);
     uint8_t *csig = NULL;
     size_t csig_len = 0;
-    if (!rc && c->secure && ua_sec_sign(&c->sec, c->sec.peer_cert, (size_t)c->sec.peer_cert_len, ep->snonce,
-                                        (size_t)ep->snonce_len, &csig, &csig_len) < 0)
+    if (!rc && c->secure &&
+        ua_sec_sign(&c->sec, c->sec.peer_cert, (size_t)c->sec.peer_cert_len, ep->snonce, (size_t)ep->snonce_len, &csig,
+                    &csig_len) < 0)
         rc = fb_err_set(err, FB_EIO, "cannot sign ActivateSession");
     struct ua_enc e;
     if (!rc) {
         ua_enc_init(&e, c->body, UA_BODY_CAP);
         struct ua_reqhdr h = ua_reqhdr(c, 0);
-        struct ua_identity id = {.policy_id = ep->policy_id, .user = o->user, .pwd = l.enc_pwd,
-                                 .pwd_len = l.enc_len, .alg = l.alg, .cert = l.ucert.cert,
-                                 .cert_len = l.ucert.cert_len, .usig_alg = l.usig_alg, .usig = l.usig,
+        struct ua_identity id = {.policy_id = ep->policy_id,
+                                 .user = o->user,
+                                 .pwd = l.enc_pwd,
+                                 .pwd_len = l.enc_len,
+                                 .alg = l.alg,
+                                 .cert = l.ucert.cert,
+                                 .cert_len = l.ucert.cert_len,
+                                 .usig_alg = l.usig_alg,
+                                 .usig = l.usig,
                                  .usig_len = (int32_t)l.usig_len};
         ua_activatesession_req_id(&e, &h, csig ? UA_ALG_RSA_SHA256 : NULL, csig, (int32_t)csig_len, &id);
         rc = e.err ? fb_err_set(err, FB_EINVAL, "ActivateSession too large") : ua_call(c, e.len, err);
@@ -667,8 +695,8 @@ int ua_connect(struct ua_conn **out, const struct ua_opts *o, const char *dev_na
 
 /* Reads attr of ids[0..n) in batches within max_read; cb gets each DataValue. */
 int ua_read_attr(struct ua_conn *c, const struct ua_nodeid *const *nodes, uint32_t n, uint32_t attr,
-                     uint32_t timestamps, void (*cb)(void *ctx, uint32_t i, const struct ua_datavalue *dv),
-                     void *ctx, struct fb_err *err)
+                 uint32_t timestamps, void (*cb)(void *ctx, uint32_t i, const struct ua_datavalue *dv), void *ctx,
+                 struct fb_err *err)
 {
     uint32_t batch = c->max_read ? c->max_read : 1;
     if (c->rids_cap < batch) { /* at the first read after connect, not per cycle */
@@ -701,9 +729,12 @@ int ua_read_attr(struct ua_conn *c, const struct ua_nodeid *const *nodes, uint32
         }
         if (rc) {
             ua_svc_error(c, "Read", rc, &rh, err);
-            return rc == FB_EEXCEPTION && !ua_session_lost(rh.result) ? FB_EEXCEPTION : rc == FB_EEXCEPTION ? FB_EIO : rc;
+            return rc == FB_EEXCEPTION && !ua_session_lost(rh.result) ? FB_EEXCEPTION
+                   : rc == FB_EEXCEPTION                              ? FB_EIO
+                                                                      : rc;
         }
-        if (cnt != (int32_t)k) return fb_err_set(err, FB_EPROTO, "%s answered %d values for %u nodes", c->where, cnt, k);
+        if (cnt != (int32_t)k)
+            return fb_err_set(err, FB_EPROTO, "%s answered %d values for %u nodes", c->where, cnt, k);
         for (uint32_t i = 0; i < k; i++) {
             struct ua_datavalue dv;
             ua_get_datavalue(&d, &dv);

@@ -27,20 +27,20 @@ struct ua_opts {
     bool subscribe;
     char *user, *password_file;
     char *user_cert, *user_key; /* X.509 user identity */
-    bool strict_names;       /* check_names=refuse: host / application URI mismatch refused */
-    bool no_names;           /* check_names=off: host and application URI not compared */
-    int64_t auth_retry_ns;   /* auth_retry=: wait after a refused login (default 5 min) */
-    const char *policy_uri;  /* channel security policy when mode > 1 */
-    uint32_t lifetime_ms;    /* requested secure-channel lifetime */
-    uint32_t session_ms;     /* requested session timeout */
-    uint32_t chunk, max_msg; /* our receive limits */
-    uint32_t queue;          /* monitored item queue size */
-    uint32_t max_batch;      /* our cap on nodes per request (server limits apply too) */
-    int depth;               /* browse depth */
-    char *node;              /* browse start node (text), NULL = Objects */
-    int mode;                /* 1 None, 2 Sign, 3 SignAndEncrypt (Basic256Sha256) */
-    char pki[512];           /* certificate store (own/, trusted/, rejected/) */
-    bool auto_trust;         /* trust_server=auto: trust on first use */
+    bool strict_names;          /* check_names=refuse: host / application URI mismatch refused */
+    bool no_names;              /* check_names=off: host and application URI not compared */
+    int64_t auth_retry_ns;      /* auth_retry=: wait after a refused login (default 5 min) */
+    const char *policy_uri;     /* channel security policy when mode > 1 */
+    uint32_t lifetime_ms;       /* requested secure-channel lifetime */
+    uint32_t session_ms;        /* requested session timeout */
+    uint32_t chunk, max_msg;    /* our receive limits */
+    uint32_t queue;             /* monitored item queue size */
+    uint32_t max_batch;         /* our cap on nodes per request (server limits apply too) */
+    int depth;                  /* browse depth */
+    char *node;                 /* browse start node (text), NULL = Objects */
+    int mode;                   /* 1 None, 2 Sign, 3 SignAndEncrypt (Basic256Sha256) */
+    char pki[512];              /* certificate store (own/, trusted/, rejected/) */
+    bool auto_trust;            /* trust_server=auto: trust on first use */
 };
 
 /* What one connection attempt tells the next (connection thread only). */
@@ -59,7 +59,7 @@ struct ua_conn {
     uint32_t send_chunk;
     uint8_t *tx, *rx, *body, *obody, *plain;
     struct ua_reasm ra;
-    bool secure;        /* Basic256Sha256 on this channel */
+    bool secure; /* Basic256Sha256 on this channel */
     struct ua_sec sec;
     uint32_t channel_id, token_id, seq, req_id, handle;
     int64_t renew_at;
@@ -67,9 +67,9 @@ struct ua_conn {
     bool channel_open, session_open;
     struct ua_nodeid auth;
     uint32_t max_read, max_mi, max_browse;
-    struct ua_readid *rids;  /* one Read batch (max_read entries), allocated once */
+    struct ua_readid *rids; /* one Read batch (max_read entries), allocated once */
     uint32_t rids_cap;
-    uint64_t nreads;         /* Read requests sent (metrics: requests per poll cycle) */
+    uint64_t nreads; /* Read requests sent (metrics: requests per poll cycle) */
     uint32_t pub_ids[UA_PUBLISH_MAX];
     uint32_t npub;
     struct ua_ack acks[64];
@@ -94,8 +94,7 @@ struct ua_reqhdr ua_reqhdr(struct ua_conn *c, uint32_t timeout_ms);
 /* Send c->body[0..n) and wait for its response (c->ra.buf). */
 int ua_call(struct ua_conn *c, size_t n, struct fb_err *err);
 /* Send a message of `type` without waiting; *rid gets its request id. */
-int ua_send_msg(struct ua_conn *c, const char *type, const uint8_t *body, size_t n, uint32_t *rid,
-                struct fb_err *err);
+int ua_send_msg(struct ua_conn *c, const char *type, const uint8_t *body, size_t n, uint32_t *rid, struct fb_err *err);
 /* Receive one complete message; FB_EEXCEPTION: the server aborted *req_id. */
 int ua_recv_msg(struct ua_conn *c, int64_t deadline, uint32_t *req_id, struct fb_err *err);
 /* Is rid an outstanding Publish (removed with remove)? */

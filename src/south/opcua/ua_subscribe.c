@@ -74,11 +74,13 @@ void ua_sub_on_publish(struct ua_conn *c, const uint8_t *buf, size_t n)
     if (rc) {
         char qb[16];
         uint32_t sc = rh.result & 0xFFFF0000u;
-        if (rc == FB_EEXCEPTION && (sc == UA_BAD_NO_SUBSCRIPTION || sc == UA_BAD_TOO_MANY_PUBLISH || sc == UA_BAD_TIMEOUT ||
-                                  sc == UA_BAD_SESSION_CLOSED || sc == UA_BAD_SESSION_ID_INVALID))
+        if (rc == FB_EEXCEPTION &&
+            (sc == UA_BAD_NO_SUBSCRIPTION || sc == UA_BAD_TOO_MANY_PUBLISH || sc == UA_BAD_TIMEOUT ||
+             sc == UA_BAD_SESSION_CLOSED || sc == UA_BAD_SESSION_ID_INVALID))
             fb_debug(c->dev_name, NULL, "Publish: %s", ua_status_text(rh.result, qb));
         else
-            fb_warn(c->dev_name, NULL, "Publish failed: %s", rc == FB_EEXCEPTION ? ua_status_text(rh.result, qb) : "malformed response");
+            fb_warn(c->dev_name, NULL, "Publish failed: %s",
+                    rc == FB_EEXCEPTION ? ua_status_text(rh.result, qb) : "malformed response");
         return;
     }
     struct fb_device *dev = NULL;
@@ -199,14 +201,17 @@ int ua_sub_create(struct ua_conn *c, struct fb_device *dev, struct ua_plan *p, s
             const struct ua_addr *a = t->addr;
             p->slots[off].fresh = false;
             if (!a || a->resolve_q) { /* report it once as bad */
-                p->slots[off] = (struct ua_slot){.fresh = true, .q = a ? a->resolve_q : FB_Q_BAD_CONFIG,
-                                                 .ts = fb_now_ns(), .v = {.type = t->type}, .s = p->slots[off].s,
+                p->slots[off] = (struct ua_slot){.fresh = true,
+                                                 .q = a ? a->resolve_q : FB_Q_BAD_CONFIG,
+                                                 .ts = fb_now_ns(),
+                                                 .v = {.type = t->type},
+                                                 .s = p->slots[off].s,
                                                  .cap = p->slots[off].cap};
                 if (t->type == FB_T_STRING) p->slots[off].v.s.p = "";
                 continue;
             }
-            items[k] = (struct ua_mon_item){.node = &a->node, .handle = off, .sampling_ms = p->interval_ms,
-                                            .queue = c->o->queue};
+            items[k] = (struct ua_mon_item){
+                .node = &a->node, .handle = off, .sampling_ms = p->interval_ms, .queue = c->o->queue};
             if (t->proc.db_abs > 0) {
                 /* a server-side deadband on the raw value: only when unscaled */
                 if (!t->proc.scaled) {
@@ -255,7 +260,8 @@ int ua_sub_create(struct ua_conn *c, struct fb_device *dev, struct ua_plan *p, s
                 if ((st & 0x80000000u) && items[i].deadband_type == 2 && pass == 0) {
                     const struct fb_tag *t = &dev->gw->tags[p->tags[idx[i]]];
                     char qb[16];
-                    fb_warn(dev->name, t->name, "%s refused the percent deadband on %s (%s; a percent deadband needs "
+                    fb_warn(dev->name, t->name,
+                            "%s refused the percent deadband on %s (%s; a percent deadband needs "
                             "an analog node with an EURange): monitoring it without a server-side deadband",
                             c->where, t->addr_text, ua_status_text(st, qb));
                     items[nretry] = items[i];
@@ -316,8 +322,9 @@ int ua_sub_read(struct fb_device *dev, struct ua_conn *c, struct ua_plan *p, str
         /* no Publish response (not even a keep-alive) for 3 keep-alive periods: dead */
         int64_t silent = fb_mono_ns() - p->last_pub;
         int64_t limit = ua_ms_to_ns(p->interval_ms * (p->keepalive ? p->keepalive : 10) * 3) + c->o->timeout_ns;
-        if (silent > limit) rc = fb_err_set(&err, FB_ETIMEDOUT, "%s: subscription %u silent for %.1fs", c->where,
-                                            p->sub_id, silent / 1e9);
+        if (silent > limit)
+            rc = fb_err_set(&err, FB_ETIMEDOUT, "%s: subscription %u silent for %.1fs", c->where, p->sub_id,
+                            silent / 1e9);
     }
     int64_t now = fb_now_ns();
     for (uint32_t i = 0; i < p->n; i++) {
@@ -339,4 +346,3 @@ int ua_sub_read(struct fb_device *dev, struct ua_conn *c, struct ua_plan *p, str
     }
     return 0;
 }
-

@@ -26,8 +26,8 @@ struct ua_plan {
     uint32_t next_seq;     /* the sequence number we expect next */
     double interval_ms;
     uint32_t keepalive;
-    int64_t last_pub;      /* monotonic time of the last Publish response */
-    uint32_t missing[8];   /* sequence numbers to Republish */
+    int64_t last_pub;    /* monotonic time of the last Publish response */
+    uint32_t missing[8]; /* sequence numbers to Republish */
     uint32_t nmissing;
 };
 

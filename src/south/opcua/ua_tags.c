@@ -145,8 +145,8 @@ out:
 }
 
 /* ------------------------------------------------------------ values */
-void ua_fill_sample(const struct fb_tag *t, const struct ua_addr *a, const struct ua_datavalue *dv,
-                        uint32_t *q, int64_t *ts, struct fb_value *v, char *sbuf, size_t cap)
+void ua_fill_sample(const struct fb_tag *t, const struct ua_addr *a, const struct ua_datavalue *dv, uint32_t *q,
+                    int64_t *ts, struct fb_value *v, char *sbuf, size_t cap)
 {
     memset(v, 0, sizeof *v);
     v->type = t->type;
@@ -189,4 +189,3 @@ void ua_add_bad(struct fb_batch *out, const struct fb_tag *t, uint32_t q, int64_
     if (v.type == FB_T_STRING) v.s.p = "";
     fb_batch_add(out, t->id, q, ts, &v);
 }
-

@@ -10,12 +10,12 @@
 
 /* A tag's address: a node id, or a browse path resolved at open. */
 struct ua_addr {
-    struct ua_nodeid node;  /* configured, or resolved (owned) */
+    struct ua_nodeid node; /* configured, or resolved (owned) */
     bool is_path;
     struct ua_relpath path;
-    uint32_t resolve_q;     /* Good, or why the path / node is unusable */
-    uint8_t builtin;        /* DataType from the server (0 unknown) */
-    bool auto_type;         /* no type given: the server's decides (CLI) */
+    uint32_t resolve_q; /* Good, or why the path / node is unusable */
+    uint8_t builtin;    /* DataType from the server (0 unknown) */
+    bool auto_type;     /* no type given: the server's decides (CLI) */
 };
 
 void ua_addr_free(struct ua_addr *a);

@@ -48,9 +48,9 @@
 #include <unistd.h>
 
 #include "core/env.h"
+#include "core/log.h"
 #include "core/plugin.h"
 #include "core/url.h"
-#include "core/log.h"
 #include "south/revpi/revpi.h"
 #include "south/revpi/revpi_proto.h"
 
@@ -219,11 +219,13 @@ static int revpi_device_init(struct fb_device *dev, char **conn_key, struct fb_e
 {
     const char *path = dev->url.path;
     if (dev->url.host && dev->url.host[0])
-        return fb_err_set(err, FB_EINVAL,
-                          "device %s: revpi URLs name a local file: revpi:///dev/piControl0 (three slashes), not host '%s'",
-                          devname(dev), dev->url.host);
+        return fb_err_set(
+            err, FB_EINVAL,
+            "device %s: revpi URLs name a local file: revpi:///dev/piControl0 (three slashes), not host '%s'",
+            devname(dev), dev->url.host);
     if (!path || !path[0] || !strcmp(path, "/"))
-        return fb_err_set(err, FB_EINVAL, "device %s: revpi URL needs the process image path, e.g. revpi:///dev/piControl0",
+        return fb_err_set(err, FB_EINVAL,
+                          "device %s: revpi URL needs the process image path, e.g. revpi:///dev/piControl0",
                           devname(dev));
     struct rp_dev *d = calloc(1, sizeof *d);
     if (!d) return fb_err_set(err, FB_ENOMEM, "out of memory");
@@ -241,18 +243,22 @@ static int revpi_device_init(struct fb_device *dev, char **conn_key, struct fb_e
                 return fb_err_set(err, FB_EINVAL, "device %s: %s=%s must be a duration from 1ms to 1h (e.g. 20ms, 5s)",
                                   devname(dev), k, v);
             }
-            if (k[0] == 'c') d->cycle_ns = ns;
-            else if (k[0] == 'w') d->watchdog_ns = ns;
-            else d->north_loss_ns = ns;
+            if (k[0] == 'c')
+                d->cycle_ns = ns;
+            else if (k[0] == 'w')
+                d->watchdog_ns = ns;
+            else
+                d->north_loss_ns = ns;
         } else if (!strcmp(k, "safe")) {
             safev = v;
         } else if (!strcmp(k, "timeout") || !strcmp(k, "delay")) {
             /* taken by the core */
         } else {
             revpi_device_free(dev);
-            return fb_err_set(err, FB_EINVAL,
-                              "device %s: unknown revpi option '%s' (valid: config, cycle, watchdog, north_loss, safe, timeout)",
-                              devname(dev), k);
+            return fb_err_set(
+                err, FB_EINVAL,
+                "device %s: unknown revpi option '%s' (valid: config, cycle, watchdog, north_loss, safe, timeout)",
+                devname(dev), k);
         }
     }
     if (cfgv[0] && strcmp(cfgv, "none")) {
@@ -292,7 +298,8 @@ static int revpi_device_init(struct fb_device *dev, char **conn_key, struct fb_e
         for (uint32_t i = 0; i < n && rc == 0; i++) {
             d->safe[i].value = items[i].value;
             rc = fb_revpi_addr_parse(items[i].addr, &d->safe[i].a, &e);
-            if (rc == 0 && d->cfg_loaded) rc = fb_revpi_addr_resolve(&d->safe[i].a, &d->cfg, &e);
+            if (rc == 0 && d->cfg_loaded)
+                rc = fb_revpi_addr_resolve(&d->safe[i].a, &d->cfg, &e);
             else if (rc == 0 && d->safe[i].a.name[0] && !d->cfg_path)
                 rc = fb_err_set(&e, FB_EINVAL, "'%s' is a variable name but there is no config=", items[i].addr);
         }
@@ -335,11 +342,14 @@ static int revpi_parse_address(struct fb_device *dev, struct fb_tag *tag, struct
         if (d && d->cfg_loaded) {
             rc = fb_revpi_addr_resolve(&rt->a, &d->cfg, &e);
         } else if (!d || !d->cfg_path) {
-            rc = fb_err_set(&e, FB_EINVAL, "'%s' is a variable name but the URL has config=none; use a raw address (bit:70.3, word:10)",
-                            text);
+            rc = fb_err_set(
+                &e, FB_EINVAL,
+                "'%s' is a variable name but the URL has config=none; use a raw address (bit:70.3, word:10)", text);
         } else if (rt->a.type == FB_T_NONE) {
-            rc = fb_err_set(&e, FB_EINVAL, "'%s': %s; without the PiCtory file the type of a variable is unknown: add type: (bool, uint16 …)",
-                            text, d->cfg_err);
+            rc = fb_err_set(
+                &e, FB_EINVAL,
+                "'%s': %s; without the PiCtory file the type of a variable is unknown: add type: (bool, uint16 …)",
+                text, d->cfg_err);
         } else if (!d->warned_deferred) {
             d->warned_deferred = true;
             fb_warn(devname(dev), NULL, "%s: variable names are checked when the gateway starts", d->cfg_err);
@@ -501,8 +511,9 @@ static int revpi_open(struct fb_conn *c, struct fb_err *err)
     if (rc->fd < 0) {
         int e = errno;
         free(rc);
-        return fb_err_set(err, FB_EIO, "%s: %s%s", path, strerror(e),
-                          e == EACCES ? " (add the gateway's user to the group owning /dev/piControl0, see docs/revpi.md)" : "");
+        return fb_err_set(
+            err, FB_EIO, "%s: %s%s", path, strerror(e),
+            e == EACCES ? " (add the gateway's user to the group owning /dev/piControl0, see docs/revpi.md)" : "");
     }
     struct stat st;
     if (fstat(rc->fd, &st) < 0) {
@@ -514,8 +525,9 @@ static int revpi_open(struct fb_conn *c, struct fb_err *err)
     if (S_ISREG(st.st_mode) && (uint64_t)st.st_size < need) {
         close(rc->fd);
         free(rc);
-        return fb_err_set(err, FB_EIO, "%s is %lld bytes, but the configured addresses reach byte %u (a process image has %u)",
-                          path, (long long)st.st_size, need, FB_REVPI_IMAGE_SIZE);
+        return fb_err_set(err, FB_EIO,
+                          "%s is %lld bytes, but the configured addresses reach byte %u (a process image has %u)", path,
+                          (long long)st.st_size, need, FB_REVPI_IMAGE_SIZE);
     }
     if (!rc->is_device && !S_ISREG(st.st_mode)) {
         close(rc->fd);
@@ -589,8 +601,10 @@ static int revpi_read(struct fb_device *dev, struct fb_group *g, struct fb_batch
     }
     if (end != d->seen_end) { /* the image got shorter than the addresses (or whole again) */
         if (end < d->hi)
-            fb_warn(devname(dev), NULL, "the process image ends at byte %u: tags at or past it are Bad "
-                    "(BadNodeIdUnknown)", end);
+            fb_warn(devname(dev), NULL,
+                    "the process image ends at byte %u: tags at or past it are Bad "
+                    "(BadNodeIdUnknown)",
+                    end);
         else if (d->seen_end && d->seen_end < d->hi)
             fb_info(devname(dev), NULL, "the process image covers every tag again");
         d->seen_end = end;
@@ -691,12 +705,13 @@ int fb_revpi_browse(const char *url_text, FILE *out, struct fb_err *err)
             close(fd);
         }
     }
-    fprintf(out, "# %s: %u devices, %u variables%s%s\n", cfgv, cfg.ndevs, cfg.nvars,
-            have_img ? "; values from " : "", have_img ? path : "");
+    fprintf(out, "# %s: %u devices, %u variables%s%s\n", cfgv, cfg.ndevs, cfg.nvars, have_img ? "; values from " : "",
+            have_img ? path : "");
     for (uint32_t i = 0; i < cfg.ndevs; i++) {
         const struct fb_revpi_dev *dv = &cfg.devs[i];
         fprintf(out, "device %d %s (type %s, productType %d, offset %u%s%s)\n", dv->position, dv->name,
-                dv->type[0] ? dv->type : "?", dv->product_type, dv->offset, dv->bmk[0] && strcmp(dv->bmk, dv->name) ? ", bmk " : "",
+                dv->type[0] ? dv->type : "?", dv->product_type, dv->offset,
+                dv->bmk[0] && strcmp(dv->bmk, dv->name) ? ", bmk " : "",
                 dv->bmk[0] && strcmp(dv->bmk, dv->name) ? dv->bmk : "");
         for (uint32_t k = dv->first_var; k < dv->first_var + dv->nvars; k++) {
             const struct fb_revpi_var *v = &cfg.vars[k];
@@ -706,15 +721,18 @@ int fb_revpi_browse(const char *url_text, FILE *out, struct fb_err *err)
             if (have_img && t != FB_T_NONE) {
                 struct fb_value fv;
                 if (fb_revpi_decode(img, 0, sizeof img, &v->loc, t, &fv) == 0) {
-                    if (t == FB_T_BOOL) snprintf(val, sizeof val, "%s", fv.b ? "true" : "false");
-                    else if (fb_type_is_signed(t)) snprintf(val, sizeof val, "%" PRId64, fv.i);
-                    else snprintf(val, sizeof val, "%" PRIu64, fv.u);
+                    if (t == FB_T_BOOL)
+                        snprintf(val, sizeof val, "%s", fv.b ? "true" : "false");
+                    else if (fb_type_is_signed(t))
+                        snprintf(val, sizeof val, "%" PRId64, fv.i);
+                    else
+                        snprintf(val, sizeof val, "%" PRIu64, fv.u);
                 }
             }
             char line[512];
-            int n = snprintf(line, sizeof line, "  %-28s %s  %-12s %-7s %-6s%s%s", v->name, fb_revpi_io_name(v->io),
-                             where, t == FB_T_NONE ? "-" : fb_type_name(t), val, v->comment[0] ? "  # " : "",
-                             v->comment);
+            int n =
+                snprintf(line, sizeof line, "  %-28s %s  %-12s %-7s %-6s%s%s", v->name, fb_revpi_io_name(v->io), where,
+                         t == FB_T_NONE ? "-" : fb_type_name(t), val, v->comment[0] ? "  # " : "", v->comment);
             if (n < 0) continue;
             size_t len = (size_t)n < sizeof line ? (size_t)n : sizeof line - 1;
             while (len && line[len - 1] == ' ') len--;
