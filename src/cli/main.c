@@ -130,6 +130,30 @@ static void reexec(void)
     fb_error(NULL, NULL, "reboot failed: cannot re-execute: %s", strerror(errno));
 }
 
+/* SIGHUP: the config is read and validated again; every diagnostic is logged. */
+static void reload_check(const char *file)
+{
+    char *text = NULL;
+    size_t len = 0;
+    FILE *diag = open_memstream(&text, &len);
+    struct fb_config_opts o = {.strict = true, .diag = diag ? diag : stderr};
+    struct fb_gateway *ngw = NULL;
+    int rc = fb_config_load(file, &o, &ngw);
+    if (diag) fclose(diag);
+    for (char *line = text, *nl; line && *line; line = nl ? nl + 1 : NULL) {
+        nl = strchr(line, '\n');
+        if (nl) *nl = 0;
+        if (*line) fb_log(rc < 0 ? FB_LOG_ERROR : FB_LOG_WARN, NULL, NULL, "reload: %s", line);
+        if (!nl) break;
+    }
+    free(text);
+    if (rc < 0)
+        fb_error(NULL, NULL, "reload: %s is not valid: the running configuration stays", file);
+    else
+        fb_warn(NULL, NULL, "reload: %s is valid, but this version applies a new configuration only on restart", file);
+    fb_gateway_free(ngw);
+}
+
 static int cmd_run(int argc, char **argv)
 {
     const char *file = NULL, *fmt = NULL, *level = NULL;
@@ -154,6 +178,19 @@ static int cmd_run(int argc, char **argv)
         fprintf(stderr, "fieldbridge run: missing -c FILE\n");
         return 2;
     }
+    /* Signals are taken synchronously by this thread; every other thread
+     * inherits the blocked mask, so no handler ever runs inside library code.
+     * Blocked before anything starts, so a SIGHUP (systemctl reload) early in
+     * the start-up cannot end the process either: left at its default action
+     * it would, without the offline status. */
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGHUP);
+    pthread_sigmask(SIG_BLOCK, &set, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
     struct fb_config_opts o = {.strict = true, .diag = stderr};
     struct fb_gateway *gw = NULL;
     if (fb_config_load(file, &o, &gw) < 0) return 2;
@@ -179,15 +216,6 @@ static int cmd_run(int argc, char **argv)
     }
     fb_log_init(lvl, lfmt);
 
-    /* Signals are taken synchronously by this thread; every other thread
-     * inherits the blocked mask, so no handler ever runs inside library code. */
-    sigset_t set;
-    sigemptyset(&set);
-    sigaddset(&set, SIGINT);
-    sigaddset(&set, SIGTERM);
-    pthread_sigmask(SIG_BLOCK, &set, NULL);
-    signal(SIGPIPE, SIG_IGN);
-
     struct fb_err err = {0};
     if (fb_runtime_start(gw, &err) < 0) {
         fb_error(NULL, NULL, "cannot start: %s", err.msg[0] ? err.msg : fb_strerror(err.code));
@@ -195,7 +223,12 @@ static int cmd_run(int argc, char **argv)
         return 1;
     }
     int sig = 0;
-    sigwait(&set, &sig);
+    for (;;) {
+        sigwait(&set, &sig);
+        if (sig != SIGHUP) break;
+        fb_info(NULL, NULL, "received SIGHUP: reloading the configuration");
+        reload_check(file);
+    }
     fb_info(NULL, NULL, "received %s", sig == SIGINT ? "SIGINT" : "SIGTERM");
     bool reboot = fb_runtime_reboot_requested(gw);
     fb_runtime_request_stop(gw);
