@@ -28,6 +28,7 @@
 #include "cli/cli.h"
 #include "core/config.h"
 #include "core/driver.h"
+#include "core/fleet.h"
 #include "core/log.h"
 #include "core/plugin.h"
 #include "core/runtime.h"
@@ -130,30 +131,6 @@ static void reexec(void)
     fb_error(NULL, NULL, "reboot failed: cannot re-execute: %s", strerror(errno));
 }
 
-/* SIGHUP: the config is read and validated again; every diagnostic is logged. */
-static void reload_check(const char *file)
-{
-    char *text = NULL;
-    size_t len = 0;
-    FILE *diag = open_memstream(&text, &len);
-    struct fb_config_opts o = {.strict = true, .diag = diag ? diag : stderr};
-    struct fb_gateway *ngw = NULL;
-    int rc = fb_config_load(file, &o, &ngw);
-    if (diag) fclose(diag);
-    for (char *line = text, *nl; line && *line; line = nl ? nl + 1 : NULL) {
-        nl = strchr(line, '\n');
-        if (nl) *nl = 0;
-        if (*line) fb_log(rc < 0 ? FB_LOG_ERROR : FB_LOG_WARN, NULL, NULL, "reload: %s", line);
-        if (!nl) break;
-    }
-    free(text);
-    if (rc < 0)
-        fb_error(NULL, NULL, "reload: %s is not valid: the running configuration stays", file);
-    else
-        fb_warn(NULL, NULL, "reload: %s is valid, but this version applies a new configuration only on restart", file);
-    fb_gateway_free(ngw);
-}
-
 static int cmd_run(int argc, char **argv)
 {
     const char *file = NULL, *fmt = NULL, *level = NULL;
@@ -178,6 +155,21 @@ static int cmd_run(int argc, char **argv)
         fprintf(stderr, "fieldbridge run: missing -c FILE\n");
         return 2;
     }
+    int lvl = -1, lfmt = -1;
+    if (level && (lvl = fb_log_level_parse(level)) < 0) {
+        fprintf(stderr, "fieldbridge run: unknown log level '%s'\n", level);
+        return 2;
+    }
+    if (fmt) {
+        if (!strcmp(fmt, "json"))
+            lfmt = FB_LOG_JSON;
+        else if (!strcmp(fmt, "text"))
+            lfmt = FB_LOG_TEXT;
+        else {
+            fprintf(stderr, "fieldbridge run: unknown log format '%s' (text or json)\n", fmt);
+            return 2;
+        }
+    }
     /* Signals are taken synchronously by this thread; every other thread
      * inherits the blocked mask, so no handler ever runs inside library code.
      * Blocked before anything starts, so a SIGHUP (systemctl reload) early in
@@ -191,33 +183,17 @@ static int cmd_run(int argc, char **argv)
     pthread_sigmask(SIG_BLOCK, &set, NULL);
     signal(SIGPIPE, SIG_IGN);
 
-    struct fb_config_opts o = {.strict = true, .diag = stderr};
+    /* the local config, or the remote configuration kept beside it (docs/fleet.md) */
+    struct fb_fleet_opts fo = {.log_level = lvl, .log_format = lfmt};
     struct fb_gateway *gw = NULL;
-    if (fb_config_load(file, &o, &gw) < 0) return 2;
-    int lvl = gw->log_level, lfmt = gw->log_format;
-    if (level) {
-        lvl = fb_log_level_parse(level);
-        if (lvl < 0) {
-            fprintf(stderr, "fieldbridge run: unknown log level '%s'\n", level);
-            fb_gateway_free(gw);
-            return 2;
-        }
-    }
-    if (fmt) {
-        if (!strcmp(fmt, "json"))
-            lfmt = FB_LOG_JSON;
-        else if (!strcmp(fmt, "text"))
-            lfmt = FB_LOG_TEXT;
-        else {
-            fprintf(stderr, "fieldbridge run: unknown log format '%s' (text or json)\n", fmt);
-            fb_gateway_free(gw);
-            return 2;
-        }
-    }
-    fb_log_init(lvl, lfmt);
+    struct fb_fleet *fleet = NULL;
+    if (fb_fleet_load(file, &fo, stderr, &gw, &fleet) < 0) return 2;
+    fb_log_init(lvl >= 0 ? lvl : gw->log_level, lfmt >= 0 ? lfmt : gw->log_format);
 
     struct fb_err err = {0};
-    if (fb_runtime_start(gw, &err) < 0) {
+    struct fb_runtime_ext ext;
+    fb_fleet_runtime_ext(fleet, &ext);
+    if (fb_runtime_start_ext(gw, &ext, &err) < 0 || fb_fleet_start(fleet, &err) < 0) {
         fb_error(NULL, NULL, "cannot start: %s", err.msg[0] ? err.msg : fb_strerror(err.code));
         fb_runtime_request_stop(gw);
         return 1;
@@ -226,14 +202,17 @@ static int cmd_run(int argc, char **argv)
     for (;;) {
         sigwait(&set, &sig);
         if (sig != SIGHUP) break;
+        /* systemctl reload: applied on the command router's thread, like the reload command */
         fb_info(NULL, NULL, "received SIGHUP: reloading the configuration");
-        reload_check(file);
+        fb_fleet_request_reload(fleet, "signal:SIGHUP");
     }
     fb_info(NULL, NULL, "received %s", sig == SIGINT ? "SIGINT" : "SIGTERM");
     bool reboot = fb_runtime_reboot_requested(gw);
     fb_runtime_request_stop(gw);
+    fb_fleet_stop(fleet);
     fb_runtime_wait(gw);
     fb_gateway_free(gw);
+    fb_fleet_free(fleet);
     if (reboot) reexec();
     return 0;
 }

@@ -26,6 +26,7 @@
 #include "core/cfg.h"
 #include "core/config_dev.h"
 #include "core/config_tmpl.h"
+#include "core/fleet_cfg.h"
 #include "core/log.h"
 #include "core/sinks.h"
 
@@ -34,11 +35,12 @@ struct ctx {
     struct fb_gateway *gw;
 };
 
-static const char *const k_fixed[] = {"gateway", "log", "status_interval", "commands", "buffer", "devices", NULL};
+static const char *const k_fixed[] = {"gateway", "log",   "status_interval", "commands", "buffer",
+                                      "devices", "fleet", "version",         NULL};
 #define NFIXED (sizeof k_fixed / sizeof k_fixed[0] - 1)
 /* the keys every sink's section takes besides its own */
 static const char *const k_sink_common[] = {"buffer", "queue", NULL};
-static const char *const k_gateway[] = {"id", "site", NULL};
+static const char *const k_gateway[] = {"id", "site", "model", "location", "labels", NULL};
 static const char *const k_log[] = {"level", "format", NULL};
 static const char *const k_commands[] = {"max_age", "allow_qos0", "timeout", NULL};
 static const char *const k_buffer[] = {"path", "max_size", "max_age", "sync", "full", "drain_rate", NULL};
@@ -133,6 +135,29 @@ static struct fb_buffer_cfg *buffer_copy(const struct fb_buffer_cfg *base)
 }
 
 /* ------------------------------------------------------------ gateway */
+/* What the gateway says about itself in its status (docs/fleet.md): the
+ * hardware model, where it is, and free-form labels. */
+static void load_identity(struct ctx *c, const struct fb_cfg_map *m)
+{
+    struct fb_gateway *gw = c->gw;
+    struct fb_cfg_node *n;
+    if ((n = fb_cfg_get(m, "model"))) gw->hw_model = fb_cfg_str(c->r, NULL, n, "gateway.model");
+    if ((n = fb_cfg_get(m, "location"))) gw->location = fb_cfg_str(c->r, NULL, n, "gateway.location");
+    struct fb_cfg_map lm = {0};
+    if ((n = fb_cfg_get(m, "labels")) && fb_cfg_map_load(c->r, n, "gateway.labels", &lm)) {
+        gw->labels = calloc(lm.n ? (size_t)lm.n : 1, sizeof *gw->labels);
+        for (int i = 0; gw->labels && i < lm.n; i++) {
+            char what[96];
+            snprintf(what, sizeof what, "gateway.labels.%.60s", lm.kv[i].key);
+            char *v = fb_cfg_str(c->r, NULL, lm.kv[i].v, what);
+            if (!v) continue;
+            gw->labels[gw->nlabels].key = strdup(lm.kv[i].key);
+            gw->labels[gw->nlabels++].value = v;
+        }
+        fb_cfg_map_free(&lm);
+    }
+}
+
 static void load_gateway(struct ctx *c, const struct fb_cfg_map *top)
 {
     struct fb_gateway *gw = c->gw;
@@ -156,6 +181,7 @@ static void load_gateway(struct ctx *c, const struct fb_cfg_map *top)
             if (gw->site && !fb_cfg_level_ok(gw->site))
                 fb_cfg_error(c->r, n, "gateway.site '%s' must be non-empty and contain no '/', '+' or '#'", gw->site);
         }
+        load_identity(c, &m);
     }
     fb_cfg_map_free(&m);
     if (!gw->id) gw->id = strdup("");
@@ -206,6 +232,8 @@ static void load_gateway(struct ctx *c, const struct fb_cfg_map *top)
         fb_cfg_map_free(&m);
     }
     if ((g = fb_cfg_get(top, "buffer"))) gw->buffer = load_buffer(c, g, "buffer", NULL);
+    if ((g = fb_cfg_get(top, "version"))) gw->cfg_version = fb_cfg_str(c->r, NULL, g, "version");
+    gw->fleet = fb_fleet_cfg_load(c->r, fb_cfg_get(top, "fleet"));
 }
 
 /* ------------------------------------------------------------ sinks */
@@ -289,11 +317,27 @@ static void load_services(struct ctx *c, const struct fb_cfg_map *top)
 }
 
 /* ------------------------------------------------------------ load */
+static int load(struct fb_cfg *r, const char *path, struct fb_gateway **out);
+
 int fb_config_load(const char *path, const struct fb_config_opts *o, struct fb_gateway **out)
 {
     *out = NULL;
     struct fb_cfg *r = fb_cfg_open(path, o && o->strict, o ? o->diag : NULL);
     if (!r) return FB_EINVAL;
+    return load(r, path, out);
+}
+
+int fb_config_load_mem(const char *name, const char *text, size_t len, const struct fb_config_opts *o,
+                       struct fb_gateway **out)
+{
+    *out = NULL;
+    struct fb_cfg *r = fb_cfg_open_mem(name, text, len, o && o->strict, o ? o->diag : NULL);
+    if (!r) return FB_EINVAL;
+    return load(r, name, out);
+}
+
+static int load(struct fb_cfg *r, const char *path, struct fb_gateway **out)
+{
     struct fb_gateway *gw = calloc(1, sizeof *gw);
     if (!gw) {
         fb_cfg_finish(r);
@@ -423,5 +467,6 @@ size_t fb_config_key_tables(struct fb_config_keys *out, size_t max)
         if (n < max) out[n++] = (struct fb_config_keys){svc[i]->name, svc[i]->keys};
         for (const struct fb_config_keys *k = svc[i]->nested; k && k->section && n < max; k++) out[n++] = *k;
     }
+    n += fb_fleet_cfg_key_tables(out + n, max - n);
     return n + fb_config_dev_key_tables(out + n, max - n);
 }

@@ -12,6 +12,10 @@
 void fb_metrics_render(struct fb_gateway *gw, struct fb_buf *out);
 /* Process CPU seconds and RSS bytes (from /proc/self). */
 void fb_proc_usage(double *cpu_s, uint64_t *rss_bytes);
-/* Gateway status JSON (online/offline, devices with NE107, sinks, cpu, rss). */
+/* Gateway status JSON (online/offline, lifecycle state, health, identity,
+ * config, devices with NE107, sinks and queues, the box: docs/fleet.md). */
 void fb_status_json(struct fb_gateway *gw, struct fb_buf *out, bool online);
+/* The health level the status reports (its reasons are in the status). */
+enum { FB_HEALTH_OK = 0, FB_HEALTH_DEGRADED = 1, FB_HEALTH_ERROR = 2 };
+int fb_status_health(struct fb_gateway *gw);
 #endif

@@ -33,6 +33,8 @@ struct fb_group_rt;
 struct fb_conn_rt;
 struct fb_sink_rt;
 struct fb_rt;
+struct fb_model_map;
+struct fb_fleet_cfg;
 
 /* ------------------------------------------------------------------- tags */
 enum fb_access { FB_ACC_READ = 1, FB_ACC_WRITE = 2, FB_ACC_RW = 3 };
@@ -149,6 +151,16 @@ struct fb_driver {
     /* Write one raw value (already converted to tag->type). */
     int (*write)(struct fb_device *dev, const struct fb_tag *t, const struct fb_value *v, struct fb_err *err);
     void (*close)(struct fb_conn *c);
+    /* Optional: a config reload keeps connection c running in place of `old`
+     * (same key; the same devices with the same tags in the same order, but
+     * new objects whose tag ids may have moved).  c->ctx already holds old's
+     * open transport.  Re-point what the transport keeps of the model and
+     * carry per-device, per-group and per-tag state worth keeping (cached
+     * handles, learnt splits) from old's objects to c's; the old model is
+     * freed afterwards with whatever c's objects held before.  Called with
+     * the connection's thread parked.  Without it, a reload reconnects the
+     * connection even when nothing about it changed. */
+    void (*adopt)(struct fb_conn *c, struct fb_conn *old);
 };
 
 /* ------------------------------------------------------------------ sinks */
@@ -199,6 +211,19 @@ struct fb_sink {
     void (*tick)(struct fb_sink_inst *s);
     /* Publish an offline status and flush what can be flushed, then disconnect. */
     void (*close)(struct fb_sink_inst *s);
+    /* Optional: whether two config objects (cfg_load) configure the very same
+     * sink (referenced files included).  NULL: a reload always restarts it. */
+    bool (*cfg_equal)(const void *a, const void *b);
+    /* Optional, both or neither: a config reload changes the devices or tags
+     * under the running sink, whose own settings stay.  model_begin runs with
+     * the sink's thread parked: from then on the sink's other threads (its
+     * network callbacks) must not look at the model or at what the sink
+     * derived from it, until model_end — called once gw holds the new model,
+     * with `map` from the old device and tag ids to the new (UINT32_MAX:
+     * gone; core/batch_codec.h) — has rebuilt that (topics, aliases,
+     * births).  Without them such a reload restarts the sink. */
+    void (*model_begin)(struct fb_sink_inst *s);
+    void (*model_end)(struct fb_sink_inst *s, const struct fb_model_map *map);
 };
 
 /* A service: something configured by its own top-level section that lives
@@ -216,6 +241,8 @@ struct fb_service {
     void (*describe)(const struct fb_service_inst *si, FILE *f);                /* the `check` line */
     void *(*start)(struct fb_gateway *gw, const void *cfg, struct fb_err *err); /* NULL + err on failure */
     void (*stop)(void *state);
+    /* Optional: the same configuration?  NULL: a reload always restarts it. */
+    bool (*cfg_equal)(const void *a, const void *b);
 };
 
 struct fb_service_inst {
@@ -236,9 +263,18 @@ struct fb_sink_inst {
 };
 
 /* ---------------------------------------------------------------- gateway */
+struct fb_label {
+    char *key, *value;
+};
+
 struct fb_gateway {
     char *id, *site;
     char *cfg_path;
+    /* identity (`gateway:`) and the config's own `version:`, for the status */
+    char *hw_model, *location, *cfg_version;
+    struct fb_label *labels;
+    uint32_t nlabels;
+    struct fb_fleet_cfg *fleet; /* `fleet:` (core/fleet_cfg.h), NULL = defaults */
     struct fb_tag *tags;
     uint32_t ntags;
     struct fb_device *devs;

@@ -270,6 +270,15 @@ void fb_cmd_process(struct fb_gateway *gw, const struct fb_cmd *cmd, char **resp
         respond(&out, id_json, false, "commands must be sent with QoS 1 or 2");
         goto done;
     }
+    /* the lifecycle state (docs/fleet.md): nothing is written while an operator works on
+     * the machine, or on a gateway that is not (or no longer) in service */
+    int gstate = gw->rt ? atomic_load(&gw->rt->gw_state) : FB_GW_ONLINE;
+    if (gstate == FB_GW_MAINTENANCE || gstate == FB_GW_DECOMMISSIONED || gstate == FB_GW_PROVISIONING) {
+        snprintf(why, sizeof why, "the gateway is in %s: writes are refused", fb_gw_state_name(gstate));
+        fb_warn(dname, NULL, "command refused from %s: %s", cmd->source, why);
+        respond(&out, id_json, false, why);
+        goto done;
+    }
     if (!root) {
         snprintf(why, sizeof why, "invalid JSON: %s (line %d, column %d)", jerr.text, jerr.line, jerr.column);
         fb_warn(dname, NULL, "command refused from %s: %s", cmd->source, why);
@@ -371,6 +380,32 @@ done:
     *resp_len = out.len;
 }
 
+/* A command to the gateway itself: the QoS rule, then the fleet component's
+ * handler (docs/fleet.md). */
+static void gateway_process(struct fb_gateway *gw, const struct fb_cmd *cmd, char **resp, size_t *resp_len)
+{
+    if (cmd->qos == 0 && !gw->cmd_allow_qos0) {
+        fb_warn(NULL, NULL, "gateway command refused from %s: sent with QoS 0", cmd->source);
+        struct fb_buf out;
+        fb_buf_init(&out);
+        respond(&out, "null", false, "commands must be sent with QoS 1 or 2");
+        fb_buf_cstr(&out);
+        *resp = out.p;
+        *resp_len = out.len;
+        return;
+    }
+    if (gw->rt && gw->rt->gw_cmd) {
+        gw->rt->gw_cmd(gw, cmd, resp, resp_len);
+        return;
+    }
+    struct fb_buf out;
+    fb_buf_init(&out);
+    respond(&out, "null", false, "this gateway takes no commands for itself");
+    fb_buf_cstr(&out);
+    *resp = out.p;
+    *resp_len = out.len;
+}
+
 static void *router_thread(void *arg)
 {
     struct fb_router *r = arg;
@@ -386,8 +421,11 @@ static void *router_thread(void *arg)
         if (!c) break;
         char *resp = NULL;
         size_t len = 0;
-        fb_cmd_process(r->gw, c, &resp, &len);
-        if (c->reply) c->reply(c, resp, len);
+        if (c->kind == FB_CMD_GATEWAY)
+            gateway_process(r->gw, c, &resp, &len);
+        else
+            fb_cmd_process(r->gw, c, &resp, &len);
+        if (c->reply && resp) c->reply(c, resp, len);
         free(resp);
         fb_cmd_free(c);
     }
@@ -450,6 +488,16 @@ void fb_router_stop(struct fb_gateway *gw)
         fb_cmd_free(c);
     }
     r->tail = NULL;
+    pthread_mutex_unlock(&r->mu);
+}
+
+void fb_router_remap(struct fb_gateway *gw, const uint32_t *map, uint32_t n)
+{
+    struct fb_router *r = gw->rt ? gw->rt->router : NULL;
+    if (!r) return;
+    pthread_mutex_lock(&r->mu);
+    for (struct fb_cmd *c = r->head; c; c = c->next)
+        if (c->kind == FB_CMD_WRITE) c->device = c->device < n ? map[c->device] : UINT32_MAX;
     pthread_mutex_unlock(&r->mu);
 }
 

@@ -159,6 +159,10 @@ class ModbusServer:
         self.stop()
         self.start()
 
+    def connections(self):
+        """How many TCP connections clients opened to this server (all its runs)."""
+        return sum(1 for line in self.proc.output().splitlines() if line.startswith("CONNECTION "))
+
     def client(self):
         """A pymodbus TCP client on this server (for reading back writes)."""
         from pymodbus.client import ModbusTcpClient  # pylint: disable=import-outside-toplevel
