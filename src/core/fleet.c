@@ -763,6 +763,7 @@ static bool do_config(struct fb_fleet *f, const struct fb_cmd *cmd, json_t *root
     }
     fb_gateway_free(nw);
     free(text);
+    fc = gw->fleet; /* the new model's, when it was applied (the old one is freed) */
     fb_buf_cstr(&diags);
     fb_buf_cstr(&changes);
     struct fb_buf extra;

@@ -5,9 +5,12 @@ keeps running and what it restarts, remote configuration with a health check
 and automatic roll-back, identity and lifecycle state in the retained status,
 and the health block (docs/fleet.md, docs/metrics.md).
 """
+import datetime
 import signal
 import subprocess
 import time
+
+import pytest
 
 from conftest import GW_STATUS, gw_config, status_state
 from test_run import device, ready
@@ -227,3 +230,400 @@ def test_systemd_unit_reload(broker, start_modbus, start_gateway, watch):
     last = last_result(w, t0, "reload")
     assert last and last["ok"] and last["source"] == "signal:SIGHUP", last
     assert gw.alive()
+
+
+@pytest.mark.parametrize("where", ["disk", "memory"])
+def test_buffered_data_survives_a_reload(start_broker, start_modbus, start_gateway, watch, tmp_path, where):
+    """While the broker is away, telemetry waits in the sink's buffer (on disk,
+    or the in-memory queue without one).  A reload then renumbers every
+    device and tag (a device added in front, another changed): the records
+    made under the old config are translated by name and all delivered, to
+    the right device with the right tag names, when the broker is back."""
+    broker = start_broker()
+    srv = {n: counting_server(start_modbus, n) for n in ("d0", "d1", "d2")}
+    port = peers.free_port()
+    cfg = gw_config(broker.port, [mdev(srv["d1"], "d1"), mdev(srv["d2"], "d2")],
+                    mqtt={"reconnect": {"min": "2s", "max": "2s"}},
+                    metrics={"listen": f"127.0.0.1:{port}"})
+    if where == "disk":
+        cfg["buffer"] = {"path": str(tmp_path / "buf")}
+    w = watch(broker.port)
+    gw = start_gateway(cfg)
+    for d in ("d1", "d2"):
+        assert w.wait_for(lambda m: True, 20, topic=topic(d, "telemetry")), d
+    w.close()
+    broker.stop()
+    time.sleep(2.0)
+    cfg["devices"] = [mdev(srv["d0"], "d0"), mdev(srv["d1"], "d1"),
+                      mdev(srv["d2"], "d2", tags=[{"name": "extra", "addr": "hr:1"}, {"name": "n", "addr": "hr:20"}])]
+    write_cfg(gw, cfg)
+    before = http_json(port)["sinks"]["mqtt"]
+    counted_ts = time.time()  # every record counted was made before this
+    records = before["buffer"]["records"]
+    assert records >= 20, before
+    gw.proc.send(signal.SIGHUP)
+    assert peers.wait_until(lambda: (http_json(port).get("config", {}).get("last") or {}).get("action") == "reload",
+                            10), gw.output()[-3000:]
+    last = http_json(port)["config"]["last"]
+    assert last["ok"], last
+    assert last["changes"]["devices"]["kept"] == 1 and last["changes"]["devices"]["changed"] == ["d2"], last
+    time.sleep(1.0)
+    broker.start()
+    w2 = watch(broker.port)
+
+    def delivered():
+        st = http_json(port)["sinks"]["mqtt"]
+        return st["buffer"]["records"] == 0 and st["connected"]
+    assert peers.wait_until(delivered, 30), http_json(port)["sinks"]
+    time.sleep(1.0)
+    old = []
+    for d in ("d1", "d2"):
+        for m in w2.messages(topic(d, "telemetry")):
+            j = m.json()
+            assert j["device"] == d, j
+            assert set(j["values"]) <= ({"n"} if d == "d1" else {"n", "extra"}), j
+            ts = datetime.datetime.fromisoformat(j["ts"].replace("Z", "+00:00")).timestamp()
+            if ts < counted_ts:
+                old.append(j)
+                assert "n" in j["values"] and "extra" not in j["values"], j
+    assert len(old) >= records, f"{len(old)} of {records} buffered records arrived"
+    seqs = [j["seq"] for j in old]
+    assert len(set(seqs)) == len(seqs), "duplicates"
+    st = http_json(port)
+    assert st["sinks"]["mqtt"]["dropped"] == 0, st["sinks"]
+
+
+# ---------------------------------------------------- remote configuration
+import hashlib  # noqa: E402
+
+
+def fleet_cfg(broker_port, devs, state_dir, check="2s", **top):
+    cfg = gw_config(broker_port, devs, **top)
+    cfg["fleet"] = {"state_dir": str(state_dir), "remote_config": {"health_check": check}}
+    return cfg
+
+
+def command(w, body, cid, timeout=20):
+    t = time.monotonic()
+    body = dict(body, id=cid)
+    w.publish(GW_CMD, body, qos=1)
+    r = w.wait_for(lambda m: (m.json() or {}).get("id") == cid, timeout, topic=GW_RESP, after=t)
+    assert r is not None, f"no answer to {cid}: {w.messages(GW_RESP)[-3:]}"
+    return r.json()
+
+
+def status(w, pred, after, timeout=20):
+    m = w.wait_for(lambda m: isinstance(m.json(), dict) and pred(m.json()), timeout,
+                   topic=topic(GW_ID, "status"), after=after)
+    return m.json() if m else None
+
+
+def test_remote_config_inline_is_checked_kept_and_survives_a_restart(broker, start_modbus, start_gateway, watch,
+                                                                       tmp_path):
+    srv = {n: counting_server(start_modbus, n) for n in ("a", "b")}
+    state = tmp_path / "state"
+    cfg = fleet_cfg(broker.port, [mdev(srv["a"], "a")], state)
+    w = watch(broker.port)
+    gw = start_gateway(cfg)
+    assert w.wait_for(lambda m: True, 20, topic=topic("a", "telemetry"))
+    new = dict(cfg, version="v2")
+    new["devices"] = [mdev(srv["a"], "a"), mdev(srv["b"], "b")]
+    text = to_yaml(new) + "\n"
+    t0 = time.monotonic()
+    r = command(w, {"cmd": "config", "version": "v2", "config": text}, "c-1")
+    assert r["ok"] and r["result"] == "applied" and r["health_check_s"] == 2, r
+    assert r["sha256"] == hashlib.sha256(text.encode()).hexdigest(), r
+    assert r["changes"]["devices"]["added"] == ["b"] and r["changes"]["devices"]["kept"] == 1, r
+    # while it is checked: the status says so
+    st = status(w, lambda j: (j.get("config") or {}).get("trial", {}).get("version") == "v2", t0)
+    assert st and st["config"]["version"] == "v2" and st["config"]["source"] == "remote", st
+    st = status(w, lambda j: (j.get("config") or {}).get("last", {}).get("health_check") == "passed", t0)
+    assert st, f"never kept: {w.messages(topic(GW_ID, 'status'))[-1:]}"
+    assert st["config"]["version"] == "v2" and "trial" not in st["config"], st["config"]
+    assert (state / "config" / "current.yaml").read_text() == text
+    assert not (state / "config" / "pending.yaml").exists()
+    assert w.wait_for(lambda m: True, 10, topic=topic("b", "telemetry"), after=t0)
+    # a restart runs the kept version (the local file names only device a)
+    gw.stop()
+    t1 = time.monotonic()
+    gw2 = start_gateway(cfg, name="again")
+    assert w.wait_for(lambda m: True, 20, topic=topic("b", "telemetry"), after=t1), gw2.output()[-2000:]
+    st = status(w, lambda j: j.get("online") and (j.get("config") or {}).get("version") == "v2", t1)
+    assert st and st["config"]["source"] == "remote", st
+    assert st["config"]["path"].endswith("[remote configuration v2]"), st["config"]
+    # a reload re-reads the kept version, not the local file
+    t2 = time.monotonic()
+    r = command(w, {"cmd": "reload"}, "r-1")
+    assert r["ok"] and r["changes"]["devices"]["kept"] == 2 and not r["changes"]["devices"]["removed"], r
+
+
+def test_remote_config_by_url_with_sha256(broker, start_modbus, start_gateway, watch, tmp_path, certs):
+    srv = counting_server(start_modbus, "a")
+    files = tmp_path / "files"
+    files.mkdir()
+    state = tmp_path / "state"
+    cfg = fleet_cfg(broker.port, [mdev(srv, "a")], state, check="1s")
+    cfg["fleet"]["remote_config"]["ca"] = certs.path("ca.pem")
+    w = watch(broker.port)
+    gw = start_gateway(cfg)
+    assert w.wait_for(lambda m: True, 20, topic=topic("a", "telemetry"))
+    new = dict(cfg, version="v3")
+    new["devices"] = [mdev(srv, "a", tags=[{"name": "n", "addr": "hr:20"}, {"name": "x", "addr": "hr:2"}])]
+    text = (to_yaml(new) + "\n").encode()
+    (files / "v3.yaml").write_bytes(text)
+    good = hashlib.sha256(text).hexdigest()
+    for scheme_certs in (None, certs):  # http, then https with the test CA
+        fs = peers.FileServer(files, certs=scheme_certs)
+        try:
+            r = command(w, {"cmd": "config", "version": "v3", "url": fs.url("v3.yaml"), "sha256": "0" * 64},
+                        f"bad-{fs.scheme}")
+            assert not r["ok"] and "SHA-256 mismatch" in r["error"], r
+            assert fs.requests == ["/v3.yaml"], fs.requests
+            r = command(w, {"cmd": "config", "version": "v3", "url": fs.url("missing.yaml"), "sha256": good},
+                        f"404-{fs.scheme}")
+            assert not r["ok"] and "404" in r["error"], r
+            if scheme_certs is None:
+                continue
+            t0 = time.monotonic()
+            r = command(w, {"cmd": "config", "version": "v3", "url": fs.url("v3.yaml"), "sha256": good.upper()},
+                        "good")
+            assert r["ok"] and r["sha256"] == good, r
+        finally:
+            fs.stop()
+    assert w.wait_for(lambda m: "x" in ((m.json() or {}).get("values") or {}), 10, topic=topic("a", "telemetry"),
+                      after=t0)
+    st = status(w, lambda j: (j.get("config") or {}).get("last", {}).get("health_check") == "passed", t0)
+    assert st and st["config"]["sha256"] == good, st
+    # no sha256 with a url: refused before anything is fetched
+    r = command(w, {"cmd": "config", "url": "http://127.0.0.1:1/x.yaml"}, "no-sha")
+    assert not r["ok"] and "sha256" in r["error"], r
+
+
+def test_remote_config_rolls_back_when_a_healthy_device_fails(broker, start_modbus, start_gateway, watch, tmp_path):
+    srv = {n: counting_server(start_modbus, n) for n in ("a", "b")}
+    state = tmp_path / "state"
+    cfg = fleet_cfg(broker.port, [mdev(srv["a"], "a"), mdev(srv["b"], "b")], state, check="2s")
+    w = watch(broker.port)
+    gw = start_gateway(cfg)
+    for d in ("a", "b"):
+        assert w.wait_for(lambda m: True, 20, topic=topic(d, "telemetry"))
+    time.sleep(0.5)
+    conns_a = srv["a"].connections()
+    bad = dict(cfg, version="broken-b")
+    dead = peers.free_port()  # nobody listens there
+    bad["devices"] = [mdev(srv["a"], "a"), dict(mdev(srv["b"], "b"), url=f"modbus-tcp://127.0.0.1:{dead}?unit=1")]
+    t0 = time.monotonic()
+    r = command(w, {"cmd": "config", "version": "broken-b", "config": to_yaml(bad) + "\n"}, "c-bad")
+    assert r["ok"], r  # valid, applied, then watched
+    st = status(w, lambda j: (j.get("config") or {}).get("last", {}).get("rolled_back") is True, t0, timeout=20)
+    assert st, f"no roll-back: {w.messages(topic(GW_ID, 'status'))[-1:]}\n{gw.output()[-3000:]}"
+    last = st["config"]["last"]
+    assert last["ok"] is False and last["version"] == "broken-b" and "device b" in last["error"], last
+    assert st["config"]["version"] is None and st["config"]["source"] == "file", st["config"]
+    assert not (state / "config" / "current.yaml").exists() and not (state / "config" / "pending.yaml").exists()
+    t1 = time.monotonic()
+    assert w.wait_for(lambda m: True, 10, topic=topic("b", "telemetry"), after=t1), "b not back"
+    assert srv["a"].connections() == conns_a, "the healthy device was reconnected"
+    # refused outright: invalid, another gateway id, another state directory
+    r = command(w, {"cmd": "config", "config": "gateway: {id: x}\nbogus: 1\n"}, "c-invalid")
+    assert not r["ok"] and any("bogus" in e for e in r["errors"]), r
+    other = dict(cfg, gateway={"id": "someone-else", "site": SITE})
+    r = command(w, {"cmd": "config", "config": to_yaml(other) + "\n"}, "c-id")
+    assert not r["ok"] and "gateway.id" in r["error"], r
+    moved = dict(cfg, fleet={"state_dir": str(tmp_path / "elsewhere"), "remote_config": {}})
+    r = command(w, {"cmd": "config", "config": to_yaml(moved) + "\n"}, "c-dir")
+    assert not r["ok"] and "state_dir" in r["error"], r
+    r = command(w, {"cmd": "config", "version": "v9", "config": to_yaml(dict(cfg, version="v8")) + "\n"}, "c-ver")
+    assert not r["ok"] and "version mismatch" in r["error"], r
+
+
+def test_remote_config_rolls_back_when_the_broker_becomes_unreachable(broker, start_modbus, start_gateway, watch,
+                                                                        tmp_path):
+    srv = counting_server(start_modbus, "a")
+    state = tmp_path / "state"
+    cfg = fleet_cfg(broker.port, [mdev(srv, "a")], state, check="2s")
+    w = watch(broker.port)
+    start_gateway(cfg)
+    assert w.wait_for(lambda m: True, 20, topic=topic("a", "telemetry"))
+    bad = dict(cfg, version="wrong-broker")
+    bad["mqtt"] = dict(cfg["mqtt"], url=f"mqtt://127.0.0.1:{peers.free_port()}")
+    t0 = time.monotonic()
+    # the answer would go out on the new connection, which cannot be made: the
+    # retained status tells the outcome once the gateway is back
+    w.publish(GW_CMD, {"id": "c-broker", "cmd": "config", "config": to_yaml(bad) + "\n"}, qos=1)
+    # it comes back to this broker by itself, and tells why
+    st = status(w, lambda j: (j.get("config") or {}).get("last", {}).get("rolled_back") is True, t0, timeout=25)
+    assert st and "sink mqtt is not connected" in st["config"]["last"]["error"], st
+    assert w.wait_for(lambda m: True, 10, topic=topic("a", "telemetry"), after=time.monotonic())
+
+
+# ------------------------------------------------------- identity and state
+def test_identity_and_capabilities_in_the_retained_status(broker, start_modbus, start_gateway, watch):
+    srv = counting_server(start_modbus, "a")
+    cfg = gw_config(broker.port, [mdev(srv, "a")], version="2026-03-01.2")
+    cfg["gateway"].update({"model": "RevPi Connect 4", "location": "Munich, hall B",
+                           "labels": {"line": "A", "owner": "ops"}})
+    w = watch(broker.port)
+    start_gateway(cfg)
+    st = status(w, lambda j: j.get("online") and "info" in j, 0)
+    assert st, w.messages(topic(GW_ID, "status"))
+    info = st["info"]
+    assert info["id"] == GW_ID and info["site"] == SITE and info["model"] == "RevPi Connect 4", info
+    assert info["location"] == "Munich, hall B" and info["labels"] == {"line": "A", "owner": "ops"}, info
+    assert info["software"].startswith("fieldbridge "), info
+    caps = info["capabilities"]
+    assert {"modbus", "opcua", "s7", "ads", "revpi", "sim"} <= set(caps["drivers"]), caps
+    assert {"mqtt", "sparkplug"} <= set(caps["sinks"]) and "reload" in caps["commands"], caps
+    assert "config" not in caps["commands"], "remote configuration is off without fleet.remote_config"
+    assert st["state"] == "online" and st["config"]["version"] == "2026-03-01.2", st
+    late = watch(broker.port, topics=[topic(GW_ID, "status")])
+    m = late.wait_for(lambda m: True, 5)
+    assert m is not None and m.retain and m.json()["info"]["model"] == "RevPi Connect 4", m
+
+
+def test_maintenance_refuses_writes_and_is_kept_across_a_restart(broker, start_modbus, start_gateway, watch, tmp_path):
+    srv = counting_server(start_modbus, "a")
+    state = tmp_path / "state"
+    dev = mdev(srv, "a", tags=[{"name": "n", "addr": "hr:20"}, {"name": "sp", "addr": "hr:5", "access": "rw"}])
+    cfg = fleet_cfg(broker.port, [dev], state)
+    w = watch(broker.port)
+    gw = start_gateway(cfg)
+    assert w.wait_for(lambda m: True, 20, topic=topic("a", "telemetry"))
+    time.sleep(0.5)
+    t0 = time.monotonic()
+    r = command(w, {"cmd": "maintenance", "on": True, "reason": "replacing the PLC"}, "m-1")
+    assert r["ok"], r
+    st = status(w, lambda j: j.get("state") == "maintenance", t0, timeout=5)
+    assert st and st["health_reasons"] == [], st
+    assert (state / "maintenance").read_text() == "replacing the PLC"
+    t1 = time.monotonic()
+    w.publish(topic("a", "command"), {"id": "w-1", "write": {"sp": 7}}, qos=1)
+    resp = w.wait_for(lambda m: (m.json() or {}).get("id") == "w-1", 10, topic=topic("a", "command/response"), after=t1)
+    assert resp and resp.json()["ok"] is False and "maintenance" in resp.json()["error"], resp
+    r = command(w, {"cmd": "config", "config": to_yaml(cfg) + "\n"}, "c-1")
+    assert not r["ok"] and "maintenance" in r["error"], r
+    assert w.wait_for(lambda m: True, 5, topic=topic("a", "telemetry"), after=time.monotonic()), "polling stopped"
+    gw.stop()
+    t2 = time.monotonic()
+    start_gateway(cfg, name="again")
+    st = status(w, lambda j: j.get("online") and j.get("state") == "maintenance", t2)
+    assert st, "maintenance not kept across the restart"
+    r = command(w, {"cmd": "maintenance", "on": False}, "m-2")
+    assert r["ok"] and not (state / "maintenance").exists(), r
+    assert status(w, lambda j: j.get("state") == "online", time.monotonic() - 0.1, timeout=5)
+    t3 = time.monotonic()
+    w.publish(topic("a", "command"), {"id": "w-2", "write": {"sp": 7}}, qos=1)
+    resp = w.wait_for(lambda m: (m.json() or {}).get("id") == "w-2", 10, topic=topic("a", "command/response"), after=t3)
+    assert resp and resp.json()["ok"] is True, resp
+
+
+def test_decommission_stops_polling_and_is_kept(broker, start_modbus, start_gateway, watch, tmp_path):
+    srv = counting_server(start_modbus, "a")
+    state = tmp_path / "state"
+    cfg = fleet_cfg(broker.port, [mdev(srv, "a")], state)
+    w = watch(broker.port)
+    gw = start_gateway(cfg)
+    assert w.wait_for(lambda m: True, 20, topic=topic("a", "telemetry"))
+    r = command(w, {"cmd": "decommission", "confirm": "not-me"}, "d-0")
+    assert not r["ok"] and "confirm" in r["error"], r
+    t0 = time.monotonic()
+    r = command(w, {"cmd": "decommission", "confirm": GW_ID}, "d-1")
+    assert r["ok"], r
+    st = status(w, lambda j: j.get("state") == "decommissioned", t0, timeout=5)
+    assert st and st["devices"]["a"]["state"] == "offline", st
+    off = w.wait_for(lambda m: status_state(m) == "offline", 5, topic=topic("a", "status"), after=t0)
+    assert off and "decommissioned" in off.json()["reason"], off
+    time.sleep(0.5)
+    t1 = time.monotonic()
+    time.sleep(1.0)
+    assert not w.messages(topic("a", "telemetry")) or w.messages(topic("a", "telemetry"))[-1].t < t1, "still polling"
+    r = command(w, {"cmd": "reload"}, "r-1")
+    assert not r["ok"] and "decommissioned" in r["error"], r
+    # a restart keeps it out of service: no connection to the device at all
+    gw.stop()
+    conns = srv.connections()
+    t2 = time.monotonic()
+    gw2 = start_gateway(cfg, name="again")
+    st = status(w, lambda j: j.get("online") and j.get("state") == "decommissioned", t2)
+    assert st, gw2.output()[-2000:]
+    time.sleep(1.0)
+    assert srv.connections() == conns, "a decommissioned gateway connected to its device"
+    # the offline status of a decommissioned gateway says so too
+    t3 = time.monotonic()
+    gw2.stop()
+    st = status(w, lambda j: not j.get("online"), t3, timeout=5)
+    assert st and st["state"] == "decommissioned", st
+    t4 = time.monotonic()
+    gw3 = start_gateway(cfg, name="third")
+    assert status(w, lambda j: j.get("online") and j.get("state") == "decommissioned", t4)
+    time.sleep(0.5)  # its command subscription
+    r = command(w, {"cmd": "recommission"}, "d-2")
+    assert r["ok"] and not (state / "decommissioned").exists(), r
+    assert w.wait_for(lambda m: True, 10, topic=topic("a", "telemetry"), after=t4), gw3.output()[-2000:]
+
+
+def test_error_state_when_no_device_is_online(broker, start_gateway, watch, start_modbus):
+    srv = counting_server(start_modbus, "a")
+    cfg = gw_config(broker.port, [mdev(srv, "a")], status_interval="30s")
+    cfg["fleet"] = {"health": {"error_after": "1s"}}
+    w = watch(broker.port)
+    start_gateway(cfg)
+    assert w.wait_for(lambda m: True, 20, topic=topic("a", "telemetry"))
+    t0 = time.monotonic()
+    srv.stop()
+    st = status(w, lambda j: j.get("state") == "error", t0, timeout=10)  # on change: long before 30 s
+    assert st and st["health"] == "error" and "no device online" in st["health_reasons"][0], st
+    t1 = time.monotonic()
+    srv.start()
+    assert status(w, lambda j: j.get("state") == "online" and j.get("health") == "ok", t1, timeout=15)
+
+
+# ------------------------------------------------------------------ health
+def test_health_in_status_and_metrics(broker, start_modbus, start_gateway, watch, tmp_path):
+    """CPU, memory, disk (the buffer's filesystem), network counters, thermal
+    zones (a board's sysfs, here a directory laid out like one), the clock:
+    in the status and on /metrics, published at once when the health changes."""
+    sysfs = tmp_path / "sys"
+    tz = sysfs / "class" / "thermal" / "thermal_zone0"
+    tz.mkdir(parents=True)
+    (tz / "type").write_text("cpu-thermal\n")
+    (tz / "temp").write_text("48500\n")
+    srv = counting_server(start_modbus, "a")
+    port = peers.free_port()
+    cfg = gw_config(broker.port, [mdev(srv, "a")], status_interval="30s",
+                    metrics={"listen": f"127.0.0.1:{port}"}, buffer={"path": str(tmp_path / "buf")})
+    cfg["fleet"] = {"health": {"sysfs": str(sysfs), "temperature_max": 80}}
+    w = watch(broker.port)
+    start_gateway(cfg)
+    assert w.wait_for(lambda m: True, 20, topic=topic("a", "telemetry"))
+    assert peers.wait_until(lambda: (http_json(port).get("system") or {}).get("cpu", {}).get("usage") is not None, 15)
+    st = http_json(port)
+    sysj = st["system"]
+    with open("/proc/meminfo", encoding="ascii") as f:
+        total = int(re.search(r"MemTotal:\s+(\d+) kB", f.read()).group(1)) * 1024
+    assert sysj["memory"]["total_bytes"] == total, sysj["memory"]
+    assert 0 < sysj["memory"]["available_bytes"] <= total and sysj["memory"]["process_rss_bytes"] > 0
+    assert 0.0 <= sysj["cpu"]["usage"] <= 1.0 and sysj["cpu"]["cores"] == os.cpu_count(), sysj["cpu"]
+    assert sysj["disk"]["path"] == str(tmp_path / "buf"), sysj["disk"]
+    vfs = os.statvfs(str(tmp_path / "buf"))
+    assert sysj["disk"]["total_bytes"] == vfs.f_blocks * vfs.f_frsize, sysj["disk"]
+    assert "lo" in sysj["network"] and sysj["network"]["lo"]["rx_bytes"] > 0, sysj["network"]
+    assert sysj["temperature"] == {"thermal_zone0": {"type": "cpu-thermal", "celsius": 48.5}}, sysj["temperature"]
+    assert isinstance(sysj["clock"]["synced"], bool) and sysj["clock"]["synced"] == st["clock_synced"]
+    assert st["health"] == "ok" and st["sinks"]["mqtt"]["queue"] >= 0, st
+    text = http_text(port)
+    assert metric(text, "fieldbridge_temperature_celsius", zone="thermal_zone0", type="cpu-thermal") == 48.5
+    assert metric(text, "fieldbridge_system_memory_total_bytes") == total
+    assert metric(text, "fieldbridge_network_receive_bytes_total", interface="lo") > 0
+    assert metric(text, "fieldbridge_disk_total_bytes", path=str(tmp_path / "buf")) == vfs.f_blocks * vfs.f_frsize
+    assert metric(text, "fieldbridge_gateway_state", state="online") == 1
+    assert metric(text, "fieldbridge_gateway_state", state="maintenance") == 0
+    assert metric(text, "fieldbridge_sink_queue_length", sink="mqtt") >= 0
+    assert metric(text, "fieldbridge_system_cpus") == os.cpu_count()
+    metric(text, "fieldbridge_clock_maxerror_seconds")
+    # too hot: degraded, published at once (the status interval is 30 s)
+    t0 = time.monotonic()
+    (tz / "temp").write_text("85250\n")
+    st = status(w, lambda j: j.get("health") == "degraded", t0, timeout=10)
+    assert st and any("thermal_zone0" in r for r in st["health_reasons"]), st
+    assert metric(http_text(port), "fieldbridge_temperature_celsius", zone="thermal_zone0", type="cpu-thermal") == 85.25
