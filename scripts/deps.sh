@@ -15,6 +15,8 @@ DEMO=(
     # build (C only: gcc, not the whole build-essential)
     gcc libc6-dev cmake ninja-build pkg-config
     libmodbus-dev libmosquitto-dev libyaml-dev libjansson-dev libmicrohttpd-dev libssl-dev
+    # remote configurations by URL: the headers (libcurl is loaded only when a download is asked for)
+    libcurl4-openssl-dev
     protobuf-c-compiler libprotobuf-c-dev
     # the demo's broker, its mosquitto_sub/pub, and its Modbus simulator (pymodbus imports serial)
     mosquitto mosquitto-clients

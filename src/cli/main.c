@@ -40,7 +40,8 @@ static const char *const usage_head =
     "\n"
     "commands (fieldbridge help COMMAND for each one's options):\n"
     "  run -c FILE [--log-format text|json] [--log-level LEVEL]\n"
-    "                                   run the gateway (foreground) until SIGINT/SIGTERM\n"
+    "                                   run the gateway (foreground) until SIGINT/SIGTERM;\n"
+    "                                   SIGHUP reloads the config\n"
     "  check -c FILE [--strict]         validate a config offline and print what would run\n"
     "  read URL ADDR... [--type T] [--order O] [--count N] [--json] [--timeout D]\n"
     "                                   one-shot read of one or more addresses\n"
@@ -144,7 +145,9 @@ static int cmd_run(int argc, char **argv)
         else if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
             puts("usage: fieldbridge run -c FILE [--log-format text|json] [--log-level error|warn|info|debug]\n"
                  "Runs the gateway in the foreground until SIGINT or SIGTERM, then publishes the\n"
-                 "offline status, flushes what it can and exits 0.");
+                 "offline status, flushes what it can and exits 0.  SIGHUP (systemctl reload)\n"
+                 "re-reads the config and applies only what changed; an invalid one is refused\n"
+                 "and the running one stays (docs/fleet.md).");
             return 0;
         } else {
             fprintf(stderr, "fieldbridge run: unexpected argument '%s'\n", argv[i]);

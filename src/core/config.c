@@ -445,6 +445,19 @@ void fb_config_summary(const struct fb_gateway *gw, FILE *f)
         else
             fprintf(f, "  %s\n", si->svc->name);
     }
+    const struct fb_fleet_cfg *fl = gw->fleet;
+    if (gw->cfg_version || gw->hw_model || gw->location || gw->nlabels ||
+        (fl && (fl->state_dir || fl->remote_config))) {
+        fprintf(f, "  fleet: version %s, model %s, location %s, %u label%s; state in %s; remote configuration %s",
+                gw->cfg_version ? gw->cfg_version : "-", gw->hw_model ? gw->hw_model : "-",
+                gw->location ? gw->location : "-", gw->nlabels, gw->nlabels == 1 ? "" : "s",
+                fl && fl->state_dir ? fl->state_dir : "memory only", fl && fl->remote_config ? "on" : "off");
+        if (fl && fl->remote_config) {
+            fmt_dur(d1, sizeof d1, fl->health_check_ns);
+            fprintf(f, " (health check %s)", d1);
+        }
+        fputc('\n', f);
+    }
 }
 
 /* ------------------------------------------------------------ key tables */
