@@ -1163,9 +1163,12 @@ void fb_fleet_runtime_ext(struct fb_fleet *f, struct fb_runtime_ext *ext)
 int fb_fleet_start(struct fb_fleet *f, struct fb_err *err)
 {
     make_dirs(f->gw);
+    /* a reload command may already run on the router thread */
+    fb_model_rdlock(f->gw);
     publish_caps(f);
     publish_config(f);
     update_state(f);
+    fb_model_unlock(f->gw);
     if (pthread_create(&f->thr, NULL, fleet_thread, f) != 0)
         return fb_err_set(err, FB_ENOMEM, "cannot start the fleet thread");
     f->started = true;

@@ -135,6 +135,8 @@ int fb_conn_write(struct fb_gateway *gw, const struct fb_tag *t, const struct fb
                   struct fb_err *err)
 {
     struct fb_conn *c = gw->devs[t->device].conn;
+    if (!c || !c->rt || !c->rt->started) /* a decommissioned gateway polls nothing */
+        return fb_err_set(err, FB_ECLOSED, "device %s is not running", gw->devs[t->device].name);
     struct fb_write_req *r = calloc(1, sizeof *r);
     if (!r) return fb_err_set(err, FB_ENOMEM, "out of memory");
     r->tag = t->id;
