@@ -83,7 +83,7 @@ static void test_netdev(void **st)
 
 static void put(const char *dir, const char *name, const char *text)
 {
-    char p[600];
+    char p[1300];
     snprintf(p, sizeof p, "%s/%s", dir, name);
     FILE *f = fopen(p, "w");
     assert_non_null(f);
@@ -99,7 +99,7 @@ static void test_thermal(void **st)
     const char *zones[] = {"thermal_zone10", "thermal_zone2", "thermal_zone1", "cooling_device0"};
     for (size_t i = 0; i < 4; i++) {
         char d[600];
-        snprintf(d, sizeof d, "%s/%s", root, zones[i]);
+        snprintf(d, sizeof d, "%.500s/%s", root, zones[i]);
         assert_int_equal(mkdir(d, 0755), 0);
         put(d, "type", i == 3 ? "Processor\n" : "soc-thermal\n");
         if (i == 0) put(d, "temp", "-5500\n");
