@@ -92,6 +92,12 @@ struct fb_fleet {
     bool maintenance, decommissioned, in_error;
     char maint_reason[160], error_reason[160];
     int64_t no_sink_since, no_dev_since; /* monotonic, 0 = all is well */
+    /* a remote configuration being downloaded (by the fleet thread, so the
+     * router thread stays free for writes); the answer goes out when it is applied */
+    struct fb_cmd *fetch; /* the command to submit when the download ends (its payload: the request) */
+    char *fetch_url, *fetch_ca;
+    int64_t fetch_timeout_ns;
+    uint64_t fetch_max;
     /* the fleet thread */
     pthread_t thr;
     bool started, stop;
@@ -656,13 +662,20 @@ static void trial_end(struct fb_fleet *f)
 }
 
 /* {"cmd":"config","version":…,"config":"<yaml>"} or {…,"url":…,"sha256":…}. */
-static bool do_config(struct fb_fleet *f, const struct fb_cmd *cmd, json_t *root, struct fb_buf *resp)
+#define DEFERRED 2 /* the answer comes later (a download) */
+
+static int defer_fetch(struct fb_fleet *f, const struct fb_cmd *cmd, const char *url, struct fb_err *err);
+
+static int do_config(struct fb_fleet *f, const struct fb_cmd *cmd, json_t *root, struct fb_buf *resp)
 {
     struct fb_gateway *gw = f->gw;
     const struct fb_fleet_cfg *fc = gw->fleet;
     const char *cversion = json_string_value(json_object_get(root, "version"));
     const char *inline_text = json_string_value(json_object_get(root, "config"));
     const char *url = json_string_value(json_object_get(root, "url"));
+    const char *fetched = json_string_value(json_object_get(root, "fetched_from")); /* the download came back */
+    if (fetched && cmd->qos >= 0) fetched = NULL; /* only the gateway itself says so */
+    if (fetched) url = NULL;
     const char *want_sha = json_string_value(json_object_get(root, "sha256"));
     char version[128];
     snprintf(version, sizeof version, "%s", cversion ? cversion : "");
@@ -676,20 +689,25 @@ static bool do_config(struct fb_fleet *f, const struct fb_cmd *cmd, json_t *root
     bool ok = false;
     struct fb_gateway *nw = NULL;
 
+    /* off, then what is wrong with the request, then why not now */
     if (!fc || !fc->remote_config || !fc->state_dir) {
         fb_err_set(&err, FB_EACCES, "remote configuration is off (fleet.remote_config with fleet.state_dir)");
-    } else if (f->maintenance || f->decommissioned) {
-        fb_err_set(&err, FB_EACCES, "the gateway is in %s: remote changes are refused",
-                   f->maintenance ? "maintenance" : "decommissioned state");
-    } else if (f->trial) {
-        fb_err_set(&err, FB_EAGAIN, "remote configuration %s is being checked: send the next one after",
-                   f->trial_version);
+    } else if (fetched && json_is_string(json_object_get(root, "error"))) {
+        fb_err_set(&err, FB_EIO, "%s", json_string_value(json_object_get(root, "error")));
     } else if (!!inline_text == !!url) {
         fb_err_set(&err, FB_EINVAL, "give either \"config\" (the YAML text) or \"url\" with \"sha256\"");
     } else if (url && !want_sha) {
         fb_err_set(&err, FB_EINVAL, "a configuration by \"url\" needs its \"sha256\"");
     } else if (want_sha && (strlen(want_sha) != 64 || strspn(want_sha, "0123456789abcdefABCDEF") != 64)) {
         fb_err_set(&err, FB_EINVAL, "\"sha256\" must be 64 hex digits");
+    } else if (f->maintenance || f->decommissioned) {
+        fb_err_set(&err, FB_EACCES, "the gateway is in %s: remote changes are refused",
+                   f->maintenance ? "maintenance" : "decommissioned state");
+    } else if (f->trial) {
+        fb_err_set(&err, FB_EAGAIN, "remote configuration %s is being checked: send the next one after",
+                   f->trial_version);
+    } else if (f->fetch && !fetched) {
+        fb_err_set(&err, FB_EAGAIN, "a remote configuration is being downloaded: send the next one after");
     } else if (inline_text) {
         len = json_string_length(json_object_get(root, "config"));
         if (len > fc->max_config_bytes)
@@ -701,9 +719,9 @@ static bool do_config(struct fb_fleet *f, const struct fb_cmd *cmd, json_t *root
             fb_err_set(&err, FB_ENOMEM, "out of memory");
         else
             memcpy(text, inline_text, len + 1);
-    } else {
-        fb_info(NULL, NULL, "remote configuration %s: fetching %s", version, url);
-        fb_fetch(url, fc->fetch_ca, fc->fetch_timeout_ns, fc->max_config_bytes, &text, &len, &err);
+    } else if (defer_fetch(f, cmd, url, &err) == 0) {
+        fb_info(NULL, NULL, "remote configuration %s: downloading %s", version, url);
+        return DEFERRED;
     }
     if (text) {
         fb_sha256_hex(text, len, sha);
@@ -731,7 +749,7 @@ static bool do_config(struct fb_fleet *f, const struct fb_cmd *cmd, json_t *root
                 if (!version[0] && nw->cfg_version) snprintf(version, sizeof version, "%s", nw->cfg_version);
                 char meta[1100], extra[300];
                 state_path(gw, "config/pending.json", meta, sizeof meta);
-                snprintf(extra, sizeof extra, ",\"source\":\"%s\"", url ? "url" : "inline");
+                snprintf(extra, sizeof extra, ",\"source\":\"%s\"", fetched ? "url" : "inline");
                 if (write_atomic(pend, text, len, &err) == 0) {
                     write_meta(meta, version, sha, extra);
                     fb_model_rdlock(gw);
@@ -795,6 +813,87 @@ static bool do_config(struct fb_fleet *f, const struct fb_cmd *cmd, json_t *root
     fb_buf_free(&diags);
     fb_buf_free(&changes);
     return ok;
+}
+
+/* A configuration by URL: the fleet thread downloads it and submits the
+ * command again with the text (and the original command's answer path). */
+static int defer_fetch(struct fb_fleet *f, const struct fb_cmd *cmd, const char *url, struct fb_err *err)
+{
+    const struct fb_fleet_cfg *fc = f->gw->fleet;
+    struct fb_cmd *c = calloc(1, sizeof *c);
+    if (!c) return fb_err_set(err, FB_ENOMEM, "out of memory");
+    c->payload = malloc(cmd->len + 1);
+    c->response_topic = cmd->response_topic ? strdup(cmd->response_topic) : NULL;
+    c->corr = cmd->corr && cmd->corr_len > 0 ? malloc((size_t)cmd->corr_len) : NULL;
+    if (!c->payload || (cmd->response_topic && !c->response_topic) || (cmd->corr && cmd->corr_len > 0 && !c->corr)) {
+        fb_cmd_free(c);
+        return fb_err_set(err, FB_ENOMEM, "out of memory");
+    }
+    memcpy(c->payload, cmd->payload, cmd->len);
+    c->payload[cmd->len] = 0;
+    c->len = cmd->len;
+    if (c->corr) memcpy(c->corr, cmd->corr, (size_t)cmd->corr_len);
+    c->corr_len = cmd->corr && cmd->corr_len > 0 ? cmd->corr_len : 0;
+    c->kind = FB_CMD_GATEWAY;
+    c->device = UINT32_MAX;
+    c->qos = -1;
+    snprintf(c->topic, sizeof c->topic, "%s", cmd->topic);
+    snprintf(c->source, sizeof c->source, "%s", cmd->source);
+    c->reply = cmd->reply;
+    c->reply_ctx = cmd->reply_ctx;
+    pthread_mutex_lock(&f->mu);
+    f->fetch = c;
+    free(f->fetch_url);
+    free(f->fetch_ca);
+    f->fetch_url = strdup(url);
+    f->fetch_ca = fc->fetch_ca ? strdup(fc->fetch_ca) : NULL;
+    f->fetch_timeout_ns = fc->fetch_timeout_ns;
+    f->fetch_max = fc->max_config_bytes;
+    pthread_cond_broadcast(&f->cv);
+    pthread_mutex_unlock(&f->mu);
+    return 0;
+}
+
+/* Fleet thread: download, then hand the text to the router as the same
+ * command with "config" (and "fetched_from"), or with "error". */
+static void run_fetch(struct fb_fleet *f)
+{
+    pthread_mutex_lock(&f->mu);
+    struct fb_cmd *c = f->fetch;
+    char *url = f->fetch_url, *ca = f->fetch_ca;
+    int64_t timeout = f->fetch_timeout_ns;
+    uint64_t max = f->fetch_max;
+    f->fetch_url = f->fetch_ca = NULL;
+    pthread_mutex_unlock(&f->mu);
+    char *text = NULL;
+    size_t len = 0;
+    struct fb_err err = {0};
+    fb_fetch(url, ca, timeout, max, &text, &len, &err);
+    json_error_t je;
+    json_t *root = json_loadb(c->payload, c->len, 0, &je);
+    if (json_is_object(root)) {
+        json_object_set_new(root, "fetched_from", json_string(url));
+        json_object_del(root, "url");
+        if (text && strlen(text) == len)
+            json_object_set_new(root, "config", json_stringn(text, len));
+        else
+            json_object_set_new(root, "error",
+                                json_string(text ? "the downloaded file contains a NUL character" : err.msg));
+        char *p = json_dumps(root, JSON_COMPACT);
+        if (p) {
+            free(c->payload);
+            c->payload = p;
+            c->len = strlen(p);
+        }
+    }
+    json_decref(root);
+    free(text);
+    free(url);
+    free(ca);
+    pthread_mutex_lock(&f->mu);
+    f->fetch = NULL; /* the router may take the next one once this is applied */
+    pthread_mutex_unlock(&f->mu);
+    fb_router_submit(f->gw, c);
 }
 
 /* -------------------------------------------------------------- lifecycle */
@@ -921,9 +1020,18 @@ void fb_fleet_command(struct fb_gateway *gw, const struct fb_cmd *cmd, char **re
         fb_info(NULL, NULL, "gateway command %s from %s", c->name, cmd->source);
         if (!strcmp(c->name, "reload"))
             ok = do_reload(f, cmd->source, &body);
-        else if (!strcmp(c->name, "config"))
-            ok = do_config(f, cmd, root, &body);
-        else if (!strcmp(c->name, "maintenance"))
+        else if (!strcmp(c->name, "config")) {
+            int r = do_config(f, cmd, root, &body);
+            if (r == DEFERRED) { /* answered when the download is applied */
+                fb_buf_free(&body);
+                fb_buf_free(&out);
+                json_decref(root);
+                *resp = NULL;
+                *len = 0;
+                return;
+            }
+            ok = r != 0;
+        } else if (!strcmp(c->name, "maintenance"))
             ok = do_maintenance(f, root, &body);
         else if (!strcmp(c->name, "decommission"))
             ok = do_decommission(f, root, &body, true);
@@ -1056,7 +1164,11 @@ static void *fleet_thread(void *arg)
         pthread_mutex_unlock(&f->mu);
         if (ask) submit_internal(f, "fleet:health-check", "{\"id\":null,\"cmd\":\"trial-end\"}");
         pthread_mutex_lock(&f->mu);
-        if (!f->stop) fb_cond_wait_until(&f->cv, &f->mu, fb_mono_ns() + FLEET_TICK_NS);
+        bool fetch = f->fetch && f->fetch_url;
+        pthread_mutex_unlock(&f->mu);
+        if (fetch) run_fetch(f);
+        pthread_mutex_lock(&f->mu);
+        if (!f->stop && !(f->fetch && f->fetch_url)) fb_cond_wait_until(&f->cv, &f->mu, fb_mono_ns() + FLEET_TICK_NS);
     }
     pthread_mutex_unlock(&f->mu);
     return NULL;
@@ -1192,6 +1304,9 @@ void fb_fleet_stop(struct fb_fleet *f)
 void fb_fleet_free(struct fb_fleet *f)
 {
     if (!f) return;
+    fb_cmd_free(f->fetch); /* a download the fleet thread did not get to */
+    free(f->fetch_url);
+    free(f->fetch_ca);
     free(f->local_path);
     free(f->local_dir);
     free(f->last_json);

@@ -317,10 +317,11 @@ class FileServer:
     certificate (Certs), on 127.0.0.1 in a thread: a download peer (remote
     configurations by URL).  `requests` lists the paths asked for."""
 
-    def __init__(self, root, certs=None):
+    def __init__(self, root, certs=None, delay=None):
         import functools  # pylint: disable=import-outside-toplevel
         import http.server  # pylint: disable=import-outside-toplevel
         self.requests = []
+        self.delay = dict(delay or {})  # path -> seconds to wait before answering (a slow server)
         outer = self
 
         class Handler(http.server.SimpleHTTPRequestHandler):
@@ -329,6 +330,7 @@ class FileServer:
 
             def do_GET(self):
                 outer.requests.append(self.path)
+                time.sleep(outer.delay.get(self.path, 0))
                 super().do_GET()
         self.httpd = http.server.ThreadingHTTPServer(
             ("127.0.0.1", 0), functools.partial(Handler, directory=str(root)))

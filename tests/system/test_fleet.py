@@ -394,6 +394,26 @@ def test_remote_config_by_url_with_sha256(broker, start_modbus, start_gateway, w
                       after=t0)
     st = status(w, lambda j: (j.get("config") or {}).get("last", {}).get("health_check") == "passed", t0)
     assert st and st["config"]["sha256"] == good, st
+    # a slow download does not hold the command router: a write is answered meanwhile
+    (files / "v4.yaml").write_bytes(text.replace(b"version: \"v3\"", b"version: \"v4\""))
+    slow = peers.FileServer(files, delay={"/v4.yaml": 3.0})
+    try:
+        sha4 = hashlib.sha256((files / "v4.yaml").read_bytes()).hexdigest()
+        t1 = time.monotonic()
+        w.publish(GW_CMD, {"id": "slow", "cmd": "config", "version": "v4", "url": slow.url("v4.yaml"),
+                           "sha256": sha4}, qos=1)
+        assert peers.wait_until(lambda: slow.requests, 5)
+        r = command(w, {"cmd": "config", "config": "x"}, "meanwhile")
+        assert not r["ok"] and "being downloaded" in r["error"], r
+        w.publish(topic("a", "command"), {"id": "w-1", "write": {"nope": 1}}, qos=1)
+        resp = w.wait_for(lambda m: (m.json() or {}).get("id") == "w-1", 5, topic=topic("a", "command/response"),
+                          after=t1)
+        assert resp is not None and time.monotonic() - t1 < 2.5, "the router waited for the download"
+        r = w.wait_for(lambda m: (m.json() or {}).get("id") == "slow", 15, topic=GW_RESP, after=t1)
+        assert r is not None and r.json()["ok"] and r.json()["sha256"] == sha4, r
+        assert time.monotonic() - t1 >= 3.0
+    finally:
+        slow.stop()
     # no sha256 with a url: refused before anything is fetched
     r = command(w, {"cmd": "config", "url": "http://127.0.0.1:1/x.yaml"}, "no-sha")
     assert not r["ok"] and "sha256" in r["error"], r
