@@ -383,6 +383,17 @@ static void sink_fp_advance(struct fb_sink_inst *s, const struct fb_model_map *m
 {
     struct fb_sink_rt *q = s->rt;
     if (!q || !q->store || q->fp == new_fp) return;
+    struct fb_store_stats st;
+    fb_store_stats(q->store, &st);
+    if (st.records == 0) { /* nothing of an earlier config is left (in flight included): forget them all */
+        for (uint32_t i = 0; i < q->nfpmaps; i++) fb_model_map_free(q->fpmaps[i].map);
+        q->nfpmaps = 0;
+        fb_model_map_free(q->map);
+        q->map = NULL;
+        q->map_fp = 0;
+        q->fp = new_fp;
+        return;
+    }
     uint32_t n = 0;
     struct fb_fp_map *m = realloc(q->fpmaps, (q->nfpmaps + 1) * sizeof *m);
     if (!m) {
