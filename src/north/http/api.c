@@ -50,6 +50,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -516,6 +517,13 @@ static enum MHD_Result start_events(struct api *a, struct MHD_Connection *conn, 
     c->a = a;
     c->conn = conn;
     atomic_store(&c->suspended, 0);
+    /* a small kernel send buffer: what a slow subscriber can hold in the
+     * kernel stays small, and falling behind shows in the ring soon */
+    const union MHD_ConnectionInfo *fi = M.get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+    if (fi) {
+        int sz = 64 * 1024;
+        setsockopt(fi->connect_fd, SOL_SOCKET, SO_SNDBUF, &sz, sizeof sz);
+    }
     const char *last = M.lookup_connection_value(conn, MHD_HEADER_KIND, "Last-Event-ID");
     bool resumed = last && fb_live_resume(a->h.live, last, &c->pos);
     if (!resumed) c->pos = fb_live_head(a->h.live);
@@ -989,7 +997,6 @@ static int api_open(struct fb_sink_inst *s, struct fb_err *err)
     a->cfg = cfg;
     a->h.gw = s->gw;
     a->h.cfg = cfg;
-    a->h.rl_log.interval_ns = SEC;
     a->rl_slow.interval_ns = 10 * SEC;
     pthread_mutex_init(&a->h.tokens_mu, NULL);
     pthread_mutex_init(&a->pend_mu, NULL);

@@ -73,15 +73,24 @@ static void refuse(struct fb_http_api *api, const struct fb_http_req *req, struc
     va_end(ap);
     fb_http_error(resp, status, "%s", msg);
     atomic_fetch_add(&api->refused, 1);
-    uint64_t before = api->rl_log.suppressed;
-    if (fb_ratelimit_ok(&api->rl_log, fb_mono_ns())) {
-        uint64_t more = before;
-        char path[160];
-        snprintf(path, sizeof path, "%s", req->path ? req->path : "?");
-        fb_warn(NULL, NULL, "http: refused %s %s from %s (user %s): %d %s%s", req->method ? req->method : "?", path,
-                req->peer[0] ? req->peer : "?", resp->user[0] ? resp->user : "-", status, msg,
-                more ? " (and earlier refusals not logged one by one; see fieldbridge_http_refused_total)" : "");
+    int64_t now = fb_mono_ns();
+    if (now - api->log_window_ns >= 1000000000LL) {
+        if (api->log_suppressed)
+            fb_warn(NULL, NULL, "http: %llu more requests refused in the last second (not logged one by one)",
+                    (unsigned long long)api->log_suppressed);
+        api->log_window_ns = now;
+        api->log_lines = 0;
+        api->log_suppressed = 0;
     }
+    if (api->log_lines >= FB_HTTP_LOG_BURST) {
+        api->log_suppressed++;
+        return;
+    }
+    api->log_lines++;
+    char path[160];
+    snprintf(path, sizeof path, "%s", req->path ? req->path : "?");
+    fb_warn(NULL, NULL, "http: refused %s %s from %s (user %s): %d %s", req->method ? req->method : "?", path,
+            req->peer[0] ? req->peer : "?", resp->user[0] ? resp->user : "-", status, msg);
 }
 
 /* ------------------------------------------------------------ rate limit */

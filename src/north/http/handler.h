@@ -86,6 +86,8 @@ struct fb_http_resp {
     int role;
 };
 
+#define FB_HTTP_LOG_BURST 20
+
 /* Per-address token buckets: a fixed table, the oldest entry reused. */
 #define FB_HTTP_RL_SLOTS 256
 struct fb_http_rl {
@@ -106,8 +108,11 @@ struct fb_http_api {
     struct fb_http_tokens tokens;
     /* rate limit: touched only by the HTTP thread */
     struct fb_http_rl rl[FB_HTTP_RL_SLOTS];
-    /* refused requests are logged, but at most this often one by one */
-    struct fb_ratelimit rl_log;
+    /* refused requests are logged one by one, up to FB_HTTP_LOG_BURST a
+     * second; beyond that they are counted and the count is logged */
+    int64_t log_window_ns;
+    uint32_t log_lines;
+    uint64_t log_suppressed;
     _Atomic uint64_t refused, requests;
 };
 

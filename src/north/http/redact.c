@@ -22,6 +22,9 @@
 static const char *const secret_words[] = {"password", "secret",  "token",  "passphrase",
                                            "psk",      "api_key", "apikey", NULL};
 
+/* A secret word as the whole key or one of its _-separated parts
+ * ("password", "mqtt_password", "client_secret"), except where the key
+ * names a file ("password_file", "tokens" — a file of hashes). */
 bool fb_redact_key(const char *key)
 {
     if (!key) return false;
@@ -31,7 +34,9 @@ bool fb_redact_key(const char *key)
     for (const char *const *w = secret_words; *w; w++) {
         size_t wl = strlen(*w);
         for (size_t i = 0; i + wl <= n; i++)
-            if (!strncasecmp(key + i, *w, wl)) return true;
+            if (!strncasecmp(key + i, *w, wl) && (i == 0 || key[i - 1] == '_' || key[i - 1] == '-') &&
+                (i + wl == n || key[i + wl] == '_' || key[i + wl] == '-'))
+                return true;
     }
     return false;
 }
