@@ -158,13 +158,16 @@ int fb_redact_yaml(const char *text, size_t len, struct fb_buf *out, struct fb_b
             case YAML_STREAM_END_EVENT: done = true; break;
             case YAML_MAPPING_START_EVENT:
             case YAML_SEQUENCE_START_EVENT:
-                if (depth > 0 && st[depth - 1].map) st[depth - 1].want_key = true; /* a value: next is a key */
-                if (depth < 64) {
-                    st[depth].map = e.type == YAML_MAPPING_START_EVENT;
-                    st[depth].want_key = true;
-                    /* a list under a secret key (password: [..]) keeps the key's meaning */
-                    snprintf(st[depth].key, sizeof st[depth].key, "%s", depth > 0 ? st[depth - 1].key : "");
+                if (depth >= 64) { /* deeper than any config: not shown at all */
+                    ok = false;
+                    done = true;
+                    break;
                 }
+                if (depth > 0 && st[depth - 1].map) st[depth - 1].want_key = true; /* a value: next is a key */
+                st[depth].map = e.type == YAML_MAPPING_START_EVENT;
+                st[depth].want_key = true;
+                /* a list under a secret key (password: [..]) keeps the key's meaning */
+                snprintf(st[depth].key, sizeof st[depth].key, "%s", depth > 0 ? st[depth - 1].key : "");
                 depth++;
                 break;
             case YAML_MAPPING_END_EVENT:
@@ -173,7 +176,7 @@ int fb_redact_yaml(const char *text, size_t len, struct fb_buf *out, struct fb_b
                 break;
             case YAML_SCALAR_EVENT:
             case YAML_ALIAS_EVENT: {
-                struct frame *f = depth > 0 && depth <= 64 ? &st[depth - 1] : NULL;
+                struct frame *f = depth > 0 ? &st[depth - 1] : NULL;
                 if (f && f->map && f->want_key) {
                     if (e.type == YAML_SCALAR_EVENT)
                         snprintf(f->key, sizeof f->key, "%s", (const char *)e.data.scalar.value);
