@@ -2,9 +2,11 @@
 """http_bench.py — the HTTP API's performance figures (BENCHMARKS.md, "HTTP API").
 
   1. GET /api/v1/values with 10,000 tags (10 simulated devices × 1,000 tags,
-     every value present): curl, one request after another on a fresh
-     connection, time_total per request (connect + request + the whole ~1 MB
-     body); median, p95, p99, max of N requests.
+     every value present): the rendering's own CPU time in the HTTP thread
+     (bench/http_render, independent of other load on the machine), then end
+     to end with curl, one request after another on a fresh connection,
+     time_total per request (connect + request + the whole ~1 MB body);
+     median, p95, p99, max of N requests.
   2. The event stream to 20 subscribers (bench/sse_clients, C) at 1,000
      changes/s, in two shapes: 10 devices × 10 changing tags every 100 ms
      (100 events/s of 10 values) and 10 devices × 1 tag every 10 ms (1,000
@@ -181,6 +183,13 @@ def main():
     secs = 2 if a.quick else a.seconds
     nreq = 20 if a.quick else 200
     out = {"time": time.strftime("%Y-%m-%dT%H:%M:%S"), "cpus": os.cpu_count()}
+    r = subprocess.run([os.path.join(build_dir(), "http_render"), "10000", str(nreq)], capture_output=True,
+                       text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    out["values_10k_render"] = json.loads(r.stdout)
+    print(json.dumps(out["values_10k_render"]), flush=True)
+    with open("/proc/loadavg", encoding="utf-8") as f:
+        out["loadavg_before"] = f.read().split()[:3]
     with tempfile.TemporaryDirectory() as tmp:
         out["values_10k"] = bench_values(tmp, nreq)
         print(json.dumps(out["values_10k"]), flush=True)
