@@ -83,8 +83,8 @@ int main(int argc, char **argv)
     qsort(wall, (size_t)rep, sizeof *wall, cmp);
     printf("{\"tags\":%u,\"repeat\":%d,\"bytes\":%zu,\"cpu_ms\":{\"p50\":%.3f,\"p99\":%.3f,\"max\":%.3f},"
            "\"wall_ms\":{\"p50\":%.3f,\"p99\":%.3f,\"max\":%.3f}}\n",
-           gw->ntags, rep, bytes, cpu[rep / 2], cpu[rep * 99 / 100], cpu[rep - 1], wall[rep / 2],
-           wall[rep * 99 / 100], wall[rep - 1]);
+           gw->ntags, rep, bytes, cpu[rep / 2], cpu[rep * 99 / 100], cpu[rep - 1], wall[rep / 2], wall[rep * 99 / 100],
+           wall[rep - 1]);
     free(cpu);
     free(wall);
     fb_buf_free(&body);
