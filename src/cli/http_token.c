@@ -9,7 +9,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "cli/cli.h"
+#include "cli/http_token.h"
 #include "north/http/auth.h"
 
 static const char *const help = "usage: fieldbridge http-token NAME ROLE [--append FILE]\n"

@@ -25,7 +25,10 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "cli/cli.h"
+#include "cli/ads_route.h"
+#include "cli/http_token.h"
+#include "cli/oneshot.h"
+#include "cli/spb_dump.h"
 #include "core/config.h"
 #include "core/driver.h"
 #include "core/log.h"

@@ -8,7 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "cli/cli.h"
+#include "cli/oneshot.h"
 #include "core/browse.h"
 #include "core/buf.h"
 #include "core/driver.h"
@@ -16,9 +16,6 @@
 #include "core/log.h"
 #include "core/router.h"
 #include "core/url.h"
-#include "south/ads/ads.h"
-#include "south/opcua/opcua.h"
-#include "south/revpi/revpi.h"
 #include "south/s7/s7.h"
 
 struct oneshot {
