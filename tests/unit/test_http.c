@@ -180,7 +180,7 @@ static void test_redact(void **state)
     assert_false(fb_redact_key("password_file") || fb_redact_key("tokens") || fb_redact_key("passwords_dir"));
     assert_false(fb_redact_key("key") || fb_redact_key("name"));
 
-    char *where;
+    char *where = NULL;
     const char *in = "# °C plant\n"
                      "a: {password: \"${P:-x}\", user: u}  # keep\n"
                      "b:\n"

@@ -1008,7 +1008,7 @@ static int api_open(struct fb_sink_inst *s, struct fb_err *err)
     char host[256];
     uint16_t port;
     struct sockaddr_storage ss;
-    bool v6;
+    bool v6 = false;
     if ((rc = fb_http_listen_addr(cfg->listen, &ss, &v6, host, sizeof host, &port, err)) < 0) goto fail;
     if ((rc = fb_mhd_load("http", err)) < 0) goto fail;
     if (cfg->tokens && (rc = fb_http_tokens_load(cfg->tokens, &a->h.tokens, err)) < 0) goto fail;

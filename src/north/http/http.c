@@ -173,7 +173,7 @@ int fb_http_start(struct fb_gateway *gw, const char *listen, struct fb_http **ou
     char host[256];
     uint16_t port;
     struct sockaddr_storage ss;
-    bool v6;
+    bool v6 = false;
     int rc = fb_http_listen_addr(listen, &ss, &v6, host, sizeof host, &port, err);
     if (rc) return rc;
     if ((rc = fb_mhd_load("metrics", err)) < 0) return rc;
