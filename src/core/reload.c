@@ -650,6 +650,10 @@ int fb_reload_apply(struct fb_gateway *gw, struct fb_gateway *nw, struct fb_buf 
     }
     for (uint32_t i = 0; i < gw->nconns; i++)
         if (p.cstop[i] && gw->conns[i].rt) fb_rt_conn_stop(gw, &gw->conns[i], NULL);
+    /* a sink that closes may be the way queued commands are answered: answer them before */
+    bool closing = false;
+    for (uint32_t i = 0; i < gw->nsinks; i++) closing = closing || (p.sfate[i] != S_KEEP && gw->sinks[i].rt);
+    if (closing) fb_router_refuse_queued(gw, "the configuration is being reloaded: send it again");
     for (uint32_t i = 0; i < gw->nsinks; i++) {
         struct fb_sink_inst *s = &gw->sinks[i];
         if (p.sfate[i] == S_KEEP || !s->rt) continue;
@@ -660,7 +664,8 @@ int fb_reload_apply(struct fb_gateway *gw, struct fb_gateway *nw, struct fb_buf 
         }
         fb_rt_sink_set_detached(s, true);
         fb_rt_sink_unpark(s);
-        s->sink->close(s); /* its session ends cleanly (offline status) */
+        s->sink->close(s);                /* its session ends cleanly (offline status) */
+        fb_router_drop_from(gw, s->name); /* what it submitted since: its answers' state is gone */
         p.sclosed[i] = true;
     }
 

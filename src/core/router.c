@@ -491,6 +491,63 @@ void fb_router_stop(struct fb_gateway *gw)
     pthread_mutex_unlock(&r->mu);
 }
 
+void fb_router_refuse_queued(struct fb_gateway *gw, const char *why)
+{
+    struct fb_router *r = gw->rt ? gw->rt->router : NULL;
+    if (!r) return;
+    pthread_mutex_lock(&r->mu);
+    struct fb_cmd *c = r->head;
+    r->head = r->tail = NULL;
+    pthread_mutex_unlock(&r->mu);
+    while (c) {
+        struct fb_cmd *next = c->next;
+        char id_json[160] = "null";
+        json_t *root = json_loadb(c->payload, c->len, 0, NULL);
+        json_t *id = root ? json_object_get(root, "id") : NULL;
+        if (json_is_string(id) && json_string_length(id) < 100) {
+            struct fb_buf ib;
+            fb_buf_init(&ib);
+            fb_json_str(&ib, json_string_value(id), json_string_length(id));
+            snprintf(id_json, sizeof id_json, "%s", fb_buf_cstr(&ib));
+            fb_buf_free(&ib);
+        } else if (json_is_integer(id)) {
+            snprintf(id_json, sizeof id_json, "%lld", (long long)json_integer_value(id));
+        }
+        json_decref(root);
+        fb_warn(NULL, NULL, "command from %s refused: %s", c->source, why);
+        struct fb_buf out;
+        fb_buf_init(&out);
+        respond(&out, id_json, false, why);
+        fb_buf_cstr(&out);
+        if (c->reply) c->reply(c, out.p, out.len);
+        fb_buf_free(&out);
+        fb_cmd_free(c);
+        c = next;
+    }
+}
+
+void fb_router_drop_from(struct fb_gateway *gw, const char *sink)
+{
+    struct fb_router *r = gw->rt ? gw->rt->router : NULL;
+    if (!r || !sink) return;
+    size_t n = strlen(sink);
+    pthread_mutex_lock(&r->mu);
+    struct fb_cmd **pp = &r->head, *last = NULL;
+    while (*pp) {
+        struct fb_cmd *c = *pp;
+        if (!strncmp(c->source, sink, n) && c->source[n] == ':') {
+            *pp = c->next;
+            fb_warn(NULL, NULL, "command from %s dropped: %s closed for a configuration reload", c->source, sink);
+            fb_cmd_free(c);
+            continue;
+        }
+        last = c;
+        pp = &c->next;
+    }
+    r->tail = last;
+    pthread_mutex_unlock(&r->mu);
+}
+
 void fb_router_remap(struct fb_gateway *gw, const uint32_t *map, uint32_t n)
 {
     struct fb_router *r = gw->rt ? gw->rt->router : NULL;

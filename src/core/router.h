@@ -39,7 +39,7 @@ struct fb_cmd {
     char *response_topic; /* owned; MQTT 5 response topic or NULL */
     void *corr;           /* owned; MQTT 5 correlation data or NULL */
     int corr_len;
-    char source[96]; /* who sent it, for the log: "mqtt:<topic>" */
+    char source[96]; /* who sent it, for the log: "<sink name>:…" ("mqtt:<topic>") */
     void *reply_ctx;
     /* Called once on the router thread with the response JSON. */
     void (*reply)(struct fb_cmd *cmd, const char *json, size_t len);
@@ -54,6 +54,13 @@ struct fb_router;
 int fb_router_start(struct fb_gateway *gw);
 void fb_router_stop(struct fb_gateway *gw);
 void fb_router_free(struct fb_router *r);
+/* Answer every queued command now, refused with `why` (a reload that
+ * restarts the sinks the answers go through).  Router thread only. */
+void fb_router_refuse_queued(struct fb_gateway *gw, const char *why);
+/* Drop, unanswered, the queued commands a sink submitted (`source` begins
+ * with "<sink>:"), once that sink has closed and freed what its answers
+ * needed (a reload restarting it).  Router thread only. */
+void fb_router_drop_from(struct fb_gateway *gw, const char *sink);
 /* A reload renumbered the devices: queued commands follow (map[old index] =
  * new index, UINT32_MAX = gone; n old devices).  Router thread only. */
 void fb_router_remap(struct fb_gateway *gw, const uint32_t *map, uint32_t n);

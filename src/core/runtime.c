@@ -207,8 +207,9 @@ static void *sink_thread(void *arg)
             struct fb_batch *b = n->b;
             if (detached) {
                 /* the sink is closed for a moment (reload): keep the data, in order;
-                 * device states are published again when it opens */
-                if (b->kind == FB_BATCH_DATA) {
+                 * device states are published again when it opens (a live view
+                 * has no store: what it misses meanwhile is gone for it) */
+                if (b->kind == FB_BATCH_DATA && s->rt->store) {
                     store_append(s, q, b);
                     unflushed++;
                 }
@@ -798,7 +799,7 @@ void fb_rt_conn_unpark(struct fb_conn *c)
 int fb_rt_sink_prepare(const struct fb_gateway *model, struct fb_sink_inst *s, struct fb_err *err)
 {
     if (!s->rt && !sink_rt_new(s)) return fb_err_set(err, FB_ENOMEM, "out of memory");
-    return sink_store_open((struct fb_gateway *)model, s, err);
+    return s->sink->live ? 0 : sink_store_open((struct fb_gateway *)model, s, err); /* a live view has no store */
 }
 
 /* Open the sink and start its thread (the model is the running one). */
@@ -1008,7 +1009,7 @@ int fb_runtime_start_ext(struct fb_gateway *gw, const struct fb_runtime_ext *ext
     for (uint32_t i = 0; i < gw->nsinks; i++) {
         struct fb_sink_inst *s = &gw->sinks[i];
         s->gw = gw;
-        if (sink_store_open(gw, s, err) < 0) return err ? err->code : FB_EIO;
+        if (!s->sink->live && sink_store_open(gw, s, err) < 0) return err ? err->code : FB_EIO;
         if (fb_rt_sink_run(s, err) < 0) return err ? err->code : FB_EIO;
     }
     /* a gateway being provisioned or taken out of service polls nothing (docs/fleet.md) */

@@ -686,3 +686,17 @@ def test_reload_keeps_handles_and_notifications(ads1, broker, start_gateway, wat
     after = srv.stats()["stats"]
     for k in ("connections", "notes_added", "cmd9:0xF082", "cmd2:0xF003", "cmd9:0xF003"):
         assert after.get(k, 0) == before.get(k, 0), (k, before, after)
+
+def test_browse_yaml(ads1, tmp_path):
+    """`browse --yaml`: one read-only tag per symbol with a plain type; structs
+    and arrays listed as comments; the result passes `fieldbridge check`."""
+    srv = ads1()
+    r = run_cli("browse", srv.url(), "--yaml")
+    assert r.returncode == 0, r.stderr
+    y = r.stdout
+    assert '- {name: "MAIN.fTemperature", addr: "MAIN.fTemperature", type: float32}  # REAL' in y, y
+    assert "# not a single value: MAIN.stRecipe (ST_Recipe)" in y, y
+    cfg = tmp_path / "b.yaml"
+    cfg.write_text("gateway: {id: g}\ndevices:\n" + "\n".join("  " + ln for ln in y.splitlines()) + "\n")
+    chk = run_cli("check", "-c", cfg)
+    assert chk.returncode == 0, chk.stderr + cfg.read_text()
