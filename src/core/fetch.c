@@ -96,8 +96,22 @@ static size_t on_data(char *data, size_t size, size_t n, void *arg)
     return k;
 }
 
+/* libcurl's progress callback (at least once a second): non-zero aborts. */
+static int on_progress(void *arg, curl_off_t dt, curl_off_t dn, curl_off_t ut, curl_off_t un)
+{
+    (void)dt, (void)dn, (void)ut, (void)un;
+    const atomic_bool *cancel = arg;
+    return cancel && atomic_load(cancel) ? 1 : 0;
+}
+
 int fb_fetch(const char *url, const char *ca_file, int64_t timeout_ns, uint64_t max_bytes, char **out, size_t *len,
              struct fb_err *err)
+{
+    return fb_fetch_cancellable(url, ca_file, timeout_ns, max_bytes, NULL, out, len, err);
+}
+
+int fb_fetch_cancellable(const char *url, const char *ca_file, int64_t timeout_ns, uint64_t max_bytes,
+                         const atomic_bool *cancel, char **out, size_t *len, struct fb_err *err)
 {
     *out = NULL;
     *len = 0;
@@ -122,12 +136,19 @@ int fb_fetch(const char *url, const char *ca_file, int64_t timeout_ns, uint64_t 
     curl.easy_setopt(h, CURLOPT_ERRORBUFFER, ebuf);
     curl.easy_setopt(h, CURLOPT_USERAGENT, "fieldbridge/" FB_VERSION);
     if (ca_file) curl.easy_setopt(h, CURLOPT_CAINFO, ca_file);
+    if (cancel) {
+        curl.easy_setopt(h, CURLOPT_NOPROGRESS, 0L);
+        curl.easy_setopt(h, CURLOPT_XFERINFOFUNCTION, on_progress);
+        curl.easy_setopt(h, CURLOPT_XFERINFODATA, (void *)cancel);
+    }
     if (max_bytes < (uint64_t)LONG_MAX) curl.easy_setopt(h, CURLOPT_MAXFILESIZE, (long)max_bytes);
     CURLcode cc = curl.easy_perform(h);
     long status = 0;
     curl.easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status);
     curl.easy_cleanup(h);
-    if (b.too_big || cc == CURLE_FILESIZE_EXCEEDED)
+    if (cc == CURLE_ABORTED_BY_CALLBACK)
+        rc = fb_err_set(err, FB_ECLOSED, "%.120s: download given up (the gateway is stopping)", url);
+    else if (b.too_big || cc == CURLE_FILESIZE_EXCEEDED)
         rc = fb_err_set(err, FB_ERANGE, "%.120s: larger than %llu bytes (fleet.remote_config.max_size)", url,
                         (unsigned long long)max_bytes);
     else if (cc != CURLE_OK)

@@ -100,7 +100,8 @@ struct fb_fleet {
     uint64_t fetch_max;
     /* the fleet thread */
     pthread_t thr;
-    bool started, stop;
+    bool started;
+    atomic_bool stop;
     pthread_cond_t cv;
     int64_t next_sample;
     uint64_t sig;
@@ -868,7 +869,7 @@ static void run_fetch(struct fb_fleet *f)
     char *text = NULL;
     size_t len = 0;
     struct fb_err err = {0};
-    fb_fetch(url, ca, timeout, max, &text, &len, &err);
+    fb_fetch_cancellable(url, ca, timeout, max, &f->stop, &text, &len, &err);
     json_error_t je;
     json_t *root = json_loadb(c->payload, c->len, 0, &je);
     if (json_is_object(root)) {
@@ -1292,7 +1293,7 @@ void fb_fleet_stop(struct fb_fleet *f)
     if (!f) return;
     if (f->started) {
         pthread_mutex_lock(&f->mu);
-        f->stop = true;
+        atomic_store(&f->stop, true); /* also gives up a download (fetch.c) */
         pthread_cond_broadcast(&f->cv);
         pthread_mutex_unlock(&f->mu);
         pthread_join(f->thr, NULL);

@@ -763,3 +763,29 @@ def test_reloads_while_the_http_api_takes_writes(broker, start_modbus, start_gat
         "/api/v1/devices/a/write", {"write": {"sp": 1}}).status == 200, 10, "a write after the reloads")
     assert srv.connections() == conns  # the device kept its one connection through ten reloads
     assert gw.alive()
+
+
+def test_stop_during_a_download_is_prompt(broker, start_modbus, start_gateway, watch, tmp_path):
+    """SIGTERM while a remote configuration is downloading from a server that
+    does not answer: the download is given up and the gateway exits at once
+    (systemd's TimeoutStopSec is 15 s), with its offline status."""
+    srv = counting_server(start_modbus, "a")
+    files = tmp_path / "files"
+    files.mkdir()
+    (files / "v.yaml").write_text("gateway: {id: x}\n")
+    cfg = fleet_cfg(broker.port, [mdev(srv, "a")], tmp_path / "state")
+    cfg["fleet"]["remote_config"]["fetch_timeout"] = "60s"
+    w = watch(broker.port)
+    gw = start_gateway(cfg)
+    assert w.wait_for(lambda m: True, 20, topic=topic("a", "telemetry"))
+    fs = peers.FileServer(files, delay={"/v.yaml": 30.0})
+    try:
+        w.publish(GW_CMD, {"id": "d", "cmd": "config", "url": fs.url("v.yaml"), "sha256": "a" * 64}, qos=1)
+        assert peers.wait_until(lambda: fs.requests, 5)
+        t0 = time.monotonic()
+        gw.proc.send(signal.SIGTERM)
+        assert gw.wait(10) == 0, gw.output()[-3000:]
+        assert time.monotonic() - t0 < 5, f"stopping took {time.monotonic() - t0:.1f}s"
+        assert wait_status(w, "offline", timeout=5, after=t0)
+    finally:
+        fs.stop()
