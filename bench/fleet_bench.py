@@ -21,6 +21,7 @@ import argparse
 import json
 import os
 import resource
+import shutil
 import signal
 import socket
 import statistics
@@ -219,6 +220,8 @@ class Fleet:
                 self.broker.wait(10)
             except subprocess.TimeoutExpired:
                 self.broker.kill()
+        if not self.args.keep:
+            shutil.rmtree(self.dir, ignore_errors=True)
 
     # -------------------------------------------------------------- phases
     def fan_out(self, make, prefix, timeout):
@@ -330,6 +333,7 @@ def main():
     ap.add_argument("--health-check", type=int, default=2)
     ap.add_argument("--window", type=float, default=10.0)
     ap.add_argument("--out")
+    ap.add_argument("--keep", action="store_true", help="keep the gateways' directories and logs")
     a = ap.parse_args()
     fl = Fleet(a)
     try:
