@@ -1220,7 +1220,8 @@ static void test_docs_list_every_key(void **state)
         {"tls", "## `mqtt`"},        {"qos", "## `mqtt`"},
         {"reconnect", "## `mqtt`"},  {"sparkplug", "## `sparkplug`"},
         {"device", "## `devices`"},  {"tag", "## Tags"},
-        {"scale", "## Tags"},
+        {"scale", "## Tags"},        {"flood", "## `alarms`"},
+        {"alarm", "## `alarms`"},    {"script", "## `scripts`"},
     };
     struct fb_config_keys kt[64];
     size_t n = fb_config_key_tables(kt, 64);
