@@ -51,8 +51,9 @@ struct pend_out {
     struct fb_cfg_mark m;
 };
 
-struct pend_alarm { /* names an alarm still has to resolve */
+struct pend_alarm { /* what an alarm of a tag still has to check and resolve */
     uint32_t id;
+    struct fb_cfg_mark m; /* its key (hi:, deviation:, …) */
     char *setpoint;
     struct fb_cfg_mark sp_m;
     char *suppress;
@@ -208,7 +209,6 @@ static void tag_alarm(struct fb_edge_build *b, struct fb_cfg *r, const struct fb
                      kv->key);
         return;
     }
-    const struct fb_tag *t0 = &gw->tags[first];
     char what[80];
     snprintf(what, sizeof what, "alarms.%s", kv->key);
     struct fb_alarm set;
@@ -295,10 +295,6 @@ static void tag_alarm(struct fb_edge_build *b, struct fb_cfg *r, const struct fb
     }
     if (kind == FB_AK_ROC && set.limit <= 0) fb_cfg_error(r, kv->v, "%s: the limit is a rate per second > 0", what);
     if (kind == FB_AK_DEVIATION && set.limit < 0) fb_cfg_error(r, kv->v, "%s: the limit must not be negative", what);
-    if (kind != FB_AK_BAD && t0->type == FB_T_STRING)
-        fb_cfg_error(r, kv->k, "tag '%s' is a string: it can only have a bad_quality alarm", t0->name);
-    if (limits && t0->type == FB_T_BOOL)
-        fb_cfg_error(r, kv->k, "tag '%s' is a bool: give it a digital alarm", t0->name);
     for (uint32_t i = 0; i < n; i++) {
         const struct fb_tag *t = &gw->tags[first + i];
         char name[300];
@@ -318,10 +314,12 @@ static void tag_alarm(struct fb_edge_build *b, struct fb_cfg *r, const struct fb
         a->severity = set.severity;
         a->ne107 = set.ne107;
         a->message = set.message ? strdup(set.message) : NULL;
-        if ((sp || sup) && grow((void **)&b->alarms, b->nalarms, &b->cap_alarms, sizeof *b->alarms)) {
+        /* the tag's type is known once its driver parsed the address: checked at the end */
+        if (grow((void **)&b->alarms, b->nalarms, &b->cap_alarms, sizeof *b->alarms)) {
             struct pend_alarm *pa = &b->alarms[b->nalarms++];
             memset(pa, 0, sizeof *pa);
             pa->id = id;
+            pa->m = fb_cfg_mark(kv->k);
             pa->setpoint = sp ? strdup(sp) : NULL;
             pa->sp_m = sp_m;
             pa->suppress = sup ? strdup(sup) : NULL;
@@ -722,8 +720,10 @@ void fb_edge_cfg_finish(struct fb_edge_build *b, struct fb_cfg *r, struct fb_gat
         }
         if (s->source) {
             struct fb_err e = {0};
-            if (fb_script_check(s->source, s->source_len, s->name ? s->name : "script", &e) < 0)
-                fb_cfg_error_at(r, ps->file_m, "script %s: %s", s->file, e.msg);
+            const char *base = s->file ? strrchr(s->file, '/') : NULL;
+            base = base ? base + 1 : s->file ? s->file : "script";
+            if (fb_script_check(s->source, s->source_len, base, &e) < 0)
+                fb_cfg_error_at(r, ps->file_m, "script %s: %s", s->name ? s->name : "?", e.msg);
         }
         if (ps->nalarms && s->device == UINT32_MAX)
             fb_cfg_error_at(r, ps->m, "script '%s' has alarms: give it a device: (their topic)",
@@ -814,20 +814,30 @@ void fb_edge_cfg_finish(struct fb_edge_build *b, struct fb_cfg *r, struct fb_gat
     }
     free(marks);
     /* alarms: setpoints and suppression conditions */
+    uint32_t reported = UINT32_MAX; /* the elements of an array tag share one message */
     for (uint32_t i = 0; i < b->nalarms; i++) {
         struct pend_alarm *pa = &b->alarms[i];
         struct fb_alarm *a = &gw->alarms[pa->id];
+        const struct fb_tag *t = a->tag < gw->ntags ? &gw->tags[a->tag] : NULL;
+        uint32_t at = (uint32_t)pa->m.line << 12 | (uint32_t)(pa->m.col & 0xFFF);
+        if (t && t->type == FB_T_STRING && a->kind != FB_AK_BAD && at != reported) {
+            fb_cfg_error_at(r, pa->m, "tag '%s' is a string: it can only have a bad_quality alarm", t->name);
+            reported = at;
+        } else if (t && t->type == FB_T_BOOL && a->kind <= FB_AK_DEVIATION && at != reported) {
+            fb_cfg_error_at(r, pa->m, "tag '%s' is a bool: give it a digital alarm", t->name);
+            reported = at;
+        }
         if (pa->setpoint) {
-            const struct fb_tag *t = find_tag(gw, a->device, pa->setpoint, strlen(pa->setpoint));
-            if (!t)
+            const struct fb_tag *spt = find_tag(gw, a->device, pa->setpoint, strlen(pa->setpoint));
+            if (!spt)
                 fb_cfg_error_at(r, pa->sp_m, "setpoint: no tag '%s' (a tag of the device, or 'device/tag')",
                                 pa->setpoint);
-            else if (t->type == FB_T_STRING)
-                fb_cfg_error_at(r, pa->sp_m, "setpoint: tag '%s' is a string", t->path);
-            else if (t->id == a->tag)
+            else if (spt->type == FB_T_STRING)
+                fb_cfg_error_at(r, pa->sp_m, "setpoint: tag '%s' is a string", spt->path);
+            else if (spt->id == a->tag)
                 fb_cfg_error_at(r, pa->sp_m, "setpoint: the tag is its own setpoint");
             else
-                a->setpoint = t->id;
+                a->setpoint = spt->id;
         }
         if (pa->suppress) compile_suppress(r, gw, a, pa->suppress, pa->sup_m);
     }

@@ -11,9 +11,11 @@
  *     following instruction (it fires on each one from then on), and pcall,
  *     xpcall, coroutine.resume and coroutine.close are wrapped so that they
  *     pass that error on instead of catching it — a script cannot swallow
- *     its own kill.  Errors in __gc finalizers, which Lua always swallows,
- *     are followed by the next instruction outside them, which raises again.
- *     New coroutines inherit the hook.
+ *     its own kill.  Lua runs two kinds of code with hooks switched off:
+ *     finalizers (__gc), which scripts therefore cannot define (setmetatable
+ *     refuses a metatable with __gc), and an xpcall message handler called
+ *     for an error raised by a hook, which is skipped once the call is
+ *     killed.  New coroutines inherit the hook.
  *   - no file, process or module access: only the base (without dofile,
  *     loadfile, load), table, string, math, utf8 and coroutine libraries are
  *     opened; io and os only with `libraries: [io, os]`; package and debug
@@ -123,6 +125,40 @@ static void wrap(lua_State *L, const char *name)
     }
     lua_pushcclosure(L, guard, 1);
     lua_setfield(L, -2, name);
+}
+
+/* xpcall's message handler: not run for a kill (Lua would run it with hooks off). */
+static int handler_guard(lua_State *L)
+{
+    if (X(L)->killed) return 1; /* the error object, as it is */
+    lua_pushvalue(L, lua_upvalueindex(1));
+    lua_insert(L, 1);
+    lua_call(L, lua_gettop(L) - 1, 1);
+    return 1;
+}
+
+static int xpcall_guard(lua_State *L)
+{
+    luaL_checktype(L, 2, LUA_TFUNCTION);
+    lua_pushvalue(L, 2);
+    lua_pushcclosure(L, handler_guard, 1);
+    lua_replace(L, 2);
+    lua_pushvalue(L, lua_upvalueindex(1));
+    lua_insert(L, 1);
+    lua_callk(L, lua_gettop(L) - 1, LUA_MULTRET, 0, guard_k);
+    return guard_k(L, LUA_OK, 0);
+}
+
+/* setmetatable without finalizers: Lua runs __gc with hooks off, out of the budget's reach. */
+static int setmetatable_guard(lua_State *L)
+{
+    if (lua_istable(L, 2) && lua_getfield(L, 2, "__gc") != LUA_TNIL)
+        return luaL_error(L, "setmetatable: __gc (finalizers) is not available to scripts");
+    lua_settop(L, 2);
+    lua_pushvalue(L, lua_upvalueindex(1));
+    lua_insert(L, 1);
+    lua_call(L, 2, 1);
+    return 1;
 }
 
 static void warn_ignore(void *ud, const char *msg, int tocont)
@@ -501,7 +537,12 @@ static void open_libs(lua_State *L, uint32_t libs)
         lua_setfield(L, -2, *u);
     }
     wrap(L, "pcall");
-    wrap(L, "xpcall");
+    lua_getfield(L, -1, "xpcall");
+    lua_pushcclosure(L, xpcall_guard, 1);
+    lua_setfield(L, -2, "xpcall");
+    lua_getfield(L, -1, "setmetatable");
+    lua_pushcclosure(L, setmetatable_guard, 1);
+    lua_setfield(L, -2, "setmetatable");
     lua_getfield(L, -1, LUA_COLIBNAME);
     wrap(L, "resume");
     wrap(L, "close");
@@ -551,6 +592,14 @@ static int run(struct fb_lua *x, int nargs, const char **why)
     x->killed = false;
     *why = x->why;
     return rc;
+}
+
+/* Messages name the file as the user wrote it ("oee.lua:12: …"). */
+static const char *chunk_name(const struct fb_script *s)
+{
+    if (!s->file) return s->name;
+    const char *b = strrchr(s->file, '/');
+    return b ? b + 1 : s->file;
 }
 
 static int open_all(lua_State *L)
@@ -621,7 +670,7 @@ struct fb_lua *fb_lua_new(struct fb_script *s, const struct fb_script_env *env, 
         return NULL;
     }
     char chunk[128];
-    snprintf(chunk, sizeof chunk, "=%s", s->name);
+    snprintf(chunk, sizeof chunk, "=%s", chunk_name(s));
     if (luaL_loadbufferx(L, s->source ? s->source : "", s->source_len, chunk, "t") != LUA_OK) {
         fb_err_set(err, FB_EINVAL, "%s", lua_tostring(L, -1));
         fb_lua_free(x);
