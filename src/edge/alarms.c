@@ -14,8 +14,10 @@
  * a sequence number, through fb_publish like telemetry, so sinks buffer and
  * deliver alarm events in order with the data and the MQTT sink follows
  * each with the device's retained summary.  Raise and clear of a shelved or
- * suppressed alarm change its state (and the summary) but are not announced
- * as events: shelving exists to silence an alarm.  Floods are bounded per
+ * suppressed alarm change its state but are not announced as events:
+ * shelving exists to silence an alarm.  Its device's summary is refreshed
+ * instead, by a batch with event FB_AE_NONE (at most one per device and
+ * second), on which sinks publish the summary and nothing else.  Floods are bounded per
  * device: at most alarms.flood.events raise/clear/suppression/message
  * events per window; the rest are counted and announced once as a "flood"
  * event when the window ends (operator actions always pass).
@@ -42,7 +44,11 @@
 struct dev_flood {
     int64_t start; /* monotonic start of the current window, 0 = none */
     uint32_t count, held;
+    bool refresh;         /* a silenced transition changed the summary */
+    int64_t refreshed_ns; /* monotonic time of the last summary refresh */
 };
+
+#define REFRESH_MIN_NS 1000000000LL
 
 struct pend_ev {
     uint32_t dev;
@@ -207,7 +213,10 @@ static void transitioned(struct fb_alarms *a, uint32_t id, uint8_t before, int e
     if (event != FB_AE_SUPPRESSED && event != FB_AE_UNSUPPRESSED) mark_dirty(a, id);
     /* raise and clear of a silenced alarm change its state, not what is announced */
     bool silenced = (st->flags & (FB_AS_SHELVED | FB_AS_SUPPRESSED)) != 0;
-    if ((event == FB_AE_RAISED || event == FB_AE_CLEARED) && silenced) return;
+    if ((event == FB_AE_RAISED || event == FB_AE_CLEARED) && silenced) {
+        if (al->device < a->gw->ndevs) a->flood[al->device].refresh = true; /* the summary changed */
+        return;
+    }
     if (event == FB_AE_RAISED || event == FB_AE_CLEARED) {
         char v[40] = "";
         if (isfinite(st->value)) snprintf(v, sizeof v, " (value %g)", st->value);
@@ -493,14 +502,43 @@ void fb_alarms_timers(struct fb_alarms *a)
     }
 }
 
+/* Summaries changed by silenced transitions: one refresh per device and second. */
+static void refresh_summaries(struct fb_alarms *a)
+{
+    for (uint32_t d = 0; d < a->gw->ndevs; d++) {
+        struct dev_flood *f = &a->flood[d];
+        if (!f->refresh) continue;
+        if (f->refreshed_ns && a->now - f->refreshed_ns < REFRESH_MIN_NS) {
+            due_at(a, f->refreshed_ns + REFRESH_MIN_NS);
+            continue;
+        }
+        struct pend_ev p;
+        memset(&p, 0, sizeof p);
+        p.dev = d;
+        p.ts = a->wall;
+        p.ev.alarm = FB_ALARM_NONE;
+        p.ev.event = FB_AE_NONE;
+        p.ev.value = NAN;
+        publish(a, &p);
+        f->refresh = false;
+        f->refreshed_ns = a->now;
+    }
+}
+
 int64_t fb_alarms_commit(struct fb_alarms *a)
 {
     persist(a);
     for (uint32_t i = 0; i < a->npend; i++) {
         struct pend_ev *p = &a->pend[i];
-        if (p->exempt || flood_admit(a, p->dev)) publish(a, p);
+        bool published = p->exempt || flood_admit(a, p->dev);
+        if (published) publish(a, p);
+        if (published && p->dev < a->gw->ndevs) { /* the sinks publish the summary with it */
+            a->flood[p->dev].refresh = false;
+            a->flood[p->dev].refreshed_ns = a->now;
+        }
     }
     a->npend = 0;
+    refresh_summaries(a);
     int64_t due = a->next_due;
     pthread_mutex_unlock(&a->mu);
     return due;
@@ -818,6 +856,7 @@ void fb_alarm_event_json(struct fb_buf *out, const struct fb_gateway *gw, const 
     const struct fb_alarm_ev *ev = &b->ev;
     const char *dname = b->device < gw->ndevs ? gw->devs[b->device].name : "?";
     const char *type = ev->event == FB_AE_FLOOD ? "flood" : ev->event == FB_AE_MESSAGE ? "message" : "event";
+    if (ev->event == FB_AE_NONE) type = "update"; /* a summary refresh: sinks publish no event for it */
     fb_buf_puts(out, "{\"type\":\"");
     fb_buf_puts(out, type);
     fb_buf_puts(out, "\",\"ts\":");

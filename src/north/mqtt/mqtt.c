@@ -449,6 +449,11 @@ static int mq_send(struct fb_sink_inst *s, const struct fb_batch *b, uint64_t ba
         return 0;
     }
     if (b->kind == FB_BATCH_ALARM) {
+        if (b->ev.event == FB_AE_NONE) { /* a summary refresh (a silenced alarm changed): the summary only */
+            publish_alarm_summary(ctx, &ctx->json, b->device);
+            fb_sink_done(s, batch_id, FB_SENT);
+            return 0;
+        }
         /* the event (tracked, kept in the buffer until acknowledged), then the current summary */
         fb_buf_clear(&ctx->json);
         fb_alarm_event_json(&ctx->json, ctx->gw, b);

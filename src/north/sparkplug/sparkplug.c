@@ -98,6 +98,7 @@ struct spb_ctx {
     size_t dcmd_prefix_len;
     struct spb_dev *devs;
     struct spb_val *cache;
+    char **alarm_names; /* "Alarms/<name>/<metric>", AM__N per alarm: the encoder keeps the pointers */
 
     /* set by the session's callbacks (network thread) */
     atomic_uint conn_gen;     /* +1 per accepted CONNACK */
@@ -266,8 +267,7 @@ static void add_alarm_metrics(struct spb_ctx *ctx, uint32_t id, uint8_t flags, b
     const bool bits[4] = {(flags & FB_AS_ACTIVE) != 0, !(flags & FB_AS_UNACKED), (flags & FB_AS_SHELVED) != 0,
                           (flags & FB_AS_SUPPRESSED) != 0};
     for (int k = 0; k < (birth ? AM__N : AM_SEVERITY); k++) {
-        char name[400];
-        snprintf(name, sizeof name, "Alarms/%s/%s", a->name, am_name[k]);
+        const char *name = ctx->alarm_names[id * AM__N + k];
         int64_t alias = al ? (int64_t)SPB_ALIAS_BASE + ctx->gw->ntags + (int64_t)id * 8 + k : -1;
         uint32_t dt = k == AM_SEVERITY ? SPB_INT32 : SPB_BOOLEAN;
         spb_metric *m = fb_spb_enc_add(&ctx->enc, birth || !al ? name : NULL, alias, ms_of(ts_ns), birth ? dt : 0);
@@ -581,6 +581,9 @@ static void ctx_free(struct spb_ctx *ctx)
         for (uint32_t i = 0; i < ctx->gw->ndevs; i++)
             for (int k = 0; k < T__N; k++) free(ctx->devs[i].t[k]);
     free(ctx->devs);
+    if (ctx->alarm_names)
+        for (uint32_t i = 0; i < ctx->gw->nalarms * AM__N; i++) free(ctx->alarm_names[i]);
+    free(ctx->alarm_names);
     if (ctx->cache)
         for (uint32_t i = 0; i < ctx->gw->ntags; i++) free(ctx->cache[i].sbuf);
     free(ctx->cache);
@@ -641,7 +644,16 @@ static int spb_open(struct fb_sink_inst *s, struct fb_err *err)
 
     ctx->devs = calloc(gw->ndevs ? gw->ndevs : 1, sizeof *ctx->devs);
     ctx->cache = calloc(gw->ntags ? gw->ntags : 1, sizeof *ctx->cache);
-    if (!ctx->devs || !ctx->cache) {
+    ctx->alarm_names = calloc(gw->nalarms ? gw->nalarms * AM__N : 1, sizeof *ctx->alarm_names);
+    bool names_ok = ctx->alarm_names != NULL;
+    for (uint32_t i = 0; names_ok && i < gw->nalarms * AM__N; i++) {
+        size_t len = strlen(gw->alarms[i / AM__N].name) + 24;
+        if ((ctx->alarm_names[i] = malloc(len)))
+            snprintf(ctx->alarm_names[i], len, "Alarms/%s/%s", gw->alarms[i / AM__N].name, am_name[i % AM__N]);
+        else
+            names_ok = false;
+    }
+    if (!ctx->devs || !ctx->cache || !names_ok) {
         ctx_free(ctx);
         return fb_err_set(err, FB_ENOMEM, "out of memory");
     }
@@ -740,7 +752,7 @@ static int spb_send(struct fb_sink_inst *s, const struct fb_batch *b, uint64_t b
     }
     bool hist = born && b->ts < ctx->birth_ns;
     if (b->kind == FB_BATCH_ALARM) {
-        if (b->ev.alarm >= ctx->gw->nalarms) { /* a flood summary or a script message: not a metric */
+        if (b->ev.alarm >= ctx->gw->nalarms) { /* a flood summary, a script message, a summary refresh */
             fb_sink_done(s, batch_id, FB_SENT);
             return 0;
         }
