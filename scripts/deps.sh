@@ -28,7 +28,7 @@ TEST=(
     # unit tests, fuzz harnesses (libFuzzer runtime), memcheck, the clang -O3 build
     libcmocka-dev clang libclang-rt-14-dev valgrind
     # system-test peers and tools
-    openssl socat mbpoll python3-pytest python3-paho-mqtt
+    openssl socat mbpoll python3-pytest python3-paho-mqtt python3-jsonschema
 )
 
 case "$set_name" in

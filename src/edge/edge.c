@@ -735,6 +735,7 @@ int fb_edge_start(struct fb_gateway *gw, const char *dir, struct fb_err *err)
         return fb_err_set(err, FB_ENOMEM, "cannot start the edge thread");
     }
     e->started = true;
+    pthread_setname_np(e->thr, "fb-edge"); /* top -H, and bench/bench_edge.c measures its CPU time */
     fb_info(NULL, NULL, "edge: %u expression tags, %u alarms, %u scripts", gw->ncalcs, gw->nalarms, gw->nscripts);
     return 0;
 }

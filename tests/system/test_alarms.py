@@ -20,9 +20,25 @@ from datetime import datetime, timezone
 import pytest
 
 import peers
-from conftest import GW_STATUS, gw_config, topic
+from conftest import GW_STATUS, ROOT, gw_config, require, topic
+
+try:
+    import jsonschema
+except ImportError:  # reported by the tests that need it
+    jsonschema = None
 
 DEV = "boiler"
+_validator = []
+
+
+def check_schema(j):
+    """Every alarm message must match docs/alarm.schema.json."""
+    if not _validator:
+        require("jsonschema", jsonschema is not None, "python3-jsonschema is not installed: scripts/deps.sh test")
+        with open(f"{ROOT}/docs/alarm.schema.json", encoding="utf-8") as f:
+            _validator.append(jsonschema.Draft202012Validator(json.load(f)))
+    errors = sorted(_validator[0].iter_errors(j), key=str)
+    assert not errors, f"{j}\ndoes not match docs/alarm.schema.json: {errors[0].message}"
 
 
 def boiler(alarms_temp=None, extra_tags=(), initial=50, poll="100ms"):
@@ -40,6 +56,7 @@ def alarm_msgs(w, dev=DEV, after=0.0):
         if m.t >= after:
             j = m.json()
             if j is not None:
+                check_schema(j)
                 out.append((m, j))
     return out
 
