@@ -67,8 +67,8 @@ def test_expressions_across_devices_and_quality(broker, start_modbus, start_gate
     assert abs(vals["heat"]["v"] - want_dt * 2.5 * 4.186) < 1e-9, vals["heat"]
     assert vals["hot"]["v"] is True
     # the virtual device is online like any other
-    st = w.wait_for(lambda m: True, 5, topic=topic(CALC, "status"))
-    assert st and st.json()["state"] == "online"
+    st = w.wait_for(lambda m: m.json()["state"] == "online", 5, topic=topic(CALC, "status"))
+    assert st, [m.json() for m in w.messages(topic(CALC, "status"))]
     # an input changes: re-evaluated at once, the chain too
     t0 = time.monotonic()
     write(w, "sim", t_out=10, flow=0)
@@ -130,7 +130,7 @@ def http(port, path):
 def test_failing_scripts_leave_the_gateway_running(tmp_path, broker, start_gateway, watch):
     scripts = {
         "loop": "function on_timer() fb.set('a', 1); while true do end end",
-        "hog": "big = {} function on_timer() for i = 1, 1e9 do big[i] = string.rep('x', 1000) .. i end end",
+        "hog": "function on_timer() local huge = string.rep('x', 64 * 1024 * 1024) fb.set('b', #huge) end",
         "boom": "n = 0 function on_timer() n = n + 1; if n > 1 then error('valve state unknown') end "
                 "fb.set('c', n) end",
         "good": "n = 0 function on_timer() n = n + 1; fb.set('d', n) end",
@@ -160,7 +160,7 @@ def test_failing_scripts_leave_the_gateway_running(tmp_path, broker, start_gatew
     assert wait_values(w, "sim", lambda v: "n" in v, after=t0)
     out = g.output()
     assert "lua:loop failed: instruction budget exceeded" in out or "lua:loop failed: time budget exceeded" in out
-    assert "lua:hog failed: memory limit exceeded" in out or "lua:hog failed: instruction budget" in out, out[-3000:]
+    assert "lua:hog failed: memory limit exceeded" in out, out[-3000:]
     assert "lua:boom failed: boom.lua:1: valve state unknown" in out
     # announced once on the alarm topic of the script's device
     msgs = [m.json() for m in w.messages(topic(CALC, "alarm")) if (m.json() or {}).get("type") == "message"]
