@@ -203,8 +203,12 @@ static void bench_lua(double seconds)
     printf("lua: fb_lua_batch per batch (one thread; the device table is kept and updated in place)\n");
     for (size_t b = 0; b < sizeof bodies / sizeof bodies[0]; b++) {
         for (size_t z = 0; z < sizeof sizes / sizeof sizes[0]; z++) {
-            struct fb_script s = {.name = "bench", .device = 0, .outputs = lout, .nout = 1,
-                                  .max_instructions = 100000000, .max_time_ns = 1000000000LL,
+            struct fb_script s = {.name = "bench",
+                                  .device = 0,
+                                  .outputs = lout,
+                                  .nout = 1,
+                                  .max_instructions = 100000000,
+                                  .max_time_ns = 1000000000LL,
                                   .max_memory = 64u << 20};
             s.source = (char *)bodies[b][1];
             s.source_len = strlen(s.source);

@@ -261,7 +261,6 @@ static void run_calcs(struct fb_edge *e, int64_t wall)
         e->calc_dirty[i] = 0;
         eval_calc(e, i, wall);
     }
-    e->calcs_pending = false;
 }
 
 /* ------------------------------------------------------------- scripts */

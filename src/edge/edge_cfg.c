@@ -841,6 +841,14 @@ void fb_edge_cfg_finish(struct fb_edge_build *b, struct fb_cfg *r, struct fb_gat
         }
         if (pa->suppress) compile_suppress(r, gw, a, pa->suppress, pa->sup_m);
     }
+    if (gw->nalarms) { /* the alarm journal lives in a buffer directory */
+        bool dir = gw->buffer && gw->buffer->path;
+        for (uint32_t i = 0; !dir && i < gw->nsinks; i++) dir = gw->sinks[i].buffer && gw->sinks[i].buffer->path;
+        if (!dir)
+            fb_cfg_note(r, NULL,
+                        "%u alarm%s but no buffer: directory: their state is kept in memory only and lost on restart",
+                        gw->nalarms, gw->nalarms == 1 ? "" : "s");
+    }
     /* alarm names are unique per device (a script named like a tag could collide) */
     struct alarm_key *keys = gw->nalarms > 1 ? malloc(gw->nalarms * sizeof *keys) : NULL;
     if (keys) {

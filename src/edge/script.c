@@ -299,21 +299,19 @@ static bool to_value(lua_State *L, int idx, enum fb_type t, struct fb_value *v, 
         snprintf(why, wlen, "not a finite number");
         return false;
     }
-    if (lua_isinteger(L, idx) && fb_type_is_int(t)) {
+    if (lua_isinteger(L, idx) && fb_type_is_int(t)) { /* exact, also beyond 2^53 */
         lua_Integer i = lua_tointeger(L, idx);
-        if (fb_type_is_signed(t)) {
-            if (fb_value_from_double(t, (double)i, v) == 0 && (t != FB_T_INT64 || true)) {
-                if (t == FB_T_INT64) v->i = i;
-                return true;
-            }
-        } else if (i >= 0) {
-            if (fb_value_from_double(t, (double)i, v) == 0) {
-                if (t == FB_T_UINT64) v->u = (uint64_t)i;
-                return true;
-            }
+        bool fits = t == FB_T_INT64 || (t == FB_T_UINT64 ? i >= 0 : fb_value_from_double(t, (double)i, v) == 0);
+        if (!fits) {
+            snprintf(why, wlen, "%lld is out of range for %s", (long long)i, fb_type_name(t));
+            return false;
         }
-        snprintf(why, wlen, "%lld is out of range for %s", (long long)i, fb_type_name(t));
-        return false;
+        v->type = (uint8_t)t;
+        if (fb_type_is_signed(t))
+            v->i = i;
+        else
+            v->u = (uint64_t)i;
+        return true;
     }
     if (fb_value_from_double(t, d, v) < 0) {
         snprintf(why, wlen, "%g is out of range for %s", d, fb_type_name(t));
