@@ -427,6 +427,13 @@ int fb_alarms_start(struct fb_gateway *gw, const char *dir, struct fb_err *err)
     }
     free(keys);
     int64_t now = fb_mono_ns(), wall = fb_now_ns();
+    /* the table is the counters' only writer: a runtime started again in this process starts them afresh */
+    for (uint32_t d = 0; d < gw->ndevs; d++) {
+        struct fb_dev_metrics *m = &gw->devs[d].m;
+        atomic_store(&m->alarms_active, 0);
+        atomic_store(&m->alarms_unacked, 0);
+        for (int k = 0; k < 4; k++) atomic_store(&m->alarms_ne107[k], 0);
+    }
     for (uint32_t i = 0; i < n; i++) {
         account(a, i, 0, a->st[i].flags);
         if (a->st[i].flags & FB_AS_SHELVED) due_at(a, now + (a->st[i].shelved_until - wall));
