@@ -102,6 +102,8 @@ struct fb_edge {
     char *stage_arena;
     uint32_t arena_len, arena_cap;
     int64_t alarm_due;
+    bool has_timers;   /* periodic expressions or script timers exist */
+    int64_t timer_due; /* monotonic: the earliest of them */
     double vars[256];
 };
 
@@ -432,6 +434,12 @@ static int64_t timers(struct fb_edge *e, int64_t now, int64_t wall)
     struct fb_gateway *gw = e->gw;
     int64_t next = 0;
 #define NEXT(t) (next = (!next || (t) < next) ? (t) : next)
+    /* nothing periodic is due: no scan (this runs once per batch) */
+    if (!e->has_timers || now < e->timer_due) {
+        if (e->has_timers) NEXT(e->timer_due);
+        if (e->alarm_due) NEXT(e->alarm_due);
+        return next;
+    }
     for (uint32_t i = 0; i < gw->ncalcs; i++) {
         const struct fb_calc *c = &gw->calcs[i];
         if (c->period_ns <= 0) continue;
@@ -458,6 +466,7 @@ static int64_t timers(struct fb_edge *e, int64_t now, int64_t wall)
         }
         NEXT(e->script_next[i]);
     }
+    e->timer_due = next;
     if (e->alarm_due) NEXT(e->alarm_due);
 #undef NEXT
     return next;
@@ -702,6 +711,7 @@ int fb_edge_start(struct fb_gateway *gw, const char *dir, struct fb_err *err)
     int64_t now = fb_mono_ns();
     for (uint32_t i = 0; i < gw->ncalcs; i++) {
         e->calc_next[i] = now + gw->calcs[i].period_ns;
+        if (gw->calcs[i].period_ns > 0) e->has_timers = true;
         if (!gw->calcs[i].nin) { /* a constant: once at start */
             e->calc_dirty[i] = 1;
             e->calcs_pending = true;
@@ -714,6 +724,7 @@ int fb_edge_start(struct fb_gateway *gw, const char *dir, struct fb_err *err)
         struct fb_err le = {0};
         e->script_rl[i].interval_ns = 60000000000LL;
         e->script_next[i] = now + s->timer_ns;
+        if (s->timer_ns) e->has_timers = true;
         e->lua[i] = fb_lua_new(s, &env, &le);
         if (!e->lua[i]) {
             fb_error(s->device < gw->ndevs ? gw->devs[s->device].name : NULL, NULL,
