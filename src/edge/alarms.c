@@ -119,13 +119,6 @@ uint32_t fb_alarm_find(const struct fb_gateway *gw, uint32_t dev, const char *na
     return UINT32_MAX;
 }
 
-uint32_t fb_alarms_count(const struct fb_gateway *gw, uint32_t dev)
-{
-    uint32_t n = 0;
-    for (uint32_t i = 0; i < gw->nalarms; i++) n += gw->alarms[i].device == dev;
-    return n;
-}
-
 /* --------------------------------------------------------- bookkeeping */
 /* The device's live counters follow a flags change. */
 static void account(struct fb_alarms *a, uint32_t id, uint8_t before, uint8_t after)

@@ -84,6 +84,4 @@ void fb_alarms_command(struct fb_gateway *gw, uint32_t dev, const void *root, co
 void fb_alarm_event_json(struct fb_buf *out, const struct fb_gateway *gw, const struct fb_batch *b);
 /* The retained summary of the device's alarms that are not normal. */
 void fb_alarm_summary_json(struct fb_buf *out, struct fb_gateway *gw, uint32_t dev);
-/* How many alarms device dev has configured. */
-uint32_t fb_alarms_count(const struct fb_gateway *gw, uint32_t dev);
 #endif
