@@ -25,7 +25,9 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "cli/cli.h"
+#include "cli/ads_route.h"
+#include "cli/oneshot.h"
+#include "cli/spb_dump.h"
 #include "core/config.h"
 #include "core/driver.h"
 #include "core/log.h"

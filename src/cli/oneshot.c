@@ -8,7 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "cli/cli.h"
+#include "cli/oneshot.h"
 #include "core/buf.h"
 #include "core/driver.h"
 #include "core/env.h"
