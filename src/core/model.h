@@ -202,8 +202,10 @@ struct fb_sink {
     void (*describe)(const struct fb_sink_inst *s, FILE *f);
 
     int (*open)(struct fb_sink_inst *s, struct fb_err *err);
-    /* Accept a batch (data or device state).  The batch is borrowed until
-     * send returns.  Delivery is reported later with fb_sink_done(). */
+    /* Accept a batch (data, device state or alarm event: enum fb_batch_kind;
+     * a kind the sink has no form for is reported FB_SENT unpublished).  The
+     * batch is borrowed until send returns.  Delivery is reported later with
+     * fb_sink_done(). */
     int (*send)(struct fb_sink_inst *s, const struct fb_batch *b, uint64_t batch_id);
     /* Can it take a message now (connected, room in flight)?  With a store the
      * runtime only hands over buffered records while this says yes. */

@@ -118,6 +118,7 @@ def wait_ne107(w, want, dev=DEV, timeout=8.0):
     return peers.wait_until(ok, timeout)
 
 
+@pytest.mark.smoke
 def test_limit_alarm_raise_ack_clear(broker, start_gateway, watch):
     """Raise → event + retained summary; ack by command (logged with its source);
     hysteresis: no clear inside the deadband; clear → event; NE107 follows."""

@@ -22,6 +22,8 @@ import re
 import time
 import urllib.request
 
+import pytest
+
 import peers
 from conftest import ROOT, gw_config, merged_values, topic, wait_values
 
@@ -127,6 +129,7 @@ def http(port, path):
         return r.read().decode()
 
 
+@pytest.mark.smoke
 def test_failing_scripts_leave_the_gateway_running(tmp_path, broker, start_gateway, watch):
     scripts = {
         "loop": "function on_timer() fb.set('a', 1); while true do end end",
