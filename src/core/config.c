@@ -322,7 +322,26 @@ int fb_config_load(const char *path, const struct fb_config_opts *o, struct fb_g
         load_services(&c, &top);
         struct fb_cfg_node *dn = fb_cfg_get(&top, "devices");
         if (!dn) fb_cfg_note(r, NULL, "no devices: nothing to poll");
-        fb_config_devices(r, dn, gw);
+        /* devices the services' sections make (control loops), after the list's */
+        const struct fb_dev_spec **made = NULL;
+        size_t nmade = 0;
+        for (uint32_t i = 0; i < gw->nservices; i++) {
+            const struct fb_service_inst *si = &gw->services[i];
+            const struct fb_dev_spec *specs = NULL;
+            size_t n = si->svc->devices && si->cfg ? si->svc->devices(si->cfg, &specs) : 0;
+            if (!n) continue;
+            const struct fb_dev_spec **m2 = realloc(made, (nmade + n) * sizeof *m2);
+            if (!m2) {
+                fb_cfg_error_at(r, (struct fb_cfg_mark){0, 0}, "out of memory");
+                break;
+            }
+            made = m2;
+            for (size_t k = 0; k < n; k++) made[nmade++] = &specs[k];
+        }
+        fb_config_devices(r, dn, made, nmade, gw);
+        free(made);
+        for (uint32_t i = 0; i < gw->nservices; i++) /* the services' names of devices and tags */
+            if (gw->services[i].svc->bind && gw->services[i].cfg) gw->services[i].svc->bind(r, gw->services[i].cfg, gw);
     }
     fb_cfg_map_free(&top);
     if (fb_cfg_finish(r) > 0) {
