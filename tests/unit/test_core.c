@@ -335,10 +335,14 @@ static void test_cmd_convert_num(void **st)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_duration),          cmocka_unit_test(test_size),
-        cmocka_unit_test(test_time_format),       cmocka_unit_test(test_quality),
-        cmocka_unit_test(test_value_from_double), cmocka_unit_test(test_batch_and_pool),
-        cmocka_unit_test(test_cmd_convert),       cmocka_unit_test(test_cmd_convert_num),
+        cmocka_unit_test(test_duration),
+        cmocka_unit_test(test_size),
+        cmocka_unit_test(test_time_format),
+        cmocka_unit_test(test_quality),
+        cmocka_unit_test(test_value_from_double),
+        cmocka_unit_test(test_batch_and_pool),
+        cmocka_unit_test(test_cmd_convert),
+        cmocka_unit_test(test_cmd_convert_num),
         cmocka_unit_test(test_net),
         cmocka_unit_test(test_backoff),
     };

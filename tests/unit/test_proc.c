@@ -685,8 +685,14 @@ static void test_latest_slots(void **state)
         tags[i].type = FB_T_INT16;
     }
     /* a: scaled, range 0..50, deadband 5: most samples are not published */
-    tags[0].proc = (struct fb_tag_proc){.scaled = true, .k = 0.5, .has_min = true, .has_max = true, .min = 0,
-                                        .max = 50, .db_abs = 5, .out_type = FB_T_FLOAT64};
+    tags[0].proc = (struct fb_tag_proc){.scaled = true,
+                                        .k = 0.5,
+                                        .has_min = true,
+                                        .has_max = true,
+                                        .min = 0,
+                                        .max = 50,
+                                        .db_abs = 5,
+                                        .out_type = FB_T_FLOAT64};
     uint32_t gt[2] = {0, 1};
     struct fb_group grp = {.period_ns = S, .tags = gt, .ntags = 2};
     struct fb_device dev = {.name = "d", .ntags = 2, .groups = &grp, .ngroups = 1};
