@@ -214,7 +214,7 @@ static void load_loop(struct fb_cfg *r, struct fb_cfg_node *n, uint32_t i, struc
     struct fb_pid_cfg *p = &L->pid;
     p->n = 10;
     p->b = 1;
-    p->aw = FB_AW_BACKCALC;
+    p->aw = FB_AW_CLAMP;
     p->action = FB_PID_REVERSE;
     p->lo = 0;
     p->hi = 100;
@@ -230,7 +230,7 @@ static void load_loop(struct fb_cfg *r, struct fb_cfg_node *n, uint32_t i, struc
     int e = 0;
     enum_key(r, &m, "p_on", what, e_p_on, &e);
     p->b = e == 1 ? 0 : 1;
-    e = 1; /* back_calculation */
+    e = 0; /* clamp: see docs/control.md on back-calculation */
     enum_key(r, &m, "anti_windup", what, e_aw, &e);
     p->aw = e == 0 ? FB_AW_CLAMP : e == 1 ? FB_AW_BACKCALC : FB_AW_NONE;
     e = 0;
@@ -1042,6 +1042,8 @@ static void *wd_thread(void *arg)
     if (x->sd_watchdog && (int64_t)(x->sd_usec * 1000 / 2) < interval) interval = (int64_t)(x->sd_usec * 1000 / 2);
     if (x->stall_path && interval > 20000000LL) interval = 20000000LL;
     if (interval < 1000000LL) interval = 1000000LL;
+    /* pings at twice the rate systemd asks for, whatever this thread's own rate */
+    int64_t ping_every = x->sd_watchdog ? (int64_t)(x->sd_usec * 1000 / 2) : 0, last_ping = 0;
     uint64_t last_hb = atomic_load(&x->cycles);
     int64_t last_change = fb_mono_ns();
     pthread_mutex_lock(&x->wd_mu);
@@ -1065,8 +1067,10 @@ static void *wd_thread(void *arg)
         } else if (c->watchdog_ns && !atomic_load(&x->tripped) && now - last_change > c->watchdog_ns) {
             trip(x, now - last_change);
         }
-        if (x->sd_watchdog && !atomic_load(&x->tripped) && fb_sd_notify("WATCHDOG=1") > 0)
-            atomic_fetch_add(&x->sd_pings, 1);
+        if (x->sd_watchdog && !atomic_load(&x->tripped) && now - last_ping >= ping_every - interval / 2) {
+            last_ping = now;
+            if (fb_sd_notify("WATCHDOG=1") > 0) atomic_fetch_add(&x->sd_pings, 1);
+        }
         pthread_mutex_lock(&x->wd_mu);
     }
     pthread_mutex_unlock(&x->wd_mu);
