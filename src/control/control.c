@@ -520,6 +520,13 @@ static void ctl_bind(struct fb_cfg *r, void *cfg, struct fb_gateway *gw)
             L->pv = pv->id;
             if (fb_tag_out_type(pv) == FB_T_STRING)
                 fb_cfg_error_at(r, L->pv_m, "%s: %s is a string tag; a measurement is a number", what, pv->path);
+            const struct fb_device *pd = &gw->devs[pv->device];
+            int64_t poll = pv->group < pd->ngroups ? pd->groups[pv->group].period_ns : 0;
+            if (poll > (int64_t)L->stale_cycles * L->cycle_ns)
+                fb_cfg_note(r, NULL,
+                            "loop %s: %s is polled every %.3gs but counts as stale after %u cycles (%.3gs): the loop "
+                            "will sit in its fallback; poll it faster or raise `stale`",
+                            L->name, pv->path, poll / 1e9, L->stale_cycles, L->stale_cycles * L->cycle_ns / 1e9);
         }
         snprintf(what, sizeof what, "loop %s.out", L->name);
         struct fb_tag *out = find_tag(r, gw, L->out_name, L->out_m, what);
@@ -1173,12 +1180,14 @@ static void *ctl_start(struct fb_gateway *gw, const void *cfg, struct fb_err *er
         goto fail;
     }
     x->thr_started = true;
+    pthread_setname_np(x->thr, "fb-control"); /* top -H, /proc/PID/task/TID/comm: its own CPU time */
     if (c->watchdog_ns || x->sd_watchdog || x->stall_path) {
         if (pthread_create(&x->wd_thr, NULL, wd_thread, x) != 0) {
             fb_err_set(err, FB_ENOMEM, "cannot start the control watchdog thread");
             goto fail;
         }
         x->wd_started = true;
+        pthread_setname_np(x->wd_thr, "fb-ctl-watchdog");
     }
     fb_info(NULL, NULL, "control: %u loop%s, %u interlock%s, period %.3g ms%s", c->nloops, c->nloops == 1 ? "" : "s",
             c->nilks, c->nilks == 1 ? "" : "s", c->period_ns / 1e6,

@@ -603,3 +603,36 @@ def test_config_errors(tmp_path):
                  r":\d+:\d+: loop tic2\.safe: 200 is outside \[out_min, out_max\] = \[0, 100\]",
                  r":\d+:\d+: loop tic2\.out: oven/temp is read-only"):
         assert re.search(want, err), f"{want!r} not in:\n{err}"
+
+
+# ------------------------------------------------------------- the shipped example
+def test_example_temperature_control(broker, start_gateway, watch, tmp_path):
+    """examples/temperature-control.yaml as shipped, against the simulated oven
+    it names: the heater follows the loop, the set point is changed by MQTT
+    command, a set point beyond its limit is refused."""
+    p = plant.PlantServer(tmp_path, "heater:p_max=2000,c=4000,ua=20,ambient=20,dead=5s", two_ports=False)
+    try:
+        with open(os.path.join(plant.ROOT, "examples", "temperature-control.yaml")) as f:
+            text = f.read()
+        mport = metrics_port()
+        env = {"PLANT_PORT": str(p.sensor_port), "MQTT_URL": f"mqtt://127.0.0.1:{broker.port}",
+               "METRICS_LISTEN": f"127.0.0.1:{mport}"}
+        w = watch(broker.port, ("munich/#",))
+        gw = start_gateway(text, env=env)
+        base = "munich/bakery/01/tic-101"
+        assert w.wait_for(lambda m: (m.json() or {}).get("values", {}).get("state", {}).get("v") == "ok", 15,
+                          topic=f"{base}/telemetry"), gw.output()[-2000:]
+        t = time.monotonic()
+        w.publish(f"{base}/command", {"id": "x1", "write": {"sp": 70}}, qos=1)
+        r = w.wait_for(lambda m: (m.json() or {}).get("id") == "x1", 10, topic=f"{base}/command/response")
+        assert r and r.json()["ok"], r and r.json()
+        assert w.wait_for(lambda m: (m.json() or {}).get("values", {}).get("sp_target", {}).get("v") == 70, 5,
+                          topic=f"{base}/telemetry", after=t)
+        # 60 → 70 °C from 20 °C: the heater works (rate-limited to 20 %/s: above 20 % within 2 s)
+        assert peers.wait_until(lambda: [u for u, ts in p.writes() if ts >= t and u > 20], 5), p.output()[-1000:]
+        w.publish(f"{base}/command", {"id": "x2", "write": {"sp": 95}}, qos=1)
+        r = w.wait_for(lambda m: (m.json() or {}).get("id") == "x2", 10, topic=f"{base}/command/response")
+        assert r and r.json()["results"]["sp"]["error"] == "above maximum 90", r and r.json()
+        assert status(mport)["control"]["loops"]["tic-101"]["mode"] == "auto"
+    finally:
+        p.stop()
