@@ -263,8 +263,9 @@ def test_bumpless_transfer(broker, start_gateway, watch):
     time.sleep(0.6)
     u = series(w, "oven", "power", after=t1 - 1)
     steps = [abs(b[1] - a[1]) for a, b in zip(u, u[1:])]
-    # in auto the output moves by at most ~0.05 per 20 ms here; the switch must not add a jump
-    assert max(steps) < 0.1, u
+    # in auto the output moves by ~0.05 per 20 ms here (more when a loaded machine skips a
+    # sample); the switch must not add a jump
+    assert max(steps) < 0.5, u
     held = u[-1][1]
     assert all(abs(x - held) < 1e-9 for ts, x in u[-10:]), u  # manual: constant
     r = cmd.write("tic", {"out": 8})
@@ -278,7 +279,9 @@ def test_bumpless_transfer(broker, start_gateway, watch):
     u = [(ts, x) for ts, x in series(w, "oven", "power", after=t2 - 0.3)]
     steps = [abs(b[1] - a[1]) for a, b in zip(u, u[1:])]
     assert abs(u[0][1] - 8) < 1e-9, u
-    assert max(steps) < 0.1, u  # leaves 8 smoothly, no bump
+    # leaves 8 smoothly: ≈ 0.07 per 20 ms sample; without tracking in manual the
+    # integral would still hold the old automatic output and the switch jump by ≈ 5
+    assert max(steps) < 0.5, u
     assert wait_state(w, "tic", lambda v: v.get("mode", {}).get("v") == "auto", after=t2)
 
 
