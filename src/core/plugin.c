@@ -155,12 +155,15 @@ int fb_conn_write_async(struct fb_gateway *gw, struct fb_write_req *r, const str
         r->raw.s.len = n;
     }
     pthread_mutex_lock(&c->rt->mu);
+    bool was_empty = !c->rt->wq_head;
     if (c->rt->wq_tail)
         c->rt->wq_tail->next = r;
     else
         c->rt->wq_head = r;
     c->rt->wq_tail = r;
-    pthread_cond_signal(&c->rt->cv);
+    /* a non-empty queue has been signalled already and the connection thread
+     * empties it before it sleeps: one wake-up for all outputs of a cycle */
+    if (was_empty) pthread_cond_signal(&c->rt->cv);
     pthread_mutex_unlock(&c->rt->mu);
     return 0;
 }

@@ -503,7 +503,10 @@ static void *conn_thread(void *arg)
                 fail_writes(c, "device is not connected");
             }
         }
-        if (c->rt->connected) do_writes(gw, c);
+        if (c->rt->connected)
+            do_writes(gw, c);
+        else /* answered now: queued until the next attempt they would keep this thread from sleeping */
+            fail_writes(c, "device is not connected");
 
         /* earliest due group */
         struct fb_device *due_dev = NULL;

@@ -639,3 +639,41 @@ def test_example_temperature_control(broker, start_gateway, watch, tmp_path):
         assert status(mport)["control"]["loops"]["tic-101"]["mode"] == "auto"
     finally:
         p.stop()
+
+
+# ------------------------------------------------------------- an output device that is away
+def test_offline_output_device(broker, start_gateway, watch):
+    """The output's device is down: the loop holds (state output_lost), its
+    writes are answered at once instead of waiting in the queue of a
+    connection that is not connected — which kept that thread from sleeping
+    (it spun until the next connect attempt) — and a command to that device
+    gets its answer at once."""
+    dead = peers.free_port()  # nothing listens there
+    devs = [sim_oven(), {"name": "m", "url": f"modbus-tcp://127.0.0.1:{dead}?unit=1", "poll": "1s",
+                         "tags": [{"name": "u", "addr": "hr:0:float32", "access": "rw"},
+                                  {"name": "v", "addr": "hr:2:float32", "access": "rw"}]}]
+    gw, w, cmd = start(broker, start_gateway, watch, devs,
+                       {"loops": [loop_cfg(out="m/u", sp=30, refresh="100ms")]})
+    assert wait_state(w, "tic", lambda v: v.get("state", {}).get("v") == "output_lost", timeout=10), gw.output()
+    time.sleep(1)
+    with open(f"/proc/{gw.proc.pid}/stat") as f:
+        a = f.read()
+    t = time.monotonic()
+    time.sleep(3)
+    with open(f"/proc/{gw.proc.pid}/stat") as f:
+        b = f.read()
+    hz = os.sysconf("SC_CLK_TCK")
+
+    def cpu(st):
+        x = st[st.rindex(")") + 2:].split()
+        return (int(x[11]) + int(x[12])) / hz
+    share = (cpu(b) - cpu(a)) / (time.monotonic() - t)
+    print(f"gateway CPU with the output device away: {share * 100:.1f} %")
+    assert share < 0.08, f"{share * 100:.1f} % CPU"
+    r = cmd.write("m", {"u": 1})
+    assert not r["ok"] and "output of control loop" in r["results"]["u"]["error"], r
+    t0 = time.monotonic()
+    r = cmd.write("m", {"v": 1})
+    assert not r["ok"] and r["results"]["v"]["error"] == "device is not connected", r
+    assert time.monotonic() - t0 < 1.0  # not after the next connect attempt (up to 30 s)
+    assert "output m/u not written: device is not connected" in gw.output()
