@@ -104,6 +104,8 @@ struct ctl_cfg {
     int priority; /* SCHED_FIFO 1..99, 0 = off */
     int cpu;      /* -1 = not pinned */
     int64_t north_loss_ns, watchdog_ns;
+    bool watchdog_given;
+    struct fb_cfg_mark watchdog_m;
     bool systemd;
     struct fb_loop_cfg *loops;
     uint32_t nloops;
@@ -412,7 +414,10 @@ static void *ctl_cfg_load(struct fb_cfg *r, const struct fb_cfg_map *m, const st
     if ((n = fb_cfg_get(m, "priority")) && fb_cfg_int(r, NULL, n, "control.priority", 0, 99, &v)) c->priority = (int)v;
     if ((n = fb_cfg_get(m, "cpu")) && fb_cfg_int(r, NULL, n, "control.cpu", 0, 1023, &v)) c->cpu = (int)v;
     if ((n = fb_cfg_get(m, "north_loss"))) fb_cfg_dur(r, NULL, n, "control.north_loss", false, &c->north_loss_ns);
-    if ((n = fb_cfg_get(m, "watchdog"))) fb_cfg_dur(r, NULL, n, "control.watchdog", false, &c->watchdog_ns);
+    if ((n = fb_cfg_get(m, "watchdog"))) {
+        c->watchdog_given = fb_cfg_dur(r, NULL, n, "control.watchdog", false, &c->watchdog_ns);
+        c->watchdog_m = fb_cfg_mark(n);
+    }
     if ((n = fb_cfg_get(m, "systemd"))) fb_cfg_bool(r, NULL, n, "control.systemd", &c->systemd);
     if ((n = fb_cfg_get(m, "loops"))) {
         if (fb_cfg_kind(n) != FB_CFG_LIST) {
@@ -596,6 +601,13 @@ static void ctl_bind(struct fb_cfg *r, void *cfg, struct fb_gateway *gw)
         fb_cfg_error_at(r, c->mark,
                         "control: the loops' cycles have no common period of 0.5ms or more; give cycles that are "
                         "multiples of one period (control.period)");
+    /* the stall detector must give the thread a few periods */
+    if (!c->watchdog_given && c->watchdog_ns && c->watchdog_ns < 3 * c->period_ns) c->watchdog_ns = 3 * c->period_ns;
+    if (c->watchdog_given && c->watchdog_ns && c->watchdog_ns < 2 * c->period_ns)
+        fb_cfg_error_at(r, c->watchdog_m,
+                        "control.watchdog %.3gs must be at least two periods (%.3gs): the thread "
+                        "sleeps a period between cycles",
+                        c->watchdog_ns / 1e9, 2 * c->period_ns / 1e9);
     for (uint32_t i = 0; i < c->nloops; i++)
         if (c->loops[i].name && c->period_ns && c->loops[i].cycle_ns % c->period_ns)
             fb_cfg_error_at(r, c->loops[i].mark, "loop %s: cycle %.3gs is not a multiple of control.period %.3gs",

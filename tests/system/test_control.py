@@ -589,7 +589,7 @@ def test_realtime_refused_is_logged(broker, start_gateway, watch, tmp_path):
 def test_config_errors(tmp_path):
     from conftest import run_cli, to_yaml
     cfg = gw_config(None, [sim_oven()], control={
-        "period": "40ms",
+        "period": "40ms", "watchdog": "50ms",
         "interlocks": [{"name": "x", "when": "oven/temp = 3", "loops": ["nope"]}],
         "loops": [loop_cfg(pv="oven/tmp", cycle="100ms", sp=-5, sp_min=0),
                   loop_cfg("tic2", out="oven/temp", anti_windup="sometimes", safe=200)]})
@@ -604,7 +604,8 @@ def test_config_errors(tmp_path):
                  r":\d+:\d+: interlock x: no loop 'nope' in control\.loops",
                  r":\d+:\d+: loop tic2\.anti_windup: expected one of clamp, back_calculation, none, got 'sometimes'",
                  r":\d+:\d+: loop tic2\.safe: 200 is outside \[out_min, out_max\] = \[0, 100\]",
-                 r":\d+:\d+: loop tic2\.out: oven/temp is read-only"):
+                 r":\d+:\d+: loop tic2\.out: oven/temp is read-only",
+                 r":\d+:\d+: control\.watchdog 0\.05s must be at least two periods \(0\.08s\)"):
         assert re.search(want, err), f"{want!r} not in:\n{err}"
 
 
