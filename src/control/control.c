@@ -818,7 +818,8 @@ static void write_out(struct ctl *x, struct ctl_loop *cl, double u, bool force, 
             fb_warn(cl->c->name, NULL, "output %g refused for %s: %s", u, t->path, err.msg);
         return;
     }
-    bool failed = atomic_load(&cl->failed);
+    /* a failed write is repeated, but not faster than once a second (a device that refuses) */
+    bool failed = atomic_load(&cl->failed) && now - cl->last_write >= 1000000000LL;
     bool due = force || cl->dirty || failed || !cl->have_last || !fb_value_equal(&raw, &cl->last_raw) ||
                (cl->c->refresh_ns > 0 && now - cl->last_write >= cl->c->refresh_ns);
     if (!due) return;
@@ -826,7 +827,7 @@ static void write_out(struct ctl *x, struct ctl_loop *cl, double u, bool force, 
         cl->dirty = true; /* the previous one is still on its way: the next cycle writes the newest */
         return;
     }
-    if (failed) atomic_store(&cl->failed, false);
+    atomic_store(&cl->failed, false);
     atomic_fetch_add(&cl->writes, 1);
     cl->last_raw = raw;
     cl->have_last = true;
