@@ -27,6 +27,8 @@ TEST=(
     libcmocka-dev clang libclang-rt-14-dev valgrind
     # system-test peers and tools
     openssl socat mbpoll python3-pytest python3-paho-mqtt
+    # the HTTP API's tests: responses checked against docs/openapi.yaml, the page in a real browser
+    python3-jsonschema python3-yaml chromium
 )
 
 case "$set_name" in

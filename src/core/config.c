@@ -231,7 +231,7 @@ static void load_sinks(struct ctx *c, const struct fb_cfg_map *top)
         const char *keys[64];
         size_t nk = 0;
         for (const char *const *k = sk->keys; k && *k && nk < 61; k++) keys[nk++] = *k;
-        for (const char *const *k = k_sink_common; *k; k++) keys[nk++] = *k;
+        for (const char *const *k = k_sink_common; *k && !sk->live; k++) keys[nk++] = *k;
         keys[nk] = NULL;
         fb_cfg_map_check(c->r, &m, keys, sk->name, false);
         struct fb_sink_inst *s = &gw->sinks[gw->nsinks++];
@@ -241,9 +241,9 @@ static void load_sinks(struct ctx *c, const struct fb_cfg_map *top)
         char what[64];
         snprintf(what, sizeof what, "%s.buffer", sk->name);
         struct fb_cfg_node *bn = fb_cfg_get(&m, "buffer");
-        if (bn)
+        if (bn && !sk->live)
             s->buffer = load_buffer(c, bn, what, gw->buffer);
-        else if (gw->buffer)
+        else if (gw->buffer && !sk->live) /* a live view has nothing to buffer */
             s->buffer = buffer_copy(gw->buffer);
         s->queue_len = 1024;
         struct fb_cfg_node *qn = fb_cfg_get(&m, "queue");
@@ -289,17 +289,44 @@ static void load_services(struct ctx *c, const struct fb_cfg_map *top)
 }
 
 /* ------------------------------------------------------------ load */
+static int load(struct fb_cfg *r, const char *path, struct fb_gateway **out);
+
 int fb_config_load(const char *path, const struct fb_config_opts *o, struct fb_gateway **out)
 {
     *out = NULL;
     struct fb_cfg *r = fb_cfg_open(path, o && o->strict, o ? o->diag : NULL);
     if (!r) return FB_EINVAL;
+    return load(r, path, out);
+}
+
+int fb_config_load_mem(const char *name, const char *text, size_t len, const struct fb_config_opts *o,
+                       struct fb_gateway **out)
+{
+    *out = NULL;
+    struct fb_cfg *r = fb_cfg_open_mem(name, text, len, o && o->strict, o ? o->diag : NULL);
+    if (!r) return FB_EINVAL;
+    return load(r, name, out);
+}
+
+static int check_text(const char *name, const char *text, size_t len, bool strict, FILE *diag, FILE *summary)
+{
+    struct fb_config_opts o = {.strict = strict, .diag = diag};
+    struct fb_gateway *gw = NULL;
+    int rc = fb_config_load_mem(name, text, len, &o, &gw);
+    if (rc == 0 && summary) fb_config_summary(gw, summary);
+    fb_gateway_free(gw);
+    return rc;
+}
+
+static int load(struct fb_cfg *r, const char *path, struct fb_gateway **out)
+{
     struct fb_gateway *gw = calloc(1, sizeof *gw);
     if (!gw) {
         fb_cfg_finish(r);
         return FB_ENOMEM;
     }
     gw->cfg_path = strdup(path);
+    gw->config_check = check_text;
     struct ctx c = {.r = r, .gw = gw};
     struct fb_cfg_node *root = fb_cfg_root(r);
     struct fb_cfg_map top = {0};
@@ -409,7 +436,7 @@ void fb_config_summary(const struct fb_gateway *gw, FILE *f)
             fprintf(f, "    buffer %s/%s  max %.1f MiB  max age %s  sync %s  when full %s  drain %u msg/s%s\n", b->path,
                     si->name, b->max_bytes / 1048576.0, b->max_age_ns ? d1 : "unlimited", sy[b->sync % 3],
                     b->full_policy ? "block" : "drop oldest", b->drain_rate, b->drain_rate ? "" : " (unlimited)");
-        } else {
+        } else if (!si->sink->live) {
             fprintf(f, "    no buffer: messages that cannot be delivered are dropped and counted\n");
         }
     }
@@ -433,7 +460,7 @@ size_t fb_config_key_tables(struct fb_config_keys *out, size_t max)
     const struct fb_sink *const *all = fb_sinks(&nsinks);
     for (size_t i = 0; i < nsinks; i++) {
         if (n < max) out[n++] = (struct fb_config_keys){all[i]->name, all[i]->keys};
-        if (n < max) out[n++] = (struct fb_config_keys){all[i]->name, k_sink_common};
+        if (n < max && !all[i]->live) out[n++] = (struct fb_config_keys){all[i]->name, k_sink_common};
         for (const struct fb_config_keys *k = all[i]->nested; k && k->section && n < max; k++) out[n++] = *k;
     }
     size_t nsvc;

@@ -478,6 +478,20 @@ static void status_buffer(struct fb_buf *out, const struct fb_store_stats *st, d
     fb_buf_putc(out, '}');
 }
 
+const char *fb_device_ne107(struct fb_gateway *gw, uint32_t i)
+{
+    if (i >= gw->ndevs) return "Failure";
+    const struct fb_device *d = &gw->devs[i];
+    int st = atomic_load(&d->state);
+    uint64_t errors = atomic_load(&d->m.errors);
+    if (!gw->rt) return ne107(gw, i, st, errors, fb_now_ns());
+    pthread_mutex_lock(&gw->rt->status_mu);
+    status_memory(gw);
+    const char *r = ne107(gw, i, st, errors, fb_now_ns());
+    pthread_mutex_unlock(&gw->rt->status_mu);
+    return r;
+}
+
 void fb_status_json(struct fb_gateway *gw, struct fb_buf *out, bool online)
 {
     char ts[40];

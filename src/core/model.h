@@ -33,6 +33,7 @@ struct fb_group_rt;
 struct fb_conn_rt;
 struct fb_sink_rt;
 struct fb_rt;
+struct fb_browse;
 
 /* ------------------------------------------------------------------- tags */
 enum fb_access { FB_ACC_READ = 1, FB_ACC_WRITE = 2, FB_ACC_RW = 3 };
@@ -149,6 +150,11 @@ struct fb_driver {
     /* Write one raw value (already converted to tag->type). */
     int (*write)(struct fb_device *dev, const struct fb_tag *t, const struct fb_value *v, struct fb_err *err);
     void (*close)(struct fb_conn *c);
+    /* What a device offers (OPC UA nodes, ADS symbols, PiCtory variables):
+     * each variable into list (core/browse.h) and, when text is not NULL,
+     * the human listing of `fieldbridge browse` there.  NULL: nothing to
+     * browse (the addresses are absolute). */
+    int (*browse)(const char *url, struct fb_browse *list, FILE *text, struct fb_err *err);
 };
 
 /* ------------------------------------------------------------------ sinks */
@@ -180,6 +186,10 @@ struct fb_sink {
                                 * core reads the common `buffer:` and `queue:`) */
     const struct fb_config_keys *nested; /* the keys of its nested mappings (tls:, qos:, …),
                                           * ended by a NULL section: for the docs check */
+    /* A live view (the HTTP API), not a delivery target: it gets no store and
+     * no `buffer:`/`queue:` keys, every batch goes straight to send(), which
+     * reports it at once and never blocks. */
+    bool live;
     /* Read the section (m, already checked against keys) into a new config
      * object; errors go to the reader (r), the object is returned even then so
      * that every error is found in one pass.  gw holds the gateway section. */
@@ -279,6 +289,11 @@ struct fb_gateway {
     int log_level;
     int log_format;   /* enum fb_log_format */
     struct fb_rt *rt; /* the running gateway (runtime.c), NULL before start */
+    /* The loader that built this model, for a sink that checks a posted
+     * config the same way (POST /api/v1/config/check) without depending on
+     * the loader: 0 when valid; messages to diag, and when valid the `check`
+     * summary to summary (may be NULL). */
+    int (*config_check)(const char *name, const char *text, size_t len, bool strict, FILE *diag, FILE *summary);
 };
 
 /* Release a gateway model, also a half-built one (driver hooks are called

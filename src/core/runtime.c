@@ -705,7 +705,7 @@ int fb_runtime_start(struct fb_gateway *gw, struct fb_err *err)
     for (uint32_t i = 0; i < gw->nsinks; i++) {
         struct fb_sink_inst *s = &gw->sinks[i];
         s->gw = gw;
-        if (sink_store_open(gw, s, err) < 0) return err ? err->code : FB_EIO;
+        if (!s->sink->live && sink_store_open(gw, s, err) < 0) return err ? err->code : FB_EIO;
         if (s->sink->open(s, err) < 0) return err ? err->code : FB_EIO;
         if (pthread_create(&s->rt->thr, NULL, sink_thread, s) != 0)
             return fb_err_set(err, FB_ENOMEM, "cannot start sink thread");

@@ -1214,14 +1214,14 @@ static void test_docs_list_every_key(void **state)
     const char *doc = read_doc("docs/configuration.md");
     assert_null(strstr(doc, "DESIGN.md"));
     static const char *const where[][2] = {
-        {"gateway", "## `gateway`"},   {"log", "## `log`"},
-        {"metrics", "## `metrics`"},   {"commands", "## `commands`"},
-        {"buffer", "## `buffer`"},     {"mqtt", "## `mqtt`"},
-        {"tls", "## `mqtt`"},          {"qos", "## `mqtt`"},
-        {"reconnect", "## `mqtt`"},    {"sparkplug", "## `sparkplug`"},
-        {"device", "## `devices`"},    {"tag", "## Tags"},
-        {"scale", "## Tags"},          {"loop", "## `control`"},
-        {"interlock", "## `control`"},
+        {"gateway", "## `gateway`"}, {"log", "## `log`"},
+        {"metrics", "## `metrics`"}, {"commands", "## `commands`"},
+        {"buffer", "## `buffer`"},   {"mqtt", "## `mqtt`"},
+        {"tls", "## `mqtt`"},        {"qos", "## `mqtt`"},
+        {"reconnect", "## `mqtt`"},  {"sparkplug", "## `sparkplug`"},
+        {"device", "## `devices`"},  {"tag", "## Tags"},
+        {"scale", "## Tags"},        {"http.tls", "## `http`"},
+        {"loop", "## `control`"},    {"interlock", "## `control`"},
     };
     struct fb_config_keys kt[64];
     size_t n = fb_config_key_tables(kt, 64);
