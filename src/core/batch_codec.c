@@ -16,7 +16,11 @@
  *   n × sample: u32 tag u32 quality u32 flags u32 stats_idx i64 ts_src i64 ts_gw
  *               u8 type, then bool: u8 | ints: 8 bytes | floats: f64 | string: u32 len + bytes
  *   nstats × stats: f64 mean stddev min max, u32 count, i64 window_ns
+ *   kind 2 (an alarm event, src/edge/alarms.c), after the reason:
+ *               u32 alarm u8 event u8 flags u32 count f64 value i64 since i64 until
  * The decoder trusts nothing: every length is checked against what is left.
+ * Alarm ids are translated like tag ids: the model file lists the alarms
+ * ("A <device> <name>"), and the fingerprint covers them when there are any.
  */
 #include <dirent.h>
 #include <stdio.h>
@@ -62,6 +66,15 @@ void fb_batch_encode(struct fb_buf *out, const struct fb_batch *b, uint32_t fing
     put_u64(out, (uint64_t)b->ts);
     put_u64(out, b->seq);
     fb_buf_put(out, b->reason, rl);
+    if (b->kind == FB_BATCH_ALARM) {
+        put_u32(out, b->ev.alarm);
+        put_u8(out, b->ev.event);
+        put_u8(out, b->ev.flags);
+        put_u32(out, b->ev.count);
+        put_f64(out, b->ev.value);
+        put_u64(out, (uint64_t)b->ev.since);
+        put_u64(out, (uint64_t)b->ev.until);
+    }
     for (uint32_t i = 0; i < b->n; i++) {
         const struct fb_sample *s = &b->s[i];
         put_u32(out, s->tag);
@@ -165,7 +178,27 @@ int fb_batch_decode(const void *p, size_t len, const struct fb_gateway *gw, cons
     /* reason_len is a u8 and the field holds 255 bytes and the NUL; records
      * written when it held 95 read the same */
     _Static_assert(FB_REASON_LEN > 255, "a u8 reason length must fit struct fb_batch.reason");
-    if (r.bad || kind > FB_BATCH_DEVSTATE) return FB_EPROTO;
+    if (r.bad || kind > FB_BATCH_ALARM) return FB_EPROTO;
+    struct fb_alarm_ev ev;
+    memset(&ev, 0, sizeof ev);
+    if (kind == FB_BATCH_ALARM) {
+        ev.alarm = get_u32(&r);
+        ev.event = get_u8(&r);
+        ev.flags = get_u8(&r);
+        ev.count = get_u32(&r);
+        ev.value = get_f64(&r);
+        ev.since = (int64_t)get_u64(&r);
+        ev.until = (int64_t)get_u64(&r);
+        if (r.bad || ev.event >= FB_AE__COUNT) return FB_EPROTO;
+        if (ev.alarm != FB_ALARM_NONE) {
+            if (map) {
+                if (ev.alarm >= map->nalarms || map->alarm[ev.alarm] == UINT32_MAX) return FB_ENOENT;
+                ev.alarm = map->alarm[ev.alarm];
+            } else if (ev.alarm >= gw->nalarms) {
+                return FB_EPROTO;
+            }
+        }
+    }
     if (fingerprint) *fingerprint = fp;
     /* every sample takes at least 33 bytes, every stats entry 44: bound n before allocating */
     if ((uint64_t)n * 33 > r.left || (uint64_t)ns * 44 > r.left) return FB_EPROTO;
@@ -178,6 +211,7 @@ int fb_batch_decode(const void *p, size_t len, const struct fb_gateway *gw, cons
     b->seq = seq;
     memcpy(b->reason, reason, rl);
     b->reason[rl] = 0;
+    b->ev = ev;
     if (map) {
         if (dev >= map->ndevs || map->dev[dev] == UINT32_MAX) return FB_ENOENT;
         b->device = map->dev[dev];
@@ -249,6 +283,12 @@ uint32_t fb_model_fingerprint(const struct fb_gateway *gw)
         for (const char *c = gw->tags[i].name; c && *c; c++) h = (h ^ (uint8_t)*c) * 16777619u;
         h = (h ^ 0xFEu) * 16777619u;
     }
+    /* alarms (none: the fingerprint of a config without alarms is unchanged) */
+    for (uint32_t i = 0; i < gw->nalarms; i++) {
+        h = (h ^ (gw->alarms[i].device & 0xFF)) * 16777619u;
+        for (const char *c = gw->alarms[i].name; c && *c; c++) h = (h ^ (uint8_t)*c) * 16777619u;
+        h = (h ^ 0xFDu) * 16777619u;
+    }
     return h;
 }
 
@@ -266,6 +306,7 @@ int fb_model_save(const struct fb_gateway *gw, const char *dir, uint32_t fp)
     if (!f) return FB_EIO;
     for (uint32_t i = 0; i < gw->ndevs; i++) fprintf(f, "D %s\n", gw->devs[i].name);
     for (uint32_t i = 0; i < gw->ntags; i++) fprintf(f, "T %u %s\n", gw->tags[i].device, gw->tags[i].name);
+    for (uint32_t i = 0; i < gw->nalarms; i++) fprintf(f, "A %u %s\n", gw->alarms[i].device, gw->alarms[i].name);
     bool ok = fflush(f) == 0 && fsync(fileno(f)) == 0;
     ok = fclose(f) == 0 && ok;
     if (!ok || rename(tmp, path) < 0) {
@@ -280,6 +321,7 @@ void fb_model_map_free(struct fb_model_map *m)
     if (!m) return;
     free(m->dev);
     free(m->tag);
+    free(m->alarm);
     free(m);
 }
 
@@ -290,7 +332,7 @@ struct fb_model_map *fb_model_map_load(const struct fb_gateway *gw, const char *
     FILE *f = fopen(path, "r");
     if (!f) return NULL;
     struct fb_model_map *m = calloc(1, sizeof *m);
-    uint32_t capd = 0, capt = 0;
+    uint32_t capd = 0, capt = 0, capa = 0;
     char line[1024];
     while (m && fgets(line, sizeof line, f)) {
         line[strcspn(line, "\n")] = 0;
@@ -316,6 +358,20 @@ struct fb_model_map *fb_model_map_load(const struct fb_gateway *gw, const char *
             uint32_t nd = od < m->ndevs ? m->dev[od] : UINT32_MAX;
             struct fb_tag *t = nd != UINT32_MAX ? fb_gw_tag((struct fb_gateway *)gw, &gw->devs[nd], end + 1) : NULL;
             m->tag[m->ntags++] = t ? t->id : UINT32_MAX;
+        } else if (line[0] == 'A' && line[1] == ' ') {
+            char *end;
+            unsigned long od = strtoul(line + 2, &end, 10);
+            if (*end != ' ') continue;
+            if (m->nalarms == capa) {
+                capa = capa ? capa * 2 : 16;
+                uint32_t *a = realloc(m->alarm, capa * sizeof *a);
+                if (!a) break;
+                m->alarm = a;
+            }
+            uint32_t nd = od < m->ndevs ? m->dev[od] : UINT32_MAX, id = UINT32_MAX;
+            for (uint32_t i = 0; nd != UINT32_MAX && i < gw->nalarms; i++)
+                if (gw->alarms[i].device == nd && !strcmp(gw->alarms[i].name, end + 1)) id = i;
+            m->alarm[m->nalarms++] = id;
         }
     }
     fclose(f);
@@ -328,12 +384,14 @@ struct fb_model_map *fb_model_map_between(const struct fb_gateway *old, const st
     if (!m) return NULL;
     m->dev = calloc(old->ndevs ? old->ndevs : 1, sizeof *m->dev);
     m->tag = calloc(old->ntags ? old->ntags : 1, sizeof *m->tag);
-    if (!m->dev || !m->tag) {
+    m->alarm = calloc(old->nalarms ? old->nalarms : 1, sizeof *m->alarm);
+    if (!m->dev || !m->tag || !m->alarm) {
         fb_model_map_free(m);
         return NULL;
     }
     m->ndevs = old->ndevs;
     m->ntags = old->ntags;
+    m->nalarms = old->nalarms;
     for (uint32_t i = 0; i < old->ndevs; i++) {
         struct fb_device *d = fb_gw_device((struct fb_gateway *)now, old->devs[i].name);
         m->dev[i] = d ? d->idx : UINT32_MAX;
@@ -345,6 +403,14 @@ struct fb_model_map *fb_model_map_between(const struct fb_gateway *old, const st
             nd != UINT32_MAX ? fb_gw_tag((struct fb_gateway *)now, &now->devs[nd], t->name) : NULL;
         m->tag[i] = nt ? nt->id : UINT32_MAX;
     }
+    for (uint32_t i = 0; i < old->nalarms; i++) { /* by device and name, like the model files */
+        const struct fb_alarm *a = &old->alarms[i];
+        uint32_t nd = a->device < old->ndevs ? m->dev[a->device] : UINT32_MAX;
+        m->alarm[i] = UINT32_MAX;
+        for (uint32_t k = 0; nd != UINT32_MAX && k < now->nalarms; k++)
+            if (now->alarms[k].device == nd && a->name && now->alarms[k].name && !strcmp(now->alarms[k].name, a->name))
+                m->alarm[i] = k;
+    }
     return m;
 }
 
@@ -354,14 +420,18 @@ struct fb_model_map *fb_model_map_compose(const struct fb_model_map *a, const st
     if (!m) return NULL;
     m->dev = calloc(a->ndevs ? a->ndevs : 1, sizeof *m->dev);
     m->tag = calloc(a->ntags ? a->ntags : 1, sizeof *m->tag);
-    if (!m->dev || !m->tag) {
+    m->alarm = calloc(a->nalarms ? a->nalarms : 1, sizeof *m->alarm);
+    if (!m->dev || !m->tag || !m->alarm) {
         fb_model_map_free(m);
         return NULL;
     }
     m->ndevs = a->ndevs;
     m->ntags = a->ntags;
+    m->nalarms = a->nalarms;
     for (uint32_t i = 0; i < a->ndevs; i++) m->dev[i] = a->dev[i] < b->ndevs ? b->dev[a->dev[i]] : UINT32_MAX;
     for (uint32_t i = 0; i < a->ntags; i++) m->tag[i] = a->tag[i] < b->ntags ? b->tag[a->tag[i]] : UINT32_MAX;
+    for (uint32_t i = 0; i < a->nalarms; i++)
+        m->alarm[i] = a->alarm[i] < b->nalarms ? b->alarm[a->alarm[i]] : UINT32_MAX;
     return m;
 }
 

@@ -1266,11 +1266,20 @@ int fb_fleet_load(const char *path, const struct fb_fleet_opts *o, FILE *diag, s
     return 0;
 }
 
+/* Before any thread of the runtime runs: the capabilities and the running
+ * configuration into the status, so that the first one published has them. */
+static void status_init(struct fb_fleet *f)
+{
+    publish_caps(f);
+    publish_config(f);
+}
+
 void fb_fleet_runtime_ext(struct fb_fleet *f, struct fb_runtime_ext *ext)
 {
     ext->gw_cmd = fb_fleet_command;
     ext->fleet = f;
     ext->state = f->decommissioned ? FB_GW_DECOMMISSIONED : f->maintenance ? FB_GW_MAINTENANCE : FB_GW_ONLINE;
+    ext->status_init = status_init;
 }
 
 int fb_fleet_start(struct fb_fleet *f, struct fb_err *err)

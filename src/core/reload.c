@@ -59,6 +59,7 @@
 #include "core/runtime.h"
 #include "core/runtime_state.h"
 #include "core/sinks.h"
+#include "edge/edge.h"
 #include "proc/proc.h"
 #include "store/store.h"
 
@@ -101,7 +102,7 @@ bool fb_reload_dev_same(const struct fb_gateway *og, const struct fb_device *o, 
         o->drv != n->drv || o->timeout_ns != n->timeout_ns || o->delay_ns != n->delay_ns || o->ntags != n->ntags ||
         o->ngroups != n->ngroups)
         return false;
-    if (!o->conn || !n->conn || !str_eq(o->conn->key, n->conn->key)) return false;
+    if (!o->conn != !n->conn || (o->conn && !str_eq(o->conn->key, n->conn->key))) return false; /* virtual: none */
     for (uint32_t k = 0; k < o->ngroups; k++) {
         const struct fb_group *a = &o->groups[k], *b = &n->groups[k];
         if (a->period_ns != b->period_ns || a->ntags != b->ntags) return false;
@@ -141,6 +142,8 @@ struct plan {
     size_t nkinds;
     uint32_t on, onsvc; /* the old model's sinks and services */
     bool *sclosed;      /* per old sink: closed in step 2 */
+    bool *squiesced;    /* per old service: quiesced in step 2 (it acts on the devices) */
+    bool edge_stopped;  /* the edge thread was stopped in step 2 */
     void **svc_state;   /* the new services' states */
 };
 
@@ -159,6 +162,7 @@ static void plan_free(struct plan *p)
     free(p->oldc);
     free(p->newc);
     free(p->sclosed);
+    free(p->squiesced);
     free(p->svc_state);
 }
 
@@ -185,10 +189,11 @@ static int plan_make(struct fb_gateway *gw, struct fb_gateway *nw, struct plan *
     p->newc = calloc(cap, sizeof *p->newc);
     p->svc_state = calloc(nw->nservices + 1, sizeof *p->svc_state);
     p->sclosed = calloc(cap, sizeof *p->sclosed);
+    p->squiesced = calloc(gw->nservices + 1, sizeof *p->squiesced);
     p->on = gw->nsinks;
     p->onsvc = gw->nservices;
-    if (!p->sclosed || !p->map || !p->ckeep || !p->cstop || !p->dkept || !p->slot_old || !p->slot_new || !p->sfate ||
-        !p->sfrom || !p->svcfrom || !p->svcstop || !p->oldc || !p->newc || !p->svc_state)
+    if (!p->sclosed || !p->squiesced || !p->map || !p->ckeep || !p->cstop || !p->dkept || !p->slot_old ||
+        !p->slot_new || !p->sfate || !p->sfrom || !p->svcfrom || !p->svcstop || !p->oldc || !p->newc || !p->svc_state)
         return fb_err_set(err, FB_ENOMEM, "out of memory");
     p->identity = !str_eq(gw->id, nw->id) || !str_eq(gw->site, nw->site);
 
@@ -261,7 +266,10 @@ static int plan_make(struct fb_gateway *gw, struct fb_gateway *nw, struct plan *
         const struct fb_service_inst *ns = &nw->services[j];
         for (uint32_t i = 0; i < gw->nservices; i++) {
             const struct fb_service_inst *os = &gw->services[i];
-            if (!p->svcstop[i] || os->svc != ns->svc || !os->svc->cfg_equal || !os->svc->cfg_equal(os->cfg, ns->cfg))
+            /* a service that acts on the devices (quiesce: the control loops) holds tag ids, latest-value
+             * slots of the pipeline state and write requests of connections: it always restarts */
+            if (!p->svcstop[i] || os->svc != ns->svc || os->svc->quiesce || !os->svc->cfg_equal ||
+                !os->svc->cfg_equal(os->cfg, ns->cfg))
                 continue;
             p->svcfrom[j] = (int)i;
             p->svcstop[i] = false;
@@ -411,6 +419,7 @@ static void sink_fp_advance(struct fb_sink_inst *s, const struct fb_model_map *m
     if (own) {
         memcpy(own->dev, map->dev, map->ndevs * sizeof *own->dev);
         memcpy(own->tag, map->tag, map->ntags * sizeof *own->tag);
+        if (map->nalarms) memcpy(own->alarm, map->alarm, map->nalarms * sizeof *own->alarm);
         m[n++] = (struct fb_fp_map){q->fp, own};
     }
     q->nfpmaps = n;
@@ -471,9 +480,10 @@ static void swap_models(struct fb_gateway *gw, struct fb_gateway *nw, struct pla
         if (j == NONE) continue;
         const struct fb_tag *a = &old->tags[i], *b = &cur->tags[j];
         const struct fb_device *da = &old->devs[a->device], *db = &cur->devs[b->device];
-        if (a->type == b->type && proc_same(&a->proc, &b->proc) &&
-            da->groups[a->group].period_ns == db->groups[b->group].period_ns)
-            fb_proc_move(proc, j, oldproc, i);
+        /* a computed tag is in no poll group (its state is the edge thread's: moved too) */
+        int64_t pa = a->group < da->ngroups ? da->groups[a->group].period_ns : -1;
+        int64_t pb = b->group < db->ngroups ? db->groups[b->group].period_ns : -1;
+        if (a->type == b->type && proc_same(&a->proc, &b->proc) && pa == pb) fb_proc_move(proc, j, oldproc, i);
     }
     rt->proc = proc;
     for (uint32_t j = 0; j < cur->ndevs; j++) {
@@ -565,6 +575,24 @@ static void swap_models(struct fb_gateway *gw, struct fb_gateway *nw, struct pla
  * again, sinks closed in step 2 open again, everything parked moves on. */
 static void undo(struct fb_gateway *gw, struct plan *p)
 {
+    struct fb_rt *rt = gw->rt;
+    /* the control loops and the edge thread first: before any connection runs again */
+    for (uint32_t i = 0; i < gw->nservices; i++) {
+        if (!p->squiesced[i]) continue;
+        const struct fb_service_inst *si = &gw->services[i];
+        struct fb_err e = {0};
+        si->svc->stop(rt->svc_state[i]);
+        void *st = si->svc->start(gw, si->cfg, &e);
+        pthread_rwlock_wrlock(&rt->model_lock);
+        rt->svc_state[i] = st;
+        pthread_rwlock_unlock(&rt->model_lock);
+        if (!st) fb_error(NULL, NULL, "reload undo: %s cannot start again: %s", si->svc->name, e.msg);
+    }
+    if (p->edge_stopped) {
+        struct fb_err e = {0};
+        fb_edge_free(gw);
+        if (fb_edge_start(gw, fb_rt_state_dir(gw), &e) < 0) fb_error(NULL, NULL, "reload undo: edge: %s", e.msg);
+    }
     for (uint32_t i = 0; i < gw->nconns; i++) {
         struct fb_conn *c = &gw->conns[i];
         if (c->rt && c->rt->started) {
@@ -596,6 +624,26 @@ static void rep_error(struct fb_buf *report, bool *any, const char *msg)
         fb_json_cstr(report, msg);
     }
     *any = true;
+}
+
+/* Start the new services that act on the devices (quiesce: true) or the others. */
+static void start_services(struct fb_gateway *gw, const struct plan *p, bool quiesce, struct fb_buf *report,
+                           bool *errors)
+{
+    struct fb_rt *rt = gw->rt;
+    for (uint32_t j = 0; j < gw->nservices; j++) {
+        const struct fb_service_inst *si = &gw->services[j];
+        if (p->svcfrom[j] >= 0 || (si->svc->quiesce != NULL) != quiesce) continue;
+        struct fb_err e = {0};
+        void *st = si->svc->start(gw, si->cfg, &e);
+        pthread_rwlock_wrlock(&rt->model_lock); /* status readers look at the states */
+        rt->svc_state[j] = st;
+        pthread_rwlock_unlock(&rt->model_lock);
+        if (!st) {
+            fb_error(NULL, NULL, "reload: %s cannot start: %s", si->svc->name, e.msg);
+            rep_error(report, errors, e.msg);
+        }
+    }
 }
 
 static const char *stop_reason(const struct plan *p, const struct fb_conn *c)
@@ -637,8 +685,21 @@ int fb_reload_apply(struct fb_gateway *gw, struct fb_gateway *nw, struct fb_buf 
             fb_warn(NULL, NULL, "%s: cannot save the tag names of the new config in %s", gw->sinks[i].name, q->dir);
     }
 
-    /* 2. stop the connections that go or change (all asked at once), close
+    /* 2. the services that act on the devices (control loops) stop acting and
+     * write their safe values while every connection still runs; the edge
+     * thread (computed tags, alarms, scripts) takes what is queued and ends —
+     * both hold the old model's ids and start again on the new one in 5;
+     * then stop the connections that go or change (all asked at once), close
      * the sinks that restart or go (their threads keep storing) */
+    for (uint32_t i = 0; i < gw->nservices; i++)
+        if (rt->svc_state && rt->svc_state[i] && gw->services[i].svc->quiesce) {
+            gw->services[i].svc->quiesce(rt->svc_state[i]);
+            p.squiesced[i] = true;
+        }
+    if (rt->edge) {
+        fb_edge_stop(gw);
+        p.edge_stopped = true;
+    }
     for (uint32_t i = 0; i < gw->nconns; i++) {
         struct fb_conn *c = &gw->conns[i];
         if (!p.cstop[i] || !c->rt || !c->rt->started) continue;
@@ -695,6 +756,7 @@ int fb_reload_apply(struct fb_gateway *gw, struct fb_gateway *nw, struct fb_buf 
     /* 4. swap, under the model lock */
     report_plan(report, gw, nw, &p);
     pthread_rwlock_wrlock(&rt->model_lock);
+    if (p.edge_stopped) fb_edge_free(gw); /* its state is sized by the old model; the alarm table goes with it */
     swap_models(gw, nw, &p, proc, pool);
     proc = NULL;
     pool = NULL;
@@ -706,6 +768,19 @@ int fb_reload_apply(struct fb_gateway *gw, struct fb_gateway *nw, struct fb_buf 
      * connections go on or start, the sinks open and go on, services restart */
     bool errors = false;
     if (report) fb_buf_puts(report, ",\"errors\":[");
+    /* the old services stop (a quiesced one has written its safe values), then
+     * the control loops and the edge thread start on the new model before any
+     * connection runs (the latest-value slots, the edge's queue) */
+    for (uint32_t i = 0; i < p.onsvc; i++)
+        if (p.svcstop[i] && p.svc_state[i]) nw->services[i].svc->stop(p.svc_state[i]);
+    start_services(gw, &p, true, report, &errors);
+    {
+        struct fb_err e = {0};
+        if (fb_edge_start(gw, fb_rt_state_dir(gw), &e) < 0) {
+            fb_error(NULL, NULL, "reload: the edge thread cannot start: %s", e.msg);
+            rep_error(report, &errors, e.msg);
+        }
+    }
     for (uint32_t pos = 0; pos < gw->nsinks; pos++) {
         struct fb_sink_inst *s = &gw->sinks[pos];
         if (p.slot_old[pos] < 0) continue;
@@ -764,17 +839,7 @@ int fb_reload_apply(struct fb_gateway *gw, struct fb_gateway *nw, struct fb_buf 
         }
         fb_rt_sink_unpark(s);
     }
-    for (uint32_t i = 0; i < p.onsvc; i++)
-        if (p.svcstop[i] && p.svc_state[i]) nw->services[i].svc->stop(p.svc_state[i]);
-    for (uint32_t j = 0; j < gw->nservices; j++) {
-        if (p.svcfrom[j] >= 0) continue;
-        struct fb_err e = {0};
-        const struct fb_service_inst *si = &gw->services[j];
-        if (!(rt->svc_state[j] = si->svc->start(gw, si->cfg, &e))) {
-            fb_error(NULL, NULL, "reload: %s cannot start: %s", si->svc->name, e.msg);
-            rep_error(report, &errors, e.msg);
-        }
-    }
+    start_services(gw, &p, false, report, &errors);
     if (report) fb_buf_puts(report, "]}");
     plan_free(&p);
     if (t_run) fb_info(NULL, NULL, "reload: the kept connections paused for %.1f ms", (double)(t_run - t_park) / 1e6);

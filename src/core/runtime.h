@@ -12,13 +12,15 @@
 int fb_runtime_start(struct fb_gateway *gw, struct fb_err *err);
 /* The same, with what the fleet component (fleet.c) puts in place before any
  * thread starts: the handler of commands to the gateway itself, its state,
- * and the lifecycle state to start in (-1: online). */
+ * the lifecycle state to start in (-1: online), and what to render into the
+ * status before the first sink can publish it (identity, capabilities). */
 struct fb_cmd;
 struct fb_fleet;
 struct fb_runtime_ext {
     void (*gw_cmd)(struct fb_gateway *gw, const struct fb_cmd *cmd, char **resp, size_t *len);
     struct fb_fleet *fleet;
     int state;
+    void (*status_init)(struct fb_fleet *f); /* called once the runtime state exists, before the sinks */
 };
 int fb_runtime_start_ext(struct fb_gateway *gw, const struct fb_runtime_ext *ext, struct fb_err *err);
 /* Ask to stop (signal-safe: only sets a flag and wakes the threads). */
@@ -60,6 +62,9 @@ bool fb_rt_sink_store_fits(const struct fb_gateway *model, const struct fb_sink_
 /* Reopen s's store for model `model` (new buffer settings): records move over. */
 int fb_rt_sink_store_reopen(const struct fb_gateway *model, struct fb_sink_inst *s, struct fb_err *err);
 /* A processed-batch pool for model gw; whether the running one fits gw. */
+/* The directory of the gateway's persistent state (the sequence counter,
+ * the alarm journal): the gateway's buffer, else the first sink's; NULL: none. */
+const char *fb_rt_state_dir(const struct fb_gateway *gw);
 struct fb_batch_pool *fb_rt_out_pool_new(const struct fb_gateway *gw);
 bool fb_rt_out_pool_fits(const struct fb_gateway *running, const struct fb_gateway *gw);
 #endif

@@ -20,6 +20,8 @@ struct fb_proc;
 struct fb_model_map;
 struct fb_cmd;
 struct fb_fleet;
+struct fb_edge;
+struct fb_alarms;
 
 /* Ids of batches sent past the store (device state) carry this bit, so their
  * delivery reports never touch the store's records. */
@@ -45,7 +47,10 @@ struct fb_group_rt {
     _Atomic uint64_t overruns;  /* cycles started late by more than a period */
 };
 
-/* A write request travelling from the router to a connection thread and back. */
+/* A write request travelling from the router to a connection thread and back.
+ * An asynchronous one (fb_conn_write_async: a control loop's output) is
+ * owned by its maker and reused: no refs, no waiter; the connection thread
+ * calls on_done and clears busy. */
 struct fb_write_req {
     struct fb_write_req *next;
     uint32_t tag;
@@ -58,7 +63,14 @@ struct fb_write_req {
     bool done;
     int rc;
     struct fb_err err;
+    /* asynchronous */
+    void (*on_done)(void *ctx, int rc, const struct fb_err *err);
+    void *done_ctx;
+    atomic_bool busy; /* queued or being written */
+    bool quiet;       /* no re-poll of the tag's group after it (written every cycle) */
 };
+
+struct fb_write_guard; /* plugin.h */
 
 /* One connection thread.  Allocated per connection, so that a reload
  * (reload.c) can hand a running thread over to the new model's element. */
@@ -98,6 +110,19 @@ struct fb_qnode {
 struct fb_fp_map {
     uint32_t fp;
     struct fb_model_map *map;
+};
+
+/* The edge thread's input (edge/edge.c): the processed data batches of the
+ * devices whose tags feed a computed tag, an alarm or a script, queued by
+ * fb_publish like a sink's; wake is set when something other than a batch
+ * needs the thread (an alarm timer was set by another thread). */
+struct fb_edge_q {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    struct fb_qnode *head, *tail, *free; /* under mu */
+    uint32_t len;                        /* under mu */
+    bool wake;                           /* under mu */
+    const uint8_t *want;                 /* per device: 1 = queue its data batches (set before start) */
 };
 
 /* One sink thread: its queue from the pipeline and its store.  Allocated
@@ -140,7 +165,8 @@ struct fb_sink_rt {
 
 /* The gateway while running (gw->rt). */
 struct fb_rt {
-    atomic_bool stop;
+    atomic_bool stop;       /* a stop was requested */
+    atomic_bool conns_stop; /* the connection threads stop (after the services' quiesce) */
     atomic_bool sinks_stop;
     int64_t started_ns; /* UTC */
     pthread_mutex_t stop_mu;
@@ -153,10 +179,14 @@ struct fb_rt {
     struct fb_proc *proc;
     struct fb_batch_pool *out_pool; /* processed batches: pipeline → sinks */
     struct fb_router *router;       /* router.c */
+    struct fb_edge *edge;           /* edge/edge.c: computed tags, alarms, scripts (NULL: none configured) */
+    struct fb_edge_q *edge_q;       /* its input queue (NULL: no edge thread) */
+    struct fb_alarms *alarms;       /* edge/alarms.c: the alarm table (NULL: no alarms) */
     void **svc_state;               /* each running service's state (gw->services order) */
     /* the model's rt pointers (groups, connections, sinks) point at objects
      * allocated one by one, so that a reload can keep some and free others */
-    atomic_bool reboot;
+    atomic_bool reboot;                           /* a sink accepted a remote reboot: re-execute after stopping */
+    _Atomic(const struct fb_write_guard *) guard; /* asked by the router before command writes */
     /* reload (reload.c): readers outside the runtime's own threads (status,
      * /metrics, the fleet thread) hold the model lock for reading; a reload
      * swaps the model under it for writing, with every connection and sink
@@ -167,8 +197,7 @@ struct fb_rt {
     uint32_t nretired;              /* a batch may still be out when its pool is replaced) */
     /* gateway-level commands (router.c hands them here; fleet.c sets it) */
     void (*gw_cmd)(struct fb_gateway *gw, const struct fb_cmd *cmd, char **resp, size_t *len);
-    struct fb_fleet *fleet;
-        /* fleet.c's state: identity, lifecycle, remote config, health */ /* a sink accepted a remote reboot: re-execute after stopping */
+    struct fb_fleet *fleet; /* fleet.c's state: identity, lifecycle, remote config, health */
     /* what the status remembers between calls (metrics.c), under status_mu */
     pthread_mutex_t status_mu;
     struct fb_err_seen *seen; /* per device: when its error counter last grew */

@@ -88,11 +88,17 @@ def write_cfg(gw, cfg):
 
 
 def last_result(w, after, action=None, timeout=15):
-    """The retained status's config.last once it is newer than `after` (monotonic)."""
+    """The retained status's config.last once it is newer than `after` (monotonic): a status
+    message that arrives after `after` may still carry the previous reload's result."""
+    wall = time.time() - (time.monotonic() - after) - 0.005
+
     def ok(m):
         j = m.json()
         last = ((j or {}).get("config") or {}).get("last") if isinstance(j, dict) else None
-        return bool(last) and (action is None or last.get("action") == action)
+        if not last or (action is not None and last.get("action") != action):
+            return False
+        ts = last.get("ts")
+        return not ts or datetime.datetime.fromisoformat(ts.replace("Z", "+00:00")).timestamp() >= wall
     m = w.wait_for(ok, timeout, topic=topic(GW_ID, "status"), after=after)
     return m.json()["config"]["last"] if m else None
 
@@ -789,3 +795,131 @@ def test_stop_during_a_download_is_prompt(broker, start_modbus, start_gateway, w
         assert wait_status(w, "offline", timeout=5, after=t0)
     finally:
         fs.stop()
+
+
+def test_reload_applies_alarm_and_control_changes(broker, start_gateway, watch, tmp_path):
+    """Computed tags, alarms (the edge thread) and a PID loop (the control
+    service) hold ids of the running model, so a reload stops them before the
+    swap and starts them again on the new model.  A reload that does not touch
+    them leaves them working: the active alarm stays active (its state comes
+    back from the journal: no second `raised`), the expression tag is computed
+    again, the loop controls at its set point.  A reload that changes an alarm
+    limit and the loop's section applies both: the alarm clears under its new
+    limit and is raised at it, the loop goes to its new set point.  The HTTP
+    API's alarm view and GET /status are read all along (the ASan build checks
+    that nothing reads a freed model)."""
+    import threading  # pylint: disable=import-outside-toplevel
+    import httpapi as H  # pylint: disable=import-outside-toplevel
+    from test_alarms import events, wait_event  # pylint: disable=import-outside-toplevel
+    from conftest import wait_values  # pylint: disable=import-outside-toplevel
+    tokens = tmp_path / "http.tokens"
+    H.write_tokens(tokens, ("op", "operator", H.OPERATOR))
+    hport, mport = peers.free_port(), peers.free_port()
+    fopdt = "k=2.0,tau=4.0s,dead=0.8s,y0=20.0"
+    oven = {"name": "oven", "url": "sim://oven", "poll": "20ms",
+            "tags": [{"name": "power", "addr": "memory:initial=0", "access": "rw"},
+                     {"name": "temp", "addr": f"fopdt:{fopdt},input=power"}]}
+
+    def boiler(limit):
+        return {"name": "boiler", "url": "sim://boiler", "poll": "100ms",
+                "tags": [{"name": "temp", "addr": "memory:initial=50", "access": "rw",
+                          "alarms": {"hi": {"limit": limit, "deadband": 2}}},
+                         {"name": "double", "expr": "'boiler/temp' * 2"}]}
+
+    def loop(sp, kp=1.25):
+        return {"loops": [{"name": "tic", "pv": "oven/temp", "out": "oven/power", "sp": sp, "kp": kp, "ti": "4s",
+                           "cycle": "20ms", "safe": 0, "out_min": 0, "out_max": 100, "publish": "100ms"}]}
+    cfg = gw_config(broker.port, [oven, boiler(80)], control=loop(20), metrics={"listen": f"127.0.0.1:{mport}"},
+                    http={"listen": f"127.0.0.1:{hport}", "tokens": str(tokens)},
+                    buffer={"path": str(tmp_path / "buf")})
+    w = watch(broker.port, (f"{SITE}/#",))
+    gw = start_gateway(cfg)
+    assert wait_values(w, "tic", lambda v: v.get("state", {}).get("v") == "ok", timeout=20), gw.output()[-3000:]
+    H.wait_for(lambda: peers.port_open(hport), 10, "the API")
+    # readers of the model from other threads, all along
+    errors, stop = [], threading.Event()
+
+    def reader():
+        k = 0
+        while not stop.is_set() and k < 2000:
+            k += 1
+            try:
+                r = H.Client(hport, H.OPERATOR, validate_api=False).request("GET", "/api/v1/alarms", timeout=5)
+                if r.status not in (200, 429, 503):  # 429: the API's own rate limit
+                    errors.append(("alarms", r.status))
+                json.loads(http_text(mport, "/status"))
+            except (OSError, ValueError):
+                time.sleep(0.02)  # the API restarting with its sink
+            time.sleep(0.05)
+    t = threading.Thread(target=reader)
+    t.start()
+
+    def cmd(device, body):
+        cid = f"c{time.monotonic_ns()}"
+        t1 = time.monotonic()
+        w.publish(topic(device, "command"), json.dumps(dict(body, id=cid)), qos=1)
+        m = w.wait_for(lambda m: (m.json() or {}).get("id") == cid, 10, topic=topic(device, "command/response"),
+                       after=t1)
+        assert m and m.json()["ok"], m and m.json()
+
+    def reload(after_write):
+        write_cfg(gw, cfg)
+        t0 = time.monotonic()
+        gw.proc.send(signal.SIGHUP)
+        last = last_result(w, t0, "reload")
+        assert last and last["ok"], f"reload failed: {last}\n{gw.output()[-3000:]}"
+        after_write(last["changes"])
+        return t0
+
+    try:
+        t0 = time.monotonic()
+        cmd("boiler", {"write": {"temp": 85}})
+        raised = wait_event(w, lambda j: j.get("event") == "raised", dev="boiler", after=t0)
+        assert raised and raised["limit"] == 80, raised
+
+        # 1. a reload that touches neither the alarms nor the loop (a device added)
+        cfg["devices"] = [oven, boiler(80), {"name": "extra", "url": "sim://extra", "poll": "100ms",
+                                             "tags": [{"name": "x", "addr": "memory:initial=1"}]}]
+        t1 = reload(lambda ch: ch["devices"]["added"] == ["extra"] or pytest.fail(str(ch)))
+        assert wait_values(w, "tic", lambda v: v.get("state", {}).get("v") == "ok" and v.get("sp", {}).get("v") == 20,
+                           timeout=10, after=t1), "the loop did not come back after the reload"
+        cmd("boiler", {"write": {"temp": 86}})
+        assert wait_values(w, "boiler", lambda v: v.get("double", {}).get("v") == 172, timeout=10, after=t1), \
+            "the expression tag is not computed after the reload"
+        time.sleep(1.0)
+        again = [j for j in events(w, "boiler", after=t1) if j.get("event") == "raised"]
+        assert not again, f"the active alarm was raised again by a reload that did not change it: {again}"
+        st = json.loads(http_text(mport, "/status"))
+        assert st["devices"]["boiler"]["alarms"]["active"] == 1, st["devices"]["boiler"]
+        assert wait_values(w, "oven", lambda v: abs(v.get("temp", {}).get("v", 0) - 20) < 1.0, timeout=10,
+                           after=t1), "the loop does not hold its set point after the reload"
+
+        # 2. a reload that changes the alarm's limit and the loop's section (set point and gain)
+        cfg["devices"][1] = boiler(90)
+        cfg["control"] = loop(30, kp=1.3)
+        t2 = reload(lambda ch: "control" in ch["services"]["restarted"] or pytest.fail(str(ch)))
+        clr = wait_event(w, lambda j: j.get("event") == "cleared", dev="boiler", after=t2)
+        assert clr and clr["limit"] == 90 and clr["value"] == 86, clr
+        assert wait_values(w, "tic", lambda v: v.get("sp", {}).get("v") == 30 and v.get("state", {}).get("v") == "ok",
+                           timeout=10, after=t2), "the loop did not take its new set point"
+        assert wait_values(w, "oven", lambda v: v.get("temp", {}).get("v", 0) > 27, timeout=20, after=t2), \
+            "the process did not follow the new set point"
+        st = json.loads(http_text(mport, "/status"))
+        assert st["control"]["loops"]["tic"]["sp"] == 30, st["control"]
+        t3 = time.monotonic()
+        cmd("boiler", {"write": {"temp": 89}})
+        time.sleep(0.8)
+        assert not [j for j in events(w, "boiler", after=t3) if j.get("event") == "raised"], "raised under 90"
+        cmd("boiler", {"write": {"temp": 95}})
+        r2 = wait_event(w, lambda j: j.get("event") == "raised", dev="boiler", after=t3)
+        assert r2 and r2["limit"] == 90 and r2["value"] == 95, r2
+    finally:
+        stop.set()
+        t.join(30)
+    r = H.Client(hport, H.OPERATOR, validate_api=False).get("/api/v1/alarms")
+    assert r.status == 200 and "temp/hi" in str(r.body), r.body
+    assert not errors, errors
+    t4 = time.monotonic()
+    gw.proc.send(signal.SIGTERM)
+    assert gw.wait(20) == 0, gw.output()[-3000:]
+    assert wait_status(w, "offline", timeout=5, after=t4)

@@ -29,10 +29,17 @@
  * ".../<gateway id>/command") go to the router the same way, as gateway
  * commands (docs/fleet.md).
  *
+ * Alarms (docs/alarms.md).  Each alarm event batch becomes one event message
+ * on the device's "alarm" topic (tracked, like telemetry: buffered while the
+ * broker is away), followed by the device's retained summary of the alarms
+ * that are not normal, rendered from the alarm table at that moment; every
+ * (re)connect republishes the summary of each device that has alarms.
+ *
  * Reload.  The topic tables and the routes are derived from the model; a
  * config reload that keeps this sink rebuilds them in model_end (new
  * devices' command topics subscribed, removed ones' unsubscribed, a device
- * whose topics moved has its old retained status cleared).  model_mu keeps
+ * whose topics moved has its old retained status cleared, the alarm
+ * summaries published again from the new alarm table).  model_mu keeps
  * the network thread's callbacks away from them meanwhile.
  */
 #include "north/mqtt/mqtt.h"
@@ -49,6 +56,7 @@
 #include "core/metrics.h"
 #include "core/plugin.h"
 #include "core/router.h"
+#include "edge/alarms.h"
 #include "north/mqtt/telemetry.h"
 #include "north/mqtt/topic.h"
 
@@ -56,11 +64,13 @@
 #define MQ_CLOSE_WAIT_NS 2000000000LL /* close(): wait this long for PUBACKs */
 #define MQ_SEC 1000000000LL
 
-enum { T_TELE, T_STATUS, T_CMD, T_RESP, T__N }; /* a device's topics */
-static const char *const t_kind[T__N] = {FB_KIND_TELEMETRY, FB_KIND_STATUS, FB_KIND_COMMAND, FB_KIND_RESPONSE};
+enum { T_TELE, T_STATUS, T_CMD, T_RESP, T_ALARM, T__N }; /* a device's topics */
+static const char *const t_kind[T__N] = {FB_KIND_TELEMETRY, FB_KIND_STATUS, FB_KIND_COMMAND, FB_KIND_RESPONSE,
+                                         FB_KIND_ALARM};
 
 struct mq_dev {
     char *t[T__N];
+    bool alarms;                /* the device has alarms: its summary is published on connect */
     int64_t status_ts;          /* time of the last state change seen (under mu), 0 = unknown */
     char reason[FB_REASON_LEN]; /* its reason (under mu) */
 };
@@ -94,7 +104,7 @@ struct mq_ctx {
 
 /* ------------------------------------------------------------------ config */
 static const char *const k_mqtt[] = {FB_BROKER_KEYS, "topic", "qos", "max_inflight", NULL};
-static const char *const k_qos[] = {"telemetry", "status", "command", NULL};
+static const char *const k_qos[] = {"telemetry", "status", "command", "alarm", NULL};
 static const struct fb_config_keys k_nested[] = {
     {"tls", fb_broker_tls_keys}, {"reconnect", fb_broker_reconnect_keys}, {"qos", k_qos}, {NULL, NULL}};
 
@@ -114,7 +124,7 @@ static void *mq_cfg_load(struct fb_cfg *r, const struct fb_cfg_map *m, const str
         fb_cfg_error(r, NULL, "out of memory");
         return NULL;
     }
-    q->qos_telemetry = q->qos_status = q->qos_command = 1;
+    q->qos_telemetry = q->qos_status = q->qos_command = q->qos_alarm = 1;
     q->max_inflight = 1000;
     fb_broker_cfg_load(r, m, "mqtt", 256, &q->broker);
     if (!q->broker.client_id) {
@@ -140,6 +150,7 @@ static void *mq_cfg_load(struct fb_cfg *r, const struct fb_cfg_map *m, const str
             q->qos_status = (int)v;
         if ((x = fb_cfg_get(&t, "command")) && fb_cfg_int(r, NULL, x, "mqtt.qos.command", 0, 2, &v))
             q->qos_command = (int)v;
+        if ((x = fb_cfg_get(&t, "alarm")) && fb_cfg_int(r, NULL, x, "mqtt.qos.alarm", 0, 2, &v)) q->qos_alarm = (int)v;
         fb_cfg_map_free(&t);
     }
     long long v;
@@ -152,9 +163,13 @@ static void mq_describe(const struct fb_sink_inst *s, FILE *f)
 {
     const struct fb_mqtt_cfg *q = s->cfg;
     const struct fb_broker_cfg *b = &q->broker;
-    fprintf(f, "  sink mqtt  %s%s  MQTT %s%s  qos telemetry %d status %d command %d  topic %s\n",
+    fprintf(f, "  sink mqtt  %s%s  MQTT %s%s  qos telemetry %d status %d command %d%s  topic %s\n",
             b->nservers ? b->servers[0].url : "?", b->nservers > 1 ? " (+ more servers)" : "",
             b->version == 5 ? "5" : "3.1.1", b->tls ? " TLS" : "", q->qos_telemetry, q->qos_status, q->qos_command,
+            s->gw && s->gw->nalarms ? (q->qos_alarm == 0   ? " alarm 0"
+                                       : q->qos_alarm == 2 ? " alarm 2"
+                                                           : " alarm 1")
+                                    : "",
             q->topic);
 }
 
@@ -184,6 +199,14 @@ static void publish_dev_status(struct mq_ctx *ctx, struct fb_buf *buf, uint32_t 
     fb_mqtt_session_publish(ctx->ms, ctx->devs[i].t[T_STATUS], buf->p, buf->len, ctx->cfg->qos_status, true, NULL);
 }
 
+/* The device's retained alarm summary (any thread with its own buffer). */
+static void publish_alarm_summary(struct mq_ctx *ctx, struct fb_buf *buf, uint32_t i)
+{
+    fb_buf_clear(buf);
+    fb_alarm_summary_json(buf, ctx->gw, i);
+    fb_mqtt_session_publish(ctx->ms, ctx->devs[i].t[T_ALARM], buf->p, buf->len, ctx->cfg->qos_alarm, true, NULL);
+}
+
 /* ---------------------------------------------------- session callbacks */
 /* Network thread: the broker accepted us. */
 static void mq_connected(void *obj, struct fb_mqtt_session *ms)
@@ -208,6 +231,8 @@ static void mq_connected(void *obj, struct fb_mqtt_session *ms)
     }
     publish_gw_status(ctx, &ctx->nbuf, true);
     for (uint32_t i = 0; i < ctx->ndevs; i++) publish_dev_status(ctx, &ctx->nbuf, i);
+    for (uint32_t i = 0; i < ctx->ndevs; i++)
+        if (ctx->devs[i].alarms) publish_alarm_summary(ctx, &ctx->nbuf, i);
     pthread_mutex_unlock(&ctx->model_mu);
 }
 
@@ -420,6 +445,8 @@ static int make_dev_topics(struct mq_ctx *ctx, struct mq_topics *t, struct fb_er
         t->routes[i].topic = d->t[T_CMD];
         t->routes[i].dev = i;
     }
+    for (uint32_t a = 0; a < gw->nalarms; a++)
+        if (gw->alarms[a].device < gw->ndevs) t->devs[gw->alarms[a].device].alarms = true;
     qsort(t->routes, gw->ndevs, sizeof *t->routes, route_cmp);
     for (uint32_t i = 1; i < gw->ndevs; i++)
         if (!strcmp(t->routes[i].topic, t->routes[i - 1].topic))
@@ -512,6 +539,8 @@ static void mq_model_end(struct fb_sink_inst *s, const struct fb_model_map *map)
             fb_mqtt_session_subscribe(ctx->ms, t.devs[j].t[T_CMD], ctx->cfg->qos_command, true);
         /* a kept device under a new status topic; new devices publish with their first state */
         if (same && (same[j] & KEPT) && !(same[j] & ST_SAME)) publish_dev_status(ctx, &ctx->json, j);
+        /* the alarms may have changed (limits, new or removed alarms): their summaries again */
+        if (connected && t.devs[j].alarms) publish_alarm_summary(ctx, &ctx->json, j);
     }
     free(same);
     topics_free(odevs, on);
@@ -616,6 +645,24 @@ static int mq_send(struct fb_sink_inst *s, const struct fb_batch *b, uint64_t ba
     }
     if (!connected) { /* don't encode what cannot leave */
         fb_sink_done(s, batch_id, FB_RETRY);
+        return 0;
+    }
+    if (b->kind == FB_BATCH_ALARM) {
+        if (b->ev.event == FB_AE_NONE) { /* a summary refresh (a silenced alarm changed): the summary only */
+            publish_alarm_summary(ctx, &ctx->json, b->device);
+            fb_sink_done(s, batch_id, FB_SENT);
+            return 0;
+        }
+        /* the event (tracked, kept in the buffer until acknowledged), then the current summary */
+        fb_buf_clear(&ctx->json);
+        fb_alarm_event_json(&ctx->json, ctx->gw, b);
+        fb_mqtt_session_publish_tracked(ctx->ms, batch_id, d->t[T_ALARM], ctx->json.p, ctx->json.len,
+                                        ctx->cfg->qos_alarm, false);
+        publish_alarm_summary(ctx, &ctx->json, b->device);
+        return 0;
+    }
+    if (b->kind != FB_BATCH_DATA) { /* a kind this sink does not know: nothing to publish */
+        fb_sink_done(s, batch_id, FB_SENT);
         return 0;
     }
     fb_buf_clear(&ctx->json);

@@ -41,6 +41,11 @@
  * JSON write request for the command router, so Sparkplug writes pass the same
  * validation (exists, writable, type, range) as JSON commands; the result is
  * logged, and the new values show up in the next DDATA.
+ *
+ * Alarms (docs/sparkplug.md).  Each alarm of a device is a folder of Boolean
+ * metrics, "Alarms/<tag>/<kind>/Active", "…/Acked", "…/Shelved",
+ * "…/Suppressed", plus "…/Severity" (Int32) in the DBIRTH; an alarm event
+ * batch becomes a DDATA with the four Booleans as they are after it.
  */
 #include "north/sparkplug/sparkplug.h"
 
@@ -57,6 +62,7 @@
 #include "core/log.h"
 #include "core/plugin.h"
 #include "core/router.h"
+#include "edge/alarms.h"
 
 #define SPB_SEC 1000000000LL
 #define SPB_CLOSE_WAIT_NS 2000000000LL
@@ -66,6 +72,9 @@
 #define SPB_ALIAS_REBOOT 2
 #define SPB_ALIAS_SOFTWARE 3
 #define SPB_ALIAS_BASE 1000
+/* alarm a's metric k: SPB_ALIAS_BASE + ntags + a * 8 + k */
+enum { AM_ACTIVE, AM_ACKED, AM_SHELVED, AM_SUPPRESSED, AM_SEVERITY, AM__N };
+static const char *const am_name[AM__N] = {"Active", "Acked", "Shelved", "Suppressed", "Severity"};
 
 enum { T_BIRTH, T_DATA, T_DEATH, T_CMD, T__N }; /* a device's topics */
 static const char *const t_type[T__N] = {"DBIRTH", "DDATA", "DDEATH", "DCMD"};
@@ -100,6 +109,8 @@ struct spb_ctx {
     uint32_t ndevs;
     struct spb_val *cache;
     uint32_t ntags;
+    char **alarm_names; /* "Alarms/<name>/<metric>", AM__N per alarm: the encoder keeps the pointers */
+    uint32_t nalarms;   /* the model's alarms alarm_names was made for */
 
     /* set by the session's callbacks (network thread) */
     atomic_uint conn_gen;     /* +1 per accepted CONNACK */
@@ -259,6 +270,30 @@ static void add_tag_metric(struct spb_ctx *ctx, const struct fb_tag *t, bool bir
     }
 }
 
+/* The metrics of alarm id: the four state Booleans, and in a birth its Severity. */
+static void add_alarm_metrics(struct spb_ctx *ctx, uint32_t id, uint8_t flags, bool birth, int64_t ts_ns,
+                              bool historical)
+{
+    const struct fb_alarm *a = &ctx->gw->alarms[id];
+    bool al = ctx->cfg->aliases;
+    const bool bits[4] = {(flags & FB_AS_ACTIVE) != 0, !(flags & FB_AS_UNACKED), (flags & FB_AS_SHELVED) != 0,
+                          (flags & FB_AS_SUPPRESSED) != 0};
+    for (int k = 0; k < (birth ? AM__N : AM_SEVERITY); k++) {
+        const char *name = ctx->alarm_names[id * AM__N + k];
+        int64_t alias = al ? (int64_t)SPB_ALIAS_BASE + ctx->gw->ntags + (int64_t)id * 8 + k : -1;
+        uint32_t dt = k == AM_SEVERITY ? SPB_INT32 : SPB_BOOLEAN;
+        spb_metric *m = fb_spb_enc_add(&ctx->enc, birth || !al ? name : NULL, alias, ms_of(ts_ns), birth ? dt : 0);
+        if (!m) return;
+        struct fb_value v = k == AM_SEVERITY ? (struct fb_value){.type = FB_T_INT32, .i = a->severity}
+                                             : (struct fb_value){.type = FB_T_BOOL, .b = bits[k]};
+        fb_spb_enc_value(&ctx->enc, m, dt, &v);
+        if (historical) {
+            m->has_is_historical = true;
+            m->is_historical = true;
+        }
+    }
+}
+
 static void dbirth(struct spb_ctx *ctx, uint32_t di)
 {
     const struct fb_device *d = &ctx->gw->devs[di];
@@ -269,6 +304,12 @@ static void dbirth(struct spb_ctx *ctx, uint32_t di)
         const struct spb_val *c = &ctx->cache[id];
         add_tag_metric(ctx, &ctx->gw->tags[id], true, c->ts ? &c->v : NULL, c->ts ? c->q : FB_Q_BAD_WAITING,
                        c->ts ? c->ts : now, false, c->ts && c->raw);
+    }
+    for (uint32_t a = 0; a < ctx->gw->nalarms; a++) {
+        uint8_t flags = 0;
+        if (ctx->gw->alarms[a].device != di) continue;
+        fb_alarm_flags(ctx->gw, a, &flags);
+        add_alarm_metrics(ctx, a, flags, true, now, false);
     }
     pub_enc(ctx, ctx->devs[di].t[T_BIRTH]);
     ctx->devs[di].born = true;
@@ -556,6 +597,28 @@ static void devs_free(struct spb_dev *devs, uint32_t n)
     free(devs);
 }
 
+static void alarm_names_free(char **names, uint32_t nalarms)
+{
+    if (names)
+        for (uint32_t i = 0; i < nalarms * AM__N; i++) free(names[i]);
+    free(names);
+}
+
+/* The metric names of gw's alarms (NULL when out of memory). */
+static char **alarm_names_make(const struct fb_gateway *gw)
+{
+    char **names = calloc(gw->nalarms ? gw->nalarms * AM__N : 1, sizeof *names);
+    for (uint32_t i = 0; names && i < gw->nalarms * AM__N; i++) {
+        size_t len = strlen(gw->alarms[i / AM__N].name) + 24;
+        if (!(names[i] = malloc(len))) {
+            alarm_names_free(names, gw->nalarms);
+            return NULL;
+        }
+        snprintf(names[i], len, "Alarms/%s/%s", gw->alarms[i / AM__N].name, am_name[i % AM__N]);
+    }
+    return names;
+}
+
 static void cache_free(struct spb_val *cache, uint32_t n)
 {
     for (uint32_t i = 0; cache && i < n; i++) free(cache[i].sbuf);
@@ -567,6 +630,7 @@ static void ctx_free(struct spb_ctx *ctx)
     if (!ctx) return;
     devs_free(ctx->devs, ctx->ndevs);
     cache_free(ctx->cache, ctx->ntags);
+    alarm_names_free(ctx->alarm_names, ctx->nalarms);
     pthread_mutex_destroy(&ctx->model_mu);
     free(ctx->t_nbirth);
     free(ctx->t_ndata);
@@ -641,7 +705,9 @@ static int spb_open(struct fb_sink_inst *s, struct fb_err *err)
     ctx->cache = calloc(gw->ntags ? gw->ntags : 1, sizeof *ctx->cache);
     ctx->ndevs = gw->ndevs;
     ctx->ntags = gw->ntags;
-    if (!ctx->devs || !ctx->cache) {
+    ctx->alarm_names = alarm_names_make(gw);
+    ctx->nalarms = gw->nalarms;
+    if (!ctx->devs || !ctx->cache || !ctx->alarm_names) {
         ctx_free(ctx);
         return fb_err_set(err, FB_ENOMEM, "out of memory");
     }
@@ -733,6 +799,31 @@ static int spb_send(struct fb_sink_inst *s, const struct fb_batch *b, uint64_t b
         return 0;
     }
     bool hist = born && b->ts < ctx->birth_ns;
+    if (b->kind == FB_BATCH_ALARM) {
+        if (b->ev.alarm >= ctx->gw->nalarms) { /* a flood summary, a script message, a summary refresh */
+            fb_sink_done(s, batch_id, FB_SENT);
+            return 0;
+        }
+        if (!born) {
+            fb_sink_done(s, batch_id, FB_RETRY);
+            return 0;
+        }
+        if (!d->born) {
+            /* a dead device publishes nothing; a living one's birth carries the alarms' current state */
+            if (d->state != FB_DEV_OFFLINE) dbirth(ctx, b->device);
+            fb_sink_done(s, batch_id, FB_SENT);
+            return 0;
+        }
+        fb_spb_enc_begin(&ctx->enc, (uint64_t)ms_of(b->ts), next_seq(ctx));
+        add_alarm_metrics(ctx, b->ev.alarm, b->ev.flags, false, b->ts, hist);
+        fb_spb_enc_finish(&ctx->enc, &ctx->out);
+        fb_mqtt_session_publish_tracked(ctx->ms, batch_id, d->t[T_DATA], ctx->out.p, ctx->out.len, 0, false);
+        return 0;
+    }
+    if (b->kind != FB_BATCH_DATA) { /* a kind this sink does not know */
+        fb_sink_done(s, batch_id, FB_SENT);
+        return 0;
+    }
     for (uint32_t i = 0; i < b->n; i++) cache_put(ctx, &b->s[i]);
     if (b->n) d->seen = true;
     if (!born) {
@@ -812,11 +903,13 @@ static void spb_model_end(struct fb_sink_inst *s, const struct fb_model_map *map
     struct fb_err e = {0};
     struct spb_dev *devs = calloc(gw->ndevs ? gw->ndevs : 1, sizeof *devs);
     struct spb_val *cache = calloc(gw->ntags ? gw->ntags : 1, sizeof *cache);
-    if (!devs || !cache || dev_topics(ctx, devs, &e) < 0) {
+    char **names = alarm_names_make(gw);
+    if (!devs || !cache || !names || dev_topics(ctx, devs, &e) < 0) {
         fb_error(NULL, NULL, "sparkplug: after the reload: %s; restart the gateway",
                  e.msg[0] ? e.msg : "out of memory");
         devs_free(devs, gw->ndevs);
         free(cache);
+        alarm_names_free(names, gw->nalarms);
         pthread_mutex_unlock(&ctx->model_mu);
         return;
     }
@@ -842,6 +935,9 @@ static void spb_model_end(struct fb_sink_inst *s, const struct fb_model_map *map
     ctx->ndevs = gw->ndevs;
     ctx->cache = cache;
     ctx->ntags = gw->ntags;
+    alarm_names_free(ctx->alarm_names, ctx->nalarms);
+    ctx->alarm_names = names;
+    ctx->nalarms = gw->nalarms;
     atomic_store(&ctx->want_rebirth, true); /* aliases and metric sets follow the new model */
     pthread_mutex_unlock(&ctx->model_mu);
 }
