@@ -16,6 +16,12 @@
  *   n × sample: u32 tag u32 quality u32 flags u32 stats_idx i64 ts_src i64 ts_gw
  *               u8 type, then bool: u8 | ints: 8 bytes | floats: f64 | string: u32 len + bytes
  *   nstats × stats: f64 mean stddev min max, u32 count, i64 window_ns
+ * Named batches (kind 2 and 3, made by a source such as ingest from data of
+ * devices the model does not know) carry their names instead of ids: after
+ * the reason, u32 names_len + the arena's bytes at the time of encoding
+ * (the NUL-terminated names, and string values) + FB_BN__N × u32 name
+ * offsets; a sample's tag is the offset of its name there.  Their device is 0 and the fingerprint does
+ * not matter: they need no model to be read back.
  * The decoder trusts nothing: every length is checked against what is left.
  */
 #include <stdio.h>
@@ -61,6 +67,11 @@ void fb_batch_encode(struct fb_buf *out, const struct fb_batch *b, uint32_t fing
     put_u64(out, (uint64_t)b->ts);
     put_u64(out, b->seq);
     fb_buf_put(out, b->reason, rl);
+    if (fb_batch_named(b)) {
+        put_u32(out, b->arena_len);
+        fb_buf_put(out, b->arena, b->arena_len);
+        for (int k = 0; k < FB_BN__N; k++) put_u32(out, b->names[k]);
+    }
     for (uint32_t i = 0; i < b->n; i++) {
         const struct fb_sample *s = &b->s[i];
         put_u32(out, s->tag);
@@ -160,11 +171,23 @@ int fb_batch_decode(const void *p, size_t len, const struct fb_gateway *gw, cons
     int64_t ts = (int64_t)get_u64(&r);
     uint64_t seq = get_u64(&r);
     const uint8_t *reason = take(&r, rl);
-    if (r.bad || kind > FB_BATCH_DEVSTATE || rl >= 96) return FB_EPROTO;
+    if (r.bad || kind > FB_BATCH_NAMED_STATUS || rl >= 96) return FB_EPROTO;
     if (fingerprint) *fingerprint = fp;
+    bool named = kind >= FB_BATCH_NAMED;
+    uint32_t nlen = 0, names[FB_BN__N] = {0};
+    const uint8_t *nblock = NULL;
+    if (named) {
+        nlen = get_u32(&r);
+        nblock = take(&r, nlen);
+        for (int k = 0; k < FB_BN__N; k++) names[k] = get_u32(&r);
+        if (r.bad) return FB_EPROTO;
+        for (int k = 0; k < FB_BN__N; k++)
+            if (names[k] >= nlen || !memchr(nblock + names[k], 0, nlen - names[k])) return FB_EPROTO;
+    }
     /* every sample takes at least 33 bytes, every stats entry 44: bound n before allocating */
     if ((uint64_t)n * 33 > r.left || (uint64_t)ns * 44 > r.left) return FB_EPROTO;
-    if (ensure(bp, n, ns, (uint32_t)(r.left < UINT32_MAX ? r.left : UINT32_MAX)) < 0) return FB_ENOMEM;
+    uint64_t arena = (uint64_t)r.left + nlen;
+    if (ensure(bp, n, ns, (uint32_t)(arena < UINT32_MAX ? arena : UINT32_MAX)) < 0) return FB_ENOMEM;
     struct fb_batch *b = *bp;
     fb_batch_reset(b);
     b->kind = kind;
@@ -173,7 +196,12 @@ int fb_batch_decode(const void *p, size_t len, const struct fb_gateway *gw, cons
     b->seq = seq;
     memcpy(b->reason, reason, rl);
     b->reason[rl] = 0;
-    if (map) {
+    if (named) {
+        if (nlen) memcpy(b->arena, nblock, nlen);
+        b->arena_len = nlen;
+        memcpy(b->names, names, sizeof names);
+        b->device = 0;
+    } else if (map) {
         if (dev >= map->ndevs || map->dev[dev] == UINT32_MAX) return FB_ENOENT;
         b->device = map->dev[dev];
     } else {
@@ -203,11 +231,15 @@ int fb_batch_decode(const void *p, size_t len, const struct fb_gateway *gw, cons
             break;
         }
         if (r.bad) return FB_EPROTO;
-        if (map) {
-            if (tag >= map->ntags || map->tag[tag] == UINT32_MAX) continue; /* gone from the config */
-            tag = map->tag[tag];
+        if (named) {
+            if (tag >= nlen || !memchr(nblock + tag, 0, nlen - tag)) return FB_EPROTO; /* a NUL-terminated name */
+        } else {
+            if (map) {
+                if (tag >= map->ntags || map->tag[tag] == UINT32_MAX) continue; /* gone from the config */
+                tag = map->tag[tag];
+            }
+            if (tag >= gw->ntags) return FB_EPROTO;
         }
-        if (tag >= gw->ntags) return FB_EPROTO;
         struct fb_sample *s = fb_batch_add(b, tag, q, tsrc, v.type ? &v : NULL);
         if (!s) return FB_EPROTO;
         s->ts_gw = tgw;
