@@ -10,11 +10,13 @@ PKGS=(
     build-essential cmake ninja-build pkg-config
     libmodbus-dev libmosquitto-dev libyaml-dev libjansson-dev libmicrohttpd-dev libcmocka-dev libssl-dev
     protobuf-c-compiler libprotobuf-c-dev
+    libcurl4-openssl-dev zlib1g-dev  # InfluxDB sink (HTTP, gzip)
     # fuzz harnesses (libFuzzer runtime) and memcheck
     clang libclang-rt-14-dev valgrind
     # test peers and tools
     mosquitto mosquitto-clients openssl socat mbpoll
     python3 python3-pytest python3-paho-mqtt python3-pymodbus python3-serial python3-serial-asyncio
+    influxdb influxdb-client  # InfluxDB 1.6 for the influx sink, ingest and dashboard tests
 )
 
 # Node.js runs the npm test peers (node-snap7 compiles snap7 against Node's
@@ -49,6 +51,7 @@ fi
 export DEBIAN_FRONTEND=noninteractive
 "${SUDO[@]}" apt-get update -q
 "${SUDO[@]}" apt-get install -y -q --no-install-recommends "${missing[@]}"
-# The Debian mosquitto package may start a system broker on 1883; the tests
-# and the demo run their own brokers, so leave it as the admin configured it.
+# The Debian mosquitto package may start a system broker on 1883 (and the
+# influxdb package a server on 8086/8088); the tests and the demo run their
+# own on free ports, so leave them as the admin configured them.
 echo "deps: done"

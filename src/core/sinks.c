@@ -8,10 +8,11 @@
 #include <string.h>
 
 #include "north/http/http.h"
+#include "north/influx/influx.h"
 #include "north/mqtt/mqtt.h"
 #include "north/sparkplug/sparkplug.h"
 
-static const struct fb_sink *const sinks[] = {&fb_sink_mqtt, &fb_sink_sparkplug};
+static const struct fb_sink *const sinks[] = {&fb_sink_mqtt, &fb_sink_sparkplug, &fb_sink_influx};
 #define NSINKS (sizeof sinks / sizeof sinks[0])
 
 const struct fb_sink *const *fb_sinks(size_t *n)
