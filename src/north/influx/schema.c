@@ -605,24 +605,6 @@ static void put_ident(struct fb_buf *b, const char *prefix, const char *what, co
     }
 }
 
-/* "2026-11-28T10:00:00.123Z" → ns; false when it is not that shape. */
-static bool parse_ts(const char *s, int64_t *ns)
-{
-    int y, mo, d, h, mi;
-    double sec;
-    if (!s || sscanf(s, "%4d-%2d-%2dT%2d:%2d:%lfZ", &y, &mo, &d, &h, &mi, &sec) != 6) return false;
-    if (mo < 1 || mo > 12 || d < 1 || d > 31 || h > 23 || mi > 59 || sec < 0 || sec >= 61) return false;
-    /* days from civil (proleptic Gregorian), Howard Hinnant's well-known formula */
-    int yy = y - (mo <= 2);
-    int era = (yy >= 0 ? yy : yy - 399) / 400;
-    int yoe = yy - era * 400;
-    int doy = (153 * (mo + (mo > 2 ? -3 : 9)) + 2) / 5 + d - 1;
-    int doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    int64_t days = (int64_t)era * 146097 + doe - 719468;
-    *ns = ((days * 86400 + h * 3600 + mi * 60) * 1000000000LL) + (int64_t)(sec * 1e9 + 0.5);
-    return true;
-}
-
 int fb_ix_health_lines(struct fb_buf *out, const char *json, size_t len, const char *site, const char *prefix,
                        int64_t ts_ns, enum fb_lp_precision p)
 {
@@ -641,7 +623,7 @@ int fb_ix_health_lines(struct fb_buf *out, const char *json, size_t len, const c
     const char *gateway = json_string_value(gwv);
     int64_t ts = ts_ns;
     json_t *tsv = json_object_get(root, "ts");
-    if (json_is_string(tsv)) parse_ts(json_string_value(tsv), &ts);
+    if (json_is_string(tsv)) fb_parse_time(json_string_value(tsv), json_string_length(tsv), &ts);
     int lines = 0;
     size_t mark = out->len;
     put_ident(out, prefix, "gateway", gateway, site);
