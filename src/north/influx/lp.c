@@ -41,7 +41,7 @@ bool fb_lp_name(struct fb_buf *b, enum fb_lp_elem e, const char *s, size_t n)
     const unsigned char *p = (const unsigned char *)s;
     /* the common case: nothing to escape, copy at once */
     size_t i = 0;
-    while (i < n && p[i] >= 0x20 && p[i] != '\\' && !(esc_class(p[i]) & mask)) i++;
+    while (i < n && p[i] >= 0x20 && p[i] != 0x7F && p[i] != '\\' && !(esc_class(p[i]) & mask)) i++;
     fb_buf_put(b, s, i);
     for (; i < n; i++) {
         unsigned char c = p[i];
