@@ -10,6 +10,7 @@
  *   - each sink's section (its name is the key: `mqtt:`, `sparkplug:`) to
  *     that sink's cfg_load, found in the sink table (sinks.c); only the key
  *     every sink shares, `buffer:`, is read here;
+ *   - each source's section (`ingest:`) to that source's cfg_load, likewise;
  *   - `devices:` to config_dev.c, which also binds devices to drivers.
  *
  * Errors never stop the walk: after all sections every message is printed in
@@ -284,6 +285,45 @@ static void load_sinks(struct ctx *c, const struct fb_cfg_map *top)
     }
 }
 
+/* ------------------------------------------------------------ sources */
+/* Every top-level key that names a source (`ingest:`) makes one instance. */
+static void load_sources(struct ctx *c, const struct fb_cfg_map *top)
+{
+    struct fb_gateway *gw = c->gw;
+    size_t nsrc;
+    fb_sources(&nsrc);
+    gw->sources = calloc(nsrc ? nsrc : 1, sizeof *gw->sources);
+    if (!gw->sources) return;
+    for (int i = 0; i < top->n; i++) {
+        const struct fb_source *sk = fb_source_by_name(top->kv[i].key);
+        struct fb_cfg_node *sn = top->kv[i].v;
+        if (!sk || fb_cfg_is_null(sn)) continue;
+        struct fb_cfg_map m = {0};
+        if (!fb_cfg_map_load(c->r, sn, sk->name, &m)) continue;
+        fb_cfg_map_check(c->r, &m, sk->keys, sk->name, false);
+        struct fb_source_inst *s = &gw->sources[gw->nsources++];
+        s->src = sk;
+        s->name = strdup(sk->name);
+        s->gw = gw;
+        s->cfg = sk->cfg_load(c->r, &m, gw);
+        fb_cfg_map_free(&m);
+        /* a source's batches are named: every sink must take them */
+        for (uint32_t k = 0; k < gw->nsinks; k++)
+            if (!gw->sinks[k].sink->named)
+                fb_cfg_error(c->r, fb_cfg_key(top, gw->sinks[k].name),
+                             "%s: cannot take what %s: receives (devices the config does not list); "
+                             "an %s config writes to sinks such as influx:",
+                             gw->sinks[k].name, sk->name, sk->name);
+        if (!gw->nsinks)
+            fb_cfg_error(c->r, top->kv[i].k, "%s: needs a sink to write to (e.g. influx:)", sk->name);
+        if (fb_cfg_get(top, "devices"))
+            fb_cfg_error(c->r, fb_cfg_key(top, "devices"),
+                         "devices: and %s: do not go together: run the gateway and the %s instance with "
+                         "two configs (an %s instance is stateless, so several can share a fleet's traffic)",
+                         sk->name, sk->name, sk->name);
+    }
+}
+
 /* ------------------------------------------------------------ load */
 int fb_config_load(const char *path, const struct fb_config_opts *o, struct fb_gateway **out)
 {
@@ -309,13 +349,17 @@ int fb_config_load(const char *path, const struct fb_config_opts *o, struct fb_g
         size_t nk = 0;
         for (size_t i = 0; i < NFIXED; i++) keys[nk++] = k_fixed[i];
         for (size_t i = 0; i < nsinks && nk < NFIXED + 31; i++) keys[nk++] = all[i]->name;
+        size_t nsrc;
+        const struct fb_source *const *srcs = fb_sources(&nsrc);
+        for (size_t i = 0; i < nsrc && nk < NFIXED + 31; i++) keys[nk++] = srcs[i]->name;
         keys[nk] = NULL;
         fb_cfg_map_check(r, &top, keys, "the config file", true);
         load_gateway(&c, &top);
         load_sinks(&c, &top);
+        load_sources(&c, &top);
         struct fb_cfg_node *dn = fb_cfg_get(&top, "devices");
-        if (!dn) fb_cfg_note(r, NULL, "no devices: nothing to poll");
-        fb_config_devices(r, dn, gw);
+        if (!dn && !gw->nsources) fb_cfg_note(r, NULL, "no devices: nothing to poll");
+        if (!gw->nsources) fb_config_devices(r, dn, gw);
     }
     fb_cfg_map_free(&top);
     if (fb_cfg_finish(r) > 0) {
@@ -364,6 +408,13 @@ void fb_config_summary(const struct fb_gateway *gw, FILE *f)
             fprintf(f, " %s(%u)", d1, d->groups[g].ntags);
         }
         fputc('\n', f);
+    }
+    for (uint32_t s = 0; s < gw->nsources; s++) {
+        const struct fb_source_inst *si = &gw->sources[s];
+        if (si->src->describe && si->cfg)
+            si->src->describe(si, f);
+        else
+            fprintf(f, "  source %s\n", si->name ? si->name : "?");
     }
     for (uint32_t s = 0; s < gw->nsinks; s++) {
         const struct fb_sink_inst *si = &gw->sinks[s];

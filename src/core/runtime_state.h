@@ -89,6 +89,9 @@ struct fb_sink_rt {
     int64_t tokens_ns;
     struct fb_ratelimit rl_drop, rl_full;
     uint64_t undecodable;
+    /* sources waiting for their batches to be stored (fb_source_wait_stored) */
+    uint64_t taken_seq;          /* sink thread: seq of the last batch taken from the queue */
+    _Atomic uint64_t stored_seq; /* everything up to here is in the store (flushed) or handed over */
 };
 
 /* The gateway while running (gw->rt). */
@@ -112,5 +115,12 @@ struct fb_rt {
     struct fb_conn_rt *conns;
     struct fb_sink_rt *sinks;
     atomic_bool reboot; /* a sink accepted a remote reboot: re-execute after stopping */
+    uint32_t sources_started;
+    pthread_mutex_t stored_mu; /* stored_cv: a sink's stored_seq advanced */
+    pthread_cond_t stored_cv;
+    atomic_int stored_waiters;
 };
+
+/* Number b and queue it to every sink (runtime.c). */
+void fb_runtime_publish(struct fb_gateway *gw, struct fb_batch *b);
 #endif

@@ -1055,4 +1055,5 @@ const struct fb_sink fb_sink_influx = {
     .ready = ix_ready,
     .tick = ix_tick,
     .close = ix_close,
+    .named = true,
 };
