@@ -126,7 +126,7 @@ def test_every_type_with_its_type_and_time(influx, broker, watch, start_gateway)
     rows = influx.rows('SELECT * FROM "types"', DB)
     assert rows
     r = rows[-1]
-    assert r["site"] == SITE and r["device"] == "types" and "area" not in r or r.get("area") is None
+    assert r["site"] == SITE and r["device"] == "types" and r["gateway"] == GW_ID and r.get("area") is None
     for name, _, _, _, want in TYPES:
         assert r[name] == want, f"{name}: {r[name]!r} != {want!r}"
         assert r[name + "_quality"] == 0
@@ -383,7 +383,7 @@ def test_api_v2_recorded_request(influx, start_gateway, tmp_path):
         assert "expect" not in r.headers
         assert len(r.raw) < len(r.body)
         line = r.lines()[0]
-        assert line.startswith("press-01,area=hall.1,device=press-01,site=" + SITE + " "), line
+        assert line.startswith(f"press-01,area=hall.1,device=press-01,gateway={GW_ID},site={SITE} "), line
         assert re.search(r" \d{13}$", line), f"ms time stamp: {line}"
         # the body is valid line protocol: InfluxDB 1.6 takes it whole
         for req in rec.writes():

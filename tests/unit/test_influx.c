@@ -253,10 +253,11 @@ static void test_cfg_defaults(void **state)
     assert_int_equal(c->max_inflight, 1);
     assert_int_equal(c->quality, FB_IXQ_FIELD);
     assert_true(c->stats);
-    /* measurement = device, tags site/area/line/device sorted, field = tag; empty tags left out */
-    resolve(c, gw, 0, "temperature", "press-01,area=assembly,device=press-01,line=01,site=munich", "temperature");
-    resolve(c, gw, 1, "zone.1", "oven,device=oven,site=munich", "zone.1");
-    resolve(c, gw, 0, "time", "press-01,area=assembly,device=press-01,line=01,site=munich", "time_");
+    /* measurement = device, tags gateway/site/area/line/device sorted, field = tag; empty tags left out */
+    resolve(c, gw, 0, "temperature", "press-01,area=assembly,device=press-01,gateway=gw1,line=01,site=munich",
+            "temperature");
+    resolve(c, gw, 1, "zone.1", "oven,device=oven,gateway=gw1,site=munich", "zone.1");
+    resolve(c, gw, 0, "time", "press-01,area=assembly,device=press-01,gateway=gw1,line=01,site=munich", "time_");
     fb_gateway_free(gw);
 }
 

@@ -443,6 +443,7 @@ void *fb_ix_cfg_load(struct fb_cfg *r, const struct fb_cfg_map *m, const struct 
     if ((n = fb_cfg_get(m, "tags")) || fb_cfg_key(m, "tags")) {
         load_tags(r, n, "influx.tags", &c->tags, false);
     } else {
+        tags_set(&c->tags, "gateway", "{gateway}");
         tags_set(&c->tags, "site", "{site}");
         tags_set(&c->tags, "area", "{area}");
         tags_set(&c->tags, "line", "{line}");

@@ -3,8 +3,8 @@
  *
  * A value becomes one field of one point:
  *   measurement  template, default "{device}"
- *   tags         key → template, default site/area/line/device; a tag whose
- *                value renders empty is left out
+ *   tags         key → template, default gateway/site/area/line/device; a
+ *                tag whose value renders empty is left out
  *   field        template, default "{tag}"
  * with `map:` rules that override these per device and per tag (glob
  * patterns, applied in order, later rules winning).  Placeholders: {gateway}
