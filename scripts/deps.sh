@@ -16,7 +16,7 @@ PKGS=(
     # test peers and tools
     mosquitto mosquitto-clients openssl socat mbpoll
     python3 python3-pytest python3-paho-mqtt python3-pymodbus python3-serial python3-serial-asyncio
-    influxdb influxdb-client  # InfluxDB 1.6 for the influx sink, ingest and dashboard tests
+    influxdb influxdb-client python3-yaml python3-jsonschema  # InfluxDB 1.6 for the influx sink, ingest and dashboard tests
 )
 
 # Node.js runs the npm test peers (node-snap7 compiles snap7 against Node's
