@@ -515,7 +515,7 @@ static void on_spb(struct ig_ctx *x, const struct mosquitto_message *msg, bool w
             return;
         }
         int64_t ts = m->has_timestamp && m->timestamp < (uint64_t)INT64_MAX / 1000000 ? (int64_t)m->timestamp * 1000000 : pts;
-        uint32_t q = spb_quality(m, has);
+        uint32_t q = rc == FB_EPROTO ? FB_Q_BAD_DECODING : spb_quality(m, has); /* a value in the wrong field */
         struct fb_sample *s = fb_batch_add(b, off, q, ts, has && !fb_q_bad(q) ? &v : NULL);
         if (s && m->has_is_historical && m->is_historical) s->flags |= FB_SF_HISTORICAL;
     }
