@@ -21,9 +21,9 @@
 
 #include "core/buf.h"
 #include "north/mqtt/mqtt.h"
+#include "north/mqtt/telemetry.h"
 #include "proc/proc.h"
 #include "south/sim/sim_gen.h"
-#include "north/mqtt/telemetry.h"
 
 static double mono(void)
 {
@@ -42,7 +42,8 @@ static double cpu(void) /* this thread's CPU time: immune to other load on the m
 static void usage(void)
 {
     fputs("usage: bench_pipeline [--tags N] [--devices D] [--seconds S] [--deadband X]\n"
-          "                      [--window SEC] [--range] [--float32]\n", stderr);
+          "                      [--window SEC] [--range] [--float32]\n",
+          stderr);
     exit(2);
 }
 
@@ -53,15 +54,24 @@ int main(int argc, char **argv)
     bool range = false, f32 = false;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
-        if (!strcmp(a, "--range")) range = true;
-        else if (!strcmp(a, "--float32")) f32 = true;
-        else if (i + 1 >= argc) usage();
-        else if (!strcmp(a, "--tags")) ntags = (uint32_t)strtoul(argv[++i], NULL, 10);
-        else if (!strcmp(a, "--devices")) ndevs = (uint32_t)strtoul(argv[++i], NULL, 10);
-        else if (!strcmp(a, "--seconds")) seconds = strtod(argv[++i], NULL);
-        else if (!strcmp(a, "--deadband")) deadband = strtod(argv[++i], NULL);
-        else if (!strcmp(a, "--window")) window_s = strtod(argv[++i], NULL);
-        else usage();
+        if (!strcmp(a, "--range"))
+            range = true;
+        else if (!strcmp(a, "--float32"))
+            f32 = true;
+        else if (i + 1 >= argc)
+            usage();
+        else if (!strcmp(a, "--tags"))
+            ntags = (uint32_t)strtoul(argv[++i], NULL, 10);
+        else if (!strcmp(a, "--devices"))
+            ndevs = (uint32_t)strtoul(argv[++i], NULL, 10);
+        else if (!strcmp(a, "--seconds"))
+            seconds = strtod(argv[++i], NULL);
+        else if (!strcmp(a, "--deadband"))
+            deadband = strtod(argv[++i], NULL);
+        else if (!strcmp(a, "--window"))
+            window_s = strtod(argv[++i], NULL);
+        else
+            usage();
     }
     if (ntags == 0 || ndevs == 0 || ndevs > ntags) usage();
 
@@ -109,8 +119,8 @@ int main(int argc, char **argv)
                 tg->proc.stuck_ns = 600000000000LL;
             }
             char spec[96];
-            snprintf(spec, sizeof spec, "sine:amp=%u,offset=%u,period=%us,phase=%.3f", 10 + t % 90,
-                     t % 50, 20 + t % 100, (t % 628) / 100.0);
+            snprintf(spec, sizeof spec, "sine:amp=%u,offset=%u,period=%us,phase=%.3f", 10 + t % 90, t % 50,
+                     20 + t % 100, (t % 628) / 100.0);
             struct fb_err err;
             if (fb_sim_gen_parse(spec, &gen[t], &err) != 0) {
                 fprintf(stderr, "sim spec %s: %s\n", spec, err.msg);
@@ -167,13 +177,13 @@ int main(int argc, char **argv)
         now = mono();
     }
     double el = now - start, cpu_s = cpu() - cpu0;
-    printf("bench_pipeline: %u tags on %u devices, %s, deadband %g, window %gs%s, %.1f s\n", ntags,
-           ndevs, f32 ? "float32" : "float64", deadband, window_s, range ? ", range+rate+stuck" : "", el);
+    printf("bench_pipeline: %u tags on %u devices, %s, deadband %g, window %gs%s, %.1f s\n", ntags, ndevs,
+           f32 ? "float32" : "float64", deadband, window_s, range ? ", range+rate+stuck" : "", el);
     printf("  values        %llu (%llu published, %.1f%%), %llu JSON bytes (%.1f B/value)\n",
            (unsigned long long)values, (unsigned long long)published, 100.0 * published / values,
            (unsigned long long)bytes, (double)bytes / (published ? published : 1));
-    printf("  throughput    %.2f M values/s   %.1f ns/value of CPU (all stages; wall %.2f M/s)\n",
-           values / cpu_s / 1e6, cpu_s * 1e9 / values, values / el / 1e6);
+    printf("  throughput    %.2f M values/s   %.1f ns/value of CPU (all stages; wall %.2f M/s)\n", values / cpu_s / 1e6,
+           cpu_s * 1e9 / values, values / el / 1e6);
     double f = cpu_s / el; /* stage times are wall clock: scale to CPU */
     printf("  stages        sim %.1f  pipeline %.1f  json %.1f ns/value (CPU)\n", tg * f * 1e9 / values,
            tp * f * 1e9 / values, tj * f * 1e9 / values);

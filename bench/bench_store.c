@@ -34,12 +34,12 @@ int main(int argc, char **argv)
     const char *pname[] = {"batch", "interval(100ms)", "os"};
     char pay[200];
     for (int i = 0; i < 200; i++) pay[i] = (char)('a' + i % 26);
-    printf("store bench: %llu records of %zu bytes, %llu per flush, dir %s\n", (unsigned long long)n,
-           sizeof pay, (unsigned long long)batch, dir);
+    printf("store bench: %llu records of %zu bytes, %llu per flush, dir %s\n", (unsigned long long)n, sizeof pay,
+           (unsigned long long)batch, dir);
     for (int k = 0; k < 3; k++) {
         nftw(dir, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
-        struct fb_store_cfg c = {.dir = dir, .max_bytes = 4ULL << 30, .sync = pols[k],
-                                 .sync_interval_ns = 100000000, .name = "bench"};
+        struct fb_store_cfg c = {
+            .dir = dir, .max_bytes = 4ULL << 30, .sync = pols[k], .sync_interval_ns = 100000000, .name = "bench"};
         struct fb_err e;
         struct fb_store *s = fb_store_open(&c, &e);
         if (!s || e.code) {
@@ -90,8 +90,8 @@ int main(int argc, char **argv)
                 }
             }
             t3 = fb_mono_ns();
-            printf("  drain (next+ack, 100 in flight): %10.0f records/s (%llu records, %.2f s)\n",
-                   got / secs(t2, t3), (unsigned long long)got, secs(t2, t3));
+            printf("  drain (next+ack, 100 in flight): %10.0f records/s (%llu records, %.2f s)\n", got / secs(t2, t3),
+                   (unsigned long long)got, secs(t2, t3));
         }
         fb_store_close(s);
     }

@@ -93,15 +93,24 @@ int main(int argc, char **argv)
     const char *topic = NULL, *tag = NULL;
     for (int i = 1; i + 1 < argc; i += 2) {
         const char *a = argv[i], *v = argv[i + 1];
-        if (!strcmp(a, "--port")) port = atoi(v);
-        else if (!strcmp(a, "--topic")) topic = v;
-        else if (!strcmp(a, "--tag")) tag = v;
-        else if (!strcmp(a, "--count")) count = atoi(v);
-        else if (!strcmp(a, "--interval-ms")) interval_ms = atof(v);
-        else if (!strcmp(a, "--timeout")) timeout = atof(v);
-        else if (!strcmp(a, "--duration")) duration = atof(v);
-        else if (!strcmp(a, "--mb-port")) mb_port = atoi(v);
-        else if (!strcmp(a, "--addr")) addr = atoi(v);
+        if (!strcmp(a, "--port"))
+            port = atoi(v);
+        else if (!strcmp(a, "--topic"))
+            topic = v;
+        else if (!strcmp(a, "--tag"))
+            tag = v;
+        else if (!strcmp(a, "--count"))
+            count = atoi(v);
+        else if (!strcmp(a, "--interval-ms"))
+            interval_ms = atof(v);
+        else if (!strcmp(a, "--timeout"))
+            timeout = atof(v);
+        else if (!strcmp(a, "--duration"))
+            duration = atof(v);
+        else if (!strcmp(a, "--mb-port"))
+            mb_port = atoi(v);
+        else if (!strcmp(a, "--addr"))
+            addr = atoi(v);
         else {
             fprintf(stderr, "unknown option %s\n", a);
             return 2;
@@ -124,7 +133,8 @@ int main(int argc, char **argv)
     mosquitto_int_option(mq, MOSQ_OPT_TCP_NODELAY, 1);
     mosquitto_subscribe_callback_set(mq, on_subscribe);
     mosquitto_message_callback_set(mq, on_message);
-    if (mosquitto_connect(mq, "127.0.0.1", port, 30) != MOSQ_ERR_SUCCESS || mosquitto_loop_start(mq) != MOSQ_ERR_SUCCESS) {
+    if (mosquitto_connect(mq, "127.0.0.1", port, 30) != MOSQ_ERR_SUCCESS ||
+        mosquitto_loop_start(mq) != MOSQ_ERR_SUCCESS) {
         fprintf(stderr, "cmd_rtt: cannot connect to 127.0.0.1:%d\n", port);
         return 1;
     }
@@ -175,7 +185,8 @@ int main(int argc, char **argv)
             n_timeout++;
         }
         if (interval_ms > 0) {
-            struct timespec ts = {(time_t)(interval_ms / 1000), (long)(((long long)(interval_ms * 1e6)) % 1000000000LL)};
+            struct timespec ts = {(time_t)(interval_ms / 1000),
+                                  (long)(((long long)(interval_ms * 1e6)) % 1000000000LL)};
             nanosleep(&ts, NULL);
         }
     }

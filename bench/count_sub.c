@@ -219,8 +219,10 @@ static void print_latency(const char *tick_log)
             if (j - k > 100000) break;
         }
         /* the first arrival may show the value from before the first change */
-        if (found) lat[nl++] = st.lat_ns[i] - tt[k];
-        else unmatched++;
+        if (found)
+            lat[nl++] = st.lat_ns[i] - tt[k];
+        else
+            unmatched++;
     }
     /* skip the very first sample: it shows whatever value was current at start */
     if (nl > 0) {
@@ -250,15 +252,24 @@ int main(int argc, char **argv)
     const char *topic = "#", *ready_file = NULL, *lat_tag = NULL, *tick_log = NULL;
     for (int i = 1; i + 1 < argc; i += 2) {
         const char *a = argv[i], *v = argv[i + 1];
-        if (!strcmp(a, "--port")) port = atoi(v);
-        else if (!strcmp(a, "--topic")) topic = v;
-        else if (!strcmp(a, "--qos")) qos = atoi(v);
-        else if (!strcmp(a, "--duration")) duration = atof(v);
-        else if (!strcmp(a, "--idle-exit")) idle_exit = atof(v);
-        else if (!strcmp(a, "--ready-file")) ready_file = v;
-        else if (!strcmp(a, "--latency-tag")) lat_tag = v;
-        else if (!strcmp(a, "--tick-log")) tick_log = v;
-        else if (!strcmp(a, "--mqtt-version")) version = atoi(v);
+        if (!strcmp(a, "--port"))
+            port = atoi(v);
+        else if (!strcmp(a, "--topic"))
+            topic = v;
+        else if (!strcmp(a, "--qos"))
+            qos = atoi(v);
+        else if (!strcmp(a, "--duration"))
+            duration = atof(v);
+        else if (!strcmp(a, "--idle-exit"))
+            idle_exit = atof(v);
+        else if (!strcmp(a, "--ready-file"))
+            ready_file = v;
+        else if (!strcmp(a, "--latency-tag"))
+            lat_tag = v;
+        else if (!strcmp(a, "--tick-log"))
+            tick_log = v;
+        else if (!strcmp(a, "--mqtt-version"))
+            version = atoi(v);
         else {
             fprintf(stderr, "unknown option %s\n", a);
             return 2;
@@ -328,7 +339,8 @@ int main(int argc, char **argv)
     }
     struct rusage r1;
     getrusage(RUSAGE_SELF, &r1);
-    double cpu = (double)(r1.ru_utime.tv_sec - r0.ru_utime.tv_sec) + (r1.ru_utime.tv_usec - r0.ru_utime.tv_usec) * 1e-6 +
+    double cpu = (double)(r1.ru_utime.tv_sec - r0.ru_utime.tv_sec) +
+                 (r1.ru_utime.tv_usec - r0.ru_utime.tv_usec) * 1e-6 +
                  (double)(r1.ru_stime.tv_sec - r0.ru_stime.tv_sec) + (r1.ru_stime.tv_usec - r0.ru_stime.tv_usec) * 1e-6;
     double span = st.msgs > 1 ? st.t_last - st.t_first : 0;
     printf("{\"tool\":\"count_sub\",\"topic\":\"%s\",\"messages\":%llu,\"values\":%llu,\"bytes\":%llu,"

@@ -101,22 +101,31 @@ int main(int argc, char **argv)
     const char *topic = "site/_/_/e2e/telemetry", *device = "e2e";
     for (int i = 1; i + 1 < argc; i += 2) {
         const char *a = argv[i], *v = argv[i + 1];
-        if (!strcmp(a, "--mb-port")) mb_port = atoi(v);
-        else if (!strcmp(a, "--mqtt-port")) mqtt_port = atoi(v);
-        else if (!strcmp(a, "--regs")) regs = atoi(v);
-        else if (!strcmp(a, "--duration")) duration = atof(v);
-        else if (!strcmp(a, "--topic")) topic = v;
-        else if (!strcmp(a, "--device")) device = v;
-        else if (!strcmp(a, "--max-inflight")) max_inflight = atoi(v);
-        else if (!strcmp(a, "--mqtt-version")) version = atoi(v);
-        else if (!strcmp(a, "--unit")) unit = atoi(v);
+        if (!strcmp(a, "--mb-port"))
+            mb_port = atoi(v);
+        else if (!strcmp(a, "--mqtt-port"))
+            mqtt_port = atoi(v);
+        else if (!strcmp(a, "--regs"))
+            regs = atoi(v);
+        else if (!strcmp(a, "--duration"))
+            duration = atof(v);
+        else if (!strcmp(a, "--topic"))
+            topic = v;
+        else if (!strcmp(a, "--device"))
+            device = v;
+        else if (!strcmp(a, "--max-inflight"))
+            max_inflight = atoi(v);
+        else if (!strcmp(a, "--mqtt-version"))
+            version = atoi(v);
+        else if (!strcmp(a, "--unit"))
+            unit = atoi(v);
         else {
             fprintf(stderr, "unknown option %s\n", a);
             return 2;
         }
     }
-    if (argc % 2 == 0 || regs < 1 || regs > MODBUS_MAX_READ_REGISTERS || duration <= 0 ||
-        duration > 3600 || max_inflight < 1 || (version != 5 && version != 311)) {
+    if (argc % 2 == 0 || regs < 1 || regs > MODBUS_MAX_READ_REGISTERS || duration <= 0 || duration > 3600 ||
+        max_inflight < 1 || (version != 5 && version != 311)) {
         fprintf(stderr, "usage: e2e_minimal [--mb-port P] [--mqtt-port P] [--regs 1..125] [--duration S]"
                         " [--topic T] [--device NAME] [--max-inflight N] [--mqtt-version 5|311]\n");
         return 2;
@@ -155,7 +164,7 @@ int main(int argc, char **argv)
     }
 
     /* key names are fixed: format them once, like a gateway resolves names at start-up */
-    char (*keys)[16] = calloc((size_t)regs, sizeof *keys);
+    char(*keys)[16] = calloc((size_t)regs, sizeof *keys);
     size_t cap = 256 + (size_t)regs * 48;
     char *msg = malloc(cap);
     if (!keys || !msg) return 1;
@@ -210,8 +219,8 @@ int main(int argc, char **argv)
     printf("{\"tool\":\"e2e_minimal\",\"regs\":%d,\"seconds\":%.3f,\"drain_s\":%.3f,\"polls\":%llu,"
            "\"published\":%llu,\"acked\":%llu,\"errors\":%llu,\"polls_per_s\":%.1f,\"values_per_s\":%.1f,"
            "\"cpu_s\":%.3f,\"cpu_pct\":%.1f,\"cpu_us_per_value\":%.4f}\n",
-           regs, t_pub, el - t_pub, polls, published, acked, errors, acked / t_pub, (double)acked * regs / t_pub,
-           cpu, 100.0 * cpu / el, acked ? cpu * 1e6 / ((double)acked * regs) : 0.0);
+           regs, t_pub, el - t_pub, polls, published, acked, errors, acked / t_pub, (double)acked * regs / t_pub, cpu,
+           100.0 * cpu / el, acked ? cpu * 1e6 / ((double)acked * regs) : 0.0);
     fprintf(stderr, "e2e_minimal: %.0f polls/s, %.0f values/s acked, CPU %.0f%% of a core, %llu errors\n",
             acked / t_pub, (double)acked * regs / t_pub, 100.0 * cpu / el, errors);
     free(keys);

@@ -117,13 +117,20 @@ static void *worker(void *arg)
 int main(int argc, char **argv)
 {
     for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--url") && i + 1 < argc) url = argv[++i];
-        else if (!strcmp(argv[i], "--devices") && i + 1 < argc) ndev = atoi(argv[++i]);
-        else if (!strcmp(argv[i], "--tags") && i + 1 < argc) ntags = atoi(argv[++i]);
-        else if (!strcmp(argv[i], "--lines") && i + 1 < argc) nlines = atoi(argv[++i]);
-        else if (!strcmp(argv[i], "--seconds") && i + 1 < argc) seconds = atof(argv[++i]);
-        else if (!strcmp(argv[i], "--conns") && i + 1 < argc) conns = atoi(argv[++i]);
-        else if (!strcmp(argv[i], "--gzip")) gz = 1;
+        if (!strcmp(argv[i], "--url") && i + 1 < argc)
+            url = argv[++i];
+        else if (!strcmp(argv[i], "--devices") && i + 1 < argc)
+            ndev = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--tags") && i + 1 < argc)
+            ntags = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--lines") && i + 1 < argc)
+            nlines = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--seconds") && i + 1 < argc)
+            seconds = atof(argv[++i]);
+        else if (!strcmp(argv[i], "--conns") && i + 1 < argc)
+            conns = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--gzip"))
+            gz = 1;
         else {
             fprintf(stderr, "usage: influx_load --url URL [--devices N] [--tags N] [--lines N] [--seconds S] "
                             "[--conns N] [--gzip]\n");
@@ -152,8 +159,8 @@ int main(int argc, char **argv)
            "\"gzip\":%s}\n",
            (unsigned long long)p, (unsigned long long)(p * (uint64_t)ntags), dt, p / dt, p * (double)ntags / dt,
            (unsigned long long)atomic_load(&requests), (unsigned long long)atomic_load(&bytes),
-           p ? (double)atomic_load(&bytes) / ((double)p * ntags) : 0.0, (unsigned long long)atomic_load(&errors),
-           cpu, conns, gz ? "true" : "false");
+           p ? (double)atomic_load(&bytes) / ((double)p * ntags) : 0.0, (unsigned long long)atomic_load(&errors), cpu,
+           conns, gz ? "true" : "false");
     curl_global_cleanup();
     return atomic_load(&errors) && !p ? 1 : 0;
 }

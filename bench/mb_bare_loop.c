@@ -88,20 +88,27 @@ int main(int argc, char **argv)
     double duration = 5;
     for (int i = 1; i + 1 < argc; i += 2) {
         const char *a = argv[i], *v = argv[i + 1];
-        if (!strcmp(a, "--host")) host = v;
-        else if (!strcmp(a, "--port")) port = atoi(v);
-        else if (!strcmp(a, "--unit")) unit = atoi(v);
-        else if (!strcmp(a, "--addr")) addr = atoi(v);
-        else if (!strcmp(a, "--regs")) regs = atoi(v);
-        else if (!strcmp(a, "--duration")) duration = atof(v);
-        else if (!strcmp(a, "--conns")) conns = atoi(v);
+        if (!strcmp(a, "--host"))
+            host = v;
+        else if (!strcmp(a, "--port"))
+            port = atoi(v);
+        else if (!strcmp(a, "--unit"))
+            unit = atoi(v);
+        else if (!strcmp(a, "--addr"))
+            addr = atoi(v);
+        else if (!strcmp(a, "--regs"))
+            regs = atoi(v);
+        else if (!strcmp(a, "--duration"))
+            duration = atof(v);
+        else if (!strcmp(a, "--conns"))
+            conns = atoi(v);
         else {
             fprintf(stderr, "unknown option %s\n", a);
             return 2;
         }
     }
-    if (argc % 2 == 0 || regs < 1 || regs > MODBUS_MAX_READ_REGISTERS || conns < 1 || conns > 256 ||
-        duration <= 0 || duration > 3600 || addr < 0 || addr + regs > 65536) {
+    if (argc % 2 == 0 || regs < 1 || regs > MODBUS_MAX_READ_REGISTERS || conns < 1 || conns > 256 || duration <= 0 ||
+        duration > 3600 || addr < 0 || addr + regs > 65536) {
         fprintf(stderr, "usage: mb_bare_loop [--host H] [--port P] [--unit U] [--addr A] [--regs 1..125]"
                         " [--duration S] [--conns N]\n");
         return 2;
@@ -110,8 +117,8 @@ int main(int argc, char **argv)
     if (!w) return 1;
     double c0 = cpu_s(), t0 = mono_s();
     for (int i = 0; i < conns; i++) {
-        w[i] = (struct worker){.host = host, .port = port, .unit = unit, .addr = addr, .regs = regs,
-                               .duration = duration};
+        w[i] =
+            (struct worker){.host = host, .port = port, .unit = unit, .addr = addr, .regs = regs, .duration = duration};
         if (pthread_create(&w[i].th, NULL, run_worker, &w[i]) != 0) {
             fprintf(stderr, "pthread_create failed\n");
             return 1;
@@ -132,7 +139,8 @@ int main(int argc, char **argv)
            "\"cpu_pct\":%.1f,\"cpu_us_per_value\":%.4f}\n",
            conns, regs, el, ok, errs, rps, rps * regs, cpu, 100.0 * cpu / el,
            ok ? cpu * 1e6 / ((double)ok * regs) : 0.0);
-    fprintf(stderr, "mb_bare_loop: %d conn(s), %d regs: %.0f requests/s, %.0f values/s, CPU %.0f%% of a core, %llu errors\n",
+    fprintf(stderr,
+            "mb_bare_loop: %d conn(s), %d regs: %.0f requests/s, %.0f values/s, CPU %.0f%% of a core, %llu errors\n",
             conns, regs, rps, rps * regs, 100.0 * cpu / el, errs);
     free(w);
     return failed == conns ? 1 : 0;

@@ -75,7 +75,7 @@ int main(int argc, char **argv)
     long init = 0;
     const char *tick_log = NULL;
 
-    for (int i = 1; i < argc; i++) {
+    for (int i = 1; i < argc; i += 2) { /* --option value */
         const char *a = argv[i];
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
@@ -93,21 +93,23 @@ int main(int argc, char **argv)
                 return 2;
             }
             ports[nports++] = port;
-        }
-        else if (!strcmp(a, "--tick")) tick_ms = atof(v);
-        else if (!strcmp(a, "--tick-log")) tick_log = v;
-        else if (!strcmp(a, "--init")) init = strtol(v, NULL, 0);
-        else if (!strcmp(a, "--duration")) duration = atof(v);
-        else if (!strcmp(a, "--max-clients")) max_clients = atoi(v);
+        } else if (!strcmp(a, "--tick"))
+            tick_ms = atof(v);
+        else if (!strcmp(a, "--tick-log"))
+            tick_log = v;
+        else if (!strcmp(a, "--init"))
+            init = strtol(v, NULL, 0);
+        else if (!strcmp(a, "--duration"))
+            duration = atof(v);
+        else if (!strcmp(a, "--max-clients"))
+            max_clients = atoi(v);
         else {
             usage();
             return 2;
         }
-        i++;
     }
     if (nports == 0) ports[nports++] = port;
-    if (port <= 0 || port > 65535 || tick_ms < 0 || duration < 0 || max_clients < 1 ||
-        max_clients > MAX_FD_CLIENTS) {
+    if (port <= 0 || port > 65535 || tick_ms < 0 || duration < 0 || max_clients < 1 || max_clients > MAX_FD_CLIENTS) {
         usage();
         return 2;
     }

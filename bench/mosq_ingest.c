@@ -85,20 +85,27 @@ int main(int argc, char **argv)
     const char *topic = "site/_/_/ingest/telemetry";
     for (int i = 1; i + 1 < argc; i += 2) {
         const char *a = argv[i], *v = argv[i + 1];
-        if (!strcmp(a, "--port")) port = atoi(v);
-        else if (!strcmp(a, "--regs")) regs = atoi(v);
-        else if (!strcmp(a, "--duration")) duration = atof(v);
-        else if (!strcmp(a, "--topic")) topic = v;
-        else if (!strcmp(a, "--max-inflight")) max_inflight = atoi(v);
-        else if (!strcmp(a, "--mqtt-version")) version = atoi(v);
-        else if (!strcmp(a, "--qos")) qos = atoi(v);
+        if (!strcmp(a, "--port"))
+            port = atoi(v);
+        else if (!strcmp(a, "--regs"))
+            regs = atoi(v);
+        else if (!strcmp(a, "--duration"))
+            duration = atof(v);
+        else if (!strcmp(a, "--topic"))
+            topic = v;
+        else if (!strcmp(a, "--max-inflight"))
+            max_inflight = atoi(v);
+        else if (!strcmp(a, "--mqtt-version"))
+            version = atoi(v);
+        else if (!strcmp(a, "--qos"))
+            qos = atoi(v);
         else {
             fprintf(stderr, "unknown option %s\n", a);
             return 2;
         }
     }
-    if (argc % 2 == 0 || port < 1 || port > 65535 || regs < 1 || regs > 10000 || duration <= 0 ||
-        duration > 3600 || max_inflight < 1 || (version != 5 && version != 311) || (qos != 0 && qos != 1)) {
+    if (argc % 2 == 0 || port < 1 || port > 65535 || regs < 1 || regs > 10000 || duration <= 0 || duration > 3600 ||
+        max_inflight < 1 || (version != 5 && version != 311) || (qos != 0 && qos != 1)) {
         fprintf(stderr, "usage: mosq_ingest [--port P] [--regs N] [--duration S] [--topic T]"
                         " [--max-inflight N] [--mqtt-version 5|311] [--qos 0|1]\n");
         return 2;
@@ -108,8 +115,8 @@ int main(int argc, char **argv)
     size_t cap = 256 + (size_t)regs * 48;
     char *msg = malloc(cap);
     if (!msg) return 1;
-    int n = snprintf(msg, cap, "{\"ts\":\"2026-11-28T10:00:00.123Z\",\"seq\":%08d,\"device\":\"ingest\",\"values\":{",
-                     0);
+    int n =
+        snprintf(msg, cap, "{\"ts\":\"2026-11-28T10:00:00.123Z\",\"seq\":%08d,\"device\":\"ingest\",\"values\":{", 0);
     char *seqp = strstr(msg, "\"seq\":") + 6;
     for (int i = 0; i < regs; i++)
         n += snprintf(msg + n, cap - (size_t)n, "%s\"r%d\":{\"v\":%d,\"q\":\"good\"}", i ? "," : "", i, i);

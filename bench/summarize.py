@@ -52,10 +52,11 @@ def med(xs):
 
 
 def limited_by(r):
-    procs = {"tool": r.get("cpu_pct", 0), "broker": r.get("broker_cpu_pct", 0),
-             "modbus server": r.get("server_cpu_pct", 0), "subscriber": r.get("sub_cpu_pct", 0)}
+    # a CPU figure is None when its process was gone at an end of the window (unknown)
+    procs = {"tool": r.get("cpu_pct") or 0, "broker": r.get("broker_cpu_pct") or 0,
+             "modbus server": r.get("server_cpu_pct") or 0, "subscriber": r.get("sub_cpu_pct") or 0}
     name, top = max(procs.items(), key=lambda kv: kv[1])
-    if r.get("name", "").startswith("python") and r.get("cpu_pct", 0) >= 90:
+    if r.get("name", "").startswith("python") and (r.get("cpu_pct") or 0) >= 90:
         return "tool CPU (Python, GIL: one core)"
     if top >= 90 and not (name == "tool" and top < 100 and r.get("machine_busy_pct", 0) >= 185):
         return f"{name} CPU ({top:.0f}%)"
@@ -172,7 +173,7 @@ def scaling(recs):
             pass
         r["tags"] = ntags
         r["rss_kb_per_tag"] = r.get("rss_kb", 0) / ntags if ntags else None
-        r["cpu_pct_per_1k_tags"] = r.get("cpu_pct", 0) * 1000 / ntags if ntags else None
+        r["cpu_pct_per_1k_tags"] = r["cpu_pct"] * 1000 / ntags if ntags and r.get("cpu_pct") is not None else None
         lines.append("| %s | %s | %s | %s%% | %s | %s%% | %s | %s | %s%% | %s%% | %s%% | %s | %s |" % (
             c, fmt(ntags), fmt(r.get("values_per_s")), fmt(r.get("cpu_pct"), 1), fmt(r.get("cpu_us_per_value"), 3),
             fmt(r["cpu_pct_per_1k_tags"], 2), fmt(r.get("rss_kb", 0) / 1024, 1), fmt(r["rss_kb_per_tag"], 2),

@@ -63,13 +63,20 @@ int main(int argc, char **argv)
     double seconds = 10, rate = 0;
     const char *site = "bench";
     for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--port") && i + 1 < argc) port = atoi(argv[++i]);
-        else if (!strcmp(argv[i], "--devices") && i + 1 < argc) ndev = atoi(argv[++i]);
-        else if (!strcmp(argv[i], "--values") && i + 1 < argc) nval = atoi(argv[++i]);
-        else if (!strcmp(argv[i], "--seconds") && i + 1 < argc) seconds = atof(argv[++i]);
-        else if (!strcmp(argv[i], "--rate") && i + 1 < argc) rate = atof(argv[++i]);
-        else if (!strcmp(argv[i], "--max-inflight") && i + 1 < argc) inflight = atoi(argv[++i]);
-        else if (!strcmp(argv[i], "--site") && i + 1 < argc) site = argv[++i];
+        if (!strcmp(argv[i], "--port") && i + 1 < argc)
+            port = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--devices") && i + 1 < argc)
+            ndev = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--values") && i + 1 < argc)
+            nval = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--seconds") && i + 1 < argc)
+            seconds = atof(argv[++i]);
+        else if (!strcmp(argv[i], "--rate") && i + 1 < argc)
+            rate = atof(argv[++i]);
+        else if (!strcmp(argv[i], "--max-inflight") && i + 1 < argc)
+            inflight = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--site") && i + 1 < argc)
+            site = argv[++i];
         else {
             fprintf(stderr, "usage: tele_pub [--port P] [--devices N] [--values N] [--seconds S] [--rate R] "
                             "[--max-inflight N] [--site S]\n");
@@ -115,7 +122,8 @@ int main(int argc, char **argv)
         time_t s = (time_t)(ms / 1000);
         struct tm tm;
         gmtime_r(&s, &tm);
-        int o = snprintf(payload, 256, "{\"ts\":\"%04d-%02d-%02dT%02d:%02d:%02d.%03dZ\",\"seq\":%llu,\"device\":\"d%d\",\"values\":{",
+        int o = snprintf(payload, 256,
+                         "{\"ts\":\"%04d-%02d-%02dT%02d:%02d:%02d.%03dZ\",\"seq\":%llu,\"device\":\"d%d\",\"values\":{",
                          tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
                          (int)(ms % 1000), sent, d);
         for (int v = 0; v < nval; v++)

@@ -1,30 +1,48 @@
 #!/usr/bin/env bash
-# deps.sh — install (apt) everything fieldbridge needs to build, test and run
-# its demo on a fresh Debian 12.  Only missing packages are installed, and
-# `apt-get update` runs at most once, so a second run costs a second and
-# needs no root.  Runs as root, or through sudo when available.
+# deps.sh — install (apt) what fieldbridge needs on a fresh Debian 12, in two sets:
+#   scripts/deps.sh demo   build + run the demo: compiler, CMake/Ninja, the libraries,
+#                          Mosquitto and its clients, pymodbus for the demo's simulator
+#   scripts/deps.sh test   (default) the demo set plus the test toolchain: cmocka, clang
+#                          and libFuzzer, valgrind, the system tests' peers and tools,
+#                          Node.js for the npm peers (scripts/peers.sh)
+# scripts/demo.sh installs the demo set, scripts/test.sh the test set.  Only missing
+# packages are installed, `apt-get update` runs only when something is missing, so a
+# second run costs a second and needs no root.  Runs as root, or through sudo.
 set -euo pipefail
 
-PKGS=(
-    # build
-    build-essential cmake ninja-build pkg-config
-    libmodbus-dev libmosquitto-dev libyaml-dev libjansson-dev libmicrohttpd-dev libcmocka-dev libssl-dev
+set_name="${1:-test}"
+DEMO=(
+    # build (C only: gcc, not the whole build-essential)
+    gcc libc6-dev cmake ninja-build pkg-config
+    libmodbus-dev libmosquitto-dev libyaml-dev libjansson-dev libmicrohttpd-dev libssl-dev
     protobuf-c-compiler libprotobuf-c-dev
-    libcurl4-openssl-dev zlib1g-dev  # InfluxDB sink (HTTP, gzip)
-    # fuzz harnesses (libFuzzer runtime) and memcheck
-    clang libclang-rt-14-dev valgrind
-    # test peers and tools
-    mosquitto mosquitto-clients openssl socat mbpoll
-    python3 python3-pytest python3-paho-mqtt python3-pymodbus python3-serial python3-serial-asyncio
-    influxdb influxdb-client python3-yaml python3-jsonschema  # InfluxDB 1.6 for the influx sink, ingest and dashboard tests
+    libcurl4-openssl-dev zlib1g-dev  # the InfluxDB sink (HTTP, gzip)
+    # the demo's broker, its mosquitto_sub/pub, and its Modbus simulator (pymodbus imports serial)
+    mosquitto mosquitto-clients
+    python3 python3-pymodbus python3-serial python3-serial-asyncio
+)
+TEST=(
+    # g++ and make too (node-gyp compiles node-snap7)
+    build-essential
+    # unit tests, fuzz harnesses (libFuzzer runtime), memcheck, the clang -O3 build
+    libcmocka-dev clang libclang-rt-14-dev valgrind
+    # system-test peers and tools
+    openssl socat mbpoll python3-pytest python3-paho-mqtt
+    influxdb influxdb-client python3-yaml python3-jsonschema  # InfluxDB 1.6: influx sink, ingest, dashboards
 )
 
-# Node.js runs the npm test peers (node-snap7 compiles snap7 against Node's
-# headers).  A machine that already has Node (e.g. from NodeSource) keeps it;
-# a fresh Debian 12 gets Debian's nodejs, npm and the headers in libnode-dev.
-if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
-    PKGS+=(nodejs npm libnode-dev)
-fi
+case "$set_name" in
+    demo) PKGS=("${DEMO[@]}") ;;
+    test)
+        PKGS=("${DEMO[@]}" "${TEST[@]}")
+        # Node.js runs the npm test peers (node-snap7 compiles snap7 against Node's
+        # headers).  A machine that already has Node (e.g. from NodeSource) keeps it;
+        # a fresh Debian 12 gets Debian's nodejs (18), npm and the headers in libnode-dev.
+        if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+            PKGS+=(nodejs npm libnode-dev)
+        fi ;;
+    *) echo "usage: $0 [demo|test]" >&2; exit 2 ;;
+esac
 
 missing=()
 for p in "${PKGS[@]}"; do
@@ -34,11 +52,11 @@ for p in "${PKGS[@]}"; do
 done
 
 if [ ${#missing[@]} -eq 0 ]; then
-    echo "deps: all ${#PKGS[@]} packages present"
+    echo "deps: all ${#PKGS[@]} packages of the $set_name set present"
     exit 0
 fi
 
-echo "deps: installing missing packages: ${missing[*]}"
+echo "deps: installing the ${#missing[@]} missing packages of the $set_name set: ${missing[*]}"
 SUDO=()
 if [ "$(id -u)" -ne 0 ]; then
     if command -v sudo >/dev/null 2>&1; then
@@ -49,9 +67,16 @@ if [ "$(id -u)" -ne 0 ]; then
     fi
 fi
 export DEBIAN_FRONTEND=noninteractive
-"${SUDO[@]}" apt-get update -q
-"${SUDO[@]}" apt-get install -y -q --no-install-recommends "${missing[@]}"
-# The Debian mosquitto package may start a system broker on 1883 (and the
-# influxdb package a server on 8086/8088); the tests and the demo run their
-# own on free ports, so leave them as the admin configured them.
-echo "deps: done"
+t0=$(date +%s)
+log=$(mktemp /tmp/fieldbridge-deps.XXXXXX)
+echo "deps: apt-get update"
+"${SUDO[@]}" apt-get update -q >"$log" 2>&1 || {
+    tail -30 "$log" >&2; echo "deps: apt-get update failed" >&2; exit 1; }
+echo "deps: apt-get install (with their dependencies; on a bare Debian 12 about 1 minute for the demo set, 2 for the test set)"
+"${SUDO[@]}" apt-get install -y -q --no-install-recommends -o DPkg::Lock::Timeout=300 "${missing[@]}" >"$log" 2>&1 || {
+    tail -30 "$log" >&2; echo "deps: apt-get install failed (log: $log)" >&2; exit 1; }
+grep -E '^[0-9]+ upgraded, [0-9]+ newly installed' "$log" | sed 's/^/deps: /' || true
+# The Debian mosquitto package may start a system broker on 1883 (with systemd), and
+# influxdb a server on 8086/8088; the tests and the demo run their own on free ports.
+rm -f "$log"
+echo "deps: done in $(( $(date +%s) - t0 )) s"

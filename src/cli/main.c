@@ -1,12 +1,16 @@
-/* main.c — the fieldbridge command line (DESIGN.md §6).
+/* main.c — the fieldbridge command line.
  *
  *   fieldbridge run -c FILE              run the gateway until SIGINT/SIGTERM
  *   fieldbridge ingest -c FILE           run an MQTT → InfluxDB ingest instance (an `ingest:` config)
  *   fieldbridge check -c FILE [--strict] validate a config, print what would run
- *   fieldbridge read URL ADDR... [--type T] [--order O] [--count N] [--json]
- *   fieldbridge write URL ADDR VALUE [--type T] [--order O]
+ *   fieldbridge read URL ADDR... [--type T] [--order O] [--count N] [--json] [--timeout D]
+ *   fieldbridge write URL ADDR VALUE [--type T] [--order O] [--timeout D]
  *   fieldbridge browse URL
- *   fieldbridge version | help | COMMAND --help
+ *   fieldbridge ads add-route …, spb-dump …
+ *   fieldbridge version | help [COMMAND] | COMMAND --help
+ *
+ * The device URL forms in the help come from the driver table (driver.c), so
+ * the help lists every protocol the binary has.
  *
  * Exit codes: 0 success (all values good); 1 device or communication error, or
  * a value not good; 2 usage or config error.
@@ -14,22 +18,27 @@
  * read/write/browse use the same drivers as the gateway through the generic
  * driver table, so every protocol gets the mbpoll-style tool for free.
  */
+#include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
+#include "cli/cli.h"
 #include "core/config.h"
+#include "core/driver.h"
 #include "core/log.h"
+#include "core/plugin.h"
 #include "core/runtime.h"
 #include "north/sparkplug/sparkplug.h"
 #include "south/ads/ads.h"
-#include "cli/cli.h"
 
-static const char *const usage_text =
+static const char *const usage_head =
     "usage: fieldbridge COMMAND [OPTIONS]\n"
     "\n"
-    "commands:\n"
+    "commands (fieldbridge help COMMAND for each one's options):\n"
     "  run -c FILE [--log-format text|json] [--log-level LEVEL]\n"
     "                                   run the gateway (foreground) until SIGINT/SIGTERM\n"
     "  ingest -c FILE [--log-format text|json] [--log-level LEVEL]\n"
@@ -39,27 +48,29 @@ static const char *const usage_text =
     "                                   one-shot read of one or more addresses\n"
     "  write URL ADDR VALUE [--type T] [--order O] [--timeout D]\n"
     "                                   one-shot write (negative numbers work: hr:10:int16 -5)\n"
-    "  browse URL                       list what a device offers (where the protocol can)\n"
-    "  ads add-route HOST --net-id ID --user U [--password-file F] ...\n"
+    "  browse URL                       list what a device offers (OPC UA, ADS, RevPi)\n"
+    "  ads add-route HOST --net-id ID --user U [--password-file F] [--address A]\n"
+    "                [--route-name N] [--port P] [--timeout D]\n"
     "                                   register a route on a TwinCAT PLC (UDP 48899)\n"
-    "  spb-dump URL [--topic F] [--count N] [--timeout D]\n"
+    "  spb-dump URL [--topic F] [--count N] [--timeout D] [--username U] [--rebirth]\n"
     "                                   print Sparkplug B traffic on a broker readably\n"
     "  version                          print the version\n"
-    "  help [COMMAND]                   this text\n"
+    "  help [COMMAND]                   this text, or a command's own\n"
     "\n"
-    "device URLs (quote them in a shell):\n"
-    "  'modbus-tcp://HOST[:502]?unit=1&timeout=1s'\n"
-    "  'modbus-rtu:///dev/ttyUSB0?baud=9600&parity=N&data=8&stop=1&unit=1'\n"
-    "  'sim://NAME'\n"
-    "addresses (Modbus): hr:N ir:N co:N di:N, hr:N.B (bit), 40001-style; :TYPE suffix\n"
-    "  types: bool int16 uint16 int32 uint32 int64 uint64 float32 float64 string[N] bcd16 bcd32\n"
-    "  orders: ABCD CDAB BADC DCBA (ABCDEFGH GHEFCDAB BADCFEHG HGFEDCBA for 64-bit)\n"
+    "device URLs (quote them in a shell) and their options (also `options:` in a config):\n";
+
+static const char *const usage_tail =
+    "types (a :TYPE suffix or --type): bool int8 uint8 int16 uint16 int32 uint32 int64 uint64\n"
+    "  float32 float64 string[N] (Modbus also bcd16 bcd32)\n"
+    "orders (--order, or Modbus :TYPE:ORDER): ABCD CDAB BADC DCBA, 64-bit ABCDEFGH GHEFCDAB BADCFEHG HGFEDCBA\n"
     "exit codes: 0 ok; 1 device/communication error or a value not good; 2 usage/config error\n"
-    "docs: docs/configuration.md, docs/modbus.md, docs/mqtt.md\n";
+    "docs: docs/configuration.md and the protocol pages named above\n";
 
 static void usage(FILE *f)
 {
-    fputs(usage_text, f);
+    fputs(usage_head, f);
+    fb_schemes_usage(f);
+    fputs(usage_tail, f);
 }
 
 static int cmd_check(int argc, char **argv)
@@ -74,7 +85,13 @@ static int cmd_check(int argc, char **argv)
         else if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
             puts("usage: fieldbridge check -c FILE [--strict]\n"
                  "Validates syntax, schema, types, addresses and environment variables offline and\n"
-                 "prints what would run.  Missing referenced files are warnings (errors with --strict).\n"
+                 "prints what would run.  Every file the config names is checked: mqtt/sparkplug\n"
+                 "password_file and tls files, and files in device URLs (OPC UA password_file=,\n"
+                 "user_cert=, user_key=, pki=).  A missing or unreadable file is a warning (an error\n"
+                 "with --strict, and always for `run`); a secret or key that group or others can\n"
+                 "access is an error.\n"
+                 "  -c, --config FILE  the config file (or give FILE alone)\n"
+                 "  --strict           warnings about referenced files become errors\n"
                  "Errors are printed as file:line:col: message; exit code 2.");
             return 0;
         } else if (!file && argv[i][0] != '-')
@@ -94,6 +111,26 @@ static int cmd_check(int argc, char **argv)
     printf("%s: OK\n", file);
     fb_gateway_free(gw);
     return 0;
+}
+
+/* After the orderly shutdown a remote reboot (Sparkplug Node Control/Reboot)
+ * asked for: run the same command line again (/proc/self/cmdline, exe). */
+static void reexec(void)
+{
+    static char buf[65536];
+    static char *args[256];
+    int fd = open("/proc/self/cmdline", O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return;
+    ssize_t n = read(fd, buf, sizeof buf - 1);
+    close(fd);
+    if (n <= 0) return;
+    buf[n] = 0;
+    int argc = 0;
+    for (ssize_t i = 0; i < n && argc < 255; i += (ssize_t)strlen(buf + i) + 1) args[argc++] = buf + i;
+    args[argc] = NULL;
+    fb_info(NULL, NULL, "reboot: restarting %s", args[0]);
+    execv("/proc/self/exe", args);
+    fb_error(NULL, NULL, "reboot failed: cannot re-execute: %s", strerror(errno));
 }
 
 /* run and ingest: the same runtime; ingest insists on an `ingest:` config
@@ -182,9 +219,11 @@ static int run_config(int argc, char **argv, bool ingest)
     int sig = 0;
     sigwait(&set, &sig);
     fb_info(NULL, NULL, "received %s", sig == SIGINT ? "SIGINT" : "SIGTERM");
+    bool reboot = fb_runtime_reboot_requested(gw);
     fb_runtime_request_stop(gw);
     fb_runtime_wait(gw);
     fb_gateway_free(gw);
+    if (reboot) reexec();
     return 0;
 }
 
@@ -205,9 +244,9 @@ int main(int argc, char **argv)
     if (!strcmp(cmd, "read")) return fb_cli_read(argc - 2, argv + 2);
     if (!strcmp(cmd, "write")) return fb_cli_write(argc - 2, argv + 2);
     if (!strcmp(cmd, "browse")) return fb_cli_browse(argc - 2, argv + 2);
-    if (!strcmp(cmd, "spb-dump")) return fb_spb_dump(argc - 2, argv + 2);
+    if (!strcmp(cmd, "spb-dump")) return fb_cli_spb_dump(argc - 2, argv + 2);
     if (!strcmp(cmd, "ads")) {
-        if (argc >= 3 && !strcmp(argv[2], "add-route")) return fb_ads_add_route(argc - 3, argv + 3);
+        if (argc >= 3 && !strcmp(argv[2], "add-route")) return fb_cli_ads_add_route(argc - 3, argv + 3);
         fprintf(stderr, "fieldbridge ads: expected 'add-route' (fieldbridge ads add-route --help)\n");
         return 2;
     }
@@ -218,11 +257,24 @@ int main(int argc, char **argv)
     if (!strcmp(cmd, "help") || !strcmp(cmd, "--help") || !strcmp(cmd, "-h")) {
         if (argc > 2) {
             char *h[] = {(char *)"--help", NULL};
-            if (!strcmp(argv[2], "run")) return cmd_run(1, h);
-            if (!strcmp(argv[2], "ingest")) return cmd_ingest(1, h);
-            if (!strcmp(argv[2], "check")) return cmd_check(1, h);
-            if (!strcmp(argv[2], "read")) return fb_cli_read(1, h);
-            if (!strcmp(argv[2], "write")) return fb_cli_write(1, h);
+            const char *c = argv[2];
+            if (!strcmp(c, "run")) return cmd_run(1, h);
+            if (!strcmp(c, "ingest")) return cmd_ingest(1, h);
+            if (!strcmp(c, "check")) return cmd_check(1, h);
+            if (!strcmp(c, "read")) return fb_cli_read(1, h);
+            if (!strcmp(c, "write")) return fb_cli_write(1, h);
+            if (!strcmp(c, "browse")) return fb_cli_browse(1, h);
+            if (!strcmp(c, "spb-dump")) return fb_cli_spb_dump(1, h);
+            if (!strcmp(c, "ads") || !strcmp(c, "add-route")) return fb_cli_ads_add_route(1, h);
+            if (!strcmp(c, "version")) {
+                puts("usage: fieldbridge version\nPrints the version of this binary.");
+                return 0;
+            }
+            if (strcmp(c, "help")) {
+                fprintf(stderr, "fieldbridge help: unknown command '%s'\n\n", c);
+                usage(stderr);
+                return 2;
+            }
         }
         usage(stdout);
         return 0;

@@ -8,16 +8,17 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cli/cli.h"
 #include "core/buf.h"
 #include "core/driver.h"
-#include "core/url.h"
+#include "core/env.h"
 #include "core/log.h"
 #include "core/router.h"
-#include "south/revpi/revpi.h"
-#include "south/s7/s7.h"
+#include "core/url.h"
 #include "south/ads/ads.h"
 #include "south/opcua/opcua.h"
-#include "cli/cli.h"
+#include "south/revpi/revpi.h"
+#include "south/s7/s7.h"
 
 struct oneshot {
     struct fb_gateway gw;
@@ -109,8 +110,8 @@ static void oneshot_free(struct oneshot *s)
 }
 
 /* Build the model: one device, one tag per (address × count).  Returns 0 or 2. */
-static int oneshot_init(struct oneshot *s, const char *cmd, const struct opts *o, const char **addrs,
-                        int naddr, int access)
+static int oneshot_init(struct oneshot *s, const char *cmd, const struct opts *o, const char **addrs, int naddr,
+                        int access)
 {
     memset(s, 0, sizeof *s);
     struct fb_err err = {0};
@@ -120,8 +121,10 @@ static int oneshot_init(struct oneshot *s, const char *cmd, const struct opts *o
     }
     const struct fb_driver *drv = fb_driver_for_scheme(s->dev.url.scheme);
     if (!drv) {
-        fprintf(stderr, "fieldbridge %s: unknown URL scheme '%s' (modbus-tcp, modbus-rtu, opc.tcp, s7, ads, revpi, sim)\n", cmd,
-                s->dev.url.scheme ? s->dev.url.scheme : "");
+        char hint[200];
+        fb_scheme_hint(hint, sizeof hint, s->dev.url.scheme);
+        fprintf(stderr, "fieldbridge %s: unknown URL scheme '%s'%s\n", cmd, s->dev.url.scheme ? s->dev.url.scheme : "",
+                hint);
         return 2;
     }
     s->gw.id = (char *)"cli";
@@ -152,6 +155,18 @@ static int oneshot_init(struct oneshot *s, const char *cmd, const struct opts *o
         return 2;
     }
     s->dev_inited = true;
+    /* files the URL names (password_file=, user_key=, …): a missing file or
+     * one others can read is the caller's to fix, not the device's */
+    for (int i = 0; i < s->dev.url.nq; i++) {
+        const struct fb_drv_opt *op = fb_scheme_opt(s->dev.url.scheme, s->dev.url.q[i].k);
+        if (!op || op->kind == FB_OPT_VALUE || op->kind == FB_OPT_FILE) continue;
+        int rc = fb_check_file(s->dev.url.q[i].v ? s->dev.url.q[i].v : "", op->kind, &err);
+        if (rc == FB_ENOENT && op->kind == FB_OPT_PKI) continue; /* the driver creates the store */
+        if (rc < 0) {
+            fprintf(stderr, "fieldbridge %s: %s=: %s\n", cmd, op->key, err.msg);
+            return 2;
+        }
+    }
     s->ntags = (uint32_t)naddr * (uint32_t)o->count;
     s->tags = calloc(s->ntags, sizeof *s->tags);
     s->group.tags = calloc(s->ntags, sizeof *s->group.tags);
@@ -200,10 +215,15 @@ static int oneshot_init(struct oneshot *s, const char *cmd, const struct opts *o
 
 static const char *const read_help =
     "usage: fieldbridge read URL ADDR... [--type T] [--order O] [--count N] [--json] [--timeout D]\n"
-    "Reads each address once and prints one line per value: address, value, and the\n"
-    "quality when it is not good.  --count N reads N consecutive values of the type.\n"
-    "--json prints [{\"addr\",\"type\",\"value\",\"quality\"}].\n"
+    "Reads each address once and prints one line per value, in the order the addresses\n"
+    "were given: address, value, and the quality when it is not good.\n"
+    "  --type T     type of every address, like a :TYPE suffix (int16, float32, string[8], ...)\n"
+    "  --order O    byte/word order of 32/64-bit values (Modbus also hr:N:TYPE:ORDER)\n"
+    "  --count N    read N consecutive values of the type from each address (1..10000)\n"
+    "  --json       print [{\"addr\",\"type\",\"value\",\"quality\"}]\n"
+    "  --timeout D  per request (500ms, 2s; default 1s, or the URL's timeout=)\n"
     "example: fieldbridge read 'modbus-tcp://127.0.0.1:5020?unit=1' hr:0 --type float32 --order CDAB\n"
+    "URL forms and addresses of every protocol: fieldbridge help\n"
     "exit codes: 0 all values good; 1 communication error or a value not good; 2 usage error\n";
 
 int fb_cli_read(int argc, char **argv)
@@ -249,12 +269,24 @@ int fb_cli_read(int argc, char **argv)
         fprintf(stderr, "fieldbridge read: %s\n", fb_strerror(rc));
         exit_code = 1;
     }
+    /* drivers fill a batch in their read plan's order (Modbus sorts by
+     * table and address): print in the order the addresses were given */
+    const struct fb_sample **by_tag = calloc(s.ntags ? s.ntags : 1, sizeof *by_tag);
+    if (!by_tag) {
+        fb_batch_free(b);
+        oneshot_free(&s);
+        return 1;
+    }
+    for (uint32_t i = 0; i < b->n; i++)
+        if (b->s[i].tag < s.ntags && !by_tag[b->s[i].tag]) by_tag[b->s[i].tag] = &b->s[i];
     struct fb_buf out;
     fb_buf_init(&out);
     if (o.json) fb_buf_putc(&out, '[');
-    for (uint32_t i = 0; i < b->n; i++) {
-        const struct fb_sample *sm = &b->s[i];
-        const struct fb_tag *t = &s.tags[sm->tag];
+    for (uint32_t i = 0; i < s.ntags; i++) {
+        /* a tag the driver gave no sample for (it never does when the read succeeded) */
+        struct fb_sample none = {.tag = i, .quality = rc < 0 ? FB_Q_BAD_COMM : FB_Q_BAD_WAITING};
+        const struct fb_sample *sm = by_tag[i] ? by_tag[i] : &none;
+        const struct fb_tag *t = &s.tags[i];
         char qb[16];
         bool good = fb_q_good(sm->quality);
         if (!good) exit_code = 1;
@@ -289,6 +321,7 @@ int fb_cli_read(int argc, char **argv)
     if (o.json) fb_buf_puts(&out, "]\n");
     fwrite(out.p, 1, out.len, stdout);
     fb_buf_free(&out);
+    free(by_tag);
     fb_batch_free(b);
     oneshot_free(&s);
     return exit_code;
@@ -298,11 +331,15 @@ static const char *const write_help =
     "usage: fieldbridge write URL ADDR VALUE [--type T] [--order O] [--timeout D]\n"
     "Writes one value.  Negative numbers work as they are: write URL hr:10:int16 -5\n"
     "Booleans: true/false/1/0/on/off.  Values outside the type's range are refused (exit 2).\n"
-    "exit codes: 0 written; 1 device or communication error; 2 usage error\n";
+    "  --type T     the value's type, like a :TYPE suffix (int16, float32, string[8], ...)\n"
+    "  --order O    byte/word order of 32/64-bit values (Modbus also hr:N:TYPE:ORDER)\n"
+    "  --timeout D  per request (500ms, 2s; default 1s, or the URL's timeout=)\n"
+    "exit codes: 0 written; 1 device or communication error; 2 usage error (a bad value or\n"
+    "address, a read-only target such as ir:3, a missing secret file or one others can read)\n";
 
 /* VALUE text → raw value of the tag's type, with the router's checks. */
-static int parse_value(const struct fb_tag *t, const char *text, struct fb_value *v, char *sbuf,
-                       size_t sbuf_len, struct fb_err *err)
+static int parse_value(const struct fb_tag *t, const char *text, struct fb_value *v, char *sbuf, size_t sbuf_len,
+                       struct fb_err *err)
 {
     if (t->type == FB_T_STRING) {
         size_t n = strlen(text);
@@ -400,6 +437,10 @@ int fb_cli_write(int argc, char **argv)
     if (rc < 0) {
         fprintf(stderr, "fieldbridge write: %s: %s\n", o.pos[0], err.msg[0] ? err.msg : fb_strerror(rc));
         oneshot_free(&s);
+        /* a value the protocol cannot carry is a usage error; a refusal by
+         * the device (a node or symbol it says is not writable) is the
+         * device's answer: 1.  Read-only tables (ir:, di:) are refused by
+         * the driver when the address is parsed, before connecting (2). */
         return rc == FB_EINVAL || rc == FB_ERANGE ? 2 : 1;
     }
     struct fb_buf out;
@@ -416,7 +457,11 @@ int fb_cli_browse(int argc, char **argv)
     struct opts o;
     int rc = parse_opts("browse", argc, argv, &o);
     if (rc == 1) {
-        puts("usage: fieldbridge browse URL\nLists what a device offers (OPC UA nodes, ADS symbols, RevPi variables).");
+        puts("usage: fieldbridge browse URL\n"
+             "Lists what a device offers: OPC UA nodes (URL options depth=N, node=NODEID), ADS\n"
+             "symbols with their types, RevPi variables from the PiCtory file (config=FILE).\n"
+             "Modbus, S7 and the simulator have nothing to browse: their addresses are absolute.\n"
+             "exit codes: 0 listed; 1 device or communication error; 2 usage error or nothing to browse");
         return 0;
     }
     if (rc) return rc;
@@ -435,9 +480,11 @@ int fb_cli_browse(int argc, char **argv)
         if (rc < 0) fprintf(stderr, "fieldbridge browse: %s\n", err.msg[0] ? err.msg : fb_strerror(rc));
         return rc == 0 ? 0 : rc == FB_EINVAL ? 2 : 1;
     }
-    if (!drv)
-        fprintf(stderr, "fieldbridge browse: unknown URL scheme '%s'\n", u.scheme ? u.scheme : "");
-    else if (drv == &fb_driver_s7)
+    if (!drv) {
+        char hint[200];
+        fb_scheme_hint(hint, sizeof hint, u.scheme);
+        fprintf(stderr, "fieldbridge browse: unknown URL scheme '%s'%s\n", u.scheme ? u.scheme : "", hint);
+    } else if (drv == &fb_driver_s7)
         fprintf(stderr, "fieldbridge browse: S7comm offers no symbol table: address tags absolutely "
                         "(DB10.DBD0:real, MW10, I0.1; docs/s7.md)\n");
     else

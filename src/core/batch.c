@@ -78,8 +78,7 @@ const char *fb_batch_strdup(struct fb_batch *b, const char *p, uint32_t len)
     return dst;
 }
 
-struct fb_sample *fb_batch_add(struct fb_batch *b, uint32_t tag, uint32_t quality, int64_t ts,
-                               const struct fb_value *v)
+struct fb_sample *fb_batch_add(struct fb_batch *b, uint32_t tag, uint32_t quality, int64_t ts, const struct fb_value *v)
 {
     if (b->n >= b->cap) return NULL;
     struct fb_sample *s = &b->s[b->n];
@@ -107,8 +106,7 @@ struct fb_sample *fb_batch_add(struct fb_batch *b, uint32_t tag, uint32_t qualit
     return s;
 }
 
-struct fb_batch_pool *fb_batch_pool_new(uint32_t count, uint32_t cap, uint32_t cap_stats,
-                                        uint32_t arena_cap)
+struct fb_batch_pool *fb_batch_pool_new(uint32_t count, uint32_t cap, uint32_t cap_stats, uint32_t arena_cap)
 {
     struct fb_batch_pool *p = calloc(1, sizeof *p);
     if (!p) return NULL;

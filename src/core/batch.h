@@ -12,7 +12,10 @@
 #include "core/fb.h"
 
 /* ------------------------------------------------------------------ sample */
-enum { FB_SF_STATS = 1u << 0, FB_SF_HEARTBEAT = 1u << 1, FB_SF_HISTORICAL = 1u << 2 };
+/* FB_SF_RAW: the pipeline's plausibility checks made the sample bad (out of
+ * range, a spike); v is the refused reading, published as "raw" next to
+ * "v": null so operators see what the sensor said. */
+enum { FB_SF_STATS = 1u << 0, FB_SF_HEARTBEAT = 1u << 1, FB_SF_HISTORICAL = 1u << 2, FB_SF_RAW = 1u << 3 };
 
 struct fb_sample {
     uint32_t tag;     /* tag id */
@@ -44,6 +47,10 @@ enum fb_batch_kind {
  * sample's `tag` is the arena offset of the tag's name. */
 enum { FB_BN_GATEWAY, FB_BN_SITE, FB_BN_AREA, FB_BN_LINE, FB_BN_DEVICE, FB_BN__N };
 enum fb_dev_state { FB_DEV_CONNECTING = 0, FB_DEV_ONLINE = 1, FB_DEV_OFFLINE = 2 };
+/* Room for a device's offline reason: a whole struct fb_err message fits, so
+ * hints such as "…; run: chmod 600 /etc/fieldbridge/opcua.pass" arrive whole
+ * (longer text is cut at a word, with an ellipsis: fb_text_cut). */
+#define FB_REASON_LEN 256
 
 struct fb_batch {
     struct fb_batch *next; /* intrusive link for queues and pools */
@@ -61,8 +68,8 @@ struct fb_batch {
     struct fb_stats *stats;
     char *arena; /* string bytes; fixed capacity so pointers stay valid */
     uint32_t arena_len, arena_cap;
-    char reason[96]; /* why a device went offline, for status messages */
-    uint32_t names[FB_BN__N]; /* named kinds only: arena offsets (above) */
+    char reason[FB_REASON_LEN]; /* why a device went offline, for status messages */
+    uint32_t names[FB_BN__N];   /* named kinds only: arena offsets (above) */
 };
 
 static inline bool fb_batch_named(const struct fb_batch *b) { return b->kind >= FB_BATCH_NAMED; }
@@ -85,8 +92,7 @@ const char *fb_batch_strdup(struct fb_batch *b, const char *p, uint32_t len);
 /* A bounded free list of equally sized batches.  get() blocks while none is
  * free (back-pressure), returns NULL after fb_batch_pool_close(). */
 struct fb_batch_pool;
-struct fb_batch_pool *fb_batch_pool_new(uint32_t count, uint32_t cap, uint32_t cap_stats,
-                                        uint32_t arena_cap);
+struct fb_batch_pool *fb_batch_pool_new(uint32_t count, uint32_t cap, uint32_t cap_stats, uint32_t arena_cap);
 struct fb_batch *fb_batch_pool_get(struct fb_batch_pool *p);
 struct fb_batch *fb_batch_pool_tryget(struct fb_batch_pool *p);
 void fb_batch_pool_close(struct fb_batch_pool *p);

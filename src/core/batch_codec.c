@@ -82,14 +82,15 @@ void fb_batch_encode(struct fb_buf *out, const struct fb_batch *b, uint32_t fing
         put_u64(out, (uint64_t)s->ts_gw);
         put_u8(out, s->v.type);
         switch (s->v.type) {
-        case FB_T_BOOL: put_u8(out, s->v.b ? 1 : 0); break;
-        case FB_T_FLOAT32: case FB_T_FLOAT64: put_f64(out, s->v.f); break;
-        case FB_T_STRING:
-            put_u32(out, s->v.s.len);
-            fb_buf_put(out, s->v.s.p, s->v.s.len);
-            break;
-        case FB_T_NONE: break;
-        default: put_u64(out, s->v.u); break; /* i and u share the bits */
+            case FB_T_BOOL: put_u8(out, s->v.b ? 1 : 0); break;
+            case FB_T_FLOAT32:
+            case FB_T_FLOAT64: put_f64(out, s->v.f); break;
+            case FB_T_STRING:
+                put_u32(out, s->v.s.len);
+                fb_buf_put(out, s->v.s.p, s->v.s.len);
+                break;
+            case FB_T_NONE: break;
+            default: put_u64(out, s->v.u); break; /* i and u share the bits */
         }
     }
     for (uint32_t i = 0; i < b->nstats; i++) {
@@ -171,7 +172,10 @@ int fb_batch_decode(const void *p, size_t len, const struct fb_gateway *gw, cons
     int64_t ts = (int64_t)get_u64(&r);
     uint64_t seq = get_u64(&r);
     const uint8_t *reason = take(&r, rl);
-    if (r.bad || kind > FB_BATCH_NAMED_STATUS || rl >= 96) return FB_EPROTO;
+    /* reason_len is a u8 and the field holds 255 bytes and the NUL; records
+     * written when it held 95 read the same */
+    _Static_assert(FB_REASON_LEN > 255, "a u8 reason length must fit struct fb_batch.reason");
+    if (r.bad || kind > FB_BATCH_NAMED_STATUS) return FB_EPROTO;
     if (fingerprint) *fingerprint = fp;
     bool named = kind >= FB_BATCH_NAMED;
     uint32_t nlen = 0, names[FB_BN__N] = {0};
@@ -215,20 +219,21 @@ int fb_batch_decode(const void *p, size_t len, const struct fb_gateway *gw, cons
         memset(&v, 0, sizeof v);
         v.type = get_u8(&r);
         switch (v.type) {
-        case FB_T_BOOL: v.b = get_u8(&r) != 0; break;
-        case FB_T_FLOAT32: case FB_T_FLOAT64: v.f = get_f64(&r); break;
-        case FB_T_STRING: {
-            uint32_t sl = get_u32(&r);
-            const uint8_t *sp = take(&r, sl);
-            v.s.p = (const char *)sp;
-            v.s.len = sl;
-            break;
-        }
-        case FB_T_NONE: break;
-        default:
-            if (v.type >= FB_T__COUNT) return FB_EPROTO;
-            v.u = get_u64(&r);
-            break;
+            case FB_T_BOOL: v.b = get_u8(&r) != 0; break;
+            case FB_T_FLOAT32:
+            case FB_T_FLOAT64: v.f = get_f64(&r); break;
+            case FB_T_STRING: {
+                uint32_t sl = get_u32(&r);
+                const uint8_t *sp = take(&r, sl);
+                v.s.p = (const char *)sp;
+                v.s.len = sl;
+                break;
+            }
+            case FB_T_NONE: break;
+            default:
+                if (v.type >= FB_T__COUNT) return FB_EPROTO;
+                v.u = get_u64(&r);
+                break;
         }
         if (r.bad) return FB_EPROTO;
         if (named) {

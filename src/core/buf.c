@@ -56,7 +56,7 @@ void fb_buf_free(struct fb_buf *b)
 void fb_buf_grow_(struct fb_buf *b, size_t extra)
 {
     size_t need = b->len + extra + 1; /* +1: room for fb_buf_cstr's NUL */
-    if (need < b->len) abort();      /* overflow */
+    if (need < b->len) abort();       /* overflow */
     size_t cap = b->cap ? b->cap : 256;
     while (cap < need) {
         if (cap > SIZE_MAX / 2) {
@@ -80,7 +80,6 @@ static inline void buf_need(struct fb_buf *b, size_t extra)
 }
 
 void fb_buf_reserve(struct fb_buf *b, size_t extra) { buf_need(b, extra); }
-
 
 void fb_buf_printf(struct fb_buf *b, const char *fmt, ...)
 {
@@ -184,50 +183,35 @@ struct diy {
 #define POW_Q0 (-348)
 #define POW_STEP 8
 static const struct diy cached_pow[] = {
-    {0xFA8FD5A0081C0288ull, -1220}, {0xBAAEE17FA23EBF76ull, -1193},
-    {0x8B16FB203055AC76ull, -1166}, {0xCF42894A5DCE35EAull, -1140},
-    {0x9A6BB0AA55653B2Dull, -1113}, {0xE61ACF033D1A45DFull, -1087},
-    {0xAB70FE17C79AC6CAull, -1060}, {0xFF77B1FCBEBCDC4Full, -1034},
-    {0xBE5691EF416BD60Cull, -1007}, {0x8DD01FAD907FFC3Cull, -980},
-    {0xD3515C2831559A83ull, -954}, {0x9D71AC8FADA6C9B5ull, -927},
-    {0xEA9C227723EE8BCBull, -901}, {0xAECC49914078536Dull, -874},
-    {0x823C12795DB6CE57ull, -847}, {0xC21094364DFB5637ull, -821},
-    {0x9096EA6F3848984Full, -794}, {0xD77485CB25823AC7ull, -768},
-    {0xA086CFCD97BF97F4ull, -741}, {0xEF340A98172AACE5ull, -715},
-    {0xB23867FB2A35B28Eull, -688}, {0x84C8D4DFD2C63F3Bull, -661},
-    {0xC5DD44271AD3CDBAull, -635}, {0x936B9FCEBB25C996ull, -608},
-    {0xDBAC6C247D62A584ull, -582}, {0xA3AB66580D5FDAF6ull, -555},
-    {0xF3E2F893DEC3F126ull, -529}, {0xB5B5ADA8AAFF80B8ull, -502},
-    {0x87625F056C7C4A8Bull, -475}, {0xC9BCFF6034C13053ull, -449},
-    {0x964E858C91BA2655ull, -422}, {0xDFF9772470297EBDull, -396},
-    {0xA6DFBD9FB8E5B88Full, -369}, {0xF8A95FCF88747D94ull, -343},
-    {0xB94470938FA89BCFull, -316}, {0x8A08F0F8BF0F156Bull, -289},
-    {0xCDB02555653131B6ull, -263}, {0x993FE2C6D07B7FACull, -236},
-    {0xE45C10C42A2B3B06ull, -210}, {0xAA242499697392D3ull, -183},
-    {0xFD87B5F28300CA0Eull, -157}, {0xBCE5086492111AEBull, -130},
-    {0x8CBCCC096F5088CCull, -103}, {0xD1B71758E219652Cull, -77},
-    {0x9C40000000000000ull, -50}, {0xE8D4A51000000000ull, -24},
-    {0xAD78EBC5AC620000ull, 3}, {0x813F3978F8940984ull, 30},
-    {0xC097CE7BC90715B3ull, 56}, {0x8F7E32CE7BEA5C70ull, 83},
-    {0xD5D238A4ABE98068ull, 109}, {0x9F4F2726179A2245ull, 136},
-    {0xED63A231D4C4FB27ull, 162}, {0xB0DE65388CC8ADA8ull, 189},
-    {0x83C7088E1AAB65DBull, 216}, {0xC45D1DF942711D9Aull, 242},
-    {0x924D692CA61BE758ull, 269}, {0xDA01EE641A708DEAull, 295},
-    {0xA26DA3999AEF774Aull, 322}, {0xF209787BB47D6B85ull, 348},
-    {0xB454E4A179DD1877ull, 375}, {0x865B86925B9BC5C2ull, 402},
-    {0xC83553C5C8965D3Dull, 428}, {0x952AB45CFA97A0B3ull, 455},
-    {0xDE469FBD99A05FE3ull, 481}, {0xA59BC234DB398C25ull, 508},
-    {0xF6C69A72A3989F5Cull, 534}, {0xB7DCBF5354E9BECEull, 561},
-    {0x88FCF317F22241E2ull, 588}, {0xCC20CE9BD35C78A5ull, 614},
-    {0x98165AF37B2153DFull, 641}, {0xE2A0B5DC971F303Aull, 667},
-    {0xA8D9D1535CE3B396ull, 694}, {0xFB9B7CD9A4A7443Cull, 720},
-    {0xBB764C4CA7A44410ull, 747}, {0x8BAB8EEFB6409C1Aull, 774},
-    {0xD01FEF10A657842Cull, 800}, {0x9B10A4E5E9913129ull, 827},
-    {0xE7109BFBA19C0C9Dull, 853}, {0xAC2820D9623BF429ull, 880},
-    {0x80444B5E7AA7CF85ull, 907}, {0xBF21E44003ACDD2Dull, 933},
-    {0x8E679C2F5E44FF8Full, 960}, {0xD433179D9C8CB841ull, 986},
-    {0x9E19DB92B4E31BA9ull, 1013}, {0xEB96BF6EBADF77D9ull, 1039},
-    {0xAF87023B9BF0EE6Bull, 1066},
+    {0xFA8FD5A0081C0288ull, -1220}, {0xBAAEE17FA23EBF76ull, -1193}, {0x8B16FB203055AC76ull, -1166},
+    {0xCF42894A5DCE35EAull, -1140}, {0x9A6BB0AA55653B2Dull, -1113}, {0xE61ACF033D1A45DFull, -1087},
+    {0xAB70FE17C79AC6CAull, -1060}, {0xFF77B1FCBEBCDC4Full, -1034}, {0xBE5691EF416BD60Cull, -1007},
+    {0x8DD01FAD907FFC3Cull, -980},  {0xD3515C2831559A83ull, -954},  {0x9D71AC8FADA6C9B5ull, -927},
+    {0xEA9C227723EE8BCBull, -901},  {0xAECC49914078536Dull, -874},  {0x823C12795DB6CE57ull, -847},
+    {0xC21094364DFB5637ull, -821},  {0x9096EA6F3848984Full, -794},  {0xD77485CB25823AC7ull, -768},
+    {0xA086CFCD97BF97F4ull, -741},  {0xEF340A98172AACE5ull, -715},  {0xB23867FB2A35B28Eull, -688},
+    {0x84C8D4DFD2C63F3Bull, -661},  {0xC5DD44271AD3CDBAull, -635},  {0x936B9FCEBB25C996ull, -608},
+    {0xDBAC6C247D62A584ull, -582},  {0xA3AB66580D5FDAF6ull, -555},  {0xF3E2F893DEC3F126ull, -529},
+    {0xB5B5ADA8AAFF80B8ull, -502},  {0x87625F056C7C4A8Bull, -475},  {0xC9BCFF6034C13053ull, -449},
+    {0x964E858C91BA2655ull, -422},  {0xDFF9772470297EBDull, -396},  {0xA6DFBD9FB8E5B88Full, -369},
+    {0xF8A95FCF88747D94ull, -343},  {0xB94470938FA89BCFull, -316},  {0x8A08F0F8BF0F156Bull, -289},
+    {0xCDB02555653131B6ull, -263},  {0x993FE2C6D07B7FACull, -236},  {0xE45C10C42A2B3B06ull, -210},
+    {0xAA242499697392D3ull, -183},  {0xFD87B5F28300CA0Eull, -157},  {0xBCE5086492111AEBull, -130},
+    {0x8CBCCC096F5088CCull, -103},  {0xD1B71758E219652Cull, -77},   {0x9C40000000000000ull, -50},
+    {0xE8D4A51000000000ull, -24},   {0xAD78EBC5AC620000ull, 3},     {0x813F3978F8940984ull, 30},
+    {0xC097CE7BC90715B3ull, 56},    {0x8F7E32CE7BEA5C70ull, 83},    {0xD5D238A4ABE98068ull, 109},
+    {0x9F4F2726179A2245ull, 136},   {0xED63A231D4C4FB27ull, 162},   {0xB0DE65388CC8ADA8ull, 189},
+    {0x83C7088E1AAB65DBull, 216},   {0xC45D1DF942711D9Aull, 242},   {0x924D692CA61BE758ull, 269},
+    {0xDA01EE641A708DEAull, 295},   {0xA26DA3999AEF774Aull, 322},   {0xF209787BB47D6B85ull, 348},
+    {0xB454E4A179DD1877ull, 375},   {0x865B86925B9BC5C2ull, 402},   {0xC83553C5C8965D3Dull, 428},
+    {0x952AB45CFA97A0B3ull, 455},   {0xDE469FBD99A05FE3ull, 481},   {0xA59BC234DB398C25ull, 508},
+    {0xF6C69A72A3989F5Cull, 534},   {0xB7DCBF5354E9BECEull, 561},   {0x88FCF317F22241E2ull, 588},
+    {0xCC20CE9BD35C78A5ull, 614},   {0x98165AF37B2153DFull, 641},   {0xE2A0B5DC971F303Aull, 667},
+    {0xA8D9D1535CE3B396ull, 694},   {0xFB9B7CD9A4A7443Cull, 720},   {0xBB764C4CA7A44410ull, 747},
+    {0x8BAB8EEFB6409C1Aull, 774},   {0xD01FEF10A657842Cull, 800},   {0x9B10A4E5E9913129ull, 827},
+    {0xE7109BFBA19C0C9Dull, 853},   {0xAC2820D9623BF429ull, 880},   {0x80444B5E7AA7CF85ull, 907},
+    {0xBF21E44003ACDD2Dull, 933},   {0x8E679C2F5E44FF8Full, 960},   {0xD433179D9C8CB841ull, 986},
+    {0x9E19DB92B4E31BA9ull, 1013},  {0xEB96BF6EBADF77D9ull, 1039},  {0xAF87023B9BF0EE6Bull, 1066},
 };
 #define NPOW ((int)(sizeof cached_pow / sizeof cached_pow[0]))
 
@@ -248,8 +232,8 @@ static inline struct diy diy_norm(struct diy a)
 /* Pull the last digit down towards w while that brings it closer, then check
  * the result is provably the closest shortest one (Grisu3's "round_weed").
  * All quantities are in units of the scaled exponent. */
-static bool round_weed(char *buf, int len, uint64_t dist_high_w, uint64_t unsafe, uint64_t rest,
-                       uint64_t ten_kappa, uint64_t unit)
+static bool round_weed(char *buf, int len, uint64_t dist_high_w, uint64_t unsafe, uint64_t rest, uint64_t ten_kappa,
+                       uint64_t unit)
 {
     uint64_t small = dist_high_w - unit; /* conservative distances to w */
     uint64_t big = dist_high_w + unit;
@@ -258,18 +242,15 @@ static bool round_weed(char *buf, int len, uint64_t dist_high_w, uint64_t unsafe
         buf[len - 1]--;
         rest += ten_kappa;
     }
-    if (rest < big && unsafe - rest >= ten_kappa &&
-        (rest + ten_kappa < big || big - rest > rest + ten_kappa - big))
+    if (rest < big && unsafe - rest >= ten_kappa && (rest + ten_kappa < big || big - rest > rest + ten_kappa - big))
         return false; /* w's true position could favour the next candidate */
     return 2 * unit <= rest && rest <= unsafe - 4 * unit;
 }
 
-static const uint32_t pow10_u32[10] = {1,      10,      100,      1000,      10000,
-                                       100000, 1000000, 10000000, 100000000, 1000000000};
+static const uint32_t pow10_u32[10] = {1, 10, 100, 1000, 10000, 100000, 1000000, 10000000, 100000000, 1000000000};
 
 /* Grisu3 digit generation.  low/w/high share one exponent in [-60, -32]. */
-static bool digit_gen(struct diy low, struct diy w, struct diy high, char *buf, int *len,
-                      int *kappa)
+static bool digit_gen(struct diy low, struct diy w, struct diy high, char *buf, int *len, int *kappa)
 {
     uint64_t unit = 1;
     uint64_t too_low = low.f - unit, too_high = high.f + unit;
@@ -285,16 +266,46 @@ static bool digit_gen(struct diy low, struct diy w, struct diy high, char *buf, 
     while (kap > 0) {
         uint32_t dg;
         switch (kap) { /* constant divisors: the compiler multiplies instead of dividing */
-        case 10: dg = integrals / 1000000000u; integrals %= 1000000000u; break;
-        case 9: dg = integrals / 100000000u; integrals %= 100000000u; break;
-        case 8: dg = integrals / 10000000u; integrals %= 10000000u; break;
-        case 7: dg = integrals / 1000000u; integrals %= 1000000u; break;
-        case 6: dg = integrals / 100000u; integrals %= 100000u; break;
-        case 5: dg = integrals / 10000u; integrals %= 10000u; break;
-        case 4: dg = integrals / 1000u; integrals %= 1000u; break;
-        case 3: dg = integrals / 100u; integrals %= 100u; break;
-        case 2: dg = integrals / 10u; integrals %= 10u; break;
-        default: dg = integrals; integrals = 0; break;
+            case 10:
+                dg = integrals / 1000000000u;
+                integrals %= 1000000000u;
+                break;
+            case 9:
+                dg = integrals / 100000000u;
+                integrals %= 100000000u;
+                break;
+            case 8:
+                dg = integrals / 10000000u;
+                integrals %= 10000000u;
+                break;
+            case 7:
+                dg = integrals / 1000000u;
+                integrals %= 1000000u;
+                break;
+            case 6:
+                dg = integrals / 100000u;
+                integrals %= 100000u;
+                break;
+            case 5:
+                dg = integrals / 10000u;
+                integrals %= 10000u;
+                break;
+            case 4:
+                dg = integrals / 1000u;
+                integrals %= 1000u;
+                break;
+            case 3:
+                dg = integrals / 100u;
+                integrals %= 100u;
+                break;
+            case 2:
+                dg = integrals / 10u;
+                integrals %= 10u;
+                break;
+            default:
+                dg = integrals;
+                integrals = 0;
+                break;
         }
         buf[n++] = (char)('0' + dg);
         kap--;
@@ -582,8 +593,7 @@ static size_t fmt_shortest(char *dst, double v, const struct fmt_spec *sp)
     }
     /* exact integer fast path: below 2^(precision) every integer is representable */
     double int_lim = sp == &SPEC_FLOAT ? 16777216.0 : 9007199254740992.0;
-    if (a < int_lim && a == (double)(uint64_t)a)
-        return put_u64(dst, (uint64_t)a, neg);
+    if (a < int_lim && a == (double)(uint64_t)a) return put_u64(dst, (uint64_t)a, neg);
     uint64_t f;
     int e;
     bool lower_closer;
@@ -641,17 +651,48 @@ void fb_json_float(struct fb_buf *b, float v)
     b->len += fmt_shortest(b->p + b->len, (double)v, &SPEC_FLOAT);
 }
 
+/* Clinger's fast path: the shortest digits of a float are at most 9 (an
+ * exact integer D) and D × 10^k with |k| <= 22 is one correctly rounded
+ * operation on exact operands, i.e. what strtod of the text would give. */
+double fb_float_widen(float f)
+{
+    double a = fabs((double)f);
+    if (!isfinite(f) || a == 0 || (a < 16777216.0 && a == (double)(uint64_t)a)) return (double)f;
+    uint32_t bits;
+    float fa = (float)a;
+    memcpy(&bits, &fa, 4);
+    uint32_t be = bits >> 23, m = bits & 0x7FFFFFu;
+    uint64_t mant = be ? (m | 0x800000u) : m;
+    int e = be ? (int)be - 150 : SPEC_FLOAT.min_e;
+    char d[32];
+    int n, e10;
+    shortest_digits(mant, e, m == 0 && be > 1, d, &n, &e10);
+    static const double p10[] = {1e0,  1e1,  1e2,  1e3,  1e4,  1e5,  1e6,  1e7,  1e8,  1e9,  1e10, 1e11,
+                                 1e12, 1e13, 1e14, 1e15, 1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22};
+    double r;
+    if (n <= 15 && e10 >= -22 && e10 <= 22) {
+        uint64_t dv = 0;
+        for (int i = 0; i < n; i++) dv = dv * 10 + (uint64_t)(d[i] - '0');
+        r = e10 < 0 ? (double)dv / p10[-e10] : (double)dv * p10[e10];
+    } else { /* tiny or huge floats: let strtod do it */
+        char t[48];
+        size_t len = fmt_shortest(t, a, &SPEC_FLOAT);
+        t[len] = 0;
+        r = strtod(t, NULL); /* the C locale: fieldbridge never calls setlocale */
+    }
+    return f < 0 ? -r : r;
+}
+
 /* ----------------------------------------------------------------- strings */
 /* 0: copy as is; 1: escape; 2: start of a multi-byte UTF-8 sequence (validate) */
 static const uint8_t str_class[256] = {
-    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
-    0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
-    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0,
-    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
-    2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2,
-    2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2,
-    2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2,
-    2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2,
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 1, 0, 0,
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2,
+    2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2,
+    2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2,
+    2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2,
 };
 
 /* Length of the valid UTF-8 sequence at s (n bytes available), or the
@@ -665,12 +706,16 @@ static int utf8_seq(const unsigned char *s, size_t n)
         need = 1;
     } else if (c >= 0xE0 && c <= 0xEF) {
         need = 2;
-        if (c == 0xE0) lo = 0xA0;      /* overlong */
-        else if (c == 0xED) hi = 0x9F; /* surrogates */
+        if (c == 0xE0)
+            lo = 0xA0; /* overlong */
+        else if (c == 0xED)
+            hi = 0x9F; /* surrogates */
     } else if (c >= 0xF0 && c <= 0xF4) {
         need = 3;
-        if (c == 0xF0) lo = 0x90;      /* overlong */
-        else if (c == 0xF4) hi = 0x8F; /* > U+10FFFF */
+        if (c == 0xF0)
+            lo = 0x90; /* overlong */
+        else if (c == 0xF4)
+            hi = 0x8F; /* > U+10FFFF */
     } else {
         return -1;
     }
@@ -717,18 +762,18 @@ void fb_json_str(struct fb_buf *b, const char *str, size_t n)
             char e[6] = {'\\', 0, 0, 0, 0, 0};
             size_t el = 2;
             switch (c) {
-            case '"': e[1] = '"'; break;
-            case '\\': e[1] = '\\'; break;
-            case '\n': e[1] = 'n'; break;
-            case '\r': e[1] = 'r'; break;
-            case '\t': e[1] = 't'; break;
-            case '\b': e[1] = 'b'; break;
-            case '\f': e[1] = 'f'; break;
-            default:
-                memcpy(e + 1, "u00", 3);
-                e[4] = hex[c >> 4];
-                e[5] = hex[c & 15];
-                el = 6;
+                case '"': e[1] = '"'; break;
+                case '\\': e[1] = '\\'; break;
+                case '\n': e[1] = 'n'; break;
+                case '\r': e[1] = 'r'; break;
+                case '\t': e[1] = 't'; break;
+                case '\b': e[1] = 'b'; break;
+                case '\f': e[1] = 'f'; break;
+                default:
+                    memcpy(e + 1, "u00", 3);
+                    e[4] = hex[c >> 4];
+                    e[5] = hex[c & 15];
+                    el = 6;
             }
             fb_buf_put(b, e, el);
             i++;
@@ -759,28 +804,38 @@ void fb_json_cstr(struct fb_buf *b, const char *s)
 static void put_number(struct fb_buf *b, const struct fb_value *v, bool text)
 {
     switch (v->type) {
-    case FB_T_BOOL: fb_buf_puts(b, v->b ? "true" : "false"); return;
-    case FB_T_INT8: case FB_T_INT16: case FB_T_INT32: case FB_T_INT64: fb_json_i64(b, v->i); return;
-    case FB_T_UINT8: case FB_T_UINT16: case FB_T_UINT32: case FB_T_UINT64: fb_json_u64(b, v->u); return;
-    case FB_T_FLOAT32:
-    case FB_T_FLOAT64:
-        if (!isfinite(v->f)) {
-            if (!text) fb_buf_put(b, "null", 4);
-            else fb_buf_puts(b, isnan(v->f) ? "nan" : v->f < 0 ? "-inf" : "inf");
-        } else if (v->type == FB_T_FLOAT32) {
-            fb_json_float(b, (float)v->f);
-        } else {
-            fb_json_double(b, v->f);
-        }
-        return;
-    default: fb_buf_put(b, "null", 4); return;
+        case FB_T_BOOL: fb_buf_puts(b, v->b ? "true" : "false"); return;
+        case FB_T_INT8:
+        case FB_T_INT16:
+        case FB_T_INT32:
+        case FB_T_INT64: fb_json_i64(b, v->i); return;
+        case FB_T_UINT8:
+        case FB_T_UINT16:
+        case FB_T_UINT32:
+        case FB_T_UINT64: fb_json_u64(b, v->u); return;
+        case FB_T_FLOAT32:
+        case FB_T_FLOAT64:
+            if (!isfinite(v->f)) {
+                if (!text)
+                    fb_buf_put(b, "null", 4);
+                else
+                    fb_buf_puts(b, isnan(v->f) ? "nan" : v->f < 0 ? "-inf" : "inf");
+            } else if (v->type == FB_T_FLOAT32) {
+                fb_json_float(b, (float)v->f);
+            } else {
+                fb_json_double(b, v->f);
+            }
+            return;
+        default: fb_buf_put(b, "null", 4); return;
     }
 }
 
 void fb_json_value(struct fb_buf *b, const struct fb_value *v)
 {
-    if (v->type == FB_T_STRING) fb_json_str(b, v->s.p ? v->s.p : "", v->s.p ? v->s.len : 0);
-    else put_number(b, v, false);
+    if (v->type == FB_T_STRING)
+        fb_json_str(b, v->s.p ? v->s.p : "", v->s.p ? v->s.len : 0);
+    else
+        put_number(b, v, false);
 }
 
 void fb_text_value(struct fb_buf *b, const struct fb_value *v)
@@ -792,4 +847,35 @@ void fb_text_value(struct fb_buf *b, const struct fb_value *v)
     } else {
         put_number(b, v, true);
     }
+}
+
+/* ------------------------------------------------------------------- text */
+size_t fb_text_cut(char *dst, size_t cap, const char *src)
+{
+    static const char ell[] = "\xe2\x80\xa6"; /* U+2026 HORIZONTAL ELLIPSIS */
+    if (!cap) return 0;
+    if (!src) src = "";
+    size_t n = strlen(src);
+    if (n < cap) {
+        memcpy(dst, src, n + 1);
+        return n;
+    }
+    if (cap < sizeof ell) { /* no room even for the ellipsis */
+        dst[0] = 0;
+        return 0;
+    }
+    size_t room = cap - sizeof ell; /* bytes of src that fit before "…" and the NUL */
+    size_t cut = room;
+    /* a word boundary: the last space at or before the cut, if it keeps half */
+    size_t sp = cut;
+    while (sp > 0 && src[sp] != ' ') sp--;
+    if (sp > room / 2) {
+        cut = sp;
+    } else {
+        while (cut > 0 && ((unsigned char)src[cut] & 0xC0) == 0x80) cut--; /* not inside a character */
+    }
+    while (cut > 0 && (src[cut - 1] == ' ' || src[cut - 1] == ',' || src[cut - 1] == ';' || src[cut - 1] == ':')) cut--;
+    memcpy(dst, src, cut);
+    memcpy(dst + cut, ell, sizeof ell); /* with its NUL */
+    return cut + sizeof ell - 1;
 }

@@ -47,8 +47,19 @@ void fb_json_u64(struct fb_buf *b, uint64_t v);
 void fb_json_double(struct fb_buf *b, double v);
 /* float32 values: shortest text that round-trips as a float. */
 void fb_json_float(struct fb_buf *b, float v);
+/* A float32 as the double of its shortest decimal text (7.77f → 7.77, not
+ * 7.769999980926514 as (double)f gives), for arithmetic on float32 readings
+ * whose result is published as a double (scaling, window statistics).
+ * NaN and infinities are widened as they are. */
+double fb_float_widen(float f);
 /* A value: number/bool/string; null when a float is NaN/Inf. */
 void fb_json_value(struct fb_buf *b, const struct fb_value *v);
 /* Plain text form for the CLI (same number formatting, strings unquoted). */
 void fb_text_value(struct fb_buf *b, const struct fb_value *v);
+
+/* Copy the C string src into dst (cap bytes with the NUL).  Text that does
+ * not fit is cut after the last whole word that leaves room for "…" (at a
+ * UTF-8 character boundary when a single word is too long) and the ellipsis
+ * is appended.  Returns the length written. */
+size_t fb_text_cut(char *dst, size_t cap, const char *src);
 #endif

@@ -25,6 +25,13 @@
 #include "core/config_tmpl.h"
 #include "core/env.h"
 
+/* Hostile YAML (issue 14): bounds checked on the event stream before the
+ * document is built, so neither libyaml nor the walker ever sees more. */
+#define MAX_YAML_DEPTH 64       /* nesting of lists and mappings */
+#define MAX_ALIASES 100000      /* alias uses (*name) in one file */
+#define MAX_ALIAS_NODES 1000000 /* nodes that aliases add when expanded */
+#define MAX_MAP_KEYS 1000       /* keys of one mapping (duplicate checks are linear scans) */
+
 struct msg {
     struct fb_cfg_mark m;
     unsigned seq;
@@ -42,6 +49,8 @@ struct fb_cfg {
     struct msg *msgs;
     size_t nmsgs, capmsgs;
     int nerr;
+    unsigned *merge_seen; /* per node: the map_load generation that merged it */
+    unsigned merge_gen;
 };
 
 static yaml_node_t *Y(const struct fb_cfg_node *n) { return (yaml_node_t *)(void *)n; }
@@ -111,6 +120,14 @@ void fb_cfg_warn(struct fb_cfg *r, const struct fb_cfg_node *n, const char *fmt,
     va_end(ap);
 }
 
+void fb_cfg_warn_at(struct fb_cfg *r, struct fb_cfg_mark m, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vdiag(r, m, !r->strict, fmt, ap);
+    va_end(ap);
+}
+
 void fb_cfg_note(struct fb_cfg *r, const struct fb_cfg_node *n, const char *fmt, ...)
 {
     va_list ap;
@@ -143,6 +160,145 @@ static void diag_flush(struct fb_cfg *r)
     r->msgs = NULL;
     r->nmsgs = r->capmsgs = 0;
     fflush(f);
+}
+
+/* ------------------------------------------------------------ hostile YAML */
+/* One pass over libyaml's event stream, before the document is built:
+ * nesting deeper than MAX_YAML_DEPTH (a 100,000-deep list made libyaml's
+ * scanner quadratic and the walker deep), more than MAX_ALIASES alias uses,
+ * aliases whose expansion adds more than MAX_ALIAS_NODES nodes (the
+ * "billion laughs" kind: each anchor's expanded size is known when it
+ * closes, so this costs O(events)), and an alias inside the node it names
+ * (a cycle).  Reports the first problem at its mark; false then. */
+struct anchor_ent {
+    char *name;
+    uint64_t size; /* expanded nodes, saturated */
+    bool done;     /* the anchored node is complete */
+};
+struct anchors {
+    struct anchor_ent *e;
+    size_t cap, n;
+};
+
+static size_t anchor_hash(const char *s)
+{
+    size_t h = 1469598103934665603u;
+    for (; *s; s++) h = (h ^ (unsigned char)*s) * 1099511628211u;
+    return h;
+}
+
+static struct anchor_ent *anchor_find(struct anchors *a, const char *name, bool add)
+{
+    if (add && (a->n + 1) * 2 > a->cap) {
+        size_t nc = a->cap ? a->cap * 2 : 64;
+        struct anchor_ent *ne = calloc(nc, sizeof *ne);
+        if (!ne) return NULL;
+        for (size_t i = 0; i < a->cap; i++)
+            if (a->e[i].name) {
+                size_t j = anchor_hash(a->e[i].name) & (nc - 1);
+                while (ne[j].name) j = (j + 1) & (nc - 1);
+                ne[j] = a->e[i];
+            }
+        free(a->e);
+        a->e = ne;
+        a->cap = nc;
+    }
+    if (!a->cap) return NULL;
+    size_t j = anchor_hash(name) & (a->cap - 1);
+    while (a->e[j].name) {
+        if (!strcmp(a->e[j].name, name)) return &a->e[j];
+        j = (j + 1) & (a->cap - 1);
+    }
+    if (!add || !(a->e[j].name = strdup(name))) return NULL;
+    a->n++;
+    return &a->e[j];
+}
+
+/* f (rewound by the caller afterwards) or text[0..len). */
+static bool yaml_precheck(struct fb_cfg *r, FILE *f, const char *text, size_t len)
+{
+    yaml_parser_t p;
+    yaml_parser_initialize(&p);
+    if (f)
+        yaml_parser_set_input_file(&p, f);
+    else
+        yaml_parser_set_input_string(&p, (const unsigned char *)text, len);
+    struct anchors an = {0};
+    struct {
+        struct anchor_ent *anchor;
+        uint64_t size;
+    } st[MAX_YAML_DEPTH];
+    int depth = 0;
+    uint64_t aliases = 0, extra = 0;
+    bool ok = true, done = false;
+    while (ok && !done) {
+        yaml_event_t ev;
+        if (!yaml_parser_parse(&p, &ev)) break; /* the loader reports syntax errors */
+        struct fb_cfg_mark m = {(int)ev.start_mark.line + 1, (int)ev.start_mark.column + 1};
+        uint64_t add = 0;
+        const yaml_char_t *anchor = NULL;
+        switch (ev.type) {
+            case YAML_STREAM_END_EVENT: done = true; break;
+            case YAML_DOCUMENT_START_EVENT: depth = 0; break;
+            case YAML_SCALAR_EVENT:
+                add = 1;
+                if (ev.data.scalar.anchor) {
+                    struct anchor_ent *a = anchor_find(&an, (const char *)ev.data.scalar.anchor, true);
+                    if (a) a->size = 1, a->done = true;
+                }
+                break;
+            case YAML_SEQUENCE_START_EVENT:
+            case YAML_MAPPING_START_EVENT:
+                anchor =
+                    ev.type == YAML_SEQUENCE_START_EVENT ? ev.data.sequence_start.anchor : ev.data.mapping_start.anchor;
+                if (depth == MAX_YAML_DEPTH) {
+                    fb_cfg_error_at(r, m, "lists and mappings nested deeper than %d levels", MAX_YAML_DEPTH);
+                    ok = false;
+                    break;
+                }
+                st[depth].anchor = anchor ? anchor_find(&an, (const char *)anchor, true) : NULL;
+                if (st[depth].anchor) st[depth].anchor->done = false;
+                st[depth++].size = 1;
+                break;
+            case YAML_SEQUENCE_END_EVENT:
+            case YAML_MAPPING_END_EVENT:
+                if (depth > 0) {
+                    depth--;
+                    if (st[depth].anchor) st[depth].anchor->size = st[depth].size, st[depth].anchor->done = true;
+                    add = st[depth].size;
+                }
+                break;
+            case YAML_ALIAS_EVENT: {
+                const char *name = (const char *)ev.data.alias.anchor;
+                struct anchor_ent *a = anchor_find(&an, name, false);
+                if (++aliases > MAX_ALIASES) {
+                    fb_cfg_error_at(r, m, "more than %d aliases (*name) in one file", MAX_ALIASES);
+                    ok = false;
+                } else if (a && !a->done) {
+                    fb_cfg_error_at(r, m, "alias *%s refers to the node that contains it", name);
+                    ok = false;
+                } else if (a) {
+                    add = a->size;
+                    extra += a->size;
+                    if (extra > MAX_ALIAS_NODES) {
+                        fb_cfg_error_at(r, m, "aliases expand to more than %d nodes (at *%s)", MAX_ALIAS_NODES, name);
+                        ok = false;
+                    }
+                }
+                break;
+            }
+            default: break;
+        }
+        if (add && depth > 0) {
+            st[depth - 1].size += add;
+            if (st[depth - 1].size > MAX_ALIAS_NODES + 1u) st[depth - 1].size = MAX_ALIAS_NODES + 1u;
+        }
+        yaml_event_delete(&ev);
+    }
+    yaml_parser_delete(&p);
+    for (size_t i = 0; i < an.cap; i++) free(an.e[i].name);
+    free(an.e);
+    return ok;
 }
 
 /* ------------------------------------------------------------ the reader */
@@ -204,6 +360,11 @@ struct fb_cfg *fb_cfg_open(const char *path, bool strict, FILE *diag)
         fb_cfg_finish(r);
         return NULL;
     }
+    if (!yaml_precheck(r, f, NULL, 0) || fseek(f, 0, SEEK_SET) != 0) {
+        fclose(f);
+        fb_cfg_finish(r);
+        return NULL;
+    }
     yaml_parser_t p;
     yaml_parser_initialize(&p);
     yaml_parser_set_input_file(&p, f);
@@ -221,6 +382,10 @@ struct fb_cfg *fb_cfg_open_mem(const char *name, const char *text, size_t len, b
 {
     struct fb_cfg *r = reader_new(name, strict, diag);
     if (!r) return NULL;
+    if (!yaml_precheck(r, NULL, text, len)) {
+        fb_cfg_finish(r);
+        return NULL;
+    }
     yaml_parser_t p;
     yaml_parser_initialize(&p);
     yaml_parser_set_input_string(&p, (const unsigned char *)text, len);
@@ -244,6 +409,7 @@ int fb_cfg_finish(struct fb_cfg *r)
     int nerr = r->nerr;
     diag_flush(r);
     if (r->loaded) yaml_document_delete(&r->doc);
+    free(r->merge_seen);
     free(r->file);
     free(r->dir);
     free(r);
@@ -255,20 +421,20 @@ enum fb_cfg_kind fb_cfg_kind(const struct fb_cfg_node *n)
 {
     if (!n) return FB_CFG_NONE;
     switch (Y(n)->type) {
-    case YAML_SCALAR_NODE: return FB_CFG_SCALAR;
-    case YAML_SEQUENCE_NODE: return FB_CFG_LIST;
-    case YAML_MAPPING_NODE: return FB_CFG_MAP;
-    default: return FB_CFG_NONE;
+        case YAML_SCALAR_NODE: return FB_CFG_SCALAR;
+        case YAML_SEQUENCE_NODE: return FB_CFG_LIST;
+        case YAML_MAPPING_NODE: return FB_CFG_MAP;
+        default: return FB_CFG_NONE;
     }
 }
 
 const char *fb_cfg_kind_name(const struct fb_cfg_node *n)
 {
     switch (fb_cfg_kind(n)) {
-    case FB_CFG_SCALAR: return "a scalar";
-    case FB_CFG_LIST: return "a list";
-    case FB_CFG_MAP: return "a mapping";
-    default: return "nothing";
+        case FB_CFG_SCALAR: return "a scalar";
+        case FB_CFG_LIST: return "a list";
+        case FB_CFG_MAP: return "a mapping";
+        default: return "nothing";
     }
 }
 
@@ -323,7 +489,25 @@ static bool map_push(struct fb_cfg_map *m, const char *key, yaml_node_t *k, yaml
     return true;
 }
 
-/* Merge `<<: *x` (a mapping or a list of them) into m: explicit keys win. */
+/* Whether node n was already merged into the map being loaded (and mark it).
+ * A mapping reached twice through merge keys adds nothing the second time
+ * (the first occurrence's keys won), so each node is merged at most once per
+ * map_load: linear work whatever the fan-out of `<<: [*a, *a, …]` chains. */
+static bool merge_seen(struct fb_cfg *r, yaml_node_t *n)
+{
+    size_t i = (size_t)(n - r->doc.nodes.start), cnt = (size_t)(r->doc.nodes.top - r->doc.nodes.start);
+    if (i >= cnt) return true;
+    if (!r->merge_seen) {
+        r->merge_seen = calloc(cnt, sizeof *r->merge_seen);
+        if (!r->merge_seen) return true;
+    }
+    if (r->merge_seen[i] == r->merge_gen) return true;
+    r->merge_seen[i] = r->merge_gen;
+    return false;
+}
+
+/* Merge `<<: *x` (a mapping or a list of mappings, as YAML's merge key
+ * says) into m: explicit keys win, then earlier merges. */
 static void map_merge(struct fb_cfg *r, struct fb_cfg_map *m, yaml_node_t *src, int depth)
 {
     if (depth > 8) {
@@ -331,14 +515,20 @@ static void map_merge(struct fb_cfg *r, struct fb_cfg_map *m, yaml_node_t *src, 
         return;
     }
     if (src->type == YAML_SEQUENCE_NODE) {
-        for (yaml_node_item_t *it = src->data.sequence.items.start; it < src->data.sequence.items.top; it++)
-            map_merge(r, m, node_of(r, *it), depth + 1);
+        for (yaml_node_item_t *it = src->data.sequence.items.start; it < src->data.sequence.items.top; it++) {
+            yaml_node_t *item = node_of(r, *it);
+            if (item && item->type == YAML_SEQUENCE_NODE)
+                fb_cfg_error(r, N(item), "'<<' needs a mapping or a list of mappings, got a list inside the list");
+            else if (item)
+                map_merge(r, m, item, depth + 1);
+        }
         return;
     }
     if (src->type != YAML_MAPPING_NODE) {
         fb_cfg_error(r, N(src), "'<<' needs a mapping (or a list of mappings), got %s", fb_cfg_kind_name(N(src)));
         return;
     }
+    if (merge_seen(r, src)) return;
     for (yaml_node_pair_t *p = src->data.mapping.pairs.start; p < src->data.mapping.pairs.top; p++) {
         yaml_node_t *k = node_of(r, p->key), *v = node_of(r, p->value);
         if (!k || k->type != YAML_SCALAR_NODE) continue;
@@ -347,7 +537,12 @@ static void map_merge(struct fb_cfg *r, struct fb_cfg_map *m, yaml_node_t *src, 
             map_merge(r, m, v, depth + 1);
             continue;
         }
-        if (map_find(m, key) < 0) map_push(m, key, k, v);
+        if (map_find(m, key) >= 0) continue;
+        if (m->n >= MAX_MAP_KEYS) {
+            fb_cfg_error(r, N(src), "more than %d keys in one mapping (with merged ones)", MAX_MAP_KEYS);
+            return;
+        }
+        map_push(m, key, k, v);
     }
 }
 
@@ -362,6 +557,10 @@ bool fb_cfg_map_load(struct fb_cfg *r, const struct fb_cfg_node *node, const cha
         return false;
     }
     yaml_node_t *merge = NULL;
+    if (n->data.mapping.pairs.top - n->data.mapping.pairs.start > MAX_MAP_KEYS) {
+        fb_cfg_error(r, node, "%s has more than %d keys", what, MAX_MAP_KEYS);
+        return false;
+    }
     for (yaml_node_pair_t *p = n->data.mapping.pairs.start; p < n->data.mapping.pairs.top; p++) {
         yaml_node_t *k = node_of(r, p->key), *v = node_of(r, p->value);
         if (!k || k->type != YAML_SCALAR_NODE) {
@@ -381,7 +580,11 @@ bool fb_cfg_map_load(struct fb_cfg *r, const struct fb_cfg_node *node, const cha
         }
         map_push(m, key, k, v);
     }
-    if (merge) map_merge(r, m, merge, 0);
+    if (merge) {
+        r->merge_gen++;
+        merge_seen(r, n); /* a map merging itself (an alias cycle) adds nothing */
+        map_merge(r, m, merge, 0);
+    }
     return true;
 }
 
@@ -479,8 +682,7 @@ bool fb_cfg_dur(struct fb_cfg *r, const struct fb_tvars *vars, const struct fb_c
     if (!s) return false;
     int64_t v;
     if (fb_parse_duration(s, &v) < 0) {
-        fb_cfg_error(r, n,
-                     "%s: bad duration '%s' (examples: 250us, 100ms, 1.5s, 2m, 1h, 7d; a bare number is seconds)",
+        fb_cfg_error(r, n, "%s: bad duration '%s' (examples: 250us, 100ms, 1.5s, 2m, 1h, 7d; a bare number is seconds)",
                      what, s);
         free(s);
         return false;
@@ -601,23 +803,23 @@ char *fb_cfg_path(const struct fb_cfg *r, const char *p)
     return o;
 }
 
-char *fb_cfg_file_ref(struct fb_cfg *r, const struct fb_cfg_node *n, const char *what, bool dir, bool private_key)
+char *fb_cfg_file_ref(struct fb_cfg *r, const struct fb_cfg_node *n, const char *what, enum fb_opt_kind kind,
+                      bool *usable)
 {
+    if (usable) *usable = false;
     char *s = fb_cfg_str(r, NULL, n, what);
     if (!s) return NULL;
     char *p = fb_cfg_path(r, s);
     free(s);
     if (!p) return NULL;
-    struct stat st;
-    if (stat(p, &st) < 0)
-        fb_cfg_warn(r, n, "%s: %s: %s", what, p, strerror(errno));
-    else if (dir && !S_ISDIR(st.st_mode))
-        fb_cfg_error(r, n, "%s: %s is not a directory", what, p);
-    else if (!dir && S_ISDIR(st.st_mode))
-        fb_cfg_error(r, n, "%s: %s is a directory, expected a file", what, p);
-    else if (private_key && S_ISREG(st.st_mode) && (st.st_mode & (S_IRGRP | S_IROTH | S_IWGRP | S_IWOTH)))
-        fb_cfg_error(r, n, "%s: private key %s is accessible by group or others (mode %04o); run: chmod 600 %s",
-                     what, p, (unsigned)(st.st_mode & 07777), p);
+    struct fb_err e = {0};
+    int rc = fb_check_file(p, kind, &e);
+    if (rc == FB_ENOENT || rc == FB_EIO)
+        fb_cfg_warn(r, n, "%s: %s", what, e.msg);
+    else if (rc < 0)
+        fb_cfg_error(r, n, "%s: %s", what, e.msg);
+    else if (usable)
+        *usable = true;
     return p;
 }
 
@@ -645,19 +847,18 @@ char *fb_cfg_secret(struct fb_cfg *r, const struct fb_cfg_map *m, const char *ke
     if (v) {
         snprintf(name, sizeof name, "%s.%s", what, key);
         if (!is_env_ref(v)) {
-            fb_cfg_error(r, v,
-                         "%s: a literal %s is not allowed in the config file; use %s: or %s: \"${ENV_VAR}\"", name,
-                         key, fkey, key);
+            fb_cfg_error(r, v, "%s: a literal %s is not allowed in the config file; use %s: or %s: \"${ENV_VAR}\"",
+                         name, key, fkey, key);
             return NULL;
         }
         return fb_cfg_str(r, NULL, v, name);
     }
     if (!f) return NULL;
     snprintf(name, sizeof name, "%s.%s", what, fkey);
-    char *p = fb_cfg_file_ref(r, f, name, false, false);
-    if (!p) return NULL;
+    bool usable;
+    char *p = fb_cfg_file_ref(r, f, name, FB_OPT_SECRET, &usable);
     char *secret = NULL;
-    if (access(p, F_OK) == 0) {
+    if (p && usable) {
         struct fb_err e = {0};
         if (fb_read_secret_file(p, &secret, &e) < 0) fb_cfg_error(r, f, "%s: %s", name, e.msg);
     }

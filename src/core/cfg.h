@@ -21,6 +21,7 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include "core/env.h"
 #include "core/fb.h"
 
 struct fb_cfg;
@@ -31,6 +32,13 @@ struct fb_cfg_kv {
     const char *key;
     struct fb_cfg_node *k, *v;
 };
+/* The keys a section accepts ("mqtt", "tls", "tag", …), for key checks and
+ * for the test that docs/configuration.md documents every one. */
+struct fb_config_keys {
+    const char *section;
+    const char *const *keys; /* NULL-terminated */
+};
+
 /* The keys of one mapping, in file order, merge keys applied. */
 struct fb_cfg_map {
     struct fb_cfg_kv *kv;
@@ -61,6 +69,7 @@ void fb_cfg_error(struct fb_cfg *r, const struct fb_cfg_node *n, const char *fmt
 void fb_cfg_error_at(struct fb_cfg *r, struct fb_cfg_mark m, const char *fmt, ...) FB_PRINTF(3, 4);
 /* A warning that --strict turns into an error (missing referenced files). */
 void fb_cfg_warn(struct fb_cfg *r, const struct fb_cfg_node *n, const char *fmt, ...) FB_PRINTF(3, 4);
+void fb_cfg_warn_at(struct fb_cfg *r, struct fb_cfg_mark m, const char *fmt, ...) FB_PRINTF(3, 4);
 /* A plain warning, never promoted. */
 void fb_cfg_note(struct fb_cfg *r, const struct fb_cfg_node *n, const char *fmt, ...) FB_PRINTF(3, 4);
 
@@ -106,15 +115,17 @@ bool fb_cfg_int(struct fb_cfg *r, const struct fb_tvars *vars, const struct fb_c
 bool fb_cfg_bool(struct fb_cfg *r, const struct fb_tvars *vars, const struct fb_cfg_node *n, const char *what,
                  bool *out);
 /* One of names (NULL-terminated): its index in *out. */
-bool fb_cfg_enum(struct fb_cfg *r, const struct fb_cfg_node *n, const char *what, const char *const *names,
-                 int *out);
+bool fb_cfg_enum(struct fb_cfg *r, const struct fb_cfg_node *n, const char *what, const char *const *names, int *out);
 
 /* A path relative to the config file's directory (malloc'd). */
 char *fb_cfg_path(const struct fb_cfg *r, const char *p);
-/* A referenced file or directory: the path made relative to the config file;
- * missing → warning (an error with --strict); the wrong kind → error.
- * private_key: refuse a file readable or writable by group or others. */
-char *fb_cfg_file_ref(struct fb_cfg *r, const struct fb_cfg_node *n, const char *what, bool dir, bool private_key);
+/* A referenced file or directory: the path made relative to the config
+ * file, checked as the gateway will use it (fb_check_file): missing or
+ * unreadable → warning (an error with --strict); group/other access to a
+ * secret or key, or a directory where a file belongs → error.  *usable (may
+ * be NULL) says whether it passed. */
+char *fb_cfg_file_ref(struct fb_cfg *r, const struct fb_cfg_node *n, const char *what, enum fb_opt_kind kind,
+                      bool *usable);
 /* A secret given as `<key>: "${ENV}"` or `<key>_file: path` in m (never a
  * literal): its value (malloc'd, the caller wipes it), or NULL when neither
  * is given or after an error.  The file must not be readable by others. */

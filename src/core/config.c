@@ -4,12 +4,13 @@
  * function per section, each with a table of the keys it accepts — through
  * the config reader (cfg.h), which gives every section the same typed
  * values, ${ENV} expansion and `file:line:col: message` diagnostics.  This
- * file reads what belongs to the gateway as a whole (gateway, log, metrics,
+ * file reads what belongs to the gateway as a whole (gateway, log,
  * status_interval, commands, buffer) and hands the rest on:
  *
  *   - each sink's section (its name is the key: `mqtt:`, `sparkplug:`) to
- *     that sink's cfg_load, found in the sink table (sinks.c); only the key
- *     every sink shares, `buffer:`, is read here;
+ *     that sink's cfg_load, found in the sink table (sinks.c); only the keys
+ *     every sink shares, `buffer:` and `queue:`, are read here;
+ *   - each service's section (`metrics:`) to that service's cfg_load;
  *   - each source's section (`ingest:`) to that source's cfg_load, likewise;
  *   - `devices:` to config_dev.c, which also binds devices to drivers.
  *
@@ -34,11 +35,12 @@ struct ctx {
     struct fb_gateway *gw;
 };
 
-static const char *const k_fixed[] = {"gateway", "log", "metrics", "status_interval", "commands", "buffer", "devices"};
-#define NFIXED (sizeof k_fixed / sizeof k_fixed[0])
+static const char *const k_fixed[] = {"gateway", "log", "status_interval", "commands", "buffer", "devices", NULL};
+#define NFIXED (sizeof k_fixed / sizeof k_fixed[0] - 1)
+/* the keys every sink's section takes besides its own */
+static const char *const k_sink_common[] = {"buffer", "queue", NULL};
 static const char *const k_gateway[] = {"id", "site", NULL};
 static const char *const k_log[] = {"level", "format", NULL};
-static const char *const k_metrics[] = {"listen", NULL};
 static const char *const k_commands[] = {"max_age", "allow_qos0", "timeout", NULL};
 static const char *const k_buffer[] = {"path", "max_size", "max_age", "sync", "full", "drain_rate", NULL};
 
@@ -131,7 +133,6 @@ static struct fb_buffer_cfg *buffer_copy(const struct fb_buffer_cfg *base)
     return b;
 }
 
-
 /* ------------------------------------------------------------ gateway */
 static void load_gateway(struct ctx *c, const struct fb_cfg_map *top)
 {
@@ -192,27 +193,6 @@ static void load_gateway(struct ctx *c, const struct fb_cfg_map *top)
         fb_cfg_map_free(&m);
     }
 
-    if ((g = fb_cfg_get(top, "metrics")) && fb_cfg_map_load(c->r, g, "metrics", &m)) {
-        fb_cfg_map_check(c->r, &m, k_metrics, "metrics", false);
-        struct fb_cfg_node *n = fb_cfg_get(&m, "listen");
-        if (n) {
-            char *s = fb_cfg_str(c->r, NULL, n, "metrics.listen");
-            if (s) {
-                const char *colon = strrchr(s, ':');
-                long long port = -1;
-                int64_t pv;
-                if (colon && fb_tmpl_int(colon + 1, &pv)) port = pv;
-                if (!colon || colon == s || port < 1 || port > 65535) {
-                    fb_cfg_error(c->r, n, "metrics.listen: expected HOST:PORT such as 127.0.0.1:9100, got '%s'", s);
-                    free(s);
-                } else {
-                    gw->metrics_listen = s;
-                }
-            }
-        }
-        fb_cfg_map_free(&m);
-    }
-
     gw->status_interval_ns = 30000000000LL;
     if ((g = fb_cfg_get(top, "status_interval")))
         fb_cfg_dur(c->r, NULL, g, "status_interval", true, &gw->status_interval_ns);
@@ -252,8 +232,7 @@ static void load_sinks(struct ctx *c, const struct fb_cfg_map *top)
         const char *keys[64];
         size_t nk = 0;
         for (const char *const *k = sk->keys; k && *k && nk < 61; k++) keys[nk++] = *k;
-        keys[nk++] = "buffer";
-        keys[nk++] = "queue";
+        for (const char *const *k = k_sink_common; *k; k++) keys[nk++] = *k;
         keys[nk] = NULL;
         fb_cfg_map_check(c->r, &m, keys, sk->name, false);
         struct fb_sink_inst *s = &gw->sinks[gw->nsinks++];
@@ -282,6 +261,31 @@ static void load_sinks(struct ctx *c, const struct fb_cfg_map *top)
         for (size_t i = 0; i < nsinks && off < sizeof list; i++)
             off += (size_t)snprintf(list + off, sizeof list - off, "%s%s:", i ? ", " : "", all[i]->name);
         fb_cfg_note(c->r, NULL, "no sink section (%s): values are polled but not published anywhere", list);
+    }
+}
+
+/* Every top-level key that names a service makes it run. */
+static void load_services(struct ctx *c, const struct fb_cfg_map *top)
+{
+    struct fb_gateway *gw = c->gw;
+    size_t nsvc;
+    fb_services(&nsvc);
+    gw->services = calloc(nsvc ? nsvc : 1, sizeof *gw->services);
+    if (!gw->services) {
+        fb_cfg_error_at(c->r, (struct fb_cfg_mark){0, 0}, "out of memory");
+        return;
+    }
+    for (int i = 0; i < top->n; i++) {
+        const struct fb_service *sv = fb_service_by_name(top->kv[i].key);
+        struct fb_cfg_node *sn = top->kv[i].v;
+        if (!sv || fb_cfg_is_null(sn)) continue;
+        struct fb_cfg_map m = {0};
+        if (!fb_cfg_map_load(c->r, sn, sv->name, &m)) continue;
+        fb_cfg_map_check(c->r, &m, sv->keys, sv->name, false);
+        struct fb_service_inst *si = &gw->services[gw->nservices++];
+        si->svc = sv;
+        si->cfg = sv->cfg_load(c->r, &m, gw);
+        fb_cfg_map_free(&m);
     }
 }
 
@@ -314,8 +318,7 @@ static void load_sources(struct ctx *c, const struct fb_cfg_map *top)
                              "%s: cannot take what %s: receives (devices the config does not list); "
                              "an %s config writes to sinks such as influx:",
                              gw->sinks[k].name, sk->name, sk->name);
-        if (!gw->nsinks)
-            fb_cfg_error(c->r, top->kv[i].k, "%s: needs a sink to write to (e.g. influx:)", sk->name);
+        if (!gw->nsinks) fb_cfg_error(c->r, top->kv[i].k, "%s: needs a sink to write to (e.g. influx:)", sk->name);
         if (fb_cfg_get(top, "devices"))
             fb_cfg_error(c->r, fb_cfg_key(top, "devices"),
                          "devices: and %s: do not go together: run the gateway and the %s instance with "
@@ -343,19 +346,22 @@ int fb_config_load(const char *path, const struct fb_config_opts *o, struct fb_g
         fb_cfg_error_at(r, (struct fb_cfg_mark){1, 1}, "the config file is empty");
     } else if (fb_cfg_map_load(r, root, "the config file", &top)) {
         /* the fixed sections, then one per sink; x-… keys are free for YAML anchors */
-        size_t nsinks;
+        size_t nsinks, nsvc;
         const struct fb_sink *const *all = fb_sinks(&nsinks);
-        const char *keys[NFIXED + 32];
+        const struct fb_service *const *svc = fb_services(&nsvc);
+        const char *keys[NFIXED + 64];
         size_t nk = 0;
         for (size_t i = 0; i < NFIXED; i++) keys[nk++] = k_fixed[i];
         for (size_t i = 0; i < nsinks && nk < NFIXED + 31; i++) keys[nk++] = all[i]->name;
+        for (size_t i = 0; i < nsvc && nk < NFIXED + 63; i++) keys[nk++] = svc[i]->name;
         size_t nsrc;
         const struct fb_source *const *srcs = fb_sources(&nsrc);
-        for (size_t i = 0; i < nsrc && nk < NFIXED + 31; i++) keys[nk++] = srcs[i]->name;
+        for (size_t i = 0; i < nsrc && nk < NFIXED + 63; i++) keys[nk++] = srcs[i]->name;
         keys[nk] = NULL;
         fb_cfg_map_check(r, &top, keys, "the config file", true);
         load_gateway(&c, &top);
         load_sinks(&c, &top);
+        load_services(&c, &top);
         load_sources(&c, &top);
         struct fb_cfg_node *dn = fb_cfg_get(&top, "devices");
         if (!dn && !gw->nsources) fb_cfg_note(r, NULL, "no devices: nothing to poll");
@@ -373,14 +379,22 @@ int fb_config_load(const char *path, const struct fb_config_opts *o, struct fb_g
 /* ------------------------------------------------------------ summary */
 static void fmt_dur(char *buf, size_t len, int64_t ns)
 {
-    if (ns == 0) snprintf(buf, len, "0");
-    else if (ns % 86400000000000LL == 0) snprintf(buf, len, "%lldd", (long long)(ns / 86400000000000LL));
-    else if (ns % 3600000000000LL == 0) snprintf(buf, len, "%lldh", (long long)(ns / 3600000000000LL));
-    else if (ns % 60000000000LL == 0) snprintf(buf, len, "%lldm", (long long)(ns / 60000000000LL));
-    else if (ns % 1000000000LL == 0) snprintf(buf, len, "%llds", (long long)(ns / 1000000000LL));
-    else if (ns % 1000000LL == 0) snprintf(buf, len, "%lldms", (long long)(ns / 1000000LL));
-    else if (ns % 1000LL == 0) snprintf(buf, len, "%lldus", (long long)(ns / 1000LL));
-    else snprintf(buf, len, "%lldns", (long long)ns);
+    if (ns == 0)
+        snprintf(buf, len, "0");
+    else if (ns % 86400000000000LL == 0)
+        snprintf(buf, len, "%lldd", (long long)(ns / 86400000000000LL));
+    else if (ns % 3600000000000LL == 0)
+        snprintf(buf, len, "%lldh", (long long)(ns / 3600000000000LL));
+    else if (ns % 60000000000LL == 0)
+        snprintf(buf, len, "%lldm", (long long)(ns / 60000000000LL));
+    else if (ns % 1000000000LL == 0)
+        snprintf(buf, len, "%llds", (long long)(ns / 1000000000LL));
+    else if (ns % 1000000LL == 0)
+        snprintf(buf, len, "%lldms", (long long)(ns / 1000000LL));
+    else if (ns % 1000LL == 0)
+        snprintf(buf, len, "%lldus", (long long)(ns / 1000LL));
+    else
+        snprintf(buf, len, "%lldns", (long long)ns);
 }
 
 void fb_config_summary(const struct fb_gateway *gw, FILE *f)
@@ -390,19 +404,16 @@ void fb_config_summary(const struct fb_gateway *gw, FILE *f)
     static const char *const lv[] = {"error", "warn", "info", "debug"};
     char d1[32];
     fmt_dur(d1, sizeof d1, gw->status_interval_ns);
-    fprintf(f, "gateway %s (site %s), log %s/%s, status every %s, metrics %s\n", gw->id, gw->site,
+    fprintf(f, "gateway %s (site %s), log %s/%s, status every %s\n", gw->id, gw->site,
             gw->log_level >= 0 && gw->log_level < 4 ? lv[gw->log_level] : "?",
-            gw->log_format == FB_LOG_JSON ? "json" : "text", d1,
-            gw->metrics_listen ? gw->metrics_listen : "off");
+            gw->log_format == FB_LOG_JSON ? "json" : "text", d1);
     fprintf(f, "%u device%s, %u connection%s, %u tag%s, %u poll group%s, %u sink%s\n", gw->ndevs,
-            gw->ndevs == 1 ? "" : "s", gw->nconns, gw->nconns == 1 ? "" : "s", gw->ntags,
-            gw->ntags == 1 ? "" : "s", ngroups, ngroups == 1 ? "" : "s", gw->nsinks,
-            gw->nsinks == 1 ? "" : "s");
+            gw->ndevs == 1 ? "" : "s", gw->nconns, gw->nconns == 1 ? "" : "s", gw->ntags, gw->ntags == 1 ? "" : "s",
+            ngroups, ngroups == 1 ? "" : "s", gw->nsinks, gw->nsinks == 1 ? "" : "s");
     for (uint32_t i = 0; i < gw->ndevs; i++) {
         const struct fb_device *d = &gw->devs[i];
-        fprintf(f, "  device %s  %s  area %s line %s  %u tag%s  [%s]  groups:", d->name, d->url_text,
-                d->area, d->line, d->ntags, d->ntags == 1 ? "" : "s",
-                d->conn ? d->conn->key : "-");
+        fprintf(f, "  device %s  %s  area %s line %s  %u tag%s  [%s]  groups:", d->name, d->url_text, d->area, d->line,
+                d->ntags, d->ntags == 1 ? "" : "s", d->conn ? d->conn->key : "-");
         for (uint32_t g = 0; g < d->ngroups; g++) {
             fmt_dur(d1, sizeof d1, d->groups[g].period_ns);
             fprintf(f, " %s(%u)", d1, d->groups[g].ntags);
@@ -426,12 +437,47 @@ void fb_config_summary(const struct fb_gateway *gw, FILE *f)
             const struct fb_buffer_cfg *b = si->buffer;
             static const char *const sy[] = {"batch", "interval", "os"};
             fmt_dur(d1, sizeof d1, b->max_age_ns);
-            fprintf(f, "    buffer %s/%s  max %.1f MiB  max age %s  sync %s  when full %s  drain %u msg/s%s\n",
-                    b->path, si->name, b->max_bytes / 1048576.0, b->max_age_ns ? d1 : "unlimited",
-                    sy[b->sync % 3], b->full_policy ? "block" : "drop oldest", b->drain_rate,
-                    b->drain_rate ? "" : " (unlimited)");
+            fprintf(f, "    buffer %s/%s  max %.1f MiB  max age %s  sync %s  when full %s  drain %u msg/s%s\n", b->path,
+                    si->name, b->max_bytes / 1048576.0, b->max_age_ns ? d1 : "unlimited", sy[b->sync % 3],
+                    b->full_policy ? "block" : "drop oldest", b->drain_rate, b->drain_rate ? "" : " (unlimited)");
         } else {
             fprintf(f, "    no buffer: messages that cannot be delivered are dropped and counted\n");
         }
     }
+    for (uint32_t i = 0; i < gw->nservices; i++) {
+        const struct fb_service_inst *si = &gw->services[i];
+        if (si->svc->describe && si->cfg)
+            si->svc->describe(si, f);
+        else
+            fprintf(f, "  %s\n", si->svc->name);
+    }
+}
+
+/* ------------------------------------------------------------ key tables */
+size_t fb_config_key_tables(struct fb_config_keys *out, size_t max)
+{
+    const struct fb_config_keys own[] = {
+        {"top", k_fixed}, {"gateway", k_gateway}, {"log", k_log}, {"commands", k_commands}, {"buffer", k_buffer}};
+    size_t n = 0;
+    for (size_t i = 0; i < sizeof own / sizeof own[0] && n < max; i++) out[n++] = own[i];
+    size_t nsinks;
+    const struct fb_sink *const *all = fb_sinks(&nsinks);
+    for (size_t i = 0; i < nsinks; i++) {
+        if (n < max) out[n++] = (struct fb_config_keys){all[i]->name, all[i]->keys};
+        if (n < max) out[n++] = (struct fb_config_keys){all[i]->name, k_sink_common};
+        for (const struct fb_config_keys *k = all[i]->nested; k && k->section && n < max; k++) out[n++] = *k;
+    }
+    size_t nsvc;
+    const struct fb_service *const *svc = fb_services(&nsvc);
+    for (size_t i = 0; i < nsvc; i++) {
+        if (n < max) out[n++] = (struct fb_config_keys){svc[i]->name, svc[i]->keys};
+        for (const struct fb_config_keys *k = svc[i]->nested; k && k->section && n < max; k++) out[n++] = *k;
+    }
+    size_t nsrc;
+    const struct fb_source *const *src = fb_sources(&nsrc);
+    for (size_t i = 0; i < nsrc; i++) {
+        if (n < max) out[n++] = (struct fb_config_keys){src[i]->name, src[i]->keys};
+        for (const struct fb_config_keys *k = src[i]->nested; k && k->section && n < max; k++) out[n++] = *k;
+    }
+    return n + fb_config_dev_key_tables(out + n, max - n);
 }

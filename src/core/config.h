@@ -17,4 +17,10 @@ struct fb_config_opts {
 int fb_config_load(const char *path, const struct fb_config_opts *o, struct fb_gateway **out);
 /* What would run: devices, connections, tags, poll groups, sinks. */
 void fb_config_summary(const struct fb_gateway *gw, FILE *f);
+
+/* Every key table the loader checks against, per mapping ("top", "gateway",
+ * each sink's section and its nested ones, "device", "tag", …): fills out
+ * (max entries) and returns how many there are.  For the docs check. */
+struct fb_config_keys;
+size_t fb_config_key_tables(struct fb_config_keys *out, size_t max);
 #endif

@@ -18,6 +18,7 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -26,6 +27,7 @@
 #include "core/config_tmpl.h"
 #include "core/driver.h"
 #include "core/url.h"
+#include "proc/proc.h"
 
 #define MAX_DEVICES 100000u
 #define MAX_TAGS 2000000u
@@ -55,20 +57,20 @@ struct ctx {
     struct tag_aux *taux;
 };
 
-static const char *const k_device[] = {"for", "name", "url", "area", "line", "poll", "timeout",
-                                       "delay", "options", "tags", NULL};
-static const char *const k_tag[] = {"for", "name", "addr", "type", "order", "count", "unit",
-                                    "access", "poll", "scale", "range", "max_rate", "stuck",
-                                    "deadband", "heartbeat", "window", NULL};
+static const char *const k_device[] = {"for",     "name",  "url",     "area", "line", "poll",
+                                       "timeout", "delay", "options", "tags", NULL};
+static const char *const k_tag[] = {"for",          "name",   "addr",     "type",      "order",  "count",
+                                    "unit",         "access", "poll",     "scale",     "range",  "max_rate",
+                                    "spike_accept", "stuck",  "deadband", "heartbeat", "window", NULL};
 static const char *const k_scale[] = {"raw", "eng", "factor", "offset", NULL};
 
 /* ------------------------------------------------------------ for: loops */
 
 struct loop {
     int nvars;
-    struct fb_tvar *vars;      /* current values */
+    struct fb_tvar *vars; /* current values */
     char **names;
-    char ***vals;              /* vals[v][k] text */
+    char ***vals; /* vals[v][k] text */
     int *nvals, *pos;
 };
 
@@ -90,13 +92,16 @@ static void loop_free(struct loop *l)
 static bool loop_add_val(struct loop *l, int v, char *s)
 {
     if (!s) return false;
-    char **t = realloc(l->vals[v], (size_t)(l->nvals[v] + 1) * sizeof *t);
-    if (!t) {
-        free(s);
-        return false;
+    int n = l->nvals[v];
+    if ((n & (n - 1)) == 0) { /* 0, 1, 2, 4, …: double (linear, not one realloc per value) */
+        char **t = realloc(l->vals[v], (size_t)(n ? n * 2 : 1) * sizeof *t);
+        if (!t) {
+            free(s);
+            return false;
+        }
+        l->vals[v] = t;
     }
-    l->vals[v] = t;
-    t[l->nvals[v]++] = s;
+    l->vals[v][l->nvals[v]++] = s;
     return true;
 }
 
@@ -140,7 +145,8 @@ static bool loop_parse(struct ctx *c, const struct fb_tvars *outer, struct fb_cf
             if (!s) {
                 ok = false;
             } else if (fb_tmpl_range(s, &lo, &hi) < 0) {
-                fb_cfg_error(c->r, vn, "loop variable '%s': expected a list [1, 2, 3] or a range \"1..50\", got '%s'", name, s);
+                fb_cfg_error(c->r, vn, "loop variable '%s': expected a list [1, 2, 3] or a range \"1..50\", got '%s'",
+                             name, s);
                 ok = false;
             } else if ((hi > lo ? hi - lo : lo - hi) >= MAX_LOOP) {
                 fb_cfg_error(c->r, vn, "loop variable '%s': range '%s' is too long (max %d values)", name, s, MAX_LOOP);
@@ -156,7 +162,8 @@ static bool loop_parse(struct ctx *c, const struct fb_tvars *outer, struct fb_cf
             }
             free(s);
         } else {
-            fb_cfg_error(c->r, vn, "loop variable '%s': expected a list or a range string, got %s", name, fb_cfg_kind_name(vn));
+            fb_cfg_error(c->r, vn, "loop variable '%s': expected a list or a range string, got %s", name,
+                         fb_cfg_kind_name(vn));
             ok = false;
         }
         if (ok && l->nvals[v] == 0) {
@@ -198,6 +205,90 @@ static bool loop_next(struct loop *l)
     return false;
 }
 
+/* ---- counting before expanding (issue 14: 100000 × 100000 nested for:
+ * made `check` build tags until memory ran out).  Silent: the real pass
+ * reports every error; a count that cannot be made is taken as 1. */
+static uint64_t sat_add(uint64_t a, uint64_t b) { return a + b < a ? UINT64_MAX : a + b; }
+static uint64_t sat_mul(uint64_t a, uint64_t b) { return b && a > UINT64_MAX / b ? UINT64_MAX : a * b; }
+
+static char *str_quiet(const struct fb_tvars *vars, struct fb_cfg_node *n)
+{
+    const char *text = fb_cfg_scalar(n);
+    if (!text) return NULL;
+    struct fb_err e = {0};
+    char *env = NULL, *out = NULL;
+    if (fb_env_expand(text, &env, &e) < 0) return NULL;
+    if (!vars) return env;
+    if (fb_tmpl_subst(vars, env, &out, &e) < 0) out = NULL;
+    free(env);
+    return out;
+}
+
+/* The number of entries a `for:` mapping makes (the product of its value counts). */
+static uint64_t for_count(struct ctx *c, const struct fb_tvars *vars, struct fb_cfg_node *forn)
+{
+    if (fb_cfg_kind(forn) != FB_CFG_MAP) return 1;
+    struct fb_cfg_map fm = {0};
+    if (!fb_cfg_map_load(c->r, forn, "for", &fm)) return 1;
+    uint64_t total = 1;
+    for (int i = 0; i < fm.n; i++) {
+        struct fb_cfg_node *v = fm.kv[i].v;
+        uint64_t k = 1;
+        if (fb_cfg_kind(v) == FB_CFG_LIST) {
+            k = fb_cfg_list_len(v);
+        } else if (fb_cfg_kind(v) == FB_CFG_SCALAR) {
+            char *t = str_quiet(vars, v);
+            int64_t lo, hi;
+            if (t && fb_tmpl_range(t, &lo, &hi) == 0)
+                k = hi >= lo ? (uint64_t)hi - (uint64_t)lo + 1 : (uint64_t)lo - (uint64_t)hi + 1;
+            free(t);
+        }
+        total = sat_mul(total, k ? k : 1);
+    }
+    fb_cfg_map_free(&fm);
+    return total;
+}
+
+/* Tags that a device's `tags:` list makes with these loop variables. */
+static uint64_t tags_count(struct ctx *c, const struct fb_tvars *vars, struct fb_cfg_node *tags)
+{
+    if (fb_cfg_kind(tags) != FB_CFG_LIST) return 0;
+    uint64_t total = 0;
+    for (size_t it = 0; it < fb_cfg_list_len(tags); it++) {
+        struct fb_cfg_node *tn = fb_cfg_list_at(c->r, tags, it);
+        struct fb_cfg_map m = {0};
+        if (fb_cfg_kind(tn) != FB_CFG_MAP || !fb_cfg_map_load(c->r, tn, "tag", &m)) {
+            total = sat_add(total, 1);
+            continue;
+        }
+        struct fb_cfg_node *forn = fb_cfg_get(&m, "for"), *cn = fb_cfg_get(&m, "count");
+        uint64_t n = for_count(c, vars, forn);
+        if (cn) {
+            struct loop l;
+            uint64_t elems = 1;
+            /* count: may use the tag's own loop variables: take the first binding */
+            if (fb_cfg_kind(forn) == FB_CFG_MAP && n < UINT64_MAX && loop_parse(c, vars, forn, &l)) {
+                loop_bind(&l);
+                struct fb_tvars scope = {vars, l.vars, l.nvars};
+                char *t = str_quiet(&scope, cn);
+                int64_t v;
+                if (t && fb_tmpl_int(t, &v) && v > 0) elems = (uint64_t)v;
+                free(t);
+                loop_free(&l);
+            } else {
+                char *t = str_quiet(vars, cn);
+                int64_t v;
+                if (t && fb_tmpl_int(t, &v) && v > 0) elems = (uint64_t)v;
+                free(t);
+            }
+            n = sat_mul(n, elems);
+        }
+        fb_cfg_map_free(&m);
+        total = sat_add(total, n);
+    }
+    return total;
+}
+
 /* ------------------------------------------------------------ tags */
 
 static struct fb_tag *push_tag(struct ctx *c, struct tag_aux **aux)
@@ -224,11 +315,14 @@ static struct fb_tag *push_tag(struct ctx *c, struct tag_aux **aux)
 
 static bool parse_access(const char *s, uint8_t *acc)
 {
-    if (!strcmp(s, "r") || !strcmp(s, "read") || !strcmp(s, "ro")) *acc = FB_ACC_READ;
-    else if (!strcmp(s, "w") || !strcmp(s, "write") || !strcmp(s, "wo")) *acc = FB_ACC_WRITE;
+    if (!strcmp(s, "r") || !strcmp(s, "read") || !strcmp(s, "ro"))
+        *acc = FB_ACC_READ;
+    else if (!strcmp(s, "w") || !strcmp(s, "write") || !strcmp(s, "wo"))
+        *acc = FB_ACC_WRITE;
     else if (!strcmp(s, "rw") || !strcmp(s, "read-write") || !strcmp(s, "readwrite") || !strcmp(s, "read_write"))
         *acc = FB_ACC_RW;
-    else return false;
+    else
+        return false;
     return true;
 }
 
@@ -245,15 +339,17 @@ static bool pair_of(struct ctx *c, const struct fb_tvars *vars, struct fb_cfg_no
         struct fb_cfg_node *x = fb_cfg_list_at(c->r, n, (size_t)i);
         has[i] = false;
         if (allow_open && fb_cfg_is_null(x)) continue;
-        if (fb_cfg_num(c->r, vars, x, what, &v[i])) has[i] = true;
-        else ok = false;
+        if (fb_cfg_num(c->r, vars, x, what, &v[i]))
+            has[i] = true;
+        else
+            ok = false;
     }
     return ok;
 }
 
 /* The processing settings shared by all elements of a tag entry. */
-static void tag_proc(struct ctx *c, const struct fb_tvars *vars, const struct fb_cfg_map *m,
-                     struct fb_tag_proc *p, uint8_t access, struct tag_aux *aux)
+static void tag_proc(struct ctx *c, const struct fb_tvars *vars, const struct fb_cfg_map *m, struct fb_tag_proc *p,
+                     uint8_t access, struct tag_aux *aux)
 {
     struct fb_cfg_node *n;
     if ((n = fb_cfg_get(m, "scale"))) {
@@ -274,14 +370,13 @@ static void tag_proc(struct ctx *c, const struct fb_tvars *vars, const struct fb
                 } else if (pair_of(c, vars, raw, "scale.raw", false, r, hr) &&
                            pair_of(c, vars, eng, "scale.eng", false, e, he)) {
                     if (r[0] == r[1])
-                        fb_cfg_error(c->r, raw, "scale.raw: low and high are equal (%g); the scale would divide by zero", r[0]);
+                        fb_cfg_error(c->r, raw,
+                                     "scale.raw: low and high are equal (%g); the scale would divide by zero", r[0]);
                     else if (e[0] == e[1])
-                        fb_cfg_error(c->r, eng, "scale.eng: low and high are equal (%g); writes could not be scaled back", e[0]);
-                    else {
-                        p->scaled = true;
-                        p->k = (e[1] - e[0]) / (r[1] - r[0]);
-                        p->d = e[0] - r[0] * p->k;
-                    }
+                        fb_cfg_error(c->r, eng,
+                                     "scale.eng: low and high are equal (%g); writes could not be scaled back", e[0]);
+                    else
+                        fb_scale_set_points(p, r[0], r[1], e[0], e[1]);
                 }
             } else {
                 double f = 1, o = 0;
@@ -290,11 +385,9 @@ static void tag_proc(struct ctx *c, const struct fb_tvars *vars, const struct fb
                 if (off) ok &= fb_cfg_num(c->r, vars, off, "scale.offset", &o);
                 if (ok && f == 0)
                     fb_cfg_error(c->r, fac, "scale.factor must not be 0");
-                else if (ok && (fac || off)) {
-                    p->scaled = true;
-                    p->k = f;
-                    p->d = o;
-                } else if (ok)
+                else if (ok && (fac || off))
+                    fb_scale_set_factor(p, f, o);
+                else if (ok)
                     fb_cfg_error(c->r, n, "scale: expected {raw: [..], eng: [..]} or {factor: F, offset: O}");
             }
             fb_cfg_map_free(&s);
@@ -312,7 +405,7 @@ static void tag_proc(struct ctx *c, const struct fb_tvars *vars, const struct fb
             p->max = v[1];
             if (has[0] && has[1] && v[0] > v[1])
                 fb_cfg_error(c->r, n, "range: min %g is greater than max %g%s", v[0], v[1],
-                       access & FB_ACC_WRITE ? " (no value could be written)" : "");
+                             access & FB_ACC_WRITE ? " (no value could be written)" : "");
         }
     }
     if ((n = fb_cfg_get(m, "max_rate"))) {
@@ -320,6 +413,12 @@ static void tag_proc(struct ctx *c, const struct fb_tvars *vars, const struct fb
         aux->numeric_m = fb_cfg_mark(fb_cfg_key(m, "max_rate"));
         if (fb_cfg_num(c->r, vars, n, "max_rate", &p->max_rate) && p->max_rate <= 0)
             fb_cfg_error(c->r, n, "max_rate must be greater than 0 (change per second)");
+    }
+    p->spike_accept = 3; /* a real step passes after 3 samples that agree (docs/configuration.md) */
+    if ((n = fb_cfg_get(m, "spike_accept"))) {
+        long long v;
+        if (fb_cfg_int(c->r, vars, n, "spike_accept", 0, 1000000, &v)) p->spike_accept = (uint32_t)v;
+        if (!fb_cfg_get(m, "max_rate")) fb_cfg_note(c->r, n, "spike_accept has no effect without max_rate");
     }
     if ((n = fb_cfg_get(m, "stuck"))) fb_cfg_dur(c->r, vars, n, "stuck", true, &p->stuck_ns);
     if ((n = fb_cfg_get(m, "deadband"))) {
@@ -333,7 +432,8 @@ static void tag_proc(struct ctx *c, const struct fb_tvars *vars, const struct fb
             char *end;
             double d = strtod(s, &end);
             if (end == s || *end || !(d >= 0) || d - d != 0)
-                fb_cfg_error(c->r, n, "deadband: expected a number >= 0 or a percentage like \"2%%\", got '%s%s'", s, pct ? "%" : "");
+                fb_cfg_error(c->r, n, "deadband: expected a number >= 0 or a percentage like \"2%%\", got '%s%s'", s,
+                             pct ? "%" : "");
             else if (pct)
                 p->db_pct = d;
             else
@@ -364,8 +464,7 @@ static bool string_type(const char *s, uint32_t *len)
     return true;
 }
 
-static void build_tag(struct ctx *c, uint32_t di, int64_t dev_poll, struct fb_cfg_node *tn,
-                      const struct fb_tvars *vars)
+static void build_tag(struct ctx *c, uint32_t di, int64_t dev_poll, struct fb_cfg_node *tn, const struct fb_tvars *vars)
 {
     struct fb_cfg_map m = {0};
     if (!fb_cfg_map_load(c->r, tn, "tag", &m)) return;
@@ -403,8 +502,10 @@ static void build_tag(struct ctx *c, uint32_t di, int64_t dev_poll, struct fb_cf
             } else if (string_type(s, &str_len)) {
                 type = FB_T_STRING;
             } else if (strncasecmp(s, "bcd", 3) && strncasecmp(s, "string", 6)) {
-                fb_cfg_error(c->r, n, "type: unknown type '%s' (bool, int8..int64, uint8..uint64, float32, "
-                                 "float64, string[N], bcd16, bcd32)", s);
+                fb_cfg_error(c->r, n,
+                             "type: unknown type '%s' (bool, int8..int64, uint8..uint64, float32, "
+                             "float64, string[N], bcd16, bcd32)",
+                             s);
             } else if (strncasecmp(s, "string", 6) == 0) {
                 fb_cfg_error(c->r, n, "type: '%s' needs a length in bytes: string[N] with N in 1..65535", s);
             } else if (addr) {
@@ -494,6 +595,12 @@ static void build_tags(struct ctx *c, uint32_t di, int64_t dev_poll, struct fb_c
         }
         struct loop l;
         if (!loop_parse(c, vars, forn, &l)) continue;
+        uint64_t more = for_count(c, vars, forn);
+        if (c->gw->ntags + more > MAX_TAGS) { /* counted before expanding: never build past the limit */
+            fb_cfg_error(c->r, forn, "for: %" PRIu64 " more tags would pass the limit of %u tags", more, MAX_TAGS);
+            loop_free(&l);
+            continue;
+        }
         do {
             loop_bind(&l);
             struct fb_tvars scope = {vars, l.vars, l.nvars};
@@ -543,8 +650,8 @@ static void check_dup_tags(struct ctx *c, uint32_t di)
         const struct tag_aux *ak = &c->taux[it[k].id], *a0 = &c->taux[it[run].id];
         if (ak->entry == a0->entry || ak->entry == reported) continue;
         reported = ak->entry;
-        fb_cfg_error_at(c->r, ak->name_m, "duplicate tag name '%.*s' in device '%s' (first at line %d)", (int)it[k].blen,
-               it[k].name, d->name, c->gw->tags[it[run].id].line);
+        fb_cfg_error_at(c->r, ak->name_m, "duplicate tag name '%.*s' in device '%s' (first at line %d)",
+                        (int)it[k].blen, it[k].name, d->name, c->gw->tags[it[run].id].line);
     }
     free(it);
 }
@@ -666,9 +773,54 @@ static void build_device(struct ctx *c, struct fb_cfg_node *dn, const struct fb_
     if ((n = fb_cfg_get(&m, "tags"))) {
         build_tags(c, di, poll, n, vars);
         check_dup_tags(c, di);
-    }
-    else fb_cfg_note(c->r, dn, "device '%s' has no tags", c->gw->devs[di].name);
+    } else
+        fb_cfg_note(c->r, dn, "device '%s' has no tags", c->gw->devs[di].name);
     fb_cfg_map_free(&m);
+}
+
+/* Counts every tag the devices list would make, stopping past MAX_TAGS;
+ * false (with an error at the entry that crosses the limit) if it does. */
+static bool devices_fit(struct ctx *c, struct fb_cfg_node *dn)
+{
+    uint64_t total = 0;
+    for (size_t it = 0; it < fb_cfg_list_len(dn); it++) {
+        struct fb_cfg_node *n = fb_cfg_list_at(c->r, dn, it);
+        if (fb_cfg_kind(n) != FB_CFG_MAP) continue;
+        struct fb_cfg_map m = {0};
+        if (!fb_cfg_map_load(c->r, n, "device", &m)) continue;
+        struct fb_cfg_node *forn = fb_cfg_get(&m, "for"), *tags = fb_cfg_get(&m, "tags");
+        fb_cfg_map_free(&m);
+        if (!forn) {
+            uint64_t k = tags_count(c, NULL, tags);
+            total = sat_add(total, k);
+            if (total > MAX_TAGS) {
+                fb_cfg_error(c->r, tags ? tags : n, "these tags bring the gateway to more than the limit of %u tags",
+                             MAX_TAGS);
+                return false;
+            }
+            continue;
+        }
+        struct loop l;
+        if (!loop_parse(c, NULL, forn, &l)) continue; /* reported; the real pass skips it too */
+        uint64_t ndev = for_count(c, NULL, forn), first = 0;
+        bool firstb = true;
+        do {
+            loop_bind(&l);
+            struct fb_tvars scope = {NULL, l.vars, l.nvars};
+            uint64_t k = tags_count(c, &scope, tags);
+            if (firstb) first = k, firstb = false;
+            total = sat_add(total, k);
+        } while (total <= MAX_TAGS && loop_next(&l));
+        loop_free(&l);
+        if (total > MAX_TAGS) {
+            fb_cfg_error(c->r, forn,
+                         "for: %" PRIu64 " devices with %" PRIu64 " tags each (the first) make %" PRIu64
+                         " tags; the limit is %u tags",
+                         ndev, first, sat_mul(ndev, first), MAX_TAGS);
+            return false;
+        }
+    }
+    return true;
 }
 
 static void load_devices(struct ctx *c, struct fb_cfg_node *dn)
@@ -677,6 +829,7 @@ static void load_devices(struct ctx *c, struct fb_cfg_node *dn)
         fb_cfg_error(c->r, dn, "devices must be a list (- name: …), got %s", fb_cfg_kind_name(dn));
         return;
     }
+    if (!devices_fit(c, dn)) return;
     for (size_t k = 0; k < fb_cfg_list_len(dn); k++) {
         struct fb_cfg_node *n = fb_cfg_list_at(c->r, dn, k);
         struct fb_cfg_node *forn = NULL;
@@ -709,22 +862,6 @@ static int cmp_i64(const void *a, const void *b)
 {
     int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
     return x < y ? -1 : x > y;
-}
-
-static void scheme_hint(char *buf, size_t len, const char *scheme)
-{
-    const char *names[64];
-    size_t n = fb_driver_schemes(names, sizeof names / sizeof names[0] - 1);
-    names[n] = NULL;
-    buf[0] = 0;
-    const char *sg = fb_cfg_suggest(scheme, names);
-    if (sg) {
-        snprintf(buf, len, " (did you mean '%s'?)", sg);
-        return;
-    }
-    size_t off = (size_t)snprintf(buf, len, " (known:");
-    for (size_t i = 0; i < n && off < len; i++) off += (size_t)snprintf(buf + off, len - off, " %s://", names[i]);
-    if (off < len) snprintf(buf + off, len - off, ")");
 }
 
 static void build_groups(struct ctx *c, struct fb_device *d)
@@ -763,6 +900,24 @@ static void build_groups(struct ctx *c, struct fb_device *d)
     free(per);
 }
 
+/* Files a device URL names (driver.h: password_file=, user_key=, pki=, …),
+ * checked as the driver will open them: as written, relative to the
+ * gateway's working directory. */
+static void check_url_files(struct ctx *c, const struct fb_device *d, const struct dev_aux *da)
+{
+    for (int i = 0; i < d->url.nq; i++) {
+        const struct fb_drv_opt *o = fb_scheme_opt(d->url.scheme, d->url.q[i].k);
+        if (!o || o->kind == FB_OPT_VALUE || o->kind == FB_OPT_FILE) continue;
+        struct fb_err e = {0};
+        int rc = fb_check_file(d->url.q[i].v ? d->url.q[i].v : "", o->kind, &e);
+        if (rc == FB_ENOENT && o->kind == FB_OPT_PKI) continue; /* the driver creates the store */
+        if (rc == FB_ENOENT || rc == FB_EIO)
+            fb_cfg_warn_at(c->r, da->url_m, "device '%s': %s=: %s", d->name, o->key, e.msg);
+        else if (rc < 0)
+            fb_cfg_error_at(c->r, da->url_m, "device '%s': %s=: %s", d->name, o->key, e.msg);
+    }
+}
+
 static void build_drivers(struct ctx *c)
 {
     struct fb_gateway *gw = c->gw;
@@ -782,14 +937,15 @@ static void build_drivers(struct ctx *c)
         }
         if (d->ngroups == 0) build_groups(c, d);
         if (d->ntags > 0 && d->ngroups > 65535) {
-            fb_cfg_error_at(c->r, (struct fb_cfg_mark){d->line_no, d->col}, "device '%s' has too many poll periods", d->name);
+            fb_cfg_error_at(c->r, (struct fb_cfg_mark){d->line_no, d->col}, "device '%s' has too many poll periods",
+                            d->name);
             continue;
         }
         if (!d->url.scheme) continue; /* url error already reported */
         const struct fb_driver *drv = fb_driver_for_scheme(d->url.scheme);
         if (!drv) {
             char hint[200];
-            scheme_hint(hint, sizeof hint, d->url.scheme);
+            fb_scheme_hint(hint, sizeof hint, d->url.scheme);
             fb_cfg_error_at(c->r, da->url_m, "url: no driver for scheme '%s://'%s", d->url.scheme, hint);
             continue;
         }
@@ -803,6 +959,7 @@ static void build_drivers(struct ctx *c)
             continue;
         }
         da->init_ok = true;
+        check_url_files(c, d, da);
         bool tags_ok = true;
         for (uint32_t i = 0; i < d->ntags; i++) {
             struct fb_tag *t = &gw->tags[d->first_tag + i];
@@ -824,8 +981,10 @@ static void build_drivers(struct ctx *c)
             }
             bool numeric = t->type != FB_T_STRING;
             if (ta->needs_numeric && (!numeric || (t->type == FB_T_BOOL && t->proc.scaled))) {
-                fb_cfg_error_at(c->r, ta->numeric_m, "tag '%s' is of type %s: scale, range, deadband, max_rate and window need a numeric tag",
-                       t->name, fb_type_name((enum fb_type)t->type));
+                fb_cfg_error_at(
+                    c->r, ta->numeric_m,
+                    "tag '%s' is of type %s: scale, range, deadband, max_rate and window need a numeric tag", t->name,
+                    fb_type_name((enum fb_type)t->type));
                 tags_ok = false;
             }
             t->proc.out_type = t->proc.scaled ? FB_T_FLOAT64 : t->type;
@@ -835,7 +994,8 @@ static void build_drivers(struct ctx *c)
             memset(&e, 0, sizeof e);
             if (drv->plan && drv->plan(d, &d->groups[g], &e) < 0) {
                 struct fb_tag *t0 = d->groups[g].ntags ? &gw->tags[d->groups[g].tags[0]] : NULL;
-                fb_cfg_error_at(c->r, t0 ? c->taux[t0->id].addr_m : da->url_m, "%s", e.msg[0] ? e.msg : "cannot plan reads");
+                fb_cfg_error_at(c->r, t0 ? c->taux[t0->id].addr_m : da->url_m, "%s",
+                                e.msg[0] ? e.msg : "cannot plan reads");
             }
         }
     }
@@ -851,8 +1011,9 @@ static void build_drivers(struct ctx *c)
             for (uint32_t k = 0; k < gw->nconns; k++)
                 if (!strcmp(gw->conns[k].key, keys[di])) cn = &gw->conns[k];
             if (cn && cn->drv != d->drv) {
-                fb_cfg_error_at(c->r, c->daux[di].url_m, "device '%s' uses connection %s of device '%s' with another driver",
-                       d->name, keys[di], cn->devs[0]->name);
+                fb_cfg_error_at(c->r, c->daux[di].url_m,
+                                "device '%s' uses connection %s of device '%s' with another driver", d->name, keys[di],
+                                cn->devs[0]->name);
                 continue;
             }
             if (!cn) {
@@ -887,4 +1048,12 @@ void fb_config_devices(struct fb_cfg *r, struct fb_cfg_node *devices, struct fb_
     build_drivers(&c);
     free(c.daux);
     free(c.taux);
+}
+
+size_t fb_config_dev_key_tables(struct fb_config_keys *out, size_t max)
+{
+    const struct fb_config_keys t[] = {{"device", k_device}, {"tag", k_tag}, {"scale", k_scale}};
+    size_t n = 0;
+    for (size_t i = 0; i < sizeof t / sizeof t[0] && n < max; i++) out[n++] = t[i];
+    return n;
 }

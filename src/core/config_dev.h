@@ -9,4 +9,6 @@
 /* Build gw->devs, gw->tags and gw->conns from `devices` (NULL: none).
  * Errors go to the reader. */
 void fb_config_devices(struct fb_cfg *r, struct fb_cfg_node *devices, struct fb_gateway *gw);
+/* The key tables of the devices: section ("device", "tag", "scale"). */
+size_t fb_config_dev_key_tables(struct fb_config_keys *out, size_t max);
 #endif

@@ -14,6 +14,8 @@
  * it must be one (a typo like {i+linee} is an error, not silent text).
  * Evaluation is a small recursive-descent parser over int64 with overflow
  * and division-by-zero checks: no allocation besides the output string.
+ * Its recursion (parentheses, unary minus) is bounded by FB_TMPL_MAX_DEPTH,
+ * so a hostile `{((((…i))))}` is an error, not a stack overflow.
  */
 #include <ctype.h>
 #include <errno.h>
@@ -55,8 +57,7 @@ static const struct fb_tvar *lookup(const struct fb_tvars *vs, const char *name,
 {
     for (; vs; vs = vs->parent)
         for (int i = 0; i < vs->n; i++)
-            if (strlen(vs->v[i].name) == n && memcmp(vs->v[i].name, name, n) == 0)
-                return &vs->v[i];
+            if (strlen(vs->v[i].name) == n && memcmp(vs->v[i].name, name, n) == 0) return &vs->v[i];
     return NULL;
 }
 
@@ -66,6 +67,7 @@ struct ev {
     const struct fb_tvars *vars;
     struct fb_err *err;
     int rc;
+    int depth; /* open parentheses and unary minus signs */
 };
 
 static void skip(struct ev *e)
@@ -91,9 +93,18 @@ static int64_t ev_primary(struct ev *e)
     skip(e);
     if (e->p >= e->end) return ev_fail(e, "%.*sexpression ends too early", "", 0);
     char c = *e->p;
+    if ((c == '(' || c == '-') && e->depth >= FB_TMPL_MAX_DEPTH) {
+        char msg[96];
+        snprintf(msg, sizeof msg, "expression nested too deeply (more than %d parentheses or signs)",
+                 FB_TMPL_MAX_DEPTH);
+        return ev_fail(e, "%.*s", msg, (int)strlen(msg));
+    }
     if (c == '(') {
         e->p++;
+        e->depth++;
         int64_t v = ev_expr(e);
+        e->depth--;
+        if (e->rc) return 0;
         skip(e);
         if (e->p >= e->end || *e->p != ')') return ev_fail(e, "%.*smissing ')'", "", 0);
         e->p++;
@@ -101,7 +112,10 @@ static int64_t ev_primary(struct ev *e)
     }
     if (c == '-') {
         e->p++;
+        e->depth++;
         int64_t v = ev_primary(e);
+        e->depth--;
+        if (e->rc) return 0;
         if (v == INT64_MIN) return ev_fail(e, "%.*sinteger overflow", "", 0);
         return -v;
     }
@@ -120,8 +134,8 @@ static int64_t ev_primary(struct ev *e)
         const struct fb_tvar *v = lookup(e->vars, s, (size_t)(e->p - s));
         if (!v) return ev_fail(e, "unknown loop variable '%.*s' in expression", s, (int)(e->p - s));
         if (!v->is_int)
-            return ev_fail(e, "loop variable '%.*s' is not an integer; it cannot be used in arithmetic",
-                           s, (int)(e->p - s));
+            return ev_fail(e, "loop variable '%.*s' is not an integer; it cannot be used in arithmetic", s,
+                           (int)(e->p - s));
         return v->i;
     }
     return ev_fail(e, "unexpected '%.*s' in expression", e->p, 1);
@@ -272,17 +286,15 @@ int fb_tmpl_subst(const struct fb_tvars *vars, const char *in, char **out, struc
         const struct fb_tvar *v = NULL;
         const char *q = xs;
         while (q < xe && (isalnum((unsigned char)*q) || *q == '_')) q++;
-        if (q == xe && xs < xe && !isdigit((unsigned char)*xs) &&
-            (v = lookup(vars, xs, (size_t)(xe - xs))) != NULL) {
+        if (q == xe && xs < xe && !isdigit((unsigned char)*xs) && (v = lookup(vars, xs, (size_t)(xe - xs))) != NULL) {
             val = v->val;
             is_int = v->is_int;
             iv = v->i;
         } else if (xs < xe && is_expr(vars, xs, xe)) {
-            struct ev e = {xs, xe, vars, err, 0};
+            struct ev e = {xs, xe, vars, err, 0, 0};
             iv = ev_expr(&e);
             skip(&e);
-            if (!e.rc && e.p != e.end)
-                ev_fail(&e, "unexpected '%.*s' in expression", e.p, 1);
+            if (!e.rc && e.p != e.end) ev_fail(&e, "unexpected '%.*s' in expression", e.p, 1);
             if (e.rc) {
                 free(b.p);
                 return e.rc;

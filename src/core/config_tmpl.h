@@ -19,6 +19,9 @@ struct fb_tvars {
     int n;
 };
 
+/* Deepest nesting of parentheses and unary minus signs in an expression. */
+#define FB_TMPL_MAX_DEPTH 64
+
 /* Replace every {…} that names a loop variable or is an integer expression
  * over loop variables.  Other {…} text is kept (topic templates use braces).
  * An unknown variable inside an expression, a division by zero or an

@@ -7,13 +7,17 @@
  * address); $${ gives a literal ${.
  *
  * Secret files are read with a permission check: a file readable by group or
- * others is refused, like ssh does for private keys.
+ * others is refused, like ssh does for private keys.  fb_check_file applies
+ * the same rules ahead of time, for `fieldbridge check` and the CLI, to every
+ * file the config or a device URL names (the driver table says which URL
+ * options name files, and of which kind).
  */
 #include "core/env.h"
 
 #include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -27,20 +31,20 @@ int fb_env_expand(const char *in, char **out, struct fb_err *err)
     size_t cap = strlen(in) + 1, len = 0;
     char *o = malloc(cap);
     if (!o) return fb_err_set(err, FB_ENOMEM, "out of memory");
-#define PUT(ptr, n)                                                  \
-    do {                                                             \
-        size_t n_ = (n);                                             \
-        if (len + n_ + 1 > cap) {                                    \
-            while (len + n_ + 1 > cap) cap *= 2;                     \
-            char *t_ = realloc(o, cap);                              \
-            if (!t_) {                                               \
-                free(o);                                             \
-                return fb_err_set(err, FB_ENOMEM, "out of memory");  \
-            }                                                        \
-            o = t_;                                                  \
-        }                                                            \
-        memcpy(o + len, (ptr), n_);                                  \
-        len += n_;                                                   \
+#define PUT(ptr, n)                                                                                                    \
+    do {                                                                                                               \
+        size_t n_ = (n);                                                                                               \
+        if (len + n_ + 1 > cap) {                                                                                      \
+            while (len + n_ + 1 > cap) cap *= 2;                                                                       \
+            char *t_ = realloc(o, cap);                                                                                \
+            if (!t_) {                                                                                                 \
+                free(o);                                                                                               \
+                return fb_err_set(err, FB_ENOMEM, "out of memory");                                                    \
+            }                                                                                                          \
+            o = t_;                                                                                                    \
+        }                                                                                                              \
+        memcpy(o + len, (ptr), n_);                                                                                    \
+        len += n_;                                                                                                     \
     } while (0)
     const char *p = in;
     while (*p) {
@@ -76,8 +80,7 @@ int fb_env_expand(const char *in, char **out, struct fb_err *err)
             deflen = (size_t)(close - def);
         } else {
             free(o);
-            if (!*e)
-                return fb_err_set(err, FB_EINVAL, "unterminated ${%.*s", (int)(e - name), name);
+            if (!*e) return fb_err_set(err, FB_EINVAL, "unterminated ${%.*s", (int)(e - name), name);
             return fb_err_set(err, FB_EINVAL,
                               "bad variable reference ${%.*s%c…} (expected ${NAME} or ${NAME:-default})",
                               (int)(e - name), name, *e);
@@ -99,8 +102,7 @@ int fb_env_expand(const char *in, char **out, struct fb_err *err)
             /* set but empty, no default: the empty value is what was asked for */
         } else {
             free(o);
-            return fb_err_set(err, FB_ENOENT,
-                              "environment variable %s is not set (use ${%s:-default} for a default)",
+            return fb_err_set(err, FB_ENOENT, "environment variable %s is not set (use ${%s:-default} for a default)",
                               vname, vname);
         }
         p = close + 1;
@@ -119,7 +121,10 @@ int fb_read_secret_file(const char *path, char **out, struct fb_err *err)
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) {
         int e = errno;
-        return fb_err_set(err, e == ENOENT ? FB_ENOENT : e == EACCES ? FB_EACCES : FB_EIO,
+        return fb_err_set(err,
+                          e == ENOENT   ? FB_ENOENT
+                          : e == EACCES ? FB_EACCES
+                                        : FB_EIO,
                           "cannot open secret file %s: %s", path, strerror(e));
     }
     struct stat st;
@@ -166,5 +171,37 @@ int fb_read_secret_file(const char *path, char **out, struct fb_err *err)
     if (len > 0 && buf[len - 1] == '\n') buf[--len] = 0;
     if (len > 0 && buf[len - 1] == '\r') buf[--len] = 0;
     *out = buf;
+    return 0;
+}
+
+int fb_check_file(const char *path, enum fb_opt_kind kind, struct fb_err *err)
+{
+    struct stat st;
+    if (stat(path, &st) < 0) {
+        int e = errno;
+        return fb_err_set(err, e == ENOENT ? FB_ENOENT : FB_EIO, "%s: %s", path, strerror(e));
+    }
+    bool want_dir = kind == FB_OPT_PKI || kind == FB_OPT_DIR;
+    if (want_dir && !S_ISDIR(st.st_mode)) return fb_err_set(err, FB_EINVAL, "%s is not a directory", path);
+    if (!want_dir && S_ISDIR(st.st_mode)) return fb_err_set(err, FB_EINVAL, "%s is a directory, expected a file", path);
+    if (kind == FB_OPT_PKI) {
+        /* the store's own key (created on first use when missing) must be private */
+        char key[4200];
+        snprintf(key, sizeof key, "%s/own/key.pem", path);
+        if (stat(key, &st) == 0 && (st.st_mode & (S_IRGRP | S_IROTH | S_IWGRP | S_IWOTH)))
+            return fb_err_set(err, FB_EACCES,
+                              "private key %s is accessible by group or others (mode %04o); run: chmod 600 %s", key,
+                              (unsigned)(st.st_mode & 07777), key);
+        return 0;
+    }
+    if (access(path, want_dir ? R_OK | X_OK : R_OK) < 0) {
+        int e = errno;
+        return fb_err_set(err, FB_EIO, "%s cannot be read by this user (uid %u): %s", path, (unsigned)getuid(),
+                          strerror(e));
+    }
+    if ((kind == FB_OPT_SECRET || kind == FB_OPT_KEY) && (st.st_mode & (S_IRGRP | S_IROTH | S_IWGRP | S_IWOTH)))
+        return fb_err_set(err, FB_EACCES, "%s %s is accessible by group or others (mode %04o); run: chmod 600 %s",
+                          kind == FB_OPT_KEY ? "private key" : "secret file", path, (unsigned)(st.st_mode & 07777),
+                          path);
     return 0;
 }

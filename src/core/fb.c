@@ -27,19 +27,19 @@ int fb_err_set(struct fb_err *e, int code, const char *fmt, ...)
 const char *fb_strerror(int code)
 {
     switch (code) {
-    case FB_OK: return "ok";
-    case FB_EINVAL: return "invalid argument";
-    case FB_ENOMEM: return "out of memory";
-    case FB_EIO: return "I/O error";
-    case FB_ETIMEDOUT: return "timed out";
-    case FB_EPROTO: return "protocol error";
-    case FB_EEXCEPTION: return "device refused the request";
-    case FB_ENOTSUP: return "not supported";
-    case FB_ERANGE: return "out of range";
-    case FB_EACCES: return "permission denied";
-    case FB_ENOENT: return "not found";
-    case FB_ECLOSED: return "closed";
-    case FB_EAGAIN: return "try again";
+        case FB_OK: return "ok";
+        case FB_EINVAL: return "invalid argument";
+        case FB_ENOMEM: return "out of memory";
+        case FB_EIO: return "I/O error";
+        case FB_ETIMEDOUT: return "timed out";
+        case FB_EPROTO: return "protocol error";
+        case FB_EEXCEPTION: return "device refused the request";
+        case FB_ENOTSUP: return "not supported";
+        case FB_ERANGE: return "out of range";
+        case FB_EACCES: return "permission denied";
+        case FB_ENOENT: return "not found";
+        case FB_ECLOSED: return "closed";
+        case FB_EAGAIN: return "try again";
     }
     return "unknown error";
 }
@@ -146,8 +146,8 @@ static bool digits(const char *s, size_t n, unsigned *v)
 bool fb_parse_time(const char *s, size_t n, int64_t *ns)
 {
     unsigned y, mo, d, h, mi, sec;
-    if (n < 20 || s[4] != '-' || s[7] != '-' || (s[10] != 'T' && s[10] != 't') || s[13] != ':' ||
-        s[16] != ':' || (s[n - 1] != 'Z' && s[n - 1] != 'z'))
+    if (n < 20 || s[4] != '-' || s[7] != '-' || (s[10] != 'T' && s[10] != 't') || s[13] != ':' || s[16] != ':' ||
+        (s[n - 1] != 'Z' && s[n - 1] != 'z'))
         return false;
     if (!digits(s, 4, &y) || !digits(s + 5, 2, &mo) || !digits(s + 8, 2, &d) || !digits(s + 11, 2, &h) ||
         !digits(s + 14, 2, &mi) || !digits(s + 17, 2, &sec))
@@ -184,8 +184,11 @@ static int parse_number_prefix(const char *s, double *v, const char **rest)
 
 int fb_parse_duration(const char *s, int64_t *ns)
 {
-    static const struct { const char *u; double mul; } units[] = {
-        {"ns", 1}, {"us", 1e3}, {"µs", 1e3}, {"ms", 1e6}, {"s", 1e9},
+    static const struct {
+        const char *u;
+        double mul;
+    } units[] = {
+        {"ns", 1},   {"us", 1e3},   {"µs", 1e3},   {"ms", 1e6},    {"s", 1e9},
         {"m", 60e9}, {"min", 60e9}, {"h", 3600e9}, {"d", 86400e9}, {"w", 7 * 86400e9},
     };
     double v;
@@ -207,10 +210,24 @@ int fb_parse_duration(const char *s, int64_t *ns)
 
 int fb_parse_size(const char *s, uint64_t *bytes)
 {
-    static const struct { const char *u; double mul; } units[] = {
-        {"B", 1}, {"k", 1e3}, {"K", 1e3}, {"kB", 1e3}, {"KB", 1e3}, {"MB", 1e6}, {"M", 1e6},
-        {"GB", 1e9}, {"G", 1e9}, {"TB", 1e12}, {"KiB", 1024.0}, {"MiB", 1048576.0},
-        {"GiB", 1073741824.0}, {"TiB", 1099511627776.0},
+    static const struct {
+        const char *u;
+        double mul;
+    } units[] = {
+        {"B", 1},
+        {"k", 1e3},
+        {"K", 1e3},
+        {"kB", 1e3},
+        {"KB", 1e3},
+        {"MB", 1e6},
+        {"M", 1e6},
+        {"GB", 1e9},
+        {"G", 1e9},
+        {"TB", 1e12},
+        {"KiB", 1024.0},
+        {"MiB", 1048576.0},
+        {"GiB", 1073741824.0},
+        {"TiB", 1099511627776.0},
     };
     double v;
     const char *rest;
@@ -258,7 +275,10 @@ const char *fb_q_severity(uint32_t q)
     return "good";
 }
 
-static const struct { uint32_t code; const char *name; } q_names[] = {
+static const struct {
+    uint32_t code;
+    const char *name;
+} q_names[] = {
     {FB_Q_GOOD, "Good"},
     {FB_Q_UNCERTAIN, "Uncertain"},
     {FB_Q_BAD, "Bad"},
@@ -274,6 +294,9 @@ static const struct { uint32_t code; const char *name; } q_names[] = {
     {0x80330000u, "BadNodeIdInvalid"},
     {0x80350000u, "BadAttributeIdInvalid"},
     {0x801F0000u, "BadUserAccessDenied"},
+    {0x80200000u, "BadIdentityTokenInvalid"},
+    {0x80210000u, "BadIdentityTokenRejected"},
+    {0x80570000u, "BadUserSignatureInvalid"},
     {0x80040000u, "BadResourceUnavailable"},
     {FB_Q_BAD_NOT_READABLE, "BadNotReadable"},
     {FB_Q_BAD_NOT_WRITABLE, "BadNotWritable"},
@@ -299,7 +322,10 @@ bool fb_q_parse(const char *s, size_t n, uint32_t *q)
     uint32_t v = 0;
     for (size_t i = 2; i < n; i++) {
         char c = s[i];
-        int d = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
+        int d = c >= '0' && c <= '9'   ? c - '0'
+                : c >= 'a' && c <= 'f' ? c - 'a' + 10
+                : c >= 'A' && c <= 'F' ? c - 'A' + 10
+                                       : -1;
         if (d < 0) return false;
         v = v << 4 | (uint32_t)d;
     }
@@ -319,17 +345,13 @@ const char *fb_q_name(uint32_t q, char buf[16])
 
 /* ------------------------------------------------------------------ types */
 static const char *const type_names[FB_T__COUNT] = {
-    [FB_T_NONE] = "none",       [FB_T_BOOL] = "bool",       [FB_T_INT8] = "int8",
-    [FB_T_UINT8] = "uint8",     [FB_T_INT16] = "int16",     [FB_T_UINT16] = "uint16",
-    [FB_T_INT32] = "int32",     [FB_T_UINT32] = "uint32",   [FB_T_INT64] = "int64",
-    [FB_T_UINT64] = "uint64",   [FB_T_FLOAT32] = "float32", [FB_T_FLOAT64] = "float64",
+    [FB_T_NONE] = "none",     [FB_T_BOOL] = "bool",     [FB_T_INT8] = "int8",       [FB_T_UINT8] = "uint8",
+    [FB_T_INT16] = "int16",   [FB_T_UINT16] = "uint16", [FB_T_INT32] = "int32",     [FB_T_UINT32] = "uint32",
+    [FB_T_INT64] = "int64",   [FB_T_UINT64] = "uint64", [FB_T_FLOAT32] = "float32", [FB_T_FLOAT64] = "float64",
     [FB_T_STRING] = "string",
 };
 
-const char *fb_type_name(enum fb_type t)
-{
-    return (unsigned)t < FB_T__COUNT ? type_names[t] : "?";
-}
+const char *fb_type_name(enum fb_type t) { return (unsigned)t < FB_T__COUNT ? type_names[t] : "?"; }
 
 enum fb_type fb_type_parse(const char *s)
 {
@@ -346,39 +368,51 @@ enum fb_type fb_type_parse(const char *s)
 bool fb_value_to_double(const struct fb_value *v, double *out)
 {
     switch (v->type) {
-    case FB_T_BOOL: *out = v->b ? 1.0 : 0.0; return true;
-    case FB_T_INT8: case FB_T_INT16: case FB_T_INT32: case FB_T_INT64:
-        *out = (double)v->i; return true;
-    case FB_T_UINT8: case FB_T_UINT16: case FB_T_UINT32: case FB_T_UINT64:
-        *out = (double)v->u; return true;
-    case FB_T_FLOAT32: case FB_T_FLOAT64: *out = v->f; return true;
-    default: return false;
+        case FB_T_BOOL: *out = v->b ? 1.0 : 0.0; return true;
+        case FB_T_INT8:
+        case FB_T_INT16:
+        case FB_T_INT32:
+        case FB_T_INT64: *out = (double)v->i; return true;
+        case FB_T_UINT8:
+        case FB_T_UINT16:
+        case FB_T_UINT32:
+        case FB_T_UINT64: *out = (double)v->u; return true;
+        case FB_T_FLOAT32:
+        case FB_T_FLOAT64: *out = v->f; return true;
+        default: return false;
     }
 }
 
 int fb_value_from_double(enum fb_type t, double d, struct fb_value *out)
 {
-    static const struct { double lo, hi; } lim[FB_T__COUNT] = {
-        [FB_T_INT8] = {-128, 127},           [FB_T_UINT8] = {0, 255},
-        [FB_T_INT16] = {-32768, 32767},      [FB_T_UINT16] = {0, 65535},
-        [FB_T_INT32] = {-2147483648.0, 2147483647.0}, [FB_T_UINT32] = {0, 4294967295.0},
+    static const struct {
+        double lo, hi;
+    } lim[FB_T__COUNT] = {
+        [FB_T_INT8] = {-128, 127},
+        [FB_T_UINT8] = {0, 255},
+        [FB_T_INT16] = {-32768, 32767},
+        [FB_T_UINT16] = {0, 65535},
+        [FB_T_INT32] = {-2147483648.0, 2147483647.0},
+        [FB_T_UINT32] = {0, 4294967295.0},
         [FB_T_INT64] = {-9223372036854775808.0, 9223372036854775807.0},
         [FB_T_UINT64] = {0, 18446744073709551615.0},
     };
     if (!isfinite(d) && t != FB_T_FLOAT32 && t != FB_T_FLOAT64) return FB_ERANGE;
     out->type = (uint8_t)t;
     switch (t) {
-    case FB_T_BOOL:
-        if (d != 0.0 && d != 1.0) return FB_ERANGE;
-        out->b = d != 0.0;
-        return 0;
-    case FB_T_FLOAT32:
-        if (isfinite(d) && fabs(d) > 3.4028234663852886e38) return FB_ERANGE;
-        out->f = (double)(float)d;
-        return 0;
-    case FB_T_FLOAT64: out->f = d; return 0;
-    case FB_T_STRING: case FB_T_NONE: case FB_T__COUNT: return FB_EINVAL;
-    default: break;
+        case FB_T_BOOL:
+            if (d != 0.0 && d != 1.0) return FB_ERANGE;
+            out->b = d != 0.0;
+            return 0;
+        case FB_T_FLOAT32:
+            if (isfinite(d) && fabs(d) > 3.4028234663852886e38) return FB_ERANGE;
+            out->f = (double)(float)d;
+            return 0;
+        case FB_T_FLOAT64: out->f = d; return 0;
+        case FB_T_STRING:
+        case FB_T_NONE:
+        case FB_T__COUNT: return FB_EINVAL;
+        default: break;
     }
     double r = nearbyint(d);
     if (r < lim[t].lo || r > lim[t].hi) return FB_ERANGE;
@@ -396,14 +430,19 @@ bool fb_value_equal(const struct fb_value *a, const struct fb_value *b)
 {
     if (a->type != b->type) return false;
     switch (a->type) {
-    case FB_T_BOOL: return a->b == b->b;
-    case FB_T_INT8: case FB_T_INT16: case FB_T_INT32: case FB_T_INT64: return a->i == b->i;
-    case FB_T_UINT8: case FB_T_UINT16: case FB_T_UINT32: case FB_T_UINT64: return a->u == b->u;
-    case FB_T_FLOAT32: case FB_T_FLOAT64:
-        return a->f == b->f || (isnan(a->f) && isnan(b->f));
-    case FB_T_STRING:
-        return a->s.len == b->s.len && (a->s.len == 0 || memcmp(a->s.p, b->s.p, a->s.len) == 0);
-    default: return true;
+        case FB_T_BOOL: return a->b == b->b;
+        case FB_T_INT8:
+        case FB_T_INT16:
+        case FB_T_INT32:
+        case FB_T_INT64: return a->i == b->i;
+        case FB_T_UINT8:
+        case FB_T_UINT16:
+        case FB_T_UINT32:
+        case FB_T_UINT64: return a->u == b->u;
+        case FB_T_FLOAT32:
+        case FB_T_FLOAT64: return a->f == b->f || (isnan(a->f) && isnan(b->f));
+        case FB_T_STRING: return a->s.len == b->s.len && (a->s.len == 0 || memcmp(a->s.p, b->s.p, a->s.len) == 0);
+        default: return true;
     }
 }
 

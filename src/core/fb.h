@@ -26,9 +26,9 @@ _Noreturn void fb_assert_fail(const char *cond, const char *file, int line, cons
 /* ------------------------------------------------------------------ errors */
 enum fb_status {
     FB_OK = 0,
-    FB_EINVAL = -1,     /* bad argument / bad input */
+    FB_EINVAL = -1, /* bad argument / bad input */
     FB_ENOMEM = -2,
-    FB_EIO = -3,        /* connection or I/O failure: reconnect */
+    FB_EIO = -3, /* connection or I/O failure: reconnect */
     FB_ETIMEDOUT = -4,
     FB_EPROTO = -5,     /* malformed frame from the peer */
     FB_EEXCEPTION = -6, /* protocol-level refusal (e.g. Modbus exception) */
@@ -82,23 +82,23 @@ static inline void fb_backoff_reset(struct fb_backoff *b) { b->cur_ns = b->min_n
 #define FB_Q_UNCERTAIN 0x40000000u
 #define FB_Q_BAD 0x80000000u
 #define FB_Q_BAD_INTERNAL 0x80020000u
-#define FB_Q_BAD_COMM 0x80050000u            /* BadCommunicationError */
-#define FB_Q_BAD_DECODING 0x80070000u        /* BadDecodingError */
-#define FB_Q_BAD_TIMEOUT 0x800A0000u         /* BadTimeout */
-#define FB_Q_BAD_NO_COMM 0x80310000u         /* BadNoCommunication */
-#define FB_Q_BAD_WAITING 0x80320000u         /* BadWaitingForInitialData */
-#define FB_Q_BAD_NODE_UNKNOWN 0x80340000u    /* BadNodeIdUnknown */
+#define FB_Q_BAD_COMM 0x80050000u         /* BadCommunicationError */
+#define FB_Q_BAD_DECODING 0x80070000u     /* BadDecodingError */
+#define FB_Q_BAD_TIMEOUT 0x800A0000u      /* BadTimeout */
+#define FB_Q_BAD_NO_COMM 0x80310000u      /* BadNoCommunication */
+#define FB_Q_BAD_WAITING 0x80320000u      /* BadWaitingForInitialData */
+#define FB_Q_BAD_NODE_UNKNOWN 0x80340000u /* BadNodeIdUnknown */
 #define FB_Q_BAD_NOT_READABLE 0x803A0000u
 #define FB_Q_BAD_NOT_WRITABLE 0x803B0000u
-#define FB_Q_BAD_OUT_OF_RANGE 0x803C0000u    /* BadOutOfRange */
+#define FB_Q_BAD_OUT_OF_RANGE 0x803C0000u /* BadOutOfRange */
 #define FB_Q_BAD_TYPE_MISMATCH 0x80740000u
-#define FB_Q_BAD_CONFIG 0x80890000u          /* BadConfigurationError */
+#define FB_Q_BAD_CONFIG 0x80890000u /* BadConfigurationError */
 #define FB_Q_BAD_NOT_CONNECTED 0x808A0000u
-#define FB_Q_BAD_DEVICE_FAILURE 0x808B0000u  /* BadDeviceFailure */
-#define FB_Q_BAD_SENSOR_FAILURE 0x808C0000u  /* BadSensorFailure */
-#define FB_Q_UNC_LAST_USABLE 0x40900000u     /* UncertainLastUsableValue */
-#define FB_Q_UNC_NOT_ACCURATE 0x40930000u    /* UncertainSensorNotAccurate */
-#define FB_Q_UNC_EU_EXCEEDED 0x40940000u     /* UncertainEngineeringUnitsExceeded */
+#define FB_Q_BAD_DEVICE_FAILURE 0x808B0000u /* BadDeviceFailure */
+#define FB_Q_BAD_SENSOR_FAILURE 0x808C0000u /* BadSensorFailure */
+#define FB_Q_UNC_LAST_USABLE 0x40900000u    /* UncertainLastUsableValue */
+#define FB_Q_UNC_NOT_ACCURATE 0x40930000u   /* UncertainSensorNotAccurate */
+#define FB_Q_UNC_EU_EXCEEDED 0x40940000u    /* UncertainEngineeringUnitsExceeded */
 
 static inline bool fb_q_good(uint32_t q) { return (q & 0xC0000000u) == 0; }
 static inline bool fb_q_bad(uint32_t q) { return (q & 0x80000000u) != 0; }
@@ -126,8 +126,8 @@ enum fb_type {
     FB_T_STRING,
     FB_T__COUNT
 };
-const char *fb_type_name(enum fb_type t);        /* "float32" */
-enum fb_type fb_type_parse(const char *s);       /* FB_T_NONE if unknown */
+const char *fb_type_name(enum fb_type t);  /* "float32" */
+enum fb_type fb_type_parse(const char *s); /* FB_T_NONE if unknown */
 static inline bool fb_type_is_int(enum fb_type t) { return t >= FB_T_INT8 && t <= FB_T_UINT64; }
 static inline bool fb_type_is_signed(enum fb_type t)
 {

@@ -70,8 +70,7 @@ void fb_log(int level, const char *device, const char *tag, const char *fmt, ...
             esc(et, sizeof et, tag);
             n += snprintf(line + n, sizeof line - (size_t)n, ",\"tag\":\"%s\"", et);
         }
-        if (n < (int)sizeof line)
-            n += snprintf(line + n, sizeof line - (size_t)n, ",\"msg\":\"%s\"}\n", em);
+        if (n < (int)sizeof line) n += snprintf(line + n, sizeof line - (size_t)n, ",\"msg\":\"%s\"}\n", em);
     } else {
         n = snprintf(line, sizeof line, "%s %-5s ", ts, level_names[level]);
         if (device && tag)

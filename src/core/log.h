@@ -19,9 +19,9 @@ void fb_log(int level, const char *device, const char *tag, const char *fmt, ...
 #define fb_error(dev, tag, ...) fb_log(FB_LOG_ERROR, dev, tag, __VA_ARGS__)
 #define fb_warn(dev, tag, ...) fb_log(FB_LOG_WARN, dev, tag, __VA_ARGS__)
 #define fb_info(dev, tag, ...) fb_log(FB_LOG_INFO, dev, tag, __VA_ARGS__)
-#define fb_debug(dev, tag, ...)                                                            \
-    do {                                                                                   \
-        if (fb_log_current_level >= FB_LOG_DEBUG) fb_log(FB_LOG_DEBUG, dev, tag, __VA_ARGS__); \
+#define fb_debug(dev, tag, ...)                                                                                        \
+    do {                                                                                                               \
+        if (fb_log_current_level >= FB_LOG_DEBUG) fb_log(FB_LOG_DEBUG, dev, tag, __VA_ARGS__);                         \
     } while (0)
 
 /* Returns true at most once per interval; counts suppressed calls in *suppressed. */

@@ -8,14 +8,20 @@
  * in a table (name, type, help, how to read the value), so adding a metric
  * is one line.  The list is documented in docs/metrics.md.
  *
- * NE107 in the status JSON: Failure when the device is offline, Function
- * check while it is still connecting, Out of specification while any of its
- * tags was last published out of range (counted by the pipeline), Maintenance
- * required when its error
- * counter was seen to grow within the last status interval, else OK.  The
- * "seen to grow" memory is a small side array (one slot per device) kept
- * here, so neither the model nor the drivers carry it, and any number of
- * callers (the MQTT status publisher, GET /status) see the same answer.
+ * NE107 in the status JSON, the same for every driver, from the connection
+ * and from the tags' qualities: Failure when the device is offline (its
+ * connection is down, or — a Modbus unit behind a gateway — it stopped
+ * answering on a connection that stays up), Function check while it is still
+ * connecting, Out of specification while any of its tags was last published
+ * out of range, Maintenance required while any of its tags was last
+ * published Bad (the device refuses or fails that item although the
+ * connection is up) or when its error counter was seen to grow within the
+ * last status interval, else OK.  The pipeline counts the tags (out of
+ * range, Bad) as their published qualities change; drivers count every
+ * failed request or item in the error counter.  The "seen to grow" memory
+ * is a small side array (one slot per device) kept here, so neither the
+ * model nor the drivers carry it, and any number of callers (the MQTT
+ * status publisher, GET /status) see the same answer.
  *
  * Store-and-forward: a sink with a store (sink_store(s)) adds the
  * fieldbridge_buffer_* families (read with fb_store_stats, which takes the
@@ -28,19 +34,19 @@
  * (disk full, read-only, unwritable), else "ok".
  */
 #include <fcntl.h>
+#include <inttypes.h>
 #include <pthread.h>
 #include <stddef.h>
-#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
-#include "store/store.h"
 #include "core/buf.h"
-#include "core/model.h"
 #include "core/metrics.h"
+#include "core/model.h"
 #include "core/runtime_state.h"
+#include "store/store.h"
 
 #ifndef FB_VERSION
 #define FB_VERSION "0.0.0"
@@ -72,8 +78,7 @@ void fb_proc_usage(double *cpu_s, uint64_t *rss_bytes)
         if (read_small_file("/proc/self/stat", buf, sizeof buf) > 0) {
             char *p = strrchr(buf, ')');
             unsigned long long ut = 0, st = 0;
-            if (p && sscanf(p + 1, " %*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &ut,
-                            &st) == 2) {
+            if (p && sscanf(p + 1, " %*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &ut, &st) == 2) {
                 long hz = sysconf(_SC_CLK_TCK);
                 if (hz > 0) *cpu_s = (double)(ut + st) / (double)hz;
             }
@@ -82,8 +87,7 @@ void fb_proc_usage(double *cpu_s, uint64_t *rss_bytes)
     if (rss_bytes) {
         *rss_bytes = 0;
         unsigned long long size = 0, res = 0;
-        if (read_small_file("/proc/self/statm", buf, sizeof buf) > 0 &&
-            sscanf(buf, "%llu %llu", &size, &res) == 2) {
+        if (read_small_file("/proc/self/statm", buf, sizeof buf) > 0 && sscanf(buf, "%llu %llu", &size, &res) == 2) {
             long ps = sysconf(_SC_PAGESIZE);
             if (ps > 0) *rss_bytes = (uint64_t)res * (uint64_t)ps;
         }
@@ -94,17 +98,23 @@ void fb_proc_usage(double *cpu_s, uint64_t *rss_bytes)
 static void put_label(struct fb_buf *b, const char *s)
 {
     for (; s && *s; s++) {
-        if (*s == '\\') fb_buf_puts(b, "\\\\");
-        else if (*s == '"') fb_buf_puts(b, "\\\"");
-        else if (*s == '\n') fb_buf_puts(b, "\\n");
-        else fb_buf_putc(b, *s);
+        if (*s == '\\')
+            fb_buf_puts(b, "\\\\");
+        else if (*s == '"')
+            fb_buf_puts(b, "\\\"");
+        else if (*s == '\n')
+            fb_buf_puts(b, "\\n");
+        else
+            fb_buf_putc(b, *s);
     }
 }
 
 static void put_double(struct fb_buf *b, double v)
 {
-    if (v != v) fb_buf_puts(b, "NaN");
-    else fb_buf_printf(b, "%.15g", v);
+    if (v != v)
+        fb_buf_puts(b, "NaN");
+    else
+        fb_buf_printf(b, "%.15g", v);
 }
 
 static void family(struct fb_buf *b, const char *name, const char *type, const char *help)
@@ -132,7 +142,7 @@ struct dev_metric {
     double (*f)(const struct fb_device *d);
 };
 
-#define DU(fn, field)                                                                        \
+#define DU(fn, field)                                                                                                  \
     static uint64_t fn(const struct fb_device *d) { return atomic_load(&d->m.field); }
 DU(d_requests, requests)
 DU(d_errors, errors)
@@ -150,19 +160,29 @@ static double d_last_ok(const struct fb_device *d)
     return ns > 0 ? (double)ns / 1e9 : 0;
 }
 static uint64_t d_connected(const struct fb_device *d) { return atomic_load(&d->state) == FB_DEV_ONLINE; }
+static uint64_t d_bad_tags(const struct fb_device *d) { return atomic_load(&d->m.tags_bad); }
 
 static const struct dev_metric dev_metrics[] = {
-    {"fieldbridge_device_requests_total", "counter", "Requests sent to the device (one per read or write request).", U64, d_requests, NULL},
-    {"fieldbridge_device_errors_total", "counter", "Requests that failed (exception, I/O error, timeout, dropout).", U64, d_errors, NULL},
+    {"fieldbridge_device_requests_total", "counter", "Requests sent to the device (one per read or write request).",
+     U64, d_requests, NULL},
+    {"fieldbridge_device_errors_total", "counter", "Requests that failed (exception, I/O error, timeout, dropout).",
+     U64, d_errors, NULL},
     {"fieldbridge_device_timeouts_total", "counter", "Requests that timed out.", U64, d_timeouts, NULL},
-    {"fieldbridge_device_reconnects_total", "counter", "Times the connection was lost and re-established.", U64, d_reconnects, NULL},
+    {"fieldbridge_device_reconnects_total", "counter", "Times the connection was lost and re-established.", U64,
+     d_reconnects, NULL},
     {"fieldbridge_device_writes_total", "counter", "Writes handed to the driver.", U64, d_writes, NULL},
-    {"fieldbridge_device_write_errors_total", "counter", "Writes the driver reported as failed.", U64, d_write_errors, NULL},
-    {"fieldbridge_device_rtt_seconds", "summary", "Round-trip time of successful requests.", SUMMARY, d_rtt_count, d_rtt_sum},
-    {"fieldbridge_device_poll_overruns_total", "counter", "Poll cycles skipped because a read took longer than its period.", U64, dev_overruns, NULL},
-    {"fieldbridge_device_last_rtt_seconds", "gauge", "Round-trip time of the last successful request.", DBL, NULL, d_rtt_last},
-    {"fieldbridge_device_last_success_timestamp_seconds", "gauge", "Unix time of the last successful request (0 = never).", DBL, NULL, d_last_ok},
+    {"fieldbridge_device_write_errors_total", "counter", "Writes the driver reported as failed.", U64, d_write_errors,
+     NULL},
+    {"fieldbridge_device_rtt_seconds", "summary", "Round-trip time of successful requests.", SUMMARY, d_rtt_count,
+     d_rtt_sum},
+    {"fieldbridge_device_poll_overruns_total", "counter",
+     "Poll cycles skipped because a read took longer than its period.", U64, dev_overruns, NULL},
+    {"fieldbridge_device_last_rtt_seconds", "gauge", "Round-trip time of the last successful request.", DBL, NULL,
+     d_rtt_last},
+    {"fieldbridge_device_last_success_timestamp_seconds", "gauge",
+     "Unix time of the last successful request (0 = never).", DBL, NULL, d_last_ok},
     {"fieldbridge_device_connected", "gauge", "1 when the device is online, else 0.", U64, d_connected, NULL},
+    {"fieldbridge_device_bad_tags", "gauge", "Tags whose last published quality is Bad.", U64, d_bad_tags, NULL},
 };
 
 static void dev_labels(struct fb_buf *b, const struct fb_device *d)
@@ -187,18 +207,25 @@ struct sink_metric {
     size_t off; /* offsetof in struct fb_sink_metrics of an _Atomic uint64_t */
 };
 static const struct sink_metric sink_metrics[] = {
-    {"fieldbridge_sink_queued_total", "counter", "Batches queued to the sink.", offsetof(struct fb_sink_metrics, queued)},
-    {"fieldbridge_sink_sent_total", "counter", "Batches the sink confirmed as delivered.", offsetof(struct fb_sink_metrics, sent)},
-    {"fieldbridge_sink_dropped_total", "counter", "Batches dropped (queue full or undeliverable).", offsetof(struct fb_sink_metrics, dropped)},
+    {"fieldbridge_sink_queued_total", "counter", "Batches queued to the sink.",
+     offsetof(struct fb_sink_metrics, queued)},
+    {"fieldbridge_sink_sent_total", "counter", "Batches the sink confirmed as delivered.",
+     offsetof(struct fb_sink_metrics, sent)},
+    {"fieldbridge_sink_dropped_total", "counter", "Batches dropped (queue full or undeliverable).",
+     offsetof(struct fb_sink_metrics, dropped)},
     {"fieldbridge_sink_retries_total", "counter", "Deliveries retried.", offsetof(struct fb_sink_metrics, retries)},
-    {"fieldbridge_sink_errors_total", "counter", "Send errors reported by the sink.", offsetof(struct fb_sink_metrics, errors)},
+    {"fieldbridge_sink_errors_total", "counter", "Send errors reported by the sink.",
+     offsetof(struct fb_sink_metrics, errors)},
 };
 
 /* Sources (ingest): one row per family, labelled source="ingest". */
 static const struct sink_metric source_metrics[] = {
-    {"fieldbridge_source_messages_total", "counter", "Messages a source received.", offsetof(struct fb_source_metrics, messages)},
-    {"fieldbridge_source_batches_total", "counter", "Batches a source handed to the sinks.", offsetof(struct fb_source_metrics, batches)},
-    {"fieldbridge_source_errors_total", "counter", "Messages a source could not read (dropped), and session errors.", offsetof(struct fb_source_metrics, errors)},
+    {"fieldbridge_source_messages_total", "counter", "Messages a source received.",
+     offsetof(struct fb_source_metrics, messages)},
+    {"fieldbridge_source_batches_total", "counter", "Batches a source handed to the sinks.",
+     offsetof(struct fb_source_metrics, batches)},
+    {"fieldbridge_source_errors_total", "counter", "Messages a source could not read (dropped), and session errors.",
+     offsetof(struct fb_source_metrics, errors)},
 };
 
 static void render_sources(struct fb_gateway *gw, struct fb_buf *out)
@@ -230,20 +257,30 @@ static uint64_t sink_u64(const struct fb_sink_inst *s, size_t off)
 }
 
 /* ---------------------------------------------------- store-and-forward */
-enum buf_field { B_RECORDS, B_BYTES, B_OLDEST_AGE, B_DROP_FULL, B_DROP_AGE, B_ACKED, B_CUT, B_DEGRADED };
+enum buf_field { B_RECORDS, B_BYTES, B_OLDEST_AGE, B_DROP_FULL, B_DROP_AGE, B_ACKED, B_CUT, B_LOST, B_DEGRADED };
 struct buf_metric {
     const char *name, *type, *help;
     enum buf_field f;
 };
 static const struct buf_metric buf_metrics[] = {
-    {"fieldbridge_buffer_records", "gauge", "Records in the store-and-forward buffer (pending and in flight).", B_RECORDS},
-    {"fieldbridge_buffer_bytes", "gauge", "Bytes the buffer holds on disk and in memory, record and segment overhead included.", B_BYTES},
-    {"fieldbridge_buffer_oldest_age_seconds", "gauge", "Age of the oldest buffered record (segment granularity; 0 when empty).", B_OLDEST_AGE},
-    {"fieldbridge_buffer_dropped_full_total", "counter", "Records dropped because the buffer was full (oldest first).", B_DROP_FULL},
-    {"fieldbridge_buffer_dropped_age_total", "counter", "Records dropped because they were older than max_age.", B_DROP_AGE},
+    {"fieldbridge_buffer_records", "gauge", "Records in the store-and-forward buffer (pending and in flight).",
+     B_RECORDS},
+    {"fieldbridge_buffer_bytes", "gauge",
+     "Bytes the buffer holds on disk and in memory, record and segment overhead included.", B_BYTES},
+    {"fieldbridge_buffer_oldest_age_seconds", "gauge",
+     "Age of the oldest buffered record (segment granularity; 0 when empty).", B_OLDEST_AGE},
+    {"fieldbridge_buffer_dropped_full_total", "counter", "Records dropped because the buffer was full (oldest first).",
+     B_DROP_FULL},
+    {"fieldbridge_buffer_dropped_age_total", "counter", "Records dropped because they were older than max_age.",
+     B_DROP_AGE},
     {"fieldbridge_buffer_acked_total", "counter", "Buffered records the broker acknowledged (since start).", B_ACKED},
     {"fieldbridge_buffer_corrupt_cut_bytes_total", "counter", "Bytes cut from the buffer as torn or corrupt.", B_CUT},
-    {"fieldbridge_buffer_degraded", "gauge", "1 while the buffer runs on memory only (disk full, read-only, unwritable).", B_DEGRADED},
+    {"fieldbridge_buffer_lost_records_total", "counter",
+     "Records found missing from the buffer (a deleted segment file, records held in memory when the process died, ids "
+     "in a cut region).",
+     B_LOST},
+    {"fieldbridge_buffer_degraded", "gauge",
+     "1 while the buffer runs on memory only (disk full, read-only, unwritable).", B_DEGRADED},
 };
 
 static double oldest_age_s(const struct fb_store_stats *st, int64_t now)
@@ -257,14 +294,15 @@ static double oldest_age_s(const struct fb_store_stats *st, int64_t now)
 static uint64_t buf_u64(const struct fb_store_stats *st, enum buf_field f)
 {
     switch (f) {
-    case B_RECORDS: return st->records;
-    case B_BYTES: return st->bytes;
-    case B_DROP_FULL: return st->dropped_full;
-    case B_DROP_AGE: return st->dropped_age;
-    case B_ACKED: return st->acked;
-    case B_CUT: return st->corrupt_cut;
-    case B_DEGRADED: return st->degraded ? 1 : 0;
-    case B_OLDEST_AGE: break;
+        case B_RECORDS: return st->records;
+        case B_BYTES: return st->bytes;
+        case B_DROP_FULL: return st->dropped_full;
+        case B_DROP_AGE: return st->dropped_age;
+        case B_ACKED: return st->acked;
+        case B_CUT: return st->corrupt_cut;
+        case B_LOST: return st->lost;
+        case B_DEGRADED: return st->degraded ? 1 : 0;
+        case B_OLDEST_AGE: break;
     }
     return 0;
 }
@@ -286,8 +324,10 @@ static void render_buffers(struct fb_gateway *gw, struct fb_buf *out)
             fb_buf_puts(out, m->name);
             sink_labels(out, s);
             fb_buf_putc(out, ' ');
-            if (m->f == B_OLDEST_AGE) put_double(out, oldest_age_s(&st, now));
-            else fb_buf_printf(out, "%" PRIu64, buf_u64(&st, m->f));
+            if (m->f == B_OLDEST_AGE)
+                put_double(out, oldest_age_s(&st, now));
+            else
+                fb_buf_printf(out, "%" PRIu64, buf_u64(&st, m->f));
             fb_buf_putc(out, '\n');
         }
     }
@@ -317,8 +357,10 @@ void fb_metrics_render(struct fb_gateway *gw, struct fb_buf *out)
             }
             dev_labels(out, &gw->devs[i]);
             fb_buf_putc(out, ' ');
-            if (m->vk == DBL) put_double(out, m->f(&gw->devs[i]));
-            else fb_buf_printf(out, "%" PRIu64, m->u(&gw->devs[i]));
+            if (m->vk == DBL)
+                put_double(out, m->f(&gw->devs[i]));
+            else
+                fb_buf_printf(out, "%" PRIu64, m->u(&gw->devs[i]));
             fb_buf_putc(out, '\n');
         }
     }
@@ -343,8 +385,7 @@ void fb_metrics_render(struct fb_gateway *gw, struct fb_buf *out)
     double cpu;
     uint64_t rss;
     fb_proc_usage(&cpu, &rss);
-    family(out, "fieldbridge_process_cpu_seconds_total", "counter",
-           "User and system CPU time of the process.");
+    family(out, "fieldbridge_process_cpu_seconds_total", "counter", "User and system CPU time of the process.");
     fb_buf_puts(out, "fieldbridge_process_cpu_seconds_total ");
     put_double(out, cpu);
     fb_buf_putc(out, '\n');
@@ -366,28 +407,21 @@ void fb_metrics_render(struct fb_gateway *gw, struct fb_buf *out)
 }
 
 /* ----------------------------------------------------------------- status */
-struct err_seen {
-    uint64_t errors;  /* error counter at the last observation */
-    int64_t when_ns;  /* when it was last seen to grow (0 = never) */
-};
-static pthread_mutex_t seen_mu = PTHREAD_MUTEX_INITIALIZER;
-static struct err_seen *seen;
-static uint32_t nseen;
-static const struct fb_gateway *seen_gw;
 
 static const char *state_name(int s)
 {
     switch (s) {
-    case FB_DEV_ONLINE: return "online";
-    case FB_DEV_OFFLINE: return "offline";
-    default: return "connecting";
+        case FB_DEV_ONLINE: return "online";
+        case FB_DEV_OFFLINE: return "offline";
+        default: return "connecting";
     }
 }
 
-/* Must hold seen_mu. */
-static const char *ne107(const struct fb_gateway *gw, uint32_t i, int state, uint64_t errors,
-                         int64_t now)
+/* Must hold the status memory's lock (rt->status_mu). */
+static const char *ne107(const struct fb_gateway *gw, uint32_t i, int state, uint64_t errors, int64_t now)
 {
+    struct fb_err_seen *seen = gw->rt ? gw->rt->seen : NULL;
+    uint32_t nseen = gw->rt ? gw->rt->nseen : 0;
     int64_t interval = gw->status_interval_ns > 0 ? gw->status_interval_ns : 30000000000LL;
     bool grew = false;
     if (seen && i < nseen) {
@@ -400,28 +434,20 @@ static const char *ne107(const struct fb_gateway *gw, uint32_t i, int state, uin
     if (state == FB_DEV_OFFLINE) return "Failure";
     if (state != FB_DEV_ONLINE) return "Function check";
     if (atomic_load(&gw->devs[i].m.tags_out_of_spec) > 0) return "Out of specification";
+    if (atomic_load(&gw->devs[i].m.tags_bad) > 0) return "Maintenance required";
     return grew ? "Maintenance required" : "OK";
 }
 
-/* Drain rate memory: one slot per sink, under drain_mu. */
-struct drain_seen {
-    const void *store; /* the store the slot belongs to (a new gateway resets it) */
-    uint64_t acked;    /* acked count at the last measurement */
-    int64_t when_ns;   /* monotonic time of the last measurement, 0 = none */
-    double rate;       /* messages/s between the last two measurements */
-};
 #define DRAIN_MIN_NS 1000000000LL
-static pthread_mutex_t drain_mu = PTHREAD_MUTEX_INITIALIZER;
-static struct drain_seen *drain;
-static uint32_t ndrain;
 
 /* Records acked per second since the previous measurement (at least 1 s ago). */
-static double drain_rate(uint32_t i, const void *store, uint64_t acked, int64_t now)
+static double drain_rate(struct fb_rt *rt, uint32_t i, const void *store, uint64_t acked, int64_t now)
 {
     double r = 0;
-    pthread_mutex_lock(&drain_mu);
-    if (i < ndrain) {
-        struct drain_seen *d = &drain[i];
+    if (!rt) return 0;
+    pthread_mutex_lock(&rt->status_mu);
+    if (i < rt->ndrain) {
+        struct fb_drain_seen *d = &rt->drain[i];
         if (d->store != store || acked < d->acked) {
             d->store = store;
             d->acked = acked;
@@ -434,23 +460,22 @@ static double drain_rate(uint32_t i, const void *store, uint64_t acked, int64_t 
         }
         r = d->rate;
     }
-    pthread_mutex_unlock(&drain_mu);
+    pthread_mutex_unlock(&rt->status_mu);
     return r;
 }
 
-/* At least n slots (the number of sinks only changes with a new gateway). */
-static void drain_size(uint32_t n)
+/* The status memory of a running gateway, sized on first use (status_mu held). */
+static void status_memory(struct fb_gateway *gw)
 {
-    pthread_mutex_lock(&drain_mu);
-    if (n > ndrain) {
-        struct drain_seen *d = realloc(drain, n * sizeof *d);
-        if (d) {
-            memset(d + ndrain, 0, (n - ndrain) * sizeof *d);
-            drain = d;
-            ndrain = n;
-        }
+    struct fb_rt *rt = gw->rt;
+    if (!rt->seen && gw->ndevs) {
+        rt->seen = calloc(gw->ndevs, sizeof *rt->seen);
+        rt->nseen = rt->seen ? gw->ndevs : 0;
     }
-    pthread_mutex_unlock(&drain_mu);
+    if (!rt->drain && gw->nsinks) {
+        rt->drain = calloc(gw->nsinks, sizeof *rt->drain);
+        rt->ndrain = rt->drain ? gw->nsinks : 0;
+    }
 }
 
 static void status_buffer(struct fb_buf *out, const struct fb_store_stats *st, double rate, int64_t now)
@@ -463,6 +488,15 @@ static void status_buffer(struct fb_buf *out, const struct fb_store_stats *st, d
     fb_json_double(out, oldest_age_s(st, now));
     fb_buf_puts(out, ",\"dropped\":");
     fb_json_u64(out, st->dropped_full + st->dropped_age);
+    fb_buf_puts(out, ",\"lost\":");
+    fb_json_u64(out, st->lost);
+    if (st->lost) {
+        fb_buf_puts(out, ",\"lost_ids\":[");
+        fb_json_u64(out, st->lost_first);
+        fb_buf_putc(out, ',');
+        fb_json_u64(out, st->lost_last);
+        fb_buf_putc(out, ']');
+    }
     fb_buf_puts(out, ",\"drain_rate\":");
     fb_json_double(out, rate);
     fb_buf_puts(out, st->degraded ? ",\"degraded\":true" : ",\"degraded\":false");
@@ -509,12 +543,9 @@ void fb_status_json(struct fb_gateway *gw, struct fb_buf *out, bool online)
     fb_json_u64(out, rss);
 
     fb_buf_puts(out, ",\"devices\":{");
-    pthread_mutex_lock(&seen_mu);
-    if (seen_gw != gw || nseen != gw->ndevs) { /* first call (or a new model): size the memory */
-        free(seen);
-        seen = gw->ndevs ? calloc(gw->ndevs, sizeof *seen) : NULL;
-        nseen = seen ? gw->ndevs : 0;
-        seen_gw = gw;
+    if (gw->rt) {
+        pthread_mutex_lock(&gw->rt->status_mu);
+        status_memory(gw);
     }
     for (uint32_t i = 0; i < gw->ndevs; i++) {
         const struct fb_device *d = &gw->devs[i];
@@ -534,9 +565,8 @@ void fb_status_json(struct fb_gateway *gw, struct fb_buf *out, bool online)
         fb_json_double(out, (double)atomic_load(&d->m.rtt_ns_last) / 1e6);
         fb_buf_putc(out, '}');
     }
-    pthread_mutex_unlock(&seen_mu);
+    if (gw->rt) pthread_mutex_unlock(&gw->rt->status_mu);
     fb_buf_puts(out, "},\"sinks\":{");
-    drain_size(gw->nsinks);
     for (uint32_t i = 0; i < gw->nsinks; i++) {
         const struct fb_sink_inst *s = &gw->sinks[i];
         if (i) fb_buf_putc(out, ',');
@@ -555,7 +585,7 @@ void fb_status_json(struct fb_gateway *gw, struct fb_buf *out, bool online)
                 st = &bst[i];
             else
                 fb_store_stats(sink_store(s), &tmp);
-            status_buffer(out, st, drain_rate(i, sink_store(s), st->acked, fb_mono_ns()), now);
+            status_buffer(out, st, drain_rate(gw->rt, i, sink_store(s), st->acked, fb_mono_ns()), now);
         }
         fb_buf_putc(out, '}');
     }

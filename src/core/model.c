@@ -66,7 +66,9 @@ void fb_gateway_free(struct fb_gateway *gw)
     free(gw->id);
     free(gw->site);
     free(gw->cfg_path);
-    free(gw->metrics_listen);
+    for (uint32_t i = 0; i < gw->nservices; i++)
+        if (gw->services[i].svc->cfg_free) gw->services[i].svc->cfg_free(gw->services[i].cfg);
+    free(gw->services);
     fb_buffer_cfg_free(gw->buffer);
     free(gw);
 }

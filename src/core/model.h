@@ -41,9 +41,13 @@ enum fb_access { FB_ACC_READ = 1, FB_ACC_WRITE = 2, FB_ACC_RW = 3 };
 struct fb_tag_proc {
     bool scaled;
     double k, d; /* eng = raw * k + d; raw = (eng - d) / k on write */
+    /* the same scale with whole numbers, eng = (raw * sa + sb) / sc, so that
+     * decimal factors give decimal results (src/proc/scale.c); sc 0 = none */
+    double sa, sb, sc;
     bool has_min, has_max;
     double min, max;       /* plausible / writable range (engineering units) */
     double max_rate;       /* max |Δ|/s; faster → spike → BadSensorFailure (0 = off) */
+    uint32_t spike_accept; /* a step is accepted after this many samples that agree (0 = by time only) */
     int64_t stuck_ns;      /* unchanged this long → UncertainSensorNotAccurate (0 = off) */
     double db_abs, db_pct; /* deadband; both 0 = publish every sample */
     int64_t heartbeat_ns;  /* publish at least this often, even inside the deadband */
@@ -66,14 +70,14 @@ struct fb_tag {
     char *unit;       /* engineering unit, or NULL */
     void *addr;       /* driver-owned parsed address */
     struct fb_tag_proc proc;
-    int line, col;    /* where it was declared, for messages */
+    int line, col; /* where it was declared, for messages */
 };
 
 struct fb_group { /* a poll group: tags read at the same period */
     int64_t period_ns;
     uint32_t *tags; /* tag ids */
     uint32_t ntags;
-    void *plan;     /* driver-owned read plan */
+    void *plan; /* driver-owned read plan */
     struct fb_group_rt *rt;
 };
 
@@ -84,8 +88,8 @@ struct fb_dev_metrics {
     _Atomic uint64_t rtt_ns_sum, rtt_ns_last, rtt_count;
     _Atomic int64_t last_success_ns;   /* UTC */
     _Atomic uint32_t tags_out_of_spec; /* tags whose last published quality is out of range */
+    _Atomic uint32_t tags_bad;         /* tags whose last published quality is Bad (NE107) */
 };
-
 
 struct fb_device {
     uint32_t idx;
@@ -171,9 +175,11 @@ struct fb_sink_inst;
 /* A north sink: one static table per kind (src/north/<name>/), listed in
  * core/sinks.c.  Its config section has the sink's name as its key. */
 struct fb_sink {
-    const char *name;          /* "mqtt": the config section and the instance name */
-    const char *const *keys;   /* the section's own keys, NULL-terminated (the
+    const char *name;                    /* "mqtt": the config section and the instance name */
+    const char *const *keys;             /* the section's own keys, NULL-terminated (the
                                 * core reads the common `buffer:` and `queue:`) */
+    const struct fb_config_keys *nested; /* the keys of its nested mappings (tls:, qos:, …),
+                                          * ended by a NULL section: for the docs check */
     /* Read the section (m, already checked against keys) into a new config
      * object; errors go to the reader (r), the object is returned even then so
      * that every error is found in one pass.  gw holds the gateway section. */
@@ -215,6 +221,7 @@ struct fb_source_metrics { /* live */
 struct fb_source {
     const char *name;
     const char *const *keys;
+    const struct fb_config_keys *nested; /* nested mappings' keys, NULL section last (for the docs check) */
     void *(*cfg_load)(struct fb_cfg *r, const struct fb_cfg_map *m, const struct fb_gateway *gw);
     void (*cfg_free)(void *cfg);
     void (*describe)(const struct fb_source_inst *s, FILE *f);
@@ -234,15 +241,26 @@ struct fb_source_inst {
     struct fb_source_metrics m;
 };
 
-/* A north service: something that lives as long as the runtime without
- * taking the data stream (the metrics endpoint).  Started after the sinks,
- * stopped after they closed and before their stores are freed (status
- * readers look at the stores).  Listed in core/sinks.c. */
+/* A service: something configured by its own top-level section that lives
+ * as long as the runtime without taking the data stream (the metrics
+ * endpoint).  Started after the sinks, stopped after they closed and before
+ * their stores are freed (status readers look at the stores).  Listed in
+ * core/sinks.c; present when its section is. */
+struct fb_service_inst;
 struct fb_service {
-    const char *name;
-    bool (*wanted)(const struct fb_gateway *gw); /* configured? */
-    void *(*start)(struct fb_gateway *gw, struct fb_err *err); /* NULL + err on failure */
+    const char *name;                    /* its config section */
+    const char *const *keys;             /* the section's keys, NULL-terminated */
+    const struct fb_config_keys *nested; /* nested mappings' keys, NULL section last (may be NULL) */
+    void *(*cfg_load)(struct fb_cfg *r, const struct fb_cfg_map *m, const struct fb_gateway *gw);
+    void (*cfg_free)(void *cfg);
+    void (*describe)(const struct fb_service_inst *si, FILE *f);                /* the `check` line */
+    void *(*start)(struct fb_gateway *gw, const void *cfg, struct fb_err *err); /* NULL + err on failure */
     void (*stop)(void *state);
+};
+
+struct fb_service_inst {
+    const struct fb_service *svc;
+    void *cfg;
 };
 
 struct fb_sink_inst {
@@ -252,8 +270,8 @@ struct fb_sink_inst {
     struct fb_buffer_cfg *buffer; /* store-and-forward, NULL = none; the global one with overrides */
     uint32_t queue_len;           /* `queue:` (default 1024; see docs/configuration.md) */
     struct fb_gateway *gw;
-    void *ctx;                    /* the sink's running state (open .. close) */
-    struct fb_sink_metrics m;     /* live */
+    void *ctx;                /* the sink's running state (open .. close) */
+    struct fb_sink_metrics m; /* live */
     struct fb_sink_rt *rt;
 };
 
@@ -269,6 +287,8 @@ struct fb_gateway {
     uint32_t nconns;
     struct fb_sink_inst *sinks;
     uint32_t nsinks;
+    struct fb_service_inst *services;
+    uint32_t nservices;
     struct fb_source_inst *sources; /* `ingest:` (a config with a source has no devices) */
     uint32_t nsources;
     /* commands */
@@ -276,12 +296,10 @@ struct fb_gateway {
     bool cmd_allow_qos0;
     int64_t cmd_timeout_ns;       /* how long a command may wait for its device */
     struct fb_buffer_cfg *buffer; /* global buffer settings, NULL = none */
-    /* metrics endpoint ("127.0.0.1:9100"), NULL = off */
-    char *metrics_listen;
     int64_t status_interval_ns;
     /* logging */
     int log_level;
-    int log_format; /* enum fb_log_format */
+    int log_format;   /* enum fb_log_format */
     struct fb_rt *rt; /* the running gateway (runtime.c), NULL before start */
 };
 

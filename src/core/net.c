@@ -67,8 +67,7 @@ int fb_net_recv_all(int fd, void *buf, size_t n, int64_t deadline)
     return 0;
 }
 
-int fb_tcp_connect(const char *host, int port, int64_t timeout_ns, const char *where, int *out,
-                   struct fb_err *err)
+int fb_tcp_connect(const char *host, int port, int64_t timeout_ns, const char *where, int *out, struct fb_err *err)
 {
     char ps[16];
     snprintf(ps, sizeof ps, "%d", port);

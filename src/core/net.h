@@ -15,6 +15,5 @@ int fb_net_send_all(int fd, const void *p, size_t n, int64_t deadline_mono_ns);
 int fb_net_recv_all(int fd, void *p, size_t n, int64_t deadline_mono_ns);
 /* Resolve host, try each address within timeout_ns; *fd is non-blocking with
  * TCP_NODELAY and SO_KEEPALIVE.  `where` names the peer in the message. */
-int fb_tcp_connect(const char *host, int port, int64_t timeout_ns, const char *where, int *fd,
-                   struct fb_err *err);
+int fb_tcp_connect(const char *host, int port, int64_t timeout_ns, const char *where, int *fd, struct fb_err *err);
 #endif

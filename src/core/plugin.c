@@ -10,6 +10,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "core/publish.h"
 #include "core/runtime_state.h"
 #include "core/thread.h"
 #include "store/store.h"
@@ -20,10 +21,10 @@ void fb_sink_done(struct fb_sink_inst *s, uint64_t batch_id, enum fb_delivery d)
     struct fb_sink_rt *q = s->rt;
     bool stored = q && q->store && !(batch_id & FB_DIRECT_ID);
     switch (d) {
-    case FB_SENT: atomic_fetch_add(&s->m.sent, 1); break;
-    /* only the store retries: without one (or for a batch sent past it) the batch is lost */
-    case FB_RETRY: atomic_fetch_add(stored ? &s->m.retries : &s->m.dropped, 1); break;
-    case FB_DROP: atomic_fetch_add(&s->m.dropped, 1); break;
+        case FB_SENT: atomic_fetch_add(&s->m.sent, 1); break;
+        /* only the store retries: without one (or for a batch sent past it) the batch is lost */
+        case FB_RETRY: atomic_fetch_add(stored ? &s->m.retries : &s->m.dropped, 1); break;
+        case FB_DROP: atomic_fetch_add(&s->m.dropped, 1); break;
     }
     if (!stored) return;
     if (d == FB_RETRY) {
@@ -45,11 +46,28 @@ void fb_sink_wake(struct fb_sink_inst *s)
     pthread_mutex_unlock(&q->mu);
 }
 
+/* ---------------------------------------------------------------- devices */
+void fb_device_set_state(struct fb_device *d, int state, const char *reason)
+{
+    if (!fb_runtime_running(d->gw)) {
+        atomic_store(&d->state, state);
+        return;
+    }
+    fb_publish_state(d->gw, d, state, reason);
+}
+
+void fb_conn_failed(struct fb_conn *c, uint32_t quality, int64_t retry_ns)
+{
+    if (!c->rt) return; /* the one-shot CLI: no retries */
+    c->rt->fail_q = quality;
+    c->rt->fail_retry_ns = retry_ns;
+}
+
 /* ---------------------------------------------------------------- sources */
 void fb_source_submit(struct fb_gateway *gw, struct fb_batch *b)
 {
     FB_ASSERT(gw->rt != NULL && fb_batch_named(b));
-    fb_runtime_publish(gw, b);
+    fb_publish(gw, b);
 }
 
 static bool all_stored(struct fb_gateway *gw, uint64_t seq)
@@ -94,8 +112,8 @@ void fb_runtime_request_reboot(struct fb_gateway *gw)
 }
 
 /* ------------------------------------------------------------------ writes */
-int fb_conn_write(struct fb_gateway *gw, const struct fb_tag *t, const struct fb_value *raw,
-                  int64_t timeout_ns, struct fb_err *err)
+int fb_conn_write(struct fb_gateway *gw, const struct fb_tag *t, const struct fb_value *raw, int64_t timeout_ns,
+                  struct fb_err *err)
 {
     struct fb_conn *c = gw->devs[t->device].conn;
     struct fb_write_req *r = calloc(1, sizeof *r);
@@ -127,8 +145,7 @@ int fb_conn_write(struct fb_gateway *gw, const struct fb_tag *t, const struct fb
     int rc = r->done ? r->rc : FB_ETIMEDOUT;
     if (r->done && rc < 0 && err) *err = r->err;
     pthread_mutex_unlock(&r->mu);
-    if (rc == FB_ETIMEDOUT && !r->done)
-        fb_err_set(err, FB_ETIMEDOUT, "write timed out after %.1fs", timeout_ns / 1e9);
+    if (rc == FB_ETIMEDOUT && !r->done) fb_err_set(err, FB_ETIMEDOUT, "write timed out after %.1fs", timeout_ns / 1e9);
     if (atomic_fetch_sub(&r->refs, 1) == 1) {
         pthread_mutex_destroy(&r->mu);
         pthread_cond_destroy(&r->cv);

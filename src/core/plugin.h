@@ -11,6 +11,17 @@ void fb_sink_done(struct fb_sink_inst *s, uint64_t batch_id, enum fb_delivery d)
  * and tick() run again soon. */
 void fb_sink_wake(struct fb_sink_inst *s);
 
+/* A driver reports the state of one device while its connection stays up
+ * (a Modbus unit behind a gateway that stops or resumes answering): the
+ * status message and NE107 follow it.  Connection thread only; without a
+ * running gateway (the one-shot CLI) it only sets d->state. */
+void fb_device_set_state(struct fb_device *d, int state, const char *reason);
+/* From a failing open(): the quality the connection's tags get (0 =
+ * BadCommunicationError) and the least delay before the next attempt (0 =
+ * the usual back-off) — a refused login is BadUserAccessDenied and retried
+ * after minutes, so a wrong password does not lock the account. */
+void fb_conn_failed(struct fb_conn *c, uint32_t quality, int64_t retry_ns);
+
 /* ---------------------------------------------------------------- sources */
 /* Hand a named batch (batch.h) a source made to every sink, numbered like
  * polled data (b->seq is set).  The sinks take references; the caller keeps

@@ -29,8 +29,8 @@ struct fb_router {
     pthread_mutex_t mu;
     pthread_cond_t cv;
     struct fb_cmd *head, *tail;
-    bool stop;     /* under mu: submissions are refused */
-    bool stopped;  /* the thread has been joined (fb_router_stop ran) */
+    bool stop;    /* under mu: submissions are refused */
+    bool stopped; /* the thread has been joined (fb_router_stop ran) */
     pthread_t thr;
     struct fb_gateway *gw;
 };
@@ -44,36 +44,90 @@ void fb_cmd_free(struct fb_cmd *cmd)
     free(cmd);
 }
 
-/* Parse "2026-11-28T10:00:00.123Z" (or with +hh:mm) or epoch milliseconds. */
-static int parse_ts(const json_t *j, int64_t *ns)
+/* Command time stamps.  Both forms must name a moment in
+ * [1970-01-01T00:00:00Z, 2200-01-01T00:00:00Z): anything outside is a broken
+ * clock or an attack, and inside it every value fits int64 nanoseconds with a
+ * wide margin, so the age arithmetic below can never overflow. */
+#define TS_MAX_S 7258118400LL /* 2200-01-01T00:00:00Z */
+
+static bool ts_digits(const char **p, int n, int *out)
 {
-    if (json_is_integer(j)) {
-        *ns = (int64_t)json_integer_value(j) * 1000000LL;
+    int v = 0;
+    for (int i = 0; i < n; i++) {
+        char ch = (*p)[i];
+        if (ch < '0' || ch > '9') return false;
+        v = v * 10 + (ch - '0');
+    }
+    *p += n;
+    *out = v;
+    return true;
+}
+
+/* Days since 1970-01-01 of a valid proleptic Gregorian date (y >= 0). */
+static int64_t ts_days(int y, int m, int d)
+{
+    static const int before[12] = {0, 31, 59, 90, 120, 151, 181, 212, 243, 273, 304, 334};
+    int64_t yy = y - 1;                                              /* whole years before y */
+    int64_t days = yy * 365 + yy / 4 - yy / 100 + yy / 400 - 719162; /* 719162: days 0001-01-01..1970-01-01 */
+    bool leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+    return days + before[m - 1] + (m > 2 && leap) + d - 1;
+}
+
+/* RFC 3339 date-time: YYYY-MM-DDTHH:MM:SS[.frac](Z|+hh:mm|-hh:mm), every
+ * field range-checked (month 1..12, day within the month, hour < 24,
+ * minute < 60, second <= 60 for a leap second, offset < 24:00). */
+static int ts_parse_text(const char *s, int64_t *ns)
+{
+    static const int mdays[12] = {31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+    int y, mo, d, h, mi, se;
+    const char *p = s;
+    if (!ts_digits(&p, 4, &y) || *p++ != '-' || !ts_digits(&p, 2, &mo) || *p++ != '-' || !ts_digits(&p, 2, &d) ||
+        (*p != 'T' && *p != 't'))
+        return -1;
+    p++;
+    if (!ts_digits(&p, 2, &h) || *p++ != ':' || !ts_digits(&p, 2, &mi) || *p++ != ':' || !ts_digits(&p, 2, &se))
+        return -1;
+    if (mo < 1 || mo > 12 || d < 1 || d > mdays[mo - 1] || h > 23 || mi > 59 || se > 60) return -1;
+    bool leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+    if (mo == 2 && d == 29 && !leap) return -1;
+    int64_t frac = 0;
+    if (*p == '.') {
+        p++;
+        int nd = 0;
+        for (; *p >= '0' && *p <= '9'; p++, nd++)
+            if (nd < 9) frac = frac * 10 + (*p - '0');
+        if (nd == 0) return -1;
+        for (; nd < 9; nd++) frac *= 10;
+    }
+    int64_t off = 0;
+    if (*p == 'Z' || *p == 'z') {
+        p++;
+    } else if (*p == '+' || *p == '-') {
+        int sign = *p++ == '+' ? 1 : -1, oh, om;
+        if (!ts_digits(&p, 2, &oh) || *p++ != ':' || !ts_digits(&p, 2, &om) || oh > 23 || om > 59) return -1;
+        off = sign * (oh * 3600LL + om * 60LL);
+    } else {
+        return -1; /* RFC 3339 requires the offset */
+    }
+    if (*p) return -1;
+    int64_t secs = ts_days(y, mo, d) * 86400 + h * 3600LL + mi * 60LL + se - off;
+    if (secs < 0 || secs >= TS_MAX_S) return -1;
+    *ns = secs * 1000000000LL + frac;
+    return 0;
+}
+
+int fb_cmd_parse_ts(const void *jv, int64_t *ns)
+{
+    const json_t *j = jv;
+    if (json_is_integer(j)) { /* epoch milliseconds */
+        json_int_t ms = json_integer_value(j);
+        if (ms < 0 || ms >= TS_MAX_S * 1000) return -1;
+        *ns = (int64_t)ms * 1000000LL;
         return 0;
     }
     if (!json_is_string(j)) return -1;
-    const char *s = json_string_value(j);
-    struct tm tm = {0};
-    int y, mo, d, h, mi, n = 0;
-    double sec;
-    if (sscanf(s, "%4d-%2d-%2dT%2d:%2d:%lf%n", &y, &mo, &d, &h, &mi, &sec, &n) != 6) return -1;
-    tm.tm_year = y - 1900;
-    tm.tm_mon = mo - 1;
-    tm.tm_mday = d;
-    tm.tm_hour = h;
-    tm.tm_min = mi;
-    int64_t t = (int64_t)timegm(&tm);
-    const char *z = s + n;
-    int64_t off = 0;
-    if (*z == '+' || *z == '-') {
-        int oh = 0, om = 0;
-        if (sscanf(z + 1, "%2d:%2d", &oh, &om) < 1) return -1;
-        off = (oh * 3600 + om * 60) * (*z == '+' ? 1 : -1);
-    } else if (*z != 'Z' && *z != 0) {
-        return -1;
-    }
-    *ns = (t - off) * 1000000000LL + (int64_t)llround(sec * 1e9);
-    return 0;
+    if (strlen(json_string_value(j)) != json_string_length(j)) return -1; /* embedded NUL */
+    return ts_parse_text(json_string_value(j), ns);
 }
 
 static void fmt_limit(char *buf, size_t n, double v)
@@ -85,8 +139,8 @@ static void fmt_limit(char *buf, size_t n, double v)
     fb_buf_free(&b);
 }
 
-int fb_cmd_convert(const struct fb_tag *t, const void *jv, struct fb_value *raw, char *sbuf,
-                   size_t sbuf_len, struct fb_err *err)
+int fb_cmd_convert(const struct fb_tag *t, const void *jv, struct fb_value *raw, char *sbuf, size_t sbuf_len,
+                   struct fb_err *err)
 {
     const json_t *j = jv;
     const struct fb_tag_proc *p = &t->proc;
@@ -142,20 +196,20 @@ int fb_cmd_convert(const struct fb_tag *t, const void *jv, struct fb_value *raw,
         json_int_t v = json_integer_value(j);
         raw->type = t->type;
         if (fb_type_is_signed(t->type)) {
-            static const int64_t lo[] = {[FB_T_INT8] = INT8_MIN, [FB_T_INT16] = INT16_MIN,
-                                         [FB_T_INT32] = INT32_MIN, [FB_T_INT64] = INT64_MIN};
-            static const int64_t hi[] = {[FB_T_INT8] = INT8_MAX, [FB_T_INT16] = INT16_MAX,
-                                         [FB_T_INT32] = INT32_MAX, [FB_T_INT64] = INT64_MAX};
+            static const int64_t lo[] = {
+                [FB_T_INT8] = INT8_MIN, [FB_T_INT16] = INT16_MIN, [FB_T_INT32] = INT32_MIN, [FB_T_INT64] = INT64_MIN};
+            static const int64_t hi[] = {
+                [FB_T_INT8] = INT8_MAX, [FB_T_INT16] = INT16_MAX, [FB_T_INT32] = INT32_MAX, [FB_T_INT64] = INT64_MAX};
             if (v < lo[t->type] || v > hi[t->type])
-                return fb_err_set(err, FB_ERANGE, "%lld is out of range for %s", (long long)v,
-                                  fb_type_name(t->type));
+                return fb_err_set(err, FB_ERANGE, "%lld is out of range for %s", (long long)v, fb_type_name(t->type));
             raw->i = v;
         } else {
-            static const uint64_t hi[] = {[FB_T_UINT8] = UINT8_MAX, [FB_T_UINT16] = UINT16_MAX,
-                                          [FB_T_UINT32] = UINT32_MAX, [FB_T_UINT64] = UINT64_MAX};
+            static const uint64_t hi[] = {[FB_T_UINT8] = UINT8_MAX,
+                                          [FB_T_UINT16] = UINT16_MAX,
+                                          [FB_T_UINT32] = UINT32_MAX,
+                                          [FB_T_UINT64] = UINT64_MAX};
             if (v < 0 || (uint64_t)v > hi[t->type])
-                return fb_err_set(err, FB_ERANGE, "%lld is out of range for %s", (long long)v,
-                                  fb_type_name(t->type));
+                return fb_err_set(err, FB_ERANGE, "%lld is out of range for %s", (long long)v, fb_type_name(t->type));
             raw->u = (uint64_t)v;
         }
         return 0;
@@ -229,7 +283,8 @@ void fb_cmd_process(struct fb_gateway *gw, const struct fb_cmd *cmd, char **resp
     }
     const char *key;
     json_t *val;
-    json_object_foreach(root, key, val) {
+    json_object_foreach(root, key, val)
+    {
         if (strcmp(key, "id") && strcmp(key, "ts") && strcmp(key, "write")) {
             snprintf(why, sizeof why, "unknown key '%.60s' (expected id, ts, write)", key);
             fb_warn(dname, NULL, "command refused from %s: %s", cmd->source, why);
@@ -246,15 +301,16 @@ void fb_cmd_process(struct fb_gateway *gw, const struct fb_cmd *cmd, char **resp
     json_t *ts = json_object_get(root, "ts");
     if (ts) {
         int64_t t;
-        if (parse_ts(ts, &t) < 0) {
+        if (fb_cmd_parse_ts(ts, &t) < 0) {
             fb_warn(dname, NULL, "command refused from %s: bad ts", cmd->source);
-            respond(&out, id_json, false, "bad \"ts\" (expected RFC 3339 UTC time or epoch milliseconds)");
+            respond(&out, id_json, false,
+                    "bad \"ts\" (expected RFC 3339 time with offset, e.g. 2026-11-28T10:00:00Z, or epoch "
+                    "milliseconds; 1970..2199)");
             goto done;
         }
         int64_t age = fb_now_ns() - t;
         if (gw->cmd_max_age_ns > 0 && age > gw->cmd_max_age_ns) {
-            snprintf(why, sizeof why, "request too old: %.1fs > max_age %.1fs", age / 1e9,
-                     gw->cmd_max_age_ns / 1e9);
+            snprintf(why, sizeof why, "request too old: %.1fs > max_age %.1fs", age / 1e9, gw->cmd_max_age_ns / 1e9);
             fb_warn(dname, NULL, "command refused from %s: %s", cmd->source, why);
             respond(&out, id_json, false, why);
             goto done;
@@ -266,7 +322,8 @@ void fb_cmd_process(struct fb_gateway *gw, const struct fb_cmd *cmd, char **resp
     fb_buf_init(&res);
     fb_buf_putc(&res, '{');
     bool first = true;
-    json_object_foreach(w, key, val) {
+    json_object_foreach(w, key, val)
+    {
         struct fb_err err = {0};
         int rc;
         struct fb_tag *t = fb_gw_tag(gw, dev, key);
@@ -278,7 +335,9 @@ void fb_cmd_process(struct fb_gateway *gw, const struct fb_cmd *cmd, char **resp
             rc = fb_err_set(&err, FB_EACCES, "tag is read-only");
         } else {
             rc = fb_cmd_convert(t, val, &raw, sbuf, sizeof sbuf, &err);
-            if (rc == 0) rc = fb_conn_write(gw, t, &raw, gw->cmd_timeout_ns > 0 ? gw->cmd_timeout_ns : FB_CMD_WRITE_TIMEOUT_NS, &err);
+            if (rc == 0)
+                rc = fb_conn_write(gw, t, &raw, gw->cmd_timeout_ns > 0 ? gw->cmd_timeout_ns : FB_CMD_WRITE_TIMEOUT_NS,
+                                   &err);
         }
         char *vtext = json_dumps(val, JSON_ENCODE_ANY | JSON_COMPACT);
         if (rc == 0)

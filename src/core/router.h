@@ -18,14 +18,14 @@
 
 struct fb_cmd {
     struct fb_cmd *next;
-    uint32_t device;       /* target device index */
-    int qos;               /* QoS the command arrived with (-1: not MQTT) */
-    char *payload;         /* owned */
+    uint32_t device; /* target device index */
+    int qos;         /* QoS the command arrived with (-1: not MQTT) */
+    char *payload;   /* owned */
     size_t len;
-    char *response_topic;  /* owned; MQTT 5 response topic or NULL */
-    void *corr;            /* owned; MQTT 5 correlation data or NULL */
+    char *response_topic; /* owned; MQTT 5 response topic or NULL */
+    void *corr;           /* owned; MQTT 5 correlation data or NULL */
     int corr_len;
-    char source[96];       /* who sent it, for the log: "mqtt:<topic>" */
+    char source[96]; /* who sent it, for the log: "mqtt:<topic>" */
     void *reply_ctx;
     /* Called once on the router thread with the response JSON. */
     void (*reply)(struct fb_cmd *cmd, const char *json, size_t len);
@@ -44,8 +44,12 @@ void fb_router_free(struct fb_router *r);
 /* Validate one value for a tag and produce the raw value to write (scaling
  * inverted, range-checked, converted to the wire type).  `j` is a json_t*.
  * Returns 0 or an error with a reason a user can act on. */
-int fb_cmd_convert(const struct fb_tag *t, const void *j, struct fb_value *raw, char *sbuf,
-                   size_t sbuf_len, struct fb_err *err);
+int fb_cmd_convert(const struct fb_tag *t, const void *j, struct fb_value *raw, char *sbuf, size_t sbuf_len,
+                   struct fb_err *err);
+/* A command's "ts" (a json_t*): RFC 3339 date-time with an offset, or epoch
+ * milliseconds (an integer), strictly parsed and range-checked; the moment
+ * must lie in [1970-01-01, 2200-01-01).  0 and *ns (UTC), or -1. */
+int fb_cmd_parse_ts(const void *j, int64_t *ns);
 /* Synchronously process one command (what the router thread does); writes the
  * response JSON into *resp (malloc'd).  Exposed for tests. */
 void fb_cmd_process(struct fb_gateway *gw, const struct fb_cmd *cmd, char **resp, size_t *resp_len);

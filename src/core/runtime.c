@@ -39,13 +39,13 @@
 #include "core/runtime.h"
 
 #include "core/plugin.h"
+#include "core/publish.h"
 
 #include "core/batch_codec.h"
 #include "core/buf.h"
 #include "core/log.h"
 #include "core/router.h"
 #include "core/runtime_state.h"
-#include "core/sinks.h"
 #include "core/thread.h"
 #include "proc/proc.h"
 #include "store/store.h"
@@ -58,39 +58,6 @@
 #define FB_OUT_BATCHES 8
 /* Without a buffer: how much undelivered data a sink holds in memory. */
 #define FB_MEMORY_QUEUE_BYTES (8u << 20)
-
-
-
-
-static void sink_push(struct fb_sink_inst *s, struct fb_batch *b)
-{
-    struct fb_sink_rt *q = s->rt;
-    FB_ASSERT(q != NULL); /* every sink's runtime state exists before the first batch is read */
-    fb_batch_ref(b);
-    pthread_mutex_lock(&q->mu);
-    struct fb_qnode *n = q->free;
-    if (n)
-        q->free = n->next;
-    else
-        n = malloc(sizeof *n); /* grows to the number of batches in flight, then reused */
-    if (!n) {
-        pthread_mutex_unlock(&q->mu);
-        atomic_fetch_add(&s->m.dropped, 1);
-        fb_batch_unref(b);
-        return;
-    }
-    n->b = b;
-    n->next = NULL;
-    if (q->tail)
-        q->tail->next = n;
-    else
-        q->head = n;
-    q->tail = n;
-    q->len++;
-    atomic_fetch_add(&s->m.queued, 1);
-    pthread_cond_signal(&q->cv);
-    pthread_mutex_unlock(&q->mu);
-}
 
 static int64_t store_deliver(struct fb_sink_inst *s, struct fb_sink_rt *q);
 
@@ -120,8 +87,7 @@ static void store_append(struct fb_sink_inst *s, struct fb_sink_rt *q, const str
         }
         atomic_fetch_add(&s->m.dropped, 1);
         if (fb_ratelimit_ok(&q->rl_drop, fb_mono_ns()))
-            fb_warn(NULL, NULL, "%s: cannot buffer a batch of %u values (%s); dropped", s->name, b->n,
-                    fb_strerror(rc));
+            fb_warn(NULL, NULL, "%s: cannot buffer a batch of %u values (%s); dropped", s->name, b->n, fb_strerror(rc));
         return;
     }
 }
@@ -263,8 +229,7 @@ static void *sink_thread(void *arg)
             if (!stop_deadline) stop_deadline = fb_mono_ns() + 2000000000LL;
             struct fb_store_stats st;
             fb_store_stats(s->rt->store, &st);
-            if (st.records == 0 || fb_mono_ns() >= stop_deadline || (s->sink->ready && !s->sink->ready(s)))
-                break;
+            if (st.records == 0 || fb_mono_ns() >= stop_deadline || (s->sink->ready && !s->sink->ready(s))) break;
             if (wait_ns < 0) wait_ns = 10000000LL;
             struct timespec ts = {0, (long)(wait_ns < 100000000LL ? wait_ns : 100000000LL)};
             nanosleep(&ts, NULL);
@@ -274,15 +239,15 @@ static void *sink_thread(void *arg)
 }
 
 /* The largest record a batch of this config can encode to (batch_codec.c:
- * 37 bytes of header plus the reason, per sample at most 41 bytes plus its
- * string, 44 per stats entry), so the store never refuses one. */
+ * 37 bytes of header plus the reason (< FB_REASON_LEN), per sample at most 41
+ * bytes plus its string, 44 per stats entry), so the store never refuses one. */
 static uint32_t max_record_bytes(const struct fb_gateway *gw)
 {
     uint64_t best = 0;
     for (uint32_t i = 0; i < gw->ndevs; i++)
         for (uint32_t k = 0; k < gw->devs[i].ngroups; k++) {
             const struct fb_group *g = &gw->devs[i].groups[k];
-            uint64_t n = 160 + (uint64_t)g->ntags * (41 + 44);
+            uint64_t n = 64 + FB_REASON_LEN + (uint64_t)g->ntags * (41 + 44);
             for (uint32_t t = 0; t < g->ntags; t++) {
                 const struct fb_tag *tag = &gw->tags[g->tags[t]];
                 if (tag->type == FB_T_STRING) n += tag->str_len ? tag->str_len : 256;
@@ -305,8 +270,10 @@ static int sink_store_open(struct fb_gateway *gw, struct fb_sink_inst *s, struct
          * crash), so a broker that is late at start-up or away for a moment
          * costs nothing — the deadband would otherwise hold back a value whose
          * only publication went nowhere. */
-        struct fb_store_cfg mc = {.dir = NULL, .max_bytes = FB_MEMORY_QUEUE_BYTES,
-                                  .segment_bytes = 256 * 1024, .max_record = max_record_bytes(gw),
+        struct fb_store_cfg mc = {.dir = NULL,
+                                  .max_bytes = FB_MEMORY_QUEUE_BYTES,
+                                  .segment_bytes = 256 * 1024,
+                                  .max_record = max_record_bytes(gw),
                                   .name = s->name};
         struct fb_err e = {0};
         s->rt->store = fb_store_open(&mc, &e);
@@ -332,8 +299,8 @@ static int sink_store_open(struct fb_gateway *gw, struct fb_sink_inst *s, struct
     s->rt->store = fb_store_open(&c, &e);
     if (!s->rt->store) return fb_err_set(err, e.code ? e.code : FB_ENOMEM, "%s: buffer: %s", s->name, e.msg);
     if (e.code)
-        fb_error(NULL, NULL, "%s: buffer %s unusable (%s): running on memory only, not crash-safe", s->name,
-                 q->dir, e.msg);
+        fb_error(NULL, NULL, "%s: buffer %s unusable (%s): running on memory only, not crash-safe", s->name, q->dir,
+                 e.msg);
     q->fp = fb_model_fingerprint(gw);
     if (fb_model_save(gw, q->dir, q->fp) < 0)
         fb_warn(NULL, NULL, "%s: cannot save the tag names of this config in %s", s->name, q->dir);
@@ -371,39 +338,6 @@ static void sink_rt_free(struct fb_sink_inst *s)
 }
 
 /* --------------------------------------------------------------- pipeline */
-static void fan_out(struct fb_gateway *gw, struct fb_batch *b)
-{
-    for (uint32_t i = 0; i < gw->nsinks; i++) sink_push(&gw->sinks[i], b);
-}
-
-/* Per-gateway message sequence.  With a buffer directory it is persisted in
- * reserved blocks (src/store), so it never goes back, even after kill -9;
- * without one it starts from the clock in microseconds, which also keeps it
- * increasing across restarts as long as the clock does. */
-static uint64_t next_seq(struct fb_gateway *gw)
-{
-    struct fb_rt *rt = gw->rt;
-    if (rt->seq_persisted) {
-        uint64_t v;
-        if (fb_store_seq_next(&rt->store_seq, &v) < 0 && fb_ratelimit_ok(&rt->rl_seq, fb_mono_ns()))
-            fb_warn(NULL, NULL, "cannot persist the sequence counter in %s: numbers may repeat after a crash",
-                    rt->store_seq.dir);
-        atomic_store(&rt->seq, v);
-        return v;
-    }
-    return atomic_fetch_add(&gw->rt->seq, 1) + 1;
-}
-
-/* Number a batch and queue it to every sink, atomically with respect to other
- * connection threads, so every sink sees batches in sequence order.  Also
- * what a source's fb_source_submit does (plugin.c). */
-void fb_runtime_publish(struct fb_gateway *gw, struct fb_batch *b)
-{
-    pthread_mutex_lock(&gw->rt->fan_mu);
-    b->seq = next_seq(gw);
-    fan_out(gw, b);
-    pthread_mutex_unlock(&gw->rt->fan_mu);
-}
 
 /* The pipeline, run by the connection thread that read the batch: the tags
  * of a device belong to one connection, so their processing state is only
@@ -424,32 +358,14 @@ static void pipeline(struct fb_gateway *gw, struct fb_batch *in)
     out->ts = in->ts;
     fb_proc_batch(rt->proc, in, out);
     fb_batch_unref(in);
-    if (out->n) fb_runtime_publish(gw, out);
+    if (out->n) fb_publish(gw, out);
     fb_batch_unref(out);
 }
 
 /* ------------------------------------------------------------ connections */
-static void emit_state(struct fb_gateway *gw, struct fb_device *d, int state, const char *reason)
-{
-    int old = atomic_exchange(&d->state, state);
-    if (old == state) return;
-    struct fb_batch *b = fb_batch_new(0, 0, 0);
-    if (!b) return;
-    b->kind = FB_BATCH_DEVSTATE;
-    b->dev_state = (uint8_t)state;
-    b->device = d->idx;
-    b->ts = fb_now_ns();
-    /* reasons are user-facing text that may be longer than the field: cut on purpose */
-    size_t rl = reason ? strnlen(reason, sizeof b->reason - 1) : 0;
-    if (rl) memcpy(b->reason, reason, rl);
-    b->reason[rl] = 0;
-    fb_runtime_publish(gw, b);
-    fb_batch_unref(b);
-}
 
 /* All tags of a group with one bad quality, e.g. when the connection is down. */
-static void emit_bad_group(struct fb_gateway *gw, struct fb_device *d, struct fb_group *g,
-                           uint32_t q)
+static void emit_bad_group(struct fb_gateway *gw, struct fb_device *d, struct fb_group *g, uint32_t q)
 {
     struct fb_batch *b = fb_batch_pool_get(g->rt->pool);
     if (!b) return;
@@ -542,7 +458,7 @@ static void conn_lost(struct fb_gateway *gw, struct fb_conn *c, const char *reas
     for (uint32_t i = 0; i < c->ndevs; i++) {
         struct fb_device *d = c->devs[i];
         atomic_fetch_add(&d->m.reconnects, 1);
-        emit_state(gw, d, FB_DEV_OFFLINE, reason);
+        fb_publish_state(gw, d, FB_DEV_OFFLINE, reason);
         for (uint32_t k = 0; k < d->ngroups; k++) emit_bad_group(gw, d, &d->groups[k], FB_Q_BAD_COMM);
     }
 }
@@ -555,6 +471,7 @@ static void *conn_thread(void *arg)
     fb_backoff_init(&bo, BACKOFF_MIN_NS, BACKOFF_MAX_NS);
     struct fb_ratelimit rl = {.interval_ns = 60000000000LL};
     bool ever_failed = false;
+    uint32_t failed_q = 0; /* the quality the tags were last given for a failed connect */
     c->rt->next_try = 0;
     int64_t now = fb_mono_ns();
     for (uint32_t i = 0; i < c->ndevs; i++)
@@ -564,24 +481,33 @@ static void *conn_thread(void *arg)
         now = fb_mono_ns();
         if (!c->rt->connected && now >= c->rt->next_try) {
             struct fb_err err = {0};
+            c->rt->fail_q = 0;
+            c->rt->fail_retry_ns = 0;
             if (c->drv->open(c, &err) == 0) {
                 c->rt->connected = true;
                 fb_backoff_reset(&bo);
-                if (ever_failed) fb_info(c->devs[0]->name, NULL, "connected (%s)", c->key);
-                else fb_debug(c->devs[0]->name, NULL, "connected (%s)", c->key);
+                if (ever_failed)
+                    fb_info(c->devs[0]->name, NULL, "connected (%s)", c->key);
+                else
+                    fb_debug(c->devs[0]->name, NULL, "connected (%s)", c->key);
                 ever_failed = false;
+                failed_q = 0;
                 rl.last_ns = 0;
-                for (uint32_t i = 0; i < c->ndevs; i++) emit_state(gw, c->devs[i], FB_DEV_ONLINE, NULL);
+                for (uint32_t i = 0; i < c->ndevs; i++) fb_publish_state(gw, c->devs[i], FB_DEV_ONLINE, NULL);
             } else {
-                if (!ever_failed) {
+                /* the tags get the failure's quality (a driver may name it, e.g. a refused login) */
+                uint32_t fq = c->rt->fail_q ? c->rt->fail_q : FB_Q_BAD_COMM;
+                if (!ever_failed || fq != failed_q) {
                     for (uint32_t i = 0; i < c->ndevs; i++) {
-                        emit_state(gw, c->devs[i], FB_DEV_OFFLINE, err.msg);
+                        fb_publish_state(gw, c->devs[i], FB_DEV_OFFLINE, err.msg);
                         if (atomic_load(&c->devs[i]->state) == FB_DEV_OFFLINE)
                             for (uint32_t k = 0; k < c->devs[i]->ngroups; k++)
-                                emit_bad_group(gw, c->devs[i], &c->devs[i]->groups[k], FB_Q_BAD_COMM);
+                                emit_bad_group(gw, c->devs[i], &c->devs[i]->groups[k], fq);
                     }
+                    failed_q = fq;
                 }
-                int64_t delay = fb_backoff_next(&bo); /* exponential, with jitter */
+                int64_t delay = fb_backoff_next(&bo);                           /* exponential, with jitter */
+                if (c->rt->fail_retry_ns > delay) delay = c->rt->fail_retry_ns; /* e.g. not to lock an account */
                 if (fb_ratelimit_ok(&rl, now) || !ever_failed)
                     fb_warn(c->devs[0]->name, NULL, "connect failed: %s (retry in %.1fs)", err.msg, delay / 1e9);
                 ever_failed = true;
@@ -623,6 +549,7 @@ static void *conn_thread(void *arg)
                 fb_warn(due_dev->name, NULL, "connection lost (%s), reconnecting", reason);
                 conn_lost(gw, c, reason);
                 ever_failed = true;
+                failed_q = FB_Q_BAD_COMM; /* what conn_lost gave the tags */
                 c->rt->next_try = fb_mono_ns() + BACKOFF_MIN_NS;
                 fail_writes(c, "connection lost");
                 continue;
@@ -649,10 +576,9 @@ static void *conn_thread(void *arg)
         c->drv->close(c);
         c->rt->connected = false;
     }
-    for (uint32_t i = 0; i < c->ndevs; i++) emit_state(gw, c->devs[i], FB_DEV_OFFLINE, "gateway stopped");
+    for (uint32_t i = 0; i < c->ndevs; i++) fb_publish_state(gw, c->devs[i], FB_DEV_OFFLINE, "gateway stopped");
     return NULL;
 }
-
 
 /* ------------------------------------------------------------- start/stop */
 static uint32_t group_arena(const struct fb_gateway *gw, const struct fb_group *g)
@@ -720,6 +646,10 @@ static void rt_free(struct fb_gateway *gw, struct fb_rt *rt)
         pthread_cond_destroy(&rt->sinks[i].cv);
         gw->sinks[i].rt = NULL;
     }
+    free(rt->svc_state);
+    free(rt->seen);
+    free(rt->drain);
+    pthread_mutex_destroy(&rt->status_mu);
     free(rt->groups);
     free(rt->conns);
     free(rt->sinks);
@@ -740,6 +670,7 @@ int fb_runtime_start(struct fb_gateway *gw, struct fb_err *err)
     struct fb_rt *rt = calloc(1, sizeof *rt);
     if (!rt) return fb_err_set(err, FB_ENOMEM, "out of memory");
     pthread_mutex_init(&rt->fan_mu, NULL);
+    pthread_mutex_init(&rt->status_mu, NULL);
     pthread_mutex_init(&rt->stop_mu, NULL);
     pthread_cond_init(&rt->stop_cv, NULL);
     pthread_mutex_init(&rt->stored_mu, NULL);
@@ -805,11 +736,11 @@ int fb_runtime_start(struct fb_gateway *gw, struct fb_err *err)
         c->rt->started = true;
     }
     pthread_attr_destroy(&attr);
-    size_t nsvc;
-    const struct fb_service *const *svc = fb_services(&nsvc);
-    for (size_t i = 0; i < nsvc && i < FB_MAX_SERVICES; i++) {
-        if (!svc[i]->wanted(gw)) continue;
-        if (!(rt->svc_state[i] = svc[i]->start(gw, err))) return err ? err->code : FB_EIO;
+    rt->svc_state = calloc(gw->nservices ? gw->nservices : 1, sizeof *rt->svc_state);
+    if (!rt->svc_state) return fb_err_set(err, FB_ENOMEM, "out of memory");
+    for (uint32_t i = 0; i < gw->nservices; i++) {
+        const struct fb_service_inst *si = &gw->services[i];
+        if (!(rt->svc_state[i] = si->svc->start(gw, si->cfg, err))) return err ? err->code : FB_EIO;
     }
     /* sources last: everything they feed runs */
     for (uint32_t i = 0; i < gw->nsources; i++) {
@@ -822,8 +753,6 @@ int fb_runtime_start(struct fb_gateway *gw, struct fb_err *err)
             gw->nsinks, gw->nsources ? ", receiving (ingest)" : "");
     return 0;
 }
-
-
 
 void fb_runtime_request_stop(struct fb_gateway *gw)
 {
@@ -874,10 +803,8 @@ void fb_runtime_wait(struct fb_gateway *gw)
     }
     for (uint32_t i = 0; i < gw->nsinks; i++)
         if (gw->sinks[i].rt->started) gw->sinks[i].sink->close(&gw->sinks[i]);
-    size_t nsvc;
-    const struct fb_service *const *svc = fb_services(&nsvc);
-    for (size_t i = 0; i < nsvc && i < FB_MAX_SERVICES; i++)
-        if (rt->svc_state[i]) svc[i]->stop(rt->svc_state[i]);
+    for (uint32_t i = 0; i < gw->nservices && rt->svc_state; i++)
+        if (rt->svc_state[i]) gw->services[i].svc->stop(rt->svc_state[i]);
     uint32_t nsrc = rt->sources_started;
     rt_free(gw, rt);
     /* no sink queue holds a batch now: the sources' pools can go */

@@ -14,8 +14,6 @@
 #include "core/model.h"
 #include "store/store.h"
 
-#define FB_MAX_SERVICES 8
-
 struct fb_router;
 struct fb_proc;
 struct fb_model_map;
@@ -23,6 +21,19 @@ struct fb_model_map;
 /* Ids of batches sent past the store (device state) carry this bit, so their
  * delivery reports never touch the store's records. */
 #define FB_DIRECT_ID (1ULL << 63)
+
+/* Status memory (metrics.c): NE107's "errors grew within the status
+ * interval" and the buffers' drain rates need the previous observation. */
+struct fb_err_seen {
+    uint64_t errors; /* error counter at the last observation */
+    int64_t when_ns; /* when it was last seen to grow (0 = never) */
+};
+struct fb_drain_seen {
+    const void *store; /* the store the slot belongs to */
+    uint64_t acked;    /* acked count at the last measurement */
+    int64_t when_ns;   /* monotonic time of the last measurement, 0 = none */
+    double rate;       /* messages/s between the last two measurements */
+};
 
 /* One poll group while running. */
 struct fb_group_rt {
@@ -52,6 +63,9 @@ struct fb_conn_rt {
     bool started;
     bool connected;
     int64_t next_try; /* monotonic: next connect attempt */
+    /* what a failing open() reported (fb_conn_failed), cleared before each attempt */
+    uint32_t fail_q;
+    int64_t fail_retry_ns;
     /* pending writes, handed over by the command router */
     pthread_mutex_t mu;
     pthread_cond_t cv;
@@ -69,7 +83,7 @@ struct fb_sink_rt {
     pthread_mutex_t mu;
     pthread_cond_t cv;
     struct fb_qnode *head, *tail, *free; /* under mu */
-    uint32_t len;                         /* under mu */
+    uint32_t len;                        /* under mu */
     pthread_t thr;
     bool started;
     struct fb_store *store; /* the on-disk queue, or the memory queue without a buffer */
@@ -103,24 +117,28 @@ struct fb_rt {
     pthread_cond_t stop_cv;
     pthread_mutex_t fan_mu; /* sequence numbers and sink queues advance together */
     _Atomic uint64_t seq;
-    bool seq_persisted;     /* seq comes from a counter file that survives kill -9 */
+    bool seq_persisted; /* seq comes from a counter file that survives kill -9 */
     struct fb_store_seq store_seq;
     struct fb_ratelimit rl_seq;
     struct fb_proc *proc;
     struct fb_batch_pool *out_pool; /* processed batches: pipeline → sinks */
-    struct fb_router *router; /* router.c */
-    void *svc_state[FB_MAX_SERVICES]; /* each running service's state (core/sinks.c order) */
+    struct fb_router *router;       /* router.c */
+    void **svc_state;               /* each running service's state (gw->services order) */
     /* the runtime state of every poll group, connection and sink (the model's rt pointers) */
     struct fb_group_rt *groups;
     struct fb_conn_rt *conns;
     struct fb_sink_rt *sinks;
     atomic_bool reboot; /* a sink accepted a remote reboot: re-execute after stopping */
+    /* what the status remembers between calls (metrics.c), under status_mu */
+    pthread_mutex_t status_mu;
+    struct fb_err_seen *seen; /* per device: when its error counter last grew */
+    uint32_t nseen;
+    struct fb_drain_seen *drain; /* per sink: the last drain-rate measurement */
+    uint32_t ndrain;
     uint32_t sources_started;
     pthread_mutex_t stored_mu; /* stored_cv: a sink's stored_seq advanced */
     pthread_cond_t stored_cv;
     atomic_int stored_waiters;
 };
 
-/* Number b and queue it to every sink (runtime.c). */
-void fb_runtime_publish(struct fb_gateway *gw, struct fb_batch *b);
 #endif

@@ -31,6 +31,13 @@ const struct fb_service *const *fb_services(size_t *n)
     return services;
 }
 
+const struct fb_service *fb_service_by_name(const char *name)
+{
+    for (size_t i = 0; name && i < sizeof services / sizeof services[0]; i++)
+        if (!strcmp(services[i]->name, name)) return services[i];
+    return NULL;
+}
+
 const struct fb_sink *fb_sink_by_name(const char *name)
 {
     for (size_t i = 0; name && i < NSINKS; i++)

@@ -12,6 +12,8 @@ const struct fb_sink *fb_sink_by_name(const char *name);
 const struct fb_sink *const *fb_sinks(size_t *n);
 /* The services (model.h), in table order. */
 const struct fb_service *const *fb_services(size_t *n);
+/* The service whose config section is `name`, NULL if none. */
+const struct fb_service *fb_service_by_name(const char *name);
 /* The sources (model.h: ingest), in table order, and by section name. */
 const struct fb_source *const *fb_sources(size_t *n);
 const struct fb_source *fb_source_by_name(const char *name);

@@ -42,8 +42,7 @@ static char *pct_decode(const char *s, size_t n, struct fb_err *err, const char 
     size_t j = 0;
     for (size_t i = 0; i < n; i++) {
         if (s[i] == '%') {
-            if (i + 2 >= n || hexval((unsigned char)s[i + 1]) < 0 ||
-                hexval((unsigned char)s[i + 2]) < 0) {
+            if (i + 2 >= n || hexval((unsigned char)s[i + 1]) < 0 || hexval((unsigned char)s[i + 2]) < 0) {
                 free(o);
                 fb_err_set(err, FB_EINVAL, "bad percent escape in URL %s", what);
                 return NULL;
@@ -131,8 +130,7 @@ int fb_url_parse(const char *text, struct fb_url *u, struct fb_err *err)
     memset(u, 0, sizeof(*u));
     if (!text || !*text) return fb_err_set(err, FB_EINVAL, "empty URL");
     const char *sep = strstr(text, "://");
-    if (!sep || sep == text)
-        return fb_err_set(err, FB_EINVAL, "bad URL '%s': expected scheme://…", text);
+    if (!sep || sep == text) return fb_err_set(err, FB_EINVAL, "bad URL '%s': expected scheme://…", text);
     for (const char *c = text; c < sep; c++) {
         if (!(isalnum((unsigned char)*c) || *c == '+' || *c == '-' || *c == '.') ||
             (c == text && !isalpha((unsigned char)*c)))
@@ -154,8 +152,7 @@ int fb_url_parse(const char *text, struct fb_url *u, struct fb_err *err)
     }
     if (memchr(a, '@', alen)) {
         fb_url_free(u);
-        return fb_err_set(err, FB_EINVAL,
-                          "credentials in the URL are not supported (use username / password_file)");
+        return fb_err_set(err, FB_EINVAL, "credentials in the URL are not supported (use username / password_file)");
     }
     const char *hs = a, *he;
     const char *port = NULL;

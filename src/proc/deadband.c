@@ -23,11 +23,18 @@
 static bool num(const struct fb_value *v, double *x)
 {
     switch (v->type) {
-    case FB_T_BOOL: *x = v->b ? 1.0 : 0.0; return true;
-    case FB_T_INT8: case FB_T_INT16: case FB_T_INT32: case FB_T_INT64: *x = (double)v->i; return true;
-    case FB_T_UINT8: case FB_T_UINT16: case FB_T_UINT32: case FB_T_UINT64: *x = (double)v->u; return true;
-    case FB_T_FLOAT32: case FB_T_FLOAT64: *x = v->f; return true;
-    default: return false;
+        case FB_T_BOOL: *x = v->b ? 1.0 : 0.0; return true;
+        case FB_T_INT8:
+        case FB_T_INT16:
+        case FB_T_INT32:
+        case FB_T_INT64: *x = (double)v->i; return true;
+        case FB_T_UINT8:
+        case FB_T_UINT16:
+        case FB_T_UINT32:
+        case FB_T_UINT64: *x = (double)v->u; return true;
+        case FB_T_FLOAT32:
+        case FB_T_FLOAT64: *x = v->f; return true;
+        default: return false;
     }
 }
 
@@ -71,8 +78,8 @@ static bool changed(const struct fb_tag_proc *p, const struct fb_value *last, co
     return false;
 }
 
-bool fb_deadband_pass(const struct fb_tag_proc *p, struct fb_tag_state *st,
-                      const struct fb_value *v, uint32_t q, int64_t ts, bool *heartbeat)
+bool fb_deadband_pass(const struct fb_tag_proc *p, struct fb_tag_state *st, const struct fb_value *v, uint32_t q,
+                      int64_t ts, bool *heartbeat)
 {
     bool hb = false, pass;
     if (!st->have_last || q != st->last_pub_q || (p->db_abs <= 0 && p->db_pct <= 0)) {

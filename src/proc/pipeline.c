@@ -15,9 +15,11 @@
  * Window capacity: window / poll period × 1.25 + 4 samples (1024 when the
  * period is unknown), clamped to [4, 1<<20]; a tag sampled faster than
  * that keeps only the newest `cap` samples in its window. */
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/buf.h"
 #include "proc/proc.h"
 
 struct fb_proc {
@@ -67,14 +69,23 @@ void fb_proc_free(struct fb_proc *p)
     free(p);
 }
 
+/* A float32 counts as its shortest decimal (7.77f → 7.77), so window
+ * statistics of a float32 tag print as the device's values do. */
 static bool to_double(const struct fb_value *v, double *x)
 {
     switch (v->type) {
-    case FB_T_BOOL: *x = v->b ? 1.0 : 0.0; return true;
-    case FB_T_INT8: case FB_T_INT16: case FB_T_INT32: case FB_T_INT64: *x = (double)v->i; return true;
-    case FB_T_UINT8: case FB_T_UINT16: case FB_T_UINT32: case FB_T_UINT64: *x = (double)v->u; return true;
-    case FB_T_FLOAT32: case FB_T_FLOAT64: *x = v->f; return true;
-    default: return false;
+        case FB_T_BOOL: *x = v->b ? 1.0 : 0.0; return true;
+        case FB_T_INT8:
+        case FB_T_INT16:
+        case FB_T_INT32:
+        case FB_T_INT64: *x = (double)v->i; return true;
+        case FB_T_UINT8:
+        case FB_T_UINT16:
+        case FB_T_UINT32:
+        case FB_T_UINT64: *x = (double)v->u; return true;
+        case FB_T_FLOAT32: *x = fb_float_widen((float)v->f); return true;
+        case FB_T_FLOAT64: *x = v->f; return true;
+        default: return false;
     }
 }
 
@@ -103,32 +114,43 @@ uint32_t fb_proc_batch(struct fb_proc *p, const struct fb_batch *in, struct fb_b
         double x;
 
         fb_scale_in(pr, &v);
-        if (pr->out_type == FB_T_FLOAT64 && v.type != FB_T_FLOAT64 && v.type != FB_T_STRING &&
-            to_double(&v, &x)) {
+        if (pr->out_type == FB_T_FLOAT64 && v.type != FB_T_FLOAT64 && v.type != FB_T_STRING && to_double(&v, &x)) {
             v.type = FB_T_FLOAT64;
             v.f = x;
         }
+        uint32_t q_in = q;
         q = fb_plausibility(pr, st, &v, q, ts);
+        /* refused by the checks, not by the device: keep the reading as "raw" */
+        bool refused = !fb_q_bad(q_in) && fb_q_bad(q) && v.type != FB_T_STRING && to_double(&v, &x) && isfinite(x);
         bool win = pr->window_ns > 0 && st->win.t;
         if (win && fb_q_good(q) && v.type != FB_T_STRING && to_double(&v, &x))
             fb_window_add(&st->win, ts, x, pr->window_ns);
         bool hb;
         bool was_oos = st->have_last && out_of_spec(st->last_pub_q);
+        bool was_bad = st->have_last && fb_q_bad(st->last_pub_q);
         if (!fb_deadband_pass(pr, st, &v, q, in->ts, &hb)) continue;
-        /* NE107 "Out of specification": how many tags of the device are outside their range */
-        bool is_oos = out_of_spec(q);
-        if (is_oos != was_oos && tag->device < p->gw->ndevs) {
+        /* NE107: how many tags of the device are outside their range, and how many are Bad */
+        bool is_oos = out_of_spec(q), is_bad = fb_q_bad(q);
+        if ((is_oos != was_oos || is_bad != was_bad) && tag->device < p->gw->ndevs) {
             struct fb_dev_metrics *dm = (struct fb_dev_metrics *)&p->gw->devs[tag->device].m;
-            if (is_oos)
-                atomic_fetch_add(&dm->tags_out_of_spec, 1);
-            else
-                atomic_fetch_sub(&dm->tags_out_of_spec, 1);
+            if (is_oos != was_oos) {
+                if (is_oos)
+                    atomic_fetch_add(&dm->tags_out_of_spec, 1);
+                else
+                    atomic_fetch_sub(&dm->tags_out_of_spec, 1);
+            }
+            if (is_bad != was_bad) {
+                if (is_bad)
+                    atomic_fetch_add(&dm->tags_bad, 1);
+                else
+                    atomic_fetch_sub(&dm->tags_bad, 1);
+            }
         }
 
         struct fb_sample *o = fb_batch_add(out, s->tag, q, s->ts_src, &v);
         if (!o) break; /* out is sized for a whole device batch: an invariant */
         o->ts_gw = in->ts;
-        o->flags = (s->flags & FB_SF_HISTORICAL) | (hb ? FB_SF_HEARTBEAT : 0);
+        o->flags = (s->flags & FB_SF_HISTORICAL) | (hb ? FB_SF_HEARTBEAT : 0) | (refused ? FB_SF_RAW : 0);
         if (win && out->nstats < out->cap_stats) {
             struct fb_stats *stt = &out->stats[out->nstats];
             fb_window_stats(&st->win, ts, pr->window_ns, stt);

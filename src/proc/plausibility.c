@@ -8,8 +8,13 @@
  *   - |Δ| / Δt above max_rate against the last PLAUSIBLE sample →
  *     BadSensorFailure.  A spike does not become the reference, so one wild
  *     reading cannot make the next normal reading look like a spike back.
- *     A genuine step is accepted once max_rate × elapsed time covers it (the
- *     reference stays put while time runs on), so the check heals itself.
+ *     A genuine step is accepted in one of two ways: after spike_accept
+ *     consecutive refused samples that agree with each other (each within
+ *     max_rate of the one before: the signal sits at a new level, it is not
+ *     a spike), the last of them is plausible and the new reference; or once
+ *     max_rate × the time since the reference covers the step (the reference
+ *     stays put while time runs on), so the check heals itself even with
+ *     spike_accept 0 — but that can take minutes for a big step.
  *     Samples with a timestamp not after the reference skip the rate check;
  *   - the value exactly unchanged for at least stuck_ns → UncertainSensor-
  *     NotAccurate (only a Good quality is downgraded).
@@ -23,16 +28,23 @@
 static bool num(const struct fb_value *v, double *x)
 {
     switch (v->type) {
-    case FB_T_BOOL: *x = v->b ? 1.0 : 0.0; return true;
-    case FB_T_INT8: case FB_T_INT16: case FB_T_INT32: case FB_T_INT64: *x = (double)v->i; return true;
-    case FB_T_UINT8: case FB_T_UINT16: case FB_T_UINT32: case FB_T_UINT64: *x = (double)v->u; return true;
-    case FB_T_FLOAT32: case FB_T_FLOAT64: *x = v->f; return true;
-    default: return false;
+        case FB_T_BOOL: *x = v->b ? 1.0 : 0.0; return true;
+        case FB_T_INT8:
+        case FB_T_INT16:
+        case FB_T_INT32:
+        case FB_T_INT64: *x = (double)v->i; return true;
+        case FB_T_UINT8:
+        case FB_T_UINT16:
+        case FB_T_UINT32:
+        case FB_T_UINT64: *x = (double)v->u; return true;
+        case FB_T_FLOAT32:
+        case FB_T_FLOAT64: *x = v->f; return true;
+        default: return false;
     }
 }
 
-uint32_t fb_plausibility(const struct fb_tag_proc *p, struct fb_tag_state *st,
-                         const struct fb_value *v, uint32_t q, int64_t ts)
+uint32_t fb_plausibility(const struct fb_tag_proc *p, struct fb_tag_state *st, const struct fb_value *v, uint32_t q,
+                         int64_t ts)
 {
     double x;
     if (fb_q_bad(q) || !num(v, &x)) return q;
@@ -41,14 +53,23 @@ uint32_t fb_plausibility(const struct fb_tag_proc *p, struct fb_tag_state *st,
     if ((p->has_min && x < p->min) || (p->has_max && x > p->max)) return FB_Q_BAD_OUT_OF_RANGE;
     if (p->max_rate > 0 && st->have_prev && ts > st->prev_ns) {
         double dt = (double)(ts - st->prev_ns) * 1e-9;
-        if (fabs(x - st->prev) > p->max_rate * dt) return FB_Q_BAD_SENSOR_FAILURE;
+        if (fabs(x - st->prev) > p->max_rate * dt) {
+            if (!p->spike_accept) return FB_Q_BAD_SENSOR_FAILURE;
+            bool agrees = st->cand_n > 0 && ts > st->cand_ns &&
+                          fabs(x - st->cand) <= p->max_rate * (double)(ts - st->cand_ns) * 1e-9;
+            st->cand_n = agrees ? st->cand_n + 1 : 1;
+            st->cand = x;
+            st->cand_ns = ts;
+            if (st->cand_n < p->spike_accept) return FB_Q_BAD_SENSOR_FAILURE;
+            /* spike_accept samples agree: a real step, accepted below */
+        }
     }
+    st->cand_n = 0;
     /* plausible: becomes the reference for the next rate and stuck checks */
     if (!st->have_prev || x != st->prev) st->unchanged_since_ns = ts;
     st->have_prev = true;
     st->prev = x;
     st->prev_ns = ts;
-    if (p->stuck_ns > 0 && fb_q_good(q) && ts - st->unchanged_since_ns >= p->stuck_ns)
-        return FB_Q_UNC_NOT_ACCURATE;
+    if (p->stuck_ns > 0 && fb_q_good(q) && ts - st->unchanged_since_ns >= p->stuck_ns) return FB_Q_UNC_NOT_ACCURATE;
     return q;
 }

@@ -18,30 +18,37 @@ struct fb_window {
 };
 
 struct fb_tag_state {
-    bool have_last;        /* a value has been published */
+    bool have_last;           /* a value has been published */
     struct fb_value last_pub; /* strings: length + 64-bit hash, never a pointer (see deadband.c) */
     uint32_t last_pub_q;
-    int64_t last_pub_ns;   /* gateway time of last publish */
-    bool have_prev;        /* previous sample seen (for rate / stuck) */
+    int64_t last_pub_ns; /* gateway time of last publish */
+    bool have_prev;      /* previous sample seen (for rate / stuck) */
     double prev;
     int64_t prev_ns;
+    double cand; /* the last sample refused as a spike: a new level? */
+    int64_t cand_ns;
+    uint32_t cand_n; /* consecutive refused samples that agree with each other */
     int64_t unchanged_since_ns;
     struct fb_window win;
 };
 
 /* 1. scaling: raw numeric → engineering (float64).  Strings/bools pass through. */
 void fb_scale_in(const struct fb_tag_proc *p, struct fb_value *v);
+/* Set up p's scale from `factor`/`offset` or from two points (raw r0, r1 ↔
+ * eng e0, e1; r0 != r1, e0 != e1), including the exact whole-number form. */
+void fb_scale_set_factor(struct fb_tag_proc *p, double k, double d);
+void fb_scale_set_points(struct fb_tag_proc *p, double r0, double r1, double e0, double e1);
 /* inverse, for writes: engineering → raw double */
 double fb_scale_out(const struct fb_tag_proc *p, double eng);
 
 /* 2. plausibility: returns the quality to use (q unchanged when plausible). */
-uint32_t fb_plausibility(const struct fb_tag_proc *p, struct fb_tag_state *st,
-                         const struct fb_value *v, uint32_t q, int64_t ts);
+uint32_t fb_plausibility(const struct fb_tag_proc *p, struct fb_tag_state *st, const struct fb_value *v, uint32_t q,
+                         int64_t ts);
 
 /* 3. deadband: true if the sample must be published (changed enough, quality
  * changed, first value, or heartbeat due).  Updates the state when true. */
-bool fb_deadband_pass(const struct fb_tag_proc *p, struct fb_tag_state *st,
-                      const struct fb_value *v, uint32_t q, int64_t ts, bool *heartbeat);
+bool fb_deadband_pass(const struct fb_tag_proc *p, struct fb_tag_state *st, const struct fb_value *v, uint32_t q,
+                      int64_t ts, bool *heartbeat);
 
 /* 4. windows */
 int fb_window_init(struct fb_window *w, uint32_t cap);

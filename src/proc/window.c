@@ -17,8 +17,11 @@
  * samples, so min/max stay exact after eviction.
  *
  * Memory: one allocation per window, made by fb_window_init; w->t points to
- * it and it holds, in order: t[cap], v[cap], minq[cap], maxq[cap] (uint32),
- * a control block.  fb_window_stats is read-only; if `now` is later than the newest
+ * it and it holds, in order: t[cap], v[cap] (8-byte aligned for any cap), the
+ * control block (aligned as its type needs), minq[cap], maxq[cap] (uint32).
+ * The control block comes before the uint32 deques so that an odd cap cannot
+ * misalign its double (it used to follow them: 4 bytes off for odd caps,
+ * undefined behaviour and a trap or a slow path on ARM).  fb_window_stats is read-only; if `now` is later than the newest
  * add, stale samples at the front are skipped by a rescan (O(n), off the
  * normal path where stats follow an add). */
 #include <math.h>
@@ -28,17 +31,23 @@
 #include "proc/proc.h"
 
 struct wctl {
-    uint32_t minh, minn;   /* min deque: ring head and length */
-    uint32_t maxh, maxn;   /* max deque */
-    double ref;            /* shift for the running sums */
-    uint32_t evictions;    /* since the last exact recomputation */
+    uint32_t minh, minn; /* min deque: ring head and length */
+    uint32_t maxh, maxn; /* max deque */
+    double ref;          /* shift for the running sums */
+    uint32_t evictions;  /* since the last exact recomputation */
 };
 
 /* Deques hold ring positions (unique among live samples); no '%' on the
  * hot path, indices wrap by comparison. */
-static inline uint32_t *minq(const struct fb_window *w) { return (uint32_t *)(w->v + w->cap); }
+#define CTL_ALIGN (_Alignof(struct wctl) > _Alignof(double) ? _Alignof(struct wctl) : _Alignof(double))
+/* Byte offset of the control block: after t[cap] and v[cap], rounded up. */
+static inline size_t ctl_off(uint32_t cap) { return ((size_t)cap * 16 + CTL_ALIGN - 1) / CTL_ALIGN * CTL_ALIGN; }
+static inline struct wctl *ctl(const struct fb_window *w)
+{
+    return (struct wctl *)(void *)((char *)w->t + ctl_off(w->cap));
+}
+static inline uint32_t *minq(const struct fb_window *w) { return (uint32_t *)(void *)(ctl(w) + 1); }
 static inline uint32_t *maxq(const struct fb_window *w) { return minq(w) + w->cap; }
-static inline struct wctl *ctl(const struct fb_window *w) { return (struct wctl *)(void *)(maxq(w) + w->cap + (w->cap & 1)); }
 static inline uint32_t at(const struct fb_window *w, uint32_t h, uint32_t k) /* (h + k) mod cap, k <= cap */
 {
     uint32_t i = h + k;
@@ -49,7 +58,7 @@ int fb_window_init(struct fb_window *w, uint32_t cap)
 {
     memset(w, 0, sizeof *w);
     if (cap == 0 || cap > (1u << 24)) return FB_EINVAL;
-    size_t sz = (size_t)cap * 8 * 2 + ((size_t)cap * 2 + 2) * 4 + sizeof(struct wctl);
+    size_t sz = ctl_off(cap) + sizeof(struct wctl) + (size_t)cap * 2 * sizeof(uint32_t);
     void *blk = calloc(1, sz);
     if (!blk) return FB_ENOMEM;
     w->t = blk;

@@ -47,6 +47,18 @@
  * in corrupt_cut and logged with file and offset).  Garbage at the end of a
  * file (a torn write) is truncated away.  Empty and fully acked segments are
  * deleted.  Appending then continues with ids after the highest one seen.
+ * Ids are consecutive, so the scan also finds records that are missing
+ * altogether: every id between the durable head (or the previous record) and
+ * a record is either that record's predecessor or lost — a segment file that
+ * was deleted, records that lived only in memory when the process died, or
+ * records inside a cut region.  Each gap is logged with its id range and
+ * counted in `lost` (fb_store_stats), as is a segment file that vanishes
+ * while the store runs.  The cut regions of each recovered segment are
+ * remembered, so the read cursor skips exactly those silently (counted once,
+ * at open) and logs and counts every other cut it makes, whenever it finds
+ * it.  For the head gap to be meaningful the ack file is written at open
+ * when missing, and before any segment file is deleted (so a deleted segment
+ * is always below the persisted head when the deletion was ours).
  *
  * Delivery: a sequential read cursor walks the segments; every record handed
  * out enters the in-flight ring (id, segment, offset, acked flag), sorted by
@@ -99,7 +111,7 @@
 #define WBUF_MAX (1u << 20)
 #define RBUF_MIN (256u << 10)
 #define FILE_MAX ((uint64_t)1 << 31) /* bigger "segments" are not ours */
-#define ID_MAX ((uint64_t)1 << 62)     /* ids beyond are corrupt (2^62 records never happen) */
+#define ID_MAX ((uint64_t)1 << 62)   /* ids beyond are corrupt (2^62 records never happen) */
 
 /* ------------------------------------------------------------------ CRC-32C */
 static uint32_t crc_tab[8][256];
@@ -114,8 +126,7 @@ static void crc_init(void)
         crc_tab[0][i] = c;
     }
     for (uint32_t i = 0; i < 256; i++)
-        for (int t = 1; t < 8; t++)
-            crc_tab[t][i] = (crc_tab[t - 1][i] >> 8) ^ crc_tab[0][crc_tab[t - 1][i] & 0xff];
+        for (int t = 1; t < 8; t++) crc_tab[t][i] = (crc_tab[t - 1][i] >> 8) ^ crc_tab[0][crc_tab[t - 1][i] & 0xff];
 #if defined(__x86_64__)
     __builtin_cpu_init();
     crc_hw = __builtin_cpu_supports("sse4.2") && !getenv("FB_CRC_SOFT");
@@ -153,8 +164,8 @@ uint32_t fb_crc32c(uint32_t crc, const void *buf, size_t n)
         memcpy(&w, p, 8);
         w ^= crc;
         crc = crc_tab[7][w & 0xff] ^ crc_tab[6][(w >> 8) & 0xff] ^ crc_tab[5][(w >> 16) & 0xff] ^
-              crc_tab[4][(w >> 24) & 0xff] ^ crc_tab[3][(w >> 32) & 0xff] ^
-              crc_tab[2][(w >> 40) & 0xff] ^ crc_tab[1][(w >> 48) & 0xff] ^ crc_tab[0][w >> 56];
+              crc_tab[4][(w >> 24) & 0xff] ^ crc_tab[3][(w >> 32) & 0xff] ^ crc_tab[2][(w >> 40) & 0xff] ^
+              crc_tab[1][(w >> 48) & 0xff] ^ crc_tab[0][w >> 56];
         p += 8;
         n -= 8;
     }
@@ -164,12 +175,39 @@ uint32_t fb_crc32c(uint32_t crc, const void *buf, size_t n)
 }
 
 /* -------------------------------------------------------------- byte order */
-static void put16(uint8_t *b, uint16_t v) { v = htole16(v); memcpy(b, &v, 2); }
-static void put32(uint8_t *b, uint32_t v) { v = htole32(v); memcpy(b, &v, 4); }
-static void put64(uint8_t *b, uint64_t v) { v = htole64(v); memcpy(b, &v, 8); }
-static uint16_t get16(const uint8_t *b) { uint16_t v; memcpy(&v, b, 2); return le16toh(v); }
-static uint32_t get32(const uint8_t *b) { uint32_t v; memcpy(&v, b, 4); return le32toh(v); }
-static uint64_t get64(const uint8_t *b) { uint64_t v; memcpy(&v, b, 8); return le64toh(v); }
+static void put16(uint8_t *b, uint16_t v)
+{
+    v = htole16(v);
+    memcpy(b, &v, 2);
+}
+static void put32(uint8_t *b, uint32_t v)
+{
+    v = htole32(v);
+    memcpy(b, &v, 4);
+}
+static void put64(uint8_t *b, uint64_t v)
+{
+    v = htole64(v);
+    memcpy(b, &v, 8);
+}
+static uint16_t get16(const uint8_t *b)
+{
+    uint16_t v;
+    memcpy(&v, b, 2);
+    return le16toh(v);
+}
+static uint32_t get32(const uint8_t *b)
+{
+    uint32_t v;
+    memcpy(&v, b, 4);
+    return le32toh(v);
+}
+static uint64_t get64(const uint8_t *b)
+{
+    uint64_t v;
+    memcpy(&v, b, 8);
+    return le64toh(v);
+}
 
 /* ------------------------------------------------------------------- types */
 struct seg {
@@ -183,6 +221,10 @@ struct seg {
     int fd;       /* disk tail only: write fd */
     uint8_t *mem; /* memory segment: its bytes (cap = segment_bytes) */
     bool recovered;
+    struct cut {
+        uint64_t off, len;
+    } * cuts; /* regions cut at open (already counted) */
+    uint32_t ncuts;
     char name[24];
 };
 
@@ -209,9 +251,9 @@ struct fb_store {
     size_t wlen, wcap;
     uint64_t next_id;
 
-    struct seg *cur; /* read cursor */
+    struct seg *cur;                       /* read cursor */
     uint64_t cur_off, last_read_id, floor; /* ids <= floor were acked before open */
-    uint8_t *rbuf;                          /* consumer's read window */
+    uint8_t *rbuf;                         /* consumer's read window */
     size_t rcap, rlen;
     struct seg *rseg;
     uint64_t roff;
@@ -223,7 +265,10 @@ struct fb_store {
     /* Records dropped (store full / too old) while in flight: they were handed
      * to the sink and may still be delivered.  Counted as dropped; an ack that
      * arrives later takes them off the count again, so drops stay exact. */
-    struct limbo { uint64_t id; bool age; } *limbo;
+    struct limbo {
+        uint64_t id;
+        bool age;
+    } * limbo;
     uint32_t nlimbo, caplimbo;
     uint64_t acked_hi, acked_hi_saved;
     int64_t last_ack_save;
@@ -237,6 +282,12 @@ struct fb_store {
     int fault_ops, fault_errno;
 
     uint64_t live, appended, acked, dropped_full, dropped_age, corrupt_cut, recovered;
+    uint64_t lost, lost_first, lost_last; /* records missing (see the top); the latest range */
+    bool scan_cut;                        /* recovery: the last scanned file ended in a cut */
+    struct lrange {
+        uint64_t first, last;
+    } * lr; /* losses already reported (DIR/lost), sorted */
+    uint32_t nlr;
     struct fb_ratelimit drop_rl;
     uint64_t drop_burst;
 };
@@ -254,8 +305,7 @@ static int fault(struct fb_store *s, int op)
 
 /* ------------------------------------------------------------- records */
 /* Whether b[0..avail) starts with a valid record with id > min_id. */
-static bool rec_valid(const uint8_t *b, uint64_t avail, uint64_t min_id, uint32_t *plen, uint64_t *pid,
-                      int64_t *pts)
+static bool rec_valid(const uint8_t *b, uint64_t avail, uint64_t min_id, uint32_t *plen, uint64_t *pid, int64_t *pts)
 {
     if (avail < REC_HDR || get32(b) != REC_MAGIC) return false;
     uint32_t len = get32(b + 4);
@@ -327,8 +377,7 @@ static int small_file_read(int dirfd, const char *name, const char *magic, uint6
     uint8_t b[25];
     ssize_t n = read(fd, b, sizeof b);
     close(fd);
-    if (n != 24 || memcmp(b, magic, 4) != 0 || get32(b + 4) != 1 || get32(b + 16) != fb_crc32c(0, b, 16))
-        return -1;
+    if (n != 24 || memcmp(b, magic, 4) != 0 || get32(b + 4) != 1 || get32(b + 16) != fb_crc32c(0, b, 16)) return -1;
     *v = get64(b + 8);
     return 0;
 }
@@ -350,8 +399,10 @@ static void ack_save(struct fb_store *s, bool force)
     uint8_t b[24];
     small_file_fill(b, ACK_MAGIC, s->acked_hi);
     s->last_ack_save = now;
-    if (small_file_write(s->dirfd, "ack", b, sizeof b, false) == 0) s->acked_hi_saved = s->acked_hi;
-    else fb_debug(sname(s), NULL, "store: writing the ack file failed: %s", strerror(errno));
+    if (small_file_write(s->dirfd, "ack", b, sizeof b, false) == 0)
+        s->acked_hi_saved = s->acked_hi;
+    else
+        fb_debug(sname(s), NULL, "store: writing the ack file failed: %s", strerror(errno));
 }
 
 /* --------------------------------------------------------------- segments */
@@ -371,18 +422,25 @@ static struct seg *seg_new(uint64_t first_id)
 
 static void seg_link(struct fb_store *s, struct seg *g)
 {
-    if (s->tail) s->tail->next = g;
-    else s->head = g;
+    if (s->tail)
+        s->tail->next = g;
+    else
+        s->head = g;
     s->tail = g;
     s->nsegs++;
     s->bytes += g->len;
     if (g->mem) s->mem_bytes += g->len;
 }
 
-/* Removes the head segment from the list and from disk. */
+/* Removes the head segment from the list and from disk.  Its ids are done
+ * with (acked, dropped or lost): the head moves past them and, for a disk
+ * segment, is persisted first, so that a later open does not take the
+ * missing file for a lost one. */
 static void seg_unlink_head(struct fb_store *s)
 {
     struct seg *g = s->head;
+    if (g->nrec && g->last_id > s->acked_hi) s->acked_hi = g->last_id;
+    if (!g->mem && s->dirfd >= 0 && s->acked_hi_saved < s->acked_hi) ack_save(s, true);
     s->head = g->next;
     if (s->tail == g) s->tail = NULL;
     s->nsegs--;
@@ -399,10 +457,120 @@ static void seg_unlink_head(struct fb_store *s)
         s->rfd_seg = NULL;
     }
     if (g->fd >= 0) close(g->fd);
-    if (g->mem) free(g->mem);
+    if (g->mem)
+        free(g->mem);
     else if (s->dirfd >= 0 && unlinkat(s->dirfd, g->name, 0) != 0 && errno != ENOENT)
         fb_warn(sname(s), NULL, "store: cannot delete %s/%s: %s", s->dir, g->name, strerror(errno));
+    free(g->cuts);
     free(g);
+}
+
+/* DIR/lost: the id ranges already reported as lost, so that a loss found at
+ * open is reported once, not again at every start until the head passes it.
+ * "FBLS", u32 version 1, u32 count, count x (u64 first, u64 last), u32
+ * CRC-32C of all that.  Ranges at or below the durable head are dropped. */
+#define LOST_MAGIC "FBLS"
+#define LOST_MAX 1024u
+
+static void lost_load(struct fb_store *s)
+{
+    int fd = openat(s->dirfd, "lost", O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return;
+    uint8_t b[12 + LOST_MAX * 16 + 4];
+    ssize_t n = read(fd, b, sizeof b);
+    close(fd);
+    if (n < 16 || memcmp(b, LOST_MAGIC, 4) != 0 || get32(b + 4) != 1) return;
+    uint32_t cnt = get32(b + 8);
+    if (cnt > LOST_MAX || (size_t)n != 12 + (size_t)cnt * 16 + 4 ||
+        get32(b + 12 + cnt * 16) != fb_crc32c(0, b, 12 + (size_t)cnt * 16))
+        return;
+    s->lr = malloc((cnt ? cnt : 1) * sizeof *s->lr);
+    if (!s->lr) return;
+    for (uint32_t i = 0; i < cnt; i++) {
+        uint64_t f = get64(b + 12 + i * 16), l = get64(b + 20 + i * 16);
+        if (f <= l && l > s->floor && (!s->nlr || f > s->lr[s->nlr - 1].last)) s->lr[s->nlr++] = (struct lrange){f, l};
+    }
+}
+
+static void lost_save(struct fb_store *s)
+{
+    if (s->dirfd < 0) return;
+    uint8_t b[12 + LOST_MAX * 16 + 4];
+    uint32_t cnt = s->nlr;
+    memcpy(b, LOST_MAGIC, 4);
+    put32(b + 4, 1);
+    put32(b + 8, cnt);
+    for (uint32_t i = 0; i < cnt; i++) {
+        put64(b + 12 + i * 16, s->lr[i].first);
+        put64(b + 20 + i * 16, s->lr[i].last);
+    }
+    put32(b + 12 + cnt * 16, fb_crc32c(0, b, 12 + (size_t)cnt * 16));
+    if (small_file_write(s->dirfd, "lost", b, 12 + (size_t)cnt * 16 + 4, false) != 0)
+        fb_debug(sname(s), NULL, "store: writing the lost file failed: %s", strerror(errno));
+}
+
+/* Adds [f, l] to the sorted, disjoint list (merging); drops the oldest past LOST_MAX. */
+static void lost_remember(struct fb_store *s, uint64_t f, uint64_t l)
+{
+    struct lrange *v = realloc(s->lr, (s->nlr + 1) * sizeof *v);
+    if (!v) return;
+    s->lr = v;
+    uint32_t i = 0, k = 0;
+    struct lrange *out = v; /* in place: merged ranges never outnumber the inputs */
+    struct lrange add = {f, l};
+    bool placed = false;
+    uint32_t n = s->nlr;
+    struct lrange *tmp = malloc((n + 1) * sizeof *tmp);
+    if (!tmp) return;
+    for (i = 0; i < n; i++) {
+        if (!placed && add.first < v[i].first) tmp[k++] = add, placed = true;
+        tmp[k++] = v[i];
+    }
+    if (!placed) tmp[k++] = add;
+    uint32_t m = 0;
+    for (i = 0; i < k; i++) {
+        if (m && tmp[i].first <= out[m - 1].last + 1) {
+            if (tmp[i].last > out[m - 1].last) out[m - 1].last = tmp[i].last;
+        } else {
+            out[m++] = tmp[i];
+        }
+    }
+    free(tmp);
+    if (m > LOST_MAX) {
+        memmove(out, out + (m - LOST_MAX), LOST_MAX * sizeof *out);
+        m = LOST_MAX;
+    }
+    s->nlr = m;
+}
+
+/* Records [first, last] are gone for good: each part not reported before
+ * (by this or an earlier run) is logged and counted. */
+static void lost_report(struct fb_store *s, uint64_t first, uint64_t last, const char *why, const char *file)
+{
+    uint64_t cur = first;
+    bool any = false;
+    for (uint32_t i = 0; i <= s->nlr && cur <= last; i++) {
+        uint64_t stop = i < s->nlr ? s->lr[i].first : UINT64_MAX; /* report [cur, stop-1] ∩ [.., last] */
+        if (i < s->nlr && s->lr[i].last < cur) continue;
+        if (stop > cur) {
+            uint64_t e = stop - 1 < last ? stop - 1 : last;
+            uint64_t n = e - cur + 1;
+            s->lost += n;
+            s->lost_first = cur;
+            s->lost_last = e;
+            any = true;
+            fb_warn(sname(s), NULL, "store %s: %" PRIu64 " records lost (ids %" PRIu64 "..%" PRIu64 "): %s %s/%s",
+                    s->dir, n, cur, e, why, s->dir, file);
+        }
+        if (i < s->nlr)
+            cur = s->lr[i].last == UINT64_MAX ? UINT64_MAX : s->lr[i].last + 1;
+        else
+            break;
+    }
+    if (any) {
+        lost_remember(s, first, last);
+        lost_save(s);
+    }
 }
 
 /* Deletes leading segments that are read and fully acked. */
@@ -446,8 +614,10 @@ static void seg_drop_head(struct fb_store *s, bool age)
     if (s->replay < s->rlo) s->replay = s->rlo;
     if (g->last_id > s->acked_hi) s->acked_hi = g->last_id;
     s->live -= d;
-    if (age) s->dropped_age += d;
-    else s->dropped_full += d;
+    if (age)
+        s->dropped_age += d;
+    else
+        s->dropped_full += d;
     seg_unlink_head(s);
     if (d) drop_log(s, age ? "older than max_age" : "store full", d);
 }
@@ -468,8 +638,7 @@ static void age_gc(struct fb_store *s)
 {
     if (s->cfg.max_age_ns <= 0) return;
     int64_t cutoff = fb_now_ns() - s->cfg.max_age_ns;
-    while (s->head && s->head != s->tail && s->head != s->sync_seg && s->head->max_ts < cutoff)
-        seg_drop_head(s, true);
+    while (s->head && s->head != s->tail && s->head != s->sync_seg && s->head->max_ts < cutoff) seg_drop_head(s, true);
 }
 
 static void degrade(struct fb_store *s, int e, const char *what)
@@ -503,7 +672,8 @@ static struct seg *seg_create_disk(struct fb_store *s, uint64_t first_id)
     put16(h + 6, SEG_HDR);
     put64(h + 8, first_id);
     int e = 0;
-    if (fault(s, FB_STORE_FAULT_OPEN)) e = errno;
+    if (fault(s, FB_STORE_FAULT_OPEN))
+        e = errno;
     else {
         g->fd = openat(s->dirfd, g->name, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
         if (g->fd < 0) e = errno;
@@ -586,9 +756,9 @@ static int wbuf_write(struct fb_store *s)
     size_t done = 0;
     int e = 0;
     while (done < s->wlen) {
-        ssize_t n = fault(s, FB_STORE_FAULT_WRITE) ? -1
-                                                   : pwrite(t->fd, s->wbuf + done, s->wlen - done,
-                                                            (off_t)(t->written + done));
+        ssize_t n = fault(s, FB_STORE_FAULT_WRITE)
+                        ? -1
+                        : pwrite(t->fd, s->wbuf + done, s->wlen - done, (off_t)(t->written + done));
         if (n < 0 && errno == EINTR) continue;
         if (n <= 0) {
             e = n < 0 ? errno : ENOSPC;
@@ -646,10 +816,7 @@ static int wbuf_write(struct fb_store *s)
 }
 
 /* ------------------------------------------------------------------- open */
-static int cmp_names(const void *a, const void *b)
-{
-    return strcmp(*(char *const *)a, *(char *const *)b);
-}
+static int cmp_names(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
 
 static bool is_seg_name(const char *n)
 {
@@ -659,8 +826,21 @@ static bool is_seg_name(const char *n)
     return true;
 }
 
-/* Scans one segment file; links it if it holds un-acked records. */
-static void recover_segment(struct fb_store *s, const char *name, uint64_t *prev_id)
+static bool cut_add(struct seg *g, uint64_t off, uint64_t len)
+{
+    if ((g->ncuts & (g->ncuts - 1)) == 0) { /* 0, 1, 2, 4, …: grow */
+        struct cut *c = realloc(g->cuts, (g->ncuts ? g->ncuts * 2 : 1) * sizeof *c);
+        if (!c) return false;
+        g->cuts = c;
+    }
+    g->cuts[g->ncuts++] = (struct cut){off, len};
+    return true;
+}
+
+/* Scans one segment file; links it if it holds un-acked records.  *prev_id
+ * is the last valid id before it; *known whether ids up to there are
+ * accounted for (the ack file was read, or a record was seen). */
+static void recover_segment(struct fb_store *s, const char *name, uint64_t *prev_id, bool *known)
 {
     int fd = openat(s->dirfd, name, O_RDWR | O_CLOEXEC);
     if (fd < 0) fd = openat(s->dirfd, name, O_RDONLY | O_CLOEXEC);
@@ -714,12 +894,26 @@ static void recover_segment(struct fb_store *s, const char *name, uint64_t *prev
         return;
     }
     snprintf(g->name, sizeof g->name, "%s", name);
+    uint64_t name_id = strtoull(name, NULL, 16);
     uint64_t off = SEG_HDR, end = SEG_HDR;
+    bool cut_before = s->scan_cut; /* the previous file ended in a cut */
     while (off < n) {
         uint32_t len;
         uint64_t id;
         int64_t ts;
         if (rec_valid(b + off, n - off, *prev_id, &len, &id, &ts)) {
+            uint64_t exp = (*prev_id > s->floor ? *prev_id : s->floor) + 1;
+            if (*known && id > exp) {
+                if (!g->nrec && !cut_before && id == name_id) /* the ids before this file's first */
+                    lost_report(s, exp, id - 1,
+                                "no segment file holds them (deleted, or held in memory when "
+                                "the process died); the next file is",
+                                name);
+                else
+                    lost_report(s, exp, id - 1, "cut as corrupt in", name);
+            }
+            *known = true;
+            cut_before = false;
             if (!g->nrec) g->first_id = id;
             g->last_id = id;
             g->nrec++;
@@ -733,19 +927,25 @@ static void recover_segment(struct fb_store *s, const char *name, uint64_t *prev
         }
         uint64_t nx = resync(b, n, off + 1, *prev_id);
         s->corrupt_cut += nx - off;
+        cut_add(g, off, nx - off); /* the reader skips it silently (if it is not truncated below) */
+        cut_before = true;
         if (nx < n)
-            fb_warn(sname(s), NULL, "store: %s/%s: corrupt record at offset %" PRIu64 "; cut %" PRIu64
-                    " bytes, resuming at offset %" PRIu64, s->dir, name, off, nx - off, nx);
+            fb_warn(sname(s), NULL,
+                    "store: %s/%s: corrupt record at offset %" PRIu64 "; cut %" PRIu64
+                    " bytes, resuming at offset %" PRIu64,
+                    s->dir, name, off, nx - off, nx);
         else
-            fb_warn(sname(s), NULL, "store: %s/%s: torn or corrupt tail at offset %" PRIu64 "; cut %" PRIu64
-                    " bytes", s->dir, name, off, nx - off);
+            fb_warn(sname(s), NULL, "store: %s/%s: torn or corrupt tail at offset %" PRIu64 "; cut %" PRIu64 " bytes",
+                    s->dir, name, off, nx - off);
         off = nx;
     }
     free(b);
+    s->scan_cut = cut_before;
     if (end < n && ftruncate(fd, (off_t)end) != 0) end = n; /* read-only: the reader skips it again */
     close(fd);
     if (g->nrec == 0 || g->last_id <= s->floor) {
         unlinkat(s->dirfd, name, 0);
+        free(g->cuts);
         free(g);
         return;
     }
@@ -765,6 +965,8 @@ static int recover(struct fb_store *s)
         floor = 0;
     }
     s->floor = s->acked_hi = s->acked_hi_saved = floor;
+    bool known = r == 0; /* ids up to the head are accounted for */
+    lost_load(s);
     DIR *d = fdopendir(dup(s->dirfd));
     if (!d) return -1;
     char **names = NULL;
@@ -789,11 +991,22 @@ static int recover(struct fb_store *s)
     closedir(d);
     if (nn) qsort(names, nn, sizeof *names, cmp_names);
     uint64_t prev = 0;
+    if (r == 1 && nn)
+        fb_warn(sname(s), NULL,
+                "store %s: the ack file is missing; records lost before the first segment "
+                "cannot be detected",
+                s->dir);
     for (size_t i = 0; i < nn; i++) {
-        recover_segment(s, names[i], &prev);
+        recover_segment(s, names[i], &prev, &known);
         free(names[i]);
     }
     free(names);
+    if (r != 0) { /* (re)create it, so that the next open knows the head */
+        uint8_t b[24];
+        small_file_fill(b, ACK_MAGIC, floor);
+        if (small_file_write(s->dirfd, "ack", b, sizeof b, false) != 0)
+            fb_debug(sname(s), NULL, "store: writing the ack file failed: %s", strerror(errno));
+    }
     s->next_id = (prev > floor ? prev : floor) + 1;
     s->last_read_id = 0;
     if (s->recovered)
@@ -824,7 +1037,7 @@ struct fb_store *fb_store_open(const struct fb_store_cfg *c, struct fb_err *err)
 
 static struct fb_store *open_impl(const struct fb_store_cfg *c, bool mem_only, struct fb_err *err)
 {
-    if (!c || !c->dir || !c->dir[0] || strlen(c->dir) >= sizeof ((struct fb_store *)0)->dir) {
+    if (!c || !c->dir || !c->dir[0] || strlen(c->dir) >= sizeof((struct fb_store *)0)->dir) {
         fb_err_set(err, FB_EINVAL, "store: a directory is required (at most 511 bytes)");
         return NULL;
     }
@@ -884,12 +1097,10 @@ static struct fb_store *open_impl(const struct fb_store_cfg *c, bool mem_only, s
         s->cfg.disk_retry_ns = INT64_MAX / 4;
     } else if (mkdir(s->dir, 0750) != 0 && errno != EEXIST) {
         oe = errno;
-        fb_err_set(err, FB_EIO, "store %s: cannot create the directory: %s; running in memory", s->dir,
-                   strerror(oe));
+        fb_err_set(err, FB_EIO, "store %s: cannot create the directory: %s; running in memory", s->dir, strerror(oe));
     } else if ((s->dirfd = open(s->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0) {
         oe = errno;
-        fb_err_set(err, FB_EIO, "store %s: cannot open the directory: %s; running in memory", s->dir,
-                   strerror(oe));
+        fb_err_set(err, FB_EIO, "store %s: cannot open the directory: %s; running in memory", s->dir, strerror(oe));
     } else if (recover(s) != 0) {
         fb_err_set(err, FB_EIO, "store %s: cannot list the directory: %s", s->dir, strerror(errno));
     }
@@ -941,8 +1152,10 @@ int fb_store_append(struct fb_store *s, const void *p, uint32_t len, int64_t ts,
         }
         if (t->nrec) {
             if (!t->mem && s->cfg.sync != FB_SYNC_OS && t->synced < t->written && t != s->sync_seg) {
-                if (fault(s, FB_STORE_FAULT_SYNC) || fdatasync(t->fd) != 0) degrade(s, errno, "fdatasync");
-                else t->synced = t->written;
+                if (fault(s, FB_STORE_FAULT_SYNC) || fdatasync(t->fd) != 0)
+                    degrade(s, errno, "fdatasync");
+                else
+                    t->synced = t->written;
             }
             if ((rc = tail_new(s)) != 0) goto out;
             age_gc(s);
@@ -1006,8 +1219,10 @@ int fb_store_flush(struct fb_store *s)
     pthread_mutex_lock(&s->mu);
     int rc = 0;
     if (s->degraded && fb_mono_ns() - s->last_retry >= s->cfg.disk_retry_ns) {
-        if (s->tail->nrec) tail_new(s);
-        else s->last_retry = fb_mono_ns();
+        if (s->tail->nrec)
+            tail_new(s);
+        else
+            s->last_retry = fb_mono_ns();
     }
     age_gc(s);
     seg_gc(s);
@@ -1094,9 +1309,25 @@ static int window(struct fb_store *s, struct seg *g, uint64_t off, uint64_t need
 }
 
 /* The cursor hit bad bytes at cur_off: skip to the next valid record or the
- * end of the readable part of the segment. */
+ * end of the readable part of the segment.  A region that recovery cut at
+ * open is skipped silently (it was counted and logged then); every other cut
+ * is counted and logged now, whatever the segment's age.  A segment whose
+ * file has vanished is reported as lost records, not as corruption. */
 static void cursor_resync(struct fb_store *s, struct seg *g, uint64_t lim)
 {
+    for (uint32_t i = 0; i < g->ncuts; i++)
+        if (g->cuts[i].off == s->cur_off && g->cuts[i].len <= lim - s->cur_off) {
+            s->cur_off += g->cuts[i].len;
+            return;
+        }
+    if (!g->mem && s->rfd_seg != g && s->dirfd >= 0 && faccessat(s->dirfd, g->name, F_OK, 0) != 0 && errno == ENOENT) {
+        uint64_t first = (s->last_read_id > s->floor ? s->last_read_id : s->floor) + 1;
+        if (first < g->first_id) first = g->first_id;
+        if (g->nrec && g->last_id >= first && g->nseen < g->nrec)
+            lost_report(s, first, g->last_id, "segment file deleted while queued:", g->name);
+        s->cur_off = lim;
+        return;
+    }
     uint64_t n = lim - s->cur_off, nx = n;
     uint8_t *b = malloc(n ? n : 1);
     if (b) {
@@ -1116,11 +1347,9 @@ static void cursor_resync(struct fb_store *s, struct seg *g, uint64_t lim)
         if (nx == got) nx = n;
         free(b);
     }
-    if (!g->recovered) { /* recovery already counted and logged its own cuts */
-        s->corrupt_cut += nx;
-        fb_warn(sname(s), NULL, "store: %s: corrupt record at offset %" PRIu64 " while reading; cut %" PRIu64
-                " bytes", g->name, s->cur_off, nx);
-    }
+    s->corrupt_cut += nx;
+    fb_warn(sname(s), NULL, "store: %s/%s: corrupt record at offset %" PRIu64 " while reading; cut %" PRIu64 " bytes",
+            s->dir, g->name, s->cur_off, nx);
     s->cur_off += nx;
 }
 
@@ -1149,11 +1378,15 @@ int fb_store_next(struct fb_store *s, uint64_t *id, const void **p, uint32_t *le
         if (e->acked) continue;
         const uint8_t *b;
         if (window(s, e->seg, e->off, REC_HDR + (uint64_t)e->len, &b) != 0) {
-            /* unreadable now (disk error): count it as corrupt, treat as done */
+            /* unreadable now (disk error, file deleted): lost, treat as done */
             e->acked = true;
             e->seg->nacked++;
             s->live--;
             s->corrupt_cut += REC_HDR + e->len;
+            if (s->lost && e->id == s->lost_last + 1) /* the same run: one log line for it */
+                s->lost++, s->lost_last = e->id;
+            else
+                lost_report(s, e->id, e->id, "unreadable when sent again from", e->seg->name);
             ring_pop(s);
             continue;
         }
@@ -1226,15 +1459,19 @@ int fb_store_ack(struct fb_store *s, uint64_t id)
     while (lo < hi) {
         uint64_t mid = lo + (hi - lo) / 2;
         uint64_t mv = s->ring[mid & s->rmask].id;
-        if (mv < id) lo = mid + 1;
-        else hi = mid;
+        if (mv < id)
+            lo = mid + 1;
+        else
+            hi = mid;
     }
     if (lo >= s->rhi || s->ring[lo & s->rmask].id != id) {
         /* dropped while in flight, delivered after all: not a drop */
         for (uint32_t i = 0; i < s->nlimbo; i++)
             if (s->limbo[i].id == id) {
-                if (s->limbo[i].age) s->dropped_age--;
-                else s->dropped_full--;
+                if (s->limbo[i].age)
+                    s->dropped_age--;
+                else
+                    s->dropped_full--;
                 s->limbo[i] = s->limbo[--s->nlimbo];
                 s->acked++;
                 rc = 0;
@@ -1284,6 +1521,9 @@ void fb_store_stats(struct fb_store *s, struct fb_store_stats *o)
     o->dropped_age = s->dropped_age;
     o->corrupt_cut = s->corrupt_cut;
     o->recovered = s->recovered;
+    o->lost = s->lost;
+    o->lost_first = s->lost_first;
+    o->lost_last = s->lost_last;
     for (struct seg *g = s->head; g; g = g->next)
         if (g->nacked < g->nrec) {
             o->oldest_ts = g->min_ts;
@@ -1310,8 +1550,7 @@ void fb_store_close(struct fb_store *s)
     if (s->tail && !s->tail->mem) {
         wbuf_write(s);
         struct seg *t = s->tail;
-        if (!t->mem && t->fd >= 0 && s->cfg.sync != FB_SYNC_OS && t->synced < t->written &&
-            fdatasync(t->fd) != 0)
+        if (!t->mem && t->fd >= 0 && s->cfg.sync != FB_SYNC_OS && t->synced < t->written && fdatasync(t->fd) != 0)
             fb_error(sname(s), NULL, "store %s: fdatasync at close failed: %s", s->dir, strerror(errno));
     }
     ack_save(s, true);
@@ -1330,6 +1569,7 @@ void fb_store_close(struct fb_store *s)
         if (!g->mem && s->dirfd >= 0 && ((g->nrec && g->last_id <= s->acked_hi_saved) || !g->nrec))
             unlinkat(s->dirfd, g->name, 0);
         free(g->mem);
+        free(g->cuts);
         free(g);
     }
     if (s->rfd >= 0) close(s->rfd);
@@ -1340,6 +1580,7 @@ void fb_store_close(struct fb_store *s)
     free(s->rbuf);
     free(s->ring);
     free(s->limbo);
+    free(s->lr);
     free(s);
 }
 
@@ -1372,6 +1613,44 @@ int fb_store_seq_reserve(const char *dir, uint64_t limit, struct fb_err *err)
     return 0;
 }
 
+/* Newest modification time (µs since the epoch) of DIR, its entries and the
+ * entries of its subdirectories (the sinks' queues): a lower bound for the
+ * clock at the last write, used when the clock has gone back. */
+static uint64_t newest_mtime_us(const char *dir, int depth)
+{
+    uint64_t best = 0;
+    DIR *d = opendir(dir);
+    if (!d) return 0;
+    struct dirent *de;
+    char p[1024];
+    while ((de = readdir(d))) {
+        if (!strcmp(de->d_name, "..")) continue;
+        snprintf(p, sizeof p, "%s/%s", dir, de->d_name);
+        struct stat st;
+        if (lstat(p, &st) != 0) continue;
+        uint64_t t =
+            st.st_mtim.tv_sec > 0 ? (uint64_t)st.st_mtim.tv_sec * 1000000u + (uint64_t)st.st_mtim.tv_nsec / 1000u : 0;
+        if (t > best) best = t;
+        if (depth > 0 && S_ISDIR(st.st_mode) && strcmp(de->d_name, ".") != 0) {
+            uint64_t u = newest_mtime_us(p, depth - 1);
+            if (u > best) best = u;
+        }
+    }
+    closedir(d);
+    return best;
+}
+
+/* Where a counter without a trustworthy file restarts: the clock in µs (as
+ * without a buffer), and above the newest write in the directory if the
+ * clock is behind it.  Numbers are handed out far slower than one per µs, so
+ * this is above every number a previous run handed out, whether it started
+ * from 1 (an old store) or from its own clock. */
+static uint64_t seq_restart(const char *dir)
+{
+    uint64_t now = (uint64_t)fb_now_ns() / 1000, m = newest_mtime_us(dir, 1);
+    return m >= now ? m + 1 : now;
+}
+
 int fb_store_seq_open(struct fb_store_seq *q, const char *dir, uint64_t block, struct fb_err *err)
 {
     memset(q, 0, sizeof *q);
@@ -1380,15 +1659,25 @@ int fb_store_seq_open(struct fb_store_seq *q, const char *dir, uint64_t block, s
     uint64_t l = 0;
     int rc = fb_store_seq_load(dir, &l, err);
     if (rc == FB_EPROTO) {
-        /* never reuse a number: jump far beyond anything plausible */
-        fb_error(NULL, NULL, "seq %s/seq corrupt: restarting at a time-derived number", dir);
-        l = (uint64_t)fb_now_ns() / 1000;
+        /* never reuse a number: jump beyond anything handed out before */
+        l = seq_restart(dir);
+        fb_error(NULL, NULL, "seq %s/seq corrupt: restarting at the time-derived number %" PRIu64, dir, l);
+    } else if (rc == 0 && l == 0) {
+        /* No file.  The queue (or a consumer) may hold numbers from a run
+         * whose file is gone — deleted, a restored backup, a wiped buffer —
+         * and starting at 1 would reuse them.  The store cannot read them
+         * back (records are the sinks' opaque bytes), so restart as for a
+         * corrupt file. */
+        l = seq_restart(dir);
+        fb_info(NULL, NULL, "seq %s/seq missing: starting at the time-derived number %" PRIu64, dir, l);
     }
     q->next = l ? l : 1;
     q->limit = q->next;
     int r2 = fb_store_seq_reserve(dir, q->next + q->block, err);
-    if (r2 == 0) q->limit = q->next + q->block;
-    else q->failed = 1;
+    if (r2 == 0)
+        q->limit = q->next + q->block;
+    else
+        q->failed = 1;
     return r2 ? r2 : (rc == FB_EPROTO ? 0 : rc);
 }
 

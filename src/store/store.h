@@ -10,6 +10,10 @@
  *     sync policy) and not yet durably acked is delivered again: duplicates
  *     are possible, loss of synced data is not;
  *   - a torn or corrupt tail is cut at open, logged, and the rest delivered;
+ *     corruption found later, while reading, is cut, logged and counted too;
+ *   - records missing altogether (a segment file deleted behind the store's
+ *     back, before or while it runs) are logged with their id range and
+ *     counted in `lost`;
  *   - disk use (segment files, headers and record overhead included) never
  *     exceeds max_bytes;
  *   - disk trouble (ENOSPC, EROFS, EIO, an unwritable directory) never makes
@@ -108,20 +112,23 @@ int fb_store_ack(struct fb_store *s, uint64_t id);
 void fb_store_rewind(struct fb_store *s);
 
 struct fb_store_stats {
-    uint64_t records;      /* accepted, not yet acked or dropped (pending + in flight) */
-    uint64_t bytes;        /* disk + memory bytes held (headers and overhead included) */
-    uint64_t mem_bytes;    /* of which in memory (degraded mode) */
-    uint64_t inflight;     /* handed out, not yet acked */
+    uint64_t records;   /* accepted, not yet acked or dropped (pending + in flight) */
+    uint64_t bytes;     /* disk + memory bytes held (headers and overhead included) */
+    uint64_t mem_bytes; /* of which in memory (degraded mode) */
+    uint64_t inflight;  /* handed out, not yet acked */
     uint64_t segments;
-    uint64_t appended;     /* records appended since open */
-    uint64_t acked;        /* records acked since open */
-    uint64_t dropped_full; /* records dropped because the store was full */
-    uint64_t dropped_age;  /* records dropped because older than max_age */
-    uint64_t corrupt_cut;  /* bytes cut as torn or corrupt (at open and while reading) */
-    uint64_t recovered;    /* records found pending at open */
-    int64_t oldest_ts;     /* ts of the oldest pending record (segment granularity); 0 if none */
-    int degraded;          /* 1 while new records go to memory only (not crash-safe) */
-    int last_errno;        /* the errno that caused the last degradation; 0 if none */
+    uint64_t appended;              /* records appended since open */
+    uint64_t acked;                 /* records acked since open */
+    uint64_t dropped_full;          /* records dropped because the store was full */
+    uint64_t dropped_age;           /* records dropped because older than max_age */
+    uint64_t corrupt_cut;           /* bytes cut as torn or corrupt (at open and while reading) */
+    uint64_t recovered;             /* records found pending at open */
+    uint64_t lost;                  /* records found missing: a deleted segment file, records held in memory
+                            * when the process died, ids inside a cut region (logged with their range) */
+    uint64_t lost_first, lost_last; /* the ids of the latest such loss (0 if none) */
+    int64_t oldest_ts;              /* ts of the oldest pending record (segment granularity); 0 if none */
+    int degraded;                   /* 1 while new records go to memory only (not crash-safe) */
+    int last_errno;                 /* the errno that caused the last degradation; 0 if none */
 };
 void fb_store_stats(struct fb_store *s, struct fb_store_stats *out);
 
@@ -139,7 +146,9 @@ void fb_store_inject_fault(struct fb_store *s, int ops, int errno_val);
  * The file DIR/seq holds a limit L: every number handed out so far is < L.
  * Numbers are reserved in blocks (the file is rewritten with rename and
  * fsync once per block), so after kill -9 or power loss the counter resumes
- * at L: some numbers are skipped, none is ever reused, it never goes back. */
+ * at L: some numbers are skipped, none is ever reused, it never goes back.
+ * Without a usable file (missing or corrupt) it starts from the clock in µs,
+ * or above the newest modification time in DIR when the clock is behind. */
 struct fb_store_seq {
     char dir[512];
     uint64_t next;  /* the next number to hand out */
@@ -152,7 +161,8 @@ struct fb_store_seq {
 int fb_store_seq_load(const char *dir, uint64_t *next, struct fb_err *err);
 /* Durably records that numbers below `limit` may have been used. */
 int fb_store_seq_reserve(const char *dir, uint64_t limit, struct fb_err *err);
-/* Load + reserve the first block (block 0 = 65536).  On a disk error the
+/* Load + reserve the first block (block 0 = 65536); a missing or corrupt
+ * file restarts at a time-derived number (above).  On a disk error the
  * counter still works in memory (q->failed, the error in err) and the
  * return value is the error. */
 int fb_store_seq_open(struct fb_store_seq *q, const char *dir, uint64_t block, struct fb_err *err);

@@ -29,8 +29,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         if (b->names[k] >= b->arena_len || !memchr(b->arena + b->names[k], 0, b->arena_len - b->names[k])) abort();
     for (uint32_t i = 0; i < b->n; i++) {
         const struct fb_sample *s = &b->s[i];
-        if (named ? s->tag >= b->arena_len || !memchr(b->arena + s->tag, 0, b->arena_len - s->tag)
-                  : s->tag >= gw.ntags)
+        if (named ? s->tag >= b->arena_len || !memchr(b->arena + s->tag, 0, b->arena_len - s->tag) : s->tag >= gw.ntags)
             abort();
         if (s->v.type == FB_T_STRING && s->v.s.len &&
             (s->v.s.p < b->arena || s->v.s.p + s->v.s.len > b->arena + b->arena_cap))

@@ -67,7 +67,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     memset(&c, 0, sizeof c);
     c.payload = (char *)data;
     c.len = size;
-    c.qos = size ? data[0] % 3 : 1;
+    /* QoS from the last byte's top bits, so that JSON (which starts with '{'
+     * and ends with '}', both < 0x80) is parsed at QoS 1 or 2, and only
+     * inputs ending in a byte >= 0xc0 exercise the QoS 0 refusal. */
+    c.qos = size ? (data[size - 1] >= 0xc0 ? 0 : 1 + (data[size - 1] >> 7)) : 1;
     snprintf(c.source, sizeof c.source, "fuzz");
     char *resp = NULL;
     size_t rlen = 0;
@@ -83,7 +86,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (json_is_object(w)) {
         const char *k;
         json_t *v;
-        json_object_foreach(w, k, v) {
+        json_object_foreach(w, k, v)
+        {
             for (int i = 0; i < FB_T__COUNT * 2; i++) {
                 struct fb_tag t = tags[i];
                 t.access = FB_ACC_RW;

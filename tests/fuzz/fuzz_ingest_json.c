@@ -24,8 +24,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     static struct fb_gateway gw;
     if (!b) b = fb_batch_new(32, 32, 2048);
     if (!size) return 0;
-    static struct fb_ig_type_rule rules[] = {{NULL, "a*", FB_T_INT8}, {NULL, "b*", FB_T_UINT64}, {NULL, "c*", FB_T_INT64},
-                                             {NULL, "d*", FB_T_FLOAT32}, {NULL, "*", FB_T_UINT16}};
+    static struct fb_ig_type_rule rules[] = {{NULL, "a*", FB_T_INT8},
+                                             {NULL, "b*", FB_T_UINT64},
+                                             {NULL, "c*", FB_T_INT64},
+                                             {NULL, "d*", FB_T_FLOAT32},
+                                             {NULL, "*", FB_T_UINT16}};
     struct fb_ig_types types = {rules, (uint32_t)(data[0] % 6)};
     const char *names[FB_BN__N] = {"g", "s", "a", "", "dev"};
     if (fb_ig_batch_begin(b, names, 0) < 0) abort();

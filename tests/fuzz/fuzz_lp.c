@@ -109,8 +109,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         fb_buf_puts(&b, ",n=");
         int rc = fb_lp_value(&b, types[t], &v);
         if (rc != fb_lp_check(types[t], &v)) abort();
-        if (rc < 0) b.len = mark;
-        else if (!isfinite(d)) abort(); /* NaN/Inf never written */
+        if (rc < 0)
+            b.len = mark;
+        else if (!isfinite(d))
+            abort(); /* NaN/Inf never written */
     }
     fb_buf_puts(&b, " 1\n");
     /* exactly one line */

@@ -52,8 +52,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     uint16_t regs[MB_MAX_READ_REGS];
     uint8_t bits[1];
     memset(regs, 0, sizeof regs);
-    for (size_t k = 0; k < a.count && 2 * k + 1 < rlen; k++)
-        regs[k] = (uint16_t)(rb[2 * k] << 8 | rb[2 * k + 1]);
+    for (size_t k = 0; k < a.count && 2 * k + 1 < rlen; k++) regs[k] = (uint16_t)(rb[2 * k] << 8 | rb[2 * k + 1]);
     bits[0] = rlen ? rb[0] & 1 : 0;
 
     struct fb_value v;

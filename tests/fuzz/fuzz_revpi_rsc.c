@@ -65,8 +65,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         uint32_t nb;
         bool bit;
         struct fb_value in = {.type = (uint8_t)t};
-        if (t == FB_T_BOOL) in.b = true;
-        else in.u = 1;
+        if (t == FB_T_BOOL)
+            in.b = true;
+        else
+            in.u = 1;
         if (fb_revpi_encode(&v->loc, t, &in, out, &nb, &bit, &err) != 0) abort();
     }
     for (uint32_t i = 1; i < cfg.nvars; i++) {

@@ -90,8 +90,7 @@ static void plan(const uint8_t *d, size_t n)
         for (uint32_t q = 0; q < p->nreqs; q++) {
             size_t reply = 14;
             for (uint32_t c = 0; c < p->reqs[q].n; c++)
-                reply += s7_read_reply_item_size((uint16_t)p->chunks[p->reqs[q].first + c].len,
-                                                 c + 1 == p->reqs[q].n);
+                reply += s7_read_reply_item_size((uint16_t)p->chunks[p->reqs[q].first + c].len, c + 1 == p->reqs[q].n);
             if (reply > (size_t)pdu || s7_read_req_size(p->reqs[q].n) > (size_t)pdu) abort();
         }
         if (p->nranges) {
@@ -109,41 +108,40 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     size_t n = size - 1;
     uint16_t herr;
     switch (data[0] % 6) {
-    case 0: {
-        struct s7_cotp c;
-        if (s7_cotp_parse(d, n, &c) == 0 && c.kind == S7_COTP_DT &&
-            (c.payload < d || c.payload + c.payload_len > d + n))
-            abort();
-        break;
-    }
-    case 1: {
-        int pdu;
-        s7_parse_setup_reply(d, n, 0x0001, &pdu, &herr);
-        break;
-    }
-    case 2: {
-        if (n < 1) break;
-        unsigned nit = d[0] % (S7_MAX_ITEMS + 1);
-        if (n < 1 + nit) break;
-        struct s7_item it[S7_MAX_ITEMS];
-        struct s7_read_result res[S7_MAX_ITEMS];
-        for (unsigned i = 0; i < nit; i++) it[i] = (struct s7_item){.area = S7_AREA_DB, .db = 1, .len = d[1 + i]};
-        const uint8_t *pdu = d + 1 + nit;
-        size_t pl = n - 1 - nit;
-        if (s7_parse_read_reply(pdu, pl, 0x0001, it, nit, res, &herr) == 0)
-            for (unsigned i = 0; i < nit; i++)
-                if (res[i].rc == S7_RC_OK && (res[i].data < pdu || res[i].data + it[i].len > pdu + pl))
-                    abort();
-        break;
-    }
-    case 3: {
-        if (n < 1) break;
-        uint8_t rc[255];
-        s7_parse_write_reply(d + 1, n - 1, 0x0001, d[0], rc, &herr);
-        break;
-    }
-    case 4: addr_codec(d, n); break;
-    default: plan(d, n); break;
+        case 0: {
+            struct s7_cotp c;
+            if (s7_cotp_parse(d, n, &c) == 0 && c.kind == S7_COTP_DT &&
+                (c.payload < d || c.payload + c.payload_len > d + n))
+                abort();
+            break;
+        }
+        case 1: {
+            int pdu;
+            s7_parse_setup_reply(d, n, 0x0001, &pdu, &herr);
+            break;
+        }
+        case 2: {
+            if (n < 1) break;
+            unsigned nit = d[0] % (S7_MAX_ITEMS + 1);
+            if (n < 1 + nit) break;
+            struct s7_item it[S7_MAX_ITEMS];
+            struct s7_read_result res[S7_MAX_ITEMS];
+            for (unsigned i = 0; i < nit; i++) it[i] = (struct s7_item){.area = S7_AREA_DB, .db = 1, .len = d[1 + i]};
+            const uint8_t *pdu = d + 1 + nit;
+            size_t pl = n - 1 - nit;
+            if (s7_parse_read_reply(pdu, pl, 0x0001, it, nit, res, &herr) == 0)
+                for (unsigned i = 0; i < nit; i++)
+                    if (res[i].rc == S7_RC_OK && (res[i].data < pdu || res[i].data + it[i].len > pdu + pl)) abort();
+            break;
+        }
+        case 3: {
+            if (n < 1) break;
+            uint8_t rc[255];
+            s7_parse_write_reply(d + 1, n - 1, 0x0001, d[0], rc, &herr);
+            break;
+        }
+        case 4: addr_codec(d, n); break;
+        default: plan(d, n); break;
     }
     return 0;
 }

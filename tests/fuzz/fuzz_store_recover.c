@@ -44,7 +44,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     static char dir[64];
     if (!dir[0]) {
-        snprintf(dir, sizeof dir, "/tmp/fuzz_store.%d", (int)getpid());
+        /* tmpfs when there is one: recovery is what is fuzzed, not the disk */
+        struct stat sb;
+        snprintf(dir, sizeof dir, "%s/fuzz_store.%d", stat("/dev/shm", &sb) == 0 ? "/dev/shm" : "/tmp", (int)getpid());
         fb_log_init(-1, 0);
     }
     nftw(dir, rm_cb, 8, FTW_DEPTH | FTW_PHYS);
@@ -58,7 +60,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         data += 11, size -= 11;
     }
     put_file(dir, "0000000000000001.seg", data, size);
-    struct fb_store_cfg c = {.dir = dir, .max_bytes = 1 << 20, .segment_bytes = 64 << 10, .name = "fuzz"};
+    /* no fsync (FB_SYNC_OS): the same recovery code, ~10x the executions */
+    struct fb_store_cfg c = {
+        .dir = dir, .max_bytes = 1 << 20, .segment_bytes = 64 << 10, .sync = FB_SYNC_OS, .name = "fuzz"};
     for (int round = 0; round < 2; round++) {
         struct fb_store *s = fb_store_open(&c, NULL);
         if (!s) abort();

@@ -8,31 +8,47 @@ count.  Nothing here is taken from another implementation.
 
 What it offers
   * a symbol table (index group 0x4040) with a variable of every IEC type,
-    STRING(n), arrays, a struct, and optional GVL.nVar0000.. (--many N);
+    STRING(n), arrays, a struct, an alias, and optional GVL.nVar0000..
+    (--many N); entries as TwinCAT 3 writes them: flags u16 (0x0008: a type
+    GUID follows, 0x1000: attributes follow) and arrayDim u16, then name,
+    type, comment, array bounds, GUID, attributes;
   * handles by name (0xF003: classic 4-byte reply, or TwinCAT 3's extended
     reply when the read length is > 4), value by handle (0xF005), release
-    (0xF006), value by name (0xF004), symbol version (0xF008), upload info
-    (0xF00C, 0xF00F), symbol and data-type uploads (0xF00B, 0xF00E), sum
-    read / write / read-write (0xF080-0xF082), device state (0xF100);
+    (0xF006), value by name (0xF004), symbol version (0xF008), symbol info
+    by name (0xF009: one symbol entry, also for struct members and array
+    elements), upload info (0xF00C, 0xF00F), symbol and data-type uploads
+    (0xF00B, 0xF00E), sum read / write / read-write (0xF080-0xF082), device
+    state (0xF100);
+  * raw areas: flags %M (0x4020 bytes, 0x4021 bits), inputs %I (0xF020,
+    0xF021) and outputs %Q (0xF030, 0xF031); bit groups take byte*8+bit;
   * device notifications (on change and cyclic), pushed by a thread per
     connection;
   * a "download": the symbol version goes up, every variable moves to a new
     offset, old handles answer 0x710 and old notifications stop;
   * error injection: an AMS header error (0x7 no route, 0x6 port not found)
-    or an ADS result code for every request.
+    or an ADS result code for every request;
+  * older or smaller devices: --no-sum CODE answers the sum commands
+    (0xF080-0xF086) with CODE (0x701 service not supported, or 0x702 invalid
+    index group, as TwinCAT 2 before sum commands, BC/BX controllers and
+    simulators do), --no-upload CODE the symbol and data-type uploads and
+    their info (0xF00B, 0xF00C, 0xF00E, 0xF00F), --refuse IG=CODE any index
+    group, --classic-handles gives only the 4-byte handle reply.
 
 Control: one JSON object per line on stdin, one answer per line on stdout:
   {"op":"set","name":"MAIN.nInt","value":-5}       typed by the symbol
   {"op":"get","name":"MAIN.nInt"}                   -> {"value":..,"hex":..}
   {"op":"download"}   {"op":"error","code":7,"where":"ams"|"ads"}  {"op":"error","code":0}
   {"op":"stats"}      {"op":"reset_stats"}    {"op":"routes"}    {"op":"drop"} (close clients)
-Start: ads_server.py --port P [--udp-port U] [--net-id ID] [--many N]; prints "READY P".
+  {"op":"raw_set","area":"M","offset":10,"hex":"2a00"}  {"op":"raw_get","area":"I","offset":0,"size":2}
+Start: ads_server.py --port P [--udp-port U] [--net-id ID] [--many N] [--no-sum CODE]
+       [--no-upload CODE] [--refuse IG=CODE]... [--classic-handles]; prints "READY P U".
 Benchmark options (bench/plc_bench.sh): --mixed gives the --many symbols
 mixed types (cycling DINT REAL INT BOOL LREAL UDINT WORD STRING(16)) instead
 of DINT only; --tick S changes every --many value each S seconds;
 --note-period S is how often the notifier looks for changes (default 5 ms).
 """
 import argparse
+import hashlib
 import json
 import socket
 import struct
@@ -70,7 +86,16 @@ BASE_SYMBOLS = [
     ("MAIN.fSetpoint", "LREAL", 0.0),
     ("GVL.aBig", "ARRAY [0..999] OF DINT", [i * 3 for i in range(1000)]),
     ("MAIN.wsText", "WSTRING(20)", "Grüße €\U0001F600"),
+    ("MAIN.nAlias", "T_Alias", -7),
 ]
+ALIASES = {"T_Alias": "INT"}  # TYPE T_Alias : INT
+ATTRIBUTES = {"MAIN.fTemperature": [("unit", "degC"), ("TcDisplayScale", "0-100")]}
+SYM_TYPEGUID, SYM_ATTRIBUTES = 0x0008, 0x1000  # symbol entry flags (u16)
+SUM_IGS = range(0xF080, 0xF087)
+UPLOAD_IGS = (0xF00B, 0xF00C, 0xF00E, 0xF00F)
+AREAS = {0x4020: ("M", False), 0x4021: ("M", True), 0xF020: ("I", False), 0xF021: ("I", True),
+         0xF030: ("Q", False), 0xF031: ("Q", True)}
+AREA_SIZE = {"M": 4096, "I": 256, "Q": 256}
 
 
 MIXED = ["DINT", "REAL", "INT", "BOOL", "LREAL", "UDINT", "WORD", "STRING(16)"]
@@ -105,6 +130,8 @@ def type_size(t):
         return (hi - lo + 1) * type_size(elem)
     if t in STRUCTS:
         return STRUCTS[t][1]
+    if t in ALIASES:
+        return type_size(ALIASES[t])
     return ADS_TYPES[t.upper()][0]
 
 
@@ -134,6 +161,8 @@ def encode(t, v):
             b = encode(mt, v[m])
             out[off:off + len(b)] = b
         return bytes(out)
+    if t in ALIASES:
+        return encode(ALIASES[t], v)
     return struct.pack(ADS_TYPES[tu][1], v)
 
 
@@ -151,6 +180,8 @@ def decode(t, b):
         return [decode(elem, b[i * s:(i + 1) * s]) for i in range(hi - lo + 1)]
     if t in STRUCTS:
         return {m: decode(mt, b[off:off + type_size(mt)]) for m, mt, off in STRUCTS[t][0]}
+    if t in ALIASES:
+        return decode(ALIASES[t], b)
     return struct.unpack(ADS_TYPES[tu][1], b[:ADS_TYPES[tu][0]])[0]
 
 
@@ -158,11 +189,47 @@ def cstr(s):
     return s.encode("latin-1") + b"\0"
 
 
+def adst(t):
+    """The ADST_* code TwinCAT gives a type (an array: its element's; structs: BIGTYPE)."""
+    tu = t.upper()
+    if tu.startswith("WSTRING"):
+        return 31
+    if tu.startswith("STRING"):
+        return 30
+    if tu.startswith("ARRAY"):
+        return adst(parse_array(t)[2])
+    if t in ALIASES:
+        return adst(ALIASES[t])
+    return ADS_TYPES.get(tu, (0, 0, 65))[2]
+
+
+def sym_entry(name, t, off, size):
+    """One symbol entry as the upload (0xF00B) and 0xF009 carry it."""
+    arrdim = 1 if t.upper().startswith("ARRAY") else 0
+    attrs = ATTRIBUTES.get(name, [])
+    flags = SYM_TYPEGUID | (SYM_ATTRIBUTES if attrs else 0)
+    body = struct.pack("<IIII HH HHH", 0x4040, off, size, adst(t), flags, arrdim, len(name), len(t), 0)
+    body += cstr(name) + cstr(t) + cstr("")
+    if arrdim:
+        lo, hi, _ = parse_array(t)
+        body += struct.pack("<iI", lo, hi - lo + 1)
+    body += hashlib.md5(t.lower().encode()).digest()  # the type GUID (any 16 bytes will do here)
+    if attrs:
+        body += struct.pack("<H", len(attrs))
+        for k, v in attrs:
+            body += struct.pack("<BB", len(k), len(v)) + cstr(k) + cstr(v)
+    body += bytes((-len(body) - 4) % 4)
+    return struct.pack("<I", len(body) + 4) + body
+
+
 class Plc:
     """Symbols, memory, handles; shared by every connection (under lock)."""
 
-    def __init__(self, many=0, mixed=False):
+    def __init__(self, many=0, mixed=False, refuse=None, classic_handles=False):
         self.lock = threading.RLock()
+        self.refuse = dict(refuse or {})  # index group -> ADS error it is answered with
+        self.classic_handles = classic_handles
+        self.areas = {a: bytearray(n) for a, n in AREA_SIZE.items()}
         self.many = [(f"GVL.nVar{i:04d}", MIXED[i % len(MIXED)] if mixed else "DINT", i) for i in range(many)]
         self.symbols = list(BASE_SYMBOLS) + [(n, t, mixed_value(t, i)) for n, t, i in self.many]
         self._uploads = None
@@ -268,16 +335,7 @@ class Plc:
         out = []
         for name, t, _ in self.symbols:
             off, size, _, _ = self.offsets[name.lower()]
-            adst = 31 if t.upper().startswith("WSTRING") else 30 if t.upper().startswith("STRING") \
-                else ADS_TYPES.get(t.upper(), (0, 0, 65))[2]
-            arrdim = 1 if t.upper().startswith("ARRAY") else 0
-            body = struct.pack("<IIII HH HHH", 0x4040, off, size, adst, 0x0008, arrdim, len(name), len(t), 0)
-            body += cstr(name) + cstr(t) + cstr("")
-            if arrdim:
-                lo, hi, _ = parse_array(t)
-                body += struct.pack("<iI", lo, hi - lo + 1)
-            body += bytes((-len(body) - 4) % 4)
-            out.append(struct.pack("<I", len(body) + 4) + body)
+            out.append(sym_entry(name, t, off, size))
         return b"".join(out)
 
     def dt_entry(self, name, t, size, offs, subs=(), adst=65, comment=""):
@@ -301,12 +359,38 @@ class Plc:
         for sname, (members, size) in STRUCTS.items():
             subs = [self.dt_entry(m, mt, type_size(mt), mo) for m, mt, mo in members]
             out += self.dt_entry(sname, "", size, 0, subs)
-        out += self.dt_entry("T_Alias", "INT", 2, 0, (), 2)
+        for a, at in ALIASES.items():
+            out += self.dt_entry(a, at, type_size(at), 0, (), adst(at))
         return out
+
+    # ---- raw areas (%M, %I, %Q)
+    def area_rw(self, ig, io, n, data=None):
+        area, bit = AREAS[ig]
+        mem = self.areas[area]
+        if bit:
+            byte, b = divmod(io, 8)
+            if byte >= len(mem):
+                return 0x703, b""
+            if data is None:
+                return (0x705, b"") if n != 1 else (0, bytes([(mem[byte] >> b) & 1]))
+            if len(data) != 1:
+                return 0x705, b""
+            mem[byte] = (mem[byte] | (1 << b)) if data[0] else (mem[byte] & ~(1 << b))
+            return 0, b""
+        if io + (n if data is None else len(data)) > len(mem):
+            return 0x703, b""
+        if data is None:
+            return 0, bytes(mem[io:io + n])
+        mem[io:io + len(data)] = data
+        return 0, b""
 
     # ---- generic access by (ig, io)
     def read(self, ig, io, n):
         with self.lock:
+            if ig in self.refuse:
+                return self.refuse[ig], b""
+            if ig in AREAS:
+                return self.area_rw(ig, io, n)
             if ig == 0x4040:
                 if io + n > len(self.mem):
                     return 0x703, b""
@@ -335,6 +419,10 @@ class Plc:
 
     def write(self, ig, io, data):
         with self.lock:
+            if ig in self.refuse:
+                return self.refuse[ig]
+            if ig in AREAS:
+                return self.area_rw(ig, io, 0, data)[0]
             if ig == 0x4040:
                 if io + len(data) > len(self.mem):
                     return 0x703
@@ -357,6 +445,8 @@ class Plc:
 
     def readwrite(self, ig, io, rlen, data):
         with self.lock:
+            if ig in self.refuse:
+                return self.refuse[ig], b""
             if ig == 0xF003:
                 r = self.resolve(data.split(b"\0")[0].decode("latin-1"))
                 if not r:
@@ -364,7 +454,7 @@ class Plc:
                 h = self.next_handle
                 self.next_handle += 1
                 self.handles[h] = r
-                if rlen <= 4:
+                if rlen <= 4 or self.classic_handles:
                     return 0, struct.pack("<I", h)
                 tn = r[2].encode("latin-1")
                 return 0, (struct.pack("<IIIH", h, r[1], 0, len(tn)) + tn + b"\0")[:rlen]
@@ -373,6 +463,13 @@ class Plc:
                 if not r:
                     return 0x710, b""
                 return 0, bytes(self.mem[r[0]:r[0] + min(rlen, r[1])])
+            if ig == 0xF009:  # symbol info by name: one entry, for members and elements too
+                name = data.split(b"\0")[0].decode("latin-1").strip()
+                r = self.resolve(name)
+                if not r:
+                    return 0x710, b""
+                e = sym_entry(name, r[2], r[0], r[1])
+                return (0, e) if rlen >= len(e) else (0x705, b"")
             if ig == 0xF080:  # sum read
                 subs = [struct.unpack_from("<III", data, 12 * i) for i in range(io)]
                 res, blobs = [], []
@@ -546,8 +643,9 @@ class Conn(threading.Thread):
 
 
 class Server:
-    def __init__(self, port, udp_port, net_id, ams_port, many, user, password, mixed=False, note_period=0.005):
-        self.plc = Plc(many, mixed)
+    def __init__(self, port, udp_port, net_id, ams_port, many, user, password, mixed=False, note_period=0.005,
+                 refuse=None, classic_handles=False):
+        self.plc = Plc(many, mixed, refuse, classic_handles)
         self.note_period = note_period
         self.net_id = bytes(int(x) for x in net_id.split("."))
         self.ams_port = ams_port
@@ -650,6 +748,13 @@ class Server:
                 return {}
             if op == "routes":
                 return {"routes": p.routes}
+            if op in ("raw_set", "raw_get"):
+                mem, off = p.areas[req["area"]], int(req["offset"])
+                if op == "raw_set":
+                    b = bytes.fromhex(req["hex"])
+                    mem[off:off + len(b)] = b
+                    return {}
+                return {"hex": bytes(mem[off:off + int(req.get("size", 1))]).hex()}
         if op == "drop":
             for c in self.conns:
                 try:
@@ -672,9 +777,25 @@ def main():
     ap.add_argument("--mixed", action="store_true", help="--many symbols of mixed types")
     ap.add_argument("--tick", type=float, default=0, help="change every --many value each TICK seconds")
     ap.add_argument("--note-period", type=float, default=0.005, help="notifier check period, seconds")
+    num = lambda v: int(v, 0)  # noqa: E731
+    ap.add_argument("--no-sum", type=num, default=0, metavar="CODE",
+                    help="answer the sum commands 0xF080-0xF086 with this ADS error (0x701 or 0x702)")
+    ap.add_argument("--no-upload", type=num, default=0, metavar="CODE",
+                    help="answer the symbol/data-type uploads and their info (0xF00B/C/E/F) with this ADS error")
+    ap.add_argument("--refuse", action="append", default=[], metavar="IG=CODE",
+                    help="answer index group IG with ADS error CODE (repeatable), e.g. 0xF009=0x701")
+    ap.add_argument("--classic-handles", action="store_true", help="0xF003 replies only the 4-byte handle")
     a = ap.parse_args()
+    refuse = {}
+    if a.no_sum:
+        refuse.update({ig: a.no_sum for ig in SUM_IGS})
+    if a.no_upload:
+        refuse.update({ig: a.no_upload for ig in UPLOAD_IGS})
+    for r in a.refuse:
+        ig, code = r.split("=")
+        refuse[int(ig, 0)] = int(code, 0)
     srv = Server(a.port, a.udp_port, a.net_id, a.ams_port, a.many, a.user, a.password, a.mixed,
-                 max(a.note_period, 0.001))
+                 max(a.note_period, 0.001), refuse, a.classic_handles)
     if a.tick > 0:
         def ticker():
             step = 0

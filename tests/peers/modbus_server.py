@@ -18,7 +18,10 @@ Spec file (JSON):
                                                         listed answers exception 02
                    "co": [1, 0, 1], "di": [0, 1]}}}
 Lists shorter than 256 entries are padded with zeros to 256 so that reads
-just past the configured values work.  Addresses are 0-based (zero_mode=True:
+just past the configured values work.  A unit id that is not in "units" is
+answered with exception 0B (gateway target device failed to respond), or not
+at all with "silent_units": true in the spec — a dead unit behind a TCP→RTU
+gateway that forwards requests without answering for its units.  Addresses are 0-based (zero_mode=True:
 without it pymodbus shifts every address by one).
 
 Once listening it prints "READY <tcp-port>" on stdout, so a test can wait for
@@ -138,13 +141,15 @@ async def main_async(args):
     tcp = None
     if args.port is not None:
         tcp = ModbusTcpServer(ctx, framer=ModbusSocketFramer, address=(args.host, args.port),
-                              allow_reuse_address=True)
+                              allow_reuse_address=True,
+                              ignore_missing_slaves=bool(spec.get("silent_units")))
         tasks.append(asyncio.create_task(tcp.serve_forever()))
     serial_srv = None
     if args.serial:
         serial_srv = ModbusSerialServer(ctx, framer=ModbusRtuFramer, port=args.serial,
                                         baudrate=args.baud, parity=args.parity,
-                                        bytesize=8, stopbits=1, timeout=0.05)
+                                        bytesize=8, stopbits=1, timeout=0.05,
+                                        ignore_missing_slaves=bool(spec.get("silent_units")))
         await serial_srv.start()
         if serial_srv.transport is None:
             print(f"cannot open serial port {args.serial}", file=sys.stderr, flush=True)

@@ -12,6 +12,7 @@ import json
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import threading
 import time
@@ -253,6 +254,16 @@ class Certs:
         make_cert(self.dir, "ca", "client", client_cn, False)
         make_cert(self.dir, "ca", "subscriber", "test-subscriber", False)
 
+    def subscriber_tls(self):
+        """A client TLS context for the test subscribers: our CA, the subscriber's
+        certificate, the broker's name checked (its certificate is for IP
+        127.0.0.1).  Built here with PROTOCOL_TLS_CLIENT because paho 1.6's
+        tls_set() uses the deprecated ssl.PROTOCOL_TLS (a warning per test)."""
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        ctx.load_verify_locations(self.path("ca.pem"))
+        ctx.load_cert_chain(self.path("subscriber.pem"), self.path("subscriber.key"))
+        return ctx
+
     def path(self, name):
         return os.path.join(self.dir, name)
 
@@ -310,8 +321,7 @@ class Watcher:
         cid = client_id or f"fbtest-{os.getpid()}-{id(self) & 0xFFFFFF:x}"
         self.c = mqtt.Client(client_id=cid, protocol=proto)
         if certs is not None:
-            self.c.tls_set(ca_certs=certs.path("ca.pem"), certfile=certs.path("subscriber.pem"),
-                           keyfile=certs.path("subscriber.key"))
+            self.c.tls_set_context(certs.subscriber_tls())
         self.topics = list(topics)
         self.c.on_message = self._on_message
         self.c.on_connect = self._on_connect

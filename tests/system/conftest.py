@@ -8,6 +8,13 @@ AddressSanitizer / UBSan report fails the test, so the same tests double as
 sanitizer checks when FB_BIN points at build-asan/fieldbridge (the smoke subset,
 marked `smoke`, is what scripts/test.sh runs there).
 
+Skips: a test is skipped only for something the user turned off explicitly, by
+name, in FB_TEST_SKIP (comma-separated: opcua, s7, ads-client, sparkplug, tmpfs).
+Anything a test needs that is missing (an npm peer that did not install, root
+for a tmpfs) is a FAILURE that says what is missing and how to get it, so a
+broken install step cannot pass as "N skipped" (scripts/test.sh also fails on
+any skip that FB_TEST_SKIP did not ask for).
+
 Run: /usr/bin/python3 -m pytest tests/system -v
 """
 import json
@@ -27,6 +34,20 @@ import peers  # noqa: E402  pylint: disable=wrong-import-position
 
 SANITIZER_RE = re.compile(r"ERROR: (AddressSanitizer|LeakSanitizer)|runtime error:|"
                           r"SUMMARY: (Address|Undefined|Leak)")
+
+
+TURNED_OFF = {x.strip() for x in os.environ.get("FB_TEST_SKIP", "").split(",") if x.strip()}
+
+
+def require(name, present, missing_why):
+    """A test needs `name` (a peer or a facility).  Skipped only when the user
+    turned it off (FB_TEST_SKIP=name); when it is missing, the test fails with
+    `missing_why` — never a silent skip."""
+    if name in TURNED_OFF:
+        pytest.skip(f"{name} turned off by FB_TEST_SKIP={os.environ.get('FB_TEST_SKIP')}")
+    if not present:
+        pytest.fail(f"{missing_why} (to leave these tests out on purpose: FB_TEST_SKIP={name})",
+                    pytrace=False)
 
 
 def pytest_configure(config):

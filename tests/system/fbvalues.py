@@ -1,7 +1,7 @@
 """fbvalues.py — the reference encodings the system tests give the Modbus peer.
 
 Registers are computed here with Python's struct module (NOT with fieldbridge's
-encoder), following PROTOCOLS.md §5 / DESIGN.md §5: registers are big-endian,
+encoder), following docs/modbus.md ("Byte and word order"): registers are big-endian,
 A is the most significant byte; ABCD = high word first, CDAB = words swapped,
 BADC = bytes swapped inside each word, DCBA = both; the 64-bit names are the
 same two flags over four registers.

@@ -1,4 +1,4 @@
-"""test_check.py — `fieldbridge check -c FILE`: offline validation (DESIGN.md §4).
+"""test_check.py — `fieldbridge check -c FILE`: offline validation (docs/configuration.md).
 
 Every examples/*.yaml must pass; bad configs exit 2 with `file:line:col:`
 pointing at the offending spot (1-based line and column, like compilers).
@@ -113,6 +113,27 @@ def test_bad_address(fb, tmp_path):
     assert_err_at(run_cli("check", "-c", p), p, 10, {15})
 
 
+def test_order_in_address(fb, tmp_path):
+    """A Modbus address may carry its order (hr:102:float32:CDAB), in a config too."""
+    p = write(tmp_path, GOOD.replace('"hr:0:float32"', '"hr:0:float32:CDAB"'))
+    assert run_cli("check", "-c", p).returncode == 0
+    p = write(tmp_path, GOOD.replace('"hr:0:float32"', '"hr:0:float32:CDAB"\n        order: ABCD'), "c2.yaml")
+    r = run_cli("check", "-c", p)
+    assert_err_at(r, p, 10, {15})
+    assert "conflicts" in r.stderr, r.stderr
+
+
+def test_writable_tag_on_read_only_table(fb, tmp_path):
+    """A writable tag on input registers or discrete inputs is a config error (exit 2)."""
+    for addr in ("ir:3", "30004", "di:0"):
+        p = write(tmp_path, GOOD.replace('"hr:0:float32"', f'"{addr}"\n        access: rw'))
+        r = run_cli("check", "-c", p)
+        assert_err_at(r, p, 10, {15})
+        assert "read-only" in r.stderr, r.stderr
+    p = write(tmp_path, GOOD.replace('"hr:0:float32"', '"ir:3"\n        access: r'))
+    assert run_cli("check", "-c", p).returncode == 0
+
+
 def test_yaml_syntax_error(fb, tmp_path):
     p = write(tmp_path, GOOD + "  - name: [unclosed\n")
     r = run_cli("check", "-c", p)
@@ -151,3 +172,105 @@ def test_password_file_readable_by_others_refused_by_check(fb, tmp_path):
     os.chmod(pw, 0o600)
     r = run_cli("check", "-c", p)
     assert r.returncode == 0, f"rc={r.returncode} {r.stderr}"
+
+
+# ------------------------------------------------- files a config names
+UA_DEV = """\
+gateway:
+  id: gw1
+devices:
+  - name: ua
+    url: "opc.tcp://127.0.0.1:4840?{query}"
+    tags:
+      - name: t
+        addr: "i=2258"
+"""
+
+
+def secret(tmp_path, name, mode, text="secret\n"):
+    p = tmp_path / name
+    p.write_text(text)
+    os.chmod(p, mode)
+    return str(p)
+
+
+def test_opcua_password_file_missing_is_error_with_strict(fb, tmp_path):
+    """Issue 12: a missing OPC UA password file passed check, then the gateway retried forever."""
+    p = write(tmp_path, UA_DEV.format(query=f"user=op&password_file={tmp_path}/nope.pass"))
+    r = run_cli("check", "-c", p)
+    assert r.returncode == 0, r.stderr
+    assert "password_file" in r.stderr and "nope.pass" in r.stderr, r.stderr   # a warning
+    r = run_cli("check", "--strict", "-c", p)
+    assert_err_at(r, p, 5, {10})
+    assert "nope.pass" in r.stderr and "No such file" in r.stderr, r.stderr
+    # `run` checks strictly: it refuses to start instead of retrying forever
+    r = run_cli("run", "-c", p, timeout=10)
+    assert r.returncode == 2 and "nope.pass" in r.stderr, r
+
+
+def test_opcua_secret_files_permissions(fb, tmp_path):
+    pw = secret(tmp_path, "ua.pass", 0o644)
+    p = write(tmp_path, UA_DEV.format(query=f"user=op&password_file={pw}"))
+    r = run_cli("check", "-c", p)
+    assert_err_at(r, p, 5, {10})
+    assert f"chmod 600 {pw}" in r.stderr, r.stderr
+    os.chmod(pw, 0o600)
+    assert run_cli("check", "--strict", "-c", p).returncode == 0
+    # X.509 user identity: the certificate must exist, the key must be private
+    cert = secret(tmp_path, "user.der", 0o644, "cert")
+    key = secret(tmp_path, "user.key", 0o640, "key")
+    p = write(tmp_path, UA_DEV.format(query=f"user_cert={cert}&user_key={key}"), "x509.yaml")
+    r = run_cli("check", "-c", p)
+    assert_err_at(r, p, 5, {10})
+    assert "user_key" in r.stderr and f"chmod 600 {key}" in r.stderr, r.stderr
+    os.chmod(key, 0o600)
+    assert run_cli("check", "--strict", "-c", p).returncode == 0
+    os.unlink(cert)
+    r = run_cli("check", "--strict", "-c", p)
+    assert r.returncode == 2 and "user_cert" in r.stderr, r.stderr
+
+
+def test_opcua_pki_own_key_permissions(fb, tmp_path):
+    own = tmp_path / "pki" / "own"
+    own.mkdir(parents=True)
+    key = secret(own, "key.pem", 0o644, "key")
+    p = write(tmp_path, UA_DEV.format(query=f"pki={tmp_path}/pki"))
+    r = run_cli("check", "-c", p)
+    assert r.returncode == 2 and f"chmod 600 {key}" in r.stderr, r.stderr
+    os.chmod(key, 0o600)
+    assert run_cli("check", "--strict", "-c", p).returncode == 0
+    # a store that does not exist yet is created by the driver: no complaint
+    p = write(tmp_path, UA_DEV.format(query=f"pki={tmp_path}/newpki"), "new.yaml")
+    assert run_cli("check", "--strict", "-c", p).returncode == 0
+
+
+def test_sparkplug_files_checked(fb, tmp_path):
+    ca = secret(tmp_path, "ca.pem", 0o644, "ca")
+    cert = secret(tmp_path, "gw.pem", 0o644, "cert")
+    key = secret(tmp_path, "gw.key", 0o644, "key")
+    pw = secret(tmp_path, "spb.pass", 0o600)
+    text = GOOD + (f"sparkplug:\n  url: mqtt://127.0.0.1:1883\n  group: g\n  username: u\n"
+                   f"  password_file: {pw}\n  tls: {{ca: {ca}, cert: {cert}, key: {key}}}\n")
+    p = write(tmp_path, text)
+    r = run_cli("check", "-c", p)
+    assert r.returncode == 2 and "sparkplug.tls.key" in r.stderr and f"chmod 600 {key}" in r.stderr, r.stderr
+    os.chmod(key, 0o600)
+    assert run_cli("check", "--strict", "-c", p).returncode == 0
+    os.chmod(pw, 0o604)
+    r = run_cli("check", "-c", p)
+    assert r.returncode == 2 and "sparkplug.password_file" in r.stderr, r.stderr
+    os.chmod(pw, 0o600)
+    os.unlink(ca)
+    r = run_cli("check", "--strict", "-c", p)
+    assert r.returncode == 2 and "sparkplug.tls.ca" in r.stderr, r.stderr
+
+
+def test_unknown_scheme_lists_every_driver(fb, tmp_path):
+    """One driver table: the hint names every scheme the binary has."""
+    p = write(tmp_path, GOOD.replace("modbus-tcp://127.0.0.1:5020?unit=1", "fieldbus://127.0.0.1"))
+    r = run_cli("check", "-c", p)
+    assert_err_at(r, p, 6, {10})
+    for scheme in ("modbus-tcp://", "modbus-rtu://", "opc.tcp://", "s7://", "ads://", "revpi://", "sim://"):
+        assert scheme in r.stderr, f"{scheme} missing from the hint: {r.stderr}"
+    p = write(tmp_path, GOOD.replace("modbus-tcp://127.0.0.1:5020?unit=1", "opc.tpc://127.0.0.1"), "typo.yaml")
+    assert "did you mean 'opc.tcp'" in run_cli("check", "-c", p).stderr

@@ -1,10 +1,11 @@
 """test_cli.py — `fieldbridge read` / `write` against a pymodbus TCP server.
 
 The peer holds registers computed with Python's struct module (fbvalues.py);
-writes are read back with a separate pymodbus client.  Contract: DESIGN.md §5
-(addresses, types, orders) and §6 (output, --json, exit codes 0/1/2).
+writes are read back with a separate pymodbus client.  Contract: docs/modbus.md
+(addresses, types, orders) and `fieldbridge help` (output, --json, exit codes 0/1/2).
 """
 import json
+import os
 import struct
 
 import pytest
@@ -166,6 +167,37 @@ def test_read_several_addresses(mb, fb):
     assert [j[0]["value"], j[1]["value"], bool(j[2]["value"])] == [fv.SAMPLES["int16"], 1111, True], j
 
 
+def test_read_prints_in_the_order_given(mb, fb):
+    """Issue 12: Modbus plans its reads sorted by table and address; the output keeps the caller's order."""
+    addrs = ["hr:60:float32", "co:0", "ir:0", "hr:0:float32:CDAB", "di:1", "hr:40.5"]
+    j = read_json(url(mb), *addrs)
+    assert [e["addr"] for e in j] == addrs, j
+    assert [e["value"] for e in j] == [1.5, True, 1111, 21.5, True, True], j
+    r = run_cli("read", url(mb), *addrs)
+    assert r.returncode == 0, r.stderr
+    assert [ln.split()[0] for ln in r.stdout.splitlines()] == addrs, r.stdout
+    # --count keeps the elements of each address together, addresses in the given order
+    j = read_json(url(mb), "hr:64:float32", "hr:60:float32", "--count", "2")
+    assert [e["value"] for e in j] == [3.125, 0.0, 1.5, -2.25], j
+
+
+def test_read_order_in_address(mb, fb):
+    """hr:N:TYPE:ORDER is the same as --order; two different orders are a usage error."""
+    assert read_json(url(mb), "hr:0:float32:CDAB")[0]["value"] == 21.5
+    assert read_json(url(mb), "40001:float32:cdab")[0]["value"] == 21.5
+    assert read_json(url(mb), "hr:0:float32:CDAB", "--order", "CDAB")[0]["value"] == 21.5
+    r = run_cli("read", url(mb), "hr:0:float32:CDAB", "--order", "DCBA")
+    assert r.returncode == 2 and "conflicts" in r.stderr, r
+    r = run_cli("read", url(mb), "hr:0:float32:XYZW")
+    assert r.returncode == 2 and "XYZW" in r.stderr, r
+
+
+def test_write_order_in_address(wmb, fb):
+    r = run_cli("write", url(wmb), "hr:30:float32:CDAB", "-0.375")
+    assert r.returncode == 0, r.stderr
+    assert wmb.read_hr(30, 2) == fv.encode("float32", -0.375, "CDAB")
+
+
 # ----------------------------------------------------------------- exit codes
 @pytest.mark.smoke
 def test_read_device_down_exits_1(fb):
@@ -276,6 +308,32 @@ def test_write_out_of_range_exits_2(wmb, fb, addr, value):
     assert wmb.read_hr(10) == [1234], "a refused write must not touch the device"
 
 
+def test_write_read_only_table_exits_2(wmb, fb):
+    """Issue 12: writing an input register or a discrete input is a usage error (2), not a device error."""
+    for addr in ("ir:3", "di:0"):
+        r = run_cli("write", url(wmb), addr, "1")
+        assert r.returncode == 2, f"{addr}: rc={r.returncode} stderr={r.stderr}"
+        assert "read-only" in r.stderr, r.stderr
+
+
+@pytest.mark.parametrize("cmd", ["read", "write"])
+def test_secret_file_in_url_checked_before_connecting(fb, tmp_path, cmd):
+    """A secret file others can read, or a missing one, is the caller's error (2):
+    the device is never contacted (nothing listens on the port)."""
+    pw = tmp_path / "ua.pass"
+    pw.write_text("secret\n")
+    os.chmod(pw, 0o644)
+    port = peers.free_port()
+    u = f"opc.tcp://127.0.0.1:{port}?user=op&password_file={pw}"
+    args = [cmd, u, "i=2258"] + (["5"] if cmd == "write" else [])
+    r = run_cli(*args)
+    assert r.returncode == 2, f"rc={r.returncode} stderr={r.stderr}"
+    assert f"chmod 600 {pw}" in r.stderr, r.stderr
+    u = f"opc.tcp://127.0.0.1:{port}?user=op&password_file={tmp_path}/missing.pass"
+    r = run_cli(*([cmd, u, "i=2258"] + (["5"] if cmd == "write" else [])))
+    assert r.returncode == 2 and "missing.pass" in r.stderr, f"rc={r.returncode} stderr={r.stderr}"
+
+
 def test_write_device_down_exits_1(fb):
     port = peers.free_port()
     r = run_cli("write", f"modbus-tcp://127.0.0.1:{port}?unit=1&timeout=500ms", "hr:0:int16", "5",
@@ -293,3 +351,61 @@ def test_struct_reference_sanity():
     assert fv.encode("int64", 0x0102030405060708, "BADCFEHG") == [0x0201, 0x0403, 0x0605, 0x0807]
     assert fv.encode("string[8]", "AB") == [0x4142, 0, 0, 0]
     assert struct.pack(">h", -5) == b"\xff\xfb"
+
+
+# ----------------------------------------------------------------------- help
+SCHEMES = ("modbus-tcp://", "modbus-rtu://", "opc.tcp://", "s7://", "ads://", "revpi://", "sim://")
+
+
+def test_help_lists_every_url_form(fb):
+    r = run_cli("help")
+    assert r.returncode == 0, r.stderr
+    for s in SCHEMES:
+        assert s in r.stdout, f"{s} missing from `fieldbridge help`:\n{r.stdout}"
+    # options of each protocol are named (one from each driver's table)
+    for opt in ("unit", "baud", "password_file", "security_policy", "rack", "net_id", "config", "seed"):
+        assert opt in r.stdout, f"option {opt} missing from `fieldbridge help`"
+    assert "DESIGN.md" not in r.stdout
+
+
+@pytest.mark.parametrize("cmd,options", [
+    ("run", ["-c", "--log-format", "--log-level"]),
+    ("check", ["-c", "--strict"]),
+    ("read", ["--type", "--order", "--count", "--json", "--timeout"]),
+    ("write", ["--type", "--order", "--timeout"]),
+    ("browse", ["depth", "node", "config"]),
+    ("spb-dump", ["--topic", "--count", "--timeout", "--username", "--rebirth"]),
+    ("ads", ["--net-id", "--user", "--password-file", "--address", "--route-name", "--port", "--timeout"]),
+    ("version", []),
+])
+def test_help_command(fb, cmd, options):
+    r = run_cli("help", cmd)
+    assert r.returncode == 0, r.stderr
+    first = r.stdout.splitlines()[0] if r.stdout else ""
+    assert first.startswith("usage: fieldbridge " + cmd), f"`help {cmd}` is not its own help:\n{r.stdout}"
+    for o in options:
+        assert o in r.stdout, f"`help {cmd}` does not mention {o}:\n{r.stdout}"
+
+
+def test_help_unknown_command_exits_2(fb):
+    r = run_cli("help", "frobnicate")
+    assert r.returncode == 2 and "frobnicate" in r.stderr
+
+
+def test_read_unknown_scheme_lists_every_driver(fb):
+    r = run_cli("read", "fieldbus://127.0.0.1", "hr:0")
+    assert r.returncode == 2
+    for s in SCHEMES:
+        assert s in r.stderr, f"{s} missing: {r.stderr}"
+
+
+def test_read_float32_shortest_form(fb, tmp_path):
+    """Numbers print in the shortest form that reads back the same: a float32 7.77 is "7.77"."""
+    s = peers.ModbusServer(tmp_path, {"units": {"1": {"hr": fv.encode("float32", 7.77)}}})
+    try:
+        r = run_cli("read", url(s), "hr:0:float32", "--json")
+        assert r.returncode == 0 and '"value":7.77,' in r.stdout, r
+        r = run_cli("read", url(s), "hr:0:float32")
+        assert r.stdout.split() == ["hr:0:float32", "7.77"], r.stdout
+    finally:
+        s.stop()

@@ -18,13 +18,16 @@ import time
 
 import pytest
 
-from conftest import ROOT, gw_config, run_cli, wait_values, topic  # noqa: F401
+from conftest import ROOT, gw_config, require, run_cli, wait_values, topic  # noqa: F401
 import peers
 
 PEER_DIR = os.path.join(ROOT, "tests", "peers", "opcua")
 NODE_OK = os.path.isdir(os.path.join(PEER_DIR, "node_modules", "node-opcua"))
-pytestmark = pytest.mark.skipif(
-    not NODE_OK, reason="node-opcua not installed: cd tests/peers/opcua && npm ci")
+
+
+@pytest.fixture(autouse=True)
+def _need_node_opcua():
+    require("opcua", NODE_OK, "node-opcua is not installed in tests/peers/opcua: run scripts/peers.sh")
 
 
 class UAServer:
@@ -212,7 +215,7 @@ def test_user_name_login(ua, tmp_path):
     assert r.returncode == 1 and "BadUserAccessDenied" in r.stderr
     good.chmod(0o644)
     r = run_cli("read", srv.url(f"user=operator&password_file={good}"), "ns=1;s=Double")
-    assert r.returncode == 1 and "chmod 600" in r.stderr
+    assert r.returncode == 2 and "chmod 600" in r.stderr  # a usage/config error (issue 12)
 
 
 def test_small_chunks_and_message_limits(ua):
@@ -244,6 +247,11 @@ def test_connect_errors_are_clear(ua):
     assert r.returncode == 2 and "unknown opc.tcp URL key" in r.stderr
     r = run_cli("read", "opc.tcp://127.0.0.1:4840?security_policy=None&security_mode=Sign", "i=2258")
     assert r.returncode == 2 and "needs security_policy=Basic256Sha256" in r.stderr
+    for bad in ("auth_retry=0s", "auth_retry=5x", "auth_retry=2d"):
+        r = run_cli("read", f"opc.tcp://127.0.0.1:4840?{bad}", "i=2258")
+        assert r.returncode == 2 and "auth_retry=" in r.stderr and "1s to 24h" in r.stderr, (bad, r.stderr)
+    r = run_cli("read", "opc.tcp://127.0.0.1:4840?check_names=maybe", "i=2258")
+    assert r.returncode == 2 and "expected warn, refuse or off" in r.stderr, r.stderr
 
 
 def good(v, n):
@@ -311,11 +319,9 @@ def test_gateway_subscription_survives_server_restart(ua, broker, start_gateway,
 
 
 def test_browse_prints_the_tree(ua):
-    """`fieldbridge browse` (needs the CLI to call fb_opcua_browse; skipped until it does)."""
+    """`fieldbridge browse` prints the server's tree, continued with BrowseNext."""
     srv = ua(extra=("--many", 450))
     r = run_cli("browse", srv.url("depth=3"))
-    if "nothing to browse" in r.stderr:
-        pytest.skip("the CLI does not call fb_opcua_browse yet")
     assert r.returncode == 0, r.stderr
     out = r.stdout
     assert "1:Demo  ns=1;s=Demo  Object" in out
@@ -472,3 +478,87 @@ def test_percent_deadband(ua, broker, start_gateway, watch):
     # the node without EURange still delivers changes (no server-side deadband)
     srv.set("Double", 100)
     assert wait_values(w, "ua-pct", lambda v: v.get("temp", {}).get("v") == 100, timeout=5, after=t)
+
+
+def test_refused_nodes_are_counted_and_shown_in_ne107(ua, broker, start_gateway, watch):
+    """A node the server does not have (BadNodeIdUnknown) next to a good one,
+    polled and subscribed: each device is online, but its error counter grows
+    (polling: every cycle; subscribed: the server's report) and NE107 stays
+    Maintenance required while the tag is Bad — not OK with errors 0."""
+    from test_health import metric, status_of
+    srv = ua()
+    port = peers.free_port()
+    tags = [{"name": "temp", "addr": "ns=1;s=Double"}, {"name": "ghost", "addr": "ns=1;s=Ghost"}]
+    devs = [{"name": "ua-poll", "url": srv.url(), "poll": "200ms", "timeout": "1s", "tags": tags},
+            {"name": "ua-sub", "url": srv.url("mode=subscribe"), "poll": "200ms", "timeout": "1s", "tags": tags}]
+    w = watch(broker.port)
+    gw = start_gateway(gw_config(broker.port, devs, metrics={"listen": f"127.0.0.1:{port}"}))
+    for d in ("ua-poll", "ua-sub"):
+        m = wait_values(w, d, lambda v: good(v, "temp") or v.get("ghost", {}).get("reason") == "BadNodeIdUnknown",
+                        timeout=20)
+        assert m is not None, gw.output()[-3000:]
+    time.sleep(2.5)  # beyond the 1 s status interval
+    for d, least in (("ua-poll", 5), ("ua-sub", 1)):
+        st = status_of(port, d)
+        assert st["state"] == "online" and st["errors"] >= least, (d, st)
+        assert st["ne107"] == "Maintenance required", (d, st)
+        assert metric(port, "fieldbridge_device_bad_tags", d) == 1, d
+
+
+def logins(srv):
+    return srv._call({"op": "logins"})
+
+
+def test_wrong_password_backs_off_long(ua, broker, start_gateway, watch, tmp_path):
+    """A wrong password (node-opcua answers ActivateSession with BadUserAccessDenied):
+    the tags carry BadUserAccessDenied, not BadCommunicationError; the device is
+    offline (NE107 Failure); the next login waits auth_retry (default 5 min, so
+    one attempt in the window; auth_retry=2s: one every 2 s instead of the
+    0.5 s… back-off of a network failure), and the certificate host-name
+    warning (node-opcua's certificate names the machine, not 127.0.0.1) is
+    logged once, not at every attempt; check_names=off does not compare names."""
+    from test_health import status_of
+    srv = ua()
+    bad = tmp_path / "bad.pass"
+    bad.write_text("wrong\n")
+    bad.chmod(0o600)
+    port = peers.free_port()
+    sec = f"security_policy=Basic256Sha256&security_mode=SignAndEncrypt&pki={tmp_path / 'pki'}&trust_server=auto"
+    q = f"{sec}&user=operator&password_file={bad}"
+    devs = [{"name": "ua-pw", "url": srv.url(q + "&auth_retry=2s"), "poll": "200ms", "timeout": "2s",
+             "tags": [{"name": "temp", "addr": "ns=1;s=Double"}]}]
+    w = watch(broker.port)
+    gw = start_gateway(gw_config(broker.port, devs, metrics={"listen": f"127.0.0.1:{port}"}))
+    m = wait_values(w, "ua-pw", lambda v: "temp" in v, timeout=20)
+    assert m is not None, gw.output()[-3000:]
+    t0 = time.monotonic()
+    v = m.json()["values"]["temp"]
+    assert v["v"] is None and v["q"] == "bad" and v["reason"] == "BadUserAccessDenied", v
+    st = status_of(port, "ua-pw")
+    assert st["state"] == "offline" and st["ne107"] == "Failure", st
+    n0 = logins(srv)["refused"]
+    time.sleep(7.0)
+    n = logins(srv)["refused"] - n0
+    # every 2 s: 3 or 4 more in 7 s (a network-failure back-off would have made about 5 by
+    # then and would keep doubling only up to 30 s)
+    assert 2 <= n <= 4, f"{n} login attempts in 7 s with auth_retry=2s\n{gw.output()[-3000:]}"
+    out = gw.output()
+    assert out.count("does not name the host 127.0.0.1") == 1, \
+        f"certificate warning logged {out.count('does not name the host 127.0.0.1')} times"
+    assert "retry in 2.0s" in out
+    # no BadCommunicationError in between: the quality stays the login's
+    vals = [x.json()["values"]["temp"] for x in w.messages(topic("ua-pw", "telemetry")) if x.t >= t0 - 1]
+    assert all(x.get("reason") == "BadUserAccessDenied" for x in vals), vals
+    gw.stop()
+
+    # the default: minutes, i.e. no second attempt in the window; check_names=off: no warning
+    devs = [{"name": "ua-pw2", "url": srv.url(q + "&check_names=off"), "poll": "200ms", "timeout": "2s",
+             "tags": [{"name": "temp", "addr": "ns=1;s=Double"}]}]
+    n0 = logins(srv)["refused"]
+    gw2 = start_gateway(gw_config(broker.port, devs), name="gw-default")
+    assert wait_values(w, "ua-pw2", lambda v: v.get("temp", {}).get("reason") == "BadUserAccessDenied",
+                       timeout=20), gw2.output()[-3000:]
+    time.sleep(5.0)
+    assert logins(srv)["refused"] - n0 == 1, gw2.output()[-3000:]
+    assert "retry in 300.0s" in gw2.output()
+    assert "does not name the host" not in gw2.output()

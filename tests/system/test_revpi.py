@@ -237,7 +237,106 @@ def test_browse_lists_variables(tmp_path):
     img = Image(tmp_path / "piControl0")
     img.set_bit(I_9, True)
     r = run_cli("browse", f"revpi://{img.path}?config={RSC}")
-    if "nothing to browse" in r.stderr:
-        pytest.skip("fieldbridge browse does not call fb_revpi_browse yet")
     assert r.returncode == 0, r.stderr
     assert "DIO 1" in r.stdout and "I_9" in r.stdout and "bit:12.0" in r.stdout, r.stdout
+
+
+AIO_RSC = os.path.join(ROOT, "tests", "unit", "data", "revpi", "connect_aio_dio.rsc")
+
+
+def put_i16(img, offset, value):
+    fd = os.open(img.path, os.O_RDWR)
+    try:
+        os.pwrite(fd, int(value).to_bytes(2, "little", signed=True), offset)
+    finally:
+        os.close(fd)
+
+
+@pytest.mark.smoke
+def test_aio_values_are_signed(tmp_path, broker, start_gateway, watch):
+    """connect_aio_dio.rsc: Connect 4 at 0, AIO at 9 (InputValue_1 = bytes 9-10,
+    flow_in = renamed InputValue_3 at 13, RTDValue_1 at 21, InputStatus_1 at 17,
+    OutputValue_1 at 29), DIO at 98 (I_1 = byte 98 bit 0, Counter_1 at 102).
+    The AIO's words are INT16: -250 mV is published as -250, a command writes
+    -1000 as 0xFC18, and `fieldbridge read` / `browse` agree; the DIO's values
+    stay unsigned, and :uint16 still reads the raw word."""
+    img = Image(tmp_path / "piControl0")
+    put_i16(img, 9, -250)
+    put_i16(img, 13, 10000)
+    put_i16(img, 21, -2000)
+    raw = img.read()
+    raw[17] = 0x81
+    raw[98] = 0x01
+    raw[102:106] = b"\xff\xff\xff\xff"
+    with open(img.path, "r+b") as f:
+        f.write(raw)
+    dev = {"name": DEV, "url": f"revpi://{img.path}?config={AIO_RSC}&cycle=20ms", "poll": "20ms",
+           "area": "_", "line": "_",
+           "tags": [{"name": "ain1", "addr": "InputValue_1", "unit": "mV"},
+                    {"name": "ain1_raw", "addr": "InputValue_1:uint16"},
+                    {"name": "flow", "addr": "flow_in"},
+                    {"name": "rtd1", "addr": "RTDValue_1", "scale": {"factor": 0.1}, "unit": "°C"},
+                    {"name": "ain1_status", "addr": "InputStatus_1"},
+                    {"name": "aout1", "addr": "OutputValue_1", "access": "rw"},
+                    {"name": "start", "addr": "I_1"},
+                    {"name": "count", "addr": "Counter_1"}]}
+    w = watch(broker.port)
+    gw = start_gateway(gw_config(broker.port, [dev]))
+    want = {"ain1": -250, "ain1_raw": 65286, "flow": 10000, "ain1_status": 0x81, "start": True,
+            "count": 4294967295}
+    m = w.wait_for(lambda m: all((values(m) or {}).get(k, {}).get("v") == v for k, v in want.items()),
+                   20, topic=TELE)
+    assert m is not None, f"values not as expected: {[values(x) for x in w.messages(TELE)][-2:]}\n" \
+                          f"{gw.output()[-3000:]}"
+    assert abs(values(m)["rtd1"]["v"] - (-200.0)) < 1e-9, values(m)["rtd1"]
+    assert all(v["q"] == "good" for v in values(m).values()), values(m)
+    time.sleep(0.5)  # the command subscription
+    w.publish(CMD, {"id": "a1", "write": {"aout1": -1000}}, qos=1)
+    r = response(w, "a1")
+    assert r["ok"] is True, r
+    assert img.read()[29:31] == b"\x18\xfc", img.read()[29:31]
+    m = w.wait_for(lambda m: (values(m) or {}).get("aout1", {}).get("v") == -1000, 5, topic=TELE)
+    assert m is not None, "telemetry does not show the written AIO output"
+    assert gw.alive()
+
+    r = run_cli("read", f"revpi://{img.path}?config={AIO_RSC}", "InputValue_1", "RTDValue_1", "Counter_1")
+    assert r.returncode == 0, r.stderr
+    assert "-250" in r.stdout and "-2000" in r.stdout and "4294967295" in r.stdout, r.stdout
+    r = run_cli("browse", f"revpi://{img.path}?config={AIO_RSC}")
+    assert r.returncode == 0, r.stderr
+    line = next(x for x in r.stdout.splitlines() if x.strip().startswith("InputValue_1 "))
+    assert "int16" in line and "-250" in line, line
+
+
+def test_items_past_the_image_are_counted_and_shown_in_ne107(tmp_path, broker, start_gateway, watch):
+    """The image file is cut to 100 bytes while the gateway runs: the tag at
+    byte 300 is refused (BadNodeIdUnknown) every cycle and counted as a failed
+    item, the tags inside keep reading, the device stays online and NE107 says
+    Maintenance required in GET /status — not OK with errors 0, and not the
+    whole device offline."""
+    import peers
+    from test_health import metric, status_of, wait_status
+    img = Image(tmp_path / "piControl0")
+    port = peers.free_port()
+    dev = revpi_device(img)
+    dev["tags"].append({"name": "far", "addr": "word:300"})
+    w = watch(broker.port)
+    gw = start_gateway(gw_config(broker.port, [dev], metrics={"listen": f"127.0.0.1:{port}"}))
+    assert w.wait_for(lambda m: (values(m) or {}).get("far", {}).get("q") == "good", 20, topic=TELE), \
+        gw.output()[-3000:]
+    assert status_of(port, DEV)["ne107"] == "OK"
+    os.truncate(img.path, 100)
+    t = time.monotonic()
+    m = w.wait_for(lambda m: (values(m) or {}).get("far", {}).get("reason") == "BadNodeIdUnknown", 5,
+                   topic=TELE, after=t)
+    assert m is not None, gw.output()[-3000:]
+    img.set_bit(I_1, True)
+    assert w.wait_for(lambda m: (values(m) or {}).get("I_1", {}).get("v") is True, 5, topic=TELE, after=t), \
+        "the tags inside the image stopped reading"
+    time.sleep(1.5)  # beyond the 1 s status interval
+    st = wait_status(port, DEV, lambda s: s["errors"] >= 10)
+    assert st["state"] == "online" and st["errors"] >= 10, st
+    assert st["ne107"] == "Maintenance required", st
+    assert metric(port, "fieldbridge_device_bad_tags", DEV) == 1
+    assert metric(port, "fieldbridge_device_reconnects_total", DEV) == 0
+    assert "the process image ends at byte 100" in gw.output()

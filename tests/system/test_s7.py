@@ -18,13 +18,16 @@ import time
 
 import pytest
 
-from conftest import ROOT, gw_config, run_cli, wait_values, topic  # noqa: F401
+from conftest import ROOT, gw_config, require, run_cli, wait_values, topic  # noqa: F401
 import peers
 
 PEER_DIR = os.path.join(ROOT, "tests", "peers", "s7")
 NODE_OK = os.path.isdir(os.path.join(PEER_DIR, "node_modules", "node-snap7"))
-pytestmark = pytest.mark.skipif(
-    not NODE_OK, reason="node-snap7 not installed: cd tests/peers/s7 && npm_config_nodedir=/usr npm ci")
+
+
+@pytest.fixture(autouse=True)
+def _need_node_snap7():
+    require("s7", NODE_OK, "node-snap7 is not installed in tests/peers/s7: run scripts/peers.sh")
 
 
 class S7Server:
@@ -341,3 +344,33 @@ def test_half_open_plc_detected_by_timeout(s7, broker, start_gateway, watch):
     t = time.monotonic()
     assert wait_values(w, "plc-02", lambda v: v.get("count", {}).get("v") == 12, timeout=20,
                        after=t), gw.output()[-3000:]
+
+
+def test_refused_items_are_counted_and_shown_in_ne107(s7, broker, start_gateway, watch):
+    """DB42 does not exist in the PLC ("object does not exist" for that item in
+    a reply that succeeds): the device is online and its DB1 tag good, but each
+    refused read counts in the error counter and NE107 is Maintenance required
+    (GET /status, /metrics) — not OK with errors 0."""
+    from test_health import metric, status_of, wait_status
+    srv = s7()
+    srv.set(0, struct.pack(">h", 5))
+    port = peers.free_port()
+    dev = {"name": "plc-03", "url": srv.url(), "poll": "200ms", "timeout": "500ms",
+           "tags": [{"name": "count", "addr": "DB1.DBW0:int", "access": "rw"},
+                    {"name": "ghost", "addr": "DB42.DBW0"}]}
+    w = watch(broker.port)
+    gw = start_gateway(gw_config(broker.port, [dev], metrics={"listen": f"127.0.0.1:{port}"}))
+    assert wait_values(w, "plc-03", lambda v: v.get("count", {}).get("q") == "good" and "ghost" in v,
+                       timeout=20), gw.output()[-3000:]
+    time.sleep(2.5)  # beyond the 1 s status interval
+    st = wait_status(port, "plc-03", lambda s: s["errors"] >= 5)
+    assert st["state"] == "online" and st["errors"] >= 5, st
+    assert st["ne107"] == "Maintenance required", st
+    assert metric(port, "fieldbridge_device_errors_total", "plc-03") >= 5
+    assert metric(port, "fieldbridge_device_bad_tags", "plc-03") == 1
+    # a write is counted once
+    w.publish(topic("plc-03", "command"), {"id": "c", "write": {"count": 6}}, qos=1)
+    r = w.wait_for(lambda m: (m.json() or {}).get("id") == "c", 10, topic=topic("plc-03", "command/response"))
+    assert r is not None and r.json()["ok"] is True, r and r.json()
+    assert srv.get(0, 2) == struct.pack(">h", 6)
+    assert metric(port, "fieldbridge_device_writes_total", "plc-03") == 1

@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from conftest import GW_ID, ROOT, gw_config, run_cli  # noqa: F401  pylint: disable=unused-import
+from conftest import GW_ID, ROOT, gw_config, require, run_cli  # noqa: F401  pylint: disable=unused-import
 
 PEER = os.path.join(ROOT, "tests", "peers", "sparkplug")
 GROUP = "G1"
@@ -24,8 +24,8 @@ EDGE = GW_ID
 
 
 def need_peer():
-    if not os.path.isdir(os.path.join(PEER, "node_modules", "sparkplug-payload")):
-        pytest.skip("sparkplug-payload not installed (run scripts/peers.sh)")
+    require("sparkplug", os.path.isdir(os.path.join(PEER, "node_modules", "sparkplug-payload")),
+            "sparkplug-payload is not installed in tests/peers/sparkplug: run scripts/peers.sh")
 
 
 def decode(msgs):
@@ -377,6 +377,39 @@ def test_device_loss_ddeath_and_dbirth(broker, start_modbus, start_gateway, watc
     assert m["i32"]["value"] == -123456789 and m["i32"]["properties"]["Quality"]["value"] == 192
 
 
+def test_bad_values_are_null_in_births_and_data(broker, start_modbus, start_gateway, watch):
+    """Issue 12: a Bad value was is_null in DDATA but 0 with Quality 0 in DBIRTH. Births
+    and data alike: a bad metric has no value (is_null) and Quality 0; a reading refused
+    by plausibility travels in the property Raw (judged by the reference decoder)."""
+    need_peer()
+    mb = start_modbus({"units": {"1": {"hr": {"0": 150, "1": 5}}}})
+    dev = {"name": "plc", "url": f"modbus-tcp://127.0.0.1:{mb.port}?unit=1", "poll": "200ms", "tags": [
+        {"name": "oor", "addr": "hr:0", "range": [0, 100]},   # refused: BadOutOfRange, Raw 150
+        {"name": "ok", "addr": "hr:1", "range": [0, 100]},
+        {"name": "gone", "addr": "hr:50"},                     # exception 02 from the server
+    ]}
+    w = watch(broker.port, topics=("spBv1.0/#",))
+    start_gateway(spb_cfg(broker.port, [dev]))
+    assert wait_kind(w, "DBIRTH", "plc", timeout=20), "no DBIRTH"
+    assert wait_kind(w, "DDATA", "plc", timeout=10), "no DDATA"
+    dec = decode(spb_msgs(w))
+    birth = metrics_by_name(next(d for d in dec if kind(d["topic"]) == "DBIRTH"))
+    data = [metrics_by_name(d) for d in dec if kind(d["topic"]) == "DDATA"]
+    assert birth["ok"]["value"] == 5 and birth["ok"]["properties"]["Quality"]["value"] == 192, birth["ok"]
+    assert "Raw" not in birth["ok"]["properties"]
+    for where, m in [("DBIRTH", birth)] + [("DDATA", d) for d in data]:
+        if "oor" in m:
+            assert m["oor"]["value"] is None, (where, m["oor"])
+            assert m["oor"]["properties"]["Quality"]["value"] == 0, (where, m["oor"])
+            assert m["oor"]["properties"]["Raw"] == {"type": "Int16", "value": 150}, (where, m["oor"])
+        if "gone" in m:
+            assert m["gone"]["value"] is None, (where, m["gone"])
+            assert m["gone"]["properties"]["Quality"]["value"] == 0, (where, m["gone"])
+            assert "Raw" not in m["gone"]["properties"], (where, m["gone"])
+    assert any("oor" in d and "gone" in d for d in data), data
+    assert birth["oor"]["type"] == "Int16" and birth["gone"]["type"] == "Int16"
+
+
 def test_store_and_forward_historical(tmp_path, start_broker, start_gateway, watch):
     need_peer()
     broker = start_broker()
@@ -411,11 +444,37 @@ def test_spb_dump(broker, start_gateway):
     dev = {"name": "d", "url": "sim://d", "poll": "200ms", "tags": [{"name": "n", "addr": "counter"}]}
     start_gateway(spb_cfg(broker.port, [dev]))
     r = run_cli("spb-dump", f"mqtt://127.0.0.1:{broker.port}", "--count", "3", "--timeout", "15s", timeout=30)
-    if "unknown command" in (r.stderr + r.stdout).lower():
-        pytest.skip("spb-dump not wired into src/cli/main.c yet")
     assert r.returncode == 0, r.stderr
     assert f"spBv1.0/{GROUP}/" in r.stdout
     assert "seq" in r.stdout and "Int64" in r.stdout or "UInt64" in r.stdout or "DDATA" in r.stdout
+
+
+def test_spb_dump_mid_stream_hint_and_rebirth(broker, start_gateway, watch):
+    """Issue 12: a dump started after the births shows aliases without names. It now says
+    why; with --rebirth it asks the edge node (NCMD Node Control/Rebirth) and shows names."""
+    dev = {"name": "d", "url": "sim://d", "poll": "200ms", "tags": [{"name": "n", "addr": "counter"}]}
+    w = watch(broker.port, topics=("spBv1.0/#",))
+    start_gateway(spb_cfg(broker.port, [dev]))
+    assert wait_kind(w, "DDATA", "d", timeout=15), "gateway not publishing"
+    url = f"mqtt://127.0.0.1:{broker.port}"
+    r = run_cli("spb-dump", url, "--count", "2", "--timeout", "15s", timeout=30)
+    assert r.returncode == 0, r.stderr
+    assert f"spBv1.0/{GROUP}/DDATA/{EDGE}/d" in r.stdout, r.stdout
+    assert "(no name)" in r.stdout and "--rebirth" in r.stdout, r.stdout
+    assert r.stdout.count("no birth of") == 1, r.stdout   # said once per node
+    t0 = time.monotonic()
+    r = run_cli("spb-dump", url, "--rebirth", "--count", "8", "--timeout", "20s", timeout=40)
+    assert r.returncode == 0, r.stderr
+    assert f"asked for a Rebirth on spBv1.0/{GROUP}/NCMD/{EDGE}" in r.stdout, r.stdout
+    assert f"spBv1.0/{GROUP}/NBIRTH/{EDGE}" in r.stdout, r.stdout
+    # after the births, DATA metrics have their names and datatypes
+    after = r.stdout.split(f"spBv1.0/{GROUP}/DBIRTH/{EDGE}/d", 1)
+    assert len(after) == 2 and '"n" alias' in after[1].split("DDATA", 1)[-1], r.stdout
+    # the gateway really got an NCMD with Rebirth = true (judged by the reference decoder)
+    ncmd = wait_kind(w, "NCMD", after=t0, timeout=5)
+    assert ncmd, "no NCMD seen"
+    m = metrics_by_name(decode([ncmd])[0])["Node Control/Rebirth"]
+    assert m["type"] == "Boolean" and m["value"] is True, m
 
 
 def peers_wait(pred, timeout):

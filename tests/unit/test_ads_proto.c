@@ -4,24 +4,25 @@
  * notification stream, the symbol / data-type upload resolver, the value
  * codec round trips and range checks, URL options, and the UDP 48899 route
  * packets. */
+#include <netinet/in.h>
+#include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
-#include <cmocka.h>
-#include <netinet/in.h>
-#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
+#include <cmocka.h>
 
+#include "cli/cli.h"
 #include "core/config.h"
-#include "south/ads/ads.h"
-#include "south/ads/ads_proto.h"
 #include "core/env.h"
 #include "core/url.h"
+#include "south/ads/ads.h"
+#include "south/ads/ads_proto.h"
 
 static size_t unhex(const char *h, uint8_t *out, size_t cap)
 {
@@ -76,11 +77,11 @@ static void test_netid_and_opts(void **st)
     assert_string_equal(k, "ads:10.0.0.5:48898:5.80.192.200.1.1:851");
     free(k);
     fb_url_free(&u);
-    const char *bad[] = {"ads://10.0.0.5?port=851",                          /* no net_id */
-                         "ads://10.0.0.5?net_id=1.2.3&port=851",             /* bad net_id */
-                         "ads://10.0.0.5?net_id=1.2.3.4.5.6&mode=push",      /* bad mode */
-                         "ads://10.0.0.5?net_id=1.2.3.4.5.6&max_sum=501",    /* too many */
-                         "ads://10.0.0.5?net_id=1.2.3.4.5.6&colour=blue",    /* unknown */
+    const char *bad[] = {"ads://10.0.0.5?port=851",                       /* no net_id */
+                         "ads://10.0.0.5?net_id=1.2.3&port=851",          /* bad net_id */
+                         "ads://10.0.0.5?net_id=1.2.3.4.5.6&mode=push",   /* bad mode */
+                         "ads://10.0.0.5?net_id=1.2.3.4.5.6&max_sum=501", /* too many */
+                         "ads://10.0.0.5?net_id=1.2.3.4.5.6&colour=blue", /* unknown */
                          "ads://?net_id=1.2.3.4.5.6"};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         memset(&e, 0, sizeof e);
@@ -294,7 +295,8 @@ static void test_sum_commands(void **st)
     assert_int_equal(res[1], 0x704);
     assert_int_equal(ads_sum_write_parse(d, dn - 1, 2, res), FB_EPROTO);
     /* read-write (handles) */
-    struct ads_rwsub rw[2] = {{0xF003, 0, 4, 7, (const uint8_t *)"MAIN.a"}, {0xF003, 0, 4, 7, (const uint8_t *)"MAIN.b"}};
+    struct ads_rwsub rw[2] = {{0xF003, 0, 4, 7, (const uint8_t *)"MAIN.a"},
+                              {0xF003, 0, 4, 7, (const uint8_t *)"MAIN.b"}};
     n = ads_sum_rw_req(w, sizeof w, rw, 2, &rlen);
     assert_int_equal(n, 32 + 14);
     assert_int_equal(rlen, 16 + 8);
@@ -393,6 +395,192 @@ static void test_resolver(void **st)
     assert_int_equal(ui.nsym, 27);
     assert_int_equal(ui.sym_len, 10000);
     assert_int_equal(ads_parse_upload_info(info, 7, &ui), FB_EPROTO);
+}
+
+/* The symbol entry of MAIN.aValues (ARRAY [0..9] OF INT) exactly as
+ * tests/peers/ads_server.py sends it for 0xF009 — test_ads.py checks that the
+ * server still sends these bytes and that ads-client reads them as flags
+ * 0x0008, arrayDimension 1, bounds [0, 10 elements], a type GUID:
+ *   entryLength 0x58 | ig 0x4040 | io 0x1b2 | size 20 | adsType 2 (INT16) |
+ *   flags u16 0x0008 (type GUID follows) | arrayDim u16 1 | nameLen 12 |
+ *   typeLen 19 | commentLen 0 | name\0 type\0 comment\0 | lBound 0, 10 |
+ *   GUID[16] */
+static const char golden_sym_avalues[] = "58000000"
+                                         "40400000"
+                                         "b2010000"
+                                         "14000000"
+                                         "02000000"
+                                         "0800"
+                                         "0100"
+                                         "0c00"
+                                         "1300"
+                                         "0000"
+                                         "4d41494e2e6156616c75657300"
+                                         "4152524159205b302e2e395d204f4620494e5400"
+                                         "00"
+                                         "00000000"
+                                         "0a000000"
+                                         "4c7727d330e7b7bb02c41d28c6d0a609";
+
+/* PROTOCOLS.md §2 once described byte 20 of an entry as `flags u32`; it is
+ * flags u16 + arrayDim u16.  Decoded the TwinCAT way, with the tail (bounds,
+ * GUID, attributes) skipped by entryLength, and resolved without the upload. */
+static void test_symbol_entry_layout(void **st)
+{
+    (void)st;
+    uint8_t b[256];
+    size_t n = unhex(golden_sym_avalues, b, sizeof b);
+    assert_int_equal(n, 0x58);
+    size_t off = 0;
+    struct ads_sym s;
+    assert_int_equal(ads_sym_next(b, n, &off, &s), 1);
+    assert_int_equal(off, n);
+    assert_int_equal(s.ig, 0x4040);
+    assert_int_equal(s.io, 0x1b2);
+    assert_int_equal(s.size, 20);
+    assert_int_equal(s.adstype, 2);
+    assert_int_equal(s.flags, 0x0008); /* not 0x00010008: arrayDim is its own field */
+    assert_int_equal(s.arrdim, 1);
+    assert_string_equal(s.name, "MAIN.aValues");
+    assert_string_equal(s.type, "ARRAY [0..9] OF INT");
+    assert_string_equal(s.comment, "");
+    assert_int_equal(ads_sym_next(b, n, &off, &s), 0);
+    for (size_t k = 1; k < n; k++) { /* every truncation refused, never read past */
+        off = 0;
+        assert_int_equal(ads_sym_next(b, k, &off, &s), FB_EPROTO);
+    }
+    /* attributes (flag 0x1000) after the GUID: entryLength still skips them */
+    static const char attr[] = "50000000"
+                               "40400000"
+                               "00010000"
+                               "04000000"
+                               "04000000"
+                               "0810"
+                               "0000"
+                               "0a00"
+                               "0400"
+                               "0000"
+                               "4d41494e2e665465737400"
+                               "5245414c00"
+                               "00"
+                               "00112233445566778899aabbccddeeff"
+                               "0100"
+                               "0404"
+                               "756e697400"
+                               "6465674300"
+                               "000000";
+    n = unhex(attr, b, sizeof b);
+    assert_int_equal(n, 0x50);
+    off = 0;
+    assert_int_equal(ads_sym_next(b, n, &off, &s), 1);
+    assert_int_equal(off, n);
+    assert_int_equal(s.flags, 0x1008);
+    assert_int_equal(s.arrdim, 0);
+    assert_string_equal(s.name, "MAIN.fTest");
+    assert_string_equal(s.type, "REAL");
+
+    /* the type of the entry alone (what 0xF009 gives without the upload) */
+    struct ads_tinfo ti;
+    struct fb_err e = {0};
+    char sub[32];
+    n = unhex(golden_sym_avalues, b, sizeof b);
+    off = 0;
+    assert_int_equal(ads_sym_next(b, n, &off, &s), 1);
+    assert_int_equal(ads_type_resolve(s.type, s.type_len, s.size, s.adstype, NULL, 0, 3, sub, sizeof sub, &ti, &e), 0);
+    assert_string_equal(sub, "[3]");
+    assert_int_equal(ti.type, ADS_T_INT);
+    /* an array is no INT for all its INT16 type code */
+    assert_int_equal(ads_type_resolve(s.type, s.type_len, s.size, s.adstype, NULL, 0, -1, NULL, 0, &ti, &e),
+                     FB_ENOTSUP);
+}
+
+static void test_type_resolve_without_upload(void **st)
+{
+    (void)st;
+    struct ads_tinfo ti;
+    struct fb_err e = {0};
+    /* an alias, no data types: the ADST code decides when its size fits */
+    assert_int_equal(ads_type_resolve("T_Alias", 7, 2, 2, NULL, 0, -1, NULL, 0, &ti, &e), 0);
+    assert_int_equal(ti.type, ADS_T_INT);
+    assert_int_equal(ads_type_resolve("T_Alias", 7, 4, 2, NULL, 0, -1, NULL, 0, &ti, &e), FB_ENOTSUP);
+    assert_int_equal(ads_type_resolve("T_Alias", 7, 2, 65, NULL, 0, -1, NULL, 0, &ti, &e), FB_ENOTSUP);
+    assert_int_equal(ads_type_resolve("T_Text", 6, 21, 30, NULL, 0, -1, NULL, 0, &ti, &e), 0);
+    assert_int_equal(ti.type, ADS_T_STRING);
+    assert_int_equal(ti.str_len, 20);
+    assert_int_equal(ads_type_resolve("T_W", 3, 22, 31, NULL, 0, -1, NULL, 0, &ti, &e), 0);
+    assert_int_equal(ti.type, ADS_T_WSTRING);
+    assert_int_equal(ti.str_len, 10);
+    assert_int_equal(ads_type_resolve("T_Flag", 6, 1, 33, NULL, 0, -1, NULL, 0, &ti, &e), 0);
+    assert_int_equal(ti.type, ADS_T_BOOL);
+    assert_int_equal(ads_type_resolve("POINTER TO INT", 14, 8, 21, NULL, 0, -1, NULL, 0, &ti, &e), FB_ENOTSUP);
+    assert_int_equal(ads_type_resolve("ST_Recipe", 9, 33, 65, NULL, 0, -1, NULL, 0, &ti, &e), FB_ENOTSUP);
+    /* a type name that is not NUL-terminated (an extended handle reply) */
+    assert_int_equal(ads_type_resolve("STRING(20)xyz", 10, 21, 0, NULL, 0, -1, NULL, 0, &ti, &e), 0);
+    assert_int_equal(ti.str_len, 20);
+    assert_int_equal(ads_type_resolve("", 0, 2, 2, NULL, 0, -1, NULL, 0, &ti, &e), 0);
+    assert_int_equal(ti.type, ADS_T_INT);
+    /* extended handle replies carry the type name */
+    uint8_t d[64];
+    uint32_t h, size;
+    const char *tn;
+    uint16_t tl;
+    size_t n = unhex("00100000 02000000 00000000 0300 494e5400", d, sizeof d);
+    assert_int_equal(ads_parse_handle_ex(d, n, &h, &size, &tn, &tl), 0);
+    assert_int_equal(tl, 3);
+    assert_memory_equal(tn, "INT", 3);
+    assert_int_equal(size, 2);
+    n = unhex("00100000", d, sizeof d);
+    assert_int_equal(ads_parse_handle_ex(d, n, &h, &size, &tn, &tl), 0);
+    assert_null(tn);
+    assert_int_equal(tl, 0);
+    for (size_t k = 5; k < 14; k++) assert_int_equal(ads_parse_handle_ex(d, k, &h, &size, &tn, &tl), FB_EPROTO);
+}
+
+static void test_raw_addresses(void **st)
+{
+    (void)st;
+    struct ads_addr a;
+    struct fb_err e = {0};
+    uint32_t io;
+    assert_int_equal(ads_addr_parse("%MW10", &a, &e), 0);
+    assert_true(a.raw && a.typed);
+    assert_int_equal(a.ig, ADS_IG_PLC_M);
+    assert_int_equal(a.io, 10);
+    assert_int_equal(a.ti.type, ADS_T_WORD);
+    assert_string_equal(a.name, "%MW10");
+    assert_int_equal(ads_addr_raw_elem(&a, 2, &io), 0);
+    assert_int_equal(io, 14);
+    assert_int_equal(ads_addr_parse("%MX12.3", &a, &e), 0);
+    assert_int_equal(a.ig, ADS_IG_PLC_MX);
+    assert_int_equal(a.io, 12 * 8 + 3);
+    assert_int_equal(a.ti.type, ADS_T_BOOL);
+    assert_int_equal(ads_addr_raw_elem(&a, 6, &io), 0);
+    assert_int_equal(io, 12 * 8 + 9); /* the next bits: %MX13.1 */
+    assert_int_equal(ads_addr_parse("%ib0", &a, &e), 0);
+    assert_int_equal(a.ig, ADS_IG_IO_I);
+    assert_int_equal(a.ti.type, ADS_T_BYTE);
+    assert_int_equal(ads_addr_parse("%IX0.7", &a, &e), 0);
+    assert_int_equal(a.ig, ADS_IG_IO_IX);
+    assert_int_equal(a.io, 7);
+    assert_int_equal(ads_addr_parse("%QX0.1:BOOL", &a, &e), 0);
+    assert_int_equal(a.ig, ADS_IG_IO_QX);
+    assert_int_equal(a.io, 1);
+    assert_int_equal(ads_addr_parse("%QD4:REAL", &a, &e), 0);
+    assert_int_equal(a.ig, ADS_IG_IO_Q);
+    assert_int_equal(a.io, 4);
+    assert_int_equal(a.ti.type, ADS_T_REAL);
+    assert_int_equal(ads_addr_parse("%MD100", &a, &e), 0);
+    assert_int_equal(a.ti.type, ADS_T_DWORD);
+    assert_int_equal(ads_addr_parse("%MB20:STRING(8)", &a, &e), 0);
+    assert_int_equal(a.ti.size, 9);
+    assert_int_equal(ads_addr_parse("%MD4294967295", &a, &e), 0);
+    assert_int_equal(ads_addr_raw_elem(&a, 1, &io), FB_ERANGE);
+    const char *bad[] = {"%MX12", "%MX12.8", "%MX12.",     "%MW10.1",       "%ZW1",           "%M",         "%MW",
+                         "%MWx",  "%MW1x",   "%MX1.1:INT", "%MW4294967296", "%MX536870912.0", "%MW1:FLOAT", "%"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) assert_int_equal(ads_addr_parse(bad[i], &a, &e), FB_EINVAL);
+    /* symbol names stay symbol names */
+    assert_int_equal(ads_addr_parse("MAIN.x%MW", &a, &e), 0);
+    assert_false(a.raw);
 }
 
 static void roundtrip(const char *type, const struct fb_value *in, const char *hex)
@@ -514,7 +702,7 @@ static void test_udp_packets(void **st)
     assert_int_equal(ads_udp_parse(r, rn, &rep), FB_EPROTO);
 }
 
-/* fb_ads_add_route against an in-process responder that checks the password */
+/* fieldbridge ads add-route (fb_cli_ads_add_route) against an in-process responder that checks the password */
 static int udp_fd;
 static void *responder(void *arg)
 {
@@ -545,9 +733,9 @@ static int run_add_route(const char *pw)
     pthread_t t;
     pthread_create(&t, NULL, responder, NULL);
     setenv("FB_ADS_PASSWORD", pw, 1);
-    char *argv[] = {"127.0.0.1", "--port", port, "--net-id", "127.0.0.1.1.1", "--user", "Administrator",
-                    "--timeout", "2s", NULL};
-    int rc = fb_ads_add_route(9, argv);
+    char *argv[] = {"127.0.0.1", "--port",        port,        "--net-id", "127.0.0.1.1.1",
+                    "--user",    "Administrator", "--timeout", "2s",       NULL};
+    int rc = fb_cli_ads_add_route(9, argv);
     pthread_join(t, NULL);
     close(udp_fd);
     return rc;
@@ -559,20 +747,28 @@ static void test_add_route_cli(void **st)
     assert_int_equal(run_add_route("secret"), 0);
     assert_int_equal(run_add_route("wrong"), 1);
     char *bad[] = {"127.0.0.1", "--net-id", "1.2.3", "--user", "x", NULL};
-    assert_int_equal(fb_ads_add_route(5, bad), 2);
+    assert_int_equal(fb_cli_ads_add_route(5, bad), 2);
     char *none[] = {"127.0.0.1", NULL};
-    assert_int_equal(fb_ads_add_route(1, none), 2);
+    assert_int_equal(fb_cli_ads_add_route(1, none), 2);
 }
 
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_netid_and_opts),   cmocka_unit_test(test_types_and_addresses),
-        cmocka_unit_test(test_golden_requests),  cmocka_unit_test(test_replies_and_truncations),
-        cmocka_unit_test(test_notifications),    cmocka_unit_test(test_sum_commands),
-        cmocka_unit_test(test_resolver),         cmocka_unit_test(test_codec),
-        cmocka_unit_test(test_errors),           cmocka_unit_test(test_udp_packets),
+        cmocka_unit_test(test_netid_and_opts),
+        cmocka_unit_test(test_types_and_addresses),
+        cmocka_unit_test(test_golden_requests),
+        cmocka_unit_test(test_replies_and_truncations),
+        cmocka_unit_test(test_notifications),
+        cmocka_unit_test(test_sum_commands),
+        cmocka_unit_test(test_resolver),
+        cmocka_unit_test(test_codec),
+        cmocka_unit_test(test_errors),
+        cmocka_unit_test(test_udp_packets),
         cmocka_unit_test(test_add_route_cli),
+        cmocka_unit_test(test_symbol_entry_layout),
+        cmocka_unit_test(test_type_resolve_without_upload),
+        cmocka_unit_test(test_raw_addresses),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

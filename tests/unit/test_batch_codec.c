@@ -18,6 +18,8 @@
 
 #include "core/batch_codec.h"
 #include "core/config.h"
+#include "north/mqtt/mqtt.h"
+#include "north/mqtt/telemetry.h"
 
 static struct fb_gateway *load(const char *yaml)
 {
@@ -35,34 +37,32 @@ static struct fb_gateway *load(const char *yaml)
     return gw;
 }
 
-static const char *cfg_a =
-    "gateway: {id: a}\n"
-    "devices:\n"
-    "  - name: d1\n"
-    "    url: \"sim://x\"\n"
-    "    tags:\n"
-    "      - {name: t0, addr: \"const:1\"}\n"
-    "      - {name: t1, addr: \"const:2\"}\n"
-    "      - {name: t2, addr: \"const:3\"}\n"
-    "  - name: d2\n"
-    "    url: \"sim://y\"\n"
-    "    tags:\n"
-    "      - {name: u0, addr: \"const:1\"}\n";
+static const char *cfg_a = "gateway: {id: a}\n"
+                           "devices:\n"
+                           "  - name: d1\n"
+                           "    url: \"sim://x\"\n"
+                           "    tags:\n"
+                           "      - {name: t0, addr: \"const:1\"}\n"
+                           "      - {name: t1, addr: \"const:2\"}\n"
+                           "      - {name: t2, addr: \"const:3\"}\n"
+                           "  - name: d2\n"
+                           "    url: \"sim://y\"\n"
+                           "    tags:\n"
+                           "      - {name: u0, addr: \"const:1\"}\n";
 
 /* the same names in another order, one tag gone, one new */
-static const char *cfg_b =
-    "gateway: {id: a}\n"
-    "devices:\n"
-    "  - name: d2\n"
-    "    url: \"sim://y\"\n"
-    "    tags:\n"
-    "      - {name: new, addr: \"const:1\"}\n"
-    "      - {name: u0, addr: \"const:1\"}\n"
-    "  - name: d1\n"
-    "    url: \"sim://x\"\n"
-    "    tags:\n"
-    "      - {name: t2, addr: \"const:3\"}\n"
-    "      - {name: t0, addr: \"const:1\"}\n";
+static const char *cfg_b = "gateway: {id: a}\n"
+                           "devices:\n"
+                           "  - name: d2\n"
+                           "    url: \"sim://y\"\n"
+                           "    tags:\n"
+                           "      - {name: new, addr: \"const:1\"}\n"
+                           "      - {name: u0, addr: \"const:1\"}\n"
+                           "  - name: d1\n"
+                           "    url: \"sim://x\"\n"
+                           "    tags:\n"
+                           "      - {name: t2, addr: \"const:3\"}\n"
+                           "      - {name: t0, addr: \"const:1\"}\n";
 
 static struct fb_batch *sample_batch(void)
 {
@@ -77,7 +77,8 @@ static struct fb_batch *sample_batch(void)
     struct fb_sample *s = fb_batch_add(b, 0, FB_Q_GOOD, b->ts - 5, &v);
     s->flags = FB_SF_STATS;
     s->stats = 0;
-    b->stats[0] = (struct fb_stats){.mean = 1.25, .stddev = 0.5, .min = -1, .max = 3, .count = 7, .window_ns = 60000000000LL};
+    b->stats[0] =
+        (struct fb_stats){.mean = 1.25, .stddev = 0.5, .min = -1, .max = 3, .count = 7, .window_ns = 60000000000LL};
     b->nstats = 1;
     v.type = FB_T_INT64;
     v.i = INT64_MIN;
@@ -128,8 +129,7 @@ static void test_round_trip(void **st)
     assert_true(d->s[2].v.s.p >= d->arena && d->s[2].v.s.p < d->arena + d->arena_cap);
 
     /* every truncation is refused */
-    for (size_t cut = 0; cut < enc.len; cut++)
-        assert_int_not_equal(fb_batch_decode(enc.p, cut, gw, NULL, &d, NULL), 0);
+    for (size_t cut = 0; cut < enc.len; cut++) assert_int_not_equal(fb_batch_decode(enc.p, cut, gw, NULL, &d, NULL), 0);
     /* every single-byte corruption is refused or stays within the model */
     for (size_t i = 0; i < enc.len; i++) {
         for (int bit = 0; bit < 8; bit += 3) {
@@ -237,8 +237,7 @@ static void test_named(void **st)
     assert_memory_equal(d->s[1].v.s.p, "PX-200", 6);
     assert_int_equal(d->s[2].quality, FB_Q_BAD_COMM);
     /* truncations refused; corruptions refused or every name still a string inside the arena */
-    for (size_t cut = 0; cut < enc.len; cut++)
-        assert_int_not_equal(fb_batch_decode(enc.p, cut, gw, NULL, &d, NULL), 0);
+    for (size_t cut = 0; cut < enc.len; cut++) assert_int_not_equal(fb_batch_decode(enc.p, cut, gw, NULL, &d, NULL), 0);
     for (size_t i = 0; i < enc.len; i++)
         for (int bit = 0; bit < 8; bit += 3) {
             enc.p[i] ^= (char)(1 << bit);
@@ -263,12 +262,94 @@ static void test_named(void **st)
     fb_gateway_free(gw);
 }
 
+/* Device-state records carry the whole reason (issue 12: "…run: chmod 600 /tmp"
+ * was cut mid-word at 95 bytes), and records written with the old limit still decode. */
+static void test_long_reason(void **st)
+{
+    (void)st;
+    struct fb_gateway *gw = load(cfg_a);
+    const char *why = "opc.tcp://10.0.1.20:4840: secret file /var/lib/fieldbridge/secrets/plant-7/opcua/op.pass "
+                      "is accessible by group or others (mode 0644); "
+                      "run: chmod 600 /var/lib/fieldbridge/secrets/plant-7/opcua/op.pass";
+    assert_true(strlen(why) > 150 && strlen(why) < FB_REASON_LEN);
+    struct fb_batch *b = fb_batch_new(0, 0, 0);
+    b->kind = FB_BATCH_DEVSTATE;
+    b->dev_state = FB_DEV_OFFLINE;
+    fb_text_cut(b->reason, sizeof b->reason, why);
+    struct fb_buf enc;
+    fb_buf_init(&enc);
+    fb_batch_encode(&enc, b, 7);
+    struct fb_batch *d = NULL;
+    assert_int_equal(fb_batch_decode(enc.p, enc.len, gw, NULL, &d, NULL), 0);
+    assert_string_equal(d->reason, why);
+    /* the longest reason the field holds (255 bytes) round-trips too */
+    memset(b->reason, 'x', sizeof b->reason - 1);
+    b->reason[sizeof b->reason - 1] = 0;
+    fb_buf_clear(&enc);
+    fb_batch_encode(&enc, b, 7);
+    assert_int_equal(fb_batch_decode(enc.p, enc.len, gw, NULL, &d, NULL), 0);
+    assert_int_equal(strlen(d->reason), 255);
+
+    /* a record as the previous release wrote it (reason of 95 bytes), byte by byte */
+    uint8_t old[36 + 95];
+    memset(old, 0, sizeof old);
+    old[0] = 1;                 /* version */
+    old[1] = FB_BATCH_DEVSTATE; /* kind */
+    old[2] = FB_DEV_OFFLINE;
+    old[3] = 95;    /* reason_len */
+    old[4] = 7;     /* fingerprint */
+    old[24] = 0x40; /* ts (little-endian, bytes 20..27) */
+    old[28] = 3;    /* seq (bytes 28..35) */
+    memset(old + 36, 'r', 95);
+    assert_int_equal(fb_batch_decode(old, sizeof old, gw, NULL, &d, NULL), 0);
+    assert_int_equal(d->kind, FB_BATCH_DEVSTATE);
+    assert_int_equal(d->dev_state, FB_DEV_OFFLINE);
+    assert_int_equal(d->seq, 3);
+    assert_int_equal(d->ts, 0x40ll << 32);
+    assert_int_equal(strlen(d->reason), 95);
+    fb_buf_free(&enc);
+    fb_batch_free(d);
+    fb_batch_free(b);
+    fb_gateway_free(gw);
+}
+
+/* A reading refused by plausibility travels through the store with its value
+ * and flag, and the JSON made from the stored record shows it as "raw". */
+static void test_refused_reading_kept(void **st)
+{
+    (void)st;
+    struct fb_gateway *gw = load(cfg_a);
+    struct fb_batch *b = fb_batch_new(4, 0, 0);
+    b->device = 0;
+    b->ts = 1795860000123000000LL;
+    struct fb_value v = {.type = FB_T_FLOAT64, .f = 123.456};
+    fb_batch_add(b, 0, FB_Q_BAD_OUT_OF_RANGE, b->ts, &v)->flags = FB_SF_RAW;
+    v = (struct fb_value){.type = FB_T_INT16, .i = 0};
+    fb_batch_add(b, 1, FB_Q_BAD_COMM, b->ts, &v); /* bad from the device: no raw */
+    struct fb_buf enc, json;
+    fb_buf_init(&enc);
+    fb_buf_init(&json);
+    fb_batch_encode(&enc, b, 1);
+    struct fb_batch *d = NULL;
+    assert_int_equal(fb_batch_decode(enc.p, enc.len, gw, NULL, &d, NULL), 0);
+    assert_int_equal(d->s[0].flags, FB_SF_RAW);
+    assert_true(d->s[0].v.f == 123.456);
+    fb_telemetry_json(&json, gw, d);
+    const char *t = fb_buf_cstr(&json);
+    assert_non_null(strstr(t, "\"t0\":{\"v\":null,\"raw\":123.456,\"q\":\"bad\",\"reason\":\"BadOutOfRange\"}"));
+    assert_non_null(strstr(t, "\"t1\":{\"v\":null,\"q\":\"bad\",\"reason\":\"BadCommunicationError\"}"));
+    fb_buf_free(&enc);
+    fb_buf_free(&json);
+    fb_batch_free(d);
+    fb_batch_free(b);
+    fb_gateway_free(gw);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_round_trip),
-        cmocka_unit_test(test_other_config_by_name),
-        cmocka_unit_test(test_named),
+        cmocka_unit_test(test_round_trip),  cmocka_unit_test(test_other_config_by_name), cmocka_unit_test(test_named),
+        cmocka_unit_test(test_long_reason), cmocka_unit_test(test_refused_reading_kept),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -13,17 +13,20 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include "core/config.h"
 #include "core/config_tmpl.h"
-#include "north/mqtt/mqtt.h"
+#include "core/driver.h"
 #include "core/env.h"
 #include "core/url.h"
+#include "north/http/http.h"
+#include "north/mqtt/mqtt.h"
+#include "north/mqtt/topic.h"
 #include "south/modbus/modbus.h"
 #include "south/sim/sim.h"
-#include "north/mqtt/topic.h"
 
 static char tmpdir[256];
 
@@ -125,7 +128,9 @@ static void test_valid_model(void **state)
     assert_string_equal(gw->site, "munich");
     assert_int_equal(gw->log_level, 3);
     assert_int_equal(gw->log_format, FB_LOG_JSON);
-    assert_string_equal(gw->metrics_listen, "127.0.0.1:9100");
+    assert_int_equal(gw->nservices, 1);
+    assert_ptr_equal(gw->services[0].svc, &fb_service_http);
+    assert_string_equal((const char *)gw->services[0].cfg, "127.0.0.1:9100");
     assert_int_equal(gw->status_interval_ns, 10000000000LL);
     assert_int_equal(gw->cmd_max_age_ns, 30000000000LL);
     assert_true(gw->cmd_allow_qos0);
@@ -268,33 +273,32 @@ static void test_valid_model(void **state)
 static void test_errors_collected(void **state)
 {
     (void)state;
-    static const char y[] =
-        "gateway: {id: gw}\n"                                            /* 1 */
-        "mqtt:\n"                                                        /* 2 */
-        "  url: mqtt://127.0.0.1\n"                                      /* 3 */
-        "  password: plain\n"                                            /* 4 */
-        "devices:\n"                                                     /* 5 */
-        "  - name: a\n"                                                  /* 6 */
-        "    url: \"sim://x\"\n"                                         /* 7 */
-        "    pol: 1s\n"                                                  /* 8 */
-        "    tags:\n"                                                    /* 9 */
-        "      - {name: t1, addr: \"sine\"}\n"                           /* 10 */
-        "      - {name: t1, addr: \"sine\"}\n"                           /* 11 */
-        "      - {name: t2, addr: \"bogus:1\"}\n"                        /* 12 */
-        "      - {name: t3, addr: \"sine\", poll: fast}\n"               /* 13 */
-        "      - {name: t4, addr: \"sine\", range: [10, 1], access: w}\n" /* 14 */
-        "      - {name: t5, addr: \"sine\", scale: {raw: [5, 5], eng: [0, 1]}}\n" /* 15 */
-        "      - {name: t6, addr: \"sine\", max_rate: fast, unti: x}\n"  /* 16 */
-        "  - name: a\n"                                                  /* 17 */
-        "    url: \"modbus-tcp://127.0.0.1:5020\"\n"                     /* 18 */
-        "    tags:\n"                                                    /* 19 */
-        "      - {name: x, addr: \"hr:70000\"}\n"                        /* 20 */
-        "      - {name: y, addr: \"hr:0\", count: 0}\n"                  /* 21 */
-        "      - {name: 'bad name', addr: \"hr:0\"}\n"                   /* 22 */
-        "      - {name: z, addr: [1, 2]}\n"                              /* 23 */
-        "  - name: c\n"                                                  /* 24 */
-        "    url: \"modbus-tpc://127.0.0.1\"\n"                          /* 25 */
-        "    poll: -1s\n";                                               /* 26 */
+    static const char y[] = "gateway: {id: gw}\n"                                                     /* 1 */
+                            "mqtt:\n"                                                                 /* 2 */
+                            "  url: mqtt://127.0.0.1\n"                                               /* 3 */
+                            "  password: plain\n"                                                     /* 4 */
+                            "devices:\n"                                                              /* 5 */
+                            "  - name: a\n"                                                           /* 6 */
+                            "    url: \"sim://x\"\n"                                                  /* 7 */
+                            "    pol: 1s\n"                                                           /* 8 */
+                            "    tags:\n"                                                             /* 9 */
+                            "      - {name: t1, addr: \"sine\"}\n"                                    /* 10 */
+                            "      - {name: t1, addr: \"sine\"}\n"                                    /* 11 */
+                            "      - {name: t2, addr: \"bogus:1\"}\n"                                 /* 12 */
+                            "      - {name: t3, addr: \"sine\", poll: fast}\n"                        /* 13 */
+                            "      - {name: t4, addr: \"sine\", range: [10, 1], access: w}\n"         /* 14 */
+                            "      - {name: t5, addr: \"sine\", scale: {raw: [5, 5], eng: [0, 1]}}\n" /* 15 */
+                            "      - {name: t6, addr: \"sine\", max_rate: fast, unti: x}\n"           /* 16 */
+                            "  - name: a\n"                                                           /* 17 */
+                            "    url: \"modbus-tcp://127.0.0.1:5020\"\n"                              /* 18 */
+                            "    tags:\n"                                                             /* 19 */
+                            "      - {name: x, addr: \"hr:70000\"}\n"                                 /* 20 */
+                            "      - {name: y, addr: \"hr:0\", count: 0}\n"                           /* 21 */
+                            "      - {name: 'bad name', addr: \"hr:0\"}\n"                            /* 22 */
+                            "      - {name: z, addr: [1, 2]}\n"                                       /* 23 */
+                            "  - name: c\n"                                                           /* 24 */
+                            "    url: \"modbus-tpc://127.0.0.1\"\n"                                   /* 25 */
+                            "    poll: -1s\n";                                                        /* 26 */
     char *diag = NULL;
     struct fb_gateway *gw = (void *)1;
     assert_int_equal(load_text(y, false, &diag, &gw), FB_EINVAL);
@@ -313,7 +317,8 @@ static void test_errors_collected(void **state)
     expect_diag(diag, pos(y, 21, "0}"), "count: 0 is out of range (1..65536)");
     expect_diag(diag, pos(y, 22, "'bad"), "tag name 'bad name' may only contain");
     expect_diag(diag, pos(y, 23, "[1"), "addr must be a single value, got a list");
-    expect_diag(diag, pos(y, 25, "\"modbus-tpc"), "url: no driver for scheme 'modbus-tpc://' (did you mean 'modbus-tcp'?)");
+    expect_diag(diag, pos(y, 25, "\"modbus-tpc"),
+                "url: no driver for scheme 'modbus-tpc://' (did you mean 'modbus-tcp'?)");
     expect_diag(diag, pos(y, 26, "-1s"), "poll: bad duration '-1s'");
     /* in file order */
     assert_true(strstr(diag, ":4:") < strstr(diag, ":8:"));
@@ -335,12 +340,11 @@ static void test_error_classes(void **state)
     free(diag);
 
     /* missing gateway id, unknown top-level key, wrong kinds */
-    static const char y2[] =
-        "gateway: {site: x}\n"
-        "devics: []\n"
-        "log: {level: loud}\n"
-        "status_interval: [1]\n"
-        "commands: {allow_qos0: maybe}\n";
+    static const char y2[] = "gateway: {site: x}\n"
+                             "devics: []\n"
+                             "log: {level: loud}\n"
+                             "status_interval: [1]\n"
+                             "commands: {allow_qos0: maybe}\n";
     assert_int_equal(load_text(y2, false, &diag, &gw), FB_EINVAL);
     expect_diag(diag, ":1:10: ", "gateway.id is required");
     expect_diag(diag, ":2:1: ", "unknown key 'devics' in the config file (did you mean 'devices'?)");
@@ -350,14 +354,13 @@ static void test_error_classes(void **state)
     free(diag);
 
     /* mqtt errors */
-    static const char y3[] =
-        "gateway: {id: gw}\n"
-        "mqtt:\n"
-        "  url: http://127.0.0.1\n"
-        "  version: 4.0\n"
-        "  qos: {telemetry: 3}\n"
-        "  topic: \"{site}/{nope}/#\"\n"
-        "  reconnect: {min: 10s, max: 1s}\n";
+    static const char y3[] = "gateway: {id: gw}\n"
+                             "mqtt:\n"
+                             "  url: http://127.0.0.1\n"
+                             "  version: 4.0\n"
+                             "  qos: {telemetry: 3}\n"
+                             "  topic: \"{site}/{nope}/#\"\n"
+                             "  reconnect: {min: 10s, max: 1s}\n";
     assert_int_equal(load_text(y3, false, &diag, &gw), FB_EINVAL);
     expect_diag(diag, pos(y3, 3, "http"), "mqtt.url: scheme must be mqtt:// or mqtts://");
     expect_diag(diag, pos(y3, 4, "4.0"), "mqtt.version: expected 5 or 3.1.1, got '4.0'");
@@ -367,43 +370,40 @@ static void test_error_classes(void **state)
     free(diag);
 
     /* duplicate keys, writable tag on a string type with scale */
-    static const char y4[] =
-        "gateway: {id: gw, id: again}\n"
-        "devices:\n"
-        "  - name: d\n"
-        "    url: sim://x\n"
-        "    options: {seed: 1}\n"
-        "    tags:\n"
-        "      - {name: s, addr: \"const:\\\"hi\\\"\", type: string, scale: {factor: 2}}\n";
+    static const char y4[] = "gateway: {id: gw, id: again}\n"
+                             "devices:\n"
+                             "  - name: d\n"
+                             "    url: sim://x\n"
+                             "    options: {seed: 1}\n"
+                             "    tags:\n"
+                             "      - {name: s, addr: \"const:\\\"hi\\\"\", type: string, scale: {factor: 2}}\n";
     assert_int_equal(load_text(y4, false, &diag, &gw), FB_EINVAL);
     expect_diag(diag, pos(y4, 1, "id: again"), "duplicate key 'id' in gateway (first at line 1)");
     expect_diag(diag, pos(y4, 7, "scale"), "tag 's' is of type string: scale, range, deadband");
     free(diag);
 
     /* options that clash with the URL */
-    static const char y5[] =
-        "gateway: {id: gw}\n"
-        "devices:\n"
-        "  - name: d\n"
-        "    url: \"modbus-tcp://127.0.0.1?unit=1\"\n"
-        "    options: {unit: 2, baud: x}\n"
-        "    timeout: 1s\n"
-        "    tags: [{name: a, addr: \"hr:0\"}]\n";
+    static const char y5[] = "gateway: {id: gw}\n"
+                             "devices:\n"
+                             "  - name: d\n"
+                             "    url: \"modbus-tcp://127.0.0.1?unit=1\"\n"
+                             "    options: {unit: 2, baud: x}\n"
+                             "    timeout: 1s\n"
+                             "    tags: [{name: a, addr: \"hr:0\"}]\n";
     assert_int_equal(load_text(y5, false, &diag, &gw), FB_EINVAL);
     expect_diag(diag, pos(y5, 5, "unit"), "option 'unit' is also given in the device URL");
     free(diag);
 
     /* types, password with a literal default, open range ends */
-    static const char y6[] =
-        "gateway: {id: gw}\n"
-        "mqtt: {url: \"mqtt://h\", password: \"${FB_T_PW:-literal}\"}\n"
-        "devices:\n"
-        "  - name: d\n"
-        "    url: \"modbus-tcp://127.0.0.1?unit=1\"\n"
-        "    tags:\n"
-        "      - {name: a, addr: \"hr:0\", type: flaot32}\n"
-        "      - {name: b, addr: \"hr:2\", type: \"string[0]\"}\n"
-        "      - {name: c, addr: \"hr:4\", range: [~, 5], deadband: \"x%\"}\n";
+    static const char y6[] = "gateway: {id: gw}\n"
+                             "mqtt: {url: \"mqtt://h\", password: \"${FB_T_PW:-literal}\"}\n"
+                             "devices:\n"
+                             "  - name: d\n"
+                             "    url: \"modbus-tcp://127.0.0.1?unit=1\"\n"
+                             "    tags:\n"
+                             "      - {name: a, addr: \"hr:0\", type: flaot32}\n"
+                             "      - {name: b, addr: \"hr:2\", type: \"string[0]\"}\n"
+                             "      - {name: c, addr: \"hr:4\", range: [~, 5], deadband: \"x%\"}\n";
     assert_int_equal(load_text(y6, false, &diag, &gw), FB_EINVAL);
     expect_diag(diag, pos(y6, 2, "\"${"), "mqtt.password: a literal password is not allowed");
     expect_diag(diag, pos(y6, 7, "flaot32"), "type: unknown type 'flaot32'");
@@ -413,15 +413,14 @@ static void test_error_classes(void **state)
     free(diag);
 
     /* an array and a scalar with the same name clash; array elements do not */
-    static const char y7[] =
-        "gateway: {id: gw}\n"
-        "devices:\n"
-        "  - name: d\n"
-        "    url: \"sim://x\"\n"
-        "    tags:\n"
-        "      - {name: v, addr: sine, count: 3}\n"
-        "      - {name: w, addr: sine}\n"
-        "      - {name: v, addr: sine}\n";
+    static const char y7[] = "gateway: {id: gw}\n"
+                             "devices:\n"
+                             "  - name: d\n"
+                             "    url: \"sim://x\"\n"
+                             "    tags:\n"
+                             "      - {name: v, addr: sine, count: 3}\n"
+                             "      - {name: w, addr: sine}\n"
+                             "      - {name: v, addr: sine}\n";
     assert_int_equal(load_text(y7, false, &diag, &gw), FB_EINVAL);
     expect_diag(diag, pos(y7, 8, "v,"), "duplicate tag name 'v' in device 'd' (first at line 6)");
     assert_null(strstr(diag, ":6:"));
@@ -485,13 +484,12 @@ static void test_secret_files(void **state)
     assert_int_equal(fb_read_secret_file("/nonexistent/fb/secret", &out, &e), FB_ENOENT);
 
     /* from a config, relative to the config file's directory */
-    static const char y[] =
-        "gateway: {id: gw}\n"
-        "mqtt:\n"
-        "  url: mqtts://127.0.0.1\n"
-        "  username: u\n"
-        "  password_file: mqtt.pass\n"
-        "  tls: {ca: ca.pem, cert: gw.pem, key: gw.key}\n";
+    static const char y[] = "gateway: {id: gw}\n"
+                            "mqtt:\n"
+                            "  url: mqtts://127.0.0.1\n"
+                            "  username: u\n"
+                            "  password_file: mqtt.pass\n"
+                            "  tls: {ca: ca.pem, cert: gw.pem, key: gw.key}\n";
     char *diag = NULL;
     struct fb_gateway *gw = NULL;
     assert_int_equal(load_text(y, false, &diag, &gw), 0);
@@ -568,29 +566,27 @@ static void test_for_expansion(void **state)
     fb_gateway_free(gw);
 
     /* unknown variable in an expression; lists; cartesian product */
-    static const char y[] =
-        "gateway: {id: gw}\n"
-        "devices:\n"
-        "  - for: {a: [x, y], n: [1, 2, 3]}\n"
-        "    name: \"d-{a}-{n}\"\n"
-        "    url: sim://s\n"
-        "    tags:\n"
-        "      - for: {i: \"0..1\"}\n"
-        "        name: \"t{n*10+i}\"\n"
-        "        addr: \"const:{i+j}\"\n";
+    static const char y[] = "gateway: {id: gw}\n"
+                            "devices:\n"
+                            "  - for: {a: [x, y], n: [1, 2, 3]}\n"
+                            "    name: \"d-{a}-{n}\"\n"
+                            "    url: sim://s\n"
+                            "    tags:\n"
+                            "      - for: {i: \"0..1\"}\n"
+                            "        name: \"t{n*10+i}\"\n"
+                            "        addr: \"const:{i+j}\"\n";
     assert_int_equal(load_text(y, false, &diag, &gw), FB_EINVAL);
     expect_diag(diag, pos(y, 9, "\"const"), "addr: unknown loop variable 'j' in expression");
     free(diag);
-    static const char y2[] =
-        "gateway: {id: gw}\n"
-        "devices:\n"
-        "  - for: {a: [x, y], n: [1, 2, 3]}\n"
-        "    name: \"d-{a}-{n}\"\n"
-        "    url: sim://s\n"
-        "    tags:\n"
-        "      - for: {i: \"0..1\"}\n"
-        "        name: \"t{n*10+i}\"\n"
-        "        addr: \"const:{(i+1)*-2}\"\n";
+    static const char y2[] = "gateway: {id: gw}\n"
+                             "devices:\n"
+                             "  - for: {a: [x, y], n: [1, 2, 3]}\n"
+                             "    name: \"d-{a}-{n}\"\n"
+                             "    url: sim://s\n"
+                             "    tags:\n"
+                             "      - for: {i: \"0..1\"}\n"
+                             "        name: \"t{n*10+i}\"\n"
+                             "        addr: \"const:{(i+1)*-2}\"\n";
     assert_int_equal(load_text(y2, false, &diag, &gw), 0);
     free(diag);
     assert_int_equal(gw->ndevs, 6);
@@ -648,6 +644,294 @@ static void test_tmpl(void **state)
     assert_true(fb_tmpl_range("15", &lo, &hi) < 0);
 }
 
+/* Deep expressions are bounded (issue 14: 50,000 parentheses overflowed the
+ * stack of the recursive-descent evaluator). */
+static char *nested(int depth, const char *open, const char *inner, const char *close)
+{
+    size_t lo = strlen(open), lc = strlen(close), n = (size_t)depth * (lo + lc) + strlen(inner) + 3;
+    char *s = malloc(n), *p = s;
+    assert_non_null(s);
+    *p++ = '{';
+    for (int i = 0; i < depth; i++, p += lo) memcpy(p, open, lo);
+    p += sprintf(p, "%s", inner);
+    for (int i = 0; i < depth; i++, p += lc) memcpy(p, close, lc);
+    *p++ = '}';
+    *p = 0;
+    return s;
+}
+
+static void test_tmpl_depth(void **state)
+{
+    (void)state;
+    struct fb_tvar v[] = {{"i", "7", true, 7}};
+    struct fb_tvars vs = {NULL, v, 1};
+    struct fb_err e = {0};
+    char *o = NULL;
+    char *s = nested(FB_TMPL_MAX_DEPTH, "(", "i", ")"); /* at the limit: fine */
+    assert_int_equal(fb_tmpl_subst(&vs, s, &o, &e), 0);
+    assert_string_equal(o, "7");
+    free(o);
+    free(s);
+    s = nested(FB_TMPL_MAX_DEPTH, "-", "i", ""); /* 64 minus signs: +7 */
+    assert_int_equal(fb_tmpl_subst(&vs, s, &o, &e), 0);
+    assert_string_equal(o, "7");
+    free(o);
+    free(s);
+    static const int depths[] = {FB_TMPL_MAX_DEPTH + 1, 50000, 2000000};
+    for (size_t k = 0; k < 3; k++) {
+        s = nested(depths[k], "(", "i", ")");
+        assert_int_equal(fb_tmpl_subst(&vs, s, &o, &e), FB_EINVAL);
+        assert_non_null(strstr(e.msg, "nested too deeply (more than 64"));
+        free(s);
+        s = nested(depths[k], "-(", "i", ")");
+        assert_int_equal(fb_tmpl_subst(&vs, s, &o, &e), FB_EINVAL);
+        assert_non_null(strstr(e.msg, "nested too deeply"));
+        free(s);
+    }
+    /* through the loader: an error at the scalar, file:line:col */
+    s = nested(50000, "(", "d", ")");
+    size_t n = strlen(s) + 256;
+    char *y = malloc(n);
+    snprintf(y, n,
+             "gateway: {id: gw}\n"
+             "devices:\n"
+             "  - for: {d: \"1..2\"}\n"
+             "    name: \"d%s\"\n"
+             "    url: sim://s\n"
+             "    tags: [{name: t, addr: \"const:1\"}]\n",
+             s);
+    char *diag = NULL;
+    struct fb_gateway *gw = NULL;
+    assert_int_equal(load_text(y, false, &diag, &gw), FB_EINVAL);
+    expect_diag(diag, ":4:11: ", "device name: expression nested too deeply (more than 64 parentheses or signs)");
+    free(diag);
+    free(y);
+    free(s);
+}
+
+/* ------------------------------------------------------------ hostile YAML */
+
+/* load_text, and the time it took (s) */
+static double load_timed(const char *yaml, char **diag, int *rc)
+{
+    int64_t t0 = fb_mono_ns();
+    struct fb_gateway *gw = NULL;
+    *rc = load_text(yaml, false, diag, &gw);
+    fb_gateway_free(gw);
+    return (double)(fb_mono_ns() - t0) / 1e9;
+}
+
+/* A diagnostic "file:LINE:COL: msg" with the given line (any column). */
+static void expect_on_line(const char *diag, int line, const char *msg)
+{
+    char want[32];
+    snprintf(want, sizeof want, ":%d:", line);
+    for (const char *p = diag; (p = strstr(p, want)); p++) {
+        const char *eol = strchr(p, '\n'), *c = strchr(p + strlen(want), ':');
+        const char *h = strstr(p, msg);
+        if (c && h && (!eol || h < eol) && c < h) return;
+    }
+    fprintf(stderr, "missing diagnostic on line %d: %s\n--- got:\n%s---\n", line, msg, diag);
+    fail();
+}
+
+static size_t pow2_at_least(size_t n)
+{
+    size_t c = 64;
+    while (c < n) c *= 2;
+    return c;
+}
+
+/* Appends add to s (length *len); the buffer doubles (a realloc per append
+ * made the 100000-alias case quadratic under ASan). */
+static char *grow_cat(char *s, size_t *len, const char *add)
+{
+    size_t n = strlen(add);
+    if (!s || pow2_at_least(*len + n + 1) != pow2_at_least(*len + 1)) s = realloc(s, pow2_at_least(*len + n + 1));
+    assert_non_null(s);
+    memcpy(s + *len, add, n + 1);
+    *len += n;
+    return s;
+}
+
+/* Issue 14: alias and merge-key bombs hung `check`; deep nesting was
+ * quadratic (a 100,000-deep list took 20 s) — now each is refused at once,
+ * at its line:col, with the limit. */
+static void test_yaml_bombs(void **state)
+{
+    (void)state;
+    char *diag = NULL, *y = NULL, buf[512];
+    size_t len = 0;
+    int rc;
+    /* 1. merge keys fanning out 20 ways over 8 levels (20^8 merges before) */
+    y = grow_cat(y, &len, "m0: &m0 {k: v}\n");
+    for (int i = 1; i <= 8; i++) {
+        int k = snprintf(buf, sizeof buf, "m%d: &m%d {<<: [", i, i);
+        for (int j = 0; j < 20; j++) k += snprintf(buf + k, sizeof buf - (size_t)k, "%s*m%d", j ? ", " : "", i - 1);
+        snprintf(buf + k, sizeof buf - (size_t)k, "], k%d: v}\n", i);
+        y = grow_cat(y, &len, buf);
+    }
+    y = grow_cat(y, &len, "gateway: {id: gw, <<: *m8}\n");
+    double t = load_timed(y, &diag, &rc);
+    assert_int_equal(rc, FB_EINVAL);
+    expect_on_line(diag, 6, "aliases expand to more than 1000000 nodes (at *m4)");
+    assert_true(t < 2.0);
+    free(diag);
+    free(y);
+    /* 2. lists of lists of aliases in a merge (9 short lines: 20^7 merges before) */
+    y = NULL, len = 0;
+    y = grow_cat(y, &len, "gateway: {id: gw}\na0: &a0 {k: v}\n");
+    for (int i = 1; i <= 7; i++) {
+        int k = snprintf(buf, sizeof buf, "a%d: &a%d [", i, i);
+        for (int j = 0; j < 20; j++) k += snprintf(buf + k, sizeof buf - (size_t)k, "%s*a%d", j ? ", " : "", i - 1);
+        snprintf(buf + k, sizeof buf - (size_t)k, "]\n");
+        y = grow_cat(y, &len, buf);
+    }
+    y = grow_cat(y, &len, "devices: [{name: d, url: \"sim://x\", tags: [{name: t, addr: \"const:1\", <<: *a7}]}]\n");
+    t = load_timed(y, &diag, &rc);
+    assert_int_equal(rc, FB_EINVAL);
+    expect_on_line(diag, 7, "aliases expand to more than 1000000 nodes (at *a4)");
+    assert_true(t < 2.0);
+    free(diag);
+    free(y);
+    /* 3. a list inside a merge list is not YAML's merge key: refused, not walked */
+    static const char y3[] =
+        "gateway: {id: gw}\n"
+        "a: &a {unit: x}\n"
+        "devices: [{name: d, url: \"sim://x\", tags: [{name: t, addr: \"const:1\", <<: [[*a]]}]}]\n";
+    assert_int_equal(load_timed(y3, &diag, &rc) < 2.0, 1);
+    assert_int_equal(rc, FB_EINVAL);
+    expect_diag(diag, pos(y3, 3, "[*a]"), "'<<' needs a mapping or a list of mappings, got a list inside the list");
+    free(diag);
+    /* 4. too many aliases */
+    y = NULL, len = 0;
+    y = grow_cat(y, &len, "gateway: {id: gw}\ns: &s x\nl: [*s");
+    for (int i = 0; i < 100000; i++) y = grow_cat(y, &len, ",*s");
+    y = grow_cat(y, &len, "]\n");
+    assert_true(load_timed(y, &diag, &rc) < 2.0);
+    assert_int_equal(rc, FB_EINVAL);
+    expect_on_line(diag, 3, "more than 100000 aliases (*name) in one file");
+    free(diag);
+    free(y);
+    /* 5. an alias inside the node it names */
+    static const char y5[] = "gateway: {id: gw, <<: &a {x: *a}}\n";
+    load_timed(y5, &diag, &rc);
+    assert_int_equal(rc, FB_EINVAL);
+    expect_diag(diag, pos(y5, 1, "*a"), "alias *a refers to the node that contains it");
+    free(diag);
+    /* 6. deep nesting: flow and block style */
+    for (int style = 0; style < 2; style++) {
+        int n = style ? 3000 : 100000;
+        y = NULL, len = 0;
+        y = grow_cat(y, &len, style ? "gateway: {id: gw}\nx:" : "gateway: {id: gw}\nx: ");
+        for (int i = 0; i < n; i++) {
+            if (style) {
+                snprintf(buf, sizeof buf, "\n%*s-", i, "");
+                y = grow_cat(y, &len, buf);
+            } else {
+                y = grow_cat(y, &len, "[");
+            }
+        }
+        for (int i = 0; !style && i < n; i++) y = grow_cat(y, &len, "]");
+        y = grow_cat(y, &len, "\n");
+        t = load_timed(y, &diag, &rc);
+        assert_int_equal(rc, FB_EINVAL);
+        expect_on_line(diag, style ? 66 : 2, "lists and mappings nested deeper than 64 levels");
+        assert_true(t < 2.0);
+        free(diag);
+        free(y);
+    }
+    /* 64 levels are fine (the error is about the key, not the depth) */
+    y = NULL, len = 0;
+    y = grow_cat(y, &len, "gateway: {id: gw}\nx: ");
+    for (int i = 0; i < 63; i++) y = grow_cat(y, &len, "[");
+    for (int i = 0; i < 63; i++) y = grow_cat(y, &len, "]");
+    y = grow_cat(y, &len, "\n");
+    load_timed(y, &diag, &rc);
+    assert_null(strstr(diag, "nested deeper"));
+    assert_non_null(strstr(diag, "unknown key 'x'"));
+    free(diag);
+    free(y);
+    /* 7. a legitimate template merged into many tags still loads */
+    y = NULL, len = 0;
+    y = grow_cat(y, &len,
+                 "gateway: {id: gw}\nx-s: &s {type: float32, unit: C, deadband: 0.5}\n"
+                 "devices:\n  - name: d\n    url: \"sim://x\"\n    tags:\n");
+    for (int i = 0; i < 2000; i++) {
+        snprintf(buf, sizeof buf, "      - {name: t%d, addr: \"const:1\", <<: *s}\n", i);
+        y = grow_cat(y, &len, buf);
+    }
+    struct fb_gateway *gw = NULL;
+    rc = load_text(y, false, &diag, &gw);
+    if (rc) fprintf(stderr, "%s", diag);
+    assert_int_equal(rc, 0);
+    assert_int_equal(gw->ntags, 2000);
+    assert_string_equal(gw->tags[1999].unit, "C");
+    free(diag);
+    free(y);
+    fb_gateway_free(gw);
+}
+
+/* Issue 14: nested for: products were expanded before any limit applied
+ * (100000 x 100000 hung check; the 2 M-tag cap was hit after 1.2 GB).  The
+ * count comes first, and the error names the limit. */
+static void test_for_product_limit(void **state)
+{
+    (void)state;
+    char *diag = NULL;
+    int rc;
+    static const char y1[] = "gateway: {id: gw}\n"
+                             "devices:\n"
+                             "  - for: {d: \"1..100000\"}\n"
+                             "    name: \"d{d}\"\n"
+                             "    url: \"sim://x{d}\"\n"
+                             "    tags:\n"
+                             "      - for: {i: \"1..100000\"}\n"
+                             "        name: \"t{i}\"\n"
+                             "        addr: \"const:1\"\n";
+    double t = load_timed(y1, &diag, &rc);
+    assert_int_equal(rc, FB_EINVAL);
+    expect_diag(
+        diag, pos(y1, 3, "{d:"),
+        "for: 100000 devices with 100000 tags each (the first) make 10000000000 tags; the limit is 2000000 tags");
+    assert_true(t < 2.0);
+    free(diag);
+    /* tags x count: 3 x 1000 x 1000 */
+    static const char y2[] = "gateway: {id: gw}\n"
+                             "devices:\n"
+                             "  - for: {d: [a, b, c]}\n"
+                             "    name: \"d{d}\"\n"
+                             "    url: \"sim://x{d}\"\n"
+                             "    tags:\n"
+                             "      - for: {i: \"1..1000\"}\n"
+                             "        name: \"t{i}\"\n"
+                             "        addr: \"const:1\"\n"
+                             "        count: 1000\n";
+    t = load_timed(y2, &diag, &rc);
+    assert_int_equal(rc, FB_EINVAL);
+    expect_diag(diag, pos(y2, 3, "{d:"), "for: 3 devices with 1000000 tags each (the first) make 3000000 tags");
+    assert_true(t < 2.0);
+    free(diag);
+    /* devices without for: adding up past the limit */
+    char *y = NULL;
+    size_t len = 0;
+    y = grow_cat(y, &len, "gateway: {id: gw}\ndevices:\n");
+    for (int d = 0; d < 25; d++) {
+        char b[200];
+        snprintf(b, sizeof b,
+                 "  - name: d%d\n    url: \"sim://x%d\"\n    tags:\n      - for: {i: \"1..100000\"}\n"
+                 "        name: \"t{i}\"\n        addr: \"const:1\"\n",
+                 d, d);
+        y = grow_cat(y, &len, b);
+    }
+    t = load_timed(y, &diag, &rc);
+    assert_int_equal(rc, FB_EINVAL);
+    expect_on_line(diag, 6 * 20 + 6, "these tags bring the gateway to more than the limit of 2000000 tags");
+    assert_true(t < 5.0);
+    free(diag);
+    free(y);
+}
+
 /* ------------------------------------------------------------ durations */
 
 static void test_durations_sizes(void **state)
@@ -656,7 +940,7 @@ static void test_durations_sizes(void **state)
     static const struct {
         const char *s;
         int64_t ns;
-    } d[] = {{"250us", 250000}, {"100ms", 100000000}, {"1.5s", 1500000000}, {"2m", 120000000000LL},
+    } d[] = {{"250us", 250000},       {"100ms", 100000000},      {"1.5s", 1500000000}, {"2m", 120000000000LL},
              {"1h", 3600000000000LL}, {"7d", 604800000000000LL}, {"5", 5000000000LL}};
     char y[256], *diag = NULL;
     struct fb_gateway *gw = NULL;
@@ -729,9 +1013,22 @@ static void test_url_parse(void **state)
     fb_url_free(&u);
 
     static const char *const bad[] = {
-        "", "nourl", "://x", "1x://h", "modbus-tcp://h:0", "modbus-tcp://h:65536", "modbus-tcp://h:",
-        "modbus-tcp://h:12a", "mqtt://user:pw@h", "x://[::1", "x://h?a=1&a=2", "x://h/%zz", "x://h/%0",
-        "x://h#frag", "x://h /p", "x://h?%00=1",
+        "",
+        "nourl",
+        "://x",
+        "1x://h",
+        "modbus-tcp://h:0",
+        "modbus-tcp://h:65536",
+        "modbus-tcp://h:",
+        "modbus-tcp://h:12a",
+        "mqtt://user:pw@h",
+        "x://[::1",
+        "x://h?a=1&a=2",
+        "x://h/%zz",
+        "x://h/%0",
+        "x://h#frag",
+        "x://h /p",
+        "x://h?%00=1",
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         memset(&u, 0xab, sizeof u);
@@ -746,14 +1043,280 @@ static void test_url_parse(void **state)
     fb_url_free(&u); /* safe after a failed parse */
 }
 
+/* ------------------------------------------------ the one driver table */
+
+/* A URL the scheme's driver accepts, without `skip` among its query keys. */
+static void base_url(char *buf, size_t len, const char *scheme, const char *skip)
+{
+    if (!strcmp(scheme, "modbus-tcp"))
+        snprintf(buf, len, "modbus-tcp://127.0.0.1:1");
+    else if (!strcmp(scheme, "modbus-rtu"))
+        snprintf(buf, len, "modbus-rtu:///dev/ttyUSB0");
+    else if (!strcmp(scheme, "opc.tcp"))
+        snprintf(buf, len, "opc.tcp://127.0.0.1:1");
+    else if (!strcmp(scheme, "s7"))
+        snprintf(buf, len, "s7://127.0.0.1");
+    else if (!strcmp(scheme, "ads"))
+        snprintf(buf, len, "ads://127.0.0.1%s", strcmp(skip, "net_id") ? "?net_id=1.2.3.4.1.1" : "");
+    else if (!strcmp(scheme, "revpi"))
+        snprintf(buf, len, "revpi:///dev/null%s", strcmp(skip, "config") ? "?config=none" : "");
+    else
+        snprintf(buf, len, "%s://x", scheme);
+}
+
+/* device_init on a throw-away device; 0 or the driver's error. */
+static int try_device(const char *url, struct fb_err *err)
+{
+    static struct fb_gateway gw;
+    struct fb_device d;
+    memset(&d, 0, sizeof d);
+    memset(err, 0, sizeof *err);
+    gw.cfg_path = (char *)"/nonexistent/cfg.yaml";
+    d.name = (char *)"dev";
+    d.url_text = (char *)url;
+    d.gw = &gw;
+    d.timeout_ns = 1000000000LL;
+    int rc = fb_url_parse(url, &d.url, err);
+    if (rc < 0) return rc;
+    d.drv = fb_driver_for_scheme(d.url.scheme);
+    assert_non_null(d.drv);
+    char *key = NULL;
+    rc = d.drv->device_init(&d, &key, err);
+    if (rc == 0 && d.drv->device_free) d.drv->device_free(&d);
+    free(key);
+    fb_url_free(&d.url);
+    return rc;
+}
+
+static bool mentions_unknown(const char *msg)
+{
+    for (const char *p = msg; *p; p++)
+        if (!strncasecmp(p, "unknown", 7)) return true;
+    return false;
+}
+
+/* Every scheme row belongs to a driver that serves it (and the reverse);
+ * every option of the table is accepted by its driver; every option the
+ * driver lists in its own "unknown option" message is in the table. */
+static void test_driver_table(void **state)
+{
+    (void)state;
+    size_t n;
+    const struct fb_scheme_info *si = fb_schemes(&n);
+    assert_true(n >= 7);
+    for (size_t i = 0; i < n; i++) {
+        bool served = false;
+        for (const char *const *sc = si[i].drv->schemes; sc && *sc; sc++) {
+            if (!strcmp(*sc, si[i].scheme)) served = true;
+            assert_non_null(fb_scheme_info(*sc));
+        }
+        assert_true(served);
+        assert_ptr_equal(fb_driver_for_scheme(si[i].scheme), si[i].drv);
+        char url[512], base[256];
+        struct fb_err e;
+        for (const struct fb_drv_opt *o = si[i].opts; o->key; o++) {
+            base_url(base, sizeof base, si[i].scheme, o->key);
+            snprintf(url, sizeof url, "%s%c%s=%s", base, strchr(base, '?') ? '&' : '?', o->key, o->example);
+            if (try_device(url, &e) < 0 && mentions_unknown(e.msg)) {
+                fprintf(stderr, "%s: option %s refused as unknown: %s\n", si[i].scheme, o->key, e.msg);
+                fail();
+            }
+        }
+        base_url(base, sizeof base, si[i].scheme, "");
+        snprintf(url, sizeof url, "%s%czz_bogus=1", base, strchr(base, '?') ? '&' : '?');
+        assert_true(try_device(url, &e) < 0);
+        const char *open = strrchr(e.msg, '('), *close = open ? strchr(open, ')') : NULL;
+        if (!open || !close) {
+            fprintf(stderr, "%s: the unknown-option message lists no options: %s\n", si[i].scheme, e.msg);
+            fail();
+        }
+        char list[512];
+        snprintf(list, sizeof list, "%.*s", (int)(close - open - 1), open + 1);
+        char *p = list;
+        if (!strncmp(p, "expected ", 9)) p += 9;
+        if (!strncmp(p, "valid: ", 7)) p += 7;
+        int listed = 0;
+        for (char *tok = strtok(p, ", "); tok; tok = strtok(NULL, ", ")) {
+            listed++;
+            if (!fb_scheme_opt(si[i].scheme, tok)) {
+                fprintf(stderr, "%s: the driver accepts '%s', the table (src/core/driver.c) does not list it\n",
+                        si[i].scheme, tok);
+                fail();
+            }
+        }
+        int table = 0;
+        for (const struct fb_drv_opt *o = si[i].opts; o->key; o++) {
+            if (o->unlisted) continue;
+            table++;
+            char want[64];
+            snprintf(want, sizeof want, "%s", o->key);
+            bool found = false;
+            snprintf(list, sizeof list, "%.*s", (int)(close - open - 1), open + 1);
+            for (char *tok = strtok(list, "(), :"); tok; tok = strtok(NULL, "(), :"))
+                if (!strcmp(tok, want)) found = true;
+            if (!found) {
+                fprintf(stderr, "%s: option '%s' is in the table but not in the driver's list: %s\n", si[i].scheme,
+                        o->key, e.msg);
+                fail();
+            }
+        }
+        assert_int_equal(listed, table);
+    }
+}
+
+/* The text of the doc section that starts with the line `heading`, up to the
+ * next heading of the same or a higher level (static buffer). */
+static const char *doc_section(const char *doc, const char *heading)
+{
+    static char buf[65536];
+    size_t hl = strlen(heading);
+    const char *p = doc;
+    while ((p = strstr(p, heading))) {
+        if ((p == doc || p[-1] == '\n') && (p[hl] == '\n' || p[hl] == ' ')) break;
+        p += hl;
+    }
+    if (!p) return NULL;
+    int level = (int)strspn(heading, "#");
+    const char *e = p + hl;
+    for (;;) {
+        e = strchr(e, '\n');
+        if (!e) {
+            e = p + strlen(p);
+            break;
+        }
+        e++;
+        int l = (int)strspn(e, "#");
+        if (l > 0 && l <= level && e[l] == ' ') break;
+    }
+    snprintf(buf, sizeof buf, "%.*s", (int)(e - p), p);
+    return buf;
+}
+
+static char *read_doc(const char *rel)
+{
+    char path[1024];
+    const char *src = getenv("FB_SOURCE_DIR");
+    snprintf(path, sizeof path, "%s/%s", src ? src : ".", rel);
+    FILE *f = fopen(path, "rb");
+    assert_non_null(f);
+    static char doc[400000];
+    size_t n = fread(doc, 1, sizeof doc - 1, f);
+    fclose(f);
+    doc[n] = 0;
+    return doc;
+}
+
+/* docs/configuration.md documents every key the loader accepts (a table row
+ * "| `key` |" in the key's section) and every device URL option. */
+static void test_docs_list_every_key(void **state)
+{
+    (void)state;
+    const char *doc = read_doc("docs/configuration.md");
+    assert_null(strstr(doc, "DESIGN.md"));
+    static const char *const where[][2] = {
+        {"gateway", "## `gateway`"},
+        {"log", "## `log`"},
+        {"metrics", "## `metrics`"},
+        {"commands", "## `commands`"},
+        {"buffer", "## `buffer`"},
+        {"mqtt", "## `mqtt`"},
+        {"tls", "## `mqtt`"},
+        {"qos", "## `mqtt`"},
+        {"reconnect", "## `mqtt`"},
+        {"sparkplug", "## `sparkplug`"},
+        {"device", "## `devices`"},
+        {"tag", "## Tags"},
+        {"scale", "## Tags"},
+        {"influx.batch", "## `influx`"},
+        {"influx.retry", "## `influx`"},
+        {"influx.map", "## `influx`"},
+        {"ingest.telemetry", "## `ingest`"},
+        {"ingest.sparkplug", "## `ingest`"},
+        {"ingest.types", "## `ingest`"},
+    };
+    struct fb_config_keys kt[128];
+    size_t n = fb_config_key_tables(kt, 128);
+    assert_true(n < 128);
+    int missing = 0;
+    for (size_t i = 0; i < n; i++) {
+        for (const char *const *k = kt[i].keys; *k; k++) {
+            char want[128];
+            if (!strcmp(kt[i].section, "top")) { /* every top-level key has its own heading */
+                snprintf(want, sizeof want, "## `%s`", *k);
+                if (!doc_section(doc, want)) {
+                    fprintf(stderr, "docs/configuration.md: no section '%s'\n", want);
+                    missing++;
+                }
+                continue;
+            }
+            const char *heading = NULL;
+            char own[80]; /* a sink's section: its own heading */
+            snprintf(own, sizeof own, "## `%s`", kt[i].section);
+            for (size_t w = 0; w < sizeof where / sizeof where[0]; w++)
+                if (!strcmp(where[w][0], kt[i].section)) heading = where[w][1];
+            if (!heading) heading = own;
+            const char *sec = doc_section(doc, heading);
+            snprintf(want, sizeof want, "| `%s` |", *k);
+            if (!sec || !strstr(sec, want)) {
+                fprintf(stderr, "docs/configuration.md: key %s.%s has no row '%s' under '%s'\n", kt[i].section, *k,
+                        want, heading);
+                missing++;
+            }
+        }
+    }
+    const char *urls = doc_section(doc, "### Device URLs");
+    assert_non_null(urls);
+    static char ubuf[65536];
+    snprintf(ubuf, sizeof ubuf, "%s", urls);
+    const struct fb_scheme_info *si = fb_schemes(&n);
+    for (size_t i = 0; i < n; i++) {
+        char want[128];
+        snprintf(want, sizeof want, "`%s://", si[i].scheme);
+        /* the scheme's own subsection: "#### `modbus-tcp://…` …" */
+        const char *h = ubuf, *sub = NULL;
+        while ((h = strstr(h, "\n#### "))) {
+            const char *eol = strchr(h + 1, '\n');
+            if (eol && memmem(h, (size_t)(eol - h), want, strlen(want))) {
+                char head[512];
+                snprintf(head, sizeof head, "%.*s", (int)(eol - h - 1), h + 1);
+                sub = doc_section(ubuf, head);
+                break;
+            }
+            h += 5;
+        }
+        if (!sub) {
+            fprintf(stderr, "docs/configuration.md: no '#### ...%s...' under Device URLs\n", want);
+            missing++;
+            continue;
+        }
+        for (const struct fb_drv_opt *o = si[i].opts; o->key; o++) {
+            snprintf(want, sizeof want, "| `%s` |", o->key);
+            if (!o->unlisted && !strstr(sub, want)) {
+                fprintf(stderr, "docs/configuration.md: %s option %s has no row\n", si[i].scheme, o->key);
+                missing++;
+            }
+        }
+    }
+    assert_int_equal(missing, 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_valid_model),     cmocka_unit_test(test_errors_collected),
-        cmocka_unit_test(test_error_classes),   cmocka_unit_test(test_env_expand),
-        cmocka_unit_test(test_secret_files),    cmocka_unit_test(test_for_expansion),
-        cmocka_unit_test(test_tmpl),            cmocka_unit_test(test_durations_sizes),
+        cmocka_unit_test(test_valid_model),
+        cmocka_unit_test(test_errors_collected),
+        cmocka_unit_test(test_error_classes),
+        cmocka_unit_test(test_env_expand),
+        cmocka_unit_test(test_secret_files),
+        cmocka_unit_test(test_for_expansion),
+        cmocka_unit_test(test_tmpl),
+        cmocka_unit_test(test_tmpl_depth),
+        cmocka_unit_test(test_yaml_bombs),
+        cmocka_unit_test(test_for_product_limit),
+        cmocka_unit_test(test_durations_sizes),
         cmocka_unit_test(test_url_parse),
+        cmocka_unit_test(test_driver_table),
+        cmocka_unit_test(test_docs_list_every_key),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

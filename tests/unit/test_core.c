@@ -12,13 +12,13 @@
 #include <pthread.h>
 #include <string.h>
 
-#include "core/fb.h"
-#include "core/net.h"
-#include "core/router.h"
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <unistd.h>
+#include "core/fb.h"
+#include "core/net.h"
+#include "core/router.h"
 
 static void test_duration(void **st)
 {
@@ -93,9 +93,15 @@ static void test_time_format(void **st)
     assert_true(ns == 1795860000123456789LL);
     assert_true(fb_parse_time("2000-02-29T00:00:00.000Z", 24, &ns));
     assert_true(ns == 951782400000000000LL);
-    static const char *const bad[] = {"2026-13-01T00:00:00Z", "2026-11-28 10:00:00Z", "2026-11-28T10:00:00",
-                                      "2026-11-28T10:00:00.Z", "2026-11-28T10:00:00.1234567890Z", "",
-                                      "2026-11-28T10:00:00+01:00", "2026-11-32T10:00:00Z", "x026-11-28T10:00:00Z"};
+    static const char *const bad[] = {"2026-13-01T00:00:00Z",
+                                      "2026-11-28 10:00:00Z",
+                                      "2026-11-28T10:00:00",
+                                      "2026-11-28T10:00:00.Z",
+                                      "2026-11-28T10:00:00.1234567890Z",
+                                      "",
+                                      "2026-11-28T10:00:00+01:00",
+                                      "2026-11-32T10:00:00Z",
+                                      "x026-11-28T10:00:00Z"};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) assert_false(fb_parse_time(bad[i], strlen(bad[i]), &ns));
 }
 
@@ -262,7 +268,6 @@ static void test_cmd_convert(void **st)
     assert_int_equal(conv(&str, "5", &v, why), FB_EINVAL);
 }
 
-
 static void test_net(void **st)
 {
     (void)st;
@@ -316,8 +321,10 @@ static void test_backoff(void **st)
     for (int i = 0; i < 50; i++) {
         fb_backoff_reset(&b);
         int64_t x = fb_backoff_next(&b);
-        if (first < 0) first = x;
-        else if (x != first) varied = true;
+        if (first < 0)
+            first = x;
+        else if (x != first)
+            varied = true;
     }
     assert_true(varied);
 }
@@ -325,11 +332,10 @@ static void test_backoff(void **st)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_duration),         cmocka_unit_test(test_size),
-        cmocka_unit_test(test_time_format),      cmocka_unit_test(test_quality),
+        cmocka_unit_test(test_duration),          cmocka_unit_test(test_size),
+        cmocka_unit_test(test_time_format),       cmocka_unit_test(test_quality),
         cmocka_unit_test(test_value_from_double), cmocka_unit_test(test_batch_and_pool),
-        cmocka_unit_test(test_cmd_convert),
-        cmocka_unit_test(test_net),
+        cmocka_unit_test(test_cmd_convert),       cmocka_unit_test(test_net),
         cmocka_unit_test(test_backoff),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -83,9 +83,15 @@ static int val(enum fb_lp_type t, struct fb_value v, char *out, size_t n)
     return rc;
 }
 
-static struct fb_value V(enum fb_type t) { struct fb_value v; memset(&v, 0, sizeof v); v.type = (uint8_t)t; return v; }
+static struct fb_value V(enum fb_type t) {
+    struct fb_value v;
+    memset(&v, 0, sizeof v);
+    v.type = (uint8_t)t;
+    return v;
+}
 
-static void test_values(void **state)
+static void
+test_values(void **state)
 {
     (void)state;
     char o[64];
@@ -203,10 +209,10 @@ static int load(const char *yaml, char **diag, struct fb_gateway **gw)
     return rc;
 }
 
-#define DEVS                                                                                                 \
-    "devices:\n"                                                                                             \
-    "  - name: press-01\n    url: \"sim://a\"\n    area: assembly\n    line: \"01\"\n    tags:\n"          \
-    "      - {name: temperature, addr: \"const:1\"}\n      - {name: count, addr: \"counter\", type: uint32}\n" \
+#define DEVS                                                                                                           \
+    "devices:\n"                                                                                                       \
+    "  - name: press-01\n    url: \"sim://a\"\n    area: assembly\n    line: \"01\"\n    tags:\n"                      \
+    "      - {name: temperature, addr: \"const:1\"}\n      - {name: count, addr: \"counter\", type: uint32}\n"         \
     "  - name: oven\n    url: \"sim://b\"\n    tags:\n      - {name: zone.1, addr: \"const:1\"}\n"
 
 static const struct fb_influx_cfg *load_ok(const char *yaml, struct fb_gateway **gw)
@@ -266,24 +272,25 @@ static void test_cfg_v2_and_rules(void **state)
     (void)state;
     setenv("FB_TEST_INFLUX_TOKEN", "tok en", 1);
     struct fb_gateway *gw = NULL;
-    const struct fb_influx_cfg *c = load_ok(
-        "gateway: {id: gw1, site: munich}\n"
-        "influx:\n"
-        "  url: https://influx.example:8443/prefix\n"
-        "  org: acme & co\n"
-        "  bucket: plant/raw\n"
-        "  token: \"${FB_TEST_INFLUX_TOKEN}\"\n"
-        "  precision: us\n"
-        "  measurement: \"{site}_{device}\"\n"
-        "  tags: {gw: \"{gateway}\", device: \"{device}\"}\n"
-        "  map:\n"
-        "    - {device: \"press-*\", measurement: presses, tags: {line: \"{line}\", gw: ~}}\n"
-        "    - {device: press-01, tag: count, field: \"n_{tag}\"}\n"
-        "    - {device: oven, skip: true}\n" DEVS,
-        &gw);
+    const struct fb_influx_cfg *c =
+        load_ok("gateway: {id: gw1, site: munich}\n"
+                "influx:\n"
+                "  url: https://influx.example:8443/prefix\n"
+                "  org: acme & co\n"
+                "  bucket: plant/raw\n"
+                "  token: \"${FB_TEST_INFLUX_TOKEN}\"\n"
+                "  precision: us\n"
+                "  measurement: \"{site}_{device}\"\n"
+                "  tags: {gw: \"{gateway}\", device: \"{device}\"}\n"
+                "  map:\n"
+                "    - {device: \"press-*\", measurement: presses, tags: {line: \"{line}\", gw: ~}}\n"
+                "    - {device: press-01, tag: count, field: \"n_{tag}\"}\n"
+                "    - {device: oven, skip: true}\n" DEVS,
+                &gw);
     assert_true(c->api2);
-    assert_string_equal(c->write_url,
-                        "https://influx.example:8443/prefix/api/v2/write?org=acme%20%26%20co&bucket=plant%2Fraw&precision=us");
+    assert_string_equal(
+        c->write_url,
+        "https://influx.example:8443/prefix/api/v2/write?org=acme%20%26%20co&bucket=plant%2Fraw&precision=us");
     assert_string_equal(c->token, "tok en");
     resolve(c, gw, 0, "temperature", "presses,device=press-01,line=01", "temperature");
     resolve(c, gw, 0, "count", "presses,device=press-01,line=01", "n_count");
@@ -402,10 +409,10 @@ static int teardown(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_names),         cmocka_unit_test(test_strings),
-        cmocka_unit_test(test_values),        cmocka_unit_test(test_types_and_time),
-        cmocka_unit_test(test_cfg_defaults),  cmocka_unit_test(test_cfg_v2_and_rules),
-        cmocka_unit_test(test_cfg_errors),    cmocka_unit_test(test_health),
+        cmocka_unit_test(test_names),        cmocka_unit_test(test_strings),
+        cmocka_unit_test(test_values),       cmocka_unit_test(test_types_and_time),
+        cmocka_unit_test(test_cfg_defaults), cmocka_unit_test(test_cfg_v2_and_rules),
+        cmocka_unit_test(test_cfg_errors),   cmocka_unit_test(test_health),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -137,7 +137,8 @@ static void test_round_trip_with_mqtt_writer(void **st)
     struct fb_sample *s = fb_batch_add(in, 6, FB_Q_GOOD, T0, &v);
     s->flags = FB_SF_STATS;
     s->stats = 0;
-    in->stats[0] = (struct fb_stats){.mean = 12.25, .stddev = 0.5, .min = 11.5, .max = 13, .count = 60, .window_ns = 60000000000LL};
+    in->stats[0] = (struct fb_stats){
+        .mean = 12.25, .stddev = 0.5, .min = 11.5, .max = 13, .count = 60, .window_ns = 60000000000LL};
     in->nstats = 1;
     v.type = FB_T_INT16;
     v.i = -5;
@@ -149,7 +150,8 @@ static void test_round_trip_with_mqtt_writer(void **st)
     fb_buf_init(&js);
     fb_telemetry_json(&js, &gw, in);
 
-    struct fb_ig_type_rule rules[] = {{NULL, "count", FB_T_INT64}, {"press-*", "big", FB_T_UINT64}, {NULL, "unc", FB_T_INT16}};
+    struct fb_ig_type_rule rules[] = {
+        {NULL, "count", FB_T_INT64}, {"press-*", "big", FB_T_UINT64}, {NULL, "unc", FB_T_INT16}};
     struct fb_ig_types types = {rules, 3};
     struct fb_batch *b = named();
     assert_int_equal(decode(b, fb_buf_cstr(&js), &types), 0);
@@ -204,8 +206,10 @@ static void test_edge_cases(void **st)
     (void)st;
     struct fb_batch *b = named();
     /* members in any order: values before ts; unknown members skipped at any depth */
-    assert_int_equal(decode(b, "{\"values\":{\"a\":{\"x\":[1,{\"y\":[true,null]}],\"v\":1.5,\"q\":\"good\"}},"
-                               "\"extra\":{\"k\":[1,2,3]},\"ts\":\"2026-11-28T10:00:00.123Z\",\"seq\":5}", NULL),
+    assert_int_equal(decode(b,
+                            "{\"values\":{\"a\":{\"x\":[1,{\"y\":[true,null]}],\"v\":1.5,\"q\":\"good\"}},"
+                            "\"extra\":{\"k\":[1,2,3]},\"ts\":\"2026-11-28T10:00:00.123Z\",\"seq\":5}",
+                            NULL),
                      0);
     assert_int_equal(b->n, 1);
     assert_true(b->s[0].ts_src == T0 && b->s[0].v.f == 1.5);
@@ -225,14 +229,18 @@ static void test_edge_cases(void **st)
     /* integer rules: exact, range-checked; a fraction for an integer tag is out of range */
     struct fb_ig_type_rule r[] = {{NULL, "i8", FB_T_INT8}, {NULL, "u64", FB_T_UINT64}, {NULL, "f32", FB_T_FLOAT32}};
     struct fb_ig_types ty = {r, 3};
-    assert_int_equal(decode(b, "{\"values\":{\"i8\":{\"v\":-128,\"q\":\"good\"},\"u64\":{\"v\":18446744073709551615,"
-                               "\"q\":\"good\"},\"f32\":{\"v\":0.1,\"q\":\"good\"}}}", &ty),
+    assert_int_equal(decode(b,
+                            "{\"values\":{\"i8\":{\"v\":-128,\"q\":\"good\"},\"u64\":{\"v\":18446744073709551615,"
+                            "\"q\":\"good\"},\"f32\":{\"v\":0.1,\"q\":\"good\"}}}",
+                            &ty),
                      0);
     assert_true(find(b, "i8")->v.type == FB_T_INT8 && find(b, "i8")->v.i == -128);
     assert_true(find(b, "u64")->v.u == UINT64_MAX);
     assert_true(find(b, "f32")->v.type == FB_T_FLOAT32 && find(b, "f32")->v.f == (double)0.1f);
-    assert_int_equal(decode(b, "{\"values\":{\"i8\":{\"v\":128,\"q\":\"good\"},\"u64\":{\"v\":-1,\"q\":\"good\"},"
-                               "\"f32\":{\"v\":1e300,\"q\":\"good\"}}}", &ty),
+    assert_int_equal(decode(b,
+                            "{\"values\":{\"i8\":{\"v\":128,\"q\":\"good\"},\"u64\":{\"v\":-1,\"q\":\"good\"},"
+                            "\"f32\":{\"v\":1e300,\"q\":\"good\"}}}",
+                            &ty),
                      0);
     assert_int_equal(find(b, "i8")->quality, FB_Q_BAD_OUT_OF_RANGE);
     assert_int_equal(find(b, "i8")->v.type, FB_T_NONE);
@@ -241,21 +249,31 @@ static void test_edge_cases(void **st)
     assert_int_equal(decode(b, "{\"values\":{\"i8\":{\"v\":1.5,\"q\":\"good\"}}}", &ty), 0);
     assert_int_equal(find(b, "i8")->quality, FB_Q_BAD_TYPE_MISMATCH);
     /* quality: reason when it agrees with q, else the generic code; null is never good */
-    assert_int_equal(decode(b, "{\"values\":{\"a\":{\"v\":null,\"q\":\"bad\",\"reason\":\"BadTimeout\"},"
-                               "\"b\":{\"v\":1,\"q\":\"uncertain\",\"reason\":\"BadTimeout\"},"
-                               "\"c\":{\"v\":null,\"q\":\"good\"},\"d\":{\"v\":2}}}", NULL),
+    assert_int_equal(decode(b,
+                            "{\"values\":{\"a\":{\"v\":null,\"q\":\"bad\",\"reason\":\"BadTimeout\"},"
+                            "\"b\":{\"v\":1,\"q\":\"uncertain\",\"reason\":\"BadTimeout\"},"
+                            "\"c\":{\"v\":null,\"q\":\"good\"},\"d\":{\"v\":2}}}",
+                            NULL),
                      0);
     assert_int_equal(find(b, "a")->quality, FB_Q_BAD_TIMEOUT);
     assert_int_equal(find(b, "b")->quality, FB_Q_UNCERTAIN);
     assert_int_equal(find(b, "c")->quality, FB_Q_BAD_WAITING);
     assert_int_equal(find(b, "d")->quality, FB_Q_GOOD);
     /* not telemetry */
-    static const char *const bad[] = {"[]", "{}", "{\"values\":[]}", "{\"values\":{\"a\":1}}",
-                                      "{\"values\":{\"a\":{\"v\":[1]}}}", "{\"values\":{\"\":{\"v\":1}}}",
-                                      "{\"values\":{}} x", "{\"ts\":\"yesterday\",\"values\":{}}",
-                                      "{\"values\":{\"a\":{\"q\":\"fine\"}}}", "{\"values\":{\"a\":{\"v\":01}}}",
-                                      "{\"values\":{\"a\":{\"v\":1.}}}", "{\"values\":{\"a\":{\"v\":-}}}",
-                                      "{\"values\":{\"a\":{\"v\":tru}}}", "{\"values\":{\"a\":{\"v\":\"x\n\"}}}"};
+    static const char *const bad[] = {"[]",
+                                      "{}",
+                                      "{\"values\":[]}",
+                                      "{\"values\":{\"a\":1}}",
+                                      "{\"values\":{\"a\":{\"v\":[1]}}}",
+                                      "{\"values\":{\"\":{\"v\":1}}}",
+                                      "{\"values\":{}} x",
+                                      "{\"ts\":\"yesterday\",\"values\":{}}",
+                                      "{\"values\":{\"a\":{\"q\":\"fine\"}}}",
+                                      "{\"values\":{\"a\":{\"v\":01}}}",
+                                      "{\"values\":{\"a\":{\"v\":1.}}}",
+                                      "{\"values\":{\"a\":{\"v\":-}}}",
+                                      "{\"values\":{\"a\":{\"v\":tru}}}",
+                                      "{\"values\":{\"a\":{\"v\":\"x\n\"}}}"};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         if (decode(b, bad[i], NULL) != FB_EPROTO) fail_msg("accepted: %s", bad[i]);
     }
@@ -323,11 +341,11 @@ static void test_config(void **st)
     (void)st;
     char *diag = NULL;
     struct fb_gateway *gw = NULL;
-    int rc = load("gateway: {id: ig1}\n" IX
-                  "ingest:\n  url: mqtt://127.0.0.1:1883\n  share: writers\n  session_expiry: 2h\n"
-                  "  telemetry: {topic: \"f/{site}/{device}/{kind}\"}\n  sparkplug: {group: plant}\n"
-                  "  types: [{tag: \"count*\", type: uint32}]\n",
-                  &diag, &gw);
+    int rc =
+        load("gateway: {id: ig1}\n" IX "ingest:\n  url: mqtt://127.0.0.1:1883\n  share: writers\n  session_expiry: 2h\n"
+             "  telemetry: {topic: \"f/{site}/{device}/{kind}\"}\n  sparkplug: {group: plant}\n"
+             "  types: [{tag: \"count*\", type: uint32}]\n",
+             &diag, &gw);
     if (rc) fprintf(stderr, "%s", diag);
     assert_int_equal(rc, 0);
     free(diag);
@@ -349,7 +367,8 @@ static void test_config(void **st)
            "ingest.telemetry.topic: topic template \"{site}/{device}\" must contain {device} and {kind}");
     expect(GW IX "ingest: {url: \"mqtt://h\", telemetry: true, version: 3}\n", "ingest needs MQTT 5");
     expect(GW IX "ingest: {url: \"mqtt://h\", telemetry: true, types: [{tag: a, type: bool}]}\n", "a number type");
-    expect(GW IX "ingest: {url: \"mqtt://h\", telemetry: true, types: [{tag: a}]}\n", "ingest.types[0].type is required");
+    expect(GW IX "ingest: {url: \"mqtt://h\", telemetry: true, types: [{tag: a}]}\n",
+           "ingest.types[0].type is required");
     expect(GW IX "ingest: {url: \"mqtt://h\", sparkplug: {group: \"a/b\"}}\n", "ingest.sparkplug.group");
     expect(GW "ingest: {url: \"mqtt://h\", telemetry: true}\n", "ingest: needs a sink to write to");
     expect(GW IX "mqtt: {url: \"mqtt://h\"}\ningest: {url: \"mqtt://h\", telemetry: true}\n",
@@ -379,8 +398,8 @@ static int teardown(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_templates),    cmocka_unit_test(test_round_trip_with_mqtt_writer),
-        cmocka_unit_test(test_edge_cases),   cmocka_unit_test(test_number_types),
+        cmocka_unit_test(test_templates),  cmocka_unit_test(test_round_trip_with_mqtt_writer),
+        cmocka_unit_test(test_edge_cases), cmocka_unit_test(test_number_types),
         cmocka_unit_test(test_config),
     };
     return cmocka_run_group_tests(tests, setup, teardown);

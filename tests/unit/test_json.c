@@ -252,7 +252,8 @@ static void test_float_random(void **state)
         check_float(&b, v);
     }
     for (int i = 0; i < 200000; i++) {
-        float v = (float)(int32_t)(rnd() % 200001 - 100000) / (float)(1 + (int)(rnd() % 3) * 9 * (1 + (int)(rnd() % 2) * 10));
+        float v =
+            (float)(int32_t)(rnd() % 200001 - 100000) / (float)(1 + (int)(rnd() % 3) * 9 * (1 + (int)(rnd() % 2) * 10));
         check_float(&b, v);
     }
     for (int i = -100000; i < 100000; i++) { /* every one-decimal value in ±10000 */
@@ -282,7 +283,12 @@ static void test_strings(void **state)
     fb_json_cstr(&b, "°C €  \xf0\x9f\x8c\xa1");
     assert_string_equal(fb_buf_cstr(&b), "\"°C €  \xf0\x9f\x8c\xa1\"");
     fb_buf_clear(&b); /* stray continuation, bad lead, overlong, surrogate, > U+10FFFF */
-    fb_json_cstr(&b, "a\x80" "b\xff" "c\xc0\xaf" "d\xed\xa0\x80" "e\xf4\x90\x80\x80" "f");
+    fb_json_cstr(&b, "a\x80"
+                     "b\xff"
+                     "c\xc0\xaf"
+                     "d\xed\xa0\x80"
+                     "e\xf4\x90\x80\x80"
+                     "f");
     assert_string_equal(fb_buf_cstr(&b), "\"a\\ufffdb\\ufffdc\\ufffd\\ufffdd\\ufffd\\ufffd\\ufffde"
                                          "\\ufffd\\ufffd\\ufffd\\ufffdf\"");
     fb_buf_clear(&b); /* truncated sequences: one replacement for the valid prefix */
@@ -342,11 +348,16 @@ static void test_values(void **state)
     struct fb_buf b;
     fb_buf_init(&b);
     struct fb_value v[] = {
-        {.type = FB_T_BOOL, .b = true},       {.type = FB_T_BOOL, .b = false},
-        {.type = FB_T_INT16, .i = -5},        {.type = FB_T_INT64, .i = INT64_MIN},
-        {.type = FB_T_UINT64, .u = UINT64_MAX}, {.type = FB_T_FLOAT32, .f = (double)0.1f},
-        {.type = FB_T_FLOAT64, .f = 0.1},     {.type = FB_T_FLOAT64, .f = NAN},
-        {.type = FB_T_FLOAT32, .f = INFINITY}, {.type = FB_T_STRING, .s = {"a\"b", 3}},
+        {.type = FB_T_BOOL, .b = true},
+        {.type = FB_T_BOOL, .b = false},
+        {.type = FB_T_INT16, .i = -5},
+        {.type = FB_T_INT64, .i = INT64_MIN},
+        {.type = FB_T_UINT64, .u = UINT64_MAX},
+        {.type = FB_T_FLOAT32, .f = (double)0.1f},
+        {.type = FB_T_FLOAT64, .f = 0.1},
+        {.type = FB_T_FLOAT64, .f = NAN},
+        {.type = FB_T_FLOAT32, .f = INFINITY},
+        {.type = FB_T_STRING, .s = {"a\"b", 3}},
         {.type = FB_T_NONE},
     };
     for (size_t i = 0; i < sizeof v / sizeof v[0]; i++) {
@@ -390,14 +401,76 @@ static void test_buffer(void **state)
     assert_null(b.p);
 }
 
+/* fb_float_widen(f) is the double of f's shortest text (what strtod reads). */
+static void test_float_widen(void **state)
+{
+    (void)state;
+    struct fb_buf b;
+    fb_buf_init(&b);
+    assert_true(fb_float_widen(7.77f) == 7.77);
+    assert_true(fb_float_widen(-0.1f) == -0.1);
+    assert_true(fb_float_widen(3.0f) == 3.0);
+    assert_true(fb_float_widen(FLT_MAX) == strtod("3.4028235e+38", NULL));
+    assert_true(fb_float_widen(1e-45f) == strtod("1e-45", NULL));
+    for (int i = 0; i < 2000000; i++) {
+        uint32_t bits = (uint32_t)rnd();
+        float f;
+        memcpy(&f, &bits, 4);
+        if (!isfinite(f)) continue;
+        double want = strtod(flt(&b, f), NULL);
+        if (fb_float_widen(f) != want) {
+            fprintf(stderr, "float 0x%08x (%s): %.17g, strtod gives %.17g\n", bits, flt(&b, f), fb_float_widen(f),
+                    want);
+            fail();
+        }
+    }
+    fb_buf_free(&b);
+}
+
+/* fb_text_cut: whole text when it fits; else cut after a whole word with "…",
+ * never inside a UTF-8 character, always NUL-terminated within cap. */
+static void test_text_cut(void **state)
+{
+    (void)state;
+    char buf[32];
+    assert_int_equal(fb_text_cut(buf, sizeof buf, "short reason"), 12);
+    assert_string_equal(buf, "short reason");
+    const char *exact = "0123456789012345678901234567890"; /* 31 bytes: fits with its NUL */
+    assert_int_equal(fb_text_cut(buf, sizeof buf, exact), 31);
+    assert_string_equal(buf, exact);
+    /* too long: cut after the last whole word, ellipsis appended */
+    fb_text_cut(buf, sizeof buf, "secret file is accessible; run: chmod 600 /tmp/x.pass");
+    assert_string_equal(buf, "secret file is accessible\xe2\x80\xa6");
+    assert_true(strlen(buf) < sizeof buf);
+    /* one long word: cut at a character boundary (é is two bytes) */
+    fb_text_cut(buf, sizeof buf, "/é/é/é/é/é/é/é/é/é/é/é/é/é/é/é/é/é");
+    assert_true(strlen(buf) < sizeof buf);
+    size_t n = strlen(buf);
+    assert_memory_equal(buf + n - 3, "\xe2\x80\xa6", 3);
+    assert_true(((unsigned char)buf[n - 4] & 0xC0) != 0xC0); /* no lead byte without its continuation */
+    for (size_t cap = 0; cap < 12; cap++) {                  /* tiny buffers: never overflow */
+        char t[12];
+        memset(t, 'Z', sizeof t);
+        fb_text_cut(t, cap, "several words that do not fit");
+        if (cap) assert_true(strlen(t) < cap);
+        for (size_t i = cap; i < sizeof t; i++) assert_int_equal(t[i], 'Z');
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_integers),       cmocka_unit_test(test_double_known),
-        cmocka_unit_test(test_float_known),    cmocka_unit_test(test_double_random),
-        cmocka_unit_test(test_float_random),   cmocka_unit_test(test_strings),
-        cmocka_unit_test(test_random_bytes_stay_valid), cmocka_unit_test(test_values),
+        cmocka_unit_test(test_integers),
+        cmocka_unit_test(test_double_known),
+        cmocka_unit_test(test_float_known),
+        cmocka_unit_test(test_double_random),
+        cmocka_unit_test(test_float_random),
+        cmocka_unit_test(test_strings),
+        cmocka_unit_test(test_random_bytes_stay_valid),
+        cmocka_unit_test(test_values),
         cmocka_unit_test(test_buffer),
+        cmocka_unit_test(test_text_cut),
+        cmocka_unit_test(test_float_widen),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -23,21 +23,21 @@
 
 #include "core/buf.h"
 #include "core/fb.h"
-#include "core/runtime.h"
-#include "north/http/http.h"
-#include "store/store.h"
 #include "core/metrics.h"
+#include "core/model.h"
+#include "core/runtime.h"
 #include "core/runtime_state.h"
+#include "north/http/http.h"
 #include "south/modbus/modbus.h"
 #include "south/sim/sim.h"
-#include "core/model.h"
+#include "store/store.h"
 
 struct model {
     struct fb_gateway gw;
     struct fb_device devs[2];
     struct fb_sink_inst sinks[1];
     struct fb_tag tags[3];
-    struct fb_rt rt;           /* the runtime state status and /metrics read */
+    struct fb_rt rt; /* the runtime state status and /metrics read */
     struct fb_sink_rt sink_rt;
 };
 
@@ -52,6 +52,7 @@ static void model_init(struct model *m)
     m->gw.sinks = m->sinks;
     m->gw.nsinks = 1;
     m->gw.rt = &m->rt;
+    pthread_mutex_init(&m->rt.status_mu, NULL); /* the status memory starts empty, as at start-up */
     m->rt.started_ns = fb_now_ns() - 5000000000LL;
     m->sinks[0].rt = &m->sink_rt;
     m->gw.status_interval_ns = 10000000000LL;
@@ -78,6 +79,15 @@ static void model_init(struct model *m)
     atomic_store(&m->sinks[0].m.retries, 5);
     atomic_store(&m->sinks[0].m.errors, 6);
     atomic_store(&m->sinks[0].m.connected, 1);
+}
+
+/* What the status code remembered (fb_status_json sizes it on first use);
+ * the runtime frees it in a running gateway. */
+static void model_free(struct model *m)
+{
+    free(m->rt.seen);
+    free(m->rt.drain);
+    pthread_mutex_destroy(&m->rt.status_mu);
 }
 
 /* The value of the sample line that starts with `series ` (exact series). */
@@ -130,15 +140,16 @@ static int check_structure(const char *t)
             char name[96], type[32];
             assert_int_equal(sscanf(line + 7, "%95s %31s", name, type), 2);
             assert_string_equal(name, fams[nf - 1]);
-            assert_true(!strcmp(type, "counter") || !strcmp(type, "gauge") ||
-                        !strcmp(type, "summary"));
+            assert_true(!strcmp(type, "counter") || !strcmp(type, "gauge") || !strcmp(type, "summary"));
         } else {
             assert_true(nf > 0);
             size_t fl = strlen(fams[nf - 1]);
             assert_memory_equal(line, fams[nf - 1], fl);
             const char *rest = line + fl;
-            if (!strncmp(rest, "_sum", 4)) rest += 4;
-            else if (!strncmp(rest, "_count", 6)) rest += 6;
+            if (!strncmp(rest, "_sum", 4))
+                rest += 4;
+            else if (!strncmp(rest, "_count", 6))
+                rest += 6;
             assert_true(*rest == '{' || *rest == ' ');
             const char *sp = strrchr(line, ' ');
             char *end;
@@ -174,9 +185,13 @@ static void test_render(void **st)
     assert_true(val(t, "fieldbridge_device_last_rtt_seconds" DEV0) == 0.00025);
     assert_true(val(t, "fieldbridge_device_last_success_timestamp_seconds" DEV0) == 1700000000.123);
     assert_true(val(t, "fieldbridge_device_connected" DEV0) == 1);
+    assert_true(val(t, "fieldbridge_device_bad_tags" DEV0) == 0);
     /* escaped label values: \" \\ \n */
     assert_true(val(t, "fieldbridge_device_connected{device=\"we\\\"ird\\\\dev\\nx\",driver=\"modbus\"}") == 0);
-    assert_true(val(t, "fieldbridge_device_last_success_timestamp_seconds{device=\"we\\\"ird\\\\dev\\nx\",driver=\"modbus\"}") == 0);
+    assert_true(
+        val(t,
+            "fieldbridge_device_last_success_timestamp_seconds{device=\"we\\\"ird\\\\dev\\nx\",driver=\"modbus\"}") ==
+        0);
 
     assert_true(val(t, "fieldbridge_sink_queued_total{sink=\"mqtt\"}") == 10);
     assert_true(val(t, "fieldbridge_sink_sent_total{sink=\"mqtt\"}") == 8);
@@ -197,6 +212,7 @@ static void test_render(void **st)
     assert_true(check_structure(t) >= 20);
     assert_null(strstr(t, "fieldbridge_buffer_")); /* no buffer: no buffer families */
     fb_buf_free(&b);
+    model_free(&m);
 }
 
 static void test_proc_usage(void **st)
@@ -216,6 +232,7 @@ static void test_proc_usage(void **st)
         for (int i = 0; i < 100000; i++) x += i * 0.5;
         clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &now);
     } while ((now.tv_sec - a.tv_sec) * 1e9 + (now.tv_nsec - a.tv_nsec) < 3e8);
+    (void)x; /* clang: set but not used (it is only there to burn CPU) */
     fb_proc_usage(&cpu1, NULL);
     assert_true(cpu1 - cpu0 >= 0.25 && cpu1 - cpu0 < 1.0);
     fb_proc_usage(NULL, NULL); /* both optional */
@@ -295,6 +312,40 @@ static void test_status(void **st)
     assert_string_equal(dev_str(j, "press-01", "ne107"), "Maintenance required");
     assert_string_equal(dev_str(j, "we\"ird\\dev\nx", "ne107"), "Function check");
     json_decref(j);
+    /* the same for every driver: a tag last published Bad (the device refuses
+     * it although the connection is up) keeps Maintenance required after the
+     * error counter stopped growing, until the tag is good again */
+    m.gw.status_interval_ns = 1000000; /* errors "seen to grow" expire at once */
+    usleep(5000);
+    j = status(&m, true);
+    assert_string_equal(dev_str(j, "press-01", "ne107"), "OK");
+    json_decref(j);
+    atomic_store(&m.devs[0].m.tags_bad, 1);
+    usleep(5000);
+    j = status(&m, true);
+    assert_string_equal(dev_str(j, "press-01", "ne107"), "Maintenance required");
+    json_decref(j);
+    struct fb_buf b;
+    fb_buf_init(&b);
+    fb_metrics_render(&m.gw, &b);
+    assert_true(val(fb_buf_cstr(&b), "fieldbridge_device_bad_tags" DEV0) == 1);
+    fb_buf_free(&b);
+    /* out of range wins over Bad; offline (Failure) wins over both */
+    atomic_store(&m.devs[0].m.tags_out_of_spec, 1);
+    j = status(&m, true);
+    assert_string_equal(dev_str(j, "press-01", "ne107"), "Out of specification");
+    json_decref(j);
+    atomic_store(&m.devs[0].state, FB_DEV_OFFLINE);
+    j = status(&m, true);
+    assert_string_equal(dev_str(j, "press-01", "ne107"), "Failure");
+    json_decref(j);
+    atomic_store(&m.devs[0].state, FB_DEV_ONLINE);
+    atomic_store(&m.devs[0].m.tags_out_of_spec, 0);
+    atomic_store(&m.devs[0].m.tags_bad, 0);
+    j = status(&m, true);
+    assert_string_equal(dev_str(j, "press-01", "ne107"), "OK");
+    json_decref(j);
+    model_free(&m);
 }
 
 /* ------------------------------------------------------------ buffers */
@@ -452,6 +503,7 @@ static void test_buffer(void **st)
     fb_store_close(store);
     rm_dir(dir);
     fb_buf_free(&b);
+    model_free(&m);
 }
 
 static void test_parse_listen(void **st)
@@ -514,16 +566,14 @@ static void test_http(void **st)
     struct model m;
     model_init(&m);
     struct fb_err err = {0};
-    m.gw.metrics_listen = (char *)"127.0.0.1:0";
     struct fb_http *h = NULL, *h2 = NULL;
-    assert_int_equal(fb_http_start(&m.gw, &h, &err), 0);
+    assert_int_equal(fb_http_start(&m.gw, "127.0.0.1:0", &h, &err), 0);
     uint16_t port = fb_http_port(h);
     assert_true(port > 0);
     /* a second endpoint on the same address cannot listen */
     char same[32];
     snprintf(same, sizeof same, "127.0.0.1:%u", (unsigned)port);
-    m.gw.metrics_listen = same;
-    assert_int_not_equal(fb_http_start(&m.gw, &h2, &err), 0);
+    assert_int_not_equal(fb_http_start(&m.gw, same, &h2, &err), 0);
     assert_null(h2);
 
     char *r = http(port, "GET /metrics HTTP/1.0\r\n\r\n");
@@ -551,8 +601,7 @@ static void test_http(void **st)
     fb_http_stop(NULL); /* nothing to stop */
 
     /* bad address: a clear error, nothing started */
-    m.gw.metrics_listen = (char *)"nonsense";
-    assert_int_not_equal(fb_http_start(&m.gw, &h2, &err), 0);
+    assert_int_not_equal(fb_http_start(&m.gw, "nonsense", &h2, &err), 0);
     assert_null(h2);
     assert_non_null(strstr(err.msg, "nonsense"));
     /* port in use */
@@ -565,19 +614,17 @@ static void test_http(void **st)
     getsockname(fd, (struct sockaddr *)&sa, &sl);
     char lst[32];
     snprintf(lst, sizeof lst, "127.0.0.1:%u", (unsigned)ntohs(sa.sin_port));
-    m.gw.metrics_listen = lst;
-    assert_int_equal(fb_http_start(&m.gw, &h2, &err), FB_EIO);
+    assert_int_equal(fb_http_start(&m.gw, lst, &h2, &err), FB_EIO);
     assert_null(h2);
     close(fd);
+    model_free(&m);
 }
 
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_render),       cmocka_unit_test(test_proc_usage),
-        cmocka_unit_test(test_status),       cmocka_unit_test(test_buffer),
-        cmocka_unit_test(test_parse_listen),
-        cmocka_unit_test(test_http),
+        cmocka_unit_test(test_render), cmocka_unit_test(test_proc_usage),   cmocka_unit_test(test_status),
+        cmocka_unit_test(test_buffer), cmocka_unit_test(test_parse_listen), cmocka_unit_test(test_http),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

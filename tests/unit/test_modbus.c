@@ -6,27 +6,27 @@
  * after exception 02, the reconnect signals and every write function code are
  * checked over a real socket.  Values are put into the server's register map
  * by hand, not with our encoder. */
-#include <setjmp.h>
-#include <stdarg.h>
-#include <stddef.h>
-#include <stdint.h>
-#include <cmocka.h>
 #include <arpa/inet.h>
 #include <errno.h>
 #include <modbus.h>
 #include <netinet/in.h>
 #include <pthread.h>
+#include <setjmp.h>
+#include <stdarg.h>
 #include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/select.h>
 #include <sys/socket.h>
 #include <unistd.h>
+#include <cmocka.h>
 
 #include "core/fb.h"
-#include "south/modbus/modbus_proto.h"
 #include "south/modbus/modbus.h"
+#include "south/modbus/modbus_proto.h"
 
 /* ------------------------------------------------------------ the server */
 static struct srv {
@@ -38,6 +38,8 @@ static struct srv {
     atomic_int mute, drop_next;
     int holes[8], nholes; /* holding registers that answer exception 02 */
     int exc_addr, exc_code;
+    atomic_int mute_unit; /* this unit id gets no answer (a dead unit behind a gateway) */
+    atomic_int gw_unit;   /* this unit id gets exception 0B (the gateway answers for it) */
     atomic_int last_unit, last_fc, requests;
 } S;
 
@@ -79,6 +81,11 @@ static void *srv_main(void *arg)
             int fc = q[hl], addr = q[hl + 1] << 8 | q[hl + 2], count = q[hl + 3] << 8 | q[hl + 4];
             atomic_store(&S.last_fc, fc);
             if (atomic_load(&S.mute)) continue;
+            if (atomic_load(&S.mute_unit) && q[hl - 1] == atomic_load(&S.mute_unit)) continue;
+            if (atomic_load(&S.gw_unit) && q[hl - 1] == atomic_load(&S.gw_unit)) {
+                modbus_reply_exception(S.ctx, q, MODBUS_EXCEPTION_GATEWAY_TARGET);
+                continue;
+            }
             if (atomic_exchange(&S.drop_next, 0)) break;
             if (fc == MODBUS_FC_READ_HOLDING_REGISTERS && touches_hole(addr, count))
                 modbus_reply_exception(S.ctx, q, MODBUS_EXCEPTION_ILLEGAL_DATA_ADDRESS);
@@ -139,8 +146,7 @@ static const struct fb_driver *D = &fb_driver_modbus;
 
 /* Sets up a device on the test server with the given query and tags
  * ("hr:0:float32" or "hr:0:float32/CDAB"). */
-static void gw_setup(const char *k1, const char *v1, const char *k2, const char *v2,
-                     const char *const *addrs, int n)
+static void gw_setup(const char *k1, const char *v1, const char *k2, const char *v2, const char *const *addrs, int n)
 {
     memset(&G, 0, sizeof G);
     int nq = 0;
@@ -148,8 +154,8 @@ static void gw_setup(const char *k1, const char *v1, const char *k2, const char 
     snprintf(port, sizeof port, "%d", S.port);
     if (k1) G.q[nq++] = (struct fb_url_kv){(char *)k1, (char *)v1};
     if (k2) G.q[nq++] = (struct fb_url_kv){(char *)k2, (char *)v2};
-    G.dev.url = (struct fb_url){.scheme = "modbus-tcp", .host = "127.0.0.1", .path = "",
-                                .port = S.port, .q = G.q, .nq = nq};
+    G.dev.url =
+        (struct fb_url){.scheme = "modbus-tcp", .host = "127.0.0.1", .path = "", .port = S.port, .q = G.q, .nq = nq};
     G.dev.name = "dev";
     G.dev.gw = &G.gw;
     G.dev.timeout_ns = 300000000;
@@ -218,18 +224,33 @@ static void test_read_types(void **state)
 {
     (void)state;
     uint16_t *r = S.map->tab_registers;
-    r[0] = 0x0000; r[1] = 0x3FC0;                 /* float32 1.5 CDAB */
-    r[2] = 0xFFFB;                                /* int16 -5 */
-    r[4] = 0x1234; r[5] = 0x5678;                 /* uint32 ABCD */
-    r[10] = 0x4845; r[11] = 0x4C4C; r[12] = 0x4F00; /* "HELLO" */
-    r[20] = 0x1234;                               /* bcd16 */
-    r[21] = 0x0008;                               /* bit 3 */
-    r[22] = 0xFFDF; r[23] = 0xFFFF; r[24] = 0xFFFF; r[25] = 0xFFFF; /* int64 -(2^53+1) */
+    r[0] = 0x0000;
+    r[1] = 0x3FC0; /* float32 1.5 CDAB */
+    r[2] = 0xFFFB; /* int16 -5 */
+    r[4] = 0x1234;
+    r[5] = 0x5678; /* uint32 ABCD */
+    r[10] = 0x4845;
+    r[11] = 0x4C4C;
+    r[12] = 0x4F00; /* "HELLO" */
+    r[20] = 0x1234; /* bcd16 */
+    r[21] = 0x0008; /* bit 3 */
+    r[22] = 0xFFDF;
+    r[23] = 0xFFFF;
+    r[24] = 0xFFFF;
+    r[25] = 0xFFFF; /* int64 -(2^53+1) */
     S.map->tab_input_registers[7] = 777;
     S.map->tab_bits[0] = 1;
     S.map->tab_input_bits[1] = 1;
-    const char *a[] = {"hr:0:float32/CDAB", "hr:2", "hr:4:uint32", "hr:10:string[5]",
-                       "hr:20:bcd16", "hr:21.3", "hr:22:int64", "ir:7:uint16", "co:0", "di:1",
+    const char *a[] = {"hr:0:float32/CDAB",
+                       "hr:2",
+                       "hr:4:uint32",
+                       "hr:10:string[5]",
+                       "hr:20:bcd16",
+                       "hr:21.3",
+                       "hr:22:int64",
+                       "ir:7:uint16",
+                       "co:0",
+                       "di:1",
                        "40003"};
     gw_setup("unit", "7", NULL, NULL, a, 11);
     assert_int_equal(gw_read(), 0);
@@ -259,6 +280,7 @@ static void test_read_types(void **state)
     assert_int_equal(gw_read(), 0);
     assert_int_equal(sample(4)->quality, FB_Q_BAD_DECODING);
     assert_int_equal(sample(1)->quality, FB_Q_GOOD);
+    assert_int_equal(atomic_load(&G.dev.m.errors), 1); /* the item counts as failed */
     gw_teardown();
 }
 
@@ -266,7 +288,9 @@ static void test_split_on_hole(void **state)
 {
     (void)state;
     uint16_t *r = S.map->tab_registers;
-    r[100] = 1; r[102] = 2; r[104] = 3;
+    r[100] = 1;
+    r[102] = 2;
+    r[104] = 3;
     S.holes[0] = 101;
     S.holes[1] = 104;
     S.nholes = 2;
@@ -406,17 +430,13 @@ static void test_open_refused(void **state)
     free(key);
 }
 
-static int do_write(int tag, struct fb_value v, struct fb_err *err)
-{
-    return D->write(&G.dev, &G.tags[tag], &v, err);
-}
+static int do_write(int tag, struct fb_value v, struct fb_err *err) { return D->write(&G.dev, &G.tags[tag], &v, err); }
 
 static void test_writes(void **state)
 {
     (void)state;
     uint16_t *r = S.map->tab_registers;
-    const char *a[] = {"hr:60", "hr:61:float32/CDAB", "co:10", "hr:63.4", "ir:5",
-                       "hr:64:string[4]", "hr:66:int64"};
+    const char *a[] = {"hr:60", "hr:61:float32/CDAB", "co:10", "hr:63.4", "ir:5", "hr:64:string[4]", "hr:66:int64"};
     gw_setup(NULL, NULL, NULL, NULL, a, 7);
     struct fb_err err = {0};
     assert_int_equal(do_write(0, (struct fb_value){.type = FB_T_INT16, .i = -5}, &err), 0);
@@ -447,8 +467,9 @@ static void test_writes(void **state)
     assert_int_equal(r[66], 0xFFDF);
     assert_int_equal(r[69], 0xFFFF);
     assert_int_equal(do_write(0, (struct fb_value){.type = FB_T_INT32, .i = 70000}, &err), FB_ERANGE);
+    /* writes and write errors are counted by the runtime, once: not here as well */
     assert_int_equal(atomic_load(&G.dev.m.write_errors), 0);
-    assert_int_equal(atomic_load(&G.dev.m.writes), 7);
+    assert_int_equal(atomic_load(&G.dev.m.writes), 0);
     gw_teardown();
 
     /* alternative function codes */
@@ -481,7 +502,7 @@ static void test_write_exception(void **state)
     if (rc != FB_EEXCEPTION) fprintf(stderr, "write: %d %s\n", rc, err.msg);
     assert_int_equal(rc, FB_EEXCEPTION);
     assert_non_null(strstr(err.msg, "exception 02 (illegal data address)"));
-    assert_int_equal(atomic_load(&G.dev.m.write_errors), 1);
+    assert_int_equal(atomic_load(&G.dev.m.write_errors), 0); /* the runtime counts it */
     assert_int_equal(gw_read(), 0);
     assert_int_equal(sample(0)->quality, FB_Q_BAD_NODE_UNKNOWN);
     gw_teardown();
@@ -505,8 +526,7 @@ static void test_shared_conn_and_delay(void **state)
     /* a second device behind the same connection */
     struct fb_device d2 = {0};
     struct fb_url_kv q2[] = {{"unit", "9"}};
-    d2.url = (struct fb_url){.scheme = "modbus-tcp", .host = "127.0.0.1", .path = "",
-                             .port = S.port, .q = q2, .nq = 1};
+    d2.url = (struct fb_url){.scheme = "modbus-tcp", .host = "127.0.0.1", .path = "", .port = S.port, .q = q2, .nq = 1};
     d2.name = "dev2";
     d2.gw = &G.gw;
     d2.conn = &G.conn;
@@ -532,14 +552,162 @@ static void test_shared_conn_and_delay(void **state)
     gw_teardown();
 }
 
+/* A second device (unit) on G's connection. */
+struct unit2 {
+    struct fb_device d;
+    struct fb_url_kv q[2];
+    char *key;
+    struct fb_group g;
+    struct fb_batch *b;
+};
+
+static void unit2_setup(struct unit2 *u, const char *unit)
+{
+    memset(u, 0, sizeof *u);
+    u->q[0] = (struct fb_url_kv){"unit", (char *)unit};
+    u->q[1] = (struct fb_url_kv){"timeout", "100ms"};
+    u->d.url =
+        (struct fb_url){.scheme = "modbus-tcp", .host = "127.0.0.1", .path = "", .port = S.port, .q = u->q, .nq = 2};
+    u->d.name = "dev2";
+    u->d.gw = &G.gw;
+    u->d.conn = &G.conn;
+    struct fb_err err = {0};
+    assert_int_equal(D->device_init(&u->d, &u->key, &err), 0);
+    u->g.tags = G.ids; /* the same three tags as G: hr:0, ir:0, co:0 — three requests */
+    u->g.ntags = 3;
+    u->d.ntags = 3;
+    assert_int_equal(D->plan(&u->d, &u->g, &err), 0);
+    u->b = fb_batch_new(MAXT, 0, 64);
+}
+
+static void unit2_free(struct unit2 *u)
+{
+    fb_batch_free(u->b);
+    D->plan_free(&u->g);
+    D->device_free(&u->d);
+    free(u->key);
+}
+
+static int unit2_read(struct unit2 *u)
+{
+    fb_batch_reset(u->b);
+    return D->read(&u->d, &u->g, u->b);
+}
+
+/* Units 4 and 9 behind one TCP connection (a TCP→RTU gateway): unit 9 dies.
+ * It is reported offline after three unanswered requests, its tags turn Bad
+ * without holding up the line, unit 4 keeps reading and the link is not
+ * reconnected; unit 9 is probed again later and comes back online.  Only
+ * when unit 4 stops answering too is the link reconnected. */
+static void test_silent_unit(void **state)
+{
+    (void)state;
+    S.map->tab_registers[0] = 42;
+    const char *a[] = {"hr:0", "ir:0", "co:0"};
+    gw_setup("unit", "4", "timeout", "100ms", a, 3);
+    G.dev.ntags = 3;
+    struct unit2 u;
+    unit2_setup(&u, "9");
+    struct fb_device *both[2] = {&G.dev, &u.d};
+    G.conn.devs = both;
+    G.conn.ndevs = 2;
+    atomic_store(&G.dev.state, FB_DEV_ONLINE);
+    atomic_store(&u.d.state, FB_DEV_ONLINE);
+
+    atomic_store(&S.mute_unit, 9);
+    int req0 = atomic_load(&S.requests);
+    assert_int_equal(unit2_read(&u), 0); /* not FB_ETIMEDOUT: unit 4 is fine */
+    assert_int_equal(atomic_load(&S.requests) - req0, 3);
+    for (uint32_t i = 0; i < 3; i++) assert_int_equal(u.b->s[i].quality, FB_Q_BAD_TIMEOUT);
+    assert_int_equal(atomic_load(&u.d.state), FB_DEV_OFFLINE);
+    assert_int_equal(atomic_load(&u.d.m.errors), 3);
+    assert_int_equal(atomic_load(&u.d.m.timeouts), 3);
+    assert_int_equal(atomic_load(&G.dev.state), FB_DEV_ONLINE);
+
+    /* unit 4 is unaffected */
+    assert_int_equal(gw_read(), 0);
+    assert_int_equal(sample(0)->quality, FB_Q_GOOD);
+    assert_int_equal(sample(0)->v.i, 42);
+
+    /* the silent unit is not asked until its probe is due: no request, no wait */
+    req0 = atomic_load(&S.requests);
+    int64_t t0 = fb_mono_ns();
+    assert_int_equal(unit2_read(&u), 0);
+    assert_true(fb_mono_ns() - t0 < 50000000);
+    assert_int_equal(atomic_load(&S.requests), req0);
+    assert_int_equal(u.b->n, 3);
+    for (uint32_t i = 0; i < 3; i++) assert_int_equal(u.b->s[i].quality, FB_Q_BAD_COMM);
+    assert_int_equal(gw_read(), 0);
+    assert_int_equal(sample(0)->quality, FB_Q_GOOD);
+
+    /* the probe (one request, not three) when it is due, still silent */
+    usleep(1100000);
+    req0 = atomic_load(&S.requests);
+    assert_int_equal(unit2_read(&u), 0);
+    assert_int_equal(atomic_load(&S.requests) - req0, 1);
+    assert_int_equal(u.b->s[0].quality, FB_Q_BAD_TIMEOUT);
+    assert_int_equal(u.b->s[1].quality, FB_Q_BAD_COMM);
+    assert_int_equal(atomic_load(&u.d.state), FB_DEV_OFFLINE);
+
+    /* unit 4 stops answering too: now the link itself is suspect */
+    atomic_store(&S.mute, 1);
+    assert_int_equal(gw_read(), FB_ETIMEDOUT); /* hr, ir, co time out: every unit on the link is silent */
+    for (uint32_t i = 0; i < 3; i++) assert_int_equal(sample(i)->quality, FB_Q_BAD_TIMEOUT);
+    atomic_store(&S.mute, 0);
+    atomic_store(&S.mute_unit, 0);
+
+    /* reconnect: both get a fresh start; unit 9 answers again */
+    struct fb_err err = {0};
+    assert_int_equal(D->open(&G.conn, &err), 0);
+    assert_int_equal(unit2_read(&u), 0);
+    for (uint32_t i = 0; i < 3; i++) assert_int_equal(u.b->s[i].quality, FB_Q_GOOD);
+
+    /* the link dies: unit 4 times out three times, but unit 9 has not been asked
+     * since it last answered and may well answer — unit 4 alone goes offline; once
+     * unit 9 times out too, nobody answers on the link: reconnect */
+    atomic_store(&S.mute, 1);
+    assert_int_equal(gw_read(), 0);
+    assert_int_equal(atomic_load(&G.dev.state), FB_DEV_OFFLINE);
+    assert_int_equal(unit2_read(&u), FB_ETIMEDOUT);
+    atomic_store(&S.mute, 0);
+    assert_int_equal(D->open(&G.conn, &err), 0);
+    atomic_store(&G.dev.state, FB_DEV_ONLINE); /* what the core does after a connect */
+    atomic_store(&u.d.state, FB_DEV_ONLINE);
+    assert_int_equal(gw_read(), 0);
+    assert_int_equal(sample(0)->quality, FB_Q_GOOD);
+
+    /* a gateway answering 0B for unit 9: offline after three, the link is never blamed */
+    atomic_store(&S.gw_unit, 9);
+    assert_int_equal(unit2_read(&u), 0);
+    assert_int_equal(u.b->s[0].quality, FB_Q_BAD_NO_COMM);
+    assert_int_equal(atomic_load(&u.d.state), FB_DEV_OFFLINE);
+    atomic_store(&S.gw_unit, 0);
+    /* …and its first answer brings it back online */
+    usleep(1100000);
+    assert_int_equal(unit2_read(&u), 0);
+    assert_int_equal(u.b->s[0].quality, FB_Q_GOOD);
+    assert_int_equal(u.b->s[2].quality, FB_Q_GOOD);
+    assert_int_equal(atomic_load(&u.d.state), FB_DEV_ONLINE);
+
+    G.conn.devs = G.devs;
+    G.conn.ndevs = 1;
+    unit2_free(&u);
+    gw_teardown();
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_read_types),      cmocka_unit_test(test_split_on_hole),
-        cmocka_unit_test(test_exception_quality), cmocka_unit_test(test_timeouts),
-        cmocka_unit_test(test_connection_lost), cmocka_unit_test(test_open_refused),
-        cmocka_unit_test(test_writes),          cmocka_unit_test(test_write_exception),
+        cmocka_unit_test(test_read_types),
+        cmocka_unit_test(test_split_on_hole),
+        cmocka_unit_test(test_exception_quality),
+        cmocka_unit_test(test_timeouts),
+        cmocka_unit_test(test_connection_lost),
+        cmocka_unit_test(test_open_refused),
+        cmocka_unit_test(test_writes),
+        cmocka_unit_test(test_write_exception),
         cmocka_unit_test(test_shared_conn_and_delay),
+        cmocka_unit_test(test_silent_unit),
     };
     return cmocka_run_group_tests(tests, srv_start, srv_stop);
 }

@@ -2,15 +2,15 @@
  * planner, without sockets.  Register arrays are computed by hand (not by our
  * own encoder), then the encoder is checked against the same arrays and by
  * round trips over every type and order. */
+#include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
-#include <cmocka.h>
-#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <cmocka.h>
 
 #include "south/modbus/modbus_proto.h"
 
@@ -64,8 +64,7 @@ static struct fb_value dec_enc(const char *text, const char *order, const uint16
     int n = mb_encode(&a, &v, back, MB_MAX_READ_REGS, &err);
     assert_int_equal(n, a.count);
     for (int i = 0; i < n; i++) {
-        if (back[i] != regs[i])
-            fprintf(stderr, "%s/%s reg %d: %04X != %04X\n", text, order, i, back[i], regs[i]);
+        if (back[i] != regs[i]) fprintf(stderr, "%s/%s reg %d: %04X != %04X\n", text, order, i, back[i], regs[i]);
         assert_int_equal(back[i], regs[i]);
     }
     return v;
@@ -283,10 +282,9 @@ static void test_bits(void **state)
 static void test_round_trip(void **state)
 {
     (void)state;
-    const char *types[] = {"int16", "uint16", "int32", "uint32", "int64", "uint64",
-                           "float32", "float64", "bcd16", "bcd32"};
-    const char *orders[] = {NULL, "ABCD", "CDAB", "BADC", "DCBA", "ABCDEFGH", "GHEFCDAB",
-                            "BADCFEHG", "HGFEDCBA"};
+    const char *types[] = {"int16",  "uint16",  "int32",   "uint32", "int64",
+                           "uint64", "float32", "float64", "bcd16",  "bcd32"};
+    const char *orders[] = {NULL, "ABCD", "CDAB", "BADC", "DCBA", "ABCDEFGH", "GHEFCDAB", "BADCFEHG", "HGFEDCBA"};
     const double samples[] = {0, 1, -1, 42, -32768, 32767, 65535, 1.5, -123.25, 1e9, 99999999};
     int checked = 0;
     for (size_t ti = 0; ti < sizeof types / sizeof *types; ti++)
@@ -312,10 +310,11 @@ static void test_round_trip(void **state)
                 assert_true(fb_value_to_double(&back, &d));
                 /* integers get the rounded value; float32 the nearest float */
                 double want = fb_type_is_int((enum fb_type)a.type) ? round(samples[si])
-                              : a.type == FB_T_FLOAT32 ? (double)(float)samples[si] : samples[si];
+                              : a.type == FB_T_FLOAT32             ? (double)(float)samples[si]
+                                                                   : samples[si];
                 if (d != want)
-                    fprintf(stderr, "%s/%s: %g → %g (want %g)\n", text,
-                            orders[oi] ? orders[oi] : "-", samples[si], d, want);
+                    fprintf(stderr, "%s/%s: %g → %g (want %g)\n", text, orders[oi] ? orders[oi] : "-", samples[si], d,
+                            want);
                 assert_true(d == want);
                 checked++;
             }
@@ -505,10 +504,9 @@ static void test_addr_errors(void **state)
 static void test_opts(void **state)
 {
     (void)state;
-    struct fb_url_kv q[] = {{"unit", "7"}, {"timeout", "250ms"}, {"max_gap", "0"},
-                            {"write_single", "fc16"}, {"bit_write", "rmw"}, {"base", "1"}};
-    struct fb_url u = {.scheme = "modbus-tcp", .host = "127.0.0.1", .path = "", .port = 5020,
-                       .q = q, .nq = 6};
+    struct fb_url_kv q[] = {{"unit", "7"},        {"timeout", "250ms"}, {"max_gap", "0"}, {"write_single", "fc16"},
+                            {"bit_write", "rmw"}, {"base", "1"}};
+    struct fb_url u = {.scheme = "modbus-tcp", .host = "127.0.0.1", .path = "", .port = 5020, .q = q, .nq = 6};
     struct mb_opts o;
     struct fb_err err = {0};
     assert_int_equal(mb_opts_parse(&u, 1000000000, 5000000, &o, &err), 0);
@@ -609,7 +607,7 @@ static void test_plan_merge(void **state)
     pl_add(&p, "co:0");
     pl_add(&p, "co:5");
     pl_add(&p, "ir:0");
-    pl_add(&p, "hr:0.3");        /* overlaps hr:0 */
+    pl_add(&p, "hr:0.3"); /* overlaps hr:0 */
     struct mb_plan *plan = pl_build(&p, 10, 125, 2000);
     /* tables: hr, ir, co → hr block 0..21, ir block, co block */
     assert_int_equal(plan->nblocks, 3);
@@ -758,15 +756,12 @@ static void test_exceptions(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_float32_orders), cmocka_unit_test(test_int32_orders),
-        cmocka_unit_test(test_int16),          cmocka_unit_test(test_64bit_orders),
-        cmocka_unit_test(test_bcd),            cmocka_unit_test(test_strings),
-        cmocka_unit_test(test_bits),           cmocka_unit_test(test_round_trip),
-        cmocka_unit_test(test_encode_range),   cmocka_unit_test(test_addr_forms),
-        cmocka_unit_test(test_addr_index),     cmocka_unit_test(test_addr_errors),
-        cmocka_unit_test(test_opts),           cmocka_unit_test(test_plan_merge),
-        cmocka_unit_test(test_plan_limits),    cmocka_unit_test(test_plan_split),
-        cmocka_unit_test(test_exceptions),
+        cmocka_unit_test(test_float32_orders), cmocka_unit_test(test_int32_orders), cmocka_unit_test(test_int16),
+        cmocka_unit_test(test_64bit_orders),   cmocka_unit_test(test_bcd),          cmocka_unit_test(test_strings),
+        cmocka_unit_test(test_bits),           cmocka_unit_test(test_round_trip),   cmocka_unit_test(test_encode_range),
+        cmocka_unit_test(test_addr_forms),     cmocka_unit_test(test_addr_index),   cmocka_unit_test(test_addr_errors),
+        cmocka_unit_test(test_opts),           cmocka_unit_test(test_plan_merge),   cmocka_unit_test(test_plan_limits),
+        cmocka_unit_test(test_plan_split),     cmocka_unit_test(test_exceptions),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -12,10 +12,10 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "north/mqtt/mqtt.h"
 #include "core/buf.h"
-#include "north/mqtt/topic.h"
+#include "north/mqtt/mqtt.h"
 #include "north/mqtt/telemetry.h"
+#include "north/mqtt/topic.h"
 
 /* ------------------------------------------------------------- fixtures */
 static struct fb_tag tags[8];
@@ -64,7 +64,8 @@ static void test_topic_all_placeholders(void **st)
     (void)st;
     setup_gw();
     char t[256];
-    assert_int_equal(render(t, sizeof t, "{gateway}/{site}/{area}/{line}/{device}/{kind}", &devs[0], FB_KIND_TELEMETRY), 0);
+    assert_int_equal(render(t, sizeof t, "{gateway}/{site}/{area}/{line}/{device}/{kind}", &devs[0], FB_KIND_TELEMETRY),
+                     0);
     assert_string_equal(t, "edge-01/munich/assembly/01/press-01/telemetry");
     assert_int_equal(render(t, sizeof t, "factory/{site}/area/{area}/line/{line}/device/{device}/{kind}", &devs[0],
                             FB_KIND_RESPONSE),
@@ -164,8 +165,8 @@ static void test_telemetry_json(void **st)
     (void)st;
     setup_gw();
     struct fb_sample samples[8];
-    struct fb_stats stats[1] = {{.mean = 12.25, .stddev = 0.5, .min = 11.5, .max = 13, .count = 60,
-                                 .window_ns = 60000000000LL}};
+    struct fb_stats stats[1] = {
+        {.mean = 12.25, .stddev = 0.5, .min = 11.5, .max = 13, .count = 60, .window_ns = 60000000000LL}};
     struct fb_batch b;
     memset(&b, 0, sizeof b);
     b.s = samples;
@@ -260,8 +261,8 @@ static void test_telemetry_edge_cases(void **st)
     (void)st;
     setup_gw();
     struct fb_sample samples[5];
-    struct fb_stats stats[1] = {{.mean = NAN, .stddev = INFINITY, .min = 1, .max = 2, .count = 0,
-                                 .window_ns = 250000000LL}};
+    struct fb_stats stats[1] = {
+        {.mean = NAN, .stddev = INFINITY, .min = 1, .max = 2, .count = 0, .window_ns = 250000000LL}};
     struct fb_batch b;
     memset(&b, 0, sizeof b);
     b.s = samples;

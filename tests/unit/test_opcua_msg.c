@@ -6,10 +6,10 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
-#include <cmocka.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <cmocka.h>
 
 #include "south/opcua/ua_msg.h"
 
@@ -36,7 +36,8 @@ static void test_hello_ack_err(void **state)
     struct ua_limits l = {0, 65536, 65536, 4194304, 0};
     size_t n = ua_hello_build(b, sizeof b, &l, "opc.tcp://h:4840");
     size_t wn = unhex("48454c46 30000000 00000000 00000100 00000100 00004000 00000000 10000000"
-                      "6f70632e7463703a2f2f683a34383430", want, sizeof want);
+                      "6f70632e7463703a2f2f683a34383430",
+                      want, sizeof want);
     assert_int_equal(n, wn);
     assert_memory_equal(b, want, n);
     assert_int_equal(ua_hello_build(b, 20, &l, "opc.tcp://h:4840"), 0);
@@ -79,7 +80,8 @@ static void test_chunks(void **state)
     size_t n = ua_chunk_build(b, sizeof b, "OPN", 'F', 0, 0, 1, 1, (const uint8_t *)"\xaa", 1);
     size_t wn = unhex("4f504e46 50000000 00000000 2f000000"
                       "687474703a2f2f6f7063666f756e646174696f6e2e6f72672f55412f5365637572697479506f6c696379234e6f6e65"
-                      "ffffffff ffffffff 01000000 01000000 aa", want, sizeof want);
+                      "ffffffff ffffffff 01000000 01000000 aa",
+                      want, sizeof want);
     assert_int_equal(n, wn);
     assert_memory_equal(b, want, n);
     struct ua_frame f;
@@ -149,8 +151,8 @@ static void resphdr(struct ua_enc *e, uint32_t id, uint32_t result)
     ua_put_u64(e, 0);
     ua_put_u32(e, 1);
     ua_put_u32(e, result);
-    ua_put_u8(e, 0);    /* diagnostics */
-    ua_put_i32(e, 0);   /* string table */
+    ua_put_u8(e, 0);  /* diagnostics */
+    ua_put_i32(e, 0); /* string table */
     ua_put_nodeid_num(e, 0, 0);
     ua_put_u8(e, 0);
 }
@@ -359,8 +361,10 @@ static void test_responses(void **state)
     ua_enc_init(&e, b, sizeof b);
     resphdr(&e, UA_ID_READ_RESP, 0);
     ua_put_i32(&e, 3);
-    struct ua_datavalue dv = {.mask = UA_DV_VALUE | UA_DV_SRC_TS | UA_DV_SRV_TS, .value = {.type = UA_DOUBLE, .v.f = 2.5},
-                              .src_ts = 5, .srv_ts = 6};
+    struct ua_datavalue dv = {.mask = UA_DV_VALUE | UA_DV_SRC_TS | UA_DV_SRV_TS,
+                              .value = {.type = UA_DOUBLE, .v.f = 2.5},
+                              .src_ts = 5,
+                              .srv_ts = 6};
     ua_put_datavalue(&e, &dv);
     struct ua_datavalue bad = {.mask = UA_DV_STATUS, .status = 0x80340000u};
     ua_put_datavalue(&e, &bad);
@@ -369,8 +373,9 @@ static void test_responses(void **state)
     ua_enc_init(&ee, elems, sizeof elems);
     ua_put_cstr(&ee, "a");
     ua_put_cstr(&ee, "bb");
-    struct ua_datavalue arr = {.mask = UA_DV_VALUE,
-                               .value = {.type = UA_STRING, .is_array = true, .count = 2, .arr = elems, .arr_len = ee.len}};
+    struct ua_datavalue arr = {
+        .mask = UA_DV_VALUE,
+        .value = {.type = UA_STRING, .is_array = true, .count = 2, .arr = elems, .arr_len = ee.len}};
     ua_put_datavalue(&e, &arr);
     ua_put_i32(&e, 0);
     every_truncation(b, e.len, dec_read);
@@ -425,11 +430,11 @@ static void test_responses(void **state)
     /* Publish with a DataChangeNotification of two items */
     ua_enc_init(&e, b, sizeof b);
     resphdr(&e, UA_ID_PUBLISH_RESP, 0);
-    ua_put_u32(&e, 1);   /* subscription */
-    ua_put_i32(&e, 1);   /* available seqs */
+    ua_put_u32(&e, 1); /* subscription */
+    ua_put_i32(&e, 1); /* available seqs */
     ua_put_u32(&e, 3);
     ua_put_bool(&e, false);
-    ua_put_u32(&e, 3);   /* seq */
+    ua_put_u32(&e, 3); /* seq */
     ua_put_u64(&e, 0);
     ua_put_i32(&e, 1);
     ua_put_nodeid_num(&e, 0, UA_ID_DATACHANGE_NOTIF);
@@ -461,7 +466,7 @@ static void test_requests(void **state)
     struct ua_reqhdr h = {.handle = 1, .timeout_ms = 1000, .ts = 0};
     ua_enc_init(&e, b, sizeof b);
     ua_read_req(&e, &h, 2, ids, 1);
-    size_t n = unhex("01007702" /* Read */
+    size_t n = unhex("01007702"                                                         /* Read */
                      "0000 0000000000000000 01000000 00000000 ffffffff e8030000 000000" /* header */
                      "0000000000000000 02000000 01000000 0100d208 0d000000 ffffffff 0000 ffffffff",
                      want, sizeof want);
@@ -483,8 +488,8 @@ static void test_requests(void **state)
     assert_memory_equal(b, want, n);
     /* ActivateSession: X509IdentityToken (ExtensionObject 327: policy id, certificate) and the user token signature */
     const uint8_t ucert[2] = {0xaa, 0xbb}, usig[2] = {1, 2};
-    struct ua_identity id = {.policy_id = "x509", .cert = ucert, .cert_len = 2, .usig_alg = "a", .usig = usig,
-                             .usig_len = 2};
+    struct ua_identity id = {
+        .policy_id = "x509", .cert = ucert, .cert_len = 2, .usig_alg = "a", .usig = usig, .usig_len = 2};
     ua_enc_init(&e, b, sizeof b);
     ua_activatesession_req_id(&e, &h, NULL, NULL, 0, &id);
     n = unhex("0100d301 0000 0000000000000000 01000000 00000000 ffffffff e8030000 000000"
@@ -494,8 +499,8 @@ static void test_requests(void **state)
     assert_int_equal(e.len, n);
     assert_memory_equal(b, want, n);
     /* CreateMonitoredItems with a Percent deadband (DataChangeFilter 724, trigger StatusValue, type 2, 10 %) */
-    struct ua_mon_item mi = {.node = &node, .handle = 5, .sampling_ms = 100, .queue = 10, .deadband_type = 2,
-                             .deadband = 10};
+    struct ua_mon_item mi = {
+        .node = &node, .handle = 5, .sampling_ms = 100, .queue = 10, .deadband_type = 2, .deadband = 10};
     ua_enc_init(&e, b, sizeof b);
     ua_createmi_req(&e, &h, 7, &mi, 1);
     n = unhex("0100ef02 0000 0000000000000000 01000000 00000000 ffffffff e8030000 000000"
@@ -508,7 +513,8 @@ static void test_requests(void **state)
     ua_enc_init(&e, b, sizeof b);
     ua_opn_req(&e, &h, 0, 1, 3600000);
     n = unhex("0100be01 0000 0000000000000000 01000000 00000000 ffffffff e8030000 000000"
-              "00000000 00000000 01000000 00000000 80ee3600", want, sizeof want);
+              "00000000 00000000 01000000 00000000 80ee3600",
+              want, sizeof want);
     assert_int_equal(e.len, n);
     assert_memory_equal(b, want, n);
 }
@@ -543,9 +549,8 @@ static void test_paths(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_hello_ack_err), cmocka_unit_test(test_chunks),
-        cmocka_unit_test(test_reassembly), cmocka_unit_test(test_responses),
-        cmocka_unit_test(test_requests), cmocka_unit_test(test_paths),
+        cmocka_unit_test(test_hello_ack_err), cmocka_unit_test(test_chunks),   cmocka_unit_test(test_reassembly),
+        cmocka_unit_test(test_responses),     cmocka_unit_test(test_requests), cmocka_unit_test(test_paths),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

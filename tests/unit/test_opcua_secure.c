@@ -14,17 +14,17 @@
 #include <openssl/rsa.h>
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
-#include <time.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
-#include <cmocka.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
+#include <cmocka.h>
 
 #include "south/opcua/ua_msg.h"
 #include "south/opcua/ua_secure.h"
@@ -55,7 +55,8 @@ static void test_p_sha256(void **state)
     uint8_t s2[32], n2[32];
     for (int i = 0; i < 32; i++) s2[i] = (uint8_t)i, n2[i] = (uint8_t)(100 + i);
     unhex("5d667f3542df4c0d18c2edc05d8fecbf7beb6a0a0403e76e1e91719689d1ecd81cdf20ea137039545580dbadc02dc685"
-          "72e6506f48406debe0a2f12bc59e7c015e6332cea56dc081cef88b3e8fc6629c", want, sizeof want);
+          "72e6506f48406debe0a2f12bc59e7c015e6332cea56dc081cef88b3e8fc6629c",
+          want, sizeof want);
     assert_int_equal(ua_p_sha256(s2, 32, n2, 32, out, 80), 0);
     assert_memory_equal(out, want, 80);
 }
@@ -91,8 +92,10 @@ static void test_symmetric(void **state)
             for (size_t i = 0; i < n; i++) body[i] = (uint8_t)(i * 3);
             size_t len = ua_sec_sym_build(&a, buf, sizeof buf, "MSG", 'F', 9, 5, 77, 88, body, n);
             assert_true(len > 0);
-            if (mode == 3) assert_int_equal((len - 16) % 16, 0);
-            else assert_int_equal(len, 16 + 8 + n + 32);
+            if (mode == 3)
+                assert_int_equal((len - 16) % 16, 0);
+            else
+                assert_int_equal(len, 16 + 8 + n + 32);
             uint32_t tok, seq, rid;
             const uint8_t *bp;
             size_t bl;
@@ -198,12 +201,14 @@ static void test_asymmetric_and_trust(void **state)
     const char *alg = NULL;
     uint8_t nonce[32] = {1};
     assert_int_equal(ua_secure_encrypt_password(UA_POLICY_B256S256, b.own_cert, b.own_cert_len, "secret", nonce, 32,
-                                                &enc, &el, &alg, &err), 0);
+                                                &enc, &el, &alg, &err),
+                     0);
     assert_int_equal(el, 256);
     assert_string_equal(alg, "http://www.w3.org/2001/04/xmlenc#rsa-oaep");
     free(enc);
     assert_int_equal(ua_secure_encrypt_password("http://x#Basic128Rsa15", b.own_cert, b.own_cert_len, "s", nonce, 32,
-                                                &enc, &el, &alg, &err), FB_ENOTSUP);
+                                                &enc, &el, &alg, &err),
+                     FB_ENOTSUP);
     bv.own_key = NULL; /* shared with b */
     bv.peer_pub = NULL;
     bv.own_cert = bv.peer_cert = NULL;
@@ -297,8 +302,10 @@ static int make_cert(long nb_s, long na_s, const char *san, EVP_PKEY **keyp, uin
     *der = NULL;
     int n = i2d_X509(x, der);
     X509_free(x);
-    if (keyp) *keyp = key;
-    else EVP_PKEY_free(key);
+    if (keyp)
+        *keyp = key;
+    else
+        EVP_PKEY_free(key);
     return n;
 }
 
@@ -385,7 +392,11 @@ static void test_user_identity(void **state)
     assert_memory_equal(u.cert, der, (size_t)n);
     /* signatures over serverCertificate ‖ serverNonce, verified with the certificate's key */
     const uint8_t sc[] = "server-certificate", nonce[] = "0123456789abcdef0123456789abcdef";
-    struct { const char *policy, *alg; const EVP_MD *md; int pad; } cases[] = {
+    struct {
+        const char *policy, *alg;
+        const EVP_MD *md;
+        int pad;
+    } cases[] = {
         {UA_POLICY_B256S256, UA_ALG_RSA_SHA256, EVP_sha256(), RSA_PKCS1_PADDING},
         {UA_POLICY_AES128, UA_ALG_RSA_SHA256, EVP_sha256(), RSA_PKCS1_PADDING},
         {UA_POLICY_NONE, UA_ALG_RSA_SHA256, EVP_sha256(), RSA_PKCS1_PADDING},
@@ -414,8 +425,12 @@ static void test_user_identity(void **state)
         struct ua_enc e;
         ua_enc_init(&e, out, sizeof out);
         struct ua_reqhdr h = {0};
-        struct ua_identity id = {.policy_id = "x509", .cert = u.cert, .cert_len = u.cert_len, .usig_alg = alg,
-                                 .usig = sig, .usig_len = (int32_t)sl};
+        struct ua_identity id = {.policy_id = "x509",
+                                 .cert = u.cert,
+                                 .cert_len = u.cert_len,
+                                 .usig_alg = alg,
+                                 .usig = sig,
+                                 .usig_len = (int32_t)sl};
         ua_activatesession_req_id(&e, &h, NULL, NULL, 0, &id);
         assert_false(e.err);
         size_t al = strlen(alg);

@@ -3,15 +3,15 @@
  * arrays inside a Variant, golden bytes from the spec (PROTOCOLS.md §3),
  * every truncation of every valid encoding refused, node id text forms,
  * and the conversions to and from fieldbridge values. */
+#include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
-#include <cmocka.h>
-#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <cmocka.h>
 
 #include "south/opcua/ua_types.h"
 
@@ -31,54 +31,58 @@ static size_t unhex(const char *h, uint8_t *out, size_t cap)
     return n;
 }
 
-static struct ua_str S(const char *s) { return (struct ua_str){s, (int32_t)strlen(s)}; }
+static struct ua_str S(const char *s) {
+    return (struct ua_str){s, (int32_t)strlen(s)};
+}
 
 /* One scalar of each builtin a client may send. */
-static struct ua_variant sample(uint8_t type)
+static struct ua_variant
+sample(uint8_t type)
 {
     struct ua_variant v;
     memset(&v, 0, sizeof v);
     v.type = type;
     switch (type) {
-    case UA_BOOLEAN: v.v.b = true; break;
-    case UA_SBYTE: v.v.i = -100; break;
-    case UA_BYTE: v.v.u = 250; break;
-    case UA_INT16: v.v.i = -30000; break;
-    case UA_UINT16: v.v.u = 65000; break;
-    case UA_INT32: v.v.i = INT32_MIN; break;
-    case UA_UINT32: v.v.u = UINT32_MAX; break;
-    case UA_INT64: v.v.i = INT64_MIN + 1; break;
-    case UA_UINT64: v.v.u = UINT64_MAX - 1; break;
-    case UA_FLOAT: v.v.f = 21.5; break;
-    case UA_DOUBLE: v.v.f = -1.0 / 3.0; break;
-    case UA_STRING: v.v.s = S("hello wörld"); break;
-    case UA_DATETIME: v.v.dt = 133537698451230000LL; break;
-    case UA_GUID: ua_guid_parse("72962b91-fa75-4ae6-8d28-b404dc7daf63", v.v.guid); break;
-    case UA_BYTESTRING: v.v.s = (struct ua_str){"\x00\xff\x10", 3}; break;
-    case UA_XML: v.v.s = S("<a/>"); break;
-    case UA_NODEID:
-        v.v.nid.ns = 2;
-        v.v.nid.kind = UA_NID_STRING;
-        v.v.nid.str = "Channel1.Temp";
-        v.v.nid.slen = 13;
-        break;
-    case UA_STATUSCODE: v.v.u = 0x80340000u; break;
-    case UA_QNAME:
-        v.v.qn.ns = 3;
-        v.v.qn.name = S("Demo");
-        break;
-    case UA_LTEXT:
-        v.v.lt.locale = S("en");
-        v.v.lt.text = S("Pump");
-        break;
-    default: break;
+        case UA_BOOLEAN: v.v.b = true; break;
+        case UA_SBYTE: v.v.i = -100; break;
+        case UA_BYTE: v.v.u = 250; break;
+        case UA_INT16: v.v.i = -30000; break;
+        case UA_UINT16: v.v.u = 65000; break;
+        case UA_INT32: v.v.i = INT32_MIN; break;
+        case UA_UINT32: v.v.u = UINT32_MAX; break;
+        case UA_INT64: v.v.i = INT64_MIN + 1; break;
+        case UA_UINT64: v.v.u = UINT64_MAX - 1; break;
+        case UA_FLOAT: v.v.f = 21.5; break;
+        case UA_DOUBLE: v.v.f = -1.0 / 3.0; break;
+        case UA_STRING: v.v.s = S("hello wörld"); break;
+        case UA_DATETIME: v.v.dt = 133537698451230000LL; break;
+        case UA_GUID: ua_guid_parse("72962b91-fa75-4ae6-8d28-b404dc7daf63", v.v.guid); break;
+        case UA_BYTESTRING: v.v.s = (struct ua_str){"\x00\xff\x10", 3}; break;
+        case UA_XML: v.v.s = S("<a/>"); break;
+        case UA_NODEID:
+            v.v.nid.ns = 2;
+            v.v.nid.kind = UA_NID_STRING;
+            v.v.nid.str = "Channel1.Temp";
+            v.v.nid.slen = 13;
+            break;
+        case UA_STATUSCODE: v.v.u = 0x80340000u; break;
+        case UA_QNAME:
+            v.v.qn.ns = 3;
+            v.v.qn.name = S("Demo");
+            break;
+        case UA_LTEXT:
+            v.v.lt.locale = S("en");
+            v.v.lt.text = S("Pump");
+            break;
+        default: break;
     }
     return v;
 }
 
-static const uint8_t scalar_types[] = {UA_BOOLEAN, UA_SBYTE, UA_BYTE, UA_INT16, UA_UINT16, UA_INT32, UA_UINT32,
-                                       UA_INT64, UA_UINT64, UA_FLOAT, UA_DOUBLE, UA_STRING, UA_DATETIME, UA_GUID,
-                                       UA_BYTESTRING, UA_XML, UA_NODEID, UA_STATUSCODE, UA_QNAME, UA_LTEXT};
+static const uint8_t scalar_types[] = {UA_BOOLEAN, UA_SBYTE,  UA_BYTE,       UA_INT16,  UA_UINT16,
+                                       UA_INT32,   UA_UINT32, UA_INT64,      UA_UINT64, UA_FLOAT,
+                                       UA_DOUBLE,  UA_STRING, UA_DATETIME,   UA_GUID,   UA_BYTESTRING,
+                                       UA_XML,     UA_NODEID, UA_STATUSCODE, UA_QNAME,  UA_LTEXT};
 
 static bool str_eq(struct ua_str a, struct ua_str b)
 {
@@ -89,18 +93,33 @@ static void assert_same(const struct ua_variant *a, const struct ua_variant *b)
 {
     assert_int_equal(a->type, b->type);
     switch (a->type) {
-    case UA_BOOLEAN: assert_int_equal(a->v.b, b->v.b); break;
-    case UA_SBYTE: case UA_INT16: case UA_INT32: case UA_INT64: assert_true(a->v.i == b->v.i); break;
-    case UA_BYTE: case UA_UINT16: case UA_UINT32: case UA_UINT64: case UA_STATUSCODE: assert_true(a->v.u == b->v.u); break;
-    case UA_FLOAT: assert_true((float)a->v.f == (float)b->v.f); break;
-    case UA_DOUBLE: assert_true(a->v.f == b->v.f); break;
-    case UA_DATETIME: assert_true(a->v.dt == b->v.dt); break;
-    case UA_STRING: case UA_BYTESTRING: case UA_XML: assert_true(str_eq(a->v.s, b->v.s)); break;
-    case UA_GUID: assert_memory_equal(a->v.guid, b->v.guid, 16); break;
-    case UA_NODEID: assert_true(ua_nodeid_equal(&a->v.nid, &b->v.nid)); break;
-    case UA_QNAME: assert_int_equal(a->v.qn.ns, b->v.qn.ns); assert_true(str_eq(a->v.qn.name, b->v.qn.name)); break;
-    case UA_LTEXT: assert_true(str_eq(a->v.lt.locale, b->v.lt.locale)); assert_true(str_eq(a->v.lt.text, b->v.lt.text)); break;
-    default: fail();
+        case UA_BOOLEAN: assert_int_equal(a->v.b, b->v.b); break;
+        case UA_SBYTE:
+        case UA_INT16:
+        case UA_INT32:
+        case UA_INT64: assert_true(a->v.i == b->v.i); break;
+        case UA_BYTE:
+        case UA_UINT16:
+        case UA_UINT32:
+        case UA_UINT64:
+        case UA_STATUSCODE: assert_true(a->v.u == b->v.u); break;
+        case UA_FLOAT: assert_true((float)a->v.f == (float)b->v.f); break;
+        case UA_DOUBLE: assert_true(a->v.f == b->v.f); break;
+        case UA_DATETIME: assert_true(a->v.dt == b->v.dt); break;
+        case UA_STRING:
+        case UA_BYTESTRING:
+        case UA_XML: assert_true(str_eq(a->v.s, b->v.s)); break;
+        case UA_GUID: assert_memory_equal(a->v.guid, b->v.guid, 16); break;
+        case UA_NODEID: assert_true(ua_nodeid_equal(&a->v.nid, &b->v.nid)); break;
+        case UA_QNAME:
+            assert_int_equal(a->v.qn.ns, b->v.qn.ns);
+            assert_true(str_eq(a->v.qn.name, b->v.qn.name));
+            break;
+        case UA_LTEXT:
+            assert_true(str_eq(a->v.lt.locale, b->v.lt.locale));
+            assert_true(str_eq(a->v.lt.text, b->v.lt.text));
+            break;
+        default: fail();
     }
 }
 
@@ -224,8 +243,10 @@ static void test_golden(void **state)
     n = unhex("912b9672 75fa e64a 8d28b404dc7daf63", want, sizeof want);
     assert_memory_equal(g, want, 16);
     /* DataValue: value Double 1.0, status, source timestamp */
-    struct ua_datavalue dv = {.mask = UA_DV_VALUE | UA_DV_STATUS | UA_DV_SRC_TS, .value = {.type = UA_DOUBLE, .v.f = 1.0},
-                              .status = 0x80340000u, .src_ts = 1};
+    struct ua_datavalue dv = {.mask = UA_DV_VALUE | UA_DV_STATUS | UA_DV_SRC_TS,
+                              .value = {.type = UA_DOUBLE, .v.f = 1.0},
+                              .status = 0x80340000u,
+                              .src_ts = 1};
     ua_enc_init(&e, buf, sizeof buf);
     ua_put_datavalue(&e, &dv);
     n = unhex("07 0b 000000000000f03f 00003480 0100000000000000", want, sizeof want);
@@ -308,8 +329,12 @@ static void test_bad_input(void **state)
 static void test_nodeid_text(void **state)
 {
     (void)state;
-    const char *ok[] = {"i=2258", "ns=2;s=Channel1.Device1.Temperature", "ns=3;g=72962b91-fa75-4ae6-8d28-b404dc7daf63",
-                        "ns=1;b=3q2+7w==", "ns=65535;i=4294967295", "s=with;semicolon=and:colon"};
+    const char *ok[] = {"i=2258",
+                        "ns=2;s=Channel1.Device1.Temperature",
+                        "ns=3;g=72962b91-fa75-4ae6-8d28-b404dc7daf63",
+                        "ns=1;b=3q2+7w==",
+                        "ns=65535;i=4294967295",
+                        "s=with;semicolon=and:colon"};
     for (size_t i = 0; i < sizeof ok / sizeof ok[0]; i++) {
         struct ua_nodeid n, back;
         struct fb_err err = {0};
@@ -333,8 +358,18 @@ static void test_nodeid_text(void **state)
         ua_nodeid_clear(&cp);
         ua_nodeid_clear(&n);
     }
-    const char *bad[] = {"", "x=1", "ns=;i=1", "ns=70000;i=1", "i=", "i=-1", "i=4294967296", "g=1234",
-                         "ns=1;g=72962b91-fa75-4ae6-8d28-b404dc7daf6Z", "b=@@", "ns=1", "i=12abc"};
+    const char *bad[] = {"",
+                         "x=1",
+                         "ns=;i=1",
+                         "ns=70000;i=1",
+                         "i=",
+                         "i=-1",
+                         "i=4294967296",
+                         "g=1234",
+                         "ns=1;g=72962b91-fa75-4ae6-8d28-b404dc7daf6Z",
+                         "b=@@",
+                         "ns=1",
+                         "i=12abc"};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         struct ua_nodeid n;
         struct fb_err err = {0};
@@ -361,10 +396,16 @@ static void test_to_fb(void **state)
     assert_int_equal(ua_variant_to_fb(&u, FB_T_NONE, &v, sb, sizeof sb), FB_Q_GOOD);
     assert_true(v.u == UINT64_MAX - 1);
     /* texts */
-    struct { uint8_t t; const char *want; } texts[] = {
-        {UA_BYTESTRING, "00ff10"}, {UA_GUID, "72962b91-fa75-4ae6-8d28-b404dc7daf63"},
-        {UA_DATETIME, "2024-03-01T12:30:45.123Z"}, {UA_LTEXT, "Pump"}, {UA_NODEID, "ns=2;s=Channel1.Temp"},
-        {UA_QNAME, "3:Demo"}, {UA_STRING, "hello wörld"}};
+    struct {
+        uint8_t t;
+        const char *want;
+    } texts[] = {{UA_BYTESTRING, "00ff10"},
+                 {UA_GUID, "72962b91-fa75-4ae6-8d28-b404dc7daf63"},
+                 {UA_DATETIME, "2024-03-01T12:30:45.123Z"},
+                 {UA_LTEXT, "Pump"},
+                 {UA_NODEID, "ns=2;s=Channel1.Temp"},
+                 {UA_QNAME, "3:Demo"},
+                 {UA_STRING, "hello wörld"}};
     for (size_t i = 0; i < sizeof texts / sizeof texts[0]; i++) {
         u = sample(texts[i].t);
         assert_int_equal(ua_variant_to_fb(&u, FB_T_NONE, &v, sb, sizeof sb), FB_Q_GOOD);
@@ -450,15 +491,50 @@ static void test_datetime(void **state)
     assert_true(ua_dt_to_ns(ua_dt_from_ns(1700000000123456700LL)) == 1700000000123456700LL);
     assert_int_equal(ua_dt_to_ns(0), 0);
     ua_dt_format(INT64_MAX, b, sizeof b); /* far future: no crash */
+    assert_string_equal(b, "9999-12-31T23:59:59.9999999Z");
+    /* from server data (issue 14, the fuzz input 06 0d 00 09 0a 0b 0c 0d 00 80):
+     * a huge negative DateTime overflowed dt - epoch (UBSan abort) */
+    int64_t neg = (int64_t)0x80000d0c0b0a0900ULL;
+    ua_dt_format(neg, b, sizeof b);
+    assert_string_equal(b, "1601-01-01T00:00:00.000Z");
+    ua_dt_format(INT64_MIN, b, sizeof b);
+    assert_string_equal(b, "1601-01-01T00:00:00.000Z");
+    ua_dt_format(UA_DT_MAX, b, sizeof b);
+    assert_string_equal(b, "9999-12-31T23:59:59.9999999Z");
+    /* to ns: out of range means "no time stamp" (0), never a wrapped value */
+    assert_int_equal(ua_dt_to_ns(neg), 0);
+    assert_int_equal(ua_dt_to_ns(INT64_MIN), 0);
+    assert_int_equal(ua_dt_to_ns(-1), 0);
+    assert_int_equal(ua_dt_to_ns(INT64_MAX), 0);
+    assert_int_equal(ua_dt_to_ns(UA_DT_MAX), 0);
+    assert_int_equal(ua_dt_to_ns(1), 0);                                      /* 1601: before 1677, not representable */
+    assert_int_equal(ua_dt_to_ns(UA_DT_UNIX_EPOCH + 92233720368547759LL), 0); /* after 2262 */
+    assert_int_equal(ua_dt_to_ns(UA_DT_UNIX_EPOCH - 92233720368547759LL), 0); /* before 1677 */
+    assert_true(ua_dt_to_ns(UA_DT_UNIX_EPOCH + 92233720368547758LL) == 9223372036854775800LL);
+    assert_true(ua_dt_to_ns(UA_DT_UNIX_EPOCH - 92233720368547758LL) == -9223372036854775800LL);
+    /* through the value conversion (what the fuzz harness does) */
+    struct ua_variant v;
+    memset(&v, 0, sizeof v);
+    v.type = UA_DATETIME;
+    v.v.dt = neg;
+    struct fb_value fv;
+    char sb[64];
+    assert_int_equal(ua_variant_to_fb(&v, FB_T_STRING, &fv, sb, sizeof sb), 0);
+    assert_int_equal(fv.s.len, strlen("1601-01-01T00:00:00.000Z"));
+    assert_memory_equal(fv.s.p, "1601-01-01T00:00:00.000Z", fv.s.len);
 }
 
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_scalar_round_trip), cmocka_unit_test(test_array_round_trip),
-        cmocka_unit_test(test_golden), cmocka_unit_test(test_bad_input),
-        cmocka_unit_test(test_nodeid_text), cmocka_unit_test(test_to_fb),
-        cmocka_unit_test(test_from_fb), cmocka_unit_test(test_datetime),
+        cmocka_unit_test(test_scalar_round_trip),
+        cmocka_unit_test(test_array_round_trip),
+        cmocka_unit_test(test_golden),
+        cmocka_unit_test(test_bad_input),
+        cmocka_unit_test(test_nodeid_text),
+        cmocka_unit_test(test_to_fb),
+        cmocka_unit_test(test_from_fb),
+        cmocka_unit_test(test_datetime),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -5,11 +5,13 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include <cmocka.h>
 
+#include "core/buf.h"
 #include "proc/proc.h"
 
 #define S (1000000000LL)
@@ -57,6 +59,100 @@ static void test_scale(void **state)
     assert_int_equal(v.type, FB_T_INT16);
     assert_int_equal(v.i, 7);
     assert_true(fb_scale_out(&off, 3.5) == 3.5);
+}
+
+/* The double nearest to the exact decimal n / 10^p (n whole), via strtod. */
+static double dec(int64_t n, int p)
+{
+    char t[64];
+    uint64_t a = n < 0 ? (uint64_t)-n : (uint64_t)n, pw = 1;
+    for (int i = 0; i < p; i++) pw *= 10;
+    snprintf(t, sizeof t, "%s%llu.%0*llu", n < 0 ? "-" : "", (unsigned long long)(a / pw), p > 0 ? p : 1,
+             (unsigned long long)(p > 0 ? a % pw : 0));
+    return strtod(t, NULL);
+}
+
+static const char *json_of(double x)
+{
+    static struct fb_buf b;
+    fb_buf_clear(&b);
+    fb_json_double(&b, x);
+    return fb_buf_cstr(&b);
+}
+
+/* Issue 12: factor 0.01 made 777 into 7.7700000000000005 (777 × 0.01 in
+ * binary); decimal factors must give the double nearest to the decimal. */
+static void test_scale_decimal(void **state)
+{
+    (void)state;
+    struct fb_tag_proc p = {0};
+    fb_scale_set_factor(&p, 0.01, 0);
+    struct fb_value v = {.type = FB_T_INT16, .i = 777};
+    fb_scale_in(&p, &v);
+    assert_true(v.f == 7.77);
+    assert_string_equal(json_of(v.f), "7.77");
+    assert_true(fb_scale_out(&p, 7.77) - 777 < 1e-9);
+
+    /* random decimal factors and offsets against the exact decimal result */
+    uint64_t r = 0x243F6A8885A308D3ull;
+    for (int i = 0; i < 200000; i++) {
+        r ^= r << 13, r ^= r >> 7, r ^= r << 17;
+        int pk = (int)(r % 5), pd = (int)((r >> 3) % 4);
+        int64_t mk = (int64_t)((r >> 8) % 199999) - 99999, md = (int64_t)((r >> 26) % 20001) - 10000;
+        int64_t raw = (int64_t)((r >> 40) % 98304) - 32768;
+        if (mk == 0) mk = 1;
+        int pm = pk > pd ? pk : pd;
+        int64_t tk = mk, td = md;
+        for (int k = pk; k < pm; k++) tk *= 10;
+        for (int k = pd; k < pm; k++) td *= 10;
+        fb_scale_set_factor(&p, dec(mk, pk), dec(md, pd));
+        v = (struct fb_value){.type = FB_T_INT32, .i = raw};
+        fb_scale_in(&p, &v);
+        double want = dec(raw * tk + td, pm);
+        if (v.f != want) {
+            fprintf(stderr, "raw %lld × %.17g + %.17g = %.17g, want %.17g\n", (long long)raw, p.k, p.d, v.f, want);
+            fail();
+        }
+    }
+
+    /* two points: whole results stay whole, decimal ones decimal */
+    fb_scale_set_points(&p, 0, 27648, 0, 100);
+    v = (struct fb_value){.type = FB_T_UINT16, .u = 13824};
+    fb_scale_in(&p, &v);
+    assert_true(v.f == 50.0);
+    fb_scale_set_points(&p, 4000, 20000, -40, 150);
+    v = (struct fb_value){.type = FB_T_UINT16, .u = 12000};
+    fb_scale_in(&p, &v);
+    assert_true(v.f == 55.0);
+    fb_scale_set_points(&p, 0, 1000, 0, 0.5);
+    v = (struct fb_value){.type = FB_T_INT16, .i = 777};
+    fb_scale_in(&p, &v);
+    assert_true(v.f == 0.3885);
+    fb_scale_set_points(&p, 20000, 4000, 150, -40); /* reversed points: the same line */
+    v = (struct fb_value){.type = FB_T_UINT16, .u = 12000};
+    fb_scale_in(&p, &v);
+    assert_true(v.f == 55.0);
+
+    /* float32 readings count as their shortest decimal */
+    assert_true(fb_float_widen(7.77f) == 7.77);
+    assert_true(fb_float_widen(0.1f) == 0.1);
+    assert_true(isnan(fb_float_widen(NAN)));
+    fb_scale_set_factor(&p, 1, 0);
+    v = (struct fb_value){.type = FB_T_FLOAT32, .f = (double)7.77f};
+    fb_scale_in(&p, &v);
+    assert_string_equal(json_of(v.f), "7.77");
+
+    /* beyond 2^53 the exact form cannot hold: raw × k + d, still sane */
+    fb_scale_set_factor(&p, 0.5, 0);
+    v = (struct fb_value){.type = FB_T_UINT64, .u = UINT64_MAX};
+    fb_scale_in(&p, &v);
+    assert_true(v.f == 9223372036854775808.0);
+    /* factors that are not short decimals fall back too */
+    fb_scale_set_factor(&p, 1.0 / 3.0, 0);
+    assert_true(p.sc == 0);
+    v = (struct fb_value){.type = FB_T_INT16, .i = 3};
+    fb_scale_in(&p, &v);
+    assert_true(v.f == 1.0);
 }
 
 static void test_plausibility_range(void **state)
@@ -147,6 +243,60 @@ static void test_plausibility_stuck(void **state)
     struct fb_value iv = {.type = FB_T_UINT16, .u = 3};
     assert_int_equal(fb_plausibility(&p, &s2, &iv, FB_Q_GOOD, 0), FB_Q_GOOD);
     assert_int_equal(fb_plausibility(&p, &s2, &iv, FB_Q_GOOD, 6 * S), FB_Q_UNC_NOT_ACCURATE);
+}
+
+/* Issue 12: a real step held Bad for minutes (until max_rate × time covered
+ * it); with spike_accept N it is accepted at the N-th sample that agrees. */
+static void test_plausibility_step_accept(void **state)
+{
+    (void)state;
+    struct fb_tag_proc p = {.max_rate = 1, .spike_accept = 3}; /* 1 unit/s */
+    struct fb_tag_state st = {0};
+    struct fb_value v = fv(10);
+    assert_int_equal(fb_plausibility(&p, &st, &v, FB_Q_GOOD, 0), FB_Q_GOOD);
+    /* a step 10 → 100, samples 1 s apart, noisy but within max_rate of each other */
+    const double step[] = {100, 100.5, 100.2, 100.9, 101.3};
+    const uint32_t want[] = {FB_Q_BAD_SENSOR_FAILURE, FB_Q_BAD_SENSOR_FAILURE, FB_Q_GOOD, FB_Q_GOOD, FB_Q_GOOD};
+    for (int i = 0; i < 5; i++) {
+        v = fv(step[i]);
+        assert_int_equal(fb_plausibility(&p, &st, &v, FB_Q_GOOD, (i + 1) * S), want[i]);
+    }
+    assert_true(st.prev == 101.3); /* the new level is the reference */
+    /* a single spike is still refused, and the next normal reading is good */
+    v = fv(500);
+    assert_int_equal(fb_plausibility(&p, &st, &v, FB_Q_GOOD, 6 * S), FB_Q_BAD_SENSOR_FAILURE);
+    v = fv(101.5);
+    assert_int_equal(fb_plausibility(&p, &st, &v, FB_Q_GOOD, 7 * S), FB_Q_GOOD);
+    /* ... and a spike after that starts counting afresh: 2 wild readings are not enough */
+    v = fv(500);
+    assert_int_equal(fb_plausibility(&p, &st, &v, FB_Q_GOOD, 8 * S), FB_Q_BAD_SENSOR_FAILURE);
+    v = fv(500.5);
+    assert_int_equal(fb_plausibility(&p, &st, &v, FB_Q_GOOD, 9 * S), FB_Q_BAD_SENSOR_FAILURE);
+    v = fv(101.6);
+    assert_int_equal(fb_plausibility(&p, &st, &v, FB_Q_GOOD, 10 * S), FB_Q_GOOD);
+    /* wild readings that do not agree with each other are never a new level */
+    for (int i = 0; i < 10; i++) {
+        v = fv(i % 2 ? 400 : -400);
+        assert_int_equal(fb_plausibility(&p, &st, &v, FB_Q_GOOD, (11 + i) * S), FB_Q_BAD_SENSOR_FAILURE);
+    }
+    /* communication errors in between neither count nor reset */
+    struct fb_tag_state s2 = {0};
+    v = fv(0);
+    assert_int_equal(fb_plausibility(&p, &s2, &v, FB_Q_GOOD, 0), FB_Q_GOOD);
+    v = fv(50);
+    assert_int_equal(fb_plausibility(&p, &s2, &v, FB_Q_GOOD, S), FB_Q_BAD_SENSOR_FAILURE);
+    assert_int_equal(fb_plausibility(&p, &s2, &v, FB_Q_BAD_COMM, 2 * S), FB_Q_BAD_COMM);
+    assert_int_equal(fb_plausibility(&p, &s2, &v, FB_Q_GOOD, 3 * S), FB_Q_BAD_SENSOR_FAILURE);
+    assert_int_equal(fb_plausibility(&p, &s2, &v, FB_Q_GOOD, 4 * S), FB_Q_GOOD);
+    /* spike_accept 0: only time heals (the behaviour before spike_accept) */
+    struct fb_tag_proc p0 = {.max_rate = 1};
+    struct fb_tag_state s0 = {0};
+    v = fv(10);
+    fb_plausibility(&p0, &s0, &v, FB_Q_GOOD, 0);
+    v = fv(100);
+    for (int i = 1; i < 90; i++)
+        assert_int_equal(fb_plausibility(&p0, &s0, &v, FB_Q_GOOD, i * S), FB_Q_BAD_SENSOR_FAILURE);
+    assert_int_equal(fb_plausibility(&p0, &s0, &v, FB_Q_GOOD, 90 * S), FB_Q_GOOD);
 }
 
 static bool db(const struct fb_tag_proc *p, struct fb_tag_state *st, double x, uint32_t q, int64_t ts, bool *hb)
@@ -258,8 +408,7 @@ static uint64_t rnd(void)
 }
 static double urand(void) { return (double)(rnd() >> 11) / 9007199254740992.0; }
 
-static void naive(const int64_t *t, const double *v, int n, int64_t now, int64_t w, uint32_t cap,
-                  struct fb_stats *o)
+static void naive(const int64_t *t, const double *v, int n, int64_t now, int64_t w, uint32_t cap, struct fb_stats *o)
 {
     memset(o, 0, sizeof *o);
     int first = n - (int)cap > 0 ? n - (int)cap : 0;
@@ -300,7 +449,9 @@ static void window_run(uint32_t cap, int64_t w, double base, double spread, int 
         t[i] = now;
         /* random walks, plateaus and monotone runs (the worst case for deques) */
         int mode = (int)(i / 500 % 3);
-        v[i] = mode == 0 ? base + spread * urand() : mode == 1 ? base + spread * (double)(i % 7) : base - spread * i * 1e-3;
+        v[i] = mode == 0   ? base + spread * urand()
+               : mode == 1 ? base + spread * (double)(i % 7)
+                           : base - spread * i * 1e-3;
         fb_window_add(&win, t[i], v[i], w);
         struct fb_stats got, want;
         fb_window_stats(&win, now, w, &got);
@@ -331,9 +482,14 @@ static void window_run(uint32_t cap, int64_t w, double base, double spread, int 
 static void test_window_random(void **state)
 {
     (void)state;
-    window_run(1000, 10 * S, 0, 100, 6000);      /* time-limited */
-    window_run(16, 60 * S, 50, 10, 3000);        /* capacity-limited: only the newest 16 */
-    window_run(500, 5 * S, 1e6, 0.01, 4000);     /* large offset, tiny variance */
+    window_run(1000, 10 * S, 0, 100, 6000);  /* time-limited */
+    window_run(16, 60 * S, 50, 10, 3000);    /* capacity-limited: only the newest 16 */
+    window_run(500, 5 * S, 1e6, 0.01, 4000); /* large offset, tiny variance */
+    /* odd capacities (window 10s at poll 100ms gives 129): the control block
+     * must stay aligned — the UBSan build aborted here before (issue 14) */
+    window_run(129, 10 * S, 20, 5, 1500);
+    window_run(17, 60 * S, 50, 10, 500);
+    for (uint32_t cap = 1; cap <= 9; cap += 2) window_run(cap, 60 * S, 0, 1, 50);
 }
 
 static void test_window_edges(void **state)
@@ -384,11 +540,17 @@ static void test_proc_batch(void **state)
         tags[i].path = names[i];
     }
     tags[T_SCALED].type = FB_T_INT16;
-    tags[T_SCALED].proc = (struct fb_tag_proc){.scaled = true, .k = 0.1, .d = 0, .has_min = true,
-                                               .has_max = true, .min = 0, .max = 100, .out_type = FB_T_FLOAT64};
-    tags[T_DB_WIN].type = FB_T_FLOAT64;
-    tags[T_DB_WIN].proc = (struct fb_tag_proc){.db_abs = 1, .heartbeat_ns = 10 * S, .window_ns = 5 * S,
+    tags[T_SCALED].proc = (struct fb_tag_proc){.scaled = true,
+                                               .k = 0.1,
+                                               .d = 0,
+                                               .has_min = true,
+                                               .has_max = true,
+                                               .min = 0,
+                                               .max = 100,
                                                .out_type = FB_T_FLOAT64};
+    tags[T_DB_WIN].type = FB_T_FLOAT64;
+    tags[T_DB_WIN].proc =
+        (struct fb_tag_proc){.db_abs = 1, .heartbeat_ns = 10 * S, .window_ns = 5 * S, .out_type = FB_T_FLOAT64};
     tags[T_STR].type = FB_T_STRING;
     tags[T_BOOL].type = FB_T_BOOL;
     tags[T_RATE].type = FB_T_FLOAT32;
@@ -438,52 +600,61 @@ static void test_proc_batch(void **state)
             assert_int_equal(s->ts_gw, now);
             assert_int_equal(s->ts_src, now - 5 * MS);
             switch (s->tag) {
-            case T_SCALED:
-                assert_int_equal(s->v.type, FB_T_FLOAT64);
-                if (cycle == 3) {
-                    assert_int_equal(s->quality, FB_Q_BAD_OUT_OF_RANGE);
-                } else {
-                    assert_int_equal(s->quality, FB_Q_GOOD);
-                    assert_true(fabs(s->v.f - 21.5) < 1e-12);
+                case T_SCALED:
+                    assert_int_equal(s->v.type, FB_T_FLOAT64);
+                    if (cycle == 3) {
+                        assert_int_equal(s->quality, FB_Q_BAD_OUT_OF_RANGE);
+                        /* refused by range: the reading stays, flagged for "raw" */
+                        assert_true(s->flags & FB_SF_RAW);
+                        assert_true(fabs(s->v.f - 100.1) < 1e-12);
+                    } else {
+                        assert_false(s->flags & FB_SF_RAW);
+                        assert_int_equal(s->quality, FB_Q_GOOD);
+                        assert_true(fabs(s->v.f - 21.5) < 1e-12);
+                    }
+                    assert_false(s->flags & FB_SF_STATS);
+                    break;
+                case T_DB_WIN: {
+                    assert_true(s->flags & FB_SF_STATS);
+                    assert_true(s->stats < out->nstats);
+                    const struct fb_stats *st = &out->stats[s->stats];
+                    assert_int_equal(st->window_ns, 5 * S);
+                    assert_true(st->count >= 1 && st->count <= 5);
+                    assert_true(st->min <= st->mean && st->mean <= st->max);
+                    if (cycle == 4) { /* window holds cycles 0..4: 20, 20.3, 20.6, 20.9, 30 */
+                        assert_int_equal(st->count, 5);
+                        assert_true(st->min == 20.0 && st->max == 30.0);
+                        close_to(st->mean, (20 + 20.3 + 20.6 + 20.9 + 30) / 5, 1e-12);
+                    }
+                    if (cycle == 6) {
+                        assert_int_equal(s->quality, FB_Q_BAD_COMM);
+                        assert_false(s->flags & FB_SF_RAW); /* the device said bad: no raw reading */
+                    }
+                    if (cycle == 7) assert_int_equal(st->count, 4); /* the bad sample was not added */
+                    break;
                 }
-                assert_false(s->flags & FB_SF_STATS);
-                break;
-            case T_DB_WIN: {
-                assert_true(s->flags & FB_SF_STATS);
-                assert_true(s->stats < out->nstats);
-                const struct fb_stats *st = &out->stats[s->stats];
-                assert_int_equal(st->window_ns, 5 * S);
-                assert_true(st->count >= 1 && st->count <= 5);
-                assert_true(st->min <= st->mean && st->mean <= st->max);
-                if (cycle == 4) { /* window holds cycles 0..4: 20, 20.3, 20.6, 20.9, 30 */
-                    assert_int_equal(st->count, 5);
-                    assert_true(st->min == 20.0 && st->max == 30.0);
-                    close_to(st->mean, (20 + 20.3 + 20.6 + 20.9 + 30) / 5, 1e-12);
-                }
-                if (cycle == 6) assert_int_equal(s->quality, FB_Q_BAD_COMM);
-                if (cycle == 7) assert_int_equal(st->count, 4); /* the bad sample was not added */
-                break;
-            }
-            case T_STR:
-                assert_int_equal(s->v.type, FB_T_STRING);
-                assert_int_equal(s->v.s.len, 4);
-                assert_ptr_not_equal(s->v.s.p, sbuf); /* copied into out's arena */
-                assert_memory_equal(s->v.s.p, cycle < 2 ? "idle" : "run!", 4);
-                break;
-            case T_BOOL:
-                assert_int_equal(s->v.type, FB_T_BOOL);
-                assert_int_equal(s->v.b, cycle % 2);
-                break;
-            case T_RATE:
-                assert_int_equal(s->v.type, FB_T_FLOAT32);
-                assert_int_equal(s->quality, cycle == 5 ? FB_Q_BAD_SENSOR_FAILURE : FB_Q_GOOD);
-                break;
+                case T_STR:
+                    assert_int_equal(s->v.type, FB_T_STRING);
+                    assert_int_equal(s->v.s.len, 4);
+                    assert_ptr_not_equal(s->v.s.p, sbuf); /* copied into out's arena */
+                    assert_memory_equal(s->v.s.p, cycle < 2 ? "idle" : "run!", 4);
+                    break;
+                case T_BOOL:
+                    assert_int_equal(s->v.type, FB_T_BOOL);
+                    assert_int_equal(s->v.b, cycle % 2);
+                    break;
+                case T_RATE:
+                    assert_int_equal(s->v.type, FB_T_FLOAT32);
+                    assert_int_equal(s->quality, cycle == 5 ? FB_Q_BAD_SENSOR_FAILURE : FB_Q_GOOD);
+                    assert_int_equal(!!(s->flags & FB_SF_RAW), cycle == 5);
+                    break;
             }
         }
         /* which tags were published when */
-        assert_true(seen[T_SCALED] && seen[T_BOOL] && seen[T_RATE]);          /* no deadband */
-        assert_true(seen[T_STR]);                                               /* no deadband */
-        bool want_db = cycle == 0 || cycle == 4 || cycle == 6 || cycle == 7 || cycle == 17; /* first, jump, bad, recovered, heartbeat 10 s later */
+        assert_true(seen[T_SCALED] && seen[T_BOOL] && seen[T_RATE]); /* no deadband */
+        assert_true(seen[T_STR]);                                    /* no deadband */
+        bool want_db = cycle == 0 || cycle == 4 || cycle == 6 || cycle == 7 ||
+                       cycle == 17; /* first, jump, bad, recovered, heartbeat 10 s later */
         if (seen[T_DB_WIN] != want_db) fail_msg("cycle %d: deadband tag published=%d", cycle, seen[T_DB_WIN]);
         if (cycle == 17) {
             for (uint32_t i = 0; i < out->n; i++)
@@ -504,9 +675,11 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_scale),
+        cmocka_unit_test(test_scale_decimal),
         cmocka_unit_test(test_plausibility_range),
         cmocka_unit_test(test_plausibility_rate),
         cmocka_unit_test(test_plausibility_stuck),
+        cmocka_unit_test(test_plausibility_step_accept),
         cmocka_unit_test(test_deadband_abs),
         cmocka_unit_test(test_deadband_pct_heartbeat),
         cmocka_unit_test(test_deadband_other_types),

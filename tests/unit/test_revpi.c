@@ -18,11 +18,11 @@
 #include <unistd.h>
 
 #include "core/config.h"
+#include "core/env.h"
+#include "core/runtime_state.h"
+#include "core/url.h"
 #include "south/revpi/revpi.h"
 #include "south/revpi/revpi_proto.h"
-#include "core/runtime_state.h"
-#include "core/env.h"
-#include "core/url.h"
 
 static char *fixture_path(const char *name)
 {
@@ -191,8 +191,9 @@ static void test_cfg_malformed(void **state)
     expect_bad_text(DEV("\"inp\":{\"0\":[\"A\",\"0\",\"8\",\"-3\"]}"), "offset");
     expect_bad_text(DEV("\"inp\":{\"0\":[\"A\",\"0\",\"8\",\"0\",true,\"0\",\"\",\"3\"]}"), "1-bit");
     expect_bad_text(DEV("\"inp\":{\"0\":[\"A\",\"0\",\"1\",\"0\",true,\"0\",\"\",\"x\"]}"), "bit position");
-    expect_bad_text(DEV("\"inp\":{\"0\":[\"A\",\"0\",\"8\",\"0\"],\"1\":[\"B\",\"0\",\"1\",\"0\",true,\"0\",\"\",\"7\"]}"),
-                    "overlaps");
+    expect_bad_text(
+        DEV("\"inp\":{\"0\":[\"A\",\"0\",\"8\",\"0\"],\"1\":[\"B\",\"0\",\"1\",\"0\",true,\"0\",\"\",\"7\"]}"),
+        "overlaps");
     expect_bad_text(DEV("\"inp\":{\"0\":[\"A\",\"0\",\"1\",\"0\",true,\"0\",\"\",\"3\"],"
                         "\"1\":[\"B\",\"0\",\"1\",\"0\",true,\"0\",\"\",\"3\"]}"),
                     "overlaps");
@@ -335,6 +336,82 @@ static void test_resolve_and_types(void **state)
     l = (struct fb_revpi_loc){10, 0, 16};
     fb_revpi_loc_format(b, sizeof b, &l);
     assert_string_equal(b, "word:10");
+}
+
+/* Module-specific types: the AIO's words are INT16 whatever the user named
+ * them, its status bytes and the DIO's counters stay unsigned, and a :TYPE
+ * suffix still wins (connect_aio_dio.rsc: Connect 4 at 0, AIO at 9 with the
+ * module's process-data layout and two renamed channels, DIO at 98). */
+static void test_module_types(void **state)
+{
+    (void)state;
+    struct fb_revpi_cfg c;
+    load("connect_aio_dio.rsc", &c);
+    static const struct {
+        const char *name;
+        enum fb_type t;
+    } want[] = {
+        {"InputValue_1", FB_T_INT16},
+        {"flow_in", FB_T_INT16},
+        {"RTDValue_2", FB_T_INT16},
+        {"OutputValue_1", FB_T_INT16},
+        {"valve_setpoint", FB_T_INT16},
+        {"InputStatus_1", FB_T_UINT8},
+        {"OutputStatus_2", FB_T_UINT8},
+        {"Input1Multiplier", FB_T_INT16},
+        {"Input1Offset", FB_T_INT16},
+        {"RTD2Offset", FB_T_INT16},
+        {"Input1Divisor", FB_T_UINT16},
+        {"Output2Range", FB_T_UINT8},
+        {"I_1", FB_T_BOOL},
+        {"Counter_16", FB_T_UINT32},
+        {"Status", FB_T_UINT16},
+        {"OutputPushPull", FB_T_UINT16},
+        {"RevPiIOErrorCnt", FB_T_UINT16},
+        {"RevPiLED", FB_T_UINT16},
+    };
+    for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) {
+        if (var(&c, want[i].name)->type != want[i].t)
+            fprintf(stderr, "%s: %s\n", want[i].name, fb_type_name((enum fb_type)var(&c, want[i].name)->type));
+        assert_int_equal(var(&c, want[i].name)->type, want[i].t);
+    }
+    check_loc(var(&c, "flow_in"), 13, 0, 16, FB_REVPI_INP);
+    check_loc(var(&c, "OutputValue_1"), 29, 0, 16, FB_REVPI_OUT);
+    check_loc(var(&c, "I_9"), 99, 0, 1, FB_REVPI_INP);
+
+    struct fb_revpi_addr a;
+    struct fb_err e = {0};
+    assert_int_equal(fb_revpi_addr_parse("InputValue_1", &a, &e), 0);
+    assert_int_equal(fb_revpi_addr_resolve(&a, &c, &e), 0);
+    assert_int_equal(a.type, FB_T_INT16);
+    assert_int_equal(fb_revpi_addr_parse("InputValue_1:uint16", &a, &e), 0); /* the override wins */
+    assert_int_equal(fb_revpi_addr_resolve(&a, &c, &e), 0);
+    assert_int_equal(a.type, FB_T_UINT16);
+    assert_int_equal(fb_revpi_addr_parse("Counter_1", &a, &e), 0);
+    assert_int_equal(fb_revpi_addr_resolve(&a, &c, &e), 0);
+    assert_int_equal(a.type, FB_T_UINT32);
+    fb_revpi_cfg_free(&c);
+
+    /* the table itself */
+    const char *m = NULL;
+    assert_int_equal(fb_revpi_module_type(103, FB_REVPI_INP, 16, "anything", &m), FB_T_INT16);
+    assert_string_equal(m, "AIO");
+    assert_int_equal(fb_revpi_module_type(103, FB_REVPI_INP, 8, "InputStatus_1", &m), FB_T_UINT8);
+    assert_null(m);
+    assert_int_equal(fb_revpi_module_type(103, FB_REVPI_MEM, 16, "Output1Divisor", NULL), FB_T_UINT16);
+    assert_int_equal(fb_revpi_module_type(104, FB_REVPI_INP, 16, "AIn_1", &m), FB_T_INT16);
+    assert_string_equal(m, "Compact");
+    assert_int_equal(fb_revpi_module_type(104, FB_REVPI_OUT, 16, "AOut_1", NULL), FB_T_UINT16);
+    assert_int_equal(fb_revpi_module_type(135, FB_REVPI_INP, 16, "AIn", NULL), FB_T_INT16);
+    assert_int_equal(fb_revpi_module_type(118, FB_REVPI_INP, 16, "AnalogInput_1", NULL), FB_T_UINT16);
+    assert_int_equal(fb_revpi_module_type(96, FB_REVPI_INP, 32, "Counter_1", NULL), FB_T_UINT32);
+    assert_int_equal(fb_revpi_module_type(103, 7, 16, "x", NULL), FB_T_UINT16); /* bad io: no rule */
+    /* the older fixture's AIO too */
+    load("connect_dio_di_do_aio.rsc", &c);
+    assert_int_equal(var(&c, "InputValue_1")->type, FB_T_INT16);
+    assert_int_equal(var(&c, "InputStatus_1")->type, FB_T_UINT8);
+    assert_int_equal(var(&c, "Counter_16")->type, FB_T_UINT32);
+    fb_revpi_cfg_free(&c);
 }
 
 /* ------------------------------------------------------------------ codec */
@@ -661,6 +738,74 @@ static void test_driver_watchdog(void **state)
     rig_free(&r);
 }
 
+/* The AIO's values through the driver: -250 mV reads as -250 (not 65286),
+ * :uint16 still reads the raw word, a negative setpoint is written as INT16,
+ * and a negative safe value is accepted for an AIO output. */
+static void test_driver_aio(void **state)
+{
+    (void)state;
+    static const char *const addrs[] = {"InputValue_1",  "InputValue_1:uint16", "flow_in", "RTDValue_1",
+                                        "InputStatus_1", "OutputValue_1",       "I_1",     "Counter_1"};
+    static const uint8_t acc[] = {FB_ACC_READ, FB_ACC_READ, FB_ACC_READ, FB_ACC_READ,
+                                  FB_ACC_READ, FB_ACC_RW,   FB_ACC_READ, FB_ACC_READ};
+    struct rig r;
+    struct fb_err e = {0};
+    char q[1200];
+    snprintf(q, sizeof q, "config=%s&safe=OutputValue_1=-500", fixture_path("connect_aio_dio.rsc"));
+    int rc = rig_init(&r, q, addrs, acc, 8, &e);
+    if (rc) fprintf(stderr, "%s\n", e.msg);
+    assert_int_equal(rc, 0);
+    assert_int_equal(r.tags[0].type, FB_T_INT16);
+    assert_int_equal(r.tags[1].type, FB_T_UINT16);
+    assert_int_equal(r.tags[2].type, FB_T_INT16);
+    assert_int_equal(r.tags[4].type, FB_T_UINT8);
+    assert_int_equal(r.tags[5].type, FB_T_INT16);
+    assert_int_equal(r.tags[7].type, FB_T_UINT32);
+    rc = fb_driver_revpi.open(&r.conn, &e);
+    if (rc) fprintf(stderr, "%s\n", e.msg);
+    assert_int_equal(rc, 0);
+    img_put(&r, 9, 0x06); /* InputValue_1 = 0xFF06 = -250 mV */
+    img_put(&r, 10, 0xFF);
+    img_put(&r, 13, 0x10); /* flow_in = 10000 */
+    img_put(&r, 14, 0x27);
+    img_put(&r, 21, 0x30); /* RTDValue_1 = 0xF830 = -2000 (-200.0 °C) */
+    img_put(&r, 22, 0xF8);
+    img_put(&r, 17, 0x81);                                       /* InputStatus_1: bits 0 and 7 */
+    img_put(&r, 98, 0x01);                                       /* DIO I_1 */
+    for (uint32_t k = 0; k < 4; k++) img_put(&r, 102 + k, 0xFF); /* Counter_1 */
+    struct fb_batch *b = rig_read(&r);
+    assert_int_equal(b->s[0].v.type, FB_T_INT16);
+    assert_int_equal(b->s[0].v.i, -250);
+    assert_int_equal(b->s[1].v.u, 65286);
+    assert_int_equal(b->s[2].v.i, 10000);
+    assert_int_equal(b->s[3].v.i, -2000);
+    assert_int_equal(b->s[4].v.u, 0x81);
+    assert_true(b->s[6].v.b);
+    assert_int_equal(b->s[7].v.u, 4294967295u);
+    for (uint32_t i = 0; i < b->n; i++) assert_int_equal(b->s[i].quality, FB_Q_GOOD);
+    fb_batch_free(b);
+
+    struct fb_value sp = {.type = FB_T_INT16, .i = -1000};
+    assert_int_equal(fb_driver_revpi.write(&r.dev, &r.tags[5], &sp, &e), 0);
+    uint8_t img[FB_REVPI_IMAGE_SIZE];
+    img_all(&r, img);
+    assert_int_equal(img[29], 0x18); /* -1000 = 0xFC18, little-endian */
+    assert_int_equal(img[30], 0xFC);
+    b = rig_read(&r);
+    assert_int_equal(b->s[5].v.i, -1000);
+    fb_batch_free(b);
+    struct fb_value big = {.type = FB_T_INT16, .i = 40000};
+    assert_int_equal(fb_driver_revpi.write(&r.dev, &r.tags[5], &big, &e), FB_ERANGE);
+    /* a running gateway's close writes the safe value -500 = 0xFE0C */
+    r.gw.rt = &r.running;
+    fb_driver_revpi.close(&r.conn);
+    img_all(&r, img);
+    assert_int_equal(img[29], 0x0C);
+    assert_int_equal(img[30], 0xFE);
+    r.gw.rt = NULL;
+    rig_free(&r);
+}
+
 static void test_driver_errors(void **state)
 {
     (void)state;
@@ -700,7 +845,37 @@ static void test_driver_errors(void **state)
     assert_true(fb_driver_revpi.open(&r.conn, &e) < 0);
     assert_non_null(strstr(e.msg, "/nonexistent/config.rsc"));
     rig_free(&r);
-    /* an image file too short for the addresses */
+    /* an image cut short while running: the tags past its end are refused
+     * (Bad, each counted as a failed item), the others keep reading */
+    static const char *const two[] = {"byte:50", "byte:200"};
+    static const uint8_t ro2[] = {FB_ACC_READ, FB_ACC_READ};
+    assert_int_equal(rig_init(&r, "config=none", two, ro2, 2, &e), 0);
+    assert_int_equal(fb_driver_revpi.open(&r.conn, &e), 0);
+    img_put(&r, 50, 7);
+    img_put(&r, 200, 9);
+    struct fb_batch *b = rig_read(&r);
+    assert_int_equal(b->s[1].v.u, 9);
+    assert_int_equal(atomic_load(&r.dev.m.errors), 0);
+    fb_batch_free(b);
+    assert_int_equal(truncate(r.img, 100), 0);
+    b = rig_read(&r);
+    assert_int_equal(b->s[0].quality, FB_Q_GOOD);
+    assert_int_equal(b->s[0].v.u, 7);
+    assert_int_equal(b->s[1].quality, FB_Q_BAD_NODE_UNKNOWN);
+    assert_int_equal(atomic_load(&r.dev.m.errors), 1);
+    fb_batch_free(b);
+    b = rig_read(&r);
+    assert_int_equal(atomic_load(&r.dev.m.errors), 2); /* every read of a refused item counts */
+    fb_batch_free(b);
+    assert_int_equal(truncate(r.img, FB_REVPI_IMAGE_SIZE), 0);
+    b = rig_read(&r);
+    assert_int_equal(b->s[1].quality, FB_Q_GOOD);
+    assert_int_equal(b->s[1].v.u, 0);
+    assert_int_equal(atomic_load(&r.dev.m.errors), 2);
+    fb_batch_free(b);
+    fb_driver_revpi.close(&r.conn);
+    rig_free(&r);
+    /* an image file too short for the addresses when the connection opens */
     static const char *const far[] = {"byte:4095"};
     assert_int_equal(rig_init(&r, "config=none", far, ro, 1, &e), 0);
     assert_int_equal(truncate(r.img, 100), 0);
@@ -736,12 +911,20 @@ static void test_browse(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_cfg_full),          cmocka_unit_test(test_cfg_old_style),
-        cmocka_unit_test(test_cfg_rejects),       cmocka_unit_test(test_cfg_malformed),
-        cmocka_unit_test(test_cfg_truncations),   cmocka_unit_test(test_addr),
-        cmocka_unit_test(test_resolve_and_types), cmocka_unit_test(test_codec),
-        cmocka_unit_test(test_safe_parse),        cmocka_unit_test(test_driver_file_image),
-        cmocka_unit_test(test_driver_watchdog),   cmocka_unit_test(test_driver_errors),
+        cmocka_unit_test(test_cfg_full),
+        cmocka_unit_test(test_cfg_old_style),
+        cmocka_unit_test(test_cfg_rejects),
+        cmocka_unit_test(test_cfg_malformed),
+        cmocka_unit_test(test_cfg_truncations),
+        cmocka_unit_test(test_addr),
+        cmocka_unit_test(test_resolve_and_types),
+        cmocka_unit_test(test_module_types),
+        cmocka_unit_test(test_codec),
+        cmocka_unit_test(test_safe_parse),
+        cmocka_unit_test(test_driver_file_image),
+        cmocka_unit_test(test_driver_watchdog),
+        cmocka_unit_test(test_driver_aio),
+        cmocka_unit_test(test_driver_errors),
         cmocka_unit_test(test_browse),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -18,11 +18,11 @@
 #include "core/buf.h"
 #include "core/config.h"
 #include "core/log.h"
-#include "core/router.h"
-#include "core/runtime.h"
-#include "core/plugin.h"
 #include "core/metrics.h"
 #include "core/model.h"
+#include "core/plugin.h"
+#include "core/router.h"
+#include "core/runtime.h"
 
 /* ---- a sink that records what it is given ---- */
 static pthread_mutex_t rec_mu = PTHREAD_MUTEX_INITIALIZER;
@@ -70,22 +70,21 @@ static void rec_close(struct fb_sink_inst *s)
 
 static const struct fb_sink rec_sink = {.name = "rec", .open = rec_open, .send = rec_send, .close = rec_close};
 
-static const char *cfg_text =
-    "gateway: {id: t1, site: s}\n"
-    "commands: {max_age: 10s}\n"
-    "devices:\n"
-    "  - name: d1\n"
-    "    url: \"sim://x?seed=1\"\n"
-    "    poll: 20ms\n"
-    "    tags:\n"
-    "      - {name: temp, addr: \"sine:amp=10,period=10s\"}\n"
-    "      - {name: sp, addr: \"memory:initial=5\", access: rw, range: [0, 100]}\n"
-    "      - {name: ro, addr: \"const:1\"}\n"
-    "  - name: d2\n"
-    "    url: \"sim://y?seed=1\"\n"
-    "    poll: 20ms\n"
-    "    tags:\n"
-    "      - {name: hot, addr: \"memory:initial=500\", access: rw, range: [0, 100]}\n";
+static const char *cfg_text = "gateway: {id: t1, site: s}\n"
+                              "commands: {max_age: 10s}\n"
+                              "devices:\n"
+                              "  - name: d1\n"
+                              "    url: \"sim://x?seed=1\"\n"
+                              "    poll: 20ms\n"
+                              "    tags:\n"
+                              "      - {name: temp, addr: \"sine:amp=10,period=10s\"}\n"
+                              "      - {name: sp, addr: \"memory:initial=5\", access: rw, range: [0, 100]}\n"
+                              "      - {name: ro, addr: \"const:1\"}\n"
+                              "  - name: d2\n"
+                              "    url: \"sim://y?seed=1\"\n"
+                              "    poll: 20ms\n"
+                              "    tags:\n"
+                              "      - {name: hot, addr: \"memory:initial=500\", access: rw, range: [0, 100]}\n";
 
 static char *resp_of(struct fb_gateway *gw, const char *payload, int qos)
 {
@@ -138,7 +137,7 @@ static void test_run_poll_command_stop(void **st)
     pthread_mutex_lock(&rec_mu);
     int batches = rec_batches;
     pthread_mutex_unlock(&rec_mu);
-    assert_true(batches >= 5); /* 20 ms polling for 200 ms */
+    assert_true(batches >= 5);       /* 20 ms polling for 200 ms */
     assert_int_equal(rec_online, 2); /* both devices */
 
     /* NE107: d2's tag is outside its range → Out of specification, until it is back */
@@ -147,6 +146,8 @@ static void test_run_poll_command_stop(void **st)
     fb_status_json(gw, &sj, true);
     assert_non_null(strstr(fb_buf_cstr(&sj), "\"d2\":{\"state\":\"online\",\"ne107\":\"Out of specification\""));
     assert_non_null(strstr(fb_buf_cstr(&sj), "\"d1\":{\"state\":\"online\",\"ne107\":\"OK\""));
+    assert_int_equal(atomic_load(&gw->devs[1].m.tags_bad), 1); /* BadOutOfRange is Bad too */
+    assert_int_equal(atomic_load(&gw->devs[0].m.tags_bad), 0);
     struct fb_cmd c2;
     memset(&c2, 0, sizeof c2);
     c2.device = 1;
@@ -162,6 +163,7 @@ static void test_run_poll_command_stop(void **st)
     fb_buf_clear(&sj);
     fb_status_json(gw, &sj, true);
     assert_non_null(strstr(fb_buf_cstr(&sj), "\"d2\":{\"state\":\"online\",\"ne107\":\"OK\""));
+    assert_int_equal(atomic_load(&gw->devs[1].m.tags_bad), 0);
     fb_buf_free(&sj);
 
     /* an accepted write, read back through the pipeline */
@@ -218,7 +220,6 @@ static void test_run_poll_command_stop(void **st)
     gw->nsinks = nsaved;
     fb_gateway_free(gw);
 }
-
 
 /* ---- store-and-forward: a sink that is "down", then fails, then delivers ---- */
 static atomic_bool fl_ready;

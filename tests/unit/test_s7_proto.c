@@ -6,15 +6,15 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
-#include <cmocka.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <cmocka.h>
 
 #include "core/config.h"
-#include "south/s7/s7_proto.h"
 #include "core/env.h"
 #include "core/url.h"
+#include "south/s7/s7_proto.h"
 
 static size_t unhex(const char *h, uint8_t *out, size_t cap)
 {
@@ -262,7 +262,8 @@ static void test_build_frames(void **state)
     n = s7_build_read(buf, sizeof buf, 0x0203, it, 2);
     wn = unhex("0300002B02F080 320100000203001A0000 0402"
                "120A100100010001840000 53"
-               "120A10020006000083000020", want, sizeof want);
+               "120A10020006000083000020",
+               want, sizeof want);
     assert_int_equal(n, wn);
     assert_memory_equal(buf, want, n);
 
@@ -282,7 +283,8 @@ static void test_build_frames(void **state)
     wn = unhex("0300003802F080 320100000007001A000D 0502"
                "120A100200030002840000 00"
                "120A100100010000820000 0F"
-               "00040018010203 00 0003000101", want, sizeof want);
+               "00040018010203 00 0003000101",
+               want, sizeof want);
     assert_int_equal(n, wn);
     assert_memory_equal(buf, want, n);
     assert_int_equal(s7_build_read(buf, 10, 1, it, 2), 0); /* too small */
@@ -361,12 +363,13 @@ static void test_read_reply(void **state)
     assert_true(s7_parse_read_reply(f, n, 2, it, 2, res, &herr) < 0); /* item count */
 
     /* odd lengths padded between items, not after the last; real as TS 07 */
-    struct s7_item it2[3] = {{.area = S7_AREA_M, .len = 1}, {.area = S7_AREA_M, .len = 1},
-                             {.area = S7_AREA_DB, .db = 1, .len = 4}};
+    struct s7_item it2[3] = {
+        {.area = S7_AREA_M, .len = 1}, {.area = S7_AREA_M, .len = 1}, {.area = S7_AREA_DB, .db = 1, .len = 4}};
     n = unhex("32030000000900020014000004 03"
               "FF04000841 00"
               "FF04000842 00"
-              "FF07000441A80000", f, sizeof f);
+              "FF07000441A80000",
+              f, sizeof f);
     assert_int_equal(s7_parse_read_reply(f, n, 9, it2, 3, res, &herr), 0);
     assert_int_equal(res[0].data[0], 0x41);
     assert_int_equal(res[1].data[0], 0x42);
@@ -434,8 +437,10 @@ static void roundtrip(const char *addr, const char *hex, const struct fb_value *
 static struct fb_value vi(enum fb_type t, int64_t i)
 {
     struct fb_value v = {.type = (uint8_t)t};
-    if (fb_type_is_signed(t)) v.i = i;
-    else v.u = (uint64_t)i;
+    if (fb_type_is_signed(t))
+        v.i = i;
+    else
+        v.u = (uint64_t)i;
     return v;
 }
 static struct fb_value vs(const char *s)
@@ -588,8 +593,7 @@ static void check_layout(const struct s7_plan *p, int pdu)
     assert_int_equal(c, p->nchunks);
 }
 
-static struct s7_plan *plan_of(const char *const *addrs, uint32_t n, int gap, int pdu,
-                               struct s7_addr *store)
+static struct s7_plan *plan_of(const char *const *addrs, uint32_t n, int gap, int pdu, struct s7_addr *store)
 {
     uint32_t ids[256];
     const struct s7_addr *ap[256];
@@ -693,12 +697,10 @@ static void test_plan_limits(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_addr_forms),  cmocka_unit_test(test_addr_index),
-        cmocka_unit_test(test_addr_errors), cmocka_unit_test(test_opts),
-        cmocka_unit_test(test_build_frames), cmocka_unit_test(test_cotp),
-        cmocka_unit_test(test_setup_reply), cmocka_unit_test(test_read_reply),
-        cmocka_unit_test(test_write_reply), cmocka_unit_test(test_codec),
-        cmocka_unit_test(test_encode_errors), cmocka_unit_test(test_plan_merge),
+        cmocka_unit_test(test_addr_forms),  cmocka_unit_test(test_addr_index),    cmocka_unit_test(test_addr_errors),
+        cmocka_unit_test(test_opts),        cmocka_unit_test(test_build_frames),  cmocka_unit_test(test_cotp),
+        cmocka_unit_test(test_setup_reply), cmocka_unit_test(test_read_reply),    cmocka_unit_test(test_write_reply),
+        cmocka_unit_test(test_codec),       cmocka_unit_test(test_encode_errors), cmocka_unit_test(test_plan_merge),
         cmocka_unit_test(test_plan_limits),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

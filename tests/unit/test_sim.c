@@ -11,12 +11,12 @@
 
 #include <cmocka.h>
 
-#include "core/fb.h"
-#include "south/sim/sim_gen.h"
-#include "south/sim/sim.h"
 #include "core/driver.h"
+#include "core/fb.h"
+#include "south/sim/sim.h"
+#include "south/sim/sim_gen.h"
 
-#define S(x) ((int64_t)((x) * 1e9))
+#define S(x) ((int64_t)((x)*1e9))
 /* a whole number of minutes: every period used below divides it */
 #define T0 ((int64_t)1700000400 * 1000000000LL)
 
@@ -217,8 +217,7 @@ static void test_fault_rates(void **st)
     r = rate("const:0,dropout=0.1,oor=0.02,oor_value=999", 5, N, is_bad);
     assert_true(r > 0.095 && r < 0.105);
     /* same seed, same faults */
-    assert_true(rate("noise:dropout=0.3", 9, 1000, is_bad) ==
-                rate("noise:dropout=0.3", 9, 1000, is_bad));
+    assert_true(rate("noise:dropout=0.3", 9, 1000, is_bad) == rate("noise:dropout=0.3", 9, 1000, is_bad));
     /* default spike amplitude of a sine: 10 × amp */
     struct fb_sim_gen g;
     parse_ok("sine:amp=3,spike=1", &g);
@@ -233,7 +232,7 @@ static void test_stuck(void **st)
     (void)st;
     struct fb_sim_gen g;
     parse_ok("ramp:min=0,max=100,period=100s,stuck=1,stuck_for=30s", &g);
-    assert_true(read1(&g, T0) == 0);        /* freezes at once (p = 1) */
+    assert_true(read1(&g, T0) == 0); /* freezes at once (p = 1) */
     assert_true(read1(&g, T0 + S(10)) == 0);
     assert_true(read1(&g, T0 + S(29)) == 0);
     assert_true(fabs(read1(&g, T0 + S(31)) - 31) < 1e-9); /* released, frozen again */
@@ -298,8 +297,7 @@ struct rig {
     struct fb_url_kv kv[2];
 };
 
-static int rig_tag(struct rig *r, uint32_t i, const char *addr, enum fb_type type, int access,
-                   struct fb_err *err)
+static int rig_tag(struct rig *r, uint32_t i, const char *addr, enum fb_type type, int access, struct fb_err *err)
 {
     struct fb_tag *t = &r->tags[i];
     memset(t, 0, sizeof *t);
@@ -314,8 +312,7 @@ static int rig_tag(struct rig *r, uint32_t i, const char *addr, enum fb_type typ
     return fb_driver_sim.parse_address(&r->dev, t, err);
 }
 
-static void rig_init(struct rig *r, const char *k, const char *v, char **key, struct fb_err *err,
-                     int *rc)
+static void rig_init(struct rig *r, const char *k, const char *v, char **key, struct fb_err *err, int *rc)
 {
     memset(r, 0, sizeof *r);
     r->dev.name = (char *)"press-01";
@@ -420,16 +417,21 @@ static void test_driver(void **st)
     assert_memory_equal(b->s[7].v.s.p, "set", 3);
     fb_batch_free(b);
 
-    /* dropout marks the sample bad and counts an error */
+    /* dropout marks the sample bad and counts an error per Bad item, like a
+     * real device's refusals (two dropping tags: two errors per read) */
     for (int i = 0; i < 8; i++) fb_driver_sim.free_address(&r.tags[i]);
     assert_int_equal(rig_tag(&r, 0, "const:1,dropout=1", FB_T_NONE, FB_ACC_READ, &err), 0);
-    r.grp.ntags = 1;
+    assert_int_equal(rig_tag(&r, 1, "const:2,dropout=1", FB_T_NONE, FB_ACC_READ, &err), 0);
+    assert_int_equal(rig_tag(&r, 2, "const:3", FB_T_NONE, FB_ACC_READ, &err), 0);
+    r.grp.ntags = 3;
     b = fb_batch_new(4, 0, 64);
     assert_int_equal(fb_driver_sim.read(&r.dev, &r.grp, b), 0);
     assert_int_equal(b->s[0].quality, FB_Q_BAD_COMM);
-    assert_int_equal(atomic_load(&r.dev.m.errors), 1);
+    assert_int_equal(b->s[1].quality, FB_Q_BAD_COMM);
+    assert_int_equal(b->s[2].quality, FB_Q_GOOD);
+    assert_int_equal(atomic_load(&r.dev.m.errors), 2);
     fb_batch_free(b);
-    fb_driver_sim.free_address(&r.tags[0]);
+    for (int i = 0; i < 3; i++) fb_driver_sim.free_address(&r.tags[i]);
     fb_driver_sim.close(NULL);
     fb_driver_sim.device_free(&r.dev);
 }
@@ -437,9 +439,9 @@ static void test_driver(void **st)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_sine),          cmocka_unit_test(test_square_ramp),
-        cmocka_unit_test(test_walk_noise),    cmocka_unit_test(test_const_counter_memory),
-        cmocka_unit_test(test_fault_rates),   cmocka_unit_test(test_stuck),
+        cmocka_unit_test(test_sine),           cmocka_unit_test(test_square_ramp),
+        cmocka_unit_test(test_walk_noise),     cmocka_unit_test(test_const_counter_memory),
+        cmocka_unit_test(test_fault_rates),    cmocka_unit_test(test_stuck),
         cmocka_unit_test(test_address_errors), cmocka_unit_test(test_driver),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -4,16 +4,16 @@
  * numbers, wire types) and not from our own encoder, so a wrong field number
  * or wire type in sparkplug_b.proto fails here.  Every datatype makes a round
  * trip through the decoder, including the edge values of each integer type. */
+#include <float.h>
+#include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
-#include <cmocka.h>
-#include <float.h>
-#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <cmocka.h>
 
 #include "north/sparkplug/sparkplug.h"
 #include "north/sparkplug/spb_codec.h"
@@ -36,19 +36,19 @@ static void test_golden_metric(void **st)
 {
     (void)st;
     static const uint8_t want[] = {
-        0x08, 0xE8, 0x07,             /* Payload.timestamp = 1000 (varint) */
-        0x12, 0x22,                   /* Payload.metrics, 34 bytes */
-        0x0A, 0x01, 'a',              /*   Metric.name = "a" */
-        0x10, 0x01,                   /*   Metric.alias = 1 */
-        0x18, 0xE8, 0x07,             /*   Metric.timestamp = 1000 */
-        0x20, 0x03,                   /*   Metric.datatype = 3 (Int32) */
-        0x4A, 0x10,                   /*   Metric.properties, 16 bytes */
-        0x0A, 0x07, 'Q', 'u', 'a', 'l', 'i', 't', 'y', /* keys[0] */
-        0x12, 0x05,                   /*     values[0], 5 bytes */
-        0x08, 0x03,                   /*       PropertyValue.type = 3 (Int32) */
-        0x18, 0xC0, 0x01,             /*       PropertyValue.int_value = 192 */
-        0x50, 0xFF, 0xFF, 0xFF, 0xFF, 0x0F, /* Metric.int_value = (uint32)-1 */
-        0x18, 0x01,                   /* Payload.seq = 1 */
+        0x08, 0xE8, 0x07,                                  /* Payload.timestamp = 1000 (varint) */
+        0x12, 0x22,                                        /* Payload.metrics, 34 bytes */
+        0x0A, 0x01, 'a',                                   /*   Metric.name = "a" */
+        0x10, 0x01,                                        /*   Metric.alias = 1 */
+        0x18, 0xE8, 0x07,                                  /*   Metric.timestamp = 1000 */
+        0x20, 0x03,                                        /*   Metric.datatype = 3 (Int32) */
+        0x4A, 0x10,                                        /*   Metric.properties, 16 bytes */
+        0x0A, 0x07, 'Q',  'u',  'a',  'l',  'i', 't', 'y', /* keys[0] */
+        0x12, 0x05,                                        /*     values[0], 5 bytes */
+        0x08, 0x03,                                        /*       PropertyValue.type = 3 (Int32) */
+        0x18, 0xC0, 0x01,                                  /*       PropertyValue.int_value = 192 */
+        0x50, 0xFF, 0xFF, 0xFF, 0xFF, 0x0F,                /* Metric.int_value = (uint32)-1 */
+        0x18, 0x01,                                        /* Payload.seq = 1 */
     };
     struct fb_spb_enc e;
     fb_spb_enc_init(&e);
@@ -70,11 +70,11 @@ static void test_golden_ndeath(void **st)
 {
     (void)st;
     static const uint8_t want[] = {
-        0x08, 0xE8, 0x07,                         /* timestamp 1000 */
-        0x12, 0x0B,                               /* metrics, 11 bytes */
-        0x0A, 0x05, 'b', 'd', 'S', 'e', 'q',      /*   name */
-        0x20, 0x04,                               /*   datatype Int64 */
-        0x58, 0x03,                               /*   long_value 3 */
+        0x08, 0xE8, 0x07,                     /* timestamp 1000 */
+        0x12, 0x0B,                           /* metrics, 11 bytes */
+        0x0A, 0x05, 'b',  'd', 'S', 'e', 'q', /*   name */
+        0x20, 0x04,                           /*   datatype Int64 */
+        0x58, 0x03,                           /*   long_value 3 */
     };
     struct fb_buf b;
     fb_buf_init(&b);
@@ -88,17 +88,28 @@ static void test_roundtrip_all_types(void **st)
 {
     (void)st;
     struct fb_value vals[] = {
-        {.type = FB_T_BOOL, .b = true},       {.type = FB_T_BOOL, .b = false},
-        {.type = FB_T_INT8, .i = -128},       {.type = FB_T_INT8, .i = 127},
-        {.type = FB_T_UINT8, .u = 255},       {.type = FB_T_INT16, .i = -32768},
-        {.type = FB_T_INT16, .i = 32767},     {.type = FB_T_UINT16, .u = 65535},
-        {.type = FB_T_INT32, .i = INT32_MIN}, {.type = FB_T_INT32, .i = INT32_MAX},
-        {.type = FB_T_UINT32, .u = UINT32_MAX}, {.type = FB_T_UINT32, .u = 0},
-        {.type = FB_T_INT64, .i = INT64_MIN}, {.type = FB_T_INT64, .i = -1},
-        {.type = FB_T_INT64, .i = INT64_MAX}, {.type = FB_T_UINT64, .u = UINT64_MAX},
-        {.type = FB_T_FLOAT32, .f = -1.5f},   {.type = FB_T_FLOAT32, .f = FLT_MAX},
-        {.type = FB_T_FLOAT64, .f = 3.141592653589793}, {.type = FB_T_FLOAT64, .f = -1e300},
-        {.type = FB_T_STRING, .s = {"hello, Sparkplug", 16}}, {.type = FB_T_STRING, .s = {"", 0}},
+        {.type = FB_T_BOOL, .b = true},
+        {.type = FB_T_BOOL, .b = false},
+        {.type = FB_T_INT8, .i = -128},
+        {.type = FB_T_INT8, .i = 127},
+        {.type = FB_T_UINT8, .u = 255},
+        {.type = FB_T_INT16, .i = -32768},
+        {.type = FB_T_INT16, .i = 32767},
+        {.type = FB_T_UINT16, .u = 65535},
+        {.type = FB_T_INT32, .i = INT32_MIN},
+        {.type = FB_T_INT32, .i = INT32_MAX},
+        {.type = FB_T_UINT32, .u = UINT32_MAX},
+        {.type = FB_T_UINT32, .u = 0},
+        {.type = FB_T_INT64, .i = INT64_MIN},
+        {.type = FB_T_INT64, .i = -1},
+        {.type = FB_T_INT64, .i = INT64_MAX},
+        {.type = FB_T_UINT64, .u = UINT64_MAX},
+        {.type = FB_T_FLOAT32, .f = -1.5f},
+        {.type = FB_T_FLOAT32, .f = FLT_MAX},
+        {.type = FB_T_FLOAT64, .f = 3.141592653589793},
+        {.type = FB_T_FLOAT64, .f = -1e300},
+        {.type = FB_T_STRING, .s = {"hello, Sparkplug", 16}},
+        {.type = FB_T_STRING, .s = {"", 0}},
     };
     size_t n = sizeof vals / sizeof vals[0];
     struct fb_spb_enc e;
@@ -202,8 +213,8 @@ static void test_decode_tolerance(void **st)
 static void test_decode_garbage(void **st)
 {
     (void)st;
-    static const uint8_t bad1[] = {0x12, 0x40, 0x0A};           /* length beyond the end */
-    static const uint8_t bad2[] = {0x0A, 0x05, 'a'};            /* Payload has no field 1 as bytes */
+    static const uint8_t bad1[] = {0x12, 0x40, 0x0A}; /* length beyond the end */
+    static const uint8_t bad2[] = {0x0A, 0x05, 'a'};  /* Payload has no field 1 as bytes */
     static const uint8_t bad3[] = {0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF};
     assert_null(fb_spb_decode(bad1, sizeof bad1));
     assert_null(fb_spb_decode(bad2, sizeof bad2));
@@ -290,6 +301,66 @@ static void test_dcmd_to_json(void **st)
     fb_spb_enc_free(&e);
 }
 
+/* A bad metric: is_null, Quality 0 and the refused reading in the property
+ * Raw, typed like the metric; decoded back, and shown by spb-dump's format. */
+static void test_raw_property(void **st)
+{
+    (void)st;
+    struct fb_spb_enc e;
+    fb_spb_enc_init(&e);
+    struct fb_buf b;
+    fb_buf_init(&b);
+    static const uint32_t dts[] = {SPB_INT16, SPB_UINT32, SPB_INT64, SPB_FLOAT, SPB_DOUBLE, SPB_BOOLEAN};
+    static const struct fb_value vals[] = {{.type = FB_T_INT16, .i = -150},
+                                           {.type = FB_T_UINT32, .u = 4000000000u},
+                                           {.type = FB_T_INT64, .i = -9007199254740993LL},
+                                           {.type = FB_T_FLOAT32, .f = 1.5},
+                                           {.type = FB_T_FLOAT64, .f = 123.456},
+                                           {.type = FB_T_BOOL, .b = true}};
+    for (int round = 0; round < 2; round++) { /* the second round reuses the slots */
+        fb_spb_enc_begin(&e, 1000, 3);
+        for (size_t i = 0; i < 6; i++) {
+            spb_metric *m = fb_spb_enc_add(&e, "x", (int64_t)i, 1000, dts[i]);
+            assert_int_equal(fb_spb_enc_value(&e, m, dts[i], NULL), 0); /* bad: is_null */
+            fb_spb_enc_quality(&e, m, SPB_Q_BAD);
+            assert_int_equal(fb_spb_enc_raw(&e, m, dts[i], &vals[i]), 0);
+        }
+        spb_metric *g = fb_spb_enc_add(&e, "good", 9, 1000, SPB_INT16); /* no Raw on a reused slot */
+        struct fb_value gv = {.type = FB_T_INT16, .i = 7};
+        fb_spb_enc_value(&e, g, SPB_INT16, &gv);
+        fb_spb_enc_quality(&e, g, SPB_Q_GOOD);
+        fb_spb_enc_finish(&e, &b);
+        spb_payload *p = fb_spb_decode(b.p, b.len);
+        assert_non_null(p);
+        assert_int_equal(p->n_metrics, 7);
+        for (size_t i = 0; i < 6; i++) {
+            const spb_metric *m = p->metrics[i];
+            struct fb_value v;
+            assert_true(m->has_is_null && m->is_null);
+            assert_int_equal(fb_spb_metric_value(m, 0, &v), FB_ENOENT);
+            int32_t q = -1;
+            assert_true(fb_spb_metric_quality(m, &q));
+            assert_int_equal(q, SPB_Q_BAD);
+            assert_true(fb_spb_metric_raw(m, 0, &v));
+            if (dts[i] == SPB_FLOAT)
+                assert_true(v.f == 1.5);
+            else
+                assert_true(fb_value_equal(&v, &vals[i]));
+            assert_int_equal(m->properties->values[1]->type, dts[i]);
+        }
+        struct fb_value v;
+        assert_false(fb_spb_metric_raw(p->metrics[6], 0, &v));
+        struct fb_buf t;
+        fb_buf_init(&t);
+        fb_spb_format(&t, p, NULL, NULL);
+        assert_non_null(strstr(fb_buf_cstr(&t), "Int16 = null  quality 0 (bad)  raw -150"));
+        fb_buf_free(&t);
+        fb_spb_free(p);
+    }
+    fb_buf_free(&b);
+    fb_spb_enc_free(&e);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -297,6 +368,7 @@ int main(void)
         cmocka_unit_test(test_roundtrip_all_types), cmocka_unit_test(test_decode_tolerance),
         cmocka_unit_test(test_decode_garbage),      cmocka_unit_test(test_quality_and_types),
         cmocka_unit_test(test_topics_and_state),    cmocka_unit_test(test_dcmd_to_json),
+        cmocka_unit_test(test_raw_property),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

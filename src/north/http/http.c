@@ -31,6 +31,7 @@
 #include <pthread.h>
 
 #include "core/buf.h"
+#include "core/cfg.h"
 #include "core/log.h"
 #include "core/metrics.h"
 
@@ -64,14 +65,14 @@ static int mhd_load_locked(struct fb_err *err)
     if (!mhd.lib)
         return fb_err_set(err, FB_ENOENT, "metrics: cannot load libmicrohttpd (apt install libmicrohttpd12): %s",
                           dlerror());
-#define LOAD(field, sym)                                                                   \
-    do {                                                                                   \
-        *(void **)&mhd.field = dlsym(mhd.lib, sym);                                        \
-        if (!mhd.field) {                                                                  \
-            dlclose(mhd.lib);                                                              \
-            mhd.lib = NULL;                                                                \
-            return fb_err_set(err, FB_ENOENT, "metrics: libmicrohttpd lacks %s", sym);      \
-        }                                                                                  \
+#define LOAD(field, sym)                                                                                               \
+    do {                                                                                                               \
+        *(void **)&mhd.field = dlsym(mhd.lib, sym);                                                                    \
+        if (!mhd.field) {                                                                                              \
+            dlclose(mhd.lib);                                                                                          \
+            mhd.lib = NULL;                                                                                            \
+            return fb_err_set(err, FB_ENOENT, "metrics: libmicrohttpd lacks %s", sym);                                 \
+        }                                                                                                              \
     } while (0)
     LOAD(start_daemon, "MHD_start_daemon");
     LOAD(stop_daemon, "MHD_stop_daemon");
@@ -99,19 +100,16 @@ struct fb_http {
     uint16_t port;
 };
 
-int fb_http_parse_listen(const char *listen, char *host, size_t cap, uint16_t *port,
-                         struct fb_err *err)
+int fb_http_parse_listen(const char *listen, char *host, size_t cap, uint16_t *port, struct fb_err *err)
 {
-    if (!listen || !*listen)
-        return fb_err_set(err, FB_EINVAL, "metrics listen address is empty (expected host:port)");
+    if (!listen || !*listen) return fb_err_set(err, FB_EINVAL, "metrics listen address is empty (expected host:port)");
     const char *ps;
     size_t hl;
     const char *h = listen;
     if (listen[0] == '[') { /* [v6]:port */
         const char *rb = strchr(listen, ']');
         if (!rb || rb[1] != ':')
-            return fb_err_set(err, FB_EINVAL,
-                              "metrics listen '%s': expected [IPv6]:port, e.g. [::1]:9100", listen);
+            return fb_err_set(err, FB_EINVAL, "metrics listen '%s': expected [IPv6]:port, e.g. [::1]:9100", listen);
         h = listen + 1;
         hl = (size_t)(rb - h);
         ps = rb + 2;
@@ -123,8 +121,7 @@ int fb_http_parse_listen(const char *listen, char *host, size_t cap, uint16_t *p
             ps = listen;
         } else {
             if (strchr(listen, ':') != colon)
-                return fb_err_set(err, FB_EINVAL,
-                                  "metrics listen '%s': write IPv6 addresses as [addr]:port", listen);
+                return fb_err_set(err, FB_EINVAL, "metrics listen '%s': write IPv6 addresses as [addr]:port", listen);
             hl = (size_t)(colon - listen);
             ps = colon + 1;
             if (hl == 0) { /* ":9100": all interfaces */
@@ -133,15 +130,12 @@ int fb_http_parse_listen(const char *listen, char *host, size_t cap, uint16_t *p
             }
         }
     }
-    if (hl == 0 || hl >= cap)
-        return fb_err_set(err, FB_EINVAL, "metrics listen '%s': bad host", listen);
+    if (hl == 0 || hl >= cap) return fb_err_set(err, FB_EINVAL, "metrics listen '%s': bad host", listen);
     char *end;
     if (!*ps || *ps < '0' || *ps > '9')
-        return fb_err_set(err, FB_EINVAL, "metrics listen '%s': port missing (expected host:port)",
-                          listen);
+        return fb_err_set(err, FB_EINVAL, "metrics listen '%s': port missing (expected host:port)", listen);
     unsigned long p = strtoul(ps, &end, 10);
-    if (*end || p > 65535)
-        return fb_err_set(err, FB_EINVAL, "metrics listen '%s': port must be 0..65535", listen);
+    if (*end || p > 65535) return fb_err_set(err, FB_EINVAL, "metrics listen '%s': port must be 0..65535", listen);
     memcpy(host, h, hl);
     host[hl] = 0;
     *port = (uint16_t)p;
@@ -160,11 +154,9 @@ static void mhd_log(void *cls, const char *fmt, va_list ap)
     fb_warn(NULL, NULL, "http: %s", msg);
 }
 
-static enum MHD_Result reply(struct MHD_Connection *c, unsigned code, const char *ctype,
-                             const char *p, size_t n)
+static enum MHD_Result reply(struct MHD_Connection *c, unsigned code, const char *ctype, const char *p, size_t n)
 {
-    struct MHD_Response *r =
-        MHD_create_response_from_buffer(n, (void *)(uintptr_t)p, MHD_RESPMEM_MUST_COPY);
+    struct MHD_Response *r = MHD_create_response_from_buffer(n, (void *)(uintptr_t)p, MHD_RESPMEM_MUST_COPY);
     if (!r) return MHD_NO;
     MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, ctype);
     MHD_add_response_header(r, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
@@ -174,9 +166,8 @@ static enum MHD_Result reply(struct MHD_Connection *c, unsigned code, const char
     return rc;
 }
 
-static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *url,
-                              const char *method, const char *version, const char *upload_data,
-                              size_t *upload_data_size, void **req_cls)
+static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *url, const char *method,
+                              const char *version, const char *upload_data, size_t *upload_data_size, void **req_cls)
 {
     struct fb_http *h = cls;
     (void)version;
@@ -202,25 +193,25 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
     return reply(c, MHD_HTTP_NOT_FOUND, text, nf, sizeof nf - 1);
 }
 
-int fb_http_start(struct fb_gateway *gw, struct fb_http **out, struct fb_err *err)
+int fb_http_start(struct fb_gateway *gw, const char *listen, struct fb_http **out, struct fb_err *err)
 {
     *out = NULL;
-    if (!gw || !gw->metrics_listen) return fb_err_set(err, FB_EINVAL, "no metrics listen address");
+    if (!gw || !listen) return fb_err_set(err, FB_EINVAL, "no metrics listen address");
     char host[256];
     uint16_t port;
-    int rc = fb_http_parse_listen(gw->metrics_listen, host, sizeof host, &port, err);
+    int rc = fb_http_parse_listen(listen, host, sizeof host, &port, err);
     if (rc) return rc;
     if ((rc = mhd_load(err)) < 0) return rc;
 
-    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
-                             .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
+    struct addrinfo hints = {
+        .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
     struct addrinfo *ai = NULL;
     char ports[8];
     snprintf(ports, sizeof ports, "%u", (unsigned)port);
     int gai = getaddrinfo(host, ports, &hints, &ai);
     if (gai || !ai)
-        return fb_err_set(err, FB_EINVAL, "metrics listen '%s': cannot resolve '%s': %s",
-                          gw->metrics_listen, host, gai ? gai_strerror(gai) : "no address");
+        return fb_err_set(err, FB_EINVAL, "metrics listen '%s': cannot resolve '%s': %s", listen, host,
+                          gai ? gai_strerror(gai) : "no address");
     struct sockaddr_storage ss;
     memset(&ss, 0, sizeof ss);
     memcpy(&ss, ai->ai_addr, ai->ai_addrlen <= sizeof ss ? ai->ai_addrlen : sizeof ss);
@@ -233,21 +224,18 @@ int fb_http_start(struct fb_gateway *gw, struct fb_http **out, struct fb_err *er
     fb_buf_init(&h->body);
     unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG;
     if (v6) flags |= MHD_USE_IPv6;
-    h->daemon = MHD_start_daemon(flags, port, NULL, NULL, handle, h,
-                                 MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL, /* first, or MHD complains */
-                                 MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
-                                 MHD_OPTION_CONNECTION_LIMIT, (unsigned)32,
-                                 MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)10,
-                                 MHD_OPTION_END);
+    h->daemon = MHD_start_daemon(flags, port, NULL, NULL, handle, h, MHD_OPTION_EXTERNAL_LOGGER, mhd_log,
+                                 NULL, /* first, or MHD complains */
+                                 MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss, MHD_OPTION_CONNECTION_LIMIT,
+                                 (unsigned)32, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)10, MHD_OPTION_END);
     if (!h->daemon) {
         fb_buf_free(&h->body);
         free(h);
-        return fb_err_set(err, FB_EIO, "metrics endpoint: cannot listen on %s (in use?)", gw->metrics_listen);
+        return fb_err_set(err, FB_EIO, "metrics endpoint: cannot listen on %s (in use?)", listen);
     }
     const union MHD_DaemonInfo *info = MHD_get_daemon_info(h->daemon, MHD_DAEMON_INFO_BIND_PORT);
     h->port = info ? info->port : port;
-    fb_info(NULL, NULL, "metrics on http://%s%s%s:%u/metrics", v6 ? "[" : "", host, v6 ? "]" : "",
-            (unsigned)h->port);
+    fb_info(NULL, NULL, "metrics on http://%s%s%s:%u/metrics", v6 ? "[" : "", host, v6 ? "]" : "", (unsigned)h->port);
     *out = h;
     return 0;
 }
@@ -260,20 +248,50 @@ void fb_http_stop(struct fb_http *h)
     free(h);
 }
 
-/* The north table's entry (core/sinks.c): started with the runtime when
- * `metrics: {listen: …}` is set. */
-static bool http_wanted(const struct fb_gateway *gw) { return gw->metrics_listen != NULL; }
-static void *http_svc_start(struct fb_gateway *gw, struct fb_err *err)
+/* ------------------------------------------------------------ the service */
+/* `metrics: {listen: HOST:PORT}` (core/sinks.c lists it). */
+static const char *const k_metrics[] = {"listen", NULL};
+
+static void *http_cfg_load(struct fb_cfg *r, const struct fb_cfg_map *m, const struct fb_gateway *gw)
+{
+    (void)gw;
+    struct fb_cfg_node *n = fb_cfg_get(m, "listen");
+    if (!n) {
+        fb_cfg_error(r, NULL, "metrics.listen is required (HOST:PORT such as 127.0.0.1:9100)");
+        return NULL;
+    }
+    char *s = fb_cfg_str(r, NULL, n, "metrics.listen");
+    if (!s) return NULL;
+    const char *colon = strrchr(s, ':');
+    char *end = NULL;
+    long port = colon ? strtol(colon + 1, &end, 10) : -1;
+    if (!colon || colon == s || !end || *end || port < 1 || port > 65535) {
+        fb_cfg_error(r, n, "metrics.listen: expected HOST:PORT such as 127.0.0.1:9100, got '%s'", s);
+        free(s);
+        return NULL;
+    }
+    return s;
+}
+
+static void http_describe(const struct fb_service_inst *si, FILE *f)
+{
+    fprintf(f, "  metrics on http://%s  (GET /metrics, /status)\n", (const char *)si->cfg);
+}
+
+static void *http_svc_start(struct fb_gateway *gw, const void *cfg, struct fb_err *err)
 {
     struct fb_http *h = NULL;
-    fb_http_start(gw, &h, err);
+    fb_http_start(gw, cfg, &h, err);
     return h;
 }
 static void http_svc_stop(void *h) { fb_http_stop(h); }
 
 const struct fb_service fb_service_http = {
     .name = "metrics",
-    .wanted = http_wanted,
+    .keys = k_metrics,
+    .cfg_load = http_cfg_load,
+    .cfg_free = free,
+    .describe = http_describe,
     .start = http_svc_start,
     .stop = http_svc_stop,
 };

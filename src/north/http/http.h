@@ -9,8 +9,9 @@ struct fb_http;
 /* Split "host:port", "[v6addr]:port", ":port" (all interfaces) or "port"
  * (127.0.0.1) into host (cap bytes) and port.  Returns 0 or FB_EINVAL. */
 int fb_http_parse_listen(const char *listen, char *host, size_t cap, uint16_t *port, struct fb_err *err);
-/* Serve gw->metrics_listen; *out is the running endpoint. */
-int fb_http_start(struct fb_gateway *gw, struct fb_http **out, struct fb_err *err);
+/* Serve GET /metrics and /status of gw on `listen` (HOST:PORT); *out is the
+ * running endpoint. */
+int fb_http_start(struct fb_gateway *gw, const char *listen, struct fb_http **out, struct fb_err *err);
 void fb_http_stop(struct fb_http *h); /* NULL: nothing */
 /* The port the endpoint is bound to (useful with port 0), 0 for NULL. */
 uint16_t fb_http_port(const struct fb_http *h);

@@ -65,7 +65,7 @@
 #define IX_CLOSE_WAIT_NS (2 * IX_SEC)
 #define IX_PREFIX "fieldbridge_"
 #define IX_MAX_NAMED 500000u /* columns learnt from named batches (the table: at most 2^21 slots) */
-#define IX_RESP_MAX 4096      /* bytes of a response body kept for the log */
+#define IX_RESP_MAX 4096     /* bytes of a response body kept for the log */
 
 struct ix_str {
     uint32_t off, len;
@@ -74,12 +74,12 @@ struct ix_str {
 struct ix_col {
     uint32_t series; /* index into ctx->series */
     struct ix_str field;
-    uint8_t type;    /* enum fb_lp_type */
-    bool typed;      /* named columns: the type is known (first value seen) */
-    bool skip;       /* nothing to write (a map rule, an empty name) */
+    uint8_t type; /* enum fb_lp_type */
+    bool typed;   /* named columns: the type is known (first value seen) */
+    bool skip;    /* nothing to write (a map rule, an empty name) */
 };
 
-struct ix_named { /* a column learnt from named batches */
+struct ix_named {  /* a column learnt from named batches */
     uint64_t hash; /* 0 = empty slot */
     struct ix_str key;
     struct ix_col col;
@@ -128,9 +128,9 @@ struct ix_ctx {
     /* bodies */
     struct ix_body *bodies;
     uint32_t nbodies;
-    struct ix_body *fill;           /* sink thread */
-    pthread_mutex_t mu;             /* the lists below */
-    struct ix_body *free_list;      /* unused */
+    struct ix_body *fill;            /* sink thread */
+    pthread_mutex_t mu;              /* the lists below */
+    struct ix_body *free_list;       /* unused */
     struct ix_body *q_head, *q_tail; /* sealed, in order, for the I/O thread */
     z_stream z;
     bool z_ok;
@@ -146,8 +146,8 @@ struct ix_ctx {
     uint32_t active;
     struct fb_backoff bo;
     int64_t retry_at;
-    bool db_ready;            /* create_database done (or not wanted) */
-    CURL *qeasy;              /* the CREATE DATABASE request */
+    bool db_ready; /* create_database done (or not wanted) */
+    CURL *qeasy;   /* the CREATE DATABASE request */
     struct fb_buf qresp;
     bool qactive;
     char qerr[CURL_ERROR_SIZE];
@@ -388,8 +388,8 @@ static uint32_t encode_values(struct ix_ctx *x, struct ix_body *bd, const struct
                 col->typed = true;
             }
             if (!col && fb_ratelimit_ok(&x->rl_enc, fb_mono_ns()))
-                fb_warn(NULL, NULL, "%s: more than %u series columns learnt; new ones are not written",
-                        x->s->name, IX_MAX_NAMED);
+                fb_warn(NULL, NULL, "%s: more than %u series columns learnt; new ones are not written", x->s->name,
+                        IX_MAX_NAMED);
         } else {
             col = s->tag < x->gw->ntags ? &x->cols[s->tag] : NULL;
         }
@@ -443,8 +443,8 @@ static uint32_t encode_health(struct ix_ctx *x, struct ix_body *bd, bool online)
 {
     fb_buf_clear(&x->hjson);
     fb_status_json(x->gw, &x->hjson, online);
-    int n = fb_ix_health_lines(&bd->text, x->hjson.p, x->hjson.len, x->gw->site, IX_PREFIX, fb_now_ns(),
-                               x->c->precision);
+    int n =
+        fb_ix_health_lines(&bd->text, x->hjson.p, x->hjson.len, x->gw->site, IX_PREFIX, fb_now_ns(), x->c->precision);
     return n > 0 ? (uint32_t)n : 0;
 }
 
@@ -647,8 +647,8 @@ static void finish_create(struct ix_ctx *x, CURLcode rc)
         return;
     }
     if (rc == CURLE_OK && code >= 400 && code < 500 && code != 401 && code != 403 && code != 429) {
-        fb_warn(NULL, NULL, "%s: CREATE DATABASE \"%s\" refused (HTTP %ld): %s; writing anyway", x->s->name,
-                x->c->db, code, resp_text(&x->qresp));
+        fb_warn(NULL, NULL, "%s: CREATE DATABASE \"%s\" refused (HTTP %ld): %s; writing anyway", x->s->name, x->c->db,
+                code, resp_text(&x->qresp));
         x->db_ready = true;
         return;
     }
@@ -716,8 +716,9 @@ static void finish_body(struct ix_ctx *x, struct ix_body *bd, CURLcode rc)
         atomic_fetch_add(&s->m.errors, 1);
         if (fb_ratelimit_ok(&x->rl_http, now)) {
             if (code == 401 || code == 403 || code == 404)
-                fb_error(NULL, NULL, "%s: HTTP %ld from %s: %s — check influx credentials, db/org/bucket; the "
-                                     "data is kept and retried",
+                fb_error(NULL, NULL,
+                         "%s: HTTP %ld from %s: %s — check influx credentials, db/org/bucket; the "
+                         "data is kept and retried",
                          name, code, x->c->write_url, body);
             else
                 fb_warn(NULL, NULL, "%s: HTTP %ld: %s (%u points; retrying)", name, code, body, bd->lines);
@@ -921,9 +922,8 @@ static int ix_open(struct fb_sink_inst *s, struct fb_err *err)
         return fb_err_set(err, FB_ENOMEM, "influx: cannot start the I/O thread");
     }
     x->thr_started = true;
-    fb_info(NULL, NULL, "%s: writing to %s (%s API, %u series, batches of %u points / %.1fs%s)", s->name,
-            c->write_url, c->api2 ? "2.x" : "1.x", x->nseries, c->batch_lines, c->batch_interval_ns / 1e9,
-            x->z_ok ? ", gzip" : "");
+    fb_info(NULL, NULL, "%s: writing to %s (%s API, %u series, batches of %u points / %.1fs%s)", s->name, c->write_url,
+            c->api2 ? "2.x" : "1.x", x->nseries, c->batch_lines, c->batch_interval_ns / 1e9, x->z_ok ? ", gzip" : "");
     return 0;
 }
 
@@ -938,35 +938,31 @@ static int ix_send(struct fb_sink_inst *s, const struct fb_batch *b, uint64_t id
     if (!bd->born) bd->born = fb_mono_ns();
     uint32_t lines = 0;
     switch (b->kind) {
-    case FB_BATCH_DEVSTATE:
-        /* a state change, best effort like the MQTT sink's status: not kept in the store */
-        if (x->c->health && b->device < x->gw->ndevs) {
-            fb_ix_devstate_line(&bd->text, IX_PREFIX, x->gw->id, x->gw->site, x->gw->devs[b->device].name,
-                                b->dev_state, b->reason, b->ts, x->c->precision);
-            bd->lines++;
-        }
-        fb_sink_done(s, id, FB_SENT);
-        return 0;
-    case FB_BATCH_DATA:
-        if (b->device >= x->gw->ndevs) {
-            fb_sink_done(s, id, FB_DROP);
-            return FB_EINVAL;
-        }
-        lines = encode_values(x, bd, b);
-        break;
-    case FB_BATCH_NAMED:
-        lines = encode_values(x, bd, b);
-        break;
-    case FB_BATCH_NAMED_STATUS:
-        if (b->n == 1 && b->s[0].v.type == FB_T_STRING) {
-            int n = fb_ix_health_lines(&bd->text, b->s[0].v.s.p, b->s[0].v.s.len,
-                                       fb_batch_str(b, b->names[FB_BN_SITE]), IX_PREFIX, b->ts, x->c->precision);
-            if (n > 0) lines = (uint32_t)n;
-        }
-        break;
-    default:
-        fb_sink_done(s, id, FB_DROP);
-        return FB_EINVAL;
+        case FB_BATCH_DEVSTATE:
+            /* a state change, best effort like the MQTT sink's status: not kept in the store */
+            if (x->c->health && b->device < x->gw->ndevs) {
+                fb_ix_devstate_line(&bd->text, IX_PREFIX, x->gw->id, x->gw->site, x->gw->devs[b->device].name,
+                                    b->dev_state, b->reason, b->ts, x->c->precision);
+                bd->lines++;
+            }
+            fb_sink_done(s, id, FB_SENT);
+            return 0;
+        case FB_BATCH_DATA:
+            if (b->device >= x->gw->ndevs) {
+                fb_sink_done(s, id, FB_DROP);
+                return FB_EINVAL;
+            }
+            lines = encode_values(x, bd, b);
+            break;
+        case FB_BATCH_NAMED: lines = encode_values(x, bd, b); break;
+        case FB_BATCH_NAMED_STATUS:
+            if (b->n == 1 && b->s[0].v.type == FB_T_STRING) {
+                int n = fb_ix_health_lines(&bd->text, b->s[0].v.s.p, b->s[0].v.s.len,
+                                           fb_batch_str(b, b->names[FB_BN_SITE]), IX_PREFIX, b->ts, x->c->precision);
+                if (n > 0) lines = (uint32_t)n;
+            }
+            break;
+        default: fb_sink_done(s, id, FB_DROP); return FB_EINVAL;
     }
     if (!lines) { /* nothing to write for it */
         fb_sink_done(s, id, FB_SENT);
@@ -1024,9 +1020,11 @@ static void ix_close(struct fb_sink_inst *s)
     left += x->fill->lines;
     report_all(x, x->fill, FB_RETRY);
     for (uint32_t i = 0; i < x->nbodies; i++) report_all(x, &x->bodies[i], FB_RETRY); /* aborted in flight */
-    if (left) fb_warn(NULL, NULL, "%s: %u points not delivered at close (kept in the buffer if there is one)", s->name, left);
-    fb_info(NULL, NULL, "%s: %llu requests, %llu points written, %llu bytes of line protocol, %llu bytes sent, "
-                        "%llu retried, %llu partial writes (%llu points refused)",
+    if (left)
+        fb_warn(NULL, NULL, "%s: %u points not delivered at close (kept in the buffer if there is one)", s->name, left);
+    fb_info(NULL, NULL,
+            "%s: %llu requests, %llu points written, %llu bytes of line protocol, %llu bytes sent, "
+            "%llu retried, %llu partial writes (%llu points refused)",
             s->name, (unsigned long long)atomic_load(&x->n_requests), (unsigned long long)atomic_load(&x->n_lines),
             (unsigned long long)atomic_load(&x->n_bytes_text), (unsigned long long)atomic_load(&x->n_bytes_wire),
             (unsigned long long)atomic_load(&x->n_retries), (unsigned long long)atomic_load(&x->n_partial),
@@ -1039,17 +1037,22 @@ static void ix_close(struct fb_sink_inst *s)
 static void ix_describe(const struct fb_sink_inst *s, FILE *f)
 {
     const struct fb_influx_cfg *c = s->cfg;
-    fprintf(f, "  sink influx  %s  (%s, precision %s)  measurement %s  field %s  quality %s  batch %u points / "
-               "%.1fs  gzip %d  max in flight %u%s\n",
+    fprintf(f,
+            "  sink influx  %s  (%s, precision %s)  measurement %s  field %s  quality %s  batch %u points / "
+            "%.1fs  gzip %d  max in flight %u%s\n",
             c->write_url ? c->write_url : "?", c->api2 ? "InfluxDB 2.x API" : "InfluxDB 1.x API",
             fb_lp_precision_param(c->precision, true), c->measurement, c->field,
-            c->quality == FB_IXQ_FIELD ? "field" : c->quality == FB_IXQ_TAG ? "tag" : "none", c->batch_lines,
-            c->batch_interval_ns / 1e9, c->gzip_level, c->max_inflight, c->nrules ? "  (map rules)" : "");
+            c->quality == FB_IXQ_FIELD ? "field"
+            : c->quality == FB_IXQ_TAG ? "tag"
+                                       : "none",
+            c->batch_lines, c->batch_interval_ns / 1e9, c->gzip_level, c->max_inflight,
+            c->nrules ? "  (map rules)" : "");
 }
 
 const struct fb_sink fb_sink_influx = {
     .name = "influx",
     .keys = fb_ix_keys,
+    .nested = fb_ix_nested,
     .cfg_load = fb_ix_cfg_load,
     .cfg_free = fb_ix_cfg_free,
     .describe = ix_describe,

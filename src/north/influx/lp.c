@@ -28,9 +28,10 @@
 static inline unsigned esc_class(unsigned char c)
 {
     switch (c) {
-    case ',': case ' ': return 3;
-    case '=': return 2;
-    default: return 0;
+        case ',':
+        case ' ': return 3;
+        case '=': return 2;
+        default: return 0;
     }
 }
 
@@ -86,25 +87,29 @@ void fb_lp_str(struct fb_buf *b, const char *s, size_t n)
 enum fb_lp_type fb_lp_type_of(enum fb_type t, bool unsigned_ok)
 {
     switch (t) {
-    case FB_T_BOOL: return FB_LP_BOOL;
-    case FB_T_INT8: case FB_T_UINT8: case FB_T_INT16: case FB_T_UINT16:
-    case FB_T_INT32: case FB_T_UINT32: case FB_T_INT64:
-        return FB_LP_INT;
-    case FB_T_UINT64: return unsigned_ok ? FB_LP_UINT : FB_LP_INT;
-    case FB_T_FLOAT32: return FB_LP_FLOAT32;
-    case FB_T_STRING: return FB_LP_STRING;
-    default: return FB_LP_FLOAT;
+        case FB_T_BOOL: return FB_LP_BOOL;
+        case FB_T_INT8:
+        case FB_T_UINT8:
+        case FB_T_INT16:
+        case FB_T_UINT16:
+        case FB_T_INT32:
+        case FB_T_UINT32:
+        case FB_T_INT64: return FB_LP_INT;
+        case FB_T_UINT64: return unsigned_ok ? FB_LP_UINT : FB_LP_INT;
+        case FB_T_FLOAT32: return FB_LP_FLOAT32;
+        case FB_T_STRING: return FB_LP_STRING;
+        default: return FB_LP_FLOAT;
     }
 }
 
 const char *fb_lp_type_name(enum fb_lp_type t)
 {
     switch (t) {
-    case FB_LP_INT: return "integer";
-    case FB_LP_UINT: return "unsigned";
-    case FB_LP_BOOL: return "boolean";
-    case FB_LP_STRING: return "string";
-    default: return "float";
+        case FB_LP_INT: return "integer";
+        case FB_LP_UINT: return "unsigned";
+        case FB_LP_BOOL: return "boolean";
+        case FB_LP_STRING: return "string";
+        default: return "float";
     }
 }
 
@@ -115,59 +120,59 @@ int fb_lp_value(struct fb_buf *b, enum fb_lp_type lt, const struct fb_value *v)
 {
     enum fb_type t = (enum fb_type)v->type;
     switch (lt) {
-    case FB_LP_FLOAT:
-    case FB_LP_FLOAT32: {
-        double d;
-        if (t == FB_T_BOOL || t == FB_T_STRING || !fb_value_to_double(v, &d)) return FB_EINVAL;
-        if (!isfinite(d)) return FB_ERANGE;
-        if (lt == FB_LP_FLOAT32 && t == FB_T_FLOAT32)
-            fb_json_float(b, (float)d);
-        else
-            fb_json_double(b, d);
-        return 0;
-    }
-    case FB_LP_INT: {
-        int64_t i;
-        if (fb_type_is_int(t) && fb_type_is_signed(t)) {
-            i = v->i;
-        } else if (fb_type_is_int(t)) {
-            if (v->u > (uint64_t)INT64_MAX) return FB_ERANGE;
-            i = (int64_t)v->u;
-        } else if (fb_type_is_float(t)) {
-            if (!isfinite(v->f) || v->f != floor(v->f) || v->f < -TWO63 || v->f >= TWO63) return FB_ERANGE;
-            i = (int64_t)v->f;
-        } else {
-            return FB_EINVAL;
+        case FB_LP_FLOAT:
+        case FB_LP_FLOAT32: {
+            double d;
+            if (t == FB_T_BOOL || t == FB_T_STRING || !fb_value_to_double(v, &d)) return FB_EINVAL;
+            if (!isfinite(d)) return FB_ERANGE;
+            if (lt == FB_LP_FLOAT32 && t == FB_T_FLOAT32)
+                fb_json_float(b, (float)d);
+            else
+                fb_json_double(b, d);
+            return 0;
         }
-        fb_json_i64(b, i);
-        fb_buf_putc(b, 'i');
-        return 0;
-    }
-    case FB_LP_UINT: {
-        uint64_t u;
-        if (fb_type_is_int(t) && fb_type_is_signed(t)) {
-            if (v->i < 0) return FB_ERANGE;
-            u = (uint64_t)v->i;
-        } else if (fb_type_is_int(t)) {
-            u = v->u;
-        } else if (fb_type_is_float(t)) {
-            if (!isfinite(v->f) || v->f != floor(v->f) || v->f < 0 || v->f >= 2 * TWO63) return FB_ERANGE;
-            u = (uint64_t)v->f;
-        } else {
-            return FB_EINVAL;
+        case FB_LP_INT: {
+            int64_t i;
+            if (fb_type_is_int(t) && fb_type_is_signed(t)) {
+                i = v->i;
+            } else if (fb_type_is_int(t)) {
+                if (v->u > (uint64_t)INT64_MAX) return FB_ERANGE;
+                i = (int64_t)v->u;
+            } else if (fb_type_is_float(t)) {
+                if (!isfinite(v->f) || v->f != floor(v->f) || v->f < -TWO63 || v->f >= TWO63) return FB_ERANGE;
+                i = (int64_t)v->f;
+            } else {
+                return FB_EINVAL;
+            }
+            fb_json_i64(b, i);
+            fb_buf_putc(b, 'i');
+            return 0;
         }
-        fb_json_u64(b, u);
-        fb_buf_putc(b, 'u');
-        return 0;
-    }
-    case FB_LP_BOOL:
-        if (t != FB_T_BOOL) return FB_EINVAL;
-        fb_buf_puts(b, v->b ? "true" : "false");
-        return 0;
-    case FB_LP_STRING:
-        if (t != FB_T_STRING) return FB_EINVAL;
-        fb_lp_str(b, v->s.p ? v->s.p : "", v->s.p ? v->s.len : 0);
-        return 0;
+        case FB_LP_UINT: {
+            uint64_t u;
+            if (fb_type_is_int(t) && fb_type_is_signed(t)) {
+                if (v->i < 0) return FB_ERANGE;
+                u = (uint64_t)v->i;
+            } else if (fb_type_is_int(t)) {
+                u = v->u;
+            } else if (fb_type_is_float(t)) {
+                if (!isfinite(v->f) || v->f != floor(v->f) || v->f < 0 || v->f >= 2 * TWO63) return FB_ERANGE;
+                u = (uint64_t)v->f;
+            } else {
+                return FB_EINVAL;
+            }
+            fb_json_u64(b, u);
+            fb_buf_putc(b, 'u');
+            return 0;
+        }
+        case FB_LP_BOOL:
+            if (t != FB_T_BOOL) return FB_EINVAL;
+            fb_buf_puts(b, v->b ? "true" : "false");
+            return 0;
+        case FB_LP_STRING:
+            if (t != FB_T_STRING) return FB_EINVAL;
+            fb_lp_str(b, v->s.p ? v->s.p : "", v->s.p ? v->s.len : 0);
+            return 0;
     }
     return FB_EINVAL;
 }
@@ -176,24 +181,24 @@ int fb_lp_check(enum fb_lp_type lt, const struct fb_value *v)
 {
     enum fb_type t = (enum fb_type)v->type;
     switch (lt) {
-    case FB_LP_FLOAT:
-    case FB_LP_FLOAT32: {
-        double d;
-        if (t == FB_T_BOOL || t == FB_T_STRING || !fb_value_to_double(v, &d)) return FB_EINVAL;
-        return isfinite(d) ? 0 : FB_ERANGE;
-    }
-    case FB_LP_INT:
-        if (fb_type_is_int(t)) return fb_type_is_signed(t) || v->u <= (uint64_t)INT64_MAX ? 0 : FB_ERANGE;
-        if (fb_type_is_float(t))
-            return isfinite(v->f) && v->f == floor(v->f) && v->f >= -TWO63 && v->f < TWO63 ? 0 : FB_ERANGE;
-        return FB_EINVAL;
-    case FB_LP_UINT:
-        if (fb_type_is_int(t)) return !fb_type_is_signed(t) || v->i >= 0 ? 0 : FB_ERANGE;
-        if (fb_type_is_float(t))
-            return isfinite(v->f) && v->f == floor(v->f) && v->f >= 0 && v->f < 2 * TWO63 ? 0 : FB_ERANGE;
-        return FB_EINVAL;
-    case FB_LP_BOOL: return t == FB_T_BOOL ? 0 : FB_EINVAL;
-    case FB_LP_STRING: return t == FB_T_STRING ? 0 : FB_EINVAL;
+        case FB_LP_FLOAT:
+        case FB_LP_FLOAT32: {
+            double d;
+            if (t == FB_T_BOOL || t == FB_T_STRING || !fb_value_to_double(v, &d)) return FB_EINVAL;
+            return isfinite(d) ? 0 : FB_ERANGE;
+        }
+        case FB_LP_INT:
+            if (fb_type_is_int(t)) return fb_type_is_signed(t) || v->u <= (uint64_t)INT64_MAX ? 0 : FB_ERANGE;
+            if (fb_type_is_float(t))
+                return isfinite(v->f) && v->f == floor(v->f) && v->f >= -TWO63 && v->f < TWO63 ? 0 : FB_ERANGE;
+            return FB_EINVAL;
+        case FB_LP_UINT:
+            if (fb_type_is_int(t)) return !fb_type_is_signed(t) || v->i >= 0 ? 0 : FB_ERANGE;
+            if (fb_type_is_float(t))
+                return isfinite(v->f) && v->f == floor(v->f) && v->f >= 0 && v->f < 2 * TWO63 ? 0 : FB_ERANGE;
+            return FB_EINVAL;
+        case FB_LP_BOOL: return t == FB_T_BOOL ? 0 : FB_EINVAL;
+        case FB_LP_STRING: return t == FB_T_STRING ? 0 : FB_EINVAL;
     }
     return FB_EINVAL;
 }
@@ -210,9 +215,9 @@ void fb_lp_time(struct fb_buf *b, int64_t ns, enum fb_lp_precision p)
 const char *fb_lp_precision_param(enum fb_lp_precision p, bool api2)
 {
     switch (p) {
-    case FB_LP_US: return api2 ? "us" : "u";
-    case FB_LP_MS: return "ms";
-    case FB_LP_S: return "s";
-    default: return "ns";
+        case FB_LP_US: return api2 ? "us" : "u";
+        case FB_LP_MS: return "ms";
+        case FB_LP_S: return "s";
+        default: return "ns";
     }
 }

@@ -22,18 +22,22 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/env.h"
 #include "core/url.h"
 
 static const char *const var_name[FB_IX__N] = {"gateway", "site", "area", "line", "device", "tag"};
 
-const char *const fb_ix_keys[] = {"url", "db", "rp", "username", "password", "password_file", "org", "bucket",
-                                  "token", "token_file", "create_database", "precision", "tls", "batch", "gzip",
-                                  "timeout", "retry", "max_inflight", "measurement", "tags", "field", "quality",
-                                  "stats", "unsigned", "health", "map", NULL};
+const char *const fb_ix_keys[] = {"url",         "db",     "rp",    "username",   "password",        "password_file",
+                                  "org",         "bucket", "token", "token_file", "create_database", "precision",
+                                  "tls",         "batch",  "gzip",  "timeout",    "retry",           "max_inflight",
+                                  "measurement", "tags",   "field", "quality",    "stats",           "unsigned",
+                                  "health",      "map",    NULL};
 static const char *const k_tls[] = {"ca", "ca_path", "cert", "key", "verify_hostname", NULL};
 static const char *const k_batch[] = {"size", "bytes", "interval", NULL};
 static const char *const k_retry[] = {"min", "max", NULL};
 static const char *const k_rule[] = {"device", "tag", "measurement", "field", "tags", "skip", NULL};
+const struct fb_config_keys fb_ix_nested[] = {
+    {"tls", k_tls}, {"influx.batch", k_batch}, {"influx.retry", k_retry}, {"influx.map", k_rule}, {NULL, NULL}};
 static const char *const k_precision[] = {"ns", "us", "ms", "s", NULL};
 static const char *const k_quality[] = {"field", "tag", "none", NULL};
 
@@ -140,8 +144,9 @@ static void tags_copy(struct fb_ix_tags *dst, const struct fb_ix_tags *src)
     for (uint32_t i = 0; i < src->n; i++) tags_set(dst, src->key[i], src->tmpl[i]);
 }
 
-#define ALLOW_SERIES ((1u << FB_IX_GATEWAY) | (1u << FB_IX_SITE) | (1u << FB_IX_AREA) | (1u << FB_IX_LINE) | \
-                      (1u << FB_IX_DEVICE) | (1u << FB_IX_TAG))
+#define ALLOW_SERIES                                                                                                   \
+    ((1u << FB_IX_GATEWAY) | (1u << FB_IX_SITE) | (1u << FB_IX_AREA) | (1u << FB_IX_LINE) | (1u << FB_IX_DEVICE) |     \
+     (1u << FB_IX_TAG))
 
 /* A template-valued key: the string, checked. */
 static char *load_tmpl(struct fb_cfg *r, const struct fb_cfg_node *n, const char *what, bool nonempty)
@@ -158,8 +163,7 @@ static char *load_tmpl(struct fb_cfg *r, const struct fb_cfg_node *n, const char
 }
 
 /* `tags:` — a map key → template; in a rule an empty or null value removes the key. */
-static void load_tags(struct fb_cfg *r, const struct fb_cfg_node *n, const char *what, struct fb_ix_tags *t,
-                      bool rule)
+static void load_tags(struct fb_cfg *r, const struct fb_cfg_node *n, const char *what, struct fb_ix_tags *t, bool rule)
 {
     struct fb_cfg_map m = {0};
     if (fb_cfg_is_null(n) && !rule) return; /* tags: ~ → none */
@@ -263,8 +267,9 @@ void fb_ix_cfg_free(void *p)
 static void load_rules(struct fb_cfg *r, const struct fb_cfg_node *n, struct fb_influx_cfg *c)
 {
     if (fb_cfg_kind(n) != FB_CFG_LIST) {
-        fb_cfg_error(r, n, "influx.map must be a list of rules ({device: PATTERN, tag: PATTERN, measurement: ..., "
-                           "field: ..., tags: {...}, skip: bool})");
+        fb_cfg_error(r, n,
+                     "influx.map must be a list of rules ({device: PATTERN, tag: PATTERN, measurement: ..., "
+                     "field: ..., tags: {...}, skip: bool})");
         return;
     }
     size_t len = fb_cfg_list_len(n);
@@ -357,7 +362,8 @@ void *fb_ix_cfg_load(struct fb_cfg *r, const struct fb_cfg_map *m, const struct 
     /* 1.x or 2.x */
     struct fb_cfg_node *dbn = fb_cfg_get(m, "db"), *bn = fb_cfg_get(m, "bucket");
     c->api2 = bn != NULL;
-    if (dbn && bn) fb_cfg_error(r, bn, "give influx.db (InfluxDB 1.x /write) or influx.bucket (2.x /api/v2/write), not both");
+    if (dbn && bn)
+        fb_cfg_error(r, bn, "give influx.db (InfluxDB 1.x /write) or influx.bucket (2.x /api/v2/write), not both");
     if (dbn) c->db = fb_cfg_str(r, NULL, dbn, "influx.db");
     if (bn) c->bucket = fb_cfg_str(r, NULL, bn, "influx.bucket");
     if (!dbn && !bn) fb_cfg_error(r, NULL, "influx: give db: (InfluxDB 1.x) or org: and bucket: (2.x)");
@@ -392,12 +398,11 @@ void *fb_ix_cfg_load(struct fb_cfg *r, const struct fb_cfg_map *m, const struct 
     struct fb_cfg_map t = {0};
     if ((n = fb_cfg_get(m, "tls")) && fb_cfg_map_load(r, n, "influx.tls", &t)) {
         fb_cfg_map_check(r, &t, k_tls, "influx.tls", false);
-        if (c->url && strncmp(c->url, "https://", 8))
-            fb_cfg_error(r, n, "influx.tls needs an https:// url");
-        if ((x = fb_cfg_get(&t, "ca"))) c->ca = fb_cfg_file_ref(r, x, "influx.tls.ca", false, false);
-        if ((x = fb_cfg_get(&t, "ca_path"))) c->ca_path = fb_cfg_file_ref(r, x, "influx.tls.ca_path", true, false);
-        if ((x = fb_cfg_get(&t, "cert"))) c->cert = fb_cfg_file_ref(r, x, "influx.tls.cert", false, false);
-        if ((x = fb_cfg_get(&t, "key"))) c->key = fb_cfg_file_ref(r, x, "influx.tls.key", false, true);
+        if (c->url && strncmp(c->url, "https://", 8)) fb_cfg_error(r, n, "influx.tls needs an https:// url");
+        if ((x = fb_cfg_get(&t, "ca"))) c->ca = fb_cfg_file_ref(r, x, "influx.tls.ca", FB_OPT_CERT, NULL);
+        if ((x = fb_cfg_get(&t, "ca_path"))) c->ca_path = fb_cfg_file_ref(r, x, "influx.tls.ca_path", FB_OPT_DIR, NULL);
+        if ((x = fb_cfg_get(&t, "cert"))) c->cert = fb_cfg_file_ref(r, x, "influx.tls.cert", FB_OPT_CERT, NULL);
+        if ((x = fb_cfg_get(&t, "key"))) c->key = fb_cfg_file_ref(r, x, "influx.tls.key", FB_OPT_KEY, NULL);
         if ((x = fb_cfg_get(&t, "verify_hostname")))
             fb_cfg_bool(r, NULL, x, "influx.tls.verify_hostname", &c->tls_verify_hostname);
         if (!c->cert != !c->key) fb_cfg_error(r, n, "influx.tls: cert and key go together (client certificate)");
@@ -437,8 +442,8 @@ void *fb_ix_cfg_load(struct fb_cfg *r, const struct fb_cfg_map *m, const struct 
     if ((n = fb_cfg_get(m, "max_inflight")) && fb_cfg_int(r, NULL, n, "influx.max_inflight", 1, 64, &v))
         c->max_inflight = (uint32_t)v;
     /* schema */
-    c->measurement = (n = fb_cfg_get(m, "measurement")) ? load_tmpl(r, n, "influx.measurement", true)
-                                                         : strdup("{device}");
+    c->measurement =
+        (n = fb_cfg_get(m, "measurement")) ? load_tmpl(r, n, "influx.measurement", true) : strdup("{device}");
     c->field = (n = fb_cfg_get(m, "field")) ? load_tmpl(r, n, "influx.field", true) : strdup("{tag}");
     if ((n = fb_cfg_get(m, "tags")) || fb_cfg_key(m, "tags")) {
         load_tags(r, n, "influx.tags", &c->tags, false);
@@ -497,7 +502,8 @@ bool fb_ix_resolve(const struct fb_influx_cfg *c, const struct fb_ix_names *n, s
                 tags_copy(&merged, base);
                 own = true;
             }
-            for (uint32_t k = 0; k < x->tags.n; k++) tags_set(&merged, x->tags.key[k], *x->tags.tmpl[k] ? x->tags.tmpl[k] : NULL);
+            for (uint32_t k = 0; k < x->tags.n; k++)
+                tags_set(&merged, x->tags.key[k], *x->tags.tmpl[k] ? x->tags.tmpl[k] : NULL);
         }
     }
     const struct fb_ix_tags *tags = own ? &merged : base;
@@ -533,12 +539,12 @@ struct hfield {
     enum hf t;
 };
 static const struct hfield gw_fields[] = {
-    {"online", "online", HF_BOOL},       {"health", "health", HF_STR},     {"uptime_s", "uptime_s", HF_INT},
-    {"cpu_s", "cpu_s", HF_FLOAT},        {"rss_bytes", "rss_bytes", HF_INT}, {"clock_synced", "clock_synced", HF_BOOL},
-    {"version", "version", HF_STR},      {"reason", "reason", HF_STR},     {NULL, NULL, HF_INT},
+    {"online", "online", HF_BOOL},  {"health", "health", HF_STR},       {"uptime_s", "uptime_s", HF_INT},
+    {"cpu_s", "cpu_s", HF_FLOAT},   {"rss_bytes", "rss_bytes", HF_INT}, {"clock_synced", "clock_synced", HF_BOOL},
+    {"version", "version", HF_STR}, {"reason", "reason", HF_STR},       {NULL, NULL, HF_INT},
 };
 static const struct hfield dev_fields[] = {
-    {"state", "state", HF_STR},   {"ne107", "ne107", HF_STR},   {"requests", "requests", HF_INT},
+    {"state", "state", HF_STR},   {"ne107", "ne107", HF_STR},     {"requests", "requests", HF_INT},
     {"errors", "errors", HF_INT}, {"rtt_ms", "rtt_ms", HF_FLOAT}, {NULL, NULL, HF_INT},
 };
 static const struct hfield sink_fields[] = {
@@ -546,9 +552,12 @@ static const struct hfield sink_fields[] = {
     {"dropped", "dropped", HF_INT},      {NULL, NULL, HF_INT},
 };
 static const struct hfield buf_fields[] = {
-    {"records", "buffer_records", HF_INT},  {"bytes", "buffer_bytes", HF_INT},
-    {"oldest_age_s", "buffer_oldest_age_s", HF_FLOAT}, {"dropped", "buffer_dropped", HF_INT},
-    {"drain_rate", "buffer_drain_rate", HF_FLOAT}, {"degraded", "buffer_degraded", HF_BOOL},
+    {"records", "buffer_records", HF_INT},
+    {"bytes", "buffer_bytes", HF_INT},
+    {"oldest_age_s", "buffer_oldest_age_s", HF_FLOAT},
+    {"dropped", "buffer_dropped", HF_INT},
+    {"drain_rate", "buffer_drain_rate", HF_FLOAT},
+    {"degraded", "buffer_degraded", HF_BOOL},
     {NULL, NULL, HF_INT},
 };
 
@@ -564,25 +573,25 @@ static int put_fields(struct fb_buf *b, json_t *o, const struct hfield *tab, int
         fb_buf_putc(b, '=');
         bool ok = true;
         switch (f->t) {
-        case HF_BOOL:
-            ok = json_is_boolean(v);
-            if (ok) fb_buf_puts(b, json_is_true(v) ? "true" : "false");
-            break;
-        case HF_INT:
-            ok = json_is_integer(v);
-            if (ok) {
-                fb_json_i64(b, (int64_t)json_integer_value(v));
-                fb_buf_putc(b, 'i');
-            }
-            break;
-        case HF_FLOAT:
-            ok = json_is_number(v);
-            if (ok) fb_json_double(b, json_number_value(v));
-            break;
-        case HF_STR:
-            ok = json_is_string(v);
-            if (ok) fb_lp_str(b, json_string_value(v), json_string_length(v));
-            break;
+            case HF_BOOL:
+                ok = json_is_boolean(v);
+                if (ok) fb_buf_puts(b, json_is_true(v) ? "true" : "false");
+                break;
+            case HF_INT:
+                ok = json_is_integer(v);
+                if (ok) {
+                    fb_json_i64(b, (int64_t)json_integer_value(v));
+                    fb_buf_putc(b, 'i');
+                }
+                break;
+            case HF_FLOAT:
+                ok = json_is_number(v);
+                if (ok) fb_json_double(b, json_number_value(v));
+                break;
+            case HF_STR:
+                ok = json_is_string(v);
+                if (ok) fb_lp_str(b, json_string_value(v), json_string_length(v));
+                break;
         }
         if (ok)
             nf++;
@@ -634,7 +643,8 @@ int fb_ix_health_lines(struct fb_buf *out, const char *json, size_t len, const c
         size_t total = json_object_size(devs), online = 0;
         const char *k;
         json_t *dv;
-        json_object_foreach(devs, k, dv) {
+        json_object_foreach(devs, k, dv)
+        {
             json_t *st = json_object_get(dv, "state");
             if (json_is_string(st) && !strcmp(json_string_value(st), "online")) online++;
         }
@@ -652,7 +662,8 @@ int fb_ix_health_lines(struct fb_buf *out, const char *json, size_t len, const c
     if (json_is_object(devs)) {
         const char *k;
         json_t *dv;
-        json_object_foreach(devs, k, dv) {
+        json_object_foreach(devs, k, dv)
+        {
             if (!json_is_object(dv) || !*k) continue;
             mark = out->len;
             put_ident(out, prefix, "device", gateway, site);
@@ -679,7 +690,8 @@ int fb_ix_health_lines(struct fb_buf *out, const char *json, size_t len, const c
     if (json_is_object(sinks)) {
         const char *k;
         json_t *sv;
-        json_object_foreach(sinks, k, sv) {
+        json_object_foreach(sinks, k, sv)
+        {
             if (!json_is_object(sv) || !*k) continue;
             mark = out->len;
             put_ident(out, prefix, "sink", gateway, site);

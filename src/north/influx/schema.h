@@ -28,47 +28,48 @@ struct fb_ix_tags { /* tag key → template, sorted by key */
     uint32_t n;
 };
 
-struct fb_ix_rule { /* one `map:` entry */
-    char *device, *tag;  /* glob patterns; NULL = every device / the device level */
-    char *measurement;   /* NULL = inherit */
-    char *field;         /* NULL = inherit */
+struct fb_ix_rule {         /* one `map:` entry */
+    char *device, *tag;     /* glob patterns; NULL = every device / the device level */
+    char *measurement;      /* NULL = inherit */
+    char *field;            /* NULL = inherit */
     struct fb_ix_tags tags; /* merged into the inherited set; an empty template removes the key */
-    bool skip;           /* write nothing for what matches */
+    bool skip;              /* write nothing for what matches */
 };
 
 struct fb_influx_cfg {
-    char *url;              /* base URL as written (http:// or https://, optional path prefix) */
-    char *write_url;        /* the full write URL with its query (built at load) */
-    char *query_url;        /* 1.x: /query for create_database */
-    bool api2;              /* /api/v2/write (org, bucket, token) instead of /write (db, rp) */
+    char *url;       /* base URL as written (http:// or https://, optional path prefix) */
+    char *write_url; /* the full write URL with its query (built at load) */
+    char *query_url; /* 1.x: /query for create_database */
+    bool api2;       /* /api/v2/write (org, bucket, token) instead of /write (db, rp) */
     char *db, *rp, *username, *password;
     char *org, *bucket, *token;
     bool create_database;
     enum fb_lp_precision precision;
     bool tls_verify_hostname;
     char *ca, *ca_path, *cert, *key;
-    uint32_t batch_lines;    /* points per request (soft), default 5000 */
-    uint64_t batch_bytes;    /* line-protocol bytes per request (soft), default 4 MiB */
-    int64_t batch_interval_ns; /* longest wait before a partial batch goes out, default 1 s */
-    int gzip_level;          /* 0 = off, default 1 */
-    int64_t timeout_ns;      /* one request, default 10 s */
+    uint32_t batch_lines;               /* points per request (soft), default 5000 */
+    uint64_t batch_bytes;               /* line-protocol bytes per request (soft), default 4 MiB */
+    int64_t batch_interval_ns;          /* longest wait before a partial batch goes out, default 1 s */
+    int gzip_level;                     /* 0 = off, default 1 */
+    int64_t timeout_ns;                 /* one request, default 10 s */
     int64_t retry_min_ns, retry_max_ns; /* back-off between failed attempts, 1 s .. 60 s */
-    uint32_t max_inflight;   /* concurrent requests, default 1 (keeps the order) */
+    uint32_t max_inflight;              /* concurrent requests, default 1 (keeps the order) */
     char *measurement, *field;
     struct fb_ix_tags tags;
     struct fb_ix_rule *rules;
     uint32_t nrules;
     enum fb_ix_quality quality;
-    bool stats;              /* window statistics as extra fields, default true */
-    bool unsigned_ok;        /* uint64 as `u` (InfluxDB 2.x) instead of integer */
-    bool health;             /* gateway/device/sink health every status interval, default true */
-    char *health_prefix;     /* measurement name prefix, default "fieldbridge_" */
+    bool stats;          /* window statistics as extra fields, default true */
+    bool unsigned_ok;    /* uint64 as `u` (InfluxDB 2.x) instead of integer */
+    bool health;         /* gateway/device/sink health every status interval, default true */
+    char *health_prefix; /* measurement name prefix, default "fieldbridge_" */
 };
 
 /* Read the `influx:` section (the sink table's cfg_load). */
 void *fb_ix_cfg_load(struct fb_cfg *r, const struct fb_cfg_map *m, const struct fb_gateway *gw);
 void fb_ix_cfg_free(void *cfg);
 extern const char *const fb_ix_keys[];
+extern const struct fb_config_keys fb_ix_nested[];
 
 /* The names a column is made of (NULL or "" = empty). */
 struct fb_ix_names {
@@ -99,6 +100,5 @@ int fb_ix_health_lines(struct fb_buf *out, const char *json, size_t len, const c
                        int64_t ts_ns, enum fb_lp_precision p);
 /* One <prefix>device point for a device state change. */
 void fb_ix_devstate_line(struct fb_buf *out, const char *prefix, const char *gateway, const char *site,
-                         const char *device, int state, const char *reason, int64_t ts_ns,
-                         enum fb_lp_precision p);
+                         const char *device, int state, const char *reason, int64_t ts_ns, enum fb_lp_precision p);
 #endif

@@ -125,8 +125,8 @@ char *fb_ig_tmpl_filter(const struct fb_ig_tmpl *t, const char *kind)
     return f;
 }
 
-bool fb_ig_tmpl_match(const struct fb_ig_tmpl *t, const char *topic, char *buf, size_t cap,
-                      const char *val[FB_BN__N], const char **kind)
+bool fb_ig_tmpl_match(const struct fb_ig_tmpl *t, const char *topic, char *buf, size_t cap, const char *val[FB_BN__N],
+                      const char **kind)
 {
     size_t o = 0;
     if (!cap) return false;
@@ -228,7 +228,10 @@ static int hex4(const char *s)
     int v = 0;
     for (int i = 0; i < 4; i++) {
         char c = s[i];
-        int d = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
+        int d = c >= '0' && c <= '9'   ? c - '0'
+                : c >= 'a' && c <= 'f' ? c - 'a' + 10
+                : c >= 'A' && c <= 'F' ? c - 'A' + 10
+                                       : -1;
         if (d < 0) return -1;
         v = v << 4 | d;
     }
@@ -251,57 +254,57 @@ static long unescape(const char *s, size_t n, char *dst, size_t cap, bool nul_ok
         if (++i >= n) return -1;
         char e = s[i], out;
         switch (e) {
-        case '"': out = '"'; break;
-        case '\\': out = '\\'; break;
-        case '/': out = '/'; break;
-        case 'b': out = '\b'; break;
-        case 'f': out = '\f'; break;
-        case 'n': out = '\n'; break;
-        case 'r': out = '\r'; break;
-        case 't': out = '\t'; break;
-        case 'u': {
-            if (n - i - 1 < 4) return -1;
-            int u = hex4(s + i + 1);
-            if (u < 0) return -1;
-            i += 4;
-            uint32_t cp = (uint32_t)u;
-            if (cp >= 0xD800 && cp <= 0xDBFF) { /* a surrogate pair */
-                if (n - i - 1 < 6 || s[i + 1] != '\\' || s[i + 2] != 'u') return -1;
-                int lo = hex4(s + i + 3);
-                if (lo < 0xDC00 || lo > 0xDFFF) return -1;
-                cp = 0x10000 + ((cp - 0xD800) << 10) + ((uint32_t)lo - 0xDC00);
-                i += 6;
-            } else if (cp >= 0xDC00 && cp <= 0xDFFF) {
-                return -1;
+            case '"': out = '"'; break;
+            case '\\': out = '\\'; break;
+            case '/': out = '/'; break;
+            case 'b': out = '\b'; break;
+            case 'f': out = '\f'; break;
+            case 'n': out = '\n'; break;
+            case 'r': out = '\r'; break;
+            case 't': out = '\t'; break;
+            case 'u': {
+                if (n - i - 1 < 4) return -1;
+                int u = hex4(s + i + 1);
+                if (u < 0) return -1;
+                i += 4;
+                uint32_t cp = (uint32_t)u;
+                if (cp >= 0xD800 && cp <= 0xDBFF) { /* a surrogate pair */
+                    if (n - i - 1 < 6 || s[i + 1] != '\\' || s[i + 2] != 'u') return -1;
+                    int lo = hex4(s + i + 3);
+                    if (lo < 0xDC00 || lo > 0xDFFF) return -1;
+                    cp = 0x10000 + ((cp - 0xD800) << 10) + ((uint32_t)lo - 0xDC00);
+                    i += 6;
+                } else if (cp >= 0xDC00 && cp <= 0xDFFF) {
+                    return -1;
+                }
+                if (cp == 0 && !nul_ok) return -3;
+                char u8[4];
+                size_t ul;
+                if (cp < 0x80) {
+                    u8[0] = (char)cp;
+                    ul = 1;
+                } else if (cp < 0x800) {
+                    u8[0] = (char)(0xC0 | cp >> 6);
+                    u8[1] = (char)(0x80 | (cp & 0x3F));
+                    ul = 2;
+                } else if (cp < 0x10000) {
+                    u8[0] = (char)(0xE0 | cp >> 12);
+                    u8[1] = (char)(0x80 | (cp >> 6 & 0x3F));
+                    u8[2] = (char)(0x80 | (cp & 0x3F));
+                    ul = 3;
+                } else {
+                    u8[0] = (char)(0xF0 | cp >> 18);
+                    u8[1] = (char)(0x80 | (cp >> 12 & 0x3F));
+                    u8[2] = (char)(0x80 | (cp >> 6 & 0x3F));
+                    u8[3] = (char)(0x80 | (cp & 0x3F));
+                    ul = 4;
+                }
+                if (o + ul > cap) return -2;
+                memcpy(dst + o, u8, ul);
+                o += ul;
+                continue;
             }
-            if (cp == 0 && !nul_ok) return -3;
-            char u8[4];
-            size_t ul;
-            if (cp < 0x80) {
-                u8[0] = (char)cp;
-                ul = 1;
-            } else if (cp < 0x800) {
-                u8[0] = (char)(0xC0 | cp >> 6);
-                u8[1] = (char)(0x80 | (cp & 0x3F));
-                ul = 2;
-            } else if (cp < 0x10000) {
-                u8[0] = (char)(0xE0 | cp >> 12);
-                u8[1] = (char)(0x80 | (cp >> 6 & 0x3F));
-                u8[2] = (char)(0x80 | (cp & 0x3F));
-                ul = 3;
-            } else {
-                u8[0] = (char)(0xF0 | cp >> 18);
-                u8[1] = (char)(0x80 | (cp >> 12 & 0x3F));
-                u8[2] = (char)(0x80 | (cp >> 6 & 0x3F));
-                u8[3] = (char)(0x80 | (cp & 0x3F));
-                ul = 4;
-            }
-            if (o + ul > cap) return -2;
-            memcpy(dst + o, u8, ul);
-            o += ul;
-            continue;
-        }
-        default: return -1;
+            default: return -1;
         }
         if (o >= cap) return -2;
         dst[o++] = out;
@@ -360,25 +363,26 @@ static bool skip_value(struct js *j, int depth)
     size_t n;
     bool esc, in;
     switch (*j->p) {
-    case '"': return str_span(j, &s, &n, &esc);
-    case '{':
-        j->p++;
-        if (eat(j, '}')) return true;
-        do {
-            if (!str_span(j, &s, &n, &esc) || !eat(j, ':') || !skip_value(j, depth + 1)) return fail(j, "bad object");
-        } while (eat(j, ','));
-        return eat(j, '}') || fail(j, "expected '}'");
-    case '[':
-        j->p++;
-        if (eat(j, ']')) return true;
-        do {
-            if (!skip_value(j, depth + 1)) return false;
-        } while (eat(j, ','));
-        return eat(j, ']') || fail(j, "expected ']'");
-    case 't': return word(j, "true") || fail(j, "bad literal");
-    case 'f': return word(j, "false") || fail(j, "bad literal");
-    case 'n': return word(j, "null") || fail(j, "bad literal");
-    default: return num_span(j, &s, &n, &in);
+        case '"': return str_span(j, &s, &n, &esc);
+        case '{':
+            j->p++;
+            if (eat(j, '}')) return true;
+            do {
+                if (!str_span(j, &s, &n, &esc) || !eat(j, ':') || !skip_value(j, depth + 1))
+                    return fail(j, "bad object");
+            } while (eat(j, ','));
+            return eat(j, '}') || fail(j, "expected '}'");
+        case '[':
+            j->p++;
+            if (eat(j, ']')) return true;
+            do {
+                if (!skip_value(j, depth + 1)) return false;
+            } while (eat(j, ','));
+            return eat(j, ']') || fail(j, "expected ']'");
+        case 't': return word(j, "true") || fail(j, "bad literal");
+        case 'f': return word(j, "false") || fail(j, "bad literal");
+        case 'n': return word(j, "null") || fail(j, "bad literal");
+        default: return num_span(j, &s, &n, &in);
     }
 }
 
@@ -458,7 +462,7 @@ struct val_parts { /* one member of "values" while it is read */
     size_t vn;
     int vkind; /* 0 absent, 1 null, 2 true, 3 false, 4 number, 5 string */
     bool vint, vesc;
-    int sev;   /* -1 absent, 0 good, 1 uncertain, 2 bad */
+    int sev; /* -1 absent, 0 good, 1 uncertain, 2 bad */
     uint32_t reason;
     bool has_reason;
     int64_t ts;
@@ -477,9 +481,11 @@ static bool read_stats(struct js *j, struct fb_stats *st)
         size_t kn, n;
         bool esc, integer;
         if (!str_span(j, &k, &kn, &esc) || !eat(j, ':')) return fail(j, "stats: bad member");
-        double *dst = key_is(k, kn, esc, "mean") ? &st->mean : key_is(k, kn, esc, "stddev") ? &st->stddev
-                      : key_is(k, kn, esc, "min")  ? &st->min  : key_is(k, kn, esc, "max")    ? &st->max
-                                                                                               : NULL;
+        double *dst = key_is(k, kn, esc, "mean")     ? &st->mean
+                      : key_is(k, kn, esc, "stddev") ? &st->stddev
+                      : key_is(k, kn, esc, "min")    ? &st->min
+                      : key_is(k, kn, esc, "max")    ? &st->max
+                                                     : NULL;
         if (dst) {
             if (word(j, "null")) continue;
             if (!num_span(j, &s, &n, &integer) || !to_double(s, n, dst)) return fail(j, "stats: bad number");
@@ -537,7 +543,10 @@ static bool read_value(struct js *j, struct val_parts *vp)
             }
         } else if (key_is(k, kn, esc, "q")) {
             if (!str_span(j, &s, &n, &esc)) return false;
-            vp->sev = key_is(s, n, esc, "good") ? 0 : key_is(s, n, esc, "uncertain") ? 1 : key_is(s, n, esc, "bad") ? 2 : -2;
+            vp->sev = key_is(s, n, esc, "good")        ? 0
+                      : key_is(s, n, esc, "uncertain") ? 1
+                      : key_is(s, n, esc, "bad")       ? 2
+                                                       : -2;
             if (vp->sev == -2) return fail(j, "q must be good, uncertain or bad");
         } else if (key_is(k, kn, esc, "reason")) {
             if (!str_span(j, &s, &n, &esc)) return false;
@@ -581,35 +590,36 @@ static int add_value(struct fb_batch *b, const char *tag, uint32_t tag_off, cons
     memset(&v, 0, sizeof v);
     bool have = false;
     switch (vp->vkind) {
-    case 2: case 3:
-        v.type = FB_T_BOOL;
-        v.b = vp->vkind == 2;
-        have = true;
-        break;
-    case 4: {
-        enum fb_type t = fb_ig_number_type(types, fb_batch_str(b, b->names[FB_BN_DEVICE]), tag);
-        int rc = number_value(vp->v, vp->vn, vp->vint, t, &v);
-        have = rc == 0;
-        if (!have && !fb_q_bad(q)) q = rc == FB_EINVAL ? FB_Q_BAD_TYPE_MISMATCH : FB_Q_BAD_OUT_OF_RANGE;
-        break;
-    }
-    case 5: {
-        /* the string's bytes go into the arena (fb_batch_add copies plain
+        case 2:
+        case 3:
+            v.type = FB_T_BOOL;
+            v.b = vp->vkind == 2;
+            have = true;
+            break;
+        case 4: {
+            enum fb_type t = fb_ig_number_type(types, fb_batch_str(b, b->names[FB_BN_DEVICE]), tag);
+            int rc = number_value(vp->v, vp->vn, vp->vint, t, &v);
+            have = rc == 0;
+            if (!have && !fb_q_bad(q)) q = rc == FB_EINVAL ? FB_Q_BAD_TYPE_MISMATCH : FB_Q_BAD_OUT_OF_RANGE;
+            break;
+        }
+        case 5: {
+            /* the string's bytes go into the arena (fb_batch_add copies plain
          * bytes; undo the escapes into a place of our own first) */
-        uint32_t room = b->arena_cap - b->arena_len;
-        long n = vp->vesc ? unescape(vp->v, vp->vn, b->arena + b->arena_len, room, true)
-                          : (vp->vn <= room ? (long)vp->vn : -2);
-        if (n == -2) return fb_err_set(err, FB_ERANGE, "message too large for a batch (strings)");
-        if (n < 0) return fb_err_set(err, FB_EPROTO, "bad escape in the value of %s", tag);
-        if (!vp->vesc) memcpy(b->arena + b->arena_len, vp->v, (size_t)n);
-        v.type = FB_T_STRING;
-        v.s.p = b->arena + b->arena_len;
-        v.s.len = (uint32_t)n;
-        b->arena_len += (uint32_t)n; /* already in place: add the sample without copying again */
-        have = true;
-        break;
-    }
-    default: break;
+            uint32_t room = b->arena_cap - b->arena_len;
+            long n = vp->vesc ? unescape(vp->v, vp->vn, b->arena + b->arena_len, room, true)
+                              : (vp->vn <= room ? (long)vp->vn : -2);
+            if (n == -2) return fb_err_set(err, FB_ERANGE, "message too large for a batch (strings)");
+            if (n < 0) return fb_err_set(err, FB_EPROTO, "bad escape in the value of %s", tag);
+            if (!vp->vesc) memcpy(b->arena + b->arena_len, vp->v, (size_t)n);
+            v.type = FB_T_STRING;
+            v.s.p = b->arena + b->arena_len;
+            v.s.len = (uint32_t)n;
+            b->arena_len += (uint32_t)n; /* already in place: add the sample without copying again */
+            have = true;
+            break;
+        }
+        default: break;
     }
     if (fb_q_bad(q)) have = false;
     if (b->n >= b->cap) return fb_err_set(err, FB_ERANGE, "message has more values than a batch holds (%u)", b->cap);

@@ -32,8 +32,8 @@ char *fb_ig_tmpl_filter(const struct fb_ig_tmpl *t, const char *kind);
 /* Match topic against t: the placeholder values go into val[FB_BN__N] (NUL-
  * terminated copies in buf; a placeholder the template lacks is "") and the
  * kind into *kind (in buf too).  false when the topic does not fit. */
-bool fb_ig_tmpl_match(const struct fb_ig_tmpl *t, const char *topic, char *buf, size_t cap,
-                      const char *val[FB_BN__N], const char **kind);
+bool fb_ig_tmpl_match(const struct fb_ig_tmpl *t, const char *topic, char *buf, size_t cap, const char *val[FB_BN__N],
+                      const char **kind);
 
 /* ---------------------------------------------------------- type rules */
 /* The type of a JSON number (JSON does not say whether 21 is an integer):

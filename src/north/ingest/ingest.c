@@ -62,12 +62,15 @@
 #define IG_MAX_PAYLOAD (16u << 20)
 
 /* ------------------------------------------------------------------ config */
-static const char *const k_ingest[] = {FB_BROKER_KEYS, "share", "session", "session_expiry", "qos", "telemetry",
-                                       "sparkplug", "types", "max_values", "max_bytes", NULL};
+static const char *const k_ingest[] = {FB_BROKER_KEYS, "share", "session",    "session_expiry", "qos", "telemetry",
+                                       "sparkplug",    "types", "max_values", "max_bytes",      NULL};
 static const char *const k_tele[] = {"topic", "status", NULL};
 static const char *const k_spb[] = {"group", "rebirth", NULL};
 static const char *const k_type[] = {"device", "tag", "type", NULL};
 static const char *const k_session[] = {"persistent", "clean", NULL};
+static const struct fb_config_keys k_nested[] = {{"tls", fb_broker_tls_keys},  {"reconnect", fb_broker_reconnect_keys},
+                                                 {"ingest.telemetry", k_tele}, {"ingest.sparkplug", k_spb},
+                                                 {"ingest.types", k_type},     {NULL, NULL}};
 
 static void ig_cfg_free(void *p)
 {
@@ -220,14 +223,16 @@ static void ig_describe(const struct fb_source_inst *s, FILE *f)
     const struct fb_ingest_cfg *c = s->cfg;
     const struct fb_broker_cfg *b = &c->broker;
     fprintf(f, "  source ingest  %s  client id %s  %s session%s%s  qos %d\n", b->nservers ? b->servers[0].url : "?",
-            b->client_id ? b->client_id : "?", c->persistent ? "persistent" : "clean", c->share ? "  shared group " : "",
-            c->share ? c->share : "", c->qos);
+            b->client_id ? b->client_id : "?", c->persistent ? "persistent" : "clean",
+            c->share ? "  shared group " : "", c->share ? c->share : "", c->qos);
     if (c->json) {
         char *tf = fb_ig_tmpl_filter(&c->tmpl, "telemetry");
         fprintf(f, "    JSON telemetry %s%s\n", tf ? tf : "?", c->status ? " (and gateway status)" : "");
         free(tf);
     }
-    if (c->spb) fprintf(f, "    Sparkplug B spBv1.0/%s/{DBIRTH,DDATA}/+/+%s\n", c->spb_group, c->rebirth ? " (Rebirth on unknown aliases)" : "");
+    if (c->spb)
+        fprintf(f, "    Sparkplug B spBv1.0/%s/{DBIRTH,DDATA}/+/+%s\n", c->spb_group,
+                c->rebirth ? " (Rebirth on unknown aliases)" : "");
     for (uint32_t i = 0; i < c->types.n; i++)
         fprintf(f, "    numbers of device %s tag %s as %s\n", c->types.r[i].device ? c->types.r[i].device : "*",
                 c->types.r[i].tag ? c->types.r[i].tag : "*", fb_type_name((enum fb_type)c->types.r[i].type));
@@ -423,8 +428,9 @@ static void deliver(struct ig_ctx *x, struct fb_batch *b, int qos)
         while (!fb_source_wait_stored(x->gw, b->seq, IG_SEC)) {
             int64_t waited = fb_mono_ns() - start;
             if (fb_ratelimit_ok(&x->rl_wait, fb_mono_ns()))
-                fb_warn(NULL, NULL, "ingest: the buffer has not stored a message for %.0fs (disk full with `full: "
-                                    "block`?); not acknowledging it yet",
+                fb_warn(NULL, NULL,
+                        "ingest: the buffer has not stored a message for %.0fs (disk full with `full: "
+                        "block`?); not acknowledging it yet",
                         waited / 1e9);
             if (fb_runtime_stopping(x->gw) && waited > 5 * IG_SEC) {
                 fb_warn(NULL, NULL, "ingest: stopping: a message is acknowledged before its batch was stored");
@@ -476,7 +482,8 @@ static void on_spb(struct ig_ctx *x, const struct mosquitto_message *msg, bool w
         }
     if (!write) return;
     int64_t now = fb_now_ns();
-    int64_t pts = pl->has_timestamp && pl->timestamp < (uint64_t)INT64_MAX / 1000000 ? (int64_t)pl->timestamp * 1000000 : now;
+    int64_t pts =
+        pl->has_timestamp && pl->timestamp < (uint64_t)INT64_MAX / 1000000 ? (int64_t)pl->timestamp * 1000000 : now;
     const char *names[FB_BN__N] = {[FB_BN_GATEWAY] = edge, [FB_BN_SITE] = group, [FB_BN_DEVICE] = dev};
     struct fb_batch *b = fb_batch_pool_get(x->pool);
     if (!b) return;
@@ -514,7 +521,8 @@ static void on_spb(struct ig_ctx *x, const struct mosquitto_message *msg, bool w
             bad_message(x, msg->topic, "more values or longer names than a batch holds (ingest.max_values, max_bytes)");
             return;
         }
-        int64_t ts = m->has_timestamp && m->timestamp < (uint64_t)INT64_MAX / 1000000 ? (int64_t)m->timestamp * 1000000 : pts;
+        int64_t ts =
+            m->has_timestamp && m->timestamp < (uint64_t)INT64_MAX / 1000000 ? (int64_t)m->timestamp * 1000000 : pts;
         uint32_t q = rc == FB_EPROTO ? FB_Q_BAD_DECODING : spb_quality(m, has); /* a value in the wrong field */
         struct fb_sample *s = fb_batch_add(b, off, q, ts, has && !fb_q_bad(q) ? &v : NULL);
         if (s && m->has_is_historical && m->is_historical) s->flags |= FB_SF_HISTORICAL;
@@ -623,8 +631,8 @@ static void ig_connected(void *obj, struct fb_mqtt_session *ms)
 {
     struct ig_ctx *x = obj;
     const struct fb_broker_server *sv = fb_mqtt_session_server(ms);
-    fb_info(NULL, NULL, "ingest: connected to %s:%d (client id %s%s%s)", sv->host, sv->port,
-            x->c->broker.client_id, x->c->share ? ", shared group " : "", x->c->share ? x->c->share : "");
+    fb_info(NULL, NULL, "ingest: connected to %s:%d (client id %s%s%s)", sv->host, sv->port, x->c->broker.client_id,
+            x->c->share ? ", shared group " : "", x->c->share ? x->c->share : "");
     if (x->c->json) {
         subscribe(x, ms, x->f_tele, true, IG_SUB_DATA);
         if (x->c->status) subscribe(x, ms, x->f_status, true, IG_SUB_DATA);
@@ -755,6 +763,7 @@ static void ig_release(struct fb_source_inst *s)
 const struct fb_source fb_source_ingest = {
     .name = "ingest",
     .keys = k_ingest,
+    .nested = k_nested,
     .cfg_load = ig_cfg_load,
     .cfg_free = ig_cfg_free,
     .describe = ig_describe,

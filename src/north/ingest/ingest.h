@@ -22,13 +22,13 @@ struct fb_ingest_cfg {
     bool json;                   /* `telemetry:` */
     char *topic;                 /* the gateways' topic template */
     struct fb_ig_tmpl tmpl;
-    bool status;                 /* gateway status messages too (default true) */
-    bool spb;                    /* `sparkplug:` */
-    char *spb_group;             /* group id filter, default "+" */
-    bool rebirth;                /* ask for a Rebirth when an alias is unknown (default true) */
+    bool status;     /* gateway status messages too (default true) */
+    bool spb;        /* `sparkplug:` */
+    char *spb_group; /* group id filter, default "+" */
+    bool rebirth;    /* ask for a Rebirth when an alias is unknown (default true) */
     struct fb_ig_types types;
-    uint32_t max_values;         /* values per message (batch capacity), default 4096 */
-    uint32_t max_bytes;          /* names and strings per message, default 256 KiB */
+    uint32_t max_values; /* values per message (batch capacity), default 4096 */
+    uint32_t max_bytes;  /* names and strings per message, default 256 KiB */
 };
 
 extern const struct fb_source fb_source_ingest;

@@ -37,8 +37,8 @@
 
 #include "core/log.h"
 #include "core/metrics.h"
-#include "core/router.h"
 #include "core/plugin.h"
+#include "core/router.h"
 #include "north/mqtt/telemetry.h"
 #include "north/mqtt/topic.h"
 
@@ -51,8 +51,8 @@ static const char *const t_kind[T__N] = {FB_KIND_TELEMETRY, FB_KIND_STATUS, FB_K
 
 struct mq_dev {
     char *t[T__N];
-    int64_t status_ts; /* time of the last state change seen (under mu), 0 = unknown */
-    char reason[96];   /* its reason (under mu) */
+    int64_t status_ts;          /* time of the last state change seen (under mu), 0 = unknown */
+    char reason[FB_REASON_LEN]; /* its reason (under mu) */
 };
 
 struct mq_route {
@@ -70,15 +70,17 @@ struct mq_ctx {
     char *t_gw_status;
     struct mq_route *routes;
     uint32_t nroutes;
-    pthread_mutex_t mu; /* the devices' last state (sink thread writes, network thread reads) */
-    struct fb_buf json; /* sink thread (send, tick, close) */
-    struct fb_buf nbuf; /* network thread (connected) */
+    pthread_mutex_t mu;  /* the devices' last state (sink thread writes, network thread reads) */
+    struct fb_buf json;  /* sink thread (send, tick, close) */
+    struct fb_buf nbuf;  /* network thread (connected) */
     int64_t next_status; /* sink thread: next periodic gateway status (mono) */
 };
 
 /* ------------------------------------------------------------------ config */
 static const char *const k_mqtt[] = {FB_BROKER_KEYS, "topic", "qos", "max_inflight", NULL};
 static const char *const k_qos[] = {"telemetry", "status", "command", NULL};
+static const struct fb_config_keys k_nested[] = {
+    {"tls", fb_broker_tls_keys}, {"reconnect", fb_broker_reconnect_keys}, {"qos", k_qos}, {NULL, NULL}};
 
 static void mq_cfg_free(void *p)
 {
@@ -404,8 +406,7 @@ static int mq_send(struct fb_sink_inst *s, const struct fb_batch *b, uint64_t ba
     if (b->kind == FB_BATCH_DEVSTATE) {
         pthread_mutex_lock(&ctx->mu);
         d->status_ts = b->ts;
-        memcpy(d->reason, b->reason, sizeof d->reason);
-        d->reason[sizeof d->reason - 1] = 0;
+        fb_text_cut(d->reason, sizeof d->reason, b->reason);
         pthread_mutex_unlock(&ctx->mu);
         if (!connected) {
             /* superseded: every (re)connect publishes each device's current state */
@@ -462,6 +463,7 @@ static void mq_close(struct fb_sink_inst *s)
 const struct fb_sink fb_sink_mqtt = {
     .name = "mqtt",
     .keys = k_mqtt,
+    .nested = k_nested,
     .cfg_load = mq_cfg_load,
     .cfg_free = mq_cfg_free,
     .describe = mq_describe,

@@ -47,8 +47,8 @@
 
 #include "core/log.h"
 #include "core/plugin.h"
-#include "core/url.h"
 #include "core/thread.h"
+#include "core/url.h"
 
 #define MS_SEC 1000000000LL
 #define MS_LOOP_TIMEOUT_MS 1000
@@ -78,10 +78,10 @@ struct fb_mqtt_session {
     pthread_t thr;
     bool thr_started;
     atomic_bool quit;
-    atomic_bool connected;    /* CONNACK accepted and not yet disconnected */
-    atomic_bool next_server;  /* the next CONNECT goes to the next server */
-    _Atomic uint32_t srv;     /* index of the server in use */
-    bool got_connack;         /* this socket got a CONNACK (accepted or not) */
+    atomic_bool connected;   /* CONNACK accepted and not yet disconnected */
+    atomic_bool next_server; /* the next CONNECT goes to the next server */
+    _Atomic uint32_t srv;    /* index of the server in use */
+    bool got_connack;        /* this socket got a CONNACK (accepted or not) */
     struct fb_backoff backoff;
     struct fb_ratelimit rl_conn, rl_liblog, rl_send;
 
@@ -97,8 +97,8 @@ struct fb_mqtt_session {
 };
 
 /* ------------------------------------------------------- broker settings */
-static const char *const k_tls[] = {"ca", "ca_path", "cert", "key", "verify_hostname", NULL};
-static const char *const k_reconnect[] = {"min", "max", NULL};
+const char *const fb_broker_tls_keys[] = {"ca", "ca_path", "cert", "key", "verify_hostname", NULL};
+const char *const fb_broker_reconnect_keys[] = {"min", "max", NULL};
 
 /* One broker URL of url: / servers:. */
 static void server_add(struct fb_cfg *r, const struct fb_cfg_node *n, const char *what, struct fb_broker_cfg *b)
@@ -157,8 +157,7 @@ void fb_broker_cfg_load(struct fb_cfg *r, const struct fb_cfg_map *m, const char
         else
             for (size_t i = 0; i < fb_cfg_list_len(ln); i++) server_add(r, fb_cfg_list_at(r, ln, i), key, b);
     }
-    if (!un && !ln)
-        fb_cfg_error(r, NULL, "%s.url is required (e.g. mqtt://127.0.0.1:1883)", what);
+    if (!un && !ln) fb_cfg_error(r, NULL, "%s.url is required (e.g. mqtt://127.0.0.1:1883)", what);
 
     if ((n = fb_cfg_get(m, "version"))) {
         snprintf(key, sizeof key, "%s.version", what);
@@ -192,24 +191,24 @@ void fb_broker_cfg_load(struct fb_cfg *r, const struct fb_cfg_map *m, const char
     struct fb_cfg_node *tn = fb_cfg_get(m, "tls");
     snprintf(key, sizeof key, "%s.tls", what);
     if (tn && fb_cfg_map_load(r, tn, key, &t)) {
-        fb_cfg_map_check(r, &t, k_tls, key, false);
+        fb_cfg_map_check(r, &t, fb_broker_tls_keys, key, false);
         b->tls = true;
         char k2[128];
         if ((x = fb_cfg_get(&t, "ca"))) {
             snprintf(k2, sizeof k2, "%s.ca", key);
-            b->ca = fb_cfg_file_ref(r, x, k2, false, false);
+            b->ca = fb_cfg_file_ref(r, x, k2, FB_OPT_CERT, NULL);
         }
         if ((x = fb_cfg_get(&t, "ca_path"))) {
             snprintf(k2, sizeof k2, "%s.ca_path", key);
-            b->ca_path = fb_cfg_file_ref(r, x, k2, true, false);
+            b->ca_path = fb_cfg_file_ref(r, x, k2, FB_OPT_DIR, NULL);
         }
         if ((x = fb_cfg_get(&t, "cert"))) {
             snprintf(k2, sizeof k2, "%s.cert", key);
-            b->cert = fb_cfg_file_ref(r, x, k2, false, false);
+            b->cert = fb_cfg_file_ref(r, x, k2, FB_OPT_CERT, NULL);
         }
         if ((x = fb_cfg_get(&t, "key"))) {
             snprintf(k2, sizeof k2, "%s.key", key);
-            b->key = fb_cfg_file_ref(r, x, k2, false, true);
+            b->key = fb_cfg_file_ref(r, x, k2, FB_OPT_KEY, NULL);
         }
         if ((x = fb_cfg_get(&t, "verify_hostname"))) {
             snprintf(k2, sizeof k2, "%s.verify_hostname", key);
@@ -227,7 +226,7 @@ void fb_broker_cfg_load(struct fb_cfg *r, const struct fb_cfg_map *m, const char
     }
     snprintf(key, sizeof key, "%s.reconnect", what);
     if ((n = fb_cfg_get(m, "reconnect")) && fb_cfg_map_load(r, n, key, &t)) {
-        fb_cfg_map_check(r, &t, k_reconnect, key, false);
+        fb_cfg_map_check(r, &t, fb_broker_reconnect_keys, key, false);
         char k2[128];
         if ((x = fb_cfg_get(&t, "min"))) {
             snprintf(k2, sizeof k2, "%s.min", key);
@@ -268,7 +267,10 @@ static pthread_once_t lib_once = PTHREAD_ONCE_INIT;
 static void lib_init(void) { mosquitto_lib_init(); }
 
 /* Wait on ms->cv (mu held) until the monotonic deadline; false on timeout. */
-static bool wait_until(struct fb_mqtt_session *ms, int64_t deadline) { return fb_cond_wait_until(&ms->cv, &ms->mu, deadline); }
+static bool wait_until(struct fb_mqtt_session *ms, int64_t deadline)
+{
+    return fb_cond_wait_until(&ms->cv, &ms->mu, deadline);
+}
 
 static void broadcast(struct fb_mqtt_session *ms)
 {
@@ -607,8 +609,7 @@ static int setup_client(struct fb_mqtt_session *ms, const struct fb_mqtt_session
                                   cfg->key ? cfg->key : "-");
         } else {
             if (cfg->cert || cfg->key)
-                return fb_err_set(err, FB_EINVAL, "%s.tls: a client certificate needs tls.ca or tls.ca_path",
-                                  ms->name);
+                return fb_err_set(err, FB_EINVAL, "%s.tls: a client certificate needs tls.ca or tls.ca_path", ms->name);
             mosquitto_int_option(m, MOSQ_OPT_TLS_USE_OS_CERTS, 1);
         }
         rc = mosquitto_tls_insecure_set(m, !cfg->tls_verify_hostname);
@@ -795,8 +796,7 @@ void fb_mqtt_session_publish_tracked(struct fb_mqtt_session *ms, uint64_t id, co
 
 int fb_mqtt_session_subscribe(struct fb_mqtt_session *ms, const char *topic, int qos, bool no_local)
 {
-    if (ms->v5)
-        return mosquitto_subscribe_v5(ms->mosq, NULL, topic, qos, no_local ? MQTT_SUB_OPT_NO_LOCAL : 0, NULL);
+    if (ms->v5) return mosquitto_subscribe_v5(ms->mosq, NULL, topic, qos, no_local ? MQTT_SUB_OPT_NO_LOCAL : 0, NULL);
     return mosquitto_subscribe(ms->mosq, NULL, topic, qos);
 }
 

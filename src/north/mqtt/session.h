@@ -20,30 +20,33 @@
 
 /* ------------------------------------------------------- broker settings */
 struct fb_broker_server {
-    char *url;  /* as written */
+    char *url; /* as written */
     char *host;
     int port;
-    bool tls;   /* mqtts:// */
+    bool tls; /* mqtts:// */
 };
 
 struct fb_broker_cfg {
     struct fb_broker_server *servers; /* `url:` or `servers: [...]`, tried in turn */
     uint32_t nservers;
-    int version;      /* 5 (default) or 3 (3.1.1) */
-    char *client_id;  /* NULL: the sink's default */
+    int version;     /* 5 (default) or 3 (3.1.1) */
+    char *client_id; /* NULL: the sink's default */
     char *username;
-    char *password;   /* from password_file or ${ENV}; never plain text in the file */
+    char *password; /* from password_file or ${ENV}; never plain text in the file */
     char *ca, *ca_path, *cert, *key;
-    bool tls;                 /* any server is mqtts:// or a tls: section was given */
-    bool tls_verify_hostname; /* default true */
-    int64_t keepalive_ns;     /* default 30 s */
+    bool tls;                                   /* any server is mqtts:// or a tls: section was given */
+    bool tls_verify_hostname;                   /* default true */
+    int64_t keepalive_ns;                       /* default 30 s */
     int64_t reconnect_min_ns, reconnect_max_ns; /* default 1 s .. 30 s */
 };
 
 /* The keys fb_broker_cfg_load reads, for the sink's key table. */
-#define FB_BROKER_KEYS                                                                                      \
-    "url", "servers", "version", "client_id", "username", "password", "password_file", "tls", "keepalive", \
-        "reconnect"
+#define FB_BROKER_KEYS                                                                                                 \
+    "url", "servers", "version", "client_id", "username", "password", "password_file", "tls", "keepalive", "reconnect"
+
+/* The keys of the nested broker mappings `tls:` and `reconnect:`. */
+extern const char *const fb_broker_tls_keys[];
+extern const char *const fb_broker_reconnect_keys[];
 
 /* Read the broker keys of section `m` (named `what`, e.g. "mqtt") into b,
  * with defaults; errors and warnings go to the reader.  max_client_id bounds

@@ -5,11 +5,15 @@
  *   {"ts":"2026-11-28T10:00:00.123Z","seq":1234,"device":"press-01",
  *    "values":{"temperature":{"v":21.5,"q":"good"},
  *              "pressure":{"v":null,"q":"bad","reason":"BadCommunicationError"},
+ *              "level":{"v":null,"raw":123.456,"q":"bad","reason":"BadOutOfRange"},
  *              "speed":{"v":12.5,"q":"good","ts":"2026-11-28T10:00:00.100Z",
  *                       "stats":{"mean":12.1,"stddev":0.3,"min":11.8,"max":12.6,"count":60,"window":"60s"}}}}
  * - "q" is the severity (good / uncertain / bad); every value that is not good
  *   also carries "reason", the OPC UA StatusCode name.
- * - a bad value is always "v":null (the last raw bits are not data); a value
+ * - a bad value is always "v":null (the last raw bits are not data); when the
+ *   pipeline's plausibility checks made it bad (out of range, a spike:
+ *   FB_SF_RAW), the refused reading follows as "raw", in engineering units,
+ *   so operators see what the sensor said; a value
  *   that cannot be written as a JSON number (NaN, ±Inf) is null too and is
  *   reported bad ("BadOutOfRange") whatever its quality said, so a consumer
  *   never sees null next to "good"; a sample without a value (type none) is
@@ -75,6 +79,10 @@ static void put_sample(struct fb_buf *out, const struct fb_batch *b, const struc
         fb_buf_puts(out, "null");
     else
         fb_json_value(out, &s->v);
+    if (fb_q_bad(q) && (s->flags & FB_SF_RAW) && finite && s->v.type != FB_T_NONE && s->v.type != FB_T_STRING) {
+        fb_buf_puts(out, ",\"raw\":");
+        fb_json_value(out, &s->v);
+    }
     fb_buf_puts(out, ",\"q\":\"");
     fb_buf_puts(out, fb_q_severity(q));
     fb_buf_putc(out, '"');
@@ -141,9 +149,9 @@ void fb_telemetry_json(struct fb_buf *out, const struct fb_gateway *gw, const st
 static const char *state_name(int st)
 {
     switch (st) {
-    case FB_DEV_ONLINE: return "online";
-    case FB_DEV_OFFLINE: return "offline";
-    default: return "connecting";
+        case FB_DEV_ONLINE: return "online";
+        case FB_DEV_OFFLINE: return "offline";
+        default: return "connecting";
     }
 }
 

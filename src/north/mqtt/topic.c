@@ -47,8 +47,8 @@ static void put_level(struct fb_buf *out, const char *v)
     }
 }
 
-int fb_topic_render(struct fb_buf *out, const char *tmpl, const struct fb_gateway *gw,
-                    const struct fb_device *dev, const char *kind)
+int fb_topic_render(struct fb_buf *out, const char *tmpl, const struct fb_gateway *gw, const struct fb_device *dev,
+                    const char *kind)
 {
     if (!out || !tmpl || !gw) return FB_EINVAL;
     const char *p = tmpl;
@@ -65,18 +65,18 @@ int fb_topic_render(struct fb_buf *out, const char *tmpl, const struct fb_gatewa
         if (!end) return FB_EINVAL;
         int ph = ph_lookup(p + 1, (size_t)(end - p - 1));
         switch (ph) {
-        case PH_GATEWAY: put_level(out, gw->id); break;
-        case PH_SITE: put_level(out, gw->site); break;
-        case PH_AREA: put_level(out, dev ? dev->area : NULL); break;
-        case PH_LINE: put_level(out, dev ? dev->line : NULL); break;
-        case PH_DEVICE: put_level(out, dev ? dev->name : gw->id); break;
-        case PH_KIND:
-            if (kind && *kind)
-                fb_buf_puts(out, kind);
-            else
-                fb_buf_putc(out, '_');
-            break;
-        default: return FB_EINVAL;
+            case PH_GATEWAY: put_level(out, gw->id); break;
+            case PH_SITE: put_level(out, gw->site); break;
+            case PH_AREA: put_level(out, dev ? dev->area : NULL); break;
+            case PH_LINE: put_level(out, dev ? dev->line : NULL); break;
+            case PH_DEVICE: put_level(out, dev ? dev->name : gw->id); break;
+            case PH_KIND:
+                if (kind && *kind)
+                    fb_buf_puts(out, kind);
+                else
+                    fb_buf_putc(out, '_');
+                break;
+            default: return FB_EINVAL;
         }
         p = end + 1;
     }
@@ -96,13 +96,11 @@ int fb_topic_check(const char *tmpl, struct fb_err *err)
     while (*p) {
         char c = *p;
         if (c == '+' || c == '#')
-            return fb_err_set(err, FB_EINVAL,
-                              "topic template \"%s\": wildcard '%c' is not allowed in a topic", tmpl, c);
-        if (c == '}')
-            return fb_err_set(err, FB_EINVAL, "topic template \"%s\": '}' without '{'", tmpl);
+            return fb_err_set(err, FB_EINVAL, "topic template \"%s\": wildcard '%c' is not allowed in a topic", tmpl,
+                              c);
+        if (c == '}') return fb_err_set(err, FB_EINVAL, "topic template \"%s\": '}' without '{'", tmpl);
         if (c == '/') {
-            if (p == level)
-                return fb_err_set(err, FB_EINVAL, "topic template \"%s\": empty topic level", tmpl);
+            if (p == level) return fb_err_set(err, FB_EINVAL, "topic template \"%s\": empty topic level", tmpl);
             level = ++p;
             continue;
         }
@@ -110,8 +108,8 @@ int fb_topic_check(const char *tmpl, struct fb_err *err)
             const char *end = p + 1;
             while (*end && *end != '}' && *end != '{' && *end != '/') end++;
             if (*end != '}')
-                return fb_err_set(err, FB_EINVAL, "topic template \"%s\": unterminated placeholder \"%.*s\"",
-                                  tmpl, (int)(end - p), p);
+                return fb_err_set(err, FB_EINVAL, "topic template \"%s\": unterminated placeholder \"%.*s\"", tmpl,
+                                  (int)(end - p), p);
             int ph = ph_lookup(p + 1, (size_t)(end - p - 1));
             if (ph < 0)
                 return fb_err_set(err, FB_EINVAL,
@@ -126,8 +124,8 @@ int fb_topic_check(const char *tmpl, struct fb_err *err)
     }
     if (p == level) return fb_err_set(err, FB_EINVAL, "topic template \"%s\": empty topic level at the end", tmpl);
     if (!seen[PH_DEVICE])
-        return fb_err_set(err, FB_EINVAL,
-                          "topic template \"%s\" needs {device}, or all devices would share one topic", tmpl);
+        return fb_err_set(err, FB_EINVAL, "topic template \"%s\" needs {device}, or all devices would share one topic",
+                          tmpl);
     if (!seen[PH_KIND])
         return fb_err_set(err, FB_EINVAL,
                           "topic template \"%s\" needs {kind}, or telemetry, status and commands would share "

@@ -25,6 +25,10 @@
  * connection is out, so buffered batches always follow the new NBIRTH and
  * DBIRTHs; a batch made before the current birth is sent with is_historical.
  *
+ * Bad values.  A metric whose quality is bad carries no value (is_null), in
+ * births as in data, with Quality 0; when the gateway's plausibility checks
+ * refused the reading (FB_SF_RAW), it travels in the property "Raw".
+ *
  * Commands.  NCMD Rebirth re-sends all births; Reboot is refused unless
  * `reboot: true`, and then stops the process as on SIGTERM and re-executes it
  * (fb_runtime_request_reboot).  DCMD metrics become one
@@ -43,8 +47,8 @@
 #include <unistd.h>
 
 #include "core/log.h"
-#include "core/router.h"
 #include "core/plugin.h"
+#include "core/router.h"
 
 #define SPB_SEC 1000000000LL
 #define SPB_CLOSE_WAIT_NS 2000000000LL
@@ -68,6 +72,7 @@ struct spb_dev {
 struct spb_val { /* last value per tag, for births (sink thread) */
     struct fb_value v;
     uint32_t q;
+    bool raw;   /* v is a reading refused by plausibility (FB_SF_RAW) */
     int64_t ts; /* ns, 0 = none yet */
     char *sbuf;
     uint32_t scap;
@@ -92,9 +97,9 @@ struct spb_ctx {
     atomic_bool host_offline; /* primary host went offline: leave this server */
     atomic_uint bdseq;        /* bdSeq of the current connection (its will) */
     unsigned next_bdseq;
-    bool bdseq_fresh;         /* the bdSeq of the will has not yet had a session */
+    bool bdseq_fresh; /* the bdSeq of the will has not yet had a session */
     char bdseq_path[1100];
-    int64_t state_ts;         /* newest STATE time stamp seen */
+    int64_t state_ts; /* newest STATE time stamp seen */
     _Atomic uint64_t cmd_ids;
     struct fb_ratelimit rl_bdseq, rl_cmd;
     struct fb_buf nbuf; /* network thread: will payload */
@@ -109,8 +114,7 @@ struct spb_ctx {
 };
 
 /* ------------------------------------------------------------- pure helpers */
-int fb_spb_topic(char *out, size_t len, const char *group, const char *type, const char *edge,
-                 const char *device)
+int fb_spb_topic(char *out, size_t len, const char *group, const char *type, const char *edge, const char *device)
 {
     int n = device ? snprintf(out, len, "spBv1.0/%s/%s/%s/%s", group, type, edge, device)
                    : snprintf(out, len, "spBv1.0/%s/%s/%s", group, type, edge);
@@ -222,9 +226,11 @@ static int pub_enc(struct spb_ctx *ctx, const char *topic)
 
 static int next_seq(struct spb_ctx *ctx) { return ctx->seq++; /* wraps 255 → 0 */ }
 
-/* One metric for tag t from the cache (births) or a sample (data). */
+/* One metric for tag t from the cache (births) or a sample (data).  A bad
+ * value is is_null in both (docs/sparkplug.md); a refused reading (raw) is
+ * the property Raw. */
 static void add_tag_metric(struct spb_ctx *ctx, const struct fb_tag *t, bool birth, const struct fb_value *v,
-                           uint32_t q, int64_t ts_ns, bool historical)
+                           uint32_t q, int64_t ts_ns, bool historical, bool raw)
 {
     bool aliases = ctx->cfg->aliases;
     uint32_t dt = fb_spb_datatype(fb_tag_out_type(t));
@@ -232,8 +238,10 @@ static void add_tag_metric(struct spb_ctx *ctx, const struct fb_tag *t, bool bir
     int64_t alias = aliases ? (int64_t)t->id + SPB_ALIAS_BASE : -1;
     spb_metric *m = fb_spb_enc_add(&ctx->enc, name, alias, ms_of(ts_ns ? ts_ns : fb_now_ns()), birth ? dt : 0);
     if (!m) return;
-    fb_spb_enc_value(&ctx->enc, m, dt, fb_q_bad(q) && v && v->type == FB_T_NONE ? NULL : v);
+    bool bad = fb_q_bad(q);
+    fb_spb_enc_value(&ctx->enc, m, dt, bad ? NULL : v);
     fb_spb_enc_quality(&ctx->enc, m, fb_spb_quality(q));
+    if (bad && raw && v && v->type != FB_T_NONE) fb_spb_enc_raw(&ctx->enc, m, dt, v);
     if (historical) {
         m->has_is_historical = true;
         m->is_historical = true;
@@ -249,7 +257,7 @@ static void dbirth(struct spb_ctx *ctx, uint32_t di)
         uint32_t id = d->first_tag + k;
         const struct spb_val *c = &ctx->cache[id];
         add_tag_metric(ctx, &ctx->gw->tags[id], true, c->ts ? &c->v : NULL, c->ts ? c->q : FB_Q_BAD_WAITING,
-                       c->ts ? c->ts : now, false);
+                       c->ts ? c->ts : now, false, c->ts && c->raw);
     }
     pub_enc(ctx, ctx->devs[di].t[T_BIRTH]);
     ctx->devs[di].born = true;
@@ -309,8 +317,8 @@ static bool session_step(struct spb_ctx *ctx)
         fb_spb_ndeath_payload(&b, (uint64_t)ms_of(fb_now_ns()), atomic_load(&ctx->bdseq));
         fb_mqtt_session_publish(ctx->ms, ctx->t_ndeath, b.p, b.len, 1, false, NULL);
         fb_buf_free(&b);
-        fb_warn(NULL, NULL, "sparkplug: primary host %s went offline: NDEATH, disconnecting%s",
-                ctx->cfg->primary_host, ctx->cfg->broker.nservers > 1 ? " and moving to the next server" : "");
+        fb_warn(NULL, NULL, "sparkplug: primary host %s went offline: NDEATH, disconnecting%s", ctx->cfg->primary_host,
+                ctx->cfg->broker.nservers > 1 ? " and moving to the next server" : "");
         fb_mqtt_session_disconnect(ctx->ms, true);
         ctx->born_gen = 0;
         return false;
@@ -480,8 +488,7 @@ static void spb_message(void *obj, const struct mosquitto_message *msg, const mo
             atomic_store(&ctx->host_offline, true);
             fb_sink_wake(ctx->s);
         } else if (!online) {
-            fb_info(NULL, NULL, "sparkplug: primary host %s is offline: waiting before birth",
-                    ctx->cfg->primary_host);
+            fb_info(NULL, NULL, "sparkplug: primary host %s is offline: waiting before birth", ctx->cfg->primary_host);
         }
         return;
     }
@@ -588,7 +595,8 @@ static int spb_open(struct fb_sink_inst *s, struct fb_err *err)
     ctx->rl_send.interval_ns = 60 * SPB_SEC;
     ctx->rl_cmd.interval_ns = 60 * SPB_SEC;
     if (s->buffer && s->buffer->path)
-        snprintf(ctx->bdseq_path, sizeof ctx->bdseq_path, "%s/%s.bdseq", s->buffer->path, s->name ? s->name : "sparkplug");
+        snprintf(ctx->bdseq_path, sizeof ctx->bdseq_path, "%s/%s.bdseq", s->buffer->path,
+                 s->name ? s->name : "sparkplug");
     bdseq_load(ctx);
 
     ctx->devs = calloc(gw->ndevs ? gw->ndevs : 1, sizeof *ctx->devs);
@@ -597,9 +605,11 @@ static int spb_open(struct fb_sink_inst *s, struct fb_err *err)
         ctx_free(ctx);
         return fb_err_set(err, FB_ENOMEM, "out of memory");
     }
-    if (!(ctx->t_nbirth = topic_dup(ctx, "NBIRTH", NULL, err)) || !(ctx->t_ndata = topic_dup(ctx, "NDATA", NULL, err)) ||
+    if (!(ctx->t_nbirth = topic_dup(ctx, "NBIRTH", NULL, err)) ||
+        !(ctx->t_ndata = topic_dup(ctx, "NDATA", NULL, err)) ||
         !(ctx->t_ndeath = topic_dup(ctx, "NDEATH", NULL, err)) || !(ctx->t_ncmd = topic_dup(ctx, "NCMD", NULL, err)) ||
-        !(ctx->t_dcmd_sub = topic_dup(ctx, "DCMD", "+", err)) || !(ctx->t_dcmd_prefix = topic_dup(ctx, "DCMD", "", err)))
+        !(ctx->t_dcmd_sub = topic_dup(ctx, "DCMD", "+", err)) ||
+        !(ctx->t_dcmd_prefix = topic_dup(ctx, "DCMD", "", err)))
         goto fail;
     ctx->dcmd_prefix_len = strlen(ctx->t_dcmd_prefix);
     if (cfg->primary_host && *cfg->primary_host) {
@@ -648,6 +658,7 @@ static void cache_put(struct spb_ctx *ctx, const struct fb_sample *sm)
     if (c->ts && ts < c->ts) return; /* an older (buffered) value never replaces a newer one */
     c->ts = ts ? ts : 1;
     c->q = sm->quality;
+    c->raw = (sm->flags & FB_SF_RAW) && sm->v.type != FB_T_NONE;
     if (sm->v.type == FB_T_NONE) {
         /* bad sample without a value: keep the last value, flag its quality */
         return;
@@ -714,7 +725,7 @@ static int spb_send(struct fb_sink_inst *s, const struct fb_batch *b, uint64_t b
         const struct fb_sample *sm = &b->s[i];
         if (sm->tag >= ctx->gw->ntags) continue;
         add_tag_metric(ctx, &ctx->gw->tags[sm->tag], false, &sm->v, sm->quality, sm->ts_src ? sm->ts_src : sm->ts_gw,
-                       hist);
+                       hist, (sm->flags & FB_SF_RAW) != 0);
     }
     fb_spb_enc_finish(&ctx->enc, &ctx->out);
     fb_mqtt_session_publish_tracked(ctx->ms, batch_id, d->t[T_DATA], ctx->out.p, ctx->out.len, 0, false);
@@ -750,8 +761,11 @@ static void spb_close(struct fb_sink_inst *s)
 }
 
 /* ------------------------------------------------------------------ config */
-static const char *const k_sparkplug[] = {FB_BROKER_KEYS, "group", "edge_node", "primary_host", "aliases",
-                                          "reboot", NULL};
+static const char *const k_sparkplug[] = {FB_BROKER_KEYS, "group",  "edge_node", "primary_host",
+                                          "aliases",      "reboot", NULL};
+
+static const struct fb_config_keys k_nested[] = {
+    {"tls", fb_broker_tls_keys}, {"reconnect", fb_broker_reconnect_keys}, {NULL, NULL}};
 
 static void spb_cfg_free(void *p)
 {
@@ -802,15 +816,15 @@ static void spb_describe(const struct fb_sink_inst *s, FILE *f)
     const struct fb_spb_cfg *q = s->cfg;
     const struct fb_broker_cfg *b = &q->broker;
     fprintf(f, "  sink sparkplug  group %s edge node %s  %s%s  MQTT %s  aliases %s  primary host %s  reboot %s\n",
-            q->group ? q->group : "?", q->edge_node ? q->edge_node : s->gw->id,
-            b->nservers ? b->servers[0].url : "?", b->nservers > 1 ? " (+ more servers)" : "",
-            b->version == 3 ? "3.1.1" : "5", q->aliases ? "on" : "off", q->primary_host ? q->primary_host : "none",
-            q->reboot ? "allowed" : "refused");
+            q->group ? q->group : "?", q->edge_node ? q->edge_node : s->gw->id, b->nservers ? b->servers[0].url : "?",
+            b->nservers > 1 ? " (+ more servers)" : "", b->version == 3 ? "3.1.1" : "5", q->aliases ? "on" : "off",
+            q->primary_host ? q->primary_host : "none", q->reboot ? "allowed" : "refused");
 }
 
 const struct fb_sink fb_sink_sparkplug = {
     .name = "sparkplug",
     .keys = k_sparkplug,
+    .nested = k_nested,
     .cfg_load = spb_cfg_load,
     .cfg_free = spb_cfg_free,
     .describe = spb_describe,

@@ -12,7 +12,9 @@
  * two's complement), UInt32, Int64, UInt64 and DateTime in long_value,
  * Float/Double/Boolean/String in their own fields.  The decoder accepts
  * UInt32 in either int_value or long_value.  Quality travels in the metric
- * property "Quality" (Int32): 192 good, 500 stale (uncertain), 0 bad. */
+ * property "Quality" (Int32): 192 good, 500 stale (uncertain), 0 bad.  A bad
+ * value is is_null; a reading the gateway's plausibility checks refused goes
+ * in the property "Raw", typed and placed like the metric's value. */
 #ifndef FB_SPB_CODEC_H
 #define FB_SPB_CODEC_H
 #include <stdbool.h>
@@ -66,8 +68,9 @@ int32_t fb_spb_quality(uint32_t q);
 struct fb_spb_slot {
     spb_metric m;
     spb_propset ps;
-    spb_propval pv;
-    spb_propval *pvp[1];
+    spb_propval pv[2]; /* Quality, Raw */
+    spb_propval *pvp[2];
+    char *keys[2];
     char *sbuf; /* NUL-terminated copy of a string value */
     uint32_t scap;
 };
@@ -85,14 +88,18 @@ void fb_spb_enc_free(struct fb_spb_enc *e);
 void fb_spb_enc_begin(struct fb_spb_enc *e, uint64_t ts_ms, int seq);
 /* Append a metric; name may be NULL (DATA with aliases), alias < 0 = none,
  * ts_ms < 0 = none, datatype 0 = not sent (DATA/CMD).  NULL on no memory. */
-spb_metric *fb_spb_enc_add(struct fb_spb_enc *e, const char *name, int64_t alias, int64_t ts_ms,
-                           uint32_t datatype);
+spb_metric *fb_spb_enc_add(struct fb_spb_enc *e, const char *name, int64_t alias, int64_t ts_ms, uint32_t datatype);
 /* Put v into the field the datatype dt calls for (v converted as needed);
  * v NULL or of type FB_T_NONE sets is_null.  Returns FB_EINVAL when v cannot
  * be represented (then is_null is set). */
 int fb_spb_enc_value(struct fb_spb_enc *e, spb_metric *m, uint32_t dt, const struct fb_value *v);
 /* Attach the "Quality" property (Int32). */
 void fb_spb_enc_quality(struct fb_spb_enc *e, spb_metric *m, int32_t q);
+/* Attach the "Raw" property (after the Quality): v as datatype dt, placed as
+ * a metric value of that datatype would be.  FB_EINVAL when v does not fit. */
+int fb_spb_enc_raw(struct fb_spb_enc *e, spb_metric *m, uint32_t dt, const struct fb_value *v);
+/* The "Raw" property if present and readable as datatype dt (0: by its own type). */
+bool fb_spb_metric_raw(const spb_metric *m, uint32_t dt, struct fb_value *out);
 /* Serialise into out (cleared first).  Returns the length. */
 size_t fb_spb_enc_finish(struct fb_spb_enc *e, struct fb_buf *out);
 

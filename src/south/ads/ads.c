@@ -13,10 +13,23 @@
  * download) or the PLC answers 0x710/0x711 for a handle, all handles are
  * dropped and re-resolved and the read is repeated once.
  *
+ * Without sum commands.  TwinCAT 2 before them, BC/BX controllers and
+ * simulators answer a sum command with 0x701/0x702 for the whole request.
+ * The capability is learnt per connection at first use (enum CAP_*): the
+ * refused round is done again with single requests (0xF003 per handle,
+ * a Read per value, 0xF006 per release; up to ADS_WINDOW in flight), the
+ * other sum services are not tried, and the switch is logged once per
+ * device.  The symbol version is then read alone every ADS_CHECK_NS.
+ *
+ * Raw addresses (%MW10, %IX0.1, %QD4:REAL) are read by (index group,
+ * offset) — inside the sum read, or as plain Reads — and need no handle.
+ *
  * Types.  A tag names its type (`MAIN.nCount:DINT`) or the driver learns it
  * from the PLC's symbol and data-type uploads (0xF00F/0xF00B/0xF00E), taken
  * once per device when its first untyped tag is parsed — at start-up, since
- * the core needs every tag's type before anything runs.
+ * the core needs every tag's type before anything runs.  A PLC that refuses
+ * the upload is asked per name: symbol info (0xF009), else the extended
+ * handle reply; an untyped name it cannot describe is a config error.
  *
  * Notifications (mode=notify: on change; mode=cyclic: every cycle).  The core
  * is poll based, so at connect the driver adds one device notification per
@@ -30,7 +43,9 @@
  * Errors.  Transport failures (reset, timeout, malformed frame) return
  * FB_EIO/FB_ETIMEDOUT/FB_EPROTO so the core reconnects; ADS error codes
  * (whole request or per sub-command) mark the affected tags Bad with a
- * mapped quality and are logged once per change with the text of the code.
+ * mapped quality, are logged once per change with the text of the code, and
+ * count in the device's error counter every cycle (one per tag), so a PLC
+ * that refuses every read does not look healthy.
  */
 #include "south/ads/ads.h"
 
@@ -49,33 +64,36 @@
 #include <unistd.h>
 
 #include "core/env.h"
-#include "core/url.h"
 #include "core/log.h"
 #include "core/net.h"
+#include "core/url.h"
 #include "south/ads/ads_proto.h"
 
-#define ADS_CHECK_NS 2000000000LL       /* notify mode: link / symbol-version check */
+#define ADS_CHECK_NS 2000000000LL         /* notify mode: link / symbol-version check */
 #define ADS_HANDLE_RETRY_NS 10000000000LL /* a name the PLC did not know: ask again */
-#define ADS_SBUF 512 /* ≥ 2 × STRING(255), 3 × WSTRING(127) + 4 */
+#define ADS_SBUF 512                      /* ≥ 2 × STRING(255), 3 × WSTRING(127) + 4 */
+#define ADS_WINDOW 64                     /* without sum commands: single requests in flight at once */
 
 static _Atomic uint32_t epoch_seq = 1;
 
 /* --------------------------------------------------------------- per tag */
 struct ads_tag {
     struct ads_tinfo ti;
-    uint32_t id;          /* tag id */
-    uint32_t handle;
-    uint32_t h_epoch;     /* epoch of handle, 0 = none */
-    uint32_t herr;        /* last handle / notification error */
-    int64_t retry_at;     /* mono: when to ask again after herr */
+    uint32_t id;      /* tag id */
+    bool raw;         /* %M/%I/%Q: read (ig, handle) directly, no handle to take */
+    uint32_t ig;      /* raw: the area's index group */
+    uint32_t handle;  /* symbol: the handle; raw: the index offset */
+    uint32_t h_epoch; /* epoch of handle, 0 = none */
+    uint32_t herr;    /* last handle / notification error */
+    int64_t retry_at; /* mono: when to ask again after herr */
     uint32_t note;
-    uint32_t n_epoch;     /* epoch of the notification, 0 = none */
-    uint8_t *val;         /* notify: latest value (ti.size bytes, after name) */
+    uint32_t n_epoch; /* epoch of the notification, 0 = none */
+    uint8_t *val;     /* notify: latest value (ti.size bytes, after name) */
     bool have_val;
     int64_t val_ts;
-    uint32_t last_q;      /* for change-only logging */
+    uint32_t last_q; /* for change-only logging */
     bool seen;
-    char name[];          /* the symbol name (with a `count:` subscript) */
+    char name[]; /* the symbol name (with a `count:` subscript) */
 };
 
 struct ads_plan {
@@ -87,13 +105,13 @@ struct ads_plan {
     uint32_t *res;
     uint32_t *doff;
     uint8_t *data;
-    struct ads_tag **need;   /* n: tags that need a handle / a notification */
-    struct ads_tag **hneed;  /* n: notify mode, those of need without a handle */
-    uint32_t *idx;           /* n + 1: sub-read → plan index (UINT32_MAX = symbol version) */
-    struct ads_sub *subs;    /* n + 1: the sub-reads of one cycle */
+    struct ads_tag **need;    /* n: tags that need a handle / a notification */
+    struct ads_tag **hneed;   /* n: notify mode, those of need without a handle */
+    uint32_t *idx;            /* n + 1: sub-read → plan index (UINT32_MAX = symbol version) */
+    struct ads_sub *subs;     /* n + 1: the sub-reads of one cycle */
     struct ads_rwsub *rwsubs; /* n: handle requests */
-    uint32_t nch;            /* sum commands for n + 1 sub-commands at max_sum */
-    uint32_t *first, *cnt;   /* nch: first sub-command and count of each */
+    uint32_t nch;             /* sum commands for n + 1 sub-commands at max_sum */
+    uint32_t *first, *cnt;    /* nch: first sub-command and count of each */
 };
 
 /* The symbol and data-type uploads of one PLC (connection key), for untyped
@@ -101,12 +119,22 @@ struct ads_plan {
  * minute of it (one start-up or reload; a later reload uploads afresh, the
  * program may have changed) — 10 devices over a 10,000-symbol program would
  * otherwise hold 10 copies, ≈ 0.6 MB each. */
+struct ads_conn;
+/* what the PLC said about one name, without the upload */
+struct ads_info {
+    char name[ADS_MAX_NAME + 1]; /* "" = nothing kept */
+    char type[256];
+    uint32_t size, adst;
+};
 struct ads_upl {
     char *key;
     uint8_t *sym, *dt;
     size_t sym_len, dt_len;
     int rc;
     char err[256];
+    uint32_t refused;     /* the upload was refused with this ADS error: types by name instead */
+    struct ads_conn *c;   /* refused: connection for the per-name look-ups (closed at plan time) */
+    struct ads_info info; /* refused: the last name looked up */
     unsigned refs;
     int64_t at; /* mono time of the upload: shared only within one start-up / reload */
     struct ads_upl *next;
@@ -118,6 +146,7 @@ static pthread_mutex_t upl_mu = PTHREAD_MUTEX_INITIALIZER;
 struct ads_dev {
     struct ads_opts o;
     struct ads_upl *upl; /* NULL until an untyped tag needs it */
+    bool nosum_said;     /* "no sum commands" was logged for this device's connection */
 };
 
 struct note_ent {
@@ -125,9 +154,16 @@ struct note_ent {
     struct ads_tag *t;
 };
 
+/* Sum services a device may lack (TwinCAT 2 before them, BC/BX controllers,
+ * simulators): learnt per connection at first use. */
+enum { SUM_READ, SUM_WRITE, SUM_RW, SUM__N };
+enum { CAP_UNKNOWN, CAP_YES, CAP_NO };
+static const uint32_t sum_ig[SUM__N] = {ADS_IG_SUM_READ, ADS_IG_SUM_WRITE, ADS_IG_SUM_RW};
+
 struct ads_conn {
     int fd;
     bool broken;         /* a transport error happened: skip the goodbye */
+    uint8_t cap[SUM__N]; /* CAP_* per sum service */
     struct ads_hdr tmpl; /* addresses of every request */
     uint32_t invoke;
     uint32_t epoch;
@@ -216,8 +252,10 @@ static int exchange(struct ads_conn *c, size_t len, uint32_t first, uint32_t n, 
     while (rc == 0 && (got < n || sent < len)) {
         if (sent < len) {
             ssize_t w = send(c->fd, c->tx + sent, len - sent, MSG_NOSIGNAL);
-            if (w > 0) sent += (size_t)w;
-            else if (w < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) rc = FB_EIO;
+            if (w > 0)
+                sent += (size_t)w;
+            else if (w < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
+                rc = FB_EIO;
             if (rc || sent == len) continue;
             /* the socket is full: wait until it drains or a reply arrives */
             int64_t left = deadline - fb_mono_ns();
@@ -302,6 +340,95 @@ static struct ads_hdr tmpl_for(struct ads_conn *c, uint32_t invoke)
     struct ads_hdr h = c->tmpl;
     h.invoke = invoke;
     return h;
+}
+
+/* ------------------------------------------------------- single requests */
+/* Frame i of a run of single requests, built into b (0 = does not fit). */
+typedef size_t (*build_fn)(void *ctx, uint32_t i, uint8_t *b, size_t cap, const struct ads_hdr *h);
+
+struct win {
+    reply_fn fn;
+    void *ctx;
+    uint32_t base;
+};
+static int win_fn(void *ctx, uint32_t i, uint32_t err, const uint8_t *d, size_t n)
+{
+    struct win *w = ctx;
+    return w->fn(w->ctx, w->base + i, err, d, n);
+}
+
+/* n single requests (frames of at most frame_max bytes), ADS_WINDOW in flight
+ * at once: the device without sum commands still gets them back to back,
+ * but a small controller never sees hundreds queued, and every window has
+ * the full timeout.  Replies go to fn with the request's index. */
+static int singles(struct ads_conn *c, uint32_t n, size_t frame_max, build_fn bf, reply_fn fn, void *ctx)
+{
+    for (uint32_t f = 0; f < n; f += ADS_WINDOW) {
+        uint32_t m = n - f < ADS_WINDOW ? n - f : ADS_WINDOW;
+        if (grow(&c->tx, &c->tx_cap, (size_t)m * frame_max)) return FB_ENOMEM;
+        uint32_t inv = next_invoke(c, m);
+        size_t len = 0;
+        for (uint32_t i = 0; i < m; i++) {
+            struct ads_hdr h = tmpl_for(c, inv + i);
+            size_t fl = bf(ctx, f + i, c->tx + len, c->tx_cap - len, &h);
+            if (!fl) return FB_EINVAL;
+            len += fl;
+        }
+        struct win w = {fn, ctx, f};
+        int rc = exchange(c, len, inv, m, win_fn, &w, c->timeout_ns);
+        if (rc) return rc;
+    }
+    return 0;
+}
+
+static uint32_t windows(uint32_t n) { return (n + ADS_WINDOW - 1) / ADS_WINDOW; }
+
+/* ------------------------------------------------------- sum capability */
+static const char *conn_dev_name(const struct ads_conn *c)
+{
+    return c->fc && c->fc->ndevs ? c->fc->devs[0]->name : NULL;
+}
+
+static struct ads_dev *conn_dev(const struct ads_conn *c)
+{
+    return c->fc && c->fc->ndevs ? c->fc->devs[0]->drv_dev : NULL;
+}
+
+/* Use sum service k?  Until the device refuses it — and a service never
+ * tried is not tried once another was refused: devices that lack sum
+ * commands lack all of them, and every probe costs a request. */
+static bool sum_ok(const struct ads_conn *c, int k)
+{
+    if (c->cap[k] != CAP_UNKNOWN) return c->cap[k] == CAP_YES;
+    for (int i = 0; i < SUM__N; i++)
+        if (c->cap[i] == CAP_NO) return false;
+    return true;
+}
+
+/* Sum service k answered `code` (0x701/0x702) for the whole command: single
+ * requests on this connection from now on, logged once per device (not on
+ * every reconnect). */
+static void sum_refused(struct ads_conn *c, int k, uint32_t code)
+{
+    c->cap[k] = CAP_NO;
+    struct ads_dev *ad = conn_dev(c);
+    if (ad && ad->nosum_said) return;
+    if (ad) ad->nosum_said = true;
+    fb_info(conn_dev_name(c), NULL,
+            "%s answers sum commands (0x%X) with ADS error 0x%X (%s): using single requests, one per tag and "
+            "cycle (TwinCAT 2 without sum commands, BC/BX controllers, simulators; docs/ads.md §4)",
+            c->where, sum_ig[k], code, ads_err_text(code));
+}
+
+static void sum_works(struct ads_conn *c, int k)
+{
+    if (c->cap[k] == CAP_YES) return;
+    c->cap[k] = CAP_YES;
+    struct ads_dev *ad = conn_dev(c);
+    if (ad && ad->nosum_said) {
+        ad->nosum_said = false;
+        fb_info(conn_dev_name(c), NULL, "%s takes sum commands again", c->where);
+    }
 }
 
 /* ------------------------------------------------------------- connection */
@@ -410,14 +537,22 @@ static int read_block(struct ads_conn *c, uint32_t ig, uint32_t io, uint32_t len
 }
 
 /* Symbol and data-type uploads. */
-static int upload(struct ads_conn *c, uint8_t **sym, size_t *sym_len, uint8_t **dt, size_t *dt_len,
-                  struct fb_err *err)
+static int upload(struct ads_conn *c, uint8_t **sym, size_t *sym_len, uint8_t **dt, size_t *dt_len, struct fb_err *err)
 {
     uint8_t *info = NULL;
     size_t il = 0;
     *sym = *dt = NULL;
     *sym_len = *dt_len = 0;
     int rc = read_block(c, ADS_IG_UPLOAD_INFO2, 0, 24, &info, &il, "upload info (0xF00F)", err);
+    if (rc == FB_EEXCEPTION && ADS_UNSUPPORTED(c->last_ads_err)) {
+        /* TwinCAT 2 before 0xF00F: the older upload info, symbols only */
+        struct fb_err e2 = {0};
+        int rc2 = read_block(c, ADS_IG_SYM_UPLOAD_INFO, 0, 8, &info, &il, "upload info (0xF00C)", &e2);
+        if (rc2 != FB_EEXCEPTION) { /* else both refused: the first message says it */
+            rc = rc2;
+            if (rc) *err = e2;
+        }
+    }
     if (rc) return rc;
     struct ads_upload_info ui;
     rc = ads_parse_upload_info(info, il, &ui);
@@ -473,6 +608,7 @@ static void ads_device_free(struct fb_device *dev)
                         *pp = ad->upl->next;
                         break;
                     }
+                conn_free(ad->upl->c);
                 free(ad->upl->key);
                 free(ad->upl->sym);
                 free(ad->upl->dt);
@@ -503,7 +639,17 @@ static int ensure_upload(struct ads_dev *ad, struct fb_err *err)
             struct fb_err e = {0};
             u->rc = conn_new(&ad->o, &c, &e);
             if (!u->rc) u->rc = upload(c, &u->sym, &u->sym_len, &u->dt, &u->dt_len, &e);
-            conn_free(c);
+            if (u->rc == FB_EEXCEPTION && !c->broken) {
+                /* the PLC has no symbol upload: keep the connection to ask name by name */
+                u->refused = c->last_ads_err;
+                u->c = c;
+                fb_info(NULL, NULL,
+                        "%s refused the symbol upload (ADS error 0x%X: %s): asking the PLC for the types "
+                        "of untyped names one by one",
+                        c->where, u->refused, ads_err_text(u->refused));
+            } else {
+                conn_free(c);
+            }
             if (u->rc) snprintf(u->err, sizeof u->err, "%s", e.msg);
             u->next = upl_list;
             upl_list = u;
@@ -519,11 +665,140 @@ static int ensure_upload(struct ads_dev *ad, struct fb_err *err)
     return 0;
 }
 
+/* The per-name connection of a refused upload: closed once the device's tags
+ * are parsed (a later look-up opens it again). */
+static void upl_close_conn(struct ads_upl *u)
+{
+    pthread_mutex_lock(&upl_mu);
+    conn_free(u->c);
+    u->c = NULL;
+    pthread_mutex_unlock(&upl_mu);
+}
+
+/* One ReadWrite on c: the reply data (valid until the next receive). */
+static int rw_once(struct ads_conn *c, uint32_t ig, uint32_t rlen, const char *name, const char *what,
+                   const uint8_t **data, uint32_t *len, struct fb_err *err)
+{
+    size_t nl = strlen(name) + 1;
+    if (grow(&c->tx, &c->tx_cap, ADS_HDR + 16 + nl)) return fb_err_set(err, FB_ENOMEM, "out of memory");
+    uint32_t inv = next_invoke(c, 1);
+    struct ads_hdr h = tmpl_for(c, inv);
+    size_t n = ads_build_rw(c->tx, c->tx_cap, &h, ig, 0, rlen, (const uint8_t *)name, (uint32_t)nl);
+    struct one o;
+    int rc = transact(c, n, inv, &o, what, err);
+    if (rc) return rc;
+    uint32_t res;
+    if (ads_parse_read(o.d, o.n, &res, data, len)) return fail_text(c, FB_EPROTO, err, what);
+    return 0;
+}
+
+/* The upload was refused (TwinCAT 2 without it, BC/BX, simulators): learn
+ * what the PLC says about one name — its symbol entry (0xF009, the upload's
+ * entry layout for just this name), else the extended handle reply of
+ * TwinCAT 3 (size and type name) — into u->info.  Must hold upl_mu.
+ * FB_ENOENT for a name the PLC does not know; the other failures say what
+ * was refused. */
+static int name_info(struct ads_upl *u, const struct ads_opts *o, const char *name, struct fb_err *err)
+{
+    int rc = 0;
+    if (!u->c && (rc = conn_new(o, &u->c, err)) != 0) return rc;
+    struct ads_conn *c = u->c;
+    const uint8_t *d;
+    uint32_t dl;
+    struct fb_err e1 = {0}, e2 = {0};
+    struct ads_info *in = &u->info;
+    in->name[0] = 0;
+    rc = rw_once(c, ADS_IG_SYM_INFO_EX, 0xFFFF, name, "symbol info (0xF009)", &d, &dl, &e1);
+    if (rc == 0) {
+        size_t off = 0;
+        struct ads_sym s;
+        if (ads_sym_next(d, dl, &off, &s) != 1 || s.type_len >= sizeof in->type)
+            return fb_err_set(err, FB_EPROTO, "malformed symbol info (0xF009) from the PLC");
+        memcpy(in->type, s.type, s.type_len);
+        in->type[s.type_len] = 0;
+        in->size = s.size;
+        in->adst = s.adstype;
+        snprintf(in->name, sizeof in->name, "%s", name);
+        return 0;
+    }
+    uint32_t info_err = c->last_ads_err;
+    if (rc == FB_EEXCEPTION && info_err != ADSERR_SYM_NOT_FOUND) {
+        /* no symbol info: a handle, asked for with room for TwinCAT 3's extended reply */
+        rc = rw_once(c, ADS_IG_HANDLE_BY_NAME, 0xFFFFFFFFu, name, "handle (0xF003)", &d, &dl, &e2);
+        if (rc == 0) {
+            uint32_t hd, size;
+            const char *tn;
+            uint16_t tl;
+            int prc = ads_parse_handle_ex(d, dl, &hd, &size, &tn, &tl);
+            if (!prc && tl && tl < sizeof in->type) {
+                memcpy(in->type, tn, tl);
+                in->type[tl] = 0;
+                in->size = size;
+                in->adst = 0;
+                snprintf(in->name, sizeof in->name, "%s", name);
+            } else {
+                rc = fb_err_set(err, FB_EINVAL,
+                                "it refuses the symbol upload (ADS error 0x%X) and the symbol info by name (0xF009: "
+                                "0x%X), and its handle reply names no type",
+                                u->refused, info_err);
+            }
+            if (!prc) { /* give the handle back */
+                uint8_t hb[4] = {(uint8_t)hd, (uint8_t)(hd >> 8), (uint8_t)(hd >> 16), (uint8_t)(hd >> 24)};
+                uint32_t inv = next_invoke(c, 1);
+                struct ads_hdr h = tmpl_for(c, inv);
+                size_t n = ads_build_write(c->tx, c->tx_cap, &h, ADS_IG_RELEASE_HANDLE, 0, hb, 4);
+                struct one on;
+                struct fb_err e3 = {0};
+                transact(c, n, inv, &on, "release handle", &e3);
+            }
+            return rc;
+        }
+        if (rc != FB_EEXCEPTION) e1 = e2;
+    }
+    if (rc == FB_EEXCEPTION && c->last_ads_err == ADSERR_SYM_NOT_FOUND)
+        return fb_err_set(err, FB_ENOENT, "symbol not found (ADS error 0x710)");
+    if (rc == FB_EEXCEPTION)
+        return fb_err_set(err, FB_EINVAL,
+                          "it refuses the symbol upload (ADS error 0x%X), the symbol info by name (0xF009: 0x%X) "
+                          "and the handle by name (0xF003: 0x%X)",
+                          u->refused, info_err, c->last_ads_err);
+    *err = e1;
+    return rc;
+}
+
+/* The type of one name (element `elem` of a `count:` run) from the PLC
+ * without its upload.  The last name's answer is kept: a `count:` run parses
+ * the same name once per element. */
+static int type_by_name(struct ads_dev *ad, const char *name, int64_t elem, char *sub, size_t subcap,
+                        struct ads_tinfo *ti, struct fb_err *err)
+{
+    struct ads_upl *u = ad->upl;
+    int rc = 0;
+    pthread_mutex_lock(&upl_mu);
+    if (strcmp(u->info.name, name) != 0) rc = name_info(u, &ad->o, name, err);
+    if (!rc)
+        rc = ads_type_resolve(u->info.type, strlen(u->info.type), u->info.size, u->info.adst, NULL, 0, elem, sub,
+                              subcap, ti, err);
+    if (u->c && u->c->broken) {
+        conn_free(u->c);
+        u->c = NULL;
+    }
+    pthread_mutex_unlock(&upl_mu);
+    return rc;
+}
+
 static int ads_parse_address(struct fb_device *dev, struct fb_tag *tag, struct fb_err *err)
 {
     struct ads_dev *ad = dev->drv_dev;
     struct ads_addr a; /* parsed here; the tag keeps only what it needs */
     int rc = ads_addr_parse(tag->addr_text, &a, err);
+    if (!rc && a.deftype && tag->type != FB_T_NONE) {
+        /* a raw address with `type:` in the config: that type, from the byte offset */
+        if (a.ti.type == ADS_T_BOOL && tag->type != FB_T_BOOL)
+            rc = fb_err_set(err, FB_EINVAL, "'%s' is a bit address: its type is bool", a.name);
+        else
+            a.typed = false; /* taken from the config just below */
+    }
     if (!rc && !a.typed && tag->type != FB_T_NONE) {
         /* `type:` in the config names an fb type: take it as its IEC twin */
         const char *tn = fb_type_name((enum fb_type)tag->type);
@@ -532,30 +807,49 @@ static int ads_parse_address(struct fb_device *dev, struct fb_tag *tag, struct f
             snprintf(buf, sizeof buf, "STRING(%u)", tag->str_len ? tag->str_len : 80);
             tn = buf;
         }
-        if (ads_type_parse(tn, strlen(tn), &a.ti) == 0) a.typed = true;
+        if (ads_type_parse(tn, strlen(tn), &a.ti) == 0)
+            a.typed = true;
+        else if (a.raw)
+            rc = fb_err_set(err, FB_EINVAL, "type %s cannot be read from '%s'", tn, a.name);
     }
-    if (!rc && a.typed && tag->index > 0)
-        rc = fb_err_set(err, FB_EINVAL, "count over '%s' needs the type from the PLC: leave out the type, or "
-                        "address the elements (NAME[i]:TYPE)", a.name);
+    if (!rc && a.raw && tag->index > 0 && ads_addr_raw_elem(&a, tag->index, &a.io))
+        rc = fb_err_set(err, FB_EINVAL, "count over '%s' runs past the end of the offsets", a.name);
+    else if (!rc && a.typed && !a.raw && tag->index > 0)
+        rc = fb_err_set(err, FB_EINVAL,
+                        "count over '%s' needs the type from the PLC: leave out the type, or "
+                        "address the elements (NAME[i]:TYPE)",
+                        a.name);
     if (!rc && !a.typed) {
         struct fb_err e = {0};
+        char sub[32] = "";
         rc = ensure_upload(ad, &e);
-        if (rc) {
+        if (rc && ad->upl && ad->upl->refused) {
+            /* no symbol upload on this PLC: ask for this name alone */
+            memset(&e, 0, sizeof e);
+            rc = type_by_name(ad, a.name, tag->index, sub, sizeof sub, &a.ti, &e);
+            if (rc == FB_ENOENT)
+                rc = fb_err_set(err, rc, "'%s' %s", a.name, e.msg);
+            else if (rc == FB_ENOTSUP)
+                rc = fb_err_set(err, FB_EINVAL, "'%s' %s", a.name, e.msg);
+            else if (rc)
+                rc = fb_err_set(err, FB_EINVAL,
+                                "cannot learn the type of '%s' from the PLC: give it in the address "
+                                "(%s:REAL, :DINT, :STRING(80) …); %s",
+                                a.name, a.name, e.msg);
+        } else if (rc) {
             rc = fb_err_set(err, FB_EINVAL,
-                            "cannot learn the type of '%s' from the PLC (%s): give it in the address "
-                            "(%s:REAL, :DINT, :STRING(80) …)",
-                            a.name, e.msg, a.name);
+                            "cannot learn the type of '%s' from the PLC: give it in the address "
+                            "(%s:REAL, :DINT, :STRING(80) …); %s",
+                            a.name, a.name, e.msg);
         } else {
-            char sub[32] = "";
-            rc = ads_resolve(ad->upl->sym, ad->upl->sym_len, ad->upl->dt, ad->upl->dt_len, a.name, tag->index, sub, sizeof sub, &a.ti,
-                             &e);
-            if (rc)
-                rc = fb_err_set(err, rc == FB_ENOTSUP ? FB_EINVAL : rc, "'%s' %s", a.name, e.msg);
-            else if (sub[0] && strlen(a.name) + strlen(sub) <= ADS_MAX_NAME)
-                strcat(a.name, sub);
-            else if (sub[0])
-                rc = fb_err_set(err, FB_EINVAL, "symbol name too long");
+            rc = ads_resolve(ad->upl->sym, ad->upl->sym_len, ad->upl->dt, ad->upl->dt_len, a.name, tag->index, sub,
+                             sizeof sub, &a.ti, &e);
+            if (rc) rc = fb_err_set(err, rc == FB_ENOTSUP ? FB_EINVAL : rc, "'%s' %s", a.name, e.msg);
         }
+        if (!rc && sub[0] && strlen(a.name) + strlen(sub) <= ADS_MAX_NAME)
+            strcat(a.name, sub);
+        else if (!rc && sub[0])
+            rc = fb_err_set(err, FB_EINVAL, "symbol name too long");
     }
     if (rc) return rc;
     /* one block: the tag, its name, its latest notified value (10,000 tags
@@ -567,12 +861,18 @@ static int ads_parse_address(struct fb_device *dev, struct fb_tag *tag, struct f
     t->ti = a.ti;
     t->val = (uint8_t *)t->name + nl;
     t->id = tag->id;
+    t->raw = a.raw;
+    t->ig = a.ig;
+    if (a.raw) t->handle = a.io;
     free(tag->addr);
     tag->addr = t;
     tag->type = t->ti.fbtype;
-    if (t->ti.type == ADS_T_STRING) tag->str_len = 2 * t->ti.str_len; /* Latin-1 → UTF-8 */
-    else if (t->ti.type == ADS_T_WSTRING) tag->str_len = 3 * t->ti.str_len; /* UTF-16 unit → ≤ 3 bytes */
-    else if (t->ti.fbtype == FB_T_STRING) tag->str_len = 24; /* DATE / DT as text */
+    if (t->ti.type == ADS_T_STRING)
+        tag->str_len = 2 * t->ti.str_len; /* Latin-1 → UTF-8 */
+    else if (t->ti.type == ADS_T_WSTRING)
+        tag->str_len = 3 * t->ti.str_len; /* UTF-16 unit → ≤ 3 bytes */
+    else if (t->ti.fbtype == FB_T_STRING)
+        tag->str_len = 24; /* DATE / DT as text */
     return 0;
 }
 
@@ -601,6 +901,8 @@ static void plan_free(struct ads_plan *p)
 
 static int ads_plan_cb(struct fb_device *dev, struct fb_group *g, struct fb_err *err)
 {
+    struct ads_dev *ad = dev->drv_dev;
+    if (ad->upl && ad->upl->c) upl_close_conn(ad->upl); /* every tag is parsed by now */
     struct ads_plan *p = calloc(1, sizeof *p);
     uint32_t n = g->ntags;
     if (!p) return fb_err_set(err, FB_ENOMEM, "out of memory");
@@ -630,8 +932,8 @@ static int ads_plan_cb(struct fb_device *dev, struct fb_group *g, struct fb_err 
     p->rwsubs = calloc(n ? n : 1, sizeof *p->rwsubs);
     p->first = calloc(p->nch, sizeof *p->first);
     p->cnt = calloc(p->nch, sizeof *p->cnt);
-    if (!p->tags || !p->res || !p->doff || !p->data || !p->need || !p->hneed || !p->idx || !p->subs ||
-        !p->rwsubs || !p->first || !p->cnt) {
+    if (!p->tags || !p->res || !p->doff || !p->data || !p->need || !p->hneed || !p->idx || !p->subs || !p->rwsubs ||
+        !p->first || !p->cnt) {
         plan_free(p);
         return fb_err_set(err, FB_ENOMEM, "out of memory");
     }
@@ -646,12 +948,17 @@ static void ads_plan_free_cb(struct fb_group *g)
 }
 
 /* ----------------------------------------------------------------- handles */
+static bool tag_ready(const struct ads_tag *t, const struct ads_conn *c) { return t->raw || t->h_epoch == c->epoch; }
+static uint32_t tag_ig(const struct ads_tag *t) { return t->raw ? t->ig : ADS_IG_VALUE_BY_HANDLE; }
+
 struct hctx {
     struct ads_conn *c;
     struct ads_tag **tags; /* the tags of each chunk, in order */
     uint32_t *first;       /* chunk → index of its first tag */
     uint32_t *cnt;
-    int rc;
+    bool was_yes;     /* sum read-write was known to work before this call */
+    uint32_t refused; /* a whole sum command answered 0x701/0x702 */
+    bool worked;      /* a whole sum command was answered */
 };
 
 static void handle_fail(struct ads_tag *t, uint32_t code)
@@ -660,6 +967,18 @@ static void handle_fail(struct ads_tag *t, uint32_t code)
     t->herr = code;
     /* an unknown name is asked for again now and then; anything else next cycle */
     t->retry_at = fb_mono_ns() + (code == ADSERR_SYM_NOT_FOUND ? ADS_HANDLE_RETRY_NS : 0);
+}
+
+static void handle_take(struct ads_conn *c, struct ads_tag *t, const uint8_t *d, uint32_t n)
+{
+    uint32_t hd, sz;
+    if (ads_parse_handle(d, n, &hd, &sz)) {
+        handle_fail(t, 0x706);
+        return;
+    }
+    t->handle = hd;
+    t->h_epoch = c->epoch;
+    t->herr = 0;
 }
 
 static int handles_fn(void *ctx, uint32_t i, uint32_t err, const uint8_t *d, size_t n)
@@ -671,85 +990,167 @@ static int handles_fn(void *ctx, uint32_t i, uint32_t err, const uint8_t *d, siz
     const uint8_t *rd = NULL;
     uint32_t rl = 0;
     if (!res && ads_parse_read(d, n, &res, &rd, &rl)) return FB_EPROTO;
+    if (res && ADS_UNSUPPORTED(res) && !h->was_yes) { /* no sum commands: single requests */
+        h->refused = res;
+        return 0;
+    }
     if (res) { /* the whole sum command failed */
         for (uint32_t k = 0; k < cnt; k++) handle_fail(tags[k], res);
         return 0;
     }
+    h->worked = true;
     uint32_t r[ADS_SUM_MAX], lens[ADS_SUM_MAX];
     const uint8_t *dp[ADS_SUM_MAX];
     if (ads_sum_rw_parse(rd, rl, cnt, r, dp, lens)) return FB_EPROTO;
     for (uint32_t k = 0; k < cnt; k++) {
-        uint32_t hd, sz;
-        if (r[k]) {
+        if (r[k])
             handle_fail(tags[k], r[k]);
-        } else if (ads_parse_handle(dp[k], lens[k], &hd, &sz)) {
-            handle_fail(tags[k], 0x706);
-        } else {
-            tags[k]->handle = hd;
-            tags[k]->h_epoch = h->c->epoch;
-            tags[k]->herr = 0;
-        }
+        else
+            handle_take(h->c, tags[k], dp[k], lens[k]);
     }
     return 0;
 }
 
+/* single handle requests (ReadWrite 0xF003, the name with its NUL) */
+struct h1ctx {
+    struct ads_conn *c;
+    struct ads_tag **tags;
+};
+static size_t handle_req(void *ctx, uint32_t i, uint8_t *b, size_t cap, const struct ads_hdr *h)
+{
+    const struct ads_tag *t = ((struct h1ctx *)ctx)->tags[i];
+    return ads_build_rw(b, cap, h, ADS_IG_HANDLE_BY_NAME, 0, 4, (const uint8_t *)t->name,
+                        (uint32_t)strlen(t->name) + 1);
+}
+static int handle_rep(void *ctx, uint32_t i, uint32_t err, const uint8_t *d, size_t n)
+{
+    struct h1ctx *x = ctx;
+    uint32_t res = err, rl = 0;
+    const uint8_t *rd = NULL;
+    if (!res && ads_parse_read(d, n, &res, &rd, &rl)) return FB_EPROTO;
+    if (res)
+        handle_fail(x->tags[i], res);
+    else
+        handle_take(x->c, x->tags[i], rd, rl);
+    return 0;
+}
+
 /* Ask for the handles of tags[0..n) in sum read-writes of up to max_sum
- * names, all frames in flight at once.  The caller's scratch: subs holds n,
- * first and cnt ceil(n / max_sum) entries (a plan's tables, or one each on
- * the stack for a write), so nothing is allocated here. */
+ * names, all frames in flight at once — or, from a device without sum
+ * commands, one ReadWrite per name (ADS_WINDOW in flight).  *nreq counts the
+ * requests sent.  The caller's scratch: subs holds n, first and cnt
+ * ceil(n / max_sum) entries (a plan's tables, or one each on the stack for a
+ * write), so nothing is allocated here; tags[] may be reordered. */
 static int resolve_handles(struct ads_conn *c, const struct ads_opts *o, struct ads_tag **tags, uint32_t n,
-                           struct ads_rwsub *subs, uint32_t *first, uint32_t *cnt)
+                           struct ads_rwsub *subs, uint32_t *first, uint32_t *cnt, uint64_t *nreq)
 {
     if (!n) return 0;
-    uint32_t chunks = (n + (uint32_t)o->max_sum - 1) / (uint32_t)o->max_sum;
     int rc = 0;
-    size_t len = 0;
-    uint32_t inv = next_invoke(c, chunks ? chunks : 1);
-    for (uint32_t ch = 0; ch < chunks && !rc; ch++) {
-        first[ch] = ch * (uint32_t)o->max_sum;
-        cnt[ch] = n - first[ch] < (uint32_t)o->max_sum ? n - first[ch] : (uint32_t)o->max_sum;
-        size_t wl = 16 * (size_t)cnt[ch];
-        for (uint32_t k = 0; k < cnt[ch]; k++) {
-            struct ads_tag *t = tags[first[ch] + k];
-            /* the name with its NUL, as TwinCAT's own clients send it */
-            subs[first[ch] + k] = (struct ads_rwsub){ADS_IG_HANDLE_BY_NAME, 0, 4, (uint32_t)strlen(t->name) + 1,
-                                                     (const uint8_t *)t->name};
-            wl += strlen(t->name) + 1;
+    if (sum_ok(c, SUM_RW)) {
+        uint32_t chunks = (n + (uint32_t)o->max_sum - 1) / (uint32_t)o->max_sum;
+        size_t len = 0;
+        uint32_t inv = next_invoke(c, chunks ? chunks : 1);
+        for (uint32_t ch = 0; ch < chunks && !rc; ch++) {
+            first[ch] = ch * (uint32_t)o->max_sum;
+            cnt[ch] = n - first[ch] < (uint32_t)o->max_sum ? n - first[ch] : (uint32_t)o->max_sum;
+            size_t wl = 16 * (size_t)cnt[ch];
+            for (uint32_t k = 0; k < cnt[ch]; k++) {
+                struct ads_tag *t = tags[first[ch] + k];
+                /* the name with its NUL, as TwinCAT's own clients send it */
+                subs[first[ch] + k] = (struct ads_rwsub){ADS_IG_HANDLE_BY_NAME, 0, 4, (uint32_t)strlen(t->name) + 1,
+                                                         (const uint8_t *)t->name};
+                wl += strlen(t->name) + 1;
+            }
+            if (grow(&c->w, &c->w_cap, wl) || grow(&c->tx, &c->tx_cap, len + ADS_HDR + 16 + wl)) {
+                rc = FB_ENOMEM;
+                break;
+            }
+            uint32_t rlen;
+            size_t w = ads_sum_rw_req(c->w, c->w_cap, subs + first[ch], cnt[ch], &rlen);
+            struct ads_hdr h = tmpl_for(c, inv + ch);
+            size_t fl =
+                w ? ads_build_rw(c->tx + len, c->tx_cap - len, &h, ADS_IG_SUM_RW, cnt[ch], rlen, c->w, (uint32_t)w) : 0;
+            if (!fl) rc = FB_EINVAL;
+            len += fl;
         }
-        if (grow(&c->w, &c->w_cap, wl) || grow(&c->tx, &c->tx_cap, len + ADS_HDR + 16 + wl)) {
-            rc = FB_ENOMEM;
-            break;
-        }
-        uint32_t rlen;
-        size_t w = ads_sum_rw_req(c->w, c->w_cap, subs + first[ch], cnt[ch], &rlen);
-        struct ads_hdr h = tmpl_for(c, inv + ch);
-        size_t fl = w ? ads_build_rw(c->tx + len, c->tx_cap - len, &h, ADS_IG_SUM_RW, cnt[ch], rlen, c->w,
-                                     (uint32_t)w)
-                      : 0;
-        if (!fl) rc = FB_EINVAL;
-        len += fl;
-    }
-    if (!rc) {
-        struct hctx hc = {c, tags, first, cnt, 0};
+        if (rc) return rc;
+        struct hctx hc = {c, tags, first, cnt, c->cap[SUM_RW] == CAP_YES, 0, false};
+        *nreq += chunks;
         rc = exchange(c, len, inv, chunks, handles_fn, &hc, c->timeout_ns);
+        if (rc) return rc;
+        if (!hc.refused) {
+            if (hc.worked) sum_works(c, SUM_RW);
+            return 0;
+        }
+        sum_refused(c, SUM_RW, hc.refused);
     }
-    return rc;
+    uint32_t m = 0; /* those still without a handle */
+    for (uint32_t i = 0; i < n; i++)
+        if (tags[i]->h_epoch != c->epoch) tags[m++] = tags[i];
+    struct h1ctx x = {c, tags};
+    *nreq += m;
+    return singles(c, m, ADS_HDR + 16 + ADS_MAX_NAME + 1, handle_req, handle_rep, &x);
 }
 
 /* A download (new symbol version, or 0x710/0x711 for a handle): every handle
  * and notification of this connection is void. */
-static void new_epoch(struct ads_conn *c) { c->epoch = atomic_fetch_add(&epoch_seq, 1); c->nnotes = 0; }
+static void new_epoch(struct ads_conn *c)
+{
+    c->epoch = atomic_fetch_add(&epoch_seq, 1);
+    /* notifications on raw addresses (%M, %I, %Q) do not depend on the
+     * program: they stay (a subsequence of a sorted array stays sorted) */
+    uint32_t k = 0;
+    for (uint32_t i = 0; i < c->nnotes; i++)
+        if (c->notes[i].t->raw && c->notes[i].t->n_epoch) {
+            c->notes[i].t->n_epoch = c->epoch;
+            c->notes[k++] = c->notes[i];
+        }
+    c->nnotes = k;
+}
+
+/* Every ADS_CHECK_NS read the symbol version alone (notify mode, and poll
+ * mode without sum commands, where it cannot ride along in the sum read):
+ * a link check too.  A change (a download) starts a new epoch; `then` says
+ * what follows in the log. */
+static int check_symver(struct fb_device *dev, struct ads_conn *c, const char *then)
+{
+    int64_t now = fb_mono_ns();
+    if (now < c->next_check) return 0;
+    c->next_check = now + ADS_CHECK_NS;
+    uint32_t inv = next_invoke(c, 1);
+    struct ads_hdr h = tmpl_for(c, inv);
+    size_t n = ads_build_read(c->tx, c->tx_cap, &h, ADS_IG_SYM_VERSION, 0, 1);
+    struct one o;
+    struct fb_err e = {0};
+    atomic_fetch_add(&dev->m.requests, 1);
+    int rc = transact(c, n, inv, &o, "symbol version", &e);
+    if (rc == FB_EEXCEPTION) return 0;
+    if (rc) return rc;
+    uint32_t res, dl;
+    const uint8_t *d;
+    if (ads_parse_read(o.d, o.n, &res, &d, &dl) || dl < 1) return 0;
+    if (c->have_symver && d[0] != c->symver) {
+        fb_info(dev->name, NULL, "the PLC program changed (symbol version %u → %u): %s", c->symver, d[0], then);
+        new_epoch(c);
+    }
+    c->symver = d[0];
+    c->have_symver = true;
+    return 0;
+}
 
 /* -------------------------------------------------------------- poll read */
 struct rctx_read {
     struct ads_conn *c;
     struct ads_plan *p;
-    uint32_t *idx;        /* sub k of the whole read → plan index (UINT32_MAX = symbol version) */
+    uint32_t *idx; /* sub k of the whole read → plan index (UINT32_MAX = symbol version) */
     uint32_t *first, *cnt;
     struct ads_sub *subs;
-    uint32_t req_err;     /* an error for the whole request */
+    uint32_t req_err; /* an error for the whole request */
     bool symver_seen;
     uint8_t symver;
+    bool was_yes;      /* sum read was known to work before this round */
+    uint32_t refused;  /* a whole sum read answered 0x701/0x702 */
+    uint32_t answered; /* requests answered without an error for the whole request */
 };
 
 static int read_fn(void *ctx, uint32_t i, uint32_t err, const uint8_t *d, size_t n)
@@ -760,12 +1161,17 @@ static int read_fn(void *ctx, uint32_t i, uint32_t err, const uint8_t *d, size_t
     const uint8_t *rd = NULL;
     uint32_t rl = 0;
     if (!res && ads_parse_read(d, n, &res, &rd, &rl)) return FB_EPROTO;
+    if (res && ADS_UNSUPPORTED(res) && !r->was_yes) { /* no sum commands: single reads */
+        r->refused = res;
+        return 0;
+    }
     if (res) {
         r->req_err = res;
         for (uint32_t k = 0; k < cnt; k++)
             if (r->idx[first + k] != UINT32_MAX) r->p->res[r->idx[first + k]] = res;
         return 0;
     }
+    r->answered++;
     uint32_t sres[ADS_SUM_MAX + 1];
     const uint8_t *dp[ADS_SUM_MAX + 1];
     if (ads_sum_read_parse(rd, rl, r->subs + first, cnt, sres, dp)) return FB_EPROTO;
@@ -784,35 +1190,65 @@ static int read_fn(void *ctx, uint32_t i, uint32_t err, const uint8_t *d, size_t
     return 0;
 }
 
-/* One round: handles for tags that need them, then the sum reads. */
+/* single reads (Read IG, IO, len): subs[i] / idx[i] */
+static size_t read_req(void *ctx, uint32_t i, uint8_t *b, size_t cap, const struct ads_hdr *h)
+{
+    const struct ads_sub *s = &((struct rctx_read *)ctx)->subs[i];
+    return ads_build_read(b, cap, h, s->ig, s->io, s->len);
+}
+static int read_rep(void *ctx, uint32_t i, uint32_t err, const uint8_t *d, size_t n)
+{
+    struct rctx_read *r = ctx;
+    uint32_t res = err, rl = 0;
+    const uint8_t *rd = NULL;
+    if (!res && ads_parse_read(d, n, &res, &rd, &rl)) return FB_EPROTO;
+    if (!res && rl < r->subs[i].len) res = 0x705; /* fewer bytes than the type needs */
+    uint32_t ix = r->idx[i];
+    r->p->res[ix] = res;
+    if (!res) {
+        memcpy(r->p->data + r->p->doff[ix], rd, r->subs[i].len);
+        r->answered++;
+    } else {
+        r->req_err = res;
+    }
+    return 0;
+}
+
+/* One round: handles for tags that need them, then the reads — sum reads
+ * of up to max_sum sub-reads (the symbol version riding along first), or,
+ * from a device without sum commands, one Read per tag and a separate
+ * symbol-version check every ADS_CHECK_NS. */
 static int poll_round(struct fb_device *dev, struct ads_conn *c, struct ads_plan *p, bool *redo)
 {
     const struct ads_opts *o = &((struct ads_dev *)dev->drv_dev)->o;
-    int64_t now = fb_mono_ns();
     *redo = false;
     /* the plan's tables: nothing is allocated per cycle */
     struct ads_tag **need = p->need;
     uint32_t *idx = p->idx, *first = p->first, *cnt = p->cnt;
     struct ads_sub *subs = p->subs;
     int rc = 0;
+    uint64_t nreq = 0;
+    if (!sum_ok(c, SUM_READ)) rc = check_symver(dev, c, "resolving handles again");
+    int64_t now = fb_mono_ns();
     uint32_t nn = 0;
     for (uint32_t i = 0; i < p->n && !rc; i++) {
         struct ads_tag *t = p->tags[i];
-        if (t->h_epoch != c->epoch && (!t->herr || now >= t->retry_at)) need[nn++] = t;
+        if (!tag_ready(t, c) && (!t->herr || now >= t->retry_at)) need[nn++] = t;
     }
-    if (!rc && nn) {
-        atomic_fetch_add(&dev->m.requests, 1);
-        rc = resolve_handles(c, o, need, nn, p->rwsubs, first, cnt);
-    }
-    /* sub-reads: the symbol version first, then every tag with a handle */
+    if (!rc && nn) rc = resolve_handles(c, o, need, nn, p->rwsubs, first, cnt, &nreq);
+    /* sub-reads: the symbol version first (sum reads only), then every tag
+     * with a handle or a raw address */
+    bool sum = sum_ok(c, SUM_READ);
     uint32_t ns = 0;
     if (!rc) {
-        subs[ns] = (struct ads_sub){ADS_IG_SYM_VERSION, 0, 1};
-        idx[ns++] = UINT32_MAX;
+        if (sum) {
+            subs[ns] = (struct ads_sub){ADS_IG_SYM_VERSION, 0, 1};
+            idx[ns++] = UINT32_MAX;
+        }
         for (uint32_t i = 0; i < p->n; i++) {
             struct ads_tag *t = p->tags[i];
-            if (t->h_epoch == c->epoch) {
-                subs[ns] = (struct ads_sub){ADS_IG_VALUE_BY_HANDLE, t->handle, t->ti.size};
+            if (tag_ready(t, c)) {
+                subs[ns] = (struct ads_sub){tag_ig(t), t->handle, t->ti.size};
                 idx[ns++] = i;
                 p->res[i] = 0x1; /* until answered */
             } else {
@@ -820,12 +1256,13 @@ static int poll_round(struct fb_device *dev, struct ads_conn *c, struct ads_plan
             }
         }
     }
-    uint32_t chunks = 0;
-    size_t len = 0;
-    uint32_t inv = 0;
-    if (!rc) {
-        chunks = (ns + (uint32_t)o->max_sum - 1) / (uint32_t)o->max_sum;
-        inv = next_invoke(c, chunks);
+    struct rctx_read rr = {c, p, idx, first, cnt, subs, 0, false, 0, c->cap[SUM_READ] == CAP_YES, 0, 0};
+    int64_t t0 = fb_mono_ns();
+    uint32_t trips = 0;
+    if (!rc && sum) {
+        uint32_t chunks = (ns + (uint32_t)o->max_sum - 1) / (uint32_t)o->max_sum;
+        size_t len = 0;
+        uint32_t inv = next_invoke(c, chunks);
         for (uint32_t ch = 0; ch < chunks && !rc; ch++) {
             first[ch] = ch * (uint32_t)o->max_sum;
             cnt[ch] = ns - first[ch] < (uint32_t)o->max_sum ? ns - first[ch] : (uint32_t)o->max_sum;
@@ -837,25 +1274,44 @@ static int poll_round(struct fb_device *dev, struct ads_conn *c, struct ads_plan
             uint32_t rlen;
             size_t w = ads_sum_read_req(c->w, c->w_cap, subs + first[ch], cnt[ch], &rlen);
             struct ads_hdr h = tmpl_for(c, inv + ch);
-            size_t fl = w ? ads_build_rw(c->tx + len, c->tx_cap - len, &h, ADS_IG_SUM_READ, cnt[ch], rlen, c->w,
-                                         (uint32_t)w)
-                          : 0;
+            size_t fl =
+                w ? ads_build_rw(c->tx + len, c->tx_cap - len, &h, ADS_IG_SUM_READ, cnt[ch], rlen, c->w, (uint32_t)w)
+                  : 0;
             if (!fl) rc = FB_EINVAL;
             len += fl;
         }
-    }
-    struct rctx_read rr = {c, p, idx, first, cnt, subs, 0, false, 0};
-    if (!rc) {
-        int64_t t0 = fb_mono_ns();
-        atomic_fetch_add(&dev->m.requests, chunks);
-        rc = exchange(c, len, inv, chunks, read_fn, &rr, c->timeout_ns);
-        int64_t t1 = fb_mono_ns();
         if (!rc) {
-            atomic_fetch_add(&dev->m.rtt_ns_sum, (uint64_t)(t1 - t0));
-            atomic_store(&dev->m.rtt_ns_last, (uint64_t)(t1 - t0));
-            atomic_fetch_add(&dev->m.rtt_count, 1);
-            if (!rr.req_err) atomic_store(&dev->m.last_success_ns, fb_now_ns());
+            nreq += chunks;
+            trips = 1;
+            rc = exchange(c, len, inv, chunks, read_fn, &rr, c->timeout_ns);
         }
+        if (!rc && rr.refused) {
+            sum_refused(c, SUM_READ, rr.refused);
+            sum = false;
+        } else if (!rc && rr.answered) {
+            sum_works(c, SUM_READ);
+        }
+        if (!sum) { /* refused: the same reads one by one, without the symbol version */
+            subs++;
+            idx++;
+            ns--;
+        }
+    }
+    if (!rc && !sum && ns) {
+        rr.subs = subs;
+        rr.idx = idx;
+        nreq += ns;
+        trips += windows(ns);
+        rc = singles(c, ns, ADS_HDR + 12, read_req, read_rep, &rr);
+    }
+    int64_t t1 = fb_mono_ns();
+    atomic_fetch_add(&dev->m.requests, nreq);
+    if (!rc && trips) {
+        uint64_t rtt = (uint64_t)(t1 - t0) / trips; /* one round trip: a window of requests in flight */
+        atomic_fetch_add(&dev->m.rtt_ns_sum, rtt);
+        atomic_store(&dev->m.rtt_ns_last, rtt);
+        atomic_fetch_add(&dev->m.rtt_count, 1);
+        if (rr.answered) atomic_store(&dev->m.last_success_ns, fb_now_ns());
     }
     if (!rc) {
         bool stale = false;
@@ -865,11 +1321,11 @@ static int poll_round(struct fb_device *dev, struct ads_conn *c, struct ads_plan
             c->have_symver = true;
         }
         for (uint32_t i = 0; i < p->n; i++)
-            if (p->tags[i]->h_epoch == c->epoch && (p->res[i] == ADSERR_SYM_NOT_FOUND || p->res[i] == ADSERR_SYM_VERSION))
+            if (!p->tags[i]->raw && p->tags[i]->h_epoch == c->epoch &&
+                (p->res[i] == ADSERR_SYM_NOT_FOUND || p->res[i] == ADSERR_SYM_VERSION))
                 stale = true;
         if (stale) {
-            fb_info(dev->name, NULL, "the PLC program changed (symbol version %u): resolving handles again",
-                    c->symver);
+            fb_info(dev->name, NULL, "the PLC program changed (symbol version %u): resolving handles again", c->symver);
             new_epoch(c);
             *redo = true;
         }
@@ -925,12 +1381,14 @@ static int add_notes(struct fb_device *dev, struct ads_conn *c, struct ads_plan 
     uint32_t nh = 0;
     struct ads_tag **hn = p->hneed;
     int rc = 0;
+    uint64_t nreq = 0;
     for (uint32_t i = 0; i < nn; i++)
-        if (need[i]->h_epoch != c->epoch) hn[nh++] = need[i];
-    if (nh) rc = resolve_handles(c, o, hn, nh, p->rwsubs, p->first, p->cnt);
+        if (!tag_ready(need[i], c)) hn[nh++] = need[i];
+    if (nh) rc = resolve_handles(c, o, hn, nh, p->rwsubs, p->first, p->cnt, &nreq);
+    atomic_fetch_add(&dev->m.requests, nreq);
     uint32_t na = 0;
     for (uint32_t i = 0; i < nn && !rc; i++)
-        if (need[i]->h_epoch == c->epoch) need[na++] = need[i];
+        if (tag_ready(need[i], c)) need[na++] = need[i];
     if (!rc && na) {
         int64_t cyc = o->cycle_ns ? o->cycle_ns : (o->mode == ADS_MODE_CYCLIC ? p->period_ns : 0);
         uint32_t cyc100 = (uint32_t)(cyc / 100 > UINT32_MAX ? UINT32_MAX : cyc / 100);
@@ -941,7 +1399,7 @@ static int add_notes(struct fb_device *dev, struct ads_conn *c, struct ads_plan 
         size_t len = 0;
         for (uint32_t i = 0; i < na && !rc; i++) {
             struct ads_hdr h = tmpl_for(c, inv + i);
-            len += ads_build_addnote(c->tx + len, c->tx_cap - len, &h, ADS_IG_VALUE_BY_HANDLE, need[i]->handle,
+            len += ads_build_addnote(c->tx + len, c->tx_cap - len, &h, tag_ig(need[i]), need[i]->handle,
                                      need[i]->ti.size, mode, del100, cyc100);
         }
         if (!rc) {
@@ -976,34 +1434,6 @@ static int drain(struct ads_conn *c)
     }
 }
 
-/* notify mode: every ADS_CHECK_NS read the symbol version (link check too) */
-static int check_symver(struct fb_device *dev, struct ads_conn *c)
-{
-    int64_t now = fb_mono_ns();
-    if (now < c->next_check) return 0;
-    c->next_check = now + ADS_CHECK_NS;
-    uint32_t inv = next_invoke(c, 1);
-    struct ads_hdr h = tmpl_for(c, inv);
-    size_t n = ads_build_read(c->tx, c->tx_cap, &h, ADS_IG_SYM_VERSION, 0, 1);
-    struct one o;
-    struct fb_err e = {0};
-    atomic_fetch_add(&dev->m.requests, 1);
-    int rc = transact(c, n, inv, &o, "symbol version", &e);
-    if (rc == FB_EEXCEPTION) return 0;
-    if (rc) return rc;
-    uint32_t res, dl;
-    const uint8_t *d;
-    if (ads_parse_read(o.d, o.n, &res, &d, &dl) || dl < 1) return 0;
-    if (c->have_symver && d[0] != c->symver) {
-        fb_info(dev->name, NULL, "the PLC program changed (symbol version %u → %u): adding notifications again",
-                c->symver, d[0]);
-        new_epoch(c);
-    }
-    c->symver = d[0];
-    c->have_symver = true;
-    return 0;
-}
-
 /* ------------------------------------------------------------------- read */
 static void add_bad(struct fb_batch *out, uint32_t id, uint8_t type, uint32_t q, int64_t ts)
 {
@@ -1019,8 +1449,12 @@ static void log_tag(struct fb_device *dev, struct ads_tag *t, uint32_t q, uint32
     const struct fb_tag *ft = &dev->gw->tags[t->id];
     if (fb_q_bad(q) && (!t->seen || q != t->last_q)) {
         char qn[16];
-        fb_warn(dev->name, ft->name, "%s: ADS error 0x%X: %s → %s", t->name, code, ads_err_text(code),
-                fb_q_name(q, qn));
+        fb_warn(dev->name, ft->name, "%s: ADS error 0x%X: %s → %s%s", t->name, code, ads_err_text(code),
+                fb_q_name(q, qn),
+                ADS_UNSUPPORTED(code) && !t->raw
+                    ? " (this PLC offers no access by name, as a BC controller: use raw addresses such as %MW10, "
+                      "docs/ads.md §3)"
+                    : "");
     } else if (!fb_q_bad(q) && t->seen && fb_q_bad(t->last_q)) {
         fb_info(dev->name, ft->name, "read recovered");
     }
@@ -1042,6 +1476,7 @@ static int ads_read(struct fb_device *dev, struct fb_group *g, struct fb_batch *
     }
     char sbuf[ADS_SBUF];
     int rc = 0;
+    uint64_t failed = 0; /* tags the PLC refused or does not know, this cycle */
     if (o->mode == ADS_MODE_POLL) {
         bool redo = false;
         rc = poll_round(dev, c, p, &redo);
@@ -1053,17 +1488,20 @@ static int ads_read(struct fb_device *dev, struct fb_group *g, struct fb_batch *
             uint32_t code = rc ? 0 : p->res[i];
             uint32_t q = rc ? (rc == FB_ETIMEDOUT ? FB_Q_BAD_TIMEOUT : FB_Q_BAD_COMM) : ads_err_quality(code, false);
             if (!rc) log_tag(dev, t, q, code);
+            if (code) failed++;
             if (q != FB_Q_GOOD) {
                 add_bad(out, t->id, type, q, ts);
                 continue;
             }
             struct fb_value v;
             q = ads_decode(&t->ti, p->data + p->doff[i], t->ti.size, &v, sbuf, sizeof sbuf);
-            if (q != FB_Q_GOOD) add_bad(out, t->id, type, q, ts);
-            else fb_batch_add(out, t->id, FB_Q_GOOD, ts, &v);
+            if (q != FB_Q_GOOD)
+                add_bad(out, t->id, type, q, ts);
+            else
+                fb_batch_add(out, t->id, FB_Q_GOOD, ts, &v);
         }
     } else {
-        rc = check_symver(dev, c);
+        rc = check_symver(dev, c, "adding notifications again");
         if (!rc) rc = add_notes(dev, c, p);
         if (!rc) rc = drain(c);
         ts = fb_now_ns();
@@ -1071,9 +1509,13 @@ static int ads_read(struct fb_device *dev, struct fb_group *g, struct fb_batch *
             struct ads_tag *t = p->tags[i];
             uint8_t type = dev->gw->tags[t->id].type;
             uint32_t q;
-            if (rc) q = rc == FB_ETIMEDOUT ? FB_Q_BAD_TIMEOUT : FB_Q_BAD_COMM;
-            else if (t->n_epoch != c->epoch) q = ads_err_quality(t->herr ? t->herr : 0x710, false);
-            else q = t->have_val ? FB_Q_GOOD : FB_Q_BAD_WAITING;
+            if (rc)
+                q = rc == FB_ETIMEDOUT ? FB_Q_BAD_TIMEOUT : FB_Q_BAD_COMM;
+            else if (t->n_epoch != c->epoch)
+                q = ads_err_quality(t->herr ? t->herr : 0x710, false);
+            else
+                q = t->have_val ? FB_Q_GOOD : FB_Q_BAD_WAITING;
+            if (!rc && t->n_epoch != c->epoch) failed++;
             if (!rc && q != FB_Q_BAD_WAITING) log_tag(dev, t, q, t->herr);
             if (q != FB_Q_GOOD) {
                 add_bad(out, t->id, type, q, ts);
@@ -1082,10 +1524,15 @@ static int ads_read(struct fb_device *dev, struct fb_group *g, struct fb_batch *
             struct fb_value v;
             q = ads_decode(&t->ti, t->val, t->ti.size, &v, sbuf, sizeof sbuf);
             struct fb_sample *s = q != FB_Q_GOOD ? NULL : fb_batch_add(out, t->id, FB_Q_GOOD, ts, &v);
-            if (q != FB_Q_GOOD) add_bad(out, t->id, type, q, ts);
-            else if (s) s->ts_src = t->val_ts;
+            if (q != FB_Q_GOOD)
+                add_bad(out, t->id, type, q, ts);
+            else if (s)
+                s->ts_src = t->val_ts;
         }
     }
+    /* every item the device refused counts, as a failed request does: a PLC
+     * that answers every read with an error is not healthy */
+    if (failed) atomic_fetch_add(&dev->m.errors, failed);
     if (rc) {
         atomic_fetch_add(&dev->m.errors, 1);
         if (rc == FB_ETIMEDOUT) atomic_fetch_add(&dev->m.timeouts, 1);
@@ -1096,15 +1543,18 @@ static int ads_read(struct fb_device *dev, struct fb_group *g, struct fb_batch *
 }
 
 /* ------------------------------------------------------------------ write */
-static int write_once(struct fb_device *dev, struct ads_conn *c, struct ads_tag *t, const uint8_t *data,
-                      uint32_t len, uint32_t *res, struct fb_err *err)
+static int write_once(struct fb_device *dev, struct ads_conn *c, struct ads_tag *t, const uint8_t *data, uint32_t len,
+                      uint32_t *res, struct fb_err *err)
 {
     const struct ads_opts *o = &((struct ads_dev *)dev->drv_dev)->o;
     *res = 0;
-    if (t->h_epoch != c->epoch) {
+    if (!tag_ready(t, c)) {
         struct ads_rwsub sub;
         uint32_t first, cnt;
-        int rc = resolve_handles(c, o, &t, 1, &sub, &first, &cnt);
+        uint64_t nreq = 0;
+        struct ads_tag *one[1] = {t};
+        int rc = resolve_handles(c, o, one, 1, &sub, &first, &cnt, &nreq);
+        atomic_fetch_add(&dev->m.requests, nreq);
         if (rc) return fail_text(c, rc, err, "handle request");
         if (t->h_epoch != c->epoch) {
             *res = t->herr;
@@ -1114,7 +1564,7 @@ static int write_once(struct fb_device *dev, struct ads_conn *c, struct ads_tag 
     if (grow(&c->tx, &c->tx_cap, ADS_HDR + 12 + len)) return fb_err_set(err, FB_ENOMEM, "out of memory");
     uint32_t inv = next_invoke(c, 1);
     struct ads_hdr h = tmpl_for(c, inv);
-    size_t n = ads_build_write(c->tx, c->tx_cap, &h, ADS_IG_VALUE_BY_HANDLE, t->handle, data, len);
+    size_t n = ads_build_write(c->tx, c->tx_cap, &h, tag_ig(t), t->handle, data, len);
     struct one one;
     struct fb_err e = {0};
     int rc = transact(c, n, inv, &one, "write", &e);
@@ -1137,14 +1587,14 @@ static int ads_write(struct fb_device *dev, const struct fb_tag *ft, const struc
     if (n < 0) return n;
     uint32_t res;
     int rc = write_once(dev, c, t, buf, (uint32_t)n, &res, err);
-    if (!rc && (res == ADSERR_SYM_NOT_FOUND || res == ADSERR_SYM_VERSION) && t->h_epoch == c->epoch) {
+    if (!rc && !t->raw && (res == ADSERR_SYM_NOT_FOUND || res == ADSERR_SYM_VERSION) && t->h_epoch == c->epoch) {
         new_epoch(c); /* a stale handle after a download: take a new one, once */
         rc = write_once(dev, c, t, buf, (uint32_t)n, &res, err);
     }
     if (rc) return rc;
     if (res) {
-        int code = res == 0x704 || res == 0x723 ? FB_EACCES
-                   : res == ADSERR_SYM_NOT_FOUND ? FB_ENOENT
+        int code = res == 0x704 || res == 0x723   ? FB_EACCES
+                   : res == ADSERR_SYM_NOT_FOUND  ? FB_ENOENT
                    : res == 0x705 || res == 0x706 ? FB_EINVAL
                                                   : FB_EEXCEPTION;
         if (code == FB_EINVAL) code = FB_EEXCEPTION; /* the device refused: not a usage error */
@@ -1208,6 +1658,13 @@ static int del_fn(void *ctx, uint32_t i, uint32_t err, const uint8_t *d, size_t 
     return 0;
 }
 
+/* single release (Write 0xF006, data = the handle): vals[i] */
+static size_t release_req(void *ctx, uint32_t i, uint8_t *b, size_t cap, const struct ads_hdr *h)
+{
+    const uint8_t *const *vals = ctx;
+    return ads_build_write(b, cap, h, ADS_IG_RELEASE_HANDLE, 0, vals[i], 4);
+}
+
 /* Say goodbye: delete notifications, release handles (best effort, short). */
 static void goodbye(struct fb_conn *cn, struct ads_conn *c)
 {
@@ -1260,7 +1717,8 @@ static void goodbye(struct fb_conn *cn, struct ads_conn *c)
             }
         }
     }
-    for (uint32_t f = 0; f < nh && !rc && !c->broken; f += (uint32_t)o->max_sum) {
+    uint32_t f = 0;
+    while (f < nh && !rc && !c->broken && sum_ok(c, SUM_WRITE)) {
         uint32_t m = nh - f < (uint32_t)o->max_sum ? nh - f : (uint32_t)o->max_sum;
         if (grow(&c->w, &c->w_cap, 16 * (size_t)m) || grow(&c->tx, &c->tx_cap, ADS_HDR + 16 + 16 * (size_t)m)) break;
         size_t w = ads_sum_write_req(c->w, c->w_cap, subs + f, m, vals + f);
@@ -1269,8 +1727,19 @@ static void goodbye(struct fb_conn *cn, struct ads_conn *c)
         size_t fl = ads_build_rw(c->tx, c->tx_cap, &h, ADS_IG_SUM_WRITE, m, 4 * m, c->w, (uint32_t)w);
         struct one one;
         struct fb_err e = {0};
-        if (!fl || transact(c, fl, iv, &one, "release handles", &e) < 0) break;
+        int r = fl ? transact(c, fl, iv, &one, "release handles", &e) : FB_EINVAL;
+        if (r == FB_EEXCEPTION && ADS_UNSUPPORTED(c->last_ads_err) && c->cap[SUM_WRITE] != CAP_YES) {
+            sum_refused(c, SUM_WRITE, c->last_ads_err); /* the rest one by one, below */
+            break;
+        }
+        if (r < 0) {
+            f = nh; /* best effort: give up */
+            break;
+        }
+        sum_works(c, SUM_WRITE);
+        f += m;
     }
+    if (f < nh && !rc && !c->broken) singles(c, nh - f, ADS_HDR + 12 + 4, release_req, del_fn, (void *)(vals + f));
     free(subs);
     free(hv);
     free(vals);
@@ -1302,6 +1771,11 @@ int fb_ads_browse(const char *url, FILE *out, struct fb_err *err)
     uint8_t *sym = NULL, *dt = NULL;
     size_t sl = 0, dl = 0;
     rc = upload(c, &sym, &sl, &dt, &dl, err);
+    if (rc == FB_EEXCEPTION) /* TwinCAT 2 without it, BC/BX controllers, simulators */
+        fb_err_set(err, rc,
+                   "%s has no symbol upload (ADS error 0x%X, %s): nothing to list. Names still read and write "
+                   "(types asked per name, else give them: MAIN.x:DINT), raw addresses too (%%MW10); docs/ads.md §4",
+                   c->where, c->last_ads_err, ads_err_text(c->last_ads_err));
     conn_free(c);
     if (rc) {
         free(sym);
@@ -1316,133 +1790,70 @@ int fb_ads_browse(const char *url, FILE *out, struct fb_err *err)
         struct ads_tinfo ti;
         struct fb_err e = {0};
         const char *as = "-";
-        if (ads_resolve(sym, sl, dt, dl, s.name, -1, NULL, 0, &ti, &e) == 0) as = fb_type_name((enum fb_type)ti.fbtype);
-        else if (!strncasecmp(s.type, "ARRAY", 5)) as = "array";
-        else as = "struct";
+        if (ads_resolve(sym, sl, dt, dl, s.name, -1, NULL, 0, &ti, &e) == 0)
+            as = fb_type_name((enum fb_type)ti.fbtype);
+        else if (!strncasecmp(s.type, "ARRAY", 5))
+            as = "array";
+        else
+            as = "struct";
         fprintf(out, "%-40s %-24s %-8s %u\n", s.name, s.type, as, s.size);
         count++;
     }
     free(sym);
     free(dt);
     if (rc < 0) return fb_err_set(err, FB_EPROTO, "malformed symbol upload after %u symbols", count);
-    fprintf(out, "%u symbols; read them by name (MAIN.fTemperature), elements of arrays and structs as "
-                 "MAIN.aValues[3] / MAIN.stRecipe.fSpeed\n",
+    fprintf(out,
+            "%u symbols; read them by name (MAIN.fTemperature), elements of arrays and structs as "
+            "MAIN.aValues[3] / MAIN.stRecipe.fSpeed\n",
             count);
     return 0;
 }
 
 /* --------------------------------------------------------------- add-route */
-static const char *const add_route_help =
-    "usage: fieldbridge ads add-route PLC_HOST --net-id OUR_NET_ID --user USER\n"
-    "                                 (--password-file FILE | env FB_ADS_PASSWORD)\n"
-    "                                 [--address OUR_IP_OR_HOST] [--route-name NAME]\n"
-    "                                 [--port 48899] [--timeout 3s]\n"
-    "Registers a static route on a TwinCAT PLC (UDP 48899) so that it accepts ADS\n"
-    "connections from this gateway: OUR_NET_ID (conventionally <our IP>.1.1) at\n"
-    "OUR_IP.  USER/password are the PLC's operating-system login.  Use the same\n"
-    "NetId as source_net_id= in the ads:// URL.\n"
-    "exit codes: 0 route added; 1 refused or no answer; 2 usage error\n";
-
-int fb_ads_add_route(int argc, char **argv)
+/* The UDP exchange of `fieldbridge ads add-route` (src/cli/ads_route.c):
+ * one AddRoute request, repeated every second until an answer or the
+ * deadline. */
+int fb_ads_add_route(struct fb_ads_route *r, char *plc_netid, size_t len, struct fb_err *err)
 {
-    const char *host = NULL, *netid_s = NULL, *user = NULL, *pwfile = NULL, *addr = NULL, *name = NULL;
-    const char *timeout_s = NULL, *password = NULL;
-    int port = ADS_UDP_PORT;
-    for (int i = 0; i < argc; i++) {
-        const char *a = argv[i];
-        bool v = i + 1 < argc;
-        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
-            fputs(add_route_help, stdout);
-            return 0;
-        } else if (!strcmp(a, "--net-id") && v) netid_s = argv[++i];
-        else if (!strcmp(a, "--user") && v) user = argv[++i];
-        else if (!strcmp(a, "--password-file") && v) pwfile = argv[++i];
-        else if (!strcmp(a, "--password") && v) password = argv[++i];
-        else if (!strcmp(a, "--address") && v) addr = argv[++i];
-        else if (!strcmp(a, "--route-name") && v) name = argv[++i];
-        else if (!strcmp(a, "--timeout") && v) timeout_s = argv[++i];
-        else if (!strcmp(a, "--port") && v) port = atoi(argv[++i]);
-        else if (a[0] == '-') {
-            fprintf(stderr, "fieldbridge ads add-route: unknown option '%s'\n%s", a, add_route_help);
-            return 2;
-        } else if (!host) host = a;
-        else {
-            fprintf(stderr, "fieldbridge ads add-route: unexpected argument '%s'\n", a);
-            return 2;
-        }
-    }
     struct ads_netid nid;
-    if (!host || !netid_s || !user) {
-        fprintf(stderr, "fieldbridge ads add-route: PLC_HOST, --net-id and --user are required\n%s", add_route_help);
-        return 2;
-    }
-    if (ads_netid_parse(netid_s, &nid)) {
-        fprintf(stderr, "fieldbridge ads add-route: bad --net-id '%s' (six numbers, e.g. 192.168.0.5.1.1)\n", netid_s);
-        return 2;
-    }
-    if (port < 1 || port > 65535) {
-        fprintf(stderr, "fieldbridge ads add-route: bad --port\n");
-        return 2;
-    }
-    int64_t tmo = 3000000000LL;
-    if (timeout_s && (fb_parse_duration(timeout_s, &tmo) < 0 || tmo <= 0)) {
-        fprintf(stderr, "fieldbridge ads add-route: bad --timeout '%s'\n", timeout_s);
-        return 2;
-    }
-    char pw[256] = "";
-    if (pwfile) {
-        FILE *f = fopen(pwfile, "r");
-        if (!f) {
-            fprintf(stderr, "fieldbridge ads add-route: cannot read %s: %s\n", pwfile, strerror(errno));
-            return 2;
-        }
-        if (!fgets(pw, sizeof pw, f)) pw[0] = 0;
-        fclose(f);
-        pw[strcspn(pw, "\r\n")] = 0;
-    } else if (password) {
-        snprintf(pw, sizeof pw, "%s", password);
-    } else if (getenv("FB_ADS_PASSWORD")) {
-        snprintf(pw, sizeof pw, "%s", getenv("FB_ADS_PASSWORD"));
-    } else {
-        fprintf(stderr, "fieldbridge ads add-route: give the PLC password with --password-file FILE or "
-                        "FB_ADS_PASSWORD\n");
-        return 2;
-    }
+    if (!r->host || !r->net_id || !r->user || !r->password)
+        return fb_err_set(err, FB_EINVAL, "PLC host, our NetId, user and password are required");
+    if (ads_netid_parse(r->net_id, &nid))
+        return fb_err_set(err, FB_EINVAL, "bad NetId '%s' (six numbers, e.g. 192.168.0.5.1.1)", r->net_id);
+    int port = r->port ? r->port : ADS_UDP_PORT;
+    if (port < 1 || port > 65535) return fb_err_set(err, FB_EINVAL, "bad port %d", port);
+    int64_t tmo = r->timeout_ns > 0 ? r->timeout_ns : 3000000000LL;
     char portstr[8];
     snprintf(portstr, sizeof portstr, "%d", port);
     struct addrinfo hints = {.ai_family = AF_INET, .ai_socktype = SOCK_DGRAM}, *res = NULL;
-    int g = getaddrinfo(host, portstr, &hints, &res);
-    if (g) {
-        fprintf(stderr, "fieldbridge ads add-route: cannot resolve %s: %s\n", host, gai_strerror(g));
-        return 1;
-    }
+    int g = getaddrinfo(r->host, portstr, &hints, &res);
+    if (g) return fb_err_set(err, FB_EIO, "cannot resolve %s: %s", r->host, gai_strerror(g));
     int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
     if (fd < 0 || connect(fd, res->ai_addr, res->ai_addrlen) < 0) {
-        fprintf(stderr, "fieldbridge ads add-route: %s\n", strerror(errno));
+        fb_err_set(err, FB_EIO, "%s", strerror(errno));
         if (fd >= 0) close(fd);
         freeaddrinfo(res);
-        return 1;
+        return FB_EIO;
     }
     freeaddrinfo(res);
     char ourip[64] = "";
+    const char *addr = r->address;
     if (!addr) { /* the address the PLC sees us at */
         struct sockaddr_in sa;
         socklen_t sl = sizeof sa;
         if (getsockname(fd, (struct sockaddr *)&sa, &sl) == 0) inet_ntop(AF_INET, &sa.sin_addr, ourip, sizeof ourip);
         addr = ourip;
     }
-    if (!name) name = addr;
+    snprintf(r->address_used, sizeof r->address_used, "%s", addr);
+    const char *name = r->name ? r->name : addr;
     uint8_t pkt[1200];
     uint32_t invoke = (uint32_t)fb_mono_ns() | 1;
-    size_t n = ads_udp_add_route(pkt, sizeof pkt, invoke, &nid, name, &nid, user, pw, addr);
-    memset(pw, 0, sizeof pw);
+    size_t n = ads_udp_add_route(pkt, sizeof pkt, invoke, &nid, name, &nid, r->user, r->password, addr);
     if (!n) {
-        fprintf(stderr, "fieldbridge ads add-route: arguments too long\n");
         close(fd);
-        return 2;
+        return fb_err_set(err, FB_EINVAL, "arguments too long");
     }
     int64_t deadline = fb_mono_ns() + tmo;
-    int rc = 1;
     int64_t resend = 0;
     while (fb_mono_ns() < deadline) {
         if (fb_mono_ns() >= resend) { /* UDP: repeat every second */
@@ -1451,8 +1862,8 @@ int fb_ads_add_route(int argc, char **argv)
         }
         struct pollfd pfd = {.fd = fd, .events = POLLIN};
         int64_t left = (resend < deadline ? resend : deadline) - fb_mono_ns();
-        int r = poll(&pfd, 1, left > 0 ? (int)(left / 1000000) + 1 : 0);
-        if (r <= 0) continue;
+        int rv = poll(&pfd, 1, left > 0 ? (int)(left / 1000000) + 1 : 0);
+        if (rv <= 0) continue;
         uint8_t rb[2048];
         ssize_t got = recv(fd, rb, sizeof rb, 0);
         if (got < 0) continue;
@@ -1460,26 +1871,16 @@ int fb_ads_add_route(int argc, char **argv)
         if (ads_udp_parse(rb, (size_t)got, &rep) || rep.invoke != invoke ||
             rep.service != (ADS_UDP_RESPONSE | ADS_UDP_ADD_ROUTE))
             continue;
-        char pid[24];
-        ads_netid_fmt(&rep.netid, pid, sizeof pid);
-        if (!rep.have_status || rep.status == 0) {
-            printf("route '%s' for %s at %s added on %s (PLC AmsNetId %s)\n", name, netid_s, addr, host, pid);
-            rc = 0;
-        } else {
-            fprintf(stderr, "fieldbridge ads add-route: %s (PLC %s) refused the route: 0x%X %s\n", host, pid,
-                    rep.status,
-                    rep.status == 0x704 || rep.status == 0x723 ? "wrong user name or password"
-                                                               : ads_err_text(rep.status));
-            rc = 1;
-        }
         close(fd);
-        return rc;
+        ads_netid_fmt(&rep.netid, plc_netid, len);
+        if (!rep.have_status || rep.status == 0) return 0;
+        return fb_err_set(err, FB_EACCES, "%s (PLC %s) refused the route: 0x%X %s", r->host, plc_netid, rep.status,
+                          rep.status == 0x704 || rep.status == 0x723 ? "wrong user name or password"
+                                                                     : ads_err_text(rep.status));
     }
-    fprintf(stderr, "fieldbridge ads add-route: no answer from %s:%d within %.1fs (is it a TwinCAT system? is UDP "
-                    "%d open?)\n",
-            host, port, tmo / 1e9, port);
     close(fd);
-    return 1;
+    return fb_err_set(err, FB_ETIMEDOUT, "no answer from %s:%d within %.1fs (is it a TwinCAT system? is UDP %d open?)",
+                      r->host, port, tmo / 1e9, port);
 }
 
 static const char *const ads_schemes[] = {"ads", NULL};

@@ -87,8 +87,7 @@ static bool parse_num(const char *v, long lo, long hi, long *out)
     return true;
 }
 
-int ads_opts_parse(const struct fb_url *u, int64_t def_timeout_ns, struct ads_opts *o,
-                   struct fb_err *err)
+int ads_opts_parse(const struct fb_url *u, int64_t def_timeout_ns, struct ads_opts *o, struct fb_err *err)
 {
     memset(o, 0, sizeof *o);
     o->port = ADS_TCP_PORT;
@@ -102,10 +101,8 @@ int ads_opts_parse(const struct fb_url *u, int64_t def_timeout_ns, struct ads_op
     if (strcmp(scheme, "ads") != 0)
         return fb_err_set(err, FB_EINVAL, "scheme '%s' is not ADS (ads://host?net_id=…&port=851)", scheme);
     if (!host[0])
-        return fb_err_set(err, FB_EINVAL,
-                          "ads URL needs a host (ads://192.168.0.10?net_id=5.80.192.200.1.1&port=851)");
-    if (path[0] && strcmp(path, "/") != 0)
-        return fb_err_set(err, FB_EINVAL, "ads URL takes no path ('%s')", path);
+        return fb_err_set(err, FB_EINVAL, "ads URL needs a host (ads://192.168.0.10?net_id=5.80.192.200.1.1&port=851)");
+    if (path[0] && strcmp(path, "/") != 0) return fb_err_set(err, FB_EINVAL, "ads URL takes no path ('%s')", path);
     if (strlen(host) >= sizeof o->host) return fb_err_set(err, FB_EINVAL, "host name too long");
     snprintf(o->host, sizeof o->host, "%s", host);
     if (u->port) {
@@ -137,10 +134,14 @@ int ads_opts_parse(const struct fb_url *u, int64_t def_timeout_ns, struct ads_op
                 return fb_err_set(err, FB_EINVAL, "bad timeout '%s' (e.g. 1s, 500ms)", v);
             o->timeout_ns = ns;
         } else if (!strcmp(k, "mode")) {
-            if (!strcmp(v, "poll")) o->mode = ADS_MODE_POLL;
-            else if (!strcmp(v, "notify")) o->mode = ADS_MODE_NOTIFY;
-            else if (!strcmp(v, "cyclic")) o->mode = ADS_MODE_CYCLIC;
-            else return fb_err_set(err, FB_EINVAL, "bad mode '%s' (poll, notify or cyclic)", v);
+            if (!strcmp(v, "poll"))
+                o->mode = ADS_MODE_POLL;
+            else if (!strcmp(v, "notify"))
+                o->mode = ADS_MODE_NOTIFY;
+            else if (!strcmp(v, "cyclic"))
+                o->mode = ADS_MODE_CYCLIC;
+            else
+                return fb_err_set(err, FB_EINVAL, "bad mode '%s' (poll, notify or cyclic)", v);
         } else if (!strcmp(k, "max_delay")) {
             if (fb_parse_duration(v, &ns) < 0 || ns < 0)
                 return fb_err_set(err, FB_EINVAL, "bad max_delay '%s' (e.g. 100ms)", v);
@@ -161,8 +162,7 @@ int ads_opts_parse(const struct fb_url *u, int64_t def_timeout_ns, struct ads_op
         }
     }
     if (!have_target)
-        return fb_err_set(err, FB_EINVAL,
-                          "ads URL needs net_id= (the PLC's AmsNetId, e.g. net_id=5.80.192.200.1.1)");
+        return fb_err_set(err, FB_EINVAL, "ads URL needs net_id= (the PLC's AmsNetId, e.g. net_id=5.80.192.200.1.1)");
     return 0;
 }
 
@@ -209,11 +209,10 @@ static const struct {
     const char *alias;
     uint8_t type;
 } aliases[] = {
-    {"TIME_OF_DAY", ADS_T_TOD}, {"DATE_AND_TIME", ADS_T_DT},
-    {"bool", ADS_T_BOOL},       {"uint8", ADS_T_USINT},     {"int8", ADS_T_SINT},
-    {"uint16", ADS_T_UINT},     {"int16", ADS_T_INT},       {"uint32", ADS_T_UDINT},
-    {"int32", ADS_T_DINT},      {"uint64", ADS_T_ULINT},    {"int64", ADS_T_LINT},
-    {"float32", ADS_T_REAL},    {"float64", ADS_T_LREAL},   {"BIT", ADS_T_BOOL},
+    {"TIME_OF_DAY", ADS_T_TOD}, {"DATE_AND_TIME", ADS_T_DT}, {"bool", ADS_T_BOOL},  {"uint8", ADS_T_USINT},
+    {"int8", ADS_T_SINT},       {"uint16", ADS_T_UINT},      {"int16", ADS_T_INT},  {"uint32", ADS_T_UDINT},
+    {"int32", ADS_T_DINT},      {"uint64", ADS_T_ULINT},     {"int64", ADS_T_LINT}, {"float32", ADS_T_REAL},
+    {"float64", ADS_T_LREAL},   {"BIT", ADS_T_BOOL},
 };
 
 const char *ads_type_name(int t) { return t > 0 && t < ADS_T__COUNT ? types[t].name : "?"; }
@@ -226,10 +225,7 @@ static void tinfo_of(int t, struct ads_tinfo *ti)
     ti->str_len = t == ADS_T_STRING || t == ADS_T_WSTRING ? 80 : 0;
 }
 
-static bool word_eq(const char *s, size_t n, const char *w)
-{
-    return strlen(w) == n && strncasecmp(s, w, n) == 0;
-}
+static bool word_eq(const char *s, size_t n, const char *w) { return strlen(w) == n && strncasecmp(s, w, n) == 0; }
 
 int ads_type_parse(const char *s, size_t n, struct ads_tinfo *ti)
 {
@@ -274,10 +270,66 @@ int ads_type_parse(const char *s, size_t n, struct ads_tinfo *ti)
     return FB_EINVAL;
 }
 
+/* %MW10 / %MX2.3 / %IB0 / %QD4 (text[0..nlen) starts with '%'); a->name holds it */
+static const char *const raw_help = "raw ADS addresses are %MB10, %MW10, %MD10, %MX10.3 (flags), %IB0 … %IX0.1 "
+                                    "(inputs), %QB0 … %QX0.1 (outputs), with byte offsets";
+
+static int raw_parse(const char *t, size_t nlen, struct ads_addr *a, struct fb_err *err)
+{
+    if (nlen < 4) return fb_err_set(err, FB_EINVAL, "bad raw address '%.*s': %s", (int)nlen, t, raw_help);
+    char area = (char)toupper((unsigned char)t[1]), sz = (char)toupper((unsigned char)t[2]);
+    static const struct {
+        char area;
+        uint32_t ig, igx;
+    } areas[] = {
+        {'M', ADS_IG_PLC_M, ADS_IG_PLC_MX}, {'I', ADS_IG_IO_I, ADS_IG_IO_IX}, {'Q', ADS_IG_IO_Q, ADS_IG_IO_QX}};
+    int ai = -1;
+    for (int i = 0; i < 3; i++)
+        if (areas[i].area == area) ai = i;
+    if (ai < 0 || !strchr("XBWD", sz) || !isdigit((unsigned char)t[3]))
+        return fb_err_set(err, FB_EINVAL, "bad raw address '%.*s': %s", (int)nlen, t, raw_help);
+    size_t i = 3;
+    uint64_t byte = 0;
+    while (i < nlen && isdigit((unsigned char)t[i])) {
+        byte = byte * 10 + (uint64_t)(t[i++] - '0');
+        if (byte > UINT32_MAX) return fb_err_set(err, FB_EINVAL, "raw address '%.*s': offset too large", (int)nlen, t);
+    }
+    if (sz == 'X') {
+        if (i + 2 != nlen || t[i] != '.' || t[i + 1] < '0' || t[i + 1] > '7')
+            return fb_err_set(err, FB_EINVAL,
+                              "bad raw address '%.*s': a bit address is BYTE.BIT with BIT 0..7 (%%MX10.3)", (int)nlen,
+                              t);
+        if (byte > UINT32_MAX / 8)
+            return fb_err_set(err, FB_EINVAL, "raw address '%.*s': offset too large", (int)nlen, t);
+        a->ig = areas[ai].igx;
+        a->io = (uint32_t)(byte * 8 + (uint64_t)(t[i + 1] - '0'));
+        tinfo_of(ADS_T_BOOL, &a->ti);
+    } else {
+        if (i != nlen) return fb_err_set(err, FB_EINVAL, "bad raw address '%.*s': %s", (int)nlen, t, raw_help);
+        a->ig = areas[ai].ig;
+        a->io = (uint32_t)byte;
+        tinfo_of(sz == 'B' ? ADS_T_BYTE : sz == 'W' ? ADS_T_WORD : ADS_T_DWORD, &a->ti);
+    }
+    a->raw = true;
+    a->typed = true;
+    a->deftype = true;
+    return 0;
+}
+
+int ads_addr_raw_elem(const struct ads_addr *a, uint32_t index, uint32_t *io)
+{
+    bool bit = a->ig == ADS_IG_PLC_MX || a->ig == ADS_IG_IO_IX || a->ig == ADS_IG_IO_QX;
+    uint64_t o = (uint64_t)a->io + (uint64_t)index * (bit ? 1u : a->ti.size);
+    if (o > UINT32_MAX) return FB_ERANGE;
+    *io = (uint32_t)o;
+    return 0;
+}
+
 int ads_addr_parse(const char *text, struct ads_addr *a, struct fb_err *err)
 {
     memset(a, 0, sizeof *a);
-    if (!text || !*text) return fb_err_set(err, FB_EINVAL, "empty ADS address (expected a symbol name such as MAIN.fTemperature)");
+    if (!text || !*text)
+        return fb_err_set(err, FB_EINVAL, "empty ADS address (expected a symbol name such as MAIN.fTemperature)");
     const char *colon = strrchr(text, ':');
     size_t nlen = colon ? (size_t)(colon - text) : strlen(text);
     while (nlen && isspace((unsigned char)text[nlen - 1])) nlen--;
@@ -286,17 +338,27 @@ int ads_addr_parse(const char *text, struct ads_addr *a, struct fb_err *err)
     for (size_t i = 0; i < nlen; i++) {
         unsigned char c = (unsigned char)text[i];
         if (c < 0x21 || c == 0x7f)
-            return fb_err_set(err, FB_EINVAL, "symbol name '%.*s' contains a space or control character", (int)nlen, text);
+            return fb_err_set(err, FB_EINVAL, "symbol name '%.*s' contains a space or control character", (int)nlen,
+                              text);
     }
     memcpy(a->name, text, nlen);
     a->name[nlen] = 0;
+    if (text[0] == '%') {
+        int rc = raw_parse(text, nlen, a, err);
+        if (rc) return rc;
+    }
     if (colon) {
+        bool bit = a->raw && a->ti.type == ADS_T_BOOL;
         if (ads_type_parse(colon + 1, strlen(colon + 1), &a->ti) < 0)
-            return fb_err_set(err, FB_EINVAL,
-                              "unknown ADS type '%s' (BOOL, BYTE, SINT, USINT, WORD, INT, UINT, DWORD, DINT, "
-                              "UDINT, LWORD, LINT, ULINT, REAL, LREAL, STRING(n), WSTRING(n), TIME, LTIME, TOD, DATE, DT)",
-                              colon + 1);
+            return fb_err_set(
+                err, FB_EINVAL,
+                "unknown ADS type '%s' (BOOL, BYTE, SINT, USINT, WORD, INT, UINT, DWORD, DINT, "
+                "UDINT, LWORD, LINT, ULINT, REAL, LREAL, STRING(n), WSTRING(n), TIME, LTIME, TOD, DATE, DT)",
+                colon + 1);
+        if (bit && a->ti.type != ADS_T_BOOL)
+            return fb_err_set(err, FB_EINVAL, "'%s' is a bit address: its type is BOOL", a->name);
         a->typed = true;
+        a->deftype = false;
     }
     return 0;
 }
@@ -325,104 +387,112 @@ static void civil_from_days(int64_t z, int *y, unsigned *m, unsigned *d)
     *y = (int)((int64_t)yoe + era * 400 + (*m <= 2));
 }
 
-uint32_t ads_decode(const struct ads_tinfo *ti, const uint8_t *p, uint32_t n, struct fb_value *v,
-                    char *sbuf, size_t cap)
+uint32_t ads_decode(const struct ads_tinfo *ti, const uint8_t *p, uint32_t n, struct fb_value *v, char *sbuf,
+                    size_t cap)
 {
     memset(v, 0, sizeof *v);
     v->type = ti->fbtype;
     if (!p || n < ti->size || ti->type == ADS_T_NONE || ti->type >= ADS_T__COUNT) return FB_Q_BAD_DECODING;
     switch (ti->type) {
-    case ADS_T_BOOL: v->b = p[0] != 0; break;
-    case ADS_T_BYTE: case ADS_T_USINT: v->u = p[0]; break;
-    case ADS_T_SINT: v->i = (int8_t)p[0]; break;
-    case ADS_T_WORD: case ADS_T_UINT: v->u = rd16(p); break;
-    case ADS_T_INT: v->i = (int16_t)rd16(p); break;
-    case ADS_T_DWORD: case ADS_T_UDINT: case ADS_T_TIME: case ADS_T_TOD: v->u = rd32(p); break;
-    case ADS_T_DINT: v->i = (int32_t)rd32(p); break;
-    case ADS_T_LWORD: case ADS_T_ULINT: case ADS_T_LTIME: v->u = rd64(p); break;
-    case ADS_T_LINT: v->i = (int64_t)rd64(p); break;
-    case ADS_T_REAL: {
-        uint32_t r = rd32(p);
-        float f;
-        memcpy(&f, &r, 4);
-        v->f = f;
-        if (!isfinite(v->f)) return FB_Q_BAD_OUT_OF_RANGE;
-        break;
-    }
-    case ADS_T_LREAL: {
-        uint64_t r = rd64(p);
-        memcpy(&v->f, &r, 8);
-        if (!isfinite(v->f)) return FB_Q_BAD_OUT_OF_RANGE;
-        break;
-    }
-    case ADS_T_STRING: {
-        /* STRING is 8-bit text (TwinCAT: Windows-1252); we read it as
-         * ISO-8859-1 and publish UTF-8 */
-        size_t len = 0, o = 0;
-        while (len < ti->size && len < ti->str_len && p[len]) len++;
-        for (size_t k = 0; k < len; k++) {
-            if (o + 2 > cap) return FB_Q_BAD_INTERNAL;
-            if (p[k] < 0x80) {
-                sbuf[o++] = (char)p[k];
-            } else {
-                sbuf[o++] = (char)(0xC0 | p[k] >> 6);
-                sbuf[o++] = (char)(0x80 | (p[k] & 0x3F));
-            }
+        case ADS_T_BOOL: v->b = p[0] != 0; break;
+        case ADS_T_BYTE:
+        case ADS_T_USINT: v->u = p[0]; break;
+        case ADS_T_SINT: v->i = (int8_t)p[0]; break;
+        case ADS_T_WORD:
+        case ADS_T_UINT: v->u = rd16(p); break;
+        case ADS_T_INT: v->i = (int16_t)rd16(p); break;
+        case ADS_T_DWORD:
+        case ADS_T_UDINT:
+        case ADS_T_TIME:
+        case ADS_T_TOD: v->u = rd32(p); break;
+        case ADS_T_DINT: v->i = (int32_t)rd32(p); break;
+        case ADS_T_LWORD:
+        case ADS_T_ULINT:
+        case ADS_T_LTIME: v->u = rd64(p); break;
+        case ADS_T_LINT: v->i = (int64_t)rd64(p); break;
+        case ADS_T_REAL: {
+            uint32_t r = rd32(p);
+            float f;
+            memcpy(&f, &r, 4);
+            v->f = f;
+            if (!isfinite(v->f)) return FB_Q_BAD_OUT_OF_RANGE;
+            break;
         }
-        v->s.p = sbuf;
-        v->s.len = (uint32_t)o;
-        break;
-    }
-    case ADS_T_WSTRING: {
-        /* UTF-16LE up to the NUL → UTF-8; a lone surrogate reads as U+FFFD */
-        size_t o = 0, units = ti->size / 2 < ti->str_len ? ti->size / 2 : ti->str_len;
-        for (size_t k = 0; k < units; k++) {
-            uint32_t u = (uint32_t)p[2 * k] | (uint32_t)p[2 * k + 1] << 8;
-            if (!u) break;
-            if (u >= 0xD800 && u <= 0xDBFF && k + 1 < units) {
-                uint32_t u2 = (uint32_t)p[2 * k + 2] | (uint32_t)p[2 * k + 3] << 8;
-                if (u2 >= 0xDC00 && u2 <= 0xDFFF) {
-                    u = 0x10000 + ((u - 0xD800) << 10) + (u2 - 0xDC00);
-                    k++;
+        case ADS_T_LREAL: {
+            uint64_t r = rd64(p);
+            memcpy(&v->f, &r, 8);
+            if (!isfinite(v->f)) return FB_Q_BAD_OUT_OF_RANGE;
+            break;
+        }
+        case ADS_T_STRING: {
+            /* STRING is 8-bit text (TwinCAT: Windows-1252); we read it as
+         * ISO-8859-1 and publish UTF-8 */
+            size_t len = 0, o = 0;
+            while (len < ti->size && len < ti->str_len && p[len]) len++;
+            for (size_t k = 0; k < len; k++) {
+                if (o + 2 > cap) return FB_Q_BAD_INTERNAL;
+                if (p[k] < 0x80) {
+                    sbuf[o++] = (char)p[k];
+                } else {
+                    sbuf[o++] = (char)(0xC0 | p[k] >> 6);
+                    sbuf[o++] = (char)(0x80 | (p[k] & 0x3F));
                 }
             }
-            if (u >= 0xD800 && u <= 0xDFFF) u = 0xFFFD;
-            if (o + 4 > cap) return FB_Q_BAD_INTERNAL;
-            if (u < 0x80) {
-                sbuf[o++] = (char)u;
-            } else if (u < 0x800) {
-                sbuf[o++] = (char)(0xC0 | u >> 6);
-                sbuf[o++] = (char)(0x80 | (u & 0x3F));
-            } else if (u < 0x10000) {
-                sbuf[o++] = (char)(0xE0 | u >> 12);
-                sbuf[o++] = (char)(0x80 | (u >> 6 & 0x3F));
-                sbuf[o++] = (char)(0x80 | (u & 0x3F));
-            } else {
-                sbuf[o++] = (char)(0xF0 | u >> 18);
-                sbuf[o++] = (char)(0x80 | (u >> 12 & 0x3F));
-                sbuf[o++] = (char)(0x80 | (u >> 6 & 0x3F));
-                sbuf[o++] = (char)(0x80 | (u & 0x3F));
-            }
+            v->s.p = sbuf;
+            v->s.len = (uint32_t)o;
+            break;
         }
-        v->s.p = sbuf;
-        v->s.len = (uint32_t)o;
-        break;
-    }
-    case ADS_T_DATE: case ADS_T_DT: {
-        uint32_t secs = rd32(p);
-        int y;
-        unsigned mo, d;
-        civil_from_days(secs / 86400, &y, &mo, &d);
-        uint32_t r = secs % 86400;
-        int len = ti->type == ADS_T_DATE
-                      ? snprintf(sbuf, cap, "%04d-%02u-%02u", y, mo, d)
-                      : snprintf(sbuf, cap, "%04d-%02u-%02uT%02u:%02u:%02u", y, mo, d, r / 3600, r / 60 % 60, r % 60);
-        if (len < 0 || (size_t)len >= cap) return FB_Q_BAD_INTERNAL;
-        v->s.p = sbuf;
-        v->s.len = (uint32_t)len;
-        break;
-    }
-    default: return FB_Q_BAD_DECODING;
+        case ADS_T_WSTRING: {
+            /* UTF-16LE up to the NUL → UTF-8; a lone surrogate reads as U+FFFD */
+            size_t o = 0, units = ti->size / 2 < ti->str_len ? ti->size / 2 : ti->str_len;
+            for (size_t k = 0; k < units; k++) {
+                uint32_t u = (uint32_t)p[2 * k] | (uint32_t)p[2 * k + 1] << 8;
+                if (!u) break;
+                if (u >= 0xD800 && u <= 0xDBFF && k + 1 < units) {
+                    uint32_t u2 = (uint32_t)p[2 * k + 2] | (uint32_t)p[2 * k + 3] << 8;
+                    if (u2 >= 0xDC00 && u2 <= 0xDFFF) {
+                        u = 0x10000 + ((u - 0xD800) << 10) + (u2 - 0xDC00);
+                        k++;
+                    }
+                }
+                if (u >= 0xD800 && u <= 0xDFFF) u = 0xFFFD;
+                if (o + 4 > cap) return FB_Q_BAD_INTERNAL;
+                if (u < 0x80) {
+                    sbuf[o++] = (char)u;
+                } else if (u < 0x800) {
+                    sbuf[o++] = (char)(0xC0 | u >> 6);
+                    sbuf[o++] = (char)(0x80 | (u & 0x3F));
+                } else if (u < 0x10000) {
+                    sbuf[o++] = (char)(0xE0 | u >> 12);
+                    sbuf[o++] = (char)(0x80 | (u >> 6 & 0x3F));
+                    sbuf[o++] = (char)(0x80 | (u & 0x3F));
+                } else {
+                    sbuf[o++] = (char)(0xF0 | u >> 18);
+                    sbuf[o++] = (char)(0x80 | (u >> 12 & 0x3F));
+                    sbuf[o++] = (char)(0x80 | (u >> 6 & 0x3F));
+                    sbuf[o++] = (char)(0x80 | (u & 0x3F));
+                }
+            }
+            v->s.p = sbuf;
+            v->s.len = (uint32_t)o;
+            break;
+        }
+        case ADS_T_DATE:
+        case ADS_T_DT: {
+            uint32_t secs = rd32(p);
+            int y;
+            unsigned mo, d;
+            civil_from_days(secs / 86400, &y, &mo, &d);
+            uint32_t r = secs % 86400;
+            int len = ti->type == ADS_T_DATE ? snprintf(sbuf, cap, "%04d-%02u-%02u", y, mo, d)
+                                             : snprintf(sbuf, cap, "%04d-%02u-%02uT%02u:%02u:%02u", y, mo, d, r / 3600,
+                                                        r / 60 % 60, r % 60);
+            if (len < 0 || (size_t)len >= cap) return FB_Q_BAD_INTERNAL;
+            v->s.p = sbuf;
+            v->s.len = (uint32_t)len;
+            break;
+        }
+        default: return FB_Q_BAD_DECODING;
     }
     return FB_Q_GOOD;
 }
@@ -450,8 +520,7 @@ static int parse_dt(const char *s, size_t n, bool with_time, uint32_t *out)
     return 0;
 }
 
-int ads_encode(const struct ads_tinfo *ti, const struct fb_value *v, uint8_t *out, size_t cap,
-               struct fb_err *err)
+int ads_encode(const struct ads_tinfo *ti, const struct fb_value *v, uint8_t *out, size_t cap, struct fb_err *err)
 {
     if (ti->type == ADS_T_NONE || ti->type >= ADS_T__COUNT || cap < ti->size)
         return fb_err_set(err, FB_EINVAL, "cannot encode a value of type %s", ads_type_name(ti->type));
@@ -462,129 +531,147 @@ int ads_encode(const struct ads_tinfo *ti, const struct fb_value *v, uint8_t *ou
     int64_t iv = 0;
     uint64_t uv = 0;
     bool exact = fb_type_is_int((enum fb_type)v->type) || v->type == FB_T_BOOL;
-    if (v->type == FB_T_BOOL) iv = v->b, uv = v->b;
-    else if (fb_type_is_signed((enum fb_type)v->type)) iv = v->i, uv = (uint64_t)v->i;
-    else if (fb_type_is_int((enum fb_type)v->type)) uv = v->u, iv = (int64_t)v->u;
+    if (v->type == FB_T_BOOL)
+        iv = v->b, uv = v->b;
+    else if (fb_type_is_signed((enum fb_type)v->type))
+        iv = v->i, uv = (uint64_t)v->i;
+    else if (fb_type_is_int((enum fb_type)v->type))
+        uv = v->u, iv = (int64_t)v->u;
     if (!exact && num) {
         if (ti->type != ADS_T_REAL && ti->type != ADS_T_LREAL) {
-            if (d != nearbyint(d)) return fb_err_set(err, FB_EINVAL, "%s needs a whole number", ads_type_name(ti->type));
+            if (d != nearbyint(d))
+                return fb_err_set(err, FB_EINVAL, "%s needs a whole number", ads_type_name(ti->type));
             if (d >= -9.3e18 && d <= 9.3e18) iv = (int64_t)d;
             if (d >= 0 && d < 1.8e19) uv = (uint64_t)d;
         }
     }
     bool neg = fb_type_is_signed((enum fb_type)v->type) ? v->i < 0 : (!exact && d < 0);
     switch (ti->type) {
-    case ADS_T_STRING: {
-        if (!is_str) return fb_err_set(err, FB_EINVAL, "STRING needs a text value");
-        /* UTF-8 in, ISO-8859-1 on the wire */
-        memset(out, 0, ti->size);
-        const uint8_t *q = (const uint8_t *)v->s.p;
-        uint32_t o = 0;
-        for (uint32_t k = 0; k < v->s.len; k++) {
-            uint32_t ch = q[k];
-            if (ch >= 0x80) {
-                if ((ch & 0xE0) != 0xC0 || k + 1 >= v->s.len || (q[k + 1] & 0xC0) != 0x80 || ch > 0xC3)
-                    return fb_err_set(err, FB_EINVAL, "STRING holds Latin-1 text only (character %u is not)", k);
-                ch = (ch & 0x1F) << 6 | (q[++k] & 0x3F);
+        case ADS_T_STRING: {
+            if (!is_str) return fb_err_set(err, FB_EINVAL, "STRING needs a text value");
+            /* UTF-8 in, ISO-8859-1 on the wire */
+            memset(out, 0, ti->size);
+            const uint8_t *q = (const uint8_t *)v->s.p;
+            uint32_t o = 0;
+            for (uint32_t k = 0; k < v->s.len; k++) {
+                uint32_t ch = q[k];
+                if (ch >= 0x80) {
+                    if ((ch & 0xE0) != 0xC0 || k + 1 >= v->s.len || (q[k + 1] & 0xC0) != 0x80 || ch > 0xC3)
+                        return fb_err_set(err, FB_EINVAL, "STRING holds Latin-1 text only (character %u is not)", k);
+                    ch = (ch & 0x1F) << 6 | (q[++k] & 0x3F);
+                }
+                if (o >= ti->str_len) return fb_err_set(err, FB_ERANGE, "text longer than STRING(%u)", ti->str_len);
+                out[o++] = (uint8_t)ch;
             }
-            if (o >= ti->str_len)
-                return fb_err_set(err, FB_ERANGE, "text longer than STRING(%u)", ti->str_len);
-            out[o++] = (uint8_t)ch;
+            return (int)ti->size;
         }
-        return (int)ti->size;
-    }
-    case ADS_T_WSTRING: {
-        if (!is_str) return fb_err_set(err, FB_EINVAL, "WSTRING needs a text value");
-        /* UTF-8 in (validated), UTF-16LE on the wire, zero-filled */
-        memset(out, 0, ti->size);
-        const uint8_t *q = (const uint8_t *)v->s.p;
-        uint32_t o = 0;
-        for (uint32_t k = 0; k < v->s.len;) {
-            uint32_t c = q[k], need = c < 0x80 ? 0 : (c & 0xE0) == 0xC0 ? 1 : (c & 0xF0) == 0xE0 ? 2
-                                                 : (c & 0xF8) == 0xF0 ? 3 : 9;
-            if (need == 9 || k + need >= v->s.len) goto bad_utf8;
-            uint32_t u = need == 0 ? c : need == 1 ? c & 0x1F : need == 2 ? c & 0x0F : c & 0x07;
-            for (uint32_t j = 1; j <= need; j++) {
-                if ((q[k + j] & 0xC0) != 0x80) goto bad_utf8;
-                u = u << 6 | (q[k + j] & 0x3F);
-            }
-            static const uint32_t minv[4] = {0, 0x80, 0x800, 0x10000};
-            if (u < minv[need] || u > 0x10FFFF || (u >= 0xD800 && u <= 0xDFFF)) goto bad_utf8;
-            k += need + 1;
-            if (!u) return fb_err_set(err, FB_EINVAL, "WSTRING cannot hold a NUL character");
-            uint32_t units = u >= 0x10000 ? 2 : 1;
-            if (o + units > ti->str_len)
-                return fb_err_set(err, FB_ERANGE, "text longer than WSTRING(%u)", ti->str_len);
-            if (units == 2) {
-                uint32_t hi = 0xD800 + ((u - 0x10000) >> 10), lo = 0xDC00 + ((u - 0x10000) & 0x3FF);
-                out[2 * o] = (uint8_t)hi, out[2 * o + 1] = (uint8_t)(hi >> 8);
+        case ADS_T_WSTRING: {
+            if (!is_str) return fb_err_set(err, FB_EINVAL, "WSTRING needs a text value");
+            /* UTF-8 in (validated), UTF-16LE on the wire, zero-filled */
+            memset(out, 0, ti->size);
+            const uint8_t *q = (const uint8_t *)v->s.p;
+            uint32_t o = 0;
+            for (uint32_t k = 0; k < v->s.len;) {
+                uint32_t c = q[k], need = c < 0x80             ? 0
+                                          : (c & 0xE0) == 0xC0 ? 1
+                                          : (c & 0xF0) == 0xE0 ? 2
+                                          : (c & 0xF8) == 0xF0 ? 3
+                                                               : 9;
+                if (need == 9 || k + need >= v->s.len) goto bad_utf8;
+                uint32_t u = need == 0 ? c : need == 1 ? c & 0x1F : need == 2 ? c & 0x0F : c & 0x07;
+                for (uint32_t j = 1; j <= need; j++) {
+                    if ((q[k + j] & 0xC0) != 0x80) goto bad_utf8;
+                    u = u << 6 | (q[k + j] & 0x3F);
+                }
+                static const uint32_t minv[4] = {0, 0x80, 0x800, 0x10000};
+                if (u < minv[need] || u > 0x10FFFF || (u >= 0xD800 && u <= 0xDFFF)) goto bad_utf8;
+                k += need + 1;
+                if (!u) return fb_err_set(err, FB_EINVAL, "WSTRING cannot hold a NUL character");
+                uint32_t units = u >= 0x10000 ? 2 : 1;
+                if (o + units > ti->str_len)
+                    return fb_err_set(err, FB_ERANGE, "text longer than WSTRING(%u)", ti->str_len);
+                if (units == 2) {
+                    uint32_t hi = 0xD800 + ((u - 0x10000) >> 10), lo = 0xDC00 + ((u - 0x10000) & 0x3FF);
+                    out[2 * o] = (uint8_t)hi, out[2 * o + 1] = (uint8_t)(hi >> 8);
+                    o++;
+                    u = lo;
+                }
+                out[2 * o] = (uint8_t)u, out[2 * o + 1] = (uint8_t)(u >> 8);
                 o++;
-                u = lo;
             }
-            out[2 * o] = (uint8_t)u, out[2 * o + 1] = (uint8_t)(u >> 8);
-            o++;
+            return (int)ti->size;
+        bad_utf8:
+            return fb_err_set(err, FB_EINVAL, "WSTRING needs valid UTF-8 text");
         }
-        return (int)ti->size;
-    bad_utf8:
-        return fb_err_set(err, FB_EINVAL, "WSTRING needs valid UTF-8 text");
-    }
-    case ADS_T_DATE: case ADS_T_DT: {
-        uint32_t secs = 0;
-        if (is_str) {
-            if (parse_dt(v->s.p, v->s.len, ti->type == ADS_T_DT, &secs) < 0)
-                return fb_err_set(err, FB_EINVAL, "%s needs %s", ads_type_name(ti->type),
-                                  ti->type == ADS_T_DT ? "YYYY-MM-DDTHH:MM:SS" : "YYYY-MM-DD");
-        } else if (num && !neg && d <= 4294967295.0) {
-            secs = (uint32_t)uv;
-        } else {
-            return fb_err_set(err, FB_EINVAL, "%s needs a date text", ads_type_name(ti->type));
+        case ADS_T_DATE:
+        case ADS_T_DT: {
+            uint32_t secs = 0;
+            if (is_str) {
+                if (parse_dt(v->s.p, v->s.len, ti->type == ADS_T_DT, &secs) < 0)
+                    return fb_err_set(err, FB_EINVAL, "%s needs %s", ads_type_name(ti->type),
+                                      ti->type == ADS_T_DT ? "YYYY-MM-DDTHH:MM:SS" : "YYYY-MM-DD");
+            } else if (num && !neg && d <= 4294967295.0) {
+                secs = (uint32_t)uv;
+            } else {
+                return fb_err_set(err, FB_EINVAL, "%s needs a date text", ads_type_name(ti->type));
+            }
+            wr32(out, secs);
+            return 4;
         }
-        wr32(out, secs);
-        return 4;
-    }
-    default: break;
+        default: break;
     }
     if (!num) return fb_err_set(err, FB_EINVAL, "%s needs a number", ads_type_name(ti->type));
     switch (ti->type) {
-    case ADS_T_BOOL: out[0] = d != 0; return 1;
-    case ADS_T_REAL: {
-        float f = (float)d;
-        if (!isfinite(d) || fabs(d) > 3.4028234663852886e38)
-            return fb_err_set(err, FB_ERANGE, "%g is out of range for REAL", d);
-        uint32_t r;
-        memcpy(&r, &f, 4);
-        wr32(out, r);
-        return 4;
-    }
-    case ADS_T_LREAL: {
-        if (!isfinite(d)) return fb_err_set(err, FB_ERANGE, "LREAL needs a finite number");
-        uint64_t r;
-        memcpy(&r, &d, 8);
-        wr64(out, r);
-        return 8;
-    }
-    default: break;
+        case ADS_T_BOOL: out[0] = d != 0; return 1;
+        case ADS_T_REAL: {
+            float f = (float)d;
+            if (!isfinite(d) || fabs(d) > 3.4028234663852886e38)
+                return fb_err_set(err, FB_ERANGE, "%g is out of range for REAL", d);
+            uint32_t r;
+            memcpy(&r, &f, 4);
+            wr32(out, r);
+            return 4;
+        }
+        case ADS_T_LREAL: {
+            if (!isfinite(d)) return fb_err_set(err, FB_ERANGE, "LREAL needs a finite number");
+            uint64_t r;
+            memcpy(&r, &d, 8);
+            wr64(out, r);
+            return 8;
+        }
+        default: break;
     }
     /* integer targets: range check against the wire type */
     int64_t lo;
     uint64_t hi;
     switch (ti->type) {
-    case ADS_T_SINT: lo = INT8_MIN, hi = INT8_MAX; break;
-    case ADS_T_INT: lo = INT16_MIN, hi = INT16_MAX; break;
-    case ADS_T_DINT: lo = INT32_MIN, hi = INT32_MAX; break;
-    case ADS_T_LINT: lo = INT64_MIN, hi = INT64_MAX; break;
-    case ADS_T_BYTE: case ADS_T_USINT: lo = 0, hi = UINT8_MAX; break;
-    case ADS_T_WORD: case ADS_T_UINT: lo = 0, hi = UINT16_MAX; break;
-    case ADS_T_DWORD: case ADS_T_UDINT: case ADS_T_TIME: case ADS_T_TOD: lo = 0, hi = UINT32_MAX; break;
-    default: lo = 0, hi = UINT64_MAX; break;
+        case ADS_T_SINT: lo = INT8_MIN, hi = INT8_MAX; break;
+        case ADS_T_INT: lo = INT16_MIN, hi = INT16_MAX; break;
+        case ADS_T_DINT: lo = INT32_MIN, hi = INT32_MAX; break;
+        case ADS_T_LINT: lo = INT64_MIN, hi = INT64_MAX; break;
+        case ADS_T_BYTE:
+        case ADS_T_USINT: lo = 0, hi = UINT8_MAX; break;
+        case ADS_T_WORD:
+        case ADS_T_UINT: lo = 0, hi = UINT16_MAX; break;
+        case ADS_T_DWORD:
+        case ADS_T_UDINT:
+        case ADS_T_TIME:
+        case ADS_T_TOD: lo = 0, hi = UINT32_MAX; break;
+        default: lo = 0, hi = UINT64_MAX; break;
     }
     bool ok;
-    if (!exact && (d < -9.3e18 || d > 1.85e19)) ok = false;
-    else if (neg) ok = lo < 0 && iv >= lo;
-    else ok = uv <= hi;
+    if (!exact && (d < -9.3e18 || d > 1.85e19))
+        ok = false;
+    else if (neg)
+        ok = lo < 0 && iv >= lo;
+    else
+        ok = uv <= hi;
     if (!ok) {
-        if (exact && neg) return fb_err_set(err, FB_ERANGE, "%lld is out of range for %s", (long long)iv, ads_type_name(ti->type));
-        if (exact) return fb_err_set(err, FB_ERANGE, "%llu is out of range for %s", (unsigned long long)uv, ads_type_name(ti->type));
+        if (exact && neg)
+            return fb_err_set(err, FB_ERANGE, "%lld is out of range for %s", (long long)iv, ads_type_name(ti->type));
+        if (exact)
+            return fb_err_set(err, FB_ERANGE, "%llu is out of range for %s", (unsigned long long)uv,
+                              ads_type_name(ti->type));
         return fb_err_set(err, FB_ERANGE, "%g is out of range for %s", d, ads_type_name(ti->type));
     }
     uint64_t bits = neg ? (uint64_t)iv : uv;
@@ -653,8 +740,7 @@ size_t ads_build_simple(uint8_t *b, size_t cap, const struct ads_hdr *tmpl, uint
     return put_req(b, cap, tmpl, cmd, 0);
 }
 
-size_t ads_build_read(uint8_t *b, size_t cap, const struct ads_hdr *tmpl, uint32_t ig, uint32_t io,
-                      uint32_t len)
+size_t ads_build_read(uint8_t *b, size_t cap, const struct ads_hdr *tmpl, uint32_t ig, uint32_t io, uint32_t len)
 {
     size_t n = put_req(b, cap, tmpl, ADS_CMD_READ, 12);
     if (!n) return 0;
@@ -676,8 +762,8 @@ size_t ads_build_write(uint8_t *b, size_t cap, const struct ads_hdr *tmpl, uint3
     return n;
 }
 
-size_t ads_build_rw(uint8_t *b, size_t cap, const struct ads_hdr *tmpl, uint32_t ig, uint32_t io,
-                    uint32_t rlen, const uint8_t *data, uint32_t wlen)
+size_t ads_build_rw(uint8_t *b, size_t cap, const struct ads_hdr *tmpl, uint32_t ig, uint32_t io, uint32_t rlen,
+                    const uint8_t *data, uint32_t wlen)
 {
     size_t n = put_req(b, cap, tmpl, ADS_CMD_RW, 16 + (size_t)wlen);
     if (!n) return 0;
@@ -689,9 +775,8 @@ size_t ads_build_rw(uint8_t *b, size_t cap, const struct ads_hdr *tmpl, uint32_t
     return n;
 }
 
-size_t ads_build_addnote(uint8_t *b, size_t cap, const struct ads_hdr *tmpl, uint32_t ig,
-                         uint32_t io, uint32_t len, uint32_t mode, uint32_t max_delay_100ns,
-                         uint32_t cycle_100ns)
+size_t ads_build_addnote(uint8_t *b, size_t cap, const struct ads_hdr *tmpl, uint32_t ig, uint32_t io, uint32_t len,
+                         uint32_t mode, uint32_t max_delay_100ns, uint32_t cycle_100ns)
 {
     size_t n = put_req(b, cap, tmpl, ADS_CMD_ADDNOTE, 40);
     if (!n) return 0;
@@ -784,6 +869,18 @@ int ads_parse_handle(const uint8_t *d, size_t n, uint32_t *handle, uint32_t *siz
     return 0;
 }
 
+int ads_parse_handle_ex(const uint8_t *d, size_t n, uint32_t *handle, uint32_t *size, const char **tname,
+                        uint16_t *tlen)
+{
+    *tname = NULL;
+    *tlen = 0;
+    int rc = ads_parse_handle(d, n, handle, size);
+    if (rc || n == 4) return rc;
+    *tlen = rd16(d + 12);
+    *tname = (const char *)d + 14;
+    return 0;
+}
+
 int64_t ads_filetime_to_ns(uint64_t ft)
 {
     const uint64_t epoch = 116444736000000000ULL;
@@ -840,8 +937,8 @@ size_t ads_sum_read_req(uint8_t *w, size_t cap, const struct ads_sub *s, uint32_
     return (size_t)n * 12;
 }
 
-int ads_sum_read_parse(const uint8_t *d, size_t n, const struct ads_sub *s, uint32_t cnt,
-                       uint32_t *res, const uint8_t **data)
+int ads_sum_read_parse(const uint8_t *d, size_t n, const struct ads_sub *s, uint32_t cnt, uint32_t *res,
+                       const uint8_t **data)
 {
     if (!d || n / 4 < cnt) return FB_EPROTO;
     size_t off = 4 * (size_t)cnt;
@@ -860,8 +957,7 @@ int ads_sum_read_parse(const uint8_t *d, size_t n, const struct ads_sub *s, uint
     return 0;
 }
 
-size_t ads_sum_write_req(uint8_t *w, size_t cap, const struct ads_sub *s, uint32_t n,
-                         const uint8_t *const *vals)
+size_t ads_sum_write_req(uint8_t *w, size_t cap, const struct ads_sub *s, uint32_t n, const uint8_t *const *vals)
 {
     size_t need = (size_t)n * 12;
     for (uint32_t i = 0; i < n; i++) need += s[i].len;
@@ -906,8 +1002,7 @@ size_t ads_sum_rw_req(uint8_t *w, size_t cap, const struct ads_rwsub *s, uint32_
     return need;
 }
 
-int ads_sum_rw_parse(const uint8_t *d, size_t n, uint32_t cnt, uint32_t *res, const uint8_t **data,
-                     uint32_t *lens)
+int ads_sum_rw_parse(const uint8_t *d, size_t n, uint32_t cnt, uint32_t *res, const uint8_t **data, uint32_t *lens)
 {
     if (!d || n / 8 < cnt) return FB_EPROTO;
     size_t off = 8 * (size_t)cnt;
@@ -1058,8 +1153,8 @@ static int parse_array_type(const char *t, int32_t *lo, uint32_t *cnt, int *dims
 struct rctx {
     const uint8_t *dt;
     size_t dt_len;
-    int64_t elem;   /* element index to append to an array name, -1 = none */
-    char *sub;      /* receives "[lo+elem]" when appended */
+    int64_t elem; /* element index to append to an array name, -1 = none */
+    char *sub;    /* receives "[lo+elem]" when appended */
     size_t subcap;
 };
 
@@ -1154,8 +1249,57 @@ static int resolve_rest(struct rctx *rc, const char *tname, size_t tlen, uint32_
     return fb_err_set(err, FB_ENOENT, "type %s has no member '%.*s'", tbuf, (int)ml, m);
 }
 
-int ads_resolve(const uint8_t *sym, size_t sym_len, const uint8_t *dt, size_t dt_len, const char *name,
-                int64_t elem, char *sub, size_t subcap, struct ads_tinfo *ti, struct fb_err *err)
+static bool prefix_ci(const char *s, size_t n, const char *w)
+{
+    size_t wl = strlen(w);
+    return n >= wl && strncasecmp(s, w, wl) == 0;
+}
+
+/* ADST_* code → a plain type of exactly `size` bytes */
+static int adst_tinfo(uint32_t adst, uint32_t size, struct ads_tinfo *ti)
+{
+    static const struct {
+        uint32_t adst;
+        uint8_t type;
+    } map[] = {{2, ADS_T_INT},     {3, ADS_T_DINT},     {4, ADS_T_REAL},   {5, ADS_T_LREAL}, {16, ADS_T_SINT},
+               {17, ADS_T_USINT},  {18, ADS_T_UINT},    {19, ADS_T_UDINT}, {20, ADS_T_LINT}, {21, ADS_T_ULINT},
+               {30, ADS_T_STRING}, {31, ADS_T_WSTRING}, {33, ADS_T_BOOL}};
+    for (size_t i = 0; i < sizeof map / sizeof map[0]; i++) {
+        if (map[i].adst != adst) continue;
+        tinfo_of(map[i].type, ti);
+        if (ti->type == ADS_T_STRING) {
+            if (size < 2 || size - 1 > ADS_MAX_STRING) return FB_ENOTSUP;
+            ti->str_len = size - 1;
+            ti->size = size;
+        } else if (ti->type == ADS_T_WSTRING) {
+            if (size < 4 || size % 2 || size / 2 - 1 > ADS_MAX_WSTRING) return FB_ENOTSUP;
+            ti->str_len = size / 2 - 1;
+            ti->size = size;
+        } else if (ti->size != size) {
+            return FB_ENOTSUP;
+        }
+        return 0;
+    }
+    return FB_ENOTSUP;
+}
+
+int ads_type_resolve(const char *type, size_t tlen, uint32_t size, uint32_t adstype, const uint8_t *dt, size_t dt_len,
+                     int64_t elem, char *sub, size_t subcap, struct ads_tinfo *ti, struct fb_err *err)
+{
+    struct rctx rc0 = {dt, dt_len, elem, sub, subcap};
+    if (sub && subcap) sub[0] = 0;
+    if (!sub) rc0.elem = -1;
+    int rc = resolve_rest(&rc0, type, tlen, size, "", ti, err, 0);
+    /* an alias (T_Temp : REAL) without the data types: the PLC's type code
+     * says what it is; arrays, pointers and references keep their own code */
+    if (rc == FB_ENOTSUP && elem <= 0 && !prefix_ci(type, tlen, "ARRAY") && !prefix_ci(type, tlen, "POINTER") &&
+        !prefix_ci(type, tlen, "REFERENCE") && adst_tinfo(adstype, size, ti) == 0)
+        return 0;
+    return rc;
+}
+
+int ads_resolve(const uint8_t *sym, size_t sym_len, const uint8_t *dt, size_t dt_len, const char *name, int64_t elem,
+                char *sub, size_t subcap, struct ads_tinfo *ti, struct fb_err *err)
 {
     struct rctx rc0 = {dt, dt_len, elem, sub, subcap};
     if (sub && subcap) sub[0] = 0;
@@ -1172,6 +1316,8 @@ int ads_resolve(const uint8_t *sym, size_t sym_len, const uint8_t *dt, size_t dt
     }
     if (rc < 0) return fb_err_set(err, FB_EPROTO, "malformed symbol upload");
     if (!best) return fb_err_set(err, FB_ENOENT, "symbol not found in the PLC's symbol table");
+    if (!name[best]) /* the symbol itself: its type code helps where the data types do not */
+        return ads_type_resolve(bs.type, bs.type_len, bs.size, bs.adstype, dt, dt_len, elem, sub, subcap, ti, err);
     return resolve_rest(&rc0, bs.type, bs.type_len, bs.size, name + best, ti, err, 0);
 }
 
@@ -1181,8 +1327,10 @@ static const struct {
     const char *text;
 } errs[] = {
     {0x1, "internal error"},
-    {0x6, "target port not found: the ADS port does not exist or the PLC runtime is stopped (check port=, 851 for TwinCAT 3 PLC 1, 801 for TwinCAT 2)"},
-    {0x7, "target machine not found: no route (add a static route for our AmsNetId on the PLC: fieldbridge ads add-route, docs/ads.md)"},
+    {0x6, "target port not found: the ADS port does not exist or the PLC runtime is stopped (check port=, 851 for "
+          "TwinCAT 3 PLC 1, 801 for TwinCAT 2)"},
+    {0x7, "target machine not found: no route (add a static route for our AmsNetId on the PLC: fieldbridge ads "
+          "add-route, docs/ads.md)"},
     {0x8, "unknown command ID"},
     {0xA, "no memory on the target"},
     {0x12, "port disabled"},
@@ -1243,15 +1391,31 @@ const char *ads_err_text(uint32_t code)
 uint32_t ads_err_quality(uint32_t code, bool write)
 {
     switch (code) {
-    case 0: return FB_Q_GOOD;
-    case 0x6: case 0x7: case 0x12: case 0x18: case 0x748: return FB_Q_BAD_NO_COMM;
-    case 0x702: case 0x703: case 0x70C: case 0x710: case 0x711: case 0x721: case 0x722: return FB_Q_BAD_NODE_UNKNOWN;
-    case 0x704: case 0x723: return write ? FB_Q_BAD_NOT_WRITABLE : FB_Q_BAD_NOT_READABLE;
-    case 0x705: return FB_Q_BAD_TYPE_MISMATCH;
-    case 0x706: case 0x70B: return FB_Q_BAD_OUT_OF_RANGE;
-    case 0x719: case 0x745: return FB_Q_BAD_TIMEOUT;
-    case 0x707: case 0x708: case 0x709: case 0x718: return FB_Q_BAD_DEVICE_FAILURE;
-    default: return FB_Q_BAD_COMM;
+        case 0: return FB_Q_GOOD;
+        case 0x6:
+        case 0x7:
+        case 0x12:
+        case 0x18:
+        case 0x748: return FB_Q_BAD_NO_COMM;
+        case 0x702:
+        case 0x703:
+        case 0x70C:
+        case 0x710:
+        case 0x711:
+        case 0x721:
+        case 0x722: return FB_Q_BAD_NODE_UNKNOWN;
+        case 0x704:
+        case 0x723: return write ? FB_Q_BAD_NOT_WRITABLE : FB_Q_BAD_NOT_READABLE;
+        case 0x705: return FB_Q_BAD_TYPE_MISMATCH;
+        case 0x706:
+        case 0x70B: return FB_Q_BAD_OUT_OF_RANGE;
+        case 0x719:
+        case 0x745: return FB_Q_BAD_TIMEOUT;
+        case 0x707:
+        case 0x708:
+        case 0x709:
+        case 0x718: return FB_Q_BAD_DEVICE_FAILURE;
+        default: return FB_Q_BAD_COMM;
     }
 }
 
@@ -1280,9 +1444,8 @@ static size_t udp_tag(uint8_t *b, size_t cap, size_t off, uint16_t id, const voi
     return off + 4 + len;
 }
 
-size_t ads_udp_add_route(uint8_t *b, size_t cap, uint32_t invoke, const struct ads_netid *sender,
-                         const char *name, const struct ads_netid *netid, const char *user,
-                         const char *password, const char *host)
+size_t ads_udp_add_route(uint8_t *b, size_t cap, uint32_t invoke, const struct ads_netid *sender, const char *name,
+                         const struct ads_netid *netid, const char *user, const char *password, const char *host)
 {
     size_t off = udp_head(b, cap, invoke, ADS_UDP_ADD_ROUTE, sender, 5);
     off = udp_tag(b, cap, off, ADS_UDP_TAG_ROUTENAME, name, strlen(name) + 1);

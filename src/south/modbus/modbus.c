@@ -11,11 +11,26 @@
  *
  * Failures.  A Modbus exception marks the tags of that request Bad with the
  * mapped quality (exception 02 on a merged block first splits the block, for
- * good, and retries).  A timeout marks them BadTimeout; three timeouts in a row
- * on one connection mean a half-open link: read() returns FB_ETIMEDOUT so the
- * core reconnects.  A broken link (reset, EPIPE, closed) returns FB_EIO.
- * After a timeout or a malformed answer the receive buffer is flushed, so a
- * late answer cannot be taken for the next request's.
+ * good, and retries).  A timeout marks them BadTimeout.  A broken link
+ * (reset, EPIPE, closed) returns FB_EIO.  After a timeout or a malformed
+ * answer the receive buffer is flushed, so a late answer cannot be taken for
+ * the next request's.  Every failed request, and every value that cannot be
+ * decoded, counts once in the device's error counter.
+ *
+ * Silent units.  Several units share one link (a TCP→RTU gateway, an RS-485
+ * line), and one dead unit must not disturb the others, so answers are
+ * counted per unit (per device).  A unit with MB_SILENT_AFTER requests in a
+ * row unanswered (timeouts, or a gateway's exception 0A/0B) is "silent": its
+ * device goes offline (NE107 Failure) with a reason, its tags turn
+ * BadCommunicationError without asking it, and it is asked again only by one
+ * probe request at growing intervals (1 s … 30 s), so its timeouts no longer
+ * hold up the line for the healthy units.  Its first answer brings it back
+ * online.  The link itself is suspect (half-open TCP, unplugged converter)
+ * only when nobody answers on it: the unit asked last timed out three times
+ * with no answer from any unit in between, and every other unit is known
+ * silent or timed out too since then.  Then read() returns FB_ETIMEDOUT and
+ * the core reconnects.  With one unit on the link that is the old rule —
+ * three timeouts in a row reconnect.
  */
 #include <errno.h>
 #include <modbus.h>
@@ -24,19 +39,30 @@
 #include <string.h>
 #include <time.h>
 
-#include "core/model.h"
 #include "core/log.h"
+#include "core/model.h"
+#include "core/plugin.h"
 #include "south/modbus/modbus_proto.h"
 
-#define MB_TIMEOUTS_BEFORE_RECONNECT 3
+#define MB_SILENT_AFTER 3             /* requests in a row without an answer */
+#define MB_PROBE_MIN_NS 1000000000LL  /* a silent unit is asked again after 1 s … */
+#define MB_PROBE_MAX_NS 30000000000LL /* … doubling up to 30 s */
 
 struct mb_dev {
     struct mb_opts o;
+    /* this unit's answers (connection thread only) */
+    int no_answer;     /* requests in a row without an answer: timeouts, exceptions 0A/0B */
+    int link_timeouts; /* timeouts since anyone last answered on the link (valid while
+                         * link_seq equals the link's answer count) */
+    uint64_t link_seq;
+    bool silent;        /* declared not answering: offline, asked only by probes */
+    int64_t next_probe; /* monotonic */
+    struct fb_backoff probe;
 };
 
 struct mb_conn {
     modbus_t *mb;
-    int consecutive_timeouts;
+    uint64_t answers; /* answers from any unit on the link (a gateway's 0A/0B included) */
     int64_t last_end; /* monotonic end of the previous request */
     int cur_unit;
     int64_t cur_timeout;
@@ -56,21 +82,28 @@ static enum outcome classify(int e, int *exc)
     if (e == ETIMEDOUT) return OUT_TIMEOUT;
     if (e >= EMBBADCRC && e <= EMBBADSLAVE) return OUT_MALFORMED;
     switch (e) {
-    case ECONNRESET: case EPIPE: case EBADF: case ENOTCONN: case ECONNREFUSED:
-    case ECONNABORTED: case ENETUNREACH: case EHOSTUNREACH: case EIO: case ENXIO: case ENODEV:
-        return OUT_BROKEN;
-    default:
-        return OUT_MALFORMED;
+        case ECONNRESET:
+        case EPIPE:
+        case EBADF:
+        case ENOTCONN:
+        case ECONNREFUSED:
+        case ECONNABORTED:
+        case ENETUNREACH:
+        case EHOSTUNREACH:
+        case EIO:
+        case ENXIO:
+        case ENODEV: return OUT_BROKEN;
+        default: return OUT_MALFORMED;
     }
 }
 
 static uint32_t outcome_quality(enum outcome o, int exc)
 {
     switch (o) {
-    case OUT_EXC: return mb_exception_quality(exc);
-    case OUT_TIMEOUT: return FB_Q_BAD_TIMEOUT;
-    case OUT_MALFORMED: return FB_Q_BAD_COMM;
-    default: return FB_Q_BAD_COMM;
+        case OUT_EXC: return mb_exception_quality(exc);
+        case OUT_TIMEOUT: return FB_Q_BAD_TIMEOUT;
+        case OUT_MALFORMED: return FB_Q_BAD_COMM;
+        default: return FB_Q_BAD_COMM;
     }
 }
 
@@ -101,6 +134,7 @@ static int mb_device_init(struct fb_device *dev, char **conn_key, struct fb_err 
     }
     dev->timeout_ns = md->o.timeout_ns;
     dev->delay_ns = md->o.delay_ns;
+    fb_backoff_init(&md->probe, MB_PROBE_MIN_NS, MB_PROBE_MAX_NS);
     dev->drv_dev = md;
     return 0;
 }
@@ -125,6 +159,9 @@ static int mb_parse_address(struct fb_device *dev, struct fb_tag *tag, struct fb
     struct mb_addr *a = malloc(sizeof *a);
     if (!a) return fb_err_set(err, FB_ENOMEM, "out of memory");
     int rc = mb_addr_parse(&in, a, err);
+    if (!rc && (tag->access & FB_ACC_WRITE) && (a->table == MB_IR || a->table == MB_DI))
+        rc = fb_err_set(err, FB_EINVAL, "%s are read-only: a tag on them takes access: r",
+                        a->table == MB_IR ? "input registers" : "discrete inputs");
     if (rc) {
         free(a);
         return rc;
@@ -199,11 +236,9 @@ static int mb_open(struct fb_conn *c, struct fb_err *err)
     const struct mb_opts *o = &((const struct mb_dev *)c->devs[0]->drv_dev)->o;
     for (uint32_t i = 1; i < c->ndevs; i++) {
         const struct mb_opts *x = &((const struct mb_dev *)c->devs[i]->drv_dev)->o;
-        if (o->transport == MB_RTU &&
-            (x->baud != o->baud || x->parity != o->parity || x->data_bits != o->data_bits ||
-             x->stop_bits != o->stop_bits))
-            return fb_err_set(err, FB_EINVAL,
-                              "devices %s and %s share %s with different serial settings",
+        if (o->transport == MB_RTU && (x->baud != o->baud || x->parity != o->parity || x->data_bits != o->data_bits ||
+                                       x->stop_bits != o->stop_bits))
+            return fb_err_set(err, FB_EINVAL, "devices %s and %s share %s with different serial settings",
                               c->devs[0]->name, c->devs[i]->name, o->device);
     }
     struct mb_conn *mc = calloc(1, sizeof *mc);
@@ -234,7 +269,76 @@ static int mb_open(struct fb_conn *c, struct fb_err *err)
         return FB_EIO;
     }
     c->ctx = mc;
+    /* a new link: every unit gets a fresh chance (the core reports them online) */
+    for (uint32_t i = 0; i < c->ndevs; i++) {
+        struct mb_dev *md = c->devs[i]->drv_dev;
+        md->no_answer = md->link_timeouts = 0;
+        md->link_seq = 0;
+        md->silent = false;
+        fb_backoff_reset(&md->probe);
+    }
     return 0;
+}
+
+/* ------------------------------------------------------------------ units */
+/* The unit answered (a value or an exception other than 0A/0B). */
+static void unit_answered(struct fb_device *dev, struct mb_dev *md, struct mb_conn *mc)
+{
+    mc->answers++; /* the link works */
+    md->no_answer = 0;
+    if (!md->silent) return;
+    md->silent = false;
+    fb_backoff_reset(&md->probe);
+    fb_info(dev->name, NULL, "unit %d answers again", md->o.unit);
+    fb_device_set_state(dev, FB_DEV_ONLINE, NULL);
+}
+
+/* A request of md timed out. */
+static void note_timeout(struct mb_dev *md, const struct mb_conn *mc)
+{
+    if (md->link_seq != mc->answers) { /* someone answered since this unit's last timeout */
+        md->link_seq = mc->answers;
+        md->link_timeouts = 0;
+    }
+    md->link_timeouts++;
+    md->no_answer++;
+}
+
+/* Is the link itself suspect?  The unit asked last (cur) timed out three
+ * times with no answer from anyone on the link in between, and every other
+ * unit (with tags) either is already known silent or timed out too since
+ * then — a unit not asked since the last answer keeps the link (it may well
+ * answer), which bounds the wait by one poll period of the slowest unit. */
+static bool link_silent(const struct fb_conn *c, const struct mb_dev *cur, const struct mb_conn *mc)
+{
+    if (cur->link_seq != mc->answers || cur->link_timeouts < MB_SILENT_AFTER) return false;
+    for (uint32_t i = 0; i < c->ndevs; i++) {
+        const struct mb_dev *md = c->devs[i]->drv_dev;
+        if (md == cur || !c->devs[i]->ntags || md->silent) continue;
+        if (md->link_seq != mc->answers || md->link_timeouts < 1) return false;
+    }
+    return true;
+}
+
+/* A request of dev went unanswered: declare the unit silent, or schedule
+ * the next probe of one that already is. */
+static void unit_unanswered(struct fb_device *dev, struct mb_dev *md, const char *why)
+{
+    int64_t now = fb_mono_ns();
+    if (md->silent) {
+        md->next_probe = now + fb_backoff_next(&md->probe);
+        return;
+    }
+    if (md->no_answer < MB_SILENT_AFTER) return;
+    md->silent = true;
+    md->next_probe = now + fb_backoff_next(&md->probe);
+    char reason[96];
+    snprintf(reason, sizeof reason, "unit %d does not answer (%s)", md->o.unit, why);
+    fb_warn(dev->name, NULL,
+            "unit %d: %d requests in a row without an answer (%s): reported offline, "
+            "asked again in %.1fs; the link stays up for the other units",
+            md->o.unit, md->no_answer, why, (md->next_probe - now) / 1e9);
+    fb_device_set_state(dev, FB_DEV_OFFLINE, reason);
 }
 
 /* Unit id, timeout and inter-request delay of dev before a request. */
@@ -261,10 +365,10 @@ static void prepare(struct mb_conn *mc, const struct mb_dev *md)
 static int do_read(modbus_t *mb, const struct mb_block *b, struct mb_plan *p)
 {
     switch (b->table) {
-    case MB_HR: return modbus_read_registers(mb, b->start, b->count, p->regs);
-    case MB_IR: return modbus_read_input_registers(mb, b->start, b->count, p->regs);
-    case MB_CO: return modbus_read_bits(mb, b->start, b->count, p->bits);
-    default: return modbus_read_input_bits(mb, b->start, b->count, p->bits);
+        case MB_HR: return modbus_read_registers(mb, b->start, b->count, p->regs);
+        case MB_IR: return modbus_read_input_registers(mb, b->start, b->count, p->regs);
+        case MB_CO: return modbus_read_bits(mb, b->start, b->count, p->bits);
+        default: return modbus_read_input_bits(mb, b->start, b->count, p->bits);
     }
 }
 
@@ -277,15 +381,13 @@ static void add_bad(struct fb_batch *out, const struct fb_tag *t, uint32_t q, in
     fb_batch_add(out, t->id, q, ts, &v);
 }
 
-static void fill_block(struct fb_device *dev, const struct mb_plan *p, const struct mb_block *b,
-                       uint32_t q, struct fb_batch *out, int64_t ts)
+static void fill_block(struct fb_device *dev, const struct mb_plan *p, const struct mb_block *b, uint32_t q,
+                       struct fb_batch *out, int64_t ts)
 {
-    for (uint32_t k = 0; k < b->n; k++)
-        add_bad(out, &dev->gw->tags[p->items[b->first + k].tag], q, ts);
+    for (uint32_t k = 0; k < b->n; k++) add_bad(out, &dev->gw->tags[p->items[b->first + k].tag], q, ts);
 }
 
-static void log_block(struct fb_device *dev, struct mb_plan *p, struct mb_block *b, uint32_t q,
-                      const char *why)
+static void log_block(struct fb_device *dev, struct mb_plan *p, struct mb_block *b, uint32_t q, const char *why)
 {
     const struct fb_tag *t = &dev->gw->tags[p->items[b->first].tag];
     bool changed = b->last_q != q;
@@ -295,10 +397,9 @@ static void log_block(struct fb_device *dev, struct mb_plan *p, struct mb_block 
     char qn[16];
     uint64_t sup = b->rl.suppressed;
     b->rl.suppressed = 0;
-    fb_warn(dev->name, t->name,
-            "read %s:%u (%u %s, %u tag%s) failed: %s → %s%s", mb_table_name(b->table), b->start,
-            b->count, b->table >= MB_CO ? "bits" : "registers", b->n, b->n == 1 ? "" : "s", why,
-            fb_q_name(q, qn), sup ? " (repeated since the last message)" : "");
+    fb_warn(dev->name, t->name, "read %s:%u (%u %s, %u tag%s) failed: %s → %s%s", mb_table_name(b->table), b->start,
+            b->count, b->table >= MB_CO ? "bits" : "registers", b->n, b->n == 1 ? "" : "s", why, fb_q_name(q, qn),
+            sup ? " (repeated since the last message)" : "");
 }
 
 static int mb_read(struct fb_device *dev, struct fb_group *g, struct fb_batch *out)
@@ -313,11 +414,18 @@ static int mb_read(struct fb_device *dev, struct fb_group *g, struct fb_batch *o
             fill_block(dev, p, &p->blocks[bi], FB_Q_BAD_NOT_CONNECTED, out, ts);
         return FB_EIO;
     }
-    int final = 0;
+    if (md->silent && fb_mono_ns() < md->next_probe) {
+        /* known not to answer: Bad without asking, the line stays free for the other units */
+        int64_t ts = fb_now_ns();
+        for (uint32_t bi = 0; bi < p->nblocks; bi++) fill_block(dev, p, &p->blocks[bi], FB_Q_BAD_COMM, out, ts);
+        return 0;
+    }
+    int final = 0;     /* the link must be re-established */
+    bool skip = false; /* the unit went (or stays) silent: the rest is not asked */
     uint32_t rest_q = 0;
     for (uint32_t bi = 0; bi < p->nblocks;) {
         struct mb_block *b = &p->blocks[bi];
-        if (final) {
+        if (final || skip) {
             fill_block(dev, p, b, rest_q, out, fb_now_ns());
             bi++;
             continue;
@@ -331,27 +439,27 @@ static int mb_read(struct fb_device *dev, struct fb_group *g, struct fb_batch *o
         mc->last_end = t1;
         atomic_fetch_add(&dev->m.requests, 1);
         if (rc == b->count) {
-            mc->consecutive_timeouts = 0;
+            unit_answered(dev, md, mc);
             atomic_fetch_add(&dev->m.rtt_ns_sum, (uint64_t)(t1 - t0));
             atomic_store(&dev->m.rtt_ns_last, (uint64_t)(t1 - t0));
             atomic_fetch_add(&dev->m.rtt_count, 1);
             atomic_store(&dev->m.last_success_ns, ts);
             if (b->last_q && fb_q_bad(b->last_q))
-                fb_info(dev->name, dev->gw->tags[p->items[b->first].tag].name,
-                        "read %s:%u recovered", mb_table_name(b->table), b->start);
+                fb_info(dev->name, dev->gw->tags[p->items[b->first].tag].name, "read %s:%u recovered",
+                        mb_table_name(b->table), b->start);
             b->last_q = FB_Q_GOOD;
             for (uint32_t k = 0; k < b->n; k++) {
                 const struct mb_item *it = &p->items[b->first + k];
                 unsigned off = (unsigned)(it->a->addr - b->start);
                 struct fb_value v;
                 bool bits = b->table == MB_CO || b->table == MB_DI;
-                uint32_t q = mb_decode(it->a, bits ? NULL : p->regs + off,
-                                       bits ? p->bits + off : NULL, &v, p->sbuf, sizeof p->sbuf);
+                uint32_t q = mb_decode(it->a, bits ? NULL : p->regs + off, bits ? p->bits + off : NULL, &v, p->sbuf,
+                                       sizeof p->sbuf);
                 if (q != FB_Q_GOOD) {
+                    atomic_fetch_add(&dev->m.errors, 1); /* an item the device gave us unusable */
                     struct fb_ratelimit *rl = &b->rl;
                     if (fb_ratelimit_ok(rl, t1))
-                        fb_warn(dev->name, dev->gw->tags[it->tag].name,
-                                "cannot decode %s value (invalid BCD digit)",
+                        fb_warn(dev->name, dev->gw->tags[it->tag].name, "cannot decode %s value (invalid BCD digit)",
                                 fb_type_name((enum fb_type)it->a->type));
                     add_bad(out, &dev->gw->tags[it->tag], q, ts);
                 } else {
@@ -367,31 +475,45 @@ static int mb_read(struct fb_device *dev, struct fb_group *g, struct fb_batch *o
         if (rc >= 0) exc = 0;
         char why[128];
         outcome_text(o, exc, e, why, sizeof why);
+        bool gateway_miss = o == OUT_EXC && (exc == 0x0A || exc == 0x0B);
         if (o == OUT_EXC) {
-            mc->consecutive_timeouts = 0; /* the device answered */
             atomic_fetch_add(&dev->m.rtt_ns_sum, (uint64_t)(t1 - t0));
             atomic_store(&dev->m.rtt_ns_last, (uint64_t)(t1 - t0));
             atomic_fetch_add(&dev->m.rtt_count, 1);
+            if (gateway_miss) {
+                /* the gateway answered for a unit that did not: the link is fine */
+                mc->answers++;
+                md->no_answer++;
+            } else {
+                unit_answered(dev, md, mc);
+            }
             if (exc == 2 && mb_plan_can_split(p, bi)) {
                 fb_info(dev->name, dev->gw->tags[p->items[b->first].tag].name,
                         "%s:%u..%u answered exception 02 (illegal data address): reading its "
-                        "%u tags one by one from now on", mb_table_name(b->table), b->start,
-                        b->start + b->count - 1u, b->n);
+                        "%u tags one by one from now on",
+                        mb_table_name(b->table), b->start, b->start + b->count - 1u, b->n);
                 mb_plan_split(p, bi);
                 continue; /* retry the first part right away */
             }
         } else if (o == OUT_TIMEOUT) {
             atomic_fetch_add(&dev->m.timeouts, 1);
             modbus_flush(mc->mb);
-            if (++mc->consecutive_timeouts >= MB_TIMEOUTS_BEFORE_RECONNECT) {
-                final = FB_ETIMEDOUT;
-                rest_q = FB_Q_BAD_TIMEOUT;
-            }
+            note_timeout(md, mc);
         } else if (o == OUT_MALFORMED) {
             modbus_flush(mc->mb);
         } else {
             final = FB_EIO;
             rest_q = FB_Q_BAD_COMM;
+        }
+        if ((o == OUT_TIMEOUT || gateway_miss) && (md->silent || md->no_answer >= MB_SILENT_AFTER)) {
+            if (o == OUT_TIMEOUT && link_silent(dev->conn, md, mc)) {
+                final = FB_ETIMEDOUT; /* nobody on the link answers: the link itself */
+                rest_q = FB_Q_BAD_TIMEOUT;
+            } else {
+                unit_unanswered(dev, md, o == OUT_TIMEOUT ? "timeouts" : mb_exception_text(exc));
+                skip = true;
+                rest_q = FB_Q_BAD_COMM;
+            }
         }
         uint32_t q = outcome_quality(o, exc);
         log_block(dev, p, b, q, why);
@@ -399,44 +521,40 @@ static int mb_read(struct fb_device *dev, struct fb_group *g, struct fb_batch *o
         bi++;
     }
     if (final == FB_ETIMEDOUT)
-        fb_warn(dev->name, NULL, "%d timeouts in a row on %s: reconnecting",
-                mc->consecutive_timeouts, mc->where);
+        fb_warn(dev->name, NULL, "%d timeouts in a row on %s%s: reconnecting", md->link_timeouts, mc->where,
+                dev->conn->ndevs > 1 ? " (and no other unit on it answers)" : "");
     else if (final == FB_EIO)
         fb_warn(dev->name, NULL, "connection to %s lost", mc->where);
     return final;
 }
 
 /* ------------------------------------------------------------------ write */
-static int write_fail(struct fb_device *dev, struct mb_conn *mc, const struct fb_tag *t, int e,
-                      struct fb_err *err)
+/* writes and write errors are counted by the runtime */
+static int write_fail(struct mb_conn *mc, const struct fb_tag *t, int e, struct fb_err *err)
 {
-    atomic_fetch_add(&dev->m.write_errors, 1);
     int exc;
     enum outcome o = classify(e, &exc);
     char why[128];
     outcome_text(o, exc, e, why, sizeof why);
     if (o == OUT_TIMEOUT || o == OUT_MALFORMED) modbus_flush(mc->mb);
-    int code = o == OUT_EXC ? FB_EEXCEPTION : o == OUT_TIMEOUT ? FB_ETIMEDOUT
-               : o == OUT_MALFORMED ? FB_EPROTO : FB_EIO;
+    int code = o == OUT_EXC ? FB_EEXCEPTION : o == OUT_TIMEOUT ? FB_ETIMEDOUT : o == OUT_MALFORMED ? FB_EPROTO : FB_EIO;
     return fb_err_set(err, code, "write to %s (%s) failed: %s", t->name, t->addr_text, why);
 }
 
-static int mb_write(struct fb_device *dev, const struct fb_tag *t, const struct fb_value *v,
-                    struct fb_err *err)
+static int mb_write(struct fb_device *dev, const struct fb_tag *t, const struct fb_value *v, struct fb_err *err)
 {
     const struct mb_addr *a = t->addr;
     struct mb_dev *md = dev->drv_dev;
     struct mb_conn *mc = dev->conn ? dev->conn->ctx : NULL;
     if (!a) return fb_err_set(err, FB_EINVAL, "tag %s has no address", t->name);
     if (a->table == MB_IR || a->table == MB_DI)
-        return fb_err_set(err, FB_EACCES, "%s (%s) is read-only: %s cannot be written", t->name,
-                          t->addr_text, a->table == MB_IR ? "input registers" : "discrete inputs");
+        return fb_err_set(err, FB_EACCES, "%s (%s) is read-only: %s cannot be written", t->name, t->addr_text,
+                          a->table == MB_IR ? "input registers" : "discrete inputs");
     uint16_t regs[MB_MAX_WRITE_REGS];
     int n = mb_encode(a, v, regs, MB_MAX_WRITE_REGS, err);
     if (n < 0) return n;
     if (!mc || !mc->mb) return fb_err_set(err, FB_EIO, "%s: not connected", dev->name);
     prepare(mc, md);
-    atomic_fetch_add(&dev->m.writes, 1);
     int rc;
     if (a->table == MB_CO) {
         if (md->o.write_coil_fc15) {
@@ -456,8 +574,7 @@ static int mb_write(struct fb_device *dev, const struct fb_tag *t, const struct 
                                              : modbus_write_register(mc->mb, a->addr, cur);
             }
         } else {
-            rc = modbus_mask_write_register(mc->mb, a->addr, (uint16_t)~mask,
-                                            regs[0] ? mask : 0);
+            rc = modbus_mask_write_register(mc->mb, a->addr, (uint16_t)~mask, regs[0] ? mask : 0);
         }
     } else if (n == 1 && !md->o.write_single_fc16) {
         rc = modbus_write_register(mc->mb, a->addr, regs[0]);
@@ -466,8 +583,12 @@ static int mb_write(struct fb_device *dev, const struct fb_tag *t, const struct 
     }
     int e = errno;
     mc->last_end = fb_mono_ns();
-    if (rc < 0) return write_fail(dev, mc, t, e, err);
-    mc->consecutive_timeouts = 0;
+    if (rc < 0) {
+        int exc;
+        if (classify(e, &exc) == OUT_EXC && exc != 0x0A && exc != 0x0B) unit_answered(dev, md, mc);
+        return write_fail(mc, t, e, err);
+    }
+    unit_answered(dev, md, mc);
     return 0;
 }
 

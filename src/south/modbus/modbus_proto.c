@@ -52,17 +52,11 @@ static bool parse_uint(const char *s, size_t len, uint64_t max, uint64_t *out)
     return true;
 }
 
-static bool parse_uint_z(const char *s, uint64_t max, uint64_t *out)
-{
-    return parse_uint(s, strlen(s), max, out);
-}
+static bool parse_uint_z(const char *s, uint64_t max, uint64_t *out) { return parse_uint(s, strlen(s), max, out); }
 
 static const char *const table_names[] = {"hr", "ir", "co", "di"};
 
-const char *mb_table_name(int table)
-{
-    return table >= 0 && table < 4 ? table_names[table] : "?";
-}
+const char *mb_table_name(int table) { return table >= 0 && table < 4 ? table_names[table] : "?"; }
 
 /* ------------------------------------------------------------------ options */
 enum opt_kind { K_INT, K_DUR, K_CHOICE };
@@ -92,17 +86,26 @@ static const struct opt_def opt_tab[] = {
 static int set_choice(struct mb_opts *o, const char *k, const char *v, struct fb_err *err)
 {
     if (strcmp(k, "write_single") == 0) {
-        if (strcasecmp(v, "fc6") == 0) o->write_single_fc16 = false;
-        else if (strcasecmp(v, "fc16") == 0) o->write_single_fc16 = true;
-        else goto bad;
+        if (strcasecmp(v, "fc6") == 0)
+            o->write_single_fc16 = false;
+        else if (strcasecmp(v, "fc16") == 0)
+            o->write_single_fc16 = true;
+        else
+            goto bad;
     } else if (strcmp(k, "write_coil") == 0) {
-        if (strcasecmp(v, "fc5") == 0) o->write_coil_fc15 = false;
-        else if (strcasecmp(v, "fc15") == 0) o->write_coil_fc15 = true;
-        else goto bad;
+        if (strcasecmp(v, "fc5") == 0)
+            o->write_coil_fc15 = false;
+        else if (strcasecmp(v, "fc15") == 0)
+            o->write_coil_fc15 = true;
+        else
+            goto bad;
     } else if (strcmp(k, "bit_write") == 0) {
-        if (strcasecmp(v, "fc22") == 0) o->bit_write_rmw = false;
-        else if (strcasecmp(v, "rmw") == 0) o->bit_write_rmw = true;
-        else goto bad;
+        if (strcasecmp(v, "fc22") == 0)
+            o->bit_write_rmw = false;
+        else if (strcasecmp(v, "rmw") == 0)
+            o->bit_write_rmw = true;
+        else
+            goto bad;
     } else { /* parity */
         if (strlen(v) != 1 || !strchr("NEOneo", v[0])) goto bad;
         o->parity = (char)toupper((unsigned char)v[0]);
@@ -116,8 +119,8 @@ bad:;
     return fb_err_set(err, FB_EINVAL, "bad value '%s' for %s (expected %s)", v, k, expect);
 }
 
-int mb_opts_parse(const struct fb_url *u, int64_t def_timeout_ns, int64_t def_delay_ns,
-                  struct mb_opts *o, struct fb_err *err)
+int mb_opts_parse(const struct fb_url *u, int64_t def_timeout_ns, int64_t def_delay_ns, struct mb_opts *o,
+                  struct fb_err *err)
 {
     memset(o, 0, sizeof *o);
     o->port = 502;
@@ -138,16 +141,13 @@ int mb_opts_parse(const struct fb_url *u, int64_t def_timeout_ns, int64_t def_de
     if (strcmp(scheme, "modbus-tcp") == 0) {
         o->transport = MB_TCP;
         if (!host[0])
-            return fb_err_set(err, FB_EINVAL,
-                              "modbus-tcp URL needs a host (modbus-tcp://127.0.0.1:502?unit=1)");
+            return fb_err_set(err, FB_EINVAL, "modbus-tcp URL needs a host (modbus-tcp://127.0.0.1:502?unit=1)");
         if (path[0] && strcmp(path, "/") != 0)
             return fb_err_set(err, FB_EINVAL, "modbus-tcp URL takes no path ('%s')", path);
-        if (strlen(host) >= sizeof o->host)
-            return fb_err_set(err, FB_EINVAL, "host name too long");
+        if (strlen(host) >= sizeof o->host) return fb_err_set(err, FB_EINVAL, "host name too long");
         snprintf(o->host, sizeof o->host, "%s", host);
         if (u->port) {
-            if (u->port < 1 || u->port > 65535)
-                return fb_err_set(err, FB_EINVAL, "bad port %d", u->port);
+            if (u->port < 1 || u->port > 65535) return fb_err_set(err, FB_EINVAL, "bad port %d", u->port);
             o->port = u->port;
         }
     } else if (strcmp(scheme, "modbus-rtu") == 0) {
@@ -157,14 +157,11 @@ int mb_opts_parse(const struct fb_url *u, int64_t def_timeout_ns, int64_t def_de
                               "modbus-rtu URL takes a device path, not a host: "
                               "modbus-rtu:///dev/ttyUSB0 (three slashes)");
         if (path[0] != '/' || !path[1])
-            return fb_err_set(err, FB_EINVAL,
-                              "modbus-rtu URL needs a serial device: modbus-rtu:///dev/ttyUSB0");
-        if (strlen(path) >= sizeof o->device)
-            return fb_err_set(err, FB_EINVAL, "serial device path too long");
+            return fb_err_set(err, FB_EINVAL, "modbus-rtu URL needs a serial device: modbus-rtu:///dev/ttyUSB0");
+        if (strlen(path) >= sizeof o->device) return fb_err_set(err, FB_EINVAL, "serial device path too long");
         snprintf(o->device, sizeof o->device, "%s", path);
     } else {
-        return fb_err_set(err, FB_EINVAL, "scheme '%s' is not Modbus (modbus-tcp, modbus-rtu)",
-                          scheme);
+        return fb_err_set(err, FB_EINVAL, "scheme '%s' is not Modbus (modbus-tcp, modbus-rtu)", scheme);
     }
 
     for (int i = 0; i < u->nq; i++) {
@@ -181,24 +178,33 @@ int mb_opts_parse(const struct fb_url *u, int64_t def_timeout_ns, int64_t def_de
         if (d->kind == K_INT) {
             uint64_t x;
             if (!parse_uint_z(v, (uint64_t)d->hi, &x) || (int64_t)x < d->lo)
-                return fb_err_set(err, FB_EINVAL, "bad value '%s' for %s (expected %" PRId64
-                                  "..%" PRId64 ")", v, k, d->lo, d->hi);
+                return fb_err_set(err, FB_EINVAL, "bad value '%s' for %s (expected %" PRId64 "..%" PRId64 ")", v, k,
+                                  d->lo, d->hi);
             int xi = (int)x;
-            if (!strcmp(k, "unit")) o->unit = xi;
-            else if (!strcmp(k, "max_gap")) o->max_gap = xi;
-            else if (!strcmp(k, "max_regs")) o->max_regs = xi;
-            else if (!strcmp(k, "max_bits")) o->max_bits = xi;
-            else if (!strcmp(k, "base")) o->base = xi;
-            else if (!strcmp(k, "baud")) o->baud = xi;
-            else if (!strcmp(k, "data")) o->data_bits = xi;
-            else o->stop_bits = xi;
+            if (!strcmp(k, "unit"))
+                o->unit = xi;
+            else if (!strcmp(k, "max_gap"))
+                o->max_gap = xi;
+            else if (!strcmp(k, "max_regs"))
+                o->max_regs = xi;
+            else if (!strcmp(k, "max_bits"))
+                o->max_bits = xi;
+            else if (!strcmp(k, "base"))
+                o->base = xi;
+            else if (!strcmp(k, "baud"))
+                o->baud = xi;
+            else if (!strcmp(k, "data"))
+                o->data_bits = xi;
+            else
+                o->stop_bits = xi;
         } else if (d->kind == K_DUR) {
             int64_t ns;
             if (fb_parse_duration(v, &ns) != 0 || ns < d->lo || ns > 3600LL * 1000000000LL)
-                return fb_err_set(err, FB_EINVAL, "bad duration '%s' for %s (e.g. 500ms, 1s)",
-                                  v, k);
-            if (!strcmp(k, "timeout")) o->timeout_ns = ns;
-            else o->delay_ns = ns;
+                return fb_err_set(err, FB_EINVAL, "bad duration '%s' for %s (e.g. 500ms, 1s)", v, k);
+            if (!strcmp(k, "timeout"))
+                o->timeout_ns = ns;
+            else
+                o->delay_ns = ns;
         } else {
             int rc = set_choice(o, k, v, err);
             if (rc) return rc;
@@ -214,8 +220,10 @@ int mb_opts_parse(const struct fb_url *u, int64_t def_timeout_ns, int64_t def_de
 char *mb_opts_conn_key(const struct mb_opts *o)
 {
     char buf[300];
-    if (o->transport == MB_TCP) snprintf(buf, sizeof buf, "tcp:%s:%d", o->host, o->port);
-    else snprintf(buf, sizeof buf, "rtu:%s", o->device);
+    if (o->transport == MB_TCP)
+        snprintf(buf, sizeof buf, "tcp:%s:%d", o->host, o->port);
+    else
+        snprintf(buf, sizeof buf, "rtu:%s", o->device);
     return strdup(buf);
 }
 
@@ -227,15 +235,14 @@ struct type_def {
     bool bcd;
 };
 static const struct type_def type_tab[] = {
-    {"bool", FB_T_BOOL, 1, false},       {"int16", FB_T_INT16, 1, false},
-    {"uint16", FB_T_UINT16, 1, false},   {"int32", FB_T_INT32, 2, false},
-    {"uint32", FB_T_UINT32, 2, false},   {"int64", FB_T_INT64, 4, false},
-    {"uint64", FB_T_UINT64, 4, false},   {"float32", FB_T_FLOAT32, 2, false},
-    {"float64", FB_T_FLOAT64, 4, false}, {"bcd16", FB_T_UINT16, 1, true},
-    {"bcd32", FB_T_UINT32, 2, true},     {"string", FB_T_STRING, 0, false},
+    {"bool", FB_T_BOOL, 1, false},     {"int16", FB_T_INT16, 1, false},     {"uint16", FB_T_UINT16, 1, false},
+    {"int32", FB_T_INT32, 2, false},   {"uint32", FB_T_UINT32, 2, false},   {"int64", FB_T_INT64, 4, false},
+    {"uint64", FB_T_UINT64, 4, false}, {"float32", FB_T_FLOAT32, 2, false}, {"float64", FB_T_FLOAT64, 4, false},
+    {"bcd16", FB_T_UINT16, 1, true},   {"bcd32", FB_T_UINT32, 2, true},     {"string", FB_T_STRING, 0, false},
 };
-#define TYPE_LIST "bool, int16, uint16, int32, uint32, int64, uint64, float32, float64, " \
-                  "string[N], bcd16, bcd32"
+#define TYPE_LIST                                                                                                      \
+    "bool, int16, uint16, int32, uint32, int64, uint64, float32, float64, "                                            \
+    "string[N], bcd16, bcd32"
 
 static const struct type_def *type_by_fb(uint8_t t)
 {
@@ -250,10 +257,10 @@ struct order_def {
     uint8_t width; /* 0: any, 16: one register, 64: 64-bit only */
 };
 static const struct order_def order_tab[] = {
-    {"ABCD", false, false, 0},      {"CDAB", true, false, 0},       {"BADC", false, true, 0},
-    {"DCBA", true, true, 0},        {"AB", false, false, 16},       {"BA", false, true, 16},
-    {"ABCDEFGH", false, false, 64}, {"GHEFCDAB", true, false, 64},
-    {"BADCFEHG", false, true, 64},  {"HGFEDCBA", true, true, 64},
+    {"ABCD", false, false, 0},      {"CDAB", true, false, 0},      {"BADC", false, true, 0},
+    {"DCBA", true, true, 0},        {"AB", false, false, 16},      {"BA", false, true, 16},
+    {"ABCDEFGH", false, false, 64}, {"GHEFCDAB", true, false, 64}, {"BADCFEHG", false, true, 64},
+    {"HGFEDCBA", true, true, 64},
 };
 
 static const char *type_label(const struct mb_addr *a, char *buf, size_t len)
@@ -275,24 +282,28 @@ static int apply_order(const struct mb_addr_in *in, struct mb_addr *a, struct fb
     if (!od)
         return fb_err_set(err, FB_EINVAL,
                           "unknown order '%s' (expected ABCD, CDAB, BADC, DCBA, ABCDEFGH, "
-                          "GHEFCDAB, BADCFEHG or HGFEDCBA)", in->order);
+                          "GHEFCDAB, BADCFEHG or HGFEDCBA)",
+                          in->order);
     char tb[24];
     const char *tn = type_label(a, tb, sizeof tb);
     bool bits = a->table == MB_CO || a->table == MB_DI || a->has_bit;
     bool ok;
-    if (bits) ok = !od->sw && !od->sb; /* ABCD / AB: harmless default */
-    else if (a->count == 1 || a->type == FB_T_STRING) ok = !od->sw && od->width != 64;
-    else if (a->count == 2) ok = od->width != 64 && od->width != 16;
-    else ok = od->width != 16;
+    if (bits)
+        ok = !od->sw && !od->sb; /* ABCD / AB: harmless default */
+    else if (a->count == 1 || a->type == FB_T_STRING)
+        ok = !od->sw && od->width != 64;
+    else if (a->count == 2)
+        ok = od->width != 64 && od->width != 16;
+    else
+        ok = od->width != 16;
     if (!ok) {
         if (!bits && a->count == 2 && od->width == 64)
-            return fb_err_set(err, FB_EINVAL,
-                              "order %s is for 64-bit values, not %s (use ABCD, CDAB, BADC or DCBA)",
+            return fb_err_set(err, FB_EINVAL, "order %s is for 64-bit values, not %s (use ABCD, CDAB, BADC or DCBA)",
                               od->name, tn);
         return fb_err_set(err, FB_EINVAL, "order %s is not valid for %s%s", od->name, tn,
-                          bits ? " (a single bit has no byte order)"
-                          : a->count == 1 || a->type == FB_T_STRING
-                              ? " (one register: only ABCD or BADC)" : "");
+                          bits                                      ? " (a single bit has no byte order)"
+                          : a->count == 1 || a->type == FB_T_STRING ? " (one register: only ABCD or BADC)"
+                                                                    : "");
     }
     a->swap_words = od->sw;
     a->swap_bytes = od->sb;
@@ -300,8 +311,7 @@ static int apply_order(const struct mb_addr_in *in, struct mb_addr *a, struct fb
 }
 
 /* Parses ":TYPE" text into a type_def + string length. */
-static int parse_type(const char *t, const char *text, const struct type_def **td, uint32_t *slen,
-                      struct fb_err *err)
+static int parse_type(const char *t, const char *text, const struct type_def **td, uint32_t *slen, struct fb_err *err)
 {
     *slen = 0;
     if (strncasecmp(t, "string", 6) == 0) {
@@ -311,11 +321,10 @@ static int parse_type(const char *t, const char *text, const struct type_def **t
         size_t pl = strlen(p);
         uint64_t n;
         if (p[0] != '[' || p[pl - 1] != ']' || !parse_uint(p + 1, pl - 2, 100000, &n))
-            return fb_err_set(err, FB_EINVAL, "bad string type '%s' in '%s' (expected string[N])",
-                              t, text);
+            return fb_err_set(err, FB_EINVAL, "bad string type '%s' in '%s' (expected string[N])", t, text);
         if (n < 1 || n > MB_MAX_STR_LEN)
-            return fb_err_set(err, FB_EINVAL, "string length %u in '%s' out of range (1..%d)",
-                              (unsigned)n, text, MB_MAX_STR_LEN);
+            return fb_err_set(err, FB_EINVAL, "string length %u in '%s' out of range (1..%d)", (unsigned)n, text,
+                              MB_MAX_STR_LEN);
         *slen = (uint32_t)n;
         return 0;
     }
@@ -324,10 +333,11 @@ static int parse_type(const char *t, const char *text, const struct type_def **t
             *td = &type_tab[i];
             return 0;
         }
-    return fb_err_set(err, FB_EINVAL, "unknown type '%s' in '%s' (expected " TYPE_LIST ")", t,
-                      text);
+    return fb_err_set(err, FB_EINVAL, "unknown type '%s' in '%s' (expected " TYPE_LIST ")", t, text);
 }
 
+/* Long on purpose: the address grammar (table, 0- and 1-based forms, bit,
+ * type, order, count) checked in one pass, each error naming its part. */
 int mb_addr_parse(const struct mb_addr_in *in, struct mb_addr *a, struct fb_err *err)
 {
     memset(a, 0, sizeof *a);
@@ -345,7 +355,10 @@ int mb_addr_parse(const struct mb_addr_in *in, struct mb_addr *a, struct fb_err 
         classic = true;
         num = buf;
         char *c = strchr(buf, ':');
-        if (c) { *c = 0; tsuffix = c + 1; }
+        if (c) {
+            *c = 0;
+            tsuffix = c + 1;
+        }
     } else {
         char *c = strchr(buf, ':');
         if (c) *c = 0;
@@ -353,13 +366,15 @@ int mb_addr_parse(const struct mb_addr_in *in, struct mb_addr *a, struct fb_err 
         for (int i = 0; i < 4; i++)
             if (strcasecmp(where, table_names[i]) == 0) t = i;
         if (t < 0 || !c)
-            return fb_err_set(err, FB_EINVAL,
-                              "unknown table '%s' in '%s' (expected hr, ir, co, di or 40001-style)",
+            return fb_err_set(err, FB_EINVAL, "unknown table '%s' in '%s' (expected hr, ir, co, di or 40001-style)",
                               where, text);
         a->table = (uint8_t)t;
         num = c + 1;
         c = strchr(num, ':');
-        if (c) { *c = 0; tsuffix = c + 1; }
+        if (c) {
+            *c = 0;
+            tsuffix = c + 1;
+        }
     }
     /* number and optional .bit */
     char *dot = strchr(num, '.');
@@ -367,8 +382,7 @@ int mb_addr_parse(const struct mb_addr_in *in, struct mb_addr *a, struct fb_err 
     if (dot) {
         *dot = 0;
         if (!parse_uint_z(dot + 1, 15, &bit))
-            return fb_err_set(err, FB_EINVAL, "bad bit number '%s' in '%s' (expected 0..15)",
-                              dot + 1, text);
+            return fb_err_set(err, FB_EINVAL, "bad bit number '%s' in '%s' (expected 0..15)", dot + 1, text);
         a->has_bit = true;
         a->bit = (uint8_t)bit;
     }
@@ -381,37 +395,49 @@ int mb_addr_parse(const struct mb_addr_in *in, struct mb_addr *a, struct fb_err 
         if (nl != 5 && nl != 6)
             return fb_err_set(err, FB_EINVAL,
                               "'%s' is not a Modbus address: use hr:N/ir:N/co:N/di:N or the "
-                              "5/6-digit forms 40001 / 400001", num);
+                              "5/6-digit forms 40001 / 400001",
+                              num);
         static const int8_t by_digit[10] = {MB_CO, MB_DI, -1, MB_IR, MB_HR, -1, -1, -1, -1, -1};
         int t = by_digit[num[0] - '0'];
         if (t < 0)
             return fb_err_set(err, FB_EINVAL,
                               "'%s' is not a Modbus address (first digit 0 coil, 1 discrete input, "
-                              "3 input register, 4 holding register)", num);
+                              "3 input register, 4 holding register)",
+                              num);
         a->table = (uint8_t)t;
         uint64_t off = 0;
         (void)parse_uint(num + 1, nl - 1, UINT64_MAX, &off);
         uint64_t maxoff = nl == 5 ? 9999 : 65536;
         if (off < 1 || off > maxoff)
-            return fb_err_set(err, FB_EINVAL, "'%s' out of range (the offset after the "
-                              "table digit runs 1..%" PRIu64 ")", num, maxoff);
+            return fb_err_set(err, FB_EINVAL,
+                              "'%s' out of range (the offset after the "
+                              "table digit runs 1..%" PRIu64 ")",
+                              num, maxoff);
         pdu = off - 1;
     } else {
         if (!parse_uint_z(num, 1000000, &n))
-            return fb_err_set(err, FB_EINVAL, "bad address '%s' in '%s' (expected a number)", num,
-                              text);
+            return fb_err_set(err, FB_EINVAL, "bad address '%s' in '%s' (expected a number)", num, text);
         if (n < (uint64_t)in->base)
-            return fb_err_set(err, FB_EINVAL,
-                              "address %" PRIu64 " in '%s' is below the device base %d", n, text,
+            return fb_err_set(err, FB_EINVAL, "address %" PRIu64 " in '%s' is below the device base %d", n, text,
                               in->base);
         pdu = n - (uint64_t)in->base;
         if (pdu > 65535)
-            return fb_err_set(err, FB_EINVAL, "address %" PRIu64 " in '%s' out of range (0..65535)",
-                              n, text);
+            return fb_err_set(err, FB_EINVAL, "address %" PRIu64 " in '%s' out of range (0..65535)", n, text);
     }
     bool bits_table = a->table == MB_CO || a->table == MB_DI;
     if (a->has_bit && bits_table)
         return fb_err_set(err, FB_EINVAL, "'%s': coils and discrete inputs have no bits inside", text);
+
+    /* an order may follow the type: hr:102:float32:CDAB (the same as order:) */
+    struct mb_addr_in in2 = *in;
+    char *osuffix = tsuffix ? strchr(tsuffix, ':') : NULL;
+    if (osuffix) {
+        *osuffix++ = 0;
+        if (in->order && in->order[0] && strcasecmp(in->order, osuffix))
+            return fb_err_set(err, FB_EINVAL, "order %s in '%s' conflicts with order %s", osuffix, text, in->order);
+        in2.order = osuffix;
+    }
+    in = &in2;
 
     /* type: suffix, config `type:`, or default */
     const struct type_def *td = NULL;
@@ -423,8 +449,8 @@ int mb_addr_parse(const struct mb_addr_in *in, struct mb_addr *a, struct fb_err 
     if (in->type != FB_T_NONE) {
         const struct type_def *given = type_by_fb(in->type);
         if (!given)
-            return fb_err_set(err, FB_EINVAL, "type %s is not supported by Modbus (expected "
-                              TYPE_LIST ")", fb_type_name((enum fb_type)in->type));
+            return fb_err_set(err, FB_EINVAL, "type %s is not supported by Modbus (expected " TYPE_LIST ")",
+                              fb_type_name((enum fb_type)in->type));
         if (td && td->type != given->type)
             return fb_err_set(err, FB_EINVAL, "type %s conflicts with ':%s' in '%s'",
                               fb_type_name((enum fb_type)in->type), tsuffix, text);
@@ -434,14 +460,16 @@ int mb_addr_parse(const struct mb_addr_in *in, struct mb_addr *a, struct fb_err 
     if (!td) td = bits_table || a->has_bit ? &type_tab[0] : &type_tab[1];
 
     if ((bits_table || a->has_bit) && td->type != FB_T_BOOL)
-        return fb_err_set(err, FB_EINVAL, "type %s is not valid for '%s' (%s is a single bit: bool)",
-                          td->name, text, a->has_bit ? "a register bit" : bits_table && a->table == MB_CO ? "a coil" : "a discrete input");
+        return fb_err_set(err, FB_EINVAL, "type %s is not valid for '%s' (%s is a single bit: bool)", td->name, text,
+                          a->has_bit                        ? "a register bit"
+                          : bits_table && a->table == MB_CO ? "a coil"
+                                                            : "a discrete input");
     a->type = td->type;
     a->bcd = td->bcd;
     if (td->type == FB_T_STRING) {
         if (slen < 1 || slen > MB_MAX_STR_LEN)
-            return fb_err_set(err, FB_EINVAL, "string in '%s' needs a length: string[N], N 1..%d",
-                              text, MB_MAX_STR_LEN);
+            return fb_err_set(err, FB_EINVAL, "string in '%s' needs a length: string[N], N 1..%d", text,
+                              MB_MAX_STR_LEN);
         a->str_len = slen;
         a->count = (uint16_t)((slen + 1) / 2);
     } else {
@@ -466,8 +494,7 @@ int mb_addr_parse(const struct mb_addr_in *in, struct mb_addr *a, struct fb_err 
                               "type %s needs %u registers from address %" PRIu64
                               " but the last register is 65535 ('%s')",
                               type_label(a, tb, sizeof tb), a->count, start, text);
-        return fb_err_set(err, FB_EINVAL, "address of '%s' (element %u) beyond 65535", text,
-                          (unsigned)in->index);
+        return fb_err_set(err, FB_EINVAL, "address of '%s' (element %u) beyond 65535", text, (unsigned)in->index);
     }
     a->addr = (uint16_t)start;
     return apply_order(in, a, err);
@@ -479,10 +506,12 @@ const char *mb_addr_fmt(const struct mb_addr *a, char *buf, size_t len)
     if (a->has_bit)
         snprintf(buf, len, "%s:%u.%u", mb_table_name(a->table), a->addr, a->bit);
     else
-        snprintf(buf, len, "%s:%u:%s%s%s", mb_table_name(a->table), a->addr,
-                 type_label(a, tb, sizeof tb), a->swap_words || a->swap_bytes ? "/" : "",
-                 a->swap_words && a->swap_bytes ? "DCBA" : a->swap_words ? "CDAB"
-                 : a->swap_bytes ? "BADC" : "");
+        snprintf(buf, len, "%s:%u:%s%s%s", mb_table_name(a->table), a->addr, type_label(a, tb, sizeof tb),
+                 a->swap_words || a->swap_bytes ? "/" : "",
+                 a->swap_words && a->swap_bytes ? "DCBA"
+                 : a->swap_words                ? "CDAB"
+                 : a->swap_bytes                ? "BADC"
+                                                : "");
     return buf;
 }
 
@@ -528,8 +557,8 @@ static bool bcd_decode(uint64_t raw, unsigned digits, uint64_t *out)
     return true;
 }
 
-uint32_t mb_decode(const struct mb_addr *a, const uint16_t *regs, const uint8_t *bits,
-                   struct fb_value *v, char *sbuf, size_t scap)
+uint32_t mb_decode(const struct mb_addr *a, const uint16_t *regs, const uint8_t *bits, struct fb_value *v, char *sbuf,
+                   size_t scap)
 {
     memset(v, 0, sizeof *v);
     v->type = a->type;
@@ -563,20 +592,22 @@ uint32_t mb_decode(const struct mb_addr *a, const uint16_t *regs, const uint8_t 
         return FB_Q_GOOD;
     }
     switch (a->type) {
-    case FB_T_BOOL: v->b = raw != 0; break;
-    case FB_T_INT16: v->i = (int16_t)raw; break;
-    case FB_T_INT32: v->i = (int32_t)(uint32_t)raw; break;
-    case FB_T_INT64: v->i = (int64_t)raw; break;
-    case FB_T_UINT16: case FB_T_UINT32: case FB_T_UINT64: v->u = raw; break;
-    case FB_T_FLOAT32: {
-        uint32_t u32 = (uint32_t)raw;
-        float f;
-        memcpy(&f, &u32, 4);
-        v->f = f;
-        break;
-    }
-    case FB_T_FLOAT64: memcpy(&v->f, &raw, 8); break;
-    default: return FB_Q_BAD_INTERNAL;
+        case FB_T_BOOL: v->b = raw != 0; break;
+        case FB_T_INT16: v->i = (int16_t)raw; break;
+        case FB_T_INT32: v->i = (int32_t)(uint32_t)raw; break;
+        case FB_T_INT64: v->i = (int64_t)raw; break;
+        case FB_T_UINT16:
+        case FB_T_UINT32:
+        case FB_T_UINT64: v->u = raw; break;
+        case FB_T_FLOAT32: {
+            uint32_t u32 = (uint32_t)raw;
+            float f;
+            memcpy(&f, &u32, 4);
+            v->f = f;
+            break;
+        }
+        case FB_T_FLOAT64: memcpy(&v->f, &raw, 8); break;
+        default: return FB_Q_BAD_INTERNAL;
     }
     return FB_Q_GOOD;
 }
@@ -604,11 +635,17 @@ static int to_type(uint8_t t, const struct fb_value *v, struct fb_value *out, st
         }
         double lo = 0, hi = 0;
         switch (t) {
-        case FB_T_INT16: lo = INT16_MIN; hi = INT16_MAX; break;
-        case FB_T_UINT16: hi = UINT16_MAX; break;
-        case FB_T_INT32: lo = INT32_MIN; hi = INT32_MAX; break;
-        case FB_T_UINT32: hi = UINT32_MAX; break;
-        default: return 0; /* 64-bit: checked above */
+            case FB_T_INT16:
+                lo = INT16_MIN;
+                hi = INT16_MAX;
+                break;
+            case FB_T_UINT16: hi = UINT16_MAX; break;
+            case FB_T_INT32:
+                lo = INT32_MIN;
+                hi = INT32_MAX;
+                break;
+            case FB_T_UINT32: hi = UINT32_MAX; break;
+            default: return 0; /* 64-bit: checked above */
         }
         double d = fb_type_is_signed((enum fb_type)t) ? (double)out->i : (double)out->u;
         if (d < lo || d > hi) goto range;
@@ -629,8 +666,7 @@ range:
     return fb_err_set(err, FB_ERANGE, "value out of range for %s", fb_type_name((enum fb_type)t));
 }
 
-int mb_encode(const struct mb_addr *a, const struct fb_value *v, uint16_t *regs, size_t cap,
-              struct fb_err *err)
+int mb_encode(const struct mb_addr *a, const struct fb_value *v, uint16_t *regs, size_t cap, struct fb_err *err)
 {
     if (cap < a->count) return fb_err_set(err, FB_EINVAL, "encode buffer too small");
     if (a->table == MB_CO || a->table == MB_DI || a->has_bit || a->type == FB_T_BOOL) {
@@ -644,11 +680,10 @@ int mb_encode(const struct mb_addr *a, const struct fb_value *v, uint16_t *regs,
     unsigned nb = 2u * a->count;
     memset(bytes, 0, sizeof bytes);
     if (a->type == FB_T_STRING) {
-        if (v->type != FB_T_STRING)
-            return fb_err_set(err, FB_EINVAL, "a string register needs a string value");
+        if (v->type != FB_T_STRING) return fb_err_set(err, FB_EINVAL, "a string register needs a string value");
         if (v->s.len > a->str_len)
-            return fb_err_set(err, FB_ERANGE, "string of %u bytes does not fit string[%u]",
-                              (unsigned)v->s.len, (unsigned)a->str_len);
+            return fb_err_set(err, FB_ERANGE, "string of %u bytes does not fit string[%u]", (unsigned)v->s.len,
+                              (unsigned)a->str_len);
         if (v->s.len) memcpy(bytes, v->s.p, v->s.len);
         bytes_to_regs(a, bytes, regs);
         return a->count;
@@ -658,25 +693,27 @@ int mb_encode(const struct mb_addr *a, const struct fb_value *v, uint16_t *regs,
     if (rc) return rc;
     uint64_t raw;
     switch (a->type) {
-    case FB_T_INT16: case FB_T_INT32: case FB_T_INT64: raw = (uint64_t)x.i; break;
-    case FB_T_FLOAT32: {
-        if (isfinite(x.f) && fabs(x.f) > 3.4028234663852886e38)
-            return fb_err_set(err, FB_ERANGE, "value out of range for float32");
-        float f = (float)x.f;
-        uint32_t u32;
-        memcpy(&u32, &f, 4);
-        raw = u32;
-        break;
-    }
-    case FB_T_FLOAT64: memcpy(&raw, &x.f, 8); break;
-    default: raw = x.u; break;
+        case FB_T_INT16:
+        case FB_T_INT32:
+        case FB_T_INT64: raw = (uint64_t)x.i; break;
+        case FB_T_FLOAT32: {
+            if (isfinite(x.f) && fabs(x.f) > 3.4028234663852886e38)
+                return fb_err_set(err, FB_ERANGE, "value out of range for float32");
+            float f = (float)x.f;
+            uint32_t u32;
+            memcpy(&u32, &f, 4);
+            raw = u32;
+            break;
+        }
+        case FB_T_FLOAT64: memcpy(&raw, &x.f, 8); break;
+        default: raw = x.u; break;
     }
     if (a->bcd) {
         unsigned digits = nb * 2;
         uint64_t max = digits == 4 ? 9999 : 99999999;
         if (raw > max)
-            return fb_err_set(err, FB_ERANGE, "value %" PRIu64 " does not fit %s (0..%" PRIu64 ")",
-                              raw, digits == 4 ? "bcd16" : "bcd32", max);
+            return fb_err_set(err, FB_ERANGE, "value %" PRIu64 " does not fit %s (0..%" PRIu64 ")", raw,
+                              digits == 4 ? "bcd16" : "bcd32", max);
         uint64_t bcd = 0, r = raw;
         for (unsigned i = 0; i < digits; i++, r /= 10) bcd |= (r % 10) << (4 * i);
         raw = bcd;
@@ -708,8 +745,8 @@ static void block_init(struct mb_block *b, const struct mb_item *it, uint32_t id
     b->rl.interval_ns = 60LL * 1000000000LL;
 }
 
-int mb_plan_build(const struct mb_item *items, uint32_t n, const struct mb_limits *lim,
-                  struct mb_plan **out, struct fb_err *err)
+int mb_plan_build(const struct mb_item *items, uint32_t n, const struct mb_limits *lim, struct mb_plan **out,
+                  struct fb_err *err)
 {
     *out = NULL;
     struct mb_plan *p = calloc(1, sizeof *p);
@@ -734,9 +771,8 @@ int mb_plan_build(const struct mb_item *items, uint32_t n, const struct mb_limit
         if (limit < 1 || limit > hard) limit = hard;
         if (a->count > limit) {
             mb_plan_free(p);
-            return fb_err_set(err, FB_EINVAL,
-                              "a value of %u registers at %s:%u is larger than max_regs=%d",
-                              a->count, mb_table_name(a->table), a->addr, limit);
+            return fb_err_set(err, FB_EINVAL, "a value of %u registers at %s:%u is larger than max_regs=%d", a->count,
+                              mb_table_name(a->table), a->addr, limit);
         }
         if (p->nblocks) {
             struct mb_block *b = &p->blocks[p->nblocks - 1];
@@ -744,8 +780,7 @@ int mb_plan_build(const struct mb_item *items, uint32_t n, const struct mb_limit
             uint32_t iend = (uint32_t)a->addr + a->count;
             uint32_t gap = a->addr > bend ? a->addr - bend : 0;
             uint32_t nend = iend > bend ? iend : bend;
-            if (b->table == a->table && gap <= (uint32_t)max_gap &&
-                nend - b->start <= (uint32_t)limit) {
+            if (b->table == a->table && gap <= (uint32_t)max_gap && nend - b->start <= (uint32_t)limit) {
                 b->count = (uint16_t)(nend - b->start);
                 b->n++;
                 continue;

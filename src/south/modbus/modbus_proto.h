@@ -12,8 +12,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "core/model.h"
 #include "core/log.h"
+#include "core/model.h"
 
 /* Protocol limits (Modbus Application Protocol v1.1b3 §6). */
 #define MB_MAX_READ_REGS 125
@@ -29,21 +29,21 @@ const char *mb_table_name(int table); /* "hr", "ir", "co", "di" */
 enum mb_transport { MB_TCP = 0, MB_RTU = 1 };
 
 struct mb_opts {
-    int transport;      /* enum mb_transport */
-    char host[256];     /* TCP */
-    int port;           /* TCP, default 502 */
-    char device[256];   /* RTU: /dev/ttyUSB0 */
-    int baud;           /* RTU, default 9600 */
-    char parity;        /* 'N', 'E', 'O' */
-    int data_bits;      /* 5..8, default 8 */
-    int stop_bits;      /* 1..2, default 1 */
-    int unit;           /* slave / unit id, default 1 */
-    int64_t timeout_ns; /* per request */
-    int64_t delay_ns;   /* pause between requests on the connection */
-    int max_gap;        /* registers/bits a merge may read needlessly (default 10) */
-    int max_regs;       /* per FC3/FC4 request, 1..125 */
-    int max_bits;       /* per FC1/FC2 request, 1..2000 */
-    int base;           /* 0 or 1: offset of the hr:N / ir:N / co:N / di:N forms */
+    int transport;          /* enum mb_transport */
+    char host[256];         /* TCP */
+    int port;               /* TCP, default 502 */
+    char device[256];       /* RTU: /dev/ttyUSB0 */
+    int baud;               /* RTU, default 9600 */
+    char parity;            /* 'N', 'E', 'O' */
+    int data_bits;          /* 5..8, default 8 */
+    int stop_bits;          /* 1..2, default 1 */
+    int unit;               /* slave / unit id, default 1 */
+    int64_t timeout_ns;     /* per request */
+    int64_t delay_ns;       /* pause between requests on the connection */
+    int max_gap;            /* registers/bits a merge may read needlessly (default 10) */
+    int max_regs;           /* per FC3/FC4 request, 1..125 */
+    int max_bits;           /* per FC1/FC2 request, 1..2000 */
+    int base;               /* 0 or 1: offset of the hr:N / ir:N / co:N / di:N forms */
     bool write_single_fc16; /* write one register with FC16 instead of FC6 */
     bool write_coil_fc15;   /* write a coil with FC15 instead of FC5 */
     bool bit_write_rmw;     /* bit in register: read-modify-write instead of FC22 */
@@ -52,33 +52,33 @@ struct mb_opts {
 /* Fill o from a parsed device URL (scheme modbus-tcp / modbus-rtu); the
  * timeout and delay defaults come from the device config, the query
  * overrides them.  Unknown query keys are errors. */
-int mb_opts_parse(const struct fb_url *u, int64_t def_timeout_ns, int64_t def_delay_ns,
-                  struct mb_opts *o, struct fb_err *err);
+int mb_opts_parse(const struct fb_url *u, int64_t def_timeout_ns, int64_t def_delay_ns, struct mb_opts *o,
+                  struct fb_err *err);
 /* "tcp:host:port" or "rtu:/dev/ttyUSB0" (malloc'd), equal keys share a line. */
 char *mb_opts_conn_key(const struct mb_opts *o);
 
 /* ------------------------------------------------------------- address */
 struct mb_addr {
-    uint8_t table;     /* enum mb_table */
-    uint8_t type;      /* enum fb_type of the value */
-    bool bcd;          /* bcd16 / bcd32: packed decimal, decoded to uint */
-    bool has_bit;      /* hr:N.B — one bit inside a register */
-    uint8_t bit;       /* 0..15, 0 = least significant */
-    bool swap_words;   /* CDAB / DCBA: register order reversed */
-    bool swap_bytes;   /* BADC / DCBA: bytes swapped inside each register */
-    uint16_t count;    /* registers (hr/ir) or bits (co/di) the value spans */
-    uint16_t addr;     /* PDU address of the first register / bit */
-    uint32_t str_len;  /* string bytes */
+    uint8_t table;    /* enum mb_table */
+    uint8_t type;     /* enum fb_type of the value */
+    bool bcd;         /* bcd16 / bcd32: packed decimal, decoded to uint */
+    bool has_bit;     /* hr:N.B — one bit inside a register */
+    uint8_t bit;      /* 0..15, 0 = least significant */
+    bool swap_words;  /* CDAB / DCBA: register order reversed */
+    bool swap_bytes;  /* BADC / DCBA: bytes swapped inside each register */
+    uint16_t count;   /* registers (hr/ir) or bits (co/di) the value spans */
+    uint16_t addr;    /* PDU address of the first register / bit */
+    uint32_t str_len; /* string bytes */
 };
 
 /* What the config says about a tag, besides its address text. */
 struct mb_addr_in {
-    const char *text;    /* "hr:0:float32", "40001", "co:3", "hr:4.2" */
-    uint8_t type;        /* enum fb_type from `type:`, FB_T_NONE if absent */
-    uint32_t str_len;    /* with type string, when known */
-    const char *order;   /* "ABCD" ... or NULL */
-    uint32_t index;      /* array element (count:) */
-    int base;            /* device base (0 or 1) */
+    const char *text;  /* "hr:0:float32", "40001", "co:3", "hr:4.2" */
+    uint8_t type;      /* enum fb_type from `type:`, FB_T_NONE if absent */
+    uint32_t str_len;  /* with type string, when known */
+    const char *order; /* "ABCD" ... or NULL */
+    uint32_t index;    /* array element (count:) */
+    int base;          /* device base (0 or 1) */
 };
 
 int mb_addr_parse(const struct mb_addr_in *in, struct mb_addr *out, struct fb_err *err);
@@ -90,31 +90,30 @@ const char *mb_addr_fmt(const struct mb_addr *a, char *buf, size_t len);
  * discrete inputs, bits[0]).  Strings are written into sbuf (capacity scap)
  * and v->s points there.  Returns the quality: FB_Q_GOOD, or
  * FB_Q_BAD_DECODING for an invalid BCD digit (v is then zero). */
-uint32_t mb_decode(const struct mb_addr *a, const uint16_t *regs, const uint8_t *bits,
-                   struct fb_value *v, char *sbuf, size_t scap);
+uint32_t mb_decode(const struct mb_addr *a, const uint16_t *regs, const uint8_t *bits, struct fb_value *v, char *sbuf,
+                   size_t scap);
 /* Encode v (of type a->type; other numeric types are converted with a range
  * check) into regs[0 .. a->count-1].  Coils: regs[0] = 0/1.  For a bit in a
  * register regs[0] is 0/1 too (the glue does the masking).  Returns the
  * number of registers, or a negative fb_status with a message. */
-int mb_encode(const struct mb_addr *a, const struct fb_value *v, uint16_t *regs, size_t cap,
-              struct fb_err *err);
+int mb_encode(const struct mb_addr *a, const struct fb_value *v, uint16_t *regs, size_t cap, struct fb_err *err);
 
 /* ------------------------------------------------------------- planner */
 /* One tag to read. */
 struct mb_item {
-    uint32_t tag;               /* tag id */
-    const struct mb_addr *a;    /* its parsed address (owned by the tag) */
+    uint32_t tag;            /* tag id */
+    const struct mb_addr *a; /* its parsed address (owned by the tag) */
 };
 
 /* One request: a contiguous range of one table, serving items
  * plan->items[first .. first+n-1] (sorted by address). */
 struct mb_block {
     uint8_t table;
-    bool split;         /* made by a split: never split again */
+    bool split; /* made by a split: never split again */
     uint16_t start;
-    uint16_t count;     /* registers or bits */
+    uint16_t count; /* registers or bits */
     uint32_t first, n;
-    uint32_t last_q;    /* quality of the previous read, for log de-duplication */
+    uint32_t last_q; /* quality of the previous read, for log de-duplication */
     struct fb_ratelimit rl;
 };
 
@@ -136,8 +135,8 @@ struct mb_plan {
 
 /* Build a plan for n items (copied; a->table, a->addr, a->count used).
  * Returns 0 and *out, or FB_ENOMEM / FB_EINVAL. */
-int mb_plan_build(const struct mb_item *items, uint32_t n, const struct mb_limits *lim,
-                  struct mb_plan **out, struct fb_err *err);
+int mb_plan_build(const struct mb_item *items, uint32_t n, const struct mb_limits *lim, struct mb_plan **out,
+                  struct fb_err *err);
 void mb_plan_free(struct mb_plan *p);
 /* True when block i serves more than one distinct value range (so an
  * exception 02 may come from a hole between values). */

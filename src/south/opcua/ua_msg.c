@@ -17,45 +17,92 @@ static const struct {
     uint32_t code;
     const char *name;
 } status_names[] = {
-    {0x80010000u, "BadUnexpectedError"}, {0x80020000u, "BadInternalError"}, {0x80030000u, "BadOutOfMemory"},
-    {0x80040000u, "BadResourceUnavailable"}, {0x80050000u, "BadCommunicationError"},
-    {0x80060000u, "BadEncodingError"}, {0x80070000u, "BadDecodingError"},
-    {0x80080000u, "BadEncodingLimitsExceeded"}, {0x80090000u, "BadRequestTooLarge"},
-    {0x800A0000u, "BadTimeout"}, {0x800B0000u, "BadServiceUnsupported"}, {0x800C0000u, "BadShutdown"},
-    {0x800D0000u, "BadServerNotConnected"}, {0x800E0000u, "BadServerHalted"},
-    {0x800F0000u, "BadNothingToDo"}, {0x80100000u, "BadTooManyOperations"},
-    {0x80130000u, "BadSecurityChecksFailed"}, {0x80140000u, "BadCertificateTimeInvalid"},
-    {0x80170000u, "BadCertificateHostNameInvalid"}, {0x80180000u, "BadCertificateUriInvalid"},
-    {0x801A0000u, "BadCertificateUntrusted"}, {0x801F0000u, "BadUserAccessDenied"},
-    {0x80200000u, "BadIdentityTokenInvalid"}, {0x80210000u, "BadIdentityTokenRejected"},
-    {0x80220000u, "BadSecureChannelIdInvalid"}, {0x80230000u, "BadInvalidTimestamp"},
-    {0x80240000u, "BadNonceInvalid"}, {0x80250000u, "BadSessionIdInvalid"}, {0x80260000u, "BadSessionClosed"},
-    {0x80270000u, "BadSessionNotActivated"}, {0x80280000u, "BadSubscriptionIdInvalid"},
-    {0x802A0000u, "BadRequestHeaderInvalid"}, {0x802B0000u, "BadTimestampsToReturnInvalid"},
-    {0x80310000u, "BadNoCommunication"}, {0x80320000u, "BadWaitingForInitialData"},
-    {0x80330000u, "BadNodeIdInvalid"}, {0x80340000u, "BadNodeIdUnknown"},
-    {0x80350000u, "BadAttributeIdInvalid"}, {0x80360000u, "BadIndexRangeInvalid"},
-    {0x80370000u, "BadIndexRangeNoData"}, {0x80380000u, "BadDataEncodingInvalid"},
-    {0x803A0000u, "BadNotReadable"}, {0x803B0000u, "BadNotWritable"}, {0x803C0000u, "BadOutOfRange"},
-    {0x803D0000u, "BadNotSupported"}, {0x803E0000u, "BadNotFound"}, {0x80400000u, "BadMonitoringModeInvalid"},
-    {0x80410000u, "BadMonitoredItemIdInvalid"}, {0x80440000u, "BadFilterNotAllowed"},
-    {0x804A0000u, "BadContinuationPointInvalid"}, {0x804B0000u, "BadNoContinuationPoints"},
-    {0x804D0000u, "BadReferenceTypeIdInvalid"}, {0x80600000u, "BadBrowseNameInvalid"},
-    {0x806F0000u, "BadNoMatch"}, {0x80740000u, "BadTypeMismatch"}, {0x80780000u, "BadTooManyPublishRequests"},
-    {0x80790000u, "BadNoSubscription"}, {0x807A0000u, "BadSequenceNumberUnknown"},
-    {0x807B0000u, "BadMessageNotAvailable"}, {0x807E0000u, "BadTcpServerTooBusy"},
-    {0x807F0000u, "BadTcpMessageTypeInvalid"}, {0x80800000u, "BadTcpSecureChannelUnknown"},
-    {0x80810000u, "BadTcpMessageTooLarge"}, {0x80820000u, "BadTcpNotEnoughResources"},
-    {0x80830000u, "BadTcpInternalError"}, {0x80840000u, "BadTcpEndpointUrlInvalid"},
-    {0x80850000u, "BadRequestInterrupted"}, {0x80860000u, "BadSecureChannelClosed"},
-    {0x80870000u, "BadSecureChannelTokenUnknown"}, {0x80880000u, "BadSequenceNumberInvalid"},
-    {0x80890000u, "BadConfigurationError"}, {0x808A0000u, "BadNotConnected"},
-    {0x808B0000u, "BadDeviceFailure"}, {0x808C0000u, "BadSensorFailure"}, {0x80AB0000u, "BadInvalidArgument"},
-    {0x80AC0000u, "BadConnectionRejected"}, {0x80AD0000u, "BadDisconnect"}, {0x80AE0000u, "BadConnectionClosed"},
-    {0x80B80000u, "BadRequestTooLarge"}, {0x80B90000u, "BadResponseTooLarge"},
-    {0x80E50000u, "BadMaxAgeInvalid"}, {0x40900000u, "UncertainLastUsableValue"},
-    {0x40930000u, "UncertainSensorNotAccurate"}, {0x40940000u, "UncertainEngineeringUnitsExceeded"},
-    {0x408F0000u, "UncertainNoCommunicationLastUsableValue"}, {0x00000000u, "Good"},
+    {0x80010000u, "BadUnexpectedError"},
+    {0x80020000u, "BadInternalError"},
+    {0x80030000u, "BadOutOfMemory"},
+    {0x80040000u, "BadResourceUnavailable"},
+    {0x80050000u, "BadCommunicationError"},
+    {0x80060000u, "BadEncodingError"},
+    {0x80070000u, "BadDecodingError"},
+    {0x80080000u, "BadEncodingLimitsExceeded"},
+    {0x80090000u, "BadRequestTooLarge"},
+    {0x800A0000u, "BadTimeout"},
+    {0x800B0000u, "BadServiceUnsupported"},
+    {0x800C0000u, "BadShutdown"},
+    {0x800D0000u, "BadServerNotConnected"},
+    {0x800E0000u, "BadServerHalted"},
+    {0x800F0000u, "BadNothingToDo"},
+    {0x80100000u, "BadTooManyOperations"},
+    {0x80130000u, "BadSecurityChecksFailed"},
+    {0x80140000u, "BadCertificateTimeInvalid"},
+    {0x80170000u, "BadCertificateHostNameInvalid"},
+    {0x80180000u, "BadCertificateUriInvalid"},
+    {0x801A0000u, "BadCertificateUntrusted"},
+    {0x801F0000u, "BadUserAccessDenied"},
+    {0x80200000u, "BadIdentityTokenInvalid"},
+    {0x80210000u, "BadIdentityTokenRejected"},
+    {0x80220000u, "BadSecureChannelIdInvalid"},
+    {0x80230000u, "BadInvalidTimestamp"},
+    {0x80240000u, "BadNonceInvalid"},
+    {0x80250000u, "BadSessionIdInvalid"},
+    {0x80260000u, "BadSessionClosed"},
+    {0x80270000u, "BadSessionNotActivated"},
+    {0x80280000u, "BadSubscriptionIdInvalid"},
+    {0x802A0000u, "BadRequestHeaderInvalid"},
+    {0x802B0000u, "BadTimestampsToReturnInvalid"},
+    {0x80310000u, "BadNoCommunication"},
+    {0x80320000u, "BadWaitingForInitialData"},
+    {0x80330000u, "BadNodeIdInvalid"},
+    {0x80340000u, "BadNodeIdUnknown"},
+    {0x80350000u, "BadAttributeIdInvalid"},
+    {0x80360000u, "BadIndexRangeInvalid"},
+    {0x80370000u, "BadIndexRangeNoData"},
+    {0x80380000u, "BadDataEncodingInvalid"},
+    {0x803A0000u, "BadNotReadable"},
+    {0x803B0000u, "BadNotWritable"},
+    {0x803C0000u, "BadOutOfRange"},
+    {0x803D0000u, "BadNotSupported"},
+    {0x803E0000u, "BadNotFound"},
+    {0x80400000u, "BadMonitoringModeInvalid"},
+    {0x80410000u, "BadMonitoredItemIdInvalid"},
+    {0x80440000u, "BadFilterNotAllowed"},
+    {0x804A0000u, "BadContinuationPointInvalid"},
+    {0x804B0000u, "BadNoContinuationPoints"},
+    {0x804D0000u, "BadReferenceTypeIdInvalid"},
+    {0x80600000u, "BadBrowseNameInvalid"},
+    {0x806F0000u, "BadNoMatch"},
+    {0x80740000u, "BadTypeMismatch"},
+    {0x80780000u, "BadTooManyPublishRequests"},
+    {0x80790000u, "BadNoSubscription"},
+    {0x807A0000u, "BadSequenceNumberUnknown"},
+    {0x807B0000u, "BadMessageNotAvailable"},
+    {0x807E0000u, "BadTcpServerTooBusy"},
+    {0x807F0000u, "BadTcpMessageTypeInvalid"},
+    {0x80800000u, "BadTcpSecureChannelUnknown"},
+    {0x80810000u, "BadTcpMessageTooLarge"},
+    {0x80820000u, "BadTcpNotEnoughResources"},
+    {0x80830000u, "BadTcpInternalError"},
+    {0x80840000u, "BadTcpEndpointUrlInvalid"},
+    {0x80850000u, "BadRequestInterrupted"},
+    {0x80860000u, "BadSecureChannelClosed"},
+    {0x80870000u, "BadSecureChannelTokenUnknown"},
+    {0x80880000u, "BadSequenceNumberInvalid"},
+    {0x80890000u, "BadConfigurationError"},
+    {0x808A0000u, "BadNotConnected"},
+    {0x808B0000u, "BadDeviceFailure"},
+    {0x808C0000u, "BadSensorFailure"},
+    {0x80AB0000u, "BadInvalidArgument"},
+    {0x80AC0000u, "BadConnectionRejected"},
+    {0x80AD0000u, "BadDisconnect"},
+    {0x80AE0000u, "BadConnectionClosed"},
+    {0x80B80000u, "BadRequestTooLarge"},
+    {0x80B90000u, "BadResponseTooLarge"},
+    {0x80E50000u, "BadMaxAgeInvalid"},
+    {0x40900000u, "UncertainLastUsableValue"},
+    {0x40930000u, "UncertainSensorNotAccurate"},
+    {0x40940000u, "UncertainEngineeringUnitsExceeded"},
+    {0x408F0000u, "UncertainNoCommunicationLastUsableValue"},
+    {0x00000000u, "Good"},
 };
 
 const char *ua_status_name(uint32_t sc)
@@ -75,7 +122,10 @@ const char *ua_status_text(uint32_t sc, char buf[16])
 }
 
 /* ------------------------------------------------------------ UA TCP */
-static uint32_t rd32(const uint8_t *p) { return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24; }
+static uint32_t rd32(const uint8_t *p)
+{
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
 
 int ua_hdr_peek(const uint8_t *p, size_t n, uint32_t max, char type[4], char *chunk)
 {
@@ -107,7 +157,8 @@ size_t ua_hello_build(uint8_t *out, size_t cap, const struct ua_limits *l, const
     ua_put_u32(&e, l->max_chunks);
     ua_put_cstr(&e, url);
     if (e.err) return 0;
-    out[4] = (uint8_t)e.len, out[5] = (uint8_t)(e.len >> 8), out[6] = (uint8_t)(e.len >> 16), out[7] = (uint8_t)(e.len >> 24);
+    out[4] = (uint8_t)e.len, out[5] = (uint8_t)(e.len >> 8), out[6] = (uint8_t)(e.len >> 16),
+    out[7] = (uint8_t)(e.len >> 24);
     return e.len;
 }
 
@@ -170,8 +221,8 @@ int ua_frame_parse(const uint8_t *p, size_t n, struct ua_frame *f)
     return 0;
 }
 
-size_t ua_chunk_build(uint8_t *out, size_t cap, const char *type, char chunk, uint32_t channel_id,
-                      uint32_t token_id, uint32_t seq, uint32_t req_id, const uint8_t *body, size_t n)
+size_t ua_chunk_build(uint8_t *out, size_t cap, const char *type, char chunk, uint32_t channel_id, uint32_t token_id,
+                      uint32_t seq, uint32_t req_id, const uint8_t *body, size_t n)
 {
     struct ua_enc e;
     ua_enc_init(&e, out, cap);
@@ -190,7 +241,8 @@ size_t ua_chunk_build(uint8_t *out, size_t cap, const char *type, char chunk, ui
     ua_put_u32(&e, req_id);
     ua_put_raw(&e, body, n);
     if (e.err) return 0;
-    out[4] = (uint8_t)e.len, out[5] = (uint8_t)(e.len >> 8), out[6] = (uint8_t)(e.len >> 16), out[7] = (uint8_t)(e.len >> 24);
+    out[4] = (uint8_t)e.len, out[5] = (uint8_t)(e.len >> 8), out[6] = (uint8_t)(e.len >> 16),
+    out[7] = (uint8_t)(e.len >> 24);
     return e.len;
 }
 
@@ -234,8 +286,8 @@ void ua_put_reqhdr(struct ua_enc *e, uint32_t type_id, const struct ua_reqhdr *h
     ua_put_nodeid(e, h->auth);
     ua_put_u64(e, (uint64_t)h->ts);
     ua_put_u32(e, h->handle);
-    ua_put_u32(e, 0);   /* returnDiagnostics */
-    ua_put_i32(e, -1);  /* auditEntryId */
+    ua_put_u32(e, 0);  /* returnDiagnostics */
+    ua_put_i32(e, -1); /* auditEntryId */
     ua_put_u32(e, h->timeout_ms);
     ua_put_nodeid_num(e, 0, 0); /* additionalHeader: null ExtensionObject */
     ua_put_u8(e, 0);
@@ -281,13 +333,14 @@ void ua_opn_req_nonce(struct ua_enc *e, const struct ua_reqhdr *h, uint32_t requ
     ua_put_u32(e, 0); /* protocol version */
     ua_put_u32(e, request_type);
     ua_put_u32(e, mode);
-    if (nonce) ua_put_str(e, (const char *)nonce, nonce_len);
-    else ua_put_i32(e, 0); /* clientNonce: empty for None */
+    if (nonce)
+        ua_put_str(e, (const char *)nonce, nonce_len);
+    else
+        ua_put_i32(e, 0); /* clientNonce: empty for None */
     ua_put_u32(e, lifetime_ms);
 }
 
-void ua_opn_req(struct ua_enc *e, const struct ua_reqhdr *h, uint32_t request_type, uint32_t mode,
-                uint32_t lifetime_ms)
+void ua_opn_req(struct ua_enc *e, const struct ua_reqhdr *h, uint32_t request_type, uint32_t mode, uint32_t lifetime_ms)
 {
     ua_opn_req_nonce(e, h, request_type, mode, NULL, 0, lifetime_ms);
 }
@@ -313,12 +366,12 @@ static void get_appdesc(struct ua_dec *d, struct ua_str *app_uri)
 {
     struct ua_str u = ua_get_str(d); /* applicationUri */
     if (app_uri) *app_uri = u;
-    ua_get_str(d);                 /* productUri */
-    ua_skip(d, UA_LTEXT);          /* applicationName */
-    ua_get_u32(d);                 /* applicationType */
-    ua_get_str(d);                 /* gatewayServerUri */
-    ua_get_str(d);                 /* discoveryProfileUri */
-    ua_skip_array(d, UA_STRING);   /* discoveryUrls */
+    ua_get_str(d);               /* productUri */
+    ua_skip(d, UA_LTEXT);        /* applicationName */
+    ua_get_u32(d);               /* applicationType */
+    ua_get_str(d);               /* gatewayServerUri */
+    ua_get_str(d);               /* discoveryProfileUri */
+    ua_skip_array(d, UA_STRING); /* discoveryUrls */
 }
 
 static void get_endpoint(struct ua_dec *d, struct ua_endpoint *ep)
@@ -381,11 +434,11 @@ void ua_createsession_req(struct ua_enc *e, const struct ua_reqhdr *h, const str
     ua_put_cstr(e, r->product_uri);
     struct ua_ltext name = {{NULL, -1}, {r->app_name, (int32_t)strlen(r->app_name)}};
     ua_put_ltext(e, &name);
-    ua_put_u32(e, 1);   /* Client */
-    ua_put_i32(e, -1);  /* gatewayServerUri */
-    ua_put_i32(e, -1);  /* discoveryProfileUri */
-    ua_put_i32(e, 0);   /* discoveryUrls */
-    ua_put_i32(e, -1);  /* serverUri */
+    ua_put_u32(e, 1);  /* Client */
+    ua_put_i32(e, -1); /* gatewayServerUri */
+    ua_put_i32(e, -1); /* discoveryProfileUri */
+    ua_put_i32(e, 0);  /* discoveryUrls */
+    ua_put_i32(e, -1); /* serverUri */
     ua_put_cstr(e, r->endpoint_url);
     ua_put_cstr(e, r->session_name);
     ua_put_str(e, (const char *)r->nonce, r->nonce ? r->nonce_len : -1);
@@ -435,10 +488,10 @@ void ua_activatesession_req_id(struct ua_enc *e, const struct ua_reqhdr *h, cons
                                int32_t sig_len, const struct ua_identity *id)
 {
     ua_put_reqhdr(e, UA_ID_ACTIVATESESSION_REQ, h);
-    ua_put_cstr(e, sig_alg);                                   /* clientSignature.algorithm */
-    ua_put_str(e, (const char *)sig, sig ? sig_len : -1);      /* clientSignature.signature */
-    ua_put_i32(e, 0);  /* clientSoftwareCertificates */
-    ua_put_i32(e, 0);  /* localeIds */
+    ua_put_cstr(e, sig_alg);                              /* clientSignature.algorithm */
+    ua_put_str(e, (const char *)sig, sig ? sig_len : -1); /* clientSignature.signature */
+    ua_put_i32(e, 0);                                     /* clientSoftwareCertificates */
+    ua_put_i32(e, 0);                                     /* localeIds */
     /* userIdentityToken: ExtensionObject with a binary body; the length is patched */
     ua_put_nodeid_num(e, 0, id->cert ? UA_ID_X509_TOKEN : id->user ? UA_ID_USER_TOKEN : UA_ID_ANON_TOKEN);
     ua_put_u8(e, 1);
@@ -458,7 +511,7 @@ void ua_activatesession_req_id(struct ua_enc *e, const struct ua_reqhdr *h, cons
         e->p[at] = (uint8_t)len, e->p[at + 1] = (uint8_t)(len >> 8), e->p[at + 2] = (uint8_t)(len >> 16),
         e->p[at + 3] = (uint8_t)(len >> 24);
     }
-    ua_put_cstr(e, id->usig_alg);                                          /* userTokenSignature.algorithm */
+    ua_put_cstr(e, id->usig_alg);                                        /* userTokenSignature.algorithm */
     ua_put_str(e, (const char *)id->usig, id->usig ? id->usig_len : -1); /* userTokenSignature.signature */
 }
 
@@ -490,14 +543,14 @@ void ua_read_req(struct ua_enc *e, const struct ua_reqhdr *h, uint32_t timestamp
                  uint32_t n)
 {
     ua_put_reqhdr(e, UA_ID_READ_REQ, h);
-    ua_put_f64(e, 0);   /* maxAge: current value */
+    ua_put_f64(e, 0); /* maxAge: current value */
     ua_put_u32(e, timestamps);
     ua_put_i32(e, (int32_t)n);
     for (uint32_t i = 0; i < n; i++) {
         ua_put_nodeid(e, ids[i].node);
         ua_put_u32(e, ids[i].attr);
-        ua_put_i32(e, -1);  /* indexRange */
-        ua_put_u16(e, 0);   /* dataEncoding: QualifiedName 0:null */
+        ua_put_i32(e, -1); /* indexRange */
+        ua_put_u16(e, 0);  /* dataEncoding: QualifiedName 0:null */
         ua_put_i32(e, -1);
     }
 }
@@ -749,8 +802,8 @@ void ua_get_mi_result(struct ua_dec *d, uint32_t *status, uint32_t *item_id)
 {
     *status = ua_get_u32(d);
     *item_id = ua_get_u32(d);
-    ua_get_f64(d); /* revisedSamplingInterval */
-    ua_get_u32(d); /* revisedQueueSize */
+    ua_get_f64(d);         /* revisedSamplingInterval */
+    ua_get_u32(d);         /* revisedQueueSize */
     ua_skip(d, UA_EXTOBJ); /* filterResult */
 }
 

@@ -28,29 +28,54 @@
 /* service encoding ids (ns 0) */
 enum {
     UA_ID_SERVICE_FAULT = 397,
-    UA_ID_GETENDPOINTS_REQ = 428, UA_ID_GETENDPOINTS_RESP = 431,
-    UA_ID_OPN_REQ = 446, UA_ID_OPN_RESP = 449,
+    UA_ID_GETENDPOINTS_REQ = 428,
+    UA_ID_GETENDPOINTS_RESP = 431,
+    UA_ID_OPN_REQ = 446,
+    UA_ID_OPN_RESP = 449,
     UA_ID_CLO_REQ = 452,
-    UA_ID_CREATESESSION_REQ = 461, UA_ID_CREATESESSION_RESP = 464,
-    UA_ID_ACTIVATESESSION_REQ = 467, UA_ID_ACTIVATESESSION_RESP = 470,
-    UA_ID_CLOSESESSION_REQ = 473, UA_ID_CLOSESESSION_RESP = 476,
-    UA_ID_BROWSE_REQ = 527, UA_ID_BROWSE_RESP = 530,
-    UA_ID_BROWSENEXT_REQ = 533, UA_ID_BROWSENEXT_RESP = 536,
-    UA_ID_TRANSLATE_REQ = 554, UA_ID_TRANSLATE_RESP = 557,
-    UA_ID_READ_REQ = 631, UA_ID_READ_RESP = 634,
-    UA_ID_WRITE_REQ = 673, UA_ID_WRITE_RESP = 676,
-    UA_ID_CREATEMI_REQ = 751, UA_ID_CREATEMI_RESP = 754,
-    UA_ID_CREATESUB_REQ = 787, UA_ID_CREATESUB_RESP = 790,
-    UA_ID_PUBLISH_REQ = 826, UA_ID_PUBLISH_RESP = 829,
-    UA_ID_REPUBLISH_REQ = 832, UA_ID_REPUBLISH_RESP = 835,
-    UA_ID_DELETESUB_REQ = 847, UA_ID_DELETESUB_RESP = 850,
-    UA_ID_DATACHANGE_NOTIF = 811, UA_ID_STATUSCHANGE_NOTIF = 820, UA_ID_DATACHANGE_FILTER = 724,
-    UA_ID_ANON_TOKEN = 321, UA_ID_USER_TOKEN = 324, UA_ID_X509_TOKEN = 327,
+    UA_ID_CREATESESSION_REQ = 461,
+    UA_ID_CREATESESSION_RESP = 464,
+    UA_ID_ACTIVATESESSION_REQ = 467,
+    UA_ID_ACTIVATESESSION_RESP = 470,
+    UA_ID_CLOSESESSION_REQ = 473,
+    UA_ID_CLOSESESSION_RESP = 476,
+    UA_ID_BROWSE_REQ = 527,
+    UA_ID_BROWSE_RESP = 530,
+    UA_ID_BROWSENEXT_REQ = 533,
+    UA_ID_BROWSENEXT_RESP = 536,
+    UA_ID_TRANSLATE_REQ = 554,
+    UA_ID_TRANSLATE_RESP = 557,
+    UA_ID_READ_REQ = 631,
+    UA_ID_READ_RESP = 634,
+    UA_ID_WRITE_REQ = 673,
+    UA_ID_WRITE_RESP = 676,
+    UA_ID_CREATEMI_REQ = 751,
+    UA_ID_CREATEMI_RESP = 754,
+    UA_ID_CREATESUB_REQ = 787,
+    UA_ID_CREATESUB_RESP = 790,
+    UA_ID_PUBLISH_REQ = 826,
+    UA_ID_PUBLISH_RESP = 829,
+    UA_ID_REPUBLISH_REQ = 832,
+    UA_ID_REPUBLISH_RESP = 835,
+    UA_ID_DELETESUB_REQ = 847,
+    UA_ID_DELETESUB_RESP = 850,
+    UA_ID_DATACHANGE_NOTIF = 811,
+    UA_ID_STATUSCHANGE_NOTIF = 820,
+    UA_ID_DATACHANGE_FILTER = 724,
+    UA_ID_ANON_TOKEN = 321,
+    UA_ID_USER_TOKEN = 324,
+    UA_ID_X509_TOKEN = 327,
 };
 
 /* attribute ids */
-enum { UA_ATTR_NODEID = 1, UA_ATTR_NODECLASS = 2, UA_ATTR_BROWSENAME = 3, UA_ATTR_VALUE = 13,
-       UA_ATTR_DATATYPE = 14, UA_ATTR_ACCESSLEVEL = 17 };
+enum {
+    UA_ATTR_NODEID = 1,
+    UA_ATTR_NODECLASS = 2,
+    UA_ATTR_BROWSENAME = 3,
+    UA_ATTR_VALUE = 13,
+    UA_ATTR_DATATYPE = 14,
+    UA_ATTR_ACCESSLEVEL = 17
+};
 
 /* status codes used by name */
 #define UA_BAD_TIMEOUT 0x800A0000u
@@ -75,9 +100,9 @@ struct ua_limits {
     uint32_t version, recv_buf, send_buf, max_msg, max_chunks;
 };
 
-struct ua_frame {          /* what ua_frame_parse found in one chunk */
-    char type[4];          /* "MSG", "OPN", "CLO", "ACK", "ERR", NUL-terminated */
-    char chunk;            /* 'F', 'C', 'A' */
+struct ua_frame { /* what ua_frame_parse found in one chunk */
+    char type[4]; /* "MSG", "OPN", "CLO", "ACK", "ERR", NUL-terminated */
+    char chunk;   /* 'F', 'C', 'A' */
     uint32_t size;
     uint32_t channel_id, token_id; /* token for MSG/CLO */
     struct ua_str policy_uri;      /* OPN */
@@ -97,8 +122,8 @@ int ua_err_parse(const uint8_t *p, size_t n, uint32_t *status, char *reason, siz
 int ua_frame_parse(const uint8_t *p, size_t n, struct ua_frame *f);
 /* Builds one chunk of type "OPN" (policy None asymmetric header), "MSG" or
  * "CLO" around body[0..n).  Returns the size, 0 if it does not fit. */
-size_t ua_chunk_build(uint8_t *out, size_t cap, const char *type, char chunk, uint32_t channel_id,
-                      uint32_t token_id, uint32_t seq, uint32_t req_id, const uint8_t *body, size_t n);
+size_t ua_chunk_build(uint8_t *out, size_t cap, const char *type, char chunk, uint32_t channel_id, uint32_t token_id,
+                      uint32_t seq, uint32_t req_id, const uint8_t *body, size_t n);
 /* Body bytes per chunk for a send buffer (MSG: buf − 24). */
 static inline size_t ua_chunk_room(const char *type, uint32_t send_buf)
 {
@@ -109,7 +134,7 @@ static inline size_t ua_chunk_room(const char *type, uint32_t send_buf)
 /* Reassembly of a message from its chunks, with the limits we announced. */
 struct ua_reasm {
     uint8_t *buf;
-    size_t len, cap;       /* cap = our max message size */
+    size_t len, cap;              /* cap = our max message size */
     uint32_t nchunks, max_chunks; /* 0 = unlimited */
     uint32_t req_id;
     bool active;
@@ -170,8 +195,8 @@ struct ua_endpoint {
 };
 void ua_getendpoints_req(struct ua_enc *e, const struct ua_reqhdr *h, const char *url);
 /* Up to max endpoints are kept (the rest are checked and skipped). */
-int ua_getendpoints_resp(const uint8_t *p, size_t n, struct ua_resphdr *h, struct ua_endpoint *eps,
-                         uint32_t max, uint32_t *neps);
+int ua_getendpoints_resp(const uint8_t *p, size_t n, struct ua_resphdr *h, struct ua_endpoint *eps, uint32_t max,
+                         uint32_t *neps);
 
 /* CreateSession / ActivateSession / CloseSession */
 struct ua_session_req {
@@ -270,8 +295,7 @@ struct ua_relpath {
 };
 int ua_path_parse(const char *text, struct ua_relpath *p, struct fb_err *err);
 void ua_path_clear(struct ua_relpath *p);
-void ua_translate_req(struct ua_enc *e, const struct ua_reqhdr *h, const struct ua_relpath *const *paths,
-                      uint32_t n);
+void ua_translate_req(struct ua_enc *e, const struct ua_reqhdr *h, const struct ua_relpath *const *paths, uint32_t n);
 /* Positions at the results; each with ua_get_translate_result. */
 int ua_translate_resp(struct ua_dec *d, struct ua_resphdr *h, int32_t *n);
 void ua_get_translate_result(struct ua_dec *d, uint32_t *status, struct ua_nodeid *target);
@@ -308,7 +332,7 @@ struct ua_notif_msg {
     uint32_t seq;
     bool more;
     int64_t publish_time;
-    int32_t ndata;   /* notification ExtensionObjects, positioned for ua_get_notification */
+    int32_t ndata; /* notification ExtensionObjects, positioned for ua_get_notification */
 };
 int ua_publish_resp(struct ua_dec *d, uint32_t expect, struct ua_resphdr *h, struct ua_notif_msg *m);
 /* Calls cb for each data change item (client handle + DataValue) of the

@@ -33,15 +33,15 @@
  */
 #include "south/opcua/ua_secure.h"
 
-#include <openssl/evp.h>
-#include <openssl/rand.h>
-#include <openssl/rsa.h>
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <openssl/bn.h>
+#include <openssl/evp.h>
 #include <openssl/hmac.h>
 #include <openssl/pem.h>
+#include <openssl/rand.h>
+#include <openssl/rsa.h>
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
 #include <stdio.h>
@@ -228,8 +228,10 @@ static int generate_own(const char *cert_path, const char *key_path, const char 
     int fd = open(key_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
     FILE *f = fd >= 0 ? fdopen(fd, "w") : NULL;
     if (!f || !PEM_write_PrivateKey(f, key, NULL, NULL, 0, NULL, NULL)) {
-        if (f) fclose(f);
-        else if (fd >= 0) close(fd);
+        if (f)
+            fclose(f);
+        else if (fd >= 0)
+            close(fd);
         OPENSSL_free(der);
         rc = fb_err_set(err, FB_EIO, "cannot write %s: %s", key_path, strerror(errno));
         goto out;
@@ -348,9 +350,11 @@ int ua_sec_set_peer(struct ua_sec *s, const char *pki, bool auto_trust, const ui
             snprintf(path, sizeof path, "%s/%s.der", rejected, th);
             write_file(path, cert, (size_t)len, 0644);
             EVP_PKEY_free(pk);
-            fb_warn(NULL, NULL, "OPC UA server %s presented certificate \"%s\" (SHA-1 %s), which is not in %s. "
-                                "If it is the right server, trust it with: cp %s %s/ (or add trust_server=auto to "
-                                "the URL to trust on first use)", where, subject, th, trusted, path, trusted);
+            fb_warn(NULL, NULL,
+                    "OPC UA server %s presented certificate \"%s\" (SHA-1 %s), which is not in %s. "
+                    "If it is the right server, trust it with: cp %s %s/ (or add trust_server=auto to "
+                    "the URL to trust on first use)",
+                    where, subject, th, trusted, path, trusted);
             return fb_err_set(err, FB_EACCES, "server certificate not trusted (SHA-1 %.12s…): cp %s %s/", th, path,
                               trusted);
         }
@@ -443,7 +447,8 @@ static int rsa_verify(EVP_PKEY *key, const uint8_t *a, size_t an, const uint8_t 
     return ok ? 0 : FB_EACCES;
 }
 
-int ua_sec_sign(struct ua_sec *s, const uint8_t *a, size_t an, const uint8_t *b, size_t bn, uint8_t **sig, size_t *sig_len)
+int ua_sec_sign(struct ua_sec *s, const uint8_t *a, size_t an, const uint8_t *b, size_t bn, uint8_t **sig,
+                size_t *sig_len)
 {
     size_t sl = (size_t)EVP_PKEY_get_size(s->own_key);
     *sig = malloc(sl);
@@ -474,8 +479,8 @@ static int oaep(EVP_PKEY *key, bool enc, const uint8_t *in, size_t n, uint8_t *o
     return ok ? 0 : FB_EIO;
 }
 
-size_t ua_sec_opn_build(struct ua_sec *s, uint8_t *out, size_t cap, uint32_t channel_id, uint32_t seq,
-                        uint32_t req_id, const uint8_t *body, size_t n)
+size_t ua_sec_opn_build(struct ua_sec *s, uint8_t *out, size_t cap, uint32_t channel_id, uint32_t seq, uint32_t req_id,
+                        const uint8_t *body, size_t n)
 {
     size_t cb = (size_t)EVP_PKEY_get_size(s->peer_pub), pb = cb - 42;
     size_t sig = (size_t)EVP_PKEY_get_size(s->own_key);
@@ -572,7 +577,9 @@ static int aes(const struct ua_symkeys *k, bool enc, uint8_t *p, size_t n)
 {
     EVP_CIPHER_CTX *c = EVP_CIPHER_CTX_new();
     int l1 = 0, l2 = 0;
-    int ok = c && EVP_CipherInit_ex(c, k->enc_len == 16 ? EVP_aes_128_cbc() : EVP_aes_256_cbc(), NULL, k->enc, k->iv, enc ? 1 : 0) == 1 &&
+    int ok = c &&
+             EVP_CipherInit_ex(c, k->enc_len == 16 ? EVP_aes_128_cbc() : EVP_aes_256_cbc(), NULL, k->enc, k->iv,
+                               enc ? 1 : 0) == 1 &&
              EVP_CIPHER_CTX_set_padding(c, 0) == 1 && EVP_CipherUpdate(c, p, &l1, p, (int)n) == 1 &&
              EVP_CipherFinal_ex(c, p + l1, &l2) == 1 && (size_t)(l1 + l2) == n;
     EVP_CIPHER_CTX_free(c);
@@ -608,8 +615,9 @@ int ua_sec_sym_open(struct ua_sec *s, uint8_t *p, size_t n, uint32_t *token_id, 
 {
     if (n < 16 + 8 + 32 || get32(p + 4) != n) return FB_EPROTO;
     *token_id = get32(p + 12);
-    const struct ua_symkeys *k = *token_id == s->token ? &s->recv
-                               : *token_id == s->prev_token && s->prev_token ? &s->recv_prev : NULL;
+    const struct ua_symkeys *k = *token_id == s->token                         ? &s->recv
+                                 : *token_id == s->prev_token && s->prev_token ? &s->recv_prev
+                                                                               : NULL;
     if (!k) return FB_EACCES;
     bool enc = s->mode == 3;
     if (enc) {
@@ -671,25 +679,33 @@ int ua_sec_check_cert(const uint8_t *cert, int32_t len, int64_t now_s, const cha
     time_t now = (time_t)now_s;
     int rc = 0;
     if (X509_cmp_time(X509_get0_notBefore(x), &now) >= 0)
-        rc = fb_err_set(err, FB_EACCES, "the server certificate is not valid yet (valid from %s to %s; "
-                                        "BadCertificateTimeInvalid — check the clocks)", nb, na);
+        rc = fb_err_set(err, FB_EACCES,
+                        "the server certificate is not valid yet (valid from %s to %s; "
+                        "BadCertificateTimeInvalid — check the clocks)",
+                        nb, na);
     else if (X509_cmp_time(X509_get0_notAfter(x), &now) <= 0)
-        rc = fb_err_set(err, FB_EACCES, "the server certificate has expired (valid from %s to %s; "
-                                        "BadCertificateTimeInvalid — the server needs a new certificate)", nb, na);
+        rc = fb_err_set(err, FB_EACCES,
+                        "the server certificate has expired (valid from %s to %s; "
+                        "BadCertificateTimeInvalid — the server needs a new certificate)",
+                        nb, na);
     if (!rc && host && host[0]) {
         /* an IP literal is matched against SAN IP entries, a name against DNS names */
         int m = X509_check_ip_asc(x, host, 0);
         if (m < 0) m = X509_check_host(x, host, 0, 0, NULL);
         if (m != 1) {
             size_t l = strlen(warn);
-            snprintf(warn + l, wcap - l, "the server certificate does not name the host %s (no matching "
-                                         "subjectAltName DNS/IP entry; BadCertificateHostNameInvalid)", host);
+            snprintf(warn + l, wcap - l,
+                     "the server certificate does not name the host %s (no matching "
+                     "subjectAltName DNS/IP entry; BadCertificateHostNameInvalid)",
+                     host);
         }
     }
     if (!rc && app_uri && app_uri[0] && !san_has_uri(x, app_uri)) {
         size_t l = strlen(warn);
-        snprintf(warn + l, wcap - l, "%sthe server certificate does not carry the server's application URI %s "
-                                     "(BadCertificateUriInvalid)", l ? "; " : "", app_uri);
+        snprintf(warn + l, wcap - l,
+                 "%sthe server certificate does not carry the server's application URI %s "
+                 "(BadCertificateUriInvalid)",
+                 l ? "; " : "", app_uri);
     }
     X509_free(x);
     if (!rc && strict_names && wcap && warn[0]) rc = fb_err_set(err, FB_EACCES, "%s", warn);
@@ -735,7 +751,8 @@ int ua_user_load(struct ua_user_cert *u, const char *cert_path, const char *key_
     free(pem);
     if (!key) {
         X509_free(x);
-        return fb_err_set(err, FB_EINVAL, "user_key=%s: not a PEM private key (an unencrypted key is needed)", key_path);
+        return fb_err_set(err, FB_EINVAL, "user_key=%s: not a PEM private key (an unencrypted key is needed)",
+                          key_path);
     }
     if (X509_check_private_key(x, key) != 1) {
         X509_free(x);

@@ -33,15 +33,15 @@ struct ua_symkeys {
  * client keys = P(serverNonce, clientNonce), server keys = P(clientNonce,
  * serverNonce), each 32 signing | 32 encrypting | 16 IV bytes. */
 struct ua_sec {
-    int mode;                   /* 1 None, 2 Sign, 3 SignAndEncrypt */
-    const char *policy_uri;     /* UA_POLICY_B256S256 (NULL = that) or UA_POLICY_AES128 */
-    void *own_key;              /* EVP_PKEY * (private) */
-    uint8_t *own_cert;          /* DER */
+    int mode;               /* 1 None, 2 Sign, 3 SignAndEncrypt */
+    const char *policy_uri; /* UA_POLICY_B256S256 (NULL = that) or UA_POLICY_AES128 */
+    void *own_key;          /* EVP_PKEY * (private) */
+    uint8_t *own_cert;      /* DER */
     int32_t own_cert_len;
-    void *peer_pub;             /* EVP_PKEY * of the server certificate */
+    void *peer_pub; /* EVP_PKEY * of the server certificate */
     uint8_t *peer_cert;
     int32_t peer_cert_len;
-    uint8_t peer_thumb[20];     /* SHA-1 of the server certificate */
+    uint8_t peer_thumb[20]; /* SHA-1 of the server certificate */
     uint8_t client_nonce[UA_NONCE_LEN], server_nonce[UA_NONCE_LEN];
     struct ua_symkeys send, recv, recv_prev;
     uint32_t token, prev_token; /* token ids of recv / recv_prev */
@@ -59,8 +59,8 @@ int ua_sec_set_peer(struct ua_sec *s, const char *pki, bool auto_trust, const ui
 /* P_SHA256 keys from the nonces (after OpenSecureChannel / renew). */
 int ua_sec_derive(struct ua_sec *s, const uint8_t *server_nonce, int32_t len, uint32_t token);
 /* Asymmetric OPN chunk (always signed and encrypted).  Returns the size or 0. */
-size_t ua_sec_opn_build(struct ua_sec *s, uint8_t *out, size_t cap, uint32_t channel_id, uint32_t seq,
-                        uint32_t req_id, const uint8_t *body, size_t n);
+size_t ua_sec_opn_build(struct ua_sec *s, uint8_t *out, size_t cap, uint32_t channel_id, uint32_t seq, uint32_t req_id,
+                        const uint8_t *body, size_t n);
 /* Opens an asymmetric OPN response chunk p[0..n) into plain (cap >= n):
  * verifies the signature, strips padding; *body points into plain. */
 int ua_sec_opn_open(struct ua_sec *s, const uint8_t *p, size_t n, uint8_t *plain, size_t cap, uint32_t *channel_id,
@@ -74,7 +74,8 @@ size_t ua_sec_sym_build(struct ua_sec *s, uint8_t *out, size_t cap, const char *
 int ua_sec_sym_open(struct ua_sec *s, uint8_t *p, size_t n, uint32_t *token_id, uint32_t *seq, uint32_t *req_id,
                     const uint8_t **body, size_t *body_len);
 /* RSA-PKCS1v1.5-SHA256 with our key over a‖b (session signatures); *sig malloc'd. */
-int ua_sec_sign(struct ua_sec *s, const uint8_t *a, size_t an, const uint8_t *b, size_t bn, uint8_t **sig, size_t *sig_len);
+int ua_sec_sign(struct ua_sec *s, const uint8_t *a, size_t an, const uint8_t *b, size_t bn, uint8_t **sig,
+                size_t *sig_len);
 /* Verifies the server's signature over a‖b. 0 or FB_EACCES. */
 int ua_sec_verify(struct ua_sec *s, const uint8_t *a, size_t an, const uint8_t *b, size_t bn, const uint8_t *sig,
                   size_t sig_len);
@@ -92,7 +93,7 @@ int ua_sec_check_cert(const uint8_t *cert, int32_t len, int64_t now_s, const cha
 struct ua_user_cert {
     uint8_t *cert; /* DER */
     int32_t cert_len;
-    void *key;     /* EVP_PKEY * (private) */
+    void *key; /* EVP_PKEY * (private) */
 };
 /* Loads the user certificate (DER or PEM) and its private key (PEM; the file
  * must be readable only by its owner, fb_read_secret_file) and checks that

@@ -136,19 +136,19 @@ void ua_put_nodeid(struct ua_enc *e, const struct ua_nodeid *n)
         return;
     }
     switch (n->kind) {
-    case UA_NID_NUMERIC: ua_put_nodeid_num(e, n->ns, n->num); break;
-    case UA_NID_STRING:
-    case UA_NID_BYTES:
-        ua_put_u8(e, n->kind);
-        ua_put_u16(e, n->ns);
-        ua_put_str(e, n->str, n->str ? n->slen : -1);
-        break;
-    case UA_NID_GUID:
-        ua_put_u8(e, 4);
-        ua_put_u16(e, n->ns);
-        ua_put_raw(e, n->guid, 16);
-        break;
-    default: e->err = true;
+        case UA_NID_NUMERIC: ua_put_nodeid_num(e, n->ns, n->num); break;
+        case UA_NID_STRING:
+        case UA_NID_BYTES:
+            ua_put_u8(e, n->kind);
+            ua_put_u16(e, n->ns);
+            ua_put_str(e, n->str, n->str ? n->slen : -1);
+            break;
+        case UA_NID_GUID:
+            ua_put_u8(e, 4);
+            ua_put_u16(e, n->ns);
+            ua_put_raw(e, n->guid, 16);
+            break;
+        default: e->err = true;
     }
 }
 
@@ -169,27 +169,27 @@ void ua_put_ltext(struct ua_enc *e, const struct ua_ltext *t)
 static void put_scalar(struct ua_enc *e, const struct ua_variant *v)
 {
     switch (v->type) {
-    case UA_BOOLEAN: ua_put_bool(e, v->v.b); break;
-    case UA_SBYTE: ua_put_u8(e, (uint8_t)(int8_t)v->v.i); break;
-    case UA_BYTE: ua_put_u8(e, (uint8_t)v->v.u); break;
-    case UA_INT16: ua_put_u16(e, (uint16_t)(int16_t)v->v.i); break;
-    case UA_UINT16: ua_put_u16(e, (uint16_t)v->v.u); break;
-    case UA_INT32: ua_put_u32(e, (uint32_t)(int32_t)v->v.i); break;
-    case UA_UINT32:
-    case UA_STATUSCODE: ua_put_u32(e, (uint32_t)v->v.u); break;
-    case UA_INT64: ua_put_u64(e, (uint64_t)v->v.i); break;
-    case UA_UINT64: ua_put_u64(e, v->v.u); break;
-    case UA_FLOAT: ua_put_f32(e, (float)v->v.f); break;
-    case UA_DOUBLE: ua_put_f64(e, v->v.f); break;
-    case UA_DATETIME: ua_put_u64(e, (uint64_t)v->v.dt); break;
-    case UA_STRING:
-    case UA_BYTESTRING:
-    case UA_XML: ua_put_str(e, v->v.s.p, v->v.s.len); break;
-    case UA_GUID: ua_put_raw(e, v->v.guid, 16); break;
-    case UA_NODEID: ua_put_nodeid(e, &v->v.nid); break;
-    case UA_QNAME: ua_put_qname(e, &v->v.qn); break;
-    case UA_LTEXT: ua_put_ltext(e, &v->v.lt); break;
-    default: e->err = true; /* not something a client sends */
+        case UA_BOOLEAN: ua_put_bool(e, v->v.b); break;
+        case UA_SBYTE: ua_put_u8(e, (uint8_t)(int8_t)v->v.i); break;
+        case UA_BYTE: ua_put_u8(e, (uint8_t)v->v.u); break;
+        case UA_INT16: ua_put_u16(e, (uint16_t)(int16_t)v->v.i); break;
+        case UA_UINT16: ua_put_u16(e, (uint16_t)v->v.u); break;
+        case UA_INT32: ua_put_u32(e, (uint32_t)(int32_t)v->v.i); break;
+        case UA_UINT32:
+        case UA_STATUSCODE: ua_put_u32(e, (uint32_t)v->v.u); break;
+        case UA_INT64: ua_put_u64(e, (uint64_t)v->v.i); break;
+        case UA_UINT64: ua_put_u64(e, v->v.u); break;
+        case UA_FLOAT: ua_put_f32(e, (float)v->v.f); break;
+        case UA_DOUBLE: ua_put_f64(e, v->v.f); break;
+        case UA_DATETIME: ua_put_u64(e, (uint64_t)v->v.dt); break;
+        case UA_STRING:
+        case UA_BYTESTRING:
+        case UA_XML: ua_put_str(e, v->v.s.p, v->v.s.len); break;
+        case UA_GUID: ua_put_raw(e, v->v.guid, 16); break;
+        case UA_NODEID: ua_put_nodeid(e, &v->v.nid); break;
+        case UA_QNAME: ua_put_qname(e, &v->v.qn); break;
+        case UA_LTEXT: ua_put_ltext(e, &v->v.lt); break;
+        default: e->err = true; /* not something a client sends */
     }
 }
 
@@ -308,32 +308,32 @@ static void get_nodeid_body(struct ua_dec *d, uint8_t form, struct ua_nodeid *n)
 {
     memset(n, 0, sizeof *n);
     switch (form & 0x3F) {
-    case 0: n->num = ua_get_u8(d); break;
-    case 1:
-        n->ns = ua_get_u8(d);
-        n->num = ua_get_u16(d);
-        break;
-    case 2:
-        n->ns = ua_get_u16(d);
-        n->num = ua_get_u32(d);
-        break;
-    case 3:
-    case 5: {
-        n->kind = form & 0x3F;
-        n->ns = ua_get_u16(d);
-        struct ua_str s = ua_get_str(d);
-        n->str = s.p;
-        n->slen = s.len < 0 ? 0 : s.len;
-        break;
-    }
-    case 4: {
-        n->kind = UA_NID_GUID;
-        n->ns = ua_get_u16(d);
-        const uint8_t *g = ua_get_raw(d, 16);
-        if (g) memcpy(n->guid, g, 16);
-        break;
-    }
-    default: d->err = true;
+        case 0: n->num = ua_get_u8(d); break;
+        case 1:
+            n->ns = ua_get_u8(d);
+            n->num = ua_get_u16(d);
+            break;
+        case 2:
+            n->ns = ua_get_u16(d);
+            n->num = ua_get_u32(d);
+            break;
+        case 3:
+        case 5: {
+            n->kind = form & 0x3F;
+            n->ns = ua_get_u16(d);
+            struct ua_str s = ua_get_str(d);
+            n->str = s.p;
+            n->slen = s.len < 0 ? 0 : s.len;
+            break;
+        }
+        case 4: {
+            n->kind = UA_NID_GUID;
+            n->ns = ua_get_u16(d);
+            const uint8_t *g = ua_get_raw(d, 16);
+            if (g) memcpy(n->guid, g, 16);
+            break;
+        }
+        default: d->err = true;
     }
 }
 
@@ -404,46 +404,48 @@ void ua_get_scalar(struct ua_dec *d, uint8_t type, struct ua_variant *v)
     memset(v, 0, sizeof *v);
     v->type = type;
     switch (type) {
-    case UA_BOOLEAN: v->v.b = ua_get_u8(d) != 0; break;
-    case UA_SBYTE: v->v.i = (int8_t)ua_get_u8(d); break;
-    case UA_BYTE: v->v.u = ua_get_u8(d); break;
-    case UA_INT16: v->v.i = (int16_t)ua_get_u16(d); break;
-    case UA_UINT16: v->v.u = ua_get_u16(d); break;
-    case UA_INT32: v->v.i = (int32_t)ua_get_u32(d); break;
-    case UA_UINT32:
-    case UA_STATUSCODE: v->v.u = ua_get_u32(d); break;
-    case UA_INT64: v->v.i = (int64_t)ua_get_u64(d); break;
-    case UA_UINT64: v->v.u = ua_get_u64(d); break;
-    case UA_FLOAT: v->v.f = ua_get_f32(d); break;
-    case UA_DOUBLE: v->v.f = ua_get_f64(d); break;
-    case UA_DATETIME: v->v.dt = (int64_t)ua_get_u64(d); break;
-    case UA_STRING:
-    case UA_BYTESTRING:
-    case UA_XML: v->v.s = ua_get_str(d); break;
-    case UA_GUID: {
-        const uint8_t *g = ua_get_raw(d, 16);
-        if (g) memcpy(v->v.guid, g, 16);
-        break;
-    }
-    case UA_NODEID: ua_get_nodeid(d, &v->v.nid); break;
-    case UA_EXPNODEID: ua_get_expnodeid(d, &v->v.nid, NULL, NULL); break;
-    case UA_QNAME: ua_get_qname(d, &v->v.qn); break;
-    case UA_LTEXT: ua_get_ltext(d, &v->v.lt); break;
-    case UA_EXTOBJ: ua_get_extobj(d, &v->v.eo.type_id, &v->v.eo.enc, &v->v.eo.body); break;
-    case UA_DATAVALUE: {
-        struct ua_datavalue dv;
-        ua_get_datavalue(d, &dv); /* nested: checked and skipped */
-        break;
-    }
-    case UA_VARIANT: {
-        struct ua_variant inner;
-        if (++d->depth > UA_MAX_DEPTH) d->err = true;
-        else ua_get_variant(d, &inner);
-        d->depth--;
-        break;
-    }
-    case UA_DIAGINFO: skip_diag(d); break;
-    default: d->err = true;
+        case UA_BOOLEAN: v->v.b = ua_get_u8(d) != 0; break;
+        case UA_SBYTE: v->v.i = (int8_t)ua_get_u8(d); break;
+        case UA_BYTE: v->v.u = ua_get_u8(d); break;
+        case UA_INT16: v->v.i = (int16_t)ua_get_u16(d); break;
+        case UA_UINT16: v->v.u = ua_get_u16(d); break;
+        case UA_INT32: v->v.i = (int32_t)ua_get_u32(d); break;
+        case UA_UINT32:
+        case UA_STATUSCODE: v->v.u = ua_get_u32(d); break;
+        case UA_INT64: v->v.i = (int64_t)ua_get_u64(d); break;
+        case UA_UINT64: v->v.u = ua_get_u64(d); break;
+        case UA_FLOAT: v->v.f = ua_get_f32(d); break;
+        case UA_DOUBLE: v->v.f = ua_get_f64(d); break;
+        case UA_DATETIME: v->v.dt = (int64_t)ua_get_u64(d); break;
+        case UA_STRING:
+        case UA_BYTESTRING:
+        case UA_XML: v->v.s = ua_get_str(d); break;
+        case UA_GUID: {
+            const uint8_t *g = ua_get_raw(d, 16);
+            if (g) memcpy(v->v.guid, g, 16);
+            break;
+        }
+        case UA_NODEID: ua_get_nodeid(d, &v->v.nid); break;
+        case UA_EXPNODEID: ua_get_expnodeid(d, &v->v.nid, NULL, NULL); break;
+        case UA_QNAME: ua_get_qname(d, &v->v.qn); break;
+        case UA_LTEXT: ua_get_ltext(d, &v->v.lt); break;
+        case UA_EXTOBJ: ua_get_extobj(d, &v->v.eo.type_id, &v->v.eo.enc, &v->v.eo.body); break;
+        case UA_DATAVALUE: {
+            struct ua_datavalue dv;
+            ua_get_datavalue(d, &dv); /* nested: checked and skipped */
+            break;
+        }
+        case UA_VARIANT: {
+            struct ua_variant inner;
+            if (++d->depth > UA_MAX_DEPTH)
+                d->err = true;
+            else
+                ua_get_variant(d, &inner);
+            d->depth--;
+            break;
+        }
+        case UA_DIAGINFO: skip_diag(d); break;
+        default: d->err = true;
     }
 }
 
@@ -577,8 +579,8 @@ void ua_guid_format(const uint8_t g[16], char out[37])
 {
     uint32_t d1 = (uint32_t)g[0] | (uint32_t)g[1] << 8 | (uint32_t)g[2] << 16 | (uint32_t)g[3] << 24;
     unsigned d2 = (unsigned)(g[4] | g[5] << 8), d3 = (unsigned)(g[6] | g[7] << 8);
-    snprintf(out, 37, "%08" PRIx32 "-%04x-%04x-%02x%02x-%02x%02x%02x%02x%02x%02x", d1, d2, d3, g[8], g[9],
-             g[10], g[11], g[12], g[13], g[14], g[15]);
+    snprintf(out, 37, "%08" PRIx32 "-%04x-%04x-%02x%02x-%02x%02x%02x%02x%02x%02x", d1, d2, d3, g[8], g[9], g[10], g[11],
+             g[12], g[13], g[14], g[15]);
 }
 
 static int hex1(int c)
@@ -636,16 +638,13 @@ bool ua_nodeid_equal(const struct ua_nodeid *a, const struct ua_nodeid *b)
 {
     if (a->ns != b->ns || a->kind != b->kind) return false;
     switch (a->kind) {
-    case UA_NID_NUMERIC: return a->num == b->num;
-    case UA_NID_GUID: return !memcmp(a->guid, b->guid, 16);
-    default: return a->slen == b->slen && (!a->slen || !memcmp(a->str, b->str, (size_t)a->slen));
+        case UA_NID_NUMERIC: return a->num == b->num;
+        case UA_NID_GUID: return !memcmp(a->guid, b->guid, 16);
+        default: return a->slen == b->slen && (!a->slen || !memcmp(a->str, b->str, (size_t)a->slen));
     }
 }
 
-bool ua_nodeid_is_null(const struct ua_nodeid *n)
-{
-    return n->ns == 0 && n->kind == UA_NID_NUMERIC && n->num == 0;
-}
+bool ua_nodeid_is_null(const struct ua_nodeid *n) { return n->ns == 0 && n->kind == UA_NID_NUMERIC && n->num == 0; }
 
 int ua_nodeid_parse(const char *text, struct ua_nodeid *out, struct fb_err *err)
 {
@@ -661,52 +660,52 @@ int ua_nodeid_parse(const char *text, struct ua_nodeid *out, struct fb_err *err)
     }
     if (!s[0] || s[1] != '=')
         return fb_err_set(err, FB_EINVAL,
-                          "bad node id '%s': expected i=N, s=TEXT, g=GUID or b=BASE64, optionally after ns=N;",
-                          text);
+                          "bad node id '%s': expected i=N, s=TEXT, g=GUID or b=BASE64, optionally after ns=N;", text);
     const char *v = s + 2;
     size_t n = strlen(v);
     switch (s[0]) {
-    case 'i': {
-        char *end;
-        if (!*v || *v == '-' || *v == '+') return fb_err_set(err, FB_EINVAL, "bad numeric node id '%s'", text);
-        unsigned long long id = strtoull(v, &end, 10);
-        if (*end || id > UINT32_MAX) return fb_err_set(err, FB_EINVAL, "bad numeric node id '%s'", text);
-        out->kind = UA_NID_NUMERIC;
-        out->num = (uint32_t)id;
-        return 0;
-    }
-    case 's':
-        if (n > 4096) return fb_err_set(err, FB_EINVAL, "node id '%.40s…' is longer than 4096 bytes", text);
-        out->own = malloc(n + 1);
-        if (!out->own) return fb_err_set(err, FB_ENOMEM, "out of memory");
-        memcpy(out->own, v, n + 1);
-        out->kind = UA_NID_STRING;
-        out->str = out->own;
-        out->slen = (int32_t)n;
-        return 0;
-    case 'g':
-        out->kind = UA_NID_GUID;
-        if (n != 36 || ua_guid_parse(v, out->guid))
-            return fb_err_set(err, FB_EINVAL, "bad GUID in node id '%s' (xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx)", text);
-        return 0;
-    case 'b': {
-        if (n > 8192) return fb_err_set(err, FB_EINVAL, "opaque node id too long");
-        out->own = malloc(n * 3 / 4 + 4);
-        if (!out->own) return fb_err_set(err, FB_ENOMEM, "out of memory");
-        int len = b64_decode(v, n, (uint8_t *)out->own);
-        if (len < 0) {
-            ua_nodeid_clear(out);
-            return fb_err_set(err, FB_EINVAL, "bad base64 in node id '%s'", text);
+        case 'i': {
+            char *end;
+            if (!*v || *v == '-' || *v == '+') return fb_err_set(err, FB_EINVAL, "bad numeric node id '%s'", text);
+            unsigned long long id = strtoull(v, &end, 10);
+            if (*end || id > UINT32_MAX) return fb_err_set(err, FB_EINVAL, "bad numeric node id '%s'", text);
+            out->kind = UA_NID_NUMERIC;
+            out->num = (uint32_t)id;
+            return 0;
         }
-        out->kind = UA_NID_BYTES;
-        out->str = out->own;
-        out->slen = len;
-        return 0;
-    }
-    default:
-        return fb_err_set(err, FB_EINVAL,
-                          "bad node id '%s': expected i=N, s=TEXT, g=GUID or b=BASE64, optionally after ns=N;",
-                          text);
+        case 's':
+            if (n > 4096) return fb_err_set(err, FB_EINVAL, "node id '%.40s…' is longer than 4096 bytes", text);
+            out->own = malloc(n + 1);
+            if (!out->own) return fb_err_set(err, FB_ENOMEM, "out of memory");
+            memcpy(out->own, v, n + 1);
+            out->kind = UA_NID_STRING;
+            out->str = out->own;
+            out->slen = (int32_t)n;
+            return 0;
+        case 'g':
+            out->kind = UA_NID_GUID;
+            if (n != 36 || ua_guid_parse(v, out->guid))
+                return fb_err_set(err, FB_EINVAL, "bad GUID in node id '%s' (xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx)",
+                                  text);
+            return 0;
+        case 'b': {
+            if (n > 8192) return fb_err_set(err, FB_EINVAL, "opaque node id too long");
+            out->own = malloc(n * 3 / 4 + 4);
+            if (!out->own) return fb_err_set(err, FB_ENOMEM, "out of memory");
+            int len = b64_decode(v, n, (uint8_t *)out->own);
+            if (len < 0) {
+                ua_nodeid_clear(out);
+                return fb_err_set(err, FB_EINVAL, "bad base64 in node id '%s'", text);
+            }
+            out->kind = UA_NID_BYTES;
+            out->str = out->own;
+            out->slen = len;
+            return 0;
+        }
+        default:
+            return fb_err_set(err, FB_EINVAL,
+                              "bad node id '%s': expected i=N, s=TEXT, g=GUID or b=BASE64, optionally after ns=N;",
+                              text);
     }
 }
 
@@ -716,20 +715,20 @@ char *ua_nodeid_format(const struct ua_nodeid *n, char *buf, size_t cap)
     char ns[16] = "";
     if (n->ns) snprintf(ns, sizeof ns, "ns=%u;", n->ns);
     switch (n->kind) {
-    case UA_NID_NUMERIC: snprintf(buf, cap, "%si=%" PRIu32, ns, n->num); break;
-    case UA_NID_STRING: snprintf(buf, cap, "%ss=%.*s", ns, (int)n->slen, n->str ? n->str : ""); break;
-    case UA_NID_GUID: {
-        char g[37];
-        ua_guid_format(n->guid, g);
-        snprintf(buf, cap, "%sg=%s", ns, g);
-        break;
-    }
-    case UA_NID_BYTES: {
-        size_t o = (size_t)snprintf(buf, cap, "%sb=", ns);
-        if (o < cap) b64_encode((const uint8_t *)n->str, (size_t)n->slen, buf + o, cap - o);
-        break;
-    }
-    default: snprintf(buf, cap, "?");
+        case UA_NID_NUMERIC: snprintf(buf, cap, "%si=%" PRIu32, ns, n->num); break;
+        case UA_NID_STRING: snprintf(buf, cap, "%ss=%.*s", ns, (int)n->slen, n->str ? n->str : ""); break;
+        case UA_NID_GUID: {
+            char g[37];
+            ua_guid_format(n->guid, g);
+            snprintf(buf, cap, "%sg=%s", ns, g);
+            break;
+        }
+        case UA_NID_BYTES: {
+            size_t o = (size_t)snprintf(buf, cap, "%sb=", ns);
+            if (o < cap) b64_encode((const uint8_t *)n->str, (size_t)n->slen, buf + o, cap - o);
+            break;
+        }
+        default: snprintf(buf, cap, "?");
     }
     return buf;
 }
@@ -741,7 +740,10 @@ size_t ua_dt_format(int64_t dt, char *buf, size_t cap)
         if (cap) buf[0] = 0;
         return 0;
     }
-    /* floor division so dates before 1970 work */
+    /* clamp as the spec says (min and max DateTime); the subtraction of
+     * the epoch cannot overflow then.  Floor division so dates before 1970 work. */
+    if (dt < 0) dt = 0;
+    if (dt > UA_DT_MAX) dt = UA_DT_MAX;
     int64_t rel = dt - UA_DT_UNIX_EPOCH;
     int64_t secs = rel / 10000000, frac = rel % 10000000;
     if (frac < 0) {
@@ -754,10 +756,10 @@ size_t ua_dt_format(int64_t dt, char *buf, size_t cap)
         snprintf(buf, cap, "invalid");
         return 7;
     }
-    int n = frac % 10000 ? snprintf(buf, cap, "%04d-%02d-%02dT%02d:%02d:%02d.%07dZ", tm.tm_year + 1900,
-                                    tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, (int)frac)
-                         : snprintf(buf, cap, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900,
-                                    tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, (int)(frac / 10000));
+    int n = frac % 10000 ? snprintf(buf, cap, "%04d-%02d-%02dT%02d:%02d:%02d.%07dZ", tm.tm_year + 1900, tm.tm_mon + 1,
+                                    tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, (int)frac)
+                         : snprintf(buf, cap, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900, tm.tm_mon + 1,
+                                    tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, (int)(frac / 10000));
     return n < 0 ? 0 : (size_t)n < cap ? (size_t)n : cap - 1;
 }
 
@@ -777,50 +779,50 @@ static uint32_t to_text(const struct ua_variant *v, struct fb_value *out, char *
 {
     char tmp[80];
     switch (v->type) {
-    case UA_STRING:
-    case UA_XML: return put_text(out, sbuf, cap, v->v.s.p ? v->v.s.p : "", v->v.s.len > 0 ? (size_t)v->v.s.len : 0);
-    case UA_BYTESTRING: {
-        size_t n = v->v.s.len > 0 ? (size_t)v->v.s.len : 0, o = 0;
-        static const char hx[] = "0123456789abcdef";
-        for (size_t i = 0; i < n && o + 2 <= cap; i++) {
-            sbuf[o++] = hx[(uint8_t)v->v.s.p[i] >> 4];
-            sbuf[o++] = hx[(uint8_t)v->v.s.p[i] & 15];
+        case UA_STRING:
+        case UA_XML: return put_text(out, sbuf, cap, v->v.s.p ? v->v.s.p : "", v->v.s.len > 0 ? (size_t)v->v.s.len : 0);
+        case UA_BYTESTRING: {
+            size_t n = v->v.s.len > 0 ? (size_t)v->v.s.len : 0, o = 0;
+            static const char hx[] = "0123456789abcdef";
+            for (size_t i = 0; i < n && o + 2 <= cap; i++) {
+                sbuf[o++] = hx[(uint8_t)v->v.s.p[i] >> 4];
+                sbuf[o++] = hx[(uint8_t)v->v.s.p[i] & 15];
+            }
+            return put_text(out, sbuf, cap, sbuf, o);
         }
-        return put_text(out, sbuf, cap, sbuf, o);
-    }
-    case UA_LTEXT:
-        return put_text(out, sbuf, cap, v->v.lt.text.p ? v->v.lt.text.p : "",
-                        v->v.lt.text.len > 0 ? (size_t)v->v.lt.text.len : 0);
-    case UA_QNAME: {
-        int n = v->v.qn.ns ? snprintf(tmp, sizeof tmp, "%u:", v->v.qn.ns) : 0;
-        size_t nl = v->v.qn.name.len > 0 ? (size_t)v->v.qn.name.len : 0;
-        if ((size_t)n + nl > cap) nl = cap > (size_t)n ? cap - (size_t)n : 0;
-        if ((size_t)n > cap) n = (int)cap;
-        memcpy(sbuf, tmp, (size_t)n);
-        if (nl) memcpy(sbuf + n, v->v.qn.name.p, nl);
-        return put_text(out, sbuf, cap, sbuf, (size_t)n + nl);
-    }
-    case UA_GUID: ua_guid_format(v->v.guid, tmp); break;
-    case UA_DATETIME: ua_dt_format(v->v.dt, tmp, sizeof tmp); break;
-    case UA_NODEID:
-    case UA_EXPNODEID: {
-        char big[600];
-        ua_nodeid_format(&v->v.nid, big, sizeof big);
-        return put_text(out, sbuf, cap, big, strlen(big));
-    }
-    case UA_BOOLEAN: snprintf(tmp, sizeof tmp, "%s", v->v.b ? "true" : "false"); break;
-    case UA_SBYTE:
-    case UA_INT16:
-    case UA_INT32:
-    case UA_INT64: snprintf(tmp, sizeof tmp, "%" PRId64, v->v.i); break;
-    case UA_BYTE:
-    case UA_UINT16:
-    case UA_UINT32:
-    case UA_UINT64: snprintf(tmp, sizeof tmp, "%" PRIu64, v->v.u); break;
-    case UA_STATUSCODE: snprintf(tmp, sizeof tmp, "0x%08" PRIX64, v->v.u); break;
-    case UA_FLOAT: snprintf(tmp, sizeof tmp, "%.9g", v->v.f); break;
-    case UA_DOUBLE: snprintf(tmp, sizeof tmp, "%.17g", v->v.f); break;
-    default: return FB_Q_BAD_TYPE_MISMATCH;
+        case UA_LTEXT:
+            return put_text(out, sbuf, cap, v->v.lt.text.p ? v->v.lt.text.p : "",
+                            v->v.lt.text.len > 0 ? (size_t)v->v.lt.text.len : 0);
+        case UA_QNAME: {
+            int n = v->v.qn.ns ? snprintf(tmp, sizeof tmp, "%u:", v->v.qn.ns) : 0;
+            size_t nl = v->v.qn.name.len > 0 ? (size_t)v->v.qn.name.len : 0;
+            if ((size_t)n + nl > cap) nl = cap > (size_t)n ? cap - (size_t)n : 0;
+            if ((size_t)n > cap) n = (int)cap;
+            memcpy(sbuf, tmp, (size_t)n);
+            if (nl) memcpy(sbuf + n, v->v.qn.name.p, nl);
+            return put_text(out, sbuf, cap, sbuf, (size_t)n + nl);
+        }
+        case UA_GUID: ua_guid_format(v->v.guid, tmp); break;
+        case UA_DATETIME: ua_dt_format(v->v.dt, tmp, sizeof tmp); break;
+        case UA_NODEID:
+        case UA_EXPNODEID: {
+            char big[600];
+            ua_nodeid_format(&v->v.nid, big, sizeof big);
+            return put_text(out, sbuf, cap, big, strlen(big));
+        }
+        case UA_BOOLEAN: snprintf(tmp, sizeof tmp, "%s", v->v.b ? "true" : "false"); break;
+        case UA_SBYTE:
+        case UA_INT16:
+        case UA_INT32:
+        case UA_INT64: snprintf(tmp, sizeof tmp, "%" PRId64, v->v.i); break;
+        case UA_BYTE:
+        case UA_UINT16:
+        case UA_UINT32:
+        case UA_UINT64: snprintf(tmp, sizeof tmp, "%" PRIu64, v->v.u); break;
+        case UA_STATUSCODE: snprintf(tmp, sizeof tmp, "0x%08" PRIX64, v->v.u); break;
+        case UA_FLOAT: snprintf(tmp, sizeof tmp, "%.9g", v->v.f); break;
+        case UA_DOUBLE: snprintf(tmp, sizeof tmp, "%.17g", v->v.f); break;
+        default: return FB_Q_BAD_TYPE_MISMATCH;
     }
     return put_text(out, sbuf, cap, tmp, strlen(tmp));
 }
@@ -838,14 +840,14 @@ uint32_t ua_variant_to_fb(const struct ua_variant *v, enum fb_type want, struct 
     out->type = (uint8_t)want;
     if (want == nat) { /* exact: no precision lost (64-bit integers) */
         switch (v->type) {
-        case UA_BOOLEAN: out->b = v->v.b; break;
-        case UA_FLOAT:
-        case UA_DOUBLE: out->f = v->v.f; break;
-        case UA_SBYTE:
-        case UA_INT16:
-        case UA_INT32:
-        case UA_INT64: out->i = v->v.i; break;
-        default: out->u = v->v.u; break;
+            case UA_BOOLEAN: out->b = v->v.b; break;
+            case UA_FLOAT:
+            case UA_DOUBLE: out->f = v->v.f; break;
+            case UA_SBYTE:
+            case UA_INT16:
+            case UA_INT32:
+            case UA_INT64: out->i = v->v.i; break;
+            default: out->u = v->v.u; break;
         }
         return FB_Q_GOOD;
     }
@@ -866,12 +868,14 @@ uint32_t ua_variant_to_fb(const struct ua_variant *v, enum fb_type want, struct 
             tmp.type = FB_T_UINT64;
             tmp.u = v->v.u;
         }
-        static const int64_t smin[] = {[FB_T_INT8] = INT8_MIN, [FB_T_INT16] = INT16_MIN, [FB_T_INT32] = INT32_MIN,
-                                       [FB_T_INT64] = INT64_MIN};
-        static const int64_t smax[] = {[FB_T_INT8] = INT8_MAX, [FB_T_INT16] = INT16_MAX, [FB_T_INT32] = INT32_MAX,
-                                       [FB_T_INT64] = INT64_MAX};
-        static const uint64_t umax[] = {[FB_T_UINT8] = UINT8_MAX, [FB_T_UINT16] = UINT16_MAX,
-                                        [FB_T_UINT32] = UINT32_MAX, [FB_T_UINT64] = UINT64_MAX};
+        static const int64_t smin[] = {
+            [FB_T_INT8] = INT8_MIN, [FB_T_INT16] = INT16_MIN, [FB_T_INT32] = INT32_MIN, [FB_T_INT64] = INT64_MIN};
+        static const int64_t smax[] = {
+            [FB_T_INT8] = INT8_MAX, [FB_T_INT16] = INT16_MAX, [FB_T_INT32] = INT32_MAX, [FB_T_INT64] = INT64_MAX};
+        static const uint64_t umax[] = {[FB_T_UINT8] = UINT8_MAX,
+                                        [FB_T_UINT16] = UINT16_MAX,
+                                        [FB_T_UINT32] = UINT32_MAX,
+                                        [FB_T_UINT64] = UINT64_MAX};
         if (fb_type_is_signed(want)) {
             if (tmp.type == FB_T_UINT64 && tmp.u > (uint64_t)smax[want]) return FB_Q_BAD_OUT_OF_RANGE;
             int64_t x = tmp.type == FB_T_UINT64 ? (int64_t)tmp.u : tmp.i;
@@ -885,9 +889,10 @@ uint32_t ua_variant_to_fb(const struct ua_variant *v, enum fb_type want, struct 
         }
         return FB_Q_GOOD;
     }
-    double d = v->type == UA_BOOLEAN ? (v->v.b ? 1 : 0)
-             : fb_type_is_float(nat) ? v->v.f
-             : sgn ? (double)v->v.i : (double)v->v.u;
+    double d = v->type == UA_BOOLEAN   ? (v->v.b ? 1 : 0)
+               : fb_type_is_float(nat) ? v->v.f
+               : sgn                   ? (double)v->v.i
+                                       : (double)v->v.u;
     if (fb_type_is_float(want)) {
         out->f = want == FB_T_FLOAT32 ? (double)(float)d : d;
         return FB_Q_GOOD;
@@ -896,8 +901,8 @@ uint32_t ua_variant_to_fb(const struct ua_variant *v, enum fb_type want, struct 
     return fb_value_from_double(want, d, out) < 0 ? FB_Q_BAD_OUT_OF_RANGE : FB_Q_GOOD;
 }
 
-int ua_variant_from_fb(const struct fb_value *v, uint8_t type, struct ua_variant *out, uint8_t *buf,
-                       size_t buf_cap, struct fb_err *err)
+int ua_variant_from_fb(const struct fb_value *v, uint8_t type, struct ua_variant *out, uint8_t *buf, size_t buf_cap,
+                       struct fb_err *err)
 {
     memset(out, 0, sizeof *out);
     out->type = type;
@@ -924,32 +929,39 @@ int ua_variant_from_fb(const struct fb_value *v, uint8_t type, struct ua_variant
     }
     if (type == UA_BOOLEAN) {
         double d;
-        if (v->type == FB_T_BOOL) out->v.b = v->b;
-        else if (fb_value_to_double(v, &d)) out->v.b = d != 0;
-        else return fb_err_set(err, FB_EINVAL, "the node holds a Boolean: send true or false");
+        if (v->type == FB_T_BOOL)
+            out->v.b = v->b;
+        else if (fb_value_to_double(v, &d))
+            out->v.b = d != 0;
+        else
+            return fb_err_set(err, FB_EINVAL, "the node holds a Boolean: send true or false");
         return 0;
     }
     if (type == UA_FLOAT || type == UA_DOUBLE) {
         double d;
-        if (!fb_value_to_double(v, &d)) return fb_err_set(err, FB_EINVAL, "the node holds a %s: send a number", ua_builtin_name(type));
+        if (!fb_value_to_double(v, &d))
+            return fb_err_set(err, FB_EINVAL, "the node holds a %s: send a number", ua_builtin_name(type));
         if (type == UA_FLOAT && isfinite(d) && fabs(d) > 3.4028234663852886e38)
             return fb_err_set(err, FB_ERANGE, "%g is outside the range of a Float", d);
         out->v.f = d;
         return 0;
     }
     if (type >= UA_SBYTE && type <= UA_UINT64) {
-        static const uint8_t map[] = {[UA_SBYTE] = FB_T_INT8, [UA_BYTE] = FB_T_UINT8, [UA_INT16] = FB_T_INT16,
-                                      [UA_UINT16] = FB_T_UINT16, [UA_INT32] = FB_T_INT32, [UA_UINT32] = FB_T_UINT32,
-                                      [UA_INT64] = FB_T_INT64, [UA_UINT64] = FB_T_UINT64};
+        static const uint8_t map[] = {
+            [UA_SBYTE] = FB_T_INT8,  [UA_BYTE] = FB_T_UINT8,    [UA_INT16] = FB_T_INT16, [UA_UINT16] = FB_T_UINT16,
+            [UA_INT32] = FB_T_INT32, [UA_UINT32] = FB_T_UINT32, [UA_INT64] = FB_T_INT64, [UA_UINT64] = FB_T_UINT64};
         enum fb_type ft = (enum fb_type)map[type];
         struct ua_variant src = {0};
-        if (v->type == FB_T_STRING) return fb_err_set(err, FB_EINVAL, "the node holds a %s: send a number", ua_builtin_name(type));
+        if (v->type == FB_T_STRING)
+            return fb_err_set(err, FB_EINVAL, "the node holds a %s: send a number", ua_builtin_name(type));
         if (fb_type_is_float((enum fb_type)v->type)) {
             struct fb_value t;
             if (fb_value_from_double(ft, v->f, &t) < 0)
                 return fb_err_set(err, FB_ERANGE, "%g is outside the range of %s", v->f, ua_builtin_name(type));
-            if (fb_type_is_signed(ft)) out->v.i = t.i;
-            else out->v.u = t.u;
+            if (fb_type_is_signed(ft))
+                out->v.i = t.i;
+            else
+                out->v.u = t.u;
             return 0;
         }
         if (v->type == FB_T_BOOL) {
@@ -966,12 +978,16 @@ int ua_variant_from_fb(const struct fb_value *v, uint8_t type, struct ua_variant
         char sb[1];
         if (ua_variant_to_fb(&src, ft, &t, sb, 0) != FB_Q_GOOD) {
             char num[32];
-            if (src.type == UA_INT64) snprintf(num, sizeof num, "%" PRId64, src.v.i);
-            else snprintf(num, sizeof num, "%" PRIu64, src.v.u);
+            if (src.type == UA_INT64)
+                snprintf(num, sizeof num, "%" PRId64, src.v.i);
+            else
+                snprintf(num, sizeof num, "%" PRIu64, src.v.u);
             return fb_err_set(err, FB_ERANGE, "%s is outside the range of %s", num, ua_builtin_name(type));
         }
-        if (fb_type_is_signed(ft)) out->v.i = t.i;
-        else out->v.u = t.u;
+        if (fb_type_is_signed(ft))
+            out->v.i = t.i;
+        else
+            out->v.u = t.u;
         return 0;
     }
     return fb_err_set(err, FB_ENOTSUP, "writing a %s is not supported", ua_builtin_name(type));
@@ -983,21 +999,21 @@ uint8_t ua_datatype_builtin(const struct ua_nodeid *dt)
     uint32_t i = dt->num;
     if (i >= 1 && i <= 25) return (uint8_t)i;
     switch (i) {
-    case 29: return UA_INT32;    /* Enumeration */
-    case 290: return UA_DOUBLE;  /* Duration */
-    case 294: return UA_DATETIME; /* UtcTime */
-    case 293: return UA_DATETIME; /* Date */
-    case 288: return UA_UINT32;  /* IntegerId */
-    case 289: return UA_UINT32;  /* Counter */
-    case 291: return UA_STRING;  /* NumericRange */
-    case 292: return UA_STRING;  /* Time */
-    case 295: return UA_STRING;  /* LocaleId */
-    case 311: return UA_BYTESTRING; /* ApplicationInstanceCertificate */
-    case 12878: return UA_STRING; /* NormalizedString */
-    case 12879: return UA_STRING; /* DecimalString */
-    case 12880: return UA_STRING; /* DurationString */
-    case 12881: return UA_STRING; /* TimeString */
-    case 12882: return UA_STRING; /* DateString */
-    default: return 0;
+        case 29: return UA_INT32;       /* Enumeration */
+        case 290: return UA_DOUBLE;     /* Duration */
+        case 294: return UA_DATETIME;   /* UtcTime */
+        case 293: return UA_DATETIME;   /* Date */
+        case 288: return UA_UINT32;     /* IntegerId */
+        case 289: return UA_UINT32;     /* Counter */
+        case 291: return UA_STRING;     /* NumericRange */
+        case 292: return UA_STRING;     /* Time */
+        case 295: return UA_STRING;     /* LocaleId */
+        case 311: return UA_BYTESTRING; /* ApplicationInstanceCertificate */
+        case 12878: return UA_STRING;   /* NormalizedString */
+        case 12879: return UA_STRING;   /* DecimalString */
+        case 12880: return UA_STRING;   /* DurationString */
+        case 12881: return UA_STRING;   /* TimeString */
+        case 12882: return UA_STRING;   /* DateString */
+        default: return 0;
     }
 }

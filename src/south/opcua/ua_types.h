@@ -21,10 +21,33 @@
 
 /* built-in type ids (Part 6 Table 1) */
 enum ua_builtin_id {
-    UA_NULL = 0, UA_BOOLEAN, UA_SBYTE, UA_BYTE, UA_INT16, UA_UINT16, UA_INT32, UA_UINT32,
-    UA_INT64, UA_UINT64, UA_FLOAT, UA_DOUBLE, UA_STRING, UA_DATETIME, UA_GUID, UA_BYTESTRING,
-    UA_XML, UA_NODEID, UA_EXPNODEID, UA_STATUSCODE, UA_QNAME, UA_LTEXT, UA_EXTOBJ,
-    UA_DATAVALUE, UA_VARIANT, UA_DIAGINFO, UA_BUILTIN_COUNT
+    UA_NULL = 0,
+    UA_BOOLEAN,
+    UA_SBYTE,
+    UA_BYTE,
+    UA_INT16,
+    UA_UINT16,
+    UA_INT32,
+    UA_UINT32,
+    UA_INT64,
+    UA_UINT64,
+    UA_FLOAT,
+    UA_DOUBLE,
+    UA_STRING,
+    UA_DATETIME,
+    UA_GUID,
+    UA_BYTESTRING,
+    UA_XML,
+    UA_NODEID,
+    UA_EXPNODEID,
+    UA_STATUSCODE,
+    UA_QNAME,
+    UA_LTEXT,
+    UA_EXTOBJ,
+    UA_DATAVALUE,
+    UA_VARIANT,
+    UA_DIAGINFO,
+    UA_BUILTIN_COUNT
 };
 
 struct ua_builtin_info {
@@ -35,7 +58,7 @@ struct ua_builtin_info {
 extern const struct ua_builtin_info ua_builtin[UA_BUILTIN_COUNT];
 const char *ua_builtin_name(unsigned id); /* "?" when out of range */
 
-#define UA_MAX_DEPTH 16        /* nesting of Variant / DataValue / DiagnosticInfo */
+#define UA_MAX_DEPTH 16                       /* nesting of Variant / DataValue / DiagnosticInfo */
 #define UA_DT_UNIX_EPOCH 116444736000000000LL /* 1970-01-01 in 100 ns since 1601 */
 
 /* String / ByteString / XmlElement: len −1 = null. */
@@ -48,12 +71,12 @@ enum ua_nid_kind { UA_NID_NUMERIC = 0, UA_NID_STRING = 3, UA_NID_GUID = 4, UA_NI
 
 struct ua_nodeid {
     uint16_t ns;
-    uint8_t kind;     /* enum ua_nid_kind */
+    uint8_t kind; /* enum ua_nid_kind */
     uint32_t num;
     uint8_t guid[16]; /* wire order: Data1 LE, Data2 LE, Data3 LE, Data4[8] */
     const char *str;  /* string / opaque bytes */
     int32_t slen;
-    char *own;        /* malloc'd bytes str points into, or NULL (borrowed) */
+    char *own; /* malloc'd bytes str points into, or NULL (borrowed) */
 };
 
 struct ua_ltext {
@@ -75,10 +98,10 @@ struct ua_variant {
     size_t arr_len;
     union {
         bool b;
-        int64_t i;    /* SByte, Int16, Int32, Int64 */
-        uint64_t u;   /* Byte, UInt16, UInt32, UInt64, StatusCode */
-        double f;     /* Float, Double */
-        int64_t dt;   /* DateTime (100 ns since 1601) */
+        int64_t i;       /* SByte, Int16, Int32, Int64 */
+        uint64_t u;      /* Byte, UInt16, UInt32, UInt64, StatusCode */
+        double f;        /* Float, Double */
+        int64_t dt;      /* DateTime (100 ns since 1601) */
         struct ua_str s; /* String, ByteString, XmlElement */
         uint8_t guid[16];
         struct ua_nodeid nid; /* NodeId, ExpandedNodeId (namespace URI dropped) */
@@ -92,8 +115,14 @@ struct ua_variant {
     } v;
 };
 
-enum { UA_DV_VALUE = 0x01, UA_DV_STATUS = 0x02, UA_DV_SRC_TS = 0x04, UA_DV_SRV_TS = 0x08,
-       UA_DV_SRC_PICO = 0x10, UA_DV_SRV_PICO = 0x20 };
+enum {
+    UA_DV_VALUE = 0x01,
+    UA_DV_STATUS = 0x02,
+    UA_DV_SRC_TS = 0x04,
+    UA_DV_SRV_TS = 0x08,
+    UA_DV_SRC_PICO = 0x10,
+    UA_DV_SRV_PICO = 0x20
+};
 
 struct ua_datavalue {
     uint8_t mask;
@@ -118,9 +147,9 @@ static inline void ua_put_i32(struct ua_enc *e, int32_t v) { ua_put_u32(e, (uint
 static inline void ua_put_bool(struct ua_enc *e, bool v) { ua_put_u8(e, v ? 1 : 0); }
 void ua_put_f32(struct ua_enc *e, float v);
 void ua_put_f64(struct ua_enc *e, double v);
-void ua_put_str(struct ua_enc *e, const char *p, int32_t len); /* len −1 = null */
-void ua_put_cstr(struct ua_enc *e, const char *s);              /* NULL = null */
-void ua_put_nodeid(struct ua_enc *e, const struct ua_nodeid *n); /* NULL = the null node id */
+void ua_put_str(struct ua_enc *e, const char *p, int32_t len);      /* len −1 = null */
+void ua_put_cstr(struct ua_enc *e, const char *s);                  /* NULL = null */
+void ua_put_nodeid(struct ua_enc *e, const struct ua_nodeid *n);    /* NULL = the null node id */
 void ua_put_nodeid_num(struct ua_enc *e, uint16_t ns, uint32_t id); /* compact forms */
 void ua_put_qname(struct ua_enc *e, const struct ua_qname *q);
 void ua_put_ltext(struct ua_enc *e, const struct ua_ltext *t);
@@ -184,22 +213,35 @@ void ua_guid_format(const uint8_t g[16], char out[37]);
 int ua_guid_parse(const char *s, uint8_t g[16]);
 
 /* ------------------------------------------------------------ time */
-static inline int64_t ua_dt_to_ns(int64_t dt) { return dt ? (dt - UA_DT_UNIX_EPOCH) * 100 : 0; }
+/* DateTime from a server is untrusted: OPC UA (Part 6, 5.2.2.5) makes values
+ * <= 0 the minimum and values at or past 9999-12-31T23:59:59Z the maximum,
+ * both meaning "no usable time".  To Unix ns: 0 (no time stamp: the caller
+ * uses its receive time) for those and for anything int64 ns cannot hold
+ * (before 1677-09-22 or after 2262-04-11); never an overflow. */
+#define UA_DT_MAX 2650467743999999999LL /* 9999-12-31T23:59:59.9999999Z */
+static inline int64_t ua_dt_to_ns(int64_t dt)
+{
+    if (dt <= 0 || dt >= UA_DT_MAX) return 0;
+    int64_t ns;
+    if (__builtin_mul_overflow(dt - UA_DT_UNIX_EPOCH, (int64_t)100, &ns)) return 0;
+    return ns;
+}
 static inline int64_t ua_dt_from_ns(int64_t ns) { return ns / 100 + UA_DT_UNIX_EPOCH; }
-/* "2024-03-01T12:30:45.123Z" (7 decimals when finer than 1 ms), cap >= 32.  Returns length. */
+/* "2024-03-01T12:30:45.123Z" (7 decimals when finer than 1 ms), cap >= 32.  Returns length.
+ * dt is clamped to [1601-01-01, 9999-12-31T23:59:59.9999999Z] first. */
 size_t ua_dt_format(int64_t dt, char *buf, size_t cap);
 
 /* ------------------------------------------------- fieldbridge values */
 /* Convert a scalar Variant into an fb value.  want = FB_T_NONE takes the
  * natural type (ua_builtin[].fbtype).  Strings are written into sbuf.
  * Returns FB_Q_GOOD or a quality (BadTypeMismatch, BadOutOfRange). */
-uint32_t ua_variant_to_fb(const struct ua_variant *v, enum fb_type want, struct fb_value *out,
-                          char *sbuf, size_t sbuf_cap);
+uint32_t ua_variant_to_fb(const struct ua_variant *v, enum fb_type want, struct fb_value *out, char *sbuf,
+                          size_t sbuf_cap);
 /* Make a scalar Variant of builtin type `type` from an fb value, with range
  * checks.  Strings / byte strings point into v's memory or into buf (hex
  * decoding of ByteString).  0, FB_ERANGE, FB_EINVAL or FB_ENOTSUP (err set). */
-int ua_variant_from_fb(const struct fb_value *v, uint8_t type, struct ua_variant *out, uint8_t *buf,
-                       size_t buf_cap, struct fb_err *err);
+int ua_variant_from_fb(const struct fb_value *v, uint8_t type, struct ua_variant *out, uint8_t *buf, size_t buf_cap,
+                       struct fb_err *err);
 /* Built-in type behind a DataType node id (i=1..25 and the common ns 0 subtypes:
  * Enumeration, Duration, UtcTime, …); 0 when unknown or abstract (Number). */
 uint8_t ua_datatype_builtin(const struct ua_nodeid *dt);

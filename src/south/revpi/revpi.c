@@ -9,7 +9,10 @@
  *     to byte/bit locations;
  *   - reads the whole range of the image the device's tags use with ONE
  *     pread per poll cycle and decodes every tag of the group from that copy,
- *     so all values of a cycle are consistent;
+ *     so all values of a cycle are consistent.  An image that ends inside
+ *     that range (a stand-in file cut short while running) makes the tags
+ *     past its end BadNodeIdUnknown — each counted as a failed item — while
+ *     the others keep reading; a failing pread is a lost connection;
  *   - writes multi-byte values with one pwrite, and single bits through the
  *     piControl ioctl KB_SET_VALUE on the real device, so bits other
  *     processes own in the same byte are never clobbered.  On a plain file
@@ -45,9 +48,9 @@
 #include <unistd.h>
 
 #include "core/env.h"
+#include "core/log.h"
 #include "core/plugin.h"
 #include "core/url.h"
-#include "core/log.h"
 #include "south/revpi/revpi.h"
 #include "south/revpi/revpi_proto.h"
 
@@ -90,6 +93,7 @@ struct rp_dev {
     int64_t north_down_since; /* monotonic; 0 while some sink is connected */
     bool north_tripped;
     bool warned_deferred;
+    uint32_t seen_end; /* where the image ended at the last read (for the log) */
     uint8_t img[FB_REVPI_IMAGE_SIZE];
 };
 
@@ -102,16 +106,26 @@ struct rp_conn {
 static const char *const revpi_schemes[] = {"revpi", NULL};
 
 /* ------------------------------------------------------------- the seam */
-static int img_read(struct rp_conn *rc, uint8_t *buf, uint32_t n, uint32_t off)
+/* Up to n bytes at off; *got tells how many there were before the end of
+ * the image (fewer than n only when it ends inside the range). */
+static int img_read_upto(struct rp_conn *rc, uint8_t *buf, uint32_t n, uint32_t off, uint32_t *got)
 {
-    uint32_t got = 0;
-    while (got < n) {
-        ssize_t r = pread(rc->fd, buf + got, n - got, (off_t)(off + got));
+    *got = 0;
+    while (*got < n) {
+        ssize_t r = pread(rc->fd, buf + *got, n - *got, (off_t)(off + *got));
         if (r < 0 && errno == EINTR) continue;
-        if (r <= 0) return FB_EIO;
-        got += (uint32_t)r;
+        if (r < 0) return FB_EIO;
+        if (r == 0) break; /* the end of the image */
+        *got += (uint32_t)r;
     }
     return 0;
+}
+
+static int img_read(struct rp_conn *rc, uint8_t *buf, uint32_t n, uint32_t off)
+{
+    uint32_t got;
+    int r = img_read_upto(rc, buf, n, off, &got);
+    return r ? r : got == n ? 0 : FB_EIO;
 }
 
 static int img_write(struct rp_conn *rc, const uint8_t *buf, uint32_t n, uint32_t off)
@@ -205,11 +219,13 @@ static int revpi_device_init(struct fb_device *dev, char **conn_key, struct fb_e
 {
     const char *path = dev->url.path;
     if (dev->url.host && dev->url.host[0])
-        return fb_err_set(err, FB_EINVAL,
-                          "device %s: revpi URLs name a local file: revpi:///dev/piControl0 (three slashes), not host '%s'",
-                          devname(dev), dev->url.host);
+        return fb_err_set(
+            err, FB_EINVAL,
+            "device %s: revpi URLs name a local file: revpi:///dev/piControl0 (three slashes), not host '%s'",
+            devname(dev), dev->url.host);
     if (!path || !path[0] || !strcmp(path, "/"))
-        return fb_err_set(err, FB_EINVAL, "device %s: revpi URL needs the process image path, e.g. revpi:///dev/piControl0",
+        return fb_err_set(err, FB_EINVAL,
+                          "device %s: revpi URL needs the process image path, e.g. revpi:///dev/piControl0",
                           devname(dev));
     struct rp_dev *d = calloc(1, sizeof *d);
     if (!d) return fb_err_set(err, FB_ENOMEM, "out of memory");
@@ -227,18 +243,22 @@ static int revpi_device_init(struct fb_device *dev, char **conn_key, struct fb_e
                 return fb_err_set(err, FB_EINVAL, "device %s: %s=%s must be a duration from 1ms to 1h (e.g. 20ms, 5s)",
                                   devname(dev), k, v);
             }
-            if (k[0] == 'c') d->cycle_ns = ns;
-            else if (k[0] == 'w') d->watchdog_ns = ns;
-            else d->north_loss_ns = ns;
+            if (k[0] == 'c')
+                d->cycle_ns = ns;
+            else if (k[0] == 'w')
+                d->watchdog_ns = ns;
+            else
+                d->north_loss_ns = ns;
         } else if (!strcmp(k, "safe")) {
             safev = v;
         } else if (!strcmp(k, "timeout") || !strcmp(k, "delay")) {
             /* taken by the core */
         } else {
             revpi_device_free(dev);
-            return fb_err_set(err, FB_EINVAL,
-                              "device %s: unknown revpi option '%s' (valid: config, cycle, watchdog, north_loss, safe, timeout)",
-                              devname(dev), k);
+            return fb_err_set(
+                err, FB_EINVAL,
+                "device %s: unknown revpi option '%s' (valid: config, cycle, watchdog, north_loss, safe, timeout)",
+                devname(dev), k);
         }
     }
     if (cfgv[0] && strcmp(cfgv, "none")) {
@@ -278,7 +298,8 @@ static int revpi_device_init(struct fb_device *dev, char **conn_key, struct fb_e
         for (uint32_t i = 0; i < n && rc == 0; i++) {
             d->safe[i].value = items[i].value;
             rc = fb_revpi_addr_parse(items[i].addr, &d->safe[i].a, &e);
-            if (rc == 0 && d->cfg_loaded) rc = fb_revpi_addr_resolve(&d->safe[i].a, &d->cfg, &e);
+            if (rc == 0 && d->cfg_loaded)
+                rc = fb_revpi_addr_resolve(&d->safe[i].a, &d->cfg, &e);
             else if (rc == 0 && d->safe[i].a.name[0] && !d->cfg_path)
                 rc = fb_err_set(&e, FB_EINVAL, "'%s' is a variable name but there is no config=", items[i].addr);
         }
@@ -321,11 +342,14 @@ static int revpi_parse_address(struct fb_device *dev, struct fb_tag *tag, struct
         if (d && d->cfg_loaded) {
             rc = fb_revpi_addr_resolve(&rt->a, &d->cfg, &e);
         } else if (!d || !d->cfg_path) {
-            rc = fb_err_set(&e, FB_EINVAL, "'%s' is a variable name but the URL has config=none; use a raw address (bit:70.3, word:10)",
-                            text);
+            rc = fb_err_set(
+                &e, FB_EINVAL,
+                "'%s' is a variable name but the URL has config=none; use a raw address (bit:70.3, word:10)", text);
         } else if (rt->a.type == FB_T_NONE) {
-            rc = fb_err_set(&e, FB_EINVAL, "'%s': %s; without the PiCtory file the type of a variable is unknown: add type: (bool, uint16 …)",
-                            text, d->cfg_err);
+            rc = fb_err_set(
+                &e, FB_EINVAL,
+                "'%s': %s; without the PiCtory file the type of a variable is unknown: add type: (bool, uint16 …)",
+                text, d->cfg_err);
         } else if (!d->warned_deferred) {
             d->warned_deferred = true;
             fb_warn(devname(dev), NULL, "%s: variable names are checked when the gateway starts", d->cfg_err);
@@ -487,8 +511,9 @@ static int revpi_open(struct fb_conn *c, struct fb_err *err)
     if (rc->fd < 0) {
         int e = errno;
         free(rc);
-        return fb_err_set(err, FB_EIO, "%s: %s%s", path, strerror(e),
-                          e == EACCES ? " (add the gateway's user to the group owning /dev/piControl0, see docs/revpi.md)" : "");
+        return fb_err_set(
+            err, FB_EIO, "%s: %s%s", path, strerror(e),
+            e == EACCES ? " (add the gateway's user to the group owning /dev/piControl0, see docs/revpi.md)" : "");
     }
     struct stat st;
     if (fstat(rc->fd, &st) < 0) {
@@ -500,8 +525,9 @@ static int revpi_open(struct fb_conn *c, struct fb_err *err)
     if (S_ISREG(st.st_mode) && (uint64_t)st.st_size < need) {
         close(rc->fd);
         free(rc);
-        return fb_err_set(err, FB_EIO, "%s is %lld bytes, but the configured addresses reach byte %u (a process image has %u)",
-                          path, (long long)st.st_size, need, FB_REVPI_IMAGE_SIZE);
+        return fb_err_set(err, FB_EIO,
+                          "%s is %lld bytes, but the configured addresses reach byte %u (a process image has %u)", path,
+                          (long long)st.st_size, need, FB_REVPI_IMAGE_SIZE);
     }
     if (!rc->is_device && !S_ISREG(st.st_mode)) {
         close(rc->fd);
@@ -563,12 +589,25 @@ static int revpi_read(struct fb_device *dev, struct fb_group *g, struct fb_batch
             write_safe(dev->conn, dev, why);
         }
     }
+    uint32_t end = d->hi; /* the image's bytes we have: [lo, end) */
     if (d->hi > d->lo) {
-        int r = img_read(rc, d->img + d->lo, d->hi - d->lo, d->lo);
+        uint32_t got;
+        int r = img_read_upto(rc, d->img + d->lo, d->hi - d->lo, d->lo, &got);
         if (r < 0) {
             atomic_fetch_add(&dev->m.errors, 1);
             return r;
         }
+        end = d->lo + got;
+    }
+    if (end != d->seen_end) { /* the image got shorter than the addresses (or whole again) */
+        if (end < d->hi)
+            fb_warn(devname(dev), NULL,
+                    "the process image ends at byte %u: tags at or past it are Bad "
+                    "(BadNodeIdUnknown)",
+                    end);
+        else if (d->seen_end && d->seen_end < d->hi)
+            fb_info(devname(dev), NULL, "the process image covers every tag again");
+        d->seen_end = end;
     }
     int64_t now = fb_now_ns();
     struct fb_tag *tags = dev->gw->tags;
@@ -577,11 +616,15 @@ static int revpi_read(struct fb_device *dev, struct fb_group *g, struct fb_batch
         struct rp_tag *rt = t->addr;
         struct fb_value v = {.type = t->type};
         uint32_t q = FB_Q_GOOD;
-        if (!rt || !rt->a.resolved ||
-            fb_revpi_decode(d->img, 0, FB_REVPI_IMAGE_SIZE, &rt->a.loc, (enum fb_type)t->type, &v) < 0) {
+        if (rt && rt->a.resolved && rt->a.loc.offset + fb_revpi_loc_bytes(&rt->a.loc) > end)
+            q = FB_Q_BAD_NODE_UNKNOWN; /* past the end of the image: the item is refused */
+        else if (!rt || !rt->a.resolved ||
+                 fb_revpi_decode(d->img, 0, FB_REVPI_IMAGE_SIZE, &rt->a.loc, (enum fb_type)t->type, &v) < 0)
             q = FB_Q_BAD_CONFIG;
+        if (q != FB_Q_GOOD) {
+            atomic_fetch_add(&dev->m.errors, 1); /* every failed item counts (NE107) */
+            memset(&v, 0, sizeof v);
             v.type = t->type;
-            v.u = 0;
         }
         fb_batch_add(out, t->id, q, now, &v);
     }
@@ -662,29 +705,34 @@ int fb_revpi_browse(const char *url_text, FILE *out, struct fb_err *err)
             close(fd);
         }
     }
-    fprintf(out, "# %s: %u devices, %u variables%s%s\n", cfgv, cfg.ndevs, cfg.nvars,
-            have_img ? "; values from " : "", have_img ? path : "");
+    fprintf(out, "# %s: %u devices, %u variables%s%s\n", cfgv, cfg.ndevs, cfg.nvars, have_img ? "; values from " : "",
+            have_img ? path : "");
     for (uint32_t i = 0; i < cfg.ndevs; i++) {
         const struct fb_revpi_dev *dv = &cfg.devs[i];
         fprintf(out, "device %d %s (type %s, productType %d, offset %u%s%s)\n", dv->position, dv->name,
-                dv->type[0] ? dv->type : "?", dv->product_type, dv->offset, dv->bmk[0] && strcmp(dv->bmk, dv->name) ? ", bmk " : "",
+                dv->type[0] ? dv->type : "?", dv->product_type, dv->offset,
+                dv->bmk[0] && strcmp(dv->bmk, dv->name) ? ", bmk " : "",
                 dv->bmk[0] && strcmp(dv->bmk, dv->name) ? dv->bmk : "");
         for (uint32_t k = dv->first_var; k < dv->first_var + dv->nvars; k++) {
             const struct fb_revpi_var *v = &cfg.vars[k];
             char where[32], val[48] = "";
             fb_revpi_loc_format(where, sizeof where, &v->loc);
-            enum fb_type t = fb_revpi_default_type(v->loc.bits);
+            enum fb_type t = (enum fb_type)v->type; /* the module's type (signed AIO values …) */
             if (have_img && t != FB_T_NONE) {
                 struct fb_value fv;
                 if (fb_revpi_decode(img, 0, sizeof img, &v->loc, t, &fv) == 0) {
-                    if (t == FB_T_BOOL) snprintf(val, sizeof val, "%s", fv.b ? "true" : "false");
-                    else snprintf(val, sizeof val, "%" PRIu64, fv.u);
+                    if (t == FB_T_BOOL)
+                        snprintf(val, sizeof val, "%s", fv.b ? "true" : "false");
+                    else if (fb_type_is_signed(t))
+                        snprintf(val, sizeof val, "%" PRId64, fv.i);
+                    else
+                        snprintf(val, sizeof val, "%" PRIu64, fv.u);
                 }
             }
             char line[512];
-            int n = snprintf(line, sizeof line, "  %-28s %s  %-12s %-7s %-6s%s%s", v->name, fb_revpi_io_name(v->io),
-                             where, t == FB_T_NONE ? "-" : fb_type_name(t), val, v->comment[0] ? "  # " : "",
-                             v->comment);
+            int n =
+                snprintf(line, sizeof line, "  %-28s %s  %-12s %-7s %-6s%s%s", v->name, fb_revpi_io_name(v->io), where,
+                         t == FB_T_NONE ? "-" : fb_type_name(t), val, v->comment[0] ? "  # " : "", v->comment);
             if (n < 0) continue;
             size_t len = (size_t)n < sizeof line ? (size_t)n : sizeof line - 1;
             while (len && line[len - 1] == ' ') len--;

@@ -23,6 +23,15 @@
  * reaching past the image, two variables with the same name.
  *
  * Multi-byte values are little-endian, as on the RevPi's ARM CPU.
+ *
+ * Signedness is a property of the module, not of the length: piControl
+ * copies each module's values into the image as its firmware defines them,
+ * and the AIO's words are two's-complement (a -250 mV input is 0xFF06,
+ * which must read as -250, not 65286).  module_rules below says, per
+ * productType, which variables read as signed; everything else reads as
+ * the unsigned type of its length.  Inputs and outputs are matched by map
+ * and length only, because PiCtory lets users rename them; configuration
+ * values in mem also by a name suffix.  A :TYPE suffix always wins.
  */
 #include <ctype.h>
 #include <errno.h>
@@ -115,8 +124,7 @@ static int keyed_cmp(const void *a, const void *b)
     return strcmp(x->key, y->key);
 }
 
-static int parse_var(struct fb_revpi_cfg *cfg, uint32_t di, int io, const char *key, json_t *e,
-                     struct fb_err *err)
+static int parse_var(struct fb_revpi_cfg *cfg, uint32_t di, int io, const char *key, json_t *e, struct fb_err *err)
 {
     struct fb_revpi_dev *d = &cfg->devs[di];
     const char *dn = d->name;
@@ -127,17 +135,18 @@ static int parse_var(struct fb_revpi_cfg *cfg, uint32_t di, int io, const char *
                           dn, fb_revpi_io_name(io), key);
     const json_t *jn = json_array_get(e, 0);
     if (!json_is_string(jn) || !json_string_value(jn)[0])
-        return fb_err_set(err, FB_EINVAL, "config.rsc: device '%s' %s[\"%s\"]: name must be a non-empty string",
-                          dn, fb_revpi_io_name(io), key);
+        return fb_err_set(err, FB_EINVAL, "config.rsc: device '%s' %s[\"%s\"]: name must be a non-empty string", dn,
+                          fb_revpi_io_name(io), key);
     const char *name = json_string_value(jn);
     if (strlen(name) >= FB_REVPI_NAME_MAX)
-        return fb_err_set(err, FB_EINVAL, "config.rsc: device '%s': variable name '%.40s…' is longer than %d characters",
-                          dn, name, FB_REVPI_NAME_MAX - 1);
+        return fb_err_set(err, FB_EINVAL,
+                          "config.rsc: device '%s': variable name '%.40s…' is longer than %d characters", dn, name,
+                          FB_REVPI_NAME_MAX - 1);
     for (const char *p = name; *p; p++)
         if (*p == ':' || *p == ',' || *p == '=' || isspace((unsigned char)*p) || iscntrl((unsigned char)*p))
             return fb_err_set(err, FB_EINVAL,
-                              "config.rsc: device '%s': variable name '%s' contains '%c' (not addressable)",
-                              dn, name, isprint((unsigned char)*p) ? *p : '?');
+                              "config.rsc: device '%s': variable name '%s' contains '%c' (not addressable)", dn, name,
+                              isprint((unsigned char)*p) ? *p : '?');
     long long bits, off, bitpos = 0;
     if (!json_uint(json_array_get(e, 2), (long long)cfg->image_size * 8, &bits) || bits == 0)
         return fb_err_set(err, FB_EINVAL, "config.rsc: variable '%s' (device '%s'): bad length in bits", name, dn);
@@ -152,16 +161,18 @@ static int parse_var(struct fb_revpi_cfg *cfg, uint32_t di, int io, const char *
         if (!json_uint(jb, 65535, &bitpos))
             return fb_err_set(err, FB_EINVAL, "config.rsc: variable '%s' (device '%s'): bad bit position", name, dn);
         if (bits != 1 && bitpos != 0)
-            return fb_err_set(err, FB_EINVAL,
-                              "config.rsc: variable '%s' (device '%s'): a bit position needs a 1-bit variable (length %lld)",
-                              name, dn, bits);
+            return fb_err_set(
+                err, FB_EINVAL,
+                "config.rsc: variable '%s' (device '%s'): a bit position needs a 1-bit variable (length %lld)", name,
+                dn, bits);
     }
     long long abs_byte = (long long)d->offset + off + bitpos / 8;
     long long nbytes = bits == 1 ? 1 : bits / 8;
     if (abs_byte + nbytes > (long long)cfg->image_size)
-        return fb_err_set(err, FB_EINVAL,
-                          "config.rsc: variable '%s' (device '%s'): bytes %lld..%lld are outside the %u-byte process image",
-                          name, dn, abs_byte, abs_byte + nbytes - 1, cfg->image_size);
+        return fb_err_set(
+            err, FB_EINVAL,
+            "config.rsc: variable '%s' (device '%s'): bytes %lld..%lld are outside the %u-byte process image", name, dn,
+            abs_byte, abs_byte + nbytes - 1, cfg->image_size);
     struct fb_revpi_var *v = &cfg->vars[cfg->nvars];
     memset(v, 0, sizeof *v);
     v->name = strdup(name);
@@ -174,6 +185,7 @@ static int parse_var(struct fb_revpi_cfg *cfg, uint32_t di, int io, const char *
     v->loc.offset = (uint32_t)abs_byte;
     v->loc.bit = (uint8_t)(bits == 1 ? bitpos % 8 : 0);
     v->loc.bits = bits > 65535 ? 65535 : (uint16_t)bits;
+    v->type = (uint8_t)fb_revpi_module_type(d->product_type, io, v->loc.bits, name, NULL);
     cfg->nvars++;
     if (!v->name || !v->def || !v->comment) return fb_err_set(err, FB_ENOMEM, "out of memory");
     return 0;
@@ -184,8 +196,8 @@ static int parse_map(struct fb_revpi_cfg *cfg, uint32_t di, int io, json_t *m, s
     if (!m || json_is_null(m)) return 0;
     size_t n = json_is_object(m) ? json_object_size(m) : json_is_array(m) ? json_array_size(m) : 0;
     if (!json_is_object(m) && !json_is_array(m))
-        return fb_err_set(err, FB_EINVAL, "config.rsc: device '%s': '%s' must be an object",
-                          cfg->devs[di].name, fb_revpi_io_name(io));
+        return fb_err_set(err, FB_EINVAL, "config.rsc: device '%s': '%s' must be an object", cfg->devs[di].name,
+                          fb_revpi_io_name(io));
     if (n == 0) return 0;
     struct keyed *k = calloc(n, sizeof *k);
     if (!k) return fb_err_set(err, FB_ENOMEM, "out of memory");
@@ -193,7 +205,8 @@ static int parse_map(struct fb_revpi_cfg *cfg, uint32_t di, int io, json_t *m, s
     if (json_is_object(m)) {
         const char *key;
         json_t *v;
-        json_object_foreach(m, key, v) {
+        json_object_foreach(m, key, v)
+        {
             unsigned long x;
             /* keys are "0", "1", …: numeric order; anything else after them */
             k[i].idx = parse_dec(key, strlen(key), 1UL << 30, &x) ? (long long)x : (1LL << 40);
@@ -253,8 +266,7 @@ static void describe(const struct fb_revpi_cfg *cfg, uint32_t vi, char *buf, siz
     const struct fb_revpi_var *v = &cfg->vars[vi];
     char where[40];
     fb_revpi_loc_format(where, sizeof where, &v->loc);
-    snprintf(buf, n, "'%s' (device '%s', %s %s)", v->name, cfg->devs[v->dev].name,
-             fb_revpi_io_name(v->io), where);
+    snprintf(buf, n, "'%s' (device '%s', %s %s)", v->name, cfg->devs[v->dev].name, fb_revpi_io_name(v->io), where);
 }
 
 static int check_layout(struct fb_revpi_cfg *cfg, struct fb_err *err)
@@ -306,8 +318,7 @@ out:
     return rc;
 }
 
-int fb_revpi_cfg_parse(const char *text, size_t len, uint32_t image_size, struct fb_revpi_cfg *cfg,
-                       struct fb_err *err)
+int fb_revpi_cfg_parse(const char *text, size_t len, uint32_t image_size, struct fb_revpi_cfg *cfg, struct fb_err *err)
 {
     memset(cfg, 0, sizeof *cfg);
     cfg->image_size = image_size ? image_size : FB_REVPI_IMAGE_SIZE;
@@ -315,8 +326,8 @@ int fb_revpi_cfg_parse(const char *text, size_t len, uint32_t image_size, struct
     json_error_t je;
     json_t *root = json_loadb(text, len, JSON_REJECT_DUPLICATES, &je);
     if (!root)
-        return fb_err_set(err, FB_EINVAL, "config.rsc: not valid JSON at line %d column %d: %s", je.line,
-                          je.column, je.text);
+        return fb_err_set(err, FB_EINVAL, "config.rsc: not valid JSON at line %d column %d: %s", je.line, je.column,
+                          je.text);
     int rc = 0;
     json_t *devs = json_is_object(root) ? json_object_get(root, "Devices") : NULL;
     if (!json_is_array(devs)) {
@@ -364,8 +375,7 @@ int fb_revpi_cfg_parse(const char *text, size_t len, uint32_t image_size, struct
         dv->position = json_uint(json_object_get(d, "position"), 1 << 30, &x) ? (int)x : -1;
         dv->product_type = json_uint(json_object_get(d, "productType"), 1 << 30, &x) ? (int)x : -1;
         if (!json_uint(json_object_get(d, "offset"), (long long)cfg->image_size - 1, &x)) {
-            rc = fb_err_set(err, FB_EINVAL,
-                            "config.rsc: device '%s': \"offset\" missing or not a byte offset below %u",
+            rc = fb_err_set(err, FB_EINVAL, "config.rsc: device '%s': \"offset\" missing or not a byte offset below %u",
                             dv->name, cfg->image_size);
             break;
         }
@@ -395,24 +405,81 @@ const struct fb_revpi_var *fb_revpi_cfg_find(const struct fb_revpi_cfg *cfg, con
 static unsigned type_bits(enum fb_type t)
 {
     switch (t) {
-    case FB_T_BOOL: return 1;
-    case FB_T_INT8: case FB_T_UINT8: return 8;
-    case FB_T_INT16: case FB_T_UINT16: return 16;
-    case FB_T_INT32: case FB_T_UINT32: case FB_T_FLOAT32: return 32;
-    case FB_T_INT64: case FB_T_UINT64: case FB_T_FLOAT64: return 64;
-    default: return 0;
+        case FB_T_BOOL: return 1;
+        case FB_T_INT8:
+        case FB_T_UINT8: return 8;
+        case FB_T_INT16:
+        case FB_T_UINT16: return 16;
+        case FB_T_INT32:
+        case FB_T_UINT32:
+        case FB_T_FLOAT32: return 32;
+        case FB_T_INT64:
+        case FB_T_UINT64:
+        case FB_T_FLOAT64: return 64;
+        default: return 0;
     }
+}
+
+/* Which variables of which module are not plain unsigned (docs/revpi.md has
+ * the same table for users).  Sources: KUNBUS's piControl driver, whose
+ * structures type the values the firmware puts in the image, and the
+ * module documentation for their units and ranges. */
+#define IO_INP (1u << FB_REVPI_INP)
+#define IO_OUT (1u << FB_REVPI_OUT)
+#define IO_MEM (1u << FB_REVPI_MEM)
+static const struct module_rule {
+    int product_type;
+    const char *module;
+    unsigned io_mask; /* IO_INP | IO_OUT | IO_MEM */
+    uint16_t bits;
+    const char *suffix; /* the name must end in this (NULL: any name) */
+    enum fb_type type;
+} module_rules[] = {
+    /* AIO: InputValue_1..4 (mV / µA, ±10 V and ±25 mA ranges), RTDValue_1..2
+     * (0.1 °C, below 0 °C negative) and OutputValue_1..2 are INT16; the
+     * status bytes are bit fields (uint8).  Of the scaling values in mem,
+     * the multipliers and offsets are INT16 and the divisors UINT16. */
+    {103, "AIO", IO_INP | IO_OUT, 16, NULL, FB_T_INT16},
+    {103, "AIO", IO_MEM, 16, "Multiplier", FB_T_INT16},
+    {103, "AIO", IO_MEM, 16, "Offset", FB_T_INT16},
+    /* Compact: AIn_1..8 are INT16 (mV, or 0.1 °C with RTDs); AOut is UINT16. */
+    {104, "Compact", IO_INP, 16, NULL, FB_T_INT16},
+    /* Flat: AIn is INT16; AOut and RevPiLED are UINT16. */
+    {135, "Flat", IO_INP, 16, NULL, FB_T_INT16},
+    /* MIO (118) has no row: KUNBUS documents its analog values as 0..10000 mV
+     * (inputs up to 10760), duty cycles as 0..1000 and counters and
+     * frequencies as non-negative, so uint16 reads every documented value
+     * (piControl declares the analog input words INT16, which agrees on all
+     * of them).  DIO/DI/DO, the base modules, gateways and virtual devices
+     * hold counters, bit fields and LEDs: unsigned. */
+};
+
+enum fb_type fb_revpi_module_type(int product_type, int io, uint16_t bits, const char *name, const char **module)
+{
+    if (module) *module = NULL;
+    for (size_t i = 0; i < sizeof module_rules / sizeof module_rules[0]; i++) {
+        const struct module_rule *r = &module_rules[i];
+        if (r->product_type != product_type || r->bits != bits || io < 0 || io > 2 || !(r->io_mask & (1u << io)))
+            continue;
+        if (r->suffix) {
+            size_t n = name ? strlen(name) : 0, k = strlen(r->suffix);
+            if (n < k || strcmp(name + n - k, r->suffix)) continue;
+        }
+        if (module) *module = r->module;
+        return r->type;
+    }
+    return fb_revpi_default_type(bits);
 }
 
 enum fb_type fb_revpi_default_type(uint16_t bits)
 {
     switch (bits) {
-    case 1: return FB_T_BOOL;
-    case 8: return FB_T_UINT8;
-    case 16: return FB_T_UINT16;
-    case 32: return FB_T_UINT32;
-    case 64: return FB_T_UINT64;
-    default: return FB_T_NONE;
+        case 1: return FB_T_BOOL;
+        case 8: return FB_T_UINT8;
+        case 16: return FB_T_UINT16;
+        case 32: return FB_T_UINT32;
+        case 64: return FB_T_UINT64;
+        default: return FB_T_NONE;
     }
 }
 
@@ -420,28 +487,26 @@ int fb_revpi_type_check(enum fb_type t, uint16_t bits, struct fb_err *err)
 {
     if (t == FB_T_BOOL) return 0;
     if (t == FB_T_STRING || type_bits(t) == 0)
-        return fb_err_set(err, FB_EINVAL, "type %s is not supported in the process image",
-                          fb_type_name(t));
+        return fb_err_set(err, FB_EINVAL, "type %s is not supported in the process image", fb_type_name(t));
     if (bits == 1) {
         if (fb_type_is_int(t)) return 0;
-        return fb_err_set(err, FB_EINVAL, "a 1-bit value reads as bool or an integer, not %s",
-                          fb_type_name(t));
+        return fb_err_set(err, FB_EINVAL, "a 1-bit value reads as bool or an integer, not %s", fb_type_name(t));
     }
     if (type_bits(t) != bits)
-        return fb_err_set(err, FB_EINVAL, "type %s is %u bits wide but the value has %u bits",
-                          fb_type_name(t), type_bits(t), (unsigned)bits);
+        return fb_err_set(err, FB_EINVAL, "type %s is %u bits wide but the value has %u bits", fb_type_name(t),
+                          type_bits(t), (unsigned)bits);
     return 0;
 }
 
 int fb_revpi_loc_format(char *buf, size_t n, const struct fb_revpi_loc *l)
 {
     switch (l->bits) {
-    case 1: return snprintf(buf, n, "bit:%u.%u", l->offset, l->bit);
-    case 8: return snprintf(buf, n, "byte:%u", l->offset);
-    case 16: return snprintf(buf, n, "word:%u", l->offset);
-    case 32: return snprintf(buf, n, "dword:%u", l->offset);
-    case 64: return snprintf(buf, n, "qword:%u", l->offset);
-    default: return snprintf(buf, n, "bits%u:%u", l->bits, l->offset);
+        case 1: return snprintf(buf, n, "bit:%u.%u", l->offset, l->bit);
+        case 8: return snprintf(buf, n, "byte:%u", l->offset);
+        case 16: return snprintf(buf, n, "word:%u", l->offset);
+        case 32: return snprintf(buf, n, "dword:%u", l->offset);
+        case 64: return snprintf(buf, n, "qword:%u", l->offset);
+        default: return snprintf(buf, n, "bits%u:%u", l->bits, l->offset);
     }
 }
 
@@ -451,11 +516,11 @@ struct raw_kind {
     enum fb_type type;
 };
 static const struct raw_kind raw_kinds[] = {
-    {"bit", 1, FB_T_BOOL},        {"byte", 8, FB_T_UINT8},      {"word", 16, FB_T_UINT16},
-    {"dword", 32, FB_T_UINT32},   {"qword", 64, FB_T_UINT64},   {"int8", 8, FB_T_INT8},
-    {"uint8", 8, FB_T_UINT8},     {"int16", 16, FB_T_INT16},    {"uint16", 16, FB_T_UINT16},
-    {"int32", 32, FB_T_INT32},    {"uint32", 32, FB_T_UINT32},  {"int64", 64, FB_T_INT64},
-    {"uint64", 64, FB_T_UINT64},  {"float32", 32, FB_T_FLOAT32}, {"float64", 64, FB_T_FLOAT64},
+    {"bit", 1, FB_T_BOOL},       {"byte", 8, FB_T_UINT8},       {"word", 16, FB_T_UINT16},
+    {"dword", 32, FB_T_UINT32},  {"qword", 64, FB_T_UINT64},    {"int8", 8, FB_T_INT8},
+    {"uint8", 8, FB_T_UINT8},    {"int16", 16, FB_T_INT16},     {"uint16", 16, FB_T_UINT16},
+    {"int32", 32, FB_T_INT32},   {"uint32", 32, FB_T_UINT32},   {"int64", 64, FB_T_INT64},
+    {"uint64", 64, FB_T_UINT64}, {"float32", 32, FB_T_FLOAT32}, {"float64", 64, FB_T_FLOAT64},
 };
 
 static bool parse_dec(const char *s, size_t n, unsigned long max, unsigned long *out)
@@ -485,8 +550,7 @@ int fb_revpi_addr_parse(const char *text, struct fb_revpi_addr *a, struct fb_err
     if (len > 200) return fb_err_set(err, FB_EINVAL, "address too long");
     const char *c1 = strchr(text, ':');
     const char *c2 = c1 ? strchr(c1 + 1, ':') : NULL;
-    if (c2 && strchr(c2 + 1, ':'))
-        return fb_err_set(err, FB_EINVAL, "'%s': too many ':' (WHERE[:TYPE])", text);
+    if (c2 && strchr(c2 + 1, ':')) return fb_err_set(err, FB_EINVAL, "'%s': too many ':' (WHERE[:TYPE])", text);
     const char *type_text = NULL;
     const struct raw_kind *rk = NULL;
     if (c1) {
@@ -523,15 +587,17 @@ int fb_revpi_addr_parse(const char *text, struct fb_revpi_addr *a, struct fb_err
         type_text = c2 ? c2 + 1 : NULL;
     } else {
         if (c2)
-            return fb_err_set(err, FB_EINVAL, "'%s': unknown address kind (bit, byte, word, dword, int16, uint32 …)", text);
+            return fb_err_set(err, FB_EINVAL, "'%s': unknown address kind (bit, byte, word, dword, int16, uint32 …)",
+                              text);
         size_t nl = c1 ? (size_t)(c1 - text) : len;
         if (nl == 0 || nl >= FB_REVPI_NAME_MAX)
-            return fb_err_set(err, FB_EINVAL, "'%s': a variable name has 1..%d characters", text, FB_REVPI_NAME_MAX - 1);
+            return fb_err_set(err, FB_EINVAL, "'%s': a variable name has 1..%d characters", text,
+                              FB_REVPI_NAME_MAX - 1);
         for (size_t i = 0; i < nl; i++)
             if (!name_char(text[i]))
-                return fb_err_set(err, FB_EINVAL,
-                                  "'%s' is neither a PiCtory variable name nor a raw address (bit:70.3, byte:70, word:10 …)",
-                                  text);
+                return fb_err_set(
+                    err, FB_EINVAL,
+                    "'%s' is neither a PiCtory variable name nor a raw address (bit:70.3, byte:70, word:10 …)", text);
         memcpy(a->name, text, nl);
         a->name[nl] = '\0';
         type_text = c1 ? c1 + 1 : NULL;
@@ -552,7 +618,7 @@ int fb_revpi_addr_resolve(struct fb_revpi_addr *a, const struct fb_revpi_cfg *cf
     if (!a->name[0]) return 0; /* raw */
     const struct fb_revpi_var *v = fb_revpi_cfg_find(cfg, a->name);
     if (!v) return fb_err_set(err, FB_ENOENT, "no variable '%s' in the PiCtory configuration", a->name);
-    if (fb_revpi_default_type(v->loc.bits) == FB_T_NONE && a->type == FB_T_NONE)
+    if (v->type == FB_T_NONE && a->type == FB_T_NONE)
         return fb_err_set(err, FB_EINVAL, "variable '%s' has %u bits: give a type", a->name, (unsigned)v->loc.bits);
     if (a->type != FB_T_NONE) {
         struct fb_err e2 = {0};
@@ -561,13 +627,14 @@ int fb_revpi_addr_resolve(struct fb_revpi_addr *a, const struct fb_revpi_cfg *cf
     }
     a->loc = v->loc;
     a->io = v->io;
+    if (a->type == FB_T_NONE) a->type = v->type; /* the module's type, unless :TYPE said otherwise */
     a->resolved = true;
     return 0;
 }
 
 /* ------------------------------------------------------------------ codec */
-int fb_revpi_decode(const uint8_t *img, uint32_t base, uint32_t len, const struct fb_revpi_loc *l,
-                    enum fb_type t, struct fb_value *v)
+int fb_revpi_decode(const uint8_t *img, uint32_t base, uint32_t len, const struct fb_revpi_loc *l, enum fb_type t,
+                    struct fb_value *v)
 {
     uint32_t nb = fb_revpi_loc_bytes(l);
     if (l->offset < base || (uint64_t)l->offset + nb > (uint64_t)base + len) return FB_ERANGE;
@@ -575,31 +642,38 @@ int fb_revpi_decode(const uint8_t *img, uint32_t base, uint32_t len, const struc
     v->type = (uint8_t)t;
     if (l->bits == 1) {
         unsigned b = (p[0] >> (l->bit & 7)) & 1u;
-        if (t == FB_T_BOOL) v->b = b != 0;
-        else if (fb_type_is_signed(t)) v->i = b;
-        else if (fb_type_is_int(t)) v->u = b;
-        else return FB_EINVAL;
+        if (t == FB_T_BOOL)
+            v->b = b != 0;
+        else if (fb_type_is_signed(t))
+            v->i = b;
+        else if (fb_type_is_int(t))
+            v->u = b;
+        else
+            return FB_EINVAL;
         return 0;
     }
     if (nb > 8) return FB_EINVAL;
     uint64_t raw = 0;
     for (uint32_t i = 0; i < nb; i++) raw |= (uint64_t)p[i] << (8 * i);
     switch (t) {
-    case FB_T_BOOL: v->b = raw != 0; return 0;
-    case FB_T_INT8: v->i = (int8_t)(uint8_t)raw; break;
-    case FB_T_INT16: v->i = (int16_t)(uint16_t)raw; break;
-    case FB_T_INT32: v->i = (int32_t)(uint32_t)raw; break;
-    case FB_T_INT64: v->i = (int64_t)raw; break;
-    case FB_T_UINT8: case FB_T_UINT16: case FB_T_UINT32: case FB_T_UINT64: v->u = raw; break;
-    case FB_T_FLOAT32: {
-        uint32_t u32 = (uint32_t)raw;
-        float f;
-        memcpy(&f, &u32, sizeof f);
-        v->f = f;
-        break;
-    }
-    case FB_T_FLOAT64: memcpy(&v->f, &raw, sizeof v->f); break;
-    default: return FB_EINVAL;
+        case FB_T_BOOL: v->b = raw != 0; return 0;
+        case FB_T_INT8: v->i = (int8_t)(uint8_t)raw; break;
+        case FB_T_INT16: v->i = (int16_t)(uint16_t)raw; break;
+        case FB_T_INT32: v->i = (int32_t)(uint32_t)raw; break;
+        case FB_T_INT64: v->i = (int64_t)raw; break;
+        case FB_T_UINT8:
+        case FB_T_UINT16:
+        case FB_T_UINT32:
+        case FB_T_UINT64: v->u = raw; break;
+        case FB_T_FLOAT32: {
+            uint32_t u32 = (uint32_t)raw;
+            float f;
+            memcpy(&f, &u32, sizeof f);
+            v->f = f;
+            break;
+        }
+        case FB_T_FLOAT64: memcpy(&v->f, &raw, sizeof v->f); break;
+        default: return FB_EINVAL;
     }
     if (type_bits(t) != nb * 8) return FB_EINVAL;
     return 0;
@@ -609,26 +683,36 @@ int fb_revpi_decode(const uint8_t *img, uint32_t base, uint32_t len, const struc
 static bool value_int(const struct fb_value *v, bool *neg, uint64_t *mag)
 {
     switch (v->type) {
-    case FB_T_BOOL: *neg = false; *mag = v->b ? 1 : 0; return true;
-    case FB_T_INT8: case FB_T_INT16: case FB_T_INT32: case FB_T_INT64:
-        *neg = v->i < 0;
-        *mag = v->i < 0 ? (uint64_t)0 - (uint64_t)v->i : (uint64_t)v->i;
-        return true;
-    case FB_T_UINT8: case FB_T_UINT16: case FB_T_UINT32: case FB_T_UINT64:
-        *neg = false;
-        *mag = v->u;
-        return true;
-    case FB_T_FLOAT32: case FB_T_FLOAT64:
-        if (!isfinite(v->f) || v->f != floor(v->f) || fabs(v->f) >= 18446744073709551616.0) return false;
-        *neg = v->f < 0;
-        *mag = (uint64_t)fabs(v->f);
-        return true;
-    default: return false;
+        case FB_T_BOOL:
+            *neg = false;
+            *mag = v->b ? 1 : 0;
+            return true;
+        case FB_T_INT8:
+        case FB_T_INT16:
+        case FB_T_INT32:
+        case FB_T_INT64:
+            *neg = v->i < 0;
+            *mag = v->i < 0 ? (uint64_t)0 - (uint64_t)v->i : (uint64_t)v->i;
+            return true;
+        case FB_T_UINT8:
+        case FB_T_UINT16:
+        case FB_T_UINT32:
+        case FB_T_UINT64:
+            *neg = false;
+            *mag = v->u;
+            return true;
+        case FB_T_FLOAT32:
+        case FB_T_FLOAT64:
+            if (!isfinite(v->f) || v->f != floor(v->f) || fabs(v->f) >= 18446744073709551616.0) return false;
+            *neg = v->f < 0;
+            *mag = (uint64_t)fabs(v->f);
+            return true;
+        default: return false;
     }
 }
 
-int fb_revpi_encode(const struct fb_revpi_loc *l, enum fb_type t, const struct fb_value *v,
-                    uint8_t out[8], uint32_t *nbytes, bool *bitval, struct fb_err *err)
+int fb_revpi_encode(const struct fb_revpi_loc *l, enum fb_type t, const struct fb_value *v, uint8_t out[8],
+                    uint32_t *nbytes, bool *bitval, struct fb_err *err)
 {
     *nbytes = 0;
     *bitval = false;
@@ -639,8 +723,7 @@ int fb_revpi_encode(const struct fb_revpi_loc *l, enum fb_type t, const struct f
     uint64_t mag = 0;
     bool is_int = value_int(v, &neg, &mag);
     if (l->bits == 1) {
-        if (!is_int || neg || mag > 1)
-            return fb_err_set(err, FB_ERANGE, "a bit takes true/false or 0/1");
+        if (!is_int || neg || mag > 1) return fb_err_set(err, FB_ERANGE, "a bit takes true/false or 0/1");
         *bitval = mag != 0;
         return 0;
     }
@@ -651,8 +734,7 @@ int fb_revpi_encode(const struct fb_revpi_loc *l, enum fb_type t, const struct f
         raw = mag;
     } else if (t == FB_T_FLOAT32 || t == FB_T_FLOAT64) {
         double d;
-        if (!fb_value_to_double(v, &d) || !isfinite(d))
-            return fb_err_set(err, FB_ERANGE, "not a finite number");
+        if (!fb_value_to_double(v, &d) || !isfinite(d)) return fb_err_set(err, FB_ERANGE, "not a finite number");
         if (t == FB_T_FLOAT32) {
             if (fabs(d) > 3.4028234663852886e38) return fb_err_set(err, FB_ERANGE, "%g is outside float32", d);
             float f = (float)d;
@@ -740,8 +822,7 @@ int fb_revpi_safe_parse(const char *spec, struct fb_revpi_safe **items, uint32_t
             errno = 0;
             double d = strtod(vb, &end);
             if (*end || errno || !isfinite(d)) {
-                fb_err_set(err, FB_EINVAL, "safe: value '%s' for '%s' is not a number or true/false", vb,
-                           it[k].addr);
+                fb_err_set(err, FB_EINVAL, "safe: value '%s' for '%s' is not a number or true/false", vb, it[k].addr);
                 goto fail;
             }
             it[k].value = d;

@@ -16,7 +16,9 @@
  *
  * Refusals (item return codes, S7 header errors) mark the tags of the
  * affected range Bad with a mapped quality and are logged once per change
- * with a sentence the user can act on.  An "address out of range" for a
+ * with a sentence the user can act on.  Each failed request, each refused
+ * item of a request that succeeded and each value that cannot be decoded
+ * counts once in the device's error counter (NE107, docs/metrics.md).  An "address out of range" for a
  * range that merged several tags splits that range for good, so one bad tag
  * does not take its neighbours with it.
  */
@@ -252,24 +254,21 @@ static int s7_open(struct fb_conn *cn, struct fb_err *err)
     struct s7_cotp ct;
     if (len < 0) {
         fb_err_set(err, len,
-                   len == FB_ETIMEDOUT
-                       ? "%s: no COTP connection confirm (wrong rack/slot or TSAP? remote TSAP 0x%04X)"
-                       : "%s: the PLC closed the connection during the COTP handshake (wrong "
-                         "rack/slot or TSAP? remote TSAP 0x%04X)",
+                   len == FB_ETIMEDOUT ? "%s: no COTP connection confirm (wrong rack/slot or TSAP? remote TSAP 0x%04X)"
+                                       : "%s: the PLC closed the connection during the COTP handshake (wrong "
+                                         "rack/slot or TSAP? remote TSAP 0x%04X)",
                    c->where, o->remote_tsap);
         goto fail;
     }
     if (s7_cotp_parse(c->rx, (size_t)len, &ct)) {
-        rc = fb_err_set(err, FB_EPROTO, "%s: malformed COTP reply (is this an S7 PLC on port %d?)",
-                        c->where, o->port);
+        rc = fb_err_set(err, FB_EPROTO, "%s: malformed COTP reply (is this an S7 PLC on port %d?)", c->where, o->port);
         goto fail;
     }
     if (ct.kind == S7_COTP_DR) {
         rc = fb_err_set(err, FB_EIO,
                         "%s refused the connection (%s): check rack=%d slot=%d or the TSAPs "
                         "(local 0x%04X, remote 0x%04X)",
-                        c->where, s7_cotp_dr_text(ct.reason), o->rack, o->slot, o->local_tsap,
-                        o->remote_tsap);
+                        c->where, s7_cotp_dr_text(ct.reason), o->rack, o->slot, o->local_tsap, o->remote_tsap);
         goto fail;
     }
     if (ct.kind != S7_COTP_CC) {
@@ -327,17 +326,16 @@ static void log_range(struct fb_device *dev, struct s7_plan *p, struct s7_range 
 {
     const struct fb_tag *t = &dev->gw->tags[p->tags[rg->first].tag];
     char qn[16], at[48];
-    struct s7_addr a = {.area = rg->area, .db = rg->db,
+    struct s7_addr a = {.area = rg->area,
+                        .db = rg->db,
                         .start = rg->area == S7_AREA_C || rg->area == S7_AREA_T ? rg->start / 2 : rg->start};
-    fb_warn(dev->name, t->name, "read %s (%u bytes, %u tag%s) failed: %s → %s",
-            s7_addr_text(&a, at, sizeof at), rg->len, rg->n, rg->n == 1 ? "" : "s", why,
-            fb_q_name(rg->q, qn));
+    fb_warn(dev->name, t->name, "read %s (%u bytes, %u tag%s) failed: %s → %s", s7_addr_text(&a, at, sizeof at),
+            rg->len, rg->n, rg->n == 1 ? "" : "s", why, fb_q_name(rg->q, qn));
 }
 
 /* Run every request of the plan once; range qualities tell what failed.
  * Returns 0, or the status that must make the core reconnect. */
-static int run_requests(struct fb_device *dev, struct s7_conn *c, struct s7_plan *p,
-                        struct fb_err *err)
+static int run_requests(struct fb_device *dev, struct s7_conn *c, struct s7_plan *p, struct fb_err *err)
 {
     const struct s7_dev *sd = dev->drv_dev;
     struct s7_item items[S7_MAX_ITEMS];
@@ -353,7 +351,8 @@ static int run_requests(struct fb_device *dev, struct s7_conn *c, struct s7_plan
             const struct s7_chunk *ch = &p->chunks[rq->first + k];
             const struct s7_range *rg = &p->ranges[ch->range];
             bool ct = rg->area == S7_AREA_C || rg->area == S7_AREA_T;
-            items[k] = (struct s7_item){.area = rg->area, .db = rg->db,
+            items[k] = (struct s7_item){.area = rg->area,
+                                        .db = rg->db,
                                         .start = ct ? (rg->start + ch->off) / 2 : rg->start + ch->off,
                                         .len = (uint16_t)ch->len};
         }
@@ -376,10 +375,12 @@ static int run_requests(struct fb_device *dev, struct s7_conn *c, struct s7_plan
             atomic_store(&dev->m.last_success_ns, fb_now_ns());
             for (uint32_t k = 0; k < rq->n; k++) {
                 const struct s7_chunk *ch = &p->chunks[rq->first + k];
-                if (res[k].rc == S7_RC_OK)
+                if (res[k].rc == S7_RC_OK) {
                     memcpy(p->data + p->ranges[ch->range].buf_off + ch->off, res[k].data, ch->len);
-                else
+                } else {
+                    atomic_fetch_add(&dev->m.errors, 1); /* an item the PLC refused */
                     mark(p, ch->range, s7_item_quality(res[k].rc, false), res[k].rc, 0);
+                }
             }
             continue;
         }
@@ -432,8 +433,7 @@ static int s7_read(struct fb_device *dev, struct fb_group *g, struct fb_batch *o
             struct s7_range *rg = &p->ranges[r];
             if (rg->rc == 0x05 && rg->n > 1) {
                 fb_info(dev->name, dev->gw->tags[p->tags[rg->first].tag].name,
-                        "a merged read of %u tags was out of range: reading them one by one from now on",
-                        rg->n);
+                        "a merged read of %u tags was out of range: reading them one by one from now on", rg->n);
                 s7_plan_split(p, r);
                 split = true;
             }
@@ -461,16 +461,20 @@ static int s7_read(struct fb_device *dev, struct fb_group *g, struct fb_batch *o
         }
         struct fb_value v;
         uint32_t q = s7_decode(pt->a, p->data + rg->buf_off + pt->off, &v, c->sbuf, sizeof c->sbuf);
-        if (q != FB_Q_GOOD) add_bad(out, t, q, ts);
-        else fb_batch_add(out, t->id, FB_Q_GOOD, ts, &v);
+        if (q != FB_Q_GOOD) {
+            atomic_fetch_add(&dev->m.errors, 1); /* a value the PLC gave us unusable */
+            add_bad(out, t, q, ts);
+        } else {
+            fb_batch_add(out, t->id, FB_Q_GOOD, ts, &v);
+        }
     }
     if (final) fb_warn(dev->name, NULL, "%s", err.msg[0] ? err.msg : fb_strerror(final));
     return final;
 }
 
 /* ------------------------------------------------------------------ write */
-static int write_items(struct fb_device *dev, struct s7_conn *c, const struct fb_tag *t,
-                       const struct s7_item *it, const uint8_t *data, struct fb_err *err)
+static int write_items(struct fb_device *dev, struct s7_conn *c, const struct fb_tag *t, const struct s7_item *it,
+                       const uint8_t *data, struct fb_err *err)
 {
     const struct s7_dev *sd = dev->drv_dev;
     uint16_t ref = next_ref(c);
@@ -486,18 +490,19 @@ static int write_items(struct fb_device *dev, struct s7_conn *c, const struct fb
     uint16_t herr = 0;
     rc = s7_parse_write_reply(c->pdubuf, (size_t)pl, ref, 1, &irc, &herr);
     if (rc == FB_EEXCEPTION)
-        return fb_err_set(err, (herr >> 8) == 0x87 || herr == 0x8104 || herr == 0x8304 ? FB_EACCES
-                                                                                       : FB_EEXCEPTION,
+        return fb_err_set(err, (herr >> 8) == 0x87 || herr == 0x8104 || herr == 0x8304 ? FB_EACCES : FB_EEXCEPTION,
                           "write to %s (%s) refused: %s", t->name, t->addr_text, s7_header_text(herr));
     if (rc) return fb_err_set(err, FB_EPROTO, "write to %s (%s): malformed reply", t->name, t->addr_text);
     if (irc != S7_RC_OK)
-        return fb_err_set(err, irc == 0x03 ? FB_EACCES : irc == 0x0A || irc == 0x05 ? FB_ENOENT : FB_EEXCEPTION,
+        return fb_err_set(err,
+                          irc == 0x03                  ? FB_EACCES
+                          : irc == 0x0A || irc == 0x05 ? FB_ENOENT
+                                                       : FB_EEXCEPTION,
                           "write to %s (%s) refused: %s", t->name, t->addr_text, s7_item_text(irc));
     return 0;
 }
 
-static int s7_write(struct fb_device *dev, const struct fb_tag *t, const struct fb_value *v,
-                    struct fb_err *err)
+static int s7_write(struct fb_device *dev, const struct fb_tag *t, const struct fb_value *v, struct fb_err *err)
 {
     const struct s7_addr *a = t->addr;
     struct s7_conn *c = dev->conn ? dev->conn->ctx : NULL;
@@ -505,10 +510,9 @@ static int s7_write(struct fb_device *dev, const struct fb_tag *t, const struct 
     if (!c) return fb_err_set(err, FB_EIO, "%s: not connected", dev->name);
     int n = s7_encode(a, v, c->wbuf, sizeof c->wbuf, err);
     if (n < 0) return n;
-    atomic_fetch_add(&dev->m.writes, 1);
+    /* writes and write errors are counted by the runtime */
     if (a->type == S7_BOOL) {
-        struct s7_item it = {.area = a->area, .db = a->db, .start = a->start, .bit = a->bit,
-                             .is_bit = true, .len = 1};
+        struct s7_item it = {.area = a->area, .db = a->db, .start = a->start, .bit = a->bit, .is_bit = true, .len = 1};
         return write_items(dev, c, t, &it, c->wbuf, err);
     }
     bool ct = a->area == S7_AREA_C || a->area == S7_AREA_T;
@@ -516,8 +520,8 @@ static int s7_write(struct fb_device *dev, const struct fb_tag *t, const struct 
     uint32_t base = ct ? a->start * 2 : a->start;
     for (uint32_t off = 0; off < (uint32_t)n; off += max) {
         uint32_t len = (uint32_t)n - off < max ? (uint32_t)n - off : max;
-        struct s7_item it = {.area = a->area, .db = a->db,
-                             .start = ct ? (base + off) / 2 : base + off, .len = (uint16_t)len};
+        struct s7_item it = {
+            .area = a->area, .db = a->db, .start = ct ? (base + off) / 2 : base + off, .len = (uint16_t)len};
         int rc = write_items(dev, c, t, &it, c->wbuf + off, err);
         if (rc) return rc;
     }

@@ -69,8 +69,7 @@ static bool parse_num(const char *s, long lo, long hi, long *out)
     return true;
 }
 
-int s7_opts_parse(const struct fb_url *u, int64_t def_timeout_ns, struct s7_opts *o,
-                  struct fb_err *err)
+int s7_opts_parse(const struct fb_url *u, int64_t def_timeout_ns, struct s7_opts *o, struct fb_err *err)
 {
     memset(o, 0, sizeof *o);
     o->port = S7_DEFAULT_PORT;
@@ -86,12 +85,9 @@ int s7_opts_parse(const struct fb_url *u, int64_t def_timeout_ns, struct s7_opts
     const char *host = u->host ? u->host : "";
     const char *path = u->path ? u->path : "";
     if (strcmp(scheme, "s7") != 0)
-        return fb_err_set(err, FB_EINVAL, "scheme '%s' is not S7 (s7://host:102?rack=0&slot=1)",
-                          scheme);
-    if (!host[0])
-        return fb_err_set(err, FB_EINVAL, "s7 URL needs a host (s7://192.168.0.10?rack=0&slot=1)");
-    if (path[0] && strcmp(path, "/") != 0)
-        return fb_err_set(err, FB_EINVAL, "s7 URL takes no path ('%s')", path);
+        return fb_err_set(err, FB_EINVAL, "scheme '%s' is not S7 (s7://host:102?rack=0&slot=1)", scheme);
+    if (!host[0]) return fb_err_set(err, FB_EINVAL, "s7 URL needs a host (s7://192.168.0.10?rack=0&slot=1)");
+    if (path[0] && strcmp(path, "/") != 0) return fb_err_set(err, FB_EINVAL, "s7 URL takes no path ('%s')", path);
     if (strlen(host) >= sizeof o->host) return fb_err_set(err, FB_EINVAL, "host name too long");
     snprintf(o->host, sizeof o->host, "%s", host);
     if (u->port) {
@@ -103,24 +99,24 @@ int s7_opts_parse(const struct fb_url *u, int64_t def_timeout_ns, struct s7_opts
         const char *k = u->q[i].k ? u->q[i].k : "", *v = u->q[i].v ? u->q[i].v : "";
         long x;
         if (!strcmp(k, "rack")) {
-            if (!parse_num(v, 0, 7, &x))
-                return fb_err_set(err, FB_EINVAL, "bad rack '%s' (0..7)", v);
+            if (!parse_num(v, 0, 7, &x)) return fb_err_set(err, FB_EINVAL, "bad rack '%s' (0..7)", v);
             o->rack = (int)x;
         } else if (!strcmp(k, "slot")) {
-            if (!parse_num(v, 0, 31, &x))
-                return fb_err_set(err, FB_EINVAL, "bad slot '%s' (0..31)", v);
+            if (!parse_num(v, 0, 31, &x)) return fb_err_set(err, FB_EINVAL, "bad slot '%s' (0..31)", v);
             o->slot = (int)x;
         } else if (!strcmp(k, "type")) {
-            if (!strcasecmp(v, "pg")) o->conn_type = S7_CT_PG;
-            else if (!strcasecmp(v, "op")) o->conn_type = S7_CT_OP;
-            else if (!strcasecmp(v, "basic") || !strcasecmp(v, "s7basic")) o->conn_type = S7_CT_BASIC;
-            else if (parse_num(v, 1, 0x10, &x)) o->conn_type = (int)x;
+            if (!strcasecmp(v, "pg"))
+                o->conn_type = S7_CT_PG;
+            else if (!strcasecmp(v, "op"))
+                o->conn_type = S7_CT_OP;
+            else if (!strcasecmp(v, "basic") || !strcasecmp(v, "s7basic"))
+                o->conn_type = S7_CT_BASIC;
+            else if (parse_num(v, 1, 0x10, &x))
+                o->conn_type = (int)x;
             else
-                return fb_err_set(err, FB_EINVAL,
-                                  "bad connection type '%s' (pg, op, basic, or a number 1..16)", v);
+                return fb_err_set(err, FB_EINVAL, "bad connection type '%s' (pg, op, basic, or a number 1..16)", v);
         } else if (!strcmp(k, "local_tsap")) {
-            if (!parse_num(v, 0, 0xFFFF, &x))
-                return fb_err_set(err, FB_EINVAL, "bad local_tsap '%s' (e.g. 0x0100)", v);
+            if (!parse_num(v, 0, 0xFFFF, &x)) return fb_err_set(err, FB_EINVAL, "bad local_tsap '%s' (e.g. 0x0100)", v);
             o->local_tsap = (uint16_t)x;
         } else if (!strcmp(k, "remote_tsap")) {
             if (!parse_num(v, 0, 0xFFFF, &x))
@@ -132,8 +128,7 @@ int s7_opts_parse(const struct fb_url *u, int64_t def_timeout_ns, struct s7_opts
                 return fb_err_set(err, FB_EINVAL, "bad pdu '%s' (%d..%d)", v, S7_PDU_MIN, S7_PDU_MAX);
             o->pdu = (int)x;
         } else if (!strcmp(k, "max_gap")) {
-            if (!parse_num(v, 0, 65535, &x))
-                return fb_err_set(err, FB_EINVAL, "bad max_gap '%s' (bytes, 0..65535)", v);
+            if (!parse_num(v, 0, 65535, &x)) return fb_err_set(err, FB_EINVAL, "bad max_gap '%s' (bytes, 0..65535)", v);
             o->max_gap = (int)x;
         } else if (!strcmp(k, "max_items")) {
             if (!parse_num(v, 1, S7_MAX_ITEMS, &x))
@@ -147,11 +142,11 @@ int s7_opts_parse(const struct fb_url *u, int64_t def_timeout_ns, struct s7_opts
         } else {
             return fb_err_set(err, FB_EINVAL,
                               "unknown S7 option '%s' (expected rack, slot, type, local_tsap, "
-                              "remote_tsap, pdu, max_gap, max_items, timeout)", k);
+                              "remote_tsap, pdu, max_gap, max_items, timeout)",
+                              k);
         }
     }
-    if (!have_remote)
-        o->remote_tsap = (uint16_t)(o->conn_type << 8 | o->rack << 5 | o->slot);
+    if (!have_remote) o->remote_tsap = (uint16_t)(o->conn_type << 8 | o->rack << 5 | o->slot);
     return 0;
 }
 
@@ -166,58 +161,43 @@ char *s7_opts_conn_key(const struct s7_opts *o)
 /* ---------------------------------------------------------------- types */
 struct type_def {
     const char *name, *alias;
-    uint8_t size;  /* bytes (strings: header only) */
+    uint8_t size; /* bytes (strings: header only) */
     uint8_t fbtype;
 };
 static const struct type_def types[S7_T__COUNT] = {
-    [S7_BOOL] = {"BOOL", NULL, 1, FB_T_BOOL},
-    [S7_BYTE] = {"BYTE", NULL, 1, FB_T_UINT8},
-    [S7_USINT] = {"USINT", NULL, 1, FB_T_UINT8},
-    [S7_SINT] = {"SINT", NULL, 1, FB_T_INT8},
-    [S7_CHAR] = {"CHAR", NULL, 1, FB_T_STRING},
-    [S7_WORD] = {"WORD", NULL, 2, FB_T_UINT16},
-    [S7_UINT] = {"UINT", NULL, 2, FB_T_UINT16},
-    [S7_INT] = {"INT", NULL, 2, FB_T_INT16},
-    [S7_DWORD] = {"DWORD", NULL, 4, FB_T_UINT32},
-    [S7_UDINT] = {"UDINT", NULL, 4, FB_T_UINT32},
-    [S7_DINT] = {"DINT", NULL, 4, FB_T_INT32},
-    [S7_REAL] = {"REAL", NULL, 4, FB_T_FLOAT32},
-    [S7_LWORD] = {"LWORD", NULL, 8, FB_T_UINT64},
-    [S7_ULINT] = {"ULINT", NULL, 8, FB_T_UINT64},
-    [S7_LINT] = {"LINT", NULL, 8, FB_T_INT64},
-    [S7_LREAL] = {"LREAL", NULL, 8, FB_T_FLOAT64},
-    [S7_TIME] = {"TIME", NULL, 4, FB_T_INT32},
-    [S7_TOD] = {"TIME_OF_DAY", "TOD", 4, FB_T_UINT32},
-    [S7_DATE] = {"DATE", NULL, 2, FB_T_STRING},
-    [S7_DT] = {"DATE_AND_TIME", "DT", 8, FB_T_STRING},
-    [S7_STRING] = {"STRING", NULL, 2, FB_T_STRING},
-    [S7_WSTRING] = {"WSTRING", NULL, 4, FB_T_STRING},
-    [S7_COUNTER] = {"COUNTER", NULL, 2, FB_T_UINT16},
-    [S7_TIMER] = {"TIMER", NULL, 2, FB_T_UINT16},
+    [S7_BOOL] = {"BOOL", NULL, 1, FB_T_BOOL},         [S7_BYTE] = {"BYTE", NULL, 1, FB_T_UINT8},
+    [S7_USINT] = {"USINT", NULL, 1, FB_T_UINT8},      [S7_SINT] = {"SINT", NULL, 1, FB_T_INT8},
+    [S7_CHAR] = {"CHAR", NULL, 1, FB_T_STRING},       [S7_WORD] = {"WORD", NULL, 2, FB_T_UINT16},
+    [S7_UINT] = {"UINT", NULL, 2, FB_T_UINT16},       [S7_INT] = {"INT", NULL, 2, FB_T_INT16},
+    [S7_DWORD] = {"DWORD", NULL, 4, FB_T_UINT32},     [S7_UDINT] = {"UDINT", NULL, 4, FB_T_UINT32},
+    [S7_DINT] = {"DINT", NULL, 4, FB_T_INT32},        [S7_REAL] = {"REAL", NULL, 4, FB_T_FLOAT32},
+    [S7_LWORD] = {"LWORD", NULL, 8, FB_T_UINT64},     [S7_ULINT] = {"ULINT", NULL, 8, FB_T_UINT64},
+    [S7_LINT] = {"LINT", NULL, 8, FB_T_INT64},        [S7_LREAL] = {"LREAL", NULL, 8, FB_T_FLOAT64},
+    [S7_TIME] = {"TIME", NULL, 4, FB_T_INT32},        [S7_TOD] = {"TIME_OF_DAY", "TOD", 4, FB_T_UINT32},
+    [S7_DATE] = {"DATE", NULL, 2, FB_T_STRING},       [S7_DT] = {"DATE_AND_TIME", "DT", 8, FB_T_STRING},
+    [S7_STRING] = {"STRING", NULL, 2, FB_T_STRING},   [S7_WSTRING] = {"WSTRING", NULL, 4, FB_T_STRING},
+    [S7_COUNTER] = {"COUNTER", NULL, 2, FB_T_UINT16}, [S7_TIMER] = {"TIMER", NULL, 2, FB_T_UINT16},
 };
 
-const char *s7_type_name(int t)
-{
-    return t >= 0 && t < S7_T__COUNT ? types[t].name : "?";
-}
+const char *s7_type_name(int t) { return t >= 0 && t < S7_T__COUNT ? types[t].name : "?"; }
 
 /* fb types given outside the address (config `type: float32`) → S7 type. */
 static int type_from_fb(enum fb_type t)
 {
     switch (t) {
-    case FB_T_BOOL: return S7_BOOL;
-    case FB_T_UINT8: return S7_BYTE;
-    case FB_T_INT8: return S7_SINT;
-    case FB_T_UINT16: return S7_WORD;
-    case FB_T_INT16: return S7_INT;
-    case FB_T_UINT32: return S7_DWORD;
-    case FB_T_INT32: return S7_DINT;
-    case FB_T_UINT64: return S7_ULINT;
-    case FB_T_INT64: return S7_LINT;
-    case FB_T_FLOAT32: return S7_REAL;
-    case FB_T_FLOAT64: return S7_LREAL;
-    case FB_T_STRING: return S7_STRING;
-    default: return -1;
+        case FB_T_BOOL: return S7_BOOL;
+        case FB_T_UINT8: return S7_BYTE;
+        case FB_T_INT8: return S7_SINT;
+        case FB_T_UINT16: return S7_WORD;
+        case FB_T_INT16: return S7_INT;
+        case FB_T_UINT32: return S7_DWORD;
+        case FB_T_INT32: return S7_DINT;
+        case FB_T_UINT64: return S7_ULINT;
+        case FB_T_INT64: return S7_LINT;
+        case FB_T_FLOAT32: return S7_REAL;
+        case FB_T_FLOAT64: return S7_LREAL;
+        case FB_T_STRING: return S7_STRING;
+        default: return -1;
     }
 }
 
@@ -233,8 +213,7 @@ static int type_parse(const char *s, uint32_t *n, struct fb_err *err)
     name[nl] = 0;
     int t = -1;
     for (int i = 0; i < S7_T__COUNT; i++)
-        if (!strcasecmp(name, types[i].name) || (types[i].alias && !strcasecmp(name, types[i].alias)))
-            t = i;
+        if (!strcasecmp(name, types[i].name) || (types[i].alias && !strcasecmp(name, types[i].alias))) t = i;
     if (t == S7_COUNTER || t == S7_TIMER) t = -1; /* implied by the C/T areas */
     if (t < 0) {
         enum fb_type ft = fb_type_parse(name);
@@ -245,7 +224,8 @@ static int type_parse(const char *s, uint32_t *n, struct fb_err *err)
         return fb_err_set(err, FB_EINVAL,
                           "unknown S7 type '%s' (BOOL, BYTE, WORD, DWORD, LWORD, SINT, USINT, INT, "
                           "UINT, DINT, UDINT, LINT, ULINT, REAL, LREAL, CHAR, STRING[n], WSTRING[n], "
-                          "TIME, TOD, DATE, DT)", s);
+                          "TIME, TOD, DATE, DT)",
+                          s);
     if (br) {
         if (t != S7_STRING && t != S7_WSTRING)
             return fb_err_set(err, FB_EINVAL, "only STRING and WSTRING take a length ('%s')", s);
@@ -256,8 +236,7 @@ static int type_parse(const char *s, uint32_t *n, struct fb_err *err)
         /* digits only: strtoul would take "-2" as a huge number */
         if (br[1] < '0' || br[1] > '9' || end == br + 1 || *end != ']' || end[1] || errno || v < 1 ||
             v > (unsigned long)max)
-            return fb_err_set(err, FB_EINVAL, "bad length in '%s' (%s[n] with n in 1..%ld)", s,
-                              types[t].name, max);
+            return fb_err_set(err, FB_EINVAL, "bad length in '%s' (%s[n] with n in 1..%ld)", s, types[t].name, max);
         *n = (uint32_t)v;
     } else if (t == S7_STRING) {
         *n = S7_MAX_STRING; /* Siemens default STRING = STRING[254] */
@@ -289,8 +268,8 @@ static bool read_uint(const char **s, uint32_t max, uint32_t *out)
     return true;
 }
 
-int s7_addr_parse(const char *text, enum fb_type hint, uint32_t hint_len, uint32_t index,
-                  struct s7_addr *a, struct fb_err *err)
+int s7_addr_parse(const char *text, enum fb_type hint, uint32_t hint_len, uint32_t index, struct s7_addr *a,
+                  struct fb_err *err)
 {
     memset(a, 0, sizeof *a);
     if (!text || !*text) return fb_err_set(err, FB_EINVAL, "empty S7 address");
@@ -315,27 +294,31 @@ int s7_addr_parse(const char *text, enum fb_type hint, uint32_t hint_len, uint32
         if (p[0] != '.' || p[1] != 'D' || p[2] != 'B' || !strchr("XBWD", p[3]) || !p[3])
             return fb_err_set(err, FB_EINVAL,
                               "bad DB address '%s': expected DBn.DBX<byte>.<bit>, DBn.DBB<byte>, "
-                              "DBn.DBW<byte> or DBn.DBD<byte>", text);
+                              "DBn.DBW<byte> or DBn.DBD<byte>",
+                              text);
         size = p[3];
         p += 4;
     } else {
         switch (p[0]) {
-        case 'I': case 'E': a->area = S7_AREA_I; break;
-        case 'Q': case 'A': a->area = S7_AREA_Q; break;
-        case 'M': a->area = S7_AREA_M; break;
-        case 'C': case 'Z': a->area = S7_AREA_C; break;
-        case 'T': a->area = S7_AREA_T; break;
-        default:
-            return fb_err_set(err, FB_EINVAL,
-                              "bad S7 address '%s': expected DBn.DBX/B/W/D, I, Q, M (E, A), C or T "
-                              "(e.g. DB1.DBD0:real, MW10, I0.1, Q1.7, C5, T3)", text);
+            case 'I':
+            case 'E': a->area = S7_AREA_I; break;
+            case 'Q':
+            case 'A': a->area = S7_AREA_Q; break;
+            case 'M': a->area = S7_AREA_M; break;
+            case 'C':
+            case 'Z': a->area = S7_AREA_C; break;
+            case 'T': a->area = S7_AREA_T; break;
+            default:
+                return fb_err_set(err, FB_EINVAL,
+                                  "bad S7 address '%s': expected DBn.DBX/B/W/D, I, Q, M (E, A), C or T "
+                                  "(e.g. DB1.DBD0:real, MW10, I0.1, Q1.7, C5, T3)",
+                                  text);
         }
         p++;
         if (a->area == S7_AREA_C || a->area == S7_AREA_T) {
             if (!read_uint(&p, 65535, &v) || *p)
                 return fb_err_set(err, FB_EINVAL, "bad %s address '%s' (e.g. %s5)",
-                                  a->area == S7_AREA_C ? "counter" : "timer", text,
-                                  a->area == S7_AREA_C ? "C" : "T");
+                                  a->area == S7_AREA_C ? "counter" : "timer", text, a->area == S7_AREA_C ? "C" : "T");
             if (colon)
                 return fb_err_set(err, FB_EINVAL, "%s '%s' takes no type: it is a 16-bit raw word",
                                   a->area == S7_AREA_C ? "counter" : "timer", text);
@@ -352,27 +335,24 @@ int s7_addr_parse(const char *text, enum fb_type hint, uint32_t hint_len, uint32
             p++;
         }
     }
-    if (!read_uint(&p, 0xFFFFFF / 8, &v))
-        return fb_err_set(err, FB_EINVAL, "bad byte offset in '%s'", text);
+    if (!read_uint(&p, 0xFFFFFF / 8, &v)) return fb_err_set(err, FB_EINVAL, "bad byte offset in '%s'", text);
     a->start = v;
     bool has_bit = false;
     if (*p == '.') {
         p++;
         uint32_t b;
-        if (!read_uint(&p, 7, &b) || *p)
-            return fb_err_set(err, FB_EINVAL, "bad bit in '%s' (0..7)", text);
+        if (!read_uint(&p, 7, &b) || *p) return fb_err_set(err, FB_EINVAL, "bad bit in '%s' (0..7)", text);
         a->bit = (uint8_t)b;
         has_bit = true;
     }
     if (*p) return fb_err_set(err, FB_EINVAL, "unexpected '%s' in S7 address '%s'", p, text);
     if (size == 0) size = has_bit ? 'X' : 0;
     if (size == 0)
-        return fb_err_set(err, FB_EINVAL,
-                          "'%s' needs a size: %.1sX<byte>.<bit>, %.1sB, %.1sW or %.1sD", text, where,
+        return fb_err_set(err, FB_EINVAL, "'%s' needs a size: %.1sX<byte>.<bit>, %.1sB, %.1sW or %.1sD", text, where,
                           where, where, where);
     if ((size == 'X') != has_bit)
-        return fb_err_set(err, FB_EINVAL, size == 'X' ? "'%s' needs a bit: X<byte>.<bit>"
-                                                      : "'%s': only X addresses take a bit", text);
+        return fb_err_set(err, FB_EINVAL,
+                          size == 'X' ? "'%s' needs a bit: X<byte>.<bit>" : "'%s': only X addresses take a bit", text);
 
     /* the type: suffix, else the hint, else from the size letter */
     int t;
@@ -392,13 +372,18 @@ int s7_addr_parse(const char *text, enum fb_type hint, uint32_t hint_len, uint32
     if ((t == S7_BOOL) != (size == 'X'))
         return fb_err_set(err, FB_EINVAL,
                           t == S7_BOOL ? "'%s': BOOL needs a bit address (e.g. DB1.DBX2.3, M0.1)"
-                                       : "'%s': a bit address (X) holds a BOOL only", text);
+                                       : "'%s': a bit address (X) holds a BOOL only",
+                          text);
     uint32_t sz = type_size(t, n);
     uint32_t letter = size == 'B' ? 1 : size == 'W' ? 2 : size == 'D' ? 4 : 0;
     if (size != 'X' && size != 'B' && sz <= 4 && sz != letter)
-        return fb_err_set(err, FB_EINVAL, "'%s': %s is %u byte%s, the address letter %c means %u "
-                          "(use %s)", text, types[t].name, sz, sz == 1 ? "" : "s", size, letter,
-                          sz == 1 ? "B" : sz == 2 ? "W" : "D");
+        return fb_err_set(err, FB_EINVAL,
+                          "'%s': %s is %u byte%s, the address letter %c means %u "
+                          "(use %s)",
+                          text, types[t].name, sz, sz == 1 ? "" : "s", size, letter,
+                          sz == 1   ? "B"
+                          : sz == 2 ? "W"
+                                    : "D");
     a->type = (uint8_t)t;
     a->n = (uint16_t)n;
     a->fbtype = types[t].fbtype;
@@ -413,32 +398,30 @@ int s7_addr_parse(const char *text, enum fb_type hint, uint32_t hint_len, uint32
         }
     }
     if ((uint64_t)a->start + a->size > 0xFFFFFF / 8 + 1)
-        return fb_err_set(err, FB_EINVAL, "'%s' (element %u) is beyond the 2 MiB S7 address space",
-                          text, index);
+        return fb_err_set(err, FB_EINVAL, "'%s' (element %u) is beyond the 2 MiB S7 address space", text, index);
     return 0;
 }
 
 uint32_t s7_addr_str_cap(const struct s7_addr *a)
 {
     switch (a->type) {
-    case S7_STRING: return 2u * a->n; /* Latin-1 → UTF-8 */
-    case S7_WSTRING: return 3u * a->n; /* UTF-16 unit → at most 3 UTF-8 bytes */
-    case S7_CHAR: return 2;
-    case S7_DATE: return 10;
-    case S7_DT: return 23;
-    default: return 0;
+        case S7_STRING: return 2u * a->n;  /* Latin-1 → UTF-8 */
+        case S7_WSTRING: return 3u * a->n; /* UTF-16 unit → at most 3 UTF-8 bytes */
+        case S7_CHAR: return 2;
+        case S7_DATE: return 10;
+        case S7_DT: return 23;
+        default: return 0;
     }
 }
 
 const char *s7_addr_text(const struct s7_addr *a, char *buf, size_t len)
 {
     switch (a->area) {
-    case S7_AREA_DB: snprintf(buf, len, "DB%u.DBB%" PRIu32, a->db, a->start); break;
-    case S7_AREA_C: snprintf(buf, len, "C%" PRIu32, a->start); break;
-    case S7_AREA_T: snprintf(buf, len, "T%" PRIu32, a->start); break;
-    default:
-        snprintf(buf, len, "%cB%" PRIu32,
-                 a->area == S7_AREA_I ? 'I' : a->area == S7_AREA_Q ? 'Q' : 'M', a->start);
+        case S7_AREA_DB: snprintf(buf, len, "DB%u.DBB%" PRIu32, a->db, a->start); break;
+        case S7_AREA_C: snprintf(buf, len, "C%" PRIu32, a->start); break;
+        case S7_AREA_T: snprintf(buf, len, "T%" PRIu32, a->start); break;
+        default:
+            snprintf(buf, len, "%cB%" PRIu32, a->area == S7_AREA_I ? 'I' : a->area == S7_AREA_Q ? 'Q' : 'M', a->start);
     }
     return buf;
 }
@@ -589,75 +572,80 @@ static void set_str(struct fb_value *v, const char *p, size_t n)
     v->s.len = (uint32_t)n;
 }
 
-uint32_t s7_decode(const struct s7_addr *a, const uint8_t *p, struct fb_value *v, char *sbuf,
-                   size_t sbuf_len)
+uint32_t s7_decode(const struct s7_addr *a, const uint8_t *p, struct fb_value *v, char *sbuf, size_t sbuf_len)
 {
     memset(v, 0, sizeof *v);
     v->type = a->fbtype;
     switch (a->type) {
-    case S7_BOOL: v->b = (p[0] >> a->bit) & 1; break;
-    case S7_BYTE: case S7_USINT: v->u = p[0]; break;
-    case S7_SINT: v->i = (int8_t)p[0]; break;
-    case S7_CHAR: set_str(v, sbuf, latin1_to_utf8(p, 1, sbuf, sbuf_len)); break;
-    case S7_WORD: case S7_UINT: case S7_COUNTER: case S7_TIMER: v->u = rd16(p); break;
-    case S7_INT: v->i = (int16_t)rd16(p); break;
-    case S7_DWORD: case S7_UDINT: v->u = rd32(p); break;
-    case S7_TOD:
-        v->u = rd32(p);
-        if (v->u > 86399999) return FB_Q_BAD_DECODING; /* not a time of day */
-        break;
-    case S7_DINT: case S7_TIME: v->i = (int32_t)rd32(p); break;
-    case S7_REAL: {
-        uint32_t u = rd32(p);
-        float f;
-        memcpy(&f, &u, 4);
-        v->f = f;
-        if (!isfinite(v->f)) return FB_Q_BAD_DECODING;
-        break;
-    }
-    case S7_LWORD: case S7_ULINT: v->u = rd64(p); break;
-    case S7_LINT: v->i = (int64_t)rd64(p); break;
-    case S7_LREAL: {
-        uint64_t u = rd64(p);
-        memcpy(&v->f, &u, 8);
-        if (!isfinite(v->f)) return FB_Q_BAD_DECODING;
-        break;
-    }
-    case S7_DATE: {
-        int y, m, d;
-        civil_from_days(DAYS_1990 + rd16(p), &y, &m, &d);
-        int n = snprintf(sbuf, sbuf_len, "%04d-%02d-%02d", y, m, d);
-        set_str(v, sbuf, n < 0 ? 0 : (size_t)n < sbuf_len ? (size_t)n : sbuf_len - 1);
-        break;
-    }
-    case S7_DT: {
-        int yy = bcd(p[0]), mo = bcd(p[1]), d = bcd(p[2]), h = bcd(p[3]), mi = bcd(p[4]),
-            s = bcd(p[5]), ms2 = bcd(p[6]), ms1 = p[7] >> 4;
-        if (yy < 0 || mo < 1 || mo > 12 || d < 1 || h < 0 || h > 23 || mi < 0 || mi > 59 ||
-            s < 0 || s > 59 || ms2 < 0 || ms1 > 9)
-            return FB_Q_BAD_DECODING;
-        int y = yy >= 90 ? 1900 + yy : 2000 + yy;
-        if (d > days_in_month(y, mo)) return FB_Q_BAD_DECODING;
-        int n = snprintf(sbuf, sbuf_len, "%04d-%02d-%02dT%02d:%02d:%02d.%03d", y, mo, d, h, mi, s,
-                         ms2 * 10 + ms1);
-        set_str(v, sbuf, n < 0 ? 0 : (size_t)n < sbuf_len ? (size_t)n : sbuf_len - 1);
-        break;
-    }
-    case S7_STRING: {
-        size_t cur = p[1];
-        if (cur > p[0]) cur = p[0];
-        if (cur > a->n) cur = a->n;
-        set_str(v, sbuf, latin1_to_utf8(p + 2, cur, sbuf, sbuf_len));
-        break;
-    }
-    case S7_WSTRING: {
-        size_t max = rd16(p), cur = rd16(p + 2);
-        if (cur > max) cur = max;
-        if (cur > a->n) cur = a->n;
-        set_str(v, sbuf, utf16_to_utf8(p + 4, cur, sbuf, sbuf_len));
-        break;
-    }
-    default: return FB_Q_BAD_INTERNAL;
+        case S7_BOOL: v->b = (p[0] >> a->bit) & 1; break;
+        case S7_BYTE:
+        case S7_USINT: v->u = p[0]; break;
+        case S7_SINT: v->i = (int8_t)p[0]; break;
+        case S7_CHAR: set_str(v, sbuf, latin1_to_utf8(p, 1, sbuf, sbuf_len)); break;
+        case S7_WORD:
+        case S7_UINT:
+        case S7_COUNTER:
+        case S7_TIMER: v->u = rd16(p); break;
+        case S7_INT: v->i = (int16_t)rd16(p); break;
+        case S7_DWORD:
+        case S7_UDINT: v->u = rd32(p); break;
+        case S7_TOD:
+            v->u = rd32(p);
+            if (v->u > 86399999) return FB_Q_BAD_DECODING; /* not a time of day */
+            break;
+        case S7_DINT:
+        case S7_TIME: v->i = (int32_t)rd32(p); break;
+        case S7_REAL: {
+            uint32_t u = rd32(p);
+            float f;
+            memcpy(&f, &u, 4);
+            v->f = f;
+            if (!isfinite(v->f)) return FB_Q_BAD_DECODING;
+            break;
+        }
+        case S7_LWORD:
+        case S7_ULINT: v->u = rd64(p); break;
+        case S7_LINT: v->i = (int64_t)rd64(p); break;
+        case S7_LREAL: {
+            uint64_t u = rd64(p);
+            memcpy(&v->f, &u, 8);
+            if (!isfinite(v->f)) return FB_Q_BAD_DECODING;
+            break;
+        }
+        case S7_DATE: {
+            int y, m, d;
+            civil_from_days(DAYS_1990 + rd16(p), &y, &m, &d);
+            int n = snprintf(sbuf, sbuf_len, "%04d-%02d-%02d", y, m, d);
+            set_str(v, sbuf, n < 0 ? 0 : (size_t)n < sbuf_len ? (size_t)n : sbuf_len - 1);
+            break;
+        }
+        case S7_DT: {
+            int yy = bcd(p[0]), mo = bcd(p[1]), d = bcd(p[2]), h = bcd(p[3]), mi = bcd(p[4]), s = bcd(p[5]),
+                ms2 = bcd(p[6]), ms1 = p[7] >> 4;
+            if (yy < 0 || mo < 1 || mo > 12 || d < 1 || h < 0 || h > 23 || mi < 0 || mi > 59 || s < 0 || s > 59 ||
+                ms2 < 0 || ms1 > 9)
+                return FB_Q_BAD_DECODING;
+            int y = yy >= 90 ? 1900 + yy : 2000 + yy;
+            if (d > days_in_month(y, mo)) return FB_Q_BAD_DECODING;
+            int n = snprintf(sbuf, sbuf_len, "%04d-%02d-%02dT%02d:%02d:%02d.%03d", y, mo, d, h, mi, s, ms2 * 10 + ms1);
+            set_str(v, sbuf, n < 0 ? 0 : (size_t)n < sbuf_len ? (size_t)n : sbuf_len - 1);
+            break;
+        }
+        case S7_STRING: {
+            size_t cur = p[1];
+            if (cur > p[0]) cur = p[0];
+            if (cur > a->n) cur = a->n;
+            set_str(v, sbuf, latin1_to_utf8(p + 2, cur, sbuf, sbuf_len));
+            break;
+        }
+        case S7_WSTRING: {
+            size_t max = rd16(p), cur = rd16(p + 2);
+            if (cur > max) cur = max;
+            if (cur > a->n) cur = a->n;
+            set_str(v, sbuf, utf16_to_utf8(p + 4, cur, sbuf, sbuf_len));
+            break;
+        }
+        default: return FB_Q_BAD_INTERNAL;
     }
     return FB_Q_GOOD;
 }
@@ -690,14 +678,13 @@ static int parse_dt_text(const char *s, size_t n, bool want_time, int f[7])
         }
         if (*r) return -1;
     }
-    if (f[1] < 1 || f[1] > 12 || f[2] < 1 || f[2] > days_in_month(f[0], f[1]) || f[3] > 23 ||
-        f[4] > 59 || f[5] > 59)
+    if (f[1] < 1 || f[1] > 12 || f[2] < 1 || f[2] > days_in_month(f[0], f[1]) || f[3] > 23 || f[4] > 59 || f[5] > 59)
         return -1;
     return 0;
 }
 
-static int check_int(const struct fb_value *v, int64_t lo, uint64_t hi, uint64_t *raw,
-                     const struct s7_addr *a, struct fb_err *err)
+static int check_int(const struct fb_value *v, int64_t lo, uint64_t hi, uint64_t *raw, const struct s7_addr *a,
+                     struct fb_err *err)
 {
     if (v->type == FB_T_BOOL) {
         *raw = v->b;
@@ -705,15 +692,15 @@ static int check_int(const struct fb_value *v, int64_t lo, uint64_t hi, uint64_t
     }
     if (fb_type_is_signed((enum fb_type)v->type)) {
         if (v->i < lo || (v->i > 0 && (uint64_t)v->i > hi))
-            return fb_err_set(err, FB_ERANGE, "%" PRId64 " is outside %s (%" PRId64 "..%" PRIu64 ")",
-                              v->i, types[a->type].name, lo, hi);
+            return fb_err_set(err, FB_ERANGE, "%" PRId64 " is outside %s (%" PRId64 "..%" PRIu64 ")", v->i,
+                              types[a->type].name, lo, hi);
         *raw = (uint64_t)v->i;
         return 0;
     }
     if (fb_type_is_int((enum fb_type)v->type)) {
         if (v->u > hi)
-            return fb_err_set(err, FB_ERANGE, "%" PRIu64 " is outside %s (%" PRId64 "..%" PRIu64 ")",
-                              v->u, types[a->type].name, lo, hi);
+            return fb_err_set(err, FB_ERANGE, "%" PRIu64 " is outside %s (%" PRId64 "..%" PRIu64 ")", v->u,
+                              types[a->type].name, lo, hi);
         *raw = v->u;
         return 0;
     }
@@ -727,156 +714,165 @@ static int check_int(const struct fb_value *v, int64_t lo, uint64_t hi, uint64_t
     return fb_err_set(err, FB_EINVAL, "%s needs a number", types[a->type].name);
 }
 
-int s7_encode(const struct s7_addr *a, const struct fb_value *v, uint8_t *out, size_t cap,
-              struct fb_err *err)
+/* Long on purpose: one case per S7 type, each a few lines of byte layout;
+ * split up it would only scatter the table. */
+int s7_encode(const struct s7_addr *a, const struct fb_value *v, uint8_t *out, size_t cap, struct fb_err *err)
 {
     if (cap < a->size) return fb_err_set(err, FB_EINVAL, "buffer too small");
     uint64_t raw = 0;
     int rc = 0;
     bool is_str = v->type == FB_T_STRING;
     switch (a->type) {
-    case S7_CHAR: case S7_DATE: case S7_DT: case S7_STRING: case S7_WSTRING:
-        if (!is_str) return fb_err_set(err, FB_EINVAL, "%s needs a string value", types[a->type].name);
-        break;
-    case S7_REAL: case S7_LREAL: {
-        double d;
-        if (is_str || !fb_value_to_double(v, &d))
-            return fb_err_set(err, FB_EINVAL, "%s needs a number", types[a->type].name);
-        if (!isfinite(d)) return fb_err_set(err, FB_ERANGE, "%s cannot be NaN or infinite", types[a->type].name);
-        if (a->type == S7_REAL) {
-            if (fabs(d) > 3.4028234663852886e38)
-                return fb_err_set(err, FB_ERANGE, "%g does not fit a REAL", d);
-            float f = (float)d;
-            uint32_t u;
-            memcpy(&u, &f, 4);
-            wr32(out, u);
-        } else {
-            uint64_t u;
-            memcpy(&u, &d, 8);
-            wr64(out, u);
+        case S7_CHAR:
+        case S7_DATE:
+        case S7_DT:
+        case S7_STRING:
+        case S7_WSTRING:
+            if (!is_str) return fb_err_set(err, FB_EINVAL, "%s needs a string value", types[a->type].name);
+            break;
+        case S7_REAL:
+        case S7_LREAL: {
+            double d;
+            if (is_str || !fb_value_to_double(v, &d))
+                return fb_err_set(err, FB_EINVAL, "%s needs a number", types[a->type].name);
+            if (!isfinite(d)) return fb_err_set(err, FB_ERANGE, "%s cannot be NaN or infinite", types[a->type].name);
+            if (a->type == S7_REAL) {
+                if (fabs(d) > 3.4028234663852886e38) return fb_err_set(err, FB_ERANGE, "%g does not fit a REAL", d);
+                float f = (float)d;
+                uint32_t u;
+                memcpy(&u, &f, 4);
+                wr32(out, u);
+            } else {
+                uint64_t u;
+                memcpy(&u, &d, 8);
+                wr64(out, u);
+            }
+            return (int)a->size;
         }
-        return (int)a->size;
-    }
-    default:
-        if (is_str) return fb_err_set(err, FB_EINVAL, "%s needs a number", types[a->type].name);
+        default:
+            if (is_str) return fb_err_set(err, FB_EINVAL, "%s needs a number", types[a->type].name);
     }
     switch (a->type) {
-    case S7_BOOL:
-        if (v->type == FB_T_BOOL) raw = v->b;
-        else if ((rc = check_int(v, 0, 1, &raw, a, err))) return rc;
-        out[0] = (uint8_t)raw;
-        return 1;
-    case S7_BYTE: case S7_USINT:
-        if ((rc = check_int(v, 0, 0xFF, &raw, a, err))) return rc;
-        out[0] = (uint8_t)raw;
-        break;
-    case S7_SINT:
-        if ((rc = check_int(v, -128, 127, &raw, a, err))) return rc;
-        out[0] = (uint8_t)raw;
-        break;
-    case S7_WORD: case S7_UINT: case S7_COUNTER: case S7_TIMER:
-        if ((rc = check_int(v, 0, 0xFFFF, &raw, a, err))) return rc;
-        wr16(out, (uint16_t)raw);
-        break;
-    case S7_INT:
-        if ((rc = check_int(v, INT16_MIN, INT16_MAX, &raw, a, err))) return rc;
-        wr16(out, (uint16_t)raw);
-        break;
-    case S7_DWORD: case S7_UDINT:
-        if ((rc = check_int(v, 0, UINT32_MAX, &raw, a, err))) return rc;
-        wr32(out, (uint32_t)raw);
-        break;
-    case S7_TOD:
-        if ((rc = check_int(v, 0, 86399999, &raw, a, err))) return rc;
-        wr32(out, (uint32_t)raw);
-        break;
-    case S7_DINT: case S7_TIME:
-        if ((rc = check_int(v, INT32_MIN, INT32_MAX, &raw, a, err))) return rc;
-        wr32(out, (uint32_t)raw);
-        break;
-    case S7_LWORD: case S7_ULINT:
-        if ((rc = check_int(v, 0, UINT64_MAX, &raw, a, err))) return rc;
-        wr64(out, raw);
-        break;
-    case S7_LINT:
-        if ((rc = check_int(v, INT64_MIN, INT64_MAX, &raw, a, err))) return rc;
-        wr64(out, raw);
-        break;
-    case S7_CHAR: {
-        size_t i = 0;
-        int32_t cp = v->s.len ? next_cp((const uint8_t *)v->s.p, v->s.len, &i) : -1;
-        if (cp < 0 || cp > 0xFF || i != v->s.len)
-            return fb_err_set(err, FB_ERANGE, "CHAR takes exactly one Latin-1 character");
-        out[0] = (uint8_t)cp;
-        break;
-    }
-    case S7_DATE: {
-        int f[7];
-        if (parse_dt_text(v->s.p, v->s.len, false, f))
-            return fb_err_set(err, FB_EINVAL, "DATE needs YYYY-MM-DD");
-        int64_t days = days_from_civil(f[0], f[1], f[2]) - DAYS_1990;
-        if (days < 0 || days > 65535)
-            return fb_err_set(err, FB_ERANGE, "DATE runs from 1990-01-01 to 2168-12-31");
-        wr16(out, (uint16_t)days);
-        break;
-    }
-    case S7_DT: {
-        int f[7];
-        if (parse_dt_text(v->s.p, v->s.len, true, f))
-            return fb_err_set(err, FB_EINVAL, "DATE_AND_TIME needs YYYY-MM-DDTHH:MM:SS[.mmm]");
-        if (f[0] < 1990 || f[0] > 2089)
-            return fb_err_set(err, FB_ERANGE, "DATE_AND_TIME runs from 1990 to 2089");
-        int64_t days = days_from_civil(f[0], f[1], f[2]);
-        int wd = (int)(((days % 7) + 7 + 4) % 7) + 1; /* 1970-01-01 was a Thursday; 1 = Sunday */
-        out[0] = to_bcd(f[0] % 100);
-        out[1] = to_bcd(f[1]);
-        out[2] = to_bcd(f[2]);
-        out[3] = to_bcd(f[3]);
-        out[4] = to_bcd(f[4]);
-        out[5] = to_bcd(f[5]);
-        out[6] = to_bcd(f[6] / 10);
-        out[7] = (uint8_t)((f[6] % 10) << 4 | wd);
-        break;
-    }
-    case S7_STRING: {
-        size_t k = 0, i = 0;
-        const uint8_t *s = (const uint8_t *)v->s.p;
-        while (i < v->s.len) {
-            int32_t cp = next_cp(s, v->s.len, &i);
-            if (cp < 0 || cp > 0xFF)
-                return fb_err_set(err, FB_ERANGE, "STRING holds Latin-1 characters only (use WSTRING)");
-            if (k >= a->n)
-                return fb_err_set(err, FB_ERANGE, "text longer than STRING[%u]", a->n);
-            out[2 + k++] = (uint8_t)cp;
+        case S7_BOOL:
+            if (v->type == FB_T_BOOL)
+                raw = v->b;
+            else if ((rc = check_int(v, 0, 1, &raw, a, err)))
+                return rc;
+            out[0] = (uint8_t)raw;
+            return 1;
+        case S7_BYTE:
+        case S7_USINT:
+            if ((rc = check_int(v, 0, 0xFF, &raw, a, err))) return rc;
+            out[0] = (uint8_t)raw;
+            break;
+        case S7_SINT:
+            if ((rc = check_int(v, -128, 127, &raw, a, err))) return rc;
+            out[0] = (uint8_t)raw;
+            break;
+        case S7_WORD:
+        case S7_UINT:
+        case S7_COUNTER:
+        case S7_TIMER:
+            if ((rc = check_int(v, 0, 0xFFFF, &raw, a, err))) return rc;
+            wr16(out, (uint16_t)raw);
+            break;
+        case S7_INT:
+            if ((rc = check_int(v, INT16_MIN, INT16_MAX, &raw, a, err))) return rc;
+            wr16(out, (uint16_t)raw);
+            break;
+        case S7_DWORD:
+        case S7_UDINT:
+            if ((rc = check_int(v, 0, UINT32_MAX, &raw, a, err))) return rc;
+            wr32(out, (uint32_t)raw);
+            break;
+        case S7_TOD:
+            if ((rc = check_int(v, 0, 86399999, &raw, a, err))) return rc;
+            wr32(out, (uint32_t)raw);
+            break;
+        case S7_DINT:
+        case S7_TIME:
+            if ((rc = check_int(v, INT32_MIN, INT32_MAX, &raw, a, err))) return rc;
+            wr32(out, (uint32_t)raw);
+            break;
+        case S7_LWORD:
+        case S7_ULINT:
+            if ((rc = check_int(v, 0, UINT64_MAX, &raw, a, err))) return rc;
+            wr64(out, raw);
+            break;
+        case S7_LINT:
+            if ((rc = check_int(v, INT64_MIN, INT64_MAX, &raw, a, err))) return rc;
+            wr64(out, raw);
+            break;
+        case S7_CHAR: {
+            size_t i = 0;
+            int32_t cp = v->s.len ? next_cp((const uint8_t *)v->s.p, v->s.len, &i) : -1;
+            if (cp < 0 || cp > 0xFF || i != v->s.len)
+                return fb_err_set(err, FB_ERANGE, "CHAR takes exactly one Latin-1 character");
+            out[0] = (uint8_t)cp;
+            break;
         }
-        out[0] = (uint8_t)a->n;
-        out[1] = (uint8_t)k;
-        memset(out + 2 + k, 0, a->n - k);
-        break;
-    }
-    case S7_WSTRING: {
-        size_t k = 0, i = 0;
-        const uint8_t *s = (const uint8_t *)v->s.p;
-        while (i < v->s.len) {
-            int32_t cp = next_cp(s, v->s.len, &i);
-            if (cp < 0) return fb_err_set(err, FB_EINVAL, "text is not valid UTF-8");
-            unsigned units = cp >= 0x10000 ? 2 : 1;
-            if (k + units > a->n)
-                return fb_err_set(err, FB_ERANGE, "text longer than WSTRING[%u]", a->n);
-            if (units == 2) {
-                uint32_t c = (uint32_t)cp - 0x10000;
-                wr16(out + 4 + 2 * k++, (uint16_t)(0xD800 + (c >> 10)));
-                wr16(out + 4 + 2 * k++, (uint16_t)(0xDC00 + (c & 0x3FF)));
-            } else {
-                wr16(out + 4 + 2 * k++, (uint16_t)cp);
+        case S7_DATE: {
+            int f[7];
+            if (parse_dt_text(v->s.p, v->s.len, false, f)) return fb_err_set(err, FB_EINVAL, "DATE needs YYYY-MM-DD");
+            int64_t days = days_from_civil(f[0], f[1], f[2]) - DAYS_1990;
+            if (days < 0 || days > 65535) return fb_err_set(err, FB_ERANGE, "DATE runs from 1990-01-01 to 2168-12-31");
+            wr16(out, (uint16_t)days);
+            break;
+        }
+        case S7_DT: {
+            int f[7];
+            if (parse_dt_text(v->s.p, v->s.len, true, f))
+                return fb_err_set(err, FB_EINVAL, "DATE_AND_TIME needs YYYY-MM-DDTHH:MM:SS[.mmm]");
+            if (f[0] < 1990 || f[0] > 2089) return fb_err_set(err, FB_ERANGE, "DATE_AND_TIME runs from 1990 to 2089");
+            int64_t days = days_from_civil(f[0], f[1], f[2]);
+            int wd = (int)(((days % 7) + 7 + 4) % 7) + 1; /* 1970-01-01 was a Thursday; 1 = Sunday */
+            out[0] = to_bcd(f[0] % 100);
+            out[1] = to_bcd(f[1]);
+            out[2] = to_bcd(f[2]);
+            out[3] = to_bcd(f[3]);
+            out[4] = to_bcd(f[4]);
+            out[5] = to_bcd(f[5]);
+            out[6] = to_bcd(f[6] / 10);
+            out[7] = (uint8_t)((f[6] % 10) << 4 | wd);
+            break;
+        }
+        case S7_STRING: {
+            size_t k = 0, i = 0;
+            const uint8_t *s = (const uint8_t *)v->s.p;
+            while (i < v->s.len) {
+                int32_t cp = next_cp(s, v->s.len, &i);
+                if (cp < 0 || cp > 0xFF)
+                    return fb_err_set(err, FB_ERANGE, "STRING holds Latin-1 characters only (use WSTRING)");
+                if (k >= a->n) return fb_err_set(err, FB_ERANGE, "text longer than STRING[%u]", a->n);
+                out[2 + k++] = (uint8_t)cp;
             }
+            out[0] = (uint8_t)a->n;
+            out[1] = (uint8_t)k;
+            memset(out + 2 + k, 0, a->n - k);
+            break;
         }
-        wr16(out, a->n);
-        wr16(out + 2, (uint16_t)k);
-        memset(out + 4 + 2 * k, 0, 2 * (a->n - k));
-        break;
-    }
-    default: return fb_err_set(err, FB_EINVAL, "cannot write this type");
+        case S7_WSTRING: {
+            size_t k = 0, i = 0;
+            const uint8_t *s = (const uint8_t *)v->s.p;
+            while (i < v->s.len) {
+                int32_t cp = next_cp(s, v->s.len, &i);
+                if (cp < 0) return fb_err_set(err, FB_EINVAL, "text is not valid UTF-8");
+                unsigned units = cp >= 0x10000 ? 2 : 1;
+                if (k + units > a->n) return fb_err_set(err, FB_ERANGE, "text longer than WSTRING[%u]", a->n);
+                if (units == 2) {
+                    uint32_t c = (uint32_t)cp - 0x10000;
+                    wr16(out + 4 + 2 * k++, (uint16_t)(0xD800 + (c >> 10)));
+                    wr16(out + 4 + 2 * k++, (uint16_t)(0xDC00 + (c & 0x3FF)));
+                } else {
+                    wr16(out + 4 + 2 * k++, (uint16_t)cp);
+                }
+            }
+            wr16(out, a->n);
+            wr16(out + 2, (uint16_t)k);
+            memset(out + 4 + 2 * k, 0, 2 * (a->n - k));
+            break;
+        }
+        default: return fb_err_set(err, FB_EINVAL, "cannot write this type");
     }
     return (int)a->size;
 }
@@ -960,8 +956,7 @@ size_t s7_read_reply_item_size(uint16_t len, bool last) { return 4 + (size_t)len
 uint32_t s7_max_read_len(int pdu) { return pdu > 18 ? (uint32_t)pdu - 18 : 0; }
 uint32_t s7_max_write_len(int pdu) { return pdu > 28 ? (uint32_t)pdu - 28 : 0; }
 
-size_t s7_build_read(uint8_t *buf, size_t cap, uint16_t pdu_ref, const struct s7_item *it,
-                     unsigned n)
+size_t s7_build_read(uint8_t *buf, size_t cap, uint16_t pdu_ref, const struct s7_item *it, unsigned n)
 {
     if (n == 0 || n > 255) return 0;
     size_t par = 2 + 12 * (size_t)n, len = 7 + 10 + par;
@@ -974,8 +969,8 @@ size_t s7_build_read(uint8_t *buf, size_t cap, uint16_t pdu_ref, const struct s7
     return len;
 }
 
-size_t s7_build_write(uint8_t *buf, size_t cap, uint16_t pdu_ref, const struct s7_item *it,
-                      const uint8_t *const *data, unsigned n)
+size_t s7_build_write(uint8_t *buf, size_t cap, uint16_t pdu_ref, const struct s7_item *it, const uint8_t *const *data,
+                      unsigned n)
 {
     if (n == 0 || n > 255) return 0;
     size_t par = 2 + 12 * (size_t)n, dlen = 0;
@@ -1062,8 +1057,7 @@ int s7_hdr_parse(const uint8_t *pdu, size_t n, struct s7_hdr *h)
     return 0;
 }
 
-int s7_parse_setup_reply(const uint8_t *pdu, size_t n, uint16_t pdu_ref, int *neg_pdu,
-                         uint16_t *herr)
+int s7_parse_setup_reply(const uint8_t *pdu, size_t n, uint16_t pdu_ref, int *neg_pdu, uint16_t *herr)
 {
     struct s7_hdr h;
     *herr = 0;
@@ -1079,8 +1073,8 @@ int s7_parse_setup_reply(const uint8_t *pdu, size_t n, uint16_t pdu_ref, int *ne
     return 0;
 }
 
-int s7_parse_read_reply(const uint8_t *pdu, size_t n, uint16_t pdu_ref, const struct s7_item *it,
-                        unsigned nit, struct s7_read_result *res, uint16_t *herr)
+int s7_parse_read_reply(const uint8_t *pdu, size_t n, uint16_t pdu_ref, const struct s7_item *it, unsigned nit,
+                        struct s7_read_result *res, uint16_t *herr)
 {
     struct s7_hdr h;
     *herr = 0;
@@ -1117,8 +1111,7 @@ int s7_parse_read_reply(const uint8_t *pdu, size_t n, uint16_t pdu_ref, const st
     return 0;
 }
 
-int s7_parse_write_reply(const uint8_t *pdu, size_t n, uint16_t pdu_ref, unsigned nit,
-                         uint8_t *rc, uint16_t *herr)
+int s7_parse_write_reply(const uint8_t *pdu, size_t n, uint16_t pdu_ref, unsigned nit, uint8_t *rc, uint16_t *herr)
 {
     struct s7_hdr h;
     *herr = 0;
@@ -1156,8 +1149,7 @@ uint32_t s7_item_quality(uint8_t rc, bool write)
     if (rc == S7_RC_OK) return FB_Q_GOOD;
     for (size_t i = 0; i < sizeof item_tab / sizeof item_tab[0]; i++)
         if (item_tab[i].rc == rc)
-            return write && item_tab[i].q == FB_Q_BAD_NOT_READABLE ? FB_Q_BAD_NOT_WRITABLE
-                                                                  : item_tab[i].q;
+            return write && item_tab[i].q == FB_Q_BAD_NOT_READABLE ? FB_Q_BAD_NOT_WRITABLE : item_tab[i].q;
     return FB_Q_BAD_DEVICE_FAILURE;
 }
 
@@ -1190,8 +1182,7 @@ uint32_t s7_header_quality(uint16_t herr, bool write)
 {
     for (size_t i = 0; i < sizeof hdr_tab / sizeof hdr_tab[0]; i++)
         if (hdr_tab[i].code == herr)
-            return write && hdr_tab[i].q == FB_Q_BAD_NOT_READABLE ? FB_Q_BAD_NOT_WRITABLE
-                                                                 : hdr_tab[i].q;
+            return write && hdr_tab[i].q == FB_Q_BAD_NOT_READABLE ? FB_Q_BAD_NOT_WRITABLE : hdr_tab[i].q;
     if ((herr >> 8) == 0x87) return write ? FB_Q_BAD_NOT_WRITABLE : FB_Q_BAD_NOT_READABLE;
     return FB_Q_BAD_DEVICE_FAILURE;
 }
@@ -1201,33 +1192,33 @@ const char *s7_header_text(uint16_t herr)
     for (size_t i = 0; i < sizeof hdr_tab / sizeof hdr_tab[0]; i++)
         if (hdr_tab[i].code == herr) return hdr_tab[i].text;
     switch (herr >> 8) {
-    case 0x81: return "application relationship error";
-    case 0x82: return "object definition error";
-    case 0x83: return "no resources available in the PLC";
-    case 0x84: return "error on service processing";
-    case 0x85: return "error on supplies";
-    case 0x87: return "access error: check PUT/GET and the CPU's protection level";
-    default: return "unknown S7 error";
+        case 0x81: return "application relationship error";
+        case 0x82: return "object definition error";
+        case 0x83: return "no resources available in the PLC";
+        case 0x84: return "error on service processing";
+        case 0x85: return "error on supplies";
+        case 0x87: return "access error: check PUT/GET and the CPU's protection level";
+        default: return "unknown S7 error";
     }
 }
 
 const char *s7_cotp_dr_text(uint8_t reason)
 {
     switch (reason) {
-    case 0x00: return "reason not specified";
-    case 0x01: return "congestion at the PLC";
-    case 0x02: return "session entity not attached to the TSAP";
-    case 0x03: return "address unknown";
-    case 0x80: return "normal disconnect";
-    case 0x81: return "remote end congested";
-    case 0x82: return "connection negotiation failed";
-    case 0x83: return "duplicate source reference";
-    case 0x84: return "mismatched references";
-    case 0x85: return "protocol error";
-    case 0x87: return "reference overflow";
-    case 0x88: return "connection request refused";
-    case 0x8A: return "header or parameter length invalid";
-    default: return "unknown reason";
+        case 0x00: return "reason not specified";
+        case 0x01: return "congestion at the PLC";
+        case 0x02: return "session entity not attached to the TSAP";
+        case 0x03: return "address unknown";
+        case 0x80: return "normal disconnect";
+        case 0x81: return "remote end congested";
+        case 0x82: return "connection negotiation failed";
+        case 0x83: return "duplicate source reference";
+        case 0x84: return "mismatched references";
+        case 0x85: return "protocol error";
+        case 0x87: return "reference overflow";
+        case 0x88: return "connection request refused";
+        case 0x8A: return "header or parameter length invalid";
+        default: return "unknown reason";
     }
 }
 
@@ -1242,8 +1233,8 @@ static int ptag_cmp(const void *x, const void *y)
     return a->range < b->range ? -1 : a->range > b->range; /* stable: given order */
 }
 
-int s7_plan_build(const uint32_t *tag_ids, const struct s7_addr *const *addrs, uint32_t n,
-                  int max_gap, int max_items, struct s7_plan **out, struct fb_err *err)
+int s7_plan_build(const uint32_t *tag_ids, const struct s7_addr *const *addrs, uint32_t n, int max_gap, int max_items,
+                  struct s7_plan **out, struct fb_err *err)
 {
     struct s7_plan *p = calloc(1, sizeof *p);
     if (!p) return fb_err_set(err, FB_ENOMEM, "out of memory");
@@ -1309,9 +1300,8 @@ int s7_plan_layout(struct s7_plan *p, int pdu, struct fb_err *err)
         uint32_t s, l;
         extent(a, &s, &l);
         struct s7_range *r = p->nranges ? &p->ranges[p->nranges - 1] : NULL;
-        bool merge = r && !p->tags[i].solo && !p->tags[r->first + r->n - 1].solo &&
-                     r->area == a->area && r->db == a->db &&
-                     (uint64_t)s <= (uint64_t)r->start + r->len + (uint32_t)p->max_gap;
+        bool merge = r && !p->tags[i].solo && !p->tags[r->first + r->n - 1].solo && r->area == a->area &&
+                     r->db == a->db && (uint64_t)s <= (uint64_t)r->start + r->len + (uint32_t)p->max_gap;
         if (merge) {
             uint32_t end = s + l > r->start + r->len ? s + l : r->start + r->len;
             total += end - (r->start + r->len);

@@ -6,9 +6,10 @@
  * connection per device ("sim:<device>", so each sim device gets its own
  * thread), "connects" instantly, fills one sample per tag on read and keeps
  * the per-device counters like a real driver does (one request per group
- * read, its round-trip time, the last success; a read with a dropout counts
- * as an error).  Connection state, writes and reconnects are counted by the
- * runtime.
+ * read, its round-trip time, the last success; every item that comes out
+ * Bad — a dropout, a tag without an address — counts as a failed item in the
+ * error counter, as a real device's refusals do).  Connection state, writes
+ * and reconnects are counted by the runtime.
  *
  * Values are produced as float64 unless the tag's type says otherwise; then
  * they are converted the way a device register would hold them: rounded to
@@ -52,11 +53,9 @@ static int sim_device_init(struct fb_device *dev, char **conn_key, struct fb_err
             if (*end) goto bad_seed;
             continue;
         bad_seed:
-            return fb_err_set(err, FB_EINVAL, "device %s: seed=%s is not an unsigned integer",
-                              dev->name, v);
+            return fb_err_set(err, FB_EINVAL, "device %s: seed=%s is not an unsigned integer", dev->name, v);
         }
-        return fb_err_set(err, FB_EINVAL, "device %s: unknown sim option '%s' (valid: seed)",
-                          dev->name, k);
+        return fb_err_set(err, FB_EINVAL, "device %s: unknown sim option '%s' (valid: seed)", dev->name, k);
     }
     struct sim_dev *sd = calloc(1, sizeof *sd);
     size_t n = strlen(dev->name ? dev->name : "") + 5;
@@ -88,13 +87,12 @@ static uint64_t dev_seed(const struct fb_device *dev)
 /* The tag's position inside its device, when the model already knows it. */
 static uint64_t tag_index(const struct fb_device *dev, const struct fb_tag *t)
 {
-    if (t->id >= dev->first_tag && t->id - dev->first_tag < dev->ntags)
-        return t->id - dev->first_tag;
+    if (t->id >= dev->first_tag && t->id - dev->first_tag < dev->ntags) return t->id - dev->first_tag;
     return t->id;
 }
 
 /* "memory:int16" / "sine:amp=2:float32": an optional trailing :TYPE, as in
- * every other address (DESIGN.md §5).  Returns the type, or FB_T_NONE and
+ * every other address (docs/configuration.md, `addr`).  Returns the type, or FB_T_NONE and
  * leaves *spec_len at the full length. */
 static enum fb_type split_type(const char *text, size_t *spec_len)
 {
@@ -147,8 +145,8 @@ static int sim_parse_address(struct fb_device *dev, struct fb_tag *tag, struct f
         if (tag->type != FB_T_NONE && tag->type != at) {
             fb_sim_gen_free(&st->g);
             free(st);
-            return fb_err_set(err, FB_EINVAL, "sim address '%s': type %s conflicts with type %s",
-                              text, fb_type_name(at), fb_type_name((enum fb_type)tag->type));
+            return fb_err_set(err, FB_EINVAL, "sim address '%s': type %s conflicts with type %s", text,
+                              fb_type_name(at), fb_type_name((enum fb_type)tag->type));
         }
         tag->type = (uint8_t)at;
     }
@@ -156,8 +154,8 @@ static int sim_parse_address(struct fb_device *dev, struct fb_tag *tag, struct f
     if (st->g.is_string && tag->type != FB_T_STRING) {
         fb_sim_gen_free(&st->g);
         free(st);
-        return fb_err_set(err, FB_EINVAL, "sim address '%s': a string value needs type string, not %s",
-                          text, fb_type_name((enum fb_type)tag->type));
+        return fb_err_set(err, FB_EINVAL, "sim address '%s': a string value needs type string, not %s", text,
+                          fb_type_name((enum fb_type)tag->type));
     }
     if (tag->type == FB_T_STRING) {
         if (!st->g.is_string && (st->g.kind == FB_SIM_MEMORY || st->g.kind == FB_SIM_CONST)) {
@@ -216,44 +214,51 @@ static void sim_close(struct fb_conn *c) { (void)c; }
 /* double → value of type t, the way a device register would hold it. */
 static void to_value(enum fb_type t, double d, struct fb_value *v)
 {
-    static const double lo[FB_T__COUNT] = {[FB_T_INT8] = -128.0, [FB_T_INT16] = -32768.0,
+    static const double lo[FB_T__COUNT] = {[FB_T_INT8] = -128.0,
+                                           [FB_T_INT16] = -32768.0,
                                            [FB_T_INT32] = -2147483648.0,
                                            [FB_T_INT64] = -9223372036854775808.0};
-    static const double hi[FB_T__COUNT] = {
-        [FB_T_INT8] = 127.0,           [FB_T_UINT8] = 255.0,
-        [FB_T_INT16] = 32767.0,        [FB_T_UINT16] = 65535.0,
-        [FB_T_INT32] = 2147483647.0,   [FB_T_UINT32] = 4294967295.0,
-        [FB_T_INT64] = 9223372036854775807.0, [FB_T_UINT64] = 18446744073709551615.0};
+    static const double hi[FB_T__COUNT] = {[FB_T_INT8] = 127.0,
+                                           [FB_T_UINT8] = 255.0,
+                                           [FB_T_INT16] = 32767.0,
+                                           [FB_T_UINT16] = 65535.0,
+                                           [FB_T_INT32] = 2147483647.0,
+                                           [FB_T_UINT32] = 4294967295.0,
+                                           [FB_T_INT64] = 9223372036854775807.0,
+                                           [FB_T_UINT64] = 18446744073709551615.0};
     v->type = (uint8_t)t;
     if (isnan(d)) d = 0;
     double r = nearbyint(d);
     switch (t) {
-    case FB_T_BOOL:
-        v->b = r != 0.0;
-        return;
-    case FB_T_FLOAT32:
-        if (d > FLT_MAX) d = FLT_MAX;
-        if (d < -FLT_MAX) d = -FLT_MAX;
-        v->f = (double)(float)d;
-        return;
-    case FB_T_FLOAT64:
-    case FB_T_NONE:
-    case FB_T_STRING:
-    case FB_T__COUNT:
-        v->type = FB_T_FLOAT64;
-        v->f = d;
-        return;
-    default:
-        break;
+        case FB_T_BOOL: v->b = r != 0.0; return;
+        case FB_T_FLOAT32:
+            if (d > FLT_MAX) d = FLT_MAX;
+            if (d < -FLT_MAX) d = -FLT_MAX;
+            v->f = (double)(float)d;
+            return;
+        case FB_T_FLOAT64:
+        case FB_T_NONE:
+        case FB_T_STRING:
+        case FB_T__COUNT:
+            v->type = FB_T_FLOAT64;
+            v->f = d;
+            return;
+        default: break;
     }
     if (fb_type_is_signed(t)) {
-        if (r <= lo[t]) v->i = (int64_t)lo[t];
-        else if (r >= hi[t]) v->i = t == FB_T_INT64 ? INT64_MAX : (int64_t)hi[t];
-        else v->i = (int64_t)r;
+        if (r <= lo[t])
+            v->i = (int64_t)lo[t];
+        else if (r >= hi[t])
+            v->i = t == FB_T_INT64 ? INT64_MAX : (int64_t)hi[t];
+        else
+            v->i = (int64_t)r;
     } else {
-        if (r <= 0) v->u = 0;
-        else if (r >= hi[t]) v->u = t == FB_T_UINT64 ? UINT64_MAX : (uint64_t)hi[t];
-        else v->u = (uint64_t)r;
+        if (r <= 0)
+            v->u = 0;
+        else if (r >= hi[t])
+            v->u = t == FB_T_UINT64 ? UINT64_MAX : (uint64_t)hi[t];
+        else
+            v->u = (uint64_t)r;
     }
 }
 
@@ -263,7 +268,7 @@ static int sim_read(struct fb_device *dev, struct fb_group *g, struct fb_batch *
     int64_t t0 = fb_mono_ns();
     int64_t now = fb_now_ns();
     struct fb_tag *tags = dev->gw->tags;
-    bool dropped = false;
+    uint64_t failed = 0;
     for (uint32_t i = 0; i < g->ntags; i++) {
         struct fb_tag *t = &tags[g->tags[i]];
         struct sim_tag *st = t->addr;
@@ -273,6 +278,7 @@ static int sim_read(struct fb_device *dev, struct fb_group *g, struct fb_batch *
             v.type = t->type;
             v.u = 0;
             fb_batch_add(out, t->id, FB_Q_BAD_CONFIG, now, &v);
+            failed++;
             continue;
         }
         fb_sim_gen_read(&st->g, now, &o);
@@ -290,10 +296,10 @@ static int sim_read(struct fb_device *dev, struct fb_group *g, struct fb_batch *
         } else {
             to_value((enum fb_type)t->type, o.d, &v);
         }
-        if (o.quality != FB_Q_GOOD) dropped = true;
+        if (fb_q_bad(o.quality)) failed++;
         fb_batch_add(out, t->id, o.quality, now, &v);
     }
-    if (dropped) atomic_fetch_add(&dev->m.errors, 1); /* a (partial) dropout is a failed request */
+    if (failed) atomic_fetch_add(&dev->m.errors, failed); /* each Bad item once */
     int64_t rtt = fb_mono_ns() - t0;
     atomic_fetch_add(&dev->m.requests, 1);
     atomic_fetch_add(&dev->m.rtt_ns_sum, (uint64_t)rtt);
@@ -303,8 +309,7 @@ static int sim_read(struct fb_device *dev, struct fb_group *g, struct fb_batch *
     return 0;
 }
 
-static int sim_write(struct fb_device *dev, const struct fb_tag *t, const struct fb_value *v,
-                     struct fb_err *err)
+static int sim_write(struct fb_device *dev, const struct fb_tag *t, const struct fb_value *v, struct fb_err *err)
 {
     struct sim_tag *st = t->addr;
     int rc;
@@ -315,21 +320,19 @@ static int sim_write(struct fb_device *dev, const struct fb_tag *t, const struct
         rc = fb_err_set(err, FB_EACCES, "%s is not writable", t->path ? t->path : t->name);
     } else if (v->type == FB_T_STRING) {
         if (t->type != FB_T_STRING)
-            rc = fb_err_set(err, FB_EINVAL, "%s: string written to a %s tag",
-                            t->path ? t->path : t->name, fb_type_name((enum fb_type)t->type));
+            rc = fb_err_set(err, FB_EINVAL, "%s: string written to a %s tag", t->path ? t->path : t->name,
+                            fb_type_name((enum fb_type)t->type));
         else if (t->str_len && v->s.len > t->str_len)
-            rc = fb_err_set(err, FB_ERANGE, "%s: string of %u bytes exceeds %u",
-                            t->path ? t->path : t->name, v->s.len, t->str_len);
+            rc = fb_err_set(err, FB_ERANGE, "%s: string of %u bytes exceeds %u", t->path ? t->path : t->name, v->s.len,
+                            t->str_len);
         else
             rc = fb_sim_gen_write_str(&st->g, v->s.p, v->s.len, err);
     } else {
         double d;
         if (!fb_value_to_double(v, &d))
-            rc = fb_err_set(err, FB_EINVAL, "%s: unsupported value type",
-                            t->path ? t->path : t->name);
+            rc = fb_err_set(err, FB_EINVAL, "%s: unsupported value type", t->path ? t->path : t->name);
         else if (t->type == FB_T_STRING)
-            rc = fb_err_set(err, FB_EINVAL, "%s: number written to a string tag",
-                            t->path ? t->path : t->name);
+            rc = fb_err_set(err, FB_EINVAL, "%s: number written to a string tag", t->path ? t->path : t->name);
         else
             rc = fb_sim_gen_write_num(&st->g, d, err);
     }

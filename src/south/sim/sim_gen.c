@@ -26,8 +26,7 @@
 #define M_PI 3.14159265358979323846
 #endif
 
-const char *const fb_sim_gen_names[] = {"sine",  "square", "ramp",    "walk",
-                                        "noise", "const",  "counter", "memory", NULL};
+const char *const fb_sim_gen_names[] = {"sine", "square", "ramp", "walk", "noise", "const", "counter", "memory", NULL};
 
 enum val_kind { V_NUM, V_DUR, V_PROB, V_ANY /* number or quoted string */ };
 
@@ -36,11 +35,11 @@ enum val_kind { V_NUM, V_DUR, V_PROB, V_ANY /* number or quoted string */ };
 #define K_PERIODIC (K(FB_SIM_SINE) | K(FB_SIM_SQUARE) | K(FB_SIM_RAMP))
 
 struct key_def {
-    unsigned kinds;   /* generators that accept the key */
+    unsigned kinds; /* generators that accept the key */
     const char *name;
     enum val_kind vk;
-    double def;       /* default (seconds for durations) */
-    size_t off;       /* offsetof in struct fb_sim_gen (double, or int64_t for V_DUR) */
+    double def; /* default (seconds for durations) */
+    size_t off; /* offsetof in struct fb_sim_gen (double, or int64_t for V_DUR) */
 };
 
 #define F(f) offsetof(struct fb_sim_gen, f)
@@ -73,8 +72,7 @@ static const struct key_def keys[] = {
 #undef F
 #define NKEYS (sizeof keys / sizeof keys[0])
 
-static const double period_default_s[FB_SIM__COUNT] = {
-    [FB_SIM_SINE] = 60, [FB_SIM_SQUARE] = 10, [FB_SIM_RAMP] = 10};
+static const double period_default_s[FB_SIM__COUNT] = {[FB_SIM_SINE] = 60, [FB_SIM_SQUARE] = 10, [FB_SIM_RAMP] = 10};
 
 /* ------------------------------------------------------------------ PRNG */
 static uint64_t splitmix64(uint64_t *x)
@@ -182,14 +180,13 @@ static int parse_quoted(const char **pp, char *buf, size_t cap, size_t *len)
     return 0;
 }
 
-static int apply_key(struct fb_sim_gen *g, const struct key_def *kd, const char *val, bool quoted,
-                     size_t qlen, const char *spec, struct fb_err *err)
+static int apply_key(struct fb_sim_gen *g, const struct key_def *kd, const char *val, bool quoted, size_t qlen,
+                     const char *spec, struct fb_err *err)
 {
     char *base = (char *)g;
     if (quoted) {
         if (kd->vk != V_ANY)
-            return fb_err_set(err, FB_EINVAL, "sim address '%s': %s takes a number, not a string",
-                              spec, kd->name);
+            return fb_err_set(err, FB_EINVAL, "sim address '%s': %s takes a number, not a string", spec, kd->name);
         int rc = set_string(g, val, qlen);
         if (rc) return fb_err_set(err, rc, "sim address '%s': out of memory", spec);
         return 0;
@@ -197,8 +194,7 @@ static int apply_key(struct fb_sim_gen *g, const struct key_def *kd, const char 
     if (kd->vk == V_DUR) {
         int64_t ns;
         if (fb_parse_duration(val, &ns) || ns <= 0)
-            return fb_err_set(err, FB_EINVAL,
-                              "sim address '%s': %s=%s is not a positive duration (e.g. 10s, 250ms)",
+            return fb_err_set(err, FB_EINVAL, "sim address '%s': %s=%s is not a positive duration (e.g. 10s, 250ms)",
                               spec, kd->name, val);
         memcpy(base + kd->off, &ns, sizeof ns);
         return 0;
@@ -206,15 +202,12 @@ static int apply_key(struct fb_sim_gen *g, const struct key_def *kd, const char 
     double d;
     if (!parse_num(val, &d)) {
         if (kd->vk == V_ANY)
-            return fb_err_set(err, FB_EINVAL,
-                              "sim address '%s': %s=%s is not a number (quote strings: \"text\")",
-                              spec, kd->name, val);
-        return fb_err_set(err, FB_EINVAL, "sim address '%s': %s=%s is not a number", spec,
-                          kd->name, val);
+            return fb_err_set(err, FB_EINVAL, "sim address '%s': %s=%s is not a number (quote strings: \"text\")", spec,
+                              kd->name, val);
+        return fb_err_set(err, FB_EINVAL, "sim address '%s': %s=%s is not a number", spec, kd->name, val);
     }
     if (kd->vk == V_PROB && (d < 0 || d > 1))
-        return fb_err_set(err, FB_EINVAL, "sim address '%s': %s=%s must be between 0 and 1", spec,
-                          kd->name, val);
+        return fb_err_set(err, FB_EINVAL, "sim address '%s': %s=%s must be between 0 and 1", spec, kd->name, val);
     memcpy(base + kd->off, &d, sizeof d);
     return 0;
 }
@@ -233,8 +226,7 @@ static void set_defaults(struct fb_sim_gen *g)
         const struct key_def *kd = &keys[i];
         if (!(kd->kinds & K(g->kind))) continue;
         if (kd->vk == V_DUR) {
-            double s = kd->off == offsetof(struct fb_sim_gen, period_ns) ? period_default_s[g->kind]
-                                                                         : kd->def;
+            double s = kd->off == offsetof(struct fb_sim_gen, period_ns) ? period_default_s[g->kind] : kd->def;
             int64_t ns = (int64_t)(s * 1e9);
             memcpy(base + kd->off, &ns, sizeof ns);
         } else {
@@ -246,27 +238,22 @@ static void set_defaults(struct fb_sim_gen *g)
 static int validate(struct fb_sim_gen *g, const char *spec, struct fb_err *err)
 {
     switch (g->kind) {
-    case FB_SIM_SINE:
-        g->phase_rad = g->phase_rad * M_PI / 180.0; /* written in degrees */
-        break;
-    case FB_SIM_RAMP:
-    case FB_SIM_WALK:
-        if (g->min > g->max)
-            return fb_err_set(err, FB_EINVAL, "sim address '%s': min must not exceed max", spec);
-        if (g->kind == FB_SIM_WALK) {
-            if (g->step < 0)
-                return fb_err_set(err, FB_EINVAL, "sim address '%s': step must be >= 0", spec);
-            if (g->start < g->min || g->start > g->max)
-                return fb_err_set(err, FB_EINVAL, "sim address '%s': start must lie in [min, max]",
-                                  spec);
-        }
-        break;
-    case FB_SIM_NOISE:
-        if (g->stddev < 0)
-            return fb_err_set(err, FB_EINVAL, "sim address '%s': stddev must be >= 0", spec);
-        break;
-    default:
-        break;
+        case FB_SIM_SINE:
+            g->phase_rad = g->phase_rad * M_PI / 180.0; /* written in degrees */
+            break;
+        case FB_SIM_RAMP:
+        case FB_SIM_WALK:
+            if (g->min > g->max) return fb_err_set(err, FB_EINVAL, "sim address '%s': min must not exceed max", spec);
+            if (g->kind == FB_SIM_WALK) {
+                if (g->step < 0) return fb_err_set(err, FB_EINVAL, "sim address '%s': step must be >= 0", spec);
+                if (g->start < g->min || g->start > g->max)
+                    return fb_err_set(err, FB_EINVAL, "sim address '%s': start must lie in [min, max]", spec);
+            }
+            break;
+        case FB_SIM_NOISE:
+            if (g->stddev < 0) return fb_err_set(err, FB_EINVAL, "sim address '%s': stddev must be >= 0", spec);
+            break;
+        default: break;
     }
     if (isnan(g->spike_amp)) g->spike_amp = g->kind == FB_SIM_SINE ? 10.0 * fabs(g->amp) : 100.0;
     return 0;
@@ -287,8 +274,7 @@ int fb_sim_gen_parse(const char *spec, struct fb_sim_gen *g, struct fb_err *err)
         if (!strcmp(name, fb_sim_gen_names[i])) kind = i;
     if (kind < 0) {
         list_gens(valid, sizeof valid);
-        return fb_err_set(err, FB_EINVAL, "sim address '%s': unknown generator '%s' (valid: %s)",
-                          spec, name, valid);
+        return fb_err_set(err, FB_EINVAL, "sim address '%s': unknown generator '%s' (valid: %s)", spec, name, valid);
     }
     g->kind = (uint8_t)kind;
     set_defaults(g);
@@ -320,8 +306,7 @@ int fb_sim_gen_parse(const char *spec, struct fb_sim_gen *g, struct fb_err *err)
             }
             quoted = true;
             if (*p && *p != ',') {
-                rc = fb_err_set(err, FB_EINVAL, "sim address '%s': ',' expected after string",
-                                spec);
+                rc = fb_err_set(err, FB_EINVAL, "sim address '%s': ',' expected after string", spec);
                 goto fail;
             }
         } else {
@@ -341,9 +326,8 @@ int fb_sim_gen_parse(const char *spec, struct fb_sim_gen *g, struct fb_err *err)
             /* positional: only const's value, only once */
             if (g->kind != FB_SIM_CONST || positional_used) {
                 list_valid_keys(g->kind, valid, sizeof valid);
-                rc = fb_err_set(err, FB_EINVAL,
-                                "sim address '%s': '%s' is not KEY=VALUE (valid keys for %s: %s)",
-                                spec, quoted ? "\"...\"" : val, fb_sim_gen_names[g->kind], valid);
+                rc = fb_err_set(err, FB_EINVAL, "sim address '%s': '%s' is not KEY=VALUE (valid keys for %s: %s)", spec,
+                                quoted ? "\"...\"" : val, fb_sim_gen_names[g->kind], valid);
                 goto fail;
             }
             positional_used = true;
@@ -352,8 +336,7 @@ int fb_sim_gen_parse(const char *spec, struct fb_sim_gen *g, struct fb_err *err)
             kd = find_key(g->kind, key);
             if (!kd) {
                 list_valid_keys(g->kind, valid, sizeof valid);
-                rc = fb_err_set(err, FB_EINVAL,
-                                "sim address '%s': unknown key '%s' for %s (valid: %s)", spec, key,
+                rc = fb_err_set(err, FB_EINVAL, "sim address '%s': unknown key '%s' for %s (valid: %s)", spec, key,
                                 fb_sim_gen_names[g->kind], valid);
                 goto fail;
             }
@@ -390,17 +373,12 @@ static double period_frac(int64_t t_ns, int64_t period_ns)
 double fb_sim_gen_base(const struct fb_sim_gen *g, int64_t t_ns)
 {
     switch (g->kind) {
-    case FB_SIM_SINE:
-        return g->offset + g->bias +
-               g->amp * sin(2.0 * M_PI * period_frac(t_ns, g->period_ns) + g->phase_rad);
-    case FB_SIM_SQUARE:
-        return (period_frac(t_ns, g->period_ns) < g->duty ? g->high : g->low) + g->bias;
-    case FB_SIM_RAMP:
-        return g->min + (g->max - g->min) * period_frac(t_ns, g->period_ns) + g->bias;
-    case FB_SIM_NOISE:
-        return g->mean;
-    default:
-        return g->cur;
+        case FB_SIM_SINE:
+            return g->offset + g->bias + g->amp * sin(2.0 * M_PI * period_frac(t_ns, g->period_ns) + g->phase_rad);
+        case FB_SIM_SQUARE: return (period_frac(t_ns, g->period_ns) < g->duty ? g->high : g->low) + g->bias;
+        case FB_SIM_RAMP: return g->min + (g->max - g->min) * period_frac(t_ns, g->period_ns) + g->bias;
+        case FB_SIM_NOISE: return g->mean;
+        default: return g->cur;
     }
 }
 
@@ -408,22 +386,18 @@ void fb_sim_gen_read(struct fb_sim_gen *g, int64_t t_ns, struct fb_sim_out *o)
 {
     double v;
     switch (g->kind) {
-    case FB_SIM_WALK:
-        g->cur += (2.0 * rnd01(g) - 1.0) * g->step;
-        if (g->cur < g->min) g->cur = g->min;
-        if (g->cur > g->max) g->cur = g->max;
-        v = g->cur;
-        break;
-    case FB_SIM_NOISE:
-        v = g->mean + g->stddev * rnd_gauss(g);
-        break;
-    case FB_SIM_COUNTER:
-        v = g->cur;
-        g->cur += g->step;
-        break;
-    default:
-        v = fb_sim_gen_base(g, t_ns);
-        break;
+        case FB_SIM_WALK:
+            g->cur += (2.0 * rnd01(g) - 1.0) * g->step;
+            if (g->cur < g->min) g->cur = g->min;
+            if (g->cur > g->max) g->cur = g->max;
+            v = g->cur;
+            break;
+        case FB_SIM_NOISE: v = g->mean + g->stddev * rnd_gauss(g); break;
+        case FB_SIM_COUNTER:
+            v = g->cur;
+            g->cur += g->step;
+            break;
+        default: v = fb_sim_gen_base(g, t_ns); break;
     }
     o->quality = FB_Q_GOOD;
     o->is_string = g->is_string;
@@ -454,31 +428,20 @@ void fb_sim_gen_read(struct fb_sim_gen *g, int64_t t_ns, struct fb_sim_out *o)
 
 int fb_sim_gen_write_num(struct fb_sim_gen *g, double v, struct fb_err *err)
 {
-    if (g->is_string)
-        return fb_err_set(err, FB_EINVAL, "sim: this tag holds a string, a number was written");
+    if (g->is_string) return fb_err_set(err, FB_EINVAL, "sim: this tag holds a string, a number was written");
     if (!isfinite(v)) return fb_err_set(err, FB_EINVAL, "sim: cannot write NaN or infinity");
     switch (g->kind) {
-    case FB_SIM_SINE:
-        g->bias = v - g->offset;
-        break;
-    case FB_SIM_SQUARE:
-        g->bias = v - (g->low + g->high) / 2.0;
-        break;
-    case FB_SIM_RAMP:
-        g->bias = v - (g->min + g->max) / 2.0;
-        break;
-    case FB_SIM_NOISE:
-        g->mean = v;
-        break;
-    case FB_SIM_WALK:
-        /* the walk continues from the written value, bounds widened if needed */
-        if (v < g->min) g->min = v;
-        if (v > g->max) g->max = v;
-        g->cur = v;
-        break;
-    default:
-        g->cur = v;
-        break;
+        case FB_SIM_SINE: g->bias = v - g->offset; break;
+        case FB_SIM_SQUARE: g->bias = v - (g->low + g->high) / 2.0; break;
+        case FB_SIM_RAMP: g->bias = v - (g->min + g->max) / 2.0; break;
+        case FB_SIM_NOISE: g->mean = v; break;
+        case FB_SIM_WALK:
+            /* the walk continues from the written value, bounds widened if needed */
+            if (v < g->min) g->min = v;
+            if (v > g->max) g->max = v;
+            g->cur = v;
+            break;
+        default: g->cur = v; break;
     }
     g->stuck = false;
     return 0;
@@ -487,8 +450,7 @@ int fb_sim_gen_write_num(struct fb_sim_gen *g, double v, struct fb_err *err)
 int fb_sim_gen_write_str(struct fb_sim_gen *g, const char *s, uint32_t len, struct fb_err *err)
 {
     if (!g->is_string && g->kind != FB_SIM_MEMORY && g->kind != FB_SIM_CONST)
-        return fb_err_set(err, FB_EINVAL, "sim: %s generates numbers, a string was written",
-                          fb_sim_gen_names[g->kind]);
+        return fb_err_set(err, FB_EINVAL, "sim: %s generates numbers, a string was written", fb_sim_gen_names[g->kind]);
     if (g->str && len <= g->str_cap) {
         memcpy(g->str, s, len);
         g->str_len = len;

@@ -25,16 +25,16 @@ enum fb_sim_kind {
 };
 
 struct fb_sim_gen {
-    uint8_t kind;       /* enum fb_sim_kind */
-    bool is_string;     /* const:"text" / memory:initial="text": a string source */
+    uint8_t kind;   /* enum fb_sim_kind */
+    bool is_string; /* const:"text" / memory:initial="text": a string source */
     /* parameters (meaning depends on kind, see fb_sim_gen_parse) */
-    double amp, offset, phase_rad;  /* sine */
-    double low, high, duty;         /* square */
-    double min, max;                /* ramp, walk (clamp) */
-    double start, step;             /* walk, counter */
-    double mean, stddev;            /* noise */
-    int64_t period_ns;              /* sine, square, ramp */
-    double bias;                    /* added to periodic signals after a write */
+    double amp, offset, phase_rad; /* sine */
+    double low, high, duty;        /* square */
+    double min, max;               /* ramp, walk (clamp) */
+    double start, step;            /* walk, counter */
+    double mean, stddev;           /* noise */
+    int64_t period_ns;             /* sine, square, ramp */
+    double bias;                   /* added to periodic signals after a write */
     /* fault injection: probabilities per read */
     double spike_p, spike_amp;
     double stuck_p;
@@ -43,21 +43,21 @@ struct fb_sim_gen {
     double oor_p, oor_value;
     /* state */
     uint64_t rng;
-    double cur;           /* walk / counter / const / memory numeric value */
+    double cur; /* walk / counter / const / memory numeric value */
     bool stuck;
-    int64_t stuck_until;  /* ns UTC */
+    int64_t stuck_until; /* ns UTC */
     double stuck_val;
-    char *str;            /* string value (const/memory strings), heap, cap str_cap */
+    char *str; /* string value (const/memory strings), heap, cap str_cap */
     uint32_t str_len, str_cap;
 };
 
 /* The result of one read. */
 struct fb_sim_out {
-    double d;           /* numeric value (unused when is_string) */
+    double d; /* numeric value (unused when is_string) */
     bool is_string;
-    const char *s;      /* string bytes, valid until the next read/write */
+    const char *s; /* string bytes, valid until the next read/write */
     uint32_t slen;
-    uint32_t quality;   /* FB_Q_GOOD or FB_Q_BAD_COMM (dropout) */
+    uint32_t quality; /* FB_Q_GOOD or FB_Q_BAD_COMM (dropout) */
 };
 
 /* Parse a generator spec.  g is fully initialised (zeroed first); on error

@@ -32,9 +32,14 @@
  *   {"op":"set","name":"Double","value":3.5}   → {"ok":true}
  *   {"op":"get","name":"Double"}               → {"ok":true,"value":...}
  *   {"op":"sessions"}                          → {"ok":true,"sessions":N}
+ *   {"op":"logins"}                            → {"ok":true,"ok_logins":N,"refused":N} user-name
+ *                                                 logins checked so far (a wrong password is refused)
  * Install: cd tests/peers/opcua && npm ci
  */
 'use strict';
+// Node 18 (Debian 12's nodejs) has WebCrypto only as require('crypto').webcrypto;
+// node-opcua 2.182 draws its random bytes from the global that Node 19+ defines.
+if (!globalThis.crypto) globalThis.crypto = require('crypto').webcrypto;
 const path = require('path');
 const readline = require('readline');
 const opcua = require('node-opcua');
@@ -106,6 +111,8 @@ function addVar(ns, parent, name, dataType, value, extra) {
     return v;
 }
 
+const logins = { ok: 0, refused: 0 };
+
 async function main() {
     const serverCertificateManager = new OPCUACertificateManager({
         automaticallyAcceptUnknownCertificate: true, rootFolder: path.join(opt.pki, 'server'),
@@ -125,7 +132,13 @@ async function main() {
         securityModes: [opcua.MessageSecurityMode.None, opcua.MessageSecurityMode.Sign,
                         opcua.MessageSecurityMode.SignAndEncrypt],
         allowAnonymous: true,
-        userManager: { isValidUser: (u, p) => u === 'operator' && p === 'secret' },
+        userManager: {
+            isValidUser: (u, p) => {
+                const ok = u === 'operator' && p === 'secret';
+                if (ok) logins.ok++; else logins.refused++;
+                return ok;
+            },
+        },
         serverCapabilities: { operationLimits: limits },
         buildInfo: { productName: 'fieldbridge-test-peer' },
     };
@@ -226,6 +239,7 @@ async function main() {
                 if (val instanceof Date) val = val.toISOString();
                 ans = { ok: true, value: (typeof val === 'object' && val !== null && !Array.isArray(val)) ? val.toString() : val };
             } else if (r.op === 'sessions') ans = { ok: true, sessions: server.currentSessionCount };
+            else if (r.op === 'logins') ans = { ok: true, ok_logins: logins.ok, refused: logins.refused };
             else ans = { ok: false, error: 'unknown op' };
         } catch (e) { ans = { ok: false, error: String(e) }; }
         process.stdout.write(JSON.stringify(ans) + '\n');

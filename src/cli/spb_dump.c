@@ -6,7 +6,11 @@
  * DATA and CMD messages usually carry only aliases and no datatypes; like a
  * host application we learn both from the NBIRTH/DBIRTH of the same node or
  * device (a table per topic, replaced by each birth).  Messages whose birth
- * was missed still print, with datatypes guessed from the value field.
+ * was missed still print, with datatypes guessed from the value field, and
+ * a hint line says why names are missing — once per edge node.  With
+ * --rebirth the dump asks such a node for its births instead: an NCMD with
+ * Node Control/Rebirth = true (Sparkplug's way for a host that joins late),
+ * once per node, so a dump started mid-stream soon shows names and types.
  * Single-threaded: the blocking mosquitto_loop() runs on the calling thread. */
 #include <errno.h>
 #include <mosquitto.h>
@@ -14,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cli/cli.h"
 #include "north/sparkplug/sparkplug.h"
 
 struct dump_alias {
@@ -34,7 +39,41 @@ struct dump_ctx {
     long count, seen;
     int rc;
     struct fb_buf out;
+    bool rebirth; /* --rebirth: ask nodes whose birth was missed */
+    char **nodes; /* "group/edge" already hinted at or asked */
+    size_t nnodes;
+    struct fb_spb_enc enc; /* the NCMD */
+    struct fb_buf cmd;
 };
+
+/* True the first time a node ("group/edge") is seen here. */
+static bool node_first(struct dump_ctx *d, const char *node)
+{
+    for (size_t i = 0; i < d->nnodes; i++)
+        if (!strcmp(d->nodes[i], node)) return false;
+    char **n = realloc(d->nodes, (d->nnodes + 1) * sizeof *n);
+    if (!n) return false;
+    d->nodes = n;
+    if (!(n[d->nnodes] = strdup(node))) return false;
+    d->nnodes++;
+    return true;
+}
+
+/* NCMD Node Control/Rebirth = true to spBv1.0/<group>/NCMD/<edge>. */
+static int ask_rebirth(struct mosquitto *mosq, struct dump_ctx *d, const char *group, const char *edge, char *topic,
+                       size_t tlen)
+{
+    if (fb_spb_topic(topic, tlen, group, "NCMD", edge, NULL) < 0) return FB_ERANGE;
+    int64_t ms = fb_now_ns() / 1000000;
+    fb_spb_enc_begin(&d->enc, (uint64_t)ms, -1);
+    spb_metric *m = fb_spb_enc_add(&d->enc, "Node Control/Rebirth", -1, ms, SPB_BOOLEAN);
+    if (!m) return FB_ENOMEM;
+    struct fb_value yes = {.type = FB_T_BOOL, .b = true};
+    fb_spb_enc_value(&d->enc, m, SPB_BOOLEAN, &yes);
+    fb_spb_enc_finish(&d->enc, &d->cmd);
+    int rc = mosquitto_publish(mosq, NULL, topic, (int)d->cmd.len, d->cmd.p, 0, false);
+    return rc == MOSQ_ERR_SUCCESS ? 0 : FB_EIO;
+}
 
 static void birth_clear(struct dump_birth *b)
 {
@@ -132,8 +171,30 @@ static void on_message(struct mosquitto *mosq, void *obj, const struct mosquitto
                     }
                 }
             }
-            fb_spb_format(&d->out, p, alias_fn, birth_get(d, key, false));
+            struct dump_birth *known = birth_get(d, key, false);
+            fb_spb_format(&d->out, p, alias_fn, known);
             fb_spb_free(p);
+            bool data = !strcmp(type, "NDATA") || !strcmp(type, "DDATA");
+            /* the node of this message: group/edge (the key without the device) */
+            char node[512];
+            snprintf(node, sizeof node, "%s", key);
+            char *dev = strchr(node, '/') ? strchr(strchr(node, '/') + 1, '/') : NULL;
+            if (dev) *dev = 0;
+            if (data && !known && node_first(d, node)) {
+                char *edge = strchr(node, '/');
+                char topic[600];
+                *edge++ = 0;
+                if (!d->rebirth)
+                    fb_buf_printf(&d->out,
+                                  "  (no birth of %s/%s%s%s seen since spb-dump started: names and datatypes "
+                                  "come from births; run with --rebirth to ask the edge node for them)\n",
+                                  node, edge, dev ? "/" : "", dev ? dev + 1 : "");
+                else if (ask_rebirth(mosq, d, node, edge, topic, sizeof topic) == 0)
+                    fb_buf_printf(&d->out, "  (no birth of %s/%s seen yet: asked for a Rebirth on %s)\n", node, edge,
+                                  topic);
+                else
+                    fb_buf_printf(&d->out, "  (no birth of %s/%s seen yet; asking for a Rebirth failed)\n", node, edge);
+            }
         }
     }
     fwrite(d->out.p, 1, d->out.len, stdout);
@@ -149,19 +210,28 @@ static void on_connect(struct mosquitto *mosq, void *obj, int rc)
     (void)mosq;
 }
 
-int fb_spb_dump(int argc, char **argv)
+int fb_cli_spb_dump(int argc, char **argv)
 {
     const char *url = NULL, *filter = "spBv1.0/#", *user = NULL;
     long count = 0;
     int64_t timeout_ns = 0;
+    bool rebirth = false;
     for (int i = 0; i < argc; i++) {
         if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
             puts("usage: fieldbridge spb-dump mqtt://HOST[:PORT] [--topic FILTER] [--count N] [--timeout D]\n"
-                 "                            [--username U]   (password from $MQTT_PASSWORD)\n"
+                 "                            [--username U] [--rebirth]   (password from $MQTT_PASSWORD)\n"
                  "Subscribes to Sparkplug B traffic (default spBv1.0/#) and prints each message: topic,\n"
-                 "seq, time stamp and every metric with name, alias, datatype, value and quality.\n"
-                 "Aliases are resolved from the births seen; --count/--timeout stop after N messages\n"
-                 "or a duration (exit code 0, or 1 if nothing arrived before the timeout).");
+                 "seq, time stamp and every metric with name, alias, datatype, value, quality (and the\n"
+                 "refused reading, raw, of a bad one).  Names and datatypes of DATA messages come from\n"
+                 "the births seen; when a node's births were missed (the dump started mid-stream) a\n"
+                 "hint line says so.\n"
+                 "  --topic F     subscription filter (default spBv1.0/#)\n"
+                 "  --count N     stop after N messages\n"
+                 "  --timeout D   stop after D (exit code 1 if nothing arrived)\n"
+                 "  --username U  broker user; the password comes from $MQTT_PASSWORD\n"
+                 "  --rebirth     ask every edge node whose births were missed for a Rebirth (NCMD\n"
+                 "                Node Control/Rebirth = true; the node re-sends NBIRTH and DBIRTHs)\n"
+                 "exit codes: 0 done; 1 no connection, or nothing arrived before the timeout; 2 usage error");
             return 0;
         } else if (!strcmp(argv[i], "--topic") && i + 1 < argc) {
             filter = argv[++i];
@@ -169,6 +239,8 @@ int fb_spb_dump(int argc, char **argv)
             count = strtol(argv[++i], NULL, 10);
         } else if (!strcmp(argv[i], "--username") && i + 1 < argc) {
             user = argv[++i];
+        } else if (!strcmp(argv[i], "--rebirth")) {
+            rebirth = true;
         } else if (!strcmp(argv[i], "--timeout") && i + 1 < argc) {
             if (fb_parse_duration(argv[++i], &timeout_ns) < 0) {
                 fprintf(stderr, "fieldbridge spb-dump: bad duration '%s'\n", argv[i]);
@@ -212,8 +284,10 @@ int fb_spb_dump(int argc, char **argv)
         return 2;
     }
     mosquitto_lib_init();
-    struct dump_ctx d = {.count = count};
+    struct dump_ctx d = {.count = count, .rebirth = rebirth};
     fb_buf_init(&d.out);
+    fb_buf_init(&d.cmd);
+    fb_spb_enc_init(&d.enc);
     struct mosquitto *m = mosquitto_new(NULL, true, &d);
     int rc = 2;
     if (!m) {
@@ -255,7 +329,11 @@ out:
         free(d.b[i].key);
     }
     free(d.b);
+    for (size_t i = 0; i < d.nnodes; i++) free(d.nodes[i]);
+    free(d.nodes);
     fb_buf_free(&d.out);
+    fb_buf_free(&d.cmd);
+    fb_spb_enc_free(&d.enc);
     mosquitto_lib_cleanup();
     return rc;
 }

@@ -1,0 +1,95 @@
+/* publish.c — how a processed batch leaves the thread that made it: a
+ * per-gateway sequence number, then a reference in every sink's queue, under
+ * one lock so that every sink sees batches in sequence order whichever
+ * connection thread made them.  Device state changes travel the same way, as
+ * batches of their own kind.  Used by the connection threads (runtime.c) and
+ * by drivers reporting a device's state (plugin.c).
+ */
+#include "core/publish.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/buf.h"
+#include "core/log.h"
+#include "core/runtime_state.h"
+#include "store/store.h"
+
+static void sink_push(struct fb_sink_inst *s, struct fb_batch *b)
+{
+    struct fb_sink_rt *q = s->rt;
+    FB_ASSERT(q != NULL); /* every sink's runtime state exists before the first batch is read */
+    fb_batch_ref(b);
+    pthread_mutex_lock(&q->mu);
+    struct fb_qnode *n = q->free;
+    if (n)
+        q->free = n->next;
+    else
+        n = malloc(sizeof *n); /* grows to the number of batches in flight, then reused */
+    if (!n) {
+        pthread_mutex_unlock(&q->mu);
+        atomic_fetch_add(&s->m.dropped, 1);
+        fb_batch_unref(b);
+        return;
+    }
+    n->b = b;
+    n->next = NULL;
+    if (q->tail)
+        q->tail->next = n;
+    else
+        q->head = n;
+    q->tail = n;
+    q->len++;
+    atomic_fetch_add(&s->m.queued, 1);
+    pthread_cond_signal(&q->cv);
+    pthread_mutex_unlock(&q->mu);
+}
+
+static void fan_out(struct fb_gateway *gw, struct fb_batch *b)
+{
+    for (uint32_t i = 0; i < gw->nsinks; i++) sink_push(&gw->sinks[i], b);
+}
+
+/* Per-gateway message sequence.  With a buffer directory it is persisted in
+ * reserved blocks (src/store), so it never goes back, even after kill -9;
+ * without one it starts from the clock in microseconds, which also keeps it
+ * increasing across restarts as long as the clock does. */
+static uint64_t next_seq(struct fb_gateway *gw)
+{
+    struct fb_rt *rt = gw->rt;
+    if (rt->seq_persisted) {
+        uint64_t v;
+        if (fb_store_seq_next(&rt->store_seq, &v) < 0 && fb_ratelimit_ok(&rt->rl_seq, fb_mono_ns()))
+            fb_warn(NULL, NULL, "cannot persist the sequence counter in %s: numbers may repeat after a crash",
+                    rt->store_seq.dir);
+        atomic_store(&rt->seq, v);
+        return v;
+    }
+    return atomic_fetch_add(&gw->rt->seq, 1) + 1;
+}
+
+/* Number a batch and queue it to every sink, atomically with respect to other
+ * connection threads, so every sink sees batches in sequence order. */
+void fb_publish(struct fb_gateway *gw, struct fb_batch *b)
+{
+    pthread_mutex_lock(&gw->rt->fan_mu);
+    b->seq = next_seq(gw);
+    fan_out(gw, b);
+    pthread_mutex_unlock(&gw->rt->fan_mu);
+}
+
+void fb_publish_state(struct fb_gateway *gw, struct fb_device *d, int state, const char *reason)
+{
+    int old = atomic_exchange(&d->state, state);
+    if (old == state) return;
+    struct fb_batch *b = fb_batch_new(0, 0, 0);
+    if (!b) return;
+    b->kind = FB_BATCH_DEVSTATE;
+    b->dev_state = (uint8_t)state;
+    b->device = d->idx;
+    b->ts = fb_now_ns();
+    /* whole driver messages fit; anything longer is cut at a word, with "…" */
+    fb_text_cut(b->reason, sizeof b->reason, reason);
+    fb_publish(gw, b);
+    fb_batch_unref(b);
+}
