@@ -25,7 +25,7 @@ import yaml
 
 import influxdb
 import peers
-from conftest import ROOT, gw_config
+from conftest import ROOT, SANITIZER_RE, gw_config
 
 GRAFANA = os.path.join(ROOT, "deploy", "grafana")
 DASHBOARDS = sorted(glob.glob(os.path.join(GRAFANA, "dashboards", "*.json")))
@@ -137,7 +137,8 @@ def filled(tmp_path_factory, request):
         assert peers.wait_until(lambda: s.rows('SELECT count("sent") FROM "fieldbridge_sink"', db)
                                 and s.count("press-01", "count", db) > 30, 20), g.output()[-3000:]
     finally:
-        g.stop()
+        rc = g.stop()
+    assert rc == 0 and not SANITIZER_RE.search(g.output()), g.output()[-6000:]
     yield s, db
     s.stop()
 

@@ -30,7 +30,7 @@ import pytest
 
 import influxdb
 import peers
-from conftest import GW_ID, SITE, fb_bin, gw_config, run_cli, to_yaml, topic
+from conftest import GW_ID, SANITIZER_RE, SITE, fb_bin, gw_config, to_yaml
 
 DB = "fleet"
 
@@ -110,11 +110,16 @@ def ingests(tmp_path):
         started.append(i)
         return i
     yield start
+    problems = []
     for i in started:
         if i.proc.poll() is None:
-            i.stop()
-        if re.search(r"ERROR: AddressSanitizer|runtime error:", i.output()):
-            pytest.fail(f"sanitizer report in {i.log}")
+            rc = i.stop()
+            if rc != 0:  # e.g. a sanitizer abort at exit (leaks)
+                problems.append(f"{i.name} exited with {rc} on SIGTERM at teardown ({i.log})")
+        if SANITIZER_RE.search(i.output()):
+            problems.append(f"sanitizer report in {i.log}:\n{i.output()[-6000:]}")
+    if problems:
+        pytest.fail("\n".join(problems))
 
 
 def wait_connected(ing, timeout=10):
