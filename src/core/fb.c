@@ -165,7 +165,10 @@ bool fb_parse_time(const char *s, size_t n, int64_t *ns)
         }
     }
     int64_t days = days_from_civil((int)y, mo, d);
-    *ns = ((days * 86400 + (int64_t)h * 3600 + (int64_t)mi * 60 + sec) * 1000000000LL) + frac;
+    int64_t secs = days * 86400 + (int64_t)h * 3600 + (int64_t)mi * 60 + sec;
+    /* int64 nanoseconds reach from 1677 to 2262 */
+    if (secs <= INT64_MIN / 1000000000LL || secs >= INT64_MAX / 1000000000LL) return false;
+    *ns = secs * 1000000000LL + frac;
     return true;
 }
 

@@ -93,6 +93,8 @@ static void test_time_format(void **st)
     assert_true(ns == 1795860000123456789LL);
     assert_true(fb_parse_time("2000-02-29T00:00:00.000Z", 24, &ns));
     assert_true(ns == 951782400000000000LL);
+    assert_true(fb_parse_time("1678-01-01T00:00:00Z", 20, &ns)); /* the ends of int64 nanoseconds */
+    assert_true(fb_parse_time("2262-01-01T00:00:00Z", 20, &ns));
     static const char *const bad[] = {"2026-13-01T00:00:00Z",
                                       "2026-11-28 10:00:00Z",
                                       "2026-11-28T10:00:00",
@@ -101,7 +103,10 @@ static void test_time_format(void **st)
                                       "",
                                       "2026-11-28T10:00:00+01:00",
                                       "2026-11-32T10:00:00Z",
-                                      "x026-11-28T10:00:00Z"};
+                                      "x026-11-28T10:00:00Z",
+                                      "0000-01-01T00:00:00Z", /* outside int64 nanoseconds */
+                                      "9999-12-31T23:59:59Z",
+                                      "1677-01-01T00:00:00Z"};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) assert_false(fb_parse_time(bad[i], strlen(bad[i]), &ns));
 }
 
