@@ -10,7 +10,8 @@
 #   limit   bench/influx_load: line protocol of exactly the sink's shape
 #           (--devices points per poll round, --tags values per point, each
 #           with its _quality field), 5000 lines per request, back to back
-#           over 1 and 2 connections, with and without gzip: the most this
+#           over 1 and 2 connections, with and without gzip; and of the
+#           ingest shape (100 devices, 10 values a point): the most this
 #           InfluxDB takes on this machine.
 #   sink    `fieldbridge run` with --devices sim devices of --tags float64
 #           tags each, polled every 1 ms (more than InfluxDB takes), writing
@@ -167,17 +168,20 @@ def wait_metric(port, key, pred, timeout):
 
 # ------------------------------------------------------------------- limit
 def run_limit():
-    for conns, gz in ((1, True), (1, False), (2, True)):
-        s = new_influx(f"limit{conns}{int(gz)}")
+    # the sink's shape (--devices x --tags), then the ingest shape (a point per
+    # message of 10 values, 100 devices): InfluxDB's cost is per point and per field
+    for conns, gz, ndev, ntags in ((1, True, a.devices, a.tags), (1, False, a.devices, a.tags),
+                                   (2, True, a.devices, a.tags), (1, True, 100, 10), (2, True, 100, 10)):
+        s = new_influx(f"limit{conns}{int(gz)}{ntags}")
         try:
             c0, l0 = cpu_s(s.proc.pid), loadavg()
             args = [os.path.join(BUILD, "influx_load"), "--url", f"{s.url}/write?db=bench&precision=ns",
-                    "--devices", str(a.devices), "--tags", str(a.tags), "--seconds", str(a.window),
+                    "--devices", str(ndev), "--tags", str(ntags), "--seconds", str(a.window),
                     "--conns", str(conns)] + (["--gzip"] if gz else [])
             r = subprocess.run(args, capture_output=True, text=True, timeout=a.window + 60)
             res = json.loads(r.stdout)
             dt = res["seconds"]
-            rec = {"scenario": "limit", "tool": f"influx_load, {conns} conn{'s' if conns > 1 else ''}"
+            rec = {"scenario": "limit", "tool": f"influx_load {ntags} values/point, {conns} conn{'s' if conns > 1 else ''}"
                    + (", gzip 1" if gz else ", no gzip"), "values_per_s": res["values_per_s"],
                    "points_per_s": res["points_per_s"], "bytes_per_value": res["bytes_per_value"],
                    "influxd_cpu_pct": 100 * (cpu_s(s.proc.pid) - c0) / dt, "tool_cpu_pct": 100 * res["cpu_s"] / dt,
@@ -322,7 +326,7 @@ def run_ingest():
 
 def show(r):
     if r["scenario"] == "ingest":
-        print(f"  {r['tool']:<52} {r['messages_per_s']:>9.0f} msg/s {r['values_per_s']:>9.0f} values/s  "
+        print(f"  {r['tool']:<52} {r['messages_per_s']:>9.0f} msg/s in {r['points_per_s_influxd']:>7.0f} points/s written  "
               f"fb CPU {'+'.join(f'{c:.0f}' for c in r['fb_cpu_pct_per_instance'])} %  "
               f"{r['fb_cpu_us_per_message']:.1f} µs/msg  influxd {r['influxd_cpu_pct']:.0f} %  "
               f"mosquitto {r['mosquitto_cpu_pct']:.0f} %  (offered {r['offered_msgs_per_s']:.0f}/s, load {r['load_end']:.1f})",
@@ -333,7 +337,7 @@ def show(r):
               f"({r.get('lp_bytes_per_value', 0):.1f} line protocol)  "
               f"influxd {r['influxd_cpu_pct']:.0f} %  RSS {r['fb_rss_mb']:.1f} MB  (load {r['load_end']:.1f})", flush=True)
     else:
-        print(f"  {r['tool']:<52} {r['values_per_s']:>9.0f} values/s  {r['bytes_per_value']:.2f} B/value  "
+        print(f"  {r['tool']:<52} {r['values_per_s']:>9.0f} values/s {r['points_per_s']:>7.0f} points/s  {r['bytes_per_value']:.2f} B/value  "
               f"influxd {r['influxd_cpu_pct']:.0f} %  tool {r['tool_cpu_pct']:.0f} %  (load {r['load_end']:.1f})",
               flush=True)
 
