@@ -295,11 +295,15 @@ def run_ingest():
                                     "--devices", "100", "--values", "10"], stdout=subprocess.PIPE, text=True)
             time.sleep(a.warmup)
             key = 'fieldbridge_source_messages_total{source="ingest"}'
-            m0 = [metrics(p)[key] for p in ports]
+            dkey = 'fieldbridge_buffer_dropped_full_total{sink="influx"}'
+            mm0 = [metrics(p) for p in ports]
+            m0 = [m[key] for m in mm0]
             c0 = [cpu_s(i.pid) for i in insts]
             i0, bk0, pb0, (p0, _), t0, l0 = cpu_s(s.proc.pid), cpu_s(b.proc.pid), cpu_s(pub.pid), influx_stats(s), time.monotonic(), loadavg()
             time.sleep(a.window)
-            m1 = [metrics(p)[key] for p in ports]
+            mm1 = [metrics(p) for p in ports]
+            m1 = [m[key] for m in mm1]
+            dropped = sum(y.get(dkey, 0) - x.get(dkey, 0) for x, y in zip(mm0, mm1))
             c1 = [cpu_s(i.pid) for i in insts]
             i1, bk1, pb1, (p1, _), t1 = cpu_s(s.proc.pid), cpu_s(b.proc.pid), cpu_s(pub.pid), influx_stats(s), time.monotonic()
             dt = t1 - t0
@@ -309,6 +313,7 @@ def run_ingest():
             rec = {"scenario": "ingest", "tool": f"fieldbridge ingest: {label}", "messages_per_s": msgs / dt,
                    "values_per_s": msgs * 10 / dt, "per_instance_msgs_per_s": [(y - x) / dt for x, y in zip(m0, m1)],
                    "points_per_s_influxd": (p1 - p0) / dt, "offered_msgs_per_s": pres["messages_per_s"],
+                   "queue_dropped_records": dropped,
                    "fb_cpu_pct_per_instance": [100 * (y - x) / dt for x, y in zip(c0, c1)],
                    "fb_cpu_us_per_message": 1e6 * (sum(c1) - sum(c0)) / msgs if msgs else 0,
                    "influxd_cpu_pct": 100 * (i1 - i0) / dt, "mosquitto_cpu_pct": 100 * (bk1 - bk0) / dt,
@@ -329,7 +334,8 @@ def show(r):
         print(f"  {r['tool']:<52} {r['messages_per_s']:>9.0f} msg/s in {r['points_per_s_influxd']:>7.0f} points/s written  "
               f"fb CPU {'+'.join(f'{c:.0f}' for c in r['fb_cpu_pct_per_instance'])} %  "
               f"{r['fb_cpu_us_per_message']:.1f} µs/msg  influxd {r['influxd_cpu_pct']:.0f} %  "
-              f"mosquitto {r['mosquitto_cpu_pct']:.0f} %  (offered {r['offered_msgs_per_s']:.0f}/s, load {r['load_end']:.1f})",
+              f"mosquitto {r['mosquitto_cpu_pct']:.0f} %  dropped {r['queue_dropped_records']:.0f}  "
+              f"(offered {r['offered_msgs_per_s']:.0f}/s, load {r['load_end']:.1f})",
               flush=True)
     elif r["scenario"] == "sink":
         print(f"  {r['tool']:<52} {r['values_per_s']:>9.0f} values/s  fb CPU {r['fb_cpu_pct']:.0f} % "
