@@ -331,3 +331,19 @@ def test_acknowledged_only_once_buffered(igbroker, influx, ingests, tmp_path):
         vals = sorted(r["n"] for r in influx.rows(f'SELECT "n" FROM "d{d}"', DB))
         assert vals == list(range(N))
     assert "the broker resumed our session" in ing.output()
+
+
+def test_run_and_ingest_take_their_own_configs(tmp_path):
+    from conftest import run_cli
+    ig = tmp_path / "ig.yaml"
+    ig.write_text(to_yaml(ingest_cfg("ig-x", 1883, "http://127.0.0.1:8086", tmp_path, telemetry=True)) + "\n")
+    gw = tmp_path / "gw.yaml"
+    gw.write_text("gateway: {id: g}\ninflux: {url: \"http://127.0.0.1:8086\", db: x}\ndevices: []\n")
+    r = run_cli("run", "-c", str(ig))
+    assert r.returncode == 2 and "is an ingest config: run it with fieldbridge ingest" in r.stderr, r.stderr
+    r = run_cli("ingest", "-c", str(gw))
+    assert r.returncode == 2 and "has no ingest: section" in r.stderr, r.stderr
+    r = run_cli("help", "ingest")
+    assert r.returncode == 0 and "usage: fieldbridge ingest -c FILE" in r.stdout
+    r = run_cli("check", "-c", str(ig))
+    assert r.returncode == 0 and "source ingest" in r.stdout and "sink influx" in r.stdout, r.stdout + r.stderr
