@@ -321,11 +321,16 @@ static void load_sources(struct ctx *c, const struct fb_cfg_map *top)
                              "an %s config writes to sinks such as influx:",
                              gw->sinks[k].name, sk->name, sk->name);
         if (!gw->nsinks) fb_cfg_error(c->r, top->kv[i].k, "%s: needs a sink to write to (e.g. influx:)", sk->name);
-        if (fb_cfg_get(top, "devices"))
-            fb_cfg_error(c->r, fb_cfg_key(top, "devices"),
-                         "devices: and %s: do not go together: run the gateway and the %s instance with "
-                         "two configs (an %s instance is stateless, so several can share a fleet's traffic)",
-                         sk->name, sk->name, sk->name);
+        /* the model's sections would be read by nobody: say so rather than ignore them */
+        const char *model_keys[3 + 16] = {"devices", "alarms", "scripts"};
+        size_t nmk = 3;
+        for (uint32_t k = 0; k < gw->nservices && nmk < 3 + 16; k++) model_keys[nmk++] = gw->services[k].svc->name;
+        for (size_t k = 0; k < nmk; k++)
+            if (fb_cfg_get(top, model_keys[k]))
+                fb_cfg_error(c->r, fb_cfg_key(top, model_keys[k]),
+                             "%s: and %s: do not go together: run the gateway and the %s instance with "
+                             "two configs (an %s instance is stateless, so several can share a fleet's traffic)",
+                             model_keys[k], sk->name, sk->name, sk->name);
     }
 }
 
