@@ -317,6 +317,8 @@ static void load_rules(struct fb_cfg *r, const struct fb_cfg_node *n, struct fb_
     }
 }
 
+/* The influx: section, key by key, each with its own file:line:col check;
+ * long because the section has many keys, not because of nesting. */
 void *fb_ix_cfg_load(struct fb_cfg *r, const struct fb_cfg_map *m, const struct fb_gateway *gw)
 {
     (void)gw;
