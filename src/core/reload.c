@@ -658,6 +658,14 @@ int fb_reload_apply(struct fb_gateway *gw, struct fb_gateway *nw, struct fb_buf 
 {
     struct fb_rt *rt = gw->rt;
     if (!rt || atomic_load(&rt->stop)) return fb_err_set(err, FB_ECLOSED, "the gateway is stopping");
+    /* ingest (sources of named batches, docs/influxdb.md): its MQTT subscriptions and its acknowledgements
+     * wait on the sinks' stores; a reload does not take them over — restarting is what applies a change */
+    if (gw->nsources)
+        return fb_err_set(err, FB_EINVAL,
+                          "an ingest configuration is not reloaded: restart fieldbridge ingest to apply the change");
+    if (nw->nsources)
+        return fb_err_set(err, FB_EINVAL,
+                          "the new configuration is an ingest configuration (ingest:): run it with fieldbridge ingest");
     struct plan p;
     struct fb_proc *proc = NULL;
     struct fb_batch_pool *pool = NULL;

@@ -161,6 +161,9 @@ struct fb_sink_rt {
     int64_t tokens_ns;
     struct fb_ratelimit rl_drop, rl_full;
     uint64_t undecodable;
+    /* sources waiting for their batches to be stored (fb_source_wait_stored) */
+    uint64_t taken_seq;          /* sink thread: seq of the last batch taken from the queue */
+    _Atomic uint64_t stored_seq; /* everything up to here is in the store (flushed) or handed over */
 };
 
 /* The gateway while running (gw->rt). */
@@ -212,5 +215,10 @@ struct fb_rt {
     struct fb_health health;     /* the last sample of the box (health.ts 0: none yet) */
     _Atomic uint32_t status_gen; /* +1 when the status changed: the MQTT sink publishes it at once */
     _Atomic uint64_t reloads_ok, reloads_failed;
+    uint32_t sources_started;
+    pthread_mutex_t stored_mu; /* stored_cv: a sink's stored_seq advanced */
+    pthread_cond_t stored_cv;
+    atomic_int stored_waiters;
 };
+
 #endif

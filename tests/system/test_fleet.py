@@ -923,3 +923,86 @@ def test_reload_applies_alarm_and_control_changes(broker, start_gateway, watch, 
     gw.proc.send(signal.SIGTERM)
     assert gw.wait(20) == 0, gw.output()[-3000:]
     assert wait_status(w, "offline", timeout=5, after=t4)
+
+
+# ------------------------------------------------------------ influx, ingest
+def test_reload_with_the_influx_sink_loses_nothing(start_gateway, tmp_path):
+    """The InfluxDB sink (issue 16) has no reload hooks of its own, so a reload
+    that changes the devices restarts it (closed, opened again; meanwhile its
+    thread stores what arrives in its buffer), and so does one that changes
+    its section.  A device left alone keeps its connection, so its sim
+    counter goes on: its points in InfluxDB 1.6 stay contiguous (no loss, no
+    duplicate) across both reloads."""
+    import influxdb  # pylint: disable=import-outside-toplevel
+    from test_influx import DB, assert_contiguous, counters, influx_cfg, points, wait_points  # noqa: E501 pylint: disable=import-outside-toplevel
+    s = influxdb.InfluxDB(tmp_path)
+    try:
+        s.create_db(DB)
+        port = peers.free_port()
+        cfg = gw_config(None, counters(ndev=2), buffer={"path": str(tmp_path / "buf")},
+                        influx=influx_cfg(s.url), metrics={"listen": f"127.0.0.1:{port}"})
+        gw = start_gateway(cfg)
+        assert wait_points(s, "dev0", 5)
+
+        def reload(check):
+            write_cfg(gw, cfg)
+            n = len(re.findall("reload: applied", gw.output()))
+            gw.proc.send(signal.SIGHUP)
+            assert peers.wait_until(lambda: len(re.findall("reload: applied", gw.output())) > n, 15), \
+                gw.output()[-3000:]
+            last = http_json(port)["config"]["last"]
+            assert last["ok"], last
+            check(last["changes"])
+        cfg["devices"][1]["tags"].append({"name": "c9", "addr": "counter", "type": "int32"})
+        reload(lambda ch: (ch["devices"]["changed"] == ["dev1"] and ch["sinks"]["restarted"] == ["influx"])
+               or pytest.fail(str(ch)))
+        time.sleep(1.5)
+        cfg["influx"]["batch"] = {"interval": "300ms"}
+        reload(lambda ch: (ch["devices"]["kept"] == 2 and ch["sinks"]["restarted"] == ["influx"])
+               or pytest.fail(str(ch)))
+        time.sleep(1.5)
+        n = len(points(s, "dev0"))
+        assert wait_points(s, "dev1", 1, field="c9"), "the changed device's new tag never reached InfluxDB"
+        gw.stop()
+        vals = [v for _, v in points(s, "dev0")]
+        assert len(vals) >= n and vals[-1] >= 40, vals[-5:]
+        assert_contiguous(vals, "dev0 across two reloads")
+    finally:
+        s.stop()
+
+
+def test_ingest_config_reload_is_refused(broker, start_gateway, watch, tmp_path):
+    """`fieldbridge ingest` does not reload its configuration (its MQTT
+    subscriptions acknowledge only what the sinks stored): SIGHUP is refused
+    with that reason and it keeps running; a gateway (`fieldbridge run`)
+    refuses a reload to an ingest configuration the same way, with the
+    running configuration kept."""
+    import influxdb  # pylint: disable=import-outside-toplevel
+    from test_ingest import Ingest, ingest_cfg, wait_connected  # pylint: disable=import-outside-toplevel
+    from test_influx import DB  # pylint: disable=import-outside-toplevel
+    s = influxdb.InfluxDB(tmp_path)
+    ing = None
+    try:
+        s.create_db(DB)
+        icfg = ingest_cfg("cloud-1", broker.port, s.url, tmp_path, telemetry=True)
+        ing = Ingest(tmp_path, icfg, "ing")
+        wait_connected(ing)
+        ing.proc.send(signal.SIGHUP)
+        assert peers.wait_until(lambda: "reload refused: an ingest configuration is not reloaded" in ing.output(),
+                                10), ing.output()[-3000:]
+        assert ing.proc.poll() is None
+        assert ing.stop() == 0, ing.output()[-3000:]
+
+        w = watch(broker.port)
+        gw = start_gateway(gw_config(broker.port, [device(peers.free_port(), [{"name": "x", "addr": "hr:0"}])]))
+        assert wait_status(w, "online")
+        write_cfg(gw, icfg)
+        t0 = time.monotonic()
+        gw.proc.send(signal.SIGHUP)
+        last = last_result(w, t0, "reload")
+        assert last and not last["ok"] and "run it with fieldbridge ingest" in json.dumps(last), last
+        assert gw.alive()
+    finally:
+        if ing and ing.proc.poll() is None:
+            ing.stop()
+        s.stop()
