@@ -1308,7 +1308,9 @@ void fb_fleet_stop(struct fb_fleet *f)
         pthread_join(f->thr, NULL);
         f->started = false;
     }
-    fb_router_stop(f->gw); /* no gateway command (reload) runs after this */
+    /* no gateway command (reload) starts once the stop was requested: the
+     * router checks rt->stop under gw_cmd_mu, and fb_runtime_wait waits for
+     * one that runs; the router itself stops after the connections */
 }
 
 void fb_fleet_free(struct fb_fleet *f)

@@ -32,7 +32,8 @@ int fb_fleet_start(struct fb_fleet *f, struct fb_err *err);
  * `source` names who asked, for the log ("signal:SIGHUP"). */
 void fb_fleet_request_reload(struct fb_fleet *f, const char *source);
 /* After fb_runtime_request_stop, before fb_runtime_wait: the fleet thread
- * and the command router stop (no command or reload is in flight after). */
+ * stops (no reload starts after the stop request; fb_runtime_wait waits for
+ * one in flight). */
 void fb_fleet_stop(struct fb_fleet *f);
 /* After fb_runtime_wait. */
 void fb_fleet_free(struct fb_fleet *f);

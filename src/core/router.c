@@ -442,7 +442,19 @@ static void gateway_process(struct fb_gateway *gw, const struct fb_cmd *cmd, cha
         return;
     }
     if (gw->rt && gw->rt->gw_cmd) {
+        pthread_mutex_lock(&gw->rt->gw_cmd_mu);
+        if (atomic_load(&gw->rt->stop)) { /* fb_runtime_wait has begun: it changes no more */
+            pthread_mutex_unlock(&gw->rt->gw_cmd_mu);
+            struct fb_buf out;
+            fb_buf_init(&out);
+            respond(&out, "null", false, "the gateway is stopping");
+            fb_buf_cstr(&out);
+            *resp = out.p;
+            *resp_len = out.len;
+            return;
+        }
         gw->rt->gw_cmd(gw, cmd, resp, resp_len);
+        pthread_mutex_unlock(&gw->rt->gw_cmd_mu);
         return;
     }
     struct fb_buf out;

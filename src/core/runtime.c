@@ -962,6 +962,7 @@ static void rt_free(struct fb_gateway *gw, struct fb_rt *rt)
     free(rt->drain);
     pthread_mutex_destroy(&rt->status_mu);
     pthread_rwlock_destroy(&rt->model_lock);
+    pthread_mutex_destroy(&rt->gw_cmd_mu);
     fb_edge_free(gw); /* the edge thread's state and the alarm table */
     fb_router_free(rt->router);
     fb_batch_pool_free(rt->out_pool);
@@ -1020,6 +1021,7 @@ int fb_runtime_start_ext(struct fb_gateway *gw, const struct fb_runtime_ext *ext
     pthread_mutex_init(&rt->stop_mu, NULL);
     pthread_cond_init(&rt->stop_cv, NULL);
     pthread_rwlock_init(&rt->model_lock, NULL);
+    pthread_mutex_init(&rt->gw_cmd_mu, NULL);
     pthread_mutex_init(&rt->stored_mu, NULL);
     fb_cond_init_mono(&rt->stored_cv);
     rt->rl_seq.interval_ns = 60000000000LL;
@@ -1121,11 +1123,16 @@ void fb_runtime_wait(struct fb_gateway *gw)
     while (!atomic_load(&rt->stop)) pthread_cond_wait(&rt->stop_cv, &rt->stop_mu);
     pthread_mutex_unlock(&rt->stop_mu);
     fb_info(NULL, NULL, "stopping");
-    /* 0. the router first: a reload runs on its thread and changes the model
-     * these steps walk; a command waiting for a device still gets its answer.
-     * Then the services that act on the devices (control loops) stop acting
-     * and write their safe values while the connections still take writes */
-    fb_router_stop(gw);
+    /* 0. a gateway command running on the router thread (a reload, a
+     * recommission) finishes first: it changes what these steps walk, and
+     * none starts once rt->stop is set.  The router itself runs on until the
+     * connections have stopped, so a write waiting for a device is answered
+     * at once (refused: the connection stops) instead of timing out.
+     * Then the sources stop, and the services that act on the devices
+     * (control loops) stop acting and write their safe values while the
+     * connections still take writes */
+    pthread_mutex_lock(&rt->gw_cmd_mu);
+    pthread_mutex_unlock(&rt->gw_cmd_mu);
     /* then sources: take nothing more; what they accepted is already queued */
     for (uint32_t i = rt->sources_started; i-- > 0;) gw->sources[i].src->stop(&gw->sources[i]);
     for (uint32_t i = 0; i < gw->nservices && rt->svc_state; i++)

@@ -200,7 +200,8 @@ struct fb_rt {
     uint32_t nretired;              /* a batch may still be out when its pool is replaced) */
     /* gateway-level commands (router.c hands them here; fleet.c sets it) */
     void (*gw_cmd)(struct fb_gateway *gw, const struct fb_cmd *cmd, char **resp, size_t *len);
-    struct fb_fleet *fleet; /* fleet.c's state: identity, lifecycle, remote config, health */
+    pthread_mutex_t gw_cmd_mu; /* held while one runs (a reload, a recommission): shutdown waits for it */
+    struct fb_fleet *fleet;    /* fleet.c's state: identity, lifecycle, remote config, health */
     /* what the status remembers between calls (metrics.c), under status_mu */
     pthread_mutex_t status_mu;
     struct fb_err_seen *seen; /* per device: when its error counter last grew */
