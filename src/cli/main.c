@@ -28,6 +28,7 @@
 #include "cli/cli.h"
 #include "core/config.h"
 #include "core/driver.h"
+#include "core/env.h"
 #include "core/log.h"
 #include "core/plugin.h"
 #include "core/runtime.h"
@@ -104,7 +105,18 @@ static int cmd_check(int argc, char **argv)
     }
     struct fb_gateway *gw = NULL;
     if (fb_config_load(file, &o, &gw) < 0) return 2;
-    fb_config_summary(gw, stdout);
+    /* the summary quotes URLs, user names and paths: never a noted secret */
+    char *sum = NULL;
+    size_t sumlen = 0;
+    FILE *mf = open_memstream(&sum, &sumlen);
+    if (mf) {
+        fb_config_summary(gw, mf);
+        fclose(mf);
+        char *red = fb_secret_redact_dup(sum, sumlen, &sumlen);
+        fwrite(red ? red : sum, 1, sumlen, stdout);
+        free(red);
+        free(sum);
+    }
     printf("%s: OK\n", file);
     fb_gateway_free(gw);
     return 0;

@@ -150,10 +150,14 @@ static void diag_flush(struct fb_cfg *r)
     if (r->nmsgs) qsort(r->msgs, r->nmsgs, sizeof *r->msgs, msg_cmp);
     for (size_t i = 0; i < r->nmsgs; i++) {
         struct msg *m = &r->msgs[i];
+        /* a message may quote a value that turned out to be a secret (read later in the walk) */
+        char *t = fb_secret_redact_dup(m->text, strlen(m->text), NULL);
+        const char *text = t ? t : m->text;
         if (m->m.line > 0)
-            fprintf(f, "%s:%d:%d: %s%s\n", r->file, m->m.line, m->m.col, m->warn ? "warning: " : "", m->text);
+            fprintf(f, "%s:%d:%d: %s%s\n", r->file, m->m.line, m->m.col, m->warn ? "warning: " : "", text);
         else
-            fprintf(f, "%s: %s%s\n", r->file, m->warn ? "warning: " : "", m->text);
+            fprintf(f, "%s: %s%s\n", r->file, m->warn ? "warning: " : "", text);
+        free(t);
         free(m->text);
     }
     free(r->msgs);
@@ -851,7 +855,9 @@ char *fb_cfg_secret(struct fb_cfg *r, const struct fb_cfg_map *m, const char *ke
                          name, key, fkey, key);
             return NULL;
         }
-        return fb_cfg_str(r, NULL, v, name);
+        char *val = fb_cfg_str(r, NULL, v, name);
+        fb_secret_note(val); /* from now on no output path prints it */
+        return val;
     }
     if (!f) return NULL;
     snprintf(name, sizeof name, "%s.%s", what, fkey);

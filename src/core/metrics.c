@@ -43,6 +43,7 @@
 #include <unistd.h>
 
 #include "core/buf.h"
+#include "core/env.h"
 #include "core/metrics.h"
 #include "core/model.h"
 #include "core/runtime_state.h"
@@ -474,8 +475,22 @@ static void status_buffer(struct fb_buf *out, const struct fb_store_stats *st, d
     fb_buf_putc(out, '}');
 }
 
+/* Replace any noted secret in out[from..] (env.h): nothing in the status is
+ * meant to be one, but it quotes names and errors that could contain one. */
+static void redact_from(struct fb_buf *out, size_t from)
+{
+    if (!fb_secret_any() || out->len <= from) return;
+    size_t n = 0;
+    char *r = fb_secret_redact_dup(out->p + from, out->len - from, &n);
+    if (!r) return;
+    out->len = from;
+    fb_buf_put(out, r, n);
+    free(r);
+}
+
 void fb_status_json(struct fb_gateway *gw, struct fb_buf *out, bool online)
 {
+    size_t start = out->len;
     char ts[40];
     int64_t now = fb_now_ns();
     double cpu;
@@ -557,4 +572,5 @@ void fb_status_json(struct fb_gateway *gw, struct fb_buf *out, bool online)
         fb_buf_putc(out, '}');
     }
     fb_buf_puts(out, "}}");
+    redact_from(out, start);
 }

@@ -1288,6 +1288,84 @@ static void test_docs_list_every_key(void **state)
     assert_int_equal(missing, 0);
 }
 
+/* Secrets are noted and no output path prints them (env.h): the redaction
+ * itself, a log line, the config diagnostics and a ${ENV} secret. */
+static void test_secret_redaction(void **state)
+{
+    (void)state;
+    fb_secret_forget_all();
+    char out[256];
+    assert_false(fb_secret_any());
+    fb_secret_redact("hunter2 x", 9, out, sizeof out);
+    assert_string_equal(out, "hunter2 x");
+
+    fb_secret_note("abc"); /* too short to mask */
+    assert_false(fb_secret_any());
+    fb_secret_note("hunter2");
+    fb_secret_note("hunter2-long");
+    fb_secret_note("pa\"ss\\wd");
+    assert_true(fb_secret_any());
+    const char *in = "a hunter2 b hunter2-long c hunter c {\"p\":\"pa\\\"ss\\\\wd\"} pa\"ss\\wd";
+    fb_secret_redact(in, strlen(in), out, sizeof out);
+    assert_string_equal(out, "a [secret] b [secret] c hunter c {\"p\":\"[secret]\"} [secret]");
+    /* truncation keeps the NUL and never a part of the secret's text */
+    size_t n = fb_secret_redact("xx hunter2", 10, out, 6);
+    assert_int_equal(n, 5);
+    assert_string_equal(out, "xx [s");
+    size_t dl = 0;
+    char *d = fb_secret_redact_dup("hunter2hunter2", 14, &dl);
+    assert_string_equal(d, "[secret][secret]");
+    assert_int_equal(dl, 16);
+    free(d);
+
+    /* a log line */
+    char logpath[512];
+    snprintf(logpath, sizeof logpath, "%s/log.txt", tmpdir);
+    fflush(stderr);
+    int saved = dup(STDERR_FILENO);
+    FILE *lf = fopen(logpath, "w+");
+    assert_non_null(lf);
+    dup2(fileno(lf), STDERR_FILENO);
+    fb_log_init(FB_LOG_INFO, FB_LOG_TEXT);
+    fb_info("dev", NULL, "login with %s refused", "hunter2");
+    fb_log_init(FB_LOG_INFO, FB_LOG_JSON);
+    fb_info("dev", NULL, "login with %s refused", "pa\"ss\\wd");
+    fflush(stderr);
+    dup2(saved, STDERR_FILENO);
+    close(saved);
+    fb_log_init(FB_LOG_WARN, FB_LOG_TEXT);
+    char text[1024] = "";
+    rewind(lf);
+    size_t got = fread(text, 1, sizeof text - 1, lf);
+    text[got] = 0;
+    fclose(lf);
+    assert_non_null(strstr(text, "login with [secret] refused"));
+    assert_null(strstr(text, "hunter2"));
+    assert_null(strstr(text, "ss\\"));
+    fb_secret_forget_all();
+    assert_false(fb_secret_any());
+
+    /* a ${ENV} secret is noted by the loader, and a diagnostic that quotes
+     * the same value (here a mistyped key) is redacted */
+    setenv("FB_TEST_SECRET_PW", "s3cr3t-Pw", 1);
+    static const char y[] = "gateway: {id: gw}\n"
+                            "mqtt:\n"
+                            "  url: mqtt://127.0.0.1\n"
+                            "  username: u\n"
+                            "  password: \"${FB_TEST_SECRET_PW}\"\n"
+                            "  keepalive: \"${FB_TEST_SECRET_PW}\"\n";
+    char *diag = NULL;
+    struct fb_gateway *gw = NULL;
+    assert_int_equal(load_text(y, false, &diag, &gw), FB_EINVAL);
+    assert_non_null(strstr(diag, "mqtt.keepalive"));
+    assert_non_null(strstr(diag, "[secret]"));
+    assert_null(strstr(diag, "s3cr3t-Pw"));
+    free(diag);
+    assert_true(fb_secret_any());
+    fb_secret_forget_all();
+    unsetenv("FB_TEST_SECRET_PW");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1305,6 +1383,7 @@ int main(void)
         cmocka_unit_test(test_url_parse),
         cmocka_unit_test(test_driver_table),
         cmocka_unit_test(test_docs_list_every_key),
+        cmocka_unit_test(test_secret_redaction),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
