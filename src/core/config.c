@@ -40,7 +40,7 @@ static const char *const k_fixed[] = {"gateway", "log", "status_interval", "comm
 static const char *const k_sink_common[] = {"buffer", "queue", NULL};
 static const char *const k_gateway[] = {"id", "site", NULL};
 static const char *const k_log[] = {"level", "format", NULL};
-static const char *const k_commands[] = {"max_age", "allow_qos0", "timeout", NULL};
+static const char *const k_commands[] = {"max_age", "allow_qos0", "timeout", "allow", NULL};
 static const char *const k_buffer[] = {"path", "max_size", "max_age", "sync", "full", "drain_rate", NULL};
 
 /* ------------------------------------------------------------ buffer */
@@ -203,6 +203,7 @@ static void load_gateway(struct ctx *c, const struct fb_cfg_map *top)
         if ((n = fb_cfg_get(&m, "max_age"))) fb_cfg_dur(c->r, NULL, n, "commands.max_age", false, &gw->cmd_max_age_ns);
         if ((n = fb_cfg_get(&m, "allow_qos0"))) fb_cfg_bool(c->r, NULL, n, "commands.allow_qos0", &gw->cmd_allow_qos0);
         if ((n = fb_cfg_get(&m, "timeout"))) fb_cfg_dur(c->r, NULL, n, "commands.timeout", true, &gw->cmd_timeout_ns);
+        if ((n = fb_cfg_get(&m, "allow"))) gw->cmd_allow = fb_config_acl(c->r, NULL, n, "commands.allow", gw);
         fb_cfg_map_free(&m);
     }
     if ((g = fb_cfg_get(top, "buffer"))) gw->buffer = load_buffer(c, g, "buffer", NULL);
@@ -367,6 +368,15 @@ void fb_config_summary(const struct fb_gateway *gw, FILE *f)
     fprintf(f, "%u device%s, %u connection%s, %u tag%s, %u poll group%s, %u sink%s\n", gw->ndevs,
             gw->ndevs == 1 ? "" : "s", gw->nconns, gw->nconns == 1 ? "" : "s", gw->ntags, gw->ntags == 1 ? "" : "s",
             ngroups, ngroups == 1 ? "" : "s", gw->nsinks, gw->nsinks == 1 ? "" : "s");
+    uint32_t nroles = 0;
+    for (uint32_t i = 0; i < gw->ntags; i++) nroles += gw->tags[i].write_roles != 0;
+    if (gw->cmd_allow && gw->cmd_allow <= gw->nacls) {
+        const struct fb_acl *a = &gw->acls[gw->cmd_allow - 1];
+        fprintf(f, "commands accepted only from:");
+        for (uint32_t k = 0; k < a->n; k++) fprintf(f, "%s %s", k ? "," : "", a->pat[k]);
+        fprintf(f, "%s\n", a->n ? "" : " nobody (commands.allow: [])");
+    }
+    if (nroles) fprintf(f, "%u tag%s with write_roles\n", nroles, nroles == 1 ? "" : "s");
     for (uint32_t i = 0; i < gw->ndevs; i++) {
         const struct fb_device *d = &gw->devs[i];
         fprintf(f, "  device %s  %s  area %s line %s  %u tag%s  [%s]  groups:", d->name, d->url_text, d->area, d->line,

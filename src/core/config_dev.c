@@ -26,6 +26,7 @@
 #include "core/cfg.h"
 #include "core/config_tmpl.h"
 #include "core/driver.h"
+#include "core/router.h"
 #include "core/url.h"
 #include "proc/proc.h"
 
@@ -59,10 +60,48 @@ struct ctx {
 
 static const char *const k_device[] = {"for",     "name",  "url",     "area", "line", "poll",
                                        "timeout", "delay", "options", "tags", NULL};
-static const char *const k_tag[] = {"for",          "name",   "addr",     "type",      "order",  "count",
-                                    "unit",         "access", "poll",     "scale",     "range",  "max_rate",
-                                    "spike_accept", "stuck",  "deadband", "heartbeat", "window", NULL};
+static const char *const k_tag[] = {
+    "for",   "name",     "addr",         "type",  "order",    "count",     "unit",   "access",      "poll", "scale",
+    "range", "max_rate", "spike_accept", "stuck", "deadband", "heartbeat", "window", "write_roles", NULL};
 static const char *const k_scale[] = {"raw", "eng", "factor", "offset", NULL};
+
+/* ------------------------------------------------------------ sender lists */
+uint16_t fb_config_acl(struct fb_cfg *r, const struct fb_tvars *vars, const struct fb_cfg_node *n, const char *what,
+                       struct fb_gateway *gw)
+{
+    if (fb_cfg_kind(n) != FB_CFG_LIST) {
+        fb_cfg_error(r, n, "%s must be a list of command senders, e.g. [mqtt, sparkplug, \"http:operator\"], got %s",
+                     what, fb_cfg_kind_name(n));
+        return 0;
+    }
+    size_t len = fb_cfg_list_len(n);
+    if (len > 64) {
+        fb_cfg_error(r, n, "%s: at most 64 entries", what);
+        return 0;
+    }
+    char **pat = calloc(len ? len : 1, sizeof *pat);
+    if (!pat) return 0;
+    bool ok = true;
+    for (size_t i = 0; i < len; i++) {
+        struct fb_cfg_node *e = fb_cfg_list_at(r, n, i);
+        char why[200];
+        pat[i] = fb_cfg_str(r, vars, e, what);
+        if (!pat[i]) {
+            ok = false;
+        } else if (fb_cmd_pattern_check(pat[i], why, sizeof why) < 0) {
+            fb_cfg_error(r, e, "%s: %s", what, why);
+            ok = false;
+        }
+    }
+    if (!ok) {
+        for (size_t i = 0; i < len; i++) free(pat[i]);
+        free(pat);
+        return 0;
+    }
+    uint16_t idx = fb_gw_acl_add(gw, pat, (uint32_t)len);
+    if (!idx) fb_cfg_error(r, n, "%s: too many different sender lists (or out of memory)", what);
+    return idx;
+}
 
 /* ------------------------------------------------------------ for: loops */
 
@@ -530,6 +569,12 @@ static void build_tag(struct ctx *c, uint32_t di, int64_t dev_poll, struct fb_cf
         free(s);
     }
     if ((n = fb_cfg_get(&m, "poll"))) fb_cfg_dur(c->r, vars, n, "poll", true, &poll);
+    uint16_t write_roles = 0;
+    if ((n = fb_cfg_get(&m, "write_roles"))) {
+        write_roles = fb_config_acl(c->r, vars, n, "write_roles", c->gw);
+        if (!(access & FB_ACC_WRITE))
+            fb_cfg_note(c->r, n, "write_roles on a read-only tag has no effect (access: rw makes it writable)");
+    }
     tag_proc(c, vars, &m, &proc, access, &aux);
     aux.poll_ns = poll;
     aux.name_m = fb_cfg_mark(namen);
@@ -549,6 +594,7 @@ static void build_tag(struct ctx *c, uint32_t di, int64_t dev_poll, struct fb_cf
             t->type = type;
             t->str_len = str_len;
             t->access = access;
+            t->write_roles = write_roles;
             t->index = (uint32_t)i;
             if (count) {
                 size_t len = strlen(name) + 24;

@@ -57,18 +57,19 @@ struct fb_tag_proc {
 
 struct fb_tag {
     uint32_t id;
-    uint32_t device;  /* owning device index */
-    uint16_t group;   /* poll group index within the device */
-    uint8_t type;     /* enum fb_type: the type on the wire */
-    uint8_t access;   /* enum fb_access */
-    uint32_t index;   /* element index for tags expanded from `count:` */
-    uint32_t str_len; /* string tags: bytes */
-    char *name;       /* within the device: "temperature", "temps[3]" */
-    char *path;       /* "press-01/temperature", for logs */
-    char *addr_text;  /* as written in the config */
-    char *order;      /* byte/word order as written, or NULL (driver interprets) */
-    char *unit;       /* engineering unit, or NULL */
-    void *addr;       /* driver-owned parsed address */
+    uint32_t device;      /* owning device index */
+    uint16_t group;       /* poll group index within the device */
+    uint8_t type;         /* enum fb_type: the type on the wire */
+    uint8_t access;       /* enum fb_access */
+    uint32_t index;       /* element index for tags expanded from `count:` */
+    uint32_t str_len;     /* string tags: bytes */
+    uint16_t write_roles; /* who may write it: 0 = any source commands reach, else gw->acls[write_roles - 1] */
+    char *name;           /* within the device: "temperature", "temps[3]" */
+    char *path;           /* "press-01/temperature", for logs */
+    char *addr_text;      /* as written in the config */
+    char *order;          /* byte/word order as written, or NULL (driver interprets) */
+    char *unit;           /* engineering unit, or NULL */
+    void *addr;           /* driver-owned parsed address */
     struct fb_tag_proc proc;
     int line, col; /* where it was declared, for messages */
 };
@@ -236,6 +237,14 @@ struct fb_sink_inst {
 };
 
 /* ---------------------------------------------------------------- gateway */
+/* A list of command senders (`commands.allow`, a tag's `write_roles`): each
+ * entry "SOURCE", "SOURCE:ROLE" or "*:ROLE" (router.h says how they match).
+ * Identical lists are stored once. */
+struct fb_acl {
+    char **pat;
+    uint32_t n;
+};
+
 struct fb_gateway {
     char *id, *site;
     char *cfg_path;
@@ -252,7 +261,10 @@ struct fb_gateway {
     /* commands */
     int64_t cmd_max_age_ns; /* refuse commands whose "ts" is older (0 = off) */
     bool cmd_allow_qos0;
-    int64_t cmd_timeout_ns;       /* how long a command may wait for its device */
+    int64_t cmd_timeout_ns; /* how long a command may wait for its device */
+    uint16_t cmd_allow;     /* commands.allow: 0 = every source, else acls[cmd_allow - 1] */
+    struct fb_acl *acls;    /* the sender lists of commands.allow and write_roles */
+    uint32_t nacls;
     struct fb_buffer_cfg *buffer; /* global buffer settings, NULL = none */
     int64_t status_interval_ns;
     /* logging */
@@ -265,6 +277,9 @@ struct fb_gateway {
  * only for what the driver created). */
 void fb_gateway_free(struct fb_gateway *gw);
 void fb_buffer_cfg_free(struct fb_buffer_cfg *b);
+/* Store a sender list (pat[0..n), taken over) once: its index + 1 for
+ * cmd_allow / write_roles, or 0 when out of memory or past 65535 lists. */
+uint16_t fb_gw_acl_add(struct fb_gateway *gw, char **pat, uint32_t n);
 /* Look-ups for the command path (not hot). */
 struct fb_device *fb_gw_device(struct fb_gateway *gw, const char *name);
 struct fb_tag *fb_gw_tag(struct fb_gateway *gw, const struct fb_device *d, const char *name);

@@ -3,9 +3,10 @@
  * Why one thread: commands are rare next to telemetry, but each may wait for a
  * slow field device.  Queueing them here keeps the MQTT network thread free
  * and gives every command the same checks in the same order:
- *   QoS (0 refused unless allowed) → JSON shape → age ("ts") →
- *   per tag: exists → writable → type → range (engineering units) →
- *   unscale → fits the wire type → write through the owning connection.
+ *   sender allowed (commands.allow) → QoS (0 refused unless allowed) →
+ *   JSON shape → age ("ts") → per tag: exists → writable → sender may write
+ *   it (write_roles) → type → range (engineering units) → unscale → fits
+ *   the wire type → write through the owning connection.
  * Each write, accepted or refused, is logged with its source and reason.
  */
 #include <jansson.h>
@@ -128,6 +129,76 @@ int fb_cmd_parse_ts(const void *jv, int64_t *ns)
     if (!json_is_string(j)) return -1;
     if (strlen(json_string_value(j)) != json_string_length(j)) return -1; /* embedded NUL */
     return ts_parse_text(json_string_value(j), ns);
+}
+
+/* ------------------------------------------------------------ senders */
+const char *const fb_cmd_sources[] = {"mqtt", "sparkplug", "http", "shadow", "lua", NULL};
+
+static bool ident_ok(const char *s, size_t n)
+{
+    if (n == 0 || n > 31) return false;
+    for (size_t i = 0; i < n; i++)
+        if (!((s[i] >= 'a' && s[i] <= 'z') || (s[i] >= '0' && s[i] <= '9') || s[i] == '_' || s[i] == '-')) return false;
+    return true;
+}
+
+int fb_cmd_pattern_check(const char *pat, char *why, size_t why_len)
+{
+    const char *colon = strchr(pat, ':');
+    size_t sl = colon ? (size_t)(colon - pat) : strlen(pat);
+    if (colon && !ident_ok(colon + 1, strlen(colon + 1))) {
+        snprintf(why, why_len, "'%s': the role after ':' must be 1..31 of a-z 0-9 _ - (e.g. http:operator)", pat);
+        return -1;
+    }
+    if (colon && sl == 1 && pat[0] == '*') return 0;
+    for (const char *const *k = fb_cmd_sources; *k; k++)
+        if (strlen(*k) == sl && !strncmp(*k, pat, sl)) return 0;
+    char list[128] = "";
+    size_t off = 0;
+    for (const char *const *k = fb_cmd_sources; *k && off < sizeof list; k++)
+        off += (size_t)snprintf(list + off, sizeof list - off, "%s%s", off ? ", " : "", *k);
+    snprintf(why, why_len, "'%s': unknown command source '%.*s' (expected %s, optionally :ROLE, or *:ROLE)", pat,
+             (int)sl, pat, list);
+    return -1;
+}
+
+bool fb_cmd_acl_allows(const struct fb_acl *a, const char *via, const char *role)
+{
+    size_t vl = strlen(via);
+    for (uint32_t i = 0; i < a->n; i++) {
+        const char *p = a->pat[i], *colon = strchr(p, ':');
+        if (!colon) {
+            if (vl && !strcmp(p, via)) return true;
+            continue;
+        }
+        bool src = (colon - p == 1 && p[0] == '*') || (vl && (size_t)(colon - p) == vl && !strncmp(p, via, vl));
+        if (src && role[0] && !strcmp(colon + 1, role)) return true;
+    }
+    return false;
+}
+
+/* Does list `idx` (cmd_allow / write_roles: 0 = no list) let the sender in?
+ * An index the loader did not make refuses (fail closed). */
+static bool acl_ok(const struct fb_gateway *gw, uint16_t idx, const struct fb_cmd *cmd)
+{
+    if (!idx) return true;
+    return idx <= gw->nacls && fb_cmd_acl_allows(&gw->acls[idx - 1], cmd->via, cmd->role);
+}
+
+/* "mqtt, http:operator" for messages. */
+static void acl_text(const struct fb_gateway *gw, uint16_t idx, char *buf, size_t n)
+{
+    size_t off = 0;
+    buf[0] = 0;
+    const struct fb_acl *a = idx && idx <= gw->nacls ? &gw->acls[idx - 1] : NULL;
+    for (uint32_t i = 0; a && i < a->n && off < n; i++)
+        off += (size_t)snprintf(buf + off, n - off, "%s%s", i ? ", " : "", a->pat[i]);
+}
+
+/* "mqtt" or "http:operator": the sender as the lists name it. */
+static void sender_text(const struct fb_cmd *cmd, char *buf, size_t n)
+{
+    snprintf(buf, n, "%s%s%s", cmd->via[0] ? cmd->via : "(unknown source)", cmd->role[0] ? ":" : "", cmd->role);
 }
 
 static void fmt_limit(char *buf, size_t n, double v)
@@ -265,6 +336,16 @@ void fb_cmd_process(struct fb_gateway *gw, const struct fb_cmd *cmd, char **resp
         respond(&out, id_json, false, "unknown device");
         goto done;
     }
+    char sender[64];
+    sender_text(cmd, sender, sizeof sender);
+    if (!acl_ok(gw, gw->cmd_allow, cmd)) {
+        char list[200];
+        acl_text(gw, gw->cmd_allow, list, sizeof list);
+        snprintf(why, sizeof why, "commands from %.60s are not allowed (commands.allow: [%.180s])", sender, list);
+        fb_warn(dname, NULL, "command refused from %s: %s", cmd->source, why);
+        respond(&out, id_json, false, why);
+        goto done;
+    }
     if (cmd->qos == 0 && !gw->cmd_allow_qos0) {
         fb_warn(dname, NULL, "command refused from %s: sent with QoS 0", cmd->source);
         respond(&out, id_json, false, "commands must be sent with QoS 1 or 2");
@@ -333,6 +414,10 @@ void fb_cmd_process(struct fb_gateway *gw, const struct fb_cmd *cmd, char **resp
             rc = fb_err_set(&err, FB_ENOENT, "no such tag");
         } else if (!(t->access & FB_ACC_WRITE)) {
             rc = fb_err_set(&err, FB_EACCES, "tag is read-only");
+        } else if (!acl_ok(gw, t->write_roles, cmd)) {
+            char list[200];
+            acl_text(gw, t->write_roles, list, sizeof list);
+            rc = fb_err_set(&err, FB_EACCES, "not allowed for %s (write_roles: [%s])", sender, list);
         } else {
             rc = fb_cmd_convert(t, val, &raw, sbuf, sizeof sbuf, &err);
             if (rc == 0)

@@ -1366,6 +1366,50 @@ static void test_secret_redaction(void **state)
     unsetenv("FB_TEST_SECRET_PW");
 }
 
+/* commands.allow and write_roles: parsed, checked with positions, shared
+ * between the tags a for: loop makes. */
+static void test_command_senders(void **state)
+{
+    (void)state;
+    static const char ok[] = "gateway: {id: gw}\n"
+                             "commands: {allow: [mqtt, \"http:operator\", \"*:admin\"]}\n"
+                             "devices:\n"
+                             "  - name: d\n"
+                             "    url: sim://d\n"
+                             "    tags:\n"
+                             "      - {for: {i: \"1..3\"}, name: \"w{i}\", addr: \"memory\", access: rw,\n"
+                             "         write_roles: [sparkplug]}\n"
+                             "      - {name: free, addr: \"memory\", access: rw}\n";
+    char *diag = NULL;
+    struct fb_gateway *gw = NULL;
+    assert_int_equal(load_text(ok, false, &diag, &gw), 0);
+    free(diag);
+    assert_int_equal(gw->nacls, 2);
+    assert_int_equal(gw->cmd_allow, 1);
+    assert_int_equal(gw->acls[0].n, 3);
+    assert_string_equal(gw->acls[0].pat[1], "http:operator");
+    assert_int_equal(gw->tags[0].write_roles, 2);
+    assert_int_equal(gw->tags[2].write_roles, 2);
+    assert_int_equal(gw->tags[3].write_roles, 0);
+    assert_string_equal(gw->acls[1].pat[0], "sparkplug");
+    fb_gateway_free(gw);
+
+    static const char bad[] = "gateway: {id: gw}\n"
+                              "commands: {allow: [mqtt, mqt, \"http:\"]}\n"
+                              "devices:\n"
+                              "  - name: d\n"
+                              "    url: sim://d\n"
+                              "    tags:\n"
+                              "      - {name: a, addr: \"memory\", access: rw, write_roles: operator}\n"
+                              "      - {name: b, addr: \"memory\", write_roles: [mqtt]}\n";
+    assert_int_equal(load_text(bad, false, &diag, &gw), FB_EINVAL);
+    expect_diag(diag, pos(bad, 2, "mqt,"), "commands.allow: 'mqt': unknown command source 'mqt'");
+    expect_diag(diag, pos(bad, 2, "\"http:\""), "commands.allow: 'http:': the role after ':'");
+    expect_diag(diag, pos(bad, 7, "operator"), "write_roles must be a list of command senders");
+    expect_diag(diag, pos(bad, 8, "[mqtt]"), "warning: write_roles on a read-only tag has no effect");
+    free(diag);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1384,6 +1428,7 @@ int main(void)
         cmocka_unit_test(test_driver_table),
         cmocka_unit_test(test_docs_list_every_key),
         cmocka_unit_test(test_secret_redaction),
+        cmocka_unit_test(test_command_senders),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
