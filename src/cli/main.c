@@ -31,6 +31,7 @@
 #include "core/env.h"
 #include "core/log.h"
 #include "core/plugin.h"
+#include "core/privs.h"
 #include "core/runtime.h"
 #include "north/sparkplug/sparkplug.h"
 #include "south/ads/ads.h"
@@ -206,6 +207,7 @@ static int cmd_run(int argc, char **argv)
         fb_runtime_request_stop(gw);
         return 1;
     }
+    fb_privs_check(); /* every listening port is bound now */
     int sig = 0;
     sigwait(&set, &sig);
     fb_info(NULL, NULL, "received %s", sig == SIGINT ? "SIGINT" : "SIGTERM");

@@ -96,3 +96,93 @@ def test_command_allow_list_and_write_roles(broker, start_modbus, start_gateway,
                 5), gw.output()[-2000:]
     w.publish(dcmd, payload(metric("limit", datatype=3, int=55)), qos=0)
     assert wait(lambda: mb.read_hr(11) == [55], 10), mb.read_hr(11)
+
+
+# ------------------------------------------------------------ privileges
+def _privs_run(argv_prefix, cfg, tmp):
+    """Run the gateway with argv_prefix (setpriv/unshare) for a moment; its output."""
+    import subprocess  # pylint: disable=import-outside-toplevel
+    from conftest import fb_bin, to_yaml  # pylint: disable=import-outside-toplevel
+    path = os.path.join(tmp, f"gw-{len(os.listdir(tmp))}.yaml")
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(to_yaml(cfg) + "\n")
+    os.chmod(path, 0o644)
+    p = subprocess.Popen([*argv_prefix, fb_bin(), "run", "-c", path], stdin=subprocess.DEVNULL,
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    time.sleep(2.5)
+    p.send_signal(15)
+    out, _ = p.communicate(timeout=15)
+    assert "started:" in out, out
+    return out
+
+
+def _readable_tmp():
+    """A directory the unprivileged user (nobody) can read: pytest's tmp_path is root's 0700 tree."""
+    import tempfile  # pylint: disable=import-outside-toplevel
+    d = tempfile.mkdtemp(prefix="fb-privs-")
+    os.chmod(d, 0o755)
+    return d
+
+
+def _sim_cfg(**top):
+    cfg = gw_config(None, [{"name": "s", "url": "sim://s", "poll": "100ms",
+                            "tags": [{"name": "x", "addr": "counter"}]}], **top)
+    cfg["log"] = {"level": "info", "format": "text"}
+    return cfg
+
+
+AS_ROOT = [] if os.geteuid() == 0 else ["unshare", "--map-root-user"]
+AS_NOBODY = (["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"] if os.geteuid() == 0 else [])
+
+
+def test_root_without_need_is_a_warning():
+    """Root is warned about (and still runs); an unprivileged user without
+    capabilities gets no warning."""
+    import shutil  # pylint: disable=import-outside-toplevel
+    tmp = _readable_tmp()
+    try:
+        out = _privs_run(AS_ROOT, _sim_cfg(), tmp)
+        assert "running as root, which fieldbridge does not need" in out, out
+        assert "CAP_NET_BIND_SERVICE alone" not in out, out
+        out = _privs_run(AS_NOBODY, _sim_cfg(), tmp)
+        assert "running as root" not in out and "capabilities" not in out, out
+    finally:
+        shutil.rmtree(tmp)
+
+
+def _free_low_port():
+    import socket  # pylint: disable=import-outside-toplevel
+    for port in range(1000, 900, -1):
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+                return port
+            except OSError:
+                continue
+    raise RuntimeError("no free port below 1024 on 127.0.0.1")
+
+
+def test_low_port_needs_only_net_bind_service():
+    """A metrics endpoint below 1024: root is told that CAP_NET_BIND_SERVICE
+    alone would do; an unprivileged user given exactly that capability is not
+    warned; given more, it is."""
+    import shutil  # pylint: disable=import-outside-toplevel
+    from conftest import require  # pylint: disable=import-outside-toplevel
+    require("root", os.geteuid() == 0,
+            "this test gives the gateway exactly CAP_NET_BIND_SERVICE with setpriv, which needs root")
+    port = _free_low_port()
+    tmp = _readable_tmp()
+    try:
+        cfg = _sim_cfg(metrics={"listen": f"127.0.0.1:{port}"})
+        out = _privs_run([], cfg, tmp)
+        assert f"it listens on port {port} (below 1024), for which CAP_NET_BIND_SERVICE alone is enough" in out, out
+        one = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+               "--inh-caps=+net_bind_service", "--ambient-caps=+net_bind_service"]
+        out = _privs_run(one, cfg, tmp)
+        assert "capabilities" not in out and "running as root" not in out, out
+        more = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                "--inh-caps=+net_bind_service,+net_admin", "--ambient-caps=+net_bind_service,+net_admin"]
+        out = _privs_run(more, cfg, tmp)
+        assert "beyond what fieldbridge needs" in out and "CapEff 0x1000" in out, out
+    finally:
+        shutil.rmtree(tmp)
