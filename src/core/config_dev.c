@@ -956,6 +956,11 @@ static void check_url_files(struct ctx *c, const struct fb_device *d, const stru
         if (!o || o->kind == FB_OPT_VALUE || o->kind == FB_OPT_FILE) continue;
         struct fb_err e = {0};
         int rc = fb_check_file(d->url.q[i].v ? d->url.q[i].v : "", o->kind, &e);
+        if (o->kind == FB_OPT_CERT || o->kind == FB_OPT_CRL) { /* watched for expiry (core/certs.c) */
+            char use[200];
+            snprintf(use, sizeof use, "device %s %s=", d->name, o->key);
+            fb_gw_cert_add(c->gw, use, d->url.q[i].v ? d->url.q[i].v : "", o->kind);
+        }
         if (rc == FB_ENOENT && o->kind == FB_OPT_PKI) continue; /* the driver creates the store */
         if (rc == FB_ENOENT || rc == FB_EIO)
             fb_cfg_warn_at(c->r, da->url_m, "device '%s': %s=: %s", d->name, o->key, e.msg);
@@ -1006,6 +1011,7 @@ static void build_drivers(struct ctx *c)
         }
         da->init_ok = true;
         check_url_files(c, d, da);
+        if (drv->certs) drv->certs(d, gw);
         bool tags_ok = true;
         for (uint32_t i = 0; i < d->ntags; i++) {
             struct fb_tag *t = &gw->tags[d->first_tag + i];

@@ -15,6 +15,7 @@ enum fb_opt_kind {
     FB_OPT_PKI,       /* a certificate store directory; its own/key.pem is a private key */
     FB_OPT_FILE,      /* some other file the driver reads and checks itself (not a secret) */
     FB_OPT_DIR,       /* a directory of certificates (mqtt tls.ca_path) */
+    FB_OPT_CRL,       /* certificate revocation lists (PEM or DER; mqtt tls.crl): exists, readable */
 };
 /* Checks that the file exists and is readable, and for secrets and keys that
  * group and others have no access.  Returns 0, FB_ENOENT (missing), FB_EIO

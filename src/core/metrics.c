@@ -43,6 +43,7 @@
 #include <unistd.h>
 
 #include "core/buf.h"
+#include "core/certs.h"
 #include "core/env.h"
 #include "core/metrics.h"
 #include "core/model.h"
@@ -349,6 +350,7 @@ void fb_metrics_render(struct fb_gateway *gw, struct fb_buf *out)
         fb_buf_printf(out, " %d\n", atomic_load(&gw->sinks[i].m.connected) ? 1 : 0);
     }
     render_buffers(gw, out);
+    fb_certs_metrics(gw, out);
 
     double cpu;
     uint64_t rss;
@@ -523,6 +525,7 @@ void fb_status_json(struct fb_gateway *gw, struct fb_buf *out, bool online)
     fb_json_double(out, cpu);
     fb_buf_puts(out, ",\"rss_bytes\":");
     fb_json_u64(out, rss);
+    fb_certs_status(gw, out);
 
     fb_buf_puts(out, ",\"devices\":{");
     if (gw->rt) {

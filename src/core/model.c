@@ -69,7 +69,32 @@ void fb_gateway_free(struct fb_gateway *gw)
         free(gw->acls[i].pat);
     }
     free(gw->acls);
+    for (uint32_t i = 0; i < gw->ncerts; i++) {
+        free(gw->certs[i].use);
+        free(gw->certs[i].path);
+    }
+    free(gw->certs);
     free(gw);
+}
+
+bool fb_gw_cert_add(struct fb_gateway *gw, const char *use, const char *path, enum fb_opt_kind kind)
+{
+    for (uint32_t i = 0; i < gw->ncerts; i++)
+        if (gw->certs[i].kind == kind && !strcmp(gw->certs[i].path, path)) return true;
+    struct fb_cert_ref *t = realloc(gw->certs, (gw->ncerts + 1) * sizeof *t);
+    if (!t) return false;
+    gw->certs = t;
+    struct fb_cert_ref *c = &gw->certs[gw->ncerts];
+    c->use = strdup(use);
+    c->path = strdup(path);
+    c->kind = (uint8_t)kind;
+    if (!c->use || !c->path) {
+        free(c->use);
+        free(c->path);
+        return false;
+    }
+    gw->ncerts++;
+    return true;
 }
 
 static void pat_free(char **pat, uint32_t n)

@@ -21,6 +21,7 @@
 #include <stdio.h>
 
 #include "core/batch.h"
+#include "core/env.h"
 #include "core/fb.h"
 #include "core/log.h"
 #include "core/url.h"
@@ -150,6 +151,10 @@ struct fb_driver {
     /* Write one raw value (already converted to tag->type). */
     int (*write)(struct fb_device *dev, const struct fb_tag *t, const struct fb_value *v, struct fb_err *err);
     void (*close)(struct fb_conn *c);
+    /* Optional: name the certificate stores the device uses beyond the files
+     * its URL options name (e.g. the OPC UA pki= store when a security policy
+     * is set), with fb_gw_cert_add, for the expiry watch (core/certs.c). */
+    void (*certs)(struct fb_device *dev, struct fb_gateway *gw);
 };
 
 /* ------------------------------------------------------------------ sinks */
@@ -245,6 +250,16 @@ struct fb_acl {
     uint32_t n;
 };
 
+/* A certificate file or store the gateway uses, watched for expiry
+ * (core/certs.c): kind FB_OPT_CERT (a PEM/DER file, maybe several
+ * certificates), FB_OPT_DIR (a directory of CA certificates), FB_OPT_PKI (an
+ * OPC UA store: own/, trusted/, issuers/, crl/) or FB_OPT_CRL (CRLs). */
+struct fb_cert_ref {
+    char *use;  /* what uses it, as the config names it: "mqtt.tls.cert", "device plc-01 pki" */
+    char *path; /* as the gateway opens it */
+    uint8_t kind;
+};
+
 struct fb_gateway {
     char *id, *site;
     char *cfg_path;
@@ -265,6 +280,11 @@ struct fb_gateway {
     uint16_t cmd_allow;     /* commands.allow: 0 = every source, else acls[cmd_allow - 1] */
     struct fb_acl *acls;    /* the sender lists of commands.allow and write_roles */
     uint32_t nacls;
+    /* security: certificates to watch, and how (security.cert_warning / cert_check) */
+    struct fb_cert_ref *certs;
+    uint32_t ncerts;
+    int64_t cert_warn_ns;         /* warn this long before a certificate or CRL expires (default 30 d) */
+    int64_t cert_check_ns;        /* look again this often (default 1 h) */
     struct fb_buffer_cfg *buffer; /* global buffer settings, NULL = none */
     int64_t status_interval_ns;
     /* logging */
@@ -280,6 +300,9 @@ void fb_buffer_cfg_free(struct fb_buffer_cfg *b);
 /* Store a sender list (pat[0..n), taken over) once: its index + 1 for
  * cmd_allow / write_roles, or 0 when out of memory or past 65535 lists. */
 uint16_t fb_gw_acl_add(struct fb_gateway *gw, char **pat, uint32_t n);
+/* Watch a certificate file or store (see struct fb_cert_ref); the same path
+ * and kind twice is kept once.  False when out of memory. */
+bool fb_gw_cert_add(struct fb_gateway *gw, const char *use, const char *path, enum fb_opt_kind kind);
 /* Look-ups for the command path (not hot). */
 struct fb_device *fb_gw_device(struct fb_gateway *gw, const char *name);
 struct fb_tag *fb_gw_tag(struct fb_gateway *gw, const struct fb_device *d, const char *name);

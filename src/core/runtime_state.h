@@ -15,6 +15,7 @@
 #include "store/store.h"
 
 struct fb_router;
+struct fb_certs;
 struct fb_proc;
 struct fb_model_map;
 
@@ -120,6 +121,7 @@ struct fb_rt {
     struct fb_proc *proc;
     struct fb_batch_pool *out_pool; /* processed batches: pipeline → sinks */
     struct fb_router *router;       /* router.c */
+    struct fb_certs *certs;         /* certs.c: the certificate expiry watch, NULL when nothing is watched */
     void **svc_state;               /* each running service's state (gw->services order) */
     /* the runtime state of every poll group, connection and sink (the model's rt pointers) */
     struct fb_group_rt *groups;

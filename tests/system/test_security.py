@@ -15,9 +15,13 @@ Run: FB_BIN=build/fieldbridge /usr/bin/python3 -m pytest tests/system/test_secur
 """
 import json
 import os
+import re
+import shutil
 import time
+import urllib.request
 
-from conftest import GW_ID, gw_config, topic
+import peers
+from conftest import GW_ID, GW_STATUS, gw_config, run_cli, topic
 
 DEV = "plc1"
 CMD = topic(DEV, "command")
@@ -186,3 +190,113 @@ def test_low_port_needs_only_net_bind_service():
         assert "beyond what fieldbridge needs" in out and "CapEff 0x1000" in out, out
     finally:
         shutil.rmtree(tmp)
+
+
+# ------------------------------------------------------------ certificate expiry
+def http(port, path):
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as r:
+        return r.read().decode()
+
+
+def _cert_entries(status, pred):
+    return [c for c in status.get("certificates", []) if pred(c)]
+
+
+def test_certificate_expiry_warnings(start_broker, start_gateway, watch, certs, tmp_path):
+    """Every certificate the gateway uses is watched: the MQTT CA and client
+    certificate (the test PKI's are valid for 2 days), the OPC UA store of a
+    secured device (a trusted server certificate valid for 10 days, one for
+    400 days, our own generated one for 10 years).  Within cert_warning they
+    are warned about in the log, listed in the status JSON (MQTT and
+    GET /status) and in /metrics with the seconds left; one that expires is an
+    error; a certificate put into the store while running is seen at the next
+    check; `check` lists them all."""
+    broker = start_broker(certs=certs)
+    ca = peers.OpensslCA(tmp_path, "plant")
+    pki = tmp_path / "pki"
+    (pki / "trusted").mkdir(parents=True)
+    soon = ca.issue("soon", "server-soon", days=10)[2]
+    later = ca.issue("later", "server-later", days=400)[2]
+    shutil.copy(soon, pki / "trusted" / "soon.der")
+    shutil.copy(later, pki / "trusted" / "later.der")
+    mport = peers.free_port()
+    ua = {"name": "ua", "url": f"opc.tcp://127.0.0.1:{peers.free_port()}?security_policy=Basic256Sha256"
+                               f"&pki={pki}&trust_server=auto", "poll": "1s",
+          "tags": [{"name": "d", "addr": "ns=1;s=Double"}]}
+    tls = {"ca": certs.path("ca.pem"), "cert": certs.path("client.pem"), "key": certs.path("client.key")}
+    cfg = gw_config(None, [ua], mqtt={"url": f"mqtts://127.0.0.1:{broker.port}", "tls": tls},
+                    metrics={"listen": f"127.0.0.1:{mport}"},
+                    security={"cert_warning": "30d", "cert_check": "1s"})
+    w = watch(broker.port, topics=(GW_STATUS,), certs=certs)
+    gw = start_gateway(cfg)
+
+    # the log: a warning for each certificate within 30 days, none for the others
+    def logged(subject, use):
+        return re.search(rf"warn .*certificate CN={re.escape(subject)} \({re.escape(use)}, .*\) expires on "
+                         r"\d{4}-\d\d-\d\dT[\d:]+Z \(in \d+ (days|hours)[^)]*\): renew it before then", gw.output())
+    assert wait(lambda: logged("gw-test", "mqtt.tls.cert"), 10), gw.output()[-3000:]
+    assert logged("fieldbridge test ca", "mqtt.tls.ca"), gw.output()[-3000:]
+    assert logged("server-soon", "device ua pki= trusted"), gw.output()[-3000:]
+    assert "server-later" not in gw.output()
+
+    # the status JSON, over MQTT and GET /status
+    m = w.wait_for(lambda m: "certificates" in (m.json() or {}), 15, topic=GW_STATUS)
+    assert m is not None, w.messages()
+    for st in (m.json(), json.loads(http(mport, "/status"))):
+        client = _cert_entries(st, lambda c: c["use"] == "mqtt.tls.cert")
+        assert len(client) == 1 and client[0]["state"] == "expiring", st["certificates"]
+        assert client[0]["subject"] == "CN=gw-test" and client[0]["file"] == certs.path("client.pem")
+        assert 86400 < client[0]["expires_in_s"] <= 2 * 86400, client
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", client[0]["not_after"])
+        ok = _cert_entries(st, lambda c: c["subject"] == "CN=server-later")
+        assert len(ok) == 1 and ok[0]["state"] == "ok" and ok[0]["use"] == "device ua pki= trusted", ok
+    # our own OPC UA certificate, generated at the first connect attempt: 10 years
+    assert wait(lambda: _cert_entries(json.loads(http(mport, "/status")),
+                                      lambda c: c["use"] == "device ua pki= own"), 10)
+    own = _cert_entries(json.loads(http(mport, "/status")), lambda c: c["use"] == "device ua pki= own")[0]
+    assert own["state"] == "ok" and own["expires_in_s"] > 9 * 365 * 86400, own
+
+    # /metrics: seconds left per certificate, and the lead time
+    text = http(mport, "/metrics")
+    line = re.search(r'^fieldbridge_certificate_expiry_seconds\{use="mqtt\.tls\.cert",type="certificate",'
+                     r'subject="CN=gw-test",file="[^"]+"\} (-?\d+)$', text, re.M)
+    assert line and 86400 < int(line.group(1)) <= 2 * 86400, text
+    soon_s = re.search(r'^fieldbridge_certificate_expiry_seconds\{use="device ua pki= trusted",type="certificate",'
+                       r'subject="CN=server-soon",file="[^"]+"\} (\d+)$', text, re.M)
+    assert soon_s and 9 * 86400 < int(soon_s.group(1)) <= 10 * 86400, text
+    assert "fieldbridge_certificate_warning_seconds 2592000" in text
+
+    # a certificate that expired two days ago, trusted while running: an error at the next check
+    old = ca.issue("old", "server-old", start=peers.OpensslCA.stamp(-20), end=peers.OpensslCA.stamp(-2))[2]
+    shutil.copy(old, pki / "trusted" / "old.der")
+    assert wait(lambda: re.search(r"error .*certificate CN=server-old \(device ua pki= trusted, .*\) expired on "
+                                  r"\S+ \(2 days ago\): connections that use it fail", gw.output()), 10), \
+        gw.output()[-3000:]
+    st = json.loads(http(mport, "/status"))
+    old_e = _cert_entries(st, lambda c: c["subject"] == "CN=server-old")
+    assert old_e and old_e[0]["state"] == "expired" and old_e[0]["expires_in_s"] < -86400, old_e
+    # logged once, not at every check (once a day)
+    time.sleep(2.5)
+    assert gw.output().count("certificate CN=server-old") == 1, gw.output()[-3000:]
+    assert gw.output().count("certificate CN=gw-test (mqtt.tls.cert") == 1
+
+    # `check` lists them with their state
+    r = run_cli("check", "-c", gw.path)
+    assert r.returncode == 0, r.stderr
+    assert re.search(r"certificate mqtt\.tls\.cert  CN=gw-test  \S+client\.pem  expires \S+ \(in \d+ hours\)  "
+                     r"EXPIRING SOON: renew it", r.stdout), r.stdout
+    assert re.search(r"certificate device ua pki= trusted  CN=server-old  .*  EXPIRED", r.stdout), r.stdout
+    assert re.search(r"certificate device ua pki= trusted  CN=server-later  \S+  expires \S+ \(in 399 days\)\n",
+                     r.stdout), r.stdout
+
+
+def test_certificate_warning_lead_time(start_broker, start_gateway, certs):
+    """cert_warning: 1d — the test PKI's 2-day certificates are not warned about."""
+    broker = start_broker(certs=certs)
+    tls = {"ca": certs.path("ca.pem"), "cert": certs.path("client.pem"), "key": certs.path("client.key")}
+    sim = {"name": "s", "url": "sim://s", "poll": "200ms", "tags": [{"name": "x", "addr": "counter"}]}
+    gw = start_gateway(gw_config(None, [sim], mqtt={"url": f"mqtts://127.0.0.1:{broker.port}", "tls": tls},
+                                 security={"cert_warning": "1d"}))
+    assert wait(lambda: "connected" in gw.output() or "started:" in gw.output(), 10)
+    time.sleep(1)
+    assert "certificate CN=" not in gw.output(), gw.output()[-2000:]

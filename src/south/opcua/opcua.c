@@ -245,6 +245,17 @@ static int opcua_device_init(struct fb_device *dev, char **conn_key, struct fb_e
     return 0;
 }
 
+/* A secured channel uses the certificate store: our certificate, the trust
+ * list, the CRLs — watched for expiry (core/certs.c). */
+static void opcua_certs(struct fb_device *dev, struct fb_gateway *gw)
+{
+    const struct ua_dev *ud = dev->drv_dev;
+    if (!ud || ud->o.mode <= 1) return;
+    char use[160];
+    snprintf(use, sizeof use, "device %s pki=", dev->name);
+    fb_gw_cert_add(gw, use, ud->o.pki, FB_OPT_PKI);
+}
+
 static void opcua_device_free(struct fb_device *dev)
 {
     struct ua_dev *ud = dev->drv_dev;
@@ -785,4 +796,5 @@ const struct fb_driver fb_driver_opcua = {
     .read = opcua_read,
     .write = opcua_write,
     .close = opcua_close,
+    .certs = opcua_certs,
 };
