@@ -278,7 +278,7 @@ class OpensslCA:
         ca.revoke(pem); crl_pem, crl_der = ca.crl()
     """
 
-    def __init__(self, d, name="ca", days=30, parent=None):
+    def __init__(self, d, name="ca", days=365, parent=None):
         self.dir = os.path.join(str(d), name)
         self.name = name
         os.makedirs(os.path.join(self.dir, "newcerts"), exist_ok=True)
@@ -385,7 +385,9 @@ organizationName = optional
 class Mosquitto:
     """A private Mosquitto broker on 127.0.0.1:port (optionally mutual TLS)."""
 
-    def __init__(self, workdir, port=None, certs=None, name="mosquitto"):
+    def __init__(self, workdir, port=None, certs=None, name="mosquitto", tls=None):
+        """certs: a Certs (mutual TLS with its CA); tls: {"ca", "cert", "key"} file paths
+        for a TLS listener that asks for no client certificate."""
         self.workdir = str(workdir)
         self.port = port or free_port()
         self.certs = certs
@@ -400,6 +402,9 @@ class Mosquitto:
             lines += [f"cafile {certs.path('ca.pem')}", f"certfile {certs.path('server.pem')}",
                       f"keyfile {certs.path('server.key')}", "require_certificate true",
                       "use_identity_as_username true", "tls_version tlsv1.2"]
+        elif tls is not None:
+            lines += [f"cafile {tls['ca']}", f"certfile {tls['cert']}", f"keyfile {tls['key']}",
+                      "tls_version tlsv1.2"]
         with open(self.conf, "w", encoding="ascii") as f:
             f.write("\n".join(lines) + "\n")
         self.proc = None

@@ -213,8 +213,8 @@ def start_modbus(tmp_path):
 def start_broker(tmp_path):
     started = []
 
-    def start(certs=None, port=None, name=None):
-        m = peers.Mosquitto(tmp_path, port=port, certs=certs, name=name or f"mosquitto{len(started)}")
+    def start(certs=None, port=None, name=None, tls=None):
+        m = peers.Mosquitto(tmp_path, port=port, certs=certs, name=name or f"mosquitto{len(started)}", tls=tls)
         started.append(m)
         return m
     yield start

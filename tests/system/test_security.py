@@ -300,3 +300,108 @@ def test_certificate_warning_lead_time(start_broker, start_gateway, certs):
     assert wait(lambda: "connected" in gw.output() or "started:" in gw.output(), 10)
     time.sleep(1)
     assert "certificate CN=" not in gw.output(), gw.output()[-2000:]
+
+
+# ------------------------------------------------------------ MQTT: CRL and host name
+class _CaOnly:
+    """TLS for the test subscriber: trusts `ca`, no client certificate, no CRL."""
+
+    def __init__(self, ca):
+        self.ca = ca
+
+    def subscriber_tls(self):
+        import ssl  # pylint: disable=import-outside-toplevel
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        ctx.load_verify_locations(self.ca)
+        ctx.check_hostname = False
+        return ctx
+
+
+def _sim_tls_cfg(port, tls, **top):
+    sim = {"name": "s", "url": "sim://s", "poll": "200ms", "tags": [{"name": "x", "addr": "counter"}]}
+    return gw_config(None, [sim], mqtt={"url": f"mqtts://127.0.0.1:{port}", "tls": tls,
+                                        "reconnect": {"min": "100ms", "max": "500ms"}}, **top)
+
+
+def _telemetry_after(w, t0, timeout):
+    return w.wait_for(lambda m: True, timeout, topic=topic("s", "telemetry"), after=t0)
+
+
+def test_mqtt_crl_refuses_a_revoked_broker(start_broker, start_gateway, watch, tmp_path):
+    """tls.crl: a broker certificate from our CA connects while the CRL does
+    not list it; once it is revoked and the CRL file replaced, the next connect
+    (after a broker restart) is refused with the reason, and a gateway started
+    with that CRL never connects.  Without tls.crl the revoked certificate would
+    be accepted; a CRL from another CA only is refused (every CA of the chain
+    needs its CRL)."""
+    ca = peers.OpensslCA(tmp_path, "mqtt-ca")
+    srv_pem, srv_key, _ = ca.issue("broker", "127.0.0.1", san="IP:127.0.0.1,DNS:localhost")
+    crl = tmp_path / "mqtt-ca.crl"
+    shutil.copy(ca.crl()[0], crl)
+    broker = start_broker(tls={"ca": ca.pem, "cert": srv_pem, "key": srv_key})
+    w = watch(broker.port, certs=_CaOnly(ca.pem))
+    gw = start_gateway(_sim_tls_cfg(broker.port, {"ca": ca.pem, "crl": str(crl)}), name="gw-crl")
+    assert _telemetry_after(w, 0, 15), f"not connected with a CRL that does not list the broker:\n{gw.output()[-3000:]}"
+
+    # revoke; the new CRL replaces the file while the gateway runs
+    ca.revoke(srv_pem)
+    shutil.copy(ca.crl(name="crl2")[0], crl)
+    broker.restart()
+    w2 = watch(broker.port, certs=_CaOnly(ca.pem))
+    assert wait(lambda: "tls.crl " in gw.output() and "changed: 1 CRL loaded" in gw.output(), 15), \
+        gw.output()[-3000:]
+    assert wait(lambda: "certificate revoked at /CN=127.0.0.1; it is listed in tls.crl" in gw.output(), 15), \
+        gw.output()[-3000:]
+    t0 = time.monotonic()
+    time.sleep(2)
+    assert not _telemetry_after(w2, t0, 0.1), "connected to a broker whose certificate is revoked"
+    gw.stop()
+
+    # a gateway started with the revoked CRL: never connects, says why
+    gw = start_gateway(_sim_tls_cfg(broker.port, {"ca": ca.pem, "crl": str(crl)}), name="gw-revoked")
+    assert wait(lambda: "the broker's certificate chain was refused: certificate revoked" in gw.output(), 10), \
+        gw.output()[-3000:]
+    gw.stop()
+
+    # the same without tls.crl: accepted (the CRL is what refuses it)
+    t0 = time.monotonic()
+    gw = start_gateway(_sim_tls_cfg(broker.port, {"ca": ca.pem}), name="gw-nocrl")
+    assert _telemetry_after(w2, t0, 15), gw.output()[-3000:]
+    gw.stop()
+
+    # a CRL of another CA only: the broker's CA has no CRL → refused
+    other = peers.OpensslCA(tmp_path, "other-ca")
+    gw = start_gateway(_sim_tls_cfg(broker.port, {"ca": ca.pem, "crl": other.crl()[0]}), name="gw-othercrl")
+    assert wait(lambda: "chain was refused: unable to get certificate CRL" in gw.output(), 10), gw.output()[-3000:]
+
+
+def test_mqtt_crl_config_errors(tmp_path):
+    """tls.crl needs the CA it belongs to; a file without a CRL is refused at start."""
+    ca = peers.OpensslCA(tmp_path, "c")
+    crl = ca.crl()[0]
+    cfg = tmp_path / "c.yaml"
+    from conftest import to_yaml  # pylint: disable=import-outside-toplevel
+    cfg.write_text(to_yaml(_sim_tls_cfg(1, {"crl": crl})) + "\n")
+    r = run_cli("check", "-c", cfg)
+    assert r.returncode == 2 and "mqtt.tls.crl needs mqtt.tls.ca or mqtt.tls.ca_path" in r.stderr, r.stderr
+    cfg.write_text(to_yaml(_sim_tls_cfg(1, {"ca": ca.pem, "crl": ca.pem})) + "\n")
+    r = run_cli("run", "-c", cfg, timeout=20)
+    assert r.returncode == 1 and f"mqtt.tls.crl: {ca.pem} holds no certificate revocation list" in r.stderr, \
+        r.stderr
+
+
+def test_mqtt_broker_host_name_checked(start_broker, start_gateway, watch, tmp_path):
+    """OpenSSL checks the broker certificate's names against the URL's host
+    (the session replaces libmosquitto's own check): a certificate for another
+    host is refused, unless tls.verify_hostname is false."""
+    ca = peers.OpensslCA(tmp_path, "h-ca")
+    srv_pem, srv_key, _ = ca.issue("elsewhere", "broker.example", san="DNS:broker.example")
+    broker = start_broker(tls={"ca": ca.pem, "cert": srv_pem, "key": srv_key})
+    w = watch(broker.port, certs=_CaOnly(ca.pem))
+    gw = start_gateway(_sim_tls_cfg(broker.port, {"ca": ca.pem}), name="gw-host")
+    assert wait(lambda: "chain was refused: IP address mismatch at /CN=broker.example" in gw.output(), 10), \
+        gw.output()[-3000:]
+    gw.stop()
+    t0 = time.monotonic()
+    start_gateway(_sim_tls_cfg(broker.port, {"ca": ca.pem, "verify_hostname": False}), name="gw-nohost")
+    assert _telemetry_after(w, t0, 15)
