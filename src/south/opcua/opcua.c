@@ -176,11 +176,19 @@ static int opts_parse(const struct fb_url *u, const char *url_text, int64_t def_
                 o->auto_trust = false;
             else
                 rc = fb_err_set(err, FB_EINVAL, "trust_server=%s: expected auto (trust on first use) or list", v);
+        } else if (!strcmp(k, "revocation")) {
+            if (!strcmp(v, "require"))
+                o->crl_optional = false;
+            else if (!strcmp(v, "if_present"))
+                o->crl_optional = true;
+            else
+                rc = fb_err_set(err, FB_EINVAL,
+                                "revocation=%s: expected require (every CA needs its CRL in pki/crl) or if_present", v);
         } else {
             rc = fb_err_set(err, FB_EINVAL,
-                            "unknown opc.tcp URL key '%s' (timeout, mode, user, password_file, user_cert, user_key, "
-                            "lifetime, session_timeout, chunk, max_message, queue, max_batch, depth, node, "
-                            "security_policy, security_mode, pki, trust_server, check_names, auth_retry)",
+                            "unknown opc.tcp URL key '%.16s' (valid: timeout mode user password_file user_cert "
+                            "user_key lifetime session_timeout chunk max_message queue max_batch depth node "
+                            "security_policy security_mode pki trust_server revocation check_names auth_retry)",
                             k);
         }
         if (rc) return rc;
