@@ -405,3 +405,24 @@ def test_mqtt_broker_host_name_checked(start_broker, start_gateway, watch, tmp_p
     t0 = time.monotonic()
     start_gateway(_sim_tls_cfg(broker.port, {"ca": ca.pem, "verify_hostname": False}), name="gw-nohost")
     assert _telemetry_after(w, t0, 15)
+
+
+def test_spb_dump_over_mutual_tls(start_broker, start_gateway, certs):
+    """spb-dump, the diagnostic client, speaks mutual TLS too (--cafile/--cert/--key)."""
+    broker = start_broker(certs=certs)
+    tls = {"ca": certs.path("ca.pem"), "cert": certs.path("client.pem"), "key": certs.path("client.key")}
+    dev = {"name": "d", "url": "sim://d", "poll": "200ms", "tags": [{"name": "n", "addr": "counter"}]}
+    cfg = gw_config(None, [dev])
+    cfg["sparkplug"] = {"url": f"mqtts://127.0.0.1:{broker.port}", "group": "G1", "tls": tls,
+                        "reconnect": {"min": "100ms", "max": "1s"}}
+    cfg["devices"] = cfg.pop("devices")
+    start_gateway(cfg)
+    url = f"mqtts://127.0.0.1:{broker.port}"
+    r = run_cli("spb-dump", url, "--cafile", certs.path("ca.pem"), "--cert", certs.path("subscriber.pem"),
+                "--key", certs.path("subscriber.key"), "--count", "2", "--timeout", "15s", timeout=30)
+    assert r.returncode == 0 and "spBv1.0/G1/" in r.stdout, r.stderr
+    # without a client certificate the broker refuses it
+    r = run_cli("spb-dump", url, "--cafile", certs.path("ca.pem"), "--count", "1", "--timeout", "3s", timeout=30)
+    assert r.returncode == 1, r.stdout
+    r = run_cli("spb-dump", f"mqtt://127.0.0.1:{broker.port}", "--cafile", certs.path("ca.pem"))
+    assert r.returncode == 2 and "need an mqtts:// URL" in r.stderr
