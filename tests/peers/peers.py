@@ -385,15 +385,16 @@ organizationName = optional
 class Mosquitto:
     """A private Mosquitto broker on 127.0.0.1:port (optionally mutual TLS)."""
 
-    def __init__(self, workdir, port=None, certs=None, name="mosquitto", tls=None):
+    def __init__(self, workdir, port=None, certs=None, name="mosquitto", tls=None, users=None):
         """certs: a Certs (mutual TLS with its CA); tls: {"ca", "cert", "key"} file paths
-        for a TLS listener that asks for no client certificate."""
+        for a TLS listener that asks for no client certificate; users: {name: password}
+        — then only those may connect (mosquitto_passwd file, no anonymous clients)."""
         self.workdir = str(workdir)
         self.port = port or free_port()
         self.certs = certs
         self.name = name
         self.conf = os.path.join(self.workdir, f"{name}.conf")
-        lines = [f"listener {self.port} 127.0.0.1", "allow_anonymous true",
+        lines = [f"listener {self.port} 127.0.0.1", f"allow_anonymous {'false' if users else 'true'}",
                  "persistence false", "log_dest stderr", "log_type all",
                  "connection_messages true", "max_keepalive 3600"]
         if os.geteuid() == 0:
@@ -405,6 +406,13 @@ class Mosquitto:
         elif tls is not None:
             lines += [f"cafile {tls['ca']}", f"certfile {tls['cert']}", f"keyfile {tls['key']}",
                       "tls_version tlsv1.2"]
+        if users:
+            pwfile = os.path.join(self.workdir, f"{name}.passwd")
+            for i, (u, pw) in enumerate(users.items()):
+                subprocess.run(["mosquitto_passwd", "-b"] + (["-c"] if i == 0 else []) + [pwfile, u, pw],
+                               check=True, capture_output=True, timeout=30)
+            os.chmod(pwfile, 0o600)
+            lines.append(f"password_file {pwfile}")
         with open(self.conf, "w", encoding="ascii") as f:
             f.write("\n".join(lines) + "\n")
         self.proc = None

@@ -213,8 +213,9 @@ def start_modbus(tmp_path):
 def start_broker(tmp_path):
     started = []
 
-    def start(certs=None, port=None, name=None, tls=None):
-        m = peers.Mosquitto(tmp_path, port=port, certs=certs, name=name or f"mosquitto{len(started)}", tls=tls)
+    def start(certs=None, port=None, name=None, tls=None, users=None):
+        m = peers.Mosquitto(tmp_path, port=port, certs=certs, name=name or f"mosquitto{len(started)}", tls=tls,
+                            users=users)
         started.append(m)
         return m
     yield start

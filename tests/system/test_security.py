@@ -102,6 +102,78 @@ def test_command_allow_list_and_write_roles(broker, start_modbus, start_gateway,
     assert wait(lambda: mb.read_hr(11) == [55], 10), mb.read_hr(11)
 
 
+# ------------------------------------------------------------ secrets
+MQTT_PW = "Mq-7fT2xQ9-pw"       # mqtt: from the environment
+SPB_PW = "Spb-4kR8wZ1-pw"       # sparkplug: from a password file
+UA_PW = "Ua-9hN3vB6-pw"         # OPC UA user name login: from a password file
+
+
+def test_secrets_never_printed(start_broker, start_gateway, watch, tmp_path):
+    """A whole run at debug level with three secrets — the MQTT password from
+    the environment, the Sparkplug password and an OPC UA user password from
+    0600 files, each really used for a login — and none of them appears in the
+    log, in `check`, in the status JSON (MQTT and GET /status) or in /metrics.
+    One is also where a log line quotes it (a mix-up: the Sparkplug client id
+    set from the password variable, which libmosquitto's debug lines name): it
+    is printed as [secret]."""
+    from conftest import require  # pylint: disable=import-outside-toplevel
+    from test_opcua import NODE_OK, UAServer  # pylint: disable=import-outside-toplevel
+    require("opcua", NODE_OK, "node-opcua is not installed in tests/peers/opcua: run scripts/peers.sh")
+    broker = start_broker(users={"edge": MQTT_PW, "spb": SPB_PW, "watcher": "watch-pw"})
+    srv = UAServer(tmp_path, extra=("--password", UA_PW), name="ua-secrets")
+    try:
+        spb_pw = tmp_path / "spb.pass"
+        spb_pw.write_text(SPB_PW + "\n")
+        spb_pw.chmod(0o600)
+        ua_pw = tmp_path / "ua.pass"
+        ua_pw.write_text(UA_PW + "\n")
+        ua_pw.chmod(0o600)
+        mport = peers.free_port()
+        ua = {"name": "ua", "url": srv.url(f"user=operator&password_file={ua_pw}"), "poll": "200ms",
+              "tags": [{"name": "d", "addr": "ns=1;s=Double"}]}
+        cfg = gw_config(broker.port, [ua], mqtt={"username": "edge", "password": "${FB_TEST_MQTT_PW}"},
+                        metrics={"listen": f"127.0.0.1:{mport}"})
+        cfg["sparkplug"] = {"url": f"mqtt://127.0.0.1:{broker.port}", "group": "G1", "username": "spb",
+                            "password_file": str(spb_pw), "client_id": "${FB_TEST_SPB_ID}",
+                            "reconnect": {"min": "100ms", "max": "1s"}}
+        cfg["devices"] = cfg.pop("devices")
+        env = {"FB_TEST_MQTT_PW": MQTT_PW, "FB_TEST_SPB_ID": MQTT_PW}
+        import paho.mqtt.client as mqtt  # pylint: disable=import-outside-toplevel
+        sub = mqtt.Client(client_id="watcher", protocol=mqtt.MQTTv5)
+        sub.username_pw_set("watcher", "watch-pw")
+        got = []
+        sub.on_message = lambda c, u, m: got.append((m.topic, m.payload.decode("utf-8", "replace")))
+        sub.on_connect = lambda c, u, f, rc, p=None: c.subscribe("#", qos=1)
+        sub.connect("127.0.0.1", broker.port)
+        sub.loop_start()
+        gw = start_gateway(cfg, env=env)
+        try:
+            # every login worked: telemetry with a good OPC UA value, Sparkplug births
+            assert wait(lambda: any(t == topic("ua", "telemetry") and '"q":"good"' in p for t, p in got), 20), \
+                gw.output()[-3000:]
+            assert wait(lambda: any(t.startswith("spBv1.0/G1/DBIRTH/") for t, p in got), 20), gw.output()[-3000:]
+            assert wait(lambda: any(t == GW_STATUS for t, p in got), 10)
+            status_http = http(mport, "/status")
+            metrics = http(mport, "/metrics")
+            r = run_cli("check", "-c", gw.path, env=env)
+            assert r.returncode == 0, r.stderr
+        finally:
+            sub.loop_stop()
+            sub.disconnect()
+        gw.stop()
+        log = gw.output()
+        # the mix-up: libmosquitto's debug lines name the client id, and show the mask
+        assert "sparkplug: libmosquitto: Client [secret] sending CONNECT" in log, log[-3000:]
+        everything = {"log": log, "check": r.stdout + r.stderr, "status (HTTP)": status_http, "metrics": metrics,
+                      "MQTT": "\n".join(p for t, p in got)}
+        for where, text in everything.items():
+            for pw in (MQTT_PW, SPB_PW, UA_PW):
+                assert pw not in text, f"secret {pw} printed in {where}"
+        assert "debug" in log and len(log) > 2000  # it was a chatty run
+    finally:
+        srv.stop()
+
+
 # ------------------------------------------------------------ privileges
 def _privs_run(argv_prefix, cfg, tmp):
     """Run the gateway with argv_prefix (setpriv/unshare) for a moment; its output."""

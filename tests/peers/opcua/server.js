@@ -5,6 +5,7 @@
  * Usage: node server.js --port 26543 [--pki DIR] [--chunk 8192] [--max-msg 0]
  *        [--max-read 0] [--lifetime MS] [--many N] [--tick MS] [--strict-users]
  *        [--many-tick MS --many-change K] [--strict-clients] [--cert PEM --key PEM --app-uri URI]
+ *        [--password P]
  *   --strict-users  user certificates (X509IdentityToken) must be in
  *                   PKI/user/trusted/certs (otherwise any is accepted)
  *   --strict-clients client application certificates must be in
@@ -14,6 +15,7 @@
  *                   hold the chain: certificate first, then its CAs) and key,
  *                   instead of the self-signed one node-opcua makes;
  *                   --app-uri: the application URI it carries
+ *   --password      the password of the user "operator" (default "secret")
  *   --many-tick     every MS ms, set the next K of the --many items (round
  *                   robin) to the current time in ms since 1970 (Double), so
  *                   a subscriber can compute the change-to-delivery latency;
@@ -31,7 +33,7 @@
  *   Demo/Deep/Level2/Level3/Leaf   for browse paths
  *   Demo/Many/Item0000..  --many Double variables, and ManyArray: a Double[--many]
  *   Demo/SetValue(name String, value String) a method that sets a variable
- * Users: anonymous, "operator" / "secret" (user name token), X.509 user
+ * Users: anonymous, "operator" / "secret" (--password; user name token), X.509 user
  * certificates (see --strict-users).  Security policies: None,
  * Basic256Sha256, Aes128_Sha256_RsaOaep.
  *
@@ -55,7 +57,7 @@ const { DataType, Variant, VariantArrayType, StatusCodes, OPCUACertificateManage
 const args = process.argv.slice(2);
 const opt = { port: 26543, pki: path.join(__dirname, 'pki'), chunk: 0, maxMsg: 0, maxRead: 0,
               lifetime: 0, many: 0, tick: 0, strictUsers: false, manyTick: 0, manyChange: 0,
-              strictClients: false, cert: '', key: '', appUri: '' };
+              strictClients: false, cert: '', key: '', appUri: '', password: 'secret' };
 for (let i = 0; i < args.length; i++) {
     const a = args[i], v = args[i + 1];
     if (a === '--port') { opt.port = parseInt(v, 10); i++; }
@@ -73,6 +75,7 @@ for (let i = 0; i < args.length; i++) {
     else if (a === '--cert') { opt.cert = v; i++; }
     else if (a === '--key') { opt.key = v; i++; }
     else if (a === '--app-uri') { opt.appUri = v; i++; }
+    else if (a === '--password') { opt.password = v; i++; }
 }
 
 const SCALARS = {
@@ -146,7 +149,7 @@ async function main() {
         allowAnonymous: true,
         userManager: {
             isValidUser: (u, p) => {
-                const ok = u === 'operator' && p === 'secret';
+                const ok = u === 'operator' && p === opt.password;
                 if (ok) logins.ok++; else logins.refused++;
                 return ok;
             },
