@@ -25,11 +25,18 @@
 #include "proc/proc.h"
 
 #define FB_CMD_WRITE_TIMEOUT_NS 5000000000LL
+/* Commands waiting for the router at most: a flood from the IT side (a
+ * broken or hostile MQTT client) must not grow the gateway's memory without
+ * bound while the router waits for a slow device; beyond it commands are
+ * answered "busy" at once. */
+#define FB_CMD_MAX_QUEUED 256
 
 struct fb_router {
     pthread_mutex_t mu;
     pthread_cond_t cv;
     struct fb_cmd *head, *tail;
+    uint32_t queued; /* under mu: commands in head..tail */
+    struct fb_ratelimit rl_busy;
     bool stop;    /* under mu: submissions are refused */
     bool stopped; /* the thread has been joined (fb_router_stop ran) */
     pthread_t thr;
@@ -309,6 +316,22 @@ static void respond(struct fb_buf *b, const char *id_json, bool ok, const char *
     fb_buf_putc(b, '}');
 }
 
+/* The request's "id" as JSON text (a string or an integer), "null" when it has none. */
+static void id_text(const json_t *root, char *out, size_t n)
+{
+    snprintf(out, n, "null");
+    json_t *id = json_is_object(root) ? json_object_get(root, "id") : NULL;
+    if (json_is_string(id) && json_string_length(id) < 100) {
+        struct fb_buf ib;
+        fb_buf_init(&ib);
+        fb_json_str(&ib, json_string_value(id), json_string_length(id));
+        snprintf(out, n, "%s", fb_buf_cstr(&ib));
+        fb_buf_free(&ib);
+    } else if (json_is_integer(id)) {
+        snprintf(out, n, "%lld", (long long)json_integer_value(id));
+    }
+}
+
 void fb_cmd_process(struct fb_gateway *gw, const struct fb_cmd *cmd, char **resp, size_t *resp_len)
 {
     struct fb_buf out;
@@ -320,18 +343,7 @@ void fb_cmd_process(struct fb_gateway *gw, const struct fb_cmd *cmd, char **resp
     char id_json[160] = "null";
     char why[300];
 
-    if (root && json_is_object(root)) {
-        json_t *id = json_object_get(root, "id");
-        if (json_is_string(id) && json_string_length(id) < 100) {
-            struct fb_buf ib;
-            fb_buf_init(&ib);
-            fb_json_str(&ib, json_string_value(id), json_string_length(id));
-            snprintf(id_json, sizeof id_json, "%s", fb_buf_cstr(&ib));
-            fb_buf_free(&ib);
-        } else if (json_is_integer(id)) {
-            snprintf(id_json, sizeof id_json, "%lld", (long long)json_integer_value(id));
-        }
-    }
+    id_text(root, id_json, sizeof id_json);
     if (!dev) {
         respond(&out, id_json, false, "unknown device");
         goto done;
@@ -462,10 +474,15 @@ static void *router_thread(void *arg)
     for (;;) {
         pthread_mutex_lock(&r->mu);
         while (!r->head && !r->stop) pthread_cond_wait(&r->cv, &r->mu);
+        if (r->stop) { /* the devices are gone: what is still queued is answered by fb_router_stop */
+            pthread_mutex_unlock(&r->mu);
+            break;
+        }
         struct fb_cmd *c = r->head;
         if (c) {
             r->head = c->next;
             if (!r->head) r->tail = NULL;
+            r->queued--;
         }
         pthread_mutex_unlock(&r->mu);
         if (!c) break;
@@ -477,6 +494,25 @@ static void *router_thread(void *arg)
         fb_cmd_free(c);
     }
     return NULL;
+}
+
+/* Answer a command that will not be processed (busy, stopping) with its id
+ * and the reason, on the calling thread (a source's reply is thread-safe),
+ * log it (when say), and free it. */
+static void answer_refused(struct fb_gateway *gw, struct fb_cmd *cmd, const char *why, bool say)
+{
+    json_t *root = json_loadb(cmd->payload, cmd->len, 0, NULL);
+    char id[160];
+    id_text(root, id, sizeof id);
+    json_decref(root);
+    const char *dname = cmd->device < gw->ndevs ? gw->devs[cmd->device].name : "?";
+    if (say) fb_warn(dname, NULL, "command refused from %s: %s", cmd->source, why);
+    struct fb_buf out;
+    fb_buf_init(&out);
+    respond(&out, id, false, why);
+    if (cmd->reply) cmd->reply(cmd, fb_buf_cstr(&out), out.len);
+    fb_buf_free(&out);
+    fb_cmd_free(cmd);
 }
 
 void fb_router_submit(struct fb_gateway *gw, struct fb_cmd *cmd)
@@ -493,6 +529,16 @@ void fb_router_submit(struct fb_gateway *gw, struct fb_cmd *cmd)
         fb_cmd_free(cmd);
         return;
     }
+    if (r->queued >= FB_CMD_MAX_QUEUED) {
+        bool say = fb_ratelimit_ok(&r->rl_busy, fb_mono_ns());
+        pthread_mutex_unlock(&r->mu);
+        char why[120];
+        snprintf(why, sizeof why, "busy: %d commands are waiting for their devices; try again later",
+                 FB_CMD_MAX_QUEUED);
+        answer_refused(gw, cmd, why, say);
+        return;
+    }
+    r->queued++;
     if (r->tail)
         r->tail->next = cmd;
     else
@@ -509,6 +555,7 @@ int fb_router_start(struct fb_gateway *gw)
     pthread_mutex_init(&r->mu, NULL);
     pthread_cond_init(&r->cv, NULL);
     r->gw = gw;
+    r->rl_busy.interval_ns = 10000000000LL;
     if (pthread_create(&r->thr, NULL, router_thread, r) != 0) {
         free(r);
         return FB_ENOMEM;
@@ -527,15 +574,20 @@ void fb_router_stop(struct fb_gateway *gw)
     pthread_cond_broadcast(&r->cv);
     pthread_mutex_unlock(&r->mu);
     pthread_join(r->thr, NULL);
-    /* commands still queued: answered as refused would need the sink; drop them */
+    /* commands still queued: the devices are closed, so they are answered as
+     * not executed (the sinks still run: they stop after the router) */
     pthread_mutex_lock(&r->mu);
-    while (r->head) {
-        struct fb_cmd *c = r->head;
-        r->head = c->next;
-        fb_cmd_free(c);
-    }
-    r->tail = NULL;
+    struct fb_cmd *c = r->head;
+    r->head = r->tail = NULL;
+    r->queued = 0;
     pthread_mutex_unlock(&r->mu);
+    bool say = c != NULL;
+    while (c) {
+        struct fb_cmd *next = c->next;
+        answer_refused(gw, c, "the gateway is stopping: the command was not executed", say);
+        say = false;
+        c = next;
+    }
 }
 
 void fb_router_free(struct fb_router *r)

@@ -102,6 +102,62 @@ def test_command_allow_list_and_write_roles(broker, start_modbus, start_gateway,
     assert wait(lambda: mb.read_hr(11) == [55], 10), mb.read_hr(11)
 
 
+def test_command_flood_is_bounded(broker, start_gateway, watch):
+    """A flood of commands for a device that does not answer (a TCP server that
+    accepts and stays silent) cannot queue without bound: past 256 waiting
+    commands the router answers "busy" at once, with the request's id; and a
+    full queue does not hold up the shutdown."""
+    import socket  # pylint: disable=import-outside-toplevel
+    import threading  # pylint: disable=import-outside-toplevel
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(16)
+    held = []
+    stop = threading.Event()
+
+    def accept():
+        silent.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                held.append(silent.accept()[0])
+            except OSError:
+                pass
+    th = threading.Thread(target=accept, daemon=True)
+    th.start()
+    try:
+        dev = modbus_dev(silent.getsockname()[1], [{"name": "sp", "addr": "hr:0", "access": "rw"}])
+        dev["timeout"] = "1s"
+        w = watch(broker.port)
+        gw = start_gateway(gw_config(broker.port, [dev], commands={"timeout": "2s"}))
+        assert w.wait_for(lambda m: True, 20, topic=topic(DEV, "status")), "gateway not connected"
+        time.sleep(0.5)
+        n = 400
+        for i in range(n):
+            w.publish(CMD, {"id": f"f-{i}", "write": {"sp": i}}, qos=1)
+        busy = wait(lambda: len([m for m in w.messages(RESP) if "busy" in m.text()]) >= 100, 20)
+        answers = [m.json() for m in w.messages(RESP) if "busy" in m.text()]
+        assert busy, f"{len(answers)} busy answers to {n} commands"
+        assert all(a["ok"] is False and a["error"] == "busy: 256 commands are waiting for their devices; try "
+                   "again later" and a["id"].startswith("f-") for a in answers), answers[:3]
+        assert len({a["id"] for a in answers}) == len(answers)
+        # logged, but not once per refused command
+        assert 1 <= gw.output().count("busy: 256 commands are waiting") <= 3, gw.output()[-3000:]
+        # stopping does not work through the queue (each command would wait for the silent
+        # device): the waiting commands are answered as not executed, and the gateway exits
+        t0 = time.monotonic()
+        assert gw.stop(timeout=10) == 0
+        assert time.monotonic() - t0 < 8, f"stopping took {time.monotonic() - t0:.1f}s"
+        stopping = [m.json() for m in w.messages(RESP) if "the gateway is stopping" in m.text()]
+        assert len(stopping) >= 200, len(stopping)
+        assert all(a["id"].startswith("f-") and a["ok"] is False for a in stopping)
+    finally:
+        stop.set()
+        th.join(2)
+        for c in held:
+            c.close()
+        silent.close()
+
+
 # ------------------------------------------------------------ secrets
 MQTT_PW = "Mq-7fT2xQ9-pw"       # mqtt: from the environment
 SPB_PW = "Spb-4kR8wZ1-pw"       # sparkplug: from a password file
