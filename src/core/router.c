@@ -474,7 +474,10 @@ static void *router_thread(void *arg)
     for (;;) {
         pthread_mutex_lock(&r->mu);
         while (!r->head && !r->stop) pthread_cond_wait(&r->cv, &r->mu);
-        if (r->stop) { /* the devices are gone: what is still queued is answered by fb_router_stop */
+        /* Stopping: take no more commands — the connection threads are finishing
+         * and each write would hold them (a queue of writes for a silent device
+         * kept the gateway from stopping); fb_router_stop answers what is left. */
+        if (r->stop || fb_runtime_stopping(r->gw)) {
             pthread_mutex_unlock(&r->mu);
             break;
         }
