@@ -4,7 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "cli/cli.h"
+#include "cli/ads_route.h"
 #include "core/env.h"
 #include "south/ads/ads.h"
 

@@ -7,8 +7,10 @@
 #include "core/model.h"
 
 /* Build gw->devs, gw->tags and gw->conns from `devices` (NULL: none).
- * Errors go to the reader. */
-void fb_config_devices(struct fb_cfg *r, struct fb_cfg_node *devices, struct fb_gateway *gw);
+ * The tags' computed-tag and alarm keys go to eb (src/edge/edge_cfg.h; may
+ * be NULL).  Errors go to the reader. */
+struct fb_edge_build;
+void fb_config_devices(struct fb_cfg *r, struct fb_cfg_node *devices, struct fb_gateway *gw, struct fb_edge_build *eb);
 /* A sender list (`commands.allow`, a tag's `write_roles`): a YAML list of
  * "SOURCE", "SOURCE:ROLE" or "*:ROLE" entries (core/router.h), stored once in
  * gw->acls.  Its index + 1, or 0 after an error (reported to the reader). */

@@ -34,6 +34,7 @@ struct fb_group_rt;
 struct fb_conn_rt;
 struct fb_sink_rt;
 struct fb_rt;
+struct fb_browse;
 
 /* ------------------------------------------------------------------- tags */
 enum fb_access { FB_ACC_READ = 1, FB_ACC_WRITE = 2, FB_ACC_RW = 3 };
@@ -56,15 +57,24 @@ struct fb_tag_proc {
     uint8_t out_type;      /* type after scaling (float64 when scaled) */
 };
 
+/* Where a tag's values come from: read from its device, or computed by the
+ * edge thread (src/edge) from other tags (an expression) or by a Lua script.
+ * Computed tags have no address, are in no poll group (group FB_GROUP_NONE)
+ * and are read-only. */
+enum fb_tag_src { FB_TAG_READ = 0, FB_TAG_EXPR = 1, FB_TAG_SCRIPT = 2 };
+#define FB_GROUP_NONE 0xFFFFu
+
 struct fb_tag {
     uint32_t id;
     uint32_t device;      /* owning device index */
-    uint16_t group;       /* poll group index within the device */
+    uint16_t group;       /* poll group index within the device (FB_GROUP_NONE: computed) */
     uint8_t type;         /* enum fb_type: the type on the wire */
     uint8_t access;       /* enum fb_access */
+    uint8_t src;          /* enum fb_tag_src */
+    uint16_t write_roles; /* who may write it: 0 = any source commands reach, else gw->acls[write_roles - 1] */
+    uint32_t calc;        /* FB_TAG_EXPR: index in gw->calcs; FB_TAG_SCRIPT: in gw->scripts */
     uint32_t index;       /* element index for tags expanded from `count:` */
     uint32_t str_len;     /* string tags: bytes */
-    uint16_t write_roles; /* who may write it: 0 = any source commands reach, else gw->acls[write_roles - 1] */
     char *name;           /* within the device: "temperature", "temps[3]" */
     char *path;           /* "press-01/temperature", for logs */
     char *addr_text;      /* as written in the config */
@@ -91,6 +101,10 @@ struct fb_dev_metrics {
     _Atomic int64_t last_success_ns;   /* UTC */
     _Atomic uint32_t tags_out_of_spec; /* tags whose last published quality is out of range */
     _Atomic uint32_t tags_bad;         /* tags whose last published quality is Bad (NE107) */
+    /* alarms (src/edge/alarms.c): active ones that are neither shelved nor
+     * suppressed, in total and per NE107 category they map to (enum fb_ne107) */
+    _Atomic uint32_t alarms_active, alarms_unacked;
+    _Atomic uint32_t alarms_ne107[4];
 };
 
 struct fb_device {
@@ -151,6 +165,11 @@ struct fb_driver {
     /* Write one raw value (already converted to tag->type). */
     int (*write)(struct fb_device *dev, const struct fb_tag *t, const struct fb_value *v, struct fb_err *err);
     void (*close)(struct fb_conn *c);
+    /* What a device offers (OPC UA nodes, ADS symbols, PiCtory variables):
+     * each variable into list (core/browse.h) and, when text is not NULL,
+     * the human listing of `fieldbridge browse` there.  NULL: nothing to
+     * browse (the addresses are absolute). */
+    int (*browse)(const char *url, struct fb_browse *list, FILE *text, struct fb_err *err);
     /* Optional: name the certificate stores the device uses beyond the files
      * its URL options name (e.g. the OPC UA pki= store when a security policy
      * is set), with fb_gw_cert_add, for the expiry watch (core/certs.c). */
@@ -186,6 +205,10 @@ struct fb_sink {
                                 * core reads the common `buffer:` and `queue:`) */
     const struct fb_config_keys *nested; /* the keys of its nested mappings (tls:, qos:, …),
                                           * ended by a NULL section: for the docs check */
+    /* A live view (the HTTP API), not a delivery target: it gets no store and
+     * no `buffer:`/`queue:` keys, every batch goes straight to send(), which
+     * reports it at once and never blocks. */
+    bool live;
     /* Read the section (m, already checked against keys) into a new config
      * object; errors go to the reader (r), the object is returned even then so
      * that every error is found in one pass.  gw holds the gateway section. */
@@ -195,8 +218,10 @@ struct fb_sink {
     void (*describe)(const struct fb_sink_inst *s, FILE *f);
 
     int (*open)(struct fb_sink_inst *s, struct fb_err *err);
-    /* Accept a batch (data or device state).  The batch is borrowed until
-     * send returns.  Delivery is reported later with fb_sink_done(). */
+    /* Accept a batch (data, device state or alarm event: enum fb_batch_kind;
+     * a kind the sink has no form for is reported FB_SENT unpublished).  The
+     * batch is borrowed until send returns.  Delivery is reported later with
+     * fb_sink_done(). */
     int (*send)(struct fb_sink_inst *s, const struct fb_batch *b, uint64_t batch_id);
     /* Can it take a message now (connected, room in flight)?  With a store the
      * runtime only hands over buffered records while this says yes. */
@@ -239,6 +264,95 @@ struct fb_sink_inst {
     void *ctx;                /* the sink's running state (open .. close) */
     struct fb_sink_metrics m; /* live */
     struct fb_sink_rt *rt;
+};
+
+/* ------------------------------------------- computed tags, alarms, scripts */
+/* Built by src/edge/edge_cfg.c from the tags' `expr:`/`script:`/`alarms:`
+ * keys and the `scripts:`/`alarms:` sections; run by the edge thread
+ * (src/edge/edge.c).  Absent (all counts 0) in a config that uses none of
+ * them, and then nothing of the edge runs. */
+struct fb_expr; /* a compiled expression (edge/expr.h) */
+
+/* Quality of a computed value (docs/computed.md): worst = the worst input
+ * quality wins (a Bad input makes the result Bad, with that input's code);
+ * last_usable = Bad inputs count with their last good value and make the
+ * result UncertainLastUsableValue. */
+enum fb_calc_quality { FB_CALCQ_WORST = 0, FB_CALCQ_LAST_USABLE = 1 };
+
+struct fb_calc {          /* an expression tag */
+    uint32_t tag;         /* the tag it computes */
+    char *text;           /* as written */
+    struct fb_expr *expr; /* its variables are in[0..nin) */
+    uint32_t *in, nin;    /* input tag ids */
+    int64_t period_ns;    /* 0: evaluated when an input changes */
+    uint8_t quality;      /* enum fb_calc_quality */
+};
+
+enum fb_alarm_kind {
+    FB_AK_HIHI = 0,
+    FB_AK_HI,
+    FB_AK_LO,
+    FB_AK_LOLO,
+    FB_AK_ROC,       /* rate of change, |Δvalue|/s */
+    FB_AK_DEVIATION, /* |value - setpoint tag| */
+    FB_AK_DIGITAL,   /* value == when */
+    FB_AK_BAD,       /* quality Bad */
+    FB_AK_EXTERNAL,  /* raised and cleared by code: a script, a feature monitor */
+    FB_AK__COUNT
+};
+enum fb_alarm_prio { FB_AP_LOW = 0, FB_AP_MEDIUM, FB_AP_HIGH, FB_AP_URGENT };
+/* NAMUR NE107 status categories an active alarm puts its device in. */
+enum fb_ne107 { FB_NE107_MAINTENANCE = 0, FB_NE107_OUT_OF_SPEC, FB_NE107_CHECK, FB_NE107_FAILURE };
+
+struct fb_alarm {
+    uint32_t id;
+    uint32_t device;
+    uint32_t tag;      /* the tag it watches; UINT32_MAX for an external alarm of the device */
+    uint8_t kind;      /* enum fb_alarm_kind */
+    uint8_t priority;  /* enum fb_alarm_prio */
+    uint8_t ne107;     /* enum fb_ne107 */
+    uint16_t severity; /* 1..1000 (OPC UA A&C) */
+    char *name;        /* within the device: "temperature/hi", "pump-cycles/short_cycling" */
+    char *path;        /* "press-01/temperature/hi" */
+    char *message;     /* NULL: none */
+    double limit, deadband;
+    double when;       /* digital: active when the value equals this */
+    uint32_t setpoint; /* deviation: the setpoint tag */
+    int64_t on_delay_ns, off_delay_ns;
+    /* suppressed by condition: while this expression is true (NULL: never) */
+    char *suppress_text;
+    struct fb_expr *suppress;
+    uint32_t *sup_in, nsup_in;
+};
+
+/* Lua libraries a script may be given beside the safe ones. */
+enum { FB_LUA_IO = 1u << 0, FB_LUA_OS = 1u << 1 };
+
+struct fb_script {
+    char *name;
+    char *file;   /* path as resolved */
+    char *source; /* the script's text, read at load time */
+    size_t source_len;
+    uint32_t device;          /* its device (events, alarms, bare tag names); UINT32_MAX: the gateway */
+    uint32_t *devices, ndevs; /* whose batches call on_batch; all when all_devices */
+    bool all_devices;
+    int64_t timer_ns; /* on_timer period, 0 = none */
+    uint64_t max_instructions;
+    int64_t max_time_ns;
+    uint64_t max_memory;
+    uint32_t libs;                 /* FB_LUA_* */
+    uint32_t *outputs, nout;       /* tags with `script: <name>` */
+    uint32_t first_alarm, nalarms; /* its external alarms: gw->alarms[first_alarm ..] */
+    /* live (edge thread writes, anyone reads) */
+    _Atomic uint64_t runs, errors, overruns, writes;
+    _Atomic uint32_t writes_inflight;
+};
+
+/* The `alarms:` section. */
+struct fb_alarm_opts {
+    uint32_t flood_events;   /* events published per device and window (default 20) */
+    int64_t flood_window_ns; /* default 10 s */
+    int64_t max_shelve_ns;   /* longest shelve a command may ask for (default 8 h) */
 };
 
 /* ---------------------------------------------------------------- gateway */
@@ -287,10 +401,23 @@ struct fb_gateway {
     int64_t cert_check_ns;        /* look again this often (default 1 h) */
     struct fb_buffer_cfg *buffer; /* global buffer settings, NULL = none */
     int64_t status_interval_ns;
+    /* computed tags, alarms, scripts (src/edge) */
+    struct fb_calc *calcs;
+    uint32_t ncalcs;
+    struct fb_alarm *alarms;
+    uint32_t nalarms;
+    struct fb_script *scripts;
+    uint32_t nscripts;
+    struct fb_alarm_opts alarm_opts;
     /* logging */
     int log_level;
     int log_format;   /* enum fb_log_format */
     struct fb_rt *rt; /* the running gateway (runtime.c), NULL before start */
+    /* The loader that built this model, for a sink that checks a posted
+     * config the same way (POST /api/v1/config/check) without depending on
+     * the loader: 0 when valid; messages to diag, and when valid the `check`
+     * summary to summary (may be NULL). */
+    int (*config_check)(const char *name, const char *text, size_t len, bool strict, FILE *diag, FILE *summary);
 };
 
 /* Release a gateway model, also a half-built one (driver hooks are called

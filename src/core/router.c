@@ -8,6 +8,9 @@
  *   it (write_roles) → type → range (engineering units) → unscale → fits
  *   the wire type → write through the owning connection.
  * Each write, accepted or refused, is logged with its source and reason.
+ * Alarm actions (acknowledge, shelve, unshelve; docs/alarms.md) arrive the
+ * same way, pass the same QoS, shape and age checks, and are carried out by
+ * the alarm table (edge/alarms.c), which logs each with its source.
  */
 #include <jansson.h>
 #include <math.h>
@@ -22,6 +25,7 @@
 #include "core/log.h"
 #include "core/plugin.h"
 #include "core/runtime_state.h"
+#include "edge/alarms.h"
 #include "proc/proc.h"
 
 #define FB_CMD_WRITE_TIMEOUT_NS 5000000000LL
@@ -378,17 +382,21 @@ void fb_cmd_process(struct fb_gateway *gw, const struct fb_cmd *cmd, char **resp
     json_t *val;
     json_object_foreach(root, key, val)
     {
-        if (strcmp(key, "id") && strcmp(key, "ts") && strcmp(key, "write")) {
-            snprintf(why, sizeof why, "unknown key '%.60s' (expected id, ts, write)", key);
+        if (strcmp(key, "id") && strcmp(key, "ts") && strcmp(key, "write") && strcmp(key, "ack") &&
+            strcmp(key, "shelve") && strcmp(key, "unshelve") && strcmp(key, "comment")) {
+            snprintf(why, sizeof why, "unknown key '%.60s' (expected id, ts, write, ack, shelve, unshelve, comment)",
+                     key);
             fb_warn(dname, NULL, "command refused from %s: %s", cmd->source, why);
             respond(&out, id_json, false, why);
             goto done;
         }
     }
     json_t *w = json_object_get(root, "write");
-    if (!json_is_object(w) || json_object_size(w) == 0) {
+    bool alarm_cmd = fb_alarms_is_command(root);
+    if ((w || !alarm_cmd) && (!json_is_object(w) || json_object_size(w) == 0)) {
         fb_warn(dname, NULL, "command refused from %s: no \"write\" object", cmd->source);
-        respond(&out, id_json, false, "expected \"write\": {\"tag\": value, ...}");
+        respond(&out, id_json, false,
+                "expected \"write\": {\"tag\": value, ...} (or \"ack\", \"shelve\", \"unshelve\")");
         goto done;
     }
     json_t *ts = json_object_get(root, "ts");
@@ -415,6 +423,7 @@ void fb_cmd_process(struct fb_gateway *gw, const struct fb_cmd *cmd, char **resp
     fb_buf_init(&res);
     fb_buf_putc(&res, '{');
     bool first = true;
+    /* no "write" (an alarm command): json_object_foreach of NULL runs no round */
     json_object_foreach(w, key, val)
     {
         struct fb_err err = {0};
@@ -454,6 +463,7 @@ void fb_cmd_process(struct fb_gateway *gw, const struct fb_cmd *cmd, char **resp
             fb_buf_putc(&res, '}');
         }
     }
+    if (alarm_cmd) fb_alarms_command(gw, cmd->device, root, cmd->source, &res, &first, &all_ok);
     fb_buf_putc(&res, '}');
     fb_buf_puts(&out, "{\"id\":");
     fb_buf_puts(&out, id_json);

@@ -8,10 +8,10 @@
  * source and reason.
  *
  * Who may command.  Every command names its sender: the kind of source that
- * received it (`via`: "mqtt", "sparkplug"; later "http", "shadow", "lua") and,
- * where that source authenticates users, the user's role (`role`: "viewer",
- * "operator", …; empty for MQTT and Sparkplug, whose publishers the broker
- * authenticates, not us).  The optional `commands.allow` list says which
+ * received it (`via`: "mqtt", "sparkplug", "http", "lua"; later "shadow") and,
+ * where that source authenticates users, the user's role (`role`: the HTTP
+ * API's "viewer" or "operator"; empty for MQTT and Sparkplug, whose
+ * publishers the broker authenticates, not us, and for Lua).  The optional `commands.allow` list says which
  * senders may command at all, a tag's optional `write_roles` which may write
  * it.  An entry matches a sender when it is
  *   "SOURCE"        that source, any role          mqtt, sparkplug
@@ -39,7 +39,7 @@ struct fb_cmd {
     void *corr;           /* owned; MQTT 5 correlation data or NULL */
     int corr_len;
     char source[96]; /* who sent it, for the log: "mqtt:<topic>" */
-    char via[16];    /* the kind of source (FB_CMD_SOURCES), matched by commands.allow / write_roles */
+    char via[16];    /* the kind of source (fb_cmd_sources), matched by commands.allow / write_roles */
     char role[32];   /* the authenticated sender's role, "" when the source has no users */
     void *reply_ctx;
     /* Called once on the router thread with the response JSON. */

@@ -48,6 +48,7 @@
 #include "core/router.h"
 #include "core/runtime_state.h"
 #include "core/thread.h"
+#include "edge/edge.h"
 #include "proc/proc.h"
 #include "store/store.h"
 
@@ -183,7 +184,8 @@ static void *sink_thread(void *arg)
         pthread_mutex_unlock(&q->mu);
         if (n) {
             struct fb_batch *b = n->b;
-            if (s->rt->store && b->kind == FB_BATCH_DATA &&
+            /* data and alarm events are buffered; device states are not (every connect republishes them) */
+            if (s->rt->store && b->kind != FB_BATCH_DEVSTATE &&
                 !(q->mem_only && fb_store_live(s->rt->store) == 0 && (!s->sink->ready || s->sink->ready(s)))) {
                 store_append(s, q, b);
                 unflushed++;
@@ -222,7 +224,8 @@ static void *sink_thread(void *arg)
 
 /* The largest record a batch of this config can encode to (batch_codec.c:
  * 37 bytes of header plus the reason (< FB_REASON_LEN), per sample at most 41
- * bytes plus its string, 44 per stats entry), so the store never refuses one. */
+ * bytes plus its string, 44 per stats entry; an alarm event 45 bytes more
+ * than the header), so the store never refuses one. */
 static uint32_t max_record_bytes(const struct fb_gateway *gw)
 {
     uint64_t best = 0;
@@ -236,6 +239,16 @@ static uint32_t max_record_bytes(const struct fb_gateway *gw)
             }
             if (n > best) best = n;
         }
+    /* computed tags (src/edge) travel in batches of their own, per device */
+    for (uint32_t i = 0; i < gw->ndevs; i++) {
+        uint64_t n = 64 + FB_REASON_LEN;
+        for (uint32_t t = 0; t < gw->devs[i].ntags; t++) {
+            const struct fb_tag *tag = &gw->tags[gw->devs[i].first_tag + t];
+            if (tag->src == FB_TAG_READ) continue;
+            n += 41 + 44 + (tag->type == FB_T_STRING ? (tag->str_len ? tag->str_len : 256) : 0);
+        }
+        if (n > best) best = n;
+    }
     return best > UINT32_MAX / 2 ? UINT32_MAX / 2 : (uint32_t)best;
 }
 
@@ -635,6 +648,7 @@ static void rt_free(struct fb_gateway *gw, struct fb_rt *rt)
     free(rt->groups);
     free(rt->conns);
     free(rt->sinks);
+    fb_edge_free(gw); /* the edge thread's state and the alarm table */
     fb_router_free(rt->router);
     fb_batch_pool_free(rt->out_pool);
     fb_proc_free(rt->proc);
@@ -697,12 +711,14 @@ int fb_runtime_start(struct fb_gateway *gw, struct fb_err *err)
     for (uint32_t i = 0; i < gw->nsinks; i++) {
         struct fb_sink_inst *s = &gw->sinks[i];
         s->gw = gw;
-        if (sink_store_open(gw, s, err) < 0) return err ? err->code : FB_EIO;
+        if (!s->sink->live && sink_store_open(gw, s, err) < 0) return err ? err->code : FB_EIO;
         if (s->sink->open(s, err) < 0) return err ? err->code : FB_EIO;
         if (pthread_create(&s->rt->thr, NULL, sink_thread, s) != 0)
             return fb_err_set(err, FB_ENOMEM, "cannot start sink thread");
         s->rt->started = true;
     }
+    /* computed tags, alarms, scripts: only when configured; before the first batch is read */
+    if (fb_edge_start(gw, seq_dir, err) < 0) return err ? err->code : FB_ENOMEM;
     pthread_attr_t attr;
     pthread_attr_init(&attr);
     pthread_attr_setstacksize(&attr, 256 * 1024); /* small stacks: hundreds of devices */
@@ -756,6 +772,8 @@ void fb_runtime_wait(struct fb_gateway *gw)
             if (gw->devs[i].groups[k].rt->pool) fb_batch_pool_close(gw->devs[i].groups[k].rt->pool);
     for (uint32_t i = 0; i < gw->nconns; i++)
         if (gw->conns[i].rt->started) pthread_join(gw->conns[i].rt->thr, NULL);
+    /* the edge thread takes the last batches and publishes its virtual devices offline */
+    fb_edge_stop(gw);
     /* commands can no longer reach a device; stop the router before the sinks it answers through */
     fb_router_stop(gw);
     /* 2. sinks drain their queues and close (offline status).  The stores

@@ -18,6 +18,8 @@ struct fb_router;
 struct fb_certs;
 struct fb_proc;
 struct fb_model_map;
+struct fb_edge;
+struct fb_alarms;
 
 /* Ids of batches sent past the store (device state) carry this bit, so their
  * delivery reports never touch the store's records. */
@@ -79,6 +81,19 @@ struct fb_qnode {
     struct fb_batch *b;
 };
 
+/* The edge thread's input (edge/edge.c): the processed data batches of the
+ * devices whose tags feed a computed tag, an alarm or a script, queued by
+ * fb_publish like a sink's; wake is set when something other than a batch
+ * needs the thread (an alarm timer was set by another thread). */
+struct fb_edge_q {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    struct fb_qnode *head, *tail, *free; /* under mu */
+    uint32_t len;                        /* under mu */
+    bool wake;                           /* under mu */
+    const uint8_t *want;                 /* per device: 1 = queue its data batches (set before start) */
+};
+
 /* One sink thread: its queue from the pipeline and its store. */
 struct fb_sink_rt {
     pthread_mutex_t mu;
@@ -121,6 +136,9 @@ struct fb_rt {
     struct fb_proc *proc;
     struct fb_batch_pool *out_pool; /* processed batches: pipeline → sinks */
     struct fb_router *router;       /* router.c */
+    struct fb_edge *edge;           /* edge/edge.c: computed tags, alarms, scripts (NULL: none configured) */
+    struct fb_edge_q *edge_q;       /* its input queue (NULL: no edge thread) */
+    struct fb_alarms *alarms;       /* edge/alarms.c: the alarm table (NULL: no alarms) */
     struct fb_certs *certs;         /* certs.c: the certificate expiry watch, NULL when nothing is watched */
     void **svc_state;               /* each running service's state (gw->services order) */
     /* the runtime state of every poll group, connection and sink (the model's rt pointers) */

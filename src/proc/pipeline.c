@@ -73,20 +73,11 @@ void fb_proc_free(struct fb_proc *p)
  * statistics of a float32 tag print as the device's values do. */
 static bool to_double(const struct fb_value *v, double *x)
 {
-    switch (v->type) {
-        case FB_T_BOOL: *x = v->b ? 1.0 : 0.0; return true;
-        case FB_T_INT8:
-        case FB_T_INT16:
-        case FB_T_INT32:
-        case FB_T_INT64: *x = (double)v->i; return true;
-        case FB_T_UINT8:
-        case FB_T_UINT16:
-        case FB_T_UINT32:
-        case FB_T_UINT64: *x = (double)v->u; return true;
-        case FB_T_FLOAT32: *x = fb_float_widen((float)v->f); return true;
-        case FB_T_FLOAT64: *x = v->f; return true;
-        default: return false;
+    if (v->type == FB_T_FLOAT32) {
+        *x = fb_float_widen((float)v->f);
+        return true;
     }
+    return fb_value_to_double(v, x);
 }
 
 static bool out_of_spec(uint32_t q)

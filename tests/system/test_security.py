@@ -102,6 +102,35 @@ def test_command_allow_list_and_write_roles(broker, start_modbus, start_gateway,
     assert wait(lambda: mb.read_hr(11) == [55], 10), mb.read_hr(11)
 
 
+def test_write_roles_across_http_and_mqtt(broker, start_modbus, start_gateway, watch, tmp_path):
+    """The HTTP API's writes carry the source `http` and the token's role:
+    a tag with write_roles ["http:operator"] is written by an operator
+    through the API and refused to MQTT, in the same router."""
+    import httpapi as H  # pylint: disable=import-outside-toplevel
+    mb = start_modbus({"units": {"1": {"hr": {str(i): 0 for i in range(20)}}}})
+    tokens = tmp_path / "http.tokens"
+    H.write_tokens(tokens, ("op", "operator", H.OPERATOR), ("vi", "viewer", H.VIEWER))
+    tags = [{"name": "setpoint", "addr": "hr:10", "access": "rw", "write_roles": ["http:operator"]},
+            {"name": "free", "addr": "hr:11", "access": "rw"}]
+    w = watch(broker.port)
+    gw = start_gateway(gw_config(broker.port, [modbus_dev(mb.port, tags)],
+                                 commands={"allow": ["mqtt", "http:operator"]},
+                                 http={"listen": "127.0.0.1:0", "tokens": str(tokens), "plaintext_writes": True}))
+    c = H.Client(H.api_port(gw), H.OPERATOR)
+    H.wait_for(lambda: all(v["q"] == "good" for v in c.get("/api/v1/values").json()["values"]), 15, "values")
+    r = c.post(f"/api/v1/devices/{DEV}/write", {"id": "h-1", "write": {"setpoint": 42}})
+    assert r.status == 200 and r.json()["ok"] is True, r.body
+    assert mb.read_hr(10) == [42]
+    assert w.wait_for(lambda m: True, 15, topic=topic(DEV, "telemetry"))
+    time.sleep(0.5)
+    w.publish(CMD, {"id": "m-1", "write": {"setpoint": 7, "free": 8}}, qos=1)
+    res = response(w, "m-1")["results"]
+    assert res["setpoint"] == {"ok": False, "error": "not allowed for mqtt (write_roles: [http:operator])"}, res
+    assert res["free"] == {"ok": True}
+    assert mb.read_hr(10, 2) == [42, 8]
+    assert "write 42 from http:op: ok" in gw.output()
+
+
 def test_command_flood_is_bounded(broker, start_gateway, watch):
     """A flood of commands for a device that does not answer (a TCP server that
     accepts and stays silent) cannot queue without bound: past 256 waiting
