@@ -18,6 +18,7 @@ import os
 import re
 import shutil
 import time
+import urllib.error
 import urllib.request
 
 import peers
@@ -457,6 +458,91 @@ def test_certificate_warning_lead_time(start_broker, start_gateway, certs):
     assert wait(lambda: "connected" in gw.output() or "started:" in gw.output(), 10)
     time.sleep(1)
     assert "certificate CN=" not in gw.output(), gw.output()[-2000:]
+
+
+def test_metrics_over_tls(start_gateway, certs, tmp_path):
+    """metrics.tls: /metrics and /status over TLS 1.2+ with the gateway's
+    certificate, verified by the scraper against our CA (a scraper trusting
+    another CA refuses it, TLS 1.1 is refused); plain HTTP on the port gets
+    no HTTP answer; the certificate is in the expiry watch; `check` shows
+    https; a key that others can read is refused before start."""
+    import ssl  # pylint: disable=import-outside-toplevel
+    import socket  # pylint: disable=import-outside-toplevel
+    mport = peers.free_port()
+    sim = {"name": "s", "url": "sim://s", "poll": "200ms", "tags": [{"name": "x", "addr": "counter"}]}
+    tls = {"cert": certs.path("server.pem"), "key": certs.path("server.key")}
+    gw = start_gateway(gw_config(None, [sim], metrics={"listen": f"127.0.0.1:{mport}", "tls": tls}))
+    assert wait(lambda: f"metrics on https://127.0.0.1:{mport}/metrics" in gw.output(), 10), gw.output()[-2000:]
+
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.load_verify_locations(certs.path("ca.pem"))
+
+    def get(path, context):
+        with urllib.request.urlopen(f"https://127.0.0.1:{mport}{path}", timeout=5, context=context) as r:
+            return r.read().decode()
+    text = get("/metrics", ctx)
+    assert "fieldbridge_build_info" in text
+    # the endpoint's own certificate is watched like every other
+    assert re.search(r'^fieldbridge_certificate_expiry_seconds\{use="metrics\.tls\.cert",type="certificate",'
+                     r'subject="CN=127\.0\.0\.1",file="[^"]+server\.pem"\} \d+$', text, re.M), text
+    st = json.loads(get("/status", ctx))
+    assert _cert_entries(st, lambda c: c["use"] == "metrics.tls.cert"), st.get("certificates")
+    # another CA: the scraper refuses the gateway
+    other = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    other.load_verify_locations(certs.path("otherca.pem"))
+    try:
+        get("/metrics", other)
+        assert False, "a scraper trusting another CA accepted the gateway"
+    except urllib.error.URLError as e:
+        assert isinstance(e.reason, ssl.SSLCertVerificationError), e
+    # TLS 1.1: refused
+    old = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    old.load_verify_locations(certs.path("ca.pem"))
+    try:
+        old.minimum_version = old.maximum_version = ssl.TLSVersion.TLSv1_1
+    except (ValueError, ssl.SSLError):
+        old = None
+    if old is not None:
+        with socket.create_connection(("127.0.0.1", mport), timeout=5) as sk:
+            try:
+                old.wrap_socket(sk, server_hostname="127.0.0.1").do_handshake()
+                assert False, "TLS 1.1 accepted"
+            except (ssl.SSLError, ConnectionResetError):
+                pass
+    # plain HTTP on the TLS port gets no HTTP answer
+    with socket.create_connection(("127.0.0.1", mport), timeout=5) as sk:
+        sk.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        sk.settimeout(3)
+        try:
+            got = sk.recv(100)
+        except (socket.timeout, ConnectionResetError):
+            got = b""
+    assert not got.startswith(b"HTTP/1.1 200"), got
+    assert gw.alive()
+
+    r = run_cli("check", "-c", gw.path)
+    assert r.returncode == 0, r.stderr
+    assert f"metrics on https://127.0.0.1:{mport}" in r.stdout, r.stdout
+    # a key readable by others is refused, naming the key
+    loose = tmp_path / "loose.key"
+    shutil.copy(certs.path("server.key"), loose)
+    loose.chmod(0o644)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(f"""metrics:
+  listen: "127.0.0.1:{mport}"
+  tls: {{cert: "{certs.path('server.pem')}", key: "{loose}"}}
+devices: []
+""", encoding="utf-8")
+    r = run_cli("check", "-c", str(bad))
+    assert r.returncode != 0 and "metrics.tls.key" in r.stderr and "group or others" in r.stderr, r.stderr
+    half = tmp_path / "half.yaml"
+    half.write_text(f"""metrics:
+  listen: "127.0.0.1:{mport}"
+  tls: {{cert: "{certs.path('server.pem')}"}}
+devices: []
+""", encoding="utf-8")
+    r = run_cli("check", "-c", str(half))
+    assert r.returncode != 0 and "metrics.tls needs both cert and key" in r.stderr, r.stderr
 
 
 # ------------------------------------------------------------ MQTT: CRL and host name

@@ -130,7 +130,7 @@ static void test_valid_model(void **state)
     assert_int_equal(gw->log_format, FB_LOG_JSON);
     assert_int_equal(gw->nservices, 1);
     assert_ptr_equal(gw->services[0].svc, &fb_service_http);
-    assert_string_equal((const char *)gw->services[0].cfg, "127.0.0.1:9100");
+    assert_string_equal(*(char *const *)gw->services[0].cfg, "127.0.0.1:9100"); /* listen comes first */
     assert_int_equal(gw->status_interval_ns, 10000000000LL);
     assert_int_equal(gw->cmd_max_age_ns, 30000000000LL);
     assert_true(gw->cmd_allow_qos0);
@@ -1222,7 +1222,7 @@ static void test_docs_list_every_key(void **state)
         {"device", "## `devices`"},  {"tag", "## Tags"},
         {"scale", "## Tags"},        {"http.tls", "## `http`"},
         {"flood", "## `alarms`"},    {"alarm", "## `alarms`"},
-        {"script", "## `scripts`"},
+        {"script", "## `scripts`"},  {"metrics.tls", "## `metrics`"},
         {"loop", "## `control`"},    {"interlock", "## `control`"},
     };
     struct fb_config_keys kt[64];
