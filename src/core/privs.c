@@ -9,7 +9,10 @@
  * capabilities (/proc/self/status) and the TCP ports it listens on (its own
  * socket inodes matched in /proc/self/net/tcp{,6}).  Root, or capabilities
  * beyond what its ports need, is a warning with the fix — not a refusal: a
- * commissioning bench may run it as root on purpose.
+ * commissioning bench may run it as root on purpose.  CAP_SYS_NICE, which a
+ * control.priority (SCHED_FIFO) seems to ask for, is extra too: an
+ * RLIMIT_RTPRIO (LimitRTPRIO=) gives that priority without a capability that
+ * would also let it reschedule every other process; the warning says so.
  */
 #include "core/privs.h"
 
@@ -23,6 +26,7 @@
 #include "core/log.h"
 
 #define CAP_NET_BIND_SERVICE_BIT 10
+#define CAP_SYS_NICE_BIT 23
 
 uint64_t fb_privs_cap_eff(void)
 {
@@ -109,10 +113,14 @@ int fb_privs_advice(unsigned euid, uint64_t caps, int lowest_port, char *out, si
     }
     uint64_t extra = caps & ~needed;
     if (extra) {
+        const char *nice = (extra >> CAP_SYS_NICE_BIT) & 1
+                               ? "; CAP_SYS_NICE is not needed for control.priority either: LimitRTPRIO= (an "
+                                 "RLIMIT_RTPRIO) gives SCHED_FIFO without it"
+                               : "";
         snprintf(out, cap,
-                 "running with capabilities (CapEff 0x%" PRIx64 ") beyond what fieldbridge needs%s%s: drop them "
+                 "running with capabilities (CapEff 0x%" PRIx64 ") beyond what fieldbridge needs%s%s%s: drop them "
                  "(CapabilityBoundingSet=) — docs/security.md",
-                 extra, low ? "" : " (none: it listens on no port below 1024)", port_note);
+                 extra, low ? "" : " (none: it listens on no port below 1024)", port_note, nice);
         return 1;
     }
     out[0] = 0;

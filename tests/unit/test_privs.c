@@ -37,6 +37,11 @@ static void test_advice(void **st)
     assert_non_null(strstr(m, "none: it listens on no port below 1024"));
     assert_int_equal(fb_privs_advice(1000, NET_BIND | (1ULL << 21), 502, m, sizeof m), 1);
     assert_non_null(strstr(m, "CapEff 0x200000"));
+    assert_null(strstr(m, "CAP_SYS_NICE"));
+    /* CAP_SYS_NICE for control.priority: still extra, with the way without it */
+    assert_int_equal(fb_privs_advice(1000, 1ULL << 23, 0, m, sizeof m), 1);
+    assert_non_null(strstr(m, "CapEff 0x800000"));
+    assert_non_null(strstr(m, "CAP_SYS_NICE is not needed for control.priority either: LimitRTPRIO="));
 }
 
 static void test_lowest_listen_port(void **st)
