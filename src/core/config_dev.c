@@ -970,6 +970,8 @@ static void build_made(struct ctx *c, const struct fb_dev_spec *sp)
     if (d->url_text && fb_url_parse(d->url_text, &d->url, &e) < 0) fb_cfg_error_at(c->r, sp->mark, "%s", e.msg);
     d->drv = sp->drv;
     d->drv_dev = sp->drv_dev;
+    const struct fb_cfg_node *roles_node = NULL; /* one list per node, however many tags share it */
+    uint16_t roles = 0;
     for (uint32_t k = 0; k < sp->ntags; k++) {
         const struct fb_tag_spec *ts = &sp->tags[k];
         struct tag_aux *ta;
@@ -989,6 +991,13 @@ static void build_made(struct ctx *c, const struct fb_dev_spec *sp)
         t->proc.has_max = ts->has_max;
         t->proc.min = ts->min;
         t->proc.max = ts->max;
+        if (ts->write_roles && (ts->access & FB_ACC_WRITE)) {
+            if (ts->write_roles != roles_node) {
+                roles_node = ts->write_roles;
+                roles = fb_config_acl(c->r, NULL, roles_node, "write_roles", c->gw);
+            }
+            t->write_roles = roles;
+        }
         t->line = sp->mark.line;
         t->col = sp->mark.col;
         ta->poll_ns = sp->poll_ns;

@@ -16,6 +16,9 @@ struct fb_tag_spec {
     uint32_t str_len;        /* string tags */
     bool has_min, has_max;   /* the range commands are checked against */
     double min, max;
+    /* who may write it (a `write_roles` list, fb_config_acl; NULL: whoever
+     * commands.allow lets through); a node of the reader's tree */
+    const struct fb_cfg_node *write_roles;
 };
 struct fb_dev_spec {
     const char *name;
