@@ -6,7 +6,9 @@
   (MQTT and GET /status) and /metrics searched for the broker password;
 - certificate expiry warnings (log, status JSON, /metrics) for certificates
   made by openssl at test time;
-- CRLs for MQTT (Mosquitto with a CA-signed server certificate, revoked or not);
+- CRLs for MQTT (Mosquitto with a CA-signed server certificate, revoked or not;
+  a chain through an intermediate CA, revoked by the root);
+- the metrics endpoint over TLS;
 - the start-up warning when running as root without need.
 
 OPC UA mutual authentication and CA chains with CRLs are in test_opcua.py.
@@ -615,6 +617,54 @@ def test_mqtt_crl_refuses_a_revoked_broker(start_broker, start_gateway, watch, t
     # a CRL of another CA only: the broker's CA has no CRL → refused
     other = peers.OpensslCA(tmp_path, "other-ca")
     gw = start_gateway(_sim_tls_cfg(broker.port, {"ca": ca.pem, "crl": other.crl()[0]}), name="gw-othercrl")
+    assert wait(lambda: "chain was refused: unable to get certificate CRL" in gw.output(), 10), gw.output()[-3000:]
+
+
+def test_mqtt_ca_chain_with_crls(start_broker, start_gateway, watch, tmp_path):
+    """A broker certificate issued by an intermediate CA: the broker sends the
+    chain, the gateway trusts only the root (tls.ca) and holds both CAs' CRLs
+    in one tls.crl file — it connects; once the root revokes the intermediate
+    CA, the next connect is refused (the whole chain is checked, not only the
+    broker's own certificate); without the intermediate's CRL it is refused
+    too (every CA of the chain needs its CRL)."""
+    root = peers.OpensslCA(tmp_path, "root-ca")
+    sub = peers.OpensslCA(tmp_path, "sub-ca", parent=root)
+    srv_pem, srv_key, _ = sub.issue("broker", "127.0.0.1", san="IP:127.0.0.1,DNS:localhost")
+    chain = tmp_path / "broker-chain.pem"
+    chain.write_text(open(srv_pem, encoding="ascii").read() + open(sub.pem, encoding="ascii").read(),
+                     encoding="ascii")
+    crl = tmp_path / "chain.crl"
+
+    def write_crls(*cas):
+        crl.write_text("".join(open(ca.crl(name=f"crl-{time.monotonic_ns()}")[0], encoding="ascii").read()
+                               for ca in cas), encoding="ascii")
+    write_crls(root, sub)
+    broker = start_broker(tls={"ca": root.pem, "cert": str(chain), "key": srv_key})
+    w = watch(broker.port, certs=_CaOnly(root.pem))
+    gw = start_gateway(_sim_tls_cfg(broker.port, {"ca": root.pem, "crl": str(crl)}), name="gw-chain")
+    assert _telemetry_after(w, 0, 15), f"not connected through root → sub-CA → broker:\n{gw.output()[-3000:]}"
+
+    # the root revokes the intermediate CA; the broker's own certificate stays unrevoked
+    root.revoke(sub.pem)
+    write_crls(root, sub)
+    broker.restart()
+    w2 = watch(broker.port, certs=_CaOnly(root.pem))
+    assert wait(lambda: "certificate revoked at /CN=fieldbridge test sub-ca" in gw.output(), 20), \
+        gw.output()[-3000:]
+    t0 = time.monotonic()
+    time.sleep(2)
+    assert not _telemetry_after(w2, t0, 0.1), "connected through a revoked intermediate CA"
+    gw.stop()
+
+    # another chain whose tls.crl holds only the root's CRL: the intermediate has none → refused
+    root2 = peers.OpensslCA(tmp_path, "root2-ca")
+    sub2 = peers.OpensslCA(tmp_path, "sub2-ca", parent=root2)
+    pem2, key2, _ = sub2.issue("broker2", "127.0.0.1", san="IP:127.0.0.1")
+    chain2 = tmp_path / "broker2-chain.pem"
+    chain2.write_text(open(pem2, encoding="ascii").read() + open(sub2.pem, encoding="ascii").read(),
+                      encoding="ascii")
+    b2 = start_broker(tls={"ca": root2.pem, "cert": str(chain2), "key": key2}, name="mosq-chain2")
+    gw = start_gateway(_sim_tls_cfg(b2.port, {"ca": root2.pem, "crl": root2.crl()[0]}), name="gw-subnocrl")
     assert wait(lambda: "chain was refused: unable to get certificate CRL" in gw.output(), 10), gw.output()[-3000:]
 
 
