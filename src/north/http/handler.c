@@ -444,6 +444,9 @@ static bool same_origin(const struct fb_http_req *req)
     return !strncmp(req->origin, pfx, pl) && !strcmp(req->origin + pl, req->host);
 }
 
+/* One request from route to answer. Long on purpose: the checks run in a fixed,
+ * security-relevant order (route, CORS, method, rate, token, role, TLS for
+ * writes, body) that reads best as one straight sequence. */
 void fb_http_handle(struct fb_http_api *api, const struct fb_http_req *req, struct fb_http_resp *resp)
 {
     struct fb_buf *body = resp->body;
