@@ -1339,17 +1339,20 @@ static uint64_t h_total(struct ctl *x)
     return n;
 }
 
-/* The p-th quantile of the wake-up lateness in seconds (the bucket's upper edge). */
+/* The p-th quantile of the wake-up lateness in seconds (the bucket's upper
+ * edge, but never above the largest lateness seen: an edge above it made the
+ * status say p99 > max). */
 static double h_quantile(struct ctl *x, double p)
 {
     uint64_t n = h_total(x);
     if (!n) return 0;
+    double max = atomic_load(&x->jitter_max_ns) / 1e9;
     uint64_t want = (uint64_t)ceil(p * (double)n), acc = 0;
     for (uint32_t b = 0; b < H_N; b++) {
         acc += atomic_load_explicit(&x->hist[b], memory_order_relaxed);
-        if (acc >= want) return b == H_N - 1 ? atomic_load(&x->jitter_max_ns) / 1e9 : h_upper(b);
+        if (acc >= want) return b == H_N - 1 || h_upper(b) > max ? max : h_upper(b);
     }
-    return atomic_load(&x->jitter_max_ns) / 1e9;
+    return max;
 }
 
 static void family(struct fb_buf *b, const char *name, const char *type, const char *help)
