@@ -276,7 +276,7 @@ static void *http_cfg_load(struct fb_cfg *r, const struct fb_cfg_map *m, const s
         return NULL;
     }
     c->listen = s;
-    struct fb_cfg_map t;
+    struct fb_cfg_map t = {0};
     struct fb_cfg_node *x;
     if ((n = fb_cfg_get(m, "tls")) && fb_cfg_map_load(r, n, "metrics.tls", &t)) {
         fb_cfg_map_check(r, &t, k_metrics_tls, "metrics.tls", false);
@@ -284,6 +284,7 @@ static void *http_cfg_load(struct fb_cfg *r, const struct fb_cfg_map *m, const s
         if ((x = fb_cfg_get(&t, "key"))) c->tls_key = fb_cfg_file_ref(r, x, "metrics.tls.key", FB_OPT_KEY, NULL);
         if (!c->tls_cert != !c->tls_key) fb_cfg_error(r, n, "metrics.tls needs both cert and key (PEM files)");
     }
+    fb_cfg_map_free(&t);
     return c;
 }
 
