@@ -43,6 +43,7 @@ void fb_gateway_free(struct fb_gateway *gw)
         free(t->addr_text);
         free(t->order);
         free(t->unit);
+        free(t->wave);
     }
     for (uint32_t k = 0; k < gw->nconns; k++) {
         free(gw->conns[k].key);
@@ -80,6 +81,7 @@ void fb_gateway_free(struct fb_gateway *gw)
         free(sc->outputs);
     }
     free(gw->scripts);
+    if (gw->vib && gw->vib_free) gw->vib_free(gw->vib);
     free(gw->conns);
     free(gw->devs);
     free(gw->tags);
