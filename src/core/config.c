@@ -29,14 +29,15 @@
 #include "core/log.h"
 #include "core/sinks.h"
 #include "edge/edge_cfg.h"
+#include "vib/vib_cfg.h"
 
 struct ctx {
     struct fb_cfg *r;
     struct fb_gateway *gw;
 };
 
-static const char *const k_fixed[] = {"gateway", "log",    "status_interval", "commands", "buffer",
-                                      "devices", "alarms", "scripts",         NULL};
+static const char *const k_fixed[] = {"gateway", "log",    "status_interval", "commands",  "buffer",
+                                      "devices", "alarms", "scripts",         "vibration", NULL};
 #define NFIXED (sizeof k_fixed / sizeof k_fixed[0] - 1)
 /* the keys every sink's section takes besides its own */
 static const char *const k_sink_common[] = {"buffer", "queue", NULL};
@@ -355,9 +356,12 @@ static int load(struct fb_cfg *r, const char *path, struct fb_gateway **out)
         struct fb_edge_build *eb = fb_edge_build_new();
         fb_edge_cfg_alarms(r, fb_cfg_get(&top, "alarms"), gw);
         if (eb) fb_edge_cfg_scripts(eb, r, fb_cfg_get(&top, "scripts"));
+        /* vibration monitoring (src/vib): waveform tags are read with the devices */
+        fb_vib_cfg_section(r, fb_cfg_get(&top, "vibration"), gw);
         fb_config_devices(r, dn, gw, eb);
         if (eb) fb_edge_cfg_finish(eb, r, gw);
         fb_edge_build_free(eb);
+        fb_vib_cfg_finish(r, gw);
     }
     fb_cfg_map_free(&top);
     if (fb_cfg_finish(r) > 0) {
@@ -431,6 +435,7 @@ void fb_config_summary(const struct fb_gateway *gw, FILE *f)
         }
     }
     fb_edge_describe(gw, f);
+    fb_vib_describe(gw, f);
     for (uint32_t i = 0; i < gw->nservices; i++) {
         const struct fb_service_inst *si = &gw->services[i];
         if (si->svc->describe && si->cfg)
@@ -461,5 +466,6 @@ size_t fb_config_key_tables(struct fb_config_keys *out, size_t max)
         for (const struct fb_config_keys *k = svc[i]->nested; k && k->section && n < max; k++) out[n++] = *k;
     }
     n += fb_edge_key_tables(out + n, max - n);
+    n += fb_vib_key_tables(out + n, max - n);
     return n + fb_config_dev_key_tables(out + n, max - n);
 }
