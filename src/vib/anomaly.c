@@ -140,10 +140,14 @@ void fb_anom_update(struct fb_anom *a, const double *v, struct fb_anom_out *o)
     double tmax = NAN;
     for (uint32_t i = 0; i < a->nf; i++) {
         double m = fabs(a->base[i].mean);
-        if (!(m > 0)) continue;
+        if (!(m > 0) || m < 3 * fb_anom_sigma(a, i)) continue; /* no level to rise from (skewness ~ 0) */
         double s = slope(a->ring + i * FB_ANOM_BUCKETS, a->nbuckets, a->head);
         if (isnan(s)) continue;
-        double rise = s * FB_ANOM_BUCKETS / m; /* per window, relative to the normal level */
+        /* the change across the buckets there are (at most a window), less twice the block-to-block
+         * spread (what noise can do), relative to the normal level */
+        double sig = 2 * fb_anom_sigma(a, i), d = s * (a->nbuckets - 1);
+        d = d > sig ? d - sig : d < -sig ? d + sig : 0;
+        double rise = d / m;
         if (isnan(tmax) || rise > tmax) {
             tmax = rise;
             o->tfeat = i;

@@ -23,9 +23,13 @@
  *
  * Trend.  Each feature's values are averaged into buckets of
  * trend_blocks / 32 blocks; over the buckets there are (at least 8, at most
- * the 32 of the window) a least-squares line gives the change over one
- * window, relative to the baseline mean: 0.25 = the feature rises by 25 % of
- * its normal level per window.  The trend alarm is raised when the largest
+ * the 32 of the window) a least-squares line gives the change from the
+ * first to the last bucket.  What exceeds twice the feature's block-to-block
+ * spread σ (noise cannot move a line through a window's means that far),
+ * relative to the baseline mean, is the trend: 0.25 = the feature rose by
+ * 25 % of its normal level over the window, beyond its noise.  Features whose baseline mean is within 3 σ
+ * of zero (skewness) have no level to rise from and no trend.  The trend
+ * alarm is raised when the largest
  * rise is >= trend_limit for min_blocks blocks in a row, and cleared below
  * 0.8 · trend_limit the same way.
  *

@@ -54,6 +54,7 @@
 #include "vib/anomaly.h"
 #include "vib/baseline.h"
 #include "vib/dsp.h"
+#include "vib/features.h"
 #include "vib/vib_cfg.h"
 
 #define VIB_BLOCKS 4      /* per channel: filling, queued, being analysed, one spare */
@@ -292,60 +293,11 @@ static void analyse(struct worker *wk, const struct item *it)
         return;
     }
     double kk = t->proc.scaled ? t->proc.k : 1.0, dd = t->proc.scaled ? t->proc.d : 0.0;
-    const float *x = it->blk->x;
-    struct fb_dsp_stats st;
-    fb_dsp_stats(x, c->n, kk, dd, &st);
-    bool spectrum = false;
-    for (uint32_t k = 0; k < c->nout; k++) spectrum |= c->out[k].kind >= FB_VO_VEL && c->out[k].kind <= FB_VO_ISO;
-    if (spectrum) fb_dsp_spectrum(ch->dsp, x, kk, dd, st.mean, c->fs);
-    double fr = c->speed_hz;
-    uint32_t fq = FB_Q_GOOD;
-    if (!(fr > 0)) {
-        fr = load_d(&ch->speed_bits);
-        fq = atomic_load(&ch->speed_q);
-        if (!isfinite(fr)) fq = fb_q_bad(fq) ? fq : FB_Q_BAD_WAITING;
-    }
-    bool env = c->env_m && isfinite(fr) && fb_dsp_envelope(ch->dsp, c->env_lo, c->env_hi) == 0;
-    double orders[FB_BEARING__COUNT];
-    if (c->has_bearing) fb_bearing_orders(&c->bearing, orders);
-    double vel = spectrum ? fb_dsp_velocity_rms(ch->dsp, c->vel_lo, c->vel_hi) * c->to_ms2 * 1000.0 : NAN;
+    double fr = load_d(&ch->speed_bits); /* from the speed tag, if the channel has one */
+    uint32_t fq = atomic_load(&ch->speed_q);
     double vals[FB_VIB_MAX_OUT];
     uint32_t quals[FB_VIB_MAX_OUT];
-    for (uint32_t k = 0; k < c->nout; k++) {
-        const struct fb_vib_out *o = &c->out[k];
-        double val = NAN;
-        uint32_t q = FB_Q_GOOD;
-        switch (o->kind) {
-            case FB_VO_RMS: val = st.rms; break;
-            case FB_VO_PEAK: val = st.peak; break;
-            case FB_VO_P2P: val = st.p2p; break;
-            case FB_VO_CREST: val = st.crest; break;
-            case FB_VO_KURT: val = st.kurtosis; break;
-            case FB_VO_SKEW: val = st.skewness; break;
-            case FB_VO_VEL: val = vel; break;
-            case FB_VO_BAND: val = fb_dsp_band_rms(ch->dsp, c->band[o->idx][0], c->band[o->idx][1]); break;
-            case FB_VO_ORDER:
-                q = fq;
-                if (isfinite(fr)) val = fb_dsp_line(ch->dsp, c->order[o->idx] * fr, c->tol);
-                break;
-            case FB_VO_ENV: {
-                q = fq;
-                if (!env) break;
-                /* a spall on a ball touches both races once per spin: its line is at 2 × BSF */
-                double f = orders[o->idx] * fr * (o->idx == FB_BSF ? 2.0 : 1.0), s = 0;
-                for (uint32_t h = 1; h <= c->env_harm; h++) {
-                    double a = fb_dsp_env_line(ch->dsp, h * f, c->tol);
-                    s += isfinite(a) ? a * a : 0;
-                }
-                val = sqrt(s);
-                break;
-            }
-            default: break;
-        }
-        if (!isfinite(val) && !fb_q_bad(q)) q = o->kind <= FB_VO_SKEW ? FB_Q_BAD_SENSOR_FAILURE : FB_Q_BAD_OUT_OF_RANGE;
-        vals[k] = fb_q_bad(q) ? NAN : val;
-        quals[k] = q;
-    }
+    double vel = fb_vib_features(c, ch->dsp, it->blk->x, kk, dd, fr, fq, vals, quals);
     /* anomaly and trend */
     struct fb_anom_out ao = {.zmax = NAN, .trend = NAN, .learning = true};
     if (ch->has_anom) {
@@ -378,24 +330,23 @@ static void analyse(struct worker *wk, const struct item *it)
     }
     /* ISO zone alarms, with the deadband below each limit */
     if (c->iso && isfinite(vel)) {
-        bool zc = ch->iso_c ? vel >= c->iso_limits[1] * (1 - c->iso_deadband) : vel >= c->iso_limits[1];
-        bool zd = ch->iso_d ? vel >= c->iso_limits[2] * (1 - c->iso_deadband) : vel >= c->iso_limits[2];
-        if (zc != ch->iso_c) set_alarm(v, c->alarm_c, zc, vel, ch->by);
-        if (zd != ch->iso_d) set_alarm(v, c->alarm_d, zd, vel, ch->by);
-        ch->iso_c = zc;
-        ch->iso_d = zd;
+        bool was_c = ch->iso_c, was_d = ch->iso_d;
+        if (fb_vib_iso_alarms(c->iso_limits, c->iso_deadband, vel, &ch->iso_c, &ch->iso_d)) {
+            if (ch->iso_c != was_c) set_alarm(v, c->alarm_c, ch->iso_c, vel, ch->by);
+            if (ch->iso_d != was_d) set_alarm(v, c->alarm_d, ch->iso_d, vel, ch->by);
+        }
     }
     for (uint32_t k = 0; k < c->nout; k++) {
         const struct fb_vib_out *o = &c->out[k];
         uint32_t tag = first + k;
         switch (o->kind) {
             case FB_VO_ISO:
-                if (isfinite(vel)) {
-                    const char *z = fb_vib_zone_names[fb_iso_zone(vel, c->iso_limits)];
+                if (!fb_q_bad(quals[k])) {
+                    const char *z = fb_vib_zone_names[(int)vals[k]];
                     struct fb_value zv = {.type = FB_T_STRING, .s = {z, 1}};
                     fb_batch_add(raw, tag, FB_Q_GOOD, ts, &zv);
                 } else {
-                    fb_batch_add(raw, tag, FB_Q_BAD_SENSOR_FAILURE, ts, NULL);
+                    fb_batch_add(raw, tag, quals[k], ts, NULL);
                 }
                 break;
             case FB_VO_ANOM: add_num(raw, tag, ao.zmax, ao.learning ? FB_Q_BAD_WAITING : FB_Q_GOOD, ts); break;
