@@ -358,10 +358,29 @@ static int load(struct fb_cfg *r, const char *path, struct fb_gateway **out)
         if (eb) fb_edge_cfg_scripts(eb, r, fb_cfg_get(&top, "scripts"));
         /* vibration monitoring (src/vib): waveform tags are read with the devices */
         fb_vib_cfg_section(r, fb_cfg_get(&top, "vibration"), gw);
-        fb_config_devices(r, dn, gw, eb);
+        /* devices the services' sections make (control loops), after the list's */
+        const struct fb_dev_spec **made = NULL;
+        size_t nmade = 0;
+        for (uint32_t i = 0; i < gw->nservices; i++) {
+            const struct fb_service_inst *si = &gw->services[i];
+            const struct fb_dev_spec *specs = NULL;
+            size_t n = si->svc->devices && si->cfg ? si->svc->devices(si->cfg, &specs) : 0;
+            if (!n) continue;
+            const struct fb_dev_spec **m2 = realloc(made, (nmade + n) * sizeof *m2);
+            if (!m2) {
+                fb_cfg_error_at(r, (struct fb_cfg_mark){0, 0}, "out of memory");
+                break;
+            }
+            made = m2;
+            for (size_t k = 0; k < n; k++) made[nmade++] = &specs[k];
+        }
+        fb_config_devices(r, dn, made, nmade, gw, eb);
+        free(made);
         if (eb) fb_edge_cfg_finish(eb, r, gw);
         fb_edge_build_free(eb);
-        fb_vib_cfg_finish(r, gw);
+        fb_vib_cfg_finish(r, gw);                    /* the feature tags, before the services bind their tag names */
+        for (uint32_t i = 0; i < gw->nservices; i++) /* the services' names of devices and tags */
+            if (gw->services[i].svc->bind && gw->services[i].cfg) gw->services[i].svc->bind(r, gw->services[i].cfg, gw);
     }
     fb_cfg_map_free(&top);
     if (fb_cfg_finish(r) > 0) {

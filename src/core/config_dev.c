@@ -949,6 +949,65 @@ static void load_devices(struct ctx *c, struct fb_cfg_node *dn)
     }
 }
 
+/* A device made by another section (struct fb_dev_spec): one poll group,
+ * tags with their types and ranges as given, the driver preset. */
+static void build_made(struct ctx *c, const struct fb_dev_spec *sp)
+{
+    for (uint32_t i = 0; i < c->gw->ndevs; i++)
+        if (c->gw->devs[i].name && !strcmp(c->gw->devs[i].name, sp->name)) {
+            fb_cfg_error_at(c->r, sp->mark, "'%s' is also the name of a device (line %d): names must differ", sp->name,
+                            c->gw->devs[i].line_no);
+            return;
+        }
+    struct fb_device *d = push_dev(c);
+    if (!d) {
+        fb_cfg_error_at(c->r, sp->mark, "too many devices (max %u) or out of memory", MAX_DEVICES);
+        return;
+    }
+    struct dev_aux *da = &c->daux[d->idx];
+    d->gw = c->gw;
+    d->line_no = sp->mark.line;
+    d->col = sp->mark.col;
+    d->first_tag = c->gw->ntags;
+    d->timeout_ns = 1000000000LL;
+    d->name = strdup(sp->name);
+    d->url_text = strdup(sp->url);
+    d->area = strdup(sp->area ? sp->area : "_");
+    d->line = strdup(sp->line ? sp->line : "_");
+    da->url_m = sp->mark;
+    struct fb_err e = {0};
+    if (d->url_text && fb_url_parse(d->url_text, &d->url, &e) < 0) fb_cfg_error_at(c->r, sp->mark, "%s", e.msg);
+    d->drv = sp->drv;
+    d->drv_dev = sp->drv_dev;
+    for (uint32_t k = 0; k < sp->ntags; k++) {
+        const struct fb_tag_spec *ts = &sp->tags[k];
+        struct tag_aux *ta;
+        struct fb_tag *t = push_tag(c, &ta);
+        if (!t) {
+            fb_cfg_error_at(c->r, sp->mark, "too many tags (max %u) or out of memory", MAX_TAGS);
+            break;
+        }
+        t->device = d->idx;
+        t->type = ts->type;
+        t->access = ts->access;
+        t->str_len = ts->str_len;
+        t->name = strdup(ts->name);
+        t->addr_text = strdup(ts->name);
+        t->unit = ts->unit ? strdup(ts->unit) : NULL;
+        t->proc.has_min = ts->has_min;
+        t->proc.has_max = ts->has_max;
+        t->proc.min = ts->min;
+        t->proc.max = ts->max;
+        t->line = sp->mark.line;
+        t->col = sp->mark.col;
+        ta->poll_ns = sp->poll_ns;
+        ta->name_m = sp->mark;
+        ta->addr_m = sp->mark;
+        ta->entry = c->entries++;
+        d->ntags++;
+    }
+}
+
 /* ------------------------------------------------------------ pass B: drivers */
 
 static int cmp_i64(const void *a, const void *b)
@@ -1041,7 +1100,8 @@ static void build_drivers(struct ctx *c)
             continue;
         }
         if (!d->url.scheme) continue; /* url error already reported */
-        const struct fb_driver *drv = fb_driver_for_scheme(d->url.scheme);
+        /* a device another section made comes with its driver (build_made) */
+        const struct fb_driver *drv = d->drv ? d->drv : fb_driver_for_scheme(d->url.scheme);
         if (!drv) {
             char hint[200];
             fb_scheme_hint(hint, sizeof hint, d->url.scheme);
@@ -1137,11 +1197,13 @@ static void build_drivers(struct ctx *c)
 }
 
 /* ------------------------------------------------------------ entry */
-void fb_config_devices(struct fb_cfg *r, struct fb_cfg_node *devices, struct fb_gateway *gw, struct fb_edge_build *eb)
+void fb_config_devices(struct fb_cfg *r, struct fb_cfg_node *devices, const struct fb_dev_spec *const *made,
+                       size_t nmade, struct fb_gateway *gw, struct fb_edge_build *eb)
 {
     struct ctx c = {.r = r, .gw = gw, .eb = eb};
-    if (devices) {
-        load_devices(&c, devices);
+    if (devices) load_devices(&c, devices);
+    for (size_t i = 0; i < nmade; i++) build_made(&c, made[i]);
+    if (devices || nmade) {
         /* the array grew by doubling; give back the slack before drivers keep pointers */
         if (gw->ntags && gw->ntags < c.captags) {
             struct fb_tag *t = realloc(gw->tags, gw->ntags * sizeof *t);

@@ -412,6 +412,10 @@ void fb_metrics_render(struct fb_gateway *gw, struct fb_buf *out)
             fb_buf_printf(out, "\"} %" PRIu64 "\n", atomic_load(p));
         }
     }
+    /* the services' own families (the control loops: docs/control.md) */
+    for (uint32_t i = 0; i < gw->nservices && gw->rt && gw->rt->svc_state; i++)
+        if (gw->rt->svc_state[i] && gw->services[i].svc->metrics)
+            gw->services[i].svc->metrics(gw->rt->svc_state[i], out);
 
     bool waves = false;
     for (uint32_t i = 0; i < gw->ntags && !waves; i++) waves = gw->tags[i].wave != NULL;
@@ -691,5 +695,12 @@ void fb_status_json(struct fb_gateway *gw, struct fb_buf *out, bool online)
         fb_buf_putc(out, '}');
     }
     if (!first) fb_buf_putc(out, '}');
+    for (uint32_t i = 0; i < gw->nservices && gw->rt && gw->rt->svc_state; i++)
+        if (gw->rt->svc_state[i] && gw->services[i].svc->status) {
+            fb_buf_putc(out, ',');
+            fb_json_cstr(out, gw->services[i].svc->name);
+            fb_buf_putc(out, ':');
+            gw->services[i].svc->status(gw->rt->svc_state[i], out);
+        }
     fb_buf_putc(out, '}');
 }

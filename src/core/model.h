@@ -257,6 +257,8 @@ struct fb_sink {
  * their stores are freed (status readers look at the stores).  Listed in
  * core/sinks.c; present when its section is. */
 struct fb_service_inst;
+struct fb_dev_spec; /* core/config_dev.h */
+struct fb_buf;      /* core/buf.h */
 struct fb_service {
     const char *name;                    /* its config section */
     const char *const *keys;             /* the section's keys, NULL-terminated */
@@ -266,6 +268,24 @@ struct fb_service {
     void (*describe)(const struct fb_service_inst *si, FILE *f);                /* the `check` line */
     void *(*start)(struct fb_gateway *gw, const void *cfg, struct fb_err *err); /* NULL + err on failure */
     void (*stop)(void *state);
+    /* Optional hooks, for a service that acts on the devices (the control
+     * loops, docs/control.md); NULL for the others. */
+    /* Devices the section adds to the model (their tags are the service's
+     * state, published like telemetry and written by commands): called after
+     * cfg_load, before the devices: section is built; the specs belong to cfg. */
+    size_t (*devices)(void *cfg, const struct fb_dev_spec **specs);
+    /* Resolve the section's names of devices and tags once the model is
+     * built; errors go to the reader with the section's file:line:col. */
+    void (*bind)(struct fb_cfg *r, void *cfg, struct fb_gateway *gw);
+    /* When set, the service starts before the connection threads, and
+     * quiesce runs when a stop is requested, before the connection threads
+     * are told to stop: writes it makes then (safe values) still reach the
+     * devices.  stop still runs after the sinks, like every service's. */
+    void (*quiesce)(void *state);
+    /* Its part of GET /metrics (whole families) and of the status JSON (the
+     * value of "<name>":, one JSON object). */
+    void (*metrics)(void *state, struct fb_buf *out);
+    void (*status)(void *state, struct fb_buf *out);
 };
 
 struct fb_service_inst {

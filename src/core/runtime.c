@@ -23,9 +23,11 @@
  * makes pool_get block, which slows polling (back-pressure) instead of
  * growing queues.
  *
- * Shutdown order: stop polling (connection threads finish their cycle and
- * close their devices), stop the router, let the sinks publish what is
- * queued and their offline status.
+ * Shutdown order: services that act on the devices quiesce (control loops
+ * write their safe values while the devices still take writes), stop
+ * polling (connection threads finish their cycle and close their devices),
+ * stop the router, let the sinks publish what is queued and their offline
+ * status, stop the services.
  */
 #include <errno.h>
 #include <signal.h>
@@ -379,6 +381,11 @@ static void conn_lost(struct fb_gateway *gw, struct fb_conn *c, const char *reas
 
 static void finish_write(struct fb_write_req *r, int rc, const struct fb_err *err)
 {
+    if (r->on_done) { /* asynchronous: its maker owns it */
+        r->on_done(r->done_ctx, rc, err);
+        atomic_store_explicit(&r->busy, false, memory_order_release);
+        return;
+    }
     pthread_mutex_lock(&r->mu);
     r->rc = rc;
     if (err) r->err = *err;
@@ -414,7 +421,7 @@ static void do_writes(struct fb_gateway *gw, struct fb_conn *c)
             atomic_fetch_add(&d->m.writes, 1);
             if (rc < 0) atomic_fetch_add(&d->m.write_errors, 1);
             /* read the new value back soon, so the change shows up at once */
-            if (rc == 0) d->groups[t->group].rt->next_due = fb_mono_ns();
+            if (rc == 0 && !r->quiet) d->groups[t->group].rt->next_due = fb_mono_ns();
         }
         if (rc < 0 && !err.msg[0]) fb_err_set(&err, rc, "%s", fb_strerror(rc));
         if (rc == FB_EIO || rc == FB_EPROTO) { /* the link itself broke: same as a failed read */
@@ -473,7 +480,7 @@ static void *conn_thread(void *arg)
     for (uint32_t i = 0; i < c->ndevs; i++)
         for (uint32_t k = 0; k < c->devs[i]->ngroups; k++) c->devs[i]->groups[k].rt->next_due = now;
 
-    while (!atomic_load(&gw->rt->stop)) {
+    while (!atomic_load(&gw->rt->conns_stop)) {
         now = fb_mono_ns();
         if (!c->rt->connected && now >= c->rt->next_try) {
             struct fb_err err = {0};
@@ -511,7 +518,10 @@ static void *conn_thread(void *arg)
                 fail_writes(c, "device is not connected");
             }
         }
-        if (c->rt->connected) do_writes(gw, c);
+        if (c->rt->connected)
+            do_writes(gw, c);
+        else /* answered now: queued until the next attempt they would keep this thread from sleeping */
+            fail_writes(c, "device is not connected");
 
         /* earliest due group */
         struct fb_device *due_dev = NULL;
@@ -558,7 +568,7 @@ static void *conn_thread(void *arg)
         if (c->rt->connected && due) wake = due->rt->next_due;
         if (!c->rt->connected) wake = c->rt->next_try;
         pthread_mutex_lock(&c->rt->mu);
-        if (!c->rt->wq_head && !atomic_load(&gw->rt->stop)) {
+        if (!c->rt->wq_head && !atomic_load(&gw->rt->conns_stop)) {
             if (wake == INT64_MAX) {
                 pthread_cond_wait(&c->rt->cv, &c->rt->mu);
             } else {
@@ -718,6 +728,15 @@ int fb_runtime_start(struct fb_gateway *gw, struct fb_err *err)
             return fb_err_set(err, FB_ENOMEM, "cannot start sink thread");
         s->rt->started = true;
     }
+    /* services that act on the devices (a quiesce hook: control loops) start
+     * before the connection threads, the others after them; before the edge thread,
+      * whose pipeline reads the latest-value slots they ask for */
+    rt->svc_state = calloc(gw->nservices ? gw->nservices : 1, sizeof *rt->svc_state);
+    if (!rt->svc_state) return fb_err_set(err, FB_ENOMEM, "out of memory");
+    for (uint32_t i = 0; i < gw->nservices; i++) {
+        const struct fb_service_inst *si = &gw->services[i];
+        if (si->svc->quiesce && !(rt->svc_state[i] = si->svc->start(gw, si->cfg, err))) return err ? err->code : FB_EIO;
+    }
     /* computed tags, alarms, scripts: only when configured; before the first batch is read */
     if (fb_edge_start(gw, seq_dir, err) < 0) return err ? err->code : FB_ENOMEM;
     /* vibration analysis: after the alarm table (its alarms), before the first block is read */
@@ -734,11 +753,10 @@ int fb_runtime_start(struct fb_gateway *gw, struct fb_err *err)
         c->rt->started = true;
     }
     pthread_attr_destroy(&attr);
-    rt->svc_state = calloc(gw->nservices ? gw->nservices : 1, sizeof *rt->svc_state);
-    if (!rt->svc_state) return fb_err_set(err, FB_ENOMEM, "out of memory");
     for (uint32_t i = 0; i < gw->nservices; i++) {
         const struct fb_service_inst *si = &gw->services[i];
-        if (!(rt->svc_state[i] = si->svc->start(gw, si->cfg, err))) return err ? err->code : FB_EIO;
+        if (!si->svc->quiesce && !(rt->svc_state[i] = si->svc->start(gw, si->cfg, err)))
+            return err ? err->code : FB_EIO;
     }
     fb_info(NULL, NULL, "started: %u devices, %u connections, %u tags, %u sinks", gw->ndevs, gw->nconns, gw->ntags,
             gw->nsinks);
@@ -763,6 +781,11 @@ void fb_runtime_wait(struct fb_gateway *gw)
     while (!atomic_load(&rt->stop)) pthread_cond_wait(&rt->stop_cv, &rt->stop_mu);
     pthread_mutex_unlock(&rt->stop_mu);
     fb_info(NULL, NULL, "stopping");
+    /* 0. services that act on the devices (control loops) stop acting and
+     * write their safe values while the connections still take writes */
+    for (uint32_t i = 0; i < gw->nservices && rt->svc_state; i++)
+        if (rt->svc_state[i] && gw->services[i].svc->quiesce) gw->services[i].svc->quiesce(rt->svc_state[i]);
+    atomic_store(&rt->conns_stop, true);
     /* 1. connections: wake them; pools closed so nothing blocks in pool_get */
     for (uint32_t i = 0; i < gw->nconns; i++) {
         struct fb_conn_rt *c = gw->conns[i].rt;
@@ -796,8 +819,12 @@ void fb_runtime_wait(struct fb_gateway *gw)
     }
     for (uint32_t i = 0; i < gw->nsinks; i++)
         if (gw->sinks[i].rt->started) gw->sinks[i].sink->close(&gw->sinks[i]);
-    for (uint32_t i = 0; i < gw->nservices && rt->svc_state; i++)
-        if (rt->svc_state[i]) gw->services[i].svc->stop(rt->svc_state[i]);
+    /* the services that started first stop last: the metrics endpoint may
+     * still render a control service's status until it stops */
+    for (int pass = 0; pass < 2; pass++)
+        for (uint32_t i = 0; i < gw->nservices && rt->svc_state; i++)
+            if (rt->svc_state[i] && (gw->services[i].svc->quiesce != NULL) == (pass == 1))
+                gw->services[i].svc->stop(rt->svc_state[i]);
     rt_free(gw, rt);
     fb_info(NULL, NULL, "stopped");
 }

@@ -45,7 +45,10 @@ struct fb_group_rt {
     _Atomic uint64_t overruns;  /* cycles started late by more than a period */
 };
 
-/* A write request travelling from the router to a connection thread and back. */
+/* A write request travelling from the router to a connection thread and back.
+ * An asynchronous one (fb_conn_write_async: a control loop's output) is
+ * owned by its maker and reused: no refs, no waiter; the connection thread
+ * calls on_done and clears busy. */
 struct fb_write_req {
     struct fb_write_req *next;
     uint32_t tag;
@@ -58,7 +61,14 @@ struct fb_write_req {
     bool done;
     int rc;
     struct fb_err err;
+    /* asynchronous */
+    void (*on_done)(void *ctx, int rc, const struct fb_err *err);
+    void *done_ctx;
+    atomic_bool busy; /* queued or being written */
+    bool quiet;       /* no re-poll of the tag's group after it (written every cycle) */
 };
+
+struct fb_write_guard; /* plugin.h */
 
 /* One connection thread. */
 struct fb_conn_rt {
@@ -123,7 +133,8 @@ struct fb_sink_rt {
 
 /* The gateway while running (gw->rt). */
 struct fb_rt {
-    atomic_bool stop;
+    atomic_bool stop;       /* a stop was requested */
+    atomic_bool conns_stop; /* the connection threads stop (after the services' quiesce) */
     atomic_bool sinks_stop;
     int64_t started_ns; /* UTC */
     pthread_mutex_t stop_mu;
@@ -145,7 +156,8 @@ struct fb_rt {
     struct fb_group_rt *groups;
     struct fb_conn_rt *conns;
     struct fb_sink_rt *sinks;
-    atomic_bool reboot; /* a sink accepted a remote reboot: re-execute after stopping */
+    atomic_bool reboot;                           /* a sink accepted a remote reboot: re-execute after stopping */
+    _Atomic(const struct fb_write_guard *) guard; /* asked by the router before command writes */
     /* what the status remembers between calls (metrics.c), under status_mu */
     pthread_mutex_t status_mu;
     struct fb_err_seen *seen; /* per device: when its error counter last grew */

@@ -1223,6 +1223,7 @@ static void test_docs_list_every_key(void **state)
         {"scale", "## Tags"},        {"http.tls", "## `http`"},
         {"flood", "## `alarms`"},    {"alarm", "## `alarms`"},
         {"script", "## `scripts`"},
+        {"loop", "## `control`"},    {"interlock", "## `control`"},
     };
     struct fb_config_keys kt[64];
     size_t n = fb_config_key_tables(kt, 64);
