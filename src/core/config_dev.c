@@ -48,6 +48,7 @@ struct tag_aux {
     struct fb_cfg_mark addr_m;
     struct fb_cfg_mark numeric_m; /* where a numeric-only setting was given */
     bool needs_numeric;
+    bool bad_wave; /* vibration: given but refused (reported): the address means nothing without it */
 };
 
 struct ctx {
@@ -618,6 +619,7 @@ static void vib_tag(struct ctx *c, const struct fb_tvars *vars, const struct fb_
         fb_cfg_error(c->r, vk,
                      "a waveform tag is one tag: vibration: and count: do not go together (the block's "
                      "length is vibration.block)");
+        c->taux[id].bad_wave = true;
         return;
     }
     static char names[FB_VIB_MAX_OUT][48];
@@ -625,7 +627,10 @@ static void vib_tag(struct ctx *c, const struct fb_tvars *vars, const struct fb_
     uint8_t types[FB_VIB_MAX_OUT];
     const struct tag_aux parent = c->taux[id];
     uint32_t n = fb_vib_cfg_tag(c->r, vars, m, c->gw, id, parent.poll_ns, names, units, types);
-    if (!n) return;
+    if (!n) {
+        c->taux[id].bad_wave = true;
+        return;
+    }
     uint32_t first = c->gw->ntags;
     for (uint32_t k = 0; k < n; k++) {
         struct tag_aux *ta;
@@ -1126,6 +1131,10 @@ static void build_drivers(struct ctx *c)
             memset(&e, 0, sizeof e);
             if (t->src != FB_TAG_READ) { /* computed by the edge thread: nothing for the driver */
                 t->proc.out_type = t->type;
+                continue;
+            }
+            if (ta->bad_wave) {
+                tags_ok = false;
                 continue;
             }
             if (drv->parse_address(d, t, &e) < 0) {
