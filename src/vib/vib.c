@@ -13,11 +13,11 @@
  * scripts (their batches carry group FB_GROUP_FEATURES, which it takes).
  * Then the block goes back to its pool.
  *
- * Why threads of their own.  One block of 25,600 samples costs about a
- * millisecond and a half with every feature (BENCHMARKS.md); on a connection
- * thread that is a millisecond and a half of poll jitter per waveform tag for
- * every other device on the line, and on the edge thread the same delay for
- * every expression and alarm of the gateway.  So the analysis has
+ * Why threads of their own.  One block of 25,600 samples costs about 0.4 ms
+ * of CPU with every feature (BENCHMARKS.md), more on a slow ARM core; on a
+ * connection thread that is poll jitter per waveform tag for every other
+ * device on the line, and on the edge thread the same delay for every
+ * expression and alarm of the gateway.  So the analysis has
  * `vibration.threads` threads (default 1), each owning a fixed share of the
  * channels (channel i → thread i mod threads), so one channel's blocks are
  * analysed in order and its state needs no lock, and each with its own FFT
