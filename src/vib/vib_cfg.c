@@ -821,6 +821,14 @@ void fb_vib_cfg_finish(struct fb_cfg *r, struct fb_gateway *gw)
         for (uint32_t k = 0; k < c->nmon; k++) h = fnv(h, &c->out[c->mon[k]], sizeof c->out[0]);
         c->fingerprint = h;
     }
+    /* the baselines live in the buffer directory, as the alarm journal */
+    bool anomaly = false, dir = gw->buffer && gw->buffer->path;
+    for (uint32_t i = 0; i < v->nch; i++) anomaly |= v->ch[i].anomaly;
+    for (uint32_t i = 0; anomaly && !dir && i < gw->nsinks; i++) dir = gw->sinks[i].buffer && gw->sinks[i].buffer->path;
+    if (anomaly && !dir)
+        fb_cfg_note(r, NULL,
+                    "vibration: anomaly baselines but no buffer: directory: they are kept in memory only and learnt "
+                    "again after a restart");
 }
 
 /* ------------------------------------------------------------ tables */

@@ -314,3 +314,13 @@ def test_waveform_addresses_refused(fb, tmp_path):
         _err_at(r, path, 8, 15, words)
     path, r = _check(tmp_path, VIB_CFG.replace('addr: "motor:rpm=1500"', 'addr: "valve:travel=5s"'))
     _err_at(r, path, 8, 15, "not a waveform")
+
+
+def test_check_notes_baselines_without_buffer(fb, tmp_path):
+    """Without a buffer directory the baselines cannot be kept: check says so (and passes)."""
+    path, r = _check(tmp_path, VIB_CFG)
+    assert r.returncode == 0
+    assert "baselines but no buffer: directory" in r.stdout + r.stderr
+    path, r = _check(tmp_path, VIB_CFG + f"buffer: {{path: {tmp_path / 'buf'}}}\n")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "baselines but no buffer" not in r.stdout + r.stderr
