@@ -125,6 +125,28 @@ def test_modbus_waveform(tmp_path, broker, start_gateway, start_modbus, watch):
     assert d["requests"] >= 10 * blocks
 
 
+def test_modbus_waveform_refused_read(tmp_path, broker, start_gateway, start_modbus, watch):
+    """A buffer the device does not have in full (600 registers mapped, a block of 1024 asked for):
+    the request past the end gets exception 02, the waveform is Bad (its features too), the group's
+    ordinary tag is still read, and the error is counted."""
+    mb = start_modbus({"units": {"1": {"hr": [7] * 600}}})
+    dev = {"name": "fan", "url": f"modbus-tcp://127.0.0.1:{mb.port}?unit=1", "poll": "500ms",
+           "tags": [{"name": "acc", "addr": "hr:0:int16", "vibration": {"fs": 1024, "block": 1024}},
+                    {"name": "first", "addr": "hr:1"}]}
+    w = watch(broker.port)
+    g = start_gateway(gw_config(broker.port, [dev]))
+    v = peers.wait_until(lambda: (lambda x: x if "acc.rms" in x and "first" in x else None)(last_values(w, "fan")), 20)
+    assert v, last_values(w, "fan")
+    assert v["first"] == (7, "good")
+    assert v["acc.rms"][1] != "good" and v["acc.rms"][0] is None, v
+    st = peers.wait_until(lambda: next((m.json() for m in reversed(w.messages(GW_STATUS))
+                                        if (m.json() or {}).get("devices", {}).get("fan", {}).get("errors", 0) >= 1),
+                                       None), 10)
+    assert st, "the refused request is not counted"
+    # requests of 125 registers: 0, 125, 250, 375 answered, the one at 500 refused
+    assert "waveform read hr:500 (125 registers) failed" in g.output(), g.output()[-2000:]
+
+
 def _example(tmp_path, port, onset, learn):
     with open(os.path.join(ROOT, "examples", "conveyor-pdm.yaml"), encoding="utf-8") as f:
         text = f.read()
