@@ -106,6 +106,7 @@ static int run(const char *profile, const char *vib_yaml, unsigned block, double
         blocks += NBLK;
         t1 = cpu_now();
     }
+    (void)sink;
     double us = (t1 - t0) / (double)blocks * 1e6;
     double span = c->n / c->fs; /* seconds of signal per block */
     printf("%-8s block %6u (%.2f s at 25.6 kHz), %2u feature tags, %2u watched: %8.1f µs CPU per block, "
