@@ -23,7 +23,7 @@ from datetime import datetime, timezone
 import pytest
 
 import peers
-from conftest import GW_STATUS, ROOT, gw_config, run_cli, topic
+from conftest import GW_STATUS, ROOT, SANITIZER_RE, gw_config, run_cli, topic
 
 
 def last_values(w, dev):
@@ -191,6 +191,7 @@ def test_conveyor_example_raises_anomaly(tmp_path, broker, watch):
         assert "baseline learnt from 10 blocks" in out
     finally:
         g.stop()
+    assert not SANITIZER_RE.search(g.output()), g.output()[-3000:]
 
 
 def _status_channel(w, name, pred, timeout=20.0, after=0.0):
