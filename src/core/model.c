@@ -82,6 +82,12 @@ void fb_gateway_free(struct fb_gateway *gw)
     }
     free(gw->scripts);
     if (gw->vib && gw->vib_free) gw->vib_free(gw->vib);
+    for (uint32_t s = 0; s < gw->nsources; s++) {
+        struct fb_source_inst *si = &gw->sources[s];
+        if (si->src && si->src->cfg_free) si->src->cfg_free(si->cfg);
+        free(si->name);
+    }
+    free(gw->sources);
     free(gw->conns);
     free(gw->devs);
     free(gw->tags);
