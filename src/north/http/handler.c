@@ -135,11 +135,7 @@ static void put_time_or_null(struct fb_buf *o, int64_t ns)
         fb_buf_puts(o, "null");
         return;
     }
-    char t[40];
-    size_t n = fb_fmt_time(t, ns);
-    fb_buf_putc(o, '"');
-    fb_buf_put(o, t, n);
-    fb_buf_putc(o, '"');
+    fb_json_time(o, ns);
 }
 
 static const char *access_name(int a) { return a == FB_ACC_RW ? "rw" : a == FB_ACC_WRITE ? "w" : "r"; }
