@@ -10,6 +10,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "core/block.h"
 #include "core/publish.h"
 #include "core/runtime_state.h"
 #include "core/thread.h"
@@ -165,6 +166,19 @@ void fb_status_changed(struct fb_gateway *gw)
 uint32_t fb_status_generation(const struct fb_gateway *gw)
 {
     return gw && gw->rt ? atomic_load(&gw->rt->status_gen) : 0;
+}
+
+/* --------------------------------------------------------------- waveforms */
+struct fb_block *fb_block_get(const struct fb_tag *t)
+{
+    if (!t || !t->wave || !t->wave->pool) return NULL;
+    struct fb_block *b = fb_block_pool_tryget(t->wave->pool);
+    if (!b) {
+        atomic_fetch_add(&t->wave->dropped, 1);
+        return NULL;
+    }
+    b->fs = t->wave->fs;
+    return b;
 }
 
 /* ------------------------------------------------------------------ writes */

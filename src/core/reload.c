@@ -54,6 +54,7 @@
 #include <string.h>
 
 #include "core/batch_codec.h"
+#include "core/certs.h"
 #include "core/log.h"
 #include "core/router.h"
 #include "core/runtime.h"
@@ -666,6 +667,12 @@ int fb_reload_apply(struct fb_gateway *gw, struct fb_gateway *nw, struct fb_buf 
     if (nw->nsources)
         return fb_err_set(err, FB_EINVAL,
                           "the new configuration is an ingest configuration (ingest:): run it with fieldbridge ingest");
+    /* vibration analysis (src/vib): its threads and the waveform tags' block pools belong to the running
+     * model and are not taken over yet */
+    if (gw->vib || nw->vib)
+        return fb_err_set(err, FB_EINVAL,
+                          "a configuration with vibration: is not reloaded (not supported yet): restart the gateway "
+                          "to apply the change");
     struct plan p;
     struct fb_proc *proc = NULL;
     struct fb_batch_pool *pool = NULL;
@@ -763,6 +770,7 @@ int fb_reload_apply(struct fb_gateway *gw, struct fb_gateway *nw, struct fb_buf 
 
     /* 4. swap, under the model lock */
     report_plan(report, gw, nw, &p);
+    fb_certs_stop(gw); /* its thread reads the model's certificate list: it starts again on the new one */
     pthread_rwlock_wrlock(&rt->model_lock);
     if (p.edge_stopped) fb_edge_free(gw); /* its state is sized by the old model; the alarm table goes with it */
     swap_models(gw, nw, &p, proc, pool);
@@ -771,6 +779,7 @@ int fb_reload_apply(struct fb_gateway *gw, struct fb_gateway *nw, struct fb_buf 
     for (uint32_t i = 0; i < gw->nsinks; i++)
         if (gw->sinks[i].rt) sink_fp_advance(&gw->sinks[i], p.map, new_fp);
     pthread_rwlock_unlock(&rt->model_lock);
+    fb_certs_start(gw);
 
     /* 5. run: the kept sinks rebuild what they took from the model, the
      * connections go on or start, the sinks open and go on, services restart */

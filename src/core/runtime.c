@@ -45,6 +45,7 @@
 
 #include "core/batch_codec.h"
 #include "core/buf.h"
+#include "core/certs.h"
 #include "core/log.h"
 #include "core/router.h"
 #include "core/runtime_state.h"
@@ -52,6 +53,7 @@
 #include "edge/edge.h"
 #include "proc/proc.h"
 #include "store/store.h"
+#include "vib/vib.h"
 
 /* A connection thread reads a group and runs it through the pipeline before
  * it reads the next, so one raw batch per group is enough. */
@@ -431,6 +433,7 @@ static void pipeline(struct fb_gateway *gw, struct fb_batch *in)
     out->device = in->device;
     out->group = in->group;
     out->ts = in->ts;
+    if (rt->vib) fb_vib_take(gw, in); /* waveform blocks to the analysis (the pipeline skips them) */
     fb_proc_batch(rt->proc, in, out);
     fb_batch_unref(in);
     if (out->n) fb_publish(gw, out);
@@ -963,6 +966,7 @@ static void rt_free(struct fb_gateway *gw, struct fb_rt *rt)
     pthread_mutex_destroy(&rt->status_mu);
     pthread_rwlock_destroy(&rt->model_lock);
     pthread_mutex_destroy(&rt->gw_cmd_mu);
+    fb_vib_free(gw);  /* after the raw batches (above): every block is back in its pool */
     fb_edge_free(gw); /* the edge thread's state and the alarm table */
     fb_router_free(rt->router);
     fb_batch_pool_free(rt->out_pool);
@@ -1061,6 +1065,7 @@ int fb_runtime_start_ext(struct fb_gateway *gw, const struct fb_runtime_ext *ext
     }
     rt->out_pool = fb_rt_out_pool_new(gw);
     if (!rt->out_pool) return fb_err_set(err, FB_ENOMEM, "cannot allocate batches");
+    fb_certs_start(gw); /* the first look at every certificate, logged before anything connects */
     /* the router first: a sink may deliver a command as soon as it connects */
     if (fb_router_start(gw) < 0) return fb_err_set(err, FB_ENOMEM, "cannot start command router");
     for (uint32_t i = 0; i < gw->nsinks; i++) {
@@ -1080,6 +1085,8 @@ int fb_runtime_start_ext(struct fb_gateway *gw, const struct fb_runtime_ext *ext
     }
     /* computed tags, alarms, scripts: only when configured; before the first batch is read */
     if (fb_edge_start(gw, seq_dir, err) < 0) return err ? err->code : FB_ENOMEM;
+    /* vibration analysis: after the alarm table (its alarms), before the first block is read */
+    if (fb_vib_start(gw, seq_dir, err) < 0) return err ? err->code : FB_ENOMEM;
     /* a gateway being provisioned or taken out of service polls nothing (docs/fleet.md) */
     int state = atomic_load(&rt->gw_state);
     bool idle = state == FB_GW_PROVISIONING || state == FB_GW_DECOMMISSIONED;
@@ -1152,6 +1159,8 @@ void fb_runtime_wait(struct fb_gateway *gw)
                 fb_batch_pool_close(gw->devs[i].groups[k].rt->pool);
     for (uint32_t i = 0; i < gw->nconns; i++)
         if (gw->conns[i].rt && gw->conns[i].rt->started) pthread_join(gw->conns[i].rt->thr, NULL);
+    /* the analysis takes the last blocks (its features and alarms go to the edge and the sinks) */
+    fb_vib_stop(gw);
     /* the edge thread takes the last batches and publishes its virtual devices offline */
     fb_edge_stop(gw);
     /* commands can no longer reach a device; the router is stopped before the sinks it answers through */
@@ -1177,6 +1186,7 @@ void fb_runtime_wait(struct fb_gateway *gw)
         for (uint32_t i = 0; i < gw->nservices && rt->svc_state; i++)
             if (rt->svc_state[i] && (gw->services[i].svc->quiesce != NULL) == (pass == 1))
                 gw->services[i].svc->stop(rt->svc_state[i]);
+    fb_certs_stop(gw);
     uint32_t nsrc = rt->sources_started;
     rt_free(gw, rt);
     /* no sink queue holds a batch now: the sources' pools can go */

@@ -278,7 +278,8 @@ static struct fb_cmd *cmd_from(struct mq_ctx *ctx, const struct mosquitto_messag
         }
     }
     snprintf(cmd->source, sizeof cmd->source, "mqtt:%.90s", msg->topic);
-    cmd->reply_ctx = ctx->gw; /* the reply finds the sink that runs then (a reload may restart it) */
+    snprintf(cmd->via, sizeof cmd->via, "mqtt"); /* no role: the broker authenticates publishers, not us */
+    cmd->reply_ctx = ctx->gw;                    /* the reply finds the sink that runs then (a reload may restart it) */
     cmd->reply = cmd_reply;
     return cmd;
 }
