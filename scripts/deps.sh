@@ -15,6 +15,8 @@ DEMO=(
     # build (C only: gcc, not the whole build-essential)
     gcc libc6-dev cmake ninja-build pkg-config
     libmodbus-dev libmosquitto-dev libyaml-dev libjansson-dev libmicrohttpd-dev libssl-dev libsystemd-dev
+    # remote configurations by URL: the headers (libcurl is loaded only when a download is asked for)
+    libcurl4-openssl-dev
     protobuf-c-compiler libprotobuf-c-dev
     # Lua 5.4 for user scripts (src/edge/script.c)
     liblua5.4-dev
