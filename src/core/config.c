@@ -29,6 +29,7 @@
 #include "core/fleet_cfg.h"
 #include "core/log.h"
 #include "core/sinks.h"
+#include "fleet/shadow.h"
 
 struct ctx {
     struct fb_cfg *r;
@@ -378,6 +379,7 @@ static int load(struct fb_cfg *r, const char *path, struct fb_gateway **out)
         struct fb_cfg_node *dn = fb_cfg_get(&top, "devices");
         if (!dn) fb_cfg_note(r, NULL, "no devices: nothing to poll");
         fb_config_devices(r, dn, gw);
+        fb_shadow_cfg_check(r, gw); /* the device shadow's tags exist (src/fleet/shadow.c) */
     }
     fb_cfg_map_free(&top);
     if (fb_cfg_finish(r) > 0) {

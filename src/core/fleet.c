@@ -65,6 +65,9 @@
 #include "core/runtime_state.h"
 #include "core/sinks.h"
 #include "core/thread.h"
+#include "fleet/hooks.h" /* fleet extensions (device shadow): docs/fleet.md */
+#include "fleet/outbox.h"
+#include "fleet/shadow.h"
 
 #define FLEET_TICK_NS 1000000000LL
 #define SAMPLE_MAX_NS 5000000000LL
@@ -105,6 +108,8 @@ struct fb_fleet {
     pthread_cond_t cv;
     int64_t next_sample;
     uint64_t sig;
+    /* fleet extensions: what the device shadow publishes (drained by the MQTT sink) */
+    struct fb_outbox *outbox;
 };
 
 /* ------------------------------------------------------------------ files */
@@ -982,6 +987,11 @@ void fb_fleet_command(struct fb_gateway *gw, const struct fb_cmd *cmd, char **re
     struct fb_fleet *f = gw->rt ? gw->rt->fleet : NULL;
     struct fb_buf out;
     fb_buf_init(&out);
+    if (!strncmp(cmd->topic, "shadow/", 7)) { /* the device shadow (src/fleet/shadow.c) */
+        fb_buf_free(&out);
+        fb_shadow_command(gw, cmd, resp, len);
+        return;
+    }
     json_error_t je;
     json_t *root = json_loadb(cmd->payload, cmd->len, JSON_REJECT_DUPLICATES, &je);
     char id[160] = "null";
@@ -1198,6 +1208,7 @@ int fb_fleet_load(const char *path, const struct fb_fleet_opts *o, FILE *diag, s
     const char *slash = strrchr(path, '/');
     f->local_dir = slash ? strndup(path, (size_t)(slash - path) + (slash == path)) : strdup(".");
     f->applied_ns = fb_now_ns();
+    f->outbox = fb_outbox_new(256);
     size_t len = 0;
     struct fb_err e = {0};
     char *text = read_all(path, 64u << 20, &len, &e);
@@ -1311,9 +1322,21 @@ void fb_fleet_free(struct fb_fleet *f)
     free(f->local_path);
     free(f->local_dir);
     free(f->last_json);
+    fb_outbox_free(f->outbox);
     free_names(f->base_devs, f->nbase_devs);
     free_names(f->base_sinks, f->nbase_sinks);
     pthread_mutex_destroy(&f->mu);
     pthread_cond_destroy(&f->cv);
     free(f);
+}
+
+/* ------------------------------------------------- fleet extensions' hooks */
+struct fb_outbox *fb_fleet_outbox(struct fb_gateway *gw)
+{
+    return gw && gw->rt && gw->rt->fleet ? gw->rt->fleet->outbox : NULL;
+}
+
+int fb_fleet_write_atomic(const char *path, const void *p, size_t len, struct fb_err *err)
+{
+    return write_atomic(path, p, len, err);
 }

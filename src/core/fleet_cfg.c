@@ -14,7 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-const char *const fb_fleet_topics[] = {"command", NULL};
+const char *const fb_fleet_topics[] = {"command", "shadow/update", "shadow/get", NULL};
 
 static const char *const k_fleet[] = {"state_dir", "remote_config", "health", NULL};
 static const char *const k_remote[] = {"health_check", "max_size", "fetch_timeout", "ca", NULL};

@@ -49,6 +49,8 @@
 #include "core/metrics.h"
 #include "core/plugin.h"
 #include "core/router.h"
+#include "fleet/hooks.h"
+#include "fleet/outbox.h"
 #include "north/mqtt/telemetry.h"
 #include "north/mqtt/topic.h"
 
@@ -632,12 +634,29 @@ static bool mq_ready(struct fb_sink_inst *s)
     return ctx && fb_mqtt_session_ready(ctx->ms);
 }
 
+/* A message of the fleet extensions (device shadow: src/fleet/outbox.h) on
+ * the gateway topic with `suffix` as its kind; non-zero keeps it queued. */
+static int outbox_pub(void *arg, const char *suffix, const char *json, size_t len)
+{
+    struct mq_ctx *ctx = arg;
+    struct fb_err e = {0};
+    char *t = topic_dup(ctx, NULL, suffix, &e);
+    if (!t) {
+        fb_warn(NULL, NULL, "mqtt: %s not published: %s", suffix, e.msg);
+        return 0;
+    }
+    int rc = fb_mqtt_session_publish(ctx->ms, t, json, len, ctx->cfg->qos_status, false, NULL);
+    free(t);
+    return rc == MOSQ_ERR_SUCCESS ? 0 : 1;
+}
+
 /* The gateway status: every status interval, and at once when it changed
  * (lifecycle state, health, a reload's result: fb_status_changed). */
 static void mq_tick(struct fb_sink_inst *s)
 {
     struct mq_ctx *ctx = s->ctx;
     if (!ctx) return;
+    if (fb_mqtt_session_connected(ctx->ms)) fb_outbox_drain(fb_fleet_outbox(ctx->gw), outbox_pub, ctx);
     int64_t now = fb_mono_ns();
     uint32_t gen = fb_status_generation(ctx->gw);
     if (now < ctx->next_status && gen == ctx->status_gen) return;
