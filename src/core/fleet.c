@@ -66,6 +66,7 @@
 #include "core/sinks.h"
 #include "core/thread.h"
 #include "fleet/hooks.h" /* fleet extensions (device shadow): docs/fleet.md */
+#include "fleet/ota.h"
 #include "fleet/outbox.h"
 #include "fleet/shadow.h"
 
@@ -108,8 +109,9 @@ struct fb_fleet {
     pthread_cond_t cv;
     int64_t next_sample;
     uint64_t sig;
-    /* fleet extensions: what the device shadow publishes (drained by the MQTT sink) */
+    /* fleet extensions: what the device shadow and OTA publish (drained by the MQTT sink); OTA */
     struct fb_outbox *outbox;
+    struct fb_ota *ota;
 };
 
 /* ------------------------------------------------------------------ files */
@@ -992,6 +994,11 @@ void fb_fleet_command(struct fb_gateway *gw, const struct fb_cmd *cmd, char **re
         fb_shadow_command(gw, cmd, resp, len);
         return;
     }
+    if (!strncmp(cmd->topic, "ota/", 4)) { /* software updates (src/fleet/ota.c) */
+        fb_buf_free(&out);
+        fb_ota_command(f ? f->ota : NULL, gw, cmd, resp, len);
+        return;
+    }
     json_error_t je;
     json_t *root = json_loadb(cmd->payload, cmd->len, JSON_REJECT_DUPLICATES, &je);
     char id[160] = "null";
@@ -1296,6 +1303,7 @@ int fb_fleet_start(struct fb_fleet *f, struct fb_err *err)
     if (pthread_create(&f->thr, NULL, fleet_thread, f) != 0)
         return fb_err_set(err, FB_ENOMEM, "cannot start the fleet thread");
     f->started = true;
+    f->ota = fb_ota_start(f->gw); /* a switched version's health check, a result to publish */
     return 0;
 }
 
@@ -1310,6 +1318,7 @@ void fb_fleet_stop(struct fb_fleet *f)
         pthread_join(f->thr, NULL);
         f->started = false;
     }
+    fb_ota_stop(f->ota);
     fb_router_stop(f->gw); /* no gateway command (reload) runs after this */
 }
 
@@ -1322,6 +1331,7 @@ void fb_fleet_free(struct fb_fleet *f)
     free(f->local_path);
     free(f->local_dir);
     free(f->last_json);
+    fb_ota_free(f->ota);
     fb_outbox_free(f->outbox);
     free_names(f->base_devs, f->nbase_devs);
     free_names(f->base_sinks, f->nbase_sinks);

@@ -1229,6 +1229,7 @@ static void test_docs_list_every_key(void **state)
         {"scale", "## Tags"},
         {"fleet.remote_config", "### `fleet.remote_config`"},
         {"fleet.health", "### `fleet.health`"},
+        {"fleet.ota", "### `fleet.ota`"},
         {"http.tls", "## `http`"},
     };
     struct fb_config_keys kt[64];

@@ -669,6 +669,8 @@ static void mq_close(struct fb_sink_inst *s)
 {
     struct mq_ctx *ctx = s->ctx;
     if (!ctx) return;
+    /* what the fleet extensions still had to say (an update restarting the gateway) */
+    if (fb_mqtt_session_connected(ctx->ms)) fb_outbox_drain(fb_fleet_outbox(ctx->gw), outbox_pub, ctx);
     /* offline status at QoS 1 (retained), acknowledged before the DISCONNECT */
     fb_buf_clear(&ctx->json);
     fb_status_json(ctx->gw, &ctx->json, false);
