@@ -19,7 +19,7 @@ import threading
 import time
 
 import peers
-from conftest import GW_ID, fb_bin, gw_config, to_yaml, topic
+from conftest import GW_ID, SANITIZER_RE, fb_bin, gw_config, to_yaml, topic
 from test_run import device
 
 OTA = topic(GW_ID, "ota")
@@ -144,8 +144,10 @@ class Setup:
 
     def stop(self):
         self.srv.stop()
-        if self.proc.poll() is None:
-            self.proc.stop()
+        rc = self.proc.stop() if self.proc.poll() is None else self.proc.poll()
+        out = self.proc.output()
+        assert not SANITIZER_RE.search(out), out[-6000:]
+        assert rc == 0, f"the gateway exited with {rc}:\n{out[-3000:]}"
 
 
 def complete(w, job, timeout=60):
