@@ -68,6 +68,7 @@
 #include "fleet/hooks.h" /* fleet extensions (device shadow): docs/fleet.md */
 #include "fleet/ota.h"
 #include "fleet/outbox.h"
+#include "fleet/provision.h"
 #include "fleet/shadow.h"
 
 #define FLEET_TICK_NS 1000000000LL
@@ -112,6 +113,7 @@ struct fb_fleet {
     /* fleet extensions: what the device shadow and OTA publish (drained by the MQTT sink); OTA */
     struct fb_outbox *outbox;
     struct fb_ota *ota;
+    struct fb_prov *prov;
 };
 
 /* ------------------------------------------------------------------ files */
@@ -994,6 +996,11 @@ void fb_fleet_command(struct fb_gateway *gw, const struct fb_cmd *cmd, char **re
         fb_shadow_command(gw, cmd, resp, len);
         return;
     }
+    if (!strncmp(cmd->topic, "provision/", 10)) { /* provisioning (src/fleet/provision.c) */
+        fb_buf_free(&out);
+        fb_prov_command(f ? f->prov : NULL, gw, cmd, resp, len);
+        return;
+    }
     if (!strncmp(cmd->topic, "ota/", 4)) { /* software updates (src/fleet/ota.c) */
         fb_buf_free(&out);
         fb_ota_command(f ? f->ota : NULL, gw, cmd, resp, len);
@@ -1289,6 +1296,7 @@ void fb_fleet_runtime_ext(struct fb_fleet *f, struct fb_runtime_ext *ext)
     ext->gw_cmd = fb_fleet_command;
     ext->fleet = f;
     ext->state = f->decommissioned ? FB_GW_DECOMMISSIONED : f->maintenance ? FB_GW_MAINTENANCE : FB_GW_ONLINE;
+    if (!f->decommissioned && fb_prov_needed(f->gw)) ext->state = FB_GW_PROVISIONING; /* src/fleet/provision.c */
 }
 
 int fb_fleet_start(struct fb_fleet *f, struct fb_err *err)
@@ -1303,7 +1311,8 @@ int fb_fleet_start(struct fb_fleet *f, struct fb_err *err)
     if (pthread_create(&f->thr, NULL, fleet_thread, f) != 0)
         return fb_err_set(err, FB_ENOMEM, "cannot start the fleet thread");
     f->started = true;
-    f->ota = fb_ota_start(f->gw); /* a switched version's health check, a result to publish */
+    f->ota = fb_ota_start(f->gw);   /* a switched version's health check, a result to publish */
+    f->prov = fb_prov_start(f->gw); /* no identity yet: key pair, CSR */
     return 0;
 }
 
@@ -1319,6 +1328,7 @@ void fb_fleet_stop(struct fb_fleet *f)
         f->started = false;
     }
     fb_ota_stop(f->ota);
+    fb_prov_stop(f->prov);
     fb_router_stop(f->gw); /* no gateway command (reload) runs after this */
 }
 
@@ -1332,6 +1342,7 @@ void fb_fleet_free(struct fb_fleet *f)
     free(f->local_dir);
     free(f->last_json);
     fb_ota_free(f->ota);
+    fb_prov_free(f->prov);
     fb_outbox_free(f->outbox);
     free_names(f->base_devs, f->nbase_devs);
     free_names(f->base_sinks, f->nbase_sinks);

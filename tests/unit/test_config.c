@@ -1230,6 +1230,7 @@ static void test_docs_list_every_key(void **state)
         {"fleet.remote_config", "### `fleet.remote_config`"},
         {"fleet.health", "### `fleet.health`"},
         {"fleet.ota", "### `fleet.ota`"},
+        {"fleet.provisioning", "### `fleet.provisioning`"},
         {"http.tls", "## `http`"},
     };
     struct fb_config_keys kt[64];

@@ -87,11 +87,12 @@ struct mq_ctx {
     uint32_t ngw_topics;
     struct mq_route *routes;
     uint32_t nroutes;
-    uint32_t status_gen; /* sink thread: the status generation last published */
-    pthread_mutex_t mu;  /* the devices' last state (sink thread writes, network thread reads) */
-    struct fb_buf json;  /* sink thread (send, tick, close) */
-    struct fb_buf nbuf;  /* network thread (connected) */
-    int64_t next_status; /* sink thread: next periodic gateway status (mono) */
+    uint32_t status_gen;              /* sink thread: the status generation last published */
+    pthread_mutex_t mu;               /* the devices' last state (sink thread writes, network thread reads) */
+    struct fb_buf json;               /* sink thread (send, tick, close) */
+    struct fb_buf nbuf;               /* network thread (connected) */
+    int64_t next_status;              /* sink thread: next periodic gateway status (mono) */
+    struct fb_broker_cfg prov_broker; /* fleet.provisioning: the broker settings with the identity in use */
 };
 
 /* ------------------------------------------------------------------ config */
@@ -562,9 +563,22 @@ static int mq_open(struct fb_sink_inst *s, struct fb_err *err)
     fb_buf_puts(&w, "{\"gateway\":");
     fb_json_cstr(&w, gw->id ? gw->id : "");
     fb_buf_puts(&w, ",\"online\":false,\"state\":\"offline\",\"ts\":null,\"reason\":\"connection lost\"}");
+    /* provisioning (src/fleet/prov_cfg.h): the claim certificate until the
+     * device has its own, then its own; the files named here stay the
+     * sink's config's (a shallow copy) */
+    const struct fb_prov_cfg *pv = gw->fleet ? gw->fleet->prov : NULL;
+    if (pv) {
+        bool own = fb_prov_have_identity(pv);
+        ctx->prov_broker = cfg->broker;
+        ctx->prov_broker.cert = own ? pv->cert : pv->claim_cert;
+        ctx->prov_broker.key = own ? pv->key : pv->claim_key;
+        ctx->prov_broker.tls = true;
+        fb_info(NULL, NULL, "mqtt: connecting with the %s certificate %s", own ? "device" : "claim",
+                ctx->prov_broker.cert);
+    }
     struct fb_mqtt_session_opts o = {
         .name = "mqtt",
-        .broker = &cfg->broker,
+        .broker = pv ? &ctx->prov_broker : &cfg->broker,
         .client_id = ctx->client_id,
         .max_inflight = cfg->max_inflight,
         .sink = s,
