@@ -334,7 +334,10 @@ static void install(struct fb_ota *o)
         if (rc == 0 || rc == FB_ECLOSED || rc == FB_ERANGE) break;
         if (rc == FB_EAGAIN) unlink(part); /* the server cannot resume: from the start */
         json_int_t want = json_integer_value(json_object_get(job, "size"));
-        if (rc == FB_EIO && want > 0 && (json_int_t)len >= want) break; /* whole but for an error after */
+        if (rc == FB_EIO && want > 0 && (json_int_t)len >= want) { /* whole but for an error after: verify */
+            rc = 0;
+            break;
+        }
         fb_warn(NULL, NULL, "ota: download attempt %d of %d: %s", a + 1, ATTEMPTS, e.msg);
         if (!sleep_cancellable(o, 1000000000LL * (a + 1))) break;
     }

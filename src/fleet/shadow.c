@@ -544,7 +544,9 @@ static void validate(struct sh_ctx *ctx, const json_t *desired, json_t *errors)
     json_object_foreach((json_t *)desired, k, v)
     {
         if (strcmp(k, "devices")) {
-            add_error(errors, k, NULL, "only state.desired.devices can be desired (gateway settings are reported)");
+            json_object_set_new(errors, k,
+                                json_string("only state.desired.devices can be desired (gateway settings are "
+                                            "reported)"));
             continue;
         }
         if (json_is_null(v)) continue;

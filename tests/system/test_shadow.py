@@ -141,6 +141,8 @@ def test_shadow_modbus_desired_version_conflict_restart(broker, start_modbus, st
     assert "no such device" in errs["ghost"]["*"], errs
     assert get(w, "after-bad")["version"] == d["version"]
     assert mb.read_hr(1)[0] == 42 and mb.read_hr(2)[0] == 1
+    kind, r = update(w, {"state": {"desired": {"gateway": {"id": "x"}}}, "clientToken": "t-gw"})
+    assert kind == "rejected" and "reported" in r["errors"]["gateway"], r
     kind, r = update(w, {"state": {"reported": {"devices": {"plc1": {"sp": 1}}}}, "clientToken": "t-rep"})
     assert kind == "rejected" and r["code"] == 400 and "reported" in r["message"], r
 
