@@ -39,6 +39,7 @@
 #include "core/privs.h"
 #include "core/runtime.h"
 #include "core/sdnotify.h"
+#include "fleet/ota.h"
 #include "north/sparkplug/sparkplug.h"
 #include "south/ads/ads.h"
 
@@ -151,7 +152,8 @@ static void reexec(void)
     for (ssize_t i = 0; i < n && argc < 255; i += (ssize_t)strlen(buf + i) + 1) args[argc++] = buf + i;
     args[argc] = NULL;
     fb_info(NULL, NULL, "reboot: restarting %s", args[0]);
-    execv("/proc/self/exe", args);
+    const char *exe = fb_ota_exec_path(); /* after a software update: install_dir/current/fieldbridge */
+    execv(exe ? exe : "/proc/self/exe", args);
     fb_error(NULL, NULL, "reboot failed: cannot re-execute: %s", strerror(errno));
 }
 

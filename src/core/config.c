@@ -32,6 +32,7 @@
 #include "core/log.h"
 #include "core/sinks.h"
 #include "edge/edge_cfg.h"
+#include "fleet/shadow.h"
 #include "vib/vib_cfg.h"
 
 struct ctx {
@@ -490,7 +491,10 @@ static int load(struct fb_cfg *r, const char *path, struct fb_gateway **out)
         struct fb_cfg_node *dn = fb_cfg_get(&top, "devices");
         if (!dn && !gw->nsources) fb_cfg_note(r, NULL, "no devices: nothing to poll");
         fb_cfg_each_cert(r, take_cert, gw); /* the sinks', services' and sources' files first, in config order */
-        if (!gw->nsources) load_model(&c, &top, dn);
+        if (!gw->nsources) {
+            load_model(&c, &top, dn);
+            fb_shadow_cfg_check(r, gw); /* the device shadow's tags exist (src/fleet/shadow.c) */
+        }
     }
     fb_cfg_map_free(&top);
     if (fb_cfg_finish(r) > 0) {

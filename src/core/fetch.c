@@ -12,12 +12,14 @@
 
 #include <curl/curl.h>
 #include <dlfcn.h>
+#include <errno.h>
 #include <limits.h>
 #include <openssl/evp.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 static struct {
     void *lib;
@@ -174,4 +176,105 @@ void fb_sha256_hex(const void *p, size_t len, char *hex)
     EVP_Digest(p, len, md, &n, EVP_sha256(), NULL);
     for (unsigned i = 0; i < 32; i++) snprintf(hex + 2 * i, 3, "%02x", md[i]);
     hex[64] = 0;
+}
+
+/* ------------------------------------------------- to a file, resumable */
+struct fbody {
+    FILE *f;
+    uint64_t have, max;
+    bool too_big, io_error;
+};
+
+static size_t on_file_data(char *data, size_t size, size_t n, void *arg)
+{
+    struct fbody *b = arg;
+    size_t k = size * n;
+    if (b->have + k > b->max) {
+        b->too_big = true;
+        return 0;
+    }
+    if (fwrite(data, 1, k, b->f) != k) {
+        b->io_error = true;
+        return 0;
+    }
+    b->have += k;
+    return k;
+}
+
+struct fprog {
+    const atomic_bool *cancel;
+    void (*progress)(void *arg, uint64_t have, uint64_t total);
+    void *arg;
+    uint64_t base;
+};
+
+static int on_file_progress(void *arg, curl_off_t dt, curl_off_t dn, curl_off_t ut, curl_off_t un)
+{
+    (void)ut, (void)un;
+    struct fprog *p = arg;
+    if (p->progress && dt > 0) p->progress(p->arg, p->base + (uint64_t)dn, p->base + (uint64_t)dt);
+    return p->cancel && atomic_load(p->cancel) ? 1 : 0;
+}
+
+int fb_fetch_file(const char *url, const char *ca_file, int64_t timeout_ns, uint64_t max_bytes, const char *path,
+                  const atomic_bool *cancel, void (*progress)(void *arg, uint64_t have, uint64_t total),
+                  void *progress_arg, uint64_t *len, struct fb_err *err)
+{
+    *len = 0;
+    if (strncmp(url, "http://", 7) != 0 && strncmp(url, "https://", 8) != 0)
+        return fb_err_set(err, FB_EINVAL, "url: only http:// and https:// are fetched, got '%.80s'", url);
+    int rc = curl_load(err);
+    if (rc < 0) return rc;
+    FILE *f = fopen(path, "ab");
+    if (!f) return fb_err_set(err, FB_EIO, "%s: %s", path, strerror(errno));
+    fseeko(f, 0, SEEK_END);
+    off_t have = ftello(f);
+    if (have < 0) have = 0;
+    CURL *h = curl.easy_init();
+    if (!h) {
+        fclose(f);
+        return fb_err_set(err, FB_ENOMEM, "cannot start a download");
+    }
+    struct fbody b = {.f = f, .have = (uint64_t)have, .max = max_bytes};
+    struct fprog pr = {.cancel = cancel, .progress = progress, .arg = progress_arg, .base = (uint64_t)have};
+    char ebuf[CURL_ERROR_SIZE] = "";
+    curl.easy_setopt(h, CURLOPT_URL, url);
+    curl.easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
+    curl.easy_setopt(h, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
+    curl.easy_setopt(h, CURLOPT_FOLLOWLOCATION, 1L);
+    curl.easy_setopt(h, CURLOPT_MAXREDIRS, 5L);
+    curl.easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
+    curl.easy_setopt(h, CURLOPT_TIMEOUT_MS, (long)(timeout_ns / 1000000));
+    curl.easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, (long)(timeout_ns / 1000000));
+    curl.easy_setopt(h, CURLOPT_WRITEFUNCTION, on_file_data);
+    curl.easy_setopt(h, CURLOPT_WRITEDATA, &b);
+    curl.easy_setopt(h, CURLOPT_ERRORBUFFER, ebuf);
+    curl.easy_setopt(h, CURLOPT_USERAGENT, "fieldbridge/" FB_VERSION);
+    curl.easy_setopt(h, CURLOPT_NOPROGRESS, 0L);
+    curl.easy_setopt(h, CURLOPT_XFERINFOFUNCTION, on_file_progress);
+    curl.easy_setopt(h, CURLOPT_XFERINFODATA, &pr);
+    if (have > 0) curl.easy_setopt(h, CURLOPT_RESUME_FROM_LARGE, (curl_off_t)have);
+    if (ca_file) curl.easy_setopt(h, CURLOPT_CAINFO, ca_file);
+    CURLcode cc = curl.easy_perform(h);
+    long status = 0;
+    curl.easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status);
+    curl.easy_cleanup(h);
+    bool flushed = fflush(f) == 0 && fsync(fileno(f)) == 0;
+    fclose(f);
+    *len = b.have;
+    if (cc == CURLE_ABORTED_BY_CALLBACK)
+        return fb_err_set(err, FB_ECLOSED, "%.120s: download given up (the gateway is stopping)", url);
+    if (b.too_big || cc == CURLE_FILESIZE_EXCEEDED)
+        return fb_err_set(err, FB_ERANGE, "%.120s: larger than %llu bytes", url, (unsigned long long)max_bytes);
+    if (b.io_error || !flushed) return fb_err_set(err, FB_EIO, "%s: cannot write: %s", path, strerror(errno));
+    if (have > 0 && cc == CURLE_RANGE_ERROR) /* the server cannot resume: start over */
+        return fb_err_set(err, FB_EAGAIN, "%.120s: the server does not resume downloads", url);
+    if (cc != CURLE_OK)
+        return fb_err_set(err, cc == CURLE_OPERATION_TIMEDOUT ? FB_ETIMEDOUT : FB_EIO, "%.120s: %s", url,
+                          ebuf[0] ? ebuf : curl.easy_strerror(cc));
+    if (status >= 400 || (status && status < 200))
+        return fb_err_set(err, FB_EIO, "%.120s: HTTP status %ld", url, status);
+    if (have > 0 && status == 200) /* the whole file again, appended to what we had: unusable */
+        return fb_err_set(err, FB_EAGAIN, "%.120s: the server sent the whole file instead of the rest", url);
+    return 0;
 }

@@ -20,6 +20,14 @@ int fb_fetch(const char *url, const char *ca_file, int64_t timeout_ns, uint64_t 
  * gateway stopping): FB_ECLOSED then. */
 int fb_fetch_cancellable(const char *url, const char *ca_file, int64_t timeout_ns, uint64_t max_bytes,
                          const atomic_bool *cancel, char **out, size_t *len, struct fb_err *err);
+/* GET url into the file at path, appending: what the file already holds is
+ * asked for no more (an HTTP range request), so an interrupted download
+ * resumes.  *len is the file's size after.  progress (may be NULL) is called
+ * with the bytes so far and the total when known.  FB_EAGAIN: the server
+ * cannot resume (delete the file and start over); FB_ECLOSED: *cancel. */
+int fb_fetch_file(const char *url, const char *ca_file, int64_t timeout_ns, uint64_t max_bytes, const char *path,
+                  const atomic_bool *cancel, void (*progress)(void *arg, uint64_t have, uint64_t total),
+                  void *progress_arg, uint64_t *len, struct fb_err *err);
 /* SHA-256 of p as 64 lower-case hex digits and a NUL (hex >= 65 bytes). */
 void fb_sha256_hex(const void *p, size_t len, char *hex);
 #endif

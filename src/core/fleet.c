@@ -65,6 +65,11 @@
 #include "core/runtime_state.h"
 #include "core/sinks.h"
 #include "core/thread.h"
+#include "fleet/hooks.h" /* fleet extensions (device shadow): docs/fleet.md */
+#include "fleet/ota.h"
+#include "fleet/outbox.h"
+#include "fleet/provision.h"
+#include "fleet/shadow.h"
 
 #define FLEET_TICK_NS 1000000000LL
 #define SAMPLE_MAX_NS 5000000000LL
@@ -105,6 +110,10 @@ struct fb_fleet {
     pthread_cond_t cv;
     int64_t next_sample;
     uint64_t sig;
+    /* fleet extensions: what the device shadow and OTA publish (drained by the MQTT sink); OTA */
+    struct fb_outbox *outbox;
+    struct fb_ota *ota;
+    struct fb_prov *prov;
 };
 
 /* ------------------------------------------------------------------ files */
@@ -982,6 +991,21 @@ void fb_fleet_command(struct fb_gateway *gw, const struct fb_cmd *cmd, char **re
     struct fb_fleet *f = gw->rt ? gw->rt->fleet : NULL;
     struct fb_buf out;
     fb_buf_init(&out);
+    if (!strncmp(cmd->topic, "shadow/", 7)) { /* the device shadow (src/fleet/shadow.c) */
+        fb_buf_free(&out);
+        fb_shadow_command(gw, cmd, resp, len);
+        return;
+    }
+    if (!strncmp(cmd->topic, "provision/", 10)) { /* provisioning (src/fleet/provision.c) */
+        fb_buf_free(&out);
+        fb_prov_command(f ? f->prov : NULL, gw, cmd, resp, len);
+        return;
+    }
+    if (!strncmp(cmd->topic, "ota/", 4)) { /* software updates (src/fleet/ota.c) */
+        fb_buf_free(&out);
+        fb_ota_command(f ? f->ota : NULL, gw, cmd, resp, len);
+        return;
+    }
     json_error_t je;
     json_t *root = json_loadb(cmd->payload, cmd->len, JSON_REJECT_DUPLICATES, &je);
     char id[160] = "null";
@@ -1198,6 +1222,7 @@ int fb_fleet_load(const char *path, const struct fb_fleet_opts *o, FILE *diag, s
     const char *slash = strrchr(path, '/');
     f->local_dir = slash ? strndup(path, (size_t)(slash - path) + (slash == path)) : strdup(".");
     f->applied_ns = fb_now_ns();
+    f->outbox = fb_outbox_new(256);
     size_t len = 0;
     struct fb_err e = {0};
     char *text = read_all(path, 64u << 20, &len, &e);
@@ -1280,6 +1305,7 @@ void fb_fleet_runtime_ext(struct fb_fleet *f, struct fb_runtime_ext *ext)
     ext->fleet = f;
     ext->state = f->decommissioned ? FB_GW_DECOMMISSIONED : f->maintenance ? FB_GW_MAINTENANCE : FB_GW_ONLINE;
     ext->status_init = status_init;
+    if (!f->decommissioned && fb_prov_needed(f->gw)) ext->state = FB_GW_PROVISIONING; /* src/fleet/provision.c */
 }
 
 int fb_fleet_start(struct fb_fleet *f, struct fb_err *err)
@@ -1294,6 +1320,8 @@ int fb_fleet_start(struct fb_fleet *f, struct fb_err *err)
     if (pthread_create(&f->thr, NULL, fleet_thread, f) != 0)
         return fb_err_set(err, FB_ENOMEM, "cannot start the fleet thread");
     f->started = true;
+    f->ota = fb_ota_start(f->gw);   /* a switched version's health check, a result to publish */
+    f->prov = fb_prov_start(f->gw); /* no identity yet: key pair, CSR */
     return 0;
 }
 
@@ -1308,6 +1336,8 @@ void fb_fleet_stop(struct fb_fleet *f)
         pthread_join(f->thr, NULL);
         f->started = false;
     }
+    fb_ota_stop(f->ota);
+    fb_prov_stop(f->prov);
     /* no gateway command (reload) starts once the stop was requested: the
      * router checks rt->stop under gw_cmd_mu, and fb_runtime_wait waits for
      * one that runs; the router itself stops after the connections */
@@ -1322,9 +1352,23 @@ void fb_fleet_free(struct fb_fleet *f)
     free(f->local_path);
     free(f->local_dir);
     free(f->last_json);
+    fb_ota_free(f->ota);
+    fb_prov_free(f->prov);
+    fb_outbox_free(f->outbox);
     free_names(f->base_devs, f->nbase_devs);
     free_names(f->base_sinks, f->nbase_sinks);
     pthread_mutex_destroy(&f->mu);
     pthread_cond_destroy(&f->cv);
     free(f);
+}
+
+/* ------------------------------------------------- fleet extensions' hooks */
+struct fb_outbox *fb_fleet_outbox(struct fb_gateway *gw)
+{
+    return gw && gw->rt && gw->rt->fleet ? gw->rt->fleet->outbox : NULL;
+}
+
+int fb_fleet_write_atomic(const char *path, const void *p, size_t len, struct fb_err *err)
+{
+    return write_atomic(path, p, len, err);
 }

@@ -14,9 +14,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-const char *const fb_fleet_topics[] = {"command", NULL};
+const char *const fb_fleet_topics[] = {"command", "shadow/update", "shadow/get", "ota/notify", "provision/cert", NULL};
 
-static const char *const k_fleet[] = {"state_dir", "remote_config", "health", NULL};
+static const char *const k_fleet[] = {"state_dir", "remote_config", "health", "ota", "provisioning", NULL};
 static const char *const k_remote[] = {"health_check", "max_size", "fetch_timeout", "ca", NULL};
 static const char *const k_health[] = {
     "disk_min_free", "memory_min_free", "temperature_max", "error_after", "procfs", "sysfs", NULL};
@@ -39,6 +39,8 @@ void fb_fleet_cfg_free(struct fb_fleet_cfg *f)
     free(f->fetch_ca);
     free(f->procfs);
     free(f->sysfs);
+    fb_ota_cfg_free(f->ota);
+    fb_prov_cfg_free(f->prov);
     free(f);
 }
 
@@ -105,6 +107,11 @@ struct fb_fleet_cfg *fb_fleet_cfg_load(struct fb_cfg *r, const struct fb_cfg_nod
         if ((x = fb_cfg_get(&t, "sysfs"))) f->sysfs = fb_cfg_file_ref(r, x, "fleet.health.sysfs", FB_OPT_DIR, NULL);
         fb_cfg_map_free(&t);
     }
+    if ((x = fb_cfg_get(&m, "ota"))) { /* software updates (src/fleet/ota_cfg.c) */
+        f->ota = fb_ota_cfg_load(r, x);
+        if (!f->state_dir) fb_cfg_error(r, x, "fleet.ota needs fleet.state_dir (where an update's progress is kept)");
+    }
+    if ((x = fb_cfg_get(&m, "provisioning"))) f->prov = fb_prov_cfg_load(r, x); /* src/fleet/prov_cfg.c */
     fb_cfg_map_free(&m);
     return f;
 }
@@ -119,13 +126,17 @@ bool fb_fleet_cfg_equal(const struct fb_fleet_cfg *a, const struct fb_fleet_cfg 
            a->fetch_timeout_ns == b->fetch_timeout_ns && str_eq(a->fetch_ca, b->fetch_ca) &&
            a->disk_min_free_pct == b->disk_min_free_pct && a->memory_min_free_pct == b->memory_min_free_pct &&
            a->temperature_max_c == b->temperature_max_c && a->error_after_ns == b->error_after_ns &&
-           str_eq(a->procfs, b->procfs) && str_eq(a->sysfs, b->sysfs);
+           str_eq(a->procfs, b->procfs) && str_eq(a->sysfs, b->sysfs) && fb_ota_cfg_equal(a->ota, b->ota) &&
+           fb_prov_cfg_equal(a->prov, b->prov);
 }
 
 size_t fb_fleet_cfg_key_tables(struct fb_config_keys *out, size_t max)
 {
-    const struct fb_config_keys t[] = {
-        {"fleet", k_fleet}, {"fleet.remote_config", k_remote}, {"fleet.health", k_health}};
+    const struct fb_config_keys t[] = {{"fleet", k_fleet},
+                                       {"fleet.remote_config", k_remote},
+                                       {"fleet.health", k_health},
+                                       {"fleet.ota", fb_ota_cfg_keys},
+                                       {"fleet.provisioning", fb_prov_cfg_keys}};
     size_t n = 0;
     for (size_t i = 0; i < sizeof t / sizeof t[0] && n < max; i++) out[n++] = t[i];
     return n;

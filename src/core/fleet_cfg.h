@@ -8,6 +8,8 @@
 #include <stdint.h>
 
 #include "core/cfg.h"
+#include "fleet/ota_cfg.h"
+#include "fleet/prov_cfg.h"
 
 struct fb_fleet_cfg {
     char *state_dir; /* remote configurations, maintenance and decommission flags; NULL = none */
@@ -23,6 +25,8 @@ struct fb_fleet_cfg {
     double temperature_max_c;   /* a thermal zone at or above this: degraded (0 = off) */
     int64_t error_after_ns;     /* no sink connected, or every device offline, this long: error (5 min) */
     char *procfs, *sysfs;       /* where the host's /proc and /sys are (a container); NULL = there */
+    struct fb_ota_cfg *ota;     /* `ota:` (src/fleet/ota_cfg.h), NULL = no software updates */
+    struct fb_prov_cfg *prov;   /* `provisioning:` (src/fleet/prov_cfg.h), NULL = none */
 };
 
 /* The gateway's own topics (docs/fleet.md): an MQTT sink that carries them

@@ -1229,6 +1229,8 @@ static void test_docs_list_every_key(void **state)
         {"scale", "## Tags"},
         {"fleet.remote_config", "### `fleet.remote_config`"},
         {"fleet.health", "### `fleet.health`"},
+        {"fleet.ota", "### `fleet.ota`"},
+        {"fleet.provisioning", "### `fleet.provisioning`"},
         {"http.tls", "## `http`"},
         {"flood", "## `alarms`"},
         {"alarm", "## `alarms`"},

@@ -57,6 +57,8 @@
 #include "core/plugin.h"
 #include "core/router.h"
 #include "edge/alarms.h"
+#include "fleet/hooks.h"
+#include "fleet/outbox.h"
 #include "north/mqtt/telemetry.h"
 #include "north/mqtt/topic.h"
 
@@ -95,11 +97,12 @@ struct mq_ctx {
     uint32_t ngw_topics;
     struct mq_route *routes;
     uint32_t nroutes;
-    uint32_t status_gen; /* sink thread: the status generation last published */
-    pthread_mutex_t mu;  /* the devices' last state (sink thread writes, network thread reads) */
-    struct fb_buf json;  /* sink thread (send, tick, close) */
-    struct fb_buf nbuf;  /* network thread (connected) */
-    int64_t next_status; /* sink thread: next periodic gateway status (mono) */
+    uint32_t status_gen;              /* sink thread: the status generation last published */
+    pthread_mutex_t mu;               /* the devices' last state (sink thread writes, network thread reads) */
+    struct fb_buf json;               /* sink thread (send, tick, close) */
+    struct fb_buf nbuf;               /* network thread (connected) */
+    int64_t next_status;              /* sink thread: next periodic gateway status (mono) */
+    struct fb_broker_cfg prov_broker; /* fleet.provisioning: the broker settings with the identity in use */
 };
 
 /* ------------------------------------------------------------------ config */
@@ -590,9 +593,22 @@ static int mq_open(struct fb_sink_inst *s, struct fb_err *err)
     fb_buf_puts(&w, "{\"gateway\":");
     fb_json_cstr(&w, gw->id ? gw->id : "");
     fb_buf_puts(&w, ",\"online\":false,\"state\":\"offline\",\"ts\":null,\"reason\":\"connection lost\"}");
+    /* provisioning (src/fleet/prov_cfg.h): the claim certificate until the
+     * device has its own, then its own; the files named here stay the
+     * sink's config's (a shallow copy) */
+    const struct fb_prov_cfg *pv = gw->fleet ? gw->fleet->prov : NULL;
+    if (pv) {
+        bool own = fb_prov_have_identity(pv);
+        ctx->prov_broker = cfg->broker;
+        ctx->prov_broker.cert = own ? pv->cert : pv->claim_cert;
+        ctx->prov_broker.key = own ? pv->key : pv->claim_key;
+        ctx->prov_broker.tls = true;
+        fb_info(NULL, NULL, "mqtt: connecting with the %s certificate %s", own ? "device" : "claim",
+                ctx->prov_broker.cert);
+    }
     struct fb_mqtt_session_opts o = {
         .name = "mqtt",
-        .broker = &cfg->broker,
+        .broker = pv ? &ctx->prov_broker : &cfg->broker,
         .client_id = ctx->client_id,
         .max_inflight = cfg->max_inflight,
         .sink = s,
@@ -680,12 +696,29 @@ static bool mq_ready(struct fb_sink_inst *s)
     return ctx && fb_mqtt_session_ready(ctx->ms);
 }
 
+/* A message of the fleet extensions (device shadow: src/fleet/outbox.h) on
+ * the gateway topic with `suffix` as its kind; non-zero keeps it queued. */
+static int outbox_pub(void *arg, const char *suffix, const char *json, size_t len)
+{
+    struct mq_ctx *ctx = arg;
+    struct fb_err e = {0};
+    char *t = topic_dup(ctx, NULL, suffix, &e);
+    if (!t) {
+        fb_warn(NULL, NULL, "mqtt: %s not published: %s", suffix, e.msg);
+        return 0;
+    }
+    int rc = fb_mqtt_session_publish(ctx->ms, t, json, len, ctx->cfg->qos_status, false, NULL);
+    free(t);
+    return rc == MOSQ_ERR_SUCCESS ? 0 : 1;
+}
+
 /* The gateway status: every status interval, and at once when it changed
  * (lifecycle state, health, a reload's result: fb_status_changed). */
 static void mq_tick(struct fb_sink_inst *s)
 {
     struct mq_ctx *ctx = s->ctx;
     if (!ctx) return;
+    if (fb_mqtt_session_connected(ctx->ms)) fb_outbox_drain(fb_fleet_outbox(ctx->gw), outbox_pub, ctx);
     int64_t now = fb_mono_ns();
     uint32_t gen = fb_status_generation(ctx->gw);
     if (now < ctx->next_status && gen == ctx->status_gen) return;
@@ -698,6 +731,8 @@ static void mq_close(struct fb_sink_inst *s)
 {
     struct mq_ctx *ctx = s->ctx;
     if (!ctx) return;
+    /* what the fleet extensions still had to say (an update restarting the gateway) */
+    if (fb_mqtt_session_connected(ctx->ms)) fb_outbox_drain(fb_fleet_outbox(ctx->gw), outbox_pub, ctx);
     /* offline status at QoS 1 (retained), acknowledged before the DISCONNECT */
     fb_buf_clear(&ctx->json);
     fb_status_json(ctx->gw, &ctx->json, false);
