@@ -79,6 +79,10 @@
  * segment is tried; when that works the store leaves degraded mode.  Memory
  * segments live until drained; they do not survive a crash.
  *
+ * System calls: every one that touches the files goes through the table in
+ * store_io.h (libc in production), so that tests can fail, crash or record
+ * each of them (tests/unit/test_store_crash.c).
+ *
  * Locking: one mutex around all state.  The producer's fdatasync runs
  * outside it (the consumer keeps working during a sync); the segment being
  * synced is pinned (never deleted) meanwhile.
@@ -100,6 +104,10 @@
 #include <unistd.h>
 
 #include "core/log.h"
+#include "store/store_io.h"
+
+/* every system call that touches the files goes through the table (store_io.h) */
+#define SYS fb_store_sys
 
 #define SEG_MAGIC "FBSG"
 #define SEG_VERSION 1
@@ -353,29 +361,29 @@ static int small_file_write(int dirfd, const char *name, const uint8_t *b, size_
 {
     char tmp[64];
     snprintf(tmp, sizeof tmp, "%s.tmp", name);
-    int fd = openat(dirfd, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    int fd = SYS->openat(dirfd, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (fd < 0) return -1;
-    ssize_t w = write(fd, b, n);
+    ssize_t w = SYS->write(fd, b, n);
     int e = w == (ssize_t)n ? 0 : (w < 0 ? errno : ENOSPC);
-    if (!e && sync && fdatasync(fd) != 0) e = errno;
+    if (!e && sync && SYS->fdatasync(fd) != 0) e = errno;
     close(fd);
-    if (!e && renameat(dirfd, tmp, dirfd, name) != 0) e = errno;
+    if (!e && SYS->renameat(dirfd, tmp, dirfd, name) != 0) e = errno;
     if (e) {
-        unlinkat(dirfd, tmp, 0);
+        SYS->unlinkat(dirfd, tmp, 0);
         errno = e;
         return -1;
     }
-    if (sync) fsync(dirfd);
+    if (sync) SYS->fsync(dirfd);
     return 0;
 }
 
 /* Reads a 24-byte small file: 0 ok, 1 missing, -1 corrupt/unreadable. */
 static int small_file_read(int dirfd, const char *name, const char *magic, uint64_t *v)
 {
-    int fd = openat(dirfd, name, O_RDONLY | O_CLOEXEC);
+    int fd = SYS->openat(dirfd, name, O_RDONLY | O_CLOEXEC, 0);
     if (fd < 0) return errno == ENOENT ? 1 : -1;
     uint8_t b[25];
-    ssize_t n = read(fd, b, sizeof b);
+    ssize_t n = SYS->read(fd, b, sizeof b);
     close(fd);
     if (n != 24 || memcmp(b, magic, 4) != 0 || get32(b + 4) != 1 || get32(b + 16) != fb_crc32c(0, b, 16)) return -1;
     *v = get64(b + 8);
@@ -459,7 +467,7 @@ static void seg_unlink_head(struct fb_store *s)
     if (g->fd >= 0) close(g->fd);
     if (g->mem)
         free(g->mem);
-    else if (s->dirfd >= 0 && unlinkat(s->dirfd, g->name, 0) != 0 && errno != ENOENT)
+    else if (s->dirfd >= 0 && SYS->unlinkat(s->dirfd, g->name, 0) != 0 && errno != ENOENT)
         fb_warn(sname(s), NULL, "store: cannot delete %s/%s: %s", s->dir, g->name, strerror(errno));
     free(g->cuts);
     free(g);
@@ -474,10 +482,10 @@ static void seg_unlink_head(struct fb_store *s)
 
 static void lost_load(struct fb_store *s)
 {
-    int fd = openat(s->dirfd, "lost", O_RDONLY | O_CLOEXEC);
+    int fd = SYS->openat(s->dirfd, "lost", O_RDONLY | O_CLOEXEC, 0);
     if (fd < 0) return;
     uint8_t b[12 + LOST_MAX * 16 + 4];
-    ssize_t n = read(fd, b, sizeof b);
+    ssize_t n = SYS->read(fd, b, sizeof b);
     close(fd);
     if (n < 16 || memcmp(b, LOST_MAGIC, 4) != 0 || get32(b + 4) != 1) return;
     uint32_t cnt = get32(b + 8);
@@ -660,8 +668,8 @@ static struct seg *seg_create_disk(struct fb_store *s, uint64_t first_id)
     }
     if (s->dirfd < 0) {
         if (fault(s, FB_STORE_FAULT_OPEN)) return NULL;
-        if (mkdir(s->dir, 0750) != 0 && errno != EEXIST) return NULL;
-        s->dirfd = open(s->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (SYS->mkdir(s->dir, 0750) != 0 && errno != EEXIST) return NULL;
+        s->dirfd = SYS->openat(AT_FDCWD, s->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC, 0);
         if (s->dirfd < 0) return NULL;
     }
     struct seg *g = seg_new(first_id);
@@ -675,18 +683,18 @@ static struct seg *seg_create_disk(struct fb_store *s, uint64_t first_id)
     if (fault(s, FB_STORE_FAULT_OPEN))
         e = errno;
     else {
-        g->fd = openat(s->dirfd, g->name, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
+        g->fd = SYS->openat(s->dirfd, g->name, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
         if (g->fd < 0) e = errno;
     }
     if (!e) {
-        ssize_t w = fault(s, FB_STORE_FAULT_WRITE) ? -1 : pwrite(g->fd, h, SEG_HDR, 0);
+        ssize_t w = fault(s, FB_STORE_FAULT_WRITE) ? -1 : SYS->pwrite(g->fd, h, SEG_HDR, 0);
         if (w != SEG_HDR) e = w < 0 ? errno : ENOSPC;
     }
-    if (!e && s->cfg.sync != FB_SYNC_OS && fsync(s->dirfd) != 0) e = errno;
+    if (!e && s->cfg.sync != FB_SYNC_OS && SYS->fsync(s->dirfd) != 0) e = errno;
     if (e) {
         if (g->fd >= 0) {
             close(g->fd);
-            unlinkat(s->dirfd, g->name, 0);
+            SYS->unlinkat(s->dirfd, g->name, 0);
         }
         free(g);
         errno = e;
@@ -758,7 +766,7 @@ static int wbuf_write(struct fb_store *s)
     while (done < s->wlen) {
         ssize_t n = fault(s, FB_STORE_FAULT_WRITE)
                         ? -1
-                        : pwrite(t->fd, s->wbuf + done, s->wlen - done, (off_t)(t->written + done));
+                        : SYS->pwrite(t->fd, s->wbuf + done, s->wlen - done, (off_t)(t->written + done));
         if (n < 0 && errno == EINTR) continue;
         if (n <= 0) {
             e = n < 0 ? errno : ENOSPC;
@@ -784,7 +792,7 @@ static int wbuf_write(struct fb_store *s)
     uint64_t nbuf = 0;
     for (size_t o = 0; o < s->wlen; o += REC_HDR + get32(s->wbuf + o + 4)) nbuf++;
     t->written += keep;
-    if (ftruncate(t->fd, (off_t)t->written) != 0) { /* the torn bytes are cut at the next open */
+    if (SYS->ftruncate(t->fd, (off_t)t->written) != 0) { /* the torn bytes are cut at the next open */
     }
     uint64_t moved_recs = nbuf - nkeep, moved_bytes = s->wlen - keep;
     t->nrec -= moved_recs;
@@ -842,8 +850,8 @@ static bool cut_add(struct seg *g, uint64_t off, uint64_t len)
  * accounted for (the ack file was read, or a record was seen). */
 static void recover_segment(struct fb_store *s, const char *name, uint64_t *prev_id, bool *known)
 {
-    int fd = openat(s->dirfd, name, O_RDWR | O_CLOEXEC);
-    if (fd < 0) fd = openat(s->dirfd, name, O_RDONLY | O_CLOEXEC);
+    int fd = SYS->openat(s->dirfd, name, O_RDWR | O_CLOEXEC, 0);
+    if (fd < 0) fd = SYS->openat(s->dirfd, name, O_RDONLY | O_CLOEXEC, 0);
     if (fd < 0) {
         fb_warn(sname(s), NULL, "store: cannot open %s/%s: %s; skipped", s->dir, name, strerror(errno));
         return;
@@ -858,7 +866,7 @@ static void recover_segment(struct fb_store *s, const char *name, uint64_t *prev
     uint8_t *b = malloc(n ? n : 1);
     uint64_t got = 0;
     while (b && got < n) {
-        ssize_t r = pread(fd, b + got, n - got, (off_t)got);
+        ssize_t r = SYS->pread(fd, b + got, n - got, (off_t)got);
         if (r < 0 && errno == EINTR) continue;
         if (r <= 0) break;
         got += (uint64_t)r;
@@ -876,7 +884,7 @@ static void recover_segment(struct fb_store *s, const char *name, uint64_t *prev
         }
         free(b);
         close(fd);
-        unlinkat(s->dirfd, name, 0);
+        SYS->unlinkat(s->dirfd, name, 0);
         return;
     }
     if (memcmp(b, SEG_MAGIC, 4) != 0 || get16(b + 6) != SEG_HDR) {
@@ -941,10 +949,10 @@ static void recover_segment(struct fb_store *s, const char *name, uint64_t *prev
     }
     free(b);
     s->scan_cut = cut_before;
-    if (end < n && ftruncate(fd, (off_t)end) != 0) end = n; /* read-only: the reader skips it again */
+    if (end < n && SYS->ftruncate(fd, (off_t)end) != 0) end = n; /* read-only: the reader skips it again */
     close(fd);
     if (g->nrec == 0 || g->last_id <= s->floor) {
-        unlinkat(s->dirfd, name, 0);
+        SYS->unlinkat(s->dirfd, name, 0);
         free(g->cuts);
         free(g);
         return;
@@ -975,7 +983,7 @@ static int recover(struct fb_store *s)
     while ((de = readdir(d))) {
         size_t l = strlen(de->d_name);
         if (l > 4 && strcmp(de->d_name + l - 4, ".tmp") == 0) {
-            unlinkat(s->dirfd, de->d_name, 0);
+            SYS->unlinkat(s->dirfd, de->d_name, 0);
             continue;
         }
         if (!is_seg_name(de->d_name)) continue;
@@ -1095,10 +1103,10 @@ static struct fb_store *open_impl(const struct fb_store_cfg *c, bool mem_only, s
         s->degraded = true;
         s->last_retry = INT64_MAX / 2;
         s->cfg.disk_retry_ns = INT64_MAX / 4;
-    } else if (mkdir(s->dir, 0750) != 0 && errno != EEXIST) {
+    } else if (SYS->mkdir(s->dir, 0750) != 0 && errno != EEXIST) {
         oe = errno;
         fb_err_set(err, FB_EIO, "store %s: cannot create the directory: %s; running in memory", s->dir, strerror(oe));
-    } else if ((s->dirfd = open(s->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0) {
+    } else if ((s->dirfd = SYS->openat(AT_FDCWD, s->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC, 0)) < 0) {
         oe = errno;
         fb_err_set(err, FB_EIO, "store %s: cannot open the directory: %s; running in memory", s->dir, strerror(oe));
     } else if (recover(s) != 0) {
@@ -1152,7 +1160,7 @@ int fb_store_append(struct fb_store *s, const void *p, uint32_t len, int64_t ts,
         }
         if (t->nrec) {
             if (!t->mem && s->cfg.sync != FB_SYNC_OS && t->synced < t->written && t != s->sync_seg) {
-                if (fault(s, FB_STORE_FAULT_SYNC) || fdatasync(t->fd) != 0)
+                if (fault(s, FB_STORE_FAULT_SYNC) || SYS->fdatasync(t->fd) != 0)
                     degrade(s, errno, "fdatasync");
                 else
                     t->synced = t->written;
@@ -1239,7 +1247,7 @@ int fb_store_flush(struct fb_store *s)
         s->sync_seg = t;
         int failed = fault(s, FB_STORE_FAULT_SYNC) ? errno : 0;
         pthread_mutex_unlock(&s->mu);
-        if (!failed && fdatasync(fd) != 0) failed = errno;
+        if (!failed && SYS->fdatasync(fd) != 0) failed = errno;
         pthread_mutex_lock(&s->mu);
         s->sync_seg = NULL;
         s->last_sync = now;
@@ -1284,13 +1292,13 @@ static int window(struct fb_store *s, struct seg *g, uint64_t off, uint64_t need
         if (s->rfd_seg != g) {
             if (s->rfd >= 0) close(s->rfd);
             s->rfd_seg = NULL;
-            s->rfd = openat(s->dirfd, g->name, O_RDONLY | O_CLOEXEC);
+            s->rfd = SYS->openat(s->dirfd, g->name, O_RDONLY | O_CLOEXEC, 0);
             if (s->rfd < 0) return FB_EIO;
             s->rfd_seg = g;
         }
         uint64_t got = 0;
         while (got < n) {
-            ssize_t r = pread(s->rfd, s->rbuf + got, n - got, (off_t)(off + got));
+            ssize_t r = SYS->pread(s->rfd, s->rbuf + got, n - got, (off_t)(off + got));
             if (r < 0 && errno == EINTR) continue;
             if (r <= 0) break;
             got += (uint64_t)r;
@@ -1337,7 +1345,7 @@ static void cursor_resync(struct fb_store *s, struct seg *g, uint64_t lim)
             got = n;
         } else if (s->rfd_seg == g || window(s, g, s->cur_off, 0, &(const uint8_t *){0}) == 0) {
             while (got < n) {
-                ssize_t r = pread(s->rfd, b + got, n - got, (off_t)(s->cur_off + got));
+                ssize_t r = SYS->pread(s->rfd, b + got, n - got, (off_t)(s->cur_off + got));
                 if (r < 0 && errno == EINTR) continue;
                 if (r <= 0) break;
                 got += (uint64_t)r;
@@ -1550,7 +1558,7 @@ void fb_store_close(struct fb_store *s)
     if (s->tail && !s->tail->mem) {
         wbuf_write(s);
         struct seg *t = s->tail;
-        if (!t->mem && t->fd >= 0 && s->cfg.sync != FB_SYNC_OS && t->synced < t->written && fdatasync(t->fd) != 0)
+        if (!t->mem && t->fd >= 0 && s->cfg.sync != FB_SYNC_OS && t->synced < t->written && SYS->fdatasync(t->fd) != 0)
             fb_error(sname(s), NULL, "store %s: fdatasync at close failed: %s", s->dir, strerror(errno));
     }
     ack_save(s, true);
@@ -1567,7 +1575,7 @@ void fb_store_close(struct fb_store *s)
         if (g->fd >= 0) close(g->fd);
         /* a segment whose records were all acked is deleted; the tail too when empty */
         if (!g->mem && s->dirfd >= 0 && ((g->nrec && g->last_id <= s->acked_hi_saved) || !g->nrec))
-            unlinkat(s->dirfd, g->name, 0);
+            SYS->unlinkat(s->dirfd, g->name, 0);
         free(g->mem);
         free(g->cuts);
         free(g);
@@ -1588,7 +1596,7 @@ void fb_store_close(struct fb_store *s)
 int fb_store_seq_load(const char *dir, uint64_t *next, struct fb_err *err)
 {
     *next = 0;
-    int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    int dfd = SYS->openat(AT_FDCWD, dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC, 0);
     if (dfd < 0) {
         if (errno == ENOENT) return 0;
         return fb_err_set(err, FB_EIO, "seq %s: %s", dir, strerror(errno));
@@ -1601,8 +1609,9 @@ int fb_store_seq_load(const char *dir, uint64_t *next, struct fb_err *err)
 
 int fb_store_seq_reserve(const char *dir, uint64_t limit, struct fb_err *err)
 {
-    if (mkdir(dir, 0750) != 0 && errno != EEXIST) return fb_err_set(err, FB_EIO, "seq %s: %s", dir, strerror(errno));
-    int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (SYS->mkdir(dir, 0750) != 0 && errno != EEXIST)
+        return fb_err_set(err, FB_EIO, "seq %s: %s", dir, strerror(errno));
+    int dfd = SYS->openat(AT_FDCWD, dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC, 0);
     if (dfd < 0) return fb_err_set(err, FB_EIO, "seq %s: %s", dir, strerror(errno));
     uint8_t b[24];
     small_file_fill(b, SEQ_MAGIC, limit);
