@@ -120,6 +120,7 @@
 #define RBUF_MIN (256u << 10)
 #define FILE_MAX ((uint64_t)1 << 31) /* bigger "segments" are not ours */
 #define ID_MAX ((uint64_t)1 << 62)   /* ids beyond are corrupt (2^62 records never happen) */
+#define READ_RETRY_NS 60000000000LL  /* a failing read is retried this long before its bytes count as lost */
 
 /* ------------------------------------------------------------------ CRC-32C */
 static uint32_t crc_tab[8][256];
@@ -286,6 +287,10 @@ struct fb_store {
 
     bool degraded;
     int last_errno;
+    int64_t read_err_since; /* a read has been failing since (mono ns; 0: reads work) */
+    bool dir_busy_logged;   /* the directory holds records this run did not recover (logged) */
+    bool frozen;            /* a segment could not be read at open: this run reads the directory but never
+                  * changes it (no new segment, ack, lost file or deletion), see recover_segment */
     int64_t last_retry;
     int fault_ops, fault_errno;
 
@@ -380,11 +385,15 @@ static int small_file_write(int dirfd, const char *name, const uint8_t *b, size_
 /* Reads a 24-byte small file: 0 ok, 1 missing, -1 corrupt/unreadable. */
 static int small_file_read(int dirfd, const char *name, const char *magic, uint64_t *v)
 {
-    int fd = SYS->openat(dirfd, name, O_RDONLY | O_CLOEXEC, 0);
-    if (fd < 0) return errno == ENOENT ? 1 : -1;
     uint8_t b[25];
-    ssize_t n = SYS->read(fd, b, sizeof b);
-    close(fd);
+    ssize_t n = -1;
+    for (int tries = 0; n < 0 && tries < 3; tries++) { /* an I/O error is tried again twice */
+        int fd = SYS->openat(dirfd, name, O_RDONLY | O_CLOEXEC, 0);
+        if (fd < 0 && errno == ENOENT) return 1;
+        if (fd < 0) continue;
+        n = SYS->read(fd, b, sizeof b);
+        close(fd);
+    }
     if (n != 24 || memcmp(b, magic, 4) != 0 || get32(b + 4) != 1 || get32(b + 16) != fb_crc32c(0, b, 16)) return -1;
     *v = get64(b + 8);
     return 0;
@@ -401,7 +410,7 @@ static void small_file_fill(uint8_t b[24], const char *magic, uint64_t v)
 
 static void ack_save(struct fb_store *s, bool force)
 {
-    if (s->dirfd < 0 || s->acked_hi == s->acked_hi_saved) return;
+    if (s->dirfd < 0 || s->frozen || s->acked_hi == s->acked_hi_saved) return;
     int64_t now = fb_mono_ns();
     if (!force && now - s->last_ack_save < s->cfg.ack_interval_ns) return;
     uint8_t b[24];
@@ -467,7 +476,7 @@ static void seg_unlink_head(struct fb_store *s)
     if (g->fd >= 0) close(g->fd);
     if (g->mem)
         free(g->mem);
-    else if (s->dirfd >= 0 && SYS->unlinkat(s->dirfd, g->name, 0) != 0 && errno != ENOENT)
+    else if (s->dirfd >= 0 && !s->frozen && SYS->unlinkat(s->dirfd, g->name, 0) != 0 && errno != ENOENT)
         fb_warn(sname(s), NULL, "store: cannot delete %s/%s: %s", s->dir, g->name, strerror(errno));
     free(g->cuts);
     free(g);
@@ -502,7 +511,7 @@ static void lost_load(struct fb_store *s)
 
 static void lost_save(struct fb_store *s)
 {
-    if (s->dirfd < 0) return;
+    if (s->dirfd < 0 || s->frozen) return;
     uint8_t b[12 + LOST_MAX * 16 + 4];
     uint32_t cnt = s->nlr;
     memcpy(b, LOST_MAGIC, 4);
@@ -659,6 +668,21 @@ static void degrade(struct fb_store *s, int e, const char *what)
     s->degraded = true;
 }
 
+static bool is_seg_name(const char *n);
+
+/* Whether a directory the store could not recover at open holds nothing of
+ * a store (no segment or ack file): only then may this run write into it. */
+static bool dir_is_free(int dfd)
+{
+    DIR *d = fdopendir(dup(dfd));
+    if (!d) return false;
+    bool free_ = true;
+    struct dirent *de;
+    while (free_ && (de = readdir(d))) free_ = !is_seg_name(de->d_name) && strcmp(de->d_name, "ack") != 0;
+    closedir(d);
+    return free_;
+}
+
 /* A new disk segment file with its header, or NULL (errno set). */
 static struct seg *seg_create_disk(struct fb_store *s, uint64_t first_id)
 {
@@ -666,11 +690,30 @@ static struct seg *seg_create_disk(struct fb_store *s, uint64_t first_id)
         errno = EROFS;
         return NULL;
     }
+    if (s->frozen) {
+        errno = EBUSY;
+        return NULL;
+    }
     if (s->dirfd < 0) {
         if (fault(s, FB_STORE_FAULT_OPEN)) return NULL;
         if (SYS->mkdir(s->dir, 0750) != 0 && errno != EEXIST) return NULL;
-        s->dirfd = SYS->openat(AT_FDCWD, s->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC, 0);
-        if (s->dirfd < 0) return NULL;
+        int dfd = SYS->openat(AT_FDCWD, s->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC, 0);
+        if (dfd < 0) return NULL;
+        if (!dir_is_free(dfd)) {
+            /* records this run could not recover at open: writing beside them
+             * (ids from 1, O_TRUNC on a file of the same name, an ack file
+             * above their ids) would destroy them; they wait for a restart */
+            if (!s->dir_busy_logged)
+                fb_warn(sname(s), NULL,
+                        "store %s: the directory can be used again, but holds records this run could not "
+                        "read at start-up; they are left for the next start, this run stays in memory",
+                        s->dir);
+            s->dir_busy_logged = true;
+            close(dfd);
+            errno = EBUSY;
+            return NULL;
+        }
+        s->dirfd = dfd;
     }
     struct seg *g = seg_new(first_id);
     if (!g) return NULL;
@@ -845,14 +888,41 @@ static bool cut_add(struct seg *g, uint64_t off, uint64_t len)
     return true;
 }
 
+/* A segment file cannot be read at open (after retries): its records are
+ * neither delivered nor lost — they wait for a start with a working disk.
+ * Until then this run must not change the directory: new ids could collide
+ * with the unread ones, an ack file above them or the deletion of a
+ * neighbour would make the next start take them for acked or lost.  New
+ * records go to memory (degraded). */
+static void freeze(struct fb_store *s, const char *name, int e)
+{
+    if (!s->frozen)
+        fb_error(sname(s), NULL,
+                 "store %s/%s: cannot read it: %s; its records are left for the next start, and this run "
+                 "keeps new records in memory without changing the directory",
+                 s->dir, name, strerror(e));
+    s->frozen = true;
+}
+
 /* Scans one segment file; links it if it holds un-acked records.  *prev_id
  * is the last valid id before it; *known whether ids up to there are
  * accounted for (the ack file was read, or a record was seen). */
 static void recover_segment(struct fb_store *s, const char *name, uint64_t *prev_id, bool *known)
 {
-    int fd = SYS->openat(s->dirfd, name, O_RDWR | O_CLOEXEC, 0);
-    if (fd < 0) fd = SYS->openat(s->dirfd, name, O_RDONLY | O_CLOEXEC, 0);
+    /* a read error is tried again twice: a disk that hiccups at start-up must
+     * not turn a whole segment into lost records */
+    int fd = -1;
+    for (int tries = 0; fd < 0 && tries < 3; tries++) {
+        fd = SYS->openat(s->dirfd, name, O_RDWR | O_CLOEXEC, 0);
+        if (fd < 0) fd = SYS->openat(s->dirfd, name, O_RDONLY | O_CLOEXEC, 0);
+        if (fd < 0 && errno == ENOENT) break;
+    }
     if (fd < 0) {
+        if (errno != ENOENT) {
+            freeze(s, name, errno);
+            *known = false; /* the ids after it are not lost */
+            return;
+        }
         fb_warn(sname(s), NULL, "store: cannot open %s/%s: %s; skipped", s->dir, name, strerror(errno));
         return;
     }
@@ -865,16 +935,18 @@ static void recover_segment(struct fb_store *s, const char *name, uint64_t *prev
     uint64_t n = (uint64_t)st.st_size;
     uint8_t *b = malloc(n ? n : 1);
     uint64_t got = 0;
-    while (b && got < n) {
+    for (int fails = 0; b && got < n;) {
         ssize_t r = SYS->pread(fd, b + got, n - got, (off_t)got);
-        if (r < 0 && errno == EINTR) continue;
+        if (r < 0 && (errno == EINTR || ++fails < 3)) continue;
         if (r <= 0) break;
         got += (uint64_t)r;
     }
     if (!b || got < n) {
-        fb_warn(sname(s), NULL, "store: cannot read %s/%s; skipped", s->dir, name);
+        int e = b ? errno : ENOMEM;
         free(b);
         close(fd);
+        freeze(s, name, e);
+        *known = false;
         return;
     }
     if (n < SEG_HDR) { /* crashed while creating it */
@@ -1009,7 +1081,7 @@ static int recover(struct fb_store *s)
         free(names[i]);
     }
     free(names);
-    if (r != 0) { /* (re)create it, so that the next open knows the head */
+    if (r != 0 && !s->frozen) { /* (re)create it, so that the next open knows the head */
         uint8_t b[24];
         small_file_fill(b, ACK_MAGIC, floor);
         if (small_file_write(s->dirfd, "ack", b, sizeof b, false) != 0)
@@ -1024,6 +1096,19 @@ static int recover(struct fb_store *s)
 }
 
 static struct fb_store *open_impl(const struct fb_store_cfg *c, bool mem_only, struct fb_err *err);
+
+/* Creates (one level) and opens the store's directory; an error is tried
+ * again twice, so that one hiccup at start-up does not cost the run its disk
+ * (a directory not recovered at open is never written into). */
+static int open_dir(const char *dir)
+{
+    int fd = -1;
+    for (int tries = 0; fd < 0 && tries < 3; tries++) {
+        if (SYS->mkdir(dir, 0750) != 0 && errno != EEXIST) continue;
+        fd = SYS->openat(AT_FDCWD, dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC, 0);
+    }
+    return fd;
+}
 
 /* No directory: the same queue in memory segments only — bounded by
  * max_bytes, oldest dropped, lost on a crash.  Used when no buffer: is
@@ -1103,14 +1188,14 @@ static struct fb_store *open_impl(const struct fb_store_cfg *c, bool mem_only, s
         s->degraded = true;
         s->last_retry = INT64_MAX / 2;
         s->cfg.disk_retry_ns = INT64_MAX / 4;
-    } else if (SYS->mkdir(s->dir, 0750) != 0 && errno != EEXIST) {
-        oe = errno;
-        fb_err_set(err, FB_EIO, "store %s: cannot create the directory: %s; running in memory", s->dir, strerror(oe));
-    } else if ((s->dirfd = SYS->openat(AT_FDCWD, s->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC, 0)) < 0) {
+    } else if ((s->dirfd = open_dir(s->dir)) < 0) {
         oe = errno;
         fb_err_set(err, FB_EIO, "store %s: cannot open the directory: %s; running in memory", s->dir, strerror(oe));
     } else if (recover(s) != 0) {
-        fb_err_set(err, FB_EIO, "store %s: cannot list the directory: %s", s->dir, strerror(errno));
+        oe = errno;
+        fb_err_set(err, FB_EIO, "store %s: cannot list the directory: %s; running in memory", s->dir, strerror(oe));
+        close(s->dirfd); /* unrecovered: never written into (see seg_create_disk) */
+        s->dirfd = -1;
     }
     if (s->dirfd < 0 && !mem_only) degrade(s, oe ? oe : EIO, "opening the directory");
     if (!mem_only) s->last_retry = fb_mono_ns() - s->cfg.disk_retry_ns; /* try the disk for the first tail */
@@ -1264,13 +1349,35 @@ int fb_store_flush(struct fb_store *s)
         }
         seg_gc(s);
     }
-    if (s->degraded) rc = FB_EIO; /* accepted, but not durable */
+    /* accepted, but not durable: degraded, or back on disk while records
+     * from the time it was not still wait in memory */
+    if (s->degraded) rc = FB_EIO;
+    for (struct seg *g = s->mem_bytes && !s->mem_only ? s->head : NULL; g && !rc; g = g->next)
+        if (g->mem && g->nacked < g->nrec) rc = FB_EIO;
     pthread_mutex_unlock(&s->mu);
     return rc;
 }
 
 /* ------------------------------------------------------------------- read */
-/* Makes bytes [off, off+need) of g readable in the read window. */
+/* A read of g failed with an I/O error (not missing bytes): FB_EAGAIN, the
+ * caller tries again later (a disk that hiccups loses nothing), until reads
+ * have failed for READ_RETRY_NS; then FB_EIO, and the bytes are given up as
+ * unreadable (cut or lost, logged and counted) so that a bad sector cannot
+ * hold up delivery for ever. */
+static int read_failed(struct fb_store *s, const struct seg *g, int e)
+{
+    int64_t now = fb_mono_ns();
+    if (!s->read_err_since) {
+        s->read_err_since = now;
+        fb_warn(sname(s), NULL, "store %s/%s: reading failed: %s; retrying for up to %d s", s->dir, g->name,
+                strerror(e), (int)(READ_RETRY_NS / 1000000000));
+    }
+    return now - s->read_err_since < READ_RETRY_NS ? FB_EAGAIN : FB_EIO;
+}
+
+/* Makes bytes [off, off+need) of g readable in the read window.  0, FB_EIO
+ * (the bytes are not there or unreadable for good), FB_EAGAIN (a read error:
+ * try again later) or FB_ENOMEM. */
 static int window(struct fb_store *s, struct seg *g, uint64_t off, uint64_t need, const uint8_t **out)
 {
     if (s->rseg == g && off >= s->roff && off + need <= s->roff + s->rlen) {
@@ -1293,13 +1400,17 @@ static int window(struct fb_store *s, struct seg *g, uint64_t off, uint64_t need
             if (s->rfd >= 0) close(s->rfd);
             s->rfd_seg = NULL;
             s->rfd = SYS->openat(s->dirfd, g->name, O_RDONLY | O_CLOEXEC, 0);
-            if (s->rfd < 0) return FB_EIO;
+            if (s->rfd < 0) return errno == ENOENT ? FB_EIO : read_failed(s, g, errno);
             s->rfd_seg = g;
         }
         uint64_t got = 0;
         while (got < n) {
             ssize_t r = SYS->pread(s->rfd, s->rbuf + got, n - got, (off_t)(off + got));
             if (r < 0 && errno == EINTR) continue;
+            if (r < 0 && got < need) {
+                s->rseg = NULL;
+                return read_failed(s, g, errno);
+            }
             if (r <= 0) break;
             got += (uint64_t)r;
         }
@@ -1308,6 +1419,10 @@ static int window(struct fb_store *s, struct seg *g, uint64_t off, uint64_t need
             return FB_EIO;
         }
         n = got;
+        if (s->read_err_since) {
+            fb_info(sname(s), NULL, "store %s: reading works again", s->dir);
+            s->read_err_since = 0;
+        }
     }
     s->rseg = g;
     s->roff = off;
@@ -1321,12 +1436,12 @@ static int window(struct fb_store *s, struct seg *g, uint64_t off, uint64_t need
  * open is skipped silently (it was counted and logged then); every other cut
  * is counted and logged now, whatever the segment's age.  A segment whose
  * file has vanished is reported as lost records, not as corruption. */
-static void cursor_resync(struct fb_store *s, struct seg *g, uint64_t lim)
+static int cursor_resync(struct fb_store *s, struct seg *g, uint64_t lim)
 {
     for (uint32_t i = 0; i < g->ncuts; i++)
         if (g->cuts[i].off == s->cur_off && g->cuts[i].len <= lim - s->cur_off) {
             s->cur_off += g->cuts[i].len;
-            return;
+            return 0;
         }
     if (!g->mem && s->rfd_seg != g && s->dirfd >= 0 && faccessat(s->dirfd, g->name, F_OK, 0) != 0 && errno == ENOENT) {
         uint64_t first = (s->last_read_id > s->floor ? s->last_read_id : s->floor) + 1;
@@ -1334,7 +1449,7 @@ static void cursor_resync(struct fb_store *s, struct seg *g, uint64_t lim)
         if (g->nrec && g->last_id >= first && g->nseen < g->nrec)
             lost_report(s, first, g->last_id, "segment file deleted while queued:", g->name);
         s->cur_off = lim;
-        return;
+        return 0;
     }
     uint64_t n = lim - s->cur_off, nx = n;
     uint8_t *b = malloc(n ? n : 1);
@@ -1343,12 +1458,18 @@ static void cursor_resync(struct fb_store *s, struct seg *g, uint64_t lim)
         if (g->mem) {
             memcpy(b, g->mem + s->cur_off, n);
             got = n;
-        } else if (s->rfd_seg == g || window(s, g, s->cur_off, 0, &(const uint8_t *){0}) == 0) {
-            while (got < n) {
+        } else {
+            int wr = s->rfd_seg == g ? 0 : window(s, g, s->cur_off, 0, &(const uint8_t *){0});
+            while (wr == 0 && got < n) {
                 ssize_t r = SYS->pread(s->rfd, b + got, n - got, (off_t)(s->cur_off + got));
                 if (r < 0 && errno == EINTR) continue;
+                if (r < 0) wr = read_failed(s, g, errno);
                 if (r <= 0) break;
                 got += (uint64_t)r;
+            }
+            if (wr == FB_EAGAIN) {
+                free(b);
+                return FB_EAGAIN;
             }
         }
         nx = resync(b, got, 1, s->last_read_id);
@@ -1359,6 +1480,7 @@ static void cursor_resync(struct fb_store *s, struct seg *g, uint64_t lim)
     fb_warn(sname(s), NULL, "store: %s/%s: corrupt record at offset %" PRIu64 " while reading; cut %" PRIu64 " bytes",
             s->dir, g->name, s->cur_off, nx);
     s->cur_off += nx;
+    return 0;
 }
 
 static void cursor_leave(struct fb_store *s, struct seg *g)
@@ -1385,7 +1507,13 @@ int fb_store_next(struct fb_store *s, uint64_t *id, const void **p, uint32_t *le
         struct ring_ent *e = &s->ring[s->replay++ & s->rmask];
         if (e->acked) continue;
         const uint8_t *b;
-        if (window(s, e->seg, e->off, REC_HDR + (uint64_t)e->len, &b) != 0) {
+        int wr = window(s, e->seg, e->off, REC_HDR + (uint64_t)e->len, &b);
+        if (wr == FB_EAGAIN) { /* a read error: again later, from this record */
+            s->replay--;
+            rc = FB_EAGAIN;
+            goto out;
+        }
+        if (wr != 0) {
             /* unreadable now (disk error, file deleted): lost, treat as done */
             e->acked = true;
             e->seg->nacked++;
@@ -1421,14 +1549,18 @@ int fb_store_next(struct fb_store *s, uint64_t *id, const void **p, uint32_t *le
         uint32_t l;
         uint64_t rid;
         int64_t rts;
-        if (window(s, g, s->cur_off, lim - s->cur_off < REC_HDR ? lim - s->cur_off : REC_HDR, &b) != 0 ||
-            lim - s->cur_off < REC_HDR || get32(b) != REC_MAGIC ||
-            (uint64_t)get32(b + 4) + REC_HDR > lim - s->cur_off ||
-            window(s, g, s->cur_off, REC_HDR + (uint64_t)get32(b + 4), &b) != 0 ||
-            !rec_valid(b, REC_HDR + (uint64_t)get32(b + 4), s->last_read_id, &l, &rid, &rts)) {
-            cursor_resync(s, g, lim);
-            continue;
+        int wr = window(s, g, s->cur_off, lim - s->cur_off < REC_HDR ? lim - s->cur_off : REC_HDR, &b);
+        bool bad = wr != 0 || lim - s->cur_off < REC_HDR || get32(b) != REC_MAGIC ||
+                   (uint64_t)get32(b + 4) + REC_HDR > lim - s->cur_off;
+        if (!bad) {
+            wr = window(s, g, s->cur_off, REC_HDR + (uint64_t)get32(b + 4), &b);
+            bad = wr != 0 || !rec_valid(b, REC_HDR + (uint64_t)get32(b + 4), s->last_read_id, &l, &rid, &rts);
         }
+        if (wr == FB_EAGAIN || (bad && cursor_resync(s, g, lim) == FB_EAGAIN)) {
+            rc = FB_EAGAIN; /* a read error: nothing now, the same record next time */
+            break;
+        }
+        if (bad) continue;
         uint64_t off = s->cur_off;
         s->cur_off += REC_HDR + l;
         s->last_read_id = rid;
@@ -1574,7 +1706,7 @@ void fb_store_close(struct fb_store *s)
         s->head = g->next;
         if (g->fd >= 0) close(g->fd);
         /* a segment whose records were all acked is deleted; the tail too when empty */
-        if (!g->mem && s->dirfd >= 0 && ((g->nrec && g->last_id <= s->acked_hi_saved) || !g->nrec))
+        if (!g->mem && s->dirfd >= 0 && !s->frozen && ((g->nrec && g->last_id <= s->acked_hi_saved) || !g->nrec))
             SYS->unlinkat(s->dirfd, g->name, 0);
         free(g->mem);
         free(g->cuts);
@@ -1679,6 +1811,13 @@ int fb_store_seq_open(struct fb_store_seq *q, const char *dir, uint64_t block, s
          * corrupt file. */
         l = seq_restart(dir);
         fb_info(NULL, NULL, "seq %s/seq missing: starting at the time-derived number %" PRIu64, dir, l);
+    } else if (rc == 0) {
+        /* A run whose reservations could not be persisted (disk full or
+         * failing) went on handing out numbers above the file's limit; the
+         * file cannot tell.  Resume above the time-derived number when that
+         * is higher, as for a missing file. */
+        uint64_t t = seq_restart(dir);
+        if (t > l) l = t;
     }
     q->next = l ? l : 1;
     q->limit = q->next;
