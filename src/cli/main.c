@@ -34,6 +34,7 @@
 #include "core/log.h"
 #include "core/plugin.h"
 #include "core/runtime.h"
+#include "core/sdnotify.h"
 #include "north/sparkplug/sparkplug.h"
 #include "south/ads/ads.h"
 
@@ -200,9 +201,11 @@ static int cmd_run(int argc, char **argv)
         fb_runtime_request_stop(gw);
         return 1;
     }
+    fb_sd_notify("READY=1"); /* Type=notify units: everything runs (no-op without systemd) */
     int sig = 0;
     sigwait(&set, &sig);
     fb_info(NULL, NULL, "received %s", sig == SIGINT ? "SIGINT" : "SIGTERM");
+    fb_sd_notify("STOPPING=1");
     bool reboot = fb_runtime_reboot_requested(gw);
     fb_runtime_request_stop(gw);
     fb_runtime_wait(gw);
