@@ -1811,13 +1811,6 @@ int fb_store_seq_open(struct fb_store_seq *q, const char *dir, uint64_t block, s
          * corrupt file. */
         l = seq_restart(dir);
         fb_info(NULL, NULL, "seq %s/seq missing: starting at the time-derived number %" PRIu64, dir, l);
-    } else if (rc == 0) {
-        /* A run whose reservations could not be persisted (disk full or
-         * failing) went on handing out numbers above the file's limit; the
-         * file cannot tell.  Resume above the time-derived number when that
-         * is higher, as for a missing file. */
-        uint64_t t = seq_restart(dir);
-        if (t > l) l = t;
     }
     q->next = l ? l : 1;
     q->limit = q->next;
