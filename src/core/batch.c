@@ -10,6 +10,8 @@
 
 #include "core/batch.h"
 
+#include "core/block.h"
+
 #include <pthread.h>
 
 struct fb_batch_pool {
@@ -38,9 +40,23 @@ struct fb_batch *fb_batch_new(uint32_t cap, uint32_t cap_stats, uint32_t arena_c
     return b;
 }
 
+/* Waveform blocks are shared, not copied: drop the batch's references. */
+static void release_blocks(struct fb_batch *b)
+{
+    if (!b->blocks) return;
+    for (uint32_t i = 0; i < b->n; i++)
+        if (b->s[i].v.type == FB_T_BLOCK) {
+            if (b->s[i].v.blk) fb_block_unref(b->s[i].v.blk);
+            b->s[i].v.type = FB_T_NONE;
+            b->s[i].v.blk = NULL;
+        }
+    b->blocks = 0;
+}
+
 void fb_batch_free(struct fb_batch *b)
 {
     if (!b) return;
+    release_blocks(b);
     free(b->s);
     free(b->stats);
     free(b->arena);
@@ -49,6 +65,7 @@ void fb_batch_free(struct fb_batch *b)
 
 void fb_batch_reset(struct fb_batch *b)
 {
+    release_blocks(b);
     b->n = 0;
     b->nstats = 0;
     b->arena_len = 0;
@@ -57,6 +74,17 @@ void fb_batch_reset(struct fb_batch *b)
     b->seq = 0;
     b->reason[0] = 0;
     memset(&b->ev, 0, sizeof b->ev);
+    memset(b->names, 0, sizeof b->names);
+}
+
+uint32_t fb_batch_name_add(struct fb_batch *b, const char *p, uint32_t len)
+{
+    if (len >= b->arena_cap - b->arena_len) return UINT32_MAX;
+    uint32_t off = b->arena_len;
+    if (len) memcpy(b->arena + off, p, len);
+    b->arena[off + len] = 0;
+    b->arena_len += len + 1;
+    return off;
 }
 
 const char *fb_batch_strdup(struct fb_batch *b, const char *p, uint32_t len)
@@ -88,6 +116,9 @@ struct fb_sample *fb_batch_add(struct fb_batch *b, uint32_t tag, uint32_t qualit
                 s->v.s.len = room;
             }
             s->v.s.p = p;
+        } else if (v->type == FB_T_BLOCK && v->blk) {
+            fb_block_ref(v->blk);
+            b->blocks = 1;
         }
     } else {
         memset(&s->v, 0, sizeof s->v);
@@ -175,6 +206,7 @@ void fb_batch_unref(struct fb_batch *b)
         fb_batch_free(b);
         return;
     }
+    release_blocks(b); /* back to their pools now, not when the batch is next used */
     pthread_mutex_lock(&p->mu);
     b->next = p->free;
     p->free = b;

@@ -57,6 +57,10 @@ int64_t fb_mono_ns(void); /* CLOCK_MONOTONIC */
 bool fb_clock_synced(void);
 /* "2026-11-28T10:00:00.123Z" (millisecond precision); buf >= 32. Returns length. */
 size_t fb_fmt_time(char *buf, int64_t ns);
+/* The inverse for what fb_fmt_time writes (and RFC 3339 in UTC with 0..9
+ * fraction digits: "2026-11-28T10:00:00Z", "...00.123456789Z"); n bytes of s.
+ * false when it is not that shape. */
+bool fb_parse_time(const char *s, size_t n, int64_t *ns);
 /* "100ms", "1.5s", "2m", "7d", "250us", "10ns"; a bare number is seconds. */
 int fb_parse_duration(const char *s, int64_t *ns);
 /* "512MiB", "10MB", "4096", "1GiB", "64k" (k/KB = 1000, KiB = 1024). */
@@ -102,6 +106,8 @@ static inline bool fb_q_bad(uint32_t q) { return (q & 0x80000000u) != 0; }
 const char *fb_q_severity(uint32_t q);
 /* "BadCommunicationError", ...; "0x80AB0000" style for unknown codes (buf >= 12 used then). */
 const char *fb_q_name(uint32_t q, char buf[16]);
+/* The inverse: a name fb_q_name writes (n bytes of s) → its code; false if unknown. */
+bool fb_q_parse(const char *s, size_t n, uint32_t *q);
 
 /* ------------------------------------------------------------------ values */
 enum fb_type {
@@ -118,6 +124,7 @@ enum fb_type {
     FB_T_FLOAT32,
     FB_T_FLOAT64,
     FB_T_STRING,
+    FB_T_BLOCK, /* a waveform block (core/block.h): never a tag's type, only a sample's value */
     FB_T__COUNT
 };
 const char *fb_type_name(enum fb_type t);  /* "float32" */
@@ -131,7 +138,10 @@ static inline bool fb_type_is_float(enum fb_type t) { return t == FB_T_FLOAT32 |
 
 /* A value.  Integers live in i (signed types) or u (unsigned types), floats in
  * f (float32 widened), strings point into memory owned by whoever made the
- * value (a batch's arena, a command's buffer) and are not NUL-terminated. */
+ * value (a batch's arena, a command's buffer) and are not NUL-terminated.
+ * A block (FB_T_BLOCK, a waveform tag's samples) is reference counted: a
+ * batch that holds one holds a reference (batch.c). */
+struct fb_block;
 struct fb_value {
     uint8_t type; /* enum fb_type */
     union {
@@ -143,6 +153,7 @@ struct fb_value {
             const char *p;
             uint32_t len;
         } s;
+        struct fb_block *blk;
     };
 };
 /* Numeric view (bool → 0/1); false for strings. */

@@ -34,6 +34,8 @@ struct fb_conn_rt;
 struct fb_sink_rt;
 struct fb_rt;
 struct fb_browse;
+struct fb_block_pool;
+struct fb_vib;
 
 /* ------------------------------------------------------------------- tags */
 enum fb_access { FB_ACC_READ = 1, FB_ACC_WRITE = 2, FB_ACC_RW = 3 };
@@ -57,11 +59,33 @@ struct fb_tag_proc {
 };
 
 /* Where a tag's values come from: read from its device, or computed by the
- * edge thread (src/edge) from other tags (an expression) or by a Lua script.
- * Computed tags have no address, are in no poll group (group FB_GROUP_NONE)
- * and are read-only. */
-enum fb_tag_src { FB_TAG_READ = 0, FB_TAG_EXPR = 1, FB_TAG_SCRIPT = 2 };
+ * edge thread (src/edge) from other tags (an expression) or by a Lua script,
+ * or by the vibration analysis (src/vib) from a waveform tag's blocks (a
+ * feature).  Computed tags have no address, are in no poll group (group
+ * FB_GROUP_NONE) and are read-only. */
+enum fb_tag_src { FB_TAG_READ = 0, FB_TAG_EXPR = 1, FB_TAG_SCRIPT = 2, FB_TAG_FEATURE = 3 };
 #define FB_GROUP_NONE 0xFFFFu
+/* The group of a batch of feature tags (src/vib): not a poll group, but
+ * unlike the edge's own batches (FB_GROUP_NONE) fed to the edge thread. */
+#define FB_GROUP_FEATURES 0xFFFEu
+
+/* A waveform tag (src/vib, docs/vibration.md): each read delivers a block of
+ * n samples at fs Hz as one sample of type FB_T_BLOCK (core/block.h), which
+ * goes to the vibration analysis instead of the sinks; what the analysis
+ * computes from it are the feature tags that follow it in its device
+ * (FB_TAG_FEATURE).  Owned by its tag. */
+struct fb_wave {
+    uint32_t n;                    /* samples per block */
+    double fs;                     /* sample rate, Hz */
+    uint32_t chan;                 /* its channel in the analysis (gw->vib) */
+    uint32_t first_feature, nfeat; /* its feature tags: gw->tags[first_feature ..] */
+    struct fb_block_pool *pool;    /* runtime (vib.c): empty blocks for the driver; NULL until started */
+    /* live: the connection thread and the analysis write, status reads */
+    _Atomic uint64_t blocks;            /* analysed */
+    _Atomic uint64_t dropped;           /* acquisitions dropped: every block still in use (analysis behind) */
+    _Atomic uint64_t cpu_ns;            /* analysis CPU time */
+    _Atomic uint32_t learned, learn_of; /* anomaly baseline: blocks learnt of learn_of (0: no anomaly detection) */
+};
 
 struct fb_tag {
     uint32_t id;
@@ -80,7 +104,8 @@ struct fb_tag {
     char *unit;       /* engineering unit, or NULL */
     void *addr;       /* driver-owned parsed address */
     struct fb_tag_proc proc;
-    int line, col; /* where it was declared, for messages */
+    struct fb_wave *wave; /* a waveform tag (src/vib), else NULL */
+    int line, col;        /* where it was declared, for messages */
 };
 
 struct fb_group { /* a poll group: tags read at the same period */
@@ -224,6 +249,46 @@ struct fb_sink {
     void (*tick)(struct fb_sink_inst *s);
     /* Publish an offline status and flush what can be flushed, then disconnect. */
     void (*close)(struct fb_sink_inst *s);
+    /* Takes named batches (batch.h: data a source such as ingest received for
+     * devices the model does not know).  A config with a source may only
+     * have sinks that do. */
+    bool named;
+};
+
+/* A north-side source: data that arrives from outside instead of from the
+ * devices — `ingest:`, the telemetry of other gateways received over MQTT.
+ * One static table per kind, listed in core/sinks.c; its config section has
+ * its name as key.  It makes named batches (batch.h) and hands them to every
+ * sink with fb_source_submit (plugin.h), so they take the same path as
+ * polled data: sink queue, store (`buffer:`), sink, metrics.  Started after
+ * the sinks, stopped before them, so nothing it accepted is lost at
+ * shutdown. */
+struct fb_source_inst;
+struct fb_source_metrics { /* live */
+    _Atomic uint64_t messages, batches, errors;
+    _Atomic int connected;
+};
+struct fb_source {
+    const char *name;
+    const char *const *keys;
+    const struct fb_config_keys *nested; /* nested mappings' keys, NULL section last (for the docs check) */
+    void *(*cfg_load)(struct fb_cfg *r, const struct fb_cfg_map *m, const struct fb_gateway *gw);
+    void (*cfg_free)(void *cfg);
+    void (*describe)(const struct fb_source_inst *s, FILE *f);
+    int (*start)(struct fb_source_inst *s, struct fb_err *err);
+    /* Stop receiving (before the sinks drain: what it accepted is queued). */
+    void (*stop)(struct fb_source_inst *s);
+    /* After the sinks have closed: free what their queues may have pointed
+     * to (the source's batch pool) and the running state. */
+    void (*release)(struct fb_source_inst *s);
+};
+struct fb_source_inst {
+    const struct fb_source *src;
+    char *name;
+    void *cfg;
+    struct fb_gateway *gw;
+    void *ctx; /* the source's running state (start .. stop) */
+    struct fb_source_metrics m;
 };
 
 /* A service: something configured by its own top-level section that lives
@@ -383,6 +448,8 @@ struct fb_gateway {
     uint32_t nsinks;
     struct fb_service_inst *services;
     uint32_t nservices;
+    struct fb_source_inst *sources; /* `ingest:` (a config with a source has no devices) */
+    uint32_t nsources;
     /* commands */
     int64_t cmd_max_age_ns; /* refuse commands whose "ts" is older (0 = off) */
     bool cmd_allow_qos0;
@@ -397,6 +464,10 @@ struct fb_gateway {
     struct fb_script *scripts;
     uint32_t nscripts;
     struct fb_alarm_opts alarm_opts;
+    /* vibration condition monitoring (src/vib): the channels' analysis
+     * settings, owned by vib/vib_cfg.c (freed through vib_free); NULL: none */
+    struct fb_vib *vib;
+    void (*vib_free)(struct fb_vib *vib);
     /* logging */
     int log_level;
     int log_format;   /* enum fb_log_format */

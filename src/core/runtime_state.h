@@ -19,6 +19,7 @@ struct fb_proc;
 struct fb_model_map;
 struct fb_edge;
 struct fb_alarms;
+struct fb_vib_rt;
 
 /* Ids of batches sent past the store (device state) carry this bit, so their
  * delivery reports never touch the store's records. */
@@ -128,6 +129,9 @@ struct fb_sink_rt {
     int64_t tokens_ns;
     struct fb_ratelimit rl_drop, rl_full;
     uint64_t undecodable;
+    /* sources waiting for their batches to be stored (fb_source_wait_stored) */
+    uint64_t taken_seq;          /* sink thread: seq of the last batch taken from the queue */
+    _Atomic uint64_t stored_seq; /* everything up to here is in the store (flushed) or handed over */
 };
 
 /* The gateway while running (gw->rt). */
@@ -149,6 +153,7 @@ struct fb_rt {
     struct fb_edge *edge;           /* edge/edge.c: computed tags, alarms, scripts (NULL: none configured) */
     struct fb_edge_q *edge_q;       /* its input queue (NULL: no edge thread) */
     struct fb_alarms *alarms;       /* edge/alarms.c: the alarm table (NULL: no alarms) */
+    struct fb_vib_rt *vib;          /* vib/vib.c: vibration analysis (NULL: no waveform tags) */
     void **svc_state;               /* each running service's state (gw->services order) */
     /* the runtime state of every poll group, connection and sink (the model's rt pointers) */
     struct fb_group_rt *groups;
@@ -162,5 +167,10 @@ struct fb_rt {
     uint32_t nseen;
     struct fb_drain_seen *drain; /* per sink: the last drain-rate measurement */
     uint32_t ndrain;
+    uint32_t sources_started;
+    pthread_mutex_t stored_mu; /* stored_cv: a sink's stored_seq advanced */
+    pthread_cond_t stored_cv;
+    atomic_int stored_waiters;
 };
+
 #endif
