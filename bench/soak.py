@@ -364,9 +364,18 @@ devices:
         cycle += 1
 
     # drain: faults over; wait until the buffer is empty and the broker connected
-    ok_drain = peers.wait_until(
-        lambda: (lambda m: m_get(m, "fieldbridge_buffer_records") == 0 and m_get(m, "fieldbridge_sink_connected") >= 1)(
-            metrics(metrics_port)), 120, 1.0) if gw.alive() else False
+    # (the load goes on: at 10,000 values/s the live batches of the last poll
+    # or two are always in the buffer, so "drained" is at most two polls'
+    # worth of batches, not 0)
+    live_bound = 2 * (ndev + 1)
+    drain_seen = {"records": None}
+
+    def drained():
+        m = metrics(metrics_port)
+        drain_seen["records"] = m_get(m, "fieldbridge_buffer_records")
+        return drain_seen["records"] <= live_bound and m_get(m, "fieldbridge_sink_connected") >= 1
+
+    ok_drain = bool(peers.wait_until(drained, 120, 1.0)) if gw.alive() else False
     time.sleep(3)
     m = metrics(metrics_port) if gw.alive() else {}
     queued = int(m_get(m, "fieldbridge_sink_queued_total"))
@@ -396,11 +405,12 @@ devices:
             ctr_gaps[dev] = {"reads": reads, "received": len(vals), "missing": holes}
     # 2. every batch takes the next seq: telemetry (seq in the message) and device
     # state changes (a status message without seq).  The holes between the first
-    # and the last telemetry seq must be state changes: at most the changes seen,
-    # at least those minus the devices' first "online" (which may come before)
+    # and the last telemetry seq must be state changes: at most the changes seen
+    # (fewer is no loss: the devices' first state changes come before the first
+    # telemetry seq, outside the range)
     first, last = (min(seqs), max(seqs)) if seqs else (0, -1)
     missing = [x for x in range(first, last + 1) if x not in seqs]
-    seq_ok = transitions - (ndev + 1) <= len(missing) <= transitions
+    seq_ok = len(missing) <= transitions
     counters = {k: m_get(m_end, k) for k in (
         "fieldbridge_sink_dropped_total", "fieldbridge_buffer_dropped_full_total",
         "fieldbridge_buffer_dropped_age_total", "fieldbridge_buffer_lost_records_total",
@@ -446,7 +456,8 @@ devices:
         "duplicates": msgs - len(seqs), "unparsable": bad,
         "queued_by_gateway": queued, "seq_holes": len(missing), "state_changes_seen": transitions,
         "sim_counter_holes": ctr_gaps,
-        "gateway_counters": counters, "drained": ok_drain, "gateway_alive_at_end": alive,
+        "gateway_counters": counters, "drained": ok_drain, "buffer_records_at_drain": drain_seen["records"],
+        "drain_bound": live_bound, "gateway_alive_at_end": alive,
         "gateway_exit": gw_rc, "flatness": checks,
         "rss_mib_min_max": [round(min(s[1] for s in samples) / 1024, 1), round(max(s[1] for s in samples) / 1024, 1)]
         if samples else None,
