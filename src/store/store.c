@@ -79,6 +79,10 @@
  * segment is tried; when that works the store leaves degraded mode.  Memory
  * segments live until drained; they do not survive a crash.
  *
+ * System calls: every one that touches the files goes through the table in
+ * store_io.h (libc in production), so that tests can fail, crash or record
+ * each of them (tests/unit/test_store_crash.c).
+ *
  * Locking: one mutex around all state.  The producer's fdatasync runs
  * outside it (the consumer keeps working during a sync); the segment being
  * synced is pinned (never deleted) meanwhile.
@@ -100,6 +104,10 @@
 #include <unistd.h>
 
 #include "core/log.h"
+#include "store/store_io.h"
+
+/* every system call that touches the files goes through the table (store_io.h) */
+#define SYS fb_store_sys
 
 #define SEG_MAGIC "FBSG"
 #define SEG_VERSION 1
@@ -112,6 +120,7 @@
 #define RBUF_MIN (256u << 10)
 #define FILE_MAX ((uint64_t)1 << 31) /* bigger "segments" are not ours */
 #define ID_MAX ((uint64_t)1 << 62)   /* ids beyond are corrupt (2^62 records never happen) */
+#define READ_RETRY_NS 60000000000LL  /* a failing read is retried this long before its bytes count as lost */
 
 /* ------------------------------------------------------------------ CRC-32C */
 static uint32_t crc_tab[8][256];
@@ -278,6 +287,10 @@ struct fb_store {
 
     bool degraded;
     int last_errno;
+    int64_t read_err_since; /* a read has been failing since (mono ns; 0: reads work) */
+    bool dir_busy_logged;   /* the directory holds records this run did not recover (logged) */
+    bool frozen;            /* a segment could not be read at open: this run reads the directory but never
+                  * changes it (no new segment, ack, lost file or deletion), see recover_segment */
     int64_t last_retry;
     int fault_ops, fault_errno;
 
@@ -353,30 +366,34 @@ static int small_file_write(int dirfd, const char *name, const uint8_t *b, size_
 {
     char tmp[64];
     snprintf(tmp, sizeof tmp, "%s.tmp", name);
-    int fd = openat(dirfd, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    int fd = SYS->openat(dirfd, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (fd < 0) return -1;
-    ssize_t w = write(fd, b, n);
+    ssize_t w = SYS->write(fd, b, n);
     int e = w == (ssize_t)n ? 0 : (w < 0 ? errno : ENOSPC);
-    if (!e && sync && fdatasync(fd) != 0) e = errno;
+    if (!e && sync && SYS->fdatasync(fd) != 0) e = errno;
     close(fd);
-    if (!e && renameat(dirfd, tmp, dirfd, name) != 0) e = errno;
+    if (!e && SYS->renameat(dirfd, tmp, dirfd, name) != 0) e = errno;
     if (e) {
-        unlinkat(dirfd, tmp, 0);
+        SYS->unlinkat(dirfd, tmp, 0);
         errno = e;
         return -1;
     }
-    if (sync) fsync(dirfd);
+    if (sync) SYS->fsync(dirfd);
     return 0;
 }
 
 /* Reads a 24-byte small file: 0 ok, 1 missing, -1 corrupt/unreadable. */
 static int small_file_read(int dirfd, const char *name, const char *magic, uint64_t *v)
 {
-    int fd = openat(dirfd, name, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return errno == ENOENT ? 1 : -1;
     uint8_t b[25];
-    ssize_t n = read(fd, b, sizeof b);
-    close(fd);
+    ssize_t n = -1;
+    for (int tries = 0; n < 0 && tries < 3; tries++) { /* an I/O error is tried again twice */
+        int fd = SYS->openat(dirfd, name, O_RDONLY | O_CLOEXEC, 0);
+        if (fd < 0 && errno == ENOENT) return 1;
+        if (fd < 0) continue;
+        n = SYS->read(fd, b, sizeof b);
+        close(fd);
+    }
     if (n != 24 || memcmp(b, magic, 4) != 0 || get32(b + 4) != 1 || get32(b + 16) != fb_crc32c(0, b, 16)) return -1;
     *v = get64(b + 8);
     return 0;
@@ -393,7 +410,7 @@ static void small_file_fill(uint8_t b[24], const char *magic, uint64_t v)
 
 static void ack_save(struct fb_store *s, bool force)
 {
-    if (s->dirfd < 0 || s->acked_hi == s->acked_hi_saved) return;
+    if (s->dirfd < 0 || s->frozen || s->acked_hi == s->acked_hi_saved) return;
     int64_t now = fb_mono_ns();
     if (!force && now - s->last_ack_save < s->cfg.ack_interval_ns) return;
     uint8_t b[24];
@@ -459,7 +476,7 @@ static void seg_unlink_head(struct fb_store *s)
     if (g->fd >= 0) close(g->fd);
     if (g->mem)
         free(g->mem);
-    else if (s->dirfd >= 0 && unlinkat(s->dirfd, g->name, 0) != 0 && errno != ENOENT)
+    else if (s->dirfd >= 0 && !s->frozen && SYS->unlinkat(s->dirfd, g->name, 0) != 0 && errno != ENOENT)
         fb_warn(sname(s), NULL, "store: cannot delete %s/%s: %s", s->dir, g->name, strerror(errno));
     free(g->cuts);
     free(g);
@@ -474,10 +491,10 @@ static void seg_unlink_head(struct fb_store *s)
 
 static void lost_load(struct fb_store *s)
 {
-    int fd = openat(s->dirfd, "lost", O_RDONLY | O_CLOEXEC);
+    int fd = SYS->openat(s->dirfd, "lost", O_RDONLY | O_CLOEXEC, 0);
     if (fd < 0) return;
     uint8_t b[12 + LOST_MAX * 16 + 4];
-    ssize_t n = read(fd, b, sizeof b);
+    ssize_t n = SYS->read(fd, b, sizeof b);
     close(fd);
     if (n < 16 || memcmp(b, LOST_MAGIC, 4) != 0 || get32(b + 4) != 1) return;
     uint32_t cnt = get32(b + 8);
@@ -494,7 +511,7 @@ static void lost_load(struct fb_store *s)
 
 static void lost_save(struct fb_store *s)
 {
-    if (s->dirfd < 0) return;
+    if (s->dirfd < 0 || s->frozen) return;
     uint8_t b[12 + LOST_MAX * 16 + 4];
     uint32_t cnt = s->nlr;
     memcpy(b, LOST_MAGIC, 4);
@@ -651,6 +668,21 @@ static void degrade(struct fb_store *s, int e, const char *what)
     s->degraded = true;
 }
 
+static bool is_seg_name(const char *n);
+
+/* Whether a directory the store could not recover at open holds nothing of
+ * a store (no segment or ack file): only then may this run write into it. */
+static bool dir_is_free(int dfd)
+{
+    DIR *d = fdopendir(dup(dfd));
+    if (!d) return false;
+    bool free_ = true;
+    struct dirent *de;
+    while (free_ && (de = readdir(d))) free_ = !is_seg_name(de->d_name) && strcmp(de->d_name, "ack") != 0;
+    closedir(d);
+    return free_;
+}
+
 /* A new disk segment file with its header, or NULL (errno set). */
 static struct seg *seg_create_disk(struct fb_store *s, uint64_t first_id)
 {
@@ -658,11 +690,30 @@ static struct seg *seg_create_disk(struct fb_store *s, uint64_t first_id)
         errno = EROFS;
         return NULL;
     }
+    if (s->frozen) {
+        errno = EBUSY;
+        return NULL;
+    }
     if (s->dirfd < 0) {
         if (fault(s, FB_STORE_FAULT_OPEN)) return NULL;
-        if (mkdir(s->dir, 0750) != 0 && errno != EEXIST) return NULL;
-        s->dirfd = open(s->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-        if (s->dirfd < 0) return NULL;
+        if (SYS->mkdir(s->dir, 0750) != 0 && errno != EEXIST) return NULL;
+        int dfd = SYS->openat(AT_FDCWD, s->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC, 0);
+        if (dfd < 0) return NULL;
+        if (!dir_is_free(dfd)) {
+            /* records this run could not recover at open: writing beside them
+             * (ids from 1, O_TRUNC on a file of the same name, an ack file
+             * above their ids) would destroy them; they wait for a restart */
+            if (!s->dir_busy_logged)
+                fb_warn(sname(s), NULL,
+                        "store %s: the directory can be used again, but holds records this run could not "
+                        "read at start-up; they are left for the next start, this run stays in memory",
+                        s->dir);
+            s->dir_busy_logged = true;
+            close(dfd);
+            errno = EBUSY;
+            return NULL;
+        }
+        s->dirfd = dfd;
     }
     struct seg *g = seg_new(first_id);
     if (!g) return NULL;
@@ -675,18 +726,18 @@ static struct seg *seg_create_disk(struct fb_store *s, uint64_t first_id)
     if (fault(s, FB_STORE_FAULT_OPEN))
         e = errno;
     else {
-        g->fd = openat(s->dirfd, g->name, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
+        g->fd = SYS->openat(s->dirfd, g->name, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
         if (g->fd < 0) e = errno;
     }
     if (!e) {
-        ssize_t w = fault(s, FB_STORE_FAULT_WRITE) ? -1 : pwrite(g->fd, h, SEG_HDR, 0);
+        ssize_t w = fault(s, FB_STORE_FAULT_WRITE) ? -1 : SYS->pwrite(g->fd, h, SEG_HDR, 0);
         if (w != SEG_HDR) e = w < 0 ? errno : ENOSPC;
     }
-    if (!e && s->cfg.sync != FB_SYNC_OS && fsync(s->dirfd) != 0) e = errno;
+    if (!e && s->cfg.sync != FB_SYNC_OS && SYS->fsync(s->dirfd) != 0) e = errno;
     if (e) {
         if (g->fd >= 0) {
             close(g->fd);
-            unlinkat(s->dirfd, g->name, 0);
+            SYS->unlinkat(s->dirfd, g->name, 0);
         }
         free(g);
         errno = e;
@@ -758,7 +809,7 @@ static int wbuf_write(struct fb_store *s)
     while (done < s->wlen) {
         ssize_t n = fault(s, FB_STORE_FAULT_WRITE)
                         ? -1
-                        : pwrite(t->fd, s->wbuf + done, s->wlen - done, (off_t)(t->written + done));
+                        : SYS->pwrite(t->fd, s->wbuf + done, s->wlen - done, (off_t)(t->written + done));
         if (n < 0 && errno == EINTR) continue;
         if (n <= 0) {
             e = n < 0 ? errno : ENOSPC;
@@ -784,7 +835,7 @@ static int wbuf_write(struct fb_store *s)
     uint64_t nbuf = 0;
     for (size_t o = 0; o < s->wlen; o += REC_HDR + get32(s->wbuf + o + 4)) nbuf++;
     t->written += keep;
-    if (ftruncate(t->fd, (off_t)t->written) != 0) { /* the torn bytes are cut at the next open */
+    if (SYS->ftruncate(t->fd, (off_t)t->written) != 0) { /* the torn bytes are cut at the next open */
     }
     uint64_t moved_recs = nbuf - nkeep, moved_bytes = s->wlen - keep;
     t->nrec -= moved_recs;
@@ -837,14 +888,41 @@ static bool cut_add(struct seg *g, uint64_t off, uint64_t len)
     return true;
 }
 
+/* A segment file cannot be read at open (after retries): its records are
+ * neither delivered nor lost — they wait for a start with a working disk.
+ * Until then this run must not change the directory: new ids could collide
+ * with the unread ones, an ack file above them or the deletion of a
+ * neighbour would make the next start take them for acked or lost.  New
+ * records go to memory (degraded). */
+static void freeze(struct fb_store *s, const char *name, int e)
+{
+    if (!s->frozen)
+        fb_error(sname(s), NULL,
+                 "store %s/%s: cannot read it: %s; its records are left for the next start, and this run "
+                 "keeps new records in memory without changing the directory",
+                 s->dir, name, strerror(e));
+    s->frozen = true;
+}
+
 /* Scans one segment file; links it if it holds un-acked records.  *prev_id
  * is the last valid id before it; *known whether ids up to there are
  * accounted for (the ack file was read, or a record was seen). */
 static void recover_segment(struct fb_store *s, const char *name, uint64_t *prev_id, bool *known)
 {
-    int fd = openat(s->dirfd, name, O_RDWR | O_CLOEXEC);
-    if (fd < 0) fd = openat(s->dirfd, name, O_RDONLY | O_CLOEXEC);
+    /* a read error is tried again twice: a disk that hiccups at start-up must
+     * not turn a whole segment into lost records */
+    int fd = -1;
+    for (int tries = 0; fd < 0 && tries < 3; tries++) {
+        fd = SYS->openat(s->dirfd, name, O_RDWR | O_CLOEXEC, 0);
+        if (fd < 0) fd = SYS->openat(s->dirfd, name, O_RDONLY | O_CLOEXEC, 0);
+        if (fd < 0 && errno == ENOENT) break;
+    }
     if (fd < 0) {
+        if (errno != ENOENT) {
+            freeze(s, name, errno);
+            *known = false; /* the ids after it are not lost */
+            return;
+        }
         fb_warn(sname(s), NULL, "store: cannot open %s/%s: %s; skipped", s->dir, name, strerror(errno));
         return;
     }
@@ -857,16 +935,18 @@ static void recover_segment(struct fb_store *s, const char *name, uint64_t *prev
     uint64_t n = (uint64_t)st.st_size;
     uint8_t *b = malloc(n ? n : 1);
     uint64_t got = 0;
-    while (b && got < n) {
-        ssize_t r = pread(fd, b + got, n - got, (off_t)got);
-        if (r < 0 && errno == EINTR) continue;
+    for (int fails = 0; b && got < n;) {
+        ssize_t r = SYS->pread(fd, b + got, n - got, (off_t)got);
+        if (r < 0 && (errno == EINTR || ++fails < 3)) continue;
         if (r <= 0) break;
         got += (uint64_t)r;
     }
     if (!b || got < n) {
-        fb_warn(sname(s), NULL, "store: cannot read %s/%s; skipped", s->dir, name);
+        int e = b ? errno : ENOMEM;
         free(b);
         close(fd);
+        freeze(s, name, e);
+        *known = false;
         return;
     }
     if (n < SEG_HDR) { /* crashed while creating it */
@@ -876,7 +956,7 @@ static void recover_segment(struct fb_store *s, const char *name, uint64_t *prev
         }
         free(b);
         close(fd);
-        unlinkat(s->dirfd, name, 0);
+        SYS->unlinkat(s->dirfd, name, 0);
         return;
     }
     if (memcmp(b, SEG_MAGIC, 4) != 0 || get16(b + 6) != SEG_HDR) {
@@ -941,10 +1021,10 @@ static void recover_segment(struct fb_store *s, const char *name, uint64_t *prev
     }
     free(b);
     s->scan_cut = cut_before;
-    if (end < n && ftruncate(fd, (off_t)end) != 0) end = n; /* read-only: the reader skips it again */
+    if (end < n && SYS->ftruncate(fd, (off_t)end) != 0) end = n; /* read-only: the reader skips it again */
     close(fd);
     if (g->nrec == 0 || g->last_id <= s->floor) {
-        unlinkat(s->dirfd, name, 0);
+        SYS->unlinkat(s->dirfd, name, 0);
         free(g->cuts);
         free(g);
         return;
@@ -975,7 +1055,7 @@ static int recover(struct fb_store *s)
     while ((de = readdir(d))) {
         size_t l = strlen(de->d_name);
         if (l > 4 && strcmp(de->d_name + l - 4, ".tmp") == 0) {
-            unlinkat(s->dirfd, de->d_name, 0);
+            SYS->unlinkat(s->dirfd, de->d_name, 0);
             continue;
         }
         if (!is_seg_name(de->d_name)) continue;
@@ -1001,7 +1081,7 @@ static int recover(struct fb_store *s)
         free(names[i]);
     }
     free(names);
-    if (r != 0) { /* (re)create it, so that the next open knows the head */
+    if (r != 0 && !s->frozen) { /* (re)create it, so that the next open knows the head */
         uint8_t b[24];
         small_file_fill(b, ACK_MAGIC, floor);
         if (small_file_write(s->dirfd, "ack", b, sizeof b, false) != 0)
@@ -1016,6 +1096,19 @@ static int recover(struct fb_store *s)
 }
 
 static struct fb_store *open_impl(const struct fb_store_cfg *c, bool mem_only, struct fb_err *err);
+
+/* Creates (one level) and opens the store's directory; an error is tried
+ * again twice, so that one hiccup at start-up does not cost the run its disk
+ * (a directory not recovered at open is never written into). */
+static int open_dir(const char *dir)
+{
+    int fd = -1;
+    for (int tries = 0; fd < 0 && tries < 3; tries++) {
+        if (SYS->mkdir(dir, 0750) != 0 && errno != EEXIST) continue;
+        fd = SYS->openat(AT_FDCWD, dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC, 0);
+    }
+    return fd;
+}
 
 /* No directory: the same queue in memory segments only — bounded by
  * max_bytes, oldest dropped, lost on a crash.  Used when no buffer: is
@@ -1095,14 +1188,14 @@ static struct fb_store *open_impl(const struct fb_store_cfg *c, bool mem_only, s
         s->degraded = true;
         s->last_retry = INT64_MAX / 2;
         s->cfg.disk_retry_ns = INT64_MAX / 4;
-    } else if (mkdir(s->dir, 0750) != 0 && errno != EEXIST) {
-        oe = errno;
-        fb_err_set(err, FB_EIO, "store %s: cannot create the directory: %s; running in memory", s->dir, strerror(oe));
-    } else if ((s->dirfd = open(s->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0) {
+    } else if ((s->dirfd = open_dir(s->dir)) < 0) {
         oe = errno;
         fb_err_set(err, FB_EIO, "store %s: cannot open the directory: %s; running in memory", s->dir, strerror(oe));
     } else if (recover(s) != 0) {
-        fb_err_set(err, FB_EIO, "store %s: cannot list the directory: %s", s->dir, strerror(errno));
+        oe = errno;
+        fb_err_set(err, FB_EIO, "store %s: cannot list the directory: %s; running in memory", s->dir, strerror(oe));
+        close(s->dirfd); /* unrecovered: never written into (see seg_create_disk) */
+        s->dirfd = -1;
     }
     if (s->dirfd < 0 && !mem_only) degrade(s, oe ? oe : EIO, "opening the directory");
     if (!mem_only) s->last_retry = fb_mono_ns() - s->cfg.disk_retry_ns; /* try the disk for the first tail */
@@ -1152,7 +1245,7 @@ int fb_store_append(struct fb_store *s, const void *p, uint32_t len, int64_t ts,
         }
         if (t->nrec) {
             if (!t->mem && s->cfg.sync != FB_SYNC_OS && t->synced < t->written && t != s->sync_seg) {
-                if (fault(s, FB_STORE_FAULT_SYNC) || fdatasync(t->fd) != 0)
+                if (fault(s, FB_STORE_FAULT_SYNC) || SYS->fdatasync(t->fd) != 0)
                     degrade(s, errno, "fdatasync");
                 else
                     t->synced = t->written;
@@ -1239,7 +1332,7 @@ int fb_store_flush(struct fb_store *s)
         s->sync_seg = t;
         int failed = fault(s, FB_STORE_FAULT_SYNC) ? errno : 0;
         pthread_mutex_unlock(&s->mu);
-        if (!failed && fdatasync(fd) != 0) failed = errno;
+        if (!failed && SYS->fdatasync(fd) != 0) failed = errno;
         pthread_mutex_lock(&s->mu);
         s->sync_seg = NULL;
         s->last_sync = now;
@@ -1256,13 +1349,35 @@ int fb_store_flush(struct fb_store *s)
         }
         seg_gc(s);
     }
-    if (s->degraded) rc = FB_EIO; /* accepted, but not durable */
+    /* accepted, but not durable: degraded, or back on disk while records
+     * from the time it was not still wait in memory */
+    if (s->degraded) rc = FB_EIO;
+    for (struct seg *g = s->mem_bytes && !s->mem_only ? s->head : NULL; g && !rc; g = g->next)
+        if (g->mem && g->nacked < g->nrec) rc = FB_EIO;
     pthread_mutex_unlock(&s->mu);
     return rc;
 }
 
 /* ------------------------------------------------------------------- read */
-/* Makes bytes [off, off+need) of g readable in the read window. */
+/* A read of g failed with an I/O error (not missing bytes): FB_EAGAIN, the
+ * caller tries again later (a disk that hiccups loses nothing), until reads
+ * have failed for READ_RETRY_NS; then FB_EIO, and the bytes are given up as
+ * unreadable (cut or lost, logged and counted) so that a bad sector cannot
+ * hold up delivery for ever. */
+static int read_failed(struct fb_store *s, const struct seg *g, int e)
+{
+    int64_t now = fb_mono_ns();
+    if (!s->read_err_since) {
+        s->read_err_since = now;
+        fb_warn(sname(s), NULL, "store %s/%s: reading failed: %s; retrying for up to %d s", s->dir, g->name,
+                strerror(e), (int)(READ_RETRY_NS / 1000000000));
+    }
+    return now - s->read_err_since < READ_RETRY_NS ? FB_EAGAIN : FB_EIO;
+}
+
+/* Makes bytes [off, off+need) of g readable in the read window.  0, FB_EIO
+ * (the bytes are not there or unreadable for good), FB_EAGAIN (a read error:
+ * try again later) or FB_ENOMEM. */
 static int window(struct fb_store *s, struct seg *g, uint64_t off, uint64_t need, const uint8_t **out)
 {
     if (s->rseg == g && off >= s->roff && off + need <= s->roff + s->rlen) {
@@ -1284,14 +1399,18 @@ static int window(struct fb_store *s, struct seg *g, uint64_t off, uint64_t need
         if (s->rfd_seg != g) {
             if (s->rfd >= 0) close(s->rfd);
             s->rfd_seg = NULL;
-            s->rfd = openat(s->dirfd, g->name, O_RDONLY | O_CLOEXEC);
-            if (s->rfd < 0) return FB_EIO;
+            s->rfd = SYS->openat(s->dirfd, g->name, O_RDONLY | O_CLOEXEC, 0);
+            if (s->rfd < 0) return errno == ENOENT ? FB_EIO : read_failed(s, g, errno);
             s->rfd_seg = g;
         }
         uint64_t got = 0;
         while (got < n) {
-            ssize_t r = pread(s->rfd, s->rbuf + got, n - got, (off_t)(off + got));
+            ssize_t r = SYS->pread(s->rfd, s->rbuf + got, n - got, (off_t)(off + got));
             if (r < 0 && errno == EINTR) continue;
+            if (r < 0 && got < need) {
+                s->rseg = NULL;
+                return read_failed(s, g, errno);
+            }
             if (r <= 0) break;
             got += (uint64_t)r;
         }
@@ -1300,6 +1419,10 @@ static int window(struct fb_store *s, struct seg *g, uint64_t off, uint64_t need
             return FB_EIO;
         }
         n = got;
+        if (s->read_err_since) {
+            fb_info(sname(s), NULL, "store %s: reading works again", s->dir);
+            s->read_err_since = 0;
+        }
     }
     s->rseg = g;
     s->roff = off;
@@ -1313,12 +1436,12 @@ static int window(struct fb_store *s, struct seg *g, uint64_t off, uint64_t need
  * open is skipped silently (it was counted and logged then); every other cut
  * is counted and logged now, whatever the segment's age.  A segment whose
  * file has vanished is reported as lost records, not as corruption. */
-static void cursor_resync(struct fb_store *s, struct seg *g, uint64_t lim)
+static int cursor_resync(struct fb_store *s, struct seg *g, uint64_t lim)
 {
     for (uint32_t i = 0; i < g->ncuts; i++)
         if (g->cuts[i].off == s->cur_off && g->cuts[i].len <= lim - s->cur_off) {
             s->cur_off += g->cuts[i].len;
-            return;
+            return 0;
         }
     if (!g->mem && s->rfd_seg != g && s->dirfd >= 0 && faccessat(s->dirfd, g->name, F_OK, 0) != 0 && errno == ENOENT) {
         uint64_t first = (s->last_read_id > s->floor ? s->last_read_id : s->floor) + 1;
@@ -1326,7 +1449,7 @@ static void cursor_resync(struct fb_store *s, struct seg *g, uint64_t lim)
         if (g->nrec && g->last_id >= first && g->nseen < g->nrec)
             lost_report(s, first, g->last_id, "segment file deleted while queued:", g->name);
         s->cur_off = lim;
-        return;
+        return 0;
     }
     uint64_t n = lim - s->cur_off, nx = n;
     uint8_t *b = malloc(n ? n : 1);
@@ -1335,12 +1458,18 @@ static void cursor_resync(struct fb_store *s, struct seg *g, uint64_t lim)
         if (g->mem) {
             memcpy(b, g->mem + s->cur_off, n);
             got = n;
-        } else if (s->rfd_seg == g || window(s, g, s->cur_off, 0, &(const uint8_t *){0}) == 0) {
-            while (got < n) {
-                ssize_t r = pread(s->rfd, b + got, n - got, (off_t)(s->cur_off + got));
+        } else {
+            int wr = s->rfd_seg == g ? 0 : window(s, g, s->cur_off, 0, &(const uint8_t *){0});
+            while (wr == 0 && got < n) {
+                ssize_t r = SYS->pread(s->rfd, b + got, n - got, (off_t)(s->cur_off + got));
                 if (r < 0 && errno == EINTR) continue;
+                if (r < 0) wr = read_failed(s, g, errno);
                 if (r <= 0) break;
                 got += (uint64_t)r;
+            }
+            if (wr == FB_EAGAIN) {
+                free(b);
+                return FB_EAGAIN;
             }
         }
         nx = resync(b, got, 1, s->last_read_id);
@@ -1351,6 +1480,7 @@ static void cursor_resync(struct fb_store *s, struct seg *g, uint64_t lim)
     fb_warn(sname(s), NULL, "store: %s/%s: corrupt record at offset %" PRIu64 " while reading; cut %" PRIu64 " bytes",
             s->dir, g->name, s->cur_off, nx);
     s->cur_off += nx;
+    return 0;
 }
 
 static void cursor_leave(struct fb_store *s, struct seg *g)
@@ -1377,7 +1507,13 @@ int fb_store_next(struct fb_store *s, uint64_t *id, const void **p, uint32_t *le
         struct ring_ent *e = &s->ring[s->replay++ & s->rmask];
         if (e->acked) continue;
         const uint8_t *b;
-        if (window(s, e->seg, e->off, REC_HDR + (uint64_t)e->len, &b) != 0) {
+        int wr = window(s, e->seg, e->off, REC_HDR + (uint64_t)e->len, &b);
+        if (wr == FB_EAGAIN) { /* a read error: again later, from this record */
+            s->replay--;
+            rc = FB_EAGAIN;
+            goto out;
+        }
+        if (wr != 0) {
             /* unreadable now (disk error, file deleted): lost, treat as done */
             e->acked = true;
             e->seg->nacked++;
@@ -1413,14 +1549,18 @@ int fb_store_next(struct fb_store *s, uint64_t *id, const void **p, uint32_t *le
         uint32_t l;
         uint64_t rid;
         int64_t rts;
-        if (window(s, g, s->cur_off, lim - s->cur_off < REC_HDR ? lim - s->cur_off : REC_HDR, &b) != 0 ||
-            lim - s->cur_off < REC_HDR || get32(b) != REC_MAGIC ||
-            (uint64_t)get32(b + 4) + REC_HDR > lim - s->cur_off ||
-            window(s, g, s->cur_off, REC_HDR + (uint64_t)get32(b + 4), &b) != 0 ||
-            !rec_valid(b, REC_HDR + (uint64_t)get32(b + 4), s->last_read_id, &l, &rid, &rts)) {
-            cursor_resync(s, g, lim);
-            continue;
+        int wr = window(s, g, s->cur_off, lim - s->cur_off < REC_HDR ? lim - s->cur_off : REC_HDR, &b);
+        bool bad = wr != 0 || lim - s->cur_off < REC_HDR || get32(b) != REC_MAGIC ||
+                   (uint64_t)get32(b + 4) + REC_HDR > lim - s->cur_off;
+        if (!bad) {
+            wr = window(s, g, s->cur_off, REC_HDR + (uint64_t)get32(b + 4), &b);
+            bad = wr != 0 || !rec_valid(b, REC_HDR + (uint64_t)get32(b + 4), s->last_read_id, &l, &rid, &rts);
         }
+        if (wr == FB_EAGAIN || (bad && cursor_resync(s, g, lim) == FB_EAGAIN)) {
+            rc = FB_EAGAIN; /* a read error: nothing now, the same record next time */
+            break;
+        }
+        if (bad) continue;
         uint64_t off = s->cur_off;
         s->cur_off += REC_HDR + l;
         s->last_read_id = rid;
@@ -1550,7 +1690,7 @@ void fb_store_close(struct fb_store *s)
     if (s->tail && !s->tail->mem) {
         wbuf_write(s);
         struct seg *t = s->tail;
-        if (!t->mem && t->fd >= 0 && s->cfg.sync != FB_SYNC_OS && t->synced < t->written && fdatasync(t->fd) != 0)
+        if (!t->mem && t->fd >= 0 && s->cfg.sync != FB_SYNC_OS && t->synced < t->written && SYS->fdatasync(t->fd) != 0)
             fb_error(sname(s), NULL, "store %s: fdatasync at close failed: %s", s->dir, strerror(errno));
     }
     ack_save(s, true);
@@ -1566,8 +1706,8 @@ void fb_store_close(struct fb_store *s)
         s->head = g->next;
         if (g->fd >= 0) close(g->fd);
         /* a segment whose records were all acked is deleted; the tail too when empty */
-        if (!g->mem && s->dirfd >= 0 && ((g->nrec && g->last_id <= s->acked_hi_saved) || !g->nrec))
-            unlinkat(s->dirfd, g->name, 0);
+        if (!g->mem && s->dirfd >= 0 && !s->frozen && ((g->nrec && g->last_id <= s->acked_hi_saved) || !g->nrec))
+            SYS->unlinkat(s->dirfd, g->name, 0);
         free(g->mem);
         free(g->cuts);
         free(g);
@@ -1588,7 +1728,7 @@ void fb_store_close(struct fb_store *s)
 int fb_store_seq_load(const char *dir, uint64_t *next, struct fb_err *err)
 {
     *next = 0;
-    int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    int dfd = SYS->openat(AT_FDCWD, dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC, 0);
     if (dfd < 0) {
         if (errno == ENOENT) return 0;
         return fb_err_set(err, FB_EIO, "seq %s: %s", dir, strerror(errno));
@@ -1601,8 +1741,9 @@ int fb_store_seq_load(const char *dir, uint64_t *next, struct fb_err *err)
 
 int fb_store_seq_reserve(const char *dir, uint64_t limit, struct fb_err *err)
 {
-    if (mkdir(dir, 0750) != 0 && errno != EEXIST) return fb_err_set(err, FB_EIO, "seq %s: %s", dir, strerror(errno));
-    int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (SYS->mkdir(dir, 0750) != 0 && errno != EEXIST)
+        return fb_err_set(err, FB_EIO, "seq %s: %s", dir, strerror(errno));
+    int dfd = SYS->openat(AT_FDCWD, dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC, 0);
     if (dfd < 0) return fb_err_set(err, FB_EIO, "seq %s: %s", dir, strerror(errno));
     uint8_t b[24];
     small_file_fill(b, SEQ_MAGIC, limit);

@@ -85,10 +85,11 @@ uint32_t fb_store_max_record(const struct fb_store *s);
 uint64_t fb_store_live(struct fb_store *s);
 
 /* Writes buffered records and syncs per the policy (call it at the end of
- * each producer batch).  Also drops segments past max_age.  Returns 0, or
- * FB_EIO while the store is degraded (a write or sync failed: new records
- * are held in memory, not durable; nothing accepted is lost while the
- * process lives). */
+ * each producer batch).  Also drops segments past max_age.  Returns 0 when
+ * every record appended before and not yet acked is on disk and synced per
+ * the policy, or FB_EIO while the store is degraded or while records it
+ * accepted when it was (a write or sync failed) still wait in memory: they
+ * are not durable; nothing accepted is lost while the process lives. */
 int fb_store_flush(struct fb_store *s);
 
 /* Hands out the next pending record, in id order.  *p points into a buffer
