@@ -542,6 +542,9 @@ int fb_vib_start(struct fb_gateway *gw, const char *dir, struct fb_err *err)
                 "vibration: no buffer directory: the anomaly baselines are kept in memory and learnt again after a "
                 "restart");
     }
+    /* the baseline state is known from here on: the status may show it */
+    for (uint32_t i = 0; i < cfg->nch; i++)
+        if (v->ch[i].has_anom) atomic_store(&v->ch[i].t->wave->learn_of, v->ch[i].c->acfg.learn_blocks);
     /* the alarms as the alarm table kept them (its journal survives restarts) */
     for (uint32_t i = 0; i < cfg->nch; i++) {
         struct chan *ch = &v->ch[i];

@@ -718,7 +718,8 @@ uint32_t fb_vib_cfg_tag(struct fb_cfg *r, const struct fb_tvars *vars, const str
     w->fs = c->fs;
     w->chan = v->nch;
     w->nfeat = c->nout;
-    if (c->anomaly) atomic_store(&w->learn_of, c->acfg.learn_blocks);
+    /* learn_of is set when the analysis starts, once a saved baseline is read
+     * (until then the status shows no baseline state rather than "learning") */
     free(gw->tags[tag].wave);
     gw->tags[tag].wave = w;
     v->nch++;
