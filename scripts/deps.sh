@@ -14,7 +14,7 @@ set_name="${1:-test}"
 DEMO=(
     # build (C only: gcc, not the whole build-essential)
     gcc libc6-dev cmake ninja-build pkg-config
-    libmodbus-dev libmosquitto-dev libyaml-dev libjansson-dev libmicrohttpd-dev libssl-dev
+    libmodbus-dev libmosquitto-dev libyaml-dev libjansson-dev libmicrohttpd-dev libssl-dev libsystemd-dev
     protobuf-c-compiler libprotobuf-c-dev
     # the demo's broker, its mosquitto_sub/pub, and its Modbus simulator (pymodbus imports serial)
     mosquitto mosquitto-clients

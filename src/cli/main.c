@@ -34,6 +34,7 @@
 #include "core/log.h"
 #include "core/plugin.h"
 #include "core/runtime.h"
+#include "core/sdwatch.h"
 #include "north/sparkplug/sparkplug.h"
 #include "south/ads/ads.h"
 
@@ -200,9 +201,13 @@ static int cmd_run(int argc, char **argv)
         fb_runtime_request_stop(gw);
         return 1;
     }
+    /* Type=notify units: READY=1 now that every thread runs, WATCHDOG=1 while
+     * they stay alive (no-op without systemd) */
+    struct fb_sdwatch *sdw = fb_sdwatch_start(gw);
     int sig = 0;
     sigwait(&set, &sig);
     fb_info(NULL, NULL, "received %s", sig == SIGINT ? "SIGINT" : "SIGTERM");
+    fb_sdwatch_stop(sdw); /* STOPPING=1 */
     bool reboot = fb_runtime_reboot_requested(gw);
     fb_runtime_request_stop(gw);
     fb_runtime_wait(gw);

@@ -43,6 +43,7 @@
 #include <unistd.h>
 
 #include "core/buf.h"
+#include "core/live.h"
 #include "core/metrics.h"
 #include "core/model.h"
 #include "core/runtime_state.h"
@@ -365,6 +366,9 @@ void fb_metrics_render(struct fb_gateway *gw, struct fb_buf *out)
     family(out, "fieldbridge_clock_synced", "gauge",
            "1 when the kernel reports the system clock synchronised (adjtimex), else 0.");
     fb_buf_printf(out, "fieldbridge_clock_synced %d\n", fb_clock_synced() ? 1 : 0);
+    family(out, "fieldbridge_stalled_threads", "gauge",
+           "Connection and sink threads busy in one step for longer than stall_timeout (0 = alive).");
+    fb_buf_printf(out, "fieldbridge_stalled_threads %d\n", fb_live_check(fb_mono_ns(), NULL, 0, NULL));
     family(out, "fieldbridge_tags", "gauge", "Configured tags.");
     fb_buf_printf(out, "fieldbridge_tags %" PRIu32 "\n", gw->ntags);
     family(out, "fieldbridge_build_info", "gauge", "Build information; the value is always 1.");

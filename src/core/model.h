@@ -265,6 +265,7 @@ struct fb_gateway {
     int64_t cmd_timeout_ns;       /* how long a command may wait for its device */
     struct fb_buffer_cfg *buffer; /* global buffer settings, NULL = none */
     int64_t status_interval_ns;
+    int64_t stall_timeout_ns; /* a watched thread busy this long in one step is stalled (core/live.h) */
     /* logging */
     int log_level;
     int log_format;   /* enum fb_log_format */

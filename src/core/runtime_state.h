@@ -10,6 +10,7 @@
 #include <stdatomic.h>
 
 #include "core/buf.h"
+#include "core/live.h"
 #include "core/log.h"
 #include "core/model.h"
 #include "store/store.h"
@@ -61,6 +62,7 @@ struct fb_write_req {
 struct fb_conn_rt {
     pthread_t thr;
     bool started;
+    struct fb_live live; /* liveness, for the watchdog (core/live.h) */
     bool connected;
     int64_t next_try; /* monotonic: next connect attempt */
     /* what a failing open() reported (fb_conn_failed), cleared before each attempt */
@@ -86,6 +88,7 @@ struct fb_sink_rt {
     uint32_t len;                        /* under mu */
     pthread_t thr;
     bool started;
+    struct fb_live live;    /* liveness, for the watchdog (core/live.h) */
     struct fb_store *store; /* the on-disk queue, or the memory queue without a buffer */
     atomic_bool rewind;     /* a delivery failed: re-deliver the in-flight records */
     bool mem_only;          /* no buffer configured: nothing waiting and the sink ready →
