@@ -29,6 +29,9 @@ TEST=(
     openssl socat mbpoll python3-pytest python3-paho-mqtt
     # the HTTP API's tests: responses checked against docs/openapi.yaml, the page in a real browser
     python3-jsonschema python3-yaml chromium
+    # deployment: systemd-analyze verify of the unit; the Debian package built with
+    # dpkg-buildpackage, checked by lintian, installed into a debootstrap root
+    systemd debhelper lintian debootstrap
 )
 
 case "$set_name" in
