@@ -32,6 +32,9 @@ TEST=(
     # deployment: systemd-analyze verify of the unit; the Debian package built with
     # dpkg-buildpackage, checked by lintian, installed into a debootstrap root
     systemd debhelper lintian debootstrap
+    # the container image and compose stack, checked offline: `docker-compose config` and
+    # its Compose Specification schema; curl runs the image's HEALTHCHECK
+    docker-compose curl
 )
 
 case "$set_name" in

@@ -20,9 +20,11 @@ import signal
 import socket
 import subprocess
 import time
+import urllib.request
 
 from conftest import ROOT, gw_config, require
 from notify import NotifySocket
+from test_docker import healthcheck_cmd
 
 RSC = os.path.join(ROOT, "tests", "unit", "data", "revpi", "core_dio.rsc")
 UNIT = os.path.join(ROOT, "deploy", "systemd", "fieldbridge.service")
@@ -45,8 +47,10 @@ def test_notify_ready_watchdog_stall_and_stopping(broker, start_gateway, tmp_pat
     img.write_bytes(bytes(4096))
     rsc = tmp_path / "config.rsc"  # absent at start: the device retries
     closed = free_port()           # nothing listens: that device stays offline
+    mport = free_port()
     cfg = gw_config(broker.port,
                     stall_timeout="1s",
+                    metrics={"listen": f"127.0.0.1:{mport}"},
                     buffer={"path": str(tmp_path / "buffer")},
                     devices=[
                         {"name": "revpi-1", "url": f"revpi://{img}?config={rsc}&cycle=50ms", "poll": "50ms",
@@ -86,6 +90,11 @@ def test_notify_ready_watchdog_stall_and_stopping(broker, start_gateway, tmp_pat
         assert last - t_wedge >= 0.8, (last - t_wedge)
         assert "watchdog: connection revpi:" in gw.output()
         assert gw.alive()
+        # /metrics says so, and the container image's HEALTHCHECK fails on it
+        metrics = urllib.request.urlopen(f"http://127.0.0.1:{mport}/metrics", timeout=5).read().decode()
+        assert "\nfieldbridge_stalled_threads 1\n" in metrics
+        hc = subprocess.run(["sh", "-c", healthcheck_cmd(mport)], capture_output=True, timeout=20, check=False)
+        assert hc.returncode != 0
 
         # the call returns (the file gets its content): pings resume, the device connects
         with open(rsc, "wb") as f:  # the gateway holds the read end open
@@ -97,6 +106,8 @@ def test_notify_ready_watchdog_stall_and_stopping(broker, start_gateway, tmp_pat
         ok = ns.wait_for(lambda m: m == "STATUS=1/2 devices connected, buffer 0 records", 5, after=t_free)
         assert ok, ns.since(t_free)
         assert "every thread is running again" in gw.output()
+        hc = subprocess.run(["sh", "-c", healthcheck_cmd(mport)], capture_output=True, timeout=20, check=False)
+        assert hc.returncode == 0, hc
 
         # SIGTERM: STOPPING=1, then no more pings, exit 0
         t_term = time.monotonic()
