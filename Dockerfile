@@ -17,17 +17,18 @@
 ARG BASE=debian:12.11-slim
 
 FROM ${BASE} AS build
-# the Build-Depends of debian/control
+# the Build-Depends of debian/control (and build-essential, which dpkg-buildpackage implies)
 RUN apt-get update \
  && apt-get install -y --no-install-recommends \
-        dpkg-dev debhelper gcc libc6-dev cmake ninja-build pkgconf \
+        build-essential debhelper cmake ninja-build pkgconf \
         libmodbus-dev libmosquitto-dev libyaml-dev libjansson-dev libmicrohttpd-dev libssl-dev \
         libsystemd-dev protobuf-c-compiler libprotobuf-c-dev \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY . .
-# nocheck: the unit tests run in CI (scripts/test.sh), not in every image build
-RUN DEB_BUILD_OPTIONS="nocheck parallel=$(nproc)" dpkg-buildpackage -b -us -uc \
+# nocheck (option and profile: no cmocka): the unit tests run in CI (scripts/test.sh),
+# not in every image build
+RUN DEB_BUILD_PROFILES=nocheck DEB_BUILD_OPTIONS="nocheck parallel=$(nproc)" dpkg-buildpackage -b -us -uc \
  && mkdir /out && mv ../fieldbridge_*.deb /out/fieldbridge.deb
 
 FROM ${BASE}
@@ -39,7 +40,7 @@ COPY --from=build /out/fieldbridge.deb /tmp/fieldbridge.deb
 # curl: the health check; ca-certificates: mqtts:// to brokers with public CAs
 RUN apt-get update \
  && apt-get install -y --no-install-recommends /tmp/fieldbridge.deb curl ca-certificates \
- && rm -rf /var/lib/apt/lists/* /tmp/fieldbridge.deb \
+ && apt-get clean && rm -rf /var/lib/apt/lists/* /tmp/fieldbridge.deb \
  && install -d -o fieldbridge -g fieldbridge -m 0750 /var/lib/fieldbridge
 USER fieldbridge
 WORKDIR /var/lib/fieldbridge

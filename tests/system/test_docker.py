@@ -138,7 +138,7 @@ def test_dockerfile_lint():
     (lambda t: t.replace("ARG BASE=debian:12.11-slim", "ARG BASE=ubuntu:22.04"), "not Debian 12"),
     (lambda t: t.replace("USER fieldbridge", "USER root"), "non-root USER"),
     (lambda t: re.sub(r"HEALTHCHECK.*?\|\| exit 1\n", "", t, flags=re.S), "no HEALTHCHECK"),
-    (lambda t: t.replace(" \\\n && rm -rf /var/lib/apt/lists/* /tmp/fieldbridge.deb", ""), "apt lists not removed"),
+    (lambda t: t.replace(" \\\n && apt-get clean && rm -rf /var/lib/apt/lists/* /tmp/fieldbridge.deb", ""), "apt lists not removed"),
     (lambda t: t.replace("/tmp/fieldbridge.deb curl", "/tmp/fieldbridge.deb gcc curl"), "toolchain"),
     (lambda t: t.replace('CMD ["run", "-c", "/etc/fieldbridge/fieldbridge.yaml"]',
                          "CMD fieldbridge run -c /etc/fieldbridge/fieldbridge.yaml"), "shell form"),
