@@ -22,7 +22,7 @@ RUN apt-get update \
  && apt-get install -y --no-install-recommends \
         build-essential debhelper cmake ninja-build pkgconf \
         libmodbus-dev libmosquitto-dev libyaml-dev libjansson-dev libmicrohttpd-dev libssl-dev \
-        libsystemd-dev protobuf-c-compiler libprotobuf-c-dev \
+        libsystemd-dev protobuf-c-compiler libprotobuf-c-dev liblua5.4-dev \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY . .

@@ -16,6 +16,8 @@ DEMO=(
     gcc libc6-dev cmake ninja-build pkg-config
     libmodbus-dev libmosquitto-dev libyaml-dev libjansson-dev libmicrohttpd-dev libssl-dev libsystemd-dev
     protobuf-c-compiler libprotobuf-c-dev
+    # Lua 5.4 for user scripts (src/edge/script.c)
+    liblua5.4-dev
     # the demo's broker, its mosquitto_sub/pub, and its Modbus simulator (pymodbus imports serial)
     mosquitto mosquitto-clients
     python3 python3-pymodbus python3-serial python3-serial-asyncio

@@ -28,14 +28,15 @@
 #include "core/config_tmpl.h"
 #include "core/log.h"
 #include "core/sinks.h"
+#include "edge/edge_cfg.h"
 
 struct ctx {
     struct fb_cfg *r;
     struct fb_gateway *gw;
 };
 
-static const char *const k_fixed[] = {"gateway",  "log",    "status_interval", "stall_timeout",
-                                      "commands", "buffer", "devices",         NULL};
+static const char *const k_fixed[] = {"gateway", "log",     "status_interval", "stall_timeout", "commands",
+                                      "buffer",  "devices", "alarms",          "scripts",       NULL};
 #define NFIXED (sizeof k_fixed / sizeof k_fixed[0] - 1)
 /* the keys every sink's section takes besides its own */
 static const char *const k_sink_common[] = {"buffer", "queue", NULL};
@@ -354,7 +355,32 @@ static int load(struct fb_cfg *r, const char *path, struct fb_gateway **out)
         load_services(&c, &top);
         struct fb_cfg_node *dn = fb_cfg_get(&top, "devices");
         if (!dn) fb_cfg_note(r, NULL, "no devices: nothing to poll");
-        fb_config_devices(r, dn, gw);
+        /* computed tags, alarms and scripts (src/edge): scripts first, tags name them */
+        struct fb_edge_build *eb = fb_edge_build_new();
+        fb_edge_cfg_alarms(r, fb_cfg_get(&top, "alarms"), gw);
+        if (eb) fb_edge_cfg_scripts(eb, r, fb_cfg_get(&top, "scripts"));
+        /* devices the services' sections make (control loops), after the list's */
+        const struct fb_dev_spec **made = NULL;
+        size_t nmade = 0;
+        for (uint32_t i = 0; i < gw->nservices; i++) {
+            const struct fb_service_inst *si = &gw->services[i];
+            const struct fb_dev_spec *specs = NULL;
+            size_t n = si->svc->devices && si->cfg ? si->svc->devices(si->cfg, &specs) : 0;
+            if (!n) continue;
+            const struct fb_dev_spec **m2 = realloc(made, (nmade + n) * sizeof *m2);
+            if (!m2) {
+                fb_cfg_error_at(r, (struct fb_cfg_mark){0, 0}, "out of memory");
+                break;
+            }
+            made = m2;
+            for (size_t k = 0; k < n; k++) made[nmade++] = &specs[k];
+        }
+        fb_config_devices(r, dn, made, nmade, gw, eb);
+        free(made);
+        if (eb) fb_edge_cfg_finish(eb, r, gw);
+        fb_edge_build_free(eb);
+        for (uint32_t i = 0; i < gw->nservices; i++) /* the services' names of devices and tags */
+            if (gw->services[i].svc->bind && gw->services[i].cfg) gw->services[i].svc->bind(r, gw->services[i].cfg, gw);
     }
     fb_cfg_map_free(&top);
     if (fb_cfg_finish(r) > 0) {
@@ -401,8 +427,9 @@ void fb_config_summary(const struct fb_gateway *gw, FILE *f)
             ngroups, ngroups == 1 ? "" : "s", gw->nsinks, gw->nsinks == 1 ? "" : "s");
     for (uint32_t i = 0; i < gw->ndevs; i++) {
         const struct fb_device *d = &gw->devs[i];
-        fprintf(f, "  device %s  %s  area %s line %s  %u tag%s  [%s]  groups:", d->name, d->url_text, d->area, d->line,
-                d->ntags, d->ntags == 1 ? "" : "s", d->conn ? d->conn->key : "-");
+        fprintf(f, "  device %s  %s  area %s line %s  %u tag%s  [%s]  groups:", d->name,
+                d->url_text ? d->url_text : "(virtual)", d->area, d->line, d->ntags, d->ntags == 1 ? "" : "s",
+                d->conn ? d->conn->key : "-");
         for (uint32_t g = 0; g < d->ngroups; g++) {
             fmt_dur(d1, sizeof d1, d->groups[g].period_ns);
             fprintf(f, " %s(%u)", d1, d->groups[g].ntags);
@@ -426,6 +453,7 @@ void fb_config_summary(const struct fb_gateway *gw, FILE *f)
             fprintf(f, "    no buffer: messages that cannot be delivered are dropped and counted\n");
         }
     }
+    fb_edge_describe(gw, f);
     for (uint32_t i = 0; i < gw->nservices; i++) {
         const struct fb_service_inst *si = &gw->services[i];
         if (si->svc->describe && si->cfg)
@@ -455,5 +483,6 @@ size_t fb_config_key_tables(struct fb_config_keys *out, size_t max)
         if (n < max) out[n++] = (struct fb_config_keys){svc[i]->name, svc[i]->keys};
         for (const struct fb_config_keys *k = svc[i]->nested; k && k->section && n < max; k++) out[n++] = *k;
     }
+    n += fb_edge_key_tables(out + n, max - n);
     return n + fb_config_dev_key_tables(out + n, max - n);
 }

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "core/url.h"
+#include "edge/expr.h"
 
 void fb_buffer_cfg_free(struct fb_buffer_cfg *b)
 {
@@ -54,6 +55,31 @@ void fb_gateway_free(struct fb_gateway *gw)
         free(si->name);
     }
     free(gw->sinks);
+    for (uint32_t i = 0; gw->calcs && i < gw->ncalcs; i++) {
+        free(gw->calcs[i].text);
+        fb_expr_free(gw->calcs[i].expr);
+        free(gw->calcs[i].in);
+    }
+    free(gw->calcs);
+    for (uint32_t i = 0; gw->alarms && i < gw->nalarms; i++) {
+        struct fb_alarm *a = &gw->alarms[i];
+        free(a->name);
+        free(a->path);
+        free(a->message);
+        free(a->suppress_text);
+        fb_expr_free(a->suppress);
+        free(a->sup_in);
+    }
+    free(gw->alarms);
+    for (uint32_t i = 0; gw->scripts && i < gw->nscripts; i++) {
+        struct fb_script *sc = &gw->scripts[i];
+        free(sc->name);
+        free(sc->file);
+        free(sc->source);
+        free(sc->devices);
+        free(sc->outputs);
+    }
+    free(gw->scripts);
     free(gw->conns);
     free(gw->devs);
     free(gw->tags);

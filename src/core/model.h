@@ -56,12 +56,21 @@ struct fb_tag_proc {
     uint8_t out_type;      /* type after scaling (float64 when scaled) */
 };
 
+/* Where a tag's values come from: read from its device, or computed by the
+ * edge thread (src/edge) from other tags (an expression) or by a Lua script.
+ * Computed tags have no address, are in no poll group (group FB_GROUP_NONE)
+ * and are read-only. */
+enum fb_tag_src { FB_TAG_READ = 0, FB_TAG_EXPR = 1, FB_TAG_SCRIPT = 2 };
+#define FB_GROUP_NONE 0xFFFFu
+
 struct fb_tag {
     uint32_t id;
     uint32_t device;  /* owning device index */
-    uint16_t group;   /* poll group index within the device */
+    uint16_t group;   /* poll group index within the device (FB_GROUP_NONE: computed) */
     uint8_t type;     /* enum fb_type: the type on the wire */
     uint8_t access;   /* enum fb_access */
+    uint8_t src;      /* enum fb_tag_src */
+    uint32_t calc;    /* FB_TAG_EXPR: index in gw->calcs; FB_TAG_SCRIPT: in gw->scripts */
     uint32_t index;   /* element index for tags expanded from `count:` */
     uint32_t str_len; /* string tags: bytes */
     char *name;       /* within the device: "temperature", "temps[3]" */
@@ -90,6 +99,10 @@ struct fb_dev_metrics {
     _Atomic int64_t last_success_ns;   /* UTC */
     _Atomic uint32_t tags_out_of_spec; /* tags whose last published quality is out of range */
     _Atomic uint32_t tags_bad;         /* tags whose last published quality is Bad (NE107) */
+    /* alarms (src/edge/alarms.c): active ones that are neither shelved nor
+     * suppressed, in total and per NE107 category they map to (enum fb_ne107) */
+    _Atomic uint32_t alarms_active, alarms_unacked;
+    _Atomic uint32_t alarms_ne107[4];
 };
 
 struct fb_device {
@@ -199,8 +212,10 @@ struct fb_sink {
     void (*describe)(const struct fb_sink_inst *s, FILE *f);
 
     int (*open)(struct fb_sink_inst *s, struct fb_err *err);
-    /* Accept a batch (data or device state).  The batch is borrowed until
-     * send returns.  Delivery is reported later with fb_sink_done(). */
+    /* Accept a batch (data, device state or alarm event: enum fb_batch_kind;
+     * a kind the sink has no form for is reported FB_SENT unpublished).  The
+     * batch is borrowed until send returns.  Delivery is reported later with
+     * fb_sink_done(). */
     int (*send)(struct fb_sink_inst *s, const struct fb_batch *b, uint64_t batch_id);
     /* Can it take a message now (connected, room in flight)?  With a store the
      * runtime only hands over buffered records while this says yes. */
@@ -217,6 +232,8 @@ struct fb_sink {
  * their stores are freed (status readers look at the stores).  Listed in
  * core/sinks.c; present when its section is. */
 struct fb_service_inst;
+struct fb_dev_spec; /* core/config_dev.h */
+struct fb_buf;      /* core/buf.h */
 struct fb_service {
     const char *name;                    /* its config section */
     const char *const *keys;             /* the section's keys, NULL-terminated */
@@ -226,6 +243,24 @@ struct fb_service {
     void (*describe)(const struct fb_service_inst *si, FILE *f);                /* the `check` line */
     void *(*start)(struct fb_gateway *gw, const void *cfg, struct fb_err *err); /* NULL + err on failure */
     void (*stop)(void *state);
+    /* Optional hooks, for a service that acts on the devices (the control
+     * loops, docs/control.md); NULL for the others. */
+    /* Devices the section adds to the model (their tags are the service's
+     * state, published like telemetry and written by commands): called after
+     * cfg_load, before the devices: section is built; the specs belong to cfg. */
+    size_t (*devices)(void *cfg, const struct fb_dev_spec **specs);
+    /* Resolve the section's names of devices and tags once the model is
+     * built; errors go to the reader with the section's file:line:col. */
+    void (*bind)(struct fb_cfg *r, void *cfg, struct fb_gateway *gw);
+    /* When set, the service starts before the connection threads, and
+     * quiesce runs when a stop is requested, before the connection threads
+     * are told to stop: writes it makes then (safe values) still reach the
+     * devices.  stop still runs after the sinks, like every service's. */
+    void (*quiesce)(void *state);
+    /* Its part of GET /metrics (whole families) and of the status JSON (the
+     * value of "<name>":, one JSON object). */
+    void (*metrics)(void *state, struct fb_buf *out);
+    void (*status)(void *state, struct fb_buf *out);
 };
 
 struct fb_service_inst {
@@ -243,6 +278,95 @@ struct fb_sink_inst {
     void *ctx;                /* the sink's running state (open .. close) */
     struct fb_sink_metrics m; /* live */
     struct fb_sink_rt *rt;
+};
+
+/* ------------------------------------------- computed tags, alarms, scripts */
+/* Built by src/edge/edge_cfg.c from the tags' `expr:`/`script:`/`alarms:`
+ * keys and the `scripts:`/`alarms:` sections; run by the edge thread
+ * (src/edge/edge.c).  Absent (all counts 0) in a config that uses none of
+ * them, and then nothing of the edge runs. */
+struct fb_expr; /* a compiled expression (edge/expr.h) */
+
+/* Quality of a computed value (docs/computed.md): worst = the worst input
+ * quality wins (a Bad input makes the result Bad, with that input's code);
+ * last_usable = Bad inputs count with their last good value and make the
+ * result UncertainLastUsableValue. */
+enum fb_calc_quality { FB_CALCQ_WORST = 0, FB_CALCQ_LAST_USABLE = 1 };
+
+struct fb_calc {          /* an expression tag */
+    uint32_t tag;         /* the tag it computes */
+    char *text;           /* as written */
+    struct fb_expr *expr; /* its variables are in[0..nin) */
+    uint32_t *in, nin;    /* input tag ids */
+    int64_t period_ns;    /* 0: evaluated when an input changes */
+    uint8_t quality;      /* enum fb_calc_quality */
+};
+
+enum fb_alarm_kind {
+    FB_AK_HIHI = 0,
+    FB_AK_HI,
+    FB_AK_LO,
+    FB_AK_LOLO,
+    FB_AK_ROC,       /* rate of change, |Δvalue|/s */
+    FB_AK_DEVIATION, /* |value - setpoint tag| */
+    FB_AK_DIGITAL,   /* value == when */
+    FB_AK_BAD,       /* quality Bad */
+    FB_AK_EXTERNAL,  /* raised and cleared by code: a script, a feature monitor */
+    FB_AK__COUNT
+};
+enum fb_alarm_prio { FB_AP_LOW = 0, FB_AP_MEDIUM, FB_AP_HIGH, FB_AP_URGENT };
+/* NAMUR NE107 status categories an active alarm puts its device in. */
+enum fb_ne107 { FB_NE107_MAINTENANCE = 0, FB_NE107_OUT_OF_SPEC, FB_NE107_CHECK, FB_NE107_FAILURE };
+
+struct fb_alarm {
+    uint32_t id;
+    uint32_t device;
+    uint32_t tag;      /* the tag it watches; UINT32_MAX for an external alarm of the device */
+    uint8_t kind;      /* enum fb_alarm_kind */
+    uint8_t priority;  /* enum fb_alarm_prio */
+    uint8_t ne107;     /* enum fb_ne107 */
+    uint16_t severity; /* 1..1000 (OPC UA A&C) */
+    char *name;        /* within the device: "temperature/hi", "pump-cycles/short_cycling" */
+    char *path;        /* "press-01/temperature/hi" */
+    char *message;     /* NULL: none */
+    double limit, deadband;
+    double when;       /* digital: active when the value equals this */
+    uint32_t setpoint; /* deviation: the setpoint tag */
+    int64_t on_delay_ns, off_delay_ns;
+    /* suppressed by condition: while this expression is true (NULL: never) */
+    char *suppress_text;
+    struct fb_expr *suppress;
+    uint32_t *sup_in, nsup_in;
+};
+
+/* Lua libraries a script may be given beside the safe ones. */
+enum { FB_LUA_IO = 1u << 0, FB_LUA_OS = 1u << 1 };
+
+struct fb_script {
+    char *name;
+    char *file;   /* path as resolved */
+    char *source; /* the script's text, read at load time */
+    size_t source_len;
+    uint32_t device;          /* its device (events, alarms, bare tag names); UINT32_MAX: the gateway */
+    uint32_t *devices, ndevs; /* whose batches call on_batch; all when all_devices */
+    bool all_devices;
+    int64_t timer_ns; /* on_timer period, 0 = none */
+    uint64_t max_instructions;
+    int64_t max_time_ns;
+    uint64_t max_memory;
+    uint32_t libs;                 /* FB_LUA_* */
+    uint32_t *outputs, nout;       /* tags with `script: <name>` */
+    uint32_t first_alarm, nalarms; /* its external alarms: gw->alarms[first_alarm ..] */
+    /* live (edge thread writes, anyone reads) */
+    _Atomic uint64_t runs, errors, overruns, writes;
+    _Atomic uint32_t writes_inflight;
+};
+
+/* The `alarms:` section. */
+struct fb_alarm_opts {
+    uint32_t flood_events;   /* events published per device and window (default 20) */
+    int64_t flood_window_ns; /* default 10 s */
+    int64_t max_shelve_ns;   /* longest shelve a command may ask for (default 8 h) */
 };
 
 /* ---------------------------------------------------------------- gateway */
@@ -266,6 +390,14 @@ struct fb_gateway {
     struct fb_buffer_cfg *buffer; /* global buffer settings, NULL = none */
     int64_t status_interval_ns;
     int64_t stall_timeout_ns; /* a watched thread busy this long in one step is stalled (core/live.h) */
+    /* computed tags, alarms, scripts (src/edge) */
+    struct fb_calc *calcs;
+    uint32_t ncalcs;
+    struct fb_alarm *alarms;
+    uint32_t nalarms;
+    struct fb_script *scripts;
+    uint32_t nscripts;
+    struct fb_alarm_opts alarm_opts;
     /* logging */
     int log_level;
     int log_format;   /* enum fb_log_format */

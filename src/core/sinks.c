@@ -7,6 +7,7 @@
 
 #include <string.h>
 
+#include "control/control.h"
 #include "north/http/api.h"
 #include "north/http/http.h"
 #include "north/mqtt/mqtt.h"
@@ -21,7 +22,7 @@ const struct fb_sink *const *fb_sinks(size_t *n)
     return sinks;
 }
 
-static const struct fb_service *const services[] = {&fb_service_http};
+static const struct fb_service *const services[] = {&fb_service_http, &fb_service_control};
 
 const struct fb_service *const *fb_services(size_t *n)
 {

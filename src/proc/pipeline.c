@@ -60,11 +60,22 @@ fail:
     return NULL;
 }
 
+const struct fb_latest *fb_proc_latest(struct fb_proc *p, uint32_t tag)
+{
+    if (!p || tag >= p->ntags) return NULL;
+    struct fb_tag_state *st = &p->st[tag];
+    if (!st->latest) st->latest = calloc(1, sizeof *st->latest);
+    return st->latest;
+}
+
 void fb_proc_free(struct fb_proc *p)
 {
     if (!p) return;
     if (p->st)
-        for (uint32_t i = 0; i < p->ntags; i++) fb_window_free(&p->st[i].win);
+        for (uint32_t i = 0; i < p->ntags; i++) {
+            fb_window_free(&p->st[i].win);
+            free(p->st[i].latest);
+        }
     free(p->st);
     free(p);
 }
@@ -93,6 +104,7 @@ uint32_t fb_proc_batch(struct fb_proc *p, const struct fb_batch *in, struct fb_b
     out->device = in->device;
     out->ts = in->ts;
     uint32_t added = 0;
+    int64_t mono = 0; /* read once per batch, only when a sample has a latest-value slot */
     for (uint32_t i = 0; i < in->n; i++) {
         const struct fb_sample *s = &in->s[i];
         if (s->tag >= p->ntags) continue; /* not ours: never index out of bounds */
@@ -111,6 +123,12 @@ uint32_t fb_proc_batch(struct fb_proc *p, const struct fb_batch *in, struct fb_b
         }
         uint32_t q_in = q;
         q = fb_plausibility(pr, st, &v, q, ts);
+        if (st->latest) { /* a control loop reads this tag: every sample, before the deadband */
+            if (!mono) mono = fb_mono_ns();
+            double lv = NAN;
+            if (v.type != FB_T_STRING && !to_double(&v, &lv)) lv = NAN;
+            fb_latest_put(st->latest, v.type == FB_T_STRING ? NAN : lv, q, mono);
+        }
         /* refused by the checks, not by the device: keep the reading as "raw" */
         bool refused = !fb_q_bad(q_in) && fb_q_bad(q) && v.type != FB_T_STRING && to_double(&v, &x) && isfinite(x);
         bool win = pr->window_ns > 0 && st->win.t;

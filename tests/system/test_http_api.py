@@ -547,3 +547,55 @@ def test_off_by_default_and_no_microhttpd_loaded(tmp_path, start_gateway):
     out = subprocess.run(["ss", "-ltnp"], capture_output=True, text=True).stdout
     assert f"pid={pid}," not in out
     assert os.path.exists(fb_bin())
+
+
+def test_alarms_view_events_and_ack(api):
+    """GET /api/v1/alarms shows each device's alarm summary; transitions
+    arrive as `alarm` events (the MQTT alarm event JSON, checked against
+    docs/alarm.schema.json); an operator acknowledges through the write
+    endpoint (the command router), a viewer may not, and the event names
+    the HTTP user."""
+    boiler = {"name": "boiler", "url": "sim://boiler", "poll": "100ms",
+              "tags": [{"name": "temp", "addr": "memory:initial=50", "access": "rw", "range": [-100, 500],
+                        "alarms": {"hi": {"limit": 80, "deadband": 5, "message": "Boiler hot"}}}]}
+    gw, port, _, _ = api(devices=[sim_dev(), boiler])
+    op, vi = H.Client(port, H.OPERATOR), H.Client(port, H.VIEWER)
+    schema = json.load(open(os.path.join(os.path.dirname(__file__), "..", "..", "docs", "alarm.schema.json")))
+    import jsonschema
+
+    def alarm_event(ev, pred):
+        for _ in range(400):
+            e = ev.next()
+            if e["event"] == "alarm" and pred(e["data"]):
+                jsonschema.validate(e["data"], schema)
+                return e["data"]
+        pytest.fail("no such alarm event")
+
+    a = vi.get("/api/v1/alarms").json()  # validated against openapi.yaml by the client
+    assert [d["device"] for d in a["devices"]] == ["boiler"]  # only devices with alarms
+    assert a["devices"][0]["active"] == 0 and a["devices"][0]["alarms"] == []
+    jsonschema.validate(a["devices"][0], schema)
+
+    ev = H.Events(port, H.VIEWER)
+    assert ev.next()["event"] == "hello"
+    r = op.post("/api/v1/devices/boiler/write", {"write": {"temp": 85}})
+    assert r.status == 200, r.body
+    raised = alarm_event(ev, lambda j: j.get("event") == "raised")
+    assert raised["alarm"] == "temp/hi" and raised["value"] == 85 and raised["message"] == "Boiler hot"
+    s = vi.get("/api/v1/alarms").json()["devices"][0]
+    assert s["active"] == 1 and s["unacked"] == 1 and [x["alarm"] for x in s["alarms"]] == ["temp/hi"]
+
+    # a viewer may not acknowledge; an operator may, through the router
+    assert vi.post("/api/v1/devices/boiler/write", {"ack": ["temp/hi"]}).status == 403
+    bad = op.post("/api/v1/devices/boiler/write", {"ack": ["temp/nope"]})
+    assert bad.status == 422 and bad.json()["ok"] is False
+    r = op.post("/api/v1/devices/boiler/write", {"ack": ["temp/hi"], "comment": "seen"})
+    assert r.status == 200 and r.json()["results"] == {"temp/hi": {"ok": True}}, r.body
+    ack = alarm_event(ev, lambda j: j.get("event") == "acknowledged")
+    assert ack["by"] == "http:op" and ack["comment"] == "seen" and ack["state"] == "active_acked"
+    s = vi.get("/api/v1/alarms").json()["devices"][0]
+    assert s["active"] == 1 and s["unacked"] == 0
+    op.post("/api/v1/devices/boiler/write", {"write": {"temp": 60}})
+    assert alarm_event(ev, lambda j: j.get("event") == "cleared")["state"] == "normal"
+    H.wait_for(lambda: vi.get("/api/v1/alarms").json()["devices"][0]["alarms"] == [], 5, "summary cleared")
+    ev.close()

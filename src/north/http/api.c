@@ -61,6 +61,7 @@
 #include "core/metrics.h"
 #include "core/plugin.h"
 #include "core/router.h"
+#include "edge/alarms.h"
 #include "north/http/handler.h"
 #include "north/http/http.h"
 #include "north/http/mhd.h"
@@ -1105,8 +1106,10 @@ static int api_send(struct fb_sink_inst *s, const struct fb_batch *b, uint64_t b
             fb_devstatus_json(&a->ev, a->gw, b);
             fb_live_event(a->h.live, "status", a->ev.p, a->ev.len);
             break;
-        /* alarms (the analytics work) arrive as a batch kind of their own and
-         * become an "alarm" event here, with the alarm's JSON as data */
+        case FB_BATCH_ALARM: /* the event message of docs/mqtt.md */
+            fb_alarm_event_json(&a->ev, a->gw, b);
+            fb_live_event(a->h.live, "alarm", a->ev.p, a->ev.len);
+            break;
         default: break;
     }
     fb_sink_done(s, batch_id, FB_SENT); /* a live view: nothing to retry */

@@ -28,6 +28,7 @@
 
 #include "core/metrics.h"
 #include "core/runtime_state.h"
+#include "edge/alarms.h"
 #include "north/http/redact.h"
 #include "north/http/ui.h"
 
@@ -283,6 +284,24 @@ static struct fb_device *find_device(struct fb_gateway *gw, const char *name, si
     memcpy(buf, name, n);
     buf[n] = 0;
     return fb_gw_device(gw, buf);
+}
+
+/* GET /api/v1/alarms: the summary (docs/mqtt.md, the retained one) of
+ * every device that has alarms configured, in config order.  The alarm
+ * table locks per call, so each device's summary is consistent. */
+static void render_alarms(struct fb_gateway *gw, struct fb_buf *o)
+{
+    fb_buf_puts(o, "{\"devices\":[");
+    bool first = true;
+    for (uint32_t d = 0; d < gw->ndevs; d++) {
+        bool has = false;
+        for (uint32_t i = 0; i < gw->nalarms && !has; i++) has = gw->alarms[i].device == d;
+        if (!has) continue;
+        if (!first) fb_buf_putc(o, ',');
+        first = false;
+        fb_alarm_summary_json(o, gw, d);
+    }
+    fb_buf_puts(o, "]}");
 }
 
 static void render_tags(struct fb_http_api *api, struct fb_buf *o, const struct fb_device *d)
@@ -581,6 +600,7 @@ void fb_http_handle(struct fb_http_api *api, const struct fb_http_req *req, stru
         case FB_EP_TAGS: render_tags(api, body, d); return;
         case FB_EP_VALUES: render_values(api, req, resp); return;
         case FB_EP_CONFIG: render_config(api, resp); return;
+        case FB_EP_ALARMS: render_alarms(gw, body); return;
         case FB_EP_EVENTS: resp->kind = FB_RESP_EVENTS; return;
         case FB_EP_BROWSE: {
             const char *url = fb_http_arg(req, "url");

@@ -34,6 +34,7 @@ static const struct row rows[] = {
     {"GET", "/api/v1/values", FB_EP_VALUES, FB_ROLE_VIEWER, false, false},
     {"GET", "/api/v1/events", FB_EP_EVENTS, FB_ROLE_VIEWER, false, false},
     {"GET", "/api/v1/config", FB_EP_CONFIG, FB_ROLE_VIEWER, false, false},
+    {"GET", "/api/v1/alarms", FB_EP_ALARMS, FB_ROLE_VIEWER, false, false},
     /* operator: it makes the gateway look at files and, for browse, connect
      * to any address — commissioning, not watching */
     {"POST", "/api/v1/config/check", FB_EP_CHECK, FB_ROLE_OPERATOR, true, true},

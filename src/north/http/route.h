@@ -21,6 +21,7 @@ enum fb_ep {
     FB_EP_CONFIG,  /* GET /api/v1/config */
     FB_EP_CHECK,   /* POST /api/v1/config/check */
     FB_EP_BROWSE,  /* GET /api/v1/browse */
+    FB_EP_ALARMS,  /* GET /api/v1/alarms */
 };
 
 struct fb_route {
