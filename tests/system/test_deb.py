@@ -52,7 +52,7 @@ def mirror():
                         return w
         except OSError:
             pass
-    return "http://deb.debian.org/debian"
+    return None  # debootstrap's own default mirror
 
 
 def base_root():
@@ -65,7 +65,8 @@ def base_root():
     tmp = CACHE_ROOT + ".tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     os.makedirs(os.path.dirname(CACHE_ROOT), exist_ok=True)
-    sh("debootstrap", "--variant=minbase", "bookworm", tmp, mirror(), timeout=900)
+    m = mirror()
+    sh("debootstrap", "--variant=minbase", "bookworm", tmp, *([m] if m else []), timeout=900)
     os.rename(tmp, CACHE_ROOT)
     return CACHE_ROOT
 

@@ -1,7 +1,8 @@
 """test_docker.py — the container image and the compose stack, validated
-offline (no container engine runs on these machines and no image registry
-but Debian's and npm's is reachable; docs/deployment.md says what was and was
-not run):
+offline (no image registry but Debian's and npm's is reachable, and CI has no
+container engine; scripts/image-check.sh builds and runs the real image with
+podman outside CI; docs/deployment.md, "Docker", says what was and was not
+run):
 
 - the Dockerfile against the rules that matter (our own lint, since hadolint
   is not in Debian): a pinned Debian 12 base, multi-stage with no toolchain in
