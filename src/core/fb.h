@@ -60,6 +60,10 @@ size_t fb_fmt_time(char *buf, int64_t ns);
 /* Year, month (1-12) and day (1-31) of a day counted from 1970-01-01 (proleptic
  * Gregorian, any int64 day); no time_t, so right past 2038 on 32-bit targets too. */
 void fb_civil_from_days(int64_t days, int *y, unsigned *m, unsigned *d);
+/* The inverse for what fb_fmt_time writes (and RFC 3339 in UTC with 0..9
+ * fraction digits: "2026-11-28T10:00:00Z", "...00.123456789Z"); n bytes of s.
+ * false when it is not that shape. */
+bool fb_parse_time(const char *s, size_t n, int64_t *ns);
 /* "100ms", "1.5s", "2m", "7d", "250us", "10ns"; a bare number is seconds. */
 int fb_parse_duration(const char *s, int64_t *ns);
 /* "512MiB", "10MB", "4096", "1GiB", "64k" (k/KB = 1000, KiB = 1024). */
@@ -105,6 +109,8 @@ static inline bool fb_q_bad(uint32_t q) { return (q & 0x80000000u) != 0; }
 const char *fb_q_severity(uint32_t q);
 /* "BadCommunicationError", ...; "0x80AB0000" style for unknown codes (buf >= 12 used then). */
 const char *fb_q_name(uint32_t q, char buf[16]);
+/* The inverse: a name fb_q_name writes (n bytes of s) → its code; false if unknown. */
+bool fb_q_parse(const char *s, size_t n, uint32_t *q);
 
 /* ------------------------------------------------------------------ values */
 enum fb_type {
