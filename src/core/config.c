@@ -328,7 +328,10 @@ static void load_sources(struct ctx *c, const struct fb_cfg_map *top)
         /* the model's sections would be read by nobody: say so rather than ignore them */
         const char *model_keys[3 + 16] = {"devices", "alarms", "scripts"};
         size_t nmk = 3;
-        for (uint32_t k = 0; k < gw->nservices && nmk < 3 + 16; k++) model_keys[nmk++] = gw->services[k].svc->name;
+        /* only the services that act on the model (control:); metrics: serves an ingest instance too */
+        for (uint32_t k = 0; k < gw->nservices && nmk < 3 + 16; k++)
+            if (gw->services[k].svc->devices || gw->services[k].svc->bind)
+                model_keys[nmk++] = gw->services[k].svc->name;
         for (size_t k = 0; k < nmk; k++)
             if (fb_cfg_get(top, model_keys[k]))
                 fb_cfg_error(c->r, fb_cfg_key(top, model_keys[k]),
