@@ -23,7 +23,7 @@ RUN apt-get update \
         build-essential debhelper cmake ninja-build pkgconf \
         libmodbus-dev libmosquitto-dev libyaml-dev libjansson-dev libmicrohttpd-dev libssl-dev \
         libsystemd-dev protobuf-c-compiler libprotobuf-c-dev liblua5.4-dev \
-        libcurl4-openssl-dev zlib1g-dev \
+        libcurl4-openssl-dev zlib1g-dev libkissfft-dev \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY . .

@@ -34,7 +34,7 @@ triple() { case "$1" in arm64) echo aarch64-linux-gnu ;; armhf) echo arm-linux-g
 qemu_of() { case "$1" in arm64) echo qemu-aarch64 ;; armhf) echo qemu-arm ;; esac; }
 # the -dev packages of debian/control's Build-Depends (+ cmocka for the tests), per architecture
 LIBS=(libmodbus-dev libmosquitto-dev libyaml-dev libjansson-dev libmicrohttpd-dev libssl-dev
-      libprotobuf-c-dev libsystemd-dev liblua5.4-dev libcurl4-openssl-dev zlib1g-dev libcmocka-dev)
+      libprotobuf-c-dev libsystemd-dev liblua5.4-dev libcurl4-openssl-dev zlib1g-dev libkissfft-dev libcmocka-dev)
 
 if [ "$deps" = 1 ]; then
     SUDO=()

@@ -30,14 +30,15 @@
 #include "core/log.h"
 #include "core/sinks.h"
 #include "edge/edge_cfg.h"
+#include "vib/vib_cfg.h"
 
 struct ctx {
     struct fb_cfg *r;
     struct fb_gateway *gw;
 };
 
-static const char *const k_fixed[] = {"gateway", "log",     "status_interval", "stall_timeout", "commands",
-                                      "buffer",  "devices", "alarms",          "scripts",       NULL};
+static const char *const k_fixed[] = {"gateway", "log",    "status_interval", "stall_timeout", "commands", "buffer",
+                                      "devices", "alarms", "scripts",         "vibration",     NULL};
 #define NFIXED (sizeof k_fixed / sizeof k_fixed[0] - 1)
 /* the keys every sink's section takes besides its own */
 static const char *const k_sink_common[] = {"buffer", "queue", NULL};
@@ -326,10 +327,9 @@ static void load_sources(struct ctx *c, const struct fb_cfg_map *top)
                              gw->sinks[k].name, sk->name, sk->name);
         if (!gw->nsinks) fb_cfg_error(c->r, top->kv[i].k, "%s: needs a sink to write to (e.g. influx:)", sk->name);
         /* the model's sections would be read by nobody: say so rather than ignore them */
-        const char *model_keys[3 + 16] = {"devices", "alarms", "scripts"};
-        size_t nmk = 3;
-        /* only the services that act on the model (control:); metrics: serves an ingest instance too */
-        for (uint32_t k = 0; k < gw->nservices && nmk < 3 + 16; k++)
+        const char *model_keys[4 + 16] = {"devices", "alarms", "scripts", "vibration"};
+        size_t nmk = 4;
+        for (uint32_t k = 0; k < gw->nservices && nmk < 4 + 16; k++) /* services that act on devices (control:) */
             if (gw->services[k].svc->devices || gw->services[k].svc->bind)
                 model_keys[nmk++] = gw->services[k].svc->name;
         for (size_t k = 0; k < nmk; k++)
@@ -351,6 +351,8 @@ static void load_model(struct ctx *c, const struct fb_cfg_map *top, struct fb_cf
     struct fb_edge_build *eb = fb_edge_build_new();
     fb_edge_cfg_alarms(c->r, fb_cfg_get(top, "alarms"), gw);
     if (eb) fb_edge_cfg_scripts(eb, c->r, fb_cfg_get(top, "scripts"));
+    /* vibration monitoring (src/vib): waveform tags are read with the devices */
+    fb_vib_cfg_section(c->r, fb_cfg_get(top, "vibration"), gw);
     /* devices the services' sections make (control loops), after the list's */
     const struct fb_dev_spec **made = NULL;
     size_t nmade = 0;
@@ -371,6 +373,7 @@ static void load_model(struct ctx *c, const struct fb_cfg_map *top, struct fb_cf
     free(made);
     if (eb) fb_edge_cfg_finish(eb, c->r, gw);
     fb_edge_build_free(eb);
+    fb_vib_cfg_finish(c->r, gw);                 /* the feature tags, before the services bind their tag names */
     for (uint32_t i = 0; i < gw->nservices; i++) /* the services' names of devices and tags */
         if (gw->services[i].svc->bind && gw->services[i].cfg) gw->services[i].svc->bind(c->r, gw->services[i].cfg, gw);
 }
@@ -521,6 +524,7 @@ void fb_config_summary(const struct fb_gateway *gw, FILE *f)
         }
     }
     fb_edge_describe(gw, f);
+    fb_vib_describe(gw, f);
     for (uint32_t i = 0; i < gw->nservices; i++) {
         const struct fb_service_inst *si = &gw->services[i];
         if (si->svc->describe && si->cfg)
@@ -551,6 +555,7 @@ size_t fb_config_key_tables(struct fb_config_keys *out, size_t max)
         for (const struct fb_config_keys *k = svc[i]->nested; k && k->section && n < max; k++) out[n++] = *k;
     }
     n += fb_edge_key_tables(out + n, max - n);
+    n += fb_vib_key_tables(out + n, max - n);
     size_t nsrc;
     const struct fb_source *const *src = fb_sources(&nsrc);
     for (size_t i = 0; i < nsrc; i++) {

@@ -29,6 +29,7 @@
 #include "core/url.h"
 #include "edge/edge_cfg.h"
 #include "proc/proc.h"
+#include "vib/vib_cfg.h"
 
 #define MAX_DEVICES 100000u
 #define MAX_TAGS 2000000u
@@ -47,6 +48,7 @@ struct tag_aux {
     struct fb_cfg_mark addr_m;
     struct fb_cfg_mark numeric_m; /* where a numeric-only setting was given */
     bool needs_numeric;
+    bool bad_wave; /* vibration: given but refused (reported): the address means nothing without it */
 };
 
 struct ctx {
@@ -61,9 +63,10 @@ struct ctx {
 
 static const char *const k_device[] = {"for",     "name",  "url",     "area", "line", "poll",
                                        "timeout", "delay", "options", "tags", NULL};
-static const char *const k_tag[] = {
-    "for",   "name",     "addr",         "type",  "order",    "count",     "unit",   "access",         "poll", "scale",
-    "range", "max_rate", "spike_accept", "stuck", "deadband", "heartbeat", "window", FB_EDGE_TAG_KEYS, NULL};
+static const char *const k_tag[] = {"for",       "name",     "addr",           "type",          "order",
+                                    "count",     "unit",     "access",         "poll",          "scale",
+                                    "range",     "max_rate", "spike_accept",   "stuck",         "deadband",
+                                    "heartbeat", "window",   FB_EDGE_TAG_KEYS, FB_VIB_TAG_KEYS, NULL};
 static const char *const k_scale[] = {"raw", "eng", "factor", "offset", NULL};
 
 /* ------------------------------------------------------------ for: loops */
@@ -466,6 +469,9 @@ static bool string_type(const char *s, uint32_t *len)
     return true;
 }
 
+static void vib_tag(struct ctx *c, const struct fb_tvars *vars, const struct fb_cfg_map *m, struct fb_cfg_node *tn,
+                    uint32_t id, int src, long long count);
+
 static void build_tag(struct ctx *c, uint32_t di, int64_t dev_poll, struct fb_cfg_node *tn, const struct fb_tvars *vars)
 {
     struct fb_cfg_map m = {0};
@@ -590,12 +596,67 @@ static void build_tag(struct ctx *c, uint32_t di, int64_t dev_poll, struct fb_cf
             c->gw->devs[di].ntags++;
         }
         if (c->eb) fb_edge_cfg_tag(c->eb, c->r, vars, &m, c->gw, first_new, c->gw->ntags - first_new);
+        if (fb_cfg_get(&m, "vibration")) vib_tag(c, vars, &m, tn, first_new, src, count);
     }
     free(name);
     free(addr);
     free(order);
     free(unit);
     fb_cfg_map_free(&m);
+}
+
+/* A waveform tag (`vibration:`, src/vib): its feature tags follow it in the
+ * device, named "<tag>.<feature>", computed by the analysis. */
+static void vib_tag(struct ctx *c, const struct fb_tvars *vars, const struct fb_cfg_map *m, struct fb_cfg_node *tn,
+                    uint32_t id, int src, long long count)
+{
+    struct fb_cfg_node *vk = fb_cfg_key(m, "vibration");
+    if (src != FB_TAG_READ) {
+        fb_cfg_error(c->r, vk, "a computed tag cannot be a waveform: vibration: belongs to a tag read from a device");
+        return;
+    }
+    if (count) {
+        fb_cfg_error(c->r, vk,
+                     "a waveform tag is one tag: vibration: and count: do not go together (the block's "
+                     "length is vibration.block)");
+        c->taux[id].bad_wave = true;
+        return;
+    }
+    static char names[FB_VIB_MAX_OUT][48];
+    const char *units[FB_VIB_MAX_OUT];
+    uint8_t types[FB_VIB_MAX_OUT];
+    const struct tag_aux parent = c->taux[id];
+    uint32_t n = fb_vib_cfg_tag(c->r, vars, m, c->gw, id, parent.poll_ns, names, units, types);
+    if (!n) {
+        c->taux[id].bad_wave = true;
+        return;
+    }
+    uint32_t first = c->gw->ntags;
+    for (uint32_t k = 0; k < n; k++) {
+        struct tag_aux *ta;
+        struct fb_tag *t = push_tag(c, &ta);
+        if (!t) {
+            fb_cfg_error(c->r, tn, "too many tags (max %u) or out of memory", MAX_TAGS);
+            return;
+        }
+        const struct fb_tag *w = &c->gw->tags[id]; /* push_tag may have moved the array */
+        ta->name_m = parent.name_m;
+        ta->entry = c->entries++;
+        t->device = w->device;
+        t->type = types[k];
+        t->str_len = types[k] == FB_T_STRING ? 1 : 0;
+        t->access = FB_ACC_READ;
+        t->src = FB_TAG_FEATURE;
+        t->group = FB_GROUP_NONE;
+        size_t len = strlen(w->name) + strlen(names[k]) + 2;
+        t->name = malloc(len);
+        if (t->name) snprintf(t->name, len, "%s.%s", w->name, names[k]);
+        t->unit = units[k] ? strdup(units[k]) : NULL;
+        t->line = w->line;
+        t->col = w->col;
+        c->gw->devs[w->device].ntags++;
+    }
+    c->gw->tags[id].wave->first_feature = first;
 }
 
 static void build_tags(struct ctx *c, uint32_t di, int64_t dev_poll, struct fb_cfg_node *tags,
@@ -1070,6 +1131,10 @@ static void build_drivers(struct ctx *c)
             memset(&e, 0, sizeof e);
             if (t->src != FB_TAG_READ) { /* computed by the edge thread: nothing for the driver */
                 t->proc.out_type = t->type;
+                continue;
+            }
+            if (ta->bad_wave) {
+                tags_ok = false;
                 continue;
             }
             if (drv->parse_address(d, t, &e) < 0) {

@@ -43,6 +43,7 @@ void fb_gateway_free(struct fb_gateway *gw)
         free(t->addr_text);
         free(t->order);
         free(t->unit);
+        free(t->wave);
     }
     for (uint32_t k = 0; k < gw->nconns; k++) {
         free(gw->conns[k].key);
@@ -80,6 +81,7 @@ void fb_gateway_free(struct fb_gateway *gw)
         free(sc->outputs);
     }
     free(gw->scripts);
+    if (gw->vib && gw->vib_free) gw->vib_free(gw->vib);
     for (uint32_t s = 0; s < gw->nsources; s++) {
         struct fb_source_inst *si = &gw->sources[s];
         if (si->src && si->src->cfg_free) si->src->cfg_free(si->cfg);

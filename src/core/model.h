@@ -34,6 +34,8 @@ struct fb_conn_rt;
 struct fb_sink_rt;
 struct fb_rt;
 struct fb_browse;
+struct fb_block_pool;
+struct fb_vib;
 
 /* ------------------------------------------------------------------- tags */
 enum fb_access { FB_ACC_READ = 1, FB_ACC_WRITE = 2, FB_ACC_RW = 3 };
@@ -57,11 +59,33 @@ struct fb_tag_proc {
 };
 
 /* Where a tag's values come from: read from its device, or computed by the
- * edge thread (src/edge) from other tags (an expression) or by a Lua script.
- * Computed tags have no address, are in no poll group (group FB_GROUP_NONE)
- * and are read-only. */
-enum fb_tag_src { FB_TAG_READ = 0, FB_TAG_EXPR = 1, FB_TAG_SCRIPT = 2 };
+ * edge thread (src/edge) from other tags (an expression) or by a Lua script,
+ * or by the vibration analysis (src/vib) from a waveform tag's blocks (a
+ * feature).  Computed tags have no address, are in no poll group (group
+ * FB_GROUP_NONE) and are read-only. */
+enum fb_tag_src { FB_TAG_READ = 0, FB_TAG_EXPR = 1, FB_TAG_SCRIPT = 2, FB_TAG_FEATURE = 3 };
 #define FB_GROUP_NONE 0xFFFFu
+/* The group of a batch of feature tags (src/vib): not a poll group, but
+ * unlike the edge's own batches (FB_GROUP_NONE) fed to the edge thread. */
+#define FB_GROUP_FEATURES 0xFFFEu
+
+/* A waveform tag (src/vib, docs/vibration.md): each read delivers a block of
+ * n samples at fs Hz as one sample of type FB_T_BLOCK (core/block.h), which
+ * goes to the vibration analysis instead of the sinks; what the analysis
+ * computes from it are the feature tags that follow it in its device
+ * (FB_TAG_FEATURE).  Owned by its tag. */
+struct fb_wave {
+    uint32_t n;                    /* samples per block */
+    double fs;                     /* sample rate, Hz */
+    uint32_t chan;                 /* its channel in the analysis (gw->vib) */
+    uint32_t first_feature, nfeat; /* its feature tags: gw->tags[first_feature ..] */
+    struct fb_block_pool *pool;    /* runtime (vib.c): empty blocks for the driver; NULL until started */
+    /* live: the connection thread and the analysis write, status reads */
+    _Atomic uint64_t blocks;            /* analysed */
+    _Atomic uint64_t dropped;           /* acquisitions dropped: every block still in use (analysis behind) */
+    _Atomic uint64_t cpu_ns;            /* analysis CPU time */
+    _Atomic uint32_t learned, learn_of; /* anomaly baseline: blocks learnt of learn_of (0: no anomaly detection) */
+};
 
 struct fb_tag {
     uint32_t id;
@@ -80,7 +104,8 @@ struct fb_tag {
     char *unit;       /* engineering unit, or NULL */
     void *addr;       /* driver-owned parsed address */
     struct fb_tag_proc proc;
-    int line, col; /* where it was declared, for messages */
+    struct fb_wave *wave; /* a waveform tag (src/vib), else NULL */
+    int line, col;        /* where it was declared, for messages */
 };
 
 struct fb_group { /* a poll group: tags read at the same period */
@@ -440,6 +465,10 @@ struct fb_gateway {
     struct fb_script *scripts;
     uint32_t nscripts;
     struct fb_alarm_opts alarm_opts;
+    /* vibration condition monitoring (src/vib): the channels' analysis
+     * settings, owned by vib/vib_cfg.c (freed through vib_free); NULL: none */
+    struct fb_vib *vib;
+    void (*vib_free)(struct fb_vib *vib);
     /* logging */
     int log_level;
     int log_format;   /* enum fb_log_format */

@@ -3,6 +3,9 @@
  * For each raw sample of a device batch:
  *   scale (numeric → float64 engineering units) → plausibility (quality) →
  *   window add (Good numeric samples only) → deadband → append to `out`.
+ * Samples of waveform tags are skipped: the runtime hands their blocks to
+ * the vibration analysis (src/vib), whose features come back as batches of
+ * their own.
  * All state lives in one array of struct fb_tag_state indexed by tag id and
  * allocated by fb_proc_new together with the window rings, so the hot path
  * never allocates.  Timestamps: plausibility and windows use the sample's
@@ -109,6 +112,7 @@ uint32_t fb_proc_batch(struct fb_proc *p, const struct fb_batch *in, struct fb_b
         const struct fb_sample *s = &in->s[i];
         if (s->tag >= p->ntags) continue; /* not ours: never index out of bounds */
         const struct fb_tag *tag = &p->gw->tags[s->tag];
+        if (tag->wave) continue; /* a waveform's blocks go to the analysis (src/vib), its features come back */
         const struct fb_tag_proc *pr = &tag->proc;
         struct fb_tag_state *st = &p->st[s->tag];
         struct fb_value v = s->v;
