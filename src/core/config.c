@@ -24,6 +24,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/certs.h"
 #include "core/cfg.h"
 #include "core/config_dev.h"
 #include "core/config_tmpl.h"
@@ -37,14 +38,15 @@ struct ctx {
     struct fb_gateway *gw;
 };
 
-static const char *const k_fixed[] = {"gateway", "log",    "status_interval", "stall_timeout", "commands", "buffer",
-                                      "devices", "alarms", "scripts",         "vibration",     NULL};
+static const char *const k_fixed[] = {"gateway", "log",     "status_interval", "stall_timeout", "commands",  "security",
+                                      "buffer",  "devices", "alarms",          "scripts",       "vibration", NULL};
 #define NFIXED (sizeof k_fixed / sizeof k_fixed[0] - 1)
 /* the keys every sink's section takes besides its own */
 static const char *const k_sink_common[] = {"buffer", "queue", NULL};
 static const char *const k_gateway[] = {"id", "site", NULL};
 static const char *const k_log[] = {"level", "format", NULL};
-static const char *const k_commands[] = {"max_age", "allow_qos0", "timeout", NULL};
+static const char *const k_commands[] = {"max_age", "allow_qos0", "timeout", "allow", NULL};
+static const char *const k_security[] = {"cert_warning", "cert_check", NULL};
 static const char *const k_buffer[] = {"path", "max_size", "max_age", "sync", "full", "drain_rate", NULL};
 
 /* ------------------------------------------------------------ buffer */
@@ -211,9 +213,29 @@ static void load_gateway(struct ctx *c, const struct fb_cfg_map *top)
         if ((n = fb_cfg_get(&m, "max_age"))) fb_cfg_dur(c->r, NULL, n, "commands.max_age", false, &gw->cmd_max_age_ns);
         if ((n = fb_cfg_get(&m, "allow_qos0"))) fb_cfg_bool(c->r, NULL, n, "commands.allow_qos0", &gw->cmd_allow_qos0);
         if ((n = fb_cfg_get(&m, "timeout"))) fb_cfg_dur(c->r, NULL, n, "commands.timeout", true, &gw->cmd_timeout_ns);
+        if ((n = fb_cfg_get(&m, "allow"))) gw->cmd_allow = fb_config_acl(c->r, NULL, n, "commands.allow", gw);
+        fb_cfg_map_free(&m);
+    }
+    gw->cert_warn_ns = 30 * 86400000000000LL;
+    gw->cert_check_ns = 3600000000000LL;
+    if ((g = fb_cfg_get(top, "security")) && fb_cfg_map_load(c->r, g, "security", &m)) {
+        fb_cfg_map_check(c->r, &m, k_security, "security", false);
+        struct fb_cfg_node *n;
+        if ((n = fb_cfg_get(&m, "cert_warning")))
+            fb_cfg_dur(c->r, NULL, n, "security.cert_warning", false, &gw->cert_warn_ns);
+        if ((n = fb_cfg_get(&m, "cert_check")) &&
+            fb_cfg_dur(c->r, NULL, n, "security.cert_check", true, &gw->cert_check_ns) &&
+            gw->cert_check_ns < 1000000000LL)
+            fb_cfg_error(c->r, n, "security.cert_check must be at least 1s");
         fb_cfg_map_free(&m);
     }
     if ((g = fb_cfg_get(top, "buffer"))) gw->buffer = load_buffer(c, g, "buffer", NULL);
+}
+
+/* fb_cfg_each_cert → the model's watch list. */
+static void take_cert(void *ctx, const char *what, const char *path, int kind)
+{
+    fb_gw_cert_add(ctx, what, path, (enum fb_opt_kind)kind);
 }
 
 /* ------------------------------------------------------------ sinks */
@@ -443,6 +465,7 @@ static int load(struct fb_cfg *r, const char *path, struct fb_gateway **out)
         load_sources(&c, &top);
         struct fb_cfg_node *dn = fb_cfg_get(&top, "devices");
         if (!dn && !gw->nsources) fb_cfg_note(r, NULL, "no devices: nothing to poll");
+        fb_cfg_each_cert(r, take_cert, gw); /* the sinks', services' and sources' files first, in config order */
         if (!gw->nsources) load_model(&c, &top, dn);
     }
     fb_cfg_map_free(&top);
@@ -488,6 +511,15 @@ void fb_config_summary(const struct fb_gateway *gw, FILE *f)
     fprintf(f, "%u device%s, %u connection%s, %u tag%s, %u poll group%s, %u sink%s\n", gw->ndevs,
             gw->ndevs == 1 ? "" : "s", gw->nconns, gw->nconns == 1 ? "" : "s", gw->ntags, gw->ntags == 1 ? "" : "s",
             ngroups, ngroups == 1 ? "" : "s", gw->nsinks, gw->nsinks == 1 ? "" : "s");
+    uint32_t nroles = 0;
+    for (uint32_t i = 0; i < gw->ntags; i++) nroles += gw->tags[i].write_roles != 0;
+    if (gw->cmd_allow && gw->cmd_allow <= gw->nacls) {
+        const struct fb_acl *a = &gw->acls[gw->cmd_allow - 1];
+        fprintf(f, "commands accepted only from:");
+        for (uint32_t k = 0; k < a->n; k++) fprintf(f, "%s %s", k ? "," : "", a->pat[k]);
+        fprintf(f, "%s\n", a->n ? "" : " nobody (commands.allow: [])");
+    }
+    if (nroles) fprintf(f, "%u tag%s with write_roles\n", nroles, nroles == 1 ? "" : "s");
     for (uint32_t i = 0; i < gw->ndevs; i++) {
         const struct fb_device *d = &gw->devs[i];
         fprintf(f, "  device %s  %s  area %s line %s  %u tag%s  [%s]  groups:", d->name,
@@ -532,13 +564,14 @@ void fb_config_summary(const struct fb_gateway *gw, FILE *f)
         else
             fprintf(f, "  %s\n", si->svc->name);
     }
+    fb_certs_describe(gw, f);
 }
 
 /* ------------------------------------------------------------ key tables */
 size_t fb_config_key_tables(struct fb_config_keys *out, size_t max)
 {
-    const struct fb_config_keys own[] = {
-        {"top", k_fixed}, {"gateway", k_gateway}, {"log", k_log}, {"commands", k_commands}, {"buffer", k_buffer}};
+    const struct fb_config_keys own[] = {{"top", k_fixed},         {"gateway", k_gateway},   {"log", k_log},
+                                         {"commands", k_commands}, {"security", k_security}, {"buffer", k_buffer}};
     size_t n = 0;
     for (size_t i = 0; i < sizeof own / sizeof own[0] && n < max; i++) out[n++] = own[i];
     size_t nsinks;

@@ -26,6 +26,7 @@
 #include "core/cfg.h"
 #include "core/config_tmpl.h"
 #include "core/driver.h"
+#include "core/router.h"
 #include "core/url.h"
 #include "edge/edge_cfg.h"
 #include "proc/proc.h"
@@ -63,11 +64,49 @@ struct ctx {
 
 static const char *const k_device[] = {"for",     "name",  "url",     "area", "line", "poll",
                                        "timeout", "delay", "options", "tags", NULL};
-static const char *const k_tag[] = {"for",       "name",     "addr",           "type",          "order",
-                                    "count",     "unit",     "access",         "poll",          "scale",
-                                    "range",     "max_rate", "spike_accept",   "stuck",         "deadband",
-                                    "heartbeat", "window",   FB_EDGE_TAG_KEYS, FB_VIB_TAG_KEYS, NULL};
+static const char *const k_tag[] = {
+    "for",      "name",      "addr",   "type",        "order",          "count",         "unit",
+    "access",   "poll",      "scale",  "range",       "max_rate",       "spike_accept",  "stuck",
+    "deadband", "heartbeat", "window", "write_roles", FB_EDGE_TAG_KEYS, FB_VIB_TAG_KEYS, NULL};
 static const char *const k_scale[] = {"raw", "eng", "factor", "offset", NULL};
+
+/* ------------------------------------------------------------ sender lists */
+uint16_t fb_config_acl(struct fb_cfg *r, const struct fb_tvars *vars, const struct fb_cfg_node *n, const char *what,
+                       struct fb_gateway *gw)
+{
+    if (fb_cfg_kind(n) != FB_CFG_LIST) {
+        fb_cfg_error(r, n, "%s must be a list of command senders, e.g. [mqtt, sparkplug, \"http:operator\"], got %s",
+                     what, fb_cfg_kind_name(n));
+        return 0;
+    }
+    size_t len = fb_cfg_list_len(n);
+    if (len > 64) {
+        fb_cfg_error(r, n, "%s: at most 64 entries", what);
+        return 0;
+    }
+    char **pat = calloc(len ? len : 1, sizeof *pat);
+    if (!pat) return 0;
+    bool ok = true;
+    for (size_t i = 0; i < len; i++) {
+        struct fb_cfg_node *e = fb_cfg_list_at(r, n, i);
+        char why[200];
+        pat[i] = fb_cfg_str(r, vars, e, what);
+        if (!pat[i]) {
+            ok = false;
+        } else if (fb_cmd_pattern_check(pat[i], why, sizeof why) < 0) {
+            fb_cfg_error(r, e, "%s: %s", what, why);
+            ok = false;
+        }
+    }
+    if (!ok) {
+        for (size_t i = 0; i < len; i++) free(pat[i]);
+        free(pat);
+        return 0;
+    }
+    uint16_t idx = fb_gw_acl_add(gw, pat, (uint32_t)len);
+    if (!idx) fb_cfg_error(r, n, "%s: too many different sender lists (or out of memory)", what);
+    return idx;
+}
 
 /* ------------------------------------------------------------ for: loops */
 
@@ -551,6 +590,12 @@ static void build_tag(struct ctx *c, uint32_t di, int64_t dev_poll, struct fb_cf
         free(s);
     }
     if ((n = fb_cfg_get(&m, "poll"))) fb_cfg_dur(c->r, vars, n, "poll", true, &poll);
+    uint16_t write_roles = 0;
+    if ((n = fb_cfg_get(&m, "write_roles"))) {
+        write_roles = fb_config_acl(c->r, vars, n, "write_roles", c->gw);
+        if (!(access & FB_ACC_WRITE))
+            fb_cfg_note(c->r, n, "write_roles on a read-only tag has no effect (access: rw makes it writable)");
+    }
     tag_proc(c, vars, &m, &proc, access, &aux);
     if (src != FB_TAG_READ) {
         if (access & FB_ACC_WRITE) fb_cfg_error(c->r, fb_cfg_key(&m, "access"), "a computed tag is read-only");
@@ -577,6 +622,7 @@ static void build_tag(struct ctx *c, uint32_t di, int64_t dev_poll, struct fb_cf
             t->type = type;
             t->str_len = str_len;
             t->access = access;
+            t->write_roles = write_roles;
             t->index = (uint32_t)i;
             if (count) {
                 size_t len = strlen(name) + 24;
@@ -984,6 +1030,8 @@ static void build_made(struct ctx *c, const struct fb_dev_spec *sp)
     if (d->url_text && fb_url_parse(d->url_text, &d->url, &e) < 0) fb_cfg_error_at(c->r, sp->mark, "%s", e.msg);
     d->drv = sp->drv;
     d->drv_dev = sp->drv_dev;
+    const struct fb_cfg_node *roles_node = NULL; /* one list per node, however many tags share it */
+    uint16_t roles = 0;
     for (uint32_t k = 0; k < sp->ntags; k++) {
         const struct fb_tag_spec *ts = &sp->tags[k];
         struct tag_aux *ta;
@@ -1003,6 +1051,13 @@ static void build_made(struct ctx *c, const struct fb_dev_spec *sp)
         t->proc.has_max = ts->has_max;
         t->proc.min = ts->min;
         t->proc.max = ts->max;
+        if (ts->write_roles && (ts->access & FB_ACC_WRITE)) {
+            if (ts->write_roles != roles_node) {
+                roles_node = ts->write_roles;
+                roles = fb_config_acl(c->r, NULL, roles_node, "write_roles", c->gw);
+            }
+            t->write_roles = roles;
+        }
         t->line = sp->mark.line;
         t->col = sp->mark.col;
         ta->poll_ns = sp->poll_ns;
@@ -1073,6 +1128,11 @@ static void check_url_files(struct ctx *c, const struct fb_device *d, const stru
         if (!o || o->kind == FB_OPT_VALUE || o->kind == FB_OPT_FILE) continue;
         struct fb_err e = {0};
         int rc = fb_check_file(d->url.q[i].v ? d->url.q[i].v : "", o->kind, &e);
+        if (o->kind == FB_OPT_CERT || o->kind == FB_OPT_CRL) { /* watched for expiry (core/certs.c) */
+            char use[200];
+            snprintf(use, sizeof use, "device %s %s=", d->name, o->key);
+            fb_gw_cert_add(c->gw, use, d->url.q[i].v ? d->url.q[i].v : "", o->kind);
+        }
         if (rc == FB_ENOENT && o->kind == FB_OPT_PKI) continue; /* the driver creates the store */
         if (rc == FB_ENOENT || rc == FB_EIO)
             fb_cfg_warn_at(c->r, da->url_m, "device '%s': %s=: %s", d->name, o->key, e.msg);
@@ -1124,6 +1184,7 @@ static void build_drivers(struct ctx *c)
         }
         da->init_ok = true;
         check_url_files(c, d, da);
+        if (drv->certs) drv->certs(d, gw);
         bool tags_ok = true;
         for (uint32_t i = 0; i < d->ntags; i++) {
             struct fb_tag *t = &gw->tags[d->first_tag + i];

@@ -59,6 +59,7 @@ static const struct fb_drv_opt opcua_opts[] = {
     {"security_mode", FB_OPT_VALUE, false, "None"},
     {"pki", FB_OPT_PKI, false, "/var/lib/fieldbridge/pki"},
     {"trust_server", FB_OPT_VALUE, false, "list"},
+    {"revocation", FB_OPT_VALUE, false, "require"},
     {"check_names", FB_OPT_VALUE, false, "warn"},
     {"auth_retry", FB_OPT_VALUE, false, "5m"},
     {NULL, 0, false, NULL},

@@ -47,6 +47,8 @@
 #include <unistd.h>
 
 #include "core/buf.h"
+#include "core/certs.h"
+#include "core/env.h"
 #include "core/live.h"
 #include "core/metrics.h"
 #include "core/model.h"
@@ -445,6 +447,7 @@ void fb_metrics_render(struct fb_gateway *gw, struct fb_buf *out)
             fb_buf_printf(out, "\"} %" PRIu64 "\n", atomic_load(p));
         }
     }
+    fb_certs_metrics(gw, out);
     /* the services' own families (the control loops: docs/control.md) */
     for (uint32_t i = 0; i < gw->nservices && gw->rt && gw->rt->svc_state; i++)
         if (gw->rt->svc_state[i] && gw->services[i].svc->metrics)
@@ -616,8 +619,22 @@ const char *fb_device_ne107(struct fb_gateway *gw, uint32_t i)
     return r;
 }
 
+/* Replace any noted secret in out[from..] (env.h): nothing in the status is
+ * meant to be one, but it quotes names and errors that could contain one. */
+static void redact_from(struct fb_buf *out, size_t from)
+{
+    if (!fb_secret_any() || out->len <= from) return;
+    size_t n = 0;
+    char *r = fb_secret_redact_dup(out->p + from, out->len - from, &n);
+    if (!r) return;
+    out->len = from;
+    fb_buf_put(out, r, n);
+    free(r);
+}
+
 void fb_status_json(struct fb_gateway *gw, struct fb_buf *out, bool online)
 {
+    size_t start = out->len;
     char ts[40];
     int64_t now = fb_now_ns();
     double cpu;
@@ -650,6 +667,7 @@ void fb_status_json(struct fb_gateway *gw, struct fb_buf *out, bool online)
     fb_json_double(out, cpu);
     fb_buf_puts(out, ",\"rss_bytes\":");
     fb_json_u64(out, rss);
+    fb_certs_status(gw, out);
 
     fb_buf_puts(out, ",\"devices\":{");
     if (gw->rt) {
@@ -740,4 +758,5 @@ void fb_status_json(struct fb_gateway *gw, struct fb_buf *out, bool online)
             gw->services[i].svc->status(gw->rt->svc_state[i], out);
         }
     fb_buf_putc(out, '}');
+    redact_from(out, start);
 }

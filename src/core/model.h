@@ -21,6 +21,7 @@
 #include <stdio.h>
 
 #include "core/batch.h"
+#include "core/env.h"
 #include "core/fb.h"
 #include "core/log.h"
 #include "core/url.h"
@@ -89,20 +90,21 @@ struct fb_wave {
 
 struct fb_tag {
     uint32_t id;
-    uint32_t device;  /* owning device index */
-    uint16_t group;   /* poll group index within the device (FB_GROUP_NONE: computed) */
-    uint8_t type;     /* enum fb_type: the type on the wire */
-    uint8_t access;   /* enum fb_access */
-    uint8_t src;      /* enum fb_tag_src */
-    uint32_t calc;    /* FB_TAG_EXPR: index in gw->calcs; FB_TAG_SCRIPT: in gw->scripts */
-    uint32_t index;   /* element index for tags expanded from `count:` */
-    uint32_t str_len; /* string tags: bytes */
-    char *name;       /* within the device: "temperature", "temps[3]" */
-    char *path;       /* "press-01/temperature", for logs */
-    char *addr_text;  /* as written in the config */
-    char *order;      /* byte/word order as written, or NULL (driver interprets) */
-    char *unit;       /* engineering unit, or NULL */
-    void *addr;       /* driver-owned parsed address */
+    uint32_t device;      /* owning device index */
+    uint16_t group;       /* poll group index within the device (FB_GROUP_NONE: computed) */
+    uint8_t type;         /* enum fb_type: the type on the wire */
+    uint8_t access;       /* enum fb_access */
+    uint8_t src;          /* enum fb_tag_src */
+    uint16_t write_roles; /* who may write it: 0 = any source commands reach, else gw->acls[write_roles - 1] */
+    uint32_t calc;        /* FB_TAG_EXPR: index in gw->calcs; FB_TAG_SCRIPT: in gw->scripts */
+    uint32_t index;       /* element index for tags expanded from `count:` */
+    uint32_t str_len;     /* string tags: bytes */
+    char *name;           /* within the device: "temperature", "temps[3]" */
+    char *path;           /* "press-01/temperature", for logs */
+    char *addr_text;      /* as written in the config */
+    char *order;          /* byte/word order as written, or NULL (driver interprets) */
+    char *unit;           /* engineering unit, or NULL */
+    void *addr;           /* driver-owned parsed address */
     struct fb_tag_proc proc;
     struct fb_wave *wave; /* a waveform tag (src/vib), else NULL */
     int line, col;        /* where it was declared, for messages */
@@ -193,6 +195,10 @@ struct fb_driver {
      * the human listing of `fieldbridge browse` there.  NULL: nothing to
      * browse (the addresses are absolute). */
     int (*browse)(const char *url, struct fb_browse *list, FILE *text, struct fb_err *err);
+    /* Optional: name the certificate stores the device uses beyond the files
+     * its URL options name (e.g. the OPC UA pki= store when a security policy
+     * is set), with fb_gw_cert_add, for the expiry watch (core/certs.c). */
+    void (*certs)(struct fb_device *dev, struct fb_gateway *gw);
 };
 
 /* ------------------------------------------------------------------ sinks */
@@ -435,6 +441,24 @@ struct fb_alarm_opts {
 };
 
 /* ---------------------------------------------------------------- gateway */
+/* A list of command senders (`commands.allow`, a tag's `write_roles`): each
+ * entry "SOURCE", "SOURCE:ROLE" or "*:ROLE" (router.h says how they match).
+ * Identical lists are stored once. */
+struct fb_acl {
+    char **pat;
+    uint32_t n;
+};
+
+/* A certificate file or store the gateway uses, watched for expiry
+ * (core/certs.c): kind FB_OPT_CERT (a PEM/DER file, maybe several
+ * certificates), FB_OPT_DIR (a directory of CA certificates), FB_OPT_PKI (an
+ * OPC UA store: own/, trusted/, issuers/, crl/) or FB_OPT_CRL (CRLs). */
+struct fb_cert_ref {
+    char *use;  /* what uses it, as the config names it: "mqtt.tls.cert", "device plc-01 pki" */
+    char *path; /* as the gateway opens it */
+    uint8_t kind;
+};
+
 struct fb_gateway {
     char *id, *site;
     char *cfg_path;
@@ -453,7 +477,15 @@ struct fb_gateway {
     /* commands */
     int64_t cmd_max_age_ns; /* refuse commands whose "ts" is older (0 = off) */
     bool cmd_allow_qos0;
-    int64_t cmd_timeout_ns;       /* how long a command may wait for its device */
+    int64_t cmd_timeout_ns; /* how long a command may wait for its device */
+    uint16_t cmd_allow;     /* commands.allow: 0 = every source, else acls[cmd_allow - 1] */
+    struct fb_acl *acls;    /* the sender lists of commands.allow and write_roles */
+    uint32_t nacls;
+    /* security: certificates to watch, and how (security.cert_warning / cert_check) */
+    struct fb_cert_ref *certs;
+    uint32_t ncerts;
+    int64_t cert_warn_ns;         /* warn this long before a certificate or CRL expires (default 30 d) */
+    int64_t cert_check_ns;        /* look again this often (default 1 h) */
     struct fb_buffer_cfg *buffer; /* global buffer settings, NULL = none */
     int64_t status_interval_ns;
     int64_t stall_timeout_ns; /* a watched thread busy this long in one step is stalled (core/live.h) */
@@ -484,6 +516,12 @@ struct fb_gateway {
  * only for what the driver created). */
 void fb_gateway_free(struct fb_gateway *gw);
 void fb_buffer_cfg_free(struct fb_buffer_cfg *b);
+/* Store a sender list (pat[0..n), taken over) once: its index + 1 for
+ * cmd_allow / write_roles, or 0 when out of memory or past 65535 lists. */
+uint16_t fb_gw_acl_add(struct fb_gateway *gw, char **pat, uint32_t n);
+/* Watch a certificate file or store (see struct fb_cert_ref); the same path
+ * and kind twice is kept once.  False when out of memory. */
+bool fb_gw_cert_add(struct fb_gateway *gw, const char *use, const char *path, enum fb_opt_kind kind);
 /* Look-ups for the command path (not hot). */
 struct fb_device *fb_gw_device(struct fb_gateway *gw, const char *name);
 struct fb_tag *fb_gw_tag(struct fb_gateway *gw, const struct fb_device *d, const char *name);

@@ -45,6 +45,7 @@
 
 #include "core/batch_codec.h"
 #include "core/buf.h"
+#include "core/certs.h"
 #include "core/live.h"
 #include "core/log.h"
 #include "core/router.h"
@@ -760,6 +761,7 @@ int fb_runtime_start(struct fb_gateway *gw, struct fb_err *err)
     }
     rt->out_pool = fb_batch_pool_new(FB_OUT_BATCHES, max_tags, max_win, max_arena);
     if (!rt->out_pool) return fb_err_set(err, FB_ENOMEM, "cannot allocate batches");
+    fb_certs_start(gw); /* the first look at every certificate, logged before anything connects */
     /* the router first: a sink may deliver a command as soon as it connects */
     if (fb_router_start(gw) < 0) return fb_err_set(err, FB_ENOMEM, "cannot start command router");
     for (uint32_t i = 0; i < gw->nsinks; i++) {
@@ -877,6 +879,7 @@ void fb_runtime_wait(struct fb_gateway *gw)
         for (uint32_t i = 0; i < gw->nservices && rt->svc_state; i++)
             if (rt->svc_state[i] && (gw->services[i].svc->quiesce != NULL) == (pass == 1))
                 gw->services[i].svc->stop(rt->svc_state[i]);
+    fb_certs_stop(gw);
     uint32_t nsrc = rt->sources_started;
     rt_free(gw, rt);
     /* no sink queue holds a batch now: the sources' pools can go */
