@@ -163,7 +163,7 @@ def test_install_check_run_purge(deb, droot, broker, watch):
                 "/var/lib/fieldbridge").stdout.split("\n")
     assert st[0] == "root:fieldbridge 750 /etc/fieldbridge", st
     assert st[1] == "root:fieldbridge 640 /etc/fieldbridge/fieldbridge.yaml", st
-    assert st[2] == "fieldbridge:fieldbridge 750 /var/lib/fieldbridge", st
+    assert st[2] == "fieldbridge:fieldbridge 700 /var/lib/fieldbridge", st
     conff = (root / "var/lib/dpkg/info/fieldbridge.conffiles").read_text()
     assert "/etc/fieldbridge/fieldbridge.yaml" in conff
     # not enabled: the gateway talks to devices only once configured
