@@ -25,6 +25,8 @@
 #include "core/buf.h"
 #include "proc/proc.h"
 
+static bool out_of_spec(uint32_t q);
+
 struct fb_proc {
     const struct fb_gateway *gw;
     uint32_t ntags;
@@ -61,6 +63,30 @@ struct fb_proc *fb_proc_new(const struct fb_gateway *gw)
 fail:
     fb_proc_free(p);
     return NULL;
+}
+
+void fb_proc_set_model(struct fb_proc *p, const struct fb_gateway *gw)
+{
+    if (p) p->gw = gw;
+}
+
+void fb_proc_move(struct fb_proc *to, uint32_t to_id, struct fb_proc *from, uint32_t from_id)
+{
+    if (!to || !from || to_id >= to->ntags || from_id >= from->ntags) return;
+    struct fb_tag_state tmp = to->st[to_id];
+    to->st[to_id] = from->st[from_id];
+    from->st[from_id] = tmp;
+}
+
+void fb_proc_quality_counts(const struct fb_proc *p, uint32_t first, uint32_t n, uint32_t *oos, uint32_t *bad)
+{
+    *oos = *bad = 0;
+    for (uint32_t i = first; p && i < first + n && i < p->ntags; i++) {
+        const struct fb_tag_state *st = &p->st[i];
+        if (!st->have_last) continue;
+        if (out_of_spec(st->last_pub_q)) (*oos)++;
+        if (fb_q_bad(st->last_pub_q)) (*bad)++;
+    }
 }
 
 const struct fb_latest *fb_proc_latest(struct fb_proc *p, uint32_t tag)
