@@ -38,6 +38,12 @@ TEST=(
     python3-cryptography
     # the HTTP API's tests: responses checked against docs/openapi.yaml, the page in a real browser
     python3-jsonschema python3-yaml chromium
+    # deployment: systemd-analyze verify of the unit; the Debian package built with
+    # dpkg-buildpackage, checked by lintian, installed into a debootstrap root
+    systemd debhelper lintian debootstrap
+    # the container image and compose stack, checked offline: `docker-compose config` and
+    # its Compose Specification schema; curl runs the image's HEALTHCHECK
+    docker-compose curl
     influxdb influxdb-client  # InfluxDB 1.6: influx sink, ingest, dashboards
 )
 

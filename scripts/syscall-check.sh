@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # syscall-check.sh — do the system calls the gateway makes fit the filter of
-# deploy/fieldbridge.service (SystemCallFilter=)?  Runs a selection of the system
+# deploy/systemd/fieldbridge.service (SystemCallFilter=)?  Runs a selection of the system
 # tests with the binary under strace (a wrapper as FB_BIN) and lists every system
 # call it made that the unit's filter would refuse.  Tests may fail under strace
 # (it slows everything down); only the calls matter here.
@@ -37,7 +37,7 @@ fi
 FB_BIN="$work/fb" FB_TEST_TIMEOUT=120 timeout 1800 /usr/bin/python3 -m pytest -p no:cacheprovider -q "$@" \
     >"$work/pytest.log" 2>&1 || true
 # the filter of the unit, expanded into system call names
-filter=$(sed -n 's/^SystemCallFilter=//p' deploy/fieldbridge.service)
+filter=$(sed -n 's/^SystemCallFilter=//p' deploy/systemd/fieldbridge.service)
 : >"$work/allowed"
 expand() { # @group: its calls and those of the groups it names (its own name heads the list)
     systemd-analyze syscall-filter "$1" 2>/dev/null | sed 's/^ *//' | grep -v '^#' | grep -v '^$' |

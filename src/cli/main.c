@@ -39,6 +39,7 @@
 #include "core/privs.h"
 #include "core/runtime.h"
 #include "core/sdnotify.h"
+#include "core/sdwatch.h"
 #include "fleet/ota.h"
 #include "north/sparkplug/sparkplug.h"
 #include "south/ads/ads.h"
@@ -246,8 +247,10 @@ static int run_config(int argc, char **argv, bool ingest)
         fb_runtime_request_stop(gw);
         return 1;
     }
-    fb_privs_check();        /* every listening port is bound now */
-    fb_sd_notify("READY=1"); /* Type=notify units: everything runs (no-op without systemd) */
+    fb_privs_check(); /* every listening port is bound now */
+    /* Type=notify units: READY=1 now that every thread runs, WATCHDOG=1 while
+     * they stay alive (no-op without systemd) */
+    struct fb_sdwatch *sdw = fb_sdwatch_start(gw);
     int sig = 0;
     for (;;) {
         sigwait(&set, &sig);
@@ -257,7 +260,7 @@ static int run_config(int argc, char **argv, bool ingest)
         fb_fleet_request_reload(fleet, "signal:SIGHUP");
     }
     fb_info(NULL, NULL, "received %s", sig == SIGINT ? "SIGINT" : "SIGTERM");
-    fb_sd_notify("STOPPING=1");
+    fb_sdwatch_stop(sdw); /* STOPPING=1 */
     bool reboot = fb_runtime_reboot_requested(gw);
     fb_runtime_request_stop(gw);
     fb_fleet_stop(fleet);

@@ -33,11 +33,14 @@
  * Watchdogs.  A second thread checks that the control thread's cycle counter
  * moves: if it stands still for `watchdog` (a stalled control thread — a bug,
  * a blocked system call, a CPU starved by a runaway real-time task), it
- * writes every loop's safe value with its own requests, reports the trip,
- * and stops the systemd watchdog pings (WATCHDOG=1 through sd_notify, sent
- * while the control thread is healthy and systemd asked for them), so
- * systemd restarts the gateway when the stall outlasts WatchdogSec=.  When
- * the control thread comes back, its loops are in manual at the safe value.
+ * writes every loop's safe value with its own requests and reports the trip.
+ * The systemd watchdog is the gateway's (core/sdwatch.c: WATCHDOG=1 only
+ * while every watched thread comes around its loop, core/live.h): with
+ * `systemd: true` the control thread is one of the watched threads, its
+ * limit `watchdog` (or the gateway's stall_timeout), so a stalled control
+ * thread stops the pings as well and systemd restarts the gateway when the
+ * stall outlasts WatchdogSec=.  When the control thread comes back, its
+ * loops are in manual at the safe value.
  * Test hook: with $FB_TEST_CONTROL_STALL set to a path, the control thread
  * stops cycling while that file exists (the watchdog thread looks for it).
  *
@@ -60,16 +63,17 @@
 #include <unistd.h>
 
 #include "control/ctl_dev.h"
-#include "edge/expr.h"
 #include "control/loop.h"
 #include "core/buf.h"
 #include "core/cfg.h"
 #include "core/config_dev.h"
+#include "core/live.h"
 #include "core/log.h"
 #include "core/plugin.h"
 #include "core/router.h"
 #include "core/sdnotify.h"
 #include "core/thread.h"
+#include "edge/expr.h"
 #include "proc/proc.h"
 
 #define MIN_PERIOD_NS 500000LL      /* 0.5 ms */
@@ -808,9 +812,8 @@ struct ctl {
     atomic_bool tripped;
     _Atomic uint32_t trip_seq;
     _Atomic uint64_t trips;
-    bool sd_watchdog;
-    uint64_t sd_usec;
-    _Atomic uint64_t sd_pings;
+    bool sd_watchdog;    /* watched by the gateway's systemd watchdog (control.systemd, WatchdogSec=) */
+    struct fb_live live; /* the control thread's liveness record (control.systemd) */
     /* test hook */
     const char *stall_path;
     atomic_bool stall;
@@ -1034,6 +1037,11 @@ static void *ctl_thread(void *arg)
 {
     struct ctl *x = arg;
     apply_sched(x);
+    /* a watched thread (core/live.h): it beats every cycle and says, before it
+     * sleeps, when it is due back; stalled past `watchdog`, the gateway's
+     * systemd watchdog pings stop */
+    if (x->cfg->systemd)
+        fb_live_enter(&x->live, "control", x->cfg->watchdog_ns ? x->cfg->watchdog_ns : x->gw->stall_timeout_ns);
     const int64_t period = x->cfg->period_ns;
     struct timespec next;
     clock_gettime(CLOCK_MONOTONIC, &next);
@@ -1042,9 +1050,11 @@ static void *ctl_thread(void *arg)
     for (;;) {
         deadline += period;
         next = ns_ts(deadline);
+        fb_live_idle(deadline);
         while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &next, NULL) == EINTR) {
         }
         int64_t now = fb_mono_ns();
+        fb_live_beat(now);
         int64_t late = now - deadline;
         if (late < 0) late = 0;
         atomic_fetch_add_explicit(&x->hist[h_bucket(late)], 1, memory_order_relaxed);
@@ -1077,6 +1087,7 @@ static void *ctl_thread(void *arg)
             tick += missed;
         }
     }
+    fb_live_leave();
     return NULL;
 }
 
@@ -1100,11 +1111,8 @@ static void *wd_thread(void *arg)
     struct ctl *x = arg;
     const struct ctl_cfg *c = x->cfg;
     int64_t interval = c->watchdog_ns ? c->watchdog_ns / 4 : 1000000000LL;
-    if (x->sd_watchdog && (int64_t)(x->sd_usec * 1000 / 2) < interval) interval = (int64_t)(x->sd_usec * 1000 / 2);
     if (x->stall_path && interval > 20000000LL) interval = 20000000LL;
     if (interval < 1000000LL) interval = 1000000LL;
-    /* pings at twice the rate systemd asks for, whatever this thread's own rate */
-    int64_t ping_every = x->sd_watchdog ? (int64_t)(x->sd_usec * 1000 / 2) : 0, last_ping = 0;
     uint64_t last_hb = atomic_load(&x->cycles);
     int64_t last_change = fb_mono_ns();
     pthread_mutex_lock(&x->wd_mu);
@@ -1127,10 +1135,6 @@ static void *wd_thread(void *arg)
             last_change = now;
         } else if (c->watchdog_ns && !atomic_load(&x->tripped) && now - last_change > c->watchdog_ns) {
             trip(x, now - last_change);
-        }
-        if (x->sd_watchdog && !atomic_load(&x->tripped) && now - last_ping >= ping_every - interval / 2) {
-            last_ping = now;
-            if (fb_sd_notify("WATCHDOG=1") > 0) atomic_fetch_add(&x->sd_pings, 1);
         }
         pthread_mutex_lock(&x->wd_mu);
     }
@@ -1228,14 +1232,15 @@ static void *ctl_start(struct fb_gateway *gw, const void *cfg, struct fb_err *er
     fb_write_guard_set(gw, &x->guard);
     x->stall_path = getenv("FB_TEST_CONTROL_STALL");
     if (x->stall_path && !*x->stall_path) x->stall_path = NULL;
-    if (c->systemd) x->sd_watchdog = fb_sd_watchdog(&x->sd_usec);
+    uint64_t sd_usec = 0;
+    x->sd_watchdog = c->systemd && fb_sd_watchdog(&sd_usec);
     if (pthread_create(&x->thr, NULL, ctl_thread, x) != 0) {
         fb_err_set(err, FB_ENOMEM, "cannot start the control thread");
         goto fail;
     }
     x->thr_started = true;
     pthread_setname_np(x->thr, "fb-control"); /* top -H, /proc/PID/task/TID/comm: its own CPU time */
-    if (c->watchdog_ns || x->sd_watchdog || x->stall_path) {
+    if (c->watchdog_ns || x->stall_path) {
         if (pthread_create(&x->wd_thr, NULL, wd_thread, x) != 0) {
             fb_err_set(err, FB_ENOMEM, "cannot start the control watchdog thread");
             goto fail;
@@ -1245,7 +1250,7 @@ static void *ctl_start(struct fb_gateway *gw, const void *cfg, struct fb_err *er
     }
     fb_info(NULL, NULL, "control: %u loop%s, %u interlock%s, period %.3g ms%s", c->nloops, c->nloops == 1 ? "" : "s",
             c->nilks, c->nilks == 1 ? "" : "s", c->period_ns / 1e6,
-            x->sd_watchdog ? ", systemd watchdog pings on" : "");
+            x->sd_watchdog ? ", watched by the systemd watchdog" : "");
     return x;
 nomem:
     fb_err_set(err, FB_ENOMEM, "control: out of memory");
@@ -1428,8 +1433,6 @@ static void ctl_metrics(void *state, struct fb_buf *b)
     fb_buf_printf(b, "fieldbridge_control_watchdog_trips_total %" PRIu64 "\n", atomic_load(&x->trips));
     family(b, "fieldbridge_control_watchdog_tripped", "gauge", "1 while the control thread is stalled.");
     fb_buf_printf(b, "fieldbridge_control_watchdog_tripped %d\n", atomic_load(&x->tripped) ? 1 : 0);
-    family(b, "fieldbridge_control_systemd_pings_total", "counter", "WATCHDOG=1 notifications sent to systemd.");
-    fb_buf_printf(b, "fieldbridge_control_systemd_pings_total %" PRIu64 "\n", atomic_load(&x->sd_pings));
     if (c->nilks) {
         family(b, "fieldbridge_control_interlock_active", "gauge",
                "1 while the interlock holds its loops and outputs.");

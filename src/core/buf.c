@@ -218,8 +218,15 @@ static const struct diy cached_pow[] = {
 
 static inline struct diy diy_mul(struct diy a, struct diy b)
 {
+#ifdef __SIZEOF_INT128__
     unsigned __int128 p = (unsigned __int128)a.f * b.f;
     uint64_t hi = (uint64_t)(p >> 64), lo = (uint64_t)p;
+#else /* 32-bit targets (armhf): the 128-bit product from four 32x32 bit ones */
+    uint64_t a1 = a.f >> 32, a0 = a.f & 0xFFFFFFFFu, b1 = b.f >> 32, b0 = b.f & 0xFFFFFFFFu;
+    uint64_t p00 = a0 * b0, p01 = a0 * b1, p10 = a1 * b0, p11 = a1 * b1;
+    uint64_t mid = (p00 >> 32) + (p01 & 0xFFFFFFFFu) + (p10 & 0xFFFFFFFFu);
+    uint64_t hi = p11 + (p01 >> 32) + (p10 >> 32) + (mid >> 32), lo = (mid << 32) | (p00 & 0xFFFFFFFFu);
+#endif
     hi += lo >> 63; /* round to nearest */
     return (struct diy){hi, a.e + b.e + 64};
 }

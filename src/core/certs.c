@@ -68,11 +68,16 @@ struct list {
     bool oom;
 };
 
+/* Seconds since the epoch, without timegm: a 32-bit time_t (armhf) ends in
+ * 2038, and CA certificates often outlive that. */
 static int64_t asn1_unix(const ASN1_TIME *t)
 {
-    struct tm tm;
-    if (!t || ASN1_TIME_to_tm(t, &tm) != 1) return 0;
-    return (int64_t)timegm(&tm);
+    if (!t) return 0;
+    ASN1_TIME *epoch = ASN1_TIME_set(NULL, 0);
+    int days = 0, secs = 0;
+    int ok = epoch && ASN1_TIME_diff(&days, &secs, epoch, t);
+    ASN1_TIME_free(epoch);
+    return ok ? (int64_t)days * 86400 + secs : 0;
 }
 
 static void name_text(X509_NAME *nm, char *out, size_t cap)
@@ -273,12 +278,15 @@ const char *fb_cert_state_name(enum fb_cert_state s)
 
 static void date_text(int64_t s, char *out, size_t cap)
 {
-    time_t t = (time_t)s;
-    struct tm tm;
-    if (s <= 0 || !gmtime_r(&t, &tm))
+    if (s <= 0) {
         snprintf(out, cap, "-");
-    else
-        strftime(out, cap, "%Y-%m-%dT%H:%M:%SZ", &tm);
+        return;
+    }
+    int y; /* not gmtime_r: past 2038 on a 32-bit time_t too */
+    unsigned mo, d;
+    fb_civil_from_days(s / 86400, &y, &mo, &d);
+    snprintf(out, cap, "%04d-%02u-%02uT%02d:%02d:%02dZ", y, mo, d, (int)(s % 86400 / 3600), (int)(s % 3600 / 60),
+             (int)(s % 60));
 }
 
 /* "12 days", "5 hours", "40 minutes" */

@@ -193,9 +193,9 @@ struct anchors {
 
 static size_t anchor_hash(const char *s)
 {
-    size_t h = 1469598103934665603u;
+    uint64_t h = 1469598103934665603u; /* FNV-1a, 64-bit also where size_t is 32 */
     for (; *s; s++) h = (h ^ (unsigned char)*s) * 1099511628211u;
-    return h;
+    return (size_t)h;
 }
 
 static struct anchor_ent *anchor_find(struct anchors *a, const char *name, bool add)

@@ -40,9 +40,9 @@ struct ctx {
     struct fb_gateway *gw;
 };
 
-static const char *const k_fixed[] = {"gateway", "log",   "status_interval", "commands", "security", "buffer",
-                                      "devices", "fleet", "version",         "alarms",   "scripts",  "vibration",
-                                      NULL};
+static const char *const k_fixed[] = {
+    "gateway", "log",   "status_interval", "stall_timeout", "commands", "security",  "buffer",
+    "devices", "fleet", "version",         "alarms",        "scripts",  "vibration", NULL};
 #define NFIXED (sizeof k_fixed / sizeof k_fixed[0] - 1)
 /* the keys every sink's section takes besides its own */
 static const char *const k_sink_common[] = {"buffer", "queue", NULL};
@@ -228,6 +228,10 @@ static void load_gateway(struct ctx *c, const struct fb_cfg_map *top)
     gw->status_interval_ns = 30000000000LL;
     if ((g = fb_cfg_get(top, "status_interval")))
         fb_cfg_dur(c->r, NULL, g, "status_interval", true, &gw->status_interval_ns);
+    /* how long a connection or sink thread may be busy in one step before the
+     * gateway counts as wedged (systemd watchdog, /metrics; core/live.h) */
+    gw->stall_timeout_ns = 60000000000LL;
+    if ((g = fb_cfg_get(top, "stall_timeout"))) fb_cfg_dur(c->r, NULL, g, "stall_timeout", true, &gw->stall_timeout_ns);
 
     gw->cmd_timeout_ns = 5000000000LL;
     if ((g = fb_cfg_get(top, "commands")) && fb_cfg_map_load(c->r, g, "commands", &m)) {

@@ -67,8 +67,8 @@ bool fb_clock_synced(void)
 }
 
 /* Civil date from days since the epoch (proleptic Gregorian); avoids gmtime_r
- * and its locks on the hot path. */
-static void civil_from_days(int64_t z, int *y, unsigned *m, unsigned *d)
+ * and its locks on the hot path, and a 32-bit time_t (armhf) past 2038. */
+void fb_civil_from_days(int64_t z, int *y, unsigned *m, unsigned *d)
 {
     z += 719468;
     int64_t era = (z >= 0 ? z : z - 146096) / 146097;
@@ -90,7 +90,7 @@ size_t fb_fmt_time(char *buf, int64_t ns)
     int64_t sod = s - days * 86400;
     int y;
     unsigned mo, d;
-    civil_from_days(days, &y, &mo, &d);
+    fb_civil_from_days(days, &y, &mo, &d);
     unsigned hh = (unsigned)(sod / 3600), mi = (unsigned)(sod / 60 % 60), ss = (unsigned)(sod % 60);
     char *p = buf;
     if (y < 0 || y > 9999) y = y < 0 ? 0 : 9999;

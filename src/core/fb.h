@@ -57,6 +57,9 @@ int64_t fb_mono_ns(void); /* CLOCK_MONOTONIC */
 bool fb_clock_synced(void);
 /* "2026-11-28T10:00:00.123Z" (millisecond precision); buf >= 32. Returns length. */
 size_t fb_fmt_time(char *buf, int64_t ns);
+/* Year, month (1-12) and day (1-31) of a day counted from 1970-01-01 (proleptic
+ * Gregorian, any int64 day); no time_t, so right past 2038 on 32-bit targets too. */
+void fb_civil_from_days(int64_t days, int *y, unsigned *m, unsigned *d);
 /* The inverse for what fb_fmt_time writes (and RFC 3339 in UTC with 0..9
  * fraction digits: "2026-11-28T10:00:00Z", "...00.123456789Z"); n bytes of s.
  * false when it is not that shape. */

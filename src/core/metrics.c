@@ -51,6 +51,7 @@
 #include "core/env.h"
 #include "core/fleet_cfg.h"
 #include "core/health.h"
+#include "core/live.h"
 #include "core/metrics.h"
 #include "core/model.h"
 #include "core/plugin.h"
@@ -621,6 +622,9 @@ void fb_metrics_render(struct fb_gateway *gw, struct fb_buf *out)
     family(out, "fieldbridge_clock_synced", "gauge",
            "1 when the kernel reports the system clock synchronised (adjtimex), else 0.");
     fb_buf_printf(out, "fieldbridge_clock_synced %d\n", fb_clock_synced() ? 1 : 0);
+    family(out, "fieldbridge_stalled_threads", "gauge",
+           "Connection, sink and control threads busy in one step for longer than their limit (0 = alive).");
+    fb_buf_printf(out, "fieldbridge_stalled_threads %d\n", fb_live_check(fb_mono_ns(), NULL, 0, NULL));
     family(out, "fieldbridge_tags", "gauge", "Configured tags.");
     fb_buf_printf(out, "fieldbridge_tags %" PRIu32 "\n", gw->ntags);
     family(out, "fieldbridge_build_info", "gauge", "Build information; the value is always 1.");

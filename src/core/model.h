@@ -524,6 +524,7 @@ struct fb_gateway {
     int64_t cert_check_ns;        /* look again this often (default 1 h) */
     struct fb_buffer_cfg *buffer; /* global buffer settings, NULL = none */
     int64_t status_interval_ns;
+    int64_t stall_timeout_ns; /* a watched thread busy this long in one step is stalled (core/live.h) */
     /* computed tags, alarms, scripts (src/edge) */
     struct fb_calc *calcs;
     uint32_t ncalcs;

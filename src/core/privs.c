@@ -106,7 +106,7 @@ int fb_privs_advice(unsigned euid, uint64_t caps, int lowest_port, char *out, si
     if (euid == 0) {
         snprintf(out, cap,
                  "running as root, which fieldbridge does not need: run it as an unprivileged user "
-                 "(deploy/fieldbridge.service does). TCP clients need no privilege, /dev/piControl0 and serial "
+                 "(deploy/systemd/fieldbridge.service does). TCP clients need no privilege, /dev/piControl0 and serial "
                  "ports need only their group (SupplementaryGroups=)%s — docs/security.md",
                  port_note);
         return 1;

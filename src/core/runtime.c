@@ -46,6 +46,7 @@
 #include "core/batch_codec.h"
 #include "core/buf.h"
 #include "core/certs.h"
+#include "core/live.h"
 #include "core/log.h"
 #include "core/router.h"
 #include "core/runtime_state.h"
@@ -87,6 +88,7 @@ static void store_append(struct fb_sink_inst *s, struct fb_sink_rt *q, const str
                 fb_warn(NULL, NULL, "%s: buffer full, holding the producers back (policy block)", s->name);
             fb_store_flush(s->rt->store); /* what is buffered must be readable to be delivered */
             store_deliver(s, q);
+            fb_live_beat(0); /* holding back is not a stall: it keeps delivering */
             struct timespec ts = {0, 10000000L};
             nanosleep(&ts, NULL);
             continue;
@@ -207,13 +209,19 @@ static void *sink_thread(void *arg)
     uint32_t unflushed = 0;
     int64_t wait_ns = -1;
     int64_t stop_deadline = 0;
+    char live_name[96];
+    snprintf(live_name, sizeof live_name, "sink %s", s->name);
+    fb_live_enter(&q->live, live_name, gw->stall_timeout_ns);
     for (;;) {
+        fb_live_beat(0);
         pthread_mutex_lock(&q->mu);
         s = sink_park_point(q, s);
         bool stopping = atomic_load(&gw->rt->sinks_stop) || atomic_load(&q->stop);
         if (!q->head && !stopping && !q->park) {
             int64_t w = wait_ns >= 0 && wait_ns < 100000000LL ? wait_ns : 100000000LL;
-            fb_cond_wait_until(&q->cv, &q->mu, fb_mono_ns() + w);
+            int64_t until = fb_mono_ns() + w;
+            fb_live_idle(until);
+            fb_cond_wait_until(&q->cv, &q->mu, until);
         }
         struct fb_qnode *n = q->head;
         if (n) {
@@ -272,6 +280,7 @@ static void *sink_thread(void *arg)
             nanosleep(&ts, NULL);
         }
     }
+    fb_live_leave();
     return NULL;
 }
 
@@ -424,7 +433,12 @@ static void sink_rt_free(struct fb_sink_inst *s)
 static void pipeline(struct fb_gateway *gw, struct fb_batch *in)
 {
     struct fb_rt *rt = gw->rt;
-    struct fb_batch *out = fb_batch_pool_get(rt->out_pool);
+    struct fb_batch *out = fb_batch_pool_tryget(rt->out_pool);
+    if (!out) { /* back-pressure: waiting for the sink threads, which are watched themselves */
+        fb_live_idle(FB_LIVE_WAITING);
+        out = fb_batch_pool_get(rt->out_pool);
+        fb_live_beat(0);
+    }
     if (!out) {
         fb_batch_unref(in);
         return;
@@ -574,6 +588,9 @@ static void *conn_thread(void *arg)
     bool ever_failed = false;
     uint32_t failed_q = 0; /* the quality the tags were last given for a failed connect */
     c->rt->next_try = 0;
+    char live_name[96];
+    snprintf(live_name, sizeof live_name, "connection %s", c->key);
+    fb_live_enter(&c->rt->live, live_name, gw->stall_timeout_ns);
     int64_t now = fb_mono_ns();
     for (uint32_t i = 0; i < c->ndevs; i++)
         for (uint32_t k = 0; k < c->devs[i]->ngroups; k++) c->devs[i]->groups[k].rt->next_due = now;
@@ -585,6 +602,7 @@ static void *conn_thread(void *arg)
             continue;
         }
         now = fb_mono_ns();
+        fb_live_beat(now);
         if (!c->rt->connected && now >= c->rt->next_try) {
             struct fb_err err = {0};
             c->rt->fail_q = 0;
@@ -673,6 +691,7 @@ static void *conn_thread(void *arg)
         pthread_mutex_lock(&c->rt->mu);
         if (!c->rt->wq_head && !atomic_load(&gw->rt->conns_stop) && !atomic_load(&crt->stop) &&
             !atomic_load(&crt->park)) {
+            fb_live_idle(wake == INT64_MAX ? FB_LIVE_WAITING : wake);
             if (wake == INT64_MAX) {
                 pthread_cond_wait(&c->rt->cv, &c->rt->mu);
             } else {
@@ -689,6 +708,7 @@ static void *conn_thread(void *arg)
     }
     for (uint32_t i = 0; i < c->ndevs; i++)
         fb_publish_state(gw, c->devs[i], FB_DEV_OFFLINE, alone ? crt->stop_reason : "gateway stopped");
+    fb_live_leave();
     return NULL;
 }
 

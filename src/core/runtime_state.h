@@ -11,6 +11,7 @@
 
 #include "core/buf.h"
 #include "core/health.h"
+#include "core/live.h"
 #include "core/log.h"
 #include "core/model.h"
 #include "store/store.h"
@@ -79,6 +80,7 @@ struct fb_write_guard; /* plugin.h */
 struct fb_conn_rt {
     pthread_t thr;
     bool started;
+    struct fb_live live; /* liveness, for the watchdog (core/live.h) */
     struct fb_conn *conn; /* the model element the thread serves; a reload that keeps the
                            * connection points it at the new model's (while parked) */
     atomic_bool stop;     /* stop this connection alone (a reload removed or changed it) */
@@ -146,6 +148,7 @@ struct fb_sink_rt {
     uint32_t len;                        /* under mu */
     pthread_t thr;
     bool started;
+    struct fb_live live;    /* liveness, for the watchdog (core/live.h) */
     struct fb_store *store; /* the on-disk queue, or the memory queue without a buffer */
     atomic_bool rewind;     /* a delivery failed: re-deliver the in-flight records */
     bool mem_only;          /* no buffer configured: nothing waiting and the sink ready →

@@ -1,11 +1,14 @@
 /* sdnotify.c — systemd notifications through a libsystemd loaded on demand
  * (see sdnotify.h for why dlopen).  The resolved entry points are set once
- * under a lock and never change. */
+ * under a lock and never change.  Without libsystemd at build time
+ * (cmake -DFB_SYSTEMD=OFF) nothing is sent: use Type=simple then. */
 #include "core/sdnotify.h"
 
+#include <stdlib.h>
+
+#ifdef FB_HAVE_SYSTEMD
 #include <dlfcn.h>
 #include <pthread.h>
-#include <stdlib.h>
 #include <systemd/sd-daemon.h>
 
 #include "core/log.h"
@@ -54,3 +57,18 @@ bool fb_sd_watchdog(uint64_t *usec)
     *usec = u;
     return true;
 }
+#else
+/* Built with -DFB_SYSTEMD=OFF (no libsystemd headers): a gateway started by
+ * systemd with Type=notify would never be ready, so say why. */
+int fb_sd_notify(const char *state)
+{
+    (void)state;
+    return getenv("NOTIFY_SOCKET") ? -1 : 0;
+}
+
+bool fb_sd_watchdog(uint64_t *usec)
+{
+    (void)usec;
+    return false;
+}
+#endif

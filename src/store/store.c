@@ -124,7 +124,9 @@
 
 /* ------------------------------------------------------------------ CRC-32C */
 static uint32_t crc_tab[8][256];
-static bool crc_hw;
+#if defined(__x86_64__)
+static bool crc_hw; /* SSE 4.2's crc32 instruction (other architectures: the tables) */
+#endif
 static pthread_once_t crc_once = PTHREAD_ONCE_INIT;
 
 static void crc_init(void)

@@ -557,6 +557,35 @@ def test_watchdog_trips_when_the_control_thread_stops(broker, start_gateway, wat
         ns.close()
 
 
+def test_watchdog_systemd_false_keeps_the_pings(broker, start_gateway, watch, tmp_path):
+    """control.systemd: false: the control thread is not one of the threads the
+    gateway's systemd watchdog watches (core/live.h), so its stall writes the
+    safe values but the gateway, alive otherwise, keeps sending WATCHDOG=1."""
+    ns = NotifySocket(tmp_path / "notify.sock")
+    stall = tmp_path / "stall"
+    mport = metrics_port()
+    env = {"NOTIFY_SOCKET": ns.path, "WATCHDOG_USEC": "400000", "FB_TEST_CONTROL_STALL": str(stall)}
+    try:
+        gw, w, cmd = start(broker, start_gateway, watch, [sim_oven()],
+                           {"watchdog": "300ms", "systemd": False, "loops": [loop_cfg(sp=30, safe=0.75)]},
+                           mport=mport, env=env)
+        assert wait_state(w, "tic", lambda v: v.get("state", {}).get("v") == "ok"), gw.output()
+        t = time.monotonic()
+        stall.write_text("stop")
+        assert wait_values(w, "oven", lambda v: v.get("power", {}).get("v") == 0.75, timeout=3, after=t), \
+            gw.output()[-2000:]
+        st = status(mport)["control"]
+        assert st["watchdog"]["tripped"] and not st["watchdog"]["systemd"], st
+        t_stalled = time.monotonic()
+        time.sleep(1.0)
+        pings = [m for _, m in ns.since(t_stalled) if m == "WATCHDOG=1"]
+        assert 3 <= len(pings) <= 7, ns.since(t)  # every WATCHDOG_USEC/2 = 200 ms, stall or not
+        stall.unlink()
+        assert gw.stop() == 0
+    finally:
+        ns.close()
+
+
 # ------------------------------------------------------------- command source lost
 def test_north_loss_safe(broker, start_gateway, watch):
     """No broker for `north_loss`: the loop writes its safe value (on_north_loss: safe)."""

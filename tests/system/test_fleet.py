@@ -222,10 +222,10 @@ def test_invalid_config_is_refused_and_the_running_one_stays(broker, start_modbu
 def test_systemd_unit_reload(broker, start_modbus, start_gateway, watch):
     """`systemctl reload fieldbridge` runs the unit's ExecReload with $MAINPID:
     run that command line against the gateway's PID."""
-    unit = open(os.path.join(os.path.dirname(__file__), "..", "..", "deploy", "fieldbridge.service"),
+    unit = open(os.path.join(os.path.dirname(__file__), "..", "..", "deploy", "systemd", "fieldbridge.service"),
                 encoding="utf-8").read()
     m = re.search(r"^ExecReload=(.+)$", unit, re.M)
-    assert m, "deploy/fieldbridge.service has no ExecReload="
+    assert m, "deploy/systemd/fieldbridge.service has no ExecReload="
     mb = counting_server(start_modbus, "m")
     w = watch(broker.port)
     gw = start_gateway(gw_config(broker.port, [mdev(mb, "plc1")]))

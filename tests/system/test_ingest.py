@@ -354,3 +354,8 @@ def test_run_and_ingest_take_their_own_configs(tmp_path):
         r = run_cli("check", "-c", str(bad))
         key = extra.split(":")[0]
         assert r.returncode != 0 and f"{key}: and ingest: do not go together" in r.stderr, (extra, r.stderr)
+    # but the metrics endpoint serves an ingest instance too (examples/ingest-influx.yaml has one)
+    ok = tmp_path / "metrics.yaml"
+    ok.write_text(ig.read_text() + 'metrics: {listen: "127.0.0.1:9101"}\n')
+    r = run_cli("check", "-c", str(ok))
+    assert r.returncode == 0 and "source ingest" in r.stdout, r.stdout + r.stderr

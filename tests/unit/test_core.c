@@ -70,10 +70,16 @@ static void test_time_format(void **st)
     /* leap day */
     fb_fmt_time(buf, 951782400000000000LL);
     assert_string_equal(buf, "2000-02-29T00:00:00.000Z");
-    /* compare with gmtime for a spread of instants */
+    /* past 2038 (where a 32-bit time_t, armhf, ends; fb_fmt_time does not use it) */
+    fb_fmt_time(buf, 4102444799LL * 1000000000LL);
+    assert_string_equal(buf, "2099-12-31T23:59:59.000Z");
+    fb_fmt_time(buf, 2147483648LL * 1000000000LL);
+    assert_string_equal(buf, "2038-01-19T03:14:08.000Z");
+    /* compare with gmtime for a spread of instants (those a time_t holds) */
     for (int64_t s = 0; s < 4102444800LL; s += 86400 * 37 + 3671) {
         struct tm tm;
         time_t t = (time_t)s;
+        if ((int64_t)t != s) break;
         gmtime_r(&t, &tm);
         char want[32];
         strftime(want, sizeof want, "%Y-%m-%dT%H:%M:%S.000Z", &tm);

@@ -750,16 +750,15 @@ size_t ua_dt_format(int64_t dt, char *buf, size_t cap)
         frac += 10000000;
         secs--;
     }
-    time_t t = (time_t)secs;
-    struct tm tm;
-    if (!gmtime_r(&t, &tm)) {
-        snprintf(buf, cap, "invalid");
-        return 7;
-    }
-    int n = frac % 10000 ? snprintf(buf, cap, "%04d-%02d-%02dT%02d:%02d:%02d.%07dZ", tm.tm_year + 1900, tm.tm_mon + 1,
-                                    tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, (int)frac)
-                         : snprintf(buf, cap, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900, tm.tm_mon + 1,
-                                    tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, (int)(frac / 10000));
+    /* not gmtime_r: a 32-bit time_t (armhf) ends in 2038, DateTime in 9999 */
+    int64_t days = secs >= 0 ? secs / 86400 : (secs - 86399) / 86400, sod = secs - days * 86400;
+    int y;
+    unsigned mo, d;
+    fb_civil_from_days(days, &y, &mo, &d);
+    int hh = (int)(sod / 3600), mi = (int)(sod / 60 % 60), ss = (int)(sod % 60);
+    int n = frac % 10000
+                ? snprintf(buf, cap, "%04d-%02u-%02uT%02d:%02d:%02d.%07dZ", y, mo, d, hh, mi, ss, (int)frac)
+                : snprintf(buf, cap, "%04d-%02u-%02uT%02d:%02d:%02d.%03dZ", y, mo, d, hh, mi, ss, (int)(frac / 10000));
     return n < 0 ? 0 : (size_t)n < cap ? (size_t)n : cap - 1;
 }
 
