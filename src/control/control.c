@@ -93,7 +93,7 @@ struct ctl_out_cfg {
 struct ctl_ilk_cfg {
     char *name, *when;
     struct fb_cfg_mark mark, when_m;
-    struct fb_expr *expr;           /* compiled at bind, when the tags exist */
+    struct fb_expr *expr;            /* compiled at bind, when the tags exist */
     uint32_t tags[CTL_ILK_MAX_TAGS]; /* the expression's variable slots: tag ids */
     uint32_t ntags;
     char **loop_names;
@@ -533,7 +533,8 @@ static int ilk_resolve(void *ctx, const char *name, size_t len, bool quoted, str
     snprintf(tag, sizeof tag, "%.*s", (int)(name + len - slash - 1), slash + 1);
     struct fb_tag *t = fb_gw_tag(x->gw, d, tag);
     if (!t) return fb_err_set(err, FB_EINVAL, "device '%s' has no tag '%s'", dev, tag);
-    if (t->type == FB_T_STRING) return fb_err_set(err, FB_EINVAL, "%s is a string tag: conditions take numbers", t->path);
+    if (t->type == FB_T_STRING)
+        return fb_err_set(err, FB_EINVAL, "%s is a string tag: conditions take numbers", t->path);
     for (uint32_t k = 0; k < x->I->ntags; k++)
         if (x->I->tags[k] == t->id) return (int)k;
     if (x->I->ntags == CTL_ILK_MAX_TAGS)
@@ -1162,6 +1163,161 @@ static int guard(void *ctx, const struct fb_tag *t, struct fb_err *err)
     return 0;
 }
 
+/* ------------------------------------------------------------ reload */
+/* A reload restarts the service on the new configuration (it holds the old
+ * model's tag ids, latest-value slots and write requests), but a loop whose
+ * configuration did not change is carried over by name (handover → adopt,
+ * model.h): no safe value, the mode, set point, manual output, tuning, PID
+ * state and interlock memory continue, so its output goes on without a bump.
+ * An interlock of the same configuration keeps its state too. */
+struct ctl_carry_loop {
+    char *name;
+    struct fb_loop_saved s;
+    struct fb_value last_raw;
+    bool have_last, failed;
+    int64_t last_write, last_run;
+    uint64_t writes, write_errors;
+};
+
+struct ctl_carry_ilk {
+    char *name;
+    bool active;
+    uint64_t trips;
+    int64_t last_write;
+};
+
+struct ctl_carry {
+    struct ctl_carry_loop *loops;
+    uint32_t nloops;
+    struct ctl_carry_ilk *ilks;
+    uint32_t nilks;
+    bool north_lost;
+    int64_t north_down_since;
+};
+
+static void carry_free(struct ctl_carry *k)
+{
+    if (!k) return;
+    for (uint32_t i = 0; i < k->nloops; i++) free(k->loops[i].name);
+    for (uint32_t i = 0; i < k->nilks; i++) free(k->ilks[i].name);
+    free(k->loops);
+    free(k->ilks);
+    free(k);
+}
+
+static bool s_eq(const char *a, const char *b) { return a == b || (a && b && !strcmp(a, b)); }
+
+static bool tag_eq(const struct fb_gateway *og, uint32_t a, const struct fb_gateway *ng, uint32_t b)
+{
+    return a < og->ntags && b < ng->ntags && fb_tag_same(og, &og->tags[a], ng, &ng->tags[b]);
+}
+
+static bool pid_eq(const struct fb_pid_cfg *a, const struct fb_pid_cfg *b)
+{
+    return a->kp == b->kp && a->ti == b->ti && a->td == b->td && a->n == b->n && a->b == b->b && a->tt == b->tt &&
+           a->aw == b->aw && a->action == b->action && a->lo == b->lo && a->hi == b->hi && a->rate == b->rate;
+}
+
+/* Everything that decides what the loop does (its device's publish period,
+ * area and line do not); its tags compared by name and definition, their ids
+ * are the models' own. */
+static bool loop_eq(const struct fb_gateway *og, const struct fb_loop_cfg *a, const struct fb_gateway *ng,
+                    const struct fb_loop_cfg *b)
+{
+    return s_eq(a->name, b->name) && s_eq(a->pv_name, b->pv_name) && s_eq(a->out_name, b->out_name) &&
+           s_eq(a->sp_name, b->sp_name) && a->has_sp_tag == b->has_sp_tag && tag_eq(og, a->pv, ng, b->pv) &&
+           tag_eq(og, a->out, ng, b->out) && (!a->has_sp_tag || tag_eq(og, a->sp_tag, ng, b->sp_tag)) &&
+           pid_eq(&a->pid, &b->pid) && a->cycle_ns == b->cycle_ns && a->mode0 == b->mode0 && a->sp0 == b->sp0 &&
+           a->has_sp_min == b->has_sp_min && a->has_sp_max == b->has_sp_max &&
+           (!a->has_sp_min || a->sp_min == b->sp_min) && (!a->has_sp_max || a->sp_max == b->sp_max) &&
+           a->sp_rate == b->sp_rate && a->sp_track == b->sp_track && a->safe == b->safe && a->out0 == b->out0 &&
+           a->stale_cycles == b->stale_cycles && a->fallback == b->fallback && a->on_north_loss == b->on_north_loss &&
+           a->refresh_ns == b->refresh_ns;
+}
+
+static bool ilk_eq(const struct fb_gateway *og, const struct ctl_ilk_cfg *a, const struct fb_gateway *ng,
+                   const struct ctl_ilk_cfg *b)
+{
+    if (!s_eq(a->name, b->name) || !s_eq(a->when, b->when) || a->resume_manual != b->resume_manual ||
+        a->ntags != b->ntags || a->nloops != b->nloops || a->nouts != b->nouts || !a->expr != !b->expr)
+        return false;
+    for (uint32_t k = 0; k < a->ntags; k++)
+        if (!tag_eq(og, a->tags[k], ng, b->tags[k])) return false;
+    for (uint32_t k = 0; k < a->nloops; k++)
+        if (!s_eq(a->loop_names[k], b->loop_names[k])) return false;
+    for (uint32_t k = 0; k < a->nouts; k++)
+        if (!s_eq(a->outs[k].name, b->outs[k].name) || a->outs[k].value != b->outs[k].value ||
+            !tag_eq(og, a->outs[k].tag, ng, b->outs[k].tag))
+            return false;
+    return true;
+}
+
+static const struct ctl_ilk_cfg *ilk_named(const struct ctl_cfg *c, const char *name)
+{
+    for (uint32_t i = 0; name && i < c->nilks; i++)
+        if (s_eq(c->ilks[i].name, name)) return &c->ilks[i];
+    return NULL;
+}
+
+static bool ilk_names_loop(const struct ctl_ilk_cfg *I, const char *loop)
+{
+    for (uint32_t k = 0; k < I->nloops; k++)
+        if (s_eq(I->loop_names[k], loop)) return true;
+    return false;
+}
+
+/* Loop a of c continues as b of nc: the same configuration, and every
+ * interlock that holds it is the same in both. */
+static bool loop_carried(const struct fb_gateway *og, const struct ctl_cfg *c, const struct fb_loop_cfg *a,
+                         const struct fb_gateway *ng, const struct ctl_cfg *nc, const struct fb_loop_cfg *b)
+{
+    if (!a->name || !loop_eq(og, a, ng, b)) return false;
+    uint32_t n_old = 0, n_new = 0;
+    for (uint32_t i = 0; i < c->nilks; i++) {
+        if (!ilk_names_loop(&c->ilks[i], a->name)) continue;
+        n_old++;
+        const struct ctl_ilk_cfg *o = ilk_named(nc, c->ilks[i].name);
+        if (!o || !ilk_eq(og, &c->ilks[i], ng, o)) return false;
+    }
+    for (uint32_t i = 0; i < nc->nilks; i++) n_new += ilk_names_loop(&nc->ilks[i], a->name);
+    return n_old == n_new;
+}
+
+/* In ctl_start_from, before the control thread runs. */
+static void carry_apply(struct ctl *x, struct ctl_carry *k)
+{
+    if (!k) return;
+    const struct ctl_cfg *c = x->cfg;
+    for (uint32_t i = 0; i < c->nloops; i++) {
+        struct ctl_loop *cl = &x->loops[i];
+        const struct ctl_carry_loop *o = NULL;
+        for (uint32_t j = 0; j < k->nloops && !o; j++)
+            if (s_eq(k->loops[j].name, cl->c->name)) o = &k->loops[j];
+        if (!o) continue;
+        const struct ctl_ilk_cfg *I = ilk_named(c, o->s.interlock_was[0] ? o->s.interlock_was : NULL);
+        fb_loop_restore(&cl->L, &o->s, I ? I->name : NULL);
+        cl->last_raw = o->last_raw;
+        cl->have_last = o->have_last;
+        cl->last_write = o->last_write;
+        cl->last_run = o->last_run;
+        atomic_store(&cl->failed, o->failed);
+        atomic_store(&cl->writes, o->writes);
+        atomic_store(&cl->write_errors, o->write_errors);
+        fb_info(cl->c->name, NULL, "continues across the reload: %s, sp %g, out %g, state %s",
+                o->s.mode == FB_MODE_AUTO ? "auto" : "manual", o->s.sp, o->s.out, fb_loop_state_names[o->s.state]);
+    }
+    for (uint32_t i = 0; i < c->nilks; i++)
+        for (uint32_t j = 0; j < k->nilks; j++)
+            if (s_eq(k->ilks[j].name, c->ilks[i].name)) {
+                atomic_store(&x->ilks[i].active, k->ilks[j].active);
+                atomic_store(&x->ilks[i].trips, k->ilks[j].trips);
+                x->ilks[i].last_write = k->ilks[j].last_write;
+            }
+    x->north_lost = k->north_lost;
+    x->north_down_since = k->north_down_since;
+    carry_free(k);
+}
+
 /* ---------------------------------------------------------- start / stop */
 static void ctl_free(struct ctl *x)
 {
@@ -1185,11 +1341,14 @@ static void ctl_free(struct ctl *x)
     free(x);
 }
 
-static void *ctl_start(struct fb_gateway *gw, const void *cfg, struct fb_err *err)
+/* Start the service; with `carry` (a reload's handover, taken and freed) the
+ * loops and interlocks named in it continue from their running state. */
+static void *ctl_start_from(struct fb_gateway *gw, const void *cfg, struct ctl_carry *carry, struct fb_err *err)
 {
     const struct ctl_cfg *c = cfg;
     struct ctl *x = calloc(1, sizeof *x);
     if (!x) {
+        carry_free(carry);
         fb_err_set(err, FB_ENOMEM, "out of memory");
         return NULL;
     }
@@ -1228,6 +1387,8 @@ static void *ctl_start(struct fb_gateway *gw, const void *cfg, struct fb_err *er
             if (!(k->outs[j].req = fb_write_req_new(iout_done, &k->outs[j]))) goto nomem;
         }
     }
+    carry_apply(x, carry); /* before the control thread's first cycle */
+    carry = NULL;
     x->guard = (struct fb_write_guard){guard, x};
     fb_write_guard_set(gw, &x->guard);
     x->stall_path = getenv("FB_TEST_CONTROL_STALL");
@@ -1255,6 +1416,7 @@ static void *ctl_start(struct fb_gateway *gw, const void *cfg, struct fb_err *er
 nomem:
     fb_err_set(err, FB_ENOMEM, "control: out of memory");
 fail:
+    carry_free(carry);
     if (x->thr_started) {
         atomic_store(&x->stop, true);
         pthread_join(x->thr, NULL);
@@ -1264,11 +1426,11 @@ fail:
     return NULL;
 }
 
-/* Before the connection threads stop: stop the control thread and the
- * watchdog, then write every safe value and wait for the devices' answers. */
-static void ctl_quiesce(void *state)
+/* Stop the control thread and the watchdog, then write the safe value of
+ * every loop not in `keep` (NULL: all) and wait for the devices' answers —
+ * while the connection threads still run. */
+static void wind_down(struct ctl *x, const bool *keep, const char *when)
 {
-    struct ctl *x = state;
     if (x->thr_started) {
         atomic_store(&x->stop, true);
         pthread_join(x->thr, NULL);
@@ -1286,36 +1448,115 @@ static void ctl_quiesce(void *state)
     if (!n) return;
     int64_t wait = x->gw->cmd_timeout_ns > 0 ? x->gw->cmd_timeout_ns : SAFE_WAIT_DEFAULT_NS;
     int64_t deadline = fb_mono_ns() + wait;
-    /* the last cycle's writes first, so the safe value is the last one */
+    /* the last cycle's writes first, so the safe value is the last one (a kept loop's last
+     * output is answered before a reload pauses its connection) */
     for (uint32_t i = 0; i < n; i++)
         while ((fb_write_req_busy(x->loops[i].req) || fb_write_req_busy(x->loops[i].wd_req)) &&
                fb_mono_ns() < deadline) {
             struct timespec ts = {0, 1000000L};
             nanosleep(&ts, NULL);
         }
-    uint32_t queued = 0;
+    uint32_t nsafe = 0;
     for (uint32_t i = 0; i < n; i++) {
+        if (keep && keep[i]) continue;
+        nsafe++;
         fb_loop_stopped(&x->loops[i].L);
-        queued += write_safe(x, &x->loops[i], x->loops[i].req);
+        write_safe(x, &x->loops[i], x->loops[i].req);
     }
     for (uint32_t i = 0; i < n; i++)
-        while (fb_write_req_busy(x->loops[i].req) && fb_mono_ns() < deadline) {
+        while (!(keep && keep[i]) && fb_write_req_busy(x->loops[i].req) && fb_mono_ns() < deadline) {
             struct timespec ts = {0, 1000000L};
             nanosleep(&ts, NULL);
         }
     uint32_t ok = 0;
     for (uint32_t i = 0; i < n; i++) {
         struct ctl_loop *cl = &x->loops[i];
+        if (keep && keep[i]) continue;
         int rc = atomic_load(&cl->last_rc);
         if (rc == 0)
             ok++;
         else
-            fb_error(cl->c->name, NULL, "safe value %g NOT written to %s on shutdown (%s)", cl->c->safe,
-                     cl->c->out_name, rc == 1 ? "no answer in time" : fb_strerror(rc));
+            fb_error(cl->c->name, NULL, "safe value %g NOT written to %s on %s (%s)", cl->c->safe, cl->c->out_name,
+                     when, rc == 1 ? "no answer in time" : fb_strerror(rc));
     }
-    (void)queued;
-    fb_log(ok == n ? FB_LOG_INFO : FB_LOG_ERROR, NULL, NULL,
-           "control: safe values written on shutdown: %u of %u outputs", ok, n);
+    if (nsafe)
+        fb_log(ok == nsafe ? FB_LOG_INFO : FB_LOG_ERROR, NULL, NULL,
+               "control: safe values written on %s: %u of %u outputs", when, ok, nsafe);
+}
+
+/* Before the connection threads stop (shutdown, or a reload without a
+ * control section any more). */
+static void ctl_quiesce(void *state) { wind_down(state, NULL, "shutdown"); }
+
+/* A reload: the loops that continue unchanged in new_cfg (bound on nw) keep
+ * their output and hand their state over; the others write their safe value
+ * as at shutdown. */
+static void *ctl_handover(void *state, const void *new_cfg, const struct fb_gateway *nw)
+{
+    struct ctl *x = state;
+    const struct ctl_cfg *c = x->cfg, *nc = new_cfg;
+    struct ctl_carry *k = calloc(1, sizeof *k);
+    bool *keep = calloc(c->nloops + 1, sizeof *keep);
+    if (k) k->loops = calloc(c->nloops + 1, sizeof *k->loops);
+    if (k) k->ilks = calloc(c->nilks + 1, sizeof *k->ilks);
+    if (!k || !keep || !k->loops || !k->ilks) {
+        fb_warn(NULL, NULL, "control: out of memory: every loop restarts through its safe value");
+        carry_free(k);
+        free(keep);
+        wind_down(x, NULL, "reload");
+        return NULL;
+    }
+    uint32_t nkeep = 0;
+    for (uint32_t i = 0; i < c->nloops; i++)
+        for (uint32_t j = 0; j < nc->nloops && !keep[i]; j++)
+            if (s_eq(c->loops[i].name, nc->loops[j].name)) {
+                keep[i] = loop_carried(x->gw, c, &c->loops[i], nw, nc, &nc->loops[j]);
+                nkeep += keep[i];
+            }
+    wind_down(x, keep, "reload");
+    char names[256] = "";
+    size_t used = 0;
+    for (uint32_t i = 0; i < c->nloops; i++) {
+        if (!keep[i]) continue;
+        struct ctl_loop *cl = &x->loops[i];
+        struct ctl_carry_loop *o = &k->loops[k->nloops];
+        if (!(o->name = strdup(cl->c->name))) continue; /* then it restarts at its configured start */
+        k->nloops++;
+        fb_loop_save(&cl->L, &o->s);
+        o->last_raw = cl->last_raw;
+        o->have_last = cl->have_last;
+        o->failed = atomic_load(&cl->failed);
+        o->last_write = cl->last_write;
+        o->last_run = cl->last_run;
+        o->writes = atomic_load(&cl->writes);
+        o->write_errors = atomic_load(&cl->write_errors);
+        if (used < sizeof names)
+            used += (size_t)snprintf(names + used, sizeof names - used, "%s%s", used ? ", " : "", cl->c->name);
+    }
+    for (uint32_t i = 0; i < c->nilks; i++) {
+        const struct ctl_ilk_cfg *o = ilk_named(nc, c->ilks[i].name);
+        if (!o || !ilk_eq(x->gw, &c->ilks[i], nw, o) || !(k->ilks[k->nilks].name = strdup(c->ilks[i].name))) continue;
+        struct ctl_carry_ilk *I = &k->ilks[k->nilks++];
+        I->active = atomic_load(&x->ilks[i].active);
+        I->trips = atomic_load(&x->ilks[i].trips);
+        I->last_write = x->ilks[i].last_write;
+    }
+    k->north_lost = x->north_lost;
+    k->north_down_since = x->north_down_since;
+    free(keep);
+    fb_info(NULL, NULL, "control: reload: %u of %u loops continue unchanged%s%s%s", nkeep, c->nloops, nkeep ? " (" : "",
+            names, nkeep ? ")" : "");
+    return k;
+}
+
+static void *ctl_start(struct fb_gateway *gw, const void *cfg, struct fb_err *err)
+{
+    return ctl_start_from(gw, cfg, NULL, err);
+}
+
+static void *ctl_adopt(struct fb_gateway *gw, const void *cfg, void *blob, struct fb_err *err)
+{
+    return ctl_start_from(gw, cfg, blob, err);
 }
 
 static void ctl_stop(void *state)
@@ -1565,6 +1806,8 @@ const struct fb_service fb_service_control = {
     .devices = ctl_devices,
     .bind = ctl_bind,
     .quiesce = ctl_quiesce,
+    .handover = ctl_handover,
+    .adopt = ctl_adopt,
     .metrics = ctl_metrics,
     .status = ctl_status,
 };

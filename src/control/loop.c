@@ -197,8 +197,11 @@ double fb_loop_cycle(struct fb_loop *L, const struct fb_loop_in *in, bool *force
     int state;
     double u;
     bool auto_step = false;
-    if (L->state == FB_LS_INIT && !pv_ok && !in->interlock && !in->pv_lost && L->cycles < c->stale_cycles) {
-        /* start-up: the first measurement has `stale` cycles to arrive; nothing is written before */
+    bool starting = L->state == FB_LS_INIT ? L->cycles < c->stale_cycles : L->grace > 0;
+    if (L->grace) L->grace--;
+    if (starting && !pv_ok && !in->interlock && !in->pv_lost) {
+        /* start-up: the first measurement has `stale` cycles to arrive; nothing is written before (after a
+         * reload that carried the loop over: the output holds, nothing new is written) */
         L->cycles++;
         publish(L, in);
         return L->out;
@@ -260,6 +263,51 @@ double fb_loop_cycle(struct fb_loop *L, const struct fb_loop_in *in, bool *force
     return u;
 }
 
+void fb_loop_save(struct fb_loop *L, struct fb_loop_saved *s)
+{
+    memset(s, 0, sizeof *s);
+    s->pid = L->pid;
+    s->st = L->st;
+    s->mode = L->mode;
+    s->state = L->state;
+    s->sp = L->sp;
+    s->sp_target = L->sp_target;
+    s->man_out = L->man_out;
+    s->out = L->out;
+    s->pv_good = L->pv_good;
+    s->have_good = L->have_good;
+    s->interlock_manual_was = L->interlock_manual_was;
+    if (L->interlock_was) snprintf(s->interlock_was, sizeof s->interlock_was, "%s", L->interlock_was);
+    s->cycles = L->cycles;
+    pthread_mutex_lock(&L->cmd_mu);
+    L->closed = true;
+    if (atomic_load(&L->cmd_pending)) s->cmd = L->cmd;
+    pthread_mutex_unlock(&L->cmd_mu);
+}
+
+void fb_loop_restore(struct fb_loop *L, const struct fb_loop_saved *s, const char *interlock_was)
+{
+    L->pid = s->pid;
+    L->st = s->st;
+    L->mode = s->mode;
+    L->state = s->state;
+    L->sp = s->sp;
+    L->sp_target = s->sp_target;
+    L->man_out = s->man_out;
+    L->out = s->out;
+    L->pv_good = s->pv_good;
+    L->have_good = s->have_good;
+    L->interlock_was = interlock_was;
+    L->interlock_manual_was = interlock_was && s->interlock_manual_was;
+    L->cycles = s->cycles;
+    if (L->state != FB_LS_INIT) L->grace = L->cfg->stale_cycles;
+    pthread_mutex_lock(&L->cmd_mu);
+    L->cmd = s->cmd;
+    atomic_store(&L->cmd_pending, s->cmd.mask != 0);
+    pthread_mutex_unlock(&L->cmd_mu);
+    publish(L, NULL);
+}
+
 void fb_loop_stopped(struct fb_loop *L)
 {
     L->state = FB_LS_STOPPED;
@@ -287,6 +335,10 @@ int fb_loop_command(struct fb_loop *L, int field, const struct fb_value *v, stru
         return fb_err_set(err, FB_EINVAL, "%s: expected a number", fb_loop_field_names[field]);
     }
     pthread_mutex_lock(&L->cmd_mu);
+    if (L->closed) {
+        pthread_mutex_unlock(&L->cmd_mu);
+        return fb_err_set(err, FB_EAGAIN, "loop %s: the configuration is being reloaded: send it again", c->name);
+    }
     /* the mode this command sees: one queued before it, else the loop's */
     int cur_mode;
     if (L->cmd.mask & FB_LC_MODE) {

@@ -158,9 +158,11 @@ struct fb_loop {
     const char *interlock_was; /* the interlock of the previous cycle */
     bool interlock_manual_was;
     uint64_t cycles;
+    uint32_t grace; /* cycles left in which a stale measurement only holds (after fb_loop_restore) */
     /* commands (fb_loop_command, any thread) */
     pthread_mutex_t cmd_mu;
     struct fb_loop_cmd cmd; /* under cmd_mu */
+    bool closed;            /* under cmd_mu: handed over (fb_loop_save), commands are refused */
     atomic_bool cmd_pending;
     _Atomic(const char *) held_by; /* the interlock holding the loop (set each cycle) */
     /* the snapshot */
@@ -183,6 +185,30 @@ void fb_loop_stopped(struct fb_loop *L);
  * then queued for the next cycle.  0, or an error with the reason. */
 int fb_loop_command(struct fb_loop *L, int field, const struct fb_value *v, struct fb_err *err);
 void fb_loop_snapshot(struct fb_loop *L, struct fb_loop_snap *out);
+
+/* A loop's running state carried across a configuration reload to the loop
+ * of the same name and the same configuration (control.c's handover): the
+ * mode, the set point and its ramp, the manual output, the tuning in force,
+ * the PID's integral, filter and last output, the interlock it was held by,
+ * and a command not applied yet. */
+struct fb_loop_saved {
+    struct fb_pid_cfg pid;
+    struct fb_pid st;
+    int mode, state;
+    double sp, sp_target, man_out, out, pv_good;
+    bool have_good, interlock_manual_was;
+    char interlock_was[64]; /* its name ("" = none) */
+    uint64_t cycles;
+    struct fb_loop_cmd cmd; /* cmd.mask 0: none */
+};
+/* Control thread stopped: take the state; commands are refused from now on
+ * ("being reloaded"), so none is acknowledged and then lost. */
+void fb_loop_save(struct fb_loop *L, struct fb_loop_saved *s);
+/* Before the first cycle of a loop set up by fb_loop_init: continue from s.
+ * `interlock_was` is the new configuration's name of that interlock (NULL:
+ * none or gone).  For the first `stale` cycles a measurement made stale by
+ * the reload's pause holds the output instead of entering the fallback. */
+void fb_loop_restore(struct fb_loop *L, const struct fb_loop_saved *s, const char *interlock_was);
 /* "none" / "high" / "low" */
 const char *fb_loop_sat_name(int sat);
 #endif

@@ -355,6 +355,17 @@ struct fb_service {
      * are told to stop: writes it makes then (safe values) still reach the
      * devices.  stop still runs after the sinks, like every service's. */
     void (*quiesce)(void *state);
+    /* Optional, with quiesce: a reload that keeps a section of this service
+     * calls handover instead of quiesce.  It stops the service acting like
+     * quiesce, but what new_cfg (loaded and bound on the new model nw)
+     * continues unchanged is left as it is (a kept loop writes no safe
+     * value), and its running state is returned as a self-contained blob
+     * (NULL: nothing to carry).  The blob is then always given to adopt —
+     * which starts the service like start, continuing from it, and frees it
+     * (also on failure) — on the new model, or on the old one when the
+     * reload is undone. */
+    void *(*handover)(void *state, const void *new_cfg, const struct fb_gateway *nw);
+    void *(*adopt)(struct fb_gateway *gw, const void *cfg, void *blob, struct fb_err *err);
     /* Its part of GET /metrics (whole families) and of the status JSON (the
      * value of "<name>":, one JSON object). */
     void (*metrics)(void *state, struct fb_buf *out);

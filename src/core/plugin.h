@@ -120,4 +120,10 @@ int fb_write_guard_check(struct fb_gateway *gw, const struct fb_tag *t, struct f
  * start of a service with a quiesce hook.  NULL when not running. */
 struct fb_latest;
 const struct fb_latest *fb_tag_latest(struct fb_gateway *gw, uint32_t tag);
+/* For a service's handover (model.h): whether tag a of model ga and tag b of
+ * model gb are the same input or output — same name, their devices polled
+ * identically, the same type, period and processing (so a reload moves its
+ * latest value along). */
+bool fb_tag_same(const struct fb_gateway *ga, const struct fb_tag *a, const struct fb_gateway *gb,
+                 const struct fb_tag *b);
 #endif

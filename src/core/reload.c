@@ -26,7 +26,10 @@
  *     otherwise it is restarted (closed, then opened on the new settings),
  *     and in between its thread keeps storing what arrives, so nothing is
  *     lost; its store stays (reopened only for new buffer settings);
- *   - a service is kept when its section is equal (cfg_equal).
+ *   - a service is kept when its section is equal (cfg_equal); a service
+ *     with quiesce always restarts, but hands what continues unchanged
+ *     (the control loops of the same configuration) over to its new start
+ *     (handover/adopt: no safe value, the running state carried).
  *
  * The order, with the polling gap of kept devices kept short:
  *   1. prepare what can fail (pipeline state, pools, new sinks' stores, the
@@ -56,6 +59,7 @@
 #include "core/batch_codec.h"
 #include "core/certs.h"
 #include "core/log.h"
+#include "core/plugin.h"
 #include "core/router.h"
 #include "core/runtime.h"
 #include "core/runtime_state.h"
@@ -115,6 +119,17 @@ bool fb_reload_dev_same(const struct fb_gateway *og, const struct fb_device *o, 
     return true;
 }
 
+bool fb_tag_same(const struct fb_gateway *ga, const struct fb_tag *a, const struct fb_gateway *gb,
+                 const struct fb_tag *b)
+{
+    if (a->device >= ga->ndevs || b->device >= gb->ndevs) return false;
+    const struct fb_device *da = &ga->devs[a->device], *db = &gb->devs[b->device];
+    int64_t pa = a->group < da->ngroups ? da->groups[a->group].period_ns : -1;
+    int64_t pb = b->group < db->ngroups ? db->groups[b->group].period_ns : -1;
+    return str_eq(a->name, b->name) && a->type == b->type && pa == pb && proc_same(&a->proc, &b->proc) &&
+           fb_reload_dev_same(ga, da, gb, db);
+}
+
 static bool buffer_same(const struct fb_buffer_cfg *a, const struct fb_buffer_cfg *b)
 {
     if (!a || !b) return a == b;
@@ -144,6 +159,8 @@ struct plan {
     uint32_t on, onsvc; /* the old model's sinks and services */
     bool *sclosed;      /* per old sink: closed in step 2 */
     bool *squiesced;    /* per old service: quiesced in step 2 (it acts on the devices) */
+    void **hblob;       /* per old service: what its handover carries (adopted in 5, or by undo) */
+    int *hto;           /* per old service: the new service it handed over to, -1 = none */
     bool edge_stopped;  /* the edge thread was stopped in step 2 */
     void **svc_state;   /* the new services' states */
 };
@@ -164,6 +181,8 @@ static void plan_free(struct plan *p)
     free(p->newc);
     free(p->sclosed);
     free(p->squiesced);
+    free(p->hblob);
+    free(p->hto);
     free(p->svc_state);
 }
 
@@ -191,10 +210,13 @@ static int plan_make(struct fb_gateway *gw, struct fb_gateway *nw, struct plan *
     p->svc_state = calloc(nw->nservices + 1, sizeof *p->svc_state);
     p->sclosed = calloc(cap, sizeof *p->sclosed);
     p->squiesced = calloc(gw->nservices + 1, sizeof *p->squiesced);
+    p->hblob = calloc(gw->nservices + 1, sizeof *p->hblob);
+    p->hto = calloc(gw->nservices + 1, sizeof *p->hto);
     p->on = gw->nsinks;
     p->onsvc = gw->nservices;
-    if (!p->sclosed || !p->squiesced || !p->map || !p->ckeep || !p->cstop || !p->dkept || !p->slot_old ||
-        !p->slot_new || !p->sfate || !p->sfrom || !p->svcfrom || !p->svcstop || !p->oldc || !p->newc || !p->svc_state)
+    if (!p->sclosed || !p->squiesced || !p->hblob || !p->hto || !p->map || !p->ckeep || !p->cstop || !p->dkept ||
+        !p->slot_old || !p->slot_new || !p->sfate || !p->sfrom || !p->svcfrom || !p->svcstop || !p->oldc || !p->newc ||
+        !p->svc_state)
         return fb_err_set(err, FB_ENOMEM, "out of memory");
     p->identity = !str_eq(gw->id, nw->id) || !str_eq(gw->site, nw->site);
 
@@ -261,7 +283,10 @@ static int plan_make(struct fb_gateway *gw, struct fb_gateway *nw, struct plan *
     }
 
     /* services */
-    for (uint32_t i = 0; i < gw->nservices; i++) p->svcstop[i] = true;
+    for (uint32_t i = 0; i < gw->nservices; i++) {
+        p->svcstop[i] = true;
+        p->hto[i] = -1;
+    }
     for (uint32_t j = 0; j < nw->nservices; j++) {
         p->svcfrom[j] = -1;
         const struct fb_service_inst *ns = &nw->services[j];
@@ -583,7 +608,9 @@ static void undo(struct fb_gateway *gw, struct plan *p)
         const struct fb_service_inst *si = &gw->services[i];
         struct fb_err e = {0};
         si->svc->stop(rt->svc_state[i]);
-        void *st = si->svc->start(gw, si->cfg, &e);
+        /* a handed-over state continues on the old configuration it came from */
+        void *st = p->hblob[i] ? si->svc->adopt(gw, si->cfg, p->hblob[i], &e) : si->svc->start(gw, si->cfg, &e);
+        p->hblob[i] = NULL;
         pthread_rwlock_wrlock(&rt->model_lock);
         rt->svc_state[i] = st;
         pthread_rwlock_unlock(&rt->model_lock);
@@ -627,16 +654,22 @@ static void rep_error(struct fb_buf *report, bool *any, const char *msg)
     *any = true;
 }
 
-/* Start the new services that act on the devices (quiesce: true) or the others. */
-static void start_services(struct fb_gateway *gw, const struct plan *p, bool quiesce, struct fb_buf *report,
-                           bool *errors)
+/* Start the new services that act on the devices (quiesce: true) or the
+ * others; one an old service handed its state over to continues from it. */
+static void start_services(struct fb_gateway *gw, struct plan *p, bool quiesce, struct fb_buf *report, bool *errors)
 {
     struct fb_rt *rt = gw->rt;
     for (uint32_t j = 0; j < gw->nservices; j++) {
         const struct fb_service_inst *si = &gw->services[j];
         if (p->svcfrom[j] >= 0 || (si->svc->quiesce != NULL) != quiesce) continue;
         struct fb_err e = {0};
-        void *st = si->svc->start(gw, si->cfg, &e);
+        void *blob = NULL;
+        for (uint32_t i = 0; i < p->onsvc && !blob; i++)
+            if (p->hto[i] == (int)j && p->hblob[i]) {
+                blob = p->hblob[i];
+                p->hblob[i] = NULL;
+            }
+        void *st = blob ? si->svc->adopt(gw, si->cfg, blob, &e) : si->svc->start(gw, si->cfg, &e);
         pthread_rwlock_wrlock(&rt->model_lock); /* status readers look at the states */
         rt->svc_state[j] = st;
         pthread_rwlock_unlock(&rt->model_lock);
@@ -701,16 +734,28 @@ int fb_reload_apply(struct fb_gateway *gw, struct fb_gateway *nw, struct fb_buf 
     }
 
     /* 2. the services that act on the devices (control loops) stop acting and
-     * write their safe values while every connection still runs; the edge
+     * write their safe values while every connection still runs — except for
+     * what they hand over to their new configuration (loops that did not
+     * change continue bumplessly: handover/adopt, model.h); the edge
      * thread (computed tags, alarms, scripts) takes what is queued and ends —
      * both hold the old model's ids and start again on the new one in 5;
      * then stop the connections that go or change (all asked at once), close
      * the sinks that restart or go (their threads keep storing) */
-    for (uint32_t i = 0; i < gw->nservices; i++)
-        if (rt->svc_state && rt->svc_state[i] && gw->services[i].svc->quiesce) {
-            gw->services[i].svc->quiesce(rt->svc_state[i]);
-            p.squiesced[i] = true;
+    for (uint32_t i = 0; i < gw->nservices; i++) {
+        const struct fb_service *svc = gw->services[i].svc;
+        if (!rt->svc_state || !rt->svc_state[i] || !svc->quiesce) continue;
+        /* the new config has this service too: what it continues unchanged is handed over, not stopped */
+        for (uint32_t j = 0; j < nw->nservices && p.hto[i] < 0 && svc->handover && svc->adopt; j++) {
+            bool taken = false;
+            for (uint32_t k = 0; k < i; k++) taken = taken || p.hto[k] == (int)j;
+            if (nw->services[j].svc == svc && !taken) p.hto[i] = (int)j;
         }
+        if (p.hto[i] >= 0)
+            p.hblob[i] = svc->handover(rt->svc_state[i], nw->services[p.hto[i]].cfg, nw);
+        else
+            svc->quiesce(rt->svc_state[i]);
+        p.squiesced[i] = true;
+    }
     if (rt->edge) {
         fb_edge_stop(gw);
         p.edge_stopped = true;

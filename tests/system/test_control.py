@@ -744,3 +744,105 @@ def test_offline_output_device(broker, start_gateway, watch):
     assert not r["ok"] and r["results"]["v"]["error"] == "device is not connected", r
     assert time.monotonic() - t0 < 1.0  # not after the next connect attempt (up to 30 s)
     assert "output m/u not written: device is not connected" in gw.output()
+
+
+# ------------------------------------------------------------- configuration reload
+def reload_setup(broker, start_gateway, watch, tmp_path):
+    """Two loops: tic on the Modbus plant (auto, set point and gain commanded
+    away from the config), fic on a simulated kiln (commanded to manual at a
+    manual output).  Returns what the reload tests need."""
+    p = plant.PlantServer(tmp_path, f"fopdt:{FOPDT}")
+    try:
+        tic = loop_cfg(pv="oven-sensor/temp", out="oven-actuator/power", sp=30, safe=1.5)
+        fic = loop_cfg(name="fic", pv="kiln/temp", out="kiln/power", sp=25, safe=0)
+        devices = [*modbus_oven(p), sim_oven("kiln")]
+        control = {"loops": [tic, fic]}
+        gw, w, cmd = start(broker, start_gateway, watch, devices, control)
+        cfg = gw_config(broker.port, devices, control=control)
+        for name in ("tic", "fic"):
+            assert wait_state(w, name, lambda v: v.get("state", {}).get("v") == "ok"), gw.output()[-3000:]
+        t = time.monotonic()
+        assert cmd.write("tic", {"sp": 35, "kp": 1.5})["ok"]
+        assert cmd.write("fic", {"mode": "manual"})["ok"]
+        assert cmd.write("fic", {"out": 42.5})["ok"]
+        assert wait_state(w, "fic", lambda v: v.get("out", {}).get("v") == 42.5, after=t), gw.output()[-3000:]
+        assert wait_state(w, "tic", lambda v: v.get("sp", {}).get("v") == 35 and v.get("kp", {}).get("v") == 1.5,
+                          after=t)
+        time.sleep(2.5)  # tic on its way to 35: its output moves
+        return p, gw, w, cmd, cfg
+    except BaseException:
+        p.stop()
+        raise
+
+
+def sighup_reload(gw, w, cfg):
+    from test_fleet import last_result, write_cfg  # pylint: disable=import-outside-toplevel
+    write_cfg(gw, cfg)
+    t0 = time.monotonic()
+    gw.proc.send(signal.SIGHUP)
+    last = last_result(w, t0, "reload")
+    assert last and last["ok"], f"reload failed: {last}\n{gw.output()[-3000:]}"
+    return t0, last["changes"]
+
+
+def test_reload_carries_unchanged_loops_over(broker, start_gateway, watch, tmp_path):
+    """A reload that does not touch the loops (an unrelated device added) is
+    bumpless for them: no safe value reaches the actuator, the commanded set
+    point, gain, mode and manual output stay, and the automatic loop's output
+    continues from where it was (its PID state carried over by loop name)."""
+    p, gw, w, cmd, cfg = reload_setup(broker, start_gateway, watch, tmp_path)
+    try:
+        cfg["devices"].append({"name": "extra", "url": "sim://extra", "poll": "100ms",
+                               "tags": [{"name": "x", "addr": "memory:initial=1"}]})
+        t0, ch = sighup_reload(gw, w, cfg)
+        assert ch["devices"]["added"] == ["extra"], ch
+        time.sleep(2.0)
+        # the actuator: no safe value, and the output goes on from where it was
+        ws = p.writes()
+        before = [v for v, t in ws if t < t0]
+        after = [v for v, t in ws if t >= t0]
+        assert after, "the loop stopped writing after the reload"
+        assert 1.5 not in after, f"a safe value reached the actuator: {after[:10]}"
+        steps = [abs(b - a) for a, b in zip([before[-1]] + after, after)]
+        # at Kc 1.5 on its way to 35 the output moves by well under 0.5 per 20 ms cycle; a restart
+        # went to the safe value 1.5 and began again from initial_out (a jump of several units)
+        print(f"output around the reload: largest step {max(steps):.4f} over {len(steps)} writes "
+              f"(last before {before[-1]:.3f}, first after {after[0]:.3f})")
+        assert max(steps) < 0.5, (before[-5:], after[:20])
+        from conftest import merged_values  # pylint: disable=import-outside-toplevel
+        for name in ("tic", "fic"):
+            assert wait_state(w, name, lambda v: v.get("state", {}).get("v") == "ok", after=t0 + 0.5), name
+        st = {name: merged_values(w, name, after=t0 + 0.5) for name in ("tic", "fic")}
+        assert st["tic"]["mode"]["v"] == "auto" and st["tic"]["sp"]["v"] == 35 and st["tic"]["kp"]["v"] == 1.5, st
+        assert st["fic"]["mode"]["v"] == "manual" and st["fic"]["out"]["v"] == 42.5, st
+        assert wait_values(w, "kiln", lambda v: v.get("power", {}).get("v") == 42.5, after=t0 + 0.5)
+        out = gw.output()
+        assert "control: reload: 2 of 2 loops continue unchanged (tic, fic)" in out, out[-3000:]
+        assert "safe values written on" not in out, out[-3000:]
+    finally:
+        p.stop()
+
+
+def test_reload_restarts_a_changed_loop_only(broker, start_gateway, watch, tmp_path):
+    """A reload that changes one loop's gain restarts that loop as before
+    (through its safe value, then in its configured mode and set point: the
+    commanded ones are gone); the other loop continues as it was."""
+    p, gw, w, cmd, cfg = reload_setup(broker, start_gateway, watch, tmp_path)
+    try:
+        cfg["control"]["loops"][0]["kp"] = 1.3
+        t0, ch = sighup_reload(gw, w, cfg)
+        assert "control" in ch["services"]["restarted"], ch
+        time.sleep(2.0)
+        from conftest import merged_values  # pylint: disable=import-outside-toplevel
+        assert wait_state(w, "fic", lambda v: v.get("state", {}).get("v") == "ok", after=t0 + 0.5)
+        fic = merged_values(w, "fic", after=t0 + 0.5)
+        assert fic["mode"]["v"] == "manual" and fic["out"]["v"] == 42.5, fic
+        out = gw.output()
+        assert "control: reload: 1 of 2 loops continue unchanged (fic)" in out, out[-3000:]
+        assert "control: safe values written on reload: 1 of 1 outputs" in out, out[-3000:]
+        assert 1.5 in [v for v, t in p.writes() if t >= t0], "the changed loop did not pass its safe value"
+        m = wait_state(w, "tic", lambda v: v.get("state", {}).get("v") == "ok" and v.get("kp", {}).get("v") == 1.3,
+                       after=t0)
+        assert m and m.json()["values"]["sp"]["v"] == 30 and m.json()["values"]["mode"]["v"] == "auto", m and m.json()
+    finally:
+        p.stop()

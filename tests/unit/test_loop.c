@@ -3,7 +3,8 @@
  * cycle it passes the limit (hold, safe, manual), communication loss → safe
  * value, interlocks (safe value, commands refused, back in manual), bumpless
  * auto ↔ manual, commands (manual-only output, the mode strings, tuning),
- * the set-point ramp and limits, the watchdog trip and the command source. */
+ * the set-point ramp and limits, the watchdog trip and the command source,
+ * and the state a reload carries over (fb_loop_save/fb_loop_restore). */
 #include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -321,6 +322,54 @@ static void test_watchdog_and_north(void **st)
     assert_int_equal(L.state, FB_LS_OUTPUT_LOST);
 }
 
+/* A reload carries the loop over (fb_loop_save → fb_loop_restore into a new
+ * loop of the same configuration): it continues exactly where the old one
+ * would have, a command queued before is applied, commands after the save are
+ * refused, and a measurement that aged during the pause holds for `stale`
+ * cycles instead of entering the fallback. */
+static void test_save_restore(void **st)
+{
+    (void)st;
+    setup_loop(FB_ACT_SAFE);
+    struct fb_loop_in in = good(45, 0);
+    for (int i = 0; i < 5; i++) cycle(&in, NULL);
+    assert_int_equal(cmd_num(FB_LF_SP, 55), 0); /* queued, not applied yet */
+    struct fb_loop_saved sv;
+    fb_loop_save(&L, &sv);
+    assert_int_equal(cmd_num(FB_LF_SP, 60), FB_EAGAIN); /* handed over: refused */
+    struct fb_loop R;                                   /* the reference: the same history, never interrupted */
+    fb_loop_init(&R, &lc);
+    bool f;
+    for (int i = 0; i < 5; i++) fb_loop_cycle(&R, &in, &f);
+    struct fb_value x = {.type = FB_T_FLOAT64, .f = 55};
+    struct fb_err err = {0};
+    assert_int_equal(fb_loop_command(&R, FB_LF_SP, &x, &err), 0);
+    double want = fb_loop_cycle(&R, &in, &f);
+    fb_loop_destroy(&L);
+    fb_loop_init(&L, &lc);
+    fb_loop_restore(&L, &sv, NULL);
+    bool force = true;
+    assert_true(cycle(&in, &force) == want);
+    assert_false(force);
+    assert_true(L.sp == 55 && L.state == FB_LS_OK && L.mode == FB_MODE_AUTO);
+    assert_true(L.st.i == R.st.i && L.st.u == R.st.u);
+    /* the pause aged the measurement: it holds (no safe value) for `stale` cycles */
+    fb_loop_save(&L, &sv);
+    fb_loop_destroy(&L);
+    fb_loop_init(&L, &lc);
+    fb_loop_restore(&L, &sv, NULL);
+    struct fb_loop_in old = good(45, 10000 * MS);
+    double u = L.out;
+    for (int i = 0; i < 3; i++) {
+        assert_true(cycle(&old, &force) == u);
+        assert_false(force);
+        assert_int_equal(L.state, FB_LS_OK);
+    }
+    assert_true(cycle(&old, &force) == 0); /* then the fallback as always (safe) */
+    assert_int_equal(L.state, FB_LS_STALE);
+    fb_loop_destroy(&R);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -333,6 +382,7 @@ int main(void)
         cmocka_unit_test(test_setpoint),
         cmocka_unit_test(test_tuning_command),
         cmocka_unit_test(test_watchdog_and_north),
+        cmocka_unit_test(test_save_restore),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
