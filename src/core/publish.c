@@ -1,9 +1,11 @@
 /* publish.c — how a processed batch leaves the thread that made it: a
- * per-gateway sequence number, then a reference in every sink's queue, under
- * one lock so that every sink sees batches in sequence order whichever
- * connection thread made them.  Device state changes travel the same way, as
- * batches of their own kind.  Used by the connection threads (runtime.c) and
- * by drivers reporting a device's state (plugin.c).
+ * per-gateway sequence number, then, for every sink, either straight into
+ * the sink on this thread (no buffer configured, nothing waiting, the sink
+ * ready: no other thread wakes up) or a reference in the sink's queue for its
+ * thread; all under one lock, so that every sink sees batches in sequence
+ * order whichever connection thread made them.  Device state changes travel
+ * the same way, as batches of their own kind.  Used by the connection threads
+ * (runtime.c) and by drivers reporting a device's state (plugin.c).
  */
 #include "core/publish.h"
 
@@ -45,9 +47,34 @@ static void sink_push(struct fb_sink_inst *s, struct fb_batch *b)
     pthread_mutex_unlock(&q->mu);
 }
 
+/* Hand the batch to the sink on this thread when nothing can be overtaken:
+ * no buffer (the memory queue only exists for when the sink cannot take
+ * data), nothing waiting in the sink's queue or memory queue, nobody else
+ * inside the sink (call_mu), and the sink ready, so send() will not wait.
+ * This saves the sink thread's wake-up per batch, which with the network
+ * write was most of the CPU per value (BENCHMARKS.md).  False: queue it. */
+static bool sink_direct(struct fb_sink_inst *s, struct fb_batch *b)
+{
+    struct fb_sink_rt *q = s->rt;
+    if (!q->mem_only || pthread_mutex_trylock(&q->call_mu) != 0) return false;
+    /* ready() first: it may take in acknowledgements that empty the memory queue */
+    bool go = !s->sink->ready || s->sink->ready(s);
+    pthread_mutex_lock(&q->mu);
+    go = go && !q->head;
+    pthread_mutex_unlock(&q->mu);
+    go = go && fb_store_live(q->store) == 0;
+    if (go) {
+        atomic_fetch_add(&s->m.queued, 1);
+        if (s->sink->send(s, b, b->seq | FB_DIRECT_ID) < 0) atomic_fetch_add(&s->m.errors, 1);
+    }
+    pthread_mutex_unlock(&q->call_mu);
+    return go;
+}
+
 static void fan_out(struct fb_gateway *gw, struct fb_batch *b)
 {
-    for (uint32_t i = 0; i < gw->nsinks; i++) sink_push(&gw->sinks[i], b);
+    for (uint32_t i = 0; i < gw->nsinks; i++)
+        if (!sink_direct(&gw->sinks[i], b)) sink_push(&gw->sinks[i], b);
 }
 
 /* Per-gateway message sequence.  With a buffer directory it is persisted in

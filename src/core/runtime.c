@@ -161,6 +161,7 @@ static void *sink_thread(void *arg)
     struct fb_sink_inst *s = arg;
     struct fb_gateway *gw = s->gw;
     struct fb_sink_rt *q = s->rt;
+    fb_thread_name("sink", s->name);
     uint32_t unflushed = 0;
     int64_t wait_ns = -1;
     int64_t stop_deadline = 0;
@@ -171,6 +172,11 @@ static void *sink_thread(void *arg)
             int64_t w = wait_ns >= 0 && wait_ns < 100000000LL ? wait_ns : 100000000LL;
             fb_cond_wait_until(&q->cv, &q->mu, fb_mono_ns() + w);
         }
+        pthread_mutex_unlock(&q->mu);
+        /* inside the sink from taking the head to the end of its delivery, so
+         * that a connection thread's direct send (publish.c) cannot overtake it */
+        pthread_mutex_lock(&q->call_mu);
+        pthread_mutex_lock(&q->mu);
         struct fb_qnode *n = q->head;
         if (n) {
             q->head = n->next;
@@ -182,8 +188,9 @@ static void *sink_thread(void *arg)
         pthread_mutex_unlock(&q->mu);
         if (n) {
             struct fb_batch *b = n->b;
+            /* ready() before the memory queue's count: it may take in acknowledgements */
             if (s->rt->store && b->kind == FB_BATCH_DATA &&
-                !(q->mem_only && fb_store_live(s->rt->store) == 0 && (!s->sink->ready || s->sink->ready(s)))) {
+                !(q->mem_only && (!s->sink->ready || s->sink->ready(s)) && fb_store_live(s->rt->store) == 0)) {
                 store_append(s, q, b);
                 unflushed++;
             } else if (s->sink->send(s, b, s->rt->store ? b->seq | FB_DIRECT_ID : b->seq) < 0) {
@@ -204,13 +211,17 @@ static void *sink_thread(void *arg)
             wait_ns = store_deliver(s, q);
         }
         if (s->sink->tick) s->sink->tick(s);
+        pthread_mutex_unlock(&q->call_mu);
         if (stopping && queue_empty && !n) {
             /* the pipeline has finished: deliver what the sink still takes, for a bounded time */
             if (!s->rt->store) break;
             if (!stop_deadline) stop_deadline = fb_mono_ns() + 2000000000LL;
             struct fb_store_stats st;
             fb_store_stats(s->rt->store, &st);
-            if (st.records == 0 || fb_mono_ns() >= stop_deadline || (s->sink->ready && !s->sink->ready(s))) break;
+            pthread_mutex_lock(&q->call_mu);
+            bool ready = !s->sink->ready || s->sink->ready(s);
+            pthread_mutex_unlock(&q->call_mu);
+            if (st.records == 0 || fb_mono_ns() >= stop_deadline || !ready) break;
             if (wait_ns < 0) wait_ns = 10000000LL;
             struct timespec ts = {0, (long)(wait_ns < 100000000LL ? wait_ns : 100000000LL)};
             nanosleep(&ts, NULL);
@@ -448,6 +459,7 @@ static void *conn_thread(void *arg)
 {
     struct fb_conn *c = arg;
     struct fb_gateway *gw = c->devs[0]->gw;
+    fb_thread_name("conn", c->devs[0]->name);
     struct fb_backoff bo;
     fb_backoff_init(&bo, BACKOFF_MIN_NS, BACKOFF_MAX_NS);
     struct fb_ratelimit rl = {.interval_ns = 60000000000LL};
@@ -601,6 +613,7 @@ static int rt_alloc(struct fb_gateway *gw, struct fb_rt *rt)
     }
     for (uint32_t i = 0; i < gw->nsinks; i++) {
         struct fb_sink_rt *q = &rt->sinks[i];
+        pthread_mutex_init(&q->call_mu, NULL);
         pthread_mutex_init(&q->mu, NULL);
         fb_cond_init_mono(&q->cv);
         gw->sinks[i].rt = q;
@@ -623,6 +636,7 @@ static void rt_free(struct fb_gateway *gw, struct fb_rt *rt)
     }
     for (uint32_t i = 0; rt->sinks && i < gw->nsinks; i++) {
         sink_rt_free(&gw->sinks[i]);
+        pthread_mutex_destroy(&rt->sinks[i].call_mu);
         pthread_mutex_destroy(&rt->sinks[i].mu);
         pthread_cond_destroy(&rt->sinks[i].cv);
         gw->sinks[i].rt = NULL;

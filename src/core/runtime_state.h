@@ -78,8 +78,16 @@ struct fb_qnode {
     struct fb_batch *b;
 };
 
-/* One sink thread: its queue from the pipeline and its store. */
+/* One sink thread: its queue from the pipeline and its store.
+ *
+ * call_mu is held by whoever calls into the sink (send, ready, tick): the
+ * sink thread for everything it takes from its queue or its store, and a
+ * connection thread that hands a batch straight over (publish.c) while the
+ * queue and the store are empty and the sink is ready.  Holding it from the
+ * queue's head to the end of send() is what keeps batches in sequence order
+ * whichever thread delivers them.  Lock order: fan_mu → call_mu → mu. */
 struct fb_sink_rt {
+    pthread_mutex_t call_mu;
     pthread_mutex_t mu;
     pthread_cond_t cv;
     struct fb_qnode *head, *tail, *free; /* under mu */
