@@ -148,6 +148,14 @@ static size_t put_u64(char *dst, uint64_t v, bool neg)
     return n;
 }
 
+size_t fb_fmt_i64(char *dst, int64_t v)
+{
+    uint64_t m = v < 0 ? (uint64_t)0 - (uint64_t)v : (uint64_t)v; /* INT64_MIN safe */
+    return put_u64(dst, m, v < 0);
+}
+
+size_t fb_fmt_u64(char *dst, uint64_t v) { return put_u64(dst, v, false); }
+
 void fb_json_u64(struct fb_buf *b, uint64_t v)
 {
     buf_need(b, 24);
@@ -789,6 +797,23 @@ void fb_json_str(struct fb_buf *b, const char *str, size_t n)
         }
     }
     fb_buf_putc(b, '"');
+}
+
+void fb_json_key(struct fb_buf *b, const char *s)
+{
+    const unsigned char *u = (const unsigned char *)s;
+    buf_need(b, 64);
+    char *o = b->p + b->len, *end = b->p + b->cap - 2;
+    *o++ = '"';
+    while (*u && o < end && str_class[*u] == 0) *o++ = (char)*u++;
+    if (*u) { /* something to escape, or longer than the room reserved: the general path */
+        fb_json_cstr(b, s);
+        fb_buf_putc(b, ':');
+        return;
+    }
+    *o++ = '"';
+    *o++ = ':';
+    b->len = (size_t)(o - b->p);
 }
 
 void fb_json_cstr(struct fb_buf *b, const char *s)

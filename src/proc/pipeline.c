@@ -3,9 +3,13 @@
  * For each raw sample of a device batch:
  *   scale (numeric → float64 engineering units) → plausibility (quality) →
  *   window add (Good numeric samples only) → deadband → append to `out`.
- * All state lives in one array of struct fb_tag_state indexed by tag id and
- * allocated by fb_proc_new together with the window rings, so the hot path
- * never allocates.  Timestamps: plausibility and windows use the sample's
+ * State is allocated by fb_proc_new, so the hot path never allocates, and
+ * only where a tag needs it: every tag has one byte of flags (its stages and
+ * the NE107 class of its last published quality); a tag with a deadband has a
+ * struct fb_last (32 bytes), one with plausibility rules or a window a struct
+ * fb_tag_state and its ring.  A tag with no processing configured — the
+ * common case — takes a short path: convert to float64 if its type says so,
+ * NaN/±Inf → Bad, append.  Timestamps: plausibility and windows use the sample's
  * source time (ts_src, or the batch time if the driver left it 0); deadband
  * and heartbeat use the batch's gateway time (in->ts).  Every published
  * sample keeps ts_src and quality and gets ts_gw = in->ts; a tag with a
@@ -22,10 +26,30 @@
 #include "core/buf.h"
 #include "proc/proc.h"
 
+/* Per-tag flags: which stages a tag needs (from its settings, fixed at
+ * start), and the NE107 class of its last published quality (the device's
+ * out-of-spec and Bad counters move when it changes). */
+enum {
+    PF_SCALE = 1u << 0, /* scaled: fb_scale_in and float64 out */
+    PF_F64 = 1u << 1,   /* float64 out: other numeric types are converted */
+    PF_PL = 1u << 2,    /* plausibility rules (range, rate, stuck): struct fb_tag_state */
+    PF_DB = 1u << 3,    /* deadband: struct fb_last (in fb_tag_state when it has one) */
+    PF_WIN = 1u << 4,   /* window statistics: struct fb_tag_state */
+    PF_PUB = 1u << 5,   /* NE107: a value was published, */
+    PF_BAD = 1u << 6,   /* … it was Bad, */
+    PF_OOS = 1u << 7,   /* … it was out of range */
+};
+#define PF_NE (PF_PUB | PF_BAD | PF_OOS)
+
 struct fb_proc {
     const struct fb_gateway *gw;
     uint32_t ntags;
-    struct fb_tag_state *st;
+    uint8_t *flags;            /* per tag */
+    uint32_t *slot;            /* per tag with state: index into full[] (PF_PL, PF_WIN) or last[]; NULL if none */
+    struct fb_tag_state *full; /* tags with plausibility rules or a window */
+    struct fb_last *last;      /* tags with only a deadband */
+    uint32_t nfull, nlast;
+    size_t win_bytes;
 };
 
 static uint32_t window_cap(const struct fb_gateway *gw, const struct fb_tag *t)
@@ -42,17 +66,53 @@ static uint32_t window_cap(const struct fb_gateway *gw, const struct fb_tag *t)
     return (uint32_t)cap;
 }
 
+static uint8_t tag_flags(const struct fb_tag *t)
+{
+    const struct fb_tag_proc *pr = &t->proc;
+    uint8_t f = 0;
+    if (pr->scaled) f |= PF_SCALE;
+    if (fb_tag_out_type(t) == FB_T_FLOAT64) f |= PF_F64;
+    if (pr->has_min || pr->has_max || pr->max_rate > 0 || pr->stuck_ns > 0) f |= PF_PL;
+    if (pr->db_abs > 0 || pr->db_pct > 0) f |= PF_DB;
+    if (pr->window_ns > 0) f |= PF_WIN;
+    return f;
+}
+
 struct fb_proc *fb_proc_new(const struct fb_gateway *gw)
 {
     struct fb_proc *p = calloc(1, sizeof *p);
     if (!p) return NULL;
     p->gw = gw;
     p->ntags = gw->ntags;
-    p->st = gw->ntags ? calloc(gw->ntags, sizeof *p->st) : NULL;
-    if (gw->ntags && !p->st) goto fail;
+    p->flags = calloc(gw->ntags ? gw->ntags : 1, 1);
+    if (!p->flags) goto fail;
     for (uint32_t i = 0; i < gw->ntags; i++) {
-        const struct fb_tag *t = &gw->tags[i];
-        if (t->proc.window_ns > 0 && fb_window_init(&p->st[i].win, window_cap(gw, t)) != 0) goto fail;
+        uint8_t f = tag_flags(&gw->tags[i]);
+        p->flags[i] = f;
+        if (f & (PF_PL | PF_WIN))
+            p->nfull++;
+        else if (f & PF_DB)
+            p->nlast++;
+    }
+    if (p->nfull + p->nlast) {
+        p->slot = malloc(gw->ntags * sizeof *p->slot);
+        p->full = p->nfull ? calloc(p->nfull, sizeof *p->full) : NULL;
+        p->last = p->nlast ? calloc(p->nlast, sizeof *p->last) : NULL;
+        if (!p->slot || (p->nfull && !p->full) || (p->nlast && !p->last)) goto fail;
+        uint32_t nf = 0, nl = 0;
+        for (uint32_t i = 0; i < gw->ntags; i++) {
+            uint8_t f = p->flags[i];
+            if (f & (PF_PL | PF_WIN)) {
+                p->slot[i] = nf;
+                const struct fb_tag *t = &gw->tags[i];
+                uint32_t cap = window_cap(gw, t);
+                if ((f & PF_WIN) && fb_window_init(&p->full[nf].win, cap) != 0) goto fail;
+                if (f & PF_WIN) p->win_bytes += (size_t)cap * 24;
+                nf++;
+            } else {
+                p->slot[i] = f & PF_DB ? nl++ : UINT32_MAX;
+            }
+        }
     }
     return p;
 fail:
@@ -63,10 +123,19 @@ fail:
 void fb_proc_free(struct fb_proc *p)
 {
     if (!p) return;
-    if (p->st)
-        for (uint32_t i = 0; i < p->ntags; i++) fb_window_free(&p->st[i].win);
-    free(p->st);
+    for (uint32_t i = 0; p->full && i < p->nfull; i++) fb_window_free(&p->full[i].win);
+    free(p->full);
+    free(p->last);
+    free(p->slot);
+    free(p->flags);
     free(p);
+}
+
+size_t fb_proc_bytes(const struct fb_proc *p)
+{
+    if (!p) return 0;
+    return sizeof *p + p->ntags + (p->slot ? p->ntags * sizeof *p->slot : 0) + p->nfull * sizeof *p->full +
+           p->nlast * sizeof *p->last + p->win_bytes;
 }
 
 /* A float32 counts as its shortest decimal (7.77f → 7.77), so window
@@ -95,6 +164,43 @@ static bool out_of_spec(uint32_t q)
     return k == FB_Q_BAD_OUT_OF_RANGE || k == FB_Q_UNC_EU_EXCEEDED;
 }
 
+/* The device's NE107 counters follow the class of each tag's last published
+ * quality (out of range, Bad). */
+static __attribute__((noinline)) void ne107_moved(struct fb_proc *p, uint32_t tag, uint8_t f, uint8_t now)
+{
+    p->flags[tag] = (uint8_t)((f & ~PF_NE) | now);
+    const struct fb_tag *tag_ = &p->gw->tags[tag];
+    if (tag_->device >= p->gw->ndevs) return;
+    struct fb_dev_metrics *dm = (struct fb_dev_metrics *)&p->gw->devs[tag_->device].m;
+    if ((f ^ now) & PF_OOS) {
+        if (now & PF_OOS)
+            atomic_fetch_add(&dm->tags_out_of_spec, 1);
+        else
+            atomic_fetch_sub(&dm->tags_out_of_spec, 1);
+    }
+    if ((f ^ now) & PF_BAD) {
+        if (now & PF_BAD)
+            atomic_fetch_add(&dm->tags_bad, 1);
+        else
+            atomic_fetch_sub(&dm->tags_bad, 1);
+    }
+}
+
+static inline void ne107(struct fb_proc *p, uint32_t tag, uint32_t q)
+{
+    uint8_t f = p->flags[tag];
+    uint8_t now = PF_PUB | (fb_q_bad(q) ? PF_BAD : 0) | (out_of_spec(q) ? PF_OOS : 0);
+    if ((f & PF_NE) != now) ne107_moved(p, tag, f, now);
+}
+
+/* A NaN is BadSensorFailure and ±Inf BadOutOfRange (JSON carries them as
+ * null), with or without rules — what fb_plausibility does first. */
+static uint32_t finite_q(const struct fb_value *v, uint32_t q)
+{
+    if (fb_q_bad(q) || !fb_type_is_float((enum fb_type)v->type) || isfinite(v->f)) return q;
+    return isnan(v->f) ? FB_Q_BAD_SENSOR_FAILURE : FB_Q_BAD_OUT_OF_RANGE;
+}
+
 uint32_t fb_proc_batch(struct fb_proc *p, const struct fb_batch *in, struct fb_batch *out)
 {
     if (!p || !in || !out || in->kind != FB_BATCH_DATA) return 0;
@@ -105,47 +211,51 @@ uint32_t fb_proc_batch(struct fb_proc *p, const struct fb_batch *in, struct fb_b
     for (uint32_t i = 0; i < in->n; i++) {
         const struct fb_sample *s = &in->s[i];
         if (s->tag >= p->ntags) continue; /* not ours: never index out of bounds */
-        const struct fb_tag *tag = &p->gw->tags[s->tag];
-        const struct fb_tag_proc *pr = &tag->proc;
-        struct fb_tag_state *st = &p->st[s->tag];
+        uint8_t f = p->flags[s->tag];
         struct fb_value v = s->v;
-        int64_t ts = s->ts_src ? s->ts_src : in->ts;
         uint32_t q = s->quality;
         double x;
+        if (!(f & (PF_SCALE | PF_PL | PF_DB | PF_WIN))) {
+            /* the common case: no processing configured — convert, check, publish */
+            if ((f & PF_F64) && v.type != FB_T_FLOAT64 && v.type != FB_T_STRING && to_double(&v, &x)) {
+                v.type = FB_T_FLOAT64;
+                v.f = x;
+            }
+            q = finite_q(&v, q);
+            struct fb_sample *o;
+            if (v.type == FB_T_STRING) {
+                o = fb_batch_add(out, s->tag, q, s->ts_src, &v); /* copies the bytes into out's arena */
+            } else {
+                o = out->n < out->cap ? &out->s[out->n++] : NULL;
+                if (o) *o = (struct fb_sample){.tag = s->tag, .quality = q, .ts_src = s->ts_src, .v = v};
+            }
+            if (!o) break; /* out is sized for a whole device batch: an invariant */
+            o->ts_gw = in->ts;
+            o->flags = s->flags & FB_SF_HISTORICAL;
+            ne107(p, s->tag, q);
+            added++;
+            continue;
+        }
+        const struct fb_tag *tag = &p->gw->tags[s->tag];
+        const struct fb_tag_proc *pr = &tag->proc;
+        struct fb_tag_state *st = (f & (PF_PL | PF_WIN)) ? &p->full[p->slot[s->tag]] : NULL;
+        struct fb_last *last = st ? &st->last : (f & PF_DB) ? &p->last[p->slot[s->tag]] : NULL;
+        int64_t ts = s->ts_src ? s->ts_src : in->ts;
 
         fb_scale_in(pr, &v);
-        if (pr->out_type == FB_T_FLOAT64 && v.type != FB_T_FLOAT64 && v.type != FB_T_STRING && to_double(&v, &x)) {
+        if ((f & PF_F64) && v.type != FB_T_FLOAT64 && v.type != FB_T_STRING && to_double(&v, &x)) {
             v.type = FB_T_FLOAT64;
             v.f = x;
         }
         uint32_t q_in = q;
-        q = fb_plausibility(pr, st, &v, q, ts);
+        q = (f & PF_PL) ? fb_plausibility(pr, st, &v, q, ts) : finite_q(&v, q);
         /* refused by the checks, not by the device: keep the reading as "raw" */
         bool refused = !fb_q_bad(q_in) && fb_q_bad(q) && v.type != FB_T_STRING && to_double(&v, &x) && isfinite(x);
-        bool win = pr->window_ns > 0 && st->win.t;
+        bool win = (f & PF_WIN) && st->win.t;
         if (win && fb_q_good(q) && v.type != FB_T_STRING && to_double(&v, &x))
             fb_window_add(&st->win, ts, x, pr->window_ns);
-        bool hb;
-        bool was_oos = st->have_last && out_of_spec(st->last_pub_q);
-        bool was_bad = st->have_last && fb_q_bad(st->last_pub_q);
-        if (!fb_deadband_pass(pr, st, &v, q, in->ts, &hb)) continue;
-        /* NE107: how many tags of the device are outside their range, and how many are Bad */
-        bool is_oos = out_of_spec(q), is_bad = fb_q_bad(q);
-        if ((is_oos != was_oos || is_bad != was_bad) && tag->device < p->gw->ndevs) {
-            struct fb_dev_metrics *dm = (struct fb_dev_metrics *)&p->gw->devs[tag->device].m;
-            if (is_oos != was_oos) {
-                if (is_oos)
-                    atomic_fetch_add(&dm->tags_out_of_spec, 1);
-                else
-                    atomic_fetch_sub(&dm->tags_out_of_spec, 1);
-            }
-            if (is_bad != was_bad) {
-                if (is_bad)
-                    atomic_fetch_add(&dm->tags_bad, 1);
-                else
-                    atomic_fetch_sub(&dm->tags_bad, 1);
-            }
-        }
+        bool hb = false;
+        if ((f & PF_DB) && !fb_deadband_pass(pr, last, &v, q, in->ts, &hb)) continue;
 
         struct fb_sample *o = fb_batch_add(out, s->tag, q, s->ts_src, &v);
         if (!o) break; /* out is sized for a whole device batch: an invariant */
@@ -159,6 +269,7 @@ uint32_t fb_proc_batch(struct fb_proc *p, const struct fb_batch *in, struct fb_b
                 o->stats = out->nstats++;
             }
         }
+        ne107(p, s->tag, q);
         added++;
     }
     return added;

@@ -17,12 +17,26 @@ struct fb_window {
     double sum, sumsq; /* recomputed on eviction drift: see window.c */
 };
 
+/* What the deadband remembers of a tag's last published sample: the value
+ * as a double (bools 0/1), or a string's length and 64-bit hash — never a
+ * pointer into a batch that is recycled (deadband.c).  32 bytes. */
+struct fb_last {
+    union {
+        double d;
+        uint64_t h;
+    };
+    uint32_t slen;
+    uint32_t q;   /* its quality */
+    int64_t ns;   /* gateway time it was published */
+    uint8_t type; /* enum fb_type of the value */
+    bool have;    /* a value has been published */
+};
+
+/* The state of a tag with plausibility rules or a window (pipeline.c keeps
+ * it only for those; a tag with just a deadband has only a struct fb_last). */
 struct fb_tag_state {
-    bool have_last;           /* a value has been published */
-    struct fb_value last_pub; /* strings: length + 64-bit hash, never a pointer (see deadband.c) */
-    uint32_t last_pub_q;
-    int64_t last_pub_ns; /* gateway time of last publish */
-    bool have_prev;      /* previous sample seen (for rate / stuck) */
+    struct fb_last last;
+    bool have_prev; /* previous sample seen (for rate / stuck) */
     double prev;
     int64_t prev_ns;
     double cand; /* the last sample refused as a spike: a new level? */
@@ -47,8 +61,8 @@ uint32_t fb_plausibility(const struct fb_tag_proc *p, struct fb_tag_state *st, c
 
 /* 3. deadband: true if the sample must be published (changed enough, quality
  * changed, first value, or heartbeat due).  Updates the state when true. */
-bool fb_deadband_pass(const struct fb_tag_proc *p, struct fb_tag_state *st, const struct fb_value *v, uint32_t q,
-                      int64_t ts, bool *heartbeat);
+bool fb_deadband_pass(const struct fb_tag_proc *p, struct fb_last *st, const struct fb_value *v, uint32_t q, int64_t ts,
+                      bool *heartbeat);
 
 /* 4. windows */
 int fb_window_init(struct fb_window *w, uint32_t cap);
@@ -56,9 +70,13 @@ void fb_window_free(struct fb_window *w);
 void fb_window_add(struct fb_window *w, int64_t ts, double v, int64_t window_ns);
 void fb_window_stats(const struct fb_window *w, int64_t now, int64_t window_ns, struct fb_stats *out);
 
-/* The whole chain for the gateway's tags. */
+/* The whole chain for the gateway's tags.  State is kept only for the tags
+ * that need it: a struct fb_last for a deadband, a struct fb_tag_state for
+ * plausibility rules or a window; every tag has one byte of flags. */
 struct fb_proc;
 struct fb_proc *fb_proc_new(const struct fb_gateway *gw);
+/* Bytes of pipeline state (for the memory accounting in BENCHMARKS.md). */
+size_t fb_proc_bytes(const struct fb_proc *p);
 void fb_proc_free(struct fb_proc *p);
 /* Process `in` (raw samples of one device) into `out` (what to publish).
  * Returns the number of samples appended to out. */

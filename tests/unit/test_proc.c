@@ -1,5 +1,6 @@
 /* test_proc.c — per-tag processing (src/proc): scaling, plausibility,
  * deadband, sliding windows and the whole chain over a hand-built gateway. */
+#include <malloc.h>
 #include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -299,7 +300,7 @@ static void test_plausibility_step_accept(void **state)
     assert_int_equal(fb_plausibility(&p0, &s0, &v, FB_Q_GOOD, 90 * S), FB_Q_GOOD);
 }
 
-static bool db(const struct fb_tag_proc *p, struct fb_tag_state *st, double x, uint32_t q, int64_t ts, bool *hb)
+static bool db(const struct fb_tag_proc *p, struct fb_last *st, double x, uint32_t q, int64_t ts, bool *hb)
 {
     struct fb_value v = fv(x);
     return fb_deadband_pass(p, st, &v, q, ts, hb);
@@ -309,7 +310,7 @@ static void test_deadband_abs(void **state)
 {
     (void)state;
     struct fb_tag_proc p = {.db_abs = 0.5};
-    struct fb_tag_state st = {0};
+    struct fb_last st = {0};
     bool hb = true;
     assert_true(db(&p, &st, 10, FB_Q_GOOD, 0, &hb)); /* first */
     assert_false(hb);
@@ -336,7 +337,7 @@ static void test_deadband_pct_heartbeat(void **state)
 {
     (void)state;
     struct fb_tag_proc p = {.db_pct = 2, .heartbeat_ns = 60 * S};
-    struct fb_tag_state st = {0};
+    struct fb_last st = {0};
     bool hb;
     assert_true(db(&p, &st, 100, FB_Q_GOOD, 0, &hb));
     assert_false(db(&p, &st, 101.9, FB_Q_GOOD, S, &hb));
@@ -355,7 +356,7 @@ static void test_deadband_pct_heartbeat(void **state)
     assert_true(db(&p, &st, 104.2, FB_Q_GOOD, 125 * S, &hb));
     assert_true(hb);
     /* percent of zero: any change passes */
-    struct fb_tag_state z = {0};
+    struct fb_last z = {0};
     assert_true(db(&p, &z, 0, FB_Q_GOOD, 0, &hb));
     assert_false(db(&p, &z, 0, FB_Q_GOOD, 1, &hb));
     assert_true(db(&p, &z, 1e-9, FB_Q_GOOD, 2, &hb));
@@ -365,12 +366,12 @@ static void test_deadband_other_types(void **state)
 {
     (void)state;
     struct fb_tag_proc none = {0}, p = {.db_abs = 1};
-    struct fb_tag_state st = {0};
+    struct fb_last st = {0};
     bool hb;
     /* no deadband: every sample */
     for (int i = 0; i < 3; i++) assert_true(db(&none, &st, 5, FB_Q_GOOD, i, &hb));
     /* strings: value change (content, not pointer) */
-    struct fb_tag_state ss = {0};
+    struct fb_last ss = {0};
     char a[] = "open", b2[] = "open";
     struct fb_value v = {.type = FB_T_STRING, .s = {a, 4}};
     assert_true(fb_deadband_pass(&p, &ss, &v, FB_Q_GOOD, 0, &hb));
@@ -381,14 +382,14 @@ static void test_deadband_other_types(void **state)
     v.s.len = 3;
     assert_true(fb_deadband_pass(&p, &ss, &v, FB_Q_GOOD, 3, &hb));
     /* bools: any change, regardless of the numeric deadband */
-    struct fb_tag_state bs = {0};
+    struct fb_last bs = {0};
     struct fb_value bv = {.type = FB_T_BOOL, .b = false};
     assert_true(fb_deadband_pass(&p, &bs, &bv, FB_Q_GOOD, 0, &hb));
     assert_false(fb_deadband_pass(&p, &bs, &bv, FB_Q_GOOD, 1, &hb));
     bv.b = true;
     assert_true(fb_deadband_pass(&p, &bs, &bv, FB_Q_GOOD, 2, &hb));
     /* integers */
-    struct fb_tag_state is = {0};
+    struct fb_last is = {0};
     struct fb_value iv = {.type = FB_T_INT32, .i = 100};
     assert_true(fb_deadband_pass(&p, &is, &iv, FB_Q_GOOD, 0, &hb));
     iv.i = 101;
@@ -522,6 +523,100 @@ static void test_window_edges(void **state)
     fb_window_stats(&w, 20 * S, S, &st);
     assert_int_equal(st.count, 0);
     fb_window_free(&w);
+}
+
+/* Tags with nothing configured take the pipeline's short path: it must do
+ * what the full chain does for them — float64 conversion by type, NaN →
+ * BadSensorFailure, ±Inf → BadOutOfRange, NE107 counters — and keep no
+ * per-tag state beyond a byte. */
+static void test_proc_plain(void **state)
+{
+    (void)state;
+    struct fb_tag tags[3];
+    memset(tags, 0, sizeof tags);
+    for (uint32_t i = 0; i < 3; i++) {
+        tags[i].id = i;
+        tags[i].name = "x";
+    }
+    tags[0].type = FB_T_FLOAT64; /* gets NaN, Inf, then an int16 reading: converted */
+    tags[1].type = FB_T_FLOAT32;
+    tags[2].type = FB_T_INT16;
+    uint32_t gtags[3] = {0, 1, 2};
+    struct fb_group grp = {.period_ns = S, .tags = gtags, .ntags = 3};
+    struct fb_device dev = {.idx = 0, .name = "d", .ntags = 3, .groups = &grp, .ngroups = 1};
+    struct fb_gateway gw = {.id = "gw", .tags = tags, .ntags = 3, .devs = &dev, .ndevs = 1};
+    struct fb_proc *p = fb_proc_new(&gw);
+    assert_non_null(p);
+    assert_true(fb_proc_bytes(p) < 256); /* flags only: no state for these */
+    struct fb_batch *in = fb_batch_new(4, 0, 0), *out = fb_batch_new(4, 0, 0);
+    struct fb_value v;
+    const double f64[] = {NAN, INFINITY, 0, 2.5};
+    const uint32_t want0[] = {FB_Q_BAD_SENSOR_FAILURE, FB_Q_BAD_OUT_OF_RANGE, FB_Q_GOOD, FB_Q_GOOD};
+    for (int c = 0; c < 4; c++) {
+        fb_batch_reset(in);
+        fb_batch_reset(out);
+        in->ts = (c + 1) * S;
+        v = c == 2 ? (struct fb_value){.type = FB_T_INT16, .i = -7} : fv(f64[c]);
+        fb_batch_add(in, 0, FB_Q_GOOD, 0, &v);
+        v = (struct fb_value){.type = FB_T_FLOAT32, .f = c == 1 ? -INFINITY : 1.5};
+        fb_batch_add(in, 1, FB_Q_GOOD, 0, &v);
+        v = (struct fb_value){.type = FB_T_INT16, .i = c};
+        fb_batch_add(in, 2, c == 3 ? FB_Q_BAD_COMM : FB_Q_GOOD, 0, &v);
+        assert_int_equal(fb_proc_batch(p, in, out), 3);
+        assert_int_equal(out->s[0].quality, want0[c]);
+        assert_int_equal(out->s[0].v.type, FB_T_FLOAT64);
+        if (c == 2) assert_true(out->s[0].v.f == -7.0);
+        assert_false(out->s[0].flags & FB_SF_RAW); /* NaN/Inf: nothing to show as "raw" */
+        assert_int_equal(out->s[1].quality, c == 1 ? FB_Q_BAD_OUT_OF_RANGE : FB_Q_GOOD);
+        assert_int_equal(out->s[1].v.type, FB_T_FLOAT32);
+        assert_int_equal(out->s[2].v.type, FB_T_INT16);
+        assert_int_equal(out->s[2].v.i, c);
+        assert_int_equal(out->s[2].ts_gw, in->ts);
+        /* NE107: how many tags were last published Bad / out of range */
+        uint32_t bad = atomic_load(&dev.m.tags_bad), oos = atomic_load(&dev.m.tags_out_of_spec);
+        const uint32_t want_bad[] = {1, 2, 0, 1}, want_oos[] = {0, 2, 0, 0};
+        assert_int_equal(bad, want_bad[c]);
+        assert_int_equal(oos, want_oos[c]);
+    }
+    fb_batch_free(in);
+    fb_batch_free(out);
+    fb_proc_free(p);
+}
+
+/* Pipeline state exists only for tags that need it: measured on the heap,
+ * 10,000 tags of which 100 have a deadband and 10 a window. */
+static void test_proc_state_only_where_needed(void **state)
+{
+    (void)state;
+    enum { N = 10000 };
+    struct fb_tag *tags = calloc(N, sizeof *tags);
+    uint32_t *gtags = calloc(N, sizeof *gtags);
+    assert_non_null(tags);
+    assert_non_null(gtags);
+    struct fb_tag_proc db = {.db_abs = 1}, win = {.window_ns = 10 * S};
+    for (uint32_t i = 0; i < N; i++) {
+        tags[i].id = i;
+        tags[i].name = "x";
+        tags[i].type = FB_T_INT16;
+        if (i % 100 == 0) tags[i].proc = db;
+        if (i % 1000 == 1) tags[i].proc = win;
+        gtags[i] = i;
+    }
+    struct fb_group grp = {.period_ns = S, .tags = gtags, .ntags = N};
+    struct fb_device dev = {.idx = 0, .name = "d", .ntags = N, .groups = &grp, .ngroups = 1};
+    struct fb_gateway gw = {.id = "gw", .tags = tags, .ntags = N, .devs = &dev, .ndevs = 1};
+    struct mallinfo2 m0 = mallinfo2();
+    struct fb_proc *p = fb_proc_new(&gw);
+    struct mallinfo2 m1 = mallinfo2();
+    assert_non_null(p);
+    size_t used = (m1.uordblks + m1.hblkhd) - (m0.uordblks + m0.hblkhd); /* heap and mmap blocks */
+    /* a byte of flags and a 4-byte slot per tag, 32 bytes per deadband, the
+     * windows (10 s at 1 s: 16 samples) and their state; not ~150 bytes a tag */
+    print_message("pipeline state for %d tags: %zu bytes (fb_proc_bytes %zu)\n", N, used, fb_proc_bytes(p));
+    assert_true(used < (size_t)N * 6 + 100 * 40 + 10 * 1024 + 4096);
+    fb_proc_free(p);
+    free(tags);
+    free(gtags);
 }
 
 /* ------------------------------------------------------- the whole chain */
@@ -686,6 +781,8 @@ int main(void)
         cmocka_unit_test(test_window_random),
         cmocka_unit_test(test_window_edges),
         cmocka_unit_test(test_proc_batch),
+        cmocka_unit_test(test_proc_plain),
+        cmocka_unit_test(test_proc_state_only_where_needed),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -560,6 +560,17 @@ static bool bcd_decode(uint64_t raw, unsigned digits, uint64_t *out)
 uint32_t mb_decode(const struct mb_addr *a, const uint16_t *regs, const uint8_t *bits, struct fb_value *v, char *sbuf,
                    size_t scap)
 {
+    if (a->count == 1 && !a->has_bit && !a->bcd && (a->table == MB_HR || a->table == MB_IR) &&
+        (a->type == FB_T_INT16 || a->type == FB_T_UINT16)) { /* one 16-bit register: most tags */
+        uint16_t r = a->swap_bytes ? (uint16_t)(regs[0] << 8 | regs[0] >> 8) : regs[0];
+        memset(v, 0, sizeof *v);
+        v->type = a->type;
+        if (a->type == FB_T_INT16)
+            v->i = (int16_t)r;
+        else
+            v->u = r;
+        return FB_Q_GOOD;
+    }
     memset(v, 0, sizeof *v);
     v->type = a->type;
     if (a->table == MB_CO || a->table == MB_DI) {
