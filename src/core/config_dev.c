@@ -48,6 +48,14 @@ struct tag_aux {
     bool needs_numeric;
 };
 
+/* Texts (order, unit) and processing settings that many tags share are kept
+ * once, in the gateway's arena: an open-addressing set of what is there. */
+struct intern {
+    const void **p;
+    uint64_t *h;
+    size_t cap, n;
+};
+
 struct ctx {
     struct fb_cfg *r;
     struct fb_gateway *gw;
@@ -55,7 +63,67 @@ struct ctx {
     uint32_t entries;
     struct dev_aux *daux;
     struct tag_aux *taux;
+    struct intern strs, procs;
+    uint64_t tags_expected; /* counted before building: the tag array is made once, at its size */
 };
+
+static uint64_t hash_bytes(const void *p, size_t n)
+{
+    const unsigned char *b = p;
+    uint64_t h = 0xcbf29ce484222325ull;
+    for (size_t i = 0; i < n; i++) h = (h ^ b[i]) * 0x100000001b3ull;
+    return h;
+}
+
+/* The arena's copy of p[0..n) (aligned to align), made once per distinct content. */
+static const void *intern(struct fb_arena *a, struct intern *t, const void *p, size_t n, size_t align)
+{
+    if (t->n * 2 >= t->cap) {
+        size_t cap = t->cap ? t->cap * 2 : 64;
+        const void **np = calloc(cap, sizeof *np);
+        uint64_t *nh = calloc(cap, sizeof *nh);
+        if (!np || !nh) {
+            free(np);
+            free(nh);
+            return NULL;
+        }
+        for (size_t i = 0; i < t->cap; i++)
+            if (t->p[i]) {
+                size_t k = t->h[i] & (cap - 1);
+                while (np[k]) k = (k + 1) & (cap - 1);
+                np[k] = t->p[i];
+                nh[k] = t->h[i];
+            }
+        free(t->p);
+        free(t->h);
+        t->p = np;
+        t->h = nh;
+        t->cap = cap;
+    }
+    uint64_t h = hash_bytes(p, n);
+    size_t k = h & (t->cap - 1);
+    for (; t->p[k]; k = (k + 1) & (t->cap - 1))
+        if (t->h[k] == h && !memcmp(t->p[k], p, n)) return t->p[k];
+    void *c = fb_arena_alloc(a, n, align);
+    if (!c) return NULL;
+    memcpy(c, p, n);
+    t->p[k] = c;
+    t->h[k] = h;
+    t->n++;
+    return c;
+}
+
+static char *intern_str(struct ctx *c, const char *s)
+{
+    return s ? (char *)intern(&c->gw->arena, &c->strs, s, strlen(s) + 1, 1) : NULL;
+}
+
+static void intern_free(struct intern *t)
+{
+    free(t->p);
+    free(t->h);
+    memset(t, 0, sizeof *t);
+}
 
 static const char *const k_device[] = {"for",     "name",  "url",     "area", "line", "poll",
                                        "timeout", "delay", "options", "tags", NULL};
@@ -474,7 +542,8 @@ static void build_tag(struct ctx *c, uint32_t di, int64_t dev_poll, struct fb_cf
     uint32_t str_len = 0;
     long long count = 0;
     int64_t poll = dev_poll;
-    struct fb_tag_proc proc = {0};
+    struct fb_tag_proc proc;
+    memset(&proc, 0, sizeof proc); /* padding too: settings are interned by their bytes */
     struct tag_aux aux = {0};
     struct fb_cfg_node *n, *namen = fb_cfg_get(&m, "name"), *addrn = fb_cfg_get(&m, "addr");
     bool ok = true;
@@ -535,8 +604,20 @@ static void build_tag(struct ctx *c, uint32_t di, int64_t dev_poll, struct fb_cf
     aux.name_m = fb_cfg_mark(namen);
     aux.entry = c->entries++;
 
+    const struct fb_tag_proc *shared = NULL;
+    char *order_s = NULL, *unit_s = NULL;
+    if (ok && name && addr) {
+        shared = intern(&c->gw->arena, &c->procs, &proc, sizeof proc, _Alignof(struct fb_tag_proc));
+        order_s = intern_str(c, order);
+        unit_s = intern_str(c, unit);
+        if (!shared || (order && !order_s) || (unit && !unit_s)) {
+            fb_cfg_error(c->r, tn, "out of memory");
+            ok = false;
+        }
+    }
     if (ok && name && addr) {
         long long elems = count ? count : 1;
+        size_t addr_len = strlen(addr);
         for (long long i = 0; i < elems; i++) {
             struct tag_aux *ta;
             struct fb_tag *t = push_tag(c, &ta);
@@ -551,18 +632,28 @@ static void build_tag(struct ctx *c, uint32_t di, int64_t dev_poll, struct fb_cf
             t->access = access;
             t->index = (uint32_t)i;
             if (count) {
-                size_t len = strlen(name) + 24;
-                t->name = malloc(len);
-                if (t->name) snprintf(t->name, len, "%s[%lld]", name, i);
+                char nb[24];
+                int nn = snprintf(nb, sizeof nb, "[%lld]", i);
+                size_t len = strlen(name);
+                t->name = fb_arena_alloc(&c->gw->arena, len + (size_t)nn + 1, 1);
+                if (t->name) {
+                    memcpy(t->name, name, len);
+                    memcpy(t->name + len, nb, (size_t)nn + 1);
+                }
             } else {
-                t->name = strdup(name);
+                t->name = fb_arena_strndup(&c->gw->arena, name, strlen(name));
             }
-            t->addr_text = strdup(addr);
-            t->order = order ? strdup(order) : NULL;
-            t->unit = unit ? strdup(unit) : NULL;
-            t->proc = proc;
+            /* an array's elements share the address text: the driver adds the index */
+            t->addr_text = i && t[-1].addr_text ? t[-1].addr_text : fb_arena_strndup(&c->gw->arena, addr, addr_len);
+            if (!t->name || !t->addr_text) {
+                fb_cfg_error(c->r, tn, "out of memory");
+                c->gw->ntags--;
+                break;
+            }
+            t->order = order_s;
+            t->unit = unit_s;
+            t->proc = shared;
             t->line = fb_cfg_mark(tn).line;
-            t->col = fb_cfg_mark(tn).col;
             c->gw->devs[di].ntags++;
         }
     }
@@ -820,6 +911,7 @@ static bool devices_fit(struct ctx *c, struct fb_cfg_node *dn)
             return false;
         }
     }
+    c->tags_expected = total;
     return true;
 }
 
@@ -830,6 +922,20 @@ static void load_devices(struct ctx *c, struct fb_cfg_node *dn)
         return;
     }
     if (!devices_fit(c, dn)) return;
+    /* one allocation at the final size: growing by doubling briefly held the
+     * old and the new array (the start-up peak) and left the heap fragmented */
+    if (c->tags_expected > 0 && c->tags_expected <= MAX_TAGS) {
+        c->gw->tags = malloc(c->tags_expected * sizeof *c->gw->tags);
+        c->taux = malloc(c->tags_expected * sizeof *c->taux);
+        if (c->gw->tags && c->taux) {
+            c->captags = c->tags_expected;
+        } else {
+            free(c->gw->tags);
+            free(c->taux);
+            c->gw->tags = NULL;
+            c->taux = NULL;
+        }
+    }
     for (size_t k = 0; k < fb_cfg_list_len(dn); k++) {
         struct fb_cfg_node *n = fb_cfg_list_at(c->r, dn, k);
         struct fb_cfg_node *forn = NULL;
@@ -929,12 +1035,6 @@ static void build_drivers(struct ctx *c)
     for (uint32_t di = 0; di < gw->ndevs; di++) {
         struct fb_device *d = &gw->devs[di];
         struct dev_aux *da = &c->daux[di];
-        for (uint32_t i = 0; i < d->ntags; i++) {
-            struct fb_tag *t = &gw->tags[d->first_tag + i];
-            size_t len = strlen(d->name) + strlen(t->name) + 2;
-            t->path = malloc(len);
-            if (t->path) snprintf(t->path, len, "%s/%s", d->name, t->name);
-        }
         if (d->ngroups == 0) build_groups(c, d);
         if (d->ntags > 0 && d->ngroups > 65535) {
             fb_cfg_error_at(c->r, (struct fb_cfg_mark){d->line_no, d->col}, "device '%s' has too many poll periods",
@@ -980,14 +1080,13 @@ static void build_drivers(struct ctx *c)
                 continue;
             }
             bool numeric = t->type != FB_T_STRING;
-            if (ta->needs_numeric && (!numeric || (t->type == FB_T_BOOL && t->proc.scaled))) {
+            if (ta->needs_numeric && (!numeric || (t->type == FB_T_BOOL && fb_tproc(t)->scaled))) {
                 fb_cfg_error_at(
                     c->r, ta->numeric_m,
                     "tag '%s' is of type %s: scale, range, deadband, max_rate and window need a numeric tag", t->name,
                     fb_type_name((enum fb_type)t->type));
                 tags_ok = false;
             }
-            t->proc.out_type = t->proc.scaled ? FB_T_FLOAT64 : t->type;
         }
         if (!tags_ok) continue;
         for (uint32_t g = 0; g < d->ngroups; g++) {
@@ -1039,7 +1138,7 @@ void fb_config_devices(struct fb_cfg *r, struct fb_cfg_node *devices, struct fb_
     struct ctx c = {.r = r, .gw = gw};
     if (devices) {
         load_devices(&c, devices);
-        /* the array grew by doubling; give back the slack before drivers keep pointers */
+        /* if the count was off and the array grew by doubling, give back the slack */
         if (gw->ntags && gw->ntags < c.captags) {
             struct fb_tag *t = realloc(gw->tags, gw->ntags * sizeof *t);
             if (t) gw->tags = t;
@@ -1048,6 +1147,8 @@ void fb_config_devices(struct fb_cfg *r, struct fb_cfg_node *devices, struct fb_
     build_drivers(&c);
     free(c.daux);
     free(c.taux);
+    intern_free(&c.strs);
+    intern_free(&c.procs);
 }
 
 size_t fb_config_dev_key_tables(struct fb_config_keys *out, size_t max)

@@ -143,7 +143,7 @@ int fb_cmd_convert(const struct fb_tag *t, const void *jv, struct fb_value *raw,
                    struct fb_err *err)
 {
     const json_t *j = jv;
-    const struct fb_tag_proc *p = &t->proc;
+    const struct fb_tag_proc *p = fb_tproc(t);
     memset(raw, 0, sizeof *raw);
     if (t->type == FB_T_STRING) {
         if (!json_is_string(j)) return fb_err_set(err, FB_EINVAL, "expected a string");

@@ -588,7 +588,7 @@ static uint32_t group_windows(const struct fb_gateway *gw, const struct fb_group
 {
     uint32_t n = 0;
     for (uint32_t i = 0; i < g->ntags; i++)
-        if (gw->tags[g->tags[i]].proc.window_ns) n++;
+        if (fb_tproc(&gw->tags[g->tags[i]])->window_ns) n++;
     return n;
 }
 

@@ -60,7 +60,7 @@ static uint32_t window_cap(const struct fb_gateway *gw, const struct fb_tag *t)
         if (d->groups && t->group < d->ngroups) period = d->groups[t->group].period_ns;
     }
     uint64_t cap = 1024;
-    if (period > 0) cap = (uint64_t)(t->proc.window_ns / period) * 5 / 4 + 4;
+    if (period > 0) cap = (uint64_t)(fb_tproc(t)->window_ns / period) * 5 / 4 + 4;
     if (cap < 4) cap = 4;
     if (cap > (1u << 20)) cap = 1u << 20;
     return (uint32_t)cap;
@@ -68,7 +68,7 @@ static uint32_t window_cap(const struct fb_gateway *gw, const struct fb_tag *t)
 
 static uint8_t tag_flags(const struct fb_tag *t)
 {
-    const struct fb_tag_proc *pr = &t->proc;
+    const struct fb_tag_proc *pr = fb_tproc(t);
     uint8_t f = 0;
     if (pr->scaled) f |= PF_SCALE;
     if (fb_tag_out_type(t) == FB_T_FLOAT64) f |= PF_F64;
@@ -237,7 +237,7 @@ uint32_t fb_proc_batch(struct fb_proc *p, const struct fb_batch *in, struct fb_b
             continue;
         }
         const struct fb_tag *tag = &p->gw->tags[s->tag];
-        const struct fb_tag_proc *pr = &tag->proc;
+        const struct fb_tag_proc *pr = fb_tproc(tag);
         struct fb_tag_state *st = (f & (PF_PL | PF_WIN)) ? &p->full[p->slot[s->tag]] : NULL;
         struct fb_last *last = st ? &st->last : (f & PF_DB) ? &p->last[p->slot[s->tag]] : NULL;
         int64_t ts = s->ts_src ? s->ts_src : in->ts;

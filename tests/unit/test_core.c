@@ -192,10 +192,8 @@ static void test_cmd_convert(void **st)
     assert_int_equal(conv(&t, "true", &v, why), 0); /* 0/1 into a register */
     assert_int_equal(v.i, 1);
 
-    t.proc.has_max = true;
-    t.proc.max = 40;
-    t.proc.has_min = true;
-    t.proc.min = -10;
+    struct fb_tag_proc range = {.has_max = true, .max = 40, .has_min = true, .min = -10};
+    t.proc = &range;
     assert_int_equal(conv(&t, "42.5", &v, why), FB_ERANGE);
     assert_string_equal(why, "above maximum 40");
     assert_int_equal(conv(&t, "-11", &v, why), FB_ERANGE);
@@ -203,9 +201,8 @@ static void test_cmd_convert(void **st)
 
     /* scaled: eng 25.0 °C with raw = eng * 10 → 250 */
     struct fb_tag s = mk_tag(FB_T_INT16);
-    s.proc.scaled = true;
-    s.proc.k = 0.1;
-    s.proc.d = 0;
+    struct fb_tag_proc scale = {.scaled = true, .k = 0.1, .d = 0};
+    s.proc = &scale;
     assert_int_equal(conv(&s, "25.0", &v, why), 0);
     assert_int_equal(v.type, FB_T_INT16);
     assert_int_equal(v.i, 250);

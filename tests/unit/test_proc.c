@@ -598,8 +598,8 @@ static void test_proc_state_only_where_needed(void **state)
         tags[i].id = i;
         tags[i].name = "x";
         tags[i].type = FB_T_INT16;
-        if (i % 100 == 0) tags[i].proc = db;
-        if (i % 1000 == 1) tags[i].proc = win;
+        if (i % 100 == 0) tags[i].proc = &db;
+        if (i % 1000 == 1) tags[i].proc = &win;
         gtags[i] = i;
     }
     struct fb_group grp = {.period_ns = S, .tags = gtags, .ntags = N};
@@ -632,24 +632,19 @@ static void test_proc_batch(void **state)
         tags[i].id = i;
         tags[i].device = 0;
         tags[i].name = names[i];
-        tags[i].path = names[i];
     }
     tags[T_SCALED].type = FB_T_INT16;
-    tags[T_SCALED].proc = (struct fb_tag_proc){.scaled = true,
-                                               .k = 0.1,
-                                               .d = 0,
-                                               .has_min = true,
-                                               .has_max = true,
-                                               .min = 0,
-                                               .max = 100,
-                                               .out_type = FB_T_FLOAT64};
+    static const struct fb_tag_proc scaled = {
+        .scaled = true, .k = 0.1, .d = 0, .has_min = true, .has_max = true, .min = 0, .max = 100};
+    static const struct fb_tag_proc db_win = {.db_abs = 1, .heartbeat_ns = 10 * S, .window_ns = 5 * S};
+    static const struct fb_tag_proc rate = {.max_rate = 1};
+    tags[T_SCALED].proc = &scaled;
     tags[T_DB_WIN].type = FB_T_FLOAT64;
-    tags[T_DB_WIN].proc =
-        (struct fb_tag_proc){.db_abs = 1, .heartbeat_ns = 10 * S, .window_ns = 5 * S, .out_type = FB_T_FLOAT64};
+    tags[T_DB_WIN].proc = &db_win;
     tags[T_STR].type = FB_T_STRING;
     tags[T_BOOL].type = FB_T_BOOL;
     tags[T_RATE].type = FB_T_FLOAT32;
-    tags[T_RATE].proc = (struct fb_tag_proc){.max_rate = 1, .out_type = FB_T_FLOAT32};
+    tags[T_RATE].proc = &rate;
     uint32_t gtags[NT] = {0, 1, 2, 3, 4};
     struct fb_group grp = {.period_ns = S, .tags = gtags, .ntags = NT};
     struct fb_device dev = {.idx = 0, .name = "press-01", .first_tag = 0, .ntags = NT, .groups = &grp, .ngroups = 1};
