@@ -261,9 +261,13 @@ static int sink_store_open(struct fb_gateway *gw, struct fb_sink_inst *s, struct
         /* No buffer configured: the same queue in memory (bounded, lost on a
          * crash), so a broker that is late at start-up or away for a moment
          * costs nothing — the deadband would otherwise hold back a value whose
-         * only publication went nowhere. */
+         * only publication went nowhere.  `queue:` bounds it in batches (the
+         * oldest are dropped, counted), 8 MiB in bytes; what is in flight
+         * is part of it, so the in-flight ring needs no more slots. */
         struct fb_store_cfg mc = {.dir = NULL,
                                   .max_bytes = FB_MEMORY_QUEUE_BYTES,
+                                  .max_records = s->queue_len,
+                                  .max_inflight = s->queue_len,
                                   .segment_bytes = 256 * 1024,
                                   .max_record = max_record_bytes(gw),
                                   .name = s->name};
