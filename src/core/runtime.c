@@ -18,7 +18,7 @@
  * delivers from it (store-and-forward), otherwise it hands batches straight
  * to the sink.
  *
- * Memory is bounded by construction: each poll group owns one raw batch and
+ * Memory is bounded by construction: each connection owns one raw batch and
  * all groups share a few processed batches, sized at start-up.  A slow sink
  * makes pool_get block, which slows polling (back-pressure) instead of
  * growing queues.
@@ -28,6 +28,9 @@
  * queued and their offline status.
  */
 #include <errno.h>
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -51,8 +54,9 @@
 #include "store/store.h"
 
 /* A connection thread reads a group and runs it through the pipeline before
- * it reads the next, so one raw batch per group is enough. */
-#define FB_RAW_BATCHES_PER_GROUP 1
+ * it reads the next, so one raw batch per connection is enough (sized for
+ * its largest group: not one per group, that was ~56 bytes per tag). */
+#define FB_RAW_BATCHES_PER_CONN 1
 /* Processed batches are shared by all groups; sinks take them quickly, so a
  * few suffice however many devices there are. */
 #define FB_OUT_BATCHES 8
@@ -630,10 +634,10 @@ static void rt_free(struct fb_gateway *gw, struct fb_rt *rt)
     for (uint32_t i = 0; i < gw->ndevs; i++)
         for (uint32_t g = 0; g < gw->devs[i].ngroups; g++) {
             struct fb_group *gr = &gw->devs[i].groups[g];
-            if (gr->rt) fb_batch_pool_free(gr->rt->pool);
-            gr->rt = NULL;
+            gr->rt = NULL; /* its pool is its connection's */
         }
     for (uint32_t i = 0; rt->conns && i < gw->nconns; i++) {
+        fb_batch_pool_free(rt->conns[i].pool);
         pthread_mutex_destroy(&rt->conns[i].mu);
         pthread_cond_destroy(&rt->conns[i].cv);
         gw->conns[i].rt = NULL;
@@ -699,12 +703,25 @@ int fb_runtime_start(struct fb_gateway *gw, struct fb_err *err)
         for (uint32_t k = 0; k < d->ngroups; k++) {
             struct fb_group *g = &d->groups[k];
             uint32_t arena = group_arena(gw, g), nwin = group_windows(gw, g);
-            g->rt->pool = fb_batch_pool_new(FB_RAW_BATCHES_PER_GROUP, g->ntags, 0, arena);
-            if (!g->rt->pool) return fb_err_set(err, FB_ENOMEM, "cannot allocate batches");
             if (g->ntags > max_tags) max_tags = g->ntags;
             if (nwin > max_win) max_win = nwin;
             if (arena > max_arena) max_arena = arena;
         }
+    }
+    for (uint32_t i = 0; i < gw->nconns; i++) {
+        struct fb_conn *c = &gw->conns[i];
+        uint32_t n = 1, arena = 0;
+        for (uint32_t j = 0; j < c->ndevs; j++)
+            for (uint32_t k = 0; k < c->devs[j]->ngroups; k++) {
+                const struct fb_group *g = &c->devs[j]->groups[k];
+                uint32_t a = group_arena(gw, g);
+                if (g->ntags > n) n = g->ntags;
+                if (a > arena) arena = a;
+            }
+        c->rt->pool = fb_batch_pool_new(FB_RAW_BATCHES_PER_CONN, n, 0, arena);
+        if (!c->rt->pool) return fb_err_set(err, FB_ENOMEM, "cannot allocate batches");
+        for (uint32_t j = 0; j < c->ndevs; j++)
+            for (uint32_t k = 0; k < c->devs[j]->ngroups; k++) c->devs[j]->groups[k].rt->pool = c->rt->pool;
     }
     rt->out_pool = fb_batch_pool_new(FB_OUT_BATCHES, max_tags, max_win, max_arena);
     if (!rt->out_pool) return fb_err_set(err, FB_ENOMEM, "cannot allocate batches");
@@ -739,6 +756,11 @@ int fb_runtime_start(struct fb_gateway *gw, struct fb_err *err)
     }
     fb_info(NULL, NULL, "started: %u devices, %u connections, %u tags, %u sinks", gw->ndevs, gw->nconns, gw->ntags,
             gw->nsinks);
+#ifdef __GLIBC__
+    /* what the config load used and freed (the parsed document, the loader's
+     * side tables) goes back to the system instead of staying in the heap */
+    malloc_trim(0);
+#endif
     return 0;
 }
 
@@ -767,9 +789,8 @@ void fb_runtime_wait(struct fb_gateway *gw)
         pthread_cond_broadcast(&c->cv);
         pthread_mutex_unlock(&c->mu);
     }
-    for (uint32_t i = 0; i < gw->ndevs; i++)
-        for (uint32_t k = 0; k < gw->devs[i].ngroups; k++)
-            if (gw->devs[i].groups[k].rt->pool) fb_batch_pool_close(gw->devs[i].groups[k].rt->pool);
+    for (uint32_t i = 0; i < gw->nconns; i++)
+        if (gw->conns[i].rt->pool) fb_batch_pool_close(gw->conns[i].rt->pool);
     for (uint32_t i = 0; i < gw->nconns; i++)
         if (gw->conns[i].rt->started) pthread_join(gw->conns[i].rt->thr, NULL);
     /* commands can no longer reach a device; stop the router before the sinks it answers through */

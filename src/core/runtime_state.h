@@ -38,7 +38,7 @@ struct fb_drain_seen {
 /* One poll group while running. */
 struct fb_group_rt {
     int64_t next_due;           /* monotonic ns */
-    struct fb_batch_pool *pool; /* raw batches: read → pipeline, one per group */
+    struct fb_batch_pool *pool; /* raw batches: read → pipeline (its connection's, fb_conn_rt) */
     _Atomic uint64_t overruns;  /* cycles started late by more than a period */
 };
 
@@ -61,6 +61,7 @@ struct fb_write_req {
 struct fb_conn_rt {
     pthread_t thr;
     bool started;
+    struct fb_batch_pool *pool; /* one raw batch, sized for the largest group of the connection */
     bool connected;
     int64_t next_try; /* monotonic: next connect attempt */
     /* what a failing open() reported (fb_conn_failed), cleared before each attempt */

@@ -48,8 +48,18 @@
 #define MB_PROBE_MIN_NS 1000000000LL  /* a silent unit is asked again after 1 s … */
 #define MB_PROBE_MAX_NS 30000000000LL /* … doubling up to 30 s */
 
+/* The parsed addresses of a device's tags, 16 bytes each, in chunks owned by
+ * the device (a malloc per tag cost as much again in allocator overhead). */
+#define MB_SLAB_N 256
+struct mb_slab {
+    struct mb_slab *next;
+    uint32_t used;
+    struct mb_addr a[MB_SLAB_N];
+};
+
 struct mb_dev {
     struct mb_opts o;
+    struct mb_slab *slab; /* tags' parsed addresses (tag->addr points here) */
     /* this unit's answers (connection thread only) */
     int no_answer;     /* requests in a row without an answer: timeouts, exceptions 0A/0B */
     int link_timeouts; /* timeouts since anyone last answered on the link (valid while
@@ -141,13 +151,31 @@ static int mb_device_init(struct fb_device *dev, char **conn_key, struct fb_err 
 
 static void mb_device_free(struct fb_device *dev)
 {
-    free(dev->drv_dev);
+    struct mb_dev *md = dev->drv_dev;
+    while (md && md->slab) {
+        struct mb_slab *s = md->slab;
+        md->slab = s->next;
+        free(s);
+    }
+    free(md);
     dev->drv_dev = NULL;
+}
+
+static struct mb_addr *addr_alloc(struct mb_dev *md)
+{
+    if (!md->slab || md->slab->used == MB_SLAB_N) {
+        struct mb_slab *s = malloc(sizeof *s);
+        if (!s) return NULL;
+        s->used = 0;
+        s->next = md->slab;
+        md->slab = s;
+    }
+    return &md->slab->a[md->slab->used++];
 }
 
 static int mb_parse_address(struct fb_device *dev, struct fb_tag *tag, struct fb_err *err)
 {
-    const struct mb_dev *md = dev->drv_dev;
+    struct mb_dev *md = dev->drv_dev;
     struct mb_addr_in in = {
         .text = tag->addr_text,
         .type = tag->type,
@@ -156,28 +184,22 @@ static int mb_parse_address(struct fb_device *dev, struct fb_tag *tag, struct fb
         .index = tag->index,
         .base = md ? md->o.base : 0,
     };
-    struct mb_addr *a = malloc(sizeof *a);
-    if (!a) return fb_err_set(err, FB_ENOMEM, "out of memory");
-    int rc = mb_addr_parse(&in, a, err);
-    if (!rc && (tag->access & FB_ACC_WRITE) && (a->table == MB_IR || a->table == MB_DI))
+    struct mb_addr parsed;
+    int rc = mb_addr_parse(&in, &parsed, err);
+    if (!rc && (tag->access & FB_ACC_WRITE) && (parsed.table == MB_IR || parsed.table == MB_DI))
         rc = fb_err_set(err, FB_EINVAL, "%s are read-only: a tag on them takes access: r",
-                        a->table == MB_IR ? "input registers" : "discrete inputs");
-    if (rc) {
-        free(a);
-        return rc;
-    }
-    free(tag->addr);
+                        parsed.table == MB_IR ? "input registers" : "discrete inputs");
+    if (rc) return rc;
+    struct mb_addr *a = tag->addr ? tag->addr : md ? addr_alloc(md) : NULL; /* parsed again: in place */
+    if (!a) return fb_err_set(err, FB_ENOMEM, "out of memory");
+    *a = parsed;
     tag->addr = a;
     tag->type = a->type;
     if (a->type == FB_T_STRING) tag->str_len = a->str_len;
     return 0;
 }
 
-static void mb_free_address(struct fb_tag *tag)
-{
-    free(tag->addr);
-    tag->addr = NULL;
-}
+static void mb_free_address(struct fb_tag *tag) { tag->addr = NULL; /* the device's slab owns it (mb_device_free) */ }
 
 static int mb_plan(struct fb_device *dev, struct fb_group *g, struct fb_err *err)
 {

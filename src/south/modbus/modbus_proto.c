@@ -799,6 +799,14 @@ int mb_plan_build(const struct mb_item *items, uint32_t n, const struct mb_limit
         }
         block_init(&p->blocks[p->nblocks++], &p->items[i], i, false);
     }
+    /* keep only the blocks made (40 bytes each; a split grows the array when it happens) */
+    if (p->nblocks && p->nblocks < p->cap_blocks) {
+        struct mb_block *nb = realloc(p->blocks, p->nblocks * sizeof *nb);
+        if (nb) {
+            p->blocks = nb;
+            p->cap_blocks = p->nblocks;
+        }
+    }
     *out = p;
     return 0;
 }
@@ -833,8 +841,15 @@ int mb_plan_split(struct mb_plan *p, uint32_t i)
     uint32_t parts = 1;
     for (uint32_t k = 1; k < old.n; k++)
         if (!same_range(&p->items[old.first + k - 1], &p->items[old.first + k])) parts++;
-    /* parts <= old.n, and the blocks hold at most nitems in total: fits */
-    if (p->nblocks - 1 + parts > p->cap_blocks) return FB_EINVAL; /* invariant */
+    /* parts <= old.n, and the blocks hold at most nitems in total: the
+     * first split grows the array to that once (rare: a device refused a
+     * range), later ones fit */
+    if (p->nblocks - 1 + parts > p->cap_blocks) {
+        struct mb_block *nb = realloc(p->blocks, p->nitems * sizeof *nb);
+        if (!nb) return FB_ENOMEM;
+        p->blocks = nb;
+        p->cap_blocks = p->nitems;
+    }
     memmove(&p->blocks[i + parts], &p->blocks[i + 1], (p->nblocks - i - 1) * sizeof *p->blocks);
     p->nblocks += parts - 1;
     uint32_t bi = i;
