@@ -13,9 +13,9 @@
  * The comparison is against the last PUBLISHED value, not the previous
  * sample, so a slow drift is reported once it adds up to the deadband.
  * Numbers are remembered as the double the comparison uses anyway (bools as
- * 0/1), strings as length + 64-bit FNV-1a hash (the state must not point
- * into a batch that is recycled); a hash collision would hide one change
- * until the next heartbeat — 2^-64, accepted. */
+ * 0/1), strings as a 64-bit FNV-1a hash of their bytes (the state must not
+ * point into a batch that is recycled); a hash collision would hide one
+ * change until the next heartbeat — 2^-64, accepted. */
 #include <math.h>
 #include <string.h>
 
@@ -53,10 +53,8 @@ static uint64_t fnv1a(const char *p, uint32_t n)
 static void remember(struct fb_last *st, const struct fb_value *v)
 {
     st->type = v->type;
-    st->slen = 0;
     if (v->type == FB_T_STRING) {
-        st->slen = v->s.p ? v->s.len : 0;
-        st->h = fnv1a(v->s.p, st->slen);
+        st->h = fnv1a(v->s.p, v->s.p ? v->s.len : 0);
     } else if (!num(v, &st->d)) {
         st->d = 0; /* FB_T_NONE */
     }
@@ -66,10 +64,7 @@ static bool changed(const struct fb_tag_proc *p, const struct fb_last *last, con
 {
     double a = last->d, b;
     if (v->type != last->type) return true;
-    if (v->type == FB_T_STRING) {
-        uint32_t len = v->s.p ? v->s.len : 0;
-        return len != last->slen || fnv1a(v->s.p, len) != last->h;
-    }
+    if (v->type == FB_T_STRING) return fnv1a(v->s.p, v->s.p ? v->s.len : 0) != last->h;
     if (v->type == FB_T_BOOL) return v->b != (a != 0);
     if (!num(v, &b)) return false; /* FB_T_NONE */
     if (isnan(a) || isnan(b)) return isnan(a) != isnan(b);
@@ -80,15 +75,15 @@ static bool changed(const struct fb_tag_proc *p, const struct fb_last *last, con
     return false;
 }
 
-bool fb_deadband_pass(const struct fb_tag_proc *p, struct fb_last *st, const struct fb_value *v, uint32_t q, int64_t ts,
-                      bool *heartbeat)
+bool fb_deadband_pass(const struct fb_tag_proc *p, struct fb_last *st, int64_t *last_ns, const struct fb_value *v,
+                      uint32_t q, int64_t ts, bool *heartbeat)
 {
     bool hb = false, pass;
     if (!st->have || q != st->q || (p->db_abs <= 0 && p->db_pct <= 0)) {
         pass = true;
     } else if (!fb_q_bad(q) && changed(p, st, v)) {
         pass = true;
-    } else if (p->heartbeat_ns > 0 && ts - st->ns >= p->heartbeat_ns) {
+    } else if (p->heartbeat_ns > 0 && last_ns && ts - *last_ns >= p->heartbeat_ns) {
         pass = hb = true;
     } else {
         pass = false;
@@ -98,7 +93,7 @@ bool fb_deadband_pass(const struct fb_tag_proc *p, struct fb_last *st, const str
         st->have = true;
         remember(st, v);
         st->q = q;
-        st->ns = ts;
+        if (last_ns) *last_ns = ts;
     }
     return pass;
 }

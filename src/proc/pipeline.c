@@ -6,7 +6,7 @@
  * State is allocated by fb_proc_new, so the hot path never allocates, and
  * only where a tag needs it: every tag has one byte of flags (its stages and
  * the NE107 class of its last published quality); a tag with a deadband has a
- * struct fb_last (32 bytes), one with plausibility rules or a window a struct
+ * struct fb_last (16 bytes, 8 more with a heartbeat), one with plausibility rules or a window a struct
  * fb_tag_state and its ring.  A tag with no processing configured — the
  * common case — takes a short path: convert to float64 if its type says so,
  * NaN/±Inf → Bad, append.  Timestamps: plausibility and windows use the sample's
@@ -48,6 +48,7 @@ struct fb_proc {
     uint32_t *slot;            /* per tag with state: index into full[] (PF_PL, PF_WIN) or last[]; NULL if none */
     struct fb_tag_state *full; /* tags with plausibility rules or a window */
     struct fb_last *last;      /* tags with only a deadband */
+    int64_t *last_ns;          /* beside last[]: when published, if any such tag has a heartbeat */
     uint32_t nfull, nlast;
     size_t win_bytes;
 };
@@ -98,7 +99,11 @@ struct fb_proc *fb_proc_new(const struct fb_gateway *gw)
         p->slot = malloc(gw->ntags * sizeof *p->slot);
         p->full = p->nfull ? calloc(p->nfull, sizeof *p->full) : NULL;
         p->last = p->nlast ? calloc(p->nlast, sizeof *p->last) : NULL;
-        if (!p->slot || (p->nfull && !p->full) || (p->nlast && !p->last)) goto fail;
+        bool hb = false;
+        for (uint32_t i = 0; i < gw->ntags && !hb; i++)
+            hb = (p->flags[i] & (PF_PL | PF_WIN | PF_DB)) == PF_DB && fb_tproc(&gw->tags[i])->heartbeat_ns > 0;
+        p->last_ns = hb ? calloc(p->nlast, sizeof *p->last_ns) : NULL;
+        if (!p->slot || (p->nfull && !p->full) || (p->nlast && !p->last) || (hb && !p->last_ns)) goto fail;
         uint32_t nf = 0, nl = 0;
         for (uint32_t i = 0; i < gw->ntags; i++) {
             uint8_t f = p->flags[i];
@@ -126,6 +131,7 @@ void fb_proc_free(struct fb_proc *p)
     for (uint32_t i = 0; p->full && i < p->nfull; i++) fb_window_free(&p->full[i].win);
     free(p->full);
     free(p->last);
+    free(p->last_ns);
     free(p->slot);
     free(p->flags);
     free(p);
@@ -135,7 +141,7 @@ size_t fb_proc_bytes(const struct fb_proc *p)
 {
     if (!p) return 0;
     return sizeof *p + p->ntags + (p->slot ? p->ntags * sizeof *p->slot : 0) + p->nfull * sizeof *p->full +
-           p->nlast * sizeof *p->last + p->win_bytes;
+           p->nlast * sizeof *p->last + (p->last_ns ? p->nlast * sizeof *p->last_ns : 0) + p->win_bytes;
 }
 
 /* A float32 counts as its shortest decimal (7.77f → 7.77), so window
@@ -240,6 +246,7 @@ uint32_t fb_proc_batch(struct fb_proc *p, const struct fb_batch *in, struct fb_b
         const struct fb_tag_proc *pr = fb_tproc(tag);
         struct fb_tag_state *st = (f & (PF_PL | PF_WIN)) ? &p->full[p->slot[s->tag]] : NULL;
         struct fb_last *last = st ? &st->last : (f & PF_DB) ? &p->last[p->slot[s->tag]] : NULL;
+        int64_t *last_ns = st ? &st->last_ns : (f & PF_DB) && p->last_ns ? &p->last_ns[p->slot[s->tag]] : NULL;
         int64_t ts = s->ts_src ? s->ts_src : in->ts;
 
         fb_scale_in(pr, &v);
@@ -255,7 +262,7 @@ uint32_t fb_proc_batch(struct fb_proc *p, const struct fb_batch *in, struct fb_b
         if (win && fb_q_good(q) && v.type != FB_T_STRING && to_double(&v, &x))
             fb_window_add(&st->win, ts, x, pr->window_ns);
         bool hb = false;
-        if ((f & PF_DB) && !fb_deadband_pass(pr, last, &v, q, in->ts, &hb)) continue;
+        if ((f & PF_DB) && !fb_deadband_pass(pr, last, last_ns, &v, q, in->ts, &hb)) continue;
 
         struct fb_sample *o = fb_batch_add(out, s->tag, q, s->ts_src, &v);
         if (!o) break; /* out is sized for a whole device batch: an invariant */

@@ -18,16 +18,15 @@ struct fb_window {
 };
 
 /* What the deadband remembers of a tag's last published sample: the value
- * as a double (bools 0/1), or a string's length and 64-bit hash — never a
- * pointer into a batch that is recycled (deadband.c).  32 bytes. */
+ * as a double (bools 0/1), or a string's 64-bit hash — never a pointer into
+ * a batch that is recycled (deadband.c).  16 bytes; the time it was
+ * published is kept apart, only for tags with a heartbeat. */
 struct fb_last {
     union {
         double d;
         uint64_t h;
     };
-    uint32_t slen;
     uint32_t q;   /* its quality */
-    int64_t ns;   /* gateway time it was published */
     uint8_t type; /* enum fb_type of the value */
     bool have;    /* a value has been published */
 };
@@ -36,7 +35,8 @@ struct fb_last {
  * it only for those; a tag with just a deadband has only a struct fb_last). */
 struct fb_tag_state {
     struct fb_last last;
-    bool have_prev; /* previous sample seen (for rate / stuck) */
+    int64_t last_ns; /* when last was published (heartbeat) */
+    bool have_prev;  /* previous sample seen (for rate / stuck) */
     double prev;
     int64_t prev_ns;
     double cand; /* the last sample refused as a spike: a new level? */
@@ -60,9 +60,11 @@ uint32_t fb_plausibility(const struct fb_tag_proc *p, struct fb_tag_state *st, c
                          int64_t ts);
 
 /* 3. deadband: true if the sample must be published (changed enough, quality
- * changed, first value, or heartbeat due).  Updates the state when true. */
-bool fb_deadband_pass(const struct fb_tag_proc *p, struct fb_last *st, const struct fb_value *v, uint32_t q, int64_t ts,
-                      bool *heartbeat);
+ * changed, first value, or heartbeat due).  Updates the state when true;
+ * last_ns (when it was published) is needed, and kept, only with a
+ * heartbeat (may be NULL without one). */
+bool fb_deadband_pass(const struct fb_tag_proc *p, struct fb_last *st, int64_t *last_ns, const struct fb_value *v,
+                      uint32_t q, int64_t ts, bool *heartbeat);
 
 /* 4. windows */
 int fb_window_init(struct fb_window *w, uint32_t cap);

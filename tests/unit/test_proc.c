@@ -300,10 +300,11 @@ static void test_plausibility_step_accept(void **state)
     assert_int_equal(fb_plausibility(&p0, &s0, &v, FB_Q_GOOD, 90 * S), FB_Q_GOOD);
 }
 
+static int64_t db_ns; /* the heartbeat's clock of the tag under test */
 static bool db(const struct fb_tag_proc *p, struct fb_last *st, double x, uint32_t q, int64_t ts, bool *hb)
 {
     struct fb_value v = fv(x);
-    return fb_deadband_pass(p, st, &v, q, ts, hb);
+    return fb_deadband_pass(p, st, &db_ns, &v, q, ts, hb);
 }
 
 static void test_deadband_abs(void **state)
@@ -374,28 +375,28 @@ static void test_deadband_other_types(void **state)
     struct fb_last ss = {0};
     char a[] = "open", b2[] = "open";
     struct fb_value v = {.type = FB_T_STRING, .s = {a, 4}};
-    assert_true(fb_deadband_pass(&p, &ss, &v, FB_Q_GOOD, 0, &hb));
+    assert_true(fb_deadband_pass(&p, &ss, NULL, &v, FB_Q_GOOD, 0, &hb));
     v.s.p = b2;
-    assert_false(fb_deadband_pass(&p, &ss, &v, FB_Q_GOOD, 1, &hb));
+    assert_false(fb_deadband_pass(&p, &ss, NULL, &v, FB_Q_GOOD, 1, &hb));
     b2[0] = 'O';
-    assert_true(fb_deadband_pass(&p, &ss, &v, FB_Q_GOOD, 2, &hb));
+    assert_true(fb_deadband_pass(&p, &ss, NULL, &v, FB_Q_GOOD, 2, &hb));
     v.s.len = 3;
-    assert_true(fb_deadband_pass(&p, &ss, &v, FB_Q_GOOD, 3, &hb));
+    assert_true(fb_deadband_pass(&p, &ss, NULL, &v, FB_Q_GOOD, 3, &hb));
     /* bools: any change, regardless of the numeric deadband */
     struct fb_last bs = {0};
     struct fb_value bv = {.type = FB_T_BOOL, .b = false};
-    assert_true(fb_deadband_pass(&p, &bs, &bv, FB_Q_GOOD, 0, &hb));
-    assert_false(fb_deadband_pass(&p, &bs, &bv, FB_Q_GOOD, 1, &hb));
+    assert_true(fb_deadband_pass(&p, &bs, NULL, &bv, FB_Q_GOOD, 0, &hb));
+    assert_false(fb_deadband_pass(&p, &bs, NULL, &bv, FB_Q_GOOD, 1, &hb));
     bv.b = true;
-    assert_true(fb_deadband_pass(&p, &bs, &bv, FB_Q_GOOD, 2, &hb));
+    assert_true(fb_deadband_pass(&p, &bs, NULL, &bv, FB_Q_GOOD, 2, &hb));
     /* integers */
     struct fb_last is = {0};
     struct fb_value iv = {.type = FB_T_INT32, .i = 100};
-    assert_true(fb_deadband_pass(&p, &is, &iv, FB_Q_GOOD, 0, &hb));
+    assert_true(fb_deadband_pass(&p, &is, NULL, &iv, FB_Q_GOOD, 0, &hb));
     iv.i = 101;
-    assert_false(fb_deadband_pass(&p, &is, &iv, FB_Q_GOOD, 1, &hb));
+    assert_false(fb_deadband_pass(&p, &is, NULL, &iv, FB_Q_GOOD, 1, &hb));
     iv.i = 98;
-    assert_true(fb_deadband_pass(&p, &is, &iv, FB_Q_GOOD, 2, &hb));
+    assert_true(fb_deadband_pass(&p, &is, NULL, &iv, FB_Q_GOOD, 2, &hb));
 }
 
 /* ---------------------------------------------------------------- windows */
@@ -610,7 +611,7 @@ static void test_proc_state_only_where_needed(void **state)
     struct mallinfo2 m1 = mallinfo2();
     assert_non_null(p);
     size_t used = (m1.uordblks + m1.hblkhd) - (m0.uordblks + m0.hblkhd); /* heap and mmap blocks */
-    /* a byte of flags and a 4-byte slot per tag, 32 bytes per deadband, the
+    /* a byte of flags and a 4-byte slot per tag, 16 bytes per deadband, the
      * windows (10 s at 1 s: 16 samples) and their state; not ~150 bytes a tag */
     print_message("pipeline state for %d tags: %zu bytes (fb_proc_bytes %zu)\n", N, used, fb_proc_bytes(p));
     assert_true(used < (size_t)N * 6 + 100 * 40 + 10 * 1024 + 4096);
