@@ -37,10 +37,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/select.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "core/log.h"
 #include "core/model.h"
+#include "core/net.h"
 #include "core/plugin.h"
 #include "south/modbus/modbus_proto.h"
 
@@ -283,9 +286,41 @@ static int mb_open(struct fb_conn *c, struct fb_err *err)
     mc->cur_timeout = o->timeout_ns;
     mc->cur_unit = -1;
     set_timeout(mc->mb, o->timeout_ns);
-    if (modbus_connect(mc->mb) == -1) {
-        int e = errno;
-        fb_err_set(err, FB_EIO, "connect to %s failed: %s", mc->where, modbus_strerror(e));
+    /* libmodbus waits for answers with select(), which cannot take a
+     * descriptor of FD_SETSIZE (1024) or more: the process aborted ("bit out
+     * of range") once a gateway had about a thousand connections.  So the TCP
+     * connection is made here (poll(), no such limit) and handed over, and a
+     * descriptor too high for libmodbus is refused: that device goes offline
+     * and is retried, the rest keeps working. */
+    int fd = -1;
+    if (o->transport == MB_TCP) {
+        int rc = fb_tcp_connect(o->host, o->port, o->timeout_ns, mc->where, &fd, err);
+        if (rc < 0) {
+            modbus_free(mc->mb);
+            free(mc);
+            return rc;
+        }
+        if (fd < FD_SETSIZE) modbus_set_socket(mc->mb, fd);
+    } else {
+        if (modbus_connect(mc->mb) == -1) {
+            int e = errno;
+            fb_err_set(err, FB_EIO, "connect to %s failed: %s", mc->where, modbus_strerror(e));
+            modbus_free(mc->mb);
+            free(mc);
+            return FB_EIO;
+        }
+        fd = modbus_get_socket(mc->mb);
+    }
+    if (fd >= FD_SETSIZE) {
+        fb_err_set(err, FB_EIO,
+                   "connect to %s: its descriptor %d is beyond what libmodbus can wait on (%d, select); "
+                   "this gateway has too many connections open — share connections (devices behind one "
+                   "TCP gateway as unit ids) or spread the devices over gateways",
+                   mc->where, fd, FD_SETSIZE - 1);
+        if (o->transport == MB_TCP)
+            close(fd);
+        else
+            modbus_close(mc->mb);
         modbus_free(mc->mb);
         free(mc);
         return FB_EIO;
