@@ -54,6 +54,8 @@ struct intern {
     const void **p;
     uint64_t *h;
     size_t cap, n;
+    const void *last; /* the last one returned: the next tag of a for: loop usually wants it again */
+    size_t last_n;
 };
 
 struct ctx {
@@ -78,6 +80,7 @@ static uint64_t hash_bytes(const void *p, size_t n)
 /* The arena's copy of p[0..n) (aligned to align), made once per distinct content. */
 static const void *intern(struct fb_arena *a, struct intern *t, const void *p, size_t n, size_t align)
 {
+    if (t->last && t->last_n == n && !memcmp(t->last, p, n)) return t->last;
     if (t->n * 2 >= t->cap) {
         size_t cap = t->cap ? t->cap * 2 : 64;
         const void **np = calloc(cap, sizeof *np);
@@ -103,13 +106,19 @@ static const void *intern(struct fb_arena *a, struct intern *t, const void *p, s
     uint64_t h = hash_bytes(p, n);
     size_t k = h & (t->cap - 1);
     for (; t->p[k]; k = (k + 1) & (t->cap - 1))
-        if (t->h[k] == h && !memcmp(t->p[k], p, n)) return t->p[k];
+        if (t->h[k] == h && !memcmp(t->p[k], p, n)) {
+            t->last = t->p[k];
+            t->last_n = n;
+            return t->p[k];
+        }
     void *c = fb_arena_alloc(a, n, align);
     if (!c) return NULL;
     memcpy(c, p, n);
     t->p[k] = c;
     t->h[k] = h;
     t->n++;
+    t->last = c;
+    t->last_n = n;
     return c;
 }
 
