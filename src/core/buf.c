@@ -816,6 +816,33 @@ void fb_json_key(struct fb_buf *b, const char *s)
     b->len = (size_t)(o - b->p);
 }
 
+void fb_json_key_plain(struct fb_buf *b, const char *s)
+{
+    buf_need(b, 64);
+    char *o = b->p + b->len;
+    *o++ = '"';
+    size_t i = 0;
+    while (s[i] && i < 60) o[i] = s[i], i++; /* names are short: no call, no length first */
+    if (s[i]) {                              /* a long one */
+        size_t n = strlen(s);
+        buf_need(b, n + 3);
+        o = b->p + b->len + 1;
+        memcpy(o, s, n);
+        i = n;
+    }
+    o += i;
+    *o++ = '"';
+    *o++ = ':';
+    b->len = (size_t)(o - b->p);
+}
+
+bool fb_json_plain(const char *s)
+{
+    for (const unsigned char *u = (const unsigned char *)s; *u; u++)
+        if (str_class[*u]) return false;
+    return true;
+}
+
 void fb_json_cstr(struct fb_buf *b, const char *s)
 {
     if (!s) {

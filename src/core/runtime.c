@@ -347,6 +347,14 @@ static void sink_rt_free(struct fb_sink_inst *s)
 static void pipeline(struct fb_gateway *gw, struct fb_batch *in)
 {
     struct fb_rt *rt = gw->rt;
+    const struct fb_device *d = in->device < gw->ndevs ? &gw->devs[in->device] : NULL;
+    if (d && in->group < d->ngroups && d->groups[in->group].rt->plain) {
+        /* nothing to filter or transform: published as read, no copy */
+        fb_proc_inplace(rt->proc, in);
+        if (in->n) fb_publish(gw, in);
+        fb_batch_unref(in);
+        return;
+    }
     struct fb_batch *out = fb_batch_pool_get(rt->out_pool);
     if (!out) {
         fb_batch_unref(in);
@@ -703,6 +711,8 @@ int fb_runtime_start(struct fb_gateway *gw, struct fb_err *err)
         for (uint32_t k = 0; k < d->ngroups; k++) {
             struct fb_group *g = &d->groups[k];
             uint32_t arena = group_arena(gw, g), nwin = group_windows(gw, g);
+            g->rt->plain = fb_proc_plain(rt->proc, g);
+            if (g->rt->plain) continue; /* processed in place: no processed batch needed */
             if (g->ntags > max_tags) max_tags = g->ntags;
             if (nwin > max_win) max_win = nwin;
             if (arena > max_arena) max_arena = arena;

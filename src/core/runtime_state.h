@@ -39,6 +39,7 @@ struct fb_drain_seen {
 struct fb_group_rt {
     int64_t next_due;           /* monotonic ns */
     struct fb_batch_pool *pool; /* raw batches: read → pipeline (its connection's, fb_conn_rt) */
+    bool plain;                 /* no tag has processing: the pipeline runs in place (fb_proc_inplace) */
     _Atomic uint64_t overruns;  /* cycles started late by more than a period */
 };
 

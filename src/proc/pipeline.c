@@ -207,6 +207,39 @@ static uint32_t finite_q(const struct fb_value *v, uint32_t q)
     return isnan(v->f) ? FB_Q_BAD_SENSOR_FAILURE : FB_Q_BAD_OUT_OF_RANGE;
 }
 
+bool fb_proc_plain(const struct fb_proc *p, const struct fb_group *g)
+{
+    for (uint32_t i = 0; i < g->ntags; i++)
+        if (g->tags[i] >= p->ntags || (p->flags[g->tags[i]] & (PF_SCALE | PF_PL | PF_DB | PF_WIN))) return false;
+    return true;
+}
+
+uint32_t fb_proc_inplace(struct fb_proc *p, struct fb_batch *b)
+{
+    if (!p || !b || b->kind != FB_BATCH_DATA) return 0;
+    uint32_t k = 0;
+    double x;
+    for (uint32_t i = 0; i < b->n; i++) {
+        struct fb_sample *s = &b->s[i];
+        if (s->tag >= p->ntags) continue; /* not ours: dropped, as fb_proc_batch does */
+        uint8_t f = p->flags[s->tag];
+        if ((f & PF_F64) && s->v.type != FB_T_FLOAT64 && s->v.type != FB_T_STRING && to_double(&s->v, &x)) {
+            s->v.type = FB_T_FLOAT64;
+            s->v.f = x;
+        }
+        s->quality = finite_q(&s->v, s->quality);
+        s->ts_gw = b->ts;
+        s->flags &= FB_SF_HISTORICAL;
+        s->stats = 0;
+        ne107(p, s->tag, s->quality);
+        if (k != i) b->s[k] = *s;
+        k++;
+    }
+    b->n = k;
+    b->nstats = 0;
+    return k;
+}
+
 uint32_t fb_proc_batch(struct fb_proc *p, const struct fb_batch *in, struct fb_batch *out)
 {
     if (!p || !in || !out || in->kind != FB_BATCH_DATA) return 0;

@@ -83,4 +83,11 @@ void fb_proc_free(struct fb_proc *p);
 /* Process `in` (raw samples of one device) into `out` (what to publish).
  * Returns the number of samples appended to out. */
 uint32_t fb_proc_batch(struct fb_proc *p, const struct fb_batch *in, struct fb_batch *out);
+/* True when no tag of the group has processing configured (no scaling,
+ * rules, deadband or window): its batches can then go through the pipeline
+ * in place, without being copied into another batch. */
+bool fb_proc_plain(const struct fb_proc *p, const struct fb_group *g);
+/* fb_proc_batch for such a batch, in place: b then holds what fb_proc_batch
+ * would have appended to an empty out.  Returns b->n. */
+uint32_t fb_proc_inplace(struct fb_proc *p, struct fb_batch *b);
 #endif

@@ -584,6 +584,75 @@ static void test_proc_plain(void **state)
     fb_proc_free(p);
 }
 
+/* The in-place path (groups without processing) gives what fb_proc_batch
+ * gives, NE107 counters included. */
+static void test_proc_inplace_matches(void **state)
+{
+    (void)state;
+    struct fb_tag tags[2][3];
+    struct fb_device dev[2];
+    struct fb_gateway gw[2];
+    struct fb_group grp[2];
+    uint32_t gtags[3] = {0, 1, 2};
+    struct fb_proc *p[2];
+    for (int k = 0; k < 2; k++) {
+        memset(tags[k], 0, sizeof tags[k]);
+        for (uint32_t i = 0; i < 3; i++) {
+            tags[k][i].id = i;
+            tags[k][i].name = "x";
+        }
+        tags[k][0].type = FB_T_FLOAT64;
+        tags[k][1].type = FB_T_STRING;
+        tags[k][2].type = FB_T_INT16;
+        grp[k] = (struct fb_group){.period_ns = S, .tags = gtags, .ntags = 3};
+        dev[k] = (struct fb_device){.idx = 0, .name = "d", .ntags = 3, .groups = &grp[k], .ngroups = 1};
+        gw[k] = (struct fb_gateway){.id = "gw", .tags = tags[k], .ntags = 3, .devs = &dev[k], .ndevs = 1};
+        p[k] = fb_proc_new(&gw[k]);
+        assert_non_null(p[k]);
+        assert_true(fb_proc_plain(p[k], &grp[k]));
+    }
+    struct fb_batch *a = fb_batch_new(4, 0, 64), *b = fb_batch_new(4, 0, 64), *out = fb_batch_new(4, 0, 64);
+    const double f[] = {1.5, NAN, INFINITY, -2};
+    for (int c = 0; c < 4; c++) {
+        struct fb_batch *in[2] = {a, b};
+        for (int k = 0; k < 2; k++) {
+            fb_batch_reset(in[k]);
+            in[k]->ts = (c + 10) * S;
+            struct fb_value v = c == 3 ? (struct fb_value){.type = FB_T_INT32, .i = -2} : fv(f[c]);
+            fb_batch_add(in[k], 0, FB_Q_GOOD, c * S, &v);
+            v = (struct fb_value){.type = FB_T_STRING, .s = {"abc", (uint32_t)c}};
+            fb_batch_add(in[k], 1, c == 2 ? FB_Q_BAD_TIMEOUT : FB_Q_GOOD, 0, &v);
+            v = (struct fb_value){.type = FB_T_INT16, .i = c};
+            fb_batch_add(in[k], 999, FB_Q_GOOD, 0, &v); /* not ours: dropped by both */
+            fb_batch_add(in[k], 2, FB_Q_GOOD, 0, &v);
+        }
+        fb_batch_reset(out);
+        uint32_t n = fb_proc_batch(p[0], a, out);
+        assert_int_equal(fb_proc_inplace(p[1], b), n);
+        assert_int_equal(b->n, out->n);
+        for (uint32_t i = 0; i < n; i++) {
+            const struct fb_sample *x = &out->s[i], *y = &b->s[i];
+            assert_int_equal(x->tag, y->tag);
+            assert_int_equal(x->quality, y->quality);
+            assert_int_equal(x->flags, y->flags);
+            assert_int_equal(x->ts_src, y->ts_src);
+            assert_int_equal(x->ts_gw, y->ts_gw);
+            assert_int_equal(x->v.type, y->v.type);
+            if (x->v.type == FB_T_STRING)
+                assert_memory_equal(x->v.s.p, y->v.s.p, x->v.s.len);
+            else
+                assert_memory_equal(&x->v.u, &y->v.u, sizeof x->v.u);
+        }
+        assert_int_equal(atomic_load(&dev[0].m.tags_bad), atomic_load(&dev[1].m.tags_bad));
+        assert_int_equal(atomic_load(&dev[0].m.tags_out_of_spec), atomic_load(&dev[1].m.tags_out_of_spec));
+    }
+    fb_batch_free(a);
+    fb_batch_free(b);
+    fb_batch_free(out);
+    fb_proc_free(p[0]);
+    fb_proc_free(p[1]);
+}
+
 /* Pipeline state exists only for tags that need it: measured on the heap,
  * 10,000 tags of which 100 have a deadband and 10 a window. */
 static void test_proc_state_only_where_needed(void **state)
@@ -778,6 +847,7 @@ int main(void)
         cmocka_unit_test(test_window_edges),
         cmocka_unit_test(test_proc_batch),
         cmocka_unit_test(test_proc_plain),
+        cmocka_unit_test(test_proc_inplace_matches),
         cmocka_unit_test(test_proc_state_only_where_needed),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

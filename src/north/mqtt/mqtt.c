@@ -71,7 +71,8 @@ struct mq_ctx {
     struct mq_route *routes;
     uint32_t nroutes;
     pthread_mutex_t mu;  /* the devices' last state (sink thread writes, network thread reads) */
-    struct fb_buf json;  /* sink thread (send, tick, close) */
+    struct fb_buf json;  /* whoever holds the sink's call lock (send, tick), close */
+    bool plain_names;    /* no tag name needs escaping in JSON (checked at open) */
     struct fb_buf nbuf;  /* network thread (connected) */
     int64_t next_status; /* sink thread: next periodic gateway status (mono) */
 };
@@ -358,6 +359,9 @@ static int mq_open(struct fb_sink_inst *s, struct fb_err *err)
         ctx_free(ctx);
         return err ? err->code : FB_EINVAL;
     }
+    ctx->plain_names = true; /* config names are letters, digits, '_', '.', '-' and [N]: checked anyway */
+    for (uint32_t i = 0; i < gw->ntags && ctx->plain_names; i++)
+        ctx->plain_names = gw->tags[i].name && fb_json_plain(gw->tags[i].name);
     /* the will: the broker publishes it when we vanish; it cannot carry the
      * time of that moment, so "ts" is null (docs/mqtt.md) */
     struct fb_buf w;
@@ -424,7 +428,10 @@ static int mq_send(struct fb_sink_inst *s, const struct fb_batch *b, uint64_t ba
         return 0;
     }
     fb_buf_clear(&ctx->json);
-    fb_telemetry_json(&ctx->json, ctx->gw, b);
+    if (ctx->plain_names)
+        fb_telemetry_json_plain(&ctx->json, ctx->gw, b);
+    else
+        fb_telemetry_json(&ctx->json, ctx->gw, b);
     fb_mqtt_session_publish_tracked(ctx->ms, batch_id, d->t[T_TELE], ctx->json.p, ctx->json.len,
                                     ctx->cfg->qos_telemetry, false);
     return 0;

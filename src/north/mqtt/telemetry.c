@@ -153,7 +153,7 @@ static const char *device_name(const struct fb_gateway *gw, uint32_t idx)
     return "?";
 }
 
-void fb_telemetry_json(struct fb_buf *out, const struct fb_gateway *gw, const struct fb_batch *b)
+static void telemetry(struct fb_buf *out, const struct fb_gateway *gw, const struct fb_batch *b, bool plain_names)
 {
     fb_buf_puts(out, "{\"ts\":");
     put_time(out, b->ts);
@@ -168,11 +168,24 @@ void fb_telemetry_json(struct fb_buf *out, const struct fb_gateway *gw, const st
         if (!gw || s->tag >= gw->ntags) continue; /* not ours: never index out of range */
         if (!first) fb_buf_putc(out, ',');
         first = false;
-        fb_json_key(out, gw->tags[s->tag].name);
+        if (plain_names)
+            fb_json_key_plain(out, gw->tags[s->tag].name);
+        else
+            fb_json_key(out, gw->tags[s->tag].name);
         put_sample(out, b, s);
     }
     fb_buf_puts(out, "}}");
     fb_buf_cstr(out);
+}
+
+void fb_telemetry_json(struct fb_buf *out, const struct fb_gateway *gw, const struct fb_batch *b)
+{
+    telemetry(out, gw, b, false);
+}
+
+void fb_telemetry_json_plain(struct fb_buf *out, const struct fb_gateway *gw, const struct fb_batch *b)
+{
+    telemetry(out, gw, b, true);
 }
 
 static const char *state_name(int st)

@@ -508,6 +508,20 @@ static int mb_read(struct fb_device *dev, struct fb_group *g, struct fb_batch *o
             for (uint32_t k = 0; k < b->n; k++) {
                 const struct mb_item *it = &p->items[b->first + k];
                 unsigned off = (unsigned)(it->a->addr - b->start);
+                const struct mb_addr *a = it->a;
+                if (a->count == 1 && !a->has_bit && !a->bcd && (a->type == FB_T_INT16 || a->type == FB_T_UINT16) &&
+                    b->table <= MB_IR && out->n < out->cap) {
+                    /* one 16-bit register (most tags): straight into the batch */
+                    uint16_t r = a->swap_bytes ? (uint16_t)(p->regs[off] << 8 | p->regs[off] >> 8) : p->regs[off];
+                    struct fb_sample *s = &out->s[out->n++];
+                    *s = (struct fb_sample){.tag = it->tag, .quality = FB_Q_GOOD, .ts_src = ts, .ts_gw = ts};
+                    s->v.type = a->type;
+                    if (a->type == FB_T_INT16)
+                        s->v.i = (int16_t)r;
+                    else
+                        s->v.u = r;
+                    continue;
+                }
                 struct fb_value v;
                 bool bits = b->table == MB_CO || b->table == MB_DI;
                 uint32_t q = mb_decode(it->a, bits ? NULL : p->regs + off, bits ? p->bits + off : NULL, &v, p->sbuf,
