@@ -14,8 +14,10 @@ set_name="${1:-test}"
 DEMO=(
     # build (C only: gcc, not the whole build-essential)
     gcc libc6-dev cmake ninja-build pkg-config
-    libmodbus-dev libmosquitto-dev libyaml-dev libjansson-dev libmicrohttpd-dev libssl-dev
+    libmodbus-dev libmosquitto-dev libyaml-dev libjansson-dev libmicrohttpd-dev libssl-dev libsystemd-dev
     protobuf-c-compiler libprotobuf-c-dev
+    # Lua 5.4 for user scripts (src/edge/script.c)
+    liblua5.4-dev
     # the demo's broker, its mosquitto_sub/pub, and its Modbus simulator (pymodbus imports serial)
     mosquitto mosquitto-clients
     python3 python3-pymodbus python3-serial python3-serial-asyncio
@@ -27,6 +29,8 @@ TEST=(
     libcmocka-dev clang libclang-rt-14-dev valgrind
     # system-test peers and tools
     openssl socat mbpoll python3-pytest python3-paho-mqtt
+    # the HTTP API's tests: responses checked against docs/openapi.yaml, the page in a real browser
+    python3-jsonschema python3-yaml chromium
 )
 
 case "$set_name" in

@@ -10,7 +10,8 @@ B=${1:-build}
 VG=(valgrind -q --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite
     --show-leak-kinds=definite)
 rc=0
-for t in test_core test_runtime test_batch_codec test_store test_config test_modbus test_mqtt test_sim test_revpi test_metrics; do
+for t in test_core test_runtime test_batch_codec test_store test_config test_modbus test_mqtt test_sim test_revpi test_metrics \
+         test_alarm test_alarms test_expr test_script; do
     [ -x "$B/$t" ] || continue
     echo "valgrind: $t"
     if ! FB_SOURCE_DIR="$PWD" "${VG[@]}" "$B/$t" >/tmp/vg_$t.log 2>&1; then
@@ -18,8 +19,18 @@ for t in test_core test_runtime test_batch_codec test_store test_config test_mod
     fi
 done
 cfg=$(mktemp --suffix=.yaml)
-cat >"$cfg" <<'YAML'
+lua=$(mktemp --suffix=.lua)
+buf=$(mktemp -d)
+cat >"$lua" <<'LUA'
+n = 0
+function on_batch(d) n = n + 1; fb.set('n', n); fb.alarm('busy', n % 20 > 10, n) end
+function on_timer(now) fb.set('t', now) end
+LUA
+cat >"$cfg" <<YAML
 gateway: {id: vg, site: s}
+buffer: {path: $buf}
+scripts:
+  - {name: s, file: $lua, device: sim, timer: 200ms, alarms: {busy: {}}}
 devices:
   - name: sim
     url: "sim://vg?seed=3"
@@ -28,6 +39,12 @@ devices:
       - {name: a, addr: "sine:amp=10,period=5s", deadband: 0.1, window: 1s}
       - {name: b, addr: "walk:step=1", range: [0, 50], max_rate: 100, stuck: 10s}
       - {name: c, addr: "memory:initial=1", access: rw}
+      - {name: ab, expr: "a - b", alarms: {hi: {limit: 0, deadband: 1}, bad_quality: true}}
+      - {name: n, script: s}
+      - {name: t, script: s}
+  - name: calc
+    tags:
+      - {name: twice, expr: "'sim/ab' * 2", period: 300ms}
 YAML
 echo "valgrind: fieldbridge run (sim, 3 s)"
 "${VG[@]}" "$B/fieldbridge" run -c "$cfg" --log-level warn >/tmp/vg_run.log 2>&1 &
@@ -35,6 +52,6 @@ pid=$!
 sleep 3
 kill -TERM $pid
 if ! wait $pid; then echo "valgrind: fieldbridge run FAILED"; tail -40 /tmp/vg_run.log; rc=1; fi
-rm -f "$cfg"
+rm -rf "$cfg" "$lua" "$buf"
 [ $rc -eq 0 ] && echo "valgrind: clean"
 exit $rc

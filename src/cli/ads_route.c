@@ -5,7 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "cli/cli.h"
+#include "cli/ads_route.h"
 #include "south/ads/ads.h"
 
 static const char *const add_route_help =

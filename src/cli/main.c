@@ -5,7 +5,7 @@
  *   fieldbridge read URL ADDR... [--type T] [--order O] [--count N] [--json] [--timeout D]
  *   fieldbridge write URL ADDR VALUE [--type T] [--order O] [--timeout D]
  *   fieldbridge browse URL
- *   fieldbridge ads add-route …, spb-dump …
+ *   fieldbridge ads add-route …, spb-dump …, http-token NAME ROLE
  *   fieldbridge version | help [COMMAND] | COMMAND --help
  *
  * The device URL forms in the help come from the driver table (driver.c), so
@@ -25,12 +25,16 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "cli/cli.h"
+#include "cli/ads_route.h"
+#include "cli/http_token.h"
+#include "cli/oneshot.h"
+#include "cli/spb_dump.h"
 #include "core/config.h"
 #include "core/driver.h"
 #include "core/log.h"
 #include "core/plugin.h"
 #include "core/runtime.h"
+#include "core/sdnotify.h"
 #include "north/sparkplug/sparkplug.h"
 #include "south/ads/ads.h"
 
@@ -45,7 +49,10 @@ static const char *const usage_head =
     "                                   one-shot read of one or more addresses\n"
     "  write URL ADDR VALUE [--type T] [--order O] [--timeout D]\n"
     "                                   one-shot write (negative numbers work: hr:10:int16 -5)\n"
-    "  browse URL                       list what a device offers (OPC UA, ADS, RevPi)\n"
+    "  browse URL [--yaml]              list what a device offers (OPC UA, ADS, RevPi);\n"
+    "                                   --yaml: as tag config to paste\n"
+    "  http-token NAME ROLE [--append FILE]\n"
+    "                                   make a bearer token for the HTTP API (viewer|operator)\n"
     "  ads add-route HOST --net-id ID --user U [--password-file F] [--address A]\n"
     "                [--route-name N] [--port P] [--timeout D]\n"
     "                                   register a route on a TwinCAT PLC (UDP 48899)\n"
@@ -194,9 +201,11 @@ static int cmd_run(int argc, char **argv)
         fb_runtime_request_stop(gw);
         return 1;
     }
+    fb_sd_notify("READY=1"); /* Type=notify units: everything runs (no-op without systemd) */
     int sig = 0;
     sigwait(&set, &sig);
     fb_info(NULL, NULL, "received %s", sig == SIGINT ? "SIGINT" : "SIGTERM");
+    fb_sd_notify("STOPPING=1");
     bool reboot = fb_runtime_reboot_requested(gw);
     fb_runtime_request_stop(gw);
     fb_runtime_wait(gw);
@@ -219,6 +228,7 @@ int main(int argc, char **argv)
     if (!strcmp(cmd, "write")) return fb_cli_write(argc - 2, argv + 2);
     if (!strcmp(cmd, "browse")) return fb_cli_browse(argc - 2, argv + 2);
     if (!strcmp(cmd, "spb-dump")) return fb_cli_spb_dump(argc - 2, argv + 2);
+    if (!strcmp(cmd, "http-token")) return fb_cli_http_token(argc - 2, argv + 2);
     if (!strcmp(cmd, "ads")) {
         if (argc >= 3 && !strcmp(argv[2], "add-route")) return fb_cli_ads_add_route(argc - 3, argv + 3);
         fprintf(stderr, "fieldbridge ads: expected 'add-route' (fieldbridge ads add-route --help)\n");
@@ -238,6 +248,7 @@ int main(int argc, char **argv)
             if (!strcmp(c, "write")) return fb_cli_write(1, h);
             if (!strcmp(c, "browse")) return fb_cli_browse(1, h);
             if (!strcmp(c, "spb-dump")) return fb_cli_spb_dump(1, h);
+            if (!strcmp(c, "http-token")) return fb_cli_http_token(1, h);
             if (!strcmp(c, "ads") || !strcmp(c, "add-route")) return fb_cli_ads_add_route(1, h);
             if (!strcmp(c, "version")) {
                 puts("usage: fieldbridge version\nPrints the version of this binary.");

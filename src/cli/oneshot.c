@@ -8,16 +8,14 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "cli/cli.h"
+#include "cli/oneshot.h"
+#include "core/browse.h"
 #include "core/buf.h"
 #include "core/driver.h"
 #include "core/env.h"
 #include "core/log.h"
 #include "core/router.h"
 #include "core/url.h"
-#include "south/ads/ads.h"
-#include "south/opcua/opcua.h"
-#include "south/revpi/revpi.h"
 #include "south/s7/s7.h"
 
 struct oneshot {
@@ -35,7 +33,7 @@ struct opts {
     const char *pos[64];
     int npos;
     long count;
-    bool json;
+    bool json, yaml;
 };
 
 static bool looks_negative_number(const char *s)
@@ -68,6 +66,8 @@ static int parse_opts(const char *cmd, int argc, char **argv, struct opts *o)
             }
         } else if (!strcmp(a, "--json"))
             o->json = true;
+        else if (!strcmp(a, "--yaml") && !strcmp(cmd, "browse"))
+            o->yaml = true;
         else if (!strcmp(a, "--")) {
             for (i++; i < argc; i++)
                 if (o->npos < 64) o->pos[o->npos++] = argv[i];
@@ -456,9 +456,12 @@ int fb_cli_browse(int argc, char **argv)
     struct opts o;
     int rc = parse_opts("browse", argc, argv, &o);
     if (rc == 1) {
-        puts("usage: fieldbridge browse URL\n"
+        puts("usage: fieldbridge browse URL [--yaml]\n"
              "Lists what a device offers: OPC UA nodes (URL options depth=N, node=NODEID), ADS\n"
              "symbols with their types, RevPi variables from the PiCtory file (config=FILE).\n"
+             "  --yaml   print a device entry with one tag per variable instead, ready to paste\n"
+             "           under devices: (OPC UA access as the server declares it, ADS read-only,\n"
+             "           RevPi outputs rw; structs and arrays listed as comments)\n"
              "Modbus, S7 and the simulator have nothing to browse: their addresses are absolute.\n"
              "exit codes: 0 listed; 1 device or communication error; 2 usage error or nothing to browse");
         return 0;
@@ -470,13 +473,28 @@ int fb_cli_browse(int argc, char **argv)
         fprintf(stderr, "fieldbridge browse: bad URL '%s': %s\n", o.url, err.msg);
         return 2;
     }
-    const struct fb_driver *drv = fb_driver_for_scheme(u.scheme);
-    if (drv == &fb_driver_revpi || drv == &fb_driver_ads || drv == &fb_driver_opcua) {
+    if (o.npos) {
+        fprintf(stderr, "fieldbridge browse: unexpected argument '%s'\n", o.pos[0]);
         fb_url_free(&u);
-        rc = drv == &fb_driver_ads     ? fb_ads_browse(o.url, stdout, &err)
-             : drv == &fb_driver_opcua ? fb_opcua_browse(o.url, stdout, &err)
-                                       : fb_revpi_browse(o.url, stdout, &err);
-        if (rc < 0) fprintf(stderr, "fieldbridge browse: %s\n", err.msg[0] ? err.msg : fb_strerror(rc));
+        return 2;
+    }
+    const struct fb_driver *drv = fb_driver_for_scheme(u.scheme);
+    if (drv && drv->browse) {
+        char host[64];
+        snprintf(host, sizeof host, "%s", u.host && *u.host ? u.host : drv->name);
+        fb_url_free(&u);
+        struct fb_browse list = {0};
+        rc = drv->browse(o.url, o.yaml ? &list : NULL, o.yaml ? NULL : stdout, &err);
+        if (rc < 0) {
+            fprintf(stderr, "fieldbridge browse: %s\n", err.msg[0] ? err.msg : fb_strerror(rc));
+        } else if (o.yaml) {
+            struct fb_buf out;
+            fb_buf_init(&out);
+            fb_browse_yaml(&out, &list, o.url, host);
+            fwrite(out.p, 1, out.len, stdout);
+            fb_buf_free(&out);
+        }
+        fb_browse_free(&list);
         return rc == 0 ? 0 : rc == FB_EINVAL ? 2 : 1;
     }
     if (!drv) {

@@ -18,7 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "cli/cli.h"
+#include "cli/spb_dump.h"
 #include "north/sparkplug/sparkplug.h"
 
 struct dump_alias {

@@ -56,6 +56,7 @@ void fb_batch_reset(struct fb_batch *b)
     b->dev_state = 0;
     b->seq = 0;
     b->reason[0] = 0;
+    memset(&b->ev, 0, sizeof b->ev);
 }
 
 const char *fb_batch_strdup(struct fb_batch *b, const char *p, uint32_t len)

@@ -37,12 +37,43 @@ struct fb_stats { /* sliding-window statistics, published alongside a value */
 enum fb_batch_kind {
     FB_BATCH_DATA = 0,     /* samples of one device */
     FB_BATCH_DEVSTATE = 1, /* device connection state changed: see dev_state */
+    FB_BATCH_ALARM = 2,    /* an alarm of the device changed state: see ev (src/edge/alarms.c) */
 };
 enum fb_dev_state { FB_DEV_CONNECTING = 0, FB_DEV_ONLINE = 1, FB_DEV_OFFLINE = 2 };
 /* Room for a device's offline reason: a whole struct fb_err message fits, so
  * hints such as "…; run: chmod 600 /etc/fieldbridge/opcua.pass" arrive whole
  * (longer text is cut at a word, with an ellipsis: fb_text_cut). */
 #define FB_REASON_LEN 256
+
+/* An alarm transition (FB_BATCH_ALARM; docs/alarms.md).  A batch carries
+ * one, with no samples; its text (who acknowledged and the comment, or a
+ * script's message) is in the batch's reason, "by\ncomment". */
+enum fb_alarm_event {
+    FB_AE_NONE = 0,
+    FB_AE_RAISED,       /* became active */
+    FB_AE_CLEARED,      /* returned to normal (still unacknowledged if it was) */
+    FB_AE_ACKED,        /* an operator acknowledged it */
+    FB_AE_SHELVED,      /* an operator shelved it (until ev.until) */
+    FB_AE_UNSHELVED,    /* by command, or the shelve time ran out */
+    FB_AE_SUPPRESSED,   /* its suppression condition became true */
+    FB_AE_UNSUPPRESSED, /* … and false again */
+    FB_AE_FLOOD,        /* the device's flood limit held back ev.count events (alarm = FB_ALARM_NONE) */
+    FB_AE_MESSAGE,      /* a script's event: the text is the reason (alarm = FB_ALARM_NONE) */
+    FB_AE__COUNT
+};
+/* Alarm state flags (ev.flags, and the alarm table's live state). */
+enum { FB_AS_ACTIVE = 1u << 0, FB_AS_UNACKED = 1u << 1, FB_AS_SHELVED = 1u << 2, FB_AS_SUPPRESSED = 1u << 3 };
+#define FB_ALARM_NONE UINT32_MAX
+
+struct fb_alarm_ev {
+    uint32_t alarm; /* index in gw->alarms, or FB_ALARM_NONE */
+    uint8_t event;  /* enum fb_alarm_event */
+    uint8_t flags;  /* FB_AS_* after the event */
+    uint32_t count; /* FB_AE_FLOOD: events held back */
+    double value;   /* the watched value at the transition (NaN: none) */
+    int64_t since;  /* UTC ns: when the alarm last became active (0: never) */
+    int64_t until;  /* UTC ns: FB_AE_SHELVED: end of the shelve; FB_AE_FLOOD: window length (ns) */
+};
 
 struct fb_batch {
     struct fb_batch *next; /* intrusive link for queues and pools */
@@ -60,7 +91,8 @@ struct fb_batch {
     struct fb_stats *stats;
     char *arena; /* string bytes; fixed capacity so pointers stay valid */
     uint32_t arena_len, arena_cap;
-    char reason[FB_REASON_LEN]; /* why a device went offline, for status messages */
+    char reason[FB_REASON_LEN]; /* why a device went offline, for status messages; alarm event text */
+    struct fb_alarm_ev ev;      /* FB_BATCH_ALARM */
 };
 
 struct fb_batch *fb_batch_new(uint32_t cap, uint32_t cap_stats, uint32_t arena_cap);

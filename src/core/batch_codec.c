@@ -16,7 +16,11 @@
  *   n × sample: u32 tag u32 quality u32 flags u32 stats_idx i64 ts_src i64 ts_gw
  *               u8 type, then bool: u8 | ints: 8 bytes | floats: f64 | string: u32 len + bytes
  *   nstats × stats: f64 mean stddev min max, u32 count, i64 window_ns
+ *   kind 2 (an alarm event, src/edge/alarms.c), after the reason:
+ *               u32 alarm u8 event u8 flags u32 count f64 value i64 since i64 until
  * The decoder trusts nothing: every length is checked against what is left.
+ * Alarm ids are translated like tag ids: the model file lists the alarms
+ * ("A <device> <name>"), and the fingerprint covers them when there are any.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -61,6 +65,15 @@ void fb_batch_encode(struct fb_buf *out, const struct fb_batch *b, uint32_t fing
     put_u64(out, (uint64_t)b->ts);
     put_u64(out, b->seq);
     fb_buf_put(out, b->reason, rl);
+    if (b->kind == FB_BATCH_ALARM) {
+        put_u32(out, b->ev.alarm);
+        put_u8(out, b->ev.event);
+        put_u8(out, b->ev.flags);
+        put_u32(out, b->ev.count);
+        put_f64(out, b->ev.value);
+        put_u64(out, (uint64_t)b->ev.since);
+        put_u64(out, (uint64_t)b->ev.until);
+    }
     for (uint32_t i = 0; i < b->n; i++) {
         const struct fb_sample *s = &b->s[i];
         put_u32(out, s->tag);
@@ -164,7 +177,27 @@ int fb_batch_decode(const void *p, size_t len, const struct fb_gateway *gw, cons
     /* reason_len is a u8 and the field holds 255 bytes and the NUL; records
      * written when it held 95 read the same */
     _Static_assert(FB_REASON_LEN > 255, "a u8 reason length must fit struct fb_batch.reason");
-    if (r.bad || kind > FB_BATCH_DEVSTATE) return FB_EPROTO;
+    if (r.bad || kind > FB_BATCH_ALARM) return FB_EPROTO;
+    struct fb_alarm_ev ev;
+    memset(&ev, 0, sizeof ev);
+    if (kind == FB_BATCH_ALARM) {
+        ev.alarm = get_u32(&r);
+        ev.event = get_u8(&r);
+        ev.flags = get_u8(&r);
+        ev.count = get_u32(&r);
+        ev.value = get_f64(&r);
+        ev.since = (int64_t)get_u64(&r);
+        ev.until = (int64_t)get_u64(&r);
+        if (r.bad || ev.event >= FB_AE__COUNT) return FB_EPROTO;
+        if (ev.alarm != FB_ALARM_NONE) {
+            if (map) {
+                if (ev.alarm >= map->nalarms || map->alarm[ev.alarm] == UINT32_MAX) return FB_ENOENT;
+                ev.alarm = map->alarm[ev.alarm];
+            } else if (ev.alarm >= gw->nalarms) {
+                return FB_EPROTO;
+            }
+        }
+    }
     if (fingerprint) *fingerprint = fp;
     /* every sample takes at least 33 bytes, every stats entry 44: bound n before allocating */
     if ((uint64_t)n * 33 > r.left || (uint64_t)ns * 44 > r.left) return FB_EPROTO;
@@ -177,6 +210,7 @@ int fb_batch_decode(const void *p, size_t len, const struct fb_gateway *gw, cons
     b->seq = seq;
     memcpy(b->reason, reason, rl);
     b->reason[rl] = 0;
+    b->ev = ev;
     if (map) {
         if (dev >= map->ndevs || map->dev[dev] == UINT32_MAX) return FB_ENOENT;
         b->device = map->dev[dev];
@@ -248,6 +282,12 @@ uint32_t fb_model_fingerprint(const struct fb_gateway *gw)
         for (const char *c = gw->tags[i].name; c && *c; c++) h = (h ^ (uint8_t)*c) * 16777619u;
         h = (h ^ 0xFEu) * 16777619u;
     }
+    /* alarms (none: the fingerprint of a config without alarms is unchanged) */
+    for (uint32_t i = 0; i < gw->nalarms; i++) {
+        h = (h ^ (gw->alarms[i].device & 0xFF)) * 16777619u;
+        for (const char *c = gw->alarms[i].name; c && *c; c++) h = (h ^ (uint8_t)*c) * 16777619u;
+        h = (h ^ 0xFDu) * 16777619u;
+    }
     return h;
 }
 
@@ -265,6 +305,7 @@ int fb_model_save(const struct fb_gateway *gw, const char *dir, uint32_t fp)
     if (!f) return FB_EIO;
     for (uint32_t i = 0; i < gw->ndevs; i++) fprintf(f, "D %s\n", gw->devs[i].name);
     for (uint32_t i = 0; i < gw->ntags; i++) fprintf(f, "T %u %s\n", gw->tags[i].device, gw->tags[i].name);
+    for (uint32_t i = 0; i < gw->nalarms; i++) fprintf(f, "A %u %s\n", gw->alarms[i].device, gw->alarms[i].name);
     bool ok = fflush(f) == 0 && fsync(fileno(f)) == 0;
     ok = fclose(f) == 0 && ok;
     if (!ok || rename(tmp, path) < 0) {
@@ -279,6 +320,7 @@ void fb_model_map_free(struct fb_model_map *m)
     if (!m) return;
     free(m->dev);
     free(m->tag);
+    free(m->alarm);
     free(m);
 }
 
@@ -289,7 +331,7 @@ struct fb_model_map *fb_model_map_load(const struct fb_gateway *gw, const char *
     FILE *f = fopen(path, "r");
     if (!f) return NULL;
     struct fb_model_map *m = calloc(1, sizeof *m);
-    uint32_t capd = 0, capt = 0;
+    uint32_t capd = 0, capt = 0, capa = 0;
     char line[1024];
     while (m && fgets(line, sizeof line, f)) {
         line[strcspn(line, "\n")] = 0;
@@ -315,6 +357,20 @@ struct fb_model_map *fb_model_map_load(const struct fb_gateway *gw, const char *
             uint32_t nd = od < m->ndevs ? m->dev[od] : UINT32_MAX;
             struct fb_tag *t = nd != UINT32_MAX ? fb_gw_tag((struct fb_gateway *)gw, &gw->devs[nd], end + 1) : NULL;
             m->tag[m->ntags++] = t ? t->id : UINT32_MAX;
+        } else if (line[0] == 'A' && line[1] == ' ') {
+            char *end;
+            unsigned long od = strtoul(line + 2, &end, 10);
+            if (*end != ' ') continue;
+            if (m->nalarms == capa) {
+                capa = capa ? capa * 2 : 16;
+                uint32_t *a = realloc(m->alarm, capa * sizeof *a);
+                if (!a) break;
+                m->alarm = a;
+            }
+            uint32_t nd = od < m->ndevs ? m->dev[od] : UINT32_MAX, id = UINT32_MAX;
+            for (uint32_t i = 0; nd != UINT32_MAX && i < gw->nalarms; i++)
+                if (gw->alarms[i].device == nd && !strcmp(gw->alarms[i].name, end + 1)) id = i;
+            m->alarm[m->nalarms++] = id;
         }
     }
     fclose(f);

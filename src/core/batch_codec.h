@@ -12,6 +12,7 @@
 struct fb_model_map {
     uint32_t *dev, ndevs;
     uint32_t *tag, ntags;
+    uint32_t *alarm, nalarms;
 };
 
 void fb_batch_encode(struct fb_buf *out, const struct fb_batch *b, uint32_t fingerprint);

@@ -28,13 +28,15 @@
 #include "core/config_tmpl.h"
 #include "core/log.h"
 #include "core/sinks.h"
+#include "edge/edge_cfg.h"
 
 struct ctx {
     struct fb_cfg *r;
     struct fb_gateway *gw;
 };
 
-static const char *const k_fixed[] = {"gateway", "log", "status_interval", "commands", "buffer", "devices", NULL};
+static const char *const k_fixed[] = {"gateway", "log",    "status_interval", "commands", "buffer",
+                                      "devices", "alarms", "scripts",         NULL};
 #define NFIXED (sizeof k_fixed / sizeof k_fixed[0] - 1)
 /* the keys every sink's section takes besides its own */
 static const char *const k_sink_common[] = {"buffer", "queue", NULL};
@@ -231,7 +233,7 @@ static void load_sinks(struct ctx *c, const struct fb_cfg_map *top)
         const char *keys[64];
         size_t nk = 0;
         for (const char *const *k = sk->keys; k && *k && nk < 61; k++) keys[nk++] = *k;
-        for (const char *const *k = k_sink_common; *k; k++) keys[nk++] = *k;
+        for (const char *const *k = k_sink_common; *k && !sk->live; k++) keys[nk++] = *k;
         keys[nk] = NULL;
         fb_cfg_map_check(c->r, &m, keys, sk->name, false);
         struct fb_sink_inst *s = &gw->sinks[gw->nsinks++];
@@ -241,9 +243,9 @@ static void load_sinks(struct ctx *c, const struct fb_cfg_map *top)
         char what[64];
         snprintf(what, sizeof what, "%s.buffer", sk->name);
         struct fb_cfg_node *bn = fb_cfg_get(&m, "buffer");
-        if (bn)
+        if (bn && !sk->live)
             s->buffer = load_buffer(c, bn, what, gw->buffer);
-        else if (gw->buffer)
+        else if (gw->buffer && !sk->live) /* a live view has nothing to buffer */
             s->buffer = buffer_copy(gw->buffer);
         s->queue_len = 1024;
         struct fb_cfg_node *qn = fb_cfg_get(&m, "queue");
@@ -292,17 +294,44 @@ static void load_services(struct ctx *c, const struct fb_cfg_map *top)
 }
 
 /* ------------------------------------------------------------ load */
+static int load(struct fb_cfg *r, const char *path, struct fb_gateway **out);
+
 int fb_config_load(const char *path, const struct fb_config_opts *o, struct fb_gateway **out)
 {
     *out = NULL;
     struct fb_cfg *r = fb_cfg_open(path, o && o->strict, o ? o->diag : NULL);
     if (!r) return FB_EINVAL;
+    return load(r, path, out);
+}
+
+int fb_config_load_mem(const char *name, const char *text, size_t len, const struct fb_config_opts *o,
+                       struct fb_gateway **out)
+{
+    *out = NULL;
+    struct fb_cfg *r = fb_cfg_open_mem(name, text, len, o && o->strict, o ? o->diag : NULL);
+    if (!r) return FB_EINVAL;
+    return load(r, name, out);
+}
+
+static int check_text(const char *name, const char *text, size_t len, bool strict, FILE *diag, FILE *summary)
+{
+    struct fb_config_opts o = {.strict = strict, .diag = diag};
+    struct fb_gateway *gw = NULL;
+    int rc = fb_config_load_mem(name, text, len, &o, &gw);
+    if (rc == 0 && summary) fb_config_summary(gw, summary);
+    fb_gateway_free(gw);
+    return rc;
+}
+
+static int load(struct fb_cfg *r, const char *path, struct fb_gateway **out)
+{
     struct fb_gateway *gw = calloc(1, sizeof *gw);
     if (!gw) {
         fb_cfg_finish(r);
         return FB_ENOMEM;
     }
     gw->cfg_path = strdup(path);
+    gw->config_check = check_text;
     struct ctx c = {.r = r, .gw = gw};
     struct fb_cfg_node *root = fb_cfg_root(r);
     struct fb_cfg_map top = {0};
@@ -325,7 +354,32 @@ int fb_config_load(const char *path, const struct fb_config_opts *o, struct fb_g
         load_services(&c, &top);
         struct fb_cfg_node *dn = fb_cfg_get(&top, "devices");
         if (!dn) fb_cfg_note(r, NULL, "no devices: nothing to poll");
-        fb_config_devices(r, dn, gw);
+        /* computed tags, alarms and scripts (src/edge): scripts first, tags name them */
+        struct fb_edge_build *eb = fb_edge_build_new();
+        fb_edge_cfg_alarms(r, fb_cfg_get(&top, "alarms"), gw);
+        if (eb) fb_edge_cfg_scripts(eb, r, fb_cfg_get(&top, "scripts"));
+        /* devices the services' sections make (control loops), after the list's */
+        const struct fb_dev_spec **made = NULL;
+        size_t nmade = 0;
+        for (uint32_t i = 0; i < gw->nservices; i++) {
+            const struct fb_service_inst *si = &gw->services[i];
+            const struct fb_dev_spec *specs = NULL;
+            size_t n = si->svc->devices && si->cfg ? si->svc->devices(si->cfg, &specs) : 0;
+            if (!n) continue;
+            const struct fb_dev_spec **m2 = realloc(made, (nmade + n) * sizeof *m2);
+            if (!m2) {
+                fb_cfg_error_at(r, (struct fb_cfg_mark){0, 0}, "out of memory");
+                break;
+            }
+            made = m2;
+            for (size_t k = 0; k < n; k++) made[nmade++] = &specs[k];
+        }
+        fb_config_devices(r, dn, made, nmade, gw, eb);
+        free(made);
+        if (eb) fb_edge_cfg_finish(eb, r, gw);
+        fb_edge_build_free(eb);
+        for (uint32_t i = 0; i < gw->nservices; i++) /* the services' names of devices and tags */
+            if (gw->services[i].svc->bind && gw->services[i].cfg) gw->services[i].svc->bind(r, gw->services[i].cfg, gw);
     }
     fb_cfg_map_free(&top);
     if (fb_cfg_finish(r) > 0) {
@@ -372,8 +426,9 @@ void fb_config_summary(const struct fb_gateway *gw, FILE *f)
             ngroups, ngroups == 1 ? "" : "s", gw->nsinks, gw->nsinks == 1 ? "" : "s");
     for (uint32_t i = 0; i < gw->ndevs; i++) {
         const struct fb_device *d = &gw->devs[i];
-        fprintf(f, "  device %s  %s  area %s line %s  %u tag%s  [%s]  groups:", d->name, d->url_text, d->area, d->line,
-                d->ntags, d->ntags == 1 ? "" : "s", d->conn ? d->conn->key : "-");
+        fprintf(f, "  device %s  %s  area %s line %s  %u tag%s  [%s]  groups:", d->name,
+                d->url_text ? d->url_text : "(virtual)", d->area, d->line, d->ntags, d->ntags == 1 ? "" : "s",
+                d->conn ? d->conn->key : "-");
         for (uint32_t g = 0; g < d->ngroups; g++) {
             fmt_dur(d1, sizeof d1, d->groups[g].period_ns);
             fprintf(f, " %s(%u)", d1, d->groups[g].ntags);
@@ -393,10 +448,11 @@ void fb_config_summary(const struct fb_gateway *gw, FILE *f)
             fprintf(f, "    buffer %s/%s  max %.1f MiB  max age %s  sync %s  when full %s  drain %u msg/s%s\n", b->path,
                     si->name, b->max_bytes / 1048576.0, b->max_age_ns ? d1 : "unlimited", sy[b->sync % 3],
                     b->full_policy ? "block" : "drop oldest", b->drain_rate, b->drain_rate ? "" : " (unlimited)");
-        } else {
+        } else if (!si->sink->live) {
             fprintf(f, "    no buffer: messages that cannot be delivered are dropped and counted\n");
         }
     }
+    fb_edge_describe(gw, f);
     for (uint32_t i = 0; i < gw->nservices; i++) {
         const struct fb_service_inst *si = &gw->services[i];
         if (si->svc->describe && si->cfg)
@@ -417,7 +473,7 @@ size_t fb_config_key_tables(struct fb_config_keys *out, size_t max)
     const struct fb_sink *const *all = fb_sinks(&nsinks);
     for (size_t i = 0; i < nsinks; i++) {
         if (n < max) out[n++] = (struct fb_config_keys){all[i]->name, all[i]->keys};
-        if (n < max) out[n++] = (struct fb_config_keys){all[i]->name, k_sink_common};
+        if (n < max && !all[i]->live) out[n++] = (struct fb_config_keys){all[i]->name, k_sink_common};
         for (const struct fb_config_keys *k = all[i]->nested; k && k->section && n < max; k++) out[n++] = *k;
     }
     size_t nsvc;
@@ -426,5 +482,6 @@ size_t fb_config_key_tables(struct fb_config_keys *out, size_t max)
         if (n < max) out[n++] = (struct fb_config_keys){svc[i]->name, svc[i]->keys};
         for (const struct fb_config_keys *k = svc[i]->nested; k && k->section && n < max; k++) out[n++] = *k;
     }
+    n += fb_edge_key_tables(out + n, max - n);
     return n + fb_config_dev_key_tables(out + n, max - n);
 }

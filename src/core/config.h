@@ -15,6 +15,11 @@ struct fb_config_opts {
 /* Returns 0 and *out (free with fb_gateway_free), or FB_EINVAL after
  * printing every error found. */
 int fb_config_load(const char *path, const struct fb_config_opts *o, struct fb_gateway **out);
+/* The same for a document in memory (POST /api/v1/config/check): `name`
+ * stands for the file in messages, and relative file references resolve
+ * against its directory. */
+int fb_config_load_mem(const char *name, const char *text, size_t len, const struct fb_config_opts *o,
+                       struct fb_gateway **out);
 /* What would run: devices, connections, tags, poll groups, sinks. */
 void fb_config_summary(const struct fb_gateway *gw, FILE *f);
 

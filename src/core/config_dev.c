@@ -27,6 +27,7 @@
 #include "core/config_tmpl.h"
 #include "core/driver.h"
 #include "core/url.h"
+#include "edge/edge_cfg.h"
 #include "proc/proc.h"
 
 #define MAX_DEVICES 100000u
@@ -66,7 +67,9 @@ struct ctx {
     struct dev_aux *daux;
     struct tag_aux *taux;
     struct intern strs, procs;
-    uint64_t tags_expected; /* counted before building: the tag array is made once, at its size */
+    uint64_t tags_expected;   /* counted before building: the tag array is made once, at its size */
+    uint64_t tags_made;       /* the tags of devices made by other sections (build_made), counted in advance too */
+    struct fb_edge_build *eb; /* computed tags and alarms (src/edge/edge_cfg.c) */
 };
 
 static uint64_t hash_bytes(const void *p, size_t n)
@@ -136,9 +139,9 @@ static void intern_free(struct intern *t)
 
 static const char *const k_device[] = {"for",     "name",  "url",     "area", "line", "poll",
                                        "timeout", "delay", "options", "tags", NULL};
-static const char *const k_tag[] = {"for",          "name",   "addr",     "type",      "order",  "count",
-                                    "unit",         "access", "poll",     "scale",     "range",  "max_rate",
-                                    "spike_accept", "stuck",  "deadband", "heartbeat", "window", NULL};
+static const char *const k_tag[] = {
+    "for",   "name",     "addr",         "type",  "order",    "count",     "unit",   "access",         "poll", "scale",
+    "range", "max_rate", "spike_accept", "stuck", "deadband", "heartbeat", "window", FB_EDGE_TAG_KEYS, NULL};
 static const char *const k_scale[] = {"raw", "eng", "factor", "offset", NULL};
 
 /* ------------------------------------------------------------ for: loops */
@@ -556,6 +559,8 @@ static void build_tag(struct ctx *c, uint32_t di, int64_t dev_poll, struct fb_cf
     struct tag_aux aux = {0};
     struct fb_cfg_node *n, *namen = fb_cfg_get(&m, "name"), *addrn = fb_cfg_get(&m, "addr");
     bool ok = true;
+    /* a computed tag (expr:, script:) has no address and is not polled */
+    int src = fb_edge_cfg_tag_src(c->r, &m);
 
     if (!namen) {
         fb_cfg_error(c->r, tn, "tag: 'name' is required");
@@ -564,7 +569,14 @@ static void build_tag(struct ctx *c, uint32_t di, int64_t dev_poll, struct fb_cf
         fb_cfg_error(c->r, namen, "tag name '%s' may only contain letters, digits, '_', '.' and '-'", name);
         ok = false;
     }
-    if (!addrn) {
+    if (src != FB_TAG_READ) {
+        static const char *const not_computed[] = {"addr", "count", "poll", "scale", "order", NULL};
+        for (const char *const *k = not_computed; *k; k++)
+            if (fb_cfg_get(&m, *k))
+                fb_cfg_error(c->r, fb_cfg_key(&m, *k),
+                             "a computed tag (%s:) takes no %s:", src == FB_TAG_EXPR ? "expr" : "script", *k);
+        type = FB_T_FLOAT64; /* unless type: says otherwise */
+    } else if (!addrn) {
         fb_cfg_error(c->r, tn, "tag%s%s%s: 'addr' is required", name ? " '" : "", name ? name : "", name ? "'" : "");
         ok = false;
     } else {
@@ -579,6 +591,7 @@ static void build_tag(struct ctx *c, uint32_t di, int64_t dev_poll, struct fb_cf
                 type = (uint8_t)t;
             } else if (string_type(s, &str_len)) {
                 type = FB_T_STRING;
+                if (src == FB_TAG_EXPR) fb_cfg_error(c->r, n, "an expression computes numbers: type %s is not one", s);
             } else if (strncasecmp(s, "bcd", 3) && strncasecmp(s, "string", 6)) {
                 fb_cfg_error(c->r, n,
                              "type: unknown type '%s' (bool, int8..int64, uint8..uint64, float32, "
@@ -586,6 +599,9 @@ static void build_tag(struct ctx *c, uint32_t di, int64_t dev_poll, struct fb_cf
                              s);
             } else if (strncasecmp(s, "string", 6) == 0) {
                 fb_cfg_error(c->r, n, "type: '%s' needs a length in bytes: string[N] with N in 1..65535", s);
+            } else if (src != FB_TAG_READ) {
+                fb_cfg_error(c->r, n, "type: '%s' is a device type; a computed tag is bool, int8..uint64, float32/64%s",
+                             s, src == FB_TAG_SCRIPT ? " or string[N]" : "");
             } else if (addr) {
                 /* a driver-specific type (bcd16, …): the driver reads it from the address */
                 size_t len = strlen(addr) + strlen(s) + 2;
@@ -609,13 +625,20 @@ static void build_tag(struct ctx *c, uint32_t di, int64_t dev_poll, struct fb_cf
     }
     if ((n = fb_cfg_get(&m, "poll"))) fb_cfg_dur(c->r, vars, n, "poll", true, &poll);
     tag_proc(c, vars, &m, &proc, access, &aux);
+    if (src != FB_TAG_READ) {
+        if (access & FB_ACC_WRITE) fb_cfg_error(c->r, fb_cfg_key(&m, "access"), "a computed tag is read-only");
+        if (aux.needs_numeric && type == FB_T_STRING)
+            fb_cfg_error(c->r, tn, "tag is a string: range, deadband, max_rate and window need a numeric tag");
+        poll = 0; /* in no poll group */
+    }
     aux.poll_ns = poll;
     aux.name_m = fb_cfg_mark(namen);
     aux.entry = c->entries++;
 
     const struct fb_tag_proc *shared = NULL;
     char *order_s = NULL, *unit_s = NULL;
-    if (ok && name && addr) {
+    uint32_t first_new = c->gw->ntags;
+    if (ok && name && (addr || src != FB_TAG_READ)) {
         shared = intern(&c->gw->arena, &c->procs, &proc, sizeof proc, _Alignof(struct fb_tag_proc));
         order_s = intern_str(c, order);
         unit_s = intern_str(c, unit);
@@ -624,9 +647,9 @@ static void build_tag(struct ctx *c, uint32_t di, int64_t dev_poll, struct fb_cf
             ok = false;
         }
     }
-    if (ok && name && addr) {
-        long long elems = count ? count : 1;
-        size_t addr_len = strlen(addr);
+    if (ok && name && (addr || src != FB_TAG_READ)) {
+        long long elems = count && src == FB_TAG_READ ? count : 1;
+        size_t addr_len = addr ? strlen(addr) : 0;
         for (long long i = 0; i < elems; i++) {
             struct tag_aux *ta;
             struct fb_tag *t = push_tag(c, &ta);
@@ -653,18 +676,23 @@ static void build_tag(struct ctx *c, uint32_t di, int64_t dev_poll, struct fb_cf
                 t->name = fb_arena_strndup(&c->gw->arena, name, strlen(name));
             }
             /* an array's elements share the address text: the driver adds the index */
-            t->addr_text = i && t[-1].addr_text ? t[-1].addr_text : fb_arena_strndup(&c->gw->arena, addr, addr_len);
-            if (!t->name || !t->addr_text) {
+            t->addr_text = !addr                  ? NULL
+                           : i && t[-1].addr_text ? t[-1].addr_text
+                                                  : fb_arena_strndup(&c->gw->arena, addr, addr_len);
+            if (!t->name || (addr && !t->addr_text)) {
                 fb_cfg_error(c->r, tn, "out of memory");
                 c->gw->ntags--;
                 break;
             }
+            t->src = (uint8_t)src;
+            if (src != FB_TAG_READ) t->group = FB_GROUP_NONE;
             t->order = order_s;
             t->unit = unit_s;
             t->proc = shared;
             t->line = fb_cfg_mark(tn).line;
             c->gw->devs[di].ntags++;
         }
+        if (c->eb) fb_edge_cfg_tag(c->eb, c->r, vars, &m, c->gw, first_new, c->gw->ntags - first_new);
     }
     free(name);
     free(addr);
@@ -822,8 +850,9 @@ static void build_device(struct ctx *c, struct fb_cfg_node *dn, const struct fb_
             }
     }
     if (!d->name) d->name = strdup("?");
-    if (!(n = fb_cfg_get(&m, "url"))) {
-        fb_cfg_error(c->r, dn, "device '%s': 'url' is required (e.g. modbus-tcp://127.0.0.1:502?unit=1)", d->name);
+    struct fb_cfg_node *urln = fb_cfg_get(&m, "url");
+    if (!(n = urln)) {
+        /* a virtual device: checked once its tags are known */
     } else if ((d->url_text = fb_cfg_str(c->r, vars, n, "url"))) {
         struct fb_err e = {0};
         da->url_m = fb_cfg_mark(n);
@@ -873,8 +902,19 @@ static void build_device(struct ctx *c, struct fb_cfg_node *dn, const struct fb_
     if ((n = fb_cfg_get(&m, "tags"))) {
         build_tags(c, di, poll, n, vars);
         check_dup_tags(c, di);
-    } else
+    } else if (urln)
         fb_cfg_note(c->r, dn, "device '%s' has no tags", c->gw->devs[di].name);
+    if (!urln) { /* without url: a virtual device, all of whose tags are computed */
+        const struct fb_device *vd = &c->gw->devs[di];
+        bool computed = vd->ntags > 0;
+        for (uint32_t i = 0; i < vd->ntags; i++)
+            if (c->gw->tags[vd->first_tag + i].src == FB_TAG_READ) computed = false;
+        if (!computed)
+            fb_cfg_error(c->r, dn,
+                         "device '%s': 'url' is required (e.g. modbus-tcp://127.0.0.1:502?unit=1); a device without "
+                         "url is virtual and each of its tags needs expr: or script:",
+                         vd->name);
+    }
     fb_cfg_map_free(&m);
 }
 
@@ -933,11 +973,12 @@ static void load_devices(struct ctx *c, struct fb_cfg_node *dn)
     if (!devices_fit(c, dn)) return;
     /* one allocation at the final size: growing by doubling briefly held the
      * old and the new array (the start-up peak) and left the heap fragmented */
-    if (c->tags_expected > 0 && c->tags_expected <= MAX_TAGS) {
-        c->gw->tags = malloc(c->tags_expected * sizeof *c->gw->tags);
-        c->taux = malloc(c->tags_expected * sizeof *c->taux);
+    uint64_t want = c->tags_expected + c->tags_made;
+    if (want > 0 && want <= MAX_TAGS) {
+        c->gw->tags = malloc(want * sizeof *c->gw->tags);
+        c->taux = malloc(want * sizeof *c->taux);
         if (c->gw->tags && c->taux) {
-            c->captags = c->tags_expected;
+            c->captags = want;
         } else {
             free(c->gw->tags);
             free(c->taux);
@@ -971,6 +1012,72 @@ static void load_devices(struct ctx *c, struct fb_cfg_node *dn)
     }
 }
 
+/* A device made by another section (struct fb_dev_spec): one poll group,
+ * tags with their types and ranges as given, the driver preset. */
+static void build_made(struct ctx *c, const struct fb_dev_spec *sp)
+{
+    for (uint32_t i = 0; i < c->gw->ndevs; i++)
+        if (c->gw->devs[i].name && !strcmp(c->gw->devs[i].name, sp->name)) {
+            fb_cfg_error_at(c->r, sp->mark, "'%s' is also the name of a device (line %d): names must differ", sp->name,
+                            c->gw->devs[i].line_no);
+            return;
+        }
+    struct fb_device *d = push_dev(c);
+    if (!d) {
+        fb_cfg_error_at(c->r, sp->mark, "too many devices (max %u) or out of memory", MAX_DEVICES);
+        return;
+    }
+    struct dev_aux *da = &c->daux[d->idx];
+    d->gw = c->gw;
+    d->line_no = sp->mark.line;
+    d->col = sp->mark.col;
+    d->first_tag = c->gw->ntags;
+    d->timeout_ns = 1000000000LL;
+    d->name = strdup(sp->name);
+    d->url_text = strdup(sp->url);
+    d->area = strdup(sp->area ? sp->area : "_");
+    d->line = strdup(sp->line ? sp->line : "_");
+    da->url_m = sp->mark;
+    struct fb_err e = {0};
+    if (d->url_text && fb_url_parse(d->url_text, &d->url, &e) < 0) fb_cfg_error_at(c->r, sp->mark, "%s", e.msg);
+    d->drv = sp->drv;
+    d->drv_dev = sp->drv_dev;
+    for (uint32_t k = 0; k < sp->ntags; k++) {
+        const struct fb_tag_spec *ts = &sp->tags[k];
+        struct tag_aux *ta;
+        struct fb_tag *t = push_tag(c, &ta);
+        if (!t) {
+            fb_cfg_error_at(c->r, sp->mark, "too many tags (max %u) or out of memory", MAX_TAGS);
+            break;
+        }
+        t->device = d->idx;
+        t->type = ts->type;
+        t->access = ts->access;
+        t->str_len = ts->str_len;
+        struct fb_tag_proc proc;
+        memset(&proc, 0, sizeof proc); /* padding too: settings are interned by their bytes */
+        proc.has_min = ts->has_min;
+        proc.has_max = ts->has_max;
+        proc.min = ts->min;
+        proc.max = ts->max;
+        t->name = fb_arena_strndup(&c->gw->arena, ts->name, strlen(ts->name));
+        t->addr_text = t->name;
+        t->unit = intern_str(c, ts->unit);
+        t->proc = intern(&c->gw->arena, &c->procs, &proc, sizeof proc, _Alignof(struct fb_tag_proc));
+        if (!t->name || !t->proc || (ts->unit && !t->unit)) {
+            fb_cfg_error_at(c->r, sp->mark, "out of memory");
+            c->gw->ntags--;
+            break;
+        }
+        t->line = sp->mark.line;
+        ta->poll_ns = sp->poll_ns;
+        ta->name_m = sp->mark;
+        ta->addr_m = sp->mark;
+        ta->entry = c->entries++;
+        d->ntags++;
+    }
+}
+
 /* ------------------------------------------------------------ pass B: drivers */
 
 static int cmp_i64(const void *a, const void *b)
@@ -985,11 +1092,17 @@ static void build_groups(struct ctx *c, struct fb_device *d)
     if (!d->ntags) return;
     int64_t *per = malloc(d->ntags * sizeof *per);
     if (!per) return;
-    for (uint32_t i = 0; i < d->ntags; i++) per[i] = c->taux[d->first_tag + i].poll_ns;
-    qsort(per, d->ntags, sizeof *per, cmp_i64);
-    uint32_t ng = 0;
+    uint32_t np = 0; /* computed tags (poll 0) are in no group */
     for (uint32_t i = 0; i < d->ntags; i++)
+        if (c->taux[d->first_tag + i].poll_ns > 0) per[np++] = c->taux[d->first_tag + i].poll_ns;
+    qsort(per, np, sizeof *per, cmp_i64);
+    uint32_t ng = 0;
+    for (uint32_t i = 0; i < np; i++)
         if (i == 0 || per[i] != per[i - 1]) per[ng++] = per[i];
+    if (!ng) {
+        free(per);
+        return;
+    }
     d->groups = calloc(ng, sizeof *d->groups);
     if (!d->groups) {
         free(per);
@@ -1051,7 +1164,8 @@ static void build_drivers(struct ctx *c)
             continue;
         }
         if (!d->url.scheme) continue; /* url error already reported */
-        const struct fb_driver *drv = fb_driver_for_scheme(d->url.scheme);
+        /* a device another section made comes with its driver (build_made) */
+        const struct fb_driver *drv = d->drv ? d->drv : fb_driver_for_scheme(d->url.scheme);
         if (!drv) {
             char hint[200];
             fb_scheme_hint(hint, sizeof hint, d->url.scheme);
@@ -1074,6 +1188,7 @@ static void build_drivers(struct ctx *c)
             struct fb_tag *t = &gw->tags[d->first_tag + i];
             struct tag_aux *ta = &c->taux[d->first_tag + i];
             memset(&e, 0, sizeof e);
+            if (t->src != FB_TAG_READ) continue; /* computed by the edge thread: nothing for the driver */
             if (drv->parse_address(d, t, &e) < 0) {
                 if (t->index && i > 0 && !strcmp(gw->tags[d->first_tag + i - 1].addr_text, t->addr_text) &&
                     gw->tags[d->first_tag + i - 1].addr == NULL)
@@ -1142,11 +1257,14 @@ static void build_drivers(struct ctx *c)
 }
 
 /* ------------------------------------------------------------ entry */
-void fb_config_devices(struct fb_cfg *r, struct fb_cfg_node *devices, struct fb_gateway *gw)
+void fb_config_devices(struct fb_cfg *r, struct fb_cfg_node *devices, const struct fb_dev_spec *const *made,
+                       size_t nmade, struct fb_gateway *gw, struct fb_edge_build *eb)
 {
-    struct ctx c = {.r = r, .gw = gw};
-    if (devices) {
-        load_devices(&c, devices);
+    struct ctx c = {.r = r, .gw = gw, .eb = eb};
+    for (size_t i = 0; i < nmade; i++) c.tags_made += made[i]->ntags;
+    if (devices) load_devices(&c, devices);
+    for (size_t i = 0; i < nmade; i++) build_made(&c, made[i]);
+    if (devices || nmade) {
         /* if the count was off and the array grew by doubling, give back the slack */
         if (gw->ntags && gw->ntags < c.captags) {
             struct fb_tag *t = realloc(gw->tags, gw->ntags * sizeof *t);

@@ -16,8 +16,12 @@
  * out of range, Maintenance required while any of its tags was last
  * published Bad (the device refuses or fails that item although the
  * connection is up) or when its error counter was seen to grow within the
- * last status interval, else OK.  The pipeline counts the tags (out of
- * range, Bad) as their published qualities change; drivers count every
+ * last status interval, else OK.  Active alarms (neither shelved nor
+ * suppressed) count too, each in the category its config names (ne107:;
+ * by default limit alarms Out of specification, others Maintenance
+ * required): the worst of the alarms' and the tags' categories wins.  The
+ * pipeline counts the tags (out of range, Bad) as their published qualities
+ * change, the alarm table (src/edge/alarms.c) the alarms; drivers count every
  * failed request or item in the error counter.  The "seen to grow" memory
  * is a small side array (one slot per device) kept here, so neither the
  * model nor the drivers carry it, and any number of callers (the MQTT
@@ -161,6 +165,8 @@ static double d_last_ok(const struct fb_device *d)
 }
 static uint64_t d_connected(const struct fb_device *d) { return atomic_load(&d->state) == FB_DEV_ONLINE; }
 static uint64_t d_bad_tags(const struct fb_device *d) { return atomic_load(&d->m.tags_bad); }
+static uint64_t d_alarms(const struct fb_device *d) { return atomic_load(&d->m.alarms_active); }
+static uint64_t d_unacked(const struct fb_device *d) { return atomic_load(&d->m.alarms_unacked); }
 
 static const struct dev_metric dev_metrics[] = {
     {"fieldbridge_device_requests_total", "counter", "Requests sent to the device (one per read or write request).",
@@ -183,6 +189,26 @@ static const struct dev_metric dev_metrics[] = {
      "Unix time of the last successful request (0 = never).", DBL, NULL, d_last_ok},
     {"fieldbridge_device_connected", "gauge", "1 when the device is online, else 0.", U64, d_connected, NULL},
     {"fieldbridge_device_bad_tags", "gauge", "Tags whose last published quality is Bad.", U64, d_bad_tags, NULL},
+    {"fieldbridge_device_active_alarms", "gauge",
+     "Alarms of the device that are active, neither shelved nor suppressed.", U64, d_alarms, NULL},
+    {"fieldbridge_device_unacked_alarms", "gauge",
+     "Alarms of the device waiting for an acknowledgement (neither shelved nor suppressed).", U64, d_unacked, NULL},
+};
+
+/* Scripts (src/edge/script.c): rendered when there are any. */
+struct script_metric {
+    const char *name, *help;
+    size_t off; /* offsetof in struct fb_script of an _Atomic uint64_t */
+};
+static const struct script_metric script_metrics[] = {
+    {"fieldbridge_script_runs_total", "Calls of the script's on_batch/on_timer (and its load).",
+     offsetof(struct fb_script, runs)},
+    {"fieldbridge_script_errors_total", "Calls that ended in an error (the script's own, or its memory limit).",
+     offsetof(struct fb_script, errors)},
+    {"fieldbridge_script_budget_exceeded_total", "Calls stopped for exceeding the instruction or time budget.",
+     offsetof(struct fb_script, overruns)},
+    {"fieldbridge_script_writes_total", "Write requests the script handed to the command router.",
+     offsetof(struct fb_script, writes)},
 };
 
 static void dev_labels(struct fb_buf *b, const struct fb_device *d)
@@ -348,6 +374,20 @@ void fb_metrics_render(struct fb_gateway *gw, struct fb_buf *out)
         fb_buf_printf(out, " %d\n", atomic_load(&gw->sinks[i].m.connected) ? 1 : 0);
     }
     render_buffers(gw, out);
+    for (size_t k = 0; gw->nscripts && k < sizeof script_metrics / sizeof script_metrics[0]; k++) {
+        family(out, script_metrics[k].name, "counter", script_metrics[k].help);
+        for (uint32_t i = 0; i < gw->nscripts; i++) {
+            const _Atomic uint64_t *p =
+                (const _Atomic uint64_t *)(const void *)((const char *)&gw->scripts[i] + script_metrics[k].off);
+            fb_buf_printf(out, "%s{script=\"", script_metrics[k].name);
+            put_label(out, gw->scripts[i].name);
+            fb_buf_printf(out, "\"} %" PRIu64 "\n", atomic_load(p));
+        }
+    }
+    /* the services' own families (the control loops: docs/control.md) */
+    for (uint32_t i = 0; i < gw->nservices && gw->rt && gw->rt->svc_state; i++)
+        if (gw->rt->svc_state[i] && gw->services[i].svc->metrics)
+            gw->services[i].svc->metrics(gw->rt->svc_state[i], out);
 
     double cpu;
     uint64_t rss;
@@ -398,10 +438,13 @@ static const char *ne107(const struct fb_gateway *gw, uint32_t i, int state, uin
         }
         grew = seen[i].when_ns > 0 && now - seen[i].when_ns < interval;
     }
-    if (state == FB_DEV_OFFLINE) return "Failure";
-    if (state != FB_DEV_ONLINE) return "Function check";
-    if (atomic_load(&gw->devs[i].m.tags_out_of_spec) > 0) return "Out of specification";
-    if (atomic_load(&gw->devs[i].m.tags_bad) > 0) return "Maintenance required";
+    const struct fb_dev_metrics *m = &gw->devs[i].m;
+    if (state == FB_DEV_OFFLINE || atomic_load(&m->alarms_ne107[FB_NE107_FAILURE]) > 0) return "Failure";
+    if (state != FB_DEV_ONLINE || atomic_load(&m->alarms_ne107[FB_NE107_CHECK]) > 0) return "Function check";
+    if (atomic_load(&m->tags_out_of_spec) > 0 || atomic_load(&m->alarms_ne107[FB_NE107_OUT_OF_SPEC]) > 0)
+        return "Out of specification";
+    if (atomic_load(&m->tags_bad) > 0 || atomic_load(&m->alarms_ne107[FB_NE107_MAINTENANCE]) > 0)
+        return "Maintenance required";
     return grew ? "Maintenance required" : "OK";
 }
 
@@ -474,6 +517,20 @@ static void status_buffer(struct fb_buf *out, const struct fb_store_stats *st, d
     fb_buf_putc(out, '}');
 }
 
+const char *fb_device_ne107(struct fb_gateway *gw, uint32_t i)
+{
+    if (i >= gw->ndevs) return "Failure";
+    const struct fb_device *d = &gw->devs[i];
+    int st = atomic_load(&d->state);
+    uint64_t errors = atomic_load(&d->m.errors);
+    if (!gw->rt) return ne107(gw, i, st, errors, fb_now_ns());
+    pthread_mutex_lock(&gw->rt->status_mu);
+    status_memory(gw);
+    const char *r = ne107(gw, i, st, errors, fb_now_ns());
+    pthread_mutex_unlock(&gw->rt->status_mu);
+    return r;
+}
+
 void fb_status_json(struct fb_gateway *gw, struct fb_buf *out, bool online)
 {
     char ts[40];
@@ -530,6 +587,13 @@ void fb_status_json(struct fb_gateway *gw, struct fb_buf *out, bool online)
         fb_json_u64(out, errors);
         fb_buf_puts(out, ",\"rtt_ms\":");
         fb_json_double(out, (double)atomic_load(&d->m.rtt_ns_last) / 1e6);
+        if (gw->nalarms) {
+            fb_buf_puts(out, ",\"alarms\":{\"active\":");
+            fb_json_u64(out, atomic_load(&d->m.alarms_active));
+            fb_buf_puts(out, ",\"unacked\":");
+            fb_json_u64(out, atomic_load(&d->m.alarms_unacked));
+            fb_buf_putc(out, '}');
+        }
         fb_buf_putc(out, '}');
     }
     if (gw->rt) pthread_mutex_unlock(&gw->rt->status_mu);
@@ -556,5 +620,13 @@ void fb_status_json(struct fb_gateway *gw, struct fb_buf *out, bool online)
         }
         fb_buf_putc(out, '}');
     }
-    fb_buf_puts(out, "}}");
+    fb_buf_putc(out, '}');
+    for (uint32_t i = 0; i < gw->nservices && gw->rt && gw->rt->svc_state; i++)
+        if (gw->rt->svc_state[i] && gw->services[i].svc->status) {
+            fb_buf_putc(out, ',');
+            fb_json_cstr(out, gw->services[i].svc->name);
+            fb_buf_putc(out, ':');
+            gw->services[i].svc->status(gw->rt->svc_state[i], out);
+        }
+    fb_buf_putc(out, '}');
 }

@@ -12,6 +12,9 @@
 void fb_metrics_render(struct fb_gateway *gw, struct fb_buf *out);
 /* Process CPU seconds and RSS bytes (from /proc/self). */
 void fb_proc_usage(double *cpu_s, uint64_t *rss_bytes);
+/* The NAMUR NE107 status of device i ("OK", "Failure", "Function check",
+ * "Out of specification", "Maintenance required"), as in the status JSON. */
+const char *fb_device_ne107(struct fb_gateway *gw, uint32_t i);
 /* Gateway status JSON (online/offline, devices with NE107, sinks, cpu, rss). */
 void fb_status_json(struct fb_gateway *gw, struct fb_buf *out, bool online);
 #endif

@@ -2,15 +2,17 @@
  * built by the config loader (config.c, config_dev.c). */
 #include "core/model.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "core/url.h"
+#include "edge/expr.h"
 
 /* spike_accept 3: the config's default (docs/configuration.md) */
 const struct fb_tag_proc fb_tag_proc_none = {.spike_accept = 3};
 
-_Static_assert(sizeof(void *) != 8 || sizeof(struct fb_tag) == 72, "struct fb_tag grew: a gateway holds a million");
+_Static_assert(sizeof(void *) != 8 || sizeof(struct fb_tag) == 80, "struct fb_tag grew: a gateway holds a million");
 
 /* ------------------------------------------------------------------ arena */
 struct fb_arena_blk {
@@ -100,6 +102,31 @@ void fb_gateway_free(struct fb_gateway *gw)
         free(si->name);
     }
     free(gw->sinks);
+    for (uint32_t i = 0; gw->calcs && i < gw->ncalcs; i++) {
+        free(gw->calcs[i].text);
+        fb_expr_free(gw->calcs[i].expr);
+        free(gw->calcs[i].in);
+    }
+    free(gw->calcs);
+    for (uint32_t i = 0; gw->alarms && i < gw->nalarms; i++) {
+        struct fb_alarm *a = &gw->alarms[i];
+        free(a->name);
+        free(a->path);
+        free(a->message);
+        free(a->suppress_text);
+        fb_expr_free(a->suppress);
+        free(a->sup_in);
+    }
+    free(gw->alarms);
+    for (uint32_t i = 0; gw->scripts && i < gw->nscripts; i++) {
+        struct fb_script *sc = &gw->scripts[i];
+        free(sc->name);
+        free(sc->file);
+        free(sc->source);
+        free(sc->devices);
+        free(sc->outputs);
+    }
+    free(gw->scripts);
     free(gw->conns);
     free(gw->devs);
     free(gw->tags);
@@ -128,4 +155,17 @@ struct fb_tag *fb_gw_tag(struct fb_gateway *gw, const struct fb_device *d, const
     for (uint32_t i = 0; i < d->ntags; i++)
         if (!strcmp(gw->tags[d->first_tag + i].name, name)) return &gw->tags[d->first_tag + i];
     return NULL;
+}
+
+const char *fb_tag_path(const struct fb_gateway *gw, const struct fb_tag *t)
+{
+    static _Thread_local char buf[4][256];
+    static _Thread_local unsigned turn;
+    char *b = buf[turn++ % 4];
+    const char *dev = gw && t->device < gw->ndevs && gw->devs[t->device].name ? gw->devs[t->device].name : NULL;
+    if (dev)
+        snprintf(b, sizeof buf[0], "%s/%s", dev, t->name ? t->name : "?");
+    else
+        snprintf(b, sizeof buf[0], "%s", t->name ? t->name : "?");
+    return b;
 }

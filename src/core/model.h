@@ -33,6 +33,7 @@ struct fb_group_rt;
 struct fb_conn_rt;
 struct fb_sink_rt;
 struct fb_rt;
+struct fb_browse;
 
 /* ------------------------------------------------------------------- tags */
 enum fb_access { FB_ACC_READ = 1, FB_ACC_WRITE = 2, FB_ACC_RW = 3 };
@@ -58,9 +59,17 @@ struct fb_tag_proc {
 /* The settings of a tag without processing (what a NULL proc means). */
 extern const struct fb_tag_proc fb_tag_proc_none;
 
-/* 72 bytes: a gateway holds a million of them.  The strings of a tag read
+/* Where a tag's values come from: read from its device, or computed by the
+ * edge thread (src/edge) from other tags (an expression) or by a Lua script.
+ * Computed tags have no address, are in no poll group (group FB_GROUP_NONE)
+ * and are read-only. */
+enum fb_tag_src { FB_TAG_READ = 0, FB_TAG_EXPR = 1, FB_TAG_SCRIPT = 2 };
+#define FB_GROUP_NONE 0xFFFFu
+
+/* 80 bytes: a gateway holds a million of them.  The strings of a tag read
  * from the config live in the gateway's arena (gw->arena), `order` and
- * `unit` once per distinct text, `proc` once per distinct settings. */
+ * `unit` once per distinct text, `proc` once per distinct settings.  Its
+ * "device/name" path for messages: fb_tag_path. */
 struct fb_tag {
     char *name;                     /* within the device: "temperature", "temps[3]" */
     char *addr_text;                /* as written in the config */
@@ -72,10 +81,12 @@ struct fb_tag {
     uint32_t device;  /* owning device index */
     uint32_t index;   /* element index for tags expanded from `count:` */
     uint32_t str_len; /* string tags: bytes */
+    uint32_t calc;    /* FB_TAG_EXPR: index in gw->calcs; FB_TAG_SCRIPT: in gw->scripts */
     int line;         /* where it was declared, for messages */
-    uint16_t group;   /* poll group index within the device */
+    uint16_t group;   /* poll group index within the device (FB_GROUP_NONE: computed) */
     uint8_t type;     /* enum fb_type: the type on the wire */
     uint8_t access;   /* enum fb_access */
+    uint8_t src;      /* enum fb_tag_src */
 };
 
 struct fb_group { /* a poll group: tags read at the same period */
@@ -94,6 +105,10 @@ struct fb_dev_metrics {
     _Atomic int64_t last_success_ns;   /* UTC */
     _Atomic uint32_t tags_out_of_spec; /* tags whose last published quality is out of range */
     _Atomic uint32_t tags_bad;         /* tags whose last published quality is Bad (NE107) */
+    /* alarms (src/edge/alarms.c): active ones that are neither shelved nor
+     * suppressed, in total and per NE107 category they map to (enum fb_ne107) */
+    _Atomic uint32_t alarms_active, alarms_unacked;
+    _Atomic uint32_t alarms_ne107[4];
 };
 
 struct fb_device {
@@ -154,6 +169,11 @@ struct fb_driver {
     /* Write one raw value (already converted to tag->type). */
     int (*write)(struct fb_device *dev, const struct fb_tag *t, const struct fb_value *v, struct fb_err *err);
     void (*close)(struct fb_conn *c);
+    /* What a device offers (OPC UA nodes, ADS symbols, PiCtory variables):
+     * each variable into list (core/browse.h) and, when text is not NULL,
+     * the human listing of `fieldbridge browse` there.  NULL: nothing to
+     * browse (the addresses are absolute). */
+    int (*browse)(const char *url, struct fb_browse *list, FILE *text, struct fb_err *err);
 };
 
 /* ------------------------------------------------------------------ sinks */
@@ -185,6 +205,10 @@ struct fb_sink {
                                 * core reads the common `buffer:` and `queue:`) */
     const struct fb_config_keys *nested; /* the keys of its nested mappings (tls:, qos:, …),
                                           * ended by a NULL section: for the docs check */
+    /* A live view (the HTTP API), not a delivery target: it gets no store and
+     * no `buffer:`/`queue:` keys, every batch goes straight to send(), which
+     * reports it at once and never blocks. */
+    bool live;
     /* Read the section (m, already checked against keys) into a new config
      * object; errors go to the reader (r), the object is returned even then so
      * that every error is found in one pass.  gw holds the gateway section. */
@@ -194,8 +218,10 @@ struct fb_sink {
     void (*describe)(const struct fb_sink_inst *s, FILE *f);
 
     int (*open)(struct fb_sink_inst *s, struct fb_err *err);
-    /* Accept a batch (data or device state).  The batch is borrowed until
-     * send returns.  Delivery is reported later with fb_sink_done(). */
+    /* Accept a batch (data, device state or alarm event: enum fb_batch_kind;
+     * a kind the sink has no form for is reported FB_SENT unpublished).  The
+     * batch is borrowed until send returns.  Delivery is reported later with
+     * fb_sink_done(). */
     int (*send)(struct fb_sink_inst *s, const struct fb_batch *b, uint64_t batch_id);
     /* Can it take a message now (connected, room in flight)?  With a store the
      * runtime only hands over buffered records while this says yes. */
@@ -212,6 +238,8 @@ struct fb_sink {
  * their stores are freed (status readers look at the stores).  Listed in
  * core/sinks.c; present when its section is. */
 struct fb_service_inst;
+struct fb_dev_spec; /* core/config_dev.h */
+struct fb_buf;      /* core/buf.h */
 struct fb_service {
     const char *name;                    /* its config section */
     const char *const *keys;             /* the section's keys, NULL-terminated */
@@ -221,6 +249,24 @@ struct fb_service {
     void (*describe)(const struct fb_service_inst *si, FILE *f);                /* the `check` line */
     void *(*start)(struct fb_gateway *gw, const void *cfg, struct fb_err *err); /* NULL + err on failure */
     void (*stop)(void *state);
+    /* Optional hooks, for a service that acts on the devices (the control
+     * loops, docs/control.md); NULL for the others. */
+    /* Devices the section adds to the model (their tags are the service's
+     * state, published like telemetry and written by commands): called after
+     * cfg_load, before the devices: section is built; the specs belong to cfg. */
+    size_t (*devices)(void *cfg, const struct fb_dev_spec **specs);
+    /* Resolve the section's names of devices and tags once the model is
+     * built; errors go to the reader with the section's file:line:col. */
+    void (*bind)(struct fb_cfg *r, void *cfg, struct fb_gateway *gw);
+    /* When set, the service starts before the connection threads, and
+     * quiesce runs when a stop is requested, before the connection threads
+     * are told to stop: writes it makes then (safe values) still reach the
+     * devices.  stop still runs after the sinks, like every service's. */
+    void (*quiesce)(void *state);
+    /* Its part of GET /metrics (whole families) and of the status JSON (the
+     * value of "<name>":, one JSON object). */
+    void (*metrics)(void *state, struct fb_buf *out);
+    void (*status)(void *state, struct fb_buf *out);
 };
 
 struct fb_service_inst {
@@ -256,6 +302,95 @@ void *fb_arena_alloc(struct fb_arena *a, size_t n, size_t align);
 char *fb_arena_strndup(struct fb_arena *a, const char *s, size_t n);
 void fb_arena_free(struct fb_arena *a);
 
+/* ------------------------------------------- computed tags, alarms, scripts */
+/* Built by src/edge/edge_cfg.c from the tags' `expr:`/`script:`/`alarms:`
+ * keys and the `scripts:`/`alarms:` sections; run by the edge thread
+ * (src/edge/edge.c).  Absent (all counts 0) in a config that uses none of
+ * them, and then nothing of the edge runs. */
+struct fb_expr; /* a compiled expression (edge/expr.h) */
+
+/* Quality of a computed value (docs/computed.md): worst = the worst input
+ * quality wins (a Bad input makes the result Bad, with that input's code);
+ * last_usable = Bad inputs count with their last good value and make the
+ * result UncertainLastUsableValue. */
+enum fb_calc_quality { FB_CALCQ_WORST = 0, FB_CALCQ_LAST_USABLE = 1 };
+
+struct fb_calc {          /* an expression tag */
+    uint32_t tag;         /* the tag it computes */
+    char *text;           /* as written */
+    struct fb_expr *expr; /* its variables are in[0..nin) */
+    uint32_t *in, nin;    /* input tag ids */
+    int64_t period_ns;    /* 0: evaluated when an input changes */
+    uint8_t quality;      /* enum fb_calc_quality */
+};
+
+enum fb_alarm_kind {
+    FB_AK_HIHI = 0,
+    FB_AK_HI,
+    FB_AK_LO,
+    FB_AK_LOLO,
+    FB_AK_ROC,       /* rate of change, |Δvalue|/s */
+    FB_AK_DEVIATION, /* |value - setpoint tag| */
+    FB_AK_DIGITAL,   /* value == when */
+    FB_AK_BAD,       /* quality Bad */
+    FB_AK_EXTERNAL,  /* raised and cleared by code: a script, a feature monitor */
+    FB_AK__COUNT
+};
+enum fb_alarm_prio { FB_AP_LOW = 0, FB_AP_MEDIUM, FB_AP_HIGH, FB_AP_URGENT };
+/* NAMUR NE107 status categories an active alarm puts its device in. */
+enum fb_ne107 { FB_NE107_MAINTENANCE = 0, FB_NE107_OUT_OF_SPEC, FB_NE107_CHECK, FB_NE107_FAILURE };
+
+struct fb_alarm {
+    uint32_t id;
+    uint32_t device;
+    uint32_t tag;      /* the tag it watches; UINT32_MAX for an external alarm of the device */
+    uint8_t kind;      /* enum fb_alarm_kind */
+    uint8_t priority;  /* enum fb_alarm_prio */
+    uint8_t ne107;     /* enum fb_ne107 */
+    uint16_t severity; /* 1..1000 (OPC UA A&C) */
+    char *name;        /* within the device: "temperature/hi", "pump-cycles/short_cycling" */
+    char *path;        /* "press-01/temperature/hi" */
+    char *message;     /* NULL: none */
+    double limit, deadband;
+    double when;       /* digital: active when the value equals this */
+    uint32_t setpoint; /* deviation: the setpoint tag */
+    int64_t on_delay_ns, off_delay_ns;
+    /* suppressed by condition: while this expression is true (NULL: never) */
+    char *suppress_text;
+    struct fb_expr *suppress;
+    uint32_t *sup_in, nsup_in;
+};
+
+/* Lua libraries a script may be given beside the safe ones. */
+enum { FB_LUA_IO = 1u << 0, FB_LUA_OS = 1u << 1 };
+
+struct fb_script {
+    char *name;
+    char *file;   /* path as resolved */
+    char *source; /* the script's text, read at load time */
+    size_t source_len;
+    uint32_t device;          /* its device (events, alarms, bare tag names); UINT32_MAX: the gateway */
+    uint32_t *devices, ndevs; /* whose batches call on_batch; all when all_devices */
+    bool all_devices;
+    int64_t timer_ns; /* on_timer period, 0 = none */
+    uint64_t max_instructions;
+    int64_t max_time_ns;
+    uint64_t max_memory;
+    uint32_t libs;                 /* FB_LUA_* */
+    uint32_t *outputs, nout;       /* tags with `script: <name>` */
+    uint32_t first_alarm, nalarms; /* its external alarms: gw->alarms[first_alarm ..] */
+    /* live (edge thread writes, anyone reads) */
+    _Atomic uint64_t runs, errors, overruns, writes;
+    _Atomic uint32_t writes_inflight;
+};
+
+/* The `alarms:` section. */
+struct fb_alarm_opts {
+    uint32_t flood_events;   /* events published per device and window (default 20) */
+    int64_t flood_window_ns; /* default 10 s */
+    int64_t max_shelve_ns;   /* longest shelve a command may ask for (default 8 h) */
+};
+
 /* ---------------------------------------------------------------- gateway */
 struct fb_gateway {
     char *id, *site;
@@ -276,11 +411,24 @@ struct fb_gateway {
     int64_t cmd_timeout_ns;       /* how long a command may wait for its device */
     struct fb_buffer_cfg *buffer; /* global buffer settings, NULL = none */
     int64_t status_interval_ns;
+    /* computed tags, alarms, scripts (src/edge) */
+    struct fb_calc *calcs;
+    uint32_t ncalcs;
+    struct fb_alarm *alarms;
+    uint32_t nalarms;
+    struct fb_script *scripts;
+    uint32_t nscripts;
+    struct fb_alarm_opts alarm_opts;
     /* logging */
     int log_level;
     int log_format;        /* enum fb_log_format */
     struct fb_arena arena; /* tags' strings and shared processing settings */
     struct fb_rt *rt;      /* the running gateway (runtime.c), NULL before start */
+    /* The loader that built this model, for a sink that checks a posted
+     * config the same way (POST /api/v1/config/check) without depending on
+     * the loader: 0 when valid; messages to diag, and when valid the `check`
+     * summary to summary (may be NULL). */
+    int (*config_check)(const char *name, const char *text, size_t len, bool strict, FILE *diag, FILE *summary);
 };
 
 /* Release a gateway model, also a half-built one (driver hooks are called
@@ -290,6 +438,10 @@ void fb_buffer_cfg_free(struct fb_buffer_cfg *b);
 /* Look-ups for the command path (not hot). */
 struct fb_device *fb_gw_device(struct fb_gateway *gw, const char *name);
 struct fb_tag *fb_gw_tag(struct fb_gateway *gw, const struct fb_device *d, const char *name);
+/* "device/name" of a tag, for messages (not kept per tag: a million tags
+ * would hold a million copies).  The text is in a per-thread buffer, one of
+ * four used in turn, so up to four may appear in one message. */
+const char *fb_tag_path(const struct fb_gateway *gw, const struct fb_tag *t);
 /* A tag's processing settings (never NULL). */
 static inline const struct fb_tag_proc *fb_tproc(const struct fb_tag *t)
 {

@@ -13,6 +13,7 @@
 #include "core/publish.h"
 #include "core/runtime_state.h"
 #include "core/thread.h"
+#include "proc/proc.h"
 #include "store/store.h"
 
 /* ------------------------------------------------------------------ sinks */
@@ -116,4 +117,71 @@ int fb_conn_write(struct fb_gateway *gw, const struct fb_tag *t, const struct fb
         free(r);
     }
     return rc;
+}
+
+/* ------------------------------------------------------- asynchronous writes */
+struct fb_write_req *fb_write_req_new(void (*on_done)(void *ctx, int rc, const struct fb_err *err), void *ctx)
+{
+    struct fb_write_req *r = calloc(1, sizeof *r);
+    if (!r) return NULL;
+    r->on_done = on_done;
+    r->done_ctx = ctx;
+    r->quiet = true;
+    atomic_init(&r->busy, false);
+    return r;
+}
+
+void fb_write_req_free(struct fb_write_req *r) { free(r); }
+
+bool fb_write_req_busy(const struct fb_write_req *r)
+{
+    return atomic_load_explicit(&((struct fb_write_req *)r)->busy, memory_order_acquire);
+}
+
+int fb_conn_write_async(struct fb_gateway *gw, struct fb_write_req *r, const struct fb_tag *t,
+                        const struct fb_value *raw)
+{
+    FB_ASSERT(r->on_done != NULL);
+    if (!gw->rt) return FB_ECLOSED;
+    if (atomic_exchange_explicit(&r->busy, true, memory_order_acq_rel)) return FB_EAGAIN;
+    struct fb_conn *c = gw->devs[t->device].conn;
+    r->next = NULL;
+    r->tag = t->id;
+    r->raw = *raw;
+    if (raw->type == FB_T_STRING) {
+        uint32_t n = raw->s.len < sizeof r->sbuf ? raw->s.len : (uint32_t)sizeof r->sbuf;
+        memcpy(r->sbuf, raw->s.p, n);
+        r->raw.s.p = r->sbuf;
+        r->raw.s.len = n;
+    }
+    pthread_mutex_lock(&c->rt->mu);
+    bool was_empty = !c->rt->wq_head;
+    if (c->rt->wq_tail)
+        c->rt->wq_tail->next = r;
+    else
+        c->rt->wq_head = r;
+    c->rt->wq_tail = r;
+    /* a non-empty queue has been signalled already and the connection thread
+     * empties it before it sleeps: one wake-up for all outputs of a cycle */
+    if (was_empty) pthread_cond_signal(&c->rt->cv);
+    pthread_mutex_unlock(&c->rt->mu);
+    return 0;
+}
+
+/* ------------------------------------------------------------- write guard */
+void fb_write_guard_set(struct fb_gateway *gw, const struct fb_write_guard *g)
+{
+    if (gw->rt) atomic_store(&gw->rt->guard, g);
+}
+
+int fb_write_guard_check(struct fb_gateway *gw, const struct fb_tag *t, struct fb_err *err)
+{
+    const struct fb_write_guard *g = gw->rt ? atomic_load(&gw->rt->guard) : NULL;
+    return g ? g->fn(g->ctx, t, err) : 0;
+}
+
+/* ------------------------------------------------------------ latest values */
+const struct fb_latest *fb_tag_latest(struct fb_gateway *gw, uint32_t tag)
+{
+    return gw->rt ? fb_proc_latest(gw->rt->proc, tag) : NULL;
 }

@@ -35,4 +35,39 @@ bool fb_runtime_reboot_requested(const struct fb_gateway *gw);
  * (timeout_ns bounds the wait).  The router's, after validation. */
 int fb_conn_write(struct fb_gateway *gw, const struct fb_tag *t, const struct fb_value *raw, int64_t timeout_ns,
                   struct fb_err *err);
+
+/* Writes that never wait for the device (a control loop's output: its
+ * thread must not block on I/O).  A request is made once and reused; the
+ * owning connection thread performs it between reads, without re-polling
+ * the tag's group, and calls on_done(ctx, rc, err) on its own thread (err
+ * NULL when rc is 0).  Free a request only when it is idle and no
+ * connection thread can still hold it (after the connection threads
+ * stopped, or once fb_write_req_busy said false). */
+struct fb_write_req;
+struct fb_write_req *fb_write_req_new(void (*on_done)(void *ctx, int rc, const struct fb_err *err), void *ctx);
+void fb_write_req_free(struct fb_write_req *r);
+bool fb_write_req_busy(const struct fb_write_req *r);
+/* Queue r for tag t with the raw value (validated, converted: the router's
+ * fb_cmd_convert_num).  FB_EAGAIN while r is still queued or being written. */
+int fb_conn_write_async(struct fb_gateway *gw, struct fb_write_req *r, const struct fb_tag *t,
+                        const struct fb_value *raw);
+
+/* The router asks fn before every command write to a tag (after "exists"
+ * and "writable"): 0 lets it pass, an error (with err set) refuses it with
+ * that reason — a control loop owns its output, an interlock holds a tag.
+ * One guard per gateway; g (owned by the caller) must stay valid until the
+ * router has stopped; NULL removes it. */
+struct fb_write_guard {
+    int (*fn)(void *ctx, const struct fb_tag *t, struct fb_err *err);
+    void *ctx;
+};
+void fb_write_guard_set(struct fb_gateway *gw, const struct fb_write_guard *g);
+int fb_write_guard_check(struct fb_gateway *gw, const struct fb_tag *t, struct fb_err *err);
+
+/* The latest processed value of tag `tag` (after scaling and plausibility,
+ * every sample, before the deadband), read without a lock (proc/proc.h,
+ * fb_latest_get).  Call only before the connection threads start — from the
+ * start of a service with a quiesce hook.  NULL when not running. */
+struct fb_latest;
+const struct fb_latest *fb_tag_latest(struct fb_gateway *gw, uint32_t tag);
 #endif

@@ -71,10 +71,55 @@ static bool sink_direct(struct fb_sink_inst *s, struct fb_batch *b)
     return go;
 }
 
+/* The edge thread takes the data batches of the devices it watches (one
+ * test when nothing is configured: no edge queue).  Its own batches (computed
+ * tags, group FB_GROUP_NONE) are not fed back: it has them already. */
+static void edge_push(struct fb_edge_q *q, struct fb_batch *b)
+{
+    if (b->kind != FB_BATCH_DATA || b->group == FB_GROUP_NONE || !q->want[b->device]) return;
+    fb_batch_ref(b);
+    pthread_mutex_lock(&q->mu);
+    struct fb_qnode *n = q->free;
+    if (n)
+        q->free = n->next;
+    else
+        n = malloc(sizeof *n); /* grows to the number of batches in flight, then reused */
+    if (!n) {
+        pthread_mutex_unlock(&q->mu);
+        fb_batch_unref(b);
+        return;
+    }
+    n->b = b;
+    n->next = NULL;
+    if (q->tail)
+        q->tail->next = n;
+    else
+        q->head = n;
+    q->tail = n;
+    q->len++;
+    pthread_cond_signal(&q->cv);
+    pthread_mutex_unlock(&q->mu);
+}
+
+void fb_publish_wake_edge(struct fb_gateway *gw)
+{
+    if (!gw || !gw->rt) return;
+    pthread_mutex_lock(&gw->rt->fan_mu); /* edge_q is cleared under it when the edge stops */
+    struct fb_edge_q *q = gw->rt->edge_q;
+    if (q) {
+        pthread_mutex_lock(&q->mu);
+        q->wake = true;
+        pthread_cond_signal(&q->cv);
+        pthread_mutex_unlock(&q->mu);
+    }
+    pthread_mutex_unlock(&gw->rt->fan_mu);
+}
+
 static void fan_out(struct fb_gateway *gw, struct fb_batch *b)
 {
     for (uint32_t i = 0; i < gw->nsinks; i++)
         if (!sink_direct(&gw->sinks[i], b)) sink_push(&gw->sinks[i], b);
+    if (gw->rt->edge_q) edge_push(gw->rt->edge_q, b);
 }
 
 /* Per-gateway message sequence.  With a buffer directory it is persisted in

@@ -4,9 +4,15 @@
  * slow field device.  Queueing them here keeps the MQTT network thread free
  * and gives every command the same checks in the same order:
  *   QoS (0 refused unless allowed) → JSON shape → age ("ts") →
- *   per tag: exists → writable → type → range (engineering units) →
- *   unscale → fits the wire type → write through the owning connection.
+ *   per tag: exists → writable → not held (the write guard: a control
+ *   loop's output, a tag an interlock holds) → type → range (engineering
+ *   units) → unscale → fits the wire type → write through the owning
+ *   connection.  Control loops write their outputs through the same
+ *   checks (fb_cmd_convert_num) without the JSON.
  * Each write, accepted or refused, is logged with its source and reason.
+ * Alarm actions (acknowledge, shelve, unshelve; docs/alarms.md) arrive the
+ * same way, pass the same QoS, shape and age checks, and are carried out by
+ * the alarm table (edge/alarms.c), which logs each with its source.
  */
 #include <jansson.h>
 #include <math.h>
@@ -21,6 +27,7 @@
 #include "core/log.h"
 #include "core/plugin.h"
 #include "core/runtime_state.h"
+#include "edge/alarms.h"
 #include "proc/proc.h"
 
 #define FB_CMD_WRITE_TIMEOUT_NS 5000000000LL
@@ -139,6 +146,39 @@ static void fmt_limit(char *buf, size_t n, double v)
     fb_buf_free(&b);
 }
 
+/* A value in engineering units inside the tag's range (`range:` of the tag). */
+static int check_range(const struct fb_tag *t, double eng, struct fb_err *err)
+{
+    const struct fb_tag_proc *p = fb_tproc(t);
+    char lim[40];
+    if (!isfinite(eng)) return fb_err_set(err, FB_EINVAL, "not a finite number");
+    if (p->has_max && eng > p->max) {
+        fmt_limit(lim, sizeof lim, p->max);
+        return fb_err_set(err, FB_ERANGE, "above maximum %s", lim);
+    }
+    if (p->has_min && eng < p->min) {
+        fmt_limit(lim, sizeof lim, p->min);
+        return fb_err_set(err, FB_ERANGE, "below minimum %s", lim);
+    }
+    return 0;
+}
+
+/* Engineering units → the raw wire value: unscaled, rounded to the nearest
+ * whole number for integer types, checked against the type's range. */
+static int from_eng(const struct fb_tag *t, double eng, struct fb_value *raw, struct fb_err *err)
+{
+    const struct fb_tag_proc *p = fb_tproc(t);
+    double r = p->scaled ? fb_scale_out(p, eng) : eng;
+    int rc = fb_value_from_double((enum fb_type)t->type, r, raw);
+    if (rc == FB_ERANGE) {
+        char lim[40];
+        fmt_limit(lim, sizeof lim, eng);
+        return fb_err_set(err, FB_ERANGE, "%s is out of range for %s", lim, fb_type_name(t->type));
+    }
+    if (rc < 0) return fb_err_set(err, rc, "cannot convert to %s", fb_type_name(t->type));
+    return 0;
+}
+
 int fb_cmd_convert(const struct fb_tag *t, const void *jv, struct fb_value *raw, char *sbuf, size_t sbuf_len,
                    struct fb_err *err)
 {
@@ -181,16 +221,8 @@ int fb_cmd_convert(const struct fb_tag *t, const void *jv, struct fb_value *raw,
         return fb_err_set(err, FB_EINVAL, "expected a number for %s tag", fb_type_name(t->type));
     }
     double eng = json_number_value(j);
-    if (!isfinite(eng)) return fb_err_set(err, FB_EINVAL, "not a finite number");
-    char lim[40];
-    if (p->has_max && eng > p->max) {
-        fmt_limit(lim, sizeof lim, p->max);
-        return fb_err_set(err, FB_ERANGE, "above maximum %s", lim);
-    }
-    if (p->has_min && eng < p->min) {
-        fmt_limit(lim, sizeof lim, p->min);
-        return fb_err_set(err, FB_ERANGE, "below minimum %s", lim);
-    }
+    int rc = check_range(t, eng, err);
+    if (rc) return rc;
     /* Exact path for integers that need no scaling: no detour through double. */
     if (json_is_integer(j) && !p->scaled && fb_type_is_int(t->type)) {
         json_int_t v = json_integer_value(j);
@@ -214,16 +246,23 @@ int fb_cmd_convert(const struct fb_tag *t, const void *jv, struct fb_value *raw,
         }
         return 0;
     }
-    double r = p->scaled ? fb_scale_out(p, eng) : eng;
-    if (fb_type_is_int(t->type) && !p->scaled && r != nearbyint(r))
+    if (fb_type_is_int(t->type) && !p->scaled && eng != nearbyint(eng))
         return fb_err_set(err, FB_EINVAL, "%s tag needs a whole number", fb_type_name(t->type));
-    int rc = fb_value_from_double((enum fb_type)t->type, r, raw);
-    if (rc == FB_ERANGE) {
-        fmt_limit(lim, sizeof lim, eng);
-        return fb_err_set(err, FB_ERANGE, "%s is out of range for %s", lim, fb_type_name(t->type));
+    return from_eng(t, eng, raw, err);
+}
+
+int fb_cmd_convert_num(const struct fb_tag *t, double eng, struct fb_value *raw, struct fb_err *err)
+{
+    memset(raw, 0, sizeof *raw);
+    if (t->type == FB_T_STRING) return fb_err_set(err, FB_EINVAL, "a number for a string tag");
+    if (t->type == FB_T_BOOL && !fb_tproc(t)->scaled) {
+        if (!isfinite(eng)) return fb_err_set(err, FB_EINVAL, "not a finite number");
+        raw->type = FB_T_BOOL;
+        raw->b = eng >= 0.5;
+        return 0;
     }
-    if (rc < 0) return fb_err_set(err, rc, "cannot convert to %s", fb_type_name(t->type));
-    return 0;
+    int rc = check_range(t, eng, err);
+    return rc ? rc : from_eng(t, eng, raw, err);
 }
 
 static void respond(struct fb_buf *b, const char *id_json, bool ok, const char *error)
@@ -285,17 +324,21 @@ void fb_cmd_process(struct fb_gateway *gw, const struct fb_cmd *cmd, char **resp
     json_t *val;
     json_object_foreach(root, key, val)
     {
-        if (strcmp(key, "id") && strcmp(key, "ts") && strcmp(key, "write")) {
-            snprintf(why, sizeof why, "unknown key '%.60s' (expected id, ts, write)", key);
+        if (strcmp(key, "id") && strcmp(key, "ts") && strcmp(key, "write") && strcmp(key, "ack") &&
+            strcmp(key, "shelve") && strcmp(key, "unshelve") && strcmp(key, "comment")) {
+            snprintf(why, sizeof why, "unknown key '%.60s' (expected id, ts, write, ack, shelve, unshelve, comment)",
+                     key);
             fb_warn(dname, NULL, "command refused from %s: %s", cmd->source, why);
             respond(&out, id_json, false, why);
             goto done;
         }
     }
     json_t *w = json_object_get(root, "write");
-    if (!json_is_object(w) || json_object_size(w) == 0) {
+    bool alarm_cmd = fb_alarms_is_command(root);
+    if ((w || !alarm_cmd) && (!json_is_object(w) || json_object_size(w) == 0)) {
         fb_warn(dname, NULL, "command refused from %s: no \"write\" object", cmd->source);
-        respond(&out, id_json, false, "expected \"write\": {\"tag\": value, ...}");
+        respond(&out, id_json, false,
+                "expected \"write\": {\"tag\": value, ...} (or \"ack\", \"shelve\", \"unshelve\")");
         goto done;
     }
     json_t *ts = json_object_get(root, "ts");
@@ -322,6 +365,7 @@ void fb_cmd_process(struct fb_gateway *gw, const struct fb_cmd *cmd, char **resp
     fb_buf_init(&res);
     fb_buf_putc(&res, '{');
     bool first = true;
+    /* no "write" (an alarm command): json_object_foreach of NULL runs no round */
     json_object_foreach(w, key, val)
     {
         struct fb_err err = {0};
@@ -333,6 +377,8 @@ void fb_cmd_process(struct fb_gateway *gw, const struct fb_cmd *cmd, char **resp
             rc = fb_err_set(&err, FB_ENOENT, "no such tag");
         } else if (!(t->access & FB_ACC_WRITE)) {
             rc = fb_err_set(&err, FB_EACCES, "tag is read-only");
+        } else if ((rc = fb_write_guard_check(gw, t, &err)) < 0) {
+            /* held by a control loop or an interlock (the guard gave the reason) */
         } else {
             rc = fb_cmd_convert(t, val, &raw, sbuf, sizeof sbuf, &err);
             if (rc == 0)
@@ -357,6 +403,7 @@ void fb_cmd_process(struct fb_gateway *gw, const struct fb_cmd *cmd, char **resp
             fb_buf_putc(&res, '}');
         }
     }
+    if (alarm_cmd) fb_alarms_command(gw, cmd->device, root, cmd->source, &res, &first, &all_ok);
     fb_buf_putc(&res, '}');
     fb_buf_puts(&out, "{\"id\":");
     fb_buf_puts(&out, id_json);

@@ -46,6 +46,10 @@ void fb_router_free(struct fb_router *r);
  * Returns 0 or an error with a reason a user can act on. */
 int fb_cmd_convert(const struct fb_tag *t, const void *j, struct fb_value *raw, char *sbuf, size_t sbuf_len,
                    struct fb_err *err);
+/* The same for a number in engineering units (a control loop's output):
+ * finite, inside the tag's range, unscaled, rounded to the nearest whole
+ * number for an integer tag (a bool tag: true from 0.5), fits the wire type. */
+int fb_cmd_convert_num(const struct fb_tag *t, double eng, struct fb_value *raw, struct fb_err *err);
 /* A command's "ts" (a json_t*): RFC 3339 date-time with an offset, or epoch
  * milliseconds (an integer), strictly parsed and range-checked; the moment
  * must lie in [1970-01-01, 2200-01-01).  0 and *ns (UTC), or -1. */

@@ -23,9 +23,11 @@
  * makes pool_get block, which slows polling (back-pressure) instead of
  * growing queues.
  *
- * Shutdown order: stop polling (connection threads finish their cycle and
- * close their devices), stop the router, let the sinks publish what is
- * queued and their offline status.
+ * Shutdown order: services that act on the devices quiesce (control loops
+ * write their safe values while the devices still take writes), stop
+ * polling (connection threads finish their cycle and close their devices),
+ * stop the router, let the sinks publish what is queued and their offline
+ * status, stop the services.
  */
 #include <errno.h>
 #ifdef __GLIBC__
@@ -50,6 +52,7 @@
 #include "core/router.h"
 #include "core/runtime_state.h"
 #include "core/thread.h"
+#include "edge/edge.h"
 #include "proc/proc.h"
 #include "store/store.h"
 
@@ -192,8 +195,9 @@ static void *sink_thread(void *arg)
         pthread_mutex_unlock(&q->mu);
         if (n) {
             struct fb_batch *b = n->b;
-            /* ready() before the memory queue's count: it may take in acknowledgements */
-            if (s->rt->store && b->kind == FB_BATCH_DATA &&
+            /* data and alarm events are buffered; device states are not (every connect republishes them).
+             * ready() before the memory queue's count: it may take in acknowledgements */
+            if (s->rt->store && b->kind != FB_BATCH_DEVSTATE &&
                 !(q->mem_only && (!s->sink->ready || s->sink->ready(s)) && fb_store_live(s->rt->store) == 0)) {
                 store_append(s, q, b);
                 unflushed++;
@@ -236,7 +240,8 @@ static void *sink_thread(void *arg)
 
 /* The largest record a batch of this config can encode to (batch_codec.c:
  * 37 bytes of header plus the reason (< FB_REASON_LEN), per sample at most 41
- * bytes plus its string, 44 per stats entry), so the store never refuses one. */
+ * bytes plus its string, 44 per stats entry; an alarm event 45 bytes more
+ * than the header), so the store never refuses one. */
 static uint32_t max_record_bytes(const struct fb_gateway *gw)
 {
     uint64_t best = 0;
@@ -250,6 +255,16 @@ static uint32_t max_record_bytes(const struct fb_gateway *gw)
             }
             if (n > best) best = n;
         }
+    /* computed tags (src/edge) travel in batches of their own, per device */
+    for (uint32_t i = 0; i < gw->ndevs; i++) {
+        uint64_t n = 64 + FB_REASON_LEN;
+        for (uint32_t t = 0; t < gw->devs[i].ntags; t++) {
+            const struct fb_tag *tag = &gw->tags[gw->devs[i].first_tag + t];
+            if (tag->src == FB_TAG_READ) continue;
+            n += 41 + 44 + (tag->type == FB_T_STRING ? (tag->str_len ? tag->str_len : 256) : 0);
+        }
+        if (n > best) best = n;
+    }
     return best > UINT32_MAX / 2 ? UINT32_MAX / 2 : (uint32_t)best;
 }
 
@@ -391,6 +406,11 @@ static void conn_lost(struct fb_gateway *gw, struct fb_conn *c, const char *reas
 
 static void finish_write(struct fb_write_req *r, int rc, const struct fb_err *err)
 {
+    if (r->on_done) { /* asynchronous: its maker owns it */
+        r->on_done(r->done_ctx, rc, err);
+        atomic_store_explicit(&r->busy, false, memory_order_release);
+        return;
+    }
     pthread_mutex_lock(&r->mu);
     r->rc = rc;
     if (err) r->err = *err;
@@ -426,7 +446,7 @@ static void do_writes(struct fb_gateway *gw, struct fb_conn *c)
             atomic_fetch_add(&d->m.writes, 1);
             if (rc < 0) atomic_fetch_add(&d->m.write_errors, 1);
             /* read the new value back soon, so the change shows up at once */
-            if (rc == 0) d->groups[t->group].rt->next_due = fb_mono_ns();
+            if (rc == 0 && !r->quiet) d->groups[t->group].rt->next_due = fb_mono_ns();
         }
         if (rc < 0 && !err.msg[0]) fb_err_set(&err, rc, "%s", fb_strerror(rc));
         if (rc == FB_EIO || rc == FB_EPROTO) { /* the link itself broke: same as a failed read */
@@ -486,7 +506,7 @@ static void *conn_thread(void *arg)
     for (uint32_t i = 0; i < c->ndevs; i++)
         for (uint32_t k = 0; k < c->devs[i]->ngroups; k++) c->devs[i]->groups[k].rt->next_due = now;
 
-    while (!atomic_load(&gw->rt->stop)) {
+    while (!atomic_load(&gw->rt->conns_stop)) {
         now = fb_mono_ns();
         if (!c->rt->connected && now >= c->rt->next_try) {
             struct fb_err err = {0};
@@ -524,7 +544,10 @@ static void *conn_thread(void *arg)
                 fail_writes(c, "device is not connected");
             }
         }
-        if (c->rt->connected) do_writes(gw, c);
+        if (c->rt->connected)
+            do_writes(gw, c);
+        else /* answered now: queued until the next attempt they would keep this thread from sleeping */
+            fail_writes(c, "device is not connected");
 
         /* earliest due group */
         struct fb_device *due_dev = NULL;
@@ -571,7 +594,7 @@ static void *conn_thread(void *arg)
         if (c->rt->connected && due) wake = due->rt->next_due;
         if (!c->rt->connected) wake = c->rt->next_try;
         pthread_mutex_lock(&c->rt->mu);
-        if (!c->rt->wq_head && !atomic_load(&gw->rt->stop)) {
+        if (!c->rt->wq_head && !atomic_load(&gw->rt->conns_stop)) {
             if (wake == INT64_MAX) {
                 pthread_cond_wait(&c->rt->cv, &c->rt->mu);
             } else {
@@ -664,6 +687,7 @@ static void rt_free(struct fb_gateway *gw, struct fb_rt *rt)
     free(rt->groups);
     free(rt->conns);
     free(rt->sinks);
+    fb_edge_free(gw); /* the edge thread's state and the alarm table */
     fb_router_free(rt->router);
     fb_batch_pool_free(rt->out_pool);
     fb_proc_free(rt->proc);
@@ -740,12 +764,23 @@ int fb_runtime_start(struct fb_gateway *gw, struct fb_err *err)
     for (uint32_t i = 0; i < gw->nsinks; i++) {
         struct fb_sink_inst *s = &gw->sinks[i];
         s->gw = gw;
-        if (sink_store_open(gw, s, err) < 0) return err ? err->code : FB_EIO;
+        if (!s->sink->live && sink_store_open(gw, s, err) < 0) return err ? err->code : FB_EIO;
         if (s->sink->open(s, err) < 0) return err ? err->code : FB_EIO;
         if (pthread_create(&s->rt->thr, NULL, sink_thread, s) != 0)
             return fb_err_set(err, FB_ENOMEM, "cannot start sink thread");
         s->rt->started = true;
     }
+    /* services that act on the devices (a quiesce hook: control loops) start
+     * before the connection threads, the others after them; before the edge thread,
+      * whose pipeline reads the latest-value slots they ask for */
+    rt->svc_state = calloc(gw->nservices ? gw->nservices : 1, sizeof *rt->svc_state);
+    if (!rt->svc_state) return fb_err_set(err, FB_ENOMEM, "out of memory");
+    for (uint32_t i = 0; i < gw->nservices; i++) {
+        const struct fb_service_inst *si = &gw->services[i];
+        if (si->svc->quiesce && !(rt->svc_state[i] = si->svc->start(gw, si->cfg, err))) return err ? err->code : FB_EIO;
+    }
+    /* computed tags, alarms, scripts: only when configured; before the first batch is read */
+    if (fb_edge_start(gw, seq_dir, err) < 0) return err ? err->code : FB_ENOMEM;
     pthread_attr_t attr;
     pthread_attr_init(&attr);
     pthread_attr_setstacksize(&attr, 256 * 1024); /* small stacks: hundreds of devices */
@@ -758,11 +793,10 @@ int fb_runtime_start(struct fb_gateway *gw, struct fb_err *err)
         c->rt->started = true;
     }
     pthread_attr_destroy(&attr);
-    rt->svc_state = calloc(gw->nservices ? gw->nservices : 1, sizeof *rt->svc_state);
-    if (!rt->svc_state) return fb_err_set(err, FB_ENOMEM, "out of memory");
     for (uint32_t i = 0; i < gw->nservices; i++) {
         const struct fb_service_inst *si = &gw->services[i];
-        if (!(rt->svc_state[i] = si->svc->start(gw, si->cfg, err))) return err ? err->code : FB_EIO;
+        if (!si->svc->quiesce && !(rt->svc_state[i] = si->svc->start(gw, si->cfg, err)))
+            return err ? err->code : FB_EIO;
     }
     fb_info(NULL, NULL, "started: %u devices, %u connections, %u tags, %u sinks", gw->ndevs, gw->nconns, gw->ntags,
             gw->nsinks);
@@ -792,6 +826,11 @@ void fb_runtime_wait(struct fb_gateway *gw)
     while (!atomic_load(&rt->stop)) pthread_cond_wait(&rt->stop_cv, &rt->stop_mu);
     pthread_mutex_unlock(&rt->stop_mu);
     fb_info(NULL, NULL, "stopping");
+    /* 0. services that act on the devices (control loops) stop acting and
+     * write their safe values while the connections still take writes */
+    for (uint32_t i = 0; i < gw->nservices && rt->svc_state; i++)
+        if (rt->svc_state[i] && gw->services[i].svc->quiesce) gw->services[i].svc->quiesce(rt->svc_state[i]);
+    atomic_store(&rt->conns_stop, true);
     /* 1. connections: wake them; pools closed so nothing blocks in pool_get */
     for (uint32_t i = 0; i < gw->nconns; i++) {
         struct fb_conn_rt *c = gw->conns[i].rt;
@@ -803,6 +842,8 @@ void fb_runtime_wait(struct fb_gateway *gw)
         if (gw->conns[i].rt->pool) fb_batch_pool_close(gw->conns[i].rt->pool);
     for (uint32_t i = 0; i < gw->nconns; i++)
         if (gw->conns[i].rt->started) pthread_join(gw->conns[i].rt->thr, NULL);
+    /* the edge thread takes the last batches and publishes its virtual devices offline */
+    fb_edge_stop(gw);
     /* commands can no longer reach a device; stop the router before the sinks it answers through */
     fb_router_stop(gw);
     /* 2. sinks drain their queues and close (offline status).  The stores
@@ -820,8 +861,12 @@ void fb_runtime_wait(struct fb_gateway *gw)
     }
     for (uint32_t i = 0; i < gw->nsinks; i++)
         if (gw->sinks[i].rt->started) gw->sinks[i].sink->close(&gw->sinks[i]);
-    for (uint32_t i = 0; i < gw->nservices && rt->svc_state; i++)
-        if (rt->svc_state[i]) gw->services[i].svc->stop(rt->svc_state[i]);
+    /* the services that started first stop last: the metrics endpoint may
+     * still render a control service's status until it stops */
+    for (int pass = 0; pass < 2; pass++)
+        for (uint32_t i = 0; i < gw->nservices && rt->svc_state; i++)
+            if (rt->svc_state[i] && (gw->services[i].svc->quiesce != NULL) == (pass == 1))
+                gw->services[i].svc->stop(rt->svc_state[i]);
     rt_free(gw, rt);
     fb_info(NULL, NULL, "stopped");
 }

@@ -17,6 +17,8 @@
 struct fb_router;
 struct fb_proc;
 struct fb_model_map;
+struct fb_edge;
+struct fb_alarms;
 
 /* Ids of batches sent past the store (device state) carry this bit, so their
  * delivery reports never touch the store's records. */
@@ -43,7 +45,10 @@ struct fb_group_rt {
     _Atomic uint64_t overruns;  /* cycles started late by more than a period */
 };
 
-/* A write request travelling from the router to a connection thread and back. */
+/* A write request travelling from the router to a connection thread and back.
+ * An asynchronous one (fb_conn_write_async: a control loop's output) is
+ * owned by its maker and reused: no refs, no waiter; the connection thread
+ * calls on_done and clears busy. */
 struct fb_write_req {
     struct fb_write_req *next;
     uint32_t tag;
@@ -56,7 +61,14 @@ struct fb_write_req {
     bool done;
     int rc;
     struct fb_err err;
+    /* asynchronous */
+    void (*on_done)(void *ctx, int rc, const struct fb_err *err);
+    void *done_ctx;
+    atomic_bool busy; /* queued or being written */
+    bool quiet;       /* no re-poll of the tag's group after it (written every cycle) */
 };
+
+struct fb_write_guard; /* plugin.h */
 
 /* One connection thread. */
 struct fb_conn_rt {
@@ -78,6 +90,19 @@ struct fb_conn_rt {
 struct fb_qnode {
     struct fb_qnode *next;
     struct fb_batch *b;
+};
+
+/* The edge thread's input (edge/edge.c): the processed data batches of the
+ * devices whose tags feed a computed tag, an alarm or a script, queued by
+ * fb_publish like a sink's; wake is set when something other than a batch
+ * needs the thread (an alarm timer was set by another thread). */
+struct fb_edge_q {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    struct fb_qnode *head, *tail, *free; /* under mu */
+    uint32_t len;                        /* under mu */
+    bool wake;                           /* under mu */
+    const uint8_t *want;                 /* per device: 1 = queue its data batches (set before start) */
 };
 
 /* One sink thread: its queue from the pipeline and its store.
@@ -117,7 +142,8 @@ struct fb_sink_rt {
 
 /* The gateway while running (gw->rt). */
 struct fb_rt {
-    atomic_bool stop;
+    atomic_bool stop;       /* a stop was requested */
+    atomic_bool conns_stop; /* the connection threads stop (after the services' quiesce) */
     atomic_bool sinks_stop;
     int64_t started_ns; /* UTC */
     pthread_mutex_t stop_mu;
@@ -130,12 +156,16 @@ struct fb_rt {
     struct fb_proc *proc;
     struct fb_batch_pool *out_pool; /* processed batches: pipeline → sinks */
     struct fb_router *router;       /* router.c */
+    struct fb_edge *edge;           /* edge/edge.c: computed tags, alarms, scripts (NULL: none configured) */
+    struct fb_edge_q *edge_q;       /* its input queue (NULL: no edge thread) */
+    struct fb_alarms *alarms;       /* edge/alarms.c: the alarm table (NULL: no alarms) */
     void **svc_state;               /* each running service's state (gw->services order) */
     /* the runtime state of every poll group, connection and sink (the model's rt pointers) */
     struct fb_group_rt *groups;
     struct fb_conn_rt *conns;
     struct fb_sink_rt *sinks;
-    atomic_bool reboot; /* a sink accepted a remote reboot: re-execute after stopping */
+    atomic_bool reboot;                           /* a sink accepted a remote reboot: re-execute after stopping */
+    _Atomic(const struct fb_write_guard *) guard; /* asked by the router before command writes */
     /* what the status remembers between calls (metrics.c), under status_mu */
     pthread_mutex_t status_mu;
     struct fb_err_seen *seen; /* per device: when its error counter last grew */

@@ -7,11 +7,13 @@
 
 #include <string.h>
 
+#include "control/control.h"
+#include "north/http/api.h"
 #include "north/http/http.h"
 #include "north/mqtt/mqtt.h"
 #include "north/sparkplug/sparkplug.h"
 
-static const struct fb_sink *const sinks[] = {&fb_sink_mqtt, &fb_sink_sparkplug};
+static const struct fb_sink *const sinks[] = {&fb_sink_mqtt, &fb_sink_sparkplug, &fb_sink_http};
 #define NSINKS (sizeof sinks / sizeof sinks[0])
 
 const struct fb_sink *const *fb_sinks(size_t *n)
@@ -20,7 +22,7 @@ const struct fb_sink *const *fb_sinks(size_t *n)
     return sinks;
 }
 
-static const struct fb_service *const services[] = {&fb_service_http};
+static const struct fb_service *const services[] = {&fb_service_http, &fb_service_control};
 
 const struct fb_service *const *fb_services(size_t *n)
 {

@@ -21,24 +21,6 @@
 
 #include "proc/proc.h"
 
-static bool num(const struct fb_value *v, double *x)
-{
-    switch (v->type) {
-        case FB_T_BOOL: *x = v->b ? 1.0 : 0.0; return true;
-        case FB_T_INT8:
-        case FB_T_INT16:
-        case FB_T_INT32:
-        case FB_T_INT64: *x = (double)v->i; return true;
-        case FB_T_UINT8:
-        case FB_T_UINT16:
-        case FB_T_UINT32:
-        case FB_T_UINT64: *x = (double)v->u; return true;
-        case FB_T_FLOAT32:
-        case FB_T_FLOAT64: *x = v->f; return true;
-        default: return false;
-    }
-}
-
 static uint64_t fnv1a(const char *p, uint32_t n)
 {
     uint64_t h = 0xcbf29ce484222325ull;
@@ -55,7 +37,7 @@ static void remember(struct fb_last *st, const struct fb_value *v)
     st->type = v->type;
     if (v->type == FB_T_STRING) {
         st->h = fnv1a(v->s.p, v->s.p ? v->s.len : 0);
-    } else if (!num(v, &st->d)) {
+    } else if (!fb_value_to_double(v, &st->d)) {
         st->d = 0; /* FB_T_NONE */
     }
 }
@@ -66,7 +48,7 @@ static bool changed(const struct fb_tag_proc *p, const struct fb_last *last, con
     if (v->type != last->type) return true;
     if (v->type == FB_T_STRING) return fnv1a(v->s.p, v->s.p ? v->s.len : 0) != last->h;
     if (v->type == FB_T_BOOL) return v->b != (a != 0);
-    if (!num(v, &b)) return false; /* FB_T_NONE */
+    if (!fb_value_to_double(v, &b)) return false; /* FB_T_NONE */
     if (isnan(a) || isnan(b)) return isnan(a) != isnan(b);
     if (p->db_abs <= 0 && p->db_pct <= 0) return true; /* no deadband */
     double d = fabs(b - a);

@@ -51,6 +51,7 @@ struct fb_proc {
     int64_t *last_ns;          /* beside last[]: when published, if any such tag has a heartbeat */
     uint32_t nfull, nlast;
     size_t win_bytes;
+    struct fb_latest **latest; /* per tag, made at the first fb_proc_latest; NULL when none was asked for */
 };
 
 static uint32_t window_cap(const struct fb_gateway *gw, const struct fb_tag *t)
@@ -125,6 +126,15 @@ fail:
     return NULL;
 }
 
+const struct fb_latest *fb_proc_latest(struct fb_proc *p, uint32_t tag)
+{
+    if (!p || tag >= p->ntags) return NULL;
+    if (!p->latest) p->latest = calloc(p->ntags, sizeof *p->latest);
+    if (!p->latest) return NULL;
+    if (!p->latest[tag]) p->latest[tag] = calloc(1, sizeof *p->latest[tag]);
+    return p->latest[tag];
+}
+
 void fb_proc_free(struct fb_proc *p)
 {
     if (!p) return;
@@ -134,6 +144,8 @@ void fb_proc_free(struct fb_proc *p)
     free(p->last_ns);
     free(p->slot);
     free(p->flags);
+    for (uint32_t i = 0; p->latest && i < p->ntags; i++) free(p->latest[i]);
+    free(p->latest);
     free(p);
 }
 
@@ -141,27 +153,19 @@ size_t fb_proc_bytes(const struct fb_proc *p)
 {
     if (!p) return 0;
     return sizeof *p + p->ntags + (p->slot ? p->ntags * sizeof *p->slot : 0) + p->nfull * sizeof *p->full +
-           p->nlast * sizeof *p->last + (p->last_ns ? p->nlast * sizeof *p->last_ns : 0) + p->win_bytes;
+           p->nlast * sizeof *p->last + (p->last_ns ? p->nlast * sizeof *p->last_ns : 0) + p->win_bytes +
+           (p->latest ? p->ntags * sizeof *p->latest : 0);
 }
 
 /* A float32 counts as its shortest decimal (7.77f → 7.77), so window
  * statistics of a float32 tag print as the device's values do. */
 static bool to_double(const struct fb_value *v, double *x)
 {
-    switch (v->type) {
-        case FB_T_BOOL: *x = v->b ? 1.0 : 0.0; return true;
-        case FB_T_INT8:
-        case FB_T_INT16:
-        case FB_T_INT32:
-        case FB_T_INT64: *x = (double)v->i; return true;
-        case FB_T_UINT8:
-        case FB_T_UINT16:
-        case FB_T_UINT32:
-        case FB_T_UINT64: *x = (double)v->u; return true;
-        case FB_T_FLOAT32: *x = fb_float_widen((float)v->f); return true;
-        case FB_T_FLOAT64: *x = v->f; return true;
-        default: return false;
+    if (v->type == FB_T_FLOAT32) {
+        *x = fb_float_widen((float)v->f);
+        return true;
     }
+    return fb_value_to_double(v, x);
 }
 
 static bool out_of_spec(uint32_t q)
@@ -207,6 +211,18 @@ static uint32_t finite_q(const struct fb_value *v, uint32_t q)
     return isnan(v->f) ? FB_Q_BAD_SENSOR_FAILURE : FB_Q_BAD_OUT_OF_RANGE;
 }
 
+/* A control loop reads this tag: every sample, after plausibility and
+ * before the deadband (which decides what is published, not what is true). */
+static void latest_put(struct fb_proc *p, uint32_t tag, const struct fb_value *v, uint32_t q, int64_t *mono)
+{
+    struct fb_latest *l = p->latest[tag];
+    if (!l) return;
+    if (!*mono) *mono = fb_mono_ns();
+    double lv = NAN;
+    if (v->type == FB_T_STRING || !to_double(v, &lv)) lv = NAN;
+    fb_latest_put(l, lv, q, *mono);
+}
+
 bool fb_proc_plain(const struct fb_proc *p, const struct fb_group *g)
 {
     for (uint32_t i = 0; i < g->ntags; i++)
@@ -219,6 +235,7 @@ uint32_t fb_proc_inplace(struct fb_proc *p, struct fb_batch *b)
     if (!p || !b || b->kind != FB_BATCH_DATA) return 0;
     uint32_t k = 0;
     double x;
+    int64_t mono = 0; /* read once per batch, only when a sample has a latest-value slot */
     for (uint32_t i = 0; i < b->n; i++) {
         struct fb_sample *s = &b->s[i];
         if (s->tag >= p->ntags) continue; /* not ours: dropped, as fb_proc_batch does */
@@ -228,6 +245,7 @@ uint32_t fb_proc_inplace(struct fb_proc *p, struct fb_batch *b)
             s->v.f = x;
         }
         s->quality = finite_q(&s->v, s->quality);
+        if (p->latest) latest_put(p, s->tag, &s->v, s->quality, &mono);
         s->ts_gw = b->ts;
         s->flags &= FB_SF_HISTORICAL;
         s->stats = 0;
@@ -247,6 +265,7 @@ uint32_t fb_proc_batch(struct fb_proc *p, const struct fb_batch *in, struct fb_b
     out->device = in->device;
     out->ts = in->ts;
     uint32_t added = 0;
+    int64_t mono = 0; /* read once per batch, only when a sample has a latest-value slot */
     for (uint32_t i = 0; i < in->n; i++) {
         const struct fb_sample *s = &in->s[i];
         if (s->tag >= p->ntags) continue; /* not ours: never index out of bounds */
@@ -261,6 +280,7 @@ uint32_t fb_proc_batch(struct fb_proc *p, const struct fb_batch *in, struct fb_b
                 v.f = x;
             }
             q = finite_q(&v, q);
+            if (p->latest) latest_put(p, s->tag, &v, q, &mono);
             struct fb_sample *o;
             if (v.type == FB_T_STRING) {
                 o = fb_batch_add(out, s->tag, q, s->ts_src, &v); /* copies the bytes into out's arena */
@@ -289,6 +309,7 @@ uint32_t fb_proc_batch(struct fb_proc *p, const struct fb_batch *in, struct fb_b
         }
         uint32_t q_in = q;
         q = (f & PF_PL) ? fb_plausibility(pr, st, &v, q, ts) : finite_q(&v, q);
+        if (p->latest) latest_put(p, s->tag, &v, q, &mono);
         /* refused by the checks, not by the device: keep the reading as "raw" */
         bool refused = !fb_q_bad(q_in) && fb_q_bad(q) && v.type != FB_T_STRING && to_double(&v, &x) && isfinite(x);
         bool win = (f & PF_WIN) && st->win.t;

@@ -25,29 +25,11 @@
 
 #include "proc/proc.h"
 
-static bool num(const struct fb_value *v, double *x)
-{
-    switch (v->type) {
-        case FB_T_BOOL: *x = v->b ? 1.0 : 0.0; return true;
-        case FB_T_INT8:
-        case FB_T_INT16:
-        case FB_T_INT32:
-        case FB_T_INT64: *x = (double)v->i; return true;
-        case FB_T_UINT8:
-        case FB_T_UINT16:
-        case FB_T_UINT32:
-        case FB_T_UINT64: *x = (double)v->u; return true;
-        case FB_T_FLOAT32:
-        case FB_T_FLOAT64: *x = v->f; return true;
-        default: return false;
-    }
-}
-
 uint32_t fb_plausibility(const struct fb_tag_proc *p, struct fb_tag_state *st, const struct fb_value *v, uint32_t q,
                          int64_t ts)
 {
     double x;
-    if (fb_q_bad(q) || !num(v, &x)) return q;
+    if (fb_q_bad(q) || !fb_value_to_double(v, &x)) return q;
     if (isnan(x)) return FB_Q_BAD_SENSOR_FAILURE;
     if (isinf(x)) return FB_Q_BAD_OUT_OF_RANGE;
     if ((p->has_min && x < p->min) || (p->has_max && x > p->max)) return FB_Q_BAD_OUT_OF_RANGE;

@@ -5,8 +5,11 @@
  * allocating. */
 #ifndef FB_PROC_H
 #define FB_PROC_H
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <string.h>
+
 #include "core/model.h"
 
 /* Ring of (t, value) for sliding-window statistics. */
@@ -16,6 +19,62 @@ struct fb_window {
     uint32_t cap, head, n;
     double sum, sumsq; /* recomputed on eviction drift: see window.c */
 };
+
+/* The latest processed value of a tag, for readers outside the pipeline (a
+ * control loop's input): written by the one connection thread that owns the
+ * tag for every sample after scaling and plausibility — before the deadband,
+ * which decides what is published, not what is true — and read by anyone
+ * without a lock (a sequence lock: the writer makes seq odd while it writes;
+ * a reader retries when it saw an odd or changed seq).  Only tags someone
+ * asked for (fb_proc_latest) have one, so the pipeline pays a NULL test per
+ * sample for the others. */
+struct fb_latest {
+    _Atomic uint32_t seq;    /* even: stable; counts updates × 2 */
+    _Atomic uint64_t bits;   /* the value in engineering units (a double's bits; NaN when not numeric) */
+    _Atomic uint32_t q;      /* its quality after plausibility */
+    _Atomic int64_t mono_ns; /* when the pipeline took it (CLOCK_MONOTONIC) */
+};
+
+struct fb_latest_val {
+    double v;
+    uint32_t q;
+    int64_t mono_ns; /* 0 = no value yet */
+    uint32_t updates;
+};
+
+/* The writer (the pipeline; one thread per tag). */
+static inline void fb_latest_put(struct fb_latest *l, double v, uint32_t q, int64_t mono_ns)
+{
+    uint32_t s = atomic_load_explicit(&l->seq, memory_order_relaxed);
+    atomic_store_explicit(&l->seq, s + 1, memory_order_relaxed);
+    atomic_thread_fence(memory_order_release);
+    uint64_t bits;
+    memcpy(&bits, &v, sizeof bits);
+    atomic_store_explicit(&l->bits, bits, memory_order_relaxed);
+    atomic_store_explicit(&l->q, q, memory_order_relaxed);
+    atomic_store_explicit(&l->mono_ns, mono_ns, memory_order_relaxed);
+    atomic_store_explicit(&l->seq, s + 2, memory_order_release);
+}
+
+/* Any reader: a consistent copy (retries while the writer is inside). */
+static inline void fb_latest_get(const struct fb_latest *l, struct fb_latest_val *out)
+{
+    struct fb_latest *m = (struct fb_latest *)l;
+    for (;;) {
+        uint32_t s1 = atomic_load_explicit(&m->seq, memory_order_acquire);
+        if (s1 & 1) continue;
+        uint64_t bits = atomic_load_explicit(&m->bits, memory_order_relaxed);
+        uint32_t q = atomic_load_explicit(&m->q, memory_order_relaxed);
+        int64_t t = atomic_load_explicit(&m->mono_ns, memory_order_relaxed);
+        atomic_thread_fence(memory_order_acquire);
+        if (atomic_load_explicit(&m->seq, memory_order_relaxed) != s1) continue;
+        memcpy(&out->v, &bits, sizeof bits);
+        out->q = q;
+        out->mono_ns = t;
+        out->updates = s1 / 2;
+        return;
+    }
+}
 
 /* What the deadband remembers of a tag's last published sample: the value
  * as a double (bools 0/1), or a string's 64-bit hash — never a pointer into
@@ -80,6 +139,10 @@ struct fb_proc *fb_proc_new(const struct fb_gateway *gw);
 /* Bytes of pipeline state (for the memory accounting in BENCHMARKS.md). */
 size_t fb_proc_bytes(const struct fb_proc *p);
 void fb_proc_free(struct fb_proc *p);
+/* The latest-value slot of a tag (made on the first call, owned by p).  Only
+ * before the connection threads run: the pipeline reads the slot pointer
+ * without a lock.  NULL for an unknown tag or when out of memory. */
+const struct fb_latest *fb_proc_latest(struct fb_proc *p, uint32_t tag);
 /* Process `in` (raw samples of one device) into `out` (what to publish).
  * Returns the number of samples appended to out. */
 uint32_t fb_proc_batch(struct fb_proc *p, const struct fb_batch *in, struct fb_batch *out);

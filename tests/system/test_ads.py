@@ -652,3 +652,18 @@ def test_controller_without_symbols(ads1):
     assert "0x701" in r.stderr and "use raw addresses such as %MW10" in r.stderr, r.stderr
     r = run_cli("write", srv.url(), "%MW0", "7")
     assert r.returncode == 0 and srv.call(op="raw_get", area="M", offset=0, size=2)["hex"] == "0700", r.stderr
+
+
+def test_browse_yaml(ads1, tmp_path):
+    """`browse --yaml`: one read-only tag per symbol with a plain type; structs
+    and arrays listed as comments; the result passes `fieldbridge check`."""
+    srv = ads1()
+    r = run_cli("browse", srv.url(), "--yaml")
+    assert r.returncode == 0, r.stderr
+    y = r.stdout
+    assert '- {name: "MAIN.fTemperature", addr: "MAIN.fTemperature", type: float32}  # REAL' in y, y
+    assert "# not a single value: MAIN.stRecipe (ST_Recipe)" in y, y
+    cfg = tmp_path / "b.yaml"
+    cfg.write_text("gateway: {id: g}\ndevices:\n" + "\n".join("  " + ln for ln in y.splitlines()) + "\n")
+    chk = run_cli("check", "-c", cfg)
+    assert chk.returncode == 0, chk.stderr + cfg.read_text()

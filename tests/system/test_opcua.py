@@ -562,3 +562,53 @@ def test_wrong_password_backs_off_long(ua, broker, start_gateway, watch, tmp_pat
     assert logins(srv)["refused"] - n0 == 1, gw2.output()[-3000:]
     assert "retry in 300.0s" in gw2.output()
     assert "does not name the host" not in gw2.output()
+
+
+def test_browse_yaml_is_config_that_checks(ua, tmp_path):
+    """`fieldbridge browse URL --yaml` turns the address space into a device
+    entry with one tag per variable (name from the browse path, node id as
+    address, type and access as the server declares them) that `fieldbridge
+    check` accepts and that reads the server's values when run."""
+    srv = ua()
+    r = run_cli("browse", srv.url("depth=3"), "--yaml")
+    assert r.returncode == 0, r.stderr
+    y = r.stdout
+    assert '- {name: "Demo.Scalars.Double", addr: "ns=1;s=Double", type: float64, access: rw}' in y, y
+    assert '- {name: "Demo.ReadOnly", addr: "ns=1;s=ReadOnly", type: float64}' in y, y
+    assert '# not a single value' not in y or 'ns=1;s=' in y
+    cfg = tmp_path / "browsed.yaml"
+    cfg.write_text("gateway: {id: g}\ndevices:\n" + "\n".join("  " + ln for ln in y.splitlines()) + "\n")
+    chk = run_cli("check", "-c", cfg)
+    assert chk.returncode == 0, chk.stderr + "\n" + cfg.read_text()
+    # the listing without --yaml is unchanged
+    assert "1:Double  ns=1;s=Double  Variable  Double  rw  (float64)" in run_cli("browse", srv.url("depth=3")).stdout
+
+
+def test_browse_over_the_http_api(ua, tmp_path, start_gateway):
+    """GET /api/v1/browse?url=… (operator): the same variables as data and
+    as YAML; a viewer is refused; a driver without browse says why."""
+    import httpapi as H  # pylint: disable=import-outside-toplevel
+    srv = ua()
+    tokens = tmp_path / "t"
+    H.write_tokens(tokens, ("op", "operator", H.OPERATOR), ("vi", "viewer", H.VIEWER))
+    gw = start_gateway(gw_config(None, [{"name": "s", "url": "sim://x", "tags": [{"name": "t", "addr": "const:1"}]}],
+                                 http={"listen": "127.0.0.1:0", "tokens": str(tokens), "plaintext_writes": True}))
+    port = H.api_port(gw)
+    c = H.Client(port, H.OPERATOR)
+    from urllib.parse import quote  # pylint: disable=import-outside-toplevel
+    r = c.get("/api/v1/browse?url=" + quote(srv.url("depth=3"), safe=""))
+    assert r.status == 200, r.body
+    b = r.json()
+    items = {i["addr"]: i for i in b["items"]}
+    assert b["driver"] == "opcua" and b["count"] == len(b["items"])
+    assert items["ns=1;s=Double"] == {"name": "Demo.Scalars.Double", "addr": "ns=1;s=Double", "type": "float64",
+                                      "access": "rw", "note": "Double"}
+    assert items["ns=1;s=ReadOnly"]["access"] == "r"
+    assert b["yaml"] == run_cli("browse", srv.url("depth=3"), "--yaml").stdout
+    assert c.get("/api/v1/browse?url=" + quote(srv.url(), safe=""), token=H.VIEWER).status == 403
+    r = c.get("/api/v1/browse?url=" + quote("modbus-tcp://127.0.0.1:1", safe=""))
+    assert r.status == 400 and "nothing to browse" in r.json()["error"]
+    r = c.get("/api/v1/browse?url=" + quote(f"opc.tcp://127.0.0.1:{peers.free_port()}?timeout=500ms", safe=""))
+    assert r.status == 502, r.body
+    assert c.get("/api/v1/browse").status == 400
+    assert "http: browse opc.tcp://127.0.0.1" in gw.output()

@@ -17,7 +17,7 @@
 #include <unistd.h>
 #include <cmocka.h>
 
-#include "cli/cli.h"
+#include "cli/ads_route.h"
 #include "core/config.h"
 #include "core/env.h"
 #include "core/url.h"

@@ -20,6 +20,8 @@
 #include "north/mqtt/mqtt.h"
 #include "north/mqtt/telemetry.h"
 
+#include "edge/alarms.h"
+
 static struct fb_gateway *load(const char *yaml)
 {
     char path[] = "/tmp/fb_bc_XXXXXX";
@@ -279,13 +281,118 @@ static void test_refused_reading_kept(void **st)
     fb_gateway_free(gw);
 }
 
+/* Alarm events (issue 18) go through the store too: every field round trips,
+ * truncations are refused, and an event of another config is translated by
+ * the alarm's name (or dropped when the alarm is gone). */
+static const char *cfg_alarm_a = "gateway: {id: a}\n"
+                                 "devices:\n"
+                                 "  - name: d1\n"
+                                 "    url: \"sim://x\"\n"
+                                 "    tags:\n"
+                                 "      - {name: t0, addr: \"const:1\", alarms: {hi: 5, lo: 1}}\n"
+                                 "      - {name: t1, addr: \"const:2\", alarms: {hihi: 9}}\n";
+static const char *cfg_alarm_b = "gateway: {id: a}\n"
+                                 "devices:\n"
+                                 "  - name: d1\n"
+                                 "    url: \"sim://x\"\n"
+                                 "    tags:\n"
+                                 "      - {name: t1, addr: \"const:2\", alarms: {hihi: 9, bad_quality: true}}\n"
+                                 "      - {name: t0, addr: \"const:1\", alarms: {hi: 5}}\n";
+
+static void test_alarm_event(void **st)
+{
+    (void)st;
+    struct fb_gateway *a = load(cfg_alarm_a), *b = load(cfg_alarm_b);
+    assert_int_equal(a->nalarms, 3);
+    /* alarms are part of the fingerprint (ids in buffered events depend on them) */
+    uint32_t with = fb_model_fingerprint(a);
+    a->nalarms = 0;
+    assert_true(fb_model_fingerprint(a) != with);
+    a->nalarms = 3;
+    assert_true(fb_model_fingerprint(a) != fb_model_fingerprint(b));
+
+    struct fb_batch *x = fb_batch_new(0, 0, 0);
+    x->kind = FB_BATCH_ALARM;
+    x->device = 0;
+    x->ts = 1795860000123000000LL;
+    x->seq = 77;
+    x->ev = (struct fb_alarm_ev){.alarm = 1, /* t0/lo */
+                                 .event = FB_AE_ACKED,
+                                 .flags = FB_AS_ACTIVE,
+                                 .count = 0,
+                                 .value = 0.75,
+                                 .since = 1795860000000000000LL,
+                                 .until = 0};
+    snprintf(x->reason, sizeof x->reason, "mqtt:site/_/_/d1/command\nseen by the night shift");
+    struct fb_buf enc;
+    fb_buf_init(&enc);
+    fb_batch_encode(&enc, x, 7);
+    struct fb_batch *d = NULL;
+    assert_int_equal(fb_batch_decode(enc.p, enc.len, a, NULL, &d, NULL), 0);
+    assert_int_equal(d->kind, FB_BATCH_ALARM);
+    assert_int_equal(d->ev.alarm, 1);
+    assert_int_equal(d->ev.event, FB_AE_ACKED);
+    assert_int_equal(d->ev.flags, FB_AS_ACTIVE);
+    assert_true(d->ev.value == 0.75 && d->ev.since == x->ev.since && d->seq == 77);
+    assert_string_equal(d->reason, x->reason);
+    /* the event as the MQTT sink publishes it */
+    struct fb_buf j;
+    fb_buf_init(&j);
+    fb_alarm_event_json(&j, a, d);
+    assert_non_null(strstr(j.p, "\"type\":\"event\""));
+    assert_non_null(strstr(j.p, "\"event\":\"acknowledged\",\"alarm\":\"t0/lo\",\"tag\":\"t0\",\"kind\":\"lo\""));
+    assert_non_null(strstr(j.p, "\"state\":\"active_acked\""));
+    assert_non_null(strstr(j.p, "\"value\":0.75,\"limit\":1"));
+    assert_non_null(strstr(j.p, "\"by\":\"mqtt:site/_/_/d1/command\",\"comment\":\"seen by the night shift\""));
+    fb_buf_free(&j);
+    for (size_t cut = 0; cut < enc.len; cut++) assert_int_not_equal(fb_batch_decode(enc.p, cut, a, NULL, &d, NULL), 0);
+    /* an alarm id outside the config is refused */
+    x->ev.alarm = 3;
+    fb_buf_clear(&enc);
+    fb_batch_encode(&enc, x, 7);
+    assert_int_equal(fb_batch_decode(enc.p, enc.len, a, NULL, &d, NULL), FB_EPROTO);
+
+    /* another config: translated by name; t0/lo is gone there */
+    char dir[] = "/tmp/fb_model_XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    uint32_t fa = fb_model_fingerprint(a);
+    assert_int_equal(fb_model_save(a, dir, fa), 0);
+    struct fb_model_map *m = fb_model_map_load(b, dir, fa);
+    assert_non_null(m);
+    x->ev.alarm = 2; /* t1/hihi: the first alarm in config b */
+    fb_buf_clear(&enc);
+    fb_batch_encode(&enc, x, fa);
+    assert_int_equal(fb_batch_decode(enc.p, enc.len, b, m, &d, NULL), 0);
+    assert_string_equal(b->alarms[d->ev.alarm].name, "t1/hihi");
+    x->ev.alarm = 1; /* t0/lo */
+    fb_buf_clear(&enc);
+    fb_batch_encode(&enc, x, fa);
+    assert_int_equal(fb_batch_decode(enc.p, enc.len, b, m, &d, NULL), FB_ENOENT);
+    /* a flood event names no alarm */
+    x->ev.alarm = FB_ALARM_NONE;
+    x->ev.event = FB_AE_FLOOD;
+    x->ev.count = 42;
+    fb_buf_clear(&enc);
+    fb_batch_encode(&enc, x, fa);
+    assert_int_equal(fb_batch_decode(enc.p, enc.len, b, m, &d, NULL), 0);
+    assert_int_equal(d->ev.count, 42);
+    fb_model_map_free(m);
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    assert_int_equal(system(cmd), 0);
+    fb_buf_free(&enc);
+    fb_batch_free(d);
+    fb_batch_free(x);
+    fb_gateway_free(a);
+    fb_gateway_free(b);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_round_trip),
-        cmocka_unit_test(test_other_config_by_name),
-        cmocka_unit_test(test_long_reason),
-        cmocka_unit_test(test_refused_reading_kept),
+        cmocka_unit_test(test_round_trip),  cmocka_unit_test(test_other_config_by_name),
+        cmocka_unit_test(test_long_reason), cmocka_unit_test(test_refused_reading_kept),
+        cmocka_unit_test(test_alarm_event),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

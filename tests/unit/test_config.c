@@ -1222,7 +1222,10 @@ static void test_docs_list_every_key(void **state)
         {"tls", "## `mqtt`"},        {"qos", "## `mqtt`"},
         {"reconnect", "## `mqtt`"},  {"sparkplug", "## `sparkplug`"},
         {"device", "## `devices`"},  {"tag", "## Tags"},
-        {"scale", "## Tags"},
+        {"scale", "## Tags"},        {"http.tls", "## `http`"},
+        {"flood", "## `alarms`"},    {"alarm", "## `alarms`"},
+        {"script", "## `scripts`"},
+        {"loop", "## `control`"},    {"interlock", "## `control`"},
     };
     struct fb_config_keys kt[64];
     size_t n = fb_config_key_tables(kt, 64);
@@ -1290,6 +1293,133 @@ static void test_docs_list_every_key(void **state)
     assert_int_equal(missing, 0);
 }
 
+/* Computed tags, alarms and scripts (issue 18): a valid config builds the
+ * model the edge thread runs; every mistake is reported where it is. */
+static void test_edge_config(void **state)
+{
+    (void)state;
+    char *diag = NULL;
+    struct fb_gateway *gw = NULL;
+    write_tmp("ok.lua", "function on_timer(now) fb.set('n', 1) end\n");
+    static const char ok[] =
+        "gateway: {id: gw}\n"
+        "alarms: {flood: {events: 5, window: 2s}, max_shelve: 1h}\n"
+        "scripts:\n"
+        "  - {name: s1, file: ok.lua, device: plant, timer: 1s, alarms: {long_run: {priority: "
+        "urgent, on_delay: 3s}}}\n"
+        "devices:\n"
+        "  - name: boiler\n"
+        "    url: \"sim://b\"\n"
+        "    tags:\n"
+        "      - {name: t_in, addr: \"const:70\", alarms: {hi: {limit: 80, deadband: 2, on_delay: "
+        "5s, message: hot}, hihi: 95, roc: {limit: 3}, deviation: {setpoint: sp, limit: 4}, "
+        "bad_quality: true}}\n"
+        "      - {name: t_out, addr: \"const:40\"}\n"
+        "      - {name: sp, addr: \"memory:initial=70\", access: rw}\n"
+        "      - {name: run, addr: \"const:1\", type: bool, alarms: {digital: {when: false, ne107: "
+        "failure}}}\n"
+        "      - {name: dt, expr: \"t_in - t_out\", alarms: {lo: {limit: 5, suppress: \"not "
+        "run\"}}}\n"
+        "  - name: plant\n"
+        "    tags:\n"
+        "      - {name: heat, expr: \"'boiler/dt' * 4.186\", deadband: 0.1, unit: kW}\n"
+        "      - {name: ok, expr: \"'boiler/t_in' < 90 and 'boiler/run'\", type: bool, period: 5s, "
+        "quality: last_usable}\n"
+        "      - {name: n, script: s1}\n";
+    int rc = load_text(ok, true, &diag, &gw);
+    if (rc) fprintf(stderr, "%s", diag);
+    assert_int_equal(rc, 0);
+    free(diag);
+    assert_int_equal(gw->ncalcs, 3);
+    assert_int_equal(gw->nscripts, 1);
+    assert_int_equal(gw->nalarms, 8); /* 5 on t_in, 1 on run, 1 on dt, 1 of the script */
+    assert_true(gw->alarm_opts.flood_events == 5 && gw->alarm_opts.flood_window_ns == 2000000000LL);
+    assert_true(gw->alarm_opts.max_shelve_ns == 3600000000000LL);
+    /* expression tags are in dependency order: boiler/dt before plant/heat */
+    uint32_t dt = 4, heat = 5;
+    assert_int_equal(gw->tags[dt].src, FB_TAG_EXPR);
+    assert_true(gw->tags[dt].calc < gw->tags[heat].calc);
+    assert_int_equal(gw->tags[dt].group, FB_GROUP_NONE);
+    assert_int_equal(gw->tags[dt].type, FB_T_FLOAT64);
+    assert_int_equal(gw->tags[6].type, FB_T_BOOL);
+    assert_int_equal(gw->calcs[gw->tags[6].calc].period_ns, 5000000000LL);
+    assert_int_equal(gw->calcs[gw->tags[6].calc].quality, FB_CALCQ_LAST_USABLE);
+    assert_int_equal(gw->devs[0].ngroups, 1);
+    assert_int_equal(gw->devs[0].groups[0].ntags, 4); /* the computed tag is in no poll group */
+    assert_null(gw->devs[1].conn);                    /* virtual: no connection */
+    assert_int_equal(gw->devs[1].ngroups, 0);
+    const struct fb_alarm *hi = &gw->alarms[0];
+    assert_string_equal(hi->name, "t_in/hi");
+    assert_string_equal(hi->path, "boiler/t_in/hi");
+    assert_true(hi->limit == 80 && hi->deadband == 2 && hi->on_delay_ns == 5000000000LL);
+    assert_string_equal(hi->message, "hot");
+    assert_int_equal(hi->priority, FB_AP_MEDIUM);
+    assert_int_equal(gw->alarms[1].priority, FB_AP_HIGH); /* hihi */
+    assert_int_equal(gw->alarms[3].kind, FB_AK_DEVIATION);
+    assert_int_equal(gw->alarms[3].setpoint, 2);
+    assert_int_equal(gw->alarms[4].priority, FB_AP_LOW); /* bad_quality */
+    assert_int_equal(gw->alarms[5].ne107, FB_NE107_FAILURE);
+    assert_true(gw->alarms[5].when == 0);
+    assert_non_null(gw->alarms[6].suppress);
+    assert_int_equal(gw->alarms[6].nsup_in, 1);
+    const struct fb_alarm *ext = &gw->alarms[7];
+    assert_string_equal(ext->path, "plant/s1/long_run");
+    assert_int_equal(ext->kind, FB_AK_EXTERNAL);
+    assert_int_equal(ext->priority, FB_AP_URGENT);
+    assert_int_equal(gw->scripts[0].nout, 1);
+    assert_int_equal(gw->scripts[0].outputs[0], 7);
+    assert_int_equal(gw->scripts[0].first_alarm, 7);
+    assert_int_equal(gw->scripts[0].ndevs, 1);
+    fb_gateway_free(gw);
+
+    /* mistakes, each at its place */
+    write_tmp("bad.lua", "function on_timer(\n  x = \n");
+    static const char bad[] =
+        "gateway: {id: gw}\n"
+        "scripts:\n"
+        "  - {name: s1, file: bad.lua, libraries: [debug]}\n"
+        "  - {name: s2, file: nope.lua, alarms: {a: {limit: 3}}}\n"
+        "devices:\n"
+        "  - name: d\n"
+        "    url: \"sim://d\"\n"
+        "    tags:\n"
+        "      - {name: a, addr: \"const:1\", alarms: {high: 5, hi: {deadband: 1}, deviation: {limit: "
+        "3}, digital: {limit: 1}}}\n"
+        "      - {name: b, expr: \"a +\", addr: \"const:1\"}\n"
+        "      - {name: c, expr: \"'x/y' * 2\"}\n"
+        "      - {name: e, expr: \"f + 1\"}\n"
+        "      - {name: f, expr: \"e * 2\"}\n"
+        "      - {name: g, script: nosuch, access: rw}\n"
+        "      - {name: h, addr: \"const:1\", period: 1s}\n"
+        "      - {name: s, addr: \"const:\\\"x\\\"\", alarms: {hi: 1}}\n"
+        "  - name: v\n"
+        "    tags:\n"
+        "      - {name: r, addr: \"const:1\"}\n";
+    assert_int_equal(load_text(bad, false, &diag, &gw), FB_EINVAL);
+    expect_diag(diag, pos(bad, 3, "bad.lua"), "script s1: bad.lua:2: ')' expected near '='");
+    expect_diag(diag, pos(bad, 3, "debug"), "libraries: 'debug' cannot be enabled");
+    expect_diag(diag, pos(bad, 4, "nope.lua"), "script file ");
+    expect_diag(diag, pos(bad, 4, "limit"),
+                "alarms.a: a script's alarm is raised by the script (fb.alarm): limit: has no meaning");
+    expect_diag(diag, pos(bad, 9, "high"),
+                "unknown alarm 'high' (hihi, hi, lo, lolo, roc, deviation, digital, bad_quality)");
+    expect_diag(diag, pos(bad, 9, "{deadband"), "alarms.hi: limit: is required");
+    expect_diag(diag, pos(bad, 9, "{limit: 3}"), "alarms.deviation: setpoint: is required");
+    expect_diag(diag, pos(bad, 9, "limit: 1"), "alarms.digital has no limit");
+    expect_diag(diag, pos(bad, 10, "addr"), "a computed tag (expr:) takes no addr:");
+    expect_diag(diag, pos(bad, 10, "\"a +"), "expr: at column 4: the expression ends where a value is expected");
+    expect_diag(diag, pos(bad, 11, "\"'x"), "expr: at column 1: no tag 'x/y'");
+    expect_diag(diag, "", "expression tags depend on each other in a circle: d/e → d/f → d/e");
+    expect_diag(diag, pos(bad, 14, "access"), "a computed tag is read-only");
+    expect_diag(diag, pos(bad, 14, "nosuch"), "script: no script 'nosuch' in the scripts: section");
+    expect_diag(diag, pos(bad, 15, "period"), "period: is the evaluation period of an expr: tag");
+    expect_diag(diag, pos(bad, 16, "hi:"), "tag 's' is a string: it can only have a bad_quality alarm");
+    expect_diag(diag, "", "device 'v': 'url' is required");
+    expect_diag(diag, "", "a device without url is virtual");
+    expect_diag(diag, pos(bad, 4, "{name: s2"), "script 's2' has alarms: give it a device:");
+    free(diag);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1307,6 +1437,7 @@ int main(void)
         cmocka_unit_test(test_url_parse),
         cmocka_unit_test(test_driver_table),
         cmocka_unit_test(test_docs_list_every_key),
+        cmocka_unit_test(test_edge_config),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

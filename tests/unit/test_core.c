@@ -292,13 +292,59 @@ static void test_backoff(void **st)
     assert_true(varied);
 }
 
+/* The numeric twin for control outputs: the same range and conversion
+ * checks, rounding to the nearest whole number instead of refusing. */
+static void test_cmd_convert_num(void **st)
+{
+    (void)st;
+    struct fb_value v;
+    struct fb_err err = {0};
+    struct fb_tag t = mk_tag(FB_T_INT16);
+    assert_int_equal(fb_cmd_convert_num(&t, 12.4, &v, &err), 0);
+    assert_int_equal(v.type, FB_T_INT16);
+    assert_int_equal(v.i, 12);
+    assert_int_equal(fb_cmd_convert_num(&t, -12.6, &v, &err), 0);
+    assert_int_equal(v.i, -13);
+    assert_int_equal(fb_cmd_convert_num(&t, 40000, &v, &err), FB_ERANGE);
+    assert_string_equal(err.msg, "40000 is out of range for int16");
+    assert_int_equal(fb_cmd_convert_num(&t, NAN, &v, &err), FB_EINVAL);
+    struct fb_tag_proc tp = fb_tag_proc_none;
+    tp.has_max = true;
+    tp.max = 100;
+    t.proc = &tp;
+    assert_int_equal(fb_cmd_convert_num(&t, 100.5, &v, &err), FB_ERANGE);
+    assert_string_equal(err.msg, "above maximum 100");
+    struct fb_tag s = mk_tag(FB_T_UINT16); /* 0..100 % as 0..1000 per mille */
+    struct fb_tag_proc sp = fb_tag_proc_none;
+    sp.scaled = true;
+    sp.k = 0.1;
+    s.proc = &sp;
+    assert_int_equal(fb_cmd_convert_num(&s, 42.37, &v, &err), 0);
+    assert_int_equal(v.u, 424);
+    struct fb_tag f = mk_tag(FB_T_FLOAT32);
+    assert_int_equal(fb_cmd_convert_num(&f, 1.25, &v, &err), 0);
+    assert_true(v.type == FB_T_FLOAT32 && v.f == 1.25);
+    struct fb_tag b = mk_tag(FB_T_BOOL);
+    assert_int_equal(fb_cmd_convert_num(&b, 0.7, &v, &err), 0);
+    assert_true(v.type == FB_T_BOOL && v.b);
+    assert_int_equal(fb_cmd_convert_num(&b, 0.2, &v, &err), 0);
+    assert_false(v.b);
+    struct fb_tag str = mk_tag(FB_T_STRING);
+    assert_int_equal(fb_cmd_convert_num(&str, 1, &v, &err), FB_EINVAL);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_duration),          cmocka_unit_test(test_size),
-        cmocka_unit_test(test_time_format),       cmocka_unit_test(test_quality),
-        cmocka_unit_test(test_value_from_double), cmocka_unit_test(test_batch_and_pool),
-        cmocka_unit_test(test_cmd_convert),       cmocka_unit_test(test_net),
+        cmocka_unit_test(test_duration),
+        cmocka_unit_test(test_size),
+        cmocka_unit_test(test_time_format),
+        cmocka_unit_test(test_quality),
+        cmocka_unit_test(test_value_from_double),
+        cmocka_unit_test(test_batch_and_pool),
+        cmocka_unit_test(test_cmd_convert),
+        cmocka_unit_test(test_cmd_convert_num),
+        cmocka_unit_test(test_net),
         cmocka_unit_test(test_backoff),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -831,6 +831,75 @@ static void test_proc_batch(void **state)
     fb_proc_free(p);
 }
 
+/* Latest-value slots (control loops' inputs): every sample, after scaling
+ * and plausibility, before the deadband; only for the tags asked for. */
+static void test_latest_slots(void **state)
+{
+    (void)state;
+    struct fb_tag tags[2];
+    memset(tags, 0, sizeof tags);
+    static char *names[2] = {"a", "b"};
+    for (uint32_t i = 0; i < 2; i++) {
+        tags[i].id = i;
+        tags[i].name = names[i];
+        tags[i].type = FB_T_INT16;
+    }
+    /* a: scaled, range 0..50, deadband 5: most samples are not published */
+    static const struct fb_tag_proc pa = {
+        .scaled = true, .k = 0.5, .has_min = true, .has_max = true, .min = 0, .max = 50, .db_abs = 5};
+    tags[0].proc = &pa; /* b: no processing (the pipeline's short path) */
+    uint32_t gt[2] = {0, 1};
+    struct fb_group grp = {.period_ns = S, .tags = gt, .ntags = 2};
+    struct fb_device dev = {.name = "d", .ntags = 2, .groups = &grp, .ngroups = 1};
+    struct fb_gateway gw = {.tags = tags, .ntags = 2, .devs = &dev, .ndevs = 1};
+    struct fb_proc *p = fb_proc_new(&gw);
+    assert_non_null(p);
+    const struct fb_latest *la = fb_proc_latest(p, 0);
+    assert_non_null(la);
+    assert_ptr_equal(fb_proc_latest(p, 0), la); /* one slot per tag */
+    const struct fb_latest *lb = fb_proc_latest(p, 1);
+    assert_non_null(lb);
+    assert_null(fb_proc_latest(p, 7));
+    struct fb_latest_val v;
+    fb_latest_get(la, &v);
+    assert_int_equal(v.mono_ns, 0); /* no value yet */
+    struct fb_batch *in = fb_batch_new(4, 0, 0), *out = fb_batch_new(4, 0, 0);
+    static const int16_t raw[] = {40, 42, 44, 200, 46};
+    for (int i = 0; i < 5; i++) {
+        fb_batch_reset(in);
+        fb_batch_reset(out);
+        in->ts = 1700000000 * S + i * S;
+        struct fb_value x = {.type = FB_T_INT16, .i = raw[i]};
+        fb_batch_add(in, 0, FB_Q_GOOD, 0, &x);
+        fb_batch_add(in, 1, FB_Q_GOOD, 0, &x);
+        int64_t before = fb_mono_ns();
+        fb_proc_batch(p, in, out);
+        fb_latest_get(la, &v);
+        assert_int_equal(v.updates, i + 1);
+        assert_true(v.mono_ns >= before && v.mono_ns <= fb_mono_ns());
+        assert_true(fabs(v.v - raw[i] * 0.5) < 1e-12);
+        /* 200 → 100 is outside 0..50: the slot says BadOutOfRange like the published sample */
+        assert_int_equal(v.q, raw[i] == 200 ? FB_Q_BAD_OUT_OF_RANGE : FB_Q_GOOD);
+        fb_latest_get(lb, &v); /* b: its raw value, through the short path */
+        assert_int_equal(v.updates, i + 1);
+        assert_true(v.v == raw[i] && v.q == FB_Q_GOOD);
+    }
+    /* a group processed in place (no tag has processing) updates b's slot too */
+    struct fb_group plain = {.period_ns = S, .tags = &gt[1], .ntags = 1};
+    assert_true(fb_proc_plain(p, &plain));
+    fb_batch_reset(in);
+    in->ts = 1700000100 * S;
+    struct fb_value y = {.type = FB_T_INT16, .i = 7};
+    fb_batch_add(in, 1, FB_Q_GOOD, 0, &y);
+    fb_proc_inplace(p, in);
+    fb_latest_get(lb, &v);
+    assert_int_equal(v.updates, 6);
+    assert_true(v.v == 7 && v.q == FB_Q_GOOD);
+    fb_batch_free(in);
+    fb_batch_free(out);
+    fb_proc_free(p);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -849,6 +918,7 @@ int main(void)
         cmocka_unit_test(test_proc_plain),
         cmocka_unit_test(test_proc_inplace_matches),
         cmocka_unit_test(test_proc_state_only_where_needed),
+        cmocka_unit_test(test_latest_slots),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

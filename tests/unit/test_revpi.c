@@ -17,6 +17,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "core/browse.h"
 #include "core/config.h"
 #include "core/env.h"
 #include "core/runtime_state.h"
@@ -892,7 +893,7 @@ static void test_browse(void **state)
     size_t len = 0;
     FILE *f = open_memstream(&text, &len);
     struct fb_err e = {0};
-    assert_int_equal(fb_revpi_browse(url, f, &e), 0);
+    assert_int_equal(fb_revpi_browse(url, NULL, f, &e), 0);
     fclose(f);
     assert_non_null(strstr(text, "6 devices"));
     assert_non_null(strstr(text, "device 32 DIO (type LEFT_RIGHT, productType 96, offset 9)"));
@@ -901,10 +902,32 @@ static void test_browse(void **state)
     assert_non_null(strstr(text, "InputValue_1"));
     free(text);
     f = open_memstream(&text, &len);
-    assert_true(fb_revpi_browse("revpi:///x?config=/nonexistent.rsc", f, &e) < 0);
-    assert_true(fb_revpi_browse("modbus-tcp://127.0.0.1", f, &e) < 0);
+    assert_true(fb_revpi_browse("revpi:///x?config=/nonexistent.rsc", NULL, f, &e) < 0);
+    assert_true(fb_revpi_browse("modbus-tcp://127.0.0.1", NULL, f, &e) < 0);
     fclose(f);
     free(text);
+    /* the same variables as data: inputs read-only, outputs rw, one per variable */
+    struct fb_browse list = {0};
+    assert_int_equal(fb_revpi_browse(url, &list, NULL, &e), 0);
+    const struct fb_browse_item *i9 = NULL, *o1 = NULL;
+    for (size_t i = 0; i < list.n; i++) {
+        if (!strcmp(list.it[i].name, "I_9")) i9 = &list.it[i];
+        if (!strcmp(list.it[i].name, "O_1")) o1 = &list.it[i];
+    }
+    assert_non_null(i9);
+    assert_string_equal(i9->addr, "I_9");
+    assert_int_equal(i9->type, FB_T_BOOL);
+    assert_int_equal(i9->access, FB_ACC_READ);
+    assert_non_null(o1);
+    assert_int_equal(o1->access, FB_ACC_RW);
+    struct fb_buf y;
+    fb_buf_init(&y);
+    fb_browse_yaml(&y, &list, url, "revpi");
+    fb_buf_cstr(&y);
+    assert_non_null(strstr(y.p, "- {name: \"I_9\", addr: \"I_9\", type: bool}"));
+    assert_non_null(strstr(y.p, "- {name: \"O_1\", addr: \"O_1\", type: bool, access: rw}"));
+    fb_buf_free(&y);
+    fb_browse_free(&list);
 }
 
 int main(void)

@@ -9,17 +9,20 @@
  * response.  The endpoint is off unless `metrics: {listen: …}` is set.
  *
  * libmicrohttpd is loaded with dlopen() when the endpoint is started, not
- * linked: Debian builds it against GnuTLS, whose libraries cost about 2.3 MB
- * of resident memory at start-up — more than 10,000 tags — for gateways that
- * never enable metrics.  The headers still come from libmicrohttpd-dev.  The
- * resolved entry points are process-wide (set once under a lock, never
- * changed after), like the library itself.
+ * linked (mhd.c): Debian builds it against GnuTLS, whose libraries cost about
+ * 2.3 MB of resident memory at start-up — more than 10,000 tags — for
+ * gateways that never enable metrics.
+ *
+ * It stays a service of its own beside the HTTP API (api.c, the `http:`
+ * sink): Prometheus scrapes without a token, usually from a monitoring
+ * network, while the API wants TLS and bearer tokens; one port for both
+ * would force either tokens on every scraper or an unauthenticated corner
+ * in the API.  GET /api/v1/status serves the same status JSON with the API's
+ * authentication.
  */
 #include "north/http/http.h"
 
 #include <arpa/inet.h>
-#include <dlfcn.h>
-#include <microhttpd.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <stdarg.h>
@@ -28,70 +31,19 @@
 #include <string.h>
 #include <sys/socket.h>
 
-#include <pthread.h>
-
 #include "core/buf.h"
 #include "core/cfg.h"
 #include "core/log.h"
 #include "core/metrics.h"
+#include "north/http/mhd.h"
 
-/* the library's entry points, resolved at start */
-static struct {
-    void *lib;
-    __typeof__(MHD_start_daemon) *start_daemon;
-    __typeof__(MHD_stop_daemon) *stop_daemon;
-    __typeof__(MHD_create_response_from_buffer) *create_response_from_buffer;
-    __typeof__(MHD_add_response_header) *add_response_header;
-    __typeof__(MHD_queue_response) *queue_response;
-    __typeof__(MHD_destroy_response) *destroy_response;
-    __typeof__(MHD_get_daemon_info) *get_daemon_info;
-} mhd;
-#define MHD_start_daemon mhd.start_daemon
-#define MHD_stop_daemon mhd.stop_daemon
-#define MHD_create_response_from_buffer mhd.create_response_from_buffer
-#define MHD_add_response_header mhd.add_response_header
-#define MHD_queue_response mhd.queue_response
-#define MHD_destroy_response mhd.destroy_response
-#define MHD_get_daemon_info mhd.get_daemon_info
-
-static pthread_mutex_t mhd_mu = PTHREAD_MUTEX_INITIALIZER;
-
-static int mhd_load_locked(struct fb_err *err)
-{
-    if (mhd.lib) return 0;
-    static const char *const names[] = {"libmicrohttpd.so.12", "libmicrohttpd.so"};
-    for (size_t i = 0; i < sizeof names / sizeof names[0] && !mhd.lib; i++)
-        mhd.lib = dlopen(names[i], RTLD_NOW | RTLD_LOCAL);
-    if (!mhd.lib)
-        return fb_err_set(err, FB_ENOENT, "metrics: cannot load libmicrohttpd (apt install libmicrohttpd12): %s",
-                          dlerror());
-#define LOAD(field, sym)                                                                                               \
-    do {                                                                                                               \
-        *(void **)&mhd.field = dlsym(mhd.lib, sym);                                                                    \
-        if (!mhd.field) {                                                                                              \
-            dlclose(mhd.lib);                                                                                          \
-            mhd.lib = NULL;                                                                                            \
-            return fb_err_set(err, FB_ENOENT, "metrics: libmicrohttpd lacks %s", sym);                                 \
-        }                                                                                                              \
-    } while (0)
-    LOAD(start_daemon, "MHD_start_daemon");
-    LOAD(stop_daemon, "MHD_stop_daemon");
-    LOAD(create_response_from_buffer, "MHD_create_response_from_buffer");
-    LOAD(add_response_header, "MHD_add_response_header");
-    LOAD(queue_response, "MHD_queue_response");
-    LOAD(destroy_response, "MHD_destroy_response");
-    LOAD(get_daemon_info, "MHD_get_daemon_info");
-#undef LOAD
-    return 0;
-}
-
-static int mhd_load(struct fb_err *err)
-{
-    pthread_mutex_lock(&mhd_mu);
-    int rc = mhd_load_locked(err);
-    pthread_mutex_unlock(&mhd_mu);
-    return rc;
-}
+#define MHD_start_daemon fb_mhd.start_daemon
+#define MHD_stop_daemon fb_mhd.stop_daemon
+#define MHD_create_response_from_buffer fb_mhd.create_response_from_buffer
+#define MHD_add_response_header fb_mhd.add_response_header
+#define MHD_queue_response fb_mhd.queue_response
+#define MHD_destroy_response fb_mhd.destroy_response
+#define MHD_get_daemon_info fb_mhd.get_daemon_info
 
 struct fb_http {
     struct MHD_Daemon *daemon;
@@ -139,6 +91,27 @@ int fb_http_parse_listen(const char *listen, char *host, size_t cap, uint16_t *p
     memcpy(host, h, hl);
     host[hl] = 0;
     *port = (uint16_t)p;
+    return 0;
+}
+
+int fb_http_listen_addr(const char *listen, struct sockaddr_storage *ss, bool *v6, char *host, size_t cap,
+                        uint16_t *port, struct fb_err *err)
+{
+    int rc = fb_http_parse_listen(listen, host, cap, port, err);
+    if (rc) return rc;
+    struct addrinfo hints = {
+        .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
+    struct addrinfo *ai = NULL;
+    char ports[8];
+    snprintf(ports, sizeof ports, "%u", (unsigned)*port);
+    int gai = getaddrinfo(host, ports, &hints, &ai);
+    if (gai || !ai)
+        return fb_err_set(err, FB_EINVAL, "listen '%s': cannot resolve '%s': %s", listen, host,
+                          gai ? gai_strerror(gai) : "no address");
+    memset(ss, 0, sizeof *ss);
+    memcpy(ss, ai->ai_addr, ai->ai_addrlen <= sizeof *ss ? ai->ai_addrlen : sizeof *ss);
+    *v6 = ai->ai_family == AF_INET6;
+    freeaddrinfo(ai);
     return 0;
 }
 
@@ -199,24 +172,11 @@ int fb_http_start(struct fb_gateway *gw, const char *listen, struct fb_http **ou
     if (!gw || !listen) return fb_err_set(err, FB_EINVAL, "no metrics listen address");
     char host[256];
     uint16_t port;
-    int rc = fb_http_parse_listen(listen, host, sizeof host, &port, err);
-    if (rc) return rc;
-    if ((rc = mhd_load(err)) < 0) return rc;
-
-    struct addrinfo hints = {
-        .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
-    struct addrinfo *ai = NULL;
-    char ports[8];
-    snprintf(ports, sizeof ports, "%u", (unsigned)port);
-    int gai = getaddrinfo(host, ports, &hints, &ai);
-    if (gai || !ai)
-        return fb_err_set(err, FB_EINVAL, "metrics listen '%s': cannot resolve '%s': %s", listen, host,
-                          gai ? gai_strerror(gai) : "no address");
     struct sockaddr_storage ss;
-    memset(&ss, 0, sizeof ss);
-    memcpy(&ss, ai->ai_addr, ai->ai_addrlen <= sizeof ss ? ai->ai_addrlen : sizeof ss);
-    bool v6 = ai->ai_family == AF_INET6;
-    freeaddrinfo(ai);
+    bool v6 = false;
+    int rc = fb_http_listen_addr(listen, &ss, &v6, host, sizeof host, &port, err);
+    if (rc) return rc;
+    if ((rc = fb_mhd_load("metrics", err)) < 0) return rc;
 
     struct fb_http *h = calloc(1, sizeof *h);
     if (!h) return fb_err_set(err, FB_ENOMEM, "out of memory");

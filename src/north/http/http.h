@@ -1,7 +1,9 @@
 /* http.h — the metrics endpoint (http.c): GET /metrics and /status. */
 #ifndef FB_HTTP_H
 #define FB_HTTP_H
+#include <stdbool.h>
 #include <stdint.h>
+#include <sys/socket.h>
 
 #include "core/model.h"
 
@@ -9,6 +11,10 @@ struct fb_http;
 /* Split "host:port", "[v6addr]:port", ":port" (all interfaces) or "port"
  * (127.0.0.1) into host (cap bytes) and port.  Returns 0 or FB_EINVAL. */
 int fb_http_parse_listen(const char *listen, char *host, size_t cap, uint16_t *port, struct fb_err *err);
+/* Parse listen and resolve it to a socket address (ss; *v6 when IPv6),
+ * with the host text in host (cap bytes) and the port. */
+int fb_http_listen_addr(const char *listen, struct sockaddr_storage *ss, bool *v6, char *host, size_t cap,
+                        uint16_t *port, struct fb_err *err);
 /* Serve GET /metrics and /status of gw on `listen` (HOST:PORT); *out is the
  * running endpoint. */
 int fb_http_start(struct fb_gateway *gw, const char *listen, struct fb_http **out, struct fb_err *err);

@@ -26,6 +26,12 @@
  * (with the correlation data echoed) or else to the device's
  * "command/response" topic.  Retained commands are ignored: a broker would
  * replay them on every reconnect.
+ *
+ * Alarms (docs/alarms.md).  Each alarm event batch becomes one event message
+ * on the device's "alarm" topic (tracked, like telemetry: buffered while the
+ * broker is away), followed by the device's retained summary of the alarms
+ * that are not normal, rendered from the alarm table at that moment; every
+ * (re)connect republishes the summary of each device that has alarms.
  */
 #include "north/mqtt/mqtt.h"
 
@@ -39,6 +45,7 @@
 #include "core/metrics.h"
 #include "core/plugin.h"
 #include "core/router.h"
+#include "edge/alarms.h"
 #include "north/mqtt/telemetry.h"
 #include "north/mqtt/topic.h"
 
@@ -46,11 +53,13 @@
 #define MQ_CLOSE_WAIT_NS 2000000000LL /* close(): wait this long for PUBACKs */
 #define MQ_SEC 1000000000LL
 
-enum { T_TELE, T_STATUS, T_CMD, T_RESP, T__N }; /* a device's topics */
-static const char *const t_kind[T__N] = {FB_KIND_TELEMETRY, FB_KIND_STATUS, FB_KIND_COMMAND, FB_KIND_RESPONSE};
+enum { T_TELE, T_STATUS, T_CMD, T_RESP, T_ALARM, T__N }; /* a device's topics */
+static const char *const t_kind[T__N] = {FB_KIND_TELEMETRY, FB_KIND_STATUS, FB_KIND_COMMAND, FB_KIND_RESPONSE,
+                                         FB_KIND_ALARM};
 
 struct mq_dev {
     char *t[T__N];
+    bool alarms;                /* the device has alarms: its summary is published on connect */
     int64_t status_ts;          /* time of the last state change seen (under mu), 0 = unknown */
     char reason[FB_REASON_LEN]; /* its reason (under mu) */
 };
@@ -79,7 +88,7 @@ struct mq_ctx {
 
 /* ------------------------------------------------------------------ config */
 static const char *const k_mqtt[] = {FB_BROKER_KEYS, "topic", "qos", "max_inflight", NULL};
-static const char *const k_qos[] = {"telemetry", "status", "command", NULL};
+static const char *const k_qos[] = {"telemetry", "status", "command", "alarm", NULL};
 static const struct fb_config_keys k_nested[] = {
     {"tls", fb_broker_tls_keys}, {"reconnect", fb_broker_reconnect_keys}, {"qos", k_qos}, {NULL, NULL}};
 
@@ -99,7 +108,7 @@ static void *mq_cfg_load(struct fb_cfg *r, const struct fb_cfg_map *m, const str
         fb_cfg_error(r, NULL, "out of memory");
         return NULL;
     }
-    q->qos_telemetry = q->qos_status = q->qos_command = 1;
+    q->qos_telemetry = q->qos_status = q->qos_command = q->qos_alarm = 1;
     q->max_inflight = 1000;
     fb_broker_cfg_load(r, m, "mqtt", 256, &q->broker);
     if (!q->broker.client_id) {
@@ -125,6 +134,7 @@ static void *mq_cfg_load(struct fb_cfg *r, const struct fb_cfg_map *m, const str
             q->qos_status = (int)v;
         if ((x = fb_cfg_get(&t, "command")) && fb_cfg_int(r, NULL, x, "mqtt.qos.command", 0, 2, &v))
             q->qos_command = (int)v;
+        if ((x = fb_cfg_get(&t, "alarm")) && fb_cfg_int(r, NULL, x, "mqtt.qos.alarm", 0, 2, &v)) q->qos_alarm = (int)v;
         fb_cfg_map_free(&t);
     }
     long long v;
@@ -137,9 +147,13 @@ static void mq_describe(const struct fb_sink_inst *s, FILE *f)
 {
     const struct fb_mqtt_cfg *q = s->cfg;
     const struct fb_broker_cfg *b = &q->broker;
-    fprintf(f, "  sink mqtt  %s%s  MQTT %s%s  qos telemetry %d status %d command %d  topic %s\n",
+    fprintf(f, "  sink mqtt  %s%s  MQTT %s%s  qos telemetry %d status %d command %d%s  topic %s\n",
             b->nservers ? b->servers[0].url : "?", b->nservers > 1 ? " (+ more servers)" : "",
             b->version == 5 ? "5" : "3.1.1", b->tls ? " TLS" : "", q->qos_telemetry, q->qos_status, q->qos_command,
+            s->gw && s->gw->nalarms ? (q->qos_alarm == 0   ? " alarm 0"
+                                       : q->qos_alarm == 2 ? " alarm 2"
+                                                           : " alarm 1")
+                                    : "",
             q->topic);
 }
 
@@ -169,6 +183,14 @@ static void publish_dev_status(struct mq_ctx *ctx, struct fb_buf *buf, uint32_t 
     fb_mqtt_session_publish(ctx->ms, ctx->devs[i].t[T_STATUS], buf->p, buf->len, ctx->cfg->qos_status, true, NULL);
 }
 
+/* The device's retained alarm summary (any thread with its own buffer). */
+static void publish_alarm_summary(struct mq_ctx *ctx, struct fb_buf *buf, uint32_t i)
+{
+    fb_buf_clear(buf);
+    fb_alarm_summary_json(buf, ctx->gw, i);
+    fb_mqtt_session_publish(ctx->ms, ctx->devs[i].t[T_ALARM], buf->p, buf->len, ctx->cfg->qos_alarm, true, NULL);
+}
+
 /* ---------------------------------------------------- session callbacks */
 /* Network thread: the broker accepted us. */
 static void mq_connected(void *obj, struct fb_mqtt_session *ms)
@@ -186,6 +208,8 @@ static void mq_connected(void *obj, struct fb_mqtt_session *ms)
     }
     publish_gw_status(ctx, &ctx->nbuf, true);
     for (uint32_t i = 0; i < ctx->gw->ndevs; i++) publish_dev_status(ctx, &ctx->nbuf, i);
+    for (uint32_t i = 0; i < ctx->gw->ndevs; i++)
+        if (ctx->devs[i].alarms) publish_alarm_summary(ctx, &ctx->nbuf, i);
 }
 
 static int route_cmp(const void *a, const void *b)
@@ -325,6 +349,7 @@ static int make_topics(struct mq_ctx *ctx, struct fb_err *err)
         ctx->routes[i].topic = d->t[T_CMD];
         ctx->routes[i].dev = i;
     }
+    for (uint32_t a = 0; a < gw->nalarms; a++) ctx->devs[gw->alarms[a].device].alarms = true;
     ctx->nroutes = gw->ndevs;
     qsort(ctx->routes, ctx->nroutes, sizeof *ctx->routes, route_cmp);
     for (uint32_t i = 1; i < ctx->nroutes; i++)
@@ -425,6 +450,24 @@ static int mq_send(struct fb_sink_inst *s, const struct fb_batch *b, uint64_t ba
     }
     if (!connected) { /* don't encode what cannot leave */
         fb_sink_done(s, batch_id, FB_RETRY);
+        return 0;
+    }
+    if (b->kind == FB_BATCH_ALARM) {
+        if (b->ev.event == FB_AE_NONE) { /* a summary refresh (a silenced alarm changed): the summary only */
+            publish_alarm_summary(ctx, &ctx->json, b->device);
+            fb_sink_done(s, batch_id, FB_SENT);
+            return 0;
+        }
+        /* the event (tracked, kept in the buffer until acknowledged), then the current summary */
+        fb_buf_clear(&ctx->json);
+        fb_alarm_event_json(&ctx->json, ctx->gw, b);
+        fb_mqtt_session_publish_tracked(ctx->ms, batch_id, d->t[T_ALARM], ctx->json.p, ctx->json.len,
+                                        ctx->cfg->qos_alarm, false);
+        publish_alarm_summary(ctx, &ctx->json, b->device);
+        return 0;
+    }
+    if (b->kind != FB_BATCH_DATA) { /* a kind this sink does not know: nothing to publish */
+        fb_sink_done(s, batch_id, FB_SENT);
         return 0;
     }
     fb_buf_clear(&ctx->json);

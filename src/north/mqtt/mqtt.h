@@ -15,6 +15,7 @@ struct fb_mqtt_cfg {
     int qos_telemetry;           /* default 1 */
     int qos_status;              /* default 1 */
     int qos_command;             /* subscription QoS for commands, default 1 */
+    int qos_alarm;               /* alarm events and summaries, default 1 */
     uint32_t max_inflight;       /* default 1000 */
 };
 

@@ -9,6 +9,7 @@
 #define FB_KIND_STATUS "status"
 #define FB_KIND_COMMAND "command"
 #define FB_KIND_RESPONSE "command/response"
+#define FB_KIND_ALARM "alarm"
 #define FB_TOPIC_DEFAULT "{site}/{area}/{line}/{device}/{kind}"
 
 /* Render a topic template.  Placeholders: {gateway} {site} {area} {line}

@@ -38,6 +38,11 @@
  * JSON write request for the command router, so Sparkplug writes pass the same
  * validation (exists, writable, type, range) as JSON commands; the result is
  * logged, and the new values show up in the next DDATA.
+ *
+ * Alarms (docs/sparkplug.md).  Each alarm of a device is a folder of Boolean
+ * metrics, "Alarms/<tag>/<kind>/Active", "…/Acked", "…/Shelved",
+ * "…/Suppressed", plus "…/Severity" (Int32) in the DBIRTH; an alarm event
+ * batch becomes a DDATA with the four Booleans as they are after it.
  */
 #include "north/sparkplug/sparkplug.h"
 
@@ -52,6 +57,7 @@
 #include "core/log.h"
 #include "core/plugin.h"
 #include "core/router.h"
+#include "edge/alarms.h"
 
 #define SPB_SEC 1000000000LL
 #define SPB_CLOSE_WAIT_NS 2000000000LL
@@ -61,6 +67,9 @@
 #define SPB_ALIAS_REBOOT 2
 #define SPB_ALIAS_SOFTWARE 3
 #define SPB_ALIAS_BASE 1000
+/* alarm a's metric k: SPB_ALIAS_BASE + ntags + a * 8 + k */
+enum { AM_ACTIVE, AM_ACKED, AM_SHELVED, AM_SUPPRESSED, AM_SEVERITY, AM__N };
+static const char *const am_name[AM__N] = {"Active", "Acked", "Shelved", "Suppressed", "Severity"};
 
 enum { T_BIRTH, T_DATA, T_DEATH, T_CMD, T__N }; /* a device's topics */
 static const char *const t_type[T__N] = {"DBIRTH", "DDATA", "DDEATH", "DCMD"};
@@ -92,6 +101,7 @@ struct spb_ctx {
     size_t dcmd_prefix_len;
     struct spb_dev *devs;
     struct spb_val *cache;
+    char **alarm_names; /* "Alarms/<name>/<metric>", AM__N per alarm: the encoder keeps the pointers */
 
     /* set by the session's callbacks (network thread) */
     atomic_uint conn_gen;     /* +1 per accepted CONNACK */
@@ -251,6 +261,30 @@ static void add_tag_metric(struct spb_ctx *ctx, const struct fb_tag *t, bool bir
     }
 }
 
+/* The metrics of alarm id: the four state Booleans, and in a birth its Severity. */
+static void add_alarm_metrics(struct spb_ctx *ctx, uint32_t id, uint8_t flags, bool birth, int64_t ts_ns,
+                              bool historical)
+{
+    const struct fb_alarm *a = &ctx->gw->alarms[id];
+    bool al = ctx->cfg->aliases;
+    const bool bits[4] = {(flags & FB_AS_ACTIVE) != 0, !(flags & FB_AS_UNACKED), (flags & FB_AS_SHELVED) != 0,
+                          (flags & FB_AS_SUPPRESSED) != 0};
+    for (int k = 0; k < (birth ? AM__N : AM_SEVERITY); k++) {
+        const char *name = ctx->alarm_names[id * AM__N + k];
+        int64_t alias = al ? (int64_t)SPB_ALIAS_BASE + ctx->gw->ntags + (int64_t)id * 8 + k : -1;
+        uint32_t dt = k == AM_SEVERITY ? SPB_INT32 : SPB_BOOLEAN;
+        spb_metric *m = fb_spb_enc_add(&ctx->enc, birth || !al ? name : NULL, alias, ms_of(ts_ns), birth ? dt : 0);
+        if (!m) return;
+        struct fb_value v = k == AM_SEVERITY ? (struct fb_value){.type = FB_T_INT32, .i = a->severity}
+                                             : (struct fb_value){.type = FB_T_BOOL, .b = bits[k]};
+        fb_spb_enc_value(&ctx->enc, m, dt, &v);
+        if (historical) {
+            m->has_is_historical = true;
+            m->is_historical = true;
+        }
+    }
+}
+
 static void dbirth(struct spb_ctx *ctx, uint32_t di)
 {
     const struct fb_device *d = &ctx->gw->devs[di];
@@ -261,6 +295,12 @@ static void dbirth(struct spb_ctx *ctx, uint32_t di)
         const struct spb_val *c = &ctx->cache[id];
         add_tag_metric(ctx, &ctx->gw->tags[id], true, c->ts ? &c->v : NULL, c->ts ? c->q : FB_Q_BAD_WAITING,
                        c->ts ? c->ts : now, false, c->ts && c->raw);
+    }
+    for (uint32_t a = 0; a < ctx->gw->nalarms; a++) {
+        uint8_t flags = 0;
+        if (ctx->gw->alarms[a].device != di) continue;
+        fb_alarm_flags(ctx->gw, a, &flags);
+        add_alarm_metrics(ctx, a, flags, true, now, false);
     }
     pub_enc(ctx, ctx->devs[di].t[T_BIRTH]);
     ctx->devs[di].born = true;
@@ -544,6 +584,9 @@ static void ctx_free(struct spb_ctx *ctx)
         for (uint32_t i = 0; i < ctx->gw->ndevs; i++)
             for (int k = 0; k < T__N; k++) free(ctx->devs[i].t[k]);
     free(ctx->devs);
+    if (ctx->alarm_names)
+        for (uint32_t i = 0; i < ctx->gw->nalarms * AM__N; i++) free(ctx->alarm_names[i]);
+    free(ctx->alarm_names);
     if (ctx->cache)
         for (uint32_t i = 0; i < ctx->gw->ntags; i++) free(ctx->cache[i].sbuf);
     free(ctx->cache);
@@ -604,7 +647,16 @@ static int spb_open(struct fb_sink_inst *s, struct fb_err *err)
 
     ctx->devs = calloc(gw->ndevs ? gw->ndevs : 1, sizeof *ctx->devs);
     ctx->cache = calloc(gw->ntags ? gw->ntags : 1, sizeof *ctx->cache);
-    if (!ctx->devs || !ctx->cache) {
+    ctx->alarm_names = calloc(gw->nalarms ? gw->nalarms * AM__N : 1, sizeof *ctx->alarm_names);
+    bool names_ok = ctx->alarm_names != NULL;
+    for (uint32_t i = 0; names_ok && i < gw->nalarms * AM__N; i++) {
+        size_t len = strlen(gw->alarms[i / AM__N].name) + 24;
+        if ((ctx->alarm_names[i] = malloc(len)))
+            snprintf(ctx->alarm_names[i], len, "Alarms/%s/%s", gw->alarms[i / AM__N].name, am_name[i % AM__N]);
+        else
+            names_ok = false;
+    }
+    if (!ctx->devs || !ctx->cache || !names_ok) {
         ctx_free(ctx);
         return fb_err_set(err, FB_ENOMEM, "out of memory");
     }
@@ -702,6 +754,31 @@ static int spb_send(struct fb_sink_inst *s, const struct fb_batch *b, uint64_t b
         return 0;
     }
     bool hist = born && b->ts < ctx->birth_ns;
+    if (b->kind == FB_BATCH_ALARM) {
+        if (b->ev.alarm >= ctx->gw->nalarms) { /* a flood summary, a script message, a summary refresh */
+            fb_sink_done(s, batch_id, FB_SENT);
+            return 0;
+        }
+        if (!born) {
+            fb_sink_done(s, batch_id, FB_RETRY);
+            return 0;
+        }
+        if (!d->born) {
+            /* a dead device publishes nothing; a living one's birth carries the alarms' current state */
+            if (d->state != FB_DEV_OFFLINE) dbirth(ctx, b->device);
+            fb_sink_done(s, batch_id, FB_SENT);
+            return 0;
+        }
+        fb_spb_enc_begin(&ctx->enc, (uint64_t)ms_of(b->ts), next_seq(ctx));
+        add_alarm_metrics(ctx, b->ev.alarm, b->ev.flags, false, b->ts, hist);
+        fb_spb_enc_finish(&ctx->enc, &ctx->out);
+        fb_mqtt_session_publish_tracked(ctx->ms, batch_id, d->t[T_DATA], ctx->out.p, ctx->out.len, 0, false);
+        return 0;
+    }
+    if (b->kind != FB_BATCH_DATA) { /* a kind this sink does not know */
+        fb_sink_done(s, batch_id, FB_SENT);
+        return 0;
+    }
     for (uint32_t i = 0; i < b->n; i++) cache_put(ctx, &b->s[i]);
     if (b->n) d->seen = true;
     if (!born) {

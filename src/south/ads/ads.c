@@ -63,6 +63,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "core/browse.h"
 #include "core/env.h"
 #include "core/log.h"
 #include "core/net.h"
@@ -1756,7 +1757,7 @@ static void ads_close(struct fb_conn *cn)
 }
 
 /* ------------------------------------------------------------------ browse */
-int fb_ads_browse(const char *url, FILE *out, struct fb_err *err)
+int fb_ads_browse(const char *url, struct fb_browse *list, FILE *out, struct fb_err *err)
 {
     struct fb_url u;
     int rc = fb_url_parse(url, &u, err);
@@ -1785,27 +1786,36 @@ int fb_ads_browse(const char *url, FILE *out, struct fb_err *err)
     size_t off = 0;
     struct ads_sym s;
     uint32_t count = 0;
-    fprintf(out, "%-40s %-24s %-8s %s\n", "SYMBOL", "TYPE", "AS", "SIZE");
+    if (out) fprintf(out, "%-40s %-24s %-8s %s\n", "SYMBOL", "TYPE", "AS", "SIZE");
     while ((rc = ads_sym_next(sym, sl, &off, &s)) == 1) {
         struct ads_tinfo ti;
         struct fb_err e = {0};
         const char *as = "-";
-        if (ads_resolve(sym, sl, dt, dl, s.name, -1, NULL, 0, &ti, &e) == 0)
+        int fbt = FB_T_NONE;
+        if (ads_resolve(sym, sl, dt, dl, s.name, -1, NULL, 0, &ti, &e) == 0) {
             as = fb_type_name((enum fb_type)ti.fbtype);
-        else if (!strncasecmp(s.type, "ARRAY", 5))
+            fbt = ti.fbtype;
+        } else if (!strncasecmp(s.type, "ARRAY", 5))
             as = "array";
         else
             as = "struct";
-        fprintf(out, "%-40s %-24s %-8s %u\n", s.name, s.type, as, s.size);
+        if (out) fprintf(out, "%-40s %-24s %-8s %u\n", s.name, s.type, as, s.size);
+        /* read-only in the tag config: writing to a PLC is a decision to make per tag */
+        if (list && fb_browse_add(list, s.name, s.name, fbt, FB_ACC_READ, s.type) < 0) {
+            rc = fb_err_set(err, FB_ENOMEM, "out of memory");
+            break;
+        }
         count++;
     }
     free(sym);
     free(dt);
+    if (rc == FB_ENOMEM) return rc;
     if (rc < 0) return fb_err_set(err, FB_EPROTO, "malformed symbol upload after %u symbols", count);
-    fprintf(out,
-            "%u symbols; read them by name (MAIN.fTemperature), elements of arrays and structs as "
-            "MAIN.aValues[3] / MAIN.stRecipe.fSpeed\n",
-            count);
+    if (out)
+        fprintf(out,
+                "%u symbols; read them by name (MAIN.fTemperature), elements of arrays and structs as "
+                "MAIN.aValues[3] / MAIN.stRecipe.fSpeed\n",
+                count);
     return 0;
 }
 
@@ -1898,4 +1908,5 @@ const struct fb_driver fb_driver_ads = {
     .read = ads_read,
     .write = ads_write,
     .close = ads_close,
+    .browse = fb_ads_browse,
 };

@@ -9,10 +9,11 @@
 
 extern const struct fb_driver fb_driver_ads;
 
-/* `fieldbridge browse ads://…`: connect, upload the symbol table and print
- * one line per symbol (name, PLC type, fieldbridge type, size).  0 or a
- * negative status with err set (FB_EINVAL: bad URL). */
-int fb_ads_browse(const char *url, FILE *out, struct fb_err *err);
+/* `fieldbridge browse ads://…`: connect, upload the symbol table, put each
+ * symbol into list (read-only: writing is a decision per tag) and, when out
+ * is not NULL, print one line per symbol (name, PLC type, fieldbridge type,
+ * size).  0 or a negative status with err set (FB_EINVAL: bad URL). */
+int fb_ads_browse(const char *url, struct fb_browse *list, FILE *out, struct fb_err *err);
 
 /* Register a static route on a TwinCAT PLC (UDP 48899) so that it accepts
  * ADS connections from net_id at address (NULL: the address the PLC sees us

@@ -38,6 +38,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/browse.h"
 #include "core/log.h"
 #include "core/plugin.h"
 #include "core/url.h"
@@ -624,8 +625,11 @@ static void dtv_cb(void *ctx, uint32_t i, const struct ua_datavalue *dv)
     }
 }
 
+/* Browse the references below node.  Each variable goes into list (with
+ * `prefix`, its parents' browse names, in front of its own) and, when out
+ * is not NULL, the tree is printed there. */
 static int browse_node(struct ua_conn *c, const struct ua_nodeid *node, int depth, int max_depth, FILE *out,
-                       struct fb_err *err)
+                       struct fb_browse *list, const char *prefix, struct fb_err *err)
 {
     struct bnode *kids = NULL;
     uint32_t nk = 0, cap = 0;
@@ -708,25 +712,39 @@ static int browse_node(struct ua_conn *c, const struct ua_nodeid *node, int dept
     uint32_t vi = 0;
     for (uint32_t i = 0; i < nk && !rc; i++) {
         char nb[300];
-        fprintf(out, "%*s%s  %s  %s", depth * 2, "", kids[i].name, ua_nodeid_format(&kids[i].id, nb, sizeof nb),
-                node_class_name(kids[i].nc));
+        ua_nodeid_format(&kids[i].id, nb, sizeof nb);
+        /* the browse name without its namespace index ("2:Speed" → "Speed") */
+        const char *bare = kids[i].name;
+        const char *colon = strchr(bare, ':');
+        if (colon && colon != bare && strspn(bare, "0123456789") == (size_t)(colon - bare)) bare = colon + 1;
+        char path[400];
+        snprintf(path, sizeof path, "%s%s%s", prefix, *prefix ? "." : "", bare);
+        if (out) fprintf(out, "%*s%s  %s  %s", depth * 2, "", kids[i].name, nb, node_class_name(kids[i].nc));
         if (kids[i].nc == 2 && vi < nv) {
             uint8_t ty = types[vi], ac = acc[vi];
             uint32_t dn = dtnum[vi];
             vi++;
+            char tn[48];
             if (ty == 0xFF)
-                fprintf(out, "  DataType i=%u", dn);
+                snprintf(tn, sizeof tn, "DataType i=%u", dn);
             else
-                fprintf(out, "  %s", ty ? ua_builtin_name(ty) : "?");
-            fprintf(out, "  %s%s", ac & 1 ? "r" : "-", ac & 2 ? "w" : "-");
-            if (ty && ty != 0xFF && ua_builtin[ty].fbtype) fprintf(out, "  (%s)", fb_type_name(ua_builtin[ty].fbtype));
+                snprintf(tn, sizeof tn, "%s", ty ? ua_builtin_name(ty) : "?");
+            if (out) {
+                fprintf(out, "  %s  %s%s", tn, ac & 1 ? "r" : "-", ac & 2 ? "w" : "-");
+                if (ty && ty != 0xFF && ua_builtin[ty].fbtype)
+                    fprintf(out, "  (%s)", fb_type_name(ua_builtin[ty].fbtype));
+            }
+            int fbt = ty && ty != 0xFF ? ua_builtin[ty].fbtype : FB_T_NONE;
+            int access = (ac & 2) ? ((ac & 1) ? FB_ACC_RW : FB_ACC_WRITE) : FB_ACC_READ;
+            if (list && fb_browse_add(list, path, nb, fbt, access, tn) < 0)
+                rc = fb_err_set(err, FB_ENOMEM, "out of memory");
         }
-        fputc('\n', out);
+        if (out) fputc('\n', out);
         bool skip = kids[i].id.ns == 0 && kids[i].id.kind == UA_NID_NUMERIC && kids[i].id.num == 2253 && depth == 1 &&
                     max_depth < 8;
-        if (kids[i].nc == 1 && depth + 1 < max_depth && !skip)
-            rc = browse_node(c, &kids[i].id, depth + 1, max_depth, out, err);
-        else if (skip)
+        if (!rc && kids[i].nc == 1 && depth + 1 < max_depth && !skip)
+            rc = browse_node(c, &kids[i].id, depth + 1, max_depth, out, list, path, err);
+        else if (skip && out)
             fprintf(out, "%*s…  (the Server object: depth=8 or more shows it)\n", depth * 2 + 2, "");
     }
     for (uint32_t i = 0; i < nk; i++) ua_nodeid_clear(&kids[i].id);
@@ -739,7 +757,7 @@ static int browse_node(struct ua_conn *c, const struct ua_nodeid *node, int dept
     return rc;
 }
 
-int fb_opcua_browse(const char *url, FILE *out, struct fb_err *err)
+int fb_opcua_browse(const char *url, struct fb_browse *list, FILE *out, struct fb_err *err)
 {
     struct fb_url u;
     if (fb_url_parse(url, &u, err) < 0) return FB_EINVAL;
@@ -761,8 +779,8 @@ int fb_opcua_browse(const char *url, FILE *out, struct fb_err *err)
     }
     ua_read_limits(c);
     char nb[300];
-    fprintf(out, "%s  %s\n", o.node ? "(start)" : "Objects", ua_nodeid_format(&start, nb, sizeof nb));
-    rc = browse_node(c, &start, 1, o.depth + 1, out, err);
+    if (out) fprintf(out, "%s  %s\n", o.node ? "(start)" : "Objects", ua_nodeid_format(&start, nb, sizeof nb));
+    rc = browse_node(c, &start, 1, o.depth + 1, out, list, "", err);
     ua_nodeid_clear(&start);
     ua_disconnect(c);
     ua_conn_free(c);
@@ -785,4 +803,5 @@ const struct fb_driver fb_driver_opcua = {
     .read = opcua_read,
     .write = opcua_write,
     .close = opcua_close,
+    .browse = fb_opcua_browse,
 };

@@ -47,6 +47,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "core/browse.h"
 #include "core/env.h"
 #include "core/log.h"
 #include "core/plugin.h"
@@ -671,10 +672,11 @@ const struct fb_driver fb_driver_revpi = {
     .read = revpi_read,
     .write = revpi_write,
     .close = revpi_close,
+    .browse = fb_revpi_browse,
 };
 
 /* ---------------------------------------------------------------- browse */
-int fb_revpi_browse(const char *url_text, FILE *out, struct fb_err *err)
+int fb_revpi_browse(const char *url_text, struct fb_browse *list, FILE *out, struct fb_err *err)
 {
     struct fb_url u;
     int rc = fb_url_parse(url_text, &u, err);
@@ -691,36 +693,50 @@ int fb_revpi_browse(const char *url_text, FILE *out, struct fb_err *err)
         fb_url_free(&u);
         return rc;
     }
-    static uint8_t img[FB_REVPI_IMAGE_SIZE];
+    uint8_t *img = calloc(1, FB_REVPI_IMAGE_SIZE); /* not static: the HTTP API browses from its own thread */
+    if (!img) {
+        fb_revpi_cfg_free(&cfg);
+        fb_url_free(&u);
+        return fb_err_set(err, FB_ENOMEM, "out of memory");
+    }
     bool have_img = false;
     const char *path = u.path && u.path[0] && strcmp(u.path, "/") ? u.path : NULL;
     if (path) {
         int fd = open(path, O_RDONLY | O_CLOEXEC);
         if (fd >= 0) {
-            ssize_t n = pread(fd, img, sizeof img, 0);
+            ssize_t n = pread(fd, img, FB_REVPI_IMAGE_SIZE, 0);
             if (n > 0) {
-                memset(img + n, 0, sizeof img - (size_t)n);
+                memset(img + n, 0, FB_REVPI_IMAGE_SIZE - (size_t)n);
                 have_img = true;
             }
             close(fd);
         }
     }
-    fprintf(out, "# %s: %u devices, %u variables%s%s\n", cfgv, cfg.ndevs, cfg.nvars, have_img ? "; values from " : "",
-            have_img ? path : "");
-    for (uint32_t i = 0; i < cfg.ndevs; i++) {
+    if (out)
+        fprintf(out, "# %s: %u devices, %u variables%s%s\n", cfgv, cfg.ndevs, cfg.nvars,
+                have_img ? "; values from " : "", have_img ? path : "");
+    for (uint32_t i = 0; i < cfg.ndevs && rc == 0; i++) {
         const struct fb_revpi_dev *dv = &cfg.devs[i];
-        fprintf(out, "device %d %s (type %s, productType %d, offset %u%s%s)\n", dv->position, dv->name,
-                dv->type[0] ? dv->type : "?", dv->product_type, dv->offset,
-                dv->bmk[0] && strcmp(dv->bmk, dv->name) ? ", bmk " : "",
-                dv->bmk[0] && strcmp(dv->bmk, dv->name) ? dv->bmk : "");
+        if (out)
+            fprintf(out, "device %d %s (type %s, productType %d, offset %u%s%s)\n", dv->position, dv->name,
+                    dv->type[0] ? dv->type : "?", dv->product_type, dv->offset,
+                    dv->bmk[0] && strcmp(dv->bmk, dv->name) ? ", bmk " : "",
+                    dv->bmk[0] && strcmp(dv->bmk, dv->name) ? dv->bmk : "");
         for (uint32_t k = dv->first_var; k < dv->first_var + dv->nvars; k++) {
             const struct fb_revpi_var *v = &cfg.vars[k];
+            /* outputs are what a controller writes; inputs and memory are read */
+            if (list && fb_browse_add(list, v->name, v->name, v->type, v->io == FB_REVPI_OUT ? FB_ACC_RW : FB_ACC_READ,
+                                      v->comment[0] ? v->comment : NULL) < 0) {
+                rc = fb_err_set(err, FB_ENOMEM, "out of memory");
+                break;
+            }
+            if (!out) continue;
             char where[32], val[48] = "";
             fb_revpi_loc_format(where, sizeof where, &v->loc);
             enum fb_type t = (enum fb_type)v->type; /* the module's type (signed AIO values …) */
             if (have_img && t != FB_T_NONE) {
                 struct fb_value fv;
-                if (fb_revpi_decode(img, 0, sizeof img, &v->loc, t, &fv) == 0) {
+                if (fb_revpi_decode(img, 0, FB_REVPI_IMAGE_SIZE, &v->loc, t, &fv) == 0) {
                     if (t == FB_T_BOOL)
                         snprintf(val, sizeof val, "%s", fv.b ? "true" : "false");
                     else if (fb_type_is_signed(t))
@@ -739,7 +755,8 @@ int fb_revpi_browse(const char *url_text, FILE *out, struct fb_err *err)
             fprintf(out, "%.*s\n", (int)len, line);
         }
     }
+    free(img);
     fb_revpi_cfg_free(&cfg);
     fb_url_free(&u);
-    return 0;
+    return rc;
 }

@@ -10,9 +10,11 @@
 extern const struct fb_driver fb_driver_revpi;
 
 /* `fieldbridge browse revpi:///dev/piControl0?config=/etc/revpi/config.rsc`:
- * lists the PiCtory devices and their variables (name, inp/out/mem, raw
- * address, default type, current value when the image is readable) on out.
+ * every PiCtory variable into list (outputs read-write, inputs and memory
+ * read-only) and, when out is not NULL, the devices and their variables
+ * (name, inp/out/mem, raw address, default type, current value when the
+ * image is readable) on out.
  * Returns 0, or a negative fb_status with err set (bad URL: FB_EINVAL;
  * unreadable configuration: FB_ENOENT / FB_EINVAL). */
-int fb_revpi_browse(const char *url_text, FILE *out, struct fb_err *err);
+int fb_revpi_browse(const char *url_text, struct fb_browse *list, FILE *out, struct fb_err *err);
 #endif

@@ -17,8 +17,17 @@
  * rounding), float32 clamped to its finite range, numbers formatted as text
  * for string tags.
  *
+ * Plants (sim_plant.h): a tag whose address is a process model ("heater:…",
+ * "fopdt:…", "tank:…", "valve:…", "motor:…") takes its input from another tag
+ * of the same device (`input=NAME`, resolved when the reads are planned; a
+ * chain of plants must not loop).  Every read and every write first brings
+ * all plants of the device to the present (monotonic clock), in input order
+ * and, when one plant feeds another or a generator feeds a plant, in steps of
+ * at most 10 ms; a write to an input is then recorded at the time it was
+ * made, so the plant sees it exactly then (its dead time counts from there).
+ *
  * Threading: read and write run on the connection thread only, so the
- * generator state needs no lock.
+ * generator and plant state needs no lock.
  */
 #include <float.h>
 #include <inttypes.h>
@@ -29,14 +38,24 @@
 
 #include "core/model.h"
 #include "south/sim/sim_gen.h"
+#include "south/sim/sim_plant.h"
+
+#define PLANT_STEP_NS 10000000LL /* substep when a plant's input moves by itself */
 
 struct sim_dev {
     uint64_t seed;
+    /* plants, in input order (a plant after the plant feeding it) */
+    uint32_t *plants;
+    uint32_t nplants;
+    bool plants_ordered, plants_step; /* step: some input moves by itself (plant or generator) */
+    int64_t plants_t;                 /* monotonic time the plants were brought to; 0 = not started */
 };
 
 struct sim_tag {
     struct fb_sim_gen g;
-    char num[40]; /* numbers formatted for string tags */
+    struct fb_plant *plant; /* a process model instead of a generator */
+    int64_t input;          /* the plant's input tag id, -1 = none */
+    char num[40];           /* numbers formatted for string tags */
 };
 
 static const char *const sim_schemes[] = {"sim", NULL};
@@ -74,7 +93,9 @@ static int sim_device_init(struct fb_device *dev, char **conn_key, struct fb_err
 
 static void sim_device_free(struct fb_device *dev)
 {
-    free(dev->drv_dev);
+    struct sim_dev *sd = dev->drv_dev;
+    if (sd) free(sd->plants);
+    free(sd);
     dev->drv_dev = NULL;
 }
 
@@ -135,6 +156,29 @@ static int sim_parse_address(struct fb_device *dev, struct fb_tag *tag, struct f
         free(st);
         return fb_err_set(err, FB_ENOMEM, "out of memory");
     }
+    st->input = -1;
+    if (fb_plant_is_spec(spec)) {
+        st->plant = malloc(sizeof *st->plant);
+        int rc = st->plant ? fb_plant_parse(spec, st->plant, err) : fb_err_set(err, FB_ENOMEM, "out of memory");
+        free(spec);
+        if (rc == 0 && at != FB_T_NONE && at != FB_T_FLOAT64 && at != FB_T_FLOAT32)
+            rc = fb_err_set(err, FB_EINVAL, "sim address '%s': a plant is float32 or float64, not %s", text,
+                            fb_type_name(at));
+        if (rc == 0 && tag->type != FB_T_NONE && tag->type != FB_T_FLOAT64 && tag->type != FB_T_FLOAT32)
+            rc = fb_err_set(err, FB_EINVAL, "sim address '%s': a plant is float32 or float64, not %s", text,
+                            fb_type_name((enum fb_type)tag->type));
+        if (rc == 0 && (tag->access & FB_ACC_WRITE))
+            rc = fb_err_set(err, FB_EINVAL, "sim address '%s': a plant's value is computed; write its input tag", text);
+        if (rc) {
+            free(st->plant);
+            free(st);
+            return rc;
+        }
+        if (at != FB_T_NONE) tag->type = (uint8_t)at;
+        if (tag->type == FB_T_NONE) tag->type = FB_T_FLOAT64;
+        tag->addr = st;
+        return 0;
+    }
     int rc = fb_sim_gen_parse(spec, &st->g, err);
     free(spec);
     if (rc) {
@@ -180,6 +224,7 @@ static void sim_free_address(struct fb_tag *tag)
 {
     struct sim_tag *st = tag->addr;
     if (!st) return;
+    free(st->plant);
     fb_sim_gen_free(&st->g);
     free(st);
     tag->addr = NULL;
@@ -187,17 +232,145 @@ static void sim_free_address(struct fb_tag *tag)
 
 /* No plan is needed, but by now every tag has its final id: (re)seed so the
  * sequence depends only on the seed and the tag's position in the device. */
+/* A plant's input= names a numeric tag of the same device; a chain of plants
+ * must end at something that is not a plant. */
+static int plant_resolve(struct fb_device *dev, struct fb_tag *t, struct fb_err *err)
+{
+    struct sim_tag *st = t->addr;
+    struct sim_dev *sd = dev->drv_dev;
+    struct fb_tag *tags = dev->gw->tags;
+    st->input = -1;
+    if (st->plant->input[0]) {
+        for (uint32_t k = 0; k < dev->ntags && st->input < 0; k++)
+            if (!strcmp(tags[dev->first_tag + k].name, st->plant->input)) st->input = dev->first_tag + k;
+        if (st->input < 0)
+            return fb_err_set(err, FB_EINVAL, "%s: input=%s: no such tag in device %s", t->name, st->plant->input,
+                              dev->name);
+        const struct fb_tag *in = &tags[st->input];
+        if (in->type == FB_T_STRING || !in->addr)
+            return fb_err_set(err, FB_EINVAL, "%s: input=%s must be a numeric sim tag", t->name, in->name);
+        /* follow the chain: it must not come back */
+        int64_t cur = st->input;
+        for (uint32_t n = 0; cur >= 0; n++) {
+            const struct sim_tag *ct = tags[cur].addr;
+            if (!ct || !ct->plant) break;
+            if ((uint32_t)cur == t->id || n > dev->ntags)
+                return fb_err_set(err, FB_EINVAL, "%s: input=%s: the plants feed each other in a circle", t->name,
+                                  in->name);
+            int64_t nx = -1;
+            for (uint32_t k = 0; ct->plant->input[0] && k < dev->ntags && nx < 0; k++)
+                if (!strcmp(tags[dev->first_tag + k].name, ct->plant->input)) nx = dev->first_tag + k;
+            cur = nx;
+        }
+    }
+    for (uint32_t i = 0; i < sd->nplants; i++)
+        if (sd->plants[i] == t->id) return 0; /* planned before */
+    uint32_t *np = realloc(sd->plants, (sd->nplants + 1) * sizeof *np);
+    if (!np) return fb_err_set(err, FB_ENOMEM, "out of memory");
+    sd->plants = np;
+    sd->plants[sd->nplants++] = t->id;
+    sd->plants_ordered = false;
+    return 0;
+}
+
 static int sim_plan(struct fb_device *dev, struct fb_group *g, struct fb_err *err)
 {
-    (void)err;
     g->plan = NULL;
     for (uint32_t i = 0; i < g->ntags; i++) {
         if (!dev->gw) break;
         struct fb_tag *t = &dev->gw->tags[g->tags[i]];
         struct sim_tag *st = t->addr;
-        if (st) fb_sim_gen_seed(&st->g, dev_seed(dev), tag_index(dev, t));
+        if (st && st->plant) {
+            int rc = plant_resolve(dev, t, err);
+            if (rc) return rc;
+        } else if (st) {
+            fb_sim_gen_seed(&st->g, dev_seed(dev), tag_index(dev, t));
+        }
     }
     return 0;
+}
+
+/* ---------------------------------------------------------------- plants */
+/* What a tag feeds a plant at monotonic time t. */
+static double input_value(const struct fb_tag *in, int64_t t_utc)
+{
+    const struct sim_tag *st = in->addr;
+    if (st->plant) return fb_plant_value(st->plant);
+    if (st->g.kind == FB_SIM_MEMORY || st->g.kind == FB_SIM_CONST) return st->g.cur;
+    return fb_sim_gen_base(&st->g, t_utc);
+}
+
+/* Order the plants so that each comes after the plant feeding it. */
+static void plants_order(struct fb_device *dev, struct sim_dev *sd)
+{
+    struct fb_tag *tags = dev->gw->tags;
+    sd->plants_step = false;
+    for (uint32_t done = 0; done < sd->nplants;) {
+        uint32_t before = done;
+        for (uint32_t i = done; i < sd->nplants; i++) {
+            const struct sim_tag *st = tags[sd->plants[i]].addr;
+            bool ready = true;
+            if (st->input >= 0) {
+                const struct sim_tag *in = tags[st->input].addr;
+                if (in->plant) {
+                    ready = false;
+                    for (uint32_t k = 0; k < done; k++)
+                        if (sd->plants[k] == (uint32_t)st->input) ready = true;
+                }
+                if (in->plant || (in->g.kind != FB_SIM_MEMORY && in->g.kind != FB_SIM_CONST)) sd->plants_step = true;
+            }
+            if (ready) {
+                uint32_t x = sd->plants[done];
+                sd->plants[done] = sd->plants[i];
+                sd->plants[i] = x;
+                done++;
+            }
+        }
+        if (done == before) break; /* a circle: refused by plant_resolve, never here */
+    }
+    sd->plants_ordered = true;
+}
+
+/* Bring every plant of the device to monotonic time `now`. */
+static void plants_sync(struct fb_device *dev, int64_t now)
+{
+    struct sim_dev *sd = dev->drv_dev;
+    if (!sd || !sd->nplants) return;
+    struct fb_tag *tags = dev->gw->tags;
+    if (!sd->plants_ordered) plants_order(dev, sd);
+    int64_t utc_off = fb_now_ns() - fb_mono_ns();
+    if (!sd->plants_t) { /* start: every plant at its initial state, fed its input as it is now */
+        for (uint32_t i = 0; i < sd->nplants; i++) {
+            struct sim_tag *st = tags[sd->plants[i]].addr;
+            fb_plant_advance(st->plant, now);
+            if (st->input >= 0) fb_plant_input(st->plant, now, input_value(&tags[st->input], now + utc_off));
+        }
+        sd->plants_t = now;
+        return;
+    }
+    int64_t t = sd->plants_t;
+    while (t < now) {
+        t = sd->plants_step && now - t > PLANT_STEP_NS ? t + PLANT_STEP_NS : now;
+        for (uint32_t i = 0; i < sd->nplants; i++)
+            fb_plant_advance(((struct sim_tag *)tags[sd->plants[i]].addr)->plant, t);
+        if (!sd->plants_step) continue;
+        for (uint32_t i = 0; i < sd->nplants; i++) {
+            struct sim_tag *st = tags[sd->plants[i]].addr;
+            if (st->input >= 0) fb_plant_input(st->plant, t, input_value(&tags[st->input], t + utc_off));
+        }
+    }
+    sd->plants_t = now;
+}
+
+/* After a write to tag `id`: the plants it feeds take the new value now. */
+static void plants_written(struct fb_device *dev, uint32_t id, int64_t now)
+{
+    struct sim_dev *sd = dev->drv_dev;
+    struct fb_tag *tags = dev->gw->tags;
+    for (uint32_t i = 0; sd && i < sd->nplants; i++) {
+        struct sim_tag *st = tags[sd->plants[i]].addr;
+        if (st->input == (int64_t)id) fb_plant_input(st->plant, now, input_value(&tags[id], fb_now_ns()));
+    }
 }
 
 static void sim_plan_free(struct fb_group *g) { g->plan = NULL; }
@@ -269,6 +442,7 @@ static int sim_read(struct fb_device *dev, struct fb_group *g, struct fb_batch *
     int64_t now = fb_now_ns();
     struct fb_tag *tags = dev->gw->tags;
     uint64_t failed = 0;
+    plants_sync(dev, t0);
     for (uint32_t i = 0; i < g->ntags; i++) {
         struct fb_tag *t = &tags[g->tags[i]];
         struct sim_tag *st = t->addr;
@@ -279,6 +453,11 @@ static int sim_read(struct fb_device *dev, struct fb_group *g, struct fb_batch *
             v.u = 0;
             fb_batch_add(out, t->id, FB_Q_BAD_CONFIG, now, &v);
             failed++;
+            continue;
+        }
+        if (st->plant) {
+            to_value((enum fb_type)t->type, fb_plant_value(st->plant), &v);
+            fb_batch_add(out, t->id, FB_Q_GOOD, now, &v);
             continue;
         }
         fb_sim_gen_read(&st->g, now, &o);
@@ -313,8 +492,12 @@ static int sim_write(struct fb_device *dev, const struct fb_tag *t, const struct
 {
     struct sim_tag *st = t->addr;
     int rc;
-    (void)dev; /* writes / write_errors are counted by the runtime */
-    if (!st) {
+    /* writes / write_errors are counted by the runtime */
+    int64_t now = fb_mono_ns();
+    if (st && dev->gw) plants_sync(dev, now); /* the plants ran on the old value until now */
+    if (st && st->plant) {
+        rc = fb_err_set(err, FB_EACCES, "%s: a plant's value is computed; write its input tag", t->name);
+    } else if (!st) {
         rc = fb_err_set(err, FB_EINVAL, "%s: no sim address", t->name);
     } else if (!(t->access & FB_ACC_WRITE)) {
         rc = fb_err_set(err, FB_EACCES, "%s is not writable", t->name);
@@ -335,6 +518,7 @@ static int sim_write(struct fb_device *dev, const struct fb_tag *t, const struct
         else
             rc = fb_sim_gen_write_num(&st->g, d, err);
     }
+    if (rc == 0 && dev->gw) plants_written(dev, t->id, now);
     return rc;
 }
 
