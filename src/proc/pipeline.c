@@ -41,6 +41,9 @@ enum {
 };
 #define PF_NE (PF_PUB | PF_BAD | PF_OOS)
 
+/* A deadband's state is one of these per tag: keep it at 16 bytes. */
+_Static_assert(sizeof(struct fb_last) == 16, "struct fb_last grew: one per tag with a deadband");
+
 struct fb_proc {
     const struct fb_gateway *gw;
     uint32_t ntags;
