@@ -52,11 +52,15 @@ static void sink_push(struct fb_sink_inst *s, struct fb_batch *b)
  * data), nothing waiting in the sink's queue or memory queue, nobody else
  * inside the sink (call_mu), and the sink ready, so send() will not wait.
  * This saves the sink thread's wake-up per batch, which with the network
- * write was most of the CPU per value (BENCHMARKS.md).  False: queue it. */
+ * write was most of the CPU per value (BENCHMARKS.md).  False: queue it.
+ * Only data batches: the others are rare, and some are published under a
+ * lock their send() takes again (alarm events under the alarm table's lock:
+ * the MQTT sink then reads the alarm summary), so they go through the sink
+ * thread as before. */
 static bool sink_direct(struct fb_sink_inst *s, struct fb_batch *b)
 {
     struct fb_sink_rt *q = s->rt;
-    if (!q->mem_only || pthread_mutex_trylock(&q->call_mu) != 0) return false;
+    if (b->kind != FB_BATCH_DATA || !q->mem_only || pthread_mutex_trylock(&q->call_mu) != 0) return false;
     /* ready() first: it may take in acknowledgements that empty the memory queue */
     bool go = !s->sink->ready || s->sink->ready(s);
     pthread_mutex_lock(&q->mu);
