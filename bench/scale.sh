@@ -26,6 +26,7 @@ DRIVER=sim
 SIZES="1000 10000 100000 1000000"
 WINDOW=10
 BUILD_IT=1
+ARGS="$*"
 while [ $# -gt 0 ]; do
     case "$1" in
         --driver) DRIVER=$2; shift ;;
@@ -150,7 +151,7 @@ done
 STAMP=$(date -u +%Y%m%d-%H%M%S)
 mkdir -p "$ROOT/bench/results"
 OUT="$ROOT/bench/results/scale-$DRIVER-$STAMP.json"
-$PY - "$RECORDS" "$OUT" "$ROOT" "bench/scale.sh $*" <<'EOF'
+$PY - "$RECORDS" "$OUT" "$ROOT" "bench/scale.sh $ARGS" <<'EOF'
 import json, subprocess, sys, time
 recs = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
 commit = subprocess.run(["git", "-C", sys.argv[3], "rev-parse", "--short", "HEAD"], capture_output=True,
