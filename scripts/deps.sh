@@ -18,6 +18,7 @@ DEMO=(
     protobuf-c-compiler libprotobuf-c-dev
     # Lua 5.4 for user scripts (src/edge/script.c)
     liblua5.4-dev
+    libcurl4-openssl-dev zlib1g-dev  # the InfluxDB sink (HTTP, gzip)
     # the demo's broker, its mosquitto_sub/pub, and its Modbus simulator (pymodbus imports serial)
     mosquitto mosquitto-clients
     python3 python3-pymodbus python3-serial python3-serial-asyncio
@@ -31,6 +32,7 @@ TEST=(
     openssl socat mbpoll python3-pytest python3-paho-mqtt
     # the HTTP API's tests: responses checked against docs/openapi.yaml, the page in a real browser
     python3-jsonschema python3-yaml chromium
+    influxdb influxdb-client  # InfluxDB 1.6: influx sink, ingest, dashboards
 )
 
 case "$set_name" in
@@ -78,7 +80,7 @@ echo "deps: apt-get install (with their dependencies; on a bare Debian 12 about 
 "${SUDO[@]}" apt-get install -y -q --no-install-recommends -o DPkg::Lock::Timeout=300 "${missing[@]}" >"$log" 2>&1 || {
     tail -30 "$log" >&2; echo "deps: apt-get install failed (log: $log)" >&2; exit 1; }
 grep -E '^[0-9]+ upgraded, [0-9]+ newly installed' "$log" | sed 's/^/deps: /' || true
-# The Debian mosquitto package may start a system broker on 1883 (with systemd); the
-# tests and the demo run their own brokers, on another port when 1883 is taken.
+# The Debian mosquitto package may start a system broker on 1883 (with systemd), and
+# influxdb a server on 8086/8088; the tests and the demo run their own on free ports.
 rm -f "$log"
 echo "deps: done in $(( $(date +%s) - t0 )) s"

@@ -1,6 +1,7 @@
 /* main.c — the fieldbridge command line.
  *
  *   fieldbridge run -c FILE              run the gateway until SIGINT/SIGTERM
+ *   fieldbridge ingest -c FILE           run an MQTT → InfluxDB ingest instance (an `ingest:` config)
  *   fieldbridge check -c FILE [--strict] validate a config, print what would run
  *   fieldbridge read URL ADDR... [--type T] [--order O] [--count N] [--json] [--timeout D]
  *   fieldbridge write URL ADDR VALUE [--type T] [--order O] [--timeout D]
@@ -44,6 +45,8 @@ static const char *const usage_head =
     "commands (fieldbridge help COMMAND for each one's options):\n"
     "  run -c FILE [--log-format text|json] [--log-level LEVEL]\n"
     "                                   run the gateway (foreground) until SIGINT/SIGTERM\n"
+    "  ingest -c FILE [--log-format text|json] [--log-level LEVEL]\n"
+    "                                   write other gateways' MQTT telemetry to InfluxDB (docs/influxdb.md)\n"
     "  check -c FILE [--strict]         validate a config offline and print what would run\n"
     "  read URL ADDR... [--type T] [--order O] [--count N] [--json] [--timeout D]\n"
     "                                   one-shot read of one or more addresses\n"
@@ -137,8 +140,12 @@ static void reexec(void)
     fb_error(NULL, NULL, "reboot failed: cannot re-execute: %s", strerror(errno));
 }
 
-static int cmd_run(int argc, char **argv)
+/* run and ingest: the same runtime; ingest insists on an `ingest:` config
+ * (sources, no devices), run on a gateway config, so a unit file or a shell
+ * history says what the process is. */
+static int run_config(int argc, char **argv, bool ingest)
 {
+    const char *cmd = ingest ? "ingest" : "run";
     const char *file = NULL, *fmt = NULL, *level = NULL;
     for (int i = 0; i < argc; i++) {
         if ((!strcmp(argv[i], "-c") || !strcmp(argv[i], "--config")) && i + 1 < argc)
@@ -148,27 +155,42 @@ static int cmd_run(int argc, char **argv)
         else if (!strcmp(argv[i], "--log-level") && i + 1 < argc)
             level = argv[++i];
         else if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
-            puts("usage: fieldbridge run -c FILE [--log-format text|json] [--log-level error|warn|info|debug]\n"
-                 "Runs the gateway in the foreground until SIGINT or SIGTERM, then publishes the\n"
-                 "offline status, flushes what it can and exits 0.");
+            if (ingest)
+                puts("usage: fieldbridge ingest -c FILE [--log-format text|json] [--log-level error|warn|info|debug]\n"
+                     "Subscribes to the telemetry of many gateways (JSON and Sparkplug B) as the file's\n"
+                     "ingest: section says and writes it to the influx: sink until SIGINT or SIGTERM.\n"
+                     "Several instances with the same ingest.share group split the traffic.  See\n"
+                     "docs/influxdb.md.");
+            else
+                puts("usage: fieldbridge run -c FILE [--log-format text|json] [--log-level error|warn|info|debug]\n"
+                     "Runs the gateway in the foreground until SIGINT or SIGTERM, then publishes the\n"
+                     "offline status, flushes what it can and exits 0.");
             return 0;
         } else {
-            fprintf(stderr, "fieldbridge run: unexpected argument '%s'\n", argv[i]);
+            fprintf(stderr, "fieldbridge %s: unexpected argument '%s'\n", cmd, argv[i]);
             return 2;
         }
     }
     if (!file) {
-        fprintf(stderr, "fieldbridge run: missing -c FILE\n");
+        fprintf(stderr, "fieldbridge %s: missing -c FILE\n", cmd);
         return 2;
     }
     struct fb_config_opts o = {.strict = true, .diag = stderr};
     struct fb_gateway *gw = NULL;
     if (fb_config_load(file, &o, &gw) < 0) return 2;
+    if (ingest != (gw->nsources > 0)) {
+        fprintf(stderr,
+                ingest ? "fieldbridge ingest: %s has no ingest: section (a gateway config runs with fieldbridge run)\n"
+                       : "fieldbridge run: %s is an ingest config: run it with fieldbridge ingest -c FILE\n",
+                file);
+        fb_gateway_free(gw);
+        return 2;
+    }
     int lvl = gw->log_level, lfmt = gw->log_format;
     if (level) {
         lvl = fb_log_level_parse(level);
         if (lvl < 0) {
-            fprintf(stderr, "fieldbridge run: unknown log level '%s'\n", level);
+            fprintf(stderr, "fieldbridge %s: unknown log level '%s'\n", cmd, level);
             fb_gateway_free(gw);
             return 2;
         }
@@ -179,7 +201,7 @@ static int cmd_run(int argc, char **argv)
         else if (!strcmp(fmt, "text"))
             lfmt = FB_LOG_TEXT;
         else {
-            fprintf(stderr, "fieldbridge run: unknown log format '%s' (text or json)\n", fmt);
+            fprintf(stderr, "fieldbridge %s: unknown log format '%s' (text or json)\n", cmd, fmt);
             fb_gateway_free(gw);
             return 2;
         }
@@ -214,6 +236,9 @@ static int cmd_run(int argc, char **argv)
     return 0;
 }
 
+static int cmd_run(int argc, char **argv) { return run_config(argc, argv, false); }
+static int cmd_ingest(int argc, char **argv) { return run_config(argc, argv, true); }
+
 int main(int argc, char **argv)
 {
     if (argc < 2) {
@@ -223,6 +248,7 @@ int main(int argc, char **argv)
     const char *cmd = argv[1];
     fb_log_init(FB_LOG_WARN, FB_LOG_TEXT);
     if (!strcmp(cmd, "run")) return cmd_run(argc - 2, argv + 2);
+    if (!strcmp(cmd, "ingest")) return cmd_ingest(argc - 2, argv + 2);
     if (!strcmp(cmd, "check")) return cmd_check(argc - 2, argv + 2);
     if (!strcmp(cmd, "read")) return fb_cli_read(argc - 2, argv + 2);
     if (!strcmp(cmd, "write")) return fb_cli_write(argc - 2, argv + 2);
@@ -243,6 +269,7 @@ int main(int argc, char **argv)
             char *h[] = {(char *)"--help", NULL};
             const char *c = argv[2];
             if (!strcmp(c, "run")) return cmd_run(1, h);
+            if (!strcmp(c, "ingest")) return cmd_ingest(1, h);
             if (!strcmp(c, "check")) return cmd_check(1, h);
             if (!strcmp(c, "read")) return fb_cli_read(1, h);
             if (!strcmp(c, "write")) return fb_cli_write(1, h);

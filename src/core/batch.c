@@ -57,6 +57,17 @@ void fb_batch_reset(struct fb_batch *b)
     b->seq = 0;
     b->reason[0] = 0;
     memset(&b->ev, 0, sizeof b->ev);
+    memset(b->names, 0, sizeof b->names);
+}
+
+uint32_t fb_batch_name_add(struct fb_batch *b, const char *p, uint32_t len)
+{
+    if (len >= b->arena_cap - b->arena_len) return UINT32_MAX;
+    uint32_t off = b->arena_len;
+    if (len) memcpy(b->arena + off, p, len);
+    b->arena[off + len] = 0;
+    b->arena_len += len + 1;
+    return off;
 }
 
 const char *fb_batch_strdup(struct fb_batch *b, const char *p, uint32_t len)

@@ -35,10 +35,18 @@ struct fb_stats { /* sliding-window statistics, published alongside a value */
 
 /* ------------------------------------------------------------------- batch */
 enum fb_batch_kind {
-    FB_BATCH_DATA = 0,     /* samples of one device */
-    FB_BATCH_DEVSTATE = 1, /* device connection state changed: see dev_state */
-    FB_BATCH_ALARM = 2,    /* an alarm of the device changed state: see ev (src/edge/alarms.c) */
+    FB_BATCH_DATA = 0,         /* samples of one device */
+    FB_BATCH_DEVSTATE = 1,     /* device connection state changed: see dev_state */
+    FB_BATCH_ALARM = 2,        /* an alarm of the device changed state: see ev (src/edge/alarms.c) */
+    FB_BATCH_NAMED = 3,        /* samples of tags the model does not know (received by a source
+                                * such as ingest): names instead of ids, see names[] */
+    FB_BATCH_NAMED_STATUS = 4, /* a gateway status document received by a source: one string
+                                * sample holding the JSON (docs/mqtt.md), names[] as above */
 };
+/* Named batches: which device the samples belong to, as names.  Each is a
+ * NUL-terminated string in the batch's arena; names[k] is its offset, and a
+ * sample's `tag` is the arena offset of the tag's name. */
+enum { FB_BN_GATEWAY, FB_BN_SITE, FB_BN_AREA, FB_BN_LINE, FB_BN_DEVICE, FB_BN__N };
 enum fb_dev_state { FB_DEV_CONNECTING = 0, FB_DEV_ONLINE = 1, FB_DEV_OFFLINE = 2 };
 /* Room for a device's offline reason: a whole struct fb_err message fits, so
  * hints such as "…; run: chmod 600 /etc/fieldbridge/opcua.pass" arrive whole
@@ -93,7 +101,15 @@ struct fb_batch {
     uint32_t arena_len, arena_cap;
     char reason[FB_REASON_LEN]; /* why a device went offline, for status messages; alarm event text */
     struct fb_alarm_ev ev;      /* FB_BATCH_ALARM */
+    uint32_t names[FB_BN__N];   /* named kinds only: arena offsets (above) */
 };
+
+static inline bool fb_batch_named(const struct fb_batch *b) { return b->kind >= FB_BATCH_NAMED; }
+/* The string at arena offset off of a named batch. */
+static inline const char *fb_batch_str(const struct fb_batch *b, uint32_t off) { return b->arena + off; }
+/* Copies len bytes and a NUL into the arena; returns the offset, or
+ * UINT32_MAX when it does not fit. */
+uint32_t fb_batch_name_add(struct fb_batch *b, const char *p, uint32_t len);
 
 struct fb_batch *fb_batch_new(uint32_t cap, uint32_t cap_stats, uint32_t arena_cap);
 void fb_batch_free(struct fb_batch *b);

@@ -18,6 +18,12 @@
  *   nstats × stats: f64 mean stddev min max, u32 count, i64 window_ns
  *   kind 2 (an alarm event, src/edge/alarms.c), after the reason:
  *               u32 alarm u8 event u8 flags u32 count f64 value i64 since i64 until
+ * Named batches (kinds 3 and 4, made by a source such as ingest from data of
+ * devices the model does not know) carry their names instead of ids: after
+ * the reason, u32 names_len + the arena's bytes at the time of encoding
+ * (the NUL-terminated names, and string values) + FB_BN__N × u32 name
+ * offsets; a sample's tag is the offset of its name there.  Their device is 0 and the fingerprint does
+ * not matter: they need no model to be read back.
  * The decoder trusts nothing: every length is checked against what is left.
  * Alarm ids are translated like tag ids: the model file lists the alarms
  * ("A <device> <name>"), and the fingerprint covers them when there are any.
@@ -73,6 +79,11 @@ void fb_batch_encode(struct fb_buf *out, const struct fb_batch *b, uint32_t fing
         put_f64(out, b->ev.value);
         put_u64(out, (uint64_t)b->ev.since);
         put_u64(out, (uint64_t)b->ev.until);
+    }
+    if (fb_batch_named(b)) {
+        put_u32(out, b->arena_len);
+        fb_buf_put(out, b->arena, b->arena_len);
+        for (int k = 0; k < FB_BN__N; k++) put_u32(out, b->names[k]);
     }
     for (uint32_t i = 0; i < b->n; i++) {
         const struct fb_sample *s = &b->s[i];
@@ -177,7 +188,7 @@ int fb_batch_decode(const void *p, size_t len, const struct fb_gateway *gw, cons
     /* reason_len is a u8 and the field holds 255 bytes and the NUL; records
      * written when it held 95 read the same */
     _Static_assert(FB_REASON_LEN > 255, "a u8 reason length must fit struct fb_batch.reason");
-    if (r.bad || kind > FB_BATCH_ALARM) return FB_EPROTO;
+    if (r.bad || kind > FB_BATCH_NAMED_STATUS) return FB_EPROTO;
     struct fb_alarm_ev ev;
     memset(&ev, 0, sizeof ev);
     if (kind == FB_BATCH_ALARM) {
@@ -199,9 +210,21 @@ int fb_batch_decode(const void *p, size_t len, const struct fb_gateway *gw, cons
         }
     }
     if (fingerprint) *fingerprint = fp;
+    bool named = kind >= FB_BATCH_NAMED;
+    uint32_t nlen = 0, names[FB_BN__N] = {0};
+    const uint8_t *nblock = NULL;
+    if (named) {
+        nlen = get_u32(&r);
+        nblock = take(&r, nlen);
+        for (int k = 0; k < FB_BN__N; k++) names[k] = get_u32(&r);
+        if (r.bad) return FB_EPROTO;
+        for (int k = 0; k < FB_BN__N; k++)
+            if (names[k] >= nlen || !memchr(nblock + names[k], 0, nlen - names[k])) return FB_EPROTO;
+    }
     /* every sample takes at least 33 bytes, every stats entry 44: bound n before allocating */
     if ((uint64_t)n * 33 > r.left || (uint64_t)ns * 44 > r.left) return FB_EPROTO;
-    if (ensure(bp, n, ns, (uint32_t)(r.left < UINT32_MAX ? r.left : UINT32_MAX)) < 0) return FB_ENOMEM;
+    uint64_t arena = (uint64_t)r.left + nlen;
+    if (ensure(bp, n, ns, (uint32_t)(arena < UINT32_MAX ? arena : UINT32_MAX)) < 0) return FB_ENOMEM;
     struct fb_batch *b = *bp;
     fb_batch_reset(b);
     b->kind = kind;
@@ -211,7 +234,12 @@ int fb_batch_decode(const void *p, size_t len, const struct fb_gateway *gw, cons
     memcpy(b->reason, reason, rl);
     b->reason[rl] = 0;
     b->ev = ev;
-    if (map) {
+    if (named) {
+        if (nlen) memcpy(b->arena, nblock, nlen);
+        b->arena_len = nlen;
+        memcpy(b->names, names, sizeof names);
+        b->device = 0;
+    } else if (map) {
         if (dev >= map->ndevs || map->dev[dev] == UINT32_MAX) return FB_ENOENT;
         b->device = map->dev[dev];
     } else {
@@ -242,11 +270,15 @@ int fb_batch_decode(const void *p, size_t len, const struct fb_gateway *gw, cons
                 break;
         }
         if (r.bad) return FB_EPROTO;
-        if (map) {
-            if (tag >= map->ntags || map->tag[tag] == UINT32_MAX) continue; /* gone from the config */
-            tag = map->tag[tag];
+        if (named) {
+            if (tag >= nlen || !memchr(nblock + tag, 0, nlen - tag)) return FB_EPROTO; /* a NUL-terminated name */
+        } else {
+            if (map) {
+                if (tag >= map->ntags || map->tag[tag] == UINT32_MAX) continue; /* gone from the config */
+                tag = map->tag[tag];
+            }
+            if (tag >= gw->ntags) return FB_EPROTO;
         }
-        if (tag >= gw->ntags) return FB_EPROTO;
         struct fb_sample *s = fb_batch_add(b, tag, q, tsrc, v.type ? &v : NULL);
         if (!s) return FB_EPROTO;
         s->ts_gw = tgw;

@@ -32,6 +32,7 @@
  * or \u00XX); valid UTF-8 is copied as is; every maximal invalid subsequence
  * is replaced by \ufffd, so the output is always valid JSON in valid UTF-8. */
 #include "core/buf.h"
+#include "core/fb.h"
 
 #include <math.h>
 #include <stdarg.h>
@@ -635,6 +636,15 @@ static size_t fmt_shortest(char *dst, double v, const struct fmt_spec *sp)
     int n, e10;
     shortest_digits(f, e, lower_closer, d, &n, &e10);
     return layout(dst, neg, d, n, e10);
+}
+
+void fb_json_time(struct fb_buf *b, int64_t ns)
+{
+    char t[40];
+    size_t n = fb_fmt_time(t, ns);
+    fb_buf_putc(b, '"');
+    fb_buf_put(b, t, n);
+    fb_buf_putc(b, '"');
 }
 
 void fb_json_double(struct fb_buf *b, double v)

@@ -54,8 +54,10 @@ void fb_json_i64(struct fb_buf *b, int64_t v);
 size_t fb_fmt_i64(char *dst, int64_t v);
 size_t fb_fmt_u64(char *dst, uint64_t v);
 void fb_json_u64(struct fb_buf *b, uint64_t v);
-/* Shortest round-trip text; caller must not pass NaN/Inf (writes null then). */
+/* Shortest round-trip text; NaN and infinities are written as null. */
 void fb_json_double(struct fb_buf *b, double v);
+/* A time (ns since the epoch) as a quoted RFC 3339 string (fb_fmt_time). */
+void fb_json_time(struct fb_buf *b, int64_t ns);
 /* float32 values: shortest text that round-trips as a float. */
 void fb_json_float(struct fb_buf *b, float v);
 /* A float32 as the double of its shortest decimal text (7.77f → 7.77, not

@@ -11,6 +11,7 @@
  *     that sink's cfg_load, found in the sink table (sinks.c); only the keys
  *     every sink shares, `buffer:` and `queue:`, are read here;
  *   - each service's section (`metrics:`) to that service's cfg_load;
+ *   - each source's section (`ingest:`) to that source's cfg_load, likewise;
  *   - `devices:` to config_dev.c, which also binds devices to drivers.
  *
  * Errors never stop the walk: after all sections every message is printed in
@@ -293,6 +294,83 @@ static void load_services(struct ctx *c, const struct fb_cfg_map *top)
     }
 }
 
+/* ------------------------------------------------------------ sources */
+/* Every top-level key that names a source (`ingest:`) makes one instance. */
+static void load_sources(struct ctx *c, const struct fb_cfg_map *top)
+{
+    struct fb_gateway *gw = c->gw;
+    size_t nsrc;
+    fb_sources(&nsrc);
+    gw->sources = calloc(nsrc ? nsrc : 1, sizeof *gw->sources);
+    if (!gw->sources) return;
+    for (int i = 0; i < top->n; i++) {
+        const struct fb_source *sk = fb_source_by_name(top->kv[i].key);
+        struct fb_cfg_node *sn = top->kv[i].v;
+        if (!sk || fb_cfg_is_null(sn)) continue;
+        struct fb_cfg_map m = {0};
+        if (!fb_cfg_map_load(c->r, sn, sk->name, &m)) continue;
+        fb_cfg_map_check(c->r, &m, sk->keys, sk->name, false);
+        struct fb_source_inst *s = &gw->sources[gw->nsources++];
+        s->src = sk;
+        s->name = strdup(sk->name);
+        s->gw = gw;
+        s->cfg = sk->cfg_load(c->r, &m, gw);
+        fb_cfg_map_free(&m);
+        /* a source's batches are named: every sink must take them */
+        for (uint32_t k = 0; k < gw->nsinks; k++)
+            if (!gw->sinks[k].sink->named)
+                fb_cfg_error(c->r, fb_cfg_key(top, gw->sinks[k].name),
+                             "%s: cannot take what %s: receives (devices the config does not list); "
+                             "an %s config writes to sinks such as influx:",
+                             gw->sinks[k].name, sk->name, sk->name);
+        if (!gw->nsinks) fb_cfg_error(c->r, top->kv[i].k, "%s: needs a sink to write to (e.g. influx:)", sk->name);
+        /* the model's sections would be read by nobody: say so rather than ignore them */
+        const char *model_keys[3 + 16] = {"devices", "alarms", "scripts"};
+        size_t nmk = 3;
+        for (uint32_t k = 0; k < gw->nservices && nmk < 3 + 16; k++) model_keys[nmk++] = gw->services[k].svc->name;
+        for (size_t k = 0; k < nmk; k++)
+            if (fb_cfg_get(top, model_keys[k]))
+                fb_cfg_error(c->r, fb_cfg_key(top, model_keys[k]),
+                             "%s: and %s: do not go together: run the gateway and the %s instance with "
+                             "two configs (an %s instance is stateless, so several can share a fleet's traffic)",
+                             model_keys[k], sk->name, sk->name, sk->name);
+    }
+}
+
+/* ------------------------------------------------------------ the model */
+/* Devices, tags, computed tags, alarms and scripts, and the devices the
+ * services make (control loops); then the services resolve their names. */
+static void load_model(struct ctx *c, const struct fb_cfg_map *top, struct fb_cfg_node *dn)
+{
+    struct fb_gateway *gw = c->gw;
+    /* computed tags, alarms and scripts (src/edge): scripts first, tags name them */
+    struct fb_edge_build *eb = fb_edge_build_new();
+    fb_edge_cfg_alarms(c->r, fb_cfg_get(top, "alarms"), gw);
+    if (eb) fb_edge_cfg_scripts(eb, c->r, fb_cfg_get(top, "scripts"));
+    /* devices the services' sections make (control loops), after the list's */
+    const struct fb_dev_spec **made = NULL;
+    size_t nmade = 0;
+    for (uint32_t i = 0; i < gw->nservices; i++) {
+        const struct fb_service_inst *si = &gw->services[i];
+        const struct fb_dev_spec *specs = NULL;
+        size_t n = si->svc->devices && si->cfg ? si->svc->devices(si->cfg, &specs) : 0;
+        if (!n) continue;
+        const struct fb_dev_spec **m2 = realloc(made, (nmade + n) * sizeof *m2);
+        if (!m2) {
+            fb_cfg_error_at(c->r, (struct fb_cfg_mark){0, 0}, "out of memory");
+            break;
+        }
+        made = m2;
+        for (size_t k = 0; k < n; k++) made[nmade++] = &specs[k];
+    }
+    fb_config_devices(c->r, dn, made, nmade, gw, eb);
+    free(made);
+    if (eb) fb_edge_cfg_finish(eb, c->r, gw);
+    fb_edge_build_free(eb);
+    for (uint32_t i = 0; i < gw->nservices; i++) /* the services' names of devices and tags */
+        if (gw->services[i].svc->bind && gw->services[i].cfg) gw->services[i].svc->bind(c->r, gw->services[i].cfg, gw);
+}
+
 /* ------------------------------------------------------------ load */
 static int load(struct fb_cfg *r, const char *path, struct fb_gateway **out);
 
@@ -347,39 +425,18 @@ static int load(struct fb_cfg *r, const char *path, struct fb_gateway **out)
         for (size_t i = 0; i < NFIXED; i++) keys[nk++] = k_fixed[i];
         for (size_t i = 0; i < nsinks && nk < NFIXED + 31; i++) keys[nk++] = all[i]->name;
         for (size_t i = 0; i < nsvc && nk < NFIXED + 63; i++) keys[nk++] = svc[i]->name;
+        size_t nsrc;
+        const struct fb_source *const *srcs = fb_sources(&nsrc);
+        for (size_t i = 0; i < nsrc && nk < NFIXED + 63; i++) keys[nk++] = srcs[i]->name;
         keys[nk] = NULL;
         fb_cfg_map_check(r, &top, keys, "the config file", true);
         load_gateway(&c, &top);
         load_sinks(&c, &top);
         load_services(&c, &top);
+        load_sources(&c, &top);
         struct fb_cfg_node *dn = fb_cfg_get(&top, "devices");
-        if (!dn) fb_cfg_note(r, NULL, "no devices: nothing to poll");
-        /* computed tags, alarms and scripts (src/edge): scripts first, tags name them */
-        struct fb_edge_build *eb = fb_edge_build_new();
-        fb_edge_cfg_alarms(r, fb_cfg_get(&top, "alarms"), gw);
-        if (eb) fb_edge_cfg_scripts(eb, r, fb_cfg_get(&top, "scripts"));
-        /* devices the services' sections make (control loops), after the list's */
-        const struct fb_dev_spec **made = NULL;
-        size_t nmade = 0;
-        for (uint32_t i = 0; i < gw->nservices; i++) {
-            const struct fb_service_inst *si = &gw->services[i];
-            const struct fb_dev_spec *specs = NULL;
-            size_t n = si->svc->devices && si->cfg ? si->svc->devices(si->cfg, &specs) : 0;
-            if (!n) continue;
-            const struct fb_dev_spec **m2 = realloc(made, (nmade + n) * sizeof *m2);
-            if (!m2) {
-                fb_cfg_error_at(r, (struct fb_cfg_mark){0, 0}, "out of memory");
-                break;
-            }
-            made = m2;
-            for (size_t k = 0; k < n; k++) made[nmade++] = &specs[k];
-        }
-        fb_config_devices(r, dn, made, nmade, gw, eb);
-        free(made);
-        if (eb) fb_edge_cfg_finish(eb, r, gw);
-        fb_edge_build_free(eb);
-        for (uint32_t i = 0; i < gw->nservices; i++) /* the services' names of devices and tags */
-            if (gw->services[i].svc->bind && gw->services[i].cfg) gw->services[i].svc->bind(r, gw->services[i].cfg, gw);
+        if (!dn && !gw->nsources) fb_cfg_note(r, NULL, "no devices: nothing to poll");
+        if (!gw->nsources) load_model(&c, &top, dn);
     }
     fb_cfg_map_free(&top);
     if (fb_cfg_finish(r) > 0) {
@@ -435,6 +492,13 @@ void fb_config_summary(const struct fb_gateway *gw, FILE *f)
         }
         fputc('\n', f);
     }
+    for (uint32_t s = 0; s < gw->nsources; s++) {
+        const struct fb_source_inst *si = &gw->sources[s];
+        if (si->src->describe && si->cfg)
+            si->src->describe(si, f);
+        else
+            fprintf(f, "  source %s\n", si->name ? si->name : "?");
+    }
     for (uint32_t s = 0; s < gw->nsinks; s++) {
         const struct fb_sink_inst *si = &gw->sinks[s];
         if (si->sink->describe && si->cfg)
@@ -483,5 +547,11 @@ size_t fb_config_key_tables(struct fb_config_keys *out, size_t max)
         for (const struct fb_config_keys *k = svc[i]->nested; k && k->section && n < max; k++) out[n++] = *k;
     }
     n += fb_edge_key_tables(out + n, max - n);
+    size_t nsrc;
+    const struct fb_source *const *src = fb_sources(&nsrc);
+    for (size_t i = 0; i < nsrc; i++) {
+        if (n < max) out[n++] = (struct fb_config_keys){src[i]->name, src[i]->keys};
+        for (const struct fb_config_keys *k = src[i]->nested; k && k->section && n < max; k++) out[n++] = *k;
+    }
     return n + fb_config_dev_key_tables(out + n, max - n);
 }

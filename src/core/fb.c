@@ -122,6 +122,56 @@ size_t fb_fmt_time(char *buf, int64_t ns)
     return 24;
 }
 
+/* Days since the epoch from a civil date (the inverse of civil_from_days). */
+static int64_t days_from_civil(int y, unsigned m, unsigned d)
+{
+    y -= m <= 2;
+    int64_t era = (y >= 0 ? y : y - 399) / 400;
+    unsigned yoe = (unsigned)(y - era * 400);
+    unsigned doy = (153 * (m > 2 ? m - 3 : m + 9) + 2) / 5 + d - 1;
+    unsigned doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    return era * 146097 + (int64_t)doe - 719468;
+}
+
+static bool digits(const char *s, size_t n, unsigned *v)
+{
+    *v = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (s[i] < '0' || s[i] > '9') return false;
+        *v = *v * 10 + (unsigned)(s[i] - '0');
+    }
+    return true;
+}
+
+bool fb_parse_time(const char *s, size_t n, int64_t *ns)
+{
+    unsigned y, mo, d, h, mi, sec;
+    if (n < 20 || s[4] != '-' || s[7] != '-' || (s[10] != 'T' && s[10] != 't') || s[13] != ':' || s[16] != ':' ||
+        (s[n - 1] != 'Z' && s[n - 1] != 'z'))
+        return false;
+    if (!digits(s, 4, &y) || !digits(s + 5, 2, &mo) || !digits(s + 8, 2, &d) || !digits(s + 11, 2, &h) ||
+        !digits(s + 14, 2, &mi) || !digits(s + 17, 2, &sec))
+        return false;
+    static const unsigned mdays[12] = {31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+    if (mo < 1 || mo > 12 || d < 1 || d > mdays[mo - 1] || h > 23 || mi > 59 || sec > 60) return false;
+    int64_t frac = 0;
+    size_t i = 19;
+    if (i < n - 1) {
+        if (s[i] != '.' || n - 1 - (i + 1) < 1 || n - 1 - (i + 1) > 9) return false;
+        int64_t scale = 100000000;
+        for (i++; i < n - 1; i++, scale /= 10) {
+            if (s[i] < '0' || s[i] > '9') return false;
+            frac += (s[i] - '0') * scale;
+        }
+    }
+    int64_t days = days_from_civil((int)y, mo, d);
+    int64_t secs = days * 86400 + (int64_t)h * 3600 + (int64_t)mi * 60 + sec;
+    /* int64 nanoseconds reach from 1677 to 2262 */
+    if (secs <= INT64_MIN / 1000000000LL || secs >= INT64_MAX / 1000000000LL) return false;
+    *ns = secs * 1000000000LL + frac;
+    return true;
+}
+
 static int parse_number_prefix(const char *s, double *v, const char **rest)
 {
     char *end;
@@ -263,6 +313,28 @@ static const struct {
     {FB_Q_UNC_NOT_ACCURATE, "UncertainSensorNotAccurate"},
     {FB_Q_UNC_EU_EXCEEDED, "UncertainEngineeringUnitsExceeded"},
 };
+
+bool fb_q_parse(const char *s, size_t n, uint32_t *q)
+{
+    for (size_t i = 0; i < sizeof q_names / sizeof q_names[0]; i++)
+        if (strlen(q_names[i].name) == n && !memcmp(q_names[i].name, s, n)) {
+            *q = q_names[i].code;
+            return true;
+        }
+    if (n != 10 || s[0] != '0' || (s[1] != 'x' && s[1] != 'X')) return false;
+    uint32_t v = 0;
+    for (size_t i = 2; i < n; i++) {
+        char c = s[i];
+        int d = c >= '0' && c <= '9'   ? c - '0'
+                : c >= 'a' && c <= 'f' ? c - 'a' + 10
+                : c >= 'A' && c <= 'F' ? c - 'A' + 10
+                                       : -1;
+        if (d < 0) return false;
+        v = v << 4 | (uint32_t)d;
+    }
+    *q = v;
+    return true;
+}
 
 const char *fb_q_name(uint32_t q, char buf[16])
 {

@@ -57,6 +57,10 @@ int64_t fb_mono_ns(void); /* CLOCK_MONOTONIC */
 bool fb_clock_synced(void);
 /* "2026-11-28T10:00:00.123Z" (millisecond precision); buf >= 32. Returns length. */
 size_t fb_fmt_time(char *buf, int64_t ns);
+/* The inverse for what fb_fmt_time writes (and RFC 3339 in UTC with 0..9
+ * fraction digits: "2026-11-28T10:00:00Z", "...00.123456789Z"); n bytes of s.
+ * false when it is not that shape. */
+bool fb_parse_time(const char *s, size_t n, int64_t *ns);
 /* "100ms", "1.5s", "2m", "7d", "250us", "10ns"; a bare number is seconds. */
 int fb_parse_duration(const char *s, int64_t *ns);
 /* "512MiB", "10MB", "4096", "1GiB", "64k" (k/KB = 1000, KiB = 1024). */
@@ -102,6 +106,8 @@ static inline bool fb_q_bad(uint32_t q) { return (q & 0x80000000u) != 0; }
 const char *fb_q_severity(uint32_t q);
 /* "BadCommunicationError", ...; "0x80AB0000" style for unknown codes (buf >= 12 used then). */
 const char *fb_q_name(uint32_t q, char buf[16]);
+/* The inverse: a name fb_q_name writes (n bytes of s) → its code; false if unknown. */
+bool fb_q_parse(const char *s, size_t n, uint32_t *q);
 
 /* ------------------------------------------------------------------ values */
 enum fb_type {

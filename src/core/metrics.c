@@ -244,6 +244,38 @@ static const struct sink_metric sink_metrics[] = {
      offsetof(struct fb_sink_metrics, errors)},
 };
 
+/* Sources (ingest): one row per family, labelled source="ingest". */
+static const struct sink_metric source_metrics[] = {
+    {"fieldbridge_source_messages_total", "counter", "Messages a source received.",
+     offsetof(struct fb_source_metrics, messages)},
+    {"fieldbridge_source_batches_total", "counter", "Batches a source handed to the sinks.",
+     offsetof(struct fb_source_metrics, batches)},
+    {"fieldbridge_source_errors_total", "counter", "Messages a source could not read (dropped), and session errors.",
+     offsetof(struct fb_source_metrics, errors)},
+};
+
+static void render_sources(struct fb_gateway *gw, struct fb_buf *out)
+{
+    if (!gw->nsources) return;
+    for (size_t k = 0; k < sizeof source_metrics / sizeof source_metrics[0]; k++) {
+        family(out, source_metrics[k].name, source_metrics[k].type, source_metrics[k].help);
+        for (uint32_t i = 0; i < gw->nsources; i++) {
+            const struct fb_source_inst *s = &gw->sources[i];
+            const _Atomic uint64_t *v =
+                (const _Atomic uint64_t *)(const void *)((const char *)&s->m + source_metrics[k].off);
+            fb_buf_printf(out, "%s{source=\"", source_metrics[k].name);
+            put_label(out, s->name ? s->name : "");
+            fb_buf_printf(out, "\"} %" PRIu64 "\n", atomic_load(v));
+        }
+    }
+    family(out, "fieldbridge_source_connected", "gauge", "1 when the source is connected to its broker.");
+    for (uint32_t i = 0; i < gw->nsources; i++) {
+        fb_buf_puts(out, "fieldbridge_source_connected{source=\"");
+        put_label(out, gw->sources[i].name ? gw->sources[i].name : "");
+        fb_buf_printf(out, "\"} %d\n", atomic_load(&gw->sources[i].m.connected) ? 1 : 0);
+    }
+}
+
 static uint64_t sink_u64(const struct fb_sink_inst *s, size_t off)
 {
     const _Atomic uint64_t *p = (const _Atomic uint64_t *)(const void *)((const char *)&s->m + off);
@@ -388,6 +420,7 @@ void fb_metrics_render(struct fb_gateway *gw, struct fb_buf *out)
     for (uint32_t i = 0; i < gw->nservices && gw->rt && gw->rt->svc_state; i++)
         if (gw->rt->svc_state[i] && gw->services[i].svc->metrics)
             gw->services[i].svc->metrics(gw->rt->svc_state[i], out);
+    render_sources(gw, out);
 
     double cpu;
     uint64_t rss;

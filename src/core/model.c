@@ -127,6 +127,12 @@ void fb_gateway_free(struct fb_gateway *gw)
         free(sc->outputs);
     }
     free(gw->scripts);
+    for (uint32_t s = 0; s < gw->nsources; s++) {
+        struct fb_source_inst *si = &gw->sources[s];
+        if (si->src && si->src->cfg_free) si->src->cfg_free(si->cfg);
+        free(si->name);
+    }
+    free(gw->sources);
     free(gw->conns);
     free(gw->devs);
     free(gw->tags);

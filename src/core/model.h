@@ -230,6 +230,46 @@ struct fb_sink {
     void (*tick)(struct fb_sink_inst *s);
     /* Publish an offline status and flush what can be flushed, then disconnect. */
     void (*close)(struct fb_sink_inst *s);
+    /* Takes named batches (batch.h: data a source such as ingest received for
+     * devices the model does not know).  A config with a source may only
+     * have sinks that do. */
+    bool named;
+};
+
+/* A north-side source: data that arrives from outside instead of from the
+ * devices — `ingest:`, the telemetry of other gateways received over MQTT.
+ * One static table per kind, listed in core/sinks.c; its config section has
+ * its name as key.  It makes named batches (batch.h) and hands them to every
+ * sink with fb_source_submit (plugin.h), so they take the same path as
+ * polled data: sink queue, store (`buffer:`), sink, metrics.  Started after
+ * the sinks, stopped before them, so nothing it accepted is lost at
+ * shutdown. */
+struct fb_source_inst;
+struct fb_source_metrics { /* live */
+    _Atomic uint64_t messages, batches, errors;
+    _Atomic int connected;
+};
+struct fb_source {
+    const char *name;
+    const char *const *keys;
+    const struct fb_config_keys *nested; /* nested mappings' keys, NULL section last (for the docs check) */
+    void *(*cfg_load)(struct fb_cfg *r, const struct fb_cfg_map *m, const struct fb_gateway *gw);
+    void (*cfg_free)(void *cfg);
+    void (*describe)(const struct fb_source_inst *s, FILE *f);
+    int (*start)(struct fb_source_inst *s, struct fb_err *err);
+    /* Stop receiving (before the sinks drain: what it accepted is queued). */
+    void (*stop)(struct fb_source_inst *s);
+    /* After the sinks have closed: free what their queues may have pointed
+     * to (the source's batch pool) and the running state. */
+    void (*release)(struct fb_source_inst *s);
+};
+struct fb_source_inst {
+    const struct fb_source *src;
+    char *name;
+    void *cfg;
+    struct fb_gateway *gw;
+    void *ctx; /* the source's running state (start .. stop) */
+    struct fb_source_metrics m;
 };
 
 /* A service: something configured by its own top-level section that lives
@@ -405,6 +445,8 @@ struct fb_gateway {
     uint32_t nsinks;
     struct fb_service_inst *services;
     uint32_t nservices;
+    struct fb_source_inst *sources; /* `ingest:` (a config with a source has no devices) */
+    uint32_t nsources;
     /* commands */
     int64_t cmd_max_age_ns; /* refuse commands whose "ts" is older (0 = off) */
     bool cmd_allow_qos0;

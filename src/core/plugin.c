@@ -64,6 +64,42 @@ void fb_conn_failed(struct fb_conn *c, uint32_t quality, int64_t retry_ns)
     c->rt->fail_retry_ns = retry_ns;
 }
 
+/* ---------------------------------------------------------------- sources */
+void fb_source_submit(struct fb_gateway *gw, struct fb_batch *b)
+{
+    FB_ASSERT(gw->rt != NULL && fb_batch_named(b));
+    fb_publish(gw, b);
+}
+
+static bool all_stored(struct fb_gateway *gw, uint64_t seq)
+{
+    for (uint32_t i = 0; i < gw->nsinks; i++) {
+        const struct fb_sink_inst *s = &gw->sinks[i];
+        if (s->buffer && s->rt && s->rt->started && atomic_load(&s->rt->stored_seq) < seq) return false;
+    }
+    return true;
+}
+
+bool fb_source_wait_stored(struct fb_gateway *gw, uint64_t seq, int64_t timeout_ns)
+{
+    struct fb_rt *rt = gw->rt;
+    if (!rt) return false;
+    if (all_stored(gw, seq)) return true;
+    int64_t deadline = fb_mono_ns() + timeout_ns;
+    pthread_mutex_lock(&rt->stored_mu);
+    atomic_fetch_add(&rt->stored_waiters, 1);
+    bool ok;
+    while (!(ok = all_stored(gw, seq)) && !atomic_load(&rt->sinks_stop)) {
+        int64_t now = fb_mono_ns();
+        if (now >= deadline) break;
+        /* re-check at least every 100 ms: a sink thread that ended wakes nobody */
+        fb_cond_wait_until(&rt->stored_cv, &rt->stored_mu, now + 100000000LL < deadline ? now + 100000000LL : deadline);
+    }
+    atomic_fetch_sub(&rt->stored_waiters, 1);
+    pthread_mutex_unlock(&rt->stored_mu);
+    return ok;
+}
+
 /* ------------------------------------------------------------ the gateway */
 bool fb_runtime_running(const struct fb_gateway *gw) { return gw && gw->rt; }
 bool fb_runtime_stopping(const struct fb_gateway *gw) { return !gw || !gw->rt || atomic_load(&gw->rt->stop); }

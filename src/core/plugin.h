@@ -22,6 +22,18 @@ void fb_device_set_state(struct fb_device *d, int state, const char *reason);
  * after minutes, so a wrong password does not lock the account. */
 void fb_conn_failed(struct fb_conn *c, uint32_t quality, int64_t retry_ns);
 
+/* ---------------------------------------------------------------- sources */
+/* Hand a named batch (batch.h) a source made to every sink, numbered like
+ * polled data (b->seq is set).  The sinks take references; the caller keeps
+ * its own and drops it when done (fb_batch_unref), so batches can come from
+ * the source's own pool. */
+void fb_source_submit(struct fb_gateway *gw, struct fb_batch *b);
+/* Wait until every sink with a `buffer:` has its batches up to seq in its
+ * on-disk store (flushed per the sync policy) — what a source waits for
+ * before it acknowledges what it received.  True at once when no sink has a
+ * buffer; false after timeout_ns or when the gateway stops. */
+bool fb_source_wait_stored(struct fb_gateway *gw, uint64_t seq, int64_t timeout_ns);
+
 /* Whether the gateway is running (between start and the end of wait). */
 bool fb_runtime_running(const struct fb_gateway *gw);
 /* Whether a stop was requested (also true when not running). */

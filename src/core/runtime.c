@@ -108,6 +108,7 @@ static int store_map(struct fb_sink_inst *s, struct fb_sink_rt *q, const void *p
     *map = NULL;
     if (len < 8) return FB_EPROTO;
     const uint8_t *b = p;
+    if (b[1] >= FB_BATCH_NAMED) return 0; /* named records carry their names: no model needed */
     uint32_t fp = (uint32_t)b[4] | (uint32_t)b[5] << 8 | (uint32_t)b[6] << 16 | (uint32_t)b[7] << 24;
     if (fp == q->fp) return 0;
     if (!q->map || q->map_fp != fp) {
@@ -163,6 +164,22 @@ static int64_t store_deliver(struct fb_sink_inst *s, struct fb_sink_rt *q)
     }
 }
 
+/* Everything this sink took up to taken_seq is in its store (flushed per
+ * the sync policy) or was handed over: tell a source waiting for that
+ * (fb_source_wait_stored).  The lock is taken only while someone waits; the
+ * waiter counts itself before it checks, so no wake-up is lost (both sides
+ * use sequentially consistent atomics). */
+static void stored_advance(struct fb_gateway *gw, struct fb_sink_rt *q)
+{
+    atomic_store(&q->stored_seq, q->taken_seq);
+    struct fb_rt *rt = gw->rt;
+    if (atomic_load(&rt->stored_waiters) > 0) {
+        pthread_mutex_lock(&rt->stored_mu);
+        pthread_cond_broadcast(&rt->stored_cv);
+        pthread_mutex_unlock(&rt->stored_mu);
+    }
+}
+
 static void *sink_thread(void *arg)
 {
     struct fb_sink_inst *s = arg;
@@ -204,6 +221,7 @@ static void *sink_thread(void *arg)
             } else if (s->sink->send(s, b, s->rt->store ? b->seq | FB_DIRECT_ID : b->seq) < 0) {
                 atomic_fetch_add(&s->m.errors, 1);
             }
+            q->taken_seq = b->seq;
             fb_batch_unref(b);
             pthread_mutex_lock(&q->mu);
             n->next = q->free;
@@ -218,6 +236,7 @@ static void *sink_thread(void *arg)
             }
             wait_ns = store_deliver(s, q);
         }
+        if (!unflushed && q->taken_seq != atomic_load(&q->stored_seq)) stored_advance(gw, q);
         if (s->sink->tick) s->sink->tick(s);
         pthread_mutex_unlock(&q->call_mu);
         if (stopping && queue_empty && !n) {
@@ -694,6 +713,8 @@ static void rt_free(struct fb_gateway *gw, struct fb_rt *rt)
     pthread_mutex_destroy(&rt->fan_mu);
     pthread_mutex_destroy(&rt->stop_mu);
     pthread_cond_destroy(&rt->stop_cv);
+    pthread_mutex_destroy(&rt->stored_mu);
+    pthread_cond_destroy(&rt->stored_cv);
     free(rt);
     gw->rt = NULL;
 }
@@ -706,6 +727,8 @@ int fb_runtime_start(struct fb_gateway *gw, struct fb_err *err)
     pthread_mutex_init(&rt->status_mu, NULL);
     pthread_mutex_init(&rt->stop_mu, NULL);
     pthread_cond_init(&rt->stop_cv, NULL);
+    pthread_mutex_init(&rt->stored_mu, NULL);
+    fb_cond_init_mono(&rt->stored_cv);
     rt->rl_seq.interval_ns = 60000000000LL;
     gw->rt = rt;
     rt->started_ns = fb_now_ns();
@@ -798,8 +821,15 @@ int fb_runtime_start(struct fb_gateway *gw, struct fb_err *err)
         if (!si->svc->quiesce && !(rt->svc_state[i] = si->svc->start(gw, si->cfg, err)))
             return err ? err->code : FB_EIO;
     }
-    fb_info(NULL, NULL, "started: %u devices, %u connections, %u tags, %u sinks", gw->ndevs, gw->nconns, gw->ntags,
-            gw->nsinks);
+    /* sources last: everything they feed runs */
+    for (uint32_t i = 0; i < gw->nsources; i++) {
+        struct fb_source_inst *si = &gw->sources[i];
+        si->gw = gw;
+        if (si->src->start(si, err) < 0) return err ? err->code : FB_EIO;
+        rt->sources_started = i + 1;
+    }
+    fb_info(NULL, NULL, "started: %u devices, %u connections, %u tags, %u sinks%s", gw->ndevs, gw->nconns, gw->ntags,
+            gw->nsinks, gw->nsources ? ", receiving (ingest)" : "");
 #ifdef __GLIBC__
     /* what the config load used and freed (the parsed document, the loader's
      * side tables) goes back to the system instead of staying in the heap */
@@ -826,6 +856,8 @@ void fb_runtime_wait(struct fb_gateway *gw)
     while (!atomic_load(&rt->stop)) pthread_cond_wait(&rt->stop_cv, &rt->stop_mu);
     pthread_mutex_unlock(&rt->stop_mu);
     fb_info(NULL, NULL, "stopping");
+    /* 0. sources: take nothing more; what they accepted is already queued */
+    for (uint32_t i = rt->sources_started; i-- > 0;) gw->sources[i].src->stop(&gw->sources[i]);
     /* 0. services that act on the devices (control loops) stop acting and
      * write their safe values while the connections still take writes */
     for (uint32_t i = 0; i < gw->nservices && rt->svc_state; i++)
@@ -867,6 +899,10 @@ void fb_runtime_wait(struct fb_gateway *gw)
         for (uint32_t i = 0; i < gw->nservices && rt->svc_state; i++)
             if (rt->svc_state[i] && (gw->services[i].svc->quiesce != NULL) == (pass == 1))
                 gw->services[i].svc->stop(rt->svc_state[i]);
+    uint32_t nsrc = rt->sources_started;
     rt_free(gw, rt);
+    /* no sink queue holds a batch now: the sources' pools can go */
+    for (uint32_t i = nsrc; i-- > 0;)
+        if (gw->sources[i].src->release) gw->sources[i].src->release(&gw->sources[i]);
     fb_info(NULL, NULL, "stopped");
 }

@@ -138,6 +138,9 @@ struct fb_sink_rt {
     int64_t tokens_ns;
     struct fb_ratelimit rl_drop, rl_full;
     uint64_t undecodable;
+    /* sources waiting for their batches to be stored (fb_source_wait_stored) */
+    uint64_t taken_seq;          /* sink thread: seq of the last batch taken from the queue */
+    _Atomic uint64_t stored_seq; /* everything up to here is in the store (flushed) or handed over */
 };
 
 /* The gateway while running (gw->rt). */
@@ -172,5 +175,10 @@ struct fb_rt {
     uint32_t nseen;
     struct fb_drain_seen *drain; /* per sink: the last drain-rate measurement */
     uint32_t ndrain;
+    uint32_t sources_started;
+    pthread_mutex_t stored_mu; /* stored_cv: a sink's stored_seq advanced */
+    pthread_cond_t stored_cv;
+    atomic_int stored_waiters;
 };
+
 #endif

@@ -2,7 +2,8 @@
  * line here and one struct fb_sink (with its config reader) in its folder:
  * the config loader offers every sink's name as a top-level section, hands
  * the section to the sink, and the runtime runs it like any other.  Services
- * (struct fb_service) run beside the sinks for the runtime's lifetime. */
+ * (struct fb_service) run beside the sinks for the runtime's lifetime;
+ * sources (struct fb_source: ingest) feed named batches to the sinks. */
 #include "core/sinks.h"
 
 #include <string.h>
@@ -10,10 +11,12 @@
 #include "control/control.h"
 #include "north/http/api.h"
 #include "north/http/http.h"
+#include "north/influx/influx.h"
+#include "north/ingest/ingest.h"
 #include "north/mqtt/mqtt.h"
 #include "north/sparkplug/sparkplug.h"
 
-static const struct fb_sink *const sinks[] = {&fb_sink_mqtt, &fb_sink_sparkplug, &fb_sink_http};
+static const struct fb_sink *const sinks[] = {&fb_sink_mqtt, &fb_sink_sparkplug, &fb_sink_http, &fb_sink_influx};
 #define NSINKS (sizeof sinks / sizeof sinks[0])
 
 const struct fb_sink *const *fb_sinks(size_t *n)
@@ -41,5 +44,21 @@ const struct fb_sink *fb_sink_by_name(const char *name)
 {
     for (size_t i = 0; name && i < NSINKS; i++)
         if (!strcmp(sinks[i]->name, name)) return sinks[i];
+    return NULL;
+}
+
+static const struct fb_source *const sources[] = {&fb_source_ingest};
+#define NSOURCES (sizeof sources / sizeof sources[0])
+
+const struct fb_source *const *fb_sources(size_t *n)
+{
+    *n = NSOURCES;
+    return sources;
+}
+
+const struct fb_source *fb_source_by_name(const char *name)
+{
+    for (size_t i = 0; name && i < NSOURCES; i++)
+        if (!strcmp(sources[i]->name, name)) return sources[i];
     return NULL;
 }

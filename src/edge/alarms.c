@@ -770,23 +770,6 @@ void fb_alarms_command(struct fb_gateway *gw, uint32_t dev, const void *rootv, c
 }
 
 /* --------------------------------------------------------------- views */
-static void put_time(struct fb_buf *out, int64_t ns)
-{
-    char t[40];
-    size_t n = fb_fmt_time(t, ns);
-    fb_buf_putc(out, '"');
-    fb_buf_put(out, t, n);
-    fb_buf_putc(out, '"');
-}
-
-static void put_num(struct fb_buf *out, double v)
-{
-    if (isfinite(v))
-        fb_json_double(out, v);
-    else
-        fb_buf_puts(out, "null");
-}
-
 /* The fields an alarm's event and its summary entry share. */
 static void alarm_fields(struct fb_buf *out, const struct fb_gateway *gw, const struct fb_alarm *al, uint8_t flags,
                          double value, int64_t since)
@@ -810,7 +793,7 @@ static void alarm_fields(struct fb_buf *out, const struct fb_gateway *gw, const 
     fb_buf_puts(out, "\",\"severity\":");
     fb_json_u64(out, al->severity);
     fb_buf_puts(out, ",\"value\":");
-    put_num(out, value);
+    fb_json_double(out, value);
     switch (al->kind) {
         case FB_AK_HIHI:
         case FB_AK_HI:
@@ -819,7 +802,7 @@ static void alarm_fields(struct fb_buf *out, const struct fb_gateway *gw, const 
         case FB_AK_ROC:
         case FB_AK_DEVIATION:
             fb_buf_puts(out, ",\"limit\":");
-            put_num(out, al->limit);
+            fb_json_double(out, al->limit);
             if (al->kind == FB_AK_DEVIATION && al->setpoint < gw->ntags) {
                 fb_buf_puts(out, ",\"setpoint\":");
                 fb_json_cstr(out, fb_tag_path(gw, &gw->tags[al->setpoint]));
@@ -827,13 +810,13 @@ static void alarm_fields(struct fb_buf *out, const struct fb_gateway *gw, const 
             break;
         case FB_AK_DIGITAL:
             fb_buf_puts(out, ",\"when\":");
-            put_num(out, al->when);
+            fb_json_double(out, al->when);
             break;
         default: break;
     }
     if (since > 0) {
         fb_buf_puts(out, ",\"since\":");
-        put_time(out, since);
+        fb_json_time(out, since);
     }
     if (al->message) {
         fb_buf_puts(out, ",\"message\":");
@@ -860,7 +843,7 @@ void fb_alarm_event_json(struct fb_buf *out, const struct fb_gateway *gw, const 
     fb_buf_puts(out, "{\"type\":\"");
     fb_buf_puts(out, type);
     fb_buf_puts(out, "\",\"ts\":");
-    put_time(out, b->ts);
+    fb_json_time(out, b->ts);
     fb_buf_puts(out, ",\"seq\":");
     fb_json_u64(out, b->seq);
     fb_buf_puts(out, ",\"device\":");
@@ -888,7 +871,7 @@ void fb_alarm_event_json(struct fb_buf *out, const struct fb_gateway *gw, const 
         alarm_fields(out, gw, &gw->alarms[ev->alarm], ev->flags, ev->value, ev->since);
         if (ev->event == FB_AE_SHELVED && ev->until > 0) {
             fb_buf_puts(out, ",\"until\":");
-            put_time(out, ev->until);
+            fb_json_time(out, ev->until);
         }
     }
     if (bl) {
@@ -907,7 +890,7 @@ void fb_alarm_summary_json(struct fb_buf *out, struct fb_gateway *gw, uint32_t d
 {
     struct fb_alarms *a = table(gw);
     fb_buf_puts(out, "{\"type\":\"summary\",\"ts\":");
-    put_time(out, fb_now_ns());
+    fb_json_time(out, fb_now_ns());
     fb_buf_puts(out, ",\"device\":");
     fb_json_cstr(out, dev < gw->ndevs ? gw->devs[dev].name : "?");
     if (!a || dev >= gw->ndevs) {
@@ -941,7 +924,7 @@ void fb_alarm_summary_json(struct fb_buf *out, struct fb_gateway *gw, uint32_t d
         alarm_fields(out, gw, &gw->alarms[id], st->flags, st->value, st->since);
         if ((st->flags & FB_AS_SHELVED) && st->shelved_until > 0) {
             fb_buf_puts(out, ",\"until\":");
-            put_time(out, st->shelved_until);
+            fb_json_time(out, st->shelved_until);
         }
         fb_buf_putc(out, '}');
     }

@@ -687,6 +687,10 @@ static int alarm_cmp(const void *x, const void *y)
     return strcmp(a->name, b->name);
 }
 
+/* Resolve what the edge sections named once every device is known: scripts,
+ * computed tags (compiled, ordered so inputs come first, cycles refused), alarms;
+ * each step needs the one before. Long because each step is a short loop
+ * over its own pending list. */
 void fb_edge_cfg_finish(struct fb_edge_build *b, struct fb_cfg *r, struct fb_gateway *gw)
 {
     /* scripts: their devices, then their text */

@@ -2,7 +2,8 @@
  * every value type, stats and flags round trip exactly; every truncation and
  * every single-byte corruption of a record is refused or decoded into
  * something within bounds (never a crash); records of an older config are
- * translated by tag name through the saved model. */
+ * translated by tag name through the saved model; named batches (ingest)
+ * carry their names and need no model. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -198,6 +199,71 @@ static void test_other_config_by_name(void **st)
     fb_gateway_free(b);
 }
 
+/* A named batch (a source such as ingest: device and tag names instead of
+ * ids) round trips without any model, also into a gateway with no tags. */
+static void test_named(void **st)
+{
+    (void)st;
+    struct fb_gateway *gw = load("gateway: {id: ingest-1}\n");
+    struct fb_batch *b = fb_batch_new(4, 1, 256);
+    b->kind = FB_BATCH_NAMED;
+    b->ts = 1795860000123000000LL;
+    b->seq = 77;
+    const char *nm[FB_BN__N] = {"edge-01", "munich", "assembly", "", "press 01"};
+    for (int k = 0; k < FB_BN__N; k++) b->names[k] = fb_batch_name_add(b, nm[k], (uint32_t)strlen(nm[k]));
+    struct fb_value v = {.type = FB_T_FLOAT64};
+    v.f = 21.5;
+    uint32_t t1 = fb_batch_name_add(b, "temperature", 11);
+    struct fb_sample *s = fb_batch_add(b, t1, FB_Q_GOOD, b->ts - 1, &v);
+    s->flags = FB_SF_STATS;
+    b->stats[0] = (struct fb_stats){.mean = 2, .count = 3};
+    b->nstats = 1;
+    v.type = FB_T_STRING;
+    v.s.p = "PX-200";
+    v.s.len = 6;
+    uint32_t t2 = fb_batch_name_add(b, "recipe", 6);
+    fb_batch_add(b, t2, FB_Q_GOOD, b->ts, &v);
+    fb_batch_add(b, t1, FB_Q_BAD_COMM, b->ts, NULL);
+    struct fb_buf enc;
+    fb_buf_init(&enc);
+    fb_batch_encode(&enc, b, 0x1111u);
+    struct fb_batch *d = NULL;
+    assert_int_equal(fb_batch_decode(enc.p, enc.len, gw, NULL, &d, NULL), 0);
+    assert_int_equal(d->kind, FB_BATCH_NAMED);
+    for (int k = 0; k < FB_BN__N; k++) assert_string_equal(fb_batch_str(d, d->names[k]), nm[k]);
+    assert_int_equal(d->n, 3);
+    assert_string_equal(fb_batch_str(d, d->s[0].tag), "temperature");
+    assert_true(d->s[0].v.f == 21.5 && d->s[0].flags == FB_SF_STATS && d->stats[0].count == 3);
+    assert_string_equal(fb_batch_str(d, d->s[1].tag), "recipe");
+    assert_int_equal(d->s[1].v.s.len, 6);
+    assert_memory_equal(d->s[1].v.s.p, "PX-200", 6);
+    assert_int_equal(d->s[2].quality, FB_Q_BAD_COMM);
+    /* truncations refused; corruptions refused or every name still a string inside the arena */
+    for (size_t cut = 0; cut < enc.len; cut++) assert_int_not_equal(fb_batch_decode(enc.p, cut, gw, NULL, &d, NULL), 0);
+    for (size_t i = 0; i < enc.len; i++)
+        for (int bit = 0; bit < 8; bit += 3) {
+            enc.p[i] ^= (char)(1 << bit);
+            if (fb_batch_decode(enc.p, enc.len, gw, NULL, &d, NULL) == 0 && fb_batch_named(d)) {
+                for (int k = 0; k < FB_BN__N; k++) assert_true(d->names[k] < d->arena_len);
+                for (uint32_t k = 0; k < d->n; k++) {
+                    assert_true(d->s[k].tag < d->arena_len);
+                    assert_non_null(memchr(d->arena + d->s[k].tag, 0, d->arena_len - d->s[k].tag));
+                }
+            }
+            enc.p[i] ^= (char)(1 << bit);
+        }
+    /* a name that does not fit is refused, nothing half-written */
+    struct fb_batch *small = fb_batch_new(1, 0, 8);
+    assert_int_equal(fb_batch_name_add(small, "1234567", 7), 0);
+    assert_int_equal(fb_batch_name_add(small, "", 0), UINT32_MAX);
+    assert_int_equal(small->arena_len, 8);
+    fb_batch_free(small);
+    fb_buf_free(&enc);
+    fb_batch_free(d);
+    fb_batch_free(b);
+    fb_gateway_free(gw);
+}
+
 /* Device-state records carry the whole reason (issue 12: "…run: chmod 600 /tmp"
  * was cut mid-word at 95 bytes), and records written with the old limit still decode. */
 static void test_long_reason(void **st)
@@ -390,7 +456,7 @@ static void test_alarm_event(void **st)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_round_trip),  cmocka_unit_test(test_other_config_by_name),
+        cmocka_unit_test(test_round_trip),  cmocka_unit_test(test_other_config_by_name), cmocka_unit_test(test_named),
         cmocka_unit_test(test_long_reason), cmocka_unit_test(test_refused_reading_kept),
         cmocka_unit_test(test_alarm_event),
     };

@@ -79,7 +79,35 @@ static void test_time_format(void **st)
         strftime(want, sizeof want, "%Y-%m-%dT%H:%M:%S.000Z", &tm);
         fb_fmt_time(buf, s * 1000000000LL);
         assert_string_equal(buf, want);
+        /* and back */
+        int64_t ns = 0;
+        assert_true(fb_parse_time(buf, strlen(buf), &ns));
+        assert_true(ns == s * 1000000000LL);
     }
+    int64_t ns = 0;
+    assert_true(fb_parse_time("2026-11-28T10:00:00.123Z", 24, &ns));
+    assert_true(ns == 1795860000123000000LL);
+    assert_true(fb_parse_time("2026-11-28T10:00:00Z", 20, &ns));
+    assert_true(ns == 1795860000000000000LL);
+    assert_true(fb_parse_time("2026-11-28T10:00:00.123456789Z", 30, &ns));
+    assert_true(ns == 1795860000123456789LL);
+    assert_true(fb_parse_time("2000-02-29T00:00:00.000Z", 24, &ns));
+    assert_true(ns == 951782400000000000LL);
+    assert_true(fb_parse_time("1678-01-01T00:00:00Z", 20, &ns)); /* the ends of int64 nanoseconds */
+    assert_true(fb_parse_time("2262-01-01T00:00:00Z", 20, &ns));
+    static const char *const bad[] = {"2026-13-01T00:00:00Z",
+                                      "2026-11-28 10:00:00Z",
+                                      "2026-11-28T10:00:00",
+                                      "2026-11-28T10:00:00.Z",
+                                      "2026-11-28T10:00:00.1234567890Z",
+                                      "",
+                                      "2026-11-28T10:00:00+01:00",
+                                      "2026-11-32T10:00:00Z",
+                                      "x026-11-28T10:00:00Z",
+                                      "0000-01-01T00:00:00Z", /* outside int64 nanoseconds */
+                                      "9999-12-31T23:59:59Z",
+                                      "1677-01-01T00:00:00Z"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) assert_false(fb_parse_time(bad[i], strlen(bad[i]), &ns));
 }
 
 static void test_quality(void **st)
@@ -96,6 +124,17 @@ static void test_quality(void **st)
     assert_string_equal(fb_q_severity(FB_Q_GOOD), "good");
     assert_true(fb_q_good(0));
     assert_false(fb_q_good(FB_Q_UNCERTAIN));
+    /* names back to codes */
+    uint32_t q = 1;
+    assert_true(fb_q_parse("BadCommunicationError", 21, &q));
+    assert_int_equal(q, FB_Q_BAD_COMM);
+    assert_true(fb_q_parse("Good", 4, &q));
+    assert_int_equal(q, FB_Q_GOOD);
+    assert_true(fb_q_parse("0x80AB0000", 10, &q));
+    assert_int_equal(q, 0x80AB0000u);
+    assert_false(fb_q_parse("BadNothing", 10, &q));
+    assert_false(fb_q_parse("0x80AB000G", 10, &q));
+    assert_false(fb_q_parse("Bad", 2, &q));
 }
 
 static void test_value_from_double(void **st)

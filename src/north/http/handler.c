@@ -134,11 +134,7 @@ static void put_time_or_null(struct fb_buf *o, int64_t ns)
         fb_buf_puts(o, "null");
         return;
     }
-    char t[40];
-    size_t n = fb_fmt_time(t, ns);
-    fb_buf_putc(o, '"');
-    fb_buf_put(o, t, n);
-    fb_buf_putc(o, '"');
+    fb_json_time(o, ns);
 }
 
 static const char *access_name(int a) { return a == FB_ACC_RW ? "rw" : a == FB_ACC_WRITE ? "w" : "r"; }
@@ -435,6 +431,9 @@ static bool same_origin(const struct fb_http_req *req)
     return !strncmp(req->origin, pfx, pl) && !strcmp(req->origin + pl, req->host);
 }
 
+/* One request from route to answer. Long on purpose: the checks run in a fixed,
+ * security-relevant order (route, CORS, method, rate, token, role, TLS for
+ * writes, body) that reads best as one straight sequence. */
 void fb_http_handle(struct fb_http_api *api, const struct fb_http_req *req, struct fb_http_resp *resp)
 {
     struct fb_buf *body = resp->body;

@@ -89,7 +89,11 @@ struct slot {
 struct fb_mqtt_session {
     char name[32];
     const struct fb_broker_cfg *cfg;
-    struct fb_sink_inst *sink;
+    struct fb_sink_inst *sink; /* NULL for a source (ingest): no tracked publications */
+    _Atomic uint64_t *errors;  /* the owner's error counter and connected flag */
+    _Atomic int *connected_metric;
+    bool persistent;
+    uint32_t expiry_s;
     const struct fb_mqtt_session_ops *ops;
     void *obj;
     struct mosquitto *mosq;
@@ -383,7 +387,7 @@ static uint32_t retry_all(struct fb_mqtt_session *ms)
             ms->slots[i].mid = 0;
             n++;
             pthread_mutex_unlock(&ms->mu);
-            fb_sink_done(ms->sink, id, FB_RETRY);
+            if (ms->sink) fb_sink_done(ms->sink, id, FB_RETRY);
             pthread_mutex_lock(&ms->mu);
         }
     ms->inflight = 0;
@@ -394,19 +398,22 @@ static uint32_t retry_all(struct fb_mqtt_session *ms)
 static void on_connect(struct mosquitto *mosq, void *obj, int rc, int flags, const mosquitto_property *props)
 {
     (void)mosq;
-    (void)flags;
     (void)props;
     struct fb_mqtt_session *ms = obj;
     const struct fb_broker_server *sv = fb_mqtt_session_server(ms);
     ms->got_connack = true;
     if (rc != 0) {
-        atomic_fetch_add(&ms->sink->m.errors, 1);
+        atomic_fetch_add(ms->errors, 1);
         const char *why = ms->v5 ? mosquitto_reason_string(rc) : mosquitto_connack_string(rc);
         if (fb_ratelimit_ok(&ms->rl_conn, fb_mono_ns()))
             fb_warn(NULL, NULL, "%s: %s:%d refused the connection: %s", ms->name, sv->host, sv->port, why);
         if (ms->cfg->nservers > 1) atomic_store(&ms->next_server, true);
         return;
     }
+    if (ms->persistent)
+        fb_info(NULL, NULL, "%s: %s", ms->name,
+                flags & 1 ? "the broker resumed our session (what it queued for us follows)"
+                          : "the broker started a new session for us");
     pthread_mutex_lock(&ms->mu);
     ms->connected_at = fb_mono_ns();
     pthread_mutex_unlock(&ms->mu);
@@ -420,23 +427,23 @@ static void on_connect(struct mosquitto *mosq, void *obj, int rc, int flags, con
     if (fb_log_current_level < FB_LOG_DEBUG) mosquitto_log_callback_set(ms->mosq, NULL);
     if (ms->ops->connected) ms->ops->connected(ms->obj, ms);
     atomic_store(&ms->connected, true);
-    atomic_store(&ms->sink->m.connected, 1);
+    atomic_store(ms->connected_metric, 1);
     broadcast(ms);
-    fb_sink_wake(ms->sink);
+    if (ms->sink) fb_sink_wake(ms->sink);
 }
 
 /* The connection ended (on_disconnect, or the loop failed without it). */
 static void lost(struct fb_mqtt_session *ms, bool clean, const char *why)
 {
     if (!atomic_exchange(&ms->connected, false)) return;
-    atomic_store(&ms->sink->m.connected, 0);
+    atomic_store(ms->connected_metric, 0);
     const struct fb_broker_server *sv = fb_mqtt_session_server(ms);
     if (clean)
         fb_info(NULL, NULL, "%s: disconnected from %s:%d", ms->name, sv->host, sv->port);
     else if (!atomic_load(&ms->next_server))
         fb_warn(NULL, NULL, "%s: connection to %s:%d lost: %s", ms->name, sv->host, sv->port, why);
     if (ms->ops->disconnected) ms->ops->disconnected(ms->obj, ms);
-    fb_sink_wake(ms->sink);
+    if (ms->sink) fb_sink_wake(ms->sink);
 }
 
 static void on_disconnect(struct mosquitto *mosq, void *obj, int rc, const mosquitto_property *props)
@@ -465,11 +472,11 @@ static void on_publish(struct mosquitto *mosq, void *obj, int mid, int reason, c
     pthread_cond_broadcast(&ms->cv);
     pthread_mutex_unlock(&ms->mu);
     if (reason >= 0x80) {
-        atomic_fetch_add(&ms->sink->m.errors, 1);
+        atomic_fetch_add(ms->errors, 1);
         if (fb_ratelimit_ok(&ms->rl_send, fb_mono_ns()))
             fb_warn(NULL, NULL, "%s: the broker refused a message: %s", ms->name, mosquitto_reason_string(reason));
     }
-    if (ours) fb_sink_done(ms->sink, id, reason >= 0x80 ? FB_DROP : FB_SENT);
+    if (ours && ms->sink) fb_sink_done(ms->sink, id, reason >= 0x80 ? FB_DROP : FB_SENT);
 }
 
 static void on_subscribe(struct mosquitto *mosq, void *obj, int mid, int n, const int *granted,
@@ -481,9 +488,10 @@ static void on_subscribe(struct mosquitto *mosq, void *obj, int mid, int n, cons
     struct fb_mqtt_session *ms = obj;
     for (int i = 0; i < n; i++)
         if (granted[i] >= 0x80) {
-            atomic_fetch_add(&ms->sink->m.errors, 1);
-            fb_warn(NULL, NULL, "%s: the broker refused a subscription (%s): commands will not arrive", ms->name,
-                    ms->v5 ? mosquitto_reason_string(granted[i]) : "failure");
+            atomic_fetch_add(ms->errors, 1);
+            fb_warn(NULL, NULL, "%s: the broker refused a subscription (%s): %s", ms->name,
+                    ms->v5 ? mosquitto_reason_string(granted[i]) : "failure",
+                    ms->sink ? "commands will not arrive" : "its messages will not arrive");
         }
 }
 
@@ -659,13 +667,30 @@ static void session_free(struct fb_mqtt_session *ms)
 static int setup_client(struct fb_mqtt_session *ms, const struct fb_mqtt_session_opts *o, struct fb_err *err)
 {
     const struct fb_broker_cfg *cfg = ms->cfg;
-    /* clean session: nothing of an earlier run is replayed (Sparkplug requires it) */
-    ms->mosq = mosquitto_new(o->client_id, true, ms);
+    /* clean session: nothing of an earlier run is replayed (Sparkplug requires
+     * it).  A persistent session (ingest) keeps the subscriptions and what the
+     * broker queued for us while we were away: clean start off and, for MQTT
+     * 5, a session expiry interval (0 would end the session at disconnect). */
+    ms->mosq = mosquitto_new(o->client_id, !ms->persistent, ms);
     if (!ms->mosq) return fb_err_set(err, FB_ENOMEM, "%s: cannot create a client: %s", ms->name, strerror(errno));
     struct mosquitto *m = ms->mosq;
     /* direct_io: a publish writes to the socket on the publishing thread */
     mosquitto_threaded_set(m, !ms->direct_io);
     mosquitto_int_option(m, MOSQ_OPT_PROTOCOL_VERSION, ms->v5 ? MQTT_PROTOCOL_V5 : MQTT_PROTOCOL_V311);
+    if (ms->persistent && ms->v5) {
+        /* libmosquitto 2.0 takes CONNECT properties only through the blocking
+         * mosquitto_connect_bind_v5, which stores them before it validates its
+         * host argument: with host NULL it returns MOSQ_ERR_INVAL at once and
+         * keeps them for every later (non-blocking) connect.  The ingest
+         * system test (a restart picking up what was queued) checks it works. */
+        mosquitto_property *cp = NULL;
+        int prc = mosquitto_property_add_int32(&cp, MQTT_PROP_SESSION_EXPIRY_INTERVAL, ms->expiry_s);
+        if (prc == MOSQ_ERR_SUCCESS) prc = mosquitto_connect_bind_v5(m, NULL, 0, ms->keepalive_s, NULL, cp);
+        mosquitto_property_free_all(&cp);
+        if (prc != MOSQ_ERR_INVAL)
+            return fb_err_set(err, FB_EINVAL, "%s: cannot set the session expiry interval: %s", ms->name,
+                              mosquitto_strerror(prc));
+    }
     /* small messages must not wait for Nagle + delayed ACK (≈ 40 ms per command round trip) */
     mosquitto_int_option(m, MOSQ_OPT_TCP_NODELAY, 1);
     uint32_t send_max = ms->max_inflight + 64;
@@ -723,6 +748,14 @@ int fb_mqtt_session_open(struct fb_mqtt_session **out, const struct fb_mqtt_sess
     snprintf(ms->name, sizeof ms->name, "%s", o->name);
     ms->cfg = cfg;
     ms->sink = o->sink;
+    ms->errors = o->sink ? &o->sink->m.errors : o->errors;
+    ms->connected_metric = o->sink ? &o->sink->m.connected : o->connected;
+    if (!ms->errors || !ms->connected_metric) {
+        free(ms);
+        return fb_err_set(err, FB_EINVAL, "%s: no counters for the session", o->name);
+    }
+    ms->persistent = o->persistent;
+    ms->expiry_s = o->session_expiry_s;
     ms->ops = o->ops ? o->ops : &no_ops;
     ms->obj = o->obj;
     ms->v5 = cfg->version != 3;
@@ -851,7 +884,7 @@ bool fb_mqtt_session_close(struct fb_mqtt_session *ms, const char *topic, const 
     broadcast(ms);
     wake_net(ms);
     if (ms->thr_started) pthread_join(ms->thr, NULL);
-    atomic_store(&ms->sink->m.connected, 0);
+    atomic_store(ms->connected_metric, 0);
     /* what the broker never acknowledged is the store's to keep */
     pthread_mutex_lock(&ms->mu);
     retry_all(ms);
@@ -952,6 +985,16 @@ int fb_mqtt_session_subscribe(struct fb_mqtt_session *ms, const char *topic, int
 {
     if (ms->v5) return mosquitto_subscribe_v5(ms->mosq, NULL, topic, qos, no_local ? MQTT_SUB_OPT_NO_LOCAL : 0, NULL);
     return mosquitto_subscribe(ms->mosq, NULL, topic, qos);
+}
+
+int fb_mqtt_session_subscribe_id(struct fb_mqtt_session *ms, const char *topic, int qos, uint32_t sub_id)
+{
+    if (!ms->v5 || !sub_id) return mosquitto_subscribe(ms->mosq, NULL, topic, qos);
+    mosquitto_property *p = NULL;
+    int rc = mosquitto_property_add_varint(&p, MQTT_PROP_SUBSCRIPTION_IDENTIFIER, sub_id);
+    if (rc == MOSQ_ERR_SUCCESS) rc = mosquitto_subscribe_v5(ms->mosq, NULL, topic, qos, 0, p);
+    mosquitto_property_free_all(&p);
+    return rc;
 }
 
 int fb_mqtt_session_set_will(struct fb_mqtt_session *ms, const char *topic, const void *p, size_t len, int qos,

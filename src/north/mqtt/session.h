@@ -75,6 +75,15 @@ struct fb_mqtt_session_opts {
     const char *client_id;              /* the effective client id */
     uint32_t max_inflight;              /* QoS > 0 publications awaiting their ack (0: 1000) */
     struct fb_sink_inst *sink;          /* delivery reports and the connected metric */
+    /* without a sink (a source such as ingest, which publishes nothing
+     * tracked): where the error count and the connected flag go */
+    _Atomic uint64_t *errors;
+    _Atomic int *connected;
+    /* persistent session: clean start off, and for MQTT 5 this session
+     * expiry interval, so the broker keeps the subscriptions and queues
+     * messages while we are away (a restart picks them up) */
+    bool persistent;
+    uint32_t session_expiry_s;
     const struct fb_mqtt_session_ops *ops;
     void *obj;
     /* will (may also be set later from before_connect) */
@@ -85,8 +94,9 @@ struct fb_mqtt_session_opts {
     bool will_retain;
 };
 
-/* Create the client (clean session) and start the network thread, which
- * connects in the background: never blocks on the broker. */
+/* Create the client (clean session unless o->persistent) and start the
+ * network thread, which connects in the background: never blocks on the
+ * broker. */
 int fb_mqtt_session_open(struct fb_mqtt_session **out, const struct fb_mqtt_session_opts *o, struct fb_err *err);
 
 /* Publish the final message (e.g. the offline status or NDEATH) at QoS 1 if
@@ -114,6 +124,9 @@ int fb_mqtt_session_publish(struct fb_mqtt_session *ms, const char *topic, const
                             bool retain, const mosquitto_property *props);
 /* MQTT 5 no-local where the protocol has it. */
 int fb_mqtt_session_subscribe(struct fb_mqtt_session *ms, const char *topic, int qos, bool no_local);
+/* With an MQTT 5 subscription identifier (0 = none), which the broker puts
+ * on every message it delivers for this subscription. */
+int fb_mqtt_session_subscribe_id(struct fb_mqtt_session *ms, const char *topic, int qos, uint32_t sub_id);
 int fb_mqtt_session_set_will(struct fb_mqtt_session *ms, const char *topic, const void *p, size_t len, int qos,
                              bool retain);
 /* Can a tracked publication go out now without waiting (connected, room in

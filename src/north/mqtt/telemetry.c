@@ -30,23 +30,6 @@
 
 #include "north/mqtt/telemetry.h"
 
-static void put_time(struct fb_buf *out, int64_t ns)
-{
-    char t[40];
-    size_t n = fb_fmt_time(t, ns);
-    fb_buf_putc(out, '"');
-    fb_buf_put(out, t, n);
-    fb_buf_putc(out, '"');
-}
-
-static void put_double_or_null(struct fb_buf *out, double d)
-{
-    if (isfinite(d))
-        fb_json_double(out, d);
-    else
-        fb_buf_puts(out, "null");
-}
-
 /* A window length as the config writes it: "60s", "250ms", "1500us", "10ns". */
 static void put_window(struct fb_buf *out, int64_t ns)
 {
@@ -125,19 +108,19 @@ static void put_sample(struct fb_buf *out, const struct fb_batch *b, const struc
         int64_t d = s->ts_src - b->ts;
         if (d >= 1000000LL || d <= -1000000LL) {
             fb_buf_puts(out, ",\"ts\":");
-            put_time(out, s->ts_src);
+            fb_json_time(out, s->ts_src);
         }
     }
     if ((s->flags & FB_SF_STATS) && s->stats < b->nstats && b->stats) {
         const struct fb_stats *st = &b->stats[s->stats];
         fb_buf_puts(out, ",\"stats\":{\"mean\":");
-        put_double_or_null(out, st->mean);
+        fb_json_double(out, st->mean);
         fb_buf_puts(out, ",\"stddev\":");
-        put_double_or_null(out, st->stddev);
+        fb_json_double(out, st->stddev);
         fb_buf_puts(out, ",\"min\":");
-        put_double_or_null(out, st->min);
+        fb_json_double(out, st->min);
         fb_buf_puts(out, ",\"max\":");
-        put_double_or_null(out, st->max);
+        fb_json_double(out, st->max);
         fb_buf_puts(out, ",\"count\":");
         fb_json_u64(out, st->count);
         fb_buf_puts(out, ",\"window\":");
@@ -156,7 +139,7 @@ static const char *device_name(const struct fb_gateway *gw, uint32_t idx)
 static void telemetry(struct fb_buf *out, const struct fb_gateway *gw, const struct fb_batch *b, bool plain_names)
 {
     fb_buf_puts(out, "{\"ts\":");
-    put_time(out, b->ts);
+    fb_json_time(out, b->ts);
     fb_buf_puts(out, ",\"seq\":");
     fb_json_u64(out, b->seq);
     fb_buf_puts(out, ",\"device\":");
@@ -204,7 +187,7 @@ void fb_devstatus_json(struct fb_buf *out, const struct fb_gateway *gw, const st
     fb_buf_puts(out, ",\"state\":\"");
     fb_buf_puts(out, state_name(b->dev_state));
     fb_buf_puts(out, "\",\"ts\":");
-    put_time(out, b->ts);
+    fb_json_time(out, b->ts);
     size_t rn = strnlen(b->reason, sizeof b->reason);
     if (rn) {
         fb_buf_puts(out, ",\"reason\":");

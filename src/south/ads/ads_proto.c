@@ -520,6 +520,8 @@ static int parse_dt(const char *s, size_t n, bool with_time, uint32_t *out)
     return 0;
 }
 
+/* Encode a value for a write. Long because it is one switch over every PLC
+ * type with its own range check; splitting it would scatter the table. */
 int ads_encode(const struct ads_tinfo *ti, const struct fb_value *v, uint8_t *out, size_t cap, struct fb_err *err)
 {
     if (ti->type == ADS_T_NONE || ti->type >= ADS_T__COUNT || cap < ti->size)

@@ -3,10 +3,12 @@
 //
 //   node ui_test.js CONFIG.json
 // CONFIG: {"url", "operator", "viewer", "changing": {"device","tag"},
-//          "write": {"device","tag","value","refused_value"}, "shots": DIR}
+//          "write": {"device","tag","value","refused_value"},
+//          "alarm": {"device","alarm"} (active and unacknowledged at start), "shots": DIR}
 // Steps: load the page, sign in as operator, see a value change live, write
-// a setpoint through the dialog and see it confirmed and shown, switch to a
-// viewer token, try a write and see the gateway refuse it.  Screenshots go to
+// a setpoint through the dialog and see it confirmed and shown, acknowledge
+// an active alarm, switch to a viewer token, try a write and see the gateway
+// refuse it (and the viewer's acknowledge button disabled).  Screenshots go to
 // shots/.  Prints one JSON line with what it saw; exits non-zero on failure.
 'use strict';
 const fs = require('fs');
@@ -95,6 +97,20 @@ async function selectDevice(page, dev) {
     }, [wcell, String(w.value)], { timeout: 15000 });
     step(`table shows ${w.tag} = ${w.value}`);
     await page.waitForFunction(() => !document.getElementById('write').open, null, { timeout: 5000 });
+    // an active alarm: listed, counted in the header, acknowledged by the operator
+    const al = cfg.alarm;
+    const arow = `#alarms tbody tr[data-device="${al.device}"][data-alarm="${al.alarm}"]`;
+    await page.waitForSelector(`${arow} button.ack`, { timeout: 15000 });
+    out.alarm_before = await textOf(page, `${arow} td.state`);
+    out.alarm_count = await textOf(page, '#alarm-count');
+    await page.click(`${arow} button.ack`);
+    await page.waitForFunction((sel) => {
+      const r = document.querySelector(sel);
+      return r && !r.querySelector('button.ack');
+    }, arow, { timeout: 15000 });
+    out.alarm_after = await textOf(page, `${arow} td.state`);
+    out.alarm_count_after_hidden = await page.locator('#alarm-count').isHidden();
+    step(`alarm ${al.alarm} acknowledged: ${out.alarm_before} -> ${out.alarm_after}`);
     const shot1 = path.join(cfg.shots, 'ui-operator.png');
     await page.screenshot({ path: shot1, fullPage: true });
     out.shots.push(shot1);

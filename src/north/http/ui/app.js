@@ -1,5 +1,6 @@
-// fieldbridge web page: devices with NE107, a live tag table with sparklines,
-// a write dialog, sink/buffer state and gateway health, from the HTTP API
+// fieldbridge web page: devices with NE107, the alarms that are not normal
+// (acknowledged here), a live tag table with sparklines, a write dialog,
+// sink/buffer state and gateway health, from the HTTP API
 // (docs/http-api.md).  Live updates come from GET /api/v1/events, read with
 // fetch() rather than EventSource so the token travels in the Authorization
 // header and never in a URL.  Every text from the gateway is put into the
@@ -20,6 +21,8 @@ const st = {
   lastId: null,       // Last-Event-ID for a resumed stream
   stream: null,       // AbortController of the event stream
   writeTag: null,
+  alarms: [],         // from /api/v1/alarms: each device's summary
+  alarmTimer: null,   // a reload of the alarms after events, coalesced
 };
 
 const $ = (id) => document.getElementById(id);
@@ -260,6 +263,77 @@ async function loadTags() {
   renderTags();
 }
 
+// --------------------------------------------------------------- alarms
+// The summary (GET /api/v1/alarms) is the truth; an `alarm` event only says
+// that it changed, so the table is reloaded (at most every 250 ms).
+async function loadAlarms() {
+  const r = await api('/api/v1/alarms');
+  if (!r.ok || !r.body) return;
+  st.alarms = r.body.devices || [];
+  renderAlarms();
+}
+function alarmsChanged() {
+  if (st.alarmTimer) return;
+  st.alarmTimer = setTimeout(() => { st.alarmTimer = null; loadAlarms(); }, 250);
+}
+const ALARM_STATE = {
+  active_unacked: 'ACTIVE · not acknowledged', active_acked: 'active · acknowledged',
+  cleared_unacked: 'cleared · not acknowledged', normal: 'normal',
+};
+function renderAlarms() {
+  const panel = $('alarms-panel');
+  panel.hidden = st.alarms.length === 0; // no alarms configured
+  const tb = $('alarms').tBodies[0];
+  tb.replaceChildren();
+  let unacked = 0, rows = 0;
+  const canAck = st.who && st.who.role === 'operator' && st.who.can_write;
+  for (const d of st.alarms) {
+    unacked += d.unacked || 0;
+    for (const a of d.alarms || []) {
+      rows++;
+      const tr = el('tr', 'alarm' + (a.active ? ' active' : '') + (a.acked ? '' : ' unacked'));
+      tr.dataset.device = d.device;
+      tr.dataset.alarm = a.alarm;
+      let state = ALARM_STATE[a.state] || a.state;
+      if (a.shelved) state += a.until ? ` · shelved until ${fmtTime(a.until)}` : ' · shelved';
+      if (a.suppressed) state += ' · suppressed';
+      const since = el('td', 't', fmtTime(a.since));
+      since.title = a.since || '';
+      tr.append(el('td', 'name', d.device), el('td', 'name', a.alarm), el('td', 'state', state),
+        el('td', 'prio prio-' + a.priority, a.priority), el('td', 'num', fmtValue(a.value)), since,
+        el('td', 'msg', a.message || ''));
+      const act = el('td', 'act');
+      if (!a.acked) {
+        const b = el('button', 'ack', 'Acknowledge');
+        b.type = 'button';
+        b.disabled = !canAck;
+        if (!canAck) b.title = 'operator role (and TLS, unless plaintext writes are allowed) needed';
+        b.addEventListener('click', () => ackAlarm(d.device, a.alarm, b));
+        act.append(b);
+      }
+      tr.append(act);
+      tb.append(tr);
+    }
+  }
+  $('alarms-hint').textContent = rows ? '' : 'No alarm is active, unacknowledged or shelved.';
+  const c = $('alarm-count');
+  c.hidden = unacked === 0;
+  c.textContent = `${unacked} alarm${unacked === 1 ? '' : 's'} to acknowledge`;
+  c.className = 'pill degraded';
+}
+async function ackAlarm(dev, alarm, button) {
+  button.disabled = true;
+  const body = JSON.stringify({ id: 'ui-' + (++writeSeq), ack: [alarm] });
+  const r = await api('/api/v1/devices/' + encodeURIComponent(dev) + '/write',
+    { method: 'POST', body, headers: { 'Content-Type': 'application/json' }, noSignin: true }).catch(() => null);
+  const b = (r && r.body) || {};
+  if (r && r.ok && b.ok) { await loadAlarms(); return; }
+  const per = b.results && b.results[alarm];
+  button.disabled = false;
+  button.textContent = 'Refused: ' + ((per && per.error) || b.error || (r ? 'HTTP ' + r.status : 'no answer'));
+  button.classList.add('refused');
+}
+
 // ------------------------------------------------------------- events
 function onValues(m) {
   const dev = m.device;
@@ -297,7 +371,8 @@ function handleEvent(ev) {
   if (ev.event === 'values') onValues(data);
   else if (ev.event === 'status') onStatus(data);
   else if (ev.event === 'gateway') renderGateway(data);
-  else if (ev.event === 'hello' && !data.resumed) { loadDevices().then(loadTags); }
+  else if (ev.event === 'alarm') alarmsChanged();
+  else if (ev.event === 'hello' && !data.resumed) { loadDevices().then(loadTags); loadAlarms(); }
 }
 
 function setLive(on, text) {
@@ -455,6 +530,7 @@ async function start() {
   await loadDevices();
   const s = await api('/api/v1/status');
   if (s.ok) renderGateway(s.body);
+  await loadAlarms();
   await loadTags();
   streamEvents();
 }
