@@ -627,10 +627,10 @@ static void ctl_bind(struct fb_cfg *r, void *cfg, struct fb_gateway *gw)
                 fb_cfg_error_at(r, L->mark, "loop %s: sp %g is outside the set-point limits [%g, %g]", L->name, L->sp0,
                                 L->has_sp_min ? L->sp_min : -INFINITY, L->has_sp_max ? L->sp_max : INFINITY);
             for (int f = FB_LF_PV; f <= FB_LF_SP_TARGET && pv->unit; f++)
-                if (!tags[f].unit) tags[f].unit = strdup(pv->unit);
+                if (!tags[f].unit) tags[f].unit = pv->unit; /* units live in the arena: shared */
         }
         if (out) {
-            if (out->unit && !tags[FB_LF_OUT].unit) tags[FB_LF_OUT].unit = strdup(out->unit);
+            if (out->unit && !tags[FB_LF_OUT].unit) tags[FB_LF_OUT].unit = out->unit; /* shared, in the arena */
             const struct fb_device *od = &gw->devs[out->device];
             if (!L->area && od->area) {
                 free(d->area);
