@@ -28,7 +28,12 @@
  * polls its own eventfd and a short timeout instead of libmosquitto's socket
  * pair.  One reader at a time (rd_mu).  Over TLS one SSL object must not be
  * used by two threads at once, so TLS keeps the threaded mode: the network
- * thread does all I/O.  Either way libmosquitto's log callback is removed
+ * thread does all I/O.  Outside threaded mode libmosquitto also writes the
+ * PUBACK of a received QoS 1 message at once, before on_message runs, so a
+ * session that must acknowledge only what it has handled (ingest: once
+ * stored; opts.ack_after_handling) keeps the threaded mode too, where the
+ * acknowledgement waits in the queue until the callback returns.  Either
+ * way libmosquitto's log callback is removed
  * once connected (unless logging at debug level): with one set it formats a
  * line for every packet.
  *
@@ -766,7 +771,7 @@ int fb_mqtt_session_open(struct fb_mqtt_session **out, const struct fb_mqtt_sess
     fb_cond_init_mono(&ms->cv);
     /* TLS keeps libmosquitto's threaded mode: one SSL object must not be
      * used by two threads at once, so only the network thread does I/O */
-    ms->direct_io = !cfg->tls;
+    ms->direct_io = !cfg->tls && !o->ack_after_handling;
     ms->wake_fd = -1;
     if (ms->direct_io && (ms->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)) < 0) ms->direct_io = false;
     ms->rl_conn.interval_ns = 60 * MS_SEC;
