@@ -19,6 +19,8 @@ DEMO=(
     # Lua 5.4 for user scripts (src/edge/script.c)
     liblua5.4-dev
     libcurl4-openssl-dev zlib1g-dev  # the InfluxDB sink (HTTP, gzip)
+    # kissfft (float) for the vibration analysis (src/vib/dsp.c)
+    libkissfft-dev
     # the demo's broker, its mosquitto_sub/pub, and its Modbus simulator (pymodbus imports serial)
     mosquitto mosquitto-clients
     python3 python3-pymodbus python3-serial python3-serial-asyncio

@@ -11,7 +11,7 @@
 #
 # Nothing is skipped unless you turn it off, and the summary says what was:
 #   FB_TEST_SKIP=opcua,s7,...  system and unit tests to leave out on purpose
-#                  (opcua, s7, ads-client, sparkplug, tmpfs; see tests/system/conftest.py);
+#                  (opcua, s7, ads-client, sparkplug, tmpfs, root; see tests/system/conftest.py);
 #                  without it a missing peer FAILS its tests, and a skipped
 #                  test fails the step
 #   FB_TEST_SKIP_DEPS=1        no apt step
@@ -93,6 +93,9 @@ if [ -n "${FB_TEST_SKIP:-}" ]; then
 fi
 if [ "$(id -u)" -ne 0 ] && [[ ",${FB_TEST_SKIP:-}," != *,tmpfs,* ]]; then
     echo "test: not root: the full-disk tests (they mount a tmpfs) will fail; run as root, or FB_TEST_SKIP=tmpfs" >&2
+fi
+if [ "$(id -u)" -ne 0 ] && [[ ",${FB_TEST_SKIP:-}," != *,root,* ]]; then
+    echo "test: not root: the capability test (setpriv gives the gateway CAP_NET_BIND_SERVICE) will fail; run as root, or FB_TEST_SKIP=root" >&2
 fi
 
 if [ "${FB_TEST_SKIP_DEPS:-0}" != 1 ]; then

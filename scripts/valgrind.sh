@@ -11,7 +11,7 @@ VG=(valgrind -q --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=de
     --show-leak-kinds=definite)
 rc=0
 for t in test_core test_runtime test_batch_codec test_store test_config test_modbus test_mqtt test_sim test_revpi test_metrics \
-         test_alarm test_alarms test_expr test_script; do
+         test_alarm test_alarms test_expr test_script test_vib_dsp test_file; do
     [ -x "$B/$t" ] || continue
     echo "valgrind: $t"
     if ! FB_SOURCE_DIR="$PWD" "${VG[@]}" "$B/$t" >/tmp/vg_$t.log 2>&1; then

@@ -1,11 +1,11 @@
 /* ads_route.c — `fieldbridge ads add-route`: the command line around the
  * ADS driver's route registration (south/ads: fb_ads_add_route). */
-#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "cli/ads_route.h"
+#include "core/env.h"
 #include "south/ads/ads.h"
 
 static const char *const add_route_help =
@@ -22,7 +22,7 @@ static const char *const add_route_help =
 int fb_cli_ads_add_route(int argc, char **argv)
 {
     struct fb_ads_route r = {0};
-    const char *pwfile = NULL, *timeout_s = NULL, *password = NULL;
+    const char *pwfile = NULL, *timeout_s = NULL;
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i];
         bool v = i + 1 < argc;
@@ -35,9 +35,12 @@ int fb_cli_ads_add_route(int argc, char **argv)
             r.user = argv[++i];
         else if (!strcmp(a, "--password-file") && v)
             pwfile = argv[++i];
-        else if (!strcmp(a, "--password") && v)
-            password = argv[++i];
-        else if (!strcmp(a, "--address") && v)
+        else if (!strcmp(a, "--password")) {
+            /* a password on the command line is visible to every user (ps, /proc/PID/cmdline) */
+            fprintf(stderr, "fieldbridge ads add-route: --password is not accepted (the command line is visible to "
+                            "every user of the machine); use --password-file FILE (mode 0600) or FB_ADS_PASSWORD\n");
+            return 2;
+        } else if (!strcmp(a, "--address") && v)
             r.address = argv[++i];
         else if (!strcmp(a, "--route-name") && v)
             r.name = argv[++i];
@@ -65,18 +68,19 @@ int fb_cli_ads_add_route(int argc, char **argv)
     }
     char pw[256] = "";
     if (pwfile) {
-        FILE *f = fopen(pwfile, "r");
-        if (!f) {
-            fprintf(stderr, "fieldbridge ads add-route: cannot read %s: %s\n", pwfile, strerror(errno));
+        /* the same rules as every secret file: owner-only, one line */
+        char *secret = NULL;
+        struct fb_err e = {0};
+        if (fb_read_secret_file(pwfile, &secret, &e) < 0) {
+            fprintf(stderr, "fieldbridge ads add-route: %s\n", e.msg);
             return 2;
         }
-        if (!fgets(pw, sizeof pw, f)) pw[0] = 0;
-        fclose(f);
-        pw[strcspn(pw, "\r\n")] = 0;
-    } else if (password) {
-        snprintf(pw, sizeof pw, "%s", password);
+        snprintf(pw, sizeof pw, "%s", secret);
+        explicit_bzero(secret, strlen(secret));
+        free(secret);
     } else if (getenv("FB_ADS_PASSWORD")) {
         snprintf(pw, sizeof pw, "%s", getenv("FB_ADS_PASSWORD"));
+        fb_secret_note(pw);
     } else {
         fprintf(stderr, "fieldbridge ads add-route: give the PLC password with --password-file FILE or "
                         "FB_ADS_PASSWORD\n");
@@ -86,7 +90,7 @@ int fb_cli_ads_add_route(int argc, char **argv)
     char plc[32] = "";
     struct fb_err err = {0};
     int rc = fb_ads_add_route(&r, plc, sizeof plc, &err);
-    memset(pw, 0, sizeof pw);
+    explicit_bzero(pw, sizeof pw);
     if (rc == 0) {
         printf("route '%s' for %s at %s added on %s (PLC AmsNetId %s)\n", r.name ? r.name : r.address_used, r.net_id,
                r.address_used, r.host, plc);

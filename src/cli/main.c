@@ -32,8 +32,10 @@
 #include "cli/spb_dump.h"
 #include "core/config.h"
 #include "core/driver.h"
+#include "core/env.h"
 #include "core/log.h"
 #include "core/plugin.h"
+#include "core/privs.h"
 #include "core/runtime.h"
 #include "core/sdnotify.h"
 #include "north/sparkplug/sparkplug.h"
@@ -114,7 +116,18 @@ static int cmd_check(int argc, char **argv)
     }
     struct fb_gateway *gw = NULL;
     if (fb_config_load(file, &o, &gw) < 0) return 2;
-    fb_config_summary(gw, stdout);
+    /* the summary quotes URLs, user names and paths: never a noted secret */
+    char *sum = NULL;
+    size_t sumlen = 0;
+    FILE *mf = open_memstream(&sum, &sumlen);
+    if (mf) {
+        fb_config_summary(gw, mf);
+        fclose(mf);
+        char *red = fb_secret_redact_dup(sum, sumlen, &sumlen);
+        fwrite(red ? red : sum, 1, sumlen, stdout);
+        free(red);
+        free(sum);
+    }
     printf("%s: OK\n", file);
     fb_gateway_free(gw);
     return 0;
@@ -223,6 +236,7 @@ static int run_config(int argc, char **argv, bool ingest)
         fb_runtime_request_stop(gw);
         return 1;
     }
+    fb_privs_check();        /* every listening port is bound now */
     fb_sd_notify("READY=1"); /* Type=notify units: everything runs (no-op without systemd) */
     int sig = 0;
     sigwait(&set, &sig);

@@ -19,6 +19,7 @@
 #include <string.h>
 
 #include "cli/spb_dump.h"
+#include "core/env.h"
 #include "north/sparkplug/sparkplug.h"
 
 struct dump_alias {
@@ -212,7 +213,7 @@ static void on_connect(struct mosquitto *mosq, void *obj, int rc)
 
 int fb_cli_spb_dump(int argc, char **argv)
 {
-    const char *url = NULL, *filter = "spBv1.0/#", *user = NULL;
+    const char *url = NULL, *filter = "spBv1.0/#", *user = NULL, *cafile = NULL, *cert = NULL, *key = NULL;
     long count = 0;
     int64_t timeout_ns = 0;
     bool rebirth = false;
@@ -220,6 +221,7 @@ int fb_cli_spb_dump(int argc, char **argv)
         if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
             puts("usage: fieldbridge spb-dump mqtt://HOST[:PORT] [--topic FILTER] [--count N] [--timeout D]\n"
                  "                            [--username U] [--rebirth]   (password from $MQTT_PASSWORD)\n"
+                 "                            [--cafile F] [--cert F --key F]   (mqtts://)\n"
                  "Subscribes to Sparkplug B traffic (default spBv1.0/#) and prints each message: topic,\n"
                  "seq, time stamp and every metric with name, alias, datatype, value, quality (and the\n"
                  "refused reading, raw, of a bad one).  Names and datatypes of DATA messages come from\n"
@@ -231,6 +233,9 @@ int fb_cli_spb_dump(int argc, char **argv)
                  "  --username U  broker user; the password comes from $MQTT_PASSWORD\n"
                  "  --rebirth     ask every edge node whose births were missed for a Rebirth (NCMD\n"
                  "                Node Control/Rebirth = true; the node re-sends NBIRTH and DBIRTHs)\n"
+                 "  --cafile F    mqtts://: the broker's CA (PEM; default: the system's CAs)\n"
+                 "  --cert F, --key F  mqtts://: a client certificate and its key (mode 0600) for\n"
+                 "                brokers that require one (mutual TLS)\n"
                  "exit codes: 0 done; 1 no connection, or nothing arrived before the timeout; 2 usage error");
             return 0;
         } else if (!strcmp(argv[i], "--topic") && i + 1 < argc) {
@@ -241,6 +246,12 @@ int fb_cli_spb_dump(int argc, char **argv)
             user = argv[++i];
         } else if (!strcmp(argv[i], "--rebirth")) {
             rebirth = true;
+        } else if (!strcmp(argv[i], "--cafile") && i + 1 < argc) {
+            cafile = argv[++i];
+        } else if (!strcmp(argv[i], "--cert") && i + 1 < argc) {
+            cert = argv[++i];
+        } else if (!strcmp(argv[i], "--key") && i + 1 < argc) {
+            key = argv[++i];
         } else if (!strcmp(argv[i], "--timeout") && i + 1 < argc) {
             if (fb_parse_duration(argv[++i], &timeout_ns) < 0) {
                 fprintf(stderr, "fieldbridge spb-dump: bad duration '%s'\n", argv[i]);
@@ -283,6 +294,25 @@ int fb_cli_spb_dump(int argc, char **argv)
         fprintf(stderr, "fieldbridge spb-dump: bad broker URL '%s'\n", url);
         return 2;
     }
+    if ((cafile || cert || key) && !tls) {
+        fprintf(stderr, "fieldbridge spb-dump: --cafile, --cert and --key need an mqtts:// URL\n");
+        return 2;
+    }
+    if (!cert != !key) {
+        fprintf(stderr, "fieldbridge spb-dump: --cert and --key go together\n");
+        return 2;
+    }
+    struct {
+        const char *path;
+        enum fb_opt_kind kind;
+    } files[] = {{cafile, FB_OPT_CERT}, {cert, FB_OPT_CERT}, {key, FB_OPT_KEY}};
+    for (size_t i = 0; i < 3; i++) {
+        struct fb_err e = {0};
+        if (files[i].path && fb_check_file(files[i].path, files[i].kind, &e) < 0) {
+            fprintf(stderr, "fieldbridge spb-dump: %s\n", e.msg);
+            return 2;
+        }
+    }
     mosquitto_lib_init();
     struct dump_ctx d = {.count = count, .rebirth = rebirth};
     fb_buf_init(&d.out);
@@ -295,7 +325,17 @@ int fb_cli_spb_dump(int argc, char **argv)
         goto out;
     }
     if (user) mosquitto_username_pw_set(m, user, getenv("MQTT_PASSWORD"));
-    if (tls) mosquitto_int_option(m, MOSQ_OPT_TLS_USE_OS_CERTS, 1);
+    if (tls && (cafile || cert)) {
+        /* a private CA and/or a client certificate; without --cafile the system's CAs */
+        if (!cafile) mosquitto_int_option(m, MOSQ_OPT_TLS_USE_OS_CERTS, 1);
+        int t = mosquitto_tls_set(m, cafile, cafile ? NULL : "/etc/ssl/certs", cert, key, NULL);
+        if (t != MOSQ_ERR_SUCCESS) {
+            fprintf(stderr, "fieldbridge spb-dump: TLS files: %s\n", mosquitto_strerror(t));
+            goto out;
+        }
+    } else if (tls) {
+        mosquitto_int_option(m, MOSQ_OPT_TLS_USE_OS_CERTS, 1);
+    }
     mosquitto_connect_callback_set(m, on_connect);
     mosquitto_message_callback_set(m, on_message);
     int r = mosquitto_connect(m, host, port, 30);

@@ -121,10 +121,10 @@ struct ctl_cfg {
 static const char *const k_control[] = {"period",  "priority",   "cpu",   "north_loss", "watchdog",
                                         "systemd", "interlocks", "loops", NULL};
 static const char *const k_loop[] = {
-    "name",    "pv",       "out",  "sp",          "sp_tag", "sp_min",      "sp_max", "sp_rate",  "sp_track",
-    "kp",      "ti",       "td",   "d_filter",    "p_on",   "anti_windup", "tt",     "action",   "out_min",
-    "out_max", "out_rate", "safe", "initial_out", "mode",   "cycle",       "stale",  "fallback", "on_north_loss",
-    "refresh", "publish",  "area", "line",        NULL};
+    "name",    "pv",       "out",  "sp",          "sp_tag",      "sp_min",      "sp_max", "sp_rate",  "sp_track",
+    "kp",      "ti",       "td",   "d_filter",    "p_on",        "anti_windup", "tt",     "action",   "out_min",
+    "out_max", "out_rate", "safe", "initial_out", "mode",        "cycle",       "stale",  "fallback", "on_north_loss",
+    "refresh", "publish",  "area", "line",        "write_roles", NULL};
 static const char *const k_interlock[] = {"name", "when", "loops", "outputs", "resume", NULL};
 static const struct fb_config_keys k_nested[] = {{"loop", k_loop}, {"interlock", k_interlock}, {NULL, NULL}};
 
@@ -280,6 +280,9 @@ static void load_loop(struct fb_cfg *r, struct fb_cfg_node *n, uint32_t i, struc
     if (L->line && !fb_cfg_level_ok(L->line)) fb_cfg_error(r, fb_cfg_get(&m, "line"), "%s.line: bad level", what);
     if (L->has_sp_min && L->has_sp_max && L->sp_min > L->sp_max)
         fb_cfg_error(r, n, "%s: sp_min (%g) is above sp_max (%g)", what, L->sp_min, L->sp_max);
+    /* who may command the loop (set point, mode, output, tuning): checked as
+     * a sender list when the loop's device is built (config_dev.c) */
+    const struct fb_cfg_node *roles = fb_cfg_get(&m, "write_roles");
     fb_cfg_map_free(&m);
 
     /* its device: the loop's state as tags */
@@ -307,6 +310,8 @@ static void load_loop(struct fb_cfg *r, struct fb_cfg_node *n, uint32_t i, struc
     t->min = L->sp_min;
     t->has_max = L->has_sp_max;
     t->max = L->sp_max;
+    for (int f = 0; f < FB_LF__COUNT; f++)
+        if (L->tags[f].access & FB_ACC_WRITE) L->tags[f].write_roles = roles;
     snprintf(L->url, sizeof L->url, "control://%s", L->name ? L->name : "?");
 }
 
@@ -1349,17 +1354,20 @@ static uint64_t h_total(struct ctl *x)
     return n;
 }
 
-/* The p-th quantile of the wake-up lateness in seconds (the bucket's upper edge). */
+/* The p-th quantile of the wake-up lateness in seconds (the bucket's upper
+ * edge, but never above the largest lateness seen: an edge above it made the
+ * status say p99 > max). */
 static double h_quantile(struct ctl *x, double p)
 {
     uint64_t n = h_total(x);
     if (!n) return 0;
+    double max = atomic_load(&x->jitter_max_ns) / 1e9;
     uint64_t want = (uint64_t)ceil(p * (double)n), acc = 0;
     for (uint32_t b = 0; b < H_N; b++) {
         acc += atomic_load_explicit(&x->hist[b], memory_order_relaxed);
-        if (acc >= want) return b == H_N - 1 ? atomic_load(&x->jitter_max_ns) / 1e9 : h_upper(b);
+        if (acc >= want) return b == H_N - 1 || h_upper(b) > max ? max : h_upper(b);
     }
-    return atomic_load(&x->jitter_max_ns) / 1e9;
+    return max;
 }
 
 static void family(struct fb_buf *b, const char *name, const char *type, const char *help)

@@ -10,6 +10,8 @@
 
 #include "core/batch.h"
 
+#include "core/block.h"
+
 #include <pthread.h>
 
 struct fb_batch_pool {
@@ -38,9 +40,23 @@ struct fb_batch *fb_batch_new(uint32_t cap, uint32_t cap_stats, uint32_t arena_c
     return b;
 }
 
+/* Waveform blocks are shared, not copied: drop the batch's references. */
+static void release_blocks(struct fb_batch *b)
+{
+    if (!b->blocks) return;
+    for (uint32_t i = 0; i < b->n; i++)
+        if (b->s[i].v.type == FB_T_BLOCK) {
+            if (b->s[i].v.blk) fb_block_unref(b->s[i].v.blk);
+            b->s[i].v.type = FB_T_NONE;
+            b->s[i].v.blk = NULL;
+        }
+    b->blocks = 0;
+}
+
 void fb_batch_free(struct fb_batch *b)
 {
     if (!b) return;
+    release_blocks(b);
     free(b->s);
     free(b->stats);
     free(b->arena);
@@ -49,6 +65,7 @@ void fb_batch_free(struct fb_batch *b)
 
 void fb_batch_reset(struct fb_batch *b)
 {
+    release_blocks(b);
     b->n = 0;
     b->nstats = 0;
     b->arena_len = 0;
@@ -99,6 +116,9 @@ struct fb_sample *fb_batch_add(struct fb_batch *b, uint32_t tag, uint32_t qualit
                 s->v.s.len = room;
             }
             s->v.s.p = p;
+        } else if (v->type == FB_T_BLOCK && v->blk) {
+            fb_block_ref(v->blk);
+            b->blocks = 1;
         }
     } else {
         memset(&s->v, 0, sizeof s->v);
@@ -186,6 +206,7 @@ void fb_batch_unref(struct fb_batch *b)
         fb_batch_free(b);
         return;
     }
+    release_blocks(b); /* back to their pools now, not when the batch is next used */
     pthread_mutex_lock(&p->mu);
     b->next = p->free;
     p->free = b;

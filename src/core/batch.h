@@ -89,6 +89,7 @@ struct fb_batch {
     atomic_int refs;
     uint8_t kind;      /* enum fb_batch_kind */
     uint8_t dev_state; /* enum fb_dev_state, for FB_BATCH_DEVSTATE */
+    uint8_t blocks;    /* some sample holds a waveform block (a reference each, released with the batch) */
     uint32_t device;   /* device index */
     uint16_t group;    /* poll group index within the device */
     int64_t ts;        /* gateway time the batch was made */
@@ -115,7 +116,9 @@ struct fb_batch *fb_batch_new(uint32_t cap, uint32_t cap_stats, uint32_t arena_c
 void fb_batch_free(struct fb_batch *b);
 void fb_batch_reset(struct fb_batch *b);
 /* Appends a sample and returns it (NULL when full: an invariant, the size is
- * computed at start-up).  Copies string bytes into the arena. */
+ * computed at start-up).  Copies string bytes into the arena; takes a
+ * reference on a block (FB_T_BLOCK), released when the batch is reset,
+ * returned to its pool or freed. */
 struct fb_sample *fb_batch_add(struct fb_batch *b, uint32_t tag, uint32_t quality, int64_t ts,
                                const struct fb_value *v);
 /* Copies len bytes into the arena; NULL when it does not fit. */

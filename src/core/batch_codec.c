@@ -265,7 +265,7 @@ int fb_batch_decode(const void *p, size_t len, const struct fb_gateway *gw, cons
             }
             case FB_T_NONE: break;
             default:
-                if (v.type >= FB_T__COUNT) return FB_EPROTO;
+                if (v.type >= FB_T_BLOCK) return FB_EPROTO; /* a block is a pointer: never on disk */
                 v.u = get_u64(&r);
                 break;
         }

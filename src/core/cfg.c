@@ -39,6 +39,11 @@ struct msg {
     char *text;
 };
 
+struct cert_note {
+    char *what, *path;
+    enum fb_opt_kind kind;
+};
+
 struct fb_cfg {
     char *file;
     char *dir; /* directory of the config file, for relative paths */
@@ -51,6 +56,8 @@ struct fb_cfg {
     int nerr;
     unsigned *merge_seen; /* per node: the map_load generation that merged it */
     unsigned merge_gen;
+    struct cert_note *certs; /* certificate files named so far (fb_cfg_file_ref) */
+    size_t ncerts;
 };
 
 static yaml_node_t *Y(const struct fb_cfg_node *n) { return (yaml_node_t *)(void *)n; }
@@ -150,10 +157,14 @@ static void diag_flush(struct fb_cfg *r)
     if (r->nmsgs) qsort(r->msgs, r->nmsgs, sizeof *r->msgs, msg_cmp);
     for (size_t i = 0; i < r->nmsgs; i++) {
         struct msg *m = &r->msgs[i];
+        /* a message may quote a value that turned out to be a secret (read later in the walk) */
+        char *t = fb_secret_redact_dup(m->text, strlen(m->text), NULL);
+        const char *text = t ? t : m->text;
         if (m->m.line > 0)
-            fprintf(f, "%s:%d:%d: %s%s\n", r->file, m->m.line, m->m.col, m->warn ? "warning: " : "", m->text);
+            fprintf(f, "%s:%d:%d: %s%s\n", r->file, m->m.line, m->m.col, m->warn ? "warning: " : "", text);
         else
-            fprintf(f, "%s: %s%s\n", r->file, m->warn ? "warning: " : "", m->text);
+            fprintf(f, "%s: %s%s\n", r->file, m->warn ? "warning: " : "", text);
+        free(t);
         free(m->text);
     }
     free(r->msgs);
@@ -409,6 +420,11 @@ int fb_cfg_finish(struct fb_cfg *r)
     int nerr = r->nerr;
     diag_flush(r);
     if (r->loaded) yaml_document_delete(&r->doc);
+    for (size_t i = 0; i < r->ncerts; i++) {
+        free(r->certs[i].what);
+        free(r->certs[i].path);
+    }
+    free(r->certs);
     free(r->merge_seen);
     free(r->file);
     free(r->dir);
@@ -814,6 +830,21 @@ char *fb_cfg_file_ref(struct fb_cfg *r, const struct fb_cfg_node *n, const char 
     if (!p) return NULL;
     struct fb_err e = {0};
     int rc = fb_check_file(p, kind, &e);
+    if (kind == FB_OPT_CERT || kind == FB_OPT_DIR || kind == FB_OPT_CRL) { /* for the expiry watch */
+        struct cert_note *t = realloc(r->certs, (r->ncerts + 1) * sizeof *t);
+        if (t) {
+            r->certs = t;
+            t[r->ncerts].what = strdup(what);
+            t[r->ncerts].path = strdup(p);
+            t[r->ncerts].kind = kind;
+            if (t[r->ncerts].what && t[r->ncerts].path) {
+                r->ncerts++;
+            } else {
+                free(t[r->ncerts].what);
+                free(t[r->ncerts].path);
+            }
+        }
+    }
     if (rc == FB_ENOENT || rc == FB_EIO)
         fb_cfg_warn(r, n, "%s: %s", what, e.msg);
     else if (rc < 0)
@@ -821,6 +852,12 @@ char *fb_cfg_file_ref(struct fb_cfg *r, const struct fb_cfg_node *n, const char 
     else if (usable)
         *usable = true;
     return p;
+}
+
+void fb_cfg_each_cert(const struct fb_cfg *r, void (*fn)(void *ctx, const char *what, const char *path, int kind),
+                      void *ctx)
+{
+    for (size_t i = 0; i < r->ncerts; i++) fn(ctx, r->certs[i].what, r->certs[i].path, (int)r->certs[i].kind);
 }
 
 /* The scalar must be exactly one ${VAR} reference. */
@@ -851,7 +888,9 @@ char *fb_cfg_secret(struct fb_cfg *r, const struct fb_cfg_map *m, const char *ke
                          name, key, fkey, key);
             return NULL;
         }
-        return fb_cfg_str(r, NULL, v, name);
+        char *val = fb_cfg_str(r, NULL, v, name);
+        fb_secret_note(val); /* from now on no output path prints it */
+        return val;
     }
     if (!f) return NULL;
     snprintf(name, sizeof name, "%s.%s", what, fkey);

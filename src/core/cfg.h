@@ -126,6 +126,11 @@ char *fb_cfg_path(const struct fb_cfg *r, const char *p);
  * be NULL) says whether it passed. */
 char *fb_cfg_file_ref(struct fb_cfg *r, const struct fb_cfg_node *n, const char *what, enum fb_opt_kind kind,
                       bool *usable);
+/* Every certificate, CA directory and CRL file named through fb_cfg_file_ref
+ * so far (what: the key, "mqtt.tls.cert"; kind: enum fb_opt_kind), for the
+ * expiry watch (core/certs.c). */
+void fb_cfg_each_cert(const struct fb_cfg *r, void (*fn)(void *ctx, const char *what, const char *path, int kind),
+                      void *ctx);
 /* A secret given as `<key>: "${ENV}"` or `<key>_file: path` in m (never a
  * literal): its value (malloc'd, the caller wipes it), or NULL when neither
  * is given or after an error.  The file must not be readable by others. */

@@ -24,26 +24,29 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/certs.h"
 #include "core/cfg.h"
 #include "core/config_dev.h"
 #include "core/config_tmpl.h"
 #include "core/log.h"
 #include "core/sinks.h"
 #include "edge/edge_cfg.h"
+#include "vib/vib_cfg.h"
 
 struct ctx {
     struct fb_cfg *r;
     struct fb_gateway *gw;
 };
 
-static const char *const k_fixed[] = {"gateway", "log",    "status_interval", "commands", "buffer",
-                                      "devices", "alarms", "scripts",         NULL};
+static const char *const k_fixed[] = {"gateway", "log",    "status_interval", "commands",  "security", "buffer",
+                                      "devices", "alarms", "scripts",         "vibration", NULL};
 #define NFIXED (sizeof k_fixed / sizeof k_fixed[0] - 1)
 /* the keys every sink's section takes besides its own */
 static const char *const k_sink_common[] = {"buffer", "queue", NULL};
 static const char *const k_gateway[] = {"id", "site", NULL};
 static const char *const k_log[] = {"level", "format", NULL};
-static const char *const k_commands[] = {"max_age", "allow_qos0", "timeout", NULL};
+static const char *const k_commands[] = {"max_age", "allow_qos0", "timeout", "allow", NULL};
+static const char *const k_security[] = {"cert_warning", "cert_check", NULL};
 static const char *const k_buffer[] = {"path", "max_size", "max_age", "sync", "full", "drain_rate", NULL};
 
 /* ------------------------------------------------------------ buffer */
@@ -206,9 +209,29 @@ static void load_gateway(struct ctx *c, const struct fb_cfg_map *top)
         if ((n = fb_cfg_get(&m, "max_age"))) fb_cfg_dur(c->r, NULL, n, "commands.max_age", false, &gw->cmd_max_age_ns);
         if ((n = fb_cfg_get(&m, "allow_qos0"))) fb_cfg_bool(c->r, NULL, n, "commands.allow_qos0", &gw->cmd_allow_qos0);
         if ((n = fb_cfg_get(&m, "timeout"))) fb_cfg_dur(c->r, NULL, n, "commands.timeout", true, &gw->cmd_timeout_ns);
+        if ((n = fb_cfg_get(&m, "allow"))) gw->cmd_allow = fb_config_acl(c->r, NULL, n, "commands.allow", gw);
+        fb_cfg_map_free(&m);
+    }
+    gw->cert_warn_ns = 30 * 86400000000000LL;
+    gw->cert_check_ns = 3600000000000LL;
+    if ((g = fb_cfg_get(top, "security")) && fb_cfg_map_load(c->r, g, "security", &m)) {
+        fb_cfg_map_check(c->r, &m, k_security, "security", false);
+        struct fb_cfg_node *n;
+        if ((n = fb_cfg_get(&m, "cert_warning")))
+            fb_cfg_dur(c->r, NULL, n, "security.cert_warning", false, &gw->cert_warn_ns);
+        if ((n = fb_cfg_get(&m, "cert_check")) &&
+            fb_cfg_dur(c->r, NULL, n, "security.cert_check", true, &gw->cert_check_ns) &&
+            gw->cert_check_ns < 1000000000LL)
+            fb_cfg_error(c->r, n, "security.cert_check must be at least 1s");
         fb_cfg_map_free(&m);
     }
     if ((g = fb_cfg_get(top, "buffer"))) gw->buffer = load_buffer(c, g, "buffer", NULL);
+}
+
+/* fb_cfg_each_cert → the model's watch list. */
+static void take_cert(void *ctx, const char *what, const char *path, int kind)
+{
+    fb_gw_cert_add(ctx, what, path, (enum fb_opt_kind)kind);
 }
 
 /* ------------------------------------------------------------ sinks */
@@ -325,9 +348,11 @@ static void load_sources(struct ctx *c, const struct fb_cfg_map *top)
                              gw->sinks[k].name, sk->name, sk->name);
         if (!gw->nsinks) fb_cfg_error(c->r, top->kv[i].k, "%s: needs a sink to write to (e.g. influx:)", sk->name);
         /* the model's sections would be read by nobody: say so rather than ignore them */
-        const char *model_keys[3 + 16] = {"devices", "alarms", "scripts"};
-        size_t nmk = 3;
-        for (uint32_t k = 0; k < gw->nservices && nmk < 3 + 16; k++) model_keys[nmk++] = gw->services[k].svc->name;
+        const char *model_keys[4 + 16] = {"devices", "alarms", "scripts", "vibration"};
+        size_t nmk = 4;
+        for (uint32_t k = 0; k < gw->nservices && nmk < 4 + 16; k++) /* services that act on devices (control:) */
+            if (gw->services[k].svc->devices || gw->services[k].svc->bind)
+                model_keys[nmk++] = gw->services[k].svc->name;
         for (size_t k = 0; k < nmk; k++)
             if (fb_cfg_get(top, model_keys[k]))
                 fb_cfg_error(c->r, fb_cfg_key(top, model_keys[k]),
@@ -347,6 +372,8 @@ static void load_model(struct ctx *c, const struct fb_cfg_map *top, struct fb_cf
     struct fb_edge_build *eb = fb_edge_build_new();
     fb_edge_cfg_alarms(c->r, fb_cfg_get(top, "alarms"), gw);
     if (eb) fb_edge_cfg_scripts(eb, c->r, fb_cfg_get(top, "scripts"));
+    /* vibration monitoring (src/vib): waveform tags are read with the devices */
+    fb_vib_cfg_section(c->r, fb_cfg_get(top, "vibration"), gw);
     /* devices the services' sections make (control loops), after the list's */
     const struct fb_dev_spec **made = NULL;
     size_t nmade = 0;
@@ -367,6 +394,7 @@ static void load_model(struct ctx *c, const struct fb_cfg_map *top, struct fb_cf
     free(made);
     if (eb) fb_edge_cfg_finish(eb, c->r, gw);
     fb_edge_build_free(eb);
+    fb_vib_cfg_finish(c->r, gw);                 /* the feature tags, before the services bind their tag names */
     for (uint32_t i = 0; i < gw->nservices; i++) /* the services' names of devices and tags */
         if (gw->services[i].svc->bind && gw->services[i].cfg) gw->services[i].svc->bind(c->r, gw->services[i].cfg, gw);
 }
@@ -436,6 +464,7 @@ static int load(struct fb_cfg *r, const char *path, struct fb_gateway **out)
         load_sources(&c, &top);
         struct fb_cfg_node *dn = fb_cfg_get(&top, "devices");
         if (!dn && !gw->nsources) fb_cfg_note(r, NULL, "no devices: nothing to poll");
+        fb_cfg_each_cert(r, take_cert, gw); /* the sinks', services' and sources' files first, in config order */
         if (!gw->nsources) load_model(&c, &top, dn);
     }
     fb_cfg_map_free(&top);
@@ -481,6 +510,15 @@ void fb_config_summary(const struct fb_gateway *gw, FILE *f)
     fprintf(f, "%u device%s, %u connection%s, %u tag%s, %u poll group%s, %u sink%s\n", gw->ndevs,
             gw->ndevs == 1 ? "" : "s", gw->nconns, gw->nconns == 1 ? "" : "s", gw->ntags, gw->ntags == 1 ? "" : "s",
             ngroups, ngroups == 1 ? "" : "s", gw->nsinks, gw->nsinks == 1 ? "" : "s");
+    uint32_t nroles = 0;
+    for (uint32_t i = 0; i < gw->ntags; i++) nroles += gw->tags[i].write_roles != 0;
+    if (gw->cmd_allow && gw->cmd_allow <= gw->nacls) {
+        const struct fb_acl *a = &gw->acls[gw->cmd_allow - 1];
+        fprintf(f, "commands accepted only from:");
+        for (uint32_t k = 0; k < a->n; k++) fprintf(f, "%s %s", k ? "," : "", a->pat[k]);
+        fprintf(f, "%s\n", a->n ? "" : " nobody (commands.allow: [])");
+    }
+    if (nroles) fprintf(f, "%u tag%s with write_roles\n", nroles, nroles == 1 ? "" : "s");
     for (uint32_t i = 0; i < gw->ndevs; i++) {
         const struct fb_device *d = &gw->devs[i];
         fprintf(f, "  device %s  %s  area %s line %s  %u tag%s  [%s]  groups:", d->name,
@@ -517,6 +555,7 @@ void fb_config_summary(const struct fb_gateway *gw, FILE *f)
         }
     }
     fb_edge_describe(gw, f);
+    fb_vib_describe(gw, f);
     for (uint32_t i = 0; i < gw->nservices; i++) {
         const struct fb_service_inst *si = &gw->services[i];
         if (si->svc->describe && si->cfg)
@@ -524,13 +563,14 @@ void fb_config_summary(const struct fb_gateway *gw, FILE *f)
         else
             fprintf(f, "  %s\n", si->svc->name);
     }
+    fb_certs_describe(gw, f);
 }
 
 /* ------------------------------------------------------------ key tables */
 size_t fb_config_key_tables(struct fb_config_keys *out, size_t max)
 {
-    const struct fb_config_keys own[] = {
-        {"top", k_fixed}, {"gateway", k_gateway}, {"log", k_log}, {"commands", k_commands}, {"buffer", k_buffer}};
+    const struct fb_config_keys own[] = {{"top", k_fixed},         {"gateway", k_gateway},   {"log", k_log},
+                                         {"commands", k_commands}, {"security", k_security}, {"buffer", k_buffer}};
     size_t n = 0;
     for (size_t i = 0; i < sizeof own / sizeof own[0] && n < max; i++) out[n++] = own[i];
     size_t nsinks;
@@ -547,6 +587,7 @@ size_t fb_config_key_tables(struct fb_config_keys *out, size_t max)
         for (const struct fb_config_keys *k = svc[i]->nested; k && k->section && n < max; k++) out[n++] = *k;
     }
     n += fb_edge_key_tables(out + n, max - n);
+    n += fb_vib_key_tables(out + n, max - n);
     size_t nsrc;
     const struct fb_source *const *src = fb_sources(&nsrc);
     for (size_t i = 0; i < nsrc; i++) {

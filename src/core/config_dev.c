@@ -26,9 +26,11 @@
 #include "core/cfg.h"
 #include "core/config_tmpl.h"
 #include "core/driver.h"
+#include "core/router.h"
 #include "core/url.h"
 #include "edge/edge_cfg.h"
 #include "proc/proc.h"
+#include "vib/vib_cfg.h"
 
 #define MAX_DEVICES 100000u
 #define MAX_TAGS 2000000u
@@ -47,6 +49,7 @@ struct tag_aux {
     struct fb_cfg_mark addr_m;
     struct fb_cfg_mark numeric_m; /* where a numeric-only setting was given */
     bool needs_numeric;
+    bool bad_wave; /* vibration: given but refused (reported): the address means nothing without it */
 };
 
 /* Texts (order, unit) and processing settings that many tags share are kept
@@ -140,9 +143,48 @@ static void intern_free(struct intern *t)
 static const char *const k_device[] = {"for",     "name",  "url",     "area", "line", "poll",
                                        "timeout", "delay", "options", "tags", NULL};
 static const char *const k_tag[] = {
-    "for",   "name",     "addr",         "type",  "order",    "count",     "unit",   "access",         "poll", "scale",
-    "range", "max_rate", "spike_accept", "stuck", "deadband", "heartbeat", "window", FB_EDGE_TAG_KEYS, NULL};
+    "for",      "name",      "addr",   "type",        "order",          "count",         "unit",
+    "access",   "poll",      "scale",  "range",       "max_rate",       "spike_accept",  "stuck",
+    "deadband", "heartbeat", "window", "write_roles", FB_EDGE_TAG_KEYS, FB_VIB_TAG_KEYS, NULL};
 static const char *const k_scale[] = {"raw", "eng", "factor", "offset", NULL};
+
+/* ------------------------------------------------------------ sender lists */
+uint16_t fb_config_acl(struct fb_cfg *r, const struct fb_tvars *vars, const struct fb_cfg_node *n, const char *what,
+                       struct fb_gateway *gw)
+{
+    if (fb_cfg_kind(n) != FB_CFG_LIST) {
+        fb_cfg_error(r, n, "%s must be a list of command senders, e.g. [mqtt, sparkplug, \"http:operator\"], got %s",
+                     what, fb_cfg_kind_name(n));
+        return 0;
+    }
+    size_t len = fb_cfg_list_len(n);
+    if (len > 64) {
+        fb_cfg_error(r, n, "%s: at most 64 entries", what);
+        return 0;
+    }
+    char **pat = calloc(len ? len : 1, sizeof *pat);
+    if (!pat) return 0;
+    bool ok = true;
+    for (size_t i = 0; i < len; i++) {
+        struct fb_cfg_node *e = fb_cfg_list_at(r, n, i);
+        char why[200];
+        pat[i] = fb_cfg_str(r, vars, e, what);
+        if (!pat[i]) {
+            ok = false;
+        } else if (fb_cmd_pattern_check(pat[i], why, sizeof why) < 0) {
+            fb_cfg_error(r, e, "%s: %s", what, why);
+            ok = false;
+        }
+    }
+    if (!ok) {
+        for (size_t i = 0; i < len; i++) free(pat[i]);
+        free(pat);
+        return 0;
+    }
+    uint16_t idx = fb_gw_acl_add(gw, pat, (uint32_t)len);
+    if (!idx) fb_cfg_error(r, n, "%s: too many different sender lists (or out of memory)", what);
+    return idx;
+}
 
 /* ------------------------------------------------------------ for: loops */
 
@@ -544,6 +586,9 @@ static bool string_type(const char *s, uint32_t *len)
     return true;
 }
 
+static void vib_tag(struct ctx *c, const struct fb_tvars *vars, const struct fb_cfg_map *m, struct fb_cfg_node *tn,
+                    uint32_t id, int src, long long count);
+
 static void build_tag(struct ctx *c, uint32_t di, int64_t dev_poll, struct fb_cfg_node *tn, const struct fb_tvars *vars)
 {
     struct fb_cfg_map m = {0};
@@ -624,6 +669,12 @@ static void build_tag(struct ctx *c, uint32_t di, int64_t dev_poll, struct fb_cf
         free(s);
     }
     if ((n = fb_cfg_get(&m, "poll"))) fb_cfg_dur(c->r, vars, n, "poll", true, &poll);
+    uint16_t write_roles = 0;
+    if ((n = fb_cfg_get(&m, "write_roles"))) {
+        write_roles = fb_config_acl(c->r, vars, n, "write_roles", c->gw);
+        if (!(access & FB_ACC_WRITE))
+            fb_cfg_note(c->r, n, "write_roles on a read-only tag has no effect (access: rw makes it writable)");
+    }
     tag_proc(c, vars, &m, &proc, access, &aux);
     if (src != FB_TAG_READ) {
         if (access & FB_ACC_WRITE) fb_cfg_error(c->r, fb_cfg_key(&m, "access"), "a computed tag is read-only");
@@ -662,6 +713,7 @@ static void build_tag(struct ctx *c, uint32_t di, int64_t dev_poll, struct fb_cf
             t->type = type;
             t->str_len = str_len;
             t->access = access;
+            t->write_roles = write_roles;
             t->index = (uint32_t)i;
             if (count) {
                 char nb[24];
@@ -693,12 +745,70 @@ static void build_tag(struct ctx *c, uint32_t di, int64_t dev_poll, struct fb_cf
             c->gw->devs[di].ntags++;
         }
         if (c->eb) fb_edge_cfg_tag(c->eb, c->r, vars, &m, c->gw, first_new, c->gw->ntags - first_new);
+        if (fb_cfg_get(&m, "vibration")) vib_tag(c, vars, &m, tn, first_new, src, count);
     }
     free(name);
     free(addr);
     free(order);
     free(unit);
     fb_cfg_map_free(&m);
+}
+
+/* A waveform tag (`vibration:`, src/vib): its feature tags follow it in the
+ * device, named "<tag>.<feature>", computed by the analysis. */
+static void vib_tag(struct ctx *c, const struct fb_tvars *vars, const struct fb_cfg_map *m, struct fb_cfg_node *tn,
+                    uint32_t id, int src, long long count)
+{
+    struct fb_cfg_node *vk = fb_cfg_key(m, "vibration");
+    if (src != FB_TAG_READ) {
+        fb_cfg_error(c->r, vk, "a computed tag cannot be a waveform: vibration: belongs to a tag read from a device");
+        return;
+    }
+    if (count) {
+        fb_cfg_error(c->r, vk,
+                     "a waveform tag is one tag: vibration: and count: do not go together (the block's "
+                     "length is vibration.block)");
+        c->taux[id].bad_wave = true;
+        return;
+    }
+    static char names[FB_VIB_MAX_OUT][48];
+    const char *units[FB_VIB_MAX_OUT];
+    uint8_t types[FB_VIB_MAX_OUT];
+    const struct tag_aux parent = c->taux[id];
+    uint32_t n = fb_vib_cfg_tag(c->r, vars, m, c->gw, id, parent.poll_ns, names, units, types);
+    if (!n) {
+        c->taux[id].bad_wave = true;
+        return;
+    }
+    uint32_t first = c->gw->ntags;
+    for (uint32_t k = 0; k < n; k++) {
+        struct tag_aux *ta;
+        struct fb_tag *t = push_tag(c, &ta);
+        if (!t) {
+            fb_cfg_error(c->r, tn, "too many tags (max %u) or out of memory", MAX_TAGS);
+            return;
+        }
+        const struct fb_tag *w = &c->gw->tags[id]; /* push_tag may have moved the array */
+        ta->name_m = parent.name_m;
+        ta->entry = c->entries++;
+        t->device = w->device;
+        t->type = types[k];
+        t->str_len = types[k] == FB_T_STRING ? 1 : 0;
+        t->access = FB_ACC_READ;
+        t->src = FB_TAG_FEATURE;
+        t->group = FB_GROUP_NONE;
+        size_t len = strlen(w->name) + strlen(names[k]) + 2;
+        t->name = fb_arena_alloc(&c->gw->arena, len, 1);
+        if (t->name) snprintf(t->name, len, "%s.%s", w->name, names[k]);
+        t->unit = intern_str(c, units[k]);
+        if (!t->name || (units[k] && !t->unit)) {
+            fb_cfg_error(c->r, tn, "out of memory");
+            return;
+        }
+        t->line = w->line;
+        c->gw->devs[w->device].ntags++;
+    }
+    c->gw->tags[id].wave->first_feature = first;
 }
 
 static void build_tags(struct ctx *c, uint32_t di, int64_t dev_poll, struct fb_cfg_node *tags,
@@ -1042,6 +1152,8 @@ static void build_made(struct ctx *c, const struct fb_dev_spec *sp)
     if (d->url_text && fb_url_parse(d->url_text, &d->url, &e) < 0) fb_cfg_error_at(c->r, sp->mark, "%s", e.msg);
     d->drv = sp->drv;
     d->drv_dev = sp->drv_dev;
+    const struct fb_cfg_node *roles_node = NULL; /* one list per node, however many tags share it */
+    uint16_t roles = 0;
     for (uint32_t k = 0; k < sp->ntags; k++) {
         const struct fb_tag_spec *ts = &sp->tags[k];
         struct tag_aux *ta;
@@ -1068,6 +1180,13 @@ static void build_made(struct ctx *c, const struct fb_dev_spec *sp)
             fb_cfg_error_at(c->r, sp->mark, "out of memory");
             c->gw->ntags--;
             break;
+        }
+        if (ts->write_roles && (ts->access & FB_ACC_WRITE)) {
+            if (ts->write_roles != roles_node) {
+                roles_node = ts->write_roles;
+                roles = fb_config_acl(c->r, NULL, roles_node, "write_roles", c->gw);
+            }
+            t->write_roles = roles;
         }
         t->line = sp->mark.line;
         ta->poll_ns = sp->poll_ns;
@@ -1138,6 +1257,11 @@ static void check_url_files(struct ctx *c, const struct fb_device *d, const stru
         if (!o || o->kind == FB_OPT_VALUE || o->kind == FB_OPT_FILE) continue;
         struct fb_err e = {0};
         int rc = fb_check_file(d->url.q[i].v ? d->url.q[i].v : "", o->kind, &e);
+        if (o->kind == FB_OPT_CERT || o->kind == FB_OPT_CRL) { /* watched for expiry (core/certs.c) */
+            char use[200];
+            snprintf(use, sizeof use, "device %s %s=", d->name, o->key);
+            fb_gw_cert_add(c->gw, use, d->url.q[i].v ? d->url.q[i].v : "", o->kind);
+        }
         if (rc == FB_ENOENT && o->kind == FB_OPT_PKI) continue; /* the driver creates the store */
         if (rc == FB_ENOENT || rc == FB_EIO)
             fb_cfg_warn_at(c->r, da->url_m, "device '%s': %s=: %s", d->name, o->key, e.msg);
@@ -1183,12 +1307,17 @@ static void build_drivers(struct ctx *c)
         }
         da->init_ok = true;
         check_url_files(c, d, da);
+        if (drv->certs) drv->certs(d, gw);
         bool tags_ok = true;
         for (uint32_t i = 0; i < d->ntags; i++) {
             struct fb_tag *t = &gw->tags[d->first_tag + i];
             struct tag_aux *ta = &c->taux[d->first_tag + i];
             memset(&e, 0, sizeof e);
             if (t->src != FB_TAG_READ) continue; /* computed by the edge thread: nothing for the driver */
+            if (ta->bad_wave) {
+                tags_ok = false;
+                continue;
+            }
             if (drv->parse_address(d, t, &e) < 0) {
                 if (t->index && i > 0 && !strcmp(gw->tags[d->first_tag + i - 1].addr_text, t->addr_text) &&
                     gw->tags[d->first_tag + i - 1].addr == NULL)

@@ -16,6 +16,9 @@ struct fb_tag_spec {
     uint32_t str_len;        /* string tags */
     bool has_min, has_max;   /* the range commands are checked against */
     double min, max;
+    /* who may write it (a `write_roles` list, fb_config_acl; NULL: whoever
+     * commands.allow lets through); a node of the reader's tree */
+    const struct fb_cfg_node *write_roles;
 };
 struct fb_dev_spec {
     const char *name;
@@ -37,6 +40,11 @@ struct fb_dev_spec {
 struct fb_edge_build;
 void fb_config_devices(struct fb_cfg *r, struct fb_cfg_node *devices, const struct fb_dev_spec *const *made,
                        size_t nmade, struct fb_gateway *gw, struct fb_edge_build *eb);
+/* A sender list (`commands.allow`, a tag's `write_roles`): a YAML list of
+ * "SOURCE", "SOURCE:ROLE" or "*:ROLE" entries (core/router.h), stored once in
+ * gw->acls.  Its index + 1, or 0 after an error (reported to the reader). */
+uint16_t fb_config_acl(struct fb_cfg *r, const struct fb_tvars *vars, const struct fb_cfg_node *n, const char *what,
+                       struct fb_gateway *gw);
 /* The key tables of the devices: section ("device", "tag", "scale"). */
 size_t fb_config_dev_key_tables(struct fb_config_keys *out, size_t max);
 #endif

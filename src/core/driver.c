@@ -15,6 +15,7 @@
 
 #include "core/cfg.h"
 #include "south/ads/ads.h"
+#include "south/file/file.h"
 #include "south/modbus/modbus.h"
 #include "south/opcua/opcua.h"
 #include "south/revpi/revpi.h"
@@ -58,6 +59,7 @@ static const struct fb_drv_opt opcua_opts[] = {
     {"security_mode", FB_OPT_VALUE, false, "None"},
     {"pki", FB_OPT_PKI, false, "/var/lib/fieldbridge/pki"},
     {"trust_server", FB_OPT_VALUE, false, "list"},
+    {"revocation", FB_OPT_VALUE, false, "require"},
     {"check_names", FB_OPT_VALUE, false, "warn"},
     {"auth_retry", FB_OPT_VALUE, false, "5m"},
     {NULL, 0, false, NULL},
@@ -102,6 +104,11 @@ static const struct fb_drv_opt sim_opts[] = {
     {"seed", FB_OPT_VALUE, false, "42"},
     {NULL, 0, false, NULL},
 };
+static const struct fb_drv_opt file_opts[] = {
+    {"loop", FB_OPT_VALUE, false, "true"},
+    {"format", FB_OPT_VALUE, false, "wav"},
+    {NULL, 0, false, NULL},
+};
 
 static const struct fb_scheme_info schemes[] = {
     {"modbus-tcp", &fb_driver_modbus, "modbus-tcp://HOST[:502]?unit=1", "docs/modbus.md", mb_tcp_opts},
@@ -113,6 +120,7 @@ static const struct fb_scheme_info schemes[] = {
     {"ads", &fb_driver_ads, "ads://HOST[:48898]?net_id=5.80.192.200.1.1&port=851", "docs/ads.md", ads_opts},
     {"revpi", &fb_driver_revpi, "revpi:///dev/piControl0[?config=/etc/revpi/config.rsc]", "docs/revpi.md", revpi_opts},
     {"sim", &fb_driver_sim, "sim://NAME[?seed=42]", "docs/simulator.md", sim_opts},
+    {"file", &fb_driver_file, "file:///PATH/recording.wav[?loop=true&format=wav|csv]", "docs/vibration.md", file_opts},
 };
 
 const struct fb_scheme_info *fb_schemes(size_t *n)
@@ -153,7 +161,9 @@ static const char *addr_help(const struct fb_driver *d)
     if (d == &fb_driver_s7) return "DB10.DBD0:real, DB1.DBX2.3, MW10, I0.1, Q0.0, C1, T1";
     if (d == &fb_driver_ads) return "MAIN.fTemperature, GVL.aValues[3], MAIN.nCount:DINT";
     if (d == &fb_driver_revpi) return "PiCtory names (I_1, InputValue_1:int16) or bit:70.3, byte:N, word:N, dword:N";
-    if (d == &fb_driver_sim) return "sine:amp=10,period=60s, ramp, square, walk, noise, const:42, counter, memory";
+    if (d == &fb_driver_sim)
+        return "sine:amp=10,period=60s, ramp, square, walk, noise, const:42, counter, memory, motor (waveforms)";
+    if (d == &fb_driver_file) return "a channel (0, ch:1) or a CSV column name; waveform tags (vibration:) only";
     return "see its doc page";
 }
 

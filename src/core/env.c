@@ -11,12 +11,22 @@
  * the same rules ahead of time, for `fieldbridge check` and the CLI, to every
  * file the config or a device URL names (the driver table says which URL
  * options name files, and of which kind).
+ *
+ * Redaction: every secret value read here or by the config reader is noted
+ * in a small registry, and the output paths (log lines, status JSON, check,
+ * config diagnostics) replace any occurrence with "[secret]" — a second line
+ * of defence behind "never print a secret": a message that quotes a value
+ * which happens to be a password (a mistyped key, a server echoing a login)
+ * cannot leak it.  The registry holds copies (wiped when forgotten); a line
+ * is scanned only when something is noted.
  */
 #include "core/env.h"
 
 #include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -170,8 +180,144 @@ int fb_read_secret_file(const char *path, char **out, struct fb_err *err)
     }
     if (len > 0 && buf[len - 1] == '\n') buf[--len] = 0;
     if (len > 0 && buf[len - 1] == '\r') buf[--len] = 0;
+    fb_secret_note(buf);
     *out = buf;
     return 0;
+}
+
+/* ------------------------------------------------------------ redaction */
+static pthread_mutex_t sec_mu = PTHREAD_MUTEX_INITIALIZER;
+static char *sec_val[2 * FB_SECRET_MAX]; /* each secret, then its JSON-escaped form when it differs */
+static size_t sec_len[2 * FB_SECRET_MAX];
+static size_t sec_next; /* the slot pair a new secret takes (the oldest when full) */
+static atomic_bool sec_any;
+
+static void sec_drop(size_t i)
+{
+    if (!sec_val[i]) return;
+    explicit_bzero(sec_val[i], sec_len[i]);
+    free(sec_val[i]);
+    sec_val[i] = NULL;
+    sec_len[i] = 0;
+}
+
+/* The JSON string form of s (without quotes) when it differs from s, else NULL. */
+static char *json_escaped(const char *s)
+{
+    size_t n = 0;
+    bool differs = false;
+    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+        if (*p == '"' || *p == '\\' || *p < 0x20) {
+            differs = true;
+            n += 6;
+        } else {
+            n++;
+        }
+    }
+    if (!differs) return NULL;
+    char *o = malloc(n + 1), *q = o;
+    if (!o) return NULL;
+    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+        if (*p == '"' || *p == '\\') {
+            *q++ = '\\';
+            *q++ = (char)*p;
+        } else if (*p == '\n') {
+            *q++ = '\\';
+            *q++ = 'n';
+        } else if (*p == '\t') {
+            *q++ = '\\';
+            *q++ = 't';
+        } else if (*p == '\r') {
+            *q++ = '\\';
+            *q++ = 'r';
+        } else if (*p < 0x20) {
+            q += sprintf(q, "\\u%04x", *p);
+        } else {
+            *q++ = (char)*p;
+        }
+    }
+    *q = 0;
+    return o;
+}
+
+void fb_secret_note(const char *s)
+{
+    if (!s || strlen(s) < FB_SECRET_MIN) return;
+    pthread_mutex_lock(&sec_mu);
+    for (size_t i = 0; i < 2 * FB_SECRET_MAX; i += 2)
+        if (sec_val[i] && !strcmp(sec_val[i], s)) {
+            pthread_mutex_unlock(&sec_mu);
+            return;
+        }
+    size_t slot = sec_next;
+    sec_next = (sec_next + 2) % (2 * FB_SECRET_MAX);
+    sec_drop(slot);
+    sec_drop(slot + 1);
+    sec_val[slot] = strdup(s);
+    sec_len[slot] = sec_val[slot] ? strlen(s) : 0;
+    sec_val[slot + 1] = json_escaped(s);
+    sec_len[slot + 1] = sec_val[slot + 1] ? strlen(sec_val[slot + 1]) : 0;
+    atomic_store(&sec_any, true);
+    pthread_mutex_unlock(&sec_mu);
+}
+
+bool fb_secret_any(void) { return atomic_load(&sec_any); }
+
+void fb_secret_forget_all(void)
+{
+    pthread_mutex_lock(&sec_mu);
+    for (size_t i = 0; i < 2 * FB_SECRET_MAX; i++) sec_drop(i);
+    sec_next = 0;
+    atomic_store(&sec_any, false);
+    pthread_mutex_unlock(&sec_mu);
+}
+
+/* The longest noted secret that starts at p (n bytes available), or 0. */
+static size_t sec_match(const char *p, size_t n)
+{
+    size_t best = 0;
+    for (size_t i = 0; i < 2 * FB_SECRET_MAX; i++) {
+        size_t l = sec_len[i];
+        if (l && l <= n && l > best && sec_val[i][0] == p[0] && !memcmp(sec_val[i], p, l)) best = l;
+    }
+    return best;
+}
+
+size_t fb_secret_redact(const char *in, size_t len, char *out, size_t cap)
+{
+    if (!cap) return 0;
+    size_t o = 0;
+    if (!atomic_load(&sec_any)) {
+        o = len < cap - 1 ? len : cap - 1;
+        memmove(out, in, o);
+        out[o] = 0;
+        return o;
+    }
+    static const char mask[] = FB_SECRET_MASK;
+    pthread_mutex_lock(&sec_mu);
+    for (size_t i = 0; i < len && o + 1 < cap;) {
+        size_t m = sec_match(in + i, len - i);
+        if (m) {
+            for (size_t k = 0; k < sizeof mask - 1 && o + 1 < cap; k++) out[o++] = mask[k];
+            i += m;
+        } else {
+            out[o++] = in[i++];
+        }
+    }
+    pthread_mutex_unlock(&sec_mu);
+    out[o] = 0;
+    return o;
+}
+
+char *fb_secret_redact_dup(const char *in, size_t len, size_t *out_len)
+{
+    /* the mask may be longer than a secret (FB_SECRET_MIN bytes): room for the worst case */
+    size_t cap = len / FB_SECRET_MIN * (sizeof FB_SECRET_MASK) + len + 1;
+    char *o = malloc(cap);
+    if (!o) return NULL;
+    size_t n = fb_secret_redact(in, len, o, cap);
+    if (out_len) *out_len = n;
+    return o;
 }
 
 int fb_check_file(const char *path, enum fb_opt_kind kind, struct fb_err *err)

@@ -351,7 +351,7 @@ static const char *const type_names[FB_T__COUNT] = {
     [FB_T_NONE] = "none",     [FB_T_BOOL] = "bool",     [FB_T_INT8] = "int8",       [FB_T_UINT8] = "uint8",
     [FB_T_INT16] = "int16",   [FB_T_UINT16] = "uint16", [FB_T_INT32] = "int32",     [FB_T_UINT32] = "uint32",
     [FB_T_INT64] = "int64",   [FB_T_UINT64] = "uint64", [FB_T_FLOAT32] = "float32", [FB_T_FLOAT64] = "float64",
-    [FB_T_STRING] = "string",
+    [FB_T_STRING] = "string", [FB_T_BLOCK] = "block",
 };
 
 const char *fb_type_name(enum fb_type t) { return (unsigned)t < FB_T__COUNT ? type_names[t] : "?"; }
@@ -359,7 +359,7 @@ const char *fb_type_name(enum fb_type t) { return (unsigned)t < FB_T__COUNT ? ty
 enum fb_type fb_type_parse(const char *s)
 {
     if (!s) return FB_T_NONE;
-    for (int t = FB_T_BOOL; t < FB_T__COUNT; t++)
+    for (int t = FB_T_BOOL; t <= FB_T_STRING; t++) /* a block is no tag type */
         if (strcasecmp(s, type_names[t]) == 0) return (enum fb_type)t;
     /* common aliases */
     if (!strcasecmp(s, "float") || !strcasecmp(s, "real")) return FB_T_FLOAT32;
@@ -413,6 +413,7 @@ int fb_value_from_double(enum fb_type t, double d, struct fb_value *out)
             return 0;
         case FB_T_FLOAT64: out->f = d; return 0;
         case FB_T_STRING:
+        case FB_T_BLOCK:
         case FB_T_NONE:
         case FB_T__COUNT: return FB_EINVAL;
         default: break;

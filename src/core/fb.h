@@ -124,6 +124,7 @@ enum fb_type {
     FB_T_FLOAT32,
     FB_T_FLOAT64,
     FB_T_STRING,
+    FB_T_BLOCK, /* a waveform block (core/block.h): never a tag's type, only a sample's value */
     FB_T__COUNT
 };
 const char *fb_type_name(enum fb_type t);  /* "float32" */
@@ -137,7 +138,10 @@ static inline bool fb_type_is_float(enum fb_type t) { return t == FB_T_FLOAT32 |
 
 /* A value.  Integers live in i (signed types) or u (unsigned types), floats in
  * f (float32 widened), strings point into memory owned by whoever made the
- * value (a batch's arena, a command's buffer) and are not NUL-terminated. */
+ * value (a batch's arena, a command's buffer) and are not NUL-terminated.
+ * A block (FB_T_BLOCK, a waveform tag's samples) is reference counted: a
+ * batch that holds one holds a reference (batch.c). */
+struct fb_block;
 struct fb_value {
     uint8_t type; /* enum fb_type */
     union {
@@ -149,6 +153,7 @@ struct fb_value {
             const char *p;
             uint32_t len;
         } s;
+        struct fb_block *blk;
     };
 };
 /* Numeric view (bool → 0/1); false for strings. */

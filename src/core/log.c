@@ -1,6 +1,8 @@
 /* log.c — one line per event, human text or JSON lines, with device and tag
  * context.  Each line is built in a stack buffer and written with one
- * write(2), so lines from different threads never interleave. */
+ * write(2), so lines from different threads never interleave.  Every
+ * message passes through the secret redaction (env.h) first: a noted
+ * password never reaches the log, whatever a message quotes. */
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -8,6 +10,7 @@
 #include <unistd.h>
 
 #include "core/buf.h"
+#include "core/env.h"
 #include "core/log.h"
 
 int fb_log_current_level = FB_LOG_INFO;
@@ -51,11 +54,13 @@ static size_t esc(char *dst, size_t cap, const char *s)
 void fb_log(int level, const char *device, const char *tag, const char *fmt, ...)
 {
     if (level > fb_log_current_level) return;
-    char msg[1024], line[2048], ts[32];
+    char raw[1024], msg[1024], line[2048], ts[32];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
+    int rn = vsnprintf(raw, sizeof raw, fmt, ap);
     va_end(ap);
+    size_t rl = rn < 0 ? 0 : (size_t)rn < sizeof raw ? (size_t)rn : sizeof raw - 1;
+    fb_secret_redact(raw, rl, msg, sizeof msg);
     fb_fmt_time(ts, fb_now_ns());
     int n;
     if (log_format == FB_LOG_JSON) {

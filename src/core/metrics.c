@@ -47,6 +47,8 @@
 #include <unistd.h>
 
 #include "core/buf.h"
+#include "core/certs.h"
+#include "core/env.h"
 #include "core/metrics.h"
 #include "core/model.h"
 #include "core/runtime_state.h"
@@ -210,6 +212,34 @@ static const struct script_metric script_metrics[] = {
     {"fieldbridge_script_writes_total", "Write requests the script handed to the command router.",
      offsetof(struct fb_script, writes)},
 };
+
+/* Vibration channels (src/vib): rendered when there are waveform tags. */
+struct wave_metric {
+    const char *name, *type, *help;
+    size_t off; /* offsetof in struct fb_wave of an _Atomic uint64_t or uint32_t */
+    bool u32;
+};
+static const struct wave_metric wave_metrics[] = {
+    {"fieldbridge_vibration_blocks_total", "counter", "Waveform blocks analysed.", offsetof(struct fb_wave, blocks),
+     false},
+    {"fieldbridge_vibration_dropped_total", "counter",
+     "Waveform acquisitions dropped because every block of the channel was still being analysed.",
+     offsetof(struct fb_wave, dropped), false},
+    {"fieldbridge_vibration_cpu_seconds_total", "counter", "CPU time the analysis spent on the channel.",
+     offsetof(struct fb_wave, cpu_ns), false},
+    {"fieldbridge_vibration_baseline_learned_blocks", "gauge",
+     "Blocks the anomaly baseline has learnt (equal to the learn blocks once learnt).",
+     offsetof(struct fb_wave, learned), true},
+    {"fieldbridge_vibration_baseline_learn_blocks", "gauge",
+     "Blocks the anomaly baseline is learnt from (0: no anomaly detection).", offsetof(struct fb_wave, learn_of), true},
+};
+
+static uint64_t wave_u64(const struct fb_wave *w, const struct wave_metric *m)
+{
+    const void *p = (const char *)w + m->off;
+    if (m->u32) return atomic_load((const _Atomic uint32_t *)p);
+    return atomic_load((const _Atomic uint64_t *)p);
+}
 
 static void dev_labels(struct fb_buf *b, const struct fb_device *d)
 {
@@ -416,11 +446,32 @@ void fb_metrics_render(struct fb_gateway *gw, struct fb_buf *out)
             fb_buf_printf(out, "\"} %" PRIu64 "\n", atomic_load(p));
         }
     }
+    fb_certs_metrics(gw, out);
     /* the services' own families (the control loops: docs/control.md) */
     for (uint32_t i = 0; i < gw->nservices && gw->rt && gw->rt->svc_state; i++)
         if (gw->rt->svc_state[i] && gw->services[i].svc->metrics)
             gw->services[i].svc->metrics(gw->rt->svc_state[i], out);
     render_sources(gw, out);
+
+    bool waves = false;
+    for (uint32_t i = 0; i < gw->ntags && !waves; i++) waves = gw->tags[i].wave != NULL;
+    for (size_t k = 0; waves && k < sizeof wave_metrics / sizeof wave_metrics[0]; k++) {
+        const struct wave_metric *m = &wave_metrics[k];
+        family(out, m->name, m->type, m->help);
+        for (uint32_t i = 0; i < gw->ntags; i++) {
+            const struct fb_tag *t = &gw->tags[i];
+            if (!t->wave) continue;
+            fb_buf_printf(out, "%s{channel=\"", m->name);
+            put_label(out, fb_tag_path(gw, t));
+            fb_buf_puts(out, "\"} ");
+            uint64_t v = wave_u64(t->wave, m);
+            if (m->off == offsetof(struct fb_wave, cpu_ns))
+                put_double(out, (double)v / 1e9);
+            else
+                fb_buf_printf(out, "%" PRIu64, v);
+            fb_buf_putc(out, '\n');
+        }
+    }
 
     double cpu;
     uint64_t rss;
@@ -564,8 +615,22 @@ const char *fb_device_ne107(struct fb_gateway *gw, uint32_t i)
     return r;
 }
 
+/* Replace any noted secret in out[from..] (env.h): nothing in the status is
+ * meant to be one, but it quotes names and errors that could contain one. */
+static void redact_from(struct fb_buf *out, size_t from)
+{
+    if (!fb_secret_any() || out->len <= from) return;
+    size_t n = 0;
+    char *r = fb_secret_redact_dup(out->p + from, out->len - from, &n);
+    if (!r) return;
+    out->len = from;
+    fb_buf_put(out, r, n);
+    free(r);
+}
+
 void fb_status_json(struct fb_gateway *gw, struct fb_buf *out, bool online)
 {
+    size_t start = out->len;
     char ts[40];
     int64_t now = fb_now_ns();
     double cpu;
@@ -598,6 +663,7 @@ void fb_status_json(struct fb_gateway *gw, struct fb_buf *out, bool online)
     fb_json_double(out, cpu);
     fb_buf_puts(out, ",\"rss_bytes\":");
     fb_json_u64(out, rss);
+    fb_certs_status(gw, out);
 
     fb_buf_puts(out, ",\"devices\":{");
     if (gw->rt) {
@@ -654,6 +720,32 @@ void fb_status_json(struct fb_gateway *gw, struct fb_buf *out, bool online)
         fb_buf_putc(out, '}');
     }
     fb_buf_putc(out, '}');
+    /* vibration channels: blocks, drops, and whether the anomaly baseline is learnt */
+    bool first = true;
+    for (uint32_t i = 0; i < gw->ntags; i++) {
+        const struct fb_tag *t = &gw->tags[i];
+        const struct fb_wave *w = t->wave;
+        if (!w) continue;
+        fb_buf_puts(out, first ? ",\"vibration\":{" : ",");
+        first = false;
+        fb_json_cstr(out, fb_tag_path(gw, t));
+        fb_buf_puts(out, ":{\"blocks\":");
+        fb_json_u64(out, atomic_load(&w->blocks));
+        fb_buf_puts(out, ",\"dropped\":");
+        fb_json_u64(out, atomic_load(&w->dropped));
+        fb_buf_puts(out, ",\"cpu_s\":");
+        fb_json_double(out, (double)atomic_load(&w->cpu_ns) / 1e9);
+        uint32_t of = atomic_load(&w->learn_of), got = atomic_load(&w->learned);
+        if (of) {
+            fb_buf_puts(out, got >= of ? ",\"baseline\":\"learnt\"" : ",\"baseline\":\"learning\"");
+            fb_buf_puts(out, ",\"learned_blocks\":");
+            fb_json_u64(out, got);
+            fb_buf_puts(out, ",\"learn_blocks\":");
+            fb_json_u64(out, of);
+        }
+        fb_buf_putc(out, '}');
+    }
+    if (!first) fb_buf_putc(out, '}');
     for (uint32_t i = 0; i < gw->nservices && gw->rt && gw->rt->svc_state; i++)
         if (gw->rt->svc_state[i] && gw->services[i].svc->status) {
             fb_buf_putc(out, ',');
@@ -662,4 +754,5 @@ void fb_status_json(struct fb_gateway *gw, struct fb_buf *out, bool online)
             gw->services[i].svc->status(gw->rt->svc_state[i], out);
         }
     fb_buf_putc(out, '}');
+    redact_from(out, start);
 }

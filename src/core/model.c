@@ -12,7 +12,7 @@
 /* spike_accept 3: the config's default (docs/configuration.md) */
 const struct fb_tag_proc fb_tag_proc_none = {.spike_accept = 3};
 
-_Static_assert(sizeof(void *) != 8 || sizeof(struct fb_tag) == 80, "struct fb_tag grew: a gateway holds a million");
+_Static_assert(sizeof(void *) != 8 || sizeof(struct fb_tag) == 88, "struct fb_tag grew: a gateway holds a million");
 
 /* ------------------------------------------------------------------ arena */
 struct fb_arena_blk {
@@ -91,6 +91,7 @@ void fb_gateway_free(struct fb_gateway *gw)
         free(d->line);
     }
     /* the tags' strings and settings are in the arena */
+    for (uint32_t i = 0; i < gw->ntags; i++) free(gw->tags[i].wave);
     for (uint32_t k = 0; k < gw->nconns; k++) {
         free(gw->conns[k].key);
         free(gw->conns[k].devs);
@@ -127,6 +128,7 @@ void fb_gateway_free(struct fb_gateway *gw)
         free(sc->outputs);
     }
     free(gw->scripts);
+    if (gw->vib && gw->vib_free) gw->vib_free(gw->vib);
     for (uint32_t s = 0; s < gw->nsources; s++) {
         struct fb_source_inst *si = &gw->sources[s];
         if (si->src && si->src->cfg_free) si->src->cfg_free(si->cfg);
@@ -144,7 +146,65 @@ void fb_gateway_free(struct fb_gateway *gw)
         if (gw->services[i].svc->cfg_free) gw->services[i].svc->cfg_free(gw->services[i].cfg);
     free(gw->services);
     fb_buffer_cfg_free(gw->buffer);
+    for (uint32_t i = 0; i < gw->nacls; i++) {
+        for (uint32_t k = 0; k < gw->acls[i].n; k++) free(gw->acls[i].pat[k]);
+        free(gw->acls[i].pat);
+    }
+    free(gw->acls);
+    for (uint32_t i = 0; i < gw->ncerts; i++) {
+        free(gw->certs[i].use);
+        free(gw->certs[i].path);
+    }
+    free(gw->certs);
     free(gw);
+}
+
+bool fb_gw_cert_add(struct fb_gateway *gw, const char *use, const char *path, enum fb_opt_kind kind)
+{
+    for (uint32_t i = 0; i < gw->ncerts; i++)
+        if (gw->certs[i].kind == kind && !strcmp(gw->certs[i].path, path)) return true;
+    struct fb_cert_ref *t = realloc(gw->certs, (gw->ncerts + 1) * sizeof *t);
+    if (!t) return false;
+    gw->certs = t;
+    struct fb_cert_ref *c = &gw->certs[gw->ncerts];
+    c->use = strdup(use);
+    c->path = strdup(path);
+    c->kind = (uint8_t)kind;
+    if (!c->use || !c->path) {
+        free(c->use);
+        free(c->path);
+        return false;
+    }
+    gw->ncerts++;
+    return true;
+}
+
+static void pat_free(char **pat, uint32_t n)
+{
+    for (uint32_t k = 0; k < n; k++) free(pat[k]);
+    free(pat);
+}
+
+uint16_t fb_gw_acl_add(struct fb_gateway *gw, char **pat, uint32_t n)
+{
+    for (uint32_t i = 0; i < gw->nacls; i++) {
+        const struct fb_acl *a = &gw->acls[i];
+        bool same = a->n == n;
+        for (uint32_t k = 0; same && k < n; k++) same = !strcmp(a->pat[k], pat[k]);
+        if (same) { /* a `for:` loop gives every tag the same list: keep one */
+            pat_free(pat, n);
+            return (uint16_t)(i + 1);
+        }
+    }
+    struct fb_acl *t = gw->nacls < 65535 ? realloc(gw->acls, (gw->nacls + 1) * sizeof *t) : NULL;
+    if (!t) {
+        pat_free(pat, n);
+        return 0;
+    }
+    gw->acls = t;
+    gw->acls[gw->nacls].pat = pat;
+    gw->acls[gw->nacls].n = n;
+    return (uint16_t)++gw->nacls;
 }
 
 struct fb_device *fb_gw_device(struct fb_gateway *gw, const char *name)

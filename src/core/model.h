@@ -21,6 +21,7 @@
 #include <stdio.h>
 
 #include "core/batch.h"
+#include "core/env.h"
 #include "core/fb.h"
 #include "core/log.h"
 #include "core/url.h"
@@ -34,6 +35,8 @@ struct fb_conn_rt;
 struct fb_sink_rt;
 struct fb_rt;
 struct fb_browse;
+struct fb_block_pool;
+struct fb_vib;
 
 /* ------------------------------------------------------------------- tags */
 enum fb_access { FB_ACC_READ = 1, FB_ACC_WRITE = 2, FB_ACC_RW = 3 };
@@ -60,13 +63,35 @@ struct fb_tag_proc {
 extern const struct fb_tag_proc fb_tag_proc_none;
 
 /* Where a tag's values come from: read from its device, or computed by the
- * edge thread (src/edge) from other tags (an expression) or by a Lua script.
- * Computed tags have no address, are in no poll group (group FB_GROUP_NONE)
- * and are read-only. */
-enum fb_tag_src { FB_TAG_READ = 0, FB_TAG_EXPR = 1, FB_TAG_SCRIPT = 2 };
+ * edge thread (src/edge) from other tags (an expression) or by a Lua script,
+ * or by the vibration analysis (src/vib) from a waveform tag's blocks (a
+ * feature).  Computed tags have no address, are in no poll group (group
+ * FB_GROUP_NONE) and are read-only. */
+enum fb_tag_src { FB_TAG_READ = 0, FB_TAG_EXPR = 1, FB_TAG_SCRIPT = 2, FB_TAG_FEATURE = 3 };
 #define FB_GROUP_NONE 0xFFFFu
+/* The group of a batch of feature tags (src/vib): not a poll group, but
+ * unlike the edge's own batches (FB_GROUP_NONE) fed to the edge thread. */
+#define FB_GROUP_FEATURES 0xFFFEu
 
-/* 80 bytes: a gateway holds a million of them.  The strings of a tag read
+/* A waveform tag (src/vib, docs/vibration.md): each read delivers a block of
+ * n samples at fs Hz as one sample of type FB_T_BLOCK (core/block.h), which
+ * goes to the vibration analysis instead of the sinks; what the analysis
+ * computes from it are the feature tags that follow it in its device
+ * (FB_TAG_FEATURE).  Owned by its tag. */
+struct fb_wave {
+    uint32_t n;                    /* samples per block */
+    double fs;                     /* sample rate, Hz */
+    uint32_t chan;                 /* its channel in the analysis (gw->vib) */
+    uint32_t first_feature, nfeat; /* its feature tags: gw->tags[first_feature ..] */
+    struct fb_block_pool *pool;    /* runtime (vib.c): empty blocks for the driver; NULL until started */
+    /* live: the connection thread and the analysis write, status reads */
+    _Atomic uint64_t blocks;            /* analysed */
+    _Atomic uint64_t dropped;           /* acquisitions dropped: every block still in use (analysis behind) */
+    _Atomic uint64_t cpu_ns;            /* analysis CPU time */
+    _Atomic uint32_t learned, learn_of; /* anomaly baseline: blocks learnt of learn_of (0: no anomaly detection) */
+};
+
+/* 88 bytes: a gateway holds a million of them.  The strings of a tag read
  * from the config live in the gateway's arena (gw->arena), `order` and
  * `unit` once per distinct text, `proc` once per distinct settings.  Its
  * "device/name" path for messages: fb_tag_path. */
@@ -78,15 +103,17 @@ struct fb_tag {
     void *addr;                     /* driver-owned parsed address */
     const struct fb_tag_proc *proc; /* shared; NULL = none (read it with fb_tproc) */
     uint32_t id;
-    uint32_t device;  /* owning device index */
-    uint32_t index;   /* element index for tags expanded from `count:` */
-    uint32_t str_len; /* string tags: bytes */
-    uint32_t calc;    /* FB_TAG_EXPR: index in gw->calcs; FB_TAG_SCRIPT: in gw->scripts */
-    int line;         /* where it was declared, for messages */
-    uint16_t group;   /* poll group index within the device (FB_GROUP_NONE: computed) */
-    uint8_t type;     /* enum fb_type: the type on the wire */
-    uint8_t access;   /* enum fb_access */
-    uint8_t src;      /* enum fb_tag_src */
+    uint32_t device;      /* owning device index */
+    uint32_t index;       /* element index for tags expanded from `count:` */
+    uint32_t str_len;     /* string tags: bytes */
+    uint32_t calc;        /* FB_TAG_EXPR: index in gw->calcs; FB_TAG_SCRIPT: in gw->scripts */
+    int line;             /* where it was declared, for messages */
+    uint16_t group;       /* poll group index within the device (FB_GROUP_NONE: computed) */
+    uint8_t type;         /* enum fb_type: the type on the wire */
+    uint8_t access;       /* enum fb_access */
+    uint8_t src;          /* enum fb_tag_src */
+    uint16_t write_roles; /* who may write it: 0 = any source commands reach, else gw->acls[write_roles - 1] */
+    struct fb_wave *wave; /* a waveform tag (src/vib), else NULL */
 };
 
 struct fb_group { /* a poll group: tags read at the same period */
@@ -174,6 +201,10 @@ struct fb_driver {
      * the human listing of `fieldbridge browse` there.  NULL: nothing to
      * browse (the addresses are absolute). */
     int (*browse)(const char *url, struct fb_browse *list, FILE *text, struct fb_err *err);
+    /* Optional: name the certificate stores the device uses beyond the files
+     * its URL options name (e.g. the OPC UA pki= store when a security policy
+     * is set), with fb_gw_cert_add, for the expiry watch (core/certs.c). */
+    void (*certs)(struct fb_device *dev, struct fb_gateway *gw);
 };
 
 /* ------------------------------------------------------------------ sinks */
@@ -432,6 +463,24 @@ struct fb_alarm_opts {
 };
 
 /* ---------------------------------------------------------------- gateway */
+/* A list of command senders (`commands.allow`, a tag's `write_roles`): each
+ * entry "SOURCE", "SOURCE:ROLE" or "*:ROLE" (router.h says how they match).
+ * Identical lists are stored once. */
+struct fb_acl {
+    char **pat;
+    uint32_t n;
+};
+
+/* A certificate file or store the gateway uses, watched for expiry
+ * (core/certs.c): kind FB_OPT_CERT (a PEM/DER file, maybe several
+ * certificates), FB_OPT_DIR (a directory of CA certificates), FB_OPT_PKI (an
+ * OPC UA store: own/, trusted/, issuers/, crl/) or FB_OPT_CRL (CRLs). */
+struct fb_cert_ref {
+    char *use;  /* what uses it, as the config names it: "mqtt.tls.cert", "device plc-01 pki" */
+    char *path; /* as the gateway opens it */
+    uint8_t kind;
+};
+
 struct fb_gateway {
     char *id, *site;
     char *cfg_path;
@@ -450,7 +499,15 @@ struct fb_gateway {
     /* commands */
     int64_t cmd_max_age_ns; /* refuse commands whose "ts" is older (0 = off) */
     bool cmd_allow_qos0;
-    int64_t cmd_timeout_ns;       /* how long a command may wait for its device */
+    int64_t cmd_timeout_ns; /* how long a command may wait for its device */
+    uint16_t cmd_allow;     /* commands.allow: 0 = every source, else acls[cmd_allow - 1] */
+    struct fb_acl *acls;    /* the sender lists of commands.allow and write_roles */
+    uint32_t nacls;
+    /* security: certificates to watch, and how (security.cert_warning / cert_check) */
+    struct fb_cert_ref *certs;
+    uint32_t ncerts;
+    int64_t cert_warn_ns;         /* warn this long before a certificate or CRL expires (default 30 d) */
+    int64_t cert_check_ns;        /* look again this often (default 1 h) */
     struct fb_buffer_cfg *buffer; /* global buffer settings, NULL = none */
     int64_t status_interval_ns;
     /* computed tags, alarms, scripts (src/edge) */
@@ -461,6 +518,10 @@ struct fb_gateway {
     struct fb_script *scripts;
     uint32_t nscripts;
     struct fb_alarm_opts alarm_opts;
+    /* vibration condition monitoring (src/vib): the channels' analysis
+     * settings, owned by vib/vib_cfg.c (freed through vib_free); NULL: none */
+    struct fb_vib *vib;
+    void (*vib_free)(struct fb_vib *vib);
     /* logging */
     int log_level;
     int log_format;        /* enum fb_log_format */
@@ -477,6 +538,12 @@ struct fb_gateway {
  * only for what the driver created). */
 void fb_gateway_free(struct fb_gateway *gw);
 void fb_buffer_cfg_free(struct fb_buffer_cfg *b);
+/* Store a sender list (pat[0..n), taken over) once: its index + 1 for
+ * cmd_allow / write_roles, or 0 when out of memory or past 65535 lists. */
+uint16_t fb_gw_acl_add(struct fb_gateway *gw, char **pat, uint32_t n);
+/* Watch a certificate file or store (see struct fb_cert_ref); the same path
+ * and kind twice is kept once.  False when out of memory. */
+bool fb_gw_cert_add(struct fb_gateway *gw, const char *use, const char *path, enum fb_opt_kind kind);
 /* Look-ups for the command path (not hot). */
 struct fb_device *fb_gw_device(struct fb_gateway *gw, const char *name);
 struct fb_tag *fb_gw_tag(struct fb_gateway *gw, const struct fb_device *d, const char *name);

@@ -10,6 +10,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "core/block.h"
 #include "core/publish.h"
 #include "core/runtime_state.h"
 #include "core/thread.h"
@@ -110,6 +111,19 @@ void fb_runtime_request_reboot(struct fb_gateway *gw)
     if (!gw->rt) return;
     atomic_store(&gw->rt->reboot, true);
     kill(getpid(), SIGTERM); /* process-directed: main's sigwait takes it and stops in order */
+}
+
+/* --------------------------------------------------------------- waveforms */
+struct fb_block *fb_block_get(const struct fb_tag *t)
+{
+    if (!t || !t->wave || !t->wave->pool) return NULL;
+    struct fb_block *b = fb_block_pool_tryget(t->wave->pool);
+    if (!b) {
+        atomic_fetch_add(&t->wave->dropped, 1);
+        return NULL;
+    }
+    b->fs = t->wave->fs;
+    return b;
 }
 
 /* ------------------------------------------------------------------ writes */

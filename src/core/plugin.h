@@ -43,6 +43,14 @@ bool fb_runtime_stopping(const struct fb_gateway *gw);
 void fb_runtime_request_reboot(struct fb_gateway *gw);
 bool fb_runtime_reboot_requested(const struct fb_gateway *gw);
 
+/* An empty block to fill for waveform tag t (core/block.h: set n, fs, ts,
+ * put it into the batch with fb_batch_add as an FB_T_BLOCK value, then
+ * fb_block_unref it).  NULL when t is no waveform tag, the gateway does not
+ * run, or every block of the tag is still being analysed — then the
+ * acquisition is counted as dropped (docs/vibration.md) and the driver
+ * adds no sample for t.  Connection thread. */
+struct fb_block *fb_block_get(const struct fb_tag *t);
+
 /* Queue a write to the connection owning tag t and wait for the result
  * (timeout_ns bounds the wait).  The router's, after validation. */
 int fb_conn_write(struct fb_gateway *gw, const struct fb_tag *t, const struct fb_value *raw, int64_t timeout_ns,

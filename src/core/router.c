@@ -3,12 +3,13 @@
  * Why one thread: commands are rare next to telemetry, but each may wait for a
  * slow field device.  Queueing them here keeps the MQTT network thread free
  * and gives every command the same checks in the same order:
- *   QoS (0 refused unless allowed) → JSON shape → age ("ts") →
- *   per tag: exists → writable → not held (the write guard: a control
- *   loop's output, a tag an interlock holds) → type → range (engineering
- *   units) → unscale → fits the wire type → write through the owning
- *   connection.  Control loops write their outputs through the same
- *   checks (fb_cmd_convert_num) without the JSON.
+ *   sender allowed (commands.allow) → QoS (0 refused unless allowed) →
+ *   JSON shape → age ("ts") → per tag: exists → writable → sender may write
+ *   it (write_roles) → not held (the write guard: a control loop's output, a
+ *   tag an interlock holds) → type → range (engineering units) → unscale →
+ *   fits the wire type → write through the owning connection.  Control
+ *   loops write their outputs through the same checks (fb_cmd_convert_num)
+ *   without the JSON.
  * Each write, accepted or refused, is logged with its source and reason.
  * Alarm actions (acknowledge, shelve, unshelve; docs/alarms.md) arrive the
  * same way, pass the same QoS, shape and age checks, and are carried out by
@@ -31,11 +32,18 @@
 #include "proc/proc.h"
 
 #define FB_CMD_WRITE_TIMEOUT_NS 5000000000LL
+/* Commands waiting for the router at most: a flood from the IT side (a
+ * broken or hostile MQTT client) must not grow the gateway's memory without
+ * bound while the router waits for a slow device; beyond it commands are
+ * answered "busy" at once. */
+#define FB_CMD_MAX_QUEUED 256
 
 struct fb_router {
     pthread_mutex_t mu;
     pthread_cond_t cv;
     struct fb_cmd *head, *tail;
+    uint32_t queued; /* under mu: commands in head..tail */
+    struct fb_ratelimit rl_busy;
     bool stop;    /* under mu: submissions are refused */
     bool stopped; /* the thread has been joined (fb_router_stop ran) */
     pthread_t thr;
@@ -135,6 +143,76 @@ int fb_cmd_parse_ts(const void *jv, int64_t *ns)
     if (!json_is_string(j)) return -1;
     if (strlen(json_string_value(j)) != json_string_length(j)) return -1; /* embedded NUL */
     return ts_parse_text(json_string_value(j), ns);
+}
+
+/* ------------------------------------------------------------ senders */
+const char *const fb_cmd_sources[] = {"mqtt", "sparkplug", "http", "shadow", "lua", NULL};
+
+static bool ident_ok(const char *s, size_t n)
+{
+    if (n == 0 || n > 31) return false;
+    for (size_t i = 0; i < n; i++)
+        if (!((s[i] >= 'a' && s[i] <= 'z') || (s[i] >= '0' && s[i] <= '9') || s[i] == '_' || s[i] == '-')) return false;
+    return true;
+}
+
+int fb_cmd_pattern_check(const char *pat, char *why, size_t why_len)
+{
+    const char *colon = strchr(pat, ':');
+    size_t sl = colon ? (size_t)(colon - pat) : strlen(pat);
+    if (colon && !ident_ok(colon + 1, strlen(colon + 1))) {
+        snprintf(why, why_len, "'%s': the role after ':' must be 1..31 of a-z 0-9 _ - (e.g. http:operator)", pat);
+        return -1;
+    }
+    if (colon && sl == 1 && pat[0] == '*') return 0;
+    for (const char *const *k = fb_cmd_sources; *k; k++)
+        if (strlen(*k) == sl && !strncmp(*k, pat, sl)) return 0;
+    char list[128] = "";
+    size_t off = 0;
+    for (const char *const *k = fb_cmd_sources; *k && off < sizeof list; k++)
+        off += (size_t)snprintf(list + off, sizeof list - off, "%s%s", off ? ", " : "", *k);
+    snprintf(why, why_len, "'%s': unknown command source '%.*s' (expected %s, optionally :ROLE, or *:ROLE)", pat,
+             (int)sl, pat, list);
+    return -1;
+}
+
+bool fb_cmd_acl_allows(const struct fb_acl *a, const char *via, const char *role)
+{
+    size_t vl = strlen(via);
+    for (uint32_t i = 0; i < a->n; i++) {
+        const char *p = a->pat[i], *colon = strchr(p, ':');
+        if (!colon) {
+            if (vl && !strcmp(p, via)) return true;
+            continue;
+        }
+        bool src = (colon - p == 1 && p[0] == '*') || (vl && (size_t)(colon - p) == vl && !strncmp(p, via, vl));
+        if (src && role[0] && !strcmp(colon + 1, role)) return true;
+    }
+    return false;
+}
+
+/* Does list `idx` (cmd_allow / write_roles: 0 = no list) let the sender in?
+ * An index the loader did not make refuses (fail closed). */
+static bool acl_ok(const struct fb_gateway *gw, uint16_t idx, const struct fb_cmd *cmd)
+{
+    if (!idx) return true;
+    return idx <= gw->nacls && fb_cmd_acl_allows(&gw->acls[idx - 1], cmd->via, cmd->role);
+}
+
+/* "mqtt, http:operator" for messages. */
+static void acl_text(const struct fb_gateway *gw, uint16_t idx, char *buf, size_t n)
+{
+    size_t off = 0;
+    buf[0] = 0;
+    const struct fb_acl *a = idx && idx <= gw->nacls ? &gw->acls[idx - 1] : NULL;
+    for (uint32_t i = 0; a && i < a->n && off < n; i++)
+        off += (size_t)snprintf(buf + off, n - off, "%s%s", i ? ", " : "", a->pat[i]);
+}
+
+/* "mqtt" or "http:operator": the sender as the lists name it. */
+static void sender_text(const struct fb_cmd *cmd, char *buf, size_t n)
+{
+    snprintf(buf, n, "%s%s%s", cmd->via[0] ? cmd->via : "(unknown source)", cmd->role[0] ? ":" : "", cmd->role);
 }
 
 static void fmt_limit(char *buf, size_t n, double v)
@@ -277,6 +355,22 @@ static void respond(struct fb_buf *b, const char *id_json, bool ok, const char *
     fb_buf_putc(b, '}');
 }
 
+/* The request's "id" as JSON text (a string or an integer), "null" when it has none. */
+static void id_text(const json_t *root, char *out, size_t n)
+{
+    snprintf(out, n, "null");
+    json_t *id = json_is_object(root) ? json_object_get(root, "id") : NULL;
+    if (json_is_string(id) && json_string_length(id) < 100) {
+        struct fb_buf ib;
+        fb_buf_init(&ib);
+        fb_json_str(&ib, json_string_value(id), json_string_length(id));
+        snprintf(out, n, "%s", fb_buf_cstr(&ib));
+        fb_buf_free(&ib);
+    } else if (json_is_integer(id)) {
+        snprintf(out, n, "%lld", (long long)json_integer_value(id));
+    }
+}
+
 void fb_cmd_process(struct fb_gateway *gw, const struct fb_cmd *cmd, char **resp, size_t *resp_len)
 {
     struct fb_buf out;
@@ -288,20 +382,19 @@ void fb_cmd_process(struct fb_gateway *gw, const struct fb_cmd *cmd, char **resp
     char id_json[160] = "null";
     char why[300];
 
-    if (root && json_is_object(root)) {
-        json_t *id = json_object_get(root, "id");
-        if (json_is_string(id) && json_string_length(id) < 100) {
-            struct fb_buf ib;
-            fb_buf_init(&ib);
-            fb_json_str(&ib, json_string_value(id), json_string_length(id));
-            snprintf(id_json, sizeof id_json, "%s", fb_buf_cstr(&ib));
-            fb_buf_free(&ib);
-        } else if (json_is_integer(id)) {
-            snprintf(id_json, sizeof id_json, "%lld", (long long)json_integer_value(id));
-        }
-    }
+    id_text(root, id_json, sizeof id_json);
     if (!dev) {
         respond(&out, id_json, false, "unknown device");
+        goto done;
+    }
+    char sender[64];
+    sender_text(cmd, sender, sizeof sender);
+    if (!acl_ok(gw, gw->cmd_allow, cmd)) {
+        char list[200];
+        acl_text(gw, gw->cmd_allow, list, sizeof list);
+        snprintf(why, sizeof why, "commands from %.60s are not allowed (commands.allow: [%.180s])", sender, list);
+        fb_warn(dname, NULL, "command refused from %s: %s", cmd->source, why);
+        respond(&out, id_json, false, why);
         goto done;
     }
     if (cmd->qos == 0 && !gw->cmd_allow_qos0) {
@@ -377,6 +470,10 @@ void fb_cmd_process(struct fb_gateway *gw, const struct fb_cmd *cmd, char **resp
             rc = fb_err_set(&err, FB_ENOENT, "no such tag");
         } else if (!(t->access & FB_ACC_WRITE)) {
             rc = fb_err_set(&err, FB_EACCES, "tag is read-only");
+        } else if (!acl_ok(gw, t->write_roles, cmd)) {
+            char list[200];
+            acl_text(gw, t->write_roles, list, sizeof list);
+            rc = fb_err_set(&err, FB_EACCES, "not allowed for %s (write_roles: [%s])", sender, list);
         } else if ((rc = fb_write_guard_check(gw, t, &err)) < 0) {
             /* held by a control loop or an interlock (the guard gave the reason) */
         } else {
@@ -424,10 +521,18 @@ static void *router_thread(void *arg)
     for (;;) {
         pthread_mutex_lock(&r->mu);
         while (!r->head && !r->stop) pthread_cond_wait(&r->cv, &r->mu);
+        /* Stopping: take no more commands — the connection threads are finishing
+         * and each write would hold them (a queue of writes for a silent device
+         * kept the gateway from stopping); fb_router_stop answers what is left. */
+        if (r->stop || fb_runtime_stopping(r->gw)) {
+            pthread_mutex_unlock(&r->mu);
+            break;
+        }
         struct fb_cmd *c = r->head;
         if (c) {
             r->head = c->next;
             if (!r->head) r->tail = NULL;
+            r->queued--;
         }
         pthread_mutex_unlock(&r->mu);
         if (!c) break;
@@ -439,6 +544,25 @@ static void *router_thread(void *arg)
         fb_cmd_free(c);
     }
     return NULL;
+}
+
+/* Answer a command that will not be processed (busy, stopping) with its id
+ * and the reason, on the calling thread (a source's reply is thread-safe),
+ * log it (when say), and free it. */
+static void answer_refused(struct fb_gateway *gw, struct fb_cmd *cmd, const char *why, bool say)
+{
+    json_t *root = json_loadb(cmd->payload, cmd->len, 0, NULL);
+    char id[160];
+    id_text(root, id, sizeof id);
+    json_decref(root);
+    const char *dname = cmd->device < gw->ndevs ? gw->devs[cmd->device].name : "?";
+    if (say) fb_warn(dname, NULL, "command refused from %s: %s", cmd->source, why);
+    struct fb_buf out;
+    fb_buf_init(&out);
+    respond(&out, id, false, why);
+    if (cmd->reply) cmd->reply(cmd, fb_buf_cstr(&out), out.len);
+    fb_buf_free(&out);
+    fb_cmd_free(cmd);
 }
 
 void fb_router_submit(struct fb_gateway *gw, struct fb_cmd *cmd)
@@ -455,6 +579,16 @@ void fb_router_submit(struct fb_gateway *gw, struct fb_cmd *cmd)
         fb_cmd_free(cmd);
         return;
     }
+    if (r->queued >= FB_CMD_MAX_QUEUED) {
+        bool say = fb_ratelimit_ok(&r->rl_busy, fb_mono_ns());
+        pthread_mutex_unlock(&r->mu);
+        char why[120];
+        snprintf(why, sizeof why, "busy: %d commands are waiting for their devices; try again later",
+                 FB_CMD_MAX_QUEUED);
+        answer_refused(gw, cmd, why, say);
+        return;
+    }
+    r->queued++;
     if (r->tail)
         r->tail->next = cmd;
     else
@@ -471,6 +605,7 @@ int fb_router_start(struct fb_gateway *gw)
     pthread_mutex_init(&r->mu, NULL);
     pthread_cond_init(&r->cv, NULL);
     r->gw = gw;
+    r->rl_busy.interval_ns = 10000000000LL;
     if (pthread_create(&r->thr, NULL, router_thread, r) != 0) {
         free(r);
         return FB_ENOMEM;
@@ -489,15 +624,20 @@ void fb_router_stop(struct fb_gateway *gw)
     pthread_cond_broadcast(&r->cv);
     pthread_mutex_unlock(&r->mu);
     pthread_join(r->thr, NULL);
-    /* commands still queued: answered as refused would need the sink; drop them */
+    /* commands still queued: the devices are closed, so they are answered as
+     * not executed (the sinks still run: they stop after the router) */
     pthread_mutex_lock(&r->mu);
-    while (r->head) {
-        struct fb_cmd *c = r->head;
-        r->head = c->next;
-        fb_cmd_free(c);
-    }
-    r->tail = NULL;
+    struct fb_cmd *c = r->head;
+    r->head = r->tail = NULL;
+    r->queued = 0;
     pthread_mutex_unlock(&r->mu);
+    bool say = c != NULL;
+    while (c) {
+        struct fb_cmd *next = c->next;
+        answer_refused(gw, c, "the gateway is stopping: the command was not executed", say);
+        say = false;
+        c = next;
+    }
 }
 
 void fb_router_free(struct fb_router *r)

@@ -7,6 +7,19 @@
  * through cmd->reply.  Every write, accepted or refused, is logged with its
  * source and reason.
  *
+ * Who may command.  Every command names its sender: the kind of source that
+ * received it (`via`: "mqtt", "sparkplug", "http", "lua"; later "shadow") and,
+ * where that source authenticates users, the user's role (`role`: the HTTP
+ * API's "viewer" or "operator"; empty for MQTT and Sparkplug, whose
+ * publishers the broker authenticates, not us, and for Lua).  The optional `commands.allow` list says which
+ * senders may command at all, a tag's optional `write_roles` which may write
+ * it.  An entry matches a sender when it is
+ *   "SOURCE"        that source, any role          mqtt, sparkplug
+ *   "SOURCE:ROLE"   that source with that role     http:operator
+ *   "*:ROLE"        that role from any source      *:operator
+ * Both are checked here, so every source gets the same rules; a refusal is
+ * logged with its reason and answered with it.
+ *
  * Request:  {"id":"c-17","ts":"2026-11-28T10:00:00Z","write":{"setpoint":42.5}}
  * Response: {"id":"c-17","ok":false,"results":{"setpoint":{"ok":false,"error":"above maximum 40"}}}
  */
@@ -26,10 +39,21 @@ struct fb_cmd {
     void *corr;           /* owned; MQTT 5 correlation data or NULL */
     int corr_len;
     char source[96]; /* who sent it, for the log: "mqtt:<topic>" */
+    char via[16];    /* the kind of source (fb_cmd_sources), matched by commands.allow / write_roles */
+    char role[32];   /* the authenticated sender's role, "" when the source has no users */
     void *reply_ctx;
     /* Called once on the router thread with the response JSON. */
     void (*reply)(struct fb_cmd *cmd, const char *json, size_t len);
 };
+
+/* The kinds of command source a sender list may name (NULL-terminated): the
+ * ones that exist and the ones planned, so a config can name them now. */
+extern const char *const fb_cmd_sources[];
+/* Check one sender-list entry ("mqtt", "http:operator", "*:operator"):
+ * 0, or -1 with the reason in why. */
+int fb_cmd_pattern_check(const char *pat, char *why, size_t why_len);
+/* Does the list allow a command from (via, role)? */
+bool fb_cmd_acl_allows(const struct fb_acl *a, const char *via, const char *role);
 
 /* Takes ownership of cmd (freed with fb_cmd_free after reply). */
 void fb_router_submit(struct fb_gateway *gw, struct fb_cmd *cmd);

@@ -48,6 +48,7 @@
 
 #include "core/batch_codec.h"
 #include "core/buf.h"
+#include "core/certs.h"
 #include "core/log.h"
 #include "core/router.h"
 #include "core/runtime_state.h"
@@ -55,6 +56,7 @@
 #include "edge/edge.h"
 #include "proc/proc.h"
 #include "store/store.h"
+#include "vib/vib.h"
 
 /* A connection thread reads a group and runs it through the pipeline before
  * it reads the next, so one raw batch per connection is enough (sized for
@@ -398,6 +400,7 @@ static void pipeline(struct fb_gateway *gw, struct fb_batch *in)
     out->device = in->device;
     out->group = in->group;
     out->ts = in->ts;
+    if (rt->vib) fb_vib_take(gw, in); /* waveform blocks to the analysis (the pipeline skips them) */
     fb_proc_batch(rt->proc, in, out);
     fb_batch_unref(in);
     if (out->n) fb_publish(gw, out);
@@ -706,6 +709,7 @@ static void rt_free(struct fb_gateway *gw, struct fb_rt *rt)
     free(rt->groups);
     free(rt->conns);
     free(rt->sinks);
+    fb_vib_free(gw);  /* after the raw batches (above): every block is back in its pool */
     fb_edge_free(gw); /* the edge thread's state and the alarm table */
     fb_router_free(rt->router);
     fb_batch_pool_free(rt->out_pool);
@@ -782,6 +786,7 @@ int fb_runtime_start(struct fb_gateway *gw, struct fb_err *err)
     }
     rt->out_pool = fb_batch_pool_new(FB_OUT_BATCHES, max_tags, max_win, max_arena);
     if (!rt->out_pool) return fb_err_set(err, FB_ENOMEM, "cannot allocate batches");
+    fb_certs_start(gw); /* the first look at every certificate, logged before anything connects */
     /* the router first: a sink may deliver a command as soon as it connects */
     if (fb_router_start(gw) < 0) return fb_err_set(err, FB_ENOMEM, "cannot start command router");
     for (uint32_t i = 0; i < gw->nsinks; i++) {
@@ -804,6 +809,8 @@ int fb_runtime_start(struct fb_gateway *gw, struct fb_err *err)
     }
     /* computed tags, alarms, scripts: only when configured; before the first batch is read */
     if (fb_edge_start(gw, seq_dir, err) < 0) return err ? err->code : FB_ENOMEM;
+    /* vibration analysis: after the alarm table (its alarms), before the first block is read */
+    if (fb_vib_start(gw, seq_dir, err) < 0) return err ? err->code : FB_ENOMEM;
     pthread_attr_t attr;
     pthread_attr_init(&attr);
     pthread_attr_setstacksize(&attr, 256 * 1024); /* small stacks: hundreds of devices */
@@ -874,6 +881,8 @@ void fb_runtime_wait(struct fb_gateway *gw)
         if (gw->conns[i].rt->pool) fb_batch_pool_close(gw->conns[i].rt->pool);
     for (uint32_t i = 0; i < gw->nconns; i++)
         if (gw->conns[i].rt->started) pthread_join(gw->conns[i].rt->thr, NULL);
+    /* the analysis takes the last blocks (its features and alarms go to the edge and the sinks) */
+    fb_vib_stop(gw);
     /* the edge thread takes the last batches and publishes its virtual devices offline */
     fb_edge_stop(gw);
     /* commands can no longer reach a device; stop the router before the sinks it answers through */
@@ -899,6 +908,7 @@ void fb_runtime_wait(struct fb_gateway *gw)
         for (uint32_t i = 0; i < gw->nservices && rt->svc_state; i++)
             if (rt->svc_state[i] && (gw->services[i].svc->quiesce != NULL) == (pass == 1))
                 gw->services[i].svc->stop(rt->svc_state[i]);
+    fb_certs_stop(gw);
     uint32_t nsrc = rt->sources_started;
     rt_free(gw, rt);
     /* no sink queue holds a batch now: the sources' pools can go */

@@ -15,10 +15,12 @@
 #include "store/store.h"
 
 struct fb_router;
+struct fb_certs;
 struct fb_proc;
 struct fb_model_map;
 struct fb_edge;
 struct fb_alarms;
+struct fb_vib_rt;
 
 /* Ids of batches sent past the store (device state) carry this bit, so their
  * delivery reports never touch the store's records. */
@@ -162,6 +164,8 @@ struct fb_rt {
     struct fb_edge *edge;           /* edge/edge.c: computed tags, alarms, scripts (NULL: none configured) */
     struct fb_edge_q *edge_q;       /* its input queue (NULL: no edge thread) */
     struct fb_alarms *alarms;       /* edge/alarms.c: the alarm table (NULL: no alarms) */
+    struct fb_certs *certs;         /* certs.c: the certificate expiry watch, NULL when nothing is watched */
+    struct fb_vib_rt *vib;          /* vib/vib.c: vibration analysis (NULL: no waveform tags) */
     void **svc_state;               /* each running service's state (gw->services order) */
     /* the runtime state of every poll group, connection and sink (the model's rt pointers) */
     struct fb_group_rt *groups;

@@ -612,7 +612,7 @@ static int build_outputs(struct fb_edge *e)
         uint32_t n = 0, win = 0, arena = 0;
         for (uint32_t i = 0; i < dev->ntags; i++) {
             const struct fb_tag *t = &gw->tags[dev->first_tag + i];
-            if (t->src == FB_TAG_READ) continue;
+            if (t->src != FB_TAG_EXPR && t->src != FB_TAG_SCRIPT) continue;
             n++;
             if (fb_tproc(t)->window_ns) win++;
             if (t->type == FB_T_STRING) arena += 2 * (t->str_len ? t->str_len : 256);

@@ -418,6 +418,7 @@ static int l_write(lua_State *L)
     cmd->device = t->device;
     cmd->qos = -1; /* not MQTT: the QoS rule does not apply */
     snprintf(cmd->source, sizeof cmd->source, "lua:%.80s", x->s->name);
+    snprintf(cmd->via, sizeof cmd->via, "lua"); /* commands.allow / write_roles: "lua" */
     cmd->reply_ctx = x->s;
     cmd->reply = write_reply;
     atomic_fetch_add(&x->s->writes_inflight, 1);

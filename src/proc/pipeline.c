@@ -10,6 +10,9 @@
  * fb_tag_state and its ring.  A tag with no processing configured — the
  * common case — takes a short path: convert to float64 if its type says so,
  * NaN/±Inf → Bad, append.  Timestamps: plausibility and windows use the sample's
+ * Samples of waveform tags are skipped: the runtime hands their blocks to
+ * the vibration analysis (src/vib), whose features come back as batches of
+ * their own.
  * source time (ts_src, or the batch time if the driver left it 0); deadband
  * and heartbeat use the batch's gateway time (in->ts).  Every published
  * sample keeps ts_src and quality and gets ts_gw = in->ts; a tag with a
@@ -55,6 +58,7 @@ struct fb_proc {
     uint32_t nfull, nlast;
     size_t win_bytes;
     struct fb_latest **latest; /* per tag, made at the first fb_proc_latest; NULL when none was asked for */
+    bool has_wave;             /* some tag is a waveform (src/vib): its samples are skipped */
 };
 
 static uint32_t window_cap(const struct fb_gateway *gw, const struct fb_tag *t)
@@ -92,6 +96,7 @@ struct fb_proc *fb_proc_new(const struct fb_gateway *gw)
     p->flags = calloc(gw->ntags ? gw->ntags : 1, 1);
     if (!p->flags) goto fail;
     for (uint32_t i = 0; i < gw->ntags; i++) {
+        if (gw->tags[i].wave) p->has_wave = true;
         uint8_t f = tag_flags(&gw->tags[i]);
         p->flags[i] = f;
         if (f & (PF_PL | PF_WIN))
@@ -229,7 +234,9 @@ static void latest_put(struct fb_proc *p, uint32_t tag, const struct fb_value *v
 bool fb_proc_plain(const struct fb_proc *p, const struct fb_group *g)
 {
     for (uint32_t i = 0; i < g->ntags; i++)
-        if (g->tags[i] >= p->ntags || (p->flags[g->tags[i]] & (PF_SCALE | PF_PL | PF_DB | PF_WIN))) return false;
+        if (g->tags[i] >= p->ntags || (p->flags[g->tags[i]] & (PF_SCALE | PF_PL | PF_DB | PF_WIN)) ||
+            p->gw->tags[g->tags[i]].wave)
+            return false; /* a waveform's blocks are not published: fb_proc_batch skips them */
     return true;
 }
 
@@ -273,6 +280,7 @@ uint32_t fb_proc_batch(struct fb_proc *p, const struct fb_batch *in, struct fb_b
         const struct fb_sample *s = &in->s[i];
         if (s->tag >= p->ntags) continue; /* not ours: never index out of bounds */
         uint8_t f = p->flags[s->tag];
+        if (p->has_wave && p->gw->tags[s->tag].wave) continue; /* blocks go to the analysis (src/vib) */
         struct fb_value v = s->v;
         uint32_t q = s->quality;
         double x;

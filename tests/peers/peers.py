@@ -268,16 +268,133 @@ class Certs:
         return os.path.join(self.dir, name)
 
 
+class OpensslCA:
+    """A certificate authority run with `openssl ca` at test time: certificates
+    with any validity window (also already expired), revocation, and CRLs.
+    RSA 2048 keys, so that OPC UA (Basic256Sha256) can use them as well as TLS.
+
+        ca = OpensslCA(dir, "plant-ca")
+        pem, key, der = ca.issue("server", "127.0.0.1", san="IP:127.0.0.1", server=True)
+        ca.revoke(pem); crl_pem, crl_der = ca.crl()
+    """
+
+    def __init__(self, d, name="ca", days=365, parent=None):
+        self.dir = os.path.join(str(d), name)
+        self.name = name
+        os.makedirs(os.path.join(self.dir, "newcerts"), exist_ok=True)
+        open(os.path.join(self.dir, "index.txt"), "w", encoding="ascii").close()
+        with open(os.path.join(self.dir, "crlnumber"), "w", encoding="ascii") as f:
+            f.write("1000\n")
+        self.conf = os.path.join(self.dir, "ca.cnf")
+        with open(self.conf, "w", encoding="ascii") as f:
+            f.write(f"""[ ca ]
+default_ca = CA_default
+[ CA_default ]
+dir = {self.dir}
+database = $dir/index.txt
+new_certs_dir = $dir/newcerts
+certificate = $dir/ca.pem
+private_key = $dir/ca.key
+serial = $dir/serial
+crlnumber = $dir/crlnumber
+default_md = sha256
+default_days = 30
+default_crl_days = 7
+policy = policy_any
+unique_subject = no
+email_in_dn = no
+[ policy_any ]
+commonName = supplied
+organizationName = optional
+""")
+        self.pem, self.key = self.path("ca.pem"), self.path("ca.key")
+        ext = ("basicConstraints=critical,CA:TRUE\nkeyUsage=critical,keyCertSign,cRLSign\n"
+               "subjectKeyIdentifier=hash\n")
+        if parent is None:
+            openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", self.key, "-out", self.pem,
+                    "-days", str(days), "-subj", f"/CN=fieldbridge test {name}",
+                    "-addext", "basicConstraints=critical,CA:TRUE",
+                    "-addext", "keyUsage=critical,keyCertSign,cRLSign", cwd=self.dir)
+            with open(self.path("serial"), "w", encoding="ascii") as f:
+                f.write("1000\n")
+        else:  # an intermediate CA signed by parent
+            openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", self.key, "-out", self.path("ca.csr"),
+                    "-subj", f"/CN=fieldbridge test {name}", cwd=self.dir)
+            parent._sign(self.path("ca.csr"), self.pem, ext, days=days)  # pylint: disable=protected-access
+            with open(self.path("serial"), "w", encoding="ascii") as f:
+                f.write("2000\n")
+        os.chmod(self.key, 0o600)
+        openssl("x509", "-in", self.pem, "-outform", "DER", "-out", self.path("ca.der"), cwd=self.dir)
+        self.der = self.path("ca.der")
+
+    def path(self, name):
+        return os.path.join(self.dir, name)
+
+    def _sign(self, csr, out, ext_text, days=None, start=None, end=None):
+        ext = out + ".ext"
+        with open(ext, "w", encoding="ascii") as f:
+            f.write("[ext]\n" + ext_text)
+        args = ["ca", "-batch", "-config", self.conf, "-in", csr, "-out", out, "-notext",
+                "-extfile", ext, "-extensions", "ext"]
+        if start:
+            args += ["-startdate", start]
+        if end:
+            args += ["-enddate", end]
+        elif days is not None:
+            args += ["-days", str(days)]
+        openssl(*args, cwd=self.dir)
+
+    @staticmethod
+    def stamp(delta_days):
+        """An `openssl ca` date (YYYYMMDDHHMMSSZ) delta_days from now."""
+        return time.strftime("%Y%m%d%H%M%SZ", time.gmtime(time.time() + delta_days * 86400))
+
+    def issue(self, name, cn, san=None, server=True, days=30, start=None, end=None, uri=None, ua=False):
+        """A certificate for cn signed by this CA: (pem, key, der).  start/end:
+        OpensslCA.stamp(...) dates; san: "IP:127.0.0.1,DNS:localhost"; uri: an
+        application URI for the subjectAltName (OPC UA); ua: OPC UA key usages."""
+        key, csr, pem, der = (self.path(f"{name}.key"), self.path(f"{name}.csr"), self.path(f"{name}.pem"),
+                              self.path(f"{name}.der"))
+        openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", csr, "-subj", f"/CN={cn}",
+                cwd=self.dir)
+        os.chmod(key, 0o600)
+        alt = ",".join(x for x in ((f"URI:{uri}" if uri else ""), san or "") if x)
+        ext = "basicConstraints=critical,CA:FALSE\nsubjectKeyIdentifier=hash\nauthorityKeyIdentifier=keyid\n"
+        if alt:
+            ext += f"subjectAltName={alt}\n"
+        if ua:
+            ext += ("keyUsage=critical,digitalSignature,nonRepudiation,keyEncipherment,dataEncipherment\n"
+                    "extendedKeyUsage=serverAuth,clientAuth\n")
+        else:
+            ext += "extendedKeyUsage=" + ("serverAuth" if server else "clientAuth") + "\n"
+        self._sign(csr, pem, ext, days=days, start=start, end=end)
+        openssl("x509", "-in", pem, "-outform", "DER", "-out", der, cwd=self.dir)
+        return pem, key, der
+
+    def revoke(self, pem):
+        openssl("ca", "-batch", "-config", self.conf, "-revoke", pem, cwd=self.dir)
+
+    def crl(self, days=7, name="crl"):
+        """The CRL as it stands now: (pem, der)."""
+        pem, der = self.path(f"{name}.pem"), self.path(f"{name}.der")
+        openssl("ca", "-batch", "-config", self.conf, "-gencrl", "-crldays", str(days), "-out", pem, cwd=self.dir)
+        openssl("crl", "-in", pem, "-outform", "DER", "-out", der, cwd=self.dir)
+        return pem, der
+
+
 class Mosquitto:
     """A private Mosquitto broker on 127.0.0.1:port (optionally mutual TLS)."""
 
-    def __init__(self, workdir, port=None, certs=None, name="mosquitto"):
+    def __init__(self, workdir, port=None, certs=None, name="mosquitto", tls=None, users=None):
+        """certs: a Certs (mutual TLS with its CA); tls: {"ca", "cert", "key"} file paths
+        for a TLS listener that asks for no client certificate; users: {name: password}
+        — then only those may connect (mosquitto_passwd file, no anonymous clients)."""
         self.workdir = str(workdir)
         self.port = port or free_port()
         self.certs = certs
         self.name = name
         self.conf = os.path.join(self.workdir, f"{name}.conf")
-        lines = [f"listener {self.port} 127.0.0.1", "allow_anonymous true",
+        lines = [f"listener {self.port} 127.0.0.1", f"allow_anonymous {'false' if users else 'true'}",
                  "persistence false", "log_dest stderr", "log_type all",
                  "connection_messages true", "max_keepalive 3600"]
         if os.geteuid() == 0:
@@ -286,6 +403,16 @@ class Mosquitto:
             lines += [f"cafile {certs.path('ca.pem')}", f"certfile {certs.path('server.pem')}",
                       f"keyfile {certs.path('server.key')}", "require_certificate true",
                       "use_identity_as_username true", "tls_version tlsv1.2"]
+        elif tls is not None:
+            lines += [f"cafile {tls['ca']}", f"certfile {tls['cert']}", f"keyfile {tls['key']}",
+                      "tls_version tlsv1.2"]
+        if users:
+            pwfile = os.path.join(self.workdir, f"{name}.passwd")
+            for i, (u, pw) in enumerate(users.items()):
+                subprocess.run(["mosquitto_passwd", "-b"] + (["-c"] if i == 0 else []) + [pwfile, u, pw],
+                               check=True, capture_output=True, timeout=30)
+            os.chmod(pwfile, 0o600)
+            lines.append(f"password_file {pwfile}")
         with open(self.conf, "w", encoding="ascii") as f:
             f.write("\n".join(lines) + "\n")
         self.proc = None

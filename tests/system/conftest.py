@@ -9,7 +9,7 @@ sanitizer checks when FB_BIN points at build-asan/fieldbridge (the smoke subset,
 marked `smoke`, is what scripts/test.sh runs there).
 
 Skips: a test is skipped only for something the user turned off explicitly, by
-name, in FB_TEST_SKIP (comma-separated: opcua, s7, ads-client, sparkplug, tmpfs).
+name, in FB_TEST_SKIP (comma-separated: opcua, s7, ads-client, sparkplug, tmpfs, root).
 Anything a test needs that is missing (an npm peer that did not install, root
 for a tmpfs) is a FAILURE that says what is missing and how to get it, so a
 broken install step cannot pass as "N skipped" (scripts/test.sh also fails on
@@ -213,8 +213,9 @@ def start_modbus(tmp_path):
 def start_broker(tmp_path):
     started = []
 
-    def start(certs=None, port=None, name=None):
-        m = peers.Mosquitto(tmp_path, port=port, certs=certs, name=name or f"mosquitto{len(started)}")
+    def start(certs=None, port=None, name=None, tls=None, users=None):
+        m = peers.Mosquitto(tmp_path, port=port, certs=certs, name=name or f"mosquitto{len(started)}", tls=tls,
+                            users=users)
         started.append(m)
         return m
     yield start

@@ -16,7 +16,7 @@ EXAMPLES = sorted(glob.glob(os.path.join(ROOT, "examples", "*.yaml")))
 
 def test_examples_exist():
     names = {os.path.basename(p) for p in EXAMPLES}
-    for want in ("demo.yaml", "factory-3-lines.yaml"):
+    for want in ("demo.yaml", "factory-3-lines.yaml", "conveyor-pdm.yaml"):
         assert want in names, f"examples/{want} missing (have {sorted(names)})"
 
 

@@ -374,7 +374,7 @@ def test_help_lists_every_url_form(fb):
     ("read", ["--type", "--order", "--count", "--json", "--timeout"]),
     ("write", ["--type", "--order", "--timeout"]),
     ("browse", ["depth", "node", "config"]),
-    ("spb-dump", ["--topic", "--count", "--timeout", "--username", "--rebirth"]),
+    ("spb-dump", ["--topic", "--count", "--timeout", "--username", "--rebirth", "--cafile", "--cert", "--key"]),
     ("ads", ["--net-id", "--user", "--password-file", "--address", "--route-name", "--port", "--timeout"]),
     ("version", []),
 ])

@@ -315,6 +315,43 @@ def test_commands_validated(broker, start_gateway, watch):
     assert wait_values(w, "oven", lambda v: v.get("power", {}).get("v") == 12, timeout=5, after=t)
 
 
+def test_loop_write_roles(broker, start_gateway, watch, tmp_path):
+    """control.loops[].write_roles: only the listed senders may command that
+    loop (set point, mode, output, tuning) — an MQTT command is refused per
+    tag with the reason and logged, a read-only tag still says read-only; a
+    loop without the key takes the same command; a bad list is a config
+    error at its line (docs/security.md, "Who may send commands")."""
+    gw, w, cmd = start(broker, start_gateway, watch, [sim_oven(), sim_oven("oven2")],
+                       {"loops": [loop_cfg(write_roles=["sparkplug", "http:operator"]),
+                                  loop_cfg("tic2", pv="oven2/temp", out="oven2/power")]})
+    assert wait_state(w, "tic", lambda v: v.get("state", {}).get("v") == "ok"), gw.output()
+    why = "not allowed for mqtt (write_roles: [sparkplug, http:operator])"
+    r = cmd.write("tic", {"sp": 35, "kp": 2.5, "mode": "manual"})
+    assert not r["ok"], r
+    for tag in ("sp", "kp", "mode"):
+        assert r["results"][tag]["error"] == why, r
+    r = cmd.write("tic", {"pv": 3})
+    assert r["results"]["pv"]["error"] == "tag is read-only", r
+    assert re.search(r"write .* from mqtt:\S+ refused: not allowed for mqtt", gw.output()), gw.output()[-2000:]
+    t = time.monotonic()
+    r = cmd.write("tic2", {"sp": 35})
+    assert r["ok"], r
+    assert wait_state(w, "tic2", lambda v: v.get("sp_target", {}).get("v") == 35, after=t)
+    # the refused loop did not move
+    from conftest import merged_values
+    time.sleep(0.5)
+    last = merged_values(w, "tic")
+    assert last["sp_target"]["v"] == Y0 and last["kp"]["v"] == KC and last["mode"]["v"] == "auto", last
+
+    from conftest import run_cli, to_yaml
+    bad = gw_config(None, [sim_oven()], control={"loops": [loop_cfg(write_roles=["mqt"])]})
+    path = tmp_path / "bad.yaml"
+    path.write_text(to_yaml(bad) + "\n")
+    r = run_cli("check", "-c", path)
+    assert r.returncode == 2 and re.search(r":\d+:\d+: write_roles: 'mqt': unknown command source 'mqt'",
+                                           r.stderr), r.stderr
+
+
 # ------------------------------------------------------------- stale input
 def test_stale_input_fallback_within_one_cycle(broker, start_gateway, watch, tmp_path):
     """A measurement that stops arriving (the sensor hangs) puts the loop in

@@ -404,6 +404,10 @@ def test_api_v2_recorded_request(influx, start_gateway, tmp_path):
         assert r.method == "POST" and r.path == "/influx/api/v2/write"
         assert r.query == {"org": "acme corp", "bucket": "plant/raw", "precision": "ms"}
         assert r.headers["authorization"] == "Token s3cr3t-t0ken=="
+        # the token is sent, never printed (a debug-level log, check; docs/security.md#secrets)
+        assert "s3cr3t-t0ken" not in g.output()
+        chk = run_cli("check", "-c", g.path)
+        assert chk.returncode == 0 and "s3cr3t-t0ken" not in chk.stdout + chk.stderr, chk.stdout
         assert r.headers["content-encoding"] == "gzip" and r.raw[:2] == b"\x1f\x8b"
         assert r.headers["content-type"].startswith("text/plain")
         assert "expect" not in r.headers

@@ -348,7 +348,7 @@ def test_run_and_ingest_take_their_own_configs(tmp_path):
     r = run_cli("check", "-c", str(ig))
     assert r.returncode == 0 and "source ingest" in r.stdout and "sink influx" in r.stdout, r.stdout + r.stderr
     # the model's sections in an ingest config would be read by nobody: refused where they are
-    for extra in ("alarms: {}", "scripts: {}", "control: {period: 100ms, loops: []}"):
+    for extra in ("alarms: {}", "scripts: {}", "control: {period: 100ms, loops: []}", "vibration: {threads: 2}"):
         bad = tmp_path / "bad.yaml"
         bad.write_text(ig.read_text() + extra + "\n")
         r = run_cli("check", "-c", str(bad))

@@ -436,6 +436,165 @@ def test_x509_user_identity(ua, tmp_path):
     assert r.returncode == 2 and "user_cert= and user_key= go together" in r.stderr
 
 
+def test_mutual_authentication(ua, tmp_path):
+    """Both sides authenticate: a server that trusts only known client
+    application certificates (--strict-clients) refuses fieldbridge until its
+    certificate is in the server's trust list, and says which file to give
+    it; with --strict-users the X.509 user identity must be trusted too.
+    Then the same with a client certificate issued by a plant CA: the server
+    trusts the CA (and has its CRL), not the certificate itself."""
+    import shutil  # pylint: disable=import-outside-toplevel
+    spki = tmp_path / "ua-pki"
+    # the plant CA of the last part, trusted with its CRL from the start (it trusts none
+    # of the certificates used before it)
+    ca = peers.OpensslCA(tmp_path, "plant-ca")
+    trusted = spki / "server" / "trusted" / "certs"
+    os.makedirs(trusted, exist_ok=True)
+    os.makedirs(spki / "server" / "trusted" / "crl", exist_ok=True)
+    shutil.copy(ca.crl()[1], spki / "server" / "trusted" / "crl" / "plant-ca.crl")
+    shutil.copy(ca.der, trusted / "plant-ca.der")
+    srv = ua(extra=("--strict-clients", "--strict-users"), pki=str(spki))
+
+    def restart(srv):
+        """The server's administrator changed its trust list: node-opcua watches
+        its folders, but under load it missed a file copied in for 15 s and more
+        (BadSecurityChecksFailed, BadCertificateRevocationUnknown), so it is
+        restarted on the same store.  It keeps refusing a certificate left in
+        rejected/: emptied first."""
+        srv.stop()
+        for f in (spki / "server" / "rejected").glob("*"):
+            f.unlink()
+        return ua(extra=("--strict-clients", "--strict-users"), pki=str(spki))
+    pki = tmp_path / "pki"
+    alice = make_user_cert(tmp_path, "alice")
+    os.makedirs(spki / "user" / "trusted" / "certs", exist_ok=True)
+    (spki / "user" / "trusted" / "certs" / "alice.der").write_bytes(alice[2].read_bytes())
+    q = SEC.format(mode="SignAndEncrypt", pki=pki) + "&trust_server=auto&check_names=off"
+    r = run_cli("read", srv.url(q), "ns=1;s=Double")
+    assert r.returncode == 1, r.stderr
+    assert ("OpenSecureChannel refused: BadSecurityChecksFailed (the server does not trust our certificate? "
+            f"add {pki}/own/cert.der to its trusted clients)") in r.stderr, r.stderr
+    # the server's administrator accepts our certificate
+    shutil.copy(pki / "own" / "cert.der", trusted / "fieldbridge.der")
+    srv = restart(srv)
+    r = run_cli("read", srv.url(q), "ns=1;s=Double")
+    assert r.returncode == 0 and "3.14159" in r.stdout, r.stderr
+    r = run_cli("read", srv.url(q + f"&user_cert={alice[0]}&user_key={alice[1]}"), "ns=1;s=Double")
+    assert r.returncode == 0 and "3.14159" in r.stdout, r.stderr
+
+    # a client certificate from the plant CA, which the server trusts (with its CRL)
+    pem, key, der = ca.issue("fieldbridge-app", "fieldbridge", san="DNS:localhost", uri="urn:fieldbridge:client",
+                             ua=True)
+    shutil.copy(der, pki / "own" / "cert.der")
+    shutil.copy(key, pki / "own" / "key.pem")
+    os.chmod(pki / "own" / "key.pem", 0o600)
+    (trusted / "fieldbridge.der").unlink()
+    srv = restart(srv)
+    r = run_cli("read", srv.url(q), "ns=1;s=Double")
+    assert r.returncode == 0 and "3.14159" in r.stdout, r.stderr
+
+
+def _ca_server(ua, tmp_path, name, chain=True):
+    """A node-opcua server with a certificate issued by a sub CA of a root CA
+    (made with openssl ca); the certificate file holds the chain (leaf, sub CA)
+    or the leaf alone."""
+    root = peers.OpensslCA(tmp_path, f"{name}-root")
+    sub = peers.OpensslCA(tmp_path, f"{name}-sub", parent=root)
+    pem, key, der = sub.issue(f"{name}-srv", "ua-server", san="IP:127.0.0.1,DNS:localhost",
+                              uri="urn:test:ua-server", ua=True)
+    cert = tmp_path / f"{name}-cert.pem"
+    with open(pem, encoding="ascii") as a, open(sub.pem, encoding="ascii") as b:
+        cert.write_text(a.read() + (b.read() if chain else ""))
+    srv = ua(extra=("--cert", cert, "--key", key, "--app-uri", "urn:test:ua-server"))
+    return srv, root, sub, pem, der
+
+
+def _client_pki(tmp_path, name, root, sub, crls=True, issuers=False):
+    import shutil  # pylint: disable=import-outside-toplevel
+    pki = tmp_path / name
+    os.makedirs(pki / "trusted")
+    os.makedirs(pki / "crl")
+    shutil.copy(root.der, pki / "trusted" / "root.der")
+    if issuers:
+        os.makedirs(pki / "issuers")
+        shutil.copy(sub.der, pki / "issuers" / "sub.der")
+    if crls:
+        shutil.copy(root.crl()[0], pki / "crl" / "root.crl")
+        shutil.copy(sub.crl()[1], pki / "crl" / "sub.der")
+    return pki
+
+
+def test_ca_chain_and_crl(ua, tmp_path):
+    """A server certificate issued by a sub CA (the server sends the chain) is
+    trusted through the root CA in pki/trusted with both CRLs in pki/crl;
+    without the CRLs it is refused (BadCertificateRevocationUnknown) unless
+    revocation=if_present; once the sub CA is revoked by the root
+    (BadCertificateIssuerRevoked) or the certificate by the sub CA
+    (BadCertificateRevoked) it is refused — also with trust_server=auto, and
+    also when the certificate itself was copied into pki/trusted."""
+    import shutil  # pylint: disable=import-outside-toplevel
+    srv, root, sub, srv_pem, srv_der = _ca_server(ua, tmp_path, "c1")
+    pki = _client_pki(tmp_path, "pki", root, sub)
+
+    def read(p, extra=""):
+        return run_cli("read", srv.url(SEC.format(mode="SignAndEncrypt", pki=p) + "&check_names=off" + extra),
+                       "ns=1;s=Double")
+    r = read(pki)
+    assert r.returncode == 0 and "3.14159" in r.stdout, r.stderr
+    assert not list((pki / "rejected").glob("*")) if (pki / "rejected").exists() else True
+    # the password is encrypted with the leaf of the chain, the session signatures cover the leaf
+    pw = tmp_path / "pw"
+    pw.write_text("secret\n")
+    pw.chmod(0o600)
+    r = read(pki, f"&user=operator&password_file={pw}")
+    assert r.returncode == 0, r.stderr
+
+    nocrl = _client_pki(tmp_path, "pki-nocrl", root, sub, crls=False)
+    r = read(nocrl)
+    assert r.returncode == 1 and ("the server certificate chain is refused: unable to get certificate CRL at "
+                                  "/CN=ua-server (BadCertificateRevocationUnknown)") in r.stderr, r.stderr
+    r = read(nocrl, "&revocation=if_present")
+    assert r.returncode == 0, r.stderr
+
+    # the root revokes the sub CA
+    root.revoke(sub.pem)
+    shutil.copy(root.crl(name="crl2")[0], pki / "crl" / "root.crl")
+    r = read(pki)
+    assert r.returncode == 1 and ("certificate revoked at /CN=fieldbridge test c1-sub "
+                                  "(BadCertificateIssuerRevoked)") in r.stderr, r.stderr
+    r = read(nocrl, "&revocation=if_present")  # no CRLs there: nothing known to be revoked
+    assert r.returncode == 0, r.stderr
+    shutil.copy(root.crl(name="crl2")[0], nocrl / "crl" / "root.crl")
+    r = read(nocrl, "&revocation=if_present")  # a CRL that is present is checked
+    assert r.returncode == 1 and "(BadCertificateIssuerRevoked)" in r.stderr, r.stderr
+
+    # the sub CA revokes the server's certificate; trust on first use does not override it
+    fresh = _client_pki(tmp_path, "pki-fresh", root, sub)  # the root's CRL from before: the sub CA is fine
+    sub.revoke(srv_pem)
+    shutil.copy(sub.crl(name="crl2")[1], fresh / "crl" / "sub.der")
+    r = read(fresh, "&trust_server=auto")
+    assert r.returncode == 1 and "certificate revoked at /CN=ua-server (BadCertificateRevoked)" in r.stderr, r.stderr
+    assert not [p for p in (fresh / "trusted").glob("*") if p.name != "root.der"]
+    # the certificate itself in the trust list: the CRL still applies
+    shutil.copy(srv_der, fresh / "trusted" / "server.der")
+    r = read(fresh)
+    assert r.returncode == 1 and "the server certificate is revoked (on the CRL of" in r.stderr, r.stderr
+    assert "BadCertificateRevoked" in r.stderr
+
+
+def test_ca_chain_from_issuers(ua, tmp_path):
+    """A server that sends only its own certificate: the sub CA comes from
+    pki/issuers (trusted only through the root in pki/trusted)."""
+    srv, root, sub, _, _ = _ca_server(ua, tmp_path, "c2", chain=False)
+    q = "&check_names=off"
+    pki = _client_pki(tmp_path, "pki", root, sub, issuers=True)
+    r = run_cli("read", srv.url(SEC.format(mode="Sign", pki=pki) + q), "ns=1;s=Double")
+    assert r.returncode == 0 and "3.14159" in r.stdout, r.stderr
+    lone = _client_pki(tmp_path, "pki-lone", root, sub)  # no issuers/: the chain cannot be built
+    r = run_cli("read", srv.url(SEC.format(mode="Sign", pki=lone) + q), "ns=1;s=Double")
+    assert r.returncode == 1 and "not in" in r.stderr and "not issued by a CA there" in r.stderr, r.stderr
+
+
 @pytest.mark.parametrize("mode", ["Sign", "SignAndEncrypt"])
 def test_aes128_sha256_rsaoaep(ua, tmp_path, mode):
     srv = ua(extra=("--chunk", 8192, "--many", 1500))

@@ -130,7 +130,7 @@ static void test_valid_model(void **state)
     assert_int_equal(gw->log_format, FB_LOG_JSON);
     assert_int_equal(gw->nservices, 1);
     assert_ptr_equal(gw->services[0].svc, &fb_service_http);
-    assert_string_equal((const char *)gw->services[0].cfg, "127.0.0.1:9100");
+    assert_string_equal(*(char *const *)gw->services[0].cfg, "127.0.0.1:9100"); /* listen comes first */
     assert_int_equal(gw->status_interval_ns, 10000000000LL);
     assert_int_equal(gw->cmd_max_age_ns, 30000000000LL);
     assert_true(gw->cmd_allow_qos0);
@@ -1224,7 +1224,7 @@ static void test_docs_list_every_key(void **state)
         {"device", "## `devices`"},  {"tag", "## Tags"},
         {"scale", "## Tags"},        {"http.tls", "## `http`"},
         {"flood", "## `alarms`"},    {"alarm", "## `alarms`"},
-        {"script", "## `scripts`"},
+        {"script", "## `scripts`"},  {"metrics.tls", "## `metrics`"},
         {"loop", "## `control`"},    {"interlock", "## `control`"},
         {"influx.batch", "## `influx`"}, {"influx.retry", "## `influx`"},
         {"influx.map", "## `influx`"},   {"ingest.telemetry", "## `ingest`"},
@@ -1294,6 +1294,128 @@ static void test_docs_list_every_key(void **state)
         }
     }
     assert_int_equal(missing, 0);
+}
+
+/* Secrets are noted and no output path prints them (env.h): the redaction
+ * itself, a log line, the config diagnostics and a ${ENV} secret. */
+static void test_secret_redaction(void **state)
+{
+    (void)state;
+    fb_secret_forget_all();
+    char out[256];
+    assert_false(fb_secret_any());
+    fb_secret_redact("hunter2 x", 9, out, sizeof out);
+    assert_string_equal(out, "hunter2 x");
+
+    fb_secret_note("abc"); /* too short to mask */
+    assert_false(fb_secret_any());
+    fb_secret_note("hunter2");
+    fb_secret_note("hunter2-long");
+    fb_secret_note("pa\"ss\\wd");
+    assert_true(fb_secret_any());
+    const char *in = "a hunter2 b hunter2-long c hunter c {\"p\":\"pa\\\"ss\\\\wd\"} pa\"ss\\wd";
+    fb_secret_redact(in, strlen(in), out, sizeof out);
+    assert_string_equal(out, "a [secret] b [secret] c hunter c {\"p\":\"[secret]\"} [secret]");
+    /* truncation keeps the NUL and never a part of the secret's text */
+    size_t n = fb_secret_redact("xx hunter2", 10, out, 6);
+    assert_int_equal(n, 5);
+    assert_string_equal(out, "xx [s");
+    size_t dl = 0;
+    char *d = fb_secret_redact_dup("hunter2hunter2", 14, &dl);
+    assert_string_equal(d, "[secret][secret]");
+    assert_int_equal(dl, 16);
+    free(d);
+
+    /* a log line */
+    char logpath[512];
+    snprintf(logpath, sizeof logpath, "%s/log.txt", tmpdir);
+    fflush(stderr);
+    int saved = dup(STDERR_FILENO);
+    FILE *lf = fopen(logpath, "w+");
+    assert_non_null(lf);
+    dup2(fileno(lf), STDERR_FILENO);
+    fb_log_init(FB_LOG_INFO, FB_LOG_TEXT);
+    fb_info("dev", NULL, "login with %s refused", "hunter2");
+    fb_log_init(FB_LOG_INFO, FB_LOG_JSON);
+    fb_info("dev", NULL, "login with %s refused", "pa\"ss\\wd");
+    fflush(stderr);
+    dup2(saved, STDERR_FILENO);
+    close(saved);
+    fb_log_init(FB_LOG_WARN, FB_LOG_TEXT);
+    char text[1024] = "";
+    rewind(lf);
+    size_t got = fread(text, 1, sizeof text - 1, lf);
+    text[got] = 0;
+    fclose(lf);
+    assert_non_null(strstr(text, "login with [secret] refused"));
+    assert_null(strstr(text, "hunter2"));
+    assert_null(strstr(text, "ss\\"));
+    fb_secret_forget_all();
+    assert_false(fb_secret_any());
+
+    /* a ${ENV} secret is noted by the loader, and a diagnostic that quotes
+     * the same value (here a mistyped key) is redacted */
+    setenv("FB_TEST_SECRET_PW", "s3cr3t-Pw", 1);
+    static const char y[] = "gateway: {id: gw}\n"
+                            "mqtt:\n"
+                            "  url: mqtt://127.0.0.1\n"
+                            "  username: u\n"
+                            "  password: \"${FB_TEST_SECRET_PW}\"\n"
+                            "  keepalive: \"${FB_TEST_SECRET_PW}\"\n";
+    char *diag = NULL;
+    struct fb_gateway *gw = NULL;
+    assert_int_equal(load_text(y, false, &diag, &gw), FB_EINVAL);
+    assert_non_null(strstr(diag, "mqtt.keepalive"));
+    assert_non_null(strstr(diag, "[secret]"));
+    assert_null(strstr(diag, "s3cr3t-Pw"));
+    free(diag);
+    assert_true(fb_secret_any());
+    fb_secret_forget_all();
+    unsetenv("FB_TEST_SECRET_PW");
+}
+
+/* commands.allow and write_roles: parsed, checked with positions, shared
+ * between the tags a for: loop makes. */
+static void test_command_senders(void **state)
+{
+    (void)state;
+    static const char ok[] = "gateway: {id: gw}\n"
+                             "commands: {allow: [mqtt, \"http:operator\", \"*:admin\"]}\n"
+                             "devices:\n"
+                             "  - name: d\n"
+                             "    url: sim://d\n"
+                             "    tags:\n"
+                             "      - {for: {i: \"1..3\"}, name: \"w{i}\", addr: \"memory\", access: rw,\n"
+                             "         write_roles: [sparkplug]}\n"
+                             "      - {name: free, addr: \"memory\", access: rw}\n";
+    char *diag = NULL;
+    struct fb_gateway *gw = NULL;
+    assert_int_equal(load_text(ok, false, &diag, &gw), 0);
+    free(diag);
+    assert_int_equal(gw->nacls, 2);
+    assert_int_equal(gw->cmd_allow, 1);
+    assert_int_equal(gw->acls[0].n, 3);
+    assert_string_equal(gw->acls[0].pat[1], "http:operator");
+    assert_int_equal(gw->tags[0].write_roles, 2);
+    assert_int_equal(gw->tags[2].write_roles, 2);
+    assert_int_equal(gw->tags[3].write_roles, 0);
+    assert_string_equal(gw->acls[1].pat[0], "sparkplug");
+    fb_gateway_free(gw);
+
+    static const char bad[] = "gateway: {id: gw}\n"
+                              "commands: {allow: [mqtt, mqt, \"http:\"]}\n"
+                              "devices:\n"
+                              "  - name: d\n"
+                              "    url: sim://d\n"
+                              "    tags:\n"
+                              "      - {name: a, addr: \"memory\", access: rw, write_roles: operator}\n"
+                              "      - {name: b, addr: \"memory\", write_roles: [mqtt]}\n";
+    assert_int_equal(load_text(bad, false, &diag, &gw), FB_EINVAL);
+    expect_diag(diag, pos(bad, 2, "mqt,"), "commands.allow: 'mqt': unknown command source 'mqt'");
+    expect_diag(diag, pos(bad, 2, "\"http:\""), "commands.allow: 'http:': the role after ':'");
+    expect_diag(diag, pos(bad, 7, "operator"), "write_roles must be a list of command senders");
+    expect_diag(diag, pos(bad, 8, "[mqtt]"), "warning: write_roles on a read-only tag has no effect");
+    free(diag);
 }
 
 /* Computed tags, alarms and scripts (issue 18): a valid config builds the
@@ -1440,6 +1562,8 @@ int main(void)
         cmocka_unit_test(test_url_parse),
         cmocka_unit_test(test_driver_table),
         cmocka_unit_test(test_docs_list_every_key),
+        cmocka_unit_test(test_secret_redaction),
+        cmocka_unit_test(test_command_senders),
         cmocka_unit_test(test_edge_config),
     };
     return cmocka_run_group_tests(tests, setup, teardown);

@@ -567,13 +567,13 @@ static void test_http(void **st)
     model_init(&m);
     struct fb_err err = {0};
     struct fb_http *h = NULL, *h2 = NULL;
-    assert_int_equal(fb_http_start(&m.gw, "127.0.0.1:0", &h, &err), 0);
+    assert_int_equal(fb_http_start(&m.gw, "127.0.0.1:0", NULL, NULL, &h, &err), 0);
     uint16_t port = fb_http_port(h);
     assert_true(port > 0);
     /* a second endpoint on the same address cannot listen */
     char same[32];
     snprintf(same, sizeof same, "127.0.0.1:%u", (unsigned)port);
-    assert_int_not_equal(fb_http_start(&m.gw, same, &h2, &err), 0);
+    assert_int_not_equal(fb_http_start(&m.gw, same, NULL, NULL, &h2, &err), 0);
     assert_null(h2);
 
     char *r = http(port, "GET /metrics HTTP/1.0\r\n\r\n");
@@ -601,7 +601,7 @@ static void test_http(void **st)
     fb_http_stop(NULL); /* nothing to stop */
 
     /* bad address: a clear error, nothing started */
-    assert_int_not_equal(fb_http_start(&m.gw, "nonsense", &h2, &err), 0);
+    assert_int_not_equal(fb_http_start(&m.gw, "nonsense", NULL, NULL, &h2, &err), 0);
     assert_null(h2);
     assert_non_null(strstr(err.msg, "nonsense"));
     /* port in use */
@@ -614,7 +614,7 @@ static void test_http(void **st)
     getsockname(fd, (struct sockaddr *)&sa, &sl);
     char lst[32];
     snprintf(lst, sizeof lst, "127.0.0.1:%u", (unsigned)ntohs(sa.sin_port));
-    assert_int_equal(fb_http_start(&m.gw, lst, &h2, &err), FB_EIO);
+    assert_int_equal(fb_http_start(&m.gw, lst, NULL, NULL, &h2, &err), FB_EIO);
     assert_null(h2);
     close(fd);
     model_free(&m);

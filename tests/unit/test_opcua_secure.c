@@ -167,6 +167,29 @@ static void test_asymmetric_and_trust(void **state)
     assert_int_equal(ua_sec_set_peer(&b, pb, true, a.own_cert, a.own_cert_len, "client", &err), 0);
     assert_int_equal(ua_sec_set_peer(&b, pb, false, a.own_cert, a.own_cert_len, "client", &err), 0);
 
+    /* a server that sends a chain (its certificate, then more): the thumbprint,
+     * the signatures and a first-use trust entry cover its own certificate only */
+    char *pd = tmpdir();
+    size_t cl = (size_t)(b.own_cert_len + a.own_cert_len);
+    uint8_t *chain = malloc(cl);
+    memcpy(chain, b.own_cert, (size_t)b.own_cert_len);
+    memcpy(chain + b.own_cert_len, a.own_cert, (size_t)a.own_cert_len);
+    assert_int_equal(ua_sec_leaf_len(chain, (int32_t)cl), b.own_cert_len);
+    struct ua_sec c3 = {0};
+    assert_int_equal(ua_sec_set_peer(&c3, pd, UA_TRUST_AUTO, chain, (int32_t)cl, "srv", &err), 0);
+    assert_int_equal(c3.peer_cert_len, (int32_t)cl);
+    assert_int_equal(c3.peer_leaf_len, b.own_cert_len);
+    uint8_t th[20];
+    EVP_Digest(b.own_cert, (size_t)b.own_cert_len, th, NULL, EVP_sha1(), NULL);
+    assert_memory_equal(c3.peer_thumb, th, 20);
+    snprintf(cmd, sizeof cmd, "test $(cat %s/trusted/*.der | wc -c) -eq %d", pd, b.own_cert_len);
+    assert_int_equal(system(cmd), 0);
+    ua_sec_clear(&c3);
+    free(chain);
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", pd);
+    assert_int_equal(system(cmd), 0);
+    free(pd);
+
     /* OPN from a to b: b decrypts with its key and checks a's signature */
     uint8_t body[300], buf[4096], plain[4096];
     for (size_t i = 0; i < sizeof body; i++) body[i] = (uint8_t)i;

@@ -2,7 +2,9 @@
  * the "ts" field (strict RFC 3339 / epoch milliseconds, range-checked, never
  * an integer overflow — issue 14, defect 1).  The gateway is built by hand
  * with one read-only tag, so a request that passes the age check is answered
- * "tag is read-only" and one that does not is answered "bad ts". */
+ * "tag is read-only" and one that does not is answered "bad ts".
+ * Also who may command: commands.allow and a tag's write_roles, matched
+ * against the sender (via, role) of each command. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -55,6 +57,132 @@ static char *answer(const char *ts_json)
     size_t len = 0;
     fb_cmd_process(&gw, &c, &resp, &len);
     return resp;
+}
+
+/* The response to {"id":1,"write":{<tag>:<value>}} from sender via[:role]. */
+static char *answer_from(const char *via, const char *role, const char *tagname, const char *value)
+{
+    char payload[512];
+    snprintf(payload, sizeof payload, "{\"id\":1,\"write\":{\"%s\":%s}}", tagname, value);
+    struct fb_cmd c;
+    memset(&c, 0, sizeof c);
+    c.payload = payload;
+    c.len = strlen(payload);
+    c.qos = 1;
+    snprintf(c.source, sizeof c.source, "%s:test", via);
+    snprintf(c.via, sizeof c.via, "%s", via);
+    snprintf(c.role, sizeof c.role, "%s", role);
+    char *resp = NULL;
+    size_t len = 0;
+    fb_cmd_process(&gw, &c, &resp, &len);
+    return resp;
+}
+
+static uint16_t acl(const char *const *pats)
+{
+    uint32_t n = 0;
+    while (pats[n]) n++;
+    char **p = calloc(n ? n : 1, sizeof *p);
+    for (uint32_t i = 0; i < n; i++) p[i] = strdup(pats[i]);
+    return fb_gw_acl_add(&gw, p, n);
+}
+
+static void acls_free(void)
+{
+    for (uint32_t i = 0; i < gw.nacls; i++) {
+        for (uint32_t k = 0; k < gw.acls[i].n; k++) free(gw.acls[i].pat[k]);
+        free(gw.acls[i].pat);
+    }
+    free(gw.acls);
+    gw.acls = NULL;
+    gw.nacls = 0;
+}
+
+static void expect_in(char *resp, const char *want)
+{
+    if (!strstr(resp, want)) fail_msg("expected '%s' in %s", want, resp);
+    free(resp);
+}
+
+/* The entry forms and how they match (via, role). */
+static void test_sender_patterns(void **st)
+{
+    (void)st;
+    char why[200];
+    assert_int_equal(fb_cmd_pattern_check("mqtt", why, sizeof why), 0);
+    assert_int_equal(fb_cmd_pattern_check("sparkplug", why, sizeof why), 0);
+    assert_int_equal(fb_cmd_pattern_check("http:operator", why, sizeof why), 0);
+    assert_int_equal(fb_cmd_pattern_check("*:operator", why, sizeof why), 0);
+    assert_int_equal(fb_cmd_pattern_check("mqt", why, sizeof why), -1);
+    assert_non_null(strstr(why, "unknown command source 'mqt'"));
+    assert_int_equal(fb_cmd_pattern_check("*", why, sizeof why), -1);
+    assert_int_equal(fb_cmd_pattern_check("http:", why, sizeof why), -1);
+    assert_int_equal(fb_cmd_pattern_check("http:Op erator", why, sizeof why), -1);
+    assert_non_null(strstr(why, "role"));
+
+    char *pats[] = {(char *)"mqtt", (char *)"http:operator", (char *)"*:admin"};
+    struct fb_acl a = {pats, 3};
+    assert_true(fb_cmd_acl_allows(&a, "mqtt", ""));
+    assert_true(fb_cmd_acl_allows(&a, "mqtt", "viewer")); /* a bare source: any role */
+    assert_false(fb_cmd_acl_allows(&a, "sparkplug", ""));
+    assert_true(fb_cmd_acl_allows(&a, "http", "operator"));
+    assert_false(fb_cmd_acl_allows(&a, "http", "viewer"));
+    assert_false(fb_cmd_acl_allows(&a, "http", ""));
+    assert_true(fb_cmd_acl_allows(&a, "lua", "admin"));
+    assert_false(fb_cmd_acl_allows(&a, "", "")); /* a source that did not say what it is */
+    struct fb_acl none = {NULL, 0};
+    assert_false(fb_cmd_acl_allows(&none, "mqtt", ""));
+}
+
+/* commands.allow refuses a whole command from an unlisted sender, with the
+ * reason; write_roles refuses one tag; identical lists are stored once. */
+static void test_allow_and_write_roles(void **st)
+{
+    (void)st;
+    setup_gw(0);
+    static struct fb_tag tags[2];
+    memset(tags, 0, sizeof tags);
+    tags[0].type = FB_T_INT16, tags[0].access = FB_ACC_RW, tags[0].name = (char *)"sp";
+    static struct fb_tag_proc pr = {.has_max = true, .max = 10}; /* 99 fails the range check after the role check */
+    tags[0].proc = &pr;
+    tags[1] = tags[0];
+    tags[1].name = (char *)"free";
+    tags[1].id = 1;
+    dev.ntags = 2;
+    gw.tags = tags;
+    gw.ntags = 2;
+
+    /* no lists: every sender reaches the range check */
+    expect_in(answer_from("mqtt", "", "sp", "99"), "above maximum 10");
+
+    static const char *const allow[] = {"sparkplug", "http:operator", NULL};
+    gw.cmd_allow = acl(allow);
+    assert_int_equal(acl(allow), gw.cmd_allow); /* stored once */
+    assert_int_equal(gw.nacls, 1);
+    expect_in(answer_from("mqtt", "", "sp", "99"),
+              "\"ok\":false,\"error\":\"commands from mqtt are not allowed (commands.allow: [sparkplug, "
+              "http:operator])\"");
+    expect_in(answer_from("http", "viewer", "sp", "99"), "commands from http:viewer are not allowed");
+    expect_in(answer_from("", "", "sp", "99"), "commands from (unknown source) are not allowed");
+    expect_in(answer_from("http", "operator", "sp", "99"), "above maximum 10");
+    expect_in(answer_from("sparkplug", "", "sp", "99"), "above maximum 10");
+
+    static const char *const roles[] = {"http:operator", NULL};
+    tags[0].write_roles = acl(roles);
+    char *r = answer_from("sparkplug", "", "sp", "99");
+    expect_in(strdup(r),
+              "\"sp\":{\"ok\":false,\"error\":\"not allowed for sparkplug (write_roles: [http:operator])\"}");
+    free(r);
+    /* the other tag of the same command is not restricted */
+    r = answer_from("sparkplug", "", "free", "99");
+    expect_in(r, "above maximum 10");
+    expect_in(answer_from("http", "operator", "sp", "99"), "above maximum 10");
+
+    static const char *const nobody[] = {NULL};
+    gw.cmd_allow = acl(nobody); /* allow: [] — commands off */
+    expect_in(answer_from("sparkplug", "", "sp", "1"), "commands from sparkplug are not allowed (commands.allow: [])");
+    acls_free();
+    gw.cmd_allow = 0;
 }
 
 static void expect_bad_ts(const char *ts_json)
@@ -175,6 +303,8 @@ int main(void)
         cmocka_unit_test(test_ts_refused),
         cmocka_unit_test(test_ts_accepted),
         cmocka_unit_test(test_ts_values),
+        cmocka_unit_test(test_sender_patterns),
+        cmocka_unit_test(test_allow_and_write_roles),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -282,9 +282,9 @@ struct api {
     atomic_bool closing;
     struct sse *sse;
     uint32_t nsse;
-    struct fb_buf render; /* MHD thread */
-    struct fb_buf ev;     /* sink thread */
-    char *cert_pem, *key_pem;
+    struct fb_buf render;  /* MHD thread */
+    struct fb_buf ev;      /* sink thread */
+    struct fb_mhd_tls tls; /* http.tls: PEM texts */
     /* pending writes and jobs */
     pthread_mutex_t pend_mu;
     struct pending *pend;
@@ -581,9 +581,11 @@ static void submit_write(struct api *a, struct pending *p, uint32_t device)
     cmd->len = p->body.len;
     cmd->device = device;
     cmd->qos = -1;
-    /* the router logs every write with its source; a role-aware router can
-     * take the role from here ("http:<user>", role in p->role) */
+    /* the router logs every write with its source and checks the sender
+     * (commands.allow, write_roles: "http", "http:operator") */
     snprintf(cmd->source, sizeof cmd->source, "http:%.60s", p->user);
+    snprintf(cmd->via, sizeof cmd->via, "http");
+    if (p->role != FB_ROLE_NONE) snprintf(cmd->role, sizeof cmd->role, "%s", fb_http_role_name(p->role));
     cmd->reply_ctx = p;
     cmd->reply = on_reply;
     atomic_fetch_add(&p->refs, 1);
@@ -942,21 +944,6 @@ static void mhd_log(void *cls, const char *fmt, va_list ap)
 }
 
 /* ------------------------------------------------------------------- sink */
-static int read_pem(const char *path, char **out, struct fb_err *err)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f) return fb_err_set(err, FB_ENOENT, "http.tls: cannot open %s: %s", path, strerror(errno));
-    struct fb_buf b;
-    fb_buf_init(&b);
-    char tmp[4096];
-    size_t n;
-    while ((n = fread(tmp, 1, sizeof tmp, f)) > 0 && b.len < (1u << 20)) fb_buf_put(&b, tmp, n);
-    fclose(f);
-    fb_buf_cstr(&b);
-    *out = b.p;
-    return 0;
-}
-
 static void api_free(struct api *a)
 {
     if (!a) return;
@@ -968,11 +955,7 @@ static void api_free(struct api *a)
     pthread_cond_destroy(&a->job_cv);
     fb_buf_free(&a->render);
     fb_buf_free(&a->ev);
-    if (a->key_pem) {
-        memset(a->key_pem, 0, strlen(a->key_pem));
-        free(a->key_pem);
-    }
-    free(a->cert_pem);
+    fb_mhd_tls_free(&a->tls);
     free(a->sse);
     free(a);
 }
@@ -1015,14 +998,7 @@ static int api_open(struct fb_sink_inst *s, struct fb_err *err)
     if (cfg->tokens && (rc = fb_http_tokens_load(cfg->tokens, &a->h.tokens, err)) < 0) goto fail;
     tokens_stat(a, &a->tokens_mtime, &a->tokens_size);
     if (cfg->tls_cert) {
-        if (M.is_feature_supported(MHD_FEATURE_TLS) != MHD_YES) {
-            rc = fb_err_set(err, FB_ENOTSUP, "http.tls: this libmicrohttpd has no TLS support");
-            goto fail;
-        }
-        if ((rc = read_pem(cfg->tls_cert, &a->cert_pem, err)) < 0) goto fail;
-        char *key = NULL;
-        if ((rc = fb_read_secret_file(cfg->tls_key, &key, err)) < 0) goto fail;
-        a->key_pem = key;
+        if ((rc = fb_mhd_tls_load(&a->tls, cfg->tls_cert, cfg->tls_key, "http.tls", err)) < 0) goto fail;
         a->h.tls = true;
     }
     a->h.live = fb_live_new(s->gw, cfg->events_buffer);
@@ -1041,13 +1017,12 @@ static int api_open(struct fb_sink_inst *s, struct fb_err *err)
     if (v6) flags |= MHD_USE_IPv6;
     if (a->h.tls) flags |= MHD_USE_TLS;
     if (a->h.tls)
-        a->d =
-            M.start_daemon(flags, port, NULL, NULL, on_request, a, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
-                           MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss, MHD_OPTION_CONNECTION_LIMIT,
-                           (unsigned)cfg->max_connections, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)60,
-                           MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)65536, MHD_OPTION_NOTIFY_COMPLETED, on_completed,
-                           a, MHD_OPTION_HTTPS_MEM_CERT, a->cert_pem, MHD_OPTION_HTTPS_MEM_KEY, a->key_pem,
-                           MHD_OPTION_HTTPS_PRIORITIES, "NORMAL:-VERS-ALL:+VERS-TLS1.3:+VERS-TLS1.2", MHD_OPTION_END);
+        a->d = M.start_daemon(flags, port, NULL, NULL, on_request, a, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
+                              MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss, MHD_OPTION_CONNECTION_LIMIT,
+                              (unsigned)cfg->max_connections, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)60,
+                              MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)65536, MHD_OPTION_NOTIFY_COMPLETED,
+                              on_completed, a, MHD_OPTION_HTTPS_MEM_CERT, a->tls.cert_pem, MHD_OPTION_HTTPS_MEM_KEY,
+                              a->tls.key_pem, MHD_OPTION_HTTPS_PRIORITIES, FB_MHD_TLS_PRIORITIES, MHD_OPTION_END);
     else
         a->d = M.start_daemon(flags, port, NULL, NULL, on_request, a, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
                               MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss, MHD_OPTION_CONNECTION_LIMIT,

@@ -26,6 +26,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/env.h"
 #include "core/metrics.h"
 #include "core/runtime_state.h"
 #include "edge/alarms.h"
@@ -390,7 +391,15 @@ static void render_config(struct fb_http_api *api, struct fb_http_resp *resp)
     fb_buf_puts(o, ",\"redacted\":");
     fb_buf_put(o, w.p, w.len);
     fb_buf_puts(o, ",\"yaml\":");
-    fb_json_str(o, y.p ? y.p : "", y.len);
+    /* and any value the gateway holds as a secret (core/env.h), wherever it
+     * stands in the text: the key-based redaction above cannot know them all */
+    size_t rl = 0;
+    char *red = fb_secret_any() && y.len ? fb_secret_redact_dup(y.p, y.len, &rl) : NULL;
+    if (red)
+        fb_json_str(o, red, rl);
+    else
+        fb_json_str(o, y.p ? y.p : "", y.len);
+    free(red);
     fb_buf_putc(o, '}');
     fb_buf_free(&y);
     fb_buf_free(&w);

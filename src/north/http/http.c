@@ -18,7 +18,9 @@
  * network, while the API wants TLS and bearer tokens; one port for both
  * would force either tokens on every scraper or an unauthenticated corner
  * in the API.  GET /api/v1/status serves the same status JSON with the API's
- * authentication.
+ * authentication.  `metrics.tls` serves it over TLS (scrapers verify the
+ * gateway and the data is private on the way; the endpoint stays read-only
+ * and unauthenticated, docs/security.md).
  */
 #include "north/http/http.h"
 
@@ -49,6 +51,7 @@ struct fb_http {
     struct MHD_Daemon *daemon;
     struct fb_gateway *gw;
     struct fb_buf body; /* MHD's one polling thread renders into it */
+    struct fb_mhd_tls tls;
     uint16_t port;
 };
 
@@ -166,7 +169,8 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
     return reply(c, MHD_HTTP_NOT_FOUND, text, nf, sizeof nf - 1);
 }
 
-int fb_http_start(struct fb_gateway *gw, const char *listen, struct fb_http **out, struct fb_err *err)
+int fb_http_start(struct fb_gateway *gw, const char *listen, const char *tls_cert, const char *tls_key,
+                  struct fb_http **out, struct fb_err *err)
 {
     *out = NULL;
     if (!gw || !listen) return fb_err_set(err, FB_EINVAL, "no metrics listen address");
@@ -182,20 +186,37 @@ int fb_http_start(struct fb_gateway *gw, const char *listen, struct fb_http **ou
     if (!h) return fb_err_set(err, FB_ENOMEM, "out of memory");
     h->gw = gw;
     fb_buf_init(&h->body);
+    bool tls = tls_cert && tls_key;
+    if (tls && (rc = fb_mhd_tls_load(&h->tls, tls_cert, tls_key, "metrics.tls", err)) < 0) {
+        free(h);
+        return rc;
+    }
     unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG;
     if (v6) flags |= MHD_USE_IPv6;
-    h->daemon = MHD_start_daemon(flags, port, NULL, NULL, handle, h, MHD_OPTION_EXTERNAL_LOGGER, mhd_log,
-                                 NULL, /* first, or MHD complains */
-                                 MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss, MHD_OPTION_CONNECTION_LIMIT,
-                                 (unsigned)32, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)10, MHD_OPTION_END);
+    if (tls)
+        h->daemon =
+            MHD_start_daemon(flags | MHD_USE_TLS, port, NULL, NULL, handle, h, MHD_OPTION_EXTERNAL_LOGGER, mhd_log,
+                             NULL, /* first, or MHD complains */
+                             MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss, MHD_OPTION_CONNECTION_LIMIT, (unsigned)32,
+                             MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)10, MHD_OPTION_HTTPS_MEM_CERT, h->tls.cert_pem,
+                             MHD_OPTION_HTTPS_MEM_KEY, h->tls.key_pem, MHD_OPTION_HTTPS_PRIORITIES,
+                             FB_MHD_TLS_PRIORITIES, MHD_OPTION_END);
+    else
+        h->daemon = MHD_start_daemon(flags, port, NULL, NULL, handle, h, MHD_OPTION_EXTERNAL_LOGGER, mhd_log,
+                                     NULL, /* first, or MHD complains */
+                                     MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss, MHD_OPTION_CONNECTION_LIMIT,
+                                     (unsigned)32, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)10, MHD_OPTION_END);
     if (!h->daemon) {
+        fb_mhd_tls_free(&h->tls);
         fb_buf_free(&h->body);
         free(h);
-        return fb_err_set(err, FB_EIO, "metrics endpoint: cannot listen on %s (in use?)", listen);
+        return fb_err_set(err, FB_EIO, "metrics endpoint: cannot listen on %s (in use?%s)", listen,
+                          tls ? " for TLS: is the key the certificate's?" : "");
     }
     const union MHD_DaemonInfo *info = MHD_get_daemon_info(h->daemon, MHD_DAEMON_INFO_BIND_PORT);
     h->port = info ? info->port : port;
-    fb_info(NULL, NULL, "metrics on http://%s%s%s:%u/metrics", v6 ? "[" : "", host, v6 ? "]" : "", (unsigned)h->port);
+    fb_info(NULL, NULL, "metrics on %s://%s%s%s:%u/metrics", tls ? "https" : "http", v6 ? "[" : "", host, v6 ? "]" : "",
+            (unsigned)h->port);
     *out = h;
     return 0;
 }
@@ -204,13 +225,31 @@ void fb_http_stop(struct fb_http *h)
 {
     if (!h) return;
     MHD_stop_daemon(h->daemon);
+    fb_mhd_tls_free(&h->tls);
     fb_buf_free(&h->body);
     free(h);
 }
 
 /* ------------------------------------------------------------ the service */
-/* `metrics: {listen: HOST:PORT}` (core/sinks.c lists it). */
-static const char *const k_metrics[] = {"listen", NULL};
+/* `metrics: {listen: HOST:PORT, tls: {cert: FILE, key: FILE}}` (core/sinks.c
+ * lists it). */
+static const char *const k_metrics[] = {"listen", "tls", NULL};
+static const char *const k_metrics_tls[] = {"cert", "key", NULL};
+static const struct fb_config_keys k_metrics_nested[] = {{"metrics.tls", k_metrics_tls}, {NULL, NULL}};
+
+struct metrics_cfg {
+    char *listen, *tls_cert, *tls_key;
+};
+
+static void metrics_cfg_free(void *p)
+{
+    struct metrics_cfg *c = p;
+    if (!c) return;
+    free(c->listen);
+    free(c->tls_cert);
+    free(c->tls_key);
+    free(c);
+}
 
 static void *http_cfg_load(struct fb_cfg *r, const struct fb_cfg_map *m, const struct fb_gateway *gw)
 {
@@ -230,18 +269,37 @@ static void *http_cfg_load(struct fb_cfg *r, const struct fb_cfg_map *m, const s
         free(s);
         return NULL;
     }
-    return s;
+    struct metrics_cfg *c = calloc(1, sizeof *c);
+    if (!c) {
+        free(s);
+        fb_cfg_error(r, n, "out of memory");
+        return NULL;
+    }
+    c->listen = s;
+    struct fb_cfg_map t = {0};
+    struct fb_cfg_node *x;
+    if ((n = fb_cfg_get(m, "tls")) && fb_cfg_map_load(r, n, "metrics.tls", &t)) {
+        fb_cfg_map_check(r, &t, k_metrics_tls, "metrics.tls", false);
+        if ((x = fb_cfg_get(&t, "cert"))) c->tls_cert = fb_cfg_file_ref(r, x, "metrics.tls.cert", FB_OPT_CERT, NULL);
+        if ((x = fb_cfg_get(&t, "key"))) c->tls_key = fb_cfg_file_ref(r, x, "metrics.tls.key", FB_OPT_KEY, NULL);
+        if (!c->tls_cert != !c->tls_key) fb_cfg_error(r, n, "metrics.tls needs both cert and key (PEM files)");
+    }
+    fb_cfg_map_free(&t);
+    return c;
 }
 
 static void http_describe(const struct fb_service_inst *si, FILE *f)
 {
-    fprintf(f, "  metrics on http://%s  (GET /metrics, /status)\n", (const char *)si->cfg);
+    const struct metrics_cfg *c = si->cfg;
+    fprintf(f, "  metrics on %s://%s  (GET /metrics, /status%s)\n", c->tls_cert ? "https" : "http", c->listen,
+            c->tls_cert ? "; TLS" : "");
 }
 
 static void *http_svc_start(struct fb_gateway *gw, const void *cfg, struct fb_err *err)
 {
+    const struct metrics_cfg *c = cfg;
     struct fb_http *h = NULL;
-    fb_http_start(gw, cfg, &h, err);
+    fb_http_start(gw, c->listen, c->tls_cert, c->tls_key, &h, err);
     return h;
 }
 static void http_svc_stop(void *h) { fb_http_stop(h); }
@@ -249,8 +307,9 @@ static void http_svc_stop(void *h) { fb_http_stop(h); }
 const struct fb_service fb_service_http = {
     .name = "metrics",
     .keys = k_metrics,
+    .nested = k_metrics_nested,
     .cfg_load = http_cfg_load,
-    .cfg_free = free,
+    .cfg_free = metrics_cfg_free,
     .describe = http_describe,
     .start = http_svc_start,
     .stop = http_svc_stop,

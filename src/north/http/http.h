@@ -15,9 +15,11 @@ int fb_http_parse_listen(const char *listen, char *host, size_t cap, uint16_t *p
  * with the host text in host (cap bytes) and the port. */
 int fb_http_listen_addr(const char *listen, struct sockaddr_storage *ss, bool *v6, char *host, size_t cap,
                         uint16_t *port, struct fb_err *err);
-/* Serve GET /metrics and /status of gw on `listen` (HOST:PORT); *out is the
- * running endpoint. */
-int fb_http_start(struct fb_gateway *gw, const char *listen, struct fb_http **out, struct fb_err *err);
+/* Serve GET /metrics and /status of gw on `listen` (HOST:PORT), over TLS
+ * when tls_cert and tls_key (PEM files) are given; *out is the running
+ * endpoint. */
+int fb_http_start(struct fb_gateway *gw, const char *listen, const char *tls_cert, const char *tls_key,
+                  struct fb_http **out, struct fb_err *err);
 void fb_http_stop(struct fb_http *h); /* NULL: nothing */
 /* The port the endpoint is bound to (useful with port 0), 0 for NULL. */
 uint16_t fb_http_port(const struct fb_http *h);

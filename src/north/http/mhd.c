@@ -3,8 +3,15 @@
 #include "north/http/mhd.h"
 
 #include <dlfcn.h>
+#include <errno.h>
 #include <pthread.h>
 #include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/buf.h"
+#include "core/env.h"
 
 struct fb_mhd_api fb_mhd;
 
@@ -64,4 +71,35 @@ int fb_mhd_load(const char *who, struct fb_err *err)
     int rc = load_locked(who, err);
     pthread_mutex_unlock(&mu);
     return rc;
+}
+
+int fb_mhd_tls_load(struct fb_mhd_tls *t, const char *cert, const char *key, const char *what, struct fb_err *err)
+{
+    memset(t, 0, sizeof *t);
+    if (fb_mhd.is_feature_supported(MHD_FEATURE_TLS) != MHD_YES)
+        return fb_err_set(err, FB_ENOTSUP, "%s: this libmicrohttpd has no TLS support", what);
+    FILE *f = fopen(cert, "rb");
+    if (!f) return fb_err_set(err, FB_ENOENT, "%s: cannot open %s: %s", what, cert, strerror(errno));
+    struct fb_buf b;
+    fb_buf_init(&b);
+    char tmp[4096];
+    size_t n;
+    while ((n = fread(tmp, 1, sizeof tmp, f)) > 0 && b.len < (1u << 20)) fb_buf_put(&b, tmp, n);
+    fclose(f);
+    fb_buf_cstr(&b);
+    if (!b.p) return fb_err_set(err, FB_ENOMEM, "out of memory");
+    t->cert_pem = b.p;
+    int rc = fb_read_secret_file(key, &t->key_pem, err);
+    if (rc < 0) fb_mhd_tls_free(t);
+    return rc;
+}
+
+void fb_mhd_tls_free(struct fb_mhd_tls *t)
+{
+    if (t->key_pem) {
+        explicit_bzero(t->key_pem, strlen(t->key_pem));
+        free(t->key_pem);
+    }
+    free(t->cert_pem);
+    memset(t, 0, sizeof *t);
 }

@@ -33,4 +33,16 @@ extern struct fb_mhd_api fb_mhd;
 
 /* Load the library once; `who` names the caller in the error ("metrics"). */
 int fb_mhd_load(const char *who, struct fb_err *err);
+
+/* TLS for a daemon (MHD_USE_TLS with MHD_OPTION_HTTPS_MEM_CERT/_KEY and
+ * FB_MHD_TLS_PRIORITIES): the PEM texts of the certificate (chain) and of
+ * its private key, read with the secret-file rules (core/env.h: owner-only,
+ * noted as a secret).  After fb_mhd_load; `what` names the config section
+ * in errors ("http.tls").  Fails too when this libmicrohttpd has no TLS. */
+struct fb_mhd_tls {
+    char *cert_pem, *key_pem;
+};
+#define FB_MHD_TLS_PRIORITIES "NORMAL:-VERS-ALL:+VERS-TLS1.3:+VERS-TLS1.2"
+int fb_mhd_tls_load(struct fb_mhd_tls *t, const char *cert, const char *key, const char *what, struct fb_err *err);
+void fb_mhd_tls_free(struct fb_mhd_tls *t); /* wipes the key; zeroed after */
 #endif

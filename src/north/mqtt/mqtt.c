@@ -267,6 +267,7 @@ static void mq_message(void *obj, const struct mosquitto_message *msg, const mos
         }
     }
     snprintf(cmd->source, sizeof cmd->source, "mqtt:%.90s", msg->topic);
+    snprintf(cmd->via, sizeof cmd->via, "mqtt"); /* no role: the broker authenticates publishers, not us */
     cmd->reply_ctx = ctx;
     cmd->reply = cmd_reply;
     fb_router_submit(ctx->gw, cmd);

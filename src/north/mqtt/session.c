@@ -52,6 +52,17 @@
  * back to the store (duplicates are possible, loss is not).  What is still
  * unacknowledged at close is reported FB_RETRY.
  *
+ * TLS.  With tls.ca or tls.ca_path the session hands libmosquitto a TLS
+ * context of its own (MOSQ_OPT_SSL_CTX, "with defaults": libmosquitto still
+ * loads the CA, client certificate and key into it and checks the host
+ * name).  libmosquitto 2.0 has no CRL option, so this is where tls.crl goes:
+ * the CRLs are put into the context's certificate store with CRL checking
+ * for the whole chain, and the file is read again before a connect when it
+ * changed (CRLs are reissued while the gateway runs).  The context also
+ * remembers why OpenSSL refused the broker's certificate ("certificate
+ * revoked", "certificate has expired"), which libmosquitto only reports as
+ * "certificate verify failed".  Network thread only.
+ *
  * Lock order: rd_mu → ms->mu.  ms->mu is taken inside libmosquitto callbacks
  * (which may hold libmosquitto's callback mutex).  A PUBACK must not be
  * handled before its mid is in the table: in threaded mode (TLS) a tracked
@@ -64,12 +75,17 @@
 
 #include <errno.h>
 #include <mqtt_protocol.h>
+#include <openssl/pem.h>
+#include <openssl/ssl.h>
+#include <openssl/x509.h>
+#include <openssl/x509v3.h>
 #include <poll.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -129,10 +145,17 @@ struct fb_mqtt_session {
     int64_t connected_at; /* monotonic, for the resend time-out */
     int close_mid;
     bool close_acked;
+
+    /* TLS (network thread): our context, the CRL file's identity when loaded,
+     * why the broker's certificate was last refused (X509_V_ERR_*, 0 = none) */
+    SSL_CTX *ssl_ctx;
+    struct stat crl_st;
+    atomic_int verify_err;
+    char verify_subject[160];
 };
 
 /* ------------------------------------------------------- broker settings */
-const char *const fb_broker_tls_keys[] = {"ca", "ca_path", "cert", "key", "verify_hostname", NULL};
+const char *const fb_broker_tls_keys[] = {"ca", "ca_path", "cert", "key", "crl", "verify_hostname", NULL};
 const char *const fb_broker_reconnect_keys[] = {"min", "max", NULL};
 
 /* One broker URL of url: / servers:. */
@@ -245,6 +268,13 @@ void fb_broker_cfg_load(struct fb_cfg *r, const struct fb_cfg_map *m, const char
             snprintf(k2, sizeof k2, "%s.key", key);
             b->key = fb_cfg_file_ref(r, x, k2, FB_OPT_KEY, NULL);
         }
+        if ((x = fb_cfg_get(&t, "crl"))) {
+            snprintf(k2, sizeof k2, "%s.crl", key);
+            b->crl = fb_cfg_file_ref(r, x, k2, FB_OPT_CRL, NULL);
+            if (!b->ca && !b->ca_path)
+                fb_cfg_error(r, x, "%s needs %s.ca or %s.ca_path (the CA whose revoked certificates it lists)", k2, key,
+                             key);
+        }
         if ((x = fb_cfg_get(&t, "verify_hostname"))) {
             snprintf(k2, sizeof k2, "%s.verify_hostname", key);
             fb_cfg_bool(r, NULL, x, k2, &b->tls_verify_hostname);
@@ -294,6 +324,7 @@ void fb_broker_cfg_clear(struct fb_broker_cfg *b)
     free(b->ca_path);
     free(b->cert);
     free(b->key);
+    free(b->crl);
     memset(b, 0, sizeof *b);
 }
 
@@ -520,6 +551,118 @@ static void on_liblog(struct mosquitto *mosq, void *obj, int level, const char *
     }
 }
 
+/* ------------------------------------------------------------------- TLS */
+/* Each certificate's result as OpenSSL found it (the default). */
+static int per_cert(int ok, X509_STORE_CTX *x)
+{
+    (void)x;
+    return ok;
+}
+
+/* The verification of the broker's chain: libssl calls this instead of
+ * X509_verify_cert.  libmosquitto 2.0.11 installs a per-certificate callback
+ * of its own (the host-name check) that, with a context it did not create,
+ * cannot find its client (its SSL ex_data index is made only when it creates
+ * a context itself) and refuses every chain as "unspecified"; so it is
+ * replaced here by OpenSSL's own host-name (or IP address) check, which
+ * follows the same rules (subjectAltName, else the CN) unless
+ * tls.verify_hostname is false.  Why a chain failed is kept for the log. */
+static int verify_chain(X509_STORE_CTX *x, void *arg)
+{
+    struct fb_mqtt_session *ms = arg;
+    X509_STORE_CTX_set_verify_cb(x, per_cert);
+    if (ms->cfg->tls_verify_hostname) {
+        X509_VERIFY_PARAM *p = X509_STORE_CTX_get0_param(x);
+        const char *host = fb_mqtt_session_server(ms)->host;
+        if (X509_VERIFY_PARAM_set1_ip_asc(p, host) != 1) {
+            X509_VERIFY_PARAM_set_hostflags(p, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
+            X509_VERIFY_PARAM_set1_host(p, host, 0);
+        }
+    }
+    int ok = X509_verify_cert(x);
+    int e = ok == 1 ? X509_V_OK : X509_STORE_CTX_get_error(x);
+    if (e != X509_V_OK) {
+        X509 *cur = X509_STORE_CTX_get_current_cert(x);
+        ms->verify_subject[0] = 0;
+        if (cur) X509_NAME_oneline(X509_get_subject_name(cur), ms->verify_subject, sizeof ms->verify_subject);
+    }
+    atomic_store(&ms->verify_err, e);
+    return ok;
+}
+
+/* A certificate store holding the CRLs of `path` (PEM: any number; DER: one),
+ * checked for every certificate of the chain.  NULL with err set. */
+static X509_STORE *crl_store(const char *name, const char *path, int *ncrl, struct fb_err *err)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        fb_err_set(err, FB_EIO, "%s.tls.crl: cannot read %s: %s", name, path, strerror(errno));
+        return NULL;
+    }
+    X509_STORE *st = X509_STORE_new();
+    int n = 0;
+    STACK_OF(X509_INFO) *inf = st ? PEM_X509_INFO_read(f, NULL, NULL, NULL) : NULL;
+    for (int i = 0; inf && i < sk_X509_INFO_num(inf); i++) {
+        X509_INFO *xi = sk_X509_INFO_value(inf, i);
+        if (xi->crl && X509_STORE_add_crl(st, xi->crl) == 1) n++;
+    }
+    sk_X509_INFO_pop_free(inf, X509_INFO_free);
+    if (st && !n) { /* not PEM: one DER CRL */
+        rewind(f);
+        X509_CRL *c = d2i_X509_CRL_fp(f, NULL);
+        if (c && X509_STORE_add_crl(st, c) == 1) n++;
+        X509_CRL_free(c);
+    }
+    fclose(f);
+    if (!n) {
+        X509_STORE_free(st);
+        fb_err_set(err, FB_EINVAL, "%s.tls.crl: %s holds no certificate revocation list (PEM or DER)", name, path);
+        return NULL;
+    }
+    /* every CA in the chain must have a CRL here: a revoked intermediate counts too */
+    X509_STORE_set_flags(st, X509_V_FLAG_CRL_CHECK | X509_V_FLAG_CRL_CHECK_ALL);
+    *ncrl = n;
+    return st;
+}
+
+/* Before a connect: load tls.crl again when the file changed.  A file that
+ * became unreadable keeps the CRLs loaded before (and says so). */
+static void crl_refresh(struct fb_mqtt_session *ms, bool first, struct fb_err *err)
+{
+    const char *path = ms->cfg->crl;
+    struct stat st = {0};
+    if (!path || !ms->ssl_ctx) return;
+    if (stat(path, &st) == 0 && !first && st.st_ino == ms->crl_st.st_ino && st.st_size == ms->crl_st.st_size &&
+        st.st_mtim.tv_sec == ms->crl_st.st_mtim.tv_sec && st.st_mtim.tv_nsec == ms->crl_st.st_mtim.tv_nsec)
+        return;
+    int n = 0;
+    struct fb_err e = {0};
+    X509_STORE *store = crl_store(ms->name, path, &n, &e);
+    if (!store) {
+        if (err) *err = e;
+        if (!first && fb_ratelimit_ok(&ms->rl_liblog, fb_mono_ns()))
+            fb_warn(NULL, NULL, "%s: %s; keeping the CRLs loaded before", ms->name, e.msg);
+        if (!first) ms->crl_st = st; /* do not retry until it changes again */
+        return;
+    }
+    /* the CA (and client certificate) are loaded into the new store again by
+     * libmosquitto at the connect ("with defaults") */
+    SSL_CTX_set_cert_store(ms->ssl_ctx, store);
+    ms->crl_st = st;
+    if (!first) fb_info(NULL, NULL, "%s: tls.crl %s changed: %d CRL%s loaded", ms->name, path, n, n == 1 ? "" : "s");
+}
+
+/* "A TLS error occurred." + why the broker's certificate was refused, once. */
+static const char *tls_detail(struct fb_mqtt_session *ms, const char *base, char *buf, size_t n)
+{
+    int v = atomic_exchange(&ms->verify_err, X509_V_OK);
+    if (v == X509_V_OK) return base;
+    snprintf(buf, n, "%s (the broker's certificate chain was refused: %s%s%s%s)", base,
+             X509_verify_cert_error_string(v), ms->verify_subject[0] ? " at " : "", ms->verify_subject,
+             v == X509_V_ERR_CERT_REVOKED ? "; it is listed in tls.crl" : "");
+    return buf;
+}
+
 /* --------------------------------------------------------- network thread */
 /* Why mosquitto_connect_async()/mosquitto_loop() failed.  libmosquitto 2.0
  * has no text for MOSQ_ERR_KEEPALIVE ("Unknown error."), which is what a
@@ -602,14 +745,17 @@ static void *net_thread(void *arg)
             }
             const struct fb_broker_server *sv = fb_mqtt_session_server(ms);
             mosquitto_log_callback_set(ms->mosq, on_liblog); /* off while connected (on_connect) */
+            crl_refresh(ms, false, NULL);
             if (ms->ops->before_connect) ms->ops->before_connect(ms->obj, ms);
             /* connect_async stores host/port and starts a non-blocking connect */
             int rc = mosquitto_connect_async(ms->mosq, sv->host, sv->port, ms->keepalive_s);
             if (rc != MOSQ_ERR_SUCCESS) {
                 int e = errno;
+                char why[400];
                 if (fb_ratelimit_ok(&ms->rl_conn, now))
-                    fb_warn(NULL, NULL, "%s: cannot connect to %s:%d: %s", ms->name, sv->host, sv->port,
-                            rc == MOSQ_ERR_ERRNO ? strerror(e) : mosquitto_strerror(rc));
+                    fb_warn(
+                        NULL, NULL, "%s: cannot connect to %s:%d: %s", ms->name, sv->host, sv->port,
+                        tls_detail(ms, rc == MOSQ_ERR_ERRNO ? strerror(e) : mosquitto_strerror(rc), why, sizeof why));
                 if (cfg->nservers > 1) atomic_store(&ms->next_server, true);
                 next_try = now + fb_backoff_next(&ms->backoff);
                 continue;
@@ -635,9 +781,10 @@ static void *net_thread(void *arg)
                 lost(ms, false, net_err_text(ms, rc, e, why, sizeof why));
             } else if (!ms->got_connack && rc != MOSQ_ERR_SUCCESS && rc != MOSQ_ERR_NO_CONN &&
                        !atomic_load(&ms->quit)) {
+                char why2[400];
                 if (fb_ratelimit_ok(&ms->rl_conn, fb_mono_ns()))
                     fb_warn(NULL, NULL, "%s: cannot connect to %s:%d: %s", ms->name, sv->host, sv->port,
-                            net_err_text(ms, rc, e, why, sizeof why));
+                            tls_detail(ms, net_err_text(ms, rc, e, why, sizeof why), why2, sizeof why2));
                 if (cfg->nservers > 1) atomic_store(&ms->next_server, true);
             }
             broadcast(ms);
@@ -661,6 +808,7 @@ static void session_free(struct fb_mqtt_session *ms)
 {
     if (!ms) return;
     if (ms->mosq) mosquitto_destroy(ms->mosq);
+    SSL_CTX_free(ms->ssl_ctx); /* libmosquitto held its own reference */
     free(ms->slots);
     if (ms->wake_fd >= 0) close(ms->wake_fd);
     pthread_mutex_destroy(&ms->rd_mu);
@@ -715,6 +863,17 @@ static int setup_client(struct fb_mqtt_session *ms, const struct fb_mqtt_session
                                   ms->name, mosquitto_strerror(rc), cfg->ca ? cfg->ca : "-",
                                   cfg->ca_path ? cfg->ca_path : "-", cfg->cert ? cfg->cert : "-",
                                   cfg->key ? cfg->key : "-");
+            /* our own context (see the top of the file); libmosquitto applies its defaults to it */
+            ms->ssl_ctx = SSL_CTX_new(TLS_client_method());
+            if (!ms->ssl_ctx) return fb_err_set(err, FB_ENOMEM, "%s.tls: cannot create a TLS context", ms->name);
+            SSL_CTX_set_cert_verify_callback(ms->ssl_ctx, verify_chain, ms);
+            if (cfg->crl) {
+                crl_refresh(ms, true, err);
+                if (!ms->crl_st.st_ino) return err ? err->code : FB_EINVAL;
+            }
+            rc = mosquitto_void_option(m, MOSQ_OPT_SSL_CTX, ms->ssl_ctx);
+            if (!rc) rc = mosquitto_int_option(m, MOSQ_OPT_SSL_CTX_WITH_DEFAULTS, 1);
+            if (rc) return fb_err_set(err, FB_EINVAL, "%s.tls: %s", ms->name, mosquitto_strerror(rc));
         } else {
             if (cfg->cert || cfg->key)
                 return fb_err_set(err, FB_EINVAL, "%s.tls: a client certificate needs tls.ca or tls.ca_path", ms->name);

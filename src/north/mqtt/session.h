@@ -34,6 +34,7 @@ struct fb_broker_cfg {
     char *username;
     char *password; /* from password_file or ${ENV}; never plain text in the file */
     char *ca, *ca_path, *cert, *key;
+    char *crl;                                  /* tls.crl: CRLs of the broker's CA chain (PEM/DER), or NULL */
     bool tls;                                   /* any server is mqtts:// or a tls: section was given */
     bool tls_verify_hostname;                   /* default true */
     int64_t keepalive_ns;                       /* default 30 s */

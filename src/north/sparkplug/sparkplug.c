@@ -474,6 +474,7 @@ static void on_dcmd(struct spb_ctx *ctx, const char *topic, const spb_payload *p
     cmd->device = d->idx;
     cmd->qos = -1; /* Sparkplug sends commands at QoS 0 by design: not the JSON API's QoS rule */
     snprintf(cmd->source, sizeof cmd->source, "sparkplug:%.80s", topic);
+    snprintf(cmd->via, sizeof cmd->via, "sparkplug");
     cmd->reply_ctx = ctx;
     cmd->reply = cmd_reply;
     fb_debug(d->name, NULL, "sparkplug: DCMD → %.*s", (int)cmd->len, cmd->payload);

@@ -17,6 +17,14 @@
  * the next request's.  Every failed request, and every value that cannot be
  * decoded, counts once in the device's error counter.
  *
+ * Waveforms.  A waveform tag (`vibration:`, docs/vibration.md) is an array
+ * of vibration.block values of its type starting at its address — a
+ * sensor's sample buffer.  It is not part of the coalesced plan: after the
+ * plan's requests it is read in requests of up to max_regs registers, each
+ * value decoded with the tag's type and order into one block (core/block.h),
+ * which travels as one sample.  A failed request makes the waveform Bad for
+ * that cycle, like a failed block of ordinary tags.
+ *
  * Silent units.  Several units share one link (a TCP→RTU gateway, an RS-485
  * line), and one dead unit must not disturb the others, so answers are
  * counted per unit (per device).  A unit with MB_SILENT_AFTER requests in a
@@ -41,6 +49,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "core/block.h"
 #include "core/log.h"
 #include "core/model.h"
 #include "core/net.h"
@@ -192,6 +201,20 @@ static int mb_parse_address(struct fb_device *dev, struct fb_tag *tag, struct fb
     if (!rc && (tag->access & FB_ACC_WRITE) && (parsed.table == MB_IR || parsed.table == MB_DI))
         rc = fb_err_set(err, FB_EINVAL, "%s are read-only: a tag on them takes access: r",
                         parsed.table == MB_IR ? "input registers" : "discrete inputs");
+    if (!rc && tag->wave) {
+        uint64_t end = (uint64_t)parsed.addr + (uint64_t)tag->wave->n * parsed.count;
+        if (parsed.table != MB_HR && parsed.table != MB_IR)
+            rc = fb_err_set(err, FB_EINVAL, "a waveform is read from holding or input registers (hr:, ir:), not %s",
+                            parsed.table == MB_CO ? "coils" : "discrete inputs");
+        else if (parsed.type == FB_T_STRING || parsed.type == FB_T_BOOL || parsed.has_bit || parsed.bcd)
+            rc = fb_err_set(err, FB_EINVAL, "a waveform's values are numbers (int16, uint16, int32, float32, …)");
+        else if (end > 65536)
+            rc = fb_err_set(err, FB_EINVAL,
+                            "a waveform of %u values of %u register%s at %s:%u ends at register %llu: the block does "
+                            "not fit the 65536 registers",
+                            tag->wave->n, parsed.count, parsed.count == 1 ? "" : "s", mb_table_name(parsed.table),
+                            parsed.addr, (unsigned long long)end - 1);
+    }
     if (rc) return rc;
     struct mb_addr *a = tag->addr ? tag->addr : md ? addr_alloc(md) : NULL; /* parsed again: in place */
     if (!a) return fb_err_set(err, FB_ENOMEM, "out of memory");
@@ -209,18 +232,21 @@ static int mb_plan(struct fb_device *dev, struct fb_group *g, struct fb_err *err
     const struct mb_dev *md = dev->drv_dev;
     struct mb_item *items = calloc(g->ntags ? g->ntags : 1, sizeof *items);
     if (!items) return fb_err_set(err, FB_ENOMEM, "out of memory");
+    uint32_t n = 0;
     for (uint32_t i = 0; i < g->ntags; i++) {
         const struct fb_tag *t = &dev->gw->tags[g->tags[i]];
         if (!t->addr) {
             free(items);
             return fb_err_set(err, FB_EINVAL, "tag %s has no parsed address", t->name);
         }
-        items[i].tag = t->id;
-        items[i].a = t->addr;
+        if (t->wave) continue; /* read on its own after the plan (read_wave) */
+        items[n].tag = t->id;
+        items[n].a = t->addr;
+        n++;
     }
     struct mb_limits lim = {md->o.max_gap, md->o.max_regs, md->o.max_bits};
     struct mb_plan *p;
-    int rc = mb_plan_build(items, g->ntags, &lim, &p, err);
+    int rc = mb_plan_build(items, n, &lim, &p, err);
     free(items);
     if (rc) return rc;
     g->plan = p;
@@ -459,6 +485,85 @@ static void log_block(struct fb_device *dev, struct mb_plan *p, struct mb_block 
             sup ? " (repeated since the last message)" : "");
 }
 
+/* The group's waveform tags, all Bad with q. */
+static void bad_waves(struct fb_device *dev, struct fb_group *g, uint32_t q, struct fb_batch *out, int64_t ts)
+{
+    for (uint32_t i = 0; i < g->ntags; i++) {
+        const struct fb_tag *t = &dev->gw->tags[g->tags[i]];
+        if (t->wave) fb_batch_add(out, t->id, q, ts, NULL);
+    }
+}
+
+/* One waveform tag: its n values in requests of up to max_regs registers
+ * (whole values each), decoded into a block.  Returns FB_EIO when the link
+ * broke, else 0 (a failed request makes the waveform Bad this cycle). */
+static int read_wave(struct fb_device *dev, struct mb_dev *md, struct mb_conn *mc, struct fb_tag *t,
+                     struct fb_batch *out)
+{
+    const struct mb_addr *a = t->addr;
+    struct fb_block *blk = fb_block_get(t);
+    if (!blk) return 0; /* the analysis is behind: dropped (counted) */
+    uint32_t n = t->wave->n <= blk->cap ? t->wave->n : blk->cap;
+    int limit = md->o.max_regs < 1 || md->o.max_regs > MB_MAX_READ_REGS ? MB_MAX_READ_REGS : md->o.max_regs;
+    uint32_t per = (uint32_t)limit / a->count; /* values per request */
+    uint16_t regs[MB_MAX_READ_REGS];
+    char sbuf[8];
+    int64_t ts = fb_now_ns();
+    blk->ts = ts;
+    for (uint32_t done = 0; done < n;) {
+        uint32_t k = n - done < per ? n - done : per;
+        int cnt = (int)(k * a->count), start = (int)(a->addr + done * a->count);
+        prepare(mc, md);
+        int64_t t0 = fb_mono_ns();
+        int rc = a->table == MB_HR ? modbus_read_registers(mc->mb, start, cnt, regs)
+                                   : modbus_read_input_registers(mc->mb, start, cnt, regs);
+        int e = errno;
+        int64_t t1 = fb_mono_ns();
+        mc->last_end = t1;
+        atomic_fetch_add(&dev->m.requests, 1);
+        if (rc != cnt) {
+            atomic_fetch_add(&dev->m.errors, 1);
+            int exc = 0;
+            enum outcome o = rc < 0 ? classify(e, &exc) : OUT_MALFORMED;
+            char why[128];
+            outcome_text(o, exc, e, why, sizeof why);
+            if (o == OUT_TIMEOUT) {
+                atomic_fetch_add(&dev->m.timeouts, 1);
+                modbus_flush(mc->mb);
+                note_timeout(md, mc);
+            } else if (o == OUT_MALFORMED) {
+                modbus_flush(mc->mb);
+            } else if (o == OUT_EXC) {
+                unit_answered(dev, md, mc);
+            }
+            uint32_t q = outcome_quality(o, exc);
+            char qn[16];
+            fb_warn(dev->name, t->name, "waveform read %s:%d (%d registers) failed: %s → %s", mb_table_name(a->table),
+                    start, cnt, why, fb_q_name(q, qn));
+            fb_block_unref(blk);
+            fb_batch_add(out, t->id, q, ts, NULL);
+            return o == OUT_BROKEN ? FB_EIO : 0;
+        }
+        unit_answered(dev, md, mc);
+        atomic_fetch_add(&dev->m.rtt_ns_sum, (uint64_t)(t1 - t0));
+        atomic_store(&dev->m.rtt_ns_last, (uint64_t)(t1 - t0));
+        atomic_fetch_add(&dev->m.rtt_count, 1);
+        for (uint32_t i = 0; i < k; i++) {
+            struct fb_value v;
+            double d = 0;
+            if (mb_decode(a, regs + i * a->count, NULL, &v, sbuf, sizeof sbuf) == FB_Q_GOOD) fb_value_to_double(&v, &d);
+            blk->x[done + i] = (float)d;
+        }
+        done += k;
+    }
+    blk->n = n;
+    atomic_store(&dev->m.last_success_ns, fb_now_ns());
+    struct fb_value v = {.type = FB_T_BLOCK, .blk = blk};
+    fb_batch_add(out, t->id, FB_Q_GOOD, ts, &v);
+    fb_block_unref(blk);
+    return 0;
+}
+
 static int mb_read(struct fb_device *dev, struct fb_group *g, struct fb_batch *out)
 {
     struct mb_dev *md = dev->drv_dev;
@@ -469,12 +574,14 @@ static int mb_read(struct fb_device *dev, struct fb_group *g, struct fb_batch *o
         int64_t ts = fb_now_ns();
         for (uint32_t bi = 0; bi < p->nblocks; bi++)
             fill_block(dev, p, &p->blocks[bi], FB_Q_BAD_NOT_CONNECTED, out, ts);
+        bad_waves(dev, g, FB_Q_BAD_NOT_CONNECTED, out, ts);
         return FB_EIO;
     }
     if (md->silent && fb_mono_ns() < md->next_probe) {
         /* known not to answer: Bad without asking, the line stays free for the other units */
         int64_t ts = fb_now_ns();
         for (uint32_t bi = 0; bi < p->nblocks; bi++) fill_block(dev, p, &p->blocks[bi], FB_Q_BAD_COMM, out, ts);
+        bad_waves(dev, g, FB_Q_BAD_COMM, out, ts);
         return 0;
     }
     int final = 0;     /* the link must be re-established */
@@ -590,6 +697,17 @@ static int mb_read(struct fb_device *dev, struct fb_group *g, struct fb_batch *o
         log_block(dev, p, b, q, why);
         fill_block(dev, p, b, q, out, ts);
         bi++;
+    }
+    /* the waveforms, on their own requests */
+    for (uint32_t i = 0; i < g->ntags; i++) {
+        struct fb_tag *t = &dev->gw->tags[g->tags[i]];
+        if (!t->wave) continue;
+        if (final || skip) {
+            fb_batch_add(out, t->id, rest_q, fb_now_ns(), NULL);
+        } else if (read_wave(dev, md, mc, t, out) == FB_EIO) {
+            final = FB_EIO;
+            rest_q = FB_Q_BAD_COMM;
+        }
     }
     if (final == FB_ETIMEDOUT)
         fb_warn(dev->name, NULL, "%d timeouts in a row on %s%s: reconnecting", md->link_timeouts, mc->where,

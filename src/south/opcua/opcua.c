@@ -177,11 +177,19 @@ static int opts_parse(const struct fb_url *u, const char *url_text, int64_t def_
                 o->auto_trust = false;
             else
                 rc = fb_err_set(err, FB_EINVAL, "trust_server=%s: expected auto (trust on first use) or list", v);
+        } else if (!strcmp(k, "revocation")) {
+            if (!strcmp(v, "require"))
+                o->crl_optional = false;
+            else if (!strcmp(v, "if_present"))
+                o->crl_optional = true;
+            else
+                rc = fb_err_set(err, FB_EINVAL,
+                                "revocation=%s: expected require (every CA needs its CRL in pki/crl) or if_present", v);
         } else {
             rc = fb_err_set(err, FB_EINVAL,
-                            "unknown opc.tcp URL key '%s' (timeout, mode, user, password_file, user_cert, user_key, "
-                            "lifetime, session_timeout, chunk, max_message, queue, max_batch, depth, node, "
-                            "security_policy, security_mode, pki, trust_server, check_names, auth_retry)",
+                            "unknown opc.tcp URL key '%.16s' (valid: timeout mode user password_file user_cert "
+                            "user_key lifetime session_timeout chunk max_message queue max_batch depth node "
+                            "security_policy security_mode pki trust_server revocation check_names auth_retry)",
                             k);
         }
         if (rc) return rc;
@@ -244,6 +252,17 @@ static int opcua_device_init(struct fb_device *dev, char **conn_key, struct fb_e
     dev->timeout_ns = ud->o.timeout_ns;
     dev->drv_dev = ud;
     return 0;
+}
+
+/* A secured channel uses the certificate store: our certificate, the trust
+ * list, the CRLs — watched for expiry (core/certs.c). */
+static void opcua_certs(struct fb_device *dev, struct fb_gateway *gw)
+{
+    const struct ua_dev *ud = dev->drv_dev;
+    if (!ud || ud->o.mode <= 1) return;
+    char use[160];
+    snprintf(use, sizeof use, "device %s pki=", dev->name);
+    fb_gw_cert_add(gw, use, ud->o.pki, FB_OPT_PKI);
 }
 
 static void opcua_device_free(struct fb_device *dev)
@@ -804,4 +823,5 @@ const struct fb_driver fb_driver_opcua = {
     .write = opcua_write,
     .close = opcua_close,
     .browse = fb_opcua_browse,
+    .certs = opcua_certs,
 };

@@ -70,6 +70,20 @@ static int recv_frame(struct ua_conn *c, int64_t deadline, struct fb_err *err)
     return size;
 }
 
+/* After a refused secured OpenSecureChannel: the usual cause is that the
+ * server does not trust our application certificate yet (mutual
+ * authentication) — say which file to give it. */
+static void trust_hint(const struct ua_conn *c, uint32_t st, struct fb_err *err)
+{
+    st &= 0xFFFF0000u;
+    if (!c->secure || c->channel_open || !err) return;
+    if (st != 0x80130000u && st != 0x801A0000u && st != 0x80120000u && !(st >= 0x80140000u && st <= 0x801E0000u))
+        return;
+    size_t l = strlen(err->msg);
+    snprintf(err->msg + l, sizeof err->msg - l,
+             " (the server does not trust our certificate? add %s/own/cert.der to its trusted clients)", c->o->pki);
+}
+
 static int server_error(struct ua_conn *c, int size, struct fb_err *err)
 {
     uint32_t st = 0;
@@ -78,7 +92,9 @@ static int server_error(struct ua_conn *c, int size, struct fb_err *err)
         return fb_err_set(err, FB_EPROTO, "%s sent a malformed Error message", c->where);
     fb_error(c->dev_name, NULL, "OPC UA server %s reported an error: %s%s%s", c->where, ua_status_text(st, qb),
              reason[0] ? ": " : "", reason);
-    return fb_err_set(err, FB_EIO, "server error %s%s%s", ua_status_text(st, qb), reason[0] ? ": " : "", reason);
+    int rc = fb_err_set(err, FB_EIO, "server error %s%s%s", ua_status_text(st, qb), reason[0] ? ": " : "", reason);
+    trust_hint(c, st, err);
+    return rc;
 }
 
 /* A complete message (reassembled from its chunks) into c->ra.buf.
@@ -271,7 +287,11 @@ int ua_renew(struct ua_conn *c, uint32_t request_type, struct fb_err *err)
     struct ua_resphdr rh;
     struct ua_token t;
     rc = ua_opn_resp(c->ra.buf, c->ra.len, &rh, &t);
-    if (rc) return ua_svc_error(c, request_type ? "renewing the secure channel" : "OpenSecureChannel", rc, &rh, err);
+    if (rc) {
+        rc = ua_svc_error(c, request_type ? "renewing the secure channel" : "OpenSecureChannel", rc, &rh, err);
+        if (rc == FB_EEXCEPTION) trust_hint(c, rh.result, err);
+        return rc;
+    }
     if (request_type == 0)
         c->channel_id = t.channel_id;
     else if (t.channel_id != c->channel_id)
@@ -500,7 +520,9 @@ static int secure_channel(struct ua_conn *c, struct ua_ep *ep, struct ua_memo *m
                     c->where);
         if (memo) snprintf(memo->cert_warn, sizeof memo->cert_warn, "%s", warn);
     }
-    rc = ua_sec_set_peer(&c->sec, o->pki, o->auto_trust, ep->server_cert, ep->server_cert_len, c->where, err);
+    rc = ua_sec_set_peer(&c->sec, o->pki,
+                         (o->auto_trust ? UA_TRUST_AUTO : 0) | (o->crl_optional ? UA_TRUST_CRL_OPTIONAL : 0),
+                         ep->server_cert, ep->server_cert_len, c->where, err);
     if (rc) return rc;
     ua_disconnect(c);
     close(c->fd);
@@ -597,7 +619,8 @@ static int login_prepare(struct ua_conn *c, struct ua_ep *ep, struct ua_login *l
             rc = fb_err_set(err, FB_EPROTO, "%s sent no server certificate or nonce to sign the user token with",
                             c->where);
         if (!rc)
-            rc = ua_user_sign(&l->ucert, ep->token_policy_uri, ep->server_cert, (size_t)ep->server_cert_len, ep->snonce,
+            rc = ua_user_sign(&l->ucert, ep->token_policy_uri, ep->server_cert,
+                              (size_t)ua_sec_leaf_len(ep->server_cert, ep->server_cert_len), ep->snonce,
                               (size_t)ep->snonce_len, &l->usig, &l->usig_len, &l->usig_alg, err);
         return rc;
     }
@@ -622,7 +645,7 @@ static int activate_session(struct ua_conn *c, struct ua_ep *ep, struct ua_memo 
     uint8_t *csig = NULL;
     size_t csig_len = 0;
     if (!rc && c->secure &&
-        ua_sec_sign(&c->sec, c->sec.peer_cert, (size_t)c->sec.peer_cert_len, ep->snonce, (size_t)ep->snonce_len, &csig,
+        ua_sec_sign(&c->sec, c->sec.peer_cert, (size_t)c->sec.peer_leaf_len, ep->snonce, (size_t)ep->snonce_len, &csig,
                     &csig_len) < 0)
         rc = fb_err_set(err, FB_EIO, "cannot sign ActivateSession");
     struct ua_enc e;

@@ -41,6 +41,7 @@ struct ua_opts {
     int mode;                   /* 1 None, 2 Sign, 3 SignAndEncrypt (Basic256Sha256) */
     char pki[512];              /* certificate store (own/, trusted/, rejected/) */
     bool auto_trust;            /* trust_server=auto: trust on first use */
+    bool crl_optional;          /* revocation=if_present: a CA without a CRL in pki/crl is accepted */
 };
 
 /* What one connection attempt tells the next (connection thread only). */

@@ -17,6 +17,13 @@
  * Aes128_Sha256_RsaOaep channels differ only in the policy URI and the
  * 16-byte AES key (AES-128-CBC); the asymmetric part is the same.
  *
+ * The trust list (pki/trusted, issuers, crl) is checked with OpenSSL's chain
+ * verification: a server certificate is trusted when it is in trusted/
+ * itself (and no CRL of its issuer lists it) or when a CA in trusted/ issued
+ * it, through intermediates in issuers/ or the chain the server sent, with
+ * every CA's CRL in crl/ (revocation=if_present: where there is one) and no
+ * certificate of the chain revoked or out of its validity period.
+ *
  * Also: checks of the server certificate beyond the trust list (validity
  * period; host name and application URI against the subjectAltName), and
  * the X.509 user identity (user certificate + key, the user token signature
@@ -295,69 +302,281 @@ static void hex(const uint8_t *p, size_t n, char *out)
     out[2 * n] = 0;
 }
 
-static bool in_trust_list(const char *dir, const uint8_t *cert, int32_t len)
+/* ------------------------------------------------ the trust list
+ * pki/trusted/  certificates trusted as they are (a server's own, usually
+ *               self-signed) and CA certificates whose issued certificates
+ *               are trusted;
+ * pki/issuers/  CA certificates that only complete chains (intermediates),
+ *               trusted through a CA in trusted/;
+ * pki/crl/      the CRLs of those CAs.
+ * Files are DER or PEM (several certificates / CRLs in one PEM file). */
+
+/* Every certificate (into certs) and CRL (into crls) of the files of dir;
+ * either stack may be NULL. */
+static void load_dir(const char *dir, STACK_OF(X509) * certs, STACK_OF(X509_CRL) * crls)
 {
     DIR *d = opendir(dir);
-    if (!d) return false;
-    bool found = false;
+    if (!d) return;
     struct dirent *e;
-    while (!found && (e = readdir(d))) {
-        size_t nl = strlen(e->d_name);
-        if (nl < 5 || strcmp(e->d_name + nl - 4, ".der")) continue;
+    while ((e = readdir(d))) {
+        if (e->d_name[0] == '.') continue;
         char path[1400];
         snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+        struct stat st;
+        if (stat(path, &st) < 0 || !S_ISREG(st.st_mode)) continue;
         uint8_t *p = NULL;
         size_t n = 0;
-        if (read_file(path, &p, &n) == 0 && n == (size_t)len && !memcmp(p, cert, n)) found = true;
+        if (read_file(path, &p, &n) < 0 || !n) {
+            free(p);
+            continue;
+        }
+        if (n > 10 && memmem(p, n, "-----BEGIN", 10)) {
+            BIO *b = BIO_new_mem_buf(p, (int)n);
+            STACK_OF(X509_INFO) *inf = b ? PEM_X509_INFO_read_bio(b, NULL, NULL, NULL) : NULL;
+            for (int i = 0; inf && i < sk_X509_INFO_num(inf); i++) {
+                X509_INFO *xi = sk_X509_INFO_value(inf, i);
+                if (xi->x509 && certs && X509_up_ref(xi->x509)) sk_X509_push(certs, xi->x509);
+                if (xi->crl && crls && X509_CRL_up_ref(xi->crl)) sk_X509_CRL_push(crls, xi->crl);
+            }
+            sk_X509_INFO_pop_free(inf, X509_INFO_free);
+            BIO_free(b);
+        } else {
+            const unsigned char *q = p;
+            X509 *x = d2i_X509(NULL, &q, (long)n);
+            if (x && certs)
+                sk_X509_push(certs, x);
+            else
+                X509_free(x);
+            if (!x && crls) {
+                q = p;
+                X509_CRL *c = d2i_X509_CRL(NULL, &q, (long)n);
+                if (c) sk_X509_CRL_push(crls, c);
+            }
+        }
         free(p);
     }
     closedir(d);
-    return found;
 }
 
-int ua_sec_set_peer(struct ua_sec *s, const char *pki, bool auto_trust, const uint8_t *cert, int32_t len,
+/* The certificates of what a server sent: its own first, then (OPC UA 1.04+)
+ * the CAs of its chain, back to back in one ByteString.  *leaf_len: the
+ * bytes of the first. */
+static STACK_OF(X509) * der_chain(const uint8_t *cert, int32_t len, size_t *leaf_len)
+{
+    STACK_OF(X509) *sk = sk_X509_new_null();
+    const unsigned char *p = cert, *end = cert + len;
+    *leaf_len = 0;
+    while (sk && p < end) {
+        const unsigned char *start = p;
+        X509 *x = d2i_X509(NULL, &p, (long)(end - p));
+        if (!x) break;
+        if (!*leaf_len) *leaf_len = (size_t)(p - start);
+        sk_X509_push(sk, x);
+    }
+    return sk;
+}
+
+/* The OPC UA status for an OpenSSL verification error at depth (0 = the
+ * server's own certificate). */
+static const char *verify_status(int e, int depth)
+{
+    switch (e) {
+        case X509_V_ERR_CERT_REVOKED: return depth ? "BadCertificateIssuerRevoked" : "BadCertificateRevoked";
+        case X509_V_ERR_UNABLE_TO_GET_CRL:
+        case X509_V_ERR_CRL_HAS_EXPIRED:
+        case X509_V_ERR_CRL_NOT_YET_VALID:
+        case X509_V_ERR_CRL_SIGNATURE_FAILURE:
+        case X509_V_ERR_UNABLE_TO_GET_CRL_ISSUER:
+            return depth ? "BadCertificateIssuerRevocationUnknown" : "BadCertificateRevocationUnknown";
+        case X509_V_ERR_CERT_HAS_EXPIRED:
+        case X509_V_ERR_CERT_NOT_YET_VALID:
+            return depth ? "BadCertificateIssuerTimeInvalid" : "BadCertificateTimeInvalid";
+        case X509_V_ERR_INVALID_CA:
+        case X509_V_ERR_INVALID_PURPOSE:
+            return depth ? "BadCertificateIssuerUseNotAllowed" : "BadCertificateUseNotAllowed";
+        default: return "BadCertificateUntrusted";
+    }
+}
+
+/* revocation=if_present: a CA without a CRL in crl/ is accepted */
+static int crl_optional_cb(int ok, X509_STORE_CTX *x)
+{
+    if (!ok && X509_STORE_CTX_get_error(x) == X509_V_ERR_UNABLE_TO_GET_CRL) {
+        X509_STORE_CTX_set_error(x, X509_V_OK);
+        return 1;
+    }
+    return ok;
+}
+
+/* Is the certificate on a CRL in crls of its issuer (by name)?  For a
+ * certificate trusted as it is, whose issuer may not be in the store. */
+static const X509_CRL *revoked_by(X509 *x, STACK_OF(X509_CRL) * crls)
+{
+    for (int i = 0; i < sk_X509_CRL_num(crls); i++) {
+        X509_CRL *c = sk_X509_CRL_value(crls, i);
+        X509_REVOKED *r = NULL;
+        if (!X509_NAME_cmp(X509_CRL_get_issuer(c), X509_get_issuer_name(x)) && X509_CRL_get0_by_cert(c, &r, x) == 1)
+            return c;
+    }
+    return NULL;
+}
+
+int32_t ua_sec_leaf_len(const uint8_t *cert, int32_t len)
+{
+    const unsigned char *p = cert;
+    X509 *x = cert && len > 0 ? d2i_X509(NULL, &p, len) : NULL;
+    int32_t n = x ? (int32_t)(p - cert) : len;
+    X509_free(x);
+    return n;
+}
+
+enum trust { T_UNKNOWN, T_TRUSTED, T_REFUSED };
+
+/* Is the server certificate (leaf, with the chain the server sent) trusted
+ * by pki?  T_REFUSED with the reason in err: known but revoked, or its CA
+ * expired or without a CRL; T_UNKNOWN: nothing in the trust list vouches for
+ * it (the caller may trust it on first use). */
+static enum trust check_trust(const char *pki, X509 *leaf, STACK_OF(X509) * sent, unsigned flags, const char *where,
+                              char *how, size_t how_len, struct fb_err *err)
+{
+    char dir[1100];
+    STACK_OF(X509) *trusted = sk_X509_new_null(), *untrusted = sk_X509_new_null();
+    STACK_OF(X509_CRL) *crls = sk_X509_CRL_new_null();
+    X509_STORE *store = NULL;
+    X509_STORE_CTX *ctx = NULL;
+    enum trust t = T_UNKNOWN;
+    how[0] = 0;
+    if (!trusted || !untrusted || !crls) goto out;
+    snprintf(dir, sizeof dir, "%s/trusted", pki);
+    load_dir(dir, trusted, NULL);
+    snprintf(dir, sizeof dir, "%s/issuers", pki);
+    load_dir(dir, untrusted, NULL);
+    snprintf(dir, sizeof dir, "%s/crl", pki);
+    load_dir(dir, NULL, crls);
+    for (int i = 1; i < sk_X509_num(sent); i++)
+        if (X509_up_ref(sk_X509_value(sent, i))) sk_X509_push(untrusted, sk_X509_value(sent, i));
+
+    /* 1. the certificate itself is in the trust list: trusted, unless a CRL of its issuer lists it */
+    for (int i = 0; i < sk_X509_num(trusted) && t == T_UNKNOWN; i++)
+        if (!X509_cmp(sk_X509_value(trusted, i), leaf)) t = T_TRUSTED;
+    if (t == T_TRUSTED) {
+        const X509_CRL *c = revoked_by(leaf, crls);
+        if (c) {
+            char iss[200];
+            X509_NAME_oneline(X509_CRL_get_issuer(c), iss, sizeof iss);
+            fb_err_set(err, FB_EACCES,
+                       "%s: the server certificate is revoked (on the CRL of %s in %s/crl; "
+                       "BadCertificateRevoked)",
+                       where, iss, pki);
+            t = T_REFUSED;
+        } else {
+            snprintf(how, how_len, "in the trust list");
+        }
+        goto out;
+    }
+    /* 2. issued (through issuers/ or the chain it sent) by a CA in trusted/ */
+    if (!sk_X509_num(trusted)) goto out;
+    store = X509_STORE_new();
+    ctx = X509_STORE_CTX_new();
+    if (!store || !ctx) goto out;
+    for (int i = 0; i < sk_X509_num(trusted); i++) X509_STORE_add_cert(store, sk_X509_value(trusted, i));
+    for (int i = 0; i < sk_X509_CRL_num(crls); i++) X509_STORE_add_crl(store, sk_X509_CRL_value(crls, i));
+    X509_STORE_set_flags(store, X509_V_FLAG_CRL_CHECK | X509_V_FLAG_CRL_CHECK_ALL);
+    if (flags & UA_TRUST_CRL_OPTIONAL) X509_STORE_set_verify_cb(store, crl_optional_cb);
+    if (X509_STORE_CTX_init(ctx, store, leaf, untrusted) != 1) goto out;
+    if (X509_verify_cert(ctx) == 1) {
+        X509 *root =
+            sk_X509_num(X509_STORE_CTX_get0_chain(ctx)) > 0
+                ? sk_X509_value(X509_STORE_CTX_get0_chain(ctx), sk_X509_num(X509_STORE_CTX_get0_chain(ctx)) - 1)
+                : NULL;
+        char rn[200] = "?";
+        if (root) X509_NAME_oneline(X509_get_subject_name(root), rn, sizeof rn);
+        snprintf(how, how_len, "issued by the trusted CA %s", rn);
+        t = T_TRUSTED;
+        goto out;
+    }
+    int e = X509_STORE_CTX_get_error(ctx), depth = X509_STORE_CTX_get_error_depth(ctx);
+    if (e == X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY || e == X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT ||
+        e == X509_V_ERR_DEPTH_ZERO_SELF_SIGNED_CERT || e == X509_V_ERR_SELF_SIGNED_CERT_IN_CHAIN ||
+        e == X509_V_ERR_UNABLE_TO_VERIFY_LEAF_SIGNATURE)
+        goto out; /* no CA of ours vouches for it: unknown */
+    X509 *bad = X509_STORE_CTX_get_current_cert(ctx);
+    char bn[200] = "?";
+    if (bad) X509_NAME_oneline(X509_get_subject_name(bad), bn, sizeof bn);
+    fb_err_set(err, FB_EACCES, "%s: the server certificate chain is refused: %s at %s (%s)%s", where,
+               X509_verify_cert_error_string(e), bn, verify_status(e, depth),
+               e == X509_V_ERR_UNABLE_TO_GET_CRL ? "; put the CA's CRL into crl/ of the pki (or revocation=if_present)"
+                                                 : "");
+    t = T_REFUSED;
+out:
+    X509_STORE_CTX_free(ctx);
+    X509_STORE_free(store);
+    sk_X509_pop_free(trusted, X509_free);
+    sk_X509_pop_free(untrusted, X509_free);
+    sk_X509_CRL_pop_free(crls, X509_CRL_free);
+    return t;
+}
+
+int ua_sec_set_peer(struct ua_sec *s, const char *pki, unsigned flags, const uint8_t *cert, int32_t len,
                     const char *where, struct fb_err *err)
 {
     if (!cert || len <= 0) return fb_err_set(err, FB_EPROTO, "%s sent no server certificate", where);
-    const unsigned char *p = cert;
-    X509 *x = d2i_X509(NULL, &p, len);
-    if (!x) return fb_err_set(err, FB_EPROTO, "%s: the server certificate is not valid DER", where);
+    size_t leaf_len = 0;
+    STACK_OF(X509) *chain = der_chain(cert, len, &leaf_len);
+    X509 *x = chain && sk_X509_num(chain) ? sk_X509_value(chain, 0) : NULL;
+    if (!x) {
+        sk_X509_pop_free(chain, X509_free);
+        return fb_err_set(err, FB_EPROTO, "%s: the server certificate is not valid DER", where);
+    }
     EVP_PKEY *pk = X509_get_pubkey(x);
     char subject[256] = "";
     X509_NAME_oneline(X509_get_subject_name(x), subject, sizeof subject);
-    X509_free(x);
     if (!pk || EVP_PKEY_get_base_id(pk) != EVP_PKEY_RSA) {
         EVP_PKEY_free(pk);
+        sk_X509_pop_free(chain, X509_free);
         return fb_err_set(err, FB_EPROTO, "%s: the server certificate has no RSA key", where);
     }
+    /* the thumbprint names the server's own certificate, not the chain */
     uint8_t thumb[20];
-    EVP_Digest(cert, (size_t)len, thumb, NULL, EVP_sha1(), NULL);
+    EVP_Digest(cert, leaf_len, thumb, NULL, EVP_sha1(), NULL);
     char th[41];
     hex(thumb, 20, th);
-    char trusted[1100], rejected[1100], path[1200];
+    char trusted[1100], rejected[1100], path[1200], how[300];
     snprintf(trusted, sizeof trusted, "%s/trusted", pki);
     snprintf(rejected, sizeof rejected, "%s/rejected", pki);
     mkdirs(trusted);
-    if (!in_trust_list(trusted, cert, len)) {
-        if (auto_trust) {
+    enum trust t = check_trust(pki, x, chain, flags, where, how, sizeof how, err);
+    sk_X509_pop_free(chain, X509_free);
+    if (t == T_REFUSED) {
+        EVP_PKEY_free(pk);
+        fb_warn(NULL, NULL, "OPC UA server %s presented certificate \"%s\" (SHA-1 %s): %s", where, subject, th,
+                err ? err->msg : "refused");
+        return FB_EACCES;
+    }
+    if (t == T_UNKNOWN) {
+        if (flags & UA_TRUST_AUTO) {
             snprintf(path, sizeof path, "%s/%s.der", trusted, th);
-            if (write_file(path, cert, (size_t)len, 0644) < 0) {
+            if (write_file(path, cert, leaf_len, 0644) < 0) {
                 EVP_PKEY_free(pk);
                 return fb_err_set(err, FB_EIO, "cannot write %s: %s", path, strerror(errno));
             }
+            fb_info(NULL, NULL, "OPC UA server %s: certificate \"%s\" (SHA-1 %s) trusted on first use: %s", where,
+                    subject, th, path);
         } else {
             mkdirs(rejected);
             snprintf(path, sizeof path, "%s/%s.der", rejected, th);
-            write_file(path, cert, (size_t)len, 0644);
+            write_file(path, cert, leaf_len, 0644);
             EVP_PKEY_free(pk);
             fb_warn(NULL, NULL,
-                    "OPC UA server %s presented certificate \"%s\" (SHA-1 %s), which is not in %s. "
-                    "If it is the right server, trust it with: cp %s %s/ (or add trust_server=auto to "
-                    "the URL to trust on first use)",
-                    where, subject, th, trusted, path, trusted);
+                    "OPC UA server %s presented certificate \"%s\" (SHA-1 %s), which is not in %s and not issued by "
+                    "a CA there. If it is the right server, trust it with: cp %s %s/ (or put the CA that issued it "
+                    "into %s/ and its CRL into %s/crl/; or add trust_server=auto to the URL to trust on first use)",
+                    where, subject, th, trusted, path, trusted, trusted, pki);
             return fb_err_set(err, FB_EACCES, "server certificate not trusted (SHA-1 %.12s…): cp %s %s/", th, path,
                               trusted);
         }
+    } else {
+        fb_debug(NULL, NULL, "OPC UA server %s: certificate \"%s\" trusted: %s", where, subject, how);
     }
     EVP_PKEY_free(s->peer_pub);
     free(s->peer_cert);
@@ -368,6 +587,7 @@ int ua_sec_set_peer(struct ua_sec *s, const char *pki, bool auto_trust, const ui
     }
     memcpy(s->peer_cert, cert, (size_t)len);
     s->peer_cert_len = len;
+    s->peer_leaf_len = (int32_t)leaf_len;
     s->peer_pub = pk;
     memcpy(s->peer_thumb, thumb, 20);
     return 0;

@@ -38,9 +38,10 @@ struct ua_sec {
     void *own_key;          /* EVP_PKEY * (private) */
     uint8_t *own_cert;      /* DER */
     int32_t own_cert_len;
-    void *peer_pub; /* EVP_PKEY * of the server certificate */
-    uint8_t *peer_cert;
+    void *peer_pub;     /* EVP_PKEY * of the server certificate */
+    uint8_t *peer_cert; /* as the server sent it: its certificate, maybe followed by its CAs */
     int32_t peer_cert_len;
+    int32_t peer_leaf_len;  /* the bytes of the server's own certificate (what signatures cover) */
     uint8_t peer_thumb[20]; /* SHA-1 of the server certificate */
     uint8_t client_nonce[UA_NONCE_LEN], server_nonce[UA_NONCE_LEN];
     struct ua_symkeys send, recv, recv_prev;
@@ -50,12 +51,20 @@ void ua_sec_clear(struct ua_sec *s);
 /* Own certificate and key from pki/own/{cert.der,key.pem}; generated on the
  * first start (RSA 2048, SHA-256, SAN URI = app_uri, 10 years), key file 0600. */
 int ua_sec_load_own(struct ua_sec *s, const char *pki, const char *app_uri, struct fb_err *err);
-/* Sets the server certificate (DER) after checking it against the .der files in pki/trusted.
- * Untrusted: with auto_trust it is copied into pki/trusted (trust on first
- * use), else it is saved to pki/rejected/<thumbprint>.der and FB_EACCES
- * explains how to trust it. */
-int ua_sec_set_peer(struct ua_sec *s, const char *pki, bool auto_trust, const uint8_t *cert, int32_t len,
+/* Sets the server certificate (DER; the server may send its chain, leaf
+ * first) after checking it against the trust list in pki: trusted/ (the
+ * certificate itself, or a CA that issued it), issuers/ (intermediate CAs),
+ * crl/ (every CA's CRL; with UA_TRUST_CRL_OPTIONAL only where present).
+ * Revoked, or a CA out of its validity: FB_EACCES with the OPC UA status in
+ * the message.  Unknown: with UA_TRUST_AUTO its certificate is copied into
+ * pki/trusted (trust on first use), else it is saved to
+ * pki/rejected/<thumbprint>.der and FB_EACCES explains how to trust it. */
+#define UA_TRUST_AUTO 1u
+#define UA_TRUST_CRL_OPTIONAL 2u
+int ua_sec_set_peer(struct ua_sec *s, const char *pki, unsigned flags, const uint8_t *cert, int32_t len,
                     const char *where, struct fb_err *err);
+/* The length of the first certificate of a DER chain (len when it is not DER). */
+int32_t ua_sec_leaf_len(const uint8_t *cert, int32_t len);
 /* P_SHA256 keys from the nonces (after OpenSecureChannel / renew). */
 int ua_sec_derive(struct ua_sec *s, const uint8_t *server_nonce, int32_t len, uint32_t token);
 /* Asymmetric OPN chunk (always signed and encrypted).  Returns the size or 0. */

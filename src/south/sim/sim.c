@@ -36,7 +36,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/block.h"
 #include "core/model.h"
+#include "core/plugin.h"
 #include "south/sim/sim_gen.h"
 #include "south/sim/sim_plant.h"
 
@@ -56,6 +58,7 @@ struct sim_tag {
     struct fb_plant *plant; /* a process model instead of a generator */
     int64_t input;          /* the plant's input tag id, -1 = none */
     char num[40];           /* numbers formatted for string tags */
+    int64_t t_start;        /* motor: the clock at the first block (operating time 0) */
 };
 
 static const char *const sim_schemes[] = {"sim", NULL};
@@ -157,9 +160,15 @@ static int sim_parse_address(struct fb_device *dev, struct fb_tag *tag, struct f
         return fb_err_set(err, FB_ENOMEM, "out of memory");
     }
     st->input = -1;
-    if (fb_plant_is_spec(spec)) {
+    /* "motor" names two models: on a waveform tag (vibration:) the vibration
+     * generator (sim_motor.h), elsewhere the speed plant (sim_plant.h) */
+    bool vib_motor = tag->wave && !strncmp(spec, "motor", 5) && (spec[5] == ':' || spec[5] == 0);
+    if (fb_plant_is_spec(spec) && !vib_motor) {
         st->plant = malloc(sizeof *st->plant);
         int rc = st->plant ? fb_plant_parse(spec, st->plant, err) : fb_err_set(err, FB_ENOMEM, "out of memory");
+        if (rc == FB_EINVAL && !strncmp(spec, "motor", 5) && err && strstr(err->msg, "unknown key") &&
+            strlen(err->msg) < sizeof err->msg - 80)
+            strcat(err->msg, " (the vibration motor model, rpm= …, needs vibration: on the tag)");
         free(spec);
         if (rc == 0 && at != FB_T_NONE && at != FB_T_FLOAT64 && at != FB_T_FLOAT32)
             rc = fb_err_set(err, FB_EINVAL, "sim address '%s': a plant is float32 or float64, not %s", text,
@@ -169,6 +178,8 @@ static int sim_parse_address(struct fb_device *dev, struct fb_tag *tag, struct f
                             fb_type_name((enum fb_type)tag->type));
         if (rc == 0 && (tag->access & FB_ACC_WRITE))
             rc = fb_err_set(err, FB_EINVAL, "sim address '%s': a plant's value is computed; write its input tag", text);
+        if (rc == 0 && tag->wave)
+            rc = fb_err_set(err, FB_EINVAL, "sim address '%s': a plant delivers one value, not a waveform", text);
         if (rc) {
             free(st->plant);
             free(st);
@@ -195,6 +206,12 @@ static int sim_parse_address(struct fb_device *dev, struct fb_tag *tag, struct f
         tag->type = (uint8_t)at;
     }
     if (tag->type == FB_T_NONE) tag->type = st->g.is_string ? FB_T_STRING : FB_T_FLOAT64;
+    if (tag->wave && (st->g.is_string || tag->type == FB_T_STRING || tag->type == FB_T_BOOL)) {
+        const char *what = st->g.is_string ? "a string" : fb_type_name((enum fb_type)tag->type);
+        fb_sim_gen_free(&st->g);
+        free(st);
+        return fb_err_set(err, FB_EINVAL, "sim address '%s': a waveform tag takes numbers, not %s", text, what);
+    }
     if (st->g.is_string && tag->type != FB_T_STRING) {
         fb_sim_gen_free(&st->g);
         free(st);
@@ -435,6 +452,34 @@ static void to_value(enum fb_type t, double d, struct fb_value *v)
     }
 }
 
+/* A waveform tag: one block of t->wave->n samples.  A motor makes its own
+ * signal; any other generator is read once per sample, at the sample's
+ * time (a sine of period 20ms is a 50 Hz tone).  No block free (the
+ * analysis is behind): nothing is added, fb_block_get counted the drop. */
+static void read_block(struct fb_tag *t, struct sim_tag *st, int64_t now, struct fb_batch *out)
+{
+    struct fb_block *blk = fb_block_get(t);
+    if (!blk) return;
+    uint32_t n = t->wave->n <= blk->cap ? t->wave->n : blk->cap;
+    double fs = t->wave->fs;
+    blk->n = n;
+    blk->ts = now;
+    if (st->g.kind == FB_SIM_MOTOR) {
+        if (!st->t_start) st->t_start = now;
+        double t_op = (double)(now - st->t_start) / 1e9 * st->g.motor.accel;
+        fb_motor_block(&st->g.motor, blk->x, n, fs, t_op);
+    } else {
+        for (uint32_t i = 0; i < n; i++) {
+            struct fb_sim_out o;
+            fb_sim_gen_read(&st->g, now + (int64_t)(i * 1e9 / fs), &o);
+            blk->x[i] = (float)o.d;
+        }
+    }
+    struct fb_value v = {.type = FB_T_BLOCK, .blk = blk};
+    fb_batch_add(out, t->id, FB_Q_GOOD, now, &v);
+    fb_block_unref(blk);
+}
+
 static int sim_read(struct fb_device *dev, struct fb_group *g, struct fb_batch *out)
 {
     if (!dev->gw) return FB_EINVAL;
@@ -453,6 +498,10 @@ static int sim_read(struct fb_device *dev, struct fb_group *g, struct fb_batch *
             v.u = 0;
             fb_batch_add(out, t->id, FB_Q_BAD_CONFIG, now, &v);
             failed++;
+            continue;
+        }
+        if (t->wave) {
+            read_block(t, st, now, out);
             continue;
         }
         if (st->plant) {

@@ -26,12 +26,13 @@
 #define M_PI 3.14159265358979323846
 #endif
 
-const char *const fb_sim_gen_names[] = {"sine", "square", "ramp", "walk", "noise", "const", "counter", "memory", NULL};
+const char *const fb_sim_gen_names[] = {"sine",  "square",  "ramp",   "walk",  "noise",
+                                        "const", "counter", "memory", "motor", NULL};
 
-enum val_kind { V_NUM, V_DUR, V_PROB, V_ANY /* number or quoted string */ };
+enum val_kind { V_NUM, V_DUR, V_DUR0 /* a duration, 0 allowed */, V_PROB, V_ANY /* number or quoted string */ };
 
 #define K(k) (1u << (k))
-#define K_ALL 0xFFu
+#define K_ALL 0xFFu /* every generator but motor (faults are per value, a motor makes blocks) */
 #define K_PERIODIC (K(FB_SIM_SINE) | K(FB_SIM_SQUARE) | K(FB_SIM_RAMP))
 
 struct key_def {
@@ -68,6 +69,25 @@ static const struct key_def keys[] = {
     {K_ALL, "dropout", V_PROB, 0, F(dropout_p)},
     {K_ALL, "oor", V_PROB, 0, F(oor_p)},
     {K_ALL, "oor_value", V_NUM, 1e6, F(oor_value)},
+    /* motor (sim_motor.h): the defaults are fb_motor_defaults' */
+    {K(FB_SIM_MOTOR), "rpm", V_NUM, 1480, F(motor.rpm)},
+    {K(FB_SIM_MOTOR), "unbalance", V_NUM, 0.25, F(motor.unbalance)},
+    {K(FB_SIM_MOTOR), "misalign", V_NUM, 0.15, F(motor.misalign)},
+    {K(FB_SIM_MOTOR), "noise", V_NUM, 0.3, F(motor.noise)},
+    {K(FB_SIM_MOTOR), "resonance", V_NUM, 3500, F(motor.resonance)},
+    {K(FB_SIM_MOTOR), "damping", V_NUM, 0.05, F(motor.damping)},
+    {K(FB_SIM_MOTOR), "balls", V_NUM, 9, F(motor.balls)},
+    {K(FB_SIM_MOTOR), "ball_d", V_NUM, 7.94, F(motor.ball_d)},
+    {K(FB_SIM_MOTOR), "pitch_d", V_NUM, 39.04, F(motor.pitch_d)},
+    {K(FB_SIM_MOTOR), "angle", V_NUM, 0, F(motor.angle)},
+    {K(FB_SIM_MOTOR), "outer", V_NUM, 0, F(motor.outer)},
+    {K(FB_SIM_MOTOR), "inner", V_NUM, 0, F(motor.inner)},
+    {K(FB_SIM_MOTOR), "ball", V_NUM, 0, F(motor.ball)},
+    {K(FB_SIM_MOTOR), "cage", V_NUM, 0, F(motor.cage)},
+    {K(FB_SIM_MOTOR), "onset", V_DUR0, 0, F(motor.onset_ns)},
+    {K(FB_SIM_MOTOR), "growth", V_DUR0, 3600, F(motor.growth_ns)},
+    {K(FB_SIM_MOTOR), "accel", V_NUM, 1, F(motor.accel)},
+    {K(FB_SIM_MOTOR), "slip", V_NUM, 0.01, F(motor.slip)},
 };
 #undef F
 #define NKEYS (sizeof keys / sizeof keys[0])
@@ -109,6 +129,7 @@ void fb_sim_gen_seed(struct fb_sim_gen *g, uint64_t seed, uint64_t index)
     g->rng = splitmix64(&x);
     if (g->rng == 0) g->rng = 0x9E3779B97F4A7C15ull; /* xorshift must not be 0 */
     if (g->kind == FB_SIM_WALK || g->kind == FB_SIM_COUNTER) g->cur = g->start;
+    if (g->kind == FB_SIM_MOTOR) fb_motor_seed(&g->motor, g->rng);
     g->stuck = false;
 }
 
@@ -191,11 +212,11 @@ static int apply_key(struct fb_sim_gen *g, const struct key_def *kd, const char 
         if (rc) return fb_err_set(err, rc, "sim address '%s': out of memory", spec);
         return 0;
     }
-    if (kd->vk == V_DUR) {
+    if (kd->vk == V_DUR || kd->vk == V_DUR0) {
         int64_t ns;
-        if (fb_parse_duration(val, &ns) || ns <= 0)
-            return fb_err_set(err, FB_EINVAL, "sim address '%s': %s=%s is not a positive duration (e.g. 10s, 250ms)",
-                              spec, kd->name, val);
+        if (fb_parse_duration(val, &ns) || ns < 0 || (ns == 0 && kd->vk == V_DUR))
+            return fb_err_set(err, FB_EINVAL, "sim address '%s': %s=%s is not a %s duration (e.g. 10s, 250ms, 2h)",
+                              spec, kd->name, val, kd->vk == V_DUR ? "positive" : "non-negative");
         memcpy(base + kd->off, &ns, sizeof ns);
         return 0;
     }
@@ -225,7 +246,7 @@ static void set_defaults(struct fb_sim_gen *g)
     for (size_t i = 0; i < NKEYS; i++) {
         const struct key_def *kd = &keys[i];
         if (!(kd->kinds & K(g->kind))) continue;
-        if (kd->vk == V_DUR) {
+        if (kd->vk == V_DUR || kd->vk == V_DUR0) {
             double s = kd->off == offsetof(struct fb_sim_gen, period_ns) ? period_default_s[g->kind] : kd->def;
             int64_t ns = (int64_t)(s * 1e9);
             memcpy(base + kd->off, &ns, sizeof ns);
@@ -253,6 +274,12 @@ static int validate(struct fb_sim_gen *g, const char *spec, struct fb_err *err)
         case FB_SIM_NOISE:
             if (g->stddev < 0) return fb_err_set(err, FB_EINVAL, "sim address '%s': stddev must be >= 0", spec);
             break;
+        case FB_SIM_MOTOR: {
+            const char *why;
+            if (fb_motor_check(&g->motor, &why) < 0)
+                return fb_err_set(err, FB_EINVAL, "sim address '%s': %s", spec, why);
+            break;
+        }
         default: break;
     }
     if (isnan(g->spike_amp)) g->spike_amp = g->kind == FB_SIM_SINE ? 10.0 * fabs(g->amp) : 100.0;
@@ -386,6 +413,7 @@ void fb_sim_gen_read(struct fb_sim_gen *g, int64_t t_ns, struct fb_sim_out *o)
 {
     double v;
     switch (g->kind) {
+        case FB_SIM_MOTOR: v = 0; break; /* makes blocks (fb_motor_block), never single values */
         case FB_SIM_WALK:
             g->cur += (2.0 * rnd01(g) - 1.0) * g->step;
             if (g->cur < g->min) g->cur = g->min;

@@ -11,6 +11,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 #include "core/model.h"
+#include "south/sim/sim_motor.h"
 
 enum fb_sim_kind {
     FB_SIM_SINE = 0,
@@ -21,6 +22,7 @@ enum fb_sim_kind {
     FB_SIM_CONST,
     FB_SIM_COUNTER,
     FB_SIM_MEMORY,
+    FB_SIM_MOTOR, /* waveform tags only: a motor's vibration (sim_motor.h) */
     FB_SIM__COUNT
 };
 
@@ -49,6 +51,7 @@ struct fb_sim_gen {
     double stuck_val;
     char *str; /* string value (const/memory strings), heap, cap str_cap */
     uint32_t str_len, str_cap;
+    struct fb_motor motor; /* FB_SIM_MOTOR */
 };
 
 /* The result of one read. */

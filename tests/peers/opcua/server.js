@@ -4,9 +4,18 @@
  *
  * Usage: node server.js --port 26543 [--pki DIR] [--chunk 8192] [--max-msg 0]
  *        [--max-read 0] [--lifetime MS] [--many N] [--tick MS] [--strict-users]
- *        [--many-tick MS --many-change K]
+ *        [--many-tick MS --many-change K] [--strict-clients] [--cert PEM --key PEM --app-uri URI]
+ *        [--password P]
  *   --strict-users  user certificates (X509IdentityToken) must be in
  *                   PKI/user/trusted/certs (otherwise any is accepted)
+ *   --strict-clients client application certificates must be in
+ *                   PKI/server/trusted/certs, or be issued by a CA there
+ *                   (mutual authentication; otherwise any is accepted)
+ *   --cert, --key   the server's application certificate (PEM; the file may
+ *                   hold the chain: certificate first, then its CAs) and key,
+ *                   instead of the self-signed one node-opcua makes;
+ *                   --app-uri: the application URI it carries
+ *   --password      the password of the user "operator" (default "secret")
  *   --many-tick     every MS ms, set the next K of the --many items (round
  *                   robin) to the current time in ms since 1970 (Double), so
  *                   a subscriber can compute the change-to-delivery latency;
@@ -24,7 +33,7 @@
  *   Demo/Deep/Level2/Level3/Leaf   for browse paths
  *   Demo/Many/Item0000..  --many Double variables, and ManyArray: a Double[--many]
  *   Demo/SetValue(name String, value String) a method that sets a variable
- * Users: anonymous, "operator" / "secret" (user name token), X.509 user
+ * Users: anonymous, "operator" / "secret" (--password; user name token), X.509 user
  * certificates (see --strict-users).  Security policies: None,
  * Basic256Sha256, Aes128_Sha256_RsaOaep.
  *
@@ -47,7 +56,8 @@ const { DataType, Variant, VariantArrayType, StatusCodes, OPCUACertificateManage
 
 const args = process.argv.slice(2);
 const opt = { port: 26543, pki: path.join(__dirname, 'pki'), chunk: 0, maxMsg: 0, maxRead: 0,
-              lifetime: 0, many: 0, tick: 0, strictUsers: false, manyTick: 0, manyChange: 0 };
+              lifetime: 0, many: 0, tick: 0, strictUsers: false, manyTick: 0, manyChange: 0,
+              strictClients: false, cert: '', key: '', appUri: '', password: 'secret' };
 for (let i = 0; i < args.length; i++) {
     const a = args[i], v = args[i + 1];
     if (a === '--port') { opt.port = parseInt(v, 10); i++; }
@@ -61,6 +71,11 @@ for (let i = 0; i < args.length; i++) {
     else if (a === '--strict-users') { opt.strictUsers = true; }
     else if (a === '--many-tick') { opt.manyTick = parseInt(v, 10); i++; }
     else if (a === '--many-change') { opt.manyChange = parseInt(v, 10); i++; }
+    else if (a === '--strict-clients') { opt.strictClients = true; }
+    else if (a === '--cert') { opt.cert = v; i++; }
+    else if (a === '--key') { opt.key = v; i++; }
+    else if (a === '--app-uri') { opt.appUri = v; i++; }
+    else if (a === '--password') { opt.password = v; i++; }
 }
 
 const SCALARS = {
@@ -115,7 +130,7 @@ const logins = { ok: 0, refused: 0 };
 
 async function main() {
     const serverCertificateManager = new OPCUACertificateManager({
-        automaticallyAcceptUnknownCertificate: true, rootFolder: path.join(opt.pki, 'server'),
+        automaticallyAcceptUnknownCertificate: !opt.strictClients, rootFolder: path.join(opt.pki, 'server'),
     });
     await serverCertificateManager.initialize();
     const userCertificateManager = new OPCUACertificateManager({
@@ -134,7 +149,7 @@ async function main() {
         allowAnonymous: true,
         userManager: {
             isValidUser: (u, p) => {
-                const ok = u === 'operator' && p === 'secret';
+                const ok = u === 'operator' && p === opt.password;
                 if (ok) logins.ok++; else logins.refused++;
                 return ok;
             },
@@ -143,6 +158,8 @@ async function main() {
         buildInfo: { productName: 'fieldbridge-test-peer' },
     };
     if (opt.lifetime) serverOpts.defaultSecureTokenLifetime = opt.lifetime;
+    if (opt.cert) { serverOpts.certificateFile = opt.cert; serverOpts.privateKeyFile = opt.key; }
+    if (opt.appUri) serverOpts.serverInfo = { applicationUri: opt.appUri };
     if (opt.chunk || opt.maxMsg) {
         serverOpts.transportSettings = {
             adjustTransportLimits: (h) => ({
