@@ -15,6 +15,8 @@ DEMO=(
     # build (C only: gcc, not the whole build-essential)
     gcc libc6-dev cmake ninja-build pkg-config
     libmodbus-dev libmosquitto-dev libyaml-dev libjansson-dev libmicrohttpd-dev libssl-dev libsystemd-dev
+    # remote configurations by URL: the headers (libcurl is loaded only when a download is asked for)
+    libcurl4-openssl-dev
     protobuf-c-compiler libprotobuf-c-dev
     # Lua 5.4 for user scripts (src/edge/script.c)
     liblua5.4-dev
@@ -32,6 +34,8 @@ TEST=(
     libcmocka-dev clang libclang-rt-14-dev valgrind
     # system-test peers and tools
     openssl socat mbpoll python3-pytest python3-paho-mqtt
+    # the reference provisioning service (tests/peers/provision_service.py) signs CSRs
+    python3-cryptography
     # the HTTP API's tests: responses checked against docs/openapi.yaml, the page in a real browser
     python3-jsonschema python3-yaml chromium
     influxdb influxdb-client  # InfluxDB 1.6: influx sink, ingest, dashboards

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # valgrind.sh — memcheck over the unit tests that exercise threads, sockets and
 # the config loader, and over a short `fieldbridge run` (sim device, no broker
-# needed) stopped with SIGTERM.  Fails on any error or definite leak.
+# needed) reloaded with SIGHUP and stopped with SIGTERM.  Fails on any error or
+# definite leak.
 # (The JSON and pipeline tests are skipped here: millions of random numbers
 #  take minutes under valgrind; ASan+UBSan covers them in test.sh.)
 set -euo pipefail
@@ -11,7 +12,7 @@ VG=(valgrind -q --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=de
     --show-leak-kinds=definite)
 rc=0
 for t in test_core test_runtime test_batch_codec test_store test_config test_modbus test_mqtt test_sim test_revpi test_metrics \
-         test_alarm test_alarms test_expr test_script test_vib_dsp test_file; do
+         test_health test_reload test_alarm test_alarms test_expr test_script test_vib_dsp test_file test_shadow; do
     [ -x "$B/$t" ] || continue
     echo "valgrind: $t"
     if ! FB_SOURCE_DIR="$PWD" "${VG[@]}" "$B/$t" >/tmp/vg_$t.log 2>&1; then
@@ -46,10 +47,13 @@ devices:
     tags:
       - {name: twice, expr: "'sim/ab' * 2", period: 300ms}
 YAML
-echo "valgrind: fieldbridge run (sim, 3 s)"
+echo "valgrind: fieldbridge run (sim, 4 s, a reload by SIGHUP in the middle)"
 "${VG[@]}" "$B/fieldbridge" run -c "$cfg" --log-level warn >/tmp/vg_run.log 2>&1 &
 pid=$!
-sleep 3
+sleep 2
+sed -i 's/deadband: 0.1/deadband: 0.2/' "$cfg"   # a changed tag: its device keeps running, its state restarts
+kill -HUP $pid
+sleep 2
 kill -TERM $pid
 if ! wait $pid; then echo "valgrind: fieldbridge run FAILED"; tail -40 /tmp/vg_run.log; rc=1; fi
 rm -rf "$cfg" "$lua" "$buf"

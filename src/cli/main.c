@@ -33,11 +33,13 @@
 #include "core/config.h"
 #include "core/driver.h"
 #include "core/env.h"
+#include "core/fleet.h"
 #include "core/log.h"
 #include "core/plugin.h"
 #include "core/privs.h"
 #include "core/runtime.h"
 #include "core/sdnotify.h"
+#include "fleet/ota.h"
 #include "north/sparkplug/sparkplug.h"
 #include "south/ads/ads.h"
 
@@ -46,7 +48,8 @@ static const char *const usage_head =
     "\n"
     "commands (fieldbridge help COMMAND for each one's options):\n"
     "  run -c FILE [--log-format text|json] [--log-level LEVEL]\n"
-    "                                   run the gateway (foreground) until SIGINT/SIGTERM\n"
+    "                                   run the gateway (foreground) until SIGINT/SIGTERM;\n"
+    "                                   SIGHUP reloads the config\n"
     "  ingest -c FILE [--log-format text|json] [--log-level LEVEL]\n"
     "                                   write other gateways' MQTT telemetry to InfluxDB (docs/influxdb.md)\n"
     "  check -c FILE [--strict]         validate a config offline and print what would run\n"
@@ -149,7 +152,8 @@ static void reexec(void)
     for (ssize_t i = 0; i < n && argc < 255; i += (ssize_t)strlen(buf + i) + 1) args[argc++] = buf + i;
     args[argc] = NULL;
     fb_info(NULL, NULL, "reboot: restarting %s", args[0]);
-    execv("/proc/self/exe", args);
+    const char *exe = fb_ota_exec_path(); /* after a software update: install_dir/current/fieldbridge */
+    execv(exe ? exe : "/proc/self/exe", args);
     fb_error(NULL, NULL, "reboot failed: cannot re-execute: %s", strerror(errno));
 }
 
@@ -173,11 +177,13 @@ static int run_config(int argc, char **argv, bool ingest)
                      "Subscribes to the telemetry of many gateways (JSON and Sparkplug B) as the file's\n"
                      "ingest: section says and writes it to the influx: sink until SIGINT or SIGTERM.\n"
                      "Several instances with the same ingest.share group split the traffic.  See\n"
-                     "docs/influxdb.md.");
+                     "docs/influxdb.md.  SIGHUP does not reload an ingest config: restart it.");
             else
                 puts("usage: fieldbridge run -c FILE [--log-format text|json] [--log-level error|warn|info|debug]\n"
                      "Runs the gateway in the foreground until SIGINT or SIGTERM, then publishes the\n"
-                     "offline status, flushes what it can and exits 0.");
+                     "offline status, flushes what it can and exits 0.  SIGHUP (systemctl reload)\n"
+                     "re-reads the config and applies only what changed; an invalid one is refused\n"
+                     "and the running one stays (docs/fleet.md).");
             return 0;
         } else {
             fprintf(stderr, "fieldbridge %s: unexpected argument '%s'\n", cmd, argv[i]);
@@ -188,25 +194,10 @@ static int run_config(int argc, char **argv, bool ingest)
         fprintf(stderr, "fieldbridge %s: missing -c FILE\n", cmd);
         return 2;
     }
-    struct fb_config_opts o = {.strict = true, .diag = stderr};
-    struct fb_gateway *gw = NULL;
-    if (fb_config_load(file, &o, &gw) < 0) return 2;
-    if (ingest != (gw->nsources > 0)) {
-        fprintf(stderr,
-                ingest ? "fieldbridge ingest: %s has no ingest: section (a gateway config runs with fieldbridge run)\n"
-                       : "fieldbridge run: %s is an ingest config: run it with fieldbridge ingest -c FILE\n",
-                file);
-        fb_gateway_free(gw);
+    int lvl = -1, lfmt = -1;
+    if (level && (lvl = fb_log_level_parse(level)) < 0) {
+        fprintf(stderr, "fieldbridge %s: unknown log level '%s'\n", cmd, level);
         return 2;
-    }
-    int lvl = gw->log_level, lfmt = gw->log_format;
-    if (level) {
-        lvl = fb_log_level_parse(level);
-        if (lvl < 0) {
-            fprintf(stderr, "fieldbridge %s: unknown log level '%s'\n", cmd, level);
-            fb_gateway_free(gw);
-            return 2;
-        }
     }
     if (fmt) {
         if (!strcmp(fmt, "json"))
@@ -215,23 +206,42 @@ static int run_config(int argc, char **argv, bool ingest)
             lfmt = FB_LOG_TEXT;
         else {
             fprintf(stderr, "fieldbridge %s: unknown log format '%s' (text or json)\n", cmd, fmt);
-            fb_gateway_free(gw);
             return 2;
         }
     }
-    fb_log_init(lvl, lfmt);
-
     /* Signals are taken synchronously by this thread; every other thread
-     * inherits the blocked mask, so no handler ever runs inside library code. */
+     * inherits the blocked mask, so no handler ever runs inside library code.
+     * Blocked before anything starts, so a SIGHUP (systemctl reload) early in
+     * the start-up cannot end the process either: left at its default action
+     * it would, without the offline status. */
     sigset_t set;
     sigemptyset(&set);
     sigaddset(&set, SIGINT);
     sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGHUP);
     pthread_sigmask(SIG_BLOCK, &set, NULL);
     signal(SIGPIPE, SIG_IGN);
 
+    /* the local config, or the remote configuration kept beside it (docs/fleet.md) */
+    struct fb_fleet_opts fo = {.log_level = lvl, .log_format = lfmt};
+    struct fb_gateway *gw = NULL;
+    struct fb_fleet *fleet = NULL;
+    if (fb_fleet_load(file, &fo, stderr, &gw, &fleet) < 0) return 2;
+    if (ingest != (gw->nsources > 0)) {
+        fprintf(stderr,
+                ingest ? "fieldbridge ingest: %s has no ingest: section (a gateway config runs with fieldbridge run)\n"
+                       : "fieldbridge run: %s is an ingest config: run it with fieldbridge ingest -c FILE\n",
+                file);
+        fb_gateway_free(gw);
+        fb_fleet_free(fleet);
+        return 2;
+    }
+    fb_log_init(lvl >= 0 ? lvl : gw->log_level, lfmt >= 0 ? lfmt : gw->log_format);
+
     struct fb_err err = {0};
-    if (fb_runtime_start(gw, &err) < 0) {
+    struct fb_runtime_ext ext;
+    fb_fleet_runtime_ext(fleet, &ext);
+    if (fb_runtime_start_ext(gw, &ext, &err) < 0 || fb_fleet_start(fleet, &err) < 0) {
         fb_error(NULL, NULL, "cannot start: %s", err.msg[0] ? err.msg : fb_strerror(err.code));
         fb_runtime_request_stop(gw);
         return 1;
@@ -239,13 +249,21 @@ static int run_config(int argc, char **argv, bool ingest)
     fb_privs_check();        /* every listening port is bound now */
     fb_sd_notify("READY=1"); /* Type=notify units: everything runs (no-op without systemd) */
     int sig = 0;
-    sigwait(&set, &sig);
+    for (;;) {
+        sigwait(&set, &sig);
+        if (sig != SIGHUP) break;
+        /* systemctl reload: applied on the command router's thread, like the reload command */
+        fb_info(NULL, NULL, "received SIGHUP: reloading the configuration");
+        fb_fleet_request_reload(fleet, "signal:SIGHUP");
+    }
     fb_info(NULL, NULL, "received %s", sig == SIGINT ? "SIGINT" : "SIGTERM");
     fb_sd_notify("STOPPING=1");
     bool reboot = fb_runtime_reboot_requested(gw);
     fb_runtime_request_stop(gw);
+    fb_fleet_stop(fleet);
     fb_runtime_wait(gw);
     fb_gateway_free(gw);
+    fb_fleet_free(fleet);
     if (reboot) reexec();
     return 0;
 }

@@ -28,6 +28,7 @@
  * Alarm ids are translated like tag ids: the model file lists the alarms
  * ("A <device> <name>"), and the fingerprint covers them when there are any.
  */
+#include <dirent.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -407,4 +408,95 @@ struct fb_model_map *fb_model_map_load(const struct fb_gateway *gw, const char *
     }
     fclose(f);
     return m;
+}
+
+struct fb_model_map *fb_model_map_between(const struct fb_gateway *old, const struct fb_gateway *now)
+{
+    struct fb_model_map *m = calloc(1, sizeof *m);
+    if (!m) return NULL;
+    m->dev = calloc(old->ndevs ? old->ndevs : 1, sizeof *m->dev);
+    m->tag = calloc(old->ntags ? old->ntags : 1, sizeof *m->tag);
+    m->alarm = calloc(old->nalarms ? old->nalarms : 1, sizeof *m->alarm);
+    if (!m->dev || !m->tag || !m->alarm) {
+        fb_model_map_free(m);
+        return NULL;
+    }
+    m->ndevs = old->ndevs;
+    m->ntags = old->ntags;
+    m->nalarms = old->nalarms;
+    for (uint32_t i = 0; i < old->ndevs; i++) {
+        struct fb_device *d = fb_gw_device((struct fb_gateway *)now, old->devs[i].name);
+        m->dev[i] = d ? d->idx : UINT32_MAX;
+    }
+    for (uint32_t i = 0; i < old->ntags; i++) {
+        const struct fb_tag *t = &old->tags[i];
+        uint32_t nd = t->device < old->ndevs ? m->dev[t->device] : UINT32_MAX;
+        const struct fb_tag *nt =
+            nd != UINT32_MAX ? fb_gw_tag((struct fb_gateway *)now, &now->devs[nd], t->name) : NULL;
+        m->tag[i] = nt ? nt->id : UINT32_MAX;
+    }
+    for (uint32_t i = 0; i < old->nalarms; i++) { /* by device and name, like the model files */
+        const struct fb_alarm *a = &old->alarms[i];
+        uint32_t nd = a->device < old->ndevs ? m->dev[a->device] : UINT32_MAX;
+        m->alarm[i] = UINT32_MAX;
+        for (uint32_t k = 0; nd != UINT32_MAX && k < now->nalarms; k++)
+            if (now->alarms[k].device == nd && a->name && now->alarms[k].name && !strcmp(now->alarms[k].name, a->name))
+                m->alarm[i] = k;
+    }
+    return m;
+}
+
+struct fb_model_map *fb_model_map_compose(const struct fb_model_map *a, const struct fb_model_map *b)
+{
+    struct fb_model_map *m = calloc(1, sizeof *m);
+    if (!m) return NULL;
+    m->dev = calloc(a->ndevs ? a->ndevs : 1, sizeof *m->dev);
+    m->tag = calloc(a->ntags ? a->ntags : 1, sizeof *m->tag);
+    m->alarm = calloc(a->nalarms ? a->nalarms : 1, sizeof *m->alarm);
+    if (!m->dev || !m->tag || !m->alarm) {
+        fb_model_map_free(m);
+        return NULL;
+    }
+    m->ndevs = a->ndevs;
+    m->ntags = a->ntags;
+    m->nalarms = a->nalarms;
+    for (uint32_t i = 0; i < a->ndevs; i++) m->dev[i] = a->dev[i] < b->ndevs ? b->dev[a->dev[i]] : UINT32_MAX;
+    for (uint32_t i = 0; i < a->ntags; i++) m->tag[i] = a->tag[i] < b->ntags ? b->tag[a->tag[i]] : UINT32_MAX;
+    for (uint32_t i = 0; i < a->nalarms; i++)
+        m->alarm[i] = a->alarm[i] < b->nalarms ? b->alarm[a->alarm[i]] : UINT32_MAX;
+    return m;
+}
+
+int fb_model_copy_all(const char *from_dir, const char *to_dir)
+{
+    DIR *d = opendir(from_dir);
+    if (!d) return FB_EIO;
+    int rc = 0;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        unsigned fp;
+        char tail;
+        if (sscanf(e->d_name, "model-%8x%c", &fp, &tail) != 1 || strlen(e->d_name) != 14) continue;
+        char src[1100], dst[1100], tmp[1110];
+        snprintf(src, sizeof src, "%s/%s", from_dir, e->d_name);
+        snprintf(dst, sizeof dst, "%s/%s", to_dir, e->d_name);
+        if (access(dst, F_OK) == 0) continue; /* models are immutable */
+        snprintf(tmp, sizeof tmp, "%s.tmp", dst);
+        FILE *in = fopen(src, "r"), *out = in ? fopen(tmp, "w") : NULL;
+        bool ok = in && out;
+        char buf[4096];
+        size_t n;
+        while (ok && (n = fread(buf, 1, sizeof buf, in)) > 0) ok = fwrite(buf, 1, n, out) == n;
+        if (in) fclose(in);
+        if (out) {
+            ok = fflush(out) == 0 && fsync(fileno(out)) == 0 && ok;
+            ok = fclose(out) == 0 && ok;
+        }
+        if (!ok || rename(tmp, dst) < 0) {
+            unlink(tmp);
+            rc = FB_EIO;
+        }
+    }
+    closedir(d);
+    return rc;
 }

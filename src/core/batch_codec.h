@@ -29,4 +29,12 @@ int fb_model_save(const struct fb_gateway *gw, const char *dir, uint32_t fp);
 /* Read dir/model-<fp> and map it onto gw; NULL when there is no such file. */
 struct fb_model_map *fb_model_map_load(const struct fb_gateway *gw, const char *dir, uint32_t fp);
 void fb_model_map_free(struct fb_model_map *m);
+/* In memory, for a reload: the ids of model `old` mapped onto `now` by
+ * device and tag name; and a map followed by another (old → mid → now).
+ * NULL when out of memory. */
+struct fb_model_map *fb_model_map_between(const struct fb_gateway *old, const struct fb_gateway *now);
+struct fb_model_map *fb_model_map_compose(const struct fb_model_map *a, const struct fb_model_map *b);
+/* Copy every model-<fp> file of one store directory into another (a buffer
+ * that moved keeps the names of its records' configs).  0 or FB_EIO. */
+int fb_model_copy_all(const char *from_dir, const char *to_dir);
 #endif

@@ -28,9 +28,11 @@
 #include "core/cfg.h"
 #include "core/config_dev.h"
 #include "core/config_tmpl.h"
+#include "core/fleet_cfg.h"
 #include "core/log.h"
 #include "core/sinks.h"
 #include "edge/edge_cfg.h"
+#include "fleet/shadow.h"
 #include "vib/vib_cfg.h"
 
 struct ctx {
@@ -38,12 +40,13 @@ struct ctx {
     struct fb_gateway *gw;
 };
 
-static const char *const k_fixed[] = {"gateway", "log",    "status_interval", "commands",  "security", "buffer",
-                                      "devices", "alarms", "scripts",         "vibration", NULL};
+static const char *const k_fixed[] = {"gateway", "log",   "status_interval", "commands", "security", "buffer",
+                                      "devices", "fleet", "version",         "alarms",   "scripts",  "vibration",
+                                      NULL};
 #define NFIXED (sizeof k_fixed / sizeof k_fixed[0] - 1)
 /* the keys every sink's section takes besides its own */
 static const char *const k_sink_common[] = {"buffer", "queue", NULL};
-static const char *const k_gateway[] = {"id", "site", NULL};
+static const char *const k_gateway[] = {"id", "site", "model", "location", "labels", NULL};
 static const char *const k_log[] = {"level", "format", NULL};
 static const char *const k_commands[] = {"max_age", "allow_qos0", "timeout", "allow", NULL};
 static const char *const k_security[] = {"cert_warning", "cert_check", NULL};
@@ -139,6 +142,29 @@ static struct fb_buffer_cfg *buffer_copy(const struct fb_buffer_cfg *base)
 }
 
 /* ------------------------------------------------------------ gateway */
+/* What the gateway says about itself in its status (docs/fleet.md): the
+ * hardware model, where it is, and free-form labels. */
+static void load_identity(struct ctx *c, const struct fb_cfg_map *m)
+{
+    struct fb_gateway *gw = c->gw;
+    struct fb_cfg_node *n;
+    if ((n = fb_cfg_get(m, "model"))) gw->hw_model = fb_cfg_str(c->r, NULL, n, "gateway.model");
+    if ((n = fb_cfg_get(m, "location"))) gw->location = fb_cfg_str(c->r, NULL, n, "gateway.location");
+    struct fb_cfg_map lm = {0};
+    if ((n = fb_cfg_get(m, "labels")) && fb_cfg_map_load(c->r, n, "gateway.labels", &lm)) {
+        gw->labels = calloc(lm.n ? (size_t)lm.n : 1, sizeof *gw->labels);
+        for (int i = 0; gw->labels && i < lm.n; i++) {
+            char what[96];
+            snprintf(what, sizeof what, "gateway.labels.%.60s", lm.kv[i].key);
+            char *v = fb_cfg_str(c->r, NULL, lm.kv[i].v, what);
+            if (!v) continue;
+            gw->labels[gw->nlabels].key = strdup(lm.kv[i].key);
+            gw->labels[gw->nlabels++].value = v;
+        }
+        fb_cfg_map_free(&lm);
+    }
+}
+
 static void load_gateway(struct ctx *c, const struct fb_cfg_map *top)
 {
     struct fb_gateway *gw = c->gw;
@@ -162,6 +188,7 @@ static void load_gateway(struct ctx *c, const struct fb_cfg_map *top)
             if (gw->site && !fb_cfg_level_ok(gw->site))
                 fb_cfg_error(c->r, n, "gateway.site '%s' must be non-empty and contain no '/', '+' or '#'", gw->site);
         }
+        load_identity(c, &m);
     }
     fb_cfg_map_free(&m);
     if (!gw->id) gw->id = strdup("");
@@ -226,6 +253,8 @@ static void load_gateway(struct ctx *c, const struct fb_cfg_map *top)
         fb_cfg_map_free(&m);
     }
     if ((g = fb_cfg_get(top, "buffer"))) gw->buffer = load_buffer(c, g, "buffer", NULL);
+    if ((g = fb_cfg_get(top, "version"))) gw->cfg_version = fb_cfg_str(c->r, NULL, g, "version");
+    gw->fleet = fb_fleet_cfg_load(c->r, fb_cfg_get(top, "fleet"));
 }
 
 /* fb_cfg_each_cert → the model's watch list. */
@@ -465,7 +494,10 @@ static int load(struct fb_cfg *r, const char *path, struct fb_gateway **out)
         struct fb_cfg_node *dn = fb_cfg_get(&top, "devices");
         if (!dn && !gw->nsources) fb_cfg_note(r, NULL, "no devices: nothing to poll");
         fb_cfg_each_cert(r, take_cert, gw); /* the sinks', services' and sources' files first, in config order */
-        if (!gw->nsources) load_model(&c, &top, dn);
+        if (!gw->nsources) {
+            load_model(&c, &top, dn);
+            fb_shadow_cfg_check(r, gw); /* the device shadow's tags exist (src/fleet/shadow.c) */
+        }
     }
     fb_cfg_map_free(&top);
     if (fb_cfg_finish(r) > 0) {
@@ -563,6 +595,19 @@ void fb_config_summary(const struct fb_gateway *gw, FILE *f)
         else
             fprintf(f, "  %s\n", si->svc->name);
     }
+    const struct fb_fleet_cfg *fl = gw->fleet;
+    if (gw->cfg_version || gw->hw_model || gw->location || gw->nlabels ||
+        (fl && (fl->state_dir || fl->remote_config))) {
+        fprintf(f, "  fleet: version %s, model %s, location %s, %u label%s; state in %s; remote configuration %s",
+                gw->cfg_version ? gw->cfg_version : "-", gw->hw_model ? gw->hw_model : "-",
+                gw->location ? gw->location : "-", gw->nlabels, gw->nlabels == 1 ? "" : "s",
+                fl && fl->state_dir ? fl->state_dir : "memory only", fl && fl->remote_config ? "on" : "off");
+        if (fl && fl->remote_config) {
+            fmt_dur(d1, sizeof d1, fl->health_check_ns);
+            fprintf(f, " (health check %s)", d1);
+        }
+        fputc('\n', f);
+    }
     fb_certs_describe(gw, f);
 }
 
@@ -586,6 +631,7 @@ size_t fb_config_key_tables(struct fb_config_keys *out, size_t max)
         if (n < max) out[n++] = (struct fb_config_keys){svc[i]->name, svc[i]->keys};
         for (const struct fb_config_keys *k = svc[i]->nested; k && k->section && n < max; k++) out[n++] = *k;
     }
+    n += fb_fleet_cfg_key_tables(out + n, max - n);
     n += fb_edge_key_tables(out + n, max - n);
     n += fb_vib_key_tables(out + n, max - n);
     size_t nsrc;

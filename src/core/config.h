@@ -15,9 +15,10 @@ struct fb_config_opts {
 /* Returns 0 and *out (free with fb_gateway_free), or FB_EINVAL after
  * printing every error found. */
 int fb_config_load(const char *path, const struct fb_config_opts *o, struct fb_gateway **out);
-/* The same for a document in memory (POST /api/v1/config/check): `name`
- * stands for the file in messages, and relative file references resolve
- * against its directory. */
+/* The same for a document in memory (POST /api/v1/config/check, a remote
+ * configuration): `name` stands for the file in messages, and relative file
+ * references resolve against its directory (a remote configuration names the
+ * local config's directory: docs/fleet.md). */
 int fb_config_load_mem(const char *name, const char *text, size_t len, const struct fb_config_opts *o,
                        struct fb_gateway **out);
 /* What would run: devices, connections, tags, poll groups, sinks. */

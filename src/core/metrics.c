@@ -49,8 +49,11 @@
 #include "core/buf.h"
 #include "core/certs.h"
 #include "core/env.h"
+#include "core/fleet_cfg.h"
+#include "core/health.h"
 #include "core/metrics.h"
 #include "core/model.h"
+#include "core/plugin.h"
 #include "core/runtime_state.h"
 #include "store/store.h"
 
@@ -397,8 +400,137 @@ static double uptime_s(const struct fb_gateway *gw)
     return d > 0 ? (double)d / 1e9 : 0;
 }
 
+/* ------------------------------------------------------- fleet and host */
+static void gauge_line(struct fb_buf *out, const char *name, double v)
+{
+    fb_buf_puts(out, name);
+    fb_buf_putc(out, ' ');
+    put_double(out, v);
+    fb_buf_putc(out, '\n');
+}
+
+/* The gateway's lifecycle state, reloads, queues and the box it runs on
+ * (the fleet thread's last sample): docs/metrics.md. */
+static void render_fleet(struct fb_gateway *gw, struct fb_buf *out)
+{
+    struct fb_rt *rt = gw->rt;
+    family(out, "fieldbridge_sink_queue_length", "gauge",
+           "Batches waiting in the sink's queue from the pipeline (before its buffer).");
+    for (uint32_t i = 0; i < gw->nsinks; i++) {
+        struct fb_sink_rt *q = gw->sinks[i].rt;
+        uint32_t len = 0;
+        if (q) {
+            pthread_mutex_lock(&q->mu);
+            len = q->len;
+            pthread_mutex_unlock(&q->mu);
+        }
+        fb_buf_puts(out, "fieldbridge_sink_queue_length");
+        sink_labels(out, &gw->sinks[i]);
+        fb_buf_printf(out, " %" PRIu32 "\n", len);
+    }
+    if (!rt) return;
+    struct fb_health h;
+    int state;
+    pthread_mutex_lock(&rt->status_mu);
+    h = rt->health;
+    state = rt->gw_state;
+    pthread_mutex_unlock(&rt->status_mu);
+    family(out, "fieldbridge_gateway_state", "gauge", "1 for the gateway's lifecycle state (docs/fleet.md), else 0.");
+    for (int k = 0; k < FB_GW__N; k++)
+        fb_buf_printf(out, "fieldbridge_gateway_state{state=\"%s\"} %d\n", fb_gw_state_name(k), k == state);
+    family(out, "fieldbridge_gateway_info", "gauge", "The gateway's identity; the value is always 1.");
+    fb_buf_puts(out, "fieldbridge_gateway_info{id=\"");
+    put_label(out, gw->id);
+    fb_buf_puts(out, "\",model=\"");
+    put_label(out, gw->hw_model);
+    fb_buf_puts(out, "\",location=\"");
+    put_label(out, gw->location);
+    fb_buf_puts(out, "\",config_version=\"");
+    put_label(out, gw->cfg_version);
+    fb_buf_puts(out, "\"} 1\n");
+    family(out, "fieldbridge_config_reloads_total", "counter",
+           "Configuration reloads applied (ok) or refused (failed).");
+    fb_buf_printf(out, "fieldbridge_config_reloads_total{result=\"ok\"} %" PRIu64 "\n", atomic_load(&rt->reloads_ok));
+    fb_buf_printf(out, "fieldbridge_config_reloads_total{result=\"failed\"} %" PRIu64 "\n",
+                  atomic_load(&rt->reloads_failed));
+    if (!h.ts) return;
+    if (h.cpu_usage >= 0) {
+        family(out, "fieldbridge_system_cpu_usage_ratio", "gauge",
+               "Busy share of all CPUs between the last two health samples (0..1).");
+        gauge_line(out, "fieldbridge_system_cpu_usage_ratio", h.cpu_usage);
+    }
+    family(out, "fieldbridge_system_cpus", "gauge", "CPUs the kernel reports.");
+    gauge_line(out, "fieldbridge_system_cpus", h.ncpu);
+    family(out, "fieldbridge_system_load1", "gauge", "One-minute load average.");
+    gauge_line(out, "fieldbridge_system_load1", h.load1);
+    family(out, "fieldbridge_system_memory_total_bytes", "gauge", "Memory of the box (MemTotal).");
+    gauge_line(out, "fieldbridge_system_memory_total_bytes", (double)h.mem_total);
+    family(out, "fieldbridge_system_memory_available_bytes", "gauge",
+           "Memory available without swapping (MemAvailable).");
+    gauge_line(out, "fieldbridge_system_memory_available_bytes", (double)h.mem_available);
+    if (h.disk_ok) {
+        family(out, "fieldbridge_disk_total_bytes", "gauge", "Size of the buffer's filesystem.");
+        fb_buf_puts(out, "fieldbridge_disk_total_bytes{path=\"");
+        put_label(out, h.disk_path);
+        fb_buf_printf(out, "\"} %" PRIu64 "\n", h.disk_total);
+        family(out, "fieldbridge_disk_free_bytes", "gauge",
+               "Bytes of the buffer's filesystem the gateway may still use.");
+        fb_buf_puts(out, "fieldbridge_disk_free_bytes{path=\"");
+        put_label(out, h.disk_path);
+        fb_buf_printf(out, "\"} %" PRIu64 "\n", h.disk_free);
+    }
+    static const struct {
+        const char *name, *help;
+        size_t off;
+    } nets[] = {
+        {"fieldbridge_network_receive_bytes_total", "Bytes received by the interface.",
+         offsetof(struct fb_health_if, rx_bytes)},
+        {"fieldbridge_network_transmit_bytes_total", "Bytes sent by the interface.",
+         offsetof(struct fb_health_if, tx_bytes)},
+        {"fieldbridge_network_receive_packets_total", "Packets received.", offsetof(struct fb_health_if, rx_packets)},
+        {"fieldbridge_network_transmit_packets_total", "Packets sent.", offsetof(struct fb_health_if, tx_packets)},
+        {"fieldbridge_network_receive_errors_total", "Receive errors.", offsetof(struct fb_health_if, rx_errors)},
+        {"fieldbridge_network_transmit_errors_total", "Transmit errors.", offsetof(struct fb_health_if, tx_errors)},
+        {"fieldbridge_network_receive_drop_total", "Received packets dropped.",
+         offsetof(struct fb_health_if, rx_dropped)},
+        {"fieldbridge_network_transmit_drop_total", "Packets dropped before sending.",
+         offsetof(struct fb_health_if, tx_dropped)},
+    };
+    for (size_t k = 0; h.nnet && k < sizeof nets / sizeof nets[0]; k++) {
+        family(out, nets[k].name, "counter", nets[k].help);
+        for (uint32_t i = 0; i < h.nnet; i++) {
+            uint64_t v;
+            memcpy(&v, (const char *)&h.net[i] + nets[k].off, sizeof v);
+            fb_buf_puts(out, nets[k].name);
+            fb_buf_puts(out, "{interface=\"");
+            put_label(out, h.net[i].name);
+            fb_buf_printf(out, "\"} %" PRIu64 "\n", v);
+        }
+    }
+    if (h.ntemp) {
+        family(out, "fieldbridge_temperature_celsius", "gauge",
+               "Thermal zones the board exposes (/sys/class/thermal).");
+        for (uint32_t i = 0; i < h.ntemp; i++) {
+            fb_buf_puts(out, "fieldbridge_temperature_celsius{zone=\"");
+            put_label(out, h.temp[i].zone);
+            fb_buf_puts(out, "\",type=\"");
+            put_label(out, h.temp[i].type);
+            fb_buf_puts(out, "\"} ");
+            put_double(out, h.temp[i].celsius);
+            fb_buf_putc(out, '\n');
+        }
+    }
+    family(out, "fieldbridge_clock_offset_seconds", "gauge", "The kernel's clock offset estimate (adjtimex).");
+    gauge_line(out, "fieldbridge_clock_offset_seconds", h.clock_offset_s);
+    family(out, "fieldbridge_clock_maxerror_seconds", "gauge", "The clock's maximum error (adjtimex).");
+    gauge_line(out, "fieldbridge_clock_maxerror_seconds", h.clock_maxerror_s);
+    family(out, "fieldbridge_clock_esterror_seconds", "gauge", "The clock's estimated error (adjtimex).");
+    gauge_line(out, "fieldbridge_clock_esterror_seconds", h.clock_esterror_s);
+}
+
 void fb_metrics_render(struct fb_gateway *gw, struct fb_buf *out)
 {
+    fb_model_rdlock(gw);
     for (size_t k = 0; k < sizeof dev_metrics / sizeof dev_metrics[0]; k++) {
         const struct dev_metric *m = &dev_metrics[k];
         family(out, m->name, m->type, m->help);
@@ -495,6 +627,8 @@ void fb_metrics_render(struct fb_gateway *gw, struct fb_buf *out)
     fb_buf_puts(out, "fieldbridge_build_info{version=\"");
     put_label(out, FB_VERSION);
     fb_buf_puts(out, "\"} 1\n");
+    render_fleet(gw, out);
+    fb_model_unlock(gw);
 }
 
 /* ----------------------------------------------------------------- status */
@@ -572,6 +706,62 @@ static void status_memory(struct fb_gateway *gw)
     }
 }
 
+/* "info" (identity: docs/fleet.md) and "config" (the running version and
+ * the last reload's result, kept by fleet.c). */
+static void status_identity(struct fb_gateway *gw, struct fb_buf *out)
+{
+    fb_buf_puts(out, ",\"info\":{\"id\":");
+    fb_json_cstr(out, gw->id ? gw->id : "");
+    fb_buf_puts(out, ",\"site\":");
+    fb_json_cstr(out, gw->site ? gw->site : "");
+    fb_buf_puts(out, ",\"model\":");
+    if (gw->hw_model)
+        fb_json_cstr(out, gw->hw_model);
+    else
+        fb_buf_puts(out, "null");
+    fb_buf_puts(out, ",\"location\":");
+    if (gw->location)
+        fb_json_cstr(out, gw->location);
+    else
+        fb_buf_puts(out, "null");
+    fb_buf_puts(out, ",\"labels\":{");
+    for (uint32_t i = 0; i < gw->nlabels; i++) {
+        if (i) fb_buf_putc(out, ',');
+        fb_json_cstr(out, gw->labels[i].key);
+        fb_buf_putc(out, ':');
+        fb_json_cstr(out, gw->labels[i].value);
+    }
+    fb_buf_puts(out, "},\"software\":\"fieldbridge " FB_VERSION "\"");
+    if (gw->rt) {
+        pthread_mutex_lock(&gw->rt->status_mu);
+        if (gw->rt->caps_json) {
+            fb_buf_puts(out, ",\"capabilities\":");
+            fb_buf_puts(out, gw->rt->caps_json);
+        }
+        fb_buf_putc(out, '}');
+        if (gw->rt->config_json) {
+            fb_buf_puts(out, ",\"config\":");
+            fb_buf_puts(out, gw->rt->config_json);
+        }
+        pthread_mutex_unlock(&gw->rt->status_mu);
+    } else {
+        fb_buf_putc(out, '}');
+    }
+}
+
+/* "system": the box, from the fleet thread's last health sample. */
+static void status_system(struct fb_gateway *gw, struct fb_buf *out)
+{
+    if (!gw->rt) return;
+    pthread_mutex_lock(&gw->rt->status_mu);
+    if (gw->rt->health.ts) {
+        fb_buf_puts(out, ",\"system\":{");
+        fb_health_json(out, &gw->rt->health);
+        fb_buf_putc(out, '}');
+    }
+    pthread_mutex_unlock(&gw->rt->status_mu);
+}
+
 static void status_buffer(struct fb_buf *out, const struct fb_store_stats *st, double rate, int64_t now)
 {
     fb_buf_puts(out, ",\"buffer\":{\"records\":");
@@ -599,6 +789,79 @@ static void status_buffer(struct fb_buf *out, const struct fb_store_stats *st, d
         fb_json_cstr(out, strerror(st->last_errno));
     }
     fb_buf_putc(out, '}');
+}
+
+/* The gateway's health and, in `why` (may be NULL), a JSON array of the
+ * reasons (docs/fleet.md): error while the lifecycle state is error;
+ * degraded while a buffer runs on memory only, or the box is short of disk
+ * or memory, or a thermal zone is too hot (fleet.health thresholds); else ok.
+ * Model lock held. */
+static int health_level(struct fb_gateway *gw, const bool *buf_degraded, struct fb_buf *why)
+{
+    int level = FB_HEALTH_OK;
+    bool first = true;
+    char txt[400];
+#define REASON(lvl, ...)                                                                                               \
+    do {                                                                                                               \
+        if ((lvl) > level) level = (lvl);                                                                              \
+        if (why) {                                                                                                     \
+            snprintf(txt, sizeof txt, __VA_ARGS__);                                                                    \
+            if (!first) fb_buf_putc(why, ',');                                                                         \
+            fb_json_cstr(why, txt);                                                                                    \
+            first = false;                                                                                             \
+        }                                                                                                              \
+    } while (0)
+    if (why) fb_buf_putc(why, '[');
+    for (uint32_t i = 0; i < gw->nsinks; i++)
+        if (buf_degraded[i]) REASON(FB_HEALTH_DEGRADED, "buffer of %s runs on memory only", gw->sinks[i].name);
+    struct fb_rt *rt = gw->rt;
+    if (rt) {
+        struct fb_fleet_cfg def, *fc = gw->fleet;
+        if (!fc) {
+            fb_fleet_cfg_defaults(&def);
+            fc = &def;
+        }
+        pthread_mutex_lock(&rt->status_mu);
+        const struct fb_health *h = &rt->health;
+        if (rt->gw_state == FB_GW_ERROR)
+            REASON(FB_HEALTH_ERROR, "%s", rt->gw_state_reason[0] ? rt->gw_state_reason : "error");
+        if (h->ts && h->disk_ok && h->disk_total) {
+            double pct = 100.0 * (double)h->disk_free / (double)h->disk_total;
+            if (pct < fc->disk_min_free_pct)
+                REASON(FB_HEALTH_DEGRADED, "disk %.200s: %.1f%% free (less than %g%%)", h->disk_path, pct,
+                       fc->disk_min_free_pct);
+        }
+        if (h->ts && h->mem_total) {
+            double pct = 100.0 * (double)h->mem_available / (double)h->mem_total;
+            if (pct < fc->memory_min_free_pct)
+                REASON(FB_HEALTH_DEGRADED, "memory: %.1f%% available (less than %g%%)", pct, fc->memory_min_free_pct);
+        }
+        for (uint32_t i = 0; h->ts && fc->temperature_max_c > 0 && i < h->ntemp; i++)
+            if (h->temp[i].celsius >= fc->temperature_max_c)
+                REASON(FB_HEALTH_DEGRADED, "%s (%s): %.1f degrees C (limit %g)", h->temp[i].zone, h->temp[i].type,
+                       h->temp[i].celsius, fc->temperature_max_c);
+        pthread_mutex_unlock(&rt->status_mu);
+    }
+#undef REASON
+    if (why) fb_buf_putc(why, ']');
+    return level;
+}
+
+static const char *const health_names[] = {"ok", "degraded", "error"};
+
+int fb_status_health(struct fb_gateway *gw)
+{
+    fb_model_rdlock(gw);
+    bool deg[64] = {false};
+    for (uint32_t i = 0; i < gw->nsinks && i < 64; i++) {
+        struct fb_store_stats st;
+        if (!sink_store(&gw->sinks[i])) continue;
+        fb_store_stats(sink_store(&gw->sinks[i]), &st);
+        deg[i] = st.degraded;
+    }
+    int level = health_level(gw, deg, NULL);
+    fb_model_unlock(gw);
+    return level;
 }
 
 const char *fb_device_ne107(struct fb_gateway *gw, uint32_t i)
@@ -630,6 +893,7 @@ static void redact_from(struct fb_buf *out, size_t from)
 
 void fb_status_json(struct fb_gateway *gw, struct fb_buf *out, bool online)
 {
+    fb_model_rdlock(gw);
     size_t start = out->len;
     char ts[40];
     int64_t now = fb_now_ns();
@@ -639,17 +903,33 @@ void fb_status_json(struct fb_gateway *gw, struct fb_buf *out, bool online)
     fb_buf_puts(out, "{\"gateway\":");
     fb_json_cstr(out, gw->id ? gw->id : "");
     fb_buf_puts(out, online ? ",\"online\":true" : ",\"online\":false");
+    int state = online ? FB_GW_ONLINE : FB_GW_OFFLINE;
+    if (gw->rt) {
+        pthread_mutex_lock(&gw->rt->status_mu);
+        /* offline is what a stopped gateway is, unless it was taken out of service */
+        if (online || gw->rt->gw_state == FB_GW_DECOMMISSIONED) state = gw->rt->gw_state;
+        pthread_mutex_unlock(&gw->rt->status_mu);
+    }
+    fb_buf_puts(out, ",\"state\":");
+    fb_json_cstr(out, fb_gw_state_name(state));
     /* one snapshot per buffer: health and the sink objects agree */
     struct fb_store_stats bst[16];
+    bool bdeg[64] = {false};
     uint32_t nbst = gw->nsinks < 16 ? gw->nsinks : 16;
-    bool degraded = false;
     for (uint32_t i = 0; i < gw->nsinks; i++) {
         struct fb_store_stats tmp, *st = i < nbst ? &bst[i] : &tmp;
         if (!sink_store(&gw->sinks[i])) continue;
         fb_store_stats(sink_store(&gw->sinks[i]), st);
-        degraded = degraded || st->degraded;
+        if (i < 64) bdeg[i] = st->degraded;
     }
-    fb_buf_puts(out, degraded ? ",\"health\":\"degraded\"" : ",\"health\":\"ok\"");
+    struct fb_buf why;
+    fb_buf_init(&why);
+    int level = health_level(gw, bdeg, &why);
+    fb_buf_puts(out, ",\"health\":");
+    fb_json_cstr(out, health_names[level]);
+    fb_buf_puts(out, ",\"health_reasons\":");
+    fb_buf_put(out, why.p, why.len);
+    fb_buf_free(&why);
     fb_fmt_time(ts, now);
     fb_buf_puts(out, ",\"ts\":");
     fb_json_cstr(out, ts);
@@ -663,6 +943,7 @@ void fb_status_json(struct fb_gateway *gw, struct fb_buf *out, bool online)
     fb_json_double(out, cpu);
     fb_buf_puts(out, ",\"rss_bytes\":");
     fb_json_u64(out, rss);
+    status_identity(gw, out);
     fb_certs_status(gw, out);
 
     fb_buf_puts(out, ",\"devices\":{");
@@ -708,6 +989,13 @@ void fb_status_json(struct fb_gateway *gw, struct fb_buf *out, bool online)
         fb_json_u64(out, atomic_load(&s->m.queued));
         fb_buf_puts(out, ",\"dropped\":");
         fb_json_u64(out, atomic_load(&s->m.dropped));
+        if (s->rt) {
+            pthread_mutex_lock(&s->rt->mu);
+            uint32_t qlen = s->rt->len;
+            pthread_mutex_unlock(&s->rt->mu);
+            fb_buf_puts(out, ",\"queue\":");
+            fb_json_u64(out, qlen);
+        }
         if (sink_store(s)) {
             struct fb_store_stats tmp;
             const struct fb_store_stats *st = &tmp;
@@ -753,6 +1041,8 @@ void fb_status_json(struct fb_gateway *gw, struct fb_buf *out, bool online)
             fb_buf_putc(out, ':');
             gw->services[i].svc->status(gw->rt->svc_state[i], out);
         }
+    status_system(gw, out);
     fb_buf_putc(out, '}');
     redact_from(out, start);
+    fb_model_unlock(gw);
 }

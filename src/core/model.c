@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/fleet_cfg.h"
 #include "core/url.h"
 #include "edge/expr.h"
 
@@ -142,6 +143,15 @@ void fb_gateway_free(struct fb_gateway *gw)
     free(gw->id);
     free(gw->site);
     free(gw->cfg_path);
+    free(gw->hw_model);
+    free(gw->location);
+    free(gw->cfg_version);
+    for (uint32_t i = 0; i < gw->nlabels; i++) {
+        free(gw->labels[i].key);
+        free(gw->labels[i].value);
+    }
+    free(gw->labels);
+    fb_fleet_cfg_free(gw->fleet);
     for (uint32_t i = 0; i < gw->nservices; i++)
         if (gw->services[i].svc->cfg_free) gw->services[i].svc->cfg_free(gw->services[i].cfg);
     free(gw->services);

@@ -34,6 +34,8 @@ struct fb_group_rt;
 struct fb_conn_rt;
 struct fb_sink_rt;
 struct fb_rt;
+struct fb_model_map;
+struct fb_fleet_cfg;
 struct fb_browse;
 struct fb_block_pool;
 struct fb_vib;
@@ -196,6 +198,16 @@ struct fb_driver {
     /* Write one raw value (already converted to tag->type). */
     int (*write)(struct fb_device *dev, const struct fb_tag *t, const struct fb_value *v, struct fb_err *err);
     void (*close)(struct fb_conn *c);
+    /* Optional: a config reload keeps connection c running in place of `old`
+     * (same key; the same devices with the same tags in the same order, but
+     * new objects whose tag ids may have moved).  c->ctx already holds old's
+     * open transport.  Re-point what the transport keeps of the model and
+     * carry per-device, per-group and per-tag state worth keeping (cached
+     * handles, learnt splits) from old's objects to c's; the old model is
+     * freed afterwards with whatever c's objects held before.  Called with
+     * the connection's thread parked.  Without it, a reload reconnects the
+     * connection even when nothing about it changed. */
+    void (*adopt)(struct fb_conn *c, struct fb_conn *old);
     /* What a device offers (OPC UA nodes, ADS symbols, PiCtory variables):
      * each variable into list (core/browse.h) and, when text is not NULL,
      * the human listing of `fieldbridge browse` there.  NULL: nothing to
@@ -261,6 +273,19 @@ struct fb_sink {
     void (*tick)(struct fb_sink_inst *s);
     /* Publish an offline status and flush what can be flushed, then disconnect. */
     void (*close)(struct fb_sink_inst *s);
+    /* Optional: whether two config objects (cfg_load) configure the very same
+     * sink (referenced files included).  NULL: a reload always restarts it. */
+    bool (*cfg_equal)(const void *a, const void *b);
+    /* Optional, both or neither: a config reload changes the devices or tags
+     * under the running sink, whose own settings stay.  model_begin runs with
+     * the sink's thread parked: from then on the sink's other threads (its
+     * network callbacks) must not look at the model or at what the sink
+     * derived from it, until model_end — called once gw holds the new model,
+     * with `map` from the old device and tag ids to the new (UINT32_MAX:
+     * gone; core/batch_codec.h) — has rebuilt that (topics, aliases,
+     * births).  Without them such a reload restarts the sink. */
+    void (*model_begin)(struct fb_sink_inst *s);
+    void (*model_end)(struct fb_sink_inst *s, const struct fb_model_map *map);
     /* Takes named batches (batch.h: data a source such as ingest received for
      * devices the model does not know).  A config with a source may only
      * have sinks that do. */
@@ -320,6 +345,8 @@ struct fb_service {
     void (*describe)(const struct fb_service_inst *si, FILE *f);                /* the `check` line */
     void *(*start)(struct fb_gateway *gw, const void *cfg, struct fb_err *err); /* NULL + err on failure */
     void (*stop)(void *state);
+    /* Optional: the same configuration?  NULL: a reload always restarts it. */
+    bool (*cfg_equal)(const void *a, const void *b);
     /* Optional hooks, for a service that acts on the devices (the control
      * loops, docs/control.md); NULL for the others. */
     /* Devices the section adds to the model (their tags are the service's
@@ -481,9 +508,18 @@ struct fb_cert_ref {
     uint8_t kind;
 };
 
+struct fb_label {
+    char *key, *value;
+};
+
 struct fb_gateway {
     char *id, *site;
     char *cfg_path;
+    /* identity (`gateway:`) and the config's own `version:`, for the status */
+    char *hw_model, *location, *cfg_version;
+    struct fb_label *labels;
+    uint32_t nlabels;
+    struct fb_fleet_cfg *fleet; /* `fleet:` (core/fleet_cfg.h), NULL = defaults */
     struct fb_tag *tags;
     uint32_t ntags;
     struct fb_device *devs;

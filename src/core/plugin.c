@@ -65,6 +65,33 @@ void fb_conn_failed(struct fb_conn *c, uint32_t quality, int64_t retry_ns)
     c->rt->fail_retry_ns = retry_ns;
 }
 
+void fb_adopt_swap(struct fb_conn *c, struct fb_conn *old, unsigned what)
+{
+    FB_ASSERT(c->ndevs == old->ndevs);
+    for (uint32_t k = 0; k < c->ndevs; k++) {
+        struct fb_device *dn = c->devs[k], *dold = old->devs[k];
+        FB_ASSERT(dn->ntags == dold->ntags && dn->ngroups == dold->ngroups);
+        if (what & FB_ADOPT_DEV) {
+            void *x = dn->drv_dev;
+            dn->drv_dev = dold->drv_dev;
+            dold->drv_dev = x;
+        }
+        if (what & FB_ADOPT_ADDR)
+            for (uint32_t i = 0; i < dn->ntags; i++) {
+                struct fb_tag *a = &dn->gw->tags[dn->first_tag + i], *b = &dold->gw->tags[dold->first_tag + i];
+                void *x = a->addr;
+                a->addr = b->addr;
+                b->addr = x;
+            }
+        if (what & FB_ADOPT_PLAN)
+            for (uint32_t g = 0; g < dn->ngroups; g++) {
+                void *x = dn->groups[g].plan;
+                dn->groups[g].plan = dold->groups[g].plan;
+                dold->groups[g].plan = x;
+            }
+    }
+}
+
 /* ---------------------------------------------------------------- sources */
 void fb_source_submit(struct fb_gateway *gw, struct fb_batch *b)
 {
@@ -113,6 +140,34 @@ void fb_runtime_request_reboot(struct fb_gateway *gw)
     kill(getpid(), SIGTERM); /* process-directed: main's sigwait takes it and stops in order */
 }
 
+/* ------------------------------------------------------------------ model */
+void fb_model_rdlock(struct fb_gateway *gw)
+{
+    if (gw && gw->rt) pthread_rwlock_rdlock(&gw->rt->model_lock);
+}
+
+void fb_model_unlock(struct fb_gateway *gw)
+{
+    if (gw && gw->rt) pthread_rwlock_unlock(&gw->rt->model_lock);
+}
+
+uint32_t fb_model_generation(const struct fb_gateway *gw)
+{
+    return gw && gw->rt ? atomic_load(&gw->rt->generation) : 0;
+}
+
+void fb_status_changed(struct fb_gateway *gw)
+{
+    if (!gw || !gw->rt) return;
+    atomic_fetch_add(&gw->rt->status_gen, 1);
+    for (uint32_t i = 0; i < gw->nsinks; i++) fb_sink_wake(&gw->sinks[i]);
+}
+
+uint32_t fb_status_generation(const struct fb_gateway *gw)
+{
+    return gw && gw->rt ? atomic_load(&gw->rt->status_gen) : 0;
+}
+
 /* --------------------------------------------------------------- waveforms */
 struct fb_block *fb_block_get(const struct fb_tag *t)
 {
@@ -131,6 +186,8 @@ int fb_conn_write(struct fb_gateway *gw, const struct fb_tag *t, const struct fb
                   struct fb_err *err)
 {
     struct fb_conn *c = gw->devs[t->device].conn;
+    if (!c || !c->rt || !c->rt->started) /* a decommissioned gateway polls nothing */
+        return fb_err_set(err, FB_ECLOSED, "device %s is not running", gw->devs[t->device].name);
     struct fb_write_req *r = calloc(1, sizeof *r);
     if (!r) return fb_err_set(err, FB_ENOMEM, "out of memory");
     r->tag = t->id;

@@ -22,6 +22,20 @@ void fb_device_set_state(struct fb_device *d, int state, const char *reason);
  * after minutes, so a wrong password does not lock the account. */
 void fb_conn_failed(struct fb_conn *c, uint32_t quality, int64_t retry_ns);
 
+/* For a driver's adopt (model.h, a config reload keeps a connection): swap
+ * what the driver keeps per device (FB_ADOPT_DEV: drv_dev), per tag
+ * (FB_ADOPT_ADDR: addr) and per poll group (FB_ADOPT_PLAN: plan) between
+ * c's devices and old's (same order, same tags), so the running transport's
+ * state stays with the running model and each model frees what it holds.
+ * Tag ids kept inside those objects are the driver's to move on: device k's
+ * tags moved by fb_adopt_tag_shift(c, old, k). */
+enum { FB_ADOPT_DEV = 1, FB_ADOPT_ADDR = 2, FB_ADOPT_PLAN = 4 };
+void fb_adopt_swap(struct fb_conn *c, struct fb_conn *old, unsigned what);
+static inline int64_t fb_adopt_tag_shift(const struct fb_conn *c, const struct fb_conn *old, uint32_t k)
+{
+    return (int64_t)c->devs[k]->first_tag - (int64_t)old->devs[k]->first_tag;
+}
+
 /* ---------------------------------------------------------------- sources */
 /* Hand a named batch (batch.h) a source made to every sink, numbered like
  * polled data (b->seq is set).  The sinks take references; the caller keeps
@@ -42,6 +56,22 @@ bool fb_runtime_stopping(const struct fb_gateway *gw);
  * main re-executes itself once everything is closed. */
 void fb_runtime_request_reboot(struct fb_gateway *gw);
 bool fb_runtime_reboot_requested(const struct fb_gateway *gw);
+
+/* The model can change while the gateway runs (a config reload: the
+ * gateway struct stays, its devices, tags and sinks are replaced).  A thread
+ * of a plug-in that looks at the model outside the calls the runtime makes
+ * to it (a status reader, an HTTP handler) holds this read lock meanwhile,
+ * and keeps no pointer into the model after releasing it.  Without a running
+ * gateway they do nothing.  fb_model_generation counts applied reloads. */
+void fb_model_rdlock(struct fb_gateway *gw);
+void fb_model_unlock(struct fb_gateway *gw);
+uint32_t fb_model_generation(const struct fb_gateway *gw);
+
+/* The gateway status changed in a way worth telling at once (lifecycle
+ * state, health, a reload's result): the generation goes up, and a sink that
+ * publishes the status (MQTT) does so within a tick. */
+void fb_status_changed(struct fb_gateway *gw);
+uint32_t fb_status_generation(const struct fb_gateway *gw);
 
 /* An empty block to fill for waveform tag t (core/block.h: set n, fs, ts,
  * put it into the batch with fb_batch_add as an FB_T_BLOCK value, then

@@ -56,16 +56,21 @@ static void sink_push(struct fb_sink_inst *s, struct fb_batch *b)
  * Only data batches: the others are rare, and some are published under a
  * lock their send() takes again (alarm events under the alarm table's lock:
  * the MQTT sink then reads the alarm summary), so they go through the sink
- * thread as before. */
-static bool sink_direct(struct fb_sink_inst *s, struct fb_batch *b)
+ * thread as before.  Nor while a reload has the sink parked (it may be
+ * closing, rebuilding or moving it) or detached (closed until it opens on
+ * the new settings), or once the sinks stop: the queue then, which the sink
+ * thread handles as main does (fb_rt_sink_park waits for a direct send that
+ * started before the park). */
+static bool sink_direct(struct fb_gateway *gw, struct fb_sink_inst *s, struct fb_batch *b)
 {
     struct fb_sink_rt *q = s->rt;
     if (b->kind != FB_BATCH_DATA || !q->mem_only || pthread_mutex_trylock(&q->call_mu) != 0) return false;
-    /* ready() first: it may take in acknowledgements that empty the memory queue */
-    bool go = !s->sink->ready || s->sink->ready(s);
     pthread_mutex_lock(&q->mu);
-    go = go && !q->head;
+    bool go = q->mem_only && !q->head && q->started && !q->park && !q->parked && !atomic_load(&q->detached) &&
+              !atomic_load(&q->stop) && !atomic_load(&gw->rt->sinks_stop);
     pthread_mutex_unlock(&q->mu);
+    /* ready() before the memory queue's count: it may take in acknowledgements that empty it */
+    go = go && (!s->sink->ready || s->sink->ready(s));
     go = go && fb_store_live(q->store) == 0;
     if (go) {
         atomic_fetch_add(&s->m.queued, 1);
@@ -122,7 +127,7 @@ void fb_publish_wake_edge(struct fb_gateway *gw)
 static void fan_out(struct fb_gateway *gw, struct fb_batch *b)
 {
     for (uint32_t i = 0; i < gw->nsinks; i++)
-        if (!sink_direct(&gw->sinks[i], b)) sink_push(&gw->sinks[i], b);
+        if (!sink_direct(gw, &gw->sinks[i], b)) sink_push(&gw->sinks[i], b);
     if (gw->rt->edge_q) edge_push(gw->rt->edge_q, b);
 }
 

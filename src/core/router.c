@@ -402,6 +402,15 @@ void fb_cmd_process(struct fb_gateway *gw, const struct fb_cmd *cmd, char **resp
         respond(&out, id_json, false, "commands must be sent with QoS 1 or 2");
         goto done;
     }
+    /* the lifecycle state (docs/fleet.md): nothing is written while an operator works on
+     * the machine, or on a gateway that is not (or no longer) in service */
+    int gstate = gw->rt ? atomic_load(&gw->rt->gw_state) : FB_GW_ONLINE;
+    if (gstate == FB_GW_MAINTENANCE || gstate == FB_GW_DECOMMISSIONED || gstate == FB_GW_PROVISIONING) {
+        snprintf(why, sizeof why, "the gateway is in %s: writes are refused", fb_gw_state_name(gstate));
+        fb_warn(dname, NULL, "command refused from %s: %s", cmd->source, why);
+        respond(&out, id_json, false, why);
+        goto done;
+    }
     if (!root) {
         snprintf(why, sizeof why, "invalid JSON: %s (line %d, column %d)", jerr.text, jerr.line, jerr.column);
         fb_warn(dname, NULL, "command refused from %s: %s", cmd->source, why);
@@ -515,6 +524,44 @@ done:
     *resp_len = out.len;
 }
 
+/* A command to the gateway itself: the QoS rule, then the fleet component's
+ * handler (docs/fleet.md). */
+static void gateway_process(struct fb_gateway *gw, const struct fb_cmd *cmd, char **resp, size_t *resp_len)
+{
+    if (cmd->qos == 0 && !gw->cmd_allow_qos0) {
+        fb_warn(NULL, NULL, "gateway command refused from %s: sent with QoS 0", cmd->source);
+        struct fb_buf out;
+        fb_buf_init(&out);
+        respond(&out, "null", false, "commands must be sent with QoS 1 or 2");
+        fb_buf_cstr(&out);
+        *resp = out.p;
+        *resp_len = out.len;
+        return;
+    }
+    if (gw->rt && gw->rt->gw_cmd) {
+        pthread_mutex_lock(&gw->rt->gw_cmd_mu);
+        if (atomic_load(&gw->rt->stop)) { /* fb_runtime_wait has begun: it changes no more */
+            pthread_mutex_unlock(&gw->rt->gw_cmd_mu);
+            struct fb_buf out;
+            fb_buf_init(&out);
+            respond(&out, "null", false, "the gateway is stopping");
+            fb_buf_cstr(&out);
+            *resp = out.p;
+            *resp_len = out.len;
+            return;
+        }
+        gw->rt->gw_cmd(gw, cmd, resp, resp_len);
+        pthread_mutex_unlock(&gw->rt->gw_cmd_mu);
+        return;
+    }
+    struct fb_buf out;
+    fb_buf_init(&out);
+    respond(&out, "null", false, "this gateway takes no commands for itself");
+    fb_buf_cstr(&out);
+    *resp = out.p;
+    *resp_len = out.len;
+}
+
 static void *router_thread(void *arg)
 {
     struct fb_router *r = arg;
@@ -538,8 +585,11 @@ static void *router_thread(void *arg)
         if (!c) break;
         char *resp = NULL;
         size_t len = 0;
-        fb_cmd_process(r->gw, c, &resp, &len);
-        if (c->reply) c->reply(c, resp, len);
+        if (c->kind == FB_CMD_GATEWAY)
+            gateway_process(r->gw, c, &resp, &len);
+        else
+            fb_cmd_process(r->gw, c, &resp, &len);
+        if (c->reply && resp) c->reply(c, resp, len);
         free(resp);
         fb_cmd_free(c);
     }
@@ -638,6 +688,73 @@ void fb_router_stop(struct fb_gateway *gw)
         say = false;
         c = next;
     }
+}
+
+void fb_router_refuse_queued(struct fb_gateway *gw, const char *why)
+{
+    struct fb_router *r = gw->rt ? gw->rt->router : NULL;
+    if (!r) return;
+    pthread_mutex_lock(&r->mu);
+    struct fb_cmd *c = r->head;
+    r->head = r->tail = NULL;
+    pthread_mutex_unlock(&r->mu);
+    while (c) {
+        struct fb_cmd *next = c->next;
+        char id_json[160] = "null";
+        json_t *root = json_loadb(c->payload, c->len, 0, NULL);
+        json_t *id = root ? json_object_get(root, "id") : NULL;
+        if (json_is_string(id) && json_string_length(id) < 100) {
+            struct fb_buf ib;
+            fb_buf_init(&ib);
+            fb_json_str(&ib, json_string_value(id), json_string_length(id));
+            snprintf(id_json, sizeof id_json, "%s", fb_buf_cstr(&ib));
+            fb_buf_free(&ib);
+        } else if (json_is_integer(id)) {
+            snprintf(id_json, sizeof id_json, "%lld", (long long)json_integer_value(id));
+        }
+        json_decref(root);
+        fb_warn(NULL, NULL, "command from %s refused: %s", c->source, why);
+        struct fb_buf out;
+        fb_buf_init(&out);
+        respond(&out, id_json, false, why);
+        fb_buf_cstr(&out);
+        if (c->reply) c->reply(c, out.p, out.len);
+        fb_buf_free(&out);
+        fb_cmd_free(c);
+        c = next;
+    }
+}
+
+void fb_router_drop_from(struct fb_gateway *gw, const char *sink)
+{
+    struct fb_router *r = gw->rt ? gw->rt->router : NULL;
+    if (!r || !sink) return;
+    size_t n = strlen(sink);
+    pthread_mutex_lock(&r->mu);
+    struct fb_cmd **pp = &r->head, *last = NULL;
+    while (*pp) {
+        struct fb_cmd *c = *pp;
+        if (!strncmp(c->source, sink, n) && c->source[n] == ':') {
+            *pp = c->next;
+            fb_warn(NULL, NULL, "command from %s dropped: %s closed for a configuration reload", c->source, sink);
+            fb_cmd_free(c);
+            continue;
+        }
+        last = c;
+        pp = &c->next;
+    }
+    r->tail = last;
+    pthread_mutex_unlock(&r->mu);
+}
+
+void fb_router_remap(struct fb_gateway *gw, const uint32_t *map, uint32_t n)
+{
+    struct fb_router *r = gw->rt ? gw->rt->router : NULL;
+    if (!r) return;
+    pthread_mutex_lock(&r->mu);
+    for (struct fb_cmd *c = r->head; c; c = c->next)
+        if (c->kind == FB_CMD_WRITE) c->device = c->device < n ? map[c->device] : UINT32_MAX;
+    pthread_mutex_unlock(&r->mu);
 }
 
 void fb_router_free(struct fb_router *r)

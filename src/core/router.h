@@ -22,6 +22,13 @@
  *
  * Request:  {"id":"c-17","ts":"2026-11-28T10:00:00Z","write":{"setpoint":42.5}}
  * Response: {"id":"c-17","ok":false,"results":{"setpoint":{"ok":false,"error":"above maximum 40"}}}
+ *
+ * Commands to the gateway itself (kind FB_CMD_GATEWAY: reload, a new
+ * configuration, maintenance — docs/fleet.md) take the same queue, so they
+ * are serialised with the writes and with each other, and pass the same QoS
+ * rule; the router hands them to the handler the fleet component registered
+ * (gw->rt->gw_cmd), which answers with {"id","ok",…}.  A reload runs on this
+ * thread: no write is in flight while the model changes.
  */
 #ifndef FB_ROUTER_H
 #define FB_ROUTER_H
@@ -29,16 +36,23 @@
 #include <stdint.h>
 #include "core/model.h"
 
+enum fb_cmd_kind {
+    FB_CMD_WRITE = 0,   /* a write request for `device` */
+    FB_CMD_GATEWAY = 1, /* a command to the gateway (`device` unused) */
+};
+
 struct fb_cmd {
     struct fb_cmd *next;
-    uint32_t device; /* target device index */
+    uint8_t kind;    /* enum fb_cmd_kind */
+    char topic[64];  /* FB_CMD_GATEWAY: the gateway topic it came on ("command"; docs/fleet.md) */
+    uint32_t device; /* target device index (FB_CMD_WRITE) */
     int qos;         /* QoS the command arrived with (-1: not MQTT) */
     char *payload;   /* owned */
     size_t len;
     char *response_topic; /* owned; MQTT 5 response topic or NULL */
     void *corr;           /* owned; MQTT 5 correlation data or NULL */
     int corr_len;
-    char source[96]; /* who sent it, for the log: "mqtt:<topic>" */
+    char source[96]; /* who sent it, for the log: "<sink name>:…" ("mqtt:<topic>") */
     char via[16];    /* the kind of source (fb_cmd_sources), matched by commands.allow / write_roles */
     char role[32];   /* the authenticated sender's role, "" when the source has no users */
     void *reply_ctx;
@@ -64,6 +78,16 @@ struct fb_router;
 int fb_router_start(struct fb_gateway *gw);
 void fb_router_stop(struct fb_gateway *gw);
 void fb_router_free(struct fb_router *r);
+/* Answer every queued command now, refused with `why` (a reload that
+ * restarts the sinks the answers go through).  Router thread only. */
+void fb_router_refuse_queued(struct fb_gateway *gw, const char *why);
+/* Drop, unanswered, the queued commands a sink submitted (`source` begins
+ * with "<sink>:"), once that sink has closed and freed what its answers
+ * needed (a reload restarting it).  Router thread only. */
+void fb_router_drop_from(struct fb_gateway *gw, const char *sink);
+/* A reload renumbered the devices: queued commands follow (map[old index] =
+ * new index, UINT32_MAX = gone; n old devices).  Router thread only. */
+void fb_router_remap(struct fb_gateway *gw, const uint32_t *map, uint32_t n);
 
 /* Validate one value for a tag and produce the raw value to write (scaling
  * inverted, range-checked, converted to the wire type).  `j` is a json_t*.

@@ -85,7 +85,8 @@ static void store_append(struct fb_sink_inst *s, struct fb_sink_rt *q, const str
     for (;;) {
         int rc = fb_store_append(s->rt->store, q->enc.p, (uint32_t)q->enc.len, b->ts, &id);
         if (rc == 0) return;
-        if (rc == FB_EAGAIN && !atomic_load(&s->gw->rt->stop) && !atomic_load(&s->gw->rt->sinks_stop)) {
+        /* a detached sink (reload) cannot deliver, so it cannot wait for room either */
+        if (rc == FB_EAGAIN && !atomic_load(&s->gw->rt->stop) && !atomic_load(&s->gw->rt->sinks_stop) && !q->detached) {
             if (fb_ratelimit_ok(&q->rl_full, fb_mono_ns()))
                 fb_warn(NULL, NULL, "%s: buffer full, holding the producers back (policy block)", s->name);
             fb_store_flush(s->rt->store); /* what is buffered must be readable to be delivered */
@@ -113,6 +114,11 @@ static int store_map(struct fb_sink_inst *s, struct fb_sink_rt *q, const void *p
     if (b[1] >= FB_BATCH_NAMED) return 0; /* named records carry their names: no model needed */
     uint32_t fp = (uint32_t)b[4] | (uint32_t)b[5] << 8 | (uint32_t)b[6] << 16 | (uint32_t)b[7] << 24;
     if (fp == q->fp) return 0;
+    for (uint32_t i = q->nfpmaps; i-- > 0;) /* a reload's translations, kept in memory */
+        if (q->fpmaps[i].fp == fp) {
+            *map = q->fpmaps[i].map;
+            return 0;
+        }
     if (!q->map || q->map_fp != fp) {
         fb_model_map_free(q->map);
         q->map = fb_model_map_load(s->gw, q->dir, fp);
@@ -157,13 +163,28 @@ static int64_t store_deliver(struct fb_sink_inst *s, struct fb_sink_rt *q)
             q->undecodable++;
             atomic_fetch_add(&s->m.dropped, 1);
             if (fb_ratelimit_ok(&q->rl_drop, fb_mono_ns()))
-                fb_warn(NULL, NULL, "%s: buffered record %llu cannot be decoded (%s); dropped", s->name,
-                        (unsigned long long)id, fb_strerror(rc));
+                fb_warn(NULL, NULL, "%s: buffered record %llu %s; dropped", s->name, (unsigned long long)id,
+                        rc == FB_ENOENT && map ? "belongs to a device that is no longer configured"
+                        : rc == FB_ENOENT      ? "was made under a config whose names are lost"
+                                               : "cannot be decoded");
             fb_store_ack(s->rt->store, id);
             continue;
         }
         if (s->sink->send(s, q->scratch, id) < 0) atomic_fetch_add(&s->m.errors, 1);
     }
+}
+
+/* Reload (reload.c): with `park` set, the thread empties its queue and
+ * holds still here until it is cleared; the slot it serves may have moved
+ * meanwhile.  mu held. */
+static struct fb_sink_inst *sink_park_point(struct fb_sink_rt *q, struct fb_sink_inst *s)
+{
+    if (!q->park || q->head) return s;
+    q->parked = true;
+    pthread_cond_broadcast(&q->park_cv);
+    while (q->park) pthread_cond_wait(&q->cv, &q->mu);
+    q->parked = false;
+    return q->inst;
 }
 
 /* Everything this sink took up to taken_seq is in its store (flushed per
@@ -184,17 +205,18 @@ static void stored_advance(struct fb_gateway *gw, struct fb_sink_rt *q)
 
 static void *sink_thread(void *arg)
 {
-    struct fb_sink_inst *s = arg;
+    struct fb_sink_rt *q = arg;
+    struct fb_sink_inst *s = q->inst;
     struct fb_gateway *gw = s->gw;
-    struct fb_sink_rt *q = s->rt;
     fb_thread_name("sink", s->name);
     uint32_t unflushed = 0;
     int64_t wait_ns = -1;
     int64_t stop_deadline = 0;
     for (;;) {
         pthread_mutex_lock(&q->mu);
-        bool stopping = atomic_load(&gw->rt->sinks_stop);
-        if (!q->head && !stopping) {
+        s = sink_park_point(q, s);
+        bool stopping = atomic_load(&gw->rt->sinks_stop) || atomic_load(&q->stop);
+        if (!q->head && !stopping && !q->park) {
             int64_t w = wait_ns >= 0 && wait_ns < 100000000LL ? wait_ns : 100000000LL;
             fb_cond_wait_until(&q->cv, &q->mu, fb_mono_ns() + w);
         }
@@ -210,14 +232,23 @@ static void *sink_thread(void *arg)
             q->len--;
         }
         bool queue_empty = !q->head;
-        stopping = atomic_load(&gw->rt->sinks_stop);
+        bool detached = q->detached;
+        stopping = atomic_load(&gw->rt->sinks_stop) || atomic_load(&q->stop);
         pthread_mutex_unlock(&q->mu);
         if (n) {
             struct fb_batch *b = n->b;
-            /* data and alarm events are buffered; device states are not (every connect republishes them).
-             * ready() before the memory queue's count: it may take in acknowledgements */
-            if (s->rt->store && b->kind != FB_BATCH_DEVSTATE &&
-                !(q->mem_only && (!s->sink->ready || s->sink->ready(s)) && fb_store_live(s->rt->store) == 0)) {
+            if (detached) {
+                /* the sink is closed for a moment (reload): keep the data and alarm
+                 * events, in order; device states are published again when it opens
+                 * (a live view has no store: what it misses meanwhile is gone for it) */
+                if (b->kind != FB_BATCH_DEVSTATE && s->rt->store) {
+                    store_append(s, q, b);
+                    unflushed++;
+                }
+            } else if (s->rt->store && b->kind != FB_BATCH_DEVSTATE &&
+                       !(q->mem_only && (!s->sink->ready || s->sink->ready(s)) && fb_store_live(s->rt->store) == 0)) {
+                /* data and alarm events are buffered; device states are not (every connect republishes them).
+                 * ready() before the memory queue's count: it may take in acknowledgements */
                 store_append(s, q, b);
                 unflushed++;
             } else if (s->sink->send(s, b, s->rt->store ? b->seq | FB_DIRECT_ID : b->seq) < 0) {
@@ -236,14 +267,14 @@ static void *sink_thread(void *arg)
                 fb_store_flush(s->rt->store);
                 unflushed = 0;
             }
-            wait_ns = store_deliver(s, q);
+            if (!detached) wait_ns = store_deliver(s, q);
         }
         if (!unflushed && q->taken_seq != atomic_load(&q->stored_seq)) stored_advance(gw, q);
-        if (s->sink->tick) s->sink->tick(s);
+        if (!detached && s->sink->tick) s->sink->tick(s);
         pthread_mutex_unlock(&q->call_mu);
         if (stopping && queue_empty && !n) {
             /* the pipeline has finished: deliver what the sink still takes, for a bounded time */
-            if (!s->rt->store) break;
+            if (!s->rt->store || detached) break;
             if (!stop_deadline) stop_deadline = fb_mono_ns() + 2000000000LL;
             struct fb_store_stats st;
             fb_store_stats(s->rt->store, &st);
@@ -315,6 +346,7 @@ static int sink_store_open(struct fb_gateway *gw, struct fb_sink_inst *s, struct
         s->rt->store = fb_store_open(&mc, &e);
         if (!s->rt->store) return fb_err_set(err, e.code ? e.code : FB_ENOMEM, "%s: memory queue: %s", s->name, e.msg);
         q->mem_only = true;
+        q->fp = fb_model_fingerprint(gw); /* a reload translates the records of the config before */
         return 0;
     }
     q->drain_rate = s->buffer->drain_rate;
@@ -348,15 +380,39 @@ static int sink_store_open(struct fb_gateway *gw, struct fb_sink_inst *s, struct
     return 0;
 }
 
-static void sink_rt_free(struct fb_sink_inst *s)
+/* A sink's runtime state, allocated alone so that a reload can keep it
+ * while the model around it changes. */
+static struct fb_sink_rt *sink_rt_new(struct fb_sink_inst *s)
 {
-    struct fb_sink_rt *q = s->rt;
-    if (!q) return;
+    struct fb_sink_rt *q = calloc(1, sizeof *q);
+    if (!q) return NULL;
+    pthread_mutex_init(&q->call_mu, NULL);
+    pthread_mutex_init(&q->mu, NULL);
+    fb_cond_init_mono(&q->cv);
+    pthread_cond_init(&q->park_cv, NULL);
+    q->inst = s;
+    s->rt = q;
+    return q;
+}
+
+static void sink_store_close(struct fb_sink_rt *q)
+{
     if (q->store) {
         fb_store_flush(q->store);
         fb_store_close(q->store);
         q->store = NULL;
     }
+    fb_buf_free(&q->enc);
+    fb_model_map_free(q->map);
+    q->map = NULL;
+    q->map_fp = 0;
+}
+
+static void sink_rt_free(struct fb_sink_inst *s)
+{
+    struct fb_sink_rt *q = s->rt;
+    if (!q) return;
+    sink_store_close(q);
     while (q->free) {
         struct fb_qnode *n = q->free;
         q->free = n->next;
@@ -368,9 +424,15 @@ static void sink_rt_free(struct fb_sink_inst *s)
         fb_batch_unref(n->b);
         free(n);
     }
-    fb_buf_free(&q->enc);
     fb_batch_free(q->scratch);
-    fb_model_map_free(q->map);
+    for (uint32_t i = 0; i < q->nfpmaps; i++) fb_model_map_free(q->fpmaps[i].map);
+    free(q->fpmaps);
+    pthread_mutex_destroy(&q->call_mu);
+    pthread_mutex_destroy(&q->mu);
+    pthread_cond_destroy(&q->cv);
+    pthread_cond_destroy(&q->park_cv);
+    free(q);
+    s->rt = NULL;
 }
 
 /* --------------------------------------------------------------- pipeline */
@@ -513,9 +575,27 @@ static void conn_lost(struct fb_gateway *gw, struct fb_conn *c, const char *reas
     }
 }
 
+/* Reload (reload.c): with `park` set, the thread fails its pending writes
+ * (their tag ids belong to the config being replaced), says so and holds
+ * still until park is cleared; a reload that keeps the connection has then
+ * moved it to the new model's element.  True after a park. */
+static bool conn_park_point(struct fb_conn_rt *crt, struct fb_conn *c)
+{
+    if (!atomic_load_explicit(&crt->park, memory_order_acquire)) return false;
+    fail_writes(c, "the configuration is being reloaded");
+    pthread_mutex_lock(&crt->mu);
+    crt->parked = true;
+    pthread_cond_broadcast(&crt->park_cv);
+    while (atomic_load(&crt->park)) pthread_cond_wait(&crt->cv, &crt->mu);
+    crt->parked = false;
+    pthread_mutex_unlock(&crt->mu);
+    return true;
+}
+
 static void *conn_thread(void *arg)
 {
-    struct fb_conn *c = arg;
+    struct fb_conn_rt *crt = arg;
+    struct fb_conn *c = crt->conn;
     struct fb_gateway *gw = c->devs[0]->gw;
     fb_thread_name("conn", c->devs[0]->name);
     struct fb_backoff bo;
@@ -528,7 +608,12 @@ static void *conn_thread(void *arg)
     for (uint32_t i = 0; i < c->ndevs; i++)
         for (uint32_t k = 0; k < c->devs[i]->ngroups; k++) c->devs[i]->groups[k].rt->next_due = now;
 
-    while (!atomic_load(&gw->rt->conns_stop)) {
+    while (!atomic_load(&gw->rt->conns_stop) && !atomic_load(&crt->stop)) {
+        if (conn_park_point(crt, c)) {
+            c = crt->conn;
+            fail_writes(c, "the configuration was reloaded");
+            continue;
+        }
         now = fb_mono_ns();
         if (!c->rt->connected && now >= c->rt->next_try) {
             struct fb_err err = {0};
@@ -616,7 +701,8 @@ static void *conn_thread(void *arg)
         if (c->rt->connected && due) wake = due->rt->next_due;
         if (!c->rt->connected) wake = c->rt->next_try;
         pthread_mutex_lock(&c->rt->mu);
-        if (!c->rt->wq_head && !atomic_load(&gw->rt->conns_stop)) {
+        if (!c->rt->wq_head && !atomic_load(&gw->rt->conns_stop) && !atomic_load(&crt->stop) &&
+            !atomic_load(&crt->park)) {
             if (wake == INT64_MAX) {
                 pthread_cond_wait(&c->rt->cv, &c->rt->mu);
             } else {
@@ -625,12 +711,14 @@ static void *conn_thread(void *arg)
         }
         pthread_mutex_unlock(&c->rt->mu);
     }
-    fail_writes(c, "gateway is shutting down");
+    bool alone = atomic_load(&crt->stop) && !atomic_load(&gw->rt->stop);
+    fail_writes(c, alone ? crt->stop_reason : "gateway is shutting down");
     if (c->rt->connected) {
         c->drv->close(c);
         c->rt->connected = false;
     }
-    for (uint32_t i = 0; i < c->ndevs; i++) fb_publish_state(gw, c->devs[i], FB_DEV_OFFLINE, "gateway stopped");
+    for (uint32_t i = 0; i < c->ndevs; i++)
+        fb_publish_state(gw, c->devs[i], FB_DEV_OFFLINE, alone ? crt->stop_reason : "gateway stopped");
     return NULL;
 }
 
@@ -653,66 +741,349 @@ static uint32_t group_windows(const struct fb_gateway *gw, const struct fb_group
     return n;
 }
 
-/* The runtime state of every group, connection and sink, in three arrays
- * hung off the model's rt pointers. */
-static int rt_alloc(struct fb_gateway *gw, struct fb_rt *rt)
+/* The size processed batches need for every group of model gw that is not
+ * processed in place (proc: the pipeline state made for gw). */
+static void out_dims(const struct fb_gateway *gw, const struct fb_proc *proc, uint32_t *tags, uint32_t *win,
+                     uint32_t *arena)
 {
-    uint32_t ngroups = 0;
-    for (uint32_t i = 0; i < gw->ndevs; i++) ngroups += gw->devs[i].ngroups;
-    rt->groups = calloc(ngroups ? ngroups : 1, sizeof *rt->groups);
-    rt->conns = calloc(gw->nconns ? gw->nconns : 1, sizeof *rt->conns);
-    rt->sinks = calloc(gw->nsinks ? gw->nsinks : 1, sizeof *rt->sinks);
-    if (!rt->groups || !rt->conns || !rt->sinks) return FB_ENOMEM;
-    uint32_t k = 0;
+    *tags = 1, *win = 0, *arena = 0;
     for (uint32_t i = 0; i < gw->ndevs; i++)
-        for (uint32_t g = 0; g < gw->devs[i].ngroups; g++) gw->devs[i].groups[g].rt = &rt->groups[k++];
-    for (uint32_t i = 0; i < gw->nconns; i++) {
-        struct fb_conn_rt *c = &rt->conns[i];
-        pthread_mutex_init(&c->mu, NULL);
-        fb_cond_init_mono(&c->cv);
-        gw->conns[i].rt = c;
-    }
-    for (uint32_t i = 0; i < gw->nsinks; i++) {
-        struct fb_sink_rt *q = &rt->sinks[i];
-        pthread_mutex_init(&q->call_mu, NULL);
-        pthread_mutex_init(&q->mu, NULL);
-        fb_cond_init_mono(&q->cv);
-        gw->sinks[i].rt = q;
+        for (uint32_t k = 0; k < gw->devs[i].ngroups; k++) {
+            const struct fb_group *g = &gw->devs[i].groups[k];
+            if (fb_proc_plain(proc, g)) continue; /* processed in place: no processed batch needed */
+            uint32_t a = group_arena(gw, g), w = group_windows(gw, g);
+            if (g->ntags > *tags) *tags = g->ntags;
+            if (w > *win) *win = w;
+            if (a > *arena) *arena = a;
+        }
+}
+
+/* Runtime state of device d's poll groups (model gw).  Their raw batches are
+ * their connection's (conn_pool_new), so a group's pool is set there. */
+int fb_rt_groups_new(const struct fb_gateway *gw, struct fb_device *d, struct fb_err *err)
+{
+    (void)gw;
+    for (uint32_t k = 0; k < d->ngroups; k++) {
+        struct fb_group *g = &d->groups[k];
+        if (!g->rt) g->rt = calloc(1, sizeof *g->rt);
+        if (!g->rt) return fb_err_set(err, FB_ENOMEM, "out of memory");
     }
     return 0;
 }
 
+void fb_rt_groups_free(struct fb_device *d)
+{
+    for (uint32_t k = 0; k < d->ngroups; k++) {
+        struct fb_group *g = &d->groups[k];
+        free(g->rt); /* its pool is its connection's */
+        g->rt = NULL;
+    }
+}
+
+/* Whether group g of the running gateway goes through the pipeline in place
+ * (from the pipeline state: a reload that changes a kept device's processing
+ * sets it again, fb_rt_conn_unpark). */
+static void groups_plain(const struct fb_gateway *gw, struct fb_conn *c)
+{
+    for (uint32_t j = 0; j < c->ndevs; j++)
+        for (uint32_t k = 0; k < c->devs[j]->ngroups; k++) {
+            struct fb_group *g = &c->devs[j]->groups[k];
+            g->rt->plain = fb_proc_plain(gw->rt->proc, g);
+        }
+}
+
+/* One raw batch pool per connection, sized for its largest group, shared by
+ * its groups (a connection reads one group at a time).  A reload that keeps
+ * the connection keeps the pool: its devices are polled identically
+ * (fb_reload_dev_same: same groups, tags, types and string lengths). */
+static int conn_pool_new(const struct fb_gateway *gw, struct fb_conn *c, struct fb_err *err)
+{
+    if (!c->rt->pool) {
+        uint32_t n = 1, arena = 0;
+        for (uint32_t j = 0; j < c->ndevs; j++)
+            for (uint32_t k = 0; k < c->devs[j]->ngroups; k++) {
+                const struct fb_group *g = &c->devs[j]->groups[k];
+                uint32_t a = group_arena(gw, g);
+                if (g->ntags > n) n = g->ntags;
+                if (a > arena) arena = a;
+            }
+        c->rt->pool = fb_batch_pool_new(FB_RAW_BATCHES_PER_CONN, n, 0, arena);
+        if (!c->rt->pool) return fb_err_set(err, FB_ENOMEM, "cannot allocate batches");
+    }
+    for (uint32_t j = 0; j < c->ndevs; j++)
+        for (uint32_t k = 0; k < c->devs[j]->ngroups; k++) c->devs[j]->groups[k].rt->pool = c->rt->pool;
+    return 0;
+}
+
+/* A stopped connection's pool: a batch of a group processed in place may
+ * still wait in a sink's queue, so a pool with batches out is kept until
+ * they are back (freed at a later stop, or with the runtime). */
+static void conn_pool_release(struct fb_rt *rt, struct fb_batch_pool *p)
+{
+    uint32_t k = 0;
+    for (uint32_t i = 0; i < rt->nretired_raw; i++) {
+        if (fb_batch_pool_idle(rt->retired_raw[i]))
+            fb_batch_pool_free(rt->retired_raw[i]);
+        else
+            rt->retired_raw[k++] = rt->retired_raw[i];
+    }
+    rt->nretired_raw = k;
+    if (!p) return;
+    if (fb_batch_pool_idle(p)) {
+        fb_batch_pool_free(p);
+        return;
+    }
+    struct fb_batch_pool **r = realloc(rt->retired_raw, (rt->nretired_raw + 1) * sizeof *r);
+    if (!r) return; /* leaked rather than freed under a batch still out */
+    rt->retired_raw = r;
+    rt->retired_raw[rt->nretired_raw++] = p;
+}
+
+static struct fb_conn_rt *conn_rt_new(struct fb_conn *c)
+{
+    struct fb_conn_rt *r = calloc(1, sizeof *r);
+    if (!r) return NULL;
+    pthread_mutex_init(&r->mu, NULL);
+    fb_cond_init_mono(&r->cv);
+    pthread_cond_init(&r->park_cv, NULL);
+    r->conn = c;
+    c->rt = r;
+    return r;
+}
+
+static void conn_rt_free(struct fb_rt *rt, struct fb_conn *c)
+{
+    struct fb_conn_rt *r = c->rt;
+    if (!r) return;
+    conn_pool_release(rt, r->pool);
+    pthread_mutex_destroy(&r->mu);
+    pthread_cond_destroy(&r->cv);
+    pthread_cond_destroy(&r->park_cv);
+    free(r);
+    c->rt = NULL;
+}
+
+static int conn_thread_start(struct fb_conn *c, struct fb_err *err)
+{
+    pthread_attr_t attr;
+    pthread_attr_init(&attr);
+    pthread_attr_setstacksize(&attr, 256 * 1024); /* small stacks: hundreds of devices */
+    int rc = pthread_create(&c->rt->thr, &attr, conn_thread, c->rt);
+    pthread_attr_destroy(&attr);
+    if (rc != 0) return fb_err_set(err, FB_ENOMEM, "cannot start connection thread");
+    c->rt->started = true;
+    return 0;
+}
+
+int fb_rt_conn_start(struct fb_gateway *gw, struct fb_conn *c, struct fb_err *err)
+{
+    if (!c->rt && !conn_rt_new(c)) return fb_err_set(err, FB_ENOMEM, "out of memory");
+    for (uint32_t i = 0; i < c->ndevs; i++) {
+        struct fb_device *d = c->devs[i];
+        d->gw = gw;
+        atomic_store(&d->state, FB_DEV_CONNECTING);
+        if (!(d->ngroups && d->groups[0].rt) && fb_rt_groups_new(gw, d, err) < 0) return err ? err->code : FB_ENOMEM;
+    }
+    if (conn_pool_new(gw, c, err) < 0) return err ? err->code : FB_ENOMEM;
+    groups_plain(gw, c);
+    return conn_thread_start(c, err);
+}
+
+void fb_rt_conn_stop(struct fb_gateway *gw, struct fb_conn *c, const char *reason)
+{
+    struct fb_conn_rt *r = c->rt;
+    if (!r) return;
+    if (r->started) {
+        if (reason || !r->stop_reason[0])
+            snprintf(r->stop_reason, sizeof r->stop_reason, "%s", reason ? reason : "stopped");
+        pthread_mutex_lock(&r->mu);
+        atomic_store(&r->stop, true);
+        pthread_cond_broadcast(&r->cv);
+        pthread_mutex_unlock(&r->mu);
+        /* a thread waiting for its raw batch (still in a sink's queue) ends too */
+        if (r->pool) fb_batch_pool_close(r->pool);
+        pthread_join(r->thr, NULL);
+        r->started = false;
+    }
+    for (uint32_t i = 0; i < c->ndevs; i++) fb_rt_groups_free(c->devs[i]);
+    conn_rt_free(gw->rt, c);
+}
+
+bool fb_rt_conn_park(struct fb_conn *c, int64_t deadline)
+{
+    struct fb_conn_rt *r = c->rt;
+    struct fb_rt *rt = c->devs[0]->gw->rt;
+    pthread_mutex_lock(&r->mu);
+    atomic_store_explicit(&r->park, true, memory_order_release);
+    pthread_cond_broadcast(&r->cv);
+    while (!r->parked && r->started && !atomic_load(&rt->stop)) { /* a stopping gateway: give up */
+        int64_t now = fb_mono_ns();
+        if (now >= deadline) break;
+        fb_cond_wait_until(&r->park_cv, &r->mu, now + 100000000LL < deadline ? now + 100000000LL : deadline);
+    }
+    bool ok = r->parked || !r->started;
+    pthread_mutex_unlock(&r->mu);
+    return ok;
+}
+
+void fb_rt_conn_unpark(struct fb_conn *c)
+{
+    struct fb_conn_rt *r = c->rt;
+    pthread_mutex_lock(&r->mu);
+    /* a kept connection's groups: the new processing settings may take them
+     * out of (or into) the in-place path; the thread is parked, so it reads
+     * this when it goes on */
+    if (r->parked) groups_plain(c->devs[0]->gw, c);
+    atomic_store(&r->park, false);
+    pthread_cond_broadcast(&r->cv);
+    pthread_mutex_unlock(&r->mu);
+}
+
+/* ------------------------------------------------------------------ sinks */
+/* Sink s of model `model`: runtime state with its store (the model sizes
+ * the records and names the records' config). */
+int fb_rt_sink_prepare(const struct fb_gateway *model, struct fb_sink_inst *s, struct fb_err *err)
+{
+    if (!s->rt && !sink_rt_new(s)) return fb_err_set(err, FB_ENOMEM, "out of memory");
+    return s->sink->live ? 0 : sink_store_open((struct fb_gateway *)model, s, err); /* a live view has no store */
+}
+
+/* Open the sink and start its thread (the model is the running one). */
+int fb_rt_sink_run(struct fb_sink_inst *s, struct fb_err *err)
+{
+    if (s->sink->open(s, err) < 0) return err ? err->code : FB_EIO;
+    if (pthread_create(&s->rt->thr, NULL, sink_thread, s->rt) != 0)
+        return fb_err_set(err, FB_ENOMEM, "cannot start sink thread");
+    s->rt->started = true;
+    return 0;
+}
+
+bool fb_rt_sink_park(struct fb_sink_inst *s, int64_t deadline)
+{
+    struct fb_sink_rt *q = s->rt;
+    pthread_mutex_lock(&q->mu);
+    q->park = true;
+    pthread_cond_broadcast(&q->cv);
+    while (!q->parked && q->started && !atomic_load(&s->gw->rt->stop)) {
+        int64_t now = fb_mono_ns();
+        if (now >= deadline) break;
+        fb_cond_wait_until(&q->park_cv, &q->mu, now + 100000000LL < deadline ? now + 100000000LL : deadline);
+    }
+    bool ok = q->parked || !q->started;
+    pthread_mutex_unlock(&q->mu);
+    /* a connection thread that saw the sink unparked before park was set may
+     * still be inside send() (publish.c, sink_direct): wait for it; every later
+     * one sees park (or detached) and queues.  The parked sink thread holds no
+     * call_mu, and a direct send does not wait (the sink was ready).  Not
+     * parked by the deadline: the reload is undone, nothing is closed. */
+    if (ok) {
+        pthread_mutex_lock(&q->call_mu);
+        pthread_mutex_unlock(&q->call_mu);
+    }
+    return ok;
+}
+
+void fb_rt_sink_unpark(struct fb_sink_inst *s)
+{
+    struct fb_sink_rt *q = s->rt;
+    pthread_mutex_lock(&q->mu);
+    q->park = false;
+    pthread_cond_broadcast(&q->cv);
+    pthread_mutex_unlock(&q->mu);
+}
+
+void fb_rt_sink_set_detached(struct fb_sink_inst *s, bool detached)
+{
+    struct fb_sink_rt *q = s->rt;
+    pthread_mutex_lock(&q->mu);
+    atomic_store(&q->detached, detached);
+    pthread_mutex_unlock(&q->mu);
+}
+
+/* Stop a (detached) sink's thread alone and free its runtime state and store. */
+void fb_rt_sink_stop(struct fb_sink_inst *s)
+{
+    struct fb_sink_rt *q = s->rt;
+    if (!q) return;
+    if (q->started) {
+        pthread_mutex_lock(&q->mu);
+        atomic_store(&q->stop, true);
+        q->park = false;
+        pthread_cond_broadcast(&q->cv);
+        pthread_mutex_unlock(&q->mu);
+        pthread_join(q->thr, NULL);
+        q->started = false;
+    }
+    sink_rt_free(s);
+}
+
+/* Close and open the store again for model `model` (new buffer settings, or
+ * records that no longer fit): what the old store holds moves over. */
+int fb_rt_sink_store_reopen(const struct fb_gateway *model, struct fb_sink_inst *s, struct fb_err *err)
+{
+    struct fb_sink_rt *q = s->rt;
+    struct fb_store *old = q->store;
+    char old_dir[sizeof q->dir];
+    memcpy(old_dir, q->dir, sizeof old_dir);
+    q->store = NULL;
+    fb_store_flush(old);
+    char want[sizeof q->dir] = "";
+    if (s->buffer) snprintf(want, sizeof want, "%s/%s", s->buffer->path, s->name);
+    bool same_dir = s->buffer && old_dir[0] && !strcmp(old_dir, want);
+    if (same_dir) fb_store_close(old); /* the new store reads the same directory */
+    fb_buf_free(&q->enc);
+    fb_model_map_free(q->map);
+    q->map = NULL;
+    q->mem_only = false;
+    q->dir[0] = 0;
+    int rc = sink_store_open((struct fb_gateway *)model, s, err);
+    if (same_dir) return rc;
+    if (rc < 0) {
+        q->store = old; /* keep what we had */
+        return rc;
+    }
+    /* another directory, or memory: move the records across, oldest first */
+    uint64_t moved = 0, id;
+    const void *p;
+    uint32_t len;
+    int64_t ts;
+    fb_store_rewind(old);
+    while (fb_store_next(old, &id, &p, &len, &ts) == 0) {
+        if (fb_store_append(q->store, p, len, ts, NULL) == 0) moved++;
+        fb_store_ack(old, id);
+    }
+    fb_store_flush(q->store);
+    /* the names of the configs those records were made under */
+    if (old_dir[0] && q->dir[0]) fb_model_copy_all(old_dir, q->dir);
+    fb_store_close(old);
+    if (moved)
+        fb_info(NULL, NULL, "%s: %llu buffered records moved to the new buffer", s->name, (unsigned long long)moved);
+    return 0;
+}
+
+/* ------------------------------------------------------------------ start */
 static void rt_free(struct fb_gateway *gw, struct fb_rt *rt)
 {
-    for (uint32_t i = 0; i < gw->ndevs; i++)
-        for (uint32_t g = 0; g < gw->devs[i].ngroups; g++) {
-            struct fb_group *gr = &gw->devs[i].groups[g];
-            gr->rt = NULL; /* its pool is its connection's */
-        }
-    for (uint32_t i = 0; rt->conns && i < gw->nconns; i++) {
-        fb_batch_pool_free(rt->conns[i].pool);
-        pthread_mutex_destroy(&rt->conns[i].mu);
-        pthread_cond_destroy(&rt->conns[i].cv);
-        gw->conns[i].rt = NULL;
-    }
-    for (uint32_t i = 0; rt->sinks && i < gw->nsinks; i++) {
-        sink_rt_free(&gw->sinks[i]);
-        pthread_mutex_destroy(&rt->sinks[i].call_mu);
-        pthread_mutex_destroy(&rt->sinks[i].mu);
-        pthread_cond_destroy(&rt->sinks[i].cv);
-        gw->sinks[i].rt = NULL;
-    }
+    /* the sinks first: a queue they never emptied may hold a connection's raw batch */
+    for (uint32_t i = 0; i < gw->nsinks; i++) sink_rt_free(&gw->sinks[i]);
+    for (uint32_t i = 0; i < gw->ndevs; i++) fb_rt_groups_free(&gw->devs[i]);
+    for (uint32_t i = 0; i < gw->nconns; i++) conn_rt_free(rt, &gw->conns[i]);
+    for (uint32_t i = 0; i < rt->nretired_raw; i++) fb_batch_pool_free(rt->retired_raw[i]);
+    free(rt->retired_raw);
     free(rt->svc_state);
+    free(rt->config_json);
+    free(rt->caps_json);
     free(rt->seen);
     free(rt->drain);
     pthread_mutex_destroy(&rt->status_mu);
-    free(rt->groups);
-    free(rt->conns);
-    free(rt->sinks);
+    pthread_rwlock_destroy(&rt->model_lock);
+    pthread_mutex_destroy(&rt->gw_cmd_mu);
     fb_vib_free(gw);  /* after the raw batches (above): every block is back in its pool */
     fb_edge_free(gw); /* the edge thread's state and the alarm table */
     fb_router_free(rt->router);
     fb_batch_pool_free(rt->out_pool);
+    for (uint32_t i = 0; i < rt->nretired; i++) fb_batch_pool_free(rt->retired[i]);
+    free(rt->retired);
     fb_proc_free(rt->proc);
     pthread_mutex_destroy(&rt->fan_mu);
     pthread_mutex_destroy(&rt->stop_mu);
@@ -723,7 +1094,41 @@ static void rt_free(struct fb_gateway *gw, struct fb_rt *rt)
     gw->rt = NULL;
 }
 
-int fb_runtime_start(struct fb_gateway *gw, struct fb_err *err)
+/* Whether s's store takes the largest record of model `model`. */
+bool fb_rt_sink_store_fits(const struct fb_gateway *model, const struct fb_sink_inst *s)
+{
+    return !s->rt || !s->rt->store || max_record_bytes(model) <= fb_store_max_record(s->rt->store);
+}
+
+/* A processed-batch pool big enough for model gw. */
+struct fb_batch_pool *fb_rt_out_pool_new(const struct fb_gateway *gw, const struct fb_proc *proc)
+{
+    uint32_t max_tags, max_win, max_arena;
+    out_dims(gw, proc, &max_tags, &max_win, &max_arena);
+    return fb_batch_pool_new(FB_OUT_BATCHES, max_tags, max_win, max_arena);
+}
+
+/* Whether the running processed-batch pool fits model gw (a reload that
+ * grows a group needs a new one). */
+bool fb_rt_out_pool_fits(const struct fb_gateway *running, const struct fb_gateway *gw, const struct fb_proc *proc)
+{
+    uint32_t t0, w0, a0, t1, w1, a1;
+    out_dims(running, running->rt->proc, &t0, &w0, &a0);
+    out_dims(gw, proc, &t1, &w1, &a1);
+    return t1 <= t0 && w1 <= w0 && a1 <= a0;
+}
+
+const char *fb_rt_state_dir(const struct fb_gateway *gw)
+{
+    const char *dir = gw->buffer ? gw->buffer->path : NULL;
+    for (uint32_t i = 0; !dir && i < gw->nsinks; i++)
+        if (gw->sinks[i].buffer) dir = gw->sinks[i].buffer->path;
+    return dir;
+}
+
+int fb_runtime_start(struct fb_gateway *gw, struct fb_err *err) { return fb_runtime_start_ext(gw, NULL, err); }
+
+int fb_runtime_start_ext(struct fb_gateway *gw, const struct fb_runtime_ext *ext, struct fb_err *err)
 {
     struct fb_rt *rt = calloc(1, sizeof *rt);
     if (!rt) return fb_err_set(err, FB_ENOMEM, "out of memory");
@@ -731,16 +1136,26 @@ int fb_runtime_start(struct fb_gateway *gw, struct fb_err *err)
     pthread_mutex_init(&rt->status_mu, NULL);
     pthread_mutex_init(&rt->stop_mu, NULL);
     pthread_cond_init(&rt->stop_cv, NULL);
+    pthread_rwlock_init(&rt->model_lock, NULL);
+    pthread_mutex_init(&rt->gw_cmd_mu, NULL);
     pthread_mutex_init(&rt->stored_mu, NULL);
     fb_cond_init_mono(&rt->stored_cv);
     rt->rl_seq.interval_ns = 60000000000LL;
+    rt->gw_state = FB_GW_ONLINE;
+    if (ext) {
+        rt->gw_cmd = ext->gw_cmd;
+        rt->fleet = ext->fleet;
+        if (ext->state >= 0) rt->gw_state = ext->state;
+    }
     gw->rt = rt;
     rt->started_ns = fb_now_ns();
-    if (rt_alloc(gw, rt) < 0) return fb_err_set(err, FB_ENOMEM, "out of memory");
+    for (uint32_t i = 0; i < gw->nconns; i++)
+        if (!conn_rt_new(&gw->conns[i])) return fb_err_set(err, FB_ENOMEM, "out of memory");
+    for (uint32_t i = 0; i < gw->nsinks; i++)
+        if (!sink_rt_new(&gw->sinks[i])) return fb_err_set(err, FB_ENOMEM, "out of memory");
+    if (ext && ext->status_init) ext->status_init(ext->fleet); /* the first status already carries them */
 
-    const char *seq_dir = gw->buffer ? gw->buffer->path : NULL;
-    for (uint32_t i = 0; !seq_dir && i < gw->nsinks; i++)
-        if (gw->sinks[i].buffer) seq_dir = gw->sinks[i].buffer->path;
+    const char *seq_dir = fb_rt_state_dir(gw);
     if (seq_dir) {
         struct fb_err e = {0};
         if (mkdir(seq_dir, 0750) < 0 && errno != EEXIST)
@@ -754,37 +1169,17 @@ int fb_runtime_start(struct fb_gateway *gw, struct fb_err *err)
     rt->proc = fb_proc_new(gw);
     if (!rt->proc) return fb_err_set(err, FB_ENOMEM, "cannot allocate pipeline state");
 
-    uint32_t max_tags = 1, max_win = 0, max_arena = 0;
     for (uint32_t i = 0; i < gw->ndevs; i++) {
         struct fb_device *d = &gw->devs[i];
         d->gw = gw;
         atomic_store(&d->state, FB_DEV_CONNECTING);
-        for (uint32_t k = 0; k < d->ngroups; k++) {
-            struct fb_group *g = &d->groups[k];
-            uint32_t arena = group_arena(gw, g), nwin = group_windows(gw, g);
-            g->rt->plain = fb_proc_plain(rt->proc, g);
-            if (g->rt->plain) continue; /* processed in place: no processed batch needed */
-            if (g->ntags > max_tags) max_tags = g->ntags;
-            if (nwin > max_win) max_win = nwin;
-            if (arena > max_arena) max_arena = arena;
-        }
+        if (fb_rt_groups_new(gw, d, err) < 0) return err ? err->code : FB_ENOMEM;
     }
     for (uint32_t i = 0; i < gw->nconns; i++) {
-        struct fb_conn *c = &gw->conns[i];
-        uint32_t n = 1, arena = 0;
-        for (uint32_t j = 0; j < c->ndevs; j++)
-            for (uint32_t k = 0; k < c->devs[j]->ngroups; k++) {
-                const struct fb_group *g = &c->devs[j]->groups[k];
-                uint32_t a = group_arena(gw, g);
-                if (g->ntags > n) n = g->ntags;
-                if (a > arena) arena = a;
-            }
-        c->rt->pool = fb_batch_pool_new(FB_RAW_BATCHES_PER_CONN, n, 0, arena);
-        if (!c->rt->pool) return fb_err_set(err, FB_ENOMEM, "cannot allocate batches");
-        for (uint32_t j = 0; j < c->ndevs; j++)
-            for (uint32_t k = 0; k < c->devs[j]->ngroups; k++) c->devs[j]->groups[k].rt->pool = c->rt->pool;
+        if (conn_pool_new(gw, &gw->conns[i], err) < 0) return err ? err->code : FB_ENOMEM;
+        groups_plain(gw, &gw->conns[i]);
     }
-    rt->out_pool = fb_batch_pool_new(FB_OUT_BATCHES, max_tags, max_win, max_arena);
+    rt->out_pool = fb_rt_out_pool_new(gw, rt->proc);
     if (!rt->out_pool) return fb_err_set(err, FB_ENOMEM, "cannot allocate batches");
     fb_certs_start(gw); /* the first look at every certificate, logged before anything connects */
     /* the router first: a sink may deliver a command as soon as it connects */
@@ -793,14 +1188,11 @@ int fb_runtime_start(struct fb_gateway *gw, struct fb_err *err)
         struct fb_sink_inst *s = &gw->sinks[i];
         s->gw = gw;
         if (!s->sink->live && sink_store_open(gw, s, err) < 0) return err ? err->code : FB_EIO;
-        if (s->sink->open(s, err) < 0) return err ? err->code : FB_EIO;
-        if (pthread_create(&s->rt->thr, NULL, sink_thread, s) != 0)
-            return fb_err_set(err, FB_ENOMEM, "cannot start sink thread");
-        s->rt->started = true;
+        if (fb_rt_sink_run(s, err) < 0) return err ? err->code : FB_EIO;
     }
     /* services that act on the devices (a quiesce hook: control loops) start
      * before the connection threads, the others after them; before the edge thread,
-      * whose pipeline reads the latest-value slots they ask for */
+     * whose pipeline reads the latest-value slots they ask for */
     rt->svc_state = calloc(gw->nservices ? gw->nservices : 1, sizeof *rt->svc_state);
     if (!rt->svc_state) return fb_err_set(err, FB_ENOMEM, "out of memory");
     for (uint32_t i = 0; i < gw->nservices; i++) {
@@ -811,18 +1203,14 @@ int fb_runtime_start(struct fb_gateway *gw, struct fb_err *err)
     if (fb_edge_start(gw, seq_dir, err) < 0) return err ? err->code : FB_ENOMEM;
     /* vibration analysis: after the alarm table (its alarms), before the first block is read */
     if (fb_vib_start(gw, seq_dir, err) < 0) return err ? err->code : FB_ENOMEM;
-    pthread_attr_t attr;
-    pthread_attr_init(&attr);
-    pthread_attr_setstacksize(&attr, 256 * 1024); /* small stacks: hundreds of devices */
-    for (uint32_t i = 0; i < gw->nconns; i++) {
-        struct fb_conn *c = &gw->conns[i];
-        if (pthread_create(&c->rt->thr, &attr, conn_thread, c) != 0) {
-            pthread_attr_destroy(&attr);
-            return fb_err_set(err, FB_ENOMEM, "cannot start connection thread");
-        }
-        c->rt->started = true;
-    }
-    pthread_attr_destroy(&attr);
+    /* a gateway being provisioned or taken out of service polls nothing (docs/fleet.md) */
+    int state = atomic_load(&rt->gw_state);
+    bool idle = state == FB_GW_PROVISIONING || state == FB_GW_DECOMMISSIONED;
+    for (uint32_t i = 0; i < gw->ndevs && idle; i++)
+        fb_publish_state(gw, &gw->devs[i], FB_DEV_OFFLINE,
+                         state == FB_GW_DECOMMISSIONED ? "gateway decommissioned" : "gateway not provisioned");
+    for (uint32_t i = 0; i < gw->nconns && !idle; i++)
+        if (conn_thread_start(&gw->conns[i], err) < 0) return err ? err->code : FB_ENOMEM;
     for (uint32_t i = 0; i < gw->nservices; i++) {
         const struct fb_service_inst *si = &gw->services[i];
         if (!si->svc->quiesce && !(rt->svc_state[i] = si->svc->start(gw, si->cfg, err)))
@@ -863,29 +1251,38 @@ void fb_runtime_wait(struct fb_gateway *gw)
     while (!atomic_load(&rt->stop)) pthread_cond_wait(&rt->stop_cv, &rt->stop_mu);
     pthread_mutex_unlock(&rt->stop_mu);
     fb_info(NULL, NULL, "stopping");
-    /* 0. sources: take nothing more; what they accepted is already queued */
+    /* 0. a gateway command running on the router thread (a reload, a
+     * recommission) finishes first: it changes what these steps walk, and
+     * none starts once rt->stop is set.  The router itself runs on until the
+     * connections have stopped, so a write waiting for a device is answered
+     * at once (refused: the connection stops) instead of timing out.
+     * Then the sources stop, and the services that act on the devices
+     * (control loops) stop acting and write their safe values while the
+     * connections still take writes */
+    pthread_mutex_lock(&rt->gw_cmd_mu);
+    pthread_mutex_unlock(&rt->gw_cmd_mu);
+    /* then sources: take nothing more; what they accepted is already queued */
     for (uint32_t i = rt->sources_started; i-- > 0;) gw->sources[i].src->stop(&gw->sources[i]);
-    /* 0. services that act on the devices (control loops) stop acting and
-     * write their safe values while the connections still take writes */
     for (uint32_t i = 0; i < gw->nservices && rt->svc_state; i++)
         if (rt->svc_state[i] && gw->services[i].svc->quiesce) gw->services[i].svc->quiesce(rt->svc_state[i]);
     atomic_store(&rt->conns_stop, true);
     /* 1. connections: wake them; pools closed so nothing blocks in pool_get */
     for (uint32_t i = 0; i < gw->nconns; i++) {
         struct fb_conn_rt *c = gw->conns[i].rt;
+        if (!c) continue;
         pthread_mutex_lock(&c->mu);
         pthread_cond_broadcast(&c->cv);
         pthread_mutex_unlock(&c->mu);
     }
     for (uint32_t i = 0; i < gw->nconns; i++)
-        if (gw->conns[i].rt->pool) fb_batch_pool_close(gw->conns[i].rt->pool);
+        if (gw->conns[i].rt && gw->conns[i].rt->pool) fb_batch_pool_close(gw->conns[i].rt->pool);
     for (uint32_t i = 0; i < gw->nconns; i++)
-        if (gw->conns[i].rt->started) pthread_join(gw->conns[i].rt->thr, NULL);
+        if (gw->conns[i].rt && gw->conns[i].rt->started) pthread_join(gw->conns[i].rt->thr, NULL);
     /* the analysis takes the last blocks (its features and alarms go to the edge and the sinks) */
     fb_vib_stop(gw);
     /* the edge thread takes the last batches and publishes its virtual devices offline */
     fb_edge_stop(gw);
-    /* commands can no longer reach a device; stop the router before the sinks it answers through */
+    /* commands can no longer reach a device; the router is stopped before the sinks it answers through */
     fb_router_stop(gw);
     /* 2. sinks drain their queues and close (offline status).  The stores
      * are freed only after every sink has closed and the HTTP endpoint has
@@ -894,14 +1291,14 @@ void fb_runtime_wait(struct fb_gateway *gw)
     atomic_store(&rt->sinks_stop, true);
     for (uint32_t i = 0; i < gw->nsinks; i++) {
         struct fb_sink_rt *q = gw->sinks[i].rt;
-        if (!q->started) continue;
+        if (!q || !q->started) continue;
         pthread_mutex_lock(&q->mu);
         pthread_cond_broadcast(&q->cv);
         pthread_mutex_unlock(&q->mu);
         pthread_join(q->thr, NULL);
     }
     for (uint32_t i = 0; i < gw->nsinks; i++)
-        if (gw->sinks[i].rt->started) gw->sinks[i].sink->close(&gw->sinks[i]);
+        if (gw->sinks[i].rt && gw->sinks[i].rt->started) gw->sinks[i].sink->close(&gw->sinks[i]);
     /* the services that started first stop last: the metrics endpoint may
      * still render a control service's status until it stops */
     for (int pass = 0; pass < 2; pass++)

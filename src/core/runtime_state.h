@@ -10,6 +10,7 @@
 #include <stdatomic.h>
 
 #include "core/buf.h"
+#include "core/health.h"
 #include "core/log.h"
 #include "core/model.h"
 #include "store/store.h"
@@ -18,6 +19,8 @@ struct fb_router;
 struct fb_certs;
 struct fb_proc;
 struct fb_model_map;
+struct fb_cmd;
+struct fb_fleet;
 struct fb_edge;
 struct fb_alarms;
 struct fb_vib_rt;
@@ -72,11 +75,23 @@ struct fb_write_req {
 
 struct fb_write_guard; /* plugin.h */
 
-/* One connection thread. */
+/* One connection thread.  Allocated per connection, so that a reload
+ * (reload.c) can hand a running thread over to the new model's element. */
 struct fb_conn_rt {
     pthread_t thr;
     bool started;
-    struct fb_batch_pool *pool; /* one raw batch, sized for the largest group of the connection */
+    struct fb_batch_pool *pool; /* its raw batches, sized for the largest group of the connection; moves
+                                 * with the connection when a reload keeps it */
+    struct fb_conn *conn;       /* the model element the thread serves; a reload that keeps the
+                           * connection points it at the new model's (while parked) */
+    atomic_bool stop;           /* stop this connection alone (a reload removed or changed it) */
+    char stop_reason[96];       /* its devices' offline reason then */
+    /* reload: `park` asks the thread to hold still at the top of its loop (it
+     * fails pending writes, sets `parked` under mu and signals park_cv, then
+     * waits on cv until park is cleared) */
+    atomic_bool park;
+    bool parked; /* under mu */
+    pthread_cond_t park_cv;
     bool connected;
     int64_t next_try; /* monotonic: next connect attempt */
     /* what a failing open() reported (fb_conn_failed), cleared before each attempt */
@@ -94,6 +109,14 @@ struct fb_qnode {
     struct fb_batch *b;
 };
 
+/* A translation of another config's ids, kept in memory by a reload for
+ * the records still queued that were made under it (a memory queue has no
+ * directory for the model-<fp> files; a disk store gets both). */
+struct fb_fp_map {
+    uint32_t fp;
+    struct fb_model_map *map;
+};
+
 /* The edge thread's input (edge/edge.c): the processed data batches of the
  * devices whose tags feed a computed tag, an alarm or a script, queued by
  * fb_publish like a sink's; wake is set when something other than a batch
@@ -107,18 +130,33 @@ struct fb_edge_q {
     const uint8_t *want;                 /* per device: 1 = queue its data batches (set before start) */
 };
 
-/* One sink thread: its queue from the pipeline and its store.
+/* One sink thread: its queue from the pipeline and its store.  Allocated
+ * per sink; a reload may move it to another slot of the sinks array.
  *
  * call_mu is held by whoever calls into the sink (send, ready, tick): the
  * sink thread for everything it takes from its queue or its store, and a
  * connection thread that hands a batch straight over (publish.c) while the
  * queue and the store are empty and the sink is ready.  Holding it from the
  * queue's head to the end of send() is what keeps batches in sequence order
- * whichever thread delivers them.  Lock order: fan_mu → call_mu → mu. */
+ * whichever thread delivers them.  Lock order: fan_mu → call_mu → mu.
+ * The direct path is only taken while the sink is neither parked nor
+ * detached (read under mu with call_mu held); a reload that parks the sink
+ * takes call_mu once after setting park, so no direct send is still inside
+ * a sink it is about to close, rebuild or move (fb_rt_sink_park). */
 struct fb_sink_rt {
     pthread_mutex_t call_mu;
     pthread_mutex_t mu;
     pthread_cond_t cv;
+    struct fb_sink_inst *inst; /* the slot it serves (re-read by the thread after a park) */
+    atomic_bool stop;          /* stop this sink alone (reload) */
+    /* reload: `park` (under mu) — the thread empties its queue and holds still;
+     * `detached` (under mu) — the sink is closed: the thread only stores what
+     * arrives (no send, no tick) until it is attached again */
+    bool park, parked;
+    atomic_bool detached;
+    pthread_cond_t park_cv;
+    struct fb_fp_map *fpmaps; /* earlier configs' translations (reload), newest last */
+    uint32_t nfpmaps;
     struct fb_qnode *head, *tail, *free; /* under mu */
     uint32_t len;                        /* under mu */
     pthread_t thr;
@@ -167,18 +205,38 @@ struct fb_rt {
     struct fb_certs *certs;         /* certs.c: the certificate expiry watch, NULL when nothing is watched */
     struct fb_vib_rt *vib;          /* vib/vib.c: vibration analysis (NULL: no waveform tags) */
     void **svc_state;               /* each running service's state (gw->services order) */
-    /* the runtime state of every poll group, connection and sink (the model's rt pointers) */
-    struct fb_group_rt *groups;
-    struct fb_conn_rt *conns;
-    struct fb_sink_rt *sinks;
+    /* the model's rt pointers (groups, connections, sinks) point at objects
+     * allocated one by one, so that a reload can keep some and free others */
     atomic_bool reboot;                           /* a sink accepted a remote reboot: re-execute after stopping */
     _Atomic(const struct fb_write_guard *) guard; /* asked by the router before command writes */
+    /* reload (reload.c): readers outside the runtime's own threads (status,
+     * /metrics, the fleet thread) hold the model lock for reading; a reload
+     * swaps the model under it for writing, with every connection and sink
+     * thread parked.  generation counts applied reloads. */
+    pthread_rwlock_t model_lock;
+    _Atomic uint32_t generation;
+    struct fb_batch_pool **retired;     /* processed-batch pools of earlier configs (freed at the end: */
+    uint32_t nretired;                  /* a batch may still be out when its pool is replaced) */
+    struct fb_batch_pool **retired_raw; /* stopped connections' raw pools with a batch still out */
+    uint32_t nretired_raw;              /* (conn_pool_release: freed once idle) */
+    /* gateway-level commands (router.c hands them here; fleet.c sets it) */
+    void (*gw_cmd)(struct fb_gateway *gw, const struct fb_cmd *cmd, char **resp, size_t *len);
+    pthread_mutex_t gw_cmd_mu; /* held while one runs (a reload, a recommission): shutdown waits for it */
+    struct fb_fleet *fleet;    /* fleet.c's state: identity, lifecycle, remote config, health */
     /* what the status remembers between calls (metrics.c), under status_mu */
     pthread_mutex_t status_mu;
     struct fb_err_seen *seen; /* per device: when its error counter last grew */
     uint32_t nseen;
     struct fb_drain_seen *drain; /* per sink: the last drain-rate measurement */
     uint32_t ndrain;
+    /* the gateway as a fleet member (fleet.c writes, the status reads; under status_mu) */
+    _Atomic int gw_state;        /* enum fb_gw_state (health.h); the router reads it without the lock */
+    char gw_state_reason[160];   /* why, for error and maintenance ("" = none) */
+    char *config_json;           /* the status's "config" object, made by fleet.c (NULL = none) */
+    char *caps_json;             /* the status's info.capabilities array, made by fleet.c (NULL = none) */
+    struct fb_health health;     /* the last sample of the box (health.ts 0: none yet) */
+    _Atomic uint32_t status_gen; /* +1 when the status changed: the MQTT sink publishes it at once */
+    _Atomic uint64_t reloads_ok, reloads_failed;
     uint32_t sources_started;
     pthread_mutex_t stored_mu; /* stored_cv: a sink's stored_seq advanced */
     pthread_cond_t stored_cv;

@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "control/control.h"
+#include "fleet/shadow.h"
 #include "north/http/api.h"
 #include "north/http/http.h"
 #include "north/influx/influx.h"
@@ -16,7 +17,8 @@
 #include "north/mqtt/mqtt.h"
 #include "north/sparkplug/sparkplug.h"
 
-static const struct fb_sink *const sinks[] = {&fb_sink_mqtt, &fb_sink_sparkplug, &fb_sink_http, &fb_sink_influx};
+static const struct fb_sink *const sinks[] = {&fb_sink_mqtt, &fb_sink_sparkplug, &fb_sink_http, &fb_sink_influx,
+                                              &fb_sink_shadow};
 #define NSINKS (sizeof sinks / sizeof sinks[0])
 
 const struct fb_sink *const *fb_sinks(size_t *n)

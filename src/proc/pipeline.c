@@ -47,6 +47,8 @@ enum {
 /* A deadband's state is one of these per tag: keep it at 16 bytes. */
 _Static_assert(sizeof(struct fb_last) == 16, "struct fb_last grew: one per tag with a deadband");
 
+static bool out_of_spec(uint32_t q);
+
 struct fb_proc {
     const struct fb_gateway *gw;
     uint32_t ntags;
@@ -132,6 +134,50 @@ struct fb_proc *fb_proc_new(const struct fb_gateway *gw)
 fail:
     fb_proc_free(p);
     return NULL;
+}
+
+void fb_proc_set_model(struct fb_proc *p, const struct fb_gateway *gw)
+{
+    if (p) p->gw = gw;
+}
+
+/* The caller moves only tags with equal settings, so both chains keep the
+ * same kind of state for it (the same stage flags): the NE107 class of its
+ * last published quality, and its fb_tag_state or fb_last (with the time of
+ * its last publication when it has a heartbeat). */
+void fb_proc_move(struct fb_proc *to, uint32_t to_id, struct fb_proc *from, uint32_t from_id)
+{
+    if (!to || !from || to_id >= to->ntags || from_id >= from->ntags) return;
+    uint8_t ft = to->flags[to_id], ff = from->flags[from_id];
+    if ((ft & ~PF_NE) != (ff & ~PF_NE)) return; /* not the same stages: nothing to carry over */
+    to->flags[to_id] = (uint8_t)((ft & ~PF_NE) | (ff & PF_NE));
+    from->flags[from_id] = (uint8_t)((ff & ~PF_NE) | (ft & PF_NE));
+    if (ft & (PF_PL | PF_WIN)) {
+        struct fb_tag_state tmp = to->full[to->slot[to_id]];
+        to->full[to->slot[to_id]] = from->full[from->slot[from_id]];
+        from->full[from->slot[from_id]] = tmp;
+    } else if (ft & PF_DB) {
+        uint32_t a = to->slot[to_id], b = from->slot[from_id];
+        struct fb_last tmp = to->last[a];
+        to->last[a] = from->last[b];
+        from->last[b] = tmp;
+        if (to->last_ns && from->last_ns) {
+            int64_t t = to->last_ns[a];
+            to->last_ns[a] = from->last_ns[b];
+            from->last_ns[b] = t;
+        }
+    }
+}
+
+void fb_proc_quality_counts(const struct fb_proc *p, uint32_t first, uint32_t n, uint32_t *oos, uint32_t *bad)
+{
+    *oos = *bad = 0;
+    for (uint32_t i = first; p && i < first + n && i < p->ntags; i++) {
+        uint8_t f = p->flags[i];
+        if (!(f & PF_PUB)) continue;
+        if (f & PF_OOS) (*oos)++;
+        if (f & PF_BAD) (*bad)++;
+    }
 }
 
 const struct fb_latest *fb_proc_latest(struct fb_proc *p, uint32_t tag)

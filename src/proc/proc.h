@@ -139,6 +139,16 @@ struct fb_proc *fb_proc_new(const struct fb_gateway *gw);
 /* Bytes of pipeline state (for the memory accounting in BENCHMARKS.md). */
 size_t fb_proc_bytes(const struct fb_proc *p);
 void fb_proc_free(struct fb_proc *p);
+/* Config reload (core/reload.c): the chain made for the new model (built
+ * from a gateway object that is then swapped into the running one) reads
+ * the running one; a tag whose settings did not change keeps its state
+ * (deadband memory, window, plausibility history) — swapped, so each chain
+ * still frees what it holds. */
+void fb_proc_set_model(struct fb_proc *p, const struct fb_gateway *gw);
+void fb_proc_move(struct fb_proc *to, uint32_t to_id, struct fb_proc *from, uint32_t from_id);
+/* How many of tags first .. first+n-1 were last published out of
+ * specification and Bad (the device's NE107 counters, recounted after a move). */
+void fb_proc_quality_counts(const struct fb_proc *p, uint32_t first, uint32_t n, uint32_t *oos, uint32_t *bad);
 /* The latest-value slot of a tag (made on the first call, owned by p).  Only
  * before the connection threads run: the pipeline reads the slot pointer
  * without a lock.  NULL for an unknown tag or when out of memory. */

@@ -25,7 +25,11 @@ gateway that forwards requests without answering for its units.  Addresses are 0
 without it pymodbus shifts every address by one).
 
 Once listening it prints "READY <tcp-port>" on stdout, so a test can wait for
-it and learn a port chosen by the kernel (--port 0).
+it and learn a port chosen by the kernel (--port 0).  Every TCP connection a
+client opens is printed as "CONNECTION <client port>", so a test can count
+them (a gateway that kept its connection across a config reload opened none).
+A spec's "counters": [{"unit": 1, "addr": 20, "period_ms": 50}] makes a
+holding register count up by one per period.
 
 Demo plant (--demo), unit 1, values change every 200 ms:
   hr:0-1   float32 CDAB  temperature  °C, 20..25 sine (period 60 s)
@@ -54,7 +58,8 @@ import time
 
 from pymodbus.datastore import (ModbusSequentialDataBlock, ModbusServerContext,
                                 ModbusSlaveContext, ModbusSparseDataBlock)
-from pymodbus.server.async_io import ModbusSerialServer, ModbusTcpServer
+from pymodbus.server.async_io import (ModbusConnectedRequestHandler, ModbusSerialServer,
+                                      ModbusTcpServer)
 from pymodbus.transaction import ModbusRtuFramer, ModbusSocketFramer
 
 PAD = 256
@@ -125,6 +130,25 @@ async def demo_loop(ctx):
         await asyncio.sleep(0.2)
 
 
+class CountingHandler(ModbusConnectedRequestHandler):
+    """Says on stdout when a client connects."""
+
+    def connection_made(self, transport):
+        super().connection_made(transport)
+        peer = transport.get_extra_info("peername")
+        print(f"CONNECTION {peer[1] if peer else '?'}", flush=True)
+
+
+async def counter_loop(ctx, unit, addr, period_ms):
+    """A holding register that counts up (wrapping at 65536) once per period."""
+    s = ctx[unit]
+    n = 0
+    while True:
+        n = (n + 1) & 0xFFFF
+        s.setValues(3, addr, [n])
+        await asyncio.sleep(period_ms / 1000.0)
+
+
 async def main_async(args):
     spec = demo_spec() if args.demo else {"units": {"1": {}}}
     if args.spec:
@@ -141,7 +165,7 @@ async def main_async(args):
     tcp = None
     if args.port is not None:
         tcp = ModbusTcpServer(ctx, framer=ModbusSocketFramer, address=(args.host, args.port),
-                              allow_reuse_address=True,
+                              allow_reuse_address=True, handler=CountingHandler,
                               ignore_missing_slaves=bool(spec.get("silent_units")))
         tasks.append(asyncio.create_task(tcp.serve_forever()))
     serial_srv = None
@@ -156,6 +180,9 @@ async def main_async(args):
             return 1
     if args.demo:
         tasks.append(asyncio.create_task(demo_loop(ctx)))
+    for c in spec.get("counters", []):
+        tasks.append(asyncio.create_task(counter_loop(ctx, int(c.get("unit", 1)), int(c["addr"]),
+                                                      float(c.get("period_ms", 100)))))
 
     port = 0
     if tcp is not None:

@@ -159,6 +159,10 @@ class ModbusServer:
         self.stop()
         self.start()
 
+    def connections(self):
+        """How many TCP connections clients opened to this server (all its runs)."""
+        return sum(1 for line in self.proc.output().splitlines() if line.startswith("CONNECTION "))
+
     def client(self):
         """A pymodbus TCP client on this server (for reading back writes)."""
         from pymodbus.client import ModbusTcpClient  # pylint: disable=import-outside-toplevel
@@ -432,6 +436,47 @@ class Mosquitto:
 
     def output(self):
         return self.proc.output() if self.proc else ""
+
+
+# ------------------------------------------------------------ HTTP(S) files
+class FileServer:
+    """Serves the files of a directory over HTTP, or HTTPS with a server
+    certificate (Certs), on 127.0.0.1 in a thread: a download peer (remote
+    configurations by URL).  `requests` lists the paths asked for."""
+
+    def __init__(self, root, certs=None, delay=None):
+        import functools  # pylint: disable=import-outside-toplevel
+        import http.server  # pylint: disable=import-outside-toplevel
+        self.requests = []
+        self.delay = dict(delay or {})  # path -> seconds to wait before answering (a slow server)
+        outer = self
+
+        class Handler(http.server.SimpleHTTPRequestHandler):
+            def log_message(self, *args):  # quiet
+                pass
+
+            def do_GET(self):
+                outer.requests.append(self.path)
+                time.sleep(outer.delay.get(self.path, 0))
+                super().do_GET()
+        self.httpd = http.server.ThreadingHTTPServer(
+            ("127.0.0.1", 0), functools.partial(Handler, directory=str(root)))
+        self.scheme = "http"
+        if certs is not None:
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            ctx.load_cert_chain(certs.path("server.pem"), certs.path("server.key"))
+            self.httpd.socket = ctx.wrap_socket(self.httpd.socket, server_side=True)
+            self.scheme = "https"
+        self.port = self.httpd.server_address[1]
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    def url(self, name):
+        return f"{self.scheme}://127.0.0.1:{self.port}/{name}"
+
+    def stop(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
 
 
 # --------------------------------------------------------------- MQTT client

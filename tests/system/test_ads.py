@@ -654,6 +654,39 @@ def test_controller_without_symbols(ads1):
     assert r.returncode == 0 and srv.call(op="raw_get", area="M", offset=0, size=2)["hex"] == "0700", r.stderr
 
 
+def test_reload_keeps_handles_and_notifications(ads1, broker, start_gateway, watch):
+    """A config reload that renumbers every tag (a device added in front)
+    keeps the ADS connection, its handles and its notifications (the driver's
+    adopt moves them to the new model and re-tags them with the new ids):
+    no new connection, handle or notification on the PLC, and pushed values
+    arrive under the right names."""
+    import signal  # pylint: disable=import-outside-toplevel
+    from conftest import to_yaml  # pylint: disable=import-outside-toplevel
+    srv = ads1()
+    dev = {"name": "plc-r", "url": srv.url("mode=notify"), "poll": "100ms",
+           "tags": [{"name": "count", "addr": "MAIN.nCount", "type": "int32"},
+                    {"name": "temp", "addr": "MAIN.fTemperature", "type": "float64"}]}
+    w = watch(broker.port)
+    cfg = gw_config(broker.port, [dev])
+    gw = start_gateway(cfg)
+    assert wait_values(w, "plc-r", lambda v: good(v, "count"), timeout=20), gw.output()[-3000:]
+    time.sleep(0.5)
+    before = srv.stats()["stats"]
+    cfg["devices"] = [{"name": "sim-front", "url": "sim://f", "poll": "1s",
+                       "tags": [{"name": f"s{i}", "addr": "counter"} for i in range(7)]}, dev]
+    with open(gw.path, "w", encoding="utf-8") as f:
+        f.write(to_yaml(cfg) + "\n")
+    gw.proc.send(signal.SIGHUP)
+    assert peers.wait_until(lambda: "reload: applied" in gw.output(), 10), gw.output()[-3000:]
+    for i in range(3):
+        srv.set("MAIN.nCount", 777 + i)
+        t = time.monotonic()
+        assert wait_values(w, "plc-r", lambda v, i=i: v.get("count", {}).get("v") == 777 + i and set(v) <= {"count", "temp"},
+                           timeout=5, after=t), gw.output()[-3000:]
+    after = srv.stats()["stats"]
+    for k in ("connections", "notes_added", "cmd9:0xF082", "cmd2:0xF003", "cmd9:0xF003"):
+        assert after.get(k, 0) == before.get(k, 0), (k, before, after)
+
 def test_browse_yaml(ads1, tmp_path):
     """`browse --yaml`: one read-only tag per symbol with a plain type; structs
     and arrays listed as comments; the result passes `fieldbridge check`."""

@@ -723,6 +723,42 @@ def test_wrong_password_backs_off_long(ua, broker, start_gateway, watch, tmp_pat
     assert "does not name the host" not in gw2.output()
 
 
+def test_reload_keeps_the_session_and_its_subscription(ua, broker, start_gateway, watch):
+    """A config reload that renumbers every tag (a device added in front)
+    keeps the OPC UA session and its monitored items (the driver's adopt):
+    the server sees no new session and values keep arriving by subscription,
+    under the right tag names."""
+    import signal  # pylint: disable=import-outside-toplevel
+    from conftest import to_yaml  # pylint: disable=import-outside-toplevel
+    srv = ua(extra=("--tick", 100))
+    dev = {"name": "ua-r", "url": srv.url("mode=subscribe"), "poll": "200ms", "timeout": "1s",
+           "tags": [{"name": "counter", "addr": "ns=1;s=Counter", "type": "uint32"},
+                    {"name": "temp", "addr": "ns=1;s=Double"},
+                    {"name": "leaf", "addr": "/Objects/1:Demo/1:Deep/1:Level2/1:Level3/1:Leaf"}]}
+    w = watch(broker.port)
+    cfg = gw_config(broker.port, [dev])
+    gw = start_gateway(cfg)
+    assert wait_values(w, "ua-r", lambda v: good(v, "counter"), timeout=20), gw.output()[-3000:]
+    assert srv.sessions() == 1
+    cfg["devices"] = [{"name": "sim-front", "url": "sim://f", "poll": "1s",
+                       "tags": [{"name": f"s{i}", "addr": "counter"} for i in range(5)]}, dev]
+    with open(gw.path, "w", encoding="utf-8") as f:
+        f.write(to_yaml(cfg) + "\n")
+    t0 = time.monotonic()
+    gw.proc.send(signal.SIGHUP)
+    assert peers.wait_until(lambda: "reload: applied" in gw.output(), 10), gw.output()[-3000:]
+    assert '"kept":1' in gw.output().split("reload: applied", 1)[1].split("\n", 1)[0], gw.output()[-2000:]
+    srv.set("Double", 42.25)
+    t1 = time.monotonic()
+    assert wait_values(w, "ua-r", lambda v: v.get("temp", {}).get("v") == 42.25, timeout=5, after=t1), \
+        gw.output()[-3000:]
+    m = wait_values(w, "ua-r", lambda v: good(v, "counter") and set(v) <= {"counter", "temp", "leaf"}, timeout=5,
+                    after=t1)
+    assert m is not None
+    assert wait_values(w, "sim-front", lambda v: "s0" in v, timeout=5, after=t0)
+    assert srv.sessions() == 1, "the reload opened a new session"
+    assert "session open" not in gw.output().split("reload requested", 1)[1], "reconnected on reload"
+
 def test_browse_yaml_is_config_that_checks(ua, tmp_path):
     """`fieldbridge browse URL --yaml` turns the address space into a device
     entry with one tag per variable (name from the browse path, node id as

@@ -340,3 +340,34 @@ def test_items_past_the_image_are_counted_and_shown_in_ne107(tmp_path, broker, s
     assert metric(port, "fieldbridge_device_bad_tags", DEV) == 1
     assert metric(port, "fieldbridge_device_reconnects_total", DEV) == 0
     assert "the process image ends at byte 100" in gw.output()
+
+
+def test_reload_keeps_the_process_image_open(tmp_path, broker, start_gateway, watch):
+    """A config reload that renumbers every tag (a device added in front)
+    keeps the process image and the device's state (its addresses resolved
+    from PiCtory, its cycle): no reopen, and edges arrive under the right
+    names."""
+    import peers  # pylint: disable=import-outside-toplevel
+    from conftest import to_yaml  # pylint: disable=import-outside-toplevel
+    img = Image(tmp_path / "piControl0")
+    w = watch(broker.port)
+    cfg = gw_config(broker.port, [revpi_device(img)])
+    gw = start_gateway(cfg)
+    assert w.wait_for(lambda m: (values(m) or {}).get("I_1", {}).get("q") == "good", 20, topic=TELE), \
+        gw.output()[-3000:]
+    cfg["devices"] = [{"name": "sim-front", "url": "sim://f", "poll": "1s",
+                       "tags": [{"name": f"s{i}", "addr": "counter"} for i in range(4)]}, revpi_device(img)]
+    with open(gw.path, "w", encoding="utf-8") as f:
+        f.write(to_yaml(cfg) + "\n")
+    gw.proc.send(signal.SIGHUP)
+    assert peers.wait_until(lambda: "reload: applied" in gw.output(), 10), gw.output()[-3000:]
+    for where, name in ((I_1, "I_1"), (I_9, "I_9")):
+        want = not img.bit(where)
+        t = time.monotonic()
+        img.set_bit(where, want)
+        m = w.wait_for(lambda m, name=name, want=want: (values(m) or {}).get(name, {}).get("v") is want,
+                       5, topic=TELE, after=t)
+        assert m is not None, gw.output()[-3000:]
+        assert set(values(m)) <= {"I_1", "I_2", "I_9", "O_1", "O_2", "RevPiLED"}, values(m)
+    after = gw.output().split("reload requested", 1)[1]
+    assert f"[{DEV}] connected (" not in after, after[-2000:]

@@ -374,3 +374,35 @@ def test_refused_items_are_counted_and_shown_in_ne107(s7, broker, start_gateway,
     assert r is not None and r.json()["ok"] is True, r and r.json()
     assert srv.get(0, 2) == struct.pack(">h", 6)
     assert metric(port, "fieldbridge_device_writes_total", "plc-03") == 1
+
+
+def test_reload_keeps_the_connection_and_its_plan(s7, broker, start_gateway, watch):
+    """A config reload that renumbers every tag (a device added in front)
+    keeps the S7 connection and its read plan, laid out for the negotiated
+    PDU, with the tag ids moved on: no reconnect, and values arrive under
+    the right names."""
+    import signal  # pylint: disable=import-outside-toplevel
+    from conftest import to_yaml  # pylint: disable=import-outside-toplevel
+    srv = s7()
+    srv.set(0, struct.pack(">f", 1.5) + struct.pack(">h", 3))
+    dev = {"name": "plc-r", "url": srv.url(), "poll": "100ms", "timeout": "500ms",
+           "tags": [{"name": "temp", "addr": "DB1.DBD0:real"}, {"name": "count", "addr": "DB1.DBW4:int"}]
+           + [{"name": f"b{i}", "addr": f"DB1.DBB{100 + i}"} for i in range(30)]}
+    w = watch(broker.port)
+    cfg = gw_config(broker.port, [dev])
+    gw = start_gateway(cfg)
+    assert wait_values(w, "plc-r", lambda v: v.get("count", {}).get("v") == 3, timeout=20), gw.output()[-3000:]
+    cfg["devices"] = [{"name": "sim-front", "url": "sim://f", "poll": "1s",
+                       "tags": [{"name": f"s{i}", "addr": "counter"} for i in range(9)]}, dev]
+    with open(gw.path, "w", encoding="utf-8") as f:
+        f.write(to_yaml(cfg) + "\n")
+    gw.proc.send(signal.SIGHUP)
+    assert peers.wait_until(lambda: "reload: applied" in gw.output(), 10), gw.output()[-3000:]
+    srv.set(4, struct.pack(">h", 4321))
+    t = time.monotonic()
+    m = wait_values(w, "plc-r", lambda v: v.get("count", {}).get("v") == 4321, timeout=5, after=t)
+    assert m is not None, gw.output()[-3000:]
+    v = m.json()["values"]
+    assert v["temp"]["v"] == 1.5 and set(v) == {"temp", "count", *(f"b{i}" for i in range(30))}, v
+    after = gw.output().split("reload requested", 1)[1]
+    assert "[plc-r] connected (" not in after and "connection lost" not in after, after[-2000:]

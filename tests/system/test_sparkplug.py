@@ -484,3 +484,54 @@ def peers_wait(pred, timeout):
             return True
         time.sleep(0.05)
     return bool(pred())
+
+
+def test_reload_rebirths_with_the_new_devices(broker, start_gateway, watch):
+    """A config reload that removes a device, adds one and renumbers the rest
+    (their aliases move): the session stays (same bdSeq, no NDEATH), the
+    removed device gets DDEATH, and everything is born again — NBIRTH seq 0
+    and DBIRTHs whose aliases every later DDATA uses; a kept simulated device
+    goes on counting where it was."""
+    need_peer()
+    import signal  # pylint: disable=import-outside-toplevel
+    from conftest import to_yaml  # pylint: disable=import-outside-toplevel
+
+    def sim(name):
+        return {"name": name, "url": f"sim://{name}", "poll": "100ms", "tags": [{"name": "n", "addr": "counter"}]}
+    w = watch(broker.port, topics=("spBv1.0/#",))
+    cfg = spb_cfg(broker.port, [sim("s1"), sim("s2")])
+    gw = start_gateway(cfg)
+    assert wait_kind(w, "DDATA", "s2", timeout=20)
+    time.sleep(1.0)
+    cfg["devices"] = [sim("s2"), sim("s3")]
+    with open(gw.path, "w", encoding="utf-8") as f:
+        f.write(to_yaml(cfg) + "\n")
+    t0 = time.monotonic()
+    gw.proc.send(signal.SIGHUP)
+    nb = wait_kind(w, "NBIRTH", after=t0, timeout=10)
+    assert nb, f"no rebirth after the reload\n{gw.output()[-3000:]}"
+    assert wait_kind(w, "DDEATH", "s1", after=t0, timeout=5), "no DDEATH for the removed device"
+    assert wait_kind(w, "DDATA", "s3", after=t0, timeout=10), "the added device never published"
+    time.sleep(1.0)
+    assert not [m for m in w.messages() if m.t >= t0 and kind(m.topic) == "NDEATH"], "the session was not kept"
+    dec = decode(spb_msgs(w))
+    nbirths = [d for d in dec if kind(d["topic"]) == "NBIRTH"]
+    assert len(nbirths) == 2, [d["topic"] for d in dec]
+    assert metrics_by_name(nbirths[0])["bdSeq"]["value"] == metrics_by_name(nbirths[1])["bdSeq"]["value"]
+    assert nbirths[1]["payload"]["seq"] == 0
+    after = dec[dec.index(nbirths[1]):]
+    births = {}
+    for d in after:
+        dev = d["topic"].split("/")[-1]
+        if kind(d["topic"]) == "DBIRTH":
+            births[dev] = {m["alias"]: m["name"] for m in d["payload"]["metrics"]}
+        elif kind(d["topic"]) == "DDATA":
+            assert dev in births, f"DDATA of {dev} before its DBIRTH"
+            for m in d["payload"]["metrics"]:
+                assert births[dev].get(m["alias"]) == "n", (dev, m, births[dev])
+        assert dev != "s1" or kind(d["topic"]) == "DDEATH" or d is nbirths[1], d["topic"]
+    before = [d for d in dec[:dec.index(nbirths[1])] if kind(d["topic"]) == "DDATA" and d["topic"].endswith("/s2")]
+    after_s2 = [d for d in after if kind(d["topic"]) == "DDATA" and d["topic"].endswith("/s2")]
+    last_before = float(before[-1]["payload"]["metrics"][0]["value"])
+    first_after = float(after_s2[0]["payload"]["metrics"][0]["value"])
+    assert first_after >= last_before, (last_before, first_after)  # the counter went on, not from 0

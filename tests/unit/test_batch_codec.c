@@ -102,6 +102,59 @@ static struct fb_batch *sample_batch(void)
     return b;
 }
 
+/* A reload's translation in memory: by device and tag name, and carried
+ * over a second reload (old → mid → now), with what vanished on the way. */
+static void test_map_between_and_compose(void **st)
+{
+    (void)st;
+    struct fb_gateway *a = load(cfg_a), *b = load(cfg_b);
+    struct fb_model_map *m = fb_model_map_between(a, b);
+    assert_non_null(m);
+    assert_int_equal(m->ndevs, 2);
+    assert_int_equal(m->dev[0], 1); /* d1 is second in b */
+    assert_int_equal(m->dev[1], 0);
+    assert_int_equal(m->ntags, 4);
+    /* a: d1/t0 0, d1/t1 1, d1/t2 2, d2/u0 3; b: d2/new 0, d2/u0 1, d1/t2 2, d1/t0 3 */
+    assert_int_equal(m->tag[0], 3);
+    assert_int_equal(m->tag[1], UINT32_MAX); /* t1 is gone */
+    assert_int_equal(m->tag[2], 2);
+    assert_int_equal(m->tag[3], 1);
+    /* a record of a's model decodes into b's ids through it */
+    struct fb_batch *bt = fb_batch_new(4, 0, 0);
+    bt->kind = FB_BATCH_DATA;
+    bt->device = 0;
+    struct fb_value v = {.type = FB_T_INT32, .i = 5};
+    fb_batch_add(bt, 0, FB_Q_GOOD, 1, &v);
+    fb_batch_add(bt, 1, FB_Q_GOOD, 1, &v);
+    struct fb_buf enc;
+    fb_buf_init(&enc);
+    fb_batch_encode(&enc, bt, fb_model_fingerprint(a));
+    struct fb_batch *d = NULL;
+    assert_int_equal(fb_batch_decode(enc.p, enc.len, b, m, &d, NULL), 0);
+    assert_int_equal(d->device, 1);
+    assert_int_equal(d->n, 1);
+    assert_int_equal(d->s[0].tag, 3);
+    /* and back again: b → a composed with a → b is the identity for what survives */
+    struct fb_model_map *back = fb_model_map_between(b, a);
+    struct fb_model_map *round = fb_model_map_compose(m, back);
+    assert_non_null(round);
+    assert_int_equal(round->ndevs, 2);
+    assert_int_equal(round->dev[0], 0);
+    assert_int_equal(round->dev[1], 1);
+    assert_int_equal(round->tag[0], 0);
+    assert_int_equal(round->tag[1], UINT32_MAX);
+    assert_int_equal(round->tag[2], 2);
+    assert_int_equal(round->tag[3], 3);
+    fb_model_map_free(m);
+    fb_model_map_free(back);
+    fb_model_map_free(round);
+    fb_batch_free(bt);
+    fb_batch_free(d);
+    fb_buf_free(&enc);
+    fb_gateway_free(a);
+    fb_gateway_free(b);
+}
+
 static void test_round_trip(void **st)
 {
     (void)st;
@@ -456,8 +509,9 @@ static void test_alarm_event(void **st)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_round_trip),  cmocka_unit_test(test_other_config_by_name), cmocka_unit_test(test_named),
-        cmocka_unit_test(test_long_reason), cmocka_unit_test(test_refused_reading_kept),
+        cmocka_unit_test(test_round_trip),           cmocka_unit_test(test_map_between_and_compose),
+        cmocka_unit_test(test_other_config_by_name), cmocka_unit_test(test_named),
+        cmocka_unit_test(test_long_reason),          cmocka_unit_test(test_refused_reading_kept),
         cmocka_unit_test(test_alarm_event),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -900,6 +900,67 @@ static void test_latest_slots(void **state)
     fb_proc_free(p);
 }
 
+/* A config reload (core/reload.c) carries a tag's state to its id in the new
+ * chain when its settings are equal: the deadband's last value (fb_last) and
+ * the NE107 class of its last published quality (in the flags), which the
+ * device's counters are recounted from; the old chain gets the new one's
+ * fresh state in exchange. */
+static void test_proc_move(void **state)
+{
+    (void)state;
+    static const struct fb_tag_proc db = {.db_abs = 1.0};
+    struct fb_tag ot[2], nt[2];
+    memset(ot, 0, sizeof ot);
+    memset(nt, 0, sizeof nt);
+    /* old: 0 = deadband "a", 1 = plain "b"; new: the same two, in the other order */
+    ot[0] = (struct fb_tag){.id = 0, .name = "a", .type = FB_T_FLOAT64, .proc = &db};
+    ot[1] = (struct fb_tag){.id = 1, .name = "b", .type = FB_T_INT16};
+    nt[0] = (struct fb_tag){.id = 0, .name = "b", .type = FB_T_INT16};
+    nt[1] = (struct fb_tag){.id = 1, .name = "a", .type = FB_T_FLOAT64, .proc = &db};
+    uint32_t og[2] = {0, 1}, ng[2] = {0, 1};
+    struct fb_group ogrp = {.period_ns = S, .tags = og, .ntags = 2}, ngrp = {.period_ns = S, .tags = ng, .ntags = 2};
+    struct fb_device od = {.idx = 0, .name = "d", .ntags = 2, .groups = &ogrp, .ngroups = 1};
+    struct fb_device nd = {.idx = 0, .name = "d", .ntags = 2, .groups = &ngrp, .ngroups = 1};
+    struct fb_gateway ogw = {.id = "gw", .tags = ot, .ntags = 2, .devs = &od, .ndevs = 1};
+    struct fb_gateway ngw = {.id = "gw", .tags = nt, .ntags = 2, .devs = &nd, .ndevs = 1};
+    struct fb_proc *op = fb_proc_new(&ogw), *np = fb_proc_new(&ngw);
+    assert_non_null(op);
+    assert_non_null(np);
+    struct fb_batch *in = fb_batch_new(4, 0, 0), *out = fb_batch_new(4, 0, 0);
+    struct fb_value v = fv(10.0), bv = {.type = FB_T_INT16, .i = 1};
+    in->ts = S;
+    fb_batch_add(in, 0, FB_Q_GOOD, 0, &v);
+    fb_batch_add(in, 1, FB_Q_BAD_COMM, 0, &bv);
+    assert_int_equal(fb_proc_batch(op, in, out), 2);
+    uint32_t oos, bad;
+    fb_proc_quality_counts(op, 0, 2, &oos, &bad);
+    assert_int_equal(bad, 1);
+    fb_proc_move(np, 1, op, 0); /* "a" */
+    fb_proc_move(np, 0, op, 1); /* "b" */
+    fb_proc_quality_counts(np, 0, 2, &oos, &bad);
+    assert_int_equal(bad, 1); /* "b" was last published Bad */
+    assert_int_equal(oos, 0);
+    fb_proc_quality_counts(op, 0, 2, &oos, &bad);
+    assert_int_equal(bad, 0);
+    /* 10.5 is inside the deadband of the 10 that "a" last published: the new chain knows it */
+    v = fv(10.5);
+    fb_batch_reset(in);
+    fb_batch_reset(out);
+    in->ts = 2 * S;
+    fb_batch_add(in, 1, FB_Q_GOOD, 0, &v);
+    assert_int_equal(fb_proc_batch(np, in, out), 0);
+    /* the old chain has the new one's fresh state now: its first value passes */
+    fb_batch_reset(in);
+    fb_batch_reset(out);
+    in->ts = 2 * S;
+    fb_batch_add(in, 0, FB_Q_GOOD, 0, &v);
+    assert_int_equal(fb_proc_batch(op, in, out), 1);
+    fb_batch_free(in);
+    fb_batch_free(out);
+    fb_proc_free(op);
+    fb_proc_free(np);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -919,6 +980,7 @@ int main(void)
         cmocka_unit_test(test_proc_inplace_matches),
         cmocka_unit_test(test_proc_state_only_where_needed),
         cmocka_unit_test(test_latest_slots),
+        cmocka_unit_test(test_proc_move),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -303,6 +303,8 @@ static void *http_svc_start(struct fb_gateway *gw, const void *cfg, struct fb_er
     return h;
 }
 static void http_svc_stop(void *h) { fb_http_stop(h); }
+/* A config reload keeps the endpoint when it listens on the same address. */
+static bool http_cfg_equal(const void *a, const void *b) { return a && b && !strcmp(a, b); }
 
 const struct fb_service fb_service_http = {
     .name = "metrics",
@@ -313,4 +315,5 @@ const struct fb_service fb_service_http = {
     .describe = http_describe,
     .start = http_svc_start,
     .stop = http_svc_stop,
+    .cfg_equal = http_cfg_equal,
 };

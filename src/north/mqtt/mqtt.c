@@ -25,13 +25,22 @@
  * router; it never blocks.  The reply is published to the response topic
  * (with the correlation data echoed) or else to the device's
  * "command/response" topic.  Retained commands are ignored: a broker would
- * replay them on every reconnect.
+ * replay them on every reconnect.  The gateway's own topics (fleet_cfg.h:
+ * ".../<gateway id>/command") go to the router the same way, as gateway
+ * commands (docs/fleet.md).
  *
  * Alarms (docs/alarms.md).  Each alarm event batch becomes one event message
  * on the device's "alarm" topic (tracked, like telemetry: buffered while the
  * broker is away), followed by the device's retained summary of the alarms
  * that are not normal, rendered from the alarm table at that moment; every
  * (re)connect republishes the summary of each device that has alarms.
+ *
+ * Reload.  The topic tables and the routes are derived from the model; a
+ * config reload that keeps this sink rebuilds them in model_end (new
+ * devices' command topics subscribed, removed ones' unsubscribed, a device
+ * whose topics moved has its old retained status cleared, the alarm
+ * summaries published again from the new alarm table).  model_mu keeps
+ * the network thread's callbacks away from them meanwhile.
  */
 #include "north/mqtt/mqtt.h"
 
@@ -41,11 +50,15 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/batch_codec.h"
+#include "core/fleet_cfg.h"
 #include "core/log.h"
 #include "core/metrics.h"
 #include "core/plugin.h"
 #include "core/router.h"
 #include "edge/alarms.h"
+#include "fleet/hooks.h"
+#include "fleet/outbox.h"
 #include "north/mqtt/telemetry.h"
 #include "north/mqtt/topic.h"
 
@@ -75,15 +88,22 @@ struct mq_ctx {
     const struct fb_mqtt_cfg *cfg;
     struct fb_mqtt_session *ms;
     char client_id[128];
+    /* derived from the model (rebuilt by a reload: model_mu) */
+    pthread_mutex_t model_mu; /* the network thread's callbacks against a reload (before mu) */
     struct mq_dev *devs;
+    uint32_t ndevs;
     char *t_gw_status;
+    char **t_gw_topics, **t_gw_resp; /* the gateway's own topics (fb_fleet_topics) and their responses */
+    uint32_t ngw_topics;
     struct mq_route *routes;
     uint32_t nroutes;
-    pthread_mutex_t mu;  /* the devices' last state (sink thread writes, network thread reads) */
-    struct fb_buf json;  /* whoever holds the sink's call lock (send, tick), close */
-    bool plain_names;    /* no tag name needs escaping in JSON (checked at open) */
-    struct fb_buf nbuf;  /* network thread (connected) */
-    int64_t next_status; /* sink thread: next periodic gateway status (mono) */
+    uint32_t status_gen;              /* sink thread: the status generation last published */
+    pthread_mutex_t mu;               /* the devices' last state (sink thread writes, network thread reads) */
+    struct fb_buf json;               /* whoever holds the sink's call lock (send, tick), close, model_end */
+    bool plain_names;                 /* no tag name needs escaping in JSON (checked at open and reload) */
+    struct fb_buf nbuf;               /* network thread (connected) */
+    int64_t next_status;              /* sink thread: next periodic gateway status (mono) */
+    struct fb_broker_cfg prov_broker; /* fleet.provisioning: the broker settings with the identity in use */
 };
 
 /* ------------------------------------------------------------------ config */
@@ -199,17 +219,25 @@ static void mq_connected(void *obj, struct fb_mqtt_session *ms)
     const struct fb_broker_server *sv = fb_mqtt_session_server(ms);
     fb_info(NULL, NULL, "mqtt: connected to %s:%d (MQTT %s%s, client id %s)", sv->host, sv->port,
             fb_mqtt_session_v5(ms) ? "5" : "3.1.1", ctx->cfg->broker.tls ? ", TLS" : "", ctx->client_id);
+    pthread_mutex_lock(&ctx->model_mu);
     /* commands first, so a controller that waits for our birth can write at once */
-    for (uint32_t i = 0; i < ctx->gw->ndevs; i++) {
+    for (uint32_t k = 0; k < ctx->ngw_topics; k++) {
+        int src = fb_mqtt_session_subscribe(ms, ctx->t_gw_topics[k], ctx->cfg->qos_command, true);
+        if (src != MOSQ_ERR_SUCCESS)
+            fb_warn(NULL, NULL, "mqtt: cannot subscribe to %s: %s", ctx->t_gw_topics[k],
+                    fb_mqtt_session_strerror(ms, src));
+    }
+    for (uint32_t i = 0; i < ctx->ndevs; i++) {
         int src = fb_mqtt_session_subscribe(ms, ctx->devs[i].t[T_CMD], ctx->cfg->qos_command, true);
         if (src != MOSQ_ERR_SUCCESS)
             fb_warn(ctx->gw->devs[i].name, NULL, "mqtt: cannot subscribe to %s: %s", ctx->devs[i].t[T_CMD],
                     fb_mqtt_session_strerror(ms, src));
     }
     publish_gw_status(ctx, &ctx->nbuf, true);
-    for (uint32_t i = 0; i < ctx->gw->ndevs; i++) publish_dev_status(ctx, &ctx->nbuf, i);
-    for (uint32_t i = 0; i < ctx->gw->ndevs; i++)
+    for (uint32_t i = 0; i < ctx->ndevs; i++) publish_dev_status(ctx, &ctx->nbuf, i);
+    for (uint32_t i = 0; i < ctx->ndevs; i++)
         if (ctx->devs[i].alarms) publish_alarm_summary(ctx, &ctx->nbuf, i);
+    pthread_mutex_unlock(&ctx->model_mu);
 }
 
 static int route_cmp(const void *a, const void *b)
@@ -219,34 +247,21 @@ static int route_cmp(const void *a, const void *b)
 
 static void cmd_reply(struct fb_cmd *cmd, const char *json, size_t len);
 
-/* Network thread: a command. */
-static void mq_message(void *obj, const struct mosquitto_message *msg, const mosquitto_property *props)
+/* A command message as a struct fb_cmd (payload, QoS, MQTT 5 response topic
+ * and correlation data), or NULL. */
+static struct fb_cmd *cmd_from(struct mq_ctx *ctx, const struct mosquitto_message *msg, const mosquitto_property *props,
+                               const char *who, const char *default_resp)
 {
-    struct mq_ctx *ctx = obj;
-    struct mq_route key = {.topic = msg->topic};
-    const struct mq_route *r = bsearch(&key, ctx->routes, ctx->nroutes, sizeof key, route_cmp);
-    if (!r) return;
-    const char *dname = ctx->gw->devs[r->dev].name;
-    if (msg->retain) {
-        fb_warn(dname, NULL, "mqtt: retained command on %s ignored (commands must not be retained)", msg->topic);
-        return;
-    }
-    if (msg->payloadlen > MQ_CMD_MAX_PAYLOAD) {
-        fb_warn(dname, NULL, "mqtt: command on %s ignored: %d bytes (limit %d)", msg->topic, msg->payloadlen,
-                MQ_CMD_MAX_PAYLOAD);
-        return;
-    }
     struct fb_cmd *cmd = calloc(1, sizeof *cmd);
-    if (!cmd) return;
+    if (!cmd) return NULL;
     cmd->payload = malloc((size_t)msg->payloadlen + 1);
     if (!cmd->payload) {
         free(cmd);
-        return;
+        return NULL;
     }
     if (msg->payloadlen) memcpy(cmd->payload, msg->payload, (size_t)msg->payloadlen);
     cmd->payload[msg->payloadlen] = 0;
     cmd->len = (size_t)msg->payloadlen;
-    cmd->device = r->dev;
     cmd->qos = msg->qos;
     if (props) {
         char *rt = NULL;
@@ -254,8 +269,8 @@ static void mq_message(void *obj, const struct mosquitto_message *msg, const mos
             if (rt && *rt && mosquitto_pub_topic_check(rt) == MOSQ_ERR_SUCCESS) {
                 cmd->response_topic = rt;
             } else {
-                fb_warn(dname, NULL, "mqtt: invalid response topic \"%s\" on %s: answering on %s", rt ? rt : "",
-                        msg->topic, ctx->devs[r->dev].t[T_RESP]);
+                fb_warn(who, NULL, "mqtt: invalid response topic \"%s\" on %s: answering on %s", rt ? rt : "",
+                        msg->topic, default_resp);
                 free(rt);
             }
         }
@@ -268,18 +283,87 @@ static void mq_message(void *obj, const struct mosquitto_message *msg, const mos
     }
     snprintf(cmd->source, sizeof cmd->source, "mqtt:%.90s", msg->topic);
     snprintf(cmd->via, sizeof cmd->via, "mqtt"); /* no role: the broker authenticates publishers, not us */
-    cmd->reply_ctx = ctx;
+    cmd->reply_ctx = ctx->gw;                    /* the reply finds the sink that runs then (a reload may restart it) */
     cmd->reply = cmd_reply;
-    fb_router_submit(ctx->gw, cmd);
+    return cmd;
 }
 
-/* Router thread.  The router is stopped before the sinks close (runtime.c),
- * so ctx and the session are alive here. */
+/* Network thread: a command, to a device or to the gateway. */
+static void mq_message(void *obj, const struct mosquitto_message *msg, const mosquitto_property *props)
+{
+    struct mq_ctx *ctx = obj;
+    pthread_mutex_lock(&ctx->model_mu);
+    for (uint32_t k = 0; k < ctx->ngw_topics; k++) {
+        if (strcmp(msg->topic, ctx->t_gw_topics[k]) != 0) continue;
+        /* a new configuration may come inline: allow its size, JSON-escaped */
+        uint64_t limit = (ctx->gw->fleet ? ctx->gw->fleet->max_config_bytes : 1u << 20) * 2 + MQ_CMD_MAX_PAYLOAD;
+        if (msg->retain)
+            fb_warn(NULL, NULL, "mqtt: retained command on %s ignored (commands must not be retained)", msg->topic);
+        else if ((uint64_t)msg->payloadlen > limit)
+            fb_warn(NULL, NULL, "mqtt: command on %s ignored: %d bytes (limit %llu)", msg->topic, msg->payloadlen,
+                    (unsigned long long)limit);
+        else {
+            struct fb_cmd *cmd = cmd_from(ctx, msg, props, NULL, ctx->t_gw_resp[k]);
+            if (cmd) {
+                cmd->kind = FB_CMD_GATEWAY;
+                cmd->device = UINT32_MAX;
+                snprintf(cmd->topic, sizeof cmd->topic, "%s", fb_fleet_topics[k]);
+                fb_router_submit(ctx->gw, cmd);
+            }
+        }
+        pthread_mutex_unlock(&ctx->model_mu);
+        return;
+    }
+    struct mq_route key = {.topic = msg->topic};
+    const struct mq_route *r = bsearch(&key, ctx->routes, ctx->nroutes, sizeof key, route_cmp);
+    if (!r) {
+        pthread_mutex_unlock(&ctx->model_mu);
+        return;
+    }
+    const char *dname = ctx->gw->devs[r->dev].name;
+    if (msg->retain) {
+        fb_warn(dname, NULL, "mqtt: retained command on %s ignored (commands must not be retained)", msg->topic);
+    } else if (msg->payloadlen > MQ_CMD_MAX_PAYLOAD) {
+        fb_warn(dname, NULL, "mqtt: command on %s ignored: %d bytes (limit %d)", msg->topic, msg->payloadlen,
+                MQ_CMD_MAX_PAYLOAD);
+    } else {
+        struct fb_cmd *cmd = cmd_from(ctx, msg, props, dname, ctx->devs[r->dev].t[T_RESP]);
+        if (cmd) {
+            cmd->device = r->dev;
+            fb_router_submit(ctx->gw, cmd); /* under model_mu: a reload renumbers queued commands after this */
+        }
+    }
+    pthread_mutex_unlock(&ctx->model_mu);
+}
+
+/* The running MQTT sink's state (router thread: a reload, which also runs
+ * there, is not under way). */
+static struct mq_ctx *running_ctx(struct fb_gateway *gw)
+{
+    for (uint32_t i = 0; gw && i < gw->nsinks; i++)
+        if (gw->sinks[i].sink == &fb_sink_mqtt && gw->sinks[i].ctx) return gw->sinks[i].ctx;
+    return NULL;
+}
+
+/* Router thread.  The router is stopped before the sinks close (runtime.c). */
 static void cmd_reply(struct fb_cmd *cmd, const char *json, size_t len)
 {
-    struct mq_ctx *ctx = cmd->reply_ctx;
-    if (!ctx || !ctx->ms || cmd->device >= ctx->gw->ndevs) return;
-    const char *topic = cmd->response_topic ? cmd->response_topic : ctx->devs[cmd->device].t[T_RESP];
+    struct mq_ctx *ctx = running_ctx(cmd->reply_ctx);
+    if (!ctx || !ctx->ms) return;
+    const char *topic = cmd->response_topic;
+    const char *who = NULL;
+    if (!topic && cmd->kind == FB_CMD_GATEWAY) {
+        for (uint32_t k = 0; k < ctx->ngw_topics; k++)
+            if (!strcmp(cmd->topic, fb_fleet_topics[k])) topic = ctx->t_gw_resp[k];
+    } else if (!topic) {
+        if (cmd->device >= ctx->ndevs) {
+            fb_warn(NULL, NULL, "mqtt: no answer to %s: its device is no longer configured", cmd->source);
+            return;
+        }
+        topic = ctx->devs[cmd->device].t[T_RESP];
+        who = ctx->gw->devs[cmd->device].name;
+    }
+    if (!topic) return;
     mosquitto_property *props = NULL;
     if (fb_mqtt_session_v5(ctx->ms) && cmd->corr && cmd->corr_len > 0)
         mosquitto_property_add_binary(&props, MQTT_PROP_CORRELATION_DATA, cmd->corr, (uint16_t)cmd->corr_len);
@@ -287,24 +371,34 @@ static void cmd_reply(struct fb_cmd *cmd, const char *json, size_t len)
     mosquitto_property_free_all(&props);
     if (rc != MOSQ_ERR_SUCCESS) {
         atomic_fetch_add(&ctx->s->m.errors, 1);
-        fb_warn(ctx->gw->devs[cmd->device].name, NULL, "mqtt: command response to %s not sent: %s", topic,
-                fb_mqtt_session_strerror(ctx->ms, rc));
+        fb_warn(who, NULL, "mqtt: command response to %s not sent: %s", topic, fb_mqtt_session_strerror(ctx->ms, rc));
     }
 }
 
 /* ------------------------------------------------------------ open / close */
+static void topics_free(struct mq_dev *devs, uint32_t n)
+{
+    for (uint32_t i = 0; devs && i < n; i++)
+        for (int k = 0; k < T__N; k++) free(devs[i].t[k]);
+    free(devs);
+}
+
 static void ctx_free(struct mq_ctx *ctx)
 {
     if (!ctx) return;
-    if (ctx->devs)
-        for (uint32_t i = 0; i < ctx->gw->ndevs; i++)
-            for (int k = 0; k < T__N; k++) free(ctx->devs[i].t[k]);
-    free(ctx->devs);
+    topics_free(ctx->devs, ctx->ndevs);
     free(ctx->t_gw_status);
+    for (uint32_t k = 0; k < ctx->ngw_topics; k++) {
+        free(ctx->t_gw_topics[k]);
+        free(ctx->t_gw_resp[k]);
+    }
+    free(ctx->t_gw_topics);
+    free(ctx->t_gw_resp);
     free(ctx->routes);
     fb_buf_free(&ctx->json);
     fb_buf_free(&ctx->nbuf);
     pthread_mutex_destroy(&ctx->mu);
+    pthread_mutex_destroy(&ctx->model_mu);
     free(ctx);
 }
 
@@ -332,33 +426,149 @@ static char *topic_dup(struct mq_ctx *ctx, const struct fb_device *dev, const ch
     return b.p; /* ownership passes to the caller */
 }
 
-/* Every topic rendered once, here; command topics sorted for the look-up. */
-static int make_topics(struct mq_ctx *ctx, struct fb_err *err)
+/* The model's topics, rendered once: every device's, sorted command routes. */
+struct mq_topics {
+    struct mq_dev *devs;
+    uint32_t ndevs;
+    struct mq_route *routes;
+};
+
+static int make_dev_topics(struct mq_ctx *ctx, struct mq_topics *t, struct fb_err *err)
 {
     struct fb_gateway *gw = ctx->gw;
-    ctx->devs = calloc(gw->ndevs ? gw->ndevs : 1, sizeof *ctx->devs);
-    ctx->routes = calloc(gw->ndevs ? gw->ndevs : 1, sizeof *ctx->routes);
-    if (!ctx->devs || !ctx->routes) return fb_err_set(err, FB_ENOMEM, "out of memory");
-    if (!(ctx->t_gw_status = topic_dup(ctx, NULL, FB_KIND_STATUS, err))) return FB_EINVAL;
+    t->ndevs = gw->ndevs;
+    t->devs = calloc(gw->ndevs ? gw->ndevs : 1, sizeof *t->devs);
+    t->routes = calloc(gw->ndevs ? gw->ndevs : 1, sizeof *t->routes);
+    if (!t->devs || !t->routes) return fb_err_set(err, FB_ENOMEM, "out of memory");
     for (uint32_t i = 0; i < gw->ndevs; i++) {
-        struct mq_dev *d = &ctx->devs[i];
+        struct mq_dev *d = &t->devs[i];
         const struct fb_device *dev = &gw->devs[i];
         for (int k = 0; k < T__N; k++)
             if (!(d->t[k] = topic_dup(ctx, dev, t_kind[k], err))) return FB_EINVAL;
-        if (!strcmp(d->t[T_STATUS], ctx->t_gw_status))
+        if (ctx->t_gw_status && !strcmp(d->t[T_STATUS], ctx->t_gw_status))
             fb_warn(dev->name, NULL, "mqtt: device status topic %s is the gateway's own status topic", d->t[T_STATUS]);
-        ctx->routes[i].topic = d->t[T_CMD];
-        ctx->routes[i].dev = i;
+        t->routes[i].topic = d->t[T_CMD];
+        t->routes[i].dev = i;
     }
-    for (uint32_t a = 0; a < gw->nalarms; a++) ctx->devs[gw->alarms[a].device].alarms = true;
-    ctx->nroutes = gw->ndevs;
-    qsort(ctx->routes, ctx->nroutes, sizeof *ctx->routes, route_cmp);
-    for (uint32_t i = 1; i < ctx->nroutes; i++)
-        if (!strcmp(ctx->routes[i].topic, ctx->routes[i - 1].topic))
+    for (uint32_t a = 0; a < gw->nalarms; a++)
+        if (gw->alarms[a].device < gw->ndevs) t->devs[gw->alarms[a].device].alarms = true;
+    qsort(t->routes, gw->ndevs, sizeof *t->routes, route_cmp);
+    for (uint32_t i = 1; i < gw->ndevs; i++)
+        if (!strcmp(t->routes[i].topic, t->routes[i - 1].topic))
             return fb_err_set(err, FB_EINVAL, "mqtt.topic: devices %s and %s get the same command topic %s",
-                              gw->devs[ctx->routes[i - 1].dev].name, gw->devs[ctx->routes[i].dev].name,
-                              ctx->routes[i].topic);
+                              gw->devs[t->routes[i - 1].dev].name, gw->devs[t->routes[i].dev].name, t->routes[i].topic);
     return 0;
+}
+
+static int make_topics(struct mq_ctx *ctx, struct fb_err *err)
+{
+    if (!(ctx->t_gw_status = topic_dup(ctx, NULL, FB_KIND_STATUS, err))) return FB_EINVAL;
+    uint32_t n = 0;
+    while (fb_fleet_topics[n]) n++;
+    ctx->t_gw_topics = calloc(n ? n : 1, sizeof *ctx->t_gw_topics);
+    ctx->t_gw_resp = calloc(n ? n : 1, sizeof *ctx->t_gw_resp);
+    if (!ctx->t_gw_topics || !ctx->t_gw_resp) return fb_err_set(err, FB_ENOMEM, "out of memory");
+    for (uint32_t k = 0; k < n; k++) {
+        char resp[96];
+        snprintf(resp, sizeof resp, "%s/response", fb_fleet_topics[k]);
+        ctx->t_gw_topics[k] = topic_dup(ctx, NULL, fb_fleet_topics[k], err);
+        ctx->t_gw_resp[k] = topic_dup(ctx, NULL, resp, err);
+        ctx->ngw_topics = k + 1;
+        if (!ctx->t_gw_topics[k] || !ctx->t_gw_resp[k]) return FB_EINVAL;
+    }
+    struct mq_topics t = {0};
+    int rc = make_dev_topics(ctx, &t, err);
+    ctx->devs = t.devs;
+    ctx->ndevs = t.ndevs;
+    ctx->routes = t.routes;
+    ctx->nroutes = t.ndevs;
+    return rc;
+}
+
+/* Whether no tag name of model gw needs escaping in JSON (config names are
+ * letters, digits, '_', '.', '-' and [N]: checked anyway). */
+static bool names_plain(const struct fb_gateway *gw)
+{
+    for (uint32_t i = 0; i < gw->ntags; i++)
+        if (!gw->tags[i].name || !fb_json_plain(gw->tags[i].name)) return false;
+    return true;
+}
+
+/* ------------------------------------------------------------------ reload */
+static void mq_model_begin(struct fb_sink_inst *s)
+{
+    struct mq_ctx *ctx = s->ctx;
+    if (ctx) pthread_mutex_lock(&ctx->model_mu);
+}
+
+/* The gateway holds the new model: new topic tables, subscriptions changed
+ * where connected, each device's last state carried over by the map; a kept
+ * device whose topics moved (area, line) has the retained status under the
+ * old topic cleared and its state published under the new. */
+static void mq_model_end(struct fb_sink_inst *s, const struct fb_model_map *map)
+{
+    struct mq_ctx *ctx = s->ctx;
+    if (!ctx) return;
+    struct mq_topics t = {0};
+    struct fb_err e = {0};
+    if (make_dev_topics(ctx, &t, &e) < 0) {
+        /* the config was checked: only memory can run out here */
+        fb_error(NULL, NULL, "mqtt: after the reload: %s; commands and status stay on the old topics", e.msg);
+        topics_free(t.devs, t.ndevs);
+        free(t.routes);
+        pthread_mutex_unlock(&ctx->model_mu);
+        return;
+    }
+    ctx->plain_names = names_plain(ctx->gw); /* the sink is parked: no send() runs */
+    bool connected = fb_mqtt_session_connected(ctx->ms);
+    /* per new device: KEPT it was there before, CMD_SAME / ST_SAME its command / status topic did not move */
+    enum { KEPT = 1, CMD_SAME = 2, ST_SAME = 4 };
+    uint8_t *same = calloc(t.ndevs ? t.ndevs : 1, 1);
+    pthread_mutex_lock(&ctx->mu);
+    for (uint32_t i = 0; i < ctx->ndevs && i < map->ndevs; i++) {
+        uint32_t j = map->dev[i];
+        struct mq_dev *od = &ctx->devs[i];
+        if (j == UINT32_MAX || j >= t.ndevs) { /* removed: its offline status (reason) stays retained */
+            if (connected) fb_mqtt_session_unsubscribe(ctx->ms, od->t[T_CMD]);
+            continue;
+        }
+        struct mq_dev *nd = &t.devs[j];
+        nd->status_ts = od->status_ts;
+        memcpy(nd->reason, od->reason, sizeof nd->reason);
+        bool cmd_same = !strcmp(od->t[T_CMD], nd->t[T_CMD]), st_same = !strcmp(od->t[T_STATUS], nd->t[T_STATUS]);
+        if (same) same[j] = (uint8_t)(KEPT | (cmd_same ? CMD_SAME : 0) | (st_same ? ST_SAME : 0));
+        if (connected && !cmd_same) fb_mqtt_session_unsubscribe(ctx->ms, od->t[T_CMD]);
+        if (connected && !st_same) /* an empty retained message clears the old one */
+            fb_mqtt_session_publish(ctx->ms, od->t[T_STATUS], "", 0, ctx->cfg->qos_status, true, NULL);
+    }
+    pthread_mutex_unlock(&ctx->mu);
+    struct mq_dev *odevs = ctx->devs;
+    uint32_t on = ctx->ndevs;
+    ctx->devs = t.devs;
+    ctx->ndevs = t.ndevs;
+    free(ctx->routes);
+    ctx->routes = t.routes;
+    ctx->nroutes = t.ndevs;
+    for (uint32_t j = 0; connected && j < t.ndevs; j++) {
+        if (!same || !(same[j] & CMD_SAME))
+            fb_mqtt_session_subscribe(ctx->ms, t.devs[j].t[T_CMD], ctx->cfg->qos_command, true);
+        /* a kept device under a new status topic; new devices publish with their first state */
+        if (same && (same[j] & KEPT) && !(same[j] & ST_SAME)) publish_dev_status(ctx, &ctx->json, j);
+        /* the alarms may have changed (limits, new or removed alarms): their summaries again */
+        if (connected && t.devs[j].alarms) publish_alarm_summary(ctx, &ctx->json, j);
+    }
+    free(same);
+    topics_free(odevs, on);
+    pthread_mutex_unlock(&ctx->model_mu);
+    fb_status_changed(ctx->gw);
+}
+
+static bool mq_cfg_equal(const void *a, const void *b)
+{
+    const struct fb_mqtt_cfg *x = a, *y = b;
+    return x && y && fb_broker_cfg_equal(&x->broker, &y->broker) && !strcmp(x->topic, y->topic) &&
+           x->qos_telemetry == y->qos_telemetry && x->qos_status == y->qos_status && x->qos_command == y->qos_command &&
+           x->max_inflight == y->max_inflight;
 }
 
 static const struct fb_mqtt_session_ops mq_ops = {
@@ -377,6 +587,7 @@ static int mq_open(struct fb_sink_inst *s, struct fb_err *err)
     ctx->gw = gw;
     ctx->cfg = cfg;
     pthread_mutex_init(&ctx->mu, NULL);
+    pthread_mutex_init(&ctx->model_mu, NULL);
     fb_buf_init(&ctx->json);
     fb_buf_init(&ctx->nbuf);
     snprintf(ctx->client_id, sizeof ctx->client_id, "%.127s",
@@ -385,19 +596,31 @@ static int mq_open(struct fb_sink_inst *s, struct fb_err *err)
         ctx_free(ctx);
         return err ? err->code : FB_EINVAL;
     }
-    ctx->plain_names = true; /* config names are letters, digits, '_', '.', '-' and [N]: checked anyway */
-    for (uint32_t i = 0; i < gw->ntags && ctx->plain_names; i++)
-        ctx->plain_names = gw->tags[i].name && fb_json_plain(gw->tags[i].name);
+    ctx->plain_names = names_plain(gw);
+    ctx->status_gen = fb_status_generation(gw);
     /* the will: the broker publishes it when we vanish; it cannot carry the
      * time of that moment, so "ts" is null (docs/mqtt.md) */
     struct fb_buf w;
     fb_buf_init(&w);
     fb_buf_puts(&w, "{\"gateway\":");
     fb_json_cstr(&w, gw->id ? gw->id : "");
-    fb_buf_puts(&w, ",\"online\":false,\"ts\":null,\"reason\":\"connection lost\"}");
+    fb_buf_puts(&w, ",\"online\":false,\"state\":\"offline\",\"ts\":null,\"reason\":\"connection lost\"}");
+    /* provisioning (src/fleet/prov_cfg.h): the claim certificate until the
+     * device has its own, then its own; the files named here stay the
+     * sink's config's (a shallow copy) */
+    const struct fb_prov_cfg *pv = gw->fleet ? gw->fleet->prov : NULL;
+    if (pv) {
+        bool own = fb_prov_have_identity(pv);
+        ctx->prov_broker = cfg->broker;
+        ctx->prov_broker.cert = own ? pv->cert : pv->claim_cert;
+        ctx->prov_broker.key = own ? pv->key : pv->claim_key;
+        ctx->prov_broker.tls = true;
+        fb_info(NULL, NULL, "mqtt: connecting with the %s certificate %s", own ? "device" : "claim",
+                ctx->prov_broker.cert);
+    }
     struct fb_mqtt_session_opts o = {
         .name = "mqtt",
-        .broker = &cfg->broker,
+        .broker = pv ? &ctx->prov_broker : &cfg->broker,
         .client_id = ctx->client_id,
         .max_inflight = cfg->max_inflight,
         .sink = s,
@@ -427,7 +650,7 @@ static int mq_open(struct fb_sink_inst *s, struct fb_err *err)
 static int mq_send(struct fb_sink_inst *s, const struct fb_batch *b, uint64_t batch_id)
 {
     struct mq_ctx *ctx = s->ctx;
-    if (!ctx || b->device >= ctx->gw->ndevs) {
+    if (!ctx || b->device >= ctx->ndevs) {
         fb_sink_done(s, batch_id, FB_DROP);
         return FB_EINVAL;
     }
@@ -488,13 +711,34 @@ static bool mq_ready(struct fb_sink_inst *s)
     return ctx && fb_mqtt_session_ready(ctx->ms);
 }
 
+/* A message of the fleet extensions (device shadow: src/fleet/outbox.h) on
+ * the gateway topic with `suffix` as its kind; non-zero keeps it queued. */
+static int outbox_pub(void *arg, const char *suffix, const char *json, size_t len)
+{
+    struct mq_ctx *ctx = arg;
+    struct fb_err e = {0};
+    char *t = topic_dup(ctx, NULL, suffix, &e);
+    if (!t) {
+        fb_warn(NULL, NULL, "mqtt: %s not published: %s", suffix, e.msg);
+        return 0;
+    }
+    int rc = fb_mqtt_session_publish(ctx->ms, t, json, len, ctx->cfg->qos_status, false, NULL);
+    free(t);
+    return rc == MOSQ_ERR_SUCCESS ? 0 : 1;
+}
+
+/* The gateway status: every status interval, and at once when it changed
+ * (lifecycle state, health, a reload's result: fb_status_changed). */
 static void mq_tick(struct fb_sink_inst *s)
 {
     struct mq_ctx *ctx = s->ctx;
     if (!ctx) return;
+    if (fb_mqtt_session_connected(ctx->ms)) fb_outbox_drain(fb_fleet_outbox(ctx->gw), outbox_pub, ctx);
     int64_t now = fb_mono_ns();
-    if (now < ctx->next_status) return;
+    uint32_t gen = fb_status_generation(ctx->gw);
+    if (now < ctx->next_status && gen == ctx->status_gen) return;
     ctx->next_status = now + (ctx->gw->status_interval_ns > 0 ? ctx->gw->status_interval_ns : 30 * MQ_SEC);
+    ctx->status_gen = gen;
     if (fb_mqtt_session_connected(ctx->ms)) publish_gw_status(ctx, &ctx->json, true);
 }
 
@@ -502,6 +746,8 @@ static void mq_close(struct fb_sink_inst *s)
 {
     struct mq_ctx *ctx = s->ctx;
     if (!ctx) return;
+    /* what the fleet extensions still had to say (an update restarting the gateway) */
+    if (fb_mqtt_session_connected(ctx->ms)) fb_outbox_drain(fb_fleet_outbox(ctx->gw), outbox_pub, ctx);
     /* offline status at QoS 1 (retained), acknowledged before the DISCONNECT */
     fb_buf_clear(&ctx->json);
     fb_status_json(ctx->gw, &ctx->json, false);
@@ -523,4 +769,7 @@ const struct fb_sink fb_sink_mqtt = {
     .ready = mq_ready,
     .tick = mq_tick,
     .close = mq_close,
+    .cfg_equal = mq_cfg_equal,
+    .model_begin = mq_model_begin,
+    .model_end = mq_model_end,
 };

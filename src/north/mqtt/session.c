@@ -192,6 +192,8 @@ static void server_add(struct fb_cfg *r, const struct fb_cfg_node *n, const char
     fb_url_free(&u);
 }
 
+static uint64_t files_sig(const struct fb_broker_cfg *b);
+
 void fb_broker_cfg_load(struct fb_cfg *r, const struct fb_cfg_map *m, const char *what, size_t max_client_id,
                         struct fb_broker_cfg *b)
 {
@@ -304,6 +306,43 @@ void fb_broker_cfg_load(struct fb_cfg *r, const struct fb_cfg_map *m, const char
         if (b->reconnect_min_ns > b->reconnect_max_ns) fb_cfg_error(r, n, "%s: min is larger than max", key);
         fb_cfg_map_free(&t);
     }
+    b->files_sig = files_sig(b);
+}
+
+/* FNV-1a over the referenced files' identity and change time, so that a
+ * renewed certificate or key under the same path makes the settings differ. */
+static uint64_t files_sig(const struct fb_broker_cfg *b)
+{
+    const char *files[] = {b->ca, b->ca_path, b->cert, b->key};
+    uint64_t h = 1469598103934665603ULL;
+    for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) {
+        struct stat st;
+        uint64_t v[4] = {0, 0, 0, 0};
+        if (files[i] && stat(files[i], &st) == 0) {
+            v[0] = (uint64_t)st.st_ino;
+            v[1] = (uint64_t)st.st_size;
+            v[2] = (uint64_t)st.st_mtim.tv_sec;
+            v[3] = (uint64_t)st.st_mtim.tv_nsec;
+        }
+        const unsigned char *p = (const unsigned char *)v;
+        for (size_t k = 0; k < sizeof v; k++) h = (h ^ p[k]) * 1099511628211ULL;
+    }
+    return h;
+}
+
+static bool str_eq(const char *a, const char *b) { return a == b || (a && b && !strcmp(a, b)); }
+
+bool fb_broker_cfg_equal(const struct fb_broker_cfg *a, const struct fb_broker_cfg *b)
+{
+    if (a->nservers != b->nservers) return false;
+    for (uint32_t i = 0; i < a->nservers; i++)
+        if (!str_eq(a->servers[i].url, b->servers[i].url)) return false;
+    return a->version == b->version && str_eq(a->client_id, b->client_id) && str_eq(a->username, b->username) &&
+           str_eq(a->password, b->password) && str_eq(a->ca, b->ca) && str_eq(a->ca_path, b->ca_path) &&
+           str_eq(a->cert, b->cert) && str_eq(a->key, b->key) && a->tls == b->tls &&
+           a->tls_verify_hostname == b->tls_verify_hostname && a->keepalive_ns == b->keepalive_ns &&
+           a->reconnect_min_ns == b->reconnect_min_ns && a->reconnect_max_ns == b->reconnect_max_ns &&
+           a->files_sig == b->files_sig;
 }
 
 void fb_broker_cfg_clear(struct fb_broker_cfg *b)
@@ -1149,6 +1188,12 @@ int fb_mqtt_session_subscribe(struct fb_mqtt_session *ms, const char *topic, int
 {
     if (ms->v5) return mosquitto_subscribe_v5(ms->mosq, NULL, topic, qos, no_local ? MQTT_SUB_OPT_NO_LOCAL : 0, NULL);
     return mosquitto_subscribe(ms->mosq, NULL, topic, qos);
+}
+
+int fb_mqtt_session_unsubscribe(struct fb_mqtt_session *ms, const char *topic)
+{
+    if (ms->v5) return mosquitto_unsubscribe_v5(ms->mosq, NULL, topic, NULL);
+    return mosquitto_unsubscribe(ms->mosq, NULL, topic);
 }
 
 int fb_mqtt_session_subscribe_id(struct fb_mqtt_session *ms, const char *topic, int qos, uint32_t sub_id)

@@ -39,6 +39,8 @@ struct fb_broker_cfg {
     bool tls_verify_hostname;                   /* default true */
     int64_t keepalive_ns;                       /* default 30 s */
     int64_t reconnect_min_ns, reconnect_max_ns; /* default 1 s .. 30 s */
+    uint64_t files_sig;                         /* the referenced files (tls:) as they were at load: a reload
+                         * with the same paths but a renewed certificate reconnects */
 };
 
 /* The keys fb_broker_cfg_load reads, for the sink's key table. */
@@ -55,6 +57,9 @@ extern const char *const fb_broker_reconnect_keys[];
 void fb_broker_cfg_load(struct fb_cfg *r, const struct fb_cfg_map *m, const char *what, size_t max_client_id,
                         struct fb_broker_cfg *b);
 void fb_broker_cfg_clear(struct fb_broker_cfg *b);
+/* The same broker settings, the referenced files' contents as loaded included
+ * (a config reload keeps an MQTT sink's session only then). */
+bool fb_broker_cfg_equal(const struct fb_broker_cfg *a, const struct fb_broker_cfg *b);
 
 /* -------------------------------------------------------------- session */
 struct fb_mqtt_session;
@@ -131,6 +136,7 @@ int fb_mqtt_session_publish(struct fb_mqtt_session *ms, const char *topic, const
                             bool retain, const mosquitto_property *props);
 /* MQTT 5 no-local where the protocol has it. */
 int fb_mqtt_session_subscribe(struct fb_mqtt_session *ms, const char *topic, int qos, bool no_local);
+int fb_mqtt_session_unsubscribe(struct fb_mqtt_session *ms, const char *topic);
 /* With an MQTT 5 subscription identifier (0 = none), which the broker puts
  * on every message it delivers for this subscription. */
 int fb_mqtt_session_subscribe_id(struct fb_mqtt_session *ms, const char *topic, int qos, uint32_t sub_id);

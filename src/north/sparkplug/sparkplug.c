@@ -32,6 +32,12 @@
  * births as in data, with Quality 0; when the gateway's plausibility checks
  * refused the reading (FB_SF_RAW), it travels in the property "Raw".
  *
+ * Reload.  A config reload that keeps this sink (model_begin/model_end)
+ * rebuilds the device topics and the value cache for the new model (tag ids,
+ * and with them the aliases, may move), sends DDEATH for devices that are
+ * gone, and rebirths: NBIRTH and DBIRTHs with the new metric set.  model_mu
+ * keeps DCMD handling on the network thread away from the model meanwhile.
+ *
  * Commands.  NCMD Rebirth re-sends all births; Reboot is refused unless
  * `reboot: true`, and then stops the process as on SIGTERM and re-executes it
  * (fb_runtime_request_reboot).  DCMD metrics become one
@@ -49,11 +55,13 @@
 #include <errno.h>
 #include <jansson.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
+#include "core/batch_codec.h"
 #include "core/log.h"
 #include "core/plugin.h"
 #include "core/router.h"
@@ -99,9 +107,13 @@ struct spb_ctx {
     const char *edge;
     char *t_nbirth, *t_ndata, *t_ndeath, *t_ncmd, *t_dcmd_sub, *t_dcmd_prefix, *t_state;
     size_t dcmd_prefix_len;
+    pthread_mutex_t model_mu; /* DCMD look-ups (network thread) against a reload */
     struct spb_dev *devs;
+    uint32_t ndevs;
     struct spb_val *cache;
+    uint32_t ntags;
     char **alarm_names; /* "Alarms/<name>/<metric>", AM__N per alarm: the encoder keeps the pointers */
+    uint32_t nalarms;   /* the model's alarms alarm_names was made for */
 
     /* set by the session's callbacks (network thread) */
     atomic_uint conn_gen;     /* +1 per accepted CONNACK */
@@ -307,12 +319,12 @@ static void dbirth(struct spb_ctx *ctx, uint32_t di)
     fb_debug(d->name, NULL, "sparkplug: DBIRTH (%u metrics)", d->ntags);
 }
 
-static void ddeath(struct spb_ctx *ctx, uint32_t di)
+static void ddeath(struct spb_ctx *ctx, uint32_t di, const char *name)
 {
     fb_spb_enc_begin(&ctx->enc, (uint64_t)ms_of(fb_now_ns()), next_seq(ctx));
     pub_enc(ctx, ctx->devs[di].t[T_DEATH]);
     ctx->devs[di].born = false;
-    fb_debug(ctx->gw->devs[di].name, NULL, "sparkplug: DDEATH");
+    fb_debug(name, NULL, "sparkplug: DDEATH");
 }
 
 static void nbirth(struct spb_ctx *ctx, unsigned gen)
@@ -403,10 +415,11 @@ static void spb_connected(void *obj, struct fb_mqtt_session *ms)
     atomic_fetch_add(&ctx->conn_gen, 1);
 }
 
+/* Router thread (no reload under way there). */
 static void cmd_reply(struct fb_cmd *cmd, const char *json, size_t len)
 {
-    struct spb_ctx *ctx = cmd->reply_ctx;
-    const char *dname = ctx && cmd->device < ctx->gw->ndevs ? ctx->gw->devs[cmd->device].name : NULL;
+    struct fb_gateway *gw = cmd->reply_ctx;
+    const char *dname = gw && cmd->device < gw->ndevs ? gw->devs[cmd->device].name : NULL;
     bool ok = len >= 10 && strstr(json, "\"ok\":true") != NULL && strstr(json, "\"ok\":false") == NULL;
     if (ok)
         fb_info(dname, NULL, "sparkplug: DCMD from %s done: %.*s", cmd->source, (int)(len > 400 ? 400 : len), json);
@@ -475,10 +488,10 @@ static void on_dcmd(struct spb_ctx *ctx, const char *topic, const spb_payload *p
     cmd->qos = -1; /* Sparkplug sends commands at QoS 0 by design: not the JSON API's QoS rule */
     snprintf(cmd->source, sizeof cmd->source, "sparkplug:%.80s", topic);
     snprintf(cmd->via, sizeof cmd->via, "sparkplug");
-    cmd->reply_ctx = ctx;
+    cmd->reply_ctx = ctx->gw;
     cmd->reply = cmd_reply;
     fb_debug(d->name, NULL, "sparkplug: DCMD → %.*s", (int)cmd->len, cmd->payload);
-    fb_router_submit(ctx->gw, cmd);
+    fb_router_submit(ctx->gw, cmd); /* under model_mu: a reload renumbers queued commands after this */
 }
 
 static void on_ncmd(struct spb_ctx *ctx, const spb_payload *p)
@@ -553,10 +566,13 @@ static void spb_message(void *obj, const struct mosquitto_message *msg, const mo
         fb_warn(NULL, NULL, "sparkplug: command on %s ignored: not a Sparkplug B payload", msg->topic);
         return;
     }
-    if (ncmd)
+    if (ncmd) {
         on_ncmd(ctx, p);
-    else
+    } else {
+        pthread_mutex_lock(&ctx->model_mu);
         on_dcmd(ctx, msg->topic, p);
+        pthread_mutex_unlock(&ctx->model_mu);
+    }
     fb_spb_free(p);
 }
 
@@ -578,19 +594,48 @@ static void spb_before_connect(void *obj, struct fb_mqtt_session *ms)
 }
 
 /* ----------------------------------------------------------- open / close */
+static void devs_free(struct spb_dev *devs, uint32_t n)
+{
+    for (uint32_t i = 0; devs && i < n; i++)
+        for (int k = 0; k < T__N; k++) free(devs[i].t[k]);
+    free(devs);
+}
+
+static void alarm_names_free(char **names, uint32_t nalarms)
+{
+    if (names)
+        for (uint32_t i = 0; i < nalarms * AM__N; i++) free(names[i]);
+    free(names);
+}
+
+/* The metric names of gw's alarms (NULL when out of memory). */
+static char **alarm_names_make(const struct fb_gateway *gw)
+{
+    char **names = calloc(gw->nalarms ? gw->nalarms * AM__N : 1, sizeof *names);
+    for (uint32_t i = 0; names && i < gw->nalarms * AM__N; i++) {
+        size_t len = strlen(gw->alarms[i / AM__N].name) + 24;
+        if (!(names[i] = malloc(len))) {
+            alarm_names_free(names, gw->nalarms);
+            return NULL;
+        }
+        snprintf(names[i], len, "Alarms/%s/%s", gw->alarms[i / AM__N].name, am_name[i % AM__N]);
+    }
+    return names;
+}
+
+static void cache_free(struct spb_val *cache, uint32_t n)
+{
+    for (uint32_t i = 0; cache && i < n; i++) free(cache[i].sbuf);
+    free(cache);
+}
+
 static void ctx_free(struct spb_ctx *ctx)
 {
     if (!ctx) return;
-    if (ctx->devs)
-        for (uint32_t i = 0; i < ctx->gw->ndevs; i++)
-            for (int k = 0; k < T__N; k++) free(ctx->devs[i].t[k]);
-    free(ctx->devs);
-    if (ctx->alarm_names)
-        for (uint32_t i = 0; i < ctx->gw->nalarms * AM__N; i++) free(ctx->alarm_names[i]);
-    free(ctx->alarm_names);
-    if (ctx->cache)
-        for (uint32_t i = 0; i < ctx->gw->ntags; i++) free(ctx->cache[i].sbuf);
-    free(ctx->cache);
+    devs_free(ctx->devs, ctx->ndevs);
+    cache_free(ctx->cache, ctx->ntags);
+    alarm_names_free(ctx->alarm_names, ctx->nalarms);
+    pthread_mutex_destroy(&ctx->model_mu);
     free(ctx->t_nbirth);
     free(ctx->t_ndata);
     free(ctx->t_ndeath);
@@ -615,6 +660,19 @@ static char *topic_dup(struct spb_ctx *ctx, const char *type, const char *dev, s
     char *s = strdup(t);
     if (!s) fb_err_set(err, FB_ENOMEM, "out of memory");
     return s;
+}
+
+/* Every device's topics, for the model the gateway holds. */
+static int dev_topics(struct spb_ctx *ctx, struct spb_dev *devs, struct fb_err *err)
+{
+    for (uint32_t i = 0; i < ctx->gw->ndevs; i++) {
+        struct spb_dev *d = &devs[i];
+        const char *n = ctx->gw->devs[i].name;
+        for (int k = 0; k < T__N; k++)
+            if (!(d->t[k] = topic_dup(ctx, t_type[k], n, err))) return FB_EINVAL;
+        d->state = FB_DEV_CONNECTING;
+    }
+    return 0;
 }
 
 static const struct fb_mqtt_session_ops spb_ops = {
@@ -646,18 +704,14 @@ static int spb_open(struct fb_sink_inst *s, struct fb_err *err)
                  s->name ? s->name : "sparkplug");
     bdseq_load(ctx);
 
+    pthread_mutex_init(&ctx->model_mu, NULL);
     ctx->devs = calloc(gw->ndevs ? gw->ndevs : 1, sizeof *ctx->devs);
     ctx->cache = calloc(gw->ntags ? gw->ntags : 1, sizeof *ctx->cache);
-    ctx->alarm_names = calloc(gw->nalarms ? gw->nalarms * AM__N : 1, sizeof *ctx->alarm_names);
-    bool names_ok = ctx->alarm_names != NULL;
-    for (uint32_t i = 0; names_ok && i < gw->nalarms * AM__N; i++) {
-        size_t len = strlen(gw->alarms[i / AM__N].name) + 24;
-        if ((ctx->alarm_names[i] = malloc(len)))
-            snprintf(ctx->alarm_names[i], len, "Alarms/%s/%s", gw->alarms[i / AM__N].name, am_name[i % AM__N]);
-        else
-            names_ok = false;
-    }
-    if (!ctx->devs || !ctx->cache || !names_ok) {
+    ctx->ndevs = gw->ndevs;
+    ctx->ntags = gw->ntags;
+    ctx->alarm_names = alarm_names_make(gw);
+    ctx->nalarms = gw->nalarms;
+    if (!ctx->devs || !ctx->cache || !ctx->alarm_names) {
         ctx_free(ctx);
         return fb_err_set(err, FB_ENOMEM, "out of memory");
     }
@@ -673,13 +727,7 @@ static int spb_open(struct fb_sink_inst *s, struct fb_err *err)
         snprintf(t, sizeof t, "spBv1.0/STATE/%.500s", cfg->primary_host);
         if (!(ctx->t_state = strdup(t))) goto fail;
     }
-    for (uint32_t i = 0; i < gw->ndevs; i++) {
-        struct spb_dev *d = &ctx->devs[i];
-        const char *n = gw->devs[i].name;
-        for (int k = 0; k < T__N; k++)
-            if (!(d->t[k] = topic_dup(ctx, t_type[k], n, err))) goto fail;
-        d->state = FB_DEV_CONNECTING;
-    }
+    if (dev_topics(ctx, ctx->devs, err) < 0) goto fail;
     if (cfg->broker.client_id && *cfg->broker.client_id)
         snprintf(ctx->client_id, sizeof ctx->client_id, "%.150s", cfg->broker.client_id);
     else
@@ -749,7 +797,7 @@ static int spb_send(struct fb_sink_inst *s, const struct fb_batch *b, uint64_t b
         d->state = b->dev_state;
         /* DDEATH at once; the DBIRTH of a device that (re)connects goes out
          * with its first data, so it carries fresh values */
-        if (born && b->dev_state == FB_DEV_OFFLINE && d->born) ddeath(ctx, b->device);
+        if (born && b->dev_state == FB_DEV_OFFLINE && d->born) ddeath(ctx, b->device, ctx->gw->devs[b->device].name);
         /* births replay the state after every reconnect: never re-queued */
         fb_sink_done(s, batch_id, FB_SENT);
         return 0;
@@ -841,6 +889,73 @@ static void spb_close(struct fb_sink_inst *s)
     ctx_free(ctx);
 }
 
+/* ------------------------------------------------------------------ reload */
+static void spb_model_begin(struct fb_sink_inst *s)
+{
+    struct spb_ctx *ctx = s->ctx;
+    if (ctx) pthread_mutex_lock(&ctx->model_mu);
+}
+
+/* The gateway holds the new model (the sink thread is parked, so the
+ * encoder and seq are ours): topics and value cache follow the map, devices
+ * that are gone die, and everything is born again with the new metrics. */
+static void spb_model_end(struct fb_sink_inst *s, const struct fb_model_map *map)
+{
+    struct spb_ctx *ctx = s->ctx;
+    if (!ctx) return;
+    struct fb_gateway *gw = ctx->gw;
+    struct fb_err e = {0};
+    struct spb_dev *devs = calloc(gw->ndevs ? gw->ndevs : 1, sizeof *devs);
+    struct spb_val *cache = calloc(gw->ntags ? gw->ntags : 1, sizeof *cache);
+    char **names = alarm_names_make(gw);
+    if (!devs || !cache || !names || dev_topics(ctx, devs, &e) < 0) {
+        fb_error(NULL, NULL, "sparkplug: after the reload: %s; restart the gateway",
+                 e.msg[0] ? e.msg : "out of memory");
+        devs_free(devs, gw->ndevs);
+        free(cache);
+        alarm_names_free(names, gw->nalarms);
+        pthread_mutex_unlock(&ctx->model_mu);
+        return;
+    }
+    bool born = ctx->born_gen != 0 && fb_mqtt_session_connected(ctx->ms);
+    for (uint32_t i = 0; i < ctx->ndevs && i < map->ndevs; i++) {
+        uint32_t j = map->dev[i];
+        if (j != UINT32_MAX && j < gw->ndevs) {
+            devs[j].state = ctx->devs[i].state;
+            devs[j].seen = ctx->devs[i].seen;
+        } else if (born && ctx->devs[i].born) {
+            ddeath(ctx, i, NULL); /* its topics are still in ctx->devs; the model has forgotten it */
+        }
+    }
+    for (uint32_t i = 0; i < ctx->ntags && i < map->ntags; i++) {
+        uint32_t j = map->tag[i];
+        if (j == UINT32_MAX || j >= gw->ntags) continue;
+        cache[j] = ctx->cache[i]; /* the string buffer moves with it */
+        ctx->cache[i].sbuf = NULL;
+    }
+    devs_free(ctx->devs, ctx->ndevs);
+    cache_free(ctx->cache, ctx->ntags);
+    ctx->devs = devs;
+    ctx->ndevs = gw->ndevs;
+    ctx->cache = cache;
+    ctx->ntags = gw->ntags;
+    alarm_names_free(ctx->alarm_names, ctx->nalarms);
+    ctx->alarm_names = names;
+    ctx->nalarms = gw->nalarms;
+    atomic_store(&ctx->want_rebirth, true); /* aliases and metric sets follow the new model */
+    pthread_mutex_unlock(&ctx->model_mu);
+}
+
+static bool str_eq(const char *a, const char *b) { return a == b || (a && b && !strcmp(a, b)); }
+
+static bool spb_cfg_equal(const void *a, const void *b)
+{
+    const struct fb_spb_cfg *x = a, *y = b;
+    return x && y && fb_broker_cfg_equal(&x->broker, &y->broker) && str_eq(x->group, y->group) &&
+           str_eq(x->edge_node, y->edge_node) && str_eq(x->primary_host, y->primary_host) && x->aliases == y->aliases &&
+           x->reboot == y->reboot;
+}
+
 /* ------------------------------------------------------------------ config */
 static const char *const k_sparkplug[] = {FB_BROKER_KEYS, "group",  "edge_node", "primary_host",
                                           "aliases",      "reboot", NULL};
@@ -914,4 +1029,7 @@ const struct fb_sink fb_sink_sparkplug = {
     .ready = spb_ready,
     .tick = spb_tick,
     .close = spb_close,
+    .cfg_equal = spb_cfg_equal,
+    .model_begin = spb_model_begin,
+    .model_end = spb_model_end,
 };

@@ -67,6 +67,7 @@
 #include "core/env.h"
 #include "core/log.h"
 #include "core/net.h"
+#include "core/plugin.h"
 #include "core/url.h"
 #include "south/ads/ads_proto.h"
 
@@ -1895,6 +1896,24 @@ int fb_ads_add_route(struct fb_ads_route *r, char *plc_netid, size_t len, struct
 
 static const char *const ads_schemes[] = {"ads", NULL};
 
+/* A config reload keeps the connection (model.h): the handles and
+ * notifications (in the tags' addresses, which the notification table and
+ * the plans point at) and the symbol uploads stay with the running model;
+ * the addresses carry their tag's id, which may have moved. */
+static void ads_adopt(struct fb_conn *c, struct fb_conn *old)
+{
+    fb_adopt_swap(c, old, FB_ADOPT_DEV | FB_ADOPT_ADDR | FB_ADOPT_PLAN);
+    for (uint32_t k = 0; k < c->ndevs; k++) {
+        struct fb_device *d = c->devs[k];
+        for (uint32_t i = 0; i < d->ntags; i++) {
+            struct fb_tag *t = &d->gw->tags[d->first_tag + i];
+            if (t->addr) ((struct ads_tag *)t->addr)->id = t->id;
+        }
+    }
+    struct ads_conn *ac = c->ctx;
+    if (ac) ac->fc = c;
+}
+
 const struct fb_driver fb_driver_ads = {
     .name = "ads",
     .schemes = ads_schemes,
@@ -1908,5 +1927,6 @@ const struct fb_driver fb_driver_ads = {
     .read = ads_read,
     .write = ads_write,
     .close = ads_close,
+    .adopt = ads_adopt,
     .browse = fb_ads_browse,
 };

@@ -783,6 +783,22 @@ static int mb_write(struct fb_device *dev, const struct fb_tag *t, const struct 
 
 static const char *const mb_schemes[] = {"modbus-tcp", "modbus-rtu", NULL};
 
+/* A config reload keeps the connection (model.h): the unit state, the
+ * addresses and the plans (with the splits learnt from exception 02) stay
+ * with the running model; the plans name tags by id, which may have moved. */
+static void modbus_adopt(struct fb_conn *c, struct fb_conn *old)
+{
+    fb_adopt_swap(c, old, FB_ADOPT_DEV | FB_ADOPT_ADDR | FB_ADOPT_PLAN);
+    for (uint32_t k = 0; k < c->ndevs; k++) {
+        int64_t shift = fb_adopt_tag_shift(c, old, k);
+        for (uint32_t g = 0; g < c->devs[k]->ngroups; g++) {
+            struct mb_plan *p = c->devs[k]->groups[g].plan;
+            for (uint32_t i = 0; p && i < p->nitems; i++)
+                p->items[i].tag = (uint32_t)((int64_t)p->items[i].tag + shift);
+        }
+    }
+}
+
 const struct fb_driver fb_driver_modbus = {
     .name = "modbus",
     .schemes = mb_schemes,
@@ -796,4 +812,5 @@ const struct fb_driver fb_driver_modbus = {
     .read = mb_read,
     .write = mb_write,
     .close = mb_close,
+    .adopt = modbus_adopt,
 };

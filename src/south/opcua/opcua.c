@@ -809,6 +809,27 @@ int fb_opcua_browse(const char *url, struct fb_browse *list, FILE *out, struct f
 
 static const char *const opcua_schemes[] = {"opc.tcp", NULL};
 
+/* A config reload keeps the session (model.h): the resolved nodes and data
+ * types (in the addresses), the subscriptions and their slots (in the
+ * plans, which name tags by id: those may have moved) and the login memory
+ * stay with the running model; the session's back-pointers follow. */
+static void opcua_adopt(struct fb_conn *c, struct fb_conn *old)
+{
+    fb_adopt_swap(c, old, FB_ADOPT_DEV | FB_ADOPT_ADDR | FB_ADOPT_PLAN);
+    for (uint32_t k = 0; k < c->ndevs; k++) {
+        int64_t shift = fb_adopt_tag_shift(c, old, k);
+        for (uint32_t g = 0; g < c->devs[k]->ngroups; g++) {
+            struct ua_plan *p = c->devs[k]->groups[g].plan;
+            for (uint32_t i = 0; p && i < p->n; i++) p->tags[i] = (uint32_t)((int64_t)p->tags[i] + shift);
+        }
+    }
+    struct ua_conn *uc = c->ctx;
+    if (uc) {
+        uc->fc = c;
+        uc->dev_name = c->devs[0]->name;
+    }
+}
+
 const struct fb_driver fb_driver_opcua = {
     .name = "opcua",
     .schemes = opcua_schemes,
@@ -822,6 +843,7 @@ const struct fb_driver fb_driver_opcua = {
     .read = opcua_read,
     .write = opcua_write,
     .close = opcua_close,
+    .adopt = opcua_adopt,
     .browse = fb_opcua_browse,
     .certs = opcua_certs,
 };

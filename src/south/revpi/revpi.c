@@ -659,6 +659,11 @@ static int revpi_write(struct fb_device *dev, const struct fb_tag *t, const stru
     return 0;
 }
 
+/* A config reload keeps the process image open (model.h): the device state
+ * (image copy, watchdog, safe values) and the addresses stay with the
+ * running model. */
+static void revpi_adopt(struct fb_conn *c, struct fb_conn *old) { fb_adopt_swap(c, old, FB_ADOPT_DEV | FB_ADOPT_ADDR); }
+
 const struct fb_driver fb_driver_revpi = {
     .name = "revpi",
     .schemes = revpi_schemes,
@@ -672,6 +677,7 @@ const struct fb_driver fb_driver_revpi = {
     .read = revpi_read,
     .write = revpi_write,
     .close = revpi_close,
+    .adopt = revpi_adopt,
     .browse = fb_revpi_browse,
 };
 

@@ -39,6 +39,7 @@
 
 #include "core/log.h"
 #include "core/net.h"
+#include "core/plugin.h"
 #include "south/s7/s7_proto.h"
 
 #define S7_SBUF (3 * S7_MAX_WSTRING + 16)
@@ -530,6 +531,21 @@ static int s7_write(struct fb_device *dev, const struct fb_tag *t, const struct 
 
 static const char *const s7_schemes[] = {"s7", NULL};
 
+/* A config reload keeps the connection (model.h): the plans (laid out for
+ * the negotiated PDU, with the items found to need reading alone) stay with
+ * the running model; they name tags by id, which may have moved. */
+static void s7_adopt(struct fb_conn *c, struct fb_conn *old)
+{
+    fb_adopt_swap(c, old, FB_ADOPT_DEV | FB_ADOPT_ADDR | FB_ADOPT_PLAN);
+    for (uint32_t k = 0; k < c->ndevs; k++) {
+        int64_t shift = fb_adopt_tag_shift(c, old, k);
+        for (uint32_t g = 0; g < c->devs[k]->ngroups; g++) {
+            struct s7_plan *p = c->devs[k]->groups[g].plan;
+            for (uint32_t i = 0; p && i < p->ntags; i++) p->tags[i].tag = (uint32_t)((int64_t)p->tags[i].tag + shift);
+        }
+    }
+}
+
 const struct fb_driver fb_driver_s7 = {
     .name = "s7",
     .schemes = s7_schemes,
@@ -543,4 +559,5 @@ const struct fb_driver fb_driver_s7 = {
     .read = s7_read,
     .write = s7_write,
     .close = s7_close,
+    .adopt = s7_adopt,
 };

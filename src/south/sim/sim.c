@@ -571,6 +571,10 @@ static int sim_write(struct fb_device *dev, const struct fb_tag *t, const struct
     return rc;
 }
 
+/* A config reload keeps the device (model.h): its signals go on where they
+ * were (the generators' state lives in the tags' addresses). */
+static void sim_adopt(struct fb_conn *c, struct fb_conn *old) { fb_adopt_swap(c, old, FB_ADOPT_DEV | FB_ADOPT_ADDR); }
+
 const struct fb_driver fb_driver_sim = {
     .name = "sim",
     .schemes = sim_schemes,
@@ -584,4 +588,5 @@ const struct fb_driver fb_driver_sim = {
     .read = sim_read,
     .write = sim_write,
     .close = sim_close,
+    .adopt = sim_adopt,
 };
