@@ -74,7 +74,14 @@ static bool sink_direct(struct fb_gateway *gw, struct fb_sink_inst *s, struct fb
     go = go && fb_store_live(q->store) == 0;
     if (go) {
         atomic_fetch_add(&s->m.queued, 1);
+        fb_direct_send = (struct fb_direct_send){b->seq | FB_DIRECT_ID, false};
         if (s->sink->send(s, b, b->seq | FB_DIRECT_ID) < 0) atomic_fetch_add(&s->m.errors, 1);
+        if (fb_direct_send.retry) {
+            /* the connection broke after ready(): the sink thread queues it (sink_push counts it) */
+            atomic_fetch_sub(&s->m.queued, 1);
+            go = false;
+        }
+        fb_direct_send.id = 0;
     }
     pthread_mutex_unlock(&q->call_mu);
     return go;

@@ -251,8 +251,17 @@ static void *sink_thread(void *arg)
                  * ready() before the memory queue's count: it may take in acknowledgements */
                 store_append(s, q, b);
                 unflushed++;
-            } else if (s->sink->send(s, b, s->rt->store ? b->seq | FB_DIRECT_ID : b->seq) < 0) {
-                atomic_fetch_add(&s->m.errors, 1);
+            } else {
+                /* a data batch past the memory queue: back into it if the send finds the connection gone */
+                bool past = s->rt->store && b->kind != FB_BATCH_DEVSTATE;
+                fb_direct_send = (struct fb_direct_send){past ? b->seq | FB_DIRECT_ID : 0, false};
+                if (s->sink->send(s, b, s->rt->store ? b->seq | FB_DIRECT_ID : b->seq) < 0)
+                    atomic_fetch_add(&s->m.errors, 1);
+                if (fb_direct_send.retry) {
+                    store_append(s, q, b);
+                    unflushed++;
+                }
+                fb_direct_send.id = 0;
             }
             q->taken_seq = b->seq;
             fb_batch_unref(b);

@@ -29,6 +29,17 @@ struct fb_vib_rt;
  * delivery reports never touch the store's records. */
 #define FB_DIRECT_ID (1ULL << 63)
 
+/* The data batch this thread is sending past a memory queue (no buffer;
+ * publish.c, runtime.c), set around its send(): when the send reports it
+ * FB_RETRY at once (the connection broke between ready() and the publish),
+ * fb_sink_done only notes it here and the caller queues the batch instead of
+ * it counting as dropped.  id 0: none. */
+struct fb_direct_send {
+    uint64_t id;
+    bool retry;
+};
+extern _Thread_local struct fb_direct_send fb_direct_send;
+
 /* Status memory (metrics.c): NE107's "errors grew within the status
  * interval" and the buffers' drain rates need the previous observation. */
 struct fb_err_seen {
