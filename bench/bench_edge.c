@@ -188,7 +188,7 @@ static void bench_lua(double seconds)
     static char names[101][16];
     for (int i = 0; i < 101; i++) {
         snprintf(names[i], sizeof names[i], i == 100 ? "out" : "t%d", i);
-        ltags[i] = (struct fb_tag){.id = (uint32_t)i, .type = FB_T_FLOAT64, .name = names[i], .path = names[i]};
+        ltags[i] = (struct fb_tag){.id = (uint32_t)i, .type = FB_T_FLOAT64, .name = names[i]};
     }
     ldev = (struct fb_device){.name = "m", .ntags = 101, .gw = &lgw};
     lgw = (struct fb_gateway){.devs = &ldev, .ndevs = 1, .tags = ltags, .ntags = 101};

@@ -77,6 +77,14 @@ int main(int argc, char **argv)
 
     /* ---- the model ---- */
     struct fb_gateway gw = {.id = "bench", .site = "lab"};
+    struct fb_tag_proc settings = {.db_abs = deadband, .window_ns = (int64_t)(window_s * 1e9)};
+    if (range) {
+        settings.has_min = settings.has_max = true;
+        settings.min = -1000;
+        settings.max = 1000;
+        settings.max_rate = 1000;
+        settings.stuck_ns = 600000000000LL;
+    }
     gw.ntags = ntags;
     gw.ndevs = ndevs;
     gw.tags = calloc(ntags, sizeof *gw.tags);
@@ -107,17 +115,7 @@ int main(int argc, char **argv)
             tg->type = f32 ? FB_T_FLOAT32 : FB_T_FLOAT64;
             tg->name = malloc(24);
             snprintf(tg->name, 24, "sensor%03u", k);
-            tg->path = tg->name;
-            tg->proc.out_type = tg->type;
-            tg->proc.db_abs = deadband;
-            tg->proc.window_ns = (int64_t)(window_s * 1e9);
-            if (range) {
-                tg->proc.has_min = tg->proc.has_max = true;
-                tg->proc.min = -1000;
-                tg->proc.max = 1000;
-                tg->proc.max_rate = 1000;
-                tg->proc.stuck_ns = 600000000000LL;
-            }
+            tg->proc = &settings; /* one set of settings for every tag, as the config loader shares them */
             char spec[96];
             snprintf(spec, sizeof spec, "sine:amp=%u,offset=%u,period=%us,phase=%.3f", 10 + t % 90, t % 50,
                      20 + t % 100, (t % 628) / 100.0);

@@ -3,7 +3,7 @@
 #
 #   bench/run.sh [throughput|footprint|scaling|latency|command|all] [--quick]
 #                [--reps N] [--window S] [--warmup S] [--no-build] [--no-nodered]
-#                [--baseline BIN]
+#                [--baseline BIN] [--tools LIST]
 #
 # Everything runs on 127.0.0.1 on free ports chosen here: a private Mosquitto
 # (temp config), bench/mb_server_fast (libmodbus, select over all clients),
@@ -17,8 +17,10 @@
 #
 # Scenarios:
 #   throughput  the protocol limit (mb_bare_loop), Mosquitto's own ingest
-#               limit (mosq_ingest: the same message, no Modbus), the
-#               end-to-end limit (e2e_minimal), the Python peer, Node-RED
+#               limit (mosq_ingest: the same message, no Modbus), the floor
+#               (bench/floor.c: one tuned single-threaded publisher, 8
+#               PUBLISHes per send(), and floor_batch1: one per send()), the
+#               libmosquitto loop (e2e_minimal), the Python peer, Node-RED
 #               (bench/nodered) and fieldbridge, each polling 100 holding
 #               registers as fast as possible over one connection and
 #               publishing every value as telemetry JSON at QoS 1; repeated
@@ -46,6 +48,8 @@
 # earlier commit) beside this one in the same rotation, as "fieldbridge_baseline"
 # (throughput) and "fieldbridge_baseline_<n>_tags" (footprint): a before/after
 # comparison under the same machine load.
+# --tools LIST (comma-separated) limits the throughput scenario to those tools,
+# e.g. --tools floor,python_pipeline,fieldbridge for a quick before/after.
 #
 # Results: bench/results/<scenario>-<UTC date>.json and a table on stdout.
 # bench/quick.sh runs all scenarios briefly (a CI smoke run, no timing
@@ -69,6 +73,7 @@ WARMUP=""
 BUILD_IT=1
 NODERED=1
 BASELINE=""
+TOOLS_ONLY=""
 while [ $# -gt 0 ]; do
     case "$1" in
         throughput|footprint|scaling|latency|command|all) SCENARIO=$1 ;;
@@ -80,6 +85,7 @@ while [ $# -gt 0 ]; do
         --no-nodered) NODERED=0 ;;
         --baseline) BASELINE=$(readlink -f "$2"); shift
                     [ -x "$BASELINE" ] || { echo "run.sh: --baseline $BASELINE is not an executable" >&2; exit 2; } ;;
+        --tools) TOOLS_ONLY=",$2,"; shift ;;
         -h|--help) sed -n '2,/^set -euo/{/^set -euo/!p}' "$0"; exit 0 ;;
         *) echo "run.sh: unknown argument '$1'" >&2; exit 2 ;;
     esac
@@ -100,7 +106,7 @@ if [ "$need_deps" = 1 ]; then
     echo "run.sh: installing missing dependencies (scripts/deps.sh)" >&2
     "$ROOT/scripts/deps.sh"
 fi
-TOOLS="fieldbridge mb_server_fast mb_bare_loop e2e_minimal count_sub cmd_rtt mosq_ingest"
+TOOLS="fieldbridge mb_server_fast mb_bare_loop e2e_minimal floor count_sub cmd_rtt mosq_ingest"
 if [ "$BUILD_IT" = 1 ]; then
     # Release (-O3), as users build it (warnings are not errors there; scripts/test.sh
     # builds Release with -DFB_WERROR=ON to keep it warning-free)
@@ -153,6 +159,7 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 CLK_TCK=$(getconf CLK_TCK)
+want() { [ -z "$TOOLS_ONLY" ] || [[ "$TOOLS_ONLY" == *",$1,"* ]]; } # NAME: measure this tool?
 
 free_port() {
     $PY -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
@@ -430,21 +437,25 @@ scenario_throughput() {
         CUR_REP=$rep
         echo "throughput: rep $rep/$REPS" >&2
         CUR_CONFIG="1 connection, read 100 registers per request, as fast as possible"
-        measure bare_loop self "$BUILD/mb_bare_loop" --port "$MB_PORT" --regs 100 --duration "$dur"
+        want bare_loop && measure bare_loop self "$BUILD/mb_bare_loop" --port "$MB_PORT" --regs 100 --duration "$dur"
         CUR_CONFIG="the same 100-value telemetry JSON (2.6 kB) published at QoS 1, no Modbus, <= 1000 in flight"
-        measure mosq_ingest sub "$BUILD/mosq_ingest" --port "$MQ_PORT" --regs 100 --duration "$dur" \
+        want mosq_ingest && measure mosq_ingest sub "$BUILD/mosq_ingest" --port "$MQ_PORT" --regs 100 --duration "$dur" \
             --topic site/_/_/ingest/telemetry
         CUR_CONFIG="1 connection, read 100 registers per request, as fast as possible"
-        measure e2e_minimal sub "$BUILD/e2e_minimal" --mb-port "$MB_PORT" --mqtt-port "$MQ_PORT" \
+        want floor && measure floor sub "$BUILD/floor" --mb-port "$MB_PORT" --mqtt-port "$MQ_PORT" \
+            --regs 100 --duration "$dur" --topic site/_/_/floor/telemetry
+        want floor_batch1 && measure floor_batch1 sub "$BUILD/floor" --mb-port "$MB_PORT" --mqtt-port "$MQ_PORT" \
+            --regs 100 --duration "$dur" --batch 1 --topic site/_/_/floor1/telemetry
+        want e2e_minimal && measure e2e_minimal sub "$BUILD/e2e_minimal" --mb-port "$MB_PORT" --mqtt-port "$MQ_PORT" \
             --regs 100 --duration "$dur" --topic site/_/_/e2e/telemetry
-        measure python_pipeline sub "$PY" "$BENCH/python_pipeline.py" --mb-port "$MB_PORT" \
+        want python_pipeline && measure python_pipeline sub "$PY" "$BENCH/python_pipeline.py" --mb-port "$MB_PORT" \
             --mqtt-port "$MQ_PORT" --regs 100 --duration "$dur" --topic site/_/_/python/telemetry
         CUR_CONFIG="1 device, 100 int16 tags hr:0..99, poll 1us, no deadband"
-        STOP_WITH_SIGINT=1 measure fieldbridge sub "$BUILD/fieldbridge" run -c "$TMP/tp.yaml"
-        if [ -n "$BASELINE" ]; then
+        want fieldbridge && STOP_WITH_SIGINT=1 measure fieldbridge sub "$BUILD/fieldbridge" run -c "$TMP/tp.yaml"
+        if [ -n "$BASELINE" ] && want fieldbridge_baseline; then
             STOP_WITH_SIGINT=1 measure fieldbridge_baseline sub "$BASELINE" run -c "$TMP/tp.yaml"
         fi
-        if [ "$NODERED" = 1 ]; then
+        if [ "$NODERED" = 1 ] && want nodered; then
             # Node-RED starts in ~2 s and its flow 1.5 s later: a longer warm-up
             nodered_cmd fast 1 100 false
             CUR_CONFIG="flex-getter loop, 100 registers per read, command queue off, mqtt out QoS 1"
@@ -459,9 +470,9 @@ scenario_throughput() {
         if [ "$QUICK" = 0 ]; then
             gen_config "$TMP/tp4.yaml" 4 100 1us int16
             CUR_CONFIG="4 devices (4 connections), 100 int16 tags each, poll 1us, no deadband"
-            STOP_WITH_SIGINT=1 measure fieldbridge_4dev sub "$BUILD/fieldbridge" run -c "$TMP/tp4.yaml"
+            want fieldbridge_4dev && STOP_WITH_SIGINT=1 measure fieldbridge_4dev sub "$BUILD/fieldbridge" run -c "$TMP/tp4.yaml"
             CUR_CONFIG="4 connections, read 100 registers per request, as fast as possible"
-            measure bare_loop_4conn self "$BUILD/mb_bare_loop" --port "$MB_PORT" --regs 100 \
+            want bare_loop_4conn && measure bare_loop_4conn self "$BUILD/mb_bare_loop" --port "$MB_PORT" --regs 100 \
                 --duration "$dur" --conns 4
         fi
     done

@@ -89,10 +89,16 @@ def throughput(recs):
     e2e = (rows.get("e2e_minimal") or {}).get("values_per_s")
     bare = (rows.get("bare_loop") or {}).get("values_per_s")
     py = rows.get("python_pipeline") or {}
+    # the floor (bench/floor.c): one tuned single-threaded publisher; the reference
+    floor = rows.get("floor") or {}
     for row in rows.values():
         v = row["values_per_s"]
         row["pct_of_e2e"] = 100 * v / e2e if e2e and v else None
         row["pct_of_protocol"] = 100 * v / bare if bare and v else None
+        if floor.get("cpu_us_per_value") and row.get("cpu_us_per_value") and \
+                not row["name"].startswith(("bare_loop", "mosq_ingest")):
+            # CPU per value as a share of the floor's: 100 % = as cheap as the floor
+            row["floor_pct_cpu"] = 100 * floor["cpu_us_per_value"] / row["cpu_us_per_value"]
         if py.get("cpu_us_per_value") and row.get("cpu_us_per_value") and \
                 not row["name"].startswith(("bare_loop", "mosq_ingest")):
             row["cpu_per_value_vs_python"] = py["cpu_us_per_value"] / row["cpu_us_per_value"]
@@ -108,12 +114,12 @@ def throughput(recs):
         ing["msgs_per_s"] = med([x.get("msgs_per_s") for x in t])
         ing["bytes_per_s"] = med([x.get("bytes_per_s") for x in t])
         ing["message_bytes"] = med([x.get("message_bytes") for x in t])
-    order = ["bare_loop", "bare_loop_4conn", "mosq_ingest", "e2e_minimal", "python_pipeline", "nodered",
-             "nodered_queue", "fieldbridge", "fieldbridge_4dev"]
-    lines = ["| tool | values/s delivered | polls/s | % of e2e limit | % of protocol limit | CPU (tool) | CPU µs/value "
-             "| CPU/value vs Python | vs Node-RED: throughput / CPU per value | RSS MB | broker CPU | server CPU "
-             "| subscriber CPU | machine busy | load avg | limited by |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+    order = ["bare_loop", "bare_loop_4conn", "mosq_ingest", "floor", "floor_batch1", "e2e_minimal", "python_pipeline",
+             "nodered", "nodered_queue", "fieldbridge", "fieldbridge_baseline", "fieldbridge_4dev"]
+    lines = ["| tool | values/s delivered | polls/s | % of e2e | % of protocol limit | CPU (tool) | CPU µs/value "
+             "| CPU/value vs Python | floor's CPU/value ÷ this | vs Node-RED: throughput / CPU per value | RSS MB "
+             "| broker CPU | server CPU | subscriber CPU | machine busy | load avg | limited by |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
     for n in order + sorted(set(rows) - set(order)):
         if n not in rows:
             continue
@@ -121,16 +127,19 @@ def throughput(recs):
         vs_nr = "–"
         if r.get("throughput_vs_nodered") and r.get("cpu_per_value_vs_nodered") and not n.startswith("nodered"):
             vs_nr = "%s× / %s×" % (fmt(r["throughput_vs_nodered"], 1), fmt(r["cpu_per_value_vs_nodered"], 1))
-        lines.append("| %s | %s | %s | %s | %s | %s%% | %s | %s | %s | %s | %s%% | %s%% | %s%% | %s%% | %s | %s |" % (
+        lines.append("| %s | %s | %s | %s | %s | %s%% | %s | %s | %s | %s | %s | %s%% | %s%% | %s%% | %s%% | %s | %s |" % (
             n, fmt(r["values_per_s"]), fmt((r["values_per_s"] or 0) / 100), fmt(r["pct_of_e2e"], 1),
             fmt(r["pct_of_protocol"], 1), fmt(r["cpu_pct"]), fmt(r["cpu_us_per_value"], 3),
-            (fmt(r.get("cpu_per_value_vs_python"), 1) + "×") if r.get("cpu_per_value_vs_python") else "–", vs_nr,
+            (fmt(r.get("cpu_per_value_vs_python"), 1) + "×") if r.get("cpu_per_value_vs_python") else "–",
+            (fmt(r.get("floor_pct_cpu"), 0) + "%") if r.get("floor_pct_cpu") else "–", vs_nr,
             fmt((r["rss_kb"] or 0) / 1024, 1), fmt(r["broker_cpu_pct"]), fmt(r["server_cpu_pct"]),
             fmt(r["sub_cpu_pct"]), fmt(r["machine_busy_pct"]), fmt(r.get("loadavg_1m_end"), 2), r["limited_by"]))
     lines.append("")
     lines.append("bare_loop values/s = registers read (nothing published); the others = values counted at the "
                  "subscriber; polls/s = values/s ÷ 100 (for mosq_ingest: messages/s). CPU = % of one core over the "
-                 "window (tool incl. all its threads). Load avg = 1-minute load average at the end of the window.")
+                 "window (tool incl. all its threads). \"floor's CPU/value ÷ this\" = bench/floor.c's CPU per value "
+                 "divided by the row's (100 % = as cheap per value as the floor). Load avg = 1-minute load average "
+                 "at the end of the window.")
     if ing:
         lines.append("")
         lines.append("mosq_ingest (Mosquitto's ingest limit): %s messages/s of %s bytes = %s MB/s acknowledged "

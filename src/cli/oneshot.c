@@ -197,7 +197,6 @@ static int oneshot_init(struct oneshot *s, const char *cmd, const struct opts *o
             } else {
                 t->name = strdup(addrs[a]);
             }
-            t->path = t->name;
             t->order = o->order ? strdup(o->order) : NULL;
             s->group.tags[k] = k;
             if (drv->parse_address(&s->dev, t, &err) < 0) {

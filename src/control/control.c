@@ -534,7 +534,7 @@ static int ilk_resolve(void *ctx, const char *name, size_t len, bool quoted, str
     struct fb_tag *t = fb_gw_tag(x->gw, d, tag);
     if (!t) return fb_err_set(err, FB_EINVAL, "device '%s' has no tag '%s'", dev, tag);
     if (t->type == FB_T_STRING)
-        return fb_err_set(err, FB_EINVAL, "%s is a string tag: conditions take numbers", t->path);
+        return fb_err_set(err, FB_EINVAL, "%s is a string tag: conditions take numbers", fb_tag_path(x->gw, t));
     for (uint32_t k = 0; k < x->I->ntags; k++)
         if (x->I->tags[k] == t->id) return (int)k;
     if (x->I->ntags == CTL_ILK_MAX_TAGS)
@@ -567,33 +567,37 @@ static void ctl_bind(struct fb_cfg *r, void *cfg, struct fb_gateway *gw)
         if (pv) {
             L->pv = pv->id;
             if (fb_tag_out_type(pv) == FB_T_STRING)
-                fb_cfg_error_at(r, L->pv_m, "%s: %s is a string tag; a measurement is a number", what, pv->path);
+                fb_cfg_error_at(r, L->pv_m, "%s: %s is a string tag; a measurement is a number", what,
+                                fb_tag_path(gw, pv));
             const struct fb_device *pd = &gw->devs[pv->device];
             int64_t poll = pv->group < pd->ngroups ? pd->groups[pv->group].period_ns : 0;
             if (poll > (int64_t)L->stale_cycles * L->cycle_ns)
                 fb_cfg_note(r, NULL,
                             "loop %s: %s is polled every %.3gs but counts as stale after %u cycles (%.3gs): the loop "
                             "will sit in its fallback; poll it faster or raise `stale`",
-                            L->name, pv->path, poll / 1e9, L->stale_cycles, L->stale_cycles * L->cycle_ns / 1e9);
+                            L->name, fb_tag_path(gw, pv), poll / 1e9, L->stale_cycles,
+                            L->stale_cycles * L->cycle_ns / 1e9);
         }
         snprintf(what, sizeof what, "loop %s.out", L->name);
         struct fb_tag *out = find_tag(r, gw, L->out_name, L->out_m, what);
         if (out) {
             L->out = out->id;
             if (!(out->access & FB_ACC_WRITE))
-                fb_cfg_error_at(r, L->out_m, "%s: %s is read-only (give the tag access: rw or w)", what, out->path);
+                fb_cfg_error_at(r, L->out_m, "%s: %s is read-only (give the tag access: rw or w)", what,
+                                fb_tag_path(gw, out));
             else if (out->type == FB_T_STRING)
-                fb_cfg_error_at(r, L->out_m, "%s: %s is a string tag; an output is a number", what, out->path);
+                fb_cfg_error_at(r, L->out_m, "%s: %s is a string tag; an output is a number", what,
+                                fb_tag_path(gw, out));
             for (uint32_t k = 0; k < i; k++)
                 if (c->loops[k].name && c->loops[k].out == out->id && c->loops[k].out_name)
-                    fb_cfg_error_at(r, L->out_m, "%s: %s is already the output of loop %s", what, out->path,
+                    fb_cfg_error_at(r, L->out_m, "%s: %s is already the output of loop %s", what, fb_tag_path(gw, out),
                                     c->loops[k].name);
-            if (out->proc.has_min && out->proc.min > L->safe)
+            if (fb_tproc(out)->has_min && fb_tproc(out)->min > L->safe)
                 fb_cfg_error_at(r, L->out_m, "%s: the safe value %g is below the range of %s", what, L->safe,
-                                out->path);
-            if (out->proc.has_max && out->proc.max < L->safe)
+                                fb_tag_path(gw, out));
+            if (fb_tproc(out)->has_max && fb_tproc(out)->max < L->safe)
                 fb_cfg_error_at(r, L->out_m, "%s: the safe value %g is above the range of %s", what, L->safe,
-                                out->path);
+                                fb_tag_path(gw, out));
         }
         if (L->sp_name) {
             snprintf(what, sizeof what, "loop %s.sp_tag", L->name);
@@ -608,26 +612,34 @@ static void ctl_bind(struct fb_cfg *r, void *cfg, struct fb_gateway *gw)
         if (!d || d->drv != &fb_driver_control) continue;
         struct fb_tag *tags = &gw->tags[d->first_tag];
         if (pv) {
-            if (!L->has_sp_min && pv->proc.has_min) {
+            if (!L->has_sp_min && fb_tproc(pv)->has_min) {
                 L->has_sp_min = true;
-                L->sp_min = pv->proc.min;
+                L->sp_min = fb_tproc(pv)->min;
             }
-            if (!L->has_sp_max && pv->proc.has_max) {
+            if (!L->has_sp_max && fb_tproc(pv)->has_max) {
                 L->has_sp_max = true;
-                L->sp_max = pv->proc.max;
+                L->sp_max = fb_tproc(pv)->max;
             }
-            tags[FB_LF_SP].proc.has_min = L->has_sp_min;
-            tags[FB_LF_SP].proc.min = L->sp_min;
-            tags[FB_LF_SP].proc.has_max = L->has_sp_max;
-            tags[FB_LF_SP].proc.max = L->sp_max;
+            /* the set-point tag's own settings (the loaded ones may be shared with other tags) */
+            struct fb_tag_proc *spp = fb_arena_alloc(&gw->arena, sizeof *spp, _Alignof(struct fb_tag_proc));
+            if (!spp) {
+                fb_cfg_error_at(r, L->mark, "out of memory");
+                continue;
+            }
+            *spp = *fb_tproc(&tags[FB_LF_SP]);
+            spp->has_min = L->has_sp_min;
+            spp->min = L->sp_min;
+            spp->has_max = L->has_sp_max;
+            spp->max = L->sp_max;
+            tags[FB_LF_SP].proc = spp;
             if ((L->has_sp_min && L->sp0 < L->sp_min) || (L->has_sp_max && L->sp0 > L->sp_max))
                 fb_cfg_error_at(r, L->mark, "loop %s: sp %g is outside the set-point limits [%g, %g]", L->name, L->sp0,
                                 L->has_sp_min ? L->sp_min : -INFINITY, L->has_sp_max ? L->sp_max : INFINITY);
             for (int f = FB_LF_PV; f <= FB_LF_SP_TARGET && pv->unit; f++)
-                if (!tags[f].unit) tags[f].unit = strdup(pv->unit);
+                if (!tags[f].unit) tags[f].unit = pv->unit; /* units live in the arena: shared */
         }
         if (out) {
-            if (out->unit && !tags[FB_LF_OUT].unit) tags[FB_LF_OUT].unit = strdup(out->unit);
+            if (out->unit && !tags[FB_LF_OUT].unit) tags[FB_LF_OUT].unit = out->unit; /* shared, in the arena */
             const struct fb_device *od = &gw->devs[out->device];
             if (!L->area && od->area) {
                 free(d->area);
@@ -677,7 +689,8 @@ static void ctl_bind(struct fb_cfg *r, void *cfg, struct fb_gateway *gw)
             if (!t) continue;
             I->outs[k].tag = t->id;
             if (!(t->access & FB_ACC_WRITE) || t->type == FB_T_STRING)
-                fb_cfg_error_at(r, I->outs[k].m, "%s: output %s must be a writable number tag", what, t->path);
+                fb_cfg_error_at(r, I->outs[k].m, "%s: output %s must be a writable number tag", what,
+                                fb_tag_path(gw, t));
         }
     }
     if (c->north_loss_ns && !gw->nsinks)
@@ -859,7 +872,7 @@ static void write_out(struct ctl *x, struct ctl_loop *cl, double u, bool force, 
     if (fb_cmd_convert_num(t, u, &raw, &err) < 0) {
         atomic_fetch_add(&cl->write_errors, 1);
         if (fb_ratelimit_ok(&cl->rl_conv, now))
-            fb_warn(cl->c->name, NULL, "output %g refused for %s: %s", u, t->path, err.msg);
+            fb_warn(cl->c->name, NULL, "output %g refused for %s: %s", u, fb_tag_path(x->gw, t), err.msg);
         return;
     }
     /* a failed write is repeated, but not faster than once a second (a device that refuses) */
@@ -886,7 +899,8 @@ static bool write_safe(struct ctl *x, struct ctl_loop *cl, struct fb_write_req *
     struct fb_value raw;
     struct fb_err err = {0};
     if (fb_cmd_convert_num(t, cl->c->safe, &raw, &err) < 0) {
-        fb_error(cl->c->name, NULL, "safe value %g cannot be written to %s: %s", cl->c->safe, t->path, err.msg);
+        fb_error(cl->c->name, NULL, "safe value %g cannot be written to %s: %s", cl->c->safe, fb_tag_path(x->gw, t),
+                 err.msg);
         return false;
     }
     atomic_store(&cl->last_rc, 1); /* pending */
@@ -948,7 +962,7 @@ static void interlocks(struct ctl *x, int64_t now)
                 if (fb_cmd_convert_num(t, c->outs[j].value, &raw, &e) == 0)
                     fb_conn_write_async(x->gw, k->outs[j].req, t, &raw);
                 else if (!was)
-                    fb_warn(NULL, NULL, "control: interlock %s: %s: %s", c->name, t->path, e.msg);
+                    fb_warn(NULL, NULL, "control: interlock %s: %s: %s", c->name, fb_tag_path(x->gw, t), e.msg);
             }
         }
     }

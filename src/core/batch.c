@@ -183,6 +183,15 @@ void fb_batch_pool_close(struct fb_batch_pool *p)
     pthread_mutex_unlock(&p->mu);
 }
 
+bool fb_batch_pool_idle(struct fb_batch_pool *p)
+{
+    uint32_t n = 0;
+    pthread_mutex_lock(&p->mu);
+    for (const struct fb_batch *b = p->free; b; b = b->next) n++;
+    pthread_mutex_unlock(&p->mu);
+    return n == p->count;
+}
+
 void fb_batch_pool_free(struct fb_batch_pool *p)
 {
     if (!p) return;

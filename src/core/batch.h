@@ -131,6 +131,8 @@ struct fb_batch_pool *fb_batch_pool_new(uint32_t count, uint32_t cap, uint32_t c
 struct fb_batch *fb_batch_pool_get(struct fb_batch_pool *p);
 struct fb_batch *fb_batch_pool_tryget(struct fb_batch_pool *p);
 void fb_batch_pool_close(struct fb_batch_pool *p);
+/* Every batch of the pool is back in it (none referenced anywhere). */
+bool fb_batch_pool_idle(struct fb_batch_pool *p);
 void fb_batch_pool_free(struct fb_batch_pool *p);
 /* Drop one reference; the last one returns the batch to its pool (or frees it). */
 void fb_batch_unref(struct fb_batch *b);

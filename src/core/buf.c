@@ -149,6 +149,14 @@ static size_t put_u64(char *dst, uint64_t v, bool neg)
     return n;
 }
 
+size_t fb_fmt_i64(char *dst, int64_t v)
+{
+    uint64_t m = v < 0 ? (uint64_t)0 - (uint64_t)v : (uint64_t)v; /* INT64_MIN safe */
+    return put_u64(dst, m, v < 0);
+}
+
+size_t fb_fmt_u64(char *dst, uint64_t v) { return put_u64(dst, v, false); }
+
 void fb_json_u64(struct fb_buf *b, uint64_t v)
 {
     buf_need(b, 24);
@@ -806,6 +814,50 @@ void fb_json_str(struct fb_buf *b, const char *str, size_t n)
         }
     }
     fb_buf_putc(b, '"');
+}
+
+void fb_json_key(struct fb_buf *b, const char *s)
+{
+    const unsigned char *u = (const unsigned char *)s;
+    buf_need(b, 64);
+    char *o = b->p + b->len, *end = b->p + b->cap - 2;
+    *o++ = '"';
+    while (*u && o < end && str_class[*u] == 0) *o++ = (char)*u++;
+    if (*u) { /* something to escape, or longer than the room reserved: the general path */
+        fb_json_cstr(b, s);
+        fb_buf_putc(b, ':');
+        return;
+    }
+    *o++ = '"';
+    *o++ = ':';
+    b->len = (size_t)(o - b->p);
+}
+
+void fb_json_key_plain(struct fb_buf *b, const char *s)
+{
+    buf_need(b, 64);
+    char *o = b->p + b->len;
+    *o++ = '"';
+    size_t i = 0;
+    while (s[i] && i < 60) o[i] = s[i], i++; /* names are short: no call, no length first */
+    if (s[i]) {                              /* a long one */
+        size_t n = strlen(s);
+        buf_need(b, n + 3);
+        o = b->p + b->len + 1;
+        memcpy(o, s, n);
+        i = n;
+    }
+    o += i;
+    *o++ = '"';
+    *o++ = ':';
+    b->len = (size_t)(o - b->p);
+}
+
+bool fb_json_plain(const char *s)
+{
+    for (const unsigned char *u = (const unsigned char *)s; *u; u++)
+        if (str_class[*u]) return false;
+    return true;
 }
 
 void fb_json_cstr(struct fb_buf *b, const char *s)

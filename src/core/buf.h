@@ -41,7 +41,18 @@ const char *fb_buf_cstr(struct fb_buf *b);
 /* JSON pieces */
 void fb_json_str(struct fb_buf *b, const char *s, size_t n); /* quoted, escaped */
 void fb_json_cstr(struct fb_buf *b, const char *s);
+/* A member name and its colon, "s": — one pass copies and checks whether
+ * anything needs escaping (tag names from the config never do). */
+void fb_json_key(struct fb_buf *b, const char *s);
+/* The same for a name known to need no escaping (fb_json_plain): a copy. */
+void fb_json_key_plain(struct fb_buf *b, const char *s);
+/* True when s is written as it is inside a JSON string (printable ASCII
+ * without '"' and '\'). */
+bool fb_json_plain(const char *s);
 void fb_json_i64(struct fb_buf *b, int64_t v);
+/* The same decimal text into dst (at least 21 bytes of room); returns its length. */
+size_t fb_fmt_i64(char *dst, int64_t v);
+size_t fb_fmt_u64(char *dst, uint64_t v);
 void fb_json_u64(struct fb_buf *b, uint64_t v);
 /* Shortest round-trip text; NaN and infinities are written as null. */
 void fb_json_double(struct fb_buf *b, double v);

@@ -309,6 +309,9 @@ static void load_sinks(struct ctx *c, const struct fb_cfg_map *top)
         long long v;
         snprintf(what, sizeof what, "%s.queue", sk->name);
         if (qn && fb_cfg_int(c->r, NULL, qn, what, 1, 1000000, &v)) s->queue_len = (uint32_t)v;
+        /* queue: bounds the memory queue; a buffer is bounded by its max_size */
+        if (qn && s->buffer)
+            fb_cfg_note(c->r, qn, "%s has no effect with a buffer (its max_size bounds the queue)", what);
         s->cfg = sk->cfg_load(c->r, &m, gw);
         fb_cfg_map_free(&m);
     }

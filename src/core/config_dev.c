@@ -52,6 +52,16 @@ struct tag_aux {
     bool bad_wave; /* vibration: given but refused (reported): the address means nothing without it */
 };
 
+/* Texts (order, unit) and processing settings that many tags share are kept
+ * once, in the gateway's arena: an open-addressing set of what is there. */
+struct intern {
+    const void **p;
+    uint64_t *h;
+    size_t cap, n;
+    const void *last; /* the last one returned: the next tag of a for: loop usually wants it again */
+    size_t last_n;
+};
+
 struct ctx {
     struct fb_cfg *r;
     struct fb_gateway *gw;
@@ -59,8 +69,76 @@ struct ctx {
     uint32_t entries;
     struct dev_aux *daux;
     struct tag_aux *taux;
+    struct intern strs, procs;
+    uint64_t tags_expected;   /* counted before building: the tag array is made once, at its size */
+    uint64_t tags_made;       /* the tags of devices made by other sections (build_made), counted in advance too */
     struct fb_edge_build *eb; /* computed tags and alarms (src/edge/edge_cfg.c) */
 };
+
+static uint64_t hash_bytes(const void *p, size_t n)
+{
+    const unsigned char *b = p;
+    uint64_t h = 0xcbf29ce484222325ull;
+    for (size_t i = 0; i < n; i++) h = (h ^ b[i]) * 0x100000001b3ull;
+    return h;
+}
+
+/* The arena's copy of p[0..n) (aligned to align), made once per distinct content. */
+static const void *intern(struct fb_arena *a, struct intern *t, const void *p, size_t n, size_t align)
+{
+    if (t->last && t->last_n == n && !memcmp(t->last, p, n)) return t->last;
+    if (t->n * 2 >= t->cap) {
+        size_t cap = t->cap ? t->cap * 2 : 64;
+        const void **np = calloc(cap, sizeof *np);
+        uint64_t *nh = calloc(cap, sizeof *nh);
+        if (!np || !nh) {
+            free(np);
+            free(nh);
+            return NULL;
+        }
+        for (size_t i = 0; i < t->cap; i++)
+            if (t->p[i]) {
+                size_t k = t->h[i] & (cap - 1);
+                while (np[k]) k = (k + 1) & (cap - 1);
+                np[k] = t->p[i];
+                nh[k] = t->h[i];
+            }
+        free(t->p);
+        free(t->h);
+        t->p = np;
+        t->h = nh;
+        t->cap = cap;
+    }
+    uint64_t h = hash_bytes(p, n);
+    size_t k = h & (t->cap - 1);
+    for (; t->p[k]; k = (k + 1) & (t->cap - 1))
+        if (t->h[k] == h && !memcmp(t->p[k], p, n)) {
+            t->last = t->p[k];
+            t->last_n = n;
+            return t->p[k];
+        }
+    void *c = fb_arena_alloc(a, n, align);
+    if (!c) return NULL;
+    memcpy(c, p, n);
+    t->p[k] = c;
+    t->h[k] = h;
+    t->n++;
+    t->last = c;
+    t->last_n = n;
+    return c;
+}
+
+static char *intern_str(struct ctx *c, const char *s)
+{
+    return s ? (char *)intern(&c->gw->arena, &c->strs, s, strlen(s) + 1, 1) : NULL;
+}
+
+static void intern_free(struct intern *t)
+{
+    free(t->p);
+    free(t->h);
+    memset(t, 0, sizeof *t);
+}
 
 static const char *const k_device[] = {"for",     "name",  "url",     "area", "line", "poll",
                                        "timeout", "delay", "options", "tags", NULL};
@@ -521,7 +599,8 @@ static void build_tag(struct ctx *c, uint32_t di, int64_t dev_poll, struct fb_cf
     uint32_t str_len = 0;
     long long count = 0;
     int64_t poll = dev_poll;
-    struct fb_tag_proc proc = {0};
+    struct fb_tag_proc proc;
+    memset(&proc, 0, sizeof proc); /* padding too: settings are interned by their bytes */
     struct tag_aux aux = {0};
     struct fb_cfg_node *n, *namen = fb_cfg_get(&m, "name"), *addrn = fb_cfg_get(&m, "addr");
     bool ok = true;
@@ -607,9 +686,21 @@ static void build_tag(struct ctx *c, uint32_t di, int64_t dev_poll, struct fb_cf
     aux.name_m = fb_cfg_mark(namen);
     aux.entry = c->entries++;
 
+    const struct fb_tag_proc *shared = NULL;
+    char *order_s = NULL, *unit_s = NULL;
     uint32_t first_new = c->gw->ntags;
     if (ok && name && (addr || src != FB_TAG_READ)) {
+        shared = intern(&c->gw->arena, &c->procs, &proc, sizeof proc, _Alignof(struct fb_tag_proc));
+        order_s = intern_str(c, order);
+        unit_s = intern_str(c, unit);
+        if (!shared || (order && !order_s) || (unit && !unit_s)) {
+            fb_cfg_error(c->r, tn, "out of memory");
+            ok = false;
+        }
+    }
+    if (ok && name && (addr || src != FB_TAG_READ)) {
         long long elems = count && src == FB_TAG_READ ? count : 1;
+        size_t addr_len = addr ? strlen(addr) : 0;
         for (long long i = 0; i < elems; i++) {
             struct tag_aux *ta;
             struct fb_tag *t = push_tag(c, &ta);
@@ -625,20 +716,32 @@ static void build_tag(struct ctx *c, uint32_t di, int64_t dev_poll, struct fb_cf
             t->write_roles = write_roles;
             t->index = (uint32_t)i;
             if (count) {
-                size_t len = strlen(name) + 24;
-                t->name = malloc(len);
-                if (t->name) snprintf(t->name, len, "%s[%lld]", name, i);
+                char nb[24];
+                int nn = snprintf(nb, sizeof nb, "[%lld]", i);
+                size_t len = strlen(name);
+                t->name = fb_arena_alloc(&c->gw->arena, len + (size_t)nn + 1, 1);
+                if (t->name) {
+                    memcpy(t->name, name, len);
+                    memcpy(t->name + len, nb, (size_t)nn + 1);
+                }
             } else {
-                t->name = strdup(name);
+                t->name = fb_arena_strndup(&c->gw->arena, name, strlen(name));
             }
-            t->addr_text = addr ? strdup(addr) : NULL;
+            /* an array's elements share the address text: the driver adds the index */
+            t->addr_text = !addr                  ? NULL
+                           : i && t[-1].addr_text ? t[-1].addr_text
+                                                  : fb_arena_strndup(&c->gw->arena, addr, addr_len);
+            if (!t->name || (addr && !t->addr_text)) {
+                fb_cfg_error(c->r, tn, "out of memory");
+                c->gw->ntags--;
+                break;
+            }
             t->src = (uint8_t)src;
             if (src != FB_TAG_READ) t->group = FB_GROUP_NONE;
-            t->order = order ? strdup(order) : NULL;
-            t->unit = unit ? strdup(unit) : NULL;
-            t->proc = proc;
+            t->order = order_s;
+            t->unit = unit_s;
+            t->proc = shared;
             t->line = fb_cfg_mark(tn).line;
-            t->col = fb_cfg_mark(tn).col;
             c->gw->devs[di].ntags++;
         }
         if (c->eb) fb_edge_cfg_tag(c->eb, c->r, vars, &m, c->gw, first_new, c->gw->ntags - first_new);
@@ -695,11 +798,14 @@ static void vib_tag(struct ctx *c, const struct fb_tvars *vars, const struct fb_
         t->src = FB_TAG_FEATURE;
         t->group = FB_GROUP_NONE;
         size_t len = strlen(w->name) + strlen(names[k]) + 2;
-        t->name = malloc(len);
+        t->name = fb_arena_alloc(&c->gw->arena, len, 1);
         if (t->name) snprintf(t->name, len, "%s.%s", w->name, names[k]);
-        t->unit = units[k] ? strdup(units[k]) : NULL;
+        t->unit = intern_str(c, units[k]);
+        if (!t->name || (units[k] && !t->unit)) {
+            fb_cfg_error(c->r, tn, "out of memory");
+            return;
+        }
         t->line = w->line;
-        t->col = w->col;
         c->gw->devs[w->device].ntags++;
     }
     c->gw->tags[id].wave->first_feature = first;
@@ -964,6 +1070,7 @@ static bool devices_fit(struct ctx *c, struct fb_cfg_node *dn)
             return false;
         }
     }
+    c->tags_expected = total;
     return true;
 }
 
@@ -974,6 +1081,21 @@ static void load_devices(struct ctx *c, struct fb_cfg_node *dn)
         return;
     }
     if (!devices_fit(c, dn)) return;
+    /* one allocation at the final size: growing by doubling briefly held the
+     * old and the new array (the start-up peak) and left the heap fragmented */
+    uint64_t want = c->tags_expected + c->tags_made;
+    if (want > 0 && want <= MAX_TAGS) {
+        c->gw->tags = malloc(want * sizeof *c->gw->tags);
+        c->taux = malloc(want * sizeof *c->taux);
+        if (c->gw->tags && c->taux) {
+            c->captags = want;
+        } else {
+            free(c->gw->tags);
+            free(c->taux);
+            c->gw->tags = NULL;
+            c->taux = NULL;
+        }
+    }
     for (size_t k = 0; k < fb_cfg_list_len(dn); k++) {
         struct fb_cfg_node *n = fb_cfg_list_at(c->r, dn, k);
         struct fb_cfg_node *forn = NULL;
@@ -1044,13 +1166,21 @@ static void build_made(struct ctx *c, const struct fb_dev_spec *sp)
         t->type = ts->type;
         t->access = ts->access;
         t->str_len = ts->str_len;
-        t->name = strdup(ts->name);
-        t->addr_text = strdup(ts->name);
-        t->unit = ts->unit ? strdup(ts->unit) : NULL;
-        t->proc.has_min = ts->has_min;
-        t->proc.has_max = ts->has_max;
-        t->proc.min = ts->min;
-        t->proc.max = ts->max;
+        struct fb_tag_proc proc;
+        memset(&proc, 0, sizeof proc); /* padding too: settings are interned by their bytes */
+        proc.has_min = ts->has_min;
+        proc.has_max = ts->has_max;
+        proc.min = ts->min;
+        proc.max = ts->max;
+        t->name = fb_arena_strndup(&c->gw->arena, ts->name, strlen(ts->name));
+        t->addr_text = t->name;
+        t->unit = intern_str(c, ts->unit);
+        t->proc = intern(&c->gw->arena, &c->procs, &proc, sizeof proc, _Alignof(struct fb_tag_proc));
+        if (!t->name || !t->proc || (ts->unit && !t->unit)) {
+            fb_cfg_error_at(c->r, sp->mark, "out of memory");
+            c->gw->ntags--;
+            break;
+        }
         if (ts->write_roles && (ts->access & FB_ACC_WRITE)) {
             if (ts->write_roles != roles_node) {
                 roles_node = ts->write_roles;
@@ -1059,7 +1189,6 @@ static void build_made(struct ctx *c, const struct fb_dev_spec *sp)
             t->write_roles = roles;
         }
         t->line = sp->mark.line;
-        t->col = sp->mark.col;
         ta->poll_ns = sp->poll_ns;
         ta->name_m = sp->mark;
         ta->addr_m = sp->mark;
@@ -1152,12 +1281,6 @@ static void build_drivers(struct ctx *c)
     for (uint32_t di = 0; di < gw->ndevs; di++) {
         struct fb_device *d = &gw->devs[di];
         struct dev_aux *da = &c->daux[di];
-        for (uint32_t i = 0; i < d->ntags; i++) {
-            struct fb_tag *t = &gw->tags[d->first_tag + i];
-            size_t len = strlen(d->name) + strlen(t->name) + 2;
-            t->path = malloc(len);
-            if (t->path) snprintf(t->path, len, "%s/%s", d->name, t->name);
-        }
         if (d->ngroups == 0) build_groups(c, d);
         if (d->ntags > 0 && d->ngroups > 65535) {
             fb_cfg_error_at(c->r, (struct fb_cfg_mark){d->line_no, d->col}, "device '%s' has too many poll periods",
@@ -1190,10 +1313,7 @@ static void build_drivers(struct ctx *c)
             struct fb_tag *t = &gw->tags[d->first_tag + i];
             struct tag_aux *ta = &c->taux[d->first_tag + i];
             memset(&e, 0, sizeof e);
-            if (t->src != FB_TAG_READ) { /* computed by the edge thread: nothing for the driver */
-                t->proc.out_type = t->type;
-                continue;
-            }
+            if (t->src != FB_TAG_READ) continue; /* computed by the edge thread: nothing for the driver */
             if (ta->bad_wave) {
                 tags_ok = false;
                 continue;
@@ -1213,14 +1333,13 @@ static void build_drivers(struct ctx *c)
                 continue;
             }
             bool numeric = t->type != FB_T_STRING;
-            if (ta->needs_numeric && (!numeric || (t->type == FB_T_BOOL && t->proc.scaled))) {
+            if (ta->needs_numeric && (!numeric || (t->type == FB_T_BOOL && fb_tproc(t)->scaled))) {
                 fb_cfg_error_at(
                     c->r, ta->numeric_m,
                     "tag '%s' is of type %s: scale, range, deadband, max_rate and window need a numeric tag", t->name,
                     fb_type_name((enum fb_type)t->type));
                 tags_ok = false;
             }
-            t->proc.out_type = t->proc.scaled ? FB_T_FLOAT64 : t->type;
         }
         if (!tags_ok) continue;
         for (uint32_t g = 0; g < d->ngroups; g++) {
@@ -1271,10 +1390,11 @@ void fb_config_devices(struct fb_cfg *r, struct fb_cfg_node *devices, const stru
                        size_t nmade, struct fb_gateway *gw, struct fb_edge_build *eb)
 {
     struct ctx c = {.r = r, .gw = gw, .eb = eb};
+    for (size_t i = 0; i < nmade; i++) c.tags_made += made[i]->ntags;
     if (devices) load_devices(&c, devices);
     for (size_t i = 0; i < nmade; i++) build_made(&c, made[i]);
     if (devices || nmade) {
-        /* the array grew by doubling; give back the slack before drivers keep pointers */
+        /* if the count was off and the array grew by doubling, give back the slack */
         if (gw->ntags && gw->ntags < c.captags) {
             struct fb_tag *t = realloc(gw->tags, gw->ntags * sizeof *t);
             if (t) gw->tags = t;
@@ -1283,6 +1403,8 @@ void fb_config_devices(struct fb_cfg *r, struct fb_cfg_node *devices, const stru
     build_drivers(&c);
     free(c.daux);
     free(c.taux);
+    intern_free(&c.strs);
+    intern_free(&c.procs);
 }
 
 size_t fb_config_dev_key_tables(struct fb_config_keys *out, size_t max)

@@ -595,7 +595,7 @@ void fb_metrics_render(struct fb_gateway *gw, struct fb_buf *out)
             const struct fb_tag *t = &gw->tags[i];
             if (!t->wave) continue;
             fb_buf_printf(out, "%s{channel=\"", m->name);
-            put_label(out, t->path ? t->path : t->name);
+            put_label(out, fb_tag_path(gw, t));
             fb_buf_puts(out, "\"} ");
             uint64_t v = wave_u64(t->wave, m);
             if (m->off == offsetof(struct fb_wave, cpu_ns))
@@ -1020,7 +1020,7 @@ void fb_status_json(struct fb_gateway *gw, struct fb_buf *out, bool online)
         if (!w) continue;
         fb_buf_puts(out, first ? ",\"vibration\":{" : ",");
         first = false;
-        fb_json_cstr(out, t->path ? t->path : t->name);
+        fb_json_cstr(out, fb_tag_path(gw, t));
         fb_buf_puts(out, ":{\"blocks\":");
         fb_json_u64(out, atomic_load(&w->blocks));
         fb_buf_puts(out, ",\"dropped\":");

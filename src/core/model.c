@@ -2,12 +2,66 @@
  * built by the config loader (config.c, config_dev.c). */
 #include "core/model.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "core/fleet_cfg.h"
 #include "core/url.h"
 #include "edge/expr.h"
+
+/* spike_accept 3: the config's default (docs/configuration.md) */
+const struct fb_tag_proc fb_tag_proc_none = {.spike_accept = 3};
+
+_Static_assert(sizeof(void *) != 8 || sizeof(struct fb_tag) == 88, "struct fb_tag grew: a gateway holds a million");
+
+/* ------------------------------------------------------------------ arena */
+struct fb_arena_blk {
+    struct fb_arena_blk *next;
+    size_t size;
+    _Alignas(16) unsigned char data[];
+};
+#define ARENA_CHUNK (64u * 1024u - 64u) /* with malloc's header: just under 64 KiB */
+
+void *fb_arena_alloc(struct fb_arena *a, size_t n, size_t align)
+{
+    if (!align || (align & (align - 1)) || align > 16) return NULL;
+    size_t off = a->blk ? (a->off + align - 1) & ~(align - 1) : 0;
+    if (!a->blk || off + n > a->blk->size) {
+        size_t size = n > ARENA_CHUNK - sizeof(struct fb_arena_blk) ? n : ARENA_CHUNK - sizeof(struct fb_arena_blk);
+        struct fb_arena_blk *b = malloc(sizeof *b + size);
+        if (!b) return NULL;
+        b->size = size;
+        b->next = a->blk;
+        a->blk = b;
+        a->bytes += sizeof *b + size;
+        off = 0;
+    }
+    void *p = a->blk->data + off;
+    a->off = off + n;
+    memset(p, 0, n);
+    return p;
+}
+
+char *fb_arena_strndup(struct fb_arena *a, const char *s, size_t n)
+{
+    char *p = fb_arena_alloc(a, n + 1, 1);
+    if (!p) return NULL;
+    memcpy(p, s, n);
+    p[n] = 0;
+    return p;
+}
+
+void fb_arena_free(struct fb_arena *a)
+{
+    while (a->blk) {
+        struct fb_arena_blk *b = a->blk;
+        a->blk = b->next;
+        free(b);
+    }
+    a->off = 0;
+    a->bytes = 0;
+}
 
 void fb_buffer_cfg_free(struct fb_buffer_cfg *b)
 {
@@ -37,15 +91,8 @@ void fb_gateway_free(struct fb_gateway *gw)
         free(d->area);
         free(d->line);
     }
-    for (uint32_t i = 0; i < gw->ntags; i++) {
-        struct fb_tag *t = &gw->tags[i];
-        free(t->name);
-        free(t->path);
-        free(t->addr_text);
-        free(t->order);
-        free(t->unit);
-        free(t->wave);
-    }
+    /* the tags' strings and settings are in the arena */
+    for (uint32_t i = 0; i < gw->ntags; i++) free(gw->tags[i].wave);
     for (uint32_t k = 0; k < gw->nconns; k++) {
         free(gw->conns[k].key);
         free(gw->conns[k].devs);
@@ -92,6 +139,7 @@ void fb_gateway_free(struct fb_gateway *gw)
     free(gw->conns);
     free(gw->devs);
     free(gw->tags);
+    fb_arena_free(&gw->arena);
     free(gw->id);
     free(gw->site);
     free(gw->cfg_path);
@@ -183,4 +231,17 @@ struct fb_tag *fb_gw_tag(struct fb_gateway *gw, const struct fb_device *d, const
     for (uint32_t i = 0; i < d->ntags; i++)
         if (!strcmp(gw->tags[d->first_tag + i].name, name)) return &gw->tags[d->first_tag + i];
     return NULL;
+}
+
+const char *fb_tag_path(const struct fb_gateway *gw, const struct fb_tag *t)
+{
+    static _Thread_local char buf[4][256];
+    static _Thread_local unsigned turn;
+    char *b = buf[turn++ % 4];
+    const char *dev = gw && t->device < gw->ndevs && gw->devs[t->device].name ? gw->devs[t->device].name : NULL;
+    if (dev)
+        snprintf(b, sizeof buf[0], "%s/%s", dev, t->name ? t->name : "?");
+    else
+        snprintf(b, sizeof buf[0], "%s", t->name ? t->name : "?");
+    return b;
 }

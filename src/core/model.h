@@ -43,7 +43,9 @@ struct fb_vib;
 /* ------------------------------------------------------------------- tags */
 enum fb_access { FB_ACC_READ = 1, FB_ACC_WRITE = 2, FB_ACC_RW = 3 };
 
-/* Per-tag processing settings (src/proc). Zero means off unless said. */
+/* Per-tag processing settings (src/proc). Zero means off unless said.  Tags
+ * with equal settings share one copy (the config loader interns them), so a
+ * tag holds only a pointer. */
 struct fb_tag_proc {
     bool scaled;
     double k, d; /* eng = raw * k + d; raw = (eng - d) / k on write */
@@ -58,8 +60,9 @@ struct fb_tag_proc {
     double db_abs, db_pct; /* deadband; both 0 = publish every sample */
     int64_t heartbeat_ns;  /* publish at least this often, even inside the deadband */
     int64_t window_ns;     /* sliding-window stats (0 = off) */
-    uint8_t out_type;      /* type after scaling (float64 when scaled) */
 };
+/* The settings of a tag without processing (what a NULL proc means). */
+extern const struct fb_tag_proc fb_tag_proc_none;
 
 /* Where a tag's values come from: read from its device, or computed by the
  * edge thread (src/edge) from other tags (an expression) or by a Lua script,
@@ -90,26 +93,29 @@ struct fb_wave {
     _Atomic uint32_t learned, learn_of; /* anomaly baseline: blocks learnt of learn_of (0: no anomaly detection) */
 };
 
+/* 88 bytes: a gateway holds a million of them.  The strings of a tag read
+ * from the config live in the gateway's arena (gw->arena), `order` and
+ * `unit` once per distinct text, `proc` once per distinct settings.  Its
+ * "device/name" path for messages: fb_tag_path. */
 struct fb_tag {
+    char *name;                     /* within the device: "temperature", "temps[3]" */
+    char *addr_text;                /* as written in the config */
+    char *order;                    /* byte/word order as written, or NULL (driver interprets) */
+    char *unit;                     /* engineering unit, or NULL */
+    void *addr;                     /* driver-owned parsed address */
+    const struct fb_tag_proc *proc; /* shared; NULL = none (read it with fb_tproc) */
     uint32_t id;
     uint32_t device;      /* owning device index */
+    uint32_t index;       /* element index for tags expanded from `count:` */
+    uint32_t str_len;     /* string tags: bytes */
+    uint32_t calc;        /* FB_TAG_EXPR: index in gw->calcs; FB_TAG_SCRIPT: in gw->scripts */
+    int line;             /* where it was declared, for messages */
     uint16_t group;       /* poll group index within the device (FB_GROUP_NONE: computed) */
     uint8_t type;         /* enum fb_type: the type on the wire */
     uint8_t access;       /* enum fb_access */
     uint8_t src;          /* enum fb_tag_src */
     uint16_t write_roles; /* who may write it: 0 = any source commands reach, else gw->acls[write_roles - 1] */
-    uint32_t calc;        /* FB_TAG_EXPR: index in gw->calcs; FB_TAG_SCRIPT: in gw->scripts */
-    uint32_t index;       /* element index for tags expanded from `count:` */
-    uint32_t str_len;     /* string tags: bytes */
-    char *name;           /* within the device: "temperature", "temps[3]" */
-    char *path;           /* "press-01/temperature", for logs */
-    char *addr_text;      /* as written in the config */
-    char *order;          /* byte/word order as written, or NULL (driver interprets) */
-    char *unit;           /* engineering unit, or NULL */
-    void *addr;           /* driver-owned parsed address */
-    struct fb_tag_proc proc;
     struct fb_wave *wave; /* a waveform tag (src/vib), else NULL */
-    int line, col;        /* where it was declared, for messages */
 };
 
 struct fb_group { /* a poll group: tags read at the same period */
@@ -389,6 +395,22 @@ struct fb_sink_inst {
     struct fb_sink_rt *rt;
 };
 
+/* ------------------------------------------------------------------ arena */
+/* Memory that lives as long as the model, handed out in chunks and freed at
+ * once with it: no allocation header per string (tag names and addresses
+ * are short and there may be a million of them). */
+struct fb_arena_blk;
+struct fb_arena {
+    struct fb_arena_blk *blk; /* current chunk, linked to the older ones */
+    size_t off;               /* bytes used in it */
+    size_t bytes;             /* total reserved, for the memory accounting */
+};
+/* n bytes aligned to `align` (a power of two), zeroed; NULL when out of memory. */
+void *fb_arena_alloc(struct fb_arena *a, size_t n, size_t align);
+/* A copy of s[0..n) with a NUL after it. */
+char *fb_arena_strndup(struct fb_arena *a, const char *s, size_t n);
+void fb_arena_free(struct fb_arena *a);
+
 /* ------------------------------------------- computed tags, alarms, scripts */
 /* Built by src/edge/edge_cfg.c from the tags' `expr:`/`script:`/`alarms:`
  * keys and the `scripts:`/`alarms:` sections; run by the edge thread
@@ -550,8 +572,9 @@ struct fb_gateway {
     void (*vib_free)(struct fb_vib *vib);
     /* logging */
     int log_level;
-    int log_format;   /* enum fb_log_format */
-    struct fb_rt *rt; /* the running gateway (runtime.c), NULL before start */
+    int log_format;        /* enum fb_log_format */
+    struct fb_arena arena; /* tags' strings and shared processing settings */
+    struct fb_rt *rt;      /* the running gateway (runtime.c), NULL before start */
     /* The loader that built this model, for a sink that checks a posted
      * config the same way (POST /api/v1/config/check) without depending on
      * the loader: 0 when valid; messages to diag, and when valid the `check`
@@ -572,9 +595,18 @@ bool fb_gw_cert_add(struct fb_gateway *gw, const char *use, const char *path, en
 /* Look-ups for the command path (not hot). */
 struct fb_device *fb_gw_device(struct fb_gateway *gw, const char *name);
 struct fb_tag *fb_gw_tag(struct fb_gateway *gw, const struct fb_device *d, const char *name);
+/* "device/name" of a tag, for messages (not kept per tag: a million tags
+ * would hold a million copies).  The text is in a per-thread buffer, one of
+ * four used in turn, so up to four may appear in one message. */
+const char *fb_tag_path(const struct fb_gateway *gw, const struct fb_tag *t);
+/* A tag's processing settings (never NULL). */
+static inline const struct fb_tag_proc *fb_tproc(const struct fb_tag *t)
+{
+    return t->proc ? t->proc : &fb_tag_proc_none;
+}
 /* The type a tag's values have after processing (scaled → float64). */
 static inline enum fb_type fb_tag_out_type(const struct fb_tag *t)
 {
-    return (enum fb_type)(t->proc.out_type ? t->proc.out_type : t->type);
+    return t->proc && t->proc->scaled ? FB_T_FLOAT64 : (enum fb_type)t->type;
 }
 #endif

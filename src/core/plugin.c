@@ -18,9 +18,17 @@
 #include "store/store.h"
 
 /* ------------------------------------------------------------------ sinks */
+_Thread_local struct fb_direct_send fb_direct_send;
+
 void fb_sink_done(struct fb_sink_inst *s, uint64_t batch_id, enum fb_delivery d)
 {
     struct fb_sink_rt *q = s->rt;
+    if (d == FB_RETRY && (batch_id & FB_DIRECT_ID) && batch_id == fb_direct_send.id) {
+        /* sent past the memory queue and refused at once: the caller queues it */
+        fb_direct_send.retry = true;
+        atomic_fetch_add(&s->m.retries, 1);
+        return;
+    }
     bool stored = q && q->store && !(batch_id & FB_DIRECT_ID);
     switch (d) {
         case FB_SENT: atomic_fetch_add(&s->m.sent, 1); break;

@@ -1,9 +1,11 @@
 /* publish.c — how a processed batch leaves the thread that made it: a
- * per-gateway sequence number, then a reference in every sink's queue, under
- * one lock so that every sink sees batches in sequence order whichever
- * connection thread made them.  Device state changes travel the same way, as
- * batches of their own kind.  Used by the connection threads (runtime.c) and
- * by drivers reporting a device's state (plugin.c).
+ * per-gateway sequence number, then, for every sink, either straight into
+ * the sink on this thread (no buffer configured, nothing waiting, the sink
+ * ready: no other thread wakes up) or a reference in the sink's queue for its
+ * thread; all under one lock, so that every sink sees batches in sequence
+ * order whichever connection thread made them.  Device state changes travel
+ * the same way, as batches of their own kind.  Used by the connection threads
+ * (runtime.c) and by drivers reporting a device's state (plugin.c).
  */
 #include "core/publish.h"
 
@@ -43,6 +45,46 @@ static void sink_push(struct fb_sink_inst *s, struct fb_batch *b)
     atomic_fetch_add(&s->m.queued, 1);
     pthread_cond_signal(&q->cv);
     pthread_mutex_unlock(&q->mu);
+}
+
+/* Hand the batch to the sink on this thread when nothing can be overtaken:
+ * no buffer (the memory queue only exists for when the sink cannot take
+ * data), nothing waiting in the sink's queue or memory queue, nobody else
+ * inside the sink (call_mu), and the sink ready, so send() will not wait.
+ * This saves the sink thread's wake-up per batch, which with the network
+ * write was most of the CPU per value (BENCHMARKS.md).  False: queue it.
+ * Only data batches: the others are rare, and some are published under a
+ * lock their send() takes again (alarm events under the alarm table's lock:
+ * the MQTT sink then reads the alarm summary), so they go through the sink
+ * thread as before.  Nor while a reload has the sink parked (it may be
+ * closing, rebuilding or moving it) or detached (closed until it opens on
+ * the new settings), or once the sinks stop: the queue then, which the sink
+ * thread handles as main does (fb_rt_sink_park waits for a direct send that
+ * started before the park). */
+static bool sink_direct(struct fb_gateway *gw, struct fb_sink_inst *s, struct fb_batch *b)
+{
+    struct fb_sink_rt *q = s->rt;
+    if (b->kind != FB_BATCH_DATA || !q->mem_only || pthread_mutex_trylock(&q->call_mu) != 0) return false;
+    pthread_mutex_lock(&q->mu);
+    bool go = q->mem_only && !q->head && q->started && !q->park && !q->parked && !atomic_load(&q->detached) &&
+              !atomic_load(&q->stop) && !atomic_load(&gw->rt->sinks_stop);
+    pthread_mutex_unlock(&q->mu);
+    /* ready() before the memory queue's count: it may take in acknowledgements that empty it */
+    go = go && (!s->sink->ready || s->sink->ready(s));
+    go = go && fb_store_live(q->store) == 0;
+    if (go) {
+        atomic_fetch_add(&s->m.queued, 1);
+        fb_direct_send = (struct fb_direct_send){b->seq | FB_DIRECT_ID, false};
+        if (s->sink->send(s, b, b->seq | FB_DIRECT_ID) < 0) atomic_fetch_add(&s->m.errors, 1);
+        if (fb_direct_send.retry) {
+            /* the connection broke after ready(): the sink thread queues it (sink_push counts it) */
+            atomic_fetch_sub(&s->m.queued, 1);
+            go = false;
+        }
+        fb_direct_send.id = 0;
+    }
+    pthread_mutex_unlock(&q->call_mu);
+    return go;
 }
 
 /* The edge thread takes the data batches of the devices it watches (one
@@ -91,7 +133,8 @@ void fb_publish_wake_edge(struct fb_gateway *gw)
 
 static void fan_out(struct fb_gateway *gw, struct fb_batch *b)
 {
-    for (uint32_t i = 0; i < gw->nsinks; i++) sink_push(&gw->sinks[i], b);
+    for (uint32_t i = 0; i < gw->nsinks; i++)
+        if (!sink_direct(gw, &gw->sinks[i], b)) sink_push(&gw->sinks[i], b);
     if (gw->rt->edge_q) edge_push(gw->rt->edge_q, b);
 }
 

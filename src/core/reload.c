@@ -97,7 +97,7 @@ static bool proc_same(const struct fb_tag_proc *a, const struct fb_tag_proc *b)
            a->sc == b->sc && a->has_min == b->has_min && a->has_max == b->has_max && a->min == b->min &&
            a->max == b->max && a->max_rate == b->max_rate && a->spike_accept == b->spike_accept &&
            a->stuck_ns == b->stuck_ns && a->db_abs == b->db_abs && a->db_pct == b->db_pct &&
-           a->heartbeat_ns == b->heartbeat_ns && a->window_ns == b->window_ns && a->out_type == b->out_type;
+           a->heartbeat_ns == b->heartbeat_ns && a->window_ns == b->window_ns; /* the out type follows scaled */
 }
 
 bool fb_reload_dev_same(const struct fb_gateway *og, const struct fb_device *o, const struct fb_gateway *ng,
@@ -126,7 +126,7 @@ bool fb_tag_same(const struct fb_gateway *ga, const struct fb_tag *a, const stru
     const struct fb_device *da = &ga->devs[a->device], *db = &gb->devs[b->device];
     int64_t pa = a->group < da->ngroups ? da->groups[a->group].period_ns : -1;
     int64_t pb = b->group < db->ngroups ? db->groups[b->group].period_ns : -1;
-    return str_eq(a->name, b->name) && a->type == b->type && pa == pb && proc_same(&a->proc, &b->proc) &&
+    return str_eq(a->name, b->name) && a->type == b->type && pa == pb && proc_same(fb_tproc(a), fb_tproc(b)) &&
            fb_reload_dev_same(ga, da, gb, db);
 }
 
@@ -227,7 +227,7 @@ static int plan_make(struct fb_gateway *gw, struct fb_gateway *nw, struct plan *
                           str_eq(gw->devs[i].area, nw->devs[i].area) && str_eq(gw->devs[i].line, nw->devs[i].line);
     for (uint32_t i = 0; i < gw->ntags && p->devices_same; i++)
         p->devices_same = p->map->tag[i] == i && str_eq(gw->tags[i].unit, nw->tags[i].unit) &&
-                          proc_same(&gw->tags[i].proc, &nw->tags[i].proc);
+                          proc_same(fb_tproc(&gw->tags[i]), fb_tproc(&nw->tags[i]));
     for (uint32_t i = 0; i < gw->nconns; i++) p->cstop[i] = true;
     for (uint32_t j = 0; j < nw->nconns; j++) {
         const struct fb_conn *nc = &nw->conns[j];
@@ -509,7 +509,7 @@ static void swap_models(struct fb_gateway *gw, struct fb_gateway *nw, struct pla
         /* a computed tag is in no poll group (its state is the edge thread's: moved too) */
         int64_t pa = a->group < da->ngroups ? da->groups[a->group].period_ns : -1;
         int64_t pb = b->group < db->ngroups ? db->groups[b->group].period_ns : -1;
-        if (a->type == b->type && proc_same(&a->proc, &b->proc) && pa == pb) fb_proc_move(proc, j, oldproc, i);
+        if (a->type == b->type && proc_same(fb_tproc(a), fb_tproc(b)) && pa == pb) fb_proc_move(proc, j, oldproc, i);
     }
     rt->proc = proc;
     for (uint32_t j = 0; j < cur->ndevs; j++) {
@@ -717,7 +717,7 @@ int fb_reload_apply(struct fb_gateway *gw, struct fb_gateway *nw, struct fb_buf 
         rc = fb_err_set(err, FB_ENOMEM, "cannot allocate the pipeline state");
         goto fail;
     }
-    if (!fb_rt_out_pool_fits(gw, nw) && !(pool = fb_rt_out_pool_new(nw))) {
+    if (!fb_rt_out_pool_fits(gw, nw, proc) && !(pool = fb_rt_out_pool_new(nw, proc))) {
         rc = fb_err_set(err, FB_ENOMEM, "cannot allocate batches");
         goto fail;
     }

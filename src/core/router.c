@@ -227,7 +227,7 @@ static void fmt_limit(char *buf, size_t n, double v)
 /* A value in engineering units inside the tag's range (`range:` of the tag). */
 static int check_range(const struct fb_tag *t, double eng, struct fb_err *err)
 {
-    const struct fb_tag_proc *p = &t->proc;
+    const struct fb_tag_proc *p = fb_tproc(t);
     char lim[40];
     if (!isfinite(eng)) return fb_err_set(err, FB_EINVAL, "not a finite number");
     if (p->has_max && eng > p->max) {
@@ -245,7 +245,7 @@ static int check_range(const struct fb_tag *t, double eng, struct fb_err *err)
  * whole number for integer types, checked against the type's range. */
 static int from_eng(const struct fb_tag *t, double eng, struct fb_value *raw, struct fb_err *err)
 {
-    const struct fb_tag_proc *p = &t->proc;
+    const struct fb_tag_proc *p = fb_tproc(t);
     double r = p->scaled ? fb_scale_out(p, eng) : eng;
     int rc = fb_value_from_double((enum fb_type)t->type, r, raw);
     if (rc == FB_ERANGE) {
@@ -261,7 +261,7 @@ int fb_cmd_convert(const struct fb_tag *t, const void *jv, struct fb_value *raw,
                    struct fb_err *err)
 {
     const json_t *j = jv;
-    const struct fb_tag_proc *p = &t->proc;
+    const struct fb_tag_proc *p = fb_tproc(t);
     memset(raw, 0, sizeof *raw);
     if (t->type == FB_T_STRING) {
         if (!json_is_string(j)) return fb_err_set(err, FB_EINVAL, "expected a string");
@@ -333,7 +333,7 @@ int fb_cmd_convert_num(const struct fb_tag *t, double eng, struct fb_value *raw,
 {
     memset(raw, 0, sizeof *raw);
     if (t->type == FB_T_STRING) return fb_err_set(err, FB_EINVAL, "a number for a string tag");
-    if (t->type == FB_T_BOOL && !t->proc.scaled) {
+    if (t->type == FB_T_BOOL && !fb_tproc(t)->scaled) {
         if (!isfinite(eng)) return fb_err_set(err, FB_EINVAL, "not a finite number");
         raw->type = FB_T_BOOL;
         raw->b = eng >= 0.5;

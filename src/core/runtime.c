@@ -18,7 +18,7 @@
  * delivers from it (store-and-forward), otherwise it hands batches straight
  * to the sink.
  *
- * Memory is bounded by construction: each poll group owns one raw batch and
+ * Memory is bounded by construction: each connection owns one raw batch and
  * all groups share a few processed batches, sized at start-up.  A slow sink
  * makes pool_get block, which slows polling (back-pressure) instead of
  * growing queues.
@@ -30,6 +30,9 @@
  * status, stop the services.
  */
 #include <errno.h>
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -57,8 +60,9 @@
 #include "vib/vib.h"
 
 /* A connection thread reads a group and runs it through the pipeline before
- * it reads the next, so one raw batch per group is enough. */
-#define FB_RAW_BATCHES_PER_GROUP 1
+ * it reads the next, so one raw batch per connection is enough (sized for
+ * its largest group: not one per group, that was ~56 bytes per tag). */
+#define FB_RAW_BATCHES_PER_CONN 1
 /* Processed batches are shared by all groups; sinks take them quickly, so a
  * few suffice however many devices there are. */
 #define FB_OUT_BATCHES 8
@@ -206,6 +210,7 @@ static void *sink_thread(void *arg)
     struct fb_sink_rt *q = arg;
     struct fb_sink_inst *s = q->inst;
     struct fb_gateway *gw = s->gw;
+    fb_thread_name("sink", s->name);
     uint32_t unflushed = 0;
     int64_t wait_ns = -1;
     int64_t stop_deadline = 0;
@@ -223,6 +228,11 @@ static void *sink_thread(void *arg)
             fb_live_idle(until);
             fb_cond_wait_until(&q->cv, &q->mu, until);
         }
+        pthread_mutex_unlock(&q->mu);
+        /* inside the sink from taking the head to the end of its delivery, so
+         * that a connection thread's direct send (publish.c) cannot overtake it */
+        pthread_mutex_lock(&q->call_mu);
+        pthread_mutex_lock(&q->mu);
         struct fb_qnode *n = q->head;
         if (n) {
             q->head = n->next;
@@ -244,12 +254,22 @@ static void *sink_thread(void *arg)
                     unflushed++;
                 }
             } else if (s->rt->store && b->kind != FB_BATCH_DEVSTATE &&
-                       !(q->mem_only && fb_store_live(s->rt->store) == 0 && (!s->sink->ready || s->sink->ready(s)))) {
-                /* data and alarm events are buffered; device states are not (every connect republishes them) */
+                       !(q->mem_only && (!s->sink->ready || s->sink->ready(s)) && fb_store_live(s->rt->store) == 0)) {
+                /* data and alarm events are buffered; device states are not (every connect republishes them).
+                 * ready() before the memory queue's count: it may take in acknowledgements */
                 store_append(s, q, b);
                 unflushed++;
-            } else if (s->sink->send(s, b, s->rt->store ? b->seq | FB_DIRECT_ID : b->seq) < 0) {
-                atomic_fetch_add(&s->m.errors, 1);
+            } else {
+                /* a data batch past the memory queue: back into it if the send finds the connection gone */
+                bool past = s->rt->store && b->kind != FB_BATCH_DEVSTATE;
+                fb_direct_send = (struct fb_direct_send){past ? b->seq | FB_DIRECT_ID : 0, false};
+                if (s->sink->send(s, b, s->rt->store ? b->seq | FB_DIRECT_ID : b->seq) < 0)
+                    atomic_fetch_add(&s->m.errors, 1);
+                if (fb_direct_send.retry) {
+                    store_append(s, q, b);
+                    unflushed++;
+                }
+                fb_direct_send.id = 0;
             }
             q->taken_seq = b->seq;
             fb_batch_unref(b);
@@ -268,13 +288,17 @@ static void *sink_thread(void *arg)
         }
         if (!unflushed && q->taken_seq != atomic_load(&q->stored_seq)) stored_advance(gw, q);
         if (!detached && s->sink->tick) s->sink->tick(s);
+        pthread_mutex_unlock(&q->call_mu);
         if (stopping && queue_empty && !n) {
             /* the pipeline has finished: deliver what the sink still takes, for a bounded time */
             if (!s->rt->store || detached) break;
             if (!stop_deadline) stop_deadline = fb_mono_ns() + 2000000000LL;
             struct fb_store_stats st;
             fb_store_stats(s->rt->store, &st);
-            if (st.records == 0 || fb_mono_ns() >= stop_deadline || (s->sink->ready && !s->sink->ready(s))) break;
+            pthread_mutex_lock(&q->call_mu);
+            bool ready = !s->sink->ready || s->sink->ready(s);
+            pthread_mutex_unlock(&q->call_mu);
+            if (st.records == 0 || fb_mono_ns() >= stop_deadline || !ready) break;
             if (wait_ns < 0) wait_ns = 10000000LL;
             struct timespec ts = {0, (long)(wait_ns < 100000000LL ? wait_ns : 100000000LL)};
             nanosleep(&ts, NULL);
@@ -326,9 +350,13 @@ static int sink_store_open(struct fb_gateway *gw, struct fb_sink_inst *s, struct
         /* No buffer configured: the same queue in memory (bounded, lost on a
          * crash), so a broker that is late at start-up or away for a moment
          * costs nothing — the deadband would otherwise hold back a value whose
-         * only publication went nowhere. */
+         * only publication went nowhere.  `queue:` bounds it in batches (the
+         * oldest are dropped, counted), 8 MiB in bytes; what is in flight
+         * is part of it, so the in-flight ring needs no more slots. */
         struct fb_store_cfg mc = {.dir = NULL,
                                   .max_bytes = FB_MEMORY_QUEUE_BYTES,
+                                  .max_records = s->queue_len,
+                                  .max_inflight = s->queue_len,
                                   .segment_bytes = 256 * 1024,
                                   .max_record = max_record_bytes(gw),
                                   .name = s->name};
@@ -376,6 +404,7 @@ static struct fb_sink_rt *sink_rt_new(struct fb_sink_inst *s)
 {
     struct fb_sink_rt *q = calloc(1, sizeof *q);
     if (!q) return NULL;
+    pthread_mutex_init(&q->call_mu, NULL);
     pthread_mutex_init(&q->mu, NULL);
     fb_cond_init_mono(&q->cv);
     pthread_cond_init(&q->park_cv, NULL);
@@ -416,6 +445,7 @@ static void sink_rt_free(struct fb_sink_inst *s)
     fb_batch_free(q->scratch);
     for (uint32_t i = 0; i < q->nfpmaps; i++) fb_model_map_free(q->fpmaps[i].map);
     free(q->fpmaps);
+    pthread_mutex_destroy(&q->call_mu);
     pthread_mutex_destroy(&q->mu);
     pthread_cond_destroy(&q->cv);
     pthread_cond_destroy(&q->park_cv);
@@ -433,6 +463,14 @@ static void sink_rt_free(struct fb_sink_inst *s)
 static void pipeline(struct fb_gateway *gw, struct fb_batch *in)
 {
     struct fb_rt *rt = gw->rt;
+    const struct fb_device *d = in->device < gw->ndevs ? &gw->devs[in->device] : NULL;
+    if (d && in->group < d->ngroups && d->groups[in->group].rt->plain) {
+        /* nothing to filter or transform: published as read, no copy */
+        fb_proc_inplace(rt->proc, in);
+        if (in->n) fb_publish(gw, in);
+        fb_batch_unref(in);
+        return;
+    }
     struct fb_batch *out = fb_batch_pool_tryget(rt->out_pool);
     if (!out) { /* back-pressure: waiting for the sink threads, which are watched themselves */
         fb_live_idle(FB_LIVE_WAITING);
@@ -456,10 +494,24 @@ static void pipeline(struct fb_gateway *gw, struct fb_batch *in)
 
 /* ------------------------------------------------------------ connections */
 
+/* A raw batch of the connection's pool; waiting for one (the sinks still hold
+ * them all) is back-pressure, not a stall, for the watchdog: the sink threads
+ * are watched themselves. */
+static struct fb_batch *raw_get(struct fb_batch_pool *p)
+{
+    struct fb_batch *b = fb_batch_pool_tryget(p);
+    if (!b) {
+        fb_live_idle(FB_LIVE_WAITING);
+        b = fb_batch_pool_get(p);
+        fb_live_beat(0);
+    }
+    return b;
+}
+
 /* All tags of a group with one bad quality, e.g. when the connection is down. */
 static void emit_bad_group(struct fb_gateway *gw, struct fb_device *d, struct fb_group *g, uint32_t q)
 {
-    struct fb_batch *b = fb_batch_pool_get(g->rt->pool);
+    struct fb_batch *b = raw_get(g->rt->pool);
     if (!b) return;
     b->device = d->idx;
     b->group = (uint16_t)(g - d->groups);
@@ -582,6 +634,7 @@ static void *conn_thread(void *arg)
     struct fb_conn_rt *crt = arg;
     struct fb_conn *c = crt->conn;
     struct fb_gateway *gw = c->devs[0]->gw;
+    fb_thread_name("conn", c->devs[0]->name);
     struct fb_backoff bo;
     fb_backoff_init(&bo, BACKOFF_MIN_NS, BACKOFF_MAX_NS);
     struct fb_ratelimit rl = {.interval_ns = 60000000000LL};
@@ -657,7 +710,7 @@ static void *conn_thread(void *arg)
             }
         now = fb_mono_ns();
         if (c->rt->connected && due && due->rt->next_due <= now) {
-            struct fb_batch *b = fb_batch_pool_get(due->rt->pool);
+            struct fb_batch *b = raw_get(due->rt->pool);
             if (!b) break;
             b->device = due_dev->idx;
             b->group = (uint16_t)(due - due_dev->groups);
@@ -727,17 +780,20 @@ static uint32_t group_windows(const struct fb_gateway *gw, const struct fb_group
 {
     uint32_t n = 0;
     for (uint32_t i = 0; i < g->ntags; i++)
-        if (gw->tags[g->tags[i]].proc.window_ns) n++;
+        if (fb_tproc(&gw->tags[g->tags[i]])->window_ns) n++;
     return n;
 }
 
-/* The size processed batches need for every group of model gw. */
-static void out_dims(const struct fb_gateway *gw, uint32_t *tags, uint32_t *win, uint32_t *arena)
+/* The size processed batches need for every group of model gw that is not
+ * processed in place (proc: the pipeline state made for gw). */
+static void out_dims(const struct fb_gateway *gw, const struct fb_proc *proc, uint32_t *tags, uint32_t *win,
+                     uint32_t *arena)
 {
     *tags = 1, *win = 0, *arena = 0;
     for (uint32_t i = 0; i < gw->ndevs; i++)
         for (uint32_t k = 0; k < gw->devs[i].ngroups; k++) {
             const struct fb_group *g = &gw->devs[i].groups[k];
+            if (fb_proc_plain(proc, g)) continue; /* processed in place: no processed batch needed */
             uint32_t a = group_arena(gw, g), w = group_windows(gw, g);
             if (g->ntags > *tags) *tags = g->ntags;
             if (w > *win) *win = w;
@@ -745,14 +801,15 @@ static void out_dims(const struct fb_gateway *gw, uint32_t *tags, uint32_t *win,
         }
 }
 
-/* Runtime state of device d's poll groups (model gw), each with its raw batch pool. */
+/* Runtime state of device d's poll groups (model gw).  Their raw batches are
+ * their connection's (conn_pool_new), so a group's pool is set there. */
 int fb_rt_groups_new(const struct fb_gateway *gw, struct fb_device *d, struct fb_err *err)
 {
+    (void)gw;
     for (uint32_t k = 0; k < d->ngroups; k++) {
         struct fb_group *g = &d->groups[k];
-        g->rt = calloc(1, sizeof *g->rt);
-        if (g->rt) g->rt->pool = fb_batch_pool_new(FB_RAW_BATCHES_PER_GROUP, g->ntags, 0, group_arena(gw, g));
-        if (!g->rt || !g->rt->pool) return fb_err_set(err, FB_ENOMEM, "cannot allocate batches");
+        if (!g->rt) g->rt = calloc(1, sizeof *g->rt);
+        if (!g->rt) return fb_err_set(err, FB_ENOMEM, "out of memory");
     }
     return 0;
 }
@@ -761,10 +818,68 @@ void fb_rt_groups_free(struct fb_device *d)
 {
     for (uint32_t k = 0; k < d->ngroups; k++) {
         struct fb_group *g = &d->groups[k];
-        if (g->rt) fb_batch_pool_free(g->rt->pool);
-        free(g->rt);
+        free(g->rt); /* its pool is its connection's */
         g->rt = NULL;
     }
+}
+
+/* Whether group g of the running gateway goes through the pipeline in place
+ * (from the pipeline state: a reload that changes a kept device's processing
+ * sets it again, fb_rt_conn_unpark). */
+static void groups_plain(const struct fb_gateway *gw, struct fb_conn *c)
+{
+    for (uint32_t j = 0; j < c->ndevs; j++)
+        for (uint32_t k = 0; k < c->devs[j]->ngroups; k++) {
+            struct fb_group *g = &c->devs[j]->groups[k];
+            g->rt->plain = fb_proc_plain(gw->rt->proc, g);
+        }
+}
+
+/* One raw batch pool per connection, sized for its largest group, shared by
+ * its groups (a connection reads one group at a time).  A reload that keeps
+ * the connection keeps the pool: its devices are polled identically
+ * (fb_reload_dev_same: same groups, tags, types and string lengths). */
+static int conn_pool_new(const struct fb_gateway *gw, struct fb_conn *c, struct fb_err *err)
+{
+    if (!c->rt->pool) {
+        uint32_t n = 1, arena = 0;
+        for (uint32_t j = 0; j < c->ndevs; j++)
+            for (uint32_t k = 0; k < c->devs[j]->ngroups; k++) {
+                const struct fb_group *g = &c->devs[j]->groups[k];
+                uint32_t a = group_arena(gw, g);
+                if (g->ntags > n) n = g->ntags;
+                if (a > arena) arena = a;
+            }
+        c->rt->pool = fb_batch_pool_new(FB_RAW_BATCHES_PER_CONN, n, 0, arena);
+        if (!c->rt->pool) return fb_err_set(err, FB_ENOMEM, "cannot allocate batches");
+    }
+    for (uint32_t j = 0; j < c->ndevs; j++)
+        for (uint32_t k = 0; k < c->devs[j]->ngroups; k++) c->devs[j]->groups[k].rt->pool = c->rt->pool;
+    return 0;
+}
+
+/* A stopped connection's pool: a batch of a group processed in place may
+ * still wait in a sink's queue, so a pool with batches out is kept until
+ * they are back (freed at a later stop, or with the runtime). */
+static void conn_pool_release(struct fb_rt *rt, struct fb_batch_pool *p)
+{
+    uint32_t k = 0;
+    for (uint32_t i = 0; i < rt->nretired_raw; i++) {
+        if (fb_batch_pool_idle(rt->retired_raw[i]))
+            fb_batch_pool_free(rt->retired_raw[i]);
+        else
+            rt->retired_raw[k++] = rt->retired_raw[i];
+    }
+    rt->nretired_raw = k;
+    if (!p) return;
+    if (fb_batch_pool_idle(p)) {
+        fb_batch_pool_free(p);
+        return;
+    }
+    struct fb_batch_pool **r = realloc(rt->retired_raw, (rt->nretired_raw + 1) * sizeof *r);
+    if (!r) return; /* leaked rather than freed under a batch still out */
+    rt->retired_raw = r;
+    rt->retired_raw[rt->nretired_raw++] = p;
 }
 
 static struct fb_conn_rt *conn_rt_new(struct fb_conn *c)
@@ -779,10 +894,11 @@ static struct fb_conn_rt *conn_rt_new(struct fb_conn *c)
     return r;
 }
 
-static void conn_rt_free(struct fb_conn *c)
+static void conn_rt_free(struct fb_rt *rt, struct fb_conn *c)
 {
     struct fb_conn_rt *r = c->rt;
     if (!r) return;
+    conn_pool_release(rt, r->pool);
     pthread_mutex_destroy(&r->mu);
     pthread_cond_destroy(&r->cv);
     pthread_cond_destroy(&r->park_cv);
@@ -811,12 +927,13 @@ int fb_rt_conn_start(struct fb_gateway *gw, struct fb_conn *c, struct fb_err *er
         atomic_store(&d->state, FB_DEV_CONNECTING);
         if (!(d->ngroups && d->groups[0].rt) && fb_rt_groups_new(gw, d, err) < 0) return err ? err->code : FB_ENOMEM;
     }
+    if (conn_pool_new(gw, c, err) < 0) return err ? err->code : FB_ENOMEM;
+    groups_plain(gw, c);
     return conn_thread_start(c, err);
 }
 
 void fb_rt_conn_stop(struct fb_gateway *gw, struct fb_conn *c, const char *reason)
 {
-    (void)gw;
     struct fb_conn_rt *r = c->rt;
     if (!r) return;
     if (r->started) {
@@ -826,11 +943,13 @@ void fb_rt_conn_stop(struct fb_gateway *gw, struct fb_conn *c, const char *reaso
         atomic_store(&r->stop, true);
         pthread_cond_broadcast(&r->cv);
         pthread_mutex_unlock(&r->mu);
+        /* a thread waiting for its raw batch (still in a sink's queue) ends too */
+        if (r->pool) fb_batch_pool_close(r->pool);
         pthread_join(r->thr, NULL);
         r->started = false;
     }
     for (uint32_t i = 0; i < c->ndevs; i++) fb_rt_groups_free(c->devs[i]);
-    conn_rt_free(c);
+    conn_rt_free(gw->rt, c);
 }
 
 bool fb_rt_conn_park(struct fb_conn *c, int64_t deadline)
@@ -854,6 +973,10 @@ void fb_rt_conn_unpark(struct fb_conn *c)
 {
     struct fb_conn_rt *r = c->rt;
     pthread_mutex_lock(&r->mu);
+    /* a kept connection's groups: the new processing settings may take them
+     * out of (or into) the in-place path; the thread is parked, so it reads
+     * this when it goes on */
+    if (r->parked) groups_plain(c->devs[0]->gw, c);
     atomic_store(&r->park, false);
     pthread_cond_broadcast(&r->cv);
     pthread_mutex_unlock(&r->mu);
@@ -891,6 +1014,15 @@ bool fb_rt_sink_park(struct fb_sink_inst *s, int64_t deadline)
     }
     bool ok = q->parked || !q->started;
     pthread_mutex_unlock(&q->mu);
+    /* a connection thread that saw the sink unparked before park was set may
+     * still be inside send() (publish.c, sink_direct): wait for it; every later
+     * one sees park (or detached) and queues.  The parked sink thread holds no
+     * call_mu, and a direct send does not wait (the sink was ready).  Not
+     * parked by the deadline: the reload is undone, nothing is closed. */
+    if (ok) {
+        pthread_mutex_lock(&q->call_mu);
+        pthread_mutex_unlock(&q->call_mu);
+    }
     return ok;
 }
 
@@ -975,9 +1107,12 @@ int fb_rt_sink_store_reopen(const struct fb_gateway *model, struct fb_sink_inst 
 /* ------------------------------------------------------------------ start */
 static void rt_free(struct fb_gateway *gw, struct fb_rt *rt)
 {
-    for (uint32_t i = 0; i < gw->ndevs; i++) fb_rt_groups_free(&gw->devs[i]);
-    for (uint32_t i = 0; i < gw->nconns; i++) conn_rt_free(&gw->conns[i]);
+    /* the sinks first: a queue they never emptied may hold a connection's raw batch */
     for (uint32_t i = 0; i < gw->nsinks; i++) sink_rt_free(&gw->sinks[i]);
+    for (uint32_t i = 0; i < gw->ndevs; i++) fb_rt_groups_free(&gw->devs[i]);
+    for (uint32_t i = 0; i < gw->nconns; i++) conn_rt_free(rt, &gw->conns[i]);
+    for (uint32_t i = 0; i < rt->nretired_raw; i++) fb_batch_pool_free(rt->retired_raw[i]);
+    free(rt->retired_raw);
     free(rt->svc_state);
     free(rt->config_json);
     free(rt->caps_json);
@@ -1009,20 +1144,20 @@ bool fb_rt_sink_store_fits(const struct fb_gateway *model, const struct fb_sink_
 }
 
 /* A processed-batch pool big enough for model gw. */
-struct fb_batch_pool *fb_rt_out_pool_new(const struct fb_gateway *gw)
+struct fb_batch_pool *fb_rt_out_pool_new(const struct fb_gateway *gw, const struct fb_proc *proc)
 {
     uint32_t max_tags, max_win, max_arena;
-    out_dims(gw, &max_tags, &max_win, &max_arena);
+    out_dims(gw, proc, &max_tags, &max_win, &max_arena);
     return fb_batch_pool_new(FB_OUT_BATCHES, max_tags, max_win, max_arena);
 }
 
 /* Whether the running processed-batch pool fits model gw (a reload that
  * grows a group needs a new one). */
-bool fb_rt_out_pool_fits(const struct fb_gateway *running, const struct fb_gateway *gw)
+bool fb_rt_out_pool_fits(const struct fb_gateway *running, const struct fb_gateway *gw, const struct fb_proc *proc)
 {
     uint32_t t0, w0, a0, t1, w1, a1;
-    out_dims(running, &t0, &w0, &a0);
-    out_dims(gw, &t1, &w1, &a1);
+    out_dims(running, running->rt->proc, &t0, &w0, &a0);
+    out_dims(gw, proc, &t1, &w1, &a1);
     return t1 <= t0 && w1 <= w0 && a1 <= a0;
 }
 
@@ -1083,7 +1218,11 @@ int fb_runtime_start_ext(struct fb_gateway *gw, const struct fb_runtime_ext *ext
         atomic_store(&d->state, FB_DEV_CONNECTING);
         if (fb_rt_groups_new(gw, d, err) < 0) return err ? err->code : FB_ENOMEM;
     }
-    rt->out_pool = fb_rt_out_pool_new(gw);
+    for (uint32_t i = 0; i < gw->nconns; i++) {
+        if (conn_pool_new(gw, &gw->conns[i], err) < 0) return err ? err->code : FB_ENOMEM;
+        groups_plain(gw, &gw->conns[i]);
+    }
+    rt->out_pool = fb_rt_out_pool_new(gw, rt->proc);
     if (!rt->out_pool) return fb_err_set(err, FB_ENOMEM, "cannot allocate batches");
     fb_certs_start(gw); /* the first look at every certificate, logged before anything connects */
     /* the router first: a sink may deliver a command as soon as it connects */
@@ -1129,6 +1268,11 @@ int fb_runtime_start_ext(struct fb_gateway *gw, const struct fb_runtime_ext *ext
     }
     fb_info(NULL, NULL, "started: %u devices, %u connections, %u tags, %u sinks%s", gw->ndevs, gw->nconns, gw->ntags,
             gw->nsinks, gw->nsources ? ", receiving (ingest)" : "");
+#ifdef __GLIBC__
+    /* what the config load used and freed (the parsed document, the loader's
+     * side tables) goes back to the system instead of staying in the heap */
+    malloc_trim(0);
+#endif
     return 0;
 }
 
@@ -1173,10 +1317,8 @@ void fb_runtime_wait(struct fb_gateway *gw)
         pthread_cond_broadcast(&c->cv);
         pthread_mutex_unlock(&c->mu);
     }
-    for (uint32_t i = 0; i < gw->ndevs; i++)
-        for (uint32_t k = 0; k < gw->devs[i].ngroups; k++)
-            if (gw->devs[i].groups[k].rt && gw->devs[i].groups[k].rt->pool)
-                fb_batch_pool_close(gw->devs[i].groups[k].rt->pool);
+    for (uint32_t i = 0; i < gw->nconns; i++)
+        if (gw->conns[i].rt && gw->conns[i].rt->pool) fb_batch_pool_close(gw->conns[i].rt->pool);
     for (uint32_t i = 0; i < gw->nconns; i++)
         if (gw->conns[i].rt && gw->conns[i].rt->started) pthread_join(gw->conns[i].rt->thr, NULL);
     /* the analysis takes the last blocks (its features and alarms go to the edge and the sinks) */

@@ -15,6 +15,7 @@ int fb_runtime_start(struct fb_gateway *gw, struct fb_err *err);
  * the lifecycle state to start in (-1: online), and what to render into the
  * status before the first sink can publish it (identity, capabilities). */
 struct fb_cmd;
+struct fb_proc;
 struct fb_fleet;
 struct fb_runtime_ext {
     void (*gw_cmd)(struct fb_gateway *gw, const struct fb_cmd *cmd, char **resp, size_t *len);
@@ -31,7 +32,8 @@ void fb_runtime_wait(struct fb_gateway *gw);
 
 /* ---- The runtime's parts that a config reload (reload.c) puts together;
  * not for plug-ins.  All of them run on the reload's thread (the router's). */
-/* Poll groups of device d of model gw: runtime state and raw batch pools. */
+/* Poll groups of device d of model gw: runtime state (their raw batch pool is
+ * their connection's, made by fb_rt_conn_start). */
 int fb_rt_groups_new(const struct fb_gateway *gw, struct fb_device *d, struct fb_err *err);
 void fb_rt_groups_free(struct fb_device *d);
 /* Connection c of the running gateway: runtime state (also its devices'
@@ -61,10 +63,12 @@ void fb_rt_sink_stop(struct fb_sink_inst *s);
 bool fb_rt_sink_store_fits(const struct fb_gateway *model, const struct fb_sink_inst *s);
 /* Reopen s's store for model `model` (new buffer settings): records move over. */
 int fb_rt_sink_store_reopen(const struct fb_gateway *model, struct fb_sink_inst *s, struct fb_err *err);
-/* A processed-batch pool for model gw; whether the running one fits gw. */
 /* The directory of the gateway's persistent state (the sequence counter,
  * the alarm journal): the gateway's buffer, else the first sink's; NULL: none. */
 const char *fb_rt_state_dir(const struct fb_gateway *gw);
-struct fb_batch_pool *fb_rt_out_pool_new(const struct fb_gateway *gw);
-bool fb_rt_out_pool_fits(const struct fb_gateway *running, const struct fb_gateway *gw);
+/* A processed-batch pool for model gw; whether the running one fits gw.  Only
+ * groups that proc (the pipeline state made for gw) does not process in place
+ * need processed batches. */
+struct fb_batch_pool *fb_rt_out_pool_new(const struct fb_gateway *gw, const struct fb_proc *proc);
+bool fb_rt_out_pool_fits(const struct fb_gateway *running, const struct fb_gateway *gw, const struct fb_proc *proc);
 #endif

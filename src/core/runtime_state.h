@@ -30,6 +30,17 @@ struct fb_vib_rt;
  * delivery reports never touch the store's records. */
 #define FB_DIRECT_ID (1ULL << 63)
 
+/* The data batch this thread is sending past a memory queue (no buffer;
+ * publish.c, runtime.c), set around its send(): when the send reports it
+ * FB_RETRY at once (the connection broke between ready() and the publish),
+ * fb_sink_done only notes it here and the caller queues the batch instead of
+ * it counting as dropped.  id 0: none. */
+struct fb_direct_send {
+    uint64_t id;
+    bool retry;
+};
+extern _Thread_local struct fb_direct_send fb_direct_send;
+
 /* Status memory (metrics.c): NE107's "errors grew within the status
  * interval" and the buffers' drain rates need the previous observation. */
 struct fb_err_seen {
@@ -46,7 +57,8 @@ struct fb_drain_seen {
 /* One poll group while running. */
 struct fb_group_rt {
     int64_t next_due;           /* monotonic ns */
-    struct fb_batch_pool *pool; /* raw batches: read → pipeline, one per group */
+    struct fb_batch_pool *pool; /* raw batches: read → pipeline (its connection's, fb_conn_rt) */
+    bool plain;                 /* no tag has processing: the pipeline runs in place (fb_proc_inplace) */
     _Atomic uint64_t overruns;  /* cycles started late by more than a period */
 };
 
@@ -80,11 +92,13 @@ struct fb_write_guard; /* plugin.h */
 struct fb_conn_rt {
     pthread_t thr;
     bool started;
-    struct fb_live live; /* liveness, for the watchdog (core/live.h) */
-    struct fb_conn *conn; /* the model element the thread serves; a reload that keeps the
+    struct fb_live live;        /* liveness, for the watchdog (core/live.h) */
+    struct fb_batch_pool *pool; /* its raw batches, sized for the largest group of the connection; moves
+                                 * with the connection when a reload keeps it */
+    struct fb_conn *conn;       /* the model element the thread serves; a reload that keeps the
                            * connection points it at the new model's (while parked) */
-    atomic_bool stop;     /* stop this connection alone (a reload removed or changed it) */
-    char stop_reason[96]; /* its devices' offline reason then */
+    atomic_bool stop;           /* stop this connection alone (a reload removed or changed it) */
+    char stop_reason[96];       /* its devices' offline reason then */
     /* reload: `park` asks the thread to hold still at the top of its loop (it
      * fails pending writes, sets `parked` under mu and signals park_cv, then
      * waits on cv until park is cleared) */
@@ -130,8 +144,20 @@ struct fb_edge_q {
 };
 
 /* One sink thread: its queue from the pipeline and its store.  Allocated
- * per sink; a reload may move it to another slot of the sinks array. */
+ * per sink; a reload may move it to another slot of the sinks array.
+ *
+ * call_mu is held by whoever calls into the sink (send, ready, tick): the
+ * sink thread for everything it takes from its queue or its store, and a
+ * connection thread that hands a batch straight over (publish.c) while the
+ * queue and the store are empty and the sink is ready.  Holding it from the
+ * queue's head to the end of send() is what keeps batches in sequence order
+ * whichever thread delivers them.  Lock order: fan_mu → call_mu → mu.
+ * The direct path is only taken while the sink is neither parked nor
+ * detached (read under mu with call_mu held); a reload that parks the sink
+ * takes call_mu once after setting park, so no direct send is still inside
+ * a sink it is about to close, rebuild or move (fb_rt_sink_park). */
 struct fb_sink_rt {
+    pthread_mutex_t call_mu;
     pthread_mutex_t mu;
     pthread_cond_t cv;
     struct fb_sink_inst *inst; /* the slot it serves (re-read by the thread after a park) */
@@ -203,8 +229,10 @@ struct fb_rt {
      * thread parked.  generation counts applied reloads. */
     pthread_rwlock_t model_lock;
     _Atomic uint32_t generation;
-    struct fb_batch_pool **retired; /* processed-batch pools of earlier configs (freed at the end: */
-    uint32_t nretired;              /* a batch may still be out when its pool is replaced) */
+    struct fb_batch_pool **retired;     /* processed-batch pools of earlier configs (freed at the end: */
+    uint32_t nretired;                  /* a batch may still be out when its pool is replaced) */
+    struct fb_batch_pool **retired_raw; /* stopped connections' raw pools with a batch still out */
+    uint32_t nretired_raw;              /* (conn_pool_release: freed once idle) */
     /* gateway-level commands (router.c hands them here; fleet.c sets it) */
     void (*gw_cmd)(struct fb_gateway *gw, const struct fb_cmd *cmd, char **resp, size_t *len);
     pthread_mutex_t gw_cmd_mu; /* held while one runs (a reload, a recommission): shutdown waits for it */

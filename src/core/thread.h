@@ -12,4 +12,7 @@ void fb_cond_init_mono(pthread_cond_t *cv);
 /* Wait on cv (mu held) until signalled or the monotonic deadline (ns) has
  * passed; false on time-out. */
 bool fb_cond_wait_until(pthread_cond_t *cv, pthread_mutex_t *mu, int64_t deadline_mono_ns);
+/* Name the calling thread "kind:name" (cut to the 15 bytes Linux keeps), as
+ * top -H, ps -L and /proc/<pid>/task/<tid>/comm show it. */
+void fb_thread_name(const char *kind, const char *name);
 #endif

@@ -805,7 +805,7 @@ static void alarm_fields(struct fb_buf *out, const struct fb_gateway *gw, const 
             fb_json_double(out, al->limit);
             if (al->kind == FB_AK_DEVIATION && al->setpoint < gw->ntags) {
                 fb_buf_puts(out, ",\"setpoint\":");
-                fb_json_cstr(out, gw->tags[al->setpoint].path ? gw->tags[al->setpoint].path : "");
+                fb_json_cstr(out, fb_tag_path(gw, &gw->tags[al->setpoint]));
             }
             break;
         case FB_AK_DIGITAL:

@@ -614,7 +614,7 @@ static int build_outputs(struct fb_edge *e)
             const struct fb_tag *t = &gw->tags[dev->first_tag + i];
             if (t->src != FB_TAG_EXPR && t->src != FB_TAG_SCRIPT) continue;
             n++;
-            if (t->proc.window_ns) win++;
+            if (fb_tproc(t)->window_ns) win++;
             if (t->type == FB_T_STRING) arena += 2 * (t->str_len ? t->str_len : 256);
         }
         if (!n) continue;

@@ -599,7 +599,7 @@ static int resolve(void *ctx, const char *name, size_t len, bool quoted, struct 
     if (t->id == rc->self) return fb_err_set(err, FB_EINVAL, "the tag refers to itself");
     if (t->type == FB_T_STRING)
         return fb_err_set(err, FB_EINVAL, "tag '%s' is a string: expressions compute with numbers and booleans",
-                          t->path ? t->path : t->name);
+                          fb_tag_path(rc->gw, t));
     for (uint32_t i = 0; i < rc->nin; i++)
         if (rc->in[i] == t->id) return (int)i;
     if (rc->nin == rc->cap) {
@@ -626,8 +626,9 @@ static bool topo_visit(const struct fb_gateway *gw, const struct fb_calc *calcs,
         uint32_t k = depth;
         while (k > 0 && path[k - 1] != i) k--;
         for (uint32_t j = k ? k - 1 : 0; j < depth && off < sizeof text - 100; j++)
-            off += (size_t)snprintf(text + off, sizeof text - off, "%s → ", gw->tags[calcs[path[j]].tag].path);
-        snprintf(text + off, sizeof text - off, "%s", gw->tags[calcs[i].tag].path);
+            off += (size_t)snprintf(text + off, sizeof text - off, "%s → ",
+                                    fb_tag_path(gw, &gw->tags[calcs[path[j]].tag]));
+        snprintf(text + off, sizeof text - off, "%s", fb_tag_path(gw, &gw->tags[calcs[i].tag]));
         fb_cfg_error_at(r, marks[i], "expression tags depend on each other in a circle: %s", text);
         return false;
     }
@@ -837,7 +838,7 @@ void fb_edge_cfg_finish(struct fb_edge_build *b, struct fb_cfg *r, struct fb_gat
                 fb_cfg_error_at(r, pa->sp_m, "setpoint: no tag '%s' (a tag of the device, or 'device/tag')",
                                 pa->setpoint);
             else if (spt->type == FB_T_STRING)
-                fb_cfg_error_at(r, pa->sp_m, "setpoint: tag '%s' is a string", spt->path);
+                fb_cfg_error_at(r, pa->sp_m, "setpoint: tag '%s' is a string", fb_tag_path(gw, spt));
             else if (spt->id == a->tag)
                 fb_cfg_error_at(r, pa->sp_m, "setpoint: the tag is its own setpoint");
             else

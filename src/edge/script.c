@@ -331,8 +331,9 @@ static int l_set(lua_State *L)
     uint32_t id = UINT32_MAX;
     for (uint32_t i = 0; i < x->s->nout; i++) {
         const struct fb_tag *t = &gw->tags[x->s->outputs[i]];
-        if (!strcmp(t->name, name) || (t->path && !strcmp(t->path, name))) {
-            if (id != UINT32_MAX && strcmp(t->path, name))
+        const char *path = fb_tag_path(gw, t);
+        if (!strcmp(t->name, name) || !strcmp(path, name)) {
+            if (id != UINT32_MAX && strcmp(path, name))
                 return luaL_error(L, "fb.set: '%s' is ambiguous: write 'device/tag'", name);
             id = t->id;
         }

@@ -12,7 +12,8 @@
  *
  * The comparison is against the last PUBLISHED value, not the previous
  * sample, so a slow drift is reported once it adds up to the deadband.
- * Strings are remembered as length + 64-bit FNV-1a hash (the state must not
+ * Numbers are remembered as the double the comparison uses anyway (bools as
+ * 0/1), strings as a 64-bit FNV-1a hash of their bytes (the state must not
  * point into a batch that is recycled); a hash collision would hide one
  * change until the next heartbeat — 2^-64, accepted. */
 #include <math.h>
@@ -30,28 +31,24 @@ static uint64_t fnv1a(const char *p, uint32_t n)
     return h;
 }
 
-/* The value as remembered in the state (strings: hash in u, length in s.len). */
-static struct fb_value remembered(const struct fb_value *v)
+/* Remember v as published (strings: hash and length; the rest as a double). */
+static void remember(struct fb_last *st, const struct fb_value *v)
 {
-    struct fb_value r = *v;
+    st->type = v->type;
     if (v->type == FB_T_STRING) {
-        uint32_t len = v->s.p ? v->s.len : 0;
-        r.u = fnv1a(v->s.p, len);
-        r.s.len = len;
+        st->h = fnv1a(v->s.p, v->s.p ? v->s.len : 0);
+    } else if (!fb_value_to_double(v, &st->d)) {
+        st->d = 0; /* FB_T_NONE */
     }
-    return r;
 }
 
-static bool changed(const struct fb_tag_proc *p, const struct fb_value *last, const struct fb_value *v)
+static bool changed(const struct fb_tag_proc *p, const struct fb_last *last, const struct fb_value *v)
 {
-    double a, b;
+    double a = last->d, b;
     if (v->type != last->type) return true;
-    if (v->type == FB_T_STRING) {
-        struct fb_value r = remembered(v);
-        return r.s.len != last->s.len || r.u != last->u;
-    }
-    if (v->type == FB_T_BOOL) return v->b != last->b;
-    if (!fb_value_to_double(v, &b) || !fb_value_to_double(last, &a)) return false; /* FB_T_NONE */
+    if (v->type == FB_T_STRING) return fnv1a(v->s.p, v->s.p ? v->s.len : 0) != last->h;
+    if (v->type == FB_T_BOOL) return v->b != (a != 0);
+    if (!fb_value_to_double(v, &b)) return false; /* FB_T_NONE */
     if (isnan(a) || isnan(b)) return isnan(a) != isnan(b);
     if (p->db_abs <= 0 && p->db_pct <= 0) return true; /* no deadband */
     double d = fabs(b - a);
@@ -60,25 +57,25 @@ static bool changed(const struct fb_tag_proc *p, const struct fb_value *last, co
     return false;
 }
 
-bool fb_deadband_pass(const struct fb_tag_proc *p, struct fb_tag_state *st, const struct fb_value *v, uint32_t q,
-                      int64_t ts, bool *heartbeat)
+bool fb_deadband_pass(const struct fb_tag_proc *p, struct fb_last *st, int64_t *last_ns, const struct fb_value *v,
+                      uint32_t q, int64_t ts, bool *heartbeat)
 {
     bool hb = false, pass;
-    if (!st->have_last || q != st->last_pub_q || (p->db_abs <= 0 && p->db_pct <= 0)) {
+    if (!st->have || q != st->q || (p->db_abs <= 0 && p->db_pct <= 0)) {
         pass = true;
-    } else if (!fb_q_bad(q) && changed(p, &st->last_pub, v)) {
+    } else if (!fb_q_bad(q) && changed(p, st, v)) {
         pass = true;
-    } else if (p->heartbeat_ns > 0 && ts - st->last_pub_ns >= p->heartbeat_ns) {
+    } else if (p->heartbeat_ns > 0 && last_ns && ts - *last_ns >= p->heartbeat_ns) {
         pass = hb = true;
     } else {
         pass = false;
     }
     if (heartbeat) *heartbeat = hb;
     if (pass) {
-        st->have_last = true;
-        st->last_pub = remembered(v);
-        st->last_pub_q = q;
-        st->last_pub_ns = ts;
+        st->have = true;
+        remember(st, v);
+        st->q = q;
+        if (last_ns) *last_ns = ts;
     }
     return pass;
 }

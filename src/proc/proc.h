@@ -76,13 +76,26 @@ static inline void fb_latest_get(const struct fb_latest *l, struct fb_latest_val
     }
 }
 
+/* What the deadband remembers of a tag's last published sample: the value
+ * as a double (bools 0/1), or a string's 64-bit hash — never a pointer into
+ * a batch that is recycled (deadband.c).  16 bytes; the time it was
+ * published is kept apart, only for tags with a heartbeat. */
+struct fb_last {
+    union {
+        double d;
+        uint64_t h;
+    };
+    uint32_t q;   /* its quality */
+    uint8_t type; /* enum fb_type of the value */
+    bool have;    /* a value has been published */
+};
+
+/* The state of a tag with plausibility rules or a window (pipeline.c keeps
+ * it only for those; a tag with just a deadband has only a struct fb_last). */
 struct fb_tag_state {
-    struct fb_latest *latest; /* NULL unless someone reads the latest value (fb_proc_latest) */
-    bool have_last;           /* a value has been published */
-    struct fb_value last_pub; /* strings: length + 64-bit hash, never a pointer (see deadband.c) */
-    uint32_t last_pub_q;
-    int64_t last_pub_ns; /* gateway time of last publish */
-    bool have_prev;      /* previous sample seen (for rate / stuck) */
+    struct fb_last last;
+    int64_t last_ns; /* when last was published (heartbeat) */
+    bool have_prev;  /* previous sample seen (for rate / stuck) */
     double prev;
     int64_t prev_ns;
     double cand; /* the last sample refused as a spike: a new level? */
@@ -106,9 +119,11 @@ uint32_t fb_plausibility(const struct fb_tag_proc *p, struct fb_tag_state *st, c
                          int64_t ts);
 
 /* 3. deadband: true if the sample must be published (changed enough, quality
- * changed, first value, or heartbeat due).  Updates the state when true. */
-bool fb_deadband_pass(const struct fb_tag_proc *p, struct fb_tag_state *st, const struct fb_value *v, uint32_t q,
-                      int64_t ts, bool *heartbeat);
+ * changed, first value, or heartbeat due).  Updates the state when true;
+ * last_ns (when it was published) is needed, and kept, only with a
+ * heartbeat (may be NULL without one). */
+bool fb_deadband_pass(const struct fb_tag_proc *p, struct fb_last *st, int64_t *last_ns, const struct fb_value *v,
+                      uint32_t q, int64_t ts, bool *heartbeat);
 
 /* 4. windows */
 int fb_window_init(struct fb_window *w, uint32_t cap);
@@ -116,9 +131,13 @@ void fb_window_free(struct fb_window *w);
 void fb_window_add(struct fb_window *w, int64_t ts, double v, int64_t window_ns);
 void fb_window_stats(const struct fb_window *w, int64_t now, int64_t window_ns, struct fb_stats *out);
 
-/* The whole chain for the gateway's tags. */
+/* The whole chain for the gateway's tags.  State is kept only for the tags
+ * that need it: a struct fb_last for a deadband, a struct fb_tag_state for
+ * plausibility rules or a window; every tag has one byte of flags. */
 struct fb_proc;
 struct fb_proc *fb_proc_new(const struct fb_gateway *gw);
+/* Bytes of pipeline state (for the memory accounting in BENCHMARKS.md). */
+size_t fb_proc_bytes(const struct fb_proc *p);
 void fb_proc_free(struct fb_proc *p);
 /* Config reload (core/reload.c): the chain made for the new model (built
  * from a gateway object that is then swapped into the running one) reads
@@ -137,4 +156,11 @@ const struct fb_latest *fb_proc_latest(struct fb_proc *p, uint32_t tag);
 /* Process `in` (raw samples of one device) into `out` (what to publish).
  * Returns the number of samples appended to out. */
 uint32_t fb_proc_batch(struct fb_proc *p, const struct fb_batch *in, struct fb_batch *out);
+/* True when no tag of the group has processing configured (no scaling,
+ * rules, deadband or window): its batches can then go through the pipeline
+ * in place, without being copied into another batch. */
+bool fb_proc_plain(const struct fb_proc *p, const struct fb_group *g);
+/* fb_proc_batch for such a batch, in place: b then holds what fb_proc_batch
+ * would have appended to an empty out.  Returns b->n. */
+uint32_t fb_proc_inplace(struct fb_proc *p, struct fb_batch *b);
 #endif

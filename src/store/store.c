@@ -70,7 +70,9 @@
  * size plus the new record would exceed max_bytes, the oldest segment is
  * deleted (its not-yet-acked records counted in dropped_full) or, with
  * FB_FULL_BLOCK, the append returns FB_EAGAIN.  segment_bytes <= max_bytes/4
- * keeps this always possible.  max_age drops whole segments whose newest
+ * keeps this always possible.  max_records bounds the records kept the same
+ * way (the oldest segments are dropped; a tail holding all of them is closed
+ * first), used by the memory queue of a sink without a buffer (`queue:`).  max_age drops whole segments whose newest
  * record is too old, and single records at delivery time.
  *
  * Disk trouble: any failed create, write or sync freezes the disk tail at
@@ -1271,6 +1273,16 @@ int fb_store_append(struct fb_store *s, const void *p, uint32_t len, int64_t ts,
     if (s->bytes + rl > s->cfg.max_bytes) {
         rc = s->cfg.full_policy == FB_FULL_BLOCK ? FB_EAGAIN : FB_ERANGE;
         goto out;
+    }
+    /* a bound in records (the memory queue's `queue:`): the oldest segments
+     * go; a tail that holds them all is closed first so that one can go */
+    while (s->cfg.max_records && s->live >= s->cfg.max_records && s->cfg.full_policy == FB_FULL_DROP_OLDEST) {
+        if (s->head == s->tail) {
+            if (!t->nrec || tail_new(s) != 0) break;
+            t = s->tail;
+        }
+        if (s->head == s->sync_seg) break;
+        seg_drop_head(s, false);
     }
     uint64_t rid = s->next_id++;
     uint8_t *dst;

@@ -53,6 +53,8 @@ struct fb_store_cfg {
     int full_policy;          /* enum fb_store_full */
     uint64_t segment_bytes;   /* 0 = 8 MiB; clamped to [4 KiB, max_bytes / 4] */
     uint32_t max_inflight;    /* records handed out by next() and not yet acked; 0 = 65536 */
+    uint32_t max_records;     /* with FB_FULL_DROP_OLDEST: at most this many records are kept (the
+                               * oldest segments are dropped); 0 = no bound but max_bytes */
     uint32_t max_record;      /* largest record the caller will append; 0 = 1 MiB - 32.  Larger
                                * values grow the write buffer and the segments to fit it. */
     int64_t ack_interval_ns;  /* the durable head is persisted at most this often; 0 = 1 s */

@@ -96,7 +96,8 @@ struct chan {
     const char **names;        /* monitored features' names, for the baseline file */
     struct fb_anom_base *snap; /* the baseline as last learnt (under snap_mu) */
     uint32_t snap_learned;
-    char by[160]; /* "vibration:conveyor/accel" */
+    char by[160];   /* "vibration:conveyor/accel" */
+    char path[128]; /* "conveyor/accel": logs and the baseline file */
 };
 
 struct fb_vib_rt {
@@ -156,7 +157,7 @@ static void note_speed(struct fb_vib_rt *v, const struct fb_tag *t, const struct
     struct fb_value val = s->v;
     double x = NAN;
     if (val.type != FB_T_NONE && val.type != FB_T_STRING) {
-        fb_scale_in(&t->proc, &val);
+        fb_scale_in(fb_tproc(t), &val);
         if (!fb_value_to_double(&val, &x)) x = NAN;
     }
     for (uint32_t i = 0; i < v->cfg->nch; i++) {
@@ -198,8 +199,8 @@ static void save(struct fb_vib_rt *v, bool force)
     for (uint32_t i = 0; i < v->cfg->nch; i++) {
         struct chan *ch = &v->ch[i];
         if (!ch->has_anom) continue;
-        v->recs[n++] = (struct fb_baseline_rec){ch->t->path, ch->c->fingerprint, ch->snap_learned,
-                                                ch->c->nmon, ch->names,          ch->snap};
+        v->recs[n++] =
+            (struct fb_baseline_rec){ch->path, ch->c->fingerprint, ch->snap_learned, ch->c->nmon, ch->names, ch->snap};
     }
     struct fb_err e = {0};
     if (fb_baseline_write(v->file, v->recs, n, &e) < 0) {
@@ -216,11 +217,11 @@ static void restored(void *ctx, const struct fb_baseline_rec *r)
     struct fb_vib_rt *v = ctx;
     for (uint32_t i = 0; i < v->cfg->nch; i++) {
         struct chan *ch = &v->ch[i];
-        if (!ch->has_anom || !ch->t->path || strcmp(ch->t->path, r->tag)) continue;
+        if (!ch->has_anom || strcmp(ch->path, r->tag)) continue;
         bool same = r->fingerprint == ch->c->fingerprint && r->nf == ch->c->nmon;
         for (uint32_t k = 0; same && k < r->nf; k++) same = !strcmp(r->names[k], ch->names[k]);
         if (!same) {
-            fb_warn(ch->t->path, NULL,
+            fb_warn(ch->path, NULL,
                     "vibration: the saved baseline was learnt with other analysis settings: learning again (%u blocks)",
                     ch->c->acfg.learn_blocks);
             v->dirty = true; /* the old one is replaced at the first save */
@@ -231,7 +232,7 @@ static void restored(void *ctx, const struct fb_baseline_rec *r)
         memcpy(ch->snap, r->base, r->nf * sizeof *r->base);
         ch->snap_learned = ch->anom.learned;
         atomic_store(&ch->t->wave->learned, ch->anom.learned);
-        fb_info(ch->t->path, NULL, "vibration: baseline restored (%u of %u blocks learnt)", ch->anom.learned,
+        fb_info(ch->path, NULL, "vibration: baseline restored (%u of %u blocks learnt)", ch->anom.learned,
                 ch->c->acfg.learn_blocks);
         return;
     }
@@ -292,7 +293,8 @@ static void analyse(struct worker *wk, const struct item *it)
         publish_raw(wk);
         return;
     }
-    double kk = t->proc.scaled ? t->proc.k : 1.0, dd = t->proc.scaled ? t->proc.d : 0.0;
+    const struct fb_tag_proc *tp = fb_tproc(t);
+    double kk = tp->scaled ? tp->k : 1.0, dd = tp->scaled ? tp->d : 0.0;
     double fr = load_d(&ch->speed_bits); /* from the speed tag, if the channel has one */
     uint32_t fq = atomic_load(&ch->speed_q);
     double vals[FB_VIB_MAX_OUT];
@@ -313,7 +315,7 @@ static void analyse(struct worker *wk, const struct item *it)
             v->dirty = true;
             pthread_mutex_unlock(&v->snap_mu);
             if (ch->anom.learned == c->acfg.learn_blocks) {
-                fb_info(t->path, NULL, "vibration: baseline learnt from %u blocks", ch->anom.learned);
+                fb_info(ch->path, NULL, "vibration: baseline learnt from %u blocks", ch->anom.learned);
                 save(v, true);
             }
         }
@@ -483,7 +485,8 @@ int fb_vib_start(struct fb_gateway *gw, const char *dir, struct fb_err *err)
         ch->wk = &v->wk[i % v->nwk];
         store_d(&ch->speed_bits, NAN);
         atomic_store(&ch->speed_q, FB_Q_BAD_WAITING);
-        snprintf(ch->by, sizeof ch->by, "vibration:%s", ch->t->path ? ch->t->path : ch->t->name);
+        snprintf(ch->path, sizeof ch->path, "%s", fb_tag_path(gw, ch->t));
+        snprintf(ch->by, sizeof ch->by, "vibration:%s", ch->path);
         v->dev_watch[ch->t->device] = 1;
         if (c->speed_tag != UINT32_MAX) {
             v->speed_tag[c->speed_tag] = 1;

@@ -802,8 +802,8 @@ void fb_vib_cfg_finish(struct fb_cfg *r, struct fb_gateway *gw)
         h = fnv(h, &c->n, sizeof c->n);
         h = fnv(h, &c->fs, sizeof c->fs);
         h = fnv(h, &c->to_ms2, sizeof c->to_ms2);
-        h = fnv(h, &t->proc.k, sizeof t->proc.k);
-        h = fnv(h, &t->proc.d, sizeof t->proc.d);
+        h = fnv(h, &fb_tproc(t)->k, sizeof fb_tproc(t)->k);
+        h = fnv(h, &fb_tproc(t)->d, sizeof fb_tproc(t)->d);
         h = fnv(h, &c->vel_lo, sizeof c->vel_lo);
         h = fnv(h, &c->vel_hi, sizeof c->vel_hi);
         h = fnv(h, c->band, sizeof c->band);
@@ -853,10 +853,10 @@ void fb_vib_describe(const struct fb_gateway *gw, FILE *f)
     for (uint32_t i = 0; i < v->nch; i++) {
         const struct fb_vib_chan *c = &v->ch[i];
         const struct fb_tag *t = &gw->tags[c->tag];
-        fprintf(f, "    %s  %u samples at %g Hz (%.3g s)  %u feature tags", t->path ? t->path : t->name, c->n, c->fs,
+        fprintf(f, "    %s  %u samples at %g Hz (%.3g s)  %u feature tags", fb_tag_path(gw, t), c->n, c->fs,
                 c->n / c->fs, c->nout);
         if (c->speed_hz > 0) fprintf(f, "  speed %.0f rpm", c->speed_hz * 60);
-        if (c->speed_tag != UINT32_MAX) fprintf(f, "  speed from %s", gw->tags[c->speed_tag].path);
+        if (c->speed_tag != UINT32_MAX) fprintf(f, "  speed from %s", fb_tag_path(gw, &gw->tags[c->speed_tag]));
         if (c->iso)
             fprintf(f, "  ISO 10816-3 group %d %s [%g, %g, %g] mm/s", c->iso_group,
                     c->iso_flexible ? "flexible" : "rigid", c->iso_limits[0], c->iso_limits[1], c->iso_limits[2]);

@@ -37,14 +37,10 @@ static void setup(void)
         t->str_len = 8;
         snprintf(names[i], sizeof names[i], "t%d", i);
         t->name = names[i];
-        if (i >= FB_T__COUNT) { /* the second half: scaled with limits */
-            t->proc.scaled = true;
-            t->proc.k = 0.1;
-            t->proc.d = -40;
-            t->proc.has_min = t->proc.has_max = true;
-            t->proc.min = -40;
-            t->proc.max = 150;
-        }
+        /* the second half: scaled with limits */
+        static const struct fb_tag_proc scaled = {
+            .scaled = true, .k = 0.1, .d = -40, .has_min = true, .has_max = true, .min = -40, .max = 150};
+        if (i >= FB_T__COUNT) t->proc = &scaled;
     }
     dev.name = (char *)"d";
     dev.ntags = FB_T__COUNT * 2;

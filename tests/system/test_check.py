@@ -274,3 +274,14 @@ def test_unknown_scheme_lists_every_driver(fb, tmp_path):
         assert scheme in r.stderr, f"{scheme} missing from the hint: {r.stderr}"
     p = write(tmp_path, GOOD.replace("modbus-tcp://127.0.0.1:5020?unit=1", "opc.tpc://127.0.0.1"), "typo.yaml")
     assert "did you mean 'opc.tcp'" in run_cli("check", "-c", p).stderr
+
+
+def test_queue_with_buffer_is_noted(fb, tmp_path):
+    """`queue:` bounds the memory queue of a sink without a buffer; next to a
+    buffer it does nothing, and check says so (a note, not an error)."""
+    text = GOOD + "mqtt: {url: \"mqtt://127.0.0.1:1883\", queue: 10}\nbuffer: {path: buf}\n"
+    r = run_cli("check", "-c", write(tmp_path, text))
+    assert r.returncode == 0, r.stderr
+    assert "mqtt.queue has no effect with a buffer" in r.stdout + r.stderr, r.stdout + r.stderr
+    r = run_cli("check", "-c", write(tmp_path, GOOD + "mqtt: {url: \"mqtt://127.0.0.1:1883\", queue: 10}\n", "b.yaml"))
+    assert r.returncode == 0 and "no effect" not in r.stdout + r.stderr, r.stdout + r.stderr

@@ -712,6 +712,55 @@ def test_reload_restarts_a_changed_sink_without_losing_data(broker, start_modbus
     assert w.wait_for(lambda m: True, 5, topic=topic("a", "telemetry"), after=time.monotonic())
 
 
+def test_reloads_of_an_unbuffered_sink_fed_straight_by_the_connection(broker, start_modbus, start_gateway, watch):
+    """Without a buffer, a group without processing is handed straight from its
+    connection thread to the ready MQTT sink (core/publish.c).  Reloads that
+    restart that sink (its section changes) park, close and open it while the
+    kept connection goes on polling: meanwhile the connection thread must queue
+    instead of calling into it, and the sink's memory queue keeps every poll
+    cycle across each restart, none twice.  A reload that gives the kept
+    device's tag a scale takes its group off the in-place path: what is
+    published afterwards is scaled."""
+    srv = counting_server(start_modbus, "a")
+    cfg = gw_config(broker.port, [mdev(srv, "a")])
+    w = watch(broker.port)
+    gw = start_gateway(cfg)
+    assert w.wait_for(lambda m: True, 20, topic=topic("a", "telemetry"))
+    time.sleep(1.0)
+    t0 = time.monotonic()
+    for i in range(6):
+        cfg["mqtt"] = dict(cfg["mqtt"], keepalive=f"{7 + i % 2}s")
+        write_cfg(gw, cfg)
+        t = time.monotonic()
+        gw.proc.send(signal.SIGHUP)
+        last = last_result(w, t, "reload")
+        assert last and last["ok"] and last["changes"]["sinks"]["restarted"] == ["mqtt"], last
+        assert last["changes"]["devices"]["kept"] == 1, last
+        time.sleep(0.3)
+    time.sleep(1.5)
+    t1 = time.monotonic()
+    assert gw.alive(), gw.output()[-3000:]
+    msgs = [m for m in w.messages(topic("a", "telemetry")) if t0 - 1.0 <= m.t <= t1]
+    ts = sorted(datetime.datetime.fromisoformat(m.json()["ts"].replace("Z", "+00:00")).timestamp() for m in msgs)
+    assert max(b - a for a, b in zip(ts, ts[1:])) < 2.5 * POLL_S, "a poll cycle went missing over a sink restart"
+    seqs = [m.json()["seq"] for m in msgs]
+    assert len(seqs) == len(set(seqs)), "a message arrived twice"
+    # the same device, its tag now scaled: no longer published as read
+    cfg["devices"][0]["tags"] = [{"name": "n", "addr": "hr:20", "scale": {"factor": 0.5, "offset": 1000}}]
+    write_cfg(gw, cfg)
+    t2 = time.monotonic()
+    gw.proc.send(signal.SIGHUP)
+    last = last_result(w, t2, "reload")
+    assert last and last["ok"] and last["changes"]["devices"]["kept"] == 1, last
+    time.sleep(1.0)
+    after = [m.json()["values"]["n"]["v"] for m in w.messages(topic("a", "telemetry")) if m.t >= time.monotonic() - 0.6]
+    assert after and all(v >= 1000 for v in after), after  # raw: the counter, still far below 1000
+    t3 = time.monotonic()
+    gw.proc.send(signal.SIGTERM)
+    assert gw.wait(15) == 0, gw.output()[-3000:]
+    assert wait_status(w, "offline", timeout=5, after=t3)
+
+
 def test_reloads_while_the_http_api_takes_writes(broker, start_modbus, start_gateway, watch, tmp_path):
     """The HTTP API sink (no reload hooks: it restarts on every reload) while
     writes come through it and ten reloads run: every write gets an answer

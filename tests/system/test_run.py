@@ -393,3 +393,47 @@ def test_run_with_bad_config_exits_2(start_gateway, broker):
     rc = gw.wait(15)
     assert rc == 2, f"rc={rc}\n{gw.output()[-2000:]}"
     assert re.search(re.escape(gw.path) + r":\d+:\d+:.*bogus_key", gw.output()), gw.output()
+
+
+def test_modbus_descriptor_beyond_select_refused(start_modbus, tmp_path):
+    """A gateway with more than ~1000 descriptors open (a thousand Modbus
+    connections): libmodbus waits with select(), which cannot take a
+    descriptor ≥ 1024 — the process used to abort on the first read ("bit
+    out of range 0 - FD_SETSIZE").  Now that connection is refused with a
+    clear error and the gateway keeps running.  The descriptors are simulated
+    by 1,030 inherited ones, so the first connection lands beyond 1023."""
+    import resource  # pylint: disable=import-outside-toplevel
+    import subprocess  # pylint: disable=import-outside-toplevel
+    from conftest import fb_bin, require, to_yaml  # pylint: disable=import-outside-toplevel
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    require("nofile", hard == resource.RLIM_INFINITY or hard >= 1200,
+            f"needs 1,200 open files (ulimit -Hn is {hard})")
+    if soft != resource.RLIM_INFINITY and soft < 1200:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (1200, hard))
+    mb = start_modbus({"units": {"1": {"hr": [7] * 10}}})
+    cfg = gw_config(None, [device(mb.port, [{"name": "r0", "addr": "hr:0"}], poll="100ms")])
+    cfg["log"] = {"level": "info"}
+    path = tmp_path / "fd.yaml"
+    path.write_text(to_yaml(cfg) + "\n")
+    def fill_descriptors():  # in the child: 3..1030 taken, so its first socket is 1031
+        null = os.open("/dev/null", os.O_RDONLY)
+        os.set_inheritable(null, True)
+        for fd in range(3, 1031):
+            if fd != null:
+                os.dup2(null, fd)  # dup2'd descriptors are inherited
+    log = open(tmp_path / "fd.log", "wb")  # pylint: disable=consider-using-with
+    p = subprocess.Popen([fb_bin(), "run", "-c", str(path)], stdout=log, stderr=subprocess.STDOUT,  # pylint: disable=subprocess-popen-preexec-fn
+                         close_fds=False, preexec_fn=fill_descriptors, start_new_session=True)
+    try:
+        ok = peers.wait_until(lambda: "beyond what libmodbus can wait on" in (tmp_path / "fd.log").read_text(),
+                              10, 0.1)
+        time.sleep(0.5)
+        alive = p.poll() is None
+        out = (tmp_path / "fd.log").read_text()
+        assert ok and alive, f"alive={alive} rc={p.poll()}\n{out[-2000:]}"
+    finally:
+        if p.poll() is None:
+            p.send_signal(signal.SIGTERM)
+        rc = p.wait(timeout=10)
+        log.close()
+    assert rc == 0, f"exit code {rc}"

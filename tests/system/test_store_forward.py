@@ -762,7 +762,7 @@ def test_drain_rate_limits_replay(sf):
 
 
 def test_without_buffer_short_outage_held_in_memory(sf):
-    """No `buffer:`: the sink still queues in memory (8 MiB, not crash-safe),
+    """No `buffer:`: the sink still queues in memory (queue: 1024, 8 MiB, not crash-safe),
     so a broker that is away for a moment — or late at start-up — costs no
     data; nothing is written to disk, health stays ok, and seq starts from the
     clock in microseconds."""
@@ -787,6 +787,36 @@ def test_without_buffer_short_outage_held_in_memory(sf):
     assert recs[0][1] >= int(t_start * 1e6), f"seq {recs[0][1]} is not from the clock in µs"
     gaps = sum(missing(rs[0]) for rs in runs(recs).values())
     assert gaps == 0, f"{gaps} samples of a 2 s outage lost although they fit in memory"
+
+
+def test_without_buffer_queue_bounds_memory(sf):
+    """No `buffer:` and `queue: 10`: during an outage at most 10 messages wait
+    in memory; the oldest are dropped and counted (buffer metrics); afterwards
+    the newest data arrives in order and what is missing was counted."""
+    br = sf.broker()
+    sub = sf.sub(br.port)
+    cfg = sf_config(sf.bufdir, br.port, sf.metrics_port, ndev=2, ntags=5, poll="50ms", mqtt_extra={"queue": 10})
+    del cfg["buffer"]
+    g = sf.gateway(cfg)
+    wait_flowing(sub, 2)
+    br.stop()
+    t0 = time.monotonic()
+    most = 0
+    while time.monotonic() - t0 < 3:  # 2 devices × 20 messages/s: 120 messages
+        most = max(most, status(sf.metrics_port)["sinks"]["mqtt"]["buffer"]["records"])
+        time.sleep(0.05)
+    assert most <= 10, f"{most} messages held in memory with queue: 10"
+    br.start()
+    wait_flowing(sub, 2, per_dev=30)
+    dropped = metric(sf.metrics_port, "fieldbridge_buffer_dropped_full_total")
+    assert dropped >= 80, f"only {dropped} dropped of about 120 messages with queue: 10"
+    finish(g, sub)
+    recs, _ = parse(sub.snapshot())
+    check_global_order(recs)
+    lost = sum(missing(rs[0]) for rs in runs(recs).values())
+    # every dropped message is missing; at most the few in flight when the
+    # broker went away are missing besides (counted by the sink, not the queue)
+    assert dropped <= lost <= dropped + 10, f"{lost} messages missing, {dropped:.0f} counted as dropped"
 
 
 def test_full_block_holds_producers_then_drains(sf):

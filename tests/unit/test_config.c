@@ -176,21 +176,20 @@ static void test_valid_model(void **state)
 
     const struct fb_tag *temp = &gw->tags[0], *level = &gw->tags[1];
     assert_string_equal(temp->name, "temp");
-    assert_string_equal(temp->path, "sim-01/temp");
     assert_string_equal(temp->unit, "°C"); /* from the <<: *tpl merge */
-    assert_true(temp->proc.db_pct == 2.0);
+    assert_true(temp->proc->db_pct == 2.0);
     assert_int_equal(temp->access, FB_ACC_READ);
     assert_int_equal(temp->line, 28);
-    assert_true(level->proc.scaled);
-    assert_true(level->proc.k == 0.1);
-    assert_true(level->proc.d == 0.0);
-    assert_true(level->proc.has_min && level->proc.has_max);
-    assert_true(level->proc.min == 0 && level->proc.max == 10);
-    assert_true(level->proc.max_rate == 5);
-    assert_int_equal(level->proc.stuck_ns, 600000000000LL);
-    assert_int_equal(level->proc.heartbeat_ns, 60000000000LL);
-    assert_int_equal(level->proc.window_ns, 60000000000LL);
-    assert_int_equal(level->proc.out_type, FB_T_FLOAT64);
+    assert_true(level->proc->scaled);
+    assert_true(level->proc->k == 0.1);
+    assert_true(level->proc->d == 0.0);
+    assert_true(level->proc->has_min && level->proc->has_max);
+    assert_true(level->proc->min == 0 && level->proc->max == 10);
+    assert_true(level->proc->max_rate == 5);
+    assert_int_equal(level->proc->stuck_ns, 600000000000LL);
+    assert_int_equal(level->proc->heartbeat_ns, 60000000000LL);
+    assert_int_equal(level->proc->window_ns, 60000000000LL);
+    assert_int_equal(fb_tag_out_type(level), FB_T_FLOAT64);
 
     /* groups: sim has 100 ms (level) and 500 ms (temp), sorted by period */
     assert_int_equal(sim->ngroups, 2);
@@ -212,8 +211,8 @@ static void test_valid_model(void **state)
     assert_non_null(t);
     assert_int_equal(t->type, FB_T_FLOAT32);
     assert_string_equal(t->order, "CDAB");
-    assert_true(t->proc.db_abs == 0.5);
-    assert_int_equal(t->proc.out_type, FB_T_FLOAT32);
+    assert_true(t->proc->db_abs == 0.5);
+    assert_int_equal(fb_tag_out_type(t), FB_T_FLOAT32);
     for (int i = 0; i < 4; i++) {
         char n[16];
         snprintf(n, sizeof n, "temps[%d]", i);
@@ -221,14 +220,17 @@ static void test_valid_model(void **state)
         assert_non_null(t);
         assert_int_equal(t->index, (uint32_t)i);
         assert_string_equal(t->addr_text, "ir:10:int16");
-        assert_true(t->proc.scaled && t->proc.k == 0.1 && t->proc.d == -40);
+        assert_true(t->proc->scaled && t->proc->k == 0.1 && t->proc->d == -40);
+        /* elements of one entry share their settings and address text (arena) */
+        if (i) assert_ptr_equal(t->proc, t[-1].proc);
+        if (i) assert_ptr_equal(t->addr_text, t[-1].addr_text);
     }
     t = fb_gw_tag(gw, p1, "motor_on");
     assert_int_equal(t->access, FB_ACC_RW);
     assert_int_equal(t->type, FB_T_BOOL);
     t = fb_gw_tag(gw, p1, "setpoint");
     assert_int_equal(t->access, FB_ACC_RW);
-    assert_true(t->proc.has_max && t->proc.max == 40);
+    assert_true(t->proc->has_max && t->proc->max == 40);
     assert_int_equal(p1->ngroups, 2);
     assert_int_equal(p1->groups[1].period_ns, 5000000000LL);
     assert_int_equal(p1->groups[1].ntags, 1);

@@ -237,10 +237,8 @@ static void test_cmd_convert(void **st)
     assert_int_equal(conv(&t, "true", &v, why), 0); /* 0/1 into a register */
     assert_int_equal(v.i, 1);
 
-    t.proc.has_max = true;
-    t.proc.max = 40;
-    t.proc.has_min = true;
-    t.proc.min = -10;
+    struct fb_tag_proc range = {.has_max = true, .max = 40, .has_min = true, .min = -10};
+    t.proc = &range;
     assert_int_equal(conv(&t, "42.5", &v, why), FB_ERANGE);
     assert_string_equal(why, "above maximum 40");
     assert_int_equal(conv(&t, "-11", &v, why), FB_ERANGE);
@@ -248,9 +246,8 @@ static void test_cmd_convert(void **st)
 
     /* scaled: eng 25.0 °C with raw = eng * 10 → 250 */
     struct fb_tag s = mk_tag(FB_T_INT16);
-    s.proc.scaled = true;
-    s.proc.k = 0.1;
-    s.proc.d = 0;
+    struct fb_tag_proc scale = {.scaled = true, .k = 0.1, .d = 0};
+    s.proc = &scale;
     assert_int_equal(conv(&s, "25.0", &v, why), 0);
     assert_int_equal(v.type, FB_T_INT16);
     assert_int_equal(v.i, 250);
@@ -356,13 +353,17 @@ static void test_cmd_convert_num(void **st)
     assert_int_equal(fb_cmd_convert_num(&t, 40000, &v, &err), FB_ERANGE);
     assert_string_equal(err.msg, "40000 is out of range for int16");
     assert_int_equal(fb_cmd_convert_num(&t, NAN, &v, &err), FB_EINVAL);
-    t.proc.has_max = true;
-    t.proc.max = 100;
+    struct fb_tag_proc tp = fb_tag_proc_none;
+    tp.has_max = true;
+    tp.max = 100;
+    t.proc = &tp;
     assert_int_equal(fb_cmd_convert_num(&t, 100.5, &v, &err), FB_ERANGE);
     assert_string_equal(err.msg, "above maximum 100");
     struct fb_tag s = mk_tag(FB_T_UINT16); /* 0..100 % as 0..1000 per mille */
-    s.proc.scaled = true;
-    s.proc.k = 0.1;
+    struct fb_tag_proc sp = fb_tag_proc_none;
+    sp.scaled = true;
+    sp.k = 0.1;
+    s.proc = &sp;
     assert_int_equal(fb_cmd_convert_num(&s, 42.37, &v, &err), 0);
     assert_int_equal(v.u, 424);
     struct fb_tag f = mk_tag(FB_T_FLOAT32);

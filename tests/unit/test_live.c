@@ -215,16 +215,19 @@ static void test_runtime_sink_wedge(void **st)
     fb_sdwatch_status(gw, status, sizeof status);
     assert_string_equal(status, "1/1 devices connected, buffer 0 records");
 
-    /* the sink's send() stops returning: the sink thread stalls; the
-     * connection thread runs into back-pressure, which is waiting, not stalling */
+    /* the sink's send() stops returning: whoever called it stalls — the sink
+     * thread, or the connection thread when it handed the batch over itself
+     * (publish.c, queue empty and sink ready); the other one then waits for the
+     * sink's call lock, stalled as well, or runs into back-pressure (waiting) */
     pthread_mutex_lock(&sink_gate);
     atomic_store(&sink_wedged, true);
     sleep_ms(150);
     assert_int_equal(fb_live_check(fb_mono_ns(), NULL, 0, NULL), 0); /* not yet past the limit */
     sleep_ms(450);
     int64_t silent = 0;
-    assert_int_equal(fb_live_check(fb_mono_ns(), who, sizeof who, &silent), 1);
-    assert_string_equal(who, "sink wedge");
+    int stalled = fb_live_check(fb_mono_ns(), who, sizeof who, &silent);
+    assert_true(stalled >= 1 && stalled <= 2);
+    assert_true(!strcmp(who, "sink wedge") || !strncmp(who, "connection ", 11));
     assert_true(silent >= 300 * MS);
 
     /* it returns again: alive */

@@ -192,7 +192,18 @@ static void test_telemetry_json(void **st)
 
     struct fb_buf out;
     fb_buf_init(&out);
+    /* the copy-the-names variant writes the same bytes (these names are plain) */
+    for (uint32_t i = 0; i < gw.ntags; i++) assert_true(fb_json_plain(gw.tags[i].name));
+    assert_false(fb_json_plain("a\"b"));
+    assert_false(fb_json_plain("a\\b"));
+    assert_false(fb_json_plain("tab\tx"));
+    assert_false(fb_json_plain("\xc3\xa9"));
+    fb_telemetry_json_plain(&out, &gw, &b);
+    char *plain = strdup(fb_buf_cstr(&out));
+    fb_buf_clear(&out);
     fb_telemetry_json(&out, &gw, &b);
+    assert_string_equal(fb_buf_cstr(&out), plain);
+    free(plain);
     /* uint64 max is beyond jansson's json_int_t: check the exact text */
     assert_non_null(strstr(fb_buf_cstr(&out), "\"big\":{\"v\":18446744073709551615,"));
     /* replace it by 0 so jansson can parse the rest */

@@ -1,5 +1,6 @@
 /* test_proc.c — per-tag processing (src/proc): scaling, plausibility,
  * deadband, sliding windows and the whole chain over a hand-built gateway. */
+#include <malloc.h>
 #include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -299,17 +300,18 @@ static void test_plausibility_step_accept(void **state)
     assert_int_equal(fb_plausibility(&p0, &s0, &v, FB_Q_GOOD, 90 * S), FB_Q_GOOD);
 }
 
-static bool db(const struct fb_tag_proc *p, struct fb_tag_state *st, double x, uint32_t q, int64_t ts, bool *hb)
+static int64_t db_ns; /* the heartbeat's clock of the tag under test */
+static bool db(const struct fb_tag_proc *p, struct fb_last *st, double x, uint32_t q, int64_t ts, bool *hb)
 {
     struct fb_value v = fv(x);
-    return fb_deadband_pass(p, st, &v, q, ts, hb);
+    return fb_deadband_pass(p, st, &db_ns, &v, q, ts, hb);
 }
 
 static void test_deadband_abs(void **state)
 {
     (void)state;
     struct fb_tag_proc p = {.db_abs = 0.5};
-    struct fb_tag_state st = {0};
+    struct fb_last st = {0};
     bool hb = true;
     assert_true(db(&p, &st, 10, FB_Q_GOOD, 0, &hb)); /* first */
     assert_false(hb);
@@ -336,7 +338,7 @@ static void test_deadband_pct_heartbeat(void **state)
 {
     (void)state;
     struct fb_tag_proc p = {.db_pct = 2, .heartbeat_ns = 60 * S};
-    struct fb_tag_state st = {0};
+    struct fb_last st = {0};
     bool hb;
     assert_true(db(&p, &st, 100, FB_Q_GOOD, 0, &hb));
     assert_false(db(&p, &st, 101.9, FB_Q_GOOD, S, &hb));
@@ -355,7 +357,7 @@ static void test_deadband_pct_heartbeat(void **state)
     assert_true(db(&p, &st, 104.2, FB_Q_GOOD, 125 * S, &hb));
     assert_true(hb);
     /* percent of zero: any change passes */
-    struct fb_tag_state z = {0};
+    struct fb_last z = {0};
     assert_true(db(&p, &z, 0, FB_Q_GOOD, 0, &hb));
     assert_false(db(&p, &z, 0, FB_Q_GOOD, 1, &hb));
     assert_true(db(&p, &z, 1e-9, FB_Q_GOOD, 2, &hb));
@@ -365,36 +367,36 @@ static void test_deadband_other_types(void **state)
 {
     (void)state;
     struct fb_tag_proc none = {0}, p = {.db_abs = 1};
-    struct fb_tag_state st = {0};
+    struct fb_last st = {0};
     bool hb;
     /* no deadband: every sample */
     for (int i = 0; i < 3; i++) assert_true(db(&none, &st, 5, FB_Q_GOOD, i, &hb));
     /* strings: value change (content, not pointer) */
-    struct fb_tag_state ss = {0};
+    struct fb_last ss = {0};
     char a[] = "open", b2[] = "open";
     struct fb_value v = {.type = FB_T_STRING, .s = {a, 4}};
-    assert_true(fb_deadband_pass(&p, &ss, &v, FB_Q_GOOD, 0, &hb));
+    assert_true(fb_deadband_pass(&p, &ss, NULL, &v, FB_Q_GOOD, 0, &hb));
     v.s.p = b2;
-    assert_false(fb_deadband_pass(&p, &ss, &v, FB_Q_GOOD, 1, &hb));
+    assert_false(fb_deadband_pass(&p, &ss, NULL, &v, FB_Q_GOOD, 1, &hb));
     b2[0] = 'O';
-    assert_true(fb_deadband_pass(&p, &ss, &v, FB_Q_GOOD, 2, &hb));
+    assert_true(fb_deadband_pass(&p, &ss, NULL, &v, FB_Q_GOOD, 2, &hb));
     v.s.len = 3;
-    assert_true(fb_deadband_pass(&p, &ss, &v, FB_Q_GOOD, 3, &hb));
+    assert_true(fb_deadband_pass(&p, &ss, NULL, &v, FB_Q_GOOD, 3, &hb));
     /* bools: any change, regardless of the numeric deadband */
-    struct fb_tag_state bs = {0};
+    struct fb_last bs = {0};
     struct fb_value bv = {.type = FB_T_BOOL, .b = false};
-    assert_true(fb_deadband_pass(&p, &bs, &bv, FB_Q_GOOD, 0, &hb));
-    assert_false(fb_deadband_pass(&p, &bs, &bv, FB_Q_GOOD, 1, &hb));
+    assert_true(fb_deadband_pass(&p, &bs, NULL, &bv, FB_Q_GOOD, 0, &hb));
+    assert_false(fb_deadband_pass(&p, &bs, NULL, &bv, FB_Q_GOOD, 1, &hb));
     bv.b = true;
-    assert_true(fb_deadband_pass(&p, &bs, &bv, FB_Q_GOOD, 2, &hb));
+    assert_true(fb_deadband_pass(&p, &bs, NULL, &bv, FB_Q_GOOD, 2, &hb));
     /* integers */
-    struct fb_tag_state is = {0};
+    struct fb_last is = {0};
     struct fb_value iv = {.type = FB_T_INT32, .i = 100};
-    assert_true(fb_deadband_pass(&p, &is, &iv, FB_Q_GOOD, 0, &hb));
+    assert_true(fb_deadband_pass(&p, &is, NULL, &iv, FB_Q_GOOD, 0, &hb));
     iv.i = 101;
-    assert_false(fb_deadband_pass(&p, &is, &iv, FB_Q_GOOD, 1, &hb));
+    assert_false(fb_deadband_pass(&p, &is, NULL, &iv, FB_Q_GOOD, 1, &hb));
     iv.i = 98;
-    assert_true(fb_deadband_pass(&p, &is, &iv, FB_Q_GOOD, 2, &hb));
+    assert_true(fb_deadband_pass(&p, &is, NULL, &iv, FB_Q_GOOD, 2, &hb));
 }
 
 /* ---------------------------------------------------------------- windows */
@@ -524,6 +526,169 @@ static void test_window_edges(void **state)
     fb_window_free(&w);
 }
 
+/* Tags with nothing configured take the pipeline's short path: it must do
+ * what the full chain does for them — float64 conversion by type, NaN →
+ * BadSensorFailure, ±Inf → BadOutOfRange, NE107 counters — and keep no
+ * per-tag state beyond a byte. */
+static void test_proc_plain(void **state)
+{
+    (void)state;
+    struct fb_tag tags[3];
+    memset(tags, 0, sizeof tags);
+    for (uint32_t i = 0; i < 3; i++) {
+        tags[i].id = i;
+        tags[i].name = "x";
+    }
+    tags[0].type = FB_T_FLOAT64; /* gets NaN, Inf, then an int16 reading: converted */
+    tags[1].type = FB_T_FLOAT32;
+    tags[2].type = FB_T_INT16;
+    uint32_t gtags[3] = {0, 1, 2};
+    struct fb_group grp = {.period_ns = S, .tags = gtags, .ntags = 3};
+    struct fb_device dev = {.idx = 0, .name = "d", .ntags = 3, .groups = &grp, .ngroups = 1};
+    struct fb_gateway gw = {.id = "gw", .tags = tags, .ntags = 3, .devs = &dev, .ndevs = 1};
+    struct fb_proc *p = fb_proc_new(&gw);
+    assert_non_null(p);
+    assert_true(fb_proc_bytes(p) < 256); /* flags only: no state for these */
+    struct fb_batch *in = fb_batch_new(4, 0, 0), *out = fb_batch_new(4, 0, 0);
+    struct fb_value v;
+    const double f64[] = {NAN, INFINITY, 0, 2.5};
+    const uint32_t want0[] = {FB_Q_BAD_SENSOR_FAILURE, FB_Q_BAD_OUT_OF_RANGE, FB_Q_GOOD, FB_Q_GOOD};
+    for (int c = 0; c < 4; c++) {
+        fb_batch_reset(in);
+        fb_batch_reset(out);
+        in->ts = (c + 1) * S;
+        v = c == 2 ? (struct fb_value){.type = FB_T_INT16, .i = -7} : fv(f64[c]);
+        fb_batch_add(in, 0, FB_Q_GOOD, 0, &v);
+        v = (struct fb_value){.type = FB_T_FLOAT32, .f = c == 1 ? -INFINITY : 1.5};
+        fb_batch_add(in, 1, FB_Q_GOOD, 0, &v);
+        v = (struct fb_value){.type = FB_T_INT16, .i = c};
+        fb_batch_add(in, 2, c == 3 ? FB_Q_BAD_COMM : FB_Q_GOOD, 0, &v);
+        assert_int_equal(fb_proc_batch(p, in, out), 3);
+        assert_int_equal(out->s[0].quality, want0[c]);
+        assert_int_equal(out->s[0].v.type, FB_T_FLOAT64);
+        if (c == 2) assert_true(out->s[0].v.f == -7.0);
+        assert_false(out->s[0].flags & FB_SF_RAW); /* NaN/Inf: nothing to show as "raw" */
+        assert_int_equal(out->s[1].quality, c == 1 ? FB_Q_BAD_OUT_OF_RANGE : FB_Q_GOOD);
+        assert_int_equal(out->s[1].v.type, FB_T_FLOAT32);
+        assert_int_equal(out->s[2].v.type, FB_T_INT16);
+        assert_int_equal(out->s[2].v.i, c);
+        assert_int_equal(out->s[2].ts_gw, in->ts);
+        /* NE107: how many tags were last published Bad / out of range */
+        uint32_t bad = atomic_load(&dev.m.tags_bad), oos = atomic_load(&dev.m.tags_out_of_spec);
+        const uint32_t want_bad[] = {1, 2, 0, 1}, want_oos[] = {0, 2, 0, 0};
+        assert_int_equal(bad, want_bad[c]);
+        assert_int_equal(oos, want_oos[c]);
+    }
+    fb_batch_free(in);
+    fb_batch_free(out);
+    fb_proc_free(p);
+}
+
+/* The in-place path (groups without processing) gives what fb_proc_batch
+ * gives, NE107 counters included. */
+static void test_proc_inplace_matches(void **state)
+{
+    (void)state;
+    struct fb_tag tags[2][3];
+    struct fb_device dev[2];
+    struct fb_gateway gw[2];
+    struct fb_group grp[2];
+    uint32_t gtags[3] = {0, 1, 2};
+    struct fb_proc *p[2];
+    for (int k = 0; k < 2; k++) {
+        memset(tags[k], 0, sizeof tags[k]);
+        for (uint32_t i = 0; i < 3; i++) {
+            tags[k][i].id = i;
+            tags[k][i].name = "x";
+        }
+        tags[k][0].type = FB_T_FLOAT64;
+        tags[k][1].type = FB_T_STRING;
+        tags[k][2].type = FB_T_INT16;
+        grp[k] = (struct fb_group){.period_ns = S, .tags = gtags, .ntags = 3};
+        dev[k] = (struct fb_device){.idx = 0, .name = "d", .ntags = 3, .groups = &grp[k], .ngroups = 1};
+        gw[k] = (struct fb_gateway){.id = "gw", .tags = tags[k], .ntags = 3, .devs = &dev[k], .ndevs = 1};
+        p[k] = fb_proc_new(&gw[k]);
+        assert_non_null(p[k]);
+        assert_true(fb_proc_plain(p[k], &grp[k]));
+    }
+    struct fb_batch *a = fb_batch_new(4, 0, 64), *b = fb_batch_new(4, 0, 64), *out = fb_batch_new(4, 0, 64);
+    const double f[] = {1.5, NAN, INFINITY, -2};
+    for (int c = 0; c < 4; c++) {
+        struct fb_batch *in[2] = {a, b};
+        for (int k = 0; k < 2; k++) {
+            fb_batch_reset(in[k]);
+            in[k]->ts = (c + 10) * S;
+            struct fb_value v = c == 3 ? (struct fb_value){.type = FB_T_INT32, .i = -2} : fv(f[c]);
+            fb_batch_add(in[k], 0, FB_Q_GOOD, c * S, &v);
+            v = (struct fb_value){.type = FB_T_STRING, .s = {"abc", (uint32_t)c}};
+            fb_batch_add(in[k], 1, c == 2 ? FB_Q_BAD_TIMEOUT : FB_Q_GOOD, 0, &v);
+            v = (struct fb_value){.type = FB_T_INT16, .i = c};
+            fb_batch_add(in[k], 999, FB_Q_GOOD, 0, &v); /* not ours: dropped by both */
+            fb_batch_add(in[k], 2, FB_Q_GOOD, 0, &v);
+        }
+        fb_batch_reset(out);
+        uint32_t n = fb_proc_batch(p[0], a, out);
+        assert_int_equal(fb_proc_inplace(p[1], b), n);
+        assert_int_equal(b->n, out->n);
+        for (uint32_t i = 0; i < n; i++) {
+            const struct fb_sample *x = &out->s[i], *y = &b->s[i];
+            assert_int_equal(x->tag, y->tag);
+            assert_int_equal(x->quality, y->quality);
+            assert_int_equal(x->flags, y->flags);
+            assert_int_equal(x->ts_src, y->ts_src);
+            assert_int_equal(x->ts_gw, y->ts_gw);
+            assert_int_equal(x->v.type, y->v.type);
+            if (x->v.type == FB_T_STRING)
+                assert_memory_equal(x->v.s.p, y->v.s.p, x->v.s.len);
+            else
+                assert_memory_equal(&x->v.u, &y->v.u, sizeof x->v.u);
+        }
+        assert_int_equal(atomic_load(&dev[0].m.tags_bad), atomic_load(&dev[1].m.tags_bad));
+        assert_int_equal(atomic_load(&dev[0].m.tags_out_of_spec), atomic_load(&dev[1].m.tags_out_of_spec));
+    }
+    fb_batch_free(a);
+    fb_batch_free(b);
+    fb_batch_free(out);
+    fb_proc_free(p[0]);
+    fb_proc_free(p[1]);
+}
+
+/* Pipeline state exists only for tags that need it: measured on the heap,
+ * 10,000 tags of which 100 have a deadband and 10 a window. */
+static void test_proc_state_only_where_needed(void **state)
+{
+    (void)state;
+    enum { N = 10000 };
+    struct fb_tag *tags = calloc(N, sizeof *tags);
+    uint32_t *gtags = calloc(N, sizeof *gtags);
+    assert_non_null(tags);
+    assert_non_null(gtags);
+    struct fb_tag_proc db = {.db_abs = 1}, win = {.window_ns = 10 * S};
+    for (uint32_t i = 0; i < N; i++) {
+        tags[i].id = i;
+        tags[i].name = "x";
+        tags[i].type = FB_T_INT16;
+        if (i % 100 == 0) tags[i].proc = &db;
+        if (i % 1000 == 1) tags[i].proc = &win;
+        gtags[i] = i;
+    }
+    struct fb_group grp = {.period_ns = S, .tags = gtags, .ntags = N};
+    struct fb_device dev = {.idx = 0, .name = "d", .ntags = N, .groups = &grp, .ngroups = 1};
+    struct fb_gateway gw = {.id = "gw", .tags = tags, .ntags = N, .devs = &dev, .ndevs = 1};
+    struct mallinfo2 m0 = mallinfo2();
+    struct fb_proc *p = fb_proc_new(&gw);
+    struct mallinfo2 m1 = mallinfo2();
+    assert_non_null(p);
+    size_t used = (m1.uordblks + m1.hblkhd) - (m0.uordblks + m0.hblkhd); /* heap and mmap blocks */
+    /* a byte of flags and a 4-byte slot per tag, 16 bytes per deadband, the
+     * windows (10 s at 1 s: 16 samples) and their state; not ~150 bytes a tag */
+    print_message("pipeline state for %d tags: %zu bytes (fb_proc_bytes %zu)\n", N, used, fb_proc_bytes(p));
+    assert_true(used < (size_t)N * 6 + 100 * 40 + 10 * 1024 + 4096);
+    fb_proc_free(p);
+    free(tags);
+    free(gtags);
+}
+
 /* ------------------------------------------------------- the whole chain */
 enum { T_SCALED, T_DB_WIN, T_STR, T_BOOL, T_RATE, NT };
 
@@ -537,24 +702,19 @@ static void test_proc_batch(void **state)
         tags[i].id = i;
         tags[i].device = 0;
         tags[i].name = names[i];
-        tags[i].path = names[i];
     }
     tags[T_SCALED].type = FB_T_INT16;
-    tags[T_SCALED].proc = (struct fb_tag_proc){.scaled = true,
-                                               .k = 0.1,
-                                               .d = 0,
-                                               .has_min = true,
-                                               .has_max = true,
-                                               .min = 0,
-                                               .max = 100,
-                                               .out_type = FB_T_FLOAT64};
+    static const struct fb_tag_proc scaled = {
+        .scaled = true, .k = 0.1, .d = 0, .has_min = true, .has_max = true, .min = 0, .max = 100};
+    static const struct fb_tag_proc db_win = {.db_abs = 1, .heartbeat_ns = 10 * S, .window_ns = 5 * S};
+    static const struct fb_tag_proc rate = {.max_rate = 1};
+    tags[T_SCALED].proc = &scaled;
     tags[T_DB_WIN].type = FB_T_FLOAT64;
-    tags[T_DB_WIN].proc =
-        (struct fb_tag_proc){.db_abs = 1, .heartbeat_ns = 10 * S, .window_ns = 5 * S, .out_type = FB_T_FLOAT64};
+    tags[T_DB_WIN].proc = &db_win;
     tags[T_STR].type = FB_T_STRING;
     tags[T_BOOL].type = FB_T_BOOL;
     tags[T_RATE].type = FB_T_FLOAT32;
-    tags[T_RATE].proc = (struct fb_tag_proc){.max_rate = 1, .out_type = FB_T_FLOAT32};
+    tags[T_RATE].proc = &rate;
     uint32_t gtags[NT] = {0, 1, 2, 3, 4};
     struct fb_group grp = {.period_ns = S, .tags = gtags, .ntags = NT};
     struct fb_device dev = {.idx = 0, .name = "press-01", .first_tag = 0, .ntags = NT, .groups = &grp, .ngroups = 1};
@@ -681,18 +841,13 @@ static void test_latest_slots(void **state)
     static char *names[2] = {"a", "b"};
     for (uint32_t i = 0; i < 2; i++) {
         tags[i].id = i;
-        tags[i].name = tags[i].path = names[i];
+        tags[i].name = names[i];
         tags[i].type = FB_T_INT16;
     }
     /* a: scaled, range 0..50, deadband 5: most samples are not published */
-    tags[0].proc = (struct fb_tag_proc){.scaled = true,
-                                        .k = 0.5,
-                                        .has_min = true,
-                                        .has_max = true,
-                                        .min = 0,
-                                        .max = 50,
-                                        .db_abs = 5,
-                                        .out_type = FB_T_FLOAT64};
+    static const struct fb_tag_proc pa = {
+        .scaled = true, .k = 0.5, .has_min = true, .has_max = true, .min = 0, .max = 50, .db_abs = 5};
+    tags[0].proc = &pa; /* b: no processing (the pipeline's short path) */
     uint32_t gt[2] = {0, 1};
     struct fb_group grp = {.period_ns = S, .tags = gt, .ntags = 2};
     struct fb_device dev = {.name = "d", .ntags = 2, .groups = &grp, .ngroups = 1};
@@ -702,6 +857,8 @@ static void test_latest_slots(void **state)
     const struct fb_latest *la = fb_proc_latest(p, 0);
     assert_non_null(la);
     assert_ptr_equal(fb_proc_latest(p, 0), la); /* one slot per tag */
+    const struct fb_latest *lb = fb_proc_latest(p, 1);
+    assert_non_null(lb);
     assert_null(fb_proc_latest(p, 7));
     struct fb_latest_val v;
     fb_latest_get(la, &v);
@@ -723,10 +880,85 @@ static void test_latest_slots(void **state)
         assert_true(fabs(v.v - raw[i] * 0.5) < 1e-12);
         /* 200 → 100 is outside 0..50: the slot says BadOutOfRange like the published sample */
         assert_int_equal(v.q, raw[i] == 200 ? FB_Q_BAD_OUT_OF_RANGE : FB_Q_GOOD);
+        fb_latest_get(lb, &v); /* b: its raw value, through the short path */
+        assert_int_equal(v.updates, i + 1);
+        assert_true(v.v == raw[i] && v.q == FB_Q_GOOD);
     }
+    /* a group processed in place (no tag has processing) updates b's slot too */
+    struct fb_group plain = {.period_ns = S, .tags = &gt[1], .ntags = 1};
+    assert_true(fb_proc_plain(p, &plain));
+    fb_batch_reset(in);
+    in->ts = 1700000100 * S;
+    struct fb_value y = {.type = FB_T_INT16, .i = 7};
+    fb_batch_add(in, 1, FB_Q_GOOD, 0, &y);
+    fb_proc_inplace(p, in);
+    fb_latest_get(lb, &v);
+    assert_int_equal(v.updates, 6);
+    assert_true(v.v == 7 && v.q == FB_Q_GOOD);
     fb_batch_free(in);
     fb_batch_free(out);
     fb_proc_free(p);
+}
+
+/* A config reload (core/reload.c) carries a tag's state to its id in the new
+ * chain when its settings are equal: the deadband's last value (fb_last) and
+ * the NE107 class of its last published quality (in the flags), which the
+ * device's counters are recounted from; the old chain gets the new one's
+ * fresh state in exchange. */
+static void test_proc_move(void **state)
+{
+    (void)state;
+    static const struct fb_tag_proc db = {.db_abs = 1.0};
+    struct fb_tag ot[2], nt[2];
+    memset(ot, 0, sizeof ot);
+    memset(nt, 0, sizeof nt);
+    /* old: 0 = deadband "a", 1 = plain "b"; new: the same two, in the other order */
+    ot[0] = (struct fb_tag){.id = 0, .name = "a", .type = FB_T_FLOAT64, .proc = &db};
+    ot[1] = (struct fb_tag){.id = 1, .name = "b", .type = FB_T_INT16};
+    nt[0] = (struct fb_tag){.id = 0, .name = "b", .type = FB_T_INT16};
+    nt[1] = (struct fb_tag){.id = 1, .name = "a", .type = FB_T_FLOAT64, .proc = &db};
+    uint32_t og[2] = {0, 1}, ng[2] = {0, 1};
+    struct fb_group ogrp = {.period_ns = S, .tags = og, .ntags = 2}, ngrp = {.period_ns = S, .tags = ng, .ntags = 2};
+    struct fb_device od = {.idx = 0, .name = "d", .ntags = 2, .groups = &ogrp, .ngroups = 1};
+    struct fb_device nd = {.idx = 0, .name = "d", .ntags = 2, .groups = &ngrp, .ngroups = 1};
+    struct fb_gateway ogw = {.id = "gw", .tags = ot, .ntags = 2, .devs = &od, .ndevs = 1};
+    struct fb_gateway ngw = {.id = "gw", .tags = nt, .ntags = 2, .devs = &nd, .ndevs = 1};
+    struct fb_proc *op = fb_proc_new(&ogw), *np = fb_proc_new(&ngw);
+    assert_non_null(op);
+    assert_non_null(np);
+    struct fb_batch *in = fb_batch_new(4, 0, 0), *out = fb_batch_new(4, 0, 0);
+    struct fb_value v = fv(10.0), bv = {.type = FB_T_INT16, .i = 1};
+    in->ts = S;
+    fb_batch_add(in, 0, FB_Q_GOOD, 0, &v);
+    fb_batch_add(in, 1, FB_Q_BAD_COMM, 0, &bv);
+    assert_int_equal(fb_proc_batch(op, in, out), 2);
+    uint32_t oos, bad;
+    fb_proc_quality_counts(op, 0, 2, &oos, &bad);
+    assert_int_equal(bad, 1);
+    fb_proc_move(np, 1, op, 0); /* "a" */
+    fb_proc_move(np, 0, op, 1); /* "b" */
+    fb_proc_quality_counts(np, 0, 2, &oos, &bad);
+    assert_int_equal(bad, 1); /* "b" was last published Bad */
+    assert_int_equal(oos, 0);
+    fb_proc_quality_counts(op, 0, 2, &oos, &bad);
+    assert_int_equal(bad, 0);
+    /* 10.5 is inside the deadband of the 10 that "a" last published: the new chain knows it */
+    v = fv(10.5);
+    fb_batch_reset(in);
+    fb_batch_reset(out);
+    in->ts = 2 * S;
+    fb_batch_add(in, 1, FB_Q_GOOD, 0, &v);
+    assert_int_equal(fb_proc_batch(np, in, out), 0);
+    /* the old chain has the new one's fresh state now: its first value passes */
+    fb_batch_reset(in);
+    fb_batch_reset(out);
+    in->ts = 2 * S;
+    fb_batch_add(in, 0, FB_Q_GOOD, 0, &v);
+    assert_int_equal(fb_proc_batch(op, in, out), 1);
+    fb_batch_free(in);
+    fb_batch_free(out);
+    fb_proc_free(op);
+    fb_proc_free(np);
 }
 
 int main(void)
@@ -744,7 +976,11 @@ int main(void)
         cmocka_unit_test(test_window_random),
         cmocka_unit_test(test_window_edges),
         cmocka_unit_test(test_proc_batch),
+        cmocka_unit_test(test_proc_plain),
+        cmocka_unit_test(test_proc_inplace_matches),
+        cmocka_unit_test(test_proc_state_only_where_needed),
         cmocka_unit_test(test_latest_slots),
+        cmocka_unit_test(test_proc_move),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

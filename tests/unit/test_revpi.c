@@ -607,7 +607,6 @@ static int rig_init(struct rig *r, const char *query, const char *const *addrs, 
     for (int i = 0; i < n; i++) {
         r->tags[i].id = (uint32_t)i;
         r->tags[i].name = (char *)addrs[i];
-        r->tags[i].path = (char *)addrs[i];
         r->tags[i].addr_text = (char *)addrs[i];
         r->tags[i].access = access[i];
         r->ids[i] = (uint32_t)i;

@@ -143,7 +143,8 @@ static void test_allow_and_write_roles(void **st)
     static struct fb_tag tags[2];
     memset(tags, 0, sizeof tags);
     tags[0].type = FB_T_INT16, tags[0].access = FB_ACC_RW, tags[0].name = (char *)"sp";
-    tags[0].proc.has_max = true, tags[0].proc.max = 10; /* 99 fails the range check after the role check */
+    static struct fb_tag_proc pr = {.has_max = true, .max = 10}; /* 99 fails the range check after the role check */
+    tags[0].proc = &pr;
     tags[1] = tags[0];
     tags[1].name = (char *)"free";
     tags[1].id = 1;

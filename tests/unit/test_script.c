@@ -64,9 +64,6 @@ static int setup(void **state)
         tags[i].name = (char *)names[i];
         tags[i].src = i == 2 ? FB_TAG_SCRIPT : FB_TAG_READ;
     }
-    tags[0].path = (char *)"m1/temp";
-    tags[1].path = (char *)"m1/flow";
-    tags[2].path = (char *)"m1/out";
     memset(&dev, 0, sizeof dev);
     dev.name = (char *)"m1";
     dev.ntags = 3;

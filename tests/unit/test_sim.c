@@ -304,7 +304,6 @@ static int rig_tag(struct rig *r, uint32_t i, const char *addr, enum fb_type typ
     t->id = i;
     t->device = 0;
     t->name = (char *)"t";
-    t->path = (char *)"dev/t";
     t->addr_text = (char *)addr;
     t->type = (uint8_t)type;
     t->access = (uint8_t)access;

@@ -476,6 +476,46 @@ static void test_max_bytes(void **st)
     fb_log_init(FB_LOG_WARN, 0);
 }
 
+/* max_records (the memory queue's `queue:`): never more records than that,
+ * the oldest dropped and counted exactly, the newest delivered in order —
+ * also when one segment could hold them all, and with records in flight. */
+static void test_max_records(void **st)
+{
+    (void)st;
+    fb_log_init(FB_LOG_ERROR, 0);
+    struct fb_store_cfg c = {.dir = NULL,
+                             .max_bytes = 8 << 20,
+                             .segment_bytes = 256 << 10,
+                             .max_records = 10,
+                             .max_inflight = 10,
+                             .name = "memq"};
+    struct fb_err e = {0};
+    struct fb_store *s = fb_store_open(&c, &e);
+    assert_non_null(s);
+    char b[128];
+    uint64_t ids[1000];
+    struct fb_store_stats ss;
+    for (uint64_t i = 0; i < 1000; i++) {
+        mkpay(b, i, 100);
+        assert_int_equal(fb_store_append(s, b, 100, fb_now_ns(), &ids[i]), 0);
+        fb_store_stats(s, &ss);
+        assert_true(ss.records <= 10);
+        assert_true(ss.records >= 1);
+        if (i == 505) /* what is there goes in flight while the oldest segments go */
+            for (uint64_t k = i + 1 - ss.records; k <= i; k++) assert_int_equal(expect_next(s, k, 100), ids[k]);
+    }
+    fb_store_stats(s, &ss);
+    assert_int_equal(ss.records + ss.dropped_full, 1000); /* every drop counted, exactly */
+    uint64_t kept = ss.records, first = 1000 - kept;
+    for (uint64_t i = first; i < 1000; i++) { /* the newest, in order */
+        assert_int_equal(expect_next(s, i, 100), ids[i]);
+        fb_store_ack(s, ids[i]);
+    }
+    expect_empty(s);
+    fb_store_close(s);
+    fb_log_init(FB_LOG_WARN, 0);
+}
+
 /* Records dropped for room while in flight are counted, and taken off the
  * count again when their ack arrives after all: drops stay exact. */
 static void test_drop_in_flight_exact(void **st)
@@ -993,6 +1033,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_kill9, setup, teardown),
         cmocka_unit_test_setup_teardown(test_truncated_and_flipped, setup, teardown),
         cmocka_unit_test_setup_teardown(test_max_bytes, setup, teardown),
+        cmocka_unit_test(test_max_records),
         cmocka_unit_test_setup_teardown(test_drop_in_flight_exact, setup, teardown),
         cmocka_unit_test_setup_teardown(test_max_age, setup, teardown),
         cmocka_unit_test_setup_teardown(test_inflight_limit, setup, teardown),

@@ -266,9 +266,9 @@ static void put_tag(struct fb_buf *o, const struct fb_tag *t, const struct fb_li
     fb_buf_puts(o, ",\"access\":\"");
     fb_buf_puts(o, access_name(t->access));
     fb_buf_puts(o, "\",\"range\":[");
-    put_limit(o, t->proc.has_min, t->proc.min);
+    put_limit(o, fb_tproc(t)->has_min, fb_tproc(t)->min);
     fb_buf_putc(o, ',');
-    put_limit(o, t->proc.has_max, t->proc.max);
+    put_limit(o, fb_tproc(t)->has_max, fb_tproc(t)->max);
     fb_buf_puts(o, "],");
     put_live(o, lt);
     fb_buf_putc(o, '}');

@@ -724,6 +724,7 @@ static int ig_start(struct fb_source_inst *s, struct fb_err *err)
         .connected = &s->m.connected,
         .persistent = c->persistent,
         .session_expiry_s = c->expiry_s,
+        .ack_after_handling = true, /* a message is acknowledged once stored */
         .ops = &ig_ops,
         .obj = x,
     };

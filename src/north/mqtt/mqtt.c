@@ -99,7 +99,8 @@ struct mq_ctx {
     uint32_t nroutes;
     uint32_t status_gen;              /* sink thread: the status generation last published */
     pthread_mutex_t mu;               /* the devices' last state (sink thread writes, network thread reads) */
-    struct fb_buf json;               /* sink thread (send, tick, close) */
+    struct fb_buf json;               /* whoever holds the sink's call lock (send, tick), close, model_end */
+    bool plain_names;                 /* no tag name needs escaping in JSON (checked at open and reload) */
     struct fb_buf nbuf;               /* network thread (connected) */
     int64_t next_status;              /* sink thread: next periodic gateway status (mono) */
     struct fb_broker_cfg prov_broker; /* fleet.provisioning: the broker settings with the identity in use */
@@ -484,6 +485,15 @@ static int make_topics(struct mq_ctx *ctx, struct fb_err *err)
     return rc;
 }
 
+/* Whether no tag name of model gw needs escaping in JSON (config names are
+ * letters, digits, '_', '.', '-' and [N]: checked anyway). */
+static bool names_plain(const struct fb_gateway *gw)
+{
+    for (uint32_t i = 0; i < gw->ntags; i++)
+        if (!gw->tags[i].name || !fb_json_plain(gw->tags[i].name)) return false;
+    return true;
+}
+
 /* ------------------------------------------------------------------ reload */
 static void mq_model_begin(struct fb_sink_inst *s)
 {
@@ -509,6 +519,7 @@ static void mq_model_end(struct fb_sink_inst *s, const struct fb_model_map *map)
         pthread_mutex_unlock(&ctx->model_mu);
         return;
     }
+    ctx->plain_names = names_plain(ctx->gw); /* the sink is parked: no send() runs */
     bool connected = fb_mqtt_session_connected(ctx->ms);
     /* per new device: KEPT it was there before, CMD_SAME / ST_SAME its command / status topic did not move */
     enum { KEPT = 1, CMD_SAME = 2, ST_SAME = 4 };
@@ -585,6 +596,7 @@ static int mq_open(struct fb_sink_inst *s, struct fb_err *err)
         ctx_free(ctx);
         return err ? err->code : FB_EINVAL;
     }
+    ctx->plain_names = names_plain(gw);
     ctx->status_gen = fb_status_generation(gw);
     /* the will: the broker publishes it when we vanish; it cannot carry the
      * time of that moment, so "ts" is null (docs/mqtt.md) */
@@ -683,7 +695,10 @@ static int mq_send(struct fb_sink_inst *s, const struct fb_batch *b, uint64_t ba
         return 0;
     }
     fb_buf_clear(&ctx->json);
-    fb_telemetry_json(&ctx->json, ctx->gw, b);
+    if (ctx->plain_names)
+        fb_telemetry_json_plain(&ctx->json, ctx->gw, b);
+    else
+        fb_telemetry_json(&ctx->json, ctx->gw, b);
     fb_mqtt_session_publish_tracked(ctx->ms, batch_id, d->t[T_TELE], ctx->json.p, ctx->json.len,
                                     ctx->cfg->qos_telemetry, false);
     return 0;

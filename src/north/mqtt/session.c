@@ -1,18 +1,41 @@
 /* session.c — one MQTT client session (libmosquitto 2.0) for the sinks that
  * speak MQTT (session.h).
  *
- * Threads.  The sink thread (runtime.c) publishes; our own network thread
- * runs mosquitto_loop() and every libmosquitto callback; other threads (the
- * command router replying) may publish too.  We run the network loop
- * ourselves instead of mosquitto_loop_start() because its built-in reconnect
- * (a) gives up for good on "fatal" errors such as a TLS handshake or DNS
- * failure while the broker restarts, (b) reconnects with a blocking connect()
- * that can hold shutdown for minutes against a black-holed host, and (c) has
- * no jitter.  Ours reconnects with mosquitto_connect_async (non-blocking
- * connect), exponential backoff between reconnect.min and reconnect.max with
- * equal jitter, moves to the next server of a failover list when a connect
- * fails or a sink asks, and checks for shutdown at least once a second.  Open
- * therefore never blocks and a broker that is down at start-up is fine.
+ * Threads.  The sink's send() publishes — on the sink thread, or on a
+ * connection thread that hands its batch straight over (core/publish.c);
+ * our own network thread connects and runs every libmosquitto callback it
+ * reads; other threads (the command router replying) may publish too.  We
+ * run the network loop ourselves instead of mosquitto_loop_start() because
+ * its built-in reconnect (a) gives up for good on "fatal" errors such as a
+ * TLS handshake or DNS failure while the broker restarts, (b) reconnects with
+ * a blocking connect() that can hold shutdown for minutes against a
+ * black-holed host, and (c) has no jitter.  Ours reconnects with
+ * mosquitto_connect_async (non-blocking connect), exponential backoff between
+ * reconnect.min and reconnect.max with equal jitter, moves to the next server
+ * of a failover list when a connect fails or a sink asks, and checks for
+ * shutdown at least once a second.  Open therefore never blocks and a broker
+ * that is down at start-up is fine.
+ *
+ * Writes (direct_io, plain TCP).  In libmosquitto's threaded mode every
+ * publish only queues its packet and writes a byte to an internal socket
+ * pair to wake the network thread, which then writes the packet; together
+ * with waking for every PUBACK that was two thread wake-ups per message, most
+ * of the CPU a message cost (BENCHMARKS.md).  So over plain TCP the client is
+ * not in threaded mode: mosquitto_publish() writes the packet on the
+ * publishing thread, the tracked publisher then reads whatever has arrived
+ * (PUBACKs, commands) itself, and while tracked publications keep coming
+ * (MS_ACTIVE_NS) the network thread does not watch the socket at all — it
+ * polls its own eventfd and a short timeout instead of libmosquitto's socket
+ * pair.  One reader at a time (rd_mu).  Over TLS one SSL object must not be
+ * used by two threads at once, so TLS keeps the threaded mode: the network
+ * thread does all I/O.  Outside threaded mode libmosquitto also writes the
+ * PUBACK of a received QoS 1 message at once, before on_message runs, so a
+ * session that must acknowledge only what it has handled (ingest: once
+ * stored; opts.ack_after_handling) keeps the threaded mode too, where the
+ * acknowledgement waits in the queue until the callback returns.  Either
+ * way libmosquitto's log callback is removed
+ * once connected (unless logging at debug level): with one set it formats a
+ * line for every packet.
  *
  * Delivery.  A tracked publication remembers (mid → batch id) in a fixed
  * open-addressing table sized from max_inflight (no allocation per message).
@@ -40,11 +63,13 @@
  * revoked", "certificate has expired"), which libmosquitto only reports as
  * "certificate verify failed".  Network thread only.
  *
- * Lock order: ms->mu is taken inside libmosquitto callbacks (which may hold
- * libmosquitto's callback mutex), and a tracked publish holds ms->mu around
- * mosquitto_publish() so that a PUBACK racing the insertion of its mid finds
- * it.  That is safe because with mosquitto_threaded_set(true) publish only
- * queues the packet (out_packet mutex) and never runs callbacks itself.
+ * Lock order: rd_mu → ms->mu.  ms->mu is taken inside libmosquitto callbacks
+ * (which may hold libmosquitto's callback mutex).  A PUBACK must not be
+ * handled before its mid is in the table: in threaded mode (TLS) a tracked
+ * publish holds ms->mu around mosquitto_publish(), which then only queues and
+ * never runs callbacks; with direct_io mosquitto_publish() writes and may run
+ * callbacks itself (a queued QoS 0 message or DISCONNECT written on the way),
+ * so it holds rd_mu instead — nobody reads the socket until the mid is in.
  */
 #include "north/mqtt/session.h"
 
@@ -54,12 +79,15 @@
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "core/log.h"
 #include "core/plugin.h"
@@ -70,6 +98,9 @@
 #define MS_LOOP_TIMEOUT_MS 1000
 #define MS_DRAIN_WAIT_NS 2000000000LL  /* on shutdown, max wait for in-flight room */
 #define MS_RESEND_WAIT_NS 5000000000LL /* after a reconnect, wait this long for the session's resends */
+/* direct_io: while tracked publications come at least this often, their
+ * publisher reads the socket and the network thread does not watch it */
+#define MS_ACTIVE_NS 5000000LL
 
 struct slot {
     int mid; /* 0 = empty (libmosquitto mids are 1..65535) */
@@ -93,6 +124,10 @@ struct fb_mqtt_session {
     /* network thread */
     pthread_t thr;
     bool thr_started;
+    bool direct_io;              /* plain TCP: publishers write to the socket themselves (see "Writes") */
+    int wake_fd;                 /* eventfd: wakes the network thread out of poll() (direct_io) */
+    pthread_mutex_t rd_mu;       /* one reader of the socket at a time (direct_io) */
+    _Atomic int64_t last_pub_ns; /* monotonic time of the last tracked publication (direct_io) */
     atomic_bool quit;
     atomic_bool connected;   /* CONNACK accepted and not yet disconnected */
     atomic_bool next_server; /* the next CONNECT goes to the next server */
@@ -349,6 +384,17 @@ static void broadcast(struct fb_mqtt_session *ms)
     pthread_mutex_unlock(&ms->mu);
 }
 
+/* Wake the network thread out of poll() (direct_io: it does not watch
+ * libmosquitto's socket pair). */
+static void wake_net(struct fb_mqtt_session *ms)
+{
+    if (ms->wake_fd >= 0) {
+        uint64_t one = 1;
+        if (write(ms->wake_fd, &one, sizeof one) < 0) { /* already signalled: fine */
+        }
+    }
+}
+
 const char *fb_mqtt_session_strerror(const struct fb_mqtt_session *ms, int rc)
 {
     /* MQTT 5 reason codes are >= 0x80 for errors; libmosquitto's own codes are small */
@@ -448,6 +494,12 @@ static void on_connect(struct mosquitto *mosq, void *obj, int rc, int flags, con
     pthread_mutex_unlock(&ms->mu);
     fb_backoff_reset(&ms->backoff);
     ms->rl_conn.last_ns = 0;
+    /* With a log callback libmosquitto formats (malloc, vsnprintf) a line for
+     * every packet it sends or receives — about a third of the client's CPU
+     * per message.  What it reports at warning level concerns connecting
+     * (TLS, sockets), so once connected it only listens at debug level; every
+     * connect attempt sets it again (net_thread). */
+    if (fb_log_current_level < FB_LOG_DEBUG) mosquitto_log_callback_set(ms->mosq, NULL);
     if (ms->ops->connected) ms->ops->connected(ms->obj, ms);
     atomic_store(&ms->connected, true);
     atomic_store(ms->connected_metric, 1);
@@ -479,6 +531,7 @@ static void on_disconnect(struct mosquitto *mosq, void *obj, int rc, const mosqu
     pthread_mutex_unlock(&ms->mu);
     lost(ms, rc == 0, fb_mqtt_session_strerror(ms, rc));
     broadcast(ms);
+    wake_net(ms); /* it may be another thread that saw the socket close */
 }
 
 static void on_publish(struct mosquitto *mosq, void *obj, int mid, int reason, const mosquitto_property *props)
@@ -667,11 +720,54 @@ static const char *net_err_text(const struct fb_mqtt_session *ms, int rc, int e,
     return mosquitto_strerror(rc);
 }
 
+/* One round of the network loop while connected over plain TCP: poll the
+ * socket (and the wake-up eventfd, not libmosquitto's socket pair, which
+ * every publish writes to), then read, write what publishers left queued,
+ * and run the keepalive.  Returns a libmosquitto code like mosquitto_loop(). */
+static int io_loop(struct fb_mqtt_session *ms)
+{
+    int fd = mosquitto_socket(ms->mosq);
+    if (fd < 0) return MOSQ_ERR_NO_CONN;
+    struct pollfd p[2] = {{.fd = fd, .events = POLLIN}, {.fd = ms->wake_fd, .events = POLLIN}};
+    struct timespec to = {MS_LOOP_TIMEOUT_MS / 1000, (MS_LOOP_TIMEOUT_MS % 1000) * 1000000L};
+    /* A publisher active within MS_ACTIVE_NS reads the PUBACKs (and commands)
+     * after each publication: watching the socket too would wake this thread
+     * for every acknowledgement.  It looks again once publications pause. */
+    int64_t quiet = fb_mono_ns() - atomic_load(&ms->last_pub_ns);
+    if (quiet >= 0 && quiet < MS_ACTIVE_NS) {
+        p[0].events = 0;
+        to.tv_sec = 0;
+        to.tv_nsec = (long)(MS_ACTIVE_NS - quiet);
+    }
+    if (mosquitto_want_write(ms->mosq)) p[0].events |= POLLOUT;
+    int n = ppoll(p, 2, &to, NULL);
+    if (n < 0 && errno != EINTR) return MOSQ_ERR_ERRNO;
+    if (n > 0 && (p[1].revents & POLLIN)) {
+        uint64_t v;
+        if (read(ms->wake_fd, &v, sizeof v) < 0) { /* nothing to clear */
+        }
+    }
+    if (n > 0 && (p[0].revents & POLLNVAL)) return MOSQ_ERR_NO_CONN; /* closed by another thread */
+    if (n > 0 && (p[0].revents & (POLLIN | POLLERR | POLLHUP))) {
+        pthread_mutex_lock(&ms->rd_mu);
+        int rc = mosquitto_loop_read(ms->mosq, 1);
+        pthread_mutex_unlock(&ms->rd_mu);
+        if (rc != MOSQ_ERR_SUCCESS) return rc;
+    }
+    if (mosquitto_socket(ms->mosq) < 0) return MOSQ_ERR_NO_CONN;
+    if (mosquitto_want_write(ms->mosq)) {
+        int rc = mosquitto_loop_write(ms->mosq, 1);
+        if (rc != MOSQ_ERR_SUCCESS) return rc;
+    }
+    return mosquitto_loop_misc(ms->mosq);
+}
+
 static void *net_thread(void *arg)
 {
     struct fb_mqtt_session *ms = arg;
     const struct fb_broker_cfg *cfg = ms->cfg;
     bool sock = false;
+    fb_thread_name("net", ms->name);
     int64_t next_try = 0;
     while (!atomic_load(&ms->quit)) {
         if (!sock) {
@@ -687,6 +783,7 @@ static void *net_thread(void *arg)
                 fb_info(NULL, NULL, "%s: trying server %s", ms->name, fb_mqtt_session_server(ms)->url);
             }
             const struct fb_broker_server *sv = fb_mqtt_session_server(ms);
+            mosquitto_log_callback_set(ms->mosq, on_liblog); /* off while connected (on_connect) */
             crl_refresh(ms, false, NULL);
             if (ms->ops->before_connect) ms->ops->before_connect(ms->obj, ms);
             /* connect_async stores host/port and starts a non-blocking connect */
@@ -705,7 +802,15 @@ static void *net_thread(void *arg)
             sock = true;
             ms->got_connack = false;
         }
-        int rc = mosquitto_loop(ms->mosq, MS_LOOP_TIMEOUT_MS, 1);
+        int rc;
+        if (ms->direct_io && atomic_load(&ms->connected)) {
+            rc = io_loop(ms);
+        } else {
+            /* connecting (or TLS): libmosquitto's own loop; publishers never read */
+            pthread_mutex_lock(&ms->rd_mu);
+            rc = mosquitto_loop(ms->mosq, MS_LOOP_TIMEOUT_MS, 1);
+            pthread_mutex_unlock(&ms->rd_mu);
+        }
         if (rc != MOSQ_ERR_SUCCESS || mosquitto_socket(ms->mosq) < 0) {
             int e = errno;
             char why[160];
@@ -744,6 +849,8 @@ static void session_free(struct fb_mqtt_session *ms)
     if (ms->mosq) mosquitto_destroy(ms->mosq);
     SSL_CTX_free(ms->ssl_ctx); /* libmosquitto held its own reference */
     free(ms->slots);
+    if (ms->wake_fd >= 0) close(ms->wake_fd);
+    pthread_mutex_destroy(&ms->rd_mu);
     pthread_mutex_destroy(&ms->mu);
     pthread_cond_destroy(&ms->cv);
     free(ms);
@@ -759,7 +866,8 @@ static int setup_client(struct fb_mqtt_session *ms, const struct fb_mqtt_session
     ms->mosq = mosquitto_new(o->client_id, !ms->persistent, ms);
     if (!ms->mosq) return fb_err_set(err, FB_ENOMEM, "%s: cannot create a client: %s", ms->name, strerror(errno));
     struct mosquitto *m = ms->mosq;
-    mosquitto_threaded_set(m, true);
+    /* direct_io: a publish writes to the socket on the publishing thread */
+    mosquitto_threaded_set(m, !ms->direct_io);
     mosquitto_int_option(m, MOSQ_OPT_PROTOCOL_VERSION, ms->v5 ? MQTT_PROTOCOL_V5 : MQTT_PROTOCOL_V311);
     if (ms->persistent && ms->v5) {
         /* libmosquitto 2.0 takes CONNECT properties only through the blocking
@@ -857,7 +965,13 @@ int fb_mqtt_session_open(struct fb_mqtt_session **out, const struct fb_mqtt_sess
     int64_t ka = cfg->keepalive_ns > 0 ? cfg->keepalive_ns / MS_SEC : 30;
     ms->keepalive_s = (int)(ka < 5 ? 5 : ka > 65535 ? 65535 : ka);
     pthread_mutex_init(&ms->mu, NULL);
+    pthread_mutex_init(&ms->rd_mu, NULL);
     fb_cond_init_mono(&ms->cv);
+    /* TLS keeps libmosquitto's threaded mode: one SSL object must not be
+     * used by two threads at once, so only the network thread does I/O */
+    ms->direct_io = !cfg->tls && !o->ack_after_handling;
+    ms->wake_fd = -1;
+    if (ms->direct_io && (ms->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)) < 0) ms->direct_io = false;
     ms->rl_conn.interval_ns = 60 * MS_SEC;
     ms->rl_liblog.interval_ns = 10 * MS_SEC;
     ms->rl_send.interval_ns = 60 * MS_SEC;
@@ -891,6 +1005,37 @@ int fb_mqtt_session_open(struct fb_mqtt_session **out, const struct fb_mqtt_sess
     return 0;
 }
 
+/* direct_io: after a tracked publication, write what is still queued
+ * (libmosquitto queues without writing while any thread runs a callback;
+ * the socket may be full); wake the network thread if something stays
+ * queued or the connection broke. */
+static void flush(struct fb_mqtt_session *ms)
+{
+    if (mosquitto_want_write(ms->mosq)) mosquitto_loop_write(ms->mosq, 1);
+    if (mosquitto_socket(ms->mosq) < 0 || mosquitto_want_write(ms->mosq)) wake_net(ms);
+}
+
+/* direct_io, rd_mu held: take in what has arrived (PUBACKs in bulk,
+ * commands) on this thread; a broken connection is the network thread's to
+ * handle.  No other thread has to wake up for a message to be acknowledged
+ * or a command to be received while publications keep coming. */
+static _Thread_local const struct fb_mqtt_session *tl_read; /* read by ready() just now */
+static void read_locked(struct fb_mqtt_session *ms)
+{
+    if (atomic_load(&ms->connected) && mosquitto_socket(ms->mosq) >= 0 &&
+        mosquitto_loop_read(ms->mosq, 1) != MOSQ_ERR_SUCCESS)
+        wake_net(ms);
+}
+
+/* A write error inside mosquitto_publish (direct_io) still leaves a QoS > 0
+ * message in the session, which resends it after the reconnect: it counts as
+ * published; the network thread sees the broken socket. */
+static bool published(const struct fb_mqtt_session *ms, int rc, int qos, int mid)
+{
+    if (rc == MOSQ_ERR_SUCCESS) return true;
+    return ms->direct_io && qos > 0 && mid && (rc == MOSQ_ERR_ERRNO || rc == MOSQ_ERR_CONN_LOST);
+}
+
 bool fb_mqtt_session_close(struct fb_mqtt_session *ms, const char *topic, const void *p, size_t len, bool retain,
                            int64_t wait_ns)
 {
@@ -903,9 +1048,20 @@ bool fb_mqtt_session_close(struct fb_mqtt_session *ms, const char *topic, const 
         int rc = MOSQ_ERR_SUCCESS;
         if (topic) {
             int mid = 0;
+            if (ms->direct_io) { /* see fb_mqtt_session_publish_tracked */
+                pthread_mutex_unlock(&ms->mu);
+                pthread_mutex_lock(&ms->rd_mu);
+            }
             rc = ms->v5 ? mosquitto_publish_v5(ms->mosq, &mid, topic, (int)len, p, 1, retain, NULL)
                         : mosquitto_publish(ms->mosq, &mid, topic, (int)len, p, 1, retain);
-            if (rc == MOSQ_ERR_SUCCESS) ms->close_mid = mid;
+            if (ms->direct_io) {
+                pthread_mutex_lock(&ms->mu);
+                pthread_mutex_unlock(&ms->rd_mu);
+            }
+            if (published(ms, rc, 1, mid)) {
+                ms->close_mid = mid;
+                rc = MOSQ_ERR_SUCCESS;
+            }
         } else {
             ms->close_acked = true;
         }
@@ -929,6 +1085,7 @@ bool fb_mqtt_session_close(struct fb_mqtt_session *ms, const char *topic, const 
     }
     atomic_store(&ms->quit, true);
     broadcast(ms);
+    wake_net(ms);
     if (ms->thr_started) pthread_join(ms->thr, NULL);
     atomic_store(ms->connected_metric, 0);
     /* what the broker never acknowledged is the store's to keep */
@@ -943,8 +1100,14 @@ bool fb_mqtt_session_close(struct fb_mqtt_session *ms, const char *topic, const 
 int fb_mqtt_session_publish(struct fb_mqtt_session *ms, const char *topic, const void *p, size_t len, int qos,
                             bool retain, const mosquitto_property *props)
 {
-    if (ms->v5) return mosquitto_publish_v5(ms->mosq, NULL, topic, (int)len, p, qos, retain, props);
-    return mosquitto_publish(ms->mosq, NULL, topic, (int)len, p, qos, retain);
+    int mid = 0;
+    int rc = ms->v5 ? mosquitto_publish_v5(ms->mosq, &mid, topic, (int)len, p, qos, retain, props)
+                    : mosquitto_publish(ms->mosq, &mid, topic, (int)len, p, qos, retain);
+    if (!published(ms, rc, qos, mid)) return rc;
+    /* queued, not written (a callback runs somewhere, maybe this one): the
+     * network thread writes it */
+    if (ms->direct_io && mosquitto_want_write(ms->mosq)) wake_net(ms);
+    return MOSQ_ERR_SUCCESS;
 }
 
 void fb_mqtt_session_publish_tracked(struct fb_mqtt_session *ms, uint64_t id, const char *topic, const void *p,
@@ -959,7 +1122,16 @@ void fb_mqtt_session_publish_tracked(struct fb_mqtt_session *ms, uint64_t id, co
             /* normally wait as long as the connection lives; while the gateway
              * stops, give up after a bound so shutdown cannot hang */
             if (fb_runtime_stopping(s->gw) && now - start > MS_DRAIN_WAIT_NS) break;
-            wait_until(ms, now + 100000000LL);
+            if (ms->direct_io) { /* the acknowledgements may be waiting in the socket for us */
+                pthread_mutex_unlock(&ms->mu);
+                if (pthread_mutex_trylock(&ms->rd_mu) == 0) {
+                    read_locked(ms);
+                    pthread_mutex_unlock(&ms->rd_mu);
+                }
+                pthread_mutex_lock(&ms->mu);
+                if (ms->inflight < ms->max_inflight) break;
+            }
+            wait_until(ms, now + (ms->direct_io ? 1000000LL : 100000000LL));
         }
     }
     if (!atomic_load(&ms->connected) || (qos > 0 && ms->inflight >= ms->max_inflight)) {
@@ -967,20 +1139,40 @@ void fb_mqtt_session_publish_tracked(struct fb_mqtt_session *ms, uint64_t id, co
         fb_sink_done(s, id, FB_RETRY);
         return;
     }
+    /* The PUBACK must find the mid in the table.  Threaded (TLS): publish only
+     * queues, so holding mu across it is enough.  direct_io: publish writes
+     * and may run callbacks that take mu, so rd_mu is held instead — no thread
+     * reads the socket until the mid is in the table.  (Only one tracked
+     * publication per sink runs at a time — the runtime calls send() under
+     * the sink's call lock — so the room checked above stays.) */
+    if (ms->direct_io) {
+        pthread_mutex_unlock(&ms->mu);
+        pthread_mutex_lock(&ms->rd_mu);
+        /* what arrived since the last publication (unless ready() on this
+         * thread just took it in): while this publisher is active the network
+         * thread does not watch the socket */
+        if (tl_read != ms) read_locked(ms);
+        tl_read = NULL;
+    }
     int mid = 0;
     int rc = ms->v5 ? mosquitto_publish_v5(ms->mosq, &mid, topic, (int)len, p, qos, retain, NULL)
                     : mosquitto_publish(ms->mosq, &mid, topic, (int)len, p, qos, retain);
-    if (rc == MOSQ_ERR_SUCCESS && qos > 0) {
-        map_put(ms, mid, id);
-        pthread_mutex_unlock(&ms->mu);
-        return;
-    }
+    if (ms->direct_io) pthread_mutex_lock(&ms->mu);
+    bool ok = published(ms, rc, qos, mid);
+    if (ok && qos > 0) map_put(ms, mid, id);
     pthread_mutex_unlock(&ms->mu);
-    if (rc == MOSQ_ERR_SUCCESS) {
-        fb_sink_done(s, id, FB_SENT); /* QoS 0: handed to the connection */
+    if (ms->direct_io) {
+        if (ok) {
+            atomic_store(&ms->last_pub_ns, fb_mono_ns());
+            flush(ms);
+        }
+        pthread_mutex_unlock(&ms->rd_mu);
+    }
+    if (ok) {
+        if (qos == 0) fb_sink_done(s, id, FB_SENT); /* QoS 0: handed to the connection */
         return;
     }
-    if (rc == MOSQ_ERR_NO_CONN || rc == MOSQ_ERR_NOMEM || rc == MOSQ_ERR_ERRNO) {
+    if (rc == MOSQ_ERR_NO_CONN || rc == MOSQ_ERR_NOMEM || rc == MOSQ_ERR_ERRNO || rc == MOSQ_ERR_CONN_LOST) {
         fb_sink_done(s, id, FB_RETRY);
         return;
     }
@@ -1023,6 +1215,13 @@ int fb_mqtt_session_set_will(struct fb_mqtt_session *ms, const char *topic, cons
 bool fb_mqtt_session_ready(struct fb_mqtt_session *ms)
 {
     if (!atomic_load(&ms->connected)) return false;
+    /* acknowledgements that have arrived count: the caller may be about to
+     * decide whether anything is still unacknowledged (core/publish.c) */
+    if (ms->direct_io && pthread_mutex_trylock(&ms->rd_mu) == 0) {
+        read_locked(ms);
+        tl_read = ms;
+        pthread_mutex_unlock(&ms->rd_mu);
+    }
     pthread_mutex_lock(&ms->mu);
     if (ms->resend_pending && fb_mono_ns() - ms->connected_at > MS_RESEND_WAIT_NS) {
         /* the session did not resend them: hand them back to the store, which
@@ -1041,4 +1240,5 @@ void fb_mqtt_session_disconnect(struct fb_mqtt_session *ms, bool next_server)
 {
     if (next_server && ms->cfg->nservers > 1) atomic_store(&ms->next_server, true);
     mosquitto_disconnect(ms->mosq);
+    wake_net(ms);
 }

@@ -90,6 +90,12 @@ struct fb_mqtt_session_opts {
      * messages while we are away (a restart picks them up) */
     bool persistent;
     uint32_t session_expiry_s;
+    /* a received QoS 1/2 message is acknowledged only once on_message has
+     * returned (ingest: acknowledged once stored).  This keeps libmosquitto's
+     * threaded mode: outside it the library writes the PUBACK at once, before
+     * the callback runs, so publishers do not write to the socket themselves
+     * ("Writes" in session.c). */
+    bool ack_after_handling;
     const struct fb_mqtt_session_ops *ops;
     void *obj;
     /* will (may also be set later from before_connect) */

@@ -50,8 +50,34 @@ static bool value_finite(const struct fb_value *v)
     return !fb_type_is_float((enum fb_type)v->type) || isfinite(v->f);
 }
 
+/* The usual sample — Good, an integer or a bool, no statistics, taken at
+ * the message's time — in one reservation, without the general checks.
+ * False: not that case. */
+static bool put_plain(struct fb_buf *out, const struct fb_batch *b, const struct fb_sample *s)
+{
+    uint8_t t = s->v.type;
+    if (!fb_q_good(s->quality) || (s->flags & FB_SF_STATS) || !(fb_type_is_int((enum fb_type)t) || t == FB_T_BOOL))
+        return false;
+    int64_t d = s->ts_src ? s->ts_src - b->ts : 0;
+    if (d >= 1000000LL || d <= -1000000LL) return false;
+    fb_buf_reserve(out, 48);
+    char *o = out->p + out->len;
+    memcpy(o, "{\"v\":", 5);
+    o += 5;
+    if (t == FB_T_BOOL) {
+        memcpy(o, s->v.b ? "true" : "false", s->v.b ? 4 : 5);
+        o += s->v.b ? 4 : 5;
+    } else {
+        o += fb_type_is_signed((enum fb_type)t) ? fb_fmt_i64(o, s->v.i) : fb_fmt_u64(o, s->v.u);
+    }
+    memcpy(o, ",\"q\":\"good\"}", 12);
+    out->len = (size_t)(o + 12 - out->p);
+    return true;
+}
+
 static void put_sample(struct fb_buf *out, const struct fb_batch *b, const struct fb_sample *s)
 {
+    if (put_plain(out, b, s)) return;
     uint32_t q = s->quality;
     bool finite = value_finite(&s->v);
     if (!finite && !fb_q_bad(q)) q = FB_Q_BAD_OUT_OF_RANGE;
@@ -66,9 +92,13 @@ static void put_sample(struct fb_buf *out, const struct fb_batch *b, const struc
         fb_buf_puts(out, ",\"raw\":");
         fb_json_value(out, &s->v);
     }
-    fb_buf_puts(out, ",\"q\":\"");
-    fb_buf_puts(out, fb_q_severity(q));
-    fb_buf_putc(out, '"');
+    if (fb_q_good(q)) { /* the usual case, without a look-up */
+        fb_buf_puts(out, ",\"q\":\"good\"");
+    } else {
+        fb_buf_puts(out, ",\"q\":\"");
+        fb_buf_puts(out, fb_q_severity(q));
+        fb_buf_putc(out, '"');
+    }
     if (!fb_q_good(q)) {
         char nb[16];
         fb_buf_puts(out, ",\"reason\":");
@@ -106,7 +136,7 @@ static const char *device_name(const struct fb_gateway *gw, uint32_t idx)
     return "?";
 }
 
-void fb_telemetry_json(struct fb_buf *out, const struct fb_gateway *gw, const struct fb_batch *b)
+static void telemetry(struct fb_buf *out, const struct fb_gateway *gw, const struct fb_batch *b, bool plain_names)
 {
     fb_buf_puts(out, "{\"ts\":");
     fb_json_time(out, b->ts);
@@ -121,12 +151,24 @@ void fb_telemetry_json(struct fb_buf *out, const struct fb_gateway *gw, const st
         if (!gw || s->tag >= gw->ntags) continue; /* not ours: never index out of range */
         if (!first) fb_buf_putc(out, ',');
         first = false;
-        fb_json_cstr(out, gw->tags[s->tag].name);
-        fb_buf_putc(out, ':');
+        if (plain_names)
+            fb_json_key_plain(out, gw->tags[s->tag].name);
+        else
+            fb_json_key(out, gw->tags[s->tag].name);
         put_sample(out, b, s);
     }
     fb_buf_puts(out, "}}");
     fb_buf_cstr(out);
+}
+
+void fb_telemetry_json(struct fb_buf *out, const struct fb_gateway *gw, const struct fb_batch *b)
+{
+    telemetry(out, gw, b, false);
+}
+
+void fb_telemetry_json_plain(struct fb_buf *out, const struct fb_gateway *gw, const struct fb_batch *b)
+{
+    telemetry(out, gw, b, true);
 }
 
 static const char *state_name(int st)

@@ -5,10 +5,13 @@
  * server failover, TLS) is the one the JSON sink uses (north/mqtt/session.c).
  * Its callbacks only subscribe and read: they set atomic flags (a connection
  * generation, host online, rebirth requested, host went offline).  Everything that publishes a Sparkplug
- * message — births, data, deaths — runs on the sink thread (send, ready,
- * tick), so the seq counter, the per-tag value cache and the encoder belong
- * to one thread and need no lock.  A flag set by the network thread is acted
- * on within one sink-thread tick (<= 100 ms; we also wake the thread).
+ * message — births, data, deaths — runs in send, ready or tick, which the
+ * runtime calls under the sink's call lock (from the sink thread, or from a
+ * connection thread handing its batch straight over: core/publish.c), so the
+ * seq counter, the per-tag value cache and the encoder are used by one
+ * thread at a time and need no lock of their own.  A flag set by the network
+ * thread is acted on within one sink-thread tick (<= 100 ms; we also wake
+ * the thread).
  *
  * Session.  Before every CONNECT the will is set to an NDEATH carrying the
  * next bdSeq (0 first, +1 per CONNECT that got a session, wrapping at 256; persisted next to the

@@ -389,9 +389,8 @@ static int file_read(struct fb_device *dev, struct fb_group *g, struct fb_batch 
 
 static int file_write(struct fb_device *dev, const struct fb_tag *t, const struct fb_value *v, struct fb_err *err)
 {
-    (void)dev;
     (void)v;
-    return fb_err_set(err, FB_EACCES, "%s: a recording cannot be written", t->path ? t->path : t->name);
+    return fb_err_set(err, FB_EACCES, "%s: a recording cannot be written", fb_tag_path(dev->gw, t));
 }
 
 const struct fb_driver fb_driver_file = {

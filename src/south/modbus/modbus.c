@@ -45,11 +45,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/select.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "core/block.h"
 #include "core/log.h"
 #include "core/model.h"
+#include "core/net.h"
 #include "core/plugin.h"
 #include "south/modbus/modbus_proto.h"
 
@@ -57,8 +60,18 @@
 #define MB_PROBE_MIN_NS 1000000000LL  /* a silent unit is asked again after 1 s … */
 #define MB_PROBE_MAX_NS 30000000000LL /* … doubling up to 30 s */
 
+/* The parsed addresses of a device's tags, 16 bytes each, in chunks owned by
+ * the device (a malloc per tag cost as much again in allocator overhead). */
+#define MB_SLAB_N 256
+struct mb_slab {
+    struct mb_slab *next;
+    uint32_t used;
+    struct mb_addr a[MB_SLAB_N];
+};
+
 struct mb_dev {
     struct mb_opts o;
+    struct mb_slab *slab; /* tags' parsed addresses (tag->addr points here) */
     /* this unit's answers (connection thread only) */
     int no_answer;     /* requests in a row without an answer: timeouts, exceptions 0A/0B */
     int link_timeouts; /* timeouts since anyone last answered on the link (valid while
@@ -150,13 +163,31 @@ static int mb_device_init(struct fb_device *dev, char **conn_key, struct fb_err 
 
 static void mb_device_free(struct fb_device *dev)
 {
-    free(dev->drv_dev);
+    struct mb_dev *md = dev->drv_dev;
+    while (md && md->slab) {
+        struct mb_slab *s = md->slab;
+        md->slab = s->next;
+        free(s);
+    }
+    free(md);
     dev->drv_dev = NULL;
+}
+
+static struct mb_addr *addr_alloc(struct mb_dev *md)
+{
+    if (!md->slab || md->slab->used == MB_SLAB_N) {
+        struct mb_slab *s = malloc(sizeof *s);
+        if (!s) return NULL;
+        s->used = 0;
+        s->next = md->slab;
+        md->slab = s;
+    }
+    return &md->slab->a[md->slab->used++];
 }
 
 static int mb_parse_address(struct fb_device *dev, struct fb_tag *tag, struct fb_err *err)
 {
-    const struct mb_dev *md = dev->drv_dev;
+    struct mb_dev *md = dev->drv_dev;
     struct mb_addr_in in = {
         .text = tag->addr_text,
         .type = tag->type,
@@ -165,42 +196,36 @@ static int mb_parse_address(struct fb_device *dev, struct fb_tag *tag, struct fb
         .index = tag->index,
         .base = md ? md->o.base : 0,
     };
-    struct mb_addr *a = malloc(sizeof *a);
-    if (!a) return fb_err_set(err, FB_ENOMEM, "out of memory");
-    int rc = mb_addr_parse(&in, a, err);
-    if (!rc && (tag->access & FB_ACC_WRITE) && (a->table == MB_IR || a->table == MB_DI))
+    struct mb_addr parsed;
+    int rc = mb_addr_parse(&in, &parsed, err);
+    if (!rc && (tag->access & FB_ACC_WRITE) && (parsed.table == MB_IR || parsed.table == MB_DI))
         rc = fb_err_set(err, FB_EINVAL, "%s are read-only: a tag on them takes access: r",
-                        a->table == MB_IR ? "input registers" : "discrete inputs");
+                        parsed.table == MB_IR ? "input registers" : "discrete inputs");
     if (!rc && tag->wave) {
-        uint64_t end = (uint64_t)a->addr + (uint64_t)tag->wave->n * a->count;
-        if (a->table != MB_HR && a->table != MB_IR)
+        uint64_t end = (uint64_t)parsed.addr + (uint64_t)tag->wave->n * parsed.count;
+        if (parsed.table != MB_HR && parsed.table != MB_IR)
             rc = fb_err_set(err, FB_EINVAL, "a waveform is read from holding or input registers (hr:, ir:), not %s",
-                            a->table == MB_CO ? "coils" : "discrete inputs");
-        else if (a->type == FB_T_STRING || a->type == FB_T_BOOL || a->has_bit || a->bcd)
+                            parsed.table == MB_CO ? "coils" : "discrete inputs");
+        else if (parsed.type == FB_T_STRING || parsed.type == FB_T_BOOL || parsed.has_bit || parsed.bcd)
             rc = fb_err_set(err, FB_EINVAL, "a waveform's values are numbers (int16, uint16, int32, float32, …)");
         else if (end > 65536)
             rc = fb_err_set(err, FB_EINVAL,
                             "a waveform of %u values of %u register%s at %s:%u ends at register %llu: the block does "
                             "not fit the 65536 registers",
-                            tag->wave->n, a->count, a->count == 1 ? "" : "s", mb_table_name(a->table), a->addr,
-                            (unsigned long long)end - 1);
+                            tag->wave->n, parsed.count, parsed.count == 1 ? "" : "s", mb_table_name(parsed.table),
+                            parsed.addr, (unsigned long long)end - 1);
     }
-    if (rc) {
-        free(a);
-        return rc;
-    }
-    free(tag->addr);
+    if (rc) return rc;
+    struct mb_addr *a = tag->addr ? tag->addr : md ? addr_alloc(md) : NULL; /* parsed again: in place */
+    if (!a) return fb_err_set(err, FB_ENOMEM, "out of memory");
+    *a = parsed;
     tag->addr = a;
     tag->type = a->type;
     if (a->type == FB_T_STRING) tag->str_len = a->str_len;
     return 0;
 }
 
-static void mb_free_address(struct fb_tag *tag)
-{
-    free(tag->addr);
-    tag->addr = NULL;
-}
+static void mb_free_address(struct fb_tag *tag) { tag->addr = NULL; /* the device's slab owns it (mb_device_free) */ }
 
 static int mb_plan(struct fb_device *dev, struct fb_group *g, struct fb_err *err)
 {
@@ -287,9 +312,41 @@ static int mb_open(struct fb_conn *c, struct fb_err *err)
     mc->cur_timeout = o->timeout_ns;
     mc->cur_unit = -1;
     set_timeout(mc->mb, o->timeout_ns);
-    if (modbus_connect(mc->mb) == -1) {
-        int e = errno;
-        fb_err_set(err, FB_EIO, "connect to %s failed: %s", mc->where, modbus_strerror(e));
+    /* libmodbus waits for answers with select(), which cannot take a
+     * descriptor of FD_SETSIZE (1024) or more: the process aborted ("bit out
+     * of range") once a gateway had about a thousand connections.  So the TCP
+     * connection is made here (poll(), no such limit) and handed over, and a
+     * descriptor too high for libmodbus is refused: that device goes offline
+     * and is retried, the rest keeps working. */
+    int fd = -1;
+    if (o->transport == MB_TCP) {
+        int rc = fb_tcp_connect(o->host, o->port, o->timeout_ns, mc->where, &fd, err);
+        if (rc < 0) {
+            modbus_free(mc->mb);
+            free(mc);
+            return rc;
+        }
+        if (fd < FD_SETSIZE) modbus_set_socket(mc->mb, fd);
+    } else {
+        if (modbus_connect(mc->mb) == -1) {
+            int e = errno;
+            fb_err_set(err, FB_EIO, "connect to %s failed: %s", mc->where, modbus_strerror(e));
+            modbus_free(mc->mb);
+            free(mc);
+            return FB_EIO;
+        }
+        fd = modbus_get_socket(mc->mb);
+    }
+    if (fd >= FD_SETSIZE) {
+        fb_err_set(err, FB_EIO,
+                   "connect to %s: its descriptor %d is beyond what libmodbus can wait on (%d, select); "
+                   "this gateway has too many connections open — share connections (devices behind one "
+                   "TCP gateway as unit ids) or spread the devices over gateways",
+                   mc->where, fd, FD_SETSIZE - 1);
+        if (o->transport == MB_TCP)
+            close(fd);
+        else
+            modbus_close(mc->mb);
         modbus_free(mc->mb);
         free(mc);
         return FB_EIO;
@@ -558,6 +615,20 @@ static int mb_read(struct fb_device *dev, struct fb_group *g, struct fb_batch *o
             for (uint32_t k = 0; k < b->n; k++) {
                 const struct mb_item *it = &p->items[b->first + k];
                 unsigned off = (unsigned)(it->a->addr - b->start);
+                const struct mb_addr *a = it->a;
+                if (a->count == 1 && !a->has_bit && !a->bcd && (a->type == FB_T_INT16 || a->type == FB_T_UINT16) &&
+                    b->table <= MB_IR && out->n < out->cap) {
+                    /* one 16-bit register (most tags): straight into the batch */
+                    uint16_t r = a->swap_bytes ? (uint16_t)(p->regs[off] << 8 | p->regs[off] >> 8) : p->regs[off];
+                    struct fb_sample *s = &out->s[out->n++];
+                    *s = (struct fb_sample){.tag = it->tag, .quality = FB_Q_GOOD, .ts_src = ts, .ts_gw = ts};
+                    s->v.type = a->type;
+                    if (a->type == FB_T_INT16)
+                        s->v.i = (int16_t)r;
+                    else
+                        s->v.u = r;
+                    continue;
+                }
                 struct fb_value v;
                 bool bits = b->table == MB_CO || b->table == MB_DI;
                 uint32_t q = mb_decode(it->a, bits ? NULL : p->regs + off, bits ? p->bits + off : NULL, &v, p->sbuf,

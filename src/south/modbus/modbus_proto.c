@@ -560,6 +560,17 @@ static bool bcd_decode(uint64_t raw, unsigned digits, uint64_t *out)
 uint32_t mb_decode(const struct mb_addr *a, const uint16_t *regs, const uint8_t *bits, struct fb_value *v, char *sbuf,
                    size_t scap)
 {
+    if (a->count == 1 && !a->has_bit && !a->bcd && (a->table == MB_HR || a->table == MB_IR) &&
+        (a->type == FB_T_INT16 || a->type == FB_T_UINT16)) { /* one 16-bit register: most tags */
+        uint16_t r = a->swap_bytes ? (uint16_t)(regs[0] << 8 | regs[0] >> 8) : regs[0];
+        memset(v, 0, sizeof *v);
+        v->type = a->type;
+        if (a->type == FB_T_INT16)
+            v->i = (int16_t)r;
+        else
+            v->u = r;
+        return FB_Q_GOOD;
+    }
     memset(v, 0, sizeof *v);
     v->type = a->type;
     if (a->table == MB_CO || a->table == MB_DI) {
@@ -788,6 +799,14 @@ int mb_plan_build(const struct mb_item *items, uint32_t n, const struct mb_limit
         }
         block_init(&p->blocks[p->nblocks++], &p->items[i], i, false);
     }
+    /* keep only the blocks made (40 bytes each; a split grows the array when it happens) */
+    if (p->nblocks && p->nblocks < p->cap_blocks) {
+        struct mb_block *nb = realloc(p->blocks, p->nblocks * sizeof *nb);
+        if (nb) {
+            p->blocks = nb;
+            p->cap_blocks = p->nblocks;
+        }
+    }
     *out = p;
     return 0;
 }
@@ -822,8 +841,15 @@ int mb_plan_split(struct mb_plan *p, uint32_t i)
     uint32_t parts = 1;
     for (uint32_t k = 1; k < old.n; k++)
         if (!same_range(&p->items[old.first + k - 1], &p->items[old.first + k])) parts++;
-    /* parts <= old.n, and the blocks hold at most nitems in total: fits */
-    if (p->nblocks - 1 + parts > p->cap_blocks) return FB_EINVAL; /* invariant */
+    /* parts <= old.n, and the blocks hold at most nitems in total: the
+     * first split grows the array to that once (rare: a device refused a
+     * range), later ones fit */
+    if (p->nblocks - 1 + parts > p->cap_blocks) {
+        struct mb_block *nb = realloc(p->blocks, p->nitems * sizeof *nb);
+        if (!nb) return FB_ENOMEM;
+        p->blocks = nb;
+        p->cap_blocks = p->nitems;
+    }
     memmove(&p->blocks[i + parts], &p->blocks[i + 1], (p->nblocks - i - 1) * sizeof *p->blocks);
     p->nblocks += parts - 1;
     uint32_t bi = i;

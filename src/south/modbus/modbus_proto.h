@@ -125,7 +125,7 @@ struct mb_plan {
     struct mb_item *items;
     uint32_t nitems;
     struct mb_block *blocks;
-    uint32_t nblocks, cap_blocks; /* cap_blocks = nitems: a full split always fits */
+    uint32_t nblocks, cap_blocks; /* as built; the first split grows it to nitems */
     uint32_t splits;              /* how many blocks were split after exception 02 */
     /* scratch for one response, so read() allocates nothing */
     uint16_t regs[MB_MAX_READ_REGS];

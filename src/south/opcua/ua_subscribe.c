@@ -212,16 +212,16 @@ int ua_sub_create(struct ua_conn *c, struct fb_device *dev, struct ua_plan *p, s
             }
             items[k] = (struct ua_mon_item){
                 .node = &a->node, .handle = off, .sampling_ms = p->interval_ms, .queue = c->o->queue};
-            if (t->proc.db_abs > 0) {
+            if (fb_tproc(t)->db_abs > 0) {
                 /* a server-side deadband on the raw value: only when unscaled */
-                if (!t->proc.scaled) {
+                if (!fb_tproc(t)->scaled) {
                     items[k].deadband_type = 1;
-                    items[k].deadband = t->proc.db_abs;
+                    items[k].deadband = fb_tproc(t)->db_abs;
                 }
-            } else if (t->proc.db_pct > 0 && t->proc.db_pct <= 100) {
+            } else if (fb_tproc(t)->db_pct > 0 && fb_tproc(t)->db_pct <= 100) {
                 /* percent of the node's EURange (the same share of a linearly scaled range) */
                 items[k].deadband_type = 2;
-                items[k].deadband = t->proc.db_pct;
+                items[k].deadband = fb_tproc(t)->db_pct;
             }
             idx[k++] = off;
         }

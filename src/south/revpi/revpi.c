@@ -643,7 +643,7 @@ static int revpi_write(struct fb_device *dev, const struct fb_tag *t, const stru
     struct rp_dev *d = dev->drv_dev;
     struct rp_tag *rt = t->addr;
     struct rp_conn *rc = dev->conn ? dev->conn->ctx : NULL;
-    const char *tn = t->path ? t->path : t->name;
+    const char *tn = t->name;
     if (!d || !rt || !rc) return fb_err_set(err, FB_EIO, "%s: device is not open", tn);
     if (!(t->access & FB_ACC_WRITE)) return fb_err_set(err, FB_EACCES, "%s is not writable", tn);
     if (!rt->a.resolved) return fb_err_set(err, FB_EINVAL, "%s: address not resolved", tn);

@@ -545,27 +545,25 @@ static int sim_write(struct fb_device *dev, const struct fb_tag *t, const struct
     int64_t now = fb_mono_ns();
     if (st && dev->gw) plants_sync(dev, now); /* the plants ran on the old value until now */
     if (st && st->plant) {
-        rc = fb_err_set(err, FB_EACCES, "%s: a plant's value is computed; write its input tag",
-                        t->path ? t->path : t->name);
+        rc = fb_err_set(err, FB_EACCES, "%s: a plant's value is computed; write its input tag", t->name);
     } else if (!st) {
-        rc = fb_err_set(err, FB_EINVAL, "%s: no sim address", t->path ? t->path : t->name);
+        rc = fb_err_set(err, FB_EINVAL, "%s: no sim address", t->name);
     } else if (!(t->access & FB_ACC_WRITE)) {
-        rc = fb_err_set(err, FB_EACCES, "%s is not writable", t->path ? t->path : t->name);
+        rc = fb_err_set(err, FB_EACCES, "%s is not writable", t->name);
     } else if (v->type == FB_T_STRING) {
         if (t->type != FB_T_STRING)
-            rc = fb_err_set(err, FB_EINVAL, "%s: string written to a %s tag", t->path ? t->path : t->name,
+            rc = fb_err_set(err, FB_EINVAL, "%s: string written to a %s tag", t->name,
                             fb_type_name((enum fb_type)t->type));
         else if (t->str_len && v->s.len > t->str_len)
-            rc = fb_err_set(err, FB_ERANGE, "%s: string of %u bytes exceeds %u", t->path ? t->path : t->name, v->s.len,
-                            t->str_len);
+            rc = fb_err_set(err, FB_ERANGE, "%s: string of %u bytes exceeds %u", t->name, v->s.len, t->str_len);
         else
             rc = fb_sim_gen_write_str(&st->g, v->s.p, v->s.len, err);
     } else {
         double d;
         if (!fb_value_to_double(v, &d))
-            rc = fb_err_set(err, FB_EINVAL, "%s: unsupported value type", t->path ? t->path : t->name);
+            rc = fb_err_set(err, FB_EINVAL, "%s: unsupported value type", t->name);
         else if (t->type == FB_T_STRING)
-            rc = fb_err_set(err, FB_EINVAL, "%s: number written to a string tag", t->path ? t->path : t->name);
+            rc = fb_err_set(err, FB_EINVAL, "%s: number written to a string tag", t->name);
         else
             rc = fb_sim_gen_write_num(&st->g, d, err);
     }
