@@ -389,18 +389,22 @@ organizationName = optional
 class Mosquitto:
     """A private Mosquitto broker on 127.0.0.1:port (optionally mutual TLS)."""
 
-    def __init__(self, workdir, port=None, certs=None, name="mosquitto", tls=None, users=None):
+    def __init__(self, workdir, port=None, certs=None, name="mosquitto", tls=None, users=None, persistence=False):
         """certs: a Certs (mutual TLS with its CA); tls: {"ca", "cert", "key"} file paths
         for a TLS listener that asks for no client certificate; users: {name: password}
-        — then only those may connect (mosquitto_passwd file, no anonymous clients)."""
+        — then only those may connect (mosquitto_passwd file, no anonymous clients);
+        persistence: sessions and their subscriptions survive a stop()/start()."""
         self.workdir = str(workdir)
         self.port = port or free_port()
         self.certs = certs
         self.name = name
         self.conf = os.path.join(self.workdir, f"{name}.conf")
         lines = [f"listener {self.port} 127.0.0.1", f"allow_anonymous {'false' if users else 'true'}",
-                 "persistence false", "log_dest stderr", "log_type all",
+                 f"persistence {'true' if persistence else 'false'}", "log_dest stderr", "log_type all",
                  "connection_messages true", "max_keepalive 3600"]
+        if persistence:
+            lines.append(f"persistence_location {self.workdir}/{name}-db/")
+            os.makedirs(os.path.join(self.workdir, f"{name}-db"), exist_ok=True)
         if os.geteuid() == 0:
             lines.append("user root")  # else it drops to 'mosquitto' and cannot read our keys
         if certs is not None:
@@ -483,7 +487,10 @@ class FileServer:
 class Watcher:
     """A paho client that records every message on its subscriptions."""
 
-    def __init__(self, port, topics=("#",), version=5, certs=None, client_id=None):
+    def __init__(self, port, topics=("#",), version=5, certs=None, client_id=None, session=False):
+        """session: an MQTT 5 session that outlives the connection (a broker with
+        persistence keeps its subscriptions and queued messages across a restart;
+        the client reconnects by itself)."""
         self.port = port
         self.version = version
         self.msgs = []
@@ -497,7 +504,14 @@ class Watcher:
         self.topics = list(topics)
         self.c.on_message = self._on_message
         self.c.on_connect = self._on_connect
-        if version == 5:
+        if version == 5 and session:
+            from paho.mqtt.properties import Properties
+            from paho.mqtt.packettypes import PacketTypes
+            props = Properties(PacketTypes.CONNECT)
+            props.SessionExpiryInterval = 3600
+            self.c.reconnect_delay_set(0.1, 0.5)
+            self.c.connect("127.0.0.1", port, keepalive=30, clean_start=False, properties=props)
+        elif version == 5:
             self.c.connect("127.0.0.1", port, keepalive=30, clean_start=True)
         else:
             self.c.connect("127.0.0.1", port, keepalive=30)

@@ -213,9 +213,9 @@ def start_modbus(tmp_path):
 def start_broker(tmp_path):
     started = []
 
-    def start(certs=None, port=None, name=None, tls=None, users=None):
+    def start(certs=None, port=None, name=None, tls=None, users=None, persistence=False):
         m = peers.Mosquitto(tmp_path, port=port, certs=certs, name=name or f"mosquitto{len(started)}", tls=tls,
-                            users=users)
+                            users=users, persistence=persistence)
         started.append(m)
         return m
     yield start
@@ -232,8 +232,8 @@ def broker(start_broker):
 def watch():
     clients = []
 
-    def make(port, topics=("#",), version=5, certs=None):
-        w = peers.Watcher(port, topics, version=version, certs=certs)
+    def make(port, topics=("#",), version=5, certs=None, session=False):
+        w = peers.Watcher(port, topics, version=version, certs=certs, session=session)
         clients.append(w)
         return w
     yield make
