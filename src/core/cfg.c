@@ -52,6 +52,8 @@ struct fb_cfg {
     bool loaded; /* doc holds a document */
     yaml_document_t doc;
     struct msg *msgs;
+    size_t *mhash; /* open addressing over msgs (index + 1, 0 = empty): the duplicate check stays linear */
+    size_t hcap;
     size_t nmsgs, capmsgs;
     int nerr;
     unsigned *merge_seen; /* per node: the map_load generation that merged it */
@@ -64,15 +66,40 @@ static yaml_node_t *Y(const struct fb_cfg_node *n) { return (yaml_node_t *)(void
 static struct fb_cfg_node *N(yaml_node_t *n) { return (struct fb_cfg_node *)(void *)n; }
 
 /* ------------------------------------------------------------ diagnostics */
+static size_t msg_hash(struct fb_cfg_mark m, bool warn, const char *text)
+{
+    uint64_t h = 1469598103934665603ull ^ ((uint64_t)(unsigned)m.line << 32 | (unsigned)m.col) ^ warn;
+    for (const unsigned char *p = (const unsigned char *)text; *p; p++) h = (h ^ *p) * 1099511628211ull;
+    return (size_t)(h ^ h >> 29);
+}
+
 static void vdiag(struct fb_cfg *r, struct fb_cfg_mark m, bool warn, const char *fmt, va_list ap)
 {
     char buf[1024];
     vsnprintf(buf, sizeof buf, fmt, ap);
-    /* aliases can make one node report twice: keep one */
-    for (size_t i = 0; i < r->nmsgs; i++)
-        if (r->msgs[i].m.line == m.line && r->msgs[i].m.col == m.col && r->msgs[i].warn == warn &&
-            strcmp(r->msgs[i].text, buf) == 0)
+    /* aliases can make one node report twice: keep one (a hash set: a
+     * `for:` of 100000 devices can make as many messages) */
+    size_t h = msg_hash(m, warn, buf);
+    for (size_t i = r->hcap ? h & (r->hcap - 1) : 0; r->hcap && r->mhash[i]; i = (i + 1) & (r->hcap - 1)) {
+        const struct msg *o = &r->msgs[r->mhash[i] - 1];
+        if (o->m.line == m.line && o->m.col == m.col && o->warn == warn && strcmp(o->text, buf) == 0) return;
+    }
+    if ((r->nmsgs + 1) * 2 > r->hcap) {
+        size_t nc = r->hcap ? r->hcap * 2 : 64;
+        size_t *t = calloc(nc, sizeof *t);
+        if (!t) {
+            r->nerr++;
             return;
+        }
+        for (size_t k = 0; k < r->nmsgs; k++) {
+            size_t i = msg_hash(r->msgs[k].m, r->msgs[k].warn, r->msgs[k].text) & (nc - 1);
+            while (t[i]) i = (i + 1) & (nc - 1);
+            t[i] = k + 1;
+        }
+        free(r->mhash);
+        r->mhash = t;
+        r->hcap = nc;
+    }
     if (r->nmsgs == r->capmsgs) {
         size_t n = r->capmsgs ? r->capmsgs * 2 : 16;
         struct msg *t = realloc(r->msgs, n * sizeof *t);
@@ -90,6 +117,9 @@ static void vdiag(struct fb_cfg *r, struct fb_cfg_mark m, bool warn, const char 
     }
     r->msgs[r->nmsgs] = (struct msg){m, (unsigned)r->nmsgs, warn, text};
     r->nmsgs++;
+    size_t i = h & (r->hcap - 1);
+    while (r->mhash[i]) i = (i + 1) & (r->hcap - 1);
+    r->mhash[i] = r->nmsgs;
     if (!warn) r->nerr++;
 }
 
@@ -170,6 +200,9 @@ static void diag_flush(struct fb_cfg *r)
     free(r->msgs);
     r->msgs = NULL;
     r->nmsgs = r->capmsgs = 0;
+    free(r->mhash);
+    r->mhash = NULL;
+    r->hcap = 0;
     fflush(f);
 }
 

@@ -39,6 +39,8 @@
 
 struct dev_aux {
     struct fb_cfg_mark url_m;
+    struct fb_cfg_mark name_m; /* where its name: was given (named) */
+    bool named;
     bool init_ok;
 };
 
@@ -272,6 +274,10 @@ static bool loop_parse(struct ctx *c, const struct fb_tvars *outer, struct fb_cf
                 ok = false;
             } else if ((hi > lo ? hi - lo : lo - hi) >= MAX_LOOP) {
                 fb_cfg_error(c->r, vn, "loop variable '%s': range '%s' is too long (max %d values)", name, s, MAX_LOOP);
+                ok = false;
+            } else if (total * ((hi > lo ? hi - lo : lo - hi) + 1) > MAX_LOOP) {
+                /* refused before its values are made (fuzz_config: two long ranges made 200000 strings first) */
+                fb_cfg_error(c->r, n, "for: expands to more than %d entries", MAX_LOOP);
                 ok = false;
             } else {
                 int64_t step = hi >= lo ? 1 : -1;
@@ -894,6 +900,59 @@ static void check_dup_tags(struct ctx *c, uint32_t di)
     free(it);
 }
 
+/* Devices, and connection keys, sorted by their text (then by index): a
+ * `for:` can make 100000 devices, and comparing each with every other took
+ * minutes (fuzz_config). */
+struct str_item {
+    const char *s;
+    uint32_t idx;
+};
+
+static int str_item_cmp(const void *a, const void *b)
+{
+    const struct str_item *x = a, *y = b;
+    int r = strcmp(x->s, y->s);
+    if (r) return r;
+    return x->idx < y->idx ? -1 : x->idx > y->idx;
+}
+
+/* first[i] = the lowest index whose string equals s[i] (UINT32_MAX where s[i] is NULL). */
+static uint32_t *first_equal(char *const *s, const struct dev_aux *named, uint32_t n, const struct fb_device *devs)
+{
+    uint32_t *first = malloc((n ? n : 1) * sizeof *first);
+    struct str_item *it = malloc((n ? n : 1) * sizeof *it);
+    if (!first || !it) {
+        free(first);
+        free(it);
+        return NULL;
+    }
+    uint32_t m = 0;
+    for (uint32_t i = 0; i < n; i++) {
+        first[i] = UINT32_MAX;
+        const char *t = s ? s[i] : named[i].named ? devs[i].name : NULL;
+        if (t) it[m++] = (struct str_item){t, i};
+    }
+    qsort(it, m, sizeof *it, str_item_cmp);
+    for (uint32_t k = 0, run = 0; k < m; k++) {
+        if (k && strcmp(it[k].s, it[run].s)) run = k;
+        first[it[k].idx] = it[run].idx;
+    }
+    free(it);
+    return first;
+}
+
+static void check_dup_devices(struct ctx *c)
+{
+    struct fb_gateway *gw = c->gw;
+    uint32_t *first = first_equal(NULL, c->daux, gw->ndevs, gw->devs);
+    if (!first) return;
+    for (uint32_t di = 0; di < gw->ndevs; di++)
+        if (first[di] != UINT32_MAX && first[di] != di)
+            fb_cfg_error_at(c->r, c->daux[di].name_m, "duplicate device name '%s' (first at line %d)",
+                            gw->devs[di].name, gw->devs[first[di]].line_no);
+    free(first);
+}
+
 /* ------------------------------------------------------------ devices */
 
 static struct fb_device *push_dev(struct ctx *c)
@@ -953,11 +1012,8 @@ static void build_device(struct ctx *c, struct fb_cfg_node *dn, const struct fb_
     } else if ((d->name = fb_cfg_str(c->r, vars, n, "device name"))) {
         if (!fb_cfg_name_ok(d->name))
             fb_cfg_error(c->r, n, "device name '%s' may only contain letters, digits, '_', '.' and '-'", d->name);
-        for (uint32_t i = 0; i < di; i++)
-            if (c->gw->devs[i].name && !strcmp(c->gw->devs[i].name, d->name)) {
-                fb_cfg_error(c->r, n, "duplicate device name '%s' (first at line %d)", d->name, c->gw->devs[i].line_no);
-                break;
-            }
+        da->named = true; /* duplicates: check_dup_devices, once every device is known */
+        da->name_m = fb_cfg_mark(n);
     }
     if (!d->name) d->name = strdup("?");
     struct fb_cfg_node *urln = fb_cfg_get(&m, "url");
@@ -1353,15 +1409,15 @@ static void build_drivers(struct ctx *c)
     }
     /* connections: equal keys share one */
     gw->conns = calloc(gw->ndevs ? gw->ndevs : 1, sizeof *gw->conns);
-    if (!gw->conns) {
+    uint32_t *first = first_equal(keys, NULL, gw->ndevs, NULL);
+    if (!gw->conns || !first) {
         fb_cfg_error_at(c->r, (struct fb_cfg_mark){0, 0}, "out of memory");
     } else {
         for (uint32_t di = 0; di < gw->ndevs; di++) {
             if (!keys[di]) continue;
             struct fb_device *d = &gw->devs[di];
-            struct fb_conn *cn = NULL;
-            for (uint32_t k = 0; k < gw->nconns; k++)
-                if (!strcmp(gw->conns[k].key, keys[di])) cn = &gw->conns[k];
+            /* the first device with this key made its connection */
+            struct fb_conn *cn = first[di] != di ? gw->devs[first[di]].conn : NULL;
             if (cn && cn->drv != d->drv) {
                 fb_cfg_error_at(c->r, c->daux[di].url_m,
                                 "device '%s' uses connection %s of device '%s' with another driver", d->name, keys[di],
@@ -1381,6 +1437,7 @@ static void build_drivers(struct ctx *c)
             d->conn = cn;
         }
     }
+    free(first);
     for (uint32_t di = 0; di < gw->ndevs; di++) free(keys[di]);
     free(keys);
 }
@@ -1392,6 +1449,7 @@ void fb_config_devices(struct fb_cfg *r, struct fb_cfg_node *devices, const stru
     struct ctx c = {.r = r, .gw = gw, .eb = eb};
     for (size_t i = 0; i < nmade; i++) c.tags_made += made[i]->ntags;
     if (devices) load_devices(&c, devices);
+    check_dup_devices(&c);
     for (size_t i = 0; i < nmade; i++) build_made(&c, made[i]);
     if (devices || nmade) {
         /* if the count was off and the array grew by doubling, give back the slack */

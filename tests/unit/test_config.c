@@ -15,6 +15,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "core/config.h"
@@ -934,6 +935,65 @@ static void test_for_product_limit(void **state)
     free(y);
 }
 
+/* fuzz_config (issue 14): a `for:` may make 100000 devices, and each was
+ * compared with every earlier one (duplicate names, connection keys), as
+ * was each message with every earlier message: this 1 KB file kept `check`
+ * busy for minutes.  Now it is sorted and hashed: linear time. */
+static void test_many_devices(void **state)
+{
+    (void)state;
+    static const char y[] =
+        "gateway: {id: gw}\n"
+        "devices:\n"
+        "  - for: {i: \"1..19999\"}\n"
+        "    name: \"a{i}\"\n"
+        "    url: \"sim://a{i}\"\n"
+        "  - for: {i: \"1..19999\"}\n"
+        "    name: \"b{i}\"\n"
+        "    url: \"modbus-tcp://127.0.0.1:5020?unit={i % 200 + 1}\"\n"
+        "  - {name: a7, url: \"sim://z\"}\n"
+        "  - {name: b9, url: \"modbus-tcp://127.0.0.1:5021\"}\n"
+        "  - {name: c, url: \"modbus-tcp://127.0.0.1:5020?unit=3\", tags: [{name: t, addr: \"hr:1\"}]}\n";
+    char *diag = NULL;
+    int rc;
+    clock_t c0 = clock(); /* CPU time: the machine may be busy */
+    load_timed(y, &diag, &rc);
+    double t = (double)(clock() - c0) / CLOCKS_PER_SEC;
+    assert_int_equal(rc, FB_EINVAL);
+    expect_diag(diag, pos(y, 9, "a7"), "duplicate device name 'a7' (first at line 3)");
+    expect_diag(diag, pos(y, 10, "b9"), "duplicate device name 'b9' (first at line 6)");
+    assert_null(strstr(diag, "duplicate device name 'c'"));
+    expect_on_line(diag, 3, "device 'a19999' has no tags");
+    assert_true(t < 5.0);
+    free(diag);
+    /* the same without the duplicates: devices share a connection by key */
+    char *y2 = strdup(y);
+    assert_non_null(y2);
+    *strstr(y2, "  - {name: a7") = 0;
+    strcat(y2, "  - {name: c, url: \"modbus-tcp://127.0.0.1:5020?unit=3\", tags: [{name: t, addr: \"hr:1\"}]}\n");
+    struct fb_gateway *gw = NULL;
+    c0 = clock();
+    rc = load_text(y2, false, &diag, &gw);
+    t = (double)(clock() - c0) / CLOCKS_PER_SEC;
+    if (rc) fprintf(stderr, "%s", diag);
+    assert_int_equal(rc, 0);
+    assert_int_equal(gw->ndevs, 2 * 19999 + 1);
+    /* a sim device is a connection of its own (its key is its name); the Modbus units share one */
+    assert_int_equal(gw->nconns, 19999 + 1);
+    const struct fb_device *c = &gw->devs[gw->ndevs - 1], *b1 = &gw->devs[19999];
+    assert_string_equal(b1->name, "b1");
+    assert_ptr_equal(c->conn, b1->conn);
+    assert_ptr_equal(gw->devs[4].conn, &gw->conns[4]);
+    assert_ptr_equal(b1->conn, &gw->conns[19999]);
+    assert_int_equal(b1->conn->ndevs, 19999 + 1);
+    assert_ptr_equal(b1->conn->devs[19999], c);
+    assert_string_equal(b1->conn->key, "tcp:127.0.0.1:5020");
+    assert_true(t < 5.0);
+    free(diag);
+    free(y2);
+    fb_gateway_free(gw);
+}
+
 /* ------------------------------------------------------------ durations */
 
 static void test_durations_sizes(void **state)
@@ -1575,6 +1635,7 @@ int main(void)
         cmocka_unit_test(test_tmpl_depth),
         cmocka_unit_test(test_yaml_bombs),
         cmocka_unit_test(test_for_product_limit),
+        cmocka_unit_test(test_many_devices),
         cmocka_unit_test(test_durations_sizes),
         cmocka_unit_test(test_url_parse),
         cmocka_unit_test(test_driver_table),
