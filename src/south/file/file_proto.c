@@ -186,8 +186,11 @@ int fb_csv_parse(const char *text, size_t len, struct fb_csv *c, struct fb_err *
                 c->names = calloc(n, sizeof *c->names);
                 if (!c->names) goto oom;
                 for (uint32_t i = 0; i < n; i++) {
-                    c->names[i] = strndup(cell[i], clen[i]);
+                    /* not strndup: the cell is not NUL-terminated (strndup may look past it) */
+                    c->names[i] = malloc(clen[i] + 1);
                     if (!c->names[i]) goto oom;
+                    memcpy(c->names[i], cell[i], clen[i]);
+                    c->names[i][clen[i]] = 0;
                 }
                 continue;
             }
