@@ -41,6 +41,8 @@ TEST=(
     # deployment: systemd-analyze verify of the unit; the Debian package built with
     # dpkg-buildpackage, checked by lintian, installed into a debootstrap root
     systemd debhelper lintian debootstrap
+    # scripts/deb.sh and the image checks copy the files git tracks
+    git
     # the container image and compose stack, checked offline: `docker-compose config` and
     # its Compose Specification schema; curl runs the image's HEALTHCHECK
     docker-compose curl
