@@ -15,7 +15,7 @@ for t in test_core test_runtime test_batch_codec test_store test_config test_mod
          test_health test_reload test_alarm test_alarms test_expr test_script test_vib_dsp test_file test_shadow; do
     [ -x "$B/$t" ] || continue
     echo "valgrind: $t"
-    if ! FB_SOURCE_DIR="$PWD" "${VG[@]}" "$B/$t" >/tmp/vg_$t.log 2>&1; then
+    if ! FB_VALGRIND=1 FB_SOURCE_DIR="$PWD" "${VG[@]}" "$B/$t" >/tmp/vg_$t.log 2>&1; then
         echo "valgrind: $t FAILED"; tail -40 /tmp/vg_$t.log; rc=1
     fi
 done
