@@ -116,10 +116,11 @@ def test_edges_published_within_one_cycle(tmp_path, broker, start_gateway, watch
         m = w.wait_for(lambda m, name=name, want=want: (values(m) or {}).get(name, {}).get("v") is want,
                        5, topic=TELE, after=t_flip)
         assert m is not None, f"edge {n} of {name} never published\n{gw.output()[-2000:]}"
-        # telemetry read before the flip may still arrive after it: the edge must be in the
-        # first message read after the flip, i.e. at most the second message that arrives
+        # telemetry read before the flip may still arrive after it (a few 20 ms cycles can be in
+        # transit on a loaded machine); that the edge was read in the first cycle after the flip
+        # is checked by its source time stamp below
         arrived = [x for x in w.messages(TELE) if t_flip <= x.t <= m.t]
-        assert len(arrived) <= 2, f"edge {n} of {name} published {len(arrived)} messages after the flip"
+        assert len(arrived) <= 4, f"edge {n} of {name} published {len(arrived)} messages after the flip"
         read_at = parse_ts(m.json()["ts"])
         assert read_at - wall_flip <= CYCLE + 0.030, \
             f"edge {n} read {1000 * (read_at - wall_flip):.1f} ms after the flip (cycle 20 ms)"
