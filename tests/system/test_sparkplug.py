@@ -414,7 +414,11 @@ def test_store_and_forward_historical(tmp_path, start_broker, start_gateway, wat
     need_peer()
     broker = start_broker()
     dev = {"name": "d", "url": "sim://d", "poll": "100ms", "tags": [{"name": "n", "addr": "counter"}]}
-    start_gateway(spb_cfg(broker.port, [dev], buffer={"path": str(tmp_path / "buf")}))
+    # NBIRTH is QoS 0 and not kept for absent subscribers: the gateway retries only every 5 s,
+    # so the test's new subscriber is in place before the gateway is back (with 100ms..1s it
+    # sometimes reconnected first on a loaded machine and its NBIRTH went to nobody)
+    start_gateway(spb_cfg(broker.port, [dev], buffer={"path": str(tmp_path / "buf")},
+                          reconnect={"min": "5s", "max": "5s"}))
     w = watch(broker.port, topics=("spBv1.0/#",))
     assert wait_kind(w, "DDATA", "d", timeout=15)
     port = broker.port
