@@ -379,6 +379,10 @@ static void report_plan(struct fb_buf *b, struct fb_gateway *gw, struct fb_gatew
     for (uint32_t j = 0; j < nw->nservices; j++)
         if (p->svcfrom[j] < 0) rep_item(&r, nw->services[j].svc->name);
     rep_list_end(&r);
+    rep_list_begin(&r, "kept");
+    for (uint32_t j = 0; j < nw->nservices; j++)
+        if (p->svcfrom[j] >= 0) rep_item(&r, nw->services[j].svc->name);
+    rep_list_end(&r);
     fb_buf_puts(b, "}");
 }
 

@@ -148,6 +148,8 @@ def test_reload_keeps_untouched_devices_running(broker, start_modbus, start_gate
     assert ch["devices"]["added"] == ["new"] and ch["devices"]["removed"] == ["gone"], ch
     assert ch["devices"]["changed"] == ["change"] and ch["devices"]["kept"] == 2, ch
     assert ch["sinks"]["kept"] == ["mqtt"], ch
+    # the metrics endpoint (same address) is not restarted: its clients are not cut off
+    assert ch["services"] == {"restarted": [], "kept": ["metrics"]}, ch
     assert w.wait_for(lambda m: "extra" in ((m.json() or {}).get("values") or {}), 10,
                       topic=topic("change", "telemetry"), after=t0), "the changed device's new tag never came"
     assert w.wait_for(lambda m: True, 10, topic=topic("new", "telemetry"), after=t0), "the added device never came"

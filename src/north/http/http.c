@@ -303,8 +303,14 @@ static void *http_svc_start(struct fb_gateway *gw, const void *cfg, struct fb_er
     return h;
 }
 static void http_svc_stop(void *h) { fb_http_stop(h); }
-/* A config reload keeps the endpoint when it listens on the same address. */
-static bool http_cfg_equal(const void *a, const void *b) { return a && b && !strcmp(a, b); }
+/* A config reload keeps the endpoint (its clients' connections stay up) when
+ * it listens on the same address without TLS; with TLS it restarts, so a
+ * reload picks up renewed certificate files under the same names. */
+static bool http_cfg_equal(const void *a, const void *b)
+{
+    const struct metrics_cfg *x = a, *y = b;
+    return x && y && !strcmp(x->listen, y->listen) && !x->tls_cert && !y->tls_cert;
+}
 
 const struct fb_service fb_service_http = {
     .name = "metrics",
