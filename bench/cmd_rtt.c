@@ -28,6 +28,8 @@
 #include <modbus/modbus.h>
 #include <mosquitto.h>
 
+#include "bench_util.h"
+
 static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t cv = PTHREAD_COND_INITIALIZER;
 static int subscribed;
@@ -35,13 +37,6 @@ static char want_id[64];
 static int got; /* 0 waiting, 1 ok:true, 2 ok:false */
 static int64_t got_ns;
 static char last_resp[512];
-
-static int64_t mono_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
-}
 
 static void on_subscribe(struct mosquitto *m, void *ud, int mid, int n, const int *g)
 {
@@ -55,7 +50,7 @@ static void on_subscribe(struct mosquitto *m, void *ud, int mid, int n, const in
 static void on_message(struct mosquitto *m, void *ud, const struct mosquitto_message *msg)
 {
     (void)m, (void)ud;
-    int64_t now = mono_ns();
+    int64_t now = bench_mono_ns();
     char idpat[96];
     pthread_mutex_lock(&mu);
     snprintf(idpat, sizeof idpat, "\"id\":\"%s\"", want_id);
@@ -70,20 +65,6 @@ static void on_message(struct mosquitto *m, void *ud, const struct mosquitto_mes
         pthread_cond_broadcast(&cv);
     }
     pthread_mutex_unlock(&mu);
-}
-
-static void deadline(struct timespec *ts, double s)
-{
-    clock_gettime(CLOCK_REALTIME, ts);
-    long long ns = ts->tv_nsec + (long long)(s * 1e9);
-    ts->tv_sec += (time_t)(ns / 1000000000LL);
-    ts->tv_nsec = (long)(ns % 1000000000LL);
-}
-
-static int cmp_i64(const void *a, const void *b)
-{
-    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
-    return x < y ? -1 : x > y;
 }
 
 int main(int argc, char **argv)
@@ -140,7 +121,7 @@ int main(int argc, char **argv)
     }
     mosquitto_subscribe(mq, NULL, rtopic, 1);
     struct timespec dl;
-    deadline(&dl, 5);
+    bench_deadline(&dl, 5);
     pthread_mutex_lock(&mu);
     while (!subscribed)
         if (pthread_cond_timedwait(&cv, &mu, &dl) == ETIMEDOUT) break;
@@ -154,8 +135,8 @@ int main(int argc, char **argv)
     int64_t *rtt = calloc((size_t)count, sizeof *rtt);
     if (!rtt) return 1;
     int n_ok = 0, n_refused = 0, n_timeout = 0, sent = 0, last_value = -1;
-    int64_t end = mono_ns() + (int64_t)(duration * 1e9);
-    for (int k = 0; k < count && mono_ns() < end; k++) {
+    int64_t end = bench_mono_ns() + (int64_t)(duration * 1e9);
+    for (int k = 0; k < count && bench_mono_ns() < end; k++) {
         char payload[256];
         int value = k % 30000;
         pthread_mutex_lock(&mu);
@@ -163,13 +144,13 @@ int main(int argc, char **argv)
         got = 0;
         pthread_mutex_unlock(&mu);
         int n = snprintf(payload, sizeof payload, "{\"id\":\"rtt-%d\",\"write\":{\"%s\":%d}}", k, tag, value);
-        int64_t t0 = mono_ns();
+        int64_t t0 = bench_mono_ns();
         if (mosquitto_publish(mq, NULL, topic, n, payload, 1, false) != MOSQ_ERR_SUCCESS) {
             n_timeout++;
             continue;
         }
         sent++;
-        deadline(&dl, timeout);
+        bench_deadline(&dl, timeout);
         pthread_mutex_lock(&mu);
         while (!got)
             if (pthread_cond_timedwait(&cv, &mu, &dl) == ETIMEDOUT) break;
@@ -211,7 +192,7 @@ int main(int argc, char **argv)
             modbus_free(mb);
         }
     }
-    qsort(rtt, (size_t)n_ok, sizeof *rtt, cmp_i64);
+    qsort(rtt, (size_t)n_ok, sizeof *rtt, bench_cmp_i64);
     printf("{\"tool\":\"cmd_rtt\",\"sent\":%d,\"ok\":%d,\"refused\":%d,\"timeouts\":%d,\"verified\":%d,"
            "\"readback\":%ld,\"last_written\":%d",
            sent, n_ok, n_refused, n_timeout, verified, readback, last_value);

@@ -42,6 +42,8 @@
 
 #include <mosquitto.h>
 
+#include "bench_util.h"
+
 #define MAX_SECONDS 3600
 #define MAX_LAT 200000
 
@@ -79,13 +81,6 @@ static struct mark {
 } marks[MAX_MARKS];
 static volatile sig_atomic_t nmarks;
 
-static double mono_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
 static int64_t real_ns(void)
 {
     struct timespec ts;
@@ -98,7 +93,7 @@ static void on_mark(int sig)
     (void)sig;
     if (nmarks >= MAX_MARKS) return;
     struct mark *m = &marks[nmarks];
-    m->t = mono_s();
+    m->t = bench_mono_s();
     m->values = st.values;
     m->msgs = st.msgs;
     nmarks = nmarks + 1;
@@ -119,7 +114,7 @@ static void on_message(struct mosquitto *m, void *ud, const struct mosquitto_mes
     (void)m;
     (void)ud;
     int64_t arrival = st.lat_needle ? real_ns() : 0;
-    double now = mono_s();
+    double now = bench_mono_s();
     if (!st.msgs) {
         st.t_first = now;
         st.first_real_ns = real_ns();
@@ -161,12 +156,6 @@ static void on_message(struct mosquitto *m, void *ud, const struct mosquitto_mes
             st.nlat++;
         }
     }
-}
-
-static int cmp_i64(const void *a, const void *b)
-{
-    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
-    return x < y ? -1 : x > y;
 }
 
 /* Join arrivals with the server's change log; prints the "latency" member. */
@@ -229,7 +218,7 @@ static void print_latency(const char *tick_log)
         memmove(lat, lat + 1, (nl - 1) * sizeof *lat);
         nl--;
     }
-    qsort(lat, nl, sizeof *lat, cmp_i64);
+    qsort(lat, nl, sizeof *lat, bench_cmp_i64);
     if (nl) {
         double sum = 0;
         for (size_t i = 0; i < nl; i++) sum += (double)lat[i];
@@ -311,7 +300,7 @@ int main(int argc, char **argv)
         return 1;
     }
     mosquitto_subscribe(mq, NULL, topic, qos);
-    st.t_start = mono_s();
+    st.t_start = bench_mono_s();
     double end = st.t_start + duration;
     int ready_done = 0;
     struct rusage r0;
@@ -326,7 +315,7 @@ int main(int argc, char **argv)
             nanosleep(&ts, NULL);
             mosquitto_reconnect(mq);
         }
-        double now = mono_s();
+        double now = bench_mono_s();
         if (st.subscribed && !ready_done) {
             ready_done = 1;
             if (ready_file) {
@@ -358,7 +347,7 @@ int main(int argc, char **argv)
         printf(",\"window\":{\"seconds\":%.3f,\"values\":%llu,\"messages\":%llu,\"values_per_s\":%.1f}",
                marks[1].t - marks[0].t, marks[1].values - marks[0].values, marks[1].msgs - marks[0].msgs,
                (marks[1].values - marks[0].values) / (marks[1].t - marks[0].t));
-    long last = (long)(mono_s() - st.t_start);
+    long last = (long)(bench_mono_s() - st.t_start);
     if (last >= MAX_SECONDS) last = MAX_SECONDS - 1;
     printf(",\"per_second\":[");
     for (long s = 0; s <= last; s++) printf("%s%llu", s ? "," : "", st.per_sec[s]);

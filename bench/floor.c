@@ -38,23 +38,10 @@
 
 #include <modbus/modbus.h>
 
+#include "bench_util.h"
+
 #include "core/buf.h"
 #include "core/fb.h"
-
-static double mono_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
-static double cpu_s(void)
-{
-    struct rusage ru;
-    getrusage(RUSAGE_SELF, &ru);
-    return (double)ru.ru_utime.tv_sec + ru.ru_utime.tv_usec * 1e-6 + (double)ru.ru_stime.tv_sec +
-           ru.ru_stime.tv_usec * 1e-6;
-}
 
 static size_t put_varint(uint8_t *p, size_t v)
 {
@@ -200,8 +187,8 @@ int main(int argc, char **argv)
     unsigned long long polls = 0, errors = 0, published = 0, seq = 0;
     uint16_t pid = 0;
     int pending = 0;
-    double c0 = cpu_s(), t0 = mono_s(), end = t0 + duration;
-    while (mono_s() < end) {
+    double c0 = bench_cpu_s(), t0 = bench_mono_s(), end = t0 + duration;
+    while (bench_mono_s() < end) {
         if (modbus_read_registers(mb, 0, regs, val) != regs) {
             errors++;
             continue;
@@ -249,13 +236,13 @@ int main(int argc, char **argv)
         }
     }
     if (out.len) send_all(fd, out.p, out.len);
-    double t_pub = mono_s() - t0;
+    double t_pub = bench_mono_s() - t0;
     /* drain: the outstanding PUBACKs, at most 10 s */
     struct timeval tv = {.tv_sec = 10};
     setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
     while (acked < published)
-        if (read_acks(fd, 0) < 0 || mono_s() > t0 + t_pub + 10) break;
-    double el = mono_s() - t0, cpu = cpu_s() - c0;
+        if (read_acks(fd, 0) < 0 || bench_mono_s() > t0 + t_pub + 10) break;
+    double el = bench_mono_s() - t0, cpu = bench_cpu_s() - c0;
     static const uint8_t disc[] = {0xE0, 0};
     send_all(fd, disc, sizeof disc);
     close(fd);

@@ -24,6 +24,8 @@
 
 #include <modbus/modbus.h>
 
+#include "bench_util.h"
+
 struct worker {
     pthread_t th;
     const char *host;
@@ -32,21 +34,6 @@ struct worker {
     unsigned long long ok, errors;
     int failed_connect;
 };
-
-static double mono_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
-static double cpu_s(void)
-{
-    struct rusage ru;
-    getrusage(RUSAGE_SELF, &ru);
-    return (double)ru.ru_utime.tv_sec + ru.ru_utime.tv_usec * 1e-6 + (double)ru.ru_stime.tv_sec +
-           ru.ru_stime.tv_usec * 1e-6;
-}
 
 static void *run_worker(void *arg)
 {
@@ -65,7 +52,7 @@ static void *run_worker(void *arg)
         return NULL;
     }
     uint16_t regs[MODBUS_MAX_READ_REGISTERS];
-    double end = mono_s() + w->duration;
+    double end = bench_mono_s() + w->duration;
     /* check the clock every 64 requests: cheap, and bounds the run */
     for (;;) {
         for (int k = 0; k < 64; k++) {
@@ -74,7 +61,7 @@ static void *run_worker(void *arg)
             else
                 w->errors++;
         }
-        if (mono_s() >= end) break;
+        if (bench_mono_s() >= end) break;
     }
     modbus_close(ctx);
     modbus_free(ctx);
@@ -115,7 +102,7 @@ int main(int argc, char **argv)
     }
     struct worker *w = calloc((size_t)conns, sizeof *w);
     if (!w) return 1;
-    double c0 = cpu_s(), t0 = mono_s();
+    double c0 = bench_cpu_s(), t0 = bench_mono_s();
     for (int i = 0; i < conns; i++) {
         w[i] =
             (struct worker){.host = host, .port = port, .unit = unit, .addr = addr, .regs = regs, .duration = duration};
@@ -132,7 +119,7 @@ int main(int argc, char **argv)
         errs += w[i].errors;
         failed += w[i].failed_connect;
     }
-    double el = mono_s() - t0, cpu = cpu_s() - c0;
+    double el = bench_mono_s() - t0, cpu = bench_cpu_s() - c0;
     double rps = ok / el;
     printf("{\"tool\":\"mb_bare_loop\",\"conns\":%d,\"regs\":%d,\"seconds\":%.3f,\"requests\":%llu,"
            "\"errors\":%llu,\"requests_per_s\":%.1f,\"values_per_s\":%.1f,\"cpu_s\":%.3f,"

@@ -29,54 +29,9 @@
 
 #include <mosquitto.h>
 
-static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
-static pthread_cond_t cv = PTHREAD_COND_INITIALIZER;
-static unsigned long long n_acked;
-static int connected = -1; /* -1 pending, 0 refused, 1 ok */
+#include "bench_util.h"
 
-static void on_connect(struct mosquitto *m, void *ud, int rc)
-{
-    (void)m;
-    (void)ud;
-    pthread_mutex_lock(&mu);
-    connected = rc == 0 ? 1 : 0;
-    pthread_cond_broadcast(&cv);
-    pthread_mutex_unlock(&mu);
-}
-
-static void on_publish(struct mosquitto *m, void *ud, int mid)
-{
-    (void)m;
-    (void)ud;
-    (void)mid;
-    pthread_mutex_lock(&mu);
-    n_acked++;
-    pthread_cond_signal(&cv);
-    pthread_mutex_unlock(&mu);
-}
-
-static double mono_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
-static double cpu_s(void)
-{
-    struct rusage ru;
-    getrusage(RUSAGE_SELF, &ru);
-    return (double)ru.ru_utime.tv_sec + ru.ru_utime.tv_usec * 1e-6 + (double)ru.ru_stime.tv_sec +
-           ru.ru_stime.tv_usec * 1e-6;
-}
-
-static void abs_deadline(struct timespec *ts, double from_now)
-{
-    clock_gettime(CLOCK_REALTIME, ts);
-    long long ns = ts->tv_nsec + (long long)(from_now * 1e9);
-    ts->tv_sec += (time_t)(ns / 1000000000LL);
-    ts->tv_nsec = (long)(ns % 1000000000LL);
-}
+static struct bench_acks acks = BENCH_ACKS_INIT;
 
 int main(int argc, char **argv)
 {
@@ -123,57 +78,57 @@ int main(int argc, char **argv)
     n += snprintf(msg + n, cap - (size_t)n, "}}");
 
     mosquitto_lib_init();
-    struct mosquitto *mq = mosquitto_new("mosq-ingest", true, NULL);
+    struct mosquitto *mq = mosquitto_new("mosq-ingest", true, &acks);
     if (!mq) return 1;
     mosquitto_int_option(mq, MOSQ_OPT_PROTOCOL_VERSION, version == 5 ? MQTT_PROTOCOL_V5 : MQTT_PROTOCOL_V311);
     mosquitto_int_option(mq, MOSQ_OPT_TCP_NODELAY, 1);
     mosquitto_max_inflight_messages_set(mq, (unsigned)max_inflight);
-    mosquitto_connect_callback_set(mq, on_connect);
-    mosquitto_publish_callback_set(mq, on_publish);
+    mosquitto_connect_callback_set(mq, bench_on_connect);
+    mosquitto_publish_callback_set(mq, bench_on_publish);
     if (mosquitto_connect(mq, "127.0.0.1", port, 30) != MOSQ_ERR_SUCCESS ||
         mosquitto_loop_start(mq) != MOSQ_ERR_SUCCESS) {
         fprintf(stderr, "mqtt connect to 127.0.0.1:%d failed\n", port);
         return 1;
     }
     struct timespec dl;
-    abs_deadline(&dl, 5);
-    pthread_mutex_lock(&mu);
-    while (connected < 0)
-        if (pthread_cond_timedwait(&cv, &mu, &dl) == ETIMEDOUT) break;
-    int conn_ok = connected == 1;
-    pthread_mutex_unlock(&mu);
+    bench_deadline(&dl, 5);
+    pthread_mutex_lock(&acks.mu);
+    while (acks.connected < 0)
+        if (pthread_cond_timedwait(&acks.cv, &acks.mu, &dl) == ETIMEDOUT) break;
+    int conn_ok = acks.connected == 1;
+    pthread_mutex_unlock(&acks.mu);
     if (!conn_ok) {
-        fprintf(stderr, "mqtt: not connected\n");
+        fprintf(stderr, "mqtt: not acks.connected\n");
         return 1;
     }
 
     unsigned long long published = 0, errors = 0;
-    double c0 = cpu_s(), t0 = mono_s(), end = t0 + duration;
-    while (mono_s() < end) {
+    double c0 = bench_cpu_s(), t0 = bench_mono_s(), end = t0 + duration;
+    while (bench_mono_s() < end) {
         char tmp[16];
         snprintf(tmp, sizeof tmp, "%08llu", (published + 1) % 100000000ULL);
         memcpy(seqp, tmp, 8);
         if (qos == 1) {
-            pthread_mutex_lock(&mu);
-            while (published - n_acked >= (unsigned long long)max_inflight) {
-                abs_deadline(&dl, 1);
-                if (pthread_cond_timedwait(&cv, &mu, &dl) == ETIMEDOUT && mono_s() > end + 10) break;
+            pthread_mutex_lock(&acks.mu);
+            while (published - acks.n_acked >= (unsigned long long)max_inflight) {
+                bench_deadline(&dl, 1);
+                if (pthread_cond_timedwait(&acks.cv, &acks.mu, &dl) == ETIMEDOUT && bench_mono_s() > end + 10) break;
             }
-            pthread_mutex_unlock(&mu);
+            pthread_mutex_unlock(&acks.mu);
         }
         if (mosquitto_publish(mq, NULL, topic, n, msg, qos, false) == MOSQ_ERR_SUCCESS)
             published++;
         else
             errors++;
     }
-    double t_pub = mono_s() - t0;
-    abs_deadline(&dl, 10);
-    pthread_mutex_lock(&mu);
-    while (qos == 1 && n_acked < published)
-        if (pthread_cond_timedwait(&cv, &mu, &dl) == ETIMEDOUT) break;
-    unsigned long long acked = qos == 1 ? n_acked : published;
-    pthread_mutex_unlock(&mu);
-    double el = mono_s() - t0, cpu = cpu_s() - c0;
+    double t_pub = bench_mono_s() - t0;
+    bench_deadline(&dl, 10);
+    pthread_mutex_lock(&acks.mu);
+    while (qos == 1 && acks.n_acked < published)
+        if (pthread_cond_timedwait(&acks.cv, &acks.mu, &dl) == ETIMEDOUT) break;
+    unsigned long long acked = qos == 1 ? acks.n_acked : published;
+    pthread_mutex_unlock(&acks.mu);
+    double el = bench_mono_s() - t0, cpu = bench_cpu_s() - c0;
 
     mosquitto_disconnect(mq);
     mosquitto_loop_stop(mq, false);

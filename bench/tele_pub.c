@@ -24,38 +24,9 @@
 
 #include <mosquitto.h>
 
-static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
-static pthread_cond_t cv = PTHREAD_COND_INITIALIZER;
-static unsigned long long n_acked;
-static int connected = -1;
+#include "bench_util.h"
 
-static void on_connect(struct mosquitto *m, void *ud, int rc)
-{
-    (void)m;
-    (void)ud;
-    pthread_mutex_lock(&mu);
-    connected = rc == 0 ? 1 : 0;
-    pthread_cond_broadcast(&cv);
-    pthread_mutex_unlock(&mu);
-}
-
-static void on_publish(struct mosquitto *m, void *ud, int mid)
-{
-    (void)m;
-    (void)ud;
-    (void)mid;
-    pthread_mutex_lock(&mu);
-    n_acked++;
-    pthread_cond_signal(&cv);
-    pthread_mutex_unlock(&mu);
-}
-
-static double mono(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + t.tv_nsec / 1e9;
-}
+static struct bench_acks acks = BENCH_ACKS_INIT;
 
 int main(int argc, char **argv)
 {
@@ -85,38 +56,38 @@ int main(int argc, char **argv)
     }
     if (ndev < 1 || nval < 1 || inflight < 1 || seconds <= 0) return 2;
     mosquitto_lib_init();
-    struct mosquitto *m = mosquitto_new("tele_pub", true, NULL);
+    struct mosquitto *m = mosquitto_new("tele_pub", true, &acks);
     mosquitto_int_option(m, MOSQ_OPT_PROTOCOL_VERSION, MQTT_PROTOCOL_V5);
     mosquitto_int_option(m, MOSQ_OPT_SEND_MAXIMUM, inflight > 65535 ? 65535 : inflight);
-    mosquitto_connect_callback_set(m, on_connect);
-    mosquitto_publish_callback_set(m, on_publish);
+    mosquitto_connect_callback_set(m, bench_on_connect);
+    mosquitto_publish_callback_set(m, bench_on_publish);
     if (mosquitto_connect(m, "127.0.0.1", port, 30) != MOSQ_ERR_SUCCESS) {
         fprintf(stderr, "tele_pub: cannot connect to 127.0.0.1:%d\n", port);
         return 1;
     }
     mosquitto_loop_start(m);
-    pthread_mutex_lock(&mu);
-    while (connected < 0) pthread_cond_wait(&cv, &mu);
-    pthread_mutex_unlock(&mu);
-    if (connected != 1) return 1;
+    pthread_mutex_lock(&acks.mu);
+    while (acks.connected < 0) pthread_cond_wait(&acks.cv, &acks.mu);
+    pthread_mutex_unlock(&acks.mu);
+    if (acks.connected != 1) return 1;
     struct timespec rt;
     clock_gettime(CLOCK_REALTIME, &rt);
     long long base_ms = (long long)rt.tv_sec * 1000;
     char *payload = malloc((size_t)nval * 64 + 256);
     char topic[128];
     unsigned long long sent = 0, bytes = 0;
-    double t0 = mono(), end = t0 + seconds;
-    while (mono() < end) {
+    double t0 = bench_mono_s(), end = t0 + seconds;
+    while (bench_mono_s() < end) {
         if (rate > 0) {
-            double ahead = (double)sent / rate - (mono() - t0);
+            double ahead = (double)sent / rate - (bench_mono_s() - t0);
             if (ahead > 0) {
                 struct timespec ts = {(time_t)ahead, (long)((ahead - (time_t)ahead) * 1e9)};
                 nanosleep(&ts, NULL);
             }
         }
-        pthread_mutex_lock(&mu);
-        while (sent - n_acked >= (unsigned long long)inflight) pthread_cond_wait(&cv, &mu);
-        pthread_mutex_unlock(&mu);
+        pthread_mutex_lock(&acks.mu);
+        while (sent - acks.n_acked >= (unsigned long long)inflight) pthread_cond_wait(&acks.cv, &acks.mu);
+        pthread_mutex_unlock(&acks.mu);
         int d = (int)(sent % (unsigned long long)ndev);
         long long ms = base_ms + (long long)(sent / (unsigned long long)ndev);
         time_t s = (time_t)(ms / 1000);
@@ -135,16 +106,16 @@ int main(int argc, char **argv)
         sent++;
         bytes += (unsigned long long)o;
     }
-    double pub_end = mono();
-    pthread_mutex_lock(&mu);
-    while (n_acked < sent && mono() < pub_end + 10) {
+    double pub_end = bench_mono_s();
+    pthread_mutex_lock(&acks.mu);
+    while (acks.n_acked < sent && bench_mono_s() < pub_end + 10) {
         struct timespec ts;
         clock_gettime(CLOCK_REALTIME, &ts);
         ts.tv_sec += 1;
-        pthread_cond_timedwait(&cv, &mu, &ts);
+        pthread_cond_timedwait(&acks.cv, &acks.mu, &ts);
     }
-    unsigned long long acked = n_acked;
-    pthread_mutex_unlock(&mu);
+    unsigned long long acked = acks.n_acked;
+    pthread_mutex_unlock(&acks.mu);
     double dt = pub_end - t0;
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);

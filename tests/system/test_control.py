@@ -17,7 +17,6 @@ import json
 import math
 import os
 import signal
-import socket
 import time
 
 import pytest
@@ -25,6 +24,7 @@ import pytest
 from conftest import GW_ID, SITE, gw_config, require, topic, wait_values  # noqa: F401
 import peers
 import plant
+from notify import NotifySocket
 
 K, TAU, DEAD, Y0 = 2.0, 4.0, 0.8, 20.0
 KC, TI = 1.25, 4.0
@@ -476,39 +476,7 @@ def test_interlock_blocks_commands(broker, start_gateway, watch, tmp_path):
 
 
 # ------------------------------------------------------------- watchdogs
-class NotifySocket:
-    """What systemd does for Type=notify: a datagram socket at $NOTIFY_SOCKET,
-    read all the time (as systemd does: a full queue would block the sender)."""
-
-    def __init__(self, path):
-        import threading
-        self.path = str(path)
-        self.s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self.s.bind(self.path)
-        self.s.settimeout(0.05)
-        self.msgs = []
-        self.lock = threading.Lock()
-        self.done = False
-        self.thr = threading.Thread(target=self._run, daemon=True)
-        self.thr.start()
-
-    def _run(self):
-        while not self.done:
-            try:
-                d = self.s.recv(4096)
-            except (socket.timeout, BlockingIOError, OSError):
-                continue
-            with self.lock:
-                self.msgs.append((time.monotonic(), d.decode()))
-
-    def since(self, t):
-        with self.lock:
-            return [m for m in self.msgs if m[0] >= t]
-
-    def close(self):
-        self.done = True
-        self.thr.join(2)
-        self.s.close()
+# NotifySocket (notify.py): systemd's side of Type=notify, as in test_systemd.py
 
 
 def test_watchdog_trips_when_the_control_thread_stops(broker, start_gateway, watch, tmp_path):

@@ -10,6 +10,8 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include "tmpdir.h"
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -29,7 +31,6 @@
 #include "south/modbus/modbus.h"
 #include "south/sim/sim.h"
 
-static char tmpdir[256];
 
 static char *fixture(const char *name)
 {
@@ -92,22 +93,6 @@ static void expect_diag(const char *diag, const char *where, const char *msg)
         fprintf(stderr, "missing diagnostic: %s\n--- got:\n%s---\n", want, diag);
         fail();
     }
-}
-
-static int setup(void **state)
-{
-    (void)state;
-    snprintf(tmpdir, sizeof tmpdir, "/tmp/fb_test_config.XXXXXX");
-    assert_non_null(mkdtemp(tmpdir));
-    return 0;
-}
-
-static int teardown(void **state)
-{
-    (void)state;
-    char cmd[600];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
-    return system(cmd) == 0 ? 0 : -1;
 }
 
 /* ------------------------------------------------------------ valid model */
@@ -1647,5 +1632,5 @@ int main(void)
         cmocka_unit_test(test_command_senders),
         cmocka_unit_test(test_edge_config),
     };
-    return cmocka_run_group_tests(tests, setup, teardown);
+    return cmocka_run_group_tests(tests, tmpdir_setup, tmpdir_teardown);
 }

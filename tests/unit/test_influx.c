@@ -10,6 +10,8 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include "tmpdir.h"
+
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -21,7 +23,6 @@
 #include "north/influx/lp.h"
 #include "north/influx/schema.h"
 
-static char tmpdir[256];
 
 static const char *name(enum fb_lp_elem e, const char *s)
 {
@@ -390,22 +391,6 @@ static void test_health(void **state)
     fb_buf_free(&b);
 }
 
-static int setup(void **state)
-{
-    (void)state;
-    snprintf(tmpdir, sizeof tmpdir, "/tmp/fb_test_influx.XXXXXX");
-    assert_non_null(mkdtemp(tmpdir));
-    return 0;
-}
-
-static int teardown(void **state)
-{
-    (void)state;
-    char cmd[600];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
-    return system(cmd) == 0 ? 0 : -1;
-}
-
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -414,5 +399,5 @@ int main(void)
         cmocka_unit_test(test_cfg_defaults), cmocka_unit_test(test_cfg_v2_and_rules),
         cmocka_unit_test(test_cfg_errors),   cmocka_unit_test(test_health),
     };
-    return cmocka_run_group_tests(tests, setup, teardown);
+    return cmocka_run_group_tests(tests, tmpdir_setup, tmpdir_teardown);
 }

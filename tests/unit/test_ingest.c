@@ -10,6 +10,8 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include "tmpdir.h"
+
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -304,7 +306,6 @@ static void test_number_types(void **st)
 }
 
 /* ----------------------------------------------------------------- config */
-static char tmpdir[256];
 
 static int load(const char *yaml, char **diag, struct fb_gateway **gw)
 {
@@ -379,22 +380,6 @@ static void test_config(void **st)
 #undef GW
 }
 
-static int setup(void **state)
-{
-    (void)state;
-    snprintf(tmpdir, sizeof tmpdir, "/tmp/fb_test_ingest.XXXXXX");
-    assert_non_null(mkdtemp(tmpdir));
-    return 0;
-}
-
-static int teardown(void **state)
-{
-    (void)state;
-    char cmd[600];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
-    return system(cmd) == 0 ? 0 : -1;
-}
-
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -402,5 +387,5 @@ int main(void)
         cmocka_unit_test(test_edge_cases), cmocka_unit_test(test_number_types),
         cmocka_unit_test(test_config),
     };
-    return cmocka_run_group_tests(tests, setup, teardown);
+    return cmocka_run_group_tests(tests, tmpdir_setup, tmpdir_teardown);
 }

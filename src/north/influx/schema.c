@@ -619,6 +619,21 @@ static void put_ident(struct fb_buf *b, const char *prefix, const char *what, co
     }
 }
 
+/* Ends the line begun at mark with its time stamp when it has fields
+ * (returns 1), or takes it back (returns 0): a line without fields is not
+ * line protocol. */
+static int line_end(struct fb_buf *b, size_t mark, int nfields, int64_t ts, enum fb_lp_precision p)
+{
+    if (!nfields) {
+        b->len = mark;
+        return 0;
+    }
+    fb_buf_putc(b, ' ');
+    fb_lp_time(b, ts, p);
+    fb_buf_putc(b, '\n');
+    return 1;
+}
+
 int fb_ix_health_lines(struct fb_buf *out, const char *json, size_t len, const char *site, const char *prefix,
                        int64_t ts_ns, enum fb_lp_precision p)
 {
@@ -655,14 +670,7 @@ int fb_ix_health_lines(struct fb_buf *out, const char *json, size_t len, const c
         fb_buf_printf(out, "%cdevices=%zui,devices_online=%zui", nf ? ',' : ' ', total, online);
         nf += 2;
     }
-    if (nf) {
-        fb_buf_putc(out, ' ');
-        fb_lp_time(out, ts, p);
-        fb_buf_putc(out, '\n');
-        lines++;
-    } else {
-        out->len = mark;
-    }
+    lines += line_end(out, mark, nf, ts, p);
     if (json_is_object(devs)) {
         const char *k;
         json_t *dv;
@@ -680,14 +688,7 @@ int fb_ix_health_lines(struct fb_buf *out, const char *json, size_t len, const c
                 fb_buf_puts(out, !strcmp(json_string_value(st), "online") ? "true" : "false");
                 n2++;
             }
-            if (!n2) {
-                out->len = mark;
-                continue;
-            }
-            fb_buf_putc(out, ' ');
-            fb_lp_time(out, ts, p);
-            fb_buf_putc(out, '\n');
-            lines++;
+            lines += line_end(out, mark, n2, ts, p);
         }
     }
     json_t *sinks = json_object_get(root, "sinks");
@@ -704,14 +705,7 @@ int fb_ix_health_lines(struct fb_buf *out, const char *json, size_t len, const c
             int n2 = put_fields(out, sv, sink_fields, 0);
             json_t *bv = json_object_get(sv, "buffer");
             if (json_is_object(bv)) n2 = put_fields(out, bv, buf_fields, n2);
-            if (!n2) {
-                out->len = mark;
-                continue;
-            }
-            fb_buf_putc(out, ' ');
-            fb_lp_time(out, ts, p);
-            fb_buf_putc(out, '\n');
-            lines++;
+            lines += line_end(out, mark, n2, ts, p);
         }
     }
     json_decref(root);
