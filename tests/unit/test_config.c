@@ -930,6 +930,10 @@ static void test_many_devices(void **state)
     /* a CPU-time bound: meaningless under valgrind (scripts/valgrind.sh sets FB_VALGRIND),
      * where the other cases check the loader's memory */
     if (getenv("FB_VALGRIND")) skip();
+    /* and on an emulated machine (scripts/cross-system.sh sets FB_EMULATED): the
+     * guest's CPU clock runs on while the busy host runs something else, and the
+     * emulation itself is many times slower; only the bounds are left out there */
+    const bool timed = !getenv("FB_EMULATED");
     static const char y[] =
         "gateway: {id: gw}\n"
         "devices:\n"
@@ -952,7 +956,7 @@ static void test_many_devices(void **state)
     expect_diag(diag, pos(y, 10, "b9"), "duplicate device name 'b9' (first at line 6)");
     assert_null(strstr(diag, "duplicate device name 'c'"));
     expect_on_line(diag, 3, "device 'a19999' has no tags");
-    assert_true(t < 5.0);
+    if (timed) assert_true(t < 5.0);
     free(diag);
     /* the same without the duplicates: devices share a connection by key */
     char *y2 = strdup(y);
@@ -976,7 +980,7 @@ static void test_many_devices(void **state)
     assert_int_equal(b1->conn->ndevs, 19999 + 1);
     assert_ptr_equal(b1->conn->devs[19999], c);
     assert_string_equal(b1->conn->key, "tcp:127.0.0.1:5020");
-    assert_true(t < 5.0);
+    if (timed) assert_true(t < 5.0);
     free(diag);
     free(y2);
     fb_gateway_free(gw);

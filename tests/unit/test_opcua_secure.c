@@ -368,6 +368,9 @@ static void test_server_cert_checks(void **state)
     assert_non_null(strstr(err.msg, "BadCertificateTimeInvalid"));
     OPENSSL_free(der);
     n = make_cert(-60, 86400, NULL, NULL, &der);
+    /* valid since a minute before it was made: "now" is read again, as the
+     * 2048-bit keys made since the first read can take longer (emulated ARM) */
+    now = (int64_t)time(NULL);
     assert_int_equal(ua_sec_check_cert(der, n, now, "127.0.0.1", "urn:srv", false, warn, sizeof warn, &err), 0);
     assert_non_null(strstr(warn, "host"));
     assert_non_null(strstr(warn, "urn:srv"));
