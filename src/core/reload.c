@@ -26,6 +26,13 @@
  *     otherwise it is restarted (closed, then opened on the new settings),
  *     and in between its thread keeps storing what arrives, so nothing is
  *     lost; its store stays (reopened only for new buffer settings);
+ *   - the edge thread (computed tags, alarms, scripts: src/edge) is kept when
+ *     everything it is built from is the same once old ids are translated
+ *     (edge_same): it parks like a sink thread (queue emptied) and its
+ *     tag- and device-indexed state — value table, alarm table, the Lua
+ *     states' device tables — moves to the new ids (fb_edge_adopt); Lua
+ *     globals and timers, alarm states and virtual devices' online state
+ *     carry on.  Otherwise it stops in 2 and starts on the new model in 5;
  *   - a service is kept when its section is equal (cfg_equal); a service
  *     with quiesce always restarts, but hands what continues unchanged
  *     (the control loops of the same configuration) over to its new start
@@ -38,12 +45,14 @@
  *      with the reason) and close the sinks that restart or go (their
  *      threads only store from now on);
  *   3. park the kept connections (each at the top of its loop, pending
- *      writes failed: their ids are the old config's), then every sink
- *      thread (after emptying its queue: no batch of the old model remains);
+ *      writes failed: their ids are the old config's), then a kept edge
+ *      thread, then every sink thread (each after emptying its queue: no
+ *      batch of the old model remains);
  *   4. with the model lock held for writing: swap, move the running state,
  *      translate the status memory, queued commands and the buffers' id maps;
- *   5. start the new connections, unpark the kept ones, open the restarted
- *      and new sinks, unpark every sink, restart changed services.
+ *   5. start (or unpark) the edge thread, start the new connections,
+ *      unpark the kept ones, open the restarted and new sinks, unpark every
+ *      sink, restart changed services.
  * A failure in 3 undoes 2 (connections started again on the old model,
  * sinks reopened) and returns an error: the running configuration stays.
  *
@@ -845,8 +854,9 @@ int fb_reload_apply(struct fb_gateway *gw, struct fb_gateway *nw, struct fb_buf 
      * write their safe values while every connection still runs — except for
      * what they hand over to their new configuration (loops that did not
      * change continue bumplessly: handover/adopt, model.h); the edge
-     * thread (computed tags, alarms, scripts) takes what is queued and ends —
-     * both hold the old model's ids and start again on the new one in 5;
+     * thread (computed tags, alarms, scripts), unless it is kept, takes what
+     * is queued and ends — both hold the old model's ids and start again on
+     * the new one in 5 (a kept edge parks in 3 and moves to the new ids in 4);
      * then stop the connections that go or change (all asked at once), close
      * the sinks that restart or go (their threads keep storing) */
     for (uint32_t i = 0; i < gw->nservices; i++) {
