@@ -26,6 +26,13 @@
  *     otherwise it is restarted (closed, then opened on the new settings),
  *     and in between its thread keeps storing what arrives, so nothing is
  *     lost; its store stays (reopened only for new buffer settings);
+ *   - the edge thread (computed tags, alarms, scripts: src/edge) is kept when
+ *     everything it is built from is the same once old ids are translated
+ *     (edge_same): it parks like a sink thread (queue emptied) and its
+ *     tag- and device-indexed state — value table, alarm table, the Lua
+ *     states' device tables — moves to the new ids (fb_edge_adopt); Lua
+ *     globals and timers, alarm states and virtual devices' online state
+ *     carry on.  Otherwise it stops in 2 and starts on the new model in 5;
  *   - a service is kept when its section is equal (cfg_equal); a service
  *     with quiesce always restarts, but hands what continues unchanged
  *     (the control loops of the same configuration) over to its new start
@@ -38,12 +45,14 @@
  *      with the reason) and close the sinks that restart or go (their
  *      threads only store from now on);
  *   3. park the kept connections (each at the top of its loop, pending
- *      writes failed: their ids are the old config's), then every sink
- *      thread (after emptying its queue: no batch of the old model remains);
+ *      writes failed: their ids are the old config's), then a kept edge
+ *      thread, then every sink thread (each after emptying its queue: no
+ *      batch of the old model remains);
  *   4. with the model lock held for writing: swap, move the running state,
  *      translate the status memory, queued commands and the buffers' id maps;
- *   5. start the new connections, unpark the kept ones, open the restarted
- *      and new sinks, unpark every sink, restart changed services.
+ *   5. start (or unpark) the edge thread, start the new connections,
+ *      unpark the kept ones, open the restarted and new sinks, unpark every
+ *      sink, restart changed services.
  * A failure in 3 undoes 2 (connections started again on the old model,
  * sinks reopened) and returns an error: the running configuration stays.
  *
@@ -138,6 +147,90 @@ static bool buffer_same(const struct fb_buffer_cfg *a, const struct fb_buffer_cf
            a->drain_rate == b->drain_rate;
 }
 
+/* ----------------------------------------------------------------- edge */
+/* Whether the edge thread (computed tags, alarms, scripts) can go on under
+ * the new model: everything it is built from is the same once old ids are
+ * translated by map (same expressions over the same tags, the same alarms
+ * in the same order, the same scripts with the same source), every tag it
+ * names is the same kind of value (name, type, length, unit, processing,
+ * where it comes from), and the virtual devices are the same ones. */
+static bool num_eq(double a, double b) { return a == b || (a != a && b != b); }
+
+static uint32_t map_id(const uint32_t *m, uint32_t n, uint32_t id) { return id < n ? m[id] : NONE; }
+
+static bool edge_tag_same(const struct fb_gateway *og, uint32_t i, const struct fb_gateway *ng, uint32_t j,
+                          const struct fb_model_map *map)
+{
+    if (i >= og->ntags || j >= ng->ntags || map->tag[i] != j) return false;
+    const struct fb_tag *a = &og->tags[i], *b = &ng->tags[j];
+    return str_eq(a->name, b->name) && a->type == b->type && a->str_len == b->str_len && a->src == b->src &&
+           str_eq(a->unit, b->unit) && proc_same(fb_tproc(a), fb_tproc(b)) &&
+           (a->src == FB_TAG_READ || a->calc == b->calc);
+}
+
+/* an optional id (NONE: none) of the old model and its counterpart in the new */
+static bool edge_opt_tag_same(const struct fb_gateway *og, uint32_t i, const struct fb_gateway *ng, uint32_t j,
+                              const struct fb_model_map *map)
+{
+    return (i == NONE && j == NONE) || edge_tag_same(og, i, ng, j, map);
+}
+
+static bool edge_same(const struct fb_gateway *og, const struct fb_gateway *ng, const struct fb_model_map *map)
+{
+    if (og->ncalcs != ng->ncalcs || og->nalarms != ng->nalarms || og->nscripts != ng->nscripts ||
+        og->alarm_opts.flood_events != ng->alarm_opts.flood_events ||
+        og->alarm_opts.flood_window_ns != ng->alarm_opts.flood_window_ns ||
+        og->alarm_opts.max_shelve_ns != ng->alarm_opts.max_shelve_ns)
+        return false;
+    for (uint32_t i = 0; i < og->ncalcs; i++) {
+        const struct fb_calc *a = &og->calcs[i], *b = &ng->calcs[i];
+        if (!str_eq(a->text, b->text) || a->period_ns != b->period_ns || a->quality != b->quality ||
+            a->nin != b->nin || !edge_tag_same(og, a->tag, ng, b->tag, map))
+            return false;
+        for (uint32_t k = 0; k < a->nin; k++)
+            if (!edge_tag_same(og, a->in[k], ng, b->in[k], map)) return false;
+    }
+    for (uint32_t i = 0; i < og->nalarms; i++) {
+        const struct fb_alarm *a = &og->alarms[i], *b = &ng->alarms[i];
+        if (map->alarm[i] != i || map_id(map->dev, map->ndevs, a->device) != b->device || a->kind != b->kind ||
+            a->priority != b->priority || a->ne107 != b->ne107 || a->severity != b->severity ||
+            !str_eq(a->name, b->name) || !str_eq(a->path, b->path) || !str_eq(a->message, b->message) ||
+            !num_eq(a->limit, b->limit) || !num_eq(a->deadband, b->deadband) || !num_eq(a->when, b->when) ||
+            a->on_delay_ns != b->on_delay_ns || a->off_delay_ns != b->off_delay_ns ||
+            !str_eq(a->suppress_text, b->suppress_text) || a->nsup_in != b->nsup_in ||
+            !edge_opt_tag_same(og, a->tag, ng, b->tag, map) ||
+            !edge_opt_tag_same(og, a->setpoint, ng, b->setpoint, map))
+            return false;
+        for (uint32_t k = 0; k < a->nsup_in; k++)
+            if (!edge_tag_same(og, a->sup_in[k], ng, b->sup_in[k], map)) return false;
+    }
+    for (uint32_t i = 0; i < og->nscripts; i++) {
+        const struct fb_script *a = &og->scripts[i], *b = &ng->scripts[i];
+        if (!str_eq(a->name, b->name) || !str_eq(a->file, b->file) || a->source_len != b->source_len ||
+            (a->source_len && memcmp(a->source, b->source, a->source_len)) ||
+            map_id(map->dev, map->ndevs, a->device) != b->device || a->ndevs != b->ndevs ||
+            a->all_devices != b->all_devices || a->timer_ns != b->timer_ns ||
+            a->max_instructions != b->max_instructions || a->max_time_ns != b->max_time_ns ||
+            a->max_memory != b->max_memory || a->libs != b->libs || a->nout != b->nout ||
+            a->first_alarm != b->first_alarm || a->nalarms != b->nalarms)
+            return false;
+        for (uint32_t k = 0; k < a->ndevs; k++)
+            if (map_id(map->dev, map->ndevs, a->devices[k]) != b->devices[k]) return false;
+        for (uint32_t k = 0; k < a->nout; k++)
+            if (!edge_tag_same(og, a->outputs[k], ng, b->outputs[k], map)) return false;
+    }
+    /* the virtual devices (their online state is the edge's) */
+    uint32_t nv_old = 0, nv_new = 0;
+    for (uint32_t j = 0; j < ng->ndevs; j++) nv_new += !ng->devs[j].conn;
+    for (uint32_t i = 0; i < og->ndevs; i++) {
+        if (og->devs[i].conn) continue;
+        nv_old++;
+        uint32_t j = map->dev[i];
+        if (j == NONE || ng->devs[j].conn) return false;
+    }
+    return nv_old == nv_new;
+}
+
 /* ----------------------------------------------------------------- plan */
 enum { S_KEEP, S_RESTART, S_REMOVE };
 
@@ -162,6 +255,10 @@ struct plan {
     void **hblob;       /* per old service: what its handover carries (adopted in 5, or by undo) */
     int *hto;           /* per old service: the new service it handed over to, -1 = none */
     bool edge_stopped;  /* the edge thread was stopped in step 2 */
+    bool edge_keep;     /* the edge thread goes on under the new model (edge_same) */
+    bool edge_parked;   /* … and is parked (step 3) */
+    struct fb_edge_next *edge_next; /* what it needs for the new model (step 1) */
+    bool edge_old, edge_new;        /* the old model has a running edge thread, the new one any edge */
     void **svc_state;   /* the new services' states */
 };
 
@@ -184,6 +281,7 @@ static void plan_free(struct plan *p)
     free(p->hblob);
     free(p->hto);
     free(p->svc_state);
+    fb_edge_next_free(p->edge_next);
 }
 
 static bool sink_hooks(const struct fb_sink *k) { return k->model_begin && k->model_end; }
@@ -219,6 +317,9 @@ static int plan_make(struct fb_gateway *gw, struct fb_gateway *nw, struct plan *
         !p->svc_state)
         return fb_err_set(err, FB_ENOMEM, "out of memory");
     p->identity = !str_eq(gw->id, nw->id) || !str_eq(gw->site, nw->site);
+    p->edge_old = gw->rt && gw->rt->edge;
+    p->edge_new = nw->ncalcs || nw->nalarms || nw->nscripts;
+    p->edge_keep = p->edge_old && p->edge_new && edge_same(gw, nw, p->map);
 
     /* devices and connections */
     p->devices_same = gw->ndevs == nw->ndevs && gw->ntags == nw->ntags;
@@ -384,6 +485,13 @@ static void report_plan(struct fb_buf *b, struct fb_gateway *gw, struct fb_gatew
         if (p->svcfrom[j] >= 0) rep_item(&r, nw->services[j].svc->name);
     rep_list_end(&r);
     fb_buf_puts(b, "}");
+    /* the edge thread (computed tags, alarms, scripts): absent when neither model has one */
+    if (p->edge_keep)
+        fb_buf_puts(b, ",\"edge\":\"kept\"");
+    else if (p->edge_new)
+        fb_buf_puts(b, p->edge_old ? ",\"edge\":\"restarted\"" : ",\"edge\":\"started\"");
+    else if (p->edge_old)
+        fb_buf_puts(b, ",\"edge\":\"stopped\"");
 }
 
 /* ------------------------------------------------------- running state */
@@ -625,6 +733,7 @@ static void undo(struct fb_gateway *gw, struct plan *p)
         fb_edge_free(gw);
         if (fb_edge_start(gw, fb_rt_state_dir(gw), &e) < 0) fb_error(NULL, NULL, "reload undo: edge: %s", e.msg);
     }
+    if (p->edge_parked) fb_edge_unpark(gw);
     for (uint32_t i = 0; i < gw->nconns; i++) {
         struct fb_conn *c = &gw->conns[i];
         if (c->rt && c->rt->started) {
@@ -730,6 +839,10 @@ int fb_reload_apply(struct fb_gateway *gw, struct fb_gateway *nw, struct fb_buf 
         s->gw = gw;
         if (p.sfrom[j] == -1 && (rc = fb_rt_sink_prepare(nw, s, err)) < 0) goto fail;
     }
+    if (p.edge_keep && !(p.edge_next = fb_edge_prepare(nw, p.map))) {
+        rc = fb_err_set(err, FB_ENOMEM, "cannot allocate the edge state");
+        goto fail;
+    }
     uint32_t new_fp = fb_model_fingerprint(nw);
     for (uint32_t i = 0; i < gw->nsinks; i++) {
         struct fb_sink_rt *q = gw->sinks[i].rt;
@@ -741,8 +854,9 @@ int fb_reload_apply(struct fb_gateway *gw, struct fb_gateway *nw, struct fb_buf 
      * write their safe values while every connection still runs — except for
      * what they hand over to their new configuration (loops that did not
      * change continue bumplessly: handover/adopt, model.h); the edge
-     * thread (computed tags, alarms, scripts) takes what is queued and ends —
-     * both hold the old model's ids and start again on the new one in 5;
+     * thread (computed tags, alarms, scripts), unless it is kept, takes what
+     * is queued and ends — both hold the old model's ids and start again on
+     * the new one in 5 (a kept edge parks in 3 and moves to the new ids in 4);
      * then stop the connections that go or change (all asked at once), close
      * the sinks that restart or go (their threads keep storing) */
     for (uint32_t i = 0; i < gw->nservices; i++) {
@@ -760,7 +874,7 @@ int fb_reload_apply(struct fb_gateway *gw, struct fb_gateway *nw, struct fb_buf 
             svc->quiesce(rt->svc_state[i]);
         p.squiesced[i] = true;
     }
-    if (rt->edge) {
+    if (rt->edge && !p.edge_keep) {
         fb_edge_stop(gw);
         p.edge_stopped = true;
     }
@@ -808,6 +922,15 @@ int fb_reload_apply(struct fb_gateway *gw, struct fb_gateway *nw, struct fb_buf 
             goto undo;
         }
     }
+    /* a kept edge thread: its queue emptied (no connection feeds it now), what it computed published */
+    if (p.edge_keep) {
+        p.edge_parked = true;
+        if (!fb_edge_park(gw, deadline)) {
+            rc = fb_err_set(err, FB_EAGAIN, "the edge thread did not pause within %llds (a script running long?)",
+                            PARK_WAIT_NS / 1000000000LL);
+            goto undo;
+        }
+    }
     for (uint32_t i = 0; i < gw->nsinks; i++)
         if (gw->sinks[i].rt && !fb_rt_sink_park(&gw->sinks[i], deadline)) {
             rc = fb_err_set(err, FB_EAGAIN, "sink %s did not pause within %llds (its buffer is full?)",
@@ -825,6 +948,7 @@ int fb_reload_apply(struct fb_gateway *gw, struct fb_gateway *nw, struct fb_buf 
     swap_models(gw, nw, &p, proc, pool);
     proc = NULL;
     pool = NULL;
+    if (p.edge_keep) fb_edge_adopt(gw, nw, p.edge_next, p.map);
     for (uint32_t i = 0; i < gw->nsinks; i++)
         if (gw->sinks[i].rt) sink_fp_advance(&gw->sinks[i], p.map, new_fp);
     pthread_rwlock_unlock(&rt->model_lock);
@@ -840,7 +964,9 @@ int fb_reload_apply(struct fb_gateway *gw, struct fb_gateway *nw, struct fb_buf 
     for (uint32_t i = 0; i < p.onsvc; i++)
         if (p.svcstop[i] && p.svc_state[i]) nw->services[i].svc->stop(p.svc_state[i]);
     start_services(gw, &p, true, report, &errors);
-    {
+    if (p.edge_keep) {
+        fb_edge_unpark(gw);
+    } else {
         struct fb_err e = {0};
         if (fb_edge_start(gw, fb_rt_state_dir(gw), &e) < 0) {
             fb_error(NULL, NULL, "reload: the edge thread cannot start: %s", e.msg);

@@ -35,6 +35,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/batch_codec.h"
 #include "core/log.h"
 #include "core/publish.h"
 #include "core/runtime_state.h"
@@ -442,6 +443,71 @@ int fb_alarms_start(struct fb_gateway *gw, const char *dir, struct fb_err *err)
     }
     gw->rt->alarms = a;
     return 0;
+}
+
+/* ---------------------------------------------------------------- reload */
+struct fb_alarms_move {
+    uint32_t *dev_first, *dev_idx;
+    struct dev_flood *flood;
+};
+
+void fb_alarms_move_free(struct fb_alarms_move *m)
+{
+    if (!m) return;
+    free(m->dev_first);
+    free(m->dev_idx);
+    free(m->flood);
+    free(m);
+}
+
+struct fb_alarms_move *fb_alarms_move_prepare(const struct fb_gateway *nw)
+{
+    struct fb_alarms_move *m = calloc(1, sizeof *m);
+    if (!m) return NULL;
+    m->dev_first = calloc(nw->ndevs + 1, sizeof *m->dev_first);
+    m->dev_idx = calloc(nw->nalarms ? nw->nalarms : 1, sizeof *m->dev_idx);
+    m->flood = calloc(nw->ndevs ? nw->ndevs : 1, sizeof *m->flood);
+    if (!m->dev_first || !m->dev_idx || !m->flood) {
+        fb_alarms_move_free(m);
+        return NULL;
+    }
+    return m;
+}
+
+void fb_alarms_move(struct fb_alarms *a, struct fb_alarms_move *m, const struct fb_model_map *map)
+{
+    struct fb_gateway *gw = a->gw; /* the new model */
+    pthread_mutex_lock(&a->mu);
+    /* the alarms of each device, by the new device ids (counted, then filled in id order) */
+    for (uint32_t i = 0; i < gw->nalarms; i++) m->dev_first[gw->alarms[i].device + 1]++;
+    for (uint32_t d = 0; d < gw->ndevs; d++) m->dev_first[d + 1] += m->dev_first[d];
+    for (uint32_t i = 0; i < gw->nalarms; i++) {
+        uint32_t d = gw->alarms[i].device;
+        m->dev_idx[m->dev_first[d]++] = i;
+    }
+    for (uint32_t d = gw->ndevs; d > 0; d--) m->dev_first[d] = m->dev_first[d - 1];
+    m->dev_first[0] = 0;
+    /* the flood windows follow their device */
+    for (uint32_t d = 0; d < map->ndevs; d++)
+        if (map->dev[d] < gw->ndevs) m->flood[map->dev[d]] = a->flood[d];
+    uint32_t *t = a->dev_first;
+    a->dev_first = m->dev_first;
+    m->dev_first = t;
+    t = a->dev_idx;
+    a->dev_idx = m->dev_idx;
+    m->dev_idx = t;
+    struct dev_flood *f = a->flood;
+    a->flood = m->flood;
+    m->flood = f;
+    /* the devices' live counters: the new model's start at zero, counted from the table */
+    for (uint32_t d = 0; d < gw->ndevs; d++) {
+        struct fb_dev_metrics *dm = &gw->devs[d].m;
+        atomic_store(&dm->alarms_active, 0);
+        atomic_store(&dm->alarms_unacked, 0);
+        for (int k = 0; k < 4; k++) atomic_store(&dm->alarms_ne107[k], 0);
+    }
+    for (uint32_t i = 0; i < gw->nalarms; i++) account(a, i, 0, a->st[i].flags);
+    pthread_mutex_unlock(&a->mu);
 }
 
 /* ---------------------------------------------------------- edge thread */

@@ -42,6 +42,15 @@ uint32_t fb_alarm_find(const struct fb_gateway *gw, uint32_t dev, const char *na
  * that cannot be used is logged and the table runs in memory. */
 int fb_alarms_start(struct fb_gateway *gw, const char *dir, struct fb_err *err);
 void fb_alarms_free(struct fb_alarms *a);
+/* A configuration reload that keeps the alarm table (the same alarms in the
+ * same order; the devices may have moved: edge.h): what the new model's
+ * device ids index, allocated beforehand (NULL: out of memory), then moved
+ * in once gw holds the new model (map: old ids → new), with the devices'
+ * alarm counters counted again.  m stays the caller's to free. */
+struct fb_alarms_move;
+struct fb_alarms_move *fb_alarms_move_prepare(const struct fb_gateway *nw);
+void fb_alarms_move(struct fb_alarms *a, struct fb_alarms_move *m, const struct fb_model_map *map);
+void fb_alarms_move_free(struct fb_alarms_move *m);
 
 /* ------------------------------------------------- the edge thread's */
 void fb_alarms_begin(struct fb_alarms *a, int64_t now, int64_t wall);

@@ -44,6 +44,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/batch_codec.h"
 #include "core/log.h"
 #include "core/publish.h"
 #include "core/runtime_state.h"
@@ -105,6 +106,10 @@ struct fb_edge {
     bool has_timers;   /* periodic expressions or script timers exist */
     int64_t timer_due; /* monotonic: the earliest of them */
     double vars[256];
+    /* a reload that keeps the edge (fb_edge_park … fb_edge_unpark), under q.mu */
+    bool park, parked;
+    pthread_cond_t park_cv;
+    uint32_t *lua_devmap, lua_ndevs; /* old device ids → new: the Lua states' device tables, re-keyed on resume */
 };
 
 /* ---------------------------------------------------------- the values */
@@ -472,6 +477,45 @@ static int64_t timers(struct fb_edge *e, int64_t now, int64_t wall)
     return next;
 }
 
+/* Script i's Lua state (made anew): a script that cannot load is reported
+ * and its outputs go Bad; the gateway runs. */
+static void script_load(struct fb_edge *e, uint32_t i)
+{
+    struct fb_gateway *gw = e->gw;
+    struct fb_script *s = &gw->scripts[i];
+    struct fb_script_env env = {.gw = gw, .edge = e, .get = env_get, .set = env_set};
+    struct fb_err le = {0};
+    e->lua[i] = fb_lua_new(s, &env, &le);
+    if (!e->lua[i]) {
+        fb_error(s->device < gw->ndevs ? gw->devs[s->device].name : NULL, NULL,
+                 "lua:%s (%s) cannot run: %s; its outputs are Bad", s->name, s->file, le.msg);
+        e->script_failed[i] = true;
+        for (uint32_t k = 0; k < s->nout; k++) emit(e, s->outputs[k], NULL, FB_Q_BAD_INTERNAL, fb_now_ns());
+    } else if (s->timer_ns && !fb_lua_has_timer(e->lua[i])) {
+        fb_warn(NULL, NULL, "lua:%s has timer: %.3gs but no on_timer(now)", s->name, s->timer_ns / 1e9);
+    }
+}
+
+/* After a reload kept the edge: the Lua states' per-device tables follow the
+ * devices' new ids (their globals and timers carry on).  A state without the
+ * memory for that is loaded afresh, which is said. */
+static void resume_scripts(struct fb_edge *e, const uint32_t *devmap, uint32_t n)
+{
+    struct fb_gateway *gw = e->gw;
+    for (uint32_t i = 0; i < gw->nscripts; i++) {
+        if (!e->lua[i]) continue;
+        const char *why = NULL;
+        if (fb_lua_remap_devices(e->lua[i], devmap, n, &why) == 0) continue;
+        struct fb_script *s = &gw->scripts[i];
+        fb_warn(s->device < gw->ndevs ? gw->devs[s->device].name : NULL, NULL,
+                "lua:%s is loaded afresh after the reload (its state could not follow the new device ids: %s)",
+                s->name, why ? why : "?");
+        fb_lua_free(e->lua[i]);
+        e->lua[i] = NULL;
+        script_load(e, i);
+    }
+}
+
 /* ------------------------------------------------------------------ the thread */
 static void take_batch(struct fb_edge *e, struct fb_batch *b, int64_t wall)
 {
@@ -498,6 +542,23 @@ static void *edge_thread(void *arg)
     for (;;) {
         pthread_mutex_lock(&e->q.mu);
         while (!e->q.head && !e->q.wake && !atomic_load(&e->stop)) {
+            if (e->park) { /* a reload: here, with the queue empty and nothing half done, until it is over */
+                e->parked = true;
+                pthread_cond_broadcast(&e->park_cv);
+                while (e->park && !atomic_load(&e->stop)) pthread_cond_wait(&e->q.cv, &e->q.mu);
+                e->parked = false;
+                uint32_t *devmap = e->lua_devmap, ndm = e->lua_ndevs;
+                e->lua_devmap = NULL;
+                e->lua_ndevs = 0;
+                if (devmap) {
+                    pthread_mutex_unlock(&e->q.mu);
+                    resume_scripts(e, devmap, ndm);
+                    free(devmap);
+                    pthread_mutex_lock(&e->q.mu);
+                }
+                next = fb_mono_ns(); /* the timers: what fell due meanwhile runs now */
+                continue;
+            }
             if (!next) {
                 pthread_cond_wait(&e->q.cv, &e->q.mu);
             } else if (!fb_cond_wait_until(&e->q.cv, &e->q.mu, next)) {
@@ -603,7 +664,7 @@ static int build_deps(struct fb_edge *e)
     return 0;
 }
 
-static int build_outputs(struct fb_edge *e)
+static int build_outputs(struct fb_edge *e, bool with_pool)
 {
     struct fb_gateway *gw = e->gw;
     uint32_t max_n = 1, max_win = 0, max_arena = 0;
@@ -624,6 +685,7 @@ static int build_outputs(struct fb_edge *e)
         if (win > max_win) max_win = win;
         if (arena > max_arena) max_arena = arena;
     }
+    if (!with_pool) return 0; /* a kept edge keeps its pool: the same computed tags */
     e->pool = fb_batch_pool_new(EDGE_POOL_BATCHES, max_n, max_win, max_arena);
     return e->pool ? 0 : FB_ENOMEM;
 }
@@ -670,8 +732,53 @@ static void edge_free(struct fb_edge *e)
     fb_batch_pool_free(e->pool);
     pthread_mutex_destroy(&e->q.mu);
     pthread_cond_destroy(&e->q.cv);
+    pthread_cond_destroy(&e->park_cv);
+    free(e->lua_devmap);
     free(e->want);
     free(e);
+}
+
+/* The edge's state for gw; model_only: only what is sized or indexed by the
+ * model's devices and tags (the value table, the dependencies, the output
+ * batches) — what a kept edge takes over in a reload (fb_edge_prepare). */
+static struct fb_edge *edge_new(struct fb_gateway *gw, bool model_only)
+{
+    struct fb_edge *e = calloc(1, sizeof *e);
+    if (!e) return NULL;
+    e->gw = gw;
+    pthread_mutex_init(&e->q.mu, NULL);
+    fb_cond_init_mono(&e->q.cv);
+    fb_cond_init_mono(&e->park_cv);
+    uint32_t nt = gw->ntags, nd = gw->ndevs;
+    e->want = calloc(nd ? nd : 1, 1);
+    e->vals = calloc(nt ? nt : 1, sizeof *e->vals);
+    e->raw = calloc(nd ? nd : 1, sizeof *e->raw);
+    e->raw_pos = malloc((nt ? nt : 1) * sizeof *e->raw_pos);
+    e->raw_list = calloc(nd ? nd : 1, sizeof *e->raw_list);
+    if (!e->want || !e->vals || !e->raw || !e->raw_pos || !e->raw_list || build_deps(e) < 0 ||
+        build_outputs(e, !model_only) < 0) {
+        edge_free(e);
+        return NULL;
+    }
+    for (uint32_t i = 0; i < nt; i++) {
+        e->raw_pos[i] = -1;
+        e->vals[i].num = NAN;
+    }
+    if (model_only) return e;
+    e->calc_dirty = calloc(gw->ncalcs ? gw->ncalcs : 1, 1);
+    e->calc_next = calloc(gw->ncalcs ? gw->ncalcs : 1, sizeof *e->calc_next);
+    e->alarm_dirty = calloc(gw->nalarms ? gw->nalarms : 1, 1);
+    e->alarm_list = calloc(gw->nalarms ? gw->nalarms : 1, sizeof *e->alarm_list);
+    e->lua = calloc(gw->nscripts ? gw->nscripts : 1, sizeof *e->lua);
+    e->script_next = calloc(gw->nscripts ? gw->nscripts : 1, sizeof *e->script_next);
+    e->script_failed = calloc(gw->nscripts ? gw->nscripts : 1, sizeof *e->script_failed);
+    e->script_rl = calloc(gw->nscripts ? gw->nscripts : 1, sizeof *e->script_rl);
+    if (!e->calc_dirty || !e->calc_next || !e->alarm_dirty || !e->alarm_list || !e->lua || !e->script_next ||
+        !e->script_failed || !e->script_rl) {
+        edge_free(e);
+        return NULL;
+    }
+    return e;
 }
 
 int fb_edge_start(struct fb_gateway *gw, const char *dir, struct fb_err *err)
@@ -679,35 +786,8 @@ int fb_edge_start(struct fb_gateway *gw, const char *dir, struct fb_err *err)
     struct fb_rt *rt = gw->rt;
     if (!gw->ncalcs && !gw->nalarms && !gw->nscripts) return 0; /* nothing configured: nothing runs */
     if (fb_alarms_start(gw, dir, err) < 0) return err ? err->code : FB_ENOMEM;
-    struct fb_edge *e = calloc(1, sizeof *e);
-    if (!e) return fb_err_set(err, FB_ENOMEM, "out of memory");
-    e->gw = gw;
-    pthread_mutex_init(&e->q.mu, NULL);
-    fb_cond_init_mono(&e->q.cv);
-    uint32_t nt = gw->ntags, nd = gw->ndevs;
-    e->want = calloc(nd ? nd : 1, 1);
-    e->vals = calloc(nt ? nt : 1, sizeof *e->vals);
-    e->calc_dirty = calloc(gw->ncalcs ? gw->ncalcs : 1, 1);
-    e->calc_next = calloc(gw->ncalcs ? gw->ncalcs : 1, sizeof *e->calc_next);
-    e->alarm_dirty = calloc(gw->nalarms ? gw->nalarms : 1, 1);
-    e->alarm_list = calloc(gw->nalarms ? gw->nalarms : 1, sizeof *e->alarm_list);
-    e->raw = calloc(nd ? nd : 1, sizeof *e->raw);
-    e->raw_pos = malloc((nt ? nt : 1) * sizeof *e->raw_pos);
-    e->raw_list = calloc(nd ? nd : 1, sizeof *e->raw_list);
-    e->lua = calloc(gw->nscripts ? gw->nscripts : 1, sizeof *e->lua);
-    e->script_next = calloc(gw->nscripts ? gw->nscripts : 1, sizeof *e->script_next);
-    e->script_failed = calloc(gw->nscripts ? gw->nscripts : 1, sizeof *e->script_failed);
-    e->script_rl = calloc(gw->nscripts ? gw->nscripts : 1, sizeof *e->script_rl);
-    if (!e->want || !e->vals || !e->calc_dirty || !e->calc_next || !e->alarm_dirty || !e->alarm_list || !e->raw ||
-        !e->raw_pos || !e->raw_list || !e->lua || !e->script_next || !e->script_failed || !e->script_rl ||
-        build_deps(e) < 0 || build_outputs(e) < 0) {
-        edge_free(e);
-        return fb_err_set(err, FB_ENOMEM, "cannot allocate the edge state");
-    }
-    for (uint32_t i = 0; i < nt; i++) {
-        e->raw_pos[i] = -1;
-        e->vals[i].num = NAN;
-    }
+    struct fb_edge *e = edge_new(gw, false);
+    if (!e) return fb_err_set(err, FB_ENOMEM, "cannot allocate the edge state");
     int64_t now = fb_mono_ns();
     for (uint32_t i = 0; i < gw->ncalcs; i++) {
         e->calc_next[i] = now + gw->calcs[i].period_ns;
@@ -718,22 +798,11 @@ int fb_edge_start(struct fb_gateway *gw, const char *dir, struct fb_err *err)
         }
     }
     /* scripts: a script that cannot load is reported and its outputs stay Bad; the gateway runs */
-    struct fb_script_env env = {.gw = gw, .edge = e, .get = env_get, .set = env_set};
     for (uint32_t i = 0; i < gw->nscripts; i++) {
-        struct fb_script *s = &gw->scripts[i];
-        struct fb_err le = {0};
         e->script_rl[i].interval_ns = 60000000000LL;
-        e->script_next[i] = now + s->timer_ns;
-        if (s->timer_ns) e->has_timers = true;
-        e->lua[i] = fb_lua_new(s, &env, &le);
-        if (!e->lua[i]) {
-            fb_error(s->device < gw->ndevs ? gw->devs[s->device].name : NULL, NULL,
-                     "lua:%s (%s) cannot run: %s; its outputs are Bad", s->name, s->file, le.msg);
-            e->script_failed[i] = true;
-            for (uint32_t k = 0; k < s->nout; k++) emit(e, s->outputs[k], NULL, FB_Q_BAD_INTERNAL, fb_now_ns());
-        } else if (s->timer_ns && !fb_lua_has_timer(e->lua[i])) {
-            fb_warn(NULL, NULL, "lua:%s has timer: %.3gs but no on_timer(now)", s->name, s->timer_ns / 1e9);
-        }
+        e->script_next[i] = now + gw->scripts[i].timer_ns;
+        if (gw->scripts[i].timer_ns) e->has_timers = true;
+        script_load(e, i);
     }
     e->q.want = e->want;
     rt->edge = e;
@@ -774,4 +843,138 @@ void fb_edge_free(struct fb_gateway *gw)
     gw->rt->edge = NULL;
     fb_alarms_free(gw->rt->alarms);
     gw->rt->alarms = NULL;
+}
+
+/* ---------------------------------------------------------------- reload */
+/* A reload whose edge configuration did not change keeps the thread and all
+ * it holds — the value table, the alarm table, the Lua states with their
+ * globals and timers, the timers of periodic expressions — and moves what
+ * is indexed by device or tag id to the new model's ids (core/reload.c):
+ * what is sized by the new model is made beforehand (fb_edge_prepare), the
+ * thread parks with its queue empty (fb_edge_park), and with the model lock
+ * held the state is moved over (fb_edge_adopt).  The computed tags are the
+ * same ones, so the output pool stays. */
+struct fb_edge_next {
+    struct fb_edge *m;       /* what is indexed by the new model's ids (edge_new, model_only) */
+    uint32_t *devmap, ndevs; /* old device ids → new, for the Lua states' device tables */
+    struct fb_alarms_move *am;
+};
+
+void fb_edge_next_free(struct fb_edge_next *x)
+{
+    if (!x) return;
+    edge_free(x->m);
+    free(x->devmap);
+    fb_alarms_move_free(x->am);
+    free(x);
+}
+
+struct fb_edge_next *fb_edge_prepare(struct fb_gateway *nw, const struct fb_model_map *map)
+{
+    struct fb_edge_next *x = calloc(1, sizeof *x);
+    if (!x) return NULL;
+    x->m = edge_new(nw, true);
+    x->devmap = malloc((map->ndevs ? map->ndevs : 1) * sizeof *x->devmap);
+    x->ndevs = map->ndevs;
+    x->am = nw->nalarms ? fb_alarms_move_prepare(nw) : NULL;
+    if (!x->m || !x->devmap || (nw->nalarms && !x->am)) {
+        fb_edge_next_free(x);
+        return NULL;
+    }
+    if (map->ndevs) memcpy(x->devmap, map->dev, map->ndevs * sizeof *x->devmap);
+    return x;
+}
+
+bool fb_edge_park(struct fb_gateway *gw, int64_t deadline)
+{
+    struct fb_edge *e = gw->rt ? gw->rt->edge : NULL;
+    if (!e || !e->started) return true;
+    pthread_mutex_lock(&e->q.mu);
+    e->park = true;
+    pthread_cond_broadcast(&e->q.cv);
+    while (!e->parked && fb_cond_wait_until(&e->park_cv, &e->q.mu, deadline)) {
+    }
+    bool ok = e->parked;
+    pthread_mutex_unlock(&e->q.mu);
+    return ok;
+}
+
+void fb_edge_unpark(struct fb_gateway *gw)
+{
+    struct fb_edge *e = gw->rt ? gw->rt->edge : NULL;
+    if (!e) return;
+    pthread_mutex_lock(&e->q.mu);
+    e->park = false;
+    pthread_cond_broadcast(&e->q.cv);
+    pthread_mutex_unlock(&e->q.mu);
+}
+
+static void swap_ptr(void *a, void *b, size_t n)
+{
+    char t[sizeof(void *)];
+    FB_ASSERT(n <= sizeof t);
+    memcpy(t, a, n);
+    memcpy(a, b, n);
+    memcpy(b, t, n);
+}
+#define SWAP_FIELD(f) swap_ptr(&e->f, &m->f, sizeof e->f)
+
+void fb_edge_adopt(struct fb_gateway *gw, struct fb_gateway *old, struct fb_edge_next *x,
+                   const struct fb_model_map *map)
+{
+    struct fb_edge *e = gw->rt->edge, *m = x->m;
+    /* the latest values follow their tags; one whose type changed has none until it is read again */
+    for (uint32_t i = 0; i < old->ntags && i < map->ntags; i++) {
+        uint32_t j = map->tag[i];
+        if (j >= gw->ntags || old->tags[i].type != gw->tags[j].type ||
+            fb_tag_out_type(&old->tags[i]) != fb_tag_out_type(&gw->tags[j]))
+            continue;
+        free(m->vals[j].sbuf);
+        m->vals[j] = e->vals[i];
+        e->vals[i].sbuf = NULL;
+        e->vals[i].scap = 0;
+    }
+    /* what is indexed by the model's ids: the new ones in, the old ones freed with m (sized by old) */
+    SWAP_FIELD(vals);
+    SWAP_FIELD(cdep_first);
+    SWAP_FIELD(cdep);
+    SWAP_FIELD(adep_first);
+    SWAP_FIELD(adep);
+    SWAP_FIELD(raw);
+    SWAP_FIELD(raw_pos);
+    SWAP_FIELD(raw_list);
+    SWAP_FIELD(want);
+    e->nraw = 0; /* parked after a flush: nothing was pending */
+    m->gw = old;
+    pthread_mutex_lock(&gw->rt->fan_mu); /* publishers read the edge's device filter under it */
+    e->q.want = e->want;
+    pthread_mutex_unlock(&gw->rt->fan_mu);
+    edge_free(m);
+    x->m = NULL;
+    /* virtual devices stay as they were (online): their state is the edge's */
+    for (uint32_t i = 0; i < old->ndevs && i < map->ndevs; i++) {
+        uint32_t j = map->dev[i];
+        if (!old->devs[i].conn && j < gw->ndevs && !gw->devs[j].conn)
+            atomic_store(&gw->devs[j].state, atomic_load(&old->devs[i].state));
+    }
+    /* the Lua states: the same scripts (same order), now in the new model; their counters go on */
+    for (uint32_t i = 0; i < gw->nscripts && i < old->nscripts; i++) {
+        struct fb_script *s = &gw->scripts[i], *o = &old->scripts[i];
+        if (e->lua[i]) fb_lua_rebind(e->lua[i], s);
+        atomic_store(&s->runs, atomic_load(&o->runs));
+        atomic_store(&s->errors, atomic_load(&o->errors));
+        atomic_store(&s->overruns, atomic_load(&o->overruns));
+        atomic_store(&s->writes, atomic_load(&o->writes));
+    }
+    if (gw->nscripts) { /* their device tables are re-keyed by the thread when it resumes */
+        pthread_mutex_lock(&e->q.mu);
+        free(e->lua_devmap);
+        e->lua_devmap = x->devmap;
+        e->lua_ndevs = x->ndevs;
+        x->devmap = NULL;
+        pthread_mutex_unlock(&e->q.mu);
+    }
+    if (gw->rt->alarms && x->am) {
+        fb_alarms_move(gw->rt->alarms, x->am, map);
+    }
 }

@@ -708,6 +708,55 @@ void fb_lua_free(struct fb_lua *x)
     free(x);
 }
 
+void fb_lua_rebind(struct fb_lua *x, struct fb_script *s)
+{
+    x->s = s;
+    x->mem_max = s->max_memory;
+}
+
+struct remap {
+    const uint32_t *map;
+    uint32_t n;
+};
+
+/* Protected: the new tables allocate (under the memory limit); the registry
+ * slots are replaced only at the end, which allocates nothing. */
+static int remap_devices(lua_State *L)
+{
+    struct fb_lua *x = X(L);
+    const struct remap *r = lua_touserdata(L, 1);
+    lua_newtable(L);                                /* 2: device tables by the new ids */
+    lua_rawgeti(L, LUA_REGISTRYINDEX, x->ref_devs); /* 3: by the old ones */
+    lua_pushnil(L);
+    while (lua_next(L, 3)) {
+        lua_Integer k = lua_isinteger(L, -2) ? lua_tointeger(L, -2) : 0;
+        if (k >= 1 && (uint64_t)k <= r->n && r->map[k - 1] != UINT32_MAX)
+            lua_rawseti(L, 2, (lua_Integer)r->map[k - 1] + 1);
+        else
+            lua_pop(L, 1);
+    }
+    lua_newtable(L); /* 4: the name cache, empty */
+    lua_pushvalue(L, 2);
+    lua_rawseti(L, LUA_REGISTRYINDEX, x->ref_devs);
+    lua_pushvalue(L, 4);
+    lua_rawseti(L, LUA_REGISTRYINDEX, x->ref_cache);
+    return 0;
+}
+
+int fb_lua_remap_devices(struct fb_lua *x, const uint32_t *devmap, uint32_t n, const char **why)
+{
+    struct remap r = {devmap, n};
+    lua_pushcfunction(x->L, remap_devices);
+    lua_pushlightuserdata(x->L, &r);
+    if (lua_pcall(x->L, 1, 0, 0) != LUA_OK) {
+        snprintf(x->why, sizeof x->why, "%s", lua_tostring(x->L, -1) ? lua_tostring(x->L, -1) : "error");
+        lua_pop(x->L, 1);
+        *why = x->why;
+        return FB_ENOMEM;
+    }
+    return 0;
+}
+
 bool fb_lua_has_batch(const struct fb_lua *x) { return x && x->ref_batch != LUA_NOREF; }
 bool fb_lua_has_timer(const struct fb_lua *x) { return x && x->ref_timer != LUA_NOREF; }
 size_t fb_lua_memory(const struct fb_lua *x) { return x ? x->mem : 0; }

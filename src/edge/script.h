@@ -46,6 +46,14 @@ bool fb_lua_has_timer(const struct fb_lua *x);
  * for the memory limit, FB_EINVAL for an error the script raised. */
 int fb_lua_batch(struct fb_lua *x, const struct fb_batch *b, const char **why);
 int fb_lua_timer(struct fb_lua *x, int64_t wall, const char **why);
+/* A configuration reload kept the script (edge.h): its entry in the new
+ * model, and — on the edge thread, before the next call — its per-device
+ * tables re-keyed by the devices' new ids (devmap: old id → new,
+ * UINT32_MAX: gone) and its cache of tag names emptied (ids may have
+ * moved).  Globals stay.  Nonzero with *why when the state has not the
+ * memory for it (then nothing changed). */
+void fb_lua_rebind(struct fb_lua *x, struct fb_script *s);
+int fb_lua_remap_devices(struct fb_lua *x, const uint32_t *devmap, uint32_t n, const char **why);
 /* Bytes the state holds now. */
 size_t fb_lua_memory(const struct fb_lua *x);
 #endif

@@ -980,6 +980,96 @@ def test_reload_applies_alarm_and_control_changes(broker, start_gateway, watch, 
     assert wait_status(w, "offline", timeout=5, after=t4)
 
 
+def test_reload_keeps_the_edge_running(broker, start_modbus, start_gateway, watch, tmp_path):
+    """A reload that leaves the edge configuration (scripts, expression tags,
+    alarms) as it is keeps the edge thread running: a Lua script's global
+    counter and timer go on (no restart from 1), the virtual device does not
+    go offline, an active alarm is neither cleared nor raised again — here
+    without a buffer, so a restarted alarm table would have nothing to come
+    back from.  First a Modbus device is added in front of the others (every
+    device and tag id moves: the edge's state follows), then only the MQTT
+    sink's settings change.  A reload that changes the script restarts the
+    edge: the counter starts over."""
+    from test_alarms import events  # pylint: disable=import-outside-toplevel
+    from conftest import merged_values, wait_values  # pylint: disable=import-outside-toplevel
+    script = tmp_path / "count.lua"
+    src = "t = 0\nfunction on_timer(now)\n  t = t + 1\n  fb.set('ticks', t)\nend\n"
+    script.write_text(src)
+    boiler = {"name": "boiler", "url": "sim://boiler", "poll": "100ms",
+              "tags": [{"name": "temp", "addr": "memory:initial=50", "access": "rw",
+                        "alarms": {"hi": {"limit": 80, "deadband": 2}}}]}
+    calc = {"name": "calc", "tags": [{"name": "ticks", "script": "count", "type": "uint32"},
+                                     {"name": "double", "expr": "'boiler/temp' * 2"}]}
+    scripts = [{"name": "count", "file": str(script), "device": "calc", "timer": "200ms"}]
+    cfg = gw_config(broker.port, [boiler, calc], scripts=scripts)
+    w = watch(broker.port, (f"{SITE}/#",))
+    gw = start_gateway(cfg)
+
+    def timed_ticks():
+        return [(m.t, m.json()["values"]["ticks"]["v"]) for m in w.messages(topic("calc", "telemetry"))
+                if "ticks" in ((m.json() or {}).get("values") or {})]
+
+    def ticks(after):
+        return [v for t_, v in timed_ticks() if t_ >= after]
+
+    def reload():
+        write_cfg(gw, cfg)
+        t0 = time.monotonic()
+        gw.proc.send(signal.SIGHUP)
+        last = last_result(w, t0, "reload")
+        assert last and last["ok"], f"reload failed: {last}\n{gw.output()[-3000:]}"
+        return t0, last["changes"]
+
+    assert wait_values(w, "calc", lambda v: v.get("ticks", {}).get("v", 0) >= 5, timeout=20), gw.output()[-3000:]
+    t = time.monotonic()
+    w.publish(topic("boiler", "command"), json.dumps({"id": "w1", "write": {"temp": 85}}), qos=1)
+    assert peers.wait_until(lambda: [j for j in events(w, "boiler", after=t) if j.get("event") == "raised"], 10)
+    assert wait_values(w, "calc", lambda v: v.get("double", {}).get("v") == 170, timeout=10, after=t)
+
+    def kept_across(t0, what):
+        time.sleep(1.5)
+        seen = timed_ticks()
+        last_before = max([v for t_, v in seen if t_ < t0] or [0])
+        after = [v for t_, v in seen if t_ >= t0]
+        assert len(after) >= 4, f"{what}: the script stopped ticking: {after}\n{gw.output()[-3000:]}"
+        assert min(after) > last_before and after == sorted(after), \
+            f"{what}: the script's counter started over ({last_before} before, {after} after)"
+        offline = [m.json() for m in w.messages(topic("calc", "status")) if m.t >= t0 and status_state(m) == "offline"]
+        assert not offline, f"{what}: the virtual device went offline: {offline}"
+        evs = [j.get("event") for j in events(w, "boiler", after=t0)]
+        assert not evs, f"{what}: the active alarm was announced again: {evs}"
+
+    # 1. a Modbus device added in front: every device and tag id moves
+    mb = counting_server(start_modbus, "extra")
+    cfg["devices"] = [mdev(mb, "extra"), boiler, calc]
+    t1, ch = reload()
+    assert ch["devices"]["added"] == ["extra"], ch
+    kept_across(t1, "a device added")
+    assert ch.get("edge") == "kept", ch
+    assert w.wait_for(lambda m: True, 10, topic=topic("extra", "telemetry"), after=t1), "the added device never came"
+    t = time.monotonic()
+    w.publish(topic("boiler", "command"), json.dumps({"id": "w2", "write": {"temp": 86}}), qos=1)
+    assert wait_values(w, "calc", lambda v: v.get("double", {}).get("v") == 172, timeout=10, after=t), \
+        "the expression tag is not computed after the reload"
+    assert [j.get("event") for j in events(w, "boiler", after=t1)] == [], "the alarm moved"
+
+    # 2. only the MQTT sink's settings: it restarts, the edge goes on
+    cfg["mqtt"]["keepalive"] = "6s"
+    t2, ch = reload()
+    assert ch["sinks"]["restarted"] == ["mqtt"], ch
+    kept_across(t2, "a sink setting changed")
+    assert ch.get("edge") == "kept", ch
+
+    # 3. the script changes: the edge restarts, the counter starts over
+    script.write_text(src + "-- changed\n")
+    t3, ch = reload()
+    assert ch.get("edge") == "restarted", ch
+    assert peers.wait_until(lambda: any(v <= 2 for v in ticks(t3)), 10), \
+        f"the changed script did not start over: {ticks(t3)}"
+    assert merged_values(w, "calc").get("ticks", {}).get("q") == "good"
+    assert gw.alive()
+
+
 # ------------------------------------------------------------ influx, ingest
 def test_reload_with_the_influx_sink_loses_nothing(start_gateway, tmp_path):
     """The InfluxDB sink (issue 16) has no reload hooks of its own, so a reload

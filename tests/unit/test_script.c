@@ -25,8 +25,9 @@ static struct fb_gateway gw;
 static struct fb_script sc;
 static uint32_t outputs[1] = {2};
 
-/* what the fake edge holds */
+/* what the fake edge holds (by the tag ids of the first model: a reload may add id_base) */
 static double vals[3] = {21.5, 0, 0};
+static uint32_t id_base;
 static struct {
     uint32_t tag, q;
     double v;
@@ -36,7 +37,8 @@ static struct {
 static bool get(void *edge, uint32_t tag, struct fb_value *v, uint32_t *q, int64_t *ts)
 {
     (void)edge;
-    if (tag > 1) return false;
+    if (tag < id_base || tag - id_base > 1) return false;
+    tag -= id_base;
     v->type = FB_T_FLOAT64;
     v->f = vals[tag];
     *q = tag == 1 ? FB_Q_BAD_COMM : FB_Q_GOOD;
@@ -82,6 +84,7 @@ static int setup(void **state)
     sc.max_time_ns = 2000000000LL;
     sc.max_memory = 1u << 20;
     memset(&last_set, 0, sizeof last_set);
+    id_base = 0;
     return 0;
 }
 
@@ -314,6 +317,77 @@ static void test_fb_api(void **state)
     }
 }
 
+/* A reload that keeps the script while a device is added before its own:
+ * the device's ids and the tags' ids move.  The state goes on (globals), the
+ * table on_batch gets for the device is the same one under its new id, and
+ * names resolve to the new ids (the cache of the old ones is gone). */
+static void test_remap_devices(void **state)
+{
+    (void)state;
+    struct fb_lua *x = must_load("n = 0\n"
+                                 "function on_batch(d)\n"
+                                 "  n = n + 1\n"
+                                 "  first = first or d\n"
+                                 "  assert(first == d, 'a new table for the device')\n"
+                                 "  fb.set('out', n)\n"
+                                 "end\n"
+                                 "function on_timer() fb.set('out', fb.get('temp')) end\n");
+    const char *why = NULL;
+    struct fb_batch *b = fb_batch_new(2, 0, 0);
+    b->device = 0;
+    b->ts = 5000000000LL;
+    struct fb_value v = {.type = FB_T_FLOAT64, .f = 7.25};
+    fb_batch_add(b, 0, FB_Q_GOOD, b->ts, &v);
+    if (fb_lua_batch(x, b, &why)) fail_msg("%s", why);
+    assert_true(last_set.v == 1 && last_set.tag == 2);
+    if (call(x, &why)) fail_msg("%s", why);
+    assert_true(last_set.v == 21.5);
+    /* the new model: m0 (one tag) before m1, whose tags are now 1..3 */
+    static struct fb_tag tags2[4];
+    static struct fb_device devs2[2];
+    static uint32_t outputs2[1] = {3};
+    memset(tags2, 0, sizeof tags2);
+    tags2[0].name = (char *)"x";
+    tags2[0].type = FB_T_FLOAT64;
+    for (uint32_t i = 0; i < 3; i++) {
+        tags2[i + 1] = tags[i];
+        tags2[i + 1].id = i + 1;
+        tags2[i + 1].device = 1;
+    }
+    memset(devs2, 0, sizeof devs2);
+    devs2[0].name = (char *)"m0";
+    devs2[0].ntags = 1;
+    devs2[1] = dev;
+    devs2[1].idx = 1;
+    devs2[1].first_tag = 1;
+    gw.devs = devs2;
+    gw.ndevs = 2;
+    gw.tags = tags2;
+    gw.ntags = 4;
+    static struct fb_script sc2;
+    sc2 = sc;
+    sc2.device = 1;
+    sc2.outputs = outputs2;
+    atomic_store(&sc2.runs, 0);
+    uint64_t runs_before = atomic_load(&sc.runs);
+    id_base = 1;
+    const uint32_t devmap[1] = {1};
+    fb_lua_rebind(x, &sc2);
+    if (fb_lua_remap_devices(x, devmap, 1, &why)) fail_msg("%s", why);
+    b->device = 1;
+    b->s[0].tag = 1;
+    if (fb_lua_batch(x, b, &why)) fail_msg("%s", why);
+    assert_true(last_set.v == 2); /* n went on */
+    assert_int_equal(last_set.tag, 3);
+    if (call(x, &why)) fail_msg("%s", why); /* 'temp' is tag 1 now, not the cached 0 */
+    assert_true(last_set.v == 21.5);
+    assert_int_equal(last_set.tag, 3);
+    assert_int_equal(atomic_load(&sc2.runs), 2); /* counted in the script's new entry */
+    assert_int_equal(atomic_load(&sc.runs), runs_before);
+    fb_batch_free(b);
+    fb_lua_free(x);
+}
+
 int main(void)
 {
     alarm(120); /* a budget that fails to stop a script is a hang: make it a failure */
@@ -321,7 +395,7 @@ int main(void)
         cmocka_unit_test_setup(test_budget_loop, setup), cmocka_unit_test_setup(test_budget_not_catchable, setup),
         cmocka_unit_test_setup(test_budget_time, setup), cmocka_unit_test_setup(test_memory, setup),
         cmocka_unit_test_setup(test_errors, setup),      cmocka_unit_test_setup(test_sandbox, setup),
-        cmocka_unit_test_setup(test_fb_api, setup),
+        cmocka_unit_test_setup(test_fb_api, setup),      cmocka_unit_test_setup(test_remap_devices, setup),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
