@@ -1015,7 +1015,12 @@ static int api_open(struct fb_sink_inst *s, struct fb_err *err)
     a->rl_slow.interval_ns = 10 * SEC;
     pthread_mutex_init(&a->h.tokens_mu, NULL);
     pthread_mutex_init(&a->pend_mu, NULL);
-    pthread_rwlock_init(&a->model_rw, NULL);
+    /* writer first: under a stream of requests a reload must still get it (the MHD thread never takes it twice) */
+    pthread_rwlockattr_t ra;
+    pthread_rwlockattr_init(&ra);
+    pthread_rwlockattr_setkind_np(&ra, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
+    pthread_rwlock_init(&a->model_rw, &ra);
+    pthread_rwlockattr_destroy(&ra);
     pthread_mutex_init(&a->job_mu, NULL);
     pthread_cond_init(&a->job_cv, NULL);
     fb_buf_init(&a->render);
