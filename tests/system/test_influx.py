@@ -337,7 +337,7 @@ def test_reload_keeps_the_sink_its_connection_and_every_point(influx, start_modb
         vals = [v for _, v in points(influx, "dev0")]
         assert vals[0] == 0
         assert_contiguous(vals, "dev0 across the reload")
-        assert {r["device"] for r in influx.rows('SELECT "n" FROM "press"', DB)} == {"press"}
+        assert {r["device"] for r in influx.rows('SELECT * FROM "press"', DB)} == {"press"}
         writes = rec.writes()
         assert len({r.peer_port for r in writes}) == 1, [(r.peer_port, r.t) for r in writes]
         out = g.output()
