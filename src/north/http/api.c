@@ -25,7 +25,15 @@
  * and whoever resumes first exchanges it back to 0: exactly one resume per
  * suspend.  The suspending side checks again after setting the flag (has the
  * answer come, new events, a shutdown?) so a wake-up between its check and
- * its suspend is never lost.  No lock of ours is held while calling MHD.
+ * its suspend is never lost.  No lock of ours is held while calling MHD,
+ * except model_rw for reading on the MHD thread itself: its writer (a config
+ * reload, between model_begin and model_end) calls no MHD function.
+ *
+ * Reload.  A config reload that leaves the `http:` section alone keeps the
+ * sink (model_begin/model_end): the MHD thread handles requests with
+ * model_rw held for reading, so it never sees the model being swapped or
+ * the latest-value table (per tag id) being made again; the event ring
+ * stays, and with it every subscriber's position.
  *
  * Event stream (GET /api/v1/events): an event-source subscriber is a slot
  * with a position in the ring; its content reader copies what is new, or
