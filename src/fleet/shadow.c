@@ -40,6 +40,7 @@
 #include <string.h>
 
 #include "core/batch.h"
+#include "core/batch_codec.h"
 #include "core/buf.h"
 #include "core/fleet_cfg.h"
 #include "core/health.h"
@@ -300,6 +301,27 @@ static json_t *gateway_json(struct fb_gateway *gw)
 }
 
 /* ---------------------------------------------------------------- the sink */
+/* The slots of the tags the config names in model gw: slot_of (per tag id)
+ * and slots (room for every tag) filled, the number of slots returned. */
+static uint32_t make_slots(struct fb_gateway *gw, const struct sh_cfg *cfg, uint32_t *slot_of,
+                           struct sh_slot *slots)
+{
+    uint32_t n = 0;
+    for (uint32_t i = 0; i < gw->ntags; i++) slot_of[i] = UINT32_MAX;
+    for (uint32_t k = 0; k < cfg->nrefs; k++) {
+        const struct sh_ref *r = &cfg->refs[k];
+        struct fb_device *d = fb_gw_device(gw, r->dev);
+        if (!d) continue; /* the config check said so */
+        for (uint32_t t = d->first_tag; t < d->first_tag + d->ntags; t++) {
+            if (r->tag && strcmp(gw->tags[t].name, r->tag)) continue;
+            if (slot_of[t] != UINT32_MAX) continue;
+            slot_of[t] = n;
+            slots[n++].tag = t;
+        }
+    }
+    return n;
+}
+
 static int sh_open(struct fb_sink_inst *s, struct fb_err *err)
 {
     struct sh_ctx *ctx = calloc(1, sizeof *ctx);
@@ -320,18 +342,7 @@ static int sh_open(struct fb_sink_inst *s, struct fb_err *err)
         free(ctx);
         return fb_err_set(err, FB_ENOMEM, "out of memory");
     }
-    for (uint32_t i = 0; i < gw->ntags; i++) ctx->slot_of[i] = UINT32_MAX;
-    for (uint32_t k = 0; k < ctx->cfg->nrefs; k++) {
-        const struct sh_ref *r = &ctx->cfg->refs[k];
-        struct fb_device *d = fb_gw_device(gw, r->dev);
-        if (!d) continue; /* the config check said so */
-        for (uint32_t t = d->first_tag; t < d->first_tag + d->ntags; t++) {
-            if (r->tag && strcmp(gw->tags[t].name, r->tag)) continue;
-            if (ctx->slot_of[t] != UINT32_MAX) continue;
-            ctx->slot_of[t] = ctx->nslots;
-            ctx->slots[ctx->nslots++].tag = t;
-        }
-    }
+    ctx->nslots = make_slots(gw, ctx->cfg, ctx->slot_of, ctx->slots);
     load(ctx);
     ctx->next_report = fb_mono_ns(); /* the gateway's settings at once */
     ctx->next_retry = fb_mono_ns();
@@ -471,16 +482,74 @@ static void sh_close(struct fb_sink_inst *s)
     free(ctx);
 }
 
+static bool str_same(const char *a, const char *b) { return a == b || (a && b && !strcmp(a, b)); }
+
+/* Every setting of the section: the tag references (in order: the slots
+ * follow it), the intervals and the file. */
 static bool sh_cfg_equal(const void *a, const void *b)
 {
     const struct sh_cfg *x = a, *y = b;
-    if (x->nrefs != y->nrefs || x->report_ns != y->report_ns || x->retry_ns != y->retry_ns) return false;
-    if (!x->file || !y->file || strcmp(x->file, y->file)) return x->file == y->file;
+    if (!x || !y) return x == y;
+    if (x->nrefs != y->nrefs || x->report_ns != y->report_ns || x->retry_ns != y->retry_ns ||
+        !str_same(x->file, y->file))
+        return false;
     for (uint32_t i = 0; i < x->nrefs; i++)
-        if (strcmp(x->refs[i].dev, y->refs[i].dev) || !x->refs[i].tag != !y->refs[i].tag ||
-            (x->refs[i].tag && strcmp(x->refs[i].tag, y->refs[i].tag)))
-            return false;
+        if (!str_same(x->refs[i].dev, y->refs[i].dev) || !str_same(x->refs[i].tag, y->refs[i].tag)) return false;
     return true;
+}
+
+/* A reload keeps the shadow (same section) while the devices or tags
+ * change.  The document (version, reported, desired and its pending writes)
+ * is by device and tag name and stays as it is; what is by tag id — the
+ * slots of the chosen tags — is made again for the new model, each tag that
+ * is still there keeping its latest value (and whether it is still to be
+ * reported).  The router thread (the commands) is the one reloading and the
+ * sink thread is parked, so nobody else looks at the slots meanwhile; mu is
+ * held from begin to end all the same. */
+static void sh_model_begin(struct fb_sink_inst *s)
+{
+    struct sh_ctx *ctx = s->ctx;
+    if (ctx) pthread_mutex_lock(&ctx->mu);
+}
+
+static void sh_model_end(struct fb_sink_inst *s, const struct fb_model_map *map)
+{
+    struct sh_ctx *ctx = s->ctx;
+    if (!ctx) return;
+    struct fb_gateway *gw = ctx->gw; /* the new model now */
+    uint32_t *slot_of = malloc((gw->ntags ? gw->ntags : 1) * sizeof *slot_of);
+    struct sh_slot *slots = calloc(gw->ntags ? gw->ntags : 1, sizeof *slots);
+    if (!slot_of || !slots) { /* the old slots name the old ids: no values until memory is there again */
+        free(slot_of);
+        free(slots);
+        fb_error(NULL, NULL, "shadow: out of memory after the reload; no tag is reported until the next one");
+        for (uint32_t i = 0; i < ctx->ntags; i++) ctx->slot_of[i] = UINT32_MAX;
+        ctx->nslots = 0;
+        pthread_mutex_unlock(&ctx->mu);
+        return;
+    }
+    uint32_t n = make_slots(gw, ctx->cfg, slot_of, slots);
+    for (uint32_t i = 0; i < ctx->nslots; i++) {
+        const struct sh_slot *o = &ctx->slots[i];
+        uint32_t t = o->tag < map->ntags ? map->tag[o->tag] : UINT32_MAX;
+        if (t == UINT32_MAX || t >= gw->ntags || slot_of[t] == UINT32_MAX || !o->have) continue;
+        /* a value of another type (the tag's type or scaling changed) is not this tag's: wait for a new one */
+        if (o->v.type != fb_tag_out_type(&gw->tags[t])) continue;
+        struct sh_slot *sl = &slots[slot_of[t]];
+        sl->have = true;
+        sl->dirty = o->dirty;
+        sl->v = o->v;
+        memcpy(sl->s, o->s, sizeof sl->s);
+        if (sl->v.type == FB_T_STRING) sl->v.s.p = sl->s;
+    }
+    free(ctx->slot_of);
+    free(ctx->slots);
+    ctx->slot_of = slot_of;
+    ctx->slots = slots;
+    ctx->ntags = gw->ntags;
+    ctx->nslots = n;
+    fb_info(NULL, NULL, "shadow: kept across the reload (version %lld, %u tags)", (long long)ctx->doc.version, n);
+    pthread_mutex_unlock(&ctx->mu);
 }
 
 const struct fb_sink fb_sink_shadow = {
@@ -496,6 +565,8 @@ const struct fb_sink fb_sink_shadow = {
     .tick = sh_tick,
     .close = sh_close,
     .cfg_equal = sh_cfg_equal,
+    .model_begin = sh_model_begin,
+    .model_end = sh_model_end,
 };
 
 /* ----------------------------------------------------------- the commands */

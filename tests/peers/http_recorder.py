@@ -29,7 +29,8 @@ import peers
 
 
 class Request:
-    def __init__(self, method, path, query, headers, body):
+    def __init__(self, method, path, query, headers, body, peer_port=None):
+        self.peer_port = peer_port  # the client's port: one per TCP connection
         self.method = method
         self.path = path
         self.query = query          # {key: value} (last one wins)
@@ -93,7 +94,7 @@ class HTTPRecorder:
                 u = urllib.parse.urlsplit(self.path)
                 q = dict(urllib.parse.parse_qsl(u.query, keep_blank_values=True))
                 hdrs = {k.lower(): v for k, v in self.headers.items()}
-                req = Request(self.command, u.path, q, hdrs, body)
+                req = Request(self.command, u.path, q, hdrs, body, self.client_address[1])
                 with rec.lock:
                     rec.requests.append(req)
                     act = rec.script.pop(0) if rec.script else None

@@ -161,6 +161,26 @@ def gw_config(mqtt_port=None, devices=(), mqtt=None, **top):
     return cfg
 
 
+def reload_gateway(gw, cfg, timeout=15):
+    """Write cfg over the gateway's config file, reload it with SIGHUP and
+    return what the reload changed (the `changes` object of its "reload:
+    applied" log line; docs/fleet.md).  Fails when it is not applied."""
+    with open(gw.path, "w", encoding="utf-8") as f:
+        f.write(cfg if isinstance(cfg, str) else to_yaml(cfg) + "\n")
+    pat = re.compile(r"reload(?:: applied \((\{.*\})\)| refused: )")
+    n = len(pat.findall(gw.output()))
+    gw.proc.send(signal.SIGHUP)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = pat.findall(gw.output())
+        if len(found) > n:
+            if not found[n]:
+                pytest.fail("the reload was not applied:\n" + gw.output()[-3000:])
+            return json.loads(found[n])
+        time.sleep(0.05)
+    pytest.fail("no reload result in the log:\n" + gw.output()[-3000:])
+
+
 class Gateway:
     """`fieldbridge run -c FILE` as a child process."""
 

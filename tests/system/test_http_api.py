@@ -8,6 +8,7 @@ the gateway keeps polling.
 """
 import json
 import os
+import re
 import socket
 import ssl
 import subprocess
@@ -16,7 +17,7 @@ import time
 import pytest
 
 import httpapi as H
-from conftest import fb_bin, gw_config, run_cli
+from conftest import fb_bin, gw_config, reload_gateway, run_cli
 
 pytestmark = pytest.mark.usefixtures()
 
@@ -615,3 +616,69 @@ def test_alarms_view_events_and_ack(api):
     assert alarm_event(ev, lambda j: j.get("event") == "cleared")["state"] == "normal"
     H.wait_for(lambda: vi.get("/api/v1/alarms").json()["devices"][0]["alarms"] == [], 5, "summary cleared")
     ev.close()
+
+
+def test_reload_keeps_the_api_its_port_and_event_streams(tmp_path, start_modbus, start_gateway):
+    """A config reload that adds a Modbus device (first in the list: every
+    device and tag id moves) keeps the API running (docs/fleet.md): the same
+    port although it listens on 127.0.0.1:0 (a restart would get another),
+    an open event stream goes on without reconnecting and carries the new
+    device's values, /values shows the new device next to the others' latest
+    values, a write reaches the right device's register under the new ids,
+    and /config shows the new configuration's text."""
+    mb = start_modbus({"units": {"1": {"hr": [0] * 40}}})
+    mb.write_hr(SETPOINT, [11])
+    mb2 = start_modbus({"units": {"1": {"hr": [0] * 40}}}, name="second")
+    mb2.write_hr(5, [77])
+    tokens = tmp_path / "http.tokens"
+    H.write_tokens(tokens, ("op", "operator", H.OPERATOR), ("vi", "viewer", H.VIEWER))
+    cfg = gw_config(None, [modbus_dev(mb.port), sim_dev()],
+                    http={"listen": "127.0.0.1:0", "tokens": str(tokens), "plaintext_writes": True})
+    gw = start_gateway(cfg)
+    port = H.api_port(gw)
+    c = H.Client(port, H.OPERATOR)
+    H.wait_for(lambda: all(v["q"] == "good" for v in c.get("/api/v1/values").json()["values"]), 15,
+               "every value good")
+    ev = H.Events(port, H.VIEWER)
+    assert ev.next()["event"] == "hello"
+    seqs = []
+    while len(seqs) < 3:
+        e = ev.next()
+        if e["event"] == "values" and e["data"]["device"] == "sim":
+            seqs.append(e["data"]["seq"])
+
+    cfg["devices"].insert(0, {"name": "press2", "url": f"modbus-tcp://127.0.0.1:{mb2.port}?unit=1",
+                              "poll": "200ms", "tags": [{"name": "level", "addr": "hr:5"}]})
+    ch = reload_gateway(gw, cfg)
+    assert ch["devices"]["added"] == ["press2"] and ch["devices"]["kept"] == 2, ch
+    assert ch["sinks"]["kept"] == ["http"] and ch["sinks"]["restarted"] == [], ch
+
+    # the open stream reads on: no new hello, the new device's values come on it
+    new = None
+    for _ in range(1000):
+        try:
+            e = ev.next()
+        except (EOFError, OSError) as x:
+            pytest.fail(f"the event stream ended at the reload ({x})")
+        assert e["event"] != "hello", "the stream started again"
+        if e["event"] == "values" and e["data"]["device"] == "sim":
+            seqs.append(e["data"]["seq"])
+        if e["event"] == "values" and e["data"]["device"] == "press2":
+            new = e["data"]
+            break
+    assert new and new["values"]["level"]["v"] == 77, new
+    assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs), seqs
+    ev.close()
+    # the same listener: started once, answering on its port
+    assert len(re.findall(r"http: API.* on https?://", gw.output())) == 1, gw.output()[-3000:]
+    assert "http: kept across the reload" in gw.output()
+    vals = {(v["device"], v["tag"]): v for v in c.get("/api/v1/values").json()["values"]}
+    assert set(vals) == {("press2", "level"), ("press", "setpoint"), ("press", "count"), ("press", "ro"),
+                         ("sim", "temperature"), ("sim", "label"), ("sim", "mem")}, vals
+    H.wait_for(lambda: c.get("/api/v1/values?device=press2").json()["values"][0]["v"] == 77, 5, "press2 level")
+    assert vals[("press", "setpoint")]["v"] == 11 and vals[("sim", "label")]["v"] == "PX-200", vals
+    r = c.post("/api/v1/devices/press/write", {"id": "after-reload", "write": {"setpoint": 42}})
+    assert r.status == 200, r.body
+    assert mb.read_hr(SETPOINT) == [42] and mb2.read_hr(SETPOINT) == [0]
+    assert "press2" in c.get("/api/v1/config").json()["yaml"]
+    assert gw.alive()

@@ -34,7 +34,7 @@ import pytest
 
 import influxdb
 import peers
-from conftest import GW_ID, SITE, gw_config, run_cli, topic
+from conftest import GW_ID, SITE, gw_config, reload_gateway, run_cli, topic
 from http_recorder import HTTPRecorder
 
 DB = "plant"
@@ -307,6 +307,41 @@ def test_retry_5xx_429_timeout_in_order(influx, start_gateway):
         assert vals[0] == 0
         out = g.output()
         assert "HTTP 503" in out and "overloaded" in out
+    finally:
+        rec.stop()
+
+
+def test_reload_keeps_the_sink_its_connection_and_every_point(influx, start_modbus, start_gateway):
+    """A config reload that adds an unrelated Modbus device in front of the
+    others (every device and tag id moves) keeps the sink (docs/fleet.md):
+    it is not closed and opened again, its one connection to the server
+    stays (every write comes over the same TCP connection), no point is lost
+    or written twice (the counters in InfluxDB stay contiguous from 0), the
+    kept device's points keep their series and the new device's arrive under
+    its own name."""
+    rec = HTTPRecorder(upstream=f"127.0.0.1:{influx.port}")
+    try:
+        mb = start_modbus({"units": {"1": {"hr": [0] * 32}}, "counters": [{"unit": 1, "addr": 20, "period_ms": 50}]})
+        cfg = gw_config(None, counters(ndev=1), influx=influx_cfg(rec.url))
+        g = start_gateway(cfg)
+        assert wait_points(influx, "dev0", 5), g.output()[-3000:]
+        cfg["devices"].insert(0, {"name": "press", "url": f"modbus-tcp://127.0.0.1:{mb.port}?unit=1",
+                                  "poll": "100ms", "tags": [{"name": "n", "addr": "hr:20"}]})
+        ch = reload_gateway(g, cfg)
+        assert ch["devices"]["added"] == ["press"] and ch["devices"]["kept"] == 1, ch
+        assert ch["sinks"]["kept"] == ["influx"] and ch["sinks"]["restarted"] == [], ch
+        assert wait_points(influx, "press", 5, field="n"), g.output()[-3000:]
+        n = len(points(influx, "dev0"))
+        assert wait_points(influx, "dev0", n + 5)
+        g.stop()
+        vals = [v for _, v in points(influx, "dev0")]
+        assert vals[0] == 0
+        assert_contiguous(vals, "dev0 across the reload")
+        assert {r["device"] for r in influx.rows('SELECT * FROM "press"', DB)} == {"press"}
+        writes = rec.writes()
+        assert len({r.peer_port for r in writes}) == 1, [(r.peer_port, r.t) for r in writes]
+        out = g.output()
+        assert out.count(": writing to ") == 1 and "influx: kept across the reload" in out, out[-3000:]
     finally:
         rec.stop()
 

@@ -7,9 +7,10 @@ values rejected with a reason per tag, and a restart that keeps the version
 and the desired state without writing again what was already applied.
 """
 import os
+import re
 import time
 
-from conftest import GW_ID, gw_config, topic
+from conftest import GW_ID, gw_config, reload_gateway, topic
 from test_run import device
 
 SH = topic(GW_ID, "shadow")
@@ -189,6 +190,58 @@ def test_shadow_pending_write_retried_when_device_returns(broker, start_modbus, 
     assert wait_hr(mb, 1, 60, timeout=20), mb.read_hr(1)
     d = reported(w, "plc1", "sp", lambda v: v == 60)
     assert "pending" not in d["metadata"]["desired"]["devices"]["plc1"]["sp"], d
+
+
+def test_shadow_kept_across_reloads_that_change_devices(broker, start_modbus, start_gateway, watch, tmp_path):
+    """A reload that adds an unrelated Modbus device in front (every device
+    and tag id moves), then one that adds a tag to the shadow's device
+    (`plc1: "*"` takes it in), keeps the shadow running (docs/fleet.md): it
+    is not opened again, its version goes on, the reported values follow the
+    right tags under the new ids (the new device's value never lands on a
+    shadow tag), and desired values are written to the right registers — the
+    new tag's too."""
+    mb = start_modbus({"units": {"1": {"hr": [21, 5, 1, 0]}}})
+    aux = start_modbus({"units": {"1": {"hr": [9, 9, 9, 9]}}}, name="aux")
+    w = watch(broker.port, topics=(f"{SH}/#",))
+    tags = [{"name": "temp", "addr": "hr:0"},
+            {"name": "sp", "addr": "hr:1", "access": "rw", "range": [0, 100]}]
+    cfg = gw_config(broker.port, [device(mb.port, tags, poll="100ms")],
+                    **shadow_cfg(tmp_path / "state", {"plc1": "*"}))
+    gw = start_gateway(cfg)
+    started(w)
+    v0 = reported(w, "plc1", "sp", lambda v: v == 5)["version"]
+
+    cfg["devices"].insert(0, device(aux.port, [{"name": "temp", "addr": "hr:0"}], name="aux", poll="100ms"))
+    ch = reload_gateway(gw, cfg)
+    assert ch["devices"]["added"] == ["aux"] and ch["devices"]["kept"] == 1, ch
+    assert "shadow" in ch["sinks"]["kept"] and ch["sinks"]["restarted"] == [], ch
+    mb.write_hr(0, [33])
+    d = reported(w, "plc1", "temp", lambda v: v == 33)
+    assert d["version"] > v0, (d["version"], v0)
+    assert set(d["state"]["reported"]["devices"]) == {"plc1"}, d  # aux is in no shadow reference
+    assert d["state"]["reported"]["devices"]["plc1"] == {"temp": 33, "sp": 5}, d
+    kind, a = update(w, {"state": {"desired": {"devices": {"plc1": {"sp": 42}}}}, "version": d["version"],
+                         "clientToken": "after-1"})
+    assert kind == "accepted" and a["version"] == d["version"] + 1, a
+    assert wait_hr(mb, 1, 42), mb.read_hr(1)
+    assert aux.read_hr(1)[0] == 9
+
+    cfg["devices"][1]["tags"].append({"name": "extra", "addr": "hr:3", "access": "rw"})
+    ch = reload_gateway(gw, cfg)
+    assert ch["devices"]["changed"] == ["plc1"] and "shadow" in ch["sinks"]["kept"], ch
+    # the new tag's first value is reported (a version of its own), then a desired value for it
+    v1 = reported(w, "plc1", "extra", lambda v: v == 0)["version"]
+    assert v1 > a["version"], (v1, a)
+    kind, a = update(w, {"state": {"desired": {"devices": {"plc1": {"extra": 7}}}}, "version": v1,
+                         "clientToken": "after-2"})
+    assert kind == "accepted" and a["version"] == v1 + 1, a
+    assert wait_hr(mb, 3, 7), mb.read_hr(3)
+    d = reported(w, "plc1", "extra", lambda v: v == 7)
+    assert d["state"]["reported"]["devices"]["plc1"] == {"temp": 33, "sp": 42, "extra": 7}, d
+    assert "delta" not in d["state"], d
+    out = gw.output()
+    assert len(re.findall(r"shadow: \d+ tags, version", out)) == 1, "the shadow was opened again"
+    assert out.count("shadow: kept across the reload") == 2, out[-3000:]
 
 
 def test_shadow_ads_variable(broker, start_gateway, watch, tmp_path):

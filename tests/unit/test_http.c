@@ -18,6 +18,7 @@
 #include <string.h>
 
 #include "core/batch.h"
+#include "core/batch_codec.h"
 #include "core/browse.h"
 #include "core/config.h"
 #include "core/log.h"
@@ -365,6 +366,76 @@ static int req(struct rig *r, const char *method, const char *path, const char *
     return r->resp.status;
 }
 
+/* A config reload that keeps the API: the latest-value table is made again
+ * for the new model (a device in front moves every id), values follow their
+ * tags by name when the type is the same, and the event ring is untouched. */
+static void test_live_remodel(void **state)
+{
+    (void)state;
+    struct fb_gateway *gw = load(cfg_text);
+    struct fb_live *l = fb_live_new(gw, 4096);
+    assert_non_null(l);
+    struct fb_batch *b = fb_batch_new(4, 0, 64);
+    b->device = 0;
+    b->ts = 1000000000LL;
+    struct fb_value v = {.type = FB_T_FLOAT64, .f = 1.5};
+    fb_batch_add(b, 0, FB_Q_GOOD, b->ts, &v); /* d.t */
+    struct fb_value sv = {.type = FB_T_STRING, .s = {"abcdef", 6}};
+    fb_batch_add(b, 1, FB_Q_GOOD, b->ts, &sv); /* d.s */
+    struct fb_value wv = {.type = FB_T_FLOAT64, .f = 7};
+    fb_batch_add(b, 2, FB_Q_GOOD, b->ts, &wv); /* d.w */
+    fb_live_update(l, b);
+    assert_true(fb_live_event(l, "values", "{\"a\":1}", 7));
+    uint64_t head = fb_live_head(l), pos = 0;
+
+    /* the new config: device n in front, d.w now an int32 (its float value is not its) */
+    struct fb_gateway *nw = load("gateway: {id: g}\n"
+                                 "devices:\n"
+                                 "  - name: n\n"
+                                 "    url: \"sim://n\"\n"
+                                 "    tags: [{name: a, addr: \"const:5\"}, {name: b, addr: \"const:6\"}]\n"
+                                 "  - name: d\n"
+                                 "    url: \"sim://x\"\n"
+                                 "    tags:\n"
+                                 "      - {name: t, addr: \"const:1\"}\n"
+                                 "      - {name: s, addr: \"const:\\\"abc\\\"\"}\n"
+                                 "      - {name: w, addr: \"memory:initial=2\", access: rw, type: int32}\n"
+                                 "      - {name: z, addr: \"const:4\"}\n");
+    struct fb_model_map *map = fb_model_map_between(gw, nw);
+    assert_non_null(map);
+    struct fb_gateway tmp; /* the swap of a reload: gw, which l points at, holds the new model */
+    memcpy(&tmp, gw, sizeof tmp);
+    memcpy(gw, nw, sizeof tmp);
+    memcpy(nw, &tmp, sizeof tmp);
+    assert_int_equal(fb_live_remodel(l, map), 0);
+    fb_model_map_free(map);
+    assert_false(fb_live_tag(l, 0)->have); /* n.a, n.b: new */
+    assert_false(fb_live_tag(l, 1)->have);
+    assert_true(fb_live_tag(l, 2)->have && fb_live_tag(l, 2)->v.f == 1.5); /* d.t, was 0 */
+    assert_true(fb_live_tag(l, 3)->have);                                   /* d.s, was 1 */
+    assert_int_equal(fb_live_tag(l, 3)->v.s.len, 6);
+    assert_memory_equal(fb_live_tag(l, 3)->v.s.p, "abcdef", 6);
+    assert_false(fb_live_tag(l, 4)->have); /* d.w: another type now */
+    assert_false(fb_live_tag(l, 5)->have); /* d.z: new */
+    assert_null(fb_live_tag(l, 6));
+    /* the new ids take samples under the new device locks */
+    b->device = 1;
+    b->n = 0;
+    fb_batch_add(b, 5, FB_Q_GOOD, b->ts, &v);
+    fb_live_update(l, b);
+    assert_true(fb_live_tag(l, 5)->have);
+    fb_batch_free(b);
+    /* the ring is as it was: a reader goes on where it was */
+    assert_int_equal(fb_live_head(l), head);
+    char buf[256];
+    assert_true(fb_live_read(l, &pos, buf, sizeof buf) > 0);
+    assert_true(fb_live_event(l, "ping", "{}", 2));
+    assert_true(fb_live_read(l, &pos, buf, sizeof buf) > 0);
+    fb_live_free(l);
+    fb_gateway_free(gw);
+    fb_gateway_free(nw);
+}
+
 static void test_handler_auth(void **state)
 {
     (void)state;
@@ -516,6 +587,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_route),        cmocka_unit_test(test_bearer_and_tokens),
         cmocka_unit_test(test_redact),       cmocka_unit_test(test_live_and_ring),
+        cmocka_unit_test(test_live_remodel),
         cmocka_unit_test(test_handler_auth), cmocka_unit_test(test_handler_cors_rate_and_values),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

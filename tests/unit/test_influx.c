@@ -300,6 +300,46 @@ static void test_cfg_v2_and_rules(void **state)
     unsetenv("FB_TEST_INFLUX_TOKEN");
 }
 
+/* A config reload keeps the sink only when every setting of its section is
+ * the same (fb_ix_cfg_equal); the devices do not count. */
+static void test_cfg_equal(void **state)
+{
+    (void)state;
+#define IXS "gateway: {id: gw1, site: munich}\ninflux:\n  url: \"http://127.0.0.1:8086/\"\n  db: plant\n"
+    static const char *const variants[] = {
+        IXS "  batch: {size: 100}\n",
+        IXS "  batch: {interval: 2s}\n",
+        IXS "  precision: ms\n",
+        IXS "  quality: tag\n",
+        IXS "  measurement: \"{site}\"\n",
+        IXS "  tags: {dev: \"{device}\"}\n",
+        IXS "  map: [{device: oven, skip: true}]\n",
+        IXS "  map: [{device: oven, field: \"x_{tag}\"}]\n",
+        IXS "  retry: {max: 5s}\n",
+        IXS "  gzip: 0\n",
+        IXS "  stats: false\n",
+        IXS "  rp: autogen\n",
+        "gateway: {id: gw1, site: munich}\ninflux: {url: \"http://127.0.0.1:8087/\", db: plant}\n",
+    };
+    struct fb_gateway *ga = NULL, *gb = NULL;
+    const struct fb_influx_cfg *a = load_ok(IXS DEVS, &ga);
+    /* the same section, other devices: equal */
+    const struct fb_influx_cfg *b =
+        load_ok(IXS "devices:\n  - name: x\n    url: \"sim://x\"\n    tags: [{name: t, addr: \"const:1\"}]\n", &gb);
+    assert_true(fb_ix_cfg_equal(a, b));
+    assert_true(fb_ix_cfg_equal(b, a));
+    fb_gateway_free(gb);
+    for (size_t i = 0; i < sizeof variants / sizeof variants[0]; i++) {
+        char yaml[1024];
+        snprintf(yaml, sizeof yaml, "%s%s", variants[i], DEVS);
+        b = load_ok(yaml, &gb);
+        if (fb_ix_cfg_equal(a, b) || fb_ix_cfg_equal(b, a)) fail_msg("equal although changed: %s", variants[i]);
+        fb_gateway_free(gb);
+    }
+    fb_gateway_free(ga);
+#undef IXS
+}
+
 static void expect(const char *yaml, const char *msg)
 {
     char *diag = NULL;
@@ -398,6 +438,7 @@ int main(void)
         cmocka_unit_test(test_values),       cmocka_unit_test(test_types_and_time),
         cmocka_unit_test(test_cfg_defaults), cmocka_unit_test(test_cfg_v2_and_rules),
         cmocka_unit_test(test_cfg_errors),   cmocka_unit_test(test_health),
+        cmocka_unit_test(test_cfg_equal),
     };
     return cmocka_run_group_tests(tests, tmpdir_setup, tmpdir_teardown);
 }

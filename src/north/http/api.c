@@ -25,7 +25,15 @@
  * and whoever resumes first exchanges it back to 0: exactly one resume per
  * suspend.  The suspending side checks again after setting the flag (has the
  * answer come, new events, a shutdown?) so a wake-up between its check and
- * its suspend is never lost.  No lock of ours is held while calling MHD.
+ * its suspend is never lost.  No lock of ours is held while calling MHD,
+ * except model_rw for reading on the MHD thread itself: its writer (a config
+ * reload, between model_begin and model_end) calls no MHD function.
+ *
+ * Reload.  A config reload that leaves the `http:` section alone keeps the
+ * sink (model_begin/model_end): the MHD thread handles requests with
+ * model_rw held for reading, so it never sees the model being swapped or
+ * the latest-value table (per tag id) being made again; the event ring
+ * stays, and with it every subscriber's position.
  *
  * Event stream (GET /api/v1/events): an event-source subscriber is a slot
  * with a position in the ring; its content reader copies what is new, or
@@ -54,6 +62,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "core/batch_codec.h"
 #include "core/browse.h"
 #include "core/cfg.h"
 #include "core/driver.h"
@@ -285,6 +294,12 @@ struct api {
     struct fb_buf render;  /* MHD thread */
     struct fb_buf ev;      /* sink thread */
     struct fb_mhd_tls tls; /* http.tls: PEM texts */
+    /* Held for reading by whoever looks at the model or at the live table
+     * (the MHD thread while it handles a request, the worker while it takes
+     * the config's name); a config reload that keeps the sink holds it for
+     * writing from model_begin to model_end, while the model is swapped and
+     * the table made again.  The sink thread needs none: it is parked then. */
+    pthread_rwlock_t model_rw;
     /* pending writes and jobs */
     pthread_mutex_t pend_mu;
     struct pending *pend;
@@ -689,7 +704,13 @@ static void put_diag(struct fb_buf *o, const char *file, const char *line, size_
 
 static void job_check(struct api *a, struct pending *p)
 {
-    if (!a->gw->config_check) {
+    /* a reload may replace the model (and its path) while the check runs: a copy of the name */
+    char name[1024];
+    pthread_rwlock_rdlock(&a->model_rw);
+    snprintf(name, sizeof name, "%s", a->gw->cfg_path ? a->gw->cfg_path : "config.yaml");
+    int (*check)(const char *, const char *, size_t, bool, FILE *, FILE *) = a->gw->config_check;
+    pthread_rwlock_unlock(&a->model_rw);
+    if (!check) {
         answer_error(p, 501, "config checks are not available");
         return;
     }
@@ -704,8 +725,7 @@ static void job_check(struct api *a, struct pending *p)
         answer_error(p, 500, "out of memory");
         return;
     }
-    const char *name = a->gw->cfg_path ? a->gw->cfg_path : "config.yaml";
-    int rc = a->gw->config_check(name, p->body.p ? p->body.p : "", p->body.len, p->strict, diag, sum);
+    int rc = check(name, p->body.p ? p->body.p : "", p->body.len, p->strict, diag, sum);
     fclose(diag);
     fclose(sum);
     fb_info(NULL, NULL, "http: config check for %s: %s", p->user, rc == 0 ? "valid" : "invalid");
@@ -874,6 +894,9 @@ static enum MHD_Result body_done(struct api *a, struct MHD_Connection *c, struct
     return MHD_YES;
 }
 
+static enum MHD_Result first_pass(struct api *a, struct MHD_Connection *c, const char *url, const char *method,
+                                  void **req_cls);
+
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const char *url, const char *method,
                                   const char *version, const char *upload, size_t *upload_size, void **req_cls)
 {
@@ -890,7 +913,10 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
                 *upload_size = 0;
                 return MHD_YES;
             }
-            return body_done(a, c, p, url, method);
+            pthread_rwlock_rdlock(&a->model_rw);
+            enum MHD_Result r = body_done(a, c, p, url, method);
+            pthread_rwlock_unlock(&a->model_rw);
+            return r;
         }
         /* resumed: the answer is there (or the gateway is stopping) */
         while (atomic_load(&p->state) == 1) sched_yield();
@@ -898,6 +924,18 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         return queue_pending(c, p);
     }
     if (atomic_load(&a->closing)) return queue_error(c, 503, "the gateway is stopping");
+    pthread_rwlock_rdlock(&a->model_rw);
+    enum MHD_Result r = first_pass(a, c, url, method, req_cls);
+    pthread_rwlock_unlock(&a->model_rw);
+    return r;
+}
+
+/* A new request (the model read-locked): answered, or its body awaited, or
+ * the work started. */
+static enum MHD_Result first_pass(struct api *a, struct MHD_Connection *c, const char *url, const char *method,
+                                  void **req_cls)
+{
+    struct pending *p;
     struct fb_http_req rq;
     build_req(a, c, url, method, &rq);
     struct fb_http_resp rs = {.body = &a->render};
@@ -951,6 +989,7 @@ static void api_free(struct api *a)
     fb_http_tokens_free(&a->h.tokens);
     pthread_mutex_destroy(&a->h.tokens_mu);
     pthread_mutex_destroy(&a->pend_mu);
+    pthread_rwlock_destroy(&a->model_rw);
     pthread_mutex_destroy(&a->job_mu);
     pthread_cond_destroy(&a->job_cv);
     fb_buf_free(&a->render);
@@ -984,6 +1023,12 @@ static int api_open(struct fb_sink_inst *s, struct fb_err *err)
     a->rl_slow.interval_ns = 10 * SEC;
     pthread_mutex_init(&a->h.tokens_mu, NULL);
     pthread_mutex_init(&a->pend_mu, NULL);
+    /* writer first: under a stream of requests a reload must still get it (the MHD thread never takes it twice) */
+    pthread_rwlockattr_t ra;
+    pthread_rwlockattr_init(&ra);
+    pthread_rwlockattr_setkind_np(&ra, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
+    pthread_rwlock_init(&a->model_rw, &ra);
+    pthread_rwlockattr_destroy(&ra);
     pthread_mutex_init(&a->job_mu, NULL);
     pthread_cond_init(&a->job_cv, NULL);
     fb_buf_init(&a->render);
@@ -1213,6 +1258,58 @@ static void api_close(struct fb_sink_inst *s)
     api_free(a);
 }
 
+static bool str_same(const char *a, const char *b) { return a == b || (a && b && !strcmp(a, b)); }
+
+/* Every setting of the section (the config file's text is not one: it is
+ * taken again from the new config when the sink is kept).  With TLS a
+ * reload restarts the API, so renewed certificate files under the same
+ * names are read. */
+static bool api_cfg_equal(const void *pa, const void *pb)
+{
+    const struct fb_http_cfg *a = pa, *b = pb;
+    if (!a || !b) return a == b;
+    if (a->tls_cert || a->tls_key || b->tls_cert || b->tls_key) return false;
+    if (!str_same(a->listen, b->listen) || !str_same(a->tokens, b->tokens) || a->anonymous != b->anonymous ||
+        a->plaintext_writes != b->plaintext_writes || a->max_body != b->max_body || a->rate != b->rate ||
+        a->max_connections != b->max_connections || a->max_events != b->max_events ||
+        a->events_buffer != b->events_buffer || a->write_timeout_ns != b->write_timeout_ns || a->ui != b->ui)
+        return false;
+    size_t i = 0;
+    for (; a->cors && b->cors && a->cors[i] && b->cors[i]; i++)
+        if (strcmp(a->cors[i], b->cors[i])) return false;
+    return (!a->cors || !a->cors[i]) && (!b->cors || !b->cors[i]);
+}
+
+/* A reload keeps the API (same section) while devices or tags change: the
+ * daemon, its listening socket and every open connection stay — event
+ * streams read on from the same ring, pending writes and jobs carry on.
+ * What is by tag or device id, the latest-value table, is made again for the
+ * new model, and GET /api/v1/config shows the new config's text.  Requests
+ * wait meanwhile (model_rw); the sink thread is parked. */
+static void api_model_begin(struct fb_sink_inst *s)
+{
+    struct api *a = s->ctx;
+    if (a) pthread_rwlock_wrlock(&a->model_rw);
+}
+
+static void api_model_end(struct fb_sink_inst *s, const struct fb_model_map *map)
+{
+    struct api *a = s->ctx;
+    if (!a) return;
+    if (fb_live_remodel(a->h.live, map) < 0)
+        fb_error(NULL, NULL, "http: out of memory after the reload: no latest values until they come again");
+    struct fb_http_cfg *c = a->cfg;
+    free(c->cfg_text);
+    c->cfg_text = NULL;
+    c->cfg_len = 0;
+    free(c->cfg_path);
+    c->cfg_path = a->gw->cfg_path ? strdup(a->gw->cfg_path) : NULL;
+    read_cfg_text(c, c->cfg_path);
+    a->next_status = fb_mono_ns(); /* the gateway event with the new devices soon */
+    pthread_rwlock_unlock(&a->model_rw);
+    fb_info(NULL, NULL, "http: kept across the reload (port %u, %u devices)", (unsigned)a->port, a->gw->ndevs);
+}
+
 uint16_t fb_http_api_port(const struct fb_sink_inst *s)
 {
     const struct api *a = s ? s->ctx : NULL;
@@ -1232,4 +1329,7 @@ const struct fb_sink fb_sink_http = {
     .ready = api_ready,
     .tick = api_tick,
     .close = api_close,
+    .cfg_equal = api_cfg_equal,
+    .model_begin = api_model_begin,
+    .model_end = api_model_end,
 };

@@ -16,6 +16,8 @@
  */
 #include "north/http/live.h"
 
+#include "core/batch_codec.h"
+
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -67,6 +69,60 @@ struct fb_live *fb_live_new(const struct fb_gateway *gw, size_t ring_bytes)
     pthread_mutex_init(&l->mu, NULL);
     l->epoch = (uint64_t)fb_now_ns() / 1000000u; /* ms: distinct per start */
     return l;
+}
+
+int fb_live_remodel(struct fb_live *l, const struct fb_model_map *map)
+{
+    const struct fb_gateway *gw = l->gw; /* the new model now */
+    struct fb_live_tag *tags = calloc(gw->ntags ? gw->ntags : 1, sizeof *tags);
+    pthread_mutex_t *dev_mu = calloc(gw->ndevs ? gw->ndevs : 1, sizeof *dev_mu);
+    bool ok = tags && dev_mu;
+    for (uint32_t i = 0; ok && i < gw->ntags; i++) {
+        const struct fb_tag *t = &gw->tags[i];
+        if (t->type != FB_T_STRING) continue;
+        tags[i].scap = t->str_len ? t->str_len : 256;
+        if (!(tags[i].s = malloc(tags[i].scap))) ok = false;
+    }
+    if (!ok) {
+        for (uint32_t i = 0; tags && i < gw->ntags; i++) free(tags[i].s);
+        free(tags);
+        free(dev_mu);
+        /* the old table is the old ids': show nothing rather than other tags' values */
+        for (uint32_t i = 0; i < l->ntags; i++) free(l->tags[i].s);
+        for (uint32_t i = 0; i < l->ndevs; i++) pthread_mutex_destroy(&l->dev_mu[i]);
+        l->ntags = l->ndevs = 0;
+        return FB_ENOMEM;
+    }
+    /* the latest value of a tag that is still there, and still of the same type (its type or scaling may
+     * have changed: then it waits for its next sample) */
+    for (uint32_t i = 0; i < l->ntags && i < map->ntags; i++) {
+        uint32_t j = map->tag[i];
+        const struct fb_live_tag *o = &l->tags[i];
+        if (j >= gw->ntags || !o->have || o->v.type != fb_tag_out_type(&gw->tags[j])) continue;
+        struct fb_live_tag *n = &tags[j];
+        n->have = true;
+        n->quality = o->quality;
+        n->flags = o->flags;
+        n->ts_src = o->ts_src;
+        n->ts_gw = o->ts_gw;
+        n->v = o->v;
+        if (o->v.type == FB_T_STRING) {
+            uint32_t len = o->v.s.len < n->scap ? o->v.s.len : n->scap;
+            if (len) memcpy(n->s, o->v.s.p, len);
+            n->v.s.p = n->s;
+            n->v.s.len = len;
+        }
+    }
+    for (uint32_t i = 0; i < l->ntags; i++) free(l->tags[i].s);
+    for (uint32_t i = 0; i < l->ndevs; i++) pthread_mutex_destroy(&l->dev_mu[i]);
+    free(l->tags);
+    free(l->dev_mu);
+    for (uint32_t i = 0; i < gw->ndevs; i++) pthread_mutex_init(&dev_mu[i], NULL);
+    l->tags = tags;
+    l->dev_mu = dev_mu;
+    l->ntags = gw->ntags;
+    l->ndevs = gw->ndevs;
+    return 0;
 }
 
 void fb_live_free(struct fb_live *l)

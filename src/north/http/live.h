@@ -26,6 +26,14 @@ struct fb_live;
 /* For gw's tags; ring_bytes of SSE frames (rounded up to a power of two). */
 struct fb_live *fb_live_new(const struct fb_gateway *gw, size_t ring_bytes);
 void fb_live_free(struct fb_live *l);
+/* A config reload changed the model under gw (the same gateway object, the
+ * new model in it): the latest-value table is made again for its tags, each
+ * tag still there (map: old tag ids → new) keeping its value when the type
+ * is the same.  The event ring stays as it is, so subscribers read on.  No
+ * reader or writer of the table may run meanwhile.  0, or FB_ENOMEM (then
+ * the table is empty: every tag waits for its next sample). */
+struct fb_model_map;
+int fb_live_remodel(struct fb_live *l, const struct fb_model_map *map);
 
 /* The sink thread: remember the batch's samples as the latest values. */
 void fb_live_update(struct fb_live *l, const struct fb_batch *b);

@@ -116,6 +116,7 @@ struct ix_ctx {
     uint32_t *shash; /* open addressing over series indices + 1 (0 = empty) */
     uint32_t smask;
     struct ix_col *cols; /* per configured tag id */
+    uint32_t ncols;
     struct ix_named *named;
     uint32_t nmask, nnamed;
     struct fb_buf keys; /* keys of named columns */
@@ -391,7 +392,7 @@ static uint32_t encode_values(struct ix_ctx *x, struct ix_body *bd, const struct
                 fb_warn(NULL, NULL, "%s: more than %u series columns learnt; new ones are not written", x->s->name,
                         IX_MAX_NAMED);
         } else {
-            col = s->tag < x->gw->ntags ? &x->cols[s->tag] : NULL;
+            col = s->tag < x->ncols ? &x->cols[s->tag] : NULL;
         }
         x->colp[i] = col;
         if (!col || col->skip) continue;
@@ -831,6 +832,57 @@ static void ctx_free(struct ix_ctx *x)
     free(x);
 }
 
+/* Every configured tag's column, once (into cols, sized for gw's tags). */
+static void make_cols(struct ix_ctx *x, struct ix_col *cols)
+{
+    const struct fb_gateway *gw = x->gw;
+    for (uint32_t i = 0; i < gw->ntags; i++) {
+        const struct fb_tag *t = &gw->tags[i];
+        const struct fb_device *d = &gw->devs[t->device];
+        struct fb_ix_names n = {{gw->id, gw->site, d->area, d->line, d->name, t->name}};
+        col_make(x, &n, &cols[i]);
+        cols[i].type = (uint8_t)fb_lp_type_of(fb_tag_out_type(t), x->c->unsigned_ok);
+        cols[i].typed = true;
+    }
+}
+
+/* A reload keeps the sink (same section) while devices or tags change: its
+ * connection, the bodies filled, queued and in flight (line protocol, no
+ * ids) and their delivery reports stay; the columns, which are per tag id,
+ * are made again for the new model.  Only the sink thread looks at the model
+ * and the columns (the I/O thread sends text), and it is parked from
+ * model_begin to model_end: nothing to hold off. */
+static void ix_model_begin(struct fb_sink_inst *s) { (void)s; }
+
+static void ix_model_end(struct fb_sink_inst *s, const struct fb_model_map *map)
+{
+    (void)map; /* a column follows from the names alone */
+    struct ix_ctx *x = s->ctx;
+    if (!x) return;
+    struct ix_col *cols = calloc(x->gw->ntags ? x->gw->ntags : 1, sizeof *cols);
+    uint32_t *shash = x->nnamed ? NULL : calloc(64, sizeof *shash);
+    if (!cols || (!x->nnamed && !shash)) {
+        free(cols);
+        free(shash);
+        /* the old columns are the old ids': without memory no value is written until the next reload */
+        fb_error(NULL, NULL, "%s: out of memory after the reload: values are not written", s->name);
+        x->ncols = 0;
+        return;
+    }
+    if (!x->nnamed) { /* the strings again from nothing: what the old model's columns interned goes */
+        fb_buf_clear(&x->pool);
+        x->nseries = 0;
+        free(x->shash);
+        x->shash = shash;
+        x->smask = 63;
+    } /* else named columns point into the pool: the new strings are added to it (only ingest has them) */
+    make_cols(x, cols);
+    free(x->cols);
+    x->cols = cols;
+    x->ncols = x->gw->ntags;
+    fb_info(NULL, NULL, "%s: kept across the reload (%u tags, %u series)", s->name, x->gw->ntags, x->nseries);
+}
+
 static int ix_open(struct fb_sink_inst *s, struct fb_err *err)
 {
     const struct fb_influx_cfg *c = s->cfg;
@@ -855,19 +907,12 @@ static int ix_open(struct fb_sink_inst *s, struct fb_err *err)
     x->smask = 63;
     x->shash = calloc(64, sizeof *x->shash);
     x->cols = calloc(gw->ntags ? gw->ntags : 1, sizeof *x->cols);
+    x->ncols = gw->ntags;
     if (!x->shash || !x->cols) {
         ctx_free(x);
         return fb_err_set(err, FB_ENOMEM, "out of memory");
     }
-    /* every configured tag's column, once */
-    for (uint32_t i = 0; i < gw->ntags; i++) {
-        const struct fb_tag *t = &gw->tags[i];
-        const struct fb_device *d = &gw->devs[t->device];
-        struct fb_ix_names n = {{gw->id, gw->site, d->area, d->line, d->name, t->name}};
-        col_make(x, &n, &x->cols[i]);
-        x->cols[i].type = (uint8_t)fb_lp_type_of(fb_tag_out_type(t), c->unsigned_ok);
-        x->cols[i].typed = true;
-    }
+    make_cols(x, x->cols);
     if (c->gzip_level > 0) {
         x->z_ok = deflateInit2(&x->z, c->gzip_level, Z_DEFLATED, 15 + 16, 8, Z_DEFAULT_STRATEGY) == Z_OK;
         if (!x->z_ok) fb_warn(NULL, NULL, "%s: zlib unavailable, sending uncompressed", s->name);
@@ -1064,5 +1109,8 @@ const struct fb_sink fb_sink_influx = {
     .ready = ix_ready,
     .tick = ix_tick,
     .close = ix_close,
+    .cfg_equal = fb_ix_cfg_equal,
+    .model_begin = ix_model_begin,
+    .model_end = ix_model_end,
     .named = true,
 };

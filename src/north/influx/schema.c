@@ -266,6 +266,46 @@ void fb_ix_cfg_free(void *p)
     free(c);
 }
 
+/* ------------------------------------------------------------- sameness */
+static bool str_same(const char *a, const char *b) { return a == b || (a && b && !strcmp(a, b)); }
+
+static bool tags_same(const struct fb_ix_tags *a, const struct fb_ix_tags *b)
+{
+    if (a->n != b->n) return false;
+    for (uint32_t i = 0; i < a->n; i++)
+        if (!str_same(a->key[i], b->key[i]) || !str_same(a->tmpl[i], b->tmpl[i])) return false;
+    return true;
+}
+
+bool fb_ix_cfg_equal(const void *pa, const void *pb)
+{
+    const struct fb_influx_cfg *a = pa, *b = pb;
+    if (!a || !b) return a == b;
+    /* certificate files are read when connections are made: a reload restarts the sink so that renewed
+     * files under the same names are used */
+    if (a->ca || a->ca_path || a->cert || a->key || b->ca || b->ca_path || b->cert || b->key) return false;
+    if (!str_same(a->url, b->url) || !str_same(a->write_url, b->write_url) || !str_same(a->query_url, b->query_url) ||
+        a->api2 != b->api2 || !str_same(a->db, b->db) || !str_same(a->rp, b->rp) ||
+        !str_same(a->username, b->username) || !str_same(a->password, b->password) || !str_same(a->org, b->org) ||
+        !str_same(a->bucket, b->bucket) || !str_same(a->token, b->token) || a->create_database != b->create_database ||
+        a->precision != b->precision || a->tls_verify_hostname != b->tls_verify_hostname ||
+        a->batch_lines != b->batch_lines || a->batch_bytes != b->batch_bytes ||
+        a->batch_interval_ns != b->batch_interval_ns || a->gzip_level != b->gzip_level ||
+        a->timeout_ns != b->timeout_ns || a->retry_min_ns != b->retry_min_ns || a->retry_max_ns != b->retry_max_ns ||
+        a->max_inflight != b->max_inflight || !str_same(a->measurement, b->measurement) ||
+        !str_same(a->field, b->field) || !tags_same(&a->tags, &b->tags) || a->quality != b->quality ||
+        a->stats != b->stats || a->unsigned_ok != b->unsigned_ok || a->health != b->health ||
+        !str_same(a->health_prefix, b->health_prefix) || a->nrules != b->nrules)
+        return false;
+    for (uint32_t i = 0; i < a->nrules; i++) {
+        const struct fb_ix_rule *x = &a->rules[i], *y = &b->rules[i];
+        if (!str_same(x->device, y->device) || !str_same(x->tag, y->tag) || !str_same(x->measurement, y->measurement) ||
+            !str_same(x->field, y->field) || !tags_same(&x->tags, &y->tags) || x->skip != y->skip)
+            return false;
+    }
+    return true;
+}
+
 static void load_rules(struct fb_cfg *r, const struct fb_cfg_node *n, struct fb_influx_cfg *c)
 {
     if (fb_cfg_kind(n) != FB_CFG_LIST) {

@@ -68,6 +68,9 @@ struct fb_influx_cfg {
 /* Read the `influx:` section (the sink table's cfg_load). */
 void *fb_ix_cfg_load(struct fb_cfg *r, const struct fb_cfg_map *m, const struct fb_gateway *gw);
 void fb_ix_cfg_free(void *cfg);
+/* Whether two loaded sections configure the very same sink (every setting;
+ * never when TLS files are named: a reload restarts it to read them again). */
+bool fb_ix_cfg_equal(const void *a, const void *b);
 extern const char *const fb_ix_keys[];
 extern const struct fb_config_keys fb_ix_nested[];
 
