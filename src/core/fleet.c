@@ -849,6 +849,9 @@ static int defer_fetch(struct fb_fleet *f, const struct fb_cmd *cmd, const char 
     c->qos = -1;
     snprintf(c->topic, sizeof c->topic, "%s", cmd->topic);
     snprintf(c->source, sizeof c->source, "%s", cmd->source);
+    /* the same sender: it passes commands.allow / commands.gateway.config again */
+    snprintf(c->via, sizeof c->via, "%s", cmd->via);
+    snprintf(c->role, sizeof c->role, "%s", cmd->role);
     c->reply = cmd->reply;
     c->reply_ctx = cmd->reply_ctx;
     pthread_mutex_lock(&f->mu);
