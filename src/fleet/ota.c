@@ -17,8 +17,10 @@
  * State, in fleet.state_dir/ota/ (written whole: temporary file, fsync, rename):
  *   pending.json  a switched version under its health check: job, version,
  *                 previous link target, the healthy devices and sinks, boots;
- *   result.json   the last result, and whether it was published yet (a
- *                 result found at start-up is published then).
+ *   result.json   the last result, and whether it was published yet: only
+ *                 the broker's acknowledgement (the QoS 1 PUBACK, through the
+ *                 outbox: fb_outbox_put_acked) marks it published; one found
+ *                 unpublished at start-up is published then.
  *
  * Threads: the router thread takes the notify and starts the worker thread
  * (download, verify, stage, switch, then a restart through main); the same
@@ -67,6 +69,10 @@ struct fb_ota {
     /* the job (worker thread once started) */
     json_t *job; /* the notify, or pending.json for a health check */
     bool health; /* the worker runs a health check, not an install */
+    /* the result on its way to the broker (under mu): result.json says
+     * published:true once its PUBACK came (result_acked) */
+    json_t *res;
+    uint64_t res_token;
 };
 
 static char exec_path[PATH_MAX];
@@ -91,7 +97,50 @@ static int save_json(const char *path, json_t *j)
     return rc;
 }
 
-/* The result: on ota/complete and in result.json (published: whether it went out). */
+/* The broker acknowledged the result (outbox callback, the MQTT sink's
+ * thread): result.json says so, unless a newer result replaced it. */
+static void result_acked(void *arg, uint64_t token)
+{
+    struct fb_ota *o = arg;
+    pthread_mutex_lock(&o->mu);
+    if (o->res && token == o->res_token) {
+        char p[PATH_MAX + 32];
+        path_in(o->state_dir, "ota/result.json", p, sizeof p);
+        json_object_set_new(o->res, "published", json_true());
+        save_json(p, o->res);
+        json_decref(o->res);
+        o->res = NULL;
+        o->res_token = 0;
+        fb_info(NULL, NULL, "ota: the result was acknowledged by the broker");
+    }
+    pthread_mutex_unlock(&o->mu);
+}
+
+/* r (without "published") goes to result.json as not yet published and, unless
+ * kept for the version executed next, to ota/complete; published:true only
+ * once the broker has it (result_acked).  Takes r. */
+static void result_out(struct fb_ota *o, json_t *r, bool kept_for_later)
+{
+    char p[PATH_MAX + 32];
+    path_in(o->state_dir, "ota/result.json", p, sizeof p);
+    pthread_mutex_lock(&o->mu);
+    json_decref(o->res);
+    o->res = NULL;
+    o->res_token = 0;
+    json_object_set_new(r, "published", json_false());
+    save_json(p, r);
+    json_object_del(r, "published");
+    char *text = kept_for_later ? NULL : json_dumps(r, JSON_COMPACT);
+    if (text) {
+        o->res_token = fb_outbox_put_acked(fb_fleet_outbox(o->gw), "ota/complete", text, strlen(text), result_acked, o);
+        if (o->res_token) o->res = json_incref(r);
+    }
+    pthread_mutex_unlock(&o->mu);
+    free(text);
+    json_decref(r);
+}
+
+/* The result: on ota/complete and in result.json (published: whether the broker has it). */
 static void result(struct fb_ota *o, const json_t *job, bool ok, const char *step, const char *error, bool rolled_back,
                    bool kept_for_later)
 {
@@ -109,13 +158,7 @@ static void result(struct fb_ota *o, const json_t *job, bool ok, const char *ste
             fb_warn(NULL, NULL, "ota: %s: %s: %s%s", json_string_value(json_object_get(job, "version")), step, error,
                     rolled_back ? " (rolled back)" : "");
     }
-    char p[PATH_MAX + 32];
-    path_in(o->state_dir, "ota/result.json", p, sizeof p);
-    json_object_set_new(r, "published", json_boolean(!kept_for_later));
-    save_json(p, r);
-    json_object_del(r, "published");
-    if (!kept_for_later) publish(o->gw, "ota/complete", r);
-    json_decref(r);
+    result_out(o, r, kept_for_later);
 }
 
 static void progress(struct fb_ota *o, const json_t *job, const char *step, uint64_t have, uint64_t total)
@@ -510,13 +553,14 @@ struct fb_ota *fb_ota_start(struct fb_gateway *gw)
     /* a result not yet published (a roll-back executed this version) */
     path_in(o->state_dir, "ota/result.json", p, sizeof p);
     json_t *r = json_load_file(p, 0, NULL);
-    if (r && json_is_false(json_object_get(r, "published"))) {
+    if (json_is_object(r) && json_is_false(json_object_get(r, "published"))) {
         json_object_del(r, "published");
-        publish(gw, "ota/complete", r);
-        json_object_set_new(r, "published", json_true());
-        save_json(p, r);
+        fb_info(NULL, NULL, "ota: publishing the result of %s kept from before the restart",
+                json_string_value(json_object_get(r, "version")));
+        result_out(o, r, false); /* takes r */
+    } else {
+        json_decref(r);
     }
-    json_decref(r);
     /* a switched version under its health check */
     path_in(o->state_dir, "ota/pending.json", p, sizeof p);
     json_t *pend = json_load_file(p, 0, NULL);
@@ -562,6 +606,8 @@ void fb_ota_free(struct fb_ota *o)
 {
     if (!o) return;
     fb_ota_stop(o);
+    fb_outbox_forget(fb_fleet_outbox(o->gw), o); /* no acknowledgement reaches it any more */
+    json_decref(o->res);
     json_decref(o->job);
     free(o->own.public_key);
     free(o->own.install_dir);

@@ -277,3 +277,50 @@ def test_ota_config_errors(tmp_path):
     assert "fleet.ota.install_dir: missing" in r.stderr, r.stderr
     assert "fleet.ota needs fleet.state_dir" in r.stderr, r.stderr
     assert p + ":" in r.stderr, r.stderr
+
+
+def test_ota_result_is_published_only_once_the_broker_has_it(start_broker, start_modbus, watch, tmp_path):
+    """A result kept in state_dir/ota/result.json unpublished (a roll-back
+    executed this version) stays unpublished while no broker acknowledged it:
+    a gateway that ran without its broker and stopped still has it, and the
+    next start publishes it; `published` turns true on the PUBACK, and a start
+    after that does not publish it again (docs/fleet.md#ota)."""
+    broker = start_broker()
+    broker.stop()  # the broker is down for the first run
+    mb = start_modbus({"units": {"1": {"hr": [1]}}})
+    res_path = os.path.join(str(tmp_path), "state", "ota", "result.json")
+    os.makedirs(os.path.dirname(res_path))
+    kept = {"job": "job-kept", "version": "5.0", "ok": False, "step": "health_check",
+            "error": "health check failed: device plc1 is offline", "rolled_back": True,
+            "timestamp": 1796579437, "published": False}
+    with open(res_path, "w", encoding="utf-8") as f:
+        json.dump(kept, f)
+
+    def result_json():
+        with open(res_path, encoding="utf-8") as f:
+            return json.load(f)
+    s = Setup(tmp_path, broker, mb)
+    try:
+        assert peers.wait_until(lambda: "publishing the result of 5.0" in s.proc.output(), 15), \
+            s.proc.output()[-3000:]
+        time.sleep(1.0)
+        assert s.proc.stop() == 0, s.proc.output()[-3000:]
+        assert result_json()["published"] is False, result_json()  # nobody acknowledged it
+        broker.start()
+        w = watch(broker.port)
+        t = time.monotonic()
+        s.proc = peers.Proc(s.proc.p.args, os.path.join(s.d, "gw2.log"))
+        m = w.wait_for(lambda m: (m.json() or {}).get("job") == "job-kept", 20, topic=f"{OTA}/complete", after=t)
+        assert m is not None, s.proc.output()[-3000:]
+        assert m.json()["rolled_back"] is True and "published" not in m.json(), m.json()
+        assert peers.wait_until(lambda: result_json()["published"] is True, 10), result_json()
+        assert "the result was acknowledged by the broker" in s.proc.output()
+        assert s.proc.stop() == 0, s.proc.output()[-3000:]
+        # published: the next start does not send it again
+        t = time.monotonic()
+        s.proc = peers.Proc(s.proc.p.args, os.path.join(s.d, "gw3.log"))
+        ready(w)
+        time.sleep(1.0)
+        assert not [m for m in w.messages(f"{OTA}/complete") if m.t >= t], w.messages(f"{OTA}/complete")
+    finally:
+        s.stop()
