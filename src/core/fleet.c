@@ -50,6 +50,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "core/config.h"
@@ -72,6 +73,9 @@
 #include "fleet/shadow.h"
 
 #define FLEET_TICK_NS 1000000000LL
+/* A gateway command that arrives during start-up waits this long at most for
+ * the fleet component (fb_fleet_start) before it is answered "starting". */
+#define START_WAIT_NS 30000000000LL
 #define SAMPLE_MAX_NS 5000000000LL
 
 struct fb_fleet {
@@ -106,6 +110,7 @@ struct fb_fleet {
     /* the fleet thread */
     pthread_t thr;
     bool started;
+    bool ready; /* under mu: fb_fleet_start has finished (OTA and provisioning are up) */
     atomic_bool stop;
     pthread_cond_t cv;
     int64_t next_sample;
@@ -989,11 +994,56 @@ static const struct command commands[] = {
     {"command", "trial-end", true},
 };
 
+/* The MQTT sink subscribes to the gateway's topics as soon as it connects,
+ * which is before fb_fleet_start has resumed an OTA health check, started
+ * OTA and provisioning: a command that arrives meanwhile (an OTA notify
+ * answered "off" although configured, one installing beside a pending
+ * health check) waits here, on the router thread, until the component is
+ * up; the commands behind it wait in order.  False when the gateway stops
+ * first or START_WAIT_NS passes. */
+static bool wait_started(struct fb_fleet *f, const struct fb_cmd *cmd)
+{
+    pthread_mutex_lock(&f->mu);
+    bool ready = f->ready, waits = !ready && !atomic_load(&f->stop);
+    pthread_mutex_unlock(&f->mu);
+    if (!waits) return ready;
+    fb_info(NULL, NULL, "gateway command on %s from %s waits for the start-up to finish",
+            cmd->topic[0] ? cmd->topic : "command", cmd->source);
+    int64_t end = fb_mono_ns() + START_WAIT_NS;
+    pthread_mutex_lock(&f->mu);
+    while (!f->ready && !atomic_load(&f->stop) && fb_mono_ns() < end) fb_cond_wait_until(&f->cv, &f->mu, end);
+    bool ok = f->ready;
+    pthread_mutex_unlock(&f->mu);
+    return ok;
+}
+
 void fb_fleet_command(struct fb_gateway *gw, const struct fb_cmd *cmd, char **resp, size_t *len)
 {
     struct fb_fleet *f = gw->rt ? gw->rt->fleet : NULL;
     struct fb_buf out;
     fb_buf_init(&out);
+    if (!f || !wait_started(f, cmd)) { /* retryable: the same command succeeds once the gateway runs */
+        char id[160] = "null";
+        json_t *root = json_loadb(cmd->payload, cmd->len, 0, NULL);
+        json_t *jid = json_is_object(root) ? json_object_get(root, "id") : NULL;
+        if (json_is_string(jid) && json_string_length(jid) < 100) {
+            fb_json_str(&out, json_string_value(jid), json_string_length(jid));
+            snprintf(id, sizeof id, "%s", fb_buf_cstr(&out));
+            fb_buf_clear(&out);
+        } else if (json_is_integer(jid)) {
+            snprintf(id, sizeof id, "%lld", (long long)json_integer_value(jid));
+        }
+        json_decref(root);
+        fb_warn(NULL, NULL, "gateway command on %s from %s refused: the gateway is %s",
+                cmd->topic[0] ? cmd->topic : "command", cmd->source,
+                f && atomic_load(&f->stop) ? "stopping" : "starting");
+        fb_buf_printf(&out, "{\"id\":%s,\"ok\":false,\"error\":\"the gateway is %s: send it again\"}", id,
+                      f && atomic_load(&f->stop) ? "stopping" : "starting");
+        fb_buf_cstr(&out);
+        *resp = out.p;
+        *len = out.len;
+        return;
+    }
     if (!strncmp(cmd->topic, "shadow/", 7)) { /* the device shadow (src/fleet/shadow.c) */
         fb_buf_free(&out);
         fb_shadow_command(gw, cmd, resp, len);
@@ -1033,9 +1083,7 @@ void fb_fleet_command(struct fb_gateway *gw, const struct fb_cmd *cmd, char **re
     struct fb_buf body;
     fb_buf_init(&body);
     bool ok = false;
-    if (!f) {
-        fb_buf_puts(&body, ",\"error\":\"the gateway is starting\"");
-    } else if (!root) {
+    if (!root) {
         fb_buf_puts(&body, ",\"error\":");
         char why[300];
         snprintf(why, sizeof why, "invalid JSON: %s (line %d, column %d)", je.text, je.line, je.column);
@@ -1313,6 +1361,15 @@ void fb_fleet_runtime_ext(struct fb_fleet *f, struct fb_runtime_ext *ext)
 
 int fb_fleet_start(struct fb_fleet *f, struct fb_err *err)
 {
+    /* Test hook: $FB_TEST_FLEET_START_DELAY milliseconds between the runtime's
+     * start (the MQTT sink takes commands) and this one's, so the system tests
+     * can send a command into that window at will (docs/fleet.md). */
+    const char *delay = getenv("FB_TEST_FLEET_START_DELAY");
+    if (delay && atoi(delay) > 0) {
+        fb_warn(NULL, NULL, "FB_TEST_FLEET_START_DELAY: the fleet component starts %d ms late", atoi(delay));
+        struct timespec ts = {atoi(delay) / 1000, (long)(atoi(delay) % 1000) * 1000000L};
+        nanosleep(&ts, NULL);
+    }
     make_dirs(f->gw);
     /* a reload command may already run on the router thread */
     fb_model_rdlock(f->gw);
@@ -1325,6 +1382,10 @@ int fb_fleet_start(struct fb_fleet *f, struct fb_err *err)
     f->started = true;
     f->ota = fb_ota_start(f->gw);   /* a switched version's health check, a result to publish */
     f->prov = fb_prov_start(f->gw); /* no identity yet: key pair, CSR */
+    pthread_mutex_lock(&f->mu);
+    f->ready = true; /* gateway commands that arrived meanwhile go on (wait_started) */
+    pthread_cond_broadcast(&f->cv);
+    pthread_mutex_unlock(&f->mu);
     return 0;
 }
 

@@ -105,7 +105,7 @@ class Setup:
     """An install directory with version 1.0 (our binary) current, the
     signing keys, a package server and the gateway started from current."""
 
-    def __init__(self, tmp_path, broker, mb, health_check="2s"):
+    def __init__(self, tmp_path, broker, mb, health_check="2s", env=None):
         self.d = str(tmp_path)
         self.install = os.path.join(self.d, "install")
         os.makedirs(os.path.join(self.install, "versions", "1.0"))
@@ -124,7 +124,7 @@ class Setup:
         with open(self.cfg_path, "w", encoding="utf-8") as f:
             f.write(to_yaml(cfg) + "\n")
         self.proc = peers.Proc([os.path.join(self.install, "current", "fieldbridge"), "run", "-c", self.cfg_path],
-                               os.path.join(self.d, "gw.log"))
+                               os.path.join(self.d, "gw.log"), env=dict(os.environ, **(env or {})))
 
     def current(self):
         return os.readlink(os.path.join(self.install, "current"))
@@ -322,5 +322,33 @@ def test_ota_result_is_published_only_once_the_broker_has_it(start_broker, start
         ready(w)
         time.sleep(1.0)
         assert not [m for m in w.messages(f"{OTA}/complete") if m.t >= t], w.messages(f"{OTA}/complete")
+    finally:
+        s.stop()
+
+
+def test_ota_notify_during_start_up_waits_for_the_fleet_component(broker, start_modbus, watch, tmp_path):
+    """The MQTT sink takes commands as soon as it connects, before the fleet
+    component has started OTA: a notify (and a gateway command) arriving in
+    that moment waits for it and is handled as configured, not refused as
+    "software updates are off" (docs/fleet.md#commands).  The test hook
+    FB_TEST_FLEET_START_DELAY holds that moment open for 3 s."""
+    mb = start_modbus({"units": {"1": {"hr": [1]}}})
+    w = watch(broker.port)
+    t = time.monotonic()
+    s = Setup(tmp_path, broker, mb, env={"FB_TEST_FLEET_START_DELAY": "3000"})
+    try:
+        # the gateway's first status: its sink is connected and subscribed
+        assert w.wait_for(lambda m: True, 20, topic=topic(GW_ID, "status"), after=t), w.messages()[-5:]
+        w.publish(topic(GW_ID, "command"), {"id": "s-early", "cmd": "status"}, qos=1)
+        s.notify(w, "job-early", "1.0", s.binary)  # the version installed: refused for that reason
+        r = complete(w, "job-early", timeout=20)
+        assert r["ok"] is False and r["step"] == "notify" and r["error"] == "version 1.0 is the one installed", r
+        m = w.wait_for(lambda m: (m.json() or {}).get("id") == "s-early", 10,
+                       topic=topic(GW_ID, "command/response"))
+        assert m and m.json()["ok"] is True, m and m.json()
+        out = s.proc.output()
+        assert "FB_TEST_FLEET_START_DELAY" in out and "on ota/notify from mqtt:" in out and \
+            "waits for the start-up to finish" in out, out[-3000:]  # it did arrive in that moment
+        assert "software updates are off" not in out, out[-3000:]
     finally:
         s.stop()
