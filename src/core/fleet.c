@@ -17,8 +17,11 @@
  * its SHA-256): validated like a reload, refused if it would change the
  * gateway's id or state directory, staged as <state_dir>/config/pending.yaml,
  * applied, and watched for fleet.remote_config.health_check: every device
- * online and every sink connected before it must be so at the end, else the
- * previous configuration is applied again (roll-back).  Only then it becomes
+ * online and every sink connected before it is sampled every second over
+ * the window (fleet/hwatch.h: once back after a restart it must stay so; a
+ * drop longer than the grace, or flapping, ends the check at once) and must
+ * be so at the end, else the previous configuration is applied again
+ * (roll-back).  Only then it becomes
  * current.yaml, which a restart runs (the local file stays the fallback).  A
  * restart during the check rolls back by itself: pending.yaml is never run.
  * Relative paths in a remote configuration resolve in the local config's
@@ -67,6 +70,7 @@
 #include "core/sinks.h"
 #include "core/thread.h"
 #include "fleet/hooks.h" /* fleet extensions (device shadow): docs/fleet.md */
+#include "fleet/hwatch.h"
 #include "fleet/ota.h"
 #include "fleet/outbox.h"
 #include "fleet/provision.h"
@@ -95,8 +99,8 @@ struct fb_fleet {
     int64_t trial_end; /* monotonic */
     int64_t trial_end_utc;
     char trial_version[128], trial_sha[65];
-    char **base_devs, **base_sinks; /* healthy before: must be so at the end */
-    uint32_t nbase_devs, nbase_sinks;
+    struct fb_hwatch *hw; /* what was healthy before, watched over the window (fleet/hwatch.h) */
+    int64_t trial_next_sample; /* monotonic: the fleet thread samples hw once a second */
     /* lifecycle */
     bool maintenance, decommissioned, in_error;
     char maint_reason[160], error_reason[160];
@@ -557,44 +561,20 @@ static bool do_reload(struct fb_fleet *f, const char *source, struct fb_buf *res
 }
 
 /* ------------------------------------------------------- remote configuration */
-static void free_names(char **v, uint32_t n)
-{
-    for (uint32_t i = 0; i < n; i++) free(v[i]);
-    free(v);
-}
-
-/* What is healthy now, by name: devices online, sinks connected. */
+/* What is healthy now, by name (devices online, sinks connected): watched
+ * over the health check's window (model read lock held). */
 static void baseline(struct fb_fleet *f)
 {
     struct fb_gateway *gw = f->gw;
-    free_names(f->base_devs, f->nbase_devs);
-    free_names(f->base_sinks, f->nbase_sinks);
-    f->base_devs = calloc(gw->ndevs + 1, sizeof *f->base_devs);
-    f->base_sinks = calloc(gw->nsinks + 1, sizeof *f->base_sinks);
-    f->nbase_devs = f->nbase_sinks = 0;
-    for (uint32_t i = 0; f->base_devs && i < gw->ndevs; i++)
-        if (atomic_load(&gw->devs[i].state) == FB_DEV_ONLINE) f->base_devs[f->nbase_devs++] = strdup(gw->devs[i].name);
-    for (uint32_t i = 0; f->base_sinks && i < gw->nsinks; i++)
-        if (atomic_load(&gw->sinks[i].m.connected)) f->base_sinks[f->nbase_sinks++] = strdup(gw->sinks[i].name);
-}
-
-/* What failed of what was healthy before (a JSON-free sentence), "" = nothing. */
-static void check_baseline(struct fb_fleet *f, char *out, size_t n)
-{
-    struct fb_gateway *gw = f->gw;
-    size_t off = 0;
-    out[0] = 0;
-    for (uint32_t i = 0; i < f->nbase_devs && off < n; i++) {
-        struct fb_device *d = fb_gw_device(gw, f->base_devs[i]);
-        if (!d || atomic_load(&d->state) == FB_DEV_ONLINE) continue; /* removed on purpose, or fine */
-        off += (size_t)snprintf(out + off, n - off, "%sdevice %s is %s", off ? ", " : "", d->name,
-                                atomic_load(&d->state) == FB_DEV_OFFLINE ? "offline" : "not connected");
-    }
-    for (uint32_t i = 0; i < f->nbase_sinks && off < n; i++)
-        for (uint32_t k = 0; k < gw->nsinks && off < n; k++)
-            if (!strcmp(gw->sinks[k].name, f->base_sinks[i]) && !atomic_load(&gw->sinks[k].m.connected))
-                off += (size_t)snprintf(out + off, n - off, "%ssink %s is not connected", off ? ", " : "",
-                                        gw->sinks[k].name);
+    struct fb_hwatch *hw = fb_hwatch_new();
+    for (uint32_t i = 0; hw && i < gw->ndevs; i++)
+        if (atomic_load(&gw->devs[i].state) == FB_DEV_ONLINE) fb_hwatch_add(hw, false, gw->devs[i].name);
+    for (uint32_t i = 0; hw && i < gw->nsinks; i++)
+        if (atomic_load(&gw->sinks[i].m.connected)) fb_hwatch_add(hw, true, gw->sinks[i].name);
+    pthread_mutex_lock(&f->mu);
+    fb_hwatch_free(f->hw);
+    f->hw = hw;
+    pthread_mutex_unlock(&f->mu);
 }
 
 /* Back to what ran before the trial: the kept remote configuration, or the local file. */
@@ -631,9 +611,11 @@ static void trial_clear(struct fb_fleet *f)
 static void trial_end(struct fb_fleet *f)
 {
     if (!f->trial) return;
-    char failed[600];
+    char failed[600] = "";
     fb_model_rdlock(f->gw);
-    check_baseline(f, failed, sizeof failed);
+    pthread_mutex_lock(&f->mu);
+    if (f->hw) fb_hwatch_final(f->hw, f->gw, failed, sizeof failed);
+    pthread_mutex_unlock(&f->mu);
     fb_model_unlock(f->gw);
     char version[128];
     snprintf(version, sizeof version, "%s", f->trial_version);
@@ -781,6 +763,7 @@ static int do_config(struct fb_fleet *f, const struct fb_cmd *cmd, json_t *root,
                         f->trial = true;
                         f->trial_asked = false;
                         f->trial_end = fb_mono_ns() + hc;
+                        f->trial_next_sample = fb_mono_ns() + FLEET_TICK_NS;
                         f->trial_end_utc = fb_now_ns() + hc;
                         snprintf(f->trial_version, sizeof f->trial_version, "%s", version);
                         snprintf(f->trial_sha, sizeof f->trial_sha, "%s", sha);
@@ -1234,10 +1217,19 @@ static void *fleet_thread(void *arg)
             fb_status_changed(gw);
         }
         fb_model_unlock(gw);
+        /* a remote configuration under its health check: watched every second,
+         * ended at once when what was healthy before fails (fleet/hwatch.h), else at its end */
+        fb_model_rdlock(gw);
         pthread_mutex_lock(&f->mu);
-        bool ask = f->trial && !f->trial_asked && fb_mono_ns() >= f->trial_end;
+        bool failed = false;
+        if (f->trial && !f->trial_asked && f->hw && fb_mono_ns() >= f->trial_next_sample) {
+            f->trial_next_sample = fb_mono_ns() + FLEET_TICK_NS;
+            failed = fb_hwatch_sample(f->hw, gw, NULL, 0);
+        }
+        bool ask = f->trial && !f->trial_asked && (failed || fb_mono_ns() >= f->trial_end);
         if (ask) f->trial_asked = true;
         pthread_mutex_unlock(&f->mu);
+        fb_model_unlock(gw);
         if (ask) submit_internal(f, "fleet:health-check", "{\"id\":null,\"cmd\":\"trial-end\"}");
         pthread_mutex_lock(&f->mu);
         bool fetch = f->fetch && f->fetch_url;
@@ -1419,8 +1411,7 @@ void fb_fleet_free(struct fb_fleet *f)
     fb_ota_free(f->ota);
     fb_prov_free(f->prov);
     fb_outbox_free(f->outbox);
-    free_names(f->base_devs, f->nbase_devs);
-    free_names(f->base_sinks, f->nbase_sinks);
+    fb_hwatch_free(f->hw);
     pthread_mutex_destroy(&f->mu);
     pthread_cond_destroy(&f->cv);
     free(f);

@@ -9,9 +9,10 @@
  * size and SHA-256 the notify names), signed by the configured Ed25519 key
  * (OpenSSL EVP), and start (`<staged> version` exits 0).  After it the new
  * process (the same PID: exec) runs for fleet.ota.health_check; every
- * device that was online and every sink that was connected before must be
- * so at the end, else the symlink goes back and the previous version is
- * executed again.  A restart during the check (a crash, systemd restarting
+ * device that was online and every sink that was connected before is
+ * watched over the whole window (fleet/hwatch.h: once back after the
+ * restart, it must stay so), else the symlink goes back and the previous
+ * version is executed again.  A restart during the check (a crash, systemd restarting
  * it) rolls back too.
  *
  * State, in fleet.state_dir/ota/ (written whole: temporary file, fsync, rename):
@@ -51,6 +52,7 @@
 #include "core/plugin.h"
 #include "core/thread.h"
 #include "fleet/hooks.h"
+#include "fleet/hwatch.h"
 #include "fleet/outbox.h"
 
 #define ATTEMPTS 5 /* download attempts (each resumes) */
@@ -458,30 +460,38 @@ static void roll_back(struct fb_ota *o, const json_t *pend, const char *why)
     fb_runtime_request_reboot(o->gw);
 }
 
+/* The new version under its health check: what was healthy before the
+ * switch is watched every second over the window (fleet/hwatch.h); a roll-back
+ * as soon as it fails, else a commit at the end. */
 static void health_check(struct fb_ota *o)
 {
     const json_t *pend = o->job;
     progress(o, pend, "health_check", 0, 0);
-    if (!sleep_cancellable(o, o->cfg->health_check_ns)) return; /* stopped: the next start rolls back */
-    char why[300] = "";
+    struct fb_hwatch *hw = fb_hwatch_new();
     json_t *base = json_object_get(pend, "baseline");
     size_t i;
     json_t *v;
-    fb_model_rdlock(o->gw);
-    json_array_foreach(json_object_get(base, "devices"), i, v)
-    {
-        struct fb_device *d = fb_gw_device(o->gw, json_string_value(v));
-        if (d && atomic_load(&d->state) != FB_DEV_ONLINE && !why[0])
-            snprintf(why, sizeof why, "health check failed: device %s is offline", d->name);
+    json_array_foreach(json_object_get(base, "devices"), i, v) fb_hwatch_add(hw, false, json_string_value(v));
+    json_array_foreach(json_object_get(base, "sinks"), i, v) fb_hwatch_add(hw, true, json_string_value(v));
+    char failed[300] = "";
+    int64_t end = fb_mono_ns() + o->cfg->health_check_ns;
+    for (;;) {
+        int64_t now = fb_mono_ns();
+        bool last = now + 1000000000LL >= end;
+        if (!sleep_cancellable(o, last ? end - now : 1000000000LL)) { /* stopped: the next start rolls back */
+            fb_hwatch_free(hw);
+            return;
+        }
+        fb_model_rdlock(o->gw);
+        bool bad = hw && (last ? fb_hwatch_final(hw, o->gw, failed, sizeof failed)
+                               : fb_hwatch_sample(hw, o->gw, failed, sizeof failed));
+        fb_model_unlock(o->gw);
+        if (bad || last) break;
     }
-    json_array_foreach(json_object_get(base, "sinks"), i, v)
-    {
-        for (uint32_t k = 0; k < o->gw->nsinks && !why[0]; k++)
-            if (!strcmp(o->gw->sinks[k].name, json_string_value(v)) && !atomic_load(&o->gw->sinks[k].m.connected))
-                snprintf(why, sizeof why, "health check failed: sink %s is not connected", o->gw->sinks[k].name);
-    }
-    fb_model_unlock(o->gw);
-    if (why[0]) {
+    fb_hwatch_free(hw);
+    if (failed[0]) {
+        char why[400];
+        snprintf(why, sizeof why, "health check failed: %s", failed);
         roll_back(o, pend, why);
         return;
     }

@@ -1137,3 +1137,38 @@ def test_gateway_commands_pass_the_sender_lists(broker, start_modbus, start_gate
     assert r["ok"] is True, r
     r = command(w, {"cmd": "status"}, "s-2")  # no list of its own: commands.allow alone
     assert r["ok"] is True and r["status"]["gateway"] == GW_ID, r
+
+
+def test_remote_config_health_check_watches_the_whole_window(broker, start_modbus, start_gateway, watch, tmp_path):
+    """A device healthy before the new version that drops out for a few
+    seconds during the check and is back before its end fails it (sampled
+    every second: docs/fleet.md#remote-configuration): rolled back, with the
+    reason; it used to be looked at once, at the end, and kept."""
+    srv = {n: counting_server(start_modbus, n) for n in ("a", "b")}
+    state = tmp_path / "state"
+    cfg = fleet_cfg(broker.port, [mdev(srv["a"], "a"), mdev(srv["b"], "b")], state, check="15s")
+    w = watch(broker.port)
+    start_gateway(cfg)
+    for d in ("a", "b"):
+        assert w.wait_for(lambda m: True, 20, topic=topic(d, "telemetry"))
+    time.sleep(0.5)
+    new = dict(cfg, version="v2", status_interval="2s")  # both devices kept as they are
+    t0 = time.monotonic()
+    r = command(w, {"cmd": "config", "version": "v2", "config": to_yaml(new) + "\n"}, "c-1")
+    assert r["ok"] and r["changes"]["devices"]["kept"] == 2, r
+    time.sleep(2.0)
+    srv["a"].stop()  # the peer goes away for part of the window …
+    assert w.wait_for(lambda m: status_state(m) == "offline", 10, topic=topic("a", "status"),
+                      after=t0), "device a never went offline"
+    time.sleep(2.5)
+    srv["a"].start()  # … and is back well before its end
+    back = w.wait_for(lambda m: True, 10, topic=topic("a", "telemetry"), after=time.monotonic())
+    assert back and back.t < t0 + 15 - 2, "device a was not back before the window's end: the test proves nothing"
+    st = status(w, lambda j: (j.get("config") or {}).get("last", {}).get("version") == "v2" and
+                "health_check" not in j["config"]["last"], t0, timeout=30)
+    assert st, w.messages(topic(GW_ID, "status"))[-1:]
+    last = st["config"]["last"]
+    assert last["ok"] is False and last.get("rolled_back") is True, last
+    assert last["error"].startswith("health check failed: device a was offline during the check"), last
+    assert st["config"]["version"] is None and st["config"]["source"] == "file", st["config"]
+    assert not (state / "config" / "current.yaml").exists()

@@ -352,3 +352,31 @@ def test_ota_notify_during_start_up_waits_for_the_fleet_component(broker, start_
         assert "software updates are off" not in out, out[-3000:]
     finally:
         s.stop()
+
+
+def test_ota_health_check_watches_the_whole_window(broker, start_modbus, watch, tmp_path):
+    """The device that was online drops out for a few seconds during the new
+    version's health check and is back before its end: rolled back with the
+    reason (sampled every second), not kept (docs/fleet.md#ota)."""
+    mb = start_modbus({"units": {"1": {"hr": [1]}}})
+    w = watch(broker.port)
+    s = Setup(tmp_path, broker, mb, health_check="15s")
+    try:
+        ready(w)
+        s.notify(w, "job-w", "6.0", s.binary)
+        m = w.wait_for(lambda m: (m.json() or {}).get("step") == "health_check", 60, topic=f"{OTA}/progress")
+        assert m is not None, w.messages()[-10:]
+        t0 = m.t
+        assert w.wait_for(lambda m: True, 20, topic=topic("plc1", "telemetry"), after=t0)  # the new version polls
+        time.sleep(1.5)
+        mb.stop()
+        time.sleep(3.0)
+        mb.start()
+        back = w.wait_for(lambda m: True, 10, topic=topic("plc1", "telemetry"), after=time.monotonic())
+        assert back and back.t < t0 + 15 - 2, "the device was not back before the window's end: the test proves nothing"
+        r = complete(w, "job-w", timeout=60)
+        assert r["ok"] is False and r.get("rolled_back") is True, r
+        assert r["error"].startswith("health check failed: device plc1 was offline during the check"), r
+        assert s.current() == "versions/1.0"
+    finally:
+        s.stop()

@@ -15,6 +15,7 @@
 #include <string.h>
 
 #include "core/model.h"
+#include "fleet/hwatch.h"
 #include "fleet/outbox.h"
 #include "fleet/shadow_doc.h"
 
@@ -269,12 +270,81 @@ static void test_outbox_acked(void **st)
     fb_outbox_free(o); /* with one still awaiting its acknowledgement */
 }
 
+
+/* The health check's window rule (fleet/hwatch.h): a watched device that
+ * the change restarted may come back; once back it fails the check when
+ * found down in 2 samples in a row or in 3 in all (flapping); a removed one
+ * does not count; at the end every watched one must be up. */
+static void test_health_watch(void **st)
+{
+    (void)st;
+    struct fb_device devs[2];
+    struct fb_sink_inst sinks[1];
+    memset(devs, 0, sizeof devs);
+    memset(sinks, 0, sizeof sinks);
+    devs[0].name = "a";
+    devs[1].name = "b";
+    sinks[0].name = "mqtt";
+    struct fb_gateway gw;
+    memset(&gw, 0, sizeof gw);
+    gw.devs = devs;
+    gw.ndevs = 2;
+    gw.sinks = sinks;
+    gw.nsinks = 1;
+    char why[300];
+    /* a: restarted (connecting at first), then back, then down 2 samples in a row */
+    struct fb_hwatch *w = fb_hwatch_new();
+    assert_true(fb_hwatch_add(w, false, "a") && fb_hwatch_add(w, false, "b") && fb_hwatch_add(w, true, "mqtt"));
+    atomic_store(&devs[0].state, FB_DEV_CONNECTING);
+    atomic_store(&devs[1].state, FB_DEV_ONLINE);
+    atomic_store(&sinks[0].m.connected, 1);
+    assert_false(fb_hwatch_sample(w, &gw, why, sizeof why)); /* not back yet: no count */
+    assert_false(fb_hwatch_sample(w, &gw, why, sizeof why));
+    atomic_store(&devs[0].state, FB_DEV_ONLINE);
+    assert_false(fb_hwatch_sample(w, &gw, why, sizeof why));
+    atomic_store(&devs[0].state, FB_DEV_OFFLINE);
+    assert_false(fb_hwatch_sample(w, &gw, why, sizeof why)); /* one sample: the grace */
+    assert_true(fb_hwatch_sample(w, &gw, why, sizeof why));
+    assert_string_equal(why, "device a was offline during the check (2 samples in a row, a second apart)");
+    atomic_store(&devs[0].state, FB_DEV_ONLINE); /* back before the end: still failed */
+    assert_true(fb_hwatch_final(w, &gw, why, sizeof why));
+    assert_non_null(strstr(why, "device a was offline during the check"));
+    fb_hwatch_free(w);
+
+    /* a sink that flaps: down, up, down, up, down */
+    w = fb_hwatch_new();
+    assert_true(fb_hwatch_add(w, true, "mqtt"));
+    for (int i = 0; i < 5; i++) {
+        atomic_store(&sinks[0].m.connected, i % 2 == 0 ? 1 : 0);
+        assert_false(fb_hwatch_sample(w, &gw, why, sizeof why));
+    }
+    atomic_store(&sinks[0].m.connected, 0);
+    assert_true(fb_hwatch_sample(w, &gw, why, sizeof why));
+    assert_string_equal(why, "sink mqtt was not connected in 3 samples during the check (it flaps)");
+    fb_hwatch_free(w);
+
+    /* healthy all along passes; one never back fails at the end; a removed one does not count */
+    w = fb_hwatch_new();
+    assert_true(fb_hwatch_add(w, false, "a") && fb_hwatch_add(w, false, "b") && fb_hwatch_add(w, false, "gone"));
+    atomic_store(&devs[0].state, FB_DEV_ONLINE);
+    atomic_store(&devs[1].state, FB_DEV_CONNECTING);
+    for (int i = 0; i < 5; i++) assert_false(fb_hwatch_sample(w, &gw, why, sizeof why));
+    assert_true(fb_hwatch_final(w, &gw, why, sizeof why));
+    assert_string_equal(why, "device b is offline");
+    fb_hwatch_free(w);
+    w = fb_hwatch_new();
+    assert_true(fb_hwatch_add(w, false, "a"));
+    assert_false(fb_hwatch_sample(w, &gw, why, sizeof why));
+    assert_false(fb_hwatch_final(w, &gw, why, sizeof why));
+    fb_hwatch_free(w);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_delta),          cmocka_unit_test(test_merge),  cmocka_unit_test(test_version_and_checks),
         cmocka_unit_test(test_persisted_form), cmocka_unit_test(test_outbox),
-        cmocka_unit_test(test_outbox_acked),
+        cmocka_unit_test(test_outbox_acked), cmocka_unit_test(test_health_watch),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
