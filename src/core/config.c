@@ -30,6 +30,7 @@
 #include "core/config_tmpl.h"
 #include "core/fleet_cfg.h"
 #include "core/log.h"
+#include "core/router.h"
 #include "core/sinks.h"
 #include "edge/edge_cfg.h"
 #include "fleet/shadow.h"
@@ -48,7 +49,7 @@ static const char *const k_fixed[] = {
 static const char *const k_sink_common[] = {"buffer", "queue", NULL};
 static const char *const k_gateway[] = {"id", "site", "model", "location", "labels", NULL};
 static const char *const k_log[] = {"level", "format", NULL};
-static const char *const k_commands[] = {"max_age", "allow_qos0", "timeout", "allow", NULL};
+static const char *const k_commands[] = {"max_age", "allow_qos0", "timeout", "allow", "gateway", NULL};
 static const char *const k_security[] = {"cert_warning", "cert_check", NULL};
 static const char *const k_buffer[] = {"path", "max_size", "max_age", "sync", "full", "drain_rate", NULL};
 
@@ -241,6 +242,18 @@ static void load_gateway(struct ctx *c, const struct fb_cfg_map *top)
         if ((n = fb_cfg_get(&m, "allow_qos0"))) fb_cfg_bool(c->r, NULL, n, "commands.allow_qos0", &gw->cmd_allow_qos0);
         if ((n = fb_cfg_get(&m, "timeout"))) fb_cfg_dur(c->r, NULL, n, "commands.timeout", true, &gw->cmd_timeout_ns);
         if ((n = fb_cfg_get(&m, "allow"))) gw->cmd_allow = fb_config_acl(c->r, NULL, n, "commands.allow", gw);
+        struct fb_cfg_map gm;
+        if ((n = fb_cfg_get(&m, "gateway")) && fb_cfg_map_load(c->r, n, "commands.gateway", &gm)) {
+            /* per gateway command, in the form of commands.allow (docs/security.md) */
+            fb_cfg_map_check(c->r, &gm, fb_gw_cmd_names, "commands.gateway", false);
+            for (int k = 0; k < FB_GW_CMDS; k++) {
+                char what[64];
+                snprintf(what, sizeof what, "commands.gateway.%s", fb_gw_cmd_names[k]);
+                struct fb_cfg_node *x = fb_cfg_get(&gm, fb_gw_cmd_names[k]);
+                if (x) gw->gw_cmd_allow[k] = fb_config_acl(c->r, NULL, x, what, gw);
+            }
+            fb_cfg_map_free(&gm);
+        }
         fb_cfg_map_free(&m);
     }
     gw->cert_warn_ns = 30 * 86400000000000LL;
@@ -259,6 +272,19 @@ static void load_gateway(struct ctx *c, const struct fb_cfg_map *top)
     if ((g = fb_cfg_get(top, "buffer"))) gw->buffer = load_buffer(c, g, "buffer", NULL);
     if ((g = fb_cfg_get(top, "version"))) gw->cfg_version = fb_cfg_str(c->r, NULL, g, "version");
     gw->fleet = fb_fleet_cfg_load(c->r, fb_cfg_get(top, "fleet"));
+    /* the provisioning service's certificate arrives over MQTT as a gateway
+     * command: a sender list that keeps it out would leave the box unprovisioned */
+    if (gw->fleet && gw->fleet->prov) {
+        int k = 0;
+        while (fb_gw_cmd_names[k] && strcmp(fb_gw_cmd_names[k], "provision")) k++;
+        uint16_t lists[2] = {gw->cmd_allow, gw->gw_cmd_allow[k]};
+        for (int i = 0; i < 2; i++)
+            if (lists[i] && lists[i] <= gw->nacls && !fb_cmd_acl_allows(&gw->acls[lists[i] - 1], "mqtt", ""))
+                fb_cfg_error(c->r, fb_cfg_get(top, "commands"),
+                             "%s does not let mqtt in, but fleet.provisioning receives its certificate over MQTT "
+                             "(add mqtt to it)",
+                             i == 0 ? "commands.allow" : "commands.gateway.provision");
+    }
 }
 
 /* fb_cfg_each_cert → the model's watch list. */
@@ -553,6 +579,13 @@ void fb_config_summary(const struct fb_gateway *gw, FILE *f)
         fprintf(f, "commands accepted only from:");
         for (uint32_t k = 0; k < a->n; k++) fprintf(f, "%s %s", k ? "," : "", a->pat[k]);
         fprintf(f, "%s\n", a->n ? "" : " nobody (commands.allow: [])");
+    }
+    for (int k = 0; k < FB_GW_CMDS; k++) {
+        uint16_t x = gw->gw_cmd_allow[k];
+        if (!x || x > gw->nacls) continue;
+        fprintf(f, "gateway command %s accepted only from:", fb_gw_cmd_names[k]);
+        for (uint32_t i = 0; i < gw->acls[x - 1].n; i++) fprintf(f, "%s %s", i ? "," : "", gw->acls[x - 1].pat[i]);
+        fprintf(f, "%s\n", gw->acls[x - 1].n ? "" : " nobody");
     }
     if (nroles) fprintf(f, "%u tag%s with write_roles\n", nroles, nroles == 1 ? "" : "s");
     for (uint32_t i = 0; i < gw->ndevs; i++) {

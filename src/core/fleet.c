@@ -17,8 +17,11 @@
  * its SHA-256): validated like a reload, refused if it would change the
  * gateway's id or state directory, staged as <state_dir>/config/pending.yaml,
  * applied, and watched for fleet.remote_config.health_check: every device
- * online and every sink connected before it must be so at the end, else the
- * previous configuration is applied again (roll-back).  Only then it becomes
+ * online and every sink connected before it is sampled every second over
+ * the window (fleet/hwatch.h: once back after a restart it must stay so; a
+ * drop longer than the grace, or flapping, ends the check at once) and must
+ * be so at the end, else the previous configuration is applied again
+ * (roll-back).  Only then it becomes
  * current.yaml, which a restart runs (the local file stays the fallback).  A
  * restart during the check rolls back by itself: pending.yaml is never run.
  * Relative paths in a remote configuration resolve in the local config's
@@ -50,6 +53,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "core/config.h"
@@ -66,12 +70,16 @@
 #include "core/sinks.h"
 #include "core/thread.h"
 #include "fleet/hooks.h" /* fleet extensions (device shadow): docs/fleet.md */
+#include "fleet/hwatch.h"
 #include "fleet/ota.h"
 #include "fleet/outbox.h"
 #include "fleet/provision.h"
 #include "fleet/shadow.h"
 
 #define FLEET_TICK_NS 1000000000LL
+/* A gateway command that arrives during start-up waits this long at most for
+ * the fleet component (fb_fleet_start) before it is answered "starting". */
+#define START_WAIT_NS 30000000000LL
 #define SAMPLE_MAX_NS 5000000000LL
 
 struct fb_fleet {
@@ -91,8 +99,8 @@ struct fb_fleet {
     int64_t trial_end; /* monotonic */
     int64_t trial_end_utc;
     char trial_version[128], trial_sha[65];
-    char **base_devs, **base_sinks; /* healthy before: must be so at the end */
-    uint32_t nbase_devs, nbase_sinks;
+    struct fb_hwatch *hw; /* what was healthy before, watched over the window (fleet/hwatch.h) */
+    int64_t trial_next_sample; /* monotonic: the fleet thread samples hw once a second */
     /* lifecycle */
     bool maintenance, decommissioned, in_error;
     char maint_reason[160], error_reason[160];
@@ -106,6 +114,7 @@ struct fb_fleet {
     /* the fleet thread */
     pthread_t thr;
     bool started;
+    bool ready; /* under mu: fb_fleet_start has finished (OTA and provisioning are up) */
     atomic_bool stop;
     pthread_cond_t cv;
     int64_t next_sample;
@@ -552,44 +561,20 @@ static bool do_reload(struct fb_fleet *f, const char *source, struct fb_buf *res
 }
 
 /* ------------------------------------------------------- remote configuration */
-static void free_names(char **v, uint32_t n)
-{
-    for (uint32_t i = 0; i < n; i++) free(v[i]);
-    free(v);
-}
-
-/* What is healthy now, by name: devices online, sinks connected. */
+/* What is healthy now, by name (devices online, sinks connected): watched
+ * over the health check's window (model read lock held). */
 static void baseline(struct fb_fleet *f)
 {
     struct fb_gateway *gw = f->gw;
-    free_names(f->base_devs, f->nbase_devs);
-    free_names(f->base_sinks, f->nbase_sinks);
-    f->base_devs = calloc(gw->ndevs + 1, sizeof *f->base_devs);
-    f->base_sinks = calloc(gw->nsinks + 1, sizeof *f->base_sinks);
-    f->nbase_devs = f->nbase_sinks = 0;
-    for (uint32_t i = 0; f->base_devs && i < gw->ndevs; i++)
-        if (atomic_load(&gw->devs[i].state) == FB_DEV_ONLINE) f->base_devs[f->nbase_devs++] = strdup(gw->devs[i].name);
-    for (uint32_t i = 0; f->base_sinks && i < gw->nsinks; i++)
-        if (atomic_load(&gw->sinks[i].m.connected)) f->base_sinks[f->nbase_sinks++] = strdup(gw->sinks[i].name);
-}
-
-/* What failed of what was healthy before (a JSON-free sentence), "" = nothing. */
-static void check_baseline(struct fb_fleet *f, char *out, size_t n)
-{
-    struct fb_gateway *gw = f->gw;
-    size_t off = 0;
-    out[0] = 0;
-    for (uint32_t i = 0; i < f->nbase_devs && off < n; i++) {
-        struct fb_device *d = fb_gw_device(gw, f->base_devs[i]);
-        if (!d || atomic_load(&d->state) == FB_DEV_ONLINE) continue; /* removed on purpose, or fine */
-        off += (size_t)snprintf(out + off, n - off, "%sdevice %s is %s", off ? ", " : "", d->name,
-                                atomic_load(&d->state) == FB_DEV_OFFLINE ? "offline" : "not connected");
-    }
-    for (uint32_t i = 0; i < f->nbase_sinks && off < n; i++)
-        for (uint32_t k = 0; k < gw->nsinks && off < n; k++)
-            if (!strcmp(gw->sinks[k].name, f->base_sinks[i]) && !atomic_load(&gw->sinks[k].m.connected))
-                off += (size_t)snprintf(out + off, n - off, "%ssink %s is not connected", off ? ", " : "",
-                                        gw->sinks[k].name);
+    struct fb_hwatch *hw = fb_hwatch_new();
+    for (uint32_t i = 0; hw && i < gw->ndevs; i++)
+        if (atomic_load(&gw->devs[i].state) == FB_DEV_ONLINE) fb_hwatch_add(hw, false, gw->devs[i].name);
+    for (uint32_t i = 0; hw && i < gw->nsinks; i++)
+        if (atomic_load(&gw->sinks[i].m.connected)) fb_hwatch_add(hw, true, gw->sinks[i].name);
+    pthread_mutex_lock(&f->mu);
+    fb_hwatch_free(f->hw);
+    f->hw = hw;
+    pthread_mutex_unlock(&f->mu);
 }
 
 /* Back to what ran before the trial: the kept remote configuration, or the local file. */
@@ -626,9 +611,11 @@ static void trial_clear(struct fb_fleet *f)
 static void trial_end(struct fb_fleet *f)
 {
     if (!f->trial) return;
-    char failed[600];
+    char failed[600] = "";
     fb_model_rdlock(f->gw);
-    check_baseline(f, failed, sizeof failed);
+    pthread_mutex_lock(&f->mu);
+    if (f->hw) fb_hwatch_final(f->hw, f->gw, failed, sizeof failed);
+    pthread_mutex_unlock(&f->mu);
     fb_model_unlock(f->gw);
     char version[128];
     snprintf(version, sizeof version, "%s", f->trial_version);
@@ -776,6 +763,7 @@ static int do_config(struct fb_fleet *f, const struct fb_cmd *cmd, json_t *root,
                         f->trial = true;
                         f->trial_asked = false;
                         f->trial_end = fb_mono_ns() + hc;
+                        f->trial_next_sample = fb_mono_ns() + FLEET_TICK_NS;
                         f->trial_end_utc = fb_now_ns() + hc;
                         snprintf(f->trial_version, sizeof f->trial_version, "%s", version);
                         snprintf(f->trial_sha, sizeof f->trial_sha, "%s", sha);
@@ -849,6 +837,9 @@ static int defer_fetch(struct fb_fleet *f, const struct fb_cmd *cmd, const char 
     c->qos = -1;
     snprintf(c->topic, sizeof c->topic, "%s", cmd->topic);
     snprintf(c->source, sizeof c->source, "%s", cmd->source);
+    /* the same sender: it passes commands.allow / commands.gateway.config again */
+    snprintf(c->via, sizeof c->via, "%s", cmd->via);
+    snprintf(c->role, sizeof c->role, "%s", cmd->role);
     c->reply = cmd->reply;
     c->reply_ctx = cmd->reply_ctx;
     pthread_mutex_lock(&f->mu);
@@ -986,11 +977,56 @@ static const struct command commands[] = {
     {"command", "trial-end", true},
 };
 
+/* The MQTT sink subscribes to the gateway's topics as soon as it connects,
+ * which is before fb_fleet_start has resumed an OTA health check, started
+ * OTA and provisioning: a command that arrives meanwhile (an OTA notify
+ * answered "off" although configured, one installing beside a pending
+ * health check) waits here, on the router thread, until the component is
+ * up; the commands behind it wait in order.  False when the gateway stops
+ * first or START_WAIT_NS passes. */
+static bool wait_started(struct fb_fleet *f, const struct fb_cmd *cmd)
+{
+    pthread_mutex_lock(&f->mu);
+    bool ready = f->ready, waits = !ready && !atomic_load(&f->stop);
+    pthread_mutex_unlock(&f->mu);
+    if (!waits) return ready;
+    fb_info(NULL, NULL, "gateway command on %s from %s waits for the start-up to finish",
+            cmd->topic[0] ? cmd->topic : "command", cmd->source);
+    int64_t end = fb_mono_ns() + START_WAIT_NS;
+    pthread_mutex_lock(&f->mu);
+    while (!f->ready && !atomic_load(&f->stop) && fb_mono_ns() < end) fb_cond_wait_until(&f->cv, &f->mu, end);
+    bool ok = f->ready;
+    pthread_mutex_unlock(&f->mu);
+    return ok;
+}
+
 void fb_fleet_command(struct fb_gateway *gw, const struct fb_cmd *cmd, char **resp, size_t *len)
 {
     struct fb_fleet *f = gw->rt ? gw->rt->fleet : NULL;
     struct fb_buf out;
     fb_buf_init(&out);
+    if (!f || !wait_started(f, cmd)) { /* retryable: the same command succeeds once the gateway runs */
+        char id[160] = "null";
+        json_t *root = json_loadb(cmd->payload, cmd->len, 0, NULL);
+        json_t *jid = json_is_object(root) ? json_object_get(root, "id") : NULL;
+        if (json_is_string(jid) && json_string_length(jid) < 100) {
+            fb_json_str(&out, json_string_value(jid), json_string_length(jid));
+            snprintf(id, sizeof id, "%s", fb_buf_cstr(&out));
+            fb_buf_clear(&out);
+        } else if (json_is_integer(jid)) {
+            snprintf(id, sizeof id, "%lld", (long long)json_integer_value(jid));
+        }
+        json_decref(root);
+        fb_warn(NULL, NULL, "gateway command on %s from %s refused: the gateway is %s",
+                cmd->topic[0] ? cmd->topic : "command", cmd->source,
+                f && atomic_load(&f->stop) ? "stopping" : "starting");
+        fb_buf_printf(&out, "{\"id\":%s,\"ok\":false,\"error\":\"the gateway is %s: send it again\"}", id,
+                      f && atomic_load(&f->stop) ? "stopping" : "starting");
+        fb_buf_cstr(&out);
+        *resp = out.p;
+        *len = out.len;
+        return;
+    }
     if (!strncmp(cmd->topic, "shadow/", 7)) { /* the device shadow (src/fleet/shadow.c) */
         fb_buf_free(&out);
         fb_shadow_command(gw, cmd, resp, len);
@@ -1030,9 +1066,7 @@ void fb_fleet_command(struct fb_gateway *gw, const struct fb_cmd *cmd, char **re
     struct fb_buf body;
     fb_buf_init(&body);
     bool ok = false;
-    if (!f) {
-        fb_buf_puts(&body, ",\"error\":\"the gateway is starting\"");
-    } else if (!root) {
+    if (!root) {
         fb_buf_puts(&body, ",\"error\":");
         char why[300];
         snprintf(why, sizeof why, "invalid JSON: %s (line %d, column %d)", je.text, je.line, je.column);
@@ -1183,10 +1217,19 @@ static void *fleet_thread(void *arg)
             fb_status_changed(gw);
         }
         fb_model_unlock(gw);
+        /* a remote configuration under its health check: watched every second,
+         * ended at once when what was healthy before fails (fleet/hwatch.h), else at its end */
+        fb_model_rdlock(gw);
         pthread_mutex_lock(&f->mu);
-        bool ask = f->trial && !f->trial_asked && fb_mono_ns() >= f->trial_end;
+        bool failed = false;
+        if (f->trial && !f->trial_asked && f->hw && fb_mono_ns() >= f->trial_next_sample) {
+            f->trial_next_sample = fb_mono_ns() + FLEET_TICK_NS;
+            failed = fb_hwatch_sample(f->hw, gw, NULL, 0);
+        }
+        bool ask = f->trial && !f->trial_asked && (failed || fb_mono_ns() >= f->trial_end);
         if (ask) f->trial_asked = true;
         pthread_mutex_unlock(&f->mu);
+        fb_model_unlock(gw);
         if (ask) submit_internal(f, "fleet:health-check", "{\"id\":null,\"cmd\":\"trial-end\"}");
         pthread_mutex_lock(&f->mu);
         bool fetch = f->fetch && f->fetch_url;
@@ -1310,6 +1353,15 @@ void fb_fleet_runtime_ext(struct fb_fleet *f, struct fb_runtime_ext *ext)
 
 int fb_fleet_start(struct fb_fleet *f, struct fb_err *err)
 {
+    /* Test hook: $FB_TEST_FLEET_START_DELAY milliseconds between the runtime's
+     * start (the MQTT sink takes commands) and this one's, so the system tests
+     * can send a command into that window at will (docs/fleet.md). */
+    const char *delay = getenv("FB_TEST_FLEET_START_DELAY");
+    if (delay && atoi(delay) > 0) {
+        fb_warn(NULL, NULL, "FB_TEST_FLEET_START_DELAY: the fleet component starts %d ms late", atoi(delay));
+        struct timespec ts = {atoi(delay) / 1000, (long)(atoi(delay) % 1000) * 1000000L};
+        nanosleep(&ts, NULL);
+    }
     make_dirs(f->gw);
     /* a reload command may already run on the router thread */
     fb_model_rdlock(f->gw);
@@ -1322,6 +1374,10 @@ int fb_fleet_start(struct fb_fleet *f, struct fb_err *err)
     f->started = true;
     f->ota = fb_ota_start(f->gw);   /* a switched version's health check, a result to publish */
     f->prov = fb_prov_start(f->gw); /* no identity yet: key pair, CSR */
+    pthread_mutex_lock(&f->mu);
+    f->ready = true; /* gateway commands that arrived meanwhile go on (wait_started) */
+    pthread_cond_broadcast(&f->cv);
+    pthread_mutex_unlock(&f->mu);
     return 0;
 }
 
@@ -1355,8 +1411,7 @@ void fb_fleet_free(struct fb_fleet *f)
     fb_ota_free(f->ota);
     fb_prov_free(f->prov);
     fb_outbox_free(f->outbox);
-    free_names(f->base_devs, f->nbase_devs);
-    free_names(f->base_sinks, f->nbase_sinks);
+    fb_hwatch_free(f->hw);
     pthread_mutex_destroy(&f->mu);
     pthread_cond_destroy(&f->cv);
     free(f);

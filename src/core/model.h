@@ -501,6 +501,10 @@ struct fb_alarm_opts {
 };
 
 /* ---------------------------------------------------------------- gateway */
+/* The gateway commands a sender list may be given for (commands.gateway;
+ * their names: fb_gw_cmd_names in core/router.h). */
+#define FB_GW_CMDS 9
+
 /* A list of command senders (`commands.allow`, a tag's `write_roles`): each
  * entry "SOURCE", "SOURCE:ROLE" or "*:ROLE" (router.h says how they match).
  * Identical lists are stored once. */
@@ -548,6 +552,9 @@ struct fb_gateway {
     bool cmd_allow_qos0;
     int64_t cmd_timeout_ns; /* how long a command may wait for its device */
     uint16_t cmd_allow;     /* commands.allow: 0 = every source, else acls[cmd_allow - 1] */
+    /* commands.gateway.<cmd> (fb_gw_cmd_names, router.h): who may send that
+     * gateway command besides passing commands.allow; 0 = no own list */
+    uint16_t gw_cmd_allow[FB_GW_CMDS];
     struct fb_acl *acls;    /* the sender lists of commands.allow and write_roles */
     uint32_t nacls;
     /* security: certificates to watch, and how (security.cert_warning / cert_check) */

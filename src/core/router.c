@@ -147,6 +147,8 @@ int fb_cmd_parse_ts(const void *jv, int64_t *ns)
 
 /* ------------------------------------------------------------ senders */
 const char *const fb_cmd_sources[] = {"mqtt", "sparkplug", "http", "shadow", "lua", NULL};
+const char *const fb_gw_cmd_names[FB_GW_CMDS + 1] = {"reload", "status",    "maintenance", "decommission", "recommission",
+                                                     "config", "shadow", "ota",         "provision",    NULL};
 
 static bool ident_ok(const char *s, size_t n)
 {
@@ -524,42 +526,80 @@ done:
     *resp_len = out.len;
 }
 
-/* A command to the gateway itself: the QoS rule, then the fleet component's
- * handler (docs/fleet.md). */
+/* Which of fb_gw_cmd_names a gateway command is, -1 when none (a command
+ * topic message without a known "cmd": the fleet component refuses it). */
+static int gateway_cmd_index(const struct fb_cmd *cmd, const json_t *root)
+{
+    const char *name = NULL;
+    if (!strncmp(cmd->topic, "shadow/", 7))
+        name = "shadow";
+    else if (!strncmp(cmd->topic, "ota/", 4))
+        name = "ota";
+    else if (!strncmp(cmd->topic, "provision/", 10))
+        name = "provision";
+    else if (json_is_object(root))
+        name = json_string_value(json_object_get(root, "cmd"));
+    for (int i = 0; name && fb_gw_cmd_names[i]; i++)
+        if (!strcmp(fb_gw_cmd_names[i], name)) return i;
+    return -1;
+}
+
+static void gateway_refuse(const char *id_json, const char *why, char **resp, size_t *resp_len)
+{
+    struct fb_buf out;
+    fb_buf_init(&out);
+    respond(&out, id_json, false, why);
+    fb_buf_cstr(&out);
+    *resp = out.p;
+    *resp_len = out.len;
+}
+
+/* A command to the gateway itself: the sender lists and the QoS rule, then
+ * the fleet component's handler (docs/fleet.md).  What the gateway makes
+ * itself (SIGHUP, the fleet thread, the shadow's retries: no sender `via`,
+ * no QoS) passes; every command from outside — over MQTT today — passes
+ * commands.allow and its own commands.gateway.<cmd> like a write passes
+ * commands.allow and the tag's write_roles. */
 static void gateway_process(struct fb_gateway *gw, const struct fb_cmd *cmd, char **resp, size_t *resp_len)
 {
-    if (cmd->qos == 0 && !gw->cmd_allow_qos0) {
-        fb_warn(NULL, NULL, "gateway command refused from %s: sent with QoS 0", cmd->source);
-        struct fb_buf out;
-        fb_buf_init(&out);
-        respond(&out, "null", false, "commands must be sent with QoS 1 or 2");
-        fb_buf_cstr(&out);
-        *resp = out.p;
-        *resp_len = out.len;
-        return;
+    bool own = !cmd->via[0] && cmd->qos < 0;
+    if (!own) {
+        json_t *root = json_loadb(cmd->payload, cmd->len, 0, NULL);
+        char id_json[160], why[300], sender[64], list[200];
+        id_text(root, id_json, sizeof id_json);
+        int k = gateway_cmd_index(cmd, root);
+        json_decref(root);
+        sender_text(cmd, sender, sizeof sender);
+        why[0] = 0;
+        if (!acl_ok(gw, gw->cmd_allow, cmd)) {
+            acl_text(gw, gw->cmd_allow, list, sizeof list);
+            snprintf(why, sizeof why, "commands from %.60s are not allowed (commands.allow: [%.180s])", sender, list);
+        } else if (k >= 0 && !acl_ok(gw, gw->gw_cmd_allow[k], cmd)) {
+            acl_text(gw, gw->gw_cmd_allow[k], list, sizeof list);
+            snprintf(why, sizeof why, "%s from %.60s is not allowed (commands.gateway.%s: [%.180s])",
+                     fb_gw_cmd_names[k], sender, fb_gw_cmd_names[k], list);
+        } else if (cmd->qos == 0 && !gw->cmd_allow_qos0) {
+            snprintf(why, sizeof why, "commands must be sent with QoS 1 or 2");
+        }
+        if (why[0]) {
+            fb_warn(NULL, NULL, "gateway command %s refused from %s: %s", k >= 0 ? fb_gw_cmd_names[k] : cmd->topic,
+                    cmd->source, why);
+            gateway_refuse(id_json, why, resp, resp_len);
+            return;
+        }
     }
     if (gw->rt && gw->rt->gw_cmd) {
         pthread_mutex_lock(&gw->rt->gw_cmd_mu);
         if (atomic_load(&gw->rt->stop)) { /* fb_runtime_wait has begun: it changes no more */
             pthread_mutex_unlock(&gw->rt->gw_cmd_mu);
-            struct fb_buf out;
-            fb_buf_init(&out);
-            respond(&out, "null", false, "the gateway is stopping");
-            fb_buf_cstr(&out);
-            *resp = out.p;
-            *resp_len = out.len;
+            gateway_refuse("null", "the gateway is stopping", resp, resp_len);
             return;
         }
         gw->rt->gw_cmd(gw, cmd, resp, resp_len);
         pthread_mutex_unlock(&gw->rt->gw_cmd_mu);
         return;
     }
-    struct fb_buf out;
-    fb_buf_init(&out);
-    respond(&out, "null", false, "this gateway takes no commands for itself");
-    fb_buf_cstr(&out);
-    *resp = out.p;
-    *resp_len = out.len;
+    gateway_refuse("null", "this gateway takes no commands for itself", resp, resp_len);
 }
 
 static void *router_thread(void *arg)

@@ -25,8 +25,10 @@
  *
  * Commands to the gateway itself (kind FB_CMD_GATEWAY: reload, a new
  * configuration, maintenance — docs/fleet.md) take the same queue, so they
- * are serialised with the writes and with each other, and pass the same QoS
- * rule; the router hands them to the handler the fleet component registered
+ * are serialised with the writes and with each other, and pass the same
+ * sender lists (commands.allow, then the command's own commands.gateway.<cmd>)
+ * and QoS rule — except those the gateway makes itself (SIGHUP, the fleet
+ * thread: no `via`, no QoS); the router hands them to the handler the fleet component registered
  * (gw->rt->gw_cmd), which answers with {"id","ok",…}.  A reload runs on this
  * thread: no write is in flight while the model changes.
  */
@@ -66,6 +68,11 @@ extern const char *const fb_cmd_sources[];
 /* Check one sender-list entry ("mqtt", "http:operator", "*:operator"):
  * 0, or -1 with the reason in why. */
 int fb_cmd_pattern_check(const char *pat, char *why, size_t why_len);
+/* The gateway commands that may have their own sender list
+ * (commands.gateway.<name>; FB_GW_CMDS of them, NULL-terminated): the
+ * `cmd`s of the command topic, then "shadow", "ota" and "provision" for
+ * what arrives on those topics. */
+extern const char *const fb_gw_cmd_names[];
 /* Does the list allow a command from (via, role)? */
 bool fb_cmd_acl_allows(const struct fb_acl *a, const char *via, const char *role);
 

@@ -9,16 +9,19 @@
  * size and SHA-256 the notify names), signed by the configured Ed25519 key
  * (OpenSSL EVP), and start (`<staged> version` exits 0).  After it the new
  * process (the same PID: exec) runs for fleet.ota.health_check; every
- * device that was online and every sink that was connected before must be
- * so at the end, else the symlink goes back and the previous version is
- * executed again.  A restart during the check (a crash, systemd restarting
+ * device that was online and every sink that was connected before is
+ * watched over the whole window (fleet/hwatch.h: once back after the
+ * restart, it must stay so), else the symlink goes back and the previous
+ * version is executed again.  A restart during the check (a crash, systemd restarting
  * it) rolls back too.
  *
  * State, in fleet.state_dir/ota/ (written whole: temporary file, fsync, rename):
  *   pending.json  a switched version under its health check: job, version,
  *                 previous link target, the healthy devices and sinks, boots;
- *   result.json   the last result, and whether it was published yet (a
- *                 result found at start-up is published then).
+ *   result.json   the last result, and whether it was published yet: only
+ *                 the broker's acknowledgement (the QoS 1 PUBACK, through the
+ *                 outbox: fb_outbox_put_acked) marks it published; one found
+ *                 unpublished at start-up is published then.
  *
  * Threads: the router thread takes the notify and starts the worker thread
  * (download, verify, stage, switch, then a restart through main); the same
@@ -49,6 +52,7 @@
 #include "core/plugin.h"
 #include "core/thread.h"
 #include "fleet/hooks.h"
+#include "fleet/hwatch.h"
 #include "fleet/outbox.h"
 
 #define ATTEMPTS 5 /* download attempts (each resumes) */
@@ -67,6 +71,10 @@ struct fb_ota {
     /* the job (worker thread once started) */
     json_t *job; /* the notify, or pending.json for a health check */
     bool health; /* the worker runs a health check, not an install */
+    /* the result on its way to the broker (under mu): result.json says
+     * published:true once its PUBACK came (result_acked) */
+    json_t *res;
+    uint64_t res_token;
 };
 
 static char exec_path[PATH_MAX];
@@ -91,7 +99,50 @@ static int save_json(const char *path, json_t *j)
     return rc;
 }
 
-/* The result: on ota/complete and in result.json (published: whether it went out). */
+/* The broker acknowledged the result (outbox callback, the MQTT sink's
+ * thread): result.json says so, unless a newer result replaced it. */
+static void result_acked(void *arg, uint64_t token)
+{
+    struct fb_ota *o = arg;
+    pthread_mutex_lock(&o->mu);
+    if (o->res && token == o->res_token) {
+        char p[PATH_MAX + 32];
+        path_in(o->state_dir, "ota/result.json", p, sizeof p);
+        json_object_set_new(o->res, "published", json_true());
+        save_json(p, o->res);
+        json_decref(o->res);
+        o->res = NULL;
+        o->res_token = 0;
+        fb_info(NULL, NULL, "ota: the result was acknowledged by the broker");
+    }
+    pthread_mutex_unlock(&o->mu);
+}
+
+/* r (without "published") goes to result.json as not yet published and, unless
+ * kept for the version executed next, to ota/complete; published:true only
+ * once the broker has it (result_acked).  Takes r. */
+static void result_out(struct fb_ota *o, json_t *r, bool kept_for_later)
+{
+    char p[PATH_MAX + 32];
+    path_in(o->state_dir, "ota/result.json", p, sizeof p);
+    pthread_mutex_lock(&o->mu);
+    json_decref(o->res);
+    o->res = NULL;
+    o->res_token = 0;
+    json_object_set_new(r, "published", json_false());
+    save_json(p, r);
+    json_object_del(r, "published");
+    char *text = kept_for_later ? NULL : json_dumps(r, JSON_COMPACT);
+    if (text) {
+        o->res_token = fb_outbox_put_acked(fb_fleet_outbox(o->gw), "ota/complete", text, strlen(text), result_acked, o);
+        if (o->res_token) o->res = json_incref(r);
+    }
+    pthread_mutex_unlock(&o->mu);
+    free(text);
+    json_decref(r);
+}
+
+/* The result: on ota/complete and in result.json (published: whether the broker has it). */
 static void result(struct fb_ota *o, const json_t *job, bool ok, const char *step, const char *error, bool rolled_back,
                    bool kept_for_later)
 {
@@ -109,13 +160,7 @@ static void result(struct fb_ota *o, const json_t *job, bool ok, const char *ste
             fb_warn(NULL, NULL, "ota: %s: %s: %s%s", json_string_value(json_object_get(job, "version")), step, error,
                     rolled_back ? " (rolled back)" : "");
     }
-    char p[PATH_MAX + 32];
-    path_in(o->state_dir, "ota/result.json", p, sizeof p);
-    json_object_set_new(r, "published", json_boolean(!kept_for_later));
-    save_json(p, r);
-    json_object_del(r, "published");
-    if (!kept_for_later) publish(o->gw, "ota/complete", r);
-    json_decref(r);
+    result_out(o, r, kept_for_later);
 }
 
 static void progress(struct fb_ota *o, const json_t *job, const char *step, uint64_t have, uint64_t total)
@@ -415,30 +460,38 @@ static void roll_back(struct fb_ota *o, const json_t *pend, const char *why)
     fb_runtime_request_reboot(o->gw);
 }
 
+/* The new version under its health check: what was healthy before the
+ * switch is watched every second over the window (fleet/hwatch.h); a roll-back
+ * as soon as it fails, else a commit at the end. */
 static void health_check(struct fb_ota *o)
 {
     const json_t *pend = o->job;
     progress(o, pend, "health_check", 0, 0);
-    if (!sleep_cancellable(o, o->cfg->health_check_ns)) return; /* stopped: the next start rolls back */
-    char why[300] = "";
+    struct fb_hwatch *hw = fb_hwatch_new();
     json_t *base = json_object_get(pend, "baseline");
     size_t i;
     json_t *v;
-    fb_model_rdlock(o->gw);
-    json_array_foreach(json_object_get(base, "devices"), i, v)
-    {
-        struct fb_device *d = fb_gw_device(o->gw, json_string_value(v));
-        if (d && atomic_load(&d->state) != FB_DEV_ONLINE && !why[0])
-            snprintf(why, sizeof why, "health check failed: device %s is offline", d->name);
+    json_array_foreach(json_object_get(base, "devices"), i, v) fb_hwatch_add(hw, false, json_string_value(v));
+    json_array_foreach(json_object_get(base, "sinks"), i, v) fb_hwatch_add(hw, true, json_string_value(v));
+    char failed[300] = "";
+    int64_t end = fb_mono_ns() + o->cfg->health_check_ns;
+    for (;;) {
+        int64_t now = fb_mono_ns();
+        bool last = now + 1000000000LL >= end;
+        if (!sleep_cancellable(o, last ? end - now : 1000000000LL)) { /* stopped: the next start rolls back */
+            fb_hwatch_free(hw);
+            return;
+        }
+        fb_model_rdlock(o->gw);
+        bool bad = hw && (last ? fb_hwatch_final(hw, o->gw, failed, sizeof failed)
+                               : fb_hwatch_sample(hw, o->gw, failed, sizeof failed));
+        fb_model_unlock(o->gw);
+        if (bad || last) break;
     }
-    json_array_foreach(json_object_get(base, "sinks"), i, v)
-    {
-        for (uint32_t k = 0; k < o->gw->nsinks && !why[0]; k++)
-            if (!strcmp(o->gw->sinks[k].name, json_string_value(v)) && !atomic_load(&o->gw->sinks[k].m.connected))
-                snprintf(why, sizeof why, "health check failed: sink %s is not connected", o->gw->sinks[k].name);
-    }
-    fb_model_unlock(o->gw);
-    if (why[0]) {
+    fb_hwatch_free(hw);
+    if (failed[0]) {
+        char why[400];
+        snprintf(why, sizeof why, "health check failed: %s", failed);
         roll_back(o, pend, why);
         return;
     }
@@ -510,13 +563,14 @@ struct fb_ota *fb_ota_start(struct fb_gateway *gw)
     /* a result not yet published (a roll-back executed this version) */
     path_in(o->state_dir, "ota/result.json", p, sizeof p);
     json_t *r = json_load_file(p, 0, NULL);
-    if (r && json_is_false(json_object_get(r, "published"))) {
+    if (json_is_object(r) && json_is_false(json_object_get(r, "published"))) {
         json_object_del(r, "published");
-        publish(gw, "ota/complete", r);
-        json_object_set_new(r, "published", json_true());
-        save_json(p, r);
+        fb_info(NULL, NULL, "ota: publishing the result of %s kept from before the restart",
+                json_string_value(json_object_get(r, "version")));
+        result_out(o, r, false); /* takes r */
+    } else {
+        json_decref(r);
     }
-    json_decref(r);
     /* a switched version under its health check */
     path_in(o->state_dir, "ota/pending.json", p, sizeof p);
     json_t *pend = json_load_file(p, 0, NULL);
@@ -562,6 +616,8 @@ void fb_ota_free(struct fb_ota *o)
 {
     if (!o) return;
     fb_ota_stop(o);
+    fb_outbox_forget(fb_fleet_outbox(o->gw), o); /* no acknowledgement reaches it any more */
+    json_decref(o->res);
     json_decref(o->job);
     free(o->own.public_key);
     free(o->own.install_dir);

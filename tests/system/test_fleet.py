@@ -1181,3 +1181,89 @@ def test_reload_with_vibration_is_refused(broker, start_gateway, watch, tmp_path
     assert last and not last["ok"] and "vibration: is not reloaded" in json.dumps(last), last
     assert wait_values(w, "pump", lambda v: "acc.rms" in v, timeout=10, after=time.monotonic())
     assert gw.alive()
+
+
+def test_gateway_commands_pass_the_sender_lists(broker, start_modbus, start_gateway, watch, tmp_path):
+    """commands.allow applies to the gateway's own commands like to device
+    writes, and commands.gateway.<cmd> narrows one command (docs/security.md#gateway-commands):
+    refused with the reason on the command's answer topic, nothing carried
+    out; SIGHUP (the administrator) is not a sender and still reloads."""
+    srv = counting_server(start_modbus, "a")
+    state = tmp_path / "state"
+    cfg = fleet_cfg(broker.port, [mdev(srv, "a")], state, commands={"allow": ["sparkplug"]})
+    w = watch(broker.port)
+    gw = start_gateway(cfg)
+    assert w.wait_for(lambda m: True, 20, topic=topic("a", "telemetry"))
+    for cid, body in (("r-1", {"cmd": "reload"}), ("m-1", {"cmd": "maintenance", "on": True}),
+                      ("d-1", {"cmd": "decommission", "confirm": GW_ID}),
+                      ("c-1", {"cmd": "config", "config": to_yaml(cfg) + "\n"})):
+        r = command(w, body, cid)
+        assert r["ok"] is False and r["error"] == "commands from mqtt are not allowed (commands.allow: [sparkplug])", r
+    assert not (state / "maintenance").exists() and not (state / "decommissioned").exists()
+    assert not (state / "config" / "pending.yaml").exists()
+    # the extensions' topics too: an OTA notify is answered on its /response topic
+    t = time.monotonic()
+    w.publish(topic(GW_ID, "ota/notify"), {"id": "o-1", "job": "j", "version": "9"}, qos=1)
+    r = w.wait_for(lambda m: (m.json() or {}).get("id") == "o-1", 10, topic=topic(GW_ID, "ota/notify/response"),
+                   after=t)
+    assert r and "commands.allow" in r.json()["error"], w.messages(topic(GW_ID, "ota/complete"))
+    assert "gateway command reload refused from mqtt:" in gw.output()
+    # the administrator's SIGHUP is no sender: it reloads
+    t = time.monotonic()
+    gw.proc.send(signal.SIGHUP)
+    last = last_result(w, t, action="reload")
+    assert last and last["ok"] is True, last
+    gw.stop()
+
+    # commands.gateway: per command, after commands.allow
+    cfg2 = dict(cfg, commands={"allow": ["mqtt"], "gateway": {"decommission": [], "reload": ["mqtt"],
+                                                              "maintenance": ["http:operator"]}})
+    start_gateway(cfg2, name="lists")
+    t = time.monotonic()
+    assert status(w, lambda j: j.get("online"), t - 0.1)
+    r = command(w, {"cmd": "decommission", "confirm": GW_ID}, "d-2")
+    assert r["ok"] is False and r["error"] == \
+        "decommission from mqtt is not allowed (commands.gateway.decommission: [])", r
+    assert not (state / "decommissioned").exists()
+    r = command(w, {"cmd": "maintenance", "on": True}, "m-2")
+    assert r["ok"] is False and "(commands.gateway.maintenance: [http:operator])" in r["error"], r
+    assert not (state / "maintenance").exists()
+    r = command(w, {"cmd": "reload"}, "r-2")
+    assert r["ok"] is True, r
+    r = command(w, {"cmd": "status"}, "s-2")  # no list of its own: commands.allow alone
+    assert r["ok"] is True and r["status"]["gateway"] == GW_ID, r
+
+
+def test_remote_config_health_check_watches_the_whole_window(broker, start_modbus, start_gateway, watch, tmp_path):
+    """A device healthy before the new version that drops out for a few
+    seconds during the check and is back before its end fails it (sampled
+    every second: docs/fleet.md#remote-configuration): rolled back, with the
+    reason; it used to be looked at once, at the end, and kept."""
+    srv = {n: counting_server(start_modbus, n) for n in ("a", "b")}
+    state = tmp_path / "state"
+    cfg = fleet_cfg(broker.port, [mdev(srv["a"], "a"), mdev(srv["b"], "b")], state, check="15s")
+    w = watch(broker.port)
+    start_gateway(cfg)
+    for d in ("a", "b"):
+        assert w.wait_for(lambda m: True, 20, topic=topic(d, "telemetry"))
+    time.sleep(0.5)
+    new = dict(cfg, version="v2", status_interval="2s")  # both devices kept as they are
+    t0 = time.monotonic()
+    r = command(w, {"cmd": "config", "version": "v2", "config": to_yaml(new) + "\n"}, "c-1")
+    assert r["ok"] and r["changes"]["devices"]["kept"] == 2, r
+    time.sleep(2.0)
+    srv["a"].stop()  # the peer goes away for part of the window …
+    assert w.wait_for(lambda m: status_state(m) == "offline", 10, topic=topic("a", "status"),
+                      after=t0), "device a never went offline"
+    time.sleep(2.5)
+    srv["a"].start()  # … and is back well before its end
+    back = w.wait_for(lambda m: True, 10, topic=topic("a", "telemetry"), after=time.monotonic())
+    assert back and back.t < t0 + 15 - 2, "device a was not back before the window's end: the test proves nothing"
+    st = status(w, lambda j: (j.get("config") or {}).get("last", {}).get("version") == "v2" and
+                "health_check" not in j["config"]["last"], t0, timeout=30)
+    assert st, w.messages(topic(GW_ID, "status"))[-1:]
+    last = st["config"]["last"]
+    assert last["ok"] is False and last.get("rolled_back") is True, last
+    assert last["error"].startswith("health check failed: device a was offline during the check"), last
+    assert st["config"]["version"] is None and st["config"]["source"] == "file", st["config"]
+    assert not (state / "config" / "current.yaml").exists()

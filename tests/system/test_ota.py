@@ -105,7 +105,7 @@ class Setup:
     """An install directory with version 1.0 (our binary) current, the
     signing keys, a package server and the gateway started from current."""
 
-    def __init__(self, tmp_path, broker, mb, health_check="2s"):
+    def __init__(self, tmp_path, broker, mb, health_check="2s", env=None):
         self.d = str(tmp_path)
         self.install = os.path.join(self.d, "install")
         os.makedirs(os.path.join(self.install, "versions", "1.0"))
@@ -124,7 +124,7 @@ class Setup:
         with open(self.cfg_path, "w", encoding="utf-8") as f:
             f.write(to_yaml(cfg) + "\n")
         self.proc = peers.Proc([os.path.join(self.install, "current", "fieldbridge"), "run", "-c", self.cfg_path],
-                               os.path.join(self.d, "gw.log"))
+                               os.path.join(self.d, "gw.log"), env=dict(os.environ, **(env or {})))
 
     def current(self):
         return os.readlink(os.path.join(self.install, "current"))
@@ -277,3 +277,106 @@ def test_ota_config_errors(tmp_path):
     assert "fleet.ota.install_dir: missing" in r.stderr, r.stderr
     assert "fleet.ota needs fleet.state_dir" in r.stderr, r.stderr
     assert p + ":" in r.stderr, r.stderr
+
+
+def test_ota_result_is_published_only_once_the_broker_has_it(start_broker, start_modbus, watch, tmp_path):
+    """A result kept in state_dir/ota/result.json unpublished (a roll-back
+    executed this version) stays unpublished while no broker acknowledged it:
+    a gateway that ran without its broker and stopped still has it, and the
+    next start publishes it; `published` turns true on the PUBACK, and a start
+    after that does not publish it again (docs/fleet.md#ota)."""
+    broker = start_broker()
+    broker.stop()  # the broker is down for the first run
+    mb = start_modbus({"units": {"1": {"hr": [1]}}})
+    res_path = os.path.join(str(tmp_path), "state", "ota", "result.json")
+    os.makedirs(os.path.dirname(res_path))
+    kept = {"job": "job-kept", "version": "5.0", "ok": False, "step": "health_check",
+            "error": "health check failed: device plc1 is offline", "rolled_back": True,
+            "timestamp": 1796579437, "published": False}
+    with open(res_path, "w", encoding="utf-8") as f:
+        json.dump(kept, f)
+
+    def result_json():
+        with open(res_path, encoding="utf-8") as f:
+            return json.load(f)
+    s = Setup(tmp_path, broker, mb)
+    try:
+        assert peers.wait_until(lambda: "publishing the result of 5.0" in s.proc.output(), 15), \
+            s.proc.output()[-3000:]
+        time.sleep(1.0)
+        assert s.proc.stop() == 0, s.proc.output()[-3000:]
+        assert result_json()["published"] is False, result_json()  # nobody acknowledged it
+        broker.start()
+        w = watch(broker.port)
+        t = time.monotonic()
+        s.proc = peers.Proc(s.proc.p.args, os.path.join(s.d, "gw2.log"))
+        m = w.wait_for(lambda m: (m.json() or {}).get("job") == "job-kept", 20, topic=f"{OTA}/complete", after=t)
+        assert m is not None, s.proc.output()[-3000:]
+        assert m.json()["rolled_back"] is True and "published" not in m.json(), m.json()
+        assert peers.wait_until(lambda: result_json()["published"] is True, 10), result_json()
+        assert "the result was acknowledged by the broker" in s.proc.output()
+        assert s.proc.stop() == 0, s.proc.output()[-3000:]
+        # published: the next start does not send it again
+        t = time.monotonic()
+        s.proc = peers.Proc(s.proc.p.args, os.path.join(s.d, "gw3.log"))
+        ready(w)
+        time.sleep(1.0)
+        assert not [m for m in w.messages(f"{OTA}/complete") if m.t >= t], w.messages(f"{OTA}/complete")
+    finally:
+        s.stop()
+
+
+def test_ota_notify_during_start_up_waits_for_the_fleet_component(broker, start_modbus, watch, tmp_path):
+    """The MQTT sink takes commands as soon as it connects, before the fleet
+    component has started OTA: a notify (and a gateway command) arriving in
+    that moment waits for it and is handled as configured, not refused as
+    "software updates are off" (docs/fleet.md#commands).  The test hook
+    FB_TEST_FLEET_START_DELAY holds that moment open for 3 s."""
+    mb = start_modbus({"units": {"1": {"hr": [1]}}})
+    w = watch(broker.port)
+    t = time.monotonic()
+    s = Setup(tmp_path, broker, mb, env={"FB_TEST_FLEET_START_DELAY": "3000"})
+    try:
+        # the gateway's first status: its sink is connected and subscribed
+        assert w.wait_for(lambda m: True, 20, topic=topic(GW_ID, "status"), after=t), w.messages()[-5:]
+        w.publish(topic(GW_ID, "command"), {"id": "s-early", "cmd": "status"}, qos=1)
+        s.notify(w, "job-early", "1.0", s.binary)  # the version installed: refused for that reason
+        r = complete(w, "job-early", timeout=20)
+        assert r["ok"] is False and r["step"] == "notify" and r["error"] == "version 1.0 is the one installed", r
+        m = w.wait_for(lambda m: (m.json() or {}).get("id") == "s-early", 10,
+                       topic=topic(GW_ID, "command/response"))
+        assert m and m.json()["ok"] is True, m and m.json()
+        out = s.proc.output()
+        assert "FB_TEST_FLEET_START_DELAY" in out and "on ota/notify from mqtt:" in out and \
+            "waits for the start-up to finish" in out, out[-3000:]  # it did arrive in that moment
+        assert "software updates are off" not in out, out[-3000:]
+    finally:
+        s.stop()
+
+
+def test_ota_health_check_watches_the_whole_window(broker, start_modbus, watch, tmp_path):
+    """The device that was online drops out for a few seconds during the new
+    version's health check and is back before its end: rolled back with the
+    reason (sampled every second), not kept (docs/fleet.md#ota)."""
+    mb = start_modbus({"units": {"1": {"hr": [1]}}})
+    w = watch(broker.port)
+    s = Setup(tmp_path, broker, mb, health_check="15s")
+    try:
+        ready(w)
+        s.notify(w, "job-w", "6.0", s.binary)
+        m = w.wait_for(lambda m: (m.json() or {}).get("step") == "health_check", 60, topic=f"{OTA}/progress")
+        assert m is not None, w.messages()[-10:]
+        t0 = m.t
+        assert w.wait_for(lambda m: True, 20, topic=topic("plc1", "telemetry"), after=t0)  # the new version polls
+        time.sleep(1.5)
+        mb.stop()
+        time.sleep(3.0)
+        mb.start()
+        back = w.wait_for(lambda m: True, 10, topic=topic("plc1", "telemetry"), after=time.monotonic())
+        assert back and back.t < t0 + 15 - 2, "the device was not back before the window's end: the test proves nothing"
+        r = complete(w, "job-w", timeout=60)
+        assert r["ok"] is False and r.get("rolled_back") is True, r
+        assert r["error"].startswith("health check failed: device plc1 was offline during the check"), r
+        assert s.current() == "versions/1.0"
+    finally:
+        s.stop()

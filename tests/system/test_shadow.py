@@ -1,8 +1,8 @@
 """test_shadow.py — the device shadow (issue 20; docs/fleet.md#device-shadow)
-through the real binary against Mosquitto, the pymodbus test peer and the
-ADS test server: reported values and gateway settings, a desired value
-validated and written through the command router to a Modbus register and
-to an ADS variable, the optimistic lock (version conflict), invalid desired
+through the real binary against Mosquitto, the pymodbus test peer, the
+ADS test server and snap7's S7 server: reported values and gateway settings,
+a desired value validated and written through the command router to a
+Modbus register, to an ADS variable and to S7 DB variables, the optimistic lock (version conflict), invalid desired
 values rejected with a reason per tag, and a restart that keeps the version
 and the desired state without writing again what was already applied.
 """
@@ -285,3 +285,45 @@ def test_shadow_config_errors(tmp_path):
     assert "device plc1 has no tag nope" in r.stderr, r.stderr
     assert "no device named ghost" in r.stderr, r.stderr
     assert p + ":" in r.stderr, r.stderr
+
+
+def test_shadow_s7_variable(broker, start_gateway, watch, tmp_path):
+    """The twin of an S7 PLC (snap7's S7Server, tests/peers/s7): desired values
+    for writable DB variables are validated (range) and become writes that
+    reach the PLC's memory; the reported values follow and the delta empties."""
+    import struct  # pylint: disable=import-outside-toplevel
+    from conftest import require  # pylint: disable=import-outside-toplevel
+    from test_s7 import NODE_OK, S7Server  # pylint: disable=import-outside-toplevel
+    require("s7", NODE_OK, "node-snap7 is not installed in tests/peers/s7: run scripts/peers.sh")
+    srv = S7Server(tmp_path)
+    try:
+        srv.set(0, struct.pack(">f", 176.5) + b"\x00\x00" + b"\x00" + b"\x00" + struct.pack(">f", 175.0))
+        w = watch(broker.port, topics=(f"{SH}/#",))
+        tags = [{"name": "temperature", "addr": "DB1.DBD0:real"},
+                {"name": "heating", "addr": "DB1.DBX6.0", "access": "rw"},
+                {"name": "setpoint", "addr": "DB1.DBD8:real", "access": "rw", "range": [20, 250]}]
+        dev = {"name": "oven", "url": srv.url(), "poll": "100ms", "timeout": "500ms", "tags": tags}
+        cfg = gw_config(broker.port, [dev], **shadow_cfg(tmp_path / "state", {"oven": "*"}))
+        start_gateway(cfg)
+        started(w)
+        d = reported(w, "oven", "setpoint", lambda v: v == 175.0)
+        assert d["state"]["reported"]["devices"]["oven"]["temperature"] == 176.5, d
+        kind, r = update(w, {"state": {"desired": {"devices": {"oven": {"setpoint": 300, "temperature": 1}}}},
+                             "clientToken": "s7-0"})
+        assert kind == "rejected" and r["code"] == 400, r
+        errs = r["errors"]["devices"]["oven"]
+        assert "maximum" in errs["setpoint"] and "read-only" in errs["temperature"], r
+        assert srv.get(8, 4) == struct.pack(">f", 175.0)  # nothing written
+        kind, a = update(w, {"state": {"desired": {"devices": {"oven": {"setpoint": 180.5, "heating": True}}}},
+                             "version": d["version"], "clientToken": "s7-1"})
+        assert kind == "accepted", a
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and (srv.get(8, 4) != struct.pack(">f", 180.5) or srv.get(6, 1) != b"\x01"):
+            time.sleep(0.1)
+        assert srv.get(8, 4) == struct.pack(">f", 180.5) and srv.get(6, 1) == b"\x01"
+        d = reported(w, "oven", "setpoint", lambda v: v == 180.5)
+        d = reported(w, "oven", "heating", lambda v: v is True)
+        assert "delta" not in d["state"], d
+        assert d["metadata"]["desired"]["devices"]["oven"]["setpoint"].get("applied"), d["metadata"]
+    finally:
+        srv.stop()

@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 #include "core/config.h"
+#include "core/router.h"
 #include "core/config_tmpl.h"
 #include "core/driver.h"
 #include "core/env.h"
@@ -1501,6 +1502,45 @@ static void test_command_senders(void **state)
     free(diag);
 }
 
+/* commands.gateway: a sender list per gateway command (docs/security.md). */
+static void test_gateway_command_senders(void **state)
+{
+    (void)state;
+    static const char ok[] = "gateway: {id: gw}\n"
+                             "commands: {allow: [mqtt, sparkplug], gateway: {reload: [mqtt], decommission: [],\n"
+                             "           ota: [mqtt]}}\n"
+                             "devices: [{name: d, url: sim://d, tags: [{name: a, addr: memory}]}]\n";
+    char *diag = NULL;
+    struct fb_gateway *gw = NULL;
+    assert_int_equal(load_text(ok, false, &diag, &gw), 0);
+    free(diag);
+    int reload = -1, decom = -1, ota = -1, cfg = -1;
+    for (int k = 0; fb_gw_cmd_names[k]; k++) {
+        if (!strcmp(fb_gw_cmd_names[k], "reload")) reload = k;
+        if (!strcmp(fb_gw_cmd_names[k], "decommission")) decom = k;
+        if (!strcmp(fb_gw_cmd_names[k], "ota")) ota = k;
+        if (!strcmp(fb_gw_cmd_names[k], "config")) cfg = k;
+    }
+    assert_true(reload >= 0 && decom >= 0 && ota >= 0 && cfg >= 0);
+    assert_int_equal(gw->gw_cmd_allow[cfg], 0); /* no own list: commands.allow alone */
+    assert_int_equal(gw->gw_cmd_allow[reload], gw->gw_cmd_allow[ota]); /* [mqtt] stored once */
+    assert_int_equal(gw->acls[gw->gw_cmd_allow[reload] - 1].n, 1);
+    assert_int_equal(gw->acls[gw->gw_cmd_allow[decom] - 1].n, 0);
+    assert_false(fb_cmd_acl_allows(&gw->acls[gw->gw_cmd_allow[decom] - 1], "mqtt", ""));
+    fb_gateway_free(gw);
+
+    static const char bad[] = "gateway: {id: gw}\n"
+                              "commands: {allow: [sparkplug], gateway: {reboot: [mqtt], ota: mqtt}}\n"
+                              "fleet: {state_dir: /tmp, provisioning: {claim_cert: c.pem, claim_key: c.key,\n"
+                              "        cert: d.pem, key: d.key}}\n"
+                              "devices: [{name: d, url: sim://d, tags: [{name: a, addr: memory}]}]\n";
+    assert_int_equal(load_text(bad, false, &diag, &gw), FB_EINVAL);
+    expect_diag(diag, pos(bad, 2, "reboot"), "unknown key 'reboot' in commands.gateway");
+    expect_diag(diag, pos(bad, 2, "mqtt}}"), "commands.gateway.ota must be a list of command senders");
+    assert_non_null(strstr(diag, "commands.allow does not let mqtt in, but fleet.provisioning receives its certificate"));
+    free(diag);
+}
+
 /* Computed tags, alarms and scripts (issue 18): a valid config builds the
  * model the edge thread runs; every mistake is reported where it is. */
 static void test_edge_config(void **state)
@@ -1648,6 +1688,7 @@ int main(void)
         cmocka_unit_test(test_docs_list_every_key),
         cmocka_unit_test(test_secret_redaction),
         cmocka_unit_test(test_command_senders),
+        cmocka_unit_test(test_gateway_command_senders),
         cmocka_unit_test(test_edge_config),
     };
     return cmocka_run_group_tests(tests, tmpdir_setup, tmpdir_teardown);

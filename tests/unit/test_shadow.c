@@ -14,6 +14,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/model.h"
+#include "fleet/hwatch.h"
 #include "fleet/outbox.h"
 #include "fleet/shadow_doc.h"
 
@@ -169,13 +171,16 @@ static void test_persisted_form(void **st)
 struct seen {
     char buf[256];
     int n, refuse_at;
+    uint64_t tokens[8];
+    int ntokens;
 };
 
-static int take(void *arg, const char *suffix, const char *json, size_t len)
+static int take(void *arg, const char *suffix, const char *json, size_t len, uint64_t token)
 {
     struct seen *s = arg;
     if (s->n == s->refuse_at) return 1;
     s->n++;
+    if (token && s->ntokens < 8) s->tokens[s->ntokens++] = token;
     size_t used = strlen(s->buf);
     snprintf(s->buf + used, sizeof s->buf - used, "%s=%.*s;", suffix, (int)len, json);
     return 0;
@@ -201,11 +206,145 @@ static void test_outbox(void **st)
     fb_outbox_free(o);
 }
 
+struct acks {
+    uint64_t got[8];
+    int n;
+};
+
+static void on_ack(void *arg, uint64_t token)
+{
+    struct acks *a = arg;
+    if (a->n < 8) a->got[a->n++] = token;
+}
+
+/* A message put with an acknowledgement callback is reported only when the
+ * session settles it FB_SENT (the PUBACK); FB_RETRY (the connection or the
+ * session ended first) sends it again with the next drain; FB_DROP forgets
+ * it; a forgotten owner is not called. */
+static void test_outbox_acked(void **st)
+{
+    (void)st;
+    struct fb_outbox *o = fb_outbox_new(4);
+    struct acks a = {0};
+    uint64_t t1 = fb_outbox_put_acked(o, "ota/complete", "{\"r\":1}", 7, on_ack, &a);
+    fb_outbox_put(o, "p", "x", 1);
+    assert_true(t1 != 0);
+    struct seen s = {.refuse_at = -1};
+    assert_int_equal(fb_outbox_drain(o, take, &s), 2);
+    assert_int_equal(s.ntokens, 1);
+    assert_true(s.tokens[0] == t1);
+    assert_int_equal(a.n, 0); /* handed to the session is not acknowledged */
+    fb_outbox_settle(o, t1, FB_RETRY); /* the connection dropped before the PUBACK */
+    assert_int_equal(a.n, 0);
+    memset(&s, 0, sizeof s);
+    s.refuse_at = -1;
+    assert_int_equal(fb_outbox_drain(o, take, &s), 1); /* sent again */
+    assert_string_equal(s.buf, "ota/complete={\"r\":1};");
+    fb_outbox_settle(o, t1, FB_SENT);
+    assert_int_equal(a.n, 1);
+    assert_true(a.got[0] == t1);
+    fb_outbox_settle(o, t1, FB_SENT); /* once only */
+    assert_int_equal(a.n, 1);
+    assert_int_equal(fb_outbox_drain(o, take, &s), 0);
+    /* refused by the broker: forgotten, the owner is not told (it keeps its copy) */
+    uint64_t t2 = fb_outbox_put_acked(o, "ota/complete", "2", 1, on_ack, &a);
+    assert_int_equal(fb_outbox_drain(o, take, &s), 1);
+    fb_outbox_settle(o, t2, FB_DROP);
+    assert_int_equal(a.n, 1);
+    assert_int_equal(fb_outbox_drain(o, take, &s), 0);
+    /* an owner that went away is not called; its message still goes out */
+    uint64_t t3 = fb_outbox_put_acked(o, "ota/complete", "3", 1, on_ack, &a);
+    fb_outbox_forget(o, &a);
+    assert_int_equal(fb_outbox_drain(o, take, &s), 1);
+    fb_outbox_settle(o, t3, FB_SENT);
+    assert_int_equal(a.n, 1);
+    /* one the session could not take stays queued, not waiting for a PUBACK */
+    uint64_t t4 = fb_outbox_put_acked(o, "ota/complete", "4", 1, on_ack, &a);
+    memset(&s, 0, sizeof s);
+    s.refuse_at = 0;
+    assert_int_equal(fb_outbox_drain(o, take, &s), 0);
+    fb_outbox_settle(o, t4, FB_SENT); /* not in flight: nothing */
+    assert_int_equal(a.n, 1);
+    s.refuse_at = -1;
+    assert_int_equal(fb_outbox_drain(o, take, &s), 1);
+    fb_outbox_free(o); /* with one still awaiting its acknowledgement */
+}
+
+
+/* The health check's window rule (fleet/hwatch.h): a watched device that
+ * the change restarted may come back; once back it fails the check when
+ * found down in 2 samples in a row or in 3 in all (flapping); a removed one
+ * does not count; at the end every watched one must be up. */
+static void test_health_watch(void **st)
+{
+    (void)st;
+    struct fb_device devs[2];
+    struct fb_sink_inst sinks[1];
+    memset(devs, 0, sizeof devs);
+    memset(sinks, 0, sizeof sinks);
+    devs[0].name = "a";
+    devs[1].name = "b";
+    sinks[0].name = "mqtt";
+    struct fb_gateway gw;
+    memset(&gw, 0, sizeof gw);
+    gw.devs = devs;
+    gw.ndevs = 2;
+    gw.sinks = sinks;
+    gw.nsinks = 1;
+    char why[300];
+    /* a: restarted (connecting at first), then back, then down 2 samples in a row */
+    struct fb_hwatch *w = fb_hwatch_new();
+    assert_true(fb_hwatch_add(w, false, "a") && fb_hwatch_add(w, false, "b") && fb_hwatch_add(w, true, "mqtt"));
+    atomic_store(&devs[0].state, FB_DEV_CONNECTING);
+    atomic_store(&devs[1].state, FB_DEV_ONLINE);
+    atomic_store(&sinks[0].m.connected, 1);
+    assert_false(fb_hwatch_sample(w, &gw, why, sizeof why)); /* not back yet: no count */
+    assert_false(fb_hwatch_sample(w, &gw, why, sizeof why));
+    atomic_store(&devs[0].state, FB_DEV_ONLINE);
+    assert_false(fb_hwatch_sample(w, &gw, why, sizeof why));
+    atomic_store(&devs[0].state, FB_DEV_OFFLINE);
+    assert_false(fb_hwatch_sample(w, &gw, why, sizeof why)); /* one sample: the grace */
+    assert_true(fb_hwatch_sample(w, &gw, why, sizeof why));
+    assert_string_equal(why, "device a was offline during the check (2 samples in a row, a second apart)");
+    atomic_store(&devs[0].state, FB_DEV_ONLINE); /* back before the end: still failed */
+    assert_true(fb_hwatch_final(w, &gw, why, sizeof why));
+    assert_non_null(strstr(why, "device a was offline during the check"));
+    fb_hwatch_free(w);
+
+    /* a sink that flaps: down, up, down, up, down */
+    w = fb_hwatch_new();
+    assert_true(fb_hwatch_add(w, true, "mqtt"));
+    for (int i = 0; i < 5; i++) {
+        atomic_store(&sinks[0].m.connected, i % 2 == 0 ? 1 : 0);
+        assert_false(fb_hwatch_sample(w, &gw, why, sizeof why));
+    }
+    atomic_store(&sinks[0].m.connected, 0);
+    assert_true(fb_hwatch_sample(w, &gw, why, sizeof why));
+    assert_string_equal(why, "sink mqtt was not connected in 3 samples during the check (it flaps)");
+    fb_hwatch_free(w);
+
+    /* healthy all along passes; one never back fails at the end; a removed one does not count */
+    w = fb_hwatch_new();
+    assert_true(fb_hwatch_add(w, false, "a") && fb_hwatch_add(w, false, "b") && fb_hwatch_add(w, false, "gone"));
+    atomic_store(&devs[0].state, FB_DEV_ONLINE);
+    atomic_store(&devs[1].state, FB_DEV_CONNECTING);
+    for (int i = 0; i < 5; i++) assert_false(fb_hwatch_sample(w, &gw, why, sizeof why));
+    assert_true(fb_hwatch_final(w, &gw, why, sizeof why));
+    assert_string_equal(why, "device b is offline");
+    fb_hwatch_free(w);
+    w = fb_hwatch_new();
+    assert_true(fb_hwatch_add(w, false, "a"));
+    assert_false(fb_hwatch_sample(w, &gw, why, sizeof why));
+    assert_false(fb_hwatch_final(w, &gw, why, sizeof why));
+    fb_hwatch_free(w);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_delta),          cmocka_unit_test(test_merge),  cmocka_unit_test(test_version_and_checks),
         cmocka_unit_test(test_persisted_form), cmocka_unit_test(test_outbox),
+        cmocka_unit_test(test_outbox_acked), cmocka_unit_test(test_health_watch),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -571,9 +571,11 @@ static bool mq_cfg_equal(const void *a, const void *b)
            x->max_inflight == y->max_inflight;
 }
 
+static void mq_acked(void *obj, uint64_t token, int outcome);
 static const struct fb_mqtt_session_ops mq_ops = {
     .connected = mq_connected,
     .message = mq_message,
+    .acked = mq_acked,
 };
 
 static int mq_open(struct fb_sink_inst *s, struct fb_err *err)
@@ -711,20 +713,31 @@ static bool mq_ready(struct fb_sink_inst *s)
     return ctx && fb_mqtt_session_ready(ctx->ms);
 }
 
-/* A message of the fleet extensions (device shadow: src/fleet/outbox.h) on
- * the gateway topic with `suffix` as its kind; non-zero keeps it queued. */
-static int outbox_pub(void *arg, const char *suffix, const char *json, size_t len)
+/* A message of the fleet extensions (device shadow, OTA: src/fleet/outbox.h)
+ * on the gateway topic with `suffix` as its kind; non-zero keeps it queued.
+ * One with a token goes out at QoS 1 at least and its PUBACK settles it
+ * (mq_acked). */
+static int outbox_pub(void *arg, const char *suffix, const char *json, size_t len, uint64_t token)
 {
     struct mq_ctx *ctx = arg;
     struct fb_err e = {0};
     char *t = topic_dup(ctx, NULL, suffix, &e);
     if (!t) {
         fb_warn(NULL, NULL, "mqtt: %s not published: %s", suffix, e.msg);
+        if (token) fb_outbox_settle(fb_fleet_outbox(ctx->gw), token, FB_DROP);
         return 0;
     }
-    int rc = fb_mqtt_session_publish(ctx->ms, t, json, len, ctx->cfg->qos_status, false, NULL);
+    int rc = token ? fb_mqtt_session_publish_acked(ctx->ms, t, json, len, ctx->cfg->qos_status, false, token)
+                   : fb_mqtt_session_publish(ctx->ms, t, json, len, ctx->cfg->qos_status, false, NULL);
     free(t);
     return rc == MOSQ_ERR_SUCCESS ? 0 : 1;
+}
+
+/* The broker acknowledged an outbox message (or the connection ended first). */
+static void mq_acked(void *obj, uint64_t token, int outcome)
+{
+    struct mq_ctx *ctx = obj;
+    fb_outbox_settle(fb_fleet_outbox(ctx->gw), token, outcome);
 }
 
 /* The gateway status: every status interval, and at once when it changed

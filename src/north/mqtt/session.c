@@ -50,7 +50,12 @@
  * they are acknowledged ready() says no, so newer buffered records never
  * overtake them, and if the session does not resend them within 5 s they go
  * back to the store (duplicates are possible, loss is not).  What is still
- * unacknowledged at close is reported FB_RETRY.
+ * unacknowledged at close is reported FB_RETRY.  A publication whose
+ * publisher wants its acknowledgement without a store behind it
+ * (fb_mqtt_session_publish_acked: the fleet outbox's OTA result) is kept in
+ * a small list (mid → token) and reported through ops->acked: FB_SENT on
+ * its PUBACK, FB_RETRY as soon as the connection drops or the session
+ * closes (its publisher sends it again: at least once, maybe twice).
  *
  * TLS.  With tls.ca or tls.ca_path the session hands libmosquitto a TLS
  * context of its own (MOSQ_OPT_SSL_CTX, "with defaults": libmosquitto still
@@ -101,6 +106,7 @@
 /* direct_io: while tracked publications come at least this often, their
  * publisher reads the socket and the network thread does not watch it */
 #define MS_ACTIVE_NS 5000000LL
+#define MS_ACKS_MAX 32 /* fb_mqtt_session_publish_acked awaiting their PUBACK at once */
 
 struct slot {
     int mid; /* 0 = empty (libmosquitto mids are 1..65535) */
@@ -145,6 +151,9 @@ struct fb_mqtt_session {
     int64_t connected_at; /* monotonic, for the resend time-out */
     int close_mid;
     bool close_acked;
+    /* publications whose acknowledgement their publisher wants (publish_acked): mid → token */
+    struct slot acks[MS_ACKS_MAX];
+    uint32_t nacks;
 
     /* TLS (network thread): our context, the CRL file's identity when loaded,
      * why the broker's certificate was last refused (X509_V_ERR_*, 0 = none) */
@@ -469,6 +478,32 @@ static uint32_t retry_all(struct fb_mqtt_session *ms)
     return n;
 }
 
+/* Acknowledgements a publisher waits for (fb_mqtt_session_publish_acked), mu held. */
+static bool acks_take(struct fb_mqtt_session *ms, int mid, uint64_t *tok)
+{
+    for (uint32_t i = 0; i < ms->nacks; i++)
+        if (ms->acks[i].mid == mid) {
+            *tok = ms->acks[i].id;
+            ms->acks[i] = ms->acks[--ms->nacks];
+            return true;
+        }
+    return false;
+}
+
+/* Every acknowledgement still awaited is reported FB_RETRY (the connection
+ * or the session ended: the publisher sends it again on the next one).
+ * mu not held. */
+static void acks_retry_all(struct fb_mqtt_session *ms)
+{
+    for (;;) {
+        pthread_mutex_lock(&ms->mu);
+        uint64_t tok = ms->nacks ? ms->acks[--ms->nacks].id : 0;
+        pthread_mutex_unlock(&ms->mu);
+        if (!tok) break;
+        if (ms->ops->acked) ms->ops->acked(ms->obj, tok, FB_RETRY);
+    }
+}
+
 /* ---------------------------------------------------- libmosquitto callbacks */
 static void on_connect(struct mosquitto *mosq, void *obj, int rc, int flags, const mosquitto_property *props)
 {
@@ -518,6 +553,9 @@ static void lost(struct fb_mqtt_session *ms, bool clean, const char *why)
     else if (!atomic_load(&ms->next_server))
         fb_warn(NULL, NULL, "%s: connection to %s:%d lost: %s", ms->name, sv->host, sv->port, why);
     if (ms->ops->disconnected) ms->ops->disconnected(ms->obj, ms);
+    /* libmosquitto may resend them after the reconnect, or not (see "Delivery"):
+     * their publisher sends them again, so at least one copy arrives */
+    acks_retry_all(ms);
     if (ms->sink) fb_sink_wake(ms->sink);
 }
 
@@ -539,9 +577,10 @@ static void on_publish(struct mosquitto *mosq, void *obj, int mid, int reason, c
     (void)mosq;
     (void)props;
     struct fb_mqtt_session *ms = obj;
-    uint64_t id = 0;
+    uint64_t id = 0, tok = 0;
     pthread_mutex_lock(&ms->mu);
     bool ours = map_take(ms, mid, &id);
+    bool acked = !ours && acks_take(ms, mid, &tok);
     if (ms->inflight == 0) ms->resend_pending = false;
     if (mid == ms->close_mid) ms->close_acked = true;
     pthread_cond_broadcast(&ms->cv);
@@ -552,6 +591,7 @@ static void on_publish(struct mosquitto *mosq, void *obj, int mid, int reason, c
             fb_warn(NULL, NULL, "%s: the broker refused a message: %s", ms->name, mosquitto_reason_string(reason));
     }
     if (ours && ms->sink) fb_sink_done(ms->sink, id, reason >= 0x80 ? FB_DROP : FB_SENT);
+    if (acked && ms->ops->acked) ms->ops->acked(ms->obj, tok, reason >= 0x80 ? FB_DROP : FB_SENT);
 }
 
 static void on_subscribe(struct mosquitto *mosq, void *obj, int mid, int n, const int *granted,
@@ -1092,6 +1132,7 @@ bool fb_mqtt_session_close(struct fb_mqtt_session *ms, const char *topic, const 
     pthread_mutex_lock(&ms->mu);
     retry_all(ms);
     pthread_mutex_unlock(&ms->mu);
+    acks_retry_all(ms);
     session_free(ms);
     return acked;
 }
@@ -1108,6 +1149,42 @@ int fb_mqtt_session_publish(struct fb_mqtt_session *ms, const char *topic, const
      * network thread writes it */
     if (ms->direct_io && mosquitto_want_write(ms->mosq)) wake_net(ms);
     return MOSQ_ERR_SUCCESS;
+}
+
+int fb_mqtt_session_publish_acked(struct fb_mqtt_session *ms, const char *topic, const void *p, size_t len, int qos,
+                                  bool retain, uint64_t token)
+{
+    if (qos < 1) qos = 1;
+    /* the PUBACK must find the mid: as in publish_tracked, nobody reads the
+     * socket (direct_io: rd_mu) or runs a callback (threaded: mu) until it is in */
+    if (ms->direct_io) pthread_mutex_lock(&ms->rd_mu);
+    pthread_mutex_lock(&ms->mu);
+    if (ms->nacks == MS_ACKS_MAX || !atomic_load(&ms->connected)) {
+        pthread_mutex_unlock(&ms->mu);
+        if (ms->direct_io) pthread_mutex_unlock(&ms->rd_mu);
+        return ms->nacks == MS_ACKS_MAX ? MOSQ_ERR_NOMEM : MOSQ_ERR_NO_CONN;
+    }
+    if (ms->direct_io) pthread_mutex_unlock(&ms->mu);
+    int mid = 0;
+    int rc = ms->v5 ? mosquitto_publish_v5(ms->mosq, &mid, topic, (int)len, p, qos, retain, NULL)
+                    : mosquitto_publish(ms->mosq, &mid, topic, (int)len, p, qos, retain);
+    if (ms->direct_io) pthread_mutex_lock(&ms->mu);
+    bool ok = published(ms, rc, qos, mid);
+    if (ok && !atomic_load(&ms->connected)) { /* lost on the way: its acks_retry_all has run already */
+        ok = false;
+        rc = MOSQ_ERR_CONN_LOST;
+    }
+    if (ok) {
+        ms->acks[ms->nacks].mid = mid;
+        ms->acks[ms->nacks].id = token;
+        ms->nacks++;
+    }
+    pthread_mutex_unlock(&ms->mu);
+    if (ms->direct_io) {
+        if (ok) flush(ms);
+        pthread_mutex_unlock(&ms->rd_mu);
+    }
+    return ok ? MOSQ_ERR_SUCCESS : rc;
 }
 
 void fb_mqtt_session_publish_tracked(struct fb_mqtt_session *ms, uint64_t id, const char *topic, const void *p,

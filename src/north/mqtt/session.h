@@ -73,6 +73,11 @@ struct fb_mqtt_session_ops {
     /* the connection ended (after it had been accepted) */
     void (*disconnected)(void *obj, struct fb_mqtt_session *ms);
     void (*message)(void *obj, const struct mosquitto_message *msg, const mosquitto_property *props);
+    /* what became of a fb_mqtt_session_publish_acked publication (token):
+     * FB_SENT on its PUBACK, FB_DROP when an MQTT 5 broker refused it,
+     * FB_RETRY when the connection or the session ended before (any thread
+     * that reads the socket, or the closing one; no lock of the session held) */
+    void (*acked)(void *obj, uint64_t token, int outcome);
 };
 
 struct fb_mqtt_session_opts {
@@ -131,6 +136,13 @@ const struct fb_broker_server *fb_mqtt_session_server(const struct fb_mqtt_sessi
  * gateway stops. */
 void fb_mqtt_session_publish_tracked(struct fb_mqtt_session *ms, uint64_t id, const char *topic, const void *p,
                                      size_t len, int qos, bool retain);
+/* A publication (QoS >= 1; 0 is raised to 1) whose fate is reported to
+ * ops->acked with `token`: on its PUBACK, or FB_RETRY once the connection
+ * drops or the session closes first.  MOSQ_ERR_SUCCESS, or an error and
+ * nothing is reported (not connected; 32 such publications already await
+ * their acknowledgement). */
+int fb_mqtt_session_publish_acked(struct fb_mqtt_session *ms, const char *topic, const void *p, size_t len, int qos,
+                                  bool retain, uint64_t token);
 /* Untracked publication (status, births, responses); props may be NULL. */
 int fb_mqtt_session_publish(struct fb_mqtt_session *ms, const char *topic, const void *p, size_t len, int qos,
                             bool retain, const mosquitto_property *props);
