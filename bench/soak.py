@@ -173,12 +173,24 @@ class Gateway:
         # unshare execs sh, sh execs fieldbridge: one PID, inside the namespace
         script = (f"mount -t tmpfs -o size={tmpfs_size} soak-buffer {bufdir} && "
                   f"exec {fb_bin} run -c {self.cfg}")
-        self.proc = peers.Proc(["unshare", "-m", "--propagation", "private", "sh", "-c", script],
+        # A chroot (such as a bare-root test) cannot make its mounts private ("/" is no mount point
+        # there): then the namespace keeps the propagation it inherits, and stop() takes the tmpfs
+        # down again where it may have propagated to.
+        probe = subprocess.run(["unshare", "-m", "--propagation", "private", "true"], capture_output=True,
+                               text=True, timeout=30, check=False)
+        self.private = probe.returncode == 0
+        if not self.private:
+            print(f"soak: private mounts impossible here ({probe.stderr.strip()}); the buffer tmpfs is "
+                  "mounted with the inherited propagation and unmounted at the end", flush=True)
+        prop = "private" if self.private else "unchanged"
+        self.proc = peers.Proc(["unshare", "-m", "--propagation", prop, "sh", "-c", script],
                                os.path.join(workdir, "gw.log"))
         self.pid = self.proc.p.pid
 
     def nsenter(self, *argv):
-        return subprocess.run(["nsenter", "-t", str(self.pid), "-m", *argv], capture_output=True, text=True,
+        # -r: the target's root directory too (entering a mount namespace would otherwise put us at
+        # its real root, not in the chroot the gateway may run in)
+        return subprocess.run(["nsenter", "-t", str(self.pid), "-m", "-r", "-w", *argv], capture_output=True, text=True,
                               timeout=30, check=False)
 
     def fill_disk(self):
@@ -205,7 +217,10 @@ class Gateway:
         return self.proc.poll() is None
 
     def stop(self):
-        return self.proc.stop(signal.SIGTERM, 15)
+        rc = self.proc.stop(signal.SIGTERM, 15)
+        if not self.private and os.path.ismount(self.bufdir):
+            subprocess.run(["umount", "-l", self.bufdir], capture_output=True, timeout=30, check=False)
+        return rc
 
 
 def http_get(port, path):
