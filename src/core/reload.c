@@ -940,6 +940,12 @@ int fb_reload_apply(struct fb_gateway *gw, struct fb_gateway *nw, struct fb_buf 
     for (uint32_t i = 0; i < gw->nsinks; i++)
         if (p.sfate[i] == S_KEEP && gw->sinks[i].sink->model_begin) gw->sinks[i].sink->model_begin(&gw->sinks[i]);
 
+    /* Lua writes still queued answer to their script (cmd->reply_ctx), which
+     * goes with the old model whether the edge restarts or is kept (a kept
+     * edge runs on the new model's scripts): dropped, logged, before the swap.
+     * The edge thread is stopped or parked, so no script submits meanwhile. */
+    fb_router_drop_from(gw, "lua");
+
     /* 4. swap, under the model lock */
     report_plan(report, gw, nw, &p);
     fb_certs_stop(gw); /* its thread reads the model's certificate list: it starts again on the new one */
