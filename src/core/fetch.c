@@ -1,73 +1,21 @@
 /* fetch.c — a remote configuration delivered by URL: libcurl for the
  * transfer, OpenSSL for the SHA-256 that proves it is the file meant.
  *
- * libcurl is loaded with dlopen() the first time a download is asked for,
- * not linked: Debian's libcurl4 brings Kerberos, LDAP, SSH, RTMP, PSL and
- * HTTP/2 libraries with it, resident memory a gateway that never fetches
- * should not pay (the metrics endpoint does the same with libmicrohttpd).
- * The headers come from libcurl4-openssl-dev.  Only http and https are
- * allowed, for redirects too; the body is bounded while it arrives.
+ * libcurl is loaded the first time a download is asked for (core/curl_dl.h
+ * says why).  Only http and https are allowed, for redirects too; the body is
+ * bounded while it arrives.
  */
 #include "core/fetch.h"
 
-#include <curl/curl.h>
-#include <dlfcn.h>
 #include <errno.h>
 #include <limits.h>
 #include <openssl/evp.h>
-#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
-static struct {
-    void *lib;
-    CURLcode (*global_init)(long);
-    CURL *(*easy_init)(void);
-    CURLcode (*easy_setopt)(CURL *, CURLoption, ...);
-    CURLcode (*easy_perform)(CURL *);
-    CURLcode (*easy_getinfo)(CURL *, CURLINFO, ...);
-    void (*easy_cleanup)(CURL *);
-    const char *(*easy_strerror)(CURLcode);
-} curl;
-static pthread_mutex_t curl_mu = PTHREAD_MUTEX_INITIALIZER;
-
-static int curl_load(struct fb_err *err)
-{
-    pthread_mutex_lock(&curl_mu);
-    if (curl.lib) {
-        pthread_mutex_unlock(&curl_mu);
-        return 0;
-    }
-    void *lib = dlopen("libcurl.so.4", RTLD_NOW | RTLD_LOCAL);
-    if (!lib) {
-        pthread_mutex_unlock(&curl_mu);
-        return fb_err_set(err, FB_ENOENT, "cannot load libcurl (apt install libcurl4): %s", dlerror());
-    }
-#define LOAD(field, sym)                                                                                               \
-    do {                                                                                                               \
-        *(void **)&curl.field = dlsym(lib, sym);                                                                       \
-        if (!curl.field) {                                                                                             \
-            dlclose(lib);                                                                                              \
-            memset(&curl, 0, sizeof curl);                                                                             \
-            pthread_mutex_unlock(&curl_mu);                                                                            \
-            return fb_err_set(err, FB_ENOENT, "libcurl lacks %s", sym);                                                \
-        }                                                                                                              \
-    } while (0)
-    LOAD(global_init, "curl_global_init");
-    LOAD(easy_init, "curl_easy_init");
-    LOAD(easy_setopt, "curl_easy_setopt");
-    LOAD(easy_perform, "curl_easy_perform");
-    LOAD(easy_getinfo, "curl_easy_getinfo");
-    LOAD(easy_cleanup, "curl_easy_cleanup");
-    LOAD(easy_strerror, "curl_easy_strerror");
-#undef LOAD
-    curl.global_init(CURL_GLOBAL_DEFAULT);
-    curl.lib = lib;
-    pthread_mutex_unlock(&curl_mu);
-    return 0;
-}
+#include "core/curl_dl.h"
 
 struct body {
     char *p;
@@ -119,35 +67,35 @@ int fb_fetch_cancellable(const char *url, const char *ca_file, int64_t timeout_n
     *len = 0;
     if (strncmp(url, "http://", 7) != 0 && strncmp(url, "https://", 8) != 0)
         return fb_err_set(err, FB_EINVAL, "url: only http:// and https:// are fetched, got '%.80s'", url);
-    int rc = curl_load(err);
+    int rc = fb_curl_load(err);
     if (rc < 0) return rc;
-    CURL *h = curl.easy_init();
+    CURL *h = fb_curl.easy_init();
     if (!h) return fb_err_set(err, FB_ENOMEM, "cannot start a download");
     struct body b = {.max = max_bytes};
     char ebuf[CURL_ERROR_SIZE] = "";
-    curl.easy_setopt(h, CURLOPT_URL, url);
-    curl.easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
-    curl.easy_setopt(h, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
-    curl.easy_setopt(h, CURLOPT_FOLLOWLOCATION, 1L);
-    curl.easy_setopt(h, CURLOPT_MAXREDIRS, 5L);
-    curl.easy_setopt(h, CURLOPT_NOSIGNAL, 1L); /* threads: no SIGALRM for DNS time-outs */
-    curl.easy_setopt(h, CURLOPT_TIMEOUT_MS, (long)(timeout_ns / 1000000));
-    curl.easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, (long)(timeout_ns / 1000000));
-    curl.easy_setopt(h, CURLOPT_WRITEFUNCTION, on_data);
-    curl.easy_setopt(h, CURLOPT_WRITEDATA, &b);
-    curl.easy_setopt(h, CURLOPT_ERRORBUFFER, ebuf);
-    curl.easy_setopt(h, CURLOPT_USERAGENT, "fieldbridge/" FB_VERSION);
-    if (ca_file) curl.easy_setopt(h, CURLOPT_CAINFO, ca_file);
+    fb_curl.easy_setopt(h, CURLOPT_URL, url);
+    fb_curl.easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
+    fb_curl.easy_setopt(h, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
+    fb_curl.easy_setopt(h, CURLOPT_FOLLOWLOCATION, 1L);
+    fb_curl.easy_setopt(h, CURLOPT_MAXREDIRS, 5L);
+    fb_curl.easy_setopt(h, CURLOPT_NOSIGNAL, 1L); /* threads: no SIGALRM for DNS time-outs */
+    fb_curl.easy_setopt(h, CURLOPT_TIMEOUT_MS, (long)(timeout_ns / 1000000));
+    fb_curl.easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, (long)(timeout_ns / 1000000));
+    fb_curl.easy_setopt(h, CURLOPT_WRITEFUNCTION, on_data);
+    fb_curl.easy_setopt(h, CURLOPT_WRITEDATA, &b);
+    fb_curl.easy_setopt(h, CURLOPT_ERRORBUFFER, ebuf);
+    fb_curl.easy_setopt(h, CURLOPT_USERAGENT, "fieldbridge/" FB_VERSION);
+    if (ca_file) fb_curl.easy_setopt(h, CURLOPT_CAINFO, ca_file);
     if (cancel) {
-        curl.easy_setopt(h, CURLOPT_NOPROGRESS, 0L);
-        curl.easy_setopt(h, CURLOPT_XFERINFOFUNCTION, on_progress);
-        curl.easy_setopt(h, CURLOPT_XFERINFODATA, (void *)cancel);
+        fb_curl.easy_setopt(h, CURLOPT_NOPROGRESS, 0L);
+        fb_curl.easy_setopt(h, CURLOPT_XFERINFOFUNCTION, on_progress);
+        fb_curl.easy_setopt(h, CURLOPT_XFERINFODATA, (void *)cancel);
     }
-    if (max_bytes < (uint64_t)LONG_MAX) curl.easy_setopt(h, CURLOPT_MAXFILESIZE, (long)max_bytes);
-    CURLcode cc = curl.easy_perform(h);
+    if (max_bytes < (uint64_t)LONG_MAX) fb_curl.easy_setopt(h, CURLOPT_MAXFILESIZE, (long)max_bytes);
+    CURLcode cc = fb_curl.easy_perform(h);
     long status = 0;
-    curl.easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status);
-    curl.easy_cleanup(h);
+    fb_curl.easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status);
+    fb_curl.easy_cleanup(h);
     if (cc == CURLE_ABORTED_BY_CALLBACK)
         rc = fb_err_set(err, FB_ECLOSED, "%.120s: download given up (the gateway is stopping)", url);
     else if (b.too_big || cc == CURLE_FILESIZE_EXCEEDED)
@@ -155,7 +103,7 @@ int fb_fetch_cancellable(const char *url, const char *ca_file, int64_t timeout_n
                         (unsigned long long)max_bytes);
     else if (cc != CURLE_OK)
         rc = fb_err_set(err, cc == CURLE_OPERATION_TIMEDOUT ? FB_ETIMEDOUT : FB_EIO, "%.120s: %s", url,
-                        ebuf[0] ? ebuf : curl.easy_strerror(cc));
+                        ebuf[0] ? ebuf : fb_curl.easy_strerror(cc));
     else if (status >= 400 || (status && status < 200))
         rc = fb_err_set(err, FB_EIO, "%.120s: HTTP status %ld", url, status);
     if (rc < 0) {
@@ -223,14 +171,14 @@ int fb_fetch_file(const char *url, const char *ca_file, int64_t timeout_ns, uint
     *len = 0;
     if (strncmp(url, "http://", 7) != 0 && strncmp(url, "https://", 8) != 0)
         return fb_err_set(err, FB_EINVAL, "url: only http:// and https:// are fetched, got '%.80s'", url);
-    int rc = curl_load(err);
+    int rc = fb_curl_load(err);
     if (rc < 0) return rc;
     FILE *f = fopen(path, "ab");
     if (!f) return fb_err_set(err, FB_EIO, "%s: %s", path, strerror(errno));
     fseeko(f, 0, SEEK_END);
     off_t have = ftello(f);
     if (have < 0) have = 0;
-    CURL *h = curl.easy_init();
+    CURL *h = fb_curl.easy_init();
     if (!h) {
         fclose(f);
         return fb_err_set(err, FB_ENOMEM, "cannot start a download");
@@ -238,27 +186,27 @@ int fb_fetch_file(const char *url, const char *ca_file, int64_t timeout_ns, uint
     struct fbody b = {.f = f, .have = (uint64_t)have, .max = max_bytes};
     struct fprog pr = {.cancel = cancel, .progress = progress, .arg = progress_arg, .base = (uint64_t)have};
     char ebuf[CURL_ERROR_SIZE] = "";
-    curl.easy_setopt(h, CURLOPT_URL, url);
-    curl.easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
-    curl.easy_setopt(h, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
-    curl.easy_setopt(h, CURLOPT_FOLLOWLOCATION, 1L);
-    curl.easy_setopt(h, CURLOPT_MAXREDIRS, 5L);
-    curl.easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
-    curl.easy_setopt(h, CURLOPT_TIMEOUT_MS, (long)(timeout_ns / 1000000));
-    curl.easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, (long)(timeout_ns / 1000000));
-    curl.easy_setopt(h, CURLOPT_WRITEFUNCTION, on_file_data);
-    curl.easy_setopt(h, CURLOPT_WRITEDATA, &b);
-    curl.easy_setopt(h, CURLOPT_ERRORBUFFER, ebuf);
-    curl.easy_setopt(h, CURLOPT_USERAGENT, "fieldbridge/" FB_VERSION);
-    curl.easy_setopt(h, CURLOPT_NOPROGRESS, 0L);
-    curl.easy_setopt(h, CURLOPT_XFERINFOFUNCTION, on_file_progress);
-    curl.easy_setopt(h, CURLOPT_XFERINFODATA, &pr);
-    if (have > 0) curl.easy_setopt(h, CURLOPT_RESUME_FROM_LARGE, (curl_off_t)have);
-    if (ca_file) curl.easy_setopt(h, CURLOPT_CAINFO, ca_file);
-    CURLcode cc = curl.easy_perform(h);
+    fb_curl.easy_setopt(h, CURLOPT_URL, url);
+    fb_curl.easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
+    fb_curl.easy_setopt(h, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
+    fb_curl.easy_setopt(h, CURLOPT_FOLLOWLOCATION, 1L);
+    fb_curl.easy_setopt(h, CURLOPT_MAXREDIRS, 5L);
+    fb_curl.easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
+    fb_curl.easy_setopt(h, CURLOPT_TIMEOUT_MS, (long)(timeout_ns / 1000000));
+    fb_curl.easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, (long)(timeout_ns / 1000000));
+    fb_curl.easy_setopt(h, CURLOPT_WRITEFUNCTION, on_file_data);
+    fb_curl.easy_setopt(h, CURLOPT_WRITEDATA, &b);
+    fb_curl.easy_setopt(h, CURLOPT_ERRORBUFFER, ebuf);
+    fb_curl.easy_setopt(h, CURLOPT_USERAGENT, "fieldbridge/" FB_VERSION);
+    fb_curl.easy_setopt(h, CURLOPT_NOPROGRESS, 0L);
+    fb_curl.easy_setopt(h, CURLOPT_XFERINFOFUNCTION, on_file_progress);
+    fb_curl.easy_setopt(h, CURLOPT_XFERINFODATA, &pr);
+    if (have > 0) fb_curl.easy_setopt(h, CURLOPT_RESUME_FROM_LARGE, (curl_off_t)have);
+    if (ca_file) fb_curl.easy_setopt(h, CURLOPT_CAINFO, ca_file);
+    CURLcode cc = fb_curl.easy_perform(h);
     long status = 0;
-    curl.easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status);
-    curl.easy_cleanup(h);
+    fb_curl.easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status);
+    fb_curl.easy_cleanup(h);
     bool flushed = fflush(f) == 0 && fsync(fileno(f)) == 0;
     fclose(f);
     *len = b.have;
@@ -271,7 +219,7 @@ int fb_fetch_file(const char *url, const char *ca_file, int64_t timeout_ns, uint
         return fb_err_set(err, FB_EAGAIN, "%.120s: the server does not resume downloads", url);
     if (cc != CURLE_OK)
         return fb_err_set(err, cc == CURLE_OPERATION_TIMEDOUT ? FB_ETIMEDOUT : FB_EIO, "%.120s: %s", url,
-                          ebuf[0] ? ebuf : curl.easy_strerror(cc));
+                          ebuf[0] ? ebuf : fb_curl.easy_strerror(cc));
     if (status >= 400 || (status && status < 200))
         return fb_err_set(err, FB_EIO, "%.120s: HTTP status %ld", url, status);
     if (have > 0 && status == 200) /* the whole file again, appended to what we had: unusable */

@@ -41,14 +41,19 @@ def sh(*args, timeout=300, check=True, **kw):
 
 
 def mirror():
-    for f in ["/etc/apt/sources.list"] + glob.glob("/etc/apt/sources.list.d/*"):
+    """The Debian mirror apt uses here: only the files apt reads (sources.list,
+    sources.list.d/*.list and *.sources; not e.g. *.disabled), only a Debian
+    archive (not a vendor repository such as NodeSource's), not security."""
+    files = ["/etc/apt/sources.list"] + sorted(glob.glob("/etc/apt/sources.list.d/*.list") +
+                                               glob.glob("/etc/apt/sources.list.d/*.sources"))
+    for f in files:
         try:
             for line in open(f, encoding="utf-8"):
                 line = line.strip()
                 if line.startswith("#"):
                     continue
                 for w in line.split():
-                    if w.startswith(("http://", "https://")) and "security" not in w:
+                    if w.startswith(("http://", "https://")) and "security" not in w and "/debian" in w:
                         return w
         except OSError:
             pass

@@ -48,7 +48,6 @@
  */
 #include "north/influx/influx.h"
 
-#include <curl/curl.h>
 #include <math.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -56,6 +55,7 @@
 #include <string.h>
 #include <zlib.h>
 
+#include "core/curl_dl.h"
 #include "core/log.h"
 #include "core/metrics.h"
 #include "core/plugin.h"
@@ -507,7 +507,7 @@ static bool seal(struct ix_ctx *x)
         x->q_head = bd;
     x->q_tail = bd;
     pthread_mutex_unlock(&x->mu);
-    curl_multi_wakeup(x->multi);
+    fb_curl.multi_wakeup(x->multi);
     return true;
 }
 
@@ -529,28 +529,28 @@ static size_t on_body(char *p, size_t size, size_t n, void *ud)
 static void easy_common(struct ix_ctx *x, CURL *e, struct fb_buf *resp, char *err)
 {
     const struct fb_influx_cfg *c = x->c;
-    curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long)(c->timeout_ns / 1000000));
-    curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, (long)(c->timeout_ns / 1000000));
-    curl_easy_setopt(e, CURLOPT_HTTPHEADER, x->headers);
-    curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body);
-    curl_easy_setopt(e, CURLOPT_WRITEDATA, resp);
-    curl_easy_setopt(e, CURLOPT_ERRORBUFFER, err);
-    curl_easy_setopt(e, CURLOPT_USERAGENT, "fieldbridge/" FB_VERSION);
-    curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
-    curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 0L);
-    curl_easy_setopt(e, CURLOPT_TCP_NODELAY, 1L);
+    fb_curl.easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+    fb_curl.easy_setopt(e, CURLOPT_TIMEOUT_MS, (long)(c->timeout_ns / 1000000));
+    fb_curl.easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, (long)(c->timeout_ns / 1000000));
+    fb_curl.easy_setopt(e, CURLOPT_HTTPHEADER, x->headers);
+    fb_curl.easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body);
+    fb_curl.easy_setopt(e, CURLOPT_WRITEDATA, resp);
+    fb_curl.easy_setopt(e, CURLOPT_ERRORBUFFER, err);
+    fb_curl.easy_setopt(e, CURLOPT_USERAGENT, "fieldbridge/" FB_VERSION);
+    fb_curl.easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
+    fb_curl.easy_setopt(e, CURLOPT_FOLLOWLOCATION, 0L);
+    fb_curl.easy_setopt(e, CURLOPT_TCP_NODELAY, 1L);
     if (c->username) {
-        curl_easy_setopt(e, CURLOPT_HTTPAUTH, (long)CURLAUTH_BASIC);
-        curl_easy_setopt(e, CURLOPT_USERNAME, c->username);
-        curl_easy_setopt(e, CURLOPT_PASSWORD, c->password ? c->password : "");
+        fb_curl.easy_setopt(e, CURLOPT_HTTPAUTH, (long)CURLAUTH_BASIC);
+        fb_curl.easy_setopt(e, CURLOPT_USERNAME, c->username);
+        fb_curl.easy_setopt(e, CURLOPT_PASSWORD, c->password ? c->password : "");
     }
-    if (c->ca) curl_easy_setopt(e, CURLOPT_CAINFO, c->ca);
-    if (c->ca_path) curl_easy_setopt(e, CURLOPT_CAPATH, c->ca_path);
-    if (c->cert) curl_easy_setopt(e, CURLOPT_SSLCERT, c->cert);
-    if (c->key) curl_easy_setopt(e, CURLOPT_SSLKEY, c->key);
-    curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, 1L);
-    curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, c->tls_verify_hostname ? 2L : 0L);
+    if (c->ca) fb_curl.easy_setopt(e, CURLOPT_CAINFO, c->ca);
+    if (c->ca_path) fb_curl.easy_setopt(e, CURLOPT_CAPATH, c->ca_path);
+    if (c->cert) fb_curl.easy_setopt(e, CURLOPT_SSLCERT, c->cert);
+    if (c->key) fb_curl.easy_setopt(e, CURLOPT_SSLKEY, c->key);
+    fb_curl.easy_setopt(e, CURLOPT_SSL_VERIFYPEER, 1L);
+    fb_curl.easy_setopt(e, CURLOPT_SSL_VERIFYHOST, c->tls_verify_hostname ? 2L : 0L);
 }
 
 static void start_body(struct ix_ctx *x, struct ix_body *bd)
@@ -560,14 +560,14 @@ static void start_body(struct ix_ctx *x, struct ix_body *bd)
     bool gz = x->z_ok && bd->gz.len;
     const struct fb_buf *payload = gz ? &bd->gz : &bd->text;
     CURL *e = bd->easy;
-    curl_easy_setopt(e, CURLOPT_URL, x->c->write_url);
-    curl_easy_setopt(e, CURLOPT_POST, 1L);
-    curl_easy_setopt(e, CURLOPT_POSTFIELDS, payload->p ? payload->p : "");
-    curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)payload->len);
-    curl_easy_setopt(e, CURLOPT_PRIVATE, bd);
+    fb_curl.easy_setopt(e, CURLOPT_URL, x->c->write_url);
+    fb_curl.easy_setopt(e, CURLOPT_POST, 1L);
+    fb_curl.easy_setopt(e, CURLOPT_POSTFIELDS, payload->p ? payload->p : "");
+    fb_curl.easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)payload->len);
+    fb_curl.easy_setopt(e, CURLOPT_PRIVATE, bd);
     bd->attempts++;
     atomic_fetch_add(&x->n_requests, 1);
-    curl_multi_add_handle(x->multi, e);
+    fb_curl.multi_add_handle(x->multi, e);
     x->active++;
 }
 
@@ -577,17 +577,17 @@ static void start_create_db(struct ix_ctx *x)
     struct fb_buf q;
     fb_buf_init(&q);
     fb_buf_puts(&q, prefix);
-    char *esc = curl_easy_escape(x->qeasy, x->c->db, 0);
+    char *esc = fb_curl.easy_escape(x->qeasy, x->c->db, 0);
     fb_buf_puts(&q, esc ? esc : "");
-    curl_free(esc);
+    fb_curl.free(esc);
     fb_buf_puts(&q, "%22");
     fb_buf_clear(&x->qresp);
     x->qerr[0] = 0;
-    curl_easy_setopt(x->qeasy, CURLOPT_URL, x->c->query_url);
-    curl_easy_setopt(x->qeasy, CURLOPT_COPYPOSTFIELDS, fb_buf_cstr(&q));
-    curl_easy_setopt(x->qeasy, CURLOPT_PRIVATE, NULL);
+    fb_curl.easy_setopt(x->qeasy, CURLOPT_URL, x->c->query_url);
+    fb_curl.easy_setopt(x->qeasy, CURLOPT_COPYPOSTFIELDS, fb_buf_cstr(&q));
+    fb_curl.easy_setopt(x->qeasy, CURLOPT_PRIVATE, NULL);
     fb_buf_free(&q);
-    curl_multi_add_handle(x->multi, x->qeasy);
+    fb_curl.multi_add_handle(x->multi, x->qeasy);
     x->qactive = true;
 }
 
@@ -595,7 +595,7 @@ static void start_create_db(struct ix_ctx *x)
 static int64_t retry_after_ns(CURL *e)
 {
     curl_off_t ra = 0;
-    if (curl_easy_getinfo(e, CURLINFO_RETRY_AFTER, &ra) == CURLE_OK && ra > 0 && ra < 3600) return ra * IX_SEC;
+    if (fb_curl.easy_getinfo(e, CURLINFO_RETRY_AFTER, &ra) == CURLE_OK && ra > 0 && ra < 3600) return ra * IX_SEC;
     return 0;
 }
 
@@ -634,8 +634,8 @@ static const char *resp_text(struct fb_buf *r)
 static void finish_create(struct ix_ctx *x, CURLcode rc)
 {
     long code = 0;
-    curl_easy_getinfo(x->qeasy, CURLINFO_RESPONSE_CODE, &code);
-    curl_multi_remove_handle(x->multi, x->qeasy);
+    fb_curl.easy_getinfo(x->qeasy, CURLINFO_RESPONSE_CODE, &code);
+    fb_curl.multi_remove_handle(x->multi, x->qeasy);
     x->qactive = false;
     if (rc == CURLE_OK && code >= 200 && code < 300) {
         if (strstr(fb_buf_cstr(&x->qresp), "\"error\""))
@@ -655,7 +655,7 @@ static void finish_create(struct ix_ctx *x, CURLcode rc)
     }
     if (fb_ratelimit_ok(&x->rl_http, fb_mono_ns()))
         fb_warn(NULL, NULL, "%s: CREATE DATABASE \"%s\" failed: %s", x->s->name, x->c->db,
-                rc != CURLE_OK ? (x->qerr[0] ? x->qerr : curl_easy_strerror(rc)) : resp_text(&x->qresp));
+                rc != CURLE_OK ? (x->qerr[0] ? x->qerr : fb_curl.easy_strerror(rc)) : resp_text(&x->qresp));
     schedule_retry(x, x->qeasy);
 }
 
@@ -669,8 +669,8 @@ static void finish_body(struct ix_ctx *x, struct ix_body *bd, CURLcode rc)
 {
     CURL *e = bd->easy;
     long code = 0;
-    curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, &code);
-    curl_multi_remove_handle(x->multi, e);
+    fb_curl.easy_getinfo(e, CURLINFO_RESPONSE_CODE, &code);
+    fb_curl.multi_remove_handle(x->multi, e);
     x->active--;
     struct fb_sink_inst *s = x->s;
     const char *name = s->name;
@@ -681,7 +681,7 @@ static void finish_body(struct ix_ctx *x, struct ix_body *bd, CURLcode rc)
         atomic_fetch_add(&s->m.errors, 1);
         if (fb_ratelimit_ok(&x->rl_http, now))
             fb_warn(NULL, NULL, "%s: %s: %s (%u points, attempt %u; retrying)", name, x->c->url,
-                    bd->err[0] ? bd->err : curl_easy_strerror(rc), bd->lines, bd->attempts);
+                    bd->err[0] ? bd->err : fb_curl.easy_strerror(rc), bd->lines, bd->attempts);
         schedule_retry(x, e);
         requeue_front(x, bd);
         return;
@@ -770,51 +770,48 @@ static void *io_thread(void *arg)
             }
         }
         int running = 0;
-        curl_multi_perform(x->multi, &running);
+        fb_curl.multi_perform(x->multi, &running);
         CURLMsg *msg;
         int left;
-        while ((msg = curl_multi_info_read(x->multi, &left))) {
+        while ((msg = fb_curl.multi_info_read(x->multi, &left))) {
             if (msg->msg != CURLMSG_DONE) continue;
             if (msg->easy_handle == x->qeasy) {
                 finish_create(x, msg->data.result);
                 continue;
             }
             struct ix_body *bd = NULL;
-            curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **)&bd);
+            fb_curl.easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **)&bd);
             if (bd) finish_body(x, bd, msg->data.result);
         }
         now = fb_mono_ns();
         int64_t wait = 1000000000LL;
         if (x->retry_at > now && x->retry_at - now < wait) wait = x->retry_at - now;
         if (quitting && dl && dl - now < wait) wait = dl > now ? dl - now : 0;
-        curl_multi_poll(x->multi, NULL, 0, (int)(wait / 1000000) + 1, NULL);
+        fb_curl.multi_poll(x->multi, NULL, 0, (int)(wait / 1000000) + 1, NULL);
     }
     /* abandoned at close: what is in flight is aborted, the store keeps it */
-    for (uint32_t i = 0; i < x->nbodies; i++) curl_multi_remove_handle(x->multi, x->bodies[i].easy);
-    if (x->qactive) curl_multi_remove_handle(x->multi, x->qeasy);
+    for (uint32_t i = 0; i < x->nbodies; i++) fb_curl.multi_remove_handle(x->multi, x->bodies[i].easy);
+    if (x->qactive) fb_curl.multi_remove_handle(x->multi, x->qeasy);
     x->active = 0;
     return NULL;
 }
 
 /* ------------------------------------------------------------- the sink */
-static pthread_once_t curl_once = PTHREAD_ONCE_INIT;
-static void curl_init(void) { curl_global_init(CURL_GLOBAL_DEFAULT); }
-
 static void ctx_free(struct ix_ctx *x)
 {
     if (!x) return;
     for (uint32_t i = 0; x->bodies && i < x->nbodies; i++) {
         struct ix_body *bd = &x->bodies[i];
-        if (bd->easy) curl_easy_cleanup(bd->easy);
+        if (bd->easy) fb_curl.easy_cleanup(bd->easy);
         fb_buf_free(&bd->text);
         fb_buf_free(&bd->gz);
         fb_buf_free(&bd->resp);
         free(bd->ids);
     }
     free(x->bodies);
-    if (x->qeasy) curl_easy_cleanup(x->qeasy);
-    if (x->multi) curl_multi_cleanup(x->multi);
-    curl_slist_free_all(x->headers);
+    if (x->qeasy) fb_curl.easy_cleanup(x->qeasy);
+    if (x->multi) fb_curl.multi_cleanup(x->multi);
+    fb_curl.slist_free_all(x->headers);
     if (x->z_ok) deflateEnd(&x->z);
     fb_buf_free(&x->pool);
     fb_buf_free(&x->keys);
@@ -888,7 +885,8 @@ static int ix_open(struct fb_sink_inst *s, struct fb_err *err)
     const struct fb_influx_cfg *c = s->cfg;
     struct fb_gateway *gw = s->gw;
     if (!c || !gw || !c->write_url) return fb_err_set(err, FB_EINVAL, "influx: not configured");
-    pthread_once(&curl_once, curl_init);
+    int lrc = fb_curl_load(err);
+    if (lrc < 0) return lrc;
     struct ix_ctx *x = calloc(1, sizeof *x);
     if (!x) return fb_err_set(err, FB_ENOMEM, "out of memory");
     x->s = s;
@@ -917,23 +915,23 @@ static int ix_open(struct fb_sink_inst *s, struct fb_err *err)
         x->z_ok = deflateInit2(&x->z, c->gzip_level, Z_DEFLATED, 15 + 16, 8, Z_DEFAULT_STRATEGY) == Z_OK;
         if (!x->z_ok) fb_warn(NULL, NULL, "%s: zlib unavailable, sending uncompressed", s->name);
     }
-    x->headers = curl_slist_append(x->headers, "Content-Type: text/plain; charset=utf-8");
-    x->headers = curl_slist_append(x->headers, "Expect:"); /* no 100-continue round trip */
-    if (x->z_ok) x->headers = curl_slist_append(x->headers, "Content-Encoding: gzip");
+    x->headers = fb_curl.slist_append(x->headers, "Content-Type: text/plain; charset=utf-8");
+    x->headers = fb_curl.slist_append(x->headers, "Expect:"); /* no 100-continue round trip */
+    if (x->z_ok) x->headers = fb_curl.slist_append(x->headers, "Content-Encoding: gzip");
     if (c->token) {
         size_t l = strlen(c->token) + 32;
         char *h = malloc(l);
         if (h) {
             snprintf(h, l, "Authorization: Token %s", c->token);
-            x->headers = curl_slist_append(x->headers, h);
+            x->headers = fb_curl.slist_append(x->headers, h);
             explicit_bzero(h, l);
             free(h);
         }
     }
-    x->multi = curl_multi_init();
+    x->multi = fb_curl.multi_init();
     x->nbodies = c->max_inflight + 1;
     x->bodies = calloc(x->nbodies, sizeof *x->bodies);
-    x->qeasy = curl_easy_init();
+    x->qeasy = fb_curl.easy_init();
     if (!x->headers || !x->multi || !x->bodies || !x->qeasy) {
         ctx_free(x);
         return fb_err_set(err, FB_ENOMEM, "influx: cannot set up libcurl");
@@ -943,7 +941,7 @@ static int ix_open(struct fb_sink_inst *s, struct fb_err *err)
         fb_buf_init(&bd->text);
         fb_buf_init(&bd->gz);
         fb_buf_init(&bd->resp);
-        bd->easy = curl_easy_init();
+        bd->easy = fb_curl.easy_init();
         if (!bd->easy) {
             ctx_free(x);
             return fb_err_set(err, FB_ENOMEM, "influx: cannot set up libcurl");
@@ -956,7 +954,7 @@ static int ix_open(struct fb_sink_inst *s, struct fb_err *err)
     }
     x->fill = &x->bodies[0];
     easy_common(x, x->qeasy, &x->qresp, x->qerr);
-    curl_easy_setopt(x->qeasy, CURLOPT_HTTPHEADER, NULL);
+    fb_curl.easy_setopt(x->qeasy, CURLOPT_HTTPHEADER, NULL);
     x->db_ready = !c->create_database;
     fb_backoff_init(&x->bo, c->retry_min_ns, c->retry_max_ns);
     x->next_health = fb_mono_ns(); /* the first health point at once */
@@ -1057,7 +1055,7 @@ static void ix_close(struct fb_sink_inst *s)
     seal(x);
     atomic_store(&x->deadline, fb_mono_ns() + IX_CLOSE_WAIT_NS);
     atomic_store(&x->quit, true);
-    curl_multi_wakeup(x->multi);
+    fb_curl.multi_wakeup(x->multi);
     if (x->thr_started) pthread_join(x->thr, NULL);
     /* whatever was not delivered stays in the store */
     uint32_t left = 0;
