@@ -539,14 +539,15 @@ def test_gateway_stops_cleanly_with_open_streams_and_a_pending_write(tmp_path, s
 
 
 def test_off_by_default_and_no_microhttpd_loaded(tmp_path, start_gateway):
-    """Without http: (and metrics:) nothing listens and libmicrohttpd is not loaded."""
+    """Without http: (and metrics:) nothing listens and libmicrohttpd is not
+    loaded; without influx: (or a download) libcurl and the ≈ 25 libraries it
+    brings (Kerberos, LDAP, GnuTLS through librtmp, ...) are not mapped either."""
     gw = start_gateway(gw_config(None, [sim_dev()]))
     H.wait_for(lambda: "started:" in gw.output(), 10, "start")
     pid = gw.proc.p.pid
     maps = open(f"/proc/{pid}/maps", encoding="utf-8").read()
-    # (libgnutls is no sign of it: libcurl, linked for the InfluxDB sink,
-    # brings it through librtmp)
-    assert "libmicrohttpd" not in maps
+    for lib in ("libmicrohttpd", "libcurl", "libgnutls", "libkrb5", "libldap"):
+        assert lib not in maps, lib
     # no listening TCP socket among the process's descriptors (from /proc: a bare Debian has no ss)
     inodes = set()
     for fd in os.listdir(f"/proc/{pid}/fd"):
