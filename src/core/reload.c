@@ -13,7 +13,7 @@
  * What is the same:
  *   - a device is kept when it is polled identically (fb_reload_dev_same:
  *     URL and options, driver, timing, groups, every tag's address and
- *     type); tag processing, units, area and line may change;
+ *     type, a waveform tag's block shape); tag processing, units, area and line may change;
  *   - a connection is kept when it has the same key and the same devices in
  *     the same order, all kept, and its driver can adopt (struct fb_driver):
  *     its thread and its open transport carry on, its devices' groups keep
@@ -54,7 +54,16 @@
  *      unpark the kept ones, open the restarted and new sinks, unpark every
  *      sink, restart changed services.
  * A failure in 3 undoes 2 (connections started again on the old model,
- * sinks reopened) and returns an error: the running configuration stays.
+ * sinks reopened, a stopped vibration analysis resumed) and returns an
+ * error: the running configuration stays.
+ *
+ * The vibration analysis (src/vib) is never kept as such — its threads,
+ * channels and the waveform tags' block pools belong to the running model:
+ * it stops in 3 (after the kept connections park, before a kept edge parks:
+ * what it still publishes goes to the edge and the sinks), is detached in 4,
+ * and starts on the new model in 5 taking over each channel's counters and
+ * (while the baseline fits) anomaly state by tag path; the old analysis and
+ * its pools are freed right after, every block being back.
  *
  * Runs on the router thread (fleet.c submits reloads as commands), so no
  * write is in flight and reloads never overlap.
@@ -1016,7 +1025,7 @@ int fb_reload_apply(struct fb_gateway *gw, struct fb_gateway *nw, struct fb_buf 
     fb_certs_stop(gw); /* its thread reads the model's certificate list: it starts again on the new one */
     pthread_rwlock_wrlock(&rt->model_lock);
     if (p.edge_stopped) fb_edge_free(gw); /* its state is sized by the old model; the alarm table goes with it */
-    p.vib_prev = fb_vib_detach(gw);      /* stopped in 3; freed in 5, after the new one took over */
+    p.vib_prev = fb_vib_detach(gw);       /* stopped in 3; freed in 5, after the new one took over */
     swap_models(gw, nw, &p, proc, pool);
     proc = NULL;
     pool = NULL;

@@ -96,8 +96,8 @@ struct chan {
     const char **names;        /* monitored features' names, for the baseline file */
     struct fb_anom_base *snap; /* the baseline as last learnt (under snap_mu) */
     uint32_t snap_learned;
-    char by[160];   /* "vibration:conveyor/accel" */
-    char path[128]; /* "conveyor/accel": logs and the baseline file */
+    char by[160];         /* "vibration:conveyor/accel" */
+    char path[128];       /* "conveyor/accel": logs and the baseline file */
     char speed_path[128]; /* its speed tag's "device/name" ("": none): a reload carries the speed by it */
     bool carried;         /* its baseline came from the running analysis (a reload), not from the file */
 };
@@ -492,10 +492,10 @@ bool fb_vib_chan_same(const struct fb_vib_chan *a, const struct fb_vib_chan *b)
     for (uint32_t k = 0; k < a->nbands; k++)
         if (strcmp(a->band_name[k] ? a->band_name[k] : "", b->band_name[k] ? b->band_name[k] : "")) return false;
     const struct fb_anom_cfg *x = &a->acfg, *y = &b->acfg;
-    return !a->anomaly || (x->learn_blocks == y->learn_blocks && num_eq(x->z_on, y->z_on) &&
-                           num_eq(x->z_off, y->z_off) && x->min_blocks == y->min_blocks &&
-                           num_eq(x->min_sigma, y->min_sigma) && x->trend_blocks == y->trend_blocks &&
-                           num_eq(x->trend_limit, y->trend_limit));
+    return !a->anomaly ||
+           (x->learn_blocks == y->learn_blocks && num_eq(x->z_on, y->z_on) && num_eq(x->z_off, y->z_off) &&
+            x->min_blocks == y->min_blocks && num_eq(x->min_sigma, y->min_sigma) &&
+            x->trend_blocks == y->trend_blocks && num_eq(x->trend_limit, y->trend_limit));
 }
 
 /* A learnt baseline is valid for the same analysis of the same signal: the
@@ -548,7 +548,8 @@ static void carry(struct fb_vib_rt *v, struct fb_vib_rt *prev)
         if (!ch->has_anom) continue;
         if (!o->has_anom || !baseline_carries(o->c, o->names, ch->c, ch->names)) {
             if (o->has_anom && !v->persist) /* with a file, restoring from it says so */
-                fb_warn(ch->path, NULL, "vibration: the analysis settings changed: learning the baseline again (%u blocks)",
+                fb_warn(ch->path, NULL,
+                        "vibration: the analysis settings changed: learning the baseline again (%u blocks)",
                         ch->c->acfg.learn_blocks);
             continue;
         }
