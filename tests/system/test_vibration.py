@@ -401,13 +401,16 @@ def _refused(gw, cfg, timeout=15):
 
 
 @pytest.mark.smoke
-def test_reload_adding_a_device_keeps_the_analysis_going(tmp_path, broker, start_gateway, watch):
-    """A running analysis with a learnt baseline (kept in memory only: no buffer) gets a reload that
-    adds an unrelated device: applied, the waveform device and the other one are kept (not
-    restarted, no offline status), every window's result still comes (no block missed across the
-    reload), and the baseline carries over — still learnt, the anomaly score Good from the first
-    block after the reload, nothing learnt again."""
-    cfg = gw_config(broker.port, [_vdev(), _cdev("c")])
+@pytest.mark.parametrize("buffered", [False, True], ids=["memory", "buffer"])
+def test_reload_adding_a_device_keeps_the_analysis_going(tmp_path, broker, start_gateway, watch, buffered):
+    """A running analysis with a learnt baseline (kept in memory only, or also in the buffer
+    directory's file) gets a reload that adds an unrelated device: applied, the waveform device and
+    the other one are kept (not restarted, no offline status), every window's result still comes
+    (no block missed across the reload), and the baseline carries over in memory — still learnt,
+    the anomaly score Good from the first block after the reload, nothing learnt again, nothing
+    read back from the file."""
+    extra = {"buffer": {"path": str(tmp_path / "buf")}} if buffered else {}
+    cfg = gw_config(broker.port, [_vdev(), _cdev("c")], **extra)
     w = watch(broker.port)
     g = start_gateway(cfg)
     assert _status_channel(w, "m/acc", lambda c: c.get("baseline") == "learnt"), g.output()[-2000:]
@@ -436,7 +439,11 @@ def test_reload_adding_a_device_keeps_the_analysis_going(tmp_path, broker, start
     assert ch and ch["baseline"] == "learnt" and ch["blocks"] > blocks0, (ch, blocks0)  # counted on
     out = g.output()
     assert out.count("baseline learnt from 4 blocks") == 1, "learnt again after the reload"
-    assert "learning the baseline again" not in out
+    assert "learning the baseline again" not in out and "learning again" not in out
+    assert "baseline restored" not in out
+    if buffered:
+        saved = json.loads((tmp_path / "buf" / "vibration-baseline.json").read_text())
+        assert saved["channels"][0]["tag"] == "m/acc" and saved["channels"][0]["learned"] == 4, saved
 
 
 def test_reload_applies_a_changed_vibration_setting(tmp_path, broker, start_gateway, watch):
