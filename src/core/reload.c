@@ -13,7 +13,7 @@
  * What is the same:
  *   - a device is kept when it is polled identically (fb_reload_dev_same:
  *     URL and options, driver, timing, groups, every tag's address and
- *     type); tag processing, units, area and line may change;
+ *     type, a waveform tag's block shape); tag processing, units, area and line may change;
  *   - a connection is kept when it has the same key and the same devices in
  *     the same order, all kept, and its driver can adopt (struct fb_driver):
  *     its thread and its open transport carry on, its devices' groups keep
@@ -54,7 +54,16 @@
  *      unpark the kept ones, open the restarted and new sinks, unpark every
  *      sink, restart changed services.
  * A failure in 3 undoes 2 (connections started again on the old model,
- * sinks reopened) and returns an error: the running configuration stays.
+ * sinks reopened, a stopped vibration analysis resumed) and returns an
+ * error: the running configuration stays.
+ *
+ * The vibration analysis (src/vib) is never kept as such — its threads,
+ * channels and the waveform tags' block pools belong to the running model:
+ * it stops in 3 (after the kept connections park, before a kept edge parks:
+ * what it still publishes goes to the edge and the sinks), is detached in 4,
+ * and starts on the new model in 5 taking over each channel's counters and
+ * (while the baseline fits) anomaly state by tag path; the old analysis and
+ * its pools are freed right after, every block being back.
  *
  * Runs on the router thread (fleet.c submits reloads as commands), so no
  * write is in flight and reloads never overlap.
@@ -76,6 +85,8 @@
 #include "edge/edge.h"
 #include "proc/proc.h"
 #include "store/store.h"
+#include "vib/vib.h"
+#include "vib/vib_cfg.h"
 
 #define PARK_WAIT_NS 10000000000LL /* a connection in a slow read, a sink emptying its queue */
 #define NONE UINT32_MAX
@@ -97,7 +108,8 @@ static bool tag_poll_same(const struct fb_tag *a, const struct fb_tag *b)
 {
     return str_eq(a->name, b->name) && str_eq(a->addr_text, b->addr_text) && str_eq(a->order, b->order) &&
            a->type == b->type && a->access == b->access && a->index == b->index && a->str_len == b->str_len &&
-           a->group == b->group;
+           a->group == b->group && !a->wave == !b->wave &&
+           (!a->wave || (a->wave->n == b->wave->n && a->wave->fs == b->wave->fs)); /* the driver fills blocks of n */
 }
 
 static bool proc_same(const struct fb_tag_proc *a, const struct fb_tag_proc *b)
@@ -259,6 +271,9 @@ struct plan {
     bool edge_parked;   /* … and is parked (step 3) */
     struct fb_edge_next *edge_next; /* what it needs for the new model (step 1) */
     bool edge_old, edge_new;        /* the old model has a running edge thread, the new one any edge */
+    bool vib_old, vib_new;          /* the old model has a running vibration analysis, the new one channels */
+    bool vib_stopped;               /* its threads were stopped (step 3) */
+    struct fb_vib_rt *vib_prev;     /* the old analysis, detached in 4, taken over and freed in 5 */
     void **svc_state;   /* the new services' states */
 };
 
@@ -282,6 +297,7 @@ static void plan_free(struct plan *p)
     free(p->hto);
     free(p->svc_state);
     fb_edge_next_free(p->edge_next);
+    fb_vib_release(p->vib_prev);
 }
 
 static bool sink_hooks(const struct fb_sink *k) { return k->model_begin && k->model_end; }
@@ -320,6 +336,8 @@ static int plan_make(struct fb_gateway *gw, struct fb_gateway *nw, struct plan *
     p->edge_old = gw->rt && gw->rt->edge;
     p->edge_new = nw->ncalcs || nw->nalarms || nw->nscripts;
     p->edge_keep = p->edge_old && p->edge_new && edge_same(gw, nw, p->map);
+    p->vib_old = gw->rt && gw->rt->vib;
+    p->vib_new = nw->vib && nw->vib->nch;
 
     /* devices and connections */
     p->devices_same = gw->ndevs == nw->ndevs && gw->ntags == nw->ntags;
@@ -434,6 +452,56 @@ static void rep_list_end(struct report *r)
     r->first = false;
 }
 
+/* The vibration analysis (absent when neither model has channels): its
+ * threads always restart; its channels by waveform tag path — added,
+ * removed, changed (other analysis settings) or unchanged — and the
+ * channels present before whose anomaly baseline is learnt again (their
+ * analysis changed what the baseline depends on, or it is new to them). */
+static const struct fb_vib_chan *vib_find(const struct fb_gateway *g, const char *path)
+{
+    for (uint32_t i = 0; g->vib && i < g->vib->nch; i++)
+        if (!strcmp(fb_tag_path(g, &g->tags[g->vib->ch[i].tag]), path)) return &g->vib->ch[i];
+    return NULL;
+}
+
+static void report_vib(struct fb_buf *b, struct fb_gateway *gw, struct fb_gateway *nw, const struct plan *p)
+{
+    if (!p->vib_old && !p->vib_new) return;
+    struct report r = {b, true};
+    const char *what = p->vib_new ? (p->vib_old ? "restarted" : "started") : "stopped";
+    fb_buf_printf(b, ",\"vibration\":{\"analysis\":\"%s\"", what);
+    r.first = false;
+    uint32_t on = p->vib_old ? gw->vib->nch : 0, nn = p->vib_new ? nw->vib->nch : 0;
+    char path[256];
+    rep_list_begin(&r, "added");
+    for (uint32_t j = 0; j < nn; j++) {
+        snprintf(path, sizeof path, "%s", fb_tag_path(nw, &nw->tags[nw->vib->ch[j].tag]));
+        if (!p->vib_old || !vib_find(gw, path)) rep_item(&r, path);
+    }
+    rep_list_end(&r);
+    rep_list_begin(&r, "removed");
+    for (uint32_t i = 0; i < on; i++) {
+        snprintf(path, sizeof path, "%s", fb_tag_path(gw, &gw->tags[gw->vib->ch[i].tag]));
+        if (!p->vib_new || !vib_find(nw, path)) rep_item(&r, path);
+    }
+    rep_list_end(&r);
+    for (int pass = 0; pass < 3; pass++) {
+        rep_list_begin(&r, pass == 0 ? "changed" : pass == 1 ? "unchanged" : "relearning");
+        for (uint32_t j = 0; j < nn && p->vib_old; j++) {
+            const struct fb_vib_chan *c = &nw->vib->ch[j];
+            snprintf(path, sizeof path, "%s", fb_tag_path(nw, &nw->tags[c->tag]));
+            const struct fb_vib_chan *o = vib_find(gw, path);
+            if (!o) continue;
+            bool same = fb_vib_chan_same(o, c);
+            if ((pass == 0 && !same) || (pass == 1 && same) ||
+                (pass == 2 && c->anomaly && !fb_vib_baseline_carries(gw, o, nw, c)))
+                rep_item(&r, path);
+        }
+        rep_list_end(&r);
+    }
+    fb_buf_putc(b, '}');
+}
+
 static void report_plan(struct fb_buf *b, struct fb_gateway *gw, struct fb_gateway *nw, const struct plan *p)
 {
     if (!b) return;
@@ -492,6 +560,7 @@ static void report_plan(struct fb_buf *b, struct fb_gateway *gw, struct fb_gatew
         fb_buf_puts(b, p->edge_old ? ",\"edge\":\"restarted\"" : ",\"edge\":\"started\"");
     else if (p->edge_old)
         fb_buf_puts(b, ",\"edge\":\"stopped\"");
+    report_vib(b, gw, nw, p);
 }
 
 /* ------------------------------------------------------- running state */
@@ -734,6 +803,10 @@ static void undo(struct fb_gateway *gw, struct plan *p)
         if (fb_edge_start(gw, fb_rt_state_dir(gw), &e) < 0) fb_error(NULL, NULL, "reload undo: edge: %s", e.msg);
     }
     if (p->edge_parked) fb_edge_unpark(gw);
+    if (p->vib_stopped) { /* its threads ended: they start again, on the same state */
+        struct fb_err e = {0};
+        if (fb_vib_resume(gw, &e) < 0) fb_error(NULL, NULL, "reload undo: vibration: %s", e.msg);
+    }
     for (uint32_t i = 0; i < gw->nconns; i++) {
         struct fb_conn *c = &gw->conns[i];
         if (c->rt && c->rt->started) {
@@ -813,12 +886,6 @@ int fb_reload_apply(struct fb_gateway *gw, struct fb_gateway *nw, struct fb_buf 
     if (nw->nsources)
         return fb_err_set(err, FB_EINVAL,
                           "the new configuration is an ingest configuration (ingest:): run it with fieldbridge ingest");
-    /* vibration analysis (src/vib): its threads and the waveform tags' block pools belong to the running
-     * model and are not taken over yet */
-    if (gw->vib || nw->vib)
-        return fb_err_set(err, FB_EINVAL,
-                          "a configuration with vibration: is not reloaded (not supported yet): restart the gateway "
-                          "to apply the change");
     struct plan p;
     struct fb_proc *proc = NULL;
     struct fb_batch_pool *pool = NULL;
@@ -922,6 +989,13 @@ int fb_reload_apply(struct fb_gateway *gw, struct fb_gateway *nw, struct fb_buf 
             goto undo;
         }
     }
+    /* the vibration analysis: nothing feeds it now; it analyses what is queued (its features go to the
+     * edge thread and the sinks, still running) and saves the baselines.  It restarts on the new model in
+     * 5 (its threads, channels and block pools are the old model's), taking over what it learnt. */
+    if (p.vib_old) {
+        fb_vib_stop(gw);
+        p.vib_stopped = true;
+    }
     /* a kept edge thread: its queue emptied (no connection feeds it now), what it computed published */
     if (p.edge_keep) {
         p.edge_parked = true;
@@ -951,6 +1025,7 @@ int fb_reload_apply(struct fb_gateway *gw, struct fb_gateway *nw, struct fb_buf 
     fb_certs_stop(gw); /* its thread reads the model's certificate list: it starts again on the new one */
     pthread_rwlock_wrlock(&rt->model_lock);
     if (p.edge_stopped) fb_edge_free(gw); /* its state is sized by the old model; the alarm table goes with it */
+    p.vib_prev = fb_vib_detach(gw);       /* stopped in 3; freed in 5, after the new one took over */
     swap_models(gw, nw, &p, proc, pool);
     proc = NULL;
     pool = NULL;
@@ -979,6 +1054,18 @@ int fb_reload_apply(struct fb_gateway *gw, struct fb_gateway *nw, struct fb_buf 
             rep_error(report, &errors, e.msg);
         }
     }
+    /* the vibration analysis: after the alarm table (its alarms), before any connection runs (its block
+     * pools); the old one's pools are freed only now, every block back (its connections stopped or parked) */
+    if (p.vib_new) {
+        struct fb_err e = {0};
+        if (fb_vib_restart(gw, fb_rt_state_dir(gw), p.vib_prev, &e) < 0) {
+            fb_vib_free(gw);
+            fb_error(NULL, NULL, "reload: the vibration analysis cannot start: %s", e.msg);
+            rep_error(report, &errors, e.msg);
+        }
+    }
+    fb_vib_release(p.vib_prev);
+    p.vib_prev = NULL;
     for (uint32_t pos = 0; pos < gw->nsinks; pos++) {
         struct fb_sink_inst *s = &gw->sinks[pos];
         if (p.slot_old[pos] < 0) continue;

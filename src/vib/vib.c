@@ -96,8 +96,10 @@ struct chan {
     const char **names;        /* monitored features' names, for the baseline file */
     struct fb_anom_base *snap; /* the baseline as last learnt (under snap_mu) */
     uint32_t snap_learned;
-    char by[160];   /* "vibration:conveyor/accel" */
-    char path[128]; /* "conveyor/accel": logs and the baseline file */
+    char by[160];         /* "vibration:conveyor/accel" */
+    char path[128];       /* "conveyor/accel": logs and the baseline file */
+    char speed_path[128]; /* its speed tag's "device/name" ("": none): a reload carries the speed by it */
+    bool carried;         /* its baseline came from the running analysis (a reload), not from the file */
 };
 
 struct fb_vib_rt {
@@ -218,6 +220,7 @@ static void restored(void *ctx, const struct fb_baseline_rec *r)
     for (uint32_t i = 0; i < v->cfg->nch; i++) {
         struct chan *ch = &v->ch[i];
         if (!ch->has_anom || strcmp(ch->path, r->tag)) continue;
+        if (ch->carried) return; /* a reload took the running one over: newer than the file */
         bool same = r->fingerprint == ch->c->fingerprint && r->nf == ch->c->nmon;
         for (uint32_t k = 0; same && k < r->nf; k++) same = !strcmp(r->names[k], ch->names[k]);
         if (!same) {
@@ -386,11 +389,29 @@ static void *worker_main(void *arg)
 }
 
 /* ------------------------------------------------------------- set-up */
-void fb_vib_free(struct fb_gateway *gw)
+static void rt_stop(struct fb_vib_rt *v)
 {
-    struct fb_vib_rt *v = gw->rt ? gw->rt->vib : NULL;
-    if (!v) return;
-    fb_vib_stop(gw);
+    bool any = false;
+    for (uint32_t i = 0; v->wk && i < v->nwk; i++) {
+        struct worker *wk = &v->wk[i];
+        pthread_mutex_lock(&wk->mu);
+        wk->stop = true;
+        pthread_cond_broadcast(&wk->cv);
+        pthread_mutex_unlock(&wk->mu);
+        if (wk->started) {
+            pthread_join(wk->thr, NULL);
+            wk->started = false;
+            any = true;
+        }
+    }
+    if (any) save(v, true);
+}
+
+/* Stopped first.  The channels' tags (ch->t: their block pools) and v->cfg
+ * are those of the model v was started on, which must still be there. */
+static void rt_free(struct fb_vib_rt *v)
+{
+    rt_stop(v);
     for (uint32_t i = 0; v->wk && i < v->nwk; i++) {
         struct worker *wk = &v->wk[i];
         while (wk->len) { /* never analysed (the thread did not start) */
@@ -424,30 +445,161 @@ void fb_vib_free(struct fb_gateway *gw)
     free(v->speed_tag);
     pthread_mutex_destroy(&v->snap_mu);
     free(v);
+}
+
+void fb_vib_free(struct fb_gateway *gw)
+{
+    struct fb_vib_rt *v = gw->rt ? gw->rt->vib : NULL;
+    if (!v) return;
+    rt_free(v);
     gw->rt->vib = NULL;
 }
 
 void fb_vib_stop(struct fb_gateway *gw)
 {
     struct fb_vib_rt *v = gw->rt ? gw->rt->vib : NULL;
-    if (!v) return;
-    bool any = false;
-    for (uint32_t i = 0; v->wk && i < v->nwk; i++) {
-        struct worker *wk = &v->wk[i];
-        pthread_mutex_lock(&wk->mu);
-        wk->stop = true;
-        pthread_cond_broadcast(&wk->cv);
-        pthread_mutex_unlock(&wk->mu);
-        if (wk->started) {
-            pthread_join(wk->thr, NULL);
-            wk->started = false;
-            any = true;
-        }
-    }
-    if (any) save(v, true);
+    if (v) rt_stop(v);
 }
 
-int fb_vib_start(struct fb_gateway *gw, const char *dir, struct fb_err *err)
+struct fb_vib_rt *fb_vib_detach(struct fb_gateway *gw)
+{
+    struct fb_vib_rt *v = gw->rt ? gw->rt->vib : NULL;
+    if (!v) return NULL;
+    rt_stop(v);
+    gw->rt->vib = NULL;
+    return v;
+}
+
+void fb_vib_release(struct fb_vib_rt *v)
+{
+    if (v) rt_free(v);
+}
+
+/* ------------------------------------------------------------- reload */
+static bool num_eq(double a, double b) { return a == b || (a != a && b != b); }
+
+bool fb_vib_chan_same(const struct fb_vib_chan *a, const struct fb_vib_chan *b)
+{
+    if (a->fingerprint != b->fingerprint || a->n != b->n || !num_eq(a->fs, b->fs) || a->nout != b->nout ||
+        memcmp(a->out, b->out, a->nout * sizeof *a->out) || a->iso != b->iso || a->iso_group != b->iso_group ||
+        a->iso_flexible != b->iso_flexible || a->iso_alarms != b->iso_alarms ||
+        !num_eq(a->iso_deadband, b->iso_deadband) || a->anomaly != b->anomaly || a->anom_alarms != b->anom_alarms ||
+        a->nmon != b->nmon || memcmp(a->mon, b->mon, a->nmon) || !num_eq(a->speed_k, b->speed_k) ||
+        a->nbands != b->nbands)
+        return false;
+    for (int k = 0; k < 3; k++)
+        if (!num_eq(a->iso_limits[k], b->iso_limits[k])) return false;
+    for (uint32_t k = 0; k < a->nbands; k++)
+        if (strcmp(a->band_name[k] ? a->band_name[k] : "", b->band_name[k] ? b->band_name[k] : "")) return false;
+    const struct fb_anom_cfg *x = &a->acfg, *y = &b->acfg;
+    return !a->anomaly ||
+           (x->learn_blocks == y->learn_blocks && num_eq(x->z_on, y->z_on) && num_eq(x->z_off, y->z_off) &&
+            x->min_blocks == y->min_blocks && num_eq(x->min_sigma, y->min_sigma) &&
+            x->trend_blocks == y->trend_blocks && num_eq(x->trend_limit, y->trend_limit));
+}
+
+/* A learnt baseline is valid for the same analysis of the same signal: the
+ * fingerprint (vib_cfg.c) and the monitored features' names. */
+static bool baseline_carries(const struct fb_vib_chan *a, const char *const *an, const struct fb_vib_chan *b,
+                             const char *const *bn)
+{
+    if (!a->anomaly || !b->anomaly || a->fingerprint != b->fingerprint || a->nmon != b->nmon) return false;
+    for (uint32_t k = 0; k < a->nmon; k++)
+        if (strcmp(an[k], bn[k])) return false;
+    return true;
+}
+
+/* The names of channel c's monitored features in model gw (as the baseline file has them). */
+static void mon_names(const struct fb_gateway *gw, const struct fb_vib_chan *c, const char **out)
+{
+    const struct fb_tag *t = &gw->tags[c->tag];
+    size_t pre = strlen(t->name) + 1;
+    for (uint32_t k = 0; k < c->nmon; k++) out[k] = gw->tags[t->wave->first_feature + c->mon[k]].name + pre;
+}
+
+bool fb_vib_baseline_carries(const struct fb_gateway *og, const struct fb_vib_chan *a, const struct fb_gateway *ng,
+                             const struct fb_vib_chan *b)
+{
+    const char *an[FB_VIB_MAX_OUT], *bn[FB_VIB_MAX_OUT];
+    if (!a->anomaly || !b->anomaly || a->nmon != b->nmon) return false;
+    mon_names(og, a, an);
+    mon_names(ng, b, bn);
+    return baseline_carries(a, an, b, bn);
+}
+
+/* A reload: what the running analysis (prev, stopped) learnt and counted
+ * carries over to the channel of the same waveform tag path. */
+static void carry(struct fb_vib_rt *v, struct fb_vib_rt *prev)
+{
+    for (uint32_t i = 0; i < v->cfg->nch; i++) {
+        struct chan *ch = &v->ch[i];
+        struct chan *o = NULL;
+        for (uint32_t k = 0; k < prev->cfg->nch && !o; k++)
+            if (!strcmp(prev->ch[k].path, ch->path)) o = &prev->ch[k];
+        if (!o) continue;
+        struct fb_wave *w = ch->t->wave, *ow = o->t->wave;
+        atomic_store(&w->blocks, atomic_load(&ow->blocks));
+        atomic_store(&w->dropped, atomic_load(&ow->dropped));
+        atomic_store(&w->cpu_ns, atomic_load(&ow->cpu_ns));
+        if (ch->speed_path[0] && !strcmp(ch->speed_path, o->speed_path) && ch->c->speed_k == o->c->speed_k) {
+            atomic_store(&ch->speed_bits, atomic_load(&o->speed_bits));
+            atomic_store(&ch->speed_q, atomic_load(&o->speed_q));
+        }
+        if (!ch->has_anom) continue;
+        if (!o->has_anom || !baseline_carries(o->c, o->names, ch->c, ch->names)) {
+            if (o->has_anom && !v->persist) /* with a file, restoring from it says so */
+                fb_warn(ch->path, NULL,
+                        "vibration: the analysis settings changed: learning the baseline again (%u blocks)",
+                        ch->c->acfg.learn_blocks);
+            continue;
+        }
+        /* the whole state: baseline, alarm runs, trend buckets */
+        struct fb_anom tmp = ch->anom;
+        ch->anom = o->anom;
+        o->anom = tmp;
+        ch->anom.cfg = &ch->c->acfg;
+        uint32_t bb = ch->c->acfg.trend_blocks / FB_ANOM_BUCKETS;
+        if (bb < 1) bb = 1;
+        if (bb != ch->anom.bucket_blocks) { /* another trend window: its buckets start again */
+            ch->anom.bucket_blocks = bb;
+            memset(ch->anom.acc, 0, ch->anom.nf * sizeof *ch->anom.acc);
+            memset(ch->anom.cnt, 0, ch->anom.nf * sizeof *ch->anom.cnt);
+            for (uint32_t k = 0; k < ch->anom.nf * FB_ANOM_BUCKETS; k++) ch->anom.ring[k] = NAN;
+            ch->anom.in_bucket = ch->anom.nbuckets = ch->anom.head = 0;
+            ch->anom.t_run = 0;
+        }
+        memcpy(ch->snap, o->snap, ch->c->nmon * sizeof *ch->snap);
+        ch->snap_learned = o->snap_learned;
+        atomic_store(&w->learned, ch->anom.learned);
+        ch->carried = true;
+    }
+}
+
+static int threads_start(struct fb_vib_rt *v, struct fb_err *err)
+{
+    for (uint32_t i = 0; i < v->nwk; i++) {
+        struct worker *wk = &v->wk[i];
+        if (wk->started) continue;
+        pthread_mutex_lock(&wk->mu);
+        wk->stop = false;
+        pthread_mutex_unlock(&wk->mu);
+        if (pthread_create(&wk->thr, NULL, worker_main, wk) != 0)
+            return fb_err_set(err, FB_ENOMEM, "cannot start the vibration analysis thread");
+        wk->started = true;
+        char name[16];
+        snprintf(name, sizeof name, "fb-vib-%u", i % 64u);
+        pthread_setname_np(wk->thr, name);
+    }
+    return 0;
+}
+
+int fb_vib_resume(struct fb_gateway *gw, struct fb_err *err)
+{
+    struct fb_vib_rt *v = gw->rt ? gw->rt->vib : NULL;
+    return v ? threads_start(v, err) : 0;
+}
+
+static int start(struct fb_gateway *gw, const char *dir, struct fb_vib_rt *prev, struct fb_err *err)
 {
     struct fb_vib *cfg = gw->vib;
     if (!cfg || !cfg->nch) return 0;
@@ -491,6 +643,7 @@ int fb_vib_start(struct fb_gateway *gw, const char *dir, struct fb_err *err)
         if (c->speed_tag != UINT32_MAX) {
             v->speed_tag[c->speed_tag] = 1;
             v->dev_watch[gw->tags[c->speed_tag].device] = 1;
+            snprintf(ch->speed_path, sizeof ch->speed_path, "%s", fb_tag_path(gw, &gw->tags[c->speed_tag]));
         }
         if (c->nout > max_out) max_out = c->nout;
         ch->t->wave->pool = fb_block_pool_new(VIB_BLOCKS, c->n);
@@ -527,12 +680,15 @@ int fb_vib_start(struct fb_gateway *gw, const char *dir, struct fb_err *err)
         wk->pool = fb_batch_pool_new(VIB_OUT_BATCHES, max_out, 0, 64);
         if (!wk->ring || !wk->raw || !wk->pool) goto oom;
     }
-    /* the baselines */
+    /* the baselines: carried from the running analysis (a reload), else from the file */
     bool anomaly = false;
     for (uint32_t i = 0; i < cfg->nch; i++) anomaly |= v->ch[i].has_anom;
     if (anomaly && dir) {
         snprintf(v->file, sizeof v->file, "%s/%s", dir, FB_BASELINE_FILE);
         v->persist = true;
+    }
+    if (prev) carry(v, prev);
+    if (anomaly && dir) {
         mkdir(dir, 0750);
         struct fb_err e = {0};
         int rc = fb_baseline_read(v->file, restored, v, &e);
@@ -540,7 +696,7 @@ int fb_vib_start(struct fb_gateway *gw, const char *dir, struct fb_err *err)
             fb_warn(NULL, NULL, "vibration: %s; the baselines are learnt again", e.msg);
             v->dirty = true;
         }
-    } else if (anomaly) {
+    } else if (anomaly && !prev) {
         fb_warn(NULL, NULL,
                 "vibration: no buffer directory: the anomaly baselines are kept in memory and learnt again after a "
                 "restart");
@@ -559,18 +715,18 @@ int fb_vib_start(struct fb_gateway *gw, const char *dir, struct fb_err *err)
         if (ch->has_anom && ch->c->alarm_trend != UINT32_MAX && fb_alarm_flags(gw, ch->c->alarm_trend, &f))
             ch->anom.t_active = f & FB_AS_ACTIVE;
     }
-    for (uint32_t i = 0; i < v->nwk; i++) {
-        struct worker *wk = &v->wk[i];
-        if (pthread_create(&wk->thr, NULL, worker_main, wk) != 0)
-            return fb_err_set(err, FB_ENOMEM, "cannot start the vibration analysis thread");
-        wk->started = true;
-        char name[16];
-        snprintf(name, sizeof name, "fb-vib-%u", i % 64u);
-        pthread_setname_np(wk->thr, name);
-    }
+    int rc = threads_start(v, err);
+    if (rc < 0) return rc;
     fb_info(NULL, NULL, "vibration: %u channels on %u analysis thread%s%s%s", cfg->nch, v->nwk, v->nwk == 1 ? "" : "s",
             v->persist ? ", baselines in " : "", v->persist ? v->file : "");
     return 0;
 oom:
     return fb_err_set(err, FB_ENOMEM, "cannot allocate the vibration analysis (blocks, FFT plans)");
+}
+
+int fb_vib_start(struct fb_gateway *gw, const char *dir, struct fb_err *err) { return start(gw, dir, NULL, err); }
+
+int fb_vib_restart(struct fb_gateway *gw, const char *dir, struct fb_vib_rt *prev, struct fb_err *err)
+{
+    return start(gw, dir, prev, err);
 }

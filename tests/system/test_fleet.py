@@ -1158,31 +1158,6 @@ def test_ingest_config_reload_is_refused(broker, start_gateway, watch, tmp_path)
         s.stop()
 
 
-def test_reload_with_vibration_is_refused(broker, start_gateway, watch, tmp_path):
-    """The vibration analysis (its threads, the waveform tags' block pools) is
-    not taken over by a reload yet: a reload of a configuration with
-    `vibration:` is refused with that reason, the running one stays and its
-    features keep coming."""
-    from test_vibration import write_wav  # pylint: disable=import-outside-toplevel
-    from conftest import wait_values  # pylint: disable=import-outside-toplevel
-    write_wav(str(tmp_path / "rec.wav"), 8192, 2, 0.5, 100)
-    dev = {"name": "pump", "url": "file://rec.wav", "poll": "200ms",
-           "tags": [{"name": "acc", "addr": "0", "scale": {"factor": 20},
-                     "vibration": {"fs": 8192, "block": 8192, "unit": "m/s2"}}]}
-    cfg = gw_config(broker.port, [dev])
-    w = watch(broker.port)
-    gw = start_gateway(cfg)
-    assert wait_values(w, "pump", lambda v: "acc.rms" in v, timeout=20)
-    cfg["devices"][0]["poll"] = "300ms"
-    write_cfg(gw, cfg)
-    t0 = time.monotonic()
-    gw.proc.send(signal.SIGHUP)
-    last = last_result(w, t0, "reload")
-    assert last and not last["ok"] and "vibration: is not reloaded" in json.dumps(last), last
-    assert wait_values(w, "pump", lambda v: "acc.rms" in v, timeout=10, after=time.monotonic())
-    assert gw.alive()
-
-
 def test_gateway_commands_pass_the_sender_lists(broker, start_modbus, start_gateway, watch, tmp_path):
     """commands.allow applies to the gateway's own commands like to device
     writes, and commands.gateway.<cmd> narrows one command (docs/security.md#gateway-commands):

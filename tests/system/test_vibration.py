@@ -16,6 +16,7 @@ import json
 import math
 import os
 import re
+import signal
 import struct
 import wave
 from datetime import datetime, timezone
@@ -23,7 +24,9 @@ from datetime import datetime, timezone
 import pytest
 
 import peers
-from conftest import GW_STATUS, ROOT, SANITIZER_RE, gw_config, run_cli, topic
+from conftest import (GW_STATUS, ROOT, SANITIZER_RE, gw_config, merged_values, reload_gateway, run_cli, status_state,
+                      to_yaml, topic)
+from conftest import wait_values as wait_tele
 
 
 def last_values(w, dev):
@@ -348,3 +351,179 @@ def test_check_notes_baselines_without_buffer(fb, tmp_path):
     path, r = _check(tmp_path, VIB_CFG + f"buffer: {{path: {tmp_path / 'buf'}}}\n")
     assert r.returncode == 0, r.stdout + r.stderr
     assert "baselines but no buffer" not in r.stdout + r.stderr
+
+
+# ---------------------------------------------------------------- reload (issue 20)
+# The analysis restarts on the new model at every reload; what a channel learnt carries over by its
+# waveform tag's path when the baseline stays valid (docs/vibration.md#reload).
+
+POLL = 0.5  # one block of 4096 samples at 8192 Hz per poll: one window per poll, in real time
+
+
+def _vdev(**vib):
+    v = {"fs": 8192, "block": 4096, "speed": "1500rpm", "anomaly": {"learn_blocks": 4}}
+    v.update(vib)
+    return {"name": "m", "url": "sim://m?seed=3", "poll": "500ms",
+            "tags": [{"name": "acc", "addr": "motor:rpm=1500", "vibration": v}]}
+
+
+def _cdev(name):
+    return {"name": name, "url": f"sim://{name}", "poll": "100ms", "tags": [{"name": "n", "addr": "counter"}]}
+
+
+def _ts(s):
+    return datetime.fromisoformat(s.replace("Z", "+00:00")).timestamp()
+
+
+def _feature_times(w, tag="acc.rms", after=0.0):
+    """Source time stamps of the channel's published results (one per analysed block)."""
+    out = []
+    for m in w.messages(topic("m", "telemetry")):
+        if m.t < after:
+            continue
+        v = ((m.json() or {}).get("values") or {}).get(tag)
+        if v and v.get("q") == "good":
+            out.append(_ts(v.get("ts") or m.json()["ts"]))
+    return sorted(set(out))
+
+
+def _refused(gw, cfg, timeout=15):
+    """Write cfg, SIGHUP, and return the refusal's log line (fails when it is applied)."""
+    pat = re.compile(r"reload(?:: applied \((\{.*\})\)| refused: (.*))")
+    n = len(pat.findall(gw.output()))
+    with open(gw.path, "w", encoding="utf-8") as f:
+        f.write(to_yaml(cfg) + "\n")
+    gw.proc.send(signal.SIGHUP)
+    found = peers.wait_until(lambda: (lambda x: x[n] if len(x) > n else None)(pat.findall(gw.output())), timeout)
+    assert found, "no reload result in the log:\n" + gw.output()[-3000:]
+    assert not found[0], f"an invalid configuration was applied: {found[0]}"
+    return found[1]
+
+
+@pytest.mark.smoke
+@pytest.mark.parametrize("buffered", [False, True], ids=["memory", "buffer"])
+def test_reload_adding_a_device_keeps_the_analysis_going(tmp_path, broker, start_gateway, watch, buffered):
+    """A running analysis with a learnt baseline (kept in memory only, or also in the buffer
+    directory's file) gets a reload that adds an unrelated device: applied, the waveform device and
+    the other one are kept (not restarted, no offline status), every window's result still comes
+    (no block missed across the reload), and the baseline carries over in memory — still learnt,
+    the anomaly score Good from the first block after the reload, nothing learnt again, nothing
+    read back from the file."""
+    extra = {"buffer": {"path": str(tmp_path / "buf")}} if buffered else {}
+    cfg = gw_config(broker.port, [_vdev(), _cdev("c")], **extra)
+    w = watch(broker.port)
+    g = start_gateway(cfg)
+    assert _status_channel(w, "m/acc", lambda c: c.get("baseline") == "learnt"), g.output()[-2000:]
+    peers.time.sleep(2 * POLL)
+    blocks0 = _status_channel(w, "m/acc", lambda c: True)["blocks"]
+    t0 = peers.time.monotonic()
+    wall0 = peers.time.time()
+    cfg["devices"].append(_cdev("new"))
+    ch = reload_gateway(g, cfg)
+    assert ch["devices"]["added"] == ["new"] and ch["devices"]["changed"] == [], ch
+    assert ch["devices"]["kept"] == 2, ch
+    assert ch["vibration"] == {"analysis": "restarted", "added": [], "removed": [], "changed": [],
+                               "unchanged": ["m/acc"], "relearning": []}, ch
+    assert wait_tele(w, "new", lambda v: "n" in v, timeout=10, after=t0), "the added device never came"
+    # the first result after the reload already compares with the learnt baseline
+    m = wait_tele(w, "m", lambda v: "acc.anomaly" in v, timeout=10, after=peers.time.monotonic())
+    assert m and m.json()["values"]["acc.anomaly"]["q"] == "good", m and m.json()
+    peers.time.sleep(3 * POLL)
+    times = [t for t in _feature_times(w) if t > wall0 - 3 * POLL]
+    assert times and times[0] < wall0 and times[-1] > wall0 + 2 * POLL, (times, wall0)  # across the reload
+    gaps = [b - a for a, b in zip(times, times[1:])]
+    assert max(gaps) < 1.5 * POLL, f"a window was missed across the reload: gaps {gaps}"
+    for d in ("m", "c"):
+        assert not [x for x in w.messages(topic(d, "status")) if x.t > t0 and status_state(x) == "offline"], d
+    ch = _status_channel(w, "m/acc", lambda c: True, after=peers.time.monotonic())
+    assert ch and ch["baseline"] == "learnt" and ch["blocks"] > blocks0, (ch, blocks0)  # counted on
+    out = g.output()
+    assert out.count("baseline learnt from 4 blocks") == 1, "learnt again after the reload"
+    assert "learning the baseline again" not in out and "learning again" not in out
+    assert "baseline restored" not in out
+    if buffered:
+        saved = json.loads((tmp_path / "buf" / "vibration-baseline.json").read_text())
+        assert saved["channels"][0]["tag"] == "m/acc" and saved["channels"][0]["learned"] == 4, saved
+
+
+def test_reload_applies_a_changed_vibration_setting(tmp_path, broker, start_gateway, watch):
+    """A reload that changes the analysis of a channel takes effect: a new band's feature tag is
+    published, ISO zones appear, and the anomaly baseline — learnt for other settings (the
+    learning length is part of what it depends on) — is learnt again, as the answer says."""
+    cfg = gw_config(broker.port, [_vdev()])
+    w = watch(broker.port)
+    g = start_gateway(cfg)
+    assert _status_channel(w, "m/acc", lambda c: c.get("baseline") == "learnt"), g.output()[-2000:]
+    assert "acc.band.low" not in merged_values(w, "m")
+    t0 = peers.time.monotonic()
+    cfg["devices"] = [_vdev(bands={"low": [10, 500]}, iso={"group": 2, "mounting": "rigid"},
+                            anomaly={"learn_blocks": 6})]
+    ch = reload_gateway(g, cfg)
+    v = ch["vibration"]
+    assert v["analysis"] == "restarted" and v["changed"] == ["m/acc"] and v["relearning"] == ["m/acc"], ch
+    m = wait_tele(w, "m", lambda x: "acc.band.low" in x and "acc.iso_zone" in x, timeout=10, after=t0)
+    assert m, merged_values(w, "m", after=t0)
+    vals = m.json()["values"]
+    assert vals["acc.band.low"]["q"] == "good" and vals["acc.band.low"]["v"] > 0, vals
+    assert vals["acc.iso_zone"]["v"] in ("A", "B", "C", "D"), vals
+    st = _status_channel(w, "m/acc", lambda c: c.get("learn_blocks") == 6, after=t0)
+    assert st, "the new learning length is not in the status"
+    assert _status_channel(w, "m/acc", lambda c: c.get("learn_blocks") == 6 and c.get("baseline") == "learnt",
+                           after=t0), "the baseline was not learnt again"
+    assert "baseline learnt from 6 blocks" in g.output()
+    assert "learning the baseline again (6 blocks)" in g.output()
+
+
+@pytest.mark.smoke
+def test_reload_removes_and_adds_the_analysis(tmp_path, broker, start_gateway, watch):
+    """A reload to a configuration without waveform tags (and without the vibration: section) stops
+    the analysis cleanly: no more results, the other device goes on; a reload that adds them back
+    starts it again and results come.  The gateway stops cleanly afterwards (under ASan: every
+    block pool freed with every block back)."""
+    cfg = gw_config(broker.port, [_vdev(), _cdev("c")], vibration={"threads": 2})
+    w = watch(broker.port)
+    g = start_gateway(cfg)
+    assert wait_tele(w, "m", lambda v: "acc.rms" in v, timeout=20)
+    without = gw_config(broker.port, [_cdev("c")])
+    ch = reload_gateway(g, without)
+    assert ch["vibration"] == {"analysis": "stopped", "added": [], "removed": ["m/acc"], "changed": [],
+                               "unchanged": [], "relearning": []}, ch
+    assert ch["devices"]["removed"] == ["m"] and ch["devices"]["kept"] == 1, ch
+    t1 = peers.time.monotonic()
+    assert wait_tele(w, "c", lambda v: "n" in v, timeout=10, after=t1 + 1.0), "the other device stopped"
+    assert not [m for m in w.messages(topic("m", "telemetry")) if m.t > t1 + 0.5], "results after the stop"
+    assert "vibration" not in (_last_status(w) or {"vibration": 1})
+    ch = reload_gateway(g, cfg)
+    assert ch["vibration"]["analysis"] == "started" and ch["vibration"]["added"] == ["m/acc"], ch
+    t2 = peers.time.monotonic()
+    assert wait_tele(w, "m", lambda v: v.get("acc.rms", {}).get("q") == "good", timeout=10, after=t2)
+    assert _status_channel(w, "m/acc", lambda c: c.get("blocks", 0) >= 1, after=t2)
+    assert g.stop() == 0, g.output()[-3000:]
+
+
+def _last_status(w):
+    for m in reversed(w.messages(GW_STATUS)):
+        j = m.json()
+        if isinstance(j, dict) and "devices" in j:
+            return j
+    return None
+
+
+def test_invalid_vibration_reload_is_refused(tmp_path, broker, start_gateway, watch):
+    """An invalid vibration setting is refused with its file:line:col and the running analysis goes
+    on unchanged; a valid change after it is applied."""
+    cfg = gw_config(broker.port, [_vdev()])
+    w = watch(broker.port)
+    g = start_gateway(cfg)
+    assert wait_tele(w, "m", lambda v: "acc.rms" in v, timeout=20)
+    bad = gw_config(broker.port, [_vdev(block=4095)])
+    why = _refused(g, bad)
+    assert "the running one stays" in why, why
+    assert re.search(r"gw0\.yaml:\d+:\d+: vibration\.block: 4095 samples: a block must be an even number", g.output())
+    t1 = peers.time.monotonic()
+    m = wait_tele(w, "m", lambda v: v.get("acc.rms", {}).get("q") == "good", timeout=10, after=t1)
+    assert m, "the running analysis stopped"
+    assert g.alive()
+    ch = reload_gateway(g, gw_config(broker.port, [_vdev(bands={"low": [10, 500]})]))
+    assert ch["vibration"]["changed"] == ["m/acc"], ch
+    assert wait_tele(w, "m", lambda v: "acc.band.low" in v, timeout=10, after=t1)
