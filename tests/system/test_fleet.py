@@ -1032,7 +1032,9 @@ def test_reload_keeps_the_edge_running(broker, start_modbus, start_gateway, watc
     assert wait_values(w, "calc", lambda v: v.get("double", {}).get("v") == 170, timeout=10, after=t)
 
     def kept_across(t0, what):
-        time.sleep(1.5)
+        # 4 ticks of the 200 ms timer after the reload: 0.8 s when idle; a
+        # loaded machine may take longer, a stopped script never gets there
+        peers.wait_until(lambda: len(ticks(t0)) >= 4, 10)
         seen = timed_ticks()
         last_before = max([v for t_, v in seen if t_ < t0] or [0])
         after = [v for t_, v in seen if t_ >= t0]
