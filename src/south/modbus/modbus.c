@@ -188,11 +188,12 @@ static struct mb_addr *addr_alloc(struct mb_dev *md)
 static int mb_parse_address(struct fb_device *dev, struct fb_tag *tag, struct fb_err *err)
 {
     struct mb_dev *md = dev->drv_dev;
+    char ab[FB_ATEXT_MAX];
     struct mb_addr_in in = {
-        .text = tag->addr_text,
+        .text = fb_tag_addr_text(dev->gw, tag, ab),
         .type = tag->type,
         .str_len = tag->str_len,
-        .order = tag->order,
+        .order = fb_tag_order(tag),
         .index = tag->index,
         .base = md ? md->o.base : 0,
     };
@@ -226,6 +227,14 @@ static int mb_parse_address(struct fb_device *dev, struct fb_tag *tag, struct fb
 }
 
 static void mb_free_address(struct fb_tag *tag) { tag->addr = NULL; /* the device's slab owns it (mb_device_free) */ }
+
+/* The parsed address as text: the config's text when it was written so (most
+ * are), which is then not kept (fb_tag_addr_text). */
+static void mb_addr_text(const struct fb_device *dev, const struct fb_tag *tag, char *buf, size_t len)
+{
+    (void)dev;
+    mb_addr_fmt(tag->addr, buf, len);
+}
 
 static int mb_plan(struct fb_device *dev, struct fb_group *g, struct fb_err *err)
 {
@@ -719,15 +728,16 @@ static int mb_read(struct fb_device *dev, struct fb_group *g, struct fb_batch *o
 
 /* ------------------------------------------------------------------ write */
 /* writes and write errors are counted by the runtime */
-static int write_fail(struct mb_conn *mc, const struct fb_tag *t, int e, struct fb_err *err)
+static int write_fail(const struct fb_device *dev, struct mb_conn *mc, const struct fb_tag *t, int e, struct fb_err *err)
 {
+    char ab[FB_ATEXT_MAX];
     int exc;
     enum outcome o = classify(e, &exc);
     char why[128];
     outcome_text(o, exc, e, why, sizeof why);
     if (o == OUT_TIMEOUT || o == OUT_MALFORMED) modbus_flush(mc->mb);
     int code = o == OUT_EXC ? FB_EEXCEPTION : o == OUT_TIMEOUT ? FB_ETIMEDOUT : o == OUT_MALFORMED ? FB_EPROTO : FB_EIO;
-    return fb_err_set(err, code, "write to %s (%s) failed: %s", t->name, t->addr_text, why);
+    return fb_err_set(err, code, "write to %s (%s) failed: %s", t->name, fb_tag_addr_text(dev->gw, t, ab), why);
 }
 
 static int mb_write(struct fb_device *dev, const struct fb_tag *t, const struct fb_value *v, struct fb_err *err)
@@ -736,9 +746,10 @@ static int mb_write(struct fb_device *dev, const struct fb_tag *t, const struct 
     struct mb_dev *md = dev->drv_dev;
     struct mb_conn *mc = dev->conn ? dev->conn->ctx : NULL;
     if (!a) return fb_err_set(err, FB_EINVAL, "tag %s has no address", t->name);
+    char ab[FB_ATEXT_MAX];
     if (a->table == MB_IR || a->table == MB_DI)
-        return fb_err_set(err, FB_EACCES, "%s (%s) is read-only: %s cannot be written", t->name, t->addr_text,
-                          a->table == MB_IR ? "input registers" : "discrete inputs");
+        return fb_err_set(err, FB_EACCES, "%s (%s) is read-only: %s cannot be written", t->name,
+                          fb_tag_addr_text(dev->gw, t, ab), a->table == MB_IR ? "input registers" : "discrete inputs");
     uint16_t regs[MB_MAX_WRITE_REGS];
     int n = mb_encode(a, v, regs, MB_MAX_WRITE_REGS, err);
     if (n < 0) return n;
@@ -775,7 +786,7 @@ static int mb_write(struct fb_device *dev, const struct fb_tag *t, const struct 
     if (rc < 0) {
         int exc;
         if (classify(e, &exc) == OUT_EXC && exc != 0x0A && exc != 0x0B) unit_answered(dev, md, mc);
-        return write_fail(mc, t, e, err);
+        return write_fail(dev, mc, t, e, err);
     }
     unit_answered(dev, md, mc);
     return 0;
@@ -805,6 +816,7 @@ const struct fb_driver fb_driver_modbus = {
     .device_init = mb_device_init,
     .device_free = mb_device_free,
     .parse_address = mb_parse_address,
+    .addr_text = mb_addr_text,
     .free_address = mb_free_address,
     .plan = mb_plan,
     .plan_free = mb_plan_free_cb,
