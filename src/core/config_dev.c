@@ -52,6 +52,7 @@ struct tag_aux {
     struct fb_cfg_mark numeric_m; /* where a numeric-only setting was given */
     bool needs_numeric;
     bool bad_wave; /* vibration: given but refused (reported): the address means nothing without it */
+    int line;      /* where the tag was declared, for messages */
 };
 
 /* Texts (order, unit) and processing settings that many tags share are kept
@@ -765,7 +766,7 @@ static void build_tag(struct ctx *c, uint32_t di, int64_t dev_poll, struct fb_cf
             t->src = (uint8_t)src;
             if (src != FB_TAG_READ) t->group = FB_GROUP_NONE;
             t->proc = shared;
-            t->line = fb_cfg_mark(tn).line;
+            ta->line = fb_cfg_mark(tn).line;
             c->gw->devs[di].ntags++;
         }
         if (c->eb) fb_edge_cfg_tag(c->eb, c->r, vars, &m, c->gw, first_new, c->gw->ntags - first_new);
@@ -829,7 +830,7 @@ static void vib_tag(struct ctx *c, const struct fb_tvars *vars, const struct fb_
             fb_cfg_error(c->r, tn, "out of memory");
             return;
         }
-        t->line = w->line;
+        ta->line = parent.line;
         c->gw->devs[w->device].ntags++;
     }
     c->gw->tags[id].wave->first_feature = first;
@@ -913,7 +914,7 @@ static void check_dup_tags(struct ctx *c, uint32_t di)
         if (ak->entry == a0->entry || ak->entry == reported) continue;
         reported = ak->entry;
         fb_cfg_error_at(c->r, ak->name_m, "duplicate tag name '%.*s' in device '%s' (first at line %d)",
-                        (int)it[k].blen, it[k].name, d->name, c->gw->tags[it[run].id].line);
+                        (int)it[k].blen, it[k].name, d->name, a0->line);
     }
     free(it);
 }
@@ -1265,7 +1266,7 @@ static void build_made(struct ctx *c, const struct fb_dev_spec *sp)
             c->gw->ntags--;
             break;
         }
-        t->line = sp->mark.line;
+        ta->line = sp->mark.line;
         ta->poll_ns = sp->poll_ns;
         ta->name_m = sp->mark;
         ta->addr_m = sp->mark;

@@ -13,7 +13,7 @@
 /* spike_accept 3: the config's default (docs/configuration.md) */
 const struct fb_tag_proc fb_tag_proc_none = {.spike_accept = 3};
 
-_Static_assert(sizeof(void *) != 8 || sizeof(struct fb_tag) <= 64, "struct fb_tag grew: a gateway holds a million");
+_Static_assert(sizeof(void *) != 8 || sizeof(struct fb_tag) == 56, "struct fb_tag grew: a gateway holds a million");
 
 /* ------------------------------------------------------------------ arena */
 struct fb_arena_blk {

@@ -100,7 +100,7 @@ struct fb_wave {
     _Atomic uint32_t learned, learn_of; /* anomaly baseline: blocks learnt of learn_of (0: no anomaly detection) */
 };
 
-/* 64 bytes: a gateway holds a million of them (issue 15: ≤ 100 bytes per
+/* 56 bytes: a gateway holds a million of them (issue 15: ≤ 100 bytes per
  * configured tag in all).  The name of a tag read from the config lives in
  * the gateway's arena (gw->arena); `proc` (processing, unit, order, who may
  * write) once per distinct settings.  The address text is not kept here:
@@ -116,11 +116,10 @@ struct fb_tag {
     uint32_t index;   /* element index for tags expanded from `count:` */
     uint32_t str_len; /* string tags: bytes */
     uint32_t calc;    /* FB_TAG_EXPR: index in gw->calcs; FB_TAG_SCRIPT: in gw->scripts */
-    int line;         /* where it was declared, for messages */
     uint16_t group;   /* poll group index within the device (FB_GROUP_NONE: computed) */
     uint8_t type;     /* enum fb_type: the type on the wire */
-    uint8_t access;   /* enum fb_access */
-    uint8_t src;      /* enum fb_tag_src */
+    uint8_t access : 4; /* enum fb_access */
+    uint8_t src : 4;    /* enum fb_tag_src */
 };
 
 struct fb_atext_run { /* tags first .. first+n-1 share the address text text */

@@ -166,7 +166,6 @@ static void test_valid_model(void **state)
     assert_string_equal(fb_tag_unit(temp), "°C"); /* from the <<: *tpl merge */
     assert_true(temp->proc->db_pct == 2.0);
     assert_int_equal(temp->access, FB_ACC_READ);
-    assert_int_equal(temp->line, 28);
     assert_true(level->proc->scaled);
     assert_true(level->proc->k == 0.1);
     assert_true(level->proc->d == 0.0);

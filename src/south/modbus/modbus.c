@@ -173,6 +173,9 @@ static void mb_device_free(struct fb_device *dev)
     dev->drv_dev = NULL;
 }
 
+_Static_assert(sizeof(struct mb_addr) == 16 && sizeof(struct mb_item) == sizeof(void *),
+               "a Modbus tag's address and plan item: see BENCHMARKS.md, memory per tag");
+
 static struct mb_addr *addr_alloc(struct mb_dev *md)
 {
     if (!md->slab || md->slab->used == MB_SLAB_N) {
@@ -220,6 +223,7 @@ static int mb_parse_address(struct fb_device *dev, struct fb_tag *tag, struct fb
     struct mb_addr *a = tag->addr ? tag->addr : md ? addr_alloc(md) : NULL; /* parsed again: in place */
     if (!a) return fb_err_set(err, FB_ENOMEM, "out of memory");
     *a = parsed;
+    a->tag = tag->id;
     tag->addr = a;
     tag->type = a->type;
     if (a->type == FB_T_STRING) tag->str_len = a->str_len;
@@ -249,7 +253,6 @@ static int mb_plan(struct fb_device *dev, struct fb_group *g, struct fb_err *err
             return fb_err_set(err, FB_EINVAL, "tag %s has no parsed address", t->name);
         }
         if (t->wave) continue; /* read on its own after the plan (read_wave) */
-        items[n].tag = t->id;
         items[n].a = t->addr;
         n++;
     }
@@ -476,12 +479,12 @@ static void add_bad(struct fb_batch *out, const struct fb_tag *t, uint32_t q, in
 static void fill_block(struct fb_device *dev, const struct mb_plan *p, const struct mb_block *b, uint32_t q,
                        struct fb_batch *out, int64_t ts)
 {
-    for (uint32_t k = 0; k < b->n; k++) add_bad(out, &dev->gw->tags[p->items[b->first + k].tag], q, ts);
+    for (uint32_t k = 0; k < b->n; k++) add_bad(out, &dev->gw->tags[p->items[b->first + k].a->tag], q, ts);
 }
 
 static void log_block(struct fb_device *dev, struct mb_plan *p, struct mb_block *b, uint32_t q, const char *why)
 {
-    const struct fb_tag *t = &dev->gw->tags[p->items[b->first].tag];
+    const struct fb_tag *t = &dev->gw->tags[p->items[b->first].a->tag];
     bool changed = b->last_q != q;
     b->last_q = q;
     if (!changed && !fb_ratelimit_ok(&b->rl, fb_mono_ns())) return;
@@ -618,7 +621,7 @@ static int mb_read(struct fb_device *dev, struct fb_group *g, struct fb_batch *o
             atomic_fetch_add(&dev->m.rtt_count, 1);
             atomic_store(&dev->m.last_success_ns, ts);
             if (b->last_q && fb_q_bad(b->last_q))
-                fb_info(dev->name, dev->gw->tags[p->items[b->first].tag].name, "read %s:%u recovered",
+                fb_info(dev->name, dev->gw->tags[p->items[b->first].a->tag].name, "read %s:%u recovered",
                         mb_table_name(b->table), b->start);
             b->last_q = FB_Q_GOOD;
             for (uint32_t k = 0; k < b->n; k++) {
@@ -630,7 +633,7 @@ static int mb_read(struct fb_device *dev, struct fb_group *g, struct fb_batch *o
                     /* one 16-bit register (most tags): straight into the batch */
                     uint16_t r = a->swap_bytes ? (uint16_t)(p->regs[off] << 8 | p->regs[off] >> 8) : p->regs[off];
                     struct fb_sample *s = &out->s[out->n++];
-                    *s = (struct fb_sample){.tag = it->tag, .quality = FB_Q_GOOD, .ts_src = ts, .ts_gw = ts};
+                    *s = (struct fb_sample){.tag = it->a->tag, .quality = FB_Q_GOOD, .ts_src = ts, .ts_gw = ts};
                     s->v.type = a->type;
                     if (a->type == FB_T_INT16)
                         s->v.i = (int16_t)r;
@@ -646,11 +649,11 @@ static int mb_read(struct fb_device *dev, struct fb_group *g, struct fb_batch *o
                     atomic_fetch_add(&dev->m.errors, 1); /* an item the device gave us unusable */
                     struct fb_ratelimit *rl = &b->rl;
                     if (fb_ratelimit_ok(rl, t1))
-                        fb_warn(dev->name, dev->gw->tags[it->tag].name, "cannot decode %s value (invalid BCD digit)",
+                        fb_warn(dev->name, dev->gw->tags[it->a->tag].name, "cannot decode %s value (invalid BCD digit)",
                                 fb_type_name((enum fb_type)it->a->type));
-                    add_bad(out, &dev->gw->tags[it->tag], q, ts);
+                    add_bad(out, &dev->gw->tags[it->a->tag], q, ts);
                 } else {
-                    fb_batch_add(out, it->tag, FB_Q_GOOD, ts, &v);
+                    fb_batch_add(out, it->a->tag, FB_Q_GOOD, ts, &v);
                 }
             }
             bi++;
@@ -675,7 +678,7 @@ static int mb_read(struct fb_device *dev, struct fb_group *g, struct fb_batch *o
                 unit_answered(dev, md, mc);
             }
             if (exc == 2 && mb_plan_can_split(p, bi)) {
-                fb_info(dev->name, dev->gw->tags[p->items[b->first].tag].name,
+                fb_info(dev->name, dev->gw->tags[p->items[b->first].a->tag].name,
                         "%s:%u..%u answered exception 02 (illegal data address): reading its "
                         "%u tags one by one from now on",
                         mb_table_name(b->table), b->start, b->start + b->count - 1u, b->n);
@@ -796,16 +799,16 @@ static const char *const mb_schemes[] = {"modbus-tcp", "modbus-rtu", NULL};
 
 /* A config reload keeps the connection (model.h): the unit state, the
  * addresses and the plans (with the splits learnt from exception 02) stay
- * with the running model; the plans name tags by id, which may have moved. */
+ * with the running model; the addresses name their tags by id, which may
+ * have moved. */
 static void modbus_adopt(struct fb_conn *c, struct fb_conn *old)
 {
     fb_adopt_swap(c, old, FB_ADOPT_DEV | FB_ADOPT_ADDR | FB_ADOPT_PLAN);
     for (uint32_t k = 0; k < c->ndevs; k++) {
-        int64_t shift = fb_adopt_tag_shift(c, old, k);
-        for (uint32_t g = 0; g < c->devs[k]->ngroups; g++) {
-            struct mb_plan *p = c->devs[k]->groups[g].plan;
-            for (uint32_t i = 0; p && i < p->nitems; i++)
-                p->items[i].tag = (uint32_t)((int64_t)p->items[i].tag + shift);
+        const struct fb_device *d = c->devs[k];
+        for (uint32_t i = 0; i < d->ntags; i++) { /* the addresses name their tags (the plans' items) */
+            struct mb_addr *a = d->gw->tags[d->first_tag + i].addr;
+            if (a) a->tag = d->first_tag + i;
         }
     }
 }

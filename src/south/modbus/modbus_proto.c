@@ -741,7 +741,7 @@ static int item_cmp(const void *x, const void *y)
     if (a->a->table != b->a->table) return a->a->table < b->a->table ? -1 : 1;
     if (a->a->addr != b->a->addr) return a->a->addr < b->a->addr ? -1 : 1;
     if (a->a->count != b->a->count) return a->a->count < b->a->count ? -1 : 1;
-    return a->tag < b->tag ? -1 : a->tag > b->tag;
+    return a->a->tag < b->a->tag ? -1 : a->a->tag > b->a->tag;
 }
 
 static void block_init(struct mb_block *b, const struct mb_item *it, uint32_t idx, bool split)
