@@ -412,7 +412,7 @@ static void test_addr_forms(void **state)
     assert_int_equal(b.bit, 4);
     assert_int_equal(b.addr, 0);
     struct mb_addr s = addr_ok("hr:0:string[9]", NULL);
-    assert_int_equal(s.str_len, 9);
+    assert_int_equal(mb_str_len(&s), 9);
 
     /* base = 1 shifts the 0-based forms, not the Modicon ones */
     struct mb_addr_in in = {.text = "hr:1", .base = 1};

@@ -173,7 +173,7 @@ static void mb_device_free(struct fb_device *dev)
     dev->drv_dev = NULL;
 }
 
-_Static_assert(sizeof(struct mb_addr) == 16 && sizeof(struct mb_item) == sizeof(void *),
+_Static_assert(sizeof(struct mb_addr) == 12 && sizeof(struct mb_item) == sizeof(void *),
                "a Modbus tag's address and plan item: see BENCHMARKS.md, memory per tag");
 
 static struct mb_addr *addr_alloc(struct mb_dev *md)
@@ -226,7 +226,7 @@ static int mb_parse_address(struct fb_device *dev, struct fb_tag *tag, struct fb
     a->tag = tag->id;
     tag->addr = a;
     tag->type = a->type;
-    if (a->type == FB_T_STRING) tag->str_len = a->str_len;
+    if (a->type == FB_T_STRING) tag->str_len = mb_str_len(a);
     return 0;
 }
 
