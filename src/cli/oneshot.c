@@ -24,7 +24,9 @@ struct oneshot {
     struct fb_conn conn;
     struct fb_group group;
     struct fb_tag *tags;
+    char **atext; /* the tags' address texts (gw.atext) */
     uint32_t ntags;
+    struct fb_tag_proc proc; /* every tag's: --order */
     bool dev_inited;
 };
 
@@ -98,11 +100,11 @@ static void oneshot_free(struct oneshot *s)
         for (uint32_t i = 0; i < s->ntags; i++) {
             if (s->tags[i].addr && drv->free_address) drv->free_address(&s->tags[i]);
             free(s->tags[i].name);
-            free(s->tags[i].addr_text);
-            free(s->tags[i].order);
         }
         if (s->dev_inited && drv->device_free) drv->device_free(&s->dev);
     }
+    for (uint32_t i = 0; s->atext && i < s->ntags; i++) free(s->atext[i]);
+    free(s->atext);
     free(s->tags);
     free(s->group.tags);
     free(s->conn.key);
@@ -170,7 +172,11 @@ static int oneshot_init(struct oneshot *s, const char *cmd, const struct opts *o
     s->ntags = (uint32_t)naddr * (uint32_t)o->count;
     s->tags = calloc(s->ntags, sizeof *s->tags);
     s->group.tags = calloc(s->ntags, sizeof *s->group.tags);
-    if (!s->tags || !s->group.tags) return 2;
+    s->atext = calloc(s->ntags, sizeof *s->atext);
+    if (!s->tags || !s->group.tags || !s->atext) return 2;
+    s->gw.atext = (const char **)s->atext;
+    s->proc = fb_tag_proc_none;
+    s->proc.order = o->order;
     s->gw.tags = s->tags;
     s->gw.ntags = s->ntags;
     s->dev.first_tag = 0;
@@ -187,9 +193,9 @@ static int oneshot_init(struct oneshot *s, const char *cmd, const struct opts *o
             t->index = (uint32_t)i;
             /* --type is the same thing as a :TYPE suffix on the address */
             size_t n = strlen(addrs[a]) + (o->type ? strlen(o->type) + 2 : 1);
-            t->addr_text = malloc(n);
-            if (!t->addr_text) return 2;
-            snprintf(t->addr_text, n, "%s%s%s", addrs[a], o->type ? ":" : "", o->type ? o->type : "");
+            char *at = s->atext[k] = malloc(n);
+            if (!at) return 2;
+            snprintf(at, n, "%s%s%s", addrs[a], o->type ? ":" : "", o->type ? o->type : "");
             if (o->count > 1) {
                 size_t m = strlen(addrs[a]) + 24;
                 t->name = malloc(m);
@@ -197,7 +203,7 @@ static int oneshot_init(struct oneshot *s, const char *cmd, const struct opts *o
             } else {
                 t->name = strdup(addrs[a]);
             }
-            t->order = o->order ? strdup(o->order) : NULL;
+            t->proc = &s->proc;
             s->group.tags[k] = k;
             if (drv->parse_address(&s->dev, t, &err) < 0) {
                 fprintf(stderr, "fieldbridge %s: bad address '%s': %s\n", cmd, addrs[a], err.msg);

@@ -487,6 +487,18 @@ static size_t ctl_devices(void *cfg, const struct fb_dev_spec **specs)
 }
 
 /* "device/tag" → a tag id; an error at `m` when there is no such tag. */
+/* Give a loop tag a unit: its settings copied (they may be shared with other
+ * tags) with the unit (a string in the arena, shared).  False when out of memory. */
+static bool set_unit(struct fb_gateway *gw, struct fb_tag *t, const char *unit)
+{
+    struct fb_tag_proc *p = fb_arena_alloc(&gw->arena, sizeof *p, _Alignof(struct fb_tag_proc));
+    if (!p) return false;
+    *p = *fb_tproc(t);
+    p->unit = unit;
+    t->proc = p;
+    return true;
+}
+
 static struct fb_tag *find_tag(struct fb_cfg *r, struct fb_gateway *gw, const char *ref, struct fb_cfg_mark m,
                                const char *what)
 {
@@ -635,11 +647,15 @@ static void ctl_bind(struct fb_cfg *r, void *cfg, struct fb_gateway *gw)
             if ((L->has_sp_min && L->sp0 < L->sp_min) || (L->has_sp_max && L->sp0 > L->sp_max))
                 fb_cfg_error_at(r, L->mark, "loop %s: sp %g is outside the set-point limits [%g, %g]", L->name, L->sp0,
                                 L->has_sp_min ? L->sp_min : -INFINITY, L->has_sp_max ? L->sp_max : INFINITY);
-            for (int f = FB_LF_PV; f <= FB_LF_SP_TARGET && pv->unit; f++)
-                if (!tags[f].unit) tags[f].unit = pv->unit; /* units live in the arena: shared */
+            for (int f = FB_LF_PV; f <= FB_LF_SP_TARGET && fb_tag_unit(pv); f++)
+                if (!fb_tag_unit(&tags[f]) && !set_unit(gw, &tags[f], fb_tag_unit(pv))) {
+                    fb_cfg_error_at(r, L->mark, "out of memory");
+                    break;
+                }
         }
         if (out) {
-            if (out->unit && !tags[FB_LF_OUT].unit) tags[FB_LF_OUT].unit = out->unit; /* shared, in the arena */
+            if (fb_tag_unit(out) && !fb_tag_unit(&tags[FB_LF_OUT]) && !set_unit(gw, &tags[FB_LF_OUT], fb_tag_unit(out)))
+                fb_cfg_error_at(r, L->mark, "out of memory");
             const struct fb_device *od = &gw->devs[out->device];
             if (!L->area && od->area) {
                 free(d->area);

@@ -32,12 +32,15 @@ static void ctl_device_free(struct fb_device *dev) { dev->drv_dev = NULL; /* the
 
 static int ctl_parse_address(struct fb_device *dev, struct fb_tag *t, struct fb_err *err)
 {
+    char ab[FB_ATEXT_MAX];
+    const char *text = fb_tag_addr_text(dev->gw, t, ab);
+    if (!text) text = "";
     for (int f = 0; f < FB_LF__COUNT; f++)
-        if (!strcmp(t->addr_text, fb_loop_field_names[f])) {
+        if (!strcmp(text, fb_loop_field_names[f])) {
             t->addr = (void *)(uintptr_t)(f + 1);
             return 0;
         }
-    return fb_err_set(err, FB_EINVAL, "%s: no loop field '%s'", dev->name, t->addr_text);
+    return fb_err_set(err, FB_EINVAL, "%s: no loop field '%s'", dev->name, text);
 }
 
 static void ctl_free_address(struct fb_tag *t) { t->addr = NULL; }

@@ -573,7 +573,7 @@ void fb_config_summary(const struct fb_gateway *gw, FILE *f)
             gw->ndevs == 1 ? "" : "s", gw->nconns, gw->nconns == 1 ? "" : "s", gw->ntags, gw->ntags == 1 ? "" : "s",
             ngroups, ngroups == 1 ? "" : "s", gw->nsinks, gw->nsinks == 1 ? "" : "s");
     uint32_t nroles = 0;
-    for (uint32_t i = 0; i < gw->ntags; i++) nroles += gw->tags[i].write_roles != 0;
+    for (uint32_t i = 0; i < gw->ntags; i++) nroles += fb_tag_write_roles(&gw->tags[i]) != 0;
     if (gw->cmd_allow && gw->cmd_allow <= gw->nacls) {
         const struct fb_acl *a = &gw->acls[gw->cmd_allow - 1];
         fprintf(f, "commands accepted only from:");

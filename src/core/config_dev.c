@@ -52,6 +52,7 @@ struct tag_aux {
     struct fb_cfg_mark numeric_m; /* where a numeric-only setting was given */
     bool needs_numeric;
     bool bad_wave; /* vibration: given but refused (reported): the address means nothing without it */
+    int line;      /* where the tag was declared, for messages */
 };
 
 /* Texts (order, unit) and processing settings that many tags share are kept
@@ -133,6 +134,18 @@ static const void *intern(struct fb_arena *a, struct intern *t, const void *p, s
 static char *intern_str(struct ctx *c, const char *s)
 {
     return s ? (char *)intern(&c->gw->arena, &c->strs, s, strlen(s) + 1, 1) : NULL;
+}
+
+/* Shared settings: no processing, the given unit and who may write (for
+ * tags that have no processing of their own; NULL when out of memory). */
+static const struct fb_tag_proc *plain_proc(struct ctx *c, const char *unit, uint16_t write_roles)
+{
+    struct fb_tag_proc p;
+    memcpy(&p, &fb_tag_proc_none, sizeof p); /* its padding too (zero): interned by their bytes */
+    p.unit = intern_str(c, unit);
+    p.write_roles = write_roles;
+    if (unit && !p.unit) return NULL;
+    return intern(&c->gw->arena, &c->procs, &p, sizeof p, _Alignof(struct fb_tag_proc));
 }
 
 static void intern_free(struct intern *t)
@@ -431,12 +444,16 @@ static struct fb_tag *push_tag(struct ctx *c, struct tag_aux **aux)
         struct tag_aux *a = realloc(c->taux, n * sizeof *a);
         if (!a) return NULL;
         c->taux = a;
+        const char **at = realloc(gw->atext, n * sizeof *at);
+        if (!at) return NULL;
+        gw->atext = at;
         c->captags = n;
     }
     struct fb_tag *t = &gw->tags[gw->ntags];
     memset(t, 0, sizeof *t);
     *aux = &c->taux[gw->ntags];
     memset(*aux, 0, sizeof **aux);
+    gw->atext[gw->ntags] = NULL;
     t->id = gw->ntags++;
     return t;
 }
@@ -696,9 +713,12 @@ static void build_tag(struct ctx *c, uint32_t di, int64_t dev_poll, struct fb_cf
     char *order_s = NULL, *unit_s = NULL;
     uint32_t first_new = c->gw->ntags;
     if (ok && name && (addr || src != FB_TAG_READ)) {
-        shared = intern(&c->gw->arena, &c->procs, &proc, sizeof proc, _Alignof(struct fb_tag_proc));
         order_s = intern_str(c, order);
         unit_s = intern_str(c, unit);
+        proc.order = order_s;
+        proc.unit = unit_s;
+        proc.write_roles = write_roles;
+        shared = intern(&c->gw->arena, &c->procs, &proc, sizeof proc, _Alignof(struct fb_tag_proc));
         if (!shared || (order && !order_s) || (unit && !unit_s)) {
             fb_cfg_error(c->r, tn, "out of memory");
             ok = false;
@@ -719,7 +739,6 @@ static void build_tag(struct ctx *c, uint32_t di, int64_t dev_poll, struct fb_cf
             t->type = type;
             t->str_len = str_len;
             t->access = access;
-            t->write_roles = write_roles;
             t->index = (uint32_t)i;
             if (count) {
                 char nb[24];
@@ -733,21 +752,21 @@ static void build_tag(struct ctx *c, uint32_t di, int64_t dev_poll, struct fb_cf
             } else {
                 t->name = fb_arena_strndup(&c->gw->arena, name, strlen(name));
             }
-            /* an array's elements share the address text: the driver adds the index */
-            t->addr_text = !addr                  ? NULL
-                           : i && t[-1].addr_text ? t[-1].addr_text
-                                                  : fb_arena_strndup(&c->gw->arena, addr, addr_len);
-            if (!t->name || (addr && !t->addr_text)) {
+            /* an array's elements share the address text: the driver adds the index;
+             * kept aside while loading (fb_gw_atext_compact keeps what is needed) */
+            const char **at = &c->gw->atext[t->id];
+            *at = !addr           ? NULL
+                  : i && at[-1]   ? at[-1]
+                                  : fb_arena_strndup(&c->gw->atext_arena, addr, addr_len);
+            if (!t->name || (addr && !*at)) {
                 fb_cfg_error(c->r, tn, "out of memory");
                 c->gw->ntags--;
                 break;
             }
             t->src = (uint8_t)src;
             if (src != FB_TAG_READ) t->group = FB_GROUP_NONE;
-            t->order = order_s;
-            t->unit = unit_s;
             t->proc = shared;
-            t->line = fb_cfg_mark(tn).line;
+            ta->line = fb_cfg_mark(tn).line;
             c->gw->devs[di].ntags++;
         }
         if (c->eb) fb_edge_cfg_tag(c->eb, c->r, vars, &m, c->gw, first_new, c->gw->ntags - first_new);
@@ -806,12 +825,12 @@ static void vib_tag(struct ctx *c, const struct fb_tvars *vars, const struct fb_
         size_t len = strlen(w->name) + strlen(names[k]) + 2;
         t->name = fb_arena_alloc(&c->gw->arena, len, 1);
         if (t->name) snprintf(t->name, len, "%s.%s", w->name, names[k]);
-        t->unit = intern_str(c, units[k]);
-        if (!t->name || (units[k] && !t->unit)) {
+        t->proc = plain_proc(c, units[k], 0);
+        if (!t->name || !t->proc) {
             fb_cfg_error(c->r, tn, "out of memory");
             return;
         }
-        t->line = w->line;
+        ta->line = parent.line;
         c->gw->devs[w->device].ntags++;
     }
     c->gw->tags[id].wave->first_feature = first;
@@ -895,7 +914,7 @@ static void check_dup_tags(struct ctx *c, uint32_t di)
         if (ak->entry == a0->entry || ak->entry == reported) continue;
         reported = ak->entry;
         fb_cfg_error_at(c->r, ak->name_m, "duplicate tag name '%.*s' in device '%s' (first at line %d)",
-                        (int)it[k].blen, it[k].name, d->name, c->gw->tags[it[run].id].line);
+                        (int)it[k].blen, it[k].name, d->name, a0->line);
     }
     free(it);
 }
@@ -1143,13 +1162,16 @@ static void load_devices(struct ctx *c, struct fb_cfg_node *dn)
     if (want > 0 && want <= MAX_TAGS) {
         c->gw->tags = malloc(want * sizeof *c->gw->tags);
         c->taux = malloc(want * sizeof *c->taux);
-        if (c->gw->tags && c->taux) {
+        c->gw->atext = malloc(want * sizeof *c->gw->atext);
+        if (c->gw->tags && c->taux && c->gw->atext) {
             c->captags = want;
         } else {
             free(c->gw->tags);
             free(c->taux);
+            free(c->gw->atext);
             c->gw->tags = NULL;
             c->taux = NULL;
+            c->gw->atext = NULL;
         }
     }
     for (size_t k = 0; k < fb_cfg_list_len(dn); k++) {
@@ -1228,23 +1250,23 @@ static void build_made(struct ctx *c, const struct fb_dev_spec *sp)
         proc.has_max = ts->has_max;
         proc.min = ts->min;
         proc.max = ts->max;
-        t->name = fb_arena_strndup(&c->gw->arena, ts->name, strlen(ts->name));
-        t->addr_text = t->name;
-        t->unit = intern_str(c, ts->unit);
-        t->proc = intern(&c->gw->arena, &c->procs, &proc, sizeof proc, _Alignof(struct fb_tag_proc));
-        if (!t->name || !t->proc || (ts->unit && !t->unit)) {
-            fb_cfg_error_at(c->r, sp->mark, "out of memory");
-            c->gw->ntags--;
-            break;
-        }
         if (ts->write_roles && (ts->access & FB_ACC_WRITE)) {
             if (ts->write_roles != roles_node) {
                 roles_node = ts->write_roles;
                 roles = fb_config_acl(c->r, NULL, roles_node, "write_roles", c->gw);
             }
-            t->write_roles = roles;
+            proc.write_roles = roles;
         }
-        t->line = sp->mark.line;
+        t->name = fb_arena_strndup(&c->gw->arena, ts->name, strlen(ts->name));
+        c->gw->atext[t->id] = t->name;
+        proc.unit = intern_str(c, ts->unit);
+        t->proc = intern(&c->gw->arena, &c->procs, &proc, sizeof proc, _Alignof(struct fb_tag_proc));
+        if (!t->name || !t->proc || (ts->unit && !proc.unit)) {
+            fb_cfg_error_at(c->r, sp->mark, "out of memory");
+            c->gw->ntags--;
+            break;
+        }
+        ta->line = sp->mark.line;
         ta->poll_ns = sp->poll_ns;
         ta->name_m = sp->mark;
         ta->addr_m = sp->mark;
@@ -1375,8 +1397,8 @@ static void build_drivers(struct ctx *c)
                 continue;
             }
             if (drv->parse_address(d, t, &e) < 0) {
-                if (t->index && i > 0 && !strcmp(gw->tags[d->first_tag + i - 1].addr_text, t->addr_text) &&
-                    gw->tags[d->first_tag + i - 1].addr == NULL)
+                if (t->index && i > 0 && gw->atext[t->id - 1] && gw->atext[t->id] &&
+                    !strcmp(gw->atext[t->id - 1], gw->atext[t->id]) && gw->tags[d->first_tag + i - 1].addr == NULL)
                     ; /* same array already reported */
                 else
                     fb_cfg_error_at(c->r, ta->addr_m, "%s", e.msg[0] ? e.msg : "bad address");
@@ -1384,7 +1406,7 @@ static void build_drivers(struct ctx *c)
                 continue;
             }
             if (t->type == FB_T_NONE) {
-                fb_cfg_error_at(c->r, ta->addr_m, "addr: the driver gave no type for '%s'; add type:", t->addr_text);
+                fb_cfg_error_at(c->r, ta->addr_m, "addr: the driver gave no type for '%s'; add type:", gw->atext[t->id]);
                 tags_ok = false;
                 continue;
             }
@@ -1459,6 +1481,7 @@ void fb_config_devices(struct fb_cfg *r, struct fb_cfg_node *devices, const stru
         }
     }
     build_drivers(&c);
+    if (!fb_gw_atext_compact(gw)) fb_cfg_error_at(r, (struct fb_cfg_mark){0, 0}, "out of memory");
     free(c.daux);
     free(c.taux);
     intern_free(&c.strs);

@@ -13,7 +13,7 @@
 /* spike_accept 3: the config's default (docs/configuration.md) */
 const struct fb_tag_proc fb_tag_proc_none = {.spike_accept = 3};
 
-_Static_assert(sizeof(void *) != 8 || sizeof(struct fb_tag) == 88, "struct fb_tag grew: a gateway holds a million");
+_Static_assert(sizeof(void *) != 8 || sizeof(struct fb_tag) == 56, "struct fb_tag grew: a gateway holds a million");
 
 /* ------------------------------------------------------------------ arena */
 struct fb_arena_blk {
@@ -93,6 +93,9 @@ void fb_gateway_free(struct fb_gateway *gw)
     }
     /* the tags' strings and settings are in the arena */
     for (uint32_t i = 0; i < gw->ntags; i++) free(gw->tags[i].wave);
+    free(gw->atext);
+    fb_arena_free(&gw->atext_arena);
+    free(gw->atext_runs);
     for (uint32_t k = 0; k < gw->nconns; k++) {
         free(gw->conns[k].key);
         free(gw->conns[k].devs);
@@ -231,6 +234,83 @@ struct fb_tag *fb_gw_tag(struct fb_gateway *gw, const struct fb_device *d, const
     for (uint32_t i = 0; i < d->ntags; i++)
         if (!strcmp(gw->tags[d->first_tag + i].name, name)) return &gw->tags[d->first_tag + i];
     return NULL;
+}
+
+/* ---------------------------------------------------------- address texts */
+/* The text its driver writes back for tag t, or NULL when it does not. */
+static const char *written_back(const struct fb_gateway *gw, const struct fb_tag *t, char *buf)
+{
+    if (!t->addr || t->device >= gw->ndevs) return NULL;
+    const struct fb_device *d = &gw->devs[t->device];
+    if (!d->drv || !d->drv->addr_text) return NULL;
+    buf[0] = 0;
+    d->drv->addr_text(d, t, buf, FB_ATEXT_MAX);
+    return buf;
+}
+
+const char *fb_tag_addr_text(const struct fb_gateway *gw, const struct fb_tag *t, char *buf)
+{
+    if (!gw || !t) return NULL;
+    if (gw->atext) return t->id < gw->ntags ? gw->atext[t->id] : NULL;
+    uint32_t lo = 0, hi = gw->natext_runs;
+    while (lo < hi) { /* the last run starting at or before t->id */
+        uint32_t mid = lo + (hi - lo) / 2;
+        if (gw->atext_runs[mid].first <= t->id)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    if (lo > 0 && t->id - gw->atext_runs[lo - 1].first < gw->atext_runs[lo - 1].n) return gw->atext_runs[lo - 1].text;
+    return written_back(gw, t, buf);
+}
+
+bool fb_gw_atext_compact(struct fb_gateway *gw)
+{
+    if (!gw->atext) return true;
+    char buf[FB_ATEXT_MAX];
+    uint32_t n = 0;
+    for (int pass = 0; pass < 2; pass++) { /* count the runs, then make them */
+        struct fb_atext_run *runs = NULL;
+        if (pass == 1) {
+            runs = malloc((n ? n : 1) * sizeof *runs);
+            if (!runs) return false;
+        }
+        uint32_t k = 0;
+        const char *prev = NULL;
+        for (uint32_t i = 0; i < gw->ntags; i++) {
+            const char *a = gw->atext[i];
+            const char *w = a ? written_back(gw, &gw->tags[i], buf) : NULL;
+            if (!a || (w && !strcmp(w, a))) {
+                prev = NULL;
+                continue;
+            }
+            if (a == prev) { /* the run of the tag before (prev: its text, kept) */
+                if (runs) runs[k - 1].n++;
+            } else {
+                if (runs) {
+                    char *copy = fb_arena_strndup(&gw->arena, a, strlen(a));
+                    if (!copy) {
+                        free(runs);
+                        return false;
+                    }
+                    runs[k] = (struct fb_atext_run){i, 1, copy};
+                }
+                k++;
+            }
+            prev = a;
+        }
+        if (pass == 0) {
+            n = k;
+        } else {
+            free(gw->atext_runs);
+            gw->atext_runs = runs;
+            gw->natext_runs = k;
+        }
+    }
+    free(gw->atext);
+    gw->atext = NULL;
+    fb_arena_free(&gw->atext_arena);
+    return true;
 }
 
 const char *fb_tag_path(const struct fb_gateway *gw, const struct fb_tag *t)

@@ -60,6 +60,13 @@ struct fb_tag_proc {
     double db_abs, db_pct; /* deadband; both 0 = publish every sample */
     int64_t heartbeat_ns;  /* publish at least this often, even inside the deadband */
     int64_t window_ns;     /* sliding-window stats (0 = off) */
+    /* Settings that are not processing but that a config entry gives all its
+     * tags alike, kept here rather than in struct fb_tag (issue 15: one copy
+     * per distinct combination, not one per tag).  Strings interned in the
+     * gateway's arena; NULL = not given. */
+    const char *order;    /* byte/word order as written (the driver interprets it) */
+    const char *unit;     /* engineering unit */
+    uint16_t write_roles; /* who may write the tag: 0 = any source commands reach, else gw->acls[write_roles - 1] */
 };
 /* The settings of a tag without processing (what a NULL proc means). */
 extern const struct fb_tag_proc fb_tag_proc_none;
@@ -93,29 +100,31 @@ struct fb_wave {
     _Atomic uint32_t learned, learn_of; /* anomaly baseline: blocks learnt of learn_of (0: no anomaly detection) */
 };
 
-/* 88 bytes: a gateway holds a million of them.  The strings of a tag read
- * from the config live in the gateway's arena (gw->arena), `order` and
- * `unit` once per distinct text, `proc` once per distinct settings.  Its
- * "device/name" path for messages: fb_tag_path. */
+/* 56 bytes: a gateway holds a million of them (issue 15: ≤ 100 bytes per
+ * configured tag in all).  The name of a tag read from the config lives in
+ * the gateway's arena (gw->arena); `proc` (processing, unit, order, who may
+ * write) once per distinct settings.  The address text is not kept here:
+ * fb_tag_addr_text gives it.  Its "device/name" path for messages:
+ * fb_tag_path. */
 struct fb_tag {
     char *name;                     /* within the device: "temperature", "temps[3]" */
-    char *addr_text;                /* as written in the config */
-    char *order;                    /* byte/word order as written, or NULL (driver interprets) */
-    char *unit;                     /* engineering unit, or NULL */
     void *addr;                     /* driver-owned parsed address */
-    const struct fb_tag_proc *proc; /* shared; NULL = none (read it with fb_tproc) */
+    const struct fb_tag_proc *proc; /* shared; NULL = none (read it with fb_tproc, fb_tag_unit, ...) */
+    struct fb_wave *wave;           /* a waveform tag (src/vib), else NULL */
     uint32_t id;
-    uint32_t device;      /* owning device index */
-    uint32_t index;       /* element index for tags expanded from `count:` */
-    uint32_t str_len;     /* string tags: bytes */
-    uint32_t calc;        /* FB_TAG_EXPR: index in gw->calcs; FB_TAG_SCRIPT: in gw->scripts */
-    int line;             /* where it was declared, for messages */
-    uint16_t group;       /* poll group index within the device (FB_GROUP_NONE: computed) */
-    uint8_t type;         /* enum fb_type: the type on the wire */
-    uint8_t access;       /* enum fb_access */
-    uint8_t src;          /* enum fb_tag_src */
-    uint16_t write_roles; /* who may write it: 0 = any source commands reach, else gw->acls[write_roles - 1] */
-    struct fb_wave *wave; /* a waveform tag (src/vib), else NULL */
+    uint32_t device;  /* owning device index */
+    uint32_t index;   /* element index for tags expanded from `count:` */
+    uint32_t str_len; /* string tags: bytes */
+    uint32_t calc;    /* FB_TAG_EXPR: index in gw->calcs; FB_TAG_SCRIPT: in gw->scripts */
+    uint16_t group;   /* poll group index within the device (FB_GROUP_NONE: computed) */
+    uint8_t type;     /* enum fb_type: the type on the wire */
+    uint8_t access : 4; /* enum fb_access */
+    uint8_t src : 4;    /* enum fb_tag_src */
+};
+
+struct fb_atext_run { /* tags first .. first+n-1 share the address text text */
+    uint32_t first, n;
+    const char *text;
 };
 
 struct fb_group { /* a poll group: tags read at the same period */
@@ -182,10 +191,15 @@ struct fb_driver {
      * key of the connection this device uses: equal keys share one connection. */
     int (*device_init)(struct fb_device *dev, char **conn_key, struct fb_err *err);
     void (*device_free)(struct fb_device *dev);
-    /* Parse tag->addr_text (and tag->order, tag->index, tag->type if given);
-     * set tag->addr and, if tag->type is FB_T_NONE, the default type. */
+    /* Parse the tag's address text (fb_tag_addr_text; and fb_tag_order,
+     * tag->index, tag->type if given); set tag->addr and, if tag->type is
+     * FB_T_NONE, the default type. */
     int (*parse_address)(struct fb_device *dev, struct fb_tag *tag, struct fb_err *err);
     void (*free_address)(struct fb_tag *tag);
+    /* Optional: write tag->addr (parsed) back as text into buf (len bytes);
+     * where that gives the text as written, the text is not kept
+     * (fb_tag_addr_text). */
+    void (*addr_text)(const struct fb_device *dev, const struct fb_tag *tag, char *buf, size_t len);
     /* After all tags are known: build g->plan for a poll group. */
     int (*plan)(struct fb_device *dev, struct fb_group *g, struct fb_err *err);
     void (*plan_free)(struct fb_group *g);
@@ -581,6 +595,14 @@ struct fb_gateway {
     int log_level;
     int log_format;        /* enum fb_log_format */
     struct fb_arena arena; /* tags' strings and shared processing settings */
+    /* tags' address texts as written (read them with fb_tag_addr_text): one
+     * per tag (atext[id], NULL = none) while loading and in models built by
+     * hand; after loading (fb_gw_atext_compact) only those the driver does
+     * not write back the same, in runs of tags that share one, by tag id */
+    const char **atext;
+    struct fb_arena atext_arena; /* the texts of atext while loading */
+    struct fb_atext_run *atext_runs;
+    uint32_t natext_runs;
     struct fb_rt *rt;      /* the running gateway (runtime.c), NULL before start */
     /* The loader that built this model, for a sink that checks a posted
      * config the same way (POST /api/v1/config/check) without depending on
@@ -611,6 +633,19 @@ static inline const struct fb_tag_proc *fb_tproc(const struct fb_tag *t)
 {
     return t->proc ? t->proc : &fb_tag_proc_none;
 }
+static inline const char *fb_tag_unit(const struct fb_tag *t) { return fb_tproc(t)->unit; }
+static inline const char *fb_tag_order(const struct fb_tag *t) { return fb_tproc(t)->order; }
+static inline uint16_t fb_tag_write_roles(const struct fb_tag *t) { return fb_tproc(t)->write_roles; }
+/* Room for any address text a driver writes back (fb_driver.addr_text). */
+#define FB_ATEXT_MAX 128
+/* A tag's address text as written in the config, or NULL when it has none
+ * (computed tags): kept (gw->atext, gw->atext_runs), or written back by its
+ * driver into buf (FB_ATEXT_MAX bytes). */
+const char *fb_tag_addr_text(const struct fb_gateway *gw, const struct fb_tag *t, char *buf);
+/* After the drivers parsed the addresses: keep only the texts the drivers do
+ * not write back the same, copied to gw->arena; gw->atext is freed.  False
+ * when out of memory (then gw->atext is kept). */
+bool fb_gw_atext_compact(struct fb_gateway *gw);
 /* The type a tag's values have after processing (scaled → float64). */
 static inline enum fb_type fb_tag_out_type(const struct fb_tag *t)
 {

@@ -104,9 +104,12 @@ static bool url_eq(const struct fb_url *a, const struct fb_url *b)
     return true;
 }
 
-static bool tag_poll_same(const struct fb_tag *a, const struct fb_tag *b)
+static bool tag_poll_same(const struct fb_gateway *ga, const struct fb_tag *a, const struct fb_gateway *gb,
+                          const struct fb_tag *b)
 {
-    return str_eq(a->name, b->name) && str_eq(a->addr_text, b->addr_text) && str_eq(a->order, b->order) &&
+    char ba[FB_ATEXT_MAX], bb[FB_ATEXT_MAX];
+    return str_eq(a->name, b->name) && str_eq(fb_tag_addr_text(ga, a, ba), fb_tag_addr_text(gb, b, bb)) &&
+           str_eq(fb_tag_order(a), fb_tag_order(b)) &&
            a->type == b->type && a->access == b->access && a->index == b->index && a->str_len == b->str_len &&
            a->group == b->group && !a->wave == !b->wave &&
            (!a->wave || (a->wave->n == b->wave->n && a->wave->fs == b->wave->fs)); /* the driver fills blocks of n */
@@ -136,7 +139,7 @@ bool fb_reload_dev_same(const struct fb_gateway *og, const struct fb_device *o, 
             if (a->tags[i] - o->first_tag != b->tags[i] - n->first_tag) return false;
     }
     for (uint32_t i = 0; i < o->ntags; i++)
-        if (!tag_poll_same(&og->tags[o->first_tag + i], &ng->tags[n->first_tag + i])) return false;
+        if (!tag_poll_same(og, &og->tags[o->first_tag + i], ng, &ng->tags[n->first_tag + i])) return false;
     return true;
 }
 
@@ -176,7 +179,7 @@ static bool edge_tag_same(const struct fb_gateway *og, uint32_t i, const struct 
     if (i >= og->ntags || j >= ng->ntags || map->tag[i] != j) return false;
     const struct fb_tag *a = &og->tags[i], *b = &ng->tags[j];
     return str_eq(a->name, b->name) && a->type == b->type && a->str_len == b->str_len && a->src == b->src &&
-           str_eq(a->unit, b->unit) && proc_same(fb_tproc(a), fb_tproc(b)) &&
+           str_eq(fb_tag_unit(a), fb_tag_unit(b)) && proc_same(fb_tproc(a), fb_tproc(b)) &&
            (a->src == FB_TAG_READ || a->calc == b->calc);
 }
 
@@ -345,7 +348,7 @@ static int plan_make(struct fb_gateway *gw, struct fb_gateway *nw, struct plan *
         p->devices_same = p->map->dev[i] == i && fb_reload_dev_same(gw, &gw->devs[i], nw, &nw->devs[i]) &&
                           str_eq(gw->devs[i].area, nw->devs[i].area) && str_eq(gw->devs[i].line, nw->devs[i].line);
     for (uint32_t i = 0; i < gw->ntags && p->devices_same; i++)
-        p->devices_same = p->map->tag[i] == i && str_eq(gw->tags[i].unit, nw->tags[i].unit) &&
+        p->devices_same = p->map->tag[i] == i && str_eq(fb_tag_unit(&gw->tags[i]), fb_tag_unit(&nw->tags[i])) &&
                           proc_same(fb_tproc(&gw->tags[i]), fb_tproc(&nw->tags[i]));
     for (uint32_t i = 0; i < gw->nconns; i++) p->cstop[i] = true;
     for (uint32_t j = 0; j < nw->nconns; j++) {

@@ -481,9 +481,9 @@ void fb_cmd_process(struct fb_gateway *gw, const struct fb_cmd *cmd, char **resp
             rc = fb_err_set(&err, FB_ENOENT, "no such tag");
         } else if (!(t->access & FB_ACC_WRITE)) {
             rc = fb_err_set(&err, FB_EACCES, "tag is read-only");
-        } else if (!acl_ok(gw, t->write_roles, cmd)) {
+        } else if (!acl_ok(gw, fb_tag_write_roles(t), cmd)) {
             char list[200];
-            acl_text(gw, t->write_roles, list, sizeof list);
+            acl_text(gw, fb_tag_write_roles(t), list, sizeof list);
             rc = fb_err_set(&err, FB_EACCES, "not allowed for %s (write_roles: [%s])", sender, list);
         } else if ((rc = fb_write_guard_check(gw, t, &err)) < 0) {
             /* held by a control loop or an interlock (the guard gave the reason) */

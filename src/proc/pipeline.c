@@ -7,7 +7,8 @@
  * only where a tag needs it: every tag has one byte of flags (its stages and
  * the NE107 class of its last published quality); a tag with a deadband has a
  * struct fb_last (16 bytes, 8 more with a heartbeat), one with plausibility rules or a window a struct
- * fb_tag_state and its ring.  A tag with no processing configured — the
+ * fb_tag_state and its ring, found by the tag's rank among the tags with
+ * that kind of state (struct rank: a bit per tag).  A tag with no processing configured — the
  * common case — takes a short path: convert to float64 if its type says so,
  * NaN/±Inf → Bad, append.  Timestamps: plausibility and windows use the sample's
  * Samples of waveform tags are skipped: the runtime hands their blocks to
@@ -49,11 +50,25 @@ _Static_assert(sizeof(struct fb_last) == 16, "struct fb_last grew: one per tag w
 
 static bool out_of_spec(uint32_t q);
 
+/* The tags with state of one kind, and each one's index among them (its
+ * rank): a bit per tag and a count per 64 tags rather than a 4-byte index
+ * per tag (issue 15: memory per tag). */
+struct rank {
+    uint64_t *bits;
+    uint32_t *base; /* base[w]: bits set in bits[0 .. w-1] */
+};
+
+static uint32_t rank_of(const struct rank *r, uint32_t i)
+{
+    uint32_t w = i >> 6;
+    return r->base[w] + (uint32_t)__builtin_popcountll(r->bits[w] & ((UINT64_C(1) << (i & 63)) - 1));
+}
+
 struct fb_proc {
     const struct fb_gateway *gw;
     uint32_t ntags;
     uint8_t *flags;            /* per tag */
-    uint32_t *slot;            /* per tag with state: index into full[] (PF_PL, PF_WIN) or last[]; NULL if none */
+    struct rank rfull, rlast;  /* index into full[] (PF_PL, PF_WIN) or last[] (PF_DB only); NULL bits if none */
     struct fb_tag_state *full; /* tags with plausibility rules or a window */
     struct fb_last *last;      /* tags with only a deadband */
     int64_t *last_ns;          /* beside last[]: when published, if any such tag has a heartbeat */
@@ -107,27 +122,37 @@ struct fb_proc *fb_proc_new(const struct fb_gateway *gw)
             p->nlast++;
     }
     if (p->nfull + p->nlast) {
-        p->slot = malloc(gw->ntags * sizeof *p->slot);
+        size_t nw = (gw->ntags + 63) / 64;
+        p->rfull.bits = calloc(nw, sizeof *p->rfull.bits);
+        p->rlast.bits = calloc(nw, sizeof *p->rlast.bits);
+        p->rfull.base = calloc(nw, sizeof *p->rfull.base);
+        p->rlast.base = calloc(nw, sizeof *p->rlast.base);
         p->full = p->nfull ? calloc(p->nfull, sizeof *p->full) : NULL;
         p->last = p->nlast ? calloc(p->nlast, sizeof *p->last) : NULL;
         bool hb = false;
         for (uint32_t i = 0; i < gw->ntags && !hb; i++)
             hb = (p->flags[i] & (PF_PL | PF_WIN | PF_DB)) == PF_DB && fb_tproc(&gw->tags[i])->heartbeat_ns > 0;
         p->last_ns = hb ? calloc(p->nlast, sizeof *p->last_ns) : NULL;
-        if (!p->slot || (p->nfull && !p->full) || (p->nlast && !p->last) || (hb && !p->last_ns)) goto fail;
-        uint32_t nf = 0, nl = 0;
+        if (!p->rfull.bits || !p->rlast.bits || !p->rfull.base || !p->rlast.base || (p->nfull && !p->full) ||
+            (p->nlast && !p->last) || (hb && !p->last_ns))
+            goto fail;
+        uint32_t nf = 0;
         for (uint32_t i = 0; i < gw->ntags; i++) {
             uint8_t f = p->flags[i];
             if (f & (PF_PL | PF_WIN)) {
-                p->slot[i] = nf;
+                p->rfull.bits[i >> 6] |= UINT64_C(1) << (i & 63);
                 const struct fb_tag *t = &gw->tags[i];
                 uint32_t cap = window_cap(gw, t);
                 if ((f & PF_WIN) && fb_window_init(&p->full[nf].win, cap) != 0) goto fail;
                 if (f & PF_WIN) p->win_bytes += (size_t)cap * 24;
                 nf++;
-            } else {
-                p->slot[i] = f & PF_DB ? nl++ : UINT32_MAX;
+            } else if (f & PF_DB) {
+                p->rlast.bits[i >> 6] |= UINT64_C(1) << (i & 63);
             }
+        }
+        for (size_t w = 1; w < nw; w++) {
+            p->rfull.base[w] = p->rfull.base[w - 1] + (uint32_t)__builtin_popcountll(p->rfull.bits[w - 1]);
+            p->rlast.base[w] = p->rlast.base[w - 1] + (uint32_t)__builtin_popcountll(p->rlast.bits[w - 1]);
         }
     }
     return p;
@@ -153,11 +178,12 @@ void fb_proc_move(struct fb_proc *to, uint32_t to_id, struct fb_proc *from, uint
     to->flags[to_id] = (uint8_t)((ft & ~PF_NE) | (ff & PF_NE));
     from->flags[from_id] = (uint8_t)((ff & ~PF_NE) | (ft & PF_NE));
     if (ft & (PF_PL | PF_WIN)) {
-        struct fb_tag_state tmp = to->full[to->slot[to_id]];
-        to->full[to->slot[to_id]] = from->full[from->slot[from_id]];
-        from->full[from->slot[from_id]] = tmp;
+        uint32_t a = rank_of(&to->rfull, to_id), b = rank_of(&from->rfull, from_id);
+        struct fb_tag_state tmp = to->full[a];
+        to->full[a] = from->full[b];
+        from->full[b] = tmp;
     } else if (ft & PF_DB) {
-        uint32_t a = to->slot[to_id], b = from->slot[from_id];
+        uint32_t a = rank_of(&to->rlast, to_id), b = rank_of(&from->rlast, from_id);
         struct fb_last tmp = to->last[a];
         to->last[a] = from->last[b];
         from->last[b] = tmp;
@@ -196,7 +222,10 @@ void fb_proc_free(struct fb_proc *p)
     free(p->full);
     free(p->last);
     free(p->last_ns);
-    free(p->slot);
+    free(p->rfull.bits);
+    free(p->rlast.bits);
+    free(p->rfull.base);
+    free(p->rlast.base);
     free(p->flags);
     for (uint32_t i = 0; p->latest && i < p->ntags; i++) free(p->latest[i]);
     free(p->latest);
@@ -206,7 +235,8 @@ void fb_proc_free(struct fb_proc *p)
 size_t fb_proc_bytes(const struct fb_proc *p)
 {
     if (!p) return 0;
-    return sizeof *p + p->ntags + (p->slot ? p->ntags * sizeof *p->slot : 0) + p->nfull * sizeof *p->full +
+    size_t nw = p->rfull.bits ? (p->ntags + 63) / 64 : 0;
+    return sizeof *p + p->ntags + nw * 2 * (sizeof *p->rfull.bits + sizeof *p->rfull.base) + p->nfull * sizeof *p->full +
            p->nlast * sizeof *p->last + (p->last_ns ? p->nlast * sizeof *p->last_ns : 0) + p->win_bytes +
            (p->latest ? p->ntags * sizeof *p->latest : 0);
 }
@@ -354,9 +384,10 @@ uint32_t fb_proc_batch(struct fb_proc *p, const struct fb_batch *in, struct fb_b
         }
         const struct fb_tag *tag = &p->gw->tags[s->tag];
         const struct fb_tag_proc *pr = fb_tproc(tag);
-        struct fb_tag_state *st = (f & (PF_PL | PF_WIN)) ? &p->full[p->slot[s->tag]] : NULL;
-        struct fb_last *last = st ? &st->last : (f & PF_DB) ? &p->last[p->slot[s->tag]] : NULL;
-        int64_t *last_ns = st ? &st->last_ns : (f & PF_DB) && p->last_ns ? &p->last_ns[p->slot[s->tag]] : NULL;
+        struct fb_tag_state *st = (f & (PF_PL | PF_WIN)) ? &p->full[rank_of(&p->rfull, s->tag)] : NULL;
+        uint32_t li = !st && (f & PF_DB) ? rank_of(&p->rlast, s->tag) : 0;
+        struct fb_last *last = st ? &st->last : (f & PF_DB) ? &p->last[li] : NULL;
+        int64_t *last_ns = st ? &st->last_ns : (f & PF_DB) && p->last_ns ? &p->last_ns[li] : NULL;
         int64_t ts = s->ts_src ? s->ts_src : in->ts;
 
         fb_scale_in(pr, &v);

@@ -121,7 +121,8 @@ def test_reload_keeps_untouched_devices_running(broker, start_modbus, start_gate
     tag, the removed one goes offline with the reason, the added one starts."""
     srv = {n: counting_server(start_modbus, n) for n in ("keep1", "keep2", "change", "gone", "new")}
     port = peers.free_port()
-    devs = [mdev(srv["keep1"], "keep1"), mdev(srv["keep2"], "keep2"), mdev(srv["change"], "change"),
+    k2 = [{"name": "k", "addr": "hr:20"}]  # its own name: after the move its values must still be its own
+    devs = [mdev(srv["keep1"], "keep1"), mdev(srv["keep2"], "keep2", tags=k2), mdev(srv["change"], "change"),
             mdev(srv["gone"], "gone")]
     cfg = gw_config(broker.port, devs, metrics={"listen": f"127.0.0.1:{port}"},
                     buffer={"path": str(tmp_path / "buf")})
@@ -137,7 +138,7 @@ def test_reload_keeps_untouched_devices_running(broker, start_modbus, start_gate
     cfg["devices"] = [mdev(srv["keep1"], "keep1"),
                       mdev(srv["change"], "change", tags=[{"name": "n", "addr": "hr:20"},
                                                           {"name": "extra", "addr": "hr:1"}]),
-                      mdev(srv["keep2"], "keep2"),  # moved in the list: its ids change, nothing else
+                      mdev(srv["keep2"], "keep2", tags=k2),  # moved in the list: its ids change, nothing else
                       mdev(srv["new"], "new")]
     write_cfg(gw, cfg)
     t0 = time.monotonic()
@@ -170,7 +171,9 @@ def test_reload_keeps_untouched_devices_running(broker, start_modbus, start_gate
         assert metric(m1, "fieldbridge_device_poll_overruns_total", device=d) == overruns0[d], d
         seqs = [m.json()["seq"] for m in msgs]
         assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs), f"{d}: seq not increasing: {seqs}"
-        values = [m.json()["values"]["n"]["v"] for m in msgs]
+        key = "k" if d == "keep2" else "n"
+        assert all(set(m.json()["values"]) == {key} for m in msgs), f"{d}: values of another tag: {msgs[-1].json()}"
+        values = [m.json()["values"][key]["v"] for m in msgs]
         assert all(b != a for a, b in zip(values, values[1:])) or len(values) > 10, values
         # one message per cycle: as many as the time covered allows
         span = msgs[-1].t - msgs[0].t

@@ -163,10 +163,9 @@ static void test_valid_model(void **state)
 
     const struct fb_tag *temp = &gw->tags[0], *level = &gw->tags[1];
     assert_string_equal(temp->name, "temp");
-    assert_string_equal(temp->unit, "°C"); /* from the <<: *tpl merge */
+    assert_string_equal(fb_tag_unit(temp), "°C"); /* from the <<: *tpl merge */
     assert_true(temp->proc->db_pct == 2.0);
     assert_int_equal(temp->access, FB_ACC_READ);
-    assert_int_equal(temp->line, 28);
     assert_true(level->proc->scaled);
     assert_true(level->proc->k == 0.1);
     assert_true(level->proc->d == 0.0);
@@ -197,7 +196,7 @@ static void test_valid_model(void **state)
     struct fb_tag *t = fb_gw_tag(gw, p1, "temperature");
     assert_non_null(t);
     assert_int_equal(t->type, FB_T_FLOAT32);
-    assert_string_equal(t->order, "CDAB");
+    assert_string_equal(fb_tag_order(t), "CDAB");
     assert_true(t->proc->db_abs == 0.5);
     assert_int_equal(fb_tag_out_type(t), FB_T_FLOAT32);
     for (int i = 0; i < 4; i++) {
@@ -206,11 +205,11 @@ static void test_valid_model(void **state)
         t = fb_gw_tag(gw, p1, n);
         assert_non_null(t);
         assert_int_equal(t->index, (uint32_t)i);
-        assert_string_equal(t->addr_text, "ir:10:int16");
+        char ab[FB_ATEXT_MAX];
+        assert_string_equal(fb_tag_addr_text(gw, t, ab), "ir:10:int16");
         assert_true(t->proc->scaled && t->proc->k == 0.1 && t->proc->d == -40);
-        /* elements of one entry share their settings and address text (arena) */
+        /* elements of one entry share their settings (arena) */
         if (i) assert_ptr_equal(t->proc, t[-1].proc);
-        if (i) assert_ptr_equal(t->addr_text, t[-1].addr_text);
     }
     t = fb_gw_tag(gw, p1, "motor_on");
     assert_int_equal(t->access, FB_ACC_RW);
@@ -547,9 +546,10 @@ static void test_for_expansion(void **state)
             snprintf(buf, sizeof buf, "sensor%02d", i);
             assert_string_equal(t->name, buf);
             snprintf(buf, sizeof buf, "hr:%d:float32", (i - 1) * 2);
-            assert_string_equal(t->addr_text, buf);
+            char ab[FB_ATEXT_MAX];
+            assert_string_equal(fb_tag_addr_text(gw, t, ab), buf);
             assert_int_equal(t->type, FB_T_FLOAT32);
-            assert_string_equal(t->unit, "{unknown} stays");
+            assert_string_equal(fb_tag_unit(t), "{unknown} stays");
         }
     }
     fb_gateway_free(gw);
@@ -583,7 +583,8 @@ static void test_for_expansion(void **state)
     assert_string_equal(gw->devs[5].name, "d-y-3");
     assert_int_equal(gw->ntags, 12);
     assert_string_equal(gw->tags[11].name, "t31");
-    assert_string_equal(gw->tags[11].addr_text, "const:-4");
+    char ab[FB_ATEXT_MAX];
+    assert_string_equal(fb_tag_addr_text(gw, &gw->tags[11], ab), "const:-4");
     assert_int_equal(gw->nconns, 6);
     fb_gateway_free(gw);
 }
@@ -869,7 +870,7 @@ static void test_yaml_bombs(void **state)
     if (rc) fprintf(stderr, "%s", diag);
     assert_int_equal(rc, 0);
     assert_int_equal(gw->ntags, 2000);
-    assert_string_equal(gw->tags[1999].unit, "C");
+    assert_string_equal(fb_tag_unit(&gw->tags[1999]), "C");
     free(diag);
     free(y);
     fb_gateway_free(gw);
@@ -1460,6 +1461,49 @@ static void test_secret_redaction(void **state)
 
 /* commands.allow and write_roles: parsed, checked with positions, shared
  * between the tags a for: loop makes. */
+/* Issue 15: a tag does not keep its address text when its driver writes
+ * the parsed address back as the same text; every other text is kept, as
+ * written, and every tag still gives its own (messages, `check`, the API). */
+static void test_address_texts(void **state)
+{
+    (void)state;
+    const char *y = "gateway: {id: gw}\n"
+                    "devices:\n"
+                    "  - name: m\n"
+                    "    url: \"modbus-tcp://127.0.0.1:1502\"\n"
+                    "    tags:\n"
+                    "      - {name: a, addr: \"hr:0:int16\"}\n"
+                    "      - {name: b, addr: \"40002\"}\n"
+                    "      - {name: c, addr: \"HR:3:int16\"}\n"
+                    "      - {name: d, addr: \"hr:4:float32:CDAB\"}\n"
+                    "      - {name: e, addr: \"ir:10:int16\", count: 3}\n"
+                    "      - {name: f, addr: \"hr:6:float32\", order: CDAB}\n"
+                    "  - name: s\n"
+                    "    url: \"sim://x\"\n"
+                    "    tags:\n"
+                    "      - {name: g, addr: \"const:1\"}\n";
+    char *diag = NULL;
+    struct fb_gateway *gw = NULL;
+    int rc = load_text(y, false, &diag, &gw);
+    if (rc) fprintf(stderr, "%s", diag);
+    assert_int_equal(rc, 0);
+    static const char *const want[] = {"hr:0:int16",  "40002",       "HR:3:int16",   "hr:4:float32:CDAB", "ir:10:int16",
+                                       "ir:10:int16", "ir:10:int16", "hr:6:float32", "const:1"};
+    assert_int_equal(gw->ntags, 9);
+    for (uint32_t i = 0; i < gw->ntags; i++) {
+        char ab[FB_ATEXT_MAX];
+        assert_string_equal(fb_tag_addr_text(gw, &gw->tags[i], ab), want[i]);
+    }
+    assert_null(gw->atext); /* only the table is left */
+    /* kept: 40002, HR:3:int16, hr:4:float32:CDAB (written back hr:4:float32/CDAB), e[1..2] (one run),
+     * hr:6:float32 (its order is apart), const:1 (the sim driver writes none back) */
+    assert_int_equal(gw->natext_runs, 6);
+    assert_int_equal(gw->atext_runs[3].first, 5);
+    assert_int_equal(gw->atext_runs[3].n, 2);
+    free(diag);
+    fb_gateway_free(gw);
+}
+
 static void test_command_senders(void **state)
 {
     (void)state;
@@ -1480,9 +1524,9 @@ static void test_command_senders(void **state)
     assert_int_equal(gw->cmd_allow, 1);
     assert_int_equal(gw->acls[0].n, 3);
     assert_string_equal(gw->acls[0].pat[1], "http:operator");
-    assert_int_equal(gw->tags[0].write_roles, 2);
-    assert_int_equal(gw->tags[2].write_roles, 2);
-    assert_int_equal(gw->tags[3].write_roles, 0);
+    assert_int_equal(fb_tag_write_roles(&gw->tags[0]), 2);
+    assert_int_equal(fb_tag_write_roles(&gw->tags[2]), 2);
+    assert_int_equal(fb_tag_write_roles(&gw->tags[3]), 0);
     assert_string_equal(gw->acls[1].pat[0], "sparkplug");
     fb_gateway_free(gw);
 
@@ -1687,6 +1731,7 @@ int main(void)
         cmocka_unit_test(test_driver_table),
         cmocka_unit_test(test_docs_list_every_key),
         cmocka_unit_test(test_secret_redaction),
+        cmocka_unit_test(test_address_texts),
         cmocka_unit_test(test_command_senders),
         cmocka_unit_test(test_gateway_command_senders),
         cmocka_unit_test(test_edge_config),

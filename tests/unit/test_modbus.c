@@ -135,6 +135,8 @@ static struct {
     struct fb_conn conn;
     struct fb_device *devs[1];
     struct fb_tag tags[MAXT];
+    char *atext[MAXT];             /* the tags' address texts (gw.atext) */
+    struct fb_tag_proc proc[MAXT]; /* a tag's order */
     uint32_t ids[MAXT];
     struct fb_group g;
     struct fb_url_kv q[4];
@@ -164,16 +166,19 @@ static void gw_setup(const char *k1, const char *v1, const char *k2, const char 
     assert_int_equal(D->device_init(&G.dev, &G.key, &err), 0);
     G.gw.tags = G.tags;
     G.gw.ntags = (uint32_t)n;
+    G.gw.atext = (const char **)G.atext;
     for (int i = 0; i < n; i++) {
         struct fb_tag *t = &G.tags[i];
         t->id = (uint32_t)i;
-        t->addr_text = strdup(addrs[i]);
-        char *sl = strchr(t->addr_text, '/');
+        G.atext[i] = strdup(addrs[i]);
+        G.proc[i] = fb_tag_proc_none;
+        t->proc = &G.proc[i];
+        char *sl = strchr(G.atext[i], '/');
         if (sl) {
             *sl = 0;
-            t->order = sl + 1;
+            G.proc[i].order = sl + 1;
         }
-        t->name = t->addr_text;
+        t->name = G.atext[i];
         int rc = D->parse_address(&G.dev, t, &err);
         if (rc) fprintf(stderr, "%s: %s\n", addrs[i], err.msg);
         assert_int_equal(rc, 0);
@@ -198,7 +203,7 @@ static void gw_teardown(void)
     D->plan_free(&G.g);
     for (uint32_t i = 0; i < G.gw.ntags; i++) {
         D->free_address(&G.tags[i]);
-        free(G.tags[i].addr_text);
+        free(G.atext[i]);
     }
     D->device_free(&G.dev);
     fb_batch_free(G.b);
@@ -411,8 +416,9 @@ static void test_open_refused(void **state)
     snprintf(want, sizeof want, "connect to 127.0.0.1:%d failed: Connection refused", port);
     assert_string_equal(err.msg, want);
     /* read on a closed connection: every tag Bad, FB_EIO */
-    struct fb_tag t = {.id = 0, .addr_text = "hr:0", .name = "t"};
-    struct fb_gateway gw = {.tags = &t, .ntags = 1};
+    struct fb_tag t = {.id = 0, .name = "t"};
+    const char *at[1] = {"hr:0"};
+    struct fb_gateway gw = {.tags = &t, .ntags = 1, .atext = at};
     dev.gw = &gw;
     dev.conn = &conn;
     assert_int_equal(D->parse_address(&dev, &t, &err), 0);

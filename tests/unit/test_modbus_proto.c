@@ -412,7 +412,7 @@ static void test_addr_forms(void **state)
     assert_int_equal(b.bit, 4);
     assert_int_equal(b.addr, 0);
     struct mb_addr s = addr_ok("hr:0:string[9]", NULL);
-    assert_int_equal(s.str_len, 9);
+    assert_int_equal(mb_str_len(&s), 9);
 
     /* base = 1 shifts the 0-based forms, not the Modicon ones */
     struct mb_addr_in in = {.text = "hr:1", .base = 1};
@@ -582,7 +582,7 @@ struct pl {
 static void pl_add(struct pl *p, const char *text)
 {
     p->a[p->n] = addr_ok(text, NULL);
-    p->it[p->n].tag = p->n;
+    p->a[p->n].tag = p->n;
     p->it[p->n].a = &p->a[p->n];
     p->n++;
 }
@@ -625,7 +625,7 @@ static void test_plan_merge(void **state)
     for (uint32_t b = 0; b < plan->nblocks; b++)
         for (uint32_t k = 0; k < plan->blocks[b].n; k++) {
             const struct mb_item *it = &plan->items[plan->blocks[b].first + k];
-            seen[it->tag]++;
+            seen[it->a->tag]++;
             assert_true(it->a->addr >= plan->blocks[b].start);
             assert_true(it->a->addr + it->a->count <= plan->blocks[b].start + plan->blocks[b].count);
         }

@@ -680,10 +680,68 @@ static void test_proc_state_only_where_needed(void **state)
     struct mallinfo2 m1 = mallinfo2();
     assert_non_null(p);
     size_t used = (m1.uordblks + m1.hblkhd) - (m0.uordblks + m0.hblkhd); /* heap and mmap blocks */
-    /* a byte of flags and a 4-byte slot per tag, 16 bytes per deadband, the
-     * windows (10 s at 1 s: 16 samples) and their state; not ~150 bytes a tag */
+    /* a byte of flags per tag and two bits with their counts (the ranks, no
+     * 4-byte slot: issue 15), 16 bytes per deadband, the windows (10 s at 1 s:
+     * 16 samples) and their state; not ~150 bytes a tag */
     print_message("pipeline state for %d tags: %zu bytes (fb_proc_bytes %zu)\n", N, used, fb_proc_bytes(p));
-    assert_true(used < (size_t)N * 6 + 100 * 40 + 10 * 1024 + 4096);
+    assert_true(used < (size_t)N * 2 + 100 * 40 + 10 * 1024 + 4096);
+    fb_proc_free(p);
+    free(tags);
+    free(gtags);
+}
+
+/* Each tag with state finds its own (by its rank among the tags with that
+ * kind of state), across 64-tag words and with both kinds mixed: 300 tags,
+ * every third without state, every seventh with a window too; each gets its
+ * own value, then a step inside and one outside the deadband. */
+static void test_proc_state_per_tag(void **state)
+{
+    (void)state;
+    enum { N = 300 };
+    struct fb_tag *tags = calloc(N, sizeof *tags);
+    uint32_t *gtags = calloc(N, sizeof *gtags);
+    assert_non_null(tags);
+    assert_non_null(gtags);
+    static const struct fb_tag_proc db = {.db_abs = 1}, dbw = {.db_abs = 1, .window_ns = 10 * S};
+    for (uint32_t i = 0; i < N; i++) {
+        tags[i].id = i;
+        tags[i].name = "x";
+        tags[i].type = FB_T_FLOAT64;
+        tags[i].proc = i % 3 == 0 ? NULL : i % 7 == 0 ? &dbw : &db;
+        gtags[i] = i;
+    }
+    struct fb_group grp = {.period_ns = S, .tags = gtags, .ntags = N};
+    struct fb_device dev = {.idx = 0, .name = "d", .ntags = N, .groups = &grp, .ngroups = 1};
+    struct fb_gateway gw = {.id = "gw", .tags = tags, .ntags = N, .devs = &dev, .ndevs = 1};
+    struct fb_proc *p = fb_proc_new(&gw);
+    assert_non_null(p);
+    struct fb_batch *in = fb_batch_new(N, 0, 256), *out = fb_batch_new(N, N, 256);
+    assert_non_null(in);
+    assert_non_null(out);
+    static const double step[3] = {0, 0.5, 2.5}; /* first value, inside, outside the deadband */
+    for (int cycle = 0; cycle < 3; cycle++) {
+        int64_t now = 1700000000 * S + cycle * S;
+        fb_batch_reset(in);
+        fb_batch_reset(out);
+        in->device = 0;
+        in->ts = now;
+        for (uint32_t i = 0; i < N; i++) {
+            struct fb_value v = fv(10.0 * i + step[cycle]);
+            assert_non_null(fb_batch_add(in, i, FB_Q_GOOD, now, &v));
+        }
+        fb_proc_batch(p, in, out);
+        bool seen[N] = {0};
+        for (uint32_t k = 0; k < out->n; k++) {
+            assert_true(out->s[k].tag < N);
+            seen[out->s[k].tag] = true;
+            close_to(out->s[k].v.f, 10.0 * out->s[k].tag + step[cycle], 1e-12);
+        }
+        for (uint32_t i = 0; i < N; i++) {
+            if (seen[i] != (cycle != 1 || i % 3 == 0)) fail_msg("cycle %d: tag %u published: %d", cycle, i, seen[i]);
+        }
+    }
+    fb_batch_free(in);
+    fb_batch_free(out);
     fb_proc_free(p);
     free(tags);
     free(gtags);
@@ -979,6 +1037,7 @@ int main(void)
         cmocka_unit_test(test_proc_plain),
         cmocka_unit_test(test_proc_inplace_matches),
         cmocka_unit_test(test_proc_state_only_where_needed),
+        cmocka_unit_test(test_proc_state_per_tag),
         cmocka_unit_test(test_latest_slots),
         cmocka_unit_test(test_proc_move),
     };

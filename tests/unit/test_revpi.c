@@ -545,6 +545,7 @@ struct rig {
     struct fb_device *devp[1];
     struct fb_group group;
     struct fb_tag tags[8];
+    const char *atext[8]; /* the tags' address texts (gw.atext) */
     uint32_t ids[8];
     struct fb_rt running; /* stands in for a running runtime */
 };
@@ -587,6 +588,7 @@ static int rig_init(struct rig *r, const char *query, const char *const *addrs, 
     r->gw.conns = &r->conn;
     r->gw.nconns = 1;
     r->gw.tags = r->tags;
+    r->gw.atext = r->atext;
     r->gw.ntags = (uint32_t)n;
     r->dev.name = (char *)"revpi-001";
     r->dev.gw = &r->gw;
@@ -607,7 +609,7 @@ static int rig_init(struct rig *r, const char *query, const char *const *addrs, 
     for (int i = 0; i < n; i++) {
         r->tags[i].id = (uint32_t)i;
         r->tags[i].name = (char *)addrs[i];
-        r->tags[i].addr_text = (char *)addrs[i];
+        r->atext[i] = addrs[i];
         r->tags[i].access = access[i];
         r->ids[i] = (uint32_t)i;
         rc = fb_driver_revpi.parse_address(&r->dev, &r->tags[i], e);

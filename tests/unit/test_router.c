@@ -168,7 +168,10 @@ static void test_allow_and_write_roles(void **st)
     expect_in(answer_from("sparkplug", "", "sp", "99"), "above maximum 10");
 
     static const char *const roles[] = {"http:operator", NULL};
-    tags[0].write_roles = acl(roles);
+    static struct fb_tag_proc pr_roles; /* tag 1 keeps pr: no write_roles */
+    pr_roles = pr;
+    pr_roles.write_roles = acl(roles);
+    tags[0].proc = &pr_roles;
     char *r = answer_from("sparkplug", "", "sp", "99");
     expect_in(strdup(r),
               "\"sp\":{\"ok\":false,\"error\":\"not allowed for sparkplug (write_roles: [http:operator])\"}");

@@ -292,6 +292,7 @@ struct rig {
     struct fb_gateway gw;
     struct fb_device dev;
     struct fb_tag tags[8];
+    const char *atext[8]; /* the tags' address texts (gw.atext) */
     uint32_t ids[8];
     struct fb_group grp;
     struct fb_url_kv kv[2];
@@ -304,11 +305,26 @@ static int rig_tag(struct rig *r, uint32_t i, const char *addr, enum fb_type typ
     t->id = i;
     t->device = 0;
     t->name = (char *)"t";
-    t->addr_text = (char *)addr;
+    r->atext[i] = addr;
+    if (r->gw.ntags <= i) r->gw.ntags = i + 1;
     t->type = (uint8_t)type;
     t->access = (uint8_t)access;
     r->ids[i] = i;
     return fb_driver_sim.parse_address(&r->dev, t, err);
+}
+
+/* Parse a tag outside the rig's model (id 0 of a one-tag model with address text). */
+static int parse_bad(struct rig *r, struct fb_tag *bad, const char *text, struct fb_err *err)
+{
+    const char **keep = r->gw.atext, *one[1] = {text};
+    uint32_t n = r->gw.ntags;
+    r->gw.atext = one;
+    r->gw.ntags = 1;
+    bad->id = 0;
+    int rc = fb_driver_sim.parse_address(&r->dev, bad, err);
+    r->gw.atext = keep;
+    r->gw.ntags = n;
+    return rc;
 }
 
 static void rig_init(struct rig *r, const char *k, const char *v, char **key, struct fb_err *err, int *rc)
@@ -318,6 +334,7 @@ static void rig_init(struct rig *r, const char *k, const char *v, char **key, st
     r->dev.gw = &r->gw;
     r->dev.drv = &fb_driver_sim;
     r->gw.tags = r->tags;
+    r->gw.atext = r->atext;
     r->gw.devs = &r->dev;
     r->gw.ndevs = 1;
     if (k) {
@@ -360,15 +377,12 @@ static void test_driver(void **st)
     assert_int_equal(rig_tag(&r, 7, "memory:initial=3", FB_T_STRING, FB_ACC_RW, &err), 0);
     /* errors */
     struct fb_tag bad = {0};
-    bad.addr_text = (char *)"const:\"x\"";
     bad.type = FB_T_INT16;
-    assert_int_equal(fb_driver_sim.parse_address(&r.dev, &bad, &err), FB_EINVAL);
+    assert_int_equal(parse_bad(&r, &bad, "const:\"x\"", &err), FB_EINVAL);
     assert_non_null(strstr(err.msg, "needs type string"));
-    bad.addr_text = (char *)"memory:int16";
     bad.type = FB_T_FLOAT32;
-    assert_int_equal(fb_driver_sim.parse_address(&r.dev, &bad, &err), FB_EINVAL);
-    bad.addr_text = (char *)"wave:1";
-    assert_int_equal(fb_driver_sim.parse_address(&r.dev, &bad, &err), FB_EINVAL);
+    assert_int_equal(parse_bad(&r, &bad, "memory:int16", &err), FB_EINVAL);
+    assert_int_equal(parse_bad(&r, &bad, "wave:1", &err), FB_EINVAL);
     assert_non_null(strstr(err.msg, "valid: sine"));
 
     r.dev.ntags = 8;

@@ -248,19 +248,21 @@ static void put_limit(struct fb_buf *o, bool has, double v)
         fb_buf_puts(o, "null");
 }
 
-static void put_tag(struct fb_buf *o, const struct fb_tag *t, const struct fb_live_tag *lt)
+static void put_tag(struct fb_buf *o, const struct fb_gateway *gw, const struct fb_tag *t, const struct fb_live_tag *lt)
 {
+    char ab[FB_ATEXT_MAX];
+    const char *addr = fb_tag_addr_text(gw, t, ab);
     fb_buf_puts(o, "{\"name\":");
     fb_json_cstr(o, t->name);
     fb_buf_puts(o, ",\"addr\":");
-    fb_json_cstr(o, t->addr_text ? t->addr_text : "");
+    fb_json_cstr(o, addr ? addr : "");
     fb_buf_puts(o, ",\"type\":\"");
     fb_buf_puts(o, fb_type_name(fb_tag_out_type(t)));
     fb_buf_puts(o, "\",\"wire_type\":\"");
     fb_buf_puts(o, fb_type_name((enum fb_type)t->type));
     fb_buf_puts(o, "\",\"unit\":");
-    if (t->unit)
-        fb_json_cstr(o, t->unit);
+    if (fb_tag_unit(t))
+        fb_json_cstr(o, fb_tag_unit(t));
     else
         fb_buf_puts(o, "null");
     fb_buf_puts(o, ",\"access\":\"");
@@ -310,7 +312,7 @@ static void render_tags(struct fb_http_api *api, struct fb_buf *o, const struct 
     fb_live_lock(api->live, d->idx);
     for (uint32_t i = 0; i < d->ntags; i++) {
         if (i) fb_buf_putc(o, ',');
-        put_tag(o, &gw->tags[d->first_tag + i], fb_live_tag(api->live, d->first_tag + i));
+        put_tag(o, gw, &gw->tags[d->first_tag + i], fb_live_tag(api->live, d->first_tag + i));
     }
     fb_live_unlock(api->live, d->idx);
     fb_buf_puts(o, "]}");

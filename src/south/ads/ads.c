@@ -793,7 +793,9 @@ static int ads_parse_address(struct fb_device *dev, struct fb_tag *tag, struct f
 {
     struct ads_dev *ad = dev->drv_dev;
     struct ads_addr a; /* parsed here; the tag keeps only what it needs */
-    int rc = ads_addr_parse(tag->addr_text, &a, err);
+    char ab[FB_ATEXT_MAX];
+    const char *text = fb_tag_addr_text(dev->gw, tag, ab);
+    int rc = ads_addr_parse(text ? text : "", &a, err);
     if (!rc && a.deftype && tag->type != FB_T_NONE) {
         /* a raw address with `type:` in the config: that type, from the byte offset */
         if (a.ti.type == ADS_T_BOOL && tag->type != FB_T_BOOL)

@@ -146,8 +146,9 @@ static void file_device_free(struct fb_device *dev)
 
 static int file_parse_address(struct fb_device *dev, struct fb_tag *tag, struct fb_err *err)
 {
-    (void)dev;
-    const char *a = tag->addr_text ? tag->addr_text : "";
+    char ab[FB_ATEXT_MAX];
+    const char *a = fb_tag_addr_text(dev->gw, tag, ab);
+    if (!a) a = "";
     if (!tag->wave)
         return fb_err_set(err, FB_EINVAL,
                           "file: tag %s is not a waveform: every tag of a file device needs a vibration: section "

@@ -173,6 +173,9 @@ static void mb_device_free(struct fb_device *dev)
     dev->drv_dev = NULL;
 }
 
+_Static_assert(sizeof(struct mb_addr) == 12 && sizeof(struct mb_item) == sizeof(void *),
+               "a Modbus tag's address and plan item: see BENCHMARKS.md, memory per tag");
+
 static struct mb_addr *addr_alloc(struct mb_dev *md)
 {
     if (!md->slab || md->slab->used == MB_SLAB_N) {
@@ -188,11 +191,12 @@ static struct mb_addr *addr_alloc(struct mb_dev *md)
 static int mb_parse_address(struct fb_device *dev, struct fb_tag *tag, struct fb_err *err)
 {
     struct mb_dev *md = dev->drv_dev;
+    char ab[FB_ATEXT_MAX];
     struct mb_addr_in in = {
-        .text = tag->addr_text,
+        .text = fb_tag_addr_text(dev->gw, tag, ab),
         .type = tag->type,
         .str_len = tag->str_len,
-        .order = tag->order,
+        .order = fb_tag_order(tag),
         .index = tag->index,
         .base = md ? md->o.base : 0,
     };
@@ -219,13 +223,22 @@ static int mb_parse_address(struct fb_device *dev, struct fb_tag *tag, struct fb
     struct mb_addr *a = tag->addr ? tag->addr : md ? addr_alloc(md) : NULL; /* parsed again: in place */
     if (!a) return fb_err_set(err, FB_ENOMEM, "out of memory");
     *a = parsed;
+    a->tag = tag->id;
     tag->addr = a;
     tag->type = a->type;
-    if (a->type == FB_T_STRING) tag->str_len = a->str_len;
+    if (a->type == FB_T_STRING) tag->str_len = mb_str_len(a);
     return 0;
 }
 
 static void mb_free_address(struct fb_tag *tag) { tag->addr = NULL; /* the device's slab owns it (mb_device_free) */ }
+
+/* The parsed address as text: the config's text when it was written so (most
+ * are), which is then not kept (fb_tag_addr_text). */
+static void mb_addr_text(const struct fb_device *dev, const struct fb_tag *tag, char *buf, size_t len)
+{
+    (void)dev;
+    mb_addr_fmt(tag->addr, buf, len);
+}
 
 static int mb_plan(struct fb_device *dev, struct fb_group *g, struct fb_err *err)
 {
@@ -240,7 +253,6 @@ static int mb_plan(struct fb_device *dev, struct fb_group *g, struct fb_err *err
             return fb_err_set(err, FB_EINVAL, "tag %s has no parsed address", t->name);
         }
         if (t->wave) continue; /* read on its own after the plan (read_wave) */
-        items[n].tag = t->id;
         items[n].a = t->addr;
         n++;
     }
@@ -467,12 +479,12 @@ static void add_bad(struct fb_batch *out, const struct fb_tag *t, uint32_t q, in
 static void fill_block(struct fb_device *dev, const struct mb_plan *p, const struct mb_block *b, uint32_t q,
                        struct fb_batch *out, int64_t ts)
 {
-    for (uint32_t k = 0; k < b->n; k++) add_bad(out, &dev->gw->tags[p->items[b->first + k].tag], q, ts);
+    for (uint32_t k = 0; k < b->n; k++) add_bad(out, &dev->gw->tags[p->items[b->first + k].a->tag], q, ts);
 }
 
 static void log_block(struct fb_device *dev, struct mb_plan *p, struct mb_block *b, uint32_t q, const char *why)
 {
-    const struct fb_tag *t = &dev->gw->tags[p->items[b->first].tag];
+    const struct fb_tag *t = &dev->gw->tags[p->items[b->first].a->tag];
     bool changed = b->last_q != q;
     b->last_q = q;
     if (!changed && !fb_ratelimit_ok(&b->rl, fb_mono_ns())) return;
@@ -609,7 +621,7 @@ static int mb_read(struct fb_device *dev, struct fb_group *g, struct fb_batch *o
             atomic_fetch_add(&dev->m.rtt_count, 1);
             atomic_store(&dev->m.last_success_ns, ts);
             if (b->last_q && fb_q_bad(b->last_q))
-                fb_info(dev->name, dev->gw->tags[p->items[b->first].tag].name, "read %s:%u recovered",
+                fb_info(dev->name, dev->gw->tags[p->items[b->first].a->tag].name, "read %s:%u recovered",
                         mb_table_name(b->table), b->start);
             b->last_q = FB_Q_GOOD;
             for (uint32_t k = 0; k < b->n; k++) {
@@ -621,7 +633,7 @@ static int mb_read(struct fb_device *dev, struct fb_group *g, struct fb_batch *o
                     /* one 16-bit register (most tags): straight into the batch */
                     uint16_t r = a->swap_bytes ? (uint16_t)(p->regs[off] << 8 | p->regs[off] >> 8) : p->regs[off];
                     struct fb_sample *s = &out->s[out->n++];
-                    *s = (struct fb_sample){.tag = it->tag, .quality = FB_Q_GOOD, .ts_src = ts, .ts_gw = ts};
+                    *s = (struct fb_sample){.tag = it->a->tag, .quality = FB_Q_GOOD, .ts_src = ts, .ts_gw = ts};
                     s->v.type = a->type;
                     if (a->type == FB_T_INT16)
                         s->v.i = (int16_t)r;
@@ -637,11 +649,11 @@ static int mb_read(struct fb_device *dev, struct fb_group *g, struct fb_batch *o
                     atomic_fetch_add(&dev->m.errors, 1); /* an item the device gave us unusable */
                     struct fb_ratelimit *rl = &b->rl;
                     if (fb_ratelimit_ok(rl, t1))
-                        fb_warn(dev->name, dev->gw->tags[it->tag].name, "cannot decode %s value (invalid BCD digit)",
+                        fb_warn(dev->name, dev->gw->tags[it->a->tag].name, "cannot decode %s value (invalid BCD digit)",
                                 fb_type_name((enum fb_type)it->a->type));
-                    add_bad(out, &dev->gw->tags[it->tag], q, ts);
+                    add_bad(out, &dev->gw->tags[it->a->tag], q, ts);
                 } else {
-                    fb_batch_add(out, it->tag, FB_Q_GOOD, ts, &v);
+                    fb_batch_add(out, it->a->tag, FB_Q_GOOD, ts, &v);
                 }
             }
             bi++;
@@ -666,7 +678,7 @@ static int mb_read(struct fb_device *dev, struct fb_group *g, struct fb_batch *o
                 unit_answered(dev, md, mc);
             }
             if (exc == 2 && mb_plan_can_split(p, bi)) {
-                fb_info(dev->name, dev->gw->tags[p->items[b->first].tag].name,
+                fb_info(dev->name, dev->gw->tags[p->items[b->first].a->tag].name,
                         "%s:%u..%u answered exception 02 (illegal data address): reading its "
                         "%u tags one by one from now on",
                         mb_table_name(b->table), b->start, b->start + b->count - 1u, b->n);
@@ -719,15 +731,16 @@ static int mb_read(struct fb_device *dev, struct fb_group *g, struct fb_batch *o
 
 /* ------------------------------------------------------------------ write */
 /* writes and write errors are counted by the runtime */
-static int write_fail(struct mb_conn *mc, const struct fb_tag *t, int e, struct fb_err *err)
+static int write_fail(const struct fb_device *dev, struct mb_conn *mc, const struct fb_tag *t, int e, struct fb_err *err)
 {
+    char ab[FB_ATEXT_MAX];
     int exc;
     enum outcome o = classify(e, &exc);
     char why[128];
     outcome_text(o, exc, e, why, sizeof why);
     if (o == OUT_TIMEOUT || o == OUT_MALFORMED) modbus_flush(mc->mb);
     int code = o == OUT_EXC ? FB_EEXCEPTION : o == OUT_TIMEOUT ? FB_ETIMEDOUT : o == OUT_MALFORMED ? FB_EPROTO : FB_EIO;
-    return fb_err_set(err, code, "write to %s (%s) failed: %s", t->name, t->addr_text, why);
+    return fb_err_set(err, code, "write to %s (%s) failed: %s", t->name, fb_tag_addr_text(dev->gw, t, ab), why);
 }
 
 static int mb_write(struct fb_device *dev, const struct fb_tag *t, const struct fb_value *v, struct fb_err *err)
@@ -736,9 +749,10 @@ static int mb_write(struct fb_device *dev, const struct fb_tag *t, const struct 
     struct mb_dev *md = dev->drv_dev;
     struct mb_conn *mc = dev->conn ? dev->conn->ctx : NULL;
     if (!a) return fb_err_set(err, FB_EINVAL, "tag %s has no address", t->name);
+    char ab[FB_ATEXT_MAX];
     if (a->table == MB_IR || a->table == MB_DI)
-        return fb_err_set(err, FB_EACCES, "%s (%s) is read-only: %s cannot be written", t->name, t->addr_text,
-                          a->table == MB_IR ? "input registers" : "discrete inputs");
+        return fb_err_set(err, FB_EACCES, "%s (%s) is read-only: %s cannot be written", t->name,
+                          fb_tag_addr_text(dev->gw, t, ab), a->table == MB_IR ? "input registers" : "discrete inputs");
     uint16_t regs[MB_MAX_WRITE_REGS];
     int n = mb_encode(a, v, regs, MB_MAX_WRITE_REGS, err);
     if (n < 0) return n;
@@ -775,7 +789,7 @@ static int mb_write(struct fb_device *dev, const struct fb_tag *t, const struct 
     if (rc < 0) {
         int exc;
         if (classify(e, &exc) == OUT_EXC && exc != 0x0A && exc != 0x0B) unit_answered(dev, md, mc);
-        return write_fail(mc, t, e, err);
+        return write_fail(dev, mc, t, e, err);
     }
     unit_answered(dev, md, mc);
     return 0;
@@ -785,16 +799,16 @@ static const char *const mb_schemes[] = {"modbus-tcp", "modbus-rtu", NULL};
 
 /* A config reload keeps the connection (model.h): the unit state, the
  * addresses and the plans (with the splits learnt from exception 02) stay
- * with the running model; the plans name tags by id, which may have moved. */
+ * with the running model; the addresses name their tags by id, which may
+ * have moved. */
 static void modbus_adopt(struct fb_conn *c, struct fb_conn *old)
 {
     fb_adopt_swap(c, old, FB_ADOPT_DEV | FB_ADOPT_ADDR | FB_ADOPT_PLAN);
     for (uint32_t k = 0; k < c->ndevs; k++) {
-        int64_t shift = fb_adopt_tag_shift(c, old, k);
-        for (uint32_t g = 0; g < c->devs[k]->ngroups; g++) {
-            struct mb_plan *p = c->devs[k]->groups[g].plan;
-            for (uint32_t i = 0; p && i < p->nitems; i++)
-                p->items[i].tag = (uint32_t)((int64_t)p->items[i].tag + shift);
+        const struct fb_device *d = c->devs[k];
+        for (uint32_t i = 0; i < d->ntags; i++) { /* the addresses name their tags (the plans' items) */
+            struct mb_addr *a = d->gw->tags[d->first_tag + i].addr;
+            if (a) a->tag = d->first_tag + i;
         }
     }
 }
@@ -805,6 +819,7 @@ const struct fb_driver fb_driver_modbus = {
     .device_init = mb_device_init,
     .device_free = mb_device_free,
     .parse_address = mb_parse_address,
+    .addr_text = mb_addr_text,
     .free_address = mb_free_address,
     .plan = mb_plan,
     .plan_free = mb_plan_free_cb,

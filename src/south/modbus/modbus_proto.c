@@ -267,7 +267,7 @@ static const char *type_label(const struct mb_addr *a, char *buf, size_t len)
 {
     if (a->bcd) return a->type == FB_T_UINT16 ? "bcd16" : "bcd32";
     if (a->type == FB_T_STRING) {
-        snprintf(buf, len, "string[%u]", (unsigned)a->str_len);
+        snprintf(buf, len, "string[%u]", (unsigned)mb_str_len(a));
         return buf;
     }
     return fb_type_name((enum fb_type)a->type);
@@ -470,8 +470,8 @@ int mb_addr_parse(const struct mb_addr_in *in, struct mb_addr *a, struct fb_err 
         if (slen < 1 || slen > MB_MAX_STR_LEN)
             return fb_err_set(err, FB_EINVAL, "string in '%s' needs a length: string[N], N 1..%d", text,
                               MB_MAX_STR_LEN);
-        a->str_len = slen;
         a->count = (uint16_t)((slen + 1) / 2);
+        a->str_odd = slen % 2;
     } else {
         a->count = bits_table || a->has_bit ? 1 : td->nregs;
     }
@@ -585,7 +585,7 @@ uint32_t mb_decode(const struct mb_addr *a, const uint16_t *regs, const uint8_t 
     regs_to_bytes(a, regs, b);
     unsigned nb = 2u * a->count;
     if (a->type == FB_T_STRING) {
-        size_t len = a->str_len < nb ? a->str_len : nb;
+        size_t len = mb_str_len(a) < nb ? mb_str_len(a) : nb;
         if (len > scap) len = scap;
         const uint8_t *nul = memchr(b, 0, len);
         if (nul) len = (size_t)(nul - b);
@@ -692,9 +692,9 @@ int mb_encode(const struct mb_addr *a, const struct fb_value *v, uint16_t *regs,
     memset(bytes, 0, sizeof bytes);
     if (a->type == FB_T_STRING) {
         if (v->type != FB_T_STRING) return fb_err_set(err, FB_EINVAL, "a string register needs a string value");
-        if (v->s.len > a->str_len)
+        if (v->s.len > mb_str_len(a))
             return fb_err_set(err, FB_ERANGE, "string of %u bytes does not fit string[%u]", (unsigned)v->s.len,
-                              (unsigned)a->str_len);
+                              (unsigned)mb_str_len(a));
         if (v->s.len) memcpy(bytes, v->s.p, v->s.len);
         bytes_to_regs(a, bytes, regs);
         return a->count;
@@ -741,7 +741,7 @@ static int item_cmp(const void *x, const void *y)
     if (a->a->table != b->a->table) return a->a->table < b->a->table ? -1 : 1;
     if (a->a->addr != b->a->addr) return a->a->addr < b->a->addr ? -1 : 1;
     if (a->a->count != b->a->count) return a->a->count < b->a->count ? -1 : 1;
-    return a->tag < b->tag ? -1 : a->tag > b->tag;
+    return a->a->tag < b->a->tag ? -1 : a->a->tag > b->a->tag;
 }
 
 static void block_init(struct mb_block *b, const struct mb_item *it, uint32_t idx, bool split)

@@ -58,18 +58,25 @@ int mb_opts_parse(const struct fb_url *u, int64_t def_timeout_ns, int64_t def_de
 char *mb_opts_conn_key(const struct mb_opts *o);
 
 /* ------------------------------------------------------------- address */
-struct mb_addr {
-    uint8_t table;    /* enum mb_table */
-    uint8_t type;     /* enum fb_type of the value */
-    bool bcd;         /* bcd16 / bcd32: packed decimal, decoded to uint */
-    bool has_bit;     /* hr:N.B — one bit inside a register */
-    uint8_t bit;      /* 0..15, 0 = least significant */
-    bool swap_words;  /* CDAB / DCBA: register order reversed */
-    bool swap_bytes;  /* BADC / DCBA: bytes swapped inside each register */
-    uint16_t count;   /* registers (hr/ir) or bits (co/di) the value spans */
-    uint16_t addr;    /* PDU address of the first register / bit */
-    uint32_t str_len; /* string bytes */
+struct mb_addr { /* 12 bytes, one per tag (issue 15) */
+    uint8_t table;       /* enum mb_table */
+    uint8_t type;        /* enum fb_type of the value */
+    bool bcd : 1;        /* bcd16 / bcd32: packed decimal, decoded to uint */
+    bool has_bit : 1;    /* hr:N.B — one bit inside a register */
+    bool swap_words : 1; /* CDAB / DCBA: register order reversed */
+    bool swap_bytes : 1; /* BADC / DCBA: bytes swapped inside each register */
+    bool str_odd : 1;    /* a string of an odd length: 2 * count - 1 bytes (mb_str_len) */
+    uint8_t bit;         /* 0..15, 0 = least significant */
+    uint16_t count;      /* registers (hr/ir) or bits (co/di) the value spans */
+    uint16_t addr;       /* PDU address of the first register / bit */
+    uint32_t tag;        /* the tag's id (set by the driver glue, not by mb_addr_parse) */
 };
+
+/* A string's length in bytes (its registers hold two each), else 0. */
+static inline uint32_t mb_str_len(const struct mb_addr *a)
+{
+    return a->type == FB_T_STRING ? 2u * a->count - a->str_odd : 0;
+}
 
 /* What the config says about a tag, besides its address text. */
 struct mb_addr_in {
@@ -99,10 +106,10 @@ uint32_t mb_decode(const struct mb_addr *a, const uint16_t *regs, const uint8_t 
 int mb_encode(const struct mb_addr *a, const struct fb_value *v, uint16_t *regs, size_t cap, struct fb_err *err);
 
 /* ------------------------------------------------------------- planner */
-/* One tag to read. */
+/* One tag to read: its parsed address (owned by the tag), which names the
+ * tag (a->tag). */
 struct mb_item {
-    uint32_t tag;            /* tag id */
-    const struct mb_addr *a; /* its parsed address (owned by the tag) */
+    const struct mb_addr *a;
 };
 
 /* One request: a contiguous range of one table, serving items

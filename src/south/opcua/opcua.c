@@ -277,8 +277,9 @@ static void opcua_device_free(struct fb_device *dev)
  * (a known fieldbridge type name after the last colon). */
 static int opcua_parse_address(struct fb_device *dev, struct fb_tag *tag, struct fb_err *err)
 {
-    (void)dev;
-    const char *text = tag->addr_text ? tag->addr_text : "";
+    char ab[FB_ATEXT_MAX];
+    const char *text = fb_tag_addr_text(dev->gw, tag, ab);
+    if (!text) text = "";
     char *copy = strdup(text);
     if (!copy) return fb_err_set(err, FB_ENOMEM, "out of memory");
     char *colon = strrchr(copy, ':');
@@ -545,7 +546,9 @@ static int opcua_write(struct fb_device *dev, const struct fb_tag *t, const stru
     struct ua_addr *a = t->addr;
     if (!a) return fb_err_set(err, FB_EINVAL, "tag %s has no address", t->name);
     if (!c) return fb_err_set(err, FB_EIO, "%s: not connected", dev->name);
-    if (a->resolve_q) return fb_err_set(err, FB_ENOENT, "%s: node %s not found on the server", t->name, t->addr_text);
+    char ab[FB_ATEXT_MAX];
+    const char *at = fb_tag_addr_text(dev->gw, t, ab);
+    if (a->resolve_q) return fb_err_set(err, FB_ENOENT, "%s: node %s not found on the server", t->name, at);
     /* writes and write errors are counted by the runtime */
     uint8_t type = a->builtin;
     if (!type) { /* DataType unknown or abstract: the current value's type decides */
@@ -595,7 +598,7 @@ static int opcua_write(struct fb_device *dev, const struct fb_tag *t, const stru
                    : sc == FB_Q_BAD_OUT_OF_RANGE                    ? FB_ERANGE
                    : ua_session_lost(sc)                            ? FB_EIO
                                                                     : FB_EEXCEPTION;
-        return fb_err_set(err, code, "write to %s (%s) refused: %s", t->name, t->addr_text, ua_status_text(st, qb));
+        return fb_err_set(err, code, "write to %s (%s) refused: %s", t->name, at, ua_status_text(st, qb));
     }
     return 0;
 }

@@ -259,18 +259,19 @@ int ua_sub_create(struct ua_conn *c, struct fb_device *dev, struct ua_plan *p, s
                 }
                 if ((st & 0x80000000u) && items[i].deadband_type == 2 && pass == 0) {
                     const struct fb_tag *t = &dev->gw->tags[p->tags[idx[i]]];
-                    char qb[16];
+                    char qb[16], ab[FB_ATEXT_MAX];
                     fb_warn(dev->name, t->name,
                             "%s refused the percent deadband on %s (%s; a percent deadband needs "
                             "an analog node with an EURange): monitoring it without a server-side deadband",
-                            c->where, t->addr_text, ua_status_text(st, qb));
+                            c->where, fb_tag_addr_text(dev->gw, t, ab), ua_status_text(st, qb));
                     items[nretry] = items[i];
                     items[nretry].deadband_type = 0;
                     idx[nretry++] = idx[i];
                 } else if (st & 0x80000000u) {
                     const struct fb_tag *t = &dev->gw->tags[p->tags[idx[i]]];
-                    char qb[16];
-                    fb_warn(dev->name, t->name, "cannot monitor %s: %s", t->addr_text, ua_status_text(st, qb));
+                    char qb[16], ab[FB_ATEXT_MAX];
+                    fb_warn(dev->name, t->name, "cannot monitor %s: %s", fb_tag_addr_text(dev->gw, t, ab),
+                            ua_status_text(st, qb));
                     struct ua_slot *s = &p->slots[idx[i]];
                     s->fresh = true;
                     s->q = st & 0xFFFF0000u;

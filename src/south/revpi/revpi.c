@@ -332,7 +332,9 @@ static int revpi_parse_address(struct fb_device *dev, struct fb_tag *tag, struct
     struct rp_dev *d = dev->drv_dev;
     struct rp_tag *rt = calloc(1, sizeof *rt);
     if (!rt) return fb_err_set(err, FB_ENOMEM, "out of memory");
-    const char *text = tag->addr_text ? tag->addr_text : "";
+    char ab[FB_ATEXT_MAX];
+    const char *text = fb_tag_addr_text(dev->gw, tag, ab);
+    if (!text) text = "";
     struct fb_err e = {0};
     int rc = fb_revpi_addr_parse(text, &rt->a, &e);
     if (rc == 0 && rt->a.type != FB_T_NONE && tag->type != FB_T_NONE && rt->a.type != tag->type && rt->a.name[0])

@@ -163,10 +163,11 @@ static void s7_device_free(struct fb_device *dev)
 
 static int s7_parse_address(struct fb_device *dev, struct fb_tag *tag, struct fb_err *err)
 {
-    (void)dev;
+    char ab[FB_ATEXT_MAX];
+    const char *text = fb_tag_addr_text(dev->gw, tag, ab);
     struct s7_addr *a = malloc(sizeof *a);
     if (!a) return fb_err_set(err, FB_ENOMEM, "out of memory");
-    int rc = s7_addr_parse(tag->addr_text, (enum fb_type)tag->type, tag->str_len, tag->index, a, err);
+    int rc = s7_addr_parse(text ? text : "", (enum fb_type)tag->type, tag->str_len, tag->index, a, err);
     if (rc) {
         free(a);
         return rc;
@@ -478,6 +479,8 @@ static int write_items(struct fb_device *dev, struct s7_conn *c, const struct fb
                        const uint8_t *data, struct fb_err *err)
 {
     const struct s7_dev *sd = dev->drv_dev;
+    char ab[FB_ATEXT_MAX];
+    const char *at = fb_tag_addr_text(dev->gw, t, ab);
     uint16_t ref = next_ref(c);
     const uint8_t *dp[1] = {data};
     size_t n = s7_build_write(c->tx, sizeof c->tx, ref, it, dp, 1);
@@ -486,20 +489,20 @@ static int write_items(struct fb_device *dev, struct s7_conn *c, const struct fb
     int pl;
     struct fb_err e2 = {0};
     int rc = transact(c, n, sd->o.timeout_ns, &pl, &e2);
-    if (rc) return fb_err_set(err, rc, "write to %s (%s) failed: %s", t->name, t->addr_text, e2.msg);
+    if (rc) return fb_err_set(err, rc, "write to %s (%s) failed: %s", t->name, at, e2.msg);
     uint8_t irc = 0;
     uint16_t herr = 0;
     rc = s7_parse_write_reply(c->pdubuf, (size_t)pl, ref, 1, &irc, &herr);
     if (rc == FB_EEXCEPTION)
         return fb_err_set(err, (herr >> 8) == 0x87 || herr == 0x8104 || herr == 0x8304 ? FB_EACCES : FB_EEXCEPTION,
-                          "write to %s (%s) refused: %s", t->name, t->addr_text, s7_header_text(herr));
-    if (rc) return fb_err_set(err, FB_EPROTO, "write to %s (%s): malformed reply", t->name, t->addr_text);
+                          "write to %s (%s) refused: %s", t->name, at, s7_header_text(herr));
+    if (rc) return fb_err_set(err, FB_EPROTO, "write to %s (%s): malformed reply", t->name, at);
     if (irc != S7_RC_OK)
         return fb_err_set(err,
                           irc == 0x03                  ? FB_EACCES
                           : irc == 0x0A || irc == 0x05 ? FB_ENOENT
                                                        : FB_EEXCEPTION,
-                          "write to %s (%s) refused: %s", t->name, t->addr_text, s7_item_text(irc));
+                          "write to %s (%s) refused: %s", t->name, at, s7_item_text(irc));
     return 0;
 }
 

@@ -149,7 +149,9 @@ static enum fb_type split_type(const char *text, size_t *spec_len)
 
 static int sim_parse_address(struct fb_device *dev, struct fb_tag *tag, struct fb_err *err)
 {
-    const char *text = tag->addr_text ? tag->addr_text : "";
+    char ab[FB_ATEXT_MAX];
+    const char *text = fb_tag_addr_text(dev->gw, tag, ab);
+    if (!text) text = "";
     size_t sl;
     enum fb_type at = split_type(text, &sl);
     char *spec = strndup(text, sl);
