@@ -5,11 +5,15 @@
  * says why).  Only http and https are allowed, for redirects too; the body is
  * bounded while it arrives.
  */
+/* fb_sha256_hex uses SHA256_Init & co., deprecated in OpenSSL 3 but kept
+ * there (see below why not EVP) */
+#define OPENSSL_SUPPRESS_DEPRECATED
 #include "core/fetch.h"
 
 #include <errno.h>
 #include <limits.h>
 #include <openssl/evp.h>
+#include <openssl/sha.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -117,11 +121,23 @@ int fb_fetch_cancellable(const char *url, const char *ca_file, int64_t timeout_n
     return 0;
 }
 
+/* Not EVP: the first EVP fetch initialises OpenSSL 3's default provider
+ * (every algorithm's tables: ≈ 1.8 MB more resident pages of libcrypto), which
+ * a gateway without TLS would pay at every start only to hash its
+ * configuration file for the status message (issue 15, memory).  The
+ * low-level SHA-256 needs no provider; EVP where the OpenSSL build dropped it. */
 void fb_sha256_hex(const void *p, size_t len, char *hex)
 {
     unsigned char md[32];
+#ifndef OPENSSL_NO_DEPRECATED_3_0
+    SHA256_CTX c;
+    SHA256_Init(&c);
+    SHA256_Update(&c, p, len);
+    SHA256_Final(md, &c);
+#else
     unsigned int n = 0;
     EVP_Digest(p, len, md, &n, EVP_sha256(), NULL);
+#endif
     for (unsigned i = 0; i < 32; i++) snprintf(hex + 2 * i, 3, "%02x", md[i]);
     hex[64] = 0;
 }
