@@ -11,6 +11,7 @@
 #
 #   bench/fuzz_campaign.sh                    every harness
 #   bench/fuzz_campaign.sh command opcua_msg  some (names with or without fuzz_)
+#   FUZZ_BUILD=/tmp/build-x bench/fuzz_campaign.sh ...   build there, not in build-fuzz/
 #   FUZZ_CAMPAIGN_MERGE=1 bench/fuzz_campaign.sh ...
 #       afterwards add to tests/fuzz/corpus/<name> only the grown inputs that
 #       reach new coverage (libFuzzer -merge=1), then re-record the floors
@@ -22,15 +23,16 @@ cd "$(dirname "$0")/.."
 runs="${FUZZ_CAMPAIGN_RUNS:-10000000}"
 maxs="${FUZZ_CAMPAIGN_MAX_S:-3600}"
 out="${FUZZ_CAMPAIGN_OUT:-bench/results/tmp/fuzz-campaign}"
+bd="${FUZZ_BUILD:-build-fuzz}"
 mkdir -p "$out"
 if [ $# -eq 0 ]; then
     set -- $(cd tests/fuzz && ls fuzz_*.c | sed 's/\.c$//')
 fi
-cmake -S . -B build-fuzz -G Ninja -DFB_FUZZ=ON -DFB_WERROR=ON -DCMAKE_C_COMPILER=clang \
+cmake -S . -B "$bd" -G Ninja -DFB_FUZZ=ON -DFB_WERROR=ON -DCMAKE_C_COMPILER=clang \
     -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null || exit 1
 hs=()
 for a in "$@"; do hs+=("fuzz_${a#fuzz_}"); done
-nice -n 10 ninja -C build-fuzz "${hs[@]}" >/dev/null || exit 1
+nice -n 10 ninja -C "$bd" "${hs[@]}" >/dev/null || exit 1
 [ -f "$out/summary.tsv" ] ||
     printf 'harness\texecutions\texec_per_s\tseconds\tcov\tft\tcorpus_files\tcorpus_bytes\tresult\tload_avg\tdate\n' >"$out/summary.tsv"
 rc=0
@@ -47,7 +49,7 @@ for h in "${hs[@]}"; do
     # -timeout: a slow input is a finding (YAML bombs); -rss_limit_mb: so is a memory bomb
     echo "fuzz_campaign: $h: up to $runs executions or ${maxs}s (corpus $corpus, grown in $work)"
     start=$(date +%s)
-    nice -n 10 ./build-fuzz/"$h" "$work" $corpus -runs="$runs" -max_total_time="$maxs" -timeout=10 \
+    nice -n 10 "$bd/$h" "$work" $corpus -runs="$runs" -max_total_time="$maxs" -timeout=10 \
         -rss_limit_mb=2048 -print_final_stats=1 -artifact_prefix="$out/$h-" >"$out/$h.log" 2>&1
     r=$?
     secs=$(($(date +%s) - start))
@@ -68,7 +70,7 @@ for h in "${hs[@]}"; do
     [ "$result" != ok ] && tail -30 "$out/$h.log"
     if [ "${FUZZ_CAMPAIGN_MERGE:-0}" = 1 ] && [ "$result" = ok ] && [ -n "$corpus" ]; then
         before=$(ls "$corpus" | wc -l)
-        nice -n 10 ./build-fuzz/"$h" -merge=1 "$corpus" "$work" >"$out/$h.merge.log" 2>&1 ||
+        nice -n 10 "$bd/$h" -merge=1 "$corpus" "$work" >"$out/$h.merge.log" 2>&1 ||
             { echo "fuzz_campaign: $h: merge failed (see $out/$h.merge.log)"; rc=1; }
         echo "fuzz_campaign: $h: merged $(($(ls "$corpus" | wc -l) - before)) new inputs into $corpus"
     fi

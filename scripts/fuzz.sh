@@ -16,17 +16,19 @@
 # Corpus: tests/fuzz/corpus/<name>, or the corpus whose name starts the
 # harness name.  New inputs go to a temporary directory, so the seeds stay as
 # committed.  Any crash, leak, sanitizer report or coverage below the floor
-# fails the run.  FUZZ_ONLY=name limits the run to one harness.
+# fails the run.  FUZZ_ONLY=name limits the run to one harness; FUZZ_BUILD=dir
+# builds elsewhere than build-fuzz/ (a shared machine: one build dir each).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 secs="${FUZZ_SECONDS:-20}"
 runs="${FUZZ_RUNS:-100000}"
 seed="${FUZZ_SEED:-1}"
 floors=tests/fuzz/coverage-floor.txt
-echo "fuzz: building the harnesses with clang + ASan/UBSan in build-fuzz/ (about 20 s the first time)"
-cmake -S . -B build-fuzz -G Ninja -DFB_FUZZ=ON -DFB_WERROR=ON -DCMAKE_C_COMPILER=clang \
+bd="${FUZZ_BUILD:-build-fuzz}"
+echo "fuzz: building the harnesses with clang + ASan/UBSan in $bd/ (about 20 s the first time)"
+cmake -S . -B "$bd" -G Ninja -DFB_FUZZ=ON -DFB_WERROR=ON -DCMAKE_C_COMPILER=clang \
     -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
-ninja -C build-fuzz $(cd tests/fuzz && ls fuzz_*.c | sed 's/\.c$//') >/dev/null
+ninja -C "$bd" $(cd tests/fuzz && ls fuzz_*.c | sed 's/\.c$//') >/dev/null
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 rc=0
@@ -43,7 +45,7 @@ for src in tests/fuzz/fuzz_*.c; do
         if [ "$b" = "$name" ] || [ "${name#"$b"}" != "$name" ]; then corpus=$d; fi
     done
     # 1. coverage of the committed corpus
-    if ! ./build-fuzz/"$h" -runs=0 $corpus >"$work/$h.cov.log" 2>&1; then
+    if ! "$bd/$h" -runs=0 $corpus >"$work/$h.cov.log" 2>&1; then
         echo "fuzz: $h FAILED on its committed corpus"; tail -40 "$work/$h.cov.log"; rc=1; continue
     fi
     cov=$(sed -n 's/.*INITED cov: \([0-9]*\).*/\1/p' "$work/$h.cov.log" | head -1)
@@ -66,7 +68,7 @@ for src in tests/fuzz/fuzz_*.c; do
     # 2. the deterministic run
     mkdir -p "$work/$h"
     echo "fuzz: $h, $runs inputs (seed $seed, at most ${secs}s; corpus: ${corpus:-none})"
-    if ! ./build-fuzz/"$h" "$work/$h" $corpus -seed="$seed" -runs="$runs" -max_total_time="$secs" -print_final_stats=1 \
+    if ! "$bd/$h" "$work/$h" $corpus -seed="$seed" -runs="$runs" -max_total_time="$secs" -print_final_stats=1 \
         -artifact_prefix="$work/" >"$work/$h.log" 2>&1; then
         echo "fuzz: $h FAILED"; tail -40 "$work/$h.log"; rc=1
     else

@@ -1170,7 +1170,9 @@ static struct fb_store *open_impl(const struct fb_store_cfg *c, bool mem_only, s
         if (s->cfg.segment_bytes < s->wcap + SEG_HDR) s->cfg.segment_bytes = s->wcap + SEG_HDR;
     }
     s->max_rec = (uint32_t)(s->wcap - REC_HDR);
-    s->rcap = RBUF_MIN;
+    /* a window never spans two segments: more than a segment is never filled
+     * (a bigger record grows it), so small segments get a small window */
+    s->rcap = s->cfg.segment_bytes < RBUF_MIN ? s->cfg.segment_bytes : RBUF_MIN;
     uint64_t rc = 1;
     while (rc < s->cfg.max_inflight) rc <<= 1;
     s->rmask = rc - 1;
