@@ -69,7 +69,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
     struct mb_addr b = a;
     b.addr = (uint16_t)(a.addr + a.count <= 65535 - 3 ? a.addr + a.count + 2 : a.addr);
-    struct mb_item items[2] = {{.tag = 0, .a = &a}, {.tag = 1, .a = &b}};
+    a.tag = 0; /* the address names its tag */
+    b.tag = 1;
+    struct mb_item items[2] = {{.a = &a}, {.a = &b}};
     struct mb_limits lim = {10, MB_MAX_READ_REGS, MB_MAX_READ_BITS};
     struct mb_plan *p;
     if (mb_plan_build(items, 2, &lim, &p, &err) == 0) {
