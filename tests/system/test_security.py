@@ -19,6 +19,7 @@ import json
 import os
 import re
 import shutil
+import socket
 import time
 import urllib.error
 import urllib.request
@@ -627,6 +628,65 @@ def test_mqtt_crl_refuses_a_revoked_broker(start_broker, start_gateway, watch, t
     other = peers.OpensslCA(tmp_path, "other-ca")
     gw = start_gateway(_sim_tls_cfg(broker.port, {"ca": ca.pem, "crl": other.crl()[0]}), name="gw-othercrl")
     assert wait(lambda: "chain was refused: unable to get certificate CRL" in gw.output(), 10), gw.output()[-3000:]
+
+
+def _cpu_seconds(pid):
+    with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+        x = f.read()
+    x = x[x.rindex(")") + 2:].split()
+    return (int(x[11]) + int(x[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def test_mqtt_tls_broker_down_costs_no_cpu(start_broker, start_gateway, tmp_path):
+    """A TLS broker that is down: every attempt says "Connection refused" at
+    once and the gateway idles between attempts.  (libmosquitto 2.0 takes the
+    refused connect under TLS for "try again": its loop spun a core until the
+    keepalive ran out and then blamed a missing CONNACK.)  The same reason
+    again is logged once a minute, a new reason at once: the broker comes up
+    with a revoked certificate and that is reported on the attempt that found
+    it."""
+    ca = peers.OpensslCA(tmp_path, "mqtt-ca")
+    srv_pem, srv_key, _ = ca.issue("broker", "127.0.0.1", san="IP:127.0.0.1,DNS:localhost")
+    ca.revoke(srv_pem)
+    port = peers.free_port()
+    gw = start_gateway(_sim_tls_cfg(port, {"ca": ca.pem, "crl": ca.crl(name="revoked")[0]}), name="gw-down")
+    refused = f"cannot connect to 127.0.0.1:{port}: Connection refused"
+    assert wait(lambda: refused in gw.output(), 5), gw.output()[-3000:]
+    a, t = _cpu_seconds(gw.proc.pid), time.monotonic()
+    time.sleep(3)  # several more refused attempts (reconnect max 500 ms)
+    share = (_cpu_seconds(gw.proc.pid) - a) / (time.monotonic() - t)
+    assert share < 0.05, f"{share * 100:.1f} % CPU while the TLS broker is down"
+    assert gw.output().count(refused) == 1, gw.output()[-3000:]
+    assert "no CONNACK" not in gw.output(), gw.output()[-3000:]
+    start_broker(port=port, tls={"ca": ca.pem, "cert": srv_pem, "key": srv_key})
+    assert wait(lambda: "certificate revoked at /CN=127.0.0.1; it is listed in tls.crl" in gw.output(), 5), \
+        gw.output()[-3000:]
+
+
+def test_mqtt_dropped_connection_requests_are_named(start_gateway):
+    """A broker address whose connection requests go unanswered (a firewall
+    that drops them; here a listener whose accept queue is full, so the
+    kernel drops the SYNs): the gateway says so after the keepalive instead
+    of claiming the broker took the connection and ignored CONNECT."""
+    with socket.socket() as full:
+        full.bind(("127.0.0.1", 0))
+        full.listen(0)
+        port = full.getsockname()[1]
+        fillers = []
+        for _ in range(4):  # fill the accept queue; the rest of the SYNs are dropped
+            c = socket.socket()
+            c.setblocking(False)
+            c.connect_ex(("127.0.0.1", port))
+            fillers.append(c)
+        time.sleep(0.2)
+        try:
+            gw = start_gateway(gw_config(port, [{"name": "s", "url": "sim://s", "poll": "200ms",
+                                                 "tags": [{"name": "x", "addr": "counter"}]}]), name="gw-drop")
+            assert wait(lambda: "no answer to the TCP connection request" in gw.output(), 12), gw.output()[-3000:]
+            assert "no CONNACK" not in gw.output(), gw.output()[-3000:]
+        finally:
+            for c in fillers:
+                c.close()
 
 
 def test_mqtt_ca_chain_with_crls(start_broker, start_gateway, watch, tmp_path):

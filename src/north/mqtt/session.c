@@ -80,16 +80,20 @@
 
 #include <errno.h>
 #include <mqtt_protocol.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <openssl/pem.h>
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
 #include <poll.h>
+#include <stdarg.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -101,6 +105,7 @@
 
 #define MS_SEC 1000000000LL
 #define MS_LOOP_TIMEOUT_MS 1000
+#define MS_CONN_LOG_NS (60 * MS_SEC) /* the same connection failure is logged once a minute */
 #define MS_DRAIN_WAIT_NS 2000000000LL  /* on shutdown, max wait for in-flight room */
 #define MS_RESEND_WAIT_NS 5000000000LL /* after a reconnect, wait this long for the session's resends */
 /* direct_io: while tracked publications come at least this often, their
@@ -139,8 +144,13 @@ struct fb_mqtt_session {
     atomic_bool next_server; /* the next CONNECT goes to the next server */
     _Atomic uint32_t srv;    /* index of the server in use */
     bool got_connack;        /* this socket got a CONNACK (accepted or not) */
+    bool tcp_up;             /* this socket's TCP connection was established */
     struct fb_backoff backoff;
-    struct fb_ratelimit rl_conn, rl_liblog, rl_send;
+    struct fb_ratelimit rl_liblog, rl_send;
+    struct {
+        uint64_t hash; /* of a connection failure's text, logged at */
+        int64_t at_ns;
+    } conn_why[4]; /* network thread */
 
     /* in-flight table and close handshake, under mu; cv signals changes */
     pthread_mutex_t mu;
@@ -504,6 +514,36 @@ static void acks_retry_all(struct fb_mqtt_session *ms)
     }
 }
 
+/* A connection failure, from the network thread: the same reason again is
+ * logged at most once a minute (a broker down for a day writes no flood), a
+ * new reason at once, so a restarted broker that now presents a revoked
+ * certificate is reported on the attempt that found it.  The last few
+ * reasons are remembered: servers: in turn each keep their own. */
+static void conn_failed(struct fb_mqtt_session *ms, const char *fmt, ...) FB_PRINTF(2, 3);
+static void conn_failed(struct fb_mqtt_session *ms, const char *fmt, ...)
+{
+    char msg[480];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    uint64_t h = 1469598103934665603ULL; /* FNV-1a */
+    for (const char *c = msg; *c; c++) h = (h ^ (unsigned char)*c) * 1099511628211ULL;
+    int64_t now = fb_mono_ns();
+    size_t slot = 0;
+    for (size_t i = 0; i < sizeof ms->conn_why / sizeof ms->conn_why[0]; i++) {
+        if (ms->conn_why[i].hash == h) {
+            if (now - ms->conn_why[i].at_ns < MS_CONN_LOG_NS) return;
+            slot = i;
+            break;
+        }
+        if (ms->conn_why[i].at_ns < ms->conn_why[slot].at_ns) slot = i; /* the oldest goes */
+    }
+    ms->conn_why[slot].hash = h;
+    ms->conn_why[slot].at_ns = now;
+    fb_warn(NULL, NULL, "%s: %s", ms->name, msg);
+}
+
 /* ---------------------------------------------------- libmosquitto callbacks */
 static void on_connect(struct mosquitto *mosq, void *obj, int rc, int flags, const mosquitto_property *props)
 {
@@ -515,8 +555,7 @@ static void on_connect(struct mosquitto *mosq, void *obj, int rc, int flags, con
     if (rc != 0) {
         atomic_fetch_add(ms->errors, 1);
         const char *why = ms->v5 ? mosquitto_reason_string(rc) : mosquitto_connack_string(rc);
-        if (fb_ratelimit_ok(&ms->rl_conn, fb_mono_ns()))
-            fb_warn(NULL, NULL, "%s: %s:%d refused the connection: %s", ms->name, sv->host, sv->port, why);
+        conn_failed(ms, "%s:%d refused the connection: %s", sv->host, sv->port, why);
         if (ms->cfg->nservers > 1) atomic_store(&ms->next_server, true);
         return;
     }
@@ -528,7 +567,7 @@ static void on_connect(struct mosquitto *mosq, void *obj, int rc, int flags, con
     ms->connected_at = fb_mono_ns();
     pthread_mutex_unlock(&ms->mu);
     fb_backoff_reset(&ms->backoff);
-    ms->rl_conn.last_ns = 0;
+    memset(ms->conn_why, 0, sizeof ms->conn_why);
     /* With a log callback libmosquitto formats (malloc, vsnprintf) a line for
      * every packet it sends or receives — about a third of the client's CPU
      * per message.  What it reports at warning level concerns connecting
@@ -753,7 +792,9 @@ static const char *net_err_text(const struct fb_mqtt_session *ms, int rc, int e,
     if (rc == MOSQ_ERR_KEEPALIVE) {
         snprintf(buf, n, "%s within the keepalive (%d s); retrying",
                  ms->got_connack ? "no answer to PINGREQ"
-                                 : "no CONNACK: the broker accepted the TCP connection but did not answer CONNECT",
+                 : ms->tcp_up    ? "no CONNACK: the broker accepted the TCP connection but did not answer CONNECT"
+                                 : "no answer to the TCP connection request (the host is unreachable or a firewall "
+                                   "drops the packets)",
                  ms->keepalive_s);
         return buf;
     }
@@ -802,6 +843,50 @@ static int io_loop(struct fb_mqtt_session *ms)
     return mosquitto_loop_misc(ms->mosq);
 }
 
+/* Whether the TCP connection of `fd` was ever established (a socket whose
+ * connect was refused has no receive window and no round-trip time). */
+static bool tcp_was_up(int fd)
+{
+    struct tcp_info ti = {0};
+    socklen_t len = sizeof ti;
+    if (fd < 0 || getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &len) < 0) return false;
+    return ti.tcpi_state == TCP_ESTABLISHED || ti.tcpi_rcv_space > 0 || ti.tcpi_rtt > 0;
+}
+
+/* One round of the network loop while a TLS connection is being set up.
+ * libmosquitto 2.0 takes SSL_ERROR_SYSCALL from SSL_connect — a refused TCP
+ * connect, a reset during the handshake — for "try again": its loop would
+ * spin on the dead socket at full CPU until the keepalive ran out and then
+ * report "no CONNACK".  So the socket is polled here first: an error or a
+ * hang-up ends the attempt with its reason: SO_ERROR when still pending,
+ * else — libmosquitto's first SSL_connect consumed it — refused or reset as
+ * the socket's TCP state tells; otherwise libmosquitto does the work. */
+static int tls_connect_loop(struct fb_mqtt_session *ms)
+{
+    int fd = mosquitto_socket(ms->mosq);
+    if (fd < 0) return MOSQ_ERR_NO_CONN;
+    struct pollfd p[2] = {{.fd = fd, .events = (short)(POLLIN | (mosquitto_want_write(ms->mosq) ? POLLOUT : 0))},
+                          {.fd = ms->wake_fd, .events = POLLIN}};
+    int n = poll(p, 2, MS_LOOP_TIMEOUT_MS);
+    if (n < 0 && errno != EINTR) return MOSQ_ERR_ERRNO;
+    if (n > 0 && (p[1].revents & POLLIN)) {
+        uint64_t v;
+        if (read(ms->wake_fd, &v, sizeof v) < 0) { /* nothing to clear */
+        }
+    }
+    if (n > 0 && (p[0].revents & (POLLERR | POLLHUP | POLLNVAL))) {
+        int e = 0;
+        socklen_t len = sizeof e;
+        if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &e, &len) < 0 || e == 0) e = tcp_was_up(fd) ? ECONNRESET : ECONNREFUSED;
+        errno = e;
+        return MOSQ_ERR_ERRNO;
+    }
+    pthread_mutex_lock(&ms->rd_mu);
+    int rc = mosquitto_loop(ms->mosq, 0, 1);
+    pthread_mutex_unlock(&ms->rd_mu);
+    return rc;
+}
+
 static void *net_thread(void *arg)
 {
     struct fb_mqtt_session *ms = arg;
@@ -831,20 +916,23 @@ static void *net_thread(void *arg)
             if (rc != MOSQ_ERR_SUCCESS) {
                 int e = errno;
                 char why[400];
-                if (fb_ratelimit_ok(&ms->rl_conn, now))
-                    fb_warn(
-                        NULL, NULL, "%s: cannot connect to %s:%d: %s", ms->name, sv->host, sv->port,
-                        tls_detail(ms, rc == MOSQ_ERR_ERRNO ? strerror(e) : mosquitto_strerror(rc), why, sizeof why));
+                conn_failed(
+                    ms, "cannot connect to %s:%d: %s", sv->host, sv->port,
+                    tls_detail(ms, rc == MOSQ_ERR_ERRNO ? strerror(e) : mosquitto_strerror(rc), why, sizeof why));
                 if (cfg->nservers > 1) atomic_store(&ms->next_server, true);
                 next_try = now + fb_backoff_next(&ms->backoff);
                 continue;
             }
             sock = true;
             ms->got_connack = false;
+            ms->tcp_up = false;
         }
         int rc;
+        if (!ms->got_connack && !ms->tcp_up) ms->tcp_up = tcp_was_up(mosquitto_socket(ms->mosq));
         if (ms->direct_io && atomic_load(&ms->connected)) {
             rc = io_loop(ms);
+        } else if (ms->ssl_ctx && !ms->got_connack) {
+            rc = tls_connect_loop(ms);
         } else {
             /* connecting (or TLS): libmosquitto's own loop; publishers never read */
             pthread_mutex_lock(&ms->rd_mu);
@@ -861,8 +949,7 @@ static void *net_thread(void *arg)
             } else if (!ms->got_connack && rc != MOSQ_ERR_SUCCESS && rc != MOSQ_ERR_NO_CONN &&
                        !atomic_load(&ms->quit)) {
                 char why2[400];
-                if (fb_ratelimit_ok(&ms->rl_conn, fb_mono_ns()))
-                    fb_warn(NULL, NULL, "%s: cannot connect to %s:%d: %s", ms->name, sv->host, sv->port,
+                conn_failed(ms, "cannot connect to %s:%d: %s", sv->host, sv->port,
                             tls_detail(ms, net_err_text(ms, rc, e, why, sizeof why), why2, sizeof why2));
                 if (cfg->nservers > 1) atomic_store(&ms->next_server, true);
             }
@@ -1012,7 +1099,6 @@ int fb_mqtt_session_open(struct fb_mqtt_session **out, const struct fb_mqtt_sess
     ms->direct_io = !cfg->tls && !o->ack_after_handling;
     ms->wake_fd = -1;
     if (ms->direct_io && (ms->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)) < 0) ms->direct_io = false;
-    ms->rl_conn.interval_ns = 60 * MS_SEC;
     ms->rl_liblog.interval_ns = 10 * MS_SEC;
     ms->rl_send.interval_ns = 60 * MS_SEC;
     ms->close_mid = -1;
