@@ -28,6 +28,23 @@ struct body {
     bool too_big;
 };
 
+/* What both downloads share: HTTP(S) only (redirects too, at most 5), one
+ * time-out for connect and transfer, our CA file, the error text in ebuf. */
+static void setup(CURL *h, const char *url, const char *ca_file, int64_t timeout_ns, char *ebuf)
+{
+    fb_curl.easy_setopt(h, CURLOPT_URL, url);
+    fb_curl.easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
+    fb_curl.easy_setopt(h, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
+    fb_curl.easy_setopt(h, CURLOPT_FOLLOWLOCATION, 1L);
+    fb_curl.easy_setopt(h, CURLOPT_MAXREDIRS, 5L);
+    fb_curl.easy_setopt(h, CURLOPT_NOSIGNAL, 1L); /* threads: no SIGALRM for DNS time-outs */
+    fb_curl.easy_setopt(h, CURLOPT_TIMEOUT_MS, (long)(timeout_ns / 1000000));
+    fb_curl.easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, (long)(timeout_ns / 1000000));
+    fb_curl.easy_setopt(h, CURLOPT_ERRORBUFFER, ebuf);
+    fb_curl.easy_setopt(h, CURLOPT_USERAGENT, "fieldbridge/" FB_VERSION);
+    if (ca_file) fb_curl.easy_setopt(h, CURLOPT_CAINFO, ca_file);
+}
+
 static size_t on_data(char *data, size_t size, size_t n, void *arg)
 {
     struct body *b = arg;
@@ -77,19 +94,9 @@ int fb_fetch_cancellable(const char *url, const char *ca_file, int64_t timeout_n
     if (!h) return fb_err_set(err, FB_ENOMEM, "cannot start a download");
     struct body b = {.max = max_bytes};
     char ebuf[CURL_ERROR_SIZE] = "";
-    fb_curl.easy_setopt(h, CURLOPT_URL, url);
-    fb_curl.easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
-    fb_curl.easy_setopt(h, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
-    fb_curl.easy_setopt(h, CURLOPT_FOLLOWLOCATION, 1L);
-    fb_curl.easy_setopt(h, CURLOPT_MAXREDIRS, 5L);
-    fb_curl.easy_setopt(h, CURLOPT_NOSIGNAL, 1L); /* threads: no SIGALRM for DNS time-outs */
-    fb_curl.easy_setopt(h, CURLOPT_TIMEOUT_MS, (long)(timeout_ns / 1000000));
-    fb_curl.easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, (long)(timeout_ns / 1000000));
+    setup(h, url, ca_file, timeout_ns, ebuf);
     fb_curl.easy_setopt(h, CURLOPT_WRITEFUNCTION, on_data);
     fb_curl.easy_setopt(h, CURLOPT_WRITEDATA, &b);
-    fb_curl.easy_setopt(h, CURLOPT_ERRORBUFFER, ebuf);
-    fb_curl.easy_setopt(h, CURLOPT_USERAGENT, "fieldbridge/" FB_VERSION);
-    if (ca_file) fb_curl.easy_setopt(h, CURLOPT_CAINFO, ca_file);
     if (cancel) {
         fb_curl.easy_setopt(h, CURLOPT_NOPROGRESS, 0L);
         fb_curl.easy_setopt(h, CURLOPT_XFERINFOFUNCTION, on_progress);
@@ -202,23 +209,13 @@ int fb_fetch_file(const char *url, const char *ca_file, int64_t timeout_ns, uint
     struct fbody b = {.f = f, .have = (uint64_t)have, .max = max_bytes};
     struct fprog pr = {.cancel = cancel, .progress = progress, .arg = progress_arg, .base = (uint64_t)have};
     char ebuf[CURL_ERROR_SIZE] = "";
-    fb_curl.easy_setopt(h, CURLOPT_URL, url);
-    fb_curl.easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
-    fb_curl.easy_setopt(h, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
-    fb_curl.easy_setopt(h, CURLOPT_FOLLOWLOCATION, 1L);
-    fb_curl.easy_setopt(h, CURLOPT_MAXREDIRS, 5L);
-    fb_curl.easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
-    fb_curl.easy_setopt(h, CURLOPT_TIMEOUT_MS, (long)(timeout_ns / 1000000));
-    fb_curl.easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, (long)(timeout_ns / 1000000));
+    setup(h, url, ca_file, timeout_ns, ebuf);
     fb_curl.easy_setopt(h, CURLOPT_WRITEFUNCTION, on_file_data);
     fb_curl.easy_setopt(h, CURLOPT_WRITEDATA, &b);
-    fb_curl.easy_setopt(h, CURLOPT_ERRORBUFFER, ebuf);
-    fb_curl.easy_setopt(h, CURLOPT_USERAGENT, "fieldbridge/" FB_VERSION);
     fb_curl.easy_setopt(h, CURLOPT_NOPROGRESS, 0L);
     fb_curl.easy_setopt(h, CURLOPT_XFERINFOFUNCTION, on_file_progress);
     fb_curl.easy_setopt(h, CURLOPT_XFERINFODATA, &pr);
     if (have > 0) fb_curl.easy_setopt(h, CURLOPT_RESUME_FROM_LARGE, (curl_off_t)have);
-    if (ca_file) fb_curl.easy_setopt(h, CURLOPT_CAINFO, ca_file);
     CURLcode cc = fb_curl.easy_perform(h);
     long status = 0;
     fb_curl.easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status);
