@@ -47,6 +47,7 @@ def test_sighup_does_not_kill_the_gateway(broker, start_modbus, start_gateway, w
 import json  # noqa: E402
 import os  # noqa: E402
 import re  # noqa: E402
+import urllib.error  # noqa: E402
 import urllib.request  # noqa: E402
 
 import peers  # noqa: E402
@@ -60,6 +61,15 @@ POLL_S = 0.1
 def http_json(port, path="/status"):
     with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as r:
         return json.loads(r.read().decode())
+
+
+def http_json_soon(port, path="/status"):
+    """http_json, or {} while the endpoint is not listening yet (the metrics
+    service starts after the connection threads: telemetry can come first)."""
+    try:
+        return http_json(port, path)
+    except urllib.error.URLError:
+        return {}
 
 
 def http_text(port, path="/metrics"):
@@ -631,7 +641,8 @@ def test_health_in_status_and_metrics(broker, start_modbus, start_gateway, watch
     w = watch(broker.port)
     start_gateway(cfg)
     assert w.wait_for(lambda m: True, 20, topic=topic("a", "telemetry"))
-    assert peers.wait_until(lambda: (http_json(port).get("system") or {}).get("cpu", {}).get("usage") is not None, 15)
+    assert peers.wait_until(lambda: (http_json_soon(port).get("system") or {}).get("cpu", {}).get("usage") is not None,
+                            15)
     st = http_json(port)
     sysj = st["system"]
     with open("/proc/meminfo", encoding="ascii") as f:
