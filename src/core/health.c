@@ -43,7 +43,7 @@ int fb_gw_state_parse(const char *name)
 }
 
 /* -------------------------------------------------------------- reading */
-static ssize_t read_text(const char *path, char *buf, size_t cap)
+ssize_t fb_read_small_file(const char *path, char *buf, size_t cap)
 {
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) return -1;
@@ -157,14 +157,14 @@ void fb_health_read_thermal(const char *dir, struct fb_health *h)
         if (strncmp(e->d_name, "thermal_zone", 12) != 0 || strlen(e->d_name) >= sizeof h->temp[0].zone) continue;
         char path[512], buf[64];
         snprintf(path, sizeof path, "%s/%s/temp", dir, e->d_name);
-        if (read_text(path, buf, sizeof buf) <= 0) continue; /* a sensor that is off answers EIO/ENODATA */
+        if (fb_read_small_file(path, buf, sizeof buf) <= 0) continue; /* a sensor that is off answers EIO/ENODATA */
         char *end;
         long long milli = strtoll(buf, &end, 10);
         if (end == buf) continue;
         struct fb_health_tz *z = &h->temp[h->ntemp];
         snprintf(z->zone, sizeof z->zone, "%s", e->d_name);
         snprintf(path, sizeof path, "%s/%s/type", dir, e->d_name);
-        if (read_text(path, z->type, sizeof z->type) > 0)
+        if (fb_read_small_file(path, z->type, sizeof z->type) > 0)
             z->type[strcspn(z->type, "\n")] = 0;
         else
             z->type[0] = 0;
@@ -201,15 +201,15 @@ void fb_health_sample(struct fb_health *h, const struct fb_health *prev, const c
     static char buf[65536]; /* the fleet thread is the only sampler */
     h->cpu_usage = -1;
     snprintf(path, sizeof path, "%s/stat", pr);
-    if (read_text(path, buf, sizeof buf) > 0 && fb_health_parse_stat(buf, &h->cpu_busy, &h->cpu_total, &h->ncpu) == 0 &&
+    if (fb_read_small_file(path, buf, sizeof buf) > 0 && fb_health_parse_stat(buf, &h->cpu_busy, &h->cpu_total, &h->ncpu) == 0 &&
         have_prev && h->cpu_total > ptotal && h->cpu_busy >= pbusy)
         h->cpu_usage = (double)(h->cpu_busy - pbusy) / (double)(h->cpu_total - ptotal);
     snprintf(path, sizeof path, "%s/loadavg", pr);
-    if (read_text(path, buf, sizeof buf) > 0) h->load1 = strtod(buf, NULL);
+    if (fb_read_small_file(path, buf, sizeof buf) > 0) h->load1 = strtod(buf, NULL);
     snprintf(path, sizeof path, "%s/meminfo", pr);
-    if (read_text(path, buf, sizeof buf) > 0) fb_health_parse_meminfo(buf, &h->mem_total, &h->mem_available);
+    if (fb_read_small_file(path, buf, sizeof buf) > 0) fb_health_parse_meminfo(buf, &h->mem_total, &h->mem_available);
     snprintf(path, sizeof path, "%s/net/dev", pr);
-    if (read_text(path, buf, sizeof buf) > 0) fb_health_parse_netdev(buf, h);
+    if (fb_read_small_file(path, buf, sizeof buf) > 0) fb_health_parse_netdev(buf, h);
     snprintf(path, sizeof path, "%s/class/thermal", sy);
     fb_health_read_thermal(path, h);
     snprintf(h->disk_path, sizeof h->disk_path, "%s", disk_path && *disk_path ? disk_path : "/");

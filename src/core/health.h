@@ -8,6 +8,7 @@
 #define FB_HEALTH_H
 #include <stdbool.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #include "core/buf.h"
 
@@ -72,6 +73,9 @@ struct fb_health {
  * gives the CPU rate.  procfs/sysfs NULL: /proc and /sys. */
 void fb_health_sample(struct fb_health *h, const struct fb_health *prev, const char *disk_path, const char *procfs,
                       const char *sysfs);
+/* A file of /proc or /sys read whole into buf (NUL-terminated, at most
+ * cap - 1 bytes): its length, or -1 when it cannot be opened. */
+ssize_t fb_read_small_file(const char *path, char *buf, size_t cap);
 /* The parts, for tests: text of /proc/stat, /proc/meminfo, /proc/net/dev;
  * a thermal class directory (…/class/thermal).  0 or FB_EPROTO. */
 int fb_health_parse_stat(const char *text, uint64_t *busy, uint64_t *total, uint32_t *ncpu);

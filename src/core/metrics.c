@@ -63,21 +63,6 @@
 #endif
 
 /* ---------------------------------------------------------- /proc/self */
-static ssize_t read_small_file(const char *path, char *buf, size_t cap)
-{
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return -1;
-    size_t n = 0;
-    while (n + 1 < cap) {
-        ssize_t r = read(fd, buf + n, cap - 1 - n);
-        if (r <= 0) break;
-        n += (size_t)r;
-    }
-    close(fd);
-    buf[n] = 0;
-    return (ssize_t)n;
-}
-
 void fb_proc_usage(double *cpu_s, uint64_t *rss_bytes)
 {
     char buf[1024];
@@ -85,7 +70,7 @@ void fb_proc_usage(double *cpu_s, uint64_t *rss_bytes)
         *cpu_s = 0;
         /* fields after "(comm)" — comm may hold spaces and parentheses, so
          * look for the last ')' — start at field 3 (state); utime is 14, stime 15 */
-        if (read_small_file("/proc/self/stat", buf, sizeof buf) > 0) {
+        if (fb_read_small_file("/proc/self/stat", buf, sizeof buf) > 0) {
             char *p = strrchr(buf, ')');
             unsigned long long ut = 0, st = 0;
             if (p && sscanf(p + 1, " %*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &ut, &st) == 2) {
@@ -97,7 +82,7 @@ void fb_proc_usage(double *cpu_s, uint64_t *rss_bytes)
     if (rss_bytes) {
         *rss_bytes = 0;
         unsigned long long size = 0, res = 0;
-        if (read_small_file("/proc/self/statm", buf, sizeof buf) > 0 && sscanf(buf, "%llu %llu", &size, &res) == 2) {
+        if (fb_read_small_file("/proc/self/statm", buf, sizeof buf) > 0 && sscanf(buf, "%llu %llu", &size, &res) == 2) {
             long ps = sysconf(_SC_PAGESIZE);
             if (ps > 0) *rss_bytes = (uint64_t)res * (uint64_t)ps;
         }
