@@ -172,51 +172,49 @@ bool fb_parse_time(const char *s, size_t n, int64_t *ns)
     return true;
 }
 
-static int parse_number_prefix(const char *s, double *v, const char **rest)
+struct unit {
+    const char *u;
+    double mul;
+};
+
+/* A non-negative number, optionally followed by one of `units` (none: `dflt`
+ * times the number), as a double no larger than `max`. */
+static int parse_with_unit(const char *s, const struct unit *units, size_t nunits, double dflt, double max, double *out)
 {
     char *end;
     errno = 0;
+    if (!s) return FB_EINVAL;
     while (isspace((unsigned char)*s)) s++;
     if (!*s || *s == '+' || (!isdigit((unsigned char)*s) && *s != '.' && *s != '-')) return FB_EINVAL;
-    *v = strtod(s, &end);
-    if (end == s || errno == ERANGE || !isfinite(*v)) return FB_EINVAL;
+    double v = strtod(s, &end);
+    if (end == s || errno == ERANGE || !isfinite(v) || v < 0) return FB_EINVAL;
     while (isspace((unsigned char)*end)) end++;
-    *rest = end;
-    return 0;
+    double mul = dflt;
+    if (*end) {
+        size_t i = 0;
+        while (i < nunits && strcmp(end, units[i].u) != 0) i++;
+        if (i == nunits) return FB_EINVAL;
+        mul = units[i].mul;
+    }
+    *out = v * mul;
+    return *out > max ? FB_ERANGE : 0;
 }
 
 int fb_parse_duration(const char *s, int64_t *ns)
 {
-    static const struct {
-        const char *u;
-        double mul;
-    } units[] = {
+    static const struct unit units[] = {
         {"ns", 1},   {"us", 1e3},   {"µs", 1e3},   {"ms", 1e6},    {"s", 1e9},
         {"m", 60e9}, {"min", 60e9}, {"h", 3600e9}, {"d", 86400e9}, {"w", 7 * 86400e9},
     };
-    double v;
-    const char *rest;
-    if (!s || parse_number_prefix(s, &v, &rest) < 0 || v < 0) return FB_EINVAL;
-    double mul = 1e9;
-    if (*rest) {
-        size_t i;
-        for (i = 0; i < sizeof units / sizeof units[0]; i++)
-            if (strcmp(rest, units[i].u) == 0) break;
-        if (i == sizeof units / sizeof units[0]) return FB_EINVAL;
-        mul = units[i].mul;
-    }
-    double r = v * mul;
-    if (r > 9.2e18) return FB_ERANGE;
-    *ns = (int64_t)llround(r);
-    return 0;
+    double r;
+    int rc = parse_with_unit(s, units, sizeof units / sizeof units[0], 1e9, 9.2e18, &r);
+    if (rc == 0) *ns = (int64_t)llround(r);
+    return rc;
 }
 
 int fb_parse_size(const char *s, uint64_t *bytes)
 {
-    static const struct {
-        const char *u;
-        double mul;
-    } units[] = {
+    static const struct unit units[] = {
         {"B", 1},
         {"k", 1e3},
         {"K", 1e3},
@@ -232,21 +230,10 @@ int fb_parse_size(const char *s, uint64_t *bytes)
         {"GiB", 1073741824.0},
         {"TiB", 1099511627776.0},
     };
-    double v;
-    const char *rest;
-    if (!s || parse_number_prefix(s, &v, &rest) < 0 || v < 0) return FB_EINVAL;
-    double mul = 1;
-    if (*rest) {
-        size_t i;
-        for (i = 0; i < sizeof units / sizeof units[0]; i++)
-            if (strcmp(rest, units[i].u) == 0) break;
-        if (i == sizeof units / sizeof units[0]) return FB_EINVAL;
-        mul = units[i].mul;
-    }
-    double r = v * mul;
-    if (r > 1.8e19) return FB_ERANGE;
-    *bytes = (uint64_t)llround(r);
-    return 0;
+    double r;
+    int rc = parse_with_unit(s, units, sizeof units / sizeof units[0], 1, 1.8e19, &r);
+    if (rc == 0) *bytes = (uint64_t)llround(r);
+    return rc;
 }
 
 void fb_backoff_init(struct fb_backoff *b, int64_t min_ns, int64_t max_ns)

@@ -201,8 +201,9 @@ void fb_health_sample(struct fb_health *h, const struct fb_health *prev, const c
     static char buf[65536]; /* the fleet thread is the only sampler */
     h->cpu_usage = -1;
     snprintf(path, sizeof path, "%s/stat", pr);
-    if (fb_read_small_file(path, buf, sizeof buf) > 0 && fb_health_parse_stat(buf, &h->cpu_busy, &h->cpu_total, &h->ncpu) == 0 &&
-        have_prev && h->cpu_total > ptotal && h->cpu_busy >= pbusy)
+    if (fb_read_small_file(path, buf, sizeof buf) > 0 &&
+        fb_health_parse_stat(buf, &h->cpu_busy, &h->cpu_total, &h->ncpu) == 0 && have_prev && h->cpu_total > ptotal &&
+        h->cpu_busy >= pbusy)
         h->cpu_usage = (double)(h->cpu_busy - pbusy) / (double)(h->cpu_total - ptotal);
     snprintf(path, sizeof path, "%s/loadavg", pr);
     if (fb_read_small_file(path, buf, sizeof buf) > 0) h->load1 = strtod(buf, NULL);

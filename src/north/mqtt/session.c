@@ -87,8 +87,8 @@
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
 #include <poll.h>
-#include <stdarg.h>
 #include <pthread.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -105,7 +105,7 @@
 
 #define MS_SEC 1000000000LL
 #define MS_LOOP_TIMEOUT_MS 1000
-#define MS_CONN_LOG_NS (60 * MS_SEC) /* the same connection failure is logged once a minute */
+#define MS_CONN_LOG_NS (60 * MS_SEC)   /* the same connection failure is logged once a minute */
 #define MS_DRAIN_WAIT_NS 2000000000LL  /* on shutdown, max wait for in-flight room */
 #define MS_RESEND_WAIT_NS 5000000000LL /* after a reconnect, wait this long for the session's resends */
 /* direct_io: while tracked publications come at least this often, their
@@ -877,7 +877,8 @@ static int tls_connect_loop(struct fb_mqtt_session *ms)
     if (n > 0 && (p[0].revents & (POLLERR | POLLHUP | POLLNVAL))) {
         int e = 0;
         socklen_t len = sizeof e;
-        if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &e, &len) < 0 || e == 0) e = tcp_was_up(fd) ? ECONNRESET : ECONNREFUSED;
+        if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &e, &len) < 0 || e == 0)
+            e = tcp_was_up(fd) ? ECONNRESET : ECONNREFUSED;
         errno = e;
         return MOSQ_ERR_ERRNO;
     }
