@@ -12,6 +12,10 @@
 #   bench/fuzz_campaign.sh                    every harness
 #   bench/fuzz_campaign.sh command opcua_msg  some (names with or without fuzz_)
 #   FUZZ_BUILD=/tmp/build-x bench/fuzz_campaign.sh ...   build there, not in build-fuzz/
+#   FUZZ_CAMPAIGN_TIMEOUT=30 bench/fuzz_campaign.sh config
+#       a slower input than that many seconds (default 10) is a finding; raise
+#       it on a shared machine, where a starved process misses 10 s with an
+#       input that takes 0.6 s alone
 #   FUZZ_CAMPAIGN_MERGE=1 bench/fuzz_campaign.sh ...
 #       afterwards add to tests/fuzz/corpus/<name> only the grown inputs that
 #       reach new coverage (libFuzzer -merge=1), then re-record the floors
@@ -22,6 +26,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 runs="${FUZZ_CAMPAIGN_RUNS:-10000000}"
 maxs="${FUZZ_CAMPAIGN_MAX_S:-3600}"
+tmo="${FUZZ_CAMPAIGN_TIMEOUT:-10}"
 out="${FUZZ_CAMPAIGN_OUT:-bench/results/tmp/fuzz-campaign}"
 bd="${FUZZ_BUILD:-build-fuzz}"
 mkdir -p "$out"
@@ -49,7 +54,7 @@ for h in "${hs[@]}"; do
     # -timeout: a slow input is a finding (YAML bombs); -rss_limit_mb: so is a memory bomb
     echo "fuzz_campaign: $h: up to $runs executions or ${maxs}s (corpus $corpus, grown in $work)"
     start=$(date +%s)
-    nice -n 10 "$bd/$h" "$work" $corpus -runs="$runs" -max_total_time="$maxs" -timeout=10 \
+    nice -n 10 "$bd/$h" "$work" $corpus -runs="$runs" -max_total_time="$maxs" -timeout="$tmo" \
         -rss_limit_mb=2048 -print_final_stats=1 -artifact_prefix="$out/$h-" >"$out/$h.log" 2>&1
     r=$?
     secs=$(($(date +%s) - start))
