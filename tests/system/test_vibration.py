@@ -527,3 +527,59 @@ def test_invalid_vibration_reload_is_refused(tmp_path, broker, start_gateway, wa
     ch = reload_gateway(g, gw_config(broker.port, [_vdev(bands={"low": [10, 500]})]))
     assert ch["vibration"]["changed"] == ["m/acc"], ch
     assert wait_tele(w, "m", lambda v: "acc.band.low" in v, timeout=10, after=t1)
+
+
+@pytest.mark.smoke
+def test_reload_that_fails_midway_resumes_the_analysis(tmp_path, broker, start_gateway, watch):
+    """A reload that fails after the analysis was stopped — the edge thread cannot pause because a
+    script is blocked in a read (here on a named pipe the test holds shut) — is undone: refused
+    with the reason, the analysis resumes on its learnt baseline (results Good again, nothing
+    learnt again), the kept devices go on, the added one never appears; once the script is
+    released a later reload applies.  Under ASan: the undone analysis frees nothing twice."""
+    flag, fifo = tmp_path / "block-now", tmp_path / "hold"
+    os.mkfifo(fifo)
+    (tmp_path / "hold.lua").write_text(f"""
+function on_timer(now)
+  local f = io.open("{flag}", "r")
+  if f then
+    f:close()
+    os.remove("{flag}")
+    fb.warn("blocking on the pipe")
+    local p = io.open("{fifo}", "r")
+    if p then p:read("a"); p:close() end
+  end
+end
+""")
+    cfg = gw_config(broker.port, [_vdev(), _cdev("c")],
+                    scripts=[{"name": "hold", "file": str(tmp_path / "hold.lua"), "timer": "100ms",
+                              "libraries": ["io", "os"]}])
+    w = watch(broker.port)
+    g = start_gateway(cfg)
+    assert _status_channel(w, "m/acc", lambda c: c.get("baseline") == "learnt"), g.output()[-2000:]
+    flag.write_text("1")
+    released = False
+    try:
+        assert peers.wait_until(lambda: "blocking on the pipe" in g.output(), 10), g.output()[-2000:]
+        cfg2 = gw_config(broker.port, [_vdev(), _cdev("c"), _cdev("new")], scripts=cfg["scripts"])
+        why = _refused(g, cfg2, timeout=30)
+        assert "the edge thread did not pause" in why, why
+        t1 = peers.time.monotonic()
+        fd = os.open(fifo, os.O_WRONLY)  # the script's read returns: the edge thread runs again
+        os.close(fd)
+        released = True
+    finally:
+        if not released:
+            os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+    m = wait_tele(w, "m", lambda v: v.get("acc.anomaly", {}).get("q") == "good", timeout=10, after=t1)
+    assert m, f"the analysis did not resume:\n{g.output()[-3000:]}"
+    assert wait_tele(w, "c", lambda v: "n" in v, timeout=10, after=t1), "the kept device stopped"
+    assert not w.messages(topic("new", "telemetry")), "the refused configuration's device ran"
+    ch = _status_channel(w, "m/acc", lambda c: c.get("baseline") == "learnt", after=t1)
+    assert ch, "the baseline is no longer learnt after the undo"
+    out = g.output()
+    assert "reload undo" not in out, out[-3000:]
+    assert out.count("baseline learnt from 4 blocks") == 1 and "learning the baseline again" not in out, out[-3000:]
+    ch = reload_gateway(g, cfg2, timeout=20)
+    assert ch["devices"]["added"] == ["new"] and ch["vibration"]["unchanged"] == ["m/acc"], ch
+    assert wait_tele(w, "new", lambda v: "n" in v, timeout=10, after=peers.time.monotonic())
+    assert g.stop() == 0, g.output()[-3000:]
