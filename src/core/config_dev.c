@@ -833,7 +833,8 @@ static void vib_tag(struct ctx *c, const struct fb_tvars *vars, const struct fb_
         ta->line = parent.line;
         c->gw->devs[w->device].ntags++;
     }
-    c->gw->tags[id].wave->first_feature = first;
+    struct fb_wave *wv = fb_tag_wave(c->gw, &c->gw->tags[id]);
+    if (wv) wv->first_feature = first;
 }
 
 static void build_tags(struct ctx *c, uint32_t di, int64_t dev_poll, struct fb_cfg_node *tags,

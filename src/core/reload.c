@@ -111,8 +111,9 @@ static bool tag_poll_same(const struct fb_gateway *ga, const struct fb_tag *a, c
     return str_eq(a->name, b->name) && str_eq(fb_tag_addr_text(ga, a, ba), fb_tag_addr_text(gb, b, bb)) &&
            str_eq(fb_tag_order(a), fb_tag_order(b)) &&
            a->type == b->type && a->access == b->access && a->index == b->index && a->str_len == b->str_len &&
-           a->group == b->group && !a->wave == !b->wave &&
-           (!a->wave || (a->wave->n == b->wave->n && a->wave->fs == b->wave->fs)); /* the driver fills blocks of n */
+           a->group == b->group && fb_tag_is_wave(a) == fb_tag_is_wave(b) &&
+           (!fb_tag_is_wave(a) || (fb_tag_wave(ga, a)->n == fb_tag_wave(gb, b)->n &&
+                                   fb_tag_wave(ga, a)->fs == fb_tag_wave(gb, b)->fs)); /* the driver fills blocks of n */
 }
 
 static bool proc_same(const struct fb_tag_proc *a, const struct fb_tag_proc *b)

@@ -113,7 +113,7 @@ struct fb_proc *fb_proc_new(const struct fb_gateway *gw)
     p->flags = calloc(gw->ntags ? gw->ntags : 1, 1);
     if (!p->flags) goto fail;
     for (uint32_t i = 0; i < gw->ntags; i++) {
-        if (gw->tags[i].wave) p->has_wave = true;
+        if (fb_tag_is_wave(&gw->tags[i])) p->has_wave = true;
         uint8_t f = tag_flags(&gw->tags[i]);
         p->flags[i] = f;
         if (f & (PF_PL | PF_WIN))
@@ -311,7 +311,7 @@ bool fb_proc_plain(const struct fb_proc *p, const struct fb_group *g)
 {
     for (uint32_t i = 0; i < g->ntags; i++)
         if (g->tags[i] >= p->ntags || (p->flags[g->tags[i]] & (PF_SCALE | PF_PL | PF_DB | PF_WIN)) ||
-            p->gw->tags[g->tags[i]].wave)
+            fb_tag_is_wave(&p->gw->tags[g->tags[i]]))
             return false; /* a waveform's blocks are not published: fb_proc_batch skips them */
     return true;
 }
@@ -356,7 +356,7 @@ uint32_t fb_proc_batch(struct fb_proc *p, const struct fb_batch *in, struct fb_b
         const struct fb_sample *s = &in->s[i];
         if (s->tag >= p->ntags) continue; /* not ours: never index out of bounds */
         uint8_t f = p->flags[s->tag];
-        if (p->has_wave && p->gw->tags[s->tag].wave) continue; /* blocks go to the analysis (src/vib) */
+        if (p->has_wave && fb_tag_is_wave(&p->gw->tags[s->tag])) continue; /* blocks go to the analysis (src/vib) */
         struct fb_value v = s->v;
         uint32_t q = s->quality;
         double x;
