@@ -77,7 +77,7 @@ void fb_gateway_free(struct fb_gateway *gw)
         struct fb_device *d = &gw->devs[di];
         for (uint32_t g = 0; g < d->ngroups; g++) {
             if (d->groups[g].plan && d->drv && d->drv->plan_free) d->drv->plan_free(&d->groups[g]);
-            free(d->groups[g].tags);
+            free(d->groups[g].ids);
         }
         free(d->groups);
         for (uint32_t i = 0; i < d->ntags && d->first_tag + i < gw->ntags; i++) {

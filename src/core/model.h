@@ -132,7 +132,11 @@ struct fb_atext_run { /* tags first .. first+n-1 share the address text text */
 
 struct fb_group { /* a poll group: tags read at the same period */
     int64_t period_ns;
-    uint32_t *tags; /* tag ids */
+    /* its tags' ids, read with fb_group_tag: first .. first + ntags - 1 when
+     * they are one contiguous run (ids NULL: the common case, no array —
+     * issue 15, memory per tag), else ids[0 .. ntags - 1] */
+    uint32_t *ids;
+    uint32_t first;
     uint32_t ntags;
     void *plan; /* driver-owned read plan */
     struct fb_group_rt *rt;
@@ -641,6 +645,9 @@ static inline const struct fb_tag_proc *fb_tproc(const struct fb_tag *t)
     return t->proc ? t->proc : &fb_tag_proc_none;
 }
 static inline const char *fb_tag_unit(const struct fb_tag *t) { return fb_tproc(t)->unit; }
+/* The id of poll group g's i-th tag (i < g->ntags). */
+static inline uint32_t fb_group_tag(const struct fb_group *g, uint32_t i) { return g->ids ? g->ids[i] : g->first + i; }
+
 /* A waveform tag (src/vib)?  Its settings and counters: fb_tag_wave. */
 static inline bool fb_tag_is_wave(const struct fb_tag *t) { return t->src == FB_TAG_READ && t->wave_ix != 0; }
 static inline struct fb_wave *fb_tag_wave(const struct fb_gateway *gw, const struct fb_tag *t)

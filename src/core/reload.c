@@ -137,7 +137,7 @@ bool fb_reload_dev_same(const struct fb_gateway *og, const struct fb_device *o, 
         const struct fb_group *a = &o->groups[k], *b = &n->groups[k];
         if (a->period_ns != b->period_ns || a->ntags != b->ntags) return false;
         for (uint32_t i = 0; i < a->ntags; i++)
-            if (a->tags[i] - o->first_tag != b->tags[i] - n->first_tag) return false;
+            if (fb_group_tag(a, i) - o->first_tag != fb_group_tag(b, i) - n->first_tag) return false;
     }
     for (uint32_t i = 0; i < o->ntags; i++)
         if (!tag_poll_same(og, &og->tags[o->first_tag + i], ng, &ng->tags[n->first_tag + i])) return false;

@@ -310,8 +310,8 @@ static void latest_put(struct fb_proc *p, uint32_t tag, const struct fb_value *v
 bool fb_proc_plain(const struct fb_proc *p, const struct fb_group *g)
 {
     for (uint32_t i = 0; i < g->ntags; i++)
-        if (g->tags[i] >= p->ntags || (p->flags[g->tags[i]] & (PF_SCALE | PF_PL | PF_DB | PF_WIN)) ||
-            fb_tag_is_wave(&p->gw->tags[g->tags[i]]))
+        if (fb_group_tag(g, i) >= p->ntags || (p->flags[fb_group_tag(g, i)] & (PF_SCALE | PF_PL | PF_DB | PF_WIN)) ||
+            fb_tag_is_wave(&p->gw->tags[fb_group_tag(g, i)]))
             return false; /* a waveform's blocks are not published: fb_proc_batch skips them */
     return true;
 }

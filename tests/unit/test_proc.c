@@ -543,7 +543,7 @@ static void test_proc_plain(void **state)
     tags[1].type = FB_T_FLOAT32;
     tags[2].type = FB_T_INT16;
     uint32_t gtags[3] = {0, 1, 2};
-    struct fb_group grp = {.period_ns = S, .tags = gtags, .ntags = 3};
+    struct fb_group grp = {.period_ns = S, .ids = gtags, .ntags = 3};
     struct fb_device dev = {.idx = 0, .name = "d", .ntags = 3, .groups = &grp, .ngroups = 1};
     struct fb_gateway gw = {.id = "gw", .tags = tags, .ntags = 3, .devs = &dev, .ndevs = 1};
     struct fb_proc *p = fb_proc_new(&gw);
@@ -604,7 +604,7 @@ static void test_proc_inplace_matches(void **state)
         tags[k][0].type = FB_T_FLOAT64;
         tags[k][1].type = FB_T_STRING;
         tags[k][2].type = FB_T_INT16;
-        grp[k] = (struct fb_group){.period_ns = S, .tags = gtags, .ntags = 3};
+        grp[k] = (struct fb_group){.period_ns = S, .ids = gtags, .ntags = 3};
         dev[k] = (struct fb_device){.idx = 0, .name = "d", .ntags = 3, .groups = &grp[k], .ngroups = 1};
         gw[k] = (struct fb_gateway){.id = "gw", .tags = tags[k], .ntags = 3, .devs = &dev[k], .ndevs = 1};
         p[k] = fb_proc_new(&gw[k]);
@@ -672,7 +672,7 @@ static void test_proc_state_only_where_needed(void **state)
         if (i % 1000 == 1) tags[i].proc = &win;
         gtags[i] = i;
     }
-    struct fb_group grp = {.period_ns = S, .tags = gtags, .ntags = N};
+    struct fb_group grp = {.period_ns = S, .ids = gtags, .ntags = N};
     struct fb_device dev = {.idx = 0, .name = "d", .ntags = N, .groups = &grp, .ngroups = 1};
     struct fb_gateway gw = {.id = "gw", .tags = tags, .ntags = N, .devs = &dev, .ndevs = 1};
     struct mallinfo2 m0 = mallinfo2();
@@ -710,7 +710,7 @@ static void test_proc_state_per_tag(void **state)
         tags[i].proc = i % 3 == 0 ? NULL : i % 7 == 0 ? &dbw : &db;
         gtags[i] = i;
     }
-    struct fb_group grp = {.period_ns = S, .tags = gtags, .ntags = N};
+    struct fb_group grp = {.period_ns = S, .ids = gtags, .ntags = N};
     struct fb_device dev = {.idx = 0, .name = "d", .ntags = N, .groups = &grp, .ngroups = 1};
     struct fb_gateway gw = {.id = "gw", .tags = tags, .ntags = N, .devs = &dev, .ndevs = 1};
     struct fb_proc *p = fb_proc_new(&gw);
@@ -774,7 +774,7 @@ static void test_proc_batch(void **state)
     tags[T_RATE].type = FB_T_FLOAT32;
     tags[T_RATE].proc = &rate;
     uint32_t gtags[NT] = {0, 1, 2, 3, 4};
-    struct fb_group grp = {.period_ns = S, .tags = gtags, .ntags = NT};
+    struct fb_group grp = {.period_ns = S, .ids = gtags, .ntags = NT};
     struct fb_device dev = {.idx = 0, .name = "press-01", .first_tag = 0, .ntags = NT, .groups = &grp, .ngroups = 1};
     struct fb_gateway gw = {.id = "gw", .site = "site", .tags = tags, .ntags = NT, .devs = &dev, .ndevs = 1};
 
@@ -907,7 +907,7 @@ static void test_latest_slots(void **state)
         .scaled = true, .k = 0.5, .has_min = true, .has_max = true, .min = 0, .max = 50, .db_abs = 5};
     tags[0].proc = &pa; /* b: no processing (the pipeline's short path) */
     uint32_t gt[2] = {0, 1};
-    struct fb_group grp = {.period_ns = S, .tags = gt, .ntags = 2};
+    struct fb_group grp = {.period_ns = S, .ids = gt, .ntags = 2};
     struct fb_device dev = {.name = "d", .ntags = 2, .groups = &grp, .ngroups = 1};
     struct fb_gateway gw = {.tags = tags, .ntags = 2, .devs = &dev, .ndevs = 1};
     struct fb_proc *p = fb_proc_new(&gw);
@@ -943,7 +943,7 @@ static void test_latest_slots(void **state)
         assert_true(v.v == raw[i] && v.q == FB_Q_GOOD);
     }
     /* a group processed in place (no tag has processing) updates b's slot too */
-    struct fb_group plain = {.period_ns = S, .tags = &gt[1], .ntags = 1};
+    struct fb_group plain = {.period_ns = S, .ids = &gt[1], .ntags = 1};
     assert_true(fb_proc_plain(p, &plain));
     fb_batch_reset(in);
     in->ts = 1700000100 * S;
@@ -976,7 +976,7 @@ static void test_proc_move(void **state)
     nt[0] = (struct fb_tag){.id = 0, .name = "b", .type = FB_T_INT16};
     nt[1] = (struct fb_tag){.id = 1, .name = "a", .type = FB_T_FLOAT64, .proc = &db};
     uint32_t og[2] = {0, 1}, ng[2] = {0, 1};
-    struct fb_group ogrp = {.period_ns = S, .tags = og, .ntags = 2}, ngrp = {.period_ns = S, .tags = ng, .ntags = 2};
+    struct fb_group ogrp = {.period_ns = S, .ids = og, .ntags = 2}, ngrp = {.period_ns = S, .ids = ng, .ntags = 2};
     struct fb_device od = {.idx = 0, .name = "d", .ntags = 2, .groups = &ogrp, .ngroups = 1};
     struct fb_device nd = {.idx = 0, .name = "d", .ntags = 2, .groups = &ngrp, .ngroups = 1};
     struct fb_gateway ogw = {.id = "gw", .tags = ot, .ntags = 2, .devs = &od, .ndevs = 1};

@@ -347,7 +347,7 @@ static int file_read(struct fb_device *dev, struct fb_group *g, struct fb_batch 
     if (fd->ended) return 0; /* the recording ended (loop=false): nothing more */
     uint32_t n = 0;
     for (uint32_t i = 0; i < g->ntags && !n; i++)
-        if (fb_tag_is_wave(&dev->gw->tags[g->tags[i]])) n = fb_tag_wave(dev->gw, &dev->gw->tags[g->tags[i]])->n;
+        if (fb_tag_is_wave(&dev->gw->tags[fb_group_tag(g, i)])) n = fb_tag_wave(dev->gw, &dev->gw->tags[fb_group_tag(g, i)])->n;
     if (!n) return 0;
     if (!fd->loop && fd->pos + n > fd->frames) {
         fd->ended = true;
@@ -363,7 +363,7 @@ static int file_read(struct fb_device *dev, struct fb_group *g, struct fb_batch 
         return FB_EIO;
     }
     for (uint32_t i = 0; i < g->ntags; i++) {
-        struct fb_tag *t = &dev->gw->tags[g->tags[i]];
+        struct fb_tag *t = &dev->gw->tags[fb_group_tag(g, i)];
         struct file_tag *ft = t->addr;
         if (!fb_tag_is_wave(t) || !ft) continue;
         struct fb_block *blk = fb_block_get(dev->gw, t);

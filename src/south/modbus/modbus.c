@@ -248,7 +248,7 @@ static int mb_plan(struct fb_device *dev, struct fb_group *g, struct fb_err *err
     if (!items) return fb_err_set(err, FB_ENOMEM, "out of memory");
     uint32_t n = 0;
     for (uint32_t i = 0; i < g->ntags; i++) {
-        const struct fb_tag *t = &dev->gw->tags[g->tags[i]];
+        const struct fb_tag *t = &dev->gw->tags[fb_group_tag(g, i)];
         if (!t->addr) {
             free(items);
             return fb_err_set(err, FB_EINVAL, "tag %s has no parsed address", t->name);
@@ -502,7 +502,7 @@ static void log_block(struct fb_device *dev, struct mb_plan *p, struct mb_block 
 static void bad_waves(struct fb_device *dev, struct fb_group *g, uint32_t q, struct fb_batch *out, int64_t ts)
 {
     for (uint32_t i = 0; i < g->ntags; i++) {
-        const struct fb_tag *t = &dev->gw->tags[g->tags[i]];
+        const struct fb_tag *t = &dev->gw->tags[fb_group_tag(g, i)];
         if (fb_tag_is_wave(t)) fb_batch_add(out, t->id, q, ts, NULL);
     }
 }
@@ -714,7 +714,7 @@ static int mb_read(struct fb_device *dev, struct fb_group *g, struct fb_batch *o
     }
     /* the waveforms, on their own requests */
     for (uint32_t i = 0; i < g->ntags; i++) {
-        struct fb_tag *t = &dev->gw->tags[g->tags[i]];
+        struct fb_tag *t = &dev->gw->tags[fb_group_tag(g, i)];
         if (!fb_tag_is_wave(t)) continue;
         if (final || skip) {
             fb_batch_add(out, t->id, rest_q, fb_now_ns(), NULL);

@@ -297,7 +297,7 @@ static int sim_plan(struct fb_device *dev, struct fb_group *g, struct fb_err *er
     g->plan = NULL;
     for (uint32_t i = 0; i < g->ntags; i++) {
         if (!dev->gw) break;
-        struct fb_tag *t = &dev->gw->tags[g->tags[i]];
+        struct fb_tag *t = &dev->gw->tags[fb_group_tag(g, i)];
         struct sim_tag *st = t->addr;
         if (st && st->plant) {
             int rc = plant_resolve(dev, t, err);
@@ -493,7 +493,7 @@ static int sim_read(struct fb_device *dev, struct fb_group *g, struct fb_batch *
     uint64_t failed = 0;
     plants_sync(dev, t0);
     for (uint32_t i = 0; i < g->ntags; i++) {
-        struct fb_tag *t = &tags[g->tags[i]];
+        struct fb_tag *t = &tags[fb_group_tag(g, i)];
         struct sim_tag *st = t->addr;
         struct fb_sim_out o;
         struct fb_value v;
