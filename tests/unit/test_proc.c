@@ -304,7 +304,7 @@ static int64_t db_ns; /* the heartbeat's clock of the tag under test */
 static bool db(const struct fb_tag_proc *p, struct fb_last *st, double x, uint32_t q, int64_t ts, bool *hb)
 {
     struct fb_value v = fv(x);
-    return fb_deadband_pass(p, st, &db_ns, &v, q, ts, hb);
+    return fb_deadband_pass(p, st, &db_ns, FB_T_FLOAT64, &v, q, ts, hb);
 }
 
 static void test_deadband_abs(void **state)
@@ -375,28 +375,55 @@ static void test_deadband_other_types(void **state)
     struct fb_last ss = {0};
     char a[] = "open", b2[] = "open";
     struct fb_value v = {.type = FB_T_STRING, .s = {a, 4}};
-    assert_true(fb_deadband_pass(&p, &ss, NULL, &v, FB_Q_GOOD, 0, &hb));
+    assert_true(fb_deadband_pass(&p, &ss, NULL, FB_T_STRING, &v, FB_Q_GOOD, 0, &hb));
     v.s.p = b2;
-    assert_false(fb_deadband_pass(&p, &ss, NULL, &v, FB_Q_GOOD, 1, &hb));
+    assert_false(fb_deadband_pass(&p, &ss, NULL, FB_T_STRING, &v, FB_Q_GOOD, 1, &hb));
     b2[0] = 'O';
-    assert_true(fb_deadband_pass(&p, &ss, NULL, &v, FB_Q_GOOD, 2, &hb));
+    assert_true(fb_deadband_pass(&p, &ss, NULL, FB_T_STRING, &v, FB_Q_GOOD, 2, &hb));
     v.s.len = 3;
-    assert_true(fb_deadband_pass(&p, &ss, NULL, &v, FB_Q_GOOD, 3, &hb));
+    assert_true(fb_deadband_pass(&p, &ss, NULL, FB_T_STRING, &v, FB_Q_GOOD, 3, &hb));
     /* bools: any change, regardless of the numeric deadband */
     struct fb_last bs = {0};
     struct fb_value bv = {.type = FB_T_BOOL, .b = false};
-    assert_true(fb_deadband_pass(&p, &bs, NULL, &bv, FB_Q_GOOD, 0, &hb));
-    assert_false(fb_deadband_pass(&p, &bs, NULL, &bv, FB_Q_GOOD, 1, &hb));
+    assert_true(fb_deadband_pass(&p, &bs, NULL, FB_T_BOOL, &bv, FB_Q_GOOD, 0, &hb));
+    assert_false(fb_deadband_pass(&p, &bs, NULL, FB_T_BOOL, &bv, FB_Q_GOOD, 1, &hb));
     bv.b = true;
-    assert_true(fb_deadband_pass(&p, &bs, NULL, &bv, FB_Q_GOOD, 2, &hb));
+    assert_true(fb_deadband_pass(&p, &bs, NULL, FB_T_BOOL, &bv, FB_Q_GOOD, 2, &hb));
     /* integers */
     struct fb_last is = {0};
     struct fb_value iv = {.type = FB_T_INT32, .i = 100};
-    assert_true(fb_deadband_pass(&p, &is, NULL, &iv, FB_Q_GOOD, 0, &hb));
+    assert_true(fb_deadband_pass(&p, &is, NULL, FB_T_INT32, &iv, FB_Q_GOOD, 0, &hb));
     iv.i = 101;
-    assert_false(fb_deadband_pass(&p, &is, NULL, &iv, FB_Q_GOOD, 1, &hb));
+    assert_false(fb_deadband_pass(&p, &is, NULL, FB_T_INT32, &iv, FB_Q_GOOD, 1, &hb));
     iv.i = 98;
-    assert_true(fb_deadband_pass(&p, &is, NULL, &iv, FB_Q_GOOD, 2, &hb));
+    assert_true(fb_deadband_pass(&p, &is, NULL, FB_T_INT32, &iv, FB_Q_GOOD, 2, &hb));
+    /* the state is 12 bytes and does not store the type (the tag's): no
+     * value (FB_T_NONE) and a value of another type are still told apart */
+    assert_int_equal(sizeof(struct fb_last), 12);
+    struct fb_value nv = {.type = FB_T_NONE};
+    assert_true(fb_deadband_pass(&p, &is, NULL, FB_T_INT32, &nv, FB_Q_GOOD, 3, &hb)); /* 98 → no value */
+    assert_false(fb_deadband_pass(&p, &is, NULL, FB_T_INT32, &nv, FB_Q_GOOD, 4, &hb));
+    iv.i = 0;
+    assert_true(fb_deadband_pass(&p, &is, NULL, FB_T_INT32, &iv, FB_Q_GOOD, 5, &hb)); /* no value → 0 */
+    assert_true(fb_deadband_pass(&p, &is, NULL, FB_T_INT32, &nv, FB_Q_GOOD, 6, &hb)); /* 0 → no value */
+    struct fb_value fv0 = {.type = FB_T_FLOAT64, .f = 0};
+    assert_true(fb_deadband_pass(&p, &is, NULL, FB_T_INT32, &fv0, FB_Q_GOOD, 7, &hb)); /* another type */
+    assert_true(fb_deadband_pass(&p, &is, NULL, FB_T_INT32, &iv, FB_Q_GOOD, 8, &hb));  /* back: int32 0 */
+    assert_false(fb_deadband_pass(&p, &is, NULL, FB_T_INT32, &iv, FB_Q_GOOD, 9, &hb));
+    /* every NaN is one NaN; a NaN is not "nothing published" */
+    struct fb_last ns = {0};
+    uint64_t nan1 = UINT64_C(0x7FF4F2B000000100), nan2 = UINT64_C(0xFFF8000000000001); /* odd payloads */
+    struct fb_value x1 = {.type = FB_T_FLOAT64}, x2 = {.type = FB_T_FLOAT64};
+    memcpy(&x1.f, &nan1, sizeof nan1);
+    memcpy(&x2.f, &nan2, sizeof nan2);
+    assert_true(fb_deadband_pass(&p, &ns, NULL, FB_T_FLOAT64, &x1, FB_Q_UNC_NOT_ACCURATE, 0, &hb));
+    assert_false(fb_deadband_pass(&p, &ns, NULL, FB_T_FLOAT64, &x1, FB_Q_UNC_NOT_ACCURATE, 1, &hb));
+    assert_false(fb_deadband_pass(&p, &ns, NULL, FB_T_FLOAT64, &x2, FB_Q_UNC_NOT_ACCURATE, 2, &hb));
+    assert_true(fb_deadband_pass(&p, &ns, NULL, FB_T_FLOAT64, &fv0, FB_Q_UNC_NOT_ACCURATE, 3, &hb));
+    /* a zero value is a value: 0.0 then 0.0 is not published again */
+    struct fb_last zs = {0};
+    assert_true(fb_deadband_pass(&p, &zs, NULL, FB_T_FLOAT64, &fv0, FB_Q_GOOD, 0, &hb));
+    assert_false(fb_deadband_pass(&p, &zs, NULL, FB_T_FLOAT64, &fv0, FB_Q_GOOD, 1, &hb));
 }
 
 /* ---------------------------------------------------------------- windows */
