@@ -645,6 +645,8 @@ static inline const struct fb_tag_proc *fb_tproc(const struct fb_tag *t)
     return t->proc ? t->proc : &fb_tag_proc_none;
 }
 static inline const char *fb_tag_unit(const struct fb_tag *t) { return fb_tproc(t)->unit; }
+static inline const char *fb_tag_order(const struct fb_tag *t) { return fb_tproc(t)->order; }
+static inline uint16_t fb_tag_write_roles(const struct fb_tag *t) { return fb_tproc(t)->write_roles; }
 /* The id of poll group g's i-th tag (i < g->ntags). */
 static inline uint32_t fb_group_tag(const struct fb_group *g, uint32_t i) { return g->ids ? g->ids[i] : g->first + i; }
 
@@ -654,8 +656,6 @@ static inline struct fb_wave *fb_tag_wave(const struct fb_gateway *gw, const str
 {
     return fb_tag_is_wave(t) && t->wave_ix <= gw->nwaves ? gw->waves[t->wave_ix - 1] : NULL;
 }
-static inline const char *fb_tag_order(const struct fb_tag *t) { return fb_tproc(t)->order; }
-static inline uint16_t fb_tag_write_roles(const struct fb_tag *t) { return fb_tproc(t)->write_roles; }
 /* Room for any address text a driver writes back (fb_driver.addr_text). */
 #define FB_ATEXT_MAX 128
 /* A tag's address text as written in the config, or NULL when it has none

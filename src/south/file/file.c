@@ -346,8 +346,10 @@ static int file_read(struct fb_device *dev, struct fb_group *g, struct fb_batch 
     if (!fd || !fd->open) return FB_EIO;
     if (fd->ended) return 0; /* the recording ended (loop=false): nothing more */
     uint32_t n = 0;
-    for (uint32_t i = 0; i < g->ntags && !n; i++)
-        if (fb_tag_is_wave(&dev->gw->tags[fb_group_tag(g, i)])) n = fb_tag_wave(dev->gw, &dev->gw->tags[fb_group_tag(g, i)])->n;
+    for (uint32_t i = 0; i < g->ntags && !n; i++) {
+        const struct fb_wave *w = fb_tag_wave(dev->gw, &dev->gw->tags[fb_group_tag(g, i)]);
+        if (w) n = w->n;
+    }
     if (!n) return 0;
     if (!fd->loop && fd->pos + n > fd->frames) {
         fd->ended = true;
