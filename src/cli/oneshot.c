@@ -106,7 +106,7 @@ static void oneshot_free(struct oneshot *s)
     for (uint32_t i = 0; s->atext && i < s->ntags; i++) free(s->atext[i]);
     free(s->atext);
     free(s->tags);
-    free(s->group.tags);
+    free(s->group.ids);
     free(s->conn.key);
     fb_url_free(&s->dev.url);
 }
@@ -171,9 +171,9 @@ static int oneshot_init(struct oneshot *s, const char *cmd, const struct opts *o
     }
     s->ntags = (uint32_t)naddr * (uint32_t)o->count;
     s->tags = calloc(s->ntags, sizeof *s->tags);
-    s->group.tags = calloc(s->ntags, sizeof *s->group.tags);
+    s->group.ids = calloc(s->ntags, sizeof *s->group.ids);
     s->atext = calloc(s->ntags, sizeof *s->atext);
-    if (!s->tags || !s->group.tags || !s->atext) return 2;
+    if (!s->tags || !s->group.ids || !s->atext) return 2;
     s->gw.atext = (const char **)s->atext;
     s->proc = fb_tag_proc_none;
     s->proc.order = o->order;
@@ -204,7 +204,7 @@ static int oneshot_init(struct oneshot *s, const char *cmd, const struct opts *o
                 t->name = strdup(addrs[a]);
             }
             t->proc = &s->proc;
-            s->group.tags[k] = k;
+            s->group.ids[k] = k;
             if (drv->parse_address(&s->dev, t, &err) < 0) {
                 fprintf(stderr, "fieldbridge %s: bad address '%s': %s\n", cmd, addrs[a], err.msg);
                 return 2;

@@ -71,7 +71,7 @@ static int ctl_read(struct fb_device *dev, struct fb_group *g, struct fb_batch *
     fb_loop_snapshot(L, &s);
     int64_t now = fb_now_ns();
     for (uint32_t i = 0; i < g->ntags; i++) {
-        const struct fb_tag *t = &dev->gw->tags[g->tags[i]];
+        const struct fb_tag *t = &dev->gw->tags[fb_group_tag(g, i)];
         int f = (int)(uintptr_t)t->addr - 1;
         struct fb_value v = {.type = FB_T_FLOAT64};
         uint32_t q = FB_Q_GOOD;

@@ -833,7 +833,8 @@ static void vib_tag(struct ctx *c, const struct fb_tvars *vars, const struct fb_
         ta->line = parent.line;
         c->gw->devs[w->device].ntags++;
     }
-    c->gw->tags[id].wave->first_feature = first;
+    struct fb_wave *wv = fb_tag_wave(c->gw, &c->gw->tags[id]);
+    if (wv) wv->first_feature = first;
 }
 
 static void build_tags(struct ctx *c, uint32_t di, int64_t dev_poll, struct fb_cfg_node *tags,
@@ -1309,15 +1310,25 @@ static void build_groups(struct ctx *c, struct fb_device *d)
     for (uint32_t g = 0; g < ng; g++) {
         struct fb_group *gr = &d->groups[g];
         gr->period_ns = per[g];
-        uint32_t cnt = 0;
+        uint32_t cnt = 0, lo = UINT32_MAX, hi = 0;
         for (uint32_t i = 0; i < d->ntags; i++)
-            if (c->taux[d->first_tag + i].poll_ns == per[g]) cnt++;
-        gr->tags = malloc(cnt * sizeof *gr->tags);
-        if (!gr->tags) continue;
+            if (c->taux[d->first_tag + i].poll_ns == per[g]) {
+                cnt++;
+                if (lo == UINT32_MAX) lo = i;
+                hi = i;
+            }
+        /* one contiguous run of ids (the common case): no array */
+        bool run = cnt && hi - lo + 1 == cnt;
+        if (!run) {
+            gr->ids = malloc(cnt * sizeof *gr->ids);
+            if (!gr->ids) continue;
+        }
+        gr->first = run ? d->first_tag + lo : 0;
         for (uint32_t i = 0; i < d->ntags; i++) {
             uint32_t id = d->first_tag + i;
             if (c->taux[id].poll_ns == per[g]) {
-                gr->tags[gr->ntags++] = id;
+                if (gr->ids) gr->ids[gr->ntags] = id;
+                gr->ntags++;
                 gw->tags[id].group = (uint16_t)g;
             }
         }
@@ -1423,7 +1434,7 @@ static void build_drivers(struct ctx *c)
         for (uint32_t g = 0; g < d->ngroups; g++) {
             memset(&e, 0, sizeof e);
             if (drv->plan && drv->plan(d, &d->groups[g], &e) < 0) {
-                struct fb_tag *t0 = d->groups[g].ntags ? &gw->tags[d->groups[g].tags[0]] : NULL;
+                struct fb_tag *t0 = d->groups[g].ntags ? &gw->tags[fb_group_tag(&d->groups[g], 0)] : NULL;
                 fb_cfg_error_at(c->r, t0 ? c->taux[t0->id].addr_m : da->url_m, "%s",
                                 e.msg[0] ? e.msg : "cannot plan reads");
             }

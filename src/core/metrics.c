@@ -572,17 +572,17 @@ void fb_metrics_render(struct fb_gateway *gw, struct fb_buf *out)
     render_sources(gw, out);
 
     bool waves = false;
-    for (uint32_t i = 0; i < gw->ntags && !waves; i++) waves = gw->tags[i].wave != NULL;
+    for (uint32_t i = 0; i < gw->ntags && !waves; i++) waves = fb_tag_is_wave(&gw->tags[i]);
     for (size_t k = 0; waves && k < sizeof wave_metrics / sizeof wave_metrics[0]; k++) {
         const struct wave_metric *m = &wave_metrics[k];
         family(out, m->name, m->type, m->help);
         for (uint32_t i = 0; i < gw->ntags; i++) {
             const struct fb_tag *t = &gw->tags[i];
-            if (!t->wave) continue;
+            if (!fb_tag_is_wave(t)) continue;
             fb_buf_printf(out, "%s{channel=\"", m->name);
             put_label(out, fb_tag_path(gw, t));
             fb_buf_puts(out, "\"} ");
-            uint64_t v = wave_u64(t->wave, m);
+            uint64_t v = wave_u64(fb_tag_wave(gw, t), m);
             if (m->off == offsetof(struct fb_wave, cpu_ns))
                 put_double(out, (double)v / 1e9);
             else
@@ -1001,7 +1001,7 @@ void fb_status_json(struct fb_gateway *gw, struct fb_buf *out, bool online)
     bool first = true;
     for (uint32_t i = 0; i < gw->ntags; i++) {
         const struct fb_tag *t = &gw->tags[i];
-        const struct fb_wave *w = t->wave;
+        const struct fb_wave *w = fb_tag_wave(gw, t);
         if (!w) continue;
         fb_buf_puts(out, first ? ",\"vibration\":{" : ",");
         first = false;

@@ -13,7 +13,7 @@
 /* spike_accept 3: the config's default (docs/configuration.md) */
 const struct fb_tag_proc fb_tag_proc_none = {.spike_accept = 3};
 
-_Static_assert(sizeof(void *) != 8 || sizeof(struct fb_tag) == 56, "struct fb_tag grew: a gateway holds a million");
+_Static_assert(sizeof(void *) != 8 || sizeof(struct fb_tag) == 48, "struct fb_tag grew: a gateway holds a million");
 
 /* ------------------------------------------------------------------ arena */
 struct fb_arena_blk {
@@ -77,7 +77,7 @@ void fb_gateway_free(struct fb_gateway *gw)
         struct fb_device *d = &gw->devs[di];
         for (uint32_t g = 0; g < d->ngroups; g++) {
             if (d->groups[g].plan && d->drv && d->drv->plan_free) d->drv->plan_free(&d->groups[g]);
-            free(d->groups[g].tags);
+            free(d->groups[g].ids);
         }
         free(d->groups);
         for (uint32_t i = 0; i < d->ntags && d->first_tag + i < gw->ntags; i++) {
@@ -92,7 +92,8 @@ void fb_gateway_free(struct fb_gateway *gw)
         free(d->line);
     }
     /* the tags' strings and settings are in the arena */
-    for (uint32_t i = 0; i < gw->ntags; i++) free(gw->tags[i].wave);
+    for (uint32_t i = 0; i < gw->nwaves; i++) free(gw->waves[i]);
+    free(gw->waves);
     free(gw->atext);
     fb_arena_free(&gw->atext_arena);
     free(gw->atext_runs);

@@ -100,7 +100,7 @@ struct fb_wave {
     _Atomic uint32_t learned, learn_of; /* anomaly baseline: blocks learnt of learn_of (0: no anomaly detection) */
 };
 
-/* 56 bytes: a gateway holds a million of them (issue 15: ≤ 100 bytes per
+/* 48 bytes: a gateway holds a million of them (issue 15: ≤ 100 bytes per
  * configured tag in all).  The name of a tag read from the config lives in
  * the gateway's arena (gw->arena); `proc` (processing, unit, order, who may
  * write) once per distinct settings.  The address text is not kept here:
@@ -110,12 +110,15 @@ struct fb_tag {
     char *name;                     /* within the device: "temperature", "temps[3]" */
     void *addr;                     /* driver-owned parsed address */
     const struct fb_tag_proc *proc; /* shared; NULL = none (read it with fb_tproc, fb_tag_unit, ...) */
-    struct fb_wave *wave;           /* a waveform tag (src/vib), else NULL */
     uint32_t id;
     uint32_t device;  /* owning device index */
     uint32_t index;   /* element index for tags expanded from `count:` */
     uint32_t str_len; /* string tags: bytes */
-    uint32_t calc;    /* FB_TAG_EXPR: index in gw->calcs; FB_TAG_SCRIPT: in gw->scripts */
+    union {           /* computed tags have no waveform, read tags no calc */
+        uint32_t calc; /* FB_TAG_EXPR: index in gw->calcs; FB_TAG_SCRIPT: in gw->scripts */
+        uint32_t wave_ix; /* FB_TAG_READ: a waveform tag (src/vib) if non-zero: gw->waves[wave_ix - 1];
+                           * read it with fb_tag_is_wave / fb_tag_wave */
+    };
     uint16_t group;   /* poll group index within the device (FB_GROUP_NONE: computed) */
     uint8_t type;     /* enum fb_type: the type on the wire */
     uint8_t access : 4; /* enum fb_access */
@@ -129,7 +132,11 @@ struct fb_atext_run { /* tags first .. first+n-1 share the address text text */
 
 struct fb_group { /* a poll group: tags read at the same period */
     int64_t period_ns;
-    uint32_t *tags; /* tag ids */
+    /* its tags' ids, read with fb_group_tag: first .. first + ntags - 1 when
+     * they are one contiguous run (ids NULL: the common case, no array —
+     * issue 15, memory per tag), else ids[0 .. ntags - 1] */
+    uint32_t *ids;
+    uint32_t first;
     uint32_t ntags;
     void *plan; /* driver-owned read plan */
     struct fb_group_rt *rt;
@@ -590,6 +597,10 @@ struct fb_gateway {
     /* vibration condition monitoring (src/vib): the channels' analysis
      * settings, owned by vib/vib_cfg.c (freed through vib_free); NULL: none */
     struct fb_vib *vib;
+    /* the waveform tags' settings and counters (struct fb_wave, owned here),
+     * by a tag's wave_ix - 1: fb_tag_wave */
+    struct fb_wave **waves;
+    uint32_t nwaves;
     void (*vib_free)(struct fb_vib *vib);
     /* logging */
     int log_level;
@@ -636,6 +647,15 @@ static inline const struct fb_tag_proc *fb_tproc(const struct fb_tag *t)
 static inline const char *fb_tag_unit(const struct fb_tag *t) { return fb_tproc(t)->unit; }
 static inline const char *fb_tag_order(const struct fb_tag *t) { return fb_tproc(t)->order; }
 static inline uint16_t fb_tag_write_roles(const struct fb_tag *t) { return fb_tproc(t)->write_roles; }
+/* The id of poll group g's i-th tag (i < g->ntags). */
+static inline uint32_t fb_group_tag(const struct fb_group *g, uint32_t i) { return g->ids ? g->ids[i] : g->first + i; }
+
+/* A waveform tag (src/vib)?  Its settings and counters: fb_tag_wave. */
+static inline bool fb_tag_is_wave(const struct fb_tag *t) { return t->src == FB_TAG_READ && t->wave_ix != 0; }
+static inline struct fb_wave *fb_tag_wave(const struct fb_gateway *gw, const struct fb_tag *t)
+{
+    return fb_tag_is_wave(t) && t->wave_ix <= gw->nwaves ? gw->waves[t->wave_ix - 1] : NULL;
+}
 /* Room for any address text a driver writes back (fb_driver.addr_text). */
 #define FB_ATEXT_MAX 128
 /* A tag's address text as written in the config, or NULL when it has none

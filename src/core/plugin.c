@@ -177,15 +177,16 @@ uint32_t fb_status_generation(const struct fb_gateway *gw)
 }
 
 /* --------------------------------------------------------------- waveforms */
-struct fb_block *fb_block_get(const struct fb_tag *t)
+struct fb_block *fb_block_get(const struct fb_gateway *gw, const struct fb_tag *t)
 {
-    if (!t || !t->wave || !t->wave->pool) return NULL;
-    struct fb_block *b = fb_block_pool_tryget(t->wave->pool);
+    struct fb_wave *w = gw && t ? fb_tag_wave(gw, t) : NULL;
+    if (!w || !w->pool) return NULL;
+    struct fb_block *b = fb_block_pool_tryget(w->pool);
     if (!b) {
-        atomic_fetch_add(&t->wave->dropped, 1);
+        atomic_fetch_add(&w->dropped, 1);
         return NULL;
     }
-    b->fs = t->wave->fs;
+    b->fs = w->fs;
     return b;
 }
 

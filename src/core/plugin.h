@@ -73,13 +73,13 @@ uint32_t fb_model_generation(const struct fb_gateway *gw);
 void fb_status_changed(struct fb_gateway *gw);
 uint32_t fb_status_generation(const struct fb_gateway *gw);
 
-/* An empty block to fill for waveform tag t (core/block.h: set n, fs, ts,
+/* An empty block to fill for waveform tag t of gw (core/block.h: set n, fs, ts,
  * put it into the batch with fb_batch_add as an FB_T_BLOCK value, then
  * fb_block_unref it).  NULL when t is no waveform tag, the gateway does not
  * run, or every block of the tag is still being analysed — then the
  * acquisition is counted as dropped (docs/vibration.md) and the driver
  * adds no sample for t.  Connection thread. */
-struct fb_block *fb_block_get(const struct fb_tag *t);
+struct fb_block *fb_block_get(const struct fb_gateway *gw, const struct fb_tag *t);
 
 /* Queue a write to the connection owning tag t and wait for the result
  * (timeout_ns bounds the wait).  The router's, after validation. */

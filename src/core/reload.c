@@ -111,8 +111,9 @@ static bool tag_poll_same(const struct fb_gateway *ga, const struct fb_tag *a, c
     return str_eq(a->name, b->name) && str_eq(fb_tag_addr_text(ga, a, ba), fb_tag_addr_text(gb, b, bb)) &&
            str_eq(fb_tag_order(a), fb_tag_order(b)) &&
            a->type == b->type && a->access == b->access && a->index == b->index && a->str_len == b->str_len &&
-           a->group == b->group && !a->wave == !b->wave &&
-           (!a->wave || (a->wave->n == b->wave->n && a->wave->fs == b->wave->fs)); /* the driver fills blocks of n */
+           a->group == b->group && fb_tag_is_wave(a) == fb_tag_is_wave(b) &&
+           (!fb_tag_is_wave(a) || (fb_tag_wave(ga, a)->n == fb_tag_wave(gb, b)->n &&
+                                   fb_tag_wave(ga, a)->fs == fb_tag_wave(gb, b)->fs)); /* the driver fills blocks of n */
 }
 
 static bool proc_same(const struct fb_tag_proc *a, const struct fb_tag_proc *b)
@@ -136,7 +137,7 @@ bool fb_reload_dev_same(const struct fb_gateway *og, const struct fb_device *o, 
         const struct fb_group *a = &o->groups[k], *b = &n->groups[k];
         if (a->period_ns != b->period_ns || a->ntags != b->ntags) return false;
         for (uint32_t i = 0; i < a->ntags; i++)
-            if (a->tags[i] - o->first_tag != b->tags[i] - n->first_tag) return false;
+            if (fb_group_tag(a, i) - o->first_tag != fb_group_tag(b, i) - n->first_tag) return false;
     }
     for (uint32_t i = 0; i < o->ntags; i++)
         if (!tag_poll_same(og, &og->tags[o->first_tag + i], ng, &ng->tags[n->first_tag + i])) return false;

@@ -320,7 +320,7 @@ static uint32_t max_record_bytes(const struct fb_gateway *gw)
             const struct fb_group *g = &gw->devs[i].groups[k];
             uint64_t n = 64 + FB_REASON_LEN + (uint64_t)g->ntags * (41 + 44);
             for (uint32_t t = 0; t < g->ntags; t++) {
-                const struct fb_tag *tag = &gw->tags[g->tags[t]];
+                const struct fb_tag *tag = &gw->tags[fb_group_tag(g, t)];
                 if (tag->type == FB_T_STRING) n += tag->str_len ? tag->str_len : 256;
             }
             if (n > best) best = n;
@@ -516,7 +516,7 @@ static void emit_bad_group(struct fb_gateway *gw, struct fb_device *d, struct fb
     b->device = d->idx;
     b->group = (uint16_t)(g - d->groups);
     b->ts = fb_now_ns();
-    for (uint32_t i = 0; i < g->ntags; i++) fb_batch_add(b, g->tags[i], q, b->ts, NULL);
+    for (uint32_t i = 0; i < g->ntags; i++) fb_batch_add(b, fb_group_tag(g, i), q, b->ts, NULL);
     pipeline(gw, b);
 }
 
@@ -770,7 +770,7 @@ static uint32_t group_arena(const struct fb_gateway *gw, const struct fb_group *
 {
     uint32_t n = 0;
     for (uint32_t i = 0; i < g->ntags; i++) {
-        const struct fb_tag *t = &gw->tags[g->tags[i]];
+        const struct fb_tag *t = &gw->tags[fb_group_tag(g, i)];
         if (t->type == FB_T_STRING) n += t->str_len ? t->str_len : 256;
     }
     return n;
@@ -780,7 +780,7 @@ static uint32_t group_windows(const struct fb_gateway *gw, const struct fb_group
 {
     uint32_t n = 0;
     for (uint32_t i = 0; i < g->ntags; i++)
-        if (fb_tproc(&gw->tags[g->tags[i]])->window_ns) n++;
+        if (fb_tproc(&gw->tags[fb_group_tag(g, i)])->window_ns) n++;
     return n;
 }
 

@@ -6,7 +6,7 @@
  * State is allocated by fb_proc_new, so the hot path never allocates, and
  * only where a tag needs it: every tag has one byte of flags (its stages and
  * the NE107 class of its last published quality); a tag with a deadband has a
- * struct fb_last (16 bytes, 8 more with a heartbeat), one with plausibility rules or a window a struct
+ * struct fb_last (12 bytes, 8 more with a heartbeat), one with plausibility rules or a window a struct
  * fb_tag_state and its ring, found by the tag's rank among the tags with
  * that kind of state (struct rank: a bit per tag).  A tag with no processing configured — the
  * common case — takes a short path: convert to float64 if its type says so,
@@ -45,8 +45,8 @@ enum {
 };
 #define PF_NE (PF_PUB | PF_BAD | PF_OOS)
 
-/* A deadband's state is one of these per tag: keep it at 16 bytes. */
-_Static_assert(sizeof(struct fb_last) == 16, "struct fb_last grew: one per tag with a deadband");
+/* A deadband's state is one of these per tag: keep it at 12 bytes. */
+_Static_assert(sizeof(struct fb_last) == 12, "struct fb_last grew: one per tag with a deadband");
 
 static bool out_of_spec(uint32_t q);
 
@@ -113,7 +113,7 @@ struct fb_proc *fb_proc_new(const struct fb_gateway *gw)
     p->flags = calloc(gw->ntags ? gw->ntags : 1, 1);
     if (!p->flags) goto fail;
     for (uint32_t i = 0; i < gw->ntags; i++) {
-        if (gw->tags[i].wave) p->has_wave = true;
+        if (fb_tag_is_wave(&gw->tags[i])) p->has_wave = true;
         uint8_t f = tag_flags(&gw->tags[i]);
         p->flags[i] = f;
         if (f & (PF_PL | PF_WIN))
@@ -310,8 +310,8 @@ static void latest_put(struct fb_proc *p, uint32_t tag, const struct fb_value *v
 bool fb_proc_plain(const struct fb_proc *p, const struct fb_group *g)
 {
     for (uint32_t i = 0; i < g->ntags; i++)
-        if (g->tags[i] >= p->ntags || (p->flags[g->tags[i]] & (PF_SCALE | PF_PL | PF_DB | PF_WIN)) ||
-            p->gw->tags[g->tags[i]].wave)
+        if (fb_group_tag(g, i) >= p->ntags || (p->flags[fb_group_tag(g, i)] & (PF_SCALE | PF_PL | PF_DB | PF_WIN)) ||
+            fb_tag_is_wave(&p->gw->tags[fb_group_tag(g, i)]))
             return false; /* a waveform's blocks are not published: fb_proc_batch skips them */
     return true;
 }
@@ -356,7 +356,7 @@ uint32_t fb_proc_batch(struct fb_proc *p, const struct fb_batch *in, struct fb_b
         const struct fb_sample *s = &in->s[i];
         if (s->tag >= p->ntags) continue; /* not ours: never index out of bounds */
         uint8_t f = p->flags[s->tag];
-        if (p->has_wave && p->gw->tags[s->tag].wave) continue; /* blocks go to the analysis (src/vib) */
+        if (p->has_wave && fb_tag_is_wave(&p->gw->tags[s->tag])) continue; /* blocks go to the analysis (src/vib) */
         struct fb_value v = s->v;
         uint32_t q = s->quality;
         double x;
@@ -404,7 +404,7 @@ uint32_t fb_proc_batch(struct fb_proc *p, const struct fb_batch *in, struct fb_b
         if (win && fb_q_good(q) && v.type != FB_T_STRING && to_double(&v, &x))
             fb_window_add(&st->win, ts, x, pr->window_ns);
         bool hb = false;
-        if ((f & PF_DB) && !fb_deadband_pass(pr, last, last_ns, &v, q, in->ts, &hb)) continue;
+        if ((f & PF_DB) && !fb_deadband_pass(pr, last, last_ns, fb_tag_out_type(tag), &v, q, in->ts, &hb)) continue;
 
         struct fb_sample *o = fb_batch_add(out, s->tag, q, s->ts_src, &v);
         if (!o) break; /* out is sized for a whole device batch: an invariant */

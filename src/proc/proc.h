@@ -76,18 +76,21 @@ static inline void fb_latest_get(const struct fb_latest *l, struct fb_latest_val
     }
 }
 
-/* What the deadband remembers of a tag's last published sample: the value
- * as a double (bools 0/1), or a string's 64-bit hash — never a pointer into
- * a batch that is recycled (deadband.c).  16 bytes; the time it was
- * published is kept apart, only for tags with a heartbeat. */
+/* What the deadband remembers of a tag's last published sample: 12 bytes,
+ * 4-byte aligned (issue 15: one per tag with a deadband).  `v` holds 64 bits
+ * (read and written with memcpy): a value of the tag's own type (what
+ * fb_deadband_pass is given as `type`) as the double the comparison uses
+ * (bools 0/1, every NaN as one NaN), or a string's 64-bit hash — never a
+ * pointer into a batch that is recycled (deadband.c).  Anything else is a
+ * NaN that no value is stored as: "nothing published yet", "no value"
+ * (FB_T_NONE), or "a value of another type T" (whose value is not kept: the
+ * next sample of type T counts as changed).  The bits are stored XOR that
+ * "nothing published" NaN, so a zeroed struct fb_last means nothing was
+ * published.  The time it was published is kept apart, only for tags with a
+ * heartbeat. */
 struct fb_last {
-    union {
-        double d;
-        uint64_t h;
-    };
-    uint32_t q;   /* its quality */
-    uint8_t type; /* enum fb_type of the value */
-    bool have;    /* a value has been published */
+    uint32_t v[2];
+    uint32_t q; /* the quality of the last published sample */
 };
 
 /* The state of a tag with plausibility rules or a window (pipeline.c keeps
@@ -121,9 +124,11 @@ uint32_t fb_plausibility(const struct fb_tag_proc *p, struct fb_tag_state *st, c
 /* 3. deadband: true if the sample must be published (changed enough, quality
  * changed, first value, or heartbeat due).  Updates the state when true;
  * last_ns (when it was published) is needed, and kept, only with a
- * heartbeat (may be NULL without one). */
-bool fb_deadband_pass(const struct fb_tag_proc *p, struct fb_last *st, int64_t *last_ns, const struct fb_value *v,
-                      uint32_t q, int64_t ts, bool *heartbeat);
+ * heartbeat (may be NULL without one).  `type` is the tag's type as its
+ * samples reach the deadband (fb_tag_out_type): values of that type are
+ * remembered exactly (struct fb_last). */
+bool fb_deadband_pass(const struct fb_tag_proc *p, struct fb_last *st, int64_t *last_ns, enum fb_type type,
+                      const struct fb_value *v, uint32_t q, int64_t ts, bool *heartbeat);
 
 /* 4. windows */
 int fb_window_init(struct fb_window *w, uint32_t cap);

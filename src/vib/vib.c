@@ -86,6 +86,7 @@ struct worker {
 struct chan {
     struct fb_vib_chan *c;
     struct fb_tag *t;
+    struct fb_wave *w; /* t's (gw->waves) */
     struct worker *wk;
     struct fb_dsp *dsp;
     struct fb_anom anom;
@@ -135,20 +136,20 @@ static void store_d(_Atomic uint64_t *a, double d)
 }
 
 /* ---------------------------------------------------------- the input */
-static void enqueue(struct fb_vib_rt *v, const struct fb_tag *t, const struct fb_sample *s, int64_t ts)
+static void enqueue(struct fb_vib_rt *v, struct fb_wave *w, const struct fb_sample *s, int64_t ts)
 {
-    struct chan *ch = &v->ch[t->wave->chan];
+    struct chan *ch = &v->ch[w->chan];
     struct worker *wk = ch->wk;
     struct fb_block *blk = s->v.type == FB_T_BLOCK ? s->v.blk : NULL;
     pthread_mutex_lock(&wk->mu);
     if (wk->len == wk->cap || wk->stop) {
         pthread_mutex_unlock(&wk->mu);
-        if (blk) atomic_fetch_add(&t->wave->dropped, 1);
+        if (blk) atomic_fetch_add(&w->dropped, 1);
         return;
     }
     if (blk) fb_block_ref(blk);
     wk->ring[(wk->head + wk->len) % wk->cap] =
-        (struct item){t->wave->chan, s->quality, s->ts_src ? s->ts_src : ts, blk};
+        (struct item){w->chan, s->quality, s->ts_src ? s->ts_src : ts, blk};
     wk->len++;
     pthread_cond_signal(&wk->cv);
     pthread_mutex_unlock(&wk->mu);
@@ -178,8 +179,9 @@ void fb_vib_take(struct fb_gateway *gw, const struct fb_batch *in)
         const struct fb_sample *s = &in->s[i];
         if (s->tag >= gw->ntags) continue;
         const struct fb_tag *t = &gw->tags[s->tag];
-        if (t->wave)
-            enqueue(v, t, s, in->ts);
+        struct fb_wave *w = fb_tag_wave(gw, t);
+        if (w)
+            enqueue(v, w, s, in->ts);
         else if (v->speed_tag[s->tag])
             note_speed(v, t, s);
     }
@@ -234,7 +236,7 @@ static void restored(void *ctx, const struct fb_baseline_rec *r)
         ch->anom.learned = r->learned < ch->c->acfg.learn_blocks ? r->learned : ch->c->acfg.learn_blocks;
         memcpy(ch->snap, r->base, r->nf * sizeof *r->base);
         ch->snap_learned = ch->anom.learned;
-        atomic_store(&ch->t->wave->learned, ch->anom.learned);
+        atomic_store(&ch->w->learned, ch->anom.learned);
         fb_info(ch->path, NULL, "vibration: baseline restored (%u of %u blocks learnt)", ch->anom.learned,
                 ch->c->acfg.learn_blocks);
         return;
@@ -280,7 +282,7 @@ static void analyse(struct worker *wk, const struct item *it)
     struct chan *ch = &v->ch[it->chan];
     const struct fb_vib_chan *c = ch->c;
     struct fb_tag *t = ch->t;
-    struct fb_wave *w = t->wave;
+    struct fb_wave *w = ch->w;
     struct timespec c0, c1;
     clock_gettime(CLOCK_THREAD_CPUTIME_ID, &c0);
     struct fb_batch *raw = wk->raw;
@@ -434,9 +436,9 @@ static void rt_free(struct fb_vib_rt *v)
         if (ch->has_anom) fb_anom_free(&ch->anom);
         free(ch->names);
         free(ch->snap);
-        if (ch->t && ch->t->wave) {
-            fb_block_pool_free(ch->t->wave->pool);
-            ch->t->wave->pool = NULL;
+        if (ch->w) {
+            fb_block_pool_free(ch->w->pool);
+            ch->w->pool = NULL;
         }
     }
     free(v->ch);
@@ -514,7 +516,7 @@ static void mon_names(const struct fb_gateway *gw, const struct fb_vib_chan *c, 
 {
     const struct fb_tag *t = &gw->tags[c->tag];
     size_t pre = strlen(t->name) + 1;
-    for (uint32_t k = 0; k < c->nmon; k++) out[k] = gw->tags[t->wave->first_feature + c->mon[k]].name + pre;
+    for (uint32_t k = 0; k < c->nmon; k++) out[k] = gw->tags[fb_tag_wave(gw, t)->first_feature + c->mon[k]].name + pre;
 }
 
 bool fb_vib_baseline_carries(const struct fb_gateway *og, const struct fb_vib_chan *a, const struct fb_gateway *ng,
@@ -537,7 +539,7 @@ static void carry(struct fb_vib_rt *v, struct fb_vib_rt *prev)
         for (uint32_t k = 0; k < prev->cfg->nch && !o; k++)
             if (!strcmp(prev->ch[k].path, ch->path)) o = &prev->ch[k];
         if (!o) continue;
-        struct fb_wave *w = ch->t->wave, *ow = o->t->wave;
+        struct fb_wave *w = ch->w, *ow = o->w;
         atomic_store(&w->blocks, atomic_load(&ow->blocks));
         atomic_store(&w->dropped, atomic_load(&ow->dropped));
         atomic_store(&w->cpu_ns, atomic_load(&ow->cpu_ns));
@@ -634,6 +636,7 @@ static int start(struct fb_gateway *gw, const char *dir, struct fb_vib_rt *prev,
         struct fb_vib_chan *c = &cfg->ch[i];
         ch->c = c;
         ch->t = &gw->tags[c->tag];
+        ch->w = fb_tag_wave(gw, ch->t);
         ch->wk = &v->wk[i % v->nwk];
         store_d(&ch->speed_bits, NAN);
         atomic_store(&ch->speed_q, FB_Q_BAD_WAITING);
@@ -646,10 +649,10 @@ static int start(struct fb_gateway *gw, const char *dir, struct fb_vib_rt *prev,
             snprintf(ch->speed_path, sizeof ch->speed_path, "%s", fb_tag_path(gw, &gw->tags[c->speed_tag]));
         }
         if (c->nout > max_out) max_out = c->nout;
-        ch->t->wave->pool = fb_block_pool_new(VIB_BLOCKS, c->n);
+        ch->w->pool = fb_block_pool_new(VIB_BLOCKS, c->n);
         /* the ring fits every block of its channels and as many block-less samples */
         ch->wk->cap += 2 * VIB_BLOCKS;
-        if (!ch->t->wave->pool) goto oom;
+        if (!ch->w->pool) goto oom;
         struct worker *wk = ch->wk;
         /* one plan per block shape and thread */
         ch->dsp = NULL;
@@ -670,7 +673,7 @@ static int start(struct fb_gateway *gw, const char *dir, struct fb_vib_rt *prev,
             if (!ch->names || !ch->snap) goto oom;
             size_t pre = strlen(ch->t->name) + 1;
             for (uint32_t k = 0; k < c->nmon; k++)
-                ch->names[k] = gw->tags[ch->t->wave->first_feature + c->mon[k]].name + pre;
+                ch->names[k] = gw->tags[ch->w->first_feature + c->mon[k]].name + pre;
         }
     }
     for (uint32_t i = 0; i < v->nwk; i++) {
@@ -703,7 +706,7 @@ static int start(struct fb_gateway *gw, const char *dir, struct fb_vib_rt *prev,
     }
     /* the baseline state is known from here on: the status may show it */
     for (uint32_t i = 0; i < cfg->nch; i++)
-        if (v->ch[i].has_anom) atomic_store(&v->ch[i].t->wave->learn_of, v->ch[i].c->acfg.learn_blocks);
+        if (v->ch[i].has_anom) atomic_store(&v->ch[i].w->learn_of, v->ch[i].c->acfg.learn_blocks);
     /* the alarms as the alarm table kept them (its journal survives restarts) */
     for (uint32_t i = 0; i < cfg->nch; i++) {
         struct chan *ch = &v->ch[i];

@@ -11,7 +11,7 @@ struct fb_vib_chan;
 struct fb_vib_rt;
 
 /* After the alarm table and the edge thread, before the connection threads:
- * allocates every block pool (tag->wave->pool), restores the baselines
+ * allocates every block pool (fb_tag_wave(gw, tag)->pool), restores the baselines
  * from dir (NULL: memory only) and starts the analysis threads. */
 int fb_vib_start(struct fb_gateway *gw, const char *dir, struct fb_err *err);
 /* A connection thread's raw batch, before the pipeline: its waveform

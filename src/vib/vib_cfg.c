@@ -720,8 +720,20 @@ uint32_t fb_vib_cfg_tag(struct fb_cfg *r, const struct fb_tvars *vars, const str
     w->nfeat = c->nout;
     /* learn_of is set when the analysis starts, once a saved baseline is read
      * (until then the status shows no baseline state rather than "learning") */
-    free(gw->tags[tag].wave);
-    gw->tags[tag].wave = w;
+    struct fb_tag *wt = &gw->tags[tag];
+    if (fb_tag_is_wave(wt) && wt->wave_ix <= gw->nwaves) { /* configured again: replace */
+        free(gw->waves[wt->wave_ix - 1]);
+        gw->waves[wt->wave_ix - 1] = w;
+    } else {
+        struct fb_wave **nw = realloc(gw->waves, (gw->nwaves + 1) * sizeof *nw);
+        if (!nw) {
+            free(w);
+            return 0;
+        }
+        gw->waves = nw;
+        gw->waves[gw->nwaves++] = w;
+        wt->wave_ix = gw->nwaves;
+    }
     v->nch++;
     return c->nout;
 }
@@ -772,7 +784,7 @@ void fb_vib_cfg_finish(struct fb_cfg *r, struct fb_gateway *gw)
             if (!st)
                 fb_cfg_error_at(r, c->speed_m, "vibration.speed.tag: no tag '%s'%s", c->speed_name,
                                 slash ? "" : " in this device (another device's: DEVICE/TAG)");
-            else if (st->src != FB_TAG_READ || st->wave || st->type == FB_T_STRING)
+            else if (st->src != FB_TAG_READ || fb_tag_is_wave(st) || st->type == FB_T_STRING)
                 fb_cfg_error_at(r, c->speed_m,
                                 "vibration.speed.tag: '%s' must be a numeric tag read from a device (not computed, "
                                 "not a waveform)",

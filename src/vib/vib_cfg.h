@@ -105,7 +105,7 @@ struct fb_vib {
 /* The `vibration:` section (NULL: defaults), before the devices. */
 void fb_vib_cfg_section(struct fb_cfg *r, struct fb_cfg_node *n, struct fb_gateway *gw);
 /* The `vibration:` key of a tag entry m, for tag `tag` (already in the model,
- * polled every poll_ns): sets tag->wave and fills the feature tags' names
+ * polled every poll_ns): sets tag->wave_ix (gw->waves) and fills the feature tags' names
  * ("rms", "band.low", …), units and types into names/units/types (room for
  * FB_VIB_MAX_OUT); returns how many (0 after an error). */
 uint32_t fb_vib_cfg_tag(struct fb_cfg *r, const struct fb_tvars *vars, const struct fb_cfg_map *m,

@@ -181,7 +181,7 @@ static void test_valid_model(void **state)
     assert_int_equal(sim->ngroups, 2);
     assert_int_equal(sim->groups[0].period_ns, 100000000LL);
     assert_int_equal(sim->groups[0].ntags, 1);
-    assert_int_equal(sim->groups[0].tags[0], 1);
+    assert_int_equal(fb_group_tag(&sim->groups[0], 0), 1);
     assert_int_equal(sim->groups[1].period_ns, 500000000LL);
     assert_int_equal(level->group, 0);
     assert_int_equal(temp->group, 1);
@@ -257,6 +257,45 @@ static void test_valid_model(void **state)
 }
 
 /* ------------------------------------------------------------ errors */
+
+/* A poll group whose tags are one contiguous run of ids keeps no id array
+ * (issue 15: 4 bytes per tag); one whose tags interleave with another
+ * group's keeps them in an array.  fb_group_tag reads both. */
+static void test_group_ranges(void **state)
+{
+    (void)state;
+    static const char y[] = "gateway: {id: gw}\n"
+                            "devices:\n"
+                            "  - name: d\n"
+                            "    url: \"sim://d\"\n"
+                            "    poll: 1s\n"
+                            "    tags:\n"
+                            "      - {name: a, addr: \"sine\"}\n"
+                            "      - {name: b, addr: \"sine\", poll: 2s}\n"
+                            "      - {name: c, addr: \"sine\"}\n"
+                            "      - {for: {i: \"0..2\"}, name: \"r{i}\", addr: \"sine\", poll: 5s}\n";
+    char *diag = NULL;
+    struct fb_gateway *gw = NULL;
+    assert_int_equal(load_text(y, true, &diag, &gw), 0);
+    free(diag);
+    const struct fb_device *d = &gw->devs[0];
+    assert_int_equal(d->ngroups, 3);
+    const struct fb_group *g1 = &d->groups[0], *g2 = &d->groups[1], *g5 = &d->groups[2];
+    assert_int_equal(g1->ntags, 2); /* a, c: interleaved with b */
+    assert_non_null(g1->ids);
+    assert_int_equal(fb_group_tag(g1, 0), 0);
+    assert_int_equal(fb_group_tag(g1, 1), 2);
+    assert_int_equal(g2->ntags, 1);
+    assert_null(g2->ids);
+    assert_int_equal(fb_group_tag(g2, 0), 1);
+    assert_int_equal(g5->ntags, 3); /* r0..r2: one run */
+    assert_null(g5->ids);
+    for (uint32_t i = 0; i < 3; i++) {
+        assert_int_equal(fb_group_tag(g5, i), 3 + i);
+        assert_int_equal(gw->tags[fb_group_tag(g5, i)].group, 2);
+    }
+    fb_gateway_free(gw);
+}
 
 static void test_errors_collected(void **state)
 {
@@ -1726,6 +1765,7 @@ int main(void)
         cmocka_unit_test(test_yaml_bombs),
         cmocka_unit_test(test_for_product_limit),
         cmocka_unit_test(test_many_devices),
+        cmocka_unit_test(test_group_ranges),
         cmocka_unit_test(test_durations_sizes),
         cmocka_unit_test(test_url_parse),
         cmocka_unit_test(test_driver_table),

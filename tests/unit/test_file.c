@@ -253,9 +253,11 @@ static void test_driver(void **st)
     struct fb_gateway *gw = load(yaml, 0, NULL);
     struct fb_device *d = &gw->devs[0];
     struct fb_tag *ta = fb_gw_tag(gw, d, "a"), *tb = fb_gw_tag(gw, d, "b");
-    assert_non_null(ta->wave);
-    ta->wave->pool = fb_block_pool_new(2, 128);
-    tb->wave->pool = fb_block_pool_new(2, 128);
+    struct fb_wave *wa = fb_tag_wave(gw, ta), *wb = fb_tag_wave(gw, tb);
+    assert_non_null(wa);
+    assert_non_null(wb);
+    wa->pool = fb_block_pool_new(2, 128);
+    wb->pool = fb_block_pool_new(2, 128);
     struct fb_err e = {0};
     assert_int_equal(fb_driver_file.open(d->conn, &e), 0);
     struct fb_batch *b = fb_batch_new(4, 0, 0);
@@ -275,18 +277,18 @@ static void test_driver(void **st)
     }
     /* the analysis still holds two blocks of a: the next read has none for it (dropped, counted) */
     fb_batch_reset(b);
-    struct fb_block *held[2] = {fb_block_pool_tryget(ta->wave->pool), fb_block_pool_tryget(ta->wave->pool)};
+    struct fb_block *held[2] = {fb_block_pool_tryget(wa->pool), fb_block_pool_tryget(wa->pool)};
     assert_non_null(held[1]);
     assert_int_equal(fb_driver_file.read(d, &d->groups[0], b), 0);
     assert_int_equal(b->n, 1); /* only b */
-    assert_int_equal(atomic_load(&ta->wave->dropped), 1);
+    assert_int_equal(atomic_load(&wa->dropped), 1);
     fb_block_unref(held[0]);
     fb_block_unref(held[1]);
     fb_batch_free(b);
     fb_driver_file.close(d->conn);
-    fb_block_pool_free(ta->wave->pool);
-    fb_block_pool_free(tb->wave->pool);
-    ta->wave->pool = tb->wave->pool = NULL;
+    fb_block_pool_free(wa->pool);
+    fb_block_pool_free(wb->pool);
+    wa->pool = wb->pool = NULL;
     fb_gateway_free(gw);
     /* the file's rate must be vibration.fs; a channel must exist */
     const char *bad[][2] = {

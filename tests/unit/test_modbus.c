@@ -184,7 +184,7 @@ static void gw_setup(const char *k1, const char *v1, const char *k2, const char 
         assert_int_equal(rc, 0);
         G.ids[i] = (uint32_t)i;
     }
-    G.g.tags = G.ids;
+    G.g.ids = G.ids;
     G.g.ntags = (uint32_t)n;
     assert_int_equal(D->plan(&G.dev, &G.g, &err), 0);
     G.devs[0] = &G.dev;
@@ -423,7 +423,7 @@ static void test_open_refused(void **state)
     dev.conn = &conn;
     assert_int_equal(D->parse_address(&dev, &t, &err), 0);
     uint32_t id = 0;
-    struct fb_group g = {.tags = &id, .ntags = 1};
+    struct fb_group g = {.ids = &id, .ntags = 1};
     assert_int_equal(D->plan(&dev, &g, &err), 0);
     struct fb_batch *b = fb_batch_new(4, 0, 64);
     assert_int_equal(D->read(&dev, &g, b), FB_EIO);
@@ -541,7 +541,7 @@ static void test_shared_conn_and_delay(void **state)
     assert_int_equal(D->device_init(&d2, &key2, &err), 0);
     assert_string_equal(key2, G.key); /* same connection key */
     uint32_t id = 0;
-    struct fb_group g2 = {.tags = &id, .ntags = 1};
+    struct fb_group g2 = {.ids = &id, .ntags = 1};
     assert_int_equal(D->plan(&d2, &g2, &err), 0);
     struct fb_batch *b = fb_batch_new(4, 0, 64);
     assert_int_equal(D->read(&d2, &g2, b), 0);
@@ -579,7 +579,7 @@ static void unit2_setup(struct unit2 *u, const char *unit)
     u->d.conn = &G.conn;
     struct fb_err err = {0};
     assert_int_equal(D->device_init(&u->d, &u->key, &err), 0);
-    u->g.tags = G.ids; /* the same three tags as G: hr:0, ir:0, co:0 — three requests */
+    u->g.ids = G.ids; /* the same three tags as G: hr:0, ir:0, co:0 — three requests */
     u->g.ntags = 3;
     u->d.ntags = 3;
     assert_int_equal(D->plan(&u->d, &u->g, &err), 0);

@@ -304,7 +304,7 @@ static int64_t db_ns; /* the heartbeat's clock of the tag under test */
 static bool db(const struct fb_tag_proc *p, struct fb_last *st, double x, uint32_t q, int64_t ts, bool *hb)
 {
     struct fb_value v = fv(x);
-    return fb_deadband_pass(p, st, &db_ns, &v, q, ts, hb);
+    return fb_deadband_pass(p, st, &db_ns, FB_T_FLOAT64, &v, q, ts, hb);
 }
 
 static void test_deadband_abs(void **state)
@@ -375,28 +375,55 @@ static void test_deadband_other_types(void **state)
     struct fb_last ss = {0};
     char a[] = "open", b2[] = "open";
     struct fb_value v = {.type = FB_T_STRING, .s = {a, 4}};
-    assert_true(fb_deadband_pass(&p, &ss, NULL, &v, FB_Q_GOOD, 0, &hb));
+    assert_true(fb_deadband_pass(&p, &ss, NULL, FB_T_STRING, &v, FB_Q_GOOD, 0, &hb));
     v.s.p = b2;
-    assert_false(fb_deadband_pass(&p, &ss, NULL, &v, FB_Q_GOOD, 1, &hb));
+    assert_false(fb_deadband_pass(&p, &ss, NULL, FB_T_STRING, &v, FB_Q_GOOD, 1, &hb));
     b2[0] = 'O';
-    assert_true(fb_deadband_pass(&p, &ss, NULL, &v, FB_Q_GOOD, 2, &hb));
+    assert_true(fb_deadband_pass(&p, &ss, NULL, FB_T_STRING, &v, FB_Q_GOOD, 2, &hb));
     v.s.len = 3;
-    assert_true(fb_deadband_pass(&p, &ss, NULL, &v, FB_Q_GOOD, 3, &hb));
+    assert_true(fb_deadband_pass(&p, &ss, NULL, FB_T_STRING, &v, FB_Q_GOOD, 3, &hb));
     /* bools: any change, regardless of the numeric deadband */
     struct fb_last bs = {0};
     struct fb_value bv = {.type = FB_T_BOOL, .b = false};
-    assert_true(fb_deadband_pass(&p, &bs, NULL, &bv, FB_Q_GOOD, 0, &hb));
-    assert_false(fb_deadband_pass(&p, &bs, NULL, &bv, FB_Q_GOOD, 1, &hb));
+    assert_true(fb_deadband_pass(&p, &bs, NULL, FB_T_BOOL, &bv, FB_Q_GOOD, 0, &hb));
+    assert_false(fb_deadband_pass(&p, &bs, NULL, FB_T_BOOL, &bv, FB_Q_GOOD, 1, &hb));
     bv.b = true;
-    assert_true(fb_deadband_pass(&p, &bs, NULL, &bv, FB_Q_GOOD, 2, &hb));
+    assert_true(fb_deadband_pass(&p, &bs, NULL, FB_T_BOOL, &bv, FB_Q_GOOD, 2, &hb));
     /* integers */
     struct fb_last is = {0};
     struct fb_value iv = {.type = FB_T_INT32, .i = 100};
-    assert_true(fb_deadband_pass(&p, &is, NULL, &iv, FB_Q_GOOD, 0, &hb));
+    assert_true(fb_deadband_pass(&p, &is, NULL, FB_T_INT32, &iv, FB_Q_GOOD, 0, &hb));
     iv.i = 101;
-    assert_false(fb_deadband_pass(&p, &is, NULL, &iv, FB_Q_GOOD, 1, &hb));
+    assert_false(fb_deadband_pass(&p, &is, NULL, FB_T_INT32, &iv, FB_Q_GOOD, 1, &hb));
     iv.i = 98;
-    assert_true(fb_deadband_pass(&p, &is, NULL, &iv, FB_Q_GOOD, 2, &hb));
+    assert_true(fb_deadband_pass(&p, &is, NULL, FB_T_INT32, &iv, FB_Q_GOOD, 2, &hb));
+    /* the state is 12 bytes and does not store the type (the tag's): no
+     * value (FB_T_NONE) and a value of another type are still told apart */
+    assert_int_equal(sizeof(struct fb_last), 12);
+    struct fb_value nv = {.type = FB_T_NONE};
+    assert_true(fb_deadband_pass(&p, &is, NULL, FB_T_INT32, &nv, FB_Q_GOOD, 3, &hb)); /* 98 → no value */
+    assert_false(fb_deadband_pass(&p, &is, NULL, FB_T_INT32, &nv, FB_Q_GOOD, 4, &hb));
+    iv.i = 0;
+    assert_true(fb_deadband_pass(&p, &is, NULL, FB_T_INT32, &iv, FB_Q_GOOD, 5, &hb)); /* no value → 0 */
+    assert_true(fb_deadband_pass(&p, &is, NULL, FB_T_INT32, &nv, FB_Q_GOOD, 6, &hb)); /* 0 → no value */
+    struct fb_value fv0 = {.type = FB_T_FLOAT64, .f = 0};
+    assert_true(fb_deadband_pass(&p, &is, NULL, FB_T_INT32, &fv0, FB_Q_GOOD, 7, &hb)); /* another type */
+    assert_true(fb_deadband_pass(&p, &is, NULL, FB_T_INT32, &iv, FB_Q_GOOD, 8, &hb));  /* back: int32 0 */
+    assert_false(fb_deadband_pass(&p, &is, NULL, FB_T_INT32, &iv, FB_Q_GOOD, 9, &hb));
+    /* every NaN is one NaN; a NaN is not "nothing published" */
+    struct fb_last ns = {0};
+    uint64_t nan1 = UINT64_C(0x7FF4F2B000000100), nan2 = UINT64_C(0xFFF8000000000001); /* odd payloads */
+    struct fb_value x1 = {.type = FB_T_FLOAT64}, x2 = {.type = FB_T_FLOAT64};
+    memcpy(&x1.f, &nan1, sizeof nan1);
+    memcpy(&x2.f, &nan2, sizeof nan2);
+    assert_true(fb_deadband_pass(&p, &ns, NULL, FB_T_FLOAT64, &x1, FB_Q_UNC_NOT_ACCURATE, 0, &hb));
+    assert_false(fb_deadband_pass(&p, &ns, NULL, FB_T_FLOAT64, &x1, FB_Q_UNC_NOT_ACCURATE, 1, &hb));
+    assert_false(fb_deadband_pass(&p, &ns, NULL, FB_T_FLOAT64, &x2, FB_Q_UNC_NOT_ACCURATE, 2, &hb));
+    assert_true(fb_deadband_pass(&p, &ns, NULL, FB_T_FLOAT64, &fv0, FB_Q_UNC_NOT_ACCURATE, 3, &hb));
+    /* a zero value is a value: 0.0 then 0.0 is not published again */
+    struct fb_last zs = {0};
+    assert_true(fb_deadband_pass(&p, &zs, NULL, FB_T_FLOAT64, &fv0, FB_Q_GOOD, 0, &hb));
+    assert_false(fb_deadband_pass(&p, &zs, NULL, FB_T_FLOAT64, &fv0, FB_Q_GOOD, 1, &hb));
 }
 
 /* ---------------------------------------------------------------- windows */
@@ -543,7 +570,7 @@ static void test_proc_plain(void **state)
     tags[1].type = FB_T_FLOAT32;
     tags[2].type = FB_T_INT16;
     uint32_t gtags[3] = {0, 1, 2};
-    struct fb_group grp = {.period_ns = S, .tags = gtags, .ntags = 3};
+    struct fb_group grp = {.period_ns = S, .ids = gtags, .ntags = 3};
     struct fb_device dev = {.idx = 0, .name = "d", .ntags = 3, .groups = &grp, .ngroups = 1};
     struct fb_gateway gw = {.id = "gw", .tags = tags, .ntags = 3, .devs = &dev, .ndevs = 1};
     struct fb_proc *p = fb_proc_new(&gw);
@@ -604,7 +631,7 @@ static void test_proc_inplace_matches(void **state)
         tags[k][0].type = FB_T_FLOAT64;
         tags[k][1].type = FB_T_STRING;
         tags[k][2].type = FB_T_INT16;
-        grp[k] = (struct fb_group){.period_ns = S, .tags = gtags, .ntags = 3};
+        grp[k] = (struct fb_group){.period_ns = S, .ids = gtags, .ntags = 3};
         dev[k] = (struct fb_device){.idx = 0, .name = "d", .ntags = 3, .groups = &grp[k], .ngroups = 1};
         gw[k] = (struct fb_gateway){.id = "gw", .tags = tags[k], .ntags = 3, .devs = &dev[k], .ndevs = 1};
         p[k] = fb_proc_new(&gw[k]);
@@ -672,7 +699,7 @@ static void test_proc_state_only_where_needed(void **state)
         if (i % 1000 == 1) tags[i].proc = &win;
         gtags[i] = i;
     }
-    struct fb_group grp = {.period_ns = S, .tags = gtags, .ntags = N};
+    struct fb_group grp = {.period_ns = S, .ids = gtags, .ntags = N};
     struct fb_device dev = {.idx = 0, .name = "d", .ntags = N, .groups = &grp, .ngroups = 1};
     struct fb_gateway gw = {.id = "gw", .tags = tags, .ntags = N, .devs = &dev, .ndevs = 1};
     struct mallinfo2 m0 = mallinfo2();
@@ -710,7 +737,7 @@ static void test_proc_state_per_tag(void **state)
         tags[i].proc = i % 3 == 0 ? NULL : i % 7 == 0 ? &dbw : &db;
         gtags[i] = i;
     }
-    struct fb_group grp = {.period_ns = S, .tags = gtags, .ntags = N};
+    struct fb_group grp = {.period_ns = S, .ids = gtags, .ntags = N};
     struct fb_device dev = {.idx = 0, .name = "d", .ntags = N, .groups = &grp, .ngroups = 1};
     struct fb_gateway gw = {.id = "gw", .tags = tags, .ntags = N, .devs = &dev, .ndevs = 1};
     struct fb_proc *p = fb_proc_new(&gw);
@@ -774,7 +801,7 @@ static void test_proc_batch(void **state)
     tags[T_RATE].type = FB_T_FLOAT32;
     tags[T_RATE].proc = &rate;
     uint32_t gtags[NT] = {0, 1, 2, 3, 4};
-    struct fb_group grp = {.period_ns = S, .tags = gtags, .ntags = NT};
+    struct fb_group grp = {.period_ns = S, .ids = gtags, .ntags = NT};
     struct fb_device dev = {.idx = 0, .name = "press-01", .first_tag = 0, .ntags = NT, .groups = &grp, .ngroups = 1};
     struct fb_gateway gw = {.id = "gw", .site = "site", .tags = tags, .ntags = NT, .devs = &dev, .ndevs = 1};
 
@@ -907,7 +934,7 @@ static void test_latest_slots(void **state)
         .scaled = true, .k = 0.5, .has_min = true, .has_max = true, .min = 0, .max = 50, .db_abs = 5};
     tags[0].proc = &pa; /* b: no processing (the pipeline's short path) */
     uint32_t gt[2] = {0, 1};
-    struct fb_group grp = {.period_ns = S, .tags = gt, .ntags = 2};
+    struct fb_group grp = {.period_ns = S, .ids = gt, .ntags = 2};
     struct fb_device dev = {.name = "d", .ntags = 2, .groups = &grp, .ngroups = 1};
     struct fb_gateway gw = {.tags = tags, .ntags = 2, .devs = &dev, .ndevs = 1};
     struct fb_proc *p = fb_proc_new(&gw);
@@ -943,7 +970,7 @@ static void test_latest_slots(void **state)
         assert_true(v.v == raw[i] && v.q == FB_Q_GOOD);
     }
     /* a group processed in place (no tag has processing) updates b's slot too */
-    struct fb_group plain = {.period_ns = S, .tags = &gt[1], .ntags = 1};
+    struct fb_group plain = {.period_ns = S, .ids = &gt[1], .ntags = 1};
     assert_true(fb_proc_plain(p, &plain));
     fb_batch_reset(in);
     in->ts = 1700000100 * S;
@@ -976,7 +1003,7 @@ static void test_proc_move(void **state)
     nt[0] = (struct fb_tag){.id = 0, .name = "b", .type = FB_T_INT16};
     nt[1] = (struct fb_tag){.id = 1, .name = "a", .type = FB_T_FLOAT64, .proc = &db};
     uint32_t og[2] = {0, 1}, ng[2] = {0, 1};
-    struct fb_group ogrp = {.period_ns = S, .tags = og, .ntags = 2}, ngrp = {.period_ns = S, .tags = ng, .ntags = 2};
+    struct fb_group ogrp = {.period_ns = S, .ids = og, .ntags = 2}, ngrp = {.period_ns = S, .ids = ng, .ntags = 2};
     struct fb_device od = {.idx = 0, .name = "d", .ntags = 2, .groups = &ogrp, .ngroups = 1};
     struct fb_device nd = {.idx = 0, .name = "d", .ntags = 2, .groups = &ngrp, .ngroups = 1};
     struct fb_gateway ogw = {.id = "gw", .tags = ot, .ntags = 2, .devs = &od, .ndevs = 1};

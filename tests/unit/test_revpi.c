@@ -601,7 +601,7 @@ static int rig_init(struct rig *r, const char *query, const char *const *addrs, 
     r->conn.devs = r->devp;
     r->conn.ndevs = 1;
     r->conn.drv = &fb_driver_revpi;
-    r->group.tags = r->ids;
+    r->group.ids = r->ids;
     r->group.ntags = (uint32_t)n;
     r->group.period_ns = 1000000000LL;
     int rc = fb_driver_revpi.device_init(&r->dev, &r->conn.key, e);

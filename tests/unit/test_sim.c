@@ -387,7 +387,7 @@ static void test_driver(void **st)
 
     r.dev.ntags = 8;
     r.gw.ntags = 8;
-    r.grp.tags = r.ids;
+    r.grp.ids = r.ids;
     r.grp.ntags = 8;
     assert_int_equal(fb_driver_sim.plan(&r.dev, &r.grp, &err), 0);
     assert_int_equal(fb_driver_sim.open(NULL, &err), 0);

@@ -342,7 +342,7 @@ static int run_motor(const char *addr, int blocks, int *transitions)
             (*transitions)++;
             fprintf(stderr, "  block %d (%.2f h): %s %s (%s, z %.1f, trend %.2f)\n", b, t_op / 3600,
                     o.z_event ? "anomaly" : "trend", (o.z_event ? o.z_event : o.t_event) > 0 ? "raised" : "cleared",
-                    gw->tags[gw->tags[c->tag].wave->first_feature + c->mon[o.z_event ? o.zfeat : o.tfeat]].name, o.zmax,
+                    gw->tags[fb_tag_wave(gw, &gw->tags[c->tag])->first_feature + c->mon[o.z_event ? o.zfeat : o.tfeat]].name, o.zmax,
                     o.trend);
         }
         if (o.z_event > 0 && first < 0) first = b;

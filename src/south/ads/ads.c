@@ -917,7 +917,7 @@ static int ads_plan_cb(struct fb_device *dev, struct fb_group *g, struct fb_err 
     p->doff = calloc(n + 1, sizeof *p->doff);
     size_t total = 1;
     for (uint32_t i = 0; i < n; i++) {
-        const struct fb_tag *t = &dev->gw->tags[g->tags[i]];
+        const struct fb_tag *t = &dev->gw->tags[fb_group_tag(g, i)];
         if (!t->addr) {
             plan_free(p);
             return fb_err_set(err, FB_EINVAL, "tag %s has no parsed address", t->name);

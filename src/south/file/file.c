@@ -149,7 +149,7 @@ static int file_parse_address(struct fb_device *dev, struct fb_tag *tag, struct 
     char ab[FB_ATEXT_MAX];
     const char *a = fb_tag_addr_text(dev->gw, tag, ab);
     if (!a) a = "";
-    if (!tag->wave)
+    if (!fb_tag_is_wave(tag))
         return fb_err_set(err, FB_EINVAL,
                           "file: tag %s is not a waveform: every tag of a file device needs a vibration: section "
                           "(docs/vibration.md)",
@@ -195,11 +195,12 @@ static int file_plan(struct fb_device *dev, struct fb_group *g, struct fb_err *e
     uint32_t n = 0;
     for (uint32_t i = 0; i < dev->ntags; i++) {
         const struct fb_tag *t = &dev->gw->tags[dev->first_tag + i];
-        if (!t->wave) continue;
-        if (n && t->wave->n != n)
+        const struct fb_wave *w = fb_tag_wave(dev->gw, t);
+        if (!w) continue;
+        if (n && w->n != n)
             return fb_err_set(err, FB_EINVAL, "file device %s: all its tags need the same vibration.block (%u, %u)",
-                              dev->name, n, t->wave->n);
-        n = t->wave->n;
+                              dev->name, n, w->n);
+        n = w->n;
     }
     if (dev->ngroups > 1)
         return fb_err_set(err, FB_EINVAL,
@@ -220,9 +221,10 @@ static int open_dev(struct fb_device *dev, struct file_dev *fd, struct fb_err *e
     double fs = 0;
     for (uint32_t i = 0; i < dev->ntags; i++) {
         const struct fb_tag *t = &dev->gw->tags[dev->first_tag + i];
-        if (t->wave) {
-            n = t->wave->n;
-            fs = t->wave->fs;
+        const struct fb_wave *w = fb_tag_wave(dev->gw, t);
+        if (w) {
+            n = w->n;
+            fs = w->fs;
         }
     }
     int f = open(fd->path, O_RDONLY | O_CLOEXEC);
@@ -344,8 +346,10 @@ static int file_read(struct fb_device *dev, struct fb_group *g, struct fb_batch 
     if (!fd || !fd->open) return FB_EIO;
     if (fd->ended) return 0; /* the recording ended (loop=false): nothing more */
     uint32_t n = 0;
-    for (uint32_t i = 0; i < g->ntags && !n; i++)
-        if (dev->gw->tags[g->tags[i]].wave) n = dev->gw->tags[g->tags[i]].wave->n;
+    for (uint32_t i = 0; i < g->ntags && !n; i++) {
+        const struct fb_wave *w = fb_tag_wave(dev->gw, &dev->gw->tags[fb_group_tag(g, i)]);
+        if (w) n = w->n;
+    }
     if (!n) return 0;
     if (!fd->loop && fd->pos + n > fd->frames) {
         fd->ended = true;
@@ -361,10 +365,10 @@ static int file_read(struct fb_device *dev, struct fb_group *g, struct fb_batch 
         return FB_EIO;
     }
     for (uint32_t i = 0; i < g->ntags; i++) {
-        struct fb_tag *t = &dev->gw->tags[g->tags[i]];
+        struct fb_tag *t = &dev->gw->tags[fb_group_tag(g, i)];
         struct file_tag *ft = t->addr;
-        if (!t->wave || !ft) continue;
-        struct fb_block *blk = fb_block_get(t);
+        if (!fb_tag_is_wave(t) || !ft) continue;
+        struct fb_block *blk = fb_block_get(dev->gw, t);
         if (!blk) continue; /* the analysis is behind: dropped and counted */
         uint32_t ch = (uint32_t)(ft->col ? fb_csv_column(&fd->csv, ft->col) : ft->ch);
         uint32_t m = n <= blk->cap ? n : blk->cap;

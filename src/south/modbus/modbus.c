@@ -205,8 +205,9 @@ static int mb_parse_address(struct fb_device *dev, struct fb_tag *tag, struct fb
     if (!rc && (tag->access & FB_ACC_WRITE) && (parsed.table == MB_IR || parsed.table == MB_DI))
         rc = fb_err_set(err, FB_EINVAL, "%s are read-only: a tag on them takes access: r",
                         parsed.table == MB_IR ? "input registers" : "discrete inputs");
-    if (!rc && tag->wave) {
-        uint64_t end = (uint64_t)parsed.addr + (uint64_t)tag->wave->n * parsed.count;
+    const struct fb_wave *wave = fb_tag_wave(dev->gw, tag);
+    if (!rc && wave) {
+        uint64_t end = (uint64_t)parsed.addr + (uint64_t)wave->n * parsed.count;
         if (parsed.table != MB_HR && parsed.table != MB_IR)
             rc = fb_err_set(err, FB_EINVAL, "a waveform is read from holding or input registers (hr:, ir:), not %s",
                             parsed.table == MB_CO ? "coils" : "discrete inputs");
@@ -216,7 +217,7 @@ static int mb_parse_address(struct fb_device *dev, struct fb_tag *tag, struct fb
             rc = fb_err_set(err, FB_EINVAL,
                             "a waveform of %u values of %u register%s at %s:%u ends at register %llu: the block does "
                             "not fit the 65536 registers",
-                            tag->wave->n, parsed.count, parsed.count == 1 ? "" : "s", mb_table_name(parsed.table),
+                            wave->n, parsed.count, parsed.count == 1 ? "" : "s", mb_table_name(parsed.table),
                             parsed.addr, (unsigned long long)end - 1);
     }
     if (rc) return rc;
@@ -247,12 +248,12 @@ static int mb_plan(struct fb_device *dev, struct fb_group *g, struct fb_err *err
     if (!items) return fb_err_set(err, FB_ENOMEM, "out of memory");
     uint32_t n = 0;
     for (uint32_t i = 0; i < g->ntags; i++) {
-        const struct fb_tag *t = &dev->gw->tags[g->tags[i]];
+        const struct fb_tag *t = &dev->gw->tags[fb_group_tag(g, i)];
         if (!t->addr) {
             free(items);
             return fb_err_set(err, FB_EINVAL, "tag %s has no parsed address", t->name);
         }
-        if (t->wave) continue; /* read on its own after the plan (read_wave) */
+        if (fb_tag_is_wave(t)) continue; /* read on its own after the plan (read_wave) */
         items[n].a = t->addr;
         n++;
     }
@@ -501,8 +502,8 @@ static void log_block(struct fb_device *dev, struct mb_plan *p, struct mb_block 
 static void bad_waves(struct fb_device *dev, struct fb_group *g, uint32_t q, struct fb_batch *out, int64_t ts)
 {
     for (uint32_t i = 0; i < g->ntags; i++) {
-        const struct fb_tag *t = &dev->gw->tags[g->tags[i]];
-        if (t->wave) fb_batch_add(out, t->id, q, ts, NULL);
+        const struct fb_tag *t = &dev->gw->tags[fb_group_tag(g, i)];
+        if (fb_tag_is_wave(t)) fb_batch_add(out, t->id, q, ts, NULL);
     }
 }
 
@@ -513,9 +514,10 @@ static int read_wave(struct fb_device *dev, struct mb_dev *md, struct mb_conn *m
                      struct fb_batch *out)
 {
     const struct mb_addr *a = t->addr;
-    struct fb_block *blk = fb_block_get(t);
+    struct fb_block *blk = fb_block_get(dev->gw, t);
     if (!blk) return 0; /* the analysis is behind: dropped (counted) */
-    uint32_t n = t->wave->n <= blk->cap ? t->wave->n : blk->cap;
+    uint32_t wn = fb_tag_wave(dev->gw, t)->n;
+    uint32_t n = wn <= blk->cap ? wn : blk->cap;
     int limit = md->o.max_regs < 1 || md->o.max_regs > MB_MAX_READ_REGS ? MB_MAX_READ_REGS : md->o.max_regs;
     uint32_t per = (uint32_t)limit / a->count; /* values per request */
     uint16_t regs[MB_MAX_READ_REGS];
@@ -712,8 +714,8 @@ static int mb_read(struct fb_device *dev, struct fb_group *g, struct fb_batch *o
     }
     /* the waveforms, on their own requests */
     for (uint32_t i = 0; i < g->ntags; i++) {
-        struct fb_tag *t = &dev->gw->tags[g->tags[i]];
-        if (!t->wave) continue;
+        struct fb_tag *t = &dev->gw->tags[fb_group_tag(g, i)];
+        if (!fb_tag_is_wave(t)) continue;
         if (final || skip) {
             fb_batch_add(out, t->id, rest_q, fb_now_ns(), NULL);
         } else if (read_wave(dev, md, mc, t, out) == FB_EIO) {

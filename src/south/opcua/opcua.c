@@ -344,7 +344,7 @@ static int opcua_plan_cb(struct fb_device *dev, struct fb_group *g, struct fb_er
     p->slots = calloc(p->n ? p->n : 1, sizeof *p->slots);
     if (!p->tags || !p->slots) goto oom;
     for (uint32_t i = 0; i < p->n; i++) {
-        const struct fb_tag *t = &dev->gw->tags[g->tags[i]];
+        const struct fb_tag *t = &dev->gw->tags[fb_group_tag(g, i)];
         p->tags[i] = t->id;
         p->slots[i].cap = t->type == FB_T_STRING ? (t->str_len ? t->str_len : UA_STR_CAP) : 0;
         if (p->slots[i].cap && !(p->slots[i].s = malloc(p->slots[i].cap))) goto oom;

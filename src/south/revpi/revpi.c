@@ -615,7 +615,7 @@ static int revpi_read(struct fb_device *dev, struct fb_group *g, struct fb_batch
     int64_t now = fb_now_ns();
     struct fb_tag *tags = dev->gw->tags;
     for (uint32_t i = 0; i < g->ntags; i++) {
-        struct fb_tag *t = &tags[g->tags[i]];
+        struct fb_tag *t = &tags[fb_group_tag(g, i)];
         struct rp_tag *rt = t->addr;
         struct fb_value v = {.type = t->type};
         uint32_t q = FB_Q_GOOD;

@@ -198,7 +198,7 @@ static int s7_plan_cb(struct fb_device *dev, struct fb_group *g, struct fb_err *
     }
     int rc = 0;
     for (uint32_t i = 0; i < n && !rc; i++) {
-        const struct fb_tag *t = &dev->gw->tags[g->tags[i]];
+        const struct fb_tag *t = &dev->gw->tags[fb_group_tag(g, i)];
         if (!t->addr) rc = fb_err_set(err, FB_EINVAL, "tag %s has no parsed address", t->name);
         ids[i] = t->id;
         addrs[i] = t->addr;

@@ -164,7 +164,7 @@ static int sim_parse_address(struct fb_device *dev, struct fb_tag *tag, struct f
     st->input = -1;
     /* "motor" names two models: on a waveform tag (vibration:) the vibration
      * generator (sim_motor.h), elsewhere the speed plant (sim_plant.h) */
-    bool vib_motor = tag->wave && !strncmp(spec, "motor", 5) && (spec[5] == ':' || spec[5] == 0);
+    bool vib_motor = fb_tag_is_wave(tag) && !strncmp(spec, "motor", 5) && (spec[5] == ':' || spec[5] == 0);
     if (fb_plant_is_spec(spec) && !vib_motor) {
         st->plant = malloc(sizeof *st->plant);
         int rc = st->plant ? fb_plant_parse(spec, st->plant, err) : fb_err_set(err, FB_ENOMEM, "out of memory");
@@ -180,7 +180,7 @@ static int sim_parse_address(struct fb_device *dev, struct fb_tag *tag, struct f
                             fb_type_name((enum fb_type)tag->type));
         if (rc == 0 && (tag->access & FB_ACC_WRITE))
             rc = fb_err_set(err, FB_EINVAL, "sim address '%s': a plant's value is computed; write its input tag", text);
-        if (rc == 0 && tag->wave)
+        if (rc == 0 && fb_tag_is_wave(tag))
             rc = fb_err_set(err, FB_EINVAL, "sim address '%s': a plant delivers one value, not a waveform", text);
         if (rc) {
             free(st->plant);
@@ -208,7 +208,7 @@ static int sim_parse_address(struct fb_device *dev, struct fb_tag *tag, struct f
         tag->type = (uint8_t)at;
     }
     if (tag->type == FB_T_NONE) tag->type = st->g.is_string ? FB_T_STRING : FB_T_FLOAT64;
-    if (tag->wave && (st->g.is_string || tag->type == FB_T_STRING || tag->type == FB_T_BOOL)) {
+    if (fb_tag_is_wave(tag) && (st->g.is_string || tag->type == FB_T_STRING || tag->type == FB_T_BOOL)) {
         const char *what = st->g.is_string ? "a string" : fb_type_name((enum fb_type)tag->type);
         fb_sim_gen_free(&st->g);
         free(st);
@@ -297,7 +297,7 @@ static int sim_plan(struct fb_device *dev, struct fb_group *g, struct fb_err *er
     g->plan = NULL;
     for (uint32_t i = 0; i < g->ntags; i++) {
         if (!dev->gw) break;
-        struct fb_tag *t = &dev->gw->tags[g->tags[i]];
+        struct fb_tag *t = &dev->gw->tags[fb_group_tag(g, i)];
         struct sim_tag *st = t->addr;
         if (st && st->plant) {
             int rc = plant_resolve(dev, t, err);
@@ -454,16 +454,18 @@ static void to_value(enum fb_type t, double d, struct fb_value *v)
     }
 }
 
-/* A waveform tag: one block of t->wave->n samples.  A motor makes its own
+/* A waveform tag: one block of its vibration.block samples (struct fb_wave n).  A motor makes its own
  * signal; any other generator is read once per sample, at the sample's
  * time (a sine of period 20ms is a 50 Hz tone).  No block free (the
  * analysis is behind): nothing is added, fb_block_get counted the drop. */
-static void read_block(struct fb_tag *t, struct sim_tag *st, int64_t now, struct fb_batch *out)
+static void read_block(const struct fb_gateway *gw, struct fb_tag *t, struct sim_tag *st, int64_t now,
+                       struct fb_batch *out)
 {
-    struct fb_block *blk = fb_block_get(t);
+    struct fb_block *blk = fb_block_get(gw, t);
     if (!blk) return;
-    uint32_t n = t->wave->n <= blk->cap ? t->wave->n : blk->cap;
-    double fs = t->wave->fs;
+    const struct fb_wave *w = fb_tag_wave(gw, t);
+    uint32_t n = w->n <= blk->cap ? w->n : blk->cap;
+    double fs = w->fs;
     blk->n = n;
     blk->ts = now;
     if (st->g.kind == FB_SIM_MOTOR) {
@@ -491,7 +493,7 @@ static int sim_read(struct fb_device *dev, struct fb_group *g, struct fb_batch *
     uint64_t failed = 0;
     plants_sync(dev, t0);
     for (uint32_t i = 0; i < g->ntags; i++) {
-        struct fb_tag *t = &tags[g->tags[i]];
+        struct fb_tag *t = &tags[fb_group_tag(g, i)];
         struct sim_tag *st = t->addr;
         struct fb_sim_out o;
         struct fb_value v;
@@ -502,8 +504,8 @@ static int sim_read(struct fb_device *dev, struct fb_group *g, struct fb_batch *
             failed++;
             continue;
         }
-        if (t->wave) {
-            read_block(t, st, now, out);
+        if (fb_tag_is_wave(t)) {
+            read_block(dev->gw, t, st, now, out);
             continue;
         }
         if (st->plant) {
