@@ -663,6 +663,25 @@ def test_mqtt_tls_broker_down_costs_no_cpu(start_broker, start_gateway, tmp_path
         gw.output()[-3000:]
 
 
+def test_mqtt_tls_stops_at_once_during_a_handshake(start_gateway, tmp_path):
+    """A TLS broker address that accepts TCP but never answers the handshake:
+    the gateway stops at once when asked (SIGTERM wakes its network thread
+    out of the wait for the handshake), not after the wait's time-out."""
+    ca = peers.OpensslCA(tmp_path, "mqtt-ca")
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        port = silent.getsockname()[1]
+        for i in range(3):
+            gw = start_gateway(_sim_tls_cfg(port, {"ca": ca.pem}), name=f"gw-hs{i}")
+            assert wait(lambda: "sending CONNECT" in gw.output(), 5), gw.output()[-3000:]
+            time.sleep(0.3 + 0.3 * i)  # at different points of the wait
+            t0 = time.monotonic()
+            assert gw.stop() == 0, gw.output()[-3000:]
+            took = time.monotonic() - t0
+            assert took < 0.3, f"stopping took {took:.2f} s during a TLS handshake"
+
+
 def test_mqtt_dropped_connection_requests_are_named(start_gateway):
     """A broker address whose connection requests go unanswered (a firewall
     that drops them; here a listener whose accept queue is full, so the

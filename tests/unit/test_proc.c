@@ -708,7 +708,7 @@ static void test_proc_state_only_where_needed(void **state)
     assert_non_null(p);
     size_t used = (m1.uordblks + m1.hblkhd) - (m0.uordblks + m0.hblkhd); /* heap and mmap blocks */
     /* a byte of flags per tag and two bits with their counts (the ranks, no
-     * 4-byte slot: issue 15), 16 bytes per deadband, the windows (10 s at 1 s:
+     * 4-byte slot: issue 15), 12 bytes per deadband, the windows (10 s at 1 s:
      * 16 samples) and their state; not ~150 bytes a tag */
     print_message("pipeline state for %d tags: %zu bytes (fb_proc_bytes %zu)\n", N, used, fb_proc_bytes(p));
     assert_true(used < (size_t)N * 2 + 100 * 40 + 10 * 1024 + 4096);

@@ -136,7 +136,7 @@ struct fb_mqtt_session {
     pthread_t thr;
     bool thr_started;
     bool direct_io;              /* plain TCP: publishers write to the socket themselves (see "Writes") */
-    int wake_fd;                 /* eventfd: wakes the network thread out of poll() (direct_io) */
+    int wake_fd;                 /* eventfd: wakes the network thread out of its own poll (wait_net) */
     pthread_mutex_t rd_mu;       /* one reader of the socket at a time (direct_io) */
     _Atomic int64_t last_pub_ns; /* monotonic time of the last tracked publication (direct_io) */
     atomic_bool quit;
@@ -801,6 +801,22 @@ static const char *net_err_text(const struct fb_mqtt_session *ms, int rc, int e,
     return mosquitto_strerror(rc);
 }
 
+/* Wait (at most `to`) for `events` on the socket fd or for a wake-up
+ * (wake_net), which is cleared; the socket's revents in *revents.  ppoll's
+ * result: < 0 with errno, 0 on time-out. */
+static int wait_net(struct fb_mqtt_session *ms, int fd, short events, const struct timespec *to, short *revents)
+{
+    struct pollfd p[2] = {{.fd = fd, .events = events}, {.fd = ms->wake_fd, .events = POLLIN}};
+    int n = ppoll(p, 2, to, NULL);
+    if (n > 0 && (p[1].revents & POLLIN)) {
+        uint64_t v;
+        if (read(ms->wake_fd, &v, sizeof v) < 0) { /* nothing to clear */
+        }
+    }
+    *revents = n > 0 ? p[0].revents : 0;
+    return n;
+}
+
 /* One round of the network loop while connected over plain TCP: poll the
  * socket (and the wake-up eventfd, not libmosquitto's socket pair, which
  * every publish writes to), then read, write what publishers left queued,
@@ -809,27 +825,22 @@ static int io_loop(struct fb_mqtt_session *ms)
 {
     int fd = mosquitto_socket(ms->mosq);
     if (fd < 0) return MOSQ_ERR_NO_CONN;
-    struct pollfd p[2] = {{.fd = fd, .events = POLLIN}, {.fd = ms->wake_fd, .events = POLLIN}};
+    short events = POLLIN, rev;
     struct timespec to = {MS_LOOP_TIMEOUT_MS / 1000, (MS_LOOP_TIMEOUT_MS % 1000) * 1000000L};
     /* A publisher active within MS_ACTIVE_NS reads the PUBACKs (and commands)
      * after each publication: watching the socket too would wake this thread
      * for every acknowledgement.  It looks again once publications pause. */
     int64_t quiet = fb_mono_ns() - atomic_load(&ms->last_pub_ns);
     if (quiet >= 0 && quiet < MS_ACTIVE_NS) {
-        p[0].events = 0;
+        events = 0;
         to.tv_sec = 0;
         to.tv_nsec = (long)(MS_ACTIVE_NS - quiet);
     }
-    if (mosquitto_want_write(ms->mosq)) p[0].events |= POLLOUT;
-    int n = ppoll(p, 2, &to, NULL);
+    if (mosquitto_want_write(ms->mosq)) events |= POLLOUT;
+    int n = wait_net(ms, fd, events, &to, &rev);
     if (n < 0 && errno != EINTR) return MOSQ_ERR_ERRNO;
-    if (n > 0 && (p[1].revents & POLLIN)) {
-        uint64_t v;
-        if (read(ms->wake_fd, &v, sizeof v) < 0) { /* nothing to clear */
-        }
-    }
-    if (n > 0 && (p[0].revents & POLLNVAL)) return MOSQ_ERR_NO_CONN; /* closed by another thread */
-    if (n > 0 && (p[0].revents & (POLLIN | POLLERR | POLLHUP))) {
+    if (rev & POLLNVAL) return MOSQ_ERR_NO_CONN; /* closed by another thread */
+    if (rev & (POLLIN | POLLERR | POLLHUP)) {
         pthread_mutex_lock(&ms->rd_mu);
         int rc = mosquitto_loop_read(ms->mosq, 1);
         pthread_mutex_unlock(&ms->rd_mu);
@@ -865,16 +876,11 @@ static int tls_connect_loop(struct fb_mqtt_session *ms)
 {
     int fd = mosquitto_socket(ms->mosq);
     if (fd < 0) return MOSQ_ERR_NO_CONN;
-    struct pollfd p[2] = {{.fd = fd, .events = (short)(POLLIN | (mosquitto_want_write(ms->mosq) ? POLLOUT : 0))},
-                          {.fd = ms->wake_fd, .events = POLLIN}};
-    int n = poll(p, 2, MS_LOOP_TIMEOUT_MS);
+    const struct timespec to = {MS_LOOP_TIMEOUT_MS / 1000, (MS_LOOP_TIMEOUT_MS % 1000) * 1000000L};
+    short rev;
+    int n = wait_net(ms, fd, (short)(POLLIN | (mosquitto_want_write(ms->mosq) ? POLLOUT : 0)), &to, &rev);
     if (n < 0 && errno != EINTR) return MOSQ_ERR_ERRNO;
-    if (n > 0 && (p[1].revents & POLLIN)) {
-        uint64_t v;
-        if (read(ms->wake_fd, &v, sizeof v) < 0) { /* nothing to clear */
-        }
-    }
-    if (n > 0 && (p[0].revents & (POLLERR | POLLHUP | POLLNVAL))) {
+    if (rev & (POLLERR | POLLHUP | POLLNVAL)) {
         int e = 0;
         socklen_t len = sizeof e;
         if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &e, &len) < 0 || e == 0)
@@ -1098,8 +1104,10 @@ int fb_mqtt_session_open(struct fb_mqtt_session **out, const struct fb_mqtt_sess
     /* TLS keeps libmosquitto's threaded mode: one SSL object must not be
      * used by two threads at once, so only the network thread does I/O */
     ms->direct_io = !cfg->tls && !o->ack_after_handling;
-    ms->wake_fd = -1;
-    if (ms->direct_io && (ms->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)) < 0) ms->direct_io = false;
+    /* the network thread's wake-up: it polls it itself over plain TCP, and
+     * over TLS while connecting (quit must not wait for a poll's time-out) */
+    ms->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (ms->wake_fd < 0) ms->direct_io = false;
     ms->rl_liblog.interval_ns = 10 * MS_SEC;
     ms->rl_send.interval_ns = 60 * MS_SEC;
     ms->close_mid = -1;
