@@ -897,3 +897,87 @@ const char *mb_exception_text(int code)
         if (exc_tab[i].code == code) return exc_tab[i].text;
     return "unknown exception";
 }
+
+/* ------------------------------------------------------------- TCP reads */
+static const uint8_t read_fc[4] = {[MB_HR] = 3, [MB_IR] = 4, [MB_CO] = 1, [MB_DI] = 2};
+
+void mb_tcp_read_request(uint8_t req[MB_TCP_REQ_LEN], uint16_t tid, uint8_t unit, int table, uint16_t start,
+                         uint16_t count)
+{
+    req[0] = (uint8_t)(tid >> 8);
+    req[1] = (uint8_t)tid;
+    req[2] = req[3] = 0; /* protocol: Modbus */
+    req[4] = 0;
+    req[5] = 6; /* unit id + PDU */
+    req[6] = unit;
+    req[7] = read_fc[table & 3];
+    req[8] = (uint8_t)(start >> 8);
+    req[9] = (uint8_t)start;
+    req[10] = (uint8_t)(count >> 8);
+    req[11] = (uint8_t)count;
+}
+
+size_t mb_tcp_adu_len(const uint8_t hdr[6])
+{
+    size_t len = (size_t)hdr[4] << 8 | hdr[5]; /* unit id + PDU */
+    /* the shortest answer is an exception (unit, function, code) */
+    if (len < 3 || 6 + len > MB_TCP_ADU_MAX) return 0;
+    return 6 + len;
+}
+
+enum mb_rsp mb_tcp_read_answer(const uint8_t req[MB_TCP_REQ_LEN], const uint8_t *adu, size_t n, uint16_t *regs,
+                               uint8_t *bits, int *exc)
+{
+    *exc = 0;
+    if (n < 9) return MB_RSP_BAD_LEN;
+    if (adu[0] != req[0] || adu[1] != req[1]) return MB_RSP_BAD_TID;
+    if (adu[2] || adu[3]) return MB_RSP_BAD_PROTO;
+    if (adu[6] != req[6]) return MB_RSP_BAD_UNIT;
+    uint8_t fc = req[7];
+    if (adu[7] == (fc | 0x80)) {
+        if (n != 9) return MB_RSP_BAD_LEN;
+        *exc = adu[8];
+        return MB_RSP_EXC;
+    }
+    if (adu[7] != fc) return MB_RSP_BAD_FC;
+    unsigned count = (unsigned)req[10] << 8 | req[11];
+    bool reg = fc == 3 || fc == 4;
+    unsigned bytes = reg ? 2 * count : (count + 7) / 8;
+    if (adu[8] != bytes || n != 9 + (size_t)bytes) return MB_RSP_BAD_LEN;
+    const uint8_t *d = adu + 9;
+    if (reg)
+        for (unsigned i = 0; i < count; i++) regs[i] = (uint16_t)(d[2 * i] << 8 | d[2 * i + 1]);
+    else
+        for (unsigned i = 0; i < count; i++) bits[i] = (uint8_t)(d[i / 8] >> (i % 8) & 1);
+    return MB_RSP_OK;
+}
+
+enum mb_rsp mb_tcp_take(const uint8_t req[MB_TCP_REQ_LEN], uint8_t *buf, size_t *have, uint16_t *regs,
+                        uint8_t *bits, int *exc)
+{
+    *exc = 0;
+    while (*have >= 6) {
+        size_t len = mb_tcp_adu_len(buf);
+        if (!len) return MB_RSP_GARBAGE;
+        if (*have < len) break;
+        if (buf[0] == req[0] && buf[1] == req[1]) return mb_tcp_read_answer(req, buf, len, regs, bits, exc);
+        memmove(buf, buf + len, *have - len); /* a late answer to an earlier request */
+        *have -= len;
+    }
+    return MB_RSP_MORE;
+}
+
+const char *mb_rsp_text(enum mb_rsp r)
+{
+    switch (r) {
+        case MB_RSP_OK: return "ok";
+        case MB_RSP_EXC: return "exception";
+        case MB_RSP_BAD_TID: return "answer to another request (transaction id)";
+        case MB_RSP_BAD_PROTO: return "not a Modbus answer (protocol id)";
+        case MB_RSP_BAD_UNIT: return "answer from another unit";
+        case MB_RSP_BAD_FC: return "answer for another function";
+        case MB_RSP_GARBAGE: return "not a Modbus TCP answer";
+        case MB_RSP_MORE: return "incomplete answer";
+        default: return "answer of the wrong length";
+    }
+}

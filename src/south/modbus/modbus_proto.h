@@ -157,4 +157,40 @@ int mb_plan_split(struct mb_plan *p, uint32_t i);
 /* Modbus exception code (1..11) → quality, and a short text. */
 uint32_t mb_exception_quality(int code);
 const char *mb_exception_text(int code);
+/* ------------------------------------------------------------- TCP reads */
+/* Read requests over Modbus TCP are framed and their answers checked here;
+ * modbus.c sends and receives them on the socket itself (two system calls
+ * per request where libmodbus makes seven: BENCHMARKS.md, T6).  Writes and
+ * RTU go through libmodbus. */
+#define MB_TCP_REQ_LEN 12
+#define MB_TCP_ADU_MAX 260 /* MBAP header 7 + PDU 253 */
+enum mb_rsp {
+    MB_RSP_OK = 0,
+    MB_RSP_EXC,       /* a Modbus exception: *exc is its code */
+    MB_RSP_BAD_TID,   /* not the answer to this request (a late one, or garbage) */
+    MB_RSP_BAD_PROTO, /* protocol id not 0 */
+    MB_RSP_BAD_UNIT,  /* from another unit than asked */
+    MB_RSP_BAD_FC,    /* another function */
+    MB_RSP_BAD_LEN,   /* byte count or length not what the request asks for */
+    MB_RSP_GARBAGE,   /* bytes that are no Modbus TCP answer at all */
+    MB_RSP_MORE,      /* mb_tcp_take: the answer is not complete yet */
+};
+/* The read request for count registers/bits of table from start, to unit. */
+void mb_tcp_read_request(uint8_t req[MB_TCP_REQ_LEN], uint16_t tid, uint8_t unit, int table, uint16_t start,
+                         uint16_t count);
+/* An ADU's whole length from its first 6 bytes (6 + the MBAP length), or 0
+ * when no answer to a read can be that long or short. */
+size_t mb_tcp_adu_len(const uint8_t hdr[6]);
+/* Check one whole ADU (n bytes, as mb_tcp_adu_len said) against the request
+ * req and unpack its values (the request's count) into regs (HR/IR) or bits
+ * (CO/DI, one byte 0/1 per bit). */
+enum mb_rsp mb_tcp_read_answer(const uint8_t req[MB_TCP_REQ_LEN], const uint8_t *adu, size_t n, uint16_t *regs,
+                               uint8_t *bits, int *exc);
+/* The answer to req among the *have bytes received so far in buf (at least
+ * 2 * MB_TCP_ADU_MAX long): complete answers to earlier requests (another
+ * transaction id, late after a time-out) are dropped from buf; the answer is
+ * judged by mb_tcp_read_answer.  MB_RSP_MORE while it is incomplete. */
+enum mb_rsp mb_tcp_take(const uint8_t req[MB_TCP_REQ_LEN], uint8_t *buf, size_t *have, uint16_t *regs,
+                        uint8_t *bits, int *exc);
+const char *mb_rsp_text(enum mb_rsp r);
 #endif
