@@ -575,6 +575,7 @@ static void test_opts(void **state)
 /* ------------------------------------------------------------ planner */
 struct pl {
     struct mb_addr a[64];
+    struct fb_tag t[64]; /* the device's tags: t[i].addr = &a[i] */
     struct mb_item it[64];
     uint32_t n;
 };
@@ -583,7 +584,8 @@ static void pl_add(struct pl *p, const char *text)
 {
     p->a[p->n] = addr_ok(text, NULL);
     p->a[p->n].tag = p->n;
-    p->it[p->n].a = &p->a[p->n];
+    p->t[p->n].addr = &p->a[p->n];
+    p->it[p->n].ix = p->n;
     p->n++;
 }
 
@@ -592,7 +594,7 @@ static struct mb_plan *pl_build(struct pl *p, int gap, int regs, int bits)
     struct mb_limits lim = {gap, regs, bits};
     struct mb_plan *plan;
     struct fb_err err = {0};
-    assert_int_equal(mb_plan_build(p->it, p->n, &lim, &plan, &err), 0);
+    assert_int_equal(mb_plan_build(p->t, p->it, p->n, &lim, &plan, &err), 0);
     return plan;
 }
 
@@ -624,10 +626,10 @@ static void test_plan_merge(void **state)
     int seen[8] = {0};
     for (uint32_t b = 0; b < plan->nblocks; b++)
         for (uint32_t k = 0; k < plan->blocks[b].n; k++) {
-            const struct mb_item *it = &plan->items[plan->blocks[b].first + k];
-            seen[it->a->tag]++;
-            assert_true(it->a->addr >= plan->blocks[b].start);
-            assert_true(it->a->addr + it->a->count <= plan->blocks[b].start + plan->blocks[b].count);
+            const struct mb_addr *a = mb_item_addr(p.t, &plan->items[plan->blocks[b].first + k]);
+            seen[a->tag]++;
+            assert_true(a->addr >= plan->blocks[b].start);
+            assert_true(a->addr + a->count <= plan->blocks[b].start + plan->blocks[b].count);
         }
     for (int i = 0; i < 8; i++) assert_int_equal(seen[i], 1);
     mb_plan_free(plan);
@@ -684,7 +686,7 @@ static void test_plan_limits(void **state)
     struct mb_limits lim = {10, 10, 2000};
     struct mb_plan *bad;
     struct fb_err err = {0};
-    assert_int_equal(mb_plan_build(s.it, s.n, &lim, &bad, &err), FB_EINVAL);
+    assert_int_equal(mb_plan_build(s.t, s.it, s.n, &lim, &bad, &err), FB_EINVAL);
     assert_non_null(strstr(err.msg, "max_regs"));
 
     /* empty group */
@@ -706,8 +708,8 @@ static void test_plan_split(void **state)
     pl_add(&p, "ir:1");
     struct mb_plan *plan = pl_build(&p, 10, 125, 2000);
     assert_int_equal(plan->nblocks, 2);
-    assert_true(mb_plan_can_split(plan, 0));
-    assert_int_equal(mb_plan_split(plan, 0), 3);
+    assert_true(mb_plan_can_split(plan, p.t, 0));
+    assert_int_equal(mb_plan_split(plan, p.t, 0), 3);
     assert_int_equal(plan->nblocks, 4);
     assert_int_equal(plan->splits, 1);
     assert_int_equal(plan->blocks[0].start, 0);
@@ -721,20 +723,20 @@ static void test_plan_split(void **state)
     /* split blocks are never split again; the memory is the plan itself */
     for (int i = 0; i < 3; i++) {
         assert_true(plan->blocks[i].split);
-        assert_false(mb_plan_can_split(plan, (uint32_t)i));
-        assert_int_equal(mb_plan_split(plan, (uint32_t)i), FB_EINVAL);
+        assert_false(mb_plan_can_split(plan, p.t, (uint32_t)i));
+        assert_int_equal(mb_plan_split(plan, p.t, (uint32_t)i), FB_EINVAL);
     }
-    assert_true(mb_plan_can_split(plan, 3));
-    assert_int_equal(mb_plan_split(plan, 3), 2);
+    assert_true(mb_plan_can_split(plan, p.t, 3));
+    assert_int_equal(mb_plan_split(plan, p.t, 3), 2);
     assert_int_equal(plan->nblocks, 5);
-    assert_false(mb_plan_can_split(plan, 99));
+    assert_false(mb_plan_can_split(plan, p.t, 99));
     mb_plan_free(plan);
 
     /* a block of one value cannot be split */
     struct pl one = {0};
     pl_add(&one, "hr:0:float64");
     plan = pl_build(&one, 10, 125, 2000);
-    assert_false(mb_plan_can_split(plan, 0));
+    assert_false(mb_plan_can_split(plan, one.t, 0));
     mb_plan_free(plan);
 }
 

@@ -179,7 +179,7 @@ static void mb_device_free(struct fb_device *dev)
     dev->drv_dev = NULL;
 }
 
-_Static_assert(sizeof(struct mb_addr) == 12 && sizeof(struct mb_item) == sizeof(void *),
+_Static_assert(sizeof(struct mb_addr) == 12 && sizeof(struct mb_item) == 4,
                "a Modbus tag's address and plan item: see BENCHMARKS.md, memory per tag");
 
 static struct mb_addr *addr_alloc(struct mb_dev *md)
@@ -260,12 +260,12 @@ static int mb_plan(struct fb_device *dev, struct fb_group *g, struct fb_err *err
             return fb_err_set(err, FB_EINVAL, "tag %s has no parsed address", t->name);
         }
         if (fb_tag_is_wave(t)) continue; /* read on its own after the plan (read_wave) */
-        items[n].a = t->addr;
+        items[n].ix = fb_group_tag(g, i) - dev->first_tag;
         n++;
     }
     struct mb_limits lim = {md->o.max_gap, md->o.max_regs, md->o.max_bits};
     struct mb_plan *p;
-    int rc = mb_plan_build(items, n, &lim, &p, err);
+    int rc = mb_plan_build(&dev->gw->tags[dev->first_tag], items, n, &lim, &p, err);
     free(items);
     if (rc) return rc;
     g->plan = p;
@@ -569,12 +569,13 @@ static void add_bad(struct fb_batch *out, const struct fb_tag *t, uint32_t q, in
 static void fill_block(struct fb_device *dev, const struct mb_plan *p, const struct mb_block *b, uint32_t q,
                        struct fb_batch *out, int64_t ts)
 {
-    for (uint32_t k = 0; k < b->n; k++) add_bad(out, &dev->gw->tags[p->items[b->first + k].a->tag], q, ts);
+    const struct fb_tag *tags = &dev->gw->tags[dev->first_tag];
+    for (uint32_t k = 0; k < b->n; k++) add_bad(out, &tags[p->items[b->first + k].ix], q, ts);
 }
 
 static void log_block(struct fb_device *dev, struct mb_plan *p, struct mb_block *b, uint32_t q, const char *why)
 {
-    const struct fb_tag *t = &dev->gw->tags[p->items[b->first].a->tag];
+    const struct fb_tag *t = &dev->gw->tags[dev->first_tag + p->items[b->first].ix];
     bool changed = b->last_q != q;
     b->last_q = q;
     if (!changed && !fb_ratelimit_ok(&b->rl, fb_mono_ns())) return;
@@ -670,6 +671,7 @@ static int mb_read(struct fb_device *dev, struct fb_group *g, struct fb_batch *o
 {
     struct mb_dev *md = dev->drv_dev;
     struct mb_plan *p = g->plan;
+    const struct fb_tag *tags = &dev->gw->tags[dev->first_tag]; /* the plan's items index them */
     struct mb_conn *mc = dev->conn ? dev->conn->ctx : NULL;
     if (!p) return FB_EINVAL;
     if (!mc || !mc->mb) {
@@ -711,19 +713,18 @@ static int mb_read(struct fb_device *dev, struct fb_group *g, struct fb_batch *o
             atomic_fetch_add(&dev->m.rtt_count, 1);
             atomic_store(&dev->m.last_success_ns, ts);
             if (b->last_q && fb_q_bad(b->last_q))
-                fb_info(dev->name, dev->gw->tags[p->items[b->first].a->tag].name, "read %s:%u recovered",
+                fb_info(dev->name, tags[p->items[b->first].ix].name, "read %s:%u recovered",
                         mb_table_name(b->table), b->start);
             b->last_q = FB_Q_GOOD;
             for (uint32_t k = 0; k < b->n; k++) {
-                const struct mb_item *it = &p->items[b->first + k];
-                unsigned off = (unsigned)(it->a->addr - b->start);
-                const struct mb_addr *a = it->a;
+                const struct mb_addr *a = mb_item_addr(tags, &p->items[b->first + k]);
+                unsigned off = (unsigned)(a->addr - b->start);
                 if (a->count == 1 && !a->has_bit && !a->bcd && (a->type == FB_T_INT16 || a->type == FB_T_UINT16) &&
                     b->table <= MB_IR && out->n < out->cap) {
                     /* one 16-bit register (most tags): straight into the batch */
                     uint16_t r = a->swap_bytes ? (uint16_t)(p->regs[off] << 8 | p->regs[off] >> 8) : p->regs[off];
                     struct fb_sample *s = &out->s[out->n++];
-                    *s = (struct fb_sample){.tag = it->a->tag, .quality = FB_Q_GOOD, .ts_src = ts, .ts_gw = ts};
+                    *s = (struct fb_sample){.tag = a->tag, .quality = FB_Q_GOOD, .ts_src = ts, .ts_gw = ts};
                     s->v.type = a->type;
                     if (a->type == FB_T_INT16)
                         s->v.i = (int16_t)r;
@@ -733,17 +734,17 @@ static int mb_read(struct fb_device *dev, struct fb_group *g, struct fb_batch *o
                 }
                 struct fb_value v;
                 bool bits = b->table == MB_CO || b->table == MB_DI;
-                uint32_t q = mb_decode(it->a, bits ? NULL : p->regs + off, bits ? p->bits + off : NULL, &v, p->sbuf,
+                uint32_t q = mb_decode(a, bits ? NULL : p->regs + off, bits ? p->bits + off : NULL, &v, p->sbuf,
                                        sizeof p->sbuf);
                 if (q != FB_Q_GOOD) {
                     atomic_fetch_add(&dev->m.errors, 1); /* an item the device gave us unusable */
                     struct fb_ratelimit *rl = &b->rl;
                     if (fb_ratelimit_ok(rl, t1))
-                        fb_warn(dev->name, dev->gw->tags[it->a->tag].name, "cannot decode %s value (invalid BCD digit)",
-                                fb_type_name((enum fb_type)it->a->type));
-                    add_bad(out, &dev->gw->tags[it->a->tag], q, ts);
+                        fb_warn(dev->name, dev->gw->tags[a->tag].name, "cannot decode %s value (invalid BCD digit)",
+                                fb_type_name((enum fb_type)a->type));
+                    add_bad(out, &dev->gw->tags[a->tag], q, ts);
                 } else {
-                    fb_batch_add(out, it->a->tag, FB_Q_GOOD, ts, &v);
+                    fb_batch_add(out, a->tag, FB_Q_GOOD, ts, &v);
                 }
             }
             bi++;
@@ -767,12 +768,12 @@ static int mb_read(struct fb_device *dev, struct fb_group *g, struct fb_batch *o
             } else {
                 unit_answered(dev, md, mc);
             }
-            if (exc == 2 && mb_plan_can_split(p, bi)) {
-                fb_info(dev->name, dev->gw->tags[p->items[b->first].a->tag].name,
+            if (exc == 2 && mb_plan_can_split(p, tags, bi)) {
+                fb_info(dev->name, tags[p->items[b->first].ix].name,
                         "%s:%u..%u answered exception 02 (illegal data address): reading its "
                         "%u tags one by one from now on",
                         mb_table_name(b->table), b->start, b->start + b->count - 1u, b->n);
-                mb_plan_split(p, bi);
+                mb_plan_split(p, tags, bi);
                 continue; /* retry the first part right away */
             }
         } else if (o == OUT_TIMEOUT) {

@@ -735,29 +735,30 @@ int mb_encode(const struct mb_addr *a, const struct fb_value *v, uint16_t *regs,
 }
 
 /* ------------------------------------------------------------------ planner */
-static int item_cmp(const void *x, const void *y)
+static int item_cmp(const void *x, const void *y, void *tags)
 {
-    const struct mb_item *a = x, *b = y;
-    if (a->a->table != b->a->table) return a->a->table < b->a->table ? -1 : 1;
-    if (a->a->addr != b->a->addr) return a->a->addr < b->a->addr ? -1 : 1;
-    if (a->a->count != b->a->count) return a->a->count < b->a->count ? -1 : 1;
-    return a->a->tag < b->a->tag ? -1 : a->a->tag > b->a->tag;
+    const struct mb_item *i = x, *k = y;
+    const struct mb_addr *a = mb_item_addr(tags, i), *b = mb_item_addr(tags, k);
+    if (a->table != b->table) return a->table < b->table ? -1 : 1;
+    if (a->addr != b->addr) return a->addr < b->addr ? -1 : 1;
+    if (a->count != b->count) return a->count < b->count ? -1 : 1;
+    return i->ix < k->ix ? -1 : i->ix > k->ix;
 }
 
-static void block_init(struct mb_block *b, const struct mb_item *it, uint32_t idx, bool split)
+static void block_init(struct mb_block *b, const struct mb_addr *a, uint32_t idx, bool split)
 {
     memset(b, 0, sizeof *b);
-    b->table = it->a->table;
+    b->table = a->table;
     b->split = split;
-    b->start = it->a->addr;
-    b->count = it->a->count;
+    b->start = a->addr;
+    b->count = a->count;
     b->first = idx;
     b->n = 1;
     b->rl.interval_ns = 60LL * 1000000000LL;
 }
 
-int mb_plan_build(const struct mb_item *items, uint32_t n, const struct mb_limits *lim, struct mb_plan **out,
-                  struct fb_err *err)
+int mb_plan_build(const struct fb_tag *tags, const struct mb_item *items, uint32_t n, const struct mb_limits *lim,
+                  struct mb_plan **out, struct fb_err *err)
 {
     *out = NULL;
     struct mb_plan *p = calloc(1, sizeof *p);
@@ -771,11 +772,11 @@ int mb_plan_build(const struct mb_item *items, uint32_t n, const struct mb_limit
     if (n) memcpy(p->items, items, n * sizeof *items);
     p->nitems = n;
     p->cap_blocks = n;
-    qsort(p->items, n, sizeof *p->items, item_cmp);
+    qsort_r(p->items, n, sizeof *p->items, item_cmp, (void *)tags);
 
     int max_gap = lim->max_gap < 0 ? 0 : lim->max_gap;
     for (uint32_t i = 0; i < n; i++) {
-        const struct mb_addr *a = p->items[i].a;
+        const struct mb_addr *a = mb_item_addr(tags, &p->items[i]);
         bool bits = a->table == MB_CO || a->table == MB_DI;
         int limit = bits ? lim->max_bits : lim->max_regs;
         int hard = bits ? MB_MAX_READ_BITS : MB_MAX_READ_REGS;
@@ -797,7 +798,7 @@ int mb_plan_build(const struct mb_item *items, uint32_t n, const struct mb_limit
                 continue;
             }
         }
-        block_init(&p->blocks[p->nblocks++], &p->items[i], i, false);
+        block_init(&p->blocks[p->nblocks++], a, i, false);
     }
     /* keep only the blocks made (40 bytes each; a split grows the array when it happens) */
     if (p->nblocks && p->nblocks < p->cap_blocks) {
@@ -819,28 +820,29 @@ void mb_plan_free(struct mb_plan *p)
     free(p);
 }
 
-static bool same_range(const struct mb_item *x, const struct mb_item *y)
+static bool same_range(const struct fb_tag *tags, const struct mb_item *x, const struct mb_item *y)
 {
-    return x->a->addr == y->a->addr && x->a->count == y->a->count;
+    const struct mb_addr *a = mb_item_addr(tags, x), *b = mb_item_addr(tags, y);
+    return a->addr == b->addr && a->count == b->count;
 }
 
-bool mb_plan_can_split(const struct mb_plan *p, uint32_t i)
+bool mb_plan_can_split(const struct mb_plan *p, const struct fb_tag *tags, uint32_t i)
 {
     if (i >= p->nblocks) return false;
     const struct mb_block *b = &p->blocks[i];
     if (b->split) return false;
     for (uint32_t k = 1; k < b->n; k++)
-        if (!same_range(&p->items[b->first], &p->items[b->first + k])) return true;
+        if (!same_range(tags, &p->items[b->first], &p->items[b->first + k])) return true;
     return false;
 }
 
-int mb_plan_split(struct mb_plan *p, uint32_t i)
+int mb_plan_split(struct mb_plan *p, const struct fb_tag *tags, uint32_t i)
 {
-    if (!mb_plan_can_split(p, i)) return FB_EINVAL;
+    if (!mb_plan_can_split(p, tags, i)) return FB_EINVAL;
     struct mb_block old = p->blocks[i];
     uint32_t parts = 1;
     for (uint32_t k = 1; k < old.n; k++)
-        if (!same_range(&p->items[old.first + k - 1], &p->items[old.first + k])) parts++;
+        if (!same_range(tags, &p->items[old.first + k - 1], &p->items[old.first + k])) parts++;
     /* parts <= old.n, and the blocks hold at most nitems in total: the
      * first split grows the array to that once (rare: a device refused a
      * range), later ones fit */
@@ -855,11 +857,11 @@ int mb_plan_split(struct mb_plan *p, uint32_t i)
     uint32_t bi = i;
     for (uint32_t k = 0; k < old.n; k++) {
         uint32_t idx = old.first + k;
-        if (k && same_range(&p->items[idx - 1], &p->items[idx])) {
+        if (k && same_range(tags, &p->items[idx - 1], &p->items[idx])) {
             p->blocks[bi - 1].n++;
             continue;
         }
-        block_init(&p->blocks[bi], &p->items[idx], idx, true);
+        block_init(&p->blocks[bi], mb_item_addr(tags, &p->items[idx]), idx, true);
         p->blocks[bi].last_q = old.last_q;
         bi++;
     }

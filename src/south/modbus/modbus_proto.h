@@ -106,11 +106,18 @@ uint32_t mb_decode(const struct mb_addr *a, const uint16_t *regs, const uint8_t 
 int mb_encode(const struct mb_addr *a, const struct fb_value *v, uint16_t *regs, size_t cap, struct fb_err *err);
 
 /* ------------------------------------------------------------- planner */
-/* One tag to read: its parsed address (owned by the tag), which names the
- * tag (a->tag). */
+/* One tag to read: its index among its device's tags (`tags` below is the
+ * device's first tag in the gateway's array), 4 bytes (issue 15).  A config
+ * reload that keeps the plan keeps the index: the device's tags keep their
+ * order.  Its parsed address is that tag's (mb_item_addr), which names the
+ * tag by its gateway-wide id (a->tag). */
 struct mb_item {
-    const struct mb_addr *a;
+    uint32_t ix;
 };
+static inline const struct mb_addr *mb_item_addr(const struct fb_tag *tags, const struct mb_item *it)
+{
+    return (const struct mb_addr *)tags[it->ix].addr;
+}
 
 /* One request: a contiguous range of one table, serving items
  * plan->items[first .. first+n-1] (sorted by address). */
@@ -140,18 +147,19 @@ struct mb_plan {
     char sbuf[MB_MAX_READ_REGS * 2 + 1];
 };
 
-/* Build a plan for n items (copied; a->table, a->addr, a->count used).
- * Returns 0 and *out, or FB_ENOMEM / FB_EINVAL. */
-int mb_plan_build(const struct mb_item *items, uint32_t n, const struct mb_limits *lim, struct mb_plan **out,
-                  struct fb_err *err);
+/* Build a plan for n items of the device whose tags start at tags (copied;
+ * their addresses' table, addr and count used).  Returns 0 and *out, or
+ * FB_ENOMEM / FB_EINVAL. */
+int mb_plan_build(const struct fb_tag *tags, const struct mb_item *items, uint32_t n, const struct mb_limits *lim,
+                  struct mb_plan **out, struct fb_err *err);
 void mb_plan_free(struct mb_plan *p);
 /* True when block i serves more than one distinct value range (so an
  * exception 02 may come from a hole between values). */
-bool mb_plan_can_split(const struct mb_plan *p, uint32_t i);
+bool mb_plan_can_split(const struct mb_plan *p, const struct fb_tag *tags, uint32_t i);
 /* Replace block i by one block per distinct value range, marked split (for
  * this and every later cycle).  Returns how many blocks now stand in its
  * place (>= 1), or FB_EINVAL if it cannot be split. */
-int mb_plan_split(struct mb_plan *p, uint32_t i);
+int mb_plan_split(struct mb_plan *p, const struct fb_tag *tags, uint32_t i);
 
 /* ------------------------------------------------------------- errors */
 /* Modbus exception code (1..11) → quality, and a short text. */
