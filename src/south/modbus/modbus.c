@@ -509,7 +509,7 @@ static int tcp_read(struct mb_conn *mc, uint8_t unit, int table, uint16_t start,
             if (v == MB_RSP_EXC)
                 errno = exc >= 1 && exc <= EMBXGTAR - MODBUS_ENOBASE ? MODBUS_ENOBASE + exc : EMBBADEXC;
             else
-                errno = v == MB_RSP_BAD_UNIT ? EMBBADSLAVE : EMBBADDATA; /* the caller flushes */
+                errno = EMBBADDATA; /* the caller flushes */
             return -1;
         }
         ssize_t r;

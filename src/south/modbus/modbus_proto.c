@@ -934,7 +934,6 @@ enum mb_rsp mb_tcp_read_answer(const uint8_t req[MB_TCP_REQ_LEN], const uint8_t 
     if (n < 9) return MB_RSP_BAD_LEN;
     if (adu[0] != req[0] || adu[1] != req[1]) return MB_RSP_BAD_TID;
     if (adu[2] || adu[3]) return MB_RSP_BAD_PROTO;
-    if (adu[6] != req[6]) return MB_RSP_BAD_UNIT;
     uint8_t fc = req[7];
     if (adu[7] == (fc | 0x80)) {
         if (n != 9) return MB_RSP_BAD_LEN;
@@ -976,7 +975,6 @@ const char *mb_rsp_text(enum mb_rsp r)
         case MB_RSP_EXC: return "exception";
         case MB_RSP_BAD_TID: return "answer to another request (transaction id)";
         case MB_RSP_BAD_PROTO: return "not a Modbus answer (protocol id)";
-        case MB_RSP_BAD_UNIT: return "answer from another unit";
         case MB_RSP_BAD_FC: return "answer for another function";
         case MB_RSP_GARBAGE: return "not a Modbus TCP answer";
         case MB_RSP_MORE: return "incomplete answer";

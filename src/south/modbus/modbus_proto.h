@@ -177,7 +177,6 @@ enum mb_rsp {
     MB_RSP_EXC,       /* a Modbus exception: *exc is its code */
     MB_RSP_BAD_TID,   /* not the answer to this request (a late one, or garbage) */
     MB_RSP_BAD_PROTO, /* protocol id not 0 */
-    MB_RSP_BAD_UNIT,  /* from another unit than asked */
     MB_RSP_BAD_FC,    /* another function */
     MB_RSP_BAD_LEN,   /* byte count or length not what the request asks for */
     MB_RSP_GARBAGE,   /* bytes that are no Modbus TCP answer at all */
@@ -191,7 +190,9 @@ void mb_tcp_read_request(uint8_t req[MB_TCP_REQ_LEN], uint16_t tid, uint8_t unit
 size_t mb_tcp_adu_len(const uint8_t hdr[6]);
 /* Check one whole ADU (n bytes, as mb_tcp_adu_len said) against the request
  * req and unpack its values (the request's count) into regs (HR/IR) or bits
- * (CO/DI, one byte 0/1 per bit). */
+ * (CO/DI, one byte 0/1 per bit).  The unit id is not compared: some devices
+ * answer with 0 or 255 whatever they were asked as (libmodbus does not
+ * compare it over TCP either); the transaction id pairs answer and request. */
 enum mb_rsp mb_tcp_read_answer(const uint8_t req[MB_TCP_REQ_LEN], const uint8_t *adu, size_t n, uint16_t *regs,
                                uint8_t *bits, int *exc);
 /* The answer to req among the *have bytes received so far in buf (at least
