@@ -1443,9 +1443,15 @@ static void build_drivers(struct ctx *c)
     /* connections: equal keys share one */
     gw->conns = calloc(gw->ndevs ? gw->ndevs : 1, sizeof *gw->conns);
     uint32_t *first = first_equal(keys, NULL, gw->ndevs, NULL);
-    if (!gw->conns || !first) {
+    /* devices per key, counted first: each connection's list is made once at
+     * its size (growing it by one per device copied n²/2 pointers: a `for:` of
+     * 10,000 devices on one bus took 3 s and 600 MB under ASan, fuzz_config) */
+    uint32_t *ndev = calloc(gw->ndevs ? gw->ndevs : 1, sizeof *ndev);
+    if (!gw->conns || !first || !ndev) {
         fb_cfg_error_at(c->r, (struct fb_cfg_mark){0, 0}, "out of memory");
     } else {
+        for (uint32_t di = 0; di < gw->ndevs; di++)
+            if (keys[di] && first[di] < gw->ndevs) ndev[first[di]]++;
         for (uint32_t di = 0; di < gw->ndevs; di++) {
             if (!keys[di]) continue;
             struct fb_device *d = &gw->devs[di];
@@ -1458,18 +1464,20 @@ static void build_drivers(struct ctx *c)
                 continue;
             }
             if (!cn) {
+                /* room for every device with this key (a failed one leaves the rest a new list) */
+                struct fb_device **nd = malloc((ndev[first[di]] ? ndev[first[di]] : 1) * sizeof *nd);
+                if (!nd) continue;
                 cn = &gw->conns[gw->nconns++];
                 cn->key = keys[di];
                 keys[di] = NULL;
                 cn->drv = d->drv;
+                cn->devs = nd;
             }
-            struct fb_device **nd = realloc(cn->devs, (cn->ndevs + 1) * sizeof *nd);
-            if (!nd) continue;
-            cn->devs = nd;
             cn->devs[cn->ndevs++] = d;
             d->conn = cn;
         }
     }
+    free(ndev);
     free(first);
     for (uint32_t di = 0; di < gw->ndevs; di++) free(keys[di]);
     free(keys);

@@ -979,6 +979,31 @@ static void test_for_product_limit(void **state)
  * compared with every earlier one (duplicate names, connection keys), as
  * was each message with every earlier message: this 1 KB file kept `check`
  * busy for minutes.  Now it is sorted and hashed: linear time. */
+/* One misspelt key in every entry of a `for:` and in two kinds of mapping:
+ * each message keeps its own table's suggestion (fb_cfg_map_check caches
+ * them per key text and table). */
+static void test_unknown_key_suggestions(void **state)
+{
+    (void)state;
+    static const char y[] = "gateway: {id: gw}\ndevices:\n"
+                            "  - for: {i: \"1..3\"}\n"
+                            "    name: \"d{i}\"\n"
+                            "    url: \"sim://d{i}\"\n"
+                            "    adr: x\n"
+                            "    pol: 1s\n"
+                            "    tags:\n"
+                            "      - {name: t, addr: sine, adr: x, pol: 1s}\n";
+    char *diag = NULL;
+    struct fb_gateway *gw = NULL;
+    int rc = load_text(y, false, &diag, &gw);
+    assert_int_equal(rc, FB_EINVAL);
+    expect_diag(diag, pos(y, 6, "adr"), "unknown key 'adr' in device\n");
+    expect_diag(diag, pos(y, 7, "pol"), "unknown key 'pol' in device (did you mean 'poll'?)");
+    expect_diag(diag, pos(y, 9, "adr"), "unknown key 'adr' in tag (did you mean 'addr'?)");
+    expect_diag(diag, pos(y, 9, "pol"), "unknown key 'pol' in tag (did you mean 'poll'?)");
+    free(diag);
+}
+
 static void test_many_devices(void **state)
 {
     (void)state;
@@ -1765,6 +1790,7 @@ int main(void)
         cmocka_unit_test(test_yaml_bombs),
         cmocka_unit_test(test_for_product_limit),
         cmocka_unit_test(test_many_devices),
+        cmocka_unit_test(test_unknown_key_suggestions),
         cmocka_unit_test(test_group_ranges),
         cmocka_unit_test(test_durations_sizes),
         cmocka_unit_test(test_url_parse),
