@@ -62,7 +62,8 @@ struct fb_cfg {
     char *dir; /* directory of the config file, for relative paths */
     bool strict;
     FILE *diag;
-    bool loaded; /* doc holds a document */
+    uint32_t max_expand; /* struct fb_config_opts.max_expand (0: the defaults) */
+    bool loaded;         /* doc holds a document */
     yaml_document_t doc;
     struct msg *msgs;
     size_t *mhash; /* open addressing over msgs (index + 1, 0 = empty): the duplicate check stays linear */
@@ -458,6 +459,8 @@ struct fb_cfg *fb_cfg_open_mem(const char *name, const char *text, size_t len, b
 struct fb_cfg_node *fb_cfg_root(struct fb_cfg *r) { return r->loaded ? N(yaml_document_get_root_node(&r->doc)) : NULL; }
 const char *fb_cfg_file(const struct fb_cfg *r) { return r->file; }
 bool fb_cfg_strict(const struct fb_cfg *r) { return r->strict; }
+void fb_cfg_set_max_expand(struct fb_cfg *r, uint32_t n) { r->max_expand = n; }
+uint32_t fb_cfg_max_expand(const struct fb_cfg *r) { return r->max_expand; }
 int fb_cfg_errors(const struct fb_cfg *r) { return r->nerr; }
 
 int fb_cfg_finish(struct fb_cfg *r)
