@@ -774,8 +774,12 @@ static void build_tag(struct ctx *c, uint32_t di, int64_t dev_poll, struct fb_cf
             ta->line = fb_cfg_mark(tn).line;
             c->gw->devs[di].ntags++;
         }
-        if (c->eb) fb_edge_cfg_tag(c->eb, c->r, vars, &m, c->gw, first_new, c->gw->ntags - first_new);
-        if (fb_cfg_get(&m, "vibration")) vib_tag(c, vars, &m, tn, first_new, src, count);
+        /* none made (the tag limit, reported): nothing for the edge or the vibration
+         * analysis to refer to (vib_tag read tags[first_new] past the array: fuzz_config) */
+        if (c->gw->ntags > first_new) {
+            if (c->eb) fb_edge_cfg_tag(c->eb, c->r, vars, &m, c->gw, first_new, c->gw->ntags - first_new);
+            if (fb_cfg_get(&m, "vibration")) vib_tag(c, vars, &m, tn, first_new, src, count);
+        }
     }
     free(name);
     free(addr);

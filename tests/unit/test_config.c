@@ -992,7 +992,7 @@ static int load_mem_lim(const char *yaml, uint32_t max_expand, char **diag, stru
 }
 
 /* max_expand lowers the `for:`, device and tag limits, with their usual
- * messages (tests/fuzz/fuzz_config.c runs at 2,000); 0 keeps the defaults. */
+ * messages (tests/fuzz/fuzz_config.c runs at 500); 0 keeps the defaults. */
 static void test_max_expand(void **state)
 {
     (void)state;
@@ -1083,6 +1083,25 @@ static void test_max_expand(void **state)
     if (rc) fprintf(stderr, "%s", diag);
     assert_int_equal(rc, 0);
     assert_int_equal(gw->ntags, 3000);
+    fb_gateway_free(gw);
+    free(diag);    gw = NULL;
+    /* the first waveform tag's feature tags fill the limit, so the second
+     * waveform tag is not made: it has no vibration channel (one was added
+     * for the tag past the array, fuzz_config's heap overflow) */
+    static const char wave[] = "gateway: {id: gw}\ndevices:\n"
+                               "  - name: m\n"
+                               "    url: \"sim://m\"\n"
+                               "    tags:\n"
+                               "      - {name: a, addr: \"motor:rpm=1480\", vibration: {fs: 25600, block: 4096}}\n"
+                               "      - {name: b, addr: \"motor:rpm=1480\", vibration: {fs: 25600, block: 4096}}\n";
+    rc = load_mem_lim(wave, 4, &diag, &gw);
+    assert_int_equal(rc, FB_EINVAL);
+    assert_null(gw);
+    expect_diag(diag, pos(wave, 7, "{name: b"), "too many tags (max 4) or out of memory");
+    free(diag);
+    rc = load_mem_lim(wave, 0, &diag, &gw);
+    if (rc) fprintf(stderr, "%s", diag);
+    assert_int_equal(rc, 0);
     fb_gateway_free(gw);
     free(diag);
 }
