@@ -44,12 +44,26 @@ struct cert_note {
     enum fb_opt_kind kind;
 };
 
+/* fb_cfg_map_check's last suggestions for unknown keys: a `for:` of 10,000
+ * entries with a misspelt key asks the same question 10,000 times, and the
+ * edit distances to every allowed key were a quarter of fuzz_config's time.
+ * Keyed by the key's text and the allowed table's string pointers (the
+ * tables are static: the same pointers are the same strings). */
+struct sg_cache {
+    uint64_t h; /* of the allowed table's pointers */
+    const char *best;
+    bool used;
+    char key[48];
+};
+
 struct fb_cfg {
+    struct sg_cache sg[16];
     char *file;
     char *dir; /* directory of the config file, for relative paths */
     bool strict;
     FILE *diag;
-    bool loaded; /* doc holds a document */
+    uint32_t max_expand; /* struct fb_config_opts.max_expand (0: the defaults) */
+    bool loaded;         /* doc holds a document */
     yaml_document_t doc;
     struct msg *msgs;
     size_t *mhash; /* open addressing over msgs (index + 1, 0 = empty): the duplicate check stays linear */
@@ -445,6 +459,8 @@ struct fb_cfg *fb_cfg_open_mem(const char *name, const char *text, size_t len, b
 struct fb_cfg_node *fb_cfg_root(struct fb_cfg *r) { return r->loaded ? N(yaml_document_get_root_node(&r->doc)) : NULL; }
 const char *fb_cfg_file(const struct fb_cfg *r) { return r->file; }
 bool fb_cfg_strict(const struct fb_cfg *r) { return r->strict; }
+void fb_cfg_set_max_expand(struct fb_cfg *r, uint32_t n) { r->max_expand = n; }
+uint32_t fb_cfg_max_expand(const struct fb_cfg *r) { return r->max_expand; }
 int fb_cfg_errors(const struct fb_cfg *r) { return r->nerr; }
 
 int fb_cfg_finish(struct fb_cfg *r)
@@ -670,6 +686,23 @@ const char *fb_cfg_suggest(const char *s, const char *const *names)
     return bd <= lim && bd < len ? best : NULL;
 }
 
+static const char *suggest_cached(struct fb_cfg *r, const char *key, const char *const *allowed)
+{
+    size_t len = strlen(key);
+    if (len >= sizeof r->sg[0].key) return fb_cfg_suggest(key, allowed);
+    uint64_t h = 1469598103934665603ull, hk;
+    for (const char *const *a = allowed; *a; a++) h = (h ^ (uint64_t)(uintptr_t)*a) * 1099511628211ull;
+    hk = h;
+    for (const unsigned char *p = (const unsigned char *)key; *p; p++) hk = (hk ^ *p) * 1099511628211ull;
+    struct sg_cache *e = &r->sg[(hk ^ hk >> 32) % (sizeof r->sg / sizeof r->sg[0])];
+    if (e->used && e->h == h && !strcmp(e->key, key)) return e->best;
+    e->best = fb_cfg_suggest(key, allowed);
+    e->h = h;
+    e->used = true;
+    memcpy(e->key, key, len + 1);
+    return e->best;
+}
+
 void fb_cfg_map_check(struct fb_cfg *r, const struct fb_cfg_map *m, const char *const *allowed, const char *what,
                       bool x_keys)
 {
@@ -678,7 +711,7 @@ void fb_cfg_map_check(struct fb_cfg *r, const struct fb_cfg_map *m, const char *
         for (const char *const *a = allowed; *a && !ok; a++)
             if (!strcmp(*a, m->kv[i].key)) ok = true;
         if (ok) continue;
-        const char *s = fb_cfg_suggest(m->kv[i].key, allowed);
+        const char *s = suggest_cached(r, m->kv[i].key, allowed);
         if (s)
             fb_cfg_error(r, m->kv[i].k, "unknown key '%s' in %s (did you mean '%s'?)", m->kv[i].key, what, s);
         else

@@ -55,6 +55,10 @@ struct fb_cfg *fb_cfg_open_mem(const char *name, const char *text, size_t len, b
 struct fb_cfg_node *fb_cfg_root(struct fb_cfg *r);
 const char *fb_cfg_file(const struct fb_cfg *r);
 bool fb_cfg_strict(const struct fb_cfg *r);
+/* Lower the `for:` entries, devices and tags a document may make to n each
+ * (0: the defaults, 100,000 / 100,000 / 2,000,000; config_dev.c). */
+void fb_cfg_set_max_expand(struct fb_cfg *r, uint32_t n);
+uint32_t fb_cfg_max_expand(const struct fb_cfg *r);
 int fb_cfg_errors(const struct fb_cfg *r);
 /* Print every collected message in file order and free the reader.
  * Returns the number of errors. */

@@ -466,6 +466,7 @@ int fb_config_load(const char *path, const struct fb_config_opts *o, struct fb_g
     *out = NULL;
     struct fb_cfg *r = fb_cfg_open(path, o && o->strict, o ? o->diag : NULL);
     if (!r) return FB_EINVAL;
+    if (o) fb_cfg_set_max_expand(r, o->max_expand);
     return load(r, path, out);
 }
 
@@ -475,6 +476,7 @@ int fb_config_load_mem(const char *name, const char *text, size_t len, const str
     *out = NULL;
     struct fb_cfg *r = fb_cfg_open_mem(name, text, len, o && o->strict, o ? o->diag : NULL);
     if (!r) return FB_EINVAL;
+    if (o) fb_cfg_set_max_expand(r, o->max_expand);
     return load(r, name, out);
 }
 

@@ -4,6 +4,7 @@
 #ifndef FB_CONFIG_H
 #define FB_CONFIG_H
 #include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 
 #include "core/model.h"
@@ -11,6 +12,12 @@
 struct fb_config_opts {
     bool strict; /* missing referenced files are errors, not warnings */
     FILE *diag;  /* where errors and warnings go (stderr) */
+    /* 0: the defaults.  n: a `for:` may expand to at most n entries and the
+     * document may make at most n devices and n tags (each capped at its
+     * default: 100,000 entries, 100,000 devices, 2,000,000 tags), refused
+     * with the usual limit messages.  For tests/fuzz/fuzz_config.c: a
+     * fuzzer's huge expansions cost it time, not coverage. */
+    uint32_t max_expand;
 };
 /* Returns 0 and *out (free with fb_gateway_free), or FB_EINVAL after
  * printing every error found. */

@@ -32,6 +32,7 @@
 #include "proc/proc.h"
 #include "vib/vib_cfg.h"
 
+/* the defaults; struct fb_config_opts.max_expand lowers all three (ctx) */
 #define MAX_DEVICES 100000u
 #define MAX_TAGS 2000000u
 #define MAX_COUNT 65536
@@ -76,6 +77,9 @@ struct ctx {
     uint64_t tags_expected;   /* counted before building: the tag array is made once, at its size */
     uint64_t tags_made;       /* the tags of devices made by other sections (build_made), counted in advance too */
     struct fb_edge_build *eb; /* computed tags and alarms (src/edge/edge_cfg.c) */
+    /* MAX_LOOP, MAX_DEVICES and MAX_TAGS, or lower (fb_cfg_max_expand: the fuzz harness) */
+    int max_loop;
+    uint32_t max_devs, max_tags;
 };
 
 static uint64_t hash_bytes(const void *p, size_t n)
@@ -285,12 +289,13 @@ static bool loop_parse(struct ctx *c, const struct fb_tvars *outer, struct fb_cf
                 fb_cfg_error(c->r, vn, "loop variable '%s': expected a list [1, 2, 3] or a range \"1..50\", got '%s'",
                              name, s);
                 ok = false;
-            } else if ((hi > lo ? hi - lo : lo - hi) >= MAX_LOOP) {
-                fb_cfg_error(c->r, vn, "loop variable '%s': range '%s' is too long (max %d values)", name, s, MAX_LOOP);
+            } else if ((hi > lo ? hi - lo : lo - hi) >= c->max_loop) {
+                fb_cfg_error(c->r, vn, "loop variable '%s': range '%s' is too long (max %d values)", name, s,
+                             c->max_loop);
                 ok = false;
-            } else if (total * ((hi > lo ? hi - lo : lo - hi) + 1) > MAX_LOOP) {
+            } else if (total * ((hi > lo ? hi - lo : lo - hi) + 1) > c->max_loop) {
                 /* refused before its values are made (fuzz_config: two long ranges made 200000 strings first) */
-                fb_cfg_error(c->r, n, "for: expands to more than %d entries", MAX_LOOP);
+                fb_cfg_error(c->r, n, "for: expands to more than %d entries", c->max_loop);
                 ok = false;
             } else {
                 int64_t step = hi >= lo ? 1 : -1;
@@ -312,8 +317,8 @@ static bool loop_parse(struct ctx *c, const struct fb_tvars *outer, struct fb_cf
             ok = false;
         }
         if (ok) total *= l->nvals[v];
-        if (ok && total > MAX_LOOP) {
-            fb_cfg_error(c->r, n, "for: expands to more than %d entries", MAX_LOOP);
+        if (ok && total > c->max_loop) {
+            fb_cfg_error(c->r, n, "for: expands to more than %d entries", c->max_loop);
             ok = false;
         }
     }
@@ -435,7 +440,7 @@ static uint64_t tags_count(struct ctx *c, const struct fb_tvars *vars, struct fb
 static struct fb_tag *push_tag(struct ctx *c, struct tag_aux **aux)
 {
     struct fb_gateway *gw = c->gw;
-    if (gw->ntags >= MAX_TAGS) return NULL;
+    if (gw->ntags >= c->max_tags) return NULL;
     if (gw->ntags == c->captags) {
         size_t n = c->captags ? c->captags * 2 : 64;
         struct fb_tag *t = realloc(gw->tags, n * sizeof *t);
@@ -731,7 +736,7 @@ static void build_tag(struct ctx *c, uint32_t di, int64_t dev_poll, struct fb_cf
             struct tag_aux *ta;
             struct fb_tag *t = push_tag(c, &ta);
             if (!t) {
-                fb_cfg_error(c->r, tn, "too many tags (max %u) or out of memory", MAX_TAGS);
+                fb_cfg_error(c->r, tn, "too many tags (max %u) or out of memory", c->max_tags);
                 break;
             }
             *ta = aux;
@@ -769,8 +774,12 @@ static void build_tag(struct ctx *c, uint32_t di, int64_t dev_poll, struct fb_cf
             ta->line = fb_cfg_mark(tn).line;
             c->gw->devs[di].ntags++;
         }
-        if (c->eb) fb_edge_cfg_tag(c->eb, c->r, vars, &m, c->gw, first_new, c->gw->ntags - first_new);
-        if (fb_cfg_get(&m, "vibration")) vib_tag(c, vars, &m, tn, first_new, src, count);
+        /* none made (the tag limit, reported): nothing for the edge or the vibration
+         * analysis to refer to (vib_tag read tags[first_new] past the array: fuzz_config) */
+        if (c->gw->ntags > first_new) {
+            if (c->eb) fb_edge_cfg_tag(c->eb, c->r, vars, &m, c->gw, first_new, c->gw->ntags - first_new);
+            if (fb_cfg_get(&m, "vibration")) vib_tag(c, vars, &m, tn, first_new, src, count);
+        }
     }
     free(name);
     free(addr);
@@ -810,7 +819,7 @@ static void vib_tag(struct ctx *c, const struct fb_tvars *vars, const struct fb_
         struct tag_aux *ta;
         struct fb_tag *t = push_tag(c, &ta);
         if (!t) {
-            fb_cfg_error(c->r, tn, "too many tags (max %u) or out of memory", MAX_TAGS);
+            fb_cfg_error(c->r, tn, "too many tags (max %u) or out of memory", c->max_tags);
             return;
         }
         const struct fb_tag *w = &c->gw->tags[id]; /* push_tag may have moved the array */
@@ -860,8 +869,8 @@ static void build_tags(struct ctx *c, uint32_t di, int64_t dev_poll, struct fb_c
         struct loop l;
         if (!loop_parse(c, vars, forn, &l)) continue;
         uint64_t more = for_count(c, vars, forn);
-        if (c->gw->ntags + more > MAX_TAGS) { /* counted before expanding: never build past the limit */
-            fb_cfg_error(c->r, forn, "for: %" PRIu64 " more tags would pass the limit of %u tags", more, MAX_TAGS);
+        if (c->gw->ntags + more > c->max_tags) { /* counted before expanding: never build past the limit */
+            fb_cfg_error(c->r, forn, "for: %" PRIu64 " more tags would pass the limit of %u tags", more, c->max_tags);
             loop_free(&l);
             continue;
         }
@@ -978,7 +987,7 @@ static void check_dup_devices(struct ctx *c)
 static struct fb_device *push_dev(struct ctx *c)
 {
     struct fb_gateway *gw = c->gw;
-    if (gw->ndevs >= MAX_DEVICES) return NULL;
+    if (gw->ndevs >= c->max_devs) return NULL;
     if (gw->ndevs == c->capdevs) {
         size_t n = c->capdevs ? c->capdevs * 2 : 8;
         struct fb_device *d = realloc(gw->devs, n * sizeof *d);
@@ -1015,7 +1024,7 @@ static void build_device(struct ctx *c, struct fb_cfg_node *dn, const struct fb_
     fb_cfg_map_check(c->r, &m, k_device, "device", false);
     struct fb_device *d = push_dev(c);
     if (!d) {
-        fb_cfg_error(c->r, dn, "too many devices (max %u) or out of memory", MAX_DEVICES);
+        fb_cfg_error(c->r, dn, "too many devices (max %u) or out of memory", c->max_devs);
         fb_cfg_map_free(&m);
         return;
     }
@@ -1104,7 +1113,7 @@ static void build_device(struct ctx *c, struct fb_cfg_node *dn, const struct fb_
     fb_cfg_map_free(&m);
 }
 
-/* Counts every tag the devices list would make, stopping past MAX_TAGS;
+/* Counts every tag the devices list would make, stopping past c->max_tags;
  * false (with an error at the entry that crosses the limit) if it does. */
 static bool devices_fit(struct ctx *c, struct fb_cfg_node *dn)
 {
@@ -1119,9 +1128,9 @@ static bool devices_fit(struct ctx *c, struct fb_cfg_node *dn)
         if (!forn) {
             uint64_t k = tags_count(c, NULL, tags);
             total = sat_add(total, k);
-            if (total > MAX_TAGS) {
+            if (total > c->max_tags) {
                 fb_cfg_error(c->r, tags ? tags : n, "these tags bring the gateway to more than the limit of %u tags",
-                             MAX_TAGS);
+                             c->max_tags);
                 return false;
             }
             continue;
@@ -1136,13 +1145,13 @@ static bool devices_fit(struct ctx *c, struct fb_cfg_node *dn)
             uint64_t k = tags_count(c, &scope, tags);
             if (firstb) first = k, firstb = false;
             total = sat_add(total, k);
-        } while (total <= MAX_TAGS && loop_next(&l));
+        } while (total <= c->max_tags && loop_next(&l));
         loop_free(&l);
-        if (total > MAX_TAGS) {
+        if (total > c->max_tags) {
             fb_cfg_error(c->r, forn,
                          "for: %" PRIu64 " devices with %" PRIu64 " tags each (the first) make %" PRIu64
                          " tags; the limit is %u tags",
-                         ndev, first, sat_mul(ndev, first), MAX_TAGS);
+                         ndev, first, sat_mul(ndev, first), c->max_tags);
             return false;
         }
     }
@@ -1160,7 +1169,7 @@ static void load_devices(struct ctx *c, struct fb_cfg_node *dn)
     /* one allocation at the final size: growing by doubling briefly held the
      * old and the new array (the start-up peak) and left the heap fragmented */
     uint64_t want = c->tags_expected + c->tags_made;
-    if (want > 0 && want <= MAX_TAGS) {
+    if (want > 0 && want <= c->max_tags) {
         c->gw->tags = malloc(want * sizeof *c->gw->tags);
         c->taux = malloc(want * sizeof *c->taux);
         c->gw->atext = malloc(want * sizeof *c->gw->atext);
@@ -1213,7 +1222,7 @@ static void build_made(struct ctx *c, const struct fb_dev_spec *sp)
         }
     struct fb_device *d = push_dev(c);
     if (!d) {
-        fb_cfg_error_at(c->r, sp->mark, "too many devices (max %u) or out of memory", MAX_DEVICES);
+        fb_cfg_error_at(c->r, sp->mark, "too many devices (max %u) or out of memory", c->max_devs);
         return;
     }
     struct dev_aux *da = &c->daux[d->idx];
@@ -1238,7 +1247,7 @@ static void build_made(struct ctx *c, const struct fb_dev_spec *sp)
         struct tag_aux *ta;
         struct fb_tag *t = push_tag(c, &ta);
         if (!t) {
-            fb_cfg_error_at(c->r, sp->mark, "too many tags (max %u) or out of memory", MAX_TAGS);
+            fb_cfg_error_at(c->r, sp->mark, "too many tags (max %u) or out of memory", c->max_tags);
             break;
         }
         t->device = d->idx;
@@ -1443,9 +1452,15 @@ static void build_drivers(struct ctx *c)
     /* connections: equal keys share one */
     gw->conns = calloc(gw->ndevs ? gw->ndevs : 1, sizeof *gw->conns);
     uint32_t *first = first_equal(keys, NULL, gw->ndevs, NULL);
-    if (!gw->conns || !first) {
+    /* devices per key, counted first: each connection's list is made once at
+     * its size (growing it by one per device copied n²/2 pointers: a `for:` of
+     * 10,000 devices on one bus took 3 s and 600 MB under ASan, fuzz_config) */
+    uint32_t *ndev = calloc(gw->ndevs ? gw->ndevs : 1, sizeof *ndev);
+    if (!gw->conns || !first || !ndev) {
         fb_cfg_error_at(c->r, (struct fb_cfg_mark){0, 0}, "out of memory");
     } else {
+        for (uint32_t di = 0; di < gw->ndevs; di++)
+            if (keys[di] && first[di] < gw->ndevs) ndev[first[di]]++;
         for (uint32_t di = 0; di < gw->ndevs; di++) {
             if (!keys[di]) continue;
             struct fb_device *d = &gw->devs[di];
@@ -1458,18 +1473,20 @@ static void build_drivers(struct ctx *c)
                 continue;
             }
             if (!cn) {
+                /* room for every device with this key (a failed one leaves the rest a new list) */
+                struct fb_device **nd = malloc((ndev[first[di]] ? ndev[first[di]] : 1) * sizeof *nd);
+                if (!nd) continue;
                 cn = &gw->conns[gw->nconns++];
                 cn->key = keys[di];
                 keys[di] = NULL;
                 cn->drv = d->drv;
+                cn->devs = nd;
             }
-            struct fb_device **nd = realloc(cn->devs, (cn->ndevs + 1) * sizeof *nd);
-            if (!nd) continue;
-            cn->devs = nd;
             cn->devs[cn->ndevs++] = d;
             d->conn = cn;
         }
     }
+    free(ndev);
     free(first);
     for (uint32_t di = 0; di < gw->ndevs; di++) free(keys[di]);
     free(keys);
@@ -1479,7 +1496,11 @@ static void build_drivers(struct ctx *c)
 void fb_config_devices(struct fb_cfg *r, struct fb_cfg_node *devices, const struct fb_dev_spec *const *made,
                        size_t nmade, struct fb_gateway *gw, struct fb_edge_build *eb)
 {
-    struct ctx c = {.r = r, .gw = gw, .eb = eb};
+    struct ctx c = {.r = r, .gw = gw, .eb = eb, .max_loop = MAX_LOOP, .max_devs = MAX_DEVICES, .max_tags = MAX_TAGS};
+    uint32_t lim = fb_cfg_max_expand(r); /* 0: the defaults */
+    if (lim && lim < (uint32_t)c.max_loop) c.max_loop = (int)lim;
+    if (lim && lim < c.max_devs) c.max_devs = lim;
+    if (lim && lim < c.max_tags) c.max_tags = lim;
     for (size_t i = 0; i < nmade; i++) c.tags_made += made[i]->ntags;
     if (devices) load_devices(&c, devices);
     check_dup_devices(&c);

@@ -979,6 +979,158 @@ static void test_for_product_limit(void **state)
  * compared with every earlier one (duplicate names, connection keys), as
  * was each message with every earlier message: this 1 KB file kept `check`
  * busy for minutes.  Now it is sorted and hashed: linear time. */
+/* fb_config_load_mem with struct fb_config_opts.max_expand (what
+ * tests/fuzz/fuzz_config.c sets); *diag receives the messages. */
+static int load_mem_lim(const char *yaml, uint32_t max_expand, char **diag, struct fb_gateway **gw)
+{
+    size_t len;
+    FILE *f = open_memstream(diag, &len);
+    struct fb_config_opts o = {.strict = false, .diag = f, .max_expand = max_expand};
+    int rc = fb_config_load_mem("lim.yaml", yaml, strlen(yaml), &o, gw);
+    fclose(f);
+    return rc;
+}
+
+/* max_expand lowers the `for:`, device and tag limits, with their usual
+ * messages (tests/fuzz/fuzz_config.c runs at 500); 0 keeps the defaults. */
+static void test_max_expand(void **state)
+{
+    (void)state;
+    char *diag = NULL;
+    struct fb_gateway *gw = NULL;
+    /* one for: of 100,000 tags: the default accepts it, 2,000 refuses it */
+    static const char big[] = "gateway: {id: gw}\ndevices:\n"
+                              "  - name: d\n"
+                              "    url: sim://d\n"
+                              "    tags:\n"
+                              "      - {for: {i: \"1..100000\"}, name: \"t{i}\", addr: \"sine\"}\n";
+    int rc = load_mem_lim(big, 0, &diag, &gw);
+    if (rc) fprintf(stderr, "%s", diag);
+    assert_int_equal(rc, 0);
+    assert_int_equal(gw->ntags, 100000);
+    fb_gateway_free(gw);
+    free(diag);
+    gw = NULL;
+    rc = load_mem_lim(big, 2000, &diag, &gw);
+    assert_int_equal(rc, FB_EINVAL);
+    assert_null(gw);
+    expect_diag(diag, pos(big, 6, "- {for"), "these tags bring the gateway to more than the limit of 2000 tags");
+    free(diag);
+    /* a range longer than the limit */
+    static const char range[] = "gateway: {id: gw}\ndevices:\n"
+                                "  - for: {i: \"1..2001\"}\n"
+                                "    name: \"d{i}\"\n"
+                                "    url: \"sim://d{i}\"\n";
+    rc = load_mem_lim(range, 2000, &diag, &gw);
+    assert_int_equal(rc, FB_EINVAL);
+    expect_diag(diag, pos(range, 3, "\"1..2001\""), "loop variable 'i': range '1..2001' is too long (max 2000 values)");
+    free(diag);
+    /* the limit itself is allowed: 2,000 entries */
+    static const char at[] = "gateway: {id: gw}\ndevices:\n"
+                             "  - name: d\n"
+                             "    url: sim://d\n"
+                             "    tags:\n"
+                             "      - {for: {i: \"1..2000\"}, name: \"t{i}\", addr: \"sine\"}\n";
+    rc = load_mem_lim(at, 2000, &diag, &gw);
+    if (rc) fprintf(stderr, "%s", diag);
+    assert_int_equal(rc, 0);
+    assert_int_equal(gw->ntags, 2000);
+    fb_gateway_free(gw);
+    free(diag);
+    gw = NULL;
+    /* the product of two variables */
+    static const char prod[] = "gateway: {id: gw}\ndevices:\n"
+                               "  - for: {a: \"1..50\", b: \"1..41\"}\n"
+                               "    name: \"d{a}-{b}\"\n"
+                               "    url: \"sim://d{a}-{b}\"\n";
+    rc = load_mem_lim(prod, 2000, &diag, &gw);
+    assert_int_equal(rc, FB_EINVAL);
+    expect_diag(diag, pos(prod, 3, "{a:"), "for: expands to more than 2000 entries");
+    free(diag);
+    /* devices: two loops of 1,500 each */
+    static const char devs[] = "gateway: {id: gw}\ndevices:\n"
+                               "  - for: {i: \"1..1500\"}\n"
+                               "    name: \"a{i}\"\n"
+                               "    url: \"sim://a{i}\"\n"
+                               "    tags: [{name: t, addr: sine}]\n"
+                               "  - for: {i: \"1..1500\"}\n"
+                               "    name: \"b{i}\"\n"
+                               "    url: \"sim://b{i}\"\n";
+    rc = load_mem_lim(devs, 2000, &diag, &gw);
+    assert_int_equal(rc, FB_EINVAL);
+    expect_diag(diag, pos(devs, 7, "for"), "too many devices (max 2000) or out of memory");
+    free(diag);
+    rc = load_mem_lim(devs, 0, &diag, &gw); /* warnings only: the b devices have no tags */
+    if (rc) fprintf(stderr, "%s", diag);
+    assert_int_equal(rc, 0);
+    assert_int_equal(gw->ndevs, 3000);
+    fb_gateway_free(gw);
+    free(diag);
+    gw = NULL;
+    /* tags: 1,500 + 1,500 across two devices */
+    static const char tags[] = "gateway: {id: gw}\ndevices:\n"
+                               "  - name: a\n"
+                               "    url: sim://a\n"
+                               "    tags: [{for: {i: \"1..1500\"}, name: \"t{i}\", addr: sine}]\n"
+                               "  - name: b\n"
+                               "    url: sim://b\n"
+                               "    tags: [{for: {i: \"1..1500\"}, name: \"t{i}\", addr: sine}]\n";
+    rc = load_mem_lim(tags, 2000, &diag, &gw);
+    assert_int_equal(rc, FB_EINVAL);
+    expect_diag(diag, pos(tags, 8, "[{for"), "these tags bring the gateway to more than the limit of 2000 tags");
+    free(diag);
+    rc = load_mem_lim(tags, 0, &diag, &gw);
+    if (rc) fprintf(stderr, "%s", diag);
+    assert_int_equal(rc, 0);
+    assert_int_equal(gw->ntags, 3000);
+    fb_gateway_free(gw);
+    free(diag);    gw = NULL;
+    /* the first waveform tag's feature tags fill the limit, so the second
+     * waveform tag is not made: it has no vibration channel (one was added
+     * for the tag past the array, fuzz_config's heap overflow) */
+    static const char wave[] = "gateway: {id: gw}\ndevices:\n"
+                               "  - name: m\n"
+                               "    url: \"sim://m\"\n"
+                               "    tags:\n"
+                               "      - {name: a, addr: \"motor:rpm=1480\", vibration: {fs: 25600, block: 4096}}\n"
+                               "      - {name: b, addr: \"motor:rpm=1480\", vibration: {fs: 25600, block: 4096}}\n";
+    rc = load_mem_lim(wave, 4, &diag, &gw);
+    assert_int_equal(rc, FB_EINVAL);
+    assert_null(gw);
+    expect_diag(diag, pos(wave, 7, "{name: b"), "too many tags (max 4) or out of memory");
+    free(diag);
+    rc = load_mem_lim(wave, 0, &diag, &gw);
+    if (rc) fprintf(stderr, "%s", diag);
+    assert_int_equal(rc, 0);
+    fb_gateway_free(gw);
+    free(diag);
+}
+
+/* One misspelt key in every entry of a `for:` and in two kinds of mapping:
+ * each message keeps its own table's suggestion (fb_cfg_map_check caches
+ * them per key text and table). */
+static void test_unknown_key_suggestions(void **state)
+{
+    (void)state;
+    static const char y[] = "gateway: {id: gw}\ndevices:\n"
+                            "  - for: {i: \"1..3\"}\n"
+                            "    name: \"d{i}\"\n"
+                            "    url: \"sim://d{i}\"\n"
+                            "    adr: x\n"
+                            "    pol: 1s\n"
+                            "    tags:\n"
+                            "      - {name: t, addr: sine, adr: x, pol: 1s}\n";
+    char *diag = NULL;
+    struct fb_gateway *gw = NULL;
+    int rc = load_text(y, false, &diag, &gw);
+    assert_int_equal(rc, FB_EINVAL);
+    expect_diag(diag, pos(y, 6, "adr"), "unknown key 'adr' in device\n");
+    expect_diag(diag, pos(y, 7, "pol"), "unknown key 'pol' in device (did you mean 'poll'?)");
+    expect_diag(diag, pos(y, 9, "adr"), "unknown key 'adr' in tag (did you mean 'addr'?)");
+    expect_diag(diag, pos(y, 9, "pol"), "unknown key 'pol' in tag (did you mean 'poll'?)");
+    free(diag);
+}
+
 static void test_many_devices(void **state)
 {
     (void)state;
@@ -1765,6 +1917,8 @@ int main(void)
         cmocka_unit_test(test_yaml_bombs),
         cmocka_unit_test(test_for_product_limit),
         cmocka_unit_test(test_many_devices),
+        cmocka_unit_test(test_max_expand),
+        cmocka_unit_test(test_unknown_key_suggestions),
         cmocka_unit_test(test_group_ranges),
         cmocka_unit_test(test_durations_sizes),
         cmocka_unit_test(test_url_parse),
