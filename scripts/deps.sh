@@ -34,6 +34,8 @@ TEST=(
     libcmocka-dev clang libclang-rt-14-dev valgrind
     # system-test peers and tools
     openssl socat mbpoll python3-pytest python3-paho-mqtt
+    # test_hotpath counts the Modbus driver's system calls per request
+    strace
     # the reference provisioning service (tests/peers/provision_service.py) signs CSRs
     python3-cryptography
     # the HTTP API's tests: responses checked against docs/openapi.yaml, the page in a real browser

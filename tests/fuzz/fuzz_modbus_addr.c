@@ -71,12 +71,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     b.addr = (uint16_t)(a.addr + a.count <= 65535 - 3 ? a.addr + a.count + 2 : a.addr);
     a.tag = 0; /* the address names its tag */
     b.tag = 1;
-    struct mb_item items[2] = {{.a = &a}, {.a = &b}};
+    struct fb_tag tags[2] = {{.addr = &a}, {.addr = &b}}; /* the device's tags */
+    struct mb_item items[2] = {{.ix = 0}, {.ix = 1}};
     struct mb_limits lim = {10, MB_MAX_READ_REGS, MB_MAX_READ_BITS};
     struct mb_plan *p;
-    if (mb_plan_build(items, 2, &lim, &p, &err) == 0) {
+    if (mb_plan_build(tags, items, 2, &lim, &p, &err) == 0) {
         for (uint32_t k = 0; k < p->nblocks; k++)
-            if (mb_plan_can_split(p, k)) mb_plan_split(p, k);
+            if (mb_plan_can_split(p, tags, k)) mb_plan_split(p, tags, k);
         mb_plan_free(p);
     }
     return 0;

@@ -1,4 +1,5 @@
-"""test_hotpath.py — what a published message costs in thread wake-ups.
+"""test_hotpath.py — what a published message costs in thread wake-ups, and
+a Modbus TCP read in system calls.
 
 Without a buffer, a connection thread hands its batch straight to the MQTT
 sink and, over plain TCP, writes the PUBLISH and reads the PUBACKs itself
@@ -13,9 +14,13 @@ The same messages must arrive complete and in order (seq).
 """
 import json
 import os
+import shutil
+import signal
+import subprocess
 import time
 
 from conftest import gw_config, topic
+from test_run import device
 
 DEV = "hot1"
 
@@ -67,3 +72,44 @@ def test_no_thread_wakes_per_message(broker, start_gateway, watch):
     assert wakes["net:mqtt"] < min(0.6 * n, 300 * (t1 - t0)), wakes
     s = seqs(w, t0)
     assert all(y == x + 1 for x, y in zip(s, s[1:])), "telemetry out of order or with gaps"
+
+
+def strace_counts(path):
+    """{system call: calls} from the table `strace -c -o path` writes."""
+    out = {}
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            p = line.split()
+            if len(p) >= 5 and p[-1].isidentifier() and p[3].isdigit():
+                out[p[-1]] = int(p[3])
+    return out
+
+
+def test_modbus_tcp_read_is_two_system_calls(broker, start_modbus, start_gateway, watch, tmp_path):
+    """A Modbus TCP read is one send() and, when the answer comes in one
+    segment, one recv() (south/modbus/modbus.c, tcp_read).  Through libmodbus
+    it was seven: select() + recv() for the answer's header and again for
+    the rest, which cost more CPU per value than anything else in the gateway
+    (BENCHMARKS.md).  Counted with strace on the running gateway, so the
+    figure does not depend on the machine's speed; the gateway's other
+    threads use none of these calls (libmosquitto reads and writes with
+    read()/write(), and its network thread waits in ppoll())."""
+    assert shutil.which("strace"), "strace is missing: bash scripts/deps.sh test installs it"
+    mb = start_modbus({"units": {"1": {"hr": list(range(20))}}})
+    tags = [{"name": f"r{i}", "addr": f"hr:{i}"} for i in range(20)]
+    w = watch(broker.port)
+    g = start_gateway(gw_config(broker.port, [device(mb.port, tags, poll="2ms")]))
+    assert w.wait_for(lambda m: True, 15) is not None, "no telemetry"
+    out = tmp_path / "strace.txt"
+    st = subprocess.Popen(["strace", "-f", "-c", "-o", str(out), "-e",
+                           "trace=sendto,recvfrom,send,recv,select,pselect6,poll", "-p", str(g.proc.pid)],
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(3.0)
+    st.send_signal(signal.SIGINT)
+    st.wait(timeout=10)
+    c = strace_counts(out)
+    requests = c.get("sendto", 0) + c.get("send", 0)
+    waits = sum(c.get(k, 0) for k in ("recvfrom", "recv", "select", "pselect6", "poll"))
+    print(f"\n{requests} requests, {waits} receive/wait calls: {c}")
+    assert requests >= 100, f"too few Modbus requests under strace: {c}"
+    assert waits <= 1.5 * requests, f"{waits / requests:.1f} receive/wait calls per request (libmodbus: 6): {c}"

@@ -17,6 +17,7 @@ import time
 import pytest
 
 import httpapi as H
+import peers
 from conftest import fb_bin, gw_config, reload_gateway, run_cli
 
 pytestmark = pytest.mark.usefixtures()
@@ -286,7 +287,11 @@ def test_events_values_status_and_resume(api):
             break
     assert st and st["state"] == "offline" and st["reason"]
     ev2.close()
-    bad = H.Client(port, H.VIEWER).get("/api/v1/values?device=press&tag=setpoint").json()["values"][0]
+    # the tags turn Bad right after the status (runtime.c, conn_lost): wait for it
+    def setpoint():
+        return H.Client(port, H.VIEWER).get("/api/v1/values?device=press&tag=setpoint").json()["values"][0]
+    peers.wait_until(lambda: setpoint()["q"] == "bad", 5, 0.05)
+    bad = setpoint()
     assert bad["q"] == "bad" and bad["v"] is None and bad["reason"] == "BadCommunicationError"
     # an unknown or foreign event id: hello says not resumed
     ev3 = H.Events(port, H.VIEWER, last_id="1-1")

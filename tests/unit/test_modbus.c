@@ -41,6 +41,8 @@ static struct srv {
     atomic_int mute_unit; /* this unit id gets no answer (a dead unit behind a gateway) */
     atomic_int gw_unit;   /* this unit id gets exception 0B (the gateway answers for it) */
     atomic_int last_unit, last_fc, requests;
+    atomic_int late_next_ms; /* the next answer comes this late (after the client's time-out) */
+    atomic_bool split;       /* holding registers are answered in two TCP segments, 30 ms apart */
 } S;
 
 static bool touches_hole(int addr, int count)
@@ -87,6 +89,21 @@ static void *srv_main(void *arg)
                 continue;
             }
             if (atomic_exchange(&S.drop_next, 0)) break;
+            int late = atomic_exchange(&S.late_next_ms, 0);
+            if (late) usleep((useconds_t)late * 1000);
+            if (atomic_load(&S.split) && fc == MODBUS_FC_READ_HOLDING_REGISTERS && count <= 125 &&
+                addr + count <= 200) {
+                uint8_t r[9 + 250];
+                memcpy(r, q, 4); /* transaction and protocol id */
+                r[4] = 0, r[5] = (uint8_t)(3 + 2 * count), r[6] = q[hl - 1], r[7] = 3, r[8] = (uint8_t)(2 * count);
+                for (int i = 0; i < count; i++)
+                    r[9 + 2 * i] = (uint8_t)(S.map->tab_registers[addr + i] >> 8),
+                              r[10 + 2 * i] = (uint8_t)S.map->tab_registers[addr + i];
+                send(c, r, 5, MSG_NOSIGNAL); /* not even the header whole */
+                usleep(30000);
+                send(c, r + 5, 4 + 2 * (size_t)count, MSG_NOSIGNAL);
+                continue;
+            }
             if (fc == MODBUS_FC_READ_HOLDING_REGISTERS && touches_hole(addr, count))
                 modbus_reply_exception(S.ctx, q, MODBUS_EXCEPTION_ILLEGAL_DATA_ADDRESS);
             else if (S.exc_code && fc == MODBUS_FC_READ_HOLDING_REGISTERS && addr <= S.exc_addr &&
@@ -369,6 +386,33 @@ static void test_timeouts(void **state)
     usleep(50000);
     assert_int_equal(gw_read(), 0);
     assert_int_equal(sample(0)->quality, FB_Q_GOOD);
+    gw_teardown();
+}
+
+/* Reads over TCP are framed by the driver (tcp_read): an answer that comes
+ * after its request timed out is not taken for the next request's, and an
+ * answer split into pieces is put together. */
+static void test_late_and_split_answers(void **state)
+{
+    (void)state;
+    const char *a[] = {"hr:3"};
+    gw_setup("timeout", "100ms", NULL, NULL, a, 1);
+    S.map->tab_registers[3] = 1234;
+    atomic_store(&S.late_next_ms, 160);
+    assert_int_equal(gw_read(), 0);
+    assert_int_equal(sample(0)->quality, FB_Q_BAD_TIMEOUT);
+    /* the late answer arrives while the next request waits: skipped */
+    assert_int_equal(gw_read(), 0);
+    assert_int_equal(sample(0)->quality, FB_Q_GOOD);
+    assert_int_equal(sample(0)->v.i, 1234);
+    assert_int_equal(atomic_load(&G.dev.m.errors), 1);
+
+    atomic_store(&S.split, true);
+    S.map->tab_registers[3] = 4321;
+    assert_int_equal(gw_read(), 0);
+    assert_int_equal(sample(0)->quality, FB_Q_GOOD);
+    assert_int_equal(sample(0)->v.i, 4321);
+    atomic_store(&S.split, false);
     gw_teardown();
 }
 
@@ -708,6 +752,7 @@ int main(void)
         cmocka_unit_test(test_split_on_hole),
         cmocka_unit_test(test_exception_quality),
         cmocka_unit_test(test_timeouts),
+        cmocka_unit_test(test_late_and_split_answers),
         cmocka_unit_test(test_connection_lost),
         cmocka_unit_test(test_open_refused),
         cmocka_unit_test(test_writes),

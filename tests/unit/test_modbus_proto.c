@@ -575,6 +575,7 @@ static void test_opts(void **state)
 /* ------------------------------------------------------------ planner */
 struct pl {
     struct mb_addr a[64];
+    struct fb_tag t[64]; /* the device's tags: t[i].addr = &a[i] */
     struct mb_item it[64];
     uint32_t n;
 };
@@ -583,7 +584,8 @@ static void pl_add(struct pl *p, const char *text)
 {
     p->a[p->n] = addr_ok(text, NULL);
     p->a[p->n].tag = p->n;
-    p->it[p->n].a = &p->a[p->n];
+    p->t[p->n].addr = &p->a[p->n];
+    p->it[p->n].ix = p->n;
     p->n++;
 }
 
@@ -592,7 +594,7 @@ static struct mb_plan *pl_build(struct pl *p, int gap, int regs, int bits)
     struct mb_limits lim = {gap, regs, bits};
     struct mb_plan *plan;
     struct fb_err err = {0};
-    assert_int_equal(mb_plan_build(p->it, p->n, &lim, &plan, &err), 0);
+    assert_int_equal(mb_plan_build(p->t, p->it, p->n, &lim, &plan, &err), 0);
     return plan;
 }
 
@@ -624,10 +626,10 @@ static void test_plan_merge(void **state)
     int seen[8] = {0};
     for (uint32_t b = 0; b < plan->nblocks; b++)
         for (uint32_t k = 0; k < plan->blocks[b].n; k++) {
-            const struct mb_item *it = &plan->items[plan->blocks[b].first + k];
-            seen[it->a->tag]++;
-            assert_true(it->a->addr >= plan->blocks[b].start);
-            assert_true(it->a->addr + it->a->count <= plan->blocks[b].start + plan->blocks[b].count);
+            const struct mb_addr *a = mb_item_addr(p.t, &plan->items[plan->blocks[b].first + k]);
+            seen[a->tag]++;
+            assert_true(a->addr >= plan->blocks[b].start);
+            assert_true(a->addr + a->count <= plan->blocks[b].start + plan->blocks[b].count);
         }
     for (int i = 0; i < 8; i++) assert_int_equal(seen[i], 1);
     mb_plan_free(plan);
@@ -684,7 +686,7 @@ static void test_plan_limits(void **state)
     struct mb_limits lim = {10, 10, 2000};
     struct mb_plan *bad;
     struct fb_err err = {0};
-    assert_int_equal(mb_plan_build(s.it, s.n, &lim, &bad, &err), FB_EINVAL);
+    assert_int_equal(mb_plan_build(s.t, s.it, s.n, &lim, &bad, &err), FB_EINVAL);
     assert_non_null(strstr(err.msg, "max_regs"));
 
     /* empty group */
@@ -706,8 +708,8 @@ static void test_plan_split(void **state)
     pl_add(&p, "ir:1");
     struct mb_plan *plan = pl_build(&p, 10, 125, 2000);
     assert_int_equal(plan->nblocks, 2);
-    assert_true(mb_plan_can_split(plan, 0));
-    assert_int_equal(mb_plan_split(plan, 0), 3);
+    assert_true(mb_plan_can_split(plan, p.t, 0));
+    assert_int_equal(mb_plan_split(plan, p.t, 0), 3);
     assert_int_equal(plan->nblocks, 4);
     assert_int_equal(plan->splits, 1);
     assert_int_equal(plan->blocks[0].start, 0);
@@ -721,20 +723,20 @@ static void test_plan_split(void **state)
     /* split blocks are never split again; the memory is the plan itself */
     for (int i = 0; i < 3; i++) {
         assert_true(plan->blocks[i].split);
-        assert_false(mb_plan_can_split(plan, (uint32_t)i));
-        assert_int_equal(mb_plan_split(plan, (uint32_t)i), FB_EINVAL);
+        assert_false(mb_plan_can_split(plan, p.t, (uint32_t)i));
+        assert_int_equal(mb_plan_split(plan, p.t, (uint32_t)i), FB_EINVAL);
     }
-    assert_true(mb_plan_can_split(plan, 3));
-    assert_int_equal(mb_plan_split(plan, 3), 2);
+    assert_true(mb_plan_can_split(plan, p.t, 3));
+    assert_int_equal(mb_plan_split(plan, p.t, 3), 2);
     assert_int_equal(plan->nblocks, 5);
-    assert_false(mb_plan_can_split(plan, 99));
+    assert_false(mb_plan_can_split(plan, p.t, 99));
     mb_plan_free(plan);
 
     /* a block of one value cannot be split */
     struct pl one = {0};
     pl_add(&one, "hr:0:float64");
     plan = pl_build(&one, 10, 125, 2000);
-    assert_false(mb_plan_can_split(plan, 0));
+    assert_false(mb_plan_can_split(plan, one.t, 0));
     mb_plan_free(plan);
 }
 
@@ -753,6 +755,77 @@ static void test_exceptions(void **state)
     assert_string_equal(mb_exception_text(2), "illegal data address");
 }
 
+/* Read requests over TCP are framed by modbus_proto.c, answers checked there */
+static void test_tcp_frames(void **st)
+{
+    (void)st;
+    uint8_t req[MB_TCP_REQ_LEN];
+    mb_tcp_read_request(req, 0x1234, 7, MB_IR, 0x0102, 3);
+    const uint8_t want_req[] = {0x12, 0x34, 0, 0, 0, 6, 7, 4, 0x01, 0x02, 0, 3};
+    assert_memory_equal(req, want_req, sizeof want_req);
+
+    uint16_t regs[3] = {0};
+    uint8_t bits[16];
+    int exc = -1;
+    uint8_t ok[] = {0x12, 0x34, 0, 0, 0, 9, 7, 4, 6, 0xAB, 0xCD, 0, 1, 0xFF, 0xFE};
+    assert_int_equal(mb_tcp_adu_len(ok), sizeof ok);
+    assert_int_equal(mb_tcp_read_answer(req, ok, sizeof ok, regs, bits, &exc), MB_RSP_OK);
+    assert_int_equal(regs[0], 0xABCD);
+    assert_int_equal(regs[1], 1);
+    assert_int_equal(regs[2], 0xFFFE);
+    assert_int_equal(exc, 0);
+
+    /* one thing wrong at a time */
+    uint8_t bad[sizeof ok];
+    memcpy(bad, ok, sizeof ok);
+    bad[1] = 0x35;
+    assert_int_equal(mb_tcp_read_answer(req, bad, sizeof bad, regs, bits, &exc), MB_RSP_BAD_TID);
+    memcpy(bad, ok, sizeof ok);
+    bad[3] = 1;
+    assert_int_equal(mb_tcp_read_answer(req, bad, sizeof bad, regs, bits, &exc), MB_RSP_BAD_PROTO);
+    memcpy(bad, ok, sizeof ok);
+    bad[6] = 0; /* a device that does not echo the unit id: taken, as libmodbus does */
+    assert_int_equal(mb_tcp_read_answer(req, bad, sizeof bad, regs, bits, &exc), MB_RSP_OK);
+    memcpy(bad, ok, sizeof ok);
+    bad[7] = 3;
+    assert_int_equal(mb_tcp_read_answer(req, bad, sizeof bad, regs, bits, &exc), MB_RSP_BAD_FC);
+    memcpy(bad, ok, sizeof ok);
+    bad[8] = 4; /* two registers' bytes for a request of three */
+    assert_int_equal(mb_tcp_read_answer(req, bad, sizeof bad, regs, bits, &exc), MB_RSP_BAD_LEN);
+    assert_int_equal(mb_tcp_read_answer(req, ok, sizeof ok - 2, regs, bits, &exc), MB_RSP_BAD_LEN);
+    assert_int_equal(mb_tcp_read_answer(req, ok, 8, regs, bits, &exc), MB_RSP_BAD_LEN);
+
+    /* an exception */
+    uint8_t ex[] = {0x12, 0x34, 0, 0, 0, 3, 7, 0x84, 2};
+    assert_int_equal(mb_tcp_adu_len(ex), sizeof ex);
+    assert_int_equal(mb_tcp_read_answer(req, ex, sizeof ex, regs, bits, &exc), MB_RSP_EXC);
+    assert_int_equal(exc, 2);
+    ex[7] = 0x83; /* an exception for another function */
+    assert_int_equal(mb_tcp_read_answer(req, ex, sizeof ex, regs, bits, &exc), MB_RSP_BAD_FC);
+
+    /* lengths no answer can have */
+    uint8_t h[6] = {0, 0, 0, 0, 0, 2};
+    assert_int_equal(mb_tcp_adu_len(h), 0);
+    h[5] = 255;
+    assert_int_equal(mb_tcp_adu_len(h), 0);
+    h[5] = 254;
+    assert_int_equal(mb_tcp_adu_len(h), MB_TCP_ADU_MAX);
+    h[4] = 1;
+    assert_int_equal(mb_tcp_adu_len(h), 0);
+
+    /* coils: bits LSB first, 10 of them in two bytes */
+    mb_tcp_read_request(req, 1, 1, MB_CO, 0, 10);
+    assert_int_equal(req[7], 1);
+    uint8_t co[] = {0, 1, 0, 0, 0, 5, 1, 1, 2, 0x05, 0x02};
+    assert_int_equal(mb_tcp_read_answer(req, co, sizeof co, regs, bits, &exc), MB_RSP_OK);
+    const uint8_t want_bits[10] = {1, 0, 1, 0, 0, 0, 0, 0, 0, 1};
+    assert_memory_equal(bits, want_bits, sizeof want_bits);
+    mb_tcp_read_request(req, 1, 1, MB_DI, 0, 10);
+    assert_int_equal(req[7], 2);
+    mb_tcp_read_request(req, 1, 1, MB_HR, 0, 10);
+    assert_int_equal(req[7], 3);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -761,7 +834,7 @@ int main(void)
         cmocka_unit_test(test_bits),           cmocka_unit_test(test_round_trip),   cmocka_unit_test(test_encode_range),
         cmocka_unit_test(test_addr_forms),     cmocka_unit_test(test_addr_index),   cmocka_unit_test(test_addr_errors),
         cmocka_unit_test(test_opts),           cmocka_unit_test(test_plan_merge),   cmocka_unit_test(test_plan_limits),
-        cmocka_unit_test(test_plan_split),     cmocka_unit_test(test_exceptions),
+        cmocka_unit_test(test_plan_split),     cmocka_unit_test(test_exceptions),  cmocka_unit_test(test_tcp_frames),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

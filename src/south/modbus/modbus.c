@@ -41,11 +41,15 @@
  * three timeouts in a row reconnect.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <modbus.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/select.h>
+#include <sys/socket.h>
+#include <sys/time.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -84,6 +88,8 @@ struct mb_dev {
 
 struct mb_conn {
     modbus_t *mb;
+    int fd;       /* TCP: the socket, on which reads are framed here (tcp_read); RTU: -1 */
+    uint16_t tid; /* transaction id of our last read request */
     uint64_t answers; /* answers from any unit on the link (a gateway's 0A/0B included) */
     int64_t last_end; /* monotonic end of the previous request */
     int cur_unit;
@@ -173,7 +179,7 @@ static void mb_device_free(struct fb_device *dev)
     dev->drv_dev = NULL;
 }
 
-_Static_assert(sizeof(struct mb_addr) == 12 && sizeof(struct mb_item) == sizeof(void *),
+_Static_assert(sizeof(struct mb_addr) == 12 && sizeof(struct mb_item) == 4,
                "a Modbus tag's address and plan item: see BENCHMARKS.md, memory per tag");
 
 static struct mb_addr *addr_alloc(struct mb_dev *md)
@@ -254,12 +260,12 @@ static int mb_plan(struct fb_device *dev, struct fb_group *g, struct fb_err *err
             return fb_err_set(err, FB_EINVAL, "tag %s has no parsed address", t->name);
         }
         if (fb_tag_is_wave(t)) continue; /* read on its own after the plan (read_wave) */
-        items[n].a = t->addr;
+        items[n].ix = fb_group_tag(g, i) - dev->first_tag;
         n++;
     }
     struct mb_limits lim = {md->o.max_gap, md->o.max_regs, md->o.max_bits};
     struct mb_plan *p;
-    int rc = mb_plan_build(items, n, &lim, &p, err);
+    int rc = mb_plan_build(&dev->gw->tags[dev->first_tag], items, n, &lim, &p, err);
     free(items);
     if (rc) return rc;
     g->plan = p;
@@ -285,11 +291,16 @@ static void mb_close(struct fb_conn *c)
     c->ctx = NULL;
 }
 
-static void set_timeout(modbus_t *mb, int64_t ns)
+static void set_timeout(struct mb_conn *mc, int64_t ns)
 {
     if (ns <= 0) ns = 1000000000;
     if (ns < 1000) ns = 1000; /* libmodbus refuses 0 s 0 us */
-    modbus_set_response_timeout(mb, (uint32_t)(ns / 1000000000), (uint32_t)(ns % 1000000000 / 1000));
+    modbus_set_response_timeout(mc->mb, (uint32_t)(ns / 1000000000), (uint32_t)(ns % 1000000000 / 1000));
+    if (mc->fd >= 0) { /* tcp_read's waits: a blocking socket, bounded by the device's timeout */
+        struct timeval tv = {(time_t)(ns / 1000000000), (suseconds_t)(ns % 1000000000 / 1000)};
+        setsockopt(mc->fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+        setsockopt(mc->fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+    }
 }
 
 static int mb_open(struct fb_conn *c, struct fb_err *err)
@@ -324,7 +335,7 @@ static int mb_open(struct fb_conn *c, struct fb_err *err)
     }
     mc->cur_timeout = o->timeout_ns;
     mc->cur_unit = -1;
-    set_timeout(mc->mb, o->timeout_ns);
+    mc->fd = -1;
     /* libmodbus waits for answers with select(), which cannot take a
      * descriptor of FD_SETSIZE (1024) or more: the process aborted ("bit out
      * of range") once a gateway had about a thousand connections.  So the TCP
@@ -364,6 +375,13 @@ static int mb_open(struct fb_conn *c, struct fb_err *err)
         free(mc);
         return FB_EIO;
     }
+    if (o->transport == MB_TCP) {
+        /* blocking, so that tcp_read waits in recv() itself (SO_RCVTIMEO) */
+        int fl = fcntl(fd, F_GETFL);
+        if (fl >= 0) fcntl(fd, F_SETFL, fl & ~O_NONBLOCK);
+        mc->fd = fd;
+    }
+    set_timeout(mc, o->timeout_ns);
     c->ctx = mc;
     /* a new link: every unit gets a fresh chance (the core reports them online) */
     for (uint32_t i = 0; i < c->ndevs; i++) {
@@ -445,7 +463,7 @@ static void prepare(struct mb_conn *mc, const struct mb_dev *md)
         mc->cur_unit = md->o.unit;
     }
     if (mc->cur_timeout != md->o.timeout_ns) {
-        set_timeout(mc->mb, md->o.timeout_ns);
+        set_timeout(mc, md->o.timeout_ns);
         mc->cur_timeout = md->o.timeout_ns;
     }
     if (md->o.delay_ns > 0 && mc->last_end) {
@@ -458,13 +476,84 @@ static void prepare(struct mb_conn *mc, const struct mb_dev *md)
     }
 }
 
-static int do_read(modbus_t *mb, const struct mb_block *b, struct mb_plan *p)
+/* A read over Modbus TCP, framed here rather than by libmodbus, whose
+ * select() + recv() for an answer's header and again for its body made five
+ * of the seven system calls per request (BENCHMARKS.md, T6): one send() of
+ * the request, then usually one blocking recv() takes the whole answer (the
+ * socket is blocking with SO_RCVTIMEO/SO_SNDTIMEO as the device's timeout).
+ * A partly received answer is completed by poll() + recv() within the same
+ * time-out.  An answer to an earlier request that timed out (its transaction
+ * id) is skipped, not taken for this one.  Returns count, or -1 with errno as
+ * libmodbus sets it, so the caller's classification is the same for both. */
+static int tcp_read(struct mb_conn *mc, uint8_t unit, int table, uint16_t start, uint16_t count, uint16_t *regs,
+                    uint8_t *bits)
 {
-    switch (b->table) {
-        case MB_HR: return modbus_read_registers(mb, b->start, b->count, p->regs);
-        case MB_IR: return modbus_read_input_registers(mb, b->start, b->count, p->regs);
-        case MB_CO: return modbus_read_bits(mb, b->start, b->count, p->bits);
-        default: return modbus_read_input_bits(mb, b->start, b->count, p->bits);
+    uint8_t req[MB_TCP_REQ_LEN], buf[2 * MB_TCP_ADU_MAX];
+    mb_tcp_read_request(req, ++mc->tid, unit, table, start, count);
+    ssize_t w;
+    do w = send(mc->fd, req, sizeof req, MSG_NOSIGNAL);
+    while (w < 0 && errno == EINTR);
+    if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) errno = ETIMEDOUT; /* the device reads nothing */
+    if (w != (ssize_t)sizeof req) {
+        if (w >= 0) errno = EIO; /* 12 bytes half sent: the link is unusable */
+        return -1;
+    }
+    int64_t deadline = fb_mono_ns() + mc->cur_timeout;
+    size_t have = 0;
+    bool first = true;
+    for (;;) {
+        int exc;
+        enum mb_rsp v = mb_tcp_take(req, buf, &have, regs, bits, &exc);
+        if (v == MB_RSP_OK) return count; /* anything after it answers nothing: dropped */
+        if (v != MB_RSP_MORE) {
+            if (v == MB_RSP_EXC)
+                errno = exc >= 1 && exc <= EMBXGTAR - MODBUS_ENOBASE ? MODBUS_ENOBASE + exc : EMBBADEXC;
+            else
+                errno = EMBBADDATA; /* the caller flushes */
+            return -1;
+        }
+        ssize_t r;
+        if (first) {
+            first = false;
+            r = recv(mc->fd, buf, sizeof buf, 0); /* blocks up to the time-out (SO_RCVTIMEO) */
+        } else { /* the rest of a partial answer, or more after a late one, within the same time-out */
+            int64_t left = deadline - fb_mono_ns();
+            struct pollfd pf = {.fd = mc->fd, .events = POLLIN};
+            int pr = left > 0 ? poll(&pf, 1, (int)((left + 999999) / 1000000)) : 0;
+            if (pr < 0 && errno == EINTR) continue;
+            if (pr <= 0) {
+                if (pr == 0) errno = ETIMEDOUT;
+                return -1;
+            }
+            r = recv(mc->fd, buf + have, sizeof buf - have, MSG_DONTWAIT);
+        }
+        if (r > 0) {
+            have += (size_t)r;
+            continue;
+        }
+        if (r == 0) {
+            errno = ECONNRESET; /* the device closed the connection */
+            return -1;
+        }
+        if (errno == EINTR) continue;
+        if (errno == EAGAIN || errno == EWOULDBLOCK) {
+            if (fb_mono_ns() < deadline) continue;
+            errno = ETIMEDOUT;
+        }
+        return -1;
+    }
+}
+
+/* count registers (HR, IR) or bits (CO, DI) from start: count, or -1 and errno */
+static int read_table(struct mb_conn *mc, const struct mb_dev *md, int table, int start, int count, uint16_t *regs,
+                      uint8_t *bits)
+{
+    if (mc->fd >= 0) return tcp_read(mc, (uint8_t)md->o.unit, table, (uint16_t)start, (uint16_t)count, regs, bits);
+    switch (table) {
+        case MB_HR: return modbus_read_registers(mc->mb, start, count, regs);
+        case MB_IR: return modbus_read_input_registers(mc->mb, start, count, regs);
+        case MB_CO: return modbus_read_bits(mc->mb, start, count, bits);
+        default: return modbus_read_input_bits(mc->mb, start, count, bits);
     }
 }
 
@@ -480,12 +569,13 @@ static void add_bad(struct fb_batch *out, const struct fb_tag *t, uint32_t q, in
 static void fill_block(struct fb_device *dev, const struct mb_plan *p, const struct mb_block *b, uint32_t q,
                        struct fb_batch *out, int64_t ts)
 {
-    for (uint32_t k = 0; k < b->n; k++) add_bad(out, &dev->gw->tags[p->items[b->first + k].a->tag], q, ts);
+    const struct fb_tag *tags = &dev->gw->tags[dev->first_tag];
+    for (uint32_t k = 0; k < b->n; k++) add_bad(out, &tags[p->items[b->first + k].ix], q, ts);
 }
 
 static void log_block(struct fb_device *dev, struct mb_plan *p, struct mb_block *b, uint32_t q, const char *why)
 {
-    const struct fb_tag *t = &dev->gw->tags[p->items[b->first].a->tag];
+    const struct fb_tag *t = &dev->gw->tags[dev->first_tag + p->items[b->first].ix];
     bool changed = b->last_q != q;
     b->last_q = q;
     if (!changed && !fb_ratelimit_ok(&b->rl, fb_mono_ns())) return;
@@ -529,8 +619,7 @@ static int read_wave(struct fb_device *dev, struct mb_dev *md, struct mb_conn *m
         int cnt = (int)(k * a->count), start = (int)(a->addr + done * a->count);
         prepare(mc, md);
         int64_t t0 = fb_mono_ns();
-        int rc = a->table == MB_HR ? modbus_read_registers(mc->mb, start, cnt, regs)
-                                   : modbus_read_input_registers(mc->mb, start, cnt, regs);
+        int rc = read_table(mc, md, a->table, start, cnt, regs, NULL);
         int e = errno;
         int64_t t1 = fb_mono_ns();
         mc->last_end = t1;
@@ -582,6 +671,7 @@ static int mb_read(struct fb_device *dev, struct fb_group *g, struct fb_batch *o
 {
     struct mb_dev *md = dev->drv_dev;
     struct mb_plan *p = g->plan;
+    const struct fb_tag *tags = &dev->gw->tags[dev->first_tag]; /* the plan's items index them */
     struct mb_conn *mc = dev->conn ? dev->conn->ctx : NULL;
     if (!p) return FB_EINVAL;
     if (!mc || !mc->mb) {
@@ -610,7 +700,7 @@ static int mb_read(struct fb_device *dev, struct fb_group *g, struct fb_batch *o
         }
         prepare(mc, md);
         int64_t t0 = fb_mono_ns();
-        int rc = do_read(mc->mb, b, p);
+        int rc = read_table(mc, md, b->table, b->start, b->count, p->regs, p->bits);
         int e = errno;
         int64_t t1 = fb_mono_ns();
         int64_t ts = fb_now_ns();
@@ -623,19 +713,18 @@ static int mb_read(struct fb_device *dev, struct fb_group *g, struct fb_batch *o
             atomic_fetch_add(&dev->m.rtt_count, 1);
             atomic_store(&dev->m.last_success_ns, ts);
             if (b->last_q && fb_q_bad(b->last_q))
-                fb_info(dev->name, dev->gw->tags[p->items[b->first].a->tag].name, "read %s:%u recovered",
+                fb_info(dev->name, tags[p->items[b->first].ix].name, "read %s:%u recovered",
                         mb_table_name(b->table), b->start);
             b->last_q = FB_Q_GOOD;
             for (uint32_t k = 0; k < b->n; k++) {
-                const struct mb_item *it = &p->items[b->first + k];
-                unsigned off = (unsigned)(it->a->addr - b->start);
-                const struct mb_addr *a = it->a;
+                const struct mb_addr *a = mb_item_addr(tags, &p->items[b->first + k]);
+                unsigned off = (unsigned)(a->addr - b->start);
                 if (a->count == 1 && !a->has_bit && !a->bcd && (a->type == FB_T_INT16 || a->type == FB_T_UINT16) &&
                     b->table <= MB_IR && out->n < out->cap) {
                     /* one 16-bit register (most tags): straight into the batch */
                     uint16_t r = a->swap_bytes ? (uint16_t)(p->regs[off] << 8 | p->regs[off] >> 8) : p->regs[off];
                     struct fb_sample *s = &out->s[out->n++];
-                    *s = (struct fb_sample){.tag = it->a->tag, .quality = FB_Q_GOOD, .ts_src = ts, .ts_gw = ts};
+                    *s = (struct fb_sample){.tag = a->tag, .quality = FB_Q_GOOD, .ts_src = ts, .ts_gw = ts};
                     s->v.type = a->type;
                     if (a->type == FB_T_INT16)
                         s->v.i = (int16_t)r;
@@ -645,17 +734,17 @@ static int mb_read(struct fb_device *dev, struct fb_group *g, struct fb_batch *o
                 }
                 struct fb_value v;
                 bool bits = b->table == MB_CO || b->table == MB_DI;
-                uint32_t q = mb_decode(it->a, bits ? NULL : p->regs + off, bits ? p->bits + off : NULL, &v, p->sbuf,
+                uint32_t q = mb_decode(a, bits ? NULL : p->regs + off, bits ? p->bits + off : NULL, &v, p->sbuf,
                                        sizeof p->sbuf);
                 if (q != FB_Q_GOOD) {
                     atomic_fetch_add(&dev->m.errors, 1); /* an item the device gave us unusable */
                     struct fb_ratelimit *rl = &b->rl;
                     if (fb_ratelimit_ok(rl, t1))
-                        fb_warn(dev->name, dev->gw->tags[it->a->tag].name, "cannot decode %s value (invalid BCD digit)",
-                                fb_type_name((enum fb_type)it->a->type));
-                    add_bad(out, &dev->gw->tags[it->a->tag], q, ts);
+                        fb_warn(dev->name, dev->gw->tags[a->tag].name, "cannot decode %s value (invalid BCD digit)",
+                                fb_type_name((enum fb_type)a->type));
+                    add_bad(out, &dev->gw->tags[a->tag], q, ts);
                 } else {
-                    fb_batch_add(out, it->a->tag, FB_Q_GOOD, ts, &v);
+                    fb_batch_add(out, a->tag, FB_Q_GOOD, ts, &v);
                 }
             }
             bi++;
@@ -679,12 +768,12 @@ static int mb_read(struct fb_device *dev, struct fb_group *g, struct fb_batch *o
             } else {
                 unit_answered(dev, md, mc);
             }
-            if (exc == 2 && mb_plan_can_split(p, bi)) {
-                fb_info(dev->name, dev->gw->tags[p->items[b->first].a->tag].name,
+            if (exc == 2 && mb_plan_can_split(p, tags, bi)) {
+                fb_info(dev->name, tags[p->items[b->first].ix].name,
                         "%s:%u..%u answered exception 02 (illegal data address): reading its "
                         "%u tags one by one from now on",
                         mb_table_name(b->table), b->start, b->start + b->count - 1u, b->n);
-                mb_plan_split(p, bi);
+                mb_plan_split(p, tags, bi);
                 continue; /* retry the first part right away */
             }
         } else if (o == OUT_TIMEOUT) {

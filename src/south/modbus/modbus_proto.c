@@ -735,29 +735,30 @@ int mb_encode(const struct mb_addr *a, const struct fb_value *v, uint16_t *regs,
 }
 
 /* ------------------------------------------------------------------ planner */
-static int item_cmp(const void *x, const void *y)
+static int item_cmp(const void *x, const void *y, void *tags)
 {
-    const struct mb_item *a = x, *b = y;
-    if (a->a->table != b->a->table) return a->a->table < b->a->table ? -1 : 1;
-    if (a->a->addr != b->a->addr) return a->a->addr < b->a->addr ? -1 : 1;
-    if (a->a->count != b->a->count) return a->a->count < b->a->count ? -1 : 1;
-    return a->a->tag < b->a->tag ? -1 : a->a->tag > b->a->tag;
+    const struct mb_item *i = x, *k = y;
+    const struct mb_addr *a = mb_item_addr(tags, i), *b = mb_item_addr(tags, k);
+    if (a->table != b->table) return a->table < b->table ? -1 : 1;
+    if (a->addr != b->addr) return a->addr < b->addr ? -1 : 1;
+    if (a->count != b->count) return a->count < b->count ? -1 : 1;
+    return i->ix < k->ix ? -1 : i->ix > k->ix;
 }
 
-static void block_init(struct mb_block *b, const struct mb_item *it, uint32_t idx, bool split)
+static void block_init(struct mb_block *b, const struct mb_addr *a, uint32_t idx, bool split)
 {
     memset(b, 0, sizeof *b);
-    b->table = it->a->table;
+    b->table = a->table;
     b->split = split;
-    b->start = it->a->addr;
-    b->count = it->a->count;
+    b->start = a->addr;
+    b->count = a->count;
     b->first = idx;
     b->n = 1;
     b->rl.interval_ns = 60LL * 1000000000LL;
 }
 
-int mb_plan_build(const struct mb_item *items, uint32_t n, const struct mb_limits *lim, struct mb_plan **out,
-                  struct fb_err *err)
+int mb_plan_build(const struct fb_tag *tags, const struct mb_item *items, uint32_t n, const struct mb_limits *lim,
+                  struct mb_plan **out, struct fb_err *err)
 {
     *out = NULL;
     struct mb_plan *p = calloc(1, sizeof *p);
@@ -771,11 +772,11 @@ int mb_plan_build(const struct mb_item *items, uint32_t n, const struct mb_limit
     if (n) memcpy(p->items, items, n * sizeof *items);
     p->nitems = n;
     p->cap_blocks = n;
-    qsort(p->items, n, sizeof *p->items, item_cmp);
+    qsort_r(p->items, n, sizeof *p->items, item_cmp, (void *)tags);
 
     int max_gap = lim->max_gap < 0 ? 0 : lim->max_gap;
     for (uint32_t i = 0; i < n; i++) {
-        const struct mb_addr *a = p->items[i].a;
+        const struct mb_addr *a = mb_item_addr(tags, &p->items[i]);
         bool bits = a->table == MB_CO || a->table == MB_DI;
         int limit = bits ? lim->max_bits : lim->max_regs;
         int hard = bits ? MB_MAX_READ_BITS : MB_MAX_READ_REGS;
@@ -797,7 +798,7 @@ int mb_plan_build(const struct mb_item *items, uint32_t n, const struct mb_limit
                 continue;
             }
         }
-        block_init(&p->blocks[p->nblocks++], &p->items[i], i, false);
+        block_init(&p->blocks[p->nblocks++], a, i, false);
     }
     /* keep only the blocks made (40 bytes each; a split grows the array when it happens) */
     if (p->nblocks && p->nblocks < p->cap_blocks) {
@@ -819,28 +820,29 @@ void mb_plan_free(struct mb_plan *p)
     free(p);
 }
 
-static bool same_range(const struct mb_item *x, const struct mb_item *y)
+static bool same_range(const struct fb_tag *tags, const struct mb_item *x, const struct mb_item *y)
 {
-    return x->a->addr == y->a->addr && x->a->count == y->a->count;
+    const struct mb_addr *a = mb_item_addr(tags, x), *b = mb_item_addr(tags, y);
+    return a->addr == b->addr && a->count == b->count;
 }
 
-bool mb_plan_can_split(const struct mb_plan *p, uint32_t i)
+bool mb_plan_can_split(const struct mb_plan *p, const struct fb_tag *tags, uint32_t i)
 {
     if (i >= p->nblocks) return false;
     const struct mb_block *b = &p->blocks[i];
     if (b->split) return false;
     for (uint32_t k = 1; k < b->n; k++)
-        if (!same_range(&p->items[b->first], &p->items[b->first + k])) return true;
+        if (!same_range(tags, &p->items[b->first], &p->items[b->first + k])) return true;
     return false;
 }
 
-int mb_plan_split(struct mb_plan *p, uint32_t i)
+int mb_plan_split(struct mb_plan *p, const struct fb_tag *tags, uint32_t i)
 {
-    if (!mb_plan_can_split(p, i)) return FB_EINVAL;
+    if (!mb_plan_can_split(p, tags, i)) return FB_EINVAL;
     struct mb_block old = p->blocks[i];
     uint32_t parts = 1;
     for (uint32_t k = 1; k < old.n; k++)
-        if (!same_range(&p->items[old.first + k - 1], &p->items[old.first + k])) parts++;
+        if (!same_range(tags, &p->items[old.first + k - 1], &p->items[old.first + k])) parts++;
     /* parts <= old.n, and the blocks hold at most nitems in total: the
      * first split grows the array to that once (rare: a device refused a
      * range), later ones fit */
@@ -855,11 +857,11 @@ int mb_plan_split(struct mb_plan *p, uint32_t i)
     uint32_t bi = i;
     for (uint32_t k = 0; k < old.n; k++) {
         uint32_t idx = old.first + k;
-        if (k && same_range(&p->items[idx - 1], &p->items[idx])) {
+        if (k && same_range(tags, &p->items[idx - 1], &p->items[idx])) {
             p->blocks[bi - 1].n++;
             continue;
         }
-        block_init(&p->blocks[bi], &p->items[idx], idx, true);
+        block_init(&p->blocks[bi], mb_item_addr(tags, &p->items[idx]), idx, true);
         p->blocks[bi].last_q = old.last_q;
         bi++;
     }
@@ -896,4 +898,86 @@ const char *mb_exception_text(int code)
     for (size_t i = 0; i < sizeof exc_tab / sizeof exc_tab[0]; i++)
         if (exc_tab[i].code == code) return exc_tab[i].text;
     return "unknown exception";
+}
+
+/* ------------------------------------------------------------- TCP reads */
+static const uint8_t read_fc[4] = {[MB_HR] = 3, [MB_IR] = 4, [MB_CO] = 1, [MB_DI] = 2};
+
+void mb_tcp_read_request(uint8_t req[MB_TCP_REQ_LEN], uint16_t tid, uint8_t unit, int table, uint16_t start,
+                         uint16_t count)
+{
+    req[0] = (uint8_t)(tid >> 8);
+    req[1] = (uint8_t)tid;
+    req[2] = req[3] = 0; /* protocol: Modbus */
+    req[4] = 0;
+    req[5] = 6; /* unit id + PDU */
+    req[6] = unit;
+    req[7] = read_fc[table & 3];
+    req[8] = (uint8_t)(start >> 8);
+    req[9] = (uint8_t)start;
+    req[10] = (uint8_t)(count >> 8);
+    req[11] = (uint8_t)count;
+}
+
+size_t mb_tcp_adu_len(const uint8_t hdr[6])
+{
+    size_t len = (size_t)hdr[4] << 8 | hdr[5]; /* unit id + PDU */
+    /* the shortest answer is an exception (unit, function, code) */
+    if (len < 3 || 6 + len > MB_TCP_ADU_MAX) return 0;
+    return 6 + len;
+}
+
+enum mb_rsp mb_tcp_read_answer(const uint8_t req[MB_TCP_REQ_LEN], const uint8_t *adu, size_t n, uint16_t *regs,
+                               uint8_t *bits, int *exc)
+{
+    *exc = 0;
+    if (n < 9) return MB_RSP_BAD_LEN;
+    if (adu[0] != req[0] || adu[1] != req[1]) return MB_RSP_BAD_TID;
+    if (adu[2] || adu[3]) return MB_RSP_BAD_PROTO;
+    uint8_t fc = req[7];
+    if (adu[7] == (fc | 0x80)) {
+        if (n != 9) return MB_RSP_BAD_LEN;
+        *exc = adu[8];
+        return MB_RSP_EXC;
+    }
+    if (adu[7] != fc) return MB_RSP_BAD_FC;
+    unsigned count = (unsigned)req[10] << 8 | req[11];
+    bool reg = fc == 3 || fc == 4;
+    unsigned bytes = reg ? 2 * count : (count + 7) / 8;
+    if (adu[8] != bytes || n != 9 + (size_t)bytes) return MB_RSP_BAD_LEN;
+    const uint8_t *d = adu + 9;
+    if (reg)
+        for (unsigned i = 0; i < count; i++) regs[i] = (uint16_t)(d[2 * i] << 8 | d[2 * i + 1]);
+    else
+        for (unsigned i = 0; i < count; i++) bits[i] = (uint8_t)(d[i / 8] >> (i % 8) & 1);
+    return MB_RSP_OK;
+}
+
+enum mb_rsp mb_tcp_take(const uint8_t req[MB_TCP_REQ_LEN], uint8_t *buf, size_t *have, uint16_t *regs,
+                        uint8_t *bits, int *exc)
+{
+    *exc = 0;
+    while (*have >= 6) {
+        size_t len = mb_tcp_adu_len(buf);
+        if (!len) return MB_RSP_GARBAGE;
+        if (*have < len) break;
+        if (buf[0] == req[0] && buf[1] == req[1]) return mb_tcp_read_answer(req, buf, len, regs, bits, exc);
+        memmove(buf, buf + len, *have - len); /* a late answer to an earlier request */
+        *have -= len;
+    }
+    return MB_RSP_MORE;
+}
+
+const char *mb_rsp_text(enum mb_rsp r)
+{
+    switch (r) {
+        case MB_RSP_OK: return "ok";
+        case MB_RSP_EXC: return "exception";
+        case MB_RSP_BAD_TID: return "answer to another request (transaction id)";
+        case MB_RSP_BAD_PROTO: return "not a Modbus answer (protocol id)";
+        case MB_RSP_BAD_FC: return "answer for another function";
+        case MB_RSP_GARBAGE: return "not a Modbus TCP answer";
+        case MB_RSP_MORE: return "incomplete answer";
+        default: return "answer of the wrong length";
+    }
 }

@@ -106,11 +106,18 @@ uint32_t mb_decode(const struct mb_addr *a, const uint16_t *regs, const uint8_t 
 int mb_encode(const struct mb_addr *a, const struct fb_value *v, uint16_t *regs, size_t cap, struct fb_err *err);
 
 /* ------------------------------------------------------------- planner */
-/* One tag to read: its parsed address (owned by the tag), which names the
- * tag (a->tag). */
+/* One tag to read: its index among its device's tags (`tags` below is the
+ * device's first tag in the gateway's array), 4 bytes (issue 15).  A config
+ * reload that keeps the plan keeps the index: the device's tags keep their
+ * order.  Its parsed address is that tag's (mb_item_addr), which names the
+ * tag by its gateway-wide id (a->tag). */
 struct mb_item {
-    const struct mb_addr *a;
+    uint32_t ix;
 };
+static inline const struct mb_addr *mb_item_addr(const struct fb_tag *tags, const struct mb_item *it)
+{
+    return (const struct mb_addr *)tags[it->ix].addr;
+}
 
 /* One request: a contiguous range of one table, serving items
  * plan->items[first .. first+n-1] (sorted by address). */
@@ -140,21 +147,59 @@ struct mb_plan {
     char sbuf[MB_MAX_READ_REGS * 2 + 1];
 };
 
-/* Build a plan for n items (copied; a->table, a->addr, a->count used).
- * Returns 0 and *out, or FB_ENOMEM / FB_EINVAL. */
-int mb_plan_build(const struct mb_item *items, uint32_t n, const struct mb_limits *lim, struct mb_plan **out,
-                  struct fb_err *err);
+/* Build a plan for n items of the device whose tags start at tags (copied;
+ * their addresses' table, addr and count used).  Returns 0 and *out, or
+ * FB_ENOMEM / FB_EINVAL. */
+int mb_plan_build(const struct fb_tag *tags, const struct mb_item *items, uint32_t n, const struct mb_limits *lim,
+                  struct mb_plan **out, struct fb_err *err);
 void mb_plan_free(struct mb_plan *p);
 /* True when block i serves more than one distinct value range (so an
  * exception 02 may come from a hole between values). */
-bool mb_plan_can_split(const struct mb_plan *p, uint32_t i);
+bool mb_plan_can_split(const struct mb_plan *p, const struct fb_tag *tags, uint32_t i);
 /* Replace block i by one block per distinct value range, marked split (for
  * this and every later cycle).  Returns how many blocks now stand in its
  * place (>= 1), or FB_EINVAL if it cannot be split. */
-int mb_plan_split(struct mb_plan *p, uint32_t i);
+int mb_plan_split(struct mb_plan *p, const struct fb_tag *tags, uint32_t i);
 
 /* ------------------------------------------------------------- errors */
 /* Modbus exception code (1..11) → quality, and a short text. */
 uint32_t mb_exception_quality(int code);
 const char *mb_exception_text(int code);
+/* ------------------------------------------------------------- TCP reads */
+/* Read requests over Modbus TCP are framed and their answers checked here;
+ * modbus.c sends and receives them on the socket itself (two system calls
+ * per request where libmodbus makes seven: BENCHMARKS.md, T6).  Writes and
+ * RTU go through libmodbus. */
+#define MB_TCP_REQ_LEN 12
+#define MB_TCP_ADU_MAX 260 /* MBAP header 7 + PDU 253 */
+enum mb_rsp {
+    MB_RSP_OK = 0,
+    MB_RSP_EXC,       /* a Modbus exception: *exc is its code */
+    MB_RSP_BAD_TID,   /* not the answer to this request (a late one, or garbage) */
+    MB_RSP_BAD_PROTO, /* protocol id not 0 */
+    MB_RSP_BAD_FC,    /* another function */
+    MB_RSP_BAD_LEN,   /* byte count or length not what the request asks for */
+    MB_RSP_GARBAGE,   /* bytes that are no Modbus TCP answer at all */
+    MB_RSP_MORE,      /* mb_tcp_take: the answer is not complete yet */
+};
+/* The read request for count registers/bits of table from start, to unit. */
+void mb_tcp_read_request(uint8_t req[MB_TCP_REQ_LEN], uint16_t tid, uint8_t unit, int table, uint16_t start,
+                         uint16_t count);
+/* An ADU's whole length from its first 6 bytes (6 + the MBAP length), or 0
+ * when no answer to a read can be that long or short. */
+size_t mb_tcp_adu_len(const uint8_t hdr[6]);
+/* Check one whole ADU (n bytes, as mb_tcp_adu_len said) against the request
+ * req and unpack its values (the request's count) into regs (HR/IR) or bits
+ * (CO/DI, one byte 0/1 per bit).  The unit id is not compared: some devices
+ * answer with 0 or 255 whatever they were asked as (libmodbus does not
+ * compare it over TCP either); the transaction id pairs answer and request. */
+enum mb_rsp mb_tcp_read_answer(const uint8_t req[MB_TCP_REQ_LEN], const uint8_t *adu, size_t n, uint16_t *regs,
+                               uint8_t *bits, int *exc);
+/* The answer to req among the *have bytes received so far in buf (at least
+ * 2 * MB_TCP_ADU_MAX long): complete answers to earlier requests (another
+ * transaction id, late after a time-out) are dropped from buf; the answer is
+ * judged by mb_tcp_read_answer.  MB_RSP_MORE while it is incomplete. */
+enum mb_rsp mb_tcp_take(const uint8_t req[MB_TCP_REQ_LEN], uint8_t *buf, size_t *have, uint16_t *regs,
+                        uint8_t *bits, int *exc);
+const char *mb_rsp_text(enum mb_rsp r);
 #endif
