@@ -542,7 +542,11 @@ def test_watchdog_systemd_false_keeps_the_pings(broker, start_gateway, watch, tm
         stall.write_text("stop")
         assert wait_values(w, "oven", lambda v: v.get("power", {}).get("v") == 0.75, timeout=3, after=t), \
             gw.output()[-2000:]
-        st = status(mport)["control"]
+        # the loop starts from its safe value too, and a 20 ms poll may publish
+        # that one after t: the trip itself shows in the status
+        deadline = time.monotonic() + 3
+        while not (st := status(mport)["control"])["watchdog"]["tripped"] and time.monotonic() < deadline:
+            time.sleep(0.05)
         assert st["watchdog"]["tripped"] and not st["watchdog"]["systemd"], st
         t_stalled = time.monotonic()
         time.sleep(1.0)
