@@ -553,6 +553,22 @@ void fb_metrics_render(struct fb_gateway *gw, struct fb_buf *out)
         sink_labels(out, &gw->sinks[i]);
         fb_buf_printf(out, " %d\n", atomic_load(&gw->sinks[i].m.connected) ? 1 : 0);
     }
+    /* only the sinks that track acknowledgements have a window (MQTT, Sparkplug) */
+    family(out, "fieldbridge_sink_inflight", "gauge", "Messages awaiting the peer's acknowledgement.");
+    for (uint32_t i = 0; i < gw->nsinks; i++)
+        if (atomic_load(&gw->sinks[i].m.window)) {
+            fb_buf_puts(out, "fieldbridge_sink_inflight");
+            sink_labels(out, &gw->sinks[i]);
+            fb_buf_printf(out, " %u\n", (unsigned)atomic_load(&gw->sinks[i].m.inflight));
+        }
+    family(out, "fieldbridge_sink_window", "gauge",
+           "How many messages may await their acknowledgement now (follows the link, up to max_inflight).");
+    for (uint32_t i = 0; i < gw->nsinks; i++)
+        if (atomic_load(&gw->sinks[i].m.window)) {
+            fb_buf_puts(out, "fieldbridge_sink_window");
+            sink_labels(out, &gw->sinks[i]);
+            fb_buf_printf(out, " %u\n", (unsigned)atomic_load(&gw->sinks[i].m.window));
+        }
     render_buffers(gw, out);
     for (size_t k = 0; gw->nscripts && k < sizeof script_metrics / sizeof script_metrics[0]; k++) {
         family(out, script_metrics[k].name, "counter", script_metrics[k].help);

@@ -247,6 +247,9 @@ enum fb_delivery { FB_SENT = 0, FB_RETRY = 1, FB_DROP = 2 };
 struct fb_sink_metrics {
     _Atomic uint64_t queued, sent, dropped, retries, errors;
     _Atomic int connected;
+    /* sinks that track acknowledgements (MQTT, Sparkplug): messages awaiting
+     * theirs and the window they may fill now; 0 for the others */
+    _Atomic uint32_t inflight, window;
 };
 
 /* Store-and-forward settings (`buffer:` globally, overridable per sink). */
@@ -288,8 +291,11 @@ struct fb_sink {
      * fb_sink_done(). */
     int (*send)(struct fb_sink_inst *s, const struct fb_batch *b, uint64_t batch_id);
     /* Can it take a message now (connected, room in flight)?  With a store the
-     * runtime only hands over buffered records while this says yes. */
-    bool (*ready)(struct fb_sink_inst *s);
+     * runtime only hands over buffered records while this says yes.  `pace`:
+     * the caller made the batch (a connection thread about to hand it over
+     * directly, core/publish.c) and may be held back a moment while the sink
+     * is full — the sink thread passes false. */
+    bool (*ready)(struct fb_sink_inst *s, bool pace);
     /* Called on the sink thread about every 100 ms and when idle: housekeeping. */
     void (*tick)(struct fb_sink_inst *s);
     /* Publish an offline status and flush what can be flushed, then disconnect. */

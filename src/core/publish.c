@@ -70,7 +70,7 @@ static bool sink_direct(struct fb_gateway *gw, struct fb_sink_inst *s, struct fb
               !atomic_load(&q->stop) && !atomic_load(&gw->rt->sinks_stop);
     pthread_mutex_unlock(&q->mu);
     /* ready() before the memory queue's count: it may take in acknowledgements that empty it */
-    go = go && (!s->sink->ready || s->sink->ready(s));
+    go = go && (!s->sink->ready || s->sink->ready(s, true));
     go = go && fb_store_live(q->store) == 0;
     if (go) {
         atomic_fetch_add(&s->m.queued, 1);

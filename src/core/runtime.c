@@ -140,7 +140,7 @@ static int64_t store_deliver(struct fb_sink_inst *s, struct fb_sink_rt *q)
     for (;;) {
         /* a failed delivery stops the stream: the next round starts again from it, in order */
         if (atomic_load(&s->rt->rewind)) return 1000000;
-        if (s->sink->ready && !s->sink->ready(s)) return -1;
+        if (s->sink->ready && !s->sink->ready(s, false)) return -1;
         if (rate) {
             int64_t now = fb_mono_ns();
             q->tokens += (double)(now - q->tokens_ns) * rate / 1e9;
@@ -254,7 +254,7 @@ static void *sink_thread(void *arg)
                     unflushed++;
                 }
             } else if (s->rt->store && b->kind != FB_BATCH_DEVSTATE &&
-                       !(q->mem_only && (!s->sink->ready || s->sink->ready(s)) && fb_store_live(s->rt->store) == 0)) {
+                       !(q->mem_only && (!s->sink->ready || s->sink->ready(s, false)) && fb_store_live(s->rt->store) == 0)) {
                 /* data and alarm events are buffered; device states are not (every connect republishes them).
                  * ready() before the memory queue's count: it may take in acknowledgements */
                 store_append(s, q, b);
@@ -296,7 +296,7 @@ static void *sink_thread(void *arg)
             struct fb_store_stats st;
             fb_store_stats(s->rt->store, &st);
             pthread_mutex_lock(&q->call_mu);
-            bool ready = !s->sink->ready || s->sink->ready(s);
+            bool ready = !s->sink->ready || s->sink->ready(s, false);
             pthread_mutex_unlock(&q->call_mu);
             if (st.records == 0 || fb_mono_ns() >= stop_deadline || !ready) break;
             if (wait_ns < 0) wait_ns = 10000000LL;

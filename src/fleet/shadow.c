@@ -382,7 +382,11 @@ static int sh_send(struct fb_sink_inst *s, const struct fb_batch *b, uint64_t ba
     return 0;
 }
 
-static bool sh_ready(struct fb_sink_inst *s) { return s->ctx != NULL; }
+static bool sh_ready(struct fb_sink_inst *s, bool pace)
+{
+    (void)pace;
+    return s->ctx != NULL;
+}
 
 /* Whether a desired leaf's metadata says its write is still to be done. */
 static bool leaf_pending(const json_t *m) { return json_is_true(json_object_get(m, "pending")); }

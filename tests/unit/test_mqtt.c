@@ -1,5 +1,5 @@
-/* test_mqtt.c — the MQTT sink's pure parts: topic templates and the telemetry
- * and device-status JSON.  Payloads are parsed back with jansson (an
+/* test_mqtt.c — the MQTT sink's pure parts: topic templates, the telemetry
+ * and device-status JSON, and the in-flight window (window.h).  Payloads are parsed back with jansson (an
  * independent JSON parser) and checked field by field. */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -16,6 +16,7 @@
 #include "north/mqtt/mqtt.h"
 #include "north/mqtt/telemetry.h"
 #include "north/mqtt/topic.h"
+#include "north/mqtt/window.h"
 
 /* ------------------------------------------------------------- fixtures */
 static struct fb_tag tags[8];
@@ -366,13 +367,98 @@ static void test_devstatus_json(void **st)
     fb_buf_free(&out);
 }
 
+/* ------------------------------------------------------- in-flight window */
+#define MS 1000000LL
+
+/* A link that carries one window per round trip (nothing queued anywhere):
+ * feed `rounds` round trips of rtt, each acknowledging the whole window. */
+static int64_t window_limited(struct fb_win *w, int64_t now, int64_t rtt, int rounds)
+{
+    for (int r = 0; r < rounds; r++) {
+        uint32_t n = w->win;
+        now += rtt;
+        for (uint32_t i = 0; i < n; i++) fb_win_ack(w, rtt, now);
+    }
+    return now;
+}
+
+static void test_window(void **st)
+{
+    (void)st;
+    struct fb_win w;
+    int64_t now = 1000 * MS;
+
+    /* starts at its floor; a small max_inflight is the floor */
+    fb_win_init(&w, 1000, now);
+    assert_int_equal(w.win, FB_WIN_FLOOR);
+    struct fb_win small;
+    fb_win_init(&small, 10, now);
+    assert_int_equal(small.win, 10);
+    assert_int_equal(fb_win_low(&small), 8);
+    fb_win_init(&small, 1, now);
+    assert_int_equal(small.win, 1);
+    assert_int_equal(fb_win_low(&small), 0);
+
+    /* a 50 ms link the window limits: it grows (about doubling per measured
+     * interval) until max_inflight, within a few seconds */
+    uint32_t before = w.win;
+    now = window_limited(&w, now, 50 * MS, 4);
+    assert_true(w.win > before + before / 2);
+    now = window_limited(&w, now, 50 * MS, 40);
+    assert_int_equal(w.win, 1000);
+    assert_int_equal(fb_win_low(&w), 750);
+
+    /* a fast link (round trips of 100 us) grows the window too; then the
+     * broker falls behind: it still takes 10,000 messages/s, but a queue makes
+     * every round trip 20 ms.  The window shrinks to what the link holds
+     * (2 x 10,000/s x 100 us + floor = 34), not the 200 the queue would hold. */
+    fb_win_init(&w, 1000, now);
+    now = window_limited(&w, now, 100000, 2000);
+    assert_int_equal(w.win, 1000);
+    for (int i = 0; i < 10000; i++) { /* 1 s at 10,000/s, each 20 ms in flight */
+        now += 100000;
+        fb_win_ack(&w, 20 * MS, now);
+    }
+    assert_true(w.win <= FB_WIN_FLOOR + 3);
+    assert_true(w.win >= FB_WIN_FLOOR);
+
+    /* the least RTT is that of the last 10-20 s: after a route became slower
+     * (every round trip 40 ms now), the window again covers the new link */
+    for (int i = 0; i < 3000; i++) { /* 30 s at 100/s */
+        now += 10 * MS;
+        fb_win_ack(&w, 40 * MS, now);
+    }
+    assert_int_equal(w.rtt_min, 40 * MS);
+    /* 100/s x 40 ms x 2 + 32 = 40 */
+    assert_true(w.win >= 39 && w.win <= 41);
+
+    /* a broker's Receive Maximum caps it; a later connection without one
+     * gives it max_inflight and the floor back */
+    now = window_limited(&w, now, 40 * MS, 40);
+    assert_int_equal(w.win, 1000);
+    fb_win_cap(&w, 20);
+    assert_int_equal(w.win, 20);
+    assert_int_equal(w.floor, 20);
+    now = window_limited(&w, now, 40 * MS, 20);
+    assert_int_equal(w.win, 20);
+    fb_win_cap(&w, 1000);
+    assert_int_equal(w.floor, FB_WIN_FLOOR);
+    now = window_limited(&w, now, 40 * MS, 40);
+    assert_int_equal(w.win, 1000);
+
+    /* clock oddities (0 or negative RTT) do not break it */
+    fb_win_ack(&w, 0, now);
+    fb_win_ack(&w, -5, now + 30 * MS);
+    assert_true(w.win >= FB_WIN_FLOOR && w.win <= 1000);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_topic_all_placeholders), cmocka_unit_test(test_topic_gateway_and_empty),
         cmocka_unit_test(test_topic_render_errors),    cmocka_unit_test(test_topic_check),
         cmocka_unit_test(test_telemetry_json),         cmocka_unit_test(test_telemetry_edge_cases),
-        cmocka_unit_test(test_devstatus_json),
+        cmocka_unit_test(test_devstatus_json),         cmocka_unit_test(test_window),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -234,9 +234,10 @@ static int fl_open(struct fb_sink_inst *s, struct fb_err *err)
     (void)err;
     return 0;
 }
-static bool fl_is_ready(struct fb_sink_inst *s)
+static bool fl_is_ready(struct fb_sink_inst *s, bool pace)
 {
     (void)s;
+    (void)pace;
     return atomic_load(&fl_ready);
 }
 static int fl_send(struct fb_sink_inst *s, const struct fb_batch *b, uint64_t id)

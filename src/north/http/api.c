@@ -1137,7 +1137,11 @@ static int api_send(struct fb_sink_inst *s, const struct fb_batch *b, uint64_t b
     return 0;
 }
 
-static bool api_ready(struct fb_sink_inst *s) { return s->ctx != NULL; }
+static bool api_ready(struct fb_sink_inst *s, bool pace)
+{
+    (void)pace;
+    return s->ctx != NULL;
+}
 
 static void reload_tokens(struct api *a)
 {

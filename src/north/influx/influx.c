@@ -1022,8 +1022,9 @@ static int ix_send(struct fb_sink_inst *s, const struct fb_batch *b, uint64_t id
 
 /* Also seals a body that is old enough: while a full store holds the sink
  * thread in its append loop (`full: block`), ready() is what runs, not tick(). */
-static bool ix_ready(struct fb_sink_inst *s)
+static bool ix_ready(struct fb_sink_inst *s, bool pace)
 {
+    (void)pace;
     struct ix_ctx *x = s->ctx;
     if (!x) return false;
     if (x->fill->born && fb_mono_ns() - x->fill->born >= x->c->batch_interval_ns) seal(x);

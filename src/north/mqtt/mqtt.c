@@ -707,10 +707,10 @@ static int mq_send(struct fb_sink_inst *s, const struct fb_batch *b, uint64_t ba
 }
 
 /* The runtime hands over buffered records only while this holds. */
-static bool mq_ready(struct fb_sink_inst *s)
+static bool mq_ready(struct fb_sink_inst *s, bool pace)
 {
     struct mq_ctx *ctx = s->ctx;
-    return ctx && fb_mqtt_session_ready(ctx->ms);
+    return ctx && fb_mqtt_session_ready(ctx->ms, pace);
 }
 
 /* A message of the fleet extensions (device shadow, OTA: src/fleet/outbox.h)

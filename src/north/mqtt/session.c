@@ -57,6 +57,17 @@
  * its PUBACK, FB_RETRY as soon as the connection drops or the session
  * closes (its publisher sends it again: at least once, maybe twice).
  *
+ * Window.  ready() says yes only while fewer than the in-flight window
+ * (window.h: what the link needs, from the acknowledgements' round trips,
+ * at most max_inflight and an MQTT 5 broker's Receive Maximum) await their
+ * acknowledgement; once full, not again until it has drained to three
+ * quarters — the sink thread is then woken once (on_publish), not per
+ * acknowledgement.  ready(pace) waits up to MS_ROOM_WAIT_NS for a full
+ * window, reading the PUBACKs on the caller's thread: a connection thread
+ * that polls as fast as the device answers is paced by the broker instead
+ * of handing every batch to the sink thread through the memory queue (an
+ * encode, a decode and a wake-up per batch).
+ *
  * TLS.  With tls.ca or tls.ca_path the session hands libmosquitto a TLS
  * context of its own (MOSQ_OPT_SSL_CTX, "with defaults": libmosquitto still
  * loads the CA, client certificate and key into it and checks the host
@@ -102,6 +113,7 @@
 #include "core/plugin.h"
 #include "core/thread.h"
 #include "core/url.h"
+#include "north/mqtt/window.h"
 
 #define MS_SEC 1000000000LL
 #define MS_LOOP_TIMEOUT_MS 1000
@@ -112,10 +124,13 @@
  * publisher reads the socket and the network thread does not watch it */
 #define MS_ACTIVE_NS 5000000LL
 #define MS_ACKS_MAX 32 /* fb_mqtt_session_publish_acked awaiting their PUBACK at once */
+/* a full window: how long ready() waits for it to drain (see "Window") */
+#define MS_ROOM_WAIT_NS 1000000LL
 
 struct slot {
     int mid; /* 0 = empty (libmosquitto mids are 1..65535) */
     uint64_t id;
+    int64_t at; /* monotonic time of the publication (tracked ones) */
 };
 
 struct fb_mqtt_session {
@@ -157,6 +172,8 @@ struct fb_mqtt_session {
     pthread_cond_t cv;
     struct slot *slots;
     uint32_t mask, inflight, max_inflight;
+    struct fb_win win;    /* how many may be in flight now (window.h) */
+    bool full;            /* the window filled and has not drained to its low-water mark yet */
     bool resend_pending;  /* in flight at a disconnect: wait for the resends */
     int64_t connected_at; /* monotonic, for the resend time-out */
     int close_mid;
@@ -430,9 +447,17 @@ const struct fb_broker_server *fb_mqtt_session_server(const struct fb_mqtt_sessi
 }
 
 /* ----------------------------------------------------------- in-flight map */
+/* The sink's in-flight gauges (mu held). */
+static void window_metrics(struct fb_mqtt_session *ms)
+{
+    if (!ms->sink) return;
+    atomic_store_explicit(&ms->sink->m.inflight, ms->inflight, memory_order_relaxed);
+    atomic_store_explicit(&ms->sink->m.window, ms->win.win, memory_order_relaxed);
+}
+
 static uint32_t slot_of(const struct fb_mqtt_session *ms, int mid) { return ((uint32_t)mid * 2654435761u) & ms->mask; }
 
-static void map_put(struct fb_mqtt_session *ms, int mid, uint64_t id)
+static void map_put(struct fb_mqtt_session *ms, int mid, uint64_t id, int64_t at)
 {
     /* the table holds twice max_inflight slots and publish waits below max_inflight */
     FB_ASSERT(ms->inflight < ms->mask);
@@ -441,10 +466,12 @@ static void map_put(struct fb_mqtt_session *ms, int mid, uint64_t id)
     if (ms->slots[i].mid == 0) ms->inflight++;
     ms->slots[i].mid = mid;
     ms->slots[i].id = id;
+    ms->slots[i].at = at;
+    if (ms->inflight >= ms->win.win) ms->full = true;
 }
 
-/* Removes mid; returns true and its batch id if it was there. */
-static bool map_take(struct fb_mqtt_session *ms, int mid, uint64_t *id)
+/* Removes mid; returns true and its batch id and publication time if it was there. */
+static bool map_take(struct fb_mqtt_session *ms, int mid, uint64_t *id, int64_t *at)
 {
     uint32_t i = slot_of(ms, mid);
     while (ms->slots[i].mid != mid) {
@@ -452,6 +479,7 @@ static bool map_take(struct fb_mqtt_session *ms, int mid, uint64_t *id)
         i = (i + 1) & ms->mask;
     }
     *id = ms->slots[i].id;
+    *at = ms->slots[i].at;
     ms->inflight--;
     /* backward-shift deletion keeps every probe chain unbroken without tombstones */
     uint32_t hole = i, j = i;
@@ -485,6 +513,8 @@ static uint32_t retry_all(struct fb_mqtt_session *ms)
             pthread_mutex_lock(&ms->mu);
         }
     ms->inflight = 0;
+    ms->full = false;
+    window_metrics(ms);
     return n;
 }
 
@@ -548,7 +578,6 @@ static void conn_failed(struct fb_mqtt_session *ms, const char *fmt, ...)
 static void on_connect(struct mosquitto *mosq, void *obj, int rc, int flags, const mosquitto_property *props)
 {
     (void)mosq;
-    (void)props;
     struct fb_mqtt_session *ms = obj;
     const struct fb_broker_server *sv = fb_mqtt_session_server(ms);
     ms->got_connack = true;
@@ -563,8 +592,16 @@ static void on_connect(struct mosquitto *mosq, void *obj, int rc, int flags, con
         fb_info(NULL, NULL, "%s: %s", ms->name,
                 flags & 1 ? "the broker resumed our session (what it queued for us follows)"
                           : "the broker started a new session for us");
+    /* An MQTT 5 broker says how many QoS > 0 messages it takes at once
+     * (Receive Maximum; Mosquitto's default is 20).  libmosquitto holds any
+     * beyond that unsent in the same list it walks per message, so the
+     * window stops there too. */
+    uint16_t recv_max = 0;
+    if (ms->v5 && props) mosquitto_property_read_int16(props, MQTT_PROP_RECEIVE_MAXIMUM, &recv_max, false);
     pthread_mutex_lock(&ms->mu);
     ms->connected_at = fb_mono_ns();
+    fb_win_cap(&ms->win, recv_max && recv_max < ms->max_inflight ? recv_max : ms->max_inflight);
+    window_metrics(ms);
     pthread_mutex_unlock(&ms->mu);
     fb_backoff_reset(&ms->backoff);
     memset(ms->conn_why, 0, sizeof ms->conn_why);
@@ -617,13 +654,25 @@ static void on_publish(struct mosquitto *mosq, void *obj, int mid, int reason, c
     (void)props;
     struct fb_mqtt_session *ms = obj;
     uint64_t id = 0, tok = 0;
+    int64_t at = 0;
     pthread_mutex_lock(&ms->mu);
-    bool ours = map_take(ms, mid, &id);
+    bool ours = map_take(ms, mid, &id, &at);
     bool acked = !ours && acks_take(ms, mid, &tok);
+    bool room = false;
+    if (ours) {
+        int64_t now = fb_mono_ns();
+        fb_win_ack(&ms->win, now - at, now);
+        /* a full window takes publications again at its low-water mark: the
+         * sink thread, if it waits with a queue, is woken then, once */
+        room = ms->full && ms->inflight <= fb_win_low(&ms->win);
+        if (room) ms->full = false;
+    }
     if (ms->inflight == 0) ms->resend_pending = false;
     if (mid == ms->close_mid) ms->close_acked = true;
     pthread_cond_broadcast(&ms->cv);
+    window_metrics(ms);
     pthread_mutex_unlock(&ms->mu);
+    if (room && ms->sink) fb_sink_wake(ms->sink);
     if (reason >= 0x80) {
         atomic_fetch_add(ms->errors, 1);
         if (fb_ratelimit_ok(&ms->rl_send, fb_mono_ns()))
@@ -1116,6 +1165,7 @@ int fb_mqtt_session_open(struct fb_mqtt_session **out, const struct fb_mqtt_sess
     /* in-flight table: power of two >= 2 × max_inflight keeps probes short */
     uint32_t mi = o->max_inflight ? o->max_inflight : 1000;
     ms->max_inflight = mi > 65535 ? 65535 : mi;
+    fb_win_init(&ms->win, ms->max_inflight, fb_mono_ns());
     uint32_t cap = 16;
     while (cap < 2 * ms->max_inflight) cap <<= 1;
     ms->slots = calloc(cap, sizeof *ms->slots);
@@ -1331,7 +1381,10 @@ void fb_mqtt_session_publish_tracked(struct fb_mqtt_session *ms, uint64_t id, co
                     : mosquitto_publish(ms->mosq, &mid, topic, (int)len, p, qos, retain);
     if (ms->direct_io) pthread_mutex_lock(&ms->mu);
     bool ok = published(ms, rc, qos, mid);
-    if (ok && qos > 0) map_put(ms, mid, id);
+    if (ok && qos > 0) {
+        map_put(ms, mid, id, fb_mono_ns());
+        window_metrics(ms);
+    }
     pthread_mutex_unlock(&ms->mu);
     if (ms->direct_io) {
         if (ok) {
@@ -1384,7 +1437,15 @@ int fb_mqtt_session_set_will(struct fb_mqtt_session *ms, const char *topic, cons
     return mosquitto_will_set(ms->mosq, topic, (int)len, p, qos, retain);
 }
 
-bool fb_mqtt_session_ready(struct fb_mqtt_session *ms)
+/* Room for a tracked publication (mu held): nothing awaits its resend and
+ * the window is not full — once full, until it drains to its low-water mark. */
+static bool room_locked(struct fb_mqtt_session *ms)
+{
+    if (ms->full && ms->inflight <= fb_win_low(&ms->win)) ms->full = false;
+    return !ms->resend_pending && !ms->full && ms->inflight < ms->win.win && ms->inflight < ms->max_inflight;
+}
+
+bool fb_mqtt_session_ready(struct fb_mqtt_session *ms, bool pace)
 {
     if (!atomic_load(&ms->connected)) return false;
     /* acknowledgements that have arrived count: the caller may be about to
@@ -1403,7 +1464,42 @@ bool fb_mqtt_session_ready(struct fb_mqtt_session *ms)
         fb_warn(NULL, NULL, "%s: %u messages from before the reconnect not acknowledged; delivering them again",
                 ms->name, n);
     }
-    bool room = !ms->resend_pending && ms->inflight < ms->max_inflight;
+    bool room = room_locked(ms);
+    if (pace && !room && !ms->resend_pending) {
+        /* The window is full: wait a little for it to drain to its low-water
+         * mark, reading the acknowledgements on this thread (direct_io).  A
+         * connection thread polling as fast as it can is then paced by the
+         * broker instead of handing every batch to the sink thread through
+         * the memory queue (an encode, a decode and a wake-up per batch); a
+         * broker that stays behind for longer still finds the batches
+         * queued, as before, after at most MS_ROOM_WAIT_NS per batch. */
+        int64_t deadline = fb_mono_ns() + MS_ROOM_WAIT_NS;
+        for (bool broken = false; !broken;) {
+            int64_t now = fb_mono_ns();
+            if (now >= deadline || !atomic_load(&ms->connected)) break;
+            if (ms->direct_io) {
+                pthread_mutex_unlock(&ms->mu);
+                if (pthread_mutex_trylock(&ms->rd_mu) == 0) {
+                    int fd = mosquitto_socket(ms->mosq);
+                    struct pollfd pf = {.fd = fd, .events = POLLIN};
+                    struct timespec ts = {0, (long)(deadline - now)};
+                    bool readable = fd >= 0 && ppoll(&pf, 1, &ts, NULL) > 0 && pf.revents == POLLIN;
+                    read_locked(ms);
+                    tl_read = ms;
+                    pthread_mutex_unlock(&ms->rd_mu);
+                    pthread_mutex_lock(&ms->mu);
+                    /* a broken socket is the network thread's: no spinning on it */
+                    broken = !readable && fb_mono_ns() < deadline;
+                } else {
+                    pthread_mutex_lock(&ms->mu); /* another thread reads: on_publish signals cv */
+                    if (!room_locked(ms)) wait_until(ms, deadline);
+                }
+            } else {
+                wait_until(ms, deadline);
+            }
+            if (ms->resend_pending || (room = room_locked(ms))) break;
+        }
+    }
     pthread_mutex_unlock(&ms->mu);
     return room;
 }

@@ -155,8 +155,10 @@ int fb_mqtt_session_subscribe_id(struct fb_mqtt_session *ms, const char *topic, 
 int fb_mqtt_session_set_will(struct fb_mqtt_session *ms, const char *topic, const void *p, size_t len, int qos,
                              bool retain);
 /* Can a tracked publication go out now without waiting (connected, room in
- * flight, nothing from before a reconnect still awaiting its resend)? */
-bool fb_mqtt_session_ready(struct fb_mqtt_session *ms);
+ * the in-flight window, nothing from before a reconnect still awaiting its
+ * resend)?  With `pace`, a full window is waited for a moment (up to 1 ms)
+ * first: the caller is a producer the broker may slow down. */
+bool fb_mqtt_session_ready(struct fb_mqtt_session *ms, bool pace);
 /* End the current connection; with next_server the next CONNECT goes to the
  * next server of the list. */
 void fb_mqtt_session_disconnect(struct fb_mqtt_session *ms, bool next_server);

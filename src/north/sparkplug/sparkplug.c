@@ -861,8 +861,9 @@ static int spb_send(struct fb_sink_inst *s, const struct fb_batch *b, uint64_t b
     return 0;
 }
 
-static bool spb_ready(struct fb_sink_inst *s)
+static bool spb_ready(struct fb_sink_inst *s, bool pace)
 {
+    (void)pace;
     struct spb_ctx *ctx = s->ctx;
     return ctx && session_step(ctx);
 }
