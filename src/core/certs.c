@@ -43,7 +43,8 @@
 #define MAX_ENTRIES 4096
 
 struct seen {
-    char key[600]; /* file + subject + date: the same certificate across scans */
+    /* file + subject + date: the same certificate across scans */
+    char key[sizeof ((struct fb_cert_info *)0)->file + sizeof ((struct fb_cert_info *)0)->subject + 24];
     enum fb_cert_state state;
     int64_t logged_ns; /* monotonic; 0 = never */
 };

@@ -628,7 +628,7 @@ static void trial_end(struct fb_fleet *f)
         if (exists(cur) && rename(cur, prev) < 0)
             fb_warn(NULL, NULL, "fleet: cannot keep %s as %s: %s", cur, prev, strerror(errno));
         if (rename(pend, cur) < 0) {
-            char why[300];
+            char why[sizeof cur + 200];
             snprintf(why, sizeof why, "cannot keep it: %s: %s (it runs until the next restart)", cur, strerror(errno));
             fb_error(NULL, NULL, "remote configuration %s: %s", version, why);
             trial_clear(f);

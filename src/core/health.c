@@ -162,7 +162,7 @@ void fb_health_read_thermal(const char *dir, struct fb_health *h)
         long long milli = strtoll(buf, &end, 10);
         if (end == buf) continue;
         struct fb_health_tz *z = &h->temp[h->ntemp];
-        snprintf(z->zone, sizeof z->zone, "%s", e->d_name);
+        memcpy(z->zone, e->d_name, strlen(e->d_name) + 1); /* its length was checked above */
         snprintf(path, sizeof path, "%s/%s/type", dir, e->d_name);
         if (fb_read_small_file(path, z->type, sizeof z->type) > 0)
             z->type[strcspn(z->type, "\n")] = 0;

@@ -554,21 +554,26 @@ void fb_metrics_render(struct fb_gateway *gw, struct fb_buf *out)
         fb_buf_printf(out, " %d\n", atomic_load(&gw->sinks[i].m.connected) ? 1 : 0);
     }
     /* only the sinks that track acknowledgements have a window (MQTT, Sparkplug) */
-    family(out, "fieldbridge_sink_inflight", "gauge", "Messages awaiting the peer's acknowledgement.");
-    for (uint32_t i = 0; i < gw->nsinks; i++)
-        if (atomic_load(&gw->sinks[i].m.window)) {
-            fb_buf_puts(out, "fieldbridge_sink_inflight");
+    static const struct {
+        const char *name, *help;
+        size_t off;
+    } window_metrics[] = {
+        {"fieldbridge_sink_inflight", "Messages awaiting the peer's acknowledgement.", offsetof(struct fb_sink_metrics, inflight)},
+        {"fieldbridge_sink_window",
+         "How many messages may await their acknowledgement now (follows the link, up to max_inflight).",
+         offsetof(struct fb_sink_metrics, window)},
+    };
+    for (size_t k = 0; k < sizeof window_metrics / sizeof window_metrics[0]; k++) {
+        family(out, window_metrics[k].name, "gauge", window_metrics[k].help);
+        for (uint32_t i = 0; i < gw->nsinks; i++) {
+            const struct fb_sink_metrics *m = &gw->sinks[i].m;
+            if (!atomic_load(&m->window)) continue;
+            const _Atomic uint32_t *v = (const _Atomic uint32_t *)(const void *)((const char *)m + window_metrics[k].off);
+            fb_buf_puts(out, window_metrics[k].name);
             sink_labels(out, &gw->sinks[i]);
-            fb_buf_printf(out, " %u\n", (unsigned)atomic_load(&gw->sinks[i].m.inflight));
+            fb_buf_printf(out, " %u\n", (unsigned)atomic_load(v));
         }
-    family(out, "fieldbridge_sink_window", "gauge",
-           "How many messages may await their acknowledgement now (follows the link, up to max_inflight).");
-    for (uint32_t i = 0; i < gw->nsinks; i++)
-        if (atomic_load(&gw->sinks[i].m.window)) {
-            fb_buf_puts(out, "fieldbridge_sink_window");
-            sink_labels(out, &gw->sinks[i]);
-            fb_buf_printf(out, " %u\n", (unsigned)atomic_load(&gw->sinks[i].m.window));
-        }
+    }
     render_buffers(gw, out);
     for (size_t k = 0; gw->nscripts && k < sizeof script_metrics / sizeof script_metrics[0]; k++) {
         family(out, script_metrics[k].name, "counter", script_metrics[k].help);

@@ -68,8 +68,9 @@ static double dec(int64_t n, int p)
     char t[64];
     uint64_t a = n < 0 ? (uint64_t)-n : (uint64_t)n, pw = 1;
     for (int i = 0; i < p; i++) pw *= 10;
-    snprintf(t, sizeof t, "%s%llu.%0*llu", n < 0 ? "-" : "", (unsigned long long)(a / pw), p > 0 ? p : 1,
-             (unsigned long long)(p > 0 ? a % pw : 0));
+    int len = snprintf(t, sizeof t, "%s%llu.%0*llu", n < 0 ? "-" : "", (unsigned long long)(a / pw), p > 0 ? p : 1,
+                       (unsigned long long)(p > 0 ? a % pw : 0));
+    assert_true(len > 0 && (size_t)len < sizeof t);
     return strtod(t, NULL);
 }
 

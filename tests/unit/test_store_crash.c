@@ -242,10 +242,9 @@ static struct ev *ev_add(int kind)
 
 static void abs_path(int dirfd, const char *path, char *out)
 {
-    if (path[0] == '/' || dirfd == AT_FDCWD)
-        snprintf(out, 320, "%s", path);
-    else
-        snprintf(out, 320, "%s/%s", fdt[dirfd].path, path);
+    int len = path[0] == '/' || dirfd == AT_FDCWD ? snprintf(out, 320, "%s", path)
+                                                  : snprintf(out, 320, "%s/%s", fdt[dirfd].path, path);
+    assert_true(len > 0 && len < 320);
 }
 
 static int rns_find(const char *p)

@@ -1381,14 +1381,15 @@ void fb_mqtt_session_publish_tracked(struct fb_mqtt_session *ms, uint64_t id, co
                     : mosquitto_publish(ms->mosq, &mid, topic, (int)len, p, qos, retain);
     if (ms->direct_io) pthread_mutex_lock(&ms->mu);
     bool ok = published(ms, rc, qos, mid);
+    int64_t now = ok ? fb_mono_ns() : 0;
     if (ok && qos > 0) {
-        map_put(ms, mid, id, fb_mono_ns());
+        map_put(ms, mid, id, now);
         window_metrics(ms);
     }
     pthread_mutex_unlock(&ms->mu);
     if (ms->direct_io) {
         if (ok) {
-            atomic_store(&ms->last_pub_ns, fb_mono_ns());
+            atomic_store(&ms->last_pub_ns, now);
             flush(ms);
         }
         pthread_mutex_unlock(&ms->rd_mu);
@@ -1438,11 +1439,12 @@ int fb_mqtt_session_set_will(struct fb_mqtt_session *ms, const char *topic, cons
 }
 
 /* Room for a tracked publication (mu held): nothing awaits its resend and
- * the window is not full — once full, until it drains to its low-water mark. */
-static bool room_locked(struct fb_mqtt_session *ms)
+ * the window is not full — once full, until it drains to its low-water mark
+ * (on_publish and retry_all clear `full`; the window is never above
+ * max_inflight, fb_win_init and fb_win_cap bound it). */
+static bool room_locked(const struct fb_mqtt_session *ms)
 {
-    if (ms->full && ms->inflight <= fb_win_low(&ms->win)) ms->full = false;
-    return !ms->resend_pending && !ms->full && ms->inflight < ms->win.win && ms->inflight < ms->max_inflight;
+    return !ms->resend_pending && !ms->full && ms->inflight < ms->win.win;
 }
 
 bool fb_mqtt_session_ready(struct fb_mqtt_session *ms, bool pace)
