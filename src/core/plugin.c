@@ -56,6 +56,16 @@ void fb_sink_wake(struct fb_sink_inst *s)
     pthread_mutex_unlock(&q->mu);
 }
 
+bool fb_sink_waiting(struct fb_sink_inst *s)
+{
+    struct fb_sink_rt *q = s->rt;
+    if (!q) return false;
+    pthread_mutex_lock(&q->mu);
+    bool queued = q->head != NULL;
+    pthread_mutex_unlock(&q->mu);
+    return queued || (q->store && fb_store_live(q->store) > 0);
+}
+
 /* ---------------------------------------------------------------- devices */
 void fb_device_set_state(struct fb_device *d, int state, const char *reason)
 {

@@ -10,6 +10,11 @@ void fb_sink_done(struct fb_sink_inst *s, uint64_t batch_id, enum fb_delivery d)
 /* Wake the sink's thread (e.g. its connection state changed), so ready()
  * and tick() run again soon. */
 void fb_sink_wake(struct fb_sink_inst *s);
+/* Whether batches wait for the sink's thread: in its queue or its store
+ * (records not yet acknowledged count too).  A sink whose window opens again
+ * wakes the thread only then: with nothing waiting it would wake for nothing
+ * (the connection threads hand their batches straight over). */
+bool fb_sink_waiting(struct fb_sink_inst *s);
 
 /* A driver reports the state of one device while its connection stays up
  * (a Modbus unit behind a gateway that stops or resumes answering): the

@@ -139,6 +139,14 @@ static void test_run_poll_command_stop(void **st)
     pthread_mutex_unlock(&rec_mu);
     assert_true(batches >= 5);       /* 20 ms polling for 200 ms */
     assert_int_equal(rec_online, 2); /* both devices */
+    /* a sink that takes every batch at once: nothing waits for its thread
+     * (between two polls at the latest), so a window that opens wakes nobody */
+    bool idle = false;
+    for (int i = 0; i < 100 && !idle; i++) {
+        idle = !fb_sink_waiting(&sink);
+        if (!idle) sleep_ms(10);
+    }
+    assert_true(idle);
 
     /* NE107: d2's tag is outside its range → Out of specification, until it is back */
     struct fb_buf sj;
@@ -298,11 +306,13 @@ static void test_store_forward(void **st)
     atomic_store(&fl_ready, false);
     atomic_store(&fl_fail, 5);
     struct fb_err err = {0};
+    assert_false(fb_sink_waiting(&sink)); /* not running */
     assert_int_equal(fb_runtime_start(gw, &err), 0);
     sleep_ms(300); /* "broker down": everything goes to the store */
     pthread_mutex_lock(&fl_mu);
     assert_int_equal(fl_n, 0);
     pthread_mutex_unlock(&fl_mu);
+    assert_true(fb_sink_waiting(&sink)); /* the store holds them: a window that opens wakes the thread */
     atomic_store(&fl_ready, true); /* back: the first 5 deliveries fail, then all flow */
     sleep_ms(400);
     fb_runtime_request_stop(gw);

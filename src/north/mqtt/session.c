@@ -62,7 +62,7 @@
  * at most max_inflight and an MQTT 5 broker's Receive Maximum) await their
  * acknowledgement; once full, not again until it has drained to three
  * quarters — the sink thread is then woken once (on_publish), not per
- * acknowledgement.  ready(pace) waits up to MS_ROOM_WAIT_NS for a full
+ * acknowledgement, and only if batches wait for it in its queue or store.  ready(pace) waits up to MS_ROOM_WAIT_NS for a full
  * window, reading the PUBACKs on the caller's thread: a connection thread
  * that polls as fast as the device answers is paced by the broker instead
  * of handing every batch to the sink thread through the memory queue (an
@@ -672,7 +672,10 @@ static void on_publish(struct mosquitto *mosq, void *obj, int mid, int reason, c
     pthread_cond_broadcast(&ms->cv);
     window_metrics(ms);
     pthread_mutex_unlock(&ms->mu);
-    if (room && ms->sink) fb_sink_wake(ms->sink);
+    /* the sink thread matters only if batches wait for it (its queue, the
+     * store); otherwise the publisher that filled the window sends the next
+     * batch itself (core/publish.c) and a wake-up would find nothing to do */
+    if (room && ms->sink && fb_sink_waiting(ms->sink)) fb_sink_wake(ms->sink);
     if (reason >= 0x80) {
         atomic_fetch_add(ms->errors, 1);
         if (fb_ratelimit_ok(&ms->rl_send, fb_mono_ns()))
