@@ -62,11 +62,12 @@
  * at most max_inflight and an MQTT 5 broker's Receive Maximum) await their
  * acknowledgement; once full, not again until it has drained to three
  * quarters — the sink thread is then woken once (on_publish), not per
- * acknowledgement, and only if batches wait for it in its queue or store.  ready(pace) waits up to MS_ROOM_WAIT_NS for a full
- * window, reading the PUBACKs on the caller's thread: a connection thread
- * that polls as fast as the device answers is paced by the broker instead
- * of handing every batch to the sink thread through the memory queue (an
- * encode, a decode and a wake-up per batch).
+ * acknowledgement, and only if batches wait for it in its queue or store.
+ * ready(pace) waits up to MS_ROOM_WAIT_NS for a full window, reading the
+ * PUBACKs on the caller's thread: a connection thread that polls as fast as
+ * the device answers is paced by the broker instead of handing every batch
+ * to the sink thread through the memory queue (an encode, a decode and a
+ * wake-up per batch).
  *
  * TLS.  With tls.ca or tls.ca_path the session hands libmosquitto a TLS
  * context of its own (MOSQ_OPT_SSL_CTX, "with defaults": libmosquitto still
