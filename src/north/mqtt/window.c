@@ -1,25 +1,23 @@
 /* window.c — the in-flight window of an MQTT session (window.h says why). */
 #include "north/mqtt/window.h"
 
-void fb_win_init(struct fb_win *w, uint32_t max, int64_t now_ns)
-{
-    if (max < 1) max = 1;
-    w->max = max;
-    w->floor = max < FB_WIN_FLOOR ? max : FB_WIN_FLOOR;
-    w->win = w->floor;
-    w->rtt_min = INT64_MAX;
-    w->rtt_epoch = INT64_MAX;
-    w->epoch_end = now_ns + FB_WIN_EPOCH_NS;
-    w->interval_start = now_ns;
-    w->acks = 0;
-}
-
 void fb_win_cap(struct fb_win *w, uint32_t max)
 {
     w->max = max < 1 ? 1 : max;
     w->floor = w->max < FB_WIN_FLOOR ? w->max : FB_WIN_FLOOR;
     if (w->win > w->max) w->win = w->max;
     if (w->win < w->floor) w->win = w->floor;
+}
+
+void fb_win_init(struct fb_win *w, uint32_t max, int64_t now_ns)
+{
+    w->win = 0; /* fb_win_cap raises it to the floor */
+    fb_win_cap(w, max);
+    w->rtt_min = INT64_MAX;
+    w->rtt_epoch = INT64_MAX;
+    w->epoch_end = now_ns + FB_WIN_EPOCH_NS;
+    w->interval_start = now_ns;
+    w->acks = 0;
 }
 
 void fb_win_ack(struct fb_win *w, int64_t rtt_ns, int64_t now_ns)
